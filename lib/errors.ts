@@ -1,0 +1,72 @@
+/**
+ * The one error type that crosses the HTTP boundary. Every failure a client can see is an
+ * AppError with a stable code; the status comes from one table, so handlers never pick numbers.
+ */
+export const ERROR_STATUS = {
+  invalid_request: 400,
+  unauthorized: 401,
+  forbidden: 403,
+  not_found: 404,
+  conflict: 409,
+  payload_too_large: 413,
+  unsupported_media: 415,
+  unprocessable_audio: 422,
+  rate_limited: 429,
+  internal: 500,
+  upstream_failed: 502,
+  unavailable: 503,
+  timeout: 504,
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_STATUS;
+
+export interface AppErrorOptions {
+  cause?: unknown;
+  /** Seconds a client should wait before retrying; sent as Retry-After. */
+  retryAfterSeconds?: number;
+  details?: Record<string, unknown>;
+}
+
+export class AppError extends Error {
+  readonly code: ErrorCode;
+  readonly retryAfterSeconds?: number;
+  readonly details?: Record<string, unknown>;
+
+  constructor(code: ErrorCode, message: string, options: AppErrorOptions = {}) {
+    super(message, { cause: options.cause });
+    this.name = "AppError";
+    this.code = code;
+    this.retryAfterSeconds = options.retryAfterSeconds;
+    this.details = options.details;
+  }
+
+  get status(): (typeof ERROR_STATUS)[ErrorCode] {
+    return ERROR_STATUS[this.code];
+  }
+}
+
+/** The JSON body of every error response. */
+export interface ErrorBody {
+  error: {
+    code: ErrorCode;
+    message: string;
+    request_id: string;
+    details?: Record<string, unknown>;
+  };
+}
+
+export function errorBody(err: AppError, requestId: string): ErrorBody {
+  return {
+    error: {
+      code: err.code,
+      // Internal messages may carry paths or upstream text: the client gets a generic one.
+      message: err.code === "internal" ? "Internal server error" : err.message,
+      request_id: requestId,
+      ...(err.details && err.code !== "internal" ? { details: err.details } : {}),
+    },
+  };
+}
+
+export function isAppError(err: unknown): err is AppError {
+  return err instanceof AppError;
+}
