@@ -1,0 +1,11 @@
+#!/usr/bin/env node
+// The published entry point: runs the TypeScript CLI through tsx so no build step is needed.
+import { spawnSync } from "node:child_process";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { createRequire } from "node:module";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const tsx = createRequire(import.meta.url).resolve("tsx/cli");
+const result = spawnSync(process.execPath, [tsx, join(here, "main.ts"), ...process.argv.slice(2)], { stdio: "inherit" });
+process.exit(result.status ?? 1);

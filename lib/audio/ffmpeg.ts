@@ -1,0 +1,475 @@
+/**
+ * Decoding and extracting audio with an ffmpeg child process. Everything a client sends goes
+ * through here, so this module owns two promises: memory does not grow with the input's duration
+ * (PCM is streamed with backpressure), and every ffmpeg failure becomes an AppError whose message
+ * is safe to show (ffmpeg's stderr names server paths, so it only travels on `cause`).
+ */
+import { spawn } from "node:child_process";
+import { constants } from "node:fs";
+import { access, open, rm, stat } from "node:fs/promises";
+import path from "node:path";
+import { AppError } from "../errors.ts";
+
+/** Whisper's input rate; every decoded stream is mono at this rate. */
+export const PCM_SAMPLE_RATE = 16_000;
+
+/**
+ * Codec priming and padding (AAC, Opus, MP3 without a LAME tag) add tens of milliseconds: a file
+ * that is nominally exactly at the limit must not be rejected for them.
+ */
+const DURATION_TOLERANCE_SECONDS = 0.25;
+
+const STDERR_TAIL_CHARS = 16_384;
+const PROGRESS_TAIL_CHARS = 4_096;
+
+/**
+ * Demuxers ffmpeg may pick for client files. Without this list, ffmpeg would follow an HLS
+ * playlist or ffconcat script inside an upload and read other files on the server.
+ */
+const ALLOWED_DEMUXERS = [
+  "wav", "w64", "mp3", "aac", "ac3", "eac3", "dts", "flac", "ogg", "mov", "matroska", "aiff",
+  "caf", "amr", "au", "asf", "avi", "mpeg", "mpegts", "flv", "wv", "ape", "tta", "mpc", "mpc8",
+  "loas", "xwma",
+];
+
+const ENCODER_ARGS: Record<ExtractFormat, string[]> = {
+  wav: ["-c:a", "pcm_s16le", "-f", "wav"],
+  // Bitrates are chosen for speech at 16 kHz mono, where they are transparent enough for ASR.
+  mp3: ["-c:a", "libmp3lame", "-b:a", "32k", "-f", "mp3"],
+  opus: ["-c:a", "libopus", "-b:a", "24k", "-f", "ogg"],
+};
+
+export type FfmpegSource = "FFMPEG_PATH" | "ffmpeg-static" | "PATH";
+
+export interface ResolvedFfmpeg {
+  path: string;
+  source: FfmpegSource;
+}
+
+export interface DecodeOptions {
+  signal?: AbortSignal;
+  /** Longer audio fails with unprocessable_audio (422). */
+  maxDurationSeconds?: number;
+  /** Skips resolveFfmpeg(). */
+  ffmpegPath?: string;
+}
+
+export interface DecodeResult {
+  /** Mono 16 kHz samples delivered to the consumer. */
+  samples: number;
+  durationSeconds: number;
+}
+
+export interface PcmStream extends AsyncIterable<Float32Array> {
+  /**
+   * Settles once iteration has stopped and ffmpeg has exited: rejects with the error iteration
+   * threw (or the abort reason); after an early `break` it resolves with what was delivered.
+   */
+  readonly done: Promise<DecodeResult>;
+  /** ffmpeg's process id once iteration has started it; for logs and for checking it is gone. */
+  readonly pid: number | undefined;
+}
+
+export type ExtractFormat = "wav" | "mp3" | "opus";
+
+/** The raw ffmpeg outcome, kept as the `cause` of client-facing errors so logs can show it. */
+export class FfmpegFailure extends Error {
+  readonly exitCode: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly stderr: string;
+
+  constructor(exit: FfmpegExit, stderr: string) {
+    const how = exit.signal ? `was killed by ${exit.signal}` : `exited with code ${exit.code}`;
+    super(`ffmpeg ${how}${stderr.trim() ? `: ${stderr.trim()}` : ""}`);
+    this.name = "FfmpegFailure";
+    this.exitCode = exit.code;
+    this.signal = exit.signal;
+    this.stderr = stderr;
+  }
+}
+
+const resolutions = new Map<string, Promise<ResolvedFfmpeg>>();
+
+/**
+ * Finds ffmpeg: FFMPEG_PATH, then the optional `ffmpeg-static` package, then PATH. The answer is
+ * cached per process (keyed by the variables it depends on); a failed lookup is not, so ffmpeg
+ * can be installed without a restart.
+ */
+export function resolveFfmpeg(env: NodeJS.ProcessEnv = process.env): Promise<ResolvedFfmpeg> {
+  const key = `${env.FFMPEG_PATH ?? ""}\0${env.PATH ?? ""}`;
+  let pending = resolutions.get(key);
+  if (!pending) {
+    pending = findFfmpeg(env);
+    resolutions.set(key, pending);
+    pending.catch(() => resolutions.delete(key));
+  }
+  return pending;
+}
+
+async function findFfmpeg(env: NodeJS.ProcessEnv): Promise<ResolvedFfmpeg> {
+  const configured = env.FFMPEG_PATH;
+  if (configured) {
+    if (!(await isExecutableFile(configured))) {
+      throw new Error(`FFMPEG_PATH is set to "${configured}", which is not an executable file`);
+    }
+    return { path: configured, source: "FFMPEG_PATH" };
+  }
+  const bundled = await ffmpegStaticPath();
+  if (bundled && (await isExecutableFile(bundled))) return { path: bundled, source: "ffmpeg-static" };
+  const onPath = await findOnPath(process.platform === "win32" ? "ffmpeg.exe" : "ffmpeg", env.PATH);
+  if (onPath) return { path: onPath, source: "PATH" };
+  throw new Error(
+    "ffmpeg not found: set FFMPEG_PATH to an ffmpeg binary, install the optional npm package " +
+      "ffmpeg-static, or put ffmpeg on PATH",
+  );
+}
+
+async function ffmpegStaticPath(): Promise<string | undefined> {
+  // A specifier in a variable keeps TypeScript from requiring the optional package's types.
+  const specifier = "ffmpeg-static";
+  try {
+    const mod = (await import(specifier)) as { default?: unknown };
+    return typeof mod.default === "string" ? mod.default : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function findOnPath(name: string, searchPath: string | undefined): Promise<string | undefined> {
+  for (const dir of (searchPath ?? "").split(path.delimiter)) {
+    if (!dir) continue;
+    const candidate = path.join(dir, name);
+    if (await isExecutableFile(candidate)) return candidate;
+  }
+  return undefined;
+}
+
+async function isExecutableFile(file: string): Promise<boolean> {
+  try {
+    if (!(await stat(file)).isFile()) return false;
+    await access(file, constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Streams the first audio stream of any common container as mono 16 kHz float samples, in
+ * chunks of ffmpeg's pipe size. ffmpeg starts on the first `next()`; leaving the loop early,
+ * an error, or `signal` aborting kills it. If ffmpeg exits cleanly after decoding only part of a
+ * damaged file, the decodable part is what the stream yields.
+ */
+export function decodeToPcm(input: string, opts: DecodeOptions = {}): PcmStream {
+  const { signal } = opts;
+  const maxSamples = maxSamplesFor(opts.maxDurationSeconds);
+  const outcome = deferred<DecodeResult>();
+  let pid: number | undefined;
+  let iterated = false;
+
+  async function* decode(): AsyncGenerator<Float32Array> {
+    let delivered = 0;
+    let proc: FfmpegProcess | undefined;
+    const onAbort = () => {
+      if (!proc) return;
+      proc.child.kill("SIGKILL");
+      // Settle `done` even if the consumer never calls next() again.
+      const settle = () => outcome.reject(signal?.reason);
+      void proc.exited.then(settle, settle);
+    };
+    try {
+      signal?.throwIfAborted();
+      await assertNotEmpty(input);
+      const ffmpegPath = opts.ffmpegPath ?? (await resolveFfmpeg()).path;
+      signal?.throwIfAborted();
+      const spec = inputSpec(input);
+      proc = startFfmpeg(ffmpegPath, [
+        ...inputArgs(spec),
+        ...monoOutputArgs(opts.maxDurationSeconds),
+        "-c:a", "pcm_f32le", "-f", "f32le", "pipe:1",
+      ]);
+      pid = proc.child.pid;
+      signal?.addEventListener("abort", onAbort, { once: true });
+
+      let carry: Buffer | undefined;
+      for await (const data of proc.child.stdout as AsyncIterable<Buffer>) {
+        const bytes = carry ? Buffer.concat([carry, data]) : data;
+        const usable = bytes.length - (bytes.length % Float32Array.BYTES_PER_ELEMENT);
+        carry = usable < bytes.length ? bytes.subarray(usable) : undefined;
+        if (usable === 0) continue;
+        const samples = new Float32Array(usable / Float32Array.BYTES_PER_ELEMENT);
+        // Copying byte-wise because a Buffer's offset in its pool need not be 4-byte aligned.
+        new Uint8Array(samples.buffer).set(bytes.subarray(0, usable));
+        if (delivered + samples.length > maxSamples) throw tooLong(opts.maxDurationSeconds);
+        // Output ffmpeg wrote before it was killed is still buffered: an abort must not deliver it.
+        signal?.throwIfAborted();
+        delivered += samples.length;
+        yield samples;
+      }
+      const exit = await proc.closed;
+      signal?.throwIfAborted();
+      if (exit.code !== 0) throw await classifyFailure(new FfmpegFailure(exit, proc.stderr()), input);
+      if (delivered === 0) throw emptyAudio(proc.stderr());
+      outcome.resolve(result(delivered));
+    } catch (err) {
+      const reason: unknown = signal?.aborted ? signal.reason : err;
+      outcome.reject(reason);
+      throw reason;
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+      if (proc) await stopFfmpeg(proc);
+      outcome.resolve(result(delivered));
+    }
+  }
+
+  return {
+    done: outcome.promise,
+    get pid() {
+      return pid;
+    },
+    [Symbol.asyncIterator]() {
+      if (iterated) throw new Error("a PcmStream can be iterated only once");
+      iterated = true;
+      return decode();
+    },
+  };
+}
+
+/**
+ * Writes the first audio stream of `input` to `output` as 16 kHz mono wav (PCM 16-bit), mp3 or
+ * Opus in Ogg, with the same limits and error classification as decodeToPcm. On failure no
+ * partial output is left behind. The duration is ffmpeg's own count of what it wrote.
+ */
+export async function extractAudio(
+  input: string,
+  output: string,
+  format: ExtractFormat,
+  opts: DecodeOptions = {},
+): Promise<{ durationSeconds: number }> {
+  const maxSamples = maxSamplesFor(opts.maxDurationSeconds);
+  opts.signal?.throwIfAborted();
+  await assertNotEmpty(input);
+  const args = [
+    "-nostats", "-progress", "pipe:1",
+    ...inputArgs(inputSpec(input)),
+    ...monoOutputArgs(opts.maxDurationSeconds),
+    // Phone videos carry location and device tags that have no place in an extracted track.
+    "-map_metadata", "-1",
+    ...ENCODER_ARGS[format],
+    "-y", `file:${path.resolve(output)}`,
+  ];
+  try {
+    const { stdout, stderr } = await runFfmpeg(args, opts);
+    const durationSeconds = lastProgressSeconds(stdout);
+    if (durationSeconds === 0) throw emptyAudio(stderr);
+    if (durationSeconds * PCM_SAMPLE_RATE > maxSamples) throw tooLong(opts.maxDurationSeconds);
+    return { durationSeconds };
+  } catch (err) {
+    await rm(output, { force: true });
+    if (err instanceof FfmpegFailure) throw await classifyFailure(err, input);
+    throw err;
+  }
+}
+
+/**
+ * Runs ffmpeg to completion, optionally feeding `stdin`; rejects with FfmpegFailure on a non-zero
+ * exit and with the abort reason if `signal` aborts (ffmpeg is killed). Returns the tails of its
+ * output streams.
+ */
+export async function runFfmpeg(
+  args: string[],
+  opts: { ffmpegPath?: string; signal?: AbortSignal; stdin?: Uint8Array } = {},
+): Promise<{ stdout: string; stderr: string }> {
+  const { signal } = opts;
+  signal?.throwIfAborted();
+  const ffmpegPath = opts.ffmpegPath ?? (await resolveFfmpeg()).path;
+  signal?.throwIfAborted();
+  const proc = startFfmpeg(ffmpegPath, args, opts.stdin);
+  const onAbort = () => proc.child.kill("SIGKILL");
+  signal?.addEventListener("abort", onAbort, { once: true });
+  let stdout = "";
+  proc.child.stdout.setEncoding("utf8");
+  proc.child.stdout.on("data", (text: string) => {
+    stdout = (stdout + text).slice(-PROGRESS_TAIL_CHARS);
+  });
+  try {
+    const exit = await proc.closed;
+    signal?.throwIfAborted();
+    if (exit.code !== 0) throw new FfmpegFailure(exit, proc.stderr());
+    return { stdout, stderr: proc.stderr() };
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+    await stopFfmpeg(proc);
+  }
+}
+
+interface FfmpegExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+interface FfmpegProcess {
+  child: ReturnType<typeof spawnPiped>;
+  /** The process is gone (and reaped). */
+  exited: Promise<FfmpegExit>;
+  /**
+   * The process is gone and its output has been read to the end, so stderr is complete. Never
+   * settles while a paused stdout still holds unread data: wait for `exited` after a kill.
+   */
+  closed: Promise<FfmpegExit>;
+  stderr(): string;
+}
+
+function spawnPiped(ffmpegPath: string, args: string[]) {
+  return spawn(ffmpegPath, args, { stdio: ["pipe", "pipe", "pipe"] });
+}
+
+function startFfmpeg(ffmpegPath: string, args: string[], stdin?: Uint8Array): FfmpegProcess {
+  const child = spawnPiped(ffmpegPath, args);
+  // ffmpeg may exit before reading all of stdin (e.g. on bad input): that EPIPE is not the error.
+  child.stdin.on("error", () => {});
+  child.stdin.end(stdin);
+  let stderr = "";
+  child.stderr.setEncoding("utf8");
+  child.stderr.on("data", (text: string) => {
+    stderr = (stderr + text).slice(-STDERR_TAIL_CHARS);
+  });
+  const settledOn = (event: "exit" | "close") => {
+    const settled = new Promise<FfmpegExit>((resolve, reject) => {
+      child.once("error", reject);
+      child.once(event, (code: number | null, signal: NodeJS.Signals | null) => resolve({ code, signal }));
+    });
+    // Whoever stops the process awaits these; this only keeps a spawn error from being reported
+    // as unhandled before then.
+    settled.catch(() => {});
+    return settled;
+  };
+  return { child, exited: settledOn("exit"), closed: settledOn("close"), stderr: () => stderr };
+}
+
+async function stopFfmpeg(proc: FfmpegProcess): Promise<void> {
+  if (proc.child.exitCode === null && proc.child.signalCode === null) proc.child.kill("SIGKILL");
+  await proc.exited.catch(() => {});
+}
+
+function inputSpec(input: string): string {
+  // The protocol prefix keeps a name like "a:b" or "-x" from being read as a URL or an option.
+  return `file:${path.resolve(input)}`;
+}
+
+function inputArgs(spec: string): string[] {
+  return [
+    "-nostdin", "-hide_banner", "-loglevel", "error",
+    "-protocol_whitelist", "file",
+    "-format_whitelist", ALLOWED_DEMUXERS.join(","),
+    "-i", spec,
+  ];
+}
+
+function monoOutputArgs(maxDurationSeconds: number | undefined): string[] {
+  return [
+    "-vn", "-map", "0:a:0",
+    "-ac", "1", "-ar", String(PCM_SAMPLE_RATE),
+    // Float output skips swresample's normalisation, so without this a stereo downmix sums the
+    // channels at 0.707 each and can exceed full scale; 1 makes it an average, as Whisper's s16le
+    // decoding does.
+    "-rematrix_maxval", "1",
+    // Only a bound on wasted work: a second past the limit is enough to know the audio is longer.
+    ...(maxDurationSeconds === undefined
+      ? []
+      : ["-t", String(maxDurationSeconds + DURATION_TOLERANCE_SECONDS + 1)]),
+  ];
+}
+
+function maxSamplesFor(maxDurationSeconds: number | undefined): number {
+  if (maxDurationSeconds === undefined) return Number.POSITIVE_INFINITY;
+  if (!Number.isFinite(maxDurationSeconds) || maxDurationSeconds <= 0) {
+    throw new RangeError(`maxDurationSeconds must be a positive number, got ${maxDurationSeconds}`);
+  }
+  return Math.floor((maxDurationSeconds + DURATION_TOLERANCE_SECONDS) * PCM_SAMPLE_RATE);
+}
+
+function result(samples: number): DecodeResult {
+  return { samples, durationSeconds: samples / PCM_SAMPLE_RATE };
+}
+
+function lastProgressSeconds(progress: string): number {
+  const matches = [...progress.matchAll(/^out_time_us=(\d+)$/gm)];
+  const last = matches.at(-1)?.[1];
+  return last === undefined ? 0 : Number(last) / 1e6;
+}
+
+async function assertNotEmpty(input: string): Promise<void> {
+  if ((await stat(input)).size === 0) throw new AppError("unprocessable_audio", "empty audio file");
+}
+
+function tooLong(maxDurationSeconds: number | undefined): AppError {
+  return new AppError("unprocessable_audio", `audio is longer than the limit of ${maxDurationSeconds} s`, {
+    details: { max_duration_seconds: maxDurationSeconds },
+  });
+}
+
+function emptyAudio(stderr: string): AppError {
+  return new AppError("unprocessable_audio", "empty audio: the file contains no audio samples", {
+    cause: new FfmpegFailure({ code: 0, signal: null }, stderr),
+  });
+}
+
+/**
+ * Turns a failed ffmpeg run into what the client should hear. ffmpeg's wording differs between
+ * versions (5.x prints "<input>: <reason>", 7.x "Error opening input"), so both are matched, and
+ * whether an unopenable file is "not media" or "damaged media" is decided from its first bytes.
+ */
+async function classifyFailure(failure: FfmpegFailure, input: string): Promise<Error> {
+  // Killed by someone else (OOM killer, operator): a server problem, not the client's file.
+  if (failure.signal) return failure;
+  const { stderr } = failure;
+  const options = { cause: failure };
+  if (/matches no streams|does not contain any stream/.test(stderr)) {
+    return new AppError("unprocessable_audio", "the file has no audio stream", options);
+  }
+  const notAllowed = stderr.includes("Format not on whitelist");
+  const openFailed = stderr.includes(`${inputSpec(input)}: `) || stderr.includes("Error opening input");
+  if (notAllowed || (openFailed && !looksLikeMedia(await readHead(input)))) {
+    return new AppError("unsupported_media", "the file is not a recognised audio or video format", options);
+  }
+  return new AppError("unprocessable_audio", "audio could not be decoded: file is truncated or corrupt", options);
+}
+
+async function readHead(input: string): Promise<Buffer> {
+  const file = await open(input, "r");
+  try {
+    const { buffer, bytesRead } = await file.read(Buffer.alloc(16), 0, 16, 0);
+    return buffer.subarray(0, bytesRead);
+  } finally {
+    await file.close();
+  }
+}
+
+const ASF_GUID = Buffer.from("3026b2758e66cf11a6d900aa0062ce6c", "hex");
+const MAGIC_AT_0 = ["RIFF", "RF64", "BW64", "OggS", "fLaC", "FORM", "caff", ".snd", "wvpk", "MAC ", "TTA1", "MPCK"];
+const SHORT_MAGIC_AT_0 = ["ID3", "FLV", "MP+", "#!AMR"];
+const MP4_BOXES_AT_4 = ["ftyp", "moov", "mdat", "free", "skip", "wide"];
+
+/** Whether the file starts like a container we accept: then a failure to open it means damage. */
+function looksLikeMedia(head: Buffer): boolean {
+  const text = head.toString("latin1");
+  if (MAGIC_AT_0.includes(text.slice(0, 4))) return true;
+  if (SHORT_MAGIC_AT_0.some((magic) => text.startsWith(magic))) return true;
+  if (MP4_BOXES_AT_4.includes(text.slice(4, 8))) return true;
+  if (head.length >= 4 && head.readUInt32BE(0) === 0x1a45dfa3) return true; // EBML: Matroska, WebM
+  if (head.length >= 16 && head.subarray(0, 16).equals(ASF_GUID)) return true;
+  return head[0] === 0xff && ((head[1] ?? 0) & 0xe0) === 0xe0; // MPEG audio or ADTS frame sync
+}
+
+function deferred<T>() {
+  let resolve!: (value: T) => void;
+  let reject!: (reason: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  // Callers that only iterate see the error there; `done` must not also become an unhandled rejection.
+  promise.catch(() => {});
+  return { promise, resolve, reject };
+}

@@ -1,0 +1,148 @@
+import { floatTensor, Graph } from "../onnx/graph.ts";
+import { Ops } from "../onnx/ops.ts";
+import type { SynthPart } from "../audio/synth.ts";
+import { buildTokenLayout, type TokenLayout } from "./tokenizer.ts";
+import {
+  crossAttentionCache,
+  declareDecoderOutputs,
+  decoderInterface,
+  summarizeVoiced,
+  voicedFlags,
+  type WhisperDims,
+} from "./whisper-graph.ts";
+
+/**
+ * The micro model: a designed Whisper whose transcript is a known function of the audio. Each 30 s
+ * window yields one segment naming the pure tone that dominates it, from the first to the last voiced
+ * instant; silence yields nothing. Tests use it to check decoding, windowing, stitching and
+ * timestamps end to end through the unmodified transformers.js pipeline.
+ */
+export const MICRO_TONES = [
+  { word: "alpha", hz: 300 },
+  { word: "bravo", hz: 600 },
+  { word: "charlie", hz: 1000 },
+  { word: "delta", hz: 1600 },
+  { word: "echo", hz: 2500 },
+] as const;
+
+export type MicroWord = (typeof MICRO_TONES)[number]["word"];
+
+export function microTokenLayout(): TokenLayout {
+  return buildTokenLayout(
+    MICRO_TONES.map((t) => t.word),
+    ["en"],
+  );
+}
+
+const D_MODEL = 81;
+const MEL_BINS = 80;
+
+export function microDims(layout: TokenLayout): WhisperDims {
+  return {
+    d_model: D_MODEL,
+    encoder_layers: 1,
+    encoder_attention_heads: 1,
+    encoder_ffn_dim: D_MODEL,
+    decoder_layers: 1,
+    decoder_attention_heads: 1,
+    decoder_ffn_dim: D_MODEL,
+    vocab_size: layout.vocabSize,
+    num_mel_bins: MEL_BINS,
+    max_source_positions: 1500,
+    max_target_positions: 448,
+  };
+}
+
+/** Whisper's Slaney mel scale over 0..8 kHz: the filter whose centre is nearest to `hz`. */
+export function melBinOf(hz: number, bins = MEL_BINS): number {
+  const mel = (f: number) => (f < 1000 ? (3 * f) / 200 : 15 + (Math.log(f / 1000) * 27) / Math.log(6.4));
+  const step = mel(8000) / (bins + 1);
+  return Math.round(mel(hz) / step) - 1;
+}
+
+/** Encoder: per position, a voiced flag and the loudest value of each mel band over its two frames. */
+export function buildMicroEncoder(): Graph {
+  const g = new Graph("micro_encoder");
+  const o = new Ops(g);
+  const features = g.input("input_features", "float", ["batch_size", MEL_BINS, 3000]);
+  const pooled = o.reduce("ReduceMax", o.reshape(features, [0, MEL_BINS, 1500, 2]), [3], false);
+  g.op("Concat", [voicedFlags(o, features), o.transpose(pooled, [0, 2, 1])], { axis: { i: 2 } }, "last_hidden_state");
+  g.output("last_hidden_state", "float", ["batch_size", 1500, D_MODEL]);
+  return g;
+}
+
+/**
+ * Decoder: a state machine over what the sequence already holds, read back from its own
+ * self-attention cache, so the output is right only if the caller threads the KV cache correctly.
+ * Each cached key row records [is <|notimestamps|>, is text, is timestamp]; their sums say what to
+ * emit next:
+ *   with timestamps:    <|start|> word <|end|> <|endoftext|>
+ *   without timestamps: word <|endoftext|>
+ */
+export function buildMicroDecoder(layout: TokenLayout): Graph {
+  const io = decoderInterface(1, 1, D_MODEL, D_MODEL);
+  const { g, o } = io;
+  const V = layout.vocabSize;
+
+  crossAttentionCache(io, (branch) => {
+    const k = new Ops(branch).unsqueeze(io.encoderStates, [1]);
+    return [{ key: k, value: branch.op("Identity", [k]) }];
+  });
+  const encoder = o.squeeze("present.0.encoder.key", [1]);
+  const voiced = summarizeVoiced(o, encoder);
+
+  const toneBins = MICRO_TONES.flatMap((t) => {
+    const c = melBinOf(t.hz);
+    return [c - 1, c, c + 1].map((b) => b + 1);
+  });
+  const toneLevels = o.reshape(g.op("Gather", [encoder, o.i64(toneBins)], { axis: { i: 2 } }), [0, 0, MICRO_TONES.length, 3]);
+  const toneScore = o.reduce("ReduceSum", o.reduce("ReduceMax", toneLevels, [3], false), [1], false);
+  const dominant = g.op("ArgMax", [toneScore], { axis: { i: 1 }, keepdims: { i: 0 } });
+  const wordIds = MICRO_TONES.map((t) => layout.vocab.indexOf(`Ġ${t.word}`));
+  const word = g.op("Gather", [o.i64(wordIds), dominant]);
+
+  const ids = io.inputIds;
+  const flag = (op: string, value: number) => o.unsqueeze(o.cast(g.op(op, [ids, o.scalarI64(value)]), "float"), [2]);
+  const isText = flag("Less", layout.eos);
+  const rowFeatures = g.op("Concat", [flag("Equal", layout.noTimestamps), isText, flag("GreaterOrEqual", layout.timestampBegin)], { axis: { i: 2 } });
+  const toCache = new Float32Array(3 * D_MODEL);
+  for (let i = 0; i < 3; i++) toCache[i * D_MODEL + i] = 1;
+  const newRows = o.unsqueeze(o.matmul(rowFeatures, g.init("state_rows", floatTensor([3, D_MODEL], toCache))), [1]);
+  const key = g.op("Concat", [io.pastDecoder[0]!.key, newRows], { axis: { i: 2 } }, "present.0.decoder.key");
+  g.op("Concat", [io.pastDecoder[0]!.value, newRows], { axis: { i: 2 } }, "present.0.decoder.value");
+
+  const counts = o.squeeze(o.reduce("ReduceSum", key, [2], false), [1]);
+  const count = (i: number) => o.squeeze(o.slice(counts, [i], [i + 1], [1]), [1]);
+  const seen = (i: number, atLeast: number) => g.op("Greater", [count(i), o.f(atLeast - 0.5)]);
+  const withoutTimestamps = seen(0, 1);
+  const wordDone = seen(1, 1);
+  const started = seen(2, 1);
+  const closed = seen(2, 2);
+
+  const eos = o.scalarI64(layout.eos);
+  const tsBegin = o.scalarI64(layout.timestampBegin);
+  const start = o.where(voiced.silent, tsBegin, o.add(tsBegin, voiced.first));
+  const end = o.add(tsBegin, g.op("Min", [o.add(voiced.last, o.scalarI64(1)), o.scalarI64(1500)]));
+  const wordOrEnd = o.where(g.op("Or", [wordDone, voiced.silent]), eos, word);
+  const timestamped = o.where(g.op("Not", [started]), start, o.where(g.op("Not", [wordDone]), wordOrEnd, o.where(closed, eos, end)));
+  const next = o.where(withoutTimestamps, wordOrEnd, timestamped);
+
+  const vocabIds = g.op("Range", [o.scalarI64(0), o.scalarI64(V), o.scalarI64(1)]);
+  const oneHot = o.mul(o.cast(g.op("Equal", [o.unsqueeze(vocabIds, [0]), o.unsqueeze(next, [1])]), "float"), o.f(30));
+  // Every position gets the same row; the pipeline reads only the last one.
+  g.op("Add", [o.unsqueeze(oneHot, [1]), o.mul(isText, o.f(0))], {}, "logits");
+  declareDecoderOutputs(io, 1, 1, D_MODEL, V);
+  return g;
+}
+
+export type MicroPart = { word: MicroWord; seconds: number } | { silence: number };
+
+/** The audio the micro model names: each word becomes its tone, for synthesize() or writeAudioFile(). */
+export function microTones(parts: MicroPart[]): SynthPart[] {
+  return parts.map((p) => {
+    if ("silence" in p) return p;
+    const tone = MICRO_TONES.find((t) => t.word === p.word);
+    if (!tone) throw new RangeError(`unknown micro word ${p.word}`);
+    return { tone: tone.hz, seconds: p.seconds };
+  });
+}

@@ -1,0 +1,344 @@
+import { floatTensor, Graph } from "../onnx/graph.ts";
+import { Ops } from "../onnx/ops.ts";
+import { applyLinear, linearWeight, type LinearWeight, WeightSource } from "./weights.ts";
+
+/** The config.json fields that fix a Whisper graph's shapes. */
+export interface WhisperDims {
+  d_model: number;
+  encoder_layers: number;
+  encoder_attention_heads: number;
+  encoder_ffn_dim: number;
+  decoder_layers: number;
+  decoder_attention_heads: number;
+  decoder_ffn_dim: number;
+  vocab_size: number;
+  num_mel_bins: number;
+  max_source_positions: number;
+  max_target_positions: number;
+}
+
+/** Token ids the decoder's length control needs. */
+export interface ControlTokens {
+  eos: number;
+  timestampBegin: number;
+}
+
+const NEG = -1e4;
+const FORCE = 3e4;
+
+/**
+ * Marks each encoder frame as voiced or not and writes the mark into channel 0 of the encoder output.
+ * The decoder reads it to decide how many tokens a window deserves, so generated models emit about as
+ * many tokens as real speech would, and none for silence. Frames are voiced when their loudest mel
+ * band is within 20 dB (0.5 in Whisper's normalised log-mel units) of the window's loudest, in a
+ * window that is not silent altogether.
+ */
+export function voicedFlags(o: Ops, features: string): string {
+  const perFrame = o.reduce("ReduceMax", features, [1], false);
+  const pairs = o.reshape(perFrame, [0, -1, 2]);
+  const perPosition = o.reduce("ReduceMax", pairs, [2], false);
+  const windowMax = o.reduce("ReduceMax", perPosition, [1], true);
+  const loud = o.g.op("Greater", [perPosition, o.sub(windowMax, o.f(0.5))]);
+  const notSilent = o.g.op("Greater", [windowMax, o.f(-0.5)]);
+  return o.unsqueeze(o.cast(o.g.op("And", [loud, notSilent]), "float"), [2]);
+}
+
+export interface VoicedSummary {
+  /** [B] fraction of voiced positions. */
+  fraction: string;
+  /** [B] bool, true when no position is voiced. */
+  silent: string;
+  /** [B] int64 index of the first and last voiced position (0..1499). */
+  first: string;
+  last: string;
+}
+
+export function summarizeVoiced(o: Ops, encoderStates: string): VoicedSummary {
+  const flags = o.squeeze(o.slice(encoderStates, [0], [1], [2]), [2]);
+  const fraction = o.reduce("ReduceMean", flags, [1], false);
+  return {
+    fraction,
+    silent: o.g.op("Equal", [fraction, o.f(0)]),
+    first: o.g.op("ArgMax", [flags], { axis: { i: 1 }, keepdims: { i: 0 } }),
+    last: o.g.op("ArgMax", [flags], { axis: { i: 1 }, keepdims: { i: 0 }, select_last_index: { i: 1 } }),
+  };
+}
+
+function sinusoids(length: number, channels: number): Float32Array {
+  const out = new Float32Array(length * channels);
+  const half = channels / 2;
+  const increment = Math.log(10000) / (half - 1);
+  for (let t = 0; t < length; t++) {
+    for (let i = 0; i < half; i++) {
+      const angle = t * Math.exp(-increment * i);
+      out[t * channels + i] = Math.sin(angle);
+      out[t * channels + half + i] = Math.cos(angle);
+    }
+  }
+  return out;
+}
+
+class Layers {
+  constructor(
+    readonly o: Ops,
+    readonly w: WeightSource,
+    readonly quantized: boolean,
+  ) {}
+
+  get g(): Graph {
+    return this.o.g;
+  }
+
+  weight(name: string, rows: number, cols: number): LinearWeight {
+    return linearWeight(this.g, name, this.w.random(name, rows * cols), [rows, cols], this.quantized);
+  }
+
+  bias(name: string, size: number): string {
+    return this.g.init(name, floatTensor([size], this.w.random(name, size)));
+  }
+
+  linear(x: string, name: string, rows: number, cols: number, withBias = true): string {
+    const y = applyLinear(this.g, x, this.weight(`${name}.weight`, rows, cols));
+    return withBias ? this.o.add(y, this.bias(`${name}.bias`, cols)) : y;
+  }
+
+  layerNorm(x: string, name: string, size: number): string {
+    const gamma = this.g.init(`${name}.weight`, floatTensor([size], this.w.filled(size, 1)));
+    const beta = this.g.init(`${name}.bias`, floatTensor([size], this.w.filled(size, 0)));
+    return this.o.layerNorm(x, gamma, beta);
+  }
+
+  /** [B, T, d] -> [B, H, T, d/H] */
+  heads(x: string, heads: number, headDim: number): string {
+    return this.o.transpose(this.o.reshape(x, [0, 0, heads, headDim]), [0, 2, 1, 3]);
+  }
+
+  /** [B, H, T, d/H] -> [B, T, d] */
+  merge(x: string, d: number): string {
+    return this.o.reshape(this.o.transpose(x, [0, 2, 1, 3]), [0, 0, d]);
+  }
+
+  attend(q: string, k: string, v: string, headDim: number, mask?: string): string {
+    const o = this.o;
+    const scores = o.matmul(o.mul(q, o.f(1 / Math.sqrt(headDim))), o.transpose(k, [0, 1, 3, 2]));
+    return o.matmul(o.softmax(mask ? o.add(scores, mask) : scores), v);
+  }
+
+  feedForward(x: string, name: string, d: number, ffn: number): string {
+    const h = this.layerNorm(x, `${name}.final_layer_norm`, d);
+    const up = this.o.gelu(this.linear(h, `${name}.fc1`, d, ffn));
+    return this.o.add(x, this.linear(up, `${name}.fc2`, ffn, d));
+  }
+}
+
+/** The Whisper encoder (two convolutions, sinusoidal positions, pre-norm transformer layers). */
+export function buildEncoder(dims: WhisperDims, weights: WeightSource, quantized: boolean): Graph {
+  const g = new Graph("whisper_encoder");
+  const o = new Ops(g);
+  const L = new Layers(o, weights, quantized);
+  const d = dims.d_model;
+  const heads = dims.encoder_attention_heads;
+  const headDim = d / heads;
+  const features = g.input("input_features", "float", ["batch_size", dims.num_mel_bins, 2 * dims.max_source_positions]);
+
+  const conv = (x: string, name: string, inCh: number, stride: number) =>
+    o.gelu(
+      g.op(
+        "Conv",
+        [
+          x,
+          g.init(`${name}.weight`, floatTensor([d, inCh, 3], weights.random(`${name}.weight`, d * inCh * 3))),
+          L.bias(`${name}.bias`, d),
+        ],
+        { kernel_shape: { ints: [3] }, pads: { ints: [1, 1] }, strides: { ints: [stride] } },
+      ),
+    );
+  let x = conv(conv(features, "encoder.conv1", dims.num_mel_bins, 1), "encoder.conv2", d, 2);
+  x = o.transpose(x, [0, 2, 1]);
+  x = o.add(x, g.init("encoder.embed_positions.weight", floatTensor([dims.max_source_positions, d], sinusoids(dims.max_source_positions, d))));
+
+  for (let i = 0; i < dims.encoder_layers; i++) {
+    const p = `encoder.layers.${i}`;
+    const h = L.layerNorm(x, `${p}.self_attn_layer_norm`, d);
+    const q = L.heads(L.linear(h, `${p}.self_attn.q_proj`, d, d), heads, headDim);
+    const k = L.heads(L.linear(h, `${p}.self_attn.k_proj`, d, d, false), heads, headDim);
+    const v = L.heads(L.linear(h, `${p}.self_attn.v_proj`, d, d), heads, headDim);
+    x = o.add(x, L.linear(L.merge(L.attend(q, k, v, headDim), d), `${p}.self_attn.out_proj`, d, d));
+    x = L.feedForward(x, p, d, dims.encoder_ffn_dim);
+  }
+  x = L.layerNorm(x, "encoder.layer_norm", d);
+
+  const hidden = o.slice(x, [1], [d], [2]);
+  g.op("Concat", [voicedFlags(o, features), hidden], { axis: { i: 2 } }, "last_hidden_state");
+  g.output("last_hidden_state", "float", ["batch_size", dims.max_source_positions, d]);
+  return g;
+}
+
+export interface DecoderIO {
+  g: Graph;
+  o: Ops;
+  inputIds: string;
+  encoderStates: string;
+  useCacheBranch: string;
+  pastDecoder: { key: string; value: string }[];
+  pastEncoder: { key: string; value: string }[];
+}
+
+/** The inputs and outputs transformers.js expects of decoder_model_merged.onnx. */
+export function decoderInterface(layers: number, heads: number, headDim: number, d: number): DecoderIO {
+  const g = new Graph("whisper_decoder_merged");
+  const inputIds = g.input("input_ids", "int64", ["batch_size", "decoder_sequence_length"]);
+  const encoderStates = g.input("encoder_hidden_states", "float", ["batch_size", "encoder_sequence_length", d]);
+  const pastDecoder = [];
+  const pastEncoder = [];
+  for (let i = 0; i < layers; i++) {
+    const past = (kind: string, part: string, len: string) => g.input(`past_key_values.${i}.${kind}.${part}`, "float", ["batch_size", heads, len, headDim]);
+    pastDecoder.push({ key: past("decoder", "key", "past_decoder_sequence_length"), value: past("decoder", "value", "past_decoder_sequence_length") });
+    pastEncoder.push({ key: past("encoder", "key", "encoder_sequence_length_out"), value: past("encoder", "value", "encoder_sequence_length_out") });
+  }
+  const useCacheBranch = g.input("use_cache_branch", "bool", [1]);
+  return { g, o: new Ops(g), inputIds, encoderStates, useCacheBranch, pastDecoder, pastEncoder };
+}
+
+export function declareDecoderOutputs(io: DecoderIO, layers: number, heads: number, headDim: number, vocab: number): void {
+  io.g.output("logits", "float", ["batch_size", "decoder_sequence_length", vocab]);
+  for (let i = 0; i < layers; i++) {
+    for (const part of ["key", "value"]) {
+      io.g.output(`present.${i}.decoder.${part}`, "float", ["batch_size", heads, "past_decoder_sequence_length + 1", headDim]);
+      io.g.output(`present.${i}.encoder.${part}`, "float", ["batch_size", heads, "encoder_sequence_length_out", headDim]);
+    }
+  }
+}
+
+/**
+ * Cross-attention keys and values are computed from the encoder output on the first step only; later
+ * steps pass the cached ones through. One If node over all layers, as in the published merged exports.
+ */
+export function crossAttentionCache(io: DecoderIO, compute: (g: Graph) => { key: string; value: string }[]): void {
+  const names = io.pastEncoder.flatMap((_, i) => [`present.${i}.encoder.key`, `present.${i}.encoder.value`]);
+  const withPast = io.g.subgraph("use_cache_branch_true");
+  for (const past of io.pastEncoder) {
+    withPast.output(withPast.op("Identity", [past.key]), "float", null);
+    withPast.output(withPast.op("Identity", [past.value]), "float", null);
+  }
+  const fresh = io.g.subgraph("use_cache_branch_false");
+  for (const kv of compute(fresh)) {
+    fresh.output(kv.key, "float", null);
+    fresh.output(kv.value, "float", null);
+  }
+  io.g.node("If", [io.useCacheBranch], { then_branch: { g: withPast }, else_branch: { g: fresh } }, names);
+}
+
+/** Absolute positions of the current query tokens: past length .. past length + seq - 1. */
+export function queryPositions(io: DecoderIO): { positions: string; pastLength: string; total: string } {
+  const o = io.o;
+  const pastLength = o.squeeze(o.dim(io.pastDecoder[0]!.key, 2), [0]);
+  const total = o.add(pastLength, o.squeeze(o.dim(io.inputIds, 1), [0]));
+  return { positions: io.g.op("Range", [pastLength, total, o.scalarI64(1)]), pastLength, total };
+}
+
+export interface DecoderOptions {
+  /** Tokens per 30 s of fully voiced audio before end-of-text is forced. */
+  tokensPerWindow: number;
+  control: ControlTokens;
+}
+
+/**
+ * The Whisper decoder with self-attention KV cache, cross-attention over the encoder output and tied
+ * output projection. Its random logits are steered only in which token ends the text, and when:
+ * timestamps stay out of the text, a window opens with <|0.00|>, and after about
+ * tokensPerWindow x (voiced fraction) tokens it closes with the last voiced time and end-of-text.
+ */
+export function buildDecoder(dims: WhisperDims, weights: WeightSource, quantized: boolean, options: DecoderOptions): Graph {
+  const d = dims.d_model;
+  const heads = dims.decoder_attention_heads;
+  const headDim = d / heads;
+  const io = decoderInterface(dims.decoder_layers, heads, headDim, d);
+  const { g, o } = io;
+  const L = new Layers(o, weights, quantized);
+
+  crossAttentionCache(io, (branch) => {
+    const bo = new Ops(branch);
+    const BL = new Layers(bo, weights, quantized);
+    return io.pastEncoder.map((_, i) => {
+      const p = `decoder.layers.${i}.encoder_attn`;
+      return {
+        key: BL.heads(BL.linear(io.encoderStates, `${p}.k_proj`, d, d, false), heads, headDim),
+        value: BL.heads(BL.linear(io.encoderStates, `${p}.v_proj`, d, d), heads, headDim),
+      };
+    });
+  });
+
+  const { positions, total } = queryPositions(io);
+  const tokenEmbedding = weights.random("decoder.embed_tokens.weight", dims.vocab_size * d);
+  let x = o.add(
+    embedTokens(g, tokenEmbedding, [dims.vocab_size, d], io.inputIds, quantized),
+    g.op("Gather", [g.init("decoder.embed_positions.weight", floatTensor([dims.max_target_positions, d], weights.random("decoder.embed_positions.weight", dims.max_target_positions * d))), positions]),
+  );
+
+  const keyPositions = g.op("Range", [o.scalarI64(0), total, o.scalarI64(1)]);
+  const future = g.op("Greater", [o.unsqueeze(keyPositions, [0]), o.unsqueeze(positions, [1])]);
+  const causalMask = o.where(future, o.f(NEG), o.f(0));
+
+  for (let i = 0; i < dims.decoder_layers; i++) {
+    const p = `decoder.layers.${i}`;
+    let h = L.layerNorm(x, `${p}.self_attn_layer_norm`, d);
+    const q = L.heads(L.linear(h, `${p}.self_attn.q_proj`, d, d), heads, headDim);
+    const k = g.op("Concat", [io.pastDecoder[i]!.key, L.heads(L.linear(h, `${p}.self_attn.k_proj`, d, d, false), heads, headDim)], { axis: { i: 2 } }, `present.${i}.decoder.key`);
+    const v = g.op("Concat", [io.pastDecoder[i]!.value, L.heads(L.linear(h, `${p}.self_attn.v_proj`, d, d), heads, headDim)], { axis: { i: 2 } }, `present.${i}.decoder.value`);
+    x = o.add(x, L.linear(L.merge(L.attend(q, k, v, headDim, causalMask), d), `${p}.self_attn.out_proj`, d, d));
+
+    h = L.layerNorm(x, `${p}.encoder_attn_layer_norm`, d);
+    const cq = L.heads(L.linear(h, `${p}.encoder_attn.q_proj`, d, d), heads, headDim);
+    const cross = L.attend(cq, `present.${i}.encoder.key`, `present.${i}.encoder.value`, headDim);
+    x = o.add(x, L.linear(L.merge(cross, d), `${p}.encoder_attn.out_proj`, d, d));
+    x = L.feedForward(x, p, d, dims.decoder_ffn_dim);
+  }
+  x = L.layerNorm(x, "decoder.layer_norm", d);
+
+  const transposed = new Float32Array(d * dims.vocab_size);
+  for (let t = 0; t < dims.vocab_size; t++) for (let c = 0; c < d; c++) transposed[c * dims.vocab_size + t] = tokenEmbedding[t * d + c]!;
+  const rawLogits = applyLinear(g, x, linearWeight(g, "proj_out.weight", transposed, [d, dims.vocab_size], quantized));
+
+  const bias = lengthControlBias(io, positions, dims, options);
+  g.op("Add", [rawLogits, bias], {}, "logits");
+  declareDecoderOutputs(io, dims.decoder_layers, heads, headDim, dims.vocab_size);
+  return g;
+}
+
+/** Token embedding lookup; int8 variants store the table quantized, as quantize_dynamic does for Gather. */
+function embedTokens(g: Graph, table: Float32Array, dims: [number, number], ids: string, quantized: boolean): string {
+  const weight = linearWeight(g, "decoder.embed_tokens.weight", table, dims, quantized);
+  if (weight.kind === "fp32") return g.op("Gather", [weight.w, ids]);
+  return g.op("DequantizeLinear", [g.op("Gather", [weight.w, ids]), weight.scale, weight.zeroPoint]);
+}
+
+function lengthControlBias(io: DecoderIO, positions: string, dims: WhisperDims, options: DecoderOptions): string {
+  const { g, o } = io;
+  const { eos, timestampBegin } = options.control;
+  const V = dims.vocab_size;
+  const voiced = summarizeVoiced(o, io.encoderStates);
+
+  const base = new Float32Array(V);
+  base.fill(NEG, timestampBegin + 1);
+  base[timestampBegin] = NEG / 2;
+  const eosOneHot = new Float32Array(V);
+  eosOneHot[eos] = FORCE;
+
+  // The first generated token sits at position 1 to 4 depending on the prompt; 3 is the middle ground.
+  const budget = o.add(o.f(3), g.op("Ceil", [o.mul(voiced.fraction, o.f(options.tokensPerWindow))]));
+  const pos = o.unsqueeze(o.cast(positions, "float"), [0]);
+  const limit = o.unsqueeze(budget, [1]);
+  const silent = o.unsqueeze(voiced.silent, [1]);
+  const closing = g.op("And", [g.op("Equal", [pos, limit]), g.op("Not", [silent])]);
+  const ended = g.op("Or", [g.op("Greater", [pos, limit]), silent]);
+
+  const endTime = o.add(o.scalarI64(timestampBegin), g.op("Min", [o.add(voiced.last, o.scalarI64(1)), o.scalarI64(dims.max_source_positions)]));
+  const vocabIds = g.op("Range", [o.scalarI64(0), o.scalarI64(V), o.scalarI64(1)]);
+  const endOneHot = o.mul(o.cast(g.op("Equal", [o.unsqueeze(vocabIds, [0]), o.unsqueeze(endTime, [1])]), "float"), o.f(FORCE));
+
+  const closeBias = o.mul(o.unsqueeze(o.cast(closing, "float"), [2]), o.unsqueeze(endOneHot, [1]));
+  const endBias = o.mul(o.unsqueeze(o.cast(ended, "float"), [2]), g.init("eos_force", floatTensor([V], eosOneHot)));
+  return o.add(o.add(g.init("timestamp_bias", floatTensor([V], base)), closeBias), endBias);
+}
+
