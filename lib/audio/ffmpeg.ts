@@ -182,9 +182,8 @@ export function decodeToPcm(input: string, opts: DecodeOptions = {}): PcmStream 
       await assertNotEmpty(input);
       const ffmpegPath = opts.ffmpegPath ?? (await resolveFfmpeg()).path;
       signal?.throwIfAborted();
-      const spec = inputSpec(input);
       proc = startFfmpeg(ffmpegPath, [
-        ...inputArgs(spec),
+        ...inputArgs(inputSpec(input)),
         ...monoOutputArgs(opts.maxDurationSeconds),
         "-c:a", "pcm_f32le", "-f", "f32le", "pipe:1",
       ]);
