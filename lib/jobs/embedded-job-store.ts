@@ -1,0 +1,383 @@
+/**
+ * A JobStore for a single machine: one JSON file per job under `<dataDir>/jobs/`, with every job
+ * also held in memory. The files are the source of truth at start-up; memory serves reads after.
+ *
+ * Durability: a job file is only ever replaced whole (temp file, fsync, rename, fsync of the
+ * directory), and no create or update resolves before that sequence finishes. So a process killed
+ * at any instant, or a machine losing power, leaves each job either at its last acknowledged
+ * version or at a newer one that was never acknowledged, never half-written. One process per
+ * dataDir: two processes sharing one would overwrite each other's writes.
+ */
+import { mkdir, open, readdir, readFile, realpath, rename, unlink } from "node:fs/promises";
+import { basename, dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
+import { AppError } from "../errors.ts";
+import { FINAL_STATUSES, JOB_STATUSES, type JobPage, type JobRecord, type JobStatus, type JobStore } from "./ports.ts";
+
+export interface EmbeddedJobStoreOptions {
+  dataDir: string;
+  /** How long a finished job is kept when whoever finished it did not set expiresAt. */
+  retentionMs: number;
+  /** Told about job files that open() set aside instead of loading. */
+  onWarning?: (message: string, cause?: unknown) => void;
+}
+
+/** Where the service keeps uploaded audio; sweep() deletes a job's upload along with the job. */
+export function inputsDir(dataDir: string): string {
+  return join(dataDir, "inputs");
+}
+
+const JOB_SUFFIX = ".json";
+const TEMP_SUFFIX = ".json.tmp";
+/** Ids become file names, so they may not hold separators, dots or anything a filesystem mangles. */
+const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
+
+export class EmbeddedJobStore implements JobStore {
+  readonly kind = "embedded" as const;
+  readonly #dataDir: string;
+  readonly #jobsDir: string;
+  readonly #retentionMs: number;
+  readonly #jobs = new Map<string, JobRecord>();
+  readonly #idsByKey = new Map<string, string>();
+  /** Creates not yet durable, by idempotency key, so a second create with the key waits for the first. */
+  readonly #creating = new Map<string, Promise<void>>();
+  /** The last queued operation per job id; each operation on a job starts after the previous one settles. */
+  readonly #tails = new Map<string, Promise<void>>();
+  /** Resolved once at open, so a symlinked dataDir still contains its own uploads. */
+  #realDataDir = "";
+  #closed = false;
+
+  private constructor(dataDir: string, retentionMs: number) {
+    this.#dataDir = dataDir;
+    this.#jobsDir = join(dataDir, "jobs");
+    this.#retentionMs = retentionMs;
+  }
+
+  static async open(options: EmbeddedJobStoreOptions): Promise<EmbeddedJobStore> {
+    if (!Number.isFinite(options.retentionMs) || options.retentionMs < 0) {
+      throw new RangeError(`retentionMs must be a finite number >= 0, got ${options.retentionMs}`);
+    }
+    const store = new EmbeddedJobStore(resolve(options.dataDir), options.retentionMs);
+    await store.#load(options.onWarning ?? (() => {}));
+    return store;
+  }
+
+  async create(job: JobRecord): Promise<{ job: JobRecord; created: boolean }> {
+    this.#assertOpen();
+    const record = this.#prepare(structuredClone(job));
+    const key = record.idempotencyKey;
+    if (key !== undefined) {
+      const pending = this.#creating.get(key);
+      if (pending) {
+        // If the first create failed there is no job for the key, and this call becomes the creator.
+        await pending.catch(() => undefined);
+        return this.create(job);
+      }
+      const existing = this.#jobs.get(this.#idsByKey.get(key) ?? "");
+      if (existing) return { job: structuredClone(existing), created: false };
+    }
+    // Everything from the key check to registering the write runs without yielding, so two
+    // concurrent creates with one key cannot both get past the check.
+    const write = this.#serialize(record.id, async () => {
+      if (this.#jobs.has(record.id)) throw new AppError("conflict", `job ${record.id} already exists`);
+      await this.#persist(record);
+      this.#jobs.set(record.id, record);
+      if (key !== undefined) this.#idsByKey.set(key, record.id);
+    });
+    if (key === undefined) {
+      await write;
+    } else {
+      this.#creating.set(key, write);
+      try {
+        await write;
+      } finally {
+        this.#creating.delete(key);
+      }
+    }
+    return { job: structuredClone(record), created: true };
+  }
+
+  async get(id: string): Promise<JobRecord | null> {
+    const job = this.#jobs.get(id);
+    return job ? structuredClone(job) : null;
+  }
+
+  update(id: string, change: (job: JobRecord) => JobRecord): Promise<JobRecord | null> {
+    this.#assertOpen();
+    return this.#serialize(id, async () => {
+      const current = this.#jobs.get(id);
+      if (!current) return null;
+      // Cloned both ways so neither a throwing change nor a kept reference can alter stored state.
+      const next = this.#prepare(structuredClone(change(structuredClone(current))));
+      if (next.id !== id || next.idempotencyKey !== current.idempotencyKey) {
+        throw new AppError("internal", `an update may not change the id or idempotency key of job ${id}`);
+      }
+      await this.#persist(next);
+      this.#jobs.set(id, next);
+      return structuredClone(next);
+    });
+  }
+
+  async list(filter: { status?: JobStatus; limit: number; cursor?: string }): Promise<JobPage> {
+    if (!Number.isInteger(filter.limit) || filter.limit < 1) {
+      throw new AppError("invalid_request", "limit must be a positive integer");
+    }
+    const after = filter.cursor === undefined ? null : decodeCursor(filter.cursor);
+    const matching = [...this.#jobs.values()]
+      .filter((job) => filter.status === undefined || job.status === filter.status)
+      .filter((job) => after === null || newestFirst(job, after) > 0)
+      .sort(newestFirst);
+    const page = matching.slice(0, filter.limit);
+    const last = page.at(-1);
+    return {
+      jobs: page.map((job) => structuredClone(job)),
+      nextCursor: matching.length > filter.limit && last ? encodeCursor(last) : null,
+    };
+  }
+
+  async unfinished(): Promise<JobRecord[]> {
+    return this.#oldestFirst((job) => job.status === "queued" || job.status === "running");
+  }
+
+  async pendingCallbacks(): Promise<JobRecord[]> {
+    return this.#oldestFirst((job) => job.callback?.state === "pending");
+  }
+
+  async sweep(now: Date): Promise<number> {
+    this.#assertOpen();
+    const cutoff = now.getTime();
+    const expired = (job: JobRecord) =>
+      FINAL_STATUSES.includes(job.status) && job.expiresAt !== undefined && Date.parse(job.expiresAt) <= cutoff;
+    const removed = await Promise.all(
+      [...this.#jobs.values()].filter(expired).map((candidate) =>
+        // Through the job's queue, and checked again there, so an update that lands first wins.
+        this.#serialize(candidate.id, async () => {
+          const job = this.#jobs.get(candidate.id);
+          if (!job || !expired(job)) return false;
+          // Upload first: a crash in between leaves the job file, and the next sweep finishes the job.
+          if (job.input.kind === "upload") await this.#removeUpload(job.input.path);
+          // No directory fsync: if the unlink is lost in a crash, the job reappears and is swept again.
+          await unlinkIfPresent(this.#jobFile(job.id));
+          this.#jobs.delete(job.id);
+          if (job.idempotencyKey !== undefined) this.#idsByKey.delete(job.idempotencyKey);
+          return true;
+        }),
+      ),
+    );
+    return removed.filter(Boolean).length;
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    // A create that passed its open check just before close may still queue one more write.
+    while (this.#tails.size > 0) await Promise.all(this.#tails.values());
+  }
+
+  async #load(warn: (message: string, cause?: unknown) => void): Promise<void> {
+    const corruptDir = join(this.#jobsDir, "corrupt");
+    await mkdir(corruptDir, { recursive: true });
+    await mkdir(inputsDir(this.#dataDir), { recursive: true });
+    // Directories just created are only durable once their parents' entries are.
+    await syncDirectory(this.#dataDir);
+    await syncDirectory(this.#jobsDir);
+    this.#realDataDir = await realpath(this.#dataDir);
+
+    for (const entry of await readdir(this.#jobsDir, { withFileTypes: true })) {
+      if (!entry.isFile()) continue;
+      const file = join(this.#jobsDir, entry.name);
+      if (entry.name.endsWith(TEMP_SUFFIX)) {
+        // A temp file is never the acknowledged version of a job (the rename is), so it is safe to drop.
+        await unlinkIfPresent(file);
+        continue;
+      }
+      if (!entry.name.endsWith(JOB_SUFFIX)) continue;
+      try {
+        const job = parseJobFile(await readFile(file, "utf8"), entry.name);
+        this.#jobs.set(job.id, job);
+      } catch (err) {
+        const target = join(corruptDir, `${entry.name}.${Date.now()}`);
+        try {
+          await rename(file, target);
+          warn(`job file ${entry.name} is unreadable; moved it to ${target}`, err);
+        } catch (moveErr) {
+          warn(`job file ${entry.name} is unreadable and could not be moved aside; skipped it`, moveErr);
+        }
+      }
+    }
+
+    // Creates never let two jobs share a key, so a duplicate means hand-edited files: the oldest keeps it.
+    for (const job of [...this.#jobs.values()].sort(oldestFirst)) {
+      const key = job.idempotencyKey;
+      if (key === undefined) continue;
+      const holder = this.#idsByKey.get(key);
+      if (holder === undefined) this.#idsByKey.set(key, job.id);
+      else warn(`jobs ${holder} and ${job.id} share an idempotency key; it refers to ${holder}`);
+    }
+  }
+
+  /** Checks a job before it is written, so nothing stored could be set aside as corrupt at the next open. */
+  #prepare(job: JobRecord): JobRecord {
+    const problem = jobProblem(job);
+    if (problem !== null) throw new AppError("internal", `refusing to store an invalid job: ${problem}`);
+    if (FINAL_STATUSES.includes(job.status) && job.expiresAt === undefined) {
+      const finishedAt = job.finishedAt === undefined ? Number.NaN : Date.parse(job.finishedAt);
+      const base = Number.isFinite(finishedAt) ? finishedAt : Date.now();
+      job.expiresAt = new Date(base + this.#retentionMs).toISOString();
+    }
+    return job;
+  }
+
+  async #persist(job: JobRecord): Promise<void> {
+    const target = this.#jobFile(job.id);
+    const temp = join(this.#jobsDir, `${job.id}${TEMP_SUFFIX}`);
+    try {
+      const handle = await open(temp, "w");
+      try {
+        await handle.writeFile(JSON.stringify(job));
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      await rename(temp, target);
+    } catch (err) {
+      await unlink(temp).catch(() => undefined);
+      throw err;
+    }
+    // The rename itself is not durable until the directory entry is.
+    await syncDirectory(this.#jobsDir);
+  }
+
+  #serialize<T>(id: string, operation: () => Promise<T>): Promise<T> {
+    const run = (this.#tails.get(id) ?? Promise.resolve()).then(operation);
+    const tail = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#tails.set(id, tail);
+    void tail.then(() => {
+      if (this.#tails.get(id) === tail) this.#tails.delete(id);
+    });
+    return run;
+  }
+
+  async #removeUpload(path: string): Promise<void> {
+    const absolute = resolve(path);
+    let parent: string;
+    try {
+      // The parent's real path, so a symlinked directory cannot lead the unlink outside dataDir.
+      parent = await realpath(dirname(absolute));
+    } catch (err) {
+      if (isMissing(err)) return;
+      throw err;
+    }
+    const inside = relative(this.#realDataDir, join(parent, basename(absolute)));
+    if (inside === "" || inside === ".." || inside.startsWith(`..${sep}`) || isAbsolute(inside)) return;
+    await unlinkIfPresent(absolute);
+  }
+
+  #oldestFirst(include: (job: JobRecord) => boolean): JobRecord[] {
+    return [...this.#jobs.values()]
+      .filter(include)
+      .sort(oldestFirst)
+      .map((job) => structuredClone(job));
+  }
+
+  #jobFile(id: string): string {
+    return join(this.#jobsDir, `${id}${JOB_SUFFIX}`);
+  }
+
+  #assertOpen(): void {
+    if (this.#closed) throw new AppError("unavailable", "job store is closed");
+  }
+}
+
+type Position = Pick<JobRecord, "createdAt" | "id">;
+
+/** Sort order of list(); ties in createdAt are broken by id so pages never overlap or skip. */
+function newestFirst(a: Position, b: Position): number {
+  return Date.parse(b.createdAt) - Date.parse(a.createdAt) || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0);
+}
+
+function oldestFirst(a: Position, b: Position): number {
+  return newestFirst(b, a);
+}
+
+function encodeCursor(job: Position): string {
+  return Buffer.from(JSON.stringify([job.createdAt, job.id])).toString("base64url");
+}
+
+function decodeCursor(cursor: string): Position {
+  try {
+    const value: unknown = JSON.parse(Buffer.from(cursor, "base64url").toString("utf8"));
+    if (
+      Array.isArray(value) &&
+      value.length === 2 &&
+      typeof value[0] === "string" &&
+      Number.isFinite(Date.parse(value[0])) &&
+      typeof value[1] === "string"
+    ) {
+      return { createdAt: value[0], id: value[1] };
+    }
+  } catch {
+    // Falls through to the same error as a well-formed but meaningless cursor.
+  }
+  throw new AppError("invalid_request", "cursor is not one this service returned");
+}
+
+function parseJobFile(text: string, fileName: string): JobRecord {
+  const value: unknown = JSON.parse(text);
+  const problem = jobProblem(value);
+  if (problem !== null) throw new Error(problem);
+  const job = value as JobRecord;
+  if (`${job.id}${JOB_SUFFIX}` !== fileName) throw new Error(`file holds job ${job.id}`);
+  return job;
+}
+
+/**
+ * The fields the store and its callers rely on to sort, index and resume jobs; null when they are
+ * sound. Deliberately shallow: results and requests are the service's business.
+ */
+function jobProblem(value: unknown): string | null {
+  if (!isObject(value)) return "not an object";
+  if (typeof value.id !== "string" || !ID_PATTERN.test(value.id)) return "id is not a safe file name";
+  if (!JOB_STATUSES.includes(value.status as JobStatus)) return "unknown status";
+  if (!isTimestamp(value.createdAt)) return "createdAt is not a timestamp";
+  if (value.expiresAt !== undefined && !isTimestamp(value.expiresAt)) return "expiresAt is not a timestamp";
+  if (value.idempotencyKey !== undefined && typeof value.idempotencyKey !== "string") return "idempotencyKey is not a string";
+  if (!isObject(value.request)) return "request is missing";
+  const input = value.input;
+  if (!isObject(input)) return "input is missing";
+  if (input.kind === "upload" ? typeof input.path !== "string" : input.kind !== "url") return "input is malformed";
+  if (typeof value.runs !== "number") return "runs is not a number";
+  if (!isObject(value.progress) || typeof value.progress.doneSeconds !== "number") return "progress is malformed";
+  if (value.callback !== undefined && !isObject(value.callback)) return "callback is malformed";
+  return null;
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function isTimestamp(value: unknown): boolean {
+  return typeof value === "string" && Number.isFinite(Date.parse(value));
+}
+
+async function syncDirectory(dir: string): Promise<void> {
+  const handle = await open(dir, "r");
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+async function unlinkIfPresent(path: string): Promise<void> {
+  try {
+    await unlink(path);
+  } catch (err) {
+    if (!isMissing(err)) throw err;
+  }
+}
+
+function isMissing(err: unknown): boolean {
+  return (err as NodeJS.ErrnoException | null)?.code === "ENOENT";
+}
