@@ -1,0 +1,63 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import { describe, expect, it } from "vitest";
+import { EmbeddedSlotStore } from "./embedded-slot-store.ts";
+import { SlotStoreUnavailable } from "./ports.ts";
+
+describe("EmbeddedSlotStore", () => {
+  it("grants every acquire when it has no cluster cap, leaving the bound to the local limiter", async () => {
+    const store = new EmbeddedSlotStore();
+    const leases = await Promise.all(Array.from({ length: 100 }, (_, i) => store.tryAcquire({ instance: "solo", job: `job-${i}` })));
+
+    expect(leases.every((lease) => lease !== null)).toBe(true);
+    expect(await store.snapshot()).toMatchObject({ cap: null, held: 100, free: null });
+  });
+
+  it("refuses beyond its cap until a slot is released", async () => {
+    const store = new EmbeddedSlotStore({ cap: 2 });
+    const first = await store.tryAcquire({ instance: "solo", job: "a" });
+    expect(await store.tryAcquire({ instance: "solo", job: "b" })).not.toBeNull();
+    expect(await store.tryAcquire({ instance: "solo", job: "c" })).toBeNull();
+
+    await first?.release();
+    await first?.release();
+    expect(await store.tryAcquire({ instance: "solo", job: "d" })).not.toBeNull();
+    expect(await store.tryAcquire({ instance: "solo", job: "e" })).toBeNull();
+  });
+
+  it("reports holders grouped by instance, in acquisition order, with held and free counts", async () => {
+    const store = new EmbeddedSlotStore({ cap: 5 });
+    await store.tryAcquire({ instance: "b", job: "job-1" });
+    await store.tryAcquire({ instance: "a", job: "job-2" });
+    await store.tryAcquire({ instance: "b", job: "job-3" });
+
+    expect(await store.snapshot()).toEqual({
+      cap: 5,
+      held: 3,
+      free: 2,
+      instances: [
+        { instance: "a", held: 1, jobs: ["job-2"] },
+        { instance: "b", held: 2, jobs: ["job-1", "job-3"] },
+      ],
+    });
+  });
+
+  it("never resolves lost, since nothing outside the process can take a slot away", async () => {
+    const lease = await new EmbeddedSlotStore({ cap: 1 }).tryAcquire({ instance: "solo", job: "kept" });
+    const outcome = await Promise.race([lease?.lost.then(() => "lost"), sleep(50, "held")]);
+    expect(outcome).toBe("held");
+  });
+
+  it("refuses to acquire once closed", async () => {
+    const store = new EmbeddedSlotStore();
+    await store.tryAcquire({ instance: "solo", job: "before" });
+    await store.close();
+
+    await expect(store.tryAcquire({ instance: "solo", job: "after" })).rejects.toBeInstanceOf(SlotStoreUnavailable);
+    expect(await store.snapshot()).toMatchObject({ held: 0, instances: [] });
+  });
+
+  it("rejects a cap that is not a positive integer", () => {
+    expect(() => new EmbeddedSlotStore({ cap: 0 })).toThrow(RangeError);
+    expect(() => new EmbeddedSlotStore({ cap: 1.5 })).toThrow(RangeError);
+  });
+});

@@ -1,0 +1,66 @@
+import { randomUUID } from "node:crypto";
+import { SlotStoreUnavailable, type ClusterCapacity, type SlotHolder, type SlotLease, type SlotStore } from "./ports.ts";
+
+/**
+ * Slots for a single process. With `cap: null` (the default) there is nothing cluster-wide to
+ * bound, so every tryAcquire succeeds and the local limiter alone decides; a number caps this
+ * process as if it were the whole cluster. Holders are kept only so snapshot() can show them.
+ */
+export class EmbeddedSlotStore implements SlotStore {
+  readonly kind = "embedded";
+  private readonly cap: number | null;
+  private readonly holders = new Map<string, SlotHolder>();
+  private closed = false;
+
+  constructor(options: { cap?: number | null } = {}) {
+    const cap = options.cap ?? null;
+    if (cap !== null && (!Number.isInteger(cap) || cap < 1)) {
+      throw new RangeError(`cap must be a positive integer or null, got ${cap}`);
+    }
+    this.cap = cap;
+  }
+
+  async tryAcquire(holder: SlotHolder): Promise<SlotLease | null> {
+    if (this.closed) throw new SlotStoreUnavailable("embedded slot store is closed");
+    if (this.cap !== null && this.holders.size >= this.cap) return null;
+    const id = randomUUID();
+    this.holders.set(id, { instance: holder.instance, job: holder.job });
+    return {
+      id,
+      // Nothing outside this process can take the slot away.
+      lost: new Promise<void>(() => {}),
+      release: async () => {
+        this.holders.delete(id);
+      },
+    };
+  }
+
+  async snapshot(): Promise<ClusterCapacity> {
+    return capacityOf(this.cap, [...this.holders.values()]);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.holders.clear();
+  }
+}
+
+/** Groups holders by instance; shared with the Redis store so both report capacity alike. */
+export function capacityOf(cap: number | null, holders: readonly SlotHolder[]): ClusterCapacity {
+  const byInstance = new Map<string, string[]>();
+  for (const { instance, job } of holders) {
+    const jobs = byInstance.get(instance);
+    if (jobs) jobs.push(job);
+    else byInstance.set(instance, [job]);
+  }
+  const instances = [...byInstance]
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    .map(([instance, jobs]) => ({ instance, held: jobs.length, jobs }));
+  return {
+    cap,
+    held: holders.length,
+    // A cap lowered while leases were held can leave more holders than slots.
+    free: cap === null ? null : Math.max(0, cap - holders.length),
+    instances,
+  };
+}

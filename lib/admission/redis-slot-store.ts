@@ -1,0 +1,325 @@
+import { randomUUID } from "node:crypto";
+import type { Redis } from "@upstash/redis";
+import { capacityOf } from "./embedded-slot-store.ts";
+import { SlotStoreUnavailable, type ClusterCapacity, type SlotHolder, type SlotLease, type SlotStore } from "./ports.ts";
+
+export interface RedisSlotStoreOptions {
+  /** Cluster-wide number of slots. Every instance must be configured with the same value. */
+  cap: number;
+  /** How long a lease lives without renewal, i.e. how long a crashed instance's slots stay taken. */
+  leaseTtlMs?: number;
+  /** Renewal period; keep it well under leaseTtlMs (a third) so one failed renewal is survivable. */
+  heartbeatMs?: number;
+  keyPrefix?: string;
+  /** This service instance's name, written into every lease it takes. */
+  instance: string;
+  /** Upper bound on one Redis call, whatever the client's own retry settings. */
+  requestTimeoutMs?: number;
+}
+
+// Expiries are compared against the Redis server's clock only, so instances whose clocks disagree
+// still agree on which leases are live. Since Redis 5 scripts replicate by effects, so calling
+// TIME before writing is allowed.
+const NOW = `
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+`;
+
+// A lease whose expiry is <= now is dead; every script agrees on that boundary.
+const PURGE_EXPIRED = `
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+if #expired > 0 then
+  redis.call('ZREM', KEYS[1], unpack(expired))
+  redis.call('HDEL', KEYS[2], unpack(expired))
+end
+`;
+
+/** ARGV: lease id, cap, ttl ms, instance, job. Returns the lease id, or nil at the cap. */
+const ACQUIRE = `${NOW}${PURGE_EXPIRED}
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return false end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], cjson.encode({instance = ARGV[4], job = ARGV[5], acquiredAt = now}))
+return ARGV[1]
+`;
+
+/**
+ * ARGV: lease id, ttl ms. Returns 1 if extended, 0 if the lease is gone. An expired lease is never
+ * revived: its slot may already have been counted as free and handed to someone else.
+ */
+const RENEW = `${NOW}
+local expiry = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not expiry or tonumber(expiry) <= now then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  return 0
+end
+redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
+return 1
+`;
+
+/** ARGV: lease id. */
+const RELEASE = `
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 1
+`;
+
+/** Returns the holder JSON of every live lease. */
+const SNAPSHOT = `${NOW}${PURGE_EXPIRED}
+local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
+if #ids == 0 then return {} end
+return redis.call('HMGET', KEYS[2], unpack(ids))
+`;
+
+interface StoredHolder extends SlotHolder {
+  acquiredAt: number;
+}
+
+/** The part of the SDK's Script used here (the class itself is not exported). */
+interface LuaScript<T> {
+  evalsha(keys: string[], args: string[]): Promise<T>;
+  eval(keys: string[], args: string[]): Promise<T>;
+}
+
+function createScripts(redis: Redis) {
+  return {
+    acquire: redis.createScript<string | null>(ACQUIRE),
+    renew: redis.createScript<number>(RENEW),
+    release: redis.createScript<number>(RELEASE),
+    snapshot: redis.createScript<unknown[]>(SNAPSHOT),
+  };
+}
+
+/** What a lease needs from its store, so the lease cannot reach anything else. */
+interface LeaseOwner {
+  readonly leaseTtlMs: number;
+  readonly heartbeatMs: number;
+  renew(id: string): Promise<boolean>;
+  release(id: string): Promise<void>;
+  forget(lease: RedisLease): void;
+}
+
+/**
+ * Cluster-wide slots as leases in Redis (Upstash REST via @upstash/redis): a sorted set of lease
+ * ids scored by expiry in server milliseconds (`<prefix>slots:leases`) and a hash of lease id ->
+ * `{instance, job, acquiredAt}` (`<prefix>slots:holders`). Each operation is one Lua script, so
+ * purge, count and insert are atomic across instances. Held leases are renewed every heartbeatMs;
+ * a crashed instance stops renewing and its slots free themselves after leaseTtlMs.
+ *
+ * Construct the client so an outage fails fast instead of riding out the SDK's default retries
+ * (five, about four seconds of backoff): `new Redis({ url, token, retry: { retries: 0 } })`.
+ * (`retry: false` still makes two attempts.) Do not give it a plain `signal: AbortSignal`: the SDK
+ * turns an aborted request into a successful "Aborted" reply; `signal: () => AbortSignal.timeout(ms)`
+ * is fine. Every call is also cut off after requestTimeoutMs here and reported as
+ * SlotStoreUnavailable.
+ *
+ * A failed acquire never leaves a lease that anyone renews. If the script did run but its reply
+ * was lost (timeout, dropped connection), the lease exists unowned and counts against the cap until
+ * it expires, at most leaseTtlMs later.
+ *
+ * Round trips (see `roundTrips`): acquire 1, each renewal 1, release 1, snapshot 1; the first use
+ * of a script against a Redis that has not cached it costs one more (EVALSHA answered NOSCRIPT,
+ * then EVAL). A job holding a slot for d ms costs at most 2 + floor(d / heartbeatMs).
+ */
+export class RedisSlotStore implements SlotStore {
+  readonly kind = "upstash";
+  private readonly cap: number;
+  private readonly leaseTtlMs: number;
+  private readonly heartbeatMs: number;
+  private readonly requestTimeoutMs: number;
+  private readonly instance: string;
+  private readonly keys: string[];
+  private readonly scripts: ReturnType<typeof createScripts>;
+  private readonly leases = new Set<RedisLease>();
+  private readonly owner: LeaseOwner;
+  private closed = false;
+  private sent = 0;
+
+  constructor(redis: Redis, options: RedisSlotStoreOptions) {
+    this.cap = positiveInteger("cap", options.cap);
+    this.leaseTtlMs = positiveInteger("leaseTtlMs", options.leaseTtlMs ?? 15_000);
+    this.heartbeatMs = positiveInteger("heartbeatMs", options.heartbeatMs ?? 5_000);
+    this.requestTimeoutMs = positiveInteger("requestTimeoutMs", options.requestTimeoutMs ?? 2_000);
+    if (!options.instance) throw new RangeError("instance must be a non-empty string");
+    this.instance = options.instance;
+    const prefix = options.keyPrefix ?? "slotscribe:";
+    this.keys = [`${prefix}slots:leases`, `${prefix}slots:holders`];
+    this.scripts = createScripts(redis);
+    this.owner = {
+      leaseTtlMs: this.leaseTtlMs,
+      heartbeatMs: this.heartbeatMs,
+      renew: async (id) => (await this.call("renew", this.scripts.renew, [id, String(this.leaseTtlMs)])) === 1,
+      release: async (id) => {
+        await this.call("release", this.scripts.release, [id]);
+      },
+      forget: (lease) => this.leases.delete(lease),
+    };
+  }
+
+  /**
+   * Redis commands this store has sent, for reporting round trips per job. Each is one HTTP request,
+   * except that the SDK's auto-pipelining may batch commands issued in the same tick into one.
+   */
+  get roundTrips(): number {
+    return this.sent;
+  }
+
+  async tryAcquire(holder: SlotHolder): Promise<SlotLease | null> {
+    if (this.closed) throw new SlotStoreUnavailable("Redis slot store is closed");
+    if (holder.instance !== this.instance) {
+      throw new Error(`holder instance ${holder.instance} is not this store's instance ${this.instance}`);
+    }
+    const id = randomUUID();
+    const sentAt = performance.now();
+    const reply = await this.call("acquire", this.scripts.acquire, [
+      id,
+      String(this.cap),
+      String(this.leaseTtlMs),
+      holder.instance,
+      holder.job,
+    ]);
+    if (reply === null) return null;
+    if (reply !== id) throw new SlotStoreUnavailable(`Redis slot store: unexpected acquire reply ${JSON.stringify(reply)}`);
+    const lease = new RedisLease(id, sentAt, this.owner);
+    if (this.closed) {
+      // close() ran while this acquire was in flight and could not hand the slot back itself.
+      await lease.surrender();
+      throw new SlotStoreUnavailable("Redis slot store is closed");
+    }
+    this.leases.add(lease);
+    return lease;
+  }
+
+  async snapshot(): Promise<ClusterCapacity> {
+    const reply = await this.call("snapshot", this.scripts.snapshot, []);
+    const holders = reply.flatMap((entry) => {
+      // The SDK parses JSON replies by default; with automaticDeserialization off they stay strings.
+      const parsed: unknown = typeof entry === "string" ? JSON.parse(entry) : entry;
+      return isStoredHolder(parsed) ? [parsed] : [];
+    });
+    holders.sort((a, b) => a.acquiredAt - b.acquiredAt);
+    return capacityOf(this.cap, holders);
+  }
+
+  /** Stops every heartbeat and hands held slots back now rather than after their TTL. */
+  async close(): Promise<void> {
+    this.closed = true;
+    const held = [...this.leases];
+    // A failed release only means the slot frees itself at expiry instead.
+    await Promise.allSettled(held.map((lease) => lease.surrender()));
+  }
+
+  private async call<T>(operation: string, script: LuaScript<T>, args: string[]): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no reply within ${this.requestTimeoutMs} ms`)), this.requestTimeoutMs);
+    });
+    try {
+      return await Promise.race([this.send(script, args), timeout]);
+    } catch (error) {
+      throw new SlotStoreUnavailable(`Redis slot store: ${operation} failed`, { cause: error });
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  // What Script.exec does, unrolled so the EVAL fallback's extra request is counted too.
+  private async send<T>(script: LuaScript<T>, args: string[]): Promise<T> {
+    this.sent++;
+    try {
+      return await script.evalsha(this.keys, args);
+    } catch (error) {
+      if (!(error instanceof Error && /NOSCRIPT/i.test(error.message))) throw error;
+      this.sent++;
+      return await script.eval(this.keys, args);
+    }
+  }
+}
+
+class RedisLease implements SlotLease {
+  readonly lost: Promise<void>;
+  private signalLost: () => void = () => {};
+  private held = true;
+  private heartbeat: NodeJS.Timeout | undefined;
+  private deadline: NodeJS.Timeout | undefined;
+
+  constructor(
+    readonly id: string,
+    sentAt: number,
+    private readonly owner: LeaseOwner,
+  ) {
+    this.lost = new Promise((resolve) => {
+      this.signalLost = resolve;
+    });
+    this.confirmed(sentAt);
+    this.scheduleHeartbeat();
+  }
+
+  async release(): Promise<void> {
+    this.stop();
+    await this.owner.release(this.id);
+  }
+
+  /** Gives the slot up from the store's side: the holder learns through `lost`. */
+  async surrender(): Promise<void> {
+    this.markLost();
+    await this.owner.release(this.id);
+  }
+
+  private scheduleHeartbeat(): void {
+    this.heartbeat = setTimeout(() => void this.renew(), this.owner.heartbeatMs).unref();
+  }
+
+  private async renew(): Promise<void> {
+    const sentAt = performance.now();
+    let alive: boolean;
+    try {
+      alive = await this.owner.renew(this.id);
+    } catch {
+      // Keep trying; the deadline alone decides when failures have lasted too long.
+      if (this.held) this.scheduleHeartbeat();
+      return;
+    }
+    if (!this.held) return;
+    if (!alive) return this.markLost();
+    this.confirmed(sentAt);
+    this.scheduleHeartbeat();
+  }
+
+  /**
+   * Redis set the new expiry no earlier than the request left, so the lease lives at least until
+   * sentAt + ttl; past that without a confirmed renewal it may be gone. Measured on the local
+   * monotonic clock, which only has to agree with the server's on the length of a TTL.
+   */
+  private confirmed(sentAt: number): void {
+    clearTimeout(this.deadline);
+    this.deadline = setTimeout(() => this.markLost(), sentAt + this.owner.leaseTtlMs - performance.now()).unref();
+  }
+
+  private markLost(): void {
+    if (!this.held) return;
+    this.stop();
+    this.signalLost();
+  }
+
+  private stop(): void {
+    this.held = false;
+    clearTimeout(this.heartbeat);
+    clearTimeout(this.deadline);
+    this.owner.forget(this);
+  }
+}
+
+function positiveInteger(name: string, value: number): number {
+  // setTimeout treats anything above 2^31 - 1 ms as 1 ms.
+  if (!Number.isInteger(value) || value < 1 || value > 2 ** 31 - 1) {
+    throw new RangeError(`${name} must be a positive integer of at most 2^31 - 1, got ${value}`);
+  }
+  return value;
+}
+
+function isStoredHolder(value: unknown): value is StoredHolder {
+  if (typeof value !== "object" || value === null) return false;
+  const { instance, job, acquiredAt } = value as Record<string, unknown>;
+  return typeof instance === "string" && typeof job === "string" && typeof acquiredAt === "number";
+}
