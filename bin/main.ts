@@ -1,13 +1,23 @@
+import { availableParallelism } from "node:os";
 import { modelsCommand, MODELS_USAGE } from "../lib/cli/models.ts";
+import { serveCommand, SERVE_USAGE } from "../lib/cli/serve.ts";
+
+// onnxruntime-node runs each inference call on libuv's pool: give it a thread per core beyond its
+// default of four, before anything first uses the pool.
+process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, availableParallelism() + 2));
 
 const USAGE = `usage: slotscribe <command> [options]
 
 commands:
+  serve             run the HTTP service
   models generate   write a generated Whisper model directory
+
+${SERVE_USAGE}
 
 ${MODELS_USAGE}`;
 
 const commands: Record<string, (argv: string[]) => Promise<number>> = {
+  serve: serveCommand,
   models: modelsCommand,
 };
 

@@ -75,8 +75,7 @@ describe("micro model", () => {
     expect(out.text).toBe(" delta");
     expect(out.chunks).toHaveLength(1);
     const [start, end] = out.chunks[0]!.timestamp;
-    expect(start).toBeCloseTo(4, 1);
-    expect(end).toBeCloseTo(16, 1);
+    expect([start, end]).toEqual([4, 16]);
   });
 
   it("transcribes a multi-window file window by window, in order, with absolute times", async () => {

@@ -7,6 +7,7 @@ import {
   declareDecoderOutputs,
   decoderInterface,
   summarizeVoiced,
+  voicedEnd,
   voicedFlags,
   type WhisperDims,
 } from "./whisper-graph.ts";
@@ -122,7 +123,7 @@ export function buildMicroDecoder(layout: TokenLayout): Graph {
   const eos = o.scalarI64(layout.eos);
   const tsBegin = o.scalarI64(layout.timestampBegin);
   const start = o.where(voiced.silent, tsBegin, o.add(tsBegin, voiced.first));
-  const end = o.add(tsBegin, g.op("Min", [o.add(voiced.last, o.scalarI64(1)), o.scalarI64(1500)]));
+  const end = o.add(tsBegin, voicedEnd(o, voiced.last, 1500));
   const wordOrEnd = o.where(g.op("Or", [wordDone, voiced.silent]), eos, word);
   const timestamped = o.where(g.op("Not", [started]), start, o.where(g.op("Not", [wordDone]), wordOrEnd, o.where(closed, eos, end)));
   const next = o.where(withoutTimestamps, wordOrEnd, timestamped);

@@ -53,6 +53,16 @@ export interface VoicedSummary {
   last: string;
 }
 
+/**
+ * The timestamp position where the voiced part ends. The spectrogram's 25 ms frames smear an edge
+ * into the next 20 ms position, so the last voiced position is taken as the end itself; audio voiced
+ * through the window's final position ends at 30.00.
+ */
+export function voicedEnd(o: Ops, last: string, positions: number): string {
+  const throughEnd = o.g.op("Equal", [last, o.scalarI64(positions - 1)]);
+  return o.where(throughEnd, o.scalarI64(positions), last);
+}
+
 export function summarizeVoiced(o: Ops, encoderStates: string): VoicedSummary {
   const flags = o.squeeze(o.slice(encoderStates, [0], [1], [2]), [2]);
   const fraction = o.reduce("ReduceMean", flags, [1], false);
@@ -333,7 +343,7 @@ function lengthControlBias(io: DecoderIO, positions: string, dims: WhisperDims, 
   const closing = g.op("And", [g.op("Equal", [pos, limit]), g.op("Not", [silent])]);
   const ended = g.op("Or", [g.op("Greater", [pos, limit]), silent]);
 
-  const endTime = o.add(o.scalarI64(timestampBegin), g.op("Min", [o.add(voiced.last, o.scalarI64(1)), o.scalarI64(dims.max_source_positions)]));
+  const endTime = o.add(o.scalarI64(timestampBegin), voicedEnd(o, voiced.last, dims.max_source_positions));
   const vocabIds = g.op("Range", [o.scalarI64(0), o.scalarI64(V), o.scalarI64(1)]);
   const endOneHot = o.mul(o.cast(g.op("Equal", [o.unsqueeze(vocabIds, [0]), o.unsqueeze(endTime, [1])]), "float"), o.f(FORCE));
 

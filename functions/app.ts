@@ -1,0 +1,43 @@
+import { OpenAPIHono } from "@hono/zod-openapi";
+import { bodyLimit } from "hono/body-limit";
+import { AppError } from "../lib/errors.ts";
+import type { Services } from "../lib/services.ts";
+import capacity from "./capacity.ts";
+import docs from "./docs.ts";
+import type { AppEnv } from "./env.ts";
+import healthz from "./healthz.ts";
+import { handleError, logRequests, provide, requireApiKey } from "./middleware.ts";
+import models from "./models.ts";
+import readyz from "./readyz.ts";
+import transcriptions from "./transcriptions.ts";
+import translations from "./translations.ts";
+
+/** The whole HTTP API over the given services; tests call app.request() on it in process. */
+export function createApp(services: Services): OpenAPIHono<AppEnv> {
+  const app = new OpenAPIHono<AppEnv>();
+  app.use(provide(services));
+  app.use(logRequests());
+  app.use(requireApiKey);
+  app.use(
+    bodyLimit({
+      // Multipart framing adds a little to the file itself.
+      maxSize: services.config.MAX_UPLOAD_BYTES + 64 * 1024,
+      onError: () => {
+        throw new AppError("payload_too_large", `The request body exceeds the upload limit of ${services.config.MAX_UPLOAD_BYTES} bytes.`);
+      },
+    }),
+  );
+  for (const routes of [healthz, readyz, models, capacity, transcriptions, translations]) app.route("/", routes);
+  app.doc31("/openapi.json", {
+    openapi: "3.1.0",
+    info: { title: "slotscribe", version: "0.1.0", description: "Self-hostable Whisper transcription with admission control." },
+    security: [{ bearer: [] }],
+  });
+  app.openAPIRegistry.registerComponent("securitySchemes", "bearer", { type: "http", scheme: "bearer" });
+  app.route("/", docs);
+  app.notFound(() => {
+    throw new AppError("not_found", "No such endpoint.");
+  });
+  app.onError(handleError);
+  return app;
+}

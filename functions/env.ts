@@ -1,0 +1,42 @@
+import { OpenAPIHono, z } from "@hono/zod-openapi";
+import { AppError, ERROR_STATUS } from "../lib/errors.ts";
+import type { Services } from "../lib/services.ts";
+
+export type AppEnv = { Variables: { services: Services; requestId: string } };
+
+/** A router whose validation failures take the same path as every other error. */
+export function router(): OpenAPIHono<AppEnv> {
+  return new OpenAPIHono<AppEnv>({
+    defaultHook: (result) => {
+      if (!result.success) {
+        const issues = result.error.issues.map((i) => ({ path: i.path.join("."), message: i.message }));
+        const first = issues[0];
+        throw new AppError("invalid_request", first ? `Invalid request: ${first.path || "body"}: ${first.message}` : "Invalid request", { details: { issues } });
+      }
+    },
+  });
+}
+
+export const ErrorSchema = z
+  .object({
+    error: z.object({
+      code: z.enum(Object.keys(ERROR_STATUS) as [keyof typeof ERROR_STATUS, ...(keyof typeof ERROR_STATUS)[]]),
+      message: z.string(),
+      request_id: z.string(),
+      details: z.record(z.string(), z.unknown()).optional(),
+    }),
+  })
+  .openapi("Error");
+
+export type ErrorResponse = z.infer<typeof ErrorSchema>;
+
+/** The error responses every authenticated route may give, for the OpenAPI document. */
+export function errorResponses(...statuses: number[]) {
+  const content = { "application/json": { schema: ErrorSchema } };
+  return Object.fromEntries([401, 500, ...statuses].map((s) => [s, { description: describeStatus(s), content }]));
+}
+
+function describeStatus(status: number): string {
+  const code = Object.entries(ERROR_STATUS).find(([, s]) => s === status)?.[0];
+  return code ? `Error: ${code}` : "Error";
+}

@@ -1,0 +1,57 @@
+import type { Context, MiddlewareHandler } from "hono";
+import { presentedKey } from "../lib/auth.ts";
+import { AppError, errorBody, isAppError } from "../lib/errors.ts";
+import { newRequestId, type Services } from "../lib/services.ts";
+import type { AppEnv } from "./env.ts";
+
+/** Paths anyone may call: probes, the API description and the status page. */
+const PUBLIC_PATHS = new Set(["/healthz", "/readyz", "/openapi.json", "/docs", "/"]);
+
+export function provide(services: Services): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    c.set("services", services);
+    const incoming = c.req.header("x-request-id");
+    const requestId = incoming && /^[\w.-]{1,128}$/.test(incoming) ? incoming : newRequestId();
+    c.set("requestId", requestId);
+    c.header("x-request-id", requestId);
+    await next();
+  };
+}
+
+export const requireApiKey: MiddlewareHandler<AppEnv> = async (c, next) => {
+  const { apiKeys } = c.get("services");
+  if (apiKeys.required && !PUBLIC_PATHS.has(c.req.path)) {
+    const key = presentedKey(c.req.header("authorization"), c.req.header("x-api-key"));
+    if (!apiKeys.accepts(key)) {
+      c.header("www-authenticate", 'Bearer realm="slotscribe"');
+      throw new AppError("unauthorized", key ? "Invalid API key." : "Missing API key: send Authorization: Bearer <key> or X-API-Key: <key>.");
+    }
+  }
+  await next();
+};
+
+export function logRequests(): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    const started = performance.now();
+    await next();
+    const { log } = c.get("services");
+    const level = c.res.status >= 500 ? "error" : "info";
+    log[level]({ requestId: c.get("requestId"), method: c.req.method, path: c.req.path, status: c.res.status, ms: Math.round(performance.now() - started) }, "request");
+  };
+}
+
+/** The one error handler: every failure leaves as the same JSON shape with the request id. */
+export function handleError(err: Error, c: Context<AppEnv>): Response {
+  const requestId = c.get("requestId") ?? newRequestId();
+  const appError = isAppError(err) ? err : new AppError("internal", err.message, { cause: err });
+  if (appError.code === "internal") {
+    c.get("services")?.log.error({ requestId, err: err.stack ?? err.message, cause: describeCause(err) }, "unhandled error");
+  }
+  if (appError.retryAfterSeconds !== undefined) c.header("retry-after", String(appError.retryAfterSeconds));
+  return c.json(errorBody(appError, requestId), appError.status);
+}
+
+function describeCause(err: Error): string | undefined {
+  const cause = (err as { cause?: unknown }).cause;
+  return cause instanceof Error ? cause.message : cause === undefined ? undefined : String(cause);
+}

@@ -1,0 +1,29 @@
+import { createRoute, z } from "@hono/zod-openapi";
+import { AppError } from "../lib/errors.ts";
+import { AudioForm, audioResponses, checkLanguage, respondWithTranscript } from "./audio-request.ts";
+import { errorResponses, router } from "./env.ts";
+
+const TranscriptionForm = AudioForm.extend({
+  language: z.string().optional().openapi({ description: "ISO-639-1 code; detected when omitted (multilingual models)." }),
+  "timestamp_granularities[]": z
+    .union([z.enum(["segment", "word"]), z.array(z.enum(["segment", "word"]))])
+    .optional()
+    .openapi({ description: "Only segment timestamps are produced." }),
+});
+
+export const route = createRoute({
+  method: "post",
+  path: "/v1/audio/transcriptions",
+  summary: "Transcribe audio (OpenAI-compatible)",
+  request: { body: { required: true, content: { "multipart/form-data": { schema: TranscriptionForm } } } },
+  responses: { ...audioResponses, ...errorResponses(400, 413, 415, 422, 429, 503) },
+});
+
+export default router().openapi(route, async (c) => {
+  const form = c.req.valid("form");
+  const granularities = [form["timestamp_granularities[]"] ?? []].flat();
+  if (granularities.includes("word")) {
+    throw new AppError("invalid_request", "Word-level timestamps are not supported; use segment timestamps.", { details: { param: "timestamp_granularities[]" } });
+  }
+  return respondWithTranscript(c, form, "transcribe", checkLanguage(form.language)) as never;
+});

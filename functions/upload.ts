@@ -1,0 +1,28 @@
+import { createWriteStream } from "node:fs";
+import { rm } from "node:fs/promises";
+import { join } from "node:path";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import type { ReadableStream as WebReadableStream } from "node:stream/web";
+import { z } from "@hono/zod-openapi";
+import { AppError } from "../lib/errors.ts";
+import type { Services } from "../lib/services.ts";
+
+export const FileField = z.instanceof(File, { message: "a file is required in the multipart field \"file\"" }).openapi({ type: "string", format: "binary", description: "The audio or video file." });
+
+/**
+ * Spools an uploaded file to the request's own temp path, runs `use` on it and always removes it,
+ * whatever happens.
+ */
+export async function withUpload<T>(services: Services, requestId: string, file: File, use: (path: string) => Promise<T>): Promise<T> {
+  if (file.size > services.config.MAX_UPLOAD_BYTES) {
+    throw new AppError("payload_too_large", `The file is ${file.size} bytes; the limit is ${services.config.MAX_UPLOAD_BYTES}.`);
+  }
+  const path = join(services.tempDir, `${requestId}.upload`);
+  try {
+    await pipeline(Readable.fromWeb(file.stream() as WebReadableStream), createWriteStream(path));
+    return await use(path);
+  } finally {
+    await rm(path, { force: true });
+  }
+}

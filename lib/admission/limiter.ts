@@ -1,0 +1,117 @@
+import { AppError } from "../errors.ts";
+
+export interface LimiterOptions {
+  slots: number;
+  /** Waiters beyond this are refused at once. Infinity for an unbounded FIFO (window scheduling). */
+  queueSize: number;
+  /** How long a waiter may wait before it is refused; Infinity to wait as long as it takes. */
+  queueTimeoutMs: number;
+  /** Seconds to suggest in Retry-After when refusing. */
+  retryAfterSeconds: () => number;
+}
+
+interface Waiter {
+  grant: (permit: Permit) => void;
+  reject: (err: unknown) => void;
+  cleanup: () => void;
+}
+
+export interface Permit {
+  release(): void;
+}
+
+export interface LimiterStats {
+  slots: number;
+  inUse: number;
+  queued: number;
+}
+
+/**
+ * A counting semaphore with a bounded FIFO queue. First come, first served matters: when jobs take
+ * a slot per window and queue again for the next one, FIFO is what interleaves them fairly.
+ */
+export class Limiter {
+  private inUse = 0;
+  private readonly waiters: Waiter[] = [];
+
+  constructor(private readonly options: LimiterOptions) {
+    if (!(options.slots >= 1)) throw new RangeError("a limiter needs at least one slot");
+  }
+
+  get stats(): LimiterStats {
+    return { slots: this.options.slots, inUse: this.inUse, queued: this.waiters.length };
+  }
+
+  /** A permit now, or after waiting in line; AppError rate_limited when the line is full or too slow. */
+  acquire(signal?: AbortSignal): Promise<Permit> {
+    signal?.throwIfAborted();
+    if (this.inUse < this.options.slots && this.waiters.length === 0) {
+      this.inUse++;
+      return Promise.resolve(this.permit());
+    }
+    if (this.waiters.length >= this.options.queueSize) {
+      return Promise.reject(this.refusal("all slots are busy and the queue is full"));
+    }
+    return new Promise<Permit>((resolve, reject) => {
+      const timer = Number.isFinite(this.options.queueTimeoutMs)
+        ? setTimeout(() => {
+            this.remove(waiter);
+            reject(this.refusal("all slots stayed busy for the whole queue timeout"));
+          }, this.options.queueTimeoutMs)
+        : undefined;
+      const onAbort = () => {
+        this.remove(waiter);
+        reject(signal!.reason);
+      };
+      const waiter: Waiter = {
+        grant: resolve,
+        reject,
+        cleanup: () => {
+          clearTimeout(timer);
+          signal?.removeEventListener("abort", onAbort);
+        },
+      };
+      signal?.addEventListener("abort", onAbort, { once: true });
+      this.waiters.push(waiter);
+    });
+  }
+
+  async run<T>(fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    const permit = await this.acquire(signal);
+    try {
+      return await fn();
+    } finally {
+      permit.release();
+    }
+  }
+
+  private permit(): Permit {
+    let released = false;
+    return {
+      release: () => {
+        if (released) return;
+        released = true;
+        const next = this.waiters.shift();
+        if (next) {
+          next.cleanup();
+          next.grant(this.permit());
+        } else {
+          this.inUse--;
+        }
+      },
+    };
+  }
+
+  private remove(waiter: Waiter): void {
+    waiter.cleanup();
+    const i = this.waiters.indexOf(waiter);
+    if (i >= 0) this.waiters.splice(i, 1);
+  }
+
+  private refusal(reason: string): AppError {
+    const retryAfterSeconds = Math.max(1, Math.ceil(this.options.retryAfterSeconds()));
+    return new AppError("rate_limited", `Server is at capacity: ${reason}. Retry after ${retryAfterSeconds} s.`, {
+      retryAfterSeconds,
+    });
+  }
+}

@@ -1,0 +1,80 @@
+import { readFileSync } from "node:fs";
+import os from "node:os";
+
+export interface MachineResources {
+  memoryBytes: number;
+  memorySource: string;
+  cpus: number;
+  cpuSource: string;
+}
+
+export type ReadFile = (path: string) => string | null;
+
+const readOrNull: ReadFile = (path) => {
+  try {
+    return readFileSync(path, "utf8").trim();
+  } catch {
+    return null;
+  }
+};
+
+/** cgroup v1 reports "no limit" as a huge number near 2^63 rounded to the page size. */
+const UNLIMITED = 2 ** 60;
+
+/**
+ * What this instance may really use. Inside a container os.totalmem() and os.cpus() describe the host,
+ * so the cgroup limits come first; explicit settings and the platform's own variables override both.
+ */
+export function detectMachine(env: NodeJS.ProcessEnv = process.env, read: ReadFile = readOrNull): MachineResources {
+  return { ...detectMemory(env, read), ...detectCpus(env, read) };
+}
+
+function detectMemory(env: NodeJS.ProcessEnv, read: ReadFile): { memoryBytes: number; memorySource: string } {
+  if (env.MEMORY_LIMIT) return { memoryBytes: parseBytes(env.MEMORY_LIMIT), memorySource: "MEMORY_LIMIT" };
+  if (env.FLY_VM_MEMORY_MB) return { memoryBytes: positive(Number(env.FLY_VM_MEMORY_MB) * 2 ** 20, "FLY_VM_MEMORY_MB"), memorySource: "FLY_VM_MEMORY_MB" };
+  const v2 = read("/sys/fs/cgroup/memory.max");
+  if (v2 && v2 !== "max" && Number(v2) > 0) return { memoryBytes: Number(v2), memorySource: "cgroup v2 memory.max" };
+  const v1 = read("/sys/fs/cgroup/memory/memory.limit_in_bytes");
+  if (v1 && Number(v1) > 0 && Number(v1) < UNLIMITED) return { memoryBytes: Number(v1), memorySource: "cgroup v1 memory.limit_in_bytes" };
+  const constrained = process.constrainedMemory?.() ?? 0;
+  if (constrained > 0 && constrained < os.totalmem()) return { memoryBytes: constrained, memorySource: "process.constrainedMemory()" };
+  return { memoryBytes: os.totalmem(), memorySource: "os.totalmem()" };
+}
+
+function detectCpus(env: NodeJS.ProcessEnv, read: ReadFile): { cpus: number; cpuSource: string } {
+  const visible = os.availableParallelism();
+  // Whole cores, as for cgroup quotas: a fractional count would become a fractional slot count.
+  if (env.CPUS) return { cpus: Math.max(1, Math.floor(positive(Number(env.CPUS), "CPUS"))), cpuSource: "CPUS" };
+  const v2 = read("/sys/fs/cgroup/cpu.max");
+  if (v2) {
+    const [quota, period] = v2.split(/\s+/);
+    if (quota && quota !== "max" && Number(period) > 0) {
+      return { cpus: Math.max(1, Math.min(visible, Math.floor(Number(quota) / Number(period)))), cpuSource: "cgroup v2 cpu.max" };
+    }
+  }
+  const quota = Number(read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"));
+  const period = Number(read("/sys/fs/cgroup/cpu/cpu.cfs_period_us"));
+  if (quota > 0 && period > 0) return { cpus: Math.max(1, Math.min(visible, Math.floor(quota / period))), cpuSource: "cgroup v1 cpu.cfs_quota_us" };
+  return { cpus: visible, cpuSource: "os.availableParallelism()" };
+}
+
+const UNITS: Record<string, number> = { b: 1, k: 1e3, kb: 1e3, m: 1e6, mb: 1e6, g: 1e9, gb: 1e9, kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40 };
+
+/** "8GiB", "512MiB", "2g", "1073741824" -> bytes. */
+export function parseBytes(text: string): number {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(text);
+  const unit = match?.[2]?.toLowerCase() || "b";
+  const factor = UNITS[unit];
+  if (!match || factor === undefined) throw new Error(`not a size: "${text}" (use e.g. 8GiB, 512MiB, 2g)`);
+  return positive(Math.round(Number(match[1]) * factor), text);
+}
+
+function positive(n: number, what: string): number {
+  if (!(n > 0) || !Number.isFinite(n)) throw new Error(`${what} must be a positive number`);
+  return n;
+}
+
+export function formatBytes(bytes: number): string {
+  if (bytes >= 2 ** 30) return `${(bytes / 2 ** 30).toFixed(1)} GiB`;
+  return `${Math.round(bytes / 2 ** 20)} MiB`;
+}

@@ -1,0 +1,129 @@
+import { z } from "zod";
+import { parseDuration } from "./duration.ts";
+import { parseBytes } from "./capacity/machine.ts";
+import { parseAllowlist } from "./net/safe-fetch.ts";
+import { parseWebhookSecrets } from "./webhooks/standard-webhooks.ts";
+import { parseSchedule, DEFAULT_RETRY_SCHEDULE } from "./webhooks/retry-schedule.ts";
+
+const list = z
+  .string()
+  .optional()
+  .transform((s) => (s ?? "").split(",").map((x) => x.trim()).filter(Boolean));
+const bool = z
+  .enum(["true", "false", "1", "0"])
+  .optional()
+  .transform((v) => v === "true" || v === "1");
+const duration = (fallback: string) =>
+  z
+    .string()
+    .default(fallback)
+    .transform((s, ctx) => {
+      try {
+        return parseDuration(s);
+      } catch (err) {
+        ctx.addIssue({ code: "custom", message: (err as Error).message });
+        return z.NEVER;
+      }
+    });
+const bytes = (fallback: string) =>
+  z
+    .string()
+    .default(fallback)
+    .transform((s, ctx) => {
+      try {
+        return parseBytes(s);
+      } catch (err) {
+        ctx.addIssue({ code: "custom", message: (err as Error).message });
+        return z.NEVER;
+      }
+    });
+const positiveInt = z.coerce.number().int().positive();
+const secret = z.string().min(1, "must not be empty when set");
+
+/**
+ * Every setting the service reads, validated once at start-up. Secrets have no defaults: a missing
+ * one switches a feature off or refuses to start, never runs with an empty value.
+ */
+export const configSchema = z
+  .object({
+    PORT: z.coerce.number().int().min(0).max(65535).default(8080),
+    HOST: z.string().default("0.0.0.0"),
+    PUBLIC_URL: z.url().optional(),
+    LOG_LEVEL: z.enum(["debug", "info", "warn", "error", "silent"]).default("info"),
+
+    API_KEYS: list,
+    ALLOW_ANONYMOUS: bool,
+
+    DEFAULT_MODEL: z.string().default("base.en"),
+    PRELOAD_MODELS: list,
+    MODEL_DTYPE: z.enum(["q8", "fp32"]).default("q8"),
+    WHISPER_MODELS_DIR: z.string().optional(),
+    MODEL_CACHE_DIR: z.string().optional(),
+
+    MAX_UPLOAD_BYTES: bytes("200MiB"),
+    MAX_AUDIO_DURATION: duration("4h"),
+
+    SLOTS: positiveInt.optional(),
+    THREADS_PER_JOB: positiveInt.optional(),
+    MAX_ACTIVE_JOBS: positiveInt.optional(),
+    QUEUE_SIZE: z.coerce.number().int().min(0).default(16),
+    QUEUE_TIMEOUT: duration("30s"),
+
+    DATA_DIR: z.string().default("./data"),
+    JOB_QUEUE_SIZE: z.coerce.number().int().min(1).default(1000),
+    RESULT_RETENTION: duration("7d"),
+    WEBHOOK_SECRET: secret.optional(),
+    WEBHOOK_RETRY_SCHEDULE: z.string().default(DEFAULT_RETRY_SCHEDULE),
+    OUTBOUND_ALLOWLIST: z.string().optional(),
+    MAX_DOWNLOAD_BYTES: bytes("500MiB"),
+    DOWNLOAD_TIMEOUT: duration("5m"),
+
+    UPSTASH_REDIS_REST_URL: z.url().optional(),
+    UPSTASH_REDIS_REST_TOKEN: secret.optional(),
+    QSTASH_URL: z.url().optional(),
+    QSTASH_TOKEN: secret.optional(),
+    QSTASH_CURRENT_SIGNING_KEY: secret.optional(),
+    QSTASH_NEXT_SIGNING_KEY: secret.optional(),
+    CLUSTER_SLOTS: positiveInt.optional(),
+    INSTANCE_ID: z.string().optional(),
+  })
+  .superRefine((c, ctx) => {
+    if (c.API_KEYS.length === 0 && !c.ALLOW_ANONYMOUS) {
+      ctx.addIssue({ code: "custom", path: ["API_KEYS"], message: "set API_KEYS (comma-separated), or ALLOW_ANONYMOUS=true to run without authentication" });
+    }
+    if (Boolean(c.UPSTASH_REDIS_REST_URL) !== Boolean(c.UPSTASH_REDIS_REST_TOKEN)) {
+      ctx.addIssue({ code: "custom", path: ["UPSTASH_REDIS_REST_TOKEN"], message: "UPSTASH_REDIS_REST_URL and UPSTASH_REDIS_REST_TOKEN go together" });
+    }
+    if (c.QSTASH_TOKEN && !(c.QSTASH_CURRENT_SIGNING_KEY && c.QSTASH_NEXT_SIGNING_KEY)) {
+      ctx.addIssue({ code: "custom", path: ["QSTASH_CURRENT_SIGNING_KEY"], message: "QSTASH_TOKEN needs QSTASH_CURRENT_SIGNING_KEY and QSTASH_NEXT_SIGNING_KEY" });
+    }
+    for (const [key, check] of [
+      ["WEBHOOK_SECRET", () => c.WEBHOOK_SECRET && parseWebhookSecrets(c.WEBHOOK_SECRET)],
+      ["WEBHOOK_RETRY_SCHEDULE", () => parseSchedule(c.WEBHOOK_RETRY_SCHEDULE)],
+      ["OUTBOUND_ALLOWLIST", () => parseAllowlist(c.OUTBOUND_ALLOWLIST)],
+    ] as const) {
+      try {
+        check();
+      } catch (err) {
+        ctx.addIssue({ code: "custom", path: [key], message: (err as Error).message });
+      }
+    }
+  });
+
+export type Config = z.output<typeof configSchema>;
+
+export class ConfigError extends Error {
+  constructor(readonly issues: string[]) {
+    super(`invalid configuration:\n  ${issues.join("\n  ")}`);
+    this.name = "ConfigError";
+  }
+}
+
+/** Parses the environment; throws ConfigError naming every bad setting (never echoing secret values). */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const parsed = configSchema.safeParse(env);
+  if (!parsed.success) {
+    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`));
+  }
+  return parsed.data;
+}

@@ -1,0 +1,79 @@
+import { existsSync } from "node:fs";
+import { readdir } from "node:fs/promises";
+import { join, relative, resolve, sep } from "node:path";
+import { AppError } from "../errors.ts";
+import type { ModelSpec } from "./protocol.ts";
+
+/** Short ids to the published ONNX exports that transformers.js loads from the hub. */
+export const HUB_MODELS: Record<string, string> = {
+  tiny: "onnx-community/whisper-tiny",
+  "tiny.en": "onnx-community/whisper-tiny.en",
+  base: "onnx-community/whisper-base",
+  "base.en": "onnx-community/whisper-base.en",
+  small: "onnx-community/whisper-small",
+  "small.en": "onnx-community/whisper-small.en",
+  medium: "Xenova/whisper-medium",
+  "medium.en": "Xenova/whisper-medium.en",
+  "large-v3-turbo": "onnx-community/whisper-large-v3-turbo",
+};
+
+export const OPENAI_ALIAS = "whisper-1";
+
+export interface ModelCatalogOptions {
+  defaultModel: string;
+  dtype: "q8" | "fp32";
+  /** Set: models are directories below it and nothing is downloaded. */
+  localDir?: string;
+}
+
+/**
+ * Turns what a client asks for ("whisper-1", "base.en", "generated/whisper-micro") into the model
+ * transformers.js loads. With a local directory, a model's id is its path below that directory, as
+ * transformers.js names local models; short ids then resolve to the hub id's path there.
+ */
+export class ModelCatalog {
+  constructor(readonly options: ModelCatalogOptions) {}
+
+  get offline(): boolean {
+    return this.options.localDir !== undefined;
+  }
+
+  resolve(requested: string | undefined): ModelSpec & { name: string } {
+    const name = !requested || requested === OPENAI_ALIAS ? this.options.defaultModel : requested;
+    const id = HUB_MODELS[name] ?? name;
+    if (this.options.localDir) {
+      const root = resolve(this.options.localDir);
+      const dir = resolve(root, id);
+      if (dir !== root && !dir.startsWith(root + sep)) throw unknownModel(name);
+      if (!existsSync(join(dir, "config.json"))) throw unknownModel(name, `no model directory ${JSON.stringify(id)} in WHISPER_MODELS_DIR`);
+    } else if (!HUB_MODELS[name] && !/^[\w.-]+\/[\w.-]+$/.test(name)) {
+      throw unknownModel(name);
+    }
+    return { name, id, dtype: this.options.dtype };
+  }
+
+  /** Model names a client can ask for. */
+  async list(): Promise<string[]> {
+    if (!this.options.localDir) return [OPENAI_ALIAS, ...Object.keys(HUB_MODELS)];
+    const root = resolve(this.options.localDir);
+    const found: string[] = [];
+    const walk = async (dir: string, depth: number): Promise<void> => {
+      if (existsSync(join(dir, "config.json")) && existsSync(join(dir, "onnx"))) {
+        found.push(relative(root, dir).split(sep).join("/"));
+        return;
+      }
+      if (depth === 0) return;
+      const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+      for (const e of entries) if (e.isDirectory() && !e.name.startsWith(".") && !e.name.includes(".partial-")) await walk(join(dir, e.name), depth - 1);
+    };
+    await walk(root, 3);
+    const shortIds = Object.entries(HUB_MODELS).filter(([, hub]) => found.includes(hub)).map(([short]) => short);
+    return [OPENAI_ALIAS, ...shortIds, ...found.sort()];
+  }
+}
+
+function unknownModel(name: string, why = "not a known Whisper model"): AppError {
+  return new AppError("invalid_request", `Unknown model "${name}": ${why}. GET /v1/models lists the available ones.`, {
+    details: { param: "model" },
+  });
+}

@@ -1,0 +1,48 @@
+/** Messages between the engine (main thread) and its inference worker thread. */
+export interface WorkerInit {
+  localModelPath: string | null;
+  allowRemoteModels: boolean;
+  cacheDir: string | null;
+  threadsPerJob: number;
+}
+
+export interface ModelSpec {
+  /** transformers.js model id: a hub id, or a path below the local models directory. */
+  id: string;
+  dtype: "q8" | "fp32";
+}
+
+export interface WindowOptions {
+  /** Whisper language code ("en"); undefined asks a multilingual model to detect it. */
+  language?: string;
+  task: "transcribe" | "translate";
+}
+
+export interface WindowChunk {
+  start: number;
+  /** null when the model left the last segment open at the end of the window. */
+  end: number | null;
+  text: string;
+  tokens: number[];
+}
+
+export interface WindowOutput {
+  chunks: WindowChunk[];
+  /** Language code used or detected; null for English-only models. */
+  language: string | null;
+}
+
+export interface ModelInfo {
+  multilingual: boolean;
+  /** Resident bytes the load added to the process. */
+  footprintBytes: number;
+}
+
+export type ToWorker =
+  | { op: "load"; rid: number; model: ModelSpec }
+  | { op: "window"; rid: number; model: ModelSpec; samples: Float32Array; options: WindowOptions };
+
+export type FromWorker =
+  | { op: "loaded"; rid: number; info: ModelInfo }
+  | { op: "window"; rid: number; output: WindowOutput }
+  | { op: "error"; rid: number; message: string; code?: string };

@@ -1,0 +1,106 @@
+import { decodeToPcm } from "./audio/ffmpeg.ts";
+import type { Limiter } from "./admission/limiter.ts";
+import { SlotStoreUnavailable, type SlotLease, type SlotStore } from "./admission/ports.ts";
+import { ModelLoadError, type Engine } from "./engine/engine.ts";
+import type { ModelCatalog } from "./engine/models.ts";
+import { transcribePcm } from "./engine/transcribe.ts";
+import { AppError } from "./errors.ts";
+import type { Transcript } from "./transcript.ts";
+
+export interface TranscribeRequest {
+  /** Used for the cluster lease and logs. */
+  id: string;
+  model?: string;
+  language?: string;
+  task: "transcribe" | "translate";
+  signal?: AbortSignal;
+  onProgress?: (doneSeconds: number) => void;
+}
+
+export interface TranscriptionServiceDeps {
+  engine: Engine;
+  catalog: ModelCatalog;
+  /** Bounds transcriptions in progress on this instance (decoding streams open, windows queued). */
+  admission: Limiter;
+  /** Bounds windows in inference at once: the instance's slots. */
+  compute: Limiter;
+  slots: SlotStore;
+  instanceId: string;
+  maxDurationSeconds: number;
+  /** How long to keep asking a full cluster for a slot before giving up with 429. */
+  clusterWaitMs: number;
+}
+
+/** Everything a transcription passes through, in order: model, admission, cluster slot, decoding, windows. */
+export class TranscriptionService {
+  private averageSeconds = 10;
+
+  constructor(private readonly deps: TranscriptionServiceDeps) {}
+
+  /** Seconds a refused client should wait: about one transcription's time per waiter ahead of it. */
+  retryAfterSeconds(): number {
+    const { queued, slots } = this.deps.admission.stats;
+    return Math.min(300, Math.max(1, Math.ceil((this.averageSeconds * (queued + 1)) / slots)));
+  }
+
+  async transcribeFile(path: string, request: TranscribeRequest): Promise<Transcript> {
+    const model = this.deps.catalog.resolve(request.model);
+    const info = await this.deps.engine.load(model).catch((err: unknown) => {
+      if (err instanceof ModelLoadError) throw new AppError("unavailable", `Model "${model.name}" is not available on this server: it could not be loaded.`, { cause: err, retryAfterSeconds: 30 });
+      throw err;
+    });
+    if (request.task === "translate" && !info.multilingual) {
+      throw new AppError("invalid_request", `Model "${model.name}" is English-only and cannot translate; use a multilingual model.`, { details: { param: "model" } });
+    }
+    const language = info.multilingual ? request.language : undefined;
+
+    const permit = await this.deps.admission.acquire(request.signal);
+    const started = performance.now();
+    let lease: SlotLease | null = null;
+    const abort = new AbortController();
+    const onAbort = () => abort.abort(request.signal?.reason);
+    request.signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      lease = await this.clusterSlot(request);
+      void lease.lost.then(() => abort.abort(new AppError("unavailable", "The cluster slot for this transcription was lost; retry.", { retryAfterSeconds: 5 })));
+      const pcm = decodeToPcm(path, { signal: abort.signal, maxDurationSeconds: this.deps.maxDurationSeconds });
+      const transcript = await transcribePcm({
+        engine: this.deps.engine,
+        compute: this.deps.compute,
+        model,
+        pcm,
+        language,
+        task: request.task,
+        signal: abort.signal,
+        onProgress: request.onProgress,
+      });
+      this.averageSeconds = 0.8 * this.averageSeconds + 0.2 * ((performance.now() - started) / 1000);
+      return transcript;
+    } catch (err) {
+      throw abort.signal.aborted && abort.signal.reason instanceof AppError ? abort.signal.reason : err;
+    } finally {
+      request.signal?.removeEventListener("abort", onAbort);
+      await lease?.release().catch(() => undefined);
+      permit.release();
+    }
+  }
+
+  private async clusterSlot(request: TranscribeRequest): Promise<SlotLease> {
+    const deadline = Date.now() + this.deps.clusterWaitMs;
+    for (let delay = 100; ; delay = Math.min(delay * 2, 2000)) {
+      let lease: SlotLease | null;
+      try {
+        lease = await this.deps.slots.tryAcquire({ instance: this.deps.instanceId, job: request.id });
+      } catch (err) {
+        if (err instanceof SlotStoreUnavailable) throw new AppError("unavailable", "The cluster slot store is unreachable; retry shortly.", { cause: err, retryAfterSeconds: 5 });
+        throw err;
+      }
+      if (lease) return lease;
+      if (Date.now() + delay > deadline) {
+        throw new AppError("rate_limited", "Every cluster-wide slot is busy; retry later.", { retryAfterSeconds: this.retryAfterSeconds() });
+      }
+      await new Promise((r) => setTimeout(r, delay));
+      request.signal?.throwIfAborted();
+    }
+  }
+}
