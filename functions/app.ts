@@ -6,6 +6,11 @@ import capacity from "./capacity.ts";
 import docs from "./docs.ts";
 import type { AppEnv } from "./env.ts";
 import healthz from "./healthz.ts";
+import jobsCancel from "./jobs-cancel.ts";
+import jobsCreate from "./jobs-create.ts";
+import jobsGet from "./jobs-get.ts";
+import jobsList from "./jobs-list.ts";
+import jobsResult from "./jobs-result.ts";
 import { handleError, logRequests, provide, requireApiKey } from "./middleware.ts";
 import models from "./models.ts";
 import readyz from "./readyz.ts";
@@ -27,7 +32,7 @@ export function createApp(services: Services): OpenAPIHono<AppEnv> {
       },
     }),
   );
-  for (const routes of [healthz, readyz, models, capacity, transcriptions, translations]) app.route("/", routes);
+  for (const routes of [healthz, readyz, models, capacity, transcriptions, translations, jobsCreate, jobsList, jobsGet, jobsResult, jobsCancel]) app.route("/", routes);
   app.doc31("/openapi.json", {
     openapi: "3.1.0",
     info: { title: "slotscribe", version: "0.1.0", description: "Self-hostable Whisper transcription with admission control." },

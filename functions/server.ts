@@ -12,9 +12,25 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-/** Builds the services, prints the capacity plan and listens. */
+/**
+ * Listens first (so the port, possibly a random one, is known for callback links), then builds the
+ * services; until they are ready every request gets 503.
+ */
 export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
-  const services = await createServices(config, log);
+  let handle: ((request: Request) => Response | Promise<Response>) | null = null;
+  const server: ServerType = await new Promise((resolve) => {
+    const s = serve(
+      {
+        fetch: (request) => handle?.(request) ?? Response.json({ error: { code: "unavailable", message: "Starting up.", request_id: "" } }, { status: 503, headers: { "retry-after": "2" } }),
+        port: config.PORT,
+        hostname: config.HOST,
+      },
+      () => resolve(s),
+    );
+  });
+  const { port } = server.address() as AddressInfo;
+  const url = `http://${config.HOST === "0.0.0.0" ? "127.0.0.1" : config.HOST}:${port}`;
+  const services = await createServices(config, log, { listenUrl: url });
   const { plan } = services;
   log.info(
     {
@@ -33,11 +49,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   if (!services.apiKeys.required) log.warn("ALLOW_ANONYMOUS=true: the API accepts requests without an API key");
 
   const app = createApp(services);
-  const server: ServerType = await new Promise((resolve) => {
-    const s = serve({ fetch: app.fetch, port: config.PORT, hostname: config.HOST }, () => resolve(s));
-  });
-  const { port } = server.address() as AddressInfo;
-  const url = `http://${config.HOST === "0.0.0.0" ? "127.0.0.1" : config.HOST}:${port}`;
+  handle = app.fetch;
   log.info({ url }, "listening");
   return {
     url,

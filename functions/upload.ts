@@ -10,17 +10,24 @@ import type { Services } from "../lib/services.ts";
 
 export const FileField = z.instanceof(File, { message: "a file is required in the multipart field \"file\"" }).openapi({ type: "string", format: "binary", description: "The audio or video file." });
 
-/**
- * Spools an uploaded file to the request's own temp path, runs `use` on it and always removes it,
- * whatever happens.
- */
-export async function withUpload<T>(services: Services, requestId: string, file: File, use: (path: string) => Promise<T>): Promise<T> {
+/** Writes an uploaded file to `path`, refusing it when over the upload limit; nothing is left on failure. */
+export async function saveUpload(services: Services, file: File, path: string): Promise<void> {
   if (file.size > services.config.MAX_UPLOAD_BYTES) {
     throw new AppError("payload_too_large", `The file is ${file.size} bytes; the limit is ${services.config.MAX_UPLOAD_BYTES}.`);
   }
-  const path = join(services.tempDir, `${requestId}.upload`);
   try {
     await pipeline(Readable.fromWeb(file.stream() as WebReadableStream), createWriteStream(path));
+  } catch (err) {
+    await rm(path, { force: true });
+    throw err;
+  }
+}
+
+/** Spools an upload to the request's own temp path, runs `use` on it and always removes it. */
+export async function withUpload<T>(services: Services, requestId: string, file: File, use: (path: string) => Promise<T>): Promise<T> {
+  const path = join(services.tempDir, `${requestId}.upload`);
+  try {
+    await saveUpload(services, file, path);
     return await use(path);
   } finally {
     await rm(path, { force: true });

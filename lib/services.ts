@@ -11,8 +11,15 @@ import { planCapacity, type CapacityPlan } from "./capacity/plan.ts";
 import type { Config } from "./config.ts";
 import { Engine } from "./engine/engine.ts";
 import { ModelCatalog } from "./engine/models.ts";
+import { EmbeddedJobStore } from "./jobs/embedded-job-store.ts";
+import type { JobStore } from "./jobs/ports.ts";
+import { JobRunner } from "./jobs/runner.ts";
 import type { Logger } from "./log.ts";
+import { parseAllowlist, type OutboundPolicy } from "./net/safe-fetch.ts";
 import { TranscriptionService } from "./transcription-service.ts";
+import { EmbeddedCallbackSender, type CallbackSender } from "./webhooks/delivery.ts";
+import { parseSchedule } from "./webhooks/retry-schedule.ts";
+import { parseWebhookSecrets } from "./webhooks/standard-webhooks.ts";
 
 /** Everything a request handler may use. Built once at start-up and handed to the HTTP layer. */
 export interface Services {
@@ -30,10 +37,23 @@ export interface Services {
   apiKeys: ApiKeys;
   /** Uploads are spooled here and removed when their request ends. */
   tempDir: string;
+  jobs: JobStore;
+  runner: JobRunner;
+  callbacks: CallbackSender;
+  policy: OutboundPolicy;
+  webhookSecrets: Buffer[];
+  /** Base for links in responses: PUBLIC_URL, else the origin the request came in on. */
+  baseUrl(requestUrl: string): string;
   close(): Promise<void>;
 }
 
-export async function createServices(config: Config, log: Logger, env: NodeJS.ProcessEnv = process.env): Promise<Services> {
+export interface ServiceOptions {
+  /** Where this server listens, for callback links when PUBLIC_URL is not set. */
+  listenUrl: string;
+  env?: NodeJS.ProcessEnv;
+}
+
+export async function createServices(config: Config, log: Logger, { listenUrl, env = process.env }: ServiceOptions): Promise<Services> {
   const instanceId = config.INSTANCE_ID ?? env.FLY_MACHINE_ID ?? env.RAILWAY_REPLICA_ID ?? `${hostname()}-${process.pid}`;
   const catalog = new ModelCatalog({ defaultModel: config.DEFAULT_MODEL, dtype: config.MODEL_DTYPE, localDir: config.WHISPER_MODELS_DIR });
   const machine = detectMachine(env);
@@ -74,6 +94,50 @@ export async function createServices(config: Config, log: Logger, env: NodeJS.Pr
   });
   const tempDir = await mkdtemp(join(tmpdir(), "slotscribe-"));
 
+  const policy = parseAllowlist(config.OUTBOUND_ALLOWLIST);
+  const webhookSecrets = config.WEBHOOK_SECRET ? parseWebhookSecrets(config.WEBHOOK_SECRET) : [];
+  const jobs = await EmbeddedJobStore.open({
+    dataDir: config.DATA_DIR,
+    retentionMs: config.RESULT_RETENTION,
+    onWarning: (message, cause) => log.warn({ err: cause instanceof Error ? cause.message : cause }, message),
+  });
+  // Without a signing secret no job may ask for a callback (refused at submission), so there is
+  // nothing to send; a callback left pending by an earlier configuration waits for a secret.
+  const callbacks: CallbackSender = webhookSecrets.length
+    ? new EmbeddedCallbackSender({
+        store: jobs,
+        secrets: webhookSecrets,
+        schedule: parseSchedule(config.WEBHOOK_RETRY_SCHEDULE),
+        policy,
+        publicUrl: config.PUBLIC_URL ?? listenUrl,
+        log,
+      })
+    : {
+        enqueue: async (jobId) => log.warn({ jobId }, "callback not sent: WEBHOOK_SECRET is not configured"),
+        start: async () => undefined,
+        close: async () => undefined,
+      };
+  const runner = new JobRunner({
+    store: jobs,
+    transcription,
+    callbacks,
+    policy,
+    dataDir: config.DATA_DIR,
+    maxDownloadBytes: config.MAX_DOWNLOAD_BYTES,
+    downloadTimeoutMs: config.DOWNLOAD_TIMEOUT,
+    concurrency: admission.stats.slots,
+    queueSize: config.JOB_QUEUE_SIZE,
+    log,
+  });
+  await callbacks.start();
+  await runner.start();
+  const sweep = async () => {
+    const removed = await jobs.sweep(new Date()).catch((err: Error) => (log.warn({ err: err.message }, "sweep failed"), 0));
+    if (removed) log.info({ removed }, "expired jobs removed");
+  };
+  await sweep();
+  const sweeper = setInterval(sweep, 60_000).unref();
+
   for (const model of planned) {
     engine.load(model).then(
       (info) => log.info({ model: model.id, dtype: model.dtype, footprintMiB: Math.round(info.footprintBytes / 2 ** 20) }, "model loaded"),
@@ -95,7 +159,17 @@ export async function createServices(config: Config, log: Logger, env: NodeJS.Pr
     transcription,
     apiKeys: new ApiKeys(config.API_KEYS),
     tempDir,
+    jobs,
+    runner,
+    callbacks,
+    policy,
+    webhookSecrets,
+    baseUrl: (requestUrl) => config.PUBLIC_URL?.replace(/\/$/, "") ?? new URL(requestUrl).origin,
     async close() {
+      clearInterval(sweeper);
+      await runner.stop();
+      await callbacks.close();
+      await jobs.close();
       await engine.close();
       await slots.close();
       await rm(tempDir, { recursive: true, force: true });

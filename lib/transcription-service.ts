@@ -15,6 +15,8 @@ export interface TranscribeRequest {
   task: "transcribe" | "translate";
   signal?: AbortSignal;
   onProgress?: (doneSeconds: number) => void;
+  /** Accepted async jobs wait for admission instead of being refused. */
+  patient?: boolean;
 }
 
 export interface TranscriptionServiceDeps {
@@ -54,7 +56,7 @@ export class TranscriptionService {
     }
     const language = info.multilingual ? request.language : undefined;
 
-    const permit = await this.deps.admission.acquire(request.signal);
+    const permit = await this.deps.admission.acquire(request.signal, { patient: request.patient });
     const started = performance.now();
     let lease: SlotLease | null = null;
     const abort = new AbortController();
@@ -86,7 +88,7 @@ export class TranscriptionService {
   }
 
   private async clusterSlot(request: TranscribeRequest): Promise<SlotLease> {
-    const deadline = Date.now() + this.deps.clusterWaitMs;
+    const deadline = request.patient ? Infinity : Date.now() + this.deps.clusterWaitMs;
     for (let delay = 100; ; delay = Math.min(delay * 2, 2000)) {
       let lease: SlotLease | null;
       try {

@@ -42,18 +42,22 @@ export class Limiter {
     return { slots: this.options.slots, inUse: this.inUse, queued: this.waiters.length };
   }
 
-  /** A permit now, or after waiting in line; AppError rate_limited when the line is full or too slow. */
-  acquire(signal?: AbortSignal): Promise<Permit> {
+  /**
+   * A permit now, or after waiting in line; AppError rate_limited when the line is full or too slow.
+   * A patient caller (an accepted async job, already bounded by the job queue) is never refused: it
+   * waits its turn in the same line.
+   */
+  acquire(signal?: AbortSignal, { patient = false }: { patient?: boolean } = {}): Promise<Permit> {
     signal?.throwIfAborted();
     if (this.inUse < this.options.slots && this.waiters.length === 0) {
       this.inUse++;
       return Promise.resolve(this.permit());
     }
-    if (this.waiters.length >= this.options.queueSize) {
+    if (!patient && this.waiters.length >= this.options.queueSize) {
       return Promise.reject(this.refusal("all slots are busy and the queue is full"));
     }
     return new Promise<Permit>((resolve, reject) => {
-      const timer = Number.isFinite(this.options.queueTimeoutMs)
+      const timer = !patient && Number.isFinite(this.options.queueTimeoutMs)
         ? setTimeout(() => {
             this.remove(waiter);
             reject(this.refusal("all slots stayed busy for the whole queue timeout"));

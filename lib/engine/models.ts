@@ -46,7 +46,8 @@ export class ModelCatalog {
       const dir = resolve(root, id);
       if (dir !== root && !dir.startsWith(root + sep)) throw unknownModel(name);
       if (!existsSync(join(dir, "config.json"))) throw unknownModel(name, `no model directory ${JSON.stringify(id)} in WHISPER_MODELS_DIR`);
-    } else if (!HUB_MODELS[name] && !/^[\w.-]+\/[\w.-]+$/.test(name)) {
+    } else if (!HUB_MODELS[name] && (!/^[\w.-]+\/[\w.-]+$/.test(name) || name.includes(".."))) {
+      // ".." is no valid hub id (transformers.js refuses it too) and would reach outside the model cache.
       throw unknownModel(name);
     }
     return { name, id, dtype: this.options.dtype };

@@ -57,7 +57,8 @@ export function buildTokenLayout(words: string[], languages: readonly string[], 
       current = next;
     }
   }
-  for (let i = 0; textSize !== undefined && vocab.length < textSize; i++) vocab.push(`<|filler_${i}|>`);
+  // Fillers decode to plain words (" w1a"), so generated text stays readable.
+  for (let i = 0; textSize !== undefined && vocab.length < textSize; i++) vocab.push(`Ġw${i.toString(36)}`);
 
   const specials: { id: number; content: string }[] = [];
   const special = (content: string) => {

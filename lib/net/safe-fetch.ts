@@ -287,6 +287,20 @@ async function resolve(hostname: string, policy: OutboundPolicy): Promise<Resolv
   return addresses;
 }
 
+/**
+ * The same checks a fetch makes before connecting, without connecting: lets an API refuse a bad
+ * URL when it is submitted rather than when a job runs. Redirects are still checked at fetch time.
+ */
+export async function assertOutboundAllowed(raw: string, policy: OutboundPolicy, timeoutMs = 5000): Promise<void> {
+  const url = parseOutboundUrl(raw);
+  const deadline = new Deadline(timeoutMs, url.hostname);
+  try {
+    await checkedAddresses(url, policy, deadline);
+  } finally {
+    deadline.clear();
+  }
+}
+
 /** Hands net.connect the checked addresses instead of letting it resolve the name again. */
 function pinnedLookup(addresses: readonly ResolvedAddress[]): LookupFunction {
   return (_hostname, options, callback) => {

@@ -1,0 +1,20 @@
+import { createRoute } from "@hono/zod-openapi";
+import { AppError } from "../lib/errors.ts";
+import { toJobView } from "../lib/jobs/view.ts";
+import { errorResponses, router } from "./env.ts";
+import { JobIdParam, JobViewSchema } from "./job-schemas.ts";
+
+export const route = createRoute({
+  method: "delete",
+  path: "/v1/jobs/{id}",
+  summary: "Cancel a queued or running job; its slot is freed at once",
+  request: { params: JobIdParam },
+  responses: { 200: { description: "The job after cancellation.", content: { "application/json": { schema: JobViewSchema } } }, ...errorResponses(404, 409) },
+});
+
+export default router().openapi(route, async (c) => {
+  const services = c.get("services");
+  const job = await services.runner.cancel(c.req.valid("param").id);
+  if (!job) throw new AppError("not_found", "No such job (it may have expired).");
+  return c.json(toJobView(job, services.baseUrl(c.req.url)), 200);
+});

@@ -1,0 +1,20 @@
+import { createRoute } from "@hono/zod-openapi";
+import { AppError } from "../lib/errors.ts";
+import { toJobView } from "../lib/jobs/view.ts";
+import { errorResponses, router } from "./env.ts";
+import { JobIdParam, JobViewSchema } from "./job-schemas.ts";
+
+export const route = createRoute({
+  method: "get",
+  path: "/v1/jobs/{id}",
+  summary: "A job's status, progress, timings, callback attempts and, once done, its result",
+  request: { params: JobIdParam },
+  responses: { 200: { description: "The job.", content: { "application/json": { schema: JobViewSchema } } }, ...errorResponses(404) },
+});
+
+export default router().openapi(route, async (c) => {
+  const services = c.get("services");
+  const job = await services.jobs.get(c.req.valid("param").id);
+  if (!job) throw new AppError("not_found", "No such job (it may have expired).");
+  return c.json(toJobView(job, services.baseUrl(c.req.url)), 200);
+});

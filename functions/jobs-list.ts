@@ -1,0 +1,28 @@
+import { createRoute, z } from "@hono/zod-openapi";
+import { JOB_STATUSES } from "../lib/jobs/ports.ts";
+import { toJobView } from "../lib/jobs/view.ts";
+import { errorResponses, router } from "./env.ts";
+import { JobViewSchema } from "./job-schemas.ts";
+
+const JobList = z.object({ object: z.literal("list"), data: z.array(JobViewSchema), next_cursor: z.string().nullable() }).openapi("JobList");
+
+export const route = createRoute({
+  method: "get",
+  path: "/v1/jobs",
+  summary: "Jobs, newest first, optionally by status",
+  request: {
+    query: z.object({
+      status: z.enum(JOB_STATUSES).optional(),
+      limit: z.coerce.number().int().min(1).max(100).default(20),
+      cursor: z.string().optional(),
+    }),
+  },
+  responses: { 200: { description: "A page of jobs (results omitted; fetch a job for its result).", content: { "application/json": { schema: JobList } } }, ...errorResponses(400) },
+});
+
+export default router().openapi(route, async (c) => {
+  const services = c.get("services");
+  const page = await services.jobs.list(c.req.valid("query"));
+  const base = services.baseUrl(c.req.url);
+  return c.json({ object: "list" as const, data: page.jobs.map((j) => toJobView(j, base, { withResult: false })), next_cursor: page.nextCursor }, 200);
+});

@@ -1,0 +1,28 @@
+import { createRoute, z } from "@hono/zod-openapi";
+import { AppError } from "../lib/errors.ts";
+import { renderTranscript } from "../lib/formats.ts";
+import { RESPONSE_FORMATS } from "../lib/transcript.ts";
+import { audioResponses } from "./audio-request.ts";
+import { errorResponses, router } from "./env.ts";
+import { JobIdParam } from "./job-schemas.ts";
+
+export const route = createRoute({
+  method: "get",
+  path: "/v1/jobs/{id}/result",
+  summary: "A finished job's transcript in any response format",
+  request: { params: JobIdParam, query: z.object({ format: z.enum(RESPONSE_FORMATS).optional() }) },
+  responses: { ...audioResponses, ...errorResponses(404, 409) },
+});
+
+export default router().openapi(route, async (c) => {
+  const services = c.get("services");
+  const job = await services.jobs.get(c.req.valid("param").id);
+  if (!job) throw new AppError("not_found", "No such job (it may have expired).");
+  if (job.status !== "succeeded" || !job.result) {
+    throw new AppError("conflict", job.status === "failed" || job.status === "canceled" ? `The job ${job.status}; it has no result.` : `The job is ${job.status}; its result is not ready yet.`, {
+      details: { status: job.status },
+    });
+  }
+  const rendered = renderTranscript(job.result, c.req.valid("query").format ?? job.request.responseFormat);
+  return c.body(rendered.body, 200, { "content-type": rendered.contentType }) as never;
+});

@@ -1,0 +1,181 @@
+import { randomBytes } from "node:crypto";
+import { describe, expect, it } from "vitest";
+import { ConfigError, loadConfig } from "./config.ts";
+
+const MiB = 2 ** 20;
+const VALID = { API_KEYS: "sk-test" };
+
+function configError(env: NodeJS.ProcessEnv): ConfigError {
+  try {
+    loadConfig(env);
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return err as ConfigError;
+  }
+  throw new Error("expected loadConfig to refuse this environment");
+}
+
+function validWebhookSecret(): string {
+  return `whsec_${randomBytes(32).toString("base64")}`;
+}
+
+describe("loadConfig", () => {
+  it("refuses to start without API_KEYS, naming the setting", () => {
+    const err = configError({});
+    expect(err.message).toContain("API_KEYS");
+    expect(err.issues.some((issue) => issue.startsWith("API_KEYS:"))).toBe(true);
+  });
+
+  it("treats a blank API_KEYS list as missing", () => {
+    expect(configError({ API_KEYS: " , ," }).message).toContain("API_KEYS");
+  });
+
+  it.each(["true", "1"])("runs without keys when ALLOW_ANONYMOUS=%s", (value) => {
+    const config = loadConfig({ ALLOW_ANONYMOUS: value });
+    expect(config.API_KEYS).toEqual([]);
+    expect(config.ALLOW_ANONYMOUS).toBe(true);
+  });
+
+  it("still refuses without keys when ALLOW_ANONYMOUS=false", () => {
+    expect(configError({ ALLOW_ANONYMOUS: "false" }).message).toContain("API_KEYS");
+  });
+
+  it("refuses an ALLOW_ANONYMOUS value that is not a boolean rather than guessing", () => {
+    expect(configError({ ALLOW_ANONYMOUS: "yes" }).message).toContain("ALLOW_ANONYMOUS");
+  });
+
+  it("splits API_KEYS on commas, trimming spaces and dropping empty entries", () => {
+    expect(loadConfig({ API_KEYS: " sk-one, sk-two ,,sk-three," }).API_KEYS).toEqual(["sk-one", "sk-two", "sk-three"]);
+  });
+
+  it("applies the documented defaults", () => {
+    const config = loadConfig(VALID);
+    expect(config).toMatchObject({
+      PORT: 8080,
+      HOST: "0.0.0.0",
+      LOG_LEVEL: "info",
+      MODEL_DTYPE: "q8",
+      DEFAULT_MODEL: "base.en",
+      PRELOAD_MODELS: [],
+      MAX_UPLOAD_BYTES: 200 * MiB,
+      MAX_DOWNLOAD_BYTES: 500 * MiB,
+      QUEUE_SIZE: 16,
+      QUEUE_TIMEOUT: 30_000,
+      MAX_AUDIO_DURATION: 4 * 3_600_000,
+      RESULT_RETENTION: 7 * 86_400_000,
+      DOWNLOAD_TIMEOUT: 5 * 60_000,
+      ALLOW_ANONYMOUS: false,
+    });
+    expect(config.SLOTS).toBeUndefined();
+    expect(config.WEBHOOK_SECRET).toBeUndefined();
+    expect(config.UPSTASH_REDIS_REST_URL).toBeUndefined();
+  });
+
+  it("parses durations, sizes and numbers from their text form", () => {
+    const config = loadConfig({
+      ...VALID,
+      PORT: "3000",
+      QUEUE_TIMEOUT: "45s",
+      MAX_AUDIO_DURATION: "1h30m",
+      MAX_UPLOAD_BYTES: "25MiB",
+      MAX_DOWNLOAD_BYTES: "1GiB",
+      SLOTS: "3",
+      QUEUE_SIZE: "0",
+      MODEL_DTYPE: "fp32",
+      PRELOAD_MODELS: "tiny.en, base.en",
+    });
+    expect(config).toMatchObject({
+      PORT: 3000,
+      QUEUE_TIMEOUT: 45_000,
+      MAX_AUDIO_DURATION: 5_400_000,
+      MAX_UPLOAD_BYTES: 25 * MiB,
+      MAX_DOWNLOAD_BYTES: 2 ** 30,
+      SLOTS: 3,
+      QUEUE_SIZE: 0,
+      MODEL_DTYPE: "fp32",
+      PRELOAD_MODELS: ["tiny.en", "base.en"],
+    });
+  });
+
+  it.each([
+    ["QUEUE_TIMEOUT", "30"],
+    ["QUEUE_TIMEOUT", "soon"],
+    ["RESULT_RETENTION", "7 days"],
+    ["MAX_UPLOAD_BYTES", "huge"],
+    ["MAX_DOWNLOAD_BYTES", "-5MiB"],
+    ["PORT", "70000"],
+    ["SLOTS", "0"],
+    ["SLOTS", "1.5"],
+    ["MODEL_DTYPE", "int4"],
+    ["LOG_LEVEL", "verbose"],
+    ["WEBHOOK_RETRY_SCHEDULE", "5s,,1m"],
+    ["OUTBOUND_ALLOWLIST", "bad host!"],
+    ["PUBLIC_URL", "not a url"],
+  ])("refuses %s=%j, naming the setting", (key, value) => {
+    const err = configError({ ...VALID, [key]: value });
+    expect(err.issues).toHaveLength(1);
+    expect(err.issues[0]).toMatch(new RegExp(`^${key}:`));
+  });
+
+  it("reports every badly formatted setting at once", () => {
+    const err = configError({ ...VALID, QUEUE_TIMEOUT: "soon", MAX_UPLOAD_BYTES: "huge", PORT: "http" });
+    const keys = err.issues.map((issue) => issue.split(":")[0]);
+    expect(keys.sort()).toEqual(["MAX_UPLOAD_BYTES", "PORT", "QUEUE_TIMEOUT"]);
+  });
+
+  it("refuses an Upstash Redis URL without its token, and a token without its URL", () => {
+    expect(configError({ ...VALID, UPSTASH_REDIS_REST_URL: "https://example.upstash.io" }).message).toContain("UPSTASH_REDIS_REST");
+    expect(configError({ ...VALID, UPSTASH_REDIS_REST_TOKEN: "token-value" }).message).toContain("UPSTASH_REDIS_REST");
+    const config = loadConfig({ ...VALID, UPSTASH_REDIS_REST_URL: "https://example.upstash.io", UPSTASH_REDIS_REST_TOKEN: "token-value" });
+    expect(config.UPSTASH_REDIS_REST_TOKEN).toBe("token-value");
+  });
+
+  it("refuses QSTASH_TOKEN without both signing keys", () => {
+    const only = { ...VALID, QSTASH_TOKEN: "qstash-token" };
+    expect(configError(only).message).toContain("QSTASH_CURRENT_SIGNING_KEY");
+    expect(configError({ ...only, QSTASH_CURRENT_SIGNING_KEY: "current" }).message).toContain("QSTASH_NEXT_SIGNING_KEY");
+    expect(configError({ ...only, QSTASH_NEXT_SIGNING_KEY: "next" }).message).toContain("QSTASH_CURRENT_SIGNING_KEY");
+    expect(loadConfig({ ...only, QSTASH_CURRENT_SIGNING_KEY: "current", QSTASH_NEXT_SIGNING_KEY: "next" }).QSTASH_TOKEN).toBe("qstash-token");
+  });
+
+  it("refuses a secret that is set but empty", () => {
+    expect(configError({ ...VALID, WEBHOOK_SECRET: "" }).message).toContain("WEBHOOK_SECRET");
+  });
+
+  it("accepts a valid WEBHOOK_SECRET, including two during a rotation", () => {
+    const one = validWebhookSecret();
+    expect(loadConfig({ ...VALID, WEBHOOK_SECRET: one }).WEBHOOK_SECRET).toBe(one);
+    const two = `${validWebhookSecret()},${validWebhookSecret()}`;
+    expect(loadConfig({ ...VALID, WEBHOOK_SECRET: two }).WEBHOOK_SECRET).toBe(two);
+  });
+
+  it.each([
+    ["without the whsec_ prefix", "hunter2-super-secret-value-do-not-print"],
+    ["too short", `whsec_${Buffer.from("short-secret-xyz").toString("base64")}`],
+    ["not canonical base64", `whsec_${randomBytes(32).toString("base64").slice(0, -2)}!!`],
+  ])("refuses a WEBHOOK_SECRET %s without echoing it", (_, value) => {
+    const err = configError({ ...VALID, WEBHOOK_SECRET: value });
+    expect(err.message).toContain("WEBHOOK_SECRET");
+    expect(err.message).not.toContain(value);
+    expect(err.message).not.toContain(value.replace(/^whsec_/, ""));
+    expect(err.issues.join("\n")).not.toContain(value);
+  });
+
+  it("never echoes API keys or tokens when refusing other settings", () => {
+    const env = {
+      API_KEYS: "sk-live-key-that-must-stay-private",
+      UPSTASH_REDIS_REST_TOKEN: "upstash-token-that-must-stay-private",
+      QSTASH_TOKEN: "qstash-token-that-must-stay-private",
+      WEBHOOK_SECRET: "whsec_secret-that-must-stay-private",
+    };
+    const err = configError(env);
+    expect(err.issues).toHaveLength(3);
+    for (const secret of [env.API_KEYS, env.UPSTASH_REDIS_REST_TOKEN, env.QSTASH_TOKEN, env.WEBHOOK_SECRET, "secret-that-must-stay-private"]) {
+      expect(err.message).not.toContain(secret);
+    }
+  });
+
+  it("ignores variables it does not know", () => {
+    expect(() => loadConfig({ ...VALID, PATH: "/usr/bin", HOME: "/root", SOMETHING_ELSE: "x" })).not.toThrow();
+  });
+});
