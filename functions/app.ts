@@ -4,6 +4,7 @@ import { AppError } from "../lib/errors.ts";
 import type { Services } from "../lib/services.ts";
 import capacity from "./capacity.ts";
 import docs from "./docs.ts";
+import extract from "./extract.ts";
 import type { AppEnv } from "./env.ts";
 import healthz from "./healthz.ts";
 import jobsCancel from "./jobs-cancel.ts";
@@ -32,7 +33,7 @@ export function createApp(services: Services): OpenAPIHono<AppEnv> {
       },
     }),
   );
-  for (const routes of [healthz, readyz, models, capacity, transcriptions, translations, jobsCreate, jobsList, jobsGet, jobsResult, jobsCancel]) app.route("/", routes);
+  for (const routes of [healthz, readyz, models, capacity, transcriptions, translations, extract, jobsCreate, jobsList, jobsGet, jobsResult, jobsCancel]) app.route("/", routes);
   app.doc31("/openapi.json", {
     openapi: "3.1.0",
     info: { title: "slotscribe", version: "0.1.0", description: "Self-hostable Whisper transcription with admission control." },

@@ -1,4 +1,4 @@
-import { decodeToPcm } from "./audio/ffmpeg.ts";
+import { decodeToPcm, extractAudio, type ExtractFormat } from "./audio/ffmpeg.ts";
 import type { Limiter } from "./admission/limiter.ts";
 import { SlotStoreUnavailable, type SlotLease, type SlotStore } from "./admission/ports.ts";
 import { ModelLoadError, type Engine } from "./engine/engine.ts";
@@ -83,6 +83,19 @@ export class TranscriptionService {
     } finally {
       request.signal?.removeEventListener("abort", onAbort);
       await lease?.release().catch(() => undefined);
+      permit.release();
+    }
+  }
+
+  /**
+   * The audio track of a media file, under the same admission as transcription: extraction decodes a
+   * whole file, which is exactly the unbounded work that brings servers down.
+   */
+  async extract(input: string, output: string, format: ExtractFormat, signal?: AbortSignal): Promise<{ durationSeconds: number }> {
+    const permit = await this.deps.admission.acquire(signal);
+    try {
+      return await extractAudio(input, output, format, { signal, maxDurationSeconds: this.deps.maxDurationSeconds });
+    } finally {
       permit.release();
     }
   }

@@ -1,10 +1,11 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Webhook } from "standardwebhooks";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { decodeToPcm } from "../lib/audio/ffmpeg.ts";
 import { writeAudioFile } from "../lib/audio/synth.ts";
 import { DEFAULT_MODELS_DIR, generateModel } from "../lib/models/generate.ts";
 import { microTones, type MicroPart } from "../lib/models/micro.ts";
@@ -187,6 +188,68 @@ describe("async jobs on one machine", () => {
     expect(done.status).toBe("failed");
     expect(done.error!.code).toBe("forbidden");
     expect(done.error!.message).toMatch(/loopback/);
+  });
+});
+
+describe("media extraction", () => {
+  let service: ServiceProcess;
+  beforeAll(async () => {
+    service = await jobsService({ MAX_ACTIVE_JOBS: "1", QUEUE_SIZE: "0" });
+  });
+  afterAll(async () => {
+    await service?.stop();
+  });
+
+  async function samplesOf(bytes: ArrayBuffer, name: string): Promise<number> {
+    const path = join(work, name);
+    await writeFile(path, Buffer.from(bytes));
+    let count = 0;
+    for await (const chunk of decodeToPcm(path)) count += chunk.length;
+    return count;
+  }
+
+  it("returns the audio track of a video upload as 16 kHz mono wav, mp3 or opus", async () => {
+    const video = join(work, "talk.mp4");
+    await writeAudioFile(video, microTones([{ word: "alpha", seconds: 5 }]), { format: "mp4", channels: 2, sampleRate: 44_100 });
+    for (const [format, type] of [["wav", "audio/wav"], ["mp3", "audio/mpeg"], ["opus", "audio/ogg"]] as const) {
+      const form = new FormData();
+      form.set("file", new Blob([await readFile(video)]), "talk.mp4");
+      form.set("format", format);
+      const res = await fetch(`${service.url}/v1/audio/extract`, { method: "POST", body: form, headers: auth });
+      expect(res.status, format).toBe(200);
+      expect(res.headers.get("content-type")).toBe(type);
+      const bytes = await res.arrayBuffer();
+      if (format === "wav") {
+        const header = Buffer.from(bytes, 0, 44);
+        expect(header.readUInt16LE(22)).toBe(1);
+        expect(header.readUInt32LE(24)).toBe(16_000);
+      }
+      expect((await samplesOf(bytes, `out.${format}`)) / 16_000).toBeCloseTo(5, 0);
+    }
+  });
+
+  it("extracts from a URL too, with the same outbound protection", async () => {
+    const ok = await fetch(`${service.url}/v1/audio/extract`, { method: "POST", headers: { ...auth, "content-type": "application/json" }, body: JSON.stringify({ url: `${mediaUrl}/clip.wav`, format: "mp3" }) });
+    expect(ok.status).toBe(200);
+    const refused = await fetch(`${service.url}/v1/audio/extract`, { method: "POST", headers: { ...auth, "content-type": "application/json" }, body: JSON.stringify({ url: "http://169.254.169.254/x" }) });
+    expect(refused.status).toBe(403);
+  });
+
+  it("is refused with 429 while admission is full, like transcription", async () => {
+    const long = await tones("extract-busy.wav", Array.from({ length: 20 }, (): MicroPart => ({ word: "echo", seconds: 30 })));
+    const busyForm = new FormData();
+    busyForm.set("file", new Blob([await readFile(long)]), "a.wav");
+    const running = fetch(`${service.url}/v1/audio/transcriptions`, { method: "POST", body: busyForm, headers: auth });
+    await eventually(async () => {
+      const cap = (await (await fetch(`${service.url}/v1/capacity`, { headers: auth })).json()) as { instance: { transcriptions: { active: number } } };
+      if (cap.instance.transcriptions.active !== 1) throw new Error("not busy yet");
+    });
+    const form = new FormData();
+    form.set("file", new Blob([await readFile(long)]), "a.wav");
+    const res = await fetch(`${service.url}/v1/audio/extract`, { method: "POST", body: form, headers: auth });
+    expect(res.status).toBe(429);
+    expect(Number(res.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
+    expect((await running).status).toBe(200);
   });
 });
 
