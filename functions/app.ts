@@ -14,6 +14,8 @@ import jobsList from "./jobs-list.ts";
 import jobsResult from "./jobs-result.ts";
 import { handleError, logRequests, provide, requireApiKey } from "./middleware.ts";
 import models from "./models.ts";
+import qstashCallbackFailed from "./qstash-callback-failed.ts";
+import qstashRun from "./qstash-run.ts";
 import readyz from "./readyz.ts";
 import transcriptions from "./transcriptions.ts";
 import translations from "./translations.ts";
@@ -33,7 +35,7 @@ export function createApp(services: Services): OpenAPIHono<AppEnv> {
       },
     }),
   );
-  for (const routes of [healthz, readyz, models, capacity, transcriptions, translations, extract, jobsCreate, jobsList, jobsGet, jobsResult, jobsCancel]) app.route("/", routes);
+  for (const routes of [healthz, readyz, models, capacity, transcriptions, translations, extract, jobsCreate, jobsList, jobsGet, jobsResult, jobsCancel, qstashRun, qstashCallbackFailed]) app.route("/", routes);
   app.doc31("/openapi.json", {
     openapi: "3.1.0",
     info: { title: "slotscribe", version: "0.1.0", description: "Self-hostable Whisper transcription with admission control." },

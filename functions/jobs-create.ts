@@ -1,9 +1,7 @@
 import { randomUUID } from "node:crypto";
-import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { createRoute } from "@hono/zod-openapi";
 import { AppError } from "../lib/errors.ts";
-import { inputsDir } from "../lib/jobs/embedded-job-store.ts";
 import type { JobInput, JobRecord } from "../lib/jobs/ports.ts";
 import { toJobView } from "../lib/jobs/view.ts";
 import { assertOutboundAllowed } from "../lib/net/safe-fetch.ts";
@@ -28,7 +26,7 @@ export const route = createRoute({
 
 export default router().openapi(route, async (c) => {
   const services = c.get("services");
-  const { catalog, runner, policy, config } = services;
+  const { catalog, runner, policy } = services;
   const contentType = c.req.header("content-type") ?? "";
   const body = contentType.includes("application/json") ? c.req.valid("json") : contentType.includes("multipart/form-data") ? c.req.valid("form") : null;
   if (!body) throw new AppError("unsupported_media", "Send the job as multipart/form-data (with a file) or as application/json (with a url).");
@@ -52,9 +50,9 @@ export default router().openapi(route, async (c) => {
     await assertOutboundAllowed(body.url, policy);
     input = { kind: "url", url: body.url };
   } else {
-    const path = join(inputsDir(config.DATA_DIR), id);
-    await saveUpload(services, body.file, path);
-    input = { kind: "upload", path, filename: body.file.name || "upload", bytes: body.file.size };
+    const spooled = join(services.tempDir, `${id}.upload`);
+    await saveUpload(services, body.file, spooled);
+    input = await services.blobs.save(id, spooled, { filename: body.file.name || "upload", bytes: body.file.size });
   }
 
   const record: JobRecord = {
@@ -79,10 +77,10 @@ export default router().openapi(route, async (c) => {
   try {
     submitted = await runner.submit(record);
   } catch (err) {
-    if (input.kind === "upload") await rm(input.path, { force: true });
+    if (input.kind !== "url") await services.blobs.remove(input);
     throw err;
   }
-  if (!submitted.created && input.kind === "upload") await rm(input.path, { force: true });
+  if (!submitted.created && input.kind !== "url") await services.blobs.remove(input);
   const view = toJobView(submitted.job, services.baseUrl(c.req.url));
   c.header("location", view.links.self);
   if (!submitted.created) c.header("idempotent-replayed", "true");

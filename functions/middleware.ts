@@ -6,6 +6,8 @@ import type { AppEnv } from "./env.ts";
 
 /** Paths anyone may call: probes, the API description and the status page. */
 const PUBLIC_PATHS = new Set(["/healthz", "/readyz", "/openapi.json", "/docs", "/"]);
+/** QStash deliveries carry QStash's signature instead of an API key; their handlers verify it. */
+const SIGNED_PREFIX = "/internal/qstash/";
 
 export function provide(services: Services): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
@@ -20,7 +22,7 @@ export function provide(services: Services): MiddlewareHandler<AppEnv> {
 
 export const requireApiKey: MiddlewareHandler<AppEnv> = async (c, next) => {
   const { apiKeys } = c.get("services");
-  if (apiKeys.required && !PUBLIC_PATHS.has(c.req.path)) {
+  if (apiKeys.required && !PUBLIC_PATHS.has(c.req.path) && !c.req.path.startsWith(SIGNED_PREFIX)) {
     const key = presentedKey(c.req.header("authorization"), c.req.header("x-api-key"));
     if (!apiKeys.accepts(key)) {
       c.header("www-authenticate", 'Bearer realm="slotscribe"');

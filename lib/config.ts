@@ -71,6 +71,8 @@ export const configSchema = z
 
     DATA_DIR: z.string().default("./data"),
     JOB_QUEUE_SIZE: z.coerce.number().int().min(1).default(1000),
+    JOB_MAX_WAIT: duration("1h"),
+    JOB_DEFER_MAX_DELAY: duration("60s"),
     RESULT_RETENTION: duration("7d"),
     WEBHOOK_SECRET: secret.optional(),
     WEBHOOK_RETRY_SCHEDULE: z.string().default(DEFAULT_RETRY_SCHEDULE),
@@ -85,6 +87,8 @@ export const configSchema = z
     QSTASH_CURRENT_SIGNING_KEY: secret.optional(),
     QSTASH_NEXT_SIGNING_KEY: secret.optional(),
     CLUSTER_SLOTS: positiveInt.optional(),
+    LEASE_TTL: duration("15s"),
+    LEASE_HEARTBEAT: duration("5s"),
     INSTANCE_ID: z.string().optional(),
   })
   .superRefine((c, ctx) => {
@@ -93,6 +97,18 @@ export const configSchema = z
     }
     if (Boolean(c.UPSTASH_REDIS_REST_URL) !== Boolean(c.UPSTASH_REDIS_REST_TOKEN)) {
       ctx.addIssue({ code: "custom", path: ["UPSTASH_REDIS_REST_TOKEN"], message: "UPSTASH_REDIS_REST_URL and UPSTASH_REDIS_REST_TOKEN go together" });
+    }
+    if (Boolean(c.UPSTASH_REDIS_REST_URL) !== Boolean(c.QSTASH_TOKEN)) {
+      ctx.addIssue({ code: "custom", path: ["QSTASH_TOKEN"], message: "cluster mode needs both Upstash Redis (UPSTASH_REDIS_REST_URL/TOKEN) and QStash (QSTASH_TOKEN)" });
+    }
+    if (c.UPSTASH_REDIS_REST_URL && !c.CLUSTER_SLOTS) {
+      ctx.addIssue({ code: "custom", path: ["CLUSTER_SLOTS"], message: "cluster mode needs CLUSTER_SLOTS, the cluster-wide cap (the same on every instance)" });
+    }
+    if (c.QSTASH_TOKEN && !c.PUBLIC_URL) {
+      ctx.addIssue({ code: "custom", path: ["PUBLIC_URL"], message: "QStash must be able to reach this deployment: set PUBLIC_URL" });
+    }
+    if (c.LEASE_HEARTBEAT * 2 > c.LEASE_TTL) {
+      ctx.addIssue({ code: "custom", path: ["LEASE_HEARTBEAT"], message: "LEASE_HEARTBEAT must be at most half of LEASE_TTL, or leases expire between renewals" });
     }
     if (c.QSTASH_TOKEN && !(c.QSTASH_CURRENT_SIGNING_KEY && c.QSTASH_NEXT_SIGNING_KEY)) {
       ctx.addIssue({ code: "custom", path: ["QSTASH_CURRENT_SIGNING_KEY"], message: "QSTASH_TOKEN needs QSTASH_CURRENT_SIGNING_KEY and QSTASH_NEXT_SIGNING_KEY" });

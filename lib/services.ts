@@ -11,7 +11,13 @@ import { planCapacity, type CapacityPlan } from "./capacity/plan.ts";
 import type { Config } from "./config.ts";
 import { Engine } from "./engine/engine.ts";
 import { ModelCatalog } from "./engine/models.ts";
-import { EmbeddedJobStore } from "./jobs/embedded-job-store.ts";
+import { Client as QStashClient, Receiver } from "@upstash/qstash";
+import { Redis } from "@upstash/redis";
+import { RedisSlotStore } from "./admission/redis-slot-store.ts";
+import { QStashCallbackSender, QStashJobDispatcher } from "./cluster/qstash.ts";
+import { FileBlobs, RedisBlobs, type InputBlobs } from "./jobs/blobs.ts";
+import { UpstashJobStore } from "./jobs/upstash-job-store.ts";
+import { EmbeddedJobStore, inputsDir } from "./jobs/embedded-job-store.ts";
 import type { JobStore } from "./jobs/ports.ts";
 import { JobRunner } from "./jobs/runner.ts";
 import type { Logger } from "./log.ts";
@@ -38,10 +44,15 @@ export interface Services {
   /** Uploads are spooled here and removed when their request ends. */
   tempDir: string;
   jobs: JobStore;
+  blobs: InputBlobs;
   runner: JobRunner;
   callbacks: CallbackSender;
   policy: OutboundPolicy;
   webhookSecrets: Buffer[];
+  /** Set in cluster mode: verifies that deliveries to /internal/qstash/* come from QStash. */
+  qstashReceiver: Receiver | null;
+  /** The deployment's public base URL (QStash signs deliveries for it). */
+  publicUrl: string;
   /** Base for links in responses: PUBLIC_URL, else the origin the request came in on. */
   baseUrl(requestUrl: string): string;
   close(): Promise<void>;
@@ -81,7 +92,14 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
     retryAfterSeconds,
   });
   const compute = new Limiter({ slots: plan.slots, queueSize: Infinity, queueTimeoutMs: Infinity, retryAfterSeconds });
-  const slots = new EmbeddedSlotStore({ cap: config.CLUSTER_SLOTS ?? null });
+  // Cluster mode: fail fast when Redis is unreachable (a request waiting on the SDK's own retries
+  // would hold a place for seconds), and let the stores map errors to 503.
+  const redis = config.UPSTASH_REDIS_REST_URL
+    ? new Redis({ url: config.UPSTASH_REDIS_REST_URL, token: config.UPSTASH_REDIS_REST_TOKEN!, retry: { retries: 0 }, enableAutoPipelining: false })
+    : null;
+  const slots: SlotStore = redis
+    ? new RedisSlotStore(redis, { cap: config.CLUSTER_SLOTS!, instance: instanceId, leaseTtlMs: config.LEASE_TTL, heartbeatMs: config.LEASE_HEARTBEAT })
+    : new EmbeddedSlotStore({ cap: config.CLUSTER_SLOTS ?? null });
   transcription = new TranscriptionService({
     engine,
     catalog,
@@ -96,33 +114,40 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
 
   const policy = parseAllowlist(config.OUTBOUND_ALLOWLIST);
   const webhookSecrets = config.WEBHOOK_SECRET ? parseWebhookSecrets(config.WEBHOOK_SECRET) : [];
-  const jobs = await EmbeddedJobStore.open({
-    dataDir: config.DATA_DIR,
-    retentionMs: config.RESULT_RETENTION,
-    onWarning: (message, cause) => log.warn({ err: cause instanceof Error ? cause.message : cause }, message),
-  });
+  const publicUrl = config.PUBLIC_URL?.replace(/\/$/, "") ?? listenUrl;
+  const jobs: JobStore = redis
+    ? new UpstashJobStore({ redis, retentionMs: config.RESULT_RETENTION })
+    : await EmbeddedJobStore.open({
+        dataDir: config.DATA_DIR,
+        retentionMs: config.RESULT_RETENTION,
+        onWarning: (message, cause) => log.warn({ err: cause instanceof Error ? cause.message : cause }, message),
+      });
+  const qstash = config.QSTASH_TOKEN ? new QStashClient({ token: config.QSTASH_TOKEN, baseUrl: config.QSTASH_URL }) : null;
+  const qstashReceiver = qstash
+    ? new Receiver({ currentSigningKey: config.QSTASH_CURRENT_SIGNING_KEY!, nextSigningKey: config.QSTASH_NEXT_SIGNING_KEY! })
+    : null;
   // Without a signing secret no job may ask for a callback (refused at submission), so there is
   // nothing to send; a callback left pending by an earlier configuration waits for a secret.
-  const callbacks: CallbackSender = webhookSecrets.length
-    ? new EmbeddedCallbackSender({
-        store: jobs,
-        secrets: webhookSecrets,
-        schedule: parseSchedule(config.WEBHOOK_RETRY_SCHEDULE),
-        policy,
-        publicUrl: config.PUBLIC_URL ?? listenUrl,
-        log,
-      })
-    : {
+  const callbacks: CallbackSender = !webhookSecrets.length
+    ? {
         enqueue: async (jobId) => log.warn({ jobId }, "callback not sent: WEBHOOK_SECRET is not configured"),
         start: async () => undefined,
         close: async () => undefined,
-      };
+      }
+    : qstash
+      ? new QStashCallbackSender({ client: qstash, store: jobs, secrets: webhookSecrets, publicUrl, log })
+      : new EmbeddedCallbackSender({ store: jobs, secrets: webhookSecrets, schedule: parseSchedule(config.WEBHOOK_RETRY_SCHEDULE), policy, publicUrl, log });
+  const blobs: InputBlobs = redis ? new RedisBlobs(redis, config.RESULT_RETENTION) : new FileBlobs(inputsDir(config.DATA_DIR));
   const runner = new JobRunner({
+    dispatcher: qstash ? new QStashJobDispatcher({ client: qstash, publicUrl }) : undefined,
     store: jobs,
+    blobs,
     transcription,
     callbacks,
+    slots,
     policy,
-    dataDir: config.DATA_DIR,
+    maxWaitMs: config.JOB_MAX_WAIT,
+    maxDeferMs: config.JOB_DEFER_MAX_DELAY,
     maxDownloadBytes: config.MAX_DOWNLOAD_BYTES,
     downloadTimeoutMs: config.DOWNLOAD_TIMEOUT,
     concurrency: admission.stats.slots,
@@ -160,10 +185,13 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
     apiKeys: new ApiKeys(config.API_KEYS),
     tempDir,
     jobs,
+    blobs,
     runner,
     callbacks,
     policy,
     webhookSecrets,
+    qstashReceiver,
+    publicUrl,
     baseUrl: (requestUrl) => config.PUBLIC_URL?.replace(/\/$/, "") ?? new URL(requestUrl).origin,
     async close() {
       clearInterval(sweeper);

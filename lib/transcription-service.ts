@@ -1,5 +1,5 @@
 import { decodeToPcm, extractAudio, type ExtractFormat } from "./audio/ffmpeg.ts";
-import type { Limiter } from "./admission/limiter.ts";
+import type { Limiter, Permit } from "./admission/limiter.ts";
 import { SlotStoreUnavailable, type SlotLease, type SlotStore } from "./admission/ports.ts";
 import { ModelLoadError, type Engine } from "./engine/engine.ts";
 import type { ModelCatalog } from "./engine/models.ts";
@@ -15,8 +15,20 @@ export interface TranscribeRequest {
   task: "transcribe" | "translate";
   signal?: AbortSignal;
   onProgress?: (doneSeconds: number) => void;
-  /** Accepted async jobs wait for admission instead of being refused. */
-  patient?: boolean;
+}
+
+/**
+ * How to wait for room: "queue" waits in the bounded line and is refused with 429 when it is full
+ * (synchronous requests); "patient" waits as long as it takes (accepted jobs, already bounded by the
+ * job queue); "now" takes room only if it is free this instant (QStash deliveries, which defer instead).
+ */
+export type AdmissionWait = "queue" | "patient" | "now";
+
+/** Room to run one transcription: a local place and a cluster-wide slot lease. */
+export interface Admission {
+  /** Resolves if the cluster lease is lost mid-job (expired before renewal). */
+  readonly lost: Promise<void>;
+  release(): Promise<void>;
 }
 
 export interface TranscriptionServiceDeps {
@@ -29,7 +41,7 @@ export interface TranscriptionServiceDeps {
   slots: SlotStore;
   instanceId: string;
   maxDurationSeconds: number;
-  /** How long to keep asking a full cluster for a slot before giving up with 429. */
+  /** How long a queued request keeps asking a full cluster for a slot before giving up with 429. */
   clusterWaitMs: number;
 }
 
@@ -45,7 +57,33 @@ export class TranscriptionService {
     return Math.min(300, Math.max(1, Math.ceil((this.averageSeconds * (queued + 1)) / slots)));
   }
 
-  async transcribeFile(path: string, request: TranscribeRequest): Promise<Transcript> {
+  /** Room for one transcription, or null when waiting "now" and there is none. */
+  async admit(id: string, wait: AdmissionWait, signal?: AbortSignal): Promise<Admission | null> {
+    let permit: Permit | null;
+    if (wait === "now") permit = this.deps.admission.tryAcquire();
+    else permit = await this.deps.admission.acquire(signal, { patient: wait === "patient" });
+    if (!permit) return null;
+    try {
+      const lease = await this.clusterSlot(id, wait, signal);
+      if (!lease) {
+        permit.release();
+        return null;
+      }
+      return {
+        lost: lease.lost,
+        release: async () => {
+          await lease.release().catch(() => undefined);
+          permit.release();
+        },
+      };
+    } catch (err) {
+      permit.release();
+      throw err;
+    }
+  }
+
+  /** Transcribes a local media file, waiting for room as `wait` says unless room is already held. */
+  async transcribeFile(path: string, request: TranscribeRequest, room: { wait: AdmissionWait } | { admitted: Admission } = { wait: "queue" }): Promise<Transcript> {
     const model = this.deps.catalog.resolve(request.model);
     const info = await this.deps.engine.load(model).catch((err: unknown) => {
       if (err instanceof ModelLoadError) throw new AppError("unavailable", `Model "${model.name}" is not available on this server: it could not be loaded.`, { cause: err, retryAfterSeconds: 30 });
@@ -56,15 +94,14 @@ export class TranscriptionService {
     }
     const language = info.multilingual ? request.language : undefined;
 
-    const permit = await this.deps.admission.acquire(request.signal, { patient: request.patient });
+    const admitted = "admitted" in room ? room.admitted : await this.admit(request.id, room.wait, request.signal);
+    if (!admitted) throw new AppError("rate_limited", "No room on this instance right now.", { retryAfterSeconds: this.retryAfterSeconds() });
     const started = performance.now();
-    let lease: SlotLease | null = null;
     const abort = new AbortController();
     const onAbort = () => abort.abort(request.signal?.reason);
     request.signal?.addEventListener("abort", onAbort, { once: true });
+    void admitted.lost.then(() => abort.abort(new AppError("unavailable", "The cluster slot for this transcription was lost; retry.", { retryAfterSeconds: 5 })));
     try {
-      lease = await this.clusterSlot(request);
-      void lease.lost.then(() => abort.abort(new AppError("unavailable", "The cluster slot for this transcription was lost; retry.", { retryAfterSeconds: 5 })));
       const pcm = decodeToPcm(path, { signal: abort.signal, maxDurationSeconds: this.deps.maxDurationSeconds });
       const transcript = await transcribePcm({
         engine: this.deps.engine,
@@ -82,8 +119,7 @@ export class TranscriptionService {
       throw abort.signal.aborted && abort.signal.reason instanceof AppError ? abort.signal.reason : err;
     } finally {
       request.signal?.removeEventListener("abort", onAbort);
-      await lease?.release().catch(() => undefined);
-      permit.release();
+      await admitted.release();
     }
   }
 
@@ -100,22 +136,23 @@ export class TranscriptionService {
     }
   }
 
-  private async clusterSlot(request: TranscribeRequest): Promise<SlotLease> {
-    const deadline = request.patient ? Infinity : Date.now() + this.deps.clusterWaitMs;
+  private async clusterSlot(id: string, wait: AdmissionWait, signal?: AbortSignal): Promise<SlotLease | null> {
+    const deadline = wait === "patient" ? Infinity : wait === "now" ? 0 : Date.now() + this.deps.clusterWaitMs;
     for (let delay = 100; ; delay = Math.min(delay * 2, 2000)) {
       let lease: SlotLease | null;
       try {
-        lease = await this.deps.slots.tryAcquire({ instance: this.deps.instanceId, job: request.id });
+        lease = await this.deps.slots.tryAcquire({ instance: this.deps.instanceId, job: id });
       } catch (err) {
         if (err instanceof SlotStoreUnavailable) throw new AppError("unavailable", "The cluster slot store is unreachable; retry shortly.", { cause: err, retryAfterSeconds: 5 });
         throw err;
       }
       if (lease) return lease;
+      if (wait === "now") return null;
       if (Date.now() + delay > deadline) {
         throw new AppError("rate_limited", "Every cluster-wide slot is busy; retry later.", { retryAfterSeconds: this.retryAfterSeconds() });
       }
       await new Promise((r) => setTimeout(r, delay));
-      request.signal?.throwIfAborted();
+      signal?.throwIfAborted();
     }
   }
 }

@@ -80,6 +80,15 @@ export class Limiter {
     });
   }
 
+  /** A permit only if one is free right now and nobody is waiting for it. */
+  tryAcquire(): Permit | null {
+    if (this.inUse < this.options.slots && this.waiters.length === 0) {
+      this.inUse++;
+      return this.permit();
+    }
+    return null;
+  }
+
   async run<T>(fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
     const permit = await this.acquire(signal);
     try {

@@ -346,7 +346,9 @@ function jobProblem(value: unknown): string | null {
   if (!isObject(value.request)) return "request is missing";
   const input = value.input;
   if (!isObject(input)) return "input is missing";
-  if (input.kind === "upload" ? typeof input.path !== "string" : input.kind !== "url") return "input is malformed";
+  const wellFormed =
+    input.kind === "upload" ? typeof input.path === "string" : input.kind === "blob" ? typeof input.key === "string" : input.kind === "url" && typeof input.url === "string";
+  if (!wellFormed) return "input is malformed";
   if (typeof value.runs !== "number") return "runs is not a number";
   if (!isObject(value.progress) || typeof value.progress.doneSeconds !== "number") return "progress is malformed";
   if (value.callback !== undefined && !isObject(value.callback)) return "callback is malformed";

@@ -4,7 +4,14 @@ export const JOB_STATUSES = ["queued", "running", "succeeded", "failed", "cancel
 export type JobStatus = (typeof JOB_STATUSES)[number];
 export const FINAL_STATUSES: readonly JobStatus[] = ["succeeded", "failed", "canceled"];
 
-export type JobInput = { kind: "upload"; path: string; filename: string; bytes: number } | { kind: "url"; url: string };
+/**
+ * Where a job's audio is: an upload in this machine's data directory, an upload kept in the shared
+ * store (cluster mode, so any instance can run the job), or a URL fetched when the job runs.
+ */
+export type JobInput =
+  | { kind: "upload"; path: string; filename: string; bytes: number }
+  | { kind: "blob"; key: string; filename: string; bytes: number }
+  | { kind: "url"; url: string };
 
 export interface JobRequest {
   model: string;

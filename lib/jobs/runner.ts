@@ -1,14 +1,16 @@
-import { rm } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { probeDurationSeconds } from "../audio/probe.ts";
+import type { SlotStore } from "../admission/ports.ts";
 import { InferenceError } from "../engine/engine.ts";
 import { AppError, isAppError, type ErrorCode } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { downloadToFile, type OutboundPolicy } from "../net/safe-fetch.ts";
-import type { TranscriptionService } from "../transcription-service.ts";
+import type { Admission, TranscriptionService } from "../transcription-service.ts";
 import type { CallbackSender } from "../webhooks/delivery.ts";
-import { inputsDir } from "./embedded-job-store.ts";
-import { FINAL_STATUSES, type JobRecord, type JobStore } from "./ports.ts";
+import type { InputBlobs } from "./blobs.ts";
+import { FINAL_STATUSES, type JobRecord, type JobStatus, type JobStore } from "./ports.ts";
 
 /** The job was canceled by its owner; not a failure. */
 export class JobCanceled extends Error {
@@ -30,26 +32,41 @@ export function isRetryable(err: unknown): boolean {
   return false;
 }
 
+/** Carries accepted jobs to an instance with room: QStash in cluster mode. */
+export interface JobDispatcher {
+  dispatch(jobId: string, options?: { delaySeconds?: number; attempt?: number }): Promise<void>;
+}
+
 export interface JobRunnerDeps {
   store: JobStore;
+  blobs: InputBlobs;
   transcription: TranscriptionService;
   callbacks: CallbackSender;
+  slots: SlotStore;
+  /** Set in cluster mode: jobs travel through it instead of this instance's own queue. */
+  dispatcher?: JobDispatcher;
   policy: OutboundPolicy;
-  dataDir: string;
   maxDownloadBytes: number;
   downloadTimeoutMs: number;
-  /** Jobs running at once; admission still decides when each may decode and infer. */
+  /** Jobs running at once on this instance; admission still decides when each may decode and infer. */
   concurrency: number;
   /** Jobs waiting beyond this are refused at submission. */
   queueSize: number;
+  /** How long a dispatched job may keep being deferred for lack of room before it fails. */
+  maxWaitMs: number;
+  /** Longest single deferral; deferrals grow 1 s, 2 s, 4 s... up to this. */
+  maxDeferMs: number;
   /** Runs before a retryable failure becomes final. */
   maxRuns?: number;
   log: Logger;
 }
 
+export type DeliveryOutcome = "ran" | "deferred" | "skipped";
+
 /**
- * Runs accepted jobs in submission order on this instance. Every state change is written to the job
- * store before it is acted on, so a restart finds queued jobs queued and running jobs to run again.
+ * Runs accepted jobs. Every state change is written to the job store before it is acted on, so a
+ * restart finds queued jobs queued and running jobs to run again. On one machine jobs wait in this
+ * instance's FIFO; in cluster mode QStash carries them and any instance with room runs them.
  */
 export class JobRunner {
   private readonly waiting: string[] = [];
@@ -62,8 +79,9 @@ export class JobRunner {
     return { queued: this.waiting.length, running: this.running.size };
   }
 
-  /** Picks up what a previous process left: queued jobs wait again, running ones run again. */
+  /** On one machine, picks up what a previous process left: queued jobs wait again, running ones run again. */
   async start(): Promise<void> {
+    if (this.deps.dispatcher) return;
     for (const job of await this.deps.store.unfinished()) {
       if (job.status === "running") await this.deps.store.update(job.id, (j) => ({ ...j, status: "queued" }));
       this.waiting.push(job.id);
@@ -71,15 +89,23 @@ export class JobRunner {
     this.pump();
   }
 
-  /** Refuses with 429 when the job queue is full; otherwise stores the job and queues it. */
+  /** Refuses with 429 when the job queue is full; otherwise stores the job and sends it on its way. */
   async submit(job: JobRecord): Promise<{ job: JobRecord; created: boolean }> {
-    if (this.waiting.length >= this.deps.queueSize) {
+    if ((await this.queuedCount()) >= this.deps.queueSize) {
       throw new AppError("rate_limited", `The job queue is full (${this.deps.queueSize} waiting); retry later.`, {
         retryAfterSeconds: this.deps.transcription.retryAfterSeconds(),
       });
     }
     const result = await this.deps.store.create(job);
-    if (result.created) {
+    if (!result.created) return result;
+    if (this.deps.dispatcher) {
+      try {
+        await this.deps.dispatcher.dispatch(job.id, { attempt: 1 });
+      } catch (err) {
+        await this.finish(job.id, { status: "failed", error: { code: "unavailable", message: "The job could not be queued." } });
+        throw err;
+      }
+    } else {
       this.waiting.push(job.id);
       this.pump();
     }
@@ -92,18 +118,38 @@ export class JobRunner {
     if (FINAL_STATUSES.includes(job.status)) {
       throw new AppError("conflict", `Job ${id} has already ${job.status === "canceled" ? "been canceled" : job.status}.`);
     }
+    const local = this.running.get(id);
+    if (local) {
+      local.controller.abort(new JobCanceled());
+      await local.done;
+      return this.deps.store.get(id);
+    }
     const queuedAt = this.waiting.indexOf(id);
-    if (queuedAt >= 0) {
-      this.waiting.splice(queuedAt, 1);
-      const canceled = await this.finish(id, { status: "canceled" });
-      return canceled;
+    if (queuedAt >= 0) this.waiting.splice(queuedAt, 1);
+    // Queued here or in QStash, or running on another instance, which sees the status at its next window.
+    return this.finish(id, { status: "canceled" });
+  }
+
+  /** A job QStash delivered to this instance: run it if there is room now, otherwise defer it. */
+  async handleDelivery(id: string, attempt: number): Promise<DeliveryOutcome> {
+    const job = await this.deps.store.get(id);
+    if (!job || FINAL_STATUSES.includes(job.status) || this.running.has(id)) return "skipped";
+    // Redelivered while an instance still holds its lease: it may be running, or it may have died
+    // and its lease not expired yet. Look again later rather than drop it or run it twice.
+    if (job.status === "running" && (await this.heldElsewhere(id))) {
+      await this.defer(job, attempt);
+      return "deferred";
     }
-    const run = this.running.get(id);
-    if (run) {
-      run.controller.abort(new JobCanceled());
-      await run.done;
+    const admitted = this.running.size < this.deps.concurrency && !this.stopped ? await this.deps.transcription.admit(id, "now") : null;
+    if (!admitted) {
+      await this.defer(job, attempt);
+      return "deferred";
     }
-    return this.deps.store.get(id);
+    const controller = new AbortController();
+    const done = this.run(id, controller.signal, admitted).finally(() => this.running.delete(id));
+    this.running.set(id, { controller, done });
+    await done;
+    return "ran";
   }
 
   /** Stops taking jobs and hands running ones back to the queue, for a graceful shutdown. */
@@ -112,6 +158,30 @@ export class JobRunner {
     const runs = [...this.running.values()];
     for (const run of runs) run.controller.abort(new Error("shutting down"));
     await Promise.all(runs.map((r) => r.done));
+  }
+
+  private async queuedCount(): Promise<number> {
+    if (!this.deps.dispatcher) return this.waiting.length;
+    return (await this.deps.store.list({ status: "queued", limit: this.deps.queueSize })).jobs.length;
+  }
+
+  private async heldElsewhere(id: string): Promise<boolean> {
+    const cluster = await this.deps.slots.snapshot();
+    return cluster.instances.some((i) => i.jobs.includes(id));
+  }
+
+  /**
+   * No room: the message is answered (so QStash's retry budget is not spent on waiting) and the job is
+   * published again with a growing delay, up to maxWaitMs in all; then it fails rather than wait forever.
+   */
+  private async defer(job: JobRecord, attempt: number): Promise<void> {
+    const waited = Date.now() - Date.parse(job.createdAt);
+    if (waited > this.deps.maxWaitMs) {
+      await this.finish(job.id, { status: "failed", error: { code: "rate_limited", message: `No capacity for ${Math.round(waited / 1000)} s; the job was given up.` } });
+      return;
+    }
+    const delaySeconds = Math.min(this.deps.maxDeferMs / 1000, 2 ** Math.min(attempt, 16)) * (0.8 + Math.random() * 0.4);
+    await this.deps.dispatcher!.dispatch(job.id, { attempt: attempt + 1, delaySeconds: Math.max(1, Math.round(delaySeconds)) });
   }
 
   private pump(): void {
@@ -126,47 +196,59 @@ export class JobRunner {
     }
   }
 
-  private async run(id: string, signal: AbortSignal): Promise<void> {
-    const job = await this.deps.store.update(id, (j) => ({ ...j, status: "running", startedAt: new Date().toISOString(), runs: j.runs + 1 }));
-    if (!job) return;
-    let download: string | null = null;
+  private async run(id: string, signal: AbortSignal, admitted?: Admission): Promise<void> {
+    let scratch: string | null = null;
     try {
+      const job = await this.deps.store.update(id, (j) => ({ ...j, status: "running", startedAt: new Date().toISOString(), runs: j.runs + 1 }));
+      if (!job) return;
+      scratch = await mkdtemp(join(tmpdir(), `slotscribe-${id}-`));
       let path: string;
-      if (job.input.kind === "upload") {
-        path = job.input.path;
+      if (job.input.kind === "url") {
+        path = join(scratch, "input");
+        await downloadToFile(job.input.url, path, { maxBytes: this.deps.maxDownloadBytes, timeoutMs: this.deps.downloadTimeoutMs, signal }, this.deps.policy);
       } else {
-        download = join(inputsDir(this.deps.dataDir), `${id}.download`);
-        await downloadToFile(job.input.url, download, { maxBytes: this.deps.maxDownloadBytes, timeoutMs: this.deps.downloadTimeoutMs, signal }, this.deps.policy);
-        path = download;
+        path = await this.deps.blobs.localPath(job.input, scratch);
       }
       const total = await probeDurationSeconds(path);
       await this.deps.store.update(id, (j) => ({ ...j, progress: { doneSeconds: 0, totalSeconds: total } }));
-      const result = await this.deps.transcription.transcribeFile(path, {
-        id,
-        model: job.request.model,
-        language: job.request.language,
-        task: job.request.task,
-        signal,
-        patient: true,
-        onProgress: (doneSeconds) => {
-          this.deps.store.update(id, (j) => ({ ...j, progress: { ...j.progress, doneSeconds } })).catch((e: Error) => this.deps.log.warn({ jobId: id, err: e.message }, "progress not saved"));
+      const controller = new AbortController();
+      const onAbort = () => controller.abort(signal.reason);
+      signal.addEventListener("abort", onAbort, { once: true });
+      const result = await this.deps.transcription.transcribeFile(
+        path,
+        {
+          id,
+          model: job.request.model,
+          language: job.request.language,
+          task: job.request.task,
+          signal: controller.signal,
+          onProgress: (doneSeconds) => {
+            this.deps.store
+              .update(id, (j) => ({ ...j, progress: { ...j.progress, doneSeconds } }))
+              .then((latest) => {
+                if (latest?.status === "canceled") controller.abort(new JobCanceled());
+              })
+              .catch((e: Error) => this.deps.log.warn({ jobId: id, err: e.message }, "progress not saved"));
+          },
         },
-      });
+        admitted ? { admitted } : { wait: "patient" },
+      );
+      signal.removeEventListener("abort", onAbort);
       await this.finish(id, { status: "succeeded", result, progress: { doneSeconds: result.duration, totalSeconds: result.duration } });
     } catch (err) {
-      await this.settleFailure(id, err, signal);
+      await this.settleFailure(id, err, signal).catch((e: Error) => this.deps.log.error({ jobId: id, err: e.message }, "job state not saved"));
     } finally {
-      if (download) await rm(download, { force: true });
+      if (scratch) await rm(scratch, { recursive: true, force: true });
     }
   }
 
   private async settleFailure(id: string, err: unknown, signal: AbortSignal): Promise<void> {
-    if (signal.aborted && signal.reason instanceof JobCanceled) {
+    if (err instanceof JobCanceled || (signal.aborted && signal.reason instanceof JobCanceled)) {
       await this.finish(id, { status: "canceled" });
       return;
     }
     if (this.stopped) {
-      // Handed back: the next process runs it again.
+      // Handed back: the next process (or, in cluster mode, QStash's redelivery) runs it again.
       await this.deps.store.update(id, (j) => ({ ...j, status: "queued" }));
       return;
     }
@@ -174,10 +256,14 @@ export class JobRunner {
     if (job && isRetryable(err) && job.runs < (this.deps.maxRuns ?? 3)) {
       this.deps.log.warn({ jobId: id, runs: job.runs, err: (err as Error).message }, "job failed, will run again");
       await this.deps.store.update(id, (j) => ({ ...j, status: "queued" }));
-      setTimeout(() => {
-        this.waiting.push(id);
-        this.pump();
-      }, 2000 * job.runs).unref();
+      if (this.deps.dispatcher) {
+        await this.deps.dispatcher.dispatch(id, { attempt: 1000 + job.runs, delaySeconds: 2 * job.runs });
+      } else {
+        setTimeout(() => {
+          this.waiting.push(id);
+          this.pump();
+        }, 2000 * job.runs).unref();
+      }
       return;
     }
     const error = isAppError(err) && err.code !== "internal" ? { code: err.code, message: err.message } : { code: "internal", message: "The job failed on the server." };
@@ -185,11 +271,22 @@ export class JobRunner {
     await this.finish(id, { status: "failed", error });
   }
 
-  private async finish(id: string, change: Partial<JobRecord>): Promise<JobRecord | null> {
-    const job = await this.deps.store.update(id, (j) => ({ ...j, ...change, finishedAt: new Date().toISOString() }));
+  /** Moves a job to a final status once; only that transition frees its input and sends its callback. */
+  private async finish(id: string, change: Partial<JobRecord> & { status: JobStatus }): Promise<JobRecord | null> {
+    let transitioned = false;
+    // A shared store may run the change again after a conflict, so the flag is set on every run.
+    const job = await this.deps.store.update(id, (j) => {
+      transitioned = !FINAL_STATUSES.includes(j.status);
+      return transitioned ? { ...j, ...change, finishedAt: new Date().toISOString() } : j;
+    });
+    if (!job || !transitioned) return job;
     // The result is what is kept; the uploaded audio is not held a moment longer than needed.
-    if (job?.input.kind === "upload") await rm(job.input.path, { force: true });
-    if (job?.request.callbackUrl) await this.deps.callbacks.enqueue(id);
+    if (job.input.kind !== "url") await this.deps.blobs.remove(job.input).catch(() => undefined);
+    if (job.request.callbackUrl) {
+      // The job's outcome stands whatever happens to its callback; a sender that cannot take it
+      // now leaves it pending, where the sender's own recovery finds it.
+      await this.deps.callbacks.enqueue(id).catch((err: Error) => this.deps.log.error({ jobId: id, err: err.message }, "callback not queued"));
+    }
     return job;
   }
 }

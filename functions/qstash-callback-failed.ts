@@ -1,0 +1,22 @@
+import { createRoute, z } from "@hono/zod-openapi";
+import { handleCallbackFailure, qstashUrl, QSTASH_CALLBACK_FAILED_PATH, verifyQStash } from "../lib/cluster/qstash.ts";
+import { AppError } from "../lib/errors.ts";
+import { errorResponses, router } from "./env.ts";
+
+export const route = createRoute({
+  method: "post",
+  path: QSTASH_CALLBACK_FAILED_PATH,
+  summary: "QStash reports a callback it gave up on (cluster mode); signed with Upstash-Signature",
+  hide: true,
+  responses: { 200: { description: "Recorded on the job.", content: { "application/json": { schema: z.object({ recorded: z.boolean() }) } } }, ...errorResponses(404) },
+});
+
+export default router().openapi(route, async (c) => {
+  const { qstashReceiver, publicUrl, jobs } = c.get("services");
+  if (!qstashReceiver) throw new AppError("not_found", "No such endpoint.");
+  const raw = await c.req.text();
+  await verifyQStash(qstashReceiver, raw, c.req.header("upstash-signature"), qstashUrl(publicUrl, QSTASH_CALLBACK_FAILED_PATH));
+  // Always 2xx for a verified report, or QStash would keep re-sending it.
+  const job = await handleCallbackFailure(jobs, JSON.parse(raw) as unknown);
+  return c.json({ recorded: job !== null }, 200);
+});

@@ -1,0 +1,27 @@
+import { createRoute, z } from "@hono/zod-openapi";
+import { parseRunMessage, qstashUrl, QSTASH_RUN_PATH, verifyQStash } from "../lib/cluster/qstash.ts";
+import { AppError } from "../lib/errors.ts";
+import { errorResponses, router } from "./env.ts";
+
+const Outcome = z.object({ outcome: z.enum(["ran", "deferred", "skipped"]) }).openapi("RunOutcome");
+
+export const route = createRoute({
+  method: "post",
+  path: QSTASH_RUN_PATH,
+  summary: "QStash delivers a job here (cluster mode); signed with Upstash-Signature",
+  hide: true,
+  responses: { 200: { description: "Handled: ran, deferred for lack of room, or nothing to do.", content: { "application/json": { schema: Outcome } } }, ...errorResponses(404) },
+});
+
+/**
+ * Answers only when the job has run (or was deferred), so a crash mid-job is a failed delivery that
+ * QStash retries on another instance. The signature is checked on the raw body before anything else.
+ */
+export default router().openapi(route, async (c) => {
+  const { qstashReceiver, publicUrl, runner } = c.get("services");
+  if (!qstashReceiver) throw new AppError("not_found", "No such endpoint.");
+  const raw = await c.req.text();
+  await verifyQStash(qstashReceiver, raw, c.req.header("upstash-signature"), qstashUrl(publicUrl, QSTASH_RUN_PATH));
+  const message = parseRunMessage(raw);
+  return c.json({ outcome: await runner.handleDelivery(message.jobId, message.attempt) }, 200);
+});

@@ -1,0 +1,446 @@
+import { once } from "node:events";
+import { mkdtemp, rm } from "node:fs/promises";
+import { createServer, type IncomingHttpHeaders } from "node:http";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Client, Receiver } from "@upstash/qstash";
+import { Webhook } from "standardwebhooks";
+import { afterEach, describe, expect, it } from "vitest";
+import { startQStashEmulator, type QStashEmulator } from "../../test/support/qstash-emulator.ts";
+import { AppError } from "../errors.ts";
+import { EmbeddedJobStore } from "../jobs/embedded-job-store.ts";
+import type { JobRecord, JobRequest } from "../jobs/ports.ts";
+import { createLogger } from "../log.ts";
+import { callbackPayload, type CallbackPayload } from "../webhooks/delivery.ts";
+import { generateWebhookSecret, parseWebhookSecrets } from "../webhooks/standard-webhooks.ts";
+import {
+  handleCallbackFailure,
+  parseRunMessage,
+  QSTASH_CALLBACK_FAILED_PATH,
+  QSTASH_RUN_PATH,
+  QStashCallbackSender,
+  type QStashCallbackSenderOptions,
+  QStashJobDispatcher,
+  qstashUrl,
+  verifyQStash,
+  type RunMessage,
+} from "./qstash.ts";
+
+const TOKEN = "qstash-test-token";
+const CURRENT_KEY = "sig_current_test_key";
+const NEXT_KEY = "sig_next_test_key";
+
+const cleanups: Array<() => Promise<unknown>> = [];
+
+afterEach(async () => {
+  // Last registered first: the emulator stops before the servers it delivers to, stores before their directories.
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+interface Request {
+  path: string;
+  headers: IncomingHttpHeaders;
+  body: string;
+  at: number;
+}
+
+type Handler = (request: Request) => Promise<number> | number;
+
+/** A real HTTP server on a random port that records every request and answers with `handle`'s status. */
+async function startServer(handle: Handler) {
+  const requests: Request[] = [];
+  const server = createServer(async (req, res) => {
+    const chunks: Buffer[] = [];
+    for await (const chunk of req) chunks.push(chunk as Buffer);
+    const request = { path: req.url ?? "/", headers: req.headers, body: Buffer.concat(chunks).toString("utf8"), at: Date.now() };
+    requests.push(request);
+    const status = await Promise.resolve(handle(request)).catch(() => 500);
+    res.writeHead(status).end();
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  cleanups.push(async () => {
+    const closed = once(server, "close");
+    server.close();
+    server.closeAllConnections();
+    await closed;
+  });
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, requests };
+}
+
+async function startEmulator(): Promise<QStashEmulator> {
+  const emulator = await startQStashEmulator({ currentSigningKey: CURRENT_KEY, nextSigningKey: NEXT_KEY, token: TOKEN, retryBackoffMs: 20 });
+  cleanups.push(() => emulator.stop());
+  return emulator;
+}
+
+/** Waits for every message, the callbacks they caused included, to be delivered or given up on. */
+async function settleAll(emulator: QStashEmulator): Promise<void> {
+  await Promise.all(emulator.messages().map((message) => emulator.settled(message.id)));
+}
+
+const receiver = () => new Receiver({ currentSigningKey: CURRENT_KEY, nextSigningKey: NEXT_KEY });
+const clientOf = (emulator: QStashEmulator) => new Client({ baseUrl: emulator.url, token: TOKEN, enableTelemetry: false });
+
+/** What a worker endpoint does: verify against its configured URL, then read the message. */
+async function startWorker() {
+  const runs: RunMessage[] = [];
+  const worker = await startServer(async (request) => {
+    try {
+      await verifyQStash(receiver(), request.body, header(request.headers, "upstash-signature"), qstashUrl(worker.url, QSTASH_RUN_PATH));
+    } catch (err) {
+      if (err instanceof AppError) return err.status;
+      throw err;
+    }
+    runs.push(parseRunMessage(request.body));
+    return 200;
+  });
+  return { ...worker, runs };
+}
+
+function header(headers: IncomingHttpHeaders, name: string): string | undefined {
+  const value = headers[name];
+  return Array.isArray(value) ? value[0] : value;
+}
+
+describe("QStashJobDispatcher and verifyQStash", () => {
+  it("delivers { jobId, attempt } to the run URL, verified by the real Receiver", async () => {
+    const emulator = await startEmulator();
+    const worker = await startWorker();
+    const dispatcher = new QStashJobDispatcher({ client: clientOf(emulator), publicUrl: `${worker.url}/` });
+
+    await dispatcher.dispatch("job_1");
+    await settleAll(emulator);
+
+    expect(worker.runs).toEqual([{ jobId: "job_1", attempt: 1 }]);
+    expect(worker.requests.map((request) => request.path)).toEqual([QSTASH_RUN_PATH]);
+    expect(emulator.messages()).toMatchObject([
+      { destination: `${worker.url}${QSTASH_RUN_PATH}`, deduplicationId: "job_1:1", maxRetries: 3, state: "delivered" },
+    ]);
+  });
+
+  it("refuses a tampered body, a missing signature and a token signed for another URL", async () => {
+    const emulator = await startEmulator();
+    const worker = await startWorker();
+    await new QStashJobDispatcher({ client: clientOf(emulator), publicUrl: worker.url }).dispatch("job_2", { attempt: 4 });
+    await settleAll(emulator);
+    const [delivery] = worker.requests;
+    const signature = header(delivery!.headers, "upstash-signature");
+    const url = qstashUrl(worker.url, QSTASH_RUN_PATH);
+
+    await expect(verifyQStash(receiver(), delivery!.body, signature, url)).resolves.toBeUndefined();
+    const refusals = [
+      () => verifyQStash(receiver(), JSON.stringify({ jobId: "job_other", attempt: 4 }), signature, url),
+      () => verifyQStash(receiver(), delivery!.body, undefined, url),
+      () => verifyQStash(receiver(), delivery!.body, "", url),
+      () => verifyQStash(receiver(), delivery!.body, signature, qstashUrl(worker.url, QSTASH_CALLBACK_FAILED_PATH)),
+      () => verifyQStash(new Receiver({ currentSigningKey: "sig_a", nextSigningKey: "sig_b" }), delivery!.body, signature, url),
+    ];
+    for (const refusal of refusals) {
+      await expect(refusal()).rejects.toMatchObject({ code: "unauthorized", message: "invalid QStash signature" });
+    }
+
+    // The same refusal over HTTP: a request that did not come through QStash is answered 401 and not run.
+    const direct = await fetch(url, { method: "POST", body: JSON.stringify({ jobId: "job_forged", attempt: 1 }) });
+    expect(direct.status).toBe(401);
+    expect(worker.runs).toEqual([{ jobId: "job_2", attempt: 4 }]);
+  });
+
+  it("publishes the same attempt once and a new attempt again", async () => {
+    const emulator = await startEmulator();
+    const worker = await startWorker();
+    const dispatcher = new QStashJobDispatcher({ client: clientOf(emulator), publicUrl: worker.url });
+
+    await dispatcher.dispatch("job_3");
+    await dispatcher.dispatch("job_3", { attempt: 1 });
+    await dispatcher.dispatch("job_3", { attempt: 2 });
+    await settleAll(emulator);
+
+    expect(emulator.messages().map((message) => message.deduplicationId)).toEqual(["job_3:1", "job_3:2"]);
+    expect([...worker.runs].sort((a, b) => a.attempt - b.attempt)).toEqual([
+      { jobId: "job_3", attempt: 1 },
+      { jobId: "job_3", attempt: 2 },
+    ]);
+  });
+
+  it("holds a delayed dispatch back while an immediate one goes ahead", async () => {
+    const emulator = await startEmulator();
+    const worker = await startWorker();
+    const dispatcher = new QStashJobDispatcher({ client: clientOf(emulator), publicUrl: worker.url });
+
+    const dispatchedAt = Date.now();
+    await dispatcher.dispatch("job_late", { delaySeconds: 0.5 });
+    await dispatcher.dispatch("job_now");
+    await settleAll(emulator);
+
+    expect(worker.runs.map((run) => run.jobId)).toEqual(["job_now", "job_late"]);
+    // Rounded up to whole seconds, as QStash takes them.
+    expect(worker.requests[1]!.at - dispatchedAt).toBeGreaterThanOrEqual(1_000);
+  });
+
+  it("turns a refused publish into an unavailable AppError carrying the cause", async () => {
+    const emulator = await startEmulator();
+    const client = new Client({ baseUrl: emulator.url, token: "wrong-token", retry: false, enableTelemetry: false });
+    const dispatcher = new QStashJobDispatcher({ client, publicUrl: "http://127.0.0.1:9" });
+
+    const error = await dispatcher.dispatch("job_4").catch((err: unknown) => err);
+    expect(error).toBeInstanceOf(AppError);
+    expect(error).toMatchObject({ code: "unavailable", status: 503, cause: expect.objectContaining({ status: 401 }) });
+    expect(emulator.messages()).toEqual([]);
+  });
+
+  it("refuses a run message that is not { jobId, attempt }", () => {
+    for (const body of ["not json", "{}", JSON.stringify({ jobId: "", attempt: 1 }), JSON.stringify({ jobId: "j", attempt: 0 })]) {
+      expect(() => parseRunMessage(body)).toThrow(expect.objectContaining({ code: "invalid_request" }));
+    }
+  });
+});
+
+const PUBLIC_URL_PLACEHOLDER = "https://transcribe.example.com";
+
+function finishedJob(id: string, request: Partial<JobRequest>, overrides: Partial<JobRecord> = {}): JobRecord {
+  return {
+    id,
+    status: "succeeded",
+    request: { model: "whisper-tiny.en", task: "transcribe", responseFormat: "json", callbackIncludeResult: false, ...request },
+    input: { kind: "url", url: "https://example.com/audio.wav" },
+    createdAt: "2025-01-01T00:00:00.000Z",
+    startedAt: "2025-01-01T00:00:01.000Z",
+    finishedAt: "2025-01-01T00:00:05.000Z",
+    runs: 1,
+    progress: { doneSeconds: 1.5, totalSeconds: 1.5 },
+    ...overrides,
+  };
+}
+
+async function openStore(): Promise<EmbeddedJobStore> {
+  const dir = await mkdtemp(join(tmpdir(), "slotscribe-qstash-"));
+  cleanups.push(() => rm(dir, { recursive: true, force: true }));
+  const store = await EmbeddedJobStore.open({ dataDir: dir, retentionMs: 3_600_000 });
+  cleanups.push(() => store.close());
+  return store;
+}
+
+interface Received {
+  verified: boolean;
+  webhookId: string;
+  timestamp: string;
+  payload: CallbackPayload | undefined;
+}
+
+/**
+ * A Standard Webhooks receiver answering `reply(n)` to its n-th verified request, and the
+ * service's public URL, whose failure-callback endpoint verifies QStash and runs handleCallbackFailure.
+ */
+async function setupCallbacks(reply: (index: number) => number, options: Partial<QStashCallbackSenderOptions> = {}) {
+  const secret = generateWebhookSecret();
+  const webhook = new Webhook(secret);
+  const received: Received[] = [];
+  const destination = await startServer((request) => {
+    const headers = {
+      "webhook-id": String(request.headers["webhook-id"]),
+      "webhook-timestamp": String(request.headers["webhook-timestamp"]),
+      "webhook-signature": String(request.headers["webhook-signature"]),
+    };
+    let payload: CallbackPayload | undefined;
+    try {
+      payload = webhook.verify(request.body, headers) as CallbackPayload;
+    } catch {
+      payload = undefined;
+    }
+    received.push({ verified: payload !== undefined, webhookId: headers["webhook-id"], timestamp: headers["webhook-timestamp"], payload });
+    return payload ? reply(received.length - 1) : 401;
+  });
+  const store = await openStore();
+  const service = await startServer(async (request) => {
+    if (request.path !== QSTASH_CALLBACK_FAILED_PATH) return 404;
+    await verifyQStash(receiver(), request.body, header(request.headers, "upstash-signature"), qstashUrl(service.url, QSTASH_CALLBACK_FAILED_PATH));
+    await handleCallbackFailure(store, JSON.parse(request.body));
+    return 200;
+  });
+  const emulator = await startEmulator();
+  const sender = new QStashCallbackSender({
+    client: clientOf(emulator),
+    store,
+    secrets: parseWebhookSecrets(secret),
+    publicUrl: service.url,
+    log: createLogger("silent"),
+    ...options,
+  });
+  cleanups.push(() => sender.close());
+  return { destination: { url: `${destination.url}/hook`, received }, service, store, emulator, sender };
+}
+
+describe("QStashCallbackSender", () => {
+  it("sends the embedded-mode body and Standard Webhooks headers through QStash, once per webhook-id", async () => {
+    const { destination, service, store, emulator, sender } = await setupCallbacks(() => 204);
+    await store.create(finishedJob("job_cb", { callbackUrl: destination.url, metadata: { order: 7 } }));
+
+    await sender.start();
+    await sender.enqueue("job_cb");
+    await sender.enqueue("job_cb");
+    await settleAll(emulator);
+
+    const job = await store.get("job_cb");
+    const callback = job!.callback!;
+    expect(destination.received).toHaveLength(1);
+    const [delivery] = destination.received;
+    expect(delivery).toMatchObject({ verified: true, webhookId: callback.webhookId });
+    expect(delivery!.payload).toEqual(
+      JSON.parse(JSON.stringify(callbackPayload(job as JobRecord & { status: "succeeded" }, service.url, new Date()))),
+    );
+    expect(delivery!.payload?.data.links.self).toBe(`${service.url}/v1/jobs/job_cb`);
+
+    const [message, ...others] = emulator.messages();
+    expect(others).toEqual([]);
+    expect(message).toMatchObject({
+      destination: destination.url,
+      deduplicationId: callback.webhookId,
+      maxRetries: 5,
+      failureCallback: qstashUrl(service.url, QSTASH_CALLBACK_FAILED_PATH),
+      headers: { "content-type": "application/json", "webhook-id": callback.webhookId },
+      state: "delivered",
+    });
+    // QStash reports only failures, so the store keeps one note of the hand-over, not repeated by the second enqueue.
+    expect(callback.state).toBe("pending");
+    expect(callback.attempts).toEqual([
+      { at: expect.any(String), status: null, latencyMs: expect.any(Number), error: `handed to QStash as message ${message!.id}` },
+    ]);
+  });
+
+  it("re-sends the same webhook-id and signed timestamp on every QStash retry", async () => {
+    const { destination, store, emulator, sender } = await setupCallbacks((index) => (index < 2 ? 500 : 200));
+    await store.create(finishedJob("job_flaky", { callbackUrl: destination.url }));
+
+    await sender.enqueue("job_flaky");
+    await settleAll(emulator);
+
+    const { webhookId } = (await store.get("job_flaky"))!.callback!;
+    expect(destination.received).toHaveLength(3);
+    expect(destination.received.every((request) => request.verified)).toBe(true);
+    expect(new Set(destination.received.map((request) => request.webhookId))).toEqual(new Set([webhookId]));
+    expect(new Set(destination.received.map((request) => request.timestamp)).size).toBe(1);
+    expect(emulator.messages()[0]).toMatchObject({ state: "delivered", attempts: [{ status: 500 }, { status: 500 }, { status: 200 }] });
+  });
+
+  it("marks the callback failed when QStash reports it gave up", async () => {
+    const { destination, store, emulator, sender } = await setupCallbacks(() => 503, { retries: 2 });
+    await store.create(finishedJob("job_down", { callbackUrl: destination.url }, { status: "failed", error: { code: "unprocessable_audio", message: "bad audio" } }));
+
+    await sender.enqueue("job_down");
+    await settleAll(emulator);
+
+    expect(destination.received).toHaveLength(3);
+    expect(emulator.messages().map((message) => [message.kind, message.state])).toEqual([
+      ["publish", "failed"],
+      ["failure-callback", "delivered"],
+    ]);
+    const callback = (await store.get("job_down"))!.callback!;
+    expect(callback.state).toBe("failed");
+    expect(callback.attempts.at(-1)).toEqual({
+      at: expect.any(String),
+      status: 503,
+      latencyMs: 0,
+      error: "QStash gave up after 2 retries",
+    });
+    expect(destination.received[0]!.payload).toMatchObject({ type: "job.failed", data: { error: { code: "unprocessable_audio" } } });
+  });
+
+  it("ignores jobs without a callback URL or not yet finished", async () => {
+    const { destination, store, emulator, sender } = await setupCallbacks(() => 200);
+    await store.create(finishedJob("job_no_url", {}));
+    await store.create(finishedJob("job_running", { callbackUrl: destination.url }, { status: "running" }));
+
+    await sender.enqueue("job_no_url");
+    await sender.enqueue("job_running");
+    await sender.enqueue("job_missing");
+
+    expect(emulator.messages()).toEqual([]);
+    expect((await store.get("job_no_url"))?.callback).toBeUndefined();
+    expect((await store.get("job_running"))?.callback).toBeUndefined();
+  });
+
+  it("leaves the callback pending and says so when QStash refuses the publish", async () => {
+    const { destination, store, emulator } = await setupCallbacks(() => 200);
+    const sender = new QStashCallbackSender({
+      client: new Client({ baseUrl: emulator.url, token: "wrong-token", retry: false, enableTelemetry: false }),
+      store,
+      secrets: parseWebhookSecrets(generateWebhookSecret()),
+      publicUrl: PUBLIC_URL_PLACEHOLDER,
+      log: createLogger("silent"),
+    });
+    await store.create(finishedJob("job_refused", { callbackUrl: destination.url }));
+
+    await expect(sender.enqueue("job_refused")).rejects.toMatchObject({ code: "unavailable" });
+    expect((await store.get("job_refused"))?.callback).toMatchObject({ state: "pending", attempts: [] });
+  });
+
+  it("refuses to start without a signing secret", () => {
+    expect(
+      () => new QStashCallbackSender({ client: new Client({ token: TOKEN }), store: {} as EmbeddedJobStore, secrets: [], publicUrl: PUBLIC_URL_PLACEHOLDER, log: createLogger("silent") }),
+    ).toThrow(/webhook secret/);
+  });
+});
+
+describe("handleCallbackFailure", () => {
+  const WEBHOOK_ID = "msg_failure_test";
+
+  async function storeWithPendingCallback(id: string) {
+    const store = await openStore();
+    await store.create(
+      finishedJob(id, { callbackUrl: "https://receiver.example.com/hook" }, { callback: { webhookId: WEBHOOK_ID, state: "pending", attempts: [] } }),
+    );
+    return store;
+  }
+
+  const sourceBody = (id: string) => Buffer.from(JSON.stringify({ type: "job.succeeded", data: { id } })).toString("base64");
+
+  it("finds the job by the body's data.id and accepts either form of the forwarded header name", async () => {
+    for (const name of ["Upstash-Forward-Webhook-Id", "Webhook-Id"]) {
+      const store = await storeWithPendingCallback("job_named");
+      const report = { status: 500, retried: 5, maxRetries: 5, sourceHeader: { [name]: [WEBHOOK_ID] }, sourceBody: sourceBody("job_named") };
+
+      const job = await handleCallbackFailure(store, report, new Date("2025-02-01T00:00:00.000Z"));
+
+      expect(job?.callback).toEqual({
+        webhookId: WEBHOOK_ID,
+        state: "failed",
+        attempts: [{ at: "2025-02-01T00:00:00.000Z", status: 500, latencyMs: 0, error: "QStash gave up after 5 retries" }],
+      });
+    }
+  });
+
+  it("finds the job by webhook-id alone when the body was redacted, and records a missing response as null", async () => {
+    const store = await storeWithPendingCallback("job_redacted");
+    const job = await handleCallbackFailure(store, { status: 0, retried: 3, sourceHeader: { "Upstash-Forward-Webhook-Id": [WEBHOOK_ID] } });
+    expect(job?.id).toBe("job_redacted");
+    expect(job?.callback).toMatchObject({ state: "failed", attempts: [{ status: null, error: "QStash gave up after 3 retries" }] });
+  });
+
+  it("records one failure however often the report is delivered", async () => {
+    const store = await storeWithPendingCallback("job_twice");
+    const report = { status: 502, retried: 1, sourceHeader: { "Webhook-Id": [WEBHOOK_ID] }, sourceBody: sourceBody("job_twice") };
+    await handleCallbackFailure(store, report);
+    await handleCallbackFailure(store, report);
+    expect((await store.get("job_twice"))?.callback?.attempts).toHaveLength(1);
+  });
+
+  it("returns null for a report about no callback of ours", async () => {
+    const store = await storeWithPendingCallback("job_other");
+    expect(await handleCallbackFailure(store, { status: 500, retried: 1, sourceBody: sourceBody("job_gone") })).toBeNull();
+    expect(await handleCallbackFailure(store, { status: 500, retried: 1, sourceHeader: { "Webhook-Id": ["msg_unknown"] } })).toBeNull();
+    expect(
+      await handleCallbackFailure(store, { status: 500, retried: 1, sourceHeader: { "Webhook-Id": ["msg_unknown"] }, sourceBody: sourceBody("job_other") }),
+    ).toBeNull();
+    expect(await handleCallbackFailure(store, { status: 500, retried: 1 })).toBeNull();
+    expect((await store.get("job_other"))?.callback?.state).toBe("pending");
+  });
+
+  it("refuses a body that is not a failure report", async () => {
+    const store = await openStore();
+    for (const body of [null, "text", { status: "500", retried: 1 }, { status: 500 }]) {
+      await expect(handleCallbackFailure(store, body)).rejects.toMatchObject({ code: "invalid_request" });
+    }
+  });
+});

@@ -1,0 +1,323 @@
+/**
+ * Cluster mode over QStash. Jobs are handed to whichever instance QStash reaches at the
+ * deployment's public URL, and job callbacks go out through QStash, which holds their retries:
+ * no instance has to stay up for a job to be picked up or a callback to be retried.
+ *
+ * Messages (JSON bodies):
+ * - `POST <publicUrl>/internal/qstash/run`: `{ "jobId": string, "attempt": number }`.
+ * - `POST <callbackUrl>`: the same CallbackPayload and Standard Webhooks headers as embedded mode.
+ * - `POST <publicUrl>/internal/qstash/callback-failed`: QStash's failure-callback report, once
+ *   every retry of a callback failed.
+ */
+import { SignatureError, type Client, type Receiver } from "@upstash/qstash";
+import { z } from "zod";
+import { AppError } from "../errors.ts";
+import { FINAL_STATUSES, type CallbackState, type DeliveryAttempt, type JobRecord, type JobStatus, type JobStore } from "../jobs/ports.ts";
+import type { Logger } from "../log.ts";
+import { callbackPayload, type CallbackSender } from "../webhooks/delivery.ts";
+import { newWebhookId, signWebhook } from "../webhooks/standard-webhooks.ts";
+
+export const QSTASH_RUN_PATH = "/internal/qstash/run";
+export const QSTASH_CALLBACK_FAILED_PATH = "/internal/qstash/callback-failed";
+
+/**
+ * Where QStash delivers `path`. QStash signs this exact URL into the token's subject, so the
+ * handler must verify against the URL built here, not one rebuilt from the request's Host.
+ */
+export function qstashUrl(publicUrl: string, path: typeof QSTASH_RUN_PATH | typeof QSTASH_CALLBACK_FAILED_PATH): string {
+  return `${publicUrl.replace(/\/+$/, "")}${path}`;
+}
+
+// QStash stamps nbf with its own clock; an instance a few seconds behind would otherwise refuse fresh messages.
+const CLOCK_TOLERANCE_SECONDS = 5;
+
+/**
+ * Refuses a request QStash did not sign for `url`. `rawBody` must be the bytes as received: the
+ * token carries a hash of them, which re-serialised JSON would not match.
+ */
+export async function verifyQStash(receiver: Receiver, rawBody: string, signature: string | undefined, url: string): Promise<void> {
+  if (!signature) throw new AppError("unauthorized", "invalid QStash signature");
+  try {
+    await receiver.verify({ signature, body: rawBody, url, clockTolerance: CLOCK_TOLERANCE_SECONDS });
+  } catch (err) {
+    if (err instanceof SignatureError) throw new AppError("unauthorized", "invalid QStash signature", { cause: err });
+    // Anything else (such as a Receiver without signing keys) is our misconfiguration, not the caller's fault.
+    throw err;
+  }
+}
+
+/** The body of a run message. */
+export interface RunMessage {
+  jobId: string;
+  /** Which dispatch of the job this is, from 1; a new number is a new message, the same one is not. */
+  attempt: number;
+}
+
+const runMessageSchema = z.object({ jobId: z.string().min(1), attempt: z.number().int().positive() });
+
+/** Reads a verified run message's body. */
+export function parseRunMessage(rawBody: string): RunMessage {
+  let json: unknown;
+  try {
+    json = JSON.parse(rawBody);
+  } catch {
+    json = undefined;
+  }
+  const parsed = runMessageSchema.safeParse(json);
+  if (!parsed.success) throw new AppError("invalid_request", "The body is not a QStash run message.");
+  return parsed.data;
+}
+
+export interface QStashJobDispatcherOptions {
+  client: Client;
+  /** The deployment's public base URL; runs are delivered to its QSTASH_RUN_PATH. */
+  publicUrl: string;
+  /** Redeliveries after a failed delivery; default 3. */
+  retries?: number;
+}
+
+const DEFAULT_RUN_RETRIES = 3;
+const PUBLISH_RETRY_AFTER_SECONDS = 5;
+
+/** Hands jobs to the cluster: QStash delivers each to whichever instance answers the run URL. */
+export class QStashJobDispatcher {
+  readonly #client: Client;
+  readonly #url: string;
+  readonly #retries: number;
+
+  constructor(options: QStashJobDispatcherOptions) {
+    this.#client = options.client;
+    this.#url = qstashUrl(options.publicUrl, QSTASH_RUN_PATH);
+    this.#retries = options.retries ?? DEFAULT_RUN_RETRIES;
+  }
+
+  async dispatch(jobId: string, options: { delaySeconds?: number; attempt?: number } = {}): Promise<void> {
+    const { delaySeconds, attempt = 1 } = options;
+    if (!Number.isSafeInteger(attempt) || attempt < 1) throw new RangeError(`attempt must be a positive integer, got ${attempt}`);
+    if (delaySeconds !== undefined && !(Number.isFinite(delaySeconds) && delaySeconds >= 0)) {
+      throw new RangeError(`delaySeconds must be a finite number >= 0, got ${delaySeconds}`);
+    }
+    const message: RunMessage = { jobId, attempt };
+    try {
+      await this.#client.publishJSON({
+        url: this.#url,
+        body: message,
+        // A retried submission publishes the same attempt again and is dropped by QStash; a
+        // deliberate deferral carries a new attempt number and so is a new message.
+        deduplicationId: `${jobId}:${attempt}`,
+        retries: this.#retries,
+        // QStash takes whole seconds; rounding up never runs a job earlier than asked.
+        ...(delaySeconds ? { delay: Math.ceil(delaySeconds) } : {}),
+      });
+    } catch (err) {
+      throw new AppError("unavailable", "The job could not be handed to QStash; retry shortly.", {
+        cause: err,
+        retryAfterSeconds: PUBLISH_RETRY_AFTER_SECONDS,
+      });
+    }
+  }
+}
+
+export interface QStashCallbackSenderOptions {
+  client: Client;
+  store: JobStore;
+  /** Every secret signs the callback, so receivers keep verifying through a rotation. */
+  secrets: Buffer[];
+  /** Base of the links in the payload and of the failure-callback URL. */
+  publicUrl: string;
+  log: Logger;
+  /** QStash's redeliveries after the first attempt; default 5. */
+  retries?: number;
+  /**
+   * Upstash-Retry-Delay expression in milliseconds (`retried` counts from 0). The default keeps
+   * every retry inside the receivers' timestamp tolerance; see QStashCallbackSender.
+   */
+  retryDelay?: string;
+  /** Per attempt; default 15 s, as in embedded mode. */
+  timeoutSeconds?: number;
+  now?: () => Date;
+}
+
+const DEFAULT_CALLBACK_RETRIES = 5;
+// 5, 10, 20, 40, 50 s: with six 15 s attempts at most about 3.6 minutes from first to last.
+const DEFAULT_CALLBACK_RETRY_DELAY = "min(50000, 5000 * pow(2, retried))";
+const DEFAULT_CALLBACK_TIMEOUT_SECONDS = 15;
+
+/** The attempt entry that records the hand-over; its text names the QStash message for support. */
+function handedOverNote(messageId: string): string {
+  return `handed to QStash as message ${messageId}`;
+}
+
+type FinalJob = JobRecord & { status: Extract<JobStatus, "succeeded" | "failed" | "canceled"> };
+
+function isFinal(job: JobRecord): job is FinalJob {
+  return FINAL_STATUSES.includes(job.status);
+}
+
+/**
+ * Sends callbacks through QStash, which holds the retries; start() and close() have nothing to do.
+ *
+ * The body is signed once, at publish time, and every QStash retry re-sends the same bytes and
+ * headers, webhook-timestamp included. Standard Webhooks receivers refuse a timestamp older than
+ * their tolerance (5 minutes in the reference libraries), so a retry after that would be refused
+ * however healthy the receiver. Hence the default retry delay and per-attempt timeout, which keep
+ * every attempt within about 3.6 minutes of the publish. More retries, a longer delay, or a
+ * Retry-After from the receiver if QStash follows it, can still push a retry past the tolerance.
+ *
+ * QStash reports only the final failure (to QSTASH_CALLBACK_FAILED_PATH, see
+ * handleCallbackFailure): a delivered callback stays "pending" in the store, with one attempt
+ * entry noting the QStash message it was handed to.
+ */
+export class QStashCallbackSender implements CallbackSender {
+  readonly #client: Client;
+  readonly #store: JobStore;
+  readonly #secrets: readonly Buffer[];
+  readonly #publicUrl: string;
+  readonly #failureCallback: string;
+  readonly #log: Logger;
+  readonly #retries: number;
+  readonly #retryDelay: string;
+  readonly #timeoutSeconds: number;
+  readonly #now: () => Date;
+
+  constructor(options: QStashCallbackSenderOptions) {
+    // Refused here rather than at the first callback, which may come hours after start-up.
+    if (options.secrets.length === 0) throw new Error("Callbacks need at least one webhook secret to sign with");
+    this.#client = options.client;
+    this.#store = options.store;
+    this.#secrets = [...options.secrets];
+    this.#publicUrl = options.publicUrl;
+    this.#failureCallback = qstashUrl(options.publicUrl, QSTASH_CALLBACK_FAILED_PATH);
+    this.#log = options.log;
+    this.#retries = options.retries ?? DEFAULT_CALLBACK_RETRIES;
+    this.#retryDelay = options.retryDelay ?? DEFAULT_CALLBACK_RETRY_DELAY;
+    this.#timeoutSeconds = options.timeoutSeconds ?? DEFAULT_CALLBACK_TIMEOUT_SECONDS;
+    this.#now = options.now ?? (() => new Date());
+  }
+
+  async enqueue(jobId: string): Promise<void> {
+    const job = await this.#store.get(jobId);
+    const url = job?.request.callbackUrl;
+    if (!job || !url || !isFinal(job)) return;
+    // Stored before publishing, so a second enqueue, here or on another instance, reuses the
+    // webhook-id, which is also the deduplication id: QStash then drops the second publish.
+    const callback: CallbackState | undefined =
+      job.callback ??
+      (
+        await this.#store.update(jobId, (current) =>
+          current.callback ? current : { ...current, callback: { webhookId: newWebhookId(), state: "pending", attempts: [] } },
+        )
+      )?.callback;
+    if (callback?.state !== "pending") return;
+
+    const sentAt = this.#now();
+    const body = JSON.stringify(callbackPayload(job, this.#publicUrl, sentAt));
+    const started = performance.now();
+    let messageId: string;
+    try {
+      ({ messageId } = await this.#client.publish({
+        url,
+        body,
+        // The Client forwards these to the receiver (as Upstash-Forward-*, which QStash strips).
+        headers: {
+          "content-type": "application/json",
+          ...signWebhook({ id: callback.webhookId, timestamp: sentAt, body, secrets: this.#secrets }),
+        },
+        deduplicationId: callback.webhookId,
+        retries: this.#retries,
+        retryDelay: this.#retryDelay,
+        timeout: this.#timeoutSeconds,
+        failureCallback: this.#failureCallback,
+      }));
+    } catch (err) {
+      // The callback stays pending with no message behind it: the caller learns that here.
+      throw new AppError("unavailable", "The callback could not be handed to QStash.", { cause: err });
+    }
+
+    const note: DeliveryAttempt = {
+      at: sentAt.toISOString(),
+      status: null,
+      latencyMs: Math.round(performance.now() - started),
+      error: handedOverNote(messageId),
+    };
+    await this.#store.update(jobId, (current) =>
+      // A deduplicated publish answers with the first message's id, which is already noted.
+      !current.callback || current.callback.attempts.some((attempt) => attempt.error === note.error)
+        ? current
+        : { ...current, callback: { ...current.callback, attempts: [...current.callback.attempts, note] } },
+    );
+    this.#log.info({ jobId, webhookId: callback.webhookId, messageId }, "callback handed to QStash");
+  }
+
+  async start(): Promise<void> {}
+
+  async close(): Promise<void> {}
+}
+
+/** QStash's failure-callback body; only the fields read here. */
+const failureReportSchema = z.object({
+  /** The last attempt's HTTP status; 0 when it got no response. */
+  status: z.number().int(),
+  retried: z.number().int().nonnegative(),
+  /** Header names arrive canonicalised, the values as lists. */
+  sourceHeader: z.record(z.string(), z.union([z.string(), z.array(z.string())])).optional(),
+  /** The message body, base64; absent when redacted. */
+  sourceBody: z.string().optional(),
+});
+
+const callbackBodySchema = z.object({ data: z.object({ id: z.string() }) });
+
+// As published the header is Upstash-Forward-Webhook-Id; QStash may report it either way.
+const WEBHOOK_ID_HEADERS: ReadonlySet<string> = new Set(["webhook-id", "upstash-forward-webhook-id"]);
+
+/**
+ * Marks the callback a QStash failure report is about as failed, recording the last attempt.
+ * `body` is the report's parsed JSON, after verifyQStash on the raw bytes. Returns the updated job,
+ * or null when the report names no job of ours with that callback (the job may have expired):
+ * answer 2xx either way, or QStash redelivers the report.
+ */
+export async function handleCallbackFailure(store: JobStore, body: unknown, now: Date = new Date()): Promise<JobRecord | null> {
+  const parsed = failureReportSchema.safeParse(body);
+  if (!parsed.success) throw new AppError("invalid_request", "The body is not a QStash failure callback.");
+  const report = parsed.data;
+
+  const header = Object.entries(report.sourceHeader ?? {}).find(([name]) => WEBHOOK_ID_HEADERS.has(name.toLowerCase()))?.[1];
+  const webhookId = Array.isArray(header) ? header[0] : header;
+  const job = await findCallbackJob(store, jobIdFromBody(report.sourceBody), webhookId);
+  if (!job?.callback) return null;
+  const expectedWebhookId = job.callback.webhookId;
+
+  const attempt: DeliveryAttempt = {
+    at: now.toISOString(),
+    status: report.status > 0 ? report.status : null,
+    latencyMs: 0,
+    error: `QStash gave up after ${report.retried} retries`,
+  };
+  return store.update(job.id, (current) => {
+    const callback = current.callback;
+    // Only a pending callback fails: a redelivered report must not record a second failure.
+    if (!callback || callback.state !== "pending" || callback.webhookId !== expectedWebhookId) return current;
+    return { ...current, callback: { webhookId: callback.webhookId, state: "failed", attempts: [...callback.attempts, attempt] } };
+  });
+}
+
+function jobIdFromBody(sourceBody: string | undefined): string | undefined {
+  if (sourceBody === undefined) return undefined;
+  try {
+    const parsed = callbackBodySchema.safeParse(JSON.parse(Buffer.from(sourceBody, "base64").toString("utf8")));
+    return parsed.success ? parsed.data.data.id : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function findCallbackJob(store: JobStore, jobId: string | undefined, webhookId: string | undefined): Promise<JobRecord | null> {
+  if (jobId !== undefined) {
+    const job = await store.get(jobId);
+    // A webhook-id that disagrees means the report is about some other event than this job's callback.
+    return job?.callback && (webhookId === undefined || job.callback.webhookId === webhookId) ? job : null;
+  }
+  if (webhookId === undefined) return null;
+  // The store has no index by webhook-id; only callbacks still pending can fail, so only those are searched.
+  return (await store.pendingCallbacks()).find((job) => job.callback?.webhookId === webhookId) ?? null;
+}

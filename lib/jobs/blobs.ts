@@ -1,0 +1,93 @@
+import { createReadStream } from "node:fs";
+import { open, rename, rm } from "node:fs/promises";
+import { join } from "node:path";
+import type { Redis } from "@upstash/redis";
+import { AppError } from "../errors.ts";
+import type { JobInput } from "./ports.ts";
+
+export type StoredInput = Exclude<JobInput, { kind: "url" }>;
+
+/** Where uploaded audio waits for its job. */
+export interface InputBlobs {
+  /** Keeps the file at `path` (consumed: it may be moved) for job `jobId`. */
+  save(jobId: string, path: string, meta: { filename: string; bytes: number }): Promise<StoredInput>;
+  /** A local path holding the input; `scratchDir` is the caller's to use and remove. */
+  localPath(input: StoredInput, scratchDir: string): Promise<string>;
+  remove(input: StoredInput): Promise<void>;
+}
+
+/** One machine: uploads stay in DATA_DIR/inputs, where they survive a restart. */
+export class FileBlobs implements InputBlobs {
+  constructor(private readonly dir: string) {}
+
+  async save(jobId: string, path: string, meta: { filename: string; bytes: number }): Promise<StoredInput> {
+    const target = join(this.dir, jobId);
+    await rename(path, target);
+    return { kind: "upload", path: target, ...meta };
+  }
+
+  async localPath(input: StoredInput): Promise<string> {
+    if (input.kind !== "upload") throw new AppError("internal", "this instance keeps uploads on disk, not in a shared store");
+    return input.path;
+  }
+
+  async remove(input: StoredInput): Promise<void> {
+    if (input.kind === "upload") await rm(input.path, { force: true });
+  }
+}
+
+const CHUNK_BYTES = 512 * 1024;
+
+/**
+ * Cluster mode: uploads live in Redis, in base64 chunks small enough for one Upstash request each,
+ * expiring with the job's retention, so whichever instance QStash delivers the job to can read them
+ * (also after the instance that took the upload died).
+ */
+export class RedisBlobs implements InputBlobs {
+  constructor(
+    private readonly redis: Redis,
+    private readonly ttlMs: number,
+    private readonly prefix = "slotscribe:",
+  ) {}
+
+  async save(jobId: string, path: string, meta: { filename: string; bytes: number }): Promise<StoredInput> {
+    const key = `${this.prefix}blob:${jobId}`;
+    let chunks = 0;
+    try {
+      for await (const chunk of createReadStream(path, { highWaterMark: CHUNK_BYTES })) {
+        await this.redis.set(`${key}:${chunks++}`, (chunk as Buffer).toString("base64"), { px: this.ttlMs });
+      }
+      await this.redis.set(key, JSON.stringify({ chunks, bytes: meta.bytes }), { px: this.ttlMs });
+    } catch (cause) {
+      throw new AppError("unavailable", "The shared upload store is unreachable; retry shortly.", { cause, retryAfterSeconds: 5 });
+    } finally {
+      await rm(path, { force: true });
+    }
+    return { kind: "blob", key, ...meta };
+  }
+
+  async localPath(input: StoredInput, scratchDir: string): Promise<string> {
+    if (input.kind !== "blob") throw new AppError("internal", "cluster instances keep uploads in the shared store, not on disk");
+    const header = await this.redis.get<{ chunks: number; bytes: number }>(input.key);
+    if (!header) throw new AppError("not_found", "The job's uploaded audio has expired or was removed.");
+    const path = join(scratchDir, "input");
+    const file = await open(path, "w");
+    try {
+      for (let i = 0; i < header.chunks; i++) {
+        const data = await this.redis.get<string>(`${input.key}:${i}`);
+        if (data === null) throw new AppError("not_found", "Part of the job's uploaded audio has expired.");
+        await file.write(Buffer.from(data, "base64"));
+      }
+    } finally {
+      await file.close();
+    }
+    return path;
+  }
+
+  async remove(input: StoredInput): Promise<void> {
+    if (input.kind !== "blob") return;
+    const header = await this.redis.get<{ chunks: number }>(input.key);
+    const keys = [input.key, ...Array.from({ length: header?.chunks ?? 0 }, (_, i) => `${input.key}:${i}`)];
+    await this.redis.del(...keys);
+  }
+}

@@ -1,0 +1,447 @@
+import { createHash, randomUUID } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
+import { Redis } from "@upstash/redis";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { startRedisServer, type RedisServer } from "../../test/support/redis-server.ts";
+import { startUpstashRestBridge, type UpstashRestBridge } from "../../test/support/upstash-rest-bridge.ts";
+import { AppError } from "../errors.ts";
+import type { Segment, Transcript } from "../transcript.ts";
+import type { JobRecord, JobStatus } from "./ports.ts";
+import { UpstashJobStore, type UpstashJobStoreOptions } from "./upstash-job-store.ts";
+
+const TOKEN = "job-store-test-token";
+const RETENTION_MS = 60_000;
+const GENEROUS_MS = 10_000;
+
+function makeJob(id: string, overrides: Partial<JobRecord> = {}): JobRecord {
+  return {
+    id,
+    status: "queued",
+    request: { model: "whisper-tiny.en", task: "transcribe", responseFormat: "json", callbackIncludeResult: false },
+    input: { kind: "url", url: "https://example.com/audio.wav" },
+    createdAt: "2025-01-01T00:00:00.000Z",
+    runs: 0,
+    progress: { doneSeconds: 0, totalSeconds: null },
+    ...overrides,
+  };
+}
+
+function at(second: number): string {
+  return new Date(Date.UTC(2025, 0, 1, 0, 0, second)).toISOString();
+}
+
+describe("UpstashJobStore against a real redis-server behind the Upstash REST bridge", () => {
+  let server: RedisServer | undefined;
+  let bridge: UpstashRestBridge | undefined;
+  let prefix = "";
+  const stores: UpstashJobStore[] = [];
+
+  beforeAll(async () => {
+    server = await startRedisServer();
+    bridge = await startUpstashRestBridge({ redisPort: server.port, token: TOKEN });
+  });
+
+  // Each test gets its own keys, so jobs and indexes of one test never show up in another.
+  beforeEach(() => {
+    prefix = `test:${randomUUID()}:`;
+  });
+
+  afterEach(async () => {
+    restApi().setAvailable(true);
+    await eventually(async () => (await client().ping()) === "PONG");
+    await Promise.all(stores.splice(0).map((store) => store.close()));
+  });
+
+  afterAll(async () => {
+    await bridge?.stop();
+    await server?.stop();
+  });
+
+  const restApi = (): UpstashRestBridge => {
+    if (!bridge) throw new Error("bridge not started");
+    return bridge;
+  };
+  // One client per simulated service instance, configured as the store's docs ask.
+  const client = () => new Redis({ url: restApi().url, token: TOKEN, retry: { retries: 0 } });
+  const store = (options: Partial<UpstashJobStoreOptions> = {}) => {
+    const created = new UpstashJobStore({ redis: client(), retentionMs: RETENTION_MS, keyPrefix: prefix, ...options });
+    stores.push(created);
+    return created;
+  };
+  const jobKey = (id: string) => `${prefix}job:${id}`;
+  const index = (name: string) => `${prefix}jobs:${name}`;
+
+  it("round-trips a created job through get(), hands out copies, and returns null for an unknown id", async () => {
+    const jobs = store();
+    const job = makeJob("job_a", {
+      idempotencyKey: "key-a",
+      request: {
+        model: "whisper-tiny.en",
+        task: "translate",
+        responseFormat: "verbose_json",
+        callbackIncludeResult: true,
+        metadata: { customer: "Zoë", nested: { list: [1, "two", null] } },
+      },
+    });
+
+    const created = await jobs.create(job);
+    expect(created).toEqual({ job, created: true });
+    created.job.status = "failed";
+    const fetched = await jobs.get("job_a");
+    expect(fetched).toEqual(job);
+    fetched!.progress.doneSeconds = 99;
+
+    expect(await store().get("job_a")).toEqual(job);
+    expect(await jobs.get("job_missing")).toBeNull();
+    expect(await jobs.get("job_a:chunk:x:0")).toBeNull();
+    expect(jobs.kind).toBe("upstash");
+    const redis = client();
+    expect(await redis.hget(jobKey("job_a"), "v")).toBe(1);
+    expect(await redis.pttl(jobKey("job_a"))).toBe(-1);
+    expect(await redis.get(`${prefix}idempotency:key-a`)).toBe("job_a");
+    expect(await redis.zrange(index("by-created"), 0, -1)).toEqual(["job_a"]);
+    expect(await redis.zrange(index("status:queued"), 0, -1)).toEqual(["job_a"]);
+  });
+
+  it("returns the existing job for a repeated idempotency key, also from another instance", async () => {
+    const first = await store().create(makeJob("job_first", { idempotencyKey: "same" }));
+
+    expect(await store().create(makeJob("job_second", { idempotencyKey: "same" }))).toEqual({ job: first.job, created: false });
+    expect(await store().create(makeJob("job_third", { idempotencyKey: "same" }))).toEqual({ job: first.job, created: false });
+    expect(await store().get("job_second")).toBeNull();
+    expect(await store().get("job_third")).toBeNull();
+  });
+
+  it("yields one job for 20 concurrent creates with the same idempotency key from two instances", async () => {
+    const instances = [store(), store()];
+
+    const results = await Promise.all(
+      Array.from({ length: 20 }, (_, i) =>
+        instances[i % 2]!.create(makeJob(`job_${i}`, { idempotencyKey: "race" })),
+      ),
+    );
+
+    expect(results.filter((result) => result.created)).toHaveLength(1);
+    expect(new Set(results.map((result) => result.job.id)).size).toBe(1);
+    expect((await store().list({ limit: 100 })).jobs).toHaveLength(1);
+  });
+
+  it("accepts every kind of input the embedded store accepts and refuses a malformed one", async () => {
+    const jobs = store();
+    const blob = makeJob("job_blob", { input: { kind: "blob", key: "slotscribe:blob:job_blob", filename: "a.wav", bytes: 10 } });
+    const upload = makeJob("job_upload", { input: { kind: "upload", path: "/data/inputs/job_upload", filename: "a.wav", bytes: 10 } });
+
+    expect((await jobs.create(blob)).created).toBe(true);
+    expect((await jobs.create(upload)).created).toBe(true);
+    expect(await jobs.get("job_blob")).toEqual(blob);
+    const malformed = { ...makeJob("job_bad"), input: { kind: "url" } } as unknown as JobRecord;
+    await expect(jobs.create(malformed)).rejects.toMatchObject({ code: "internal" });
+  });
+
+  it("rejects a second job with an id that already exists", async () => {
+    const jobs = store();
+    await jobs.create(makeJob("job_a"));
+
+    await expect(jobs.create(makeJob("job_a", { status: "failed" }))).rejects.toMatchObject({ code: "conflict" });
+    expect(await jobs.get("job_a")).toEqual(makeJob("job_a"));
+  });
+
+  it("applies every one of 50 concurrent updates of one job split across two instances", async () => {
+    const instances = [store(), store()];
+    await instances[0]!.create(makeJob("job_a"));
+
+    const updates = await Promise.all(
+      Array.from({ length: 50 }, (_, i) =>
+        instances[i % 2]!.update("job_a", (job) => ({
+          ...job,
+          progress: { ...job.progress, doneSeconds: job.progress.doneSeconds + 1 },
+        })),
+      ),
+    );
+
+    expect(updates.every((job) => job !== null)).toBe(true);
+    expect((await store().get("job_a"))?.progress.doneSeconds).toBe(50);
+    expect(await client().hget(jobKey("job_a"), "v")).toBe(51);
+    const trips = instances[0]!.roundTrips + instances[1]!.roundTrips;
+    console.log(`50 contended updates from two instances took ${trips} round trips (2 each without conflicts)`);
+  });
+
+  it("returns null when updating an absent job, keeps the job when a change throws, and refuses id or key changes", async () => {
+    const jobs = store();
+    await jobs.create(makeJob("job_a", { idempotencyKey: "k" }));
+
+    expect(await jobs.update("job_missing", (job) => job)).toBeNull();
+    await expect(
+      jobs.update("job_a", (job) => {
+        job.status = "failed";
+        throw new Error("change failed");
+      }),
+    ).rejects.toThrow("change failed");
+    await expect(jobs.update("job_a", (job) => ({ ...job, id: "job_b" }))).rejects.toBeInstanceOf(AppError);
+    await expect(jobs.update("job_a", (job) => ({ ...job, idempotencyKey: "other" }))).rejects.toBeInstanceOf(AppError);
+    await expect(jobs.update("job_a", (job) => ({ ...job, createdAt: "yesterday" }))).rejects.toMatchObject({ code: "internal" });
+    expect(await jobs.get("job_a")).toEqual(makeJob("job_a", { idempotencyKey: "k" }));
+    expect(await jobs.get("job_b")).toBeNull();
+  });
+
+  it("lists by status newest first and pages through every job exactly once", async () => {
+    const jobs = store();
+    const statuses: JobStatus[] = ["queued", "running", "succeeded", "failed", "canceled"];
+    // Every third job shares its createdAt with the previous one, so paging must break ties by id.
+    const all = Array.from({ length: 23 }, (_, i) =>
+      makeJob(`job_${String(i).padStart(2, "0")}`, {
+        createdAt: at(i - (i % 3 === 2 ? 1 : 0)),
+        status: statuses[i % statuses.length],
+      }),
+    );
+    // Created out of order: insertion order must not leak into list order.
+    for (const job of [...all].reverse()) await jobs.create(job);
+
+    async function collect(status?: JobStatus): Promise<string[]> {
+      const ids: string[] = [];
+      let cursor: string | undefined;
+      for (;;) {
+        const page = await store().list({ status, limit: 4, cursor });
+        expect(page.jobs.length).toBeLessThanOrEqual(4);
+        ids.push(...page.jobs.map((job) => job.id));
+        if (page.nextCursor === null) return ids;
+        cursor = page.nextCursor;
+      }
+    }
+
+    const newestFirst = [...all]
+      .sort((a, b) => b.createdAt.localeCompare(a.createdAt) || b.id.localeCompare(a.id))
+      .map((job) => job.id);
+    expect(await collect()).toEqual(newestFirst);
+    for (const status of statuses) {
+      const listed = await collect(status);
+      expect(listed).toEqual(newestFirst.filter((id) => all.find((job) => job.id === id)?.status === status));
+      expect(listed.length).toBeGreaterThan(0);
+    }
+    // Finished jobs come back with the expiresAt the store gave them.
+    expect((await jobs.list({ limit: 4 })).jobs[0]).toMatchObject({ ...all.find((job) => job.id === newestFirst[0]), expiresAt: expect.any(String) });
+    expect(await jobs.list({ limit: 23 })).toMatchObject({ nextCursor: null });
+    await expect(jobs.list({ limit: 4, cursor: "not-a-cursor" })).rejects.toMatchObject({ code: "invalid_request" });
+    await expect(jobs.list({ limit: 0 })).rejects.toMatchObject({ code: "invalid_request" });
+  });
+
+  it("returns queued and running jobs oldest first from unfinished(), across more than one scan page", async () => {
+    const jobs = store();
+    await jobs.create(makeJob("job_running_new", { status: "running", createdAt: at(300) }));
+    await jobs.create(makeJob("job_done", { status: "succeeded", createdAt: at(5) }));
+    await jobs.create(makeJob("job_canceled", { status: "canceled", createdAt: at(1) }));
+    const queued = Array.from({ length: 150 }, (_, i) => `job_queued_${String(i).padStart(3, "0")}`);
+    for (const [i, id] of queued.entries()) await jobs.create(makeJob(id, { createdAt: at(10 + i) }));
+
+    expect((await store().unfinished()).map((job) => job.id)).toEqual([...queued, "job_running_new"]);
+
+    await jobs.update("job_queued_000", (job) => ({ ...job, status: "running" }));
+    await jobs.update("job_running_new", (job) => ({ ...job, status: "succeeded" }));
+    const after = (await store().unfinished()).map((job) => job.id);
+    expect(after).toEqual(queued);
+    expect(await client().zrange(index("status:running"), 0, -1)).toEqual(["job_queued_000"]);
+  });
+
+  it("returns only jobs whose callback is pending from pendingCallbacks(), oldest first", async () => {
+    const jobs = store();
+    const callback = (state: "pending" | "delivered") => ({ webhookId: "msg", state, attempts: [] });
+    await jobs.create(makeJob("job_pending_new", { status: "succeeded", createdAt: at(20), callback: callback("pending") }));
+    await jobs.create(makeJob("job_pending_old", { status: "failed", createdAt: at(10), callback: callback("pending") }));
+    await jobs.create(makeJob("job_delivered", { status: "succeeded", callback: callback("delivered") }));
+    await jobs.create(makeJob("job_none"));
+
+    expect((await store().pendingCallbacks()).map((job) => job.id)).toEqual(["job_pending_old", "job_pending_new"]);
+
+    await jobs.update("job_pending_old", (job) => ({ ...job, callback: callback("delivered") }));
+    expect((await store().pendingCallbacks()).map((job) => job.id)).toEqual(["job_pending_new"]);
+  });
+
+  it("gives a finished job a TTL close to the retention, lets Redis expire it, and sweep() then cleans its index entries", async () => {
+    const retentionMs = 1500;
+    const jobs = store({ retentionMs });
+    await jobs.create(makeJob("job_a", { idempotencyKey: "k", createdAt: new Date().toISOString() }));
+    const redis = client();
+    expect(await redis.pttl(jobKey("job_a"))).toBe(-1);
+    expect(await redis.pttl(`${prefix}idempotency:k`)).toBe(-1);
+
+    const finishedAt = Date.now();
+    const finished = await jobs.update("job_a", (job) => ({ ...job, status: "succeeded", finishedAt: new Date(finishedAt).toISOString() }));
+
+    expect(finished?.expiresAt).toBe(new Date(finishedAt + retentionMs).toISOString());
+    for (const key of [jobKey("job_a"), `${prefix}idempotency:k`]) {
+      const ttl = await redis.pttl(key);
+      expect(ttl).toBeGreaterThan(retentionMs - 500);
+      expect(ttl).toBeLessThanOrEqual(retentionMs);
+    }
+    expect(await jobs.sweep(new Date())).toBe(0);
+
+    await eventually(async () => (await jobs.get("job_a")) === null);
+    expect(Date.now() - finishedAt).toBeGreaterThanOrEqual(retentionMs - 50);
+    expect(await redis.exists(jobKey("job_a"), `${prefix}idempotency:k`)).toBe(0);
+    expect(await redis.zcard(index("by-created"))).toBe(1);
+    expect((await jobs.list({ limit: 10 })).jobs).toEqual([]);
+
+    expect(await jobs.sweep(new Date())).toBe(1);
+    for (const name of ["by-created", "status:succeeded", "expiring", "callback-pending"]) {
+      expect(await redis.zcard(index(name))).toBe(0);
+    }
+    expect(await jobs.sweep(new Date())).toBe(0);
+    expect((await jobs.create(makeJob("job_b", { idempotencyKey: "k" }))).created).toBe(true);
+  });
+
+  it("sweeps finished jobs due by now even before Redis expires them, and nothing else", async () => {
+    const jobs = store();
+    const soon = new Date(Date.now() + 5_000).toISOString();
+    await jobs.create(makeJob("job_due", { status: "failed", expiresAt: soon, idempotencyKey: "due" }));
+    await jobs.create(makeJob("job_later", { status: "succeeded", expiresAt: new Date(Date.now() + 60_000).toISOString() }));
+    await jobs.create(makeJob("job_running", { status: "running", expiresAt: soon }));
+
+    expect(await jobs.sweep(new Date(Date.now() + 10_000))).toBe(1);
+
+    expect(await jobs.get("job_due")).toBeNull();
+    expect(await client().exists(`${prefix}idempotency:due`)).toBe(0);
+    expect((await jobs.list({ limit: 10 })).jobs.map((job) => job.id)).toEqual(["job_running", "job_later"]);
+    expect(await client().zrange(index("status:failed"), 0, -1)).toEqual([]);
+  });
+
+  it("stores a 5 MB transcript in chunks under a 64 KiB request limit and reads it back identical", async () => {
+    const maxValueBytes = 64 * 1024;
+    const traffic = { largestRequest: 0, largestReply: 0 };
+    const writer = store({ maxValueBytes, redis: measured(client(), traffic) });
+    const reader = store({ maxValueBytes, redis: measured(client(), traffic) });
+    const transcript = bigTranscript(50_000);
+    expect(JSON.stringify(transcript).length).toBeGreaterThan(5_000_000);
+    await writer.create(makeJob("job_big", { createdAt: new Date().toISOString() }));
+
+    const finishedAt = new Date().toISOString();
+    await writer.update("job_big", (job) => ({ ...job, status: "succeeded", finishedAt, result: transcript }));
+
+    const redis = client();
+    const chunks = await redis.keys(`${jobKey("job_big")}:chunk:*`);
+    expect(chunks.length).toBeGreaterThan(1);
+    for (const key of chunks) {
+      expect(await redis.strlen(key)).toBeLessThanOrEqual(maxValueBytes);
+      expect(await redis.pttl(key)).toBeGreaterThan(RETENTION_MS - 5_000);
+    }
+    expect((await reader.get("job_big"))?.result).toEqual(transcript);
+    // Digests from here on: a deep comparison of 50k segments takes most of a second each.
+    expect(digest((await reader.list({ limit: 10 })).jobs[0]?.result)).toBe(digest(transcript));
+
+    // An update that leaves the result alone keeps its chunks: it reads them for the change, uploads none.
+    const before = writer.roundTrips;
+    const delivered = await writer.update("job_big", (job) => ({ ...job, callback: { webhookId: "msg", state: "delivered", attempts: [] } }));
+    expect(writer.roundTrips - before).toBe(2 + chunks.length);
+    expect((await redis.keys(`${jobKey("job_big")}:chunk:*`)).sort()).toEqual(chunks.sort());
+    const reread = await reader.get("job_big");
+    expect({ ...reread, result: undefined }).toEqual({ ...delivered, result: undefined });
+    expect(digest(reread?.result)).toBe(digest(delivered?.result));
+
+    // A replaced result replaces the chunks.
+    const shorter = bigTranscript(20_000);
+    await writer.update("job_big", (job) => ({ ...job, result: shorter }));
+    const replaced = await redis.keys(`${jobKey("job_big")}:chunk:*`);
+    expect(replaced.some((key) => chunks.includes(key))).toBe(false);
+    expect(digest((await reader.get("job_big"))?.result)).toBe(digest(shorter));
+
+    // A chunk lost while the job did not change is reported, never papered over with a partial result.
+    await redis.del(replaced[0]!);
+    await expect(reader.get("job_big")).rejects.toMatchObject({ code: "internal", message: expect.stringContaining("is missing") });
+
+    // Replies arrive base64-encoded, so they count 4/3 of their JSON size.
+    expect(traffic.largestRequest).toBeLessThanOrEqual(maxValueBytes);
+    expect(Math.ceil((traffic.largestReply * 4) / 3)).toBeLessThanOrEqual(maxValueBytes);
+    console.log(`5 MB transcript: ${chunks.length} chunks; largest request ${traffic.largestRequest} B, largest reply ${traffic.largestReply} B decoded`);
+  });
+
+  it("throws AppError unavailable while Redis is unreachable and works again once it is back", async () => {
+    const jobs = store();
+    await jobs.create(makeJob("job_a"));
+    restApi().setAvailable(false);
+
+    const unavailable = { code: "unavailable", message: "job store unreachable", retryAfterSeconds: 5 };
+    await expect(jobs.get("job_a")).rejects.toMatchObject(unavailable);
+    await expect(jobs.create(makeJob("job_b"))).rejects.toMatchObject(unavailable);
+    await expect(jobs.update("job_a", (job) => ({ ...job, runs: 1 }))).rejects.toMatchObject(unavailable);
+    await expect(jobs.list({ limit: 10 })).rejects.toMatchObject(unavailable);
+    await expect(jobs.unfinished()).rejects.toMatchObject(unavailable);
+    await expect(jobs.sweep(new Date())).rejects.toMatchObject(unavailable);
+    await expect(jobs.get("job_a")).rejects.toBeInstanceOf(AppError);
+
+    restApi().setAvailable(true);
+    expect(await eventually(() => jobs.get("job_a"))).toEqual(makeJob("job_a"));
+    expect((await jobs.create(makeJob("job_b"))).created).toBe(true);
+    expect((await jobs.update("job_a", (job) => ({ ...job, runs: 1 })))?.runs).toBe(1);
+  });
+
+  it("costs one round trip per create and get and two per update once its scripts are cached", async () => {
+    await client().exec(["SCRIPT", "FLUSH"]);
+    const jobs = store();
+    const cost = async (operation: () => Promise<unknown>) => {
+      const before = jobs.roundTrips;
+      await operation();
+      return jobs.roundTrips - before;
+    };
+    const lifecycle = async (id: string) => ({
+      create: await cost(() => jobs.create(makeJob(id))),
+      get: await cost(() => jobs.get(id)),
+      update: await cost(() => jobs.update(id, (job) => ({ ...job, status: "running", runs: 1 }))),
+    });
+
+    // Cold, each script's first EVALSHA is answered NOSCRIPT and followed by EVAL.
+    expect(await lifecycle("job_cold")).toEqual({ create: 2, get: 2, update: 3 });
+    const warm = await lifecycle("job_warm");
+
+    expect(warm).toEqual({ create: 1, get: 1, update: 2 });
+    console.log(`Redis round trips per operation: ${JSON.stringify(warm)}`);
+  });
+});
+
+/** A transcript of pseudo-random words, so gzip cannot shrink it to almost nothing. */
+function bigTranscript(segments: number): Transcript {
+  const words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliett", "kilo", "lima"];
+  let seed = 42;
+  const next = () => {
+    seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31;
+    return seed;
+  };
+  const list: Segment[] = Array.from({ length: segments }, (_, id) => ({
+    id,
+    start: id * 2,
+    end: id * 2 + 1.98,
+    text: ` ${Array.from({ length: 6 }, () => words[next() % words.length]).join(" ")} ${next()}`,
+    tokens: Array.from({ length: 5 }, () => next() % 51_865),
+  }));
+  return {
+    task: "transcribe",
+    language: "english",
+    duration: segments * 2,
+    text: list.map((segment) => segment.text).join(""),
+    segments: list,
+  };
+}
+
+function digest(value: unknown): string {
+  return createHash("sha256").update(JSON.stringify(value) ?? "undefined").digest("hex");
+}
+
+/** The client, recording the size of every command it sends with exec and of every reply. */
+function measured(redis: Redis, traffic: { largestRequest: number; largestReply: number }): Redis {
+  const exec = redis.exec;
+  redis.exec = async <T,>(command: Parameters<typeof exec>[0]): Promise<T> => {
+    traffic.largestRequest = Math.max(traffic.largestRequest, Buffer.byteLength(JSON.stringify(command)));
+    const reply = await exec<T>(command);
+    traffic.largestReply = Math.max(traffic.largestReply, Buffer.byteLength(JSON.stringify(reply ?? null)));
+    return reply;
+  };
+  return redis;
+}
+
+async function eventually<T>(attempt: () => Promise<T>): Promise<NonNullable<T>> {
+  const deadline = performance.now() + GENEROUS_MS;
+  for (;;) {
+    const result = await attempt().catch(() => null);
+    if (result) return result;
+    if (performance.now() > deadline) throw new Error(`condition not met within ${GENEROUS_MS} ms`);
+    await sleep(20);
+  }
+}

@@ -1,0 +1,276 @@
+import { execFileSync } from "node:child_process";
+import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Redis } from "@upstash/redis";
+import { Webhook } from "standardwebhooks";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { writeAudioFile } from "../lib/audio/synth.ts";
+import { DEFAULT_MODELS_DIR, generateModel } from "../lib/models/generate.ts";
+import { MICRO_TONES, microTones, type MicroPart } from "../lib/models/micro.ts";
+import { generateWebhookSecret } from "../lib/webhooks/standard-webhooks.ts";
+import { startQStashEmulator } from "./support/qstash-emulator.ts";
+import { startRedisServer } from "./support/redis-server.ts";
+import { eventually, startService, type ServiceProcess } from "./support/service-process.ts";
+import { startUpstashRestBridge } from "./support/upstash-rest-bridge.ts";
+
+const KEY = `sk-cluster-${Math.random().toString(36).slice(2)}`;
+const auth = { authorization: `Bearer ${KEY}` };
+const SECRET = generateWebhookSecret();
+const CAP = 2;
+const INSTANCES = 3;
+
+type Started<T extends (...args: never[]) => Promise<unknown>> = Awaited<ReturnType<T>>;
+let redisServer: Started<typeof startRedisServer>;
+let bridge: Started<typeof startUpstashRestBridge>;
+let qstash: Started<typeof startQStashEmulator>;
+let balancer: Server;
+let publicUrl: string;
+let receiver: Server;
+let receiverUrl: string;
+let work: string;
+const instances: (ServiceProcess | null)[] = [];
+const deliveries: { jobId: string; webhookId: string; verified: boolean }[] = [];
+
+/** Stands in for Fly's proxy: one public URL, requests spread over the instances still alive. */
+function startBalancer(): Promise<Server> {
+  let next = 0;
+  const forward = (req: IncomingMessage, res: ServerResponse, body: Buffer, tries: number) => {
+    const live = instances.filter((i): i is ServiceProcess => i !== null);
+    if (tries >= live.length || live.length === 0) return void res.writeHead(502).end();
+    const target = new URL(live[next++ % live.length]!.url);
+    const upstream = request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, (up) => {
+      res.writeHead(up.statusCode ?? 502, up.headers);
+      up.pipe(res);
+      up.on("error", () => res.destroy());
+    });
+    upstream.on("error", (err: NodeJS.ErrnoException) => {
+      // A refused connection never reached an instance: try the next. A reset mid-request did.
+      if (err.code === "ECONNREFUSED" && !res.headersSent) forward(req, res, body, tries + 1);
+      else res.destroy();
+    });
+    upstream.end(body);
+  };
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (c: Buffer) => chunks.push(c));
+    req.on("end", () => forward(req, res, Buffer.concat(chunks), 0));
+  });
+  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve(server)));
+}
+
+function instanceEnv(i: number): Record<string, string> {
+  return {
+    API_KEYS: KEY,
+    INSTANCE_ID: `instance-${i}`,
+    WHISPER_MODELS_DIR: DEFAULT_MODELS_DIR,
+    DEFAULT_MODEL: "generated/whisper-micro",
+    DATA_DIR: join(work, `data-${i}`),
+    PUBLIC_URL: publicUrl,
+    UPSTASH_REDIS_REST_URL: bridge.url,
+    UPSTASH_REDIS_REST_TOKEN: bridge.token,
+    QSTASH_URL: qstash.url,
+    QSTASH_TOKEN: qstash.token,
+    QSTASH_CURRENT_SIGNING_KEY: "sig_current_test_key",
+    QSTASH_NEXT_SIGNING_KEY: "sig_next_test_key",
+    CLUSTER_SLOTS: String(CAP),
+    SLOTS: "1",
+    MAX_ACTIVE_JOBS: "1",
+    LEASE_TTL: "3s",
+    LEASE_HEARTBEAT: "1s",
+    JOB_DEFER_MAX_DELAY: "2s",
+    WEBHOOK_SECRET: SECRET,
+    OUTBOUND_ALLOWLIST: "127.0.0.1",
+  };
+}
+
+async function liveLeases(redis: Redis): Promise<number> {
+  const [seconds, micros] = (await redis.time()) as [number, number];
+  return redis.zcount("slotscribe:slots:leases", `(${seconds * 1000 + Math.floor(micros / 1000)}`, "+inf");
+}
+
+function redisCommandCount(): number {
+  const stats = execFileSync("redis-cli", ["-p", String(redisServer.port), "info", "commandstats"], { encoding: "utf8" });
+  return [...stats.matchAll(/calls=(\d+)/g)].reduce((sum, m) => sum + Number(m[1]), 0);
+}
+
+beforeAll(async () => {
+  await generateModel({ kind: "micro" });
+  work = await mkdtemp(join(tmpdir(), "slotscribe-cluster-"));
+  redisServer = await startRedisServer();
+  bridge = await startUpstashRestBridge({ redisPort: redisServer.port, token: `bridge-${Math.random()}` });
+  qstash = await startQStashEmulator({ currentSigningKey: "sig_current_test_key", nextSigningKey: "sig_next_test_key", token: `qstash-${Math.random()}`, retryBackoffMs: 300 });
+  balancer = await startBalancer();
+  publicUrl = `http://127.0.0.1:${(balancer.address() as AddressInfo).port}`;
+  const webhook = new Webhook(SECRET);
+  receiver = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (c: Buffer) => chunks.push(c));
+    req.on("end", () => {
+      const raw = Buffer.concat(chunks).toString();
+      let verified = true;
+      try {
+        webhook.verify(raw, req.headers as Record<string, string>);
+      } catch {
+        verified = false;
+      }
+      deliveries.push({ jobId: (JSON.parse(raw) as { data: { id: string } }).data.id, webhookId: String(req.headers["webhook-id"]), verified });
+      res.writeHead(204).end();
+    });
+  });
+  await new Promise<void>((r) => receiver.listen(0, "127.0.0.1", r));
+  receiverUrl = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`;
+  for (let i = 0; i < INSTANCES; i++) instances.push(await startService(instanceEnv(i)));
+}, 180_000);
+
+afterAll(async () => {
+  await Promise.all(instances.map((i) => i?.stop()));
+  await new Promise((r) => balancer?.close(r));
+  await new Promise((r) => receiver?.close(r));
+  await qstash?.stop();
+  await bridge?.stop();
+  await redisServer?.stop();
+  await rm(work, { recursive: true, force: true });
+});
+
+describe("cluster mode: three instances, one Redis, QStash", () => {
+  it("keeps cluster-wide work under the cap, survives a killed instance, and finishes every job once with a verified callback", async () => {
+    const redis = new Redis({ url: bridge.url, token: bridge.token });
+    const commandsBefore = redisCommandCount();
+    let maxLeases = 0;
+    let maxWindows = 0;
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        maxLeases = Math.max(maxLeases, await liveLeases(redis));
+        const windows = await Promise.all(
+          instances.map(async (i) => (i ? (((await (await fetch(`${i.url}/v1/capacity`, { headers: auth })).json()) as { instance: { windows: { inUse: number } } }).instance.windows.inUse) : 0)),
+        ).catch(() => [0]);
+        maxWindows = Math.max(maxWindows, windows.reduce((a, b) => a + b, 0));
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    })();
+
+    const expected = new Map<string, string>();
+    for (let n = 0; n < 32; n++) {
+      const word = MICRO_TONES[n % MICRO_TONES.length]!.word;
+      const windows = 1 + (n % 4);
+      const path = join(work, `job-${n}.wav`);
+      await writeAudioFile(path, microTones(Array.from({ length: windows }, (): MicroPart => ({ word, seconds: n % 4 === 0 ? 6 : 30 }))));
+      const form = new FormData();
+      form.set("file", new Blob([await readFile(path)]), "job.wav");
+      form.set("callback_url", receiverUrl);
+      const res = await fetch(`${publicUrl}/v1/jobs`, { method: "POST", body: form, headers: auth });
+      expect(res.status).toBe(202);
+      expected.set(((await res.json()) as { id: string }).id, Array(windows).fill(word).join(" "));
+    }
+
+    // Kill an instance while it holds a lease, i.e. in the middle of a job.
+    const victim = await eventually(async () => {
+      const cluster = ((await (await fetch(`${publicUrl}/v1/capacity`, { headers: auth })).json()) as { cluster: { instances: { instance: string; held: number }[] } }).cluster;
+      const busy = cluster.instances.find((i) => i.held > 0);
+      if (!busy) throw new Error("no instance is working yet");
+      return Number(busy.instance.replace("instance-", ""));
+    });
+    const killedAt = Date.now();
+    await instances[victim]!.stop("SIGKILL");
+    instances[victim] = null;
+    await eventually(async () => {
+      const holders = (await redis.hvals("slotscribe:slots:holders")) as unknown[];
+      const live = await liveLeases(redis);
+      if (holders.some((h) => JSON.stringify(h).includes(`instance-${victim}`)) && live > 0) throw new Error("the dead instance still holds a lease");
+    });
+    console.log(`lease of the killed instance reclaimed after ${Date.now() - killedAt} ms (LEASE_TTL 3 s)`);
+
+    const views = await Promise.all(
+      [...expected.keys()].map((id) =>
+        eventually(async () => {
+          const view = (await (await fetch(`${publicUrl}/v1/jobs/${id}`, { headers: auth })).json()) as { id: string; status: string; runs?: number; result: { text: string } | null; callback: { webhook_id: string } | null };
+          if (view.status !== "succeeded") throw new Error(`${id} is ${view.status}`);
+          return view;
+        }, 240_000),
+      ),
+    );
+    sampling = false;
+    await sampler;
+
+    for (const view of views) expect(view.result!.text).toBe(expected.get(view.id));
+    await eventually(() => {
+      if (new Set(deliveries.map((d) => d.jobId)).size < expected.size) throw new Error("callbacks still arriving");
+    }, 60_000);
+    for (const view of views) {
+      const mine = deliveries.filter((d) => d.jobId === view.id);
+      expect(mine.length, view.id).toBe(1);
+      expect(mine[0]!.verified).toBe(true);
+      const latest = (await (await fetch(`${publicUrl}/v1/jobs/${view.id}`, { headers: auth })).json()) as { callback: { webhook_id: string } };
+      expect(mine[0]!.webhookId).toBe(latest.callback.webhook_id);
+    }
+    expect(maxLeases).toBeLessThanOrEqual(CAP);
+    expect(maxWindows).toBeLessThanOrEqual(CAP);
+    expect(maxLeases).toBeGreaterThan(0);
+    const commands = redisCommandCount() - commandsBefore;
+    console.log(`cluster run: peak live leases ${maxLeases}, peak windows in inference ${maxWindows} (cap ${CAP}); ${commands} Redis commands for ${expected.size} jobs = ${(commands / expected.size).toFixed(1)} per job (including the test's own sampling)`);
+  });
+
+  it("reports the Redis round trips one job costs", async () => {
+    const before = redisCommandCount();
+    const ids: string[] = [];
+    for (let n = 0; n < 4; n++) {
+      const path = join(work, `quiet-${n}.wav`);
+      await writeAudioFile(path, microTones([{ word: "echo", seconds: 30 }, { word: "echo", seconds: 30 }]));
+      const form = new FormData();
+      form.set("file", new Blob([await readFile(path)]), "q.wav");
+      form.set("callback_url", receiverUrl);
+      ids.push(((await (await fetch(`${publicUrl}/v1/jobs`, { method: "POST", body: form, headers: auth })).json()) as { id: string }).id);
+    }
+    for (const id of ids) {
+      await eventually(async () => {
+        const view = (await (await fetch(`${publicUrl}/v1/jobs/${id}`, { headers: auth })).json()) as { status: string };
+        if (view.status !== "succeeded") throw new Error(view.status);
+      }, 120_000);
+    }
+    // The polling above costs one read per poll; the figure printed is an upper bound for the service.
+    const perJob = (redisCommandCount() - before) / ids.length;
+    console.log(`Redis commands per job (2-window upload with a callback, including this test's polling): ${perJob.toFixed(1)}`);
+    expect(perJob).toBeGreaterThan(0);
+  });
+
+  it("refuses unsigned or tampered deliveries to the worker endpoint", async () => {
+    const live = instances.find((i): i is ServiceProcess => i !== null)!;
+    const unsigned = await fetch(`${live.url}/internal/qstash/run`, { method: "POST", body: JSON.stringify({ jobId: "job_x", attempt: 0 }) });
+    expect(unsigned.status).toBe(401);
+    const forged = await fetch(`${live.url}/internal/qstash/run`, { method: "POST", body: JSON.stringify({ jobId: "job_x", attempt: 0 }), headers: { "upstash-signature": "eyJhbGciOiJIUzI1NiJ9.e30.c2lnbmF0dXJl" } });
+    expect(forged.status).toBe(401);
+    expect(((await forged.json()) as { error: { code: string } }).error.code).toBe("unauthorized");
+  });
+
+  it("answers 503 fast while Redis is unreachable and recovers by itself", async () => {
+    const live = instances.find((i): i is ServiceProcess => i !== null)!;
+    const path = join(work, "sync.wav");
+    await writeAudioFile(path, microTones([{ word: "delta", seconds: 3 }]));
+    const send = async () => {
+      const form = new FormData();
+      form.set("file", new Blob([await readFile(path)]), "sync.wav");
+      return fetch(`${live.url}/v1/audio/transcriptions`, { method: "POST", body: form, headers: auth });
+    };
+    bridge.setAvailable(false);
+    try {
+      const res = await send();
+      expect(res.status).toBe(503);
+      expect(((await res.json()) as { error: { code: string } }).error.code).toBe("unavailable");
+    } finally {
+      bridge.setAvailable(true);
+    }
+    // Nothing leaked: no place held on the instance, and it serves again once Redis answers.
+    await eventually(async () => {
+      const res = await fetch(`${live.url}/v1/capacity`, { headers: auth });
+      if (res.status !== 200) throw new Error(`capacity ${res.status}`);
+      expect(((await res.json()) as { instance: { transcriptions: { active: number } } }).instance.transcriptions.active).toBe(0);
+    });
+    const again = await send();
+    expect(again.status).toBe(200);
+    expect(((await again.json()) as { text: string }).text).toBe("delta");
+  });
+});
