@@ -1,6 +1,8 @@
 import { availableParallelism } from "node:os";
+import { jobsCommand, JOBS_USAGE } from "../lib/cli/jobs.ts";
 import { modelsCommand, MODELS_USAGE } from "../lib/cli/models.ts";
 import { serveCommand, SERVE_USAGE } from "../lib/cli/serve.ts";
+import { transcribeCommand, TRANSCRIBE_USAGE } from "../lib/cli/transcribe.ts";
 
 // onnxruntime-node runs each inference call on libuv's pool: give it a thread per core beyond its
 // default of four, before anything first uses the pool.
@@ -11,14 +13,22 @@ const USAGE = `usage: slotscribe <command> [options]
 commands:
   serve             run the HTTP service
   models generate   write a generated Whisper model directory
+  transcribe        transcribe a file or URL on a server
+  jobs              get, list, cancel a server's transcription jobs, or fetch a result
 
 ${SERVE_USAGE}
 
-${MODELS_USAGE}`;
+${MODELS_USAGE}
+
+${TRANSCRIBE_USAGE}
+
+${JOBS_USAGE}`;
 
 const commands: Record<string, (argv: string[]) => Promise<number>> = {
   serve: serveCommand,
   models: modelsCommand,
+  transcribe: transcribeCommand,
+  jobs: jobsCommand,
 };
 
 const [name, ...rest] = process.argv.slice(2);

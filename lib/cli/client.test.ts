@@ -5,10 +5,13 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import { renderTranscript } from "../formats.ts";
 import { RESPONSE_FORMATS, type ResponseFormat, type Transcript } from "../transcript.ts";
-import { ApiError, SlotscribeClient, type JobView } from "./client.ts";
+import type { JobView } from "../jobs/view.ts";
+import { ApiError, SlotscribeClient } from "./client.ts";
+import { jobsCommand } from "./jobs.ts";
+import { transcribeCommand } from "./transcribe.ts";
 
 const API_KEY = `sk-cli-${Math.random().toString(36).slice(2)}`;
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "../..");
@@ -88,6 +91,7 @@ function advance(job: FakeJob): void {
     view.finished_at = new Date().toISOString();
     view.progress = fails ? { done_seconds: 24, total_seconds: 30 } : { done_seconds: 30, total_seconds: 30 };
     if (fails) view.error = { code: "unprocessable_audio", message: "The audio stream is truncated" };
+    else view.result = job.transcript;
   }
 }
 
@@ -104,15 +108,17 @@ function createJob(recorded: Recorded): FakeJob {
     model: field("model") ?? "whisper-1",
     task: "transcribe",
     language: field("language"),
-    response_format: (field("response_format") ?? "json") as ResponseFormat,
+    response_format: field("response_format") ?? "json",
     created_at: new Date(Date.UTC(2025, 0, 1, 0, 0, fake.jobCount)).toISOString(),
     started_at: null,
     finished_at: null,
+    expires_at: null,
     progress: { done_seconds: 0, total_seconds: null },
     error: null,
     metadata,
     callback: callbackUrl ? { url: callbackUrl, state: "pending", webhook_id: `msg_${id}`, attempts: [] } : null,
-    links: { self: `/v1/jobs/${id}`, result: `/v1/jobs/${id}/result` },
+    links: { self: `${base}/v1/jobs/${id}`, result: `${base}/v1/jobs/${id}/result` },
+    result: null,
   };
   const what = recorded.file ? `${recorded.file.name} (${recorded.file.size} bytes)` : String(input.url);
   const job = { view, polls: 0, transcript: transcriptFor(what) };
@@ -385,13 +391,17 @@ describe("SlotscribeClient", () => {
     expect(second.data[0]?.id).not.toBe(first.data[0]?.id);
   });
 
-  it("takes the server and key from SLOTSCRIBE_URL and SLOTSCRIBE_API_KEY, and refuses a server that is not a URL", () => {
+  it("takes the server and key from SLOTSCRIBE_URL and SLOTSCRIBE_API_KEY, and refuses a server that is not a URL", async () => {
     const saved = { url: process.env.SLOTSCRIBE_URL, key: process.env.SLOTSCRIBE_API_KEY };
     try {
       delete process.env.SLOTSCRIBE_URL;
       expect(new SlotscribeClient().server).toBe("http://127.0.0.1:8080");
       process.env.SLOTSCRIBE_URL = `${base}/`;
-      expect(new SlotscribeClient().server).toBe(base);
+      process.env.SLOTSCRIBE_API_KEY = API_KEY;
+      const fromEnv = new SlotscribeClient();
+      expect(fromEnv.server).toBe(base);
+      expect(await rejection(fromEnv.getJob("job_none"))).toMatchObject({ status: 404, code: "not_found" });
+      expect(fake.requests[0]?.headers.authorization).toBe(`Bearer ${API_KEY}`);
       expect(new SlotscribeClient({ server: "https://other.example" }).server).toBe("https://other.example");
       expect(() => new SlotscribeClient({ server: "localhost:8080" })).toThrow(/Invalid server URL "localhost:8080"/);
     } finally {
@@ -409,6 +419,23 @@ interface Run {
   code: number | null;
   stdout: string;
   stderr: string;
+}
+
+/** Runs a command function here, capturing what it prints. */
+async function inProcess(command: (argv: string[]) => Promise<number>, args: string[]): Promise<Run> {
+  const stdout: string[] = [];
+  const stderr: string[] = [];
+  const spies = [
+    vi.spyOn(console, "log").mockImplementation((line: string) => void stdout.push(`${line}\n`)),
+    vi.spyOn(console, "error").mockImplementation((line: string) => void stderr.push(`${line}\n`)),
+    vi.spyOn(process.stdout, "write").mockImplementation((chunk: string | Uint8Array) => stdout.push(String(chunk)) > 0),
+  ];
+  try {
+    const code = await command(args);
+    return { code, stdout: stdout.join(""), stderr: stderr.join("") };
+  } finally {
+    for (const spy of spies) spy.mockRestore();
+  }
 }
 
 function cli(args: string[], env: Record<string, string> = {}): Promise<Run> {
@@ -517,11 +544,18 @@ describe("slotscribe transcribe", () => {
     expect(down.stderr).toBe(`slotscribe: network_error: cannot reach ${closedBase}: connect ECONNREFUSED ${closedBase.slice("http://".length)}\n`);
   });
 
-  // Concurrent: none of them reaches the server, so they cannot disturb each other's view of it.
-  it.concurrent.for([
+  it("exits 2 on a usage error, with the usage, before any request", async () => {
+    const run = await cli(["transcribe", audio, "--format", "docx"]);
+    expect(run.code).toBe(2);
+    expect(run.stdout).toBe("");
+    expect(run.stderr).toMatch(/^slotscribe: unknown format "docx"; one of json, text, srt, vtt, verbose_json\n\nslotscribe transcribe <file\|url>/);
+    expect(fake.requests).toEqual([]);
+  });
+
+  // In process: the child-process case above covers the exit path, and these need no server.
+  it.for([
     [[], /missing the file or URL/],
     [["a.wav", "b.wav"], /one file or URL at a time/],
-    [["AUDIO", "--format", "docx"], /unknown format "docx"; one of json, text, srt, vtt, verbose_json/],
     [["AUDIO", "--frobnicate"], /Unknown option '--frobnicate'/],
     [["AUDIO", "--callback", "https://hooks.example/x"], /--callback and --metadata apply to jobs/],
     [["AUDIO", "--async", "--include-result"], /--include-result needs --callback/],
@@ -530,8 +564,8 @@ describe("slotscribe transcribe", () => {
     [["AUDIO", "--async", "--out", "x.txt"], /--out needs the transcript/],
     [["/no/such/file.wav"], /no such file: \/no\/such\/file.wav/],
     [["AUDIO", "--server", "localhost:8080"], /Invalid server URL "localhost:8080"/],
-  ] as [string[], RegExp][])("exits 2 on a usage error: %j", async ([args, message], { expect }) => {
-    const run = await cli(["transcribe", ...args.map((arg) => (arg === "AUDIO" ? audio : arg))]);
+  ] as [string[], RegExp][])("returns 2 for %j", async ([args, message]) => {
+    const run = await inProcess(transcribeCommand, args.map((arg) => (arg === "AUDIO" ? audio : arg)));
     expect(run.code).toBe(2);
     expect(run.stdout).toBe("");
     expect(run.stderr).toMatch(message);
@@ -606,19 +640,27 @@ describe("slotscribe jobs", () => {
     expect(none).toMatchObject({ code: 0, stdout: "", stderr: "no jobs\n" });
   });
 
-  // Concurrent: none of them reaches the server, so they cannot disturb each other's view of it.
-  it.concurrent.for([
+  it("exits 2 on a usage error, with the usage, before any request", async () => {
+    const run = await cli(["jobs", "list", "--status", "done"]);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toMatch(/^slotscribe: unknown status "done"; one of queued, running, succeeded, failed, canceled\n\nslotscribe jobs get <id>/);
+    expect(fake.requests).toEqual([]);
+  });
+
+  it.for([
     [[], /missing the jobs action/],
     [["show", "job_1"], /unknown jobs action "show"/],
     [["get"], /jobs get takes one job id/],
     [["list", "extra"], /jobs list takes no arguments/],
-    [["list", "--status", "done"], /unknown status "done"/],
     [["list", "--limit", "0"], /--limit must be a positive whole number/],
+    [["list", "--limit", "1.5"], /--limit must be a positive whole number/],
     [["cancel", "job_1", "--out", "x"], /--out does not apply to jobs cancel/],
+    [["get", "job_1", "--json"], /--json does not apply to jobs get/],
     [["get", "job_1", "--format", "pdf"], /unknown format "pdf"/],
-  ] as [string[], RegExp][])("exits 2 on a usage error: %j", async ([args, message], { expect }) => {
-    const run = await cli(["jobs", ...args]);
+  ] as [string[], RegExp][])("returns 2 for %j", async ([args, message]) => {
+    const run = await inProcess(jobsCommand, args);
     expect(run.code).toBe(2);
+    expect(run.stdout).toBe("");
     expect(run.stderr).toMatch(message);
     expect(run.stderr).toContain("slotscribe jobs get <id>");
     expect(fake.requests).toEqual([]);

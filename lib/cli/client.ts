@@ -8,33 +8,11 @@ import { writeFile } from "node:fs/promises";
 import { basename } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { FINAL_STATUSES, type JobStatus } from "../jobs/ports.ts";
+import type { JobView } from "../jobs/view.ts";
 import { RESPONSE_FORMATS, type ResponseFormat } from "../transcript.ts";
 import { parseRetryAfter } from "../webhooks/retry-schedule.ts";
 
 export const DEFAULT_SERVER = "http://127.0.0.1:8080";
-
-export interface JobView {
-  id: string;
-  object: "transcription.job";
-  status: JobStatus;
-  model: string;
-  task: "transcribe" | "translate";
-  language: string | null;
-  response_format: ResponseFormat;
-  created_at: string;
-  started_at: string | null;
-  finished_at: string | null;
-  progress: { done_seconds: number; total_seconds: number | null };
-  error: { code: string; message: string } | null;
-  metadata: Record<string, unknown> | null;
-  callback: {
-    url: string;
-    state: string;
-    webhook_id: string;
-    attempts: { at: string; status: number | null; latency_ms: number; error?: string }[];
-  } | null;
-  links: { self: string; result: string };
-}
 
 export interface JobList {
   object: "list";
@@ -112,7 +90,7 @@ export class SlotscribeClient {
   readonly #notify: (line: string) => void;
 
   constructor(options: ClientOptions = {}) {
-    const server = options.server ?? process.env.SLOTSCRIBE_URL ?? DEFAULT_SERVER;
+    const server = options.server ?? (process.env.SLOTSCRIBE_URL || DEFAULT_SERVER);
     const url = URL.canParse(server) ? new URL(server) : undefined;
     if (url?.protocol !== "http:" && url?.protocol !== "https:") throw new TypeError(`Invalid server URL "${server}": expected http(s)://host[:port]`);
     this.server = server.replace(/\/+$/, "");
@@ -283,7 +261,8 @@ function networkFailure(err: unknown, server: string): { error: ApiError; reache
   if (code && TIMEOUT_CODES.has(code)) {
     return { error: new ApiError(0, "timeout", `${server} did not answer in time: ${detail}`, null, { cause: err }), reached: true };
   }
-  const reached = !(code && UNREACHED_CODES.has(code));
+  // Without an errno or undici code, fetch itself refused the request (a bad port, say) before sending.
+  const reached = code !== undefined && !UNREACHED_CODES.has(code);
   return { error: new ApiError(0, "network_error", `${reached ? "lost the connection to" : "cannot reach"} ${server}: ${detail}`, null, { cause: err }), reached };
 }
 

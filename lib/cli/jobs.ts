@@ -1,6 +1,7 @@
 import { parseArgs } from "node:util";
 import { JOB_STATUSES, type JobStatus } from "../jobs/ports.ts";
-import { CONNECTION_OPTIONS, CONNECTION_USAGE, connect, emit, parseFormat, runApiCommand, UsageError, type JobView } from "./client.ts";
+import type { JobView } from "../jobs/view.ts";
+import { CONNECTION_OPTIONS, CONNECTION_USAGE, connect, emit, parseFormat, runApiCommand, UsageError } from "./client.ts";
 
 export const JOBS_USAGE = `slotscribe jobs get <id> [--format F]
 slotscribe jobs list [--status S] [--limit N] [--cursor C] [--json]

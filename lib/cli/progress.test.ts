@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { JobView } from "./client.ts";
+import type { JobView } from "../jobs/view.ts";
 import { formatClock, progressReporter, renderProgress } from "./progress.ts";
 
 describe("formatClock", () => {
@@ -70,11 +70,13 @@ function job(status: JobView["status"], done: number, total: number | null, star
     created_at: "2025-01-01T00:00:00.000Z",
     started_at: startedAt,
     finished_at: null,
+    expires_at: null,
     progress: { done_seconds: done, total_seconds: total },
     error: null,
     metadata: null,
     callback: null,
     links: { self: "/v1/jobs/job_1", result: "/v1/jobs/job_1/result" },
+    result: null,
   };
 }
 

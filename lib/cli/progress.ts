@@ -2,7 +2,7 @@
  * How a waited-for job shows its progress on stderr: a bar redrawn in place on a terminal, and
  * occasional plain lines otherwise, so a log file or CI output does not fill with redraws.
  */
-import type { JobView } from "./client.ts";
+import type { JobView } from "../jobs/view.ts";
 
 const MIN_BAR_CELLS = 10;
 const PLAIN_LINE_INTERVAL_MS = 10_000;

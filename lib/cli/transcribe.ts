@@ -1,5 +1,6 @@
 import { stat } from "node:fs/promises";
 import { parseArgs } from "node:util";
+import type { JobView } from "../jobs/view.ts";
 import { RESPONSE_FORMATS } from "../transcript.ts";
 import {
   ApiError,
@@ -11,7 +12,6 @@ import {
   runApiCommand,
   UsageError,
   type AudioSource,
-  type JobView,
   type SlotscribeClient,
 } from "./client.ts";
 import { progressReporter } from "./progress.ts";
