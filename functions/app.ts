@@ -13,10 +13,12 @@ import jobsGet from "./jobs-get.ts";
 import jobsList from "./jobs-list.ts";
 import jobsResult from "./jobs-result.ts";
 import { handleError, logRequests, provide, requireApiKey } from "./middleware.ts";
+import metrics from "./metrics.ts";
 import models from "./models.ts";
 import qstashCallbackFailed from "./qstash-callback-failed.ts";
 import qstashRun from "./qstash-run.ts";
 import readyz from "./readyz.ts";
+import statusPage from "./status-page.ts";
 import transcriptions from "./transcriptions.ts";
 import translations from "./translations.ts";
 
@@ -35,7 +37,7 @@ export function createApp(services: Services): OpenAPIHono<AppEnv> {
       },
     }),
   );
-  for (const routes of [healthz, readyz, models, capacity, transcriptions, translations, extract, jobsCreate, jobsList, jobsGet, jobsResult, jobsCancel, qstashRun, qstashCallbackFailed]) app.route("/", routes);
+  for (const routes of [healthz, readyz, models, capacity, transcriptions, translations, extract, jobsCreate, jobsList, jobsGet, jobsResult, jobsCancel, qstashRun, qstashCallbackFailed, statusPage]) app.route("/", routes);
   app.doc31("/openapi.json", {
     openapi: "3.1.0",
     info: { title: "slotscribe", version: "0.1.0", description: "Self-hostable Whisper transcription with admission control." },
@@ -43,6 +45,7 @@ export function createApp(services: Services): OpenAPIHono<AppEnv> {
   });
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", { type: "http", scheme: "bearer" });
   app.route("/", docs);
+  app.route("/", metrics);
   app.notFound(() => {
     throw new AppError("not_found", "No such endpoint.");
   });

@@ -36,7 +36,9 @@ export function logRequests(): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
     const started = performance.now();
     await next();
-    const { log } = c.get("services");
+    const { log, metrics } = c.get("services");
+    const seconds = (performance.now() - started) / 1000;
+    metrics.httpDuration.observe({ method: c.req.method, route: c.req.routePath, status: String(c.res.status) }, seconds);
     const level = c.res.status >= 500 ? "error" : "info";
     log[level]({ requestId: c.get("requestId"), method: c.req.method, path: c.req.path, status: c.res.status, ms: Math.round(performance.now() - started) }, "request");
   };
@@ -49,6 +51,7 @@ export function handleError(err: Error, c: Context<AppEnv>): Response {
   if (appError.code === "internal") {
     c.get("services")?.log.error({ requestId, err: err.stack ?? err.message, cause: describeCause(err) }, "unhandled error");
   }
+  c.get("services")?.metrics.errors.inc({ code: appError.code });
   if (appError.retryAfterSeconds !== undefined) c.header("retry-after", String(appError.retryAfterSeconds));
   return c.json(errorBody(appError, requestId), appError.status);
 }

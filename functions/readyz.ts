@@ -16,16 +16,16 @@ export const route = createRoute({
   summary: "Readiness: default model loaded and room to take work",
   responses: {
     200: { description: "Ready.", content: { "application/json": { schema: Readiness } } },
-    503: { description: "Not ready: a model is still loading or failed, or the queue is full.", content: { "application/json": { schema: Readiness } } },
+    503: { description: "Not ready: a model is still loading or failed, the queue is full, or the server is shutting down.", content: { "application/json": { schema: Readiness } } },
   },
 });
 
 export default router().openapi(route, (c) => {
-  const { engine, admission, config } = c.get("services");
+  const { engine, admission, config, draining } = c.get("services");
   const models = engine.modelStates().map((m) => ({ id: m.model.id, dtype: m.model.dtype, state: m.state, error: m.error }));
   const stats = admission.stats;
   const capacity = { ...stats, queueSize: config.QUEUE_SIZE };
-  const ready = models.length > 0 && models.every((m) => m.state === "ready") && stats.queued < config.QUEUE_SIZE;
+  const ready = !draining && models.length > 0 && models.every((m) => m.state === "ready") && stats.queued < config.QUEUE_SIZE;
   const body: ReadinessResponse = { ready, models, capacity };
   return ready ? c.json(body, 200) : c.json(body, 503);
 });

@@ -1,4 +1,5 @@
 import { serve, type ServerType } from "@hono/node-server";
+import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Config } from "../lib/config.ts";
 import { formatBytes } from "../lib/capacity/machine.ts";
@@ -55,8 +56,15 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     url,
     services,
     async close() {
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-      await services.close();
+      const graceMs = config.SHUTDOWN_GRACE;
+      log.info({ graceMs }, "draining: no new connections; running work gets the grace period");
+      const http = server as Server;
+      const requestsDone = new Promise<void>((resolve) => http.close(() => resolve()));
+      http.closeIdleConnections();
+      await Promise.all([services.close(graceMs), Promise.race([requestsDone, new Promise((r) => setTimeout(r, graceMs))])]);
+      http.closeAllConnections();
+      log.info("stopped: jobs handed back, leases released");
+      log.flush();
     },
   };
 }

@@ -50,6 +50,7 @@ export const configSchema = z
     HOST: z.string().default("0.0.0.0"),
     PUBLIC_URL: z.url().optional(),
     LOG_LEVEL: z.enum(["debug", "info", "warn", "error", "silent"]).default("info"),
+    SHUTDOWN_GRACE: duration("25s"),
 
     API_KEYS: list,
     ALLOW_ANONYMOUS: bool,

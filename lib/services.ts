@@ -21,6 +21,7 @@ import { EmbeddedJobStore, inputsDir } from "./jobs/embedded-job-store.ts";
 import type { JobStore } from "./jobs/ports.ts";
 import { JobRunner } from "./jobs/runner.ts";
 import type { Logger } from "./log.ts";
+import { Metrics } from "./metrics.ts";
 import { parseAllowlist, type OutboundPolicy } from "./net/safe-fetch.ts";
 import { TranscriptionService } from "./transcription-service.ts";
 import { EmbeddedCallbackSender, type CallbackSender } from "./webhooks/delivery.ts";
@@ -40,6 +41,7 @@ export interface Services {
   compute: Limiter;
   slots: SlotStore;
   transcription: TranscriptionService;
+  metrics: Metrics;
   apiKeys: ApiKeys;
   /** Uploads are spooled here and removed when their request ends. */
   tempDir: string;
@@ -55,7 +57,10 @@ export interface Services {
   publicUrl: string;
   /** Base for links in responses: PUBLIC_URL, else the origin the request came in on. */
   baseUrl(requestUrl: string): string;
-  close(): Promise<void>;
+  /** True once shutdown began: /readyz says no, so load balancers stop sending work. */
+  draining: boolean;
+  /** Stops jobs (running ones get `graceMs` to finish), releases leases and closes the stores. */
+  close(graceMs?: number): Promise<void>;
 }
 
 export interface ServiceOptions {
@@ -100,7 +105,16 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
   const slots: SlotStore = redis
     ? new RedisSlotStore(redis, { cap: config.CLUSTER_SLOTS!, instance: instanceId, leaseTtlMs: config.LEASE_TTL, heartbeatMs: config.LEASE_HEARTBEAT })
     : new EmbeddedSlotStore({ cap: config.CLUSTER_SLOTS ?? null });
+  let runner: JobRunner | undefined;
+  const metrics = new Metrics({
+    compute,
+    admission,
+    slots,
+    memoryLimitBytes: machine.memoryBytes,
+    jobs: () => runner?.stats ?? { queued: 0, running: 0 },
+  });
   transcription = new TranscriptionService({
+    metrics,
     engine,
     catalog,
     admission,
@@ -136,9 +150,18 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
       }
     : qstash
       ? new QStashCallbackSender({ client: qstash, store: jobs, secrets: webhookSecrets, publicUrl, log })
-      : new EmbeddedCallbackSender({ store: jobs, secrets: webhookSecrets, schedule: parseSchedule(config.WEBHOOK_RETRY_SCHEDULE), policy, publicUrl, log });
+      : new EmbeddedCallbackSender({
+          store: jobs,
+          secrets: webhookSecrets,
+          schedule: parseSchedule(config.WEBHOOK_RETRY_SCHEDULE),
+          policy,
+          publicUrl,
+          log,
+          onAttempt: (state) => metrics.callbackDeliveries.inc({ outcome: state }),
+        });
   const blobs: InputBlobs = redis ? new RedisBlobs(redis, config.RESULT_RETENTION) : new FileBlobs(inputsDir(config.DATA_DIR));
-  const runner = new JobRunner({
+  runner = new JobRunner({
+    metrics,
     dispatcher: qstash ? new QStashJobDispatcher({ client: qstash, publicUrl }) : undefined,
     store: jobs,
     blobs,
@@ -170,7 +193,7 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
     );
   }
 
-  return {
+  const services: Services = {
     config,
     log,
     instanceId,
@@ -182,20 +205,23 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
     compute,
     slots,
     transcription,
+    metrics,
     apiKeys: new ApiKeys(config.API_KEYS),
     tempDir,
     jobs,
     blobs,
-    runner,
+    runner: runner!,
     callbacks,
     policy,
     webhookSecrets,
     qstashReceiver,
     publicUrl,
     baseUrl: (requestUrl) => config.PUBLIC_URL?.replace(/\/$/, "") ?? new URL(requestUrl).origin,
-    async close() {
+    draining: false,
+    async close(graceMs = 0) {
+      services.draining = true;
       clearInterval(sweeper);
-      await runner.stop();
+      await runner!.stop(graceMs);
       await callbacks.close();
       await jobs.close();
       await engine.close();
@@ -203,6 +229,7 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
       await rm(tempDir, { recursive: true, force: true });
     },
   };
+  return services;
 }
 
 export function newRequestId(): string {

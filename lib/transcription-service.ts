@@ -5,6 +5,7 @@ import { ModelLoadError, type Engine } from "./engine/engine.ts";
 import type { ModelCatalog } from "./engine/models.ts";
 import { transcribePcm } from "./engine/transcribe.ts";
 import { AppError } from "./errors.ts";
+import type { Metrics } from "./metrics.ts";
 import type { Transcript } from "./transcript.ts";
 
 export interface TranscribeRequest {
@@ -43,6 +44,7 @@ export interface TranscriptionServiceDeps {
   maxDurationSeconds: number;
   /** How long a queued request keeps asking a full cluster for a slot before giving up with 429. */
   clusterWaitMs: number;
+  metrics: Metrics;
 }
 
 /** Everything a transcription passes through, in order: model, admission, cluster slot, decoding, windows. */
@@ -112,10 +114,17 @@ export class TranscriptionService {
         task: request.task,
         signal: abort.signal,
         onProgress: request.onProgress,
+        onWindow: (seconds) => this.deps.metrics.windowDuration.observe(seconds),
       });
-      this.averageSeconds = 0.8 * this.averageSeconds + 0.2 * ((performance.now() - started) / 1000);
+      const wallSeconds = (performance.now() - started) / 1000;
+      this.averageSeconds = 0.8 * this.averageSeconds + 0.2 * wallSeconds;
+      const { metrics } = this.deps;
+      metrics.transcriptions.inc({ outcome: "succeeded" });
+      metrics.audioSeconds.inc(transcript.duration);
+      if (transcript.duration > 0) metrics.realtimeFactor.observe(transcript.duration / wallSeconds);
       return transcript;
     } catch (err) {
+      this.deps.metrics.transcriptions.inc({ outcome: abort.signal.aborted ? "aborted" : "failed" });
       throw abort.signal.aborted && abort.signal.reason instanceof AppError ? abort.signal.reason : err;
     } finally {
       request.signal?.removeEventListener("abort", onAbort);
@@ -143,7 +152,10 @@ export class TranscriptionService {
       try {
         lease = await this.deps.slots.tryAcquire({ instance: this.deps.instanceId, job: id });
       } catch (err) {
-        if (err instanceof SlotStoreUnavailable) throw new AppError("unavailable", "The cluster slot store is unreachable; retry shortly.", { cause: err, retryAfterSeconds: 5 });
+        if (err instanceof SlotStoreUnavailable) {
+          this.deps.metrics.storeErrors.inc({ store: "redis" });
+          throw new AppError("unavailable", "The cluster slot store is unreachable; retry shortly.", { cause: err, retryAfterSeconds: 5 });
+        }
         throw err;
       }
       if (lease) return lease;

@@ -20,6 +20,8 @@ export interface TranscribeParams {
   task: "transcribe" | "translate";
   signal?: AbortSignal;
   onProgress?: (doneSeconds: number) => void;
+  /** Told the inference time of each window, for metrics. */
+  onWindow?: (seconds: number) => void;
 }
 
 /**
@@ -39,10 +41,12 @@ export async function transcribePcm(params: TranscribeParams): Promise<Transcrip
       const offset = queue.position / SAMPLE_RATE;
       let consumed = window.length;
       if (!isSilent(window)) {
-        const output = await params.compute.run(
-          () => params.engine.transcribeWindow(params.model, window, { language: language ?? undefined, task: params.task }),
-          params.signal,
-        );
+        const output = await params.compute.run(async () => {
+          const started = performance.now();
+          const result = await params.engine.transcribeWindow(params.model, window, { language: language ?? undefined, task: params.task });
+          params.onWindow?.((performance.now() - started) / 1000);
+          return result;
+        }, params.signal);
         language ??= output.language;
         const chunks = [...output.chunks];
         const last = chunks.at(-1);

@@ -6,6 +6,7 @@ import type { SlotStore } from "../admission/ports.ts";
 import { InferenceError } from "../engine/engine.ts";
 import { AppError, isAppError, type ErrorCode } from "../errors.ts";
 import type { Logger } from "../log.ts";
+import type { Metrics } from "../metrics.ts";
 import { downloadToFile, type OutboundPolicy } from "../net/safe-fetch.ts";
 import type { Admission, TranscriptionService } from "../transcription-service.ts";
 import type { CallbackSender } from "../webhooks/delivery.ts";
@@ -59,6 +60,7 @@ export interface JobRunnerDeps {
   /** Runs before a retryable failure becomes final. */
   maxRuns?: number;
   log: Logger;
+  metrics: Metrics;
 }
 
 export type DeliveryOutcome = "ran" | "deferred" | "skipped";
@@ -152,12 +154,19 @@ export class JobRunner {
     return "ran";
   }
 
-  /** Stops taking jobs and hands running ones back to the queue, for a graceful shutdown. */
-  async stop(): Promise<void> {
+  /**
+   * Stops taking jobs; running ones get `graceMs` to finish, then are handed back to the queue (on
+   * one machine the next start runs them, in cluster mode QStash redelivers them elsewhere).
+   */
+  async stop(graceMs = 0): Promise<void> {
     this.stopped = true;
     const runs = [...this.running.values()];
-    for (const run of runs) run.controller.abort(new Error("shutting down"));
-    await Promise.all(runs.map((r) => r.done));
+    let timer: NodeJS.Timeout | undefined;
+    const grace = new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)));
+    await Promise.race([Promise.all(runs.map((r) => r.done)), grace]);
+    clearTimeout(timer);
+    for (const run of this.running.values()) run.controller.abort(new Error("shutting down"));
+    await Promise.all([...this.running.values()].map((r) => r.done));
   }
 
   private async queuedCount(): Promise<number> {
@@ -248,8 +257,10 @@ export class JobRunner {
       return;
     }
     if (this.stopped) {
-      // Handed back: the next process (or, in cluster mode, QStash's redelivery) runs it again.
+      // Handed back: the next process runs it again, or in cluster mode another instance.
       await this.deps.store.update(id, (j) => ({ ...j, status: "queued" }));
+      const job = await this.deps.store.get(id);
+      if (this.deps.dispatcher && job) await this.deps.dispatcher.dispatch(id, { attempt: 2000 + job.runs, delaySeconds: 1 });
       return;
     }
     const job = await this.deps.store.get(id);
@@ -280,6 +291,7 @@ export class JobRunner {
       return transitioned ? { ...j, ...change, finishedAt: new Date().toISOString() } : j;
     });
     if (!job || !transitioned) return job;
+    if (job.startedAt) this.deps.metrics.jobDuration.observe({ status: job.status }, (Date.parse(job.finishedAt!) - Date.parse(job.startedAt)) / 1000);
     // The result is what is kept; the uploaded audio is not held a moment longer than needed.
     if (job.input.kind !== "url") await this.deps.blobs.remove(job.input).catch(() => undefined);
     if (job.request.callbackUrl) {

@@ -72,6 +72,8 @@ export interface EmbeddedCallbackSenderOptions {
   timeoutMs?: number;
   random?: () => number;
   now?: () => Date;
+  /** Told the outcome of every attempt: delivered, retry (pending), gone or failed. */
+  onAttempt?: (state: CallbackState["state"]) => void;
 }
 
 const DEFAULT_TIMEOUT_MS = 15_000;
@@ -109,6 +111,7 @@ export class EmbeddedCallbackSender implements CallbackSender {
   readonly #log: Logger;
   readonly #timeoutMs: number;
   readonly #random: () => number;
+  readonly #onAttempt: (state: CallbackState["state"]) => void;
   readonly #now: () => Date;
   readonly #timers = new Map<string, NodeJS.Timeout>();
   /** The attempt under way per job: a job is never sent twice at once. */
@@ -129,6 +132,7 @@ export class EmbeddedCallbackSender implements CallbackSender {
     this.#log = options.log;
     this.#timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.#random = options.random ?? Math.random;
+    this.#onAttempt = options.onAttempt ?? (() => undefined);
     this.#now = options.now ?? (() => new Date());
   }
 
@@ -267,6 +271,7 @@ export class EmbeddedCallbackSender implements CallbackSender {
       return null;
     }
 
+    this.#onAttempt(state);
     const fields = {
       jobId,
       webhookId: callback.webhookId,

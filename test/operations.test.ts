@@ -1,0 +1,102 @@
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { writeAudioFile } from "../lib/audio/synth.ts";
+import { DEFAULT_MODELS_DIR, generateModel } from "../lib/models/generate.ts";
+import { microTones, type MicroPart } from "../lib/models/micro.ts";
+import { eventually, startService, type ServiceProcess } from "./support/service-process.ts";
+
+const KEY = `sk-ops-${Math.random().toString(36).slice(2)}`;
+const auth = { authorization: `Bearer ${KEY}` };
+let work: string;
+
+function env(dataDir: string, extra: Record<string, string> = {}): Record<string, string> {
+  return { API_KEYS: KEY, WHISPER_MODELS_DIR: DEFAULT_MODELS_DIR, DEFAULT_MODEL: "generated/whisper-micro", DATA_DIR: dataDir, ...extra };
+}
+
+async function upload(url: string, path: string, endpoint: string): Promise<Response> {
+  const form = new FormData();
+  form.set("file", new Blob([await readFile(path)]), "a.wav");
+  return fetch(`${url}${endpoint}`, { method: "POST", body: form, headers: auth });
+}
+
+beforeAll(async () => {
+  await generateModel({ kind: "micro" });
+  work = await mkdtemp(join(tmpdir(), "slotscribe-ops-"));
+});
+afterAll(async () => {
+  await rm(work, { recursive: true, force: true });
+});
+
+describe("metrics and logs", () => {
+  let service: ServiceProcess;
+  beforeAll(async () => {
+    service = await startService(env(join(work, "data-metrics")));
+  });
+  afterAll(async () => {
+    await service?.stop();
+  });
+
+  it("exposes Prometheus metrics for slots, queue, requests, audio and memory, behind the API key", async () => {
+    const path = join(work, "m.wav");
+    await writeAudioFile(path, microTones([{ word: "alpha", seconds: 30 }, { word: "bravo", seconds: 10 }]));
+    expect((await upload(service.url, path, "/v1/audio/transcriptions")).status).toBe(200);
+    expect((await fetch(`${service.url}/metrics`)).status).toBe(401);
+    const res = await fetch(`${service.url}/metrics`, { headers: auth });
+    expect(res.headers.get("content-type")).toMatch(/^text\/plain/);
+    const text = await res.text();
+    const value = (pattern: RegExp) => Number(pattern.exec(text)?.[1]);
+    expect(value(/^slotscribe_slots_total (\d+)/m)).toBeGreaterThanOrEqual(1);
+    expect(value(/^slotscribe_slots_in_use (\d+)/m)).toBe(0);
+    expect(value(/^slotscribe_transcriptions_queued (\d+)/m)).toBe(0);
+    expect(value(/^slotscribe_audio_seconds_total ([\d.]+)/m)).toBeCloseTo(40, 0);
+    expect(value(/^slotscribe_transcriptions_total\{outcome="succeeded"\} (\d+)/m)).toBe(1);
+    expect(value(/^slotscribe_window_duration_seconds_count (\d+)/m)).toBe(2);
+    expect(value(/^slotscribe_memory_rss_bytes (\d+)/m)).toBeGreaterThan(10_000_000);
+    expect(value(/^slotscribe_memory_limit_bytes (\d+)/m)).toBeGreaterThan(10_000_000);
+    expect(text).toMatch(/slotscribe_http_request_duration_seconds_count\{method="POST",route="\/v1\/audio\/transcriptions",status="200"\} 1/);
+    expect(text).toMatch(/slotscribe_cluster_slots\{kind="held"\} 0/);
+    expect(text).not.toContain(KEY);
+  });
+
+  it("logs one JSON line per request with its request id, and never the key", async () => {
+    const res = await fetch(`${service.url}/v1/models`, { headers: auth });
+    const requestId = res.headers.get("x-request-id");
+    await eventually(() => {
+      const line = service.logs.find((l) => l.requestId === requestId && l.msg === "request");
+      expect(line).toMatchObject({ method: "GET", path: "/v1/models", status: 200 });
+    });
+    expect(JSON.stringify(service.logs)).not.toContain(KEY);
+  });
+});
+
+describe("graceful shutdown", () => {
+  it("on SIGTERM hands a job still running after the grace period back to the queue and exits 0; the next start finishes it", async () => {
+    const dataDir = join(work, "data-shutdown");
+    let service = await startService(env(dataDir, { SHUTDOWN_GRACE: "2s", SLOTS: "1" }));
+    const long = join(work, "long.wav");
+    await writeAudioFile(long, microTones(Array.from({ length: 30 }, (): MicroPart => ({ word: "delta", seconds: 30 }))));
+    const job = (await (await upload(service.url, long, "/v1/jobs")).json()) as { id: string };
+    await eventually(async () => {
+      const view = (await (await fetch(`${service.url}/v1/jobs/${job.id}`, { headers: auth })).json()) as { status: string; progress: { done_seconds: number } };
+      if (view.status !== "running" || view.progress.done_seconds === 0) throw new Error(view.status);
+    });
+
+    const code = await service.stop("SIGTERM");
+    expect(code).toBe(0);
+    expect(service.logs.some((l) => l.msg === "stopped: jobs handed back, leases released")).toBe(true);
+
+    service = await startService(env(dataDir));
+    try {
+      const done = await eventually(async () => {
+        const view = (await (await fetch(`${service.url}/v1/jobs/${job.id}`, { headers: auth })).json()) as { status: string; result: { text: string } | null };
+        if (view.status !== "succeeded") throw new Error(view.status);
+        return view;
+      }, 120_000);
+      expect(done.result!.text).toBe(Array(30).fill("delta").join(" "));
+    } finally {
+      await service.stop();
+    }
+  });
+});
