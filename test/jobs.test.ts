@@ -1,4 +1,6 @@
+import { execFile } from "node:child_process";
 import { createServer, type Server } from "node:http";
+import { promisify } from "node:util";
 import type { AddressInfo } from "node:net";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -12,6 +14,7 @@ import { microTones, type MicroPart } from "../lib/models/micro.ts";
 import { generateWebhookSecret } from "../lib/webhooks/standard-webhooks.ts";
 import { eventually, startService, type ServiceProcess } from "./support/service-process.ts";
 
+const execFileAsync = promisify(execFile);
 const KEY = `sk-jobs-${Math.random().toString(36).slice(2)}`;
 const SECRET = generateWebhookSecret();
 const auth = { authorization: `Bearer ${KEY}` };
@@ -305,6 +308,23 @@ describe("signed callbacks", () => {
     expect(done.callback!.attempts.map((a) => a.status)).toEqual([500, 500, 204]);
     expect(deliveries.at(-1)!.body).toMatchObject({ type: "job.succeeded", data: { id: view.id } });
     expect(deliveries.at(-1)!.body.data.result).toBeUndefined();
+  });
+
+  it("works from the CLI: transcribe --async --callback, then jobs get", async () => {
+    deliveries.length = 0;
+    const file = await tones("cli.wav", [{ word: "echo", seconds: 5 }]);
+    const cli = (...args: string[]) =>
+      execFileAsync(process.execPath, ["--import", "tsx", "bin/main.ts", ...args, "--server", service.url, "--api-key", KEY], { cwd: join(import.meta.dirname, "..") });
+    const submitted = await cli("transcribe", file, "--async", "--callback", receiverUrl);
+    const id = submitted.stdout.trim();
+    expect(id).toMatch(/^job_/);
+    await eventually(() => {
+      if (!deliveries.some((d) => d.body.data.id === id && d.verified)) throw new Error("no verified callback yet");
+    });
+    const got = JSON.parse((await cli("jobs", "get", id)).stdout) as JobView;
+    expect(got.status).toBe("succeeded");
+    expect(got.result!.text).toBe("echo");
+    expect((await cli("jobs", "get", id, "--format", "text")).stdout).toBe("echo\n");
   });
 
   it("sends the full result when asked", async () => {
