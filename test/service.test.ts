@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runFfmpeg } from "../lib/audio/ffmpeg.ts";
 import { writeAudioFile, type AudioFileFormat } from "../lib/audio/synth.ts";
 import { DEFAULT_MODELS_DIR, generateModel, sharedDir } from "../lib/models/generate.ts";
+import { WHISPER_LANGUAGE_NAMES } from "../lib/engine/languages.ts";
 import { microTones, MICRO_TONES, type MicroPart } from "../lib/models/micro.ts";
 import { startService, type ServiceProcess } from "./support/service-process.ts";
 
@@ -150,6 +151,28 @@ describe("the OpenAI SDK against the real server", () => {
     const err = await client.audio.translations.create({ file: await toFile(readFile(file), "b.wav"), model: "whisper-1" }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(OpenAI.BadRequestError);
     expect((err as InstanceType<typeof OpenAI.BadRequestError>).message).toMatch(/English-only/);
+  });
+});
+
+describe("multilingual models", () => {
+  beforeAll(async () => {
+    await generateModel({ kind: "tiny" });
+  });
+
+  it("detects the language when none is given, and uses a forced one", async () => {
+    const file = await audioFile("speechlike.wav", [{ word: "charlie", seconds: 8 }]);
+    const detected = await client.audio.transcriptions.create({ file: await toFile(readFile(file), "a.wav"), model: "generated/whisper-tiny", response_format: "verbose_json" });
+    expect(Object.values(WHISPER_LANGUAGE_NAMES)).toContain(detected.language);
+    const forced = await client.audio.transcriptions.create({ file: await toFile(readFile(file), "a.wav"), model: "generated/whisper-tiny", language: "de", response_format: "verbose_json" });
+    expect(forced.language).toBe("german");
+    expect(forced.segments!.length).toBeGreaterThan(0);
+  });
+
+  it("translates with a multilingual model", async () => {
+    const file = await audioFile("speechlike.wav", [{ word: "charlie", seconds: 8 }]);
+    const out = await client.audio.translations.create({ file: await toFile(readFile(file), "a.wav"), model: "generated/whisper-tiny", response_format: "verbose_json" });
+    expect(out.task).toBe("translate");
+    expect(out.text.length).toBeGreaterThan(0);
   });
 });
 
