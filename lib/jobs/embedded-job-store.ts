@@ -11,7 +11,8 @@
 import { mkdir, open, readdir, readFile, realpath, rename, unlink } from "node:fs/promises";
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
 import { AppError } from "../errors.ts";
-import { FINAL_STATUSES, JOB_STATUSES, type JobPage, type JobRecord, type JobStatus, type JobStore } from "./ports.ts";
+import { FINAL_STATUSES, type JobPage, type JobRecord, type JobStatus, type JobStore } from "./ports.ts";
+import { decodeCursor, encodeCursor, jobProblem, JOB_ID_PATTERN, newestFirst, oldestFirst } from "./records.ts";
 
 export interface EmbeddedJobStoreOptions {
   dataDir: string;
@@ -29,7 +30,6 @@ export function inputsDir(dataDir: string): string {
 const JOB_SUFFIX = ".json";
 const TEMP_SUFFIX = ".json.tmp";
 /** Ids become file names, so they may not hold separators, dots or anything a filesystem mangles. */
-const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
 
 export class EmbeddedJobStore implements JobStore {
   readonly kind = "embedded" as const;
@@ -290,38 +290,6 @@ export class EmbeddedJobStore implements JobStore {
   }
 }
 
-type Position = Pick<JobRecord, "createdAt" | "id">;
-
-/** Sort order of list(); ties in createdAt are broken by id so pages never overlap or skip. */
-function newestFirst(a: Position, b: Position): number {
-  return Date.parse(b.createdAt) - Date.parse(a.createdAt) || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0);
-}
-
-function oldestFirst(a: Position, b: Position): number {
-  return newestFirst(b, a);
-}
-
-function encodeCursor(job: Position): string {
-  return Buffer.from(JSON.stringify([job.createdAt, job.id])).toString("base64url");
-}
-
-function decodeCursor(cursor: string): Position {
-  try {
-    const value: unknown = JSON.parse(Buffer.from(cursor, "base64url").toString("utf8"));
-    if (
-      Array.isArray(value) &&
-      value.length === 2 &&
-      typeof value[0] === "string" &&
-      Number.isFinite(Date.parse(value[0])) &&
-      typeof value[1] === "string"
-    ) {
-      return { createdAt: value[0], id: value[1] };
-    }
-  } catch {
-    // Falls through to the same error as a well-formed but meaningless cursor.
-  }
-  throw new AppError("invalid_request", "cursor is not one this service returned");
-}
 
 function parseJobFile(text: string, fileName: string): JobRecord {
   const value: unknown = JSON.parse(text);
@@ -332,36 +300,6 @@ function parseJobFile(text: string, fileName: string): JobRecord {
   return job;
 }
 
-/**
- * The fields the store and its callers rely on to sort, index and resume jobs; null when they are
- * sound. Deliberately shallow: results and requests are the service's business.
- */
-function jobProblem(value: unknown): string | null {
-  if (!isObject(value)) return "not an object";
-  if (typeof value.id !== "string" || !ID_PATTERN.test(value.id)) return "id is not a safe file name";
-  if (!JOB_STATUSES.includes(value.status as JobStatus)) return "unknown status";
-  if (!isTimestamp(value.createdAt)) return "createdAt is not a timestamp";
-  if (value.expiresAt !== undefined && !isTimestamp(value.expiresAt)) return "expiresAt is not a timestamp";
-  if (value.idempotencyKey !== undefined && typeof value.idempotencyKey !== "string") return "idempotencyKey is not a string";
-  if (!isObject(value.request)) return "request is missing";
-  const input = value.input;
-  if (!isObject(input)) return "input is missing";
-  const wellFormed =
-    input.kind === "upload" ? typeof input.path === "string" : input.kind === "blob" ? typeof input.key === "string" : input.kind === "url" && typeof input.url === "string";
-  if (!wellFormed) return "input is malformed";
-  if (typeof value.runs !== "number") return "runs is not a number";
-  if (!isObject(value.progress) || typeof value.progress.doneSeconds !== "number") return "progress is malformed";
-  if (value.callback !== undefined && !isObject(value.callback)) return "callback is malformed";
-  return null;
-}
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
-
-function isTimestamp(value: unknown): boolean {
-  return typeof value === "string" && Number.isFinite(Date.parse(value));
-}
 
 async function syncDirectory(dir: string): Promise<void> {
   const handle = await open(dir, "r");

@@ -55,6 +55,7 @@ import { gunzip, gzip } from "node:zlib";
 import type { Redis } from "@upstash/redis";
 import { AppError } from "../errors.ts";
 import { FINAL_STATUSES, JOB_STATUSES, type JobPage, type JobRecord, type JobStatus, type JobStore } from "./ports.ts";
+import { decodeCursor, encodeCursor, jobProblem, JOB_ID_PATTERN, oldestFirst, type Position } from "./records.ts";
 
 export interface UpstashJobStoreOptions {
   redis: Redis;
@@ -95,7 +96,6 @@ const CHUNK_CONCURRENCY = 4;
 const MAX_UPDATE_ATTEMPTS = 8;
 const MAX_READ_ATTEMPTS = 3;
 const SWEEP_BATCH = 100;
-const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
 
 const PRELUDE = `
 local P = ARGV[1]
@@ -379,7 +379,7 @@ export class UpstashJobStore implements JobStore {
 
   async get(id: string): Promise<JobRecord | null> {
     // No job has such an id, and one like `x:chunk:...` would name a key of another type.
-    if (!ID_PATTERN.test(id)) return null;
+    if (!JOB_ID_PATTERN.test(id)) return null;
     const [raw] = await this.#read([id]);
     return (await this.#hydrate(id, raw ?? null))?.job ?? null;
   }
@@ -387,7 +387,7 @@ export class UpstashJobStore implements JobStore {
   update(id: string, change: (job: JobRecord) => JobRecord): Promise<JobRecord | null> {
     this.#assertOpen();
     return this.#serialize(id, async () => {
-      if (!ID_PATTERN.test(id)) return null;
+      if (!JOB_ID_PATTERN.test(id)) return null;
       const [raw] = await this.#read([id]);
       let current = await this.#hydrate(id, raw ?? null);
       for (let attempt = 1; current !== null; attempt++) {
@@ -427,11 +427,11 @@ export class UpstashJobStore implements JobStore {
     const pages = await Promise.all(
       (["queued", "running"] as const).map((status) => this.#scan(this.#key(LAYOUT.status, status), null, Infinity)),
     );
-    return oldestFirst(pages.flatMap((page) => page.stored));
+    return jobsOldestFirst(pages.flatMap((page) => page.stored));
   }
 
   async pendingCallbacks(): Promise<JobRecord[]> {
-    return oldestFirst((await this.#scan(this.#key(LAYOUT.callbackPending), null, Infinity)).stored);
+    return jobsOldestFirst((await this.#scan(this.#key(LAYOUT.callbackPending), null, Infinity)).stored);
   }
 
   async sweep(now: Date): Promise<number> {
@@ -742,69 +742,8 @@ function sum(values: number[]): number {
   return values.reduce((total, value) => total + value, 0);
 }
 
-type Position = Pick<JobRecord, "createdAt" | "id">;
 
-function oldestFirst(stored: Stored[]): JobRecord[] {
-  return stored
-    .map((entry) => entry.job)
-    .sort((a, b) => Date.parse(a.createdAt) - Date.parse(b.createdAt) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+function jobsOldestFirst(stored: Stored[]): JobRecord[] {
+  return stored.map((entry) => entry.job).sort(oldestFirst);
 }
 
-// The cursor format matches the embedded store's, so a cursor means the same to either store.
-function encodeCursor(job: Position): string {
-  return Buffer.from(JSON.stringify([job.createdAt, job.id])).toString("base64url");
-}
-
-function decodeCursor(cursor: string): Position {
-  try {
-    const value: unknown = JSON.parse(Buffer.from(cursor, "base64url").toString("utf8"));
-    if (
-      Array.isArray(value) &&
-      value.length === 2 &&
-      typeof value[0] === "string" &&
-      Number.isFinite(Date.parse(value[0])) &&
-      typeof value[1] === "string"
-    ) {
-      return { createdAt: value[0], id: value[1] };
-    }
-  } catch {
-    // Falls through to the same error as a well-formed but meaningless cursor.
-  }
-  throw new AppError("invalid_request", "cursor is not one this service returned");
-}
-
-/**
- * The fields the store and its callers rely on to sort, index and resume jobs; null when they are
- * sound. A copy of the embedded store's rules (not exported there), so both stores accept the same
- * jobs; keep the two in step. The id pattern also keeps colons out of the Redis keys ids become part of.
- */
-function jobProblem(value: unknown): string | null {
-  if (!isObject(value)) return "not an object";
-  if (typeof value.id !== "string" || !ID_PATTERN.test(value.id)) return "id is not a safe file name";
-  if (!JOB_STATUSES.includes(value.status as JobStatus)) return "unknown status";
-  if (!isTimestamp(value.createdAt)) return "createdAt is not a timestamp";
-  if (value.expiresAt !== undefined && !isTimestamp(value.expiresAt)) return "expiresAt is not a timestamp";
-  if (value.idempotencyKey !== undefined && typeof value.idempotencyKey !== "string") return "idempotencyKey is not a string";
-  if (!isObject(value.request)) return "request is missing";
-  const input = value.input;
-  if (!isObject(input)) return "input is missing";
-  const wellFormed =
-    input.kind === "upload"
-      ? typeof input.path === "string"
-      : input.kind === "blob"
-        ? typeof input.key === "string"
-        : input.kind === "url" && typeof input.url === "string";
-  if (!wellFormed) return "input is malformed";
-  if (typeof value.runs !== "number") return "runs is not a number";
-  if (!isObject(value.progress) || typeof value.progress.doneSeconds !== "number") return "progress is malformed";
-  if (value.callback !== undefined && !isObject(value.callback)) return "callback is malformed";
-  return null;
-}
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
-
-function isTimestamp(value: unknown): boolean {
-  return typeof value === "string" && Number.isFinite(Date.parse(value));
-}

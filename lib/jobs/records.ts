@@ -1,0 +1,65 @@
+import { AppError } from "../errors.ts";
+import { JOB_STATUSES, type JobRecord, type JobStatus } from "./ports.ts";
+
+/** Job ids become file names and Redis key parts: no separators, no dots, bounded. */
+export const JOB_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
+
+export type Position = Pick<JobRecord, "createdAt" | "id">;
+
+/** Sort order of list(); ties in createdAt are broken by id so pages never overlap or skip. */
+export function newestFirst(a: Position, b: Position): number {
+  return Date.parse(b.createdAt) - Date.parse(a.createdAt) || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0);
+}
+
+export function oldestFirst(a: Position, b: Position): number {
+  return newestFirst(b, a);
+}
+
+/** One cursor format for every store, so a cursor means the same whichever store made it. */
+export function encodeCursor(job: Position): string {
+  return Buffer.from(JSON.stringify([job.createdAt, job.id])).toString("base64url");
+}
+
+export function decodeCursor(cursor: string): Position {
+  try {
+    const value: unknown = JSON.parse(Buffer.from(cursor, "base64url").toString("utf8"));
+    if (Array.isArray(value) && value.length === 2 && isTimestamp(value[0]) && typeof value[1] === "string") {
+      return { createdAt: value[0] as string, id: value[1] };
+    }
+  } catch {
+    // Falls through to the same error as a well-formed but meaningless cursor.
+  }
+  throw new AppError("invalid_request", "cursor is not one this service returned");
+}
+
+/**
+ * The fields the stores and their callers rely on to sort, index and resume jobs; null when they
+ * are sound. Deliberately shallow: results and requests are the service's business. Both stores
+ * apply it on write and on read, so neither accepts a job the other would refuse.
+ */
+export function jobProblem(value: unknown): string | null {
+  if (!isObject(value)) return "not an object";
+  if (typeof value.id !== "string" || !JOB_ID_PATTERN.test(value.id)) return "id is not a safe file name";
+  if (!JOB_STATUSES.includes(value.status as JobStatus)) return "unknown status";
+  if (!isTimestamp(value.createdAt)) return "createdAt is not a timestamp";
+  if (value.expiresAt !== undefined && !isTimestamp(value.expiresAt)) return "expiresAt is not a timestamp";
+  if (value.idempotencyKey !== undefined && typeof value.idempotencyKey !== "string") return "idempotencyKey is not a string";
+  if (!isObject(value.request)) return "request is missing";
+  const input = value.input;
+  if (!isObject(input)) return "input is missing";
+  const wellFormed =
+    input.kind === "upload" ? typeof input.path === "string" : input.kind === "blob" ? typeof input.key === "string" : input.kind === "url" && typeof input.url === "string";
+  if (!wellFormed) return "input is malformed";
+  if (typeof value.runs !== "number") return "runs is not a number";
+  if (!isObject(value.progress) || typeof value.progress.doneSeconds !== "number") return "progress is malformed";
+  if (value.callback !== undefined && !isObject(value.callback)) return "callback is malformed";
+  return null;
+}
+
+export function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function isTimestamp(value: unknown): boolean {
+  return typeof value === "string" && Number.isFinite(Date.parse(value));
+}
