@@ -1,4 +1,6 @@
 import { availableParallelism } from "node:os";
+import { batchCommand, BATCH_USAGE } from "../lib/cli/batch.ts";
+import { capacityCommand, CAPACITY_USAGE } from "../lib/cli/capacity.ts";
 import { jobsCommand, JOBS_USAGE } from "../lib/cli/jobs.ts";
 import { modelsCommand, MODELS_USAGE } from "../lib/cli/models.ts";
 import { serveCommand, SERVE_USAGE } from "../lib/cli/serve.ts";
@@ -15,6 +17,8 @@ commands:
   models generate   write a generated Whisper model directory
   transcribe        transcribe a file or URL on a server
   jobs              get, list, cancel a server's transcription jobs, or fetch a result
+  batch             transcribe a directory or a list of files and URLs, resumably
+  capacity          print the slot plan per model for this or a hypothetical machine
 
 ${SERVE_USAGE}
 
@@ -22,13 +26,19 @@ ${MODELS_USAGE}
 
 ${TRANSCRIBE_USAGE}
 
-${JOBS_USAGE}`;
+${JOBS_USAGE}
+
+${BATCH_USAGE}
+
+${CAPACITY_USAGE}`;
 
 const commands: Record<string, (argv: string[]) => Promise<number>> = {
   serve: serveCommand,
   models: modelsCommand,
   transcribe: transcribeCommand,
   jobs: jobsCommand,
+  batch: batchCommand,
+  capacity: capacityCommand,
 };
 
 const [name, ...rest] = process.argv.slice(2);
