@@ -3,7 +3,8 @@ import { defineConfig } from "vitest/config";
 export default defineConfig({
   test: {
     include: ["lib/**/*.test.ts", "functions/**/*.test.ts", "test/**/*.test.ts"],
-    testTimeout: 120_000,
+    // Integration tests start real servers and transcribe real audio; a loaded CI machine is slow.
+    testTimeout: 300_000,
     hookTimeout: 300_000,
     pool: "forks",
   },

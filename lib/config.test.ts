@@ -123,19 +123,50 @@ describe("loadConfig", () => {
     expect(keys.sort()).toEqual(["MAX_UPLOAD_BYTES", "PORT", "QUEUE_TIMEOUT"]);
   });
 
-  it("refuses an Upstash Redis URL without its token, and a token without its URL", () => {
-    expect(configError({ ...VALID, UPSTASH_REDIS_REST_URL: "https://example.upstash.io" }).message).toContain("UPSTASH_REDIS_REST");
-    expect(configError({ ...VALID, UPSTASH_REDIS_REST_TOKEN: "token-value" }).message).toContain("UPSTASH_REDIS_REST");
-    const config = loadConfig({ ...VALID, UPSTASH_REDIS_REST_URL: "https://example.upstash.io", UPSTASH_REDIS_REST_TOKEN: "token-value" });
+  const CLUSTER = {
+    UPSTASH_REDIS_REST_URL: "https://example.upstash.io",
+    UPSTASH_REDIS_REST_TOKEN: "token-value",
+    QSTASH_TOKEN: "qstash-token",
+    QSTASH_CURRENT_SIGNING_KEY: "current",
+    QSTASH_NEXT_SIGNING_KEY: "next",
+    CLUSTER_SLOTS: "8",
+    PUBLIC_URL: "https://slotscribe.example.com",
+  };
+
+  it("accepts a complete cluster configuration", () => {
+    const config = loadConfig({ ...VALID, ...CLUSTER });
     expect(config.UPSTASH_REDIS_REST_TOKEN).toBe("token-value");
+    expect(config.QSTASH_TOKEN).toBe("qstash-token");
+    expect(config.CLUSTER_SLOTS).toBe(8);
+  });
+
+  it("refuses an Upstash Redis URL without its token, and a token without its URL", () => {
+    const { UPSTASH_REDIS_REST_TOKEN: _token, ...withoutToken } = CLUSTER;
+    const { UPSTASH_REDIS_REST_URL: _url, ...withoutUrl } = CLUSTER;
+    expect(configError({ ...VALID, ...withoutToken }).message).toContain("UPSTASH_REDIS_REST");
+    expect(configError({ ...VALID, ...withoutUrl }).message).toContain("UPSTASH_REDIS_REST");
   });
 
   it("refuses QSTASH_TOKEN without both signing keys", () => {
-    const only = { ...VALID, QSTASH_TOKEN: "qstash-token" };
-    expect(configError(only).message).toContain("QSTASH_CURRENT_SIGNING_KEY");
-    expect(configError({ ...only, QSTASH_CURRENT_SIGNING_KEY: "current" }).message).toContain("QSTASH_NEXT_SIGNING_KEY");
-    expect(configError({ ...only, QSTASH_NEXT_SIGNING_KEY: "next" }).message).toContain("QSTASH_CURRENT_SIGNING_KEY");
-    expect(loadConfig({ ...only, QSTASH_CURRENT_SIGNING_KEY: "current", QSTASH_NEXT_SIGNING_KEY: "next" }).QSTASH_TOKEN).toBe("qstash-token");
+    const { QSTASH_CURRENT_SIGNING_KEY: _c, QSTASH_NEXT_SIGNING_KEY: _n, ...noKeys } = CLUSTER;
+    expect(configError({ ...VALID, ...noKeys }).message).toContain("QSTASH_CURRENT_SIGNING_KEY");
+    expect(configError({ ...VALID, ...noKeys, QSTASH_CURRENT_SIGNING_KEY: "current" }).message).toContain("QSTASH_NEXT_SIGNING_KEY");
+    expect(configError({ ...VALID, ...noKeys, QSTASH_NEXT_SIGNING_KEY: "next" }).message).toContain("QSTASH_CURRENT_SIGNING_KEY");
+  });
+
+  it("refuses half a cluster: Redis without QStash or the other way round, no cap, no public URL", () => {
+    const { QSTASH_TOKEN: _q, QSTASH_CURRENT_SIGNING_KEY: _c, QSTASH_NEXT_SIGNING_KEY: _n, ...redisOnly } = CLUSTER;
+    expect(configError({ ...VALID, ...redisOnly }).message).toContain("cluster mode needs both");
+    const { UPSTASH_REDIS_REST_URL: _u, UPSTASH_REDIS_REST_TOKEN: _t, ...qstashOnly } = CLUSTER;
+    expect(configError({ ...VALID, ...qstashOnly }).message).toContain("cluster mode needs both");
+    const { CLUSTER_SLOTS: _s, ...noCap } = CLUSTER;
+    expect(configError({ ...VALID, ...noCap }).message).toContain("CLUSTER_SLOTS");
+    const { PUBLIC_URL: _p, ...noUrl } = CLUSTER;
+    expect(configError({ ...VALID, ...noUrl }).message).toContain("PUBLIC_URL");
+  });
+
+  it("refuses a lease heartbeat too slow for its TTL", () => {
+    expect(configError({ ...VALID, LEASE_TTL: "10s", LEASE_HEARTBEAT: "6s" }).message).toContain("LEASE_HEARTBEAT");
   });
 
   it("refuses a secret that is set but empty", () => {
@@ -169,7 +200,7 @@ describe("loadConfig", () => {
       WEBHOOK_SECRET: "whsec_secret-that-must-stay-private",
     };
     const err = configError(env);
-    expect(err.issues).toHaveLength(3);
+    expect(err.issues.length).toBeGreaterThanOrEqual(3);
     for (const secret of [env.API_KEYS, env.UPSTASH_REDIS_REST_TOKEN, env.QSTASH_TOKEN, env.WEBHOOK_SECRET, "secret-that-must-stay-private"]) {
       expect(err.message).not.toContain(secret);
     }

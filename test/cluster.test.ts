@@ -212,7 +212,7 @@ describe("cluster mode: three instances, one Redis, QStash", () => {
     expect(maxLeases).toBeGreaterThan(0);
     const commands = redisCommandCount() - commandsBefore;
     console.log(`cluster run: peak live leases ${maxLeases}, peak windows in inference ${maxWindows} (cap ${CAP}); ${commands} Redis commands for ${expected.size} jobs = ${(commands / expected.size).toFixed(1)} per job (including the test's own sampling)`);
-  });
+  }, 600_000);
 
   it("reports the Redis round trips one job costs", async () => {
     const before = redisCommandCount();
@@ -235,7 +235,7 @@ describe("cluster mode: three instances, one Redis, QStash", () => {
     const perJob = (redisCommandCount() - before) / ids.length;
     console.log(`Redis commands per job (2-window upload with a callback, including this test's polling): ${perJob.toFixed(1)}`);
     expect(perJob).toBeGreaterThan(0);
-  });
+  }, 300_000);
 
   it("refuses unsigned or tampered deliveries to the worker endpoint", async () => {
     const live = instances.find((i): i is ServiceProcess => i !== null)!;
