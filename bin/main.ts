@@ -1,5 +1,6 @@
 import { availableParallelism } from "node:os";
 import { batchCommand, BATCH_USAGE } from "../lib/cli/batch.ts";
+import { benchCommand, BENCH_USAGE } from "../lib/cli/bench.ts";
 import { capacityCommand, CAPACITY_USAGE } from "../lib/cli/capacity.ts";
 import { jobsCommand, JOBS_USAGE } from "../lib/cli/jobs.ts";
 import { modelsCommand, MODELS_USAGE } from "../lib/cli/models.ts";
@@ -19,6 +20,7 @@ commands:
   jobs              get, list, cancel a server's transcription jobs, or fetch a result
   batch             transcribe a directory or a list of files and URLs, resumably
   capacity          print the slot plan per model for this or a hypothetical machine
+  bench             measure speed, memory and latency against the product targets
 
 ${SERVE_USAGE}
 
@@ -30,7 +32,9 @@ ${JOBS_USAGE}
 
 ${BATCH_USAGE}
 
-${CAPACITY_USAGE}`;
+${CAPACITY_USAGE}
+
+${BENCH_USAGE}`;
 
 const commands: Record<string, (argv: string[]) => Promise<number>> = {
   serve: serveCommand,
@@ -39,6 +43,7 @@ const commands: Record<string, (argv: string[]) => Promise<number>> = {
   jobs: jobsCommand,
   batch: batchCommand,
   capacity: capacityCommand,
+  bench: benchCommand,
 };
 
 const [name, ...rest] = process.argv.slice(2);

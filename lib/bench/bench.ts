@@ -1,0 +1,1318 @@
+/**
+ * `slotscribe bench`: speed, memory and latency of the real service on the generated
+ * architecture-faithful models (lib/models/generate.ts), next to the product targets, and side by side
+ * with the naive "load a model per request" server (lib/bench/naive.ts).
+ *
+ * Every figure is measured here and printed with PASS/MISS against its target; nothing is asserted by
+ * tests (timings on a shared machine are noise to a test suite). Servers are child processes on random
+ * ports, killed on exit and on SIGINT; audio and server data live in one temp dir removed at the end.
+ *
+ * This module is also the script of the compute-bound probe (`bench.ts ort-probe ...`, see ortProbe()).
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdir, mkdtemp, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { request as httpRequest, Agent } from "node:http";
+import { cpus as osCpus, loadavg, tmpdir, totalmem } from "node:os";
+import { basename, dirname, join, resolve } from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { concatAudioFiles, writeAudioFile } from "../audio/synth.ts";
+import { runFfmpeg } from "../audio/ffmpeg.ts";
+import { DEFAULT_TOKENS_PER_WINDOW, generateModel, sharedDir } from "../models/generate.ts";
+import { detectMachine } from "../capacity/machine.ts";
+import { planCapacity } from "../capacity/plan.ts";
+import { startService, type ServiceProcess } from "../../test/support/service-process.ts";
+import {
+  fileTimestamp,
+  mib,
+  ms,
+  num,
+  pct,
+  relativeDifference,
+  renderTable,
+  seconds,
+  summarize,
+  times,
+  verdict,
+  type Summary,
+  type Target,
+} from "./report.ts";
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+const MODELS_DIR = join(ROOT, ".cache", "models");
+const FOOTPRINTS = join(ROOT, "lib", "capacity", "footprints.json");
+
+export type ModelKind = "tiny" | "base" | "small";
+export type Dtype = "q8" | "fp32";
+export const MODEL_KINDS: readonly ModelKind[] = ["tiny", "base", "small"];
+export const EXPERIMENTS = ["footprint", "bound", "speed", "concurrency", "hol", "healthz"] as const;
+export type Experiment = (typeof EXPERIMENTS)[number];
+
+export interface BenchOptions {
+  quick: boolean;
+  models: ModelKind[];
+  dtypes: Dtype[];
+  /** Directory for bench-<timestamp>.json. */
+  out: string;
+  /** Rewrite lib/capacity/footprints.json with this run's footprint-probe measurements. */
+  calibrate: boolean;
+  /** Models of the concurrency sweep vs naive (q8); default tiny. base roughly doubles its 8 min. */
+  concurrencyModels?: ModelKind[];
+  /** Run only these experiments (default: all). */
+  only?: Experiment[];
+  /** Tables and findings (stdout). */
+  print: (text: string) => void;
+  /** Progress (stderr). */
+  log: (line: string) => void;
+}
+
+/** The product targets; measured and printed, never asserted by tests. */
+export const TARGETS = {
+  rtf: {
+    tiny: { name: "tiny int8 real-time factor, 5-min file", op: ">=", value: 40, label: ">= 40x" },
+    base: { name: "base int8 real-time factor, 5-min file", op: ">=", value: 20, label: ">= 20x" },
+    small: { name: "small int8 real-time factor, 5-min file", op: ">=", value: 6, label: ">= 6x" },
+  } satisfies Record<ModelKind, Target>,
+  slotCost: { name: "each slot beyond the first, share of the loaded model's footprint", op: "<=", value: 0.15, label: "<= 15%" } satisfies Target,
+  naiveThroughput: { name: "throughput vs naive at 4 concurrent", op: ">=", value: 1.5, label: ">= 1.5x" } satisfies Target,
+  naiveMemory: { name: "peak memory vs naive at 4 concurrent", op: "<=", value: 1 / 3, label: "<= 0.33x" } satisfies Target,
+  headOfLine: { name: "5 s clip behind a 10 min file, vs its solo latency", op: "<=", value: 3, label: "<= 3x" } satisfies Target,
+  healthz: { name: "/healthz p99 while every slot is busy", op: "<", value: 50, label: "< 50 ms" } satisfies Target,
+} as const;
+
+// ---------------------------------------------------------------------------------------------
+// Cleanup: every child process and temp dir the benchmark makes is registered here, so exit paths
+// (normal end, exception, SIGINT/SIGTERM, process exit) all remove them.
+
+const children = new Set<ChildProcess>();
+const tempDirs = new Set<string>();
+
+function track(child: ChildProcess): ChildProcess {
+  children.add(child);
+  child.once("exit", () => children.delete(child));
+  return child;
+}
+
+/** Synchronous, for signal handlers and process "exit": SIGKILL what is left, remove temp dirs. */
+export function cleanupNow(): void {
+  for (const child of children) {
+    if (child.exitCode === null && child.signalCode === null) {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
+  }
+  children.clear();
+  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
+  tempDirs.clear();
+}
+
+async function stopChild(child: ChildProcess, graceMs = 5000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((r) => child.once("exit", () => r()));
+  child.kill("SIGTERM");
+  const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+  await exited;
+  clearTimeout(timer);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memory: VmRSS of a process and all its descendants (the service's ffmpeg decoders), every 50 ms.
+// The inference worker is a thread of the server process, so its memory is in the process's VmRSS.
+
+function vmRssBytes(pid: number): number {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return m ? Number(m[1]) * 1024 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+function childPids(pid: number): number[] {
+  const out: number[] = [];
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        const text = readFileSync(`/proc/${pid}/task/${tid}/children`, "utf8").trim();
+        if (text) out.push(...text.split(/\s+/).map(Number));
+      } catch {
+        // thread ended
+      }
+    }
+  } catch {
+    // process ended
+  }
+  return out;
+}
+
+export interface RssReading {
+  process: number;
+  total: number;
+  /** The descendants counted in `total` (tsx's esbuild service, ffmpeg decoders). */
+  children: { pid: number; comm: string; rss: number }[];
+}
+
+export function readRss(pid: number): RssReading {
+  const own = vmRssBytes(pid);
+  let total = own;
+  const children: RssReading["children"] = [];
+  const stack = childPids(pid);
+  const seen = new Set<number>();
+  while (stack.length) {
+    const p = stack.pop()!;
+    if (seen.has(p)) continue;
+    seen.add(p);
+    const rss = vmRssBytes(p);
+    let comm = "?";
+    try {
+      comm = readFileSync(`/proc/${p}/comm`, "utf8").trim();
+    } catch {
+      // ended
+    }
+    children.push({ pid: p, comm, rss });
+    total += rss;
+    stack.push(...childPids(p));
+  }
+  return { process: own, total, children };
+}
+
+export interface RssWindow {
+  /** Peak of process + descendants. */
+  peak: number;
+  /** Peak of the process alone. */
+  peakProcess: number;
+  /** The descendants at the sample of the total's peak. */
+  peakChildren: RssReading["children"];
+  samples: number;
+}
+
+/** Samples one pid every `everyMs`; any number of open windows record the peaks seen while open. */
+class RssSampler {
+  private readonly timer: NodeJS.Timeout;
+  private readonly open = new Set<RssWindow>();
+
+  constructor(private readonly pid: number, everyMs = 50) {
+    this.timer = setInterval(() => this.sample(), everyMs);
+  }
+
+  sample(): RssReading {
+    const r = readRss(this.pid);
+    for (const w of this.open) {
+      if (r.total > w.peak) w.peakChildren = r.children;
+      w.peak = Math.max(w.peak, r.total);
+      w.peakProcess = Math.max(w.peakProcess, r.process);
+      w.samples++;
+    }
+    return r;
+  }
+
+  window(): { stop: () => RssWindow } {
+    const w: RssWindow = { peak: 0, peakProcess: 0, peakChildren: [], samples: 0 };
+    this.open.add(w);
+    this.sample();
+    return {
+      stop: () => {
+        this.sample();
+        this.open.delete(w);
+        return w;
+      },
+    };
+  }
+
+  close(): void {
+    clearInterval(this.timer);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP: node:http without timeouts (a small fp32 5-min file runs for minutes; fetch's 300 s headers
+// timeout would cut it), keep-alive for the /healthz loop.
+
+const agent = new Agent({ keepAlive: true, maxSockets: 64 });
+
+interface HttpResult {
+  status: number;
+  body: Buffer;
+  /** Wall milliseconds from the request's start to the end of the response body. */
+  ms: number;
+}
+
+function http(url: string, init: { method?: string; headers?: Record<string, string>; body?: Buffer; signal?: AbortSignal } = {}): Promise<HttpResult> {
+  return new Promise((resolvePromise, reject) => {
+    const started = performance.now();
+    const req = httpRequest(url, { method: init.method ?? "GET", headers: init.headers, agent, signal: init.signal }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (d: Buffer) => chunks.push(d));
+      res.on("end", () => resolvePromise({ status: res.statusCode ?? 0, body: Buffer.concat(chunks), ms: performance.now() - started }));
+      res.on("error", reject);
+    });
+    req.on("error", reject);
+    req.end(init.body);
+  });
+}
+
+function multipart(file: Buffer, filename: string, fields: Record<string, string>): { body: Buffer; contentType: string } {
+  const boundary = `----slotscribe-bench-${Math.random().toString(16).slice(2)}`;
+  const parts: Buffer[] = [];
+  for (const [name, value] of Object.entries(fields)) {
+    parts.push(Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="${name}"\r\n\r\n${value}\r\n`));
+  }
+  parts.push(Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="${filename}"\r\nContent-Type: audio/wav\r\n\r\n`));
+  parts.push(file, Buffer.from(`\r\n--${boundary}--\r\n`));
+  return { body: Buffer.concat(parts), contentType: `multipart/form-data; boundary=${boundary}` };
+}
+
+interface Clip {
+  name: string;
+  path: string;
+  seconds: number;
+  bytes: Buffer;
+}
+
+interface TranscriptionResult {
+  ok: boolean;
+  status: number;
+  seconds: number;
+  /** Text tokens in the transcript's segments (timestamp tokens not counted). */
+  tokens: number;
+  error?: string;
+}
+
+async function transcribeOnService(url: string, clip: Clip, signal?: AbortSignal): Promise<TranscriptionResult> {
+  const { body, contentType } = multipart(clip.bytes, basename(clip.path), { model: "whisper-1", response_format: "verbose_json" });
+  const res = await http(`${url}/v1/audio/transcriptions`, { method: "POST", headers: { "content-type": contentType }, body, signal });
+  if (res.status !== 200) return { ok: false, status: res.status, seconds: res.ms / 1000, tokens: 0, error: res.body.toString().slice(0, 300) };
+  const out = JSON.parse(res.body.toString()) as { segments?: { tokens?: number[] }[] };
+  const tokens = (out.segments ?? []).reduce((n, s) => n + (s.tokens?.length ?? 0), 0);
+  return { ok: true, status: 200, seconds: res.ms / 1000, tokens };
+}
+
+async function transcribeOnNaive(url: string, clip: Clip): Promise<TranscriptionResult> {
+  const res = await http(`${url}/transcribe`, { method: "POST", headers: { "content-type": "audio/wav" }, body: clip.bytes });
+  if (res.status !== 200) return { ok: false, status: res.status, seconds: res.ms / 1000, tokens: 0, error: res.body.toString().slice(0, 300) };
+  return { ok: true, status: 200, seconds: res.ms / 1000, tokens: 0 };
+}
+
+const sleep = (msecs: number) => new Promise((r) => setTimeout(r, msecs));
+
+// ---------------------------------------------------------------------------------------------
+// Servers
+
+interface Slotscribe {
+  service: ServiceProcess;
+  url: string;
+  pid: number;
+  sampler: RssSampler;
+  slots: number;
+  threadsPerJob: number;
+  cpus: number;
+  memoryBytes: number;
+  /** Resident bytes the model load added, as the inference thread measured it ("model loaded" log). */
+  modelFootprintBytes: number | null;
+  stop(): Promise<void>;
+}
+
+async function startSlotscribe(tmp: string, kind: ModelKind, dtype: Dtype, extraEnv: Record<string, string> = {}): Promise<Slotscribe> {
+  const dataDir = await mkdtemp(join(tmp, "server-"));
+  const service = await startService(
+    {
+      ALLOW_ANONYMOUS: "true",
+      WHISPER_MODELS_DIR: MODELS_DIR,
+      DEFAULT_MODEL: `generated/whisper-${kind}`,
+      MODEL_DTYPE: dtype,
+      DATA_DIR: join(dataDir, "data"),
+      // Uploads are spooled under the server's temp dir: inside ours, so a killed server leaves nothing behind.
+      TMPDIR: dataDir,
+      ...extraEnv,
+    },
+    120_000,
+  );
+  track(service.child);
+  const deadline = Date.now() + 10 * 60_000;
+  for (;;) {
+    const res = await http(`${service.url}/readyz`).catch(() => null);
+    if (res?.status === 200) break;
+    const body = res ? (JSON.parse(res.body.toString()) as { models?: { state: string; error?: string }[] }) : null;
+    const failed = body?.models?.find((m) => m.state === "failed");
+    if (failed || Date.now() > deadline || service.child.exitCode !== null) {
+      await stopChild(service.child);
+      throw new Error(`service did not become ready: ${failed?.error ?? "timeout"}`);
+    }
+    await sleep(200);
+  }
+  const capacity = JSON.parse((await http(`${service.url}/v1/capacity`)).body.toString()) as {
+    instance: { slots: number; threadsPerJob: number; cpus: number; memoryBytes: number };
+  };
+  const loaded = service.logs.find((l) => l.msg === "model loaded") as { footprintMiB?: number } | undefined;
+  const sampler = new RssSampler(service.pid);
+  return {
+    service,
+    url: service.url,
+    pid: service.pid,
+    sampler,
+    slots: capacity.instance.slots,
+    threadsPerJob: capacity.instance.threadsPerJob,
+    cpus: capacity.instance.cpus,
+    memoryBytes: capacity.instance.memoryBytes,
+    modelFootprintBytes: loaded?.footprintMiB !== undefined ? loaded.footprintMiB * 2 ** 20 : null,
+    async stop() {
+      sampler.close();
+      await stopChild(service.child);
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+interface Naive {
+  url: string;
+  pid: number;
+  sampler: RssSampler;
+  stop(): Promise<void>;
+}
+
+async function startNaive(kind: ModelKind, dtype: Dtype): Promise<Naive> {
+  const env = { ...process.env };
+  // Default settings, as such a server runs: libuv's default pool (bin/main.ts raises ours).
+  delete env.UV_THREADPOOL_SIZE;
+  const child = track(
+    spawn(process.execPath, ["--import", "tsx", join(ROOT, "lib", "bench", "naive.ts"), MODELS_DIR, `generated/whisper-${kind}`, dtype], {
+      cwd: ROOT,
+      env,
+      stdio: ["pipe", "pipe", "pipe"],
+    }),
+  );
+  let stderr = "";
+  child.stderr!.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
+  const url = await new Promise<string>((resolveUrl, reject) => {
+    const timer = setTimeout(() => reject(new Error(`naive server did not start:\n${stderr}`)), 60_000);
+    createInterface({ input: child.stdout! }).on("line", (line) => {
+      try {
+        const { url: u } = JSON.parse(line) as { url?: string };
+        if (u) {
+          clearTimeout(timer);
+          resolveUrl(u);
+        }
+      } catch {
+        // library output
+      }
+    });
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`naive server exited with ${code}:\n${stderr}`));
+    });
+  });
+  const sampler = new RssSampler(child.pid!);
+  return {
+    url,
+    pid: child.pid!,
+    sampler,
+    async stop() {
+      sampler.close();
+      child.stdin!.end();
+      await stopChild(child);
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audio: real speech from ../shared/audio concatenated to length, else synthesized tones.
+
+function wavSeconds(path: string): number {
+  const buf = readFileSync(path);
+  let at = 12;
+  let rate = 16000;
+  let blockAlign = 2;
+  while (at + 8 <= buf.length) {
+    const id = buf.toString("latin1", at, at + 4);
+    const size = buf.readUInt32LE(at + 4);
+    if (id === "fmt ") {
+      rate = buf.readUInt32LE(at + 12);
+      blockAlign = buf.readUInt16LE(at + 20);
+    } else if (id === "data") return size / blockAlign / rate;
+    at += 8 + size + (size % 2);
+  }
+  throw new Error(`${path}: no data chunk`);
+}
+
+export interface AudioSet {
+  source: string;
+  clips: Record<"speed" | "concurrent" | "window" | "long" | "short", Clip>;
+}
+
+async function prepareAudio(tmp: string, quick: boolean, log: (l: string) => void): Promise<AudioSet> {
+  // The long file is cancelled once the clips behind it are measured, so its length costs nothing.
+  // window: one fully voiced 30 s window, for the memory-per-slot peaks.
+  const lengths = quick ? { speed: 300, concurrent: 30, window: 30, long: 300, short: 5 } : { speed: 300, concurrent: 60, window: 30, long: 600, short: 5 };
+  const audioDir = join(sharedDir(), "audio");
+  const speech: { path: string; seconds: number }[] = [];
+  for (const set of ["ljspeech-coqui", "librispeech-mini", "jfk"]) {
+    const dir = join(audioDir, set);
+    if (!existsSync(dir)) continue;
+    for (const f of readdirSync(dir).filter((n) => n.endsWith(".wav")).sort()) speech.push({ path: join(dir, f), seconds: wavSeconds(join(dir, f)) });
+  }
+  const clips = {} as AudioSet["clips"];
+  const source = speech.length ? `real speech: ${speech.length} clips from ${audioDir} (ljspeech-coqui, librispeech-mini, jfk), concatenated in a cycle and cut to length` : "synthesized tones (no ../shared/audio): 440/600/1000 Hz, 9.5 s tones with 0.5 s gaps";
+  for (const [name, secs] of Object.entries(lengths) as [keyof AudioSet["clips"], number][]) {
+    const path = join(tmp, `${name}-${secs}s.wav`);
+    if (speech.length) {
+      const inputs: string[] = [];
+      // Different starting clips for different files; the 5 s clip starts on a clip longer than 5 s.
+      let i = name === "short" ? Math.max(0, speech.findIndex((s) => s.seconds > 6)) : name === "concurrent" || name === "window" ? 7 % speech.length : 0;
+      for (let total = 0; total < secs + 1; i++) {
+        const s = speech[i % speech.length]!;
+        inputs.push(s.path);
+        total += s.seconds;
+      }
+      const joined = join(tmp, `${name}-joined.wav`);
+      await concatAudioFiles(inputs, joined);
+      await runFfmpeg(["-nostdin", "-hide_banner", "-loglevel", "error", "-i", `file:${joined}`, "-t", String(secs), "-ac", "1", "-ar", "16000", "-c:a", "pcm_s16le", "-y", `file:${path}`]);
+      await rm(joined, { force: true });
+    } else {
+      const parts = [];
+      for (let t = 0, k = 0; t < secs; t += 10, k++) {
+        parts.push({ tone: [440, 600, 1000][k % 3]!, seconds: Math.min(9.5, secs - t) });
+        if (secs - t > 9.5) parts.push({ silence: Math.min(0.5, secs - t - 9.5) });
+      }
+      await writeAudioFile(path, parts);
+    }
+    clips[name] = { name, path, seconds: wavSeconds(path), bytes: await readFile(path) };
+    log(`audio ${name}: ${clips[name].seconds.toFixed(1)} s`);
+  }
+  return { source, clips };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compute bound: ORT alone, no transformers.js, no service. On each core at once (one process per
+// core, intraOpNumThreads=1, started together), the encoder on one 30 s window and the decoder for
+// DEFAULT_TOKENS_PER_WINDOW greedy steps with the KV cache, fed the way transformers.js feeds the
+// merged decoder. bound (audio s per wall s) = cores x 30 s / (encoder + decoder steps). The best of
+// PROBE_REPS windows per process: a bound is what the machine can do, and other processes on a
+// shared machine only ever make a window slower.
+
+const PROBE_REPS = 2;
+
+export interface OrtProbeResult {
+  threads: number;
+  encoderMs: number;
+  stepMeanMs: number;
+  steps: number;
+  windowMs: number;
+  /** Window times of every repetition; the fields above are the fastest one's. */
+  allWindowMs: number[];
+}
+
+/** The probe process: load, warm up, print "ready", wait for "go" on stdin, run, print the JSON. */
+async function ortProbe(modelDir: string, dtype: Dtype, steps: number, threads: number, reps: number): Promise<void> {
+  const ort = await import("onnxruntime-node");
+  const suffix = dtype === "q8" ? "_quantized" : "";
+  const options = {
+    intraOpNumThreads: threads,
+    interOpNumThreads: 1,
+    executionMode: "sequential",
+    graphOptimizationLevel: "all",
+    logSeverityLevel: 3,
+    extra: { session: { intra_op: { allow_spinning: "0" }, inter_op: { allow_spinning: "0" } } },
+  } as const;
+  const config = JSON.parse(readFileSync(join(modelDir, "config.json"), "utf8")) as { d_model: number; decoder_layers: number; decoder_attention_heads: number; num_mel_bins: number; vocab_size: number };
+  const gen = JSON.parse(readFileSync(join(modelDir, "generation_config.json"), "utf8")) as { decoder_start_token_id: number };
+  const encoder = await ort.InferenceSession.create(join(modelDir, "onnx", `encoder_model${suffix}.onnx`), options as never);
+  const decoder = await ort.InferenceSession.create(join(modelDir, "onnx", `decoder_model_merged${suffix}.onnx`), options as never);
+  const mel = new Float32Array(config.num_mel_bins * 3000).fill(-0.5);
+  for (let t = 0; t < 3000; t++) mel[3 * 3000 + t] = 1;
+  const headDim = config.d_model / config.decoder_attention_heads;
+
+  const runWindow = async (n: number) => {
+    let t0 = performance.now();
+    const enc = await encoder.run({ input_features: new ort.Tensor("float32", mel, [1, config.num_mel_bins, 3000]) });
+    const encoderMs = performance.now() - t0;
+    const past: Record<string, InstanceType<typeof ort.Tensor>> = {};
+    for (const name of decoder.inputNames) {
+      if (name.startsWith("past_key_values.")) past[name] = new ort.Tensor("float32", new Float32Array(0), [1, config.decoder_attention_heads, 0, headDim]);
+    }
+    // The prompt (<|startoftranscript|><|en|><|transcribe|>) in the first step, then one token per step.
+    let ids = [gen.decoder_start_token_id, gen.decoder_start_token_id + 1, gen.decoder_start_token_id + 1].map(BigInt);
+    t0 = performance.now();
+    for (let step = 0; step < n; step++) {
+      const feeds: Record<string, InstanceType<typeof ort.Tensor>> = { ...past };
+      for (const name of decoder.inputNames) {
+        if (name === "input_ids") feeds[name] = new ort.Tensor("int64", BigInt64Array.from(ids), [1, ids.length]);
+        else if (name === "encoder_hidden_states") feeds[name] = enc.last_hidden_state!;
+        else if (name === "use_cache_branch") feeds[name] = new ort.Tensor("bool", [step > 0], [1]);
+        else if (!name.startsWith("past_key_values.")) throw new Error(`unexpected decoder input ${name}`);
+      }
+      const out = await decoder.run(feeds);
+      const logits = out.logits!.data as Float32Array;
+      let best = 0;
+      for (let j = 1; j < config.vocab_size; j++) if (logits[logits.length - config.vocab_size + j]! > logits[logits.length - config.vocab_size + best]!) best = j;
+      // As transformers.js does: the cross-attention cache comes from the first step only.
+      for (const name of Object.keys(out)) {
+        if (name.startsWith("present") && (step === 0 || !name.includes(".encoder."))) past[name.replace("present", "past_key_values")] = out[name]!;
+      }
+      ids = [BigInt(best)];
+    }
+    const decoderMs = performance.now() - t0;
+    return { threads, encoderMs, stepMeanMs: decoderMs / n, steps: n, windowMs: encoderMs + decoderMs, allWindowMs: [] as number[] };
+  };
+
+  await runWindow(5);
+  console.log("ready");
+  const lines = createInterface({ input: process.stdin });
+  await new Promise<void>((r) => lines.once("line", () => r()));
+  lines.close();
+  const runs = [];
+  for (let i = 0; i < reps; i++) runs.push(await runWindow(steps));
+  const best = runs.reduce((a, b) => (b.windowMs < a.windowMs ? b : a));
+  console.log(JSON.stringify({ ...best, allWindowMs: runs.map((r) => r.windowMs) }));
+  process.exit(0);
+}
+
+/** `processes` probes started together, each on `threads` intra-op threads. */
+async function computeBound(kind: ModelKind, dtype: Dtype, processes: number, threads: number): Promise<OrtProbeResult[]> {
+  const modelDir = join(MODELS_DIR, "generated", `whisper-${kind}`);
+  const args = [fileURLToPath(import.meta.url), "ort-probe", modelDir, dtype, String(DEFAULT_TOKENS_PER_WINDOW), String(threads), String(PROBE_REPS)];
+  const procs = Array.from({ length: processes }, () =>
+    track(
+      spawn(process.execPath, ["--import", "tsx", ...args], {
+        cwd: ROOT,
+        stdio: ["pipe", "pipe", "pipe"],
+      }),
+    ),
+  );
+  const outputs = procs.map((p) => {
+    const lines: string[] = [];
+    let stderr = "";
+    p.stderr!.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)));
+    const rl = createInterface({ input: p.stdout! });
+    const ready = new Promise<void>((r, reject) => {
+      rl.on("line", (l) => {
+        lines.push(l);
+        if (l === "ready") r();
+      });
+      p.once("exit", (code) => reject(new Error(`ORT probe exited with ${code} before it was ready: ${stderr}`)));
+    });
+    const done = new Promise<OrtProbeResult>((r, reject) =>
+      p.once("exit", (code) => {
+        const json = lines.find((l) => l.startsWith("{"));
+        if (code === 0 && json) r(JSON.parse(json) as OrtProbeResult);
+        else reject(new Error(`ORT probe exited with ${code}: ${stderr}`));
+      }),
+    );
+    done.catch(() => undefined);
+    return { ready, done };
+  });
+  try {
+    await Promise.all(outputs.map((o) => o.ready));
+    for (const p of procs) p.stdin!.end("go\n");
+    return await Promise.all(outputs.map((o) => o.done));
+  } finally {
+    for (const p of procs) if (p.exitCode === null) p.kill("SIGKILL");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Footprint probe (lib/bench/footprint-probe.ts) in a fresh process per model and dtype.
+
+interface ProbeResult {
+  id: string;
+  dtype: Dtype;
+  threads: number;
+  baselineBytes: number;
+  residentBytes: number;
+  workingSetBytes: number;
+  firstWindowSeconds: number;
+  windowSeconds: number;
+}
+
+function footprintProbe(kind: ModelKind, dtype: Dtype, threads: number): Promise<ProbeResult> {
+  return new Promise((resolveProbe, reject) => {
+    const child = track(
+      spawn(process.execPath, ["--expose-gc", "--import", "tsx", join(ROOT, "lib", "bench", "footprint-probe.ts"), MODELS_DIR, `generated/whisper-${kind}`, dtype, String(threads)], {
+        cwd: ROOT,
+        stdio: ["ignore", "pipe", "pipe"],
+      }),
+    );
+    let stdout = "";
+    let stderr = "";
+    child.stdout!.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr!.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)));
+    child.once("exit", (code) => {
+      const json = stdout.split("\n").reverse().find((l) => l.startsWith("{"));
+      if (code === 0 && json) resolveProbe(JSON.parse(json) as ProbeResult);
+      else reject(new Error(`footprint probe exited with ${code}: ${stderr}`));
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run
+
+interface Context {
+  options: BenchOptions;
+  tmp: string;
+  audio: AudioSet;
+  results: Record<string, unknown>;
+  targets: { experiment: string; name: string; measured: number | null; display: string; target: string; verdict: string }[];
+  bounds: Map<string, { perCore: OrtProbeResult[]; solo: OrtProbeResult; boundRtf: number; singleStreamRtf: number }>;
+  probes: Map<string, ProbeResult>;
+  started: number;
+}
+
+function recordTarget(ctx: Context, experiment: string, measured: number | null, display: string, target: Target, name = target.name): string {
+  const v = verdict(measured, target);
+  ctx.targets.push({ experiment, name, measured, display, target: target.label, verdict: v });
+  return `${v} (${target.label})`;
+}
+
+function versionOf(pkg: string): string {
+  try {
+    return (JSON.parse(readFileSync(join(ROOT, "node_modules", pkg, "package.json"), "utf8")) as { version: string }).version;
+  } catch {
+    return "?";
+  }
+}
+
+export async function runBench(options: BenchOptions): Promise<{ jsonPath: string; failures: number }> {
+  const started = Date.now();
+  const runs = (e: Experiment) => !options.only || options.only.includes(e);
+  const log = (line: string) => options.log(`[bench ${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s] ${line}`);
+  const tmp = await mkdtemp(join(tmpdir(), "slotscribe-bench-"));
+  tempDirs.add(tmp);
+  let failures = 0;
+  const machine = {
+    cpus: osCpus().length,
+    cpuModel: osCpus()[0]?.model ?? "?",
+    memoryBytes: totalmem(),
+    node: process.version,
+    onnxruntimeNode: versionOf("onnxruntime-node"),
+    transformers: versionOf("@huggingface/transformers"),
+    loadAverageAtStart: loadavg(),
+  };
+  options.print(
+    [
+      `slotscribe bench (${options.quick ? "quick" : "full"}): models ${options.models.join(", ")}, dtypes ${options.dtypes.join(", ")}`,
+      `machine: ${machine.cpus} cpus (${machine.cpuModel}), ${mib(machine.memoryBytes)}, node ${machine.node}, onnxruntime-node ${machine.onnxruntimeNode}, transformers.js ${machine.transformers}`,
+      `load average at start: ${machine.loadAverageAtStart.map((l) => l.toFixed(2)).join(" ")} (a shared machine: other processes' load makes every figure noisy)`,
+      `models: generated architecture-faithful Whisper (random weights, ~${DEFAULT_TOKENS_PER_WINDOW} tokens per voiced 30 s window) in ${MODELS_DIR}`,
+    ].join("\n"),
+  );
+
+  const ctx: Context = { options, tmp, audio: undefined as never, results: {}, targets: [], bounds: new Map(), probes: new Map(), started };
+  try {
+    // tiny always: head-of-line, /healthz and the concurrency sweep run on it.
+    const needed = new Set<ModelKind>(["tiny", ...options.models, ...(options.concurrencyModels ?? [])]);
+    for (const kind of MODEL_KINDS.filter((k) => needed.has(k))) {
+      const m = await generateModel({ kind, log: (l) => log(`generate ${kind}: ${l}`) });
+      log(`model ${m.id}: ${m.reused ? "reused" : "generated"} (${(m.parameters / 1e6).toFixed(1)}M parameters)`);
+    }
+    ctx.audio = await prepareAudio(tmp, options.quick, log);
+    options.print(`audio: ${ctx.audio.source}; files: ${Object.values(ctx.audio.clips).map((c) => `${c.name} ${c.seconds.toFixed(0)} s`).join(", ")}\n`);
+
+    const steps: [Experiment, string, () => Promise<void>][] = [
+      ["footprint", "footprint probe vs lib/capacity/footprints.json", () => footprintExperiment(ctx, log)],
+      ["bound", "compute bound (ORT only)", () => boundExperiment(ctx, log)],
+      ["speed", "speed per model and dtype (+ per-slot memory)", () => speedExperiment(ctx, log)],
+      ["concurrency", "concurrency vs naive", () => concurrencyExperiment(ctx, log)],
+      ["hol", "head-of-line + /healthz while saturated", () => holExperiment(ctx, log, runs("healthz"))],
+    ];
+    for (const [name, title, run] of steps) {
+      if (!runs(name) && !(name === "hol" && runs("healthz"))) continue;
+      if (name === "speed" && !ctx.bounds.size && runs("bound") === false) log("speed without the bound experiment: fractions of the compute bound are not computed");
+      log(`experiment: ${title}`);
+      try {
+        await run();
+      } catch (err) {
+        failures++;
+        const message = (err as Error)?.stack ?? String(err);
+        ctx.results[`${name}Error`] = message;
+        options.print(`\n!! experiment "${title}" failed: ${message}\n`);
+      }
+    }
+  } finally {
+    agent.destroy();
+    cleanupNow();
+  }
+
+  options.print(
+    renderTable(
+      "\n== Targets ==",
+      ["experiment", "figure", "measured", "target", "verdict"],
+      ctx.targets.map((t) => [t.experiment, t.name, t.display, t.target, t.verdict]),
+      [
+        ...(ctx.targets.length ? [] : ["(no target measured by the experiments run)"]),
+        `wall time ${((Date.now() - started) / 60000).toFixed(1)} min; load average at end: ${loadavg().map((l) => l.toFixed(2)).join(" ")}`,
+        "Figures come from one run on a machine shared with other work: treat differences of 10-30% between runs as noise.",
+      ],
+    ),
+  );
+  const outDir = resolve(options.out);
+  await mkdir(outDir, { recursive: true });
+  const jsonPath = join(outDir, `bench-${fileTimestamp()}.json`);
+  const report = {
+    startedAt: new Date(started).toISOString(),
+    wallSeconds: (Date.now() - started) / 1000,
+    options: { quick: options.quick, models: options.models, dtypes: options.dtypes, concurrencyModels: options.concurrencyModels ?? ["tiny"], calibrate: options.calibrate, only: options.only ?? null },
+    machine: { ...machine, loadAverageAtEnd: loadavg() },
+    audio: ctx.audio ? { source: ctx.audio.source, clips: Object.fromEntries(Object.values(ctx.audio.clips).map((c) => [c.name, c.seconds])) } : null,
+    targets: ctx.targets,
+    results: ctx.results,
+  };
+  await writeFile(jsonPath, JSON.stringify(report, null, 2) + "\n");
+  options.print(`\nwrote ${jsonPath}`);
+  return { jsonPath, failures };
+}
+
+function modelDtypes(ctx: Context): [ModelKind, Dtype][] {
+  return ctx.options.models.flatMap((m) => ctx.options.dtypes.map((d) => [m, d] as [ModelKind, Dtype]));
+}
+
+// ---- footprint probe -------------------------------------------------------------------------
+
+interface FootprintFile {
+  _about: string;
+  measuredOn: string;
+  baselineBytes: number;
+  models: Record<string, Partial<Record<Dtype, { residentBytes: number; workingSetBytes: number; windowSeconds: number }>>>;
+}
+
+async function footprintExperiment(ctx: Context, log: (l: string) => void): Promise<void> {
+  const file = JSON.parse(await readFile(FOOTPRINTS, "utf8")) as FootprintFile;
+  const rows: string[][] = [];
+  const flagged: string[] = [];
+  const measured: Record<string, unknown>[] = [];
+  const flag = (a: number, b: number | undefined) => {
+    const d = relativeDifference(a, b);
+    if (Number.isNaN(d)) return "new";
+    return `${d >= 0 ? "+" : ""}${(d * 100).toFixed(0)}%${Math.abs(d) > 0.25 ? " !" : ""}`;
+  };
+  for (const [kind, dtype] of modelDtypes(ctx)) {
+    log(`footprint probe ${kind} ${dtype}`);
+    const probe = await footprintProbe(kind, dtype, 1);
+    ctx.probes.set(`${kind}/${dtype}`, probe);
+    const ref = file.models[kind]?.[dtype];
+    const diffs = {
+      residentBytes: relativeDifference(probe.residentBytes, ref?.residentBytes),
+      workingSetBytes: relativeDifference(probe.workingSetBytes, ref?.workingSetBytes),
+      windowSeconds: relativeDifference(probe.windowSeconds, ref?.windowSeconds),
+    };
+    for (const [k, d] of Object.entries(diffs)) if (Math.abs(d) > 0.25) flagged.push(`${kind} ${dtype} ${k} ${d > 0 ? "+" : ""}${(d * 100).toFixed(0)}%`);
+    measured.push({ kind, dtype, probe, reference: ref ?? null, differences: diffs });
+    rows.push([
+      `${kind} ${dtype}`,
+      mib(probe.residentBytes),
+      mib(ref?.residentBytes),
+      flag(probe.residentBytes, ref?.residentBytes),
+      mib(probe.workingSetBytes),
+      mib(ref?.workingSetBytes),
+      flag(probe.workingSetBytes, ref?.workingSetBytes),
+      seconds(probe.windowSeconds),
+      seconds(ref?.windowSeconds),
+      flag(probe.windowSeconds, ref?.windowSeconds),
+    ]);
+  }
+  const baselines = measured.map((m) => (m.probe as ProbeResult).baselineBytes).sort((a, b) => a - b);
+  const baseline = baselines[Math.floor(baselines.length / 2)]!;
+  rows.push(["process baseline", mib(baseline), mib(file.baselineBytes), flag(baseline, file.baselineBytes), "", "", "", "", "", ""]);
+  ctx.options.print(
+    renderTable(
+      "\n== Footprint probe (lib/bench/footprint-probe.ts, fresh process, 1 thread) vs lib/capacity/footprints.json ==",
+      ["model", "resident", "json", "diff", "working set", "json", "diff", "window (1 thr)", "json", "diff"],
+      rows,
+      [
+        "resident: RSS the pipeline load adds; working set: peak RSS above that during one voiced 30 s window; window: its warm wall time.",
+        flagged.length ? `differences over 25% (!): ${flagged.join("; ")}` : "no difference over 25%",
+        ctx.options.calibrate ? "--calibrate: writing these measurements to lib/capacity/footprints.json" : "run with --calibrate to write these measurements to lib/capacity/footprints.json",
+      ],
+    ),
+  );
+  ctx.results.footprint = { measured, baselineBytes: baseline, referenceBaselineBytes: file.baselineBytes, flagged };
+  if (ctx.options.calibrate) {
+    const next: FootprintFile = {
+      ...file,
+      measuredOn: `${osCpus().length} vCPU, ${Math.round(totalmem() / 2 ** 30)} GiB, onnxruntime-node ${versionOf("onnxruntime-node")}, transformers.js ${versionOf("@huggingface/transformers")}`,
+      baselineBytes: baseline,
+      models: structuredClone(file.models),
+    };
+    for (const m of measured) {
+      const probe = m.probe as ProbeResult;
+      const kind = m.kind as string;
+      next.models[kind] ??= {};
+      next.models[kind]![m.dtype as Dtype] = { residentBytes: probe.residentBytes, workingSetBytes: probe.workingSetBytes, windowSeconds: Math.round(probe.windowSeconds * 1000) / 1000 };
+    }
+    const staging = `${FOOTPRINTS}.tmp-${process.pid}`;
+    await writeFile(staging, JSON.stringify(next, null, 2) + "\n");
+    await rename(staging, FOOTPRINTS);
+    ctx.options.print(`wrote ${FOOTPRINTS}`);
+  }
+}
+
+// ---- compute bound ---------------------------------------------------------------------------
+
+async function boundExperiment(ctx: Context, log: (l: string) => void): Promise<void> {
+  const cores = osCpus().length;
+  const rows: string[][] = [];
+  for (const [kind, dtype] of modelDtypes(ctx)) {
+    // The planner's threads per job for this model on this machine: what one slot (one stream) runs on.
+    const threadsPerJob = planCapacity({ machine: detectMachine(), models: [{ id: `generated/whisper-${kind}`, dtype }] }).threadsPerJob;
+    log(`compute bound ${kind} ${dtype}: ${cores} ORT processes x 1 thread at once, then 1 process x ${threadsPerJob} thread(s) alone`);
+    const perCore = await computeBound(kind, dtype, cores, 1);
+    const [solo] = await computeBound(kind, dtype, 1, threadsPerJob);
+    const meanWindow = perCore.reduce((a, r) => a + r.windowMs, 0) / perCore.length;
+    const boundRtf = (cores * 30) / (meanWindow / 1000);
+    const singleStreamRtf = 30 / (solo!.windowMs / 1000);
+    ctx.bounds.set(`${kind}/${dtype}`, { perCore, solo: solo!, boundRtf, singleStreamRtf });
+    const enc = perCore.reduce((a, r) => a + r.encoderMs, 0) / perCore.length;
+    const step = perCore.reduce((a, r) => a + r.stepMeanMs, 0) / perCore.length;
+    rows.push([
+      `${kind} ${dtype}`,
+      ms(enc, 0),
+      ms(step, 2),
+      seconds(meanWindow / 1000),
+      times(30 / (meanWindow / 1000), 1),
+      times(boundRtf, 1),
+      `${seconds(solo!.windowMs / 1000)} (${solo!.threads} thr)`,
+      times(singleStreamRtf, 1),
+    ]);
+  }
+  ctx.results.bound = Object.fromEntries(ctx.bounds);
+  ctx.options.print(
+    renderTable(
+      `\n== Compute bound: onnxruntime-node alone (no transformers.js, no service), ${DEFAULT_TOKENS_PER_WINDOW}-token windows ==`,
+      ["model", "encoder", "decoder step", "window", "per core", `machine bound (${cores} cores)`, "window alone", "1-stream bound"],
+      rows,
+      [
+        `method: ${cores} fresh processes (one per core) each create the encoder and merged-decoder sessions (intraOpNumThreads=1, sequential,`,
+        `no spinning, all graph optimizations, as the service), warm up, then start together: the encoder on one 30 s log-mel window, then`,
+        `${DEFAULT_TOKENS_PER_WINDOW} greedy decoder steps with the KV cache fed as transformers.js feeds it (prompt in step 1, then 1 token per step);`,
+        `best of ${PROBE_REPS} windows per process. machine bound = cores x 30 s / window. No feature extraction, no JavaScript logits processing,`,
+        "no tokenizer, no HTTP: the ceiling the service can approach with every core busy. 'window alone': the same with one process on the",
+        "planner's threads per job and the other cores idle; 1-stream bound = 30 s / that, the ceiling of one request (its windows run in order).",
+      ],
+    ),
+  );
+}
+
+// ---- speed + per-slot memory -----------------------------------------------------------------
+
+async function speedExperiment(ctx: Context, log: (l: string) => void): Promise<void> {
+  const clip = ctx.audio.clips.speed;
+  const pair = ctx.audio.clips.window;
+  const rows: string[][] = [];
+  const memRows: string[][] = [];
+  const results: Record<string, unknown>[] = [];
+  for (const [kind, dtype] of modelDtypes(ctx)) {
+    // Memory per slot is measured on fresh servers (a server's heap keeps the high-water mark of
+    // everything it ran before): server A idles, runs one clip (1 busy slot), then the speed file;
+    // server B runs two of the same clip at once (2 busy slots).
+    log(`speed ${kind} ${dtype}: starting the service`);
+    const server = await startSlotscribe(ctx.tmp, kind, dtype);
+    let idle: number, idleProc: number, oneBusy: RssWindow, wholeRun: RssWindow, result: TranscriptionResult, single: TranscriptionResult;
+    try {
+      await sleep(1000);
+      const idleSamples: number[] = [];
+      const idleProcess: number[] = [];
+      for (let i = 0; i < 20; i++) {
+        const r = server.sampler.sample();
+        idleSamples.push(r.total);
+        idleProcess.push(r.process);
+        await sleep(50);
+      }
+      idle = summarize(idleSamples).p50;
+      idleProc = summarize(idleProcess).p50;
+
+      log(`speed ${kind} ${dtype}: 1 x ${pair.seconds.toFixed(0)} s on the fresh server (1 busy slot)`);
+      const one = server.sampler.window();
+      single = await transcribeOnService(server.url, pair);
+      oneBusy = one.stop();
+
+      log(`speed ${kind} ${dtype}: ${clip.seconds.toFixed(0)} s file (slots ${server.slots} x ${server.threadsPerJob} thread)`);
+      const whole = server.sampler.window();
+      result = await transcribeOnService(server.url, clip);
+      wholeRun = whole.stop();
+      if (!result.ok) throw new Error(`${kind} ${dtype}: transcription failed with ${result.status}: ${result.error}`);
+    } finally {
+      await server.stop();
+    }
+    const rtf = clip.seconds / result.seconds;
+    const windows = Math.ceil(clip.seconds / 30);
+
+    let twoBusy: RssWindow | null = null;
+    let pairResults: TranscriptionResult[] = [];
+    if (server.slots >= 2) {
+      log(`speed ${kind} ${dtype}: 2 x ${pair.seconds.toFixed(0)} s at once on another fresh server (2 busy slots)`);
+      const serverB = await startSlotscribe(ctx.tmp, kind, dtype);
+      try {
+        await sleep(1000);
+        const two = serverB.sampler.window();
+        pairResults = await Promise.all([transcribeOnService(serverB.url, pair), transcribeOnService(serverB.url, pair)]);
+        twoBusy = two.stop();
+      } finally {
+        await serverB.stop();
+      }
+    }
+    {
+      const pairOk = single.ok && twoBusy !== null && pairResults.every((r) => r.ok);
+      const bound = ctx.bounds.get(`${kind}/${dtype}`);
+      const footprint = server.modelFootprintBytes ?? ctx.probes.get(`${kind}/${dtype}`)?.residentBytes ?? null;
+      const slotCost = pairOk ? twoBusy!.peak - oneBusy.peak : null;
+      const slotCostProcess = pairOk ? twoBusy!.peakProcess - oneBusy.peakProcess : null;
+      const slotShare = slotCost !== null && footprint ? slotCost / footprint : null;
+      const slotShareProcess = slotCostProcess !== null && footprint ? slotCostProcess / footprint : null;
+      const rtfTarget = dtype === "q8" ? TARGETS.rtf[kind] : null;
+      const fullFile = Math.round(clip.seconds) === 300;
+      rows.push([
+        `${kind} ${dtype}`,
+        `${server.slots}x${server.threadsPerJob}`,
+        seconds(result.seconds),
+        times(rtf, 1),
+        times(rtf / server.cpus, 2),
+        bound ? pct(rtf / bound.boundRtf) : "-",
+        bound ? pct(rtf / bound.singleStreamRtf) : "-",
+        num(result.tokens / windows, 0),
+        rtfTarget ? recordTarget(ctx, "speed", rtf, times(rtf, 1), rtfTarget, `${rtfTarget.name}${fullFile ? "" : ` (quick: ${clip.seconds.toFixed(0)} s file)`}`) : "-",
+      ]);
+      memRows.push([
+        `${kind} ${dtype}`,
+        mib(footprint),
+        mib(idle),
+        mib(oneBusy.peak),
+        pairOk ? mib(twoBusy!.peak) : twoBusy ? "failed" : "-",
+        slotCost !== null ? mib(slotCost) : "-",
+        slotShareProcess !== null ? pct(slotShareProcess) : "-",
+        slotShare !== null ? `${pct(slotShare)} ${recordTarget(ctx, "slot memory", slotShare, pct(slotShare), TARGETS.slotCost, `${TARGETS.slotCost.name} (${kind} ${dtype})`)}` : "-",
+      ]);
+      results.push({
+        kind,
+        dtype,
+        slots: server.slots,
+        threadsPerJob: server.threadsPerJob,
+        cpus: server.cpus,
+        audioSeconds: clip.seconds,
+        wallSeconds: result.seconds,
+        rtf,
+        rtfPerCore: rtf / server.cpus,
+        fractionOfMachineBound: bound ? rtf / bound.boundRtf : null,
+        fractionOfSingleStreamBound: bound ? rtf / bound.singleStreamRtf : null,
+        textTokensPerWindow: result.tokens / windows,
+        memory: {
+          modelFootprintBytes: footprint,
+          idleBytes: idle,
+          idleProcessBytes: idleProc,
+          speedFilePeakBytes: wholeRun.peak,
+          speedFilePeakProcessBytes: wholeRun.peakProcess,
+          oneBusyPeakBytes: oneBusy.peak,
+          oneBusyPeakProcessBytes: oneBusy.peakProcess,
+          oneBusyPeakChildren: oneBusy.peakChildren,
+          twoBusyPeakBytes: twoBusy?.peak ?? null,
+          twoBusyPeakProcessBytes: twoBusy?.peakProcess ?? null,
+          twoBusyPeakChildren: twoBusy?.peakChildren ?? null,
+          secondSlotBytes: slotCost,
+          secondSlotProcessBytes: slotCostProcess,
+          secondSlotShare: slotShare,
+          secondSlotProcessShare: slotShareProcess,
+          singleSeconds: single.seconds,
+          pairSeconds: pairResults.map((r) => r.seconds),
+        },
+      });
+    }
+  }
+  ctx.results.speed = results;
+  ctx.options.print(
+    renderTable(
+      `\n== 1. Speed: one ${ctx.audio.clips.speed.seconds.toFixed(0)} s file through the real service (POST /v1/audio/transcriptions, planner's slots x threads) ==`,
+      ["model", "slots", "wall", "real time", "per core", "of machine bound", "of 1-stream bound", "text tok/window", "target (int8)"],
+      rows,
+      [
+        "real time = audio s / wall s (upload, ffmpeg decode, every window, response); per core = real time / cores the planner sees.",
+        "of machine bound: share of the ORT-only ceiling with every core busy (table above). A single request runs its windows one after",
+        "another, each on one slot (threadsPerJob threads), so one file uses at most one slot: 'of 1-stream bound' is its share of the",
+        "ORT-only ceiling of one slot alone. text tok/window: text tokens in the transcript's segments per 30 s (timestamps not counted).",
+      ],
+    ),
+  );
+  ctx.options.print(
+    renderTable(
+      "\n== 6. Memory per slot (fresh servers; RSS of the server process incl. its inference thread + child processes, sampled every 50 ms) ==",
+      ["model", "model footprint", "idle, loaded", "1 busy slot (peak)", "2 busy slots (peak)", "2nd slot", "2nd slot / model (process only)", "2nd slot / model"],
+      memRows,
+      [
+        "model footprint: resident bytes the load added in the server (inference thread's own measurement, 'model loaded' log).",
+        `idle: the fresh server with the model loaded; 1 busy: peak while one ${pair.seconds.toFixed(0)} s file ran on it (one job holds one slot);`,
+        `2 busy: peak while two ran at once on a second fresh server (a server's heap keeps the high-water mark of what it ran before).`,
+        "2nd slot = 2-busy peak - 1-busy peak: what each slot beyond the first costs (its ffmpeg decoder included; 'process only' excludes it).",
+        "A difference near zero or below is within noise: the second window's transient buffers did not raise the peak.",
+      ],
+    ),
+  );
+}
+
+// ---- concurrency vs naive --------------------------------------------------------------------
+
+interface LevelResult {
+  concurrency: number;
+  ok: number;
+  failed: number;
+  statuses: number[];
+  latency: Summary;
+  wallSeconds: number;
+  throughput: number;
+  peakBytes: number;
+  peakProcessBytes: number;
+  peakChildren: RssReading["children"];
+}
+
+async function runLevel(
+  n: number,
+  clip: Clip,
+  sampler: RssSampler,
+  send: (clip: Clip) => Promise<TranscriptionResult>,
+): Promise<LevelResult> {
+  const w = sampler.window();
+  const t0 = performance.now();
+  const results = await Promise.all(Array.from({ length: n }, () => send(clip).catch((err: Error) => ({ ok: false, status: 0, seconds: NaN, tokens: 0, error: err.message }) as TranscriptionResult)));
+  const wall = (performance.now() - t0) / 1000;
+  const mem = w.stop();
+  const ok = results.filter((r) => r.ok);
+  return {
+    concurrency: n,
+    ok: ok.length,
+    failed: n - ok.length,
+    statuses: results.map((r) => r.status),
+    latency: summarize(ok.map((r) => r.seconds)),
+    wallSeconds: wall,
+    throughput: (ok.length * clip.seconds) / wall,
+    peakBytes: mem.peak,
+    peakProcessBytes: mem.peakProcess,
+    peakChildren: mem.peakChildren,
+  };
+}
+
+async function concurrencyExperiment(ctx: Context, log: (l: string) => void): Promise<void> {
+  const clip = ctx.audio.clips.concurrent;
+  const levels = ctx.options.quick ? [1, 2, 4] : [1, 2, 4, 6, 8];
+  const kinds: ModelKind[] = ctx.options.concurrencyModels ?? ["tiny"];
+  const all: Record<string, unknown>[] = [];
+  for (const kind of kinds) {
+    log(`concurrency ${kind} q8: starting slotscribe and the naive server`);
+    // A long queue timeout so that every request of the sweep is served (the default 30 s would answer
+    // some of the 8 concurrent requests with 429 + Retry-After, which a client retries): the sweep
+    // compares completed work.
+    const server = await startSlotscribe(ctx.tmp, kind, "q8", { QUEUE_TIMEOUT: "30m" });
+    const naive = await startNaive(kind, "q8").catch(async (err: unknown) => {
+      await server.stop();
+      throw err;
+    });
+    const rows: string[][] = [];
+    const levelsOut: { concurrency: number; slotscribe: LevelResult; naive: LevelResult; throughputRatio: number; memoryRatio: number }[] = [];
+    try {
+      // slotscribe's first window pays one-time costs; the naive server pays its load on every request by design.
+      log(`concurrency ${kind}: warm-up request on slotscribe`);
+      await transcribeOnService(server.url, clip);
+      for (const n of levels) {
+        log(`concurrency ${kind}: ${n} x ${clip.seconds.toFixed(0)} s on slotscribe`);
+        const s = await runLevel(n, clip, server.sampler, (c) => transcribeOnService(server.url, c));
+        log(`concurrency ${kind}: ${n} x ${clip.seconds.toFixed(0)} s on naive`);
+        const v = await runLevel(n, clip, naive.sampler, (c) => transcribeOnNaive(naive.url, c));
+        const throughputRatio = s.throughput / v.throughput;
+        const memoryRatio = s.peakBytes / v.peakBytes;
+        levelsOut.push({ concurrency: n, slotscribe: s, naive: v, throughputRatio, memoryRatio });
+        const at4 = n === 4;
+        rows.push([
+          String(n),
+          `${seconds(s.latency.p50)} / ${seconds(s.latency.max)}`,
+          times(s.throughput, 1),
+          mib(s.peakBytes),
+          `${seconds(v.latency.p50)} / ${seconds(v.latency.max)}`,
+          times(v.throughput, 1),
+          mib(v.peakBytes),
+          at4 ? `${times(throughputRatio)} ${recordTarget(ctx, "vs naive", throughputRatio, times(throughputRatio), TARGETS.naiveThroughput, `${TARGETS.naiveThroughput.name} (${kind} q8)`)}` : times(throughputRatio),
+          at4 ? `${times(memoryRatio)} ${recordTarget(ctx, "vs naive", memoryRatio, times(memoryRatio), TARGETS.naiveMemory, `${TARGETS.naiveMemory.name} (${kind} q8)`)}` : times(memoryRatio),
+          s.failed || v.failed ? `failed: slotscribe ${s.failed}, naive ${v.failed}` : "",
+        ]);
+      }
+    } finally {
+      await naive.stop();
+      await server.stop();
+    }
+    all.push({ kind, dtype: "q8", slots: server.slots, threadsPerJob: server.threadsPerJob, clipSeconds: clip.seconds, levels: levelsOut });
+    ctx.options.print(
+      renderTable(
+        `\n== 2+3. Concurrent requests of a ${clip.seconds.toFixed(0)} s clip, ${kind} q8: slotscribe (${server.slots} slots x ${server.threadsPerJob} thread) vs naive (pipeline per request) ==`,
+        ["n", "slotscribe p50/max", "thru", "peak RSS", "naive p50/max", "thru", "peak RSS", "thru ratio", "memory ratio", ""],
+        rows,
+        [
+          "n requests sent at once, each waited for; thru = completed audio s / wall s of the batch; latency per request (client side).",
+          "peak RSS: VmRSS of the server process (its inference thread is in-process) + child processes (ffmpeg), sampled every 50 ms.",
+          "ratios = slotscribe / naive. naive: lib/bench/naive.ts, a fresh pipeline(dtype q8) per request, chunk_length_s 30, default ORT",
+          "threads and libuv pool, disposed after each request (its best case). slotscribe runs with QUEUE_TIMEOUT=30m so no request is refused;",
+          "both servers stay up for the whole sweep (levels in increasing order, alternating); slotscribe got one warm-up request.",
+        ],
+      ),
+    );
+  }
+  ctx.results.concurrency = all;
+}
+
+// ---- head-of-line + /healthz -----------------------------------------------------------------
+
+async function capacityNow(url: string): Promise<{ inUse: number; queued: number }> {
+  const res = await http(`${url}/v1/capacity`);
+  return (JSON.parse(res.body.toString()) as { instance: { windows: { inUse: number; queued: number } } }).instance.windows;
+}
+
+async function headOfLine(ctx: Context, log: (l: string) => void, extraEnv: Record<string, string>, label: string, healthz: boolean): Promise<Record<string, unknown>> {
+  const { long, short, speed } = ctx.audio.clips;
+  const reps = ctx.options.quick ? 2 : 4;
+  const server = await startSlotscribe(ctx.tmp, "tiny", "q8", { QUEUE_TIMEOUT: "30m", ...extraEnv });
+  const cancel = new AbortController();
+  let cancelFillers = () => {};
+  try {
+    const soloRun = async (into: number[]) => {
+      for (let i = 0; i < reps; i++) {
+        const r = await transcribeOnService(server.url, short);
+        if (!r.ok) throw new Error(`solo clip failed: ${r.status} ${r.error}`);
+        into.push(r.seconds);
+      }
+    };
+    await transcribeOnService(server.url, short);
+    const solo: number[] = [];
+    await soloRun(solo);
+    log(`head-of-line ${label}: solo p50 ${seconds(summarize(solo).p50)}; starting the ${long.seconds.toFixed(0)} s file`);
+    let longDone = false;
+    const longRequest = transcribeOnService(server.url, long, cancel.signal)
+      .catch((err: Error) => ({ ok: false, status: 0, seconds: NaN, tokens: 0, error: err.message }))
+      .finally(() => (longDone = true));
+    const deadline = Date.now() + 60_000;
+    while ((await capacityNow(server.url)).inUse < 1) {
+      if (Date.now() > deadline) throw new Error("the long file never started a window");
+      await sleep(50);
+    }
+    await sleep(2000);
+    const behind: number[] = [];
+    for (let i = 0; i < reps + 1 && !longDone; i++) {
+      const r = await transcribeOnService(server.url, short);
+      if (!r.ok) throw new Error(`clip behind the long file failed: ${r.status} ${r.error}`);
+      // Only clips that finished while the long file was still running count.
+      if (longDone) break;
+      behind.push(r.seconds);
+      // Land the next clip at a different point of the long file's current window.
+      await sleep(500 + 1100 * i);
+    }
+    if (!behind.length) throw new Error("the long file finished before any clip did");
+    // Cancelled (the client disconnects; the service aborts the job), then solo again: the machine's
+    // load drifts, so solo is sampled on both sides of the loaded phase.
+    cancel.abort();
+    await longRequest;
+    const idleDeadline = Date.now() + 60_000;
+    while ((await capacityNow(server.url)).inUse > 0 && Date.now() < idleDeadline) await sleep(50);
+    await soloRun(solo);
+    log(`head-of-line ${label}: behind p50 ${seconds(summarize(behind).p50)}, solo p50 (before and after) ${seconds(summarize(solo).p50)}`);
+    const out: Record<string, unknown> = { label, slots: server.slots, threadsPerJob: server.threadsPerJob, longSeconds: long.seconds, solo: summarize(solo), behind: summarize(behind), soloSeconds: solo, behindSeconds: behind };
+
+    if (healthz) {
+      // Every slot busy: 2 x slots long requests, so slots hold windows and jobs queue behind them.
+      const stopFillers = new AbortController();
+      cancelFillers = () => stopFillers.abort();
+      const fillers = Array.from({ length: server.slots * 2 }, () => transcribeOnService(server.url, speed, stopFillers.signal).catch(() => null));
+      const fillDeadline = Date.now() + 60_000;
+      while ((await capacityNow(server.url)).inUse < server.slots) {
+        if (Date.now() > fillDeadline) throw new Error("could not get every slot busy");
+        await sleep(50);
+      }
+      const count = 2000;
+      const latencies: number[] = [];
+      let saturatedChecks = 0;
+      let checks = 0;
+      log(`healthz: ${count} sequential GET /healthz with ${server.slots} of ${server.slots} slots busy`);
+      for (let i = 0; i < count; i++) {
+        const r = await http(`${server.url}/healthz`);
+        if (r.status !== 200) throw new Error(`/healthz answered ${r.status}`);
+        latencies.push(r.ms);
+        if (i % 100 === 99) {
+          checks++;
+          const c = await capacityNow(server.url);
+          if (c.inUse >= server.slots) saturatedChecks++;
+        }
+      }
+      out.healthz = { count, latencyMs: summarize(latencies), saturatedChecks, checks };
+      void fillers;
+    }
+    return out;
+  } finally {
+    cancel.abort();
+    cancelFillers();
+    await server.stop();
+  }
+}
+
+async function holExperiment(ctx: Context, log: (l: string) => void, healthz: boolean): Promise<void> {
+  const variants: { env: Record<string, string>; label: string; healthz: boolean }[] = [{ env: {}, label: "planner's slots", healthz }];
+  if (!ctx.options.quick) variants.push({ env: { SLOTS: "1" }, label: "SLOTS=1", healthz: false });
+  const outs: Record<string, unknown>[] = [];
+  const rows: string[][] = [];
+  const { long, short } = ctx.audio.clips;
+  for (const v of variants) {
+    log(`head-of-line (${v.label}): tiny q8`);
+    const out = await headOfLine(ctx, log, v.env, v.label, v.healthz);
+    outs.push(out);
+    const solo = (out.solo as Summary).p50;
+    const behind = (out.behind as Summary).p50;
+    const ratio = behind / solo;
+    const primary = v.label === "planner's slots";
+    rows.push([
+      `${v.label} (${out.slots as number} x ${out.threadsPerJob as number})`,
+      seconds(solo),
+      `${seconds(behind)} / ${seconds((out.behind as Summary).max)}`,
+      times(ratio, 1),
+      primary
+        ? recordTarget(ctx, "head-of-line", ratio, times(ratio, 1), TARGETS.headOfLine, `${TARGETS.headOfLine.name} (p50${ctx.options.quick ? `; quick: ${long.seconds.toFixed(0)} s file` : ""})`)
+        : `${verdict(ratio, TARGETS.headOfLine)} (info; ${TARGETS.headOfLine.label})`,
+    ]);
+  }
+  ctx.results.headOfLine = outs;
+  ctx.options.print(
+    renderTable(
+      `\n== 4. Head-of-line: a ${short.seconds.toFixed(0)} s clip while a ${long.seconds.toFixed(0)} s file is running (tiny q8) ==`,
+      ["server", "solo p50", "behind p50 / max", "ratio (p50)", "target"],
+      rows,
+      [
+        `solo: the clip alone on the idle server, ${ctx.options.quick ? 2 : 4} times before and ${ctx.options.quick ? 2 : 4} times after the loaded phase (after a warm-up).`,
+        `behind: the same clip sent up to ${ctx.options.quick ? 3 : 5} times, one after another at varying offsets, while the long file transcribes`,
+        "(counted only if the long file was still running when it returned; the long file is then cancelled). One job holds at most one",
+        "slot at a time (its windows run in order), so with 2 or more slots the clip finds a slot free and only shares the cores.",
+        ...(variants.length > 1 ? ["SLOTS=1 (info) shows the per-window FIFO: the clip waits for the window in flight, never for the whole file."] : []),
+      ],
+    ),
+  );
+  const primary = outs.find((o) => o.healthz) as { healthz: { count: number; latencyMs: Summary; saturatedChecks: number; checks: number }; slots: number } | undefined;
+  if (primary) {
+    const h = primary.healthz;
+    ctx.options.print(
+      renderTable(
+        `\n== 5. /healthz while every slot is busy (tiny q8, ${primary.slots} slots busy, more jobs queued) ==`,
+        ["requests", "p50", "p90", "p99", "max", "saturated checks", "target (p99)"],
+        [[
+          String(h.count),
+          ms(h.latencyMs.p50, 2),
+          ms(h.latencyMs.p90, 2),
+          ms(h.latencyMs.p99, 2),
+          ms(h.latencyMs.max, 2),
+          `${h.saturatedChecks}/${h.checks}`,
+          recordTarget(ctx, "healthz", h.latencyMs.p99, ms(h.latencyMs.p99, 2), TARGETS.healthz),
+        ]],
+        ["sequential GETs on one keep-alive connection, client-side wall time; every 100th request /v1/capacity checked that all slots were in use."],
+      ),
+    );
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href && process.argv[2] === "ort-probe") {
+  const [modelDir, dtype, steps, threads, reps] = process.argv.slice(3) as [string, Dtype, string, string, string];
+  await ortProbe(modelDir, dtype, Number(steps), Number(threads), Number(reps));
+}
+
