@@ -23,8 +23,8 @@ Transcribes audio on a slotscribe server and prints the transcript, or writes it
 of ${RESPONSE_FORMATS.join(", ")} (default text).
 
 A file is uploaded and transcribed in one request. A URL is submitted as a job and waited for, as is
-a file with --wait (better for long audio: no request is held open meanwhile); progress goes to
-stderr. --async submits a job, prints its id and exits (see slotscribe jobs). --callback (the
+a file with --wait or when stderr is a terminal (better for long audio: no request is held open
+meanwhile), with a progress bar on stderr. --async submits a job, prints its id and exits (see slotscribe jobs). --callback (the
 server POSTs the outcome there, with the transcript under --include-result) and --metadata (a JSON
 object kept with the job) apply to jobs.
 
@@ -63,7 +63,8 @@ export async function transcribeCommand(argv: string[]): Promise<number> {
     if (values["include-result"] && !values.callback) throw new UsageError("--include-result needs --callback");
     if (values.async && values.out !== undefined && !values.wait) throw new UsageError("--out needs the transcript: add --wait, or use slotscribe jobs result later");
     const source: AudioSource = URL_PATTERN.test(input) ? { url: input } : { file: input };
-    const asJob = values.async || values.wait || "url" in source;
+    // On a terminal the job path is taken for its progress bar; scripts keep the one-request path.
+    const asJob = values.async || values.wait || "url" in source || process.stderr.isTTY === true;
     if (!asJob && (values.callback !== undefined || metadata !== undefined)) {
       throw new UsageError("--callback and --metadata apply to jobs: add --async or --wait");
     }
