@@ -13,7 +13,7 @@ import { MICRO_TONES, microTones, type MicroPart } from "../lib/models/micro.ts"
 import { generateWebhookSecret } from "../lib/webhooks/standard-webhooks.ts";
 import { startQStashEmulator } from "./support/qstash-emulator.ts";
 import { startRedisServer } from "./support/redis-server.ts";
-import { eventually, startService, type ServiceProcess } from "./support/service-process.ts";
+import { eventually, startService, type ServiceProcess } from "../lib/service-process.ts";
 import { startUpstashRestBridge } from "./support/upstash-rest-bridge.ts";
 
 const KEY = `sk-cluster-${Math.random().toString(36).slice(2)}`;

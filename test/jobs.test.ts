@@ -12,7 +12,7 @@ import { writeAudioFile } from "../lib/audio/synth.ts";
 import { DEFAULT_MODELS_DIR, generateModel } from "../lib/models/generate.ts";
 import { microTones, type MicroPart } from "../lib/models/micro.ts";
 import { generateWebhookSecret } from "../lib/webhooks/standard-webhooks.ts";
-import { eventually, startService, type ServiceProcess } from "./support/service-process.ts";
+import { eventually, startService, type ServiceProcess } from "../lib/service-process.ts";
 
 const execFileAsync = promisify(execFile);
 const KEY = `sk-jobs-${Math.random().toString(36).slice(2)}`;

@@ -22,7 +22,7 @@ import { runFfmpeg } from "../audio/ffmpeg.ts";
 import { DEFAULT_TOKENS_PER_WINDOW, generateModel, sharedDir } from "../models/generate.ts";
 import { detectMachine } from "../capacity/machine.ts";
 import { planCapacity } from "../capacity/plan.ts";
-import { startService, type ServiceProcess } from "../../test/support/service-process.ts";
+import { startService, type ServiceProcess } from "../service-process.ts";
 import {
   fileTimestamp,
   mib,

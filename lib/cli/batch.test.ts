@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { writeAudioFile } from "../audio/synth.ts";
 import { DEFAULT_MODELS_DIR, generateModel } from "../models/generate.ts";
 import { microTones, type MicroPart, type MicroWord } from "../models/micro.ts";
-import { eventually, startService, type ServiceProcess } from "../../test/support/service-process.ts";
+import { eventually, startService, type ServiceProcess } from "../service-process.ts";
 import { batchCommand, MANIFEST_NAME, parseList, readInputs, renderBatchProgress, urlStem, type ManifestEntry } from "./batch.ts";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "../..");
