@@ -22,6 +22,7 @@ import { runFfmpeg } from "../audio/ffmpeg.ts";
 import { DEFAULT_TOKENS_PER_WINDOW, generateModel, sharedDir } from "../models/generate.ts";
 import { detectMachine } from "../capacity/machine.ts";
 import { planCapacity } from "../capacity/plan.ts";
+import { sessionOptions } from "../engine/worker.ts";
 import { startService, type ServiceProcess } from "../service-process.ts";
 import {
   fileTimestamp,
@@ -46,7 +47,7 @@ const FOOTPRINTS = join(ROOT, "lib", "capacity", "footprints.json");
 export type ModelKind = "tiny" | "base" | "small";
 export type Dtype = "q8" | "fp32";
 export const MODEL_KINDS: readonly ModelKind[] = ["tiny", "base", "small"];
-export const EXPERIMENTS = ["footprint", "bound", "speed", "concurrency", "hol", "healthz"] as const;
+export const EXPERIMENTS = ["footprint", "bound", "profile", "speed", "concurrency", "hol", "healthz"] as const;
 export type Experiment = (typeof EXPERIMENTS)[number];
 
 export interface BenchOptions {
@@ -509,14 +510,7 @@ export interface OrtProbeResult {
 async function ortProbe(modelDir: string, dtype: Dtype, steps: number, threads: number, reps: number): Promise<void> {
   const ort = await import("onnxruntime-node");
   const suffix = dtype === "q8" ? "_quantized" : "";
-  const options = {
-    intraOpNumThreads: threads,
-    interOpNumThreads: 1,
-    executionMode: "sequential",
-    graphOptimizationLevel: "all",
-    logSeverityLevel: 3,
-    extra: { session: { intra_op: { allow_spinning: "0" }, inter_op: { allow_spinning: "0" } } },
-  } as const;
+  const options = sessionOptions(threads);
   const config = JSON.parse(readFileSync(join(modelDir, "config.json"), "utf8")) as { d_model: number; decoder_layers: number; decoder_attention_heads: number; num_mel_bins: number; vocab_size: number };
   const gen = JSON.parse(readFileSync(join(modelDir, "generation_config.json"), "utf8")) as { decoder_start_token_id: number };
   const encoder = await ort.InferenceSession.create(join(modelDir, "onnx", `encoder_model${suffix}.onnx`), options as never);
@@ -627,10 +621,11 @@ interface ProbeResult {
   windowSeconds: number;
 }
 
-function footprintProbe(kind: ModelKind, dtype: Dtype, threads: number): Promise<ProbeResult> {
+/** Runs one of lib/bench's probe scripts in a fresh process and returns the JSON line it prints last. */
+function runProbe<T>(script: string, args: string[]): Promise<T> {
   return new Promise((resolveProbe, reject) => {
     const child = track(
-      spawn(process.execPath, ["--expose-gc", "--import", "tsx", join(ROOT, "lib", "bench", "footprint-probe.ts"), MODELS_DIR, `generated/whisper-${kind}`, dtype, String(threads)], {
+      spawn(process.execPath, ["--expose-gc", "--import", "tsx", join(ROOT, "lib", "bench", script), ...args], {
         cwd: ROOT,
         stdio: ["ignore", "pipe", "pipe"],
       }),
@@ -641,10 +636,14 @@ function footprintProbe(kind: ModelKind, dtype: Dtype, threads: number): Promise
     child.stderr!.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)));
     child.once("exit", (code) => {
       const json = stdout.split("\n").reverse().find((l) => l.startsWith("{"));
-      if (code === 0 && json) resolveProbe(JSON.parse(json) as ProbeResult);
-      else reject(new Error(`footprint probe exited with ${code}: ${stderr}`));
+      if (code === 0 && json) resolveProbe(JSON.parse(json) as T);
+      else reject(new Error(`${script} exited with ${code}: ${stderr}`));
     });
   });
+}
+
+function footprintProbe(kind: ModelKind, dtype: Dtype, threads: number): Promise<ProbeResult> {
+  return runProbe<ProbeResult>("footprint-probe.ts", [MODELS_DIR, `generated/whisper-${kind}`, dtype, String(threads)]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -714,6 +713,7 @@ export async function runBench(options: BenchOptions): Promise<{ jsonPath: strin
     const steps: [Experiment, string, () => Promise<void>][] = [
       ["footprint", "footprint probe vs lib/capacity/footprints.json", () => footprintExperiment(ctx, log)],
       ["bound", "compute bound (ORT only)", () => boundExperiment(ctx, log)],
+      ["profile", "where a window's time goes (engine vs stock pipeline)", () => profileExperiment(ctx, log)],
       ["speed", "speed per model and dtype (+ per-slot memory)", () => speedExperiment(ctx, log)],
       ["concurrency", "concurrency vs naive", () => concurrencyExperiment(ctx, log)],
       ["hol", "head-of-line + /healthz while saturated", () => holExperiment(ctx, log, runs("healthz"))],
@@ -884,12 +884,72 @@ async function boundExperiment(ctx: Context, log: (l: string) => void): Promise<
       ["model", "encoder", "decoder step", "window", "per core", `machine bound (${cores} cores)`, "window alone", "1-stream bound"],
       rows,
       [
-        `method: ${cores} fresh processes (one per core) each create the encoder and merged-decoder sessions (intraOpNumThreads=1, sequential,`,
-        `no spinning, all graph optimizations, as the service), warm up, then start together: the encoder on one 30 s log-mel window, then`,
+        `method: ${cores} fresh processes (one per core) each create the encoder and merged-decoder sessions (the service's session options`,
+        `with intraOpNumThreads=1: sequential, no spinning, no CPU arena, all graph optimizations), warm up, then start together: the encoder on one 30 s log-mel window, then`,
         `${DEFAULT_TOKENS_PER_WINDOW} greedy decoder steps with the KV cache fed as transformers.js feeds it (prompt in step 1, then 1 token per step);`,
         `best of ${PROBE_REPS} windows per process. machine bound = cores x 30 s / window. No feature extraction, no JavaScript logits processing,`,
         "no tokenizer, no HTTP: the ceiling the service can approach with every core busy. 'window alone': the same with one process on the",
         "planner's threads per job and the other cores idle; 1-stream bound = 30 s / that, the ceiling of one request (its windows run in order).",
+      ],
+    ),
+  );
+}
+
+// ---- profile of one window -------------------------------------------------------------------
+
+/** The fields of lib/bench/profile-window.ts's JSON line that the table shows (medians over its runs). */
+interface WindowProfile {
+  mode: "engine" | "pipeline";
+  threads: number;
+  totalMs: number;
+  featuresMs: number;
+  encoderMs: number;
+  steps: number;
+  decoderNativeMs: number;
+  nativePerStepMs: number;
+  jsPerStepMs: number;
+  logitsPerStepMs: number;
+  decodeMs: number;
+  otherMs: number;
+  peakAboveWindowStartMiB: number;
+}
+
+async function profileExperiment(ctx: Context, log: (l: string) => void): Promise<void> {
+  const rows: string[][] = [];
+  const results: Record<string, unknown>[] = [];
+  const runs = ctx.options.quick ? 2 : 3;
+  for (const [kind, dtype] of modelDtypes(ctx)) {
+    const threads = planCapacity({ machine: detectMachine(), models: [{ id: `generated/whisper-${kind}`, dtype }] }).threadsPerJob;
+    for (const engine of [true, false]) {
+      log(`profile ${kind} ${dtype}: ${engine ? "engine" : "stock pipeline"}, ${threads} thread(s), ${runs} windows after a warm-up`);
+      const p = await runProbe<WindowProfile>("profile-window.ts", [MODELS_DIR, `generated/whisper-${kind}`, dtype, String(threads), String(runs), ...(engine ? ["--engine"] : [])]);
+      results.push({ kind, dtype, ...p });
+      const js = p.jsPerStepMs * Math.max(0, p.steps - 1);
+      rows.push([
+        `${kind} ${dtype}`,
+        engine ? "engine" : "stock",
+        ms(p.totalMs, 0),
+        times(30000 / p.totalMs, 1),
+        ms(p.featuresMs, 0),
+        ms(p.encoderMs, 0),
+        `${ms(p.decoderNativeMs, 0)} (${num(p.steps, 0)} x ${ms(p.nativePerStepMs, 2)})`,
+        `${ms(js, 0)} (${ms(p.logitsPerStepMs, 2)}/step logits)`,
+        ms(p.decodeMs + p.otherMs, 0),
+        `${num(p.peakAboveWindowStartMiB, 0)} MiB`,
+      ]);
+    }
+  }
+  ctx.results.profile = results;
+  ctx.options.print(
+    renderTable(
+      "\n== Profile: where one voiced 30 s window's time goes (lib/bench/profile-window.ts, fresh process, planner's threads per job) ==",
+      ["model", "path", "window", "real time", "features", "encoder", "decoder (native)", "JS between steps", "other", "peak above start"],
+      rows,
+      [
+        "engine: the inference thread's window path (lib/engine/worker.ts: session options, lean timestamp processor, fast log-mel);",
+        "stock: the same pipeline() called plainly with default session options. Medians of the runs after one warm-up window.",
+        "decoder (native): onnxruntime's own run time per step; JS between steps: transformers.js's generate loop (logits processors,",
+        "sampling, KV-cache bookkeeping); other: tokenizer decoding and the pipeline's own work. Peak: VmHWM above the window's start.",
       ],
     ),
   );

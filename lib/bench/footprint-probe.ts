@@ -1,31 +1,59 @@
 /**
- * Measures one model in a fresh process: resident memory the load adds, and the peak above that while
- * one 30 s window of voiced audio runs. Printed as one JSON line for the caller (the benchmark and the
- * calibration that writes lib/capacity/footprints.json).
+ * Measures one model as the engine runs it (lib/engine/worker.ts: its session options and window
+ * path) in a fresh process, for the benchmark and for the calibration that writes
+ * lib/capacity/footprints.json. Prints one JSON line.
+ *
+ *   node --expose-gc --import tsx lib/bench/footprint-probe.ts <modelsDir> <id> <q8|fp32> <threads>
+ *
+ * residentBytes: what the model adds to the process once loaded and warmed up by a first window
+ * (the planner's per-model cost; retainedBytes is the part of it the first window left behind).
+ * workingSetBytes: the peak above that during a second window (the planner's per-job cost), from the
+ * kernel's high-water mark (VmHWM, reset before the window) rather than sampled on a timer: a timer
+ * cannot fire while onnxruntime-node's session.run() holds the thread, so sampling misses the
+ * encoder's transient buffers.
  */
-import { env, pipeline } from "@huggingface/transformers";
+import { readFileSync, writeFileSync } from "node:fs";
+import { createInference } from "../engine/worker.ts";
 import { synthesize } from "../audio/synth.ts";
 
 const [modelsDir, id, dtype, threads] = process.argv.slice(2) as [string, string, "q8" | "fp32", string];
-env.allowRemoteModels = false;
-env.localModelPath = modelsDir;
+
+function highWaterMark(): number {
+  return Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync("/proc/self/status", "utf8"))![1]) * 1024;
+}
+function resetHighWaterMark(): void {
+  writeFileSync("/proc/self/clear_refs", "5");
+}
 
 const audio = synthesize([{ tone: 440, seconds: 30 }]);
 const baseline = process.memoryUsage().rss;
-const asr = await pipeline("automatic-speech-recognition", id, {
-  dtype,
-  session_options: { intraOpNumThreads: Number(threads), interOpNumThreads: 1, logSeverityLevel: 3 },
-});
+const inference = createInference({ localModelPath: modelsDir, allowRemoteModels: false, cacheDir: null, threadsPerJob: Number(threads) });
+const spec = { id, dtype };
+const model = await inference.load(spec);
+const options = { task: "transcribe" as const, language: model.info.multilingual ? "en" : undefined };
 global.gc?.();
 const loaded = process.memoryUsage().rss;
-let peak = loaded;
-const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 5);
-const started = performance.now();
-await asr(audio, { return_timestamps: true });
+
+let started = performance.now();
+await inference.transcribeWindow(spec, audio, options);
+const firstWindowSeconds = (performance.now() - started) / 1000;
+global.gc?.();
+const before = process.memoryUsage().rss;
+resetHighWaterMark();
+started = performance.now();
+await inference.transcribeWindow(spec, audio, options);
 const windowSeconds = (performance.now() - started) / 1000;
-peak = Math.max(peak, process.memoryUsage().rss);
-const started2 = performance.now();
-await asr(audio, { return_timestamps: true });
-const warmSeconds = (performance.now() - started2) / 1000;
-clearInterval(sampler);
-console.log(JSON.stringify({ id, dtype, threads: Number(threads), baselineBytes: baseline, residentBytes: loaded - baseline, workingSetBytes: peak - loaded, firstWindowSeconds: windowSeconds, windowSeconds: warmSeconds }));
+const peak = highWaterMark();
+console.log(
+  JSON.stringify({
+    id,
+    dtype,
+    threads: Number(threads),
+    baselineBytes: baseline,
+    residentBytes: before - baseline,
+    workingSetBytes: peak - before,
+    retainedBytes: before - loaded,
+    firstWindowSeconds,
+    windowSeconds,
+  }),
+);

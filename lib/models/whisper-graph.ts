@@ -1,4 +1,4 @@
-import { floatTensor, Graph } from "../onnx/graph.ts";
+import { floatTensor, Graph, int64Tensor } from "../onnx/graph.ts";
 import { Ops } from "../onnx/ops.ts";
 import { applyLinear, linearWeight, type LinearWeight, WeightSource } from "./weights.ts";
 
@@ -88,34 +88,55 @@ function sinusoids(length: number, channels: number): Float32Array {
   return out;
 }
 
+/**
+ * Where a graph's parameters live. The decoder builds its layer stack twice, once per branch of the
+ * use_cache_branch If node (as the published merged exports do); both branches read the same
+ * initializers from the outer graph by name, so every weight is stored once.
+ */
+class Params {
+  private readonly made = new Map<string, unknown>();
+
+  constructor(
+    readonly g: Graph,
+    readonly w: WeightSource,
+    readonly quantized: boolean,
+  ) {}
+
+  private once<T>(name: string, make: () => T): T {
+    if (!this.made.has(name)) this.made.set(name, make());
+    return this.made.get(name) as T;
+  }
+
+  weight(name: string, rows: number, cols: number): LinearWeight {
+    return this.once(name, () => linearWeight(this.g, name, this.w.random(name, rows * cols), [rows, cols], this.quantized));
+  }
+
+  bias(name: string, size: number): string {
+    return this.once(name, () => this.g.init(name, floatTensor([size], this.w.random(name, size))));
+  }
+
+  filled(name: string, size: number, value: number): string {
+    return this.once(name, () => this.g.init(name, floatTensor([size], this.w.filled(size, value))));
+  }
+}
+
 class Layers {
   constructor(
     readonly o: Ops,
-    readonly w: WeightSource,
-    readonly quantized: boolean,
+    readonly p: Params,
   ) {}
 
   get g(): Graph {
     return this.o.g;
   }
 
-  weight(name: string, rows: number, cols: number): LinearWeight {
-    return linearWeight(this.g, name, this.w.random(name, rows * cols), [rows, cols], this.quantized);
-  }
-
-  bias(name: string, size: number): string {
-    return this.g.init(name, floatTensor([size], this.w.random(name, size)));
-  }
-
   linear(x: string, name: string, rows: number, cols: number, withBias = true): string {
-    const y = applyLinear(this.g, x, this.weight(`${name}.weight`, rows, cols));
-    return withBias ? this.o.add(y, this.bias(`${name}.bias`, cols)) : y;
+    const y = applyLinear(this.g, x, this.p.weight(`${name}.weight`, rows, cols));
+    return withBias ? this.o.add(y, this.p.bias(`${name}.bias`, cols)) : y;
   }
 
   layerNorm(x: string, name: string, size: number): string {
-    const gamma = this.g.init(`${name}.weight`, floatTensor([size], this.w.filled(size, 1)));
-    const beta = this.g.init(`${name}.bias`, floatTensor([size], this.w.filled(size, 0)));
-    return this.o.layerNorm(x, gamma, beta);
+    return this.o.layerNorm(x, this.p.filled(`${name}.weight`, size, 1), this.p.filled(`${name}.bias`, size, 0));
   }
 
   /** [B, T, d] -> [B, H, T, d/H] */
@@ -128,9 +149,20 @@ class Layers {
     return this.o.reshape(this.o.transpose(x, [0, 2, 1, 3]), [0, 0, d]);
   }
 
-  attend(q: string, k: string, v: string, headDim: number, mask?: string): string {
+  /**
+   * The query projection scaled by 1/sqrt(head_dim) before it is split into heads, as Whisper does
+   * (q_proj(x) * scaling) and its published exports contain. Scaling next to the score MatMul instead
+   * lets onnxruntime fold it into the MatMul's alpha, which takes the decoder's one-row cross-attention
+   * MatMuls off MLAS's unpacked M=1 kernels.
+   */
+  query(x: string, name: string, d: number, heads: number, headDim: number): string {
+    return this.heads(this.o.mul(this.linear(x, name, d, d), this.o.f(1 / Math.sqrt(headDim))), heads, headDim);
+  }
+
+  /** softmax(q k^T + mask) v for a query already scaled by query(). */
+  attend(q: string, k: string, v: string, mask?: string): string {
     const o = this.o;
-    const scores = o.matmul(o.mul(q, o.f(1 / Math.sqrt(headDim))), o.transpose(k, [0, 1, 3, 2]));
+    const scores = o.matmul(q, o.transpose(k, [0, 1, 3, 2]));
     return o.matmul(o.softmax(mask ? o.add(scores, mask) : scores), v);
   }
 
@@ -145,7 +177,8 @@ class Layers {
 export function buildEncoder(dims: WhisperDims, weights: WeightSource, quantized: boolean): Graph {
   const g = new Graph("whisper_encoder");
   const o = new Ops(g);
-  const L = new Layers(o, weights, quantized);
+  const P = new Params(g, weights, quantized);
+  const L = new Layers(o, P);
   const d = dims.d_model;
   const heads = dims.encoder_attention_heads;
   const headDim = d / heads;
@@ -158,7 +191,7 @@ export function buildEncoder(dims: WhisperDims, weights: WeightSource, quantized
         [
           x,
           g.init(`${name}.weight`, floatTensor([d, inCh, 3], weights.random(`${name}.weight`, d * inCh * 3))),
-          L.bias(`${name}.bias`, d),
+          P.bias(`${name}.bias`, d),
         ],
         { kernel_shape: { ints: [3] }, pads: { ints: [1, 1] }, strides: { ints: [stride] } },
       ),
@@ -170,10 +203,10 @@ export function buildEncoder(dims: WhisperDims, weights: WeightSource, quantized
   for (let i = 0; i < dims.encoder_layers; i++) {
     const p = `encoder.layers.${i}`;
     const h = L.layerNorm(x, `${p}.self_attn_layer_norm`, d);
-    const q = L.heads(L.linear(h, `${p}.self_attn.q_proj`, d, d), heads, headDim);
+    const q = L.query(h, `${p}.self_attn.q_proj`, d, heads, headDim);
     const k = L.heads(L.linear(h, `${p}.self_attn.k_proj`, d, d, false), heads, headDim);
     const v = L.heads(L.linear(h, `${p}.self_attn.v_proj`, d, d), heads, headDim);
-    x = o.add(x, L.linear(L.merge(L.attend(q, k, v, headDim), d), `${p}.self_attn.out_proj`, d, d));
+    x = o.add(x, L.linear(L.merge(L.attend(q, k, v), d), `${p}.self_attn.out_proj`, d, d));
     x = L.feedForward(x, p, d, dims.encoder_ffn_dim);
   }
   x = L.layerNorm(x, "encoder.layer_norm", d);
@@ -222,7 +255,8 @@ export function declareDecoderOutputs(io: DecoderIO, layers: number, heads: numb
 
 /**
  * Cross-attention keys and values are computed from the encoder output on the first step only; later
- * steps pass the cached ones through. One If node over all layers, as in the published merged exports.
+ * steps pass the cached ones through. One If node over all layers. The micro model uses this; the
+ * faithful decoder puts its whole layer stack in the branches instead (see decoderLayers).
  */
 export function crossAttentionCache(io: DecoderIO, compute: (g: Graph) => { key: string; value: string }[]): void {
   const names = io.pastEncoder.flatMap((_, i) => [`present.${i}.encoder.key`, `present.${i}.encoder.value`]);
@@ -253,6 +287,72 @@ export interface DecoderOptions {
   control: ControlTokens;
 }
 
+interface Branch {
+  withPast: boolean;
+  layers: Layers;
+}
+
+/**
+ * The decoder layer stack inside an If on use_cache_branch, built once per branch as in the published
+ * merged exports (optimum's merge_decoders). The first step (no past) computes the cross-attention
+ * keys and values from the encoder output and returns them as present.*.encoder.*; later steps read
+ * them straight from past_key_values.*.encoder.* and return empty [0, heads, 1, head_dim] constants
+ * in their place, which transformers.js ignores (it keeps the past ones). Passing the 1500-row cross
+ * cache through instead would copy it into every step's outputs.
+ */
+function decoderLayers(
+  io: DecoderIO,
+  P: Params,
+  dims: WhisperDims,
+  crossKV: (branch: Branch, layer: number) => { key: string; value: string },
+  embedded: string,
+  causalMask: string,
+): string {
+  const d = dims.d_model;
+  const heads = dims.decoder_attention_heads;
+  const headDim = d / heads;
+  const hiddenName = "decoder_hidden_states";
+  const outputs: string[] = [hiddenName];
+  for (let i = 0; i < dims.decoder_layers; i++) {
+    outputs.push(`present.${i}.decoder.key`, `present.${i}.decoder.value`, `present.${i}.encoder.key`, `present.${i}.encoder.value`);
+  }
+
+  const build = (withPast: boolean) => {
+    const bg = io.g.subgraph(withPast ? "use_cache_branch_true" : "use_cache_branch_false");
+    const L = new Layers(new Ops(bg), P);
+    const o = L.o;
+    const branch = { withPast, layers: L };
+    const presents: string[] = [];
+    let x = embedded;
+    for (let i = 0; i < dims.decoder_layers; i++) {
+      const p = `decoder.layers.${i}`;
+      let h = L.layerNorm(x, `${p}.self_attn_layer_norm`, d);
+      const q = L.query(h, `${p}.self_attn.q_proj`, d, heads, headDim);
+      const k = bg.op("Concat", [io.pastDecoder[i]!.key, L.heads(L.linear(h, `${p}.self_attn.k_proj`, d, d, false), heads, headDim)], { axis: { i: 2 } });
+      const v = bg.op("Concat", [io.pastDecoder[i]!.value, L.heads(L.linear(h, `${p}.self_attn.v_proj`, d, d), heads, headDim)], { axis: { i: 2 } });
+      x = o.add(x, L.linear(L.merge(L.attend(q, k, v, causalMask), d), `${p}.self_attn.out_proj`, d, d));
+
+      const cross = crossKV(branch, i);
+      h = L.layerNorm(x, `${p}.encoder_attn_layer_norm`, d);
+      const cq = L.query(h, `${p}.encoder_attn.q_proj`, d, heads, headDim);
+      x = o.add(x, L.linear(L.merge(L.attend(cq, cross.key, cross.value), d), `${p}.encoder_attn.out_proj`, d, d));
+      x = L.feedForward(x, p, d, dims.decoder_ffn_dim);
+
+      if (withPast) {
+        const empty = () => bg.op("Constant", [], { value: { t: { type: "float", dims: [0, heads, 1, headDim], raw: new Uint8Array(0) } } });
+        presents.push(k, v, empty(), empty());
+      } else {
+        presents.push(k, v, cross.key, cross.value);
+      }
+    }
+    for (const name of [x, ...presents]) bg.output(name, "float", null);
+    return bg;
+  };
+
+  io.g.node("If", [io.useCacheBranch], { then_branch: { g: build(true) }, else_branch: { g: build(false) } }, outputs);
+  return hiddenName;
+}
+
 /**
  * The Whisper decoder with self-attention KV cache, cross-attention over the encoder output and tied
  * output projection. Its random logits are steered only in which token ends the text, and when:
@@ -265,23 +365,12 @@ export function buildDecoder(dims: WhisperDims, weights: WeightSource, quantized
   const headDim = d / heads;
   const io = decoderInterface(dims.decoder_layers, heads, headDim, d);
   const { g, o } = io;
-  const L = new Layers(o, weights, quantized);
-
-  crossAttentionCache(io, (branch) => {
-    const bo = new Ops(branch);
-    const BL = new Layers(bo, weights, quantized);
-    return io.pastEncoder.map((_, i) => {
-      const p = `decoder.layers.${i}.encoder_attn`;
-      return {
-        key: BL.heads(BL.linear(io.encoderStates, `${p}.k_proj`, d, d, false), heads, headDim),
-        value: BL.heads(BL.linear(io.encoderStates, `${p}.v_proj`, d, d), heads, headDim),
-      };
-    });
-  });
+  const P = new Params(g, weights, quantized);
+  const L = new Layers(o, P);
 
   const { positions, total } = queryPositions(io);
   const tokenEmbedding = weights.random("decoder.embed_tokens.weight", dims.vocab_size * d);
-  let x = o.add(
+  const embedded = o.add(
     embedTokens(g, tokenEmbedding, [dims.vocab_size, d], io.inputIds, quantized),
     g.op("Gather", [g.init("decoder.embed_positions.weight", floatTensor([dims.max_target_positions, d], weights.random("decoder.embed_positions.weight", dims.max_target_positions * d))), positions]),
   );
@@ -290,28 +379,22 @@ export function buildDecoder(dims: WhisperDims, weights: WeightSource, quantized
   const future = g.op("Greater", [o.unsqueeze(keyPositions, [0]), o.unsqueeze(positions, [1])]);
   const causalMask = o.where(future, o.f(NEG), o.f(0));
 
-  for (let i = 0; i < dims.decoder_layers; i++) {
-    const p = `decoder.layers.${i}`;
-    let h = L.layerNorm(x, `${p}.self_attn_layer_norm`, d);
-    const q = L.heads(L.linear(h, `${p}.self_attn.q_proj`, d, d), heads, headDim);
-    const k = g.op("Concat", [io.pastDecoder[i]!.key, L.heads(L.linear(h, `${p}.self_attn.k_proj`, d, d, false), heads, headDim)], { axis: { i: 2 } }, `present.${i}.decoder.key`);
-    const v = g.op("Concat", [io.pastDecoder[i]!.value, L.heads(L.linear(h, `${p}.self_attn.v_proj`, d, d), heads, headDim)], { axis: { i: 2 } }, `present.${i}.decoder.value`);
-    x = o.add(x, L.linear(L.merge(L.attend(q, k, v, headDim, causalMask), d), `${p}.self_attn.out_proj`, d, d));
-
-    h = L.layerNorm(x, `${p}.encoder_attn_layer_norm`, d);
-    const cq = L.heads(L.linear(h, `${p}.encoder_attn.q_proj`, d, d), heads, headDim);
-    const cross = L.attend(cq, `present.${i}.encoder.key`, `present.${i}.encoder.value`, headDim);
-    x = o.add(x, L.linear(L.merge(cross, d), `${p}.encoder_attn.out_proj`, d, d));
-    x = L.feedForward(x, p, d, dims.decoder_ffn_dim);
-  }
-  x = L.layerNorm(x, "decoder.layer_norm", d);
+  const hidden = decoderLayers(io, P, dims, (branch, i) => {
+    if (branch.withPast) return { key: io.pastEncoder[i]!.key, value: io.pastEncoder[i]!.value };
+    const BL = branch.layers;
+    const p = `decoder.layers.${i}.encoder_attn`;
+    return {
+      key: BL.heads(BL.linear(io.encoderStates, `${p}.k_proj`, d, d, false), heads, headDim),
+      value: BL.heads(BL.linear(io.encoderStates, `${p}.v_proj`, d, d), heads, headDim),
+    };
+  }, embedded, causalMask);
+  const x = L.layerNorm(hidden, "decoder.layer_norm", d);
 
   const transposed = new Float32Array(d * dims.vocab_size);
   for (let t = 0; t < dims.vocab_size; t++) for (let c = 0; c < d; c++) transposed[c * dims.vocab_size + t] = tokenEmbedding[t * d + c]!;
   const rawLogits = applyLinear(g, x, linearWeight(g, "proj_out.weight", transposed, [d, dims.vocab_size], quantized));
 
-  const bias = lengthControlBias(io, positions, dims, options);
-  g.op("Add", [rawLogits, bias], {}, "logits");
+  lengthControlLogits(io, positions, dims, options, rawLogits, "logits");
   declareDecoderOutputs(io, dims.decoder_layers, heads, headDim, dims.vocab_size);
   return g;
 }
@@ -323,7 +406,14 @@ function embedTokens(g: Graph, table: Float32Array, dims: [number, number], ids:
   return g.op("DequantizeLinear", [g.op("Gather", [weight.w, ids]), weight.scale, weight.zeroPoint]);
 }
 
-function lengthControlBias(io: DecoderIO, positions: string, dims: WhisperDims, options: DecoderOptions): string {
+/**
+ * logits = raw logits + a fixed bias (timestamps held down), plus FORCE on one token where the
+ * length control says so: the closing timestamp on the step the budget runs out, end-of-text after
+ * it (or at once on silence). The two forced entries are added with one ScatterElements rather than as
+ * dense one-hot [B, S, V] tensors, so the control costs two vocabulary-sized passes per step instead of
+ * about ten; the published exports have none of this, so it should stay negligible next to the model.
+ */
+function lengthControlLogits(io: DecoderIO, positions: string, dims: WhisperDims, options: DecoderOptions, rawLogits: string, name: string): void {
   const { g, o } = io;
   const { eos, timestampBegin } = options.control;
   const V = dims.vocab_size;
@@ -332,8 +422,6 @@ function lengthControlBias(io: DecoderIO, positions: string, dims: WhisperDims, 
   const base = new Float32Array(V);
   base.fill(NEG, timestampBegin + 1);
   base[timestampBegin] = NEG / 2;
-  const eosOneHot = new Float32Array(V);
-  eosOneHot[eos] = FORCE;
 
   // The first generated token sits at position 1 to 4 depending on the prompt; 3 is the middle ground.
   const budget = o.add(o.f(3), g.op("Ceil", [o.mul(voiced.fraction, o.f(options.tokensPerWindow))]));
@@ -342,13 +430,17 @@ function lengthControlBias(io: DecoderIO, positions: string, dims: WhisperDims, 
   const silent = o.unsqueeze(voiced.silent, [1]);
   const closing = g.op("And", [g.op("Equal", [pos, limit]), g.op("Not", [silent])]);
   const ended = g.op("Or", [g.op("Greater", [pos, limit]), silent]);
-
   const endTime = o.add(o.scalarI64(timestampBegin), voicedEnd(o, voiced.last, dims.max_source_positions));
-  const vocabIds = g.op("Range", [o.scalarI64(0), o.scalarI64(V), o.scalarI64(1)]);
-  const endOneHot = o.mul(o.cast(g.op("Equal", [o.unsqueeze(vocabIds, [0]), o.unsqueeze(endTime, [1])]), "float"), o.f(FORCE));
 
-  const closeBias = o.mul(o.unsqueeze(o.cast(closing, "float"), [2]), o.unsqueeze(endOneHot, [1]));
-  const endBias = o.mul(o.unsqueeze(o.cast(ended, "float"), [2]), g.init("eos_force", floatTensor([V], eosOneHot)));
-  return o.add(o.add(g.init("timestamp_bias", floatTensor([V], base)), closeBias), endBias);
+  // [B, S, 2] indices (closing timestamp, end-of-text) and the amounts to add there (FORCE or 0).
+  const column = g.op("Concat", [o.dim(closing, 0), o.dim(closing, 1), o.i64([1])], { axis: { i: 0 } });
+  const indices = g.op(
+    "Concat",
+    [g.op("Expand", [o.unsqueeze(endTime, [1, 2]), column]), g.op("Expand", [g.init("eos_index", int64Tensor([1, 1, 1], [eos])), column])],
+    { axis: { i: 2 } },
+  );
+  const force = (flag: string) => o.unsqueeze(o.mul(o.cast(flag, "float"), o.f(FORCE)), [2]);
+  const updates = g.op("Concat", [force(closing), force(ended)], { axis: { i: 2 } });
+  const biased = o.add(rawLogits, g.init("timestamp_bias", floatTensor([V], base)));
+  g.op("ScatterElements", [biased, indices, updates], { axis: { i: 2 }, reduction: { s: "add" } }, name);
 }
-

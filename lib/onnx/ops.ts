@@ -71,10 +71,13 @@ export class Ops {
     return this.g.op("Shape", [x], { start: { i: axis }, end: { i: axis + 1 } });
   }
 
+  /**
+   * GELU in the form torch.onnx exports it, x * (erf(x / sqrt 2) + 1) * 0.5: the pattern onnxruntime's
+   * GeluFusion turns into one Gelu kernel (BiasGelu after a biased MatMul).
+   */
   gelu(x: string): string {
-    // The erf form is what the published exports contain; onnxruntime fuses it into one Gelu kernel.
-    const erf = this.g.op("Erf", [this.mul(x, this.f(Math.SQRT1_2))]);
-    return this.mul(this.mul(x, this.f(0.5)), this.add(erf, this.f(1)));
+    const erf = this.g.op("Erf", [this.g.op("Div", [x, this.f(Math.SQRT2)])]);
+    return this.mul(this.mul(x, this.add(erf, this.f(1))), this.f(0.5));
   }
 
   layerNorm(x: string, gamma: string, beta: string): string {
