@@ -24,8 +24,8 @@ describe("planCapacity", () => {
     }
   });
 
-  it("is limited by memory on a small machine, and says the model does not fit in 1 GiB", () => {
-    const plan = planCapacity({ machine: machine(1, 2), models: [{ id: BASE, dtype: "q8" }] });
+  it("is limited by memory on a small machine, and says the model does not fit in 0.75 GiB", () => {
+    const plan = planCapacity({ machine: machine(0.75, 2), models: [{ id: BASE, dtype: "q8" }] });
     expect(plan.limitedBy).toBe("memory");
     expect(plan.memorySlots).toBe(0);
     expect(plan.fits).toBe(false);
@@ -34,8 +34,24 @@ describe("planCapacity", () => {
   });
 
   it("gives fewer slots than cores when memory runs out first", () => {
-    const plan = planCapacity({ machine: machine(2, 8), models: [{ id: BASE, dtype: "q8" }] });
-    expect(plan).toMatchObject({ limitedBy: "memory", fits: true, slots: 2, memorySlots: 2, threadsPerJob: 4 });
+    const plan = planCapacity({ machine: machine(1.25, 8), models: [{ id: BASE, dtype: "q8" }] });
+    expect(plan).toMatchObject({ limitedBy: "memory", fits: true, slots: plan.memorySlots });
+    expect(plan.slots).toBeLessThan(8);
+  });
+
+  it("runs slots in parallel on lanes with their own model copies while memory holds them, sharing one otherwise", () => {
+    const roomy = planCapacity({ machine: machine(64, 4), models: [{ id: BASE, dtype: "q8" }] });
+    expect(roomy).toMatchObject({ slots: 4, lanes: 4, threadsPerJob: 1 });
+    // Just enough memory for the slots' working sets and one copy: every slot shares it, and each
+    // call gets every core because calls on one lane run one at a time.
+    const base = footprintOf("base", "q8");
+    const tight = 256 * 2 ** 20 + footprints.baselineBytes + base.residentBytes + 4 * base.workingSetBytes + 2 ** 20;
+    const shared = planCapacity({ machine: { ...machine(1, 4), memoryBytes: tight }, models: [{ id: BASE, dtype: "q8" }], headroomBytes: 256 * 2 ** 20 });
+    expect(shared).toMatchObject({ slots: 4, lanes: 1, threadsPerJob: 4 });
+  });
+
+  it("obeys a lanes setting", () => {
+    expect(planCapacity({ machine: machine(64, 8), models: [{ id: BASE, dtype: "q8" }], lanes: 2 })).toMatchObject({ slots: 8, lanes: 2, threadsPerJob: 4 });
   });
 
   it("is limited by cpu on a machine with plenty of memory", () => {
@@ -65,10 +81,13 @@ describe("planCapacity", () => {
           expect(Number.isInteger(plan.threadsPerJob), where).toBe(true);
           expect(plan.slots, where).toBeGreaterThanOrEqual(1);
           expect(plan.threadsPerJob, where).toBeGreaterThanOrEqual(1);
-          expect(plan.slots * plan.threadsPerJob, where).toBeLessThanOrEqual(cpus);
+          // One ONNX call per lane runs at a time.
+          expect(plan.lanes * plan.threadsPerJob, where).toBeLessThanOrEqual(cpus);
+          expect(plan.lanes, where).toBeGreaterThanOrEqual(1);
+          expect(plan.lanes, where).toBeLessThanOrEqual(plan.slots);
           expect(plan.fits, where).toBe(plan.memorySlots >= 1);
           if (plan.fits) {
-            const used = plan.baselineBytes + plan.loadedBytes + plan.headroomBytes + plan.slots * plan.workingSetBytes;
+            const used = plan.baselineBytes + plan.lanes * plan.loadedBytes + plan.headroomBytes + plan.slots * plan.workingSetBytes;
             expect(used, where).toBeLessThanOrEqual(memoryGiB * GiB);
           }
           checked++;
@@ -90,7 +109,7 @@ describe("planCapacity", () => {
 
   it("obeys a THREADS_PER_JOB setting", () => {
     const plan = planCapacity({ machine: machine(64, 8), models: [{ id: BASE, dtype: "q8" }], threadsPerJob: 2 });
-    expect(plan).toMatchObject({ slots: 8, threadsPerJob: 2 });
+    expect(plan).toMatchObject({ slots: 8, threadsPerJob: 2, lanes: 4 });
   });
 
   it("reports that a model does not fit even when SLOTS is set", () => {

@@ -45,6 +45,7 @@ export interface PlanInput {
   models: { id: string; dtype: Dtype }[];
   slots?: number;
   threadsPerJob?: number;
+  lanes?: number;
   /** Memory kept free for the runtime, ffmpeg processes and uploads. Default 10% of the limit, at least 256 MiB. */
   headroomBytes?: number;
 }
@@ -69,7 +70,10 @@ export interface CapacityPlan {
   memorySlots: number;
   cpuSlots: number;
   slots: number;
+  /** ONNX threads of one inference call. */
   threadsPerJob: number;
+  /** Inference threads, each with its own copy of the models (see Engine). */
+  lanes: number;
   limitedBy: "memory" | "cpu" | "setting";
   fits: boolean;
   rows: PlanRow[];
@@ -77,9 +81,14 @@ export interface CapacityPlan {
 
 /**
  * slots = the lesser of what memory allows (limit - process baseline - loaded models - headroom,
- * divided by the largest per-job working set) and what the cores allow; threads per job such that
- * slots x threads never exceeds the cores. Each model is loaded once and shared, so a slot costs
- * only its working set, not another copy of the model.
+ * divided by the largest per-job working set) and what the cores allow. A slot costs only its
+ * working set: the models are shared.
+ *
+ * onnxruntime-node runs one ONNX call at a time per thread, so slots on one inference thread take
+ * turns rather than run at once. Windows run in parallel on separate inference threads (lanes), each
+ * of which needs its own copy of the models: as many lanes as slots where the memory left after the
+ * slots' working sets holds the extra copies, fewer where it does not. Threads per call are chosen
+ * so that lanes x threads never exceeds the cores (one call per lane runs at any time).
  */
 export function planCapacity(input: PlanInput): CapacityPlan {
   const { machine } = input;
@@ -101,11 +110,15 @@ export function planCapacity(input: PlanInput): CapacityPlan {
     slots = input.slots;
     limitedBy = "setting";
   }
-  const threadsPerJob = input.threadsPerJob ?? Math.max(1, Math.floor(machine.cpus / slots));
+  const spare = Math.max(0, free - slots * workingSetBytes);
+  const cpuLanes = input.threadsPerJob ? Math.max(1, Math.floor(machine.cpus / input.threadsPerJob)) : machine.cpus;
+  const memoryLanes = 1 + Math.floor(spare / Math.max(1, loadedBytes));
+  const lanes = input.lanes ? Math.min(input.lanes, slots) : Math.max(1, Math.min(slots, cpuLanes, memoryLanes));
+  const threadsPerJob = input.threadsPerJob ?? Math.max(1, Math.floor(machine.cpus / lanes));
 
   const rows = sized.map((m) => {
     const alone = machine.memoryBytes - baselineBytes - m.footprint.residentBytes - headroomBytes;
-    const busyCores = Math.min(slots * threadsPerJob, machine.cpus);
+    const busyCores = Math.min(lanes * threadsPerJob, machine.cpus);
     return {
       model: m.id,
       dtype: m.dtype,
@@ -115,5 +128,5 @@ export function planCapacity(input: PlanInput): CapacityPlan {
       expectedRealtime: (30 / m.footprint.windowSeconds) * busyCores,
     };
   });
-  return { machine, baselineBytes, loadedBytes, headroomBytes, workingSetBytes, memorySlots, cpuSlots, slots, threadsPerJob, limitedBy, fits: memorySlots >= 1, rows };
+  return { machine, baselineBytes, loadedBytes, headroomBytes, workingSetBytes, memorySlots, cpuSlots, slots, threadsPerJob, lanes, limitedBy, fits: memorySlots >= 1, rows };
 }

@@ -31,71 +31,41 @@ export interface LoadedModelState {
   error?: string;
 }
 
-/**
- * Runs Whisper windows on one inference thread. Models load once per process; every concurrent
- * window of every job shares them. If the thread dies, pending work fails and a fresh thread is
- * started on the next call.
- */
-export class Engine {
-  private worker: Worker | null = null;
-  private nextRid = 1;
-  private readonly pending = new Map<number, Pending>();
-  private readonly models = new Map<string, LoadedModelState>();
-  private readonly loads = new Map<string, Promise<ModelInfo>>();
+export interface EngineOptions extends WorkerInit {
+  /**
+   * Inference threads, each holding its own copy of every loaded model. onnxruntime-node runs a
+   * session synchronously on the thread that calls it, so one thread runs one ONNX call at a time
+   * however many windows it interleaves: lanes are what runs windows in parallel, at the price of a
+   * model copy each (the capacity planner chooses how many memory allows). Default 1.
+   */
+  lanes?: number;
+}
 
-  constructor(private readonly init: WorkerInit) {}
+/** One inference thread and the windows and loads it has in flight. */
+class Lane {
+  worker: Worker | null = null;
+  readonly pending = new Map<number, Pending>();
+  windows = 0;
 
-  get threadsPerJob(): number {
-    return this.init.threadsPerJob;
-  }
+  constructor(
+    private readonly init: WorkerInit,
+    private readonly onStop: () => void,
+  ) {}
 
-  modelStates(): LoadedModelState[] {
-    return [...this.models.values()];
-  }
-
-  load(model: ModelSpec): Promise<ModelInfo> {
-    const key = `${model.id}@${model.dtype}`;
-    let loading = this.loads.get(key);
-    if (!loading) {
-      this.models.set(key, { model, state: "loading" });
-      loading = this.call<ModelInfo>({ op: "load", rid: 0, model }).then(
-        (info) => {
-          this.models.set(key, { model, state: "ready", info });
-          return info;
-        },
-        (err: Error) => {
-          this.models.set(key, { model, state: "failed", error: err.message });
-          this.loads.delete(key);
-          throw new ModelLoadError(model.id, `model ${model.id} could not be loaded: ${err.message}`, { cause: err });
-        },
-      );
-      this.loads.set(key, loading);
-    }
-    return loading;
-  }
-
-  async transcribeWindow(model: ModelSpec, samples: Float32Array, options: WindowOptions): Promise<WindowOutput> {
-    await this.load(model);
-    // Copied so the caller's buffer stays usable; the copy's memory moves to the worker without a second copy.
-    const owned = samples.slice();
-    return this.call<WindowOutput>({ op: "window", rid: 0, model, samples: owned, options }, [owned.buffer]);
-  }
-
-  async close(): Promise<void> {
-    const worker = this.worker;
-    this.worker = null;
-    await worker?.terminate();
-  }
-
-  private call<T>(message: ToWorker, transfer: ArrayBuffer[] = []): Promise<T> {
+  call<T>(message: ToWorker, rid: number, transfer: ArrayBuffer[]): Promise<T> {
     const worker = this.ensureWorker();
-    const rid = this.nextRid++;
     return new Promise<T>((resolve, reject) => {
       this.pending.set(rid, { resolve: resolve as (v: never) => void, reject });
       // Referenced only while work is pending, so an idle engine never keeps the process alive.
       worker.ref();
       worker.postMessage({ ...message, rid }, transfer);
     });
+  }
+
+  async close(): Promise<void> {
+    const worker = this.worker;
+    this.worker = null;
+    await worker?.terminate();
   }
 
   private ensureWorker(): Worker {
@@ -111,17 +81,91 @@ export class Engine {
       else pending.resolve((message.op === "loaded" ? message.info : message.output) as never);
     });
     const failAll = (err: Error) => {
-      if (this.worker === worker) this.worker = null;
-      this.loads.clear();
-      this.models.clear();
+      if (this.worker !== worker) return;
+      this.worker = null;
       for (const [rid, p] of this.pending) {
         this.pending.delete(rid);
         p.reject(new InferenceError(`inference thread stopped: ${err.message}`, { cause: err }));
       }
+      this.onStop();
     };
     worker.on("error", failAll);
     worker.on("exit", (code) => failAll(new Error(`exit code ${code}`)));
     this.worker = worker;
     return worker;
+  }
+}
+
+/**
+ * Runs Whisper windows on inference threads (lanes). Each lane loads a model once; every window a
+ * lane runs shares it. A window goes to the lane with the fewest windows in flight. If a lane's
+ * thread dies, its pending work fails and a fresh thread is started (and the models reloaded) on
+ * the next call.
+ */
+export class Engine {
+  private nextRid = 1;
+  private readonly lanes: Lane[];
+  private readonly models = new Map<string, LoadedModelState>();
+  private readonly loads = new Map<string, Promise<ModelInfo>>();
+
+  constructor(private readonly init: EngineOptions) {
+    const { lanes = 1, ...workerInit } = init;
+    const onStop = () => {
+      this.loads.clear();
+      this.models.clear();
+    };
+    this.lanes = Array.from({ length: Math.max(1, lanes) }, () => new Lane(workerInit, onStop));
+  }
+
+  get threadsPerJob(): number {
+    return this.init.threadsPerJob;
+  }
+
+  get laneCount(): number {
+    return this.lanes.length;
+  }
+
+  modelStates(): LoadedModelState[] {
+    return [...this.models.values()];
+  }
+
+  /** Per lane: calls in flight and windows started since the engine was made. */
+  laneStats(): { inFlight: number; windows: number }[] {
+    return this.lanes.map((lane) => ({ inFlight: lane.pending.size, windows: lane.windows }));
+  }
+
+  /** Loads the model on every lane; the info is the first lane's (each lane holds the same copy). */
+  load(model: ModelSpec): Promise<ModelInfo> {
+    const key = `${model.id}@${model.dtype}`;
+    let loading = this.loads.get(key);
+    if (!loading) {
+      this.models.set(key, { model, state: "loading" });
+      loading = Promise.all(this.lanes.map((lane) => lane.call<ModelInfo>({ op: "load", rid: 0, model }, this.nextRid++, []))).then(
+        ([info]) => {
+          this.models.set(key, { model, state: "ready", info: info! });
+          return info!;
+        },
+        (err: Error) => {
+          this.models.set(key, { model, state: "failed", error: err.message });
+          this.loads.delete(key);
+          throw new ModelLoadError(model.id, `model ${model.id} could not be loaded: ${err.message}`, { cause: err });
+        },
+      );
+      this.loads.set(key, loading);
+    }
+    return loading;
+  }
+
+  async transcribeWindow(model: ModelSpec, samples: Float32Array, options: WindowOptions): Promise<WindowOutput> {
+    await this.load(model);
+    const lane = this.lanes.reduce((best, l) => (l.pending.size < best.pending.size ? l : best));
+    lane.windows++;
+    // Copied so the caller's buffer stays usable; the copy's memory moves to the worker without a second copy.
+    const owned = samples.slice();
+    return lane.call<WindowOutput>({ op: "window", rid: 0, model, samples: owned, options }, this.nextRid++, [owned.buffer]);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.lanes.map((lane) => lane.close()));
   }
 }
