@@ -6,6 +6,7 @@ import capacity from "./capacity.ts";
 import docs from "./docs.ts";
 import extract from "./extract.ts";
 import type { AppEnv } from "./env.ts";
+import { forwardToWorker, WORKER_PATHS } from "./forward-to-worker.ts";
 import healthz from "./healthz.ts";
 import jobsCancel from "./jobs-cancel.ts";
 import jobsCreate from "./jobs-create.ts";
@@ -37,6 +38,10 @@ export function createApp(services: Services): OpenAPIHono<AppEnv> {
       },
     }),
   );
+  if (services.workerForwarder) {
+    // Registered ahead of the routes for the same paths, which would parse the whole upload here.
+    for (const path of WORKER_PATHS) app.post(path, forwardToWorker(services.workerForwarder));
+  }
   for (const routes of [healthz, readyz, models, capacity, transcriptions, translations, extract, jobsCreate, jobsList, jobsGet, jobsResult, jobsCancel, qstashRun, qstashCallbackFailed, statusPage]) app.route("/", routes);
   app.doc31("/openapi.json", {
     openapi: "3.1.0",

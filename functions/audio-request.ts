@@ -3,6 +3,7 @@ import { z } from "@hono/zod-openapi";
 import { WHISPER_LANGUAGE_NAMES } from "../lib/engine/languages.ts";
 import { AppError } from "../lib/errors.ts";
 import { renderTranscript } from "../lib/formats.ts";
+import { transcriberOf } from "../lib/services.ts";
 import { RESPONSE_FORMATS } from "../lib/transcript.ts";
 import type { AppEnv } from "./env.ts";
 import { FileField, withUpload } from "./upload.ts";
@@ -55,8 +56,9 @@ export async function respondWithTranscript(
 ): Promise<Response> {
   const services = c.get("services");
   const requestId = c.get("requestId");
+  const { transcription } = transcriberOf(services);
   const transcript = await withUpload(services, requestId, form.file, (path) =>
-    services.transcription.transcribeFile(path, { id: requestId, model: form.model, language, task, signal: c.req.raw.signal }),
+    transcription.transcribeFile(path, { id: requestId, model: form.model, language, task, signal: c.req.raw.signal }),
   );
   const rendered = renderTranscript(transcript, form.response_format);
   return c.body(rendered.body, 200, { "content-type": rendered.contentType });

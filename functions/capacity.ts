@@ -1,19 +1,22 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { AppError } from "../lib/errors.ts";
 import { SlotStoreUnavailable } from "../lib/admission/ports.ts";
+import { ROLES } from "../lib/config.ts";
 import { errorResponses, router } from "./env.ts";
 
 const Capacity = z
   .object({
     instance: z.object({
       id: z.string(),
+      role: z.enum(ROLES),
       memoryBytes: z.number(),
       memorySource: z.string(),
       cpus: z.number(),
       cpuSource: z.string(),
       slots: z.number(),
       threadsPerJob: z.number(),
-      limitedBy: z.string(),
+      lanes: z.number().openapi({ description: "Inference threads, each with its own copy of the models; windows on different lanes run in parallel" }),
+      limitedBy: z.string().openapi({ description: "memory, cpu, setting (SLOTS), or role: an api instance holds no slots" }),
       windows: z.object({ inUse: z.number(), queued: z.number() }),
       transcriptions: z.object({ limit: z.number(), active: z.number(), queued: z.number() }),
     }),
@@ -36,21 +39,23 @@ export const route = createRoute({
 });
 
 export default router().openapi(route, async (c) => {
-  const { plan, admission, compute, slots, instanceId, machine } = c.get("services");
+  const { transcriber, config, slots, instanceId, machine } = c.get("services");
   const cluster = await slots.snapshot().catch((err: unknown) => {
     if (err instanceof SlotStoreUnavailable) throw new AppError("unavailable", "The cluster slot store is unreachable.", { cause: err, retryAfterSeconds: 5 });
     throw err;
   });
+  const local = transcriber
+    ? {
+        slots: transcriber.plan.slots,
+        threadsPerJob: transcriber.plan.threadsPerJob,
+        lanes: transcriber.plan.lanes,
+        limitedBy: transcriber.plan.limitedBy,
+        windows: { inUse: transcriber.compute.stats.inUse, queued: transcriber.compute.stats.queued },
+        transcriptions: { limit: transcriber.admission.stats.slots, active: transcriber.admission.stats.inUse, queued: transcriber.admission.stats.queued },
+      }
+    : { slots: 0, threadsPerJob: 0, lanes: 0, limitedBy: "role", windows: { inUse: 0, queued: 0 }, transcriptions: { limit: 0, active: 0, queued: 0 } };
   const body: CapacityResponse = {
-    instance: {
-      id: instanceId,
-      ...machine,
-      slots: plan.slots,
-      threadsPerJob: plan.threadsPerJob,
-      limitedBy: plan.limitedBy,
-      windows: { inUse: compute.stats.inUse, queued: compute.stats.queued },
-      transcriptions: { limit: admission.stats.slots, active: admission.stats.inUse, queued: admission.stats.queued },
-    },
+    instance: { id: instanceId, role: config.ROLE, ...machine, ...local },
     cluster: { store: slots.kind, ...cluster },
   };
   return c.json(body, 200);

@@ -5,6 +5,7 @@ import { Readable } from "node:stream";
 import { createRoute, z } from "@hono/zod-openapi";
 import { AppError } from "../lib/errors.ts";
 import { downloadToFile, assertOutboundAllowed } from "../lib/net/safe-fetch.ts";
+import { transcriberOf } from "../lib/services.ts";
 import { errorResponses, router } from "./env.ts";
 import { FileField, saveUpload } from "./upload.ts";
 
@@ -46,7 +47,7 @@ export default router().openapi(route, async (c) => {
     } else {
       await saveUpload(services, body.file, input);
     }
-    await services.transcription.extract(input, output, body.format, c.req.raw.signal);
+    await transcriberOf(services).transcription.extract(input, output, body.format, c.req.raw.signal);
     const { size } = await stat(output);
     const stream = createReadStream(output);
     stream.once("close", () => void cleanup());

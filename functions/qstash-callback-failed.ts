@@ -12,10 +12,10 @@ export const route = createRoute({
 });
 
 export default router().openapi(route, async (c) => {
-  const { qstashReceiver, publicUrl, jobs } = c.get("services");
+  const { qstashReceiver, qstashDeliveryUrl, jobs } = c.get("services");
   if (!qstashReceiver) throw new AppError("not_found", "No such endpoint.");
   const raw = await c.req.text();
-  await verifyQStash(qstashReceiver, raw, c.req.header("upstash-signature"), qstashUrl(publicUrl, QSTASH_CALLBACK_FAILED_PATH));
+  await verifyQStash(qstashReceiver, raw, c.req.header("upstash-signature"), qstashUrl(qstashDeliveryUrl, QSTASH_CALLBACK_FAILED_PATH));
   // Always 2xx for a verified report, or QStash would keep re-sending it.
   const job = await handleCallbackFailure(jobs, JSON.parse(raw) as unknown);
   return c.json({ recorded: job !== null }, 200);

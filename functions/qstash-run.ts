@@ -10,18 +10,22 @@ export const route = createRoute({
   path: QSTASH_RUN_PATH,
   summary: "QStash delivers a job here (cluster mode); signed with Upstash-Signature",
   hide: true,
-  responses: { 200: { description: "Handled: ran, deferred for lack of room, or nothing to do.", content: { "application/json": { schema: Outcome } } }, ...errorResponses(404) },
+  responses: {
+    200: { description: "Handled: ran, deferred for lack of room, or nothing to do.", content: { "application/json": { schema: Outcome } } },
+    ...errorResponses(404, 503),
+  },
 });
 
 /**
  * Answers only when the job has run (or was deferred), so a crash mid-job is a failed delivery that
- * QStash retries on another instance. The signature is checked on the raw body before anything else.
+ * QStash retries on another instance. The signature is checked on the raw body before anything else;
+ * an api instance then answers 503 without running anything.
  */
 export default router().openapi(route, async (c) => {
-  const { qstashReceiver, publicUrl, runner } = c.get("services");
+  const { qstashReceiver, qstashDeliveryUrl, runner } = c.get("services");
   if (!qstashReceiver) throw new AppError("not_found", "No such endpoint.");
   const raw = await c.req.text();
-  await verifyQStash(qstashReceiver, raw, c.req.header("upstash-signature"), qstashUrl(publicUrl, QSTASH_RUN_PATH));
+  await verifyQStash(qstashReceiver, raw, c.req.header("upstash-signature"), qstashUrl(qstashDeliveryUrl, QSTASH_RUN_PATH));
   const message = parseRunMessage(raw);
   return c.json({ outcome: await runner.handleDelivery(message.jobId, message.attempt) }, 200);
 });

@@ -1,9 +1,12 @@
 import { createRoute, z } from "@hono/zod-openapi";
+import { SlotStoreUnavailable } from "../lib/admission/ports.ts";
+import { ROLES } from "../lib/config.ts";
 import { router } from "./env.ts";
 
 const Readiness = z
   .object({
     ready: z.boolean(),
+    role: z.enum(ROLES),
     models: z.array(z.object({ id: z.string(), dtype: z.string(), state: z.enum(["loading", "ready", "failed"]), error: z.string().optional() })),
     capacity: z.object({ slots: z.number(), inUse: z.number(), queued: z.number(), queueSize: z.number() }),
   })
@@ -13,19 +16,36 @@ export type ReadinessResponse = z.infer<typeof Readiness>;
 export const route = createRoute({
   method: "get",
   path: "/readyz",
-  summary: "Readiness: default model loaded and room to take work",
+  summary: "Readiness: default model loaded and room to take work (role api: the shared stores answer)",
   responses: {
     200: { description: "Ready.", content: { "application/json": { schema: Readiness } } },
-    503: { description: "Not ready: a model is still loading or failed, the queue is full, or the server is shutting down.", content: { "application/json": { schema: Readiness } } },
+    503: {
+      description: "Not ready: a model is still loading or failed, the queue is full, the shared stores are unreachable (role api), or the server is shutting down.",
+      content: { "application/json": { schema: Readiness } },
+    },
   },
 });
 
-export default router().openapi(route, (c) => {
-  const { engine, admission, config, draining } = c.get("services");
-  const models = engine.modelStates().map((m) => ({ id: m.model.id, dtype: m.model.dtype, state: m.state, error: m.error }));
-  const stats = admission.stats;
-  const capacity = { ...stats, queueSize: config.QUEUE_SIZE };
-  const ready = !draining && models.length > 0 && models.every((m) => m.state === "ready") && stats.queued < config.QUEUE_SIZE;
-  const body: ReadinessResponse = { ready, models, capacity };
-  return ready ? c.json(body, 200) : c.json(body, 503);
+export default router().openapi(route, async (c) => {
+  const { transcriber, slots, config, draining } = c.get("services");
+  const role = config.ROLE;
+  let body: ReadinessResponse;
+  if (transcriber) {
+    const models = transcriber.engine.modelStates().map((m) => ({ id: m.model.id, dtype: m.model.dtype, state: m.state, error: m.error }));
+    const stats = transcriber.admission.stats;
+    const ready = !draining && models.length > 0 && models.every((m) => m.state === "ready") && stats.queued < config.QUEUE_SIZE;
+    body = { ready, role, models, capacity: { ...stats, queueSize: config.QUEUE_SIZE } };
+  } else {
+    // An api instance has no model to wait for and no queue of its own: it can work once the
+    // stores it shares with the workers answer (jobs, uploads and slots live in the same Redis).
+    const storesReachable = await slots.snapshot().then(
+      () => true,
+      (err: unknown) => {
+        if (err instanceof SlotStoreUnavailable) return false;
+        throw err;
+      },
+    );
+    body = { ready: !draining && storesReachable, role, models: [], capacity: { slots: 0, inUse: 0, queued: 0, queueSize: 0 } };
+  }
+  return body.ready ? c.json(body, 200) : c.json(body, 503);
 });

@@ -7,6 +7,13 @@ import type { Logger } from "../lib/log.ts";
 import { createServices, type Services } from "../lib/services.ts";
 import { createApp } from "./app.ts";
 
+/** Where a client on this machine reaches a server listening on `host` (a wildcard is not an address to connect to). */
+function reachableHost(host: string): string {
+  if (host === "0.0.0.0") return "127.0.0.1";
+  if (host === "::") return "[::1]";
+  return host.includes(":") ? `[${host}]` : host;
+}
+
 export interface RunningServer {
   url: string;
   services: Services;
@@ -30,23 +37,30 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     );
   });
   const { port } = server.address() as AddressInfo;
-  const url = `http://${config.HOST === "0.0.0.0" ? "127.0.0.1" : config.HOST}:${port}`;
+  const url = `http://${reachableHost(config.HOST)}:${port}`;
   const services = await createServices(config, log, { listenUrl: url });
-  const { plan } = services;
-  log.info(
-    {
-      memory: `${formatBytes(plan.machine.memoryBytes)} (${plan.machine.memorySource})`,
-      cpus: `${plan.machine.cpus} (${plan.machine.cpuSource})`,
-      models: plan.rows.map((r) => `${r.model} ${r.dtype}: ${formatBytes(r.footprint.residentBytes)} loaded, ${formatBytes(r.footprint.workingSetBytes)} per job${r.footprint.measured ? "" : " (estimated)"}`),
-      slots: plan.slots,
-      threadsPerJob: plan.threadsPerJob,
-      limitedBy: plan.limitedBy,
-      transcriptionsAtOnce: services.admission.stats.slots,
-      queue: config.QUEUE_SIZE,
-    },
-    "capacity plan",
-  );
-  if (!plan.fits) log.warn("the configured models leave no memory for even one job; expect failures under load");
+  const { transcriber } = services;
+  if (transcriber) {
+    const { plan } = transcriber;
+    log.info(
+      {
+        role: config.ROLE,
+        memory: `${formatBytes(plan.machine.memoryBytes)} (${plan.machine.memorySource})`,
+        cpus: `${plan.machine.cpus} (${plan.machine.cpuSource})`,
+        models: plan.rows.map((r) => `${r.model} ${r.dtype}: ${formatBytes(r.footprint.residentBytes)} loaded, ${formatBytes(r.footprint.workingSetBytes)} per job${r.footprint.measured ? "" : " (estimated)"}`),
+        slots: plan.slots,
+        threadsPerJob: plan.threadsPerJob,
+        lanes: plan.lanes,
+        limitedBy: plan.limitedBy,
+        transcriptionsAtOnce: transcriber.admission.stats.slots,
+        queue: config.QUEUE_SIZE,
+      },
+      "capacity plan",
+    );
+    if (!plan.fits) log.warn("the configured models leave no memory for even one job; expect failures under load");
+  } else {
+    log.info({ role: config.ROLE, workerUrl: config.WORKER_URL, qstashDeliveryUrl: services.qstashDeliveryUrl }, "api only: no model loaded, jobs go to QStash, /v1/audio/* to the workers");
+  }
   if (!services.apiKeys.required) log.warn("ALLOW_ANONYMOUS=true: the API accepts requests without an API key");
 
   const app = createApp(services);

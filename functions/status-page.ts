@@ -141,6 +141,7 @@ const SCRIPT = `
   function renderCapacity(cap) {
     const i = cap.instance, c = cap.cluster;
     setText("plan-instance", i.id);
+    setText("plan-role", i.role === "api" ? "api (transcribes nothing: jobs and audio requests go to the workers)" : i.role);
     setText("plan-memory", bytes(i.memoryBytes) + " (from " + i.memorySource + ")");
     setText("plan-cpus", i.cpus + " (from " + i.cpuSource + ")");
     setText("plan-slots", i.slots);
@@ -170,8 +171,12 @@ const SCRIPT = `
   function renderReadiness(r) {
     const ready = $("ready");
     ready.replaceChildren(badge(r.ready ? "yes" : "no"));
-    setText("ready-queue", r.capacity.queued + " queued of " + r.capacity.queueSize + " allowed");
     const tbody = $("models-body");
+    if (r.role === "api") {
+      setText("ready-queue", "none on this instance");
+      return emptyRow(tbody, 4, "None: this instance loads no model.");
+    }
+    setText("ready-queue", r.capacity.queued + " queued of " + r.capacity.queueSize + " allowed");
     if (r.models.length === 0) return emptyRow(tbody, 4, "No model loaded yet.");
     tbody.replaceChildren(...r.models.map((m) => {
       const tr = el("tr");
@@ -328,6 +333,7 @@ const BODY = `
       <h2 id="plan-title">Capacity plan</h2>
       <dl>
         <dt>Instance</dt><dd id="plan-instance">—</dd>
+        <dt>Role</dt><dd id="plan-role">—</dd>
         <dt>Memory</dt><dd id="plan-memory">—</dd>
         <dt>CPUs</dt><dd id="plan-cpus">—</dd>
         <dt>Slots</dt><dd id="plan-slots">—</dd>

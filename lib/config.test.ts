@@ -165,6 +165,56 @@ describe("loadConfig", () => {
     expect(configError({ ...VALID, ...noUrl }).message).toContain("PUBLIC_URL");
   });
 
+  describe("ROLE", () => {
+    const API = { ...CLUSTER, ROLE: "api", WORKER_URL: "http://worker.process.slotscribe.internal:8080", QSTASH_DELIVERY_URL: "https://slotscribe.example.com:8443" };
+
+    it("defaults to all, which needs neither cluster mode nor a worker address", () => {
+      const config = loadConfig(VALID);
+      expect(config.ROLE).toBe("all");
+      expect(config.WORKER_URL).toBeUndefined();
+      expect(config.QSTASH_DELIVERY_URL).toBeUndefined();
+    });
+
+    it("accepts an api instance with the workers' address and QStash's delivery address", () => {
+      expect(loadConfig({ ...VALID, ...API })).toMatchObject({ ROLE: "api", WORKER_URL: API.WORKER_URL, QSTASH_DELIVERY_URL: API.QSTASH_DELIVERY_URL });
+    });
+
+    it("accepts a worker with the same app-wide settings, WORKER_URL included", () => {
+      expect(loadConfig({ ...VALID, ...API, ROLE: "worker" }).ROLE).toBe("worker");
+      expect(loadConfig({ ...VALID, ...CLUSTER, ROLE: "worker" }).ROLE).toBe("worker");
+    });
+
+    it.each(["api", "worker"])("refuses ROLE=%s outside cluster mode, saying why", (role) => {
+      const err = configError({ ...VALID, ROLE: role, WORKER_URL: API.WORKER_URL });
+      expect(err.issues).toEqual([expect.stringMatching(new RegExp(`^ROLE: ROLE=${role} needs cluster mode \\(Upstash Redis and QStash`))]);
+    });
+
+    it("refuses an api instance without WORKER_URL, naming the Fly address to use", () => {
+      const { WORKER_URL: _w, ...noWorker } = API;
+      const err = configError({ ...VALID, ...noWorker });
+      expect(err.issues).toHaveLength(1);
+      expect(err.issues[0]).toMatch(/^WORKER_URL: /);
+      expect(err.issues[0]).toContain("worker.process.<app>.internal");
+    });
+
+    it("refuses an api instance that would have QStash deliver jobs to itself", () => {
+      const { QSTASH_DELIVERY_URL: _d, ...noDelivery } = API;
+      const err = configError({ ...VALID, ...noDelivery });
+      expect(err.issues).toHaveLength(1);
+      expect(err.issues[0]).toMatch(/^QSTASH_DELIVERY_URL: ROLE=api runs no jobs/);
+    });
+
+    it("refuses an unknown role and addresses that are not http(s) URLs", () => {
+      expect(configError({ ...VALID, ...API, ROLE: "scheduler" }).issues).toEqual([expect.stringMatching(/^ROLE:/)]);
+      expect(configError({ ...VALID, ...API, WORKER_URL: "worker:8080" }).issues).toEqual([expect.stringMatching(/^WORKER_URL:/)]);
+      expect(configError({ ...VALID, ...API, QSTASH_DELIVERY_URL: "ftp://workers.example.com" }).issues).toEqual([expect.stringMatching(/^QSTASH_DELIVERY_URL:/)]);
+    });
+
+    it("refuses QSTASH_DELIVERY_URL outside cluster mode, where nothing would use it", () => {
+      expect(configError({ ...VALID, QSTASH_DELIVERY_URL: API.QSTASH_DELIVERY_URL }).issues).toEqual([expect.stringMatching(/^QSTASH_DELIVERY_URL: .*needs cluster mode/)]);
+    });
+  });
+
   it("refuses a lease heartbeat too slow for its TTL", () => {
     expect(configError({ ...VALID, LEASE_TTL: "10s", LEASE_HEARTBEAT: "6s" }).message).toContain("LEASE_HEARTBEAT");
   });

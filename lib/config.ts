@@ -39,6 +39,14 @@ const bytes = (fallback: string) =>
     });
 const positiveInt = z.coerce.number().int().positive();
 const secret = z.string().min(1, "must not be empty when set");
+const httpUrl = z.url({ protocol: /^https?$/ });
+
+/**
+ * What an instance does: everything (one kind of instance), only the API (takes requests, hands jobs
+ * to QStash, forwards the synchronous audio endpoints to the workers), or only transcription.
+ */
+export const ROLES = ["all", "api", "worker"] as const;
+export type Role = (typeof ROLES)[number];
 
 /**
  * Every setting the service reads, validated once at start-up. Secrets have no defaults: a missing
@@ -49,6 +57,8 @@ export const configSchema = z
     PORT: z.coerce.number().int().min(0).max(65535).default(8080),
     HOST: z.string().default("0.0.0.0"),
     PUBLIC_URL: z.url().optional(),
+    ROLE: z.enum(ROLES).default("all"),
+    WORKER_URL: httpUrl.optional(),
     LOG_LEVEL: z.enum(["debug", "info", "warn", "error", "silent"]).default("info"),
     SHUTDOWN_GRACE: duration("25s"),
 
@@ -66,6 +76,7 @@ export const configSchema = z
 
     SLOTS: positiveInt.optional(),
     THREADS_PER_JOB: positiveInt.optional(),
+    LANES: positiveInt.optional(),
     MAX_ACTIVE_JOBS: positiveInt.optional(),
     QUEUE_SIZE: z.coerce.number().int().min(0).default(16),
     QUEUE_TIMEOUT: duration("30s"),
@@ -87,6 +98,7 @@ export const configSchema = z
     QSTASH_TOKEN: secret.optional(),
     QSTASH_CURRENT_SIGNING_KEY: secret.optional(),
     QSTASH_NEXT_SIGNING_KEY: secret.optional(),
+    QSTASH_DELIVERY_URL: httpUrl.optional(),
     CLUSTER_SLOTS: positiveInt.optional(),
     LEASE_TTL: duration("15s"),
     LEASE_HEARTBEAT: duration("5s"),
@@ -106,7 +118,31 @@ export const configSchema = z
       ctx.addIssue({ code: "custom", path: ["CLUSTER_SLOTS"], message: "cluster mode needs CLUSTER_SLOTS, the cluster-wide cap (the same on every instance)" });
     }
     if (c.QSTASH_TOKEN && !c.PUBLIC_URL) {
-      ctx.addIssue({ code: "custom", path: ["PUBLIC_URL"], message: "QStash must be able to reach this deployment: set PUBLIC_URL" });
+      ctx.addIssue({ code: "custom", path: ["PUBLIC_URL"], message: "cluster mode needs PUBLIC_URL: the base of links in jobs and callbacks, and where QStash delivers unless QSTASH_DELIVERY_URL is set" });
+    }
+    if (c.ROLE !== "all" && !(c.UPSTASH_REDIS_REST_URL && c.QSTASH_TOKEN)) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["ROLE"],
+        message: `ROLE=${c.ROLE} needs cluster mode (Upstash Redis and QStash settings): jobs and uploads taken by an api instance must be visible to the workers that run them`,
+      });
+    }
+    if (c.ROLE === "api" && !c.WORKER_URL) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["WORKER_URL"],
+        message: "ROLE=api forwards /v1/audio/transcriptions, /translations and /extract to the workers: set WORKER_URL (on Fly: http://worker.process.<app>.internal:8080)",
+      });
+    }
+    if (c.ROLE === "api" && c.QSTASH_TOKEN && !c.QSTASH_DELIVERY_URL) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["QSTASH_DELIVERY_URL"],
+        message: "ROLE=api runs no jobs, so QStash must deliver them to the workers: set QSTASH_DELIVERY_URL to their address (the default, PUBLIC_URL, is where clients reach the api)",
+      });
+    }
+    if (c.QSTASH_DELIVERY_URL && !c.QSTASH_TOKEN) {
+      ctx.addIssue({ code: "custom", path: ["QSTASH_DELIVERY_URL"], message: "QSTASH_DELIVERY_URL is where QStash delivers jobs: it needs cluster mode (QSTASH_TOKEN)" });
     }
     if (c.LEASE_HEARTBEAT * 2 > c.LEASE_TTL) {
       ctx.addIssue({ code: "custom", path: ["LEASE_HEARTBEAT"], message: "LEASE_HEARTBEAT must be at most half of LEASE_TTL, or leases expire between renewals" });

@@ -1,10 +1,13 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import type { Limiter } from "./admission/limiter.ts";
 import type { SlotStore } from "./admission/ports.ts";
+import type { Role } from "./config.ts";
 
 export interface MetricSources {
-  compute: Limiter;
-  admission: Limiter;
+  role: Role;
+  /** Null on an api instance, which holds no slots: its gauges read 0. */
+  compute: Limiter | null;
+  admission: Limiter | null;
   slots: SlotStore;
   memoryLimitBytes: number;
   jobs: () => { queued: number; running: number };
@@ -33,12 +36,16 @@ export class Metrics {
     const gauge = (name: string, help: string, read: () => number) =>
       new Gauge({ name, help, registers: r, collect() { this.set(read()); } });
 
-    gauge("slotscribe_slots_total", "Windows this instance may run in inference at once.", () => sources.compute.stats.slots);
-    gauge("slotscribe_slots_in_use", "Windows in inference now.", () => sources.compute.stats.inUse);
-    gauge("slotscribe_windows_queued", "Windows waiting for a slot.", () => sources.compute.stats.queued);
-    gauge("slotscribe_transcriptions_limit", "Transcriptions this instance may have in progress.", () => sources.admission.stats.slots);
-    gauge("slotscribe_transcriptions_active", "Transcriptions in progress.", () => sources.admission.stats.inUse);
-    gauge("slotscribe_transcriptions_queued", "Requests waiting for admission.", () => sources.admission.stats.queued);
+    const compute = () => sources.compute?.stats ?? { slots: 0, inUse: 0, queued: 0 };
+    const admission = () => sources.admission?.stats ?? { slots: 0, inUse: 0, queued: 0 };
+    // Constant 1: the label tells a dashboard why an api instance shows no slots.
+    new Gauge({ name: "slotscribe_instance_info", help: "This instance's ROLE (all, api or worker) as a label.", labelNames: ["role"], registers: r }).set({ role: sources.role }, 1);
+    gauge("slotscribe_slots_total", "Windows this instance may run in inference at once.", () => compute().slots);
+    gauge("slotscribe_slots_in_use", "Windows in inference now.", () => compute().inUse);
+    gauge("slotscribe_windows_queued", "Windows waiting for a slot.", () => compute().queued);
+    gauge("slotscribe_transcriptions_limit", "Transcriptions this instance may have in progress.", () => admission().slots);
+    gauge("slotscribe_transcriptions_active", "Transcriptions in progress.", () => admission().inUse);
+    gauge("slotscribe_transcriptions_queued", "Requests waiting for admission.", () => admission().queued);
     gauge("slotscribe_memory_rss_bytes", "Resident memory of the process.", () => process.memoryUsage().rss);
     gauge("slotscribe_memory_limit_bytes", "The memory limit the slot plan was made for.", () => sources.memoryLimitBytes);
     new Gauge({

@@ -18,8 +18,9 @@ export interface ServiceProcess {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-export async function startService(env: Record<string, string>, timeoutMs = 60_000): Promise<ServiceProcess> {
-  const child = spawn(process.execPath, ["--import", "tsx", join(ROOT, "bin", "main.ts"), "serve"], {
+/** `serveArgs` go after `serve`, as a Fly process group's command line passes `--role`. */
+export async function startService(env: Record<string, string>, timeoutMs = 60_000, serveArgs: string[] = []): Promise<ServiceProcess> {
+  const child = spawn(process.execPath, ["--import", "tsx", join(ROOT, "bin", "main.ts"), "serve", ...serveArgs], {
     cwd: ROOT,
     env: { ...process.env, PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "info", ...env },
     stdio: ["ignore", "pipe", "pipe"],

@@ -15,6 +15,7 @@ import { Client as QStashClient, Receiver } from "@upstash/qstash";
 import { Redis } from "@upstash/redis";
 import { RedisSlotStore } from "./admission/redis-slot-store.ts";
 import { QStashCallbackSender, QStashJobDispatcher } from "./cluster/qstash.ts";
+import { WorkerForwarder } from "./cluster/worker-forwarder.ts";
 import { FileBlobs, RedisBlobs, type InputBlobs } from "./jobs/blobs.ts";
 import { UpstashJobStore } from "./jobs/upstash-job-store.ts";
 import { EmbeddedJobStore, inputsDir } from "./jobs/embedded-job-store.ts";
@@ -28,19 +29,32 @@ import { EmbeddedCallbackSender, type CallbackSender } from "./webhooks/delivery
 import { parseSchedule } from "./webhooks/retry-schedule.ts";
 import { parseWebhookSecrets } from "./webhooks/standard-webhooks.ts";
 
+/**
+ * What an instance that transcribes (ROLE all or worker) has: the slot plan, the inference thread
+ * and the limits on it. An api instance has none of it, so it loads no model and holds no slot.
+ */
+export interface Transcriber {
+  plan: CapacityPlan;
+  engine: Engine;
+  /** Bounds transcriptions in progress (decoding streams open) and the request queue before 429. */
+  admission: Limiter;
+  /** Bounds windows in inference at once: the instance's slots. */
+  compute: Limiter;
+  transcription: TranscriptionService;
+}
+
 /** Everything a request handler may use. Built once at start-up and handed to the HTTP layer. */
 export interface Services {
   config: Config;
   log: Logger;
   instanceId: string;
   machine: MachineResources;
-  plan: CapacityPlan;
-  engine: Engine;
+  /** Null on an api instance. */
+  transcriber: Transcriber | null;
+  /** Set on an api instance: the synchronous audio endpoints run on the workers. */
+  workerForwarder: WorkerForwarder | null;
   catalog: ModelCatalog;
-  admission: Limiter;
-  compute: Limiter;
   slots: SlotStore;
-  transcription: TranscriptionService;
   metrics: Metrics;
   apiKeys: ApiKeys;
   /** Uploads are spooled here and removed when their request ends. */
@@ -53,8 +67,11 @@ export interface Services {
   webhookSecrets: Buffer[];
   /** Set in cluster mode: verifies that deliveries to /internal/qstash/* come from QStash. */
   qstashReceiver: Receiver | null;
-  /** The deployment's public base URL (QStash signs deliveries for it). */
-  publicUrl: string;
+  /**
+   * Where QStash delivers to this deployment: QSTASH_DELIVERY_URL, else PUBLIC_URL. QStash signs
+   * this URL into each message, so deliveries are verified against it.
+   */
+  qstashDeliveryUrl: string;
   /** Base for links in responses: PUBLIC_URL, else the origin the request came in on. */
   baseUrl(requestUrl: string): string;
   /** True once shutdown began: /readyz says no, so load balancers stop sending work. */
@@ -73,30 +90,6 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
   const instanceId = config.INSTANCE_ID ?? env.FLY_MACHINE_ID ?? env.RAILWAY_REPLICA_ID ?? `${hostname()}-${process.pid}`;
   const catalog = new ModelCatalog({ defaultModel: config.DEFAULT_MODEL, dtype: config.MODEL_DTYPE, localDir: config.WHISPER_MODELS_DIR });
   const machine = detectMachine(env);
-  const planned = (config.PRELOAD_MODELS.length ? config.PRELOAD_MODELS : [config.DEFAULT_MODEL]).map((name) => {
-    try {
-      return catalog.resolve(name);
-    } catch {
-      return { name, id: name, dtype: config.MODEL_DTYPE };
-    }
-  });
-  const plan = planCapacity({ machine, models: planned, slots: config.SLOTS, threadsPerJob: config.THREADS_PER_JOB });
-
-  const engine = new Engine({
-    localModelPath: config.WHISPER_MODELS_DIR ?? null,
-    allowRemoteModels: config.WHISPER_MODELS_DIR === undefined,
-    cacheDir: config.MODEL_CACHE_DIR ?? null,
-    threadsPerJob: plan.threadsPerJob,
-  });
-  let transcription: TranscriptionService | undefined;
-  const retryAfterSeconds = () => transcription?.retryAfterSeconds() ?? 5;
-  const admission = new Limiter({
-    slots: config.MAX_ACTIVE_JOBS ?? plan.slots * 2,
-    queueSize: config.QUEUE_SIZE,
-    queueTimeoutMs: config.QUEUE_TIMEOUT,
-    retryAfterSeconds,
-  });
-  const compute = new Limiter({ slots: plan.slots, queueSize: Infinity, queueTimeoutMs: Infinity, retryAfterSeconds });
   // Cluster mode: fail fast when Redis is unreachable (a request waiting on the SDK's own retries
   // would hold a place for seconds), and let the stores map errors to 503.
   const redis = config.UPSTASH_REDIS_REST_URL
@@ -105,30 +98,40 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
   const slots: SlotStore = redis
     ? new RedisSlotStore(redis, { cap: config.CLUSTER_SLOTS!, instance: instanceId, leaseTtlMs: config.LEASE_TTL, heartbeatMs: config.LEASE_HEARTBEAT })
     : new EmbeddedSlotStore({ cap: config.CLUSTER_SLOTS ?? null });
+  // An api instance plans no slots and creates no Engine, so no model is loaded and no inference thread started.
+  const planned = config.ROLE === "api" ? null : planTranscriber(config, catalog, machine, () => transcriber?.transcription.retryAfterSeconds() ?? 5);
   let runner: JobRunner | undefined;
   const metrics = new Metrics({
-    compute,
-    admission,
+    role: config.ROLE,
+    compute: planned?.compute ?? null,
+    admission: planned?.admission ?? null,
     slots,
     memoryLimitBytes: machine.memoryBytes,
     jobs: () => runner?.stats ?? { queued: 0, running: 0 },
   });
-  transcription = new TranscriptionService({
-    metrics,
-    engine,
-    catalog,
-    admission,
-    compute,
-    slots,
-    instanceId,
-    maxDurationSeconds: config.MAX_AUDIO_DURATION / 1000,
-    clusterWaitMs: config.QUEUE_TIMEOUT,
-  });
+  const transcriber: Transcriber | null = planned && {
+    plan: planned.plan,
+    engine: planned.engine,
+    admission: planned.admission,
+    compute: planned.compute,
+    transcription: new TranscriptionService({
+      metrics,
+      engine: planned.engine,
+      catalog,
+      admission: planned.admission,
+      compute: planned.compute,
+      slots,
+      instanceId,
+      maxDurationSeconds: config.MAX_AUDIO_DURATION / 1000,
+      clusterWaitMs: config.QUEUE_TIMEOUT,
+    }),
+  };
   const tempDir = await mkdtemp(join(tmpdir(), "slotscribe-"));
 
   const policy = parseAllowlist(config.OUTBOUND_ALLOWLIST);
   const webhookSecrets = config.WEBHOOK_SECRET ? parseWebhookSecrets(config.WEBHOOK_SECRET) : [];
   const publicUrl = config.PUBLIC_URL?.replace(/\/$/, "") ?? listenUrl;
+  const qstashDeliveryUrl = config.QSTASH_DELIVERY_URL?.replace(/\/$/, "") ?? publicUrl;
   const jobs: JobStore = redis
     ? new UpstashJobStore({ redis, retentionMs: config.RESULT_RETENTION })
     : await EmbeddedJobStore.open({
@@ -149,7 +152,7 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
         close: async () => undefined,
       }
     : qstash
-      ? new QStashCallbackSender({ client: qstash, store: jobs, secrets: webhookSecrets, publicUrl, log })
+      ? new QStashCallbackSender({ client: qstash, store: jobs, secrets: webhookSecrets, publicUrl, deliveryUrl: qstashDeliveryUrl, log })
       : new EmbeddedCallbackSender({
           store: jobs,
           secrets: webhookSecrets,
@@ -162,10 +165,10 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
   const blobs: InputBlobs = redis ? new RedisBlobs(redis, config.RESULT_RETENTION) : new FileBlobs(inputsDir(config.DATA_DIR));
   runner = new JobRunner({
     metrics,
-    dispatcher: qstash ? new QStashJobDispatcher({ client: qstash, publicUrl }) : undefined,
+    dispatcher: qstash ? new QStashJobDispatcher({ client: qstash, deliveryUrl: qstashDeliveryUrl }) : undefined,
     store: jobs,
     blobs,
-    transcription,
+    transcription: transcriber?.transcription ?? null,
     callbacks,
     slots,
     policy,
@@ -173,7 +176,7 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
     maxDeferMs: config.JOB_DEFER_MAX_DELAY,
     maxDownloadBytes: config.MAX_DOWNLOAD_BYTES,
     downloadTimeoutMs: config.DOWNLOAD_TIMEOUT,
-    concurrency: admission.stats.slots,
+    concurrency: transcriber?.admission.stats.slots ?? 0,
     queueSize: config.JOB_QUEUE_SIZE,
     log,
   });
@@ -186,8 +189,8 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
   await sweep();
   const sweeper = setInterval(sweep, 60_000).unref();
 
-  for (const model of planned) {
-    engine.load(model).then(
+  for (const model of planned?.models ?? []) {
+    planned!.engine.load(model).then(
       (info) => log.info({ model: model.id, dtype: model.dtype, footprintMiB: Math.round(info.footprintBytes / 2 ** 20) }, "model loaded"),
       (err: Error) => log.error({ model: model.id, err: err.message }, "model failed to load"),
     );
@@ -198,13 +201,10 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
     log,
     instanceId,
     machine,
-    plan,
-    engine,
+    transcriber,
+    workerForwarder: config.ROLE === "api" ? new WorkerForwarder({ workerUrl: config.WORKER_URL! }) : null,
     catalog,
-    admission,
-    compute,
     slots,
-    transcription,
     metrics,
     apiKeys: new ApiKeys(config.API_KEYS),
     tempDir,
@@ -215,7 +215,7 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
     policy,
     webhookSecrets,
     qstashReceiver,
-    publicUrl,
+    qstashDeliveryUrl,
     baseUrl: (requestUrl) => config.PUBLIC_URL?.replace(/\/$/, "") ?? new URL(requestUrl).origin,
     draining: false,
     async close(graceMs = 0) {
@@ -224,12 +224,51 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
       await runner!.stop(graceMs);
       await callbacks.close();
       await jobs.close();
-      await engine.close();
+      await transcriber?.engine.close();
       await slots.close();
       await rm(tempDir, { recursive: true, force: true });
     },
   };
   return services;
+}
+
+/**
+ * The models this instance keeps loaded, the slot plan for them, the inference thread sized by it
+ * (started at the first load) and the limiters that enforce the plan.
+ */
+function planTranscriber(config: Config, catalog: ModelCatalog, machine: MachineResources, retryAfterSeconds: () => number) {
+  const models = (config.PRELOAD_MODELS.length ? config.PRELOAD_MODELS : [config.DEFAULT_MODEL]).map((name) => {
+    try {
+      return catalog.resolve(name);
+    } catch {
+      return { name, id: name, dtype: config.MODEL_DTYPE };
+    }
+  });
+  const plan = planCapacity({ machine, models, slots: config.SLOTS, threadsPerJob: config.THREADS_PER_JOB, lanes: config.LANES });
+  const engine = new Engine({
+    localModelPath: config.WHISPER_MODELS_DIR ?? null,
+    allowRemoteModels: config.WHISPER_MODELS_DIR === undefined,
+    cacheDir: config.MODEL_CACHE_DIR ?? null,
+    threadsPerJob: plan.threadsPerJob,
+    lanes: plan.lanes,
+  });
+  const admission = new Limiter({
+    slots: config.MAX_ACTIVE_JOBS ?? plan.slots * 2,
+    queueSize: config.QUEUE_SIZE,
+    queueTimeoutMs: config.QUEUE_TIMEOUT,
+    retryAfterSeconds,
+  });
+  const compute = new Limiter({ slots: plan.slots, queueSize: Infinity, queueTimeoutMs: Infinity, retryAfterSeconds });
+  return { models, plan, engine, admission, compute };
+}
+
+/**
+ * The transcriber, for handlers an api instance never reaches: it forwards their requests to a
+ * worker before they run (functions/app.ts).
+ */
+export function transcriberOf(services: Services): Transcriber {
+  if (!services.transcriber) throw new Error(`this instance (ROLE=${services.config.ROLE}) does not transcribe`);
+  return services.transcriber;
 }
 
 export function newRequestId(): string {

@@ -8,7 +8,8 @@
  * - the image's CMD, ENV, HEALTHCHECK and STOPSIGNAL exercised against the real service started
  *   from the prefetched cache;
  * - fly.toml and infra/fly.cluster.toml read with a TOML reader for the subset they use, their
- *   concurrency limits recomputed from the slot plan with infra/fly-limits.ts;
+ *   concurrency limits recomputed from the slot plan with infra/fly-limits.ts, and each process
+ *   group's command line with the app's [env] validated as the service would for its role;
  * - infra/railway.json; infra/provision-upstash.sh (bash -n, shellcheck when installed, --dry-run,
  *   and a full run against a stand-in Upstash API with stand-in fly/railway CLIs);
  * - the examples, run against the real service and the QStash emulator.
@@ -24,6 +25,7 @@ import { dirname, join, relative, resolve, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { JobJsonBody } from "../functions/job-schemas.ts";
+import { serveEnv } from "../lib/cli/serve.ts";
 import { configSchema, loadConfig } from "../lib/config.ts";
 import { flyLimits, flyMemoryMb, parseFlyLimitsArgs, sizingTable } from "../infra/fly-limits.ts";
 import { startQStashEmulator } from "./support/qstash-emulator.ts";
@@ -566,29 +568,56 @@ describe("fly.toml", () => {
   });
 });
 
-describe("infra/fly.cluster.toml (template for API and workers apart)", () => {
+describe("infra/fly.cluster.toml (API and workers as separate process groups)", () => {
   const text = read("infra/fly.cluster.toml");
   const cluster = parseToml(text);
+  const clusterEnv = table(cluster.env) as Record<string, string>;
+  const secretNames = /SECRET_NAMES=\(([^)]*)\)/.exec(read("infra/provision-upstash.sh"))![1]!.trim().split(/\s+/);
+  const fake: Record<string, string> = { UPSTASH_REDIS_REST_URL: "https://fake.upstash.io", QSTASH_URL: "https://qstash.upstash.io" };
+  /** The app-wide [env] plus what infra/provision-upstash.sh and the walkthrough set as secrets. */
+  const deployedEnv = { ...clusterEnv, ...Object.fromEntries(secretNames.map((n) => [n, fake[n] ?? `fake-${n.toLowerCase()}`])), API_KEYS: "placeholder" };
+  const processes = table(cluster.processes) as Record<string, string>;
+  const workerService = tables(cluster.services).find((s) => (s.processes as string[]).includes("worker"))!;
 
-  it("says it is not deployable yet and runs the image's command in both groups", () => {
-    expect(text).toMatch(/NOT DEPLOYABLE YET/);
-    const processes = table(cluster.processes);
+  it("runs the image's command in each group with its role, and each is a valid configuration for that role", () => {
+    expect(text).not.toMatch(/NOT DEPLOYABLE/i);
     expect(Object.keys(processes).sort()).toEqual(["api", "worker"]);
-    for (const command of Object.values(processes)) expect(command).toBe(cmd.join(" "));
-    expect(() => loadConfig({ ...(table(cluster.env) as Record<string, string>), API_KEYS: "placeholder" })).not.toThrow();
+    for (const [group, command] of Object.entries(processes)) {
+      expect(command).toBe(`${cmd.join(" ")} --role ${group}`);
+      // What `slotscribe serve` does with its arguments and the machine's environment.
+      const config = loadConfig(serveEnv(command.split(" ").slice(cmd.length), deployedEnv));
+      expect(config.ROLE).toBe(group);
+      expect(config.UPSTASH_REDIS_REST_URL).toBe(fake.UPSTASH_REDIS_REST_URL);
+    }
+    // Without the secrets neither role may start: both need the shared stores.
+    for (const command of Object.values(processes)) {
+      expect(() => loadConfig(serveEnv(command.split(" ").slice(cmd.length), { ...clusterEnv, API_KEYS: "placeholder" }))).toThrow(/ROLE: ROLE=\w+ needs cluster mode/);
+    }
   });
 
-  it("with the secrets infra/provision-upstash.sh sets, is a complete cluster-mode configuration", () => {
-    const names = /SECRET_NAMES=\(([^)]*)\)/.exec(read("infra/provision-upstash.sh"))![1]!.trim().split(/\s+/);
-    const fake: Record<string, string> = { UPSTASH_REDIS_REST_URL: "https://fake.upstash.io", QSTASH_URL: "https://qstash.upstash.io" };
-    const secrets = Object.fromEntries(names.map((n) => [n, fake[n] ?? `fake-${n.toLowerCase()}`]));
-    const env = { ...(table(cluster.env) as Record<string, string>), ...secrets, API_KEYS: "placeholder" };
-    const config = loadConfig(env);
-    expect(config.UPSTASH_REDIS_REST_URL).toBe(fake.UPSTASH_REDIS_REST_URL);
-    expect(config.QSTASH_NEXT_SIGNING_KEY).toBe("fake-qstash_next_signing_key");
-    // Every Upstash/QStash setting the service reads is one the script provides.
+  it("gets every Upstash/QStash setting the service reads from the script's secrets or from [env]", () => {
     const wanted = Object.keys(configSchemaShape()).filter((k) => /^(UPSTASH|QSTASH)_/.test(k));
-    expect(names.sort()).toEqual(wanted.sort());
+    expect([...secretNames, ...Object.keys(clusterEnv).filter((k) => /^(UPSTASH|QSTASH)_/.test(k))].sort()).toEqual(wanted.sort());
+    expect(secretNames).not.toContain("QSTASH_DELIVERY_URL");
+  });
+
+  it("has QStash deliver to the workers' own port, and the api reach the workers on the private network", () => {
+    const app = String(cluster.app);
+    const publicUrl = new URL(clusterEnv.PUBLIC_URL!);
+    const delivery = new URL(clusterEnv.QSTASH_DELIVERY_URL!);
+    expect(publicUrl.hostname).toBe(`${app}.fly.dev`);
+    // Same host as the public API, on the port only the worker group's service listens on, with TLS.
+    expect(delivery.protocol).toBe("https:");
+    expect(delivery.hostname).toBe(publicUrl.hostname);
+    const workerPort = tables(workerService.ports).find((p) => Number(p.port) === Number(delivery.port));
+    expect(workerPort?.handlers).toEqual(["tls", "http"]);
+    // Fly's private DNS name for the started machines of a process group, on the service's port.
+    expect(clusterEnv.WORKER_URL).toBe(`http://worker.process.${app}.internal:${workerService.internal_port}`);
+    // The private network is IPv6: a service bound to 0.0.0.0 would not be reachable there.
+    expect(clusterEnv.HOST).toBe("::");
+    expect(workerService.internal_port).toBe(Number(finalEnv.PORT));
+    // The proxy sees no forwarded request, so it must not stop a worker for lack of traffic.
+    expect(workerService.auto_stop_machines).toBe("off");
   });
 
   it("routes the public API to the api group only, on a smaller VM than the workers", () => {
@@ -599,15 +628,28 @@ describe("infra/fly.cluster.toml (template for API and workers apart)", () => {
     expect(flyMemoryMb(String(api.memory))).toBeLessThan(flyMemoryMb(String(worker.memory)));
   });
 
-  it("sizes the workers from the slot plan", () => {
-    const service = tables(cluster.services).find((s) => (s.processes as string[]).includes("worker"))!;
+  it("sizes the workers from the slot plan, and the cluster cap from the workers", () => {
     const { input, limits } = limitsFromComment(text, "[services.concurrency]");
     const worker = tables(cluster.vm).find((v) => (v.processes as string[]).includes("worker"))!;
     expect(flyMemoryMb(String(worker.memory))).toBe(flyMemoryMb(input.memory));
     expect(worker.cpus).toBe(input.cpus);
-    expect(table(service.concurrency)).toMatchObject({ type: "requests", soft_limit: limits.softLimit, hard_limit: limits.hardLimit });
+    expect(input.models).toEqual([clusterEnv.DEFAULT_MODEL]);
+    expect(input.dtype).toBe(clusterEnv.MODEL_DTYPE);
+    expect(input.queueSize).toBe(Number(clusterEnv.QUEUE_SIZE));
+    expect(table(workerService.concurrency)).toMatchObject({ type: "requests", soft_limit: limits.softLimit, hard_limit: limits.hardLimit });
+    expect(limits.fits).toBe(true);
     expect(limits.limitedBy).toBe("cpu");
-    expect(Number(table(cluster.env).CLUSTER_SLOTS)).toBe(limits.slots);
+    expect(Number(clusterEnv.CLUSTER_SLOTS)).toBe(limits.slots);
+  });
+
+  it("checks /healthz for routing and /readyz for deploys in each group, on the service's port", () => {
+    expect(tables(table(cluster.http_service).checks).map((c) => c.path)).toEqual(["/healthz"]);
+    expect(tables(workerService.http_checks).map((c) => c.path)).toEqual(["/healthz"]);
+    const ready = Object.values(table(cluster.checks)).map((c) => table(c));
+    for (const group of ["api", "worker"]) {
+      const check = ready.find((c) => (c.processes as string[]).includes(group))!;
+      expect(check, group).toMatchObject({ type: "http", path: "/readyz", port: Number(finalEnv.PORT) });
+    }
   });
 });
 

@@ -137,6 +137,7 @@ describe.skipIf(!HAS_CHROMIUM)(`the status page in Chromium (needs ${CHROMIUM}: 
     expect(capacity.instance.slots).toBe(1);
     expect(await text(page, "#plan-threads")).toBe(String(capacity.instance.threadsPerJob));
     expect(await text(page, "#plan-limited")).toBe(capacity.instance.limitedBy);
+    expect(await text(page, "#plan-role")).toBe("all");
     expect(await text(page, "#plan-memory")).toContain(capacity.instance.memorySource);
     expect(await text(page, "#cluster-store")).toBe("embedded");
     // The server listens before its model has loaded; the page follows /readyz until it is ready.

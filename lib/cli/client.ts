@@ -333,7 +333,7 @@ export async function runApiCommand(usage: string, body: () => Promise<number>):
   }
 }
 
-function isParseArgsError(err: unknown): boolean {
+export function isParseArgsError(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   return typeof code === "string" && code.startsWith("ERR_PARSE_ARGS_");
 }

@@ -1,19 +1,36 @@
-import { ConfigError, loadConfig } from "../config.ts";
+import { parseArgs } from "node:util";
+import { ConfigError, loadConfig, ROLES } from "../config.ts";
 import { createLogger } from "../log.ts";
+import { isParseArgsError } from "./client.ts";
 
-export const SERVE_USAGE = `slotscribe serve
+export const SERVE_USAGE = `slotscribe serve [--role ${ROLES.join("|")}]
 
 Runs the HTTP service on PORT (default 8080). Configuration comes from the environment; see the
-README's configuration table.`;
+README's configuration table. --role sets ROLE (over the environment's): all (default) does
+everything; api loads no model, hands jobs to QStash and forwards /v1/audio/* to WORKER_URL;
+worker transcribes. api and worker need cluster mode.`;
 
-export async function serveCommand(): Promise<number> {
+/**
+ * The environment with serve's options applied. The role is also an option because Fly has no
+ * per-process-group [env]: each group's command line says what it is.
+ */
+export function serveEnv(argv: string[], env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  const { values } = parseArgs({ args: argv, options: { role: { type: "string" } }, strict: true, allowPositionals: false });
+  return values.role === undefined ? env : { ...env, ROLE: values.role };
+}
+
+export async function serveCommand(argv: string[]): Promise<number> {
   let config;
   try {
-    config = loadConfig();
+    config = loadConfig(serveEnv(argv));
   } catch (err) {
     if (err instanceof ConfigError) {
       console.error(`slotscribe: refusing to start, ${err.message}`);
       return 1;
+    }
+    if (isParseArgsError(err)) {
+      console.error(`slotscribe serve: ${(err as Error).message}\n\n${SERVE_USAGE}`);
+      return 2;
     }
     throw err;
   }

@@ -108,7 +108,7 @@ describe("QStashJobDispatcher and verifyQStash", () => {
   it("delivers { jobId, attempt } to the run URL, verified by the real Receiver", async () => {
     const emulator = await startEmulator();
     const worker = await startWorker();
-    const dispatcher = new QStashJobDispatcher({ client: clientOf(emulator), publicUrl: `${worker.url}/` });
+    const dispatcher = new QStashJobDispatcher({ client: clientOf(emulator), deliveryUrl: `${worker.url}/` });
 
     await dispatcher.dispatch("job_1");
     await settleAll(emulator);
@@ -123,7 +123,7 @@ describe("QStashJobDispatcher and verifyQStash", () => {
   it("refuses a tampered body, a missing signature and a token signed for another URL", async () => {
     const emulator = await startEmulator();
     const worker = await startWorker();
-    await new QStashJobDispatcher({ client: clientOf(emulator), publicUrl: worker.url }).dispatch("job_2", { attempt: 4 });
+    await new QStashJobDispatcher({ client: clientOf(emulator), deliveryUrl: worker.url }).dispatch("job_2", { attempt: 4 });
     await settleAll(emulator);
     const [delivery] = worker.requests;
     const signature = header(delivery!.headers, "upstash-signature");
@@ -150,7 +150,7 @@ describe("QStashJobDispatcher and verifyQStash", () => {
   it("publishes the same attempt once and a new attempt again", async () => {
     const emulator = await startEmulator();
     const worker = await startWorker();
-    const dispatcher = new QStashJobDispatcher({ client: clientOf(emulator), publicUrl: worker.url });
+    const dispatcher = new QStashJobDispatcher({ client: clientOf(emulator), deliveryUrl: worker.url });
 
     await dispatcher.dispatch("job_3");
     await dispatcher.dispatch("job_3", { attempt: 1 });
@@ -167,7 +167,7 @@ describe("QStashJobDispatcher and verifyQStash", () => {
   it("holds a delayed dispatch back while an immediate one goes ahead", async () => {
     const emulator = await startEmulator();
     const worker = await startWorker();
-    const dispatcher = new QStashJobDispatcher({ client: clientOf(emulator), publicUrl: worker.url });
+    const dispatcher = new QStashJobDispatcher({ client: clientOf(emulator), deliveryUrl: worker.url });
 
     const dispatchedAt = Date.now();
     await dispatcher.dispatch("job_late", { delaySeconds: 0.5 });
@@ -182,7 +182,7 @@ describe("QStashJobDispatcher and verifyQStash", () => {
   it("turns a refused publish into an unavailable AppError carrying the cause", async () => {
     const emulator = await startEmulator();
     const client = new Client({ baseUrl: emulator.url, token: "wrong-token", retry: false, enableTelemetry: false });
-    const dispatcher = new QStashJobDispatcher({ client, publicUrl: "http://127.0.0.1:9" });
+    const dispatcher = new QStashJobDispatcher({ client, deliveryUrl: "http://127.0.0.1:9" });
 
     const error = await dispatcher.dispatch("job_4").catch((err: unknown) => err);
     expect(error).toBeInstanceOf(AppError);
@@ -264,7 +264,9 @@ async function setupCallbacks(reply: (index: number) => number, options: Partial
     client: clientOf(emulator),
     store,
     secrets: parseWebhookSecrets(secret),
-    publicUrl: service.url,
+    // Links name the public address; QStash's failure reports go to the delivery address.
+    publicUrl: PUBLIC_URL_PLACEHOLDER,
+    deliveryUrl: service.url,
     log: createLogger("silent"),
     ...options,
   });
@@ -288,9 +290,9 @@ describe("QStashCallbackSender", () => {
     const [delivery] = destination.received;
     expect(delivery).toMatchObject({ verified: true, webhookId: callback.webhookId });
     expect(delivery!.payload).toEqual(
-      JSON.parse(JSON.stringify(callbackPayload(job as JobRecord & { status: "succeeded" }, service.url, new Date()))),
+      JSON.parse(JSON.stringify(callbackPayload(job as JobRecord & { status: "succeeded" }, PUBLIC_URL_PLACEHOLDER, new Date()))),
     );
-    expect(delivery!.payload?.data.links.self).toBe(`${service.url}/v1/jobs/job_cb`);
+    expect(delivery!.payload?.data.links.self).toBe(`${PUBLIC_URL_PLACEHOLDER}/v1/jobs/job_cb`);
 
     const [message, ...others] = emulator.messages();
     expect(others).toEqual([]);
@@ -368,6 +370,7 @@ describe("QStashCallbackSender", () => {
       store,
       secrets: parseWebhookSecrets(generateWebhookSecret()),
       publicUrl: PUBLIC_URL_PLACEHOLDER,
+      deliveryUrl: PUBLIC_URL_PLACEHOLDER,
       log: createLogger("silent"),
     });
     await store.create(finishedJob("job_refused", { callbackUrl: destination.url }));
@@ -378,7 +381,7 @@ describe("QStashCallbackSender", () => {
 
   it("refuses to start without a signing secret", () => {
     expect(
-      () => new QStashCallbackSender({ client: new Client({ token: TOKEN }), store: {} as EmbeddedJobStore, secrets: [], publicUrl: PUBLIC_URL_PLACEHOLDER, log: createLogger("silent") }),
+      () => new QStashCallbackSender({ client: new Client({ token: TOKEN }), store: {} as EmbeddedJobStore, secrets: [], publicUrl: PUBLIC_URL_PLACEHOLDER, deliveryUrl: PUBLIC_URL_PLACEHOLDER, log: createLogger("silent") }),
     ).toThrow(/webhook secret/);
   });
 });

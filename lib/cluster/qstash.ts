@@ -1,12 +1,13 @@
 /**
  * Cluster mode over QStash. Jobs are handed to whichever instance QStash reaches at the
- * deployment's public URL, and job callbacks go out through QStash, which holds their retries:
- * no instance has to stay up for a job to be picked up or a callback to be retried.
+ * deployment's delivery URL (QSTASH_DELIVERY_URL, else PUBLIC_URL: with ROLE=api instances, the
+ * workers' address), and job callbacks go out through QStash, which holds their retries: no
+ * instance has to stay up for a job to be picked up or a callback to be retried.
  *
  * Messages (JSON bodies):
- * - `POST <publicUrl>/internal/qstash/run`: `{ "jobId": string, "attempt": number }`.
+ * - `POST <deliveryUrl>/internal/qstash/run`: `{ "jobId": string, "attempt": number }`.
  * - `POST <callbackUrl>`: the same CallbackPayload and Standard Webhooks headers as embedded mode.
- * - `POST <publicUrl>/internal/qstash/callback-failed`: QStash's failure-callback report, once
+ * - `POST <deliveryUrl>/internal/qstash/callback-failed`: QStash's failure-callback report, once
  *   every retry of a callback failed.
  */
 import { SignatureError, type Client, type Receiver } from "@upstash/qstash";
@@ -24,8 +25,8 @@ export const QSTASH_CALLBACK_FAILED_PATH = "/internal/qstash/callback-failed";
  * Where QStash delivers `path`. QStash signs this exact URL into the token's subject, so the
  * handler must verify against the URL built here, not one rebuilt from the request's Host.
  */
-export function qstashUrl(publicUrl: string, path: typeof QSTASH_RUN_PATH | typeof QSTASH_CALLBACK_FAILED_PATH): string {
-  return `${publicUrl.replace(/\/+$/, "")}${path}`;
+export function qstashUrl(deliveryUrl: string, path: typeof QSTASH_RUN_PATH | typeof QSTASH_CALLBACK_FAILED_PATH): string {
+  return `${deliveryUrl.replace(/\/+$/, "")}${path}`;
 }
 
 // QStash stamps nbf with its own clock; an instance a few seconds behind would otherwise refuse fresh messages.
@@ -70,8 +71,8 @@ export function parseRunMessage(rawBody: string): RunMessage {
 
 export interface QStashJobDispatcherOptions {
   client: Client;
-  /** The deployment's public base URL; runs are delivered to its QSTASH_RUN_PATH. */
-  publicUrl: string;
+  /** Where QStash delivers to the deployment; runs go to its QSTASH_RUN_PATH. */
+  deliveryUrl: string;
   /** Redeliveries after a failed delivery; default 3. */
   retries?: number;
 }
@@ -87,7 +88,7 @@ export class QStashJobDispatcher {
 
   constructor(options: QStashJobDispatcherOptions) {
     this.#client = options.client;
-    this.#url = qstashUrl(options.publicUrl, QSTASH_RUN_PATH);
+    this.#url = qstashUrl(options.deliveryUrl, QSTASH_RUN_PATH);
     this.#retries = options.retries ?? DEFAULT_RUN_RETRIES;
   }
 
@@ -123,8 +124,10 @@ export interface QStashCallbackSenderOptions {
   store: JobStore;
   /** Every secret signs the callback, so receivers keep verifying through a rotation. */
   secrets: Buffer[];
-  /** Base of the links in the payload and of the failure-callback URL. */
+  /** Base of the links in the payload. */
   publicUrl: string;
+  /** Where QStash delivers to the deployment; its failure reports go to QSTASH_CALLBACK_FAILED_PATH there. */
+  deliveryUrl: string;
   log: Logger;
   /** QStash's redeliveries after the first attempt; default 5. */
   retries?: number;
@@ -187,7 +190,7 @@ export class QStashCallbackSender implements CallbackSender {
     this.#store = options.store;
     this.#secrets = [...options.secrets];
     this.#publicUrl = options.publicUrl;
-    this.#failureCallback = qstashUrl(options.publicUrl, QSTASH_CALLBACK_FAILED_PATH);
+    this.#failureCallback = qstashUrl(options.deliveryUrl, QSTASH_CALLBACK_FAILED_PATH);
     this.#log = options.log;
     this.#retries = options.retries ?? DEFAULT_CALLBACK_RETRIES;
     this.#retryDelay = options.retryDelay ?? DEFAULT_CALLBACK_RETRY_DELAY;

@@ -33,6 +33,11 @@ export function isRetryable(err: unknown): boolean {
   return false;
 }
 
+/** Without a local estimate (an api instance): about the time a few queued jobs take to start. */
+const FULL_QUEUE_RETRY_AFTER_SECONDS = 30;
+/** A delivery that reached an api instance can go to a worker at once. */
+const MISROUTED_DELIVERY_RETRY_AFTER_SECONDS = 5;
+
 /** Carries accepted jobs to an instance with room: QStash in cluster mode. */
 export interface JobDispatcher {
   dispatch(jobId: string, options?: { delaySeconds?: number; attempt?: number }): Promise<void>;
@@ -41,7 +46,8 @@ export interface JobDispatcher {
 export interface JobRunnerDeps {
   store: JobStore;
   blobs: InputBlobs;
-  transcription: TranscriptionService;
+  /** Null on an instance that runs no jobs (ROLE=api): it only submits and cancels them. */
+  transcription: TranscriptionService | null;
   callbacks: CallbackSender;
   slots: SlotStore;
   /** Set in cluster mode: jobs travel through it instead of this instance's own queue. */
@@ -95,7 +101,7 @@ export class JobRunner {
   async submit(job: JobRecord): Promise<{ job: JobRecord; created: boolean }> {
     if ((await this.queuedCount()) >= this.deps.queueSize) {
       throw new AppError("rate_limited", `The job queue is full (${this.deps.queueSize} waiting); retry later.`, {
-        retryAfterSeconds: this.deps.transcription.retryAfterSeconds(),
+        retryAfterSeconds: this.deps.transcription?.retryAfterSeconds() ?? FULL_QUEUE_RETRY_AFTER_SECONDS,
       });
     }
     const result = await this.deps.store.create(job);
@@ -132,8 +138,17 @@ export class JobRunner {
     return this.finish(id, { status: "canceled" });
   }
 
-  /** A job QStash delivered to this instance: run it if there is room now, otherwise defer it. */
+  /**
+   * A job QStash delivered to this instance: run it if there is room now, otherwise defer it. An
+   * instance that runs no jobs refuses with 503, so QStash keeps the message and delivers it again.
+   */
   async handleDelivery(id: string, attempt: number): Promise<DeliveryOutcome> {
+    const { transcription } = this.deps;
+    if (!transcription) {
+      throw new AppError("unavailable", "This instance runs no jobs (ROLE=api); QSTASH_DELIVERY_URL should point at the workers.", {
+        retryAfterSeconds: MISROUTED_DELIVERY_RETRY_AFTER_SECONDS,
+      });
+    }
     const job = await this.deps.store.get(id);
     if (!job || FINAL_STATUSES.includes(job.status) || this.running.has(id)) return "skipped";
     // Redelivered while an instance still holds its lease: it may be running, or it may have died
@@ -142,13 +157,13 @@ export class JobRunner {
       await this.defer(job, attempt);
       return "deferred";
     }
-    const admitted = this.running.size < this.deps.concurrency && !this.stopped ? await this.deps.transcription.admit(id, "now") : null;
+    const admitted = this.running.size < this.deps.concurrency && !this.stopped ? await transcription.admit(id, "now") : null;
     if (!admitted) {
       await this.defer(job, attempt);
       return "deferred";
     }
     const controller = new AbortController();
-    const done = this.run(id, controller.signal, admitted).finally(() => this.running.delete(id));
+    const done = this.run(id, controller.signal, transcription, admitted).finally(() => this.running.delete(id));
     this.running.set(id, { controller, done });
     await done;
     return "ran";
@@ -194,10 +209,13 @@ export class JobRunner {
   }
 
   private pump(): void {
+    const { transcription } = this.deps;
+    // Only cluster mode has instances without transcription, and there jobs travel through QStash, not this queue.
+    if (!transcription) return;
     while (!this.stopped && this.running.size < this.deps.concurrency && this.waiting.length > 0) {
       const id = this.waiting.shift()!;
       const controller = new AbortController();
-      const done = this.run(id, controller.signal).finally(() => {
+      const done = this.run(id, controller.signal, transcription).finally(() => {
         this.running.delete(id);
         this.pump();
       });
@@ -205,7 +223,7 @@ export class JobRunner {
     }
   }
 
-  private async run(id: string, signal: AbortSignal, admitted?: Admission): Promise<void> {
+  private async run(id: string, signal: AbortSignal, transcription: TranscriptionService, admitted?: Admission): Promise<void> {
     let scratch: string | null = null;
     try {
       const job = await this.deps.store.update(id, (j) => ({ ...j, status: "running", startedAt: new Date().toISOString(), runs: j.runs + 1 }));
@@ -223,7 +241,7 @@ export class JobRunner {
       const controller = new AbortController();
       const onAbort = () => controller.abort(signal.reason);
       signal.addEventListener("abort", onAbort, { once: true });
-      const result = await this.deps.transcription.transcribeFile(
+      const result = await transcription.transcribeFile(
         path,
         {
           id,

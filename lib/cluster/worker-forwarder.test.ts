@@ -1,0 +1,175 @@
+import { once } from "node:events";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { gzipSync } from "node:zlib";
+import { afterEach, describe, expect, it } from "vitest";
+import { AppError } from "../errors.ts";
+import { WorkerForwarder } from "./worker-forwarder.ts";
+
+const cleanups: Array<() => Promise<unknown>> = [];
+
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+/** A real HTTP server on a random port standing in for a worker. */
+async function startWorker(handle: (req: IncomingMessage, res: ServerResponse) => void): Promise<string> {
+  const server = createServer(handle);
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  cleanups.push(async () => {
+    const closed = once(server, "close");
+    server.close();
+    server.closeAllConnections();
+    await closed;
+  });
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+async function readBody(req: IncomingMessage): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of req) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString("utf8");
+}
+
+function deferred<T = void>() {
+  let resolve!: (value: T) => void;
+  const promise = new Promise<T>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+const text = (s: string) => new TextEncoder().encode(s);
+
+describe("WorkerForwarder", () => {
+  it("passes the method, path, query, end-to-end headers and body on under the request's id, and hands back the worker's answer", async () => {
+    const received = deferred<{ method?: string; url?: string; headers: IncomingMessage["headers"]; body: string }>();
+    const workerUrl = await startWorker(async (req, res) => {
+      received.resolve({ method: req.method, url: req.url, headers: req.headers, body: await readBody(req) });
+      res.writeHead(201, { "content-type": "text/vtt", "x-request-id": String(req.headers["x-request-id"]), "retry-after": "7" }).end("WEBVTT\n");
+    });
+    const forwarder = new WorkerForwarder({ workerUrl: `${workerUrl}/` });
+
+    const response = await forwarder.forward(
+      new Request("https://api.example.com/v1/audio/transcriptions?timeout=0", {
+        method: "POST",
+        headers: {
+          authorization: "Bearer sk-client",
+          "x-api-key": "sk-other",
+          "idempotency-key": "upload-42",
+          "content-type": "multipart/form-data; boundary=b",
+          "x-request-id": "req_from_client",
+          connection: "x-hop",
+          "x-hop": "only for the first connection",
+          "keep-alive": "timeout=5",
+        },
+        body: "--b--",
+      }),
+      "req_forwarded",
+    );
+
+    const request = await received.promise;
+    expect(request).toMatchObject({ method: "POST", url: "/v1/audio/transcriptions?timeout=0", body: "--b--" });
+    expect(request.headers).toMatchObject({
+      authorization: "Bearer sk-client",
+      "x-api-key": "sk-other",
+      "idempotency-key": "upload-42",
+      "content-type": "multipart/form-data; boundary=b",
+      "x-request-id": "req_forwarded",
+      host: new URL(workerUrl).host,
+    });
+    expect(request.headers["x-hop"]).toBeUndefined();
+    expect(request.headers["keep-alive"]).toBeUndefined();
+
+    expect(response.status).toBe(201);
+    expect(response.headers.get("content-type")).toBe("text/vtt");
+    expect(response.headers.get("retry-after")).toBe("7");
+    expect(response.headers.get("x-request-id")).toBe("req_forwarded");
+    expect(await response.text()).toBe("WEBVTT\n");
+  });
+
+  it("streams the upload to the worker and the answer back, holding neither whole", async () => {
+    const firstChunkArrived = deferred();
+    const finishAnswer = deferred();
+    const workerUrl = await startWorker((req, res) => {
+      let body = "";
+      req.on("data", (chunk: Buffer) => {
+        body += chunk.toString();
+        firstChunkArrived.resolve();
+      });
+      req.on("end", async () => {
+        res.writeHead(200, { "content-type": "text/plain" });
+        res.write(`got ${body};`);
+        await finishAnswer.promise;
+        res.end("done");
+      });
+    });
+    let upload!: ReadableStreamDefaultController<Uint8Array>;
+    const body = new ReadableStream<Uint8Array>({ start: (controller) => void (upload = controller) });
+    const forwarded = new WorkerForwarder({ workerUrl }).forward(new Request("http://api/v1/audio/extract", { method: "POST", body, duplex: "half" } as RequestInit), "req_stream");
+
+    // The worker sees the first part while the rest of the upload has not been written yet.
+    upload.enqueue(text("part one,"));
+    await firstChunkArrived.promise;
+    upload.enqueue(text("part two"));
+    upload.close();
+
+    // And the client reads the start of the answer while the worker is still writing it.
+    const reader = (await forwarded).body!.getReader();
+    const first = await reader.read();
+    expect(new TextDecoder().decode(first.value)).toBe("got part one,part two;");
+    finishAnswer.resolve();
+    let rest = "";
+    for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) rest += new TextDecoder().decode(chunk.value);
+    expect(rest).toBe("done");
+    // A forwarder that buffered would wait here forever: fail in reasonable time instead.
+  }, 30_000);
+
+  it("hands back a compressed answer decoded, without the encoding that no longer describes it", async () => {
+    const workerUrl = await startWorker((_req, res) => {
+      res.writeHead(200, { "content-type": "application/json", "content-encoding": "gzip" }).end(gzipSync('{"text":"alpha"}'));
+    });
+    const response = await new WorkerForwarder({ workerUrl }).forward(new Request("http://api/v1/audio/transcriptions", { method: "POST", body: "x" }), "req_gzip");
+    expect(response.headers.get("content-encoding")).toBeNull();
+    expect(response.headers.get("content-length")).toBeNull();
+    expect(await response.json()).toEqual({ text: "alpha" });
+  });
+
+  it("answers 503 with Retry-After when no worker listens", async () => {
+    const workerUrl = await startWorker(() => undefined);
+    await cleanups.pop()!();
+    const error = await new WorkerForwarder({ workerUrl }).forward(new Request("http://api/v1/audio/transcriptions", { method: "POST", body: "x" }), "req_down").catch((err: unknown) => err);
+    expect(error).toBeInstanceOf(AppError);
+    expect(error).toMatchObject({ code: "unavailable", status: 503, retryAfterSeconds: 5 });
+  });
+
+  it("answers 503 with Retry-After when the worker drops the connection before answering", async () => {
+    const workerUrl = await startWorker((req) => req.socket.destroy());
+    const error = await new WorkerForwarder({ workerUrl }).forward(new Request("http://api/v1/audio/translations", { method: "POST", body: "x" }), "req_drop").catch((err: unknown) => err);
+    expect(error).toMatchObject({ code: "unavailable", retryAfterSeconds: 5 });
+  });
+
+  it("calls a worker that outlasts fetch's wait for headers a timeout (504), not an absent worker", async () => {
+    const headersTimeout = Object.assign(new Error("Headers Timeout Error"), { code: "UND_ERR_HEADERS_TIMEOUT" });
+    const forwarder = new WorkerForwarder({ workerUrl: "http://worker.invalid:8080", fetch: async () => Promise.reject(new TypeError("fetch failed", { cause: headersTimeout })) });
+    const error = await forwarder.forward(new Request("http://api/v1/audio/transcriptions", { method: "POST", body: "x" }), "req_slow").catch((err: unknown) => err);
+    expect(error).toMatchObject({ code: "timeout", status: 504 });
+    expect((error as AppError).message).toContain("POST /v1/jobs");
+  });
+
+  it("cancels the worker's request when the client goes away, and does not report it as a worker failure", async () => {
+    const arrived = deferred();
+    const closed = deferred();
+    const workerUrl = await startWorker((req, res) => {
+      arrived.resolve();
+      res.on("close", () => closed.resolve());
+    });
+    const client = new AbortController();
+    const forwarded = new WorkerForwarder({ workerUrl })
+      .forward(new Request("http://api/v1/audio/transcriptions", { method: "POST", body: "x", signal: client.signal }), "req_gone")
+      .catch((err: unknown) => err);
+    await arrived.promise;
+    client.abort(new Error("client went away"));
+    expect(await forwarded).not.toBeInstanceOf(AppError);
+    await closed.promise;
+  }, 30_000);
+});

@@ -1,0 +1,79 @@
+/**
+ * How an api instance (ROLE=api) serves the synchronous audio endpoints: it has no model, so each
+ * request goes on to a worker at WORKER_URL as it arrives, and the worker's answer comes back as it
+ * is produced. The api instance holds neither the whole upload nor the whole response.
+ */
+import { AppError } from "../errors.ts";
+
+/** Headers about one connection rather than the request (RFC 9110, 7.6.1), and the api's own Host. */
+const NOT_FORWARDED = new Set(["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host"]);
+
+// A worker that is down now is usually back within seconds (a restart, a machine replaced).
+const UNREACHABLE_RETRY_AFTER_SECONDS = 5;
+
+export interface WorkerForwarderOptions {
+  /** The workers' base URL, e.g. http://worker.process.<app>.internal:8080 on Fly. */
+  workerUrl: string;
+  /** The HTTP client; tests pass one to produce failures a real worker cannot produce quickly. */
+  fetch?: typeof fetch;
+}
+
+export class WorkerForwarder {
+  readonly #base: string;
+  readonly #fetch: typeof fetch;
+
+  constructor(options: WorkerForwarderOptions) {
+    this.#base = options.workerUrl.replace(/\/+$/, "");
+    this.#fetch = options.fetch ?? fetch;
+  }
+
+  /**
+   * The worker's response to `request` (same method, path, query, headers and body), under this
+   * request's id so both instances log it alike. A worker that cannot be reached, or that drops the
+   * connection before answering, is a 503 with Retry-After: the request can simply be sent again.
+   */
+  async forward(request: Request, requestId: string): Promise<Response> {
+    const { pathname, search } = new URL(request.url);
+    // Node's fetch refuses a streamed body without `duplex`, an option TypeScript's DOM types lack.
+    const init: RequestInit & { duplex: "half" } = {
+      method: request.method,
+      headers: endToEnd(request.headers, { "x-request-id": requestId }),
+      body: request.body,
+      duplex: "half",
+      // A client that leaves cancels the worker's work too.
+      signal: request.signal,
+    };
+    let response: Response;
+    try {
+      response = await this.#fetch(`${this.#base}${pathname}${search}`, init);
+    } catch (err) {
+      if (request.signal.aborted) throw err;
+      // Node's fetch waits at most 300 s for response headers, and a worker only answers once it has
+      // transcribed: the work may still be going on, so this is a timeout, not an absent worker.
+      if (causeCode(err) === "UND_ERR_HEADERS_TIMEOUT") {
+        throw new AppError("timeout", "The worker did not finish within the 300 s a forwarded request may take; submit long files as jobs (POST /v1/jobs).", { cause: err });
+      }
+      throw new AppError("unavailable", "No transcription worker could be reached; retry shortly.", { cause: err, retryAfterSeconds: UNREACHABLE_RETRY_AFTER_SECONDS });
+    }
+    const headers = endToEnd(response.headers);
+    // fetch has already decoded a compressed body, so its encoding and length no longer describe it.
+    if (headers.has("content-encoding")) {
+      headers.delete("content-encoding");
+      headers.delete("content-length");
+    }
+    return new Response(response.body, { status: response.status, statusText: response.statusText, headers });
+  }
+}
+
+function endToEnd(source: Headers, overrides: Record<string, string> = {}): Headers {
+  const dropped = new Set([...NOT_FORWARDED, ...(source.get("connection") ?? "").split(",").map((name) => name.trim().toLowerCase())]);
+  const headers = new Headers();
+  for (const [name, value] of source) if (!dropped.has(name)) headers.append(name, value);
+  for (const [name, value] of Object.entries(overrides)) headers.set(name, value);
+  return headers;
+}
+
+function causeCode(err: unknown): string | undefined {
+  const cause = (err as { cause?: { code?: unknown } } | undefined)?.cause;
+  return typeof cause?.code === "string" ? cause.code : undefined;
+}
