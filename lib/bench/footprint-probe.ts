@@ -8,22 +8,14 @@
  * residentBytes: what the model adds to the process once loaded and warmed up by a first window
  * (the planner's per-model cost; retainedBytes is the part of it the first window left behind).
  * workingSetBytes: the peak above that during a second window (the planner's per-job cost), from the
- * kernel's high-water mark (VmHWM, reset before the window) rather than sampled on a timer: a timer
- * cannot fire while onnxruntime-node's session.run() holds the thread, so sampling misses the
- * encoder's transient buffers.
+ * kernel's high-water mark (./high-water-mark.ts).
  */
-import { readFileSync, writeFileSync } from "node:fs";
+import { highWaterMark, resetHighWaterMark } from "./high-water-mark.ts";
 import { createInference } from "../engine/worker.ts";
 import { synthesize } from "../audio/synth.ts";
 
 const [modelsDir, id, dtype, threads] = process.argv.slice(2) as [string, string, "q8" | "fp32", string];
 
-function highWaterMark(): number {
-  return Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync("/proc/self/status", "utf8"))![1]) * 1024;
-}
-function resetHighWaterMark(): void {
-  writeFileSync("/proc/self/clear_refs", "5");
-}
 
 const audio = synthesize([{ tone: 440, seconds: 30 }]);
 const baseline = process.memoryUsage().rss;

@@ -11,7 +11,7 @@
  * Prints one JSON line with the per-run medians.
  */
 import { createRequire } from "node:module";
-import { readFileSync, writeFileSync } from "node:fs";
+import { highWaterMark, resetHighWaterMark } from "./high-water-mark.ts";
 import { env, LogitsProcessorList, pipeline, type AutomaticSpeechRecognitionPipeline } from "@huggingface/transformers";
 import { synthesize } from "../audio/synth.ts";
 
@@ -34,7 +34,7 @@ const marks: Record<string, number> = {};
 let loadedRss = 0;
 function mark(name: string): void {
   if (!(name in marks)) marks[name] = mib(process.memoryUsage().rss - loadedRss);
-  if (!(`${name}:peak` in marks)) marks[`${name}:peak`] = mib(vmHWM() - loadedRss);
+  if (!(`${name}:peak` in marks)) marks[`${name}:peak`] = mib(highWaterMark() - loadedRss);
 }
 
 interface Counters {
@@ -115,13 +115,6 @@ function timed<T extends object>(obj: T, method: string, field: "features" | "ge
   };
 }
 
-function vmHWM(): number {
-  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync("/proc/self/status", "utf8"));
-  return Number(m![1]) * 1024;
-}
-function resetHWM(): void {
-  writeFileSync("/proc/self/clear_refs", "5");
-}
 
 // ---- run -------------------------------------------------------------------------------------
 const audio = synthesize([{ tone: 440, seconds: 30 }]);
@@ -160,13 +153,13 @@ for (let r = 0; r <= runs; r++) {
   lastDecoderEnd = 0;
   global.gc?.();
   const before = process.memoryUsage().rss;
-  resetHWM();
+  resetHighWaterMark();
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   output = await runWindow();
   const total = performance.now() - t0;
   const cpu = process.cpuUsage(cpu0);
-  const peak = vmHWM();
+  const peak = highWaterMark();
   const m = process.memoryUsage();
   memory = { ...marks, end: mib(m.rss - loaded), heapUsed: mib(m.heapUsed), external: mib(m.external), arrayBuffers: mib(m.arrayBuffers) };
   const steps = c.decoderNative.length;
