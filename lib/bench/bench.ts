@@ -379,8 +379,10 @@ async function startNaive(kind: ModelKind, dtype: Dtype): Promise<Naive> {
   const env = { ...process.env };
   // Default settings, as such a server runs: libuv's default pool (bin/main.ts raises ours).
   delete env.UV_THREADPOOL_SIZE;
+  // transformers.js is imported by Node's own loader before tsx, as the engine's threads do
+  // (lib/engine/worker-entry.mjs): the naive server is measured without tsx's cost for its bundle.
   const child = track(
-    spawn(process.execPath, ["--import", "tsx", join(ROOT, "lib", "bench", "naive.ts"), MODELS_DIR, `generated/whisper-${kind}`, dtype], {
+    spawn(process.execPath, ["--import", "@huggingface/transformers", "--import", "tsx", join(ROOT, "lib", "bench", "naive.ts"), MODELS_DIR, `generated/whisper-${kind}`, dtype], {
       cwd: ROOT,
       env,
       stdio: ["pipe", "pipe", "pipe"],
@@ -615,6 +617,7 @@ interface ProbeResult {
   dtype: Dtype;
   threads: number;
   baselineBytes: number;
+  laneBytes: number;
   residentBytes: number;
   workingSetBytes: number;
   firstWindowSeconds: number;
@@ -775,6 +778,7 @@ interface FootprintFile {
   _about: string;
   measuredOn: string;
   baselineBytes: number;
+  laneBytes: number;
   models: Record<string, Partial<Record<Dtype, { residentBytes: number; workingSetBytes: number; windowSeconds: number }>>>;
 }
 
@@ -813,27 +817,34 @@ async function footprintExperiment(ctx: Context, log: (l: string) => void): Prom
       flag(probe.windowSeconds, ref?.windowSeconds),
     ]);
   }
-  const baselines = measured.map((m) => (m.probe as ProbeResult).baselineBytes).sort((a, b) => a - b);
-  const baseline = baselines[Math.floor(baselines.length / 2)]!;
+  const median = (key: "baselineBytes" | "laneBytes") => {
+    const values = measured.map((m) => (m.probe as ProbeResult)[key]).sort((a, b) => a - b);
+    return values[Math.floor(values.length / 2)]!;
+  };
+  const baseline = median("baselineBytes");
+  const lane = median("laneBytes");
   rows.push(["process baseline", mib(baseline), mib(file.baselineBytes), flag(baseline, file.baselineBytes), "", "", "", "", "", ""]);
+  rows.push(["inference thread", mib(lane), mib(file.laneBytes), flag(lane, file.laneBytes), "", "", "", "", "", ""]);
   ctx.options.print(
     renderTable(
       "\n== Footprint probe (lib/bench/footprint-probe.ts, fresh process, 1 thread) vs lib/capacity/footprints.json ==",
       ["model", "resident", "json", "diff", "working set", "json", "diff", "window (1 thr)", "json", "diff"],
       rows,
       [
-        "resident: RSS the pipeline load adds; working set: peak RSS above that during one voiced 30 s window; window: its warm wall time.",
+        "process baseline: server modules, no inference thread; inference thread: one lane before any model.",
+        "resident: RSS the model's load adds to a lane; working set: peak RSS above that during one voiced 30 s window; window: its warm wall time.",
         flagged.length ? `differences over 25% (!): ${flagged.join("; ")}` : "no difference over 25%",
         ctx.options.calibrate ? "--calibrate: writing these measurements to lib/capacity/footprints.json" : "run with --calibrate to write these measurements to lib/capacity/footprints.json",
       ],
     ),
   );
-  ctx.results.footprint = { measured, baselineBytes: baseline, referenceBaselineBytes: file.baselineBytes, flagged };
+  ctx.results.footprint = { measured, baselineBytes: baseline, laneBytes: lane, referenceBaselineBytes: file.baselineBytes, referenceLaneBytes: file.laneBytes, flagged };
   if (ctx.options.calibrate) {
     const next: FootprintFile = {
       ...file,
       measuredOn: `${osCpus().length} vCPU, ${Math.round(totalmem() / 2 ** 30)} GiB, onnxruntime-node ${versionOf("onnxruntime-node")}, transformers.js ${versionOf("@huggingface/transformers")}`,
       baselineBytes: baseline,
+      laneBytes: lane,
       models: structuredClone(file.models),
     };
     for (const m of measured) {

@@ -45,7 +45,7 @@ describe("planCapacity", () => {
     // Just enough memory for the slots' working sets and one copy: every slot shares it, and each
     // call gets every core because calls on one lane run one at a time.
     const base = footprintOf("base", "q8");
-    const tight = 256 * 2 ** 20 + footprints.baselineBytes + base.residentBytes + 4 * base.workingSetBytes + 2 ** 20;
+    const tight = 256 * 2 ** 20 + footprints.baselineBytes + footprints.laneBytes + base.residentBytes + 4 * base.workingSetBytes + 2 ** 20;
     const shared = planCapacity({ machine: { ...machine(1, 4), memoryBytes: tight }, models: [{ id: BASE, dtype: "q8" }], headroomBytes: 256 * 2 ** 20 });
     expect(shared).toMatchObject({ slots: 4, lanes: 1, threadsPerJob: 4 });
   });
@@ -87,7 +87,7 @@ describe("planCapacity", () => {
           expect(plan.lanes, where).toBeLessThanOrEqual(plan.slots);
           expect(plan.fits, where).toBe(plan.memorySlots >= 1);
           if (plan.fits) {
-            const used = plan.baselineBytes + plan.lanes * plan.loadedBytes + plan.headroomBytes + plan.slots * plan.workingSetBytes;
+            const used = plan.baselineBytes + plan.lanes * (plan.laneBytes + plan.loadedBytes) + plan.headroomBytes + plan.slots * plan.workingSetBytes;
             expect(used, where).toBeLessThanOrEqual(memoryGiB * GiB);
           }
           checked++;
@@ -133,7 +133,7 @@ describe("planCapacity", () => {
     const small = footprintOf("small", "q8");
     expect(plan.loadedBytes).toBe(tiny.residentBytes + small.residentBytes);
     expect(plan.workingSetBytes).toBe(Math.max(tiny.workingSetBytes, small.workingSetBytes));
-    const free = 16 * GiB - footprints.baselineBytes - plan.loadedBytes - plan.headroomBytes;
+    const free = 16 * GiB - footprints.baselineBytes - footprints.laneBytes - plan.loadedBytes - plan.headroomBytes;
     expect(plan.memorySlots).toBe(Math.floor(free / plan.workingSetBytes));
     // Each row answers "how many slots if only this model were loaded": the small model leaves fewer.
     const [tinyRow, smallRow] = plan.rows;

@@ -64,6 +64,9 @@ export interface PlanRow {
 export interface CapacityPlan {
   machine: MachineResources;
   baselineBytes: number;
+  /** What each inference thread costs before any model. */
+  laneBytes: number;
+  /** The loaded models, per lane. */
   loadedBytes: number;
   headroomBytes: number;
   workingSetBytes: number;
@@ -80,19 +83,19 @@ export interface CapacityPlan {
 }
 
 /**
- * slots = the lesser of what memory allows (limit - process baseline - loaded models - headroom,
- * divided by the largest per-job working set) and what the cores allow. A slot costs only its
+ * slots = the lesser of what memory allows (limit - process baseline - one lane with its loaded
+ * models - headroom, divided by the largest per-job working set) and what the cores allow. A slot costs only its
  * working set: the models are shared.
  *
  * onnxruntime-node runs one ONNX call at a time per thread, so slots on one inference thread take
  * turns rather than run at once. Windows run in parallel on separate inference threads (lanes), each
- * of which needs its own copy of the models: as many lanes as slots where the memory left after the
+ * of which costs a thread's runtime plus its own copy of the models: as many lanes as slots where the memory left after the
  * slots' working sets holds the extra copies, fewer where it does not. Threads per call are chosen
  * so that lanes x threads never exceeds the cores (one call per lane runs at any time).
  */
 export function planCapacity(input: PlanInput): CapacityPlan {
   const { machine } = input;
-  const baselineBytes = footprints.baselineBytes;
+  const { baselineBytes, laneBytes } = footprints;
   const headroomBytes = input.headroomBytes ?? Math.max(256 * 2 ** 20, machine.memoryBytes * 0.1);
   const sized = input.models.map((m) => {
     const size = modelSize(m.id);
@@ -100,7 +103,8 @@ export function planCapacity(input: PlanInput): CapacityPlan {
   });
   const loadedBytes = sized.reduce((sum, m) => sum + m.footprint.residentBytes, 0);
   const workingSetBytes = Math.max(1, ...sized.map((m) => m.footprint.workingSetBytes));
-  const free = machine.memoryBytes - baselineBytes - loadedBytes - headroomBytes;
+  const laneCopyBytes = laneBytes + loadedBytes;
+  const free = machine.memoryBytes - baselineBytes - laneCopyBytes - headroomBytes;
   const memorySlots = Math.max(0, Math.floor(free / workingSetBytes));
   const cpuSlots = machine.cpus;
 
@@ -112,12 +116,12 @@ export function planCapacity(input: PlanInput): CapacityPlan {
   }
   const spare = Math.max(0, free - slots * workingSetBytes);
   const cpuLanes = input.threadsPerJob ? Math.max(1, Math.floor(machine.cpus / input.threadsPerJob)) : machine.cpus;
-  const memoryLanes = 1 + Math.floor(spare / Math.max(1, loadedBytes));
+  const memoryLanes = 1 + Math.floor(spare / laneCopyBytes);
   const lanes = input.lanes ? Math.min(input.lanes, slots) : Math.max(1, Math.min(slots, cpuLanes, memoryLanes));
   const threadsPerJob = input.threadsPerJob ?? Math.max(1, Math.floor(machine.cpus / lanes));
 
   const rows = sized.map((m) => {
-    const alone = machine.memoryBytes - baselineBytes - m.footprint.residentBytes - headroomBytes;
+    const alone = machine.memoryBytes - baselineBytes - laneBytes - m.footprint.residentBytes - headroomBytes;
     const busyCores = Math.min(lanes * threadsPerJob, machine.cpus);
     return {
       model: m.id,
@@ -128,5 +132,5 @@ export function planCapacity(input: PlanInput): CapacityPlan {
       expectedRealtime: (30 / m.footprint.windowSeconds) * busyCores,
     };
   });
-  return { machine, baselineBytes, loadedBytes, headroomBytes, workingSetBytes, memorySlots, cpuSlots, slots, threadsPerJob, lanes, limitedBy, fits: memorySlots >= 1, rows };
+  return { machine, baselineBytes, laneBytes, loadedBytes, headroomBytes, workingSetBytes, memorySlots, cpuSlots, slots, threadsPerJob, lanes, limitedBy, fits: memorySlots >= 1, rows };
 }

@@ -44,6 +44,8 @@ export interface EngineOptions extends WorkerInit {
 /** One inference thread and the windows and loads it has in flight. */
 class Lane {
   worker: Worker | null = null;
+  /** Settles when the current thread has loaded its modules (or failed to). */
+  ready: Promise<void> = Promise.resolve();
   readonly pending = new Map<number, Pending>();
   windows = 0;
 
@@ -62,6 +64,11 @@ class Lane {
     });
   }
 
+  start(): Promise<void> {
+    this.ensureWorker();
+    return this.ready;
+  }
+
   async close(): Promise<void> {
     const worker = this.worker;
     this.worker = null;
@@ -72,7 +79,15 @@ class Lane {
     if (this.worker) return this.worker;
     const worker = new Worker(new URL("./worker-entry.mjs", import.meta.url), { workerData: this.init });
     worker.unref();
+    let started!: () => void;
+    let failed!: (err: Error) => void;
+    this.ready = new Promise<void>((resolve, reject) => {
+      started = resolve;
+      failed = reject;
+    });
+    this.ready.catch(() => undefined);
     worker.on("message", (message: FromWorker) => {
+      if (message.op === "ready") return started();
       const pending = this.pending.get(message.rid);
       if (!pending) return;
       this.pending.delete(message.rid);
@@ -81,6 +96,7 @@ class Lane {
       else pending.resolve((message.op === "loaded" ? message.info : message.output) as never);
     });
     const failAll = (err: Error) => {
+      failed(err);
       if (this.worker !== worker) return;
       this.worker = null;
       for (const [rid, p] of this.pending) {
@@ -115,6 +131,14 @@ export class Engine {
       this.models.clear();
     };
     this.lanes = Array.from({ length: Math.max(1, lanes) }, () => new Lane(workerInit, onStop));
+  }
+
+  /**
+   * Starts every lane's thread and resolves when each has loaded its modules, before any model: what
+   * a lane costs by itself (the footprint probe measures it this way).
+   */
+  async start(): Promise<void> {
+    await Promise.all(this.lanes.map((lane) => lane.start()));
   }
 
   get threadsPerJob(): number {

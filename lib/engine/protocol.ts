@@ -43,6 +43,8 @@ export type ToWorker =
   | { op: "window"; rid: number; model: ModelSpec; samples: Float32Array; options: WindowOptions };
 
 export type FromWorker =
+  /** Sent once, unasked, when the thread has loaded its modules and takes work. */
+  | { op: "ready"; rid: 0 }
   | { op: "loaded"; rid: number; info: ModelInfo }
   | { op: "window"; rid: number; output: WindowOutput }
   | { op: "error"; rid: number; message: string; code?: string };

@@ -167,6 +167,7 @@ function reply(message: FromWorker, transfer: Transferable[] = []): void {
 // Started by the engine (worker-entry.mjs); importing the module elsewhere (benchmarks) only defines it.
 if (!isMainThread && parentPort && (workerData as WorkerInit | null)?.threadsPerJob) {
   const inference = createInference(workerData as WorkerInit);
+  reply({ op: "ready", rid: 0 });
   parentPort.on("message", (message: ToWorker) => {
     const work =
       message.op === "load"
