@@ -61,6 +61,27 @@ describe("SampleQueue", () => {
     expect(await queue.fill(6)).toHaveLength(0);
   });
 
+  it("reads samples put back with unread again, then goes on with the stream", async () => {
+    const queue = new SampleQueue(rampSource(100, 7).source);
+    const first = await queue.fill(30);
+    queue.consume(30);
+    const second = await queue.fill(30);
+    queue.consume(30);
+    queue.unread([first.subarray(20), second]);
+    expect(queue.position).toBe(20);
+    expectRamp(await queue.fill(50), 20, 50);
+    queue.consume(50);
+    expectRamp(await queue.fill(50), 70, 30);
+    queue.consume(30);
+    expect(queue.ended).toBe(true);
+  });
+
+  it("refuses to unread more than was consumed", async () => {
+    const queue = new SampleQueue(rampSource(10, 4).source);
+    queue.consume(0);
+    expect(() => queue.unread([new Float32Array(1)])).toThrow(RangeError);
+  });
+
   it("reports ended only after the source has signalled its end", async () => {
     const queue = new SampleQueue(rampSource(8, 4).source);
     expectRamp(await queue.fill(8), 0, 8);

@@ -73,6 +73,18 @@ export class SampleQueue {
     this.#position += k;
   }
 
+  /**
+   * Puts consumed samples back in front, oldest first, so they are read again: the stream goes back
+   * by their length. For a window that has to be decoded again from an earlier point.
+   */
+  unread(samples: Float32Array[]): void {
+    const total = samples.reduce((n, s) => n + s.length, 0);
+    if (total > this.#position) throw new RangeError(`cannot unread ${total} samples: only ${this.#position} were consumed`);
+    this.#chunks.unshift(...samples.filter((s) => s.length > 0));
+    this.#buffered += total;
+    this.#position -= total;
+  }
+
   /** Stops reading early: lets the source release what it holds (for ffmpeg, the process). */
   async close(): Promise<void> {
     this.#chunks = [];

@@ -1,9 +1,10 @@
+import { quietCut } from "../audio/quiet-cut.ts";
 import { SampleQueue } from "../audio/sample-queue.ts";
 import type { Limiter } from "../admission/limiter.ts";
 import type { Segment, Transcript } from "../transcript.ts";
 import type { Engine } from "./engine.ts";
 import { languageName } from "./languages.ts";
-import type { ModelSpec } from "./protocol.ts";
+import type { ModelSpec, WindowOutput } from "./protocol.ts";
 
 export const SAMPLE_RATE = 16_000;
 export const WINDOW_SAMPLES = 30 * SAMPLE_RATE;
@@ -11,62 +12,135 @@ export const WINDOW_SAMPLES = 30 * SAMPLE_RATE;
 const SILENCE_PEAK = 1e-3;
 
 export interface TranscribeParams {
-  engine: Engine;
+  engine: Pick<Engine, "transcribeWindow">;
   /** Granted per window: jobs queue again between windows, so a short clip never waits for a whole long file. */
   compute: Limiter;
   model: ModelSpec;
   pcm: AsyncIterable<Float32Array>;
   language?: string;
+  /**
+   * Whether the first voiced window must name the language before the others start: a
+   * multilingual model given no language. Default: when no language is given.
+   */
+  detectLanguage?: boolean;
   task: "transcribe" | "translate";
+  /**
+   * Windows of this file in inference at once (the engine's lanes): each still takes its own slot,
+   * in line with every other job's windows. Default 1.
+   */
+  parallelWindows?: number;
   signal?: AbortSignal;
   onProgress?: (doneSeconds: number) => void;
   /** Told the inference time of each window, for metrics. */
   onWindow?: (seconds: number) => void;
 }
 
+interface Window {
+  /** Stream offset of the first sample. */
+  start: number;
+  samples: Float32Array;
+  /** More audio followed it: the window ends at a cut, not at the end of the stream. */
+  cut: boolean;
+  /** Stops its wait for a slot when its result is no longer wanted. */
+  abort: AbortController;
+  /** null for a silent window, which is not decoded. */
+  output: Promise<WindowOutput | null>;
+}
+
 /**
- * Whisper over a decoded stream, one 30 s window at a time, holding at most one window of samples.
- * When the model leaves the last segment of a full window open, the next window starts where that
- * segment began, as Whisper's own sequential decoding does, so no words are cut at the seam.
+ * Whisper over a decoded stream in windows of up to 30 s, holding only the windows in flight.
+ *
+ * A window that more audio follows ends at a pause in its last seconds where there is one
+ * (quietCut), so the next window can start there before this one is decoded: a long file's windows
+ * run at once on several lanes, and their segments are joined in order. When the model still leaves
+ * the last segment of a cut window open (speech runs on past the cut), the windows after it started
+ * at a false seam: their results are dropped and decoding resumes where the open segment began, as
+ * Whisper's own sequential decoding does, so no words are cut at a seam. The transcript is the same
+ * whatever the number of windows in flight.
+ *
+ * Until the language is known, the first voiced window decides it for the rest.
  */
 export async function transcribePcm(params: TranscribeParams): Promise<Transcript> {
   const queue = new SampleQueue(params.pcm);
+  const parallel = Math.max(1, params.parallelWindows ?? 1);
+  const inFlight: Window[] = [];
   const segments: Segment[] = [];
   let language = params.language ?? null;
+  let awaitingLanguage = params.detectLanguage ?? params.language === undefined;
+
+  const decode = async (samples: Float32Array, signal: AbortSignal): Promise<WindowOutput | null> => {
+    if (isSilent(samples)) return null;
+    return params.compute.run(async () => {
+      const started = performance.now();
+      const result = await params.engine.transcribeWindow(params.model, samples, { language: language ?? undefined, task: params.task });
+      params.onWindow?.((performance.now() - started) / 1000);
+      return result;
+    }, signal);
+  };
+  const start = (samples: Float32Array, cut: boolean) => {
+    const abort = new AbortController();
+    const signal = params.signal ? AbortSignal.any([params.signal, abort.signal]) : abort.signal;
+    const output = decode(samples, signal);
+    // Marked handled here; settle() still sees the failure when it takes this window.
+    output.catch(() => undefined);
+    inFlight.push({ start: queue.position, samples, cut, abort, output });
+  };
+  const dropInFlight = () => {
+    const dropped = inFlight.splice(0);
+    for (const w of dropped) w.abort.abort(new Error("window no longer wanted"));
+    return dropped;
+  };
+  /** Takes the oldest window's segments; rewinds the stream if it left its last segment open. */
+  const settle = async () => {
+    const window = inFlight.shift()!;
+    const output = await window.output;
+    const offset = window.start / SAMPLE_RATE;
+    const seconds = window.samples.length / SAMPLE_RATE;
+    const chunks = [...(output?.chunks ?? [])];
+    let done = window.start + window.samples.length;
+    if (output) {
+      awaitingLanguage = false;
+      language ??= output.language;
+      const last = chunks.at(-1);
+      if (last && last.end === null && window.cut && last.start > 1) {
+        chunks.pop();
+        const resumeAt = Math.round(last.start * SAMPLE_RATE);
+        queue.unread([window.samples.subarray(resumeAt), ...dropInFlight().map((w) => w.samples)]);
+        done = window.start + resumeAt;
+      }
+    }
+    for (const chunk of chunks) {
+      segments.push({
+        id: segments.length,
+        start: round(offset + chunk.start),
+        end: round(offset + Math.min(chunk.end ?? seconds, seconds)),
+        text: chunk.text,
+        tokens: chunk.tokens,
+      });
+    }
+    params.onProgress?.(done / SAMPLE_RATE);
+  };
+
   try {
     for (;;) {
       params.signal?.throwIfAborted();
-      const window = await queue.fill(WINDOW_SAMPLES);
-      if (window.length === 0) break;
-      const offset = queue.position / SAMPLE_RATE;
-      let consumed = window.length;
-      if (!isSilent(window)) {
-        const output = await params.compute.run(async () => {
-          const started = performance.now();
-          const result = await params.engine.transcribeWindow(params.model, window, { language: language ?? undefined, task: params.task });
-          params.onWindow?.((performance.now() - started) / 1000);
-          return result;
-        }, params.signal);
-        language ??= output.language;
-        const chunks = [...output.chunks];
-        const last = chunks.at(-1);
-        if (last && last.end === null && window.length === WINDOW_SAMPLES && last.start > 1) {
-          chunks.pop();
-          consumed = Math.round(last.start * SAMPLE_RATE);
-        }
-        for (const chunk of chunks) {
-          segments.push({
-            id: segments.length,
-            start: round(offset + chunk.start),
-            end: round(offset + (chunk.end ?? window.length / SAMPLE_RATE)),
-            text: chunk.text,
-            tokens: chunk.tokens,
-          });
+      if (inFlight.length < parallel && !(awaitingLanguage && inFlight.length > 0)) {
+        // One sample past a full window says whether more audio follows it.
+        const ahead = await queue.fill(WINDOW_SAMPLES + 1);
+        if (ahead.length > 0) {
+          const cut = ahead.length > WINDOW_SAMPLES;
+          const length = cut ? quietCut(ahead.subarray(0, WINDOW_SAMPLES), SAMPLE_RATE) : ahead.length;
+          start(ahead.slice(0, length), cut);
+          queue.consume(length);
+          continue;
         }
       }
-      queue.consume(consumed);
-      params.onProgress?.(queue.position / SAMPLE_RATE);
+      if (inFlight.length === 0) break;
+      await settle();
     }
+  } catch (err) {
+    await Promise.allSettled(dropInFlight().map((w) => w.output));
+    throw err;
   } finally {
     await queue.close();
   }

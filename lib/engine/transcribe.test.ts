@@ -1,0 +1,154 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Limiter } from "../admission/limiter.ts";
+import { synthesize } from "../audio/synth.ts";
+import { DEFAULT_MODELS_DIR, generateModel } from "../models/generate.ts";
+import { MICRO_TONES, microTones, type MicroPart } from "../models/micro.ts";
+import { Engine } from "./engine.ts";
+import type { ModelSpec, WindowChunk, WindowOutput } from "./protocol.ts";
+import { SAMPLE_RATE, transcribePcm } from "./transcribe.ts";
+
+// The micro model names the tone that dominates each window, so every word here fills most of one.
+const WORD_SECONDS = 27;
+const GAP_SECONDS = 1.5;
+const WORDS = [...MICRO_TONES.map((t) => t.word), "alpha" as const];
+const PARTS: MicroPart[] = WORDS.flatMap((word) => [{ word, seconds: WORD_SECONDS }, { silence: GAP_SECONDS }]);
+
+async function* chunked(samples: Float32Array): AsyncIterable<Float32Array> {
+  for (let i = 0; i < samples.length; i += 8_000) yield samples.slice(i, i + 8_000);
+}
+
+describe("transcribePcm", () => {
+  let engine: Engine;
+  let spec: ModelSpec;
+  let audio: Float32Array;
+  let inFlight = 0;
+  let maxInFlight = 0;
+  beforeAll(async () => {
+    spec = { id: (await generateModel({ kind: "micro", out: DEFAULT_MODELS_DIR })).id, dtype: "q8" };
+    engine = new Engine({ localModelPath: DEFAULT_MODELS_DIR, allowRemoteModels: false, cacheDir: null, threadsPerJob: 1, lanes: 2 });
+    const transcribeWindow = engine.transcribeWindow.bind(engine);
+    engine.transcribeWindow = async (...args) => {
+      maxInFlight = Math.max(maxInFlight, ++inFlight);
+      try {
+        return await transcribeWindow(...args);
+      } finally {
+        inFlight--;
+      }
+    };
+    audio = synthesize(microTones(PARTS));
+  });
+  afterAll(() => engine.close());
+
+  const run = (parallelWindows: number, signal?: AbortSignal) =>
+    transcribePcm({
+      engine,
+      compute: new Limiter({ slots: 2, queueSize: Infinity, queueTimeoutMs: Infinity, retryAfterSeconds: () => 1 }),
+      model: spec,
+      pcm: chunked(audio),
+      task: "transcribe",
+      parallelWindows,
+      signal,
+    });
+
+  it("transcribes a long file's windows at once on two lanes and joins them in order, no word lost at a seam", async () => {
+    maxInFlight = 0;
+    const transcript = await run(2);
+    expect(maxInFlight).toBe(2);
+    expect(transcript.segments.map((s) => s.text.trim())).toEqual(WORDS);
+    expect(transcript.duration).toBeCloseTo(audio.length / SAMPLE_RATE, 1);
+    // Each window ended in a pause, so each word's segment is where it was spoken.
+    transcript.segments.forEach((segment, i) => {
+      const spoken = i * (WORD_SECONDS + GAP_SECONDS);
+      expect(segment.id).toBe(i);
+      expect(Math.abs(segment.start - spoken)).toBeLessThan(0.1);
+      expect(Math.abs(segment.end - (spoken + WORD_SECONDS))).toBeLessThan(0.1);
+    });
+  });
+
+  it("gives the same transcript one window at a time", async () => {
+    maxInFlight = 0;
+    const [one, two] = [await run(1), await run(2)];
+    expect(maxInFlight).toBe(2);
+    expect(one).toEqual(two);
+  });
+
+  it("stops every window of the file when it is aborted, and leaves no window running", async () => {
+    const abort = new AbortController();
+    const pending = run(2, abort.signal);
+    await new Promise((r) => setTimeout(r, 50));
+    abort.abort(new Error("client went away"));
+    await expect(pending).rejects.toThrow("client went away");
+    await expect.poll(() => engine.laneStats().every((l) => l.inFlight === 0)).toBe(true);
+  });
+});
+
+/**
+ * A stand-in for the engine whose transcript is a known function of the audio, like Whisper's: each
+ * voiced run is a segment named by its amplitude, and a run still voiced at the end of the window is
+ * left open (end null), as Whisper leaves a segment that speech runs on past.
+ */
+class RunReader {
+  calls = 0;
+  async transcribeWindow(_model: ModelSpec, samples: Float32Array): Promise<WindowOutput> {
+    this.calls++;
+    await new Promise((r) => setTimeout(r, 5));
+    const chunks: WindowChunk[] = [];
+    let runStart = -1;
+    for (let i = 0; i <= samples.length; i++) {
+      const voiced = i < samples.length && Math.abs(samples[i]!) > 0.01;
+      if (voiced && runStart < 0) runStart = i;
+      if (!voiced && runStart >= 0) {
+        chunks.push({ start: runStart / SAMPLE_RATE, end: i === samples.length ? null : i / SAMPLE_RATE, text: ` w${Math.round(Math.abs(samples[runStart]!) * 10)}`, tokens: [] });
+        runStart = -1;
+      }
+    }
+    return { chunks, language: null };
+  }
+}
+
+describe("transcribePcm seams", () => {
+  // Words as [seconds, amplitude/10], 1 s apart. The 14 s word runs through the 30 s mark with no
+  // pause in the window's last seconds, so that window is cut at 30 s and left open.
+  const words: [number, number][] = [[5, 1], [9, 2], [14, 3], [6, 4], [3, 5], [20, 6], [4, 7], [8, 8], [2, 9]];
+  const audio = (() => {
+    const parts: Float32Array[] = [];
+    for (const [seconds, level] of words) {
+      const word = new Float32Array(seconds * SAMPLE_RATE);
+      for (let i = 0; i < word.length; i++) word[i] = i % 2 ? level / 10 : -level / 10;
+      parts.push(word, new Float32Array(SAMPLE_RATE));
+    }
+    const all = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+    parts.reduce((at, p) => (all.set(p, at), at + p.length), 0);
+    return all;
+  })();
+  const run = (engine: RunReader, parallelWindows: number) =>
+    transcribePcm({
+      engine,
+      compute: new Limiter({ slots: 2, queueSize: Infinity, queueTimeoutMs: Infinity, retryAfterSeconds: () => 1 }),
+      model: { id: "run-reader", dtype: "q8" },
+      pcm: chunked(audio),
+      language: "en",
+      task: "transcribe",
+      parallelWindows,
+    });
+
+  it("decodes again from an open segment, so a word running past a cut comes out once and whole", async () => {
+    const transcript = await run(new RunReader(), 1);
+    let at = 0;
+    const expected = words.map(([seconds, level]) => {
+      const segment = { text: `w${level}`, start: at, end: at + seconds };
+      at += seconds + 1;
+      return segment;
+    });
+    expect(transcript.segments.map((s) => ({ text: s.text.trim(), start: s.start, end: s.end }))).toEqual(expected);
+  });
+
+  it("drops the windows started at a false seam and gives the same transcript with windows in flight at once", async () => {
+    const one = new RunReader();
+    const two = new RunReader();
+    const [sequential, parallel] = [await run(one, 1), await run(two, 2)];
+    expect(parallel).toEqual(sequential);
+    // The window after the open one was decoded and dropped, then decoded again from the open segment.
+    expect(two.calls).toBeGreaterThan(one.calls);
+  });
+});
