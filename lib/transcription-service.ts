@@ -111,7 +111,7 @@ export class TranscriptionService {
         model,
         pcm,
         language,
-        detectLanguage: info.multilingual && language === undefined,
+        identifyLanguage: info.multilingual && language === undefined,
         task: request.task,
         parallelWindows: this.deps.engine.laneCount,
         signal: abort.signal,

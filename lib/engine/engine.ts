@@ -93,7 +93,7 @@ class Lane {
       this.pending.delete(message.rid);
       if (this.pending.size === 0) worker.unref();
       if (message.op === "error") pending.reject(new InferenceError(message.message));
-      else pending.resolve((message.op === "loaded" ? message.info : message.output) as never);
+      else pending.resolve((message.op === "loaded" ? message.info : message.op === "language" ? message.language : message.output) as never);
     });
     const failAll = (err: Error) => {
       failed(err);
@@ -158,16 +158,20 @@ export class Engine {
     return this.lanes.map((lane) => ({ inFlight: lane.pending.size, windows: lane.windows }));
   }
 
-  /** Loads the model on every lane; the info is the first lane's (each lane holds the same copy). */
+  /**
+   * Loads the model on every lane, one lane after another: a load's transient memory is paid once at
+   * a time, and the first lane's footprint (the info returned) is measured with no other load in the
+   * process adding to its RSS.
+   */
   load(model: ModelSpec): Promise<ModelInfo> {
     const key = `${model.id}@${model.dtype}`;
     let loading = this.loads.get(key);
     if (!loading) {
       this.models.set(key, { model, state: "loading" });
-      loading = Promise.all(this.lanes.map((lane) => lane.call<ModelInfo>({ op: "load", rid: 0, model }, this.nextRid++, []))).then(
-        ([info]) => {
-          this.models.set(key, { model, state: "ready", info: info! });
-          return info!;
+      loading = this.loadLaneByLane(model).then(
+        (info) => {
+          this.models.set(key, { model, state: "ready", info });
+          return info;
         },
         (err: Error) => {
           this.models.set(key, { model, state: "failed", error: err.message });
@@ -180,13 +184,31 @@ export class Engine {
     return loading;
   }
 
+  private async loadLaneByLane(model: ModelSpec): Promise<ModelInfo> {
+    const [first, ...rest] = this.lanes;
+    const info = await first!.call<ModelInfo>({ op: "load", rid: 0, model }, this.nextRid++, []);
+    for (const lane of rest) await lane.call<ModelInfo>({ op: "load", rid: 0, model }, this.nextRid++, []);
+    return info;
+  }
+
   async transcribeWindow(model: ModelSpec, samples: Float32Array, options: WindowOptions): Promise<WindowOutput> {
     await this.load(model);
-    const lane = this.lanes.reduce((best, l) => (l.pending.size < best.pending.size ? l : best));
+    const lane = this.leastBusyLane();
     lane.windows++;
     // Copied so the caller's buffer stays usable; the copy's memory moves to the worker without a second copy.
     const owned = samples.slice();
     return lane.call<WindowOutput>({ op: "window", rid: 0, model, samples: owned, options }, this.nextRid++, [owned.buffer]);
+  }
+
+  /** The language a multilingual model hears in a window (its encoder and one decoder step); null for English-only models. */
+  async identifyLanguage(model: ModelSpec, samples: Float32Array): Promise<string | null> {
+    await this.load(model);
+    const owned = samples.slice();
+    return this.leastBusyLane().call<string | null>({ op: "language", rid: 0, model, samples: owned }, this.nextRid++, [owned.buffer]);
+  }
+
+  private leastBusyLane(): Lane {
+    return this.lanes.reduce((best, l) => (l.pending.size < best.pending.size ? l : best));
   }
 
   async close(): Promise<void> {

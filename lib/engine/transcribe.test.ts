@@ -4,7 +4,7 @@ import { synthesize } from "../audio/synth.ts";
 import { DEFAULT_MODELS_DIR, generateModel } from "../models/generate.ts";
 import { MICRO_TONES, microTones, type MicroPart } from "../models/micro.ts";
 import { Engine } from "./engine.ts";
-import type { ModelSpec, WindowChunk, WindowOutput } from "./protocol.ts";
+import type { ModelSpec, WindowChunk, WindowOptions, WindowOutput } from "./protocol.ts";
 import { SAMPLE_RATE, transcribePcm } from "./transcribe.ts";
 
 // The micro model names the tone that dominates each window, so every word here fills most of one.
@@ -89,8 +89,21 @@ describe("transcribePcm", () => {
  */
 class RunReader {
   calls = 0;
-  async transcribeWindow(_model: ModelSpec, samples: Float32Array): Promise<WindowOutput> {
+  /** The language each window was decoded in, and the windows the language was identified from. */
+  readonly decodedIn: (string | undefined)[] = [];
+  readonly identifiedFrom: Float32Array[] = [];
+
+  constructor(private readonly heard: string | null = null) {}
+
+  async identifyLanguage(_model: ModelSpec, samples: Float32Array): Promise<string | null> {
+    this.identifiedFrom.push(samples);
+    await new Promise((r) => setTimeout(r, 20));
+    return this.heard;
+  }
+
+  async transcribeWindow(_model: ModelSpec, samples: Float32Array, options: WindowOptions): Promise<WindowOutput> {
     this.calls++;
+    this.decodedIn.push(options.language);
     await new Promise((r) => setTimeout(r, 5));
     const chunks: WindowChunk[] = [];
     let runStart = -1;
@@ -102,7 +115,7 @@ class RunReader {
         runStart = -1;
       }
     }
-    return { chunks, language: null };
+    return { chunks, language: options.language ?? null };
   }
 }
 
@@ -121,13 +134,13 @@ describe("transcribePcm seams", () => {
     parts.reduce((at, p) => (all.set(p, at), at + p.length), 0);
     return all;
   })();
-  const run = (engine: RunReader, parallelWindows: number) =>
+  const run = (engine: RunReader, parallelWindows: number, pcm = audio, language: string | null = "en") =>
     transcribePcm({
       engine,
       compute: new Limiter({ slots: 2, queueSize: Infinity, queueTimeoutMs: Infinity, retryAfterSeconds: () => 1 }),
       model: { id: "run-reader", dtype: "q8" },
-      pcm: chunked(audio),
-      language: "en",
+      pcm: chunked(pcm),
+      language: language ?? undefined,
       task: "transcribe",
       parallelWindows,
     });
@@ -150,5 +163,27 @@ describe("transcribePcm seams", () => {
     expect(parallel).toEqual(sequential);
     // The window after the open one was decoded and dropped, then decoded again from the open segment.
     expect(two.calls).toBeGreaterThan(one.calls);
+  });
+
+  it("identifies an unknown language once, from the first voiced window, and decodes every window in it", async () => {
+    // 31 s of silence first: the first window is skipped, so the second (voiced) one is heard.
+    const silence = new Float32Array(31 * SAMPLE_RATE);
+    const withLeadingSilence = new Float32Array(silence.length + audio.length);
+    withLeadingSilence.set(audio, silence.length);
+    const engine = new RunReader("fr");
+    const transcript = await run(engine, 2, withLeadingSilence, null);
+    expect(engine.identifiedFrom).toHaveLength(1);
+    expect(engine.identifiedFrom[0]!.some((s) => s !== 0)).toBe(true);
+    expect(engine.decodedIn.length).toBeGreaterThan(1);
+    expect(new Set(engine.decodedIn)).toEqual(new Set(["fr"]));
+    expect(transcript.language).toBe("french");
+  });
+
+  it("identifies nothing when the language is given", async () => {
+    const engine = new RunReader("fr");
+    const transcript = await run(engine, 2);
+    expect(engine.identifiedFrom).toHaveLength(0);
+    expect(new Set(engine.decodedIn)).toEqual(new Set(["en"]));
+    expect(transcript.language).toBe("english");
   });
 });

@@ -12,17 +12,17 @@ export const WINDOW_SAMPLES = 30 * SAMPLE_RATE;
 const SILENCE_PEAK = 1e-3;
 
 export interface TranscribeParams {
-  engine: Pick<Engine, "transcribeWindow">;
+  engine: Pick<Engine, "transcribeWindow" | "identifyLanguage">;
   /** Granted per window: jobs queue again between windows, so a short clip never waits for a whole long file. */
   compute: Limiter;
   model: ModelSpec;
   pcm: AsyncIterable<Float32Array>;
   language?: string;
   /**
-   * Whether the first voiced window must name the language before the others start: a
-   * multilingual model given no language. Default: when no language is given.
+   * Whether the language must be identified (a multilingual model given none): from the first voiced
+   * window, before any window is decoded. Default: when no language is given.
    */
-  detectLanguage?: boolean;
+  identifyLanguage?: boolean;
   task: "transcribe" | "translate";
   /**
    * Windows of this file in inference at once (the engine's lanes): each still takes its own slot,
@@ -58,7 +58,8 @@ interface Window {
  * Whisper's own sequential decoding does, so no words are cut at a seam. The transcript is the same
  * whatever the number of windows in flight.
  *
- * Until the language is known, the first voiced window decides it for the rest.
+ * A language to identify is identified once, from the first voiced window (an encoder run and one
+ * decoder step, in a slot of its own), and every window is decoded in it.
  */
 export async function transcribePcm(params: TranscribeParams): Promise<Transcript> {
   const queue = new SampleQueue(params.pcm);
@@ -66,10 +67,18 @@ export async function transcribePcm(params: TranscribeParams): Promise<Transcrip
   const inFlight: Window[] = [];
   const segments: Segment[] = [];
   let language = params.language ?? null;
-  let awaitingLanguage = params.detectLanguage ?? params.language === undefined;
+  let mustIdentify = params.identifyLanguage ?? params.language === undefined;
+  let identified: Promise<void> = Promise.resolve();
 
   const decode = async (samples: Float32Array, signal: AbortSignal): Promise<WindowOutput | null> => {
     if (isSilent(samples)) return null;
+    if (mustIdentify) {
+      mustIdentify = false;
+      identified = params.compute.run(async () => {
+        language = await params.engine.identifyLanguage(params.model, samples);
+      }, signal);
+    }
+    await identified;
     return params.compute.run(async () => {
       const started = performance.now();
       const result = await params.engine.transcribeWindow(params.model, samples, { language: language ?? undefined, task: params.task });
@@ -99,7 +108,6 @@ export async function transcribePcm(params: TranscribeParams): Promise<Transcrip
     const chunks = [...(output?.chunks ?? [])];
     let done = window.start + window.samples.length;
     if (output) {
-      awaitingLanguage = false;
       language ??= output.language;
       const last = chunks.at(-1);
       if (last && last.end === null && window.cut && last.start > 1) {
@@ -124,7 +132,7 @@ export async function transcribePcm(params: TranscribeParams): Promise<Transcrip
   try {
     for (;;) {
       params.signal?.throwIfAborted();
-      if (inFlight.length < parallel && !(awaitingLanguage && inFlight.length > 0)) {
+      if (inFlight.length < parallel) {
         // One sample past a full window says whether more audio follows it.
         const ahead = await queue.fill(WINDOW_SAMPLES + 1);
         if (ahead.length > 0) {

@@ -19,6 +19,7 @@ export interface Loaded {
 export interface Inference {
   load(spec: ModelSpec): Promise<Loaded>;
   transcribeWindow(spec: ModelSpec, samples: Float32Array, options: WindowOptions): Promise<WindowOutput>;
+  identifyLanguage(spec: ModelSpec, samples: Float32Array): Promise<string | null>;
 }
 
 /**
@@ -157,7 +158,12 @@ export function createInference(init: WorkerInit, sessionOverrides: Record<strin
     return { chunks, language };
   }
 
-  return { load, transcribeWindow };
+  async function identifyLanguage(spec: ModelSpec, samples: Float32Array): Promise<string | null> {
+    const model = await load(spec);
+    return model.info.multilingual ? detectLanguage(model, samples) : null;
+  }
+
+  return { load, transcribeWindow, identifyLanguage };
 }
 
 function reply(message: FromWorker, transfer: Transferable[] = []): void {
@@ -172,7 +178,9 @@ if (!isMainThread && parentPort && (workerData as WorkerInit | null)?.threadsPer
     const work =
       message.op === "load"
         ? inference.load(message.model).then((m) => reply({ op: "loaded", rid: message.rid, info: m.info }))
-        : inference.transcribeWindow(message.model, message.samples, message.options).then((output) => reply({ op: "window", rid: message.rid, output }));
+        : message.op === "language"
+          ? inference.identifyLanguage(message.model, message.samples).then((language) => reply({ op: "language", rid: message.rid, language }))
+          : inference.transcribeWindow(message.model, message.samples, message.options).then((output) => reply({ op: "window", rid: message.rid, output }));
     work.catch((err: unknown) => {
       const e = err as { message?: string; code?: string };
       reply({ op: "error", rid: message.rid, message: e?.message ?? String(err), code: e?.code });
