@@ -22,6 +22,7 @@ export class ModelLoadError extends Error {
 interface Pending {
   resolve: (value: never) => void;
   reject: (err: Error) => void;
+  onLanguage?: (language: string) => void;
 }
 
 export interface LoadedModelState {
@@ -54,10 +55,10 @@ class Lane {
     private readonly onStop: () => void,
   ) {}
 
-  call<T>(message: ToWorker, rid: number, transfer: ArrayBuffer[]): Promise<T> {
+  call<T>(message: ToWorker, rid: number, transfer: ArrayBuffer[], onLanguage?: (language: string) => void): Promise<T> {
     const worker = this.ensureWorker();
     return new Promise<T>((resolve, reject) => {
-      this.pending.set(rid, { resolve: resolve as (v: never) => void, reject });
+      this.pending.set(rid, { resolve: resolve as (v: never) => void, reject, onLanguage });
       // Referenced only while work is pending, so an idle engine never keeps the process alive.
       worker.ref();
       worker.postMessage({ ...message, rid }, transfer);
@@ -90,10 +91,11 @@ class Lane {
       if (message.op === "ready") return started();
       const pending = this.pending.get(message.rid);
       if (!pending) return;
+      if (message.op === "language") return pending.onLanguage?.(message.language);
       this.pending.delete(message.rid);
       if (this.pending.size === 0) worker.unref();
       if (message.op === "error") pending.reject(new InferenceError(message.message));
-      else pending.resolve((message.op === "loaded" ? message.info : message.op === "language" ? message.language : message.output) as never);
+      else pending.resolve((message.op === "loaded" ? message.info : message.output) as never);
     });
     const failAll = (err: Error) => {
       failed(err);
@@ -191,24 +193,17 @@ export class Engine {
     return info;
   }
 
-  async transcribeWindow(model: ModelSpec, samples: Float32Array, options: WindowOptions): Promise<WindowOutput> {
+  /**
+   * Decodes one window. Without a language, a multilingual model identifies it first and `onLanguage`
+   * hears it then, before the window's decoding finishes.
+   */
+  async transcribeWindow(model: ModelSpec, samples: Float32Array, options: WindowOptions, onLanguage?: (language: string) => void): Promise<WindowOutput> {
     await this.load(model);
-    const lane = this.leastBusyLane();
+    const lane = this.lanes.reduce((best, l) => (l.pending.size < best.pending.size ? l : best));
     lane.windows++;
     // Copied so the caller's buffer stays usable; the copy's memory moves to the worker without a second copy.
     const owned = samples.slice();
-    return lane.call<WindowOutput>({ op: "window", rid: 0, model, samples: owned, options }, this.nextRid++, [owned.buffer]);
-  }
-
-  /** The language a multilingual model hears in a window (its encoder and one decoder step); null for English-only models. */
-  async identifyLanguage(model: ModelSpec, samples: Float32Array): Promise<string | null> {
-    await this.load(model);
-    const owned = samples.slice();
-    return this.leastBusyLane().call<string | null>({ op: "language", rid: 0, model, samples: owned }, this.nextRid++, [owned.buffer]);
-  }
-
-  private leastBusyLane(): Lane {
-    return this.lanes.reduce((best, l) => (l.pending.size < best.pending.size ? l : best));
+    return lane.call<WindowOutput>({ op: "window", rid: 0, model, samples: owned, options }, this.nextRid++, [owned.buffer], onLanguage);
   }
 
   async close(): Promise<void> {

@@ -40,14 +40,13 @@ export interface ModelInfo {
 
 export type ToWorker =
   | { op: "load"; rid: number; model: ModelSpec }
-  | { op: "window"; rid: number; model: ModelSpec; samples: Float32Array; options: WindowOptions }
-  | { op: "language"; rid: number; model: ModelSpec; samples: Float32Array };
+  | { op: "window"; rid: number; model: ModelSpec; samples: Float32Array; options: WindowOptions };
 
 export type FromWorker =
   /** Sent once, unasked, when the thread has loaded its modules and takes work. */
   | { op: "ready"; rid: 0 }
   | { op: "loaded"; rid: number; info: ModelInfo }
   | { op: "window"; rid: number; output: WindowOutput }
-  /** The language a multilingual model hears in the samples; null for English-only models. */
-  | { op: "language"; rid: number; language: string | null }
+  /** Sent ahead of a window's result when the window had to identify its language. */
+  | { op: "language"; rid: number; language: string }
   | { op: "error"; rid: number; message: string; code?: string };

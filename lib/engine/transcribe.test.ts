@@ -89,22 +89,28 @@ describe("transcribePcm", () => {
  */
 class RunReader {
   calls = 0;
-  /** The language each window was decoded in, and the windows the language was identified from. */
+  /** The language each window was decoded in; the windows that identified it, and when. */
   readonly decodedIn: (string | undefined)[] = [];
   readonly identifiedFrom: Float32Array[] = [];
+  readonly events: string[] = [];
 
   constructor(private readonly heard: string | null = null) {}
 
-  async identifyLanguage(_model: ModelSpec, samples: Float32Array): Promise<string | null> {
-    this.identifiedFrom.push(samples);
-    await new Promise((r) => setTimeout(r, 20));
-    return this.heard;
-  }
-
-  async transcribeWindow(_model: ModelSpec, samples: Float32Array, options: WindowOptions): Promise<WindowOutput> {
-    this.calls++;
-    this.decodedIn.push(options.language);
-    await new Promise((r) => setTimeout(r, 5));
+  async transcribeWindow(_model: ModelSpec, samples: Float32Array, options: WindowOptions, onLanguage?: (language: string) => void): Promise<WindowOutput> {
+    const call = this.calls++;
+    this.events.push(`start ${call}`);
+    let language = options.language;
+    if (language === undefined && this.heard) {
+      this.identifiedFrom.push(samples);
+      await new Promise((r) => setTimeout(r, 5));
+      language = this.heard;
+      onLanguage?.(language);
+      await new Promise((r) => setTimeout(r, 30));
+    } else {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    this.decodedIn.push(language);
+    this.events.push(`end ${call}`);
     const chunks: WindowChunk[] = [];
     let runStart = -1;
     for (let i = 0; i <= samples.length; i++) {
@@ -115,7 +121,7 @@ class RunReader {
         runStart = -1;
       }
     }
-    return { chunks, language: options.language ?? null };
+    return { chunks, language: language ?? null };
   }
 }
 
@@ -165,8 +171,8 @@ describe("transcribePcm seams", () => {
     expect(two.calls).toBeGreaterThan(one.calls);
   });
 
-  it("identifies an unknown language once, from the first voiced window, and decodes every window in it", async () => {
-    // 31 s of silence first: the first window is skipped, so the second (voiced) one is heard.
+  it("identifies an unknown language once, in the first voiced window, and starts the next windows as soon as it is heard", async () => {
+    // 31 s of silence first: the first window is skipped, so the second (voiced) one identifies.
     const silence = new Float32Array(31 * SAMPLE_RATE);
     const withLeadingSilence = new Float32Array(silence.length + audio.length);
     withLeadingSilence.set(audio, silence.length);
@@ -176,6 +182,7 @@ describe("transcribePcm seams", () => {
     expect(engine.identifiedFrom[0]!.some((s) => s !== 0)).toBe(true);
     expect(engine.decodedIn.length).toBeGreaterThan(1);
     expect(new Set(engine.decodedIn)).toEqual(new Set(["fr"]));
+    expect(engine.events.indexOf("start 1")).toBeLessThan(engine.events.indexOf("end 0"));
     expect(transcript.language).toBe("french");
   });
 

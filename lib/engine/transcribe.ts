@@ -12,15 +12,15 @@ export const WINDOW_SAMPLES = 30 * SAMPLE_RATE;
 const SILENCE_PEAK = 1e-3;
 
 export interface TranscribeParams {
-  engine: Pick<Engine, "transcribeWindow" | "identifyLanguage">;
+  engine: Pick<Engine, "transcribeWindow">;
   /** Granted per window: jobs queue again between windows, so a short clip never waits for a whole long file. */
   compute: Limiter;
   model: ModelSpec;
   pcm: AsyncIterable<Float32Array>;
   language?: string;
   /**
-   * Whether the language must be identified (a multilingual model given none): from the first voiced
-   * window, before any window is decoded. Default: when no language is given.
+   * Whether the language must be identified (a multilingual model given none): by the first voiced
+   * window, and the windows after it wait for it. Default: when no language is given.
    */
   identifyLanguage?: boolean;
   task: "transcribe" | "translate";
@@ -58,8 +58,8 @@ interface Window {
  * Whisper's own sequential decoding does, so no words are cut at a seam. The transcript is the same
  * whatever the number of windows in flight.
  *
- * A language to identify is identified once, from the first voiced window (an encoder run and one
- * decoder step, in a slot of its own), and every window is decoded in it.
+ * A language to identify is identified once, by the first voiced window, which reports it as soon
+ * as its encoder and first decoder step have run; the windows after it wait only for that.
  */
 export async function transcribePcm(params: TranscribeParams): Promise<Transcript> {
   const queue = new SampleQueue(params.pcm);
@@ -70,21 +70,35 @@ export async function transcribePcm(params: TranscribeParams): Promise<Transcrip
   let mustIdentify = params.identifyLanguage ?? params.language === undefined;
   let identified: Promise<void> = Promise.resolve();
 
-  const decode = async (samples: Float32Array, signal: AbortSignal): Promise<WindowOutput | null> => {
-    if (isSilent(samples)) return null;
-    if (mustIdentify) {
-      mustIdentify = false;
-      identified = params.compute.run(async () => {
-        language = await params.engine.identifyLanguage(params.model, samples);
-      }, signal);
-    }
-    await identified;
-    return params.compute.run(async () => {
+  const run = (samples: Float32Array, signal: AbortSignal, onLanguage?: (code: string) => void) =>
+    params.compute.run(async () => {
       const started = performance.now();
-      const result = await params.engine.transcribeWindow(params.model, samples, { language: language ?? undefined, task: params.task });
+      const result = await params.engine.transcribeWindow(params.model, samples, { language: language ?? undefined, task: params.task }, onLanguage);
       params.onWindow?.((performance.now() - started) / 1000);
       return result;
     }, signal);
+  const decode = async (samples: Float32Array, signal: AbortSignal): Promise<WindowOutput | null> => {
+    if (isSilent(samples)) return null;
+    if (!mustIdentify) {
+      await identified;
+      return run(samples, signal);
+    }
+    mustIdentify = false;
+    let heard!: () => void;
+    let failed!: (err: unknown) => void;
+    identified = new Promise<void>((resolve, reject) => {
+      heard = resolve;
+      failed = reject;
+    });
+    // The first window's own failure is reported by settle(); this only stops the windows waiting.
+    identified.catch(() => undefined);
+    // Settled by the window's end too: a model that names no language (English-only) reports none.
+    const output = run(samples, signal, (code) => {
+      language = code;
+      heard();
+    });
+    output.then(heard, failed);
+    return output;
   };
   const start = (samples: Float32Array, cut: boolean) => {
     const abort = new AbortController();

@@ -75,6 +75,30 @@ describe("the engine's window path gives the stock pipeline's transcript", () =>
   });
 });
 
+describe("language identification in the window path", () => {
+  it("identifies a multilingual model's language within the window, encodes the window once, and decodes as if told the language", async () => {
+    const inference = createInference({ localModelPath: DEFAULT_MODELS_DIR, allowRemoteModels: false, cacheDir: null, threadsPerJob: 1 });
+    const model = await generateModel({ kind: "tiny", out: DEFAULT_MODELS_DIR });
+    const spec = { id: model.id, dtype: "q8" as const };
+    const encoder = ((await inference.load(spec)).asr.model as unknown as { sessions: { model: { run(...args: unknown[]): Promise<unknown> } } }).sessions.model;
+    const run = encoder.run.bind(encoder);
+    let encoderRuns = 0;
+    encoder.run = (...args) => {
+      encoderRuns++;
+      return run(...args);
+    };
+    const samples = synthesize([{ tone: 440, seconds: 20 }, { silence: 10 }]);
+    const heard: string[] = [];
+    const identified = await inference.transcribeWindow(spec, samples, { task: "transcribe" }, (language) => heard.push(language));
+    expect(encoderRuns).toBe(1);
+    expect(identified.language).toMatch(/^[a-z]{2,3}$/);
+    expect(heard).toEqual([identified.language]);
+    const told = await inference.transcribeWindow(spec, samples, { task: "transcribe", language: identified.language! });
+    expect(engineChunks(identified).length).toBeGreaterThan(0);
+    expect(engineChunks(identified)).toEqual(engineChunks(told));
+  });
+});
+
 describe("oneRunAtATime", () => {
   it("runs a session's calls one after another, in call order, and a failure does not stop the queue", async () => {
     let running = 0;

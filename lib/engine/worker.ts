@@ -18,8 +18,8 @@ export interface Loaded {
 
 export interface Inference {
   load(spec: ModelSpec): Promise<Loaded>;
-  transcribeWindow(spec: ModelSpec, samples: Float32Array, options: WindowOptions): Promise<WindowOutput>;
-  identifyLanguage(spec: ModelSpec, samples: Float32Array): Promise<string | null>;
+  /** `onLanguage` hears the language as soon as it is identified, before the window is decoded. */
+  transcribeWindow(spec: ModelSpec, samples: Float32Array, options: WindowOptions, onLanguage?: (language: string) => void): Promise<WindowOutput>;
 }
 
 /**
@@ -105,6 +105,10 @@ export function createInference(init: WorkerInit, sessionOverrides: Record<strin
     });
     useFastLogMel((asr.processor as unknown as { feature_extractor: unknown }).feature_extractor);
     oneRunAtATime((asr.model as unknown as { sessions: Record<string, RunnableSession> }).sessions.model!);
+    // generate() keeps only the model's forward params from its arguments; with encoder_outputs among
+    // them it decodes from a given encoder output instead of encoding the window again.
+    const whisper = asr.model as unknown as { forward_params: string[] };
+    whisper.forward_params = [...whisper.forward_params, "encoder_outputs"];
     const generation = (asr.model as unknown as { generation_config: Record<string, unknown> }).generation_config;
     const langToId = (generation.lang_to_id ?? {}) as Record<string, number>;
     const languages = new Map(Object.entries(langToId).map(([token, id]) => [id, token.slice(2, -2)]));
@@ -116,11 +120,17 @@ export function createInference(init: WorkerInit, sessionOverrides: Record<strin
     };
   }
 
-  /** Whisper's own language identification: the most likely language token after <|startoftranscript|>. */
-  async function detectLanguage(model: Loaded, samples: Float32Array): Promise<string> {
+  /**
+   * Whisper's own language identification: the most likely language token after
+   * <|startoftranscript|>. Returns the encoder's output too, for the window's decoding to reuse.
+   */
+  async function detectLanguage(model: Loaded, samples: Float32Array): Promise<{ language: string; encoded: Tensor }> {
     const { input_features } = (await model.asr.processor(samples)) as { input_features: Tensor };
+    const whisper = model.asr.model as unknown as { sessions: { model: RunnableSession }; forward(x: object): Promise<{ logits: Tensor }> };
+    const { last_hidden_state } = (await whisper.sessions.model.run({ input_features: input_features.ort_tensor })) as { last_hidden_state: Tensor["ort_tensor"] };
+    const encoded = new Tensor(last_hidden_state);
     const decoder_input_ids = new Tensor("int64", BigInt64Array.from([BigInt(model.sot)]), [1, 1]);
-    const { logits } = (await (model.asr.model as unknown as (x: object) => Promise<{ logits: Tensor }>)({ input_features, decoder_input_ids })) as { logits: Tensor };
+    const { logits } = await whisper.forward({ encoder_outputs: encoded, decoder_input_ids });
     const scores = logits.data as Float32Array;
     const vocab = logits.dims.at(-1)!;
     const last = scores.subarray(scores.length - vocab);
@@ -132,17 +142,24 @@ export function createInference(init: WorkerInit, sessionOverrides: Record<strin
         best = code;
       }
     }
-    return best;
+    return { language: best, encoded };
   }
 
-  async function transcribeWindow(spec: ModelSpec, samples: Float32Array, options: WindowOptions): Promise<WindowOutput> {
+  async function transcribeWindow(spec: ModelSpec, samples: Float32Array, options: WindowOptions, onLanguage?: (language: string) => void): Promise<WindowOutput> {
     const model = await load(spec);
     let language: string | null = null;
     // The stock pipeline call, with the timestamp rules applied by the lean processor (a fresh list per
     // call: generate() adds its processors to the list it is given).
     const generate: Record<string, unknown> = { return_timestamps: true, logits_processor: new LeanLogitsProcessorList() };
     if (model.info.multilingual) {
-      language = options.language ?? (await detectLanguage(model, samples));
+      language = options.language ?? null;
+      if (language === null) {
+        const identified = await detectLanguage(model, samples);
+        language = identified.language;
+        onLanguage?.(language);
+        // generate() skips the encoder when given its output: the window is encoded once.
+        generate.encoder_outputs = identified.encoded;
+      }
       generate.language = language;
       generate.task = options.task;
     }
@@ -158,12 +175,7 @@ export function createInference(init: WorkerInit, sessionOverrides: Record<strin
     return { chunks, language };
   }
 
-  async function identifyLanguage(spec: ModelSpec, samples: Float32Array): Promise<string | null> {
-    const model = await load(spec);
-    return model.info.multilingual ? detectLanguage(model, samples) : null;
-  }
-
-  return { load, transcribeWindow, identifyLanguage };
+  return { load, transcribeWindow };
 }
 
 function reply(message: FromWorker, transfer: Transferable[] = []): void {
@@ -178,9 +190,9 @@ if (!isMainThread && parentPort && (workerData as WorkerInit | null)?.threadsPer
     const work =
       message.op === "load"
         ? inference.load(message.model).then((m) => reply({ op: "loaded", rid: message.rid, info: m.info }))
-        : message.op === "language"
-          ? inference.identifyLanguage(message.model, message.samples).then((language) => reply({ op: "language", rid: message.rid, language }))
-          : inference.transcribeWindow(message.model, message.samples, message.options).then((output) => reply({ op: "window", rid: message.rid, output }));
+        : inference
+            .transcribeWindow(message.model, message.samples, message.options, (language) => reply({ op: "language", rid: message.rid, language }))
+            .then((output) => reply({ op: "window", rid: message.rid, output }));
     work.catch((err: unknown) => {
       const e = err as { message?: string; code?: string };
       reply({ op: "error", rid: message.rid, message: e?.message ?? String(err), code: e?.code });
