@@ -309,6 +309,7 @@ interface Slotscribe {
   pid: number;
   sampler: RssSampler;
   slots: number;
+  lanes: number;
   threadsPerJob: number;
   cpus: number;
   memoryBytes: number;
@@ -346,7 +347,7 @@ async function startSlotscribe(tmp: string, kind: ModelKind, dtype: Dtype, extra
     await sleep(200);
   }
   const capacity = JSON.parse((await http(`${service.url}/v1/capacity`)).body.toString()) as {
-    instance: { slots: number; threadsPerJob: number; cpus: number; memoryBytes: number };
+    instance: { slots: number; lanes: number; threadsPerJob: number; cpus: number; memoryBytes: number };
   };
   const loaded = service.logs.find((l) => l.msg === "model loaded") as { footprintMiB?: number } | undefined;
   const sampler = new RssSampler(service.pid);
@@ -356,6 +357,7 @@ async function startSlotscribe(tmp: string, kind: ModelKind, dtype: Dtype, extra
     pid: service.pid,
     sampler,
     slots: capacity.instance.slots,
+    lanes: capacity.instance.lanes,
     threadsPerJob: capacity.instance.threadsPerJob,
     cpus: capacity.instance.cpus,
     memoryBytes: capacity.instance.memoryBytes,
@@ -658,7 +660,7 @@ interface Context {
   audio: AudioSet;
   results: Record<string, unknown>;
   targets: { experiment: string; name: string; measured: number | null; display: string; target: string; verdict: string }[];
-  bounds: Map<string, { perCore: OrtProbeResult[]; solo: OrtProbeResult; boundRtf: number; singleStreamRtf: number }>;
+  bounds: Map<string, { perCore: OrtProbeResult[]; solo: OrtProbeResult; boundRtf: number }>;
   probes: Map<string, ProbeResult>;
   started: number;
 }
@@ -866,15 +868,14 @@ async function boundExperiment(ctx: Context, log: (l: string) => void): Promise<
   const cores = osCpus().length;
   const rows: string[][] = [];
   for (const [kind, dtype] of modelDtypes(ctx)) {
-    // The planner's threads per job for this model on this machine: what one slot (one stream) runs on.
+    // The planner's threads per job for this model on this machine: what one window runs on.
     const threadsPerJob = planCapacity({ machine: detectMachine(), models: [{ id: `generated/whisper-${kind}`, dtype }] }).threadsPerJob;
     log(`compute bound ${kind} ${dtype}: ${cores} ORT processes x 1 thread at once, then 1 process x ${threadsPerJob} thread(s) alone`);
     const perCore = await computeBound(kind, dtype, cores, 1);
     const [solo] = await computeBound(kind, dtype, 1, threadsPerJob);
     const meanWindow = perCore.reduce((a, r) => a + r.windowMs, 0) / perCore.length;
     const boundRtf = (cores * 30) / (meanWindow / 1000);
-    const singleStreamRtf = 30 / (solo!.windowMs / 1000);
-    ctx.bounds.set(`${kind}/${dtype}`, { perCore, solo: solo!, boundRtf, singleStreamRtf });
+    ctx.bounds.set(`${kind}/${dtype}`, { perCore, solo: solo!, boundRtf });
     const enc = perCore.reduce((a, r) => a + r.encoderMs, 0) / perCore.length;
     const step = perCore.reduce((a, r) => a + r.stepMeanMs, 0) / perCore.length;
     rows.push([
@@ -885,14 +886,13 @@ async function boundExperiment(ctx: Context, log: (l: string) => void): Promise<
       times(30 / (meanWindow / 1000), 1),
       times(boundRtf, 1),
       `${seconds(solo!.windowMs / 1000)} (${solo!.threads} thr)`,
-      times(singleStreamRtf, 1),
     ]);
   }
   ctx.results.bound = Object.fromEntries(ctx.bounds);
   ctx.options.print(
     renderTable(
       `\n== Compute bound: onnxruntime-node alone (no transformers.js, no service), ${DEFAULT_TOKENS_PER_WINDOW}-token windows ==`,
-      ["model", "encoder", "decoder step", "window", "per core", `machine bound (${cores} cores)`, "window alone", "1-stream bound"],
+      ["model", "encoder", "decoder step", "window", "per core", `machine bound (${cores} cores)`, "window alone"],
       rows,
       [
         `method: ${cores} fresh processes (one per core) each create the encoder and merged-decoder sessions (the service's session options`,
@@ -900,7 +900,7 @@ async function boundExperiment(ctx: Context, log: (l: string) => void): Promise<
         `${DEFAULT_TOKENS_PER_WINDOW} greedy decoder steps with the KV cache fed as transformers.js feeds it (prompt in step 1, then 1 token per step);`,
         `best of ${PROBE_REPS} windows per process. machine bound = cores x 30 s / window. No feature extraction, no JavaScript logits processing,`,
         "no tokenizer, no HTTP: the ceiling the service can approach with every core busy. 'window alone': the same with one process on the",
-        "planner's threads per job and the other cores idle; 1-stream bound = 30 s / that, the ceiling of one request (its windows run in order).",
+        "planner's threads per job and the other cores idle, the floor of a short clip's latency.",
       ],
     ),
   );
@@ -968,6 +968,43 @@ async function profileExperiment(ctx: Context, log: (l: string) => void): Promis
 
 // ---- speed + per-slot memory -----------------------------------------------------------------
 
+interface BusyServer {
+  slots: number;
+  lanes: number;
+  idleBytes: number;
+  peak: RssWindow;
+  ok: boolean;
+  footprintBytes: number | null;
+}
+
+/**
+ * A fresh server (a server's heap keeps the high-water mark of everything it ran before) with `env`:
+ * its idle RSS with the model loaded, then its peak while `n` copies of `clip` run at once.
+ */
+async function busyPeak(ctx: Context, kind: ModelKind, dtype: Dtype, env: Record<string, string>, n: number, clip: Clip): Promise<BusyServer> {
+  const server = await startSlotscribe(ctx.tmp, kind, dtype, env);
+  try {
+    await sleep(1000);
+    const idle: number[] = [];
+    for (let i = 0; i < 20; i++) {
+      idle.push(server.sampler.sample().total);
+      await sleep(50);
+    }
+    const busy = server.sampler.window();
+    const results = await Promise.all(Array.from({ length: n }, () => transcribeOnService(server.url, clip)));
+    return {
+      slots: server.slots,
+      lanes: server.lanes,
+      idleBytes: summarize(idle).p50,
+      peak: busy.stop(),
+      ok: results.every((r) => r.ok),
+      footprintBytes: server.modelFootprintBytes,
+    };
+  } finally {
+    await server.stop();
+  }
+}
+
 async function speedExperiment(ctx: Context, log: (l: string) => void): Promise<void> {
   const clip = ctx.audio.clips.speed;
   const pair = ctx.audio.clips.window;
@@ -975,31 +1012,14 @@ async function speedExperiment(ctx: Context, log: (l: string) => void): Promise<
   const memRows: string[][] = [];
   const results: Record<string, unknown>[] = [];
   for (const [kind, dtype] of modelDtypes(ctx)) {
-    // Memory per slot is measured on fresh servers (a server's heap keeps the high-water mark of
-    // everything it ran before): server A idles, runs one clip (1 busy slot), then the speed file;
-    // server B runs two of the same clip at once (2 busy slots).
     log(`speed ${kind} ${dtype}: starting the service`);
     const server = await startSlotscribe(ctx.tmp, kind, dtype);
-    let idle: number, idleProc: number, oneBusy: RssWindow, wholeRun: RssWindow, result: TranscriptionResult, single: TranscriptionResult;
+    let result: TranscriptionResult;
+    let wholeRun: RssWindow;
     try {
-      await sleep(1000);
-      const idleSamples: number[] = [];
-      const idleProcess: number[] = [];
-      for (let i = 0; i < 20; i++) {
-        const r = server.sampler.sample();
-        idleSamples.push(r.total);
-        idleProcess.push(r.process);
-        await sleep(50);
-      }
-      idle = summarize(idleSamples).p50;
-      idleProc = summarize(idleProcess).p50;
-
-      log(`speed ${kind} ${dtype}: 1 x ${pair.seconds.toFixed(0)} s on the fresh server (1 busy slot)`);
-      const one = server.sampler.window();
-      single = await transcribeOnService(server.url, pair);
-      oneBusy = one.stop();
-
-      log(`speed ${kind} ${dtype}: ${clip.seconds.toFixed(0)} s file (slots ${server.slots} x ${server.threadsPerJob} thread)`);
+      log(`speed ${kind} ${dtype}: warm-up window`);
+      await transcribeOnService(server.url, pair);
+      log(`speed ${kind} ${dtype}: ${clip.seconds.toFixed(0)} s file (slots ${server.slots} x ${server.threadsPerJob} thread, ${server.lanes} lanes)`);
       const whole = server.sampler.window();
       result = await transcribeOnService(server.url, clip);
       wholeRun = whole.stop();
@@ -1009,115 +1029,99 @@ async function speedExperiment(ctx: Context, log: (l: string) => void): Promise<
     }
     const rtf = clip.seconds / result.seconds;
     const windows = Math.ceil(clip.seconds / 30);
+    const bound = ctx.bounds.get(`${kind}/${dtype}`);
+    const rtfTarget = dtype === "q8" ? TARGETS.rtf[kind] : null;
+    const fullFile = Math.round(clip.seconds) === 300;
+    rows.push([
+      `${kind} ${dtype}`,
+      `${server.slots}x${server.threadsPerJob}, ${server.lanes} lane${server.lanes === 1 ? "" : "s"}`,
+      seconds(result.seconds),
+      times(rtf, 1),
+      times(rtf / server.cpus, 2),
+      bound ? pct(rtf / bound.boundRtf) : "-",
+      num(result.tokens / windows, 0),
+      rtfTarget ? recordTarget(ctx, "speed", rtf, times(rtf, 1), rtfTarget, `${rtfTarget.name}${fullFile ? "" : ` (quick: ${clip.seconds.toFixed(0)} s file)`}`) : "-",
+    ]);
 
-    let twoBusy: RssWindow | null = null;
-    let pairResults: TranscriptionResult[] = [];
+    // What a second slot costs: one slot alone (SLOTS=1, one lane) against two busy slots, as the
+    // planner lays them out (a lane each, so the second brings its own model copy) and on one shared
+    // lane (LANES=1, where the second slot adds a window's buffers but no model).
+    let memory: Record<string, unknown> | null = null;
     if (server.slots >= 2) {
-      log(`speed ${kind} ${dtype}: 2 x ${pair.seconds.toFixed(0)} s at once on another fresh server (2 busy slots)`);
-      const serverB = await startSlotscribe(ctx.tmp, kind, dtype);
-      try {
-        await sleep(1000);
-        const two = serverB.sampler.window();
-        pairResults = await Promise.all([transcribeOnService(serverB.url, pair), transcribeOnService(serverB.url, pair)]);
-        twoBusy = two.stop();
-      } finally {
-        await serverB.stop();
-      }
-    }
-    {
-      const pairOk = single.ok && twoBusy !== null && pairResults.every((r) => r.ok);
-      const bound = ctx.bounds.get(`${kind}/${dtype}`);
-      const footprint = server.modelFootprintBytes ?? ctx.probes.get(`${kind}/${dtype}`)?.residentBytes ?? null;
-      const slotCost = pairOk ? twoBusy!.peak - oneBusy.peak : null;
-      const slotCostProcess = pairOk ? twoBusy!.peakProcess - oneBusy.peakProcess : null;
-      const slotShare = slotCost !== null && footprint ? slotCost / footprint : null;
-      const slotShareProcess = slotCostProcess !== null && footprint ? slotCostProcess / footprint : null;
-      const rtfTarget = dtype === "q8" ? TARGETS.rtf[kind] : null;
-      const fullFile = Math.round(clip.seconds) === 300;
-      rows.push([
-        `${kind} ${dtype}`,
-        `${server.slots}x${server.threadsPerJob}`,
-        seconds(result.seconds),
-        times(rtf, 1),
-        times(rtf / server.cpus, 2),
-        bound ? pct(rtf / bound.boundRtf) : "-",
-        bound ? pct(rtf / bound.singleStreamRtf) : "-",
-        num(result.tokens / windows, 0),
-        rtfTarget ? recordTarget(ctx, "speed", rtf, times(rtf, 1), rtfTarget, `${rtfTarget.name}${fullFile ? "" : ` (quick: ${clip.seconds.toFixed(0)} s file)`}`) : "-",
-      ]);
+      log(`memory ${kind} ${dtype}: 1 x ${pair.seconds.toFixed(0)} s on a fresh SLOTS=1 server`);
+      const one = await busyPeak(ctx, kind, dtype, { SLOTS: "1" }, 1, pair);
+      log(`memory ${kind} ${dtype}: 2 x ${pair.seconds.toFixed(0)} s at once on a fresh server with the planner's lanes`);
+      const planned = await busyPeak(ctx, kind, dtype, { SLOTS: "2" }, 2, pair);
+      log(`memory ${kind} ${dtype}: 2 x ${pair.seconds.toFixed(0)} s at once on a fresh LANES=1 server`);
+      const shared = await busyPeak(ctx, kind, dtype, { SLOTS: "2", LANES: "1" }, 2, pair);
+      const footprint = ctx.probes.get(`${kind}/${dtype}`)?.residentBytes ?? one.footprintBytes;
+      const secondSlot = (two: BusyServer) => {
+        const bytes = one.ok && two.ok ? two.peak.peak - one.peak.peak : null;
+        return { bytes, share: bytes !== null && footprint ? bytes / footprint : null };
+      };
+      const onLanes = secondSlot(planned);
+      const onOneLane = secondSlot(shared);
+      const cell = (c: { bytes: number | null; share: number | null }, label: string) =>
+        c.share === null ? "-" : `${mib(c.bytes)} = ${pct(c.share)} ${recordTarget(ctx, "slot memory", c.share, pct(c.share), TARGETS.slotCost, `${TARGETS.slotCost.name} (${kind} ${dtype}, ${label})`)}`;
       memRows.push([
         `${kind} ${dtype}`,
         mib(footprint),
-        mib(idle),
-        mib(oneBusy.peak),
-        pairOk ? mib(twoBusy!.peak) : twoBusy ? "failed" : "-",
-        slotCost !== null ? mib(slotCost) : "-",
-        slotShareProcess !== null ? pct(slotShareProcess) : "-",
-        slotShare !== null ? `${pct(slotShare)} ${recordTarget(ctx, "slot memory", slotShare, pct(slotShare), TARGETS.slotCost, `${TARGETS.slotCost.name} (${kind} ${dtype})`)}` : "-",
+        `${mib(one.idleBytes)} / ${mib(one.peak.peak)}`,
+        `${mib(planned.idleBytes)} / ${mib(planned.peak.peak)}`,
+        cell(onLanes, `${planned.lanes} lanes, planner`),
+        `${mib(shared.idleBytes)} / ${mib(shared.peak.peak)}`,
+        cell(onOneLane, "one shared lane"),
       ]);
-      results.push({
-        kind,
-        dtype,
-        slots: server.slots,
-        threadsPerJob: server.threadsPerJob,
-        cpus: server.cpus,
-        audioSeconds: clip.seconds,
-        wallSeconds: result.seconds,
-        rtf,
-        rtfPerCore: rtf / server.cpus,
-        fractionOfMachineBound: bound ? rtf / bound.boundRtf : null,
-        fractionOfSingleStreamBound: bound ? rtf / bound.singleStreamRtf : null,
-        textTokensPerWindow: result.tokens / windows,
-        memory: {
-          modelFootprintBytes: footprint,
-          idleBytes: idle,
-          idleProcessBytes: idleProc,
-          speedFilePeakBytes: wholeRun.peak,
-          speedFilePeakProcessBytes: wholeRun.peakProcess,
-          oneBusyPeakBytes: oneBusy.peak,
-          oneBusyPeakProcessBytes: oneBusy.peakProcess,
-          oneBusyPeakChildren: oneBusy.peakChildren,
-          twoBusyPeakBytes: twoBusy?.peak ?? null,
-          twoBusyPeakProcessBytes: twoBusy?.peakProcess ?? null,
-          twoBusyPeakChildren: twoBusy?.peakChildren ?? null,
-          secondSlotBytes: slotCost,
-          secondSlotProcessBytes: slotCostProcess,
-          secondSlotShare: slotShare,
-          secondSlotProcessShare: slotShareProcess,
-          singleSeconds: single.seconds,
-          pairSeconds: pairResults.map((r) => r.seconds),
-        },
-      });
+      memory = { footprintBytes: footprint, oneSlot: one, plannedLanes: { ...planned, secondSlot: onLanes }, oneLane: { ...shared, secondSlot: onOneLane } };
     }
+    results.push({
+      kind,
+      dtype,
+      slots: server.slots,
+      lanes: server.lanes,
+      threadsPerJob: server.threadsPerJob,
+      cpus: server.cpus,
+      audioSeconds: clip.seconds,
+      wallSeconds: result.seconds,
+      rtf,
+      rtfPerCore: rtf / server.cpus,
+      fractionOfMachineBound: bound ? rtf / bound.boundRtf : null,
+      textTokensPerWindow: result.tokens / windows,
+      speedFilePeakBytes: wholeRun.peak,
+      memory,
+    });
   }
   ctx.results.speed = results;
   ctx.options.print(
     renderTable(
-      `\n== 1. Speed: one ${ctx.audio.clips.speed.seconds.toFixed(0)} s file through the real service (POST /v1/audio/transcriptions, planner's slots x threads) ==`,
-      ["model", "slots", "wall", "real time", "per core", "of machine bound", "of 1-stream bound", "text tok/window", "target (int8)"],
+      `\n== 1. Speed: one ${ctx.audio.clips.speed.seconds.toFixed(0)} s file through the real service (POST /v1/audio/transcriptions, planner's plan) ==`,
+      ["model", "slots x threads", "wall", "real time", "per core", "of machine bound", "text tok/window", "target (int8)"],
       rows,
       [
-        "real time = audio s / wall s (upload, ffmpeg decode, every window, response); per core = real time / cores the planner sees.",
-        "of machine bound: share of the ORT-only ceiling with every core busy (table above). A single request runs its windows one after",
-        "another, each on one slot (threadsPerJob threads), so one file uses at most one slot: 'of 1-stream bound' is its share of the",
-        "ORT-only ceiling of one slot alone. text tok/window: text tokens in the transcript's segments per 30 s (timestamps not counted).",
+        "real time = audio s / wall s (upload, ffmpeg decode, every window, response), after one warm-up window; per core = real time / cores.",
+        "The file's windows are cut at pauses and run on every lane at once. of machine bound: share of the ORT-only ceiling with every",
+        "core busy (table above; a file whose windows yield fewer tokens than its 100 can pass it). text tok/window: text tokens in the",
+        "transcript's segments per 30 s (timestamps not counted).",
       ],
     ),
   );
-  ctx.options.print(
-    renderTable(
-      "\n== 6. Memory per slot (fresh servers; RSS of the server process incl. its inference thread + child processes, sampled every 50 ms) ==",
-      ["model", "model footprint", "idle, loaded", "1 busy slot (peak)", "2 busy slots (peak)", "2nd slot", "2nd slot / model (process only)", "2nd slot / model"],
-      memRows,
-      [
-        "model footprint: resident bytes the load added in the server (inference thread's own measurement, 'model loaded' log).",
-        `idle: the fresh server with the model loaded; 1 busy: peak while one ${pair.seconds.toFixed(0)} s file ran on it (one job holds one slot);`,
-        `2 busy: peak while two ran at once on a second fresh server (a server's heap keeps the high-water mark of what it ran before).`,
-        "2nd slot = 2-busy peak - 1-busy peak: what each slot beyond the first costs (its ffmpeg decoder included; 'process only' excludes it).",
-        "A difference near zero or below is within noise: the second window's transient buffers did not raise the peak.",
-      ],
-    ),
-  );
+  if (memRows.length) {
+    ctx.options.print(
+      renderTable(
+        "\n== 6. Memory per slot (fresh servers; peak RSS of the server process incl. its inference threads + ffmpeg children, sampled every 50 ms) ==",
+        ["model", "model footprint", "1 slot: idle / busy", "2 slots, planner: idle / busy", "2nd slot", "2 slots, 1 lane: idle / busy", "2nd slot"],
+        memRows,
+        [
+          "model footprint: resident bytes one lane's load adds (footprint probe; else the server's 'model loaded' log).",
+          `1 slot: SLOTS=1 (one lane), idle with the model loaded, then the peak while one ${pair.seconds.toFixed(0)} s clip ran. 2 slots: two clips at once on`,
+          "a fresh server with the planner's lanes (each lane an inference thread with its own model copy), and on one with LANES=1 (both",
+          "slots on one thread and model copy, their windows taking turns step by step, the encoder one window at a time).",
+          "2nd slot = 2-slot busy peak - 1-slot busy peak, share of the model footprint: on the planner's lanes it includes the second lane's",
+          "model copy; on one lane it is the second window's buffers and its ffmpeg decoder.",
+        ],
+      ),
+    );
+  }
 }
 
 // ---- concurrency vs naive --------------------------------------------------------------------
@@ -1167,59 +1171,79 @@ async function concurrencyExperiment(ctx: Context, log: (l: string) => void): Pr
   const kinds: ModelKind[] = ctx.options.concurrencyModels ?? ["tiny"];
   const all: Record<string, unknown>[] = [];
   for (const kind of kinds) {
-    log(`concurrency ${kind} q8: starting slotscribe and the naive server`);
+    log(`concurrency ${kind} q8: starting slotscribe (planner's plan, and LANES=1) and the naive server`);
     // A long queue timeout so that every request of the sweep is served (the default 30 s would answer
     // some of the 8 concurrent requests with 429 + Retry-After, which a client retries): the sweep
     // compares completed work.
-    const server = await startSlotscribe(ctx.tmp, kind, "q8", { QUEUE_TIMEOUT: "30m" });
-    const naive = await startNaive(kind, "q8").catch(async (err: unknown) => {
-      await server.stop();
+    const started: { stop(): Promise<void> }[] = [];
+    const stopAll = () => Promise.all(started.map((s) => s.stop()));
+    const variants: { label: string; server: Slotscribe }[] = [];
+    let naive: Naive;
+    try {
+      for (const [label, env] of [["planner's plan", {}], ["LANES=1", { LANES: "1" }]] as const) {
+        const server = await startSlotscribe(ctx.tmp, kind, "q8", { QUEUE_TIMEOUT: "30m", ...env });
+        started.push(server);
+        variants.push({ label, server });
+      }
+      naive = await startNaive(kind, "q8");
+      started.push(naive);
+    } catch (err) {
+      await stopAll();
       throw err;
-    });
+    }
     const rows: string[][] = [];
-    const levelsOut: { concurrency: number; slotscribe: LevelResult; naive: LevelResult; throughputRatio: number; memoryRatio: number }[] = [];
+    const levelsOut: Record<string, unknown>[] = [];
     try {
       // slotscribe's first window pays one-time costs; the naive server pays its load on every request by design.
-      log(`concurrency ${kind}: warm-up request on slotscribe`);
-      await transcribeOnService(server.url, clip);
+      for (const { label, server } of variants) {
+        log(`concurrency ${kind}: warm-up request on slotscribe (${label})`);
+        await transcribeOnService(server.url, clip);
+      }
       for (const n of levels) {
-        log(`concurrency ${kind}: ${n} x ${clip.seconds.toFixed(0)} s on slotscribe`);
-        const s = await runLevel(n, clip, server.sampler, (c) => transcribeOnService(server.url, c));
+        const measured: { label: string; server: Slotscribe; level: LevelResult }[] = [];
+        for (const { label, server } of variants) {
+          log(`concurrency ${kind}: ${n} x ${clip.seconds.toFixed(0)} s on slotscribe (${label})`);
+          measured.push({ label, server, level: await runLevel(n, clip, server.sampler, (c) => transcribeOnService(server.url, c)) });
+        }
         log(`concurrency ${kind}: ${n} x ${clip.seconds.toFixed(0)} s on naive`);
         const v = await runLevel(n, clip, naive.sampler, (c) => transcribeOnNaive(naive.url, c));
-        const throughputRatio = s.throughput / v.throughput;
-        const memoryRatio = s.peakBytes / v.peakBytes;
-        levelsOut.push({ concurrency: n, slotscribe: s, naive: v, throughputRatio, memoryRatio });
-        const at4 = n === 4;
-        rows.push([
+        const row = (name: string, r: LevelResult, ratios: string[]) => [
           String(n),
-          `${seconds(s.latency.p50)} / ${seconds(s.latency.max)}`,
-          times(s.throughput, 1),
-          mib(s.peakBytes),
-          `${seconds(v.latency.p50)} / ${seconds(v.latency.max)}`,
-          times(v.throughput, 1),
-          mib(v.peakBytes),
-          at4 ? `${times(throughputRatio)} ${recordTarget(ctx, "vs naive", throughputRatio, times(throughputRatio), TARGETS.naiveThroughput, `${TARGETS.naiveThroughput.name} (${kind} q8)`)}` : times(throughputRatio),
-          at4 ? `${times(memoryRatio)} ${recordTarget(ctx, "vs naive", memoryRatio, times(memoryRatio), TARGETS.naiveMemory, `${TARGETS.naiveMemory.name} (${kind} q8)`)}` : times(memoryRatio),
-          s.failed || v.failed ? `failed: slotscribe ${s.failed}, naive ${v.failed}` : "",
-        ]);
+          name,
+          `${seconds(r.latency.p50)} / ${seconds(r.latency.max)}`,
+          times(r.throughput, 1),
+          mib(r.peakBytes),
+          ...ratios,
+          r.failed ? `${r.failed} failed` : "",
+        ];
+        rows.push(row("naive", v, ["", ""]));
+        const out: Record<string, unknown> = { concurrency: n, naive: v };
+        for (const { label, server, level: s } of measured) {
+          const throughputRatio = s.throughput / v.throughput;
+          const memoryRatio = s.peakBytes / v.peakBytes;
+          const config = `${label}: ${server.slots} slots x ${server.threadsPerJob} thr, ${server.lanes} lane${server.lanes === 1 ? "" : "s"}`;
+          const target = (t: Target, value: number) => `${times(value)} ${recordTarget(ctx, "vs naive", value, times(value), t, `${t.name} (${kind} q8, ${label})`)}`;
+          rows.push(row(`slotscribe, ${config}`, s, n === 4 ? [target(TARGETS.naiveThroughput, throughputRatio), target(TARGETS.naiveMemory, memoryRatio)] : [times(throughputRatio), times(memoryRatio)]));
+          out[label] = { slots: server.slots, lanes: server.lanes, threadsPerJob: server.threadsPerJob, ...s, throughputRatio, memoryRatio };
+        }
+        levelsOut.push(out);
       }
     } finally {
-      await naive.stop();
-      await server.stop();
+      await stopAll();
     }
-    all.push({ kind, dtype: "q8", slots: server.slots, threadsPerJob: server.threadsPerJob, clipSeconds: clip.seconds, levels: levelsOut });
+    all.push({ kind, dtype: "q8", clipSeconds: clip.seconds, levels: levelsOut });
     ctx.options.print(
       renderTable(
-        `\n== 2+3. Concurrent requests of a ${clip.seconds.toFixed(0)} s clip, ${kind} q8: slotscribe (${server.slots} slots x ${server.threadsPerJob} thread) vs naive (pipeline per request) ==`,
-        ["n", "slotscribe p50/max", "thru", "peak RSS", "naive p50/max", "thru", "peak RSS", "thru ratio", "memory ratio", ""],
+        `\n== 2+3. Concurrent requests of a ${clip.seconds.toFixed(0)} s clip, ${kind} q8: slotscribe vs naive (pipeline per request) ==`,
+        ["n", "server", "p50 / max latency", "thru", "peak RSS", "thru vs naive", "memory vs naive", ""],
         rows,
         [
           "n requests sent at once, each waited for; thru = completed audio s / wall s of the batch; latency per request (client side).",
-          "peak RSS: VmRSS of the server process (its inference thread is in-process) + child processes (ffmpeg), sampled every 50 ms.",
-          "ratios = slotscribe / naive. naive: lib/bench/naive.ts, a fresh pipeline(dtype q8) per request, chunk_length_s 30, default ORT",
-          "threads and libuv pool, disposed after each request (its best case). slotscribe runs with QUEUE_TIMEOUT=30m so no request is refused;",
-          "both servers stay up for the whole sweep (levels in increasing order, alternating); slotscribe got one warm-up request.",
+          "peak RSS: VmRSS of the server process (its inference threads are in-process) + child processes (ffmpeg), sampled every 50 ms.",
+          "naive: lib/bench/naive.ts, a fresh pipeline(dtype q8) per request, chunk_length_s 30, default ORT threads and libuv pool, disposed",
+          "after each request (its best case). slotscribe runs with QUEUE_TIMEOUT=30m so no request is refused. LANES=1: the same slots on one",
+          "inference thread and one model copy (what the planner picks when memory is short). All servers stay up for the whole sweep",
+          "(levels in increasing order, servers in turn); each slotscribe got one warm-up request.",
         ],
       ),
     );
@@ -1352,8 +1376,8 @@ async function holExperiment(ctx: Context, log: (l: string) => void, healthz: bo
       [
         `solo: the clip alone on the idle server, ${ctx.options.quick ? 2 : 4} times before and ${ctx.options.quick ? 2 : 4} times after the loaded phase (after a warm-up).`,
         `behind: the same clip sent up to ${ctx.options.quick ? 3 : 5} times, one after another at varying offsets, while the long file transcribes`,
-        "(counted only if the long file was still running when it returned; the long file is then cancelled). One job holds at most one",
-        "slot at a time (its windows run in order), so with 2 or more slots the clip finds a slot free and only shares the cores.",
+        "(counted only if the long file was still running when it returned; the long file is then cancelled). The long file runs a window",
+        "on every slot; the clip's window takes the next slot that frees (windows queue FIFO), so it waits for one window, never the file.",
         ...(variants.length > 1 ? ["SLOTS=1 (info) shows the per-window FIFO: the clip waits for the window in flight, never for the whole file."] : []),
       ],
     ),
