@@ -508,10 +508,12 @@ export interface OrtProbeResult {
   windowMs: number;
   /** Window times of every repetition; the fields above are the fastest one's. */
   allWindowMs: number[];
+  /** Fastest encoder run per window on a batch of 1 and of 2 windows (measured when asked). */
+  encoderBatch?: { oneMs: number; twoMs: number };
 }
 
 /** The probe process: load, warm up, print "ready", wait for "go" on stdin, run, print the JSON. */
-async function ortProbe(modelDir: string, dtype: Dtype, steps: number, threads: number, reps: number): Promise<void> {
+async function ortProbe(modelDir: string, dtype: Dtype, steps: number, threads: number, reps: number, encoderBatch: boolean): Promise<void> {
   const ort = await import("onnxruntime-node");
   const suffix = dtype === "q8" ? "_quantized" : "";
   const options = sessionOptions(threads);
@@ -564,14 +566,27 @@ async function ortProbe(modelDir: string, dtype: Dtype, steps: number, threads: 
   const runs = [];
   for (let i = 0; i < reps; i++) runs.push(await runWindow(steps));
   const best = runs.reduce((a, b) => (b.windowMs < a.windowMs ? b : a));
-  console.log(JSON.stringify({ ...best, allWindowMs: runs.map((r) => r.windowMs) }));
+  const encoderPerWindow = async (batch: number) => {
+    const features = new Float32Array(batch * mel.length);
+    for (let b = 0; b < batch; b++) features.set(mel, b * mel.length);
+    const input = new ort.Tensor("float32", features, [batch, config.num_mel_bins, 3000]);
+    let fastest = Infinity;
+    for (let i = 0; i < reps; i++) {
+      const t0 = performance.now();
+      await encoder.run({ input_features: input });
+      fastest = Math.min(fastest, (performance.now() - t0) / batch);
+    }
+    return fastest;
+  };
+  const batch = encoderBatch ? { oneMs: await encoderPerWindow(1), twoMs: await encoderPerWindow(2) } : undefined;
+  console.log(JSON.stringify({ ...best, allWindowMs: runs.map((r) => r.windowMs), encoderBatch: batch }));
   process.exit(0);
 }
 
 /** `processes` probes started together, each on `threads` intra-op threads. */
-async function computeBound(kind: ModelKind, dtype: Dtype, processes: number, threads: number): Promise<OrtProbeResult[]> {
+async function computeBound(kind: ModelKind, dtype: Dtype, processes: number, threads: number, encoderBatch = false): Promise<OrtProbeResult[]> {
   const modelDir = join(MODELS_DIR, "generated", `whisper-${kind}`);
-  const args = [fileURLToPath(import.meta.url), "ort-probe", modelDir, dtype, String(DEFAULT_TOKENS_PER_WINDOW), String(threads), String(PROBE_REPS)];
+  const args = [fileURLToPath(import.meta.url), "ort-probe", modelDir, dtype, String(DEFAULT_TOKENS_PER_WINDOW), String(threads), String(PROBE_REPS), String(encoderBatch)];
   const procs = Array.from({ length: processes }, () =>
     track(
       spawn(process.execPath, ["--import", "tsx", ...args], {
@@ -872,7 +887,7 @@ async function boundExperiment(ctx: Context, log: (l: string) => void): Promise<
     const threadsPerJob = planCapacity({ machine: detectMachine(), models: [{ id: `generated/whisper-${kind}`, dtype }] }).threadsPerJob;
     log(`compute bound ${kind} ${dtype}: ${cores} ORT processes x 1 thread at once, then 1 process x ${threadsPerJob} thread(s) alone`);
     const perCore = await computeBound(kind, dtype, cores, 1);
-    const [solo] = await computeBound(kind, dtype, 1, threadsPerJob);
+    const [solo] = await computeBound(kind, dtype, 1, threadsPerJob, true);
     const meanWindow = perCore.reduce((a, r) => a + r.windowMs, 0) / perCore.length;
     const boundRtf = (cores * 30) / (meanWindow / 1000);
     ctx.bounds.set(`${kind}/${dtype}`, { perCore, solo: solo!, boundRtf });
@@ -886,13 +901,14 @@ async function boundExperiment(ctx: Context, log: (l: string) => void): Promise<
       times(30 / (meanWindow / 1000), 1),
       times(boundRtf, 1),
       `${seconds(solo!.windowMs / 1000)} (${solo!.threads} thr)`,
+      solo!.encoderBatch ? `${ms(solo!.encoderBatch.twoMs, 0)} vs ${ms(solo!.encoderBatch.oneMs, 0)} (${times(solo!.encoderBatch.oneMs / solo!.encoderBatch.twoMs)})` : "-",
     ]);
   }
   ctx.results.bound = Object.fromEntries(ctx.bounds);
   ctx.options.print(
     renderTable(
       `\n== Compute bound: onnxruntime-node alone (no transformers.js, no service), ${DEFAULT_TOKENS_PER_WINDOW}-token windows ==`,
-      ["model", "encoder", "decoder step", "window", "per core", `machine bound (${cores} cores)`, "window alone"],
+      ["model", "encoder", "decoder step", "window", "per core", `machine bound (${cores} cores)`, "window alone", "encoder per window, batch 2 vs 1"],
       rows,
       [
         `method: ${cores} fresh processes (one per core) each create the encoder and merged-decoder sessions (the service's session options`,
@@ -900,7 +916,9 @@ async function boundExperiment(ctx: Context, log: (l: string) => void): Promise<
         `${DEFAULT_TOKENS_PER_WINDOW} greedy decoder steps with the KV cache fed as transformers.js feeds it (prompt in step 1, then 1 token per step);`,
         `best of ${PROBE_REPS} windows per process. machine bound = cores x 30 s / window. No feature extraction, no JavaScript logits processing,`,
         "no tokenizer, no HTTP: the ceiling the service can approach with every core busy. 'window alone': the same with one process on the",
-        "planner's threads per job and the other cores idle, the floor of a short clip's latency.",
+        "planner's threads per job and the other cores idle, the floor of a short clip's latency. Encoder batching: the same process runs",
+        "the encoder on 2 windows in one batch and on 1 (fastest of each); the ratio is the encoder throughput a batch would add on this",
+        "machine (README, Performance: why the service does not batch windows).",
       ],
     ),
   );
@@ -1407,7 +1425,7 @@ async function holExperiment(ctx: Context, log: (l: string) => void, healthz: bo
 // ---------------------------------------------------------------------------------------------
 
 if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href && process.argv[2] === "ort-probe") {
-  const [modelDir, dtype, steps, threads, reps] = process.argv.slice(3) as [string, Dtype, string, string, string];
-  await ortProbe(modelDir, dtype, Number(steps), Number(threads), Number(reps));
+  const [modelDir, dtype, steps, threads, reps, encoderBatch] = process.argv.slice(3) as [string, Dtype, string, string, string, string];
+  await ortProbe(modelDir, dtype, Number(steps), Number(threads), Number(reps), encoderBatch === "true");
 }
 
