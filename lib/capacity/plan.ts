@@ -84,14 +84,15 @@ export interface CapacityPlan {
 
 /**
  * slots = the lesser of what memory allows (limit - process baseline - one lane with its loaded
- * models - headroom, divided by the largest per-job working set) and what the cores allow. A slot costs only its
- * working set: the models are shared.
+ * models - headroom, divided by the largest per-job working set) and what the cores allow. On one
+ * lane a slot costs only its working set: the lane's models are shared by its slots.
  *
  * onnxruntime-node runs one ONNX call at a time per thread, so slots on one inference thread take
  * turns rather than run at once. Windows run in parallel on separate inference threads (lanes), each
- * of which costs a thread's runtime plus its own copy of the models: as many lanes as slots where the memory left after the
- * slots' working sets holds the extra copies, fewer where it does not. Threads per call are chosen
- * so that lanes x threads never exceeds the cores (one call per lane runs at any time).
+ * of which costs a thread's runtime plus its own copy of the models: as many lanes as slots where
+ * the memory left after the slots' working sets holds the extra lanes, fewer where it does not.
+ * Threads per call are chosen so that lanes x threads never exceeds the cores (one call per lane
+ * runs at any time).
  */
 export function planCapacity(input: PlanInput): CapacityPlan {
   const { machine } = input;
