@@ -10,6 +10,13 @@ function toneWithGaps(seconds: number, quiet: (t: number) => boolean): Float32Ar
   return samples;
 }
 
+/** A tone with no silence, whose 27-27.5 s stretch is scaled by `gain`. */
+function toneWithDip(gain: number): Float32Array {
+  const samples = toneWithGaps(30, () => false);
+  for (let i = 27 * RATE; i < 27.5 * RATE; i++) samples[i]! *= gain;
+  return samples;
+}
+
 describe("quietCut", () => {
   it("cuts inside the pause in the last seconds of the window", () => {
     const samples = toneWithGaps(30, (t) => t >= 26.4 && t < 26.9);
@@ -26,16 +33,13 @@ describe("quietCut", () => {
   });
 
   it("takes a stretch 20 dB down as a pause when there is no silence", () => {
-    const samples = toneWithGaps(30, () => false);
-    for (let i = 27 * RATE; i < 27.5 * RATE; i++) samples[i]! *= 0.1;
-    const cut = quietCut(samples, RATE) / RATE;
+    const cut = quietCut(toneWithDip(0.1), RATE) / RATE;
     expect(cut).toBeGreaterThan(27);
     expect(cut).toBeLessThan(27.5);
   });
 
   it("keeps the whole window when nothing in its last seconds is a pause", () => {
-    const samples = toneWithGaps(30, () => false);
-    for (let i = 27 * RATE; i < 27.5 * RATE; i++) samples[i]! *= 0.5;
+    const samples = toneWithDip(0.5);
     expect(quietCut(samples, RATE)).toBe(samples.length);
   });
 
