@@ -14,8 +14,8 @@ const Capacity = z
       cpus: z.number(),
       cpuSource: z.string(),
       slots: z.number(),
-      threadsPerJob: z.number(),
-      lanes: z.number().openapi({ description: "Inference threads, each with its own copy of the models; windows on different lanes run in parallel" }),
+      threads: z.number().openapi({ description: "onnxruntime threads of every inference call: one inference thread runs every call on all of them" }),
+      modelCopies: z.number().openapi({ description: "Copies of each loaded model: one, shared by every slot through batched decoding" }),
       limitedBy: z.string().openapi({ description: "memory, cpu, setting (SLOTS), or role: an api instance holds no slots" }),
       windows: z.object({ inUse: z.number(), queued: z.number() }),
       transcriptions: z.object({ limit: z.number(), active: z.number(), queued: z.number() }),
@@ -47,13 +47,13 @@ export default router().openapi(route, async (c) => {
   const local = transcriber
     ? {
         slots: transcriber.plan.slots,
-        threadsPerJob: transcriber.plan.threadsPerJob,
-        lanes: transcriber.plan.lanes,
+        threads: transcriber.plan.threads,
+        modelCopies: 1,
         limitedBy: transcriber.plan.limitedBy,
         windows: { inUse: transcriber.compute.stats.inUse, queued: transcriber.compute.stats.queued },
         transcriptions: { limit: transcriber.admission.stats.slots, active: transcriber.admission.stats.inUse, queued: transcriber.admission.stats.queued },
       }
-    : { slots: 0, threadsPerJob: 0, lanes: 0, limitedBy: "role", windows: { inUse: 0, queued: 0 }, transcriptions: { limit: 0, active: 0, queued: 0 } };
+    : { slots: 0, threads: 0, modelCopies: 0, limitedBy: "role", windows: { inUse: 0, queued: 0 }, transcriptions: { limit: 0, active: 0, queued: 0 } };
   const body: CapacityResponse = {
     instance: { id: instanceId, role: config.ROLE, ...machine, ...local },
     cluster: { store: slots.kind, ...cluster },

@@ -145,7 +145,7 @@ const SCRIPT = `
     setText("plan-memory", bytes(i.memoryBytes) + " (from " + i.memorySource + ")");
     setText("plan-cpus", i.cpus + " (from " + i.cpuSource + ")");
     setText("plan-slots", i.slots);
-    setText("plan-threads", i.threadsPerJob);
+    setText("plan-threads", i.threads);
     setText("plan-limited", i.limitedBy);
     setText("use-slots", i.windows.inUse + " / " + i.slots);
     const meter = $("use-meter");

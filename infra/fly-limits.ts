@@ -14,7 +14,7 @@
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { formatBytes } from "../lib/capacity/machine.ts";
-import { footprintOf, planCapacity, type Dtype, type ModelSize } from "../lib/capacity/plan.ts";
+import { footprintOf, planCapacity, ROWS_PER_CORE, type Dtype, type ModelSize } from "../lib/capacity/plan.ts";
 import { HUB_MODELS } from "../lib/engine/models.ts";
 
 export interface FlyLimitsInput {
@@ -35,7 +35,7 @@ export interface FlyLimits {
   models: string[];
   dtype: Dtype;
   slots: number;
-  threadsPerJob: number;
+  threads: number;
   limitedBy: string;
   fits: boolean;
   transcriptionsAtOnce: number;
@@ -72,14 +72,14 @@ export function flyLimits(input: FlyLimitsInput): FlyLimits {
   // The same default as lib/services.ts: two decoding streams per slot keep every slot fed.
   const transcriptionsAtOnce = input.maxActiveJobs ?? p.slots * 2;
   let minMemoryMb = 256;
-  while (minMemoryMb < 256 * 1024 && plan(minMemoryMb, { ...input, slots: undefined }).memorySlots < input.cpus) minMemoryMb += 256;
+  while (minMemoryMb < 256 * 1024 && plan(minMemoryMb, { ...input, slots: undefined }).memorySlots < input.cpus * ROWS_PER_CORE) minMemoryMb += 256;
   return {
     memoryMb,
     cpus: input.cpus,
     models: input.models,
     dtype: input.dtype,
     slots: p.slots,
-    threadsPerJob: p.threadsPerJob,
+    threads: p.threads,
     limitedBy: p.limitedBy,
     fits: p.fits,
     transcriptionsAtOnce,
@@ -115,7 +115,7 @@ export function sizingTable(): string {
       const footprint = footprintOf(size, dtype);
       const model = size === "large-v3-turbo" ? size : `${size}.en`;
       const memory = TABLE_CPUS.map((cpus) => `${flyLimits({ memory: 256, cpus, models: [model], dtype, queueSize: 0 }).minMemoryMb} MB`);
-      rows.push(`| ${names} | ${dtype} | ${footprint.measured ? "measured" : "extrapolated"} | ${mb(footprint.residentBytes)} | ${mb(footprint.workingSetBytes)} | ${memory.join(" | ")} |`);
+      rows.push(`| ${names} | ${dtype} | ${footprint.measured ? "measured" : "extrapolated"} | ${mb(footprint.residentBytes)} | ${mb(footprint.rowBytes)} | ${memory.join(" | ")} |`);
     }
   }
   return rows.join("\n");
@@ -185,7 +185,7 @@ function main(argv: string[]): number {
   const mb = (n: number) => formatBytes(n * 2 ** 20);
   console.log(`# ${flyLimitsCommand(input)}`);
   console.log(
-    `# ${mb(limits.memoryMb)}, ${limits.cpus} CPUs, ${limits.models.join("+")} ${limits.dtype}: ${limits.slots} slots x ${limits.threadsPerJob} threads ` +
+    `# ${mb(limits.memoryMb)}, ${limits.cpus} CPUs, ${limits.models.join("+")} ${limits.dtype}: ${limits.slots} slots on ${limits.threads} threads ` +
       `(limited by ${limits.limitedBy}), ${limits.transcriptionsAtOnce} transcriptions at once, queue ${limits.queueSize}`,
   );
   console.log(`# smallest VM memory where the cores, not memory, bound the slots: ${limits.minMemoryMb}mb`);

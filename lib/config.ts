@@ -75,8 +75,7 @@ export const configSchema = z
     MAX_AUDIO_DURATION: duration("4h"),
 
     SLOTS: positiveInt.optional(),
-    THREADS_PER_JOB: positiveInt.optional(),
-    LANES: positiveInt.optional(),
+    THREADS: positiveInt.optional(),
     MAX_ACTIVE_JOBS: positiveInt.optional(),
     QUEUE_SIZE: z.coerce.number().int().min(0).default(16),
     QUEUE_TIMEOUT: duration("30s"),

@@ -244,13 +244,12 @@ function planTranscriber(config: Config, catalog: ModelCatalog, machine: Machine
       return { name, id: name, dtype: config.MODEL_DTYPE };
     }
   });
-  const plan = planCapacity({ machine, models, slots: config.SLOTS, threadsPerJob: config.THREADS_PER_JOB, lanes: config.LANES });
+  const plan = planCapacity({ machine, models, slots: config.SLOTS, threads: config.THREADS });
   const engine = new Engine({
     localModelPath: config.WHISPER_MODELS_DIR ?? null,
     allowRemoteModels: config.WHISPER_MODELS_DIR === undefined,
     cacheDir: config.MODEL_CACHE_DIR ?? null,
-    threadsPerJob: plan.threadsPerJob,
-    lanes: plan.lanes,
+    threads: plan.threads,
   });
   const admission = new Limiter({
     slots: config.MAX_ACTIVE_JOBS ?? plan.slots * 2,

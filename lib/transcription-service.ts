@@ -113,7 +113,9 @@ export class TranscriptionService {
         language,
         identifyLanguage: info.multilingual && language === undefined,
         task: request.task,
-        parallelWindows: this.deps.engine.laneCount,
+        // All slots but one: a file's windows batch together, and a newcomer's first window still
+        // finds a slot free instead of waiting for one of them to finish.
+        parallelWindows: Math.max(1, this.deps.compute.stats.slots - 1),
         signal: abort.signal,
         onProgress: request.onProgress,
         onWindow: (seconds) => this.deps.metrics.windowDuration.observe(seconds),

@@ -132,10 +132,10 @@ describe.skipIf(!HAS_CHROMIUM)(`the status page in Chromium (needs ${CHROMIUM}: 
     await page.getByLabel("API key").fill(KEY);
     await page.getByRole("button", { name: "Show status" }).click();
 
-    const capacity = await api<{ instance: { slots: number; threadsPerJob: number; limitedBy: string; memorySource: string } }>("/v1/capacity");
+    const capacity = await api<{ instance: { slots: number; threads: number; limitedBy: string; memorySource: string } }>("/v1/capacity");
     await eventually(async () => expect(await text(page, "#plan-slots")).toBe(String(capacity.instance.slots)));
     expect(capacity.instance.slots).toBe(1);
-    expect(await text(page, "#plan-threads")).toBe(String(capacity.instance.threadsPerJob));
+    expect(await text(page, "#plan-threads")).toBe(String(capacity.instance.threads));
     expect(await text(page, "#plan-limited")).toBe(capacity.instance.limitedBy);
     expect(await text(page, "#plan-role")).toBe("all");
     expect(await text(page, "#plan-memory")).toContain(capacity.instance.memorySource);

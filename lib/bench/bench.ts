@@ -22,7 +22,7 @@ import { runFfmpeg } from "../audio/ffmpeg.ts";
 import { DEFAULT_TOKENS_PER_WINDOW, generateModel, sharedDir } from "../models/generate.ts";
 import { detectMachine } from "../capacity/machine.ts";
 import { planCapacity } from "../capacity/plan.ts";
-import { sessionOptions } from "../engine/worker.ts";
+import { sessionOptions } from "../engine/whisper-model.ts";
 import { startService, type ServiceProcess } from "../service-process.ts";
 import {
   fileTimestamp,
@@ -309,8 +309,7 @@ interface Slotscribe {
   pid: number;
   sampler: RssSampler;
   slots: number;
-  lanes: number;
-  threadsPerJob: number;
+  threads: number;
   cpus: number;
   memoryBytes: number;
   /** Resident bytes the model load added, as the inference thread measured it ("model loaded" log). */
@@ -347,7 +346,7 @@ async function startSlotscribe(tmp: string, kind: ModelKind, dtype: Dtype, extra
     await sleep(200);
   }
   const capacity = JSON.parse((await http(`${service.url}/v1/capacity`)).body.toString()) as {
-    instance: { slots: number; lanes: number; threadsPerJob: number; cpus: number; memoryBytes: number };
+    instance: { slots: number; threads: number; cpus: number; memoryBytes: number };
   };
   const loaded = service.logs.find((l) => l.msg === "model loaded") as { footprintMiB?: number } | undefined;
   const sampler = new RssSampler(service.pid);
@@ -357,8 +356,7 @@ async function startSlotscribe(tmp: string, kind: ModelKind, dtype: Dtype, extra
     pid: service.pid,
     sampler,
     slots: capacity.instance.slots,
-    lanes: capacity.instance.lanes,
-    threadsPerJob: capacity.instance.threadsPerJob,
+    threads: capacity.instance.threads,
     cpus: capacity.instance.cpus,
     memoryBytes: capacity.instance.memoryBytes,
     modelFootprintBytes: loaded?.footprintMiB !== undefined ? loaded.footprintMiB * 2 ** 20 : null,
@@ -634,9 +632,11 @@ interface ProbeResult {
   dtype: Dtype;
   threads: number;
   baselineBytes: number;
-  laneBytes: number;
+  threadBytes: number;
   residentBytes: number;
-  workingSetBytes: number;
+  encoderBytes: number;
+  rowBytes: number;
+  largestBatch: number;
   firstWindowSeconds: number;
   windowSeconds: number;
 }
@@ -795,8 +795,8 @@ interface FootprintFile {
   _about: string;
   measuredOn: string;
   baselineBytes: number;
-  laneBytes: number;
-  models: Record<string, Partial<Record<Dtype, { residentBytes: number; workingSetBytes: number; windowSeconds: number }>>>;
+  threadBytes: number;
+  models: Record<string, Partial<Record<Dtype, { residentBytes: number; encoderBytes: number; rowBytes: number; windowSeconds: number }>>>;
 }
 
 async function footprintExperiment(ctx: Context, log: (l: string) => void): Promise<void> {
@@ -811,12 +811,13 @@ async function footprintExperiment(ctx: Context, log: (l: string) => void): Prom
   };
   for (const [kind, dtype] of modelDtypes(ctx)) {
     log(`footprint probe ${kind} ${dtype}`);
-    const probe = await footprintProbe(kind, dtype, 1);
+    const probe = await footprintProbe(kind, dtype, osCpus().length);
     ctx.probes.set(`${kind}/${dtype}`, probe);
     const ref = file.models[kind]?.[dtype];
     const diffs = {
       residentBytes: relativeDifference(probe.residentBytes, ref?.residentBytes),
-      workingSetBytes: relativeDifference(probe.workingSetBytes, ref?.workingSetBytes),
+      encoderBytes: relativeDifference(probe.encoderBytes, ref?.encoderBytes),
+      rowBytes: relativeDifference(probe.rowBytes, ref?.rowBytes),
       windowSeconds: relativeDifference(probe.windowSeconds, ref?.windowSeconds),
     };
     for (const [k, d] of Object.entries(diffs)) if (Math.abs(d) > 0.25) flagged.push(`${kind} ${dtype} ${k} ${d > 0 ? "+" : ""}${(d * 100).toFixed(0)}%`);
@@ -826,49 +827,52 @@ async function footprintExperiment(ctx: Context, log: (l: string) => void): Prom
       mib(probe.residentBytes),
       mib(ref?.residentBytes),
       flag(probe.residentBytes, ref?.residentBytes),
-      mib(probe.workingSetBytes),
-      mib(ref?.workingSetBytes),
-      flag(probe.workingSetBytes, ref?.workingSetBytes),
+      mib(probe.encoderBytes),
+      mib(ref?.encoderBytes),
+      flag(probe.encoderBytes, ref?.encoderBytes),
+      mib(probe.rowBytes),
+      mib(ref?.rowBytes),
+      flag(probe.rowBytes, ref?.rowBytes),
       seconds(probe.windowSeconds),
       seconds(ref?.windowSeconds),
       flag(probe.windowSeconds, ref?.windowSeconds),
     ]);
   }
-  const median = (key: "baselineBytes" | "laneBytes") => {
+  const median = (key: "baselineBytes" | "threadBytes") => {
     const values = measured.map((m) => (m.probe as ProbeResult)[key]).sort((a, b) => a - b);
     return values[Math.floor(values.length / 2)]!;
   };
   const baseline = median("baselineBytes");
-  const lane = median("laneBytes");
-  rows.push(["process baseline", mib(baseline), mib(file.baselineBytes), flag(baseline, file.baselineBytes), "", "", "", "", "", ""]);
-  rows.push(["inference thread", mib(lane), mib(file.laneBytes), flag(lane, file.laneBytes), "", "", "", "", "", ""]);
+  const thread = median("threadBytes");
+  rows.push(["process baseline", mib(baseline), mib(file.baselineBytes), flag(baseline, file.baselineBytes), "", "", "", "", "", "", "", "", ""]);
+  rows.push(["inference thread", mib(thread), mib(file.threadBytes), flag(thread, file.threadBytes), "", "", "", "", "", "", "", "", ""]);
   ctx.options.print(
     renderTable(
       "\n== Footprint probe (lib/bench/footprint-probe.ts, fresh process, 1 thread) vs lib/capacity/footprints.json ==",
-      ["model", "resident", "json", "diff", "working set", "json", "diff", "window (1 thr)", "json", "diff"],
+      ["model", "resident", "json", "diff", "encoder", "json", "diff", "per row", "json", "diff", "window", "json", "diff"],
       rows,
       [
-        "process baseline: server modules, no inference thread; inference thread: one lane before any model.",
-        "resident: RSS the model's load adds to a lane; working set: peak RSS above that during one voiced 30 s window; window: its warm wall time.",
+        "process baseline: server modules, no inference thread; inference thread: before any model.",
+        "resident: RSS the model's load adds; encoder: peak RSS above that during one voiced 30 s window alone; per row: what each further window adds decoding in one batch of 5; window: one window's warm wall time.",
         flagged.length ? `differences over 25% (!): ${flagged.join("; ")}` : "no difference over 25%",
         ctx.options.calibrate ? "--calibrate: writing these measurements to lib/capacity/footprints.json" : "run with --calibrate to write these measurements to lib/capacity/footprints.json",
       ],
     ),
   );
-  ctx.results.footprint = { measured, baselineBytes: baseline, laneBytes: lane, referenceBaselineBytes: file.baselineBytes, referenceLaneBytes: file.laneBytes, flagged };
+  ctx.results.footprint = { measured, baselineBytes: baseline, threadBytes: thread, referenceBaselineBytes: file.baselineBytes, referenceThreadBytes: file.threadBytes, flagged };
   if (ctx.options.calibrate) {
     const next: FootprintFile = {
       ...file,
       measuredOn: `${osCpus().length} vCPU, ${Math.round(totalmem() / 2 ** 30)} GiB, onnxruntime-node ${versionOf("onnxruntime-node")}, transformers.js ${versionOf("@huggingface/transformers")}`,
       baselineBytes: baseline,
-      laneBytes: lane,
+      threadBytes: thread,
       models: structuredClone(file.models),
     };
     for (const m of measured) {
       const probe = m.probe as ProbeResult;
       const kind = m.kind as string;
       next.models[kind] ??= {};
-      next.models[kind]![m.dtype as Dtype] = { residentBytes: probe.residentBytes, workingSetBytes: probe.workingSetBytes, windowSeconds: Math.round(probe.windowSeconds * 1000) / 1000 };
+      next.models[kind]![m.dtype as Dtype] = { residentBytes: probe.residentBytes, encoderBytes: probe.encoderBytes, rowBytes: Math.round(probe.rowBytes), windowSeconds: Math.round(probe.windowSeconds * 1000) / 1000 };
     }
     const staging = `${FOOTPRINTS}.tmp-${process.pid}`;
     await writeFile(staging, JSON.stringify(next, null, 2) + "\n");
@@ -884,10 +888,10 @@ async function boundExperiment(ctx: Context, log: (l: string) => void): Promise<
   const rows: string[][] = [];
   for (const [kind, dtype] of modelDtypes(ctx)) {
     // The planner's threads per job for this model on this machine: what one window runs on.
-    const threadsPerJob = planCapacity({ machine: detectMachine(), models: [{ id: `generated/whisper-${kind}`, dtype }] }).threadsPerJob;
-    log(`compute bound ${kind} ${dtype}: ${cores} ORT processes x 1 thread at once, then 1 process x ${threadsPerJob} thread(s) alone`);
+    const threads = planCapacity({ machine: detectMachine(), models: [{ id: `generated/whisper-${kind}`, dtype }] }).threads;
+    log(`compute bound ${kind} ${dtype}: ${cores} ORT processes x 1 thread at once, then 1 process x ${threads} thread(s) alone`);
     const perCore = await computeBound(kind, dtype, cores, 1);
-    const [solo] = await computeBound(kind, dtype, 1, threadsPerJob, true);
+    const [solo] = await computeBound(kind, dtype, 1, threads, true);
     const meanWindow = perCore.reduce((a, r) => a + r.windowMs, 0) / perCore.length;
     const boundRtf = (cores * 30) / (meanWindow / 1000);
     ctx.bounds.set(`${kind}/${dtype}`, { perCore, solo: solo!, boundRtf });
@@ -948,7 +952,7 @@ async function profileExperiment(ctx: Context, log: (l: string) => void): Promis
   const results: Record<string, unknown>[] = [];
   const runs = ctx.options.quick ? 2 : 3;
   for (const [kind, dtype] of modelDtypes(ctx)) {
-    const threads = planCapacity({ machine: detectMachine(), models: [{ id: `generated/whisper-${kind}`, dtype }] }).threadsPerJob;
+    const threads = planCapacity({ machine: detectMachine(), models: [{ id: `generated/whisper-${kind}`, dtype }] }).threads;
     for (const engine of [true, false]) {
       log(`profile ${kind} ${dtype}: ${engine ? "engine" : "stock pipeline"}, ${threads} thread(s), ${runs} windows after a warm-up`);
       const p = await runProbe<WindowProfile>("profile-window.ts", [MODELS_DIR, `generated/whisper-${kind}`, dtype, String(threads), String(runs), ...(engine ? ["--engine"] : [])]);
@@ -988,7 +992,6 @@ async function profileExperiment(ctx: Context, log: (l: string) => void): Promis
 
 interface BusyServer {
   slots: number;
-  lanes: number;
   idleBytes: number;
   peak: RssWindow;
   ok: boolean;
@@ -1012,7 +1015,6 @@ async function busyPeak(ctx: Context, kind: ModelKind, dtype: Dtype, env: Record
     const results = await Promise.all(Array.from({ length: n }, () => transcribeOnService(server.url, clip)));
     return {
       slots: server.slots,
-      lanes: server.lanes,
       idleBytes: summarize(idle).p50,
       peak: busy.stop(),
       ok: results.every((r) => r.ok),
@@ -1037,7 +1039,7 @@ async function speedExperiment(ctx: Context, log: (l: string) => void): Promise<
     try {
       log(`speed ${kind} ${dtype}: warm-up window`);
       await transcribeOnService(server.url, pair);
-      log(`speed ${kind} ${dtype}: ${clip.seconds.toFixed(0)} s file (slots ${server.slots} x ${server.threadsPerJob} thread, ${server.lanes} lanes)`);
+      log(`speed ${kind} ${dtype}: ${clip.seconds.toFixed(0)} s file (${server.slots} slots on ${server.threads} threads)`);
       const whole = server.sampler.window();
       result = await transcribeOnService(server.url, clip);
       wholeRun = whole.stop();
@@ -1052,7 +1054,7 @@ async function speedExperiment(ctx: Context, log: (l: string) => void): Promise<
     const fullFile = Math.round(clip.seconds) === 300;
     rows.push([
       `${kind} ${dtype}`,
-      `${server.slots}x${server.threadsPerJob}, ${server.lanes} lane${server.lanes === 1 ? "" : "s"}`,
+      `${server.slots} on ${server.threads}`,
       seconds(result.seconds),
       times(rtf, 1),
       times(rtf / server.cpus, 2),
@@ -1061,24 +1063,20 @@ async function speedExperiment(ctx: Context, log: (l: string) => void): Promise<
       rtfTarget ? recordTarget(ctx, "speed", rtf, times(rtf, 1), rtfTarget, `${rtfTarget.name}${fullFile ? "" : ` (quick: ${clip.seconds.toFixed(0)} s file)`}`) : "-",
     ]);
 
-    // What a second slot costs: one slot alone (SLOTS=1, one lane) against two busy slots, as the
-    // planner lays them out (a lane each, so the second brings its own model copy) and on one shared
-    // lane (LANES=1, where the second slot adds a window's buffers but no model).
+    // What a second slot costs: one slot alone (SLOTS=1) against two busy slots sharing the one model
+    // copy (their windows decode in one batch).
     let memory: Record<string, unknown> | null = null;
     if (server.slots >= 2) {
       log(`memory ${kind} ${dtype}: 1 x ${pair.seconds.toFixed(0)} s on a fresh SLOTS=1 server`);
       const one = await busyPeak(ctx, kind, dtype, { SLOTS: "1" }, 1, pair);
-      log(`memory ${kind} ${dtype}: 2 x ${pair.seconds.toFixed(0)} s at once on a fresh server with the planner's lanes`);
+      log(`memory ${kind} ${dtype}: 2 x ${pair.seconds.toFixed(0)} s at once on a fresh SLOTS=2 server`);
       const planned = await busyPeak(ctx, kind, dtype, { SLOTS: "2" }, 2, pair);
-      log(`memory ${kind} ${dtype}: 2 x ${pair.seconds.toFixed(0)} s at once on a fresh LANES=1 server`);
-      const shared = await busyPeak(ctx, kind, dtype, { SLOTS: "2", LANES: "1" }, 2, pair);
       const footprint = ctx.probes.get(`${kind}/${dtype}`)?.residentBytes ?? one.footprintBytes;
       const secondSlot = (two: BusyServer) => {
         const bytes = one.ok && two.ok ? two.peak.peak - one.peak.peak : null;
         return { bytes, share: bytes !== null && footprint ? bytes / footprint : null };
       };
-      const onLanes = secondSlot(planned);
-      const onOneLane = secondSlot(shared);
+      const second = secondSlot(planned);
       const cell = (c: { bytes: number | null; share: number | null }, label: string) =>
         c.share === null ? "-" : `${mib(c.bytes)} = ${pct(c.share)} ${recordTarget(ctx, "slot memory", c.share, pct(c.share), TARGETS.slotCost, `${TARGETS.slotCost.name} (${kind} ${dtype}, ${label})`)}`;
       memRows.push([
@@ -1086,18 +1084,15 @@ async function speedExperiment(ctx: Context, log: (l: string) => void): Promise<
         mib(footprint),
         `${mib(one.idleBytes)} / ${mib(one.peak.peak)}`,
         `${mib(planned.idleBytes)} / ${mib(planned.peak.peak)}`,
-        cell(onLanes, `${planned.lanes} lanes, planner`),
-        `${mib(shared.idleBytes)} / ${mib(shared.peak.peak)}`,
-        cell(onOneLane, "one shared lane"),
+        cell(second, "one shared copy"),
       ]);
-      memory = { footprintBytes: footprint, oneSlot: one, plannedLanes: { ...planned, secondSlot: onLanes }, oneLane: { ...shared, secondSlot: onOneLane } };
+      memory = { footprintBytes: footprint, oneSlot: one, twoSlots: { ...planned, secondSlot: second } };
     }
     results.push({
       kind,
       dtype,
       slots: server.slots,
-      lanes: server.lanes,
-      threadsPerJob: server.threadsPerJob,
+      threads: server.threads,
       cpus: server.cpus,
       audioSeconds: clip.seconds,
       wallSeconds: result.seconds,
@@ -1117,7 +1112,7 @@ async function speedExperiment(ctx: Context, log: (l: string) => void): Promise<
       rows,
       [
         "real time = audio s / wall s (upload, ffmpeg decode, every window, response), after one warm-up window; per core = real time / cores.",
-        "The file's windows are cut at pauses and run on every lane at once. of machine bound: share of the ORT-only ceiling with every",
+        "The file's windows are cut at pauses and decode at once in one batch. of machine bound: share of the ORT-only ceiling with every",
         "core busy (table above; a file whose windows yield fewer tokens than its 100 can pass it). text tok/window: text tokens in the",
         "transcript's segments per 30 s (timestamps not counted).",
       ],
@@ -1127,15 +1122,13 @@ async function speedExperiment(ctx: Context, log: (l: string) => void): Promise<
     ctx.options.print(
       renderTable(
         "\n== 6. Memory per slot (fresh servers; peak RSS of the server process incl. its inference threads + ffmpeg children, sampled every 50 ms) ==",
-        ["model", "model footprint", "1 slot: idle / busy", "2 slots, planner: idle / busy", "2nd slot", "2 slots, 1 lane: idle / busy", "2nd slot"],
+        ["model", "model footprint", "1 slot: idle / busy", "2 slots: idle / busy", "2nd slot"],
         memRows,
         [
-          "model footprint: resident bytes one lane's load adds (footprint probe; else the server's 'model loaded' log).",
-          `1 slot: SLOTS=1 (one lane), idle with the model loaded, then the peak while one ${pair.seconds.toFixed(0)} s clip ran. 2 slots: two clips at once on`,
-          "a fresh server with the planner's lanes (each lane an inference thread with its own model copy), and on one with LANES=1 (both",
-          "slots on one thread and model copy, their windows taking turns step by step, the encoder one window at a time).",
-          "2nd slot = 2-slot busy peak - 1-slot busy peak, share of the model footprint: on the planner's lanes it includes the second lane's",
-          "model copy; on one lane it is the second window's buffers and its ffmpeg decoder.",
+          "model footprint: resident bytes the model's load adds (footprint probe; else the server's 'model loaded' log).",
+          `1 slot: SLOTS=1, idle with the model loaded, then the peak while one ${pair.seconds.toFixed(0)} s clip ran. 2 slots: two clips at once on`,
+          "a fresh SLOTS=2 server (one model copy; the two windows decode in one batch, the encoder runs one window at a time).",
+          "2nd slot = 2-slot busy peak - 1-slot busy peak, share of the model footprint: the second row's cache and its ffmpeg decoder.",
         ],
       ),
     );
@@ -1189,7 +1182,7 @@ async function concurrencyExperiment(ctx: Context, log: (l: string) => void): Pr
   const kinds: ModelKind[] = ctx.options.concurrencyModels ?? ["tiny"];
   const all: Record<string, unknown>[] = [];
   for (const kind of kinds) {
-    log(`concurrency ${kind} q8: starting slotscribe (planner's plan, and LANES=1) and the naive server`);
+    log(`concurrency ${kind} q8: starting slotscribe (planner's plan) and the naive server`);
     // A long queue timeout so that every request of the sweep is served (the default 30 s would answer
     // some of the 8 concurrent requests with 429 + Retry-After, which a client retries): the sweep
     // compares completed work.
@@ -1198,7 +1191,7 @@ async function concurrencyExperiment(ctx: Context, log: (l: string) => void): Pr
     const variants: { label: string; server: Slotscribe }[] = [];
     let naive: Naive;
     try {
-      for (const [label, env] of [["planner's plan", {}], ["LANES=1", { LANES: "1" }]] as const) {
+      for (const [label, env] of [["planner's plan", {}]] as const) {
         const server = await startSlotscribe(ctx.tmp, kind, "q8", { QUEUE_TIMEOUT: "30m", ...env });
         started.push(server);
         variants.push({ label, server });
@@ -1239,10 +1232,10 @@ async function concurrencyExperiment(ctx: Context, log: (l: string) => void): Pr
         for (const { label, server, level: s } of measured) {
           const throughputRatio = s.throughput / v.throughput;
           const memoryRatio = s.peakBytes / v.peakBytes;
-          const config = `${label}: ${server.slots} slots x ${server.threadsPerJob} thr, ${server.lanes} lane${server.lanes === 1 ? "" : "s"}`;
+          const config = `${label}: ${server.slots} slots on ${server.threads} threads`;
           const target = (t: Target, value: number) => `${times(value)} ${recordTarget(ctx, "vs naive", value, times(value), t, `${t.name} (${kind} q8, ${label})`)}`;
           rows.push(row(`slotscribe, ${config}`, s, n === 4 ? [target(TARGETS.naiveThroughput, throughputRatio), target(TARGETS.naiveMemory, memoryRatio)] : [times(throughputRatio), times(memoryRatio)]));
-          out[label] = { slots: server.slots, lanes: server.lanes, threadsPerJob: server.threadsPerJob, ...s, throughputRatio, memoryRatio };
+          out[label] = { slots: server.slots, threads: server.threads, ...s, throughputRatio, memoryRatio };
         }
         levelsOut.push(out);
       }
@@ -1259,8 +1252,8 @@ async function concurrencyExperiment(ctx: Context, log: (l: string) => void): Pr
           "n requests sent at once, each waited for; thru = completed audio s / wall s of the batch; latency per request (client side).",
           "peak RSS: VmRSS of the server process (its inference threads are in-process) + child processes (ffmpeg), sampled every 50 ms.",
           "naive: lib/bench/naive.ts, a fresh pipeline(dtype q8) per request, chunk_length_s 30, default ORT threads and libuv pool, disposed",
-          "after each request (its best case). slotscribe runs with QUEUE_TIMEOUT=30m so no request is refused. LANES=1: the same slots on one",
-          "inference thread and one model copy (what the planner picks when memory is short). All servers stay up for the whole sweep",
+          "after each request (its best case). slotscribe runs with QUEUE_TIMEOUT=30m so no request is refused, one model copy shared by",
+          "every slot through batched decoding. All servers stay up for the whole sweep",
           "(levels in increasing order, servers in turn); each slotscribe got one warm-up request.",
         ],
       ),
@@ -1323,7 +1316,7 @@ async function headOfLine(ctx: Context, log: (l: string) => void, extraEnv: Reco
     while ((await capacityNow(server.url)).inUse > 0 && Date.now() < idleDeadline) await sleep(50);
     await soloRun(solo);
     log(`head-of-line ${label}: behind p50 ${seconds(summarize(behind).p50)}, solo p50 (before and after) ${seconds(summarize(solo).p50)}`);
-    const out: Record<string, unknown> = { label, slots: server.slots, threadsPerJob: server.threadsPerJob, longSeconds: long.seconds, solo: summarize(solo), behind: summarize(behind), soloSeconds: solo, behindSeconds: behind };
+    const out: Record<string, unknown> = { label, slots: server.slots, threads: server.threads, longSeconds: long.seconds, solo: summarize(solo), behind: summarize(behind), soloSeconds: solo, behindSeconds: behind };
 
     if (healthz) {
       // Every slot busy: 2 x slots long requests, so slots hold windows and jobs queue behind them.
@@ -1376,7 +1369,7 @@ async function holExperiment(ctx: Context, log: (l: string) => void, healthz: bo
     const ratio = behind / solo;
     const primary = v.label === "planner's slots";
     rows.push([
-      `${v.label} (${out.slots as number} x ${out.threadsPerJob as number})`,
+      `${v.label} (${out.slots as number} slots on ${out.threads as number} threads)`,
       seconds(solo),
       `${seconds(behind)} / ${seconds((out.behind as Summary).max)}`,
       times(ratio, 1),

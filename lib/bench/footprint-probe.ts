@@ -1,17 +1,19 @@
 /**
- * Measures one model as the service runs it, on one engine lane (lib/engine/engine.ts: its inference
- * thread, session options and window path) in a fresh process, for the benchmark and for the
- * calibration that writes lib/capacity/footprints.json. Prints one JSON line.
+ * Measures one model as the service runs it (lib/engine/engine.ts: its inference thread, session
+ * options and batched decoding loop) in a fresh process, for the benchmark and for the calibration
+ * that writes lib/capacity/footprints.json. Prints one JSON line.
  *
  *   node --expose-gc --import tsx lib/bench/footprint-probe.ts <modelsDir> <id> <q8|fp32> <threads>
  *
  * baselineBytes: the process with the server's modules imported and no inference thread.
- * laneBytes: what one inference thread adds before any model (a V8 isolate, transformers.js and
- * onnxruntime loaded); every lane pays it.
- * residentBytes: what the model adds to a lane once loaded and warmed up by a first window (the
- * planner's per-model cost per lane; retainedBytes is the part of it the first window left behind).
- * workingSetBytes: the peak above that during a second window (the planner's per-job cost), from the
- * kernel's high-water mark (./high-water-mark.ts).
+ * threadBytes: what the inference thread adds before any model (a V8 isolate, transformers.js and
+ * onnxruntime loaded).
+ * residentBytes: what the model adds once loaded and warmed up by a first window (retainedBytes is the
+ * part of it the first window left behind).
+ * encoderBytes: the peak above that during one window alone, nearly all of it the encoder's transient
+ * buffers (encoders run one at a time), from the kernel's high-water mark (./high-water-mark.ts).
+ * rowBytes: what each further row adds: the peak with ROWS windows decoding in one batch, less the
+ * peak of one window, divided by ROWS - 1.
  */
 import { highWaterMark, resetHighWaterMark } from "./high-water-mark.ts";
 import { synthesize } from "../audio/synth.ts";
@@ -29,9 +31,10 @@ async function resident(): Promise<number> {
 }
 
 const baseline = await resident();
-const engine = new Engine({ localModelPath: modelsDir, allowRemoteModels: false, cacheDir: null, threadsPerJob: Number(threads), lanes: 1 });
+const ROWS = 5;
+const engine = new Engine({ localModelPath: modelsDir, allowRemoteModels: false, cacheDir: null, threads: Number(threads) });
 await engine.start();
-const lane = await resident();
+const thread = await resident();
 const spec = { id, dtype };
 const info = await engine.load(spec);
 const options = { task: "transcribe" as const, language: info.multilingual ? "en" : undefined };
@@ -46,6 +49,11 @@ started = performance.now();
 await engine.transcribeWindow(spec, audio, options);
 const windowSeconds = (performance.now() - started) / 1000;
 const peak = highWaterMark();
+await resident();
+resetHighWaterMark();
+await Promise.all(Array.from({ length: ROWS }, (_, i) => engine.transcribeWindow(spec, audio, options, { stream: `probe-${i}` })));
+const batchPeak = highWaterMark();
+const { largestBatch } = await engine.stats();
 await engine.close();
 console.log(
   JSON.stringify({
@@ -53,9 +61,11 @@ console.log(
     dtype,
     threads: Number(threads),
     baselineBytes: baseline,
-    laneBytes: lane - baseline,
-    residentBytes: before - lane,
-    workingSetBytes: peak - before,
+    threadBytes: thread - baseline,
+    residentBytes: before - thread,
+    encoderBytes: peak - before,
+    rowBytes: Math.max(0, (batchPeak - peak) / (largestBatch - 1)),
+    largestBatch,
     retainedBytes: before - loaded,
     firstWindowSeconds,
     windowSeconds,

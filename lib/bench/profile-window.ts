@@ -123,12 +123,12 @@ let asr: AutomaticSpeechRecognitionPipeline;
 const baseline = process.memoryUsage().rss;
 if (flags.has("--engine")) {
   const { createInference } = await import("../engine/worker.ts");
-  const inference = createInference({ localModelPath: modelsDir, allowRemoteModels: false, cacheDir: null, threadsPerJob: threads }, overrides);
+  const inference = createInference({ localModelPath: modelsDir, allowRemoteModels: false, cacheDir: null, threads }, overrides);
   const spec = { id, dtype };
   const model = await inference.load(spec);
   asr = model.asr;
   const options = { task: "transcribe" as const, language: model.info.multilingual ? "en" : undefined };
-  runWindow = () => inference.transcribeWindow(spec, audio, options);
+  runWindow = () => inference.transcribeWindow("profile", { model: spec, samples: audio, options });
 } else {
   asr = await pipeline("automatic-speech-recognition", id, { dtype, session_options: { intraOpNumThreads: threads, interOpNumThreads: 1, logSeverityLevel: 3 } });
   const multilingual = Boolean((asr.model as unknown as { generation_config: { is_multilingual?: boolean } }).generation_config.is_multilingual);

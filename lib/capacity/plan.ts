@@ -6,15 +6,18 @@ export type Dtype = "q8" | "fp32";
 
 export interface Footprint {
   residentBytes: number;
-  workingSetBytes: number;
-  /** Wall seconds for one voiced 30 s window on one thread. */
+  /** Peak bytes above the loaded model during one encoder run; encoders run one at a time. */
+  encoderBytes: number;
+  /** Bytes each decoding row adds while rows decode in one batch (its cross- and self-attention cache, encoder output, logits). */
+  rowBytes: number;
+  /** Wall seconds for one voiced 30 s window alone on every core. */
   windowSeconds: number;
   /** false where extrapolated from the largest measured size by parameter count. */
   measured: boolean;
 }
 
 const PARAMETERS: Record<ModelSize, number> = { tiny: 39e6, base: 74e6, small: 244e6, medium: 769e6, "large-v3-turbo": 809e6 };
-type Measured = { residentBytes: number; workingSetBytes: number; windowSeconds: number };
+type Measured = Omit<Footprint, "measured">;
 const TABLE: Record<string, Partial<Record<Dtype, Measured>>> = footprints.models;
 
 export function modelSize(modelId: string): ModelSize | null {
@@ -33,19 +36,25 @@ export function footprintOf(size: ModelSize, dtype: Dtype): Footprint {
   const ratio = PARAMETERS[size] / PARAMETERS.small;
   return {
     residentBytes: reference.residentBytes * ratio,
-    workingSetBytes: reference.workingSetBytes * Math.sqrt(ratio),
+    encoderBytes: reference.encoderBytes * Math.sqrt(ratio),
+    rowBytes: reference.rowBytes * Math.sqrt(ratio),
     windowSeconds: reference.windowSeconds * ratio,
     measured: false,
   };
 }
+
+/**
+ * Rows per core past which a bigger batch adds little: decoder steps are memory-bound at small batches
+ * and compute-bound beyond (tiny on 2 cores: 323 tokens/s at batch 1, 509 at 4, 605 at 8).
+ */
+export const ROWS_PER_CORE = 4;
 
 export interface PlanInput {
   machine: MachineResources;
   /** The models this instance keeps loaded. */
   models: { id: string; dtype: Dtype }[];
   slots?: number;
-  threadsPerJob?: number;
-  lanes?: number;
+  threads?: number;
   /** Memory kept free for the runtime, ffmpeg processes and uploads. Default 10% of the limit, at least 256 MiB. */
   headroomBytes?: number;
 }
@@ -57,57 +66,54 @@ export interface PlanRow {
   footprint: Footprint;
   /** Slots memory would allow if this were the only model loaded. */
   memorySlots: number;
-  /** Audio seconds per wall second with every slot busy on this model. */
+  /** Audio seconds per wall second for one window at a time (batches add to it). */
   expectedRealtime: number;
 }
 
 export interface CapacityPlan {
   machine: MachineResources;
   baselineBytes: number;
-  /** What each inference thread costs before any model. */
-  laneBytes: number;
-  /** The loaded models, per lane. */
+  /** What the inference thread costs before any model. */
+  threadBytes: number;
+  /** The loaded models: one copy each, shared by every slot. */
   loadedBytes: number;
+  /** The largest encoder run's transient memory, paid once (encoders run one at a time). */
+  encoderBytes: number;
   headroomBytes: number;
-  workingSetBytes: number;
+  /** What each slot (a decoding row) adds. */
+  rowBytes: number;
   memorySlots: number;
+  /** Rows a batch may usefully hold on these cores. */
   cpuSlots: number;
   slots: number;
-  /** ONNX threads of one inference call. */
-  threadsPerJob: number;
-  /** Inference threads, each with its own copy of the models (see Engine). */
-  lanes: number;
+  /** onnxruntime intra-op threads of every call: the cores. */
+  threads: number;
   limitedBy: "memory" | "cpu" | "setting";
   fits: boolean;
   rows: PlanRow[];
 }
 
 /**
- * slots = the lesser of what memory allows (limit - process baseline - one lane with its loaded
- * models - headroom, divided by the largest per-job working set) and what the cores allow. On one
- * lane a slot costs only its working set: the lane's models are shared by its slots.
- *
- * onnxruntime-node runs one ONNX call at a time per thread, so slots on one inference thread take
- * turns rather than run at once. Windows run in parallel on separate inference threads (lanes), each
- * of which costs a thread's runtime plus its own copy of the models: as many lanes as slots where
- * the memory left after the slots' working sets holds the extra lanes, fewer where it does not.
- * Threads per call are chosen so that lanes x threads never exceeds the cores (one call per lane
- * runs at any time).
+ * slots = decoding rows: the lesser of what memory allows beside one copy of each model ((limit -
+ * process baseline - inference thread - loaded models - one encoder run - headroom) / per-row bytes)
+ * and what the cores make worth batching (ROWS_PER_CORE per core). Every slot shares the one copy:
+ * the engine decodes all running windows in batched calls on one inference thread, whose calls use
+ * every core.
  */
 export function planCapacity(input: PlanInput): CapacityPlan {
   const { machine } = input;
-  const { baselineBytes, laneBytes } = footprints;
+  const { baselineBytes, threadBytes } = footprints;
   const headroomBytes = input.headroomBytes ?? Math.max(256 * 2 ** 20, machine.memoryBytes * 0.1);
   const sized = input.models.map((m) => {
     const size = modelSize(m.id);
     return { ...m, size, footprint: footprintOf(size ?? "small", m.dtype) };
   });
   const loadedBytes = sized.reduce((sum, m) => sum + m.footprint.residentBytes, 0);
-  const workingSetBytes = Math.max(1, ...sized.map((m) => m.footprint.workingSetBytes));
-  const laneCopyBytes = laneBytes + loadedBytes;
-  const free = machine.memoryBytes - baselineBytes - laneCopyBytes - headroomBytes;
-  const memorySlots = Math.max(0, Math.floor(free / workingSetBytes));
-  const cpuSlots = machine.cpus;
+  const encoderBytes = Math.max(0, ...sized.map((m) => m.footprint.encoderBytes));
+  const rowBytes = Math.max(1, ...sized.map((m) => m.footprint.rowBytes));
+  const free = machine.memoryBytes - baselineBytes - threadBytes - loadedBytes - encoderBytes - headroomBytes;
+  const memorySlots = Math.max(0, Math.floor(free / rowBytes));
+  const cpuSlots = machine.cpus * ROWS_PER_CORE;
 
   let slots = Math.max(1, Math.min(memorySlots, cpuSlots));
   let limitedBy: CapacityPlan["limitedBy"] = memorySlots < cpuSlots ? "memory" : "cpu";
@@ -115,23 +121,18 @@ export function planCapacity(input: PlanInput): CapacityPlan {
     slots = input.slots;
     limitedBy = "setting";
   }
-  const spare = Math.max(0, free - slots * workingSetBytes);
-  const cpuLanes = input.threadsPerJob ? Math.max(1, Math.floor(machine.cpus / input.threadsPerJob)) : machine.cpus;
-  const memoryLanes = 1 + Math.floor(spare / laneCopyBytes);
-  const lanes = input.lanes ? Math.min(input.lanes, slots) : Math.max(1, Math.min(slots, cpuLanes, memoryLanes));
-  const threadsPerJob = input.threadsPerJob ?? Math.max(1, Math.floor(machine.cpus / lanes));
+  const threads = input.threads ?? machine.cpus;
 
   const rows = sized.map((m) => {
-    const alone = machine.memoryBytes - baselineBytes - laneBytes - m.footprint.residentBytes - headroomBytes;
-    const busyCores = Math.min(lanes * threadsPerJob, machine.cpus);
+    const alone = machine.memoryBytes - baselineBytes - threadBytes - m.footprint.residentBytes - m.footprint.encoderBytes - headroomBytes;
     return {
       model: m.id,
       dtype: m.dtype,
       size: m.size,
       footprint: m.footprint,
-      memorySlots: Math.max(0, Math.floor(alone / m.footprint.workingSetBytes)),
-      expectedRealtime: (30 / m.footprint.windowSeconds) * busyCores,
+      memorySlots: Math.max(0, Math.floor(alone / m.footprint.rowBytes)),
+      expectedRealtime: 30 / m.footprint.windowSeconds,
     };
   });
-  return { machine, baselineBytes, laneBytes, loadedBytes, headroomBytes, workingSetBytes, memorySlots, cpuSlots, slots, threadsPerJob, lanes, limitedBy, fits: memorySlots >= 1, rows };
+  return { machine, baselineBytes, threadBytes, loadedBytes, encoderBytes, headroomBytes, rowBytes, memorySlots, cpuSlots, slots, threads, limitedBy, fits: memorySlots >= 1, rows };
 }

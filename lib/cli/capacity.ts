@@ -5,15 +5,14 @@ import { planCapacity, type Dtype } from "../capacity/plan.ts";
 export const CAPACITY_USAGE = `slotscribe capacity [--memory 8GiB] [--cpus 8] [--dtype q8|fp32] [--json]
 
 Prints the slot plan for this machine (cgroup limits, not the host's totals) or for a hypothetical
-one, per model: loaded footprint, per-job working set, slots, lanes (inference threads, each with
-its own copy of the model: one ONNX call runs per lane at a time), ONNX threads per call and
-expected throughput. Footprints are measured (lib/capacity/footprints.json); sizes not measured are
+one, per model: loaded footprint (one copy, shared by every slot), what each slot (a decoding row in
+the shared batch) adds, slots, ONNX threads per call and one window's speed alone. Footprints are measured (lib/capacity/footprints.json); sizes not measured are
 extrapolated by parameter count and marked "est.".`;
 
 const MODELS = ["tiny", "base", "small", "medium", "large-v3-turbo"] as const;
 
 export function capacityTable(machine: MachineResources, dtype: Dtype): { rows: string[][]; header: string[] } {
-  const header = ["model", "dtype", "loaded", "per job", "slots", "lanes", "threads/job", "limited by", "expected"];
+  const header = ["model", "dtype", "loaded", "per slot", "slots", "threads", "limited by", "one window"];
   const rows = MODELS.map((model) => {
     const plan = planCapacity({ machine, models: [{ id: model, dtype }] });
     const row = plan.rows[0]!;
@@ -22,10 +21,9 @@ export function capacityTable(machine: MachineResources, dtype: Dtype): { rows: 
       model,
       dtype,
       formatBytes(row.footprint.residentBytes) + est,
-      formatBytes(row.footprint.workingSetBytes) + est,
+      formatBytes(row.footprint.rowBytes) + est,
       plan.fits ? String(plan.slots) : "0 (does not fit)",
-      String(plan.lanes),
-      String(plan.threadsPerJob),
+      String(plan.threads),
       plan.limitedBy,
       plan.fits ? `${row.expectedRealtime.toFixed(1)}x real time` : "-",
     ];

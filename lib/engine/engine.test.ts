@@ -4,36 +4,37 @@ import { DEFAULT_MODELS_DIR, generateModel } from "../models/generate.ts";
 import { microTones } from "../models/micro.ts";
 import { Engine } from "./engine.ts";
 
-describe("Engine lanes", () => {
+describe("Engine", () => {
   let engine: Engine;
   let spec: { id: string; dtype: "q8" };
   beforeAll(async () => {
     spec = { id: (await generateModel({ kind: "micro", out: DEFAULT_MODELS_DIR })).id, dtype: "q8" };
-    engine = new Engine({ localModelPath: DEFAULT_MODELS_DIR, allowRemoteModels: false, cacheDir: null, threadsPerJob: 1, lanes: 2 });
+    engine = new Engine({ localModelPath: DEFAULT_MODELS_DIR, allowRemoteModels: false, cacheDir: null, threads: 2 });
   });
   afterAll(() => engine.close());
 
-  it("loads the model on every lane and runs concurrent windows on different lanes", async () => {
+  it("loads a model once and decodes concurrent jobs' windows through it in shared batches", async () => {
     await engine.load(spec);
     expect(engine.modelStates()).toMatchObject([{ state: "ready" }]);
-    const words = ["alpha", "echo"] as const;
-    const outputs = await Promise.all(words.map((word) => engine.transcribeWindow(spec, synthesize(microTones([{ word, seconds: 10 }])), { task: "transcribe" })));
-    expect(outputs.map((o) => o.chunks.map((c) => c.text.trim()))).toEqual([["alpha"], ["echo"]]);
-    expect(engine.laneStats()).toEqual([
-      { inFlight: 0, windows: 1 },
-      { inFlight: 0, windows: 1 },
-    ]);
+    const words = ["alpha", "echo", "charlie", "bravo"] as const;
+    const outputs = await Promise.all(
+      words.map((word, i) => engine.transcribeWindow(spec, synthesize(microTones([{ word, seconds: 10 }])), { task: "transcribe" }, { stream: `job-${i}` })),
+    );
+    expect(outputs.map((o) => o.chunks.map((c) => c.text.trim()))).toEqual(words.map((w) => [w]));
+    const stats = await engine.stats();
+    expect(stats.encoderRuns).toBe(words.length);
+    expect(stats.largestBatch).toBeGreaterThan(1);
+    expect(stats.activeRows).toBe(0);
   });
 
-  it("gives the next window to the lane with the least in flight", async () => {
-    const before = engine.laneStats().map((l) => l.windows);
-    const audio = synthesize(microTones([{ word: "charlie", seconds: 5 }]));
-    const three = [1, 2, 3].map(() => engine.transcribeWindow(spec, audio, { task: "transcribe" }));
-    await new Promise((r) => setImmediate(r));
-    const inFlight = engine.laneStats().map((l) => l.inFlight);
-    expect(inFlight.sort()).toEqual([1, 2]);
-    await Promise.all(three);
-    const added = engine.laneStats().map((l, i) => l.windows - before[i]!);
-    expect(added.sort()).toEqual([1, 2]);
+  it("cancels a window on abort: the caller hears at once and the thread drops it", async () => {
+    const abort = new AbortController();
+    const window = engine.transcribeWindow(spec, synthesize(microTones([{ word: "delta", seconds: 20 }])), { task: "transcribe" }, { signal: abort.signal });
+    abort.abort(new Error("client went away"));
+    await expect(window).rejects.toThrow("client went away");
+    expect(engine.inFlight).toBe(0);
+    await expect.poll(async () => (await engine.stats()).activeRows).toBe(0);
+    const after = await engine.transcribeWindow(spec, synthesize(microTones([{ word: "bravo", seconds: 5 }])), { task: "transcribe" });
+    expect(after.chunks.map((c) => c.text.trim())).toEqual(["bravo"]);
   });
 });

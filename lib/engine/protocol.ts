@@ -3,7 +3,8 @@ export interface WorkerInit {
   localModelPath: string | null;
   allowRemoteModels: boolean;
   cacheDir: string | null;
-  threadsPerJob: number;
+  /** onnxruntime intra-op threads of every call: the instance's cores. */
+  threads: number;
 }
 
 export interface ModelSpec {
@@ -32,6 +33,17 @@ export interface WindowOutput {
   language: string | null;
 }
 
+/** The batch decoder's counters (lib/engine/batch-decoder.ts). */
+export interface DecoderStats {
+  encoderRuns: number;
+  decoderCalls: number;
+  /** Row-steps summed over decoder calls: rowSteps / decoderCalls is the mean batch. */
+  rowSteps: number;
+  largestBatch: number;
+  /** Rows in cohorts right now. */
+  activeRows: number;
+}
+
 export interface ModelInfo {
   multilingual: boolean;
   /** Resident bytes the load added to the process. */
@@ -40,7 +52,10 @@ export interface ModelInfo {
 
 export type ToWorker =
   | { op: "load"; rid: number; model: ModelSpec }
-  | { op: "window"; rid: number; model: ModelSpec; samples: Float32Array; options: WindowOptions };
+  /** `stream` names the file the window belongs to, for fairness between files. */
+  | { op: "window"; rid: number; stream: string; model: ModelSpec; samples: Float32Array; options: WindowOptions }
+  | { op: "cancel"; rid: number }
+  | { op: "stats"; rid: number };
 
 export type FromWorker =
   /** Sent once, unasked, when the thread has loaded its modules and takes work. */
@@ -49,4 +64,5 @@ export type FromWorker =
   | { op: "window"; rid: number; output: WindowOutput }
   /** Sent ahead of a window's result when the window had to identify its language. */
   | { op: "language"; rid: number; language: string }
+  | { op: "stats"; rid: number; stats: DecoderStats }
   | { op: "error"; rid: number; message: string; code?: string };

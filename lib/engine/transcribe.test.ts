@@ -3,7 +3,7 @@ import { Limiter } from "../admission/limiter.ts";
 import { synthesize } from "../audio/synth.ts";
 import { DEFAULT_MODELS_DIR, generateModel } from "../models/generate.ts";
 import { MICRO_TONES, microTones, type MicroPart } from "../models/micro.ts";
-import { Engine } from "./engine.ts";
+import { Engine, type WindowCall } from "./engine.ts";
 import type { ModelSpec, WindowChunk, WindowOptions, WindowOutput } from "./protocol.ts";
 import { SAMPLE_RATE, transcribePcm } from "./transcribe.ts";
 
@@ -25,7 +25,7 @@ describe("transcribePcm", () => {
   let maxInFlight = 0;
   beforeAll(async () => {
     spec = { id: (await generateModel({ kind: "micro", out: DEFAULT_MODELS_DIR })).id, dtype: "q8" };
-    engine = new Engine({ localModelPath: DEFAULT_MODELS_DIR, allowRemoteModels: false, cacheDir: null, threadsPerJob: 1, lanes: 2 });
+    engine = new Engine({ localModelPath: DEFAULT_MODELS_DIR, allowRemoteModels: false, cacheDir: null, threads: 1 });
     const transcribeWindow = engine.transcribeWindow.bind(engine);
     engine.transcribeWindow = async (...args) => {
       maxInFlight = Math.max(maxInFlight, ++inFlight);
@@ -50,7 +50,7 @@ describe("transcribePcm", () => {
       signal,
     });
 
-  it("transcribes a long file's windows at once on two lanes and joins them in order, no word lost at a seam", async () => {
+  it("decodes a long file's windows at once in one batch and joins them in order, no word lost at a seam", async () => {
     maxInFlight = 0;
     const transcript = await run(2);
     expect(maxInFlight).toBe(2);
@@ -78,7 +78,8 @@ describe("transcribePcm", () => {
     await new Promise((r) => setTimeout(r, 50));
     abort.abort(new Error("client went away"));
     await expect(pending).rejects.toThrow("client went away");
-    await expect.poll(() => engine.laneStats().every((l) => l.inFlight === 0)).toBe(true);
+    await expect.poll(() => engine.inFlight).toBe(0);
+    expect((await engine.stats()).activeRows).toBe(0);
   });
 });
 
@@ -96,7 +97,7 @@ class RunReader {
 
   constructor(private readonly heard: string | null = null) {}
 
-  async transcribeWindow(_model: ModelSpec, samples: Float32Array, options: WindowOptions, onLanguage?: (language: string) => void): Promise<WindowOutput> {
+  async transcribeWindow(_model: ModelSpec, samples: Float32Array, options: WindowOptions, { onLanguage }: WindowCall = {}): Promise<WindowOutput> {
     const call = this.calls++;
     this.events.push(`start ${call}`);
     let language = options.language;

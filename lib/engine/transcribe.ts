@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { quietCut } from "../audio/quiet-cut.ts";
 import { SampleQueue } from "../audio/sample-queue.ts";
 import type { Limiter } from "../admission/limiter.ts";
@@ -25,8 +26,8 @@ export interface TranscribeParams {
   identifyLanguage?: boolean;
   task: "transcribe" | "translate";
   /**
-   * Windows of this file in inference at once (the engine's lanes): each still takes its own slot,
-   * in line with every other job's windows. Default 1.
+   * Windows of this file in inference at once, decoded together in the engine's batches: each still
+   * takes its own slot, in line with every other job's windows. Default 1.
    */
   parallelWindows?: number;
   signal?: AbortSignal;
@@ -52,7 +53,7 @@ interface Window {
  *
  * A window that more audio follows ends at a pause in its last seconds where there is one
  * (quietCut), so the next window can start there before this one is decoded: a long file's windows
- * run at once on several lanes, and their segments are joined in order. When the model still leaves
+ * decode at once in one batch, and their segments are joined in order. When the model still leaves
  * the last segment of a cut window open (speech runs on past the cut), the windows after it started
  * at a false seam: their results are dropped and decoding resumes where the open segment began, as
  * Whisper's own sequential decoding does, so no words are cut at a seam. The transcript is the same
@@ -70,10 +71,11 @@ export async function transcribePcm(params: TranscribeParams): Promise<Transcrip
   let mustIdentify = params.identifyLanguage ?? params.language === undefined;
   let identified: Promise<void> = Promise.resolve();
 
+  const stream = randomUUID();
   const run = (samples: Float32Array, signal: AbortSignal, onLanguage?: (code: string) => void) =>
     params.compute.run(async () => {
       const started = performance.now();
-      const result = await params.engine.transcribeWindow(params.model, samples, { language: language ?? undefined, task: params.task }, onLanguage);
+      const result = await params.engine.transcribeWindow(params.model, samples, { language: language ?? undefined, task: params.task }, { stream, signal, onLanguage });
       params.onWindow?.((performance.now() - started) / 1000);
       return result;
     }, signal);

@@ -1,24 +1,27 @@
 /**
- * The inference thread's window path (its session options, the lean timestamp processor and the fast
- * log-mel features) against the stock transformers.js pipeline called plainly: the speed-ups must not
- * change a single token, time or language.
+ * The engine's own decoding loop against the stock transformers.js pipeline called plainly: at batch 1
+ * it must return the pipeline's tokens, times and text; batched fp32 rows must equal their batch-1
+ * decoding; concurrent windows never see each other's audio; a canceled window leaves no row.
  */
 import { pipeline, type AutomaticSpeechRecognitionPipeline } from "@huggingface/transformers";
 import { beforeAll, describe, expect, it } from "vitest";
 import { synthesize, type SynthPart } from "../audio/synth.ts";
 import { DEFAULT_MODELS_DIR, generateModel } from "../models/generate.ts";
-import { microTones } from "../models/micro.ts";
-import type { WindowOutput } from "./protocol.ts";
-import { createInference, oneRunAtATime, type Inference } from "./worker.ts";
+import { microTones, type MicroWord } from "../models/micro.ts";
+import { WindowCanceled } from "./batch-decoder.ts";
+import type { ModelSpec, WindowOutput } from "./protocol.ts";
+import { createInference, type Inference } from "./worker.ts";
 
 interface Chunk {
   timestamp: [number, number | null];
   text: string;
 }
 
-async function stockPipeline(id: string): Promise<AutomaticSpeechRecognitionPipeline> {
+const init = { localModelPath: DEFAULT_MODELS_DIR, allowRemoteModels: false, cacheDir: null, threads: 1 };
+
+async function stockPipeline(id: string, dtype: "q8" | "fp32"): Promise<AutomaticSpeechRecognitionPipeline> {
   return (await pipeline("automatic-speech-recognition", id, {
-    dtype: "q8",
+    dtype,
     device: "cpu",
     session_options: { intraOpNumThreads: 1, interOpNumThreads: 1, logSeverityLevel: 3 },
   })) as AutomaticSpeechRecognitionPipeline;
@@ -31,94 +34,112 @@ async function stockChunks(asr: AutomaticSpeechRecognitionPipeline, samples: Flo
 
 const engineChunks = (out: WindowOutput): [number, number | null, string][] => out.chunks.map((c) => [c.start, c.end, c.text]);
 
-describe("the engine's window path gives the stock pipeline's transcript", () => {
-  let inference: Inference;
-  beforeAll(() => {
-    inference = createInference({ localModelPath: DEFAULT_MODELS_DIR, allowRemoteModels: false, cacheDir: null, threadsPerJob: 1 });
-  });
+const window = (inference: Inference, spec: ModelSpec, samples: Float32Array, stream = "s", signal?: AbortSignal) =>
+  inference.transcribeWindow(stream, { model: spec, samples, options: { task: "transcribe" } }, signal);
 
-  const faithful: [string, SynthPart[]][] = [
-    ["a fully voiced window", [{ tone: 440, seconds: 30 }]],
-    ["a tone between silences", [{ silence: 4 }, { tone: 1000, seconds: 12 }, { silence: 14 }]],
-    ["tones of different loudness with gaps", [{ tone: 200, seconds: 3 }, { silence: 2 }, { tone: 3000, seconds: 6, amplitude: 0.05 }, { silence: 5 }, { tone: 500, seconds: 14 }]],
-    ["a 5 s clip", [{ tone: 300, seconds: 5 }]],
-  ];
-  it("with the architecture-faithful tiny.en, int8", async () => {
-    const model = await generateModel({ kind: "tiny.en", out: DEFAULT_MODELS_DIR });
-    const spec = { id: model.id, dtype: "q8" as const };
-    const asr = await stockPipeline(model.id);
-    // The fast features are in use (lib/audio/log-mel.test.ts checks them against the library's).
-    const extractor = (await inference.load(spec)).asr.processor.feature_extractor as unknown as Record<string, unknown>;
-    expect(Object.hasOwn(extractor, "_extract_fbank_features")).toBe(true);
-    for (const [name, parts] of faithful) {
-      const samples = synthesize(parts);
-      const engine = engineChunks(await inference.transcribeWindow(spec, samples, { task: "transcribe" }));
-      expect(engine, name).toEqual(await stockChunks(asr, samples));
-      expect(engine.length, name).toBeGreaterThan(0);
-    }
-  });
+const faithful: [string, SynthPart[]][] = [
+  ["a fully voiced window", [{ tone: 440, seconds: 30 }]],
+  ["a tone between silences", [{ silence: 4 }, { tone: 1000, seconds: 12 }, { silence: 14 }]],
+  ["tones of different loudness with gaps", [{ tone: 200, seconds: 3 }, { silence: 2 }, { tone: 3000, seconds: 6, amplitude: 0.05 }, { silence: 5 }, { tone: 500, seconds: 14 }]],
+  ["a 5 s clip", [{ tone: 300, seconds: 5 }]],
+];
+
+describe("the engine's decoding loop at batch 1 gives the stock pipeline's transcript", () => {
+  for (const dtype of ["q8", "fp32"] as const) {
+    it(`with the architecture-faithful tiny.en, ${dtype}`, async () => {
+      const inference = createInference(init);
+      const model = await generateModel({ kind: "tiny.en", out: DEFAULT_MODELS_DIR });
+      const spec = { id: model.id, dtype };
+      const asr = await stockPipeline(model.id, dtype);
+      for (const [name, parts] of faithful) {
+        const samples = synthesize(parts);
+        const engine = engineChunks(await window(inference, spec, samples));
+        expect(engine, name).toEqual(await stockChunks(asr, samples));
+        expect(engine.length, name).toBeGreaterThan(0);
+      }
+      expect(inference.decoder.stats.largestBatch).toBe(1);
+    });
+  }
 
   it("with the micro model, whose output depends on its KV cache", async () => {
+    const inference = createInference(init);
     const model = await generateModel({ kind: "micro", out: DEFAULT_MODELS_DIR });
     const spec = { id: model.id, dtype: "q8" as const };
-    const asr = await stockPipeline(model.id);
+    const asr = await stockPipeline(model.id, "q8");
     const cases: [string, SynthPart[]][] = [
       ["alpha", microTones([{ word: "alpha", seconds: 8 }])],
       ["delta", microTones([{ silence: 4 }, { word: "delta", seconds: 12 }, { silence: 14 }])],
     ];
     for (const [word, parts] of cases) {
       const samples = synthesize(parts);
-      const engine = engineChunks(await inference.transcribeWindow(spec, samples, { task: "transcribe" }));
+      const engine = engineChunks(await window(inference, spec, samples));
       expect(engine).toEqual(await stockChunks(asr, samples));
       expect(engine.map((c) => c[2].trim())).toEqual([word]);
     }
   });
 });
 
-describe("language identification in the window path", () => {
-  it("identifies a multilingual model's language within the window, encodes the window once, and decodes as if told the language", async () => {
-    const inference = createInference({ localModelPath: DEFAULT_MODELS_DIR, allowRemoteModels: false, cacheDir: null, threadsPerJob: 1 });
-    const model = await generateModel({ kind: "tiny", out: DEFAULT_MODELS_DIR });
+describe("batched decoding", () => {
+  it("decodes fp32 rows in one batch exactly as each alone, and never mixes their audio", async () => {
+    const model = await generateModel({ kind: "tiny.en", out: DEFAULT_MODELS_DIR });
+    const spec = { id: model.id, dtype: "fp32" as const };
+    const alone = createInference(init);
+    const inputs = faithful.map(([, parts]) => synthesize(parts));
+    const solo: WindowOutput[] = [];
+    for (const samples of inputs) solo.push(await window(alone, spec, samples));
+
+    const batched = createInference(init);
+    await batched.load(spec);
+    const together = await Promise.all(inputs.map((samples) => window(batched, spec, samples)));
+    expect(batched.decoder.stats.largestBatch).toBe(inputs.length);
+    expect(together).toEqual(solo);
+  });
+
+  it("gives each of concurrent micro windows its own word, in one batch", async () => {
+    const model = await generateModel({ kind: "micro", out: DEFAULT_MODELS_DIR });
     const spec = { id: model.id, dtype: "q8" as const };
-    const encoder = ((await inference.load(spec)).asr.model as unknown as { sessions: { model: { run(...args: unknown[]): Promise<unknown> } } }).sessions.model;
-    const run = encoder.run.bind(encoder);
-    let encoderRuns = 0;
-    encoder.run = (...args) => {
-      encoderRuns++;
-      return run(...args);
-    };
-    const samples = synthesize([{ tone: 440, seconds: 20 }, { silence: 10 }]);
-    const heard: string[] = [];
-    const identified = await inference.transcribeWindow(spec, samples, { task: "transcribe" }, (language) => heard.push(language));
-    expect(encoderRuns).toBe(1);
-    expect(identified.language).toMatch(/^[a-z]{2,3}$/);
-    expect(heard).toEqual([identified.language]);
-    const told = await inference.transcribeWindow(spec, samples, { task: "transcribe", language: identified.language! });
-    expect(engineChunks(identified).length).toBeGreaterThan(0);
-    expect(engineChunks(identified)).toEqual(engineChunks(told));
+    const inference = createInference(init);
+    await inference.load(spec);
+    const words: MicroWord[] = ["alpha", "bravo", "charlie", "delta", "echo", "alpha"];
+    const outs = await Promise.all(words.map((word, i) => window(inference, spec, synthesize(microTones([{ silence: i }, { word, seconds: 6 + i }])), `job-${i}`)));
+    expect(outs.map((o) => o.chunks.map((c) => c.text.trim()))).toEqual(words.map((w) => [w]));
+    outs.forEach((o, i) => expect(o.chunks[0]!.start).toBeCloseTo(i, 1));
+    expect(inference.decoder.stats.largestBatch).toBeGreaterThan(1);
+  });
+
+  it("removes a canceled window's row at once, mid-batch, and the others finish unchanged", async () => {
+    const model = await generateModel({ kind: "tiny.en", out: DEFAULT_MODELS_DIR });
+    const spec = { id: model.id, dtype: "fp32" as const };
+    const inference = createInference(init);
+    await inference.load(spec);
+    const samples = synthesize([{ tone: 440, seconds: 30 }]);
+    const expected = await window(inference, spec, samples);
+    const abort = new AbortController();
+    const keep = [window(inference, spec, samples, "a"), window(inference, spec, samples, "b")];
+    const canceled = window(inference, spec, samples, "c", abort.signal);
+    await expect.poll(() => inference.decoder.stats.activeRows, { interval: 1 }).toBe(3);
+    abort.abort();
+    await expect(canceled).rejects.toBeInstanceOf(WindowCanceled);
+    await expect.poll(() => inference.decoder.stats.activeRows, { interval: 1 }).toBeLessThanOrEqual(2);
+    expect(await Promise.all(keep)).toEqual([expected, expected]);
+    expect(inference.decoder.stats.activeRows).toBe(0);
   });
 });
 
-describe("oneRunAtATime", () => {
-  it("runs a session's calls one after another, in call order, and a failure does not stop the queue", async () => {
-    let running = 0;
-    let most = 0;
-    const order: number[] = [];
-    const session = {
-      async run(n: unknown): Promise<unknown> {
-        running++;
-        most = Math.max(most, running);
-        await new Promise((r) => setTimeout(r, 5));
-        running--;
-        order.push(n as number);
-        if (n === 2) throw new Error("boom");
-        return n;
-      },
-    };
-    oneRunAtATime(session);
-    const results = await Promise.allSettled([1, 2, 3, 4].map((n) => session.run(n)));
-    expect(most).toBe(1);
-    expect(order).toEqual([1, 2, 3, 4]);
-    expect(results.map((r) => r.status)).toEqual(["fulfilled", "rejected", "fulfilled", "fulfilled"]);
+describe("language identification in the decoding loop", () => {
+  it("identifies a multilingual model's language from the window's first step, encodes the window once, and decodes as if told the language", async () => {
+    const inference = createInference(init);
+    const model = await generateModel({ kind: "tiny", out: DEFAULT_MODELS_DIR });
+    const spec = { id: model.id, dtype: "q8" as const };
+    await inference.load(spec);
+    const samples = synthesize([{ tone: 440, seconds: 20 }, { silence: 10 }]);
+    const heard: string[] = [];
+    const identified = await inference.transcribeWindow("s", { model: spec, samples, options: { task: "transcribe" }, onLanguage: (l) => heard.push(l) });
+    expect(inference.decoder.stats.encoderRuns).toBe(1);
+    expect(identified.language).toMatch(/^[a-z]{2,3}$/);
+    expect(heard).toEqual([identified.language]);
+    const told = await inference.transcribeWindow("s", { model: spec, samples, options: { task: "transcribe", language: identified.language! } });
+    expect(engineChunks(identified).length).toBeGreaterThan(0);
+    expect(engineChunks(identified)).toEqual(engineChunks(told));
   });
 });

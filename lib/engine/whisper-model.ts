@@ -1,0 +1,219 @@
+import { pipeline, type AutomaticSpeechRecognitionPipeline, type Tensor as HfTensor } from "@huggingface/transformers";
+import * as ort from "onnxruntime-node";
+import { useFastLogMel } from "../audio/log-mel.ts";
+import type { ModelInfo, ModelSpec } from "./protocol.ts";
+import { WhisperRules, type WhisperGenerationConfig } from "./whisper-rules.ts";
+
+/** The part of an onnxruntime session the decoder uses (transformers.js keeps the sessions it creates). */
+interface Session {
+  readonly inputNames: readonly string[];
+  readonly outputNames: readonly string[];
+  run(feeds: Record<string, ort.Tensor>): Promise<Record<string, ort.Tensor>>;
+}
+
+/**
+ * onnxruntime session options for every model.
+ * - Sequential execution on all of the instance's cores as intra-op threads: one thread runs every
+ *   ONNX call (onnxruntime-node's run() is a synchronous native call), so each call should use the
+ *   whole machine, and Whisper's graphs are chains an inter-op pool would not speed up.
+ * - No spinning: the decoder runs small steps with JavaScript in between (logit rules, batching), and
+ *   spinning pool threads would take the cores that JavaScript and ffmpeg need.
+ * - No CPU memory arena: the arena keeps the high-water mark of every run (the encoder's attention
+ *   scores, [1, heads, 1500, 1500] floats per layer, plus its power-of-two growth) for the life of the
+ *   process, ~250 MiB for tiny; without it the encoder's buffers are returned after each run.
+ */
+export function sessionOptions(threads: number): Record<string, unknown> {
+  return {
+    intraOpNumThreads: threads,
+    interOpNumThreads: 1,
+    executionMode: "sequential",
+    graphOptimizationLevel: "all",
+    enableCpuMemArena: false,
+    logSeverityLevel: 3,
+    extra: {
+      session: {
+        intra_op: { allow_spinning: "0" },
+        inter_op: { allow_spinning: "0" },
+      },
+    },
+  };
+}
+
+/** One layer's past tensors, by the merged decoder's input names. */
+interface KvName {
+  past: string;
+  present: string;
+  /** Cross-attention K/V: computed on the first step only and kept for the rest. */
+  cross: boolean;
+}
+
+/** Per-call state of a group of rows decoded together: everything the merged decoder reads back. */
+export interface BatchState {
+  rows: number;
+  /** The rows' encoder outputs, [rows, frames, d_model]. */
+  encoderStates: ort.Tensor;
+  /** Past key/values by input name, [rows, heads, length, head_dim]. */
+  past: Map<string, ort.Tensor>;
+  /** Tokens each row has in its cache. */
+  position: number;
+}
+
+/**
+ * A Whisper model loaded once: the feature extractor, the encoder and the merged decoder sessions,
+ * the tokenizer and the decoding rules, from the published ONNX export layout (encoder_model,
+ * decoder_model_merged with past_key_values and use_cache_branch). transformers.js loads the files
+ * (hub or local directory, dtype variants, tokenizer and configs); the decoding loop is ours, so that
+ * any number of windows share one copy through batched calls.
+ */
+export class WhisperModel {
+  readonly rules: WhisperRules;
+  readonly vocabSize: number;
+  readonly frames: number;
+  readonly dModel: number;
+  readonly multilingual: boolean;
+  /** Language token id to its code ("en"). */
+  readonly languages: Map<number, string>;
+  private readonly kv: KvName[];
+  private readonly heads: number;
+  private readonly headDim: number;
+
+  private constructor(
+    /** The stock pipeline the parts came from (profilers instrument its sessions). */
+    readonly asr: AutomaticSpeechRecognitionPipeline,
+    private readonly encoder: Session,
+    private readonly decoder: Session,
+    readonly generation: WhisperGenerationConfig,
+    readonly info: ModelInfo,
+  ) {
+    const config = asr.model.config as unknown as { d_model: number; decoder_attention_heads: number; vocab_size: number; max_source_positions: number };
+    this.rules = new WhisperRules(generation);
+    this.vocabSize = config.vocab_size;
+    this.frames = config.max_source_positions;
+    this.dModel = config.d_model;
+    this.heads = config.decoder_attention_heads;
+    this.headDim = config.d_model / config.decoder_attention_heads;
+    this.multilingual = Boolean(generation.is_multilingual);
+    this.languages = new Map(Object.entries(generation.lang_to_id ?? {}).map(([token, id]) => [id, token.slice(2, -2)]));
+    this.kv = decoder.inputNames
+      .filter((name) => name.startsWith("past_key_values."))
+      .map((past) => ({ past, present: past.replace("past_key_values", "present"), cross: past.includes(".encoder.") }));
+  }
+
+  static async load(spec: ModelSpec, threads: number, sessionOverrides: Record<string, unknown> = {}): Promise<WhisperModel> {
+    const before = process.memoryUsage().rss;
+    const asr = await pipeline("automatic-speech-recognition", spec.id, {
+      dtype: spec.dtype,
+      device: "cpu",
+      session_options: { ...sessionOptions(threads), ...sessionOverrides },
+    });
+    useFastLogMel((asr.processor as unknown as { feature_extractor: unknown }).feature_extractor);
+    const sessions = (asr.model as unknown as { sessions: Record<string, Session> }).sessions;
+    const encoder = sessions.model;
+    const decoder = sessions.decoder_model_merged;
+    if (!encoder || !decoder) throw new Error(`model ${spec.id} lacks encoder_model or decoder_model_merged (sessions: ${Object.keys(sessions).join(", ")})`);
+    for (const name of ["input_ids", "encoder_hidden_states", "use_cache_branch"]) {
+      if (!decoder.inputNames.includes(name)) throw new Error(`model ${spec.id}: decoder_model_merged has no input ${name}; only merged decoders with a KV cache are supported`);
+    }
+    const generation = (asr.model as unknown as { generation_config: WhisperGenerationConfig }).generation_config;
+    const info = { multilingual: Boolean(generation.is_multilingual), footprintBytes: Math.max(0, process.memoryUsage().rss - before) };
+    return new WhisperModel(asr, encoder, decoder, generation, info);
+  }
+
+  /** Log-mel features of up to 30 s of 16 kHz audio, padded as Whisper expects. */
+  async features(samples: Float32Array): Promise<ort.Tensor> {
+    const { input_features } = (await this.asr.processor(samples)) as { input_features: HfTensor };
+    return input_features.ort_tensor as unknown as ort.Tensor;
+  }
+
+  /** The encoder's output for one window, [frames, d_model]. */
+  async encode(samples: Float32Array): Promise<Float32Array> {
+    const input_features = await this.features(samples);
+    const out = await this.encoder.run({ input_features });
+    return out.last_hidden_state!.data as Float32Array;
+  }
+
+  decode(tokens: number[]): string {
+    return this.asr.tokenizer.decode(tokens, { skip_special_tokens: false });
+  }
+
+  encodeText(text: string): number[] {
+    return Array.from(this.asr.tokenizer.encode(text, { add_special_tokens: false }));
+  }
+
+  /** The initial tokens of a window: <|startoftranscript|> [<|lang|> <|task|>]. */
+  initTokens(language: string | null, task: "transcribe" | "translate"): number[] {
+    if (!this.multilingual) return [this.rules.sot];
+    const lang = this.generation.lang_to_id?.[`<|${language ?? "en"}|>`];
+    const taskId = this.generation.task_to_id?.[task];
+    if (lang === undefined) throw new Error(`the model has no language token for ${language}`);
+    if (taskId === undefined) throw new Error(`the model has no task token for ${task}`);
+    return [this.rules.sot, lang, taskId];
+  }
+
+  /** Bytes of state one row keeps while it decodes at `position` (cross and self K/V, encoder output). */
+  rowBytes(position: number): number {
+    const cross = this.kv.filter((k) => k.cross).length * this.heads * this.frames * this.headDim;
+    const self = this.kv.filter((k) => !k.cross).length * this.heads * position * this.headDim;
+    return 4 * (cross + self + this.frames * this.dModel + this.vocabSize);
+  }
+
+  /**
+   * The first decoder call of a group of rows: their initial tokens (all of one length) over their
+   * encoder outputs. Returns the last position's logits per row and the group's cache.
+   */
+  async prefill(encoded: Float32Array[], tokens: number[][]): Promise<{ logits: Float32Array[]; state: BatchState }> {
+    const rows = encoded.length;
+    const length = tokens[0]!.length;
+    const states = new Float32Array(rows * this.frames * this.dModel);
+    encoded.forEach((e, i) => states.set(e, i * this.frames * this.dModel));
+    const state: BatchState = {
+      rows,
+      encoderStates: new ort.Tensor("float32", states, [rows, this.frames, this.dModel]),
+      past: new Map(this.kv.map((k) => [k.past, new ort.Tensor("float32", new Float32Array(0), [rows, this.heads, 0, this.headDim])])),
+      position: 0,
+    };
+    const ids = BigInt64Array.from(tokens.flat().map(BigInt));
+    const logits = await this.run(state, new ort.Tensor("int64", ids, [rows, length]), false);
+    return { logits, state };
+  }
+
+  /** One step for every row of the group: each row's last token in, its next logits out. */
+  async step(state: BatchState, lastTokens: number[]): Promise<Float32Array[]> {
+    const ids = BigInt64Array.from(lastTokens.map(BigInt));
+    return this.run(state, new ort.Tensor("int64", ids, [state.rows, 1]), true);
+  }
+
+  private async run(state: BatchState, inputIds: ort.Tensor, cached: boolean): Promise<Float32Array[]> {
+    const feeds: Record<string, ort.Tensor> = {
+      input_ids: inputIds,
+      encoder_hidden_states: state.encoderStates,
+      use_cache_branch: new ort.Tensor("bool", Uint8Array.from([cached ? 1 : 0]), [1]),
+    };
+    for (const [name, tensor] of state.past) feeds[name] = tensor;
+    const out = await this.decoder.run(feeds);
+    for (const k of this.kv) {
+      // Later steps return no cross-attention K/V (or the same again): the first step's are kept.
+      if (!cached || !k.cross) state.past.set(k.past, out[k.present]!);
+    }
+    state.position += inputIds.dims[1]!;
+    const logits = out.logits!;
+    const seq = logits.dims[1]!;
+    const data = logits.data as Float32Array;
+    const V = this.vocabSize;
+    return Array.from({ length: state.rows }, (_, r) => data.subarray((r * seq + seq - 1) * V, (r * seq + seq) * V));
+  }
+
+  /** Keeps only the given rows (indices into the group, in order) of a group's state. */
+  static keepRows(state: BatchState, keep: number[]): void {
+    const pick = (t: ort.Tensor): ort.Tensor => {
+      const data = t.data as Float32Array;
+      const size = data.length / state.rows;
+      const out = new Float32Array(keep.length * size);
+      keep.forEach((r, i) => out.set(data.subarray(r * size, (r + 1) * size), i * size));
+      return new ort.Tensor("float32", out, [keep.length, ...t.dims.slice(1)]);
+    };
+    state.encoderStates = pick(state.encoderStates);
+    for (const [name, t] of state.past) state.past.set(name, pick(t));
+    state.rows = keep.length;
+  }
+}

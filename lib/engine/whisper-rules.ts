@@ -1,0 +1,129 @@
+import { WhisperTimeStampLogitsProcessor } from "@huggingface/transformers";
+
+/** The generation_config.json fields Whisper's decoding rules read. */
+export interface WhisperGenerationConfig {
+  decoder_start_token_id: number;
+  eos_token_id: number | number[];
+  no_timestamps_token_id: number;
+  suppress_tokens?: number[] | null;
+  begin_suppress_tokens?: number[] | null;
+  is_multilingual?: boolean;
+  lang_to_id?: Record<string, number>;
+  task_to_id?: Record<string, number>;
+  max_length?: number;
+  alignment_heads?: [number, number][];
+}
+
+export interface Pick {
+  token: number;
+  /** log-probability of the token under the processed distribution. */
+  logprob: number;
+}
+
+/**
+ * Whisper's decoding rules for one row, as transformers.js's generate() applies them for the ASR
+ * pipeline with timestamps (so that at batch 1 the engine returns the stock pipeline's tokens):
+ * suppress_tokens always; begin_suppress_tokens and "timestamps only" on the first generated token;
+ * <|notimestamps|> never; timestamps in pairs except right before end-of-text; and a timestamp
+ * whenever the timestamps together are more likely than the best text token.
+ *
+ * The last rule is decided on logits rather than log-probabilities (the softmax normaliser cancels:
+ * logsumexp(timestamp logits) against max(text logits)), which avoids a log_softmax over the whole
+ * vocabulary each step. When the two sides are within float32 rounding of each other, the library's
+ * own processor decides, so the result is the library's in every case.
+ */
+export class WhisperRules {
+  readonly eos: number;
+  readonly sot: number;
+  readonly noTimestamps: number;
+  readonly timestampBegin: number;
+  readonly maxLength: number;
+  private readonly suppress: Int32Array;
+  private readonly beginSuppress: Int32Array;
+  private readonly reference: WhisperTimeStampLogitsProcessor;
+  /** Steps decided by the library's processor because the fast comparison was too close to call. */
+  deferred = 0;
+
+  constructor(config: WhisperGenerationConfig) {
+    this.eos = Array.isArray(config.eos_token_id) ? config.eos_token_id[0]! : config.eos_token_id;
+    this.sot = config.decoder_start_token_id;
+    this.noTimestamps = config.no_timestamps_token_id;
+    this.timestampBegin = this.noTimestamps + 1;
+    this.maxLength = config.max_length ?? 448;
+    this.suppress = Int32Array.from(config.suppress_tokens ?? []);
+    this.beginSuppress = Int32Array.from(config.begin_suppress_tokens ?? []);
+    this.reference = new WhisperTimeStampLogitsProcessor(config as never, []);
+  }
+
+  /**
+   * Masks `logits` (one row's vocabulary, modified in place) for the next token after `generated`,
+   * the tokens this row has produced after its initial tokens.
+   */
+  apply(logits: Float32Array, generated: readonly number[]): void {
+    for (const id of this.suppress) logits[id] = -Infinity;
+    logits[this.noTimestamps] = -Infinity;
+    const n = generated.length;
+    if (n === 0) {
+      for (const id of this.beginSuppress) logits[id] = -Infinity;
+      logits.fill(-Infinity, 0, this.timestampBegin);
+      return;
+    }
+    const tsBegin = this.timestampBegin;
+    const lastWasTimestamp = generated[n - 1]! >= tsBegin;
+    const penultimateWasTimestamp = n < 2 || generated[n - 2]! >= tsBegin;
+    if (lastWasTimestamp) {
+      if (penultimateWasTimestamp) logits.fill(-Infinity, tsBegin);
+      else logits.fill(-Infinity, 0, this.eos);
+    }
+
+    let maxText = -Infinity;
+    let maxTs = -Infinity;
+    let sum = 0;
+    for (let j = 0; j < tsBegin; j++) {
+      const v = logits[j]!;
+      sum += v;
+      maxText = v > maxText ? v : maxText;
+    }
+    for (let j = tsBegin; j < logits.length; j++) {
+      const v = logits[j]!;
+      sum += v;
+      maxTs = v > maxTs ? v : maxTs;
+    }
+    // NaN or +inf anywhere: the library's arithmetic decides.
+    if (sum !== sum || maxText === Infinity || maxTs === Infinity) return this.defer(logits, generated);
+    if (maxTs === -Infinity || maxText === -Infinity) return;
+    let mass = 0;
+    for (let j = tsBegin; j < logits.length; j++) mass += Math.exp(logits[j]! - maxTs);
+    const margin = 1e-4 + 2 ** -22 * Math.abs(maxText - Math.max(maxText, maxTs));
+    const lead = maxTs + Math.log(mass) - maxText;
+    if (lead > margin) logits.fill(-Infinity, 0, tsBegin);
+    else if (lead >= -margin) this.defer(logits, generated);
+  }
+
+  private defer(logits: Float32Array, generated: readonly number[]): void {
+    this.deferred++;
+    const ref = this.reference as unknown as { begin_index: number; _call(ids: bigint[][], logits: unknown): unknown };
+    // The library counts from the sequence start; only the part after begin_index matters to it.
+    ref.begin_index = 1;
+    ref._call([[0n, ...generated.map(BigInt)]], [{ data: logits }]);
+  }
+
+  /** Greedy choice: the first maximum, as the library's sampler takes it, with its log-probability. */
+  static greedy(logits: Float32Array): Pick {
+    let best = 0;
+    let max = -Infinity;
+    for (let j = 0; j < logits.length; j++) {
+      if (logits[j]! > max) {
+        max = logits[j]!;
+        best = j;
+      }
+    }
+    let sum = 0;
+    for (let j = 0; j < logits.length; j++) sum += Math.exp(logits[j]! - max);
+    return { token: best, logprob: -Math.log(sum) };
+  }
+
+  isTimestamp(token: number): boolean {
+    return token >= this.timestampBegin;
+  }
+}
