@@ -134,6 +134,11 @@ describe("architecture-faithful tiny model", () => {
     expect(english.parameters / 1e6).toBeLessThan(38.1);
   });
 
+  it("ties the output projection to the token embedding, so the decoder files weigh what the hub's do (119 MB fp32, 30.7 MB int8)", () => {
+    expect(english.files["onnx/decoder_model_merged.onnx"]! / 1e6).toBeCloseTo(119, -1);
+    expect(english.files["onnx/decoder_model_merged_quantized.onnx"]! / 1e6).toBeCloseTo(30.7, 0);
+  });
+
   it("stores int8 variants at about a third of the fp32 size", () => {
     const fp32 = english.files["onnx/encoder_model.onnx"]! + english.files["onnx/decoder_model_merged.onnx"]!;
     const int8 = english.files["onnx/encoder_model_quantized.onnx"]! + english.files["onnx/decoder_model_merged_quantized.onnx"]!;

@@ -18,7 +18,7 @@ export const GENERATED_KINDS = ["micro", "tiny", "tiny.en", "base", "base.en", "
 export type GeneratedKind = (typeof GENERATED_KINDS)[number];
 
 /** Bump when the graphs or files change, so cached directories are rebuilt. */
-const GENERATOR_VERSION = 4;
+const GENERATOR_VERSION = 5;
 const OPSET = 17;
 export const DEFAULT_TOKENS_PER_WINDOW = 100;
 
@@ -104,10 +104,9 @@ export async function generateModel(options: GenerateOptions): Promise<Generated
     for (const [name, graph] of graphs) {
       options.log?.(`writing ${name}`);
       if (!quantized) parameters += graph.parameterCount;
-      files[name] = await writeModel(join(staging, name), graph, { producer: `slotscribe-generator-${GENERATOR_VERSION}`, opset: OPSET });
+      files[name] = await writeModel(join(staging, name), graph, { producer: `slotscribe-generator-${GENERATOR_VERSION}`, opset: OPSET, extraOpsets: [{ domain: "com.microsoft", version: 1 }] });
     }
   }
-  parameters -= plan.tiedParameters;
   await writeFile(join(staging, STAMP), JSON.stringify({ fingerprint, kind: options.kind, tokensPerWindow, parameters, files }, null, 2));
   await rm(path, { recursive: true, force: true });
   await mkdir(dirname(path), { recursive: true });
@@ -119,8 +118,6 @@ interface ModelPlan {
   jsonFiles: Record<string, object>;
   encoder(quantized: boolean): Graph;
   decoder(quantized: boolean): Graph;
-  /** The output projection repeats the token embedding, as Whisper ties the two. */
-  tiedParameters: number;
 }
 
 const PREPROCESSOR_CONFIG = {
@@ -175,7 +172,6 @@ async function planModel(kind: GeneratedKind, tokensPerWindow: number, metadataD
     },
     encoder: (quantized) => buildEncoder(dims, weights, quantized),
     decoder: (quantized) => buildDecoder(dims, weights, quantized, { tokensPerWindow, control }),
-    tiedParameters: vocabSize * arch.d_model,
   };
 }
 
@@ -201,7 +197,6 @@ function microPlan(): ModelPlan {
     // Nothing in the micro graphs is a weight matrix, so its "quantized" files are the same graphs.
     encoder: () => buildMicroEncoder(),
     decoder: () => buildMicroDecoder(layout),
-    tiedParameters: 0,
   };
 }
 

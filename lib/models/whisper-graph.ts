@@ -369,9 +369,9 @@ export function buildDecoder(dims: WhisperDims, weights: WeightSource, quantized
   const L = new Layers(o, P);
 
   const { positions, total } = queryPositions(io);
-  const tokenEmbedding = weights.random("decoder.embed_tokens.weight", dims.vocab_size * d);
+  const table = linearWeight(g, "decoder.embed_tokens.weight", weights.random("decoder.embed_tokens.weight", dims.vocab_size * d), [dims.vocab_size, d], quantized);
   const embedded = o.add(
-    embedTokens(g, tokenEmbedding, [dims.vocab_size, d], io.inputIds, quantized),
+    embedTokens(g, table, io.inputIds),
     g.op("Gather", [g.init("decoder.embed_positions.weight", floatTensor([dims.max_target_positions, d], weights.random("decoder.embed_positions.weight", dims.max_target_positions * d))), positions]),
   );
 
@@ -390,9 +390,7 @@ export function buildDecoder(dims: WhisperDims, weights: WeightSource, quantized
   }, embedded, causalMask);
   const x = L.layerNorm(hidden, "decoder.layer_norm", d);
 
-  const transposed = new Float32Array(d * dims.vocab_size);
-  for (let t = 0; t < dims.vocab_size; t++) for (let c = 0; c < d; c++) transposed[c * dims.vocab_size + t] = tokenEmbedding[t * d + c]!;
-  const rawLogits = applyLinear(g, x, linearWeight(g, "proj_out.weight", transposed, [d, dims.vocab_size], quantized));
+  const rawLogits = tiedProjection(io, x, table, d, dims.vocab_size);
 
   lengthControlLogits(io, positions, dims, options, rawLogits, "logits");
   declareDecoderOutputs(io, dims.decoder_layers, heads, headDim, dims.vocab_size);
@@ -400,10 +398,29 @@ export function buildDecoder(dims: WhisperDims, weights: WeightSource, quantized
 }
 
 /** Token embedding lookup; int8 variants store the table quantized, as quantize_dynamic does for Gather. */
-function embedTokens(g: Graph, table: Float32Array, dims: [number, number], ids: string, quantized: boolean): string {
-  const weight = linearWeight(g, "decoder.embed_tokens.weight", table, dims, quantized);
-  if (weight.kind === "fp32") return g.op("Gather", [weight.w, ids]);
-  return g.op("DequantizeLinear", [g.op("Gather", [weight.w, ids]), weight.scale, weight.zeroPoint]);
+function embedTokens(g: Graph, table: LinearWeight, ids: string): string {
+  if (table.kind === "fp32") return g.op("Gather", [table.w, ids]);
+  return g.op("DequantizeLinear", [g.op("Gather", [table.w, ids]), table.scale, table.zeroPoint]);
+}
+
+/**
+ * The output projection tied to the token embedding, as the current published exports store it: one
+ * [vocab, d] table serves the lookup and, transposed inside the product, the logits. A Gemm with
+ * transB (QGemm for int8) reads the table as it is; a Transpose node would be folded into a second,
+ * transposed copy when the session loads.
+ */
+function tiedProjection(io: DecoderIO, x: string, table: LinearWeight, d: number, vocab: number): string {
+  const { g, o } = io;
+  const rows = o.reshape(x, [-1, d]);
+  let logits: string;
+  if (table.kind === "fp32") {
+    logits = g.op("Gemm", [rows, table.w], { transB: { i: 1 } });
+  } else {
+    const [xq, xScale, xZero] = g.node("DynamicQuantizeLinear", [rows], {}, 3) as [string, string, string];
+    logits = g.node("QGemm", [xq, xScale, xZero, table.w, table.scale, table.zeroPoint], { transB: { i: 1 } }, 1, "com.microsoft")[0]!;
+  }
+  const shape = g.op("Concat", [o.slice(g.op("Shape", [x]), [0], [2], [0]), o.i64([vocab])], { axis: { i: 0 } });
+  return g.op("Reshape", [logits, shape]);
 }
 
 /**
