@@ -75,7 +75,11 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       const http = server as Server;
       const requestsDone = new Promise<void>((resolve) => http.close(() => resolve()));
       http.closeIdleConnections();
-      await Promise.all([services.close(graceMs), Promise.race([requestsDone, new Promise((r) => setTimeout(r, graceMs))])]);
+      // The timer is cleared once requests are done: left pending it would hold the process open
+      // for the whole grace period after everything had stopped.
+      let graceTimer: NodeJS.Timeout | undefined;
+      const graceOver = new Promise<void>((resolve) => (graceTimer = setTimeout(resolve, graceMs)));
+      await Promise.all([services.close(graceMs), Promise.race([requestsDone, graceOver]).finally(() => clearTimeout(graceTimer))]);
       http.closeAllConnections();
       log.info("stopped: jobs handed back, leases released");
       log.flush();
