@@ -57,7 +57,7 @@ export async function respondWithTranscript(
   const services = c.get("services");
   const requestId = c.get("requestId");
   const { transcription } = transcriberOf(services);
-  const transcript = await withUpload(services, requestId, form.file, (path) =>
+  const transcript = await withUpload(services, form.file, (path) =>
     transcription.transcribeFile(path, { id: requestId, model: form.model, language, task, signal: c.req.raw.signal }),
   );
   const rendered = renderTranscript(transcript, form.response_format);

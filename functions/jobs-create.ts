@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { createRoute } from "@hono/zod-openapi";
 import { AppError } from "../lib/errors.ts";
@@ -52,7 +53,11 @@ export default router().openapi(route, async (c) => {
   } else {
     const spooled = join(services.tempDir, `${id}.upload`);
     await saveUpload(services, body.file, spooled);
-    input = await services.blobs.save(id, spooled, { filename: body.file.name || "upload", bytes: body.file.size });
+    try {
+      input = await services.blobs.save(id, spooled, { filename: body.file.name || "upload", bytes: body.file.size });
+    } finally {
+      await rm(spooled, { force: true });
+    }
   }
 
   const record: JobRecord = {

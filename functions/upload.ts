@@ -6,6 +6,7 @@ import { pipeline } from "node:stream/promises";
 import type { ReadableStream as WebReadableStream } from "node:stream/web";
 import { z } from "@hono/zod-openapi";
 import { AppError } from "../lib/errors.ts";
+import { scratchName } from "../lib/scratch.ts";
 import type { Services } from "../lib/services.ts";
 
 export const FileField = z.instanceof(File, { message: "a file is required in the multipart field \"file\"" }).openapi({ type: "string", format: "binary", description: "The audio or video file." });
@@ -23,9 +24,9 @@ export async function saveUpload(services: Services, file: File, path: string): 
   }
 }
 
-/** Spools an upload to the request's own temp path, runs `use` on it and always removes it. */
-export async function withUpload<T>(services: Services, requestId: string, file: File, use: (path: string) => Promise<T>): Promise<T> {
-  const path = join(services.tempDir, `${requestId}.upload`);
+/** Spools an upload to a path of its own, runs `use` on it and always removes it. */
+export async function withUpload<T>(services: Services, file: File, use: (path: string) => Promise<T>): Promise<T> {
+  const path = join(services.tempDir, scratchName(".upload"));
   try {
     await saveUpload(services, file, path);
     return await use(path);

@@ -1,5 +1,4 @@
 import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { probeDurationSeconds } from "../audio/probe.ts";
 import type { SlotStore } from "../admission/ports.ts";
@@ -55,6 +54,8 @@ export interface JobRunnerDeps {
   policy: OutboundPolicy;
   maxDownloadBytes: number;
   downloadTimeoutMs: number;
+  /** Where each run gets a folder for its downloaded or fetched media. */
+  scratchDir: string;
   /** Jobs running at once on this instance; admission still decides when each may decode and infer. */
   concurrency: number;
   /** Jobs waiting beyond this are refused at submission. */
@@ -228,7 +229,7 @@ export class JobRunner {
     try {
       const job = await this.deps.store.update(id, (j) => ({ ...j, status: "running", startedAt: new Date().toISOString(), runs: j.runs + 1 }));
       if (!job) return;
-      scratch = await mkdtemp(join(tmpdir(), `slotscribe-${id}-`));
+      scratch = await mkdtemp(join(this.deps.scratchDir, `${id}-`));
       let path: string;
       if (job.input.kind === "url") {
         path = join(scratch, "input");
