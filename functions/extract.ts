@@ -8,7 +8,7 @@ import { downloadToFile, assertOutboundAllowed } from "../lib/net/safe-fetch.ts"
 import { scratchName } from "../lib/scratch.ts";
 import { transcriberOf } from "../lib/services.ts";
 import { errorResponses, router } from "./env.ts";
-import { FileField, saveUpload } from "./upload.ts";
+import { FileField, saveUpload, urlField } from "./upload.ts";
 
 const FORMATS = { wav: "audio/wav", mp3: "audio/mpeg", opus: "audio/ogg" } as const;
 const Format = z.enum(["wav", "mp3", "opus"]).default("wav").openapi({ description: "wav is 16 kHz mono PCM; opus comes in an Ogg container." });
@@ -21,7 +21,7 @@ export const route = createRoute({
     body: {
       content: {
         "multipart/form-data": { schema: z.object({ file: FileField, format: Format }) },
-        "application/json": { schema: z.object({ url: z.url({ protocol: /^https?$/ }), format: Format }) },
+        "application/json": { schema: z.object({ url: urlField("url"), format: Format }) },
       },
     },
   },
