@@ -60,6 +60,13 @@ describe("metrics and logs", () => {
     expect(text).not.toContain(KEY);
   });
 
+  it("reports the same slots in /readyz as in the plan", async () => {
+    const capacity = (await (await fetch(`${service.url}/v1/capacity`, { headers: auth })).json()) as { instance: { slots: number; transcriptions: { limit: number } } };
+    const ready = (await (await fetch(`${service.url}/readyz`)).json()) as { capacity: { slots: number } };
+    expect(ready.capacity.slots).toBe(capacity.instance.slots);
+    expect(capacity.instance.transcriptions.limit).toBe(2 * capacity.instance.slots);
+  });
+
   it("logs one JSON line per request with its request id, and never the key", async () => {
     const res = await fetch(`${service.url}/v1/models`, { headers: auth });
     const requestId = res.headers.get("x-request-id");

@@ -42,9 +42,9 @@ export interface CallbackPayload {
   };
 }
 
-/** The body for `job`; `now` stands in for a finish time the job lacks. */
+/** The body for `job`, linking to where it was submitted or else `publicUrl`; `now` stands in for a finish time the job lacks. */
 export function callbackPayload(job: JobRecord & { status: FinalStatus }, publicUrl: string, now: Date): CallbackPayload {
-  const self = `${publicUrl.replace(/\/+$/, "")}/v1/jobs/${job.id}`;
+  const self = `${(job.request.origin ?? publicUrl).replace(/\/+$/, "")}/v1/jobs/${job.id}`;
   return {
     type: `job.${job.status}`,
     timestamp: job.finishedAt ?? now.toISOString(),
