@@ -189,7 +189,12 @@ export class EmbeddedCallbackSender implements CallbackSender {
   /** Schedules the callback's next attempt at its stored time, unless one is already scheduled or under way. */
   #resume(jobId: string, callback: CallbackState): void {
     if (this.#timers.has(jobId) || this.#inFlight.has(jobId)) return;
-    const at = callback.nextAttemptAt === undefined ? Number.NaN : Date.parse(callback.nextAttemptAt);
+    // No time yet: the callback was written with the job's final status and was never attempted.
+    if (callback.nextAttemptAt === undefined) {
+      this.#setTimer(jobId, callback.attempts.length === 0 ? this.#firstDelayMs : 0);
+      return;
+    }
+    const at = Date.parse(callback.nextAttemptAt);
     this.#setTimer(jobId, Number.isFinite(at) ? Math.max(0, at - this.#now().getTime()) : 0);
   }
 
