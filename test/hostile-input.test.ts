@@ -90,7 +90,8 @@ const cases: Case[] = [
     { name: "JSON nested 100,000 levels", path, headers: JSON_TYPE, body: nestedArrays(20_000), status: 400, code: "invalid_request" },
     { name: "a url that is not http(s)", path, headers: JSON_TYPE, body: JSON.stringify({ url: "file:///etc/passwd" }), status: 400, code: "invalid_request" },
     { name: "a url of 20,000 characters", path, headers: JSON_TYPE, body: JSON.stringify({ url: `https://example.com/${"a".repeat(20_000)}` }), status: 400, code: "invalid_request" },
-    { name: "a JSON body of 1 MiB", path, headers: JSON_TYPE, body: JSON.stringify({ url: "https://example.com/a.mp3", pad: "x".repeat(2 ** 20) }), status: 413, code: "payload_too_large" },
+    // Small enough to be sent whole before the early answer (see send()); uploads over the limit are in service.test.ts.
+    { name: "a JSON body over 64 KiB", path, headers: JSON_TYPE, body: JSON.stringify({ url: "https://example.com/a.mp3", pad: "x".repeat(100 * 1024) }), status: 413, code: "payload_too_large" },
   ]),
   // What a job stores and repeats in every callback.
   { name: "metadata nested 10,000 levels (JSON)", path: "/v1/jobs", headers: JSON_TYPE, body: `{"url":"https://example.com/a.mp3","metadata":${nested(10_000)}}`, status: 400, code: "invalid_request", message: /metadata/ },
@@ -112,7 +113,6 @@ const cases: Case[] = [
   { name: "a temperature that is not a number", path: "/v1/audio/transcriptions", headers: MULTIPART, body: multipart([file, { name: "temperature", data: "hot" }]), status: 400, code: "invalid_request" },
   { name: "a callback_url that is not http(s)", path: "/v1/jobs", headers: MULTIPART, body: multipart([file, { name: "callback_url", data: "gopher://example.com" }]), status: 400, code: "invalid_request" },
   { name: "a callback to a private address", path: "/v1/jobs", headers: MULTIPART, body: multipart([file, { name: "callback_url", data: "http://169.254.169.254/latest" }]), status: 403, code: "forbidden" },
-  { name: "an upload over MAX_UPLOAD_BYTES", path: "/v1/audio/transcriptions", headers: MULTIPART, body: multipart([{ ...file, data: Buffer.alloc(13 * 2 ** 20) }]), status: 413, code: "payload_too_large" },
   // Headers.
   { name: "an Idempotency-Key with control characters", path: "/v1/jobs", headers: { ...MULTIPART, "idempotency-key": "a\tb" }, body: multipart([file]), status: 400, code: "invalid_request", message: /Idempotency-Key/ },
   { name: "an Idempotency-Key of 1,000 characters", path: "/v1/jobs", headers: { ...MULTIPART, "idempotency-key": "k".repeat(1000) }, body: multipart([file]), status: 400, code: "invalid_request", message: /Idempotency-Key/ },
@@ -132,9 +132,9 @@ const unauthenticated: Case[] = [
 ];
 
 async function send(c: Pick<Case, "path" | "method" | "headers" | "body">, withAuth = true): Promise<Response> {
-  // A body refused by its length is answered before it has all arrived, and the server then drops
-  // the connection without saying so; fetch would send the next request on it (an open finding).
-  const tooLarge = c.body !== undefined && c.body.length > 64 * 1024;
+  // A body refused by its length is answered before it is read, and the server then drops the
+  // connection without saying so; fetch would send the next request on it (an open finding).
+  const tooLarge = c.body !== undefined && c.body.length > 64 * 1024 && c.headers?.["content-type"] === JSON_TYPE["content-type"];
   return fetch(`${service.url}${c.path}`, {
     method: c.method ?? "POST",
     headers: { ...(withAuth ? auth : {}), ...c.headers, ...(tooLarge ? { connection: "close" } : {}) },
