@@ -17,7 +17,7 @@ WORKDIR /app
 # onnxruntime-node ships its CPU binaries in the package; its install script would only fetch CUDA.
 ENV ONNXRUNTIME_NODE_INSTALL=skip \
     npm_config_update_notifier=false
-COPY package.json package-lock.json .npmrc ./
+COPY package.json package-lock.json ./
 # --ignore-scripts, not --omit=optional: the optional ffmpeg-static downloads a binary in its install
 # script (the image uses Debian's ffmpeg instead), but esbuild's and sharp's platform binaries are
 # optional dependencies too, and tsx and transformers.js need them. esbuild's script is re-run so a

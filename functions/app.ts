@@ -23,6 +23,8 @@ import statusPage from "./status-page.ts";
 import transcriptions from "./transcriptions.ts";
 import translations from "./translations.ts";
 
+const JSON_BODY_MAX_BYTES = 64 * 1024;
+
 /** The whole HTTP API over the given services; tests call app.request() on it in process. */
 export function createApp(services: Services): OpenAPIHono<AppEnv> {
   const app = new OpenAPIHono<AppEnv>();
@@ -38,6 +40,15 @@ export function createApp(services: Services): OpenAPIHono<AppEnv> {
       },
     }),
   );
+  // A JSON request is a URL and a few fields; only uploads may be large. (QStash's deliveries to
+  // /internal/ may carry a whole transcript and are signed, so they keep the upload limit.)
+  const jsonLimit = bodyLimit({
+    maxSize: JSON_BODY_MAX_BYTES,
+    onError: () => {
+      throw new AppError("payload_too_large", `A JSON body may be at most ${JSON_BODY_MAX_BYTES} bytes.`);
+    },
+  });
+  app.use("/v1/*", (c, next) => (/^application\/([\w.-]+\+)?json/i.test(c.req.header("content-type") ?? "") ? jsonLimit(c, next) : next()));
   if (services.workerForwarder) {
     // Registered ahead of the routes for the same paths, which would parse the whole upload here.
     for (const path of WORKER_PATHS) app.post(path, forwardToWorker(services.workerForwarder));

@@ -6,12 +6,12 @@ import { renderTranscript } from "../lib/formats.ts";
 import { transcriberOf } from "../lib/services.ts";
 import { RESPONSE_FORMATS } from "../lib/transcript.ts";
 import type { AppEnv } from "./env.ts";
-import { FileField, withUpload } from "./upload.ts";
+import { FileField, ModelField, withUpload } from "./upload.ts";
 
 /** The multipart fields OpenAI's audio endpoints take; unknown fields are ignored as OpenAI does. */
 export const AudioForm = z.object({
   file: FileField,
-  model: z.string().default("whisper-1").openapi({ example: "whisper-1" }),
+  model: ModelField,
   prompt: z.string().optional().openapi({ description: "Accepted for compatibility; not used for conditioning yet." }),
   response_format: z.enum(RESPONSE_FORMATS).default("json"),
   temperature: z.coerce.number().min(0).max(1).optional().openapi({ description: "Accepted for compatibility; decoding is greedy." }),
@@ -57,7 +57,7 @@ export async function respondWithTranscript(
   const services = c.get("services");
   const requestId = c.get("requestId");
   const { transcription } = transcriberOf(services);
-  const transcript = await withUpload(services, requestId, form.file, (path) =>
+  const transcript = await withUpload(services, form.file, (path) =>
     transcription.transcribeFile(path, { id: requestId, model: form.model, language, task, signal: c.req.raw.signal }),
   );
   const rendered = renderTranscript(transcript, form.response_format);

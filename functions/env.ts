@@ -1,8 +1,9 @@
 import { OpenAPIHono, z } from "@hono/zod-openapi";
-import { AppError, ERROR_STATUS } from "../lib/errors.ts";
+import { AppError, ERROR_STATUS, type ErrorCode } from "../lib/errors.ts";
 import type { Services } from "../lib/services.ts";
 
-export type AppEnv = { Variables: { services: Services; requestId: string } };
+/** errorCode: set when the request failed, for its log line. */
+export type AppEnv = { Variables: { services: Services; requestId: string; errorCode?: ErrorCode } };
 
 /** A router whose validation failures take the same path as every other error. */
 export function router(): OpenAPIHono<AppEnv> {

@@ -5,9 +5,10 @@ import { Readable } from "node:stream";
 import { createRoute, z } from "@hono/zod-openapi";
 import { AppError } from "../lib/errors.ts";
 import { downloadToFile, assertOutboundAllowed } from "../lib/net/safe-fetch.ts";
+import { scratchName } from "../lib/scratch.ts";
 import { transcriberOf } from "../lib/services.ts";
 import { errorResponses, router } from "./env.ts";
-import { FileField, saveUpload } from "./upload.ts";
+import { FileField, saveUpload, urlField } from "./upload.ts";
 
 const FORMATS = { wav: "audio/wav", mp3: "audio/mpeg", opus: "audio/ogg" } as const;
 const Format = z.enum(["wav", "mp3", "opus"]).default("wav").openapi({ description: "wav is 16 kHz mono PCM; opus comes in an Ogg container." });
@@ -20,7 +21,7 @@ export const route = createRoute({
     body: {
       content: {
         "multipart/form-data": { schema: z.object({ file: FileField, format: Format }) },
-        "application/json": { schema: z.object({ url: z.url({ protocol: /^https?$/ }), format: Format }) },
+        "application/json": { schema: z.object({ url: urlField("url"), format: Format }) },
       },
     },
   },
@@ -32,13 +33,12 @@ export const route = createRoute({
 
 export default router().openapi(route, async (c) => {
   const services = c.get("services");
-  const requestId = c.get("requestId");
   const contentType = c.req.header("content-type") ?? "";
   const body = contentType.includes("application/json") ? c.req.valid("json") : contentType.includes("multipart/form-data") ? c.req.valid("form") : null;
   if (!body) throw new AppError("unsupported_media", "Send multipart/form-data (with a file) or application/json (with a url).");
 
-  const input = join(services.tempDir, `${requestId}.input`);
-  const output = join(services.tempDir, `${requestId}.${body.format === "opus" ? "ogg" : body.format}`);
+  const input = join(services.tempDir, scratchName(".input"));
+  const output = join(services.tempDir, scratchName(`.${body.format === "opus" ? "ogg" : body.format}`));
   const cleanup = () => Promise.all([rm(input, { force: true }), rm(output, { force: true })]);
   try {
     if ("url" in body) {

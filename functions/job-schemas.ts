@@ -1,21 +1,45 @@
 import { z } from "@hono/zod-openapi";
 import { RESPONSE_FORMATS } from "../lib/transcript.ts";
-import { FileField } from "./upload.ts";
+import { FileField, ModelField, urlField } from "./upload.ts";
+
+/** Metadata is stored with the job and repeated in every callback: kept small and shallow. */
+export const METADATA_MAX_BYTES = 16 * 1024;
+export const METADATA_MAX_DEPTH = 16;
+
+function tooDeep(value: unknown, levelsLeft: number): boolean {
+  if (typeof value !== "object" || value === null) return false;
+  if (levelsLeft === 0) return true;
+  return Object.values(value).some((v) => tooDeep(v, levelsLeft - 1));
+}
+
+/** Why `metadata` cannot be kept, or null. The depth is checked first: serializing a deep value overflows the stack. */
+function metadataProblem(value: Record<string, unknown>): string | null {
+  if (tooDeep(value, METADATA_MAX_DEPTH)) return `metadata may nest at most ${METADATA_MAX_DEPTH} levels deep`;
+  if (Buffer.byteLength(JSON.stringify(value)) > METADATA_MAX_BYTES) return `metadata may be at most ${METADATA_MAX_BYTES} bytes as JSON`;
+  return null;
+}
 
 const common = {
-  model: z.string().default("whisper-1"),
+  model: ModelField,
   language: z.string().optional(),
   task: z.enum(["transcribe", "translate"]).default("transcribe"),
   response_format: z.enum(RESPONSE_FORMATS).default("json"),
-  callback_url: z.url({ protocol: /^https?$/, message: "callback_url must be an http(s) URL" }).optional(),
+  callback_url: urlField("callback_url").optional(),
 };
 
 export const JobJsonBody = z
   .object({
-    url: z.url({ protocol: /^https?$/, message: "url must be an http(s) URL" }).openapi({ description: "Media URL to fetch (SSRF-protected)." }),
+    url: urlField("url").openapi({ description: "Media URL to fetch (SSRF-protected)." }),
     ...common,
     callback_include_result: z.boolean().default(false),
-    metadata: z.record(z.string(), z.unknown()).optional().openapi({ description: "Echoed back on the job and in callbacks." }),
+    metadata: z
+      .record(z.string(), z.unknown())
+      .optional()
+      .superRefine((value, ctx) => {
+        const problem = value === undefined ? null : metadataProblem(value);
+        if (problem) ctx.addIssue({ code: "custom", message: problem });
+      })
+      .openapi({ description: `Echoed back on the job and in callbacks; at most ${METADATA_MAX_BYTES} bytes as JSON, ${METADATA_MAX_DEPTH} levels deep.` }),
   })
   .openapi("JobFromUrl");
 
@@ -29,14 +53,26 @@ export const JobForm = z
       .optional()
       .transform((s, ctx) => {
         if (s === undefined) return undefined;
+        if (Buffer.byteLength(s) > METADATA_MAX_BYTES) {
+          ctx.addIssue({ code: "custom", message: `metadata may be at most ${METADATA_MAX_BYTES} bytes as JSON` });
+          return z.NEVER;
+        }
+        let parsed: unknown;
         try {
-          const parsed: unknown = JSON.parse(s);
-          if (parsed && typeof parsed === "object" && !Array.isArray(parsed)) return parsed as Record<string, unknown>;
+          parsed = JSON.parse(s);
         } catch {
           // Reported below.
         }
-        ctx.addIssue({ code: "custom", message: "metadata must be a JSON object" });
-        return z.NEVER;
+        if (!parsed || typeof parsed !== "object" || Array.isArray(parsed)) {
+          ctx.addIssue({ code: "custom", message: "metadata must be a JSON object" });
+          return z.NEVER;
+        }
+        const problem = metadataProblem(parsed as Record<string, unknown>);
+        if (problem) {
+          ctx.addIssue({ code: "custom", message: problem });
+          return z.NEVER;
+        }
+        return parsed as Record<string, unknown>;
       }),
   })
   .openapi("JobFromUpload");

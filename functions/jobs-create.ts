@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { createRoute } from "@hono/zod-openapi";
 import { AppError } from "../lib/errors.ts";
@@ -31,7 +32,8 @@ export default router().openapi(route, async (c) => {
   const body = contentType.includes("application/json") ? c.req.valid("json") : contentType.includes("multipart/form-data") ? c.req.valid("form") : null;
   if (!body) throw new AppError("unsupported_media", "Send the job as multipart/form-data (with a file) or as application/json (with a url).");
 
-  catalog.resolve(body.model);
+  // Recorded as resolved, so the job shows the model that runs it, not the "whisper-1" alias.
+  const model = catalog.resolve(body.model).name;
   const language = checkLanguage(body.language);
   if (body.callback_url) {
     if (!services.webhookSecrets.length) {
@@ -52,20 +54,26 @@ export default router().openapi(route, async (c) => {
   } else {
     const spooled = join(services.tempDir, `${id}.upload`);
     await saveUpload(services, body.file, spooled);
-    input = await services.blobs.save(id, spooled, { filename: body.file.name || "upload", bytes: body.file.size });
+    try {
+      input = await services.blobs.save(id, spooled, { filename: body.file.name || "upload", bytes: body.file.size });
+    } finally {
+      await rm(spooled, { force: true });
+    }
   }
 
   const record: JobRecord = {
     id,
     status: "queued",
     request: {
-      model: body.model,
+      model,
       language,
       task: body.task,
       responseFormat: body.response_format,
       callbackUrl: body.callback_url,
       callbackIncludeResult: body.callback_include_result,
       metadata: body.metadata,
+      // Without PUBLIC_URL the callback's links use the address the client reached us at.
+      ...(services.config.PUBLIC_URL ? {} : { origin: new URL(c.req.url).origin }),
     },
     input,
     idempotencyKey,

@@ -1,6 +1,7 @@
 import type { Context, MiddlewareHandler } from "hono";
+import { HTTPException } from "hono/http-exception";
 import { presentedKey } from "../lib/auth.ts";
-import { AppError, errorBody, isAppError } from "../lib/errors.ts";
+import { AppError, ERROR_STATUS, errorBody, isAppError, type ErrorCode } from "../lib/errors.ts";
 import { newRequestId, type Services } from "../lib/services.ts";
 import type { AppEnv } from "./env.ts";
 
@@ -40,20 +41,41 @@ export function logRequests(): MiddlewareHandler<AppEnv> {
     const seconds = (performance.now() - started) / 1000;
     metrics.httpDuration.observe({ method: c.req.method, route: c.req.routePath, status: String(c.res.status) }, seconds);
     const level = c.res.status >= 500 ? "error" : "info";
-    log[level]({ requestId: c.get("requestId"), method: c.req.method, path: c.req.path, status: c.res.status, ms: Math.round(performance.now() - started) }, "request");
+    const error = c.get("errorCode");
+    log[level]({ requestId: c.get("requestId"), method: c.req.method, path: c.req.path, status: c.res.status, ...(error ? { error } : {}), ms: Math.round(performance.now() - started) }, "request");
   };
 }
 
 /** The one error handler: every failure leaves as the same JSON shape with the request id. */
 export function handleError(err: Error, c: Context<AppEnv>): Response {
   const requestId = c.get("requestId") ?? newRequestId();
-  const appError = isAppError(err) ? err : new AppError("internal", err.message, { cause: err });
+  const appError = isAppError(err) ? err : err instanceof HTTPException && err.status < 500 ? clientError(err) : new AppError("internal", err.message, { cause: err });
+  c.set("errorCode", appError.code);
   if (appError.code === "internal") {
     c.get("services")?.log.error({ requestId, err: err.stack ?? err.message, cause: describeCause(err) }, "unhandled error");
   }
   c.get("services")?.metrics.errors.inc({ code: appError.code });
   if (appError.retryAfterSeconds !== undefined) c.header("retry-after", String(appError.retryAfterSeconds));
   return c.json(errorBody(appError, requestId), appError.status);
+}
+
+/**
+ * Hono's validators refuse a body they cannot parse (a multipart body without its boundary or
+ * closing line, malformed JSON) or a media type the route does not take: the client's mistake,
+ * said in the service's own words.
+ */
+function clientError(err: HTTPException): AppError {
+  const options = { cause: err };
+  if (err.status === 415) {
+    return new AppError("unsupported_media", "Unsupported Content-Type: send multipart/form-data with a file (or application/json with a url where the endpoint takes one).", options);
+  }
+  if (err.status === 413) return new AppError("payload_too_large", "The request body is too large.", options);
+  if (/FormData/.test(err.message)) {
+    return new AppError("invalid_request", "The multipart/form-data body is malformed: it needs the boundary from its Content-Type and must end with the closing boundary line.", options);
+  }
+  if (/JSON/.test(err.message)) return new AppError("invalid_request", "The request body is not valid JSON.", options);
+  const code = (Object.keys(ERROR_STATUS) as ErrorCode[]).find((k) => ERROR_STATUS[k] === err.status) ?? "invalid_request";
+  return new AppError(code, err.message || "Invalid request.", options);
 }
 
 function describeCause(err: Error): string | undefined {

@@ -8,7 +8,12 @@ const Readiness = z
     ready: z.boolean(),
     role: z.enum(ROLES),
     models: z.array(z.object({ id: z.string(), dtype: z.string(), state: z.enum(["loading", "ready", "failed"]), error: z.string().optional() })),
-    capacity: z.object({ slots: z.number(), inUse: z.number(), queued: z.number(), queueSize: z.number() }),
+    capacity: z.object({
+      slots: z.number().openapi({ description: "The slot plan's slots: windows in inference at once" }),
+      inUse: z.number().openapi({ description: "Slots in use" }),
+      queued: z.number().openapi({ description: "Requests waiting for room to start" }),
+      queueSize: z.number(),
+    }),
   })
   .openapi("Readiness");
 export type ReadinessResponse = z.infer<typeof Readiness>;
@@ -32,9 +37,9 @@ export default router().openapi(route, async (c) => {
   let body: ReadinessResponse;
   if (transcriber) {
     const models = transcriber.engine.modelStates().map((m) => ({ id: m.model.id, dtype: m.model.dtype, state: m.state, error: m.error }));
-    const stats = transcriber.admission.stats;
-    const ready = !draining && models.length > 0 && models.every((m) => m.state === "ready") && stats.queued < config.QUEUE_SIZE;
-    body = { ready, role, models, capacity: { ...stats, queueSize: config.QUEUE_SIZE } };
+    const { queued } = transcriber.admission.stats;
+    const ready = !draining && models.length > 0 && models.every((m) => m.state === "ready") && queued < config.QUEUE_SIZE;
+    body = { ready, role, models, capacity: { slots: transcriber.plan.slots, inUse: transcriber.compute.stats.inUse, queued, queueSize: config.QUEUE_SIZE } };
   } else {
     // An api instance has no model to wait for and no queue of its own: it can work once the
     // stores it shares with the workers answer (jobs, uploads and slots live in the same Redis).

@@ -1,10 +1,12 @@
 import { serve, type ServerType } from "@hono/node-server";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import type { Duplex } from "node:stream";
 import type { Config } from "../lib/config.ts";
+import { AppError, errorBody } from "../lib/errors.ts";
 import { formatBytes } from "../lib/capacity/machine.ts";
 import type { Logger } from "../lib/log.ts";
-import { createServices, type Services } from "../lib/services.ts";
+import { createServices, newRequestId, type Services } from "../lib/services.ts";
 import { createApp } from "./app.ts";
 
 /** Where a client on this machine reaches a server listening on `host` (a wildcard is not an address to connect to). */
@@ -12,6 +14,23 @@ function reachableHost(host: string): string {
   if (host === "0.0.0.0") return "127.0.0.1";
   if (host === "::") return "[::1]";
   return host.includes(":") ? `[${host}]` : host;
+}
+
+/**
+ * Requests Node's HTTP parser refuses (headers over its 16 KiB limit, a broken request line) never
+ * reach the app; they still get the service's error shape instead of an empty 400 or 431.
+ */
+function answerUnparsableRequest(err: NodeJS.ErrnoException, socket: Duplex): void {
+  if (!socket.writable || err.code === "ECONNRESET") {
+    socket.destroy();
+    return;
+  }
+  const requestId = newRequestId();
+  const message = err.code === "HPE_HEADER_OVERFLOW" ? "The request headers are too large." : "The request is not valid HTTP.";
+  const body = JSON.stringify(errorBody(new AppError("invalid_request", message), requestId));
+  socket.end(
+    `HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-request-id: ${requestId}\r\nconnection: close\r\n\r\n${body}`,
+  );
 }
 
 export interface RunningServer {
@@ -36,6 +55,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       () => resolve(s),
     );
   });
+  (server as Server).on("clientError", answerUnparsableRequest);
   const { port } = server.address() as AddressInfo;
   const url = `http://${reachableHost(config.HOST)}:${port}`;
   const services = await createServices(config, log, { listenUrl: url });
@@ -75,7 +95,11 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       const http = server as Server;
       const requestsDone = new Promise<void>((resolve) => http.close(() => resolve()));
       http.closeIdleConnections();
-      await Promise.all([services.close(graceMs), Promise.race([requestsDone, new Promise((r) => setTimeout(r, graceMs))])]);
+      // The timer is cleared once requests are done: left pending it would hold the process open
+      // for the whole grace period after everything had stopped.
+      let graceTimer: NodeJS.Timeout | undefined;
+      const graceOver = new Promise<void>((resolve) => (graceTimer = setTimeout(resolve, graceMs)));
+      await Promise.all([services.close(graceMs), Promise.race([requestsDone, graceOver]).finally(() => clearTimeout(graceTimer))]);
       http.closeAllConnections();
       log.info("stopped: jobs handed back, leases released");
       log.flush();

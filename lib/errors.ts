@@ -55,12 +55,19 @@ export interface ErrorBody {
   };
 }
 
+/** Messages may quote what a client sent; a huge field is not repeated whole. */
+const MESSAGE_MAX_CHARS = 1024;
+
+function cut(message: string): string {
+  return message.length <= MESSAGE_MAX_CHARS ? message : `${message.slice(0, MESSAGE_MAX_CHARS)}... (${message.length - MESSAGE_MAX_CHARS} more characters)`;
+}
+
 export function errorBody(err: AppError, requestId: string): ErrorBody {
   return {
     error: {
       code: err.code,
       // Internal messages may carry paths or upstream text: the client gets a generic one.
-      message: err.code === "internal" ? "Internal server error" : err.message,
+      message: err.code === "internal" ? "Internal server error" : cut(err.message),
       request_id: requestId,
       ...(err.details && err.code !== "internal" ? { details: err.details } : {}),
     },

@@ -1,6 +1,5 @@
-import { mkdtemp, rm } from "node:fs/promises";
-import { hostname, tmpdir } from "node:os";
-import { join } from "node:path";
+import { rm } from "node:fs/promises";
+import { hostname } from "node:os";
 import { randomUUID } from "node:crypto";
 import { Limiter } from "./admission/limiter.ts";
 import { EmbeddedSlotStore } from "./admission/embedded-slot-store.ts";
@@ -28,6 +27,7 @@ import { TranscriptionService } from "./transcription-service.ts";
 import { EmbeddedCallbackSender, type CallbackSender } from "./webhooks/delivery.ts";
 import { parseSchedule } from "./webhooks/retry-schedule.ts";
 import { parseWebhookSecrets } from "./webhooks/standard-webhooks.ts";
+import { openScratch } from "./scratch.ts";
 
 /**
  * What an instance that transcribes (ROLE all or worker) has: the slot plan, the inference thread
@@ -57,7 +57,10 @@ export interface Services {
   slots: SlotStore;
   metrics: Metrics;
   apiKeys: ApiKeys;
-  /** Uploads are spooled here and removed when their request ends. */
+  /**
+   * This process's scratch folder under DATA_DIR: uploads are spooled here and removed when their
+   * request ends; job media is downloaded here while the job runs.
+   */
   tempDir: string;
   jobs: JobStore;
   blobs: InputBlobs;
@@ -126,7 +129,9 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
       clusterWaitMs: config.QUEUE_TIMEOUT,
     }),
   };
-  const tempDir = await mkdtemp(join(tmpdir(), "slotscribe-"));
+  const scratch = await openScratch(config.DATA_DIR);
+  if (scratch.swept) log.info({ removed: scratch.swept }, "scratch files of an earlier process removed");
+  const tempDir = scratch.dir;
 
   const policy = parseAllowlist(config.OUTBOUND_ALLOWLIST);
   const webhookSecrets = config.WEBHOOK_SECRET ? parseWebhookSecrets(config.WEBHOOK_SECRET) : [];
@@ -176,6 +181,7 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
     maxDeferMs: config.JOB_DEFER_MAX_DELAY,
     maxDownloadBytes: config.MAX_DOWNLOAD_BYTES,
     downloadTimeoutMs: config.DOWNLOAD_TIMEOUT,
+    scratchDir: tempDir,
     concurrency: transcriber?.admission.stats.slots ?? 0,
     queueSize: config.JOB_QUEUE_SIZE,
     log,

@@ -260,7 +260,7 @@ describe("signed callbacks", () => {
   let service: ServiceProcess;
   let receiver: Server;
   let receiverUrl: string;
-  const deliveries: { id: string; verified: boolean; status: number; body: { type: string; data: { id: string; result?: unknown } } }[] = [];
+  const deliveries: { id: string; verified: boolean; status: number; body: { type: string; data: { id: string; result?: unknown; links: { self: string } } } }[] = [];
   let failuresLeft = 0;
 
   beforeAll(async () => {
@@ -335,6 +335,23 @@ describe("signed callbacks", () => {
       if (!deliveries.some((d) => d.body.data.id === view.id)) throw new Error("no delivery yet");
     });
     expect(deliveries[0]!.body.data.result).toMatchObject({ text: "delta" });
+  });
+
+  it("without PUBLIC_URL, behind a wildcard address, links to where the client sent the job, and names the model that ran", async () => {
+    deliveries.length = 0;
+    const wildcard = await jobsService({ HOST: "0.0.0.0" });
+    try {
+      const base = `http://localhost:${new URL(wildcard.url).port}`;
+      const view = (await (await submitUpload(base, await tones("cb.wav", [{ word: "charlie", seconds: 4 }]), { callback_url: receiverUrl })).json()) as JobView & { model: string };
+      expect(view.links.self).toBe(`${base}/v1/jobs/${view.id}`);
+      expect(view.model).toBe("generated/whisper-micro");
+      await eventually(() => {
+        if (!deliveries.some((d) => d.body.data.id === view.id)) throw new Error("no delivery yet");
+      });
+      expect(deliveries[0]!.body.data).toMatchObject({ links: { self: `${base}/v1/jobs/${view.id}`, result: `${base}/v1/jobs/${view.id}/result` } });
+    } finally {
+      await wildcard.stop();
+    }
   });
 
   it("calls back when a job is canceled, and the cancellation frees its slot at once", async () => {

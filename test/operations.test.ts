@@ -60,6 +60,13 @@ describe("metrics and logs", () => {
     expect(text).not.toContain(KEY);
   });
 
+  it("reports the same slots in /readyz as in the plan", async () => {
+    const capacity = (await (await fetch(`${service.url}/v1/capacity`, { headers: auth })).json()) as { instance: { slots: number; transcriptions: { limit: number } } };
+    const ready = (await (await fetch(`${service.url}/readyz`)).json()) as { capacity: { slots: number } };
+    expect(ready.capacity.slots).toBe(capacity.instance.slots);
+    expect(capacity.instance.transcriptions.limit).toBe(2 * capacity.instance.slots);
+  });
+
   it("logs one JSON line per request with its request id, and never the key", async () => {
     const res = await fetch(`${service.url}/v1/models`, { headers: auth });
     const requestId = res.headers.get("x-request-id");
@@ -72,6 +79,17 @@ describe("metrics and logs", () => {
 });
 
 describe("graceful shutdown", () => {
+  it("on SIGTERM an idle server exits 0 as soon as it has stopped, not when the grace period ends", async () => {
+    const service = await startService(env(join(work, "data-idle"), { SHUTDOWN_GRACE: "60s" }));
+    expect((await fetch(`${service.url}/healthz`)).status).toBe(200);
+    // Far below the grace, far above any start-up jitter: only a leftover grace timer could take this long.
+    const graceNotOver = new Promise<"grace">((resolve) => setTimeout(() => resolve("grace"), 30_000).unref());
+    const outcome = await Promise.race([service.stop("SIGTERM"), graceNotOver]);
+    if (outcome === "grace") service.child.kill("SIGKILL");
+    expect(outcome).toBe(0);
+    expect(service.logs.some((l) => l.msg === "stopped: jobs handed back, leases released")).toBe(true);
+  });
+
   it("on SIGTERM hands a job still running after the grace period back to the queue and exits 0; the next start finishes it", async () => {
     const dataDir = join(work, "data-shutdown");
     let service = await startService(env(dataDir, { SHUTDOWN_GRACE: "2s", SLOTS: "1" }));

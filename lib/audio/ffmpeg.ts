@@ -183,7 +183,7 @@ export function decodeToPcm(input: string, opts: DecodeOptions = {}): PcmStream 
       const ffmpegPath = opts.ffmpegPath ?? (await resolveFfmpeg()).path;
       signal?.throwIfAborted();
       proc = startFfmpeg(ffmpegPath, [
-        ...inputArgs(inputSpec(input)),
+        ...inputArgs(input),
         ...monoOutputArgs(opts.maxDurationSeconds),
         "-c:a", "pcm_f32le", "-f", "f32le", "pipe:1",
       ]);
@@ -250,7 +250,7 @@ export async function extractAudio(
   await assertNotEmpty(input);
   const args = [
     "-nostats", "-progress", "pipe:1",
-    ...inputArgs(inputSpec(input)),
+    ...inputArgs(input),
     ...monoOutputArgs(opts.maxDurationSeconds),
     // Phone videos carry location and device tags that have no place in an extracted track.
     "-map_metadata", "-1",
@@ -356,12 +356,19 @@ function inputSpec(input: string): string {
   return `file:${path.resolve(input)}`;
 }
 
-function inputArgs(spec: string): string[] {
+function inputArgs(input: string): string[] {
+  return ["-nostdin", "-hide_banner", "-loglevel", "error", ...untrustedInputArgs(input)];
+}
+
+/**
+ * The input options for a file a client gave us: every ffmpeg run that reads one goes through this,
+ * so none can follow a playlist or concat script inside it to the network or to other files.
+ */
+export function untrustedInputArgs(input: string): string[] {
   return [
-    "-nostdin", "-hide_banner", "-loglevel", "error",
     "-protocol_whitelist", "file",
     "-format_whitelist", ALLOWED_DEMUXERS.join(","),
-    "-i", spec,
+    "-i", inputSpec(input),
   ];
 }
 

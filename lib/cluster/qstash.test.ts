@@ -311,6 +311,19 @@ describe("QStashCallbackSender", () => {
     ]);
   });
 
+  it("hands over at start a callback that an instance which died after finishing the job never published, and only that", async () => {
+    const { destination, store, emulator, sender } = await setupCallbacks(() => 204);
+    await store.create(finishedJob("job_lost", { callbackUrl: destination.url }, { callback: { webhookId: "msg_lost", state: "pending", attempts: [] } }));
+
+    await sender.start();
+    await settleAll(emulator);
+    expect(destination.received).toMatchObject([{ verified: true, webhookId: "msg_lost" }]);
+
+    await sender.start();
+    await settleAll(emulator);
+    expect(emulator.messages()).toHaveLength(1);
+  });
+
   it("re-sends the same webhook-id and signed timestamp on every QStash retry", async () => {
     const { destination, store, emulator, sender } = await setupCallbacks((index) => (index < 2 ? 500 : 200));
     await store.create(finishedJob("job_flaky", { callbackUrl: destination.url }));

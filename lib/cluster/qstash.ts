@@ -147,8 +147,10 @@ const DEFAULT_CALLBACK_RETRY_DELAY = "min(50000, 5000 * pow(2, retried))";
 const DEFAULT_CALLBACK_TIMEOUT_SECONDS = 15;
 
 /** The attempt entry that records the hand-over; its text names the QStash message for support. */
+const HANDED_OVER = "handed to QStash as message ";
+
 function handedOverNote(messageId: string): string {
-  return `handed to QStash as message ${messageId}`;
+  return `${HANDED_OVER}${messageId}`;
 }
 
 type FinalJob = JobRecord & { status: Extract<JobStatus, "succeeded" | "failed" | "canceled"> };
@@ -158,7 +160,7 @@ function isFinal(job: JobRecord): job is FinalJob {
 }
 
 /**
- * Sends callbacks through QStash, which holds the retries; start() and close() have nothing to do.
+ * Sends callbacks through QStash, which holds the retries; close() has nothing to do.
  *
  * The body is signed once, at publish time, and every QStash retry re-sends the same bytes and
  * headers, webhook-timestamp included. Standard Webhooks receivers refuse a timestamp older than
@@ -212,7 +214,30 @@ export class QStashCallbackSender implements CallbackSender {
         )
       )?.callback;
     if (callback?.state !== "pending") return;
+    await this.#publish(job, url, callback);
+  }
 
+  /**
+   * Hands over what an instance that died between finishing a job and publishing its callback left
+   * pending. Publishing again is harmless: the webhook-id is QStash's deduplication id.
+   */
+  async start(): Promise<void> {
+    let pending: JobRecord[];
+    try {
+      pending = await this.#store.pendingCallbacks();
+    } catch (err) {
+      this.#log.warn({ err: (err as Error).message }, "pending callbacks not checked: the job store is unreachable");
+      return;
+    }
+    for (const job of pending) {
+      const url = job.request.callbackUrl;
+      if (!url || !isFinal(job) || !job.callback || job.callback.attempts.some((a) => a.error?.startsWith(HANDED_OVER))) continue;
+      await this.#publish(job, url, job.callback).catch((err: Error) => this.#log.error({ jobId: job.id, err: err.message }, "callback not handed to QStash"));
+    }
+  }
+
+  async #publish(job: FinalJob, url: string, callback: CallbackState): Promise<void> {
+    const jobId = job.id;
     const sentAt = this.#now();
     const body = JSON.stringify(callbackPayload(job, this.#publicUrl, sentAt));
     const started = performance.now();
@@ -251,8 +276,6 @@ export class QStashCallbackSender implements CallbackSender {
     );
     this.#log.info({ jobId, webhookId: callback.webhookId, messageId }, "callback handed to QStash");
   }
-
-  async start(): Promise<void> {}
 
   async close(): Promise<void> {}
 }

@@ -1,5 +1,5 @@
 import { createReadStream } from "node:fs";
-import { open, rename, rm } from "node:fs/promises";
+import { copyFile, open, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { Redis } from "@upstash/redis";
 import { AppError } from "../errors.ts";
@@ -22,7 +22,14 @@ export class FileBlobs implements InputBlobs {
 
   async save(jobId: string, path: string, meta: { filename: string; bytes: number }): Promise<StoredInput> {
     const target = join(this.dir, jobId);
-    await rename(path, target);
+    try {
+      await rename(path, target);
+    } catch (err) {
+      // The caller's file may be on another filesystem than DATA_DIR, where no rename reaches.
+      if ((err as NodeJS.ErrnoException).code !== "EXDEV") throw err;
+      await copyDurably(path, target);
+      await rm(path, { force: true });
+    }
     return { kind: "upload", path: target, ...meta };
   }
 
@@ -33,6 +40,22 @@ export class FileBlobs implements InputBlobs {
 
   async remove(input: StoredInput): Promise<void> {
     if (input.kind === "upload") await rm(input.path, { force: true });
+  }
+}
+
+/** A copy that is on disk once this resolves; on failure nothing is left at `target`. */
+async function copyDurably(source: string, target: string): Promise<void> {
+  try {
+    await copyFile(source, target);
+    const handle = await open(target, "r+");
+    try {
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+  } catch (err) {
+    await rm(target, { force: true });
+    throw err;
   }
 }
 

@@ -23,6 +23,8 @@ export interface JobRequest {
   /** Full result in the callback body instead of id, status and links. */
   callbackIncludeResult: boolean;
   metadata?: Record<string, unknown>;
+  /** The origin the job was submitted to, for its callback's links when PUBLIC_URL is not set. */
+  origin?: string;
 }
 
 export interface DeliveryAttempt {

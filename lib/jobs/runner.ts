@@ -1,5 +1,4 @@
 import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { probeDurationSeconds } from "../audio/probe.ts";
 import type { SlotStore } from "../admission/ports.ts";
@@ -10,6 +9,7 @@ import type { Metrics } from "../metrics.ts";
 import { downloadToFile, type OutboundPolicy } from "../net/safe-fetch.ts";
 import type { Admission, TranscriptionService } from "../transcription-service.ts";
 import type { CallbackSender } from "../webhooks/delivery.ts";
+import { newWebhookId } from "../webhooks/standard-webhooks.ts";
 import type { InputBlobs } from "./blobs.ts";
 import { FINAL_STATUSES, type JobRecord, type JobStatus, type JobStore } from "./ports.ts";
 
@@ -55,6 +55,8 @@ export interface JobRunnerDeps {
   policy: OutboundPolicy;
   maxDownloadBytes: number;
   downloadTimeoutMs: number;
+  /** Where each run gets a folder for its downloaded or fetched media. */
+  scratchDir: string;
   /** Jobs running at once on this instance; admission still decides when each may decode and infer. */
   concurrency: number;
   /** Jobs waiting beyond this are refused at submission. */
@@ -228,7 +230,7 @@ export class JobRunner {
     try {
       const job = await this.deps.store.update(id, (j) => ({ ...j, status: "running", startedAt: new Date().toISOString(), runs: j.runs + 1 }));
       if (!job) return;
-      scratch = await mkdtemp(join(tmpdir(), `slotscribe-${id}-`));
+      scratch = await mkdtemp(join(this.deps.scratchDir, `${id}-`));
       let path: string;
       if (job.input.kind === "url") {
         path = join(scratch, "input");
@@ -300,13 +302,20 @@ export class JobRunner {
     await this.finish(id, { status: "failed", error });
   }
 
-  /** Moves a job to a final status once; only that transition frees its input and sends its callback. */
+  /**
+   * Moves a job to a final status once; only that transition frees its input and sends its callback.
+   * The pending callback is written in the same update as the final status (an outbox on the job),
+   * so no crash between the two can leave a finished job whose callback nobody will ever send.
+   */
   private async finish(id: string, change: Partial<JobRecord> & { status: JobStatus }): Promise<JobRecord | null> {
     let transitioned = false;
     // A shared store may run the change again after a conflict, so the flag is set on every run.
     const job = await this.deps.store.update(id, (j) => {
       transitioned = !FINAL_STATUSES.includes(j.status);
-      return transitioned ? { ...j, ...change, finishedAt: new Date().toISOString() } : j;
+      if (!transitioned) return j;
+      const finished: JobRecord = { ...j, ...change, finishedAt: new Date().toISOString() };
+      if (finished.request.callbackUrl && !finished.callback) finished.callback = { webhookId: newWebhookId(), state: "pending", attempts: [] };
+      return finished;
     });
     if (!job || !transitioned) return job;
     if (job.startedAt) this.deps.metrics.jobDuration.observe({ status: job.status }, (Date.parse(job.finishedAt!) - Date.parse(job.startedAt)) / 1000);
@@ -314,7 +323,7 @@ export class JobRunner {
     if (job.input.kind !== "url") await this.deps.blobs.remove(job.input).catch(() => undefined);
     if (job.request.callbackUrl) {
       // The job's outcome stands whatever happens to its callback; a sender that cannot take it
-      // now leaves it pending, where the sender's own recovery finds it.
+      // now leaves it pending, where the sender's start() finds it after a restart.
       await this.deps.callbacks.enqueue(id).catch((err: Error) => this.deps.log.error({ jobId: id, err: err.message }, "callback not queued"));
     }
     return job;

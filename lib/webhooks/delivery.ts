@@ -42,9 +42,9 @@ export interface CallbackPayload {
   };
 }
 
-/** The body for `job`; `now` stands in for a finish time the job lacks. */
+/** The body for `job`, linking to where it was submitted or else `publicUrl`; `now` stands in for a finish time the job lacks. */
 export function callbackPayload(job: JobRecord & { status: FinalStatus }, publicUrl: string, now: Date): CallbackPayload {
-  const self = `${publicUrl.replace(/\/+$/, "")}/v1/jobs/${job.id}`;
+  const self = `${(job.request.origin ?? publicUrl).replace(/\/+$/, "")}/v1/jobs/${job.id}`;
   return {
     type: `job.${job.status}`,
     timestamp: job.finishedAt ?? now.toISOString(),
@@ -189,7 +189,12 @@ export class EmbeddedCallbackSender implements CallbackSender {
   /** Schedules the callback's next attempt at its stored time, unless one is already scheduled or under way. */
   #resume(jobId: string, callback: CallbackState): void {
     if (this.#timers.has(jobId) || this.#inFlight.has(jobId)) return;
-    const at = callback.nextAttemptAt === undefined ? Number.NaN : Date.parse(callback.nextAttemptAt);
+    // No time yet: the callback was written with the job's final status and was never attempted.
+    if (callback.nextAttemptAt === undefined) {
+      this.#setTimer(jobId, callback.attempts.length === 0 ? this.#firstDelayMs : 0);
+      return;
+    }
+    const at = Date.parse(callback.nextAttemptAt);
     this.#setTimer(jobId, Number.isFinite(at) ? Math.max(0, at - this.#now().getTime()) : 0);
   }
 

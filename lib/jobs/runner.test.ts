@@ -1,0 +1,104 @@
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Webhook } from "standardwebhooks";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { EmbeddedSlotStore } from "../admission/embedded-slot-store.ts";
+import { createLogger } from "../log.ts";
+import type { Metrics } from "../metrics.ts";
+import { parseAllowlist } from "../net/safe-fetch.ts";
+import type { Transcript } from "../transcript.ts";
+import type { TranscriptionService } from "../transcription-service.ts";
+import { EmbeddedCallbackSender, type CallbackPayload, type CallbackSender } from "../webhooks/delivery.ts";
+import { parseSchedule } from "../webhooks/retry-schedule.ts";
+import { generateWebhookSecret, parseWebhookSecrets } from "../webhooks/standard-webhooks.ts";
+import { FileBlobs } from "./blobs.ts";
+import { EmbeddedJobStore, inputsDir } from "./embedded-job-store.ts";
+import type { JobRecord, JobStore } from "./ports.ts";
+import { JobRunner } from "./runner.ts";
+
+const TRANSCRIPT: Transcript = { task: "transcribe", language: "english", duration: 1, text: "alpha", segments: [{ id: 0, start: 0, end: 1, text: "alpha", tokens: [1] }] };
+const log = createLogger("silent");
+const cleanups: Array<() => Promise<unknown>> = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+async function receiver(secret: string) {
+  const received: { webhookId: string; payload: CallbackPayload }[] = [];
+  const webhook = new Webhook(secret);
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (chunk: Buffer) => chunks.push(chunk));
+    req.on("end", () => {
+      const headers = Object.fromEntries(["webhook-id", "webhook-timestamp", "webhook-signature"].map((h) => [h, String(req.headers[h])]));
+      received.push({ webhookId: headers["webhook-id"]!, payload: webhook.verify(Buffer.concat(chunks).toString(), headers) as CallbackPayload });
+      res.writeHead(204).end();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  cleanups.push(() => new Promise((resolve) => server.close(resolve)));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`, received };
+}
+
+/** A runner over a real store whose transcription always yields TRANSCRIPT. */
+function runner(store: JobStore, dataDir: string, callbacks: CallbackSender): JobRunner {
+  return new JobRunner({
+    store,
+    blobs: new FileBlobs(inputsDir(dataDir)),
+    transcription: { transcribeFile: async () => TRANSCRIPT, retryAfterSeconds: () => 1 } as unknown as TranscriptionService,
+    callbacks,
+    slots: new EmbeddedSlotStore({ cap: null }),
+    policy: parseAllowlist("127.0.0.1"),
+    maxDownloadBytes: 1 << 20,
+    downloadTimeoutMs: 1000,
+    scratchDir: dataDir,
+    concurrency: 1,
+    queueSize: 10,
+    maxWaitMs: 60_000,
+    maxDeferMs: 1000,
+    log,
+    metrics: { jobDuration: { observe: () => undefined } } as unknown as Metrics,
+  });
+}
+
+describe("a job's callback", () => {
+  it("is sent after a crash right after the job was marked finished, before its delivery was taken on", async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), "slotscribe-runner-"));
+    cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
+    const secret = generateWebhookSecret();
+    const hook = await receiver(secret);
+
+    // The first process dies at the instant after the write that marks the job succeeded: nothing
+    // it would have done next (queueing the delivery, sending it) happens.
+    const store = await EmbeddedJobStore.open({ dataDir, retentionMs: 3_600_000 });
+    const crashed: CallbackSender = { enqueue: () => new Promise(() => undefined), start: async () => undefined, close: async () => undefined };
+    const first = runner(store, dataDir, crashed);
+    await first.start();
+    await writeFile(join(inputsDir(dataDir), "job_1"), "not audio, never decoded here");
+    const job: JobRecord = {
+      id: "job_1",
+      status: "queued",
+      request: { model: "m", task: "transcribe", responseFormat: "json", callbackUrl: hook.url, callbackIncludeResult: false },
+      input: { kind: "upload", path: join(inputsDir(dataDir), "job_1"), filename: "a.wav", bytes: 29 },
+      createdAt: new Date().toISOString(),
+      runs: 0,
+      progress: { doneSeconds: 0, totalSeconds: null },
+    };
+    await first.submit(job);
+    await vi.waitFor(async () => expect((await store.get("job_1"))?.status).toBe("succeeded"), { timeout: 10_000 });
+    await store.close();
+
+    // The next process finds the callback pending and sends it.
+    const reopened = await EmbeddedJobStore.open({ dataDir, retentionMs: 3_600_000 });
+    cleanups.push(() => reopened.close());
+    const sender = new EmbeddedCallbackSender({ store: reopened, secrets: parseWebhookSecrets(secret), schedule: parseSchedule("0s"), policy: parseAllowlist("127.0.0.1"), publicUrl: "http://localhost", log });
+    cleanups.push(() => sender.close());
+    await sender.start();
+    await vi.waitFor(() => expect(hook.received).toHaveLength(1), { timeout: 10_000 });
+    expect(hook.received[0]!.payload).toMatchObject({ type: "job.succeeded", data: { id: "job_1", status: "succeeded" } });
+    await vi.waitFor(async () => expect((await reopened.get("job_1"))?.callback).toMatchObject({ state: "delivered", webhookId: hook.received[0]!.webhookId }), { timeout: 10_000 });
+  });
+});
