@@ -19,6 +19,7 @@ import { FileBlobs, RedisBlobs, type InputBlobs } from "./jobs/blobs.ts";
 import { UpstashJobStore } from "./jobs/upstash-job-store.ts";
 import { EmbeddedJobStore, inputsDir } from "./jobs/embedded-job-store.ts";
 import type { JobStore } from "./jobs/ports.ts";
+import { EmbeddedJobDispatcher } from "./jobs/embedded-dispatcher.ts";
 import { JobRunner } from "./jobs/runner.ts";
 import type { Logger } from "./log.ts";
 import { Metrics } from "./metrics.ts";
@@ -170,7 +171,9 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
   const blobs: InputBlobs = redis ? new RedisBlobs(redis, config.RESULT_RETENTION) : new FileBlobs(inputsDir(config.DATA_DIR));
   runner = new JobRunner({
     metrics,
-    dispatcher: qstash ? new QStashJobDispatcher({ client: qstash, deliveryUrl: qstashDeliveryUrl }) : undefined,
+    dispatcher: qstash
+      ? new QStashJobDispatcher({ client: qstash, deliveryUrl: qstashDeliveryUrl })
+      : new EmbeddedJobDispatcher({ store: jobs, concurrency: transcriber?.admission.stats.slots ?? 0, log }),
     store: jobs,
     blobs,
     transcription: transcriber?.transcription ?? null,

@@ -10,7 +10,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { startQStashEmulator, type QStashEmulator } from "../../test/support/qstash-emulator.ts";
 import { AppError } from "../errors.ts";
 import { EmbeddedJobStore } from "../jobs/embedded-job-store.ts";
-import type { JobRecord, JobRequest } from "../jobs/ports.ts";
+import type { Dispatch, JobRecord, JobRequest } from "../jobs/ports.ts";
 import { createLogger } from "../log.ts";
 import { callbackPayload, type CallbackPayload } from "../webhooks/delivery.ts";
 import { generateWebhookSecret, parseWebhookSecrets } from "../webhooks/standard-webhooks.ts";
@@ -104,26 +104,30 @@ function header(headers: IncomingHttpHeaders, name: string): string | undefined 
   return Array.isArray(value) ? value[0] : value;
 }
 
+function run(jobId: string, overrides: Partial<Dispatch> = {}): Dispatch {
+  return { jobId, reason: "submitted", runs: 0, attempt: 1, ...overrides };
+}
+
 describe("QStashJobDispatcher and verifyQStash", () => {
   it("delivers { jobId, attempt } to the run URL, verified by the real Receiver", async () => {
     const emulator = await startEmulator();
     const worker = await startWorker();
     const dispatcher = new QStashJobDispatcher({ client: clientOf(emulator), deliveryUrl: `${worker.url}/` });
 
-    await dispatcher.dispatch("job_1");
+    await dispatcher.dispatch(run("job_1"));
     await settleAll(emulator);
 
     expect(worker.runs).toEqual([{ jobId: "job_1", attempt: 1 }]);
     expect(worker.requests.map((request) => request.path)).toEqual([QSTASH_RUN_PATH]);
     expect(emulator.messages()).toMatchObject([
-      { destination: `${worker.url}${QSTASH_RUN_PATH}`, deduplicationId: "job_1:1", maxRetries: 3, state: "delivered" },
+      { destination: `${worker.url}${QSTASH_RUN_PATH}`, deduplicationId: "job_1:submitted:0:1", maxRetries: 3, state: "delivered" },
     ]);
   });
 
   it("refuses a tampered body, a missing signature and a token signed for another URL", async () => {
     const emulator = await startEmulator();
     const worker = await startWorker();
-    await new QStashJobDispatcher({ client: clientOf(emulator), deliveryUrl: worker.url }).dispatch("job_2", { attempt: 4 });
+    await new QStashJobDispatcher({ client: clientOf(emulator), deliveryUrl: worker.url }).dispatch(run("job_2", { reason: "deferred", attempt: 4 }));
     await settleAll(emulator);
     const [delivery] = worker.requests;
     const signature = header(delivery!.headers, "upstash-signature");
@@ -147,21 +151,28 @@ describe("QStashJobDispatcher and verifyQStash", () => {
     expect(worker.runs).toEqual([{ jobId: "job_2", attempt: 4 }]);
   });
 
-  it("publishes the same attempt once and a new attempt again", async () => {
+  it("publishes a repeated dispatch once, and a new reason, run or attempt again", async () => {
     const emulator = await startEmulator();
     const worker = await startWorker();
     const dispatcher = new QStashJobDispatcher({ client: clientOf(emulator), deliveryUrl: worker.url });
 
-    await dispatcher.dispatch("job_3");
-    await dispatcher.dispatch("job_3", { attempt: 1 });
-    await dispatcher.dispatch("job_3", { attempt: 2 });
+    await dispatcher.dispatch(run("job_3"));
+    await dispatcher.dispatch(run("job_3"));
+    await dispatcher.dispatch(run("job_3", { reason: "deferred", attempt: 2 }));
+    await dispatcher.dispatch(run("job_3", { reason: "deferred", attempt: 2 }));
+    await dispatcher.dispatch(run("job_3", { reason: "retried", runs: 1 }));
+    await dispatcher.dispatch(run("job_3", { reason: "deferred", runs: 1, attempt: 2 }));
+    await dispatcher.dispatch(run("job_3", { reason: "handed-back", runs: 2 }));
     await settleAll(emulator);
 
-    expect(emulator.messages().map((message) => message.deduplicationId)).toEqual(["job_3:1", "job_3:2"]);
-    expect([...worker.runs].sort((a, b) => a.attempt - b.attempt)).toEqual([
-      { jobId: "job_3", attempt: 1 },
-      { jobId: "job_3", attempt: 2 },
+    expect(emulator.messages().map((message) => message.deduplicationId)).toEqual([
+      "job_3:submitted:0:1",
+      "job_3:deferred:0:2",
+      "job_3:retried:1:1",
+      "job_3:deferred:1:2",
+      "job_3:handed-back:2:1",
     ]);
+    expect(worker.runs).toHaveLength(5);
   });
 
   it("holds a delayed dispatch back while an immediate one goes ahead", async () => {
@@ -170,8 +181,8 @@ describe("QStashJobDispatcher and verifyQStash", () => {
     const dispatcher = new QStashJobDispatcher({ client: clientOf(emulator), deliveryUrl: worker.url });
 
     const dispatchedAt = Date.now();
-    await dispatcher.dispatch("job_late", { delaySeconds: 0.5 });
-    await dispatcher.dispatch("job_now");
+    await dispatcher.dispatch(run("job_late", { delaySeconds: 0.5 }));
+    await dispatcher.dispatch(run("job_now"));
     await settleAll(emulator);
 
     expect(worker.runs.map((run) => run.jobId)).toEqual(["job_now", "job_late"]);
@@ -184,7 +195,7 @@ describe("QStashJobDispatcher and verifyQStash", () => {
     const client = new Client({ baseUrl: emulator.url, token: "wrong-token", retry: false, enableTelemetry: false });
     const dispatcher = new QStashJobDispatcher({ client, deliveryUrl: "http://127.0.0.1:9" });
 
-    const error = await dispatcher.dispatch("job_4").catch((err: unknown) => err);
+    const error = await dispatcher.dispatch(run("job_4")).catch((err: unknown) => err);
     expect(error).toBeInstanceOf(AppError);
     expect(error).toMatchObject({ code: "unavailable", status: 503, cause: expect.objectContaining({ status: 401 }) });
     expect(emulator.messages()).toEqual([]);

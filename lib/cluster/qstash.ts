@@ -13,7 +13,17 @@
 import { SignatureError, type Client, type Receiver } from "@upstash/qstash";
 import { z } from "zod";
 import { AppError } from "../errors.ts";
-import { FINAL_STATUSES, type CallbackState, type DeliveryAttempt, type JobRecord, type JobStatus, type JobStore } from "../jobs/ports.ts";
+import {
+  deduplicationId,
+  FINAL_STATUSES,
+  type CallbackState,
+  type DeliveryAttempt,
+  type Dispatch,
+  type JobDispatcher,
+  type JobRecord,
+  type JobStatus,
+  type JobStore,
+} from "../jobs/ports.ts";
 import type { Logger } from "../log.ts";
 import { callbackPayload, type CallbackSender } from "../webhooks/delivery.ts";
 import { newWebhookId, signWebhook } from "../webhooks/standard-webhooks.ts";
@@ -50,7 +60,7 @@ export async function verifyQStash(receiver: Receiver, rawBody: string, signatur
 /** The body of a run message. */
 export interface RunMessage {
   jobId: string;
-  /** Which dispatch of the job this is, from 1; a new number is a new message, the same one is not. */
+  /** Deliveries of the job since it last became queued, from 1 (see Dispatch). */
   attempt: number;
 }
 
@@ -80,8 +90,13 @@ export interface QStashJobDispatcherOptions {
 const DEFAULT_RUN_RETRIES = 3;
 const PUBLISH_RETRY_AFTER_SECONDS = 5;
 
-/** Hands jobs to the cluster: QStash delivers each to whichever instance answers the run URL. */
-export class QStashJobDispatcher {
+/**
+ * Hands jobs to the cluster: QStash delivers each to whichever instance answers the run URL, whose
+ * handler passes it to the runner. Nothing waits on this instance, so start and stop have nothing to do.
+ */
+export class QStashJobDispatcher implements JobDispatcher {
+  readonly admission = "now" as const;
+  readonly waiting = 0;
   readonly #client: Client;
   readonly #url: string;
   readonly #retries: number;
@@ -92,8 +107,8 @@ export class QStashJobDispatcher {
     this.#retries = options.retries ?? DEFAULT_RUN_RETRIES;
   }
 
-  async dispatch(jobId: string, options: { delaySeconds?: number; attempt?: number } = {}): Promise<void> {
-    const { delaySeconds, attempt = 1 } = options;
+  async dispatch(dispatch: Dispatch): Promise<void> {
+    const { jobId, attempt, delaySeconds } = dispatch;
     if (!Number.isSafeInteger(attempt) || attempt < 1) throw new RangeError(`attempt must be a positive integer, got ${attempt}`);
     if (delaySeconds !== undefined && !(Number.isFinite(delaySeconds) && delaySeconds >= 0)) {
       throw new RangeError(`delaySeconds must be a finite number >= 0, got ${delaySeconds}`);
@@ -103,9 +118,8 @@ export class QStashJobDispatcher {
       await this.#client.publishJSON({
         url: this.#url,
         body: message,
-        // A retried submission publishes the same attempt again and is dropped by QStash; a
-        // deliberate deferral carries a new attempt number and so is a new message.
-        deduplicationId: `${jobId}:${attempt}`,
+        // A repeated dispatch (a retried request, a redelivered message deferred again) is dropped by QStash.
+        deduplicationId: deduplicationId(dispatch),
         retries: this.#retries,
         // QStash takes whole seconds; rounding up never runs a job earlier than asked.
         ...(delaySeconds ? { delay: Math.ceil(delaySeconds) } : {}),
@@ -117,6 +131,10 @@ export class QStashJobDispatcher {
       });
     }
   }
+
+  async start(): Promise<void> {}
+
+  stop(): void {}
 }
 
 export interface QStashCallbackSenderOptions {

@@ -134,6 +134,12 @@ export class EmbeddedJobStore implements JobStore {
     };
   }
 
+  async count(status: JobStatus): Promise<number> {
+    let n = 0;
+    for (const job of this.#jobs.values()) if (job.status === status) n++;
+    return n;
+  }
+
   async unfinished(): Promise<JobRecord[]> {
     return this.#oldestFirst((job) => job.status === "queued" || job.status === "running");
   }

@@ -74,6 +74,8 @@ export interface JobStore {
   /** Applies a change atomically with respect to other updates of the same job; null if absent. */
   update(id: string, change: (job: JobRecord) => JobRecord): Promise<JobRecord | null>;
   list(filter: { status?: JobStatus; limit: number; cursor?: string }): Promise<JobPage>;
+  /** Jobs in `status`, without reading them. */
+  count(status: JobStatus): Promise<number>;
   /** Jobs that were queued or running when the process stopped, oldest first. */
   unfinished(): Promise<JobRecord[]>;
   /** Jobs with a callback still to deliver. */
@@ -81,4 +83,49 @@ export interface JobStore {
   /** Removes finished jobs past their expiry; returns how many. */
   sweep(now: Date): Promise<number>;
   close(): Promise<void>;
+}
+
+/**
+ * Why a job is handed to the dispatcher. Each reason names one kind of message, so no two that are
+ * meant to be different share a deduplication id, and a repeat of one that was sent is dropped.
+ */
+export type DispatchReason = "submitted" | "deferred" | "retried" | "handed-back";
+
+export interface Dispatch {
+  jobId: string;
+  reason: DispatchReason;
+  /** The job's runs so far: a retry or hand-back of a later run is a new message. */
+  runs: number;
+  /** Deliveries of the job since it last became queued, from 1; each deferral counts one up. */
+  attempt: number;
+  delaySeconds?: number;
+}
+
+export function deduplicationId(dispatch: Dispatch): string {
+  return `${dispatch.jobId}:${dispatch.reason}:${dispatch.runs}:${dispatch.attempt}`;
+}
+
+export type DeliveryOutcome = "ran" | "deferred" | "skipped";
+
+/** Takes a delivered job: runs it, defers it for lack of room, or skips it (finished, gone, already running here). */
+export type Deliver = (jobId: string, attempt: number) => Promise<DeliveryOutcome>;
+
+/**
+ * Carries queued jobs to an instance that runs them: this instance's own line (embedded), or
+ * QStash, which delivers to whichever instance answers the run URL (cluster).
+ */
+export interface JobDispatcher {
+  /**
+   * How a delivered job gets its transcription place: "patient" waits in this instance's admission
+   * queue (the dispatcher delivers no more than the runner runs at once); "now" takes a place only
+   * if one is free and otherwise defers, so no instance holds a message it cannot run.
+   */
+  readonly admission: "patient" | "now";
+  /** Jobs waiting in this instance's own line; 0 where the queue lives elsewhere. */
+  readonly waiting: number;
+  dispatch(dispatch: Dispatch): Promise<void>;
+  /** Begins delivering to `deliver`; where jobs outlive the process, picks up what a previous one left. */
+  start(deliver: Deliver): Promise<void>;
+  /** Delivers nothing more; a dispatch after this is left for the next start. */
+  stop(): void;
 }

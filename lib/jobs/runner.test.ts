@@ -17,6 +17,7 @@ import { generateWebhookSecret, parseWebhookSecrets } from "../webhooks/standard
 import { FileBlobs } from "./blobs.ts";
 import { EmbeddedJobStore, inputsDir } from "./embedded-job-store.ts";
 import type { JobRecord, JobStore } from "./ports.ts";
+import { EmbeddedJobDispatcher } from "./embedded-dispatcher.ts";
 import { JobRunner } from "./runner.ts";
 
 const TRANSCRIPT: Transcript = { task: "transcribe", language: "english", duration: 1, text: "alpha", segments: [{ id: 0, start: 0, end: 1, text: "alpha", tokens: [1] }] };
@@ -47,6 +48,7 @@ async function receiver(secret: string) {
 function runner(store: JobStore, dataDir: string, callbacks: CallbackSender): JobRunner {
   return new JobRunner({
     store,
+    dispatcher: new EmbeddedJobDispatcher({ store, concurrency: 1, log }),
     blobs: new FileBlobs(inputsDir(dataDir)),
     transcription: { transcribeFile: async () => TRANSCRIPT, retryAfterSeconds: () => 1 } as unknown as TranscriptionService,
     callbacks,

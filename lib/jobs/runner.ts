@@ -11,7 +11,7 @@ import type { Admission, TranscriptionService } from "../transcription-service.t
 import type { CallbackSender } from "../webhooks/delivery.ts";
 import { newWebhookId } from "../webhooks/standard-webhooks.ts";
 import type { InputBlobs } from "./blobs.ts";
-import { FINAL_STATUSES, type JobRecord, type JobStatus, type JobStore } from "./ports.ts";
+import { FINAL_STATUSES, type DeliveryOutcome, type Dispatch, type JobDispatcher, type JobRecord, type JobStatus, type JobStore } from "./ports.ts";
 
 /** The job was canceled by its owner; not a failure. */
 export class JobCanceled extends Error {
@@ -38,11 +38,6 @@ const FULL_QUEUE_RETRY_AFTER_SECONDS = 30;
 /** A delivery that reached an api instance can go to a worker at once. */
 const MISROUTED_DELIVERY_RETRY_AFTER_SECONDS = 5;
 
-/** Carries accepted jobs to an instance with room: QStash in cluster mode. */
-export interface JobDispatcher {
-  dispatch(jobId: string, options?: { delaySeconds?: number; attempt?: number }): Promise<void>;
-}
-
 export interface JobRunnerDeps {
   store: JobStore;
   blobs: InputBlobs;
@@ -50,8 +45,7 @@ export interface JobRunnerDeps {
   transcription: TranscriptionService | null;
   callbacks: CallbackSender;
   slots: SlotStore;
-  /** Set in cluster mode: jobs travel through it instead of this instance's own queue. */
-  dispatcher?: JobDispatcher;
+  dispatcher: JobDispatcher;
   policy: OutboundPolicy;
   maxDownloadBytes: number;
   downloadTimeoutMs: number;
@@ -71,53 +65,40 @@ export interface JobRunnerDeps {
   metrics: Metrics;
 }
 
-export type DeliveryOutcome = "ran" | "deferred" | "skipped";
-
 /**
  * Runs accepted jobs. Every state change is written to the job store before it is acted on, so a
- * restart finds queued jobs queued and running jobs to run again. On one machine jobs wait in this
- * instance's FIFO; in cluster mode QStash carries them and any instance with room runs them.
+ * restart finds queued jobs queued and running jobs to run again. The dispatcher decides where a
+ * queued job waits and which instance it reaches; the runner only takes a delivered job and runs,
+ * defers or settles it.
  */
 export class JobRunner {
-  private readonly waiting: string[] = [];
   private readonly running = new Map<string, { controller: AbortController; done: Promise<void> }>();
   private stopped = false;
 
   constructor(private readonly deps: JobRunnerDeps) {}
 
   get stats(): { queued: number; running: number } {
-    return { queued: this.waiting.length, running: this.running.size };
+    return { queued: this.deps.dispatcher.waiting, running: this.running.size };
   }
 
-  /** On one machine, picks up what a previous process left: queued jobs wait again, running ones run again. */
   async start(): Promise<void> {
-    if (this.deps.dispatcher) return;
-    for (const job of await this.deps.store.unfinished()) {
-      if (job.status === "running") await this.deps.store.update(job.id, (j) => ({ ...j, status: "queued" }));
-      this.waiting.push(job.id);
-    }
-    this.pump();
+    await this.deps.dispatcher.start((id, attempt) => this.handleDelivery(id, attempt));
   }
 
   /** Refuses with 429 when the job queue is full; otherwise stores the job and sends it on its way. */
   async submit(job: JobRecord): Promise<{ job: JobRecord; created: boolean }> {
-    if ((await this.queuedCount()) >= this.deps.queueSize) {
+    if ((await this.deps.store.count("queued")) >= this.deps.queueSize) {
       throw new AppError("rate_limited", `The job queue is full (${this.deps.queueSize} waiting); retry later.`, {
         retryAfterSeconds: this.deps.transcription?.retryAfterSeconds() ?? FULL_QUEUE_RETRY_AFTER_SECONDS,
       });
     }
     const result = await this.deps.store.create(job);
     if (!result.created) return result;
-    if (this.deps.dispatcher) {
-      try {
-        await this.deps.dispatcher.dispatch(job.id, { attempt: 1 });
-      } catch (err) {
-        await this.finish(job.id, { status: "failed", error: { code: "unavailable", message: "The job could not be queued." } });
-        throw err;
-      }
-    } else {
-      this.waiting.push(job.id);
-      this.pump();
+    try {
+      await this.dispatch(result.job, "submitted");
+    } catch (err) {
+      await this.finish(job.id, { status: "failed", error: { code: "unavailable", message: "The job could not be queued." } });
+      throw err;
     }
     return result;
   }
@@ -134,15 +115,15 @@ export class JobRunner {
       await local.done;
       return this.deps.store.get(id);
     }
-    const queuedAt = this.waiting.indexOf(id);
-    if (queuedAt >= 0) this.waiting.splice(queuedAt, 1);
-    // Queued here or in QStash, or running on another instance, which sees the status at its next window.
+    // Queued, or running on another instance, which sees the status at its next window; a
+    // delivery that still comes finds the job final and skips it.
     return this.finish(id, { status: "canceled" });
   }
 
   /**
-   * A job QStash delivered to this instance: run it if there is room now, otherwise defer it. An
-   * instance that runs no jobs refuses with 503, so QStash keeps the message and delivers it again.
+   * A job the dispatcher delivered to this instance: run it, or defer it when the dispatcher wants
+   * room now and there is none. An instance that runs no jobs refuses with 503, so QStash keeps the
+   * message and delivers it again.
    */
   async handleDelivery(id: string, attempt: number): Promise<DeliveryOutcome> {
     const { transcription } = this.deps;
@@ -159,13 +140,15 @@ export class JobRunner {
       await this.defer(job, attempt);
       return "deferred";
     }
-    const admitted = this.running.size < this.deps.concurrency && !this.stopped ? await transcription.admit(id, "now") : null;
-    if (!admitted) {
+    const room = this.running.size < this.deps.concurrency && !this.stopped;
+    const patient = this.deps.dispatcher.admission === "patient";
+    const admitted = room && !patient ? await transcription.admit(id, "now") : null;
+    if (!room || (!patient && !admitted)) {
       await this.defer(job, attempt);
       return "deferred";
     }
     const controller = new AbortController();
-    const done = this.run(id, controller.signal, transcription, admitted).finally(() => this.running.delete(id));
+    const done = this.run(id, controller.signal, transcription, admitted ?? undefined).finally(() => this.running.delete(id));
     this.running.set(id, { controller, done });
     await done;
     return "ran";
@@ -177,6 +160,7 @@ export class JobRunner {
    */
   async stop(graceMs = 0): Promise<void> {
     this.stopped = true;
+    this.deps.dispatcher.stop();
     const runs = [...this.running.values()];
     let timer: NodeJS.Timeout | undefined;
     const grace = new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)));
@@ -184,11 +168,6 @@ export class JobRunner {
     clearTimeout(timer);
     for (const run of this.running.values()) run.controller.abort(new Error("shutting down"));
     await Promise.all([...this.running.values()].map((r) => r.done));
-  }
-
-  private async queuedCount(): Promise<number> {
-    if (!this.deps.dispatcher) return this.waiting.length;
-    return (await this.deps.store.list({ status: "queued", limit: this.deps.queueSize })).jobs.length;
   }
 
   private async heldElsewhere(id: string): Promise<boolean> {
@@ -207,22 +186,11 @@ export class JobRunner {
       return;
     }
     const delaySeconds = Math.min(this.deps.maxDeferMs / 1000, 2 ** Math.min(attempt, 16)) * (0.8 + Math.random() * 0.4);
-    await this.deps.dispatcher!.dispatch(job.id, { attempt: attempt + 1, delaySeconds: Math.max(1, Math.round(delaySeconds)) });
+    await this.dispatch(job, "deferred", { attempt: attempt + 1, delaySeconds: Math.max(1, Math.round(delaySeconds)) });
   }
 
-  private pump(): void {
-    const { transcription } = this.deps;
-    // Only cluster mode has instances without transcription, and there jobs travel through QStash, not this queue.
-    if (!transcription) return;
-    while (!this.stopped && this.running.size < this.deps.concurrency && this.waiting.length > 0) {
-      const id = this.waiting.shift()!;
-      const controller = new AbortController();
-      const done = this.run(id, controller.signal, transcription).finally(() => {
-        this.running.delete(id);
-        this.pump();
-      });
-      this.running.set(id, { controller, done });
-    }
+  private dispatch(job: JobRecord, reason: Dispatch["reason"], options: { attempt?: number; delaySeconds?: number } = {}): Promise<void> {
+    return this.deps.dispatcher.dispatch({ jobId: job.id, reason, runs: job.runs, attempt: options.attempt ?? 1, delaySeconds: options.delaySeconds });
   }
 
   private async run(id: string, signal: AbortSignal, transcription: TranscriptionService, admitted?: Admission): Promise<void> {
@@ -278,23 +246,15 @@ export class JobRunner {
     }
     if (this.stopped) {
       // Handed back: the next process runs it again, or in cluster mode another instance.
-      await this.deps.store.update(id, (j) => ({ ...j, status: "queued" }));
-      const job = await this.deps.store.get(id);
-      if (this.deps.dispatcher && job) await this.deps.dispatcher.dispatch(id, { attempt: 2000 + job.runs, delaySeconds: 1 });
+      const job = await this.deps.store.update(id, (j) => ({ ...j, status: "queued" }));
+      if (job) await this.dispatch(job, "handed-back", { delaySeconds: 1 });
       return;
     }
     const job = await this.deps.store.get(id);
     if (job && isRetryable(err) && job.runs < (this.deps.maxRuns ?? 3)) {
       this.deps.log.warn({ jobId: id, runs: job.runs, err: (err as Error).message }, "job failed, will run again");
       await this.deps.store.update(id, (j) => ({ ...j, status: "queued" }));
-      if (this.deps.dispatcher) {
-        await this.deps.dispatcher.dispatch(id, { attempt: 1000 + job.runs, delaySeconds: 2 * job.runs });
-      } else {
-        setTimeout(() => {
-          this.waiting.push(id);
-          this.pump();
-        }, 2000 * job.runs).unref();
-      }
+      await this.dispatch(job, "retried", { delaySeconds: 2 * job.runs });
       return;
     }
     const error = isAppError(err) && err.code !== "internal" ? { code: err.code, message: err.message } : { code: "internal", message: "The job failed on the server." };

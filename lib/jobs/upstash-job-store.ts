@@ -43,7 +43,7 @@
  * `new Redis({ url, token, retry: { retries: 0 } })`.
  *
  * Round trips (see `roundTrips`; one HTTP request each): create 1, get 1, update 2 (read, then
- * compare-and-set) plus 1 per lost race, list 1 per 100 jobs, unfinished and pendingCallbacks 1 per
+ * compare-and-set) plus 1 per lost race, count 1, list 1 per 100 jobs, unfinished and pendingCallbacks 1 per
  * 100 jobs per index, sweep 1 per 100 expired jobs. A stored value split into n chunks costs n more
  * whenever it is read (an update reads the job too) and n more when it is written; an update that
  * leaves the result unchanged keeps its chunks instead of writing them again. The first use of each
@@ -421,6 +421,14 @@ export class UpstashJobStore implements JobStore {
       jobs: page.stored.map((stored) => stored.job),
       nextCursor: page.next === null ? null : encodeCursor(page.next),
     };
+  }
+
+  /** Queued and running jobs never expire, so their counts are exact; a final status may count jobs expired since the last sweep. */
+  async count(status: JobStatus): Promise<number> {
+    this.#assertOpen();
+    const n = await this.#send<unknown>(["ZCARD", this.#key(LAYOUT.status, status)]);
+    if (typeof n !== "number") throw unexpectedReply("count", n);
+    return n;
   }
 
   async unfinished(): Promise<JobRecord[]> {

@@ -1,0 +1,70 @@
+import type { Logger } from "../log.ts";
+import type { Deliver, Dispatch, JobDispatcher, JobStore } from "./ports.ts";
+
+export interface EmbeddedJobDispatcherOptions {
+  store: JobStore;
+  /** Deliveries at once: the runner's concurrency, so a delivered job always finds a run to take. */
+  concurrency: number;
+  log: Logger;
+}
+
+/**
+ * One machine's job line: a FIFO in memory over a durable store. The store, not this line, is what
+ * survives a restart: start() lines up every job the previous process left queued or running.
+ */
+export class EmbeddedJobDispatcher implements JobDispatcher {
+  readonly admission = "patient" as const;
+  readonly #options: EmbeddedJobDispatcherOptions;
+  readonly #line: string[] = [];
+  #deliver: Deliver | null = null;
+  #delivering = 0;
+  #stopped = false;
+
+  constructor(options: EmbeddedJobDispatcherOptions) {
+    this.#options = options;
+  }
+
+  get waiting(): number {
+    return this.#line.length;
+  }
+
+  async dispatch({ jobId, delaySeconds }: Dispatch): Promise<void> {
+    if (delaySeconds) setTimeout(() => this.#enqueue(jobId), delaySeconds * 1000).unref();
+    else this.#enqueue(jobId);
+  }
+
+  async start(deliver: Deliver): Promise<void> {
+    const { store } = this.#options;
+    for (const job of await store.unfinished()) {
+      if (job.status === "running") await store.update(job.id, (j) => ({ ...j, status: "queued" }));
+      this.#enqueue(job.id);
+    }
+    this.#deliver = deliver;
+    this.#pump();
+  }
+
+  stop(): void {
+    this.#stopped = true;
+  }
+
+  #enqueue(jobId: string): void {
+    // Two deliveries of one job at once could both find it queued and run it twice.
+    if (this.#stopped || this.#line.includes(jobId)) return;
+    this.#line.push(jobId);
+    this.#pump();
+  }
+
+  #pump(): void {
+    const deliver = this.#deliver;
+    while (deliver && !this.#stopped && this.#delivering < this.#options.concurrency && this.#line.length > 0) {
+      const jobId = this.#line.shift()!;
+      this.#delivering++;
+      deliver(jobId, 1)
+        .catch((err: Error) => this.#options.log.error({ jobId, err: err.message }, "job delivery failed"))
+        .finally(() => {
+          this.#delivering--;
+          this.#pump();
+        });
+    }
+  }
+}
