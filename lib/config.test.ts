@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { ConfigError, loadConfig } from "./config.ts";
+import { parseWebhookSecrets } from "./webhooks/standard-webhooks.ts";
 
 const MiB = 2 ** 20;
 const VALID = { API_KEYS: "sk-test" };
@@ -67,8 +68,8 @@ describe("loadConfig", () => {
       ALLOW_ANONYMOUS: false,
     });
     expect(config.SLOTS).toBeUndefined();
-    expect(config.WEBHOOK_SECRET).toBeUndefined();
-    expect(config.UPSTASH_REDIS_REST_URL).toBeUndefined();
+    expect(config.WEBHOOK_SECRET).toEqual([]);
+    expect(config.mode).toEqual({ kind: "embedded", clusterSlots: null });
   });
 
   it("parses durations, sizes and numbers from their text form", () => {
@@ -83,8 +84,14 @@ describe("loadConfig", () => {
       QUEUE_SIZE: "0",
       MODEL_DTYPE: "fp32",
       PRELOAD_MODELS: "tiny.en, base.en",
+      MEMORY_LIMIT: "8GiB",
+      CPUS: "2.5",
+      FFMPEG_PATH: process.execPath,
     });
     expect(config).toMatchObject({
+      MEMORY_LIMIT: 8 * 2 ** 30,
+      CPUS: 2,
+      FFMPEG_PATH: process.execPath,
       PORT: 3000,
       QUEUE_TIMEOUT: 45_000,
       MAX_AUDIO_DURATION: 5_400_000,
@@ -111,6 +118,10 @@ describe("loadConfig", () => {
     ["WEBHOOK_RETRY_SCHEDULE", "5s,,1m"],
     ["OUTBOUND_ALLOWLIST", "bad host!"],
     ["PUBLIC_URL", "not a url"],
+    ["MEMORY_LIMIT", "lots"],
+    ["CPUS", "0"],
+    ["FFMPEG_PATH", "/nonexistent/ffmpeg"],
+    ["FFMPEG_PATH", "/"],
   ])("refuses %s=%j, naming the setting", (key, value) => {
     const err = configError({ ...VALID, [key]: value });
     expect(err.issues).toHaveLength(1);
@@ -135,9 +146,15 @@ describe("loadConfig", () => {
 
   it("accepts a complete cluster configuration", () => {
     const config = loadConfig({ ...VALID, ...CLUSTER });
-    expect(config.UPSTASH_REDIS_REST_TOKEN).toBe("token-value");
-    expect(config.QSTASH_TOKEN).toBe("qstash-token");
-    expect(config.CLUSTER_SLOTS).toBe(8);
+    expect(config.mode).toEqual({
+      kind: "cluster",
+      redis: { url: CLUSTER.UPSTASH_REDIS_REST_URL, token: "token-value" },
+      qstash: { token: "qstash-token", currentSigningKey: "current", nextSigningKey: "next", deliveryUrl: CLUSTER.PUBLIC_URL },
+      clusterSlots: 8,
+      publicUrl: CLUSTER.PUBLIC_URL,
+      leaseTtlMs: 15_000,
+      leaseHeartbeatMs: 5_000,
+    });
   });
 
   it("refuses an Upstash Redis URL without its token, and a token without its URL", () => {
@@ -172,11 +189,11 @@ describe("loadConfig", () => {
       const config = loadConfig(VALID);
       expect(config.ROLE).toBe("all");
       expect(config.WORKER_URL).toBeUndefined();
-      expect(config.QSTASH_DELIVERY_URL).toBeUndefined();
+      expect(config.mode.kind).toBe("embedded");
     });
 
     it("accepts an api instance with the workers' address and QStash's delivery address", () => {
-      expect(loadConfig({ ...VALID, ...API })).toMatchObject({ ROLE: "api", WORKER_URL: API.WORKER_URL, QSTASH_DELIVERY_URL: API.QSTASH_DELIVERY_URL });
+      expect(loadConfig({ ...VALID, ...API })).toMatchObject({ ROLE: "api", WORKER_URL: API.WORKER_URL, mode: { qstash: { deliveryUrl: API.QSTASH_DELIVERY_URL } } });
     });
 
     it("accepts a worker with the same app-wide settings, WORKER_URL included", () => {
@@ -225,9 +242,9 @@ describe("loadConfig", () => {
 
   it("accepts a valid WEBHOOK_SECRET, including two during a rotation", () => {
     const one = validWebhookSecret();
-    expect(loadConfig({ ...VALID, WEBHOOK_SECRET: one }).WEBHOOK_SECRET).toBe(one);
+    expect(loadConfig({ ...VALID, WEBHOOK_SECRET: one }).WEBHOOK_SECRET).toEqual(parseWebhookSecrets(one));
     const two = `${validWebhookSecret()},${validWebhookSecret()}`;
-    expect(loadConfig({ ...VALID, WEBHOOK_SECRET: two }).WEBHOOK_SECRET).toBe(two);
+    expect(loadConfig({ ...VALID, WEBHOOK_SECRET: two }).WEBHOOK_SECRET).toHaveLength(2);
   });
 
   it.each([

@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { parseDuration } from "./duration.ts";
-import { parseBytes } from "./capacity/machine.ts";
+import { accessSync, constants, statSync } from "node:fs";
+import { parseBytes, parseCpus } from "./capacity/machine.ts";
 import { parseAllowlist } from "./net/safe-fetch.ts";
 import { parseWebhookSecrets } from "./webhooks/standard-webhooks.ts";
 import { parseSchedule, DEFAULT_RETRY_SCHEDULE } from "./webhooks/retry-schedule.ts";
@@ -13,30 +14,24 @@ const bool = z
   .enum(["true", "false", "1", "0"])
   .optional()
   .transform((v) => v === "true" || v === "1");
-const duration = (fallback: string) =>
-  z
-    .string()
-    .default(fallback)
-    .transform((s, ctx) => {
-      try {
-        return parseDuration(s);
-      } catch (err) {
-        ctx.addIssue({ code: "custom", message: (err as Error).message });
-        return z.NEVER;
-      }
-    });
-const bytes = (fallback: string) =>
-  z
-    .string()
-    .default(fallback)
-    .transform((s, ctx) => {
-      try {
-        return parseBytes(s);
-      } catch (err) {
-        ctx.addIssue({ code: "custom", message: (err as Error).message });
-        return z.NEVER;
-      }
-    });
+/** Text parsed by `parse`, whose error message becomes the setting's issue. */
+const parsedBy =
+  <T>(parse: (text: string) => T) =>
+  (text: string, ctx: z.RefinementCtx): T => {
+    try {
+      return parse(text);
+    } catch (err) {
+      ctx.addIssue({ code: "custom", message: (err as Error).message });
+      return z.NEVER;
+    }
+  };
+const duration = (fallback: string) => z.string().default(fallback).transform(parsedBy(parseDuration));
+const bytes = (fallback: string) => z.string().default(fallback).transform(parsedBy(parseBytes));
+const executableFile = (path: string): string => {
+  if (!statSync(path, { throwIfNoEntry: false })?.isFile()) throw new Error(`"${path}" is not a file`);
+  accessSync(path, constants.X_OK);
+  return path;
+};
 const positiveInt = z.coerce.number().int().positive();
 const secret = z.string().min(1, "must not be empty when set");
 const httpUrl = z.url({ protocol: /^https?$/ });
@@ -52,8 +47,7 @@ export type Role = (typeof ROLES)[number];
  * Every setting the service reads, validated once at start-up. Secrets have no defaults: a missing
  * one switches a feature off or refuses to start, never runs with an empty value.
  */
-export const configSchema = z
-  .object({
+const settingsSchema = z.object({
     PORT: z.coerce.number().int().min(0).max(65535).default(8080),
     HOST: z.string().default("0.0.0.0"),
     PUBLIC_URL: z.url().optional(),
@@ -74,6 +68,9 @@ export const configSchema = z
     MAX_UPLOAD_BYTES: bytes("200MiB"),
     MAX_AUDIO_DURATION: duration("4h"),
 
+    MEMORY_LIMIT: z.string().optional().transform((s, ctx) => (s === undefined ? undefined : parsedBy(parseBytes)(s, ctx))),
+    CPUS: z.string().optional().transform((s, ctx) => (s === undefined ? undefined : parsedBy(parseCpus)(s, ctx))),
+    FFMPEG_PATH: z.string().optional().transform((s, ctx) => (s === undefined ? undefined : parsedBy(executableFile)(s, ctx))),
     SLOTS: positiveInt.optional(),
     THREADS: positiveInt.optional(),
     MAX_ACTIVE_JOBS: positiveInt.optional(),
@@ -85,9 +82,10 @@ export const configSchema = z
     JOB_MAX_WAIT: duration("1h"),
     JOB_DEFER_MAX_DELAY: duration("60s"),
     RESULT_RETENTION: duration("7d"),
-    WEBHOOK_SECRET: secret.optional(),
-    WEBHOOK_RETRY_SCHEDULE: z.string().default(DEFAULT_RETRY_SCHEDULE),
-    OUTBOUND_ALLOWLIST: z.string().optional(),
+    /** Empty when unset: then no job may ask for a callback. */
+    WEBHOOK_SECRET: secret.optional().transform((s, ctx) => (s === undefined ? [] : parsedBy(parseWebhookSecrets)(s, ctx))),
+    WEBHOOK_RETRY_SCHEDULE: z.string().default(DEFAULT_RETRY_SCHEDULE).transform(parsedBy(parseSchedule)),
+    OUTBOUND_ALLOWLIST: z.string().optional().transform((s, ctx) => parsedBy(parseAllowlist)(s ?? "", ctx)),
     MAX_DOWNLOAD_BYTES: bytes("500MiB"),
     DOWNLOAD_TIMEOUT: duration("5m"),
 
@@ -102,7 +100,15 @@ export const configSchema = z
     LEASE_TTL: duration("15s"),
     LEASE_HEARTBEAT: duration("5s"),
     INSTANCE_ID: z.string().optional(),
-  })
+});
+
+/** Every environment variable the service reads. */
+export const SETTING_NAMES: readonly string[] = Object.keys(settingsSchema.shape);
+
+/** Settings the cross-checks below do not read, so a bad one need not hide what those checks find. */
+const UNCHECKED_TOGETHER: ReadonlySet<PropertyKey> = new Set(["WEBHOOK_SECRET", "WEBHOOK_RETRY_SCHEDULE", "OUTBOUND_ALLOWLIST", "MEMORY_LIMIT", "CPUS", "FFMPEG_PATH"]);
+
+export const configSchema = settingsSchema
   .superRefine((c, ctx) => {
     if (c.API_KEYS.length === 0 && !c.ALLOW_ANONYMOUS) {
       ctx.addIssue({ code: "custom", path: ["API_KEYS"], message: "set API_KEYS (comma-separated), or ALLOW_ANONYMOUS=true to run without authentication" });
@@ -149,18 +155,61 @@ export const configSchema = z
     if (c.QSTASH_TOKEN && !(c.QSTASH_CURRENT_SIGNING_KEY && c.QSTASH_NEXT_SIGNING_KEY)) {
       ctx.addIssue({ code: "custom", path: ["QSTASH_CURRENT_SIGNING_KEY"], message: "QSTASH_TOKEN needs QSTASH_CURRENT_SIGNING_KEY and QSTASH_NEXT_SIGNING_KEY" });
     }
-    for (const [key, check] of [
-      ["WEBHOOK_SECRET", () => c.WEBHOOK_SECRET && parseWebhookSecrets(c.WEBHOOK_SECRET)],
-      ["WEBHOOK_RETRY_SCHEDULE", () => parseSchedule(c.WEBHOOK_RETRY_SCHEDULE)],
-      ["OUTBOUND_ALLOWLIST", () => parseAllowlist(c.OUTBOUND_ALLOWLIST)],
-    ] as const) {
-      try {
-        check();
-      } catch (err) {
-        ctx.addIssue({ code: "custom", path: [key], message: (err as Error).message });
-      }
+  }, { when: (payload) => payload.issues.every((issue) => UNCHECKED_TOGETHER.has(issue.path?.[0] ?? "")) })
+  .transform(({ UPSTASH_REDIS_REST_URL, UPSTASH_REDIS_REST_TOKEN, QSTASH_URL, QSTASH_TOKEN, QSTASH_CURRENT_SIGNING_KEY, QSTASH_NEXT_SIGNING_KEY, QSTASH_DELIVERY_URL, CLUSTER_SLOTS, LEASE_TTL, LEASE_HEARTBEAT, ...settings }) => {
+    let mode: Mode = { kind: "embedded", clusterSlots: CLUSTER_SLOTS ?? null };
+    // The checks above require every one of these when UPSTASH_REDIS_REST_URL is set.
+    if (UPSTASH_REDIS_REST_URL && UPSTASH_REDIS_REST_TOKEN && QSTASH_TOKEN && QSTASH_CURRENT_SIGNING_KEY && QSTASH_NEXT_SIGNING_KEY && CLUSTER_SLOTS && settings.PUBLIC_URL) {
+      const publicUrl = withoutTrailingSlash(settings.PUBLIC_URL);
+      mode = {
+        kind: "cluster",
+        redis: { url: UPSTASH_REDIS_REST_URL, token: UPSTASH_REDIS_REST_TOKEN },
+        qstash: {
+          url: QSTASH_URL,
+          token: QSTASH_TOKEN,
+          currentSigningKey: QSTASH_CURRENT_SIGNING_KEY,
+          nextSigningKey: QSTASH_NEXT_SIGNING_KEY,
+          deliveryUrl: QSTASH_DELIVERY_URL ? withoutTrailingSlash(QSTASH_DELIVERY_URL) : publicUrl,
+        },
+        clusterSlots: CLUSTER_SLOTS,
+        publicUrl,
+        leaseTtlMs: LEASE_TTL,
+        leaseHeartbeatMs: LEASE_HEARTBEAT,
+      };
     }
+    return { ...settings, mode };
   });
+
+/**
+ * The one deployment difference, chosen once: an embedded instance keeps jobs, uploads and slots
+ * on this machine; cluster instances share them through Upstash Redis and QStash.
+ */
+export type Mode =
+  | {
+      kind: "embedded";
+      /** A cap on this instance's transcriptions besides its own plan, when CLUSTER_SLOTS is set. */
+      clusterSlots: number | null;
+    }
+  | {
+      kind: "cluster";
+      redis: { url: string; token: string };
+      qstash: {
+        url?: string;
+        token: string;
+        currentSigningKey: string;
+        nextSigningKey: string;
+        /** Where QStash delivers to this deployment: QSTASH_DELIVERY_URL, else PUBLIC_URL. */
+        deliveryUrl: string;
+      };
+      clusterSlots: number;
+      publicUrl: string;
+      leaseTtlMs: number;
+      leaseHeartbeatMs: number;
+    };
+
+function withoutTrailingSlash(url: string): string {
+  return url.replace(/\/+$/, "");
+}
 
 export type Config = z.output<typeof configSchema>;
 

@@ -7,7 +7,7 @@ import type { SlotStore } from "./admission/ports.ts";
 import { ApiKeys } from "./auth.ts";
 import { detectMachine, type MachineResources } from "./capacity/machine.ts";
 import { planCapacity, type CapacityPlan } from "./capacity/plan.ts";
-import type { Config } from "./config.ts";
+import type { Config, Mode } from "./config.ts";
 import { Engine } from "./engine/engine.ts";
 import { ModelCatalog } from "./engine/models.ts";
 import { Client as QStashClient, Receiver } from "@upstash/qstash";
@@ -18,16 +18,14 @@ import { WorkerForwarder } from "./cluster/worker-forwarder.ts";
 import { FileBlobs, RedisBlobs, type InputBlobs } from "./jobs/blobs.ts";
 import { UpstashJobStore } from "./jobs/upstash-job-store.ts";
 import { EmbeddedJobStore, inputsDir } from "./jobs/embedded-job-store.ts";
-import type { JobStore } from "./jobs/ports.ts";
+import type { JobDispatcher, JobStore } from "./jobs/ports.ts";
 import { EmbeddedJobDispatcher } from "./jobs/embedded-dispatcher.ts";
 import { JobRunner } from "./jobs/runner.ts";
 import type { Logger } from "./log.ts";
 import { Metrics } from "./metrics.ts";
-import { parseAllowlist, type OutboundPolicy } from "./net/safe-fetch.ts";
+import type { OutboundPolicy } from "./net/safe-fetch.ts";
 import { TranscriptionService } from "./transcription-service.ts";
 import { EmbeddedCallbackSender, type CallbackSender } from "./webhooks/delivery.ts";
-import { parseSchedule } from "./webhooks/retry-schedule.ts";
-import { parseWebhookSecrets } from "./webhooks/standard-webhooks.ts";
 import { openScratch } from "./scratch.ts";
 
 /**
@@ -90,28 +88,125 @@ export interface ServiceOptions {
   env?: NodeJS.ProcessEnv;
 }
 
+/**
+ * The ports whose implementation depends on the deployment mode; everything else is one code path.
+ * Both modes build the same set.
+ */
+interface Adapters {
+  slots: SlotStore;
+  jobs: JobStore;
+  blobs: InputBlobs;
+  dispatcher: JobDispatcher;
+  callbacks: CallbackSender;
+  /** Verifies that deliveries to /internal/qstash/* come from QStash; null where nothing is delivered. */
+  qstashReceiver: Receiver | null;
+  qstashDeliveryUrl: string;
+}
+
+interface AdapterContext {
+  config: Config;
+  log: Logger;
+  instanceId: string;
+  publicUrl: string;
+  /** Jobs this instance runs at once. */
+  concurrency: number;
+  onCallbackAttempt: (state: string) => void;
+}
+
+async function embeddedAdapters(mode: Extract<Mode, { kind: "embedded" }>, context: AdapterContext): Promise<Adapters> {
+  const { config, log, publicUrl } = context;
+  const jobs = await EmbeddedJobStore.open({
+    dataDir: config.DATA_DIR,
+    retentionMs: config.RESULT_RETENTION,
+    onWarning: (message, cause) => log.warn({ err: cause instanceof Error ? cause.message : cause }, message),
+  });
+  return {
+    slots: new EmbeddedSlotStore({ cap: mode.clusterSlots }),
+    jobs,
+    blobs: new FileBlobs(inputsDir(config.DATA_DIR)),
+    dispatcher: new EmbeddedJobDispatcher({ store: jobs, concurrency: context.concurrency, log }),
+    callbacks: signedCallbacks(config, log, () =>
+      new EmbeddedCallbackSender({
+        store: jobs,
+        secrets: config.WEBHOOK_SECRET,
+        schedule: config.WEBHOOK_RETRY_SCHEDULE,
+        policy: config.OUTBOUND_ALLOWLIST,
+        publicUrl,
+        log,
+        onAttempt: context.onCallbackAttempt,
+      }),
+    ),
+    qstashReceiver: null,
+    qstashDeliveryUrl: publicUrl,
+  };
+}
+
+function clusterAdapters(mode: Extract<Mode, { kind: "cluster" }>, context: AdapterContext): Adapters {
+  const { config, log, publicUrl } = context;
+  // Fail fast when Redis is unreachable (a request waiting on the SDK's own retries would hold a
+  // place for seconds), and let the stores map errors to 503.
+  const redis = new Redis({ url: mode.redis.url, token: mode.redis.token, retry: { retries: 0 }, enableAutoPipelining: false });
+  const qstash = new QStashClient({ token: mode.qstash.token, baseUrl: mode.qstash.url });
+  const jobs = new UpstashJobStore({ redis, retentionMs: config.RESULT_RETENTION });
+  const deliveryUrl = mode.qstash.deliveryUrl;
+  return {
+    slots: new RedisSlotStore(redis, { cap: mode.clusterSlots, instance: context.instanceId, leaseTtlMs: mode.leaseTtlMs, heartbeatMs: mode.leaseHeartbeatMs }),
+    jobs,
+    blobs: new RedisBlobs(redis, config.RESULT_RETENTION),
+    dispatcher: new QStashJobDispatcher({ client: qstash, deliveryUrl }),
+    callbacks: signedCallbacks(config, log, () =>
+      new QStashCallbackSender({ client: qstash, store: jobs, secrets: config.WEBHOOK_SECRET, publicUrl, deliveryUrl, log }),
+    ),
+    qstashReceiver: new Receiver({ currentSigningKey: mode.qstash.currentSigningKey, nextSigningKey: mode.qstash.nextSigningKey }),
+    qstashDeliveryUrl: deliveryUrl,
+  };
+}
+
+/**
+ * Without a signing secret no job may ask for a callback (refused at submission), so there is
+ * nothing to send; a callback left pending by an earlier configuration waits for a secret.
+ */
+function signedCallbacks(config: Config, log: Logger, sender: () => CallbackSender): CallbackSender {
+  if (config.WEBHOOK_SECRET.length) return sender();
+  return {
+    enqueue: async (jobId) => log.warn({ jobId }, "callback not sent: WEBHOOK_SECRET is not configured"),
+    start: async () => undefined,
+    close: async () => undefined,
+  };
+}
+
 export async function createServices(config: Config, log: Logger, { listenUrl, env = process.env }: ServiceOptions): Promise<Services> {
   const instanceId = config.INSTANCE_ID ?? env.FLY_MACHINE_ID ?? env.RAILWAY_REPLICA_ID ?? `${hostname()}-${process.pid}`;
   const catalog = new ModelCatalog({ defaultModel: config.DEFAULT_MODEL, dtype: config.MODEL_DTYPE, localDir: config.WHISPER_MODELS_DIR });
-  const machine = detectMachine(env);
-  // Cluster mode: fail fast when Redis is unreachable (a request waiting on the SDK's own retries
-  // would hold a place for seconds), and let the stores map errors to 503.
-  const redis = config.UPSTASH_REDIS_REST_URL
-    ? new Redis({ url: config.UPSTASH_REDIS_REST_URL, token: config.UPSTASH_REDIS_REST_TOKEN!, retry: { retries: 0 }, enableAutoPipelining: false })
-    : null;
-  const slots: SlotStore = redis
-    ? new RedisSlotStore(redis, { cap: config.CLUSTER_SLOTS!, instance: instanceId, leaseTtlMs: config.LEASE_TTL, heartbeatMs: config.LEASE_HEARTBEAT })
-    : new EmbeddedSlotStore({ cap: config.CLUSTER_SLOTS ?? null });
+  const machine = detectMachine(env, undefined, { memoryBytes: config.MEMORY_LIMIT, cpus: config.CPUS });
   // An api instance plans no slots and creates no Engine, so no model is loaded and no inference thread started.
   const planned = config.ROLE === "api" ? null : planTranscriber(config, catalog, machine, () => transcriber?.transcription.retryAfterSeconds() ?? 5);
-  let runner: JobRunner | undefined;
-  const metrics = new Metrics({
+  const scratch = await openScratch(config.DATA_DIR);
+  if (scratch.swept) log.info({ removed: scratch.swept }, "scratch files of an earlier process removed");
+  const tempDir = scratch.dir;
+
+  const { mode } = config;
+  const publicUrl = mode.kind === "cluster" ? mode.publicUrl : (config.PUBLIC_URL?.replace(/\/$/, "") ?? listenUrl);
+  const context: AdapterContext = {
+    config,
+    log,
+    instanceId,
+    publicUrl,
+    concurrency: planned?.admission.stats.slots ?? 0,
+    // Called only once deliveries run, after metrics exists.
+    onCallbackAttempt: (state) => metrics.callbackDeliveries.inc({ outcome: state }),
+  };
+  const { slots, jobs, blobs, dispatcher, callbacks, qstashReceiver, qstashDeliveryUrl } =
+    mode.kind === "cluster" ? clusterAdapters(mode, context) : await embeddedAdapters(mode, context);
+
+  const metrics: Metrics = new Metrics({
     role: config.ROLE,
     compute: planned?.compute ?? null,
     admission: planned?.admission ?? null,
     slots,
     memoryLimitBytes: machine.memoryBytes,
-    jobs: () => runner?.stats ?? { queued: 0, running: 0 },
+    // Read at scrape time, after the runner exists.
+    jobs: () => runner.stats,
   });
   const transcriber: Transcriber | null = planned && {
     plan: planned.plan,
@@ -130,62 +225,21 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
       clusterWaitMs: config.QUEUE_TIMEOUT,
     }),
   };
-  const scratch = await openScratch(config.DATA_DIR);
-  if (scratch.swept) log.info({ removed: scratch.swept }, "scratch files of an earlier process removed");
-  const tempDir = scratch.dir;
-
-  const policy = parseAllowlist(config.OUTBOUND_ALLOWLIST);
-  const webhookSecrets = config.WEBHOOK_SECRET ? parseWebhookSecrets(config.WEBHOOK_SECRET) : [];
-  const publicUrl = config.PUBLIC_URL?.replace(/\/$/, "") ?? listenUrl;
-  const qstashDeliveryUrl = config.QSTASH_DELIVERY_URL?.replace(/\/$/, "") ?? publicUrl;
-  const jobs: JobStore = redis
-    ? new UpstashJobStore({ redis, retentionMs: config.RESULT_RETENTION })
-    : await EmbeddedJobStore.open({
-        dataDir: config.DATA_DIR,
-        retentionMs: config.RESULT_RETENTION,
-        onWarning: (message, cause) => log.warn({ err: cause instanceof Error ? cause.message : cause }, message),
-      });
-  const qstash = config.QSTASH_TOKEN ? new QStashClient({ token: config.QSTASH_TOKEN, baseUrl: config.QSTASH_URL }) : null;
-  const qstashReceiver = qstash
-    ? new Receiver({ currentSigningKey: config.QSTASH_CURRENT_SIGNING_KEY!, nextSigningKey: config.QSTASH_NEXT_SIGNING_KEY! })
-    : null;
-  // Without a signing secret no job may ask for a callback (refused at submission), so there is
-  // nothing to send; a callback left pending by an earlier configuration waits for a secret.
-  const callbacks: CallbackSender = !webhookSecrets.length
-    ? {
-        enqueue: async (jobId) => log.warn({ jobId }, "callback not sent: WEBHOOK_SECRET is not configured"),
-        start: async () => undefined,
-        close: async () => undefined,
-      }
-    : qstash
-      ? new QStashCallbackSender({ client: qstash, store: jobs, secrets: webhookSecrets, publicUrl, deliveryUrl: qstashDeliveryUrl, log })
-      : new EmbeddedCallbackSender({
-          store: jobs,
-          secrets: webhookSecrets,
-          schedule: parseSchedule(config.WEBHOOK_RETRY_SCHEDULE),
-          policy,
-          publicUrl,
-          log,
-          onAttempt: (state) => metrics.callbackDeliveries.inc({ outcome: state }),
-        });
-  const blobs: InputBlobs = redis ? new RedisBlobs(redis, config.RESULT_RETENTION) : new FileBlobs(inputsDir(config.DATA_DIR));
-  runner = new JobRunner({
+  const runner: JobRunner = new JobRunner({
     metrics,
-    dispatcher: qstash
-      ? new QStashJobDispatcher({ client: qstash, deliveryUrl: qstashDeliveryUrl })
-      : new EmbeddedJobDispatcher({ store: jobs, concurrency: transcriber?.admission.stats.slots ?? 0, log }),
+    dispatcher,
     store: jobs,
     blobs,
     transcription: transcriber?.transcription ?? null,
     callbacks,
     slots,
-    policy,
+    policy: config.OUTBOUND_ALLOWLIST,
     maxWaitMs: config.JOB_MAX_WAIT,
     maxDeferMs: config.JOB_DEFER_MAX_DELAY,
     maxDownloadBytes: config.MAX_DOWNLOAD_BYTES,
     downloadTimeoutMs: config.DOWNLOAD_TIMEOUT,
     scratchDir: tempDir,
-    concurrency: transcriber?.admission.stats.slots ?? 0,
+    concurrency: context.concurrency,
     queueSize: config.JOB_QUEUE_SIZE,
     log,
   });
@@ -198,11 +252,13 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
   await sweep();
   const sweeper = setInterval(sweep, 60_000).unref();
 
-  for (const model of planned?.models ?? []) {
-    planned!.engine.load(model).then(
-      (info) => log.info({ model: model.id, dtype: model.dtype, footprintMiB: Math.round(info.footprintBytes / 2 ** 20) }, "model loaded"),
-      (err: Error) => log.error({ model: model.id, err: err.message }, "model failed to load"),
-    );
+  if (planned) {
+    for (const model of planned.models) {
+      planned.engine.load(model).then(
+        (info) => log.info({ model: model.id, dtype: model.dtype, footprintMiB: Math.round(info.footprintBytes / 2 ** 20) }, "model loaded"),
+        (err: Error) => log.error({ model: model.id, err: err.message }, "model failed to load"),
+      );
+    }
   }
 
   const services: Services = {
@@ -211,7 +267,7 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
     instanceId,
     machine,
     transcriber,
-    workerForwarder: config.ROLE === "api" ? new WorkerForwarder({ workerUrl: config.WORKER_URL! }) : null,
+    workerForwarder: config.ROLE === "api" && config.WORKER_URL ? new WorkerForwarder({ workerUrl: config.WORKER_URL }) : null,
     catalog,
     slots,
     metrics,
@@ -219,10 +275,10 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
     tempDir,
     jobs,
     blobs,
-    runner: runner!,
+    runner,
     callbacks,
-    policy,
-    webhookSecrets,
+    policy: config.OUTBOUND_ALLOWLIST,
+    webhookSecrets: config.WEBHOOK_SECRET,
     qstashReceiver,
     qstashDeliveryUrl,
     baseUrl: (requestUrl) => config.PUBLIC_URL?.replace(/\/$/, "") ?? new URL(requestUrl).origin,
@@ -230,7 +286,7 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
     async close(graceMs = 0) {
       services.draining = true;
       clearInterval(sweeper);
-      await runner!.stop(graceMs);
+      await runner.stop(graceMs);
       await callbacks.close();
       await jobs.close();
       await transcriber?.engine.close();

@@ -25,12 +25,30 @@ const UNLIMITED = 2 ** 60;
  * What this instance may really use. Inside a container os.totalmem() and os.cpus() describe the host,
  * so the cgroup limits come first; explicit settings and the platform's own variables override both.
  */
-export function detectMachine(env: NodeJS.ProcessEnv = process.env, read: ReadFile = readOrNull): MachineResources {
-  return { ...detectMemory(env, read), ...detectCpus(env, read) };
+export function detectMachine(env: NodeJS.ProcessEnv = process.env, read: ReadFile = readOrNull, limits: MachineLimits = limitsFromEnv(env)): MachineResources {
+  return { ...detectMemory(env, read, limits), ...detectCpus(read, limits) };
 }
 
-function detectMemory(env: NodeJS.ProcessEnv, read: ReadFile): { memoryBytes: number; memorySource: string } {
-  if (env.MEMORY_LIMIT) return { memoryBytes: parseBytes(env.MEMORY_LIMIT), memorySource: "MEMORY_LIMIT" };
+/** MEMORY_LIMIT and CPUS, the explicit overrides; the service takes them from its validated config. */
+export interface MachineLimits {
+  memoryBytes?: number;
+  cpus?: number;
+}
+
+export function limitsFromEnv(env: NodeJS.ProcessEnv): MachineLimits {
+  return {
+    memoryBytes: env.MEMORY_LIMIT ? parseBytes(env.MEMORY_LIMIT) : undefined,
+    cpus: env.CPUS ? parseCpus(env.CPUS) : undefined,
+  };
+}
+
+/** Whole cores, as for cgroup quotas: a fractional count would become a fractional slot count. */
+export function parseCpus(text: string): number {
+  return Math.max(1, Math.floor(positive(Number(text), "CPUS")));
+}
+
+function detectMemory(env: NodeJS.ProcessEnv, read: ReadFile, limits: MachineLimits): { memoryBytes: number; memorySource: string } {
+  if (limits.memoryBytes !== undefined) return { memoryBytes: limits.memoryBytes, memorySource: "MEMORY_LIMIT" };
   if (env.FLY_VM_MEMORY_MB) return { memoryBytes: positive(Number(env.FLY_VM_MEMORY_MB) * 2 ** 20, "FLY_VM_MEMORY_MB"), memorySource: "FLY_VM_MEMORY_MB" };
   const v2 = read("/sys/fs/cgroup/memory.max");
   if (v2 && v2 !== "max" && Number(v2) > 0) return { memoryBytes: Number(v2), memorySource: "cgroup v2 memory.max" };
@@ -41,10 +59,9 @@ function detectMemory(env: NodeJS.ProcessEnv, read: ReadFile): { memoryBytes: nu
   return { memoryBytes: os.totalmem(), memorySource: "os.totalmem()" };
 }
 
-function detectCpus(env: NodeJS.ProcessEnv, read: ReadFile): { cpus: number; cpuSource: string } {
+function detectCpus(read: ReadFile, limits: MachineLimits): { cpus: number; cpuSource: string } {
   const visible = os.availableParallelism();
-  // Whole cores, as for cgroup quotas: a fractional count would become a fractional slot count.
-  if (env.CPUS) return { cpus: Math.max(1, Math.floor(positive(Number(env.CPUS), "CPUS"))), cpuSource: "CPUS" };
+  if (limits.cpus !== undefined) return { cpus: limits.cpus, cpuSource: "CPUS" };
   const v2 = read("/sys/fs/cgroup/cpu.max");
   if (v2) {
     const [quota, period] = v2.split(/\s+/);
