@@ -4,11 +4,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
-import { AppError } from "../errors.ts";
 import { EmbeddedJobStore, inputsDir } from "./embedded-job-store.ts";
-import type { JobRecord, JobStatus } from "./ports.ts";
+import { at, describeJobStore, makeJob, RETENTION_MS } from "./job-store-behaviour.ts";
 
-const RETENTION_MS = 60_000;
 const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
 const storeModule = fileURLToPath(new URL("./embedded-job-store.ts", import.meta.url));
 
@@ -26,6 +24,8 @@ async function tempDir(): Promise<string> {
   return dir;
 }
 
+const dataDirs = new WeakMap<object, string>();
+
 async function openStore(dataDir: string, warnings: string[] = []): Promise<EmbeddedJobStore> {
   const store = await EmbeddedJobStore.open({
     dataDir,
@@ -33,6 +33,7 @@ async function openStore(dataDir: string, warnings: string[] = []): Promise<Embe
     onWarning: (message) => warnings.push(message),
   });
   openStores.push(store);
+  dataDirs.set(store, dataDir);
   return store;
 }
 
@@ -42,52 +43,22 @@ async function reopen(store: EmbeddedJobStore, dataDir: string, warnings?: strin
   return openStore(dataDir, warnings);
 }
 
-function makeJob(id: string, overrides: Partial<JobRecord> = {}): JobRecord {
-  return {
-    id,
-    status: "queued",
-    request: { model: "whisper-tiny.en", task: "transcribe", responseFormat: "json", callbackIncludeResult: false },
-    input: { kind: "url", url: "https://example.com/audio.wav" },
-    createdAt: "2025-01-01T00:00:00.000Z",
-    runs: 0,
-    progress: { doneSeconds: 0, totalSeconds: null },
-    ...overrides,
-  };
-}
-
-function at(second: number): string {
-  return new Date(Date.UTC(2025, 0, 1, 0, 0, second)).toISOString();
-}
+describeJobStore("EmbeddedJobStore", {
+  open: async () => openStore(await tempDir()),
+  reopen: async (store) => {
+    const dataDir = dataDirs.get(store);
+    if (!dataDir) throw new Error("not a store of this file");
+    return reopen(store as EmbeddedJobStore, dataDir);
+  },
+  peers: async (store) => [store],
+});
 
 describe("EmbeddedJobStore", () => {
-  it("returns a created job from get() and null for an unknown id", async () => {
-    const dataDir = await tempDir();
-    const store = await openStore(dataDir);
-    const job = makeJob("job_a", { idempotencyKey: "key-a" });
-
-    expect(await store.create(job)).toEqual({ job, created: true });
-    expect(await store.get("job_a")).toEqual(job);
-    expect(await store.get("job_missing")).toBeNull();
-    expect(store.kind).toBe("embedded");
-  });
-
   it("creates the inputs directory at open", async () => {
     const dataDir = await tempDir();
     await openStore(dataDir);
 
     expect((await stat(inputsDir(dataDir))).isDirectory()).toBe(true);
-  });
-
-  it("hands out copies, so mutating a returned job does not change the stored one", async () => {
-    const dataDir = await tempDir();
-    const store = await openStore(dataDir);
-    const { job } = await store.create(makeJob("job_a"));
-
-    job.status = "failed";
-    const fetched = await store.get("job_a");
-    fetched!.progress.doneSeconds = 99;
-
-    expect(await store.get("job_a")).toEqual(makeJob("job_a"));
   });
 
   it("sees every job with the same content after reopening the data dir", async () => {
@@ -116,165 +87,6 @@ describe("EmbeddedJobStore", () => {
     expect(await reopened.get("job_b")).toEqual(updated);
     expect(await reopened.get("job_c")).toEqual(jobs[2]);
     expect((await reopened.list({ limit: 10 })).jobs.map((job) => job.id)).toEqual(["job_c", "job_b", "job_a"]);
-  });
-
-  it("returns the existing job for a repeated idempotency key, also after reopening", async () => {
-    const dataDir = await tempDir();
-    const store = await openStore(dataDir);
-    const first = await store.create(makeJob("job_first", { idempotencyKey: "same" }));
-
-    const second = await store.create(makeJob("job_second", { idempotencyKey: "same" }));
-    expect(second).toEqual({ job: first.job, created: false });
-
-    const reopened = await reopen(store, dataDir);
-    const third = await reopened.create(makeJob("job_third", { idempotencyKey: "same" }));
-    expect(third).toEqual({ job: first.job, created: false });
-    expect(await reopened.get("job_second")).toBeNull();
-    expect(await reopened.get("job_third")).toBeNull();
-  });
-
-  it("yields one job for concurrent creates with the same idempotency key", async () => {
-    const dataDir = await tempDir();
-    const store = await openStore(dataDir);
-
-    const results = await Promise.all(
-      Array.from({ length: 20 }, (_, i) => store.create(makeJob(`job_${i}`, { idempotencyKey: "race" }))),
-    );
-
-    expect(results.filter((result) => result.created)).toHaveLength(1);
-    expect(new Set(results.map((result) => result.job.id)).size).toBe(1);
-    const reopened = await reopen(store, dataDir);
-    expect((await reopened.list({ limit: 100 })).jobs).toHaveLength(1);
-  });
-
-  it("rejects a second job with an id that already exists", async () => {
-    const dataDir = await tempDir();
-    const store = await openStore(dataDir);
-    await store.create(makeJob("job_a"));
-
-    await expect(store.create(makeJob("job_a", { status: "failed" }))).rejects.toMatchObject({ code: "conflict" });
-    expect(await store.get("job_a")).toEqual(makeJob("job_a"));
-  });
-
-  it("applies every one of 50 concurrent updates of one job", async () => {
-    const dataDir = await tempDir();
-    const store = await openStore(dataDir);
-    await store.create(makeJob("job_a"));
-
-    await Promise.all(
-      Array.from({ length: 50 }, () =>
-        store.update("job_a", (job) => ({
-          ...job,
-          progress: { ...job.progress, doneSeconds: job.progress.doneSeconds + 1 },
-        })),
-      ),
-    );
-
-    expect((await store.get("job_a"))?.progress.doneSeconds).toBe(50);
-    const reopened = await reopen(store, dataDir);
-    expect((await reopened.get("job_a"))?.progress.doneSeconds).toBe(50);
-  });
-
-  it("returns null when updating an absent job and keeps the job when a change throws", async () => {
-    const dataDir = await tempDir();
-    const store = await openStore(dataDir);
-    await store.create(makeJob("job_a"));
-
-    expect(await store.update("job_missing", (job) => job)).toBeNull();
-    await expect(
-      store.update("job_a", (job) => {
-        job.status = "failed";
-        throw new Error("change failed");
-      }),
-    ).rejects.toThrow("change failed");
-    expect(await store.get("job_a")).toEqual(makeJob("job_a"));
-  });
-
-  it("refuses an update that changes the job's id or idempotency key", async () => {
-    const dataDir = await tempDir();
-    const store = await openStore(dataDir);
-    await store.create(makeJob("job_a", { idempotencyKey: "k" }));
-
-    await expect(store.update("job_a", (job) => ({ ...job, id: "job_b" }))).rejects.toBeInstanceOf(AppError);
-    await expect(store.update("job_a", (job) => ({ ...job, idempotencyKey: "other" }))).rejects.toBeInstanceOf(AppError);
-    expect(await store.get("job_b")).toBeNull();
-  });
-
-  it("sets expiresAt to finishedAt plus the retention when a job finishes without one", async () => {
-    const dataDir = await tempDir();
-    const store = await openStore(dataDir);
-    await store.create(makeJob("job_a"));
-
-    const finished = await store.update("job_a", (job) => ({ ...job, status: "succeeded", finishedAt: at(10) }));
-
-    expect(finished?.expiresAt).toBe(new Date(Date.parse(at(10)) + RETENTION_MS).toISOString());
-  });
-
-  it("lists by status newest first and pages through every job exactly once", async () => {
-    const dataDir = await tempDir();
-    const store = await openStore(dataDir);
-    const statuses: JobStatus[] = ["queued", "running", "succeeded", "failed", "canceled"];
-    // Every third job shares its createdAt with the previous one, so paging must break ties by id.
-    const jobs = Array.from({ length: 23 }, (_, i) =>
-      makeJob(`job_${String(i).padStart(2, "0")}`, {
-        createdAt: at(i - (i % 3 === 2 ? 1 : 0)),
-        status: statuses[i % statuses.length],
-      }),
-    );
-    // Created out of order: insertion order must not leak into list order.
-    for (const job of [...jobs].reverse()) await store.create(job);
-
-    async function collect(status?: JobStatus): Promise<string[]> {
-      const ids: string[] = [];
-      let cursor: string | undefined;
-      for (;;) {
-        const page = await store.list({ status, limit: 4, cursor });
-        expect(page.jobs.length).toBeLessThanOrEqual(4);
-        ids.push(...page.jobs.map((job) => job.id));
-        if (page.nextCursor === null) return ids;
-        cursor = page.nextCursor;
-      }
-    }
-
-    const newestFirst = [...jobs]
-      .sort((a, b) => b.createdAt.localeCompare(a.createdAt) || b.id.localeCompare(a.id))
-      .map((job) => job.id);
-    expect(await collect()).toEqual(newestFirst);
-    const succeeded = await collect("succeeded");
-    expect(succeeded).toEqual(newestFirst.filter((id) => jobs.find((job) => job.id === id)?.status === "succeeded"));
-    expect(succeeded.length).toBeGreaterThan(0);
-    expect(await store.list({ limit: 23 })).toMatchObject({ nextCursor: null });
-    await expect(store.list({ limit: 4, cursor: "not-a-cursor" })).rejects.toMatchObject({ code: "invalid_request" });
-    await expect(store.list({ limit: 0 })).rejects.toMatchObject({ code: "invalid_request" });
-  });
-
-  it("returns queued and running jobs oldest first from unfinished()", async () => {
-    const dataDir = await tempDir();
-    const store = await openStore(dataDir);
-    await store.create(makeJob("job_running_new", { status: "running", createdAt: at(30) }));
-    await store.create(makeJob("job_done", { status: "succeeded", createdAt: at(5) }));
-    await store.create(makeJob("job_queued_old", { status: "queued", createdAt: at(10) }));
-    await store.create(makeJob("job_queued_mid", { status: "queued", createdAt: at(20) }));
-    await store.create(makeJob("job_canceled", { status: "canceled", createdAt: at(1) }));
-
-    const reopened = await reopen(store, dataDir);
-
-    expect((await reopened.unfinished()).map((job) => job.id)).toEqual([
-      "job_queued_old",
-      "job_queued_mid",
-      "job_running_new",
-    ]);
-  });
-
-  it("returns only jobs whose callback is pending from pendingCallbacks()", async () => {
-    const dataDir = await tempDir();
-    const store = await openStore(dataDir);
-    const callback = (state: "pending" | "delivered") => ({ webhookId: "msg", state, attempts: [] });
-    await store.create(makeJob("job_pending", { status: "succeeded", callback: callback("pending") }));
-    await store.create(makeJob("job_delivered", { status: "succeeded", callback: callback("delivered") }));
-    await store.create(makeJob("job_none"));
-
-    expect((await store.pendingCallbacks()).map((job) => job.id)).toEqual(["job_pending"]);
   });
 
   it("sweeps only expired finished jobs and their uploads inside the data dir", async () => {
