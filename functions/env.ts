@@ -1,5 +1,6 @@
 import { OpenAPIHono, z } from "@hono/zod-openapi";
-import { AppError, ERROR_STATUS, type ErrorCode } from "../lib/errors.ts";
+import { AppError, ERROR_CODES, type ErrorCode } from "../lib/errors.ts";
+import { ERROR_STATUS } from "./error-status.ts";
 import type { Services } from "../lib/services.ts";
 
 /** errorCode: set when the request failed, for its log line. */
@@ -21,7 +22,7 @@ export function router(): OpenAPIHono<AppEnv> {
 export const ErrorSchema = z
   .object({
     error: z.object({
-      code: z.enum(Object.keys(ERROR_STATUS) as [keyof typeof ERROR_STATUS, ...(keyof typeof ERROR_STATUS)[]]),
+      code: z.enum(ERROR_CODES),
       message: z.string(),
       request_id: z.string(),
       details: z.record(z.string(), z.unknown()).optional(),

@@ -1,7 +1,8 @@
 import type { Context, MiddlewareHandler } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { presentedKey } from "../lib/auth.ts";
-import { AppError, ERROR_STATUS, errorBody, isAppError, type ErrorCode } from "../lib/errors.ts";
+import { AppError, errorBody, isAppError, type ErrorCode } from "../lib/errors.ts";
+import { ERROR_STATUS } from "./error-status.ts";
 import { newRequestId, type Services } from "../lib/services.ts";
 import type { AppEnv } from "./env.ts";
 
@@ -56,7 +57,7 @@ export function handleError(err: Error, c: Context<AppEnv>): Response {
   }
   c.get("services")?.metrics.errors.inc({ code: appError.code });
   if (appError.retryAfterSeconds !== undefined) c.header("retry-after", String(appError.retryAfterSeconds));
-  return c.json(errorBody(appError, requestId), appError.status);
+  return c.json(errorBody(appError, requestId), ERROR_STATUS[appError.code]);
 }
 
 /**

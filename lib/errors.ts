@@ -1,49 +1,59 @@
 /**
- * The one error type that crosses the HTTP boundary. Every failure a client can see is an
- * AppError with a stable code; the status comes from one table, so handlers never pick numbers.
+ * Failures of the core, each with a stable code. The core says what went wrong and whether trying
+ * again could help; the HTTP edge alone turns a code into a status (functions/error-status.ts).
  */
-export const ERROR_STATUS = {
-  invalid_request: 400,
-  unauthorized: 401,
-  forbidden: 403,
-  not_found: 404,
-  conflict: 409,
-  payload_too_large: 413,
-  unsupported_media: 415,
-  unprocessable_audio: 422,
-  rate_limited: 429,
-  internal: 500,
-  upstream_failed: 502,
-  unavailable: 503,
-  timeout: 504,
-} as const;
+export const ERROR_CODES = [
+  "invalid_request",
+  "unauthorized",
+  "forbidden",
+  "not_found",
+  "conflict",
+  "payload_too_large",
+  "unsupported_media",
+  "unprocessable_audio",
+  "rate_limited",
+  "internal",
+  "upstream_failed",
+  "unavailable",
+  "timeout",
+] as const;
 
-export type ErrorCode = keyof typeof ERROR_STATUS;
+export type ErrorCode = (typeof ERROR_CODES)[number];
 
-export interface AppErrorOptions {
+/** What was asked or sent is what is wrong, so the same operation fails the same way again. */
+const FINAL_CODES: ReadonlySet<ErrorCode> = new Set(["invalid_request", "forbidden", "not_found", "payload_too_large", "unsupported_media", "unprocessable_audio"]);
+
+export interface DomainErrorOptions {
   cause?: unknown;
-  /** Seconds a client should wait before retrying; sent as Retry-After. */
+  /** Seconds a caller should wait before retrying; sent as Retry-After. */
   retryAfterSeconds?: number;
   details?: Record<string, unknown>;
+  /** Whether running the operation again could succeed; by default, unless the code says the input is at fault. */
+  retryable?: boolean;
 }
 
-export class AppError extends Error {
+export class DomainError extends Error {
   readonly code: ErrorCode;
+  readonly retryable: boolean;
   readonly retryAfterSeconds?: number;
   readonly details?: Record<string, unknown>;
 
-  constructor(code: ErrorCode, message: string, options: AppErrorOptions = {}) {
+  constructor(code: ErrorCode, message: string, options: DomainErrorOptions = {}) {
     super(message, { cause: options.cause });
-    this.name = "AppError";
+    this.name = "DomainError";
     this.code = code;
+    this.retryable = options.retryable ?? !FINAL_CODES.has(code);
     this.retryAfterSeconds = options.retryAfterSeconds;
     this.details = options.details;
   }
-
-  get status(): (typeof ERROR_STATUS)[ErrorCode] {
-    return ERROR_STATUS[this.code];
-  }
 }
+
+export function isDomainError(err: unknown): err is DomainError {
+  return err instanceof DomainError;
+}
+
+/** The names the HTTP layer and the modules not converted yet still use; the same class. */
+export { DomainError as AppError, isDomainError as isAppError };
 
 /** The JSON body of every error response. */
 export interface ErrorBody {
@@ -62,7 +72,7 @@ function cut(message: string): string {
   return message.length <= MESSAGE_MAX_CHARS ? message : `${message.slice(0, MESSAGE_MAX_CHARS)}... (${message.length - MESSAGE_MAX_CHARS} more characters)`;
 }
 
-export function errorBody(err: AppError, requestId: string): ErrorBody {
+export function errorBody(err: DomainError, requestId: string): ErrorBody {
   return {
     error: {
       code: err.code,
@@ -72,8 +82,4 @@ export function errorBody(err: AppError, requestId: string): ErrorBody {
       ...(err.details && err.code !== "internal" ? { details: err.details } : {}),
     },
   };
-}
-
-export function isAppError(err: unknown): err is AppError {
-  return err instanceof AppError;
 }

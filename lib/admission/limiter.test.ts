@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { AppError } from "../errors.ts";
+import { DomainError } from "../errors.ts";
 import { Limiter, type LimiterOptions, type Permit } from "./limiter.ts";
 
 function limiter(options: Partial<LimiterOptions> = {}): Limiter {
@@ -108,10 +108,10 @@ describe("Limiter", () => {
 
     const err = await rejectionOf(l.acquire());
 
-    expect(err).toBeInstanceOf(AppError);
-    expect(err).toMatchObject({ code: "rate_limited", status: 429 });
+    expect(err).toBeInstanceOf(DomainError);
+    expect(err).toMatchObject({ code: "rate_limited", retryable: true });
     // A sub-second or zero estimate still tells the client to wait at least a second.
-    expect((err as AppError).retryAfterSeconds).toBeGreaterThanOrEqual(1);
+    expect((err as DomainError).retryAfterSeconds).toBeGreaterThanOrEqual(1);
     expect(l.stats.queued).toBe(1);
   });
 
@@ -140,7 +140,7 @@ describe("Limiter", () => {
 
     const err = await outcome;
     expect(err).toMatchObject({ code: "rate_limited" });
-    expect((err as AppError).retryAfterSeconds).toBeGreaterThanOrEqual(1);
+    expect((err as DomainError).retryAfterSeconds).toBeGreaterThanOrEqual(1);
     expect(l.stats).toEqual({ slots: 1, inUse: 1, queued: 0 });
 
     // The timed-out waiter must not be handed the slot later.

@@ -1,4 +1,4 @@
-import { AppError } from "../errors.ts";
+import { DomainError } from "../errors.ts";
 
 export interface LimiterOptions {
   slots: number;
@@ -43,7 +43,7 @@ export class Limiter {
   }
 
   /**
-   * A permit now, or after waiting in line; AppError rate_limited when the line is full or too slow.
+   * A permit now, or after waiting in line; DomainError rate_limited when the line is full or too slow.
    * A patient caller (an accepted async job, already bounded by the job queue) is never refused: it
    * waits its turn in the same line.
    */
@@ -121,9 +121,9 @@ export class Limiter {
     if (i >= 0) this.waiters.splice(i, 1);
   }
 
-  private refusal(reason: string): AppError {
+  private refusal(reason: string): DomainError {
     const retryAfterSeconds = Math.max(1, Math.ceil(this.options.retryAfterSeconds()));
-    return new AppError("rate_limited", `Server is at capacity: ${reason}. Retry after ${retryAfterSeconds} s.`, {
+    return new DomainError("rate_limited", `Server is at capacity: ${reason}. Retry after ${retryAfterSeconds} s.`, {
       retryAfterSeconds,
     });
   }

@@ -257,7 +257,6 @@ describe("decodeToPcm", () => {
     await writeFile(input, bytes);
     const err = await appErrorFrom(collect(decodeToPcm(input)));
     expect(err.code).toBe("unsupported_media");
-    expect(err.status).toBe(415);
     expect(err.message).toBe("the file is not a recognised audio or video format");
     expect(err.details).toBeUndefined();
     // The server-side detail is kept for logs only.
@@ -274,14 +273,14 @@ describe("decodeToPcm", () => {
   it("rejects a 0-byte file as empty (422)", async () => {
     const stream = decodeToPcm(file("empty.wav"));
     const err = await appErrorFrom(collect(stream));
-    expect(err.status).toBe(422);
+    expect(err.code).toBe("unprocessable_audio");
     expect(err.message).toBe("empty audio file");
     expect(stream.pid).toBeUndefined();
   });
 
   it("rejects a valid WAV with no samples as empty (422)", async () => {
     const err = await appErrorFrom(collect(decodeToPcm(file("no-samples.wav"))));
-    expect(err.status).toBe(422);
+    expect(err.code).toBe("unprocessable_audio");
     expect(err.message).toBe("empty audio: the file contains no audio samples");
   });
 
@@ -412,7 +411,7 @@ describe("extractAudio", () => {
     await writeFile(notMedia, "meeting notes\n");
     expect((await appErrorFrom(extractAudio(notMedia, output, "mp3"))).code).toBe("unsupported_media");
     expect((await appErrorFrom(extractAudio(file("empty.wav"), output, "mp3"))).message).toBe("empty audio file");
-    expect((await appErrorFrom(extractAudio(file("no-samples.wav"), output, "wav"))).status).toBe(422);
+    expect((await appErrorFrom(extractAudio(file("no-samples.wav"), output, "wav"))).code).toBe("unprocessable_audio");
     expect(existsSync(output)).toBe(false);
   });
 

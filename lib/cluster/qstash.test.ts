@@ -8,7 +8,8 @@ import { Client, Receiver } from "@upstash/qstash";
 import { Webhook } from "standardwebhooks";
 import { afterEach, describe, expect, it } from "vitest";
 import { startQStashEmulator, type QStashEmulator } from "../../test/support/qstash-emulator.ts";
-import { AppError } from "../errors.ts";
+import { ERROR_STATUS } from "../../functions/error-status.ts";
+import { DomainError } from "../errors.ts";
 import { EmbeddedJobStore } from "../jobs/embedded-job-store.ts";
 import type { Dispatch, JobRecord, JobRequest } from "../jobs/ports.ts";
 import { createLogger } from "../log.ts";
@@ -90,7 +91,7 @@ async function startWorker() {
     try {
       await verifyQStash(receiver(), request.body, header(request.headers, "upstash-signature"), qstashUrl(worker.url, QSTASH_RUN_PATH));
     } catch (err) {
-      if (err instanceof AppError) return err.status;
+      if (err instanceof DomainError) return ERROR_STATUS[err.code];
       throw err;
     }
     runs.push(parseRunMessage(request.body));
@@ -190,14 +191,14 @@ describe("QStashJobDispatcher and verifyQStash", () => {
     expect(worker.requests[1]!.at - dispatchedAt).toBeGreaterThanOrEqual(1_000);
   });
 
-  it("turns a refused publish into an unavailable AppError carrying the cause", async () => {
+  it("turns a refused publish into a retryable unavailable error carrying the cause", async () => {
     const emulator = await startEmulator();
     const client = new Client({ baseUrl: emulator.url, token: "wrong-token", retry: false, enableTelemetry: false });
     const dispatcher = new QStashJobDispatcher({ client, deliveryUrl: "http://127.0.0.1:9" });
 
     const error = await dispatcher.dispatch(run("job_4")).catch((err: unknown) => err);
-    expect(error).toBeInstanceOf(AppError);
-    expect(error).toMatchObject({ code: "unavailable", status: 503, cause: expect.objectContaining({ status: 401 }) });
+    expect(error).toBeInstanceOf(DomainError);
+    expect(error).toMatchObject({ code: "unavailable", retryable: true, cause: expect.objectContaining({ status: 401 }) });
     expect(emulator.messages()).toEqual([]);
   });
 

@@ -12,7 +12,7 @@
  */
 import { SignatureError, type Client, type Receiver } from "@upstash/qstash";
 import { z } from "zod";
-import { AppError } from "../errors.ts";
+import { DomainError } from "../errors.ts";
 import {
   deduplicationId,
   FINAL_STATUSES,
@@ -47,11 +47,11 @@ const CLOCK_TOLERANCE_SECONDS = 5;
  * token carries a hash of them, which re-serialised JSON would not match.
  */
 export async function verifyQStash(receiver: Receiver, rawBody: string, signature: string | undefined, url: string): Promise<void> {
-  if (!signature) throw new AppError("unauthorized", "invalid QStash signature");
+  if (!signature) throw new DomainError("unauthorized", "invalid QStash signature");
   try {
     await receiver.verify({ signature, body: rawBody, url, clockTolerance: CLOCK_TOLERANCE_SECONDS });
   } catch (err) {
-    if (err instanceof SignatureError) throw new AppError("unauthorized", "invalid QStash signature", { cause: err });
+    if (err instanceof SignatureError) throw new DomainError("unauthorized", "invalid QStash signature", { cause: err });
     // Anything else (such as a Receiver without signing keys) is our misconfiguration, not the caller's fault.
     throw err;
   }
@@ -75,7 +75,7 @@ export function parseRunMessage(rawBody: string): RunMessage {
     json = undefined;
   }
   const parsed = runMessageSchema.safeParse(json);
-  if (!parsed.success) throw new AppError("invalid_request", "The body is not a QStash run message.");
+  if (!parsed.success) throw new DomainError("invalid_request", "The body is not a QStash run message.");
   return parsed.data;
 }
 
@@ -125,7 +125,7 @@ export class QStashJobDispatcher implements JobDispatcher {
         ...(delaySeconds ? { delay: Math.ceil(delaySeconds) } : {}),
       });
     } catch (err) {
-      throw new AppError("unavailable", "The job could not be handed to QStash; retry shortly.", {
+      throw new DomainError("unavailable", "The job could not be handed to QStash; retry shortly.", {
         cause: err,
         retryAfterSeconds: PUBLISH_RETRY_AFTER_SECONDS,
       });
@@ -277,7 +277,7 @@ export class QStashCallbackSender implements CallbackSender {
       }));
     } catch (err) {
       // The callback stays pending with no message behind it: the caller learns that here.
-      throw new AppError("unavailable", "The callback could not be handed to QStash.", { cause: err });
+      throw new DomainError("unavailable", "The callback could not be handed to QStash.", { cause: err });
     }
 
     const note: DeliveryAttempt = {
@@ -322,7 +322,7 @@ const WEBHOOK_ID_HEADERS: ReadonlySet<string> = new Set(["webhook-id", "upstash-
  */
 export async function handleCallbackFailure(store: JobStore, body: unknown, now: Date = new Date()): Promise<JobRecord | null> {
   const parsed = failureReportSchema.safeParse(body);
-  if (!parsed.success) throw new AppError("invalid_request", "The body is not a QStash failure callback.");
+  if (!parsed.success) throw new DomainError("invalid_request", "The body is not a QStash failure callback.");
   const report = parsed.data;
 
   const header = Object.entries(report.sourceHeader ?? {}).find(([name]) => WEBHOOK_ID_HEADERS.has(name.toLowerCase()))?.[1];

@@ -3,7 +3,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from "node:ht
 import type { AddressInfo } from "node:net";
 import { gzipSync } from "node:zlib";
 import { afterEach, describe, expect, it } from "vitest";
-import { AppError } from "../errors.ts";
+import { DomainError } from "../errors.ts";
 import { WorkerForwarder } from "./worker-forwarder.ts";
 
 const cleanups: Array<() => Promise<unknown>> = [];
@@ -138,8 +138,8 @@ describe("WorkerForwarder", () => {
     const workerUrl = await startWorker(() => undefined);
     await cleanups.pop()!();
     const error = await new WorkerForwarder({ workerUrl }).forward(new Request("http://api/v1/audio/transcriptions", { method: "POST", body: "x" }), "req_down").catch((err: unknown) => err);
-    expect(error).toBeInstanceOf(AppError);
-    expect(error).toMatchObject({ code: "unavailable", status: 503, retryAfterSeconds: 5 });
+    expect(error).toBeInstanceOf(DomainError);
+    expect(error).toMatchObject({ code: "unavailable", retryable: true, retryAfterSeconds: 5 });
   });
 
   it("answers 503 with Retry-After when the worker drops the connection before answering", async () => {
@@ -152,8 +152,8 @@ describe("WorkerForwarder", () => {
     const headersTimeout = Object.assign(new Error("Headers Timeout Error"), { code: "UND_ERR_HEADERS_TIMEOUT" });
     const forwarder = new WorkerForwarder({ workerUrl: "http://worker.invalid:8080", fetch: async () => Promise.reject(new TypeError("fetch failed", { cause: headersTimeout })) });
     const error = await forwarder.forward(new Request("http://api/v1/audio/transcriptions", { method: "POST", body: "x" }), "req_slow").catch((err: unknown) => err);
-    expect(error).toMatchObject({ code: "timeout", status: 504 });
-    expect((error as AppError).message).toContain("POST /v1/jobs");
+    expect(error).toMatchObject({ code: "timeout", retryable: true });
+    expect((error as DomainError).message).toContain("POST /v1/jobs");
   });
 
   it("cancels the worker's request when the client goes away, and does not report it as a worker failure", async () => {
@@ -169,7 +169,7 @@ describe("WorkerForwarder", () => {
       .catch((err: unknown) => err);
     await arrived.promise;
     client.abort(new Error("client went away"));
-    expect(await forwarded).not.toBeInstanceOf(AppError);
+    expect(await forwarded).not.toBeInstanceOf(DomainError);
     await closed.promise;
   }, 30_000);
 });

@@ -3,7 +3,7 @@
  * request goes on to a worker at WORKER_URL as it arrives, and the worker's answer comes back as it
  * is produced. The api instance holds neither the whole upload nor the whole response.
  */
-import { AppError } from "../errors.ts";
+import { DomainError } from "../errors.ts";
 
 /** Headers about one connection rather than the request (RFC 9110, 7.6.1), and the api's own Host. */
 const NOT_FORWARDED = new Set(["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host"]);
@@ -51,9 +51,9 @@ export class WorkerForwarder {
       // Node's fetch waits at most 300 s for response headers, and a worker only answers once it has
       // transcribed: the work may still be going on, so this is a timeout, not an absent worker.
       if (causeCode(err) === "UND_ERR_HEADERS_TIMEOUT") {
-        throw new AppError("timeout", "The worker did not finish within the 300 s a forwarded request may take; submit long files as jobs (POST /v1/jobs).", { cause: err });
+        throw new DomainError("timeout", "The worker did not finish within the 300 s a forwarded request may take; submit long files as jobs (POST /v1/jobs).", { cause: err });
       }
-      throw new AppError("unavailable", "No transcription worker could be reached; retry shortly.", { cause: err, retryAfterSeconds: UNREACHABLE_RETRY_AFTER_SECONDS });
+      throw new DomainError("unavailable", "No transcription worker could be reached; retry shortly.", { cause: err, retryAfterSeconds: UNREACHABLE_RETRY_AFTER_SECONDS });
     }
     const headers = endToEnd(response.headers);
     // fetch has already decoded a compressed body, so its encoding and length no longer describe it.

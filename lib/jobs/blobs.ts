@@ -2,7 +2,7 @@ import { createReadStream } from "node:fs";
 import { copyFile, open, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { Redis } from "@upstash/redis";
-import { AppError } from "../errors.ts";
+import { DomainError } from "../errors.ts";
 import type { JobInput } from "./ports.ts";
 
 export type StoredInput = Exclude<JobInput, { kind: "url" }>;
@@ -34,7 +34,7 @@ export class FileBlobs implements InputBlobs {
   }
 
   async localPath(input: StoredInput): Promise<string> {
-    if (input.kind !== "upload") throw new AppError("internal", "this instance keeps uploads on disk, not in a shared store");
+    if (input.kind !== "upload") throw new DomainError("internal", "this instance keeps uploads on disk, not in a shared store");
     return input.path;
   }
 
@@ -82,7 +82,7 @@ export class RedisBlobs implements InputBlobs {
       }
       await this.redis.set(key, JSON.stringify({ chunks, bytes: meta.bytes }), { px: this.ttlMs });
     } catch (cause) {
-      throw new AppError("unavailable", "The shared upload store is unreachable; retry shortly.", { cause, retryAfterSeconds: 5 });
+      throw new DomainError("unavailable", "The shared upload store is unreachable; retry shortly.", { cause, retryAfterSeconds: 5 });
     } finally {
       await rm(path, { force: true });
     }
@@ -90,15 +90,15 @@ export class RedisBlobs implements InputBlobs {
   }
 
   async localPath(input: StoredInput, scratchDir: string): Promise<string> {
-    if (input.kind !== "blob") throw new AppError("internal", "cluster instances keep uploads in the shared store, not on disk");
+    if (input.kind !== "blob") throw new DomainError("internal", "cluster instances keep uploads in the shared store, not on disk");
     const header = await this.redis.get<{ chunks: number; bytes: number }>(input.key);
-    if (!header) throw new AppError("not_found", "The job's uploaded audio has expired or was removed.");
+    if (!header) throw new DomainError("not_found", "The job's uploaded audio has expired or was removed.");
     const path = join(scratchDir, "input");
     const file = await open(path, "w");
     try {
       for (let i = 0; i < header.chunks; i++) {
         const data = await this.redis.get<string>(`${input.key}:${i}`);
-        if (data === null) throw new AppError("not_found", "Part of the job's uploaded audio has expired.");
+        if (data === null) throw new DomainError("not_found", "Part of the job's uploaded audio has expired.");
         await file.write(Buffer.from(data, "base64"));
       }
     } finally {

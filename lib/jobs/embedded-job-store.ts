@@ -10,7 +10,7 @@
  */
 import { mkdir, open, readdir, readFile, realpath, rename, unlink } from "node:fs/promises";
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
-import { AppError } from "../errors.ts";
+import { DomainError } from "../errors.ts";
 import { FINAL_STATUSES, type JobPage, type JobRecord, type JobStatus, type JobStore } from "./ports.ts";
 import { decodeCursor, encodeCursor, jobProblem, JOB_ID_PATTERN, newestFirst, oldestFirst } from "./records.ts";
 
@@ -78,7 +78,7 @@ export class EmbeddedJobStore implements JobStore {
     // Everything from the key check to registering the write runs without yielding, so two
     // concurrent creates with one key cannot both get past the check.
     const write = this.#serialize(record.id, async () => {
-      if (this.#jobs.has(record.id)) throw new AppError("conflict", `job ${record.id} already exists`);
+      if (this.#jobs.has(record.id)) throw new DomainError("conflict", `job ${record.id} already exists`);
       await this.#persist(record);
       this.#jobs.set(record.id, record);
       if (key !== undefined) this.#idsByKey.set(key, record.id);
@@ -109,7 +109,7 @@ export class EmbeddedJobStore implements JobStore {
       // Cloned both ways so neither a throwing change nor a kept reference can alter stored state.
       const next = this.#prepare(structuredClone(change(structuredClone(current))));
       if (next.id !== id || next.idempotencyKey !== current.idempotencyKey) {
-        throw new AppError("internal", `an update may not change the id or idempotency key of job ${id}`);
+        throw new DomainError("internal", `an update may not change the id or idempotency key of job ${id}`);
       }
       await this.#persist(next);
       this.#jobs.set(id, next);
@@ -119,7 +119,7 @@ export class EmbeddedJobStore implements JobStore {
 
   async list(filter: { status?: JobStatus; limit: number; cursor?: string }): Promise<JobPage> {
     if (!Number.isInteger(filter.limit) || filter.limit < 1) {
-      throw new AppError("invalid_request", "limit must be a positive integer");
+      throw new DomainError("invalid_request", "limit must be a positive integer");
     }
     const after = filter.cursor === undefined ? null : decodeCursor(filter.cursor);
     const matching = [...this.#jobs.values()]
@@ -223,7 +223,7 @@ export class EmbeddedJobStore implements JobStore {
   /** Checks a job before it is written, so nothing stored could be set aside as corrupt at the next open. */
   #prepare(job: JobRecord): JobRecord {
     const problem = jobProblem(job);
-    if (problem !== null) throw new AppError("internal", `refusing to store an invalid job: ${problem}`);
+    if (problem !== null) throw new DomainError("internal", `refusing to store an invalid job: ${problem}`);
     if (FINAL_STATUSES.includes(job.status) && job.expiresAt === undefined) {
       const finishedAt = job.finishedAt === undefined ? Number.NaN : Date.parse(job.finishedAt);
       const base = Number.isFinite(finishedAt) ? finishedAt : Date.now();
@@ -292,7 +292,7 @@ export class EmbeddedJobStore implements JobStore {
   }
 
   #assertOpen(): void {
-    if (this.#closed) throw new AppError("unavailable", "job store is closed");
+    if (this.#closed) throw new DomainError("unavailable", "job store is closed");
   }
 }
 

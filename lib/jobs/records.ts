@@ -1,4 +1,4 @@
-import { AppError } from "../errors.ts";
+import { DomainError } from "../errors.ts";
 import { JOB_STATUSES, type JobRecord, type JobStatus } from "./ports.ts";
 
 /** Job ids become file names and Redis key parts: no separators, no dots, bounded. */
@@ -29,7 +29,7 @@ export function decodeCursor(cursor: string): Position {
   } catch {
     // Falls through to the same error as a well-formed but meaningless cursor.
   }
-  throw new AppError("invalid_request", "cursor is not one this service returned");
+  throw new DomainError("invalid_request", "cursor is not one this service returned");
 }
 
 /**

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { probeDurationSeconds } from "../audio/probe.ts";
 import type { SlotStore } from "../admission/ports.ts";
 import { InferenceError } from "../engine/engine.ts";
-import { AppError, isAppError, type ErrorCode } from "../errors.ts";
+import { DomainError, isDomainError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
 import { downloadToFile, type OutboundPolicy } from "../net/safe-fetch.ts";
@@ -25,12 +25,8 @@ export class JobCanceled extends Error {
  * Whether running the job again could succeed. Bad input stays bad; a model that failed to load,
  * an unreachable slot store, a busy cluster or a crashed inference thread may not.
  */
-const FINAL_CODES: readonly ErrorCode[] = ["invalid_request", "forbidden", "not_found", "payload_too_large", "unsupported_media", "unprocessable_audio"];
-
 export function isRetryable(err: unknown): boolean {
-  if (err instanceof InferenceError) return true;
-  if (isAppError(err)) return !FINAL_CODES.includes(err.code);
-  return false;
+  return err instanceof InferenceError || (isDomainError(err) && err.retryable);
 }
 
 /** Without a local estimate (an api instance): about the time a few queued jobs take to start. */
@@ -88,7 +84,7 @@ export class JobRunner {
   /** Refuses with 429 when the job queue is full; otherwise stores the job and sends it on its way. */
   async submit(job: JobRecord): Promise<{ job: JobRecord; created: boolean }> {
     if ((await this.deps.store.count("queued")) >= this.deps.queueSize) {
-      throw new AppError("rate_limited", `The job queue is full (${this.deps.queueSize} waiting); retry later.`, {
+      throw new DomainError("rate_limited", `The job queue is full (${this.deps.queueSize} waiting); retry later.`, {
         retryAfterSeconds: this.deps.transcription?.retryAfterSeconds() ?? FULL_QUEUE_RETRY_AFTER_SECONDS,
       });
     }
@@ -107,7 +103,7 @@ export class JobRunner {
     const job = await this.deps.store.get(id);
     if (!job) return null;
     if (FINAL_STATUSES.includes(job.status)) {
-      throw new AppError("conflict", `Job ${id} has already ${job.status === "canceled" ? "been canceled" : job.status}.`);
+      throw new DomainError("conflict", `Job ${id} has already ${job.status === "canceled" ? "been canceled" : job.status}.`);
     }
     const local = this.running.get(id);
     if (local) {
@@ -128,7 +124,7 @@ export class JobRunner {
   async handleDelivery(id: string, attempt: number): Promise<DeliveryOutcome> {
     const { transcription } = this.deps;
     if (!transcription) {
-      throw new AppError("unavailable", "This instance runs no jobs (ROLE=api); QSTASH_DELIVERY_URL should point at the workers.", {
+      throw new DomainError("unavailable", "This instance runs no jobs (ROLE=api); QSTASH_DELIVERY_URL should point at the workers.", {
         retryAfterSeconds: MISROUTED_DELIVERY_RETRY_AFTER_SECONDS,
       });
     }
@@ -257,7 +253,7 @@ export class JobRunner {
       await this.dispatch(job, "retried", { delaySeconds: 2 * job.runs });
       return;
     }
-    const error = isAppError(err) && err.code !== "internal" ? { code: err.code, message: err.message } : { code: "internal", message: "The job failed on the server." };
+    const error = isDomainError(err) && err.code !== "internal" ? { code: err.code, message: err.message } : { code: "internal", message: "The job failed on the server." };
     if (error.code === "internal") this.deps.log.error({ jobId: id, err: (err as Error)?.stack ?? String(err) }, "job failed");
     await this.finish(id, { status: "failed", error });
   }

@@ -4,7 +4,7 @@ import { Redis } from "@upstash/redis";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { startRedisServer, type RedisServer } from "../../test/support/redis-server.ts";
 import { startUpstashRestBridge, type UpstashRestBridge } from "../../test/support/upstash-rest-bridge.ts";
-import { AppError } from "../errors.ts";
+import { DomainError } from "../errors.ts";
 import type { Segment, Transcript } from "../transcript.ts";
 import { describeJobStore, makeJob, RETENTION_MS } from "./job-store-behaviour.ts";
 import type { JobRecord } from "./ports.ts";
@@ -176,7 +176,7 @@ describe("UpstashJobStore against a real redis-server behind the Upstash REST br
     console.log(`5 MB transcript: ${chunks.length} chunks; largest request ${traffic.largestRequest} B, largest reply ${traffic.largestReply} B decoded`);
   });
 
-  it("throws AppError unavailable while Redis is unreachable and works again once it is back", async () => {
+  it("throws DomainError unavailable while Redis is unreachable and works again once it is back", async () => {
     const jobs = store();
     await jobs.create(makeJob("job_a"));
     restApi().setAvailable(false);
@@ -188,7 +188,7 @@ describe("UpstashJobStore against a real redis-server behind the Upstash REST br
     await expect(jobs.list({ limit: 10 })).rejects.toMatchObject(unavailable);
     await expect(jobs.unfinished()).rejects.toMatchObject(unavailable);
     await expect(jobs.sweep(new Date())).rejects.toMatchObject(unavailable);
-    await expect(jobs.get("job_a")).rejects.toBeInstanceOf(AppError);
+    await expect(jobs.get("job_a")).rejects.toBeInstanceOf(DomainError);
 
     restApi().setAvailable(true);
     expect(await eventually(() => jobs.get("job_a"))).toEqual(makeJob("job_a"));

@@ -53,7 +53,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { promisify } from "node:util";
 import { gunzip, gzip } from "node:zlib";
 import type { Redis } from "@upstash/redis";
-import { AppError } from "../errors.ts";
+import { DomainError } from "../errors.ts";
 import { FINAL_STATUSES, JOB_STATUSES, type JobPage, type JobRecord, type JobStatus, type JobStore } from "./ports.ts";
 import { decodeCursor, encodeCursor, jobProblem, JOB_ID_PATTERN, oldestFirst, type Position } from "./records.ts";
 
@@ -368,7 +368,7 @@ export class UpstashJobStore implements JobStore {
       const reply = await this.#write(SCRIPTS.create, record, null, record.idempotencyKey ?? "");
       const [outcome] = reply;
       if (outcome === "created") return { job: structuredClone(record), created: true };
-      if (outcome === "exists") throw new AppError("conflict", `job ${record.id} already exists`);
+      if (outcome === "exists") throw new DomainError("conflict", `job ${record.id} already exists`);
       if (outcome !== "existing") throw unexpectedReply("create", reply);
       const holder = untag(reply[1], "i");
       const existing = await this.#hydrate(holder, reply[2]);
@@ -394,7 +394,7 @@ export class UpstashJobStore implements JobStore {
         // Cloned both ways so neither a throwing change nor a kept reference can alter what is written.
         const next = this.#prepare(structuredClone(change(structuredClone(current.job))));
         if (next.id !== id || next.idempotencyKey !== current.job.idempotencyKey) {
-          throw new AppError("internal", `an update may not change the id or idempotency key of job ${id}`);
+          throw new DomainError("internal", `an update may not change the id or idempotency key of job ${id}`);
         }
         const reply = await this.#write(SCRIPTS.commit, next, current, String(current.version));
         const [outcome] = reply;
@@ -402,7 +402,7 @@ export class UpstashJobStore implements JobStore {
         if (outcome === "gone") return null;
         if (outcome !== "conflict") throw unexpectedReply("update", reply);
         if (attempt === MAX_UPDATE_ATTEMPTS) {
-          throw new AppError("conflict", `job ${id} changed concurrently ${attempt} times; the update was not applied`);
+          throw new DomainError("conflict", `job ${id} changed concurrently ${attempt} times; the update was not applied`);
         }
         current = await this.#hydrate(id, reply[1]);
       }
@@ -412,7 +412,7 @@ export class UpstashJobStore implements JobStore {
 
   async list(filter: { status?: JobStatus; limit: number; cursor?: string }): Promise<JobPage> {
     if (!Number.isInteger(filter.limit) || filter.limit < 1) {
-      throw new AppError("invalid_request", "limit must be a positive integer");
+      throw new DomainError("invalid_request", "limit must be a positive integer");
     }
     const after = filter.cursor === undefined ? null : decodeCursor(filter.cursor);
     const index = filter.status === undefined ? this.#key(LAYOUT.byCreated) : this.#key(LAYOUT.status, filter.status);
@@ -461,7 +461,7 @@ export class UpstashJobStore implements JobStore {
   /** Checks a job before it is written, and gives a finished job its expiry as the embedded store does. */
   #prepare(job: JobRecord): JobRecord {
     const problem = jobProblem(job);
-    if (problem !== null) throw new AppError("internal", `refusing to store an invalid job: ${problem}`);
+    if (problem !== null) throw new DomainError("internal", `refusing to store an invalid job: ${problem}`);
     if (FINAL_STATUSES.includes(job.status) && job.expiresAt === undefined) {
       const finishedAt = job.finishedAt === undefined ? Number.NaN : Date.parse(job.finishedAt);
       const base = Number.isFinite(finishedAt) ? finishedAt : Date.now();
@@ -521,7 +521,7 @@ export class UpstashJobStore implements JobStore {
       const largest = parts
         .filter((part) => !part.field.startsWith("c"))
         .sort((a, b) => b.field.length - a.field.length)[0];
-      if (largest === undefined) throw new AppError("internal", `job ${job.id} does not fit one request even in chunks`);
+      if (largest === undefined) throw new DomainError("internal", `job ${job.id} does not fit one request even in chunks`);
       const body = largest.field.startsWith("z") ? largest.field.slice(1) : await gzipBase64(largest.json);
       const write = randomBytes(9).toString("base64url");
       const pieces = split(body, this.#chunkBytes - 1);
@@ -554,7 +554,7 @@ export class UpstashJobStore implements JobStore {
         const [again] = await this.#read([id]);
         const sameVersion = again !== null && recordParts(again)[0] === recordParts(raw)[0];
         if (sameVersion || attempt === MAX_READ_ATTEMPTS) {
-          throw new AppError("internal", `job ${id} could not be read: ${error.message}`, { cause: error });
+          throw new DomainError("internal", `job ${id} could not be read: ${error.message}`, { cause: error });
         }
         raw = again ?? null;
       }
@@ -570,7 +570,7 @@ export class UpstashJobStore implements JobStore {
       job.result = parseStored(id, result.json) as JobRecord["result"];
     }
     const problem = jobProblem(job) ?? (job.id === id ? null : `it holds job ${job.id}`);
-    if (problem !== null) throw new AppError("internal", `job ${id} in Redis is unreadable: ${problem}`);
+    if (problem !== null) throw new DomainError("internal", `job ${id} in Redis is unreadable: ${problem}`);
     return { version, job, result };
   }
 
@@ -580,7 +580,7 @@ export class UpstashJobStore implements JobStore {
     if (field.startsWith("z")) return gunzipBase64(body);
     const reference = /^([\w-]+):(\d+)$/.exec(body);
     if (!field.startsWith("c") || reference === null) {
-      throw new AppError("internal", `job ${id} in Redis has a value of unknown encoding`);
+      throw new DomainError("internal", `job ${id} in Redis has a value of unknown encoding`);
     }
     const [, write = "", count = "0"] = reference;
     const keys = Array.from({ length: Number(count) }, (_, i) => this.#chunkKey(id, write, i));
@@ -629,7 +629,7 @@ export class UpstashJobStore implements JobStore {
     try {
       return await this.#send<T>(["EVALSHA", target.sha, "0", this.#prefix, ...args]);
     } catch (error) {
-      const cause = error instanceof AppError ? error.cause : undefined;
+      const cause = error instanceof DomainError ? error.cause : undefined;
       if (!(cause instanceof Error && /NOSCRIPT/i.test(cause.message))) throw error;
       return await this.#send<T>(["EVAL", target.source, "0", this.#prefix, ...args]);
     }
@@ -644,7 +644,7 @@ export class UpstashJobStore implements JobStore {
     try {
       return await Promise.race([this.#redis.exec<T>(command), timeout]);
     } catch (cause) {
-      throw new AppError("unavailable", "job store unreachable", { cause, retryAfterSeconds: 5 });
+      throw new DomainError("unavailable", "job store unreachable", { cause, retryAfterSeconds: 5 });
     } finally {
       clearTimeout(timer);
     }
@@ -672,7 +672,7 @@ export class UpstashJobStore implements JobStore {
   }
 
   #assertOpen(): void {
-    if (this.#closed) throw new AppError("unavailable", "job store is closed");
+    if (this.#closed) throw new DomainError("unavailable", "job store is closed");
   }
 }
 
@@ -699,7 +699,7 @@ function parseStored(id: string, json: string): unknown {
   try {
     return JSON.parse(json);
   } catch (error) {
-    throw new AppError("internal", `job ${id} in Redis is unreadable: ${String(error)}`, { cause: error });
+    throw new DomainError("internal", `job ${id} in Redis is unreadable: ${String(error)}`, { cause: error });
   }
 }
 
@@ -719,9 +719,9 @@ function untag(value: unknown, tag: string): string {
   return value.slice(tag.length);
 }
 
-function unexpectedReply(operation: string, reply: unknown): AppError {
+function unexpectedReply(operation: string, reply: unknown): DomainError {
   const shown = JSON.stringify(reply)?.slice(0, 200);
-  return new AppError("internal", `job store: unexpected ${operation} reply from Redis: ${shown}`);
+  return new DomainError("internal", `job store: unexpected ${operation} reply from Redis: ${shown}`);
 }
 
 /** Runs at most CHUNK_CONCURRENCY calls at a time; results in the order of items. */
