@@ -52,6 +52,14 @@ export function isDomainError(err: unknown): err is DomainError {
   return err instanceof DomainError;
 }
 
+/** A store the operation needs (Redis behind the slot, job or upload store) cannot be reached now. */
+export class StoreUnavailable extends DomainError {
+  constructor(message: string, cause?: unknown) {
+    super("unavailable", message, { cause, retryAfterSeconds: 5 });
+    this.name = "StoreUnavailable";
+  }
+}
+
 /** The names the HTTP layer and the modules not converted yet still use; the same class. */
 export { DomainError as AppError, isDomainError as isAppError };
 

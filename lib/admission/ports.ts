@@ -1,3 +1,4 @@
+import { StoreUnavailable } from "../errors.ts";
 /**
  * Cluster-wide concurrency slots. The local limiter bounds one instance by its memory and cores; a
  * SlotStore bounds the whole deployment. Embedded: one process, nothing to share. Upstash: leases in
@@ -32,9 +33,9 @@ export interface SlotStore {
   close(): Promise<void>;
 }
 
-export class SlotStoreUnavailable extends Error {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
+export class SlotStoreUnavailable extends StoreUnavailable {
+  constructor(message: string, cause?: unknown) {
+    super(message, cause);
     this.name = "SlotStoreUnavailable";
   }
 }

@@ -248,7 +248,7 @@ describe("RedisSlotStore against a real redis-server behind the Upstash REST bri
     // The helper clients in this test also use fetch; the store's own requests all went to the bridge.
     const storeRequests = requests.mock.calls.slice(start).filter(([, init]) => {
       const body = String(init?.body);
-      return body.includes(lease.id) && /"eval(sha)?"/.test(body);
+      return body.includes(lease.id) && /"eval(sha)?"/i.test(body);
     });
     expect(storeRequests).toHaveLength(warm.roundTrips);
   });

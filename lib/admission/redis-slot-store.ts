@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { Redis } from "@upstash/redis";
 import { capacityOf } from "./embedded-slot-store.ts";
+import { RedisCalls, script, type Script } from "../cluster/redis.ts";
 import { SlotStoreUnavailable, type ClusterCapacity, type SlotHolder, type SlotLease, type SlotStore } from "./ports.ts";
 
 export interface RedisSlotStoreOptions {
@@ -75,20 +76,12 @@ interface StoredHolder extends SlotHolder {
   acquiredAt: number;
 }
 
-/** The part of the SDK's Script used here (the class itself is not exported). */
-interface LuaScript<T> {
-  evalsha(keys: string[], args: string[]): Promise<T>;
-  eval(keys: string[], args: string[]): Promise<T>;
-}
-
-function createScripts(redis: Redis) {
-  return {
-    acquire: redis.createScript<string | null>(ACQUIRE),
-    renew: redis.createScript<number>(RENEW),
-    release: redis.createScript<number>(RELEASE),
-    snapshot: redis.createScript<unknown[]>(SNAPSHOT),
-  };
-}
+const SCRIPTS = {
+  acquire: script(ACQUIRE),
+  renew: script(RENEW),
+  release: script(RELEASE),
+  snapshot: script(SNAPSHOT),
+};
 
 /** What a lease needs from its store, so the lease cannot reach anything else. */
 interface LeaseOwner {
@@ -106,12 +99,8 @@ interface LeaseOwner {
  * purge, count and insert are atomic across instances. Held leases are renewed every heartbeatMs;
  * a crashed instance stops renewing and its slots free themselves after leaseTtlMs.
  *
- * Construct the client so an outage fails fast instead of riding out the SDK's default retries
- * (five, about four seconds of backoff): `new Redis({ url, token, retry: { retries: 0 } })`.
- * (`retry: false` still makes two attempts.) Do not give it a plain `signal: AbortSignal`: the SDK
- * turns an aborted request into a successful "Aborted" reply; `signal: () => AbortSignal.timeout(ms)`
- * is fine. Every call is also cut off after requestTimeoutMs here and reported as
- * SlotStoreUnavailable.
+ * Requests go through RedisCalls (construct the client as it says): each is cut off after
+ * requestTimeoutMs, and any failure is reported as SlotStoreUnavailable.
  *
  * A failed acquire never leaves a lease that anyone renews. If the script did run but its reply
  * was lost (timeout, dropped connection), the lease exists unowned and counts against the cap until
@@ -126,42 +115,37 @@ export class RedisSlotStore implements SlotStore {
   private readonly cap: number;
   private readonly leaseTtlMs: number;
   private readonly heartbeatMs: number;
-  private readonly requestTimeoutMs: number;
   private readonly instance: string;
   private readonly keys: string[];
-  private readonly scripts: ReturnType<typeof createScripts>;
+  private readonly redis: RedisCalls;
   private readonly leases = new Set<RedisLease>();
   private readonly owner: LeaseOwner;
   private closed = false;
-  private sent = 0;
 
   constructor(redis: Redis, options: RedisSlotStoreOptions) {
     this.cap = positiveInteger("cap", options.cap);
     this.leaseTtlMs = positiveInteger("leaseTtlMs", options.leaseTtlMs ?? 15_000);
     this.heartbeatMs = positiveInteger("heartbeatMs", options.heartbeatMs ?? 5_000);
-    this.requestTimeoutMs = positiveInteger("requestTimeoutMs", options.requestTimeoutMs ?? 2_000);
+    const requestTimeoutMs = positiveInteger("requestTimeoutMs", options.requestTimeoutMs ?? 2_000);
     if (!options.instance) throw new RangeError("instance must be a non-empty string");
     this.instance = options.instance;
     const prefix = options.keyPrefix ?? "slotscribe:";
     this.keys = [`${prefix}slots:leases`, `${prefix}slots:holders`];
-    this.scripts = createScripts(redis);
+    this.redis = new RedisCalls(redis, { store: "Redis slot store", requestTimeoutMs, unavailable: SlotStoreUnavailable });
     this.owner = {
       leaseTtlMs: this.leaseTtlMs,
       heartbeatMs: this.heartbeatMs,
-      renew: async (id) => (await this.call("renew", this.scripts.renew, [id, String(this.leaseTtlMs)])) === 1,
+      renew: async (id) => (await this.call<number>(SCRIPTS.renew, [id, String(this.leaseTtlMs)])) === 1,
       release: async (id) => {
-        await this.call("release", this.scripts.release, [id]);
+        await this.call(SCRIPTS.release, [id]);
       },
       forget: (lease) => this.leases.delete(lease),
     };
   }
 
-  /**
-   * Redis commands this store has sent, for reporting round trips per job. Each is one HTTP request,
-   * except that the SDK's auto-pipelining may batch commands issued in the same tick into one.
-   */
+  /** Redis requests this store has sent, for reporting round trips per job. */
   get roundTrips(): number {
-    return this.sent;
+    return this.redis.roundTrips;
   }
 
   async tryAcquire(holder: SlotHolder): Promise<SlotLease | null> {
@@ -171,7 +155,7 @@ export class RedisSlotStore implements SlotStore {
     }
     const id = randomUUID();
     const sentAt = performance.now();
-    const reply = await this.call("acquire", this.scripts.acquire, [
+    const reply = await this.call<string | null>(SCRIPTS.acquire, [
       id,
       String(this.cap),
       String(this.leaseTtlMs),
@@ -179,7 +163,7 @@ export class RedisSlotStore implements SlotStore {
       holder.job,
     ]);
     if (reply === null) return null;
-    if (reply !== id) throw new SlotStoreUnavailable(`Redis slot store: unexpected acquire reply ${JSON.stringify(reply)}`);
+    if (reply !== id) throw this.redis.unavailable(`unexpected acquire reply ${JSON.stringify(reply)}`);
     const lease = new RedisLease(id, sentAt, this.owner);
     if (this.closed) {
       // close() ran while this acquire was in flight and could not hand the slot back itself.
@@ -191,7 +175,7 @@ export class RedisSlotStore implements SlotStore {
   }
 
   async snapshot(): Promise<ClusterCapacity> {
-    const reply = await this.call("snapshot", this.scripts.snapshot, []);
+    const reply = await this.call<unknown[]>(SCRIPTS.snapshot, []);
     const holders = reply.flatMap((entry) => {
       // The SDK parses JSON replies by default; with automaticDeserialization off they stay strings.
       const parsed: unknown = typeof entry === "string" ? JSON.parse(entry) : entry;
@@ -209,30 +193,8 @@ export class RedisSlotStore implements SlotStore {
     await Promise.allSettled(held.map((lease) => lease.surrender()));
   }
 
-  private async call<T>(operation: string, script: LuaScript<T>, args: string[]): Promise<T> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`no reply within ${this.requestTimeoutMs} ms`)), this.requestTimeoutMs);
-    });
-    try {
-      return await Promise.race([this.send(script, args), timeout]);
-    } catch (error) {
-      throw new SlotStoreUnavailable(`Redis slot store: ${operation} failed`, { cause: error });
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  // What Script.exec does, unrolled so the EVAL fallback's extra request is counted too.
-  private async send<T>(script: LuaScript<T>, args: string[]): Promise<T> {
-    this.sent++;
-    try {
-      return await script.evalsha(this.keys, args);
-    } catch (error) {
-      if (!(error instanceof Error && /NOSCRIPT/i.test(error.message))) throw error;
-      this.sent++;
-      return await script.eval(this.keys, args);
-    }
+  private call<T>(target: Script, args: string[]): Promise<T> {
+    return this.redis.eval<T>(target, this.keys, args);
   }
 }
 

@@ -2,8 +2,15 @@ import { existsSync, statSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
-import { FileBlobs } from "./blobs.ts";
+import { once } from "node:events";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { Redis } from "@upstash/redis";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { startRedisServer, type RedisServer } from "../../test/support/redis-server.ts";
+import { startUpstashRestBridge, type UpstashRestBridge } from "../../test/support/upstash-rest-bridge.ts";
+import { StoreUnavailable } from "../errors.ts";
+import { FileBlobs, RedisBlobs } from "./blobs.ts";
 
 const dirs: string[] = [];
 afterEach(async () => {
@@ -26,5 +33,75 @@ describe.skipIf(!otherFilesystem)("FileBlobs across filesystems", () => {
     expect(stored).toEqual({ kind: "upload", path: join(inputs, "job_1"), filename: "a.wav", bytes: bytes.length });
     expect((await readFile(join(inputs, "job_1"))).equals(bytes)).toBe(true);
     expect(await readdir(source)).toEqual([]);
+  });
+});
+
+describe("RedisBlobs against a real redis-server behind the Upstash REST bridge", () => {
+  const TOKEN = "blobs-test-token";
+  let server: RedisServer | undefined;
+  let bridge: UpstashRestBridge | undefined;
+
+  beforeAll(async () => {
+    server = await startRedisServer();
+    bridge = await startUpstashRestBridge({ redisPort: server.port, token: TOKEN });
+  });
+
+  afterEach(() => bridge?.setAvailable(true));
+
+  afterAll(async () => {
+    await bridge?.stop();
+    await server?.stop();
+  });
+
+  const client = () => new Redis({ url: bridge!.url, token: TOKEN, retry: { retries: 0 } });
+
+  async function upload(bytes: Buffer): Promise<string> {
+    const dir = await mkdtemp(join(tmpdir(), "blobs-redis-"));
+    dirs.push(dir);
+    await writeFile(join(dir, "upload"), bytes);
+    return join(dir, "upload");
+  }
+
+  it("keeps an upload in chunks that any instance reads back whole, until it is removed", async () => {
+    const bytes = Buffer.from(Array.from({ length: 1_200_000 }, (_, i) => (i * 7) % 256));
+    const path = await upload(bytes);
+
+    const stored = await new RedisBlobs(client(), 60_000, { prefix: "test:blobs:" }).save("job_1", path, { filename: "a.wav", bytes: bytes.length });
+
+    expect(stored).toEqual({ kind: "blob", key: "test:blobs:blob:job_1", filename: "a.wav", bytes: bytes.length });
+    expect(existsSync(path)).toBe(false);
+    const other = new RedisBlobs(client(), 60_000, { prefix: "test:blobs:" });
+    const scratch = await mkdtemp(join(tmpdir(), "blobs-scratch-"));
+    dirs.push(scratch);
+    expect((await readFile(await other.localPath(stored, scratch))).equals(bytes)).toBe(true);
+    await other.remove(stored);
+    await expect(other.localPath(stored, scratch)).rejects.toMatchObject({ code: "not_found", retryable: false });
+    expect(await client().keys("test:blobs:*")).toEqual([]);
+  });
+
+  it("reports an unreachable or silent store as StoreUnavailable on every operation", async () => {
+    const blobs = new RedisBlobs(client(), 60_000, { prefix: "test:down:" });
+    const stored = await blobs.save("job_2", await upload(Buffer.from("audio")), { filename: "a.wav", bytes: 5 });
+    bridge!.setAvailable(false);
+
+    const unavailable = { code: "unavailable", retryable: true, retryAfterSeconds: 5, message: "shared upload store unreachable" };
+    await expect(blobs.save("job_3", await upload(Buffer.from("audio")), { filename: "a.wav", bytes: 5 })).rejects.toMatchObject(unavailable);
+    await expect(blobs.localPath(stored, tmpdir())).rejects.toBeInstanceOf(StoreUnavailable);
+    await expect(blobs.remove(stored)).rejects.toMatchObject(unavailable);
+
+    // Accepts the request and never answers, like a Redis endpoint stuck behind a dead proxy.
+    const silent = createServer(() => {});
+    silent.listen(0, "127.0.0.1");
+    await once(silent, "listening");
+    try {
+      const stalled = new Redis({ url: `http://127.0.0.1:${(silent.address() as AddressInfo).port}`, token: TOKEN, retry: { retries: 0 } });
+      await expect(new RedisBlobs(stalled, 60_000, { requestTimeoutMs: 200 }).localPath(stored, tmpdir())).rejects.toMatchObject({
+        ...unavailable,
+        cause: { message: "no reply within 200 ms" },
+      });
+    } finally {
+      silent.closeAllConnections();
+      silent.close();
+    }
   });
 });

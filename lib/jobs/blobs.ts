@@ -2,6 +2,7 @@ import { createReadStream } from "node:fs";
 import { copyFile, open, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { Redis } from "@upstash/redis";
+import { RedisCalls } from "../cluster/redis.ts";
 import { DomainError } from "../errors.ts";
 import type { JobInput } from "./ports.ts";
 
@@ -67,22 +68,24 @@ const CHUNK_BYTES = 512 * 1024;
  * (also after the instance that took the upload died).
  */
 export class RedisBlobs implements InputBlobs {
-  constructor(
-    private readonly redis: Redis,
-    private readonly ttlMs: number,
-    private readonly prefix = "slotscribe:",
-  ) {}
+  readonly #redis: RedisCalls;
+  readonly #ttl: string;
+  readonly #prefix: string;
+
+  constructor(redis: Redis, ttlMs: number, options: { prefix?: string; requestTimeoutMs?: number } = {}) {
+    this.#redis = new RedisCalls(redis, { store: "shared upload store", requestTimeoutMs: options.requestTimeoutMs ?? 10_000 });
+    this.#ttl = String(ttlMs);
+    this.#prefix = options.prefix ?? "slotscribe:";
+  }
 
   async save(jobId: string, path: string, meta: { filename: string; bytes: number }): Promise<StoredInput> {
-    const key = `${this.prefix}blob:${jobId}`;
+    const key = `${this.#prefix}blob:${jobId}`;
     let chunks = 0;
     try {
       for await (const chunk of createReadStream(path, { highWaterMark: CHUNK_BYTES })) {
-        await this.redis.set(`${key}:${chunks++}`, (chunk as Buffer).toString("base64"), { px: this.ttlMs });
+        await this.#redis.send(["SET", `${key}:${chunks++}`, (chunk as Buffer).toString("base64"), "PX", this.#ttl]);
       }
-      await this.redis.set(key, JSON.stringify({ chunks, bytes: meta.bytes }), { px: this.ttlMs });
-    } catch (cause) {
-      throw new DomainError("unavailable", "The shared upload store is unreachable; retry shortly.", { cause, retryAfterSeconds: 5 });
+      await this.#redis.send(["SET", key, JSON.stringify({ chunks, bytes: meta.bytes }), "PX", this.#ttl]);
     } finally {
       await rm(path, { force: true });
     }
@@ -91,13 +94,13 @@ export class RedisBlobs implements InputBlobs {
 
   async localPath(input: StoredInput, scratchDir: string): Promise<string> {
     if (input.kind !== "blob") throw new DomainError("internal", "cluster instances keep uploads in the shared store, not on disk");
-    const header = await this.redis.get<{ chunks: number; bytes: number }>(input.key);
+    const header = await this.#redis.send<{ chunks: number; bytes: number } | null>(["GET", input.key]);
     if (!header) throw new DomainError("not_found", "The job's uploaded audio has expired or was removed.");
     const path = join(scratchDir, "input");
     const file = await open(path, "w");
     try {
       for (let i = 0; i < header.chunks; i++) {
-        const data = await this.redis.get<string>(`${input.key}:${i}`);
+        const data = await this.#redis.send<string | null>(["GET", `${input.key}:${i}`]);
         if (data === null) throw new DomainError("not_found", "Part of the job's uploaded audio has expired.");
         await file.write(Buffer.from(data, "base64"));
       }
@@ -109,8 +112,8 @@ export class RedisBlobs implements InputBlobs {
 
   async remove(input: StoredInput): Promise<void> {
     if (input.kind !== "blob") return;
-    const header = await this.redis.get<{ chunks: number }>(input.key);
+    const header = await this.#redis.send<{ chunks: number } | null>(["GET", input.key]);
     const keys = [input.key, ...Array.from({ length: header?.chunks ?? 0 }, (_, i) => `${input.key}:${i}`)];
-    await this.redis.del(...keys);
+    await this.#redis.send(["DEL", ...keys]);
   }
 }

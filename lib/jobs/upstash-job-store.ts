@@ -49,10 +49,11 @@
  * leaves the result unchanged keeps its chunks instead of writing them again. The first use of each
  * script against a Redis that has not cached it costs one more (EVALSHA answered NOSCRIPT, then EVAL).
  */
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { promisify } from "node:util";
 import { gunzip, gzip } from "node:zlib";
 import type { Redis } from "@upstash/redis";
+import { RedisCalls, script, type Command, type Script } from "../cluster/redis.ts";
 import { DomainError } from "../errors.ts";
 import { FINAL_STATUSES, JOB_STATUSES, type JobPage, type JobRecord, type JobStatus, type JobStore } from "./ports.ts";
 import { decodeCursor, encodeCursor, jobProblem, JOB_ID_PATTERN, oldestFirst, type Position } from "./records.ts";
@@ -271,15 +272,6 @@ end
 return #ids
 `;
 
-interface Script {
-  source: string;
-  sha: string;
-}
-
-function script(source: string): Script {
-  return { source, sha: createHash("sha1").update(source).digest("hex") };
-}
-
 const SCRIPTS = {
   create: script(CREATE),
   commit: script(COMMIT),
@@ -309,18 +301,15 @@ interface ScanPage {
   next: Position | null;
 }
 
-type Command = [string, ...string[]];
-
 /** A chunk that a reader expected but that a concurrent update (or data loss) removed. */
 class MissingChunk extends Error {}
 
 export class UpstashJobStore implements JobStore {
   readonly kind = "upstash" as const;
-  readonly #redis: Redis;
+  readonly #redis: RedisCalls;
   readonly #retentionMs: number;
   readonly #prefix: string;
   readonly #maxValueBytes: number;
-  readonly #requestTimeoutMs: number;
   /** Raw bytes of stored fields one reply may carry next to a page of ids. */
   readonly #recordBudget: number;
   /** Raw bytes of one chunk's piece. */
@@ -328,7 +317,6 @@ export class UpstashJobStore implements JobStore {
   /** The last queued update per job id; each starts after the previous one settles. */
   readonly #tails = new Map<string, Promise<void>>();
   #closed = false;
-  #sent = 0;
 
   constructor(options: UpstashJobStoreOptions) {
     if (!Number.isFinite(options.retentionMs) || options.retentionMs < 0) {
@@ -338,27 +326,18 @@ export class UpstashJobStore implements JobStore {
     if (!Number.isInteger(maxValueBytes) || maxValueBytes < MIN_VALUE_BYTES) {
       throw new RangeError(`maxValueBytes must be an integer >= ${MIN_VALUE_BYTES}, got ${maxValueBytes}`);
     }
-    const requestTimeoutMs = options.requestTimeoutMs ?? 10_000;
-    // setTimeout treats anything above 2^31 - 1 ms as 1 ms.
-    if (!Number.isInteger(requestTimeoutMs) || requestTimeoutMs < 1 || requestTimeoutMs > 2 ** 31 - 1) {
-      throw new RangeError(`requestTimeoutMs must be a positive integer of at most 2^31 - 1, got ${requestTimeoutMs}`);
-    }
-    this.#redis = options.redis;
+    this.#redis = new RedisCalls(options.redis, { store: "job store", requestTimeoutMs: options.requestTimeoutMs ?? 10_000 });
     this.#retentionMs = options.retentionMs;
     this.#prefix = options.keyPrefix ?? "slotscribe:";
     this.#maxValueBytes = maxValueBytes;
-    this.#requestTimeoutMs = requestTimeoutMs;
     // Replies arrive base64-encoded, so a value costs 4/3 of its size there.
     this.#recordBudget = Math.floor(((maxValueBytes - SLACK_BYTES - ID_LIST_BYTES) * 3) / 4);
     this.#chunkBytes = Math.floor(((maxValueBytes - SLACK_BYTES) * 3) / 4);
   }
 
-  /**
-   * Redis requests this store has sent, for reporting round trips per job. Commands are sent with
-   * the SDK's `exec`, which auto-pipelining leaves alone, so each is exactly one HTTP request.
-   */
+  /** Redis requests this store has sent, for reporting round trips per job. */
   get roundTrips(): number {
-    return this.#sent;
+    return this.#redis.roundTrips;
   }
 
   async create(job: JobRecord): Promise<{ job: JobRecord; created: boolean }> {
@@ -624,30 +603,12 @@ export class UpstashJobStore implements JobStore {
     return { stored, next: cursor };
   }
 
-  /** Runs a script by hash, sending its source only when Redis does not have it cached. */
-  async #run<T>(target: Script, args: string[]): Promise<T> {
-    try {
-      return await this.#send<T>(["EVALSHA", target.sha, "0", this.#prefix, ...args]);
-    } catch (error) {
-      const cause = error instanceof DomainError ? error.cause : undefined;
-      if (!(cause instanceof Error && /NOSCRIPT/i.test(cause.message))) throw error;
-      return await this.#send<T>(["EVAL", target.source, "0", this.#prefix, ...args]);
-    }
+  #run<T>(target: Script, args: string[]): Promise<T> {
+    return this.#redis.eval<T>(target, [], [this.#prefix, ...args]);
   }
 
-  async #send<T>(command: Command): Promise<T> {
-    this.#sent++;
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`no reply within ${this.#requestTimeoutMs} ms`)), this.#requestTimeoutMs);
-    });
-    try {
-      return await Promise.race([this.#redis.exec<T>(command), timeout]);
-    } catch (cause) {
-      throw new DomainError("unavailable", "job store unreachable", { cause, retryAfterSeconds: 5 });
-    } finally {
-      clearTimeout(timer);
-    }
+  #send<T>(command: Command): Promise<T> {
+    return this.#redis.send<T>(command);
   }
 
   #serialize<T>(id: string, operation: () => Promise<T>): Promise<T> {
