@@ -7,7 +7,7 @@ import { openAsBlob } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { basename } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { FINAL_STATUSES, type JobStatus } from "../jobs/ports.ts";
+import { isFinal, type JobStatus } from "../jobs/ports.ts";
 import type { JobView } from "../jobs/view.ts";
 import { RESPONSE_FORMATS, type ResponseFormat } from "../transcript.ts";
 import { parseRetryAfter } from "../webhooks/retry-schedule.ts";
@@ -177,7 +177,7 @@ export class SlotscribeClient {
     for (;;) {
       const job = await this.getJob(id);
       onUpdate?.(job);
-      if (FINAL_STATUSES.includes(job.status)) return job;
+      if (isFinal(job)) return job;
       await sleep(delay);
       delay = Math.min(delay * 1.5, MAX_POLL_MS);
     }

@@ -13,20 +13,11 @@
 import { SignatureError, type Client, type Receiver } from "@upstash/qstash";
 import { z } from "zod";
 import { DomainError } from "../errors.ts";
-import {
-  deduplicationId,
-  FINAL_STATUSES,
-  type CallbackState,
-  type DeliveryAttempt,
-  type Dispatch,
-  type JobDispatcher,
-  type JobRecord,
-  type JobStatus,
-  type JobStore,
-} from "../jobs/ports.ts";
+import { deduplicationId, isFinal, type CallbackState, type DeliveryAttempt, type Dispatch, type FinalJob, type JobDispatcher, type JobRecord, type JobStore } from "../jobs/ports.ts";
+import { storedCallback } from "../jobs/records.ts";
 import type { Logger } from "../log.ts";
 import { callbackPayload, type CallbackSender } from "../webhooks/delivery.ts";
-import { newWebhookId, signWebhook } from "../webhooks/standard-webhooks.ts";
+import { signWebhook } from "../webhooks/standard-webhooks.ts";
 
 export const QSTASH_RUN_PATH = "/internal/qstash/run";
 export const QSTASH_CALLBACK_FAILED_PATH = "/internal/qstash/callback-failed";
@@ -171,12 +162,6 @@ function handedOverNote(messageId: string): string {
   return `${HANDED_OVER}${messageId}`;
 }
 
-type FinalJob = JobRecord & { status: Extract<JobStatus, "succeeded" | "failed" | "canceled"> };
-
-function isFinal(job: JobRecord): job is FinalJob {
-  return FINAL_STATUSES.includes(job.status);
-}
-
 /**
  * Sends callbacks through QStash, which holds the retries; close() has nothing to do.
  *
@@ -222,15 +207,8 @@ export class QStashCallbackSender implements CallbackSender {
     const job = await this.#store.get(jobId);
     const url = job?.request.callbackUrl;
     if (!job || !url || !isFinal(job)) return;
-    // Stored before publishing, so a second enqueue, here or on another instance, reuses the
-    // webhook-id, which is also the deduplication id: QStash then drops the second publish.
-    const callback: CallbackState | undefined =
-      job.callback ??
-      (
-        await this.#store.update(jobId, (current) =>
-          current.callback ? current : { ...current, callback: { webhookId: newWebhookId(), state: "pending", attempts: [] } },
-        )
-      )?.callback;
+    // The webhook-id is also the deduplication id: a second enqueue's publish is dropped by QStash.
+    const callback = await storedCallback(this.#store, job);
     if (callback?.state !== "pending") return;
     await this.#publish(job, url, callback);
   }

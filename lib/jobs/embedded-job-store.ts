@@ -11,8 +11,9 @@
 import { mkdir, open, readdir, readFile, realpath, rename, unlink } from "node:fs/promises";
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
 import { DomainError } from "../errors.ts";
-import { FINAL_STATUSES, type JobPage, type JobRecord, type JobStatus, type JobStore } from "./ports.ts";
-import { decodeCursor, encodeCursor, jobProblem, JOB_ID_PATTERN, newestFirst, oldestFirst } from "./records.ts";
+import { isFinal, type JobPage, type JobRecord, type JobStatus, type JobStore } from "./ports.ts";
+import { PerKeyQueue } from "./per-key-queue.ts";
+import { decodeCursor, encodeCursor, jobProblem, JOB_ID_PATTERN, prepareForStorage, newestFirst, oldestFirst } from "./records.ts";
 
 export interface EmbeddedJobStoreOptions {
   dataDir: string;
@@ -40,8 +41,7 @@ export class EmbeddedJobStore implements JobStore {
   readonly #idsByKey = new Map<string, string>();
   /** Creates not yet durable, by idempotency key, so a second create with the key waits for the first. */
   readonly #creating = new Map<string, Promise<void>>();
-  /** The last queued operation per job id; each operation on a job starts after the previous one settles. */
-  readonly #tails = new Map<string, Promise<void>>();
+  readonly #queue = new PerKeyQueue();
   /** Resolved once at open, so a symlinked dataDir still contains its own uploads. */
   #realDataDir = "";
   #closed = false;
@@ -63,7 +63,7 @@ export class EmbeddedJobStore implements JobStore {
 
   async create(job: JobRecord): Promise<{ job: JobRecord; created: boolean }> {
     this.#assertOpen();
-    const record = this.#prepare(structuredClone(job));
+    const record = prepareForStorage(structuredClone(job), this.#retentionMs);
     const key = record.idempotencyKey;
     if (key !== undefined) {
       const pending = this.#creating.get(key);
@@ -77,7 +77,7 @@ export class EmbeddedJobStore implements JobStore {
     }
     // Everything from the key check to registering the write runs without yielding, so two
     // concurrent creates with one key cannot both get past the check.
-    const write = this.#serialize(record.id, async () => {
+    const write = this.#queue.run(record.id, async () => {
       if (this.#jobs.has(record.id)) throw new DomainError("conflict", `job ${record.id} already exists`);
       await this.#persist(record);
       this.#jobs.set(record.id, record);
@@ -103,11 +103,11 @@ export class EmbeddedJobStore implements JobStore {
 
   update(id: string, change: (job: JobRecord) => JobRecord): Promise<JobRecord | null> {
     this.#assertOpen();
-    return this.#serialize(id, async () => {
+    return this.#queue.run(id, async () => {
       const current = this.#jobs.get(id);
       if (!current) return null;
       // Cloned both ways so neither a throwing change nor a kept reference can alter stored state.
-      const next = this.#prepare(structuredClone(change(structuredClone(current))));
+      const next = prepareForStorage(structuredClone(change(structuredClone(current))), this.#retentionMs);
       if (next.id !== id || next.idempotencyKey !== current.idempotencyKey) {
         throw new DomainError("internal", `an update may not change the id or idempotency key of job ${id}`);
       }
@@ -152,11 +152,11 @@ export class EmbeddedJobStore implements JobStore {
     this.#assertOpen();
     const cutoff = now.getTime();
     const expired = (job: JobRecord) =>
-      FINAL_STATUSES.includes(job.status) && job.expiresAt !== undefined && Date.parse(job.expiresAt) <= cutoff;
+      isFinal(job) && job.expiresAt !== undefined && Date.parse(job.expiresAt) <= cutoff;
     const removed = await Promise.all(
       [...this.#jobs.values()].filter(expired).map((candidate) =>
         // Through the job's queue, and checked again there, so an update that lands first wins.
-        this.#serialize(candidate.id, async () => {
+        this.#queue.run(candidate.id, async () => {
           const job = this.#jobs.get(candidate.id);
           if (!job || !expired(job)) return false;
           // Upload first: a crash in between leaves the job file, and the next sweep finishes the job.
@@ -175,7 +175,7 @@ export class EmbeddedJobStore implements JobStore {
   async close(): Promise<void> {
     this.#closed = true;
     // A create that passed its open check just before close may still queue one more write.
-    while (this.#tails.size > 0) await Promise.all(this.#tails.values());
+    await this.#queue.idle();
   }
 
   async #load(warn: (message: string, cause?: unknown) => void): Promise<void> {
@@ -220,18 +220,6 @@ export class EmbeddedJobStore implements JobStore {
     }
   }
 
-  /** Checks a job before it is written, so nothing stored could be set aside as corrupt at the next open. */
-  #prepare(job: JobRecord): JobRecord {
-    const problem = jobProblem(job);
-    if (problem !== null) throw new DomainError("internal", `refusing to store an invalid job: ${problem}`);
-    if (FINAL_STATUSES.includes(job.status) && job.expiresAt === undefined) {
-      const finishedAt = job.finishedAt === undefined ? Number.NaN : Date.parse(job.finishedAt);
-      const base = Number.isFinite(finishedAt) ? finishedAt : Date.now();
-      job.expiresAt = new Date(base + this.#retentionMs).toISOString();
-    }
-    return job;
-  }
-
   async #persist(job: JobRecord): Promise<void> {
     const target = this.#jobFile(job.id);
     const temp = join(this.#jobsDir, `${job.id}${TEMP_SUFFIX}`);
@@ -250,19 +238,6 @@ export class EmbeddedJobStore implements JobStore {
     }
     // The rename itself is not durable until the directory entry is.
     await syncDirectory(this.#jobsDir);
-  }
-
-  #serialize<T>(id: string, operation: () => Promise<T>): Promise<T> {
-    const run = (this.#tails.get(id) ?? Promise.resolve()).then(operation);
-    const tail = run.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.#tails.set(id, tail);
-    void tail.then(() => {
-      if (this.#tails.get(id) === tail) this.#tails.delete(id);
-    });
-    return run;
   }
 
   async #removeUpload(path: string): Promise<void> {

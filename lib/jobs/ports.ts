@@ -2,7 +2,8 @@ import type { ResponseFormat, Transcript } from "../transcript.ts";
 
 export const JOB_STATUSES = ["queued", "running", "succeeded", "failed", "canceled"] as const;
 export type JobStatus = (typeof JOB_STATUSES)[number];
-export const FINAL_STATUSES: readonly JobStatus[] = ["succeeded", "failed", "canceled"];
+export const FINAL_STATUSES = ["succeeded", "failed", "canceled"] as const satisfies readonly JobStatus[];
+export type FinalStatus = (typeof FINAL_STATUSES)[number];
 
 /**
  * Where a job's audio is: an upload in this machine's data directory, an upload kept in the shared
@@ -59,6 +60,13 @@ export interface JobRecord {
   result?: Transcript;
   callback?: CallbackState;
   expiresAt?: string;
+}
+
+export type FinalJob = JobRecord & { status: FinalStatus };
+
+/** Whether the job is done for good: succeeded, failed or canceled. Only a final job sends a callback. */
+export function isFinal<T extends Pick<JobRecord, "status">>(job: T): job is T & { status: FinalStatus } {
+  return (FINAL_STATUSES as readonly JobStatus[]).includes(job.status);
 }
 
 export interface JobPage {

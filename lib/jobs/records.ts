@@ -1,5 +1,6 @@
 import { DomainError } from "../errors.ts";
-import { JOB_STATUSES, type JobRecord, type JobStatus } from "./ports.ts";
+import { newWebhookId } from "../webhooks/standard-webhooks.ts";
+import { isFinal, JOB_STATUSES, type CallbackState, type JobRecord, type JobStatus, type JobStore } from "./ports.ts";
 
 /** Job ids become file names and Redis key parts: no separators, no dots, bounded. */
 export const JOB_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
@@ -62,4 +63,34 @@ export function isObject(value: unknown): value is Record<string, unknown> {
 
 function isTimestamp(value: unknown): boolean {
   return typeof value === "string" && Number.isFinite(Date.parse(value));
+}
+
+/**
+ * What every store does to a job before writing it: refuses one it could not read back, and gives
+ * a finished job without an expiry finishedAt (else now) plus the retention.
+ */
+export function prepareForStorage(job: JobRecord, retentionMs: number): JobRecord {
+  const problem = jobProblem(job);
+  if (problem !== null) throw new DomainError("internal", `refusing to store an invalid job: ${problem}`);
+  if (isFinal(job) && job.expiresAt === undefined) {
+    const finishedAt = job.finishedAt === undefined ? Number.NaN : Date.parse(job.finishedAt);
+    const base = Number.isFinite(finishedAt) ? finishedAt : Date.now();
+    job.expiresAt = new Date(base + retentionMs).toISOString();
+  }
+  return job;
+}
+
+/** A callback not yet attempted. Its webhook-id is made here only, and kept by every retry. */
+export function newCallback(nextAttemptAt?: Date): CallbackState {
+  return { webhookId: newWebhookId(), state: "pending", attempts: [], ...(nextAttemptAt ? { nextAttemptAt: nextAttemptAt.toISOString() } : {}) };
+}
+
+/**
+ * The job's callback, stored first when it has none, so a second sender, here or on another
+ * instance, finds the same webhook-id instead of making its own.
+ */
+export async function storedCallback(store: JobStore, job: JobRecord, nextAttemptAt?: Date): Promise<CallbackState | undefined> {
+  if (job.callback) return job.callback;
+  const updated = await store.update(job.id, (current) => (current.callback ? current : { ...current, callback: newCallback(nextAttemptAt) }));
+  return updated?.callback;
 }

@@ -9,9 +9,9 @@ import type { Metrics } from "../metrics.ts";
 import { downloadToFile, type OutboundPolicy } from "../net/safe-fetch.ts";
 import type { Admission, TranscriptionService } from "../transcription-service.ts";
 import type { CallbackSender } from "../webhooks/delivery.ts";
-import { newWebhookId } from "../webhooks/standard-webhooks.ts";
 import type { InputBlobs } from "./blobs.ts";
-import { FINAL_STATUSES, type DeliveryOutcome, type Dispatch, type JobDispatcher, type JobRecord, type JobStatus, type JobStore } from "./ports.ts";
+import { newCallback } from "./records.ts";
+import { isFinal, type DeliveryOutcome, type Dispatch, type JobDispatcher, type JobRecord, type JobStatus, type JobStore } from "./ports.ts";
 
 /** The job was canceled by its owner; not a failure. */
 export class JobCanceled extends Error {
@@ -102,7 +102,7 @@ export class JobRunner {
   async cancel(id: string): Promise<JobRecord | null> {
     const job = await this.deps.store.get(id);
     if (!job) return null;
-    if (FINAL_STATUSES.includes(job.status)) {
+    if (isFinal(job)) {
       throw new DomainError("conflict", `Job ${id} has already ${job.status === "canceled" ? "been canceled" : job.status}.`);
     }
     const local = this.running.get(id);
@@ -129,7 +129,7 @@ export class JobRunner {
       });
     }
     const job = await this.deps.store.get(id);
-    if (!job || FINAL_STATUSES.includes(job.status) || this.running.has(id)) return "skipped";
+    if (!job || isFinal(job) || this.running.has(id)) return "skipped";
     // Redelivered while an instance still holds its lease: it may be running, or it may have died
     // and its lease not expired yet. Look again later rather than drop it or run it twice.
     if (job.status === "running" && (await this.heldElsewhere(id))) {
@@ -267,10 +267,10 @@ export class JobRunner {
     let transitioned = false;
     // A shared store may run the change again after a conflict, so the flag is set on every run.
     const job = await this.deps.store.update(id, (j) => {
-      transitioned = !FINAL_STATUSES.includes(j.status);
+      transitioned = !isFinal(j);
       if (!transitioned) return j;
       const finished: JobRecord = { ...j, ...change, finishedAt: new Date().toISOString() };
-      if (finished.request.callbackUrl && !finished.callback) finished.callback = { webhookId: newWebhookId(), state: "pending", attempts: [] };
+      if (finished.request.callbackUrl && !finished.callback) finished.callback = newCallback();
       return finished;
     });
     if (!job || !transitioned) return job;

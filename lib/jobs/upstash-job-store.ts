@@ -55,8 +55,9 @@ import { gunzip, gzip } from "node:zlib";
 import type { Redis } from "@upstash/redis";
 import { RedisCalls, script, type Command, type Script } from "../cluster/redis.ts";
 import { DomainError } from "../errors.ts";
-import { FINAL_STATUSES, JOB_STATUSES, type JobPage, type JobRecord, type JobStatus, type JobStore } from "./ports.ts";
-import { decodeCursor, encodeCursor, jobProblem, JOB_ID_PATTERN, oldestFirst, type Position } from "./records.ts";
+import { isFinal, JOB_STATUSES, type JobPage, type JobRecord, type JobStatus, type JobStore } from "./ports.ts";
+import { PerKeyQueue } from "./per-key-queue.ts";
+import { decodeCursor, encodeCursor, jobProblem, JOB_ID_PATTERN, prepareForStorage, oldestFirst, type Position } from "./records.ts";
 
 export interface UpstashJobStoreOptions {
   redis: Redis;
@@ -314,8 +315,7 @@ export class UpstashJobStore implements JobStore {
   readonly #recordBudget: number;
   /** Raw bytes of one chunk's piece. */
   readonly #chunkBytes: number;
-  /** The last queued update per job id; each starts after the previous one settles. */
-  readonly #tails = new Map<string, Promise<void>>();
+  readonly #queue = new PerKeyQueue();
   #closed = false;
 
   constructor(options: UpstashJobStoreOptions) {
@@ -342,7 +342,7 @@ export class UpstashJobStore implements JobStore {
 
   async create(job: JobRecord): Promise<{ job: JobRecord; created: boolean }> {
     this.#assertOpen();
-    const record = this.#prepare(structuredClone(job));
+    const record = prepareForStorage(structuredClone(job), this.#retentionMs);
     for (;;) {
       const reply = await this.#write(SCRIPTS.create, record, null, record.idempotencyKey ?? "");
       const [outcome] = reply;
@@ -365,13 +365,13 @@ export class UpstashJobStore implements JobStore {
 
   update(id: string, change: (job: JobRecord) => JobRecord): Promise<JobRecord | null> {
     this.#assertOpen();
-    return this.#serialize(id, async () => {
+    return this.#queue.run(id, async () => {
       if (!JOB_ID_PATTERN.test(id)) return null;
       const [raw] = await this.#read([id]);
       let current = await this.#hydrate(id, raw ?? null);
       for (let attempt = 1; current !== null; attempt++) {
         // Cloned both ways so neither a throwing change nor a kept reference can alter what is written.
-        const next = this.#prepare(structuredClone(change(structuredClone(current.job))));
+        const next = prepareForStorage(structuredClone(change(structuredClone(current.job))), this.#retentionMs);
         if (next.id !== id || next.idempotencyKey !== current.job.idempotencyKey) {
           throw new DomainError("internal", `an update may not change the id or idempotency key of job ${id}`);
         }
@@ -434,19 +434,7 @@ export class UpstashJobStore implements JobStore {
 
   async close(): Promise<void> {
     this.#closed = true;
-    while (this.#tails.size > 0) await Promise.all(this.#tails.values());
-  }
-
-  /** Checks a job before it is written, and gives a finished job its expiry as the embedded store does. */
-  #prepare(job: JobRecord): JobRecord {
-    const problem = jobProblem(job);
-    if (problem !== null) throw new DomainError("internal", `refusing to store an invalid job: ${problem}`);
-    if (FINAL_STATUSES.includes(job.status) && job.expiresAt === undefined) {
-      const finishedAt = job.finishedAt === undefined ? Number.NaN : Date.parse(job.finishedAt);
-      const base = Number.isFinite(finishedAt) ? finishedAt : Date.now();
-      job.expiresAt = new Date(base + this.#retentionMs).toISOString();
-    }
-    return job;
+    await this.#queue.idle();
   }
 
   /**
@@ -456,7 +444,7 @@ export class UpstashJobStore implements JobStore {
    * is unknown, so they are left to expire with UPLOAD_TTL_MS instead.
    */
   async #write(target: Script, job: JobRecord, previous: Stored | null, lastArg: string): Promise<unknown[]> {
-    const final = FINAL_STATUSES.includes(job.status);
+    const final = isFinal(job);
     const fields = (head: string, result: string) => [
       job.id,
       head,
@@ -609,19 +597,6 @@ export class UpstashJobStore implements JobStore {
 
   #send<T>(command: Command): Promise<T> {
     return this.#redis.send<T>(command);
-  }
-
-  #serialize<T>(id: string, operation: () => Promise<T>): Promise<T> {
-    const run = (this.#tails.get(id) ?? Promise.resolve()).then(operation);
-    const tail = run.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.#tails.set(id, tail);
-    void tail.then(() => {
-      if (this.#tails.get(id) === tail) this.#tails.delete(id);
-    });
-    return run;
   }
 
   #key(...parts: string[]): string {

@@ -4,12 +4,13 @@
  * time of the next one are written before they are acted on, so a restarted process resumes
  * each callback where the previous one left it.
  */
-import type { CallbackState, DeliveryAttempt, JobRecord, JobStatus, JobStore } from "../jobs/ports.ts";
+import { isFinal, type CallbackState, type DeliveryAttempt, type FinalStatus, type JobRecord, type JobStore } from "../jobs/ports.ts";
+import { storedCallback } from "../jobs/records.ts";
 import type { Logger } from "../log.ts";
 import { safeFetch, type OutboundPolicy } from "../net/safe-fetch.ts";
 import type { Transcript } from "../transcript.ts";
 import { classifyDeliveryResponse, nextAttemptDelay, parseRetryAfter, type RetrySchedule } from "./retry-schedule.ts";
-import { newWebhookId, signWebhook } from "./standard-webhooks.ts";
+import { signWebhook } from "./standard-webhooks.ts";
 
 /** Sends the callback of a finished job. Implementations differ in where pending retries live. */
 export interface CallbackSender {
@@ -24,7 +25,6 @@ export interface CallbackSender {
   close(): Promise<void>;
 }
 
-type FinalStatus = Extract<JobStatus, "succeeded" | "failed" | "canceled">;
 
 /** The JSON body of a callback, in the Standard Webhooks event shape. */
 export interface CallbackPayload {
@@ -83,11 +83,6 @@ const MAX_DRAINED_BYTES = 4 * 1024;
 // On top of timeoutMs at close: an answered attempt still has to be written to the store.
 const CLOSE_GRACE_MS = 1_000;
 
-const FINAL: ReadonlySet<JobStatus> = new Set<FinalStatus>(["succeeded", "failed", "canceled"]);
-
-function isFinal(job: JobRecord): job is JobRecord & { status: FinalStatus } {
-  return FINAL.has(job.status);
-}
 
 /** What one POST to the receiver came to. */
 interface SendResult {
@@ -139,24 +134,8 @@ export class EmbeddedCallbackSender implements CallbackSender {
   async enqueue(jobId: string): Promise<void> {
     const job = await this.#store.get(jobId);
     if (!job || !job.request.callbackUrl || !isFinal(job)) return;
-    // The webhook-id is stored before any attempt, so every retry, in this process or the next, reuses it.
-    const callback =
-      job.callback ??
-      (
-        await this.#store.update(jobId, (current) =>
-          current.callback
-            ? current
-            : {
-                ...current,
-                callback: {
-                  webhookId: newWebhookId(),
-                  state: "pending",
-                  attempts: [],
-                  nextAttemptAt: new Date(this.#now().getTime() + this.#firstDelayMs).toISOString(),
-                },
-              },
-        )
-      )?.callback;
+    // Stored before any attempt, so every retry, in this process or the next, reuses the webhook-id.
+    const callback = await storedCallback(this.#store, job, new Date(this.#now().getTime() + this.#firstDelayMs));
     if (callback?.state === "pending") this.#resume(jobId, callback);
   }
 
