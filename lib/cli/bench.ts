@@ -3,7 +3,7 @@ import type { Dtype, Experiment, ModelKind } from "../bench/bench.ts";
 
 // The benchmark itself (and what it imports) loads only when the command runs.
 const MODEL_KINDS: readonly ModelKind[] = ["tiny", "base", "small"];
-const EXPERIMENTS: readonly Experiment[] = ["footprint", "bound", "profile", "speed", "concurrency", "hol", "healthz"];
+const EXPERIMENTS: readonly Experiment[] = ["footprint", "bound", "profile", "agreement", "speed", "concurrency", "hol", "healthz"];
 
 export const BENCH_USAGE = `slotscribe bench [--quick] [--models tiny,base,small] [--dtypes q8,fp32] [--concurrency-models tiny[,base]] [--out bench-results] [--calibrate] [--only ${EXPERIMENTS.join(",")}]
 
