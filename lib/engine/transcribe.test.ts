@@ -118,11 +118,11 @@ class RunReader {
       const voiced = i < samples.length && Math.abs(samples[i]!) > 0.01;
       if (voiced && runStart < 0) runStart = i;
       if (!voiced && runStart >= 0) {
-        chunks.push({ start: runStart / SAMPLE_RATE, end: i === samples.length ? null : i / SAMPLE_RATE, text: ` w${Math.round(Math.abs(samples[runStart]!) * 10)}`, tokens: [] });
+        chunks.push({ start: runStart / SAMPLE_RATE, end: i === samples.length ? null : i / SAMPLE_RATE, text: ` w${Math.round(Math.abs(samples[runStart]!) * 10)}`, tokens: [], textTokens: [] });
         runStart = -1;
       }
     }
-    return { chunks, language: language ?? null };
+    return { chunks, language: language ?? null, temperature: 0, avgLogprob: -0.2, compressionRatio: 1, noSpeechProb: 0 };
   }
 }
 

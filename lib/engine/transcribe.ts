@@ -2,13 +2,16 @@ import { randomUUID } from "node:crypto";
 import { quietCut } from "../audio/quiet-cut.ts";
 import { SampleQueue } from "../audio/sample-queue.ts";
 import type { Limiter } from "../admission/limiter.ts";
-import type { Segment, Transcript } from "../transcript.ts";
+import type { Segment, TokenLogprob, Transcript } from "../transcript.ts";
 import type { Engine } from "./engine.ts";
 import { languageName } from "./languages.ts";
-import type { ModelSpec, WindowOutput } from "./protocol.ts";
+import type { FallbackThresholds, ModelSpec, WindowOptions, WindowOutput } from "./protocol.ts";
 
 export const SAMPLE_RATE = 16_000;
 export const WINDOW_SAMPLES = 30 * SAMPLE_RATE;
+/** Whisper's seek unit: a 10 ms mel frame. */
+const SAMPLES_PER_FRAME = SAMPLE_RATE / 100;
+const FALLBACK_TEMPERATURES = [0, 0.2, 0.4, 0.6, 0.8, 1];
 /** Below -60 dBFS peak a window is silence: Whisper would only hallucinate on it, so it is skipped. */
 const SILENCE_PEAK = 1e-3;
 
@@ -25,6 +28,13 @@ export interface TranscribeParams {
    */
   identifyLanguage?: boolean;
   task: "transcribe" | "translate";
+  /** Conditions every window's decoding (windows decode in parallel, so none is conditioned on the text before it). */
+  prompt?: string;
+  /** The first temperature; a window that fails Whisper's checks is decoded again 0.2 hotter, up to 1. */
+  temperature?: number;
+  thresholds?: FallbackThresholds;
+  /** Collects each text token's log-probability into the transcript. */
+  includeLogprobs?: boolean;
   /**
    * Windows of this file in inference at once, decoded together in the engine's batches: each still
    * takes its own slot, in line with every other job's windows. Default 1.
@@ -72,10 +82,14 @@ export async function transcribePcm(params: TranscribeParams): Promise<Transcrip
   let identified: Promise<void> = Promise.resolve();
 
   const stream = randomUUID();
+  const first = params.temperature ?? 0;
+  const temperatures = [first, ...FALLBACK_TEMPERATURES.filter((t) => t > first + 1e-9)];
+  const windowOptions = (): WindowOptions => ({ language: language ?? undefined, task: params.task, prompt: params.prompt, temperatures, thresholds: params.thresholds });
+  const logprobs: TokenLogprob[] = [];
   const run = (samples: Float32Array, signal: AbortSignal, onLanguage?: (code: string) => void) =>
     params.compute.run(async () => {
       const started = performance.now();
-      const result = await params.engine.transcribeWindow(params.model, samples, { language: language ?? undefined, task: params.task }, { stream, signal, onLanguage });
+      const result = await params.engine.transcribeWindow(params.model, samples, windowOptions(), { stream, signal, onLanguage });
       params.onWindow?.((performance.now() - started) / 1000);
       return result;
     }, signal);
@@ -140,7 +154,13 @@ export async function transcribePcm(params: TranscribeParams): Promise<Transcrip
         end: round(offset + Math.min(chunk.end ?? seconds, seconds)),
         text: chunk.text,
         tokens: chunk.tokens,
+        seek: Math.round(window.start / SAMPLES_PER_FRAME),
+        temperature: output!.temperature,
+        avgLogprob: output!.avgLogprob,
+        compressionRatio: output!.compressionRatio,
+        noSpeechProb: output!.noSpeechProb,
       });
+      if (params.includeLogprobs) for (const t of chunk.textTokens) logprobs.push({ token: t.text, logprob: t.logprob, bytes: [...Buffer.from(t.text, "utf8")] });
     }
     params.onProgress?.(done / SAMPLE_RATE);
   };
@@ -174,6 +194,7 @@ export async function transcribePcm(params: TranscribeParams): Promise<Transcrip
     duration: round(queue.position / SAMPLE_RATE),
     text: segments.map((s) => s.text).join("").trim(),
     segments,
+    ...(params.includeLogprobs ? { logprobs } : {}),
   };
 }
 
