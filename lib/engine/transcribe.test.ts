@@ -45,6 +45,8 @@ describe("transcribePcm", () => {
       compute: new Limiter({ slots: 2, queueSize: Infinity, queueTimeoutMs: Infinity, retryAfterSeconds: () => 1 }),
       model: spec,
       pcm: chunked(audio),
+      // The micro model's "speech" is pure tones, which Silero rightly ignores.
+      vad: "energy",
       task: "transcribe",
       parallelWindows,
       signal,
@@ -147,6 +149,7 @@ describe("transcribePcm seams", () => {
       compute: new Limiter({ slots: 2, queueSize: Infinity, queueTimeoutMs: Infinity, retryAfterSeconds: () => 1 }),
       model: { id: "run-reader", dtype: "q8" },
       pcm: chunked(pcm),
+      vad: "energy",
       language: language ?? undefined,
       task: "transcribe",
       parallelWindows,
