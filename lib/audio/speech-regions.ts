@@ -102,7 +102,7 @@ export class RegionDetector {
 
   #close(speechEnd: number, paddedEnd: number, out: Region[]): void {
     const start = this.#start!;
-    if (speechEnd - start >= this.#minSpeech && paddedEnd > start) {
+    if (speechEnd - this.#probsFrom * CHUNK_SAMPLES >= this.#minSpeech && paddedEnd > start) {
       out.push({ start, end: paddedEnd });
       this.#lastEnd = paddedEnd;
     }
