@@ -17,7 +17,10 @@ export interface RegionOptions {
   threshold?: number;
   /** ...and ends only below this one (hysteresis, as Silero's get_speech_timestamps). */
   negThreshold?: number;
-  /** Shorter bursts are clicks and breaths, not words. */
+  /**
+   * A region needs this much of its audio above `threshold`: less is clicks, breaths, or the attack
+   * of a note (music spikes to 0.9 for one chunk at a chord's onset and keeps a region open).
+   */
   minSpeechMs?: number;
   /** Pauses shorter than this stay inside a region: Whisper reads the rhythm of speech better with them. */
   minSilenceMs?: number;
@@ -33,7 +36,8 @@ export interface Region {
 
 /**
  * Silero's get_speech_timestamps as a streaming state machine, with faster-whisper's settings for
- * Whisper (2 s of silence ends a region, 400 ms of padding). A region longer than `maxSamples` is
+ * Whisper (2 s of silence ends a region, 400 ms of padding), except that the shortest speech counts
+ * the chunks heard as speech rather than the region's span. A region longer than `maxSamples` is
  * split at its least speech-like chunk in the second half of that length, as WhisperX's binarize
  * does, so a split falls in a breath rather than in a word.
  */
@@ -102,7 +106,8 @@ export class RegionDetector {
 
   #close(speechEnd: number, paddedEnd: number, out: Region[]): void {
     const start = this.#start!;
-    if (speechEnd - this.#probsFrom * CHUNK_SAMPLES >= this.#minSpeech && paddedEnd > start) {
+    const speech = this.#probs.reduce((n, p) => n + (p >= this.#threshold ? CHUNK_SAMPLES : 0), 0);
+    if (speech >= this.#minSpeech && speechEnd > start && paddedEnd > start) {
       out.push({ start, end: paddedEnd });
       this.#lastEnd = paddedEnd;
     }
