@@ -35,7 +35,9 @@ function voicedSpan(samples: Float32Array): [number, number] {
     rms.push(Math.sqrt(sum / frame));
   }
   const floor = Math.max(...rms) / 31.6;
-  return [rms.findIndex((r) => r > floor) / 100, (rms.findLastIndex((r) => r > floor) + 1) / 100];
+  let last = rms.length - 1;
+  while (last > 0 && rms[last]! <= floor) last--;
+  return [rms.findIndex((r) => r > floor) / 100, (last + 1) / 100];
 }
 
 async function readAll(path: string): Promise<Float32Array> {
