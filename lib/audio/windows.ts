@@ -79,8 +79,8 @@ class ContiguousWindows implements WindowSource {
 
 /**
  * Speech regions found by Silero VAD, merged into windows of whole regions with the non-speech
- * between them removed (see piecesForWindow). Reads the stream a block at a time, ahead of the
- * windows being decoded, and holds at most a block and a window of samples beyond them.
+ * between them removed (see piecesForWindow). Reads the stream a block at a time, one block ahead of
+ * the windows being decoded, and holds at most two blocks and a window of samples beyond them.
  */
 class SileroWindows implements WindowSource {
   readonly #queue: SampleQueue;
@@ -91,6 +91,7 @@ class SileroWindows implements WindowSource {
   #keptFrom = 0;
   #pieces: Piece[] = [];
   #ended = false;
+  #reading: Promise<void> | null = null;
 
   constructor(
     pcm: AsyncIterable<Float32Array>,
@@ -110,9 +111,11 @@ class SileroWindows implements WindowSource {
 
   async next(): Promise<AudioWindow | null> {
     // A window is settled once the pieces after it are known not to fit in it.
-    while (!this.#ended && this.#buffered() <= this.opts.windowSamples) await this.#readBlock();
+    while (!this.#ended && this.#buffered() <= this.opts.windowSamples) await this.#read();
     if (this.#pieces.length === 0) return null;
     const pieces = this.#pieces.splice(0, piecesForWindow(this.#pieces, this.opts.windowSamples));
+    // The next block is read and run through the VAD while this window is decoded, not after.
+    if (!this.#ended) this.#read().catch(() => undefined);
     return { samples: concatPieces(pieces), pieces, cut: this.#pieces.length > 0 || !this.#ended, silent: false };
   }
 
@@ -120,10 +123,23 @@ class SileroWindows implements WindowSource {
     this.#pieces.unshift(...pieces.filter((p) => p.samples.length > 0));
   }
 
-  close(): Promise<void> {
+  async close(): Promise<void> {
+    await this.#reading?.catch(() => undefined);
     this.#pieces = [];
     this.#kept = new Float32Array(0);
-    return this.#queue.close();
+    await this.#queue.close();
+  }
+
+  /** Reads the next block, or waits for the one being read. A failed read stays failed, so the next call reports it. */
+  #read(): Promise<void> {
+    if (!this.#reading) {
+      const reading = this.#readBlock();
+      this.#reading = reading;
+      reading.then(() => {
+        if (this.#reading === reading) this.#reading = null;
+      }, () => undefined);
+    }
+    return this.#reading;
   }
 
   #buffered(): number {
@@ -131,11 +147,13 @@ class SileroWindows implements WindowSource {
   }
 
   async #readBlock(): Promise<void> {
-    const block = await this.#queue.fill(BLOCK_SAMPLES);
+    // The first block is smaller: nothing is decoding yet, so its VAD time is a wait.
+    const size = this.#queue.position === 0 ? BLOCK_SAMPLES / 4 : BLOCK_SAMPLES;
+    const block = await this.#queue.fill(size);
     this.#queue.consume(block.length);
     const probs = await this.#vad.probabilities(block);
     const regions = this.#detector.push(probs);
-    if (block.length < BLOCK_SAMPLES) {
+    if (block.length < size) {
       this.#ended = true;
       regions.push(...this.#detector.finish(this.#queue.position));
     }

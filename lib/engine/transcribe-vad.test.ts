@@ -75,6 +75,19 @@ describe("windows on the file's timeline", () => {
   });
 });
 
+describe("silero windows when decoding fails", () => {
+  it("reports a stream that fails after its first block, read ahead in the background", async () => {
+    async function* failing(): AsyncIterable<Float32Array> {
+      for (let i = 0; i < 60; i++) yield noise("white", 1, { rms: 0.01, seed: i });
+      throw new Error("truncated input");
+    }
+    const never = { transcribeWindow: () => Promise.reject(new Error("no speech expected")) };
+    await expect(
+      transcribePcm({ engine: never, compute: compute(2), model: { id: "none", dtype: "q8" }, pcm: failing(), vad: "silero", language: "en", task: "transcribe" }),
+    ).rejects.toThrow("truncated input");
+  });
+});
+
 describe("silero windows and the engine's batching across jobs", () => {
   let engine: Engine;
   let spec: ModelSpec;
