@@ -3,6 +3,7 @@ import { parseDuration } from "./duration.ts";
 import { parseBytes } from "./capacity/machine.ts";
 import { parseAllowlist } from "./net/safe-fetch.ts";
 import { parseWebhookSecrets } from "./webhooks/standard-webhooks.ts";
+import { VAD_MODES } from "./audio/speech-regions.ts";
 import { parseSchedule, DEFAULT_RETRY_SCHEDULE } from "./webhooks/retry-schedule.ts";
 
 const list = z
@@ -73,6 +74,7 @@ export const configSchema = z
 
     MAX_UPLOAD_BYTES: bytes("200MiB"),
     MAX_AUDIO_DURATION: duration("4h"),
+    VAD: z.enum(VAD_MODES).default("silero"),
 
     SLOTS: positiveInt.optional(),
     THREADS: positiveInt.optional(),

@@ -126,6 +126,7 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
       slots,
       instanceId,
       maxDurationSeconds: config.MAX_AUDIO_DURATION / 1000,
+      vad: config.VAD,
       clusterWaitMs: config.QUEUE_TIMEOUT,
     }),
   };

@@ -7,6 +7,7 @@ import { transcribePcm } from "./engine/transcribe.ts";
 import { AppError } from "./errors.ts";
 import type { Metrics } from "./metrics.ts";
 import type { Transcript } from "./transcript.ts";
+import type { VadMode } from "./audio/speech-regions.ts";
 
 export interface TranscribeRequest {
   /** Used for the cluster lease and logs. */
@@ -42,6 +43,7 @@ export interface TranscriptionServiceDeps {
   slots: SlotStore;
   instanceId: string;
   maxDurationSeconds: number;
+  vad: VadMode;
   /** How long a queued request keeps asking a full cluster for a slot before giving up with 429. */
   clusterWaitMs: number;
   metrics: Metrics;
@@ -110,6 +112,7 @@ export class TranscriptionService {
         compute: this.deps.compute,
         model,
         pcm,
+        vad: this.deps.vad,
         language,
         identifyLanguage: info.multilingual && language === undefined,
         task: request.task,

@@ -25,6 +25,7 @@ import { detectMachine } from "../capacity/machine.ts";
 import { planCapacity } from "../capacity/plan.ts";
 import { sessionOptions } from "../engine/whisper-model.ts";
 import { startService, type ServiceProcess } from "../service-process.ts";
+import { vadExperiment, VAD_SHARE_TARGET, type VadRun } from "./vad.ts";
 import {
   fileTimestamp,
   mib,
@@ -48,7 +49,7 @@ const FOOTPRINTS = join(ROOT, "lib", "capacity", "footprints.json");
 export type ModelKind = "tiny" | "base" | "small";
 export type Dtype = "q8" | "fp32";
 export const MODEL_KINDS: readonly ModelKind[] = ["tiny", "base", "small"];
-export const EXPERIMENTS = ["footprint", "bound", "profile", "agreement", "speed", "concurrency", "hol", "healthz"] as const;
+export const EXPERIMENTS = ["footprint", "bound", "profile", "agreement", "speed", "concurrency", "hol", "healthz", "vad"] as const;
 export type Experiment = (typeof EXPERIMENTS)[number];
 
 export interface BenchOptions {
@@ -759,6 +760,7 @@ export async function runBench(options: BenchOptions): Promise<{ jsonPath: strin
       ["speed", "speed per model and dtype (+ per-slot memory)", () => speedExperiment(ctx, log)],
       ["concurrency", "concurrency vs naive", () => concurrencyExperiment(ctx, log)],
       ["hol", "head-of-line + /healthz while saturated", () => holExperiment(ctx, log, runs("healthz"))],
+      ["vad", "Silero VAD: its share of the transcription time, and a file with 30% non-speech", () => vadBench(ctx, log)],
     ];
     for (const [name, title, run] of steps) {
       if (!runs(name) && !(name === "hol" && runs("healthz"))) continue;
@@ -805,6 +807,25 @@ export async function runBench(options: BenchOptions): Promise<{ jsonPath: strin
   await writeFile(jsonPath, JSON.stringify(report, null, 2) + "\n");
   options.print(`\nwrote ${jsonPath}`);
   return { jsonPath, failures };
+}
+
+async function vadBench(ctx: Context, log: (line: string) => void): Promise<void> {
+  const ids = ctx.options.models.map((kind) => `generated/whisper-${kind}`);
+  const results = await vadExperiment({ modelsDir: MODELS_DIR, modelIds: ids, speechPath: ctx.audio.clips.speed.path, log });
+  ctx.results.vad = results;
+  const target = { name: "Silero VAD's share of the transcription time, all-speech file", op: "<=", value: VAD_SHARE_TARGET, label: "<= 5%" } as const;
+  ctx.options.print(
+    renderTable(
+      "\n== Silero VAD (in process, q8, 3 slots; speed file, and the same speech in 10 s runs with 30% pink noise between) ==",
+      ["model", "VAD share", "speech, silero", "30% gaps, silero", "30% gaps, energy", "gaps/speech", "gaps silero/energy", "verdict"],
+      results.map((r) => {
+        const x = (run: VadRun) => `${run.wallSeconds.toFixed(1)} s (${run.realtime.toFixed(1)}x)`;
+        const [plain, gapped, energy] = r.runs as [VadRun, VadRun, VadRun];
+        return [r.model, `${(100 * r.vadShare).toFixed(1)}%`, x(plain), x(gapped), x(energy), `${r.gappedVsSpeech.toFixed(2)}x`, `${r.gappedSileroVsEnergy.toFixed(2)}x`, recordTarget(ctx, "vad", r.vadShare, `${(100 * r.vadShare).toFixed(1)}%`, target, `${target.name}, ${r.model}`)];
+      }),
+      ["wall times: lower is better; gaps/speech near 1 means the non-speech costs next to nothing, silero/energy below 1 is what removing it saves"],
+    ),
+  );
 }
 
 function modelDtypes(ctx: Context): [ModelKind, Dtype][] {

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
-import { quietCut } from "../audio/quiet-cut.ts";
-import { SampleQueue } from "../audio/sample-queue.ts";
+import { fileSample, piecesFrom, type Piece, type VadMode } from "../audio/speech-regions.ts";
+import { windowSource, type AudioWindow } from "../audio/windows.ts";
 import type { Limiter } from "../admission/limiter.ts";
 import type { Segment, TokenLogprob, Transcript } from "../transcript.ts";
 import type { Engine } from "./engine.ts";
@@ -12,8 +12,6 @@ export const WINDOW_SAMPLES = 30 * SAMPLE_RATE;
 /** Whisper's seek unit: a 10 ms mel frame. */
 const SAMPLES_PER_FRAME = SAMPLE_RATE / 100;
 const FALLBACK_TEMPERATURES = [0, 0.2, 0.4, 0.6, 0.8, 1];
-/** Below -60 dBFS peak a window is silence: Whisper would only hallucinate on it, so it is skipped. */
-const SILENCE_PEAK = 1e-3;
 
 export interface TranscribeParams {
   engine: Pick<Engine, "transcribeWindow">;
@@ -21,6 +19,8 @@ export interface TranscribeParams {
   compute: Limiter;
   model: ModelSpec;
   pcm: AsyncIterable<Float32Array>;
+  /** What reaches Whisper (see windows.ts); default silero. */
+  vad?: VadMode;
   language?: string;
   /**
    * Whether the language must be identified (a multilingual model given none): by the first voiced
@@ -44,12 +44,14 @@ export interface TranscribeParams {
   onProgress?: (doneSeconds: number) => void;
   /** Told the inference time of each window, for metrics. */
   onWindow?: (seconds: number) => void;
+  /** Told, at the end, the seconds spent detecting speech. */
+  onVad?: (seconds: number) => void;
 }
 
 interface Window {
-  /** Stream offset of the first sample. */
-  start: number;
   samples: Float32Array;
+  /** Where its samples are in the file. */
+  pieces: Piece[];
   /** More audio followed it: the window ends at a cut, not at the end of the stream. */
   cut: boolean;
   /** Stops its wait for a slot when its result is no longer wanted. */
@@ -61,9 +63,9 @@ interface Window {
 /**
  * Whisper over a decoded stream in windows of up to 30 s, holding only the windows in flight.
  *
- * A window that more audio follows ends at a pause in its last seconds where there is one
- * (quietCut), so the next window can start there before this one is decoded: a long file's windows
- * decode at once in one batch, and their segments are joined in order. When the model still leaves
+ * A window that more audio follows ends at a pause (between speech regions, or at quietCut without
+ * Silero), so the next window can start there before this one is decoded: a long file's windows
+ * decode at once in one batch, and their segments are joined in order, on the file's timeline. When the model still leaves
  * the last segment of a cut window open (speech runs on past the cut), the windows after it started
  * at a false seam: their results are dropped and decoding resumes where the open segment began, as
  * Whisper's own sequential decoding does, so no words are cut at a seam. The transcript is the same
@@ -73,7 +75,7 @@ interface Window {
  * as its encoder and first decoder step have run; the windows after it wait only for that.
  */
 export async function transcribePcm(params: TranscribeParams): Promise<Transcript> {
-  const queue = new SampleQueue(params.pcm);
+  const source = windowSource(params.vad ?? "silero", params.pcm, { sampleRate: SAMPLE_RATE, windowSamples: WINDOW_SAMPLES });
   const parallel = Math.max(1, params.parallelWindows ?? 1);
   const inFlight: Window[] = [];
   const segments: Segment[] = [];
@@ -94,7 +96,6 @@ export async function transcribePcm(params: TranscribeParams): Promise<Transcrip
       return result;
     }, signal);
   const decode = async (samples: Float32Array, signal: AbortSignal): Promise<WindowOutput | null> => {
-    if (isSilent(samples)) return null;
     if (!mustIdentify) {
       await identified;
       return run(samples, signal);
@@ -116,13 +117,13 @@ export async function transcribePcm(params: TranscribeParams): Promise<Transcrip
     output.then(heard, failed);
     return output;
   };
-  const start = (samples: Float32Array, cut: boolean) => {
+  const start = (window: AudioWindow) => {
     const abort = new AbortController();
     const signal = params.signal ? AbortSignal.any([params.signal, abort.signal]) : abort.signal;
-    const output = decode(samples, signal);
+    const output = window.silent ? Promise.resolve(null) : decode(window.samples, signal);
     // Marked handled here; settle() still sees the failure when it takes this window.
     output.catch(() => undefined);
-    inFlight.push({ start: queue.position, samples, cut, abort, output });
+    inFlight.push({ samples: window.samples, pieces: window.pieces, cut: window.cut, abort, output });
   };
   const dropInFlight = () => {
     const dropped = inFlight.splice(0);
@@ -133,28 +134,28 @@ export async function transcribePcm(params: TranscribeParams): Promise<Transcrip
   const settle = async () => {
     const window = inFlight.shift()!;
     const output = await window.output;
-    const offset = window.start / SAMPLE_RATE;
-    const seconds = window.samples.length / SAMPLE_RATE;
+    const length = window.samples.length;
     const chunks = [...(output?.chunks ?? [])];
-    let done = window.start + window.samples.length;
+    let done = fileSample(window.pieces, length, "end");
     if (output) {
       language ??= output.language;
       const last = chunks.at(-1);
       if (last && last.end === null && window.cut && last.start > 1) {
         chunks.pop();
         const resumeAt = Math.round(last.start * SAMPLE_RATE);
-        queue.unread([window.samples.subarray(resumeAt), ...dropInFlight().map((w) => w.samples)]);
-        done = window.start + resumeAt;
+        source.unread([...piecesFrom(window.pieces, resumeAt), ...dropInFlight().flatMap((w) => w.pieces)]);
+        done = fileSample(window.pieces, resumeAt, "start");
       }
     }
+    const seconds = (offset: number, edge: "start" | "end") => round(fileSample(window.pieces, Math.min(Math.round(offset * SAMPLE_RATE), length), edge) / SAMPLE_RATE);
     for (const chunk of chunks) {
       segments.push({
         id: segments.length,
-        start: round(offset + chunk.start),
-        end: round(offset + Math.min(chunk.end ?? seconds, seconds)),
+        start: seconds(chunk.start, "start"),
+        end: seconds(chunk.end ?? length / SAMPLE_RATE, "end"),
         text: chunk.text,
         tokens: chunk.tokens,
-        seek: Math.round(window.start / SAMPLES_PER_FRAME),
+        seek: Math.round(fileSample(window.pieces, 0, "start") / SAMPLES_PER_FRAME),
         temperature: output!.temperature,
         avgLogprob: output!.avgLogprob,
         compressionRatio: output!.compressionRatio,
@@ -169,13 +170,9 @@ export async function transcribePcm(params: TranscribeParams): Promise<Transcrip
     for (;;) {
       params.signal?.throwIfAborted();
       if (inFlight.length < parallel) {
-        // One sample past a full window says whether more audio follows it.
-        const ahead = await queue.fill(WINDOW_SAMPLES + 1);
-        if (ahead.length > 0) {
-          const cut = ahead.length > WINDOW_SAMPLES;
-          const length = cut ? quietCut(ahead.subarray(0, WINDOW_SAMPLES), SAMPLE_RATE) : ahead.length;
-          start(ahead.slice(0, length), cut);
-          queue.consume(length);
+        const window = await source.next();
+        if (window) {
+          start(window);
           continue;
         }
       }
@@ -186,21 +183,17 @@ export async function transcribePcm(params: TranscribeParams): Promise<Transcrip
     await Promise.allSettled(dropInFlight().map((w) => w.output));
     throw err;
   } finally {
-    await queue.close();
+    await source.close();
+    params.onVad?.(source.vadSeconds);
   }
   return {
     task: params.task,
     language: languageName(language),
-    duration: round(queue.position / SAMPLE_RATE),
+    duration: round(source.position / SAMPLE_RATE),
     text: segments.map((s) => s.text).join("").trim(),
     segments,
     ...(params.includeLogprobs ? { logprobs } : {}),
   };
-}
-
-function isSilent(samples: Float32Array): boolean {
-  for (const s of samples) if (s > SILENCE_PEAK || s < -SILENCE_PEAK) return false;
-  return true;
 }
 
 function round(seconds: number): number {
