@@ -91,7 +91,7 @@ export interface ServiceOptions {
 
 export async function createServices(config: Config, log: Logger, { listenUrl, env = process.env }: ServiceOptions): Promise<Services> {
   const instanceId = config.INSTANCE_ID ?? env.FLY_MACHINE_ID ?? env.RAILWAY_REPLICA_ID ?? `${hostname()}-${process.pid}`;
-  const catalog = new ModelCatalog({ defaultModel: config.DEFAULT_MODEL, dtype: config.MODEL_DTYPE, localDir: config.WHISPER_MODELS_DIR });
+  const catalog = new ModelCatalog({ defaultModel: config.DEFAULT_MODEL, dtype: config.MODEL_DTYPE, localDir: config.WHISPER_MODELS_DIR, aliases: config.MODEL_ALIASES });
   const machine = detectMachine(env);
   // Cluster mode: fail fast when Redis is unreachable (a request waiting on the SDK's own retries
   // would hold a place for seconds), and let the stores map errors to 503.
@@ -127,6 +127,7 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
       instanceId,
       maxDurationSeconds: config.MAX_AUDIO_DURATION / 1000,
       vad: config.VAD,
+      thresholds: { compressionRatio: config.COMPRESSION_RATIO_THRESHOLD, logprob: config.LOGPROB_THRESHOLD, noSpeech: config.NO_SPEECH_THRESHOLD },
       clusterWaitMs: config.QUEUE_TIMEOUT,
     }),
   };

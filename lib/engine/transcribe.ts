@@ -35,6 +35,8 @@ export interface TranscribeParams {
   thresholds?: FallbackThresholds;
   /** Collects each text token's log-probability into the transcript. */
   includeLogprobs?: boolean;
+  /** Hears each window's segments, in order, as soon as the windows before it are joined. */
+  onSegments?: (segments: Segment[]) => void;
   /**
    * Windows of this file in inference at once, decoded together in the engine's batches: each still
    * takes its own slot, in line with every other job's windows. Default 1.
@@ -163,6 +165,7 @@ export async function transcribePcm(params: TranscribeParams): Promise<Transcrip
       });
       if (params.includeLogprobs) for (const t of chunk.textTokens) logprobs.push({ token: t.text, logprob: t.logprob, bytes: [...Buffer.from(t.text, "utf8")] });
     }
+    if (chunks.length > 0) params.onSegments?.(segments.slice(-chunks.length));
     params.onProgress?.(done / SAMPLE_RATE);
   };
 

@@ -139,7 +139,8 @@ export class WhisperModel {
   }
 
   decode(tokens: number[]): string {
-    return this.asr.tokenizer.decode(tokens, { skip_special_tokens: false });
+    // The tokenizer refuses an empty list; a window may decode no text at all.
+    return tokens.length === 0 ? "" : this.asr.tokenizer.decode(tokens, { skip_special_tokens: false });
   }
 
   encodeText(text: string): number[] {
