@@ -16,6 +16,7 @@ import jobsResult from "./jobs-result.ts";
 import { handleError, logRequests, provide, requireApiKey } from "./middleware.ts";
 import metrics from "./metrics.ts";
 import models from "./models.ts";
+import modelsGet from "./models-get.ts";
 import qstashCallbackFailed from "./qstash-callback-failed.ts";
 import qstashRun from "./qstash-run.ts";
 import readyz from "./readyz.ts";
@@ -53,7 +54,7 @@ export function createApp(services: Services): OpenAPIHono<AppEnv> {
     // Registered ahead of the routes for the same paths, which would parse the whole upload here.
     for (const path of WORKER_PATHS) app.post(path, forwardToWorker(services.workerForwarder));
   }
-  for (const routes of [healthz, readyz, models, capacity, transcriptions, translations, extract, jobsCreate, jobsList, jobsGet, jobsResult, jobsCancel, qstashRun, qstashCallbackFailed, statusPage]) app.route("/", routes);
+  for (const routes of [healthz, readyz, models, modelsGet, capacity, transcriptions, translations, extract, jobsCreate, jobsList, jobsGet, jobsResult, jobsCancel, qstashRun, qstashCallbackFailed, statusPage]) app.route("/", routes);
   app.doc31("/openapi.json", {
     openapi: "3.1.0",
     info: { title: "slotscribe", version: "0.1.0", description: "Self-hostable Whisper transcription with admission control." },

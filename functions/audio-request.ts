@@ -1,40 +1,66 @@
 import type { Context } from "hono";
+import { streamSSE } from "hono/streaming";
 import { z } from "@hono/zod-openapi";
 import { WHISPER_LANGUAGE_NAMES } from "../lib/engine/languages.ts";
-import { AppError } from "../lib/errors.ts";
+import { AppError, errorBody, isAppError } from "../lib/errors.ts";
 import { renderTranscript } from "../lib/formats.ts";
 import { transcriberOf } from "../lib/services.ts";
+import type { TranscribeRequest } from "../lib/transcription-service.ts";
 import { RESPONSE_FORMATS } from "../lib/transcript.ts";
 import type { AppEnv } from "./env.ts";
 import { FileField, ModelField, withUpload } from "./upload.ts";
+
+/** A multipart field that may come once or repeated, with or without `[]` (the SDKs send `name[]`). */
+const repeated = <T extends z.ZodType>(item: T) => z.union([item, z.array(item)]).optional();
 
 /** The multipart fields OpenAI's audio endpoints take; unknown fields are ignored as OpenAI does. */
 export const AudioForm = z.object({
   file: FileField,
   model: ModelField,
-  prompt: z.string().optional().openapi({ description: "Accepted for compatibility; not used for conditioning yet." }),
+  prompt: z.string().max(10_000).optional().openapi({ description: "Conditions decoding (Whisper's initial prompt): spellings, names, style. Its last 223 tokens are used, on every window." }),
   response_format: z.enum(RESPONSE_FORMATS).default("json"),
-  temperature: z.coerce.number().min(0).max(1).optional().openapi({ description: "Accepted for compatibility; decoding is greedy." }),
+  temperature: z.coerce.number().min(0).max(1).optional().openapi({ description: "The first decoding temperature (default 0, greedy); a window whose decode fails Whisper's checks is decoded again 0.2 hotter, up to 1." }),
+  stream: z.enum(["true", "false"]).optional().openapi({ description: "true: text/event-stream of transcript.text.delta events (one per window, in order), then transcript.text.done." }),
+  "include[]": repeated(z.enum(["logprobs"])).openapi({ description: "logprobs: each text token's log-probability (json and verbose_json)." }),
+  include: repeated(z.enum(["logprobs"])).openapi({ description: "Same as include[]." }),
 });
 
-export const TranscriptionJson = z.object({ text: z.string() }).openapi("Transcription");
+const Usage = z.object({ type: z.literal("duration"), seconds: z.number() });
+const Logprob = z.object({ token: z.string(), logprob: z.number(), bytes: z.array(z.number()) });
+export const TranscriptionJson = z.object({ text: z.string(), logprobs: z.array(Logprob).optional(), usage: Usage }).openapi("Transcription");
 export const VerboseTranscription = z
   .object({
     task: z.string(),
     language: z.string(),
     duration: z.number(),
     text: z.string(),
-    segments: z.array(z.object({ id: z.number(), seek: z.number(), start: z.number(), end: z.number(), text: z.string(), tokens: z.array(z.number()) })),
+    segments: z.array(
+      z.object({
+        id: z.number(),
+        seek: z.number().openapi({ description: "The segment's window offset, in 10 ms frames" }),
+        start: z.number(),
+        end: z.number(),
+        text: z.string(),
+        tokens: z.array(z.number()),
+        temperature: z.number(),
+        avg_logprob: z.number(),
+        compression_ratio: z.number(),
+        no_speech_prob: z.number(),
+      }),
+    ),
+    logprobs: z.array(Logprob).optional(),
+    usage: Usage,
   })
   .openapi("VerboseTranscription");
 
 export const audioResponses = {
   200: {
-    description: "The transcript in the requested response_format.",
+    description: "The transcript in the requested response_format, or with stream=true a text/event-stream.",
     content: {
       "application/json": { schema: z.union([TranscriptionJson, VerboseTranscription]) },
       "text/plain": { schema: z.string() },
       "text/vtt": { schema: z.string() },
+      "text/event-stream": { schema: z.string() },
     },
   },
 };
@@ -48,6 +74,14 @@ export function checkLanguage(language: string | undefined): string | undefined 
   return code;
 }
 
+/** OpenAI answers a file it cannot read with 400; the jobs API keeps 415 and 422, which say more. */
+function asOpenAiError(err: unknown): unknown {
+  if (isAppError(err) && (err.code === "unsupported_media" || err.code === "unprocessable_audio")) {
+    return new AppError("invalid_request", err.message, { cause: err, details: { ...err.details, param: "file", reason: err.code } });
+  }
+  return err;
+}
+
 export async function respondWithTranscript(
   c: Context<AppEnv>,
   form: z.infer<typeof AudioForm>,
@@ -57,9 +91,41 @@ export async function respondWithTranscript(
   const services = c.get("services");
   const requestId = c.get("requestId");
   const { transcription } = transcriberOf(services);
-  const transcript = await withUpload(services, form.file, (path) =>
-    transcription.transcribeFile(path, { id: requestId, model: form.model, language, task, signal: c.req.raw.signal }),
-  );
+  const includeLogprobs = [form["include[]"] ?? [], form.include ?? []].flat().includes("logprobs");
+  const request = { id: requestId, model: form.model, language, task, prompt: form.prompt, temperature: form.temperature, includeLogprobs, signal: c.req.raw.signal };
+  if (form.stream === "true") return streamTranscript(c, form, request);
+  const transcript = await withUpload(services, form.file, (path) => transcription.transcribeFile(path, request)).catch((err: unknown) => {
+    throw asOpenAiError(err);
+  });
   const rendered = renderTranscript(transcript, form.response_format);
   return c.body(rendered.body, 200, { "content-type": rendered.contentType });
+}
+
+/**
+ * OpenAI's streamed transcription: a transcript.text.delta event as each window's text is joined (in
+ * order), then transcript.text.done with the whole text and usage. Once the stream has started a
+ * failure can no longer change the status, so it arrives as an error event in the usual error shape,
+ * which the SDKs raise from their stream iterators.
+ */
+function streamTranscript(c: Context<AppEnv>, form: z.infer<typeof AudioForm>, request: Omit<TranscribeRequest, "onSegments">): Response {
+  const services = c.get("services");
+  const { transcription } = transcriberOf(services);
+  return streamSSE(c, async (sse) => {
+    let writes = Promise.resolve();
+    const send = (data: unknown) => {
+      writes = writes.then(() => sse.writeSSE({ data: JSON.stringify(data) }));
+    };
+    try {
+      const transcript = await withUpload(services, form.file, (path) =>
+        transcription.transcribeFile(path, { ...request, onSegments: (segments) => send({ type: "transcript.text.delta", delta: segments.map((s) => s.text).join("") }) }),
+      );
+      send({ type: "transcript.text.done", text: transcript.text, ...(transcript.logprobs ? { logprobs: transcript.logprobs } : {}), usage: { type: "duration", seconds: Math.ceil(transcript.duration) } });
+    } catch (err) {
+      const failure = asOpenAiError(err);
+      const known = isAppError(failure) ? failure : new AppError("internal", "stream failed", { cause: failure });
+      c.set("errorCode", known.code);
+      send({ type: "error", ...errorBody(known, c.get("requestId")) });
+    }
+    await writes;
+  });
 }

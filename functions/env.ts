@@ -13,7 +13,9 @@ export function router(): OpenAPIHono<AppEnv> {
       if (!result.success) {
         const issues = result.error.issues.map((i) => ({ path: i.path.join("."), message: i.message }));
         const first = issues[0];
-        throw new AppError("invalid_request", first ? `Invalid request: ${first.path || "body"}: ${first.message}` : "Invalid request", { details: { issues } });
+        // OpenAI's `param` names the field; a path deeper than one field keeps its first part.
+        const param = first?.path ? first.path.split(".")[0] : undefined;
+        throw new AppError("invalid_request", first ? `Invalid request: ${first.path || "body"}: ${first.message}` : "Invalid request", { details: { issues, ...(param ? { param } : {}) } });
       }
     },
   });
@@ -24,6 +26,8 @@ export const ErrorSchema = z
     error: z.object({
       code: z.enum(ERROR_CODES),
       message: z.string(),
+      type: z.string().openapi({ description: "OpenAI's error type (invalid_request_error, authentication_error, rate_limit_error, server_error, ...)" }),
+      param: z.string().nullable().openapi({ description: "The request field at fault, when there is one" }),
       request_id: z.string(),
       details: z.record(z.string(), z.unknown()).optional(),
     }),

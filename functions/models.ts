@@ -1,10 +1,12 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { errorResponses, router } from "./env.ts";
 
+export const Model = z.object({ id: z.string(), object: z.literal("model"), created: z.number(), owned_by: z.string() }).openapi("Model");
+
 const ModelList = z
   .object({
     object: z.literal("list"),
-    data: z.array(z.object({ id: z.string(), object: z.literal("model"), created: z.number(), owned_by: z.string() })),
+    data: z.array(Model),
   })
   .openapi("ModelList");
 export type ModelListResponse = z.infer<typeof ModelList>;

@@ -48,7 +48,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   const server: ServerType = await new Promise((resolve) => {
     const s = serve(
       {
-        fetch: (request) => handle?.(request) ?? Response.json({ error: { code: "unavailable", message: "Starting up.", request_id: "" } }, { status: 503, headers: { "retry-after": "2" } }),
+        fetch: (request) => handle?.(request) ?? Response.json({ error: { code: "unavailable", message: "Starting up.", type: "server_error", param: null, request_id: "" } }, { status: 503, headers: { "retry-after": "2" } }),
         port: config.PORT,
         hostname: config.HOST,
       },

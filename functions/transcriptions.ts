@@ -3,12 +3,12 @@ import { AppError } from "../lib/errors.ts";
 import { AudioForm, audioResponses, checkLanguage, respondWithTranscript } from "./audio-request.ts";
 import { errorResponses, router } from "./env.ts";
 
+const Granularities = z.union([z.enum(["segment", "word"]), z.array(z.enum(["segment", "word"]))]).optional();
+
 const TranscriptionForm = AudioForm.extend({
   language: z.string().optional().openapi({ description: "ISO-639-1 code; detected when omitted (multilingual models)." }),
-  "timestamp_granularities[]": z
-    .union([z.enum(["segment", "word"]), z.array(z.enum(["segment", "word"]))])
-    .optional()
-    .openapi({ description: "Only segment timestamps are produced." }),
+  "timestamp_granularities[]": Granularities.openapi({ description: "segment (word needs a model exported with cross-attentions; not served yet)." }),
+  timestamp_granularities: Granularities.openapi({ description: "Same as timestamp_granularities[]." }),
 });
 
 export const route = createRoute({
@@ -21,9 +21,14 @@ export const route = createRoute({
 
 export default router().openapi(route, async (c) => {
   const form = c.req.valid("form");
-  const granularities = [form["timestamp_granularities[]"] ?? []].flat();
+  const granularities = [form["timestamp_granularities[]"] ?? [], form.timestamp_granularities ?? []].flat();
   if (granularities.includes("word")) {
-    throw new AppError("invalid_request", "Word-level timestamps are not supported; use segment timestamps.", { details: { param: "timestamp_granularities[]" } });
+    throw new AppError(
+      "invalid_request",
+      "Word-level timestamps need cross-attention alignment, which this server does not compute yet; ask for segment timestamps. " +
+        "(They will need a model exported with cross-attention outputs, such as the hub's *_timestamped ONNX exports.)",
+      { details: { param: "timestamp_granularities[]" } },
+    );
   }
   return respondWithTranscript(c, form, "transcribe", checkLanguage(form.language)) as never;
 });

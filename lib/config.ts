@@ -4,6 +4,7 @@ import { accessSync, constants, statSync } from "node:fs";
 import { parseBytes, parseCpus } from "./capacity/machine.ts";
 import { parseAllowlist } from "./net/safe-fetch.ts";
 import { parseWebhookSecrets } from "./webhooks/standard-webhooks.ts";
+import { VAD_MODES } from "./audio/speech-regions.ts";
 import { parseSchedule, DEFAULT_RETRY_SCHEDULE } from "./webhooks/retry-schedule.ts";
 
 const list = z
@@ -67,6 +68,27 @@ const settingsSchema = z.object({
 
     MAX_UPLOAD_BYTES: bytes("200MiB"),
     MAX_AUDIO_DURATION: duration("4h"),
+    VAD: z.enum(VAD_MODES).default("silero"),
+    // Whisper's checks on each window's decode (transcribe.py's defaults).
+    COMPRESSION_RATIO_THRESHOLD: z.coerce.number().positive().default(2.4),
+    LOGPROB_THRESHOLD: z.coerce.number().max(0).default(-1),
+    NO_SPEECH_THRESHOLD: z.coerce.number().min(0).max(1).default(0.6),
+    /** alias=model pairs; OpenAI's newer transcription models name the default model unless told otherwise. */
+    MODEL_ALIASES: z
+      .string()
+      .default("gpt-4o-transcribe,gpt-4o-mini-transcribe")
+      .transform((value, ctx) => {
+        const aliases: Record<string, string | null> = {};
+        for (const entry of value.split(",").map((e) => e.trim()).filter(Boolean)) {
+          const [alias, model, extra] = entry.split("=").map((p) => p.trim());
+          if (!alias || extra !== undefined || model === "") {
+            ctx.addIssue({ code: "custom", message: `"${entry}" is not alias or alias=model` });
+            return z.NEVER;
+          }
+          aliases[alias] = model ?? null;
+        }
+        return aliases;
+      }),
 
     MEMORY_LIMIT: z.string().optional().transform((s, ctx) => (s === undefined ? undefined : parsedBy(parseBytes)(s, ctx))),
     CPUS: z.string().optional().transform((s, ctx) => (s === undefined ? undefined : parsedBy(parseCpus)(s, ctx))),

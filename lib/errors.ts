@@ -63,11 +63,30 @@ export class StoreUnavailable extends DomainError {
 /** The names the HTTP layer and the modules not converted yet still use; the same class. */
 export { DomainError as AppError, isDomainError as isAppError };
 
-/** The JSON body of every error response. */
+/** OpenAI's error `type` for each code, so the official SDKs' `err.type` reads as it does against OpenAI. */
+const OPENAI_TYPE: Record<ErrorCode, string> = {
+  invalid_request: "invalid_request_error",
+  unauthorized: "authentication_error",
+  forbidden: "permission_error",
+  not_found: "invalid_request_error",
+  conflict: "invalid_request_error",
+  payload_too_large: "invalid_request_error",
+  unsupported_media: "invalid_request_error",
+  unprocessable_audio: "invalid_request_error",
+  rate_limited: "rate_limit_error",
+  internal: "server_error",
+  upstream_failed: "server_error",
+  unavailable: "server_error",
+  timeout: "server_error",
+};
+
+/** The JSON body of every error response: ours (code, request_id, details) and OpenAI's (type, param). */
 export interface ErrorBody {
   error: {
     code: ErrorCode;
     message: string;
+    type: string;
+    param: string | null;
     request_id: string;
     details?: Record<string, unknown>;
   };
@@ -86,6 +105,8 @@ export function errorBody(err: DomainError, requestId: string): ErrorBody {
       code: err.code,
       // Internal messages may carry paths or upstream text: the client gets a generic one.
       message: err.code === "internal" ? "Internal server error" : cut(err.message),
+      type: OPENAI_TYPE[err.code],
+      param: typeof err.details?.param === "string" ? err.details.param : null,
       request_id: requestId,
       ...(err.details && err.code !== "internal" ? { details: err.details } : {}),
     },

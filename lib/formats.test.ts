@@ -8,8 +8,8 @@ const transcript: Transcript = {
   duration: 4.5,
   text: " Hello there. General Kenobi.",
   segments: [
-    { id: 0, start: 0, end: 2.5, text: " Hello there.", tokens: [50364, 2425, 456, 13] },
-    { id: 1, start: 2.5, end: 4.5, text: " General Kenobi.", tokens: [6996, 591, 268, 13] },
+    { id: 0, start: 0, end: 2.5, text: " Hello there.", tokens: [50364, 2425, 456, 13], seek: 0, temperature: 0, avgLogprob: -0.21, compressionRatio: 0.9, noSpeechProb: 0.01 },
+    { id: 1, start: 2.5, end: 4.5, text: " General Kenobi.", tokens: [6996, 591, 268, 13], seek: 0, temperature: 0.2, avgLogprob: -0.4, compressionRatio: 0.9, noSpeechProb: 0.01 },
   ],
 };
 
@@ -21,11 +21,13 @@ function withSegments(segments: Array<Pick<Segment, "start" | "end" | "text">>):
 }
 
 describe("renderTranscript", () => {
-  it("renders json as OpenAI's {text} object", () => {
+  it("renders json as OpenAI's {text} object with duration usage, and logprobs when they were asked for", () => {
     expect(renderTranscript(transcript, "json")).toEqual({
       contentType: "application/json",
-      body: '{"text":" Hello there. General Kenobi."}',
+      body: '{"text":" Hello there. General Kenobi.","usage":{"type":"duration","seconds":5}}',
     });
+    const logprobs = [{ token: " Hello", logprob: -0.1, bytes: [32, 72, 101, 108, 108, 111] }];
+    expect(JSON.parse(renderTranscript({ ...transcript, logprobs }, "json").body)).toMatchObject({ logprobs });
   });
 
   it("renders text trimmed with a trailing newline", () => {
@@ -54,7 +56,7 @@ describe("renderTranscript", () => {
     });
   });
 
-  it("renders verbose_json in OpenAI's shape with documented stand-ins for missing statistics", () => {
+  it("renders verbose_json in OpenAI's shape with each segment's window statistics", () => {
     const rendered = renderTranscript(transcript, "verbose_json");
     expect(rendered.contentType).toBe("application/json");
     expect(rendered.body).toBe(
@@ -66,13 +68,14 @@ describe("renderTranscript", () => {
         segments: [
           {
             id: 0, seek: 0, start: 0, end: 2.5, text: " Hello there.", tokens: [50364, 2425, 456, 13],
-            temperature: 0, avg_logprob: 0, compression_ratio: 13 / 21, no_speech_prob: 0,
+            temperature: 0, avg_logprob: -0.21, compression_ratio: 0.9, no_speech_prob: 0.01,
           },
           {
-            id: 1, seek: 250, start: 2.5, end: 4.5, text: " General Kenobi.", tokens: [6996, 591, 268, 13],
-            temperature: 0, avg_logprob: 0, compression_ratio: 16 / 24, no_speech_prob: 0,
+            id: 1, seek: 0, start: 2.5, end: 4.5, text: " General Kenobi.", tokens: [6996, 591, 268, 13],
+            temperature: 0.2, avg_logprob: -0.4, compression_ratio: 0.9, no_speech_prob: 0.01,
           },
         ],
+        usage: { type: "duration", seconds: 5 },
       }),
     );
   });
@@ -98,7 +101,7 @@ describe("renderTranscript", () => {
     expect(renderTranscript(empty, "srt").body).toBe("");
     expect(renderTranscript(empty, "vtt").body).toBe("WEBVTT\n\n");
     expect(renderTranscript(empty, "text").body).toBe("\n");
-    expect(renderTranscript(empty, "json").body).toBe('{"text":""}');
+    expect(JSON.parse(renderTranscript(empty, "json").body)).toEqual({ text: "", usage: { type: "duration", seconds: 0 } });
     expect(JSON.parse(renderTranscript(empty, "verbose_json").body)).toMatchObject({ segments: [] });
   });
 

@@ -7,7 +7,6 @@
  * cue structure (a blank line would end the cue, "-->" would read as a timing line, and in VTT
  * "<" and "&" start markup).
  */
-import { deflateSync } from "node:zlib";
 import type { ResponseFormat, Segment, Transcript } from "./transcript.ts";
 
 export interface RenderedTranscript {
@@ -20,9 +19,14 @@ const JSON_TYPE = "application/json";
 const TEXT_TYPE = "text/plain; charset=utf-8";
 const VTT_TYPE = "text/vtt; charset=utf-8";
 
-/** The segment fields OpenAI's verbose_json has and our Segment does not. */
-interface VerboseSegment extends Segment {
+/** A segment as OpenAI's verbose_json spells it. */
+interface VerboseSegment {
+  id: number;
   seek: number;
+  start: number;
+  end: number;
+  text: string;
+  tokens: number[];
   temperature: number;
   avg_logprob: number;
   compression_ratio: number;
@@ -32,7 +36,7 @@ interface VerboseSegment extends Segment {
 export function renderTranscript(t: Transcript, format: ResponseFormat): RenderedTranscript {
   switch (format) {
     case "json":
-      return { contentType: JSON_TYPE, body: JSON.stringify({ text: t.text }) };
+      return { contentType: JSON_TYPE, body: JSON.stringify({ text: t.text, ...(t.logprobs ? { logprobs: t.logprobs } : {}), usage: usage(t) }) };
     case "text":
       return { contentType: TEXT_TYPE, body: `${t.text.trim()}\n` };
     case "srt":
@@ -58,39 +62,32 @@ export function renderTranscript(t: Transcript, format: ResponseFormat): Rendere
           duration: t.duration,
           text: t.text,
           segments: t.segments.map(verboseSegment),
+          ...(t.logprobs ? { logprobs: t.logprobs } : {}),
+          usage: usage(t),
         }),
       };
   }
 }
 
-/**
- * Whisper's per-segment decoding statistics are not in our Segment, so:
- * - seek: the window offset (in 10 ms frames) is unknown; the segment's own start frame is used,
- *   which is where a window containing it can start at the latest.
- * - temperature 0: the pipeline decodes greedily.
- * - avg_logprob 0 and no_speech_prob 0: neutral values, so no client-side hallucination filter
- *   (typically avg_logprob < -1 or no_speech_prob > 0.6) drops a segment on our say-so.
- * - compression_ratio: computed as Whisper does (UTF-8 length over zlib-compressed length), but of
- *   the segment's text rather than the whole window's.
- */
+/** OpenAI's usage for audio billed by duration. */
+function usage(t: Transcript): { type: "duration"; seconds: number } {
+  return { type: "duration", seconds: Math.ceil(t.duration) };
+}
+
+/** Whisper's statistics are per window (the decode that produced the segment), as transcribe.py reports them. */
 function verboseSegment(segment: Segment): VerboseSegment {
   return {
     id: segment.id,
-    seek: Math.floor(Math.max(0, segment.start) * 100),
+    seek: segment.seek ?? Math.floor(Math.max(0, segment.start) * 100),
     start: segment.start,
     end: segment.end,
     text: segment.text,
     tokens: segment.tokens,
-    temperature: 0,
-    avg_logprob: 0,
-    compression_ratio: compressionRatio(segment.text),
-    no_speech_prob: 0,
+    temperature: segment.temperature ?? 0,
+    avg_logprob: segment.avgLogprob ?? 0,
+    compression_ratio: segment.compressionRatio ?? 0,
+    no_speech_prob: segment.noSpeechProb ?? 0,
   };
-}
-
-function compressionRatio(text: string): number {
-  const bytes = Buffer.from(text, "utf8");
-  return bytes.length === 0 ? 0 : bytes.length / deflateSync(bytes).length;
 }
 
 interface Cue {

@@ -177,7 +177,7 @@ function signedCallbacks(config: Config, log: Logger, sender: () => CallbackSend
 
 export async function createServices(config: Config, log: Logger, { listenUrl, env = process.env }: ServiceOptions): Promise<Services> {
   const instanceId = config.INSTANCE_ID ?? env.FLY_MACHINE_ID ?? env.RAILWAY_REPLICA_ID ?? `${hostname()}-${process.pid}`;
-  const catalog = new ModelCatalog({ defaultModel: config.DEFAULT_MODEL, dtype: config.MODEL_DTYPE, localDir: config.WHISPER_MODELS_DIR });
+  const catalog = new ModelCatalog({ defaultModel: config.DEFAULT_MODEL, dtype: config.MODEL_DTYPE, localDir: config.WHISPER_MODELS_DIR, aliases: config.MODEL_ALIASES });
   const machine = detectMachine(env, undefined, { memoryBytes: config.MEMORY_LIMIT, cpus: config.CPUS });
   // An api instance plans no slots and creates no Engine, so no model is loaded and no inference thread started.
   const planned = config.ROLE === "api" ? null : planTranscriber(config, catalog, machine, () => transcriber?.transcription.retryAfterSeconds() ?? 5);
@@ -222,6 +222,8 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
       slots,
       instanceId,
       maxDurationSeconds: config.MAX_AUDIO_DURATION / 1000,
+      vad: config.VAD,
+      thresholds: { compressionRatio: config.COMPRESSION_RATIO_THRESHOLD, logprob: config.LOGPROB_THRESHOLD, noSpeech: config.NO_SPEECH_THRESHOLD },
       clusterWaitMs: config.QUEUE_TIMEOUT,
     }),
   };

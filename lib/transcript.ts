@@ -5,7 +5,24 @@ export interface Segment {
   start: number;
   end: number;
   text: string;
+  /** The segment's token ids, timestamp tokens included. */
   tokens: number[];
+  /**
+   * Its window's offset in 10 ms frames, and the statistics of the decode the window kept. Absent
+   * only in results stored by versions that did not record them.
+   */
+  seek?: number;
+  temperature?: number;
+  avgLogprob?: number;
+  compressionRatio?: number;
+  noSpeechProb?: number;
+}
+
+/** A text token with its log-probability (OpenAI's include[]=logprobs). */
+export interface TokenLogprob {
+  token: string;
+  logprob: number;
+  bytes: number[];
 }
 
 export interface Transcript {
@@ -16,6 +33,8 @@ export interface Transcript {
   duration: number;
   text: string;
   segments: Segment[];
+  /** Present when asked for: every text token of the transcript in order. */
+  logprobs?: TokenLogprob[];
 }
 
 export const RESPONSE_FORMATS = ["json", "text", "srt", "vtt", "verbose_json"] as const;

@@ -6,7 +6,9 @@ import type { ModelCatalog } from "./engine/models.ts";
 import { transcribePcm } from "./engine/transcribe.ts";
 import { AppError } from "./errors.ts";
 import type { Metrics } from "./metrics.ts";
-import type { Transcript } from "./transcript.ts";
+import type { Segment, Transcript } from "./transcript.ts";
+import type { VadMode } from "./audio/speech-regions.ts";
+import type { FallbackThresholds } from "./engine/protocol.ts";
 
 export interface TranscribeRequest {
   /** Used for the cluster lease and logs. */
@@ -14,8 +16,15 @@ export interface TranscribeRequest {
   model?: string;
   language?: string;
   task: "transcribe" | "translate";
+  /** Conditions decoding (Whisper's initial prompt), on every window. */
+  prompt?: string;
+  /** The first decoding temperature; Whisper's fallback goes hotter from there. */
+  temperature?: number;
+  includeLogprobs?: boolean;
   signal?: AbortSignal;
   onProgress?: (doneSeconds: number) => void;
+  /** Hears the transcript's segments window by window, in order (streamed responses). */
+  onSegments?: (segments: Segment[]) => void;
 }
 
 /**
@@ -42,6 +51,9 @@ export interface TranscriptionServiceDeps {
   slots: SlotStore;
   instanceId: string;
   maxDurationSeconds: number;
+  vad: VadMode;
+  /** Whisper's fallback and no-speech thresholds. */
+  thresholds: FallbackThresholds;
   /** How long a queued request keeps asking a full cluster for a slot before giving up with 429. */
   clusterWaitMs: number;
   metrics: Metrics;
@@ -110,9 +122,15 @@ export class TranscriptionService {
         compute: this.deps.compute,
         model,
         pcm,
+        vad: this.deps.vad,
         language,
         identifyLanguage: info.multilingual && language === undefined,
         task: request.task,
+        prompt: request.prompt,
+        temperature: request.temperature,
+        thresholds: this.deps.thresholds,
+        includeLogprobs: request.includeLogprobs,
+        onSegments: request.onSegments,
         // All slots but one: a file's windows batch together, and a newcomer's first window still
         // finds a slot free instead of waiting for one of them to finish.
         parallelWindows: Math.max(1, this.deps.compute.stats.slots - 1),

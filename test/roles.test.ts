@@ -288,7 +288,7 @@ describe("ROLE=api and ROLE=worker on one Redis and QStash", () => {
     expect(res.status).toBe(503);
     expect(res.headers.get("retry-after")).toMatch(/^\d+$/);
     const body = (await res.json()) as { error: { code: string; message: string; request_id: string } };
-    expect(body).toEqual({ error: { code: "unavailable", message: expect.stringContaining("worker"), request_id: res.headers.get("x-request-id") } });
+    expect(body).toEqual({ error: { code: "unavailable", message: expect.stringContaining("worker"), type: "server_error", param: null, request_id: res.headers.get("x-request-id") } });
 
     // Jobs do not need a worker to be accepted: they wait in QStash and Redis.
     expect((await submitJob(await audio("later.wav", [{ word: "bravo", seconds: 3 }]))).status).toBe("queued");

@@ -193,3 +193,74 @@ function formatFromExtension(path: string): AudioFileFormat {
   const extension = extname(path).slice(1).toLowerCase();
   return FORMATS.find((format) => format === extension) ?? "wav";
 }
+
+export type NoiseColor = "white" | "pink" | "brown";
+
+/**
+ * Seeded noise at about `rms` (default -20 dBFS): what a speech detector must not take for speech.
+ * Pink is Paul Kellet's economy filter over white noise (-3 dB/octave); brown is leaky integrated
+ * white noise (-6 dB/octave). Each is scaled to the requested level over its whole length.
+ */
+export function noise(color: NoiseColor, seconds: number, opts: { rms?: number; seed?: number; sampleRate?: number } = {}): Float32Array {
+  const out = new Float32Array(Math.round(seconds * (opts.sampleRate ?? PCM_SAMPLE_RATE)));
+  const random = mulberry32(opts.seed ?? 1);
+  let b0 = 0;
+  let b1 = 0;
+  let b2 = 0;
+  let brown = 0;
+  for (let i = 0; i < out.length; i++) {
+    const white = random() * 2 - 1;
+    if (color === "white") out[i] = white;
+    else if (color === "pink") {
+      b0 = 0.99765 * b0 + white * 0.099046;
+      b1 = 0.963 * b1 + white * 0.2965164;
+      b2 = 0.57 * b2 + white * 1.0526913;
+      out[i] = b0 + b1 + b2 + white * 0.1848;
+    } else out[i] = brown = 0.998 * brown + white * 0.05;
+  }
+  return scaleToRms(out, opts.rms ?? 0.1);
+}
+
+/**
+ * Music-like audio: a progression of triads (each note with decaying harmonics), one chord a second
+ * with a soft attack and release, at about `rms`. Tonal and rhythmic, like a jingle under a podcast.
+ */
+export function chords(seconds: number, opts: { rms?: number; sampleRate?: number } = {}): Float32Array {
+  const sampleRate = opts.sampleRate ?? PCM_SAMPLE_RATE;
+  const out = new Float32Array(Math.round(seconds * sampleRate));
+  // C, A minor, F, G major, from C4 up, as MIDI notes.
+  const progression = [[60, 64, 67], [57, 60, 64], [53, 57, 60], [55, 59, 62]];
+  const chordSamples = sampleRate;
+  for (let i = 0; i < out.length; i++) {
+    const chord = progression[Math.floor(i / chordSamples) % progression.length]!;
+    const t = (i % chordSamples) / sampleRate;
+    const envelope = Math.min(1, t / 0.02) * Math.exp(-1.5 * t);
+    let sum = 0;
+    for (const note of chord) {
+      const hz = 440 * 2 ** ((note - 69) / 12);
+      for (let h = 1; h <= 4; h++) sum += Math.sin((2 * Math.PI * hz * h * i) / sampleRate) / h;
+    }
+    out[i] = envelope * sum;
+  }
+  return scaleToRms(out, opts.rms ?? 0.1);
+}
+
+function scaleToRms(samples: Float32Array, rms: number): Float32Array {
+  let sum = 0;
+  for (const s of samples) sum += s * s;
+  const scale = sum > 0 ? rms / Math.sqrt(sum / samples.length) : 0;
+  for (let i = 0; i < samples.length; i++) samples[i] = Math.max(-1, Math.min(1, samples[i]! * scale));
+  return samples;
+}
+
+/** A small seeded PRNG, so generated noise is the same on every run. */
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

@@ -3,14 +3,15 @@ import type { Dtype, Experiment, ModelKind } from "../bench/bench.ts";
 
 // The benchmark itself (and what it imports) loads only when the command runs.
 const MODEL_KINDS: readonly ModelKind[] = ["tiny", "base", "small"];
-const EXPERIMENTS: readonly Experiment[] = ["footprint", "bound", "profile", "speed", "concurrency", "hol", "healthz"];
+const EXPERIMENTS: readonly Experiment[] = ["footprint", "bound", "profile", "agreement", "speed", "concurrency", "hol", "healthz", "vad"];
 
 export const BENCH_USAGE = `slotscribe bench [--quick] [--models tiny,base,small] [--dtypes q8,fp32] [--concurrency-models tiny[,base]] [--out bench-results] [--calibrate] [--only ${EXPERIMENTS.join(",")}]
 
 Measures the service on generated architecture-faithful models (speed per model and dtype against
 this machine's ONNX Runtime compute bound, where a window's time goes (features, encoder, decoder,
 JavaScript), concurrency vs a naive model-per-request server,
-head-of-line latency, /healthz while saturated, memory per slot, footprint probes) and prints each
+head-of-line latency, /healthz while saturated, memory per slot, footprint probes, the Silero VAD's
+share of the transcription time and a file with 30% non-speech) and prints each
 figure next to its product target with PASS/MISS. Writes the results as JSON to
 <out>/bench-<timestamp>.json. A full run takes about 30-40 min on 2 cores; --quick (tiny q8 only,
 shorter files, fewer points) about 5 min. --calibrate also writes the footprint-probe measurements

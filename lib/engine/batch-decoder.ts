@@ -1,5 +1,5 @@
-import type { DecoderStats, ModelSpec, WindowOptions, WindowOutput } from "./protocol.ts";
-import { assembleSegments } from "./segments.ts";
+import { DEFAULT_THRESHOLDS, type DecoderStats, type FallbackThresholds, type ModelSpec, type WindowOptions, type WindowOutput } from "./protocol.ts";
+import { assembleSegments, compressionRatio } from "./segments.ts";
 import { WhisperModel, type BatchState } from "./whisper-model.ts";
 import { WhisperRules } from "./whisper-rules.ts";
 
@@ -18,9 +18,17 @@ interface Row {
   request: WindowRequest;
   encoded: Float32Array | null;
   init: number[];
+  /** Where <|startoftranscript|> sits in `init` (after a prompt). */
+  sotIndex: number;
   language: string | null;
   generated: number[];
   logprobs: number[];
+  /** Temperatures still to try after the current one, which is `temperature`. */
+  temperature: number;
+  hotter: number[];
+  random: () => number;
+  thresholds: FallbackThresholds;
+  noSpeechProb: number;
   /** Set when the window is no longer wanted while a call that includes it runs. */
   canceled: boolean;
   /** Other streams' windows encoded while this one was ready and waiting to start. */
@@ -42,6 +50,27 @@ interface Cohort {
  * and the wait is at most two encoder runs (about 0.3 s for tiny on 2 cores).
  */
 const MAX_WAIT_ENCODES = 2;
+
+/** Whisper's default fallback schedule: greedy, then sampling 0.2 hotter each time up to 1.0. */
+const DEFAULT_TEMPERATURES = [0, 0.2, 0.4, 0.6, 0.8, 1];
+
+/** A seed from the window's audio: the same audio samples the same tokens on every run. */
+function contentSeed(samples: Float32Array): number {
+  const words = new Uint32Array(samples.buffer, samples.byteOffset, samples.length);
+  let h = 0x811c9dc5;
+  for (let i = 0; i < words.length; i += 7) h = Math.imul(h ^ words[i]!, 0x01000193);
+  return h >>> 0;
+}
+
+function mulberry32(seed: number): () => number {
+  let a = seed;
+  return () => {
+    a = (a + 0x6d2b79f5) | 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
 
 export class WindowCanceled extends Error {
   constructor() {
@@ -74,7 +103,7 @@ export class BatchDecoder {
   private running = false;
   /** Decoder time owed to cohorts since the last encoder run. */
   private stepDebt = 0;
-  readonly stats: DecoderStats = { encoderRuns: 0, decoderCalls: 0, rowSteps: 0, largestBatch: 0, activeRows: 0 };
+  readonly stats: DecoderStats = { encoderRuns: 0, decoderCalls: 0, rowSteps: 0, largestBatch: 0, activeRows: 0, fallbacks: 0 };
 
   constructor(private readonly load: (spec: ModelSpec) => Promise<WhisperModel>) {}
 
@@ -85,6 +114,9 @@ export class BatchDecoder {
     signal?.throwIfAborted();
     const multilingual = model.multilingual;
     const language = multilingual ? (request.options.language ?? null) : null;
+    const { options } = request;
+    const [temperature = 0, ...hotter] = options.temperatures ?? DEFAULT_TEMPERATURES;
+    const init = multilingual && language === null ? { tokens: [], sotIndex: 0 } : model.initTokens(language, options.task, options.prompt);
     return new Promise<WindowOutput>((resolve, reject) => {
       const row: Row = {
         id: this.nextId++,
@@ -92,10 +124,16 @@ export class BatchDecoder {
         model,
         request,
         encoded: null,
-        init: multilingual && language === null ? [] : model.initTokens(language, request.options.task),
+        init: init.tokens,
+        sotIndex: init.sotIndex,
         language,
         generated: [],
         logprobs: [],
+        temperature,
+        hotter,
+        random: mulberry32(options.seed ?? contentSeed(request.samples)),
+        thresholds: options.thresholds ?? DEFAULT_THRESHOLDS,
+        noSpeechProb: 0,
         canceled: false,
         waited: 0,
         resolve,
@@ -206,7 +244,9 @@ export class BatchDecoder {
       }
     }
     row.language = best;
-    row.init = model.initTokens(best, row.request.options.task);
+    const init = model.initTokens(best, row.request.options.task, row.request.options.prompt);
+    row.init = init.tokens;
+    row.sotIndex = init.sotIndex;
     row.request.onLanguage?.(best);
   }
 
@@ -222,18 +262,23 @@ export class BatchDecoder {
   private async startCohorts(): Promise<void> {
     const groups = new Map<string, Row[]>();
     for (const row of this.ready) {
-      const key = `${this.modelKey(row)}:${row.init.length}`;
+      const key = `${this.modelKey(row)}:${row.init.length}:${row.sotIndex}`;
       groups.set(key, [...(groups.get(key) ?? []), row]);
     }
     this.ready = [];
     for (const rows of groups.values()) {
       const model = rows[0]!.model;
       try {
-        const { logits, state } = await model.prefill(
+        const { logits, sotLogits, state } = await model.prefill(
           rows.map((r) => r.encoded!),
           rows.map((r) => r.init),
+          rows[0]!.sotIndex,
         );
-        for (const r of rows) r.encoded = null;
+        // Read before the rules mask the same logits (the start token is often the last initial one).
+        rows.forEach((r, i) => {
+          r.noSpeechProb = WhisperModel.probability(sotLogits[i]!, model.noSpeech);
+          r.encoded = null;
+        });
         const cohort: Cohort = { model, rows, state };
         this.count(rows.length);
         this.cohorts.push(cohort);
@@ -280,19 +325,44 @@ export class BatchDecoder {
       if (row.canceled) return void finished.add(i);
       const scores = logits[i]!;
       rules.apply(scores, row.generated);
-      const pick = WhisperRules.greedy(scores);
+      const pick = WhisperRules.sample(scores, row.temperature, row.random);
       row.generated.push(pick.token);
       row.logprobs.push(pick.logprob);
       if (pick.token === rules.eos || row.init.length + row.generated.length >= rules.maxLength) finished.add(i);
     });
-    for (const i of finished) if (!cohort.rows[i]!.canceled) this.finish(cohort.rows[i]!);
+    for (const i of finished) if (!cohort.rows[i]!.canceled) this.finish(cohort, i);
     if (finished.size > 0) this.dropRows(cohort, finished);
   }
 
-  private finish(row: Row): void {
+  /**
+   * Whisper's checks on a finished decode (transcribe.py): too repetitive (compression ratio) or too
+   * unsure (average log-probability) sends the row back to decode again at the next temperature,
+   * unless the window is silence (no-speech probability high and the decode unsure), which yields no
+   * segments. A row that falls back starts a new cohort; its batch goes on.
+   */
+  private finish(cohort: Cohort, index: number): void {
+    const row = cohort.rows[index]!;
     const { model } = row;
-    const chunks = assembleSegments(row.generated, model.rules.timestampBegin, model.rules.eos, (tokens) => model.decode(tokens));
-    row.resolve({ chunks, language: row.language });
+    const { rules } = model;
+    const text = model.decode(row.generated.filter((t) => t < rules.eos));
+    const ratio = compressionRatio(text);
+    const avgLogprob = row.logprobs.reduce((a, b) => a + b, 0) / Math.max(1, row.logprobs.length);
+    const th = row.thresholds;
+    const unsure = avgLogprob < th.logprob;
+    const silent = row.noSpeechProb > th.noSpeech && unsure;
+    if ((ratio > th.compressionRatio || unsure) && !silent && row.hotter.length > 0) {
+      const size = model.frames * model.dModel;
+      row.encoded = (cohort.state.encoderStates.data as Float32Array).slice(index * size, (index + 1) * size);
+      row.temperature = row.hotter.shift()!;
+      row.generated = [];
+      row.logprobs = [];
+      row.waited = 0;
+      this.stats.fallbacks++;
+      this.ready.push(row);
+      return;
+    }
+    const chunks = silent ? [] : assembleSegments(row.generated, row.logprobs, rules.timestampBegin, rules.eos, (tokens) => model.decode(tokens));
+    row.resolve({ chunks, language: row.language, temperature: row.temperature, avgLogprob, compressionRatio: ratio, noSpeechProb: row.noSpeechProb });
   }
 
   private dropRows(cohort: Cohort, drop: Set<number>): void {

@@ -33,7 +33,7 @@ describe("Engine", () => {
     abort.abort(new Error("client went away"));
     await expect(window).rejects.toThrow("client went away");
     expect(engine.inFlight).toBe(0);
-    await expect.poll(async () => (await engine.stats()).activeRows).toBe(0);
+    await expect.poll(async () => (await engine.stats()).activeRows, { timeout: 60_000 }).toBe(0);
     const after = await engine.transcribeWindow(spec, synthesize(microTones([{ word: "bravo", seconds: 5 }])), { task: "transcribe" });
     expect(after.chunks.map((c) => c.text.trim())).toEqual(["bravo"]);
   });

@@ -24,6 +24,8 @@ export interface ModelCatalogOptions {
   dtype: "q8" | "fp32";
   /** Set: models are directories below it and nothing is downloaded. */
   localDir?: string;
+  /** Other names for models (OpenAI's model names); null stands for the default model. */
+  aliases?: Record<string, string | null>;
 }
 
 /**
@@ -39,7 +41,8 @@ export class ModelCatalog {
   }
 
   resolve(requested: string | undefined): ModelSpec & { name: string } {
-    const name = !requested || requested === OPENAI_ALIAS ? this.options.defaultModel : requested;
+    const alias = requested === undefined ? undefined : this.options.aliases?.[requested];
+    const name = !requested || requested === OPENAI_ALIAS || alias === null ? this.options.defaultModel : (alias ?? requested);
     const id = HUB_MODELS[name] ?? name;
     if (this.options.localDir) {
       const root = resolve(this.options.localDir);
@@ -55,7 +58,8 @@ export class ModelCatalog {
 
   /** Model names a client can ask for. */
   async list(): Promise<string[]> {
-    if (!this.options.localDir) return [OPENAI_ALIAS, ...Object.keys(HUB_MODELS)];
+    const aliases = Object.keys(this.options.aliases ?? {});
+    if (!this.options.localDir) return [OPENAI_ALIAS, ...aliases, ...Object.keys(HUB_MODELS)];
     const root = resolve(this.options.localDir);
     const found: string[] = [];
     const walk = async (dir: string, depth: number): Promise<void> => {
@@ -69,7 +73,7 @@ export class ModelCatalog {
     };
     await walk(root, 3);
     const shortIds = Object.entries(HUB_MODELS).filter(([, hub]) => found.includes(hub)).map(([short]) => short);
-    return [OPENAI_ALIAS, ...shortIds, ...found.sort()];
+    return [OPENAI_ALIAS, ...aliases, ...shortIds, ...found.sort()];
   }
 }
 

@@ -13,10 +13,29 @@ export interface ModelSpec {
   dtype: "q8" | "fp32";
 }
 
+/** When a decode is rejected and tried again hotter, and when a window counts as silence (Whisper's transcribe.py). */
+export interface FallbackThresholds {
+  /** Text whose zlib compression ratio is above this is repetitive: decode again. */
+  compressionRatio: number;
+  /** An average token log-probability below this is unsure: decode again. */
+  logprob: number;
+  /** A no-speech probability above this, with the average log-probability below `logprob`, is silence. */
+  noSpeech: number;
+}
+
+export const DEFAULT_THRESHOLDS: FallbackThresholds = { compressionRatio: 2.4, logprob: -1, noSpeech: 0.6 };
+
 export interface WindowOptions {
   /** Whisper language code ("en"); undefined asks a multilingual model to detect it. */
   language?: string;
   task: "transcribe" | "translate";
+  /** Conditions decoding: <|startofprev|> and the prompt's last tokens before the start token. */
+  prompt?: string;
+  /** Temperatures tried in turn while a decode fails the thresholds; default [0, 0.2, ..., 1]. */
+  temperatures?: number[];
+  /** Seeds sampling above temperature 0, so a rerun decodes the same. */
+  seed?: number;
+  thresholds?: FallbackThresholds;
 }
 
 export interface WindowChunk {
@@ -24,13 +43,24 @@ export interface WindowChunk {
   /** null when the model left the last segment open at the end of the window. */
   end: number | null;
   text: string;
+  /** The segment's token ids, its timestamp tokens included, as Whisper reports them. */
   tokens: number[];
+  /** The text tokens of the segment with their log-probabilities. */
+  textTokens: { id: number; text: string; logprob: number }[];
 }
 
 export interface WindowOutput {
   chunks: WindowChunk[];
   /** Language code used or detected; null for English-only models. */
   language: string | null;
+  /** The temperature of the decode that was kept. */
+  temperature: number;
+  /** Mean log-probability of its tokens (end-of-text included). */
+  avgLogprob: number;
+  /** zlib compression ratio of its text. */
+  compressionRatio: number;
+  /** Probability of <|nocaptions|> right after the start token. */
+  noSpeechProb: number;
 }
 
 /** The batch decoder's counters (lib/engine/batch-decoder.ts). */
@@ -42,6 +72,8 @@ export interface DecoderStats {
   largestBatch: number;
   /** Rows in cohorts right now. */
   activeRows: number;
+  /** Decodes sent back to try a hotter temperature. */
+  fallbacks: number;
 }
 
 export interface ModelInfo {

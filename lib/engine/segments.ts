@@ -1,3 +1,4 @@
+import { deflateSync } from "node:zlib";
 import type { WindowChunk } from "./protocol.ts";
 
 export const TIME_PRECISION = 0.02;
@@ -8,25 +9,44 @@ export const TIME_PRECISION = 0.02;
  * one closes it, a repeat of the opening time is ignored, and text left after the last closing
  * timestamp is an open segment (end null). Segments without text are dropped.
  */
-export function assembleSegments(generated: readonly number[], timestampBegin: number, eos: number, decode: (tokens: number[]) => string): WindowChunk[] {
+export function assembleSegments(
+  generated: readonly number[],
+  logprobs: readonly number[],
+  timestampBegin: number,
+  eos: number,
+  decode: (tokens: number[]) => string,
+): WindowChunk[] {
   const chunks: WindowChunk[] = [];
   let start: number | null = null;
   let tokens: number[] = [];
+  let text: { id: number; logprob: number }[] = [];
   const push = (end: number | null) => {
-    const text = decode(tokens);
-    if (text.trim().length > 0) chunks.push({ start: start ?? 0, end, text, tokens });
+    const joined = decode(text.map((t) => t.id));
+    if (joined.trim().length > 0) {
+      chunks.push({ start: start ?? 0, end, text: joined, tokens, textTokens: text.map((t) => ({ ...t, text: decode([t.id]) })) });
+    }
     tokens = [];
+    text = [];
     start = null;
   };
-  for (const token of generated) {
+  generated.forEach((token, i) => {
     if (token >= timestampBegin) {
       const time = Math.round((token - timestampBegin) * TIME_PRECISION * 100) / 100;
+      tokens.push(token);
       if (start === null) start = time;
       else if (time !== start) push(time);
     } else if (token < eos) {
       tokens.push(token);
+      text.push({ id: token, logprob: logprobs[i]! });
     }
-  }
-  if (tokens.length > 0) push(null);
+  });
+  if (text.length > 0) push(null);
   return chunks;
+}
+
+/** Whisper's repetition check: UTF-8 bytes of the text over its zlib-compressed bytes. */
+export function compressionRatio(text: string): number {
+  const bytes = Buffer.from(text, "utf8");
+  if (bytes.length === 0) return 0;
+  return bytes.length / deflateSync(bytes).length;
 }

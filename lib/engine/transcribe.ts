@@ -1,16 +1,17 @@
 import { randomUUID } from "node:crypto";
-import { quietCut } from "../audio/quiet-cut.ts";
-import { SampleQueue } from "../audio/sample-queue.ts";
+import { fileSample, piecesFrom, type Piece, type VadMode } from "../audio/speech-regions.ts";
+import { windowSource, type AudioWindow } from "../audio/windows.ts";
 import type { Limiter } from "../admission/limiter.ts";
-import type { Segment, Transcript } from "../transcript.ts";
+import type { Segment, TokenLogprob, Transcript } from "../transcript.ts";
 import type { Engine } from "./engine.ts";
 import { languageName } from "./languages.ts";
-import type { ModelSpec, WindowOutput } from "./protocol.ts";
+import type { FallbackThresholds, ModelSpec, WindowOptions, WindowOutput } from "./protocol.ts";
 
 export const SAMPLE_RATE = 16_000;
 export const WINDOW_SAMPLES = 30 * SAMPLE_RATE;
-/** Below -60 dBFS peak a window is silence: Whisper would only hallucinate on it, so it is skipped. */
-const SILENCE_PEAK = 1e-3;
+/** Whisper's seek unit: a 10 ms mel frame. */
+const SAMPLES_PER_FRAME = SAMPLE_RATE / 100;
+const FALLBACK_TEMPERATURES = [0, 0.2, 0.4, 0.6, 0.8, 1];
 
 export interface TranscribeParams {
   engine: Pick<Engine, "transcribeWindow">;
@@ -18,6 +19,8 @@ export interface TranscribeParams {
   compute: Limiter;
   model: ModelSpec;
   pcm: AsyncIterable<Float32Array>;
+  /** What reaches Whisper (see windows.ts); default silero. */
+  vad?: VadMode;
   language?: string;
   /**
    * Whether the language must be identified (a multilingual model given none): by the first voiced
@@ -25,6 +28,15 @@ export interface TranscribeParams {
    */
   identifyLanguage?: boolean;
   task: "transcribe" | "translate";
+  /** Conditions every window's decoding (windows decode in parallel, so none is conditioned on the text before it). */
+  prompt?: string;
+  /** The first temperature; a window that fails Whisper's checks is decoded again 0.2 hotter, up to 1. */
+  temperature?: number;
+  thresholds?: FallbackThresholds;
+  /** Collects each text token's log-probability into the transcript. */
+  includeLogprobs?: boolean;
+  /** Hears each window's segments, in order, as soon as the windows before it are joined. */
+  onSegments?: (segments: Segment[]) => void;
   /**
    * Windows of this file in inference at once, decoded together in the engine's batches: each still
    * takes its own slot, in line with every other job's windows. Default 1.
@@ -34,12 +46,14 @@ export interface TranscribeParams {
   onProgress?: (doneSeconds: number) => void;
   /** Told the inference time of each window, for metrics. */
   onWindow?: (seconds: number) => void;
+  /** Told, at the end, the seconds spent detecting speech. */
+  onVad?: (seconds: number) => void;
 }
 
 interface Window {
-  /** Stream offset of the first sample. */
-  start: number;
   samples: Float32Array;
+  /** Where its samples are in the file. */
+  pieces: Piece[];
   /** More audio followed it: the window ends at a cut, not at the end of the stream. */
   cut: boolean;
   /** Stops its wait for a slot when its result is no longer wanted. */
@@ -51,9 +65,9 @@ interface Window {
 /**
  * Whisper over a decoded stream in windows of up to 30 s, holding only the windows in flight.
  *
- * A window that more audio follows ends at a pause in its last seconds where there is one
- * (quietCut), so the next window can start there before this one is decoded: a long file's windows
- * decode at once in one batch, and their segments are joined in order. When the model still leaves
+ * A window that more audio follows ends at a pause (between speech regions, or at quietCut without
+ * Silero), so the next window can start there before this one is decoded: a long file's windows
+ * decode at once in one batch, and their segments are joined in order, on the file's timeline. When the model still leaves
  * the last segment of a cut window open (speech runs on past the cut), the windows after it started
  * at a false seam: their results are dropped and decoding resumes where the open segment began, as
  * Whisper's own sequential decoding does, so no words are cut at a seam. The transcript is the same
@@ -63,7 +77,7 @@ interface Window {
  * as its encoder and first decoder step have run; the windows after it wait only for that.
  */
 export async function transcribePcm(params: TranscribeParams): Promise<Transcript> {
-  const queue = new SampleQueue(params.pcm);
+  const source = windowSource(params.vad ?? "silero", params.pcm, { sampleRate: SAMPLE_RATE, windowSamples: WINDOW_SAMPLES });
   const parallel = Math.max(1, params.parallelWindows ?? 1);
   const inFlight: Window[] = [];
   const segments: Segment[] = [];
@@ -72,15 +86,18 @@ export async function transcribePcm(params: TranscribeParams): Promise<Transcrip
   let identified: Promise<void> = Promise.resolve();
 
   const stream = randomUUID();
+  const first = params.temperature ?? 0;
+  const temperatures = [first, ...FALLBACK_TEMPERATURES.filter((t) => t > first + 1e-9)];
+  const windowOptions = (): WindowOptions => ({ language: language ?? undefined, task: params.task, prompt: params.prompt, temperatures, thresholds: params.thresholds });
+  const logprobs: TokenLogprob[] = [];
   const run = (samples: Float32Array, signal: AbortSignal, onLanguage?: (code: string) => void) =>
     params.compute.run(async () => {
       const started = performance.now();
-      const result = await params.engine.transcribeWindow(params.model, samples, { language: language ?? undefined, task: params.task }, { stream, signal, onLanguage });
+      const result = await params.engine.transcribeWindow(params.model, samples, windowOptions(), { stream, signal, onLanguage });
       params.onWindow?.((performance.now() - started) / 1000);
       return result;
     }, signal);
   const decode = async (samples: Float32Array, signal: AbortSignal): Promise<WindowOutput | null> => {
-    if (isSilent(samples)) return null;
     if (!mustIdentify) {
       await identified;
       return run(samples, signal);
@@ -102,13 +119,13 @@ export async function transcribePcm(params: TranscribeParams): Promise<Transcrip
     output.then(heard, failed);
     return output;
   };
-  const start = (samples: Float32Array, cut: boolean) => {
+  const start = (window: AudioWindow) => {
     const abort = new AbortController();
     const signal = params.signal ? AbortSignal.any([params.signal, abort.signal]) : abort.signal;
-    const output = decode(samples, signal);
+    const output = window.silent ? Promise.resolve(null) : decode(window.samples, signal);
     // Marked handled here; settle() still sees the failure when it takes this window.
     output.catch(() => undefined);
-    inFlight.push({ start: queue.position, samples, cut, abort, output });
+    inFlight.push({ samples: window.samples, pieces: window.pieces, cut: window.cut, abort, output });
   };
   const dropInFlight = () => {
     const dropped = inFlight.splice(0);
@@ -119,29 +136,36 @@ export async function transcribePcm(params: TranscribeParams): Promise<Transcrip
   const settle = async () => {
     const window = inFlight.shift()!;
     const output = await window.output;
-    const offset = window.start / SAMPLE_RATE;
-    const seconds = window.samples.length / SAMPLE_RATE;
+    const length = window.samples.length;
     const chunks = [...(output?.chunks ?? [])];
-    let done = window.start + window.samples.length;
+    let done = fileSample(window.pieces, length, "end");
     if (output) {
       language ??= output.language;
       const last = chunks.at(-1);
       if (last && last.end === null && window.cut && last.start > 1) {
         chunks.pop();
         const resumeAt = Math.round(last.start * SAMPLE_RATE);
-        queue.unread([window.samples.subarray(resumeAt), ...dropInFlight().map((w) => w.samples)]);
-        done = window.start + resumeAt;
+        source.unread([...piecesFrom(window.pieces, resumeAt), ...dropInFlight().flatMap((w) => w.pieces)]);
+        done = fileSample(window.pieces, resumeAt, "start");
       }
     }
+    const seconds = (offset: number, edge: "start" | "end") => round(fileSample(window.pieces, Math.min(Math.round(offset * SAMPLE_RATE), length), edge) / SAMPLE_RATE);
     for (const chunk of chunks) {
       segments.push({
         id: segments.length,
-        start: round(offset + chunk.start),
-        end: round(offset + Math.min(chunk.end ?? seconds, seconds)),
+        start: seconds(chunk.start, "start"),
+        end: seconds(chunk.end ?? length / SAMPLE_RATE, "end"),
         text: chunk.text,
         tokens: chunk.tokens,
+        seek: Math.round(fileSample(window.pieces, 0, "start") / SAMPLES_PER_FRAME),
+        temperature: output!.temperature,
+        avgLogprob: output!.avgLogprob,
+        compressionRatio: output!.compressionRatio,
+        noSpeechProb: output!.noSpeechProb,
       });
+      if (params.includeLogprobs) for (const t of chunk.textTokens) logprobs.push({ token: t.text, logprob: t.logprob, bytes: [...Buffer.from(t.text, "utf8")] });
     }
+    if (chunks.length > 0) params.onSegments?.(segments.slice(-chunks.length));
     params.onProgress?.(done / SAMPLE_RATE);
   };
 
@@ -149,13 +173,9 @@ export async function transcribePcm(params: TranscribeParams): Promise<Transcrip
     for (;;) {
       params.signal?.throwIfAborted();
       if (inFlight.length < parallel) {
-        // One sample past a full window says whether more audio follows it.
-        const ahead = await queue.fill(WINDOW_SAMPLES + 1);
-        if (ahead.length > 0) {
-          const cut = ahead.length > WINDOW_SAMPLES;
-          const length = cut ? quietCut(ahead.subarray(0, WINDOW_SAMPLES), SAMPLE_RATE) : ahead.length;
-          start(ahead.slice(0, length), cut);
-          queue.consume(length);
+        const window = await source.next();
+        if (window) {
+          start(window);
           continue;
         }
       }
@@ -166,20 +186,17 @@ export async function transcribePcm(params: TranscribeParams): Promise<Transcrip
     await Promise.allSettled(dropInFlight().map((w) => w.output));
     throw err;
   } finally {
-    await queue.close();
+    await source.close();
+    params.onVad?.(source.vadSeconds);
   }
   return {
     task: params.task,
     language: languageName(language),
-    duration: round(queue.position / SAMPLE_RATE),
+    duration: round(source.position / SAMPLE_RATE),
     text: segments.map((s) => s.text).join("").trim(),
     segments,
+    ...(params.includeLogprobs ? { logprobs } : {}),
   };
-}
-
-function isSilent(samples: Float32Array): boolean {
-  for (const s of samples) if (s > SILENCE_PEAK || s < -SILENCE_PEAK) return false;
-  return true;
 }
 
 function round(seconds: number): number {

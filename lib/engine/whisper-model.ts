@@ -73,6 +73,9 @@ export class WhisperModel {
   readonly multilingual: boolean;
   /** Language token id to its code ("en"). */
   readonly languages: Map<number, string>;
+  /** <|startofprev|>, which opens a prompt, and <|nocaptions|>, whose probability says "no speech". */
+  readonly startOfPrev: number;
+  readonly noSpeech: number;
   private readonly kv: KvName[];
   private readonly heads: number;
   private readonly headDim: number;
@@ -94,6 +97,9 @@ export class WhisperModel {
     this.headDim = config.d_model / config.decoder_attention_heads;
     this.multilingual = Boolean(generation.is_multilingual);
     this.languages = new Map(Object.entries(generation.lang_to_id ?? {}).map(([token, id]) => [id, token.slice(2, -2)]));
+    const [startOfPrev, noSpeech] = asr.tokenizer.convert_tokens_to_ids(["<|startofprev|>", "<|nocaptions|>"]) as number[];
+    this.startOfPrev = startOfPrev!;
+    this.noSpeech = noSpeech!;
     this.kv = decoder.inputNames
       .filter((name) => name.startsWith("past_key_values."))
       .map((past) => ({ past, present: past.replace("past_key_values", "present"), cross: past.includes(".encoder.") }));
@@ -133,21 +139,26 @@ export class WhisperModel {
   }
 
   decode(tokens: number[]): string {
-    return this.asr.tokenizer.decode(tokens, { skip_special_tokens: false });
+    // The tokenizer refuses an empty list; a window may decode no text at all.
+    return tokens.length === 0 ? "" : this.asr.tokenizer.decode(tokens, { skip_special_tokens: false });
   }
 
   encodeText(text: string): number[] {
     return Array.from(this.asr.tokenizer.encode(text, { add_special_tokens: false }));
   }
 
-  /** The initial tokens of a window: <|startoftranscript|> [<|lang|> <|task|>]. */
-  initTokens(language: string | null, task: "transcribe" | "translate"): number[] {
-    if (!this.multilingual) return [this.rules.sot];
+  /**
+   * The initial tokens of a window: [<|startofprev|> prompt...] <|startoftranscript|> [<|lang|> <|task|>].
+   * A prompt keeps its last tokens up to half the text context, as Whisper does.
+   */
+  initTokens(language: string | null, task: "transcribe" | "translate", prompt?: string): { tokens: number[]; sotIndex: number } {
+    const prefix = prompt?.trim() ? [this.startOfPrev, ...this.encodeText(` ${prompt.trim()}`).slice(-(Math.floor(this.rules.maxLength / 2) - 1))] : [];
+    if (!this.multilingual) return { tokens: [...prefix, this.rules.sot], sotIndex: prefix.length };
     const lang = this.generation.lang_to_id?.[`<|${language ?? "en"}|>`];
     const taskId = this.generation.task_to_id?.[task];
     if (lang === undefined) throw new Error(`the model has no language token for ${language}`);
     if (taskId === undefined) throw new Error(`the model has no task token for ${task}`);
-    return [this.rules.sot, lang, taskId];
+    return { tokens: [...prefix, this.rules.sot, lang, taskId], sotIndex: prefix.length };
   }
 
   /** Bytes of state one row keeps while it decodes at `position` (cross and self K/V, encoder output). */
@@ -159,9 +170,11 @@ export class WhisperModel {
 
   /**
    * The first decoder call of a group of rows: their initial tokens (all of one length) over their
-   * encoder outputs. Returns the last position's logits per row and the group's cache.
+   * encoder outputs. Returns the last position's logits per row, the logits right after
+   * <|startoftranscript|> (at `sotIndex`, where Whisper reads the no-speech probability) and the
+   * group's cache.
    */
-  async prefill(encoded: Float32Array[], tokens: number[][]): Promise<{ logits: Float32Array[]; state: BatchState }> {
+  async prefill(encoded: Float32Array[], tokens: number[][], sotIndex = tokens[0]!.length - 1): Promise<{ logits: Float32Array[]; sotLogits: Float32Array[]; state: BatchState }> {
     const rows = encoded.length;
     const length = tokens[0]!.length;
     const states = new Float32Array(rows * this.frames * this.dModel);
@@ -173,17 +186,18 @@ export class WhisperModel {
       position: 0,
     };
     const ids = BigInt64Array.from(tokens.flat().map(BigInt));
-    const logits = await this.run(state, new ort.Tensor("int64", ids, [rows, length]), false);
-    return { logits, state };
+    const { logits, at } = await this.run(state, new ort.Tensor("int64", ids, [rows, length]), false);
+    return { logits, sotLogits: at(sotIndex), state };
   }
 
   /** One step for every row of the group: each row's last token in, its next logits out. */
   async step(state: BatchState, lastTokens: number[]): Promise<Float32Array[]> {
     const ids = BigInt64Array.from(lastTokens.map(BigInt));
-    return this.run(state, new ort.Tensor("int64", ids, [state.rows, 1]), true);
+    return (await this.run(state, new ort.Tensor("int64", ids, [state.rows, 1]), true)).logits;
   }
 
-  private async run(state: BatchState, inputIds: ort.Tensor, cached: boolean): Promise<Float32Array[]> {
+  /** Runs the decoder; `logits` are each row's last position, `at(i)` each row's position i. */
+  private async run(state: BatchState, inputIds: ort.Tensor, cached: boolean): Promise<{ logits: Float32Array[]; at: (position: number) => Float32Array[] }> {
     const feeds: Record<string, ort.Tensor> = {
       input_ids: inputIds,
       encoder_hidden_states: state.encoderStates,
@@ -196,11 +210,20 @@ export class WhisperModel {
       if (!cached || !k.cross) state.past.set(k.past, out[k.present]!);
     }
     state.position += inputIds.dims[1]!;
-    const logits = out.logits!;
-    const seq = logits.dims[1]!;
-    const data = logits.data as Float32Array;
+    const seq = out.logits!.dims[1]!;
+    const data = out.logits!.data as Float32Array;
     const V = this.vocabSize;
-    return Array.from({ length: state.rows }, (_, r) => data.subarray((r * seq + seq - 1) * V, (r * seq + seq) * V));
+    const at = (position: number) => Array.from({ length: state.rows }, (_, r) => data.subarray((r * seq + position) * V, (r * seq + position + 1) * V));
+    return { logits: at(seq - 1), at };
+  }
+
+  /** Softmax probability of one token in a row of raw logits. */
+  static probability(logits: Float32Array, token: number): number {
+    let max = -Infinity;
+    for (let j = 0; j < logits.length; j++) if (logits[j]! > max) max = logits[j]!;
+    let sum = 0;
+    for (let j = 0; j < logits.length; j++) if (logits[j]! > max - 30) sum += Math.exp(logits[j]! - max);
+    return Math.exp(logits[token]! - max) / sum;
   }
 
   /** Keeps only the given rows (indices into the group, in order) of a group's state. */

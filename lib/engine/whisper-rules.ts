@@ -108,7 +108,11 @@ export class WhisperRules {
     ref._call([[0n, ...generated.map(BigInt)]], [{ data: logits }]);
   }
 
-  /** Greedy choice: the first maximum, as the library's sampler takes it, with its log-probability. */
+  /**
+   * Greedy choice: the first maximum, as the library's sampler takes it, with its log-probability.
+   * Entries more than 30 below the maximum add less than 1e-13 each to the normaliser and are skipped:
+   * an exp per vocabulary entry per step would cost more than the rules themselves.
+   */
   static greedy(logits: Float32Array): Pick {
     let best = 0;
     let max = -Infinity;
@@ -118,9 +122,39 @@ export class WhisperRules {
         best = j;
       }
     }
+    const floor = max - 30;
     let sum = 0;
-    for (let j = 0; j < logits.length; j++) sum += Math.exp(logits[j]! - max);
+    for (let j = 0; j < logits.length; j++) if (logits[j]! > floor) sum += Math.exp(logits[j]! - max);
     return { token: best, logprob: -Math.log(sum) };
+  }
+
+  /**
+   * Sampling at a temperature: a token drawn from softmax(logits / temperature) with `random` (a
+   * seeded generator, so a rerun draws the same), and its log-probability under the untempered
+   * distribution, as Whisper reports it.
+   */
+  static sample(logits: Float32Array, temperature: number, random: () => number): Pick {
+    if (temperature <= 0) return WhisperRules.greedy(logits);
+    let max = -Infinity;
+    for (let j = 0; j < logits.length; j++) if (logits[j]! > max) max = logits[j]!;
+    const floor = max - 30 * temperature;
+    let tempered = 0;
+    let plain = 0;
+    for (let j = 0; j < logits.length; j++) {
+      const v = logits[j]!;
+      if (v > floor) tempered += Math.exp((v - max) / temperature);
+      if (v > max - 30) plain += Math.exp(v - max);
+    }
+    let target = random() * tempered;
+    let token = -1;
+    for (let j = 0; j < logits.length; j++) {
+      const v = logits[j]!;
+      if (v <= floor) continue;
+      token = j;
+      target -= Math.exp((v - max) / temperature);
+      if (target <= 0) break;
+    }
+    return { token, logprob: logits[token]! - max - Math.log(plain) };
   }
 
   isTimestamp(token: number): boolean {

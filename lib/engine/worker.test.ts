@@ -117,10 +117,10 @@ describe("batched decoding", () => {
     const abort = new AbortController();
     const keep = [window(inference, spec, samples, "a"), window(inference, spec, samples, "b")];
     const canceled = window(inference, spec, samples, "c", abort.signal);
-    await expect.poll(() => inference.decoder.stats.activeRows, { interval: 1 }).toBe(3);
+    await expect.poll(() => inference.decoder.stats.activeRows, { interval: 1, timeout: 120_000 }).toBe(3);
     abort.abort();
     await expect(canceled).rejects.toBeInstanceOf(WindowCanceled);
-    await expect.poll(() => inference.decoder.stats.activeRows, { interval: 1 }).toBeLessThanOrEqual(2);
+    await expect.poll(() => inference.decoder.stats.activeRows, { interval: 1, timeout: 120_000 }).toBeLessThanOrEqual(2);
     expect(await Promise.all(keep)).toEqual([expected, expected]);
     expect(inference.decoder.stats.activeRows).toBe(0);
   });

@@ -28,9 +28,14 @@ export const MICRO_TONES = [
 
 export type MicroWord = (typeof MICRO_TONES)[number]["word"];
 
+/** A word as the micro model writes it after a prompt: capitalised, as a prompt's style carries over in Whisper. */
+export function promptedWord(word: MicroWord): string {
+  return word[0]!.toUpperCase() + word.slice(1);
+}
+
 export function microTokenLayout(): TokenLayout {
   return buildTokenLayout(
-    MICRO_TONES.map((t) => t.word),
+    [...MICRO_TONES.map((t) => t.word), ...MICRO_TONES.map((t) => promptedWord(t.word))],
     ["en"],
   );
 }
@@ -75,10 +80,13 @@ export function buildMicroEncoder(): Graph {
 /**
  * Decoder: a state machine over what the sequence already holds, read back from its own
  * self-attention cache, so the output is right only if the caller threads the KV cache correctly.
- * Each cached key row records [is <|notimestamps|>, is text, is timestamp]; their sums say what to
- * emit next:
+ * Each cached key row records [is <|notimestamps|>, is text, is timestamp, is <|startoftranscript|>,
+ * is <|startofprev|>]; their sums say what to emit next:
  *   with timestamps:    <|start|> word <|end|> <|endoftext|>
  *   without timestamps: word <|endoftext|>
+ * Text counts only after <|startoftranscript|>: a prompt (<|startofprev|> and its words before it)
+ * does not count as said, but it shows: after a prompt the word comes capitalised ("Alpha"), so a
+ * transcript says whether the prompt reached the decoder's context.
  */
 export function buildMicroDecoder(layout: TokenLayout): Graph {
   const io = decoderInterface(1, 1, D_MODEL, D_MODEL);
@@ -100,25 +108,36 @@ export function buildMicroDecoder(layout: TokenLayout): Graph {
   const toneScore = o.reduce("ReduceSum", o.reduce("ReduceMax", toneLevels, [3], false), [1], false);
   const dominant = g.op("ArgMax", [toneScore], { axis: { i: 1 }, keepdims: { i: 0 } });
   const wordIds = MICRO_TONES.map((t) => layout.vocab.indexOf(`Ġ${t.word}`));
-  const word = g.op("Gather", [o.i64(wordIds), dominant]);
+  const promptedIds = MICRO_TONES.map((t) => layout.vocab.indexOf(`Ġ${promptedWord(t.word)}`));
 
   const ids = io.inputIds;
   const flag = (op: string, value: number) => o.unsqueeze(o.cast(g.op(op, [ids, o.scalarI64(value)]), "float"), [2]);
   const isText = flag("Less", layout.eos);
-  const rowFeatures = g.op("Concat", [flag("Equal", layout.noTimestamps), isText, flag("GreaterOrEqual", layout.timestampBegin)], { axis: { i: 2 } });
-  const toCache = new Float32Array(3 * D_MODEL);
-  for (let i = 0; i < 3; i++) toCache[i * D_MODEL + i] = 1;
-  const newRows = o.unsqueeze(o.matmul(rowFeatures, g.init("state_rows", floatTensor([3, D_MODEL], toCache))), [1]);
+  const FEATURES = 5;
+  const rowFeatures = g.op(
+    "Concat",
+    [flag("Equal", layout.noTimestamps), isText, flag("GreaterOrEqual", layout.timestampBegin), flag("Equal", layout.sot), flag("Equal", layout.startOfPrev)],
+    { axis: { i: 2 } },
+  );
+  const toCache = new Float32Array(FEATURES * D_MODEL);
+  for (let i = 0; i < FEATURES; i++) toCache[i * D_MODEL + i] = 1;
+  const newRows = o.unsqueeze(o.matmul(rowFeatures, g.init("state_rows", floatTensor([FEATURES, D_MODEL], toCache))), [1]);
   const key = g.op("Concat", [io.pastDecoder[0]!.key, newRows], { axis: { i: 2 } }, "present.0.decoder.key");
   g.op("Concat", [io.pastDecoder[0]!.value, newRows], { axis: { i: 2 } }, "present.0.decoder.value");
 
+  const column = (i: number) => o.slice(key, [i], [i + 1], [3]);
   const counts = o.squeeze(o.reduce("ReduceSum", key, [2], false), [1]);
   const count = (i: number) => o.squeeze(o.slice(counts, [i], [i + 1], [1]), [1]);
   const seen = (i: number, atLeast: number) => g.op("Greater", [count(i), o.f(atLeast - 0.5)]);
+  // Rows from <|startoftranscript|> on: a running count of it along the sequence.
+  const afterSot = g.op("CumSum", [column(3), o.scalarI64(2)]);
+  const textAfterSot = o.squeeze(o.reduce("ReduceSum", o.mul(column(1), afterSot), [2], false), [1, 2]);
   const withoutTimestamps = seen(0, 1);
-  const wordDone = seen(1, 1);
+  const wordDone = g.op("Greater", [textAfterSot, o.f(0.5)]);
   const started = seen(2, 1);
   const closed = seen(2, 2);
+  const prompted = seen(4, 1);
+  const word = o.where(prompted, g.op("Gather", [o.i64(promptedIds), dominant]), g.op("Gather", [o.i64(wordIds), dominant]));
 
   const eos = o.scalarI64(layout.eos);
   const tsBegin = o.scalarI64(layout.timestampBegin);

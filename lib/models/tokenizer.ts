@@ -14,6 +14,7 @@ export interface TokenLayout {
   merges: [string, string][];
   eos: number;
   sot: number;
+  startOfPrev: number;
   languages: Record<string, number>;
   translate: number;
   transcribe: number;
@@ -73,7 +74,7 @@ export function buildTokenLayout(words: string[], languages: readonly string[], 
   const translate = special("<|translate|>");
   const transcribe = special("<|transcribe|>");
   special("<|startoflm|>");
-  special("<|startofprev|>");
+  const startOfPrev = special("<|startofprev|>");
   special("<|nocaptions|>");
   const noTimestamps = special("<|notimestamps|>");
   return {
@@ -81,6 +82,7 @@ export function buildTokenLayout(words: string[], languages: readonly string[], 
     merges,
     eos,
     sot,
+    startOfPrev,
     languages: languageIds,
     translate,
     transcribe,

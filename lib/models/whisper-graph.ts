@@ -24,6 +24,12 @@ export interface ControlTokens {
 }
 
 const NEG = -1e4;
+/**
+ * Random weights give nearly flat logits (every token about -10 in log-probability) whose best token
+ * barely moves from step to step: Whisper's checks would reject every window as unsure and repetitive.
+ * A trained model is confident and its text varies, so each position's text token gets this much more.
+ */
+const TEXT_LEAD = 20;
 const FORCE = 3e4;
 
 /**
@@ -426,9 +432,10 @@ function tiedProjection(io: DecoderIO, x: string, table: LinearWeight, d: number
 /**
  * logits = raw logits + a fixed bias (timestamps held down), plus FORCE on one token where the
  * length control says so: the closing timestamp on the step the budget runs out, end-of-text after
- * it (or at once on silence). The two forced entries are added with one ScatterElements rather than as
- * dense one-hot [B, S, V] tensors, so the control costs two vocabulary-sized passes per step instead of
- * about ten; the published exports have none of this, so it should stay negligible next to the model.
+ * it (or at once on silence); before that, TEXT_LEAD on a text token that varies with the position.
+ * The three entries are added with one ScatterElements rather than as dense one-hot [B, S, V]
+ * tensors, so the control costs two vocabulary-sized passes per step instead of about ten; the
+ * published exports have none of this, so it should stay negligible next to the model.
  */
 function lengthControlLogits(io: DecoderIO, positions: string, dims: WhisperDims, options: DecoderOptions, rawLogits: string, name: string): void {
   const { g, o } = io;
@@ -451,13 +458,20 @@ function lengthControlLogits(io: DecoderIO, positions: string, dims: WhisperDims
 
   // [B, S, 2] indices (closing timestamp, end-of-text) and the amounts to add there (FORCE or 0).
   const column = g.op("Concat", [o.dim(closing, 0), o.dim(closing, 1), o.i64([1])], { axis: { i: 0 } });
+  // A different ordinary word at each position (7919 is prime, so positions never repeat one).
+  const textToken = o.add(g.op("Mod", [o.mul(positions, o.scalarI64(7919)), o.scalarI64(eos - 1000)]), o.scalarI64(1000));
   const indices = g.op(
     "Concat",
-    [g.op("Expand", [o.unsqueeze(endTime, [1, 2]), column]), g.op("Expand", [g.init("eos_index", int64Tensor([1, 1, 1], [eos])), column])],
+    [
+      g.op("Expand", [o.unsqueeze(endTime, [1, 2]), column]),
+      g.op("Expand", [g.init("eos_index", int64Tensor([1, 1, 1], [eos])), column]),
+      g.op("Expand", [o.unsqueeze(textToken, [0, 2]), column]),
+    ],
     { axis: { i: 2 } },
   );
-  const force = (flag: string) => o.unsqueeze(o.mul(o.cast(flag, "float"), o.f(FORCE)), [2]);
-  const updates = g.op("Concat", [force(closing), force(ended)], { axis: { i: 2 } });
+  const force = (flag: string, amount = FORCE) => o.unsqueeze(o.mul(o.cast(flag, "float"), o.f(amount)), [2]);
+  const speaking = g.op("Not", [g.op("Or", [closing, ended])]);
+  const updates = g.op("Concat", [force(closing), force(ended), force(speaking, TEXT_LEAD)], { axis: { i: 2 } });
   const biased = o.add(rawLogits, g.init("timestamp_bias", floatTensor([V], base)));
   g.op("ScatterElements", [biased, indices, updates], { axis: { i: 2 }, reduction: { s: "add" } }, name);
 }

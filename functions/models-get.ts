@@ -1,0 +1,19 @@
+import { createRoute, z } from "@hono/zod-openapi";
+import { AppError } from "../lib/errors.ts";
+import { errorResponses, router } from "./env.ts";
+import { Model } from "./models.ts";
+
+export const route = createRoute({
+  method: "get",
+  path: "/v1/models/{model}",
+  summary: "One model this server can transcribe with (OpenAI-compatible)",
+  request: { params: z.object({ model: z.string().openapi({ description: "A model id from GET /v1/models; ids with a slash are sent URL-encoded." }) }) },
+  responses: { 200: { description: "The model.", content: { "application/json": { schema: Model } } }, ...errorResponses(404) },
+});
+
+export default router().openapi(route, async (c) => {
+  const { model } = c.req.valid("param");
+  const names = await c.get("services").catalog.list();
+  if (!names.includes(model)) throw new AppError("not_found", `The model "${model}" does not exist here. GET /v1/models lists the available ones.`, { details: { param: "model" } });
+  return c.json({ id: model, object: "model" as const, created: 0, owned_by: "slotscribe" }, 200);
+});

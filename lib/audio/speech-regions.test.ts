@@ -1,0 +1,92 @@
+import { describe, expect, it } from "vitest";
+import { CHUNK_SAMPLES, concatPieces, fileSample, piecesForWindow, piecesFrom, RegionDetector, type Piece, type Region } from "./speech-regions.ts";
+
+const RATE = 16_000;
+const WINDOW = 30 * RATE;
+const PAD = 0.4 * RATE;
+const chunkOf = (seconds: number) => Math.round((seconds * RATE) / CHUNK_SAMPLES);
+
+/** Probabilities of speech (0.9) in the given [from, to) seconds, silence (0.05) elsewhere. */
+function probs(totalSeconds: number, speech: [number, number][]): Float32Array {
+  const out = new Float32Array(chunkOf(totalSeconds)).fill(0.05);
+  for (const [from, to] of speech) out.fill(0.9, chunkOf(from), chunkOf(to));
+  return out;
+}
+
+function detect(p: Float32Array, total: number, pushes = 1): Region[] {
+  const detector = new RegionDetector({ sampleRate: RATE, maxSamples: WINDOW });
+  const step = Math.ceil(p.length / pushes);
+  const out: Region[] = [];
+  for (let i = 0; i < p.length; i += step) out.push(...detector.push(p.subarray(i, i + step)));
+  return [...out, ...detector.finish(total)];
+}
+
+describe("RegionDetector", () => {
+  it("pads regions, keeps short pauses inside them, drops clicks, and streams the same as in one go", () => {
+    const p = probs(60, [[2, 5], [5.5, 9], [20, 20.1], [30, 40]]);
+    const regions = detect(p, 60 * RATE);
+    expect(regions).toEqual([
+      { start: chunkOf(2) * CHUNK_SAMPLES - PAD, end: chunkOf(9) * CHUNK_SAMPLES + PAD },
+      { start: chunkOf(30) * CHUNK_SAMPLES - PAD, end: chunkOf(40) * CHUNK_SAMPLES + PAD },
+    ]);
+    expect(detect(p, 60 * RATE, 7)).toEqual(regions);
+  });
+
+  it("splits speech longer than a window at its least speech-like chunk, so every region fits one window", () => {
+    const p = probs(80, [[1, 79]]);
+    // A breath at 24 s, in the second half of the first 30 s.
+    p.fill(0.3, chunkOf(24), chunkOf(24.2));
+    const regions = detect(p, 80 * RATE, 5);
+    expect(regions[0]!.end).toBeGreaterThanOrEqual(chunkOf(24) * CHUNK_SAMPLES);
+    expect(regions[0]!.end).toBeLessThan(chunkOf(24.2) * CHUNK_SAMPLES);
+    for (const r of regions) expect(r.end - r.start).toBeLessThanOrEqual(WINDOW);
+    // Contiguous: nothing of the speech is lost at a split.
+    for (let i = 1; i < regions.length; i++) expect(regions[i]!.start).toBe(regions[i - 1]!.end);
+    expect(regions.at(-1)!.end).toBe(chunkOf(79) * CHUNK_SAMPLES + PAD);
+  });
+
+  it("closes the region still open at the end of the audio there", () => {
+    expect(detect(probs(10, [[8, 10]]), 10 * RATE - 100)).toEqual([{ start: chunkOf(8) * CHUNK_SAMPLES - PAD, end: 10 * RATE - 100 }]);
+  });
+});
+
+const piece = (startSeconds: number, seconds: number): Piece => ({ start: startSeconds * RATE, samples: new Float32Array(seconds * RATE) });
+
+describe("windows of regions", () => {
+  it("never cuts a region shorter than a window: windows are whole regions, at most 30 s", () => {
+    let seed = 7;
+    const random = () => ((seed = (seed * 48271) % 2147483647) / 2147483647);
+    let at = 0;
+    const regions: Piece[] = [];
+    for (let i = 0; i < 200; i++) {
+      const seconds = Math.round(random() * 29 + 0.5);
+      regions.push(piece(at, seconds));
+      at += seconds + Math.round(random() * 10) + 2;
+    }
+    const queue = [...regions];
+    const windows: Piece[][] = [];
+    while (queue.length) windows.push(queue.splice(0, piecesForWindow(queue, WINDOW)));
+    expect(windows.flat()).toEqual(regions);
+    for (const w of windows) expect(w.reduce((n, p) => n + p.samples.length, 0)).toBeLessThanOrEqual(WINDOW);
+    // Greedy: the next region would not have fitted.
+    for (let i = 1; i < windows.length; i++) {
+      expect(windows[i - 1]!.reduce((n, p) => n + p.samples.length, 0) + windows[i]![0]!.samples.length).toBeGreaterThan(WINDOW);
+    }
+  });
+
+  it("maps window times to the file's timeline across the non-speech removed between pieces", () => {
+    // Speech 5-15 s and 50-58 s of the file, sent to Whisper as one 18 s window.
+    const pieces = [piece(5, 10), piece(50, 8)];
+    expect(concatPieces(pieces).length).toBe(18 * RATE);
+    expect(fileSample(pieces, 0, "start") / RATE).toBe(5);
+    expect(fileSample(pieces, 4 * RATE, "start") / RATE).toBe(9);
+    // The seam: a segment ending there ends with the first piece, one starting there starts with the second.
+    expect(fileSample(pieces, 10 * RATE, "end") / RATE).toBe(15);
+    expect(fileSample(pieces, 10 * RATE, "start") / RATE).toBe(50);
+    expect(fileSample(pieces, 12 * RATE, "end") / RATE).toBe(52);
+    expect(fileSample(pieces, 18 * RATE, "end") / RATE).toBe(58);
+    // Decoding again from 12 s of the window starts at 52 s of the file.
+    expect(piecesFrom(pieces, 12 * RATE).map((p) => [p.start / RATE, p.samples.length / RATE])).toEqual([[52, 6]]);
+    expect(piecesFrom(pieces, 4 * RATE).map((p) => [p.start / RATE, p.samples.length / RATE])).toEqual([[9, 6], [50, 8]]);
+  });
+});

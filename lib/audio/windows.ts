@@ -1,0 +1,175 @@
+/**
+ * Where Whisper's windows come from: a decoded stream cut into windows of at most 30 s, by one of
+ * three voice detections (`VAD`).
+ */
+import { quietCut } from "./quiet-cut.ts";
+import { SampleQueue } from "./sample-queue.ts";
+import { BLOCK_SAMPLES, SileroStream } from "./silero-vad.ts";
+import { concatPieces, piecesForWindow, RegionDetector, type Piece, type VadMode } from "./speech-regions.ts";
+
+/** Below -60 dBFS peak a window is silence: Whisper would only hallucinate on it, so it is skipped. */
+const SILENCE_PEAK = 1e-3;
+
+export interface AudioWindow {
+  samples: Float32Array;
+  /** Where the window's samples are in the file, in order; more than one when non-speech was removed between them. */
+  pieces: Piece[];
+  /** More audio followed it: the window ends at a cut, not at the end of the stream. */
+  cut: boolean;
+  /** Not worth decoding: no speech in it. */
+  silent: boolean;
+}
+
+export interface WindowSource {
+  /** The next window, or null at the end of the stream. Calls must not overlap. */
+  next(): Promise<AudioWindow | null>;
+  /** Puts pieces already taken back in front, oldest first, to be windowed again. */
+  unread(pieces: Piece[]): void;
+  /** Samples of the file read so far (all of it at the end). */
+  readonly position: number;
+  /** Seconds spent detecting speech. */
+  readonly vadSeconds: number;
+  close(): Promise<void>;
+}
+
+export function windowSource(mode: VadMode, pcm: AsyncIterable<Float32Array>, opts: { sampleRate: number; windowSamples: number }): WindowSource {
+  return mode === "silero" ? new SileroWindows(pcm, opts) : new ContiguousWindows(pcm, opts, mode === "energy");
+}
+
+/**
+ * Windows end to end over the whole stream, each ending at a pause in its last seconds where there
+ * is one (quietCut); with the energy gate, windows below -60 dBFS are marked silent.
+ */
+class ContiguousWindows implements WindowSource {
+  readonly #queue: SampleQueue;
+  readonly vadSeconds = 0;
+
+  constructor(
+    pcm: AsyncIterable<Float32Array>,
+    private readonly opts: { sampleRate: number; windowSamples: number },
+    private readonly gate: boolean,
+  ) {
+    this.#queue = new SampleQueue(pcm);
+  }
+
+  get position(): number {
+    return this.#queue.position;
+  }
+
+  async next(): Promise<AudioWindow | null> {
+    // One sample past a full window says whether more audio follows it.
+    const ahead = await this.#queue.fill(this.opts.windowSamples + 1);
+    if (ahead.length === 0) return null;
+    const cut = ahead.length > this.opts.windowSamples;
+    const length = cut ? quietCut(ahead.subarray(0, this.opts.windowSamples), this.opts.sampleRate) : ahead.length;
+    const samples = ahead.slice(0, length);
+    const start = this.#queue.position;
+    this.#queue.consume(length);
+    return { samples, pieces: [{ start, samples }], cut, silent: this.gate && isSilent(samples) };
+  }
+
+  unread(pieces: Piece[]): void {
+    this.#queue.unread(pieces.map((p) => p.samples));
+  }
+
+  close(): Promise<void> {
+    return this.#queue.close();
+  }
+}
+
+/**
+ * Speech regions found by Silero VAD, merged into windows of whole regions with the non-speech
+ * between them removed (see piecesForWindow). Reads the stream a block at a time, one block ahead of
+ * the windows being decoded, and holds at most two blocks and a window of samples beyond them.
+ */
+class SileroWindows implements WindowSource {
+  readonly #queue: SampleQueue;
+  readonly #vad = new SileroStream();
+  readonly #detector: RegionDetector;
+  /** Samples of the file from `#keptFrom` to the end of the last block: where open regions may start. */
+  #kept = new Float32Array(0);
+  #keptFrom = 0;
+  #pieces: Piece[] = [];
+  #ended = false;
+  #reading: Promise<void> | null = null;
+
+  constructor(
+    pcm: AsyncIterable<Float32Array>,
+    private readonly opts: { sampleRate: number; windowSamples: number },
+  ) {
+    this.#queue = new SampleQueue(pcm);
+    this.#detector = new RegionDetector({ sampleRate: opts.sampleRate, maxSamples: opts.windowSamples });
+  }
+
+  get position(): number {
+    return this.#queue.position;
+  }
+
+  get vadSeconds(): number {
+    return this.#vad.seconds;
+  }
+
+  async next(): Promise<AudioWindow | null> {
+    // A window is settled once the pieces after it are known not to fit in it.
+    while (!this.#ended && this.#buffered() <= this.opts.windowSamples) await this.#read();
+    if (this.#pieces.length === 0) return null;
+    const pieces = this.#pieces.splice(0, piecesForWindow(this.#pieces, this.opts.windowSamples));
+    // The next block is read and run through the VAD while this window is decoded, not after.
+    if (!this.#ended) this.#read().catch(() => undefined);
+    return { samples: concatPieces(pieces), pieces, cut: this.#pieces.length > 0 || !this.#ended, silent: false };
+  }
+
+  unread(pieces: Piece[]): void {
+    this.#pieces.unshift(...pieces.filter((p) => p.samples.length > 0));
+  }
+
+  async close(): Promise<void> {
+    await this.#reading?.catch(() => undefined);
+    this.#pieces = [];
+    this.#kept = new Float32Array(0);
+    await this.#queue.close();
+  }
+
+  /** Reads the next block, or waits for the one being read. A failed read stays failed, so the next call reports it. */
+  #read(): Promise<void> {
+    if (!this.#reading) {
+      const reading = this.#readBlock();
+      this.#reading = reading;
+      reading.then(() => {
+        if (this.#reading === reading) this.#reading = null;
+      }, () => undefined);
+    }
+    return this.#reading;
+  }
+
+  #buffered(): number {
+    return this.#pieces.reduce((n, p) => n + p.samples.length, 0);
+  }
+
+  async #readBlock(): Promise<void> {
+    // The first block is smaller: nothing is decoding yet, so its VAD time is a wait.
+    const size = this.#queue.position === 0 ? BLOCK_SAMPLES / 4 : BLOCK_SAMPLES;
+    const block = await this.#queue.fill(size);
+    this.#queue.consume(block.length);
+    const probs = await this.#vad.probabilities(block);
+    const regions = this.#detector.push(probs);
+    if (block.length < size) {
+      this.#ended = true;
+      regions.push(...this.#detector.finish(this.#queue.position));
+    }
+    const kept = new Float32Array(this.#kept.length + block.length);
+    kept.set(this.#kept);
+    kept.set(block, this.#kept.length);
+    for (const r of regions) this.#pieces.push({ start: r.start, samples: kept.slice(r.start - this.#keptFrom, r.end - this.#keptFrom) });
+    // A region not yet closed starts at most a window before the block's end (regions are split at
+    // a window's length), or up to its padding before its first speech.
+    const keepFrom = Math.max(this.#keptFrom, this.#queue.position - this.opts.windowSamples);
+    this.#kept = kept.slice(keepFrom - this.#keptFrom);
+    this.#keptFrom = keepFrom;
+  }
+}
+
+function isSilent(samples: Float32Array): boolean {
+  for (const s of samples) if (s > SILENCE_PEAK || s < -SILENCE_PEAK) return false;
+  return true;
+}

@@ -1,0 +1,158 @@
+/**
+ * OpenAI parity, driven by the official SDK against real server processes on the designed micro
+ * model: streaming, aliases, models.retrieve, the error shape, verbose_json's decoding statistics,
+ * token logprobs, prompts and the temperature fallback.
+ */
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import OpenAI, { toFile } from "openai";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { writeAudioFile } from "../lib/audio/synth.ts";
+import { DEFAULT_MODELS_DIR, generateModel } from "../lib/models/generate.ts";
+import { microTones, type MicroPart } from "../lib/models/micro.ts";
+import { startService, type ServiceProcess } from "../lib/service-process.ts";
+
+const API_KEY = `sk-test-${Math.random().toString(36).slice(2)}`;
+let work: string;
+let services: ServiceProcess[] = [];
+
+async function serve(env: Record<string, string> = {}): Promise<OpenAI> {
+  const service = await startService({
+    API_KEYS: API_KEY,
+    WHISPER_MODELS_DIR: DEFAULT_MODELS_DIR,
+    DEFAULT_MODEL: "generated/whisper-micro",
+    DATA_DIR: join(work, `data-${services.length}`),
+    ...env,
+  });
+  services.push(service);
+  return new OpenAI({ apiKey: API_KEY, baseURL: `${service.url}/v1`, maxRetries: 0 });
+}
+
+async function audio(name: string, parts: MicroPart[]) {
+  const path = join(work, name);
+  await writeAudioFile(path, microTones(parts));
+  return toFile(readFile(path), name);
+}
+
+let client: OpenAI;
+beforeAll(async () => {
+  await generateModel({ kind: "micro" });
+  work = await mkdtemp(join(tmpdir(), "slotscribe-openai-"));
+  client = await serve();
+});
+
+afterAll(async () => {
+  await Promise.all(services.map((s) => s.stop()));
+  await rm(work, { recursive: true, force: true });
+});
+
+const TWO_WINDOWS: MicroPart[] = [
+  { word: "alpha", seconds: 30 },
+  { word: "delta", seconds: 12 },
+];
+
+describe("OpenAI parity through the official SDK", () => {
+  it("streams a transcript.text.delta per window, in order, then transcript.text.done", async () => {
+    const stream = await client.audio.transcriptions.create({ file: await audio("two.wav", TWO_WINDOWS), model: "whisper-1", stream: true });
+    const events: { type: string; delta?: string; text?: string }[] = [];
+    for await (const event of stream) events.push(event as never);
+    expect(events.map((e) => e.type)).toEqual(["transcript.text.delta", "transcript.text.delta", "transcript.text.done"]);
+    expect(events.slice(0, 2).map((e) => e.delta!.trim())).toEqual(["alpha", "delta"]);
+    expect(events[2]!.text).toBe("alpha delta");
+  });
+
+  it("reports a failure after the stream started as an error event the SDK raises", async () => {
+    const stream = await client.audio.transcriptions.create({ file: await toFile(Buffer.from("not audio at all"), "x.wav"), model: "whisper-1", stream: true });
+    const failure = await (async () => {
+      for await (const _ of stream) void _;
+    })().catch((err: unknown) => err);
+    expect(failure).toBeInstanceOf(OpenAI.APIError);
+    expect(failure).toMatchObject({ code: "invalid_request", type: "invalid_request_error", param: "file" });
+  });
+
+  it("accepts OpenAI's newer model names as aliases of the default model", async () => {
+    for (const model of ["gpt-4o-transcribe", "gpt-4o-mini-transcribe"]) {
+      const out = await client.audio.transcriptions.create({ file: await audio("bravo.wav", [{ word: "bravo", seconds: 5 }]), model });
+      expect(out.text, model).toBe("bravo");
+    }
+    const listed = (await client.models.list()).data.map((m) => m.id);
+    expect(listed).toEqual(expect.arrayContaining(["whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe", "generated/whisper-micro"]));
+  });
+
+  it("retrieves a model, and says which parameter is wrong in OpenAI's error shape", async () => {
+    expect(await client.models.retrieve("whisper-1")).toMatchObject({ id: "whisper-1", object: "model" });
+    const missing = await client.models.retrieve("whisper-9").catch((err: unknown) => err);
+    expect(missing).toBeInstanceOf(OpenAI.NotFoundError);
+    expect(missing).toMatchObject({ status: 404, code: "not_found", type: "invalid_request_error", param: "model" });
+    const badLanguage = await client.audio.transcriptions
+      .create({ file: await audio("b2.wav", [{ word: "bravo", seconds: 3 }]), model: "whisper-1", language: "xx" })
+      .catch((err: unknown) => err);
+    expect(badLanguage).toBeInstanceOf(OpenAI.BadRequestError);
+    expect(badLanguage).toMatchObject({ status: 400, code: "invalid_request", type: "invalid_request_error", param: "language" });
+    const unauthorized = await new OpenAI({ apiKey: "sk-wrong", baseURL: client.baseURL, maxRetries: 0 }).models.list().catch((err: unknown) => err);
+    expect(unauthorized).toMatchObject({ status: 401, type: "authentication_error" });
+  });
+
+  it("answers a file that is not audio with 400, as OpenAI does", async () => {
+    const err = await client.audio.transcriptions.create({ file: await toFile(Buffer.from("plain text, not audio"), "notes.mp3"), model: "whisper-1" }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.BadRequestError);
+    expect(err).toMatchObject({ param: "file", type: "invalid_request_error" });
+  });
+
+  it("gives verbose_json every segment statistic with real values, and usage", async () => {
+    const out = await client.audio.transcriptions.create({ file: await audio("two-v.wav", TWO_WINDOWS), model: "whisper-1", response_format: "verbose_json" });
+    expect(out.segments!.map((s) => s.text.trim())).toEqual(["alpha", "delta"]);
+    const [first, second] = out.segments!;
+    // seek: each segment's window offset in 10 ms frames; the second window starts at 30 s.
+    expect([first!.seek, second!.seek]).toEqual([0, 3000]);
+    for (const s of out.segments!) {
+      expect(s.temperature).toBe(0);
+      // The micro model is certain of its words and of speech.
+      expect(s.avg_logprob).toBeLessThanOrEqual(0);
+      expect(s.avg_logprob).toBeGreaterThan(-0.01);
+      expect(s.no_speech_prob).toBeGreaterThanOrEqual(0);
+      expect(s.no_speech_prob).toBeLessThan(0.01);
+      expect(s.compression_ratio).toBeGreaterThan(0);
+      // Opening timestamp, the word, closing timestamp: real ids from the model's vocabulary.
+      expect(s.tokens).toHaveLength(3);
+    }
+    expect((out as unknown as { usage: unknown }).usage).toEqual({ type: "duration", seconds: 42 });
+  });
+
+  it("returns token log-probabilities with include[]=logprobs", async () => {
+    const out = await client.audio.transcriptions.create({ file: await audio("lp.wav", [{ word: "charlie", seconds: 6 }]), model: "whisper-1", include: ["logprobs"] });
+    expect(out.logprobs).toHaveLength(1);
+    expect(out.logprobs![0]).toMatchObject({ token: " charlie" });
+    expect(out.logprobs![0]!.logprob).toBeLessThanOrEqual(0);
+    expect(out.logprobs![0]!.bytes).toEqual([...Buffer.from(" charlie")]);
+  });
+
+  it("puts the prompt in the decoder's context: after one the micro model writes its word capitalised", async () => {
+    const file = () => audio("echo.wav", [{ word: "echo", seconds: 6 }]);
+    expect((await client.audio.transcriptions.create({ file: await file(), model: "whisper-1" })).text).toBe("echo");
+    const prompted = await client.audio.transcriptions.create({ file: await file(), model: "whisper-1", prompt: "alpha bravo", response_format: "verbose_json" });
+    expect(prompted.text).toBe("Echo");
+    expect(prompted.segments!.map((s) => [s.start, s.end, s.temperature])).toEqual([[0, 6, 0]]);
+  });
+
+  it("falls back to hotter temperatures when a decode fails Whisper's checks, deterministically", async () => {
+    // Every text the micro model writes compresses worse than this threshold, so every temperature fails
+    // and Whisper keeps the hottest decode.
+    const strict = await serve({ COMPRESSION_RATIO_THRESHOLD: "0.1" });
+    const first = await strict.audio.transcriptions.create({ file: await audio("fb.wav", [{ word: "bravo", seconds: 8 }]), model: "whisper-1", response_format: "verbose_json" });
+    expect(first.segments!.map((s) => s.temperature)).toEqual([1]);
+    expect(first.text).toBe("bravo");
+    const again = await strict.audio.transcriptions.create({ file: await audio("fb.wav", [{ word: "bravo", seconds: 8 }]), model: "whisper-1", response_format: "verbose_json" });
+    expect(again.segments).toEqual(first.segments);
+    const fromHot = await strict.audio.transcriptions.create({ file: await audio("fb.wav", [{ word: "bravo", seconds: 8 }]), model: "whisper-1", response_format: "verbose_json", temperature: 0.8 });
+    expect(fromHot.segments!.map((s) => s.temperature)).toEqual([1]);
+  });
+
+  it("refuses word timestamps with a 400 that names the parameter", async () => {
+    const err = await client.audio.transcriptions
+      .create({ file: await audio("w.wav", [{ word: "alpha", seconds: 3 }]), model: "whisper-1", response_format: "verbose_json", timestamp_granularities: ["word"] })
+      .catch((e: unknown) => e);
+    expect(err).toMatchObject({ status: 400, param: "timestamp_granularities[]" });
+  });
+});
