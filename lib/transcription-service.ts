@@ -4,7 +4,7 @@ import { SlotStoreUnavailable, type SlotLease, type SlotStore } from "./admissio
 import { ModelLoadError, type Engine } from "./engine/engine.ts";
 import type { ModelCatalog } from "./engine/models.ts";
 import { transcribePcm } from "./engine/transcribe.ts";
-import { AppError } from "./errors.ts";
+import { DomainError } from "./errors.ts";
 import type { Metrics } from "./metrics.ts";
 import type { Segment, Transcript } from "./transcript.ts";
 import type { VadMode } from "./audio/speech-regions.ts";
@@ -100,21 +100,21 @@ export class TranscriptionService {
   async transcribeFile(path: string, request: TranscribeRequest, room: { wait: AdmissionWait } | { admitted: Admission } = { wait: "queue" }): Promise<Transcript> {
     const model = this.deps.catalog.resolve(request.model);
     const info = await this.deps.engine.load(model).catch((err: unknown) => {
-      if (err instanceof ModelLoadError) throw new AppError("unavailable", `Model "${model.name}" is not available on this server: it could not be loaded.`, { cause: err, retryAfterSeconds: 30 });
+      if (err instanceof ModelLoadError) throw new DomainError("unavailable", `Model "${model.name}" is not available on this server: it could not be loaded.`, { cause: err, retryAfterSeconds: 30 });
       throw err;
     });
     if (request.task === "translate" && !info.multilingual) {
-      throw new AppError("invalid_request", `Model "${model.name}" is English-only and cannot translate; use a multilingual model.`, { details: { param: "model" } });
+      throw new DomainError("invalid_request", `Model "${model.name}" is English-only and cannot translate; use a multilingual model.`, { details: { param: "model" } });
     }
     const language = info.multilingual ? request.language : undefined;
 
     const admitted = "admitted" in room ? room.admitted : await this.admit(request.id, room.wait, request.signal);
-    if (!admitted) throw new AppError("rate_limited", "No room on this instance right now.", { retryAfterSeconds: this.retryAfterSeconds() });
+    if (!admitted) throw new DomainError("rate_limited", "No room on this instance right now.", { retryAfterSeconds: this.retryAfterSeconds() });
     const started = performance.now();
     const abort = new AbortController();
     const onAbort = () => abort.abort(request.signal?.reason);
     request.signal?.addEventListener("abort", onAbort, { once: true });
-    void admitted.lost.then(() => abort.abort(new AppError("unavailable", "The cluster slot for this transcription was lost; retry.", { retryAfterSeconds: 5 })));
+    void admitted.lost.then(() => abort.abort(new DomainError("unavailable", "The cluster slot for this transcription was lost; retry.", { retryAfterSeconds: 5 })));
     try {
       const pcm = decodeToPcm(path, { signal: abort.signal, maxDurationSeconds: this.deps.maxDurationSeconds });
       const transcript = await transcribePcm({
@@ -147,7 +147,7 @@ export class TranscriptionService {
       return transcript;
     } catch (err) {
       this.deps.metrics.transcriptions.inc({ outcome: abort.signal.aborted ? "aborted" : "failed" });
-      throw abort.signal.aborted && abort.signal.reason instanceof AppError ? abort.signal.reason : err;
+      throw abort.signal.aborted && abort.signal.reason instanceof DomainError ? abort.signal.reason : err;
     } finally {
       request.signal?.removeEventListener("abort", onAbort);
       await admitted.release();
@@ -176,14 +176,14 @@ export class TranscriptionService {
       } catch (err) {
         if (err instanceof SlotStoreUnavailable) {
           this.deps.metrics.storeErrors.inc({ store: "redis" });
-          throw new AppError("unavailable", "The cluster slot store is unreachable; retry shortly.", { cause: err, retryAfterSeconds: 5 });
+          throw new DomainError("unavailable", "The cluster slot store is unreachable; retry shortly.", { cause: err, retryAfterSeconds: 5 });
         }
         throw err;
       }
       if (lease) return lease;
       if (wait === "now") return null;
       if (Date.now() + delay > deadline) {
-        throw new AppError("rate_limited", "Every cluster-wide slot is busy; retry later.", { retryAfterSeconds: this.retryAfterSeconds() });
+        throw new DomainError("rate_limited", "Every cluster-wide slot is busy; retry later.", { retryAfterSeconds: this.retryAfterSeconds() });
       }
       await new Promise((r) => setTimeout(r, delay));
       signal?.throwIfAborted();

@@ -5,7 +5,7 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AppError } from "../errors.ts";
+import { DomainError } from "../errors.ts";
 import {
   classifyIp,
   downloadToFile,
@@ -25,13 +25,13 @@ async function rejection(promise: Promise<unknown>): Promise<unknown> {
   throw new Error("expected the promise to reject");
 }
 
-async function expectAppError(promise: Promise<unknown>, code: AppError["code"], message?: RegExp): Promise<AppError> {
+async function expectDomainError(promise: Promise<unknown>, code: DomainError["code"], message?: RegExp): Promise<DomainError> {
   const err = await rejection(promise);
-  expect(err).toBeInstanceOf(AppError);
-  const appError = err as AppError;
-  expect(appError.code).toBe(code);
-  if (message) expect(appError.message).toMatch(message);
-  return appError;
+  expect(err).toBeInstanceOf(DomainError);
+  const domainError = err as DomainError;
+  expect(domainError.code).toBe(code);
+  if (message) expect(domainError.message).toMatch(message);
+  return domainError;
 }
 
 describe("classifyIp", () => {
@@ -238,24 +238,24 @@ describe("safeFetch refusals", () => {
     ["http://0x7f.1/", /127\.0\.0\.1 is a loopback address/],
     ["http://localhost/", /localhost resolves to a loopback address/],
   ])("refuses %s", async (url, message) => {
-    await expectAppError(safeFetch(url, {}, nothingAllowed), "forbidden", message);
+    await expectDomainError(safeFetch(url, {}, nothingAllowed), "forbidden", message);
   });
 
   it.each(["file:///etc/passwd", "ftp://example.com/file", "gopher://example.com/", "data:text/plain,hi"])(
     "refuses the non-http scheme of %s",
     async (url) => {
-      await expectAppError(safeFetch(url, {}, nothingAllowed), "forbidden", /scheme .* is not allowed/);
+      await expectDomainError(safeFetch(url, {}, nothingAllowed), "forbidden", /scheme .* is not allowed/);
     },
   );
 
   it("refuses URLs carrying credentials and strings that are not URLs", async () => {
-    await expectAppError(safeFetch("http://user:pw@example.com/", {}, nothingAllowed), "invalid_request", /credentials/);
-    await expectAppError(safeFetch("not a url", {}, nothingAllowed), "invalid_request", /not a valid URL/);
+    await expectDomainError(safeFetch("http://user:pw@example.com/", {}, nothingAllowed), "invalid_request", /credentials/);
+    await expectDomainError(safeFetch("not a url", {}, nothingAllowed), "invalid_request", /not a valid URL/);
   });
 
   it("refuses a hostname that resolves to a private address without echoing the address", async () => {
     const { resolve } = fakeResolver({ "internal.example": ["10.1.2.3"] });
-    const err = await expectAppError(
+    const err = await expectDomainError(
       safeFetch("http://internal.example/", {}, { allow: [], resolve }),
       "forbidden",
       /internal\.example resolves to a private address/,
@@ -265,7 +265,7 @@ describe("safeFetch refusals", () => {
 
   it("refuses a hostname when any one of its addresses is refused", async () => {
     const { resolve } = fakeResolver({ "mixed.example": ["93.184.215.14", "::ffff:169.254.169.254"] });
-    await expectAppError(
+    await expectDomainError(
       safeFetch("http://mixed.example/", {}, { allow: [], resolve }),
       "forbidden",
       /cloud metadata address/,
@@ -274,7 +274,7 @@ describe("safeFetch refusals", () => {
 
   it("reports a host that does not resolve as an invalid request", async () => {
     const { resolve } = fakeResolver({});
-    await expectAppError(
+    await expectDomainError(
       safeFetch("http://nowhere.example/", {}, { allow: [], resolve }),
       "invalid_request",
       /could not resolve host nowhere\.example/,
@@ -282,7 +282,7 @@ describe("safeFetch refusals", () => {
   });
 
   it("refuses a loopback address outside the allow-listed CIDR", async () => {
-    await expectAppError(safeFetch(`http://127.0.0.2:${port}/hello`, {}, loopbackOnly), "forbidden", /127\.0\.0\.2 is a loopback/);
+    await expectDomainError(safeFetch(`http://127.0.0.2:${port}/hello`, {}, loopbackOnly), "forbidden", /127\.0\.0\.2 is a loopback/);
   });
 });
 
@@ -344,7 +344,7 @@ describe("safeFetch redirects", () => {
   });
 
   it("refuses a redirect hop to a loopback address outside the allow-list", async () => {
-    await expectAppError(
+    await expectDomainError(
       safeFetch(redirect(`http://127.0.0.2:${port}/hello`), {}, loopbackOnly),
       "forbidden",
       /127\.0\.0\.2 is a loopback address/,
@@ -353,7 +353,7 @@ describe("safeFetch redirects", () => {
 
   it("refuses a redirect hop to a hostname resolving to a private address", async () => {
     const { resolve } = fakeResolver({ "internal.example": ["10.0.0.7"] });
-    await expectAppError(
+    await expectDomainError(
       safeFetch(redirect(`http://internal.example:${port}/hello`), {}, { allow: ["127.0.0.1/32"], resolve }),
       "forbidden",
       /internal\.example resolves to a private address/,
@@ -361,7 +361,7 @@ describe("safeFetch redirects", () => {
   });
 
   it("refuses a redirect hop to a non-http scheme", async () => {
-    await expectAppError(safeFetch(redirect("file:///etc/passwd"), {}, loopbackOnly), "forbidden", /scheme file:/);
+    await expectDomainError(safeFetch(redirect("file:///etc/passwd"), {}, loopbackOnly), "forbidden", /scheme file:/);
   });
 
   it("turns a POST into a body-less GET on 303", async () => {
@@ -386,19 +386,19 @@ describe("safeFetch redirects", () => {
   });
 
   it("fails after maxRedirects hops", async () => {
-    await expectAppError(safeFetch(`${origin}/loop`, {}, loopbackOnly), "upstream_failed", /more than 5/);
-    await expectAppError(safeFetch(redirect("/hello"), { maxRedirects: 0 }, loopbackOnly), "upstream_failed", /more than 0/);
+    await expectDomainError(safeFetch(`${origin}/loop`, {}, loopbackOnly), "upstream_failed", /more than 5/);
+    await expectDomainError(safeFetch(redirect("/hello"), { maxRedirects: 0 }, loopbackOnly), "upstream_failed", /more than 0/);
   });
 });
 
 describe("safeFetch limits", () => {
   it("refuses a declared Content-Length over maxBytes before reading the body", async () => {
-    await expectAppError(safeFetch(`${origin}/declared-2000`, { maxBytes: 1999 }, loopbackOnly), "payload_too_large", /exceeds 1999 bytes/);
+    await expectDomainError(safeFetch(`${origin}/declared-2000`, { maxBytes: 1999 }, loopbackOnly), "payload_too_large", /exceeds 1999 bytes/);
   });
 
   it("fails reading an undeclared body once it passes maxBytes", async () => {
     const res = await safeFetch(`${origin}/chunked-2000`, { maxBytes: 1500 }, loopbackOnly);
-    await expectAppError(res.text(), "payload_too_large", /exceeds 1500 bytes/);
+    await expectDomainError(res.text(), "payload_too_large", /exceeds 1500 bytes/);
   });
 
   it("accepts a body of exactly maxBytes", async () => {
@@ -407,18 +407,18 @@ describe("safeFetch limits", () => {
   });
 
   it("times out waiting for response headers", async () => {
-    await expectAppError(safeFetch(`${origin}/hang`, { timeoutMs: 200 }, loopbackOnly), "timeout", /timed out after 200 ms/);
+    await expectDomainError(safeFetch(`${origin}/hang`, { timeoutMs: 200 }, loopbackOnly), "timeout", /timed out after 200 ms/);
   });
 
   it("times out while the body stalls, since the deadline covers reading it", async () => {
     const res = await safeFetch(`${origin}/stall-body`, { timeoutMs: 300 }, loopbackOnly);
     expect(res.status).toBe(200);
-    await expectAppError(res.text(), "timeout");
+    await expectDomainError(res.text(), "timeout");
   });
 
   it("times out a resolver that never answers", async () => {
     const policy = { allow: [], resolve: () => new Promise<ResolvedAddress[]>(() => {}) };
-    await expectAppError(safeFetch("http://slow-dns.example/", { timeoutMs: 100 }, policy), "timeout");
+    await expectDomainError(safeFetch("http://slow-dns.example/", { timeoutMs: 100 }, policy), "timeout");
   });
 
   it("rejects with the caller's abort reason", async () => {
@@ -439,26 +439,26 @@ describe("downloadToFile", () => {
 
   it("removes the partial file when the body passes maxBytes", async () => {
     const path = join(tempDir, "too-big.bin");
-    await expectAppError(downloadToFile(`${origin}/chunked-2000`, path, { maxBytes: 1500 }, loopbackOnly), "payload_too_large");
+    await expectDomainError(downloadToFile(`${origin}/chunked-2000`, path, { maxBytes: 1500 }, loopbackOnly), "payload_too_large");
     expect(existsSync(path)).toBe(false);
   });
 
   it("removes the partial file when the body stalls past the timeout", async () => {
     const path = join(tempDir, "stalled.bin");
-    await expectAppError(downloadToFile(`${origin}/stall-body`, path, { maxBytes: 1000, timeoutMs: 200 }, loopbackOnly), "timeout");
+    await expectDomainError(downloadToFile(`${origin}/stall-body`, path, { maxBytes: 1000, timeoutMs: 200 }, loopbackOnly), "timeout");
     expect(existsSync(path)).toBe(false);
   });
 
   it("fails on a non-2xx status without creating a file", async () => {
     const path = join(tempDir, "missing.bin");
-    const err = await expectAppError(downloadToFile(`${origin}/missing`, path, { maxBytes: 1000 }, loopbackOnly), "upstream_failed", /HTTP 404/);
+    const err = await expectDomainError(downloadToFile(`${origin}/missing`, path, { maxBytes: 1000 }, loopbackOnly), "upstream_failed", /HTTP 404/);
     expect(err.details).toEqual({ status: 404 });
     expect(existsSync(path)).toBe(false);
   });
 
   it("refuses a disallowed URL without creating a file", async () => {
     const path = join(tempDir, "refused.bin");
-    await expectAppError(downloadToFile("http://169.254.169.254/", path, { maxBytes: 1000 }, loopbackOnly), "forbidden");
+    await expectDomainError(downloadToFile("http://169.254.169.254/", path, { maxBytes: 1000 }, loopbackOnly), "forbidden");
     expect(existsSync(path)).toBe(false);
   });
 });

@@ -11,7 +11,7 @@ import http, { type IncomingMessage } from "node:http";
 import https from "node:https";
 import { isIP, type LookupFunction } from "node:net";
 import { pipeline } from "node:stream/promises";
-import { AppError } from "../errors.ts";
+import { DomainError } from "../errors.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Address classification
@@ -224,8 +224,8 @@ function isAddressAllowed(ip: string, policy: OutboundPolicy): boolean {
   });
 }
 
-function refuse(message: string, details: Record<string, unknown>): AppError {
-  return new AppError("forbidden", `Outbound URL refused: ${message}`, { details });
+function refuse(message: string, details: Record<string, unknown>): DomainError {
+  return new DomainError("forbidden", `Outbound URL refused: ${message}`, { details });
 }
 
 /** Validates scheme and shape; the address checks happen after resolution, per hop. */
@@ -234,13 +234,13 @@ function parseOutboundUrl(raw: string): URL {
   try {
     url = new URL(raw);
   } catch (cause) {
-    throw new AppError("invalid_request", "Outbound URL is not a valid URL", { cause });
+    throw new DomainError("invalid_request", "Outbound URL is not a valid URL", { cause });
   }
   if (url.protocol !== "http:" && url.protocol !== "https:") {
     throw refuse(`scheme ${url.protocol} is not allowed (only http: and https:)`, { scheme: url.protocol });
   }
   if (url.username || url.password) {
-    throw new AppError("invalid_request", "Outbound URL refused: credentials in URLs are not supported");
+    throw new DomainError("invalid_request", "Outbound URL refused: credentials in URLs are not supported");
   }
   return url;
 }
@@ -279,10 +279,10 @@ async function resolve(hostname: string, policy: OutboundPolicy): Promise<Resolv
           family: family === 6 ? 6 : 4,
         }));
   } catch (cause) {
-    throw new AppError("invalid_request", `Outbound URL refused: could not resolve host ${hostname}`, { cause });
+    throw new DomainError("invalid_request", `Outbound URL refused: could not resolve host ${hostname}`, { cause });
   }
   if (addresses.length === 0) {
-    throw new AppError("invalid_request", `Outbound URL refused: could not resolve host ${hostname}`);
+    throw new DomainError("invalid_request", `Outbound URL refused: could not resolve host ${hostname}`);
   }
   return addresses;
 }
@@ -328,11 +328,11 @@ export interface SafeFetchInit {
   method?: string;
   headers?: HeadersInit;
   body?: string | Uint8Array;
-  /** Cap on the response body; larger bodies fail with AppError "payload_too_large". Default 1 MiB. */
+  /** Cap on the response body; larger bodies fail with DomainError "payload_too_large". Default 1 MiB. */
   maxBytes?: number;
   /** Covers resolution, every redirect hop and reading the body. Default 30 s. */
   timeoutMs?: number;
-  /** Redirects followed before failing with AppError "upstream_failed". Default 5. */
+  /** Redirects followed before failing with DomainError "upstream_failed". Default 5. */
   maxRedirects?: number;
   signal?: AbortSignal;
 }
@@ -367,7 +367,7 @@ export async function safeFetch(url: string, init: SafeFetchInit, policy: Outbou
 
       res.destroy();
       if (redirects >= maxRedirects) {
-        throw new AppError("upstream_failed", `Too many redirects (more than ${maxRedirects}) from ${target.hostname}`);
+        throw new DomainError("upstream_failed", `Too many redirects (more than ${maxRedirects}) from ${target.hostname}`);
       }
       const nextTarget = parseOutboundUrl(redirectTarget(location, target));
       // Same rewrites as fetch: 303 (and 301/302 after POST) become a body-less GET,
@@ -392,7 +392,7 @@ function redirectTarget(location: string, from: URL): string {
   try {
     return new URL(location, from).href;
   } catch (cause) {
-    throw new AppError("upstream_failed", `${from.hostname} redirected to an invalid URL`, { cause });
+    throw new DomainError("upstream_failed", `${from.hostname} redirected to an invalid URL`, { cause });
   }
 }
 
@@ -458,8 +458,8 @@ function toResponse(res: IncomingMessage, target: URL, maxBytes: number, deadlin
   return new Response(cappedBody(res, target, maxBytes, deadline), init);
 }
 
-function tooLarge(target: URL, maxBytes: number): AppError {
-  return new AppError("payload_too_large", `Response from ${target.hostname} exceeds ${maxBytes} bytes`, {
+function tooLarge(target: URL, maxBytes: number): DomainError {
+  return new DomainError("payload_too_large", `Response from ${target.hostname} exceeds ${maxBytes} bytes`, {
     details: { max_bytes: maxBytes },
   });
 }
@@ -514,7 +514,7 @@ class Deadline {
     const controller = new AbortController();
     // Unref'd: a Response nobody reads must not hold the process open until the timeout.
     this.timer = setTimeout(() => {
-      controller.abort(new AppError("timeout", `Outbound request to ${hostname} timed out after ${timeoutMs} ms`));
+      controller.abort(new DomainError("timeout", `Outbound request to ${hostname} timed out after ${timeoutMs} ms`));
     }, timeoutMs).unref();
     this.signal = callerSignal ? AbortSignal.any([controller.signal, callerSignal]) : controller.signal;
   }
@@ -580,7 +580,7 @@ export async function downloadToFile(
   const res = await safeFetch(url, options, policy);
   if (!res.ok || !res.body) {
     await res.body?.cancel();
-    throw new AppError("upstream_failed", `Download failed: ${new URL(url).hostname} responded with HTTP ${res.status}`, {
+    throw new DomainError("upstream_failed", `Download failed: ${new URL(url).hostname} responded with HTTP ${res.status}`, {
       details: { status: res.status },
     });
   }

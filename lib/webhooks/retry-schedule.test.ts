@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { AppError } from "../errors.ts";
+import { DomainError } from "../errors.ts";
 import { OutboundNetworkError } from "../net/safe-fetch.ts";
 import {
   classifyDeliveryResponse,
@@ -117,12 +117,12 @@ describe("classifyDeliveryResponse", () => {
 
   it("retries network errors and timeouts", () => {
     expect(classifyDeliveryResponse(null, new OutboundNetworkError("ECONNRESET"))).toBe("retry");
-    expect(classifyDeliveryResponse(null, new AppError("timeout", "timed out"))).toBe("retry");
-    expect(classifyDeliveryResponse(null, new AppError("invalid_request", "could not resolve host"))).toBe("retry");
+    expect(classifyDeliveryResponse(null, new DomainError("timeout", "timed out"))).toBe("retry");
+    expect(classifyDeliveryResponse(null, new DomainError("invalid_request", "could not resolve host"))).toBe("retry");
     expect(classifyDeliveryResponse(null)).toBe("retry");
   });
 
   it("stops for a destination the outbound policy refuses", () => {
-    expect(classifyDeliveryResponse(null, new AppError("forbidden", "Outbound URL refused"))).toBe("gone");
+    expect(classifyDeliveryResponse(null, new DomainError("forbidden", "Outbound URL refused"))).toBe("gone");
   });
 });

@@ -3,7 +3,7 @@
  * growing delays with jitter, stretched by a receiver's Retry-After but never without bound.
  */
 import { parseDuration } from "../duration.ts";
-import { isAppError } from "../errors.ts";
+import { isDomainError } from "../errors.ts";
 
 /** Eight attempts over about 27.6 hours. */
 export const DEFAULT_RETRY_SCHEDULE = "0s,5s,5m,30m,2h,5h,10h,10h";
@@ -81,7 +81,7 @@ export type DeliveryOutcome = "delivered" | "retry" | "gone";
  * to a refused address is what DNS rebinding looks like.
  */
 export function classifyDeliveryResponse(status: number | null, error?: unknown): DeliveryOutcome {
-  if (status === null) return isAppError(error) && error.code === "forbidden" ? "gone" : "retry";
+  if (status === null) return isDomainError(error) && error.code === "forbidden" ? "gone" : "retry";
   if (status >= 200 && status <= 299) return "delivered";
   if (status === 410) return "gone";
   return "retry";
