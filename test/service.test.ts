@@ -179,35 +179,42 @@ describe("multilingual models", () => {
 describe("bad and hostile input", () => {
   const expectError = async (res: Response, status: number, code: string) => {
     expect(res.status).toBe(status);
-    const body = (await res.json()) as { error: { code: string; message: string; request_id: string } };
+    const body = (await res.json()) as { error: { code: string; message: string; request_id: string; param: string | null; details?: { reason?: string } } };
     expect(body.error.code).toBe(code);
     expect(body.error.request_id).toBe(res.headers.get("x-request-id"));
     expect(body.error.message.length).toBeGreaterThan(5);
     return body.error;
   };
 
-  it("answers non-media with 415", async () => {
+  // OpenAI answers a file it cannot read with 400 on its audio routes; the reason stays in details.
+  const expectBadAudio = async (res: Response, reason: string) => {
+    const error = await expectError(res, 400, "invalid_request");
+    expect(error).toMatchObject({ param: "file", details: { reason } });
+    return error;
+  };
+
+  it("answers non-media with 400, unsupported_media", async () => {
     const path = join(work, "notes.txt");
     await writeFile(path, "this is not audio ".repeat(200));
-    const error = await expectError(await post("/v1/audio/transcriptions", await formWith(path)), 415, "unsupported_media");
+    const error = await expectBadAudio(await post("/v1/audio/transcriptions", await formWith(path)), "unsupported_media");
     expect(error.message).not.toContain(work);
   });
 
-  it("answers an empty file with 422", async () => {
-    await expectError(await post("/v1/audio/transcriptions", await formWith(new Blob([]))), 422, "unprocessable_audio");
+  it("answers an empty file with 400, unprocessable_audio", async () => {
+    await expectBadAudio(await post("/v1/audio/transcriptions", await formWith(new Blob([]))), "unprocessable_audio");
   });
 
-  it("answers a video without an audio track with 422", async () => {
+  it("answers a video without an audio track with 400, unprocessable_audio", async () => {
     const path = join(work, "video-only.mp4");
     await runFfmpeg(["-f", "lavfi", "-i", "color=c=black:s=64x64:r=5", "-t", "2", "-c:v", "mpeg4", "-y", path]);
-    const error = await expectError(await post("/v1/audio/transcriptions", await formWith(path)), 422, "unprocessable_audio");
+    const error = await expectBadAudio(await post("/v1/audio/transcriptions", await formWith(path)), "unprocessable_audio");
     expect(error.message).toMatch(/no audio/);
   });
 
-  it("answers a truncated file with 422 or with what could be decoded", async () => {
+  it("answers a truncated file with 400, unprocessable_audio", async () => {
     const whole = await readFile(await audioFile("tone.m4a", [{ word: "alpha", seconds: 6 }], "m4a"));
     const res = await post("/v1/audio/transcriptions", await formWith(new Blob([whole.subarray(0, 200)])));
-    await expectError(res, 422, "unprocessable_audio");
+    await expectBadAudio(res, "unprocessable_audio");
   });
 
   it("answers an upload over the size limit with 413", async () => {
