@@ -246,6 +246,8 @@ ready_ms=$(wait_ready 90)
 ok "/readyz 200 ${ready_ms} ms after podman run returned"
 [ "$(curl -s -o /dev/null -w '%{http_code}' "$URL/healthz")" = 200 ] || fail "/healthz"
 ok "/healthz 200"
+[ "$(curl -s -o /dev/null -w '%{http_code}' "$URL/docs/assets/swagger-ui-bundle.js")" = 200 ] || fail "/docs' Swagger UI bundle is not served from the image's node_modules"
+ok "/docs serves Swagger UI from the image's node_modules"
 
 uid=$(pod exec "$CTR-a" sh -c 'stat -c %u:%g /proc/1') || fail "podman exec"
 [ "$uid" = 10001:10001 ] || fail "the service runs as $uid, expected 10001:10001"
