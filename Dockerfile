@@ -7,9 +7,11 @@
 #   docker build --build-arg PREFETCH_MODELS= -t slotscribe .     # no prefetch: downloads on first start
 #   docker run -p 8080:8080 -e API_KEYS=change-me -v slotscribe-data:/data slotscribe
 #
-# There is no compile step: the service runs its TypeScript through tsx, as `npm start` does.
-# Checked without a Docker engine by test/deploy.test.ts (rules, build steps run as scripts, CMD,
-# HEALTHCHECK and STOPSIGNAL exercised against the real service); see infra/README.md.
+# The service runs compiled: the build stage runs `npm run build` (tsc into dist/), the runtime holds
+# dist/ and production node_modules only, no TypeScript loader (less memory, faster start).
+# Checked statically by test/deploy.test.ts (rules, build steps run as scripts, CMD, HEALTHCHECK and
+# STOPSIGNAL exercised against the real service), and built and run for real with podman by
+# `npm run verify:image` (infra/verify-image.sh); see infra/README.md.
 
 # ---- deps: production node_modules only ---------------------------------------------------------
 FROM node:20-bookworm-slim AS deps
@@ -41,6 +43,19 @@ COPY lib/engine/models.ts lib/engine/protocol.ts lib/engine/
 RUN mkdir -p "$MODEL_CACHE_DIR" \
  && if [ -n "$PREFETCH_MODELS" ]; then node --import tsx bin/prefetch-models.ts "$PREFETCH_MODELS"; fi
 
+# ---- build: TypeScript compiled to JavaScript in dist/ (the dev dependencies stay in this stage) ----
+FROM node:20-bookworm-slim AS build
+WORKDIR /app
+ENV ONNXRUNTIME_NODE_INSTALL=skip \
+    npm_config_update_notifier=false
+COPY package.json package-lock.json ./
+RUN npm ci --ignore-scripts --no-audit --no-fund
+COPY tsconfig.json tsconfig.build.json ./
+COPY bin ./bin
+COPY lib ./lib
+COPY functions ./functions
+RUN npm run build
+
 # ---- runtime -----------------------------------------------------------------------------------
 FROM node:20-bookworm-slim AS runtime
 RUN apt-get update \
@@ -55,11 +70,9 @@ RUN groupadd --system --gid 10001 slotscribe \
 WORKDIR /app
 # Code stays root-owned: the service can write its data and model cache, not its own code.
 COPY --from=deps /app/node_modules ./node_modules
-# package.json's "type": "module" is what makes tsx load the .ts files as ES modules.
+# package.json's "type": "module" is what makes Node load dist's .js files as ES modules.
 COPY package.json package-lock.json ./
-COPY bin ./bin
-COPY lib ./lib
-COPY functions ./functions
+COPY --from=build /app/dist ./dist
 # Owned by the service so a model that was not prefetched can still be downloaded at run time.
 COPY --from=models --chown=slotscribe:slotscribe /models /models
 ARG MODEL_DTYPE=q8
@@ -79,4 +92,4 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.PORT||8080)+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
 # The service drains on SIGTERM: it stops accepting, lets requests in flight finish, re-queues jobs.
 STOPSIGNAL SIGTERM
-CMD ["node", "--import", "tsx", "bin/main.ts", "serve"]
+CMD ["node", "dist/bin/main.js", "serve"]

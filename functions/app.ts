@@ -55,12 +55,22 @@ export function createApp(services: Services): OpenAPIHono<AppEnv> {
     for (const path of WORKER_PATHS) app.post(path, forwardToWorker(services.workerForwarder));
   }
   for (const routes of [healthz, readyz, models, modelsGet, capacity, transcriptions, translations, extract, jobsCreate, jobsList, jobsGet, jobsResult, jobsCancel, qstashRun, qstashCallbackFailed, statusPage]) app.route("/", routes);
-  app.doc31("/openapi.json", {
+  // servers: PUBLIC_URL when set (behind a proxy), else the origin the document was fetched from, so
+  // /docs' "Try it out" reaches this instance.
+  app.doc31("/openapi.json", (c) => ({
     openapi: "3.1.0",
-    info: { title: "slotscribe", version: "0.1.0", description: "Self-hostable Whisper transcription with admission control." },
-    security: [{ bearer: [] }],
-  });
-  app.openAPIRegistry.registerComponent("securitySchemes", "bearer", { type: "http", scheme: "bearer" });
+    info: { title: "slotscribe", version: "0.1.0", description: "Self-hostable Whisper transcription with admission control. Authenticate with an API key (API_KEYS) as a Bearer token or in X-API-Key." },
+    servers: [{ url: services.config.PUBLIC_URL ?? new URL(c.req.url).origin, description: "this instance" }],
+    security: [{ bearer: [] as string[] }, { apiKey: [] as string[] }] as Record<string, string[]>[],
+    tags: [
+      { name: "audio", description: "OpenAI-compatible synchronous endpoints" },
+      { name: "jobs", description: "Asynchronous jobs with signed callbacks" },
+      { name: "service", description: "Probes and capacity" },
+      { name: "internal", description: "QStash deliveries (cluster mode), signed with Upstash-Signature" },
+    ],
+  }));
+  app.openAPIRegistry.registerComponent("securitySchemes", "bearer", { type: "http", scheme: "bearer", description: "An API key from API_KEYS" });
+  app.openAPIRegistry.registerComponent("securitySchemes", "apiKey", { type: "apiKey", in: "header", name: "X-API-Key", description: "An API key from API_KEYS" });
   app.route("/", docs);
   app.route("/", metrics);
   app.notFound(() => {

@@ -33,6 +33,8 @@ export type CapacityResponse = z.infer<typeof Capacity>;
 
 export const route = createRoute({
   method: "get",
+  operationId: "getCapacity",
+  tags: ["service"],
   path: "/v1/capacity",
   summary: "This instance's slot plan and use, and the cluster's slots",
   responses: { 200: { description: "Capacity.", content: { "application/json": { schema: Capacity } } }, ...errorResponses(503) },

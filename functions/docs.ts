@@ -1,27 +1,59 @@
+import { readFile } from "node:fs/promises";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
 import { Hono } from "hono";
 import type { AppEnv } from "./env.ts";
 
 /**
- * A self-contained API page: it renders /openapi.json in the browser without loading anything from
- * another origin, so it works on machines with no internet.
+ * /docs: Swagger UI on /openapi.json, served from the swagger-ui-dist package in node_modules (never
+ * a CDN, so it works on machines without internet). "Authorize" takes the API key (as Bearer or
+ * X-API-Key), kept in the browser's local storage, and "Try it out" sends requests to this instance.
  */
-const PAGE = `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>slotscribe API</title>
-<style>body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}
-.op{border:1px solid #ddd;border-radius:6px;margin:.8rem 0;padding:.6rem 1rem}.m{font-weight:700;text-transform:uppercase;margin-right:.6rem}
-pre{background:#f6f6f6;padding:.6rem;overflow:auto;font-size:13px}</style></head>
-<body><h1>slotscribe API</h1><p>Machine-readable: <a href="/openapi.json">/openapi.json</a></p><div id="ops">Loading…</div>
-<script>
-fetch('/openapi.json').then(r=>r.json()).then(doc=>{
-  const ops=document.getElementById('ops'); ops.textContent='';
-  for(const [path,item] of Object.entries(doc.paths)) for(const [method,op] of Object.entries(item)){
-    const d=document.createElement('details'); d.className='op';
-    const s=document.createElement('summary'); s.innerHTML='<span class="m"></span><code></code> — <span></span>';
-    s.children[0].textContent=method; s.children[1].textContent=path; s.children[2].textContent=op.summary||'';
-    const pre=document.createElement('pre'); pre.textContent=JSON.stringify({requestBody:op.requestBody,responses:op.responses},null,2);
-    d.append(s,pre); ops.append(d);
-  }
-});
-</script></body></html>`;
+const ASSETS: Record<string, string> = {
+  "swagger-ui.css": "text/css; charset=utf-8",
+  "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
+  "favicon-32x32.png": "image/png",
+};
+const DIST = dirname(createRequire(import.meta.url).resolve("swagger-ui-dist/package.json"));
+const cache = new Map<string, Uint8Array<ArrayBuffer>>();
 
-export default new Hono<AppEnv>().get("/docs", (c) => c.html(PAGE));
+const PAGE = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>slotscribe API</title>
+<link rel="icon" type="image/png" href="/docs/assets/favicon-32x32.png">
+<link rel="stylesheet" href="/docs/assets/swagger-ui.css">
+<style>body{margin:0}</style></head>
+<body><div id="ui"></div>
+<script src="/docs/assets/swagger-ui-bundle.js"></script>
+<script src="/docs/init.js"></script>
+</body></html>`;
+
+const INIT = `window.ui = SwaggerUIBundle({
+  url: "/openapi.json",
+  dom_id: "#ui",
+  deepLinking: true,
+  persistAuthorization: true,
+  tryItOutEnabled: true,
+  displayOperationId: true,
+  validatorUrl: null,
+});`;
+
+export default new Hono<AppEnv>()
+  .get("/docs", (c) => {
+    // Nothing from another origin; "Try it out" may call this instance and PUBLIC_URL. Swagger UI
+    // sets inline styles, hence 'unsafe-inline' for styles only.
+    const publicUrl = c.get("services").config.PUBLIC_URL;
+    const connect = ["'self'", ...(publicUrl ? [new URL(publicUrl).origin] : [])].join(" ");
+    c.header("content-security-policy", `default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; connect-src ${connect}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`);
+    c.header("cache-control", "no-store");
+    return c.html(PAGE);
+  })
+  .get("/docs/init.js", (c) => c.body(INIT, 200, { "content-type": "text/javascript; charset=utf-8", "cache-control": "no-cache" }))
+  .get("/docs/assets/:file", async (c) => {
+    const file = c.req.param("file");
+    const type = ASSETS[file];
+    if (!type) return c.notFound();
+    let bytes = cache.get(file);
+    if (!bytes) cache.set(file, (bytes = new Uint8Array(await readFile(join(DIST, file)))));
+    return c.body(bytes, 200, { "content-type": type, "cache-control": "public, max-age=86400" });
+  });

@@ -15,6 +15,8 @@ const Format = z.enum(["wav", "mp3", "opus"]).default("wav").openapi({ descripti
 
 export const route = createRoute({
   method: "post",
+  operationId: "extractAudio",
+  tags: ["audio"],
   path: "/v1/audio/extract",
   summary: "Extract the audio track of an uploaded or URL-given media file (wav 16 kHz mono, mp3 or opus)",
   request: {

@@ -6,6 +6,8 @@ import { JobIdParam, JobViewSchema } from "./job-schemas.ts";
 
 export const route = createRoute({
   method: "delete",
+  operationId: "cancelJob",
+  tags: ["jobs"],
   path: "/v1/jobs/{id}",
   summary: "Cancel a queued or running job; its slot is freed at once",
   request: { params: JobIdParam },

@@ -13,6 +13,8 @@ import { saveUpload } from "./upload.ts";
 
 export const route = createRoute({
   method: "post",
+  operationId: "createJob",
+  tags: ["jobs"],
   path: "/v1/jobs",
   summary: "Submit an asynchronous transcription job (upload or URL), optionally with a signed callback",
   request: {

@@ -6,6 +6,8 @@ import { JobIdParam, JobViewSchema } from "./job-schemas.ts";
 
 export const route = createRoute({
   method: "get",
+  operationId: "getJob",
+  tags: ["jobs"],
   path: "/v1/jobs/{id}",
   summary: "A job's status, progress, timings, callback attempts and, once done, its result",
   request: { params: JobIdParam },

@@ -8,6 +8,8 @@ const JobList = z.object({ object: z.literal("list"), data: z.array(JobViewSchem
 
 export const route = createRoute({
   method: "get",
+  operationId: "listJobs",
+  tags: ["jobs"],
   path: "/v1/jobs",
   summary: "Jobs, newest first, optionally by status",
   request: {

@@ -8,6 +8,8 @@ import { JobIdParam } from "./job-schemas.ts";
 
 export const route = createRoute({
   method: "get",
+  operationId: "getJobResult",
+  tags: ["jobs"],
   path: "/v1/jobs/{id}/result",
   summary: "A finished job's transcript in any response format",
   request: { params: JobIdParam, query: z.object({ format: z.enum(RESPONSE_FORMATS).optional() }) },

@@ -24,7 +24,7 @@ export function provide(services: Services): MiddlewareHandler<AppEnv> {
 
 export const requireApiKey: MiddlewareHandler<AppEnv> = async (c, next) => {
   const { apiKeys } = c.get("services");
-  if (apiKeys.required && !PUBLIC_PATHS.has(c.req.path) && !c.req.path.startsWith(SIGNED_PREFIX)) {
+  if (apiKeys.required && !PUBLIC_PATHS.has(c.req.path) && !c.req.path.startsWith(SIGNED_PREFIX) && !c.req.path.startsWith("/docs/")) {
     const key = presentedKey(c.req.header("authorization"), c.req.header("x-api-key"));
     if (!apiKeys.accepts(key)) {
       c.header("www-authenticate", 'Bearer realm="slotscribe"');

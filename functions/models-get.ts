@@ -5,6 +5,8 @@ import { Model } from "./models.ts";
 
 export const route = createRoute({
   method: "get",
+  operationId: "getModel",
+  tags: ["audio"],
   path: "/v1/models/{model}",
   summary: "One model this server can transcribe with (OpenAI-compatible)",
   request: { params: z.object({ model: z.string().openapi({ description: "A model id from GET /v1/models; ids with a slash are sent URL-encoded." }) }) },

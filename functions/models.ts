@@ -13,6 +13,8 @@ export type ModelListResponse = z.infer<typeof ModelList>;
 
 export const route = createRoute({
   method: "get",
+  operationId: "listModels",
+  tags: ["audio"],
   path: "/v1/models",
   summary: "Models this server can transcribe with (OpenAI-compatible)",
   responses: { 200: { description: "Model ids to pass as `model`.", content: { "application/json": { schema: ModelList } } }, ...errorResponses() },

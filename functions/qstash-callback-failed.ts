@@ -5,6 +5,10 @@ import { errorResponses, router } from "./env.ts";
 
 export const route = createRoute({
   method: "post",
+  operationId: "qstashCallbackFailed",
+  tags: ["internal"],
+  // Public: no API key (probes; QStash signs its deliveries instead).
+  security: [],
   path: QSTASH_CALLBACK_FAILED_PATH,
   summary: "QStash reports a callback it gave up on (cluster mode); signed with Upstash-Signature",
   hide: true,

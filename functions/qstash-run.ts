@@ -7,6 +7,10 @@ const Outcome = z.object({ outcome: z.enum(["ran", "deferred", "skipped"]) }).op
 
 export const route = createRoute({
   method: "post",
+  operationId: "qstashRun",
+  tags: ["internal"],
+  // Public: no API key (probes; QStash signs its deliveries instead).
+  security: [],
   path: QSTASH_RUN_PATH,
   summary: "QStash delivers a job here (cluster mode); signed with Upstash-Signature",
   hide: true,

@@ -20,6 +20,10 @@ export type ReadinessResponse = z.infer<typeof Readiness>;
 
 export const route = createRoute({
   method: "get",
+  operationId: "getReadiness",
+  tags: ["service"],
+  // Public: no API key (probes; QStash signs its deliveries instead).
+  security: [],
   path: "/readyz",
   summary: "Readiness: default model loaded and room to take work (role api: the shared stores answer)",
   responses: {

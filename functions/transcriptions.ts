@@ -13,6 +13,8 @@ const TranscriptionForm = AudioForm.extend({
 
 export const route = createRoute({
   method: "post",
+  operationId: "createTranscription",
+  tags: ["audio"],
   path: "/v1/audio/transcriptions",
   summary: "Transcribe audio (OpenAI-compatible)",
   request: { body: { required: true, content: { "multipart/form-data": { schema: TranscriptionForm } } } },

@@ -4,6 +4,8 @@ import { errorResponses, router } from "./env.ts";
 
 export const route = createRoute({
   method: "post",
+  operationId: "createTranslation",
+  tags: ["audio"],
   path: "/v1/audio/translations",
   summary: "Translate audio into English text (OpenAI-compatible, multilingual models)",
   request: { body: { required: true, content: { "multipart/form-data": { schema: AudioForm } } } },

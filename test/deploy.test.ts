@@ -261,6 +261,14 @@ const only = (stage: Stage, keyword: string) => stage.instructions.filter((i) =>
 const cmd = execForm(only(finalStage, "CMD").at(-1)!.args);
 const stageNamed = (name: string) => dockerfile.stages.find((s) => s.name === name)!;
 
+let built: Promise<Run> | undefined;
+/** The build stage's `npm run build` line, run once by sh in the repository (which stands in for /app). */
+function buildStep(): Promise<Run> {
+  const step = only(stageNamed("build"), "RUN").find((r) => /\bnpm run build\b/.test(r.args))!;
+  built ??= run("sh", ["-c", step.args], { env: { PATH: process.env.PATH, HOME: process.env.HOME }, timeoutMs: 120_000 });
+  return built;
+}
+
 describe("Dockerfile rules", () => {
   it("is multi-stage, and the runtime copies from earlier stages only", () => {
     expect(dockerfile.stages.length).toBeGreaterThanOrEqual(2);
@@ -351,7 +359,8 @@ describe("Dockerfile rules", () => {
     expect(only(finalStage, "EXPOSE").map((e) => e.args)).toContain(finalEnv.PORT);
     expect(only(finalStage, "WORKDIR").at(-1)!.args).toBe("/app");
     expect(only(finalStage, "STOPSIGNAL").at(-1)!.args).toBe("SIGTERM");
-    expect(cmd).toEqual(["node", "--import", "tsx", "bin/main.ts", "serve"]);
+    // Compiled JavaScript, no TypeScript loader in production.
+    expect(cmd).toEqual(["node", "dist/bin/main.js", "serve"]);
     // MODEL_DTYPE is one build argument for both the prefetch and the service.
     expect(stageEnv(stageNamed("models")).MODEL_DTYPE).toBe(finalEnv.MODEL_DTYPE);
   });
@@ -401,10 +410,14 @@ describe("Docker build context", () => {
     }
   });
 
-  /** Relative files a module needs at run time: static and dynamic imports, JSON imports, worker entry points. */
-  function closure(entries: string[]): { files: Set<string>; packages: Set<string> } {
+  /**
+   * Relative files a module needs at run time: static and dynamic imports, JSON imports, worker
+   * entry points. `missing` lists imports whose target does not exist ("file -> target").
+   */
+  function closure(entries: string[]): { files: Set<string>; packages: Set<string>; missing: string[] } {
     const files = new Set<string>();
     const packages = new Set<string>();
+    const missing: string[] = [];
     const queue = [...entries];
     while (queue.length) {
       const file = queue.pop()!;
@@ -421,15 +434,19 @@ describe("Docker build context", () => {
       for (const spec of specifiers) {
         if (spec.startsWith(".")) {
           const target = relative(ROOT, resolve(ROOT, dirname(file), spec)).split(sep).join("/");
-          expect(existsSync(join(ROOT, target)), `${file} imports ${spec}`).toBe(true);
-          queue.push(target);
+          if (existsSync(join(ROOT, target))) queue.push(target);
+          else missing.push(`${file} -> ${target}`);
         } else if (!spec.startsWith("node:")) {
           packages.add(spec.startsWith("@") ? spec.split("/").slice(0, 2).join("/") : spec.split("/")[0]!);
         }
       }
     }
-    return { files, packages };
+    return { files, packages, missing };
   }
+  // The inference thread's entry loads worker.js beside it when compiled, else worker.ts through tsx:
+  // each tree has one of the two.
+  const WORKER_COMPILED = "lib/engine/worker-entry.mjs -> lib/engine/worker.js";
+  const WORKER_SOURCE = "dist/lib/engine/worker-entry.mjs -> dist/lib/engine/worker.ts";
 
   /** Context files a stage's COPY instructions bring in (sources taken from the build context). */
   function copied(stage: Stage): (file: string) => boolean {
@@ -449,17 +466,38 @@ describe("Docker build context", () => {
     }
   });
 
-  it("brings every file the service loads into the runtime image", () => {
-    const { files } = closure(["bin/main.ts"]);
+  it("brings every file the service loads into the build stage, and the build's output into the runtime image", () => {
+    const { files, missing: absent } = closure(["bin/main.ts"]);
+    expect(absent).toEqual([WORKER_COMPILED]);
     expect(files.has("lib/engine/worker-entry.mjs")).toBe(true);
     expect(files.has("lib/capacity/footprints.json")).toBe(true);
-    const inImage = copied(finalStage);
-    const missing = [...files].filter((f) => !inImage(f));
-    expect(missing, "imported at run time but not in the image").toEqual([]);
+    const inBuild = copied(stageNamed("build"));
+    const missing = [...files].filter((f) => !inBuild(f));
+    expect(missing, "imported at run time but not in the build stage").toEqual([]);
+    // What the build compiles: its tsconfig, copied too.
+    expect(inBuild("tsconfig.build.json") && inBuild("tsconfig.json")).toBe(true);
+    expect(only(stageNamed("build"), "RUN").some((r) => /\bnpm run build\b/.test(r.args))).toBe(true);
+    expect(only(finalStage, "COPY").some((c) => /--from=build\b/.test(c.args) && /\/app\/dist \.\/dist$/.test(c.args))).toBe(true);
+    // The runtime holds no sources: it runs dist/ only.
+    expect(only(finalStage, "COPY").filter((c) => !c.args.includes("--from=")).flatMap((c) => c.args.split(/\s+/))).not.toContain("lib");
+  });
+
+  it("runs compiled code that needs nothing outside dist/ but packages (the build run as the Dockerfile runs it)", async () => {
+    const build = await buildStep();
+    expect(build.code, build.stderr + build.stdout).toBe(0);
+    const entry = cmd.find((a) => a.endsWith(".js"))!;
+    const { files, missing } = closure([entry]);
+    expect(missing).toEqual([WORKER_SOURCE]);
+    expect(files.has("dist/lib/engine/worker-entry.mjs")).toBe(true);
+    expect(files.has("dist/lib/engine/worker.js"), "the inference thread loads compiled code").toBe(true);
+    expect(files.has("dist/lib/capacity/footprints.json")).toBe(true);
+    expect([...files].filter((f) => !f.startsWith("dist/"))).toEqual([]);
+    expect([...files].filter((f) => f.endsWith(".ts"))).toEqual([]);
   });
 
   it("copies exactly what bin/prefetch-models.ts imports into the models stage", () => {
-    const { files } = closure(["bin/prefetch-models.ts"]);
+    const { files, missing } = closure(["bin/prefetch-models.ts"]);
+    expect(missing).toEqual([]);
     const inStage = copied(stageNamed("models"));
     expect([...files].filter((f) => !inStage(f)), "imported by the prefetch but not copied").toEqual([]);
   });
@@ -468,8 +506,9 @@ describe("Docker build context", () => {
     const pkg = JSON.parse(read("package.json")) as Record<string, Record<string, string>>;
     const prod = new Set([...Object.keys(pkg.dependencies ?? {}), ...Object.keys(pkg.optionalDependencies ?? {})]);
     const { packages } = closure(["bin/main.ts", "bin/prefetch-models.ts"]);
-    // The loader the CMD preloads, too.
-    packages.add(cmd[cmd.indexOf("--import") + 1]!);
+    // A loader the CMD preloads, too (none since the image runs compiled code), and the prefetch's.
+    if (cmd.includes("--import")) packages.add(cmd[cmd.indexOf("--import") + 1]!);
+    for (const r of only(stageNamed("models"), "RUN")) for (const m of r.args.matchAll(/--import\s+(\S+)/g)) packages.add(m[1]!);
     expect([...packages].filter((p) => !prod.has(p)), "imported at run time but only a devDependency").toEqual([]);
   });
 
@@ -988,6 +1027,8 @@ describe("the image's command, from the prefetched cache", () => {
     wav.writeUInt32LE(samples * 2, 40);
     media = await listen((_req, res) => void res.writeHead(200, { "content-type": "audio/wav", "content-length": wav.length }).end(wav));
 
+    const build = await buildStep();
+    expect(build.code, build.stderr + build.stdout).toBe(0);
     const dataDir = join(work, "data");
     mkdirSync(dataDir, { recursive: true });
     const env: NodeJS.ProcessEnv = {
