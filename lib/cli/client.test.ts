@@ -367,7 +367,7 @@ describe("SlotscribeClient", () => {
     expect(seen).toEqual(["queued 0", "running 12", "running 24", "succeeded 30"]);
     expect(final.status).toBe("succeeded");
     expect(await api.jobResult(job.id)).toBe("Heard https://media.example/talk.mp3.\n");
-    expect(await api.jobResult(job.id, "json")).toBe('{"text":" Heard https://media.example/talk.mp3."}');
+    expect(await api.jobResult(job.id, "json")).toBe('{"text":" Heard https://media.example/talk.mp3.","usage":{"type":"duration","seconds":30}}');
     expect(fake.requests.at(-1)?.path).toBe(`/v1/jobs/${job.id}/result?format=json`);
   });
 
@@ -482,7 +482,7 @@ describe("slotscribe transcribe", () => {
     fake.rateLimitNext = 1;
     const run = await cli(["transcribe", audio, "--format", "json"]);
     expect(run.code).toBe(0);
-    expect(run.stdout).toBe('{"text":" Heard meeting.wav (1234 bytes)."}\n');
+    expect(run.stdout).toBe('{"text":" Heard meeting.wav (1234 bytes).","usage":{"type":"duration","seconds":30}}\n');
     expect(run.stderr).toMatch(/^slotscribe: rate limited \(request req_\d+\); retrying in 1 s \(retry 1 of 3\)\n$/);
   });
 
