@@ -6,7 +6,7 @@ import { renderTranscript } from "../lib/formats.ts";
 import { transcriberOf } from "../lib/services.ts";
 import { RESPONSE_FORMATS } from "../lib/transcript.ts";
 import type { AppEnv } from "./env.ts";
-import { FileField, ModelField, withUpload } from "./upload.ts";
+import { FileField, ModelField, readForm } from "./upload.ts";
 
 /** The multipart fields OpenAI's audio endpoints take; unknown fields are ignored as OpenAI does. */
 export const AudioForm = z.object({
@@ -48,6 +48,12 @@ export function checkLanguage(language: string | undefined): string | undefined 
   return code;
 }
 
+/** Refuses with 429 before the upload is read when the admission line is full, then reads it. */
+export async function readAudioForm<S extends typeof AudioForm>(c: Context<AppEnv>, schema: S): Promise<z.infer<S>> {
+  transcriberOf(c.get("services")).transcription.assertRoom();
+  return readForm(c, schema);
+}
+
 export async function respondWithTranscript(
   c: Context<AppEnv>,
   form: z.infer<typeof AudioForm>,
@@ -57,9 +63,7 @@ export async function respondWithTranscript(
   const services = c.get("services");
   const requestId = c.get("requestId");
   const { transcription } = transcriberOf(services);
-  const transcript = await withUpload(services, form.file, (path) =>
-    transcription.transcribeFile(path, { id: requestId, model: form.model, language, task, signal: c.req.raw.signal }),
-  );
+  const transcript = await transcription.transcribeFile(form.file.path, { id: requestId, model: form.model, language, task, signal: c.req.raw.signal });
   const rendered = renderTranscript(transcript, form.response_format);
   return c.body(rendered.body, 200, { "content-type": rendered.contentType });
 }

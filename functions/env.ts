@@ -1,21 +1,31 @@
+import type { IncomingMessage } from "node:http";
 import { OpenAPIHono, z } from "@hono/zod-openapi";
 import { AppError, ERROR_STATUS, type ErrorCode } from "../lib/errors.ts";
 import type { Services } from "../lib/services.ts";
 
-/** errorCode: set when the request failed, for its log line. */
-export type AppEnv = { Variables: { services: Services; requestId: string; errorCode?: ErrorCode } };
+/**
+ * Bindings: Node's request on the Node server (absent when a test calls app.request()). errorCode:
+ * set when the request failed, for its log line. spooled: uploads to remove when the request ends.
+ */
+export type AppEnv = {
+  Bindings: { incoming?: IncomingMessage } | undefined;
+  Variables: { services: Services; requestId: string; errorCode?: ErrorCode; spooled: string[] };
+};
 
 /** A router whose validation failures take the same path as every other error. */
 export function router(): OpenAPIHono<AppEnv> {
   return new OpenAPIHono<AppEnv>({
     defaultHook: (result) => {
-      if (!result.success) {
-        const issues = result.error.issues.map((i) => ({ path: i.path.join("."), message: i.message }));
-        const first = issues[0];
-        throw new AppError("invalid_request", first ? `Invalid request: ${first.path || "body"}: ${first.message}` : "Invalid request", { details: { issues } });
-      }
+      if (!result.success) throw invalidRequest(result.error);
     },
   });
+}
+
+/** A validation failure in the service's words: the first problem in the message, all in the details. */
+export function invalidRequest(error: z.ZodError): AppError {
+  const issues = error.issues.map((i) => ({ path: i.path.join("."), message: i.message }));
+  const first = issues[0];
+  return new AppError("invalid_request", first ? `Invalid request: ${first.path || "body"}: ${first.message}` : "Invalid request", { details: { issues } });
 }
 
 export const ErrorSchema = z

@@ -1,3 +1,4 @@
+import { rm } from "node:fs/promises";
 import type { Context, MiddlewareHandler } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { presentedKey } from "../lib/auth.ts";
@@ -7,6 +8,8 @@ import type { AppEnv } from "./env.ts";
 
 /** Paths anyone may call: probes, the API description and the status page. */
 const PUBLIC_PATHS = new Set(["/healthz", "/readyz", "/openapi.json", "/docs", "/"]);
+/** What a refused body may still send, beyond the upload limit, before its connection is cut. */
+const DRAIN_SLACK_BYTES = 1024 * 1024;
 /** QStash deliveries carry QStash's signature instead of an API key; their handlers verify it. */
 const SIGNED_PREFIX = "/internal/qstash/";
 
@@ -17,8 +20,35 @@ export function provide(services: Services): MiddlewareHandler<AppEnv> {
     const requestId = incoming && /^[\w.-]{1,128}$/.test(incoming) ? incoming : newRequestId();
     c.set("requestId", requestId);
     c.header("x-request-id", requestId);
-    await next();
+    c.set("spooled", []);
+    try {
+      await next();
+    } finally {
+      await Promise.all(c.get("spooled").map((path) => rm(path, { force: true })));
+      settleUnreadBody(c, services.config.MAX_UPLOAD_BYTES);
+    }
   };
+}
+
+/**
+ * A body refused or replayed before it was read must still leave the connection usable: a
+ * keep-alive client sends its next request on it. The rest is read and discarded (at wire speed,
+ * into no buffer); closing instead would reset a client still sending and lose the answer, or
+ * leave it a pooled connection that is already dead. Only a body far beyond the upload limit is cut
+ * off, and the client is told so with Connection: close.
+ */
+function settleUnreadBody(c: Context<AppEnv>, maxUploadBytes: number): void {
+  const incoming = c.env?.incoming;
+  if (!incoming || incoming.readableEnded || incoming.destroyed) return;
+  const bound = maxUploadBytes + DRAIN_SLACK_BYTES;
+  if (Number(c.req.header("content-length") ?? 0) > bound) c.res.headers.set("connection", "close");
+  let discarded = 0;
+  incoming.on("data", (chunk: Buffer) => {
+    discarded += chunk.length;
+    if (discarded > bound) incoming.socket.destroy();
+  });
+  incoming.on("error", () => undefined);
+  incoming.resume();
 }
 
 export const requireApiKey: MiddlewareHandler<AppEnv> = async (c, next) => {

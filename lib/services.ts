@@ -20,6 +20,7 @@ import { UpstashJobStore } from "./jobs/upstash-job-store.ts";
 import { EmbeddedJobStore, inputsDir } from "./jobs/embedded-job-store.ts";
 import type { JobStore } from "./jobs/ports.ts";
 import { JobRunner } from "./jobs/runner.ts";
+import { JobService } from "./jobs/service.ts";
 import type { Logger } from "./log.ts";
 import { Metrics } from "./metrics.ts";
 import { parseAllowlist, type OutboundPolicy } from "./net/safe-fetch.ts";
@@ -41,6 +42,19 @@ export interface Transcriber {
   /** Bounds windows in inference at once: the instance's slots. */
   compute: Limiter;
   transcription: TranscriptionService;
+  /** What readiness and capacity report, read in one place so handlers need not know the parts. */
+  status(): TranscriberStatus;
+}
+
+export interface TranscriberStatus {
+  models: { id: string; dtype: string; state: "loading" | "ready" | "failed"; error?: string }[];
+  slots: number;
+  threads: number;
+  limitedBy: string;
+  /** Windows in inference and waiting for a slot. */
+  windows: { inUse: number; queued: number };
+  /** Transcriptions in progress and waiting in the admission line, of at most `queueSize`. */
+  transcriptions: { limit: number; active: number; queued: number; queueSize: number };
 }
 
 /** Everything a request handler may use. Built once at start-up and handed to the HTTP layer. */
@@ -65,6 +79,7 @@ export interface Services {
   jobs: JobStore;
   blobs: InputBlobs;
   runner: JobRunner;
+  jobService: JobService;
   callbacks: CallbackSender;
   policy: OutboundPolicy;
   webhookSecrets: Buffer[];
@@ -117,6 +132,7 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
     engine: planned.engine,
     admission: planned.admission,
     compute: planned.compute,
+    status: () => transcriberStatus(planned, config.QUEUE_SIZE),
     transcription: new TranscriptionService({
       metrics,
       engine: planned.engine,
@@ -127,6 +143,7 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
       instanceId,
       maxDurationSeconds: config.MAX_AUDIO_DURATION / 1000,
       clusterWaitMs: config.QUEUE_TIMEOUT,
+      queueSize: config.QUEUE_SIZE,
     }),
   };
   const scratch = await openScratch(config.DATA_DIR);
@@ -186,6 +203,7 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
     queueSize: config.JOB_QUEUE_SIZE,
     log,
   });
+  const jobService = new JobService({ store: jobs, blobs, runner, catalog, policy, webhookSecrets, publicUrl: config.PUBLIC_URL });
   await callbacks.start();
   await runner.start();
   const sweep = async () => {
@@ -217,6 +235,7 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
     jobs,
     blobs,
     runner: runner!,
+    jobService,
     callbacks,
     policy,
     webhookSecrets,
@@ -265,6 +284,17 @@ function planTranscriber(config: Config, catalog: ModelCatalog, machine: Machine
   });
   const compute = new Limiter({ slots: plan.slots, queueSize: Infinity, queueTimeoutMs: Infinity, retryAfterSeconds });
   return { models, plan, engine, admission, compute };
+}
+
+function transcriberStatus({ plan, engine, admission, compute }: Pick<Transcriber, "plan" | "engine" | "admission" | "compute">, queueSize: number): TranscriberStatus {
+  return {
+    models: engine.modelStates().map((m) => ({ id: m.model.id, dtype: m.model.dtype, state: m.state, error: m.error })),
+    slots: plan.slots,
+    threads: plan.threads,
+    limitedBy: plan.limitedBy,
+    windows: { inUse: compute.stats.inUse, queued: compute.stats.queued },
+    transcriptions: { limit: admission.stats.slots, active: admission.stats.inUse, queued: admission.stats.queued, queueSize },
+  };
 }
 
 /**
