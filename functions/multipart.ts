@@ -58,10 +58,19 @@ export function readMultipart(c: Context<AppEnv>, { dir, maxFileBytes }: { dir: 
   }
   // On the Node server the socket's own stream is read, with its backpressure; in process (tests,
   // app.request()) the Request's body.
+  // Only one of the two is touched: on @hono/node-server, reading c.req.raw.body wraps the socket's
+  // stream in a web stream (Readable.toWeb) that becomes a second reader of it, pausing it whenever
+  // its own unread queue is full; the parser's pipe then stalls for good once that pause lands
+  // while the parser is not waiting on a drain (seen as uploads that never finish under a burst).
   const incoming = c.env?.incoming;
-  const body = c.req.raw.body;
-  if (!incoming && !body) return Promise.reject(malformed());
-  const source: Readable = incoming ?? Readable.fromWeb(body as WebReadableStream);
+  let source: Readable;
+  if (incoming) {
+    source = incoming;
+  } else {
+    const body = c.req.raw.body;
+    if (!body) return Promise.reject(malformed());
+    source = Readable.fromWeb(body as WebReadableStream);
+  }
 
   return new Promise((resolve, reject) => {
     const fields: MultipartForm["fields"] = {};
