@@ -40,7 +40,8 @@ export function createApp(services: Services): OpenAPIHono<AppEnv> {
   // A multipart body is limited while it streams to disk (functions/multipart.ts); only its declared
   // length is checked here, since bodyLimit would buffer a body that has none in memory.
   app.use((c, next) => {
-    if (!/^multipart\/form-data\b/i.test(c.req.header("content-type") ?? "")) return uploadLimit(c, next);
+    // (A urlencoded form is read by the same reader, functions/multipart.ts, with its own field limits.)
+    if (!/^(multipart\/form-data|application\/x-www-form-urlencoded)\b/i.test(c.req.header("content-type") ?? "")) return uploadLimit(c, next);
     if (Number(c.req.header("content-length") ?? 0) > uploadMaxBytes) tooLarge();
     return next();
   });

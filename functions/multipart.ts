@@ -43,7 +43,9 @@ const malformed = () =>
  */
 export function readMultipart(c: Context<AppEnv>, { dir, maxFileBytes }: { dir: string; maxFileBytes: number }): Promise<MultipartForm> {
   const contentType = c.req.header("content-type") ?? "";
-  if (!/^multipart\/form-data\b/i.test(contentType)) {
+  // A urlencoded form is read too (busboy parses both); it cannot carry a file, so it fails validation
+  // with 400 "file required" as it did under Hono's form parser, rather than 415.
+  if (!/^(multipart\/form-data|application\/x-www-form-urlencoded)\b/i.test(contentType)) {
     return Promise.reject(new AppError("unsupported_media", "Unsupported Content-Type: send multipart/form-data with a file (or application/json with a url where the endpoint takes one)."));
   }
   let parser: busboy.Busboy;
