@@ -6,10 +6,11 @@ import type { Services } from "../lib/services.ts";
 /**
  * Bindings: Node's request on the Node server (absent when a test calls app.request()). errorCode:
  * set when the request failed, for its log line. spooled: uploads to remove when the request ends.
+ * bodyBytesRead: how much of the body the multipart reader took off the socket, for the clean-up.
  */
 export type AppEnv = {
   Bindings: { incoming?: IncomingMessage } | undefined;
-  Variables: { services: Services; requestId: string; errorCode?: ErrorCode; spooled: string[] };
+  Variables: { services: Services; requestId: string; errorCode?: ErrorCode; spooled: string[]; bodyBytesRead?: number };
 };
 
 /** A router whose validation failures take the same path as every other error. */

@@ -8,7 +8,7 @@ import type { AppEnv } from "./env.ts";
 
 /** Paths anyone may call: probes, the API description and the status page. */
 const PUBLIC_PATHS = new Set(["/healthz", "/readyz", "/openapi.json", "/docs", "/"]);
-/** What a refused body may still send, beyond the upload limit, before its connection is cut. */
+/** Framing and headers on top of a refused body's allowance, below. */
 const DRAIN_SLACK_BYTES = 1024 * 1024;
 /** QStash deliveries carry QStash's signature instead of an API key; their handlers verify it. */
 const SIGNED_PREFIX = "/internal/qstash/";
@@ -34,14 +34,18 @@ export function provide(services: Services): MiddlewareHandler<AppEnv> {
  * A body refused or replayed before it was read must still leave the connection usable: a
  * keep-alive client sends its next request on it. The rest is read and discarded (at wire speed,
  * into no buffer); closing instead would reset a client still sending and lose the answer, or
- * leave it a pooled connection that is already dead. Only a body far beyond the upload limit is cut
- * off, and the client is told so with Connection: close.
+ * leave it a pooled connection that is already dead. The rest counts from where the app stopped
+ * reading (an upload refused at the limit has already been read that far). Up to twice the upload
+ * limit is discarded, so an upload refused by its declared length, a little over the limit, still
+ * gets its 413 (test/service.test.ts); a rest beyond that is cut off, and the client is told so
+ * with Connection: close.
  */
 function settleUnreadBody(c: Context<AppEnv>, maxUploadBytes: number): void {
   const incoming = c.env?.incoming;
   if (!incoming || incoming.readableEnded || incoming.destroyed) return;
-  const bound = maxUploadBytes + DRAIN_SLACK_BYTES;
-  if (Number(c.req.header("content-length") ?? 0) > bound) c.res.headers.set("connection", "close");
+  const bound = 2 * maxUploadBytes + DRAIN_SLACK_BYTES;
+  const declared = Number(c.req.header("content-length") ?? 0);
+  if (declared - (c.get("bodyBytesRead") ?? 0) > bound) c.res.headers.set("connection", "close");
   let discarded = 0;
   incoming.on("data", (chunk: Buffer) => {
     discarded += chunk.length;

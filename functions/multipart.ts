@@ -144,6 +144,8 @@ export function readMultipart(c: Context<AppEnv>, { dir, maxFileBytes }: { dir: 
     // The client went away mid-body.
     source.once("error", fail);
     source.once("aborted", () => fail(new AppError("invalid_request", "The request body ended early.")));
+    // What was read, so a refused body's clean-up knows how much of it is still to come.
+    source.on("data", (chunk: Buffer) => c.set("bodyBytesRead", (c.get("bodyBytesRead") ?? 0) + chunk.length));
     source.pipe(parser);
   });
 }
