@@ -32,15 +32,20 @@ export function createApp(services: Services): OpenAPIHono<AppEnv> {
   app.use(provide(services));
   app.use(logRequests());
   app.use(requireApiKey);
-  app.use(
-    bodyLimit({
-      // Multipart framing adds a little to the file itself.
-      maxSize: services.config.MAX_UPLOAD_BYTES + 64 * 1024,
-      onError: () => {
-        throw new AppError("payload_too_large", `The request body exceeds the upload limit of ${services.config.MAX_UPLOAD_BYTES} bytes.`);
-      },
-    }),
-  );
+  // Multipart framing adds a little to the file itself.
+  const uploadMaxBytes = services.config.MAX_UPLOAD_BYTES + 64 * 1024;
+  const tooLarge = () => {
+    throw new AppError("payload_too_large", `The request body exceeds the upload limit of ${services.config.MAX_UPLOAD_BYTES} bytes.`);
+  };
+  const uploadLimit = bodyLimit({ maxSize: uploadMaxBytes, onError: tooLarge });
+  // A multipart body is limited while it streams to disk (functions/multipart.ts); only its declared
+  // length is checked here, since bodyLimit would buffer a body that has none in memory.
+  app.use((c, next) => {
+    // (A urlencoded form is read by the same reader, functions/multipart.ts, with its own field limits.)
+    if (!/^(multipart\/form-data|application\/x-www-form-urlencoded)\b/i.test(c.req.header("content-type") ?? "")) return uploadLimit(c, next);
+    if (Number(c.req.header("content-length") ?? 0) > uploadMaxBytes) tooLarge();
+    return next();
+  });
   // A JSON request is a URL and a few fields; only uploads may be large. (QStash's deliveries to
   // /internal/ may carry a whole transcript and are signed, so they keep the upload limit.)
   const jsonLimit = bodyLimit({

@@ -1,3 +1,4 @@
+import { rm } from "node:fs/promises";
 import type { Context } from "hono";
 import { streamSSE } from "hono/streaming";
 import { z } from "@hono/zod-openapi";
@@ -8,7 +9,7 @@ import { transcriberOf } from "../lib/services.ts";
 import type { TranscribeRequest } from "../lib/transcription-service.ts";
 import { RESPONSE_FORMATS } from "../lib/transcript.ts";
 import type { AppEnv } from "./env.ts";
-import { FileField, ModelField, withUpload } from "./upload.ts";
+import { FileField, ModelField, readForm } from "./upload.ts";
 
 /** A multipart field that may come once or repeated, with or without `[]` (the SDKs send `name[]`). */
 const repeated = <T extends z.ZodType>(item: T) => z.union([item, z.array(item)]).optional();
@@ -82,6 +83,12 @@ function asOpenAiError(err: unknown): unknown {
   return err;
 }
 
+/** Refuses with 429 before the upload is read when the admission line is full, then reads it. */
+export async function readAudioForm<S extends typeof AudioForm>(c: Context<AppEnv>, schema: S): Promise<z.infer<S>> {
+  transcriberOf(c.get("services")).transcription.assertRoom();
+  return readForm(c, schema);
+}
+
 export async function respondWithTranscript(
   c: Context<AppEnv>,
   form: z.infer<typeof AudioForm>,
@@ -94,7 +101,7 @@ export async function respondWithTranscript(
   const includeLogprobs = [form["include[]"] ?? [], form.include ?? []].flat().includes("logprobs");
   const request = { id: requestId, model: form.model, language, task, prompt: form.prompt, temperature: form.temperature, includeLogprobs, signal: c.req.raw.signal };
   if (form.stream === "true") return streamTranscript(c, form, request);
-  const transcript = await withUpload(services, form.file, (path) => transcription.transcribeFile(path, request)).catch((err: unknown) => {
+  const transcript = await transcription.transcribeFile(form.file.path, request).catch((err: unknown) => {
     throw asOpenAiError(err);
   });
   const rendered = renderTranscript(transcript, form.response_format);
@@ -108,23 +115,30 @@ export async function respondWithTranscript(
  * which the SDKs raise from their stream iterators.
  */
 function streamTranscript(c: Context<AppEnv>, form: z.infer<typeof AudioForm>, request: Omit<TranscribeRequest, "onSegments">): Response {
-  const services = c.get("services");
-  const { transcription } = transcriberOf(services);
+  const { transcription } = transcriberOf(c.get("services"));
+  // The stream outlives the handler, and the request's own clean-up runs when the handler returns:
+  // the stream takes the spooled upload over and removes it when it ends.
+  const spooled = c.get("spooled");
+  const at = spooled.indexOf(form.file.path);
+  if (at >= 0) spooled.splice(at, 1);
   return streamSSE(c, async (sse) => {
     let writes = Promise.resolve();
     const send = (data: unknown) => {
       writes = writes.then(() => sse.writeSSE({ data: JSON.stringify(data) }));
     };
     try {
-      const transcript = await withUpload(services, form.file, (path) =>
-        transcription.transcribeFile(path, { ...request, onSegments: (segments) => send({ type: "transcript.text.delta", delta: segments.map((s) => s.text).join("") }) }),
-      );
+      const transcript = await transcription.transcribeFile(form.file.path, {
+        ...request,
+        onSegments: (segments) => send({ type: "transcript.text.delta", delta: segments.map((s) => s.text).join("") }),
+      });
       send({ type: "transcript.text.done", text: transcript.text, ...(transcript.logprobs ? { logprobs: transcript.logprobs } : {}), usage: { type: "duration", seconds: Math.ceil(transcript.duration) } });
     } catch (err) {
       const failure = asOpenAiError(err);
       const known = isAppError(failure) ? failure : new AppError("internal", "stream failed", { cause: failure });
       c.set("errorCode", known.code);
       send({ type: "error", ...errorBody(known, c.get("requestId")) });
+    } finally {
+      await rm(form.file.path, { force: true });
     }
     await writes;
   });

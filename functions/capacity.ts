@@ -46,14 +46,15 @@ export default router().openapi(route, async (c) => {
     if (err instanceof SlotStoreUnavailable) throw new AppError("unavailable", "The cluster slot store is unreachable.", { cause: err, retryAfterSeconds: 5 });
     throw err;
   });
-  const local = transcriber
+  const status = transcriber?.status();
+  const local = status
     ? {
-        slots: transcriber.plan.slots,
-        threads: transcriber.plan.threads,
+        slots: status.slots,
+        threads: status.threads,
         modelCopies: 1,
-        limitedBy: transcriber.plan.limitedBy,
-        windows: { inUse: transcriber.compute.stats.inUse, queued: transcriber.compute.stats.queued },
-        transcriptions: { limit: transcriber.admission.stats.slots, active: transcriber.admission.stats.inUse, queued: transcriber.admission.stats.queued },
+        limitedBy: status.limitedBy,
+        windows: status.windows,
+        transcriptions: { limit: status.transcriptions.limit, active: status.transcriptions.active, queued: status.transcriptions.queued },
       }
     : { slots: 0, threads: 0, modelCopies: 0, limitedBy: "role", windows: { inUse: 0, queued: 0 }, transcriptions: { limit: 0, active: 0, queued: 0 } };
   const body: CapacityResponse = {

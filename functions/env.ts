@@ -1,24 +1,35 @@
+import type { IncomingMessage } from "node:http";
 import { OpenAPIHono, z } from "@hono/zod-openapi";
 import { AppError, ERROR_CODES, type ErrorCode } from "../lib/errors.ts";
 import { ERROR_STATUS } from "./error-status.ts";
 import type { Services } from "../lib/services.ts";
 
-/** errorCode: set when the request failed, for its log line. */
-export type AppEnv = { Variables: { services: Services; requestId: string; errorCode?: ErrorCode } };
+/**
+ * Bindings: Node's request on the Node server (absent when a test calls app.request()). errorCode:
+ * set when the request failed, for its log line. spooled: uploads to remove when the request ends.
+ * bodyBytesRead: how much of the body the multipart reader took off the socket, for the clean-up.
+ */
+export type AppEnv = {
+  Bindings: { incoming?: IncomingMessage } | undefined;
+  Variables: { services: Services; requestId: string; errorCode?: ErrorCode; spooled: string[]; bodyBytesRead?: number };
+};
 
 /** A router whose validation failures take the same path as every other error. */
 export function router(): OpenAPIHono<AppEnv> {
   return new OpenAPIHono<AppEnv>({
     defaultHook: (result) => {
-      if (!result.success) {
-        const issues = result.error.issues.map((i) => ({ path: i.path.join("."), message: i.message }));
-        const first = issues[0];
-        // OpenAI's `param` names the field; a path deeper than one field keeps its first part.
-        const param = first?.path ? first.path.split(".")[0] : undefined;
-        throw new AppError("invalid_request", first ? `Invalid request: ${first.path || "body"}: ${first.message}` : "Invalid request", { details: { issues, ...(param ? { param } : {}) } });
-      }
+      if (!result.success) throw invalidRequest(result.error);
     },
   });
+}
+
+/** A validation failure in the service's words: the first problem in the message, all in the details. */
+export function invalidRequest(error: z.ZodError): AppError {
+  const issues = error.issues.map((i) => ({ path: i.path.join("."), message: i.message }));
+  const first = issues[0];
+  // OpenAI's `param` names the field; a path deeper than one field keeps its first part.
+  const param = first?.path ? first.path.split(".")[0] : undefined;
+  return new AppError("invalid_request", first ? `Invalid request: ${first.path || "body"}: ${first.message}` : "Invalid request", { details: { issues, ...(param ? { param } : {}) } });
 }
 
 export const ErrorSchema = z

@@ -16,7 +16,7 @@ export const route = createRoute({
 
 export default router().openapi(route, async (c) => {
   const services = c.get("services");
-  const job = await services.runner.cancel(c.req.valid("param").id);
+  const job = await services.jobService.cancel(c.req.valid("param").id);
   if (!job) throw new AppError("not_found", "No such job (it may have expired).");
   return c.json(toJobView(job, services.baseUrl(c.req.url)), 200);
 });

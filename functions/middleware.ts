@@ -1,3 +1,4 @@
+import { rm } from "node:fs/promises";
 import type { Context, MiddlewareHandler } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { presentedKey } from "../lib/auth.ts";
@@ -8,6 +9,8 @@ import type { AppEnv } from "./env.ts";
 
 /** Paths anyone may call: probes, the API description and the status page. */
 const PUBLIC_PATHS = new Set(["/healthz", "/readyz", "/openapi.json", "/docs", "/"]);
+/** Framing and headers on top of a refused body's allowance, below. */
+const DRAIN_SLACK_BYTES = 1024 * 1024;
 /** QStash deliveries carry QStash's signature instead of an API key; their handlers verify it. */
 const SIGNED_PREFIX = "/internal/qstash/";
 
@@ -18,8 +21,39 @@ export function provide(services: Services): MiddlewareHandler<AppEnv> {
     const requestId = incoming && /^[\w.-]{1,128}$/.test(incoming) ? incoming : newRequestId();
     c.set("requestId", requestId);
     c.header("x-request-id", requestId);
-    await next();
+    c.set("spooled", []);
+    try {
+      await next();
+    } finally {
+      await Promise.all(c.get("spooled").map((path) => rm(path, { force: true })));
+      settleUnreadBody(c, services.config.MAX_UPLOAD_BYTES);
+    }
   };
+}
+
+/**
+ * A body refused or replayed before it was read must still leave the connection usable: a
+ * keep-alive client sends its next request on it. The rest is read and discarded (at wire speed,
+ * into no buffer); closing instead would reset a client still sending and lose the answer, or
+ * leave it a pooled connection that is already dead. The rest counts from where the app stopped
+ * reading (an upload refused at the limit has already been read that far). Up to twice the upload
+ * limit is discarded, so an upload refused by its declared length, a little over the limit, still
+ * gets its 413 (test/service.test.ts); a rest beyond that is cut off, and the client is told so
+ * with Connection: close.
+ */
+function settleUnreadBody(c: Context<AppEnv>, maxUploadBytes: number): void {
+  const incoming = c.env?.incoming;
+  if (!incoming || incoming.readableEnded || incoming.destroyed) return;
+  const bound = 2 * maxUploadBytes + DRAIN_SLACK_BYTES;
+  const declared = Number(c.req.header("content-length") ?? 0);
+  if (declared - (c.get("bodyBytesRead") ?? 0) > bound) c.res.headers.set("connection", "close");
+  let discarded = 0;
+  incoming.on("data", (chunk: Buffer) => {
+    discarded += chunk.length;
+    if (discarded > bound) incoming.socket.destroy();
+  });
+  incoming.on("error", () => undefined);
+  incoming.resume();
 }
 
 export const requireApiKey: MiddlewareHandler<AppEnv> = async (c, next) => {

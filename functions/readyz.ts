@@ -40,10 +40,9 @@ export default router().openapi(route, async (c) => {
   const role = config.ROLE;
   let body: ReadinessResponse;
   if (transcriber) {
-    const models = transcriber.engine.modelStates().map((m) => ({ id: m.model.id, dtype: m.model.dtype, state: m.state, error: m.error }));
-    const { queued } = transcriber.admission.stats;
-    const ready = !draining && models.length > 0 && models.every((m) => m.state === "ready") && queued < config.QUEUE_SIZE;
-    body = { ready, role, models, capacity: { slots: transcriber.plan.slots, inUse: transcriber.compute.stats.inUse, queued, queueSize: config.QUEUE_SIZE } };
+    const { models, slots: planned, windows, transcriptions } = transcriber.status();
+    const ready = !draining && models.length > 0 && models.every((m) => m.state === "ready") && transcriptions.queued < transcriptions.queueSize;
+    body = { ready, role, models, capacity: { slots: planned, inUse: windows.inUse, queued: transcriptions.queued, queueSize: transcriptions.queueSize } };
   } else {
     // An api instance has no model to wait for and no queue of its own: it can work once the
     // stores it shares with the workers answer (jobs, uploads and slots live in the same Redis).

@@ -1,5 +1,5 @@
 import { serve, type ServerType } from "@hono/node-server";
-import type { Server } from "node:http";
+import type { IncomingMessage, Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Duplex } from "node:stream";
 import type { Config } from "../lib/config.ts";
@@ -44,13 +44,17 @@ export interface RunningServer {
  * services; until they are ready every request gets 503.
  */
 export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
-  let handle: ((request: Request) => Response | Promise<Response>) | null = null;
+  // env carries Node's request and response, which the app reads uploads from.
+  let handle: ((request: Request, env: unknown) => Response | Promise<Response>) | null = null;
   const server: ServerType = await new Promise((resolve) => {
     const s = serve(
       {
-        fetch: (request) => handle?.(request) ?? Response.json({ error: { code: "unavailable", message: "Starting up.", type: "server_error", param: null, request_id: "" } }, { status: 503, headers: { "retry-after": "2" } }),
+        fetch: (request, env) => handle?.(request, env) ?? Response.json({ error: { code: "unavailable", message: "Starting up.", type: "server_error", param: null, request_id: "" } }, { status: 503, headers: { "retry-after": "2" } }),
         port: config.PORT,
         hostname: config.HOST,
+        // A body the app did not read is discarded by the app (settleUnreadBody), with no deadline
+        // that would close a keep-alive connection under a client still sending it.
+        autoCleanupIncoming: false,
       },
       () => resolve(s),
     );
@@ -84,7 +88,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   if (!services.apiKeys.required) log.warn("ALLOW_ANONYMOUS=true: the API accepts requests without an API key");
 
   const app = createApp(services);
-  handle = app.fetch;
+  handle = (request, env) => app.fetch(request, env as { incoming?: IncomingMessage });
   log.info({ url }, "listening");
   return {
     url,

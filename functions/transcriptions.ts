@@ -1,7 +1,8 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { AppError } from "../lib/errors.ts";
-import { AudioForm, audioResponses, checkLanguage, respondWithTranscript } from "./audio-request.ts";
-import { errorResponses, router } from "./env.ts";
+import { AudioForm, audioResponses, checkLanguage, readAudioForm, respondWithTranscript } from "./audio-request.ts";
+import { errorResponses } from "./env.ts";
+import { uploadRoute } from "./upload.ts";
 
 const Granularities = z.union([z.enum(["segment", "word"]), z.array(z.enum(["segment", "word"]))]).optional();
 
@@ -21,8 +22,8 @@ export const route = createRoute({
   responses: { ...audioResponses, ...errorResponses(400, 413, 415, 422, 429, 503) },
 });
 
-export default router().openapi(route, async (c) => {
-  const form = c.req.valid("form");
+export default uploadRoute(route, async (c) => {
+  const form = await readAudioForm(c, TranscriptionForm);
   const granularities = [form["timestamp_granularities[]"] ?? [], form.timestamp_granularities ?? []].flat();
   if (granularities.includes("word")) {
     throw new AppError(
@@ -32,5 +33,5 @@ export default router().openapi(route, async (c) => {
       { details: { param: "timestamp_granularities[]" } },
     );
   }
-  return respondWithTranscript(c, form, "transcribe", checkLanguage(form.language)) as never;
+  return respondWithTranscript(c, form, "transcribe", checkLanguage(form.language));
 });

@@ -1,6 +1,7 @@
 import { createRoute } from "@hono/zod-openapi";
-import { AudioForm, audioResponses, respondWithTranscript } from "./audio-request.ts";
-import { errorResponses, router } from "./env.ts";
+import { AudioForm, audioResponses, readAudioForm, respondWithTranscript } from "./audio-request.ts";
+import { errorResponses } from "./env.ts";
+import { uploadRoute } from "./upload.ts";
 
 export const route = createRoute({
   method: "post",
@@ -12,4 +13,4 @@ export const route = createRoute({
   responses: { ...audioResponses, ...errorResponses(400, 413, 415, 422, 429, 503) },
 });
 
-export default router().openapi(route, async (c) => respondWithTranscript(c, c.req.valid("form"), "translate", undefined) as never);
+export default uploadRoute(route, async (c) => respondWithTranscript(c, await readAudioForm(c, AudioForm), "translate", undefined));

@@ -1,18 +1,11 @@
-import { createWriteStream } from "node:fs";
-import { rm } from "node:fs/promises";
-import { join } from "node:path";
-import { Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
-import type { ReadableStream as WebReadableStream } from "node:stream/web";
-import { z } from "@hono/zod-openapi";
+import { type RouteConfig, z, type OpenAPIHono } from "@hono/zod-openapi";
+import type { Context, Handler } from "hono";
 import { AppError } from "../lib/errors.ts";
-import { scratchName } from "../lib/scratch.ts";
-import type { Services } from "../lib/services.ts";
+import { invalidRequest, router, type AppEnv } from "./env.ts";
+import { readMultipart, SpooledUpload } from "./multipart.ts";
 
 export const FileField = z
-  .instanceof(File, {
-    error: (issue) => (Array.isArray(issue.input) ? `send one file in the multipart field "file", not ${issue.input.length}` : 'a file is required in the multipart field "file"'),
-  })
+  .instanceof(SpooledUpload, { error: 'a file is required in the multipart field "file"' })
   .openapi({ type: "string", format: "binary", description: "The audio or video file." });
 
 /**
@@ -34,26 +27,43 @@ export function urlField(name: string) {
   return z.url({ protocol: /^https?$/, message: `${name} must be an http(s) URL` }).max(8192);
 }
 
-/** Writes an uploaded file to `path`, refusing it when over the upload limit; nothing is left on failure. */
-export async function saveUpload(services: Services, file: File, path: string): Promise<void> {
-  if (file.size > services.config.MAX_UPLOAD_BYTES) {
-    throw new AppError("payload_too_large", `The file is ${file.size} bytes; the limit is ${services.config.MAX_UPLOAD_BYTES}.`);
-  }
-  try {
-    await pipeline(Readable.fromWeb(file.stream() as WebReadableStream), createWriteStream(path));
-  } catch (err) {
-    await rm(path, { force: true });
-    throw err;
-  }
+/**
+ * An upload route: described in the API document like the others, but without the form validator
+ * @hono/zod-openapi would put in front of it, which reads the whole body into memory before the
+ * handler can refuse it. The handler reads the body itself with readForm, after its admission checks.
+ */
+export function uploadRoute(route: RouteConfig, handler: Handler<AppEnv>): OpenAPIHono<AppEnv> {
+  const app = router();
+  app.openAPIRegistry.registerPath(route);
+  app.on(route.method.toUpperCase(), route.path, handler);
+  return app;
 }
 
-/** Spools an upload to a path of its own, runs `use` on it and always removes it. */
-export async function withUpload<T>(services: Services, file: File, use: (path: string) => Promise<T>): Promise<T> {
-  const path = join(services.tempDir, scratchName(".upload"));
+/**
+ * Reads a multipart body (the file spooled to scratch space) and validates it. The spooled file is
+ * removed when the request ends (functions/middleware.ts), whatever the handler does with it.
+ */
+export async function readForm<S extends z.ZodType>(c: Context<AppEnv>, schema: S): Promise<z.infer<S>> {
+  const { config, tempDir } = c.get("services");
+  const form = await readMultipart(c, { dir: tempDir, maxFileBytes: config.MAX_UPLOAD_BYTES });
+  if (form.file) c.get("spooled").push(form.file.path);
+  const parsed = schema.safeParse({ ...form.fields, file: form.file ?? undefined });
+  if (!parsed.success) throw invalidRequest(parsed.error);
+  return parsed.data;
+}
+
+export async function readJson<S extends z.ZodType>(c: Context<AppEnv>, schema: S): Promise<z.infer<S>> {
+  let value: unknown;
   try {
-    await saveUpload(services, file, path);
-    return await use(path);
-  } finally {
-    await rm(path, { force: true });
+    value = await c.req.json();
+  } catch (cause) {
+    throw new AppError("invalid_request", "The request body is not valid JSON.", { cause });
   }
+  const parsed = schema.safeParse(value);
+  if (!parsed.success) throw invalidRequest(parsed.error);
+  return parsed.data;
+}
+
+export function isJson(c: Context): boolean {
+  return /^application\/([\w.-]+\+)?json\b/i.test(c.req.header("content-type") ?? "");
 }

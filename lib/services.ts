@@ -21,6 +21,7 @@ import { EmbeddedJobStore, inputsDir } from "./jobs/embedded-job-store.ts";
 import type { JobDispatcher, JobStore } from "./jobs/ports.ts";
 import { EmbeddedJobDispatcher } from "./jobs/embedded-dispatcher.ts";
 import { JobRunner } from "./jobs/runner.ts";
+import { JobService } from "./jobs/service.ts";
 import type { Logger } from "./log.ts";
 import { Metrics } from "./metrics.ts";
 import type { OutboundPolicy } from "./net/safe-fetch.ts";
@@ -40,6 +41,19 @@ export interface Transcriber {
   /** Bounds windows in inference at once: the instance's slots. */
   compute: Limiter;
   transcription: TranscriptionService;
+  /** What readiness and capacity report, read in one place so handlers need not know the parts. */
+  status(): TranscriberStatus;
+}
+
+export interface TranscriberStatus {
+  models: { id: string; dtype: string; state: "loading" | "ready" | "failed"; error?: string }[];
+  slots: number;
+  threads: number;
+  limitedBy: string;
+  /** Windows in inference and waiting for a slot. */
+  windows: { inUse: number; queued: number };
+  /** Transcriptions in progress and waiting in the admission line, of at most `queueSize`. */
+  transcriptions: { limit: number; active: number; queued: number; queueSize: number };
 }
 
 /** Everything a request handler may use. Built once at start-up and handed to the HTTP layer. */
@@ -64,6 +78,7 @@ export interface Services {
   jobs: JobStore;
   blobs: InputBlobs;
   runner: JobRunner;
+  jobService: JobService;
   callbacks: CallbackSender;
   policy: OutboundPolicy;
   webhookSecrets: Buffer[];
@@ -213,6 +228,7 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
     engine: planned.engine,
     admission: planned.admission,
     compute: planned.compute,
+    status: () => transcriberStatus(planned, config.QUEUE_SIZE),
     transcription: new TranscriptionService({
       metrics,
       engine: planned.engine,
@@ -225,6 +241,7 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
       vad: config.VAD,
       thresholds: { compressionRatio: config.COMPRESSION_RATIO_THRESHOLD, logprob: config.LOGPROB_THRESHOLD, noSpeech: config.NO_SPEECH_THRESHOLD },
       clusterWaitMs: config.QUEUE_TIMEOUT,
+      queueSize: config.QUEUE_SIZE,
     }),
   };
   const runner: JobRunner = new JobRunner({
@@ -245,6 +262,7 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
     queueSize: config.JOB_QUEUE_SIZE,
     log,
   });
+  const jobService = new JobService({ store: jobs, blobs, runner, catalog, policy: config.OUTBOUND_ALLOWLIST, webhookSecrets: config.WEBHOOK_SECRET, publicUrl: config.PUBLIC_URL });
   await callbacks.start();
   await runner.start();
   const sweep = async () => {
@@ -278,6 +296,7 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
     jobs,
     blobs,
     runner,
+    jobService,
     callbacks,
     policy: config.OUTBOUND_ALLOWLIST,
     webhookSecrets: config.WEBHOOK_SECRET,
@@ -326,6 +345,17 @@ function planTranscriber(config: Config, catalog: ModelCatalog, machine: Machine
   });
   const compute = new Limiter({ slots: plan.slots, queueSize: Infinity, queueTimeoutMs: Infinity, retryAfterSeconds });
   return { models, plan, engine, admission, compute };
+}
+
+function transcriberStatus({ plan, engine, admission, compute }: Pick<Transcriber, "plan" | "engine" | "admission" | "compute">, queueSize: number): TranscriberStatus {
+  return {
+    models: engine.modelStates().map((m) => ({ id: m.model.id, dtype: m.model.dtype, state: m.state, error: m.error })),
+    slots: plan.slots,
+    threads: plan.threads,
+    limitedBy: plan.limitedBy,
+    windows: { inUse: compute.stats.inUse, queued: compute.stats.queued },
+    transcriptions: { limit: admission.stats.slots, active: admission.stats.inUse, queued: admission.stats.queued, queueSize },
+  };
 }
 
 /**

@@ -54,6 +54,8 @@ export interface TranscriptionServiceDeps {
   vad: VadMode;
   /** Whisper's fallback and no-speech thresholds. */
   thresholds: FallbackThresholds;
+  /** Requests that may wait in the admission line (QUEUE_SIZE). */
+  queueSize: number;
   /** How long a queued request keeps asking a full cluster for a slot before giving up with 429. */
   clusterWaitMs: number;
   metrics: Metrics;
@@ -69,6 +71,17 @@ export class TranscriptionService {
   retryAfterSeconds(): number {
     const { queued, slots } = this.deps.admission.stats;
     return Math.min(300, Math.max(1, Math.ceil((this.averageSeconds * (queued + 1)) / slots)));
+  }
+
+  /**
+   * Refuses with 429 when the admission line is already full, so a request that would be refused
+   * anyway is refused before its upload is read. Room is not held: it is taken after the upload.
+   */
+  assertRoom(): void {
+    const { slots, inUse, queued } = this.deps.admission.stats;
+    if (inUse >= slots && queued >= this.deps.queueSize) {
+      throw new DomainError("rate_limited", "All slots are busy and the queue is full; retry later.", { retryAfterSeconds: this.retryAfterSeconds() });
+    }
   }
 
   /** Room for one transcription, or null when waiting "now" and there is none. */

@@ -110,10 +110,10 @@ describe("scratch files", () => {
             body: await form(await tones(`${word}.wav`, [{ word, seconds: 20 }])),
             headers: { ...auth, "x-request-id": "same-id" },
           });
-          return { status: res.status, body: await res.text() };
+          return { status: res.status, text: ((await res.json()) as { text: string }).text };
         }),
       );
-      expect(answers).toEqual(words.map((word) => ({ status: 200, body: JSON.stringify({ text: word }) })));
+      expect(answers).toEqual(words.map((word) => ({ status: 200, text: word })));
     } finally {
       await service.stop();
     }

@@ -61,6 +61,13 @@ export class EmbeddedJobStore implements JobStore {
     return store;
   }
 
+  async findByIdempotencyKey(key: string): Promise<JobRecord | null> {
+    this.#assertOpen();
+    await this.#creating.get(key)?.catch(() => undefined);
+    const job = this.#jobs.get(this.#idsByKey.get(key) ?? "");
+    return job ? structuredClone(job) : null;
+  }
+
   async create(job: JobRecord): Promise<{ job: JobRecord; created: boolean }> {
     this.#assertOpen();
     const record = prepareForStorage(structuredClone(job), this.#retentionMs);

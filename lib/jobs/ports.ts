@@ -79,6 +79,8 @@ export interface JobStore {
   /** Creates the job, or returns the existing one for a repeated idempotency key. */
   create(job: JobRecord): Promise<{ job: JobRecord; created: boolean }>;
   get(id: string): Promise<JobRecord | null>;
+  /** The job created with this idempotency key, if any: a replay is answered before its body is read. */
+  findByIdempotencyKey(key: string): Promise<JobRecord | null>;
   /** Applies a change atomically with respect to other updates of the same job; null if absent. */
   update(id: string, change: (job: JobRecord) => JobRecord): Promise<JobRecord | null>;
   list(filter: { status?: JobStatus; limit: number; cursor?: string }): Promise<JobPage>;

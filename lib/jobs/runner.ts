@@ -81,13 +81,18 @@ export class JobRunner {
     await this.deps.dispatcher.start((id, attempt) => this.handleDelivery(id, attempt));
   }
 
-  /** Refuses with 429 when the job queue is full; otherwise stores the job and sends it on its way. */
-  async submit(job: JobRecord): Promise<{ job: JobRecord; created: boolean }> {
+  /** Refuses with 429 when the job queue is full. */
+  async assertRoom(): Promise<void> {
     if ((await this.deps.store.count("queued")) >= this.deps.queueSize) {
       throw new DomainError("rate_limited", `The job queue is full (${this.deps.queueSize} waiting); retry later.`, {
         retryAfterSeconds: this.deps.transcription?.retryAfterSeconds() ?? FULL_QUEUE_RETRY_AFTER_SECONDS,
       });
     }
+  }
+
+  /** Refuses with 429 when the job queue is full; otherwise stores the job and sends it on its way. */
+  async submit(job: JobRecord): Promise<{ job: JobRecord; created: boolean }> {
+    await this.assertRoom();
     const result = await this.deps.store.create(job);
     if (!result.created) return result;
     try {

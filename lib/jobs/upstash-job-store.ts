@@ -363,6 +363,11 @@ export class UpstashJobStore implements JobStore {
     return (await this.#hydrate(id, raw ?? null))?.job ?? null;
   }
 
+  async findByIdempotencyKey(key: string): Promise<JobRecord | null> {
+    const id = await this.#send<string | null>(["GET", this.#key(LAYOUT.idempotency, key)]);
+    return id ? this.get(id) : null;
+  }
+
   update(id: string, change: (job: JobRecord) => JobRecord): Promise<JobRecord | null> {
     this.#assertOpen();
     return this.#queue.run(id, async () => {

@@ -1,0 +1,191 @@
+import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { AppError } from "../lib/errors.ts";
+import type { JobRecord } from "../lib/jobs/ports.ts";
+import { JobService } from "../lib/jobs/service.ts";
+import type { Services, TranscriberStatus } from "../lib/services.ts";
+import { createApp } from "./app.ts";
+
+const KEY = "test-key";
+const auth = { authorization: `Bearer ${KEY}` };
+
+function job(overrides: Partial<JobRecord> = {}): JobRecord {
+  return {
+    id: "job_abc",
+    status: "queued",
+    request: { model: "m", task: "transcribe", responseFormat: "json", callbackIncludeResult: false },
+    input: { kind: "url", url: "https://example.com/a.mp3" },
+    createdAt: new Date(0).toISOString(),
+    runs: 0,
+    progress: { doneSeconds: 0, totalSeconds: null },
+    ...overrides,
+  };
+}
+
+const status: TranscriberStatus = {
+  models: [{ id: "m", dtype: "q8", state: "ready" }],
+  slots: 2,
+  threads: 2,
+  limitedBy: "cpu",
+  windows: { inUse: 0, queued: 0 },
+  transcriptions: { limit: 4, active: 0, queued: 0, queueSize: 16 },
+};
+
+/** Small fakes of the ports the HTTP layer uses; each test changes what it needs. */
+function fakes(scratch: string) {
+  const state = {
+    jobs: new Map<string, JobRecord>([["job_abc", job()]]),
+    queueFull: false,
+    transcriptionsFull: false,
+    transcribed: [] as string[],
+    submitted: [] as JobRecord[],
+    status,
+  };
+  const full = () => new AppError("rate_limited", "full", { retryAfterSeconds: 7 });
+  const store = {
+    findByIdempotencyKey: async (key: string) => [...state.jobs.values()].find((j) => j.idempotencyKey === key) ?? null,
+  };
+  const runner = {
+    assertRoom: async () => {
+      if (state.queueFull) throw full();
+    },
+    submit: async (record: JobRecord) => (state.submitted.push(record), { job: record, created: true }),
+    cancel: async (id: string) => state.jobs.get(id) ?? null,
+  };
+  const services = {
+    config: { ROLE: "all", MAX_UPLOAD_BYTES: 4096, PUBLIC_URL: undefined },
+    log: { info() {}, warn() {}, error() {} },
+    metrics: { httpDuration: { observe() {} }, errors: { inc() {} } },
+    apiKeys: { required: true, accepts: (key: string | undefined) => key === KEY },
+    instanceId: "test",
+    machine: { memoryBytes: 1, memorySource: "test", cpus: 2, cpuSource: "test" },
+    transcriber: {
+      status: () => state.status,
+      transcription: {
+        assertRoom: () => {
+          if (state.transcriptionsFull) throw full();
+        },
+        transcribeFile: async (path: string) => (state.transcribed.push(path), { task: "transcribe", language: "en", duration: 1, text: "hello", segments: [] }),
+      },
+    },
+    workerForwarder: null,
+    catalog: { list: async () => ["m"], resolve: (name: string) => ({ name: name === "whisper-1" ? "m" : name, id: name, dtype: "q8" }) },
+    slots: { kind: "embedded", snapshot: async () => ({ cap: null, held: 0, free: null, instances: [] }) },
+    tempDir: scratch,
+    jobs: { get: async (id: string) => state.jobs.get(id) ?? null, list: async () => ({ jobs: [...state.jobs.values()], nextCursor: null }) },
+    jobService: new JobService({ store, blobs: { save: async (_id, path, meta) => ({ kind: "upload", path, ...meta }), localPath: async () => "", remove: async () => undefined }, runner, catalog: { resolve: (name: string) => ({ name, id: name, dtype: "q8" }) } as never, policy: { allow: [] } as never, webhookSecrets: [] }),
+    baseUrl: () => "http://test",
+    draining: false,
+  };
+  return { state, app: createApp(services as unknown as Services) };
+}
+
+function upload(bytes: number, fields: Record<string, string> = {}): FormData {
+  const form = new FormData();
+  form.set("file", new Blob([new Uint8Array(bytes)]), "a.wav");
+  for (const [name, value] of Object.entries(fields)) form.set(name, value);
+  return form;
+}
+
+let scratch: string;
+beforeEach(async () => {
+  scratch = await mkdtemp(join(tmpdir(), "slotscribe-app-"));
+});
+afterEach(async () => {
+  await rm(scratch, { recursive: true, force: true });
+});
+
+async function errorOf(res: Response): Promise<string> {
+  return ((await res.json()) as { error: { code: string } }).error.code;
+}
+
+describe("the HTTP API in process", () => {
+  it("refuses a request without a valid API key with 401, before reading the body", async () => {
+    const { app } = fakes(scratch);
+    const res = await app.request("/v1/audio/transcriptions", { method: "POST", body: upload(100) });
+    expect(res.status).toBe(401);
+    expect(await readdir(scratch)).toEqual([]);
+  });
+
+  it("lists models and answers unknown routes with 404", async () => {
+    const { app } = fakes(scratch);
+    const models = await app.request("/v1/models", { headers: auth });
+    expect(models.status).toBe(200);
+    expect(((await models.json()) as { data: { id: string }[] }).data.map((m) => m.id)).toEqual(["m"]);
+    expect(await errorOf(await app.request("/v1/nothing", { headers: auth }))).toBe("not_found");
+  });
+
+  it("gets, lists, cancels jobs and refuses a result that is not ready", async () => {
+    const { app } = fakes(scratch);
+    expect((await app.request("/v1/jobs/job_abc", { headers: auth })).status).toBe(200);
+    expect((await app.request("/v1/jobs/job_nope", { headers: auth })).status).toBe(404);
+    expect((await app.request("/v1/jobs/not-an-id", { headers: auth })).status).toBe(400);
+    expect((await app.request("/v1/jobs?limit=1000", { headers: auth })).status).toBe(400);
+    expect((await app.request("/v1/jobs?status=queued", { headers: auth })).status).toBe(200);
+    expect((await app.request("/v1/jobs/job_nope", { method: "DELETE", headers: auth })).status).toBe(404);
+    const result = await app.request("/v1/jobs/job_abc/result", { headers: auth });
+    expect(result.status).toBe(409);
+  });
+
+  it("transcribes an upload spooled to scratch space and removes it afterwards", async () => {
+    const { app, state } = fakes(scratch);
+    const res = await app.request("/v1/audio/transcriptions", { method: "POST", headers: auth, body: upload(1000, { response_format: "text" }) });
+    expect(res.status).toBe(200);
+    expect(await res.text()).toContain("hello");
+    expect(state.transcribed).toHaveLength(1);
+    expect(await readdir(scratch)).toEqual([]);
+  });
+
+  it("answers 400, 413 and 415 for uploads it cannot take, leaving nothing behind", async () => {
+    const { app } = fakes(scratch);
+    const post = (body: BodyInit, headers: Record<string, string> = {}) => app.request("/v1/audio/transcriptions", { method: "POST", headers: { ...auth, ...headers }, body });
+    expect(await errorOf(await post(upload(5000)))).toBe("payload_too_large");
+    expect(await errorOf(await post("hello", { "content-type": "text/plain" }))).toBe("unsupported_media");
+    const noFile = new FormData();
+    noFile.set("model", "m");
+    expect(await errorOf(await post(noFile))).toBe("invalid_request");
+    expect(await errorOf(await post("--x\r\ncontent-disposition: form-data; name=\"file\"; filename=\"a\"\r\n\r\nabc", { "content-type": "multipart/form-data; boundary=x" }))).toBe("invalid_request");
+    const twoFiles = upload(10);
+    twoFiles.append("file", new Blob(["b"]), "b.wav");
+    expect(await errorOf(await post(twoFiles))).toBe("invalid_request");
+    expect(await readdir(scratch)).toEqual([]);
+  });
+
+  it("refuses with 429 and Retry-After before reading an upload when the line is full", async () => {
+    const { app, state } = fakes(scratch);
+    state.transcriptionsFull = true;
+    const sync = await app.request("/v1/audio/transcriptions", { method: "POST", headers: auth, body: upload(1000) });
+    expect(sync.status).toBe(429);
+    expect(sync.headers.get("retry-after")).toBe("7");
+    state.queueFull = true;
+    const job = await app.request("/v1/jobs", { method: "POST", headers: auth, body: upload(1000) });
+    expect(job.status).toBe(429);
+    expect(state.submitted).toEqual([]);
+    expect(await readdir(scratch)).toEqual([]);
+  });
+
+  it("accepts a job upload, and replays an Idempotency-Key without reading the body again", async () => {
+    const { app, state } = fakes(scratch);
+    state.jobs.set("job_k", job({ id: "job_k", idempotencyKey: "k1" }));
+    const first = await app.request("/v1/jobs", { method: "POST", headers: auth, body: upload(1000) });
+    expect(first.status).toBe(202);
+    expect(state.submitted[0]?.input).toMatchObject({ kind: "upload", bytes: 1000, filename: "a.wav" });
+    state.queueFull = true;
+    const replay = await app.request("/v1/jobs", { method: "POST", headers: { ...auth, "idempotency-key": "k1" }, body: upload(1000) });
+    expect(replay.status).toBe(202);
+    expect(replay.headers.get("idempotent-replayed")).toBe("true");
+    expect(((await replay.json()) as { id: string }).id).toBe("job_k");
+  });
+
+  it("reports readiness and capacity from the transcriber's status", async () => {
+    const { app, state } = fakes(scratch);
+    expect((await app.request("/readyz")).status).toBe(200);
+    const capacity = await app.request("/v1/capacity", { headers: auth });
+    expect(capacity.status).toBe(200);
+    expect(((await capacity.json()) as { instance: { slots: number } }).instance.slots).toBe(2);
+    state.status = { ...status, models: [{ id: "m", dtype: "q8", state: "loading" }] };
+    expect((await app.request("/readyz")).status).toBe(503);
+  });
+});

@@ -1,0 +1,151 @@
+import { createWriteStream, type WriteStream } from "node:fs";
+import { rm } from "node:fs/promises";
+import { join } from "node:path";
+import { Readable } from "node:stream";
+import type { ReadableStream as WebReadableStream } from "node:stream/web";
+import busboy from "busboy";
+import type { Context } from "hono";
+import { AppError } from "../lib/errors.ts";
+import { scratchName } from "../lib/scratch.ts";
+import type { AppEnv } from "./env.ts";
+
+/** An uploaded file as it lies in scratch space; whoever reads the form removes it. */
+export class SpooledUpload {
+  constructor(
+    readonly path: string,
+    readonly name: string,
+    readonly size: number,
+  ) {}
+}
+
+export interface MultipartForm {
+  /** Repeated fields become arrays, as Hono's parser gives them. */
+  fields: Record<string, string | string[]>;
+  file: SpooledUpload | null;
+}
+
+/** The upload's field; other file parts are skipped unread, as OpenAI ignores unknown fields. */
+const FILE_FIELD = "file";
+/** Text fields are a model id, a language, a small JSON metadata object: never large. */
+const FIELD_MAX_BYTES = 64 * 1024;
+const MAX_FIELDS = 64;
+const MAX_PARTS = 128;
+
+const malformed = () =>
+  new AppError("invalid_request", "The multipart/form-data body is malformed: it needs the boundary from its Content-Type and must end with the closing boundary line.");
+
+/**
+ * Reads a multipart body as it arrives: text fields into memory (bounded), the file straight to a
+ * scratch file, so memory stays flat whatever the upload's size. The upload limit is enforced while
+ * streaming: the request fails with 413 at the first byte over it, not after the whole body.
+ * On failure nothing is left on disk and the rest of the body is left for the connection's
+ * clean-up to discard (functions/middleware.ts).
+ */
+export function readMultipart(c: Context<AppEnv>, { dir, maxFileBytes }: { dir: string; maxFileBytes: number }): Promise<MultipartForm> {
+  const contentType = c.req.header("content-type") ?? "";
+  // A urlencoded form is read too (busboy parses both); it cannot carry a file, so it fails validation
+  // with 400 "file required" as it did under Hono's form parser, rather than 415.
+  if (!/^(multipart\/form-data|application\/x-www-form-urlencoded)\b/i.test(contentType)) {
+    return Promise.reject(new AppError("unsupported_media", "Unsupported Content-Type: send multipart/form-data with a file (or application/json with a url where the endpoint takes one)."));
+  }
+  let parser: busboy.Busboy;
+  try {
+    parser = busboy({
+      headers: { "content-type": contentType },
+      limits: { fileSize: maxFileBytes, fieldSize: FIELD_MAX_BYTES, fields: MAX_FIELDS, parts: MAX_PARTS },
+      defParamCharset: "utf8",
+    });
+  } catch (cause) {
+    return Promise.reject(new AppError("invalid_request", malformed().message, { cause }));
+  }
+  // On the Node server the socket's own stream is read, with its backpressure; in process (tests,
+  // app.request()) the Request's body.
+  // Only one of the two is touched: on @hono/node-server, reading c.req.raw.body wraps the socket's
+  // stream in a web stream (Readable.toWeb) that becomes a second reader of it, pausing it whenever
+  // its own unread queue is full; the parser's pipe then stalls for good once that pause lands
+  // while the parser is not waiting on a drain (seen as uploads that never finish under a burst).
+  const incoming = c.env?.incoming;
+  let source: Readable;
+  if (incoming) {
+    source = incoming;
+  } else {
+    const body = c.req.raw.body;
+    if (!body) return Promise.reject(malformed());
+    source = Readable.fromWeb(body as WebReadableStream);
+  }
+
+  return new Promise((resolve, reject) => {
+    const fields: MultipartForm["fields"] = {};
+    let file: { path: string; name: string; bytes: number; stream: Readable; sink: WriteStream; written: Promise<void> } | null = null;
+    let failed = false;
+
+    const fail = (err: unknown) => {
+      if (failed) return;
+      failed = true;
+      // The parser is only cut off, not destroyed: this may run inside one of its own callbacks.
+      source.unpipe(parser);
+      if (!incoming) source.resume();
+      const spooled = file;
+      if (spooled) {
+        spooled.stream.unpipe(spooled.sink);
+        spooled.stream.resume();
+        spooled.sink.destroy();
+      }
+      void (spooled ? rm(spooled.path, { force: true }) : Promise.resolve()).finally(() => reject(err));
+    };
+
+    parser.on("field", (name, value, info) => {
+      if (info.valueTruncated) {
+        fail(new AppError("invalid_request", `The multipart field "${name.slice(0, 64)}" is longer than ${FIELD_MAX_BYTES} bytes.`, { details: { param: name.slice(0, 64) } }));
+        return;
+      }
+      const previous = fields[name];
+      fields[name] = previous === undefined ? value : [previous, value].flat();
+    });
+    parser.on("file", (name, stream, info) => {
+      // Destroying the parser after a failure errors the part in progress; that is expected.
+      stream.on("error", () => undefined);
+      if (name !== FILE_FIELD) {
+        stream.resume();
+        return;
+      }
+      if (file) {
+        stream.resume();
+        fail(new AppError("invalid_request", `Invalid request: file: send one file in the multipart field "file", not several`, { details: { param: "file" } }));
+        return;
+      }
+      const path = join(dir, scratchName(".upload"));
+      const sink = createWriteStream(path);
+      const spooled = { path, name: info.filename ?? "", bytes: 0, stream, sink, written: Promise.resolve() };
+      file = spooled;
+      stream.on("data", (chunk: Buffer) => (spooled.bytes += chunk.length));
+      stream.once("limit", () => fail(new AppError("payload_too_large", `The file exceeds the upload limit of ${maxFileBytes} bytes.`)));
+      spooled.written = new Promise<void>((done, error) => {
+        sink.once("close", done);
+        sink.on("error", error);
+        stream.on("error", error);
+      });
+      spooled.written.catch(fail);
+      stream.pipe(sink);
+    });
+    const tooMany = () => fail(new AppError("invalid_request", `A multipart body may have at most ${MAX_FIELDS} fields and ${MAX_PARTS} parts.`));
+    parser.on("fieldsLimit", tooMany);
+    parser.on("partsLimit", tooMany);
+    parser.on("error", (cause) => fail(new AppError("invalid_request", malformed().message, { cause })));
+    parser.on("close", () => {
+      const spooled = file;
+      void (spooled?.written ?? Promise.resolve()).then(
+        () => {
+          if (!failed) resolve({ fields, file: spooled && new SpooledUpload(spooled.path, spooled.name, spooled.bytes) });
+        },
+        fail,
+      );
+    });
+    // The client went away mid-body.
+    source.once("error", fail);
+    source.once("aborted", () => fail(new AppError("invalid_request", "The request body ended early.")));
+    // What was read, so a refused body's clean-up knows how much of it is still to come.
+    source.on("data", (chunk: Buffer) => c.set("bodyBytesRead", (c.get("bodyBytesRead") ?? 0) + chunk.length));
+    source.pipe(parser);
+  });
+}
