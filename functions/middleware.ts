@@ -7,7 +7,7 @@ import { newRequestId, type Services } from "../lib/services.ts";
 import type { AppEnv } from "./env.ts";
 
 /** Paths anyone may call: probes, the API description and the status page. */
-const PUBLIC_PATHS = new Set(["/healthz", "/readyz", "/openapi.json", "/docs", "/"]);
+const PUBLIC_PATHS = new Set(["/healthz", "/readyz", "/openapi.json", "/docs", "/", "/status-page.js"]);
 /** QStash deliveries carry QStash's signature instead of an API key; their handlers verify it. */
 const SIGNED_PREFIX = "/internal/qstash/";
 
