@@ -38,7 +38,9 @@ button:hover{background:#eaeef2}
 #auth label{display:block;font-weight:600;margin-bottom:.2rem}
 #auth input{font:inherit;padding:.35rem .5rem;border:1px solid #8c959f;border-radius:6px;width:100%;max-width:24rem;margin-right:.5rem}
 .summary{font-weight:600;margin:1rem 0}
-.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(24rem,1fr));gap:1rem}
+/* min(): a card never asks for more than the screen; min-width:0 lets a grid item shrink below its table */
+.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(24rem,100%),1fr));gap:1rem}
+.grid>*{min-width:0}
 section.card{border:1px solid var(--line);border-radius:6px;padding:.8rem 1rem;margin:1rem 0}
 .grid section.card{margin:0}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.15rem 1rem;margin:0}
@@ -52,14 +54,30 @@ th{background:var(--bg2);font-weight:600}
 td.num,th.num{text-align:right}
 td.empty{color:var(--muted);font-style:italic}
 code{font:13px/1.4 ui-monospace,SFMono-Regular,Menlo,monospace;overflow-wrap:anywhere}
+/* An id is never split across lines: cut with an ellipsis when short of room, whole in the title and when copied */
+.id{display:inline-block;max-width:100%;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;vertical-align:bottom;overflow-wrap:normal}
 .badge{display:inline-block;padding:0 .5rem;border-radius:1rem;border:1px solid currentColor;font-size:.85rem;font-weight:600}
 .s-succeeded,.s-ready,.s-yes{color:var(--ok)}
 .s-running,.s-loading{color:var(--info)}
 .s-queued,.s-canceled{color:var(--warn)}
 .s-failed,.s-no{color:var(--bad)}
-progress{width:5rem;height:.7rem;vertical-align:middle;margin-right:.4rem}
+.bar{display:inline-flex;align-items:center;gap:.4rem;white-space:nowrap}
+progress{width:5rem;height:.7rem}
+.pct{min-width:4ch;text-align:right}
 meter{width:8rem;vertical-align:middle;margin-left:.5rem}
 [hidden]{display:none!important}
+/* Phones: a table's rows become small cards, each cell a line labelled by its column (data-label), so no column is cut off */
+@media (max-width:40rem){
+body{margin:1rem auto;padding:0 .75rem}
+section.card{padding:.6rem .75rem}
+table.stack thead{position:absolute;width:1px;height:1px;overflow:hidden;clip-path:inset(50%)}
+table.stack,table.stack caption,table.stack tbody,table.stack tr,table.stack td{display:block}
+table.stack tr{border-bottom:1px solid var(--line);padding:.3rem 0}
+table.stack td{display:flex;justify-content:space-between;align-items:baseline;gap:1rem;border:0;padding:.1rem 0;text-align:right}
+table.stack td::before{content:attr(data-label);color:var(--muted);text-align:left;flex:none}
+table.stack td.empty::before{content:none}
+table.stack td>*{min-width:0}
+}
 `;
 
 const BODY = `
@@ -108,7 +126,7 @@ const BODY = `
         <dt>Ready</dt><dd id="ready">—</dd>
         <dt>Request queue</dt><dd id="ready-queue">—</dd>
       </dl>
-      <div class="scroll"><table>
+      <div class="scroll"><table id="models" class="stack">
         <caption>Models</caption>
         <thead><tr><th scope="col">Model</th><th scope="col">Type</th><th scope="col">State</th><th scope="col">Error</th></tr></thead>
         <tbody id="models-body"></tbody>
@@ -122,7 +140,7 @@ const BODY = `
         <dt>Held</dt><dd id="cluster-held">—</dd>
         <dt>Free</dt><dd id="cluster-free">—</dd>
       </dl>
-      <div class="scroll"><table>
+      <div class="scroll"><table id="holders" class="stack">
         <caption>Slot holders by instance</caption>
         <thead><tr><th scope="col">Instance</th><th scope="col" class="num">Held</th><th scope="col">Jobs</th></tr></thead>
         <tbody id="holders-body"></tbody>
@@ -131,7 +149,7 @@ const BODY = `
   </div>
   <section class="card" aria-labelledby="jobs-title">
     <h2 id="jobs-title">Recent jobs</h2>
-    <div class="scroll"><table id="jobs">
+    <div class="scroll"><table id="jobs" class="stack">
       <caption>The 10 newest jobs</caption>
       <thead><tr><th scope="col">ID</th><th scope="col">Status</th><th scope="col" class="num">Progress</th><th scope="col" class="num">Audio</th><th scope="col">Created</th><th scope="col" class="num">Duration</th></tr></thead>
       <tbody id="jobs-body"></tbody>

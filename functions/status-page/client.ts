@@ -77,6 +77,18 @@ function when(iso: string): HTMLTimeElement {
   t.dateTime = iso;
   return t;
 }
+/** An id in full, on one line: shortened with an ellipsis when the cell is narrow, whole on hover and when copied. */
+function id(text: string): HTMLElement {
+  const code = el("code", text, "id");
+  code.title = text;
+  return code;
+}
+/** Fills a table body; each cell is labelled with its column's heading, which narrow screens show beside it. */
+function fillRows(tbody: HTMLTableSectionElement, rows: HTMLTableRowElement[]): void {
+  const headings = [...(tbody.parentElement as HTMLTableElement).tHead!.rows[0]!.cells].map((th) => th.textContent ?? "");
+  for (const tr of rows) [...tr.cells].forEach((td, n) => (td.dataset.label = headings[n] ?? ""));
+  tbody.replaceChildren(...rows);
+}
 function emptyRow(tbody: HTMLElement, columns: number, text: string): void {
   const td = el("td", text, "empty");
   td.colSpan = columns;
@@ -121,7 +133,7 @@ async function getJson<T>(path: string, key: string, acceptStatus?: number): Pro
 function renderCapacity(cap: CapacityResponse): void {
   const i = cap.instance;
   const c = cap.cluster;
-  setText("plan-instance", i.id);
+  $("plan-instance").replaceChildren(id(i.id));
   setText("plan-role", i.role === "api" ? "api (transcribes nothing: jobs and audio requests go to the workers)" : i.role);
   setText("plan-memory", `${bytes(i.memoryBytes)} (from ${i.memorySource})`);
   setText("plan-cpus", `${i.cpus} (from ${i.cpuSource})`);
@@ -138,17 +150,22 @@ function renderCapacity(cap: CapacityResponse): void {
   setText("cluster-cap", c.cap === null ? "not set (this instance only)" : c.cap);
   setText("cluster-held", c.held);
   setText("cluster-free", c.free === null ? "—" : c.free);
-  const tbody = $("holders-body");
+  const tbody = $<HTMLTableSectionElement>("holders-body");
   if (c.instances.length === 0) return emptyRow(tbody, 3, "No instance holds a slot.");
-  tbody.replaceChildren(
-    ...c.instances.map((h) => {
+  fillRows(
+    tbody,
+    c.instances.map((h) => {
       const tr = el("tr");
-      const jobs = el("td");
-      h.jobs.forEach((id, n) => {
+      const instance = el("td");
+      instance.append(id(h.instance));
+      const jobs = el("span");
+      h.jobs.forEach((job, n) => {
         if (n) jobs.append(", ");
-        jobs.append(el("code", id));
+        jobs.append(id(job));
       });
-      tr.append(el("td", h.instance), el("td", h.held, "num"), jobs);
+      const jobsCell = el("td");
+      jobsCell.append(jobs);
+      tr.append(instance, el("td", h.held, "num"), jobsCell);
       return tr;
     }),
   );
@@ -156,19 +173,22 @@ function renderCapacity(cap: CapacityResponse): void {
 
 function renderReadiness(r: ReadinessResponse): void {
   $("ready").replaceChildren(badge(r.ready ? "yes" : "no"));
-  const tbody = $("models-body");
+  const tbody = $<HTMLTableSectionElement>("models-body");
   if (r.role === "api") {
     setText("ready-queue", "none on this instance");
     return emptyRow(tbody, 4, "None: this instance loads no model.");
   }
   setText("ready-queue", `${r.capacity.queued} queued of ${r.capacity.queueSize} allowed`);
   if (r.models.length === 0) return emptyRow(tbody, 4, "No model loaded yet.");
-  tbody.replaceChildren(
-    ...r.models.map((m) => {
+  fillRows(
+    tbody,
+    r.models.map((m) => {
       const tr = el("tr");
+      const model = el("td");
+      model.append(id(m.id));
       const state = el("td");
       state.append(badge(m.state));
-      tr.append(el("td", m.id), el("td", m.dtype), state, el("td", m.error ?? ""));
+      tr.append(model, el("td", m.dtype), state, el("td", m.error ?? "—"));
       return tr;
     }),
   );
@@ -187,31 +207,36 @@ function durationOf(job: Job, now: number): number | null {
 }
 
 function renderJobs(list: JobListResponse): void {
-  const tbody = $("jobs-body");
+  const tbody = $<HTMLTableSectionElement>("jobs-body");
   if (list.data.length === 0) return emptyRow(tbody, 6, "No jobs yet.");
   const now = Date.now();
-  tbody.replaceChildren(
-    ...list.data.map((job) => {
+  fillRows(
+    tbody,
+    list.data.map((job) => {
       const tr = el("tr");
       tr.dataset.jobId = job.id;
-      const id = el("td");
-      id.append(el("code", job.id));
-      const status = el("td");
+      const idCell = el("td");
+      idCell.append(id(job.id));
+      const status = el("span");
       status.append(badge(job.status));
       if (job.error) status.append(" ", el("span", job.error.message));
+      const statusCell = el("td");
+      statusCell.append(status);
       const pct = progressOf(job);
       const progress = el("td", null, "num progress");
+      const bar = el("span", null, "bar");
       if (pct !== null) {
-        const bar = el("progress");
-        bar.max = 100;
-        bar.value = pct;
-        bar.setAttribute("aria-hidden", "true");
-        progress.append(bar);
+        const meter = el("progress");
+        meter.max = 100;
+        meter.value = pct;
+        meter.setAttribute("aria-hidden", "true");
+        bar.append(meter);
       }
-      progress.append(pct === null ? "—" : `${pct}%`);
+      bar.append(el("span", pct === null ? "—" : `${pct}%`, "pct"));
+      progress.append(bar);
       const created = el("td");
       created.append(when(job.created_at));
-      tr.append(id, status, progress, el("td", seconds(job.progress.total_seconds), "num"), created, el("td", seconds(durationOf(job, now)), "num"));
+      tr.append(idCell, statusCell, progress, el("td", seconds(job.progress.total_seconds), "num"), created, el("td", seconds(durationOf(job, now)), "num"));
       return tr;
     }),
   );
