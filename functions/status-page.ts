@@ -66,6 +66,10 @@ progress{width:5rem;height:.7rem}
 .pct{min-width:4ch;text-align:right}
 meter{width:8rem;vertical-align:middle;margin-left:.5rem}
 [hidden]{display:none!important}
+.trend{display:grid;grid-template-columns:1fr auto;gap:0 .5rem;margin:.3rem 0 .6rem}
+.trend svg{grid-column:1/-1;width:100%;height:2.5rem;background:var(--bg2);border-bottom:1px solid var(--line)}
+.trend path{fill:none;stroke:var(--info);stroke-width:2}
+.trend-value{font-variant-numeric:tabular-nums;font-weight:600}
 /* Phones: a table's rows become small cards, each cell a line labelled by its column (data-label), so no column is cut off */
 @media (max-width:40rem){
 body{margin:1rem auto;padding:0 .75rem}
@@ -108,6 +112,7 @@ const BODY = `
         <dt>Memory</dt><dd id="plan-memory">—</dd>
         <dt>CPUs</dt><dd id="plan-cpus">—</dd>
         <dt>Slots</dt><dd id="plan-slots">—</dd>
+        <dt>Model copies</dt><dd id="plan-copies">—</dd>
         <dt>Threads per job</dt><dd id="plan-threads">—</dd>
         <dt>Limited by</dt><dd id="plan-limited">—</dd>
       </dl>
@@ -116,6 +121,7 @@ const BODY = `
       <h2 id="use-title">In use</h2>
       <dl>
         <dt id="use-slots-label">Slots in use</dt><dd><span id="use-slots">—</span><meter id="use-meter" min="0" max="1" value="0" aria-labelledby="use-slots-label"></meter></dd>
+        <dt>Decoding batch</dt><dd id="use-batch">—</dd>
         <dt>Windows queued</dt><dd id="use-windows-queued">—</dd>
         <dt>Transcriptions</dt><dd id="use-transcriptions">—</dd>
       </dl>
@@ -147,6 +153,15 @@ const BODY = `
       </table></div>
     </section>
   </div>
+  <section class="card" id="trends" aria-labelledby="trends-title">
+    <h2 id="trends-title">Last 5 minutes</h2>
+    <div class="trend"><span id="trend-slots-label">Slots in use</span><span class="trend-value" id="trend-slots-value">—</span>
+      <svg viewBox="0 0 300 40" preserveAspectRatio="none" role="img" aria-labelledby="trend-slots-label"><path id="trend-slots" vector-effect="non-scaling-stroke"/></svg></div>
+    <div class="trend"><span id="trend-queued-label">Windows queued</span><span class="trend-value" id="trend-queued-value">—</span>
+      <svg viewBox="0 0 300 40" preserveAspectRatio="none" role="img" aria-labelledby="trend-queued-label"><path id="trend-queued" vector-effect="non-scaling-stroke"/></svg></div>
+    <div class="trend"><span id="trend-rtf-label">Real-time factor (audio seconds per second)</span><span class="trend-value" id="trend-rtf-value">—</span>
+      <svg viewBox="0 0 300 40" preserveAspectRatio="none" role="img" aria-labelledby="trend-rtf-label"><path id="trend-rtf" vector-effect="non-scaling-stroke"/></svg></div>
+  </section>
   <section class="card" aria-labelledby="jobs-title">
     <h2 id="jobs-title">Recent jobs</h2>
     <div class="scroll"><table id="jobs" class="stack">

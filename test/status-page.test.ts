@@ -209,12 +209,40 @@ describe.skipIf(!HAS_CHROMIUM)(`the status page in Chromium (needs ${CHROMIUM}: 
     await eventually(async () => expect(await text(page, "#use-slots")).toBe("1 / 1"), 60_000, 200);
     expect(await text(page, "#summary")).toMatch(/1 of 1 slots in use/);
 
+    // One model copy serves the slot, as a row of the engine's shared batch.
+    type Live = { instance: { modelCopies: number; audioSeconds: number; batch: { rows: number; largest: number } | null } };
+    const live = await eventually(async () => {
+      const now = await api<Live>("/v1/capacity");
+      expect(now.instance.batch?.largest).toBeGreaterThanOrEqual(1);
+      expect(now.instance.audioSeconds).toBeGreaterThan(0);
+      return now.instance;
+    }, 60_000, 200);
+    expect(live.modelCopies).toBe(1);
+    expect(live.batch!.rows).toBeLessThanOrEqual(1);
+    expect(await text(page, "#plan-copies")).toBe("1 of each model, shared by every slot");
+    await eventually(async () => expect(await text(page, "#use-batch")).toMatch(/^[01] rows? decoding now, largest batch 1$/), 30_000, 200);
+
+    // The chart grows with every poll, and the real-time factor shows once windows have finished between two polls.
+    const samples = async () => Number(await page.locator("#trends").getAttribute("data-samples"));
+    const slotsLine = () => page.locator("#trend-slots").getAttribute("d");
+    expect(await page.locator("#trends svg path").count()).toBe(3);
+    const before = { samples: await samples(), d: await slotsLine() };
+    await eventually(async () => {
+      expect(await samples()).toBeGreaterThanOrEqual(before.samples + 2);
+      expect(await slotsLine()).not.toBe(before.d);
+      expect(await text(page, "#trend-rtf-value")).toMatch(/^\d+\.\d×$/);
+      expect(await page.locator("#trend-rtf").getAttribute("d")).toMatch(/^M[\d.]+ [\d.]+(H[\d.]+V[\d.]+)*H300$/);
+    }, 30_000, 200);
+    expect(await slotsLine()).toMatch(/^M[\d.]+ [\d.]+(H[\d.]+V[\d.]+)+H300$/);
+    expect(await text(page, "#trend-slots-value")).toMatch(/^[01] \/ 1$/);
+
     await expectTidyLayout(page, job.id, DESKTOP.width);
     await shoot(page, "desktop", DESKTOP.width);
     await page.setViewportSize(PHONE);
     await expectTidyLayout(page, job.id, PHONE.width);
     await shoot(page, "phone", PHONE.width);
     await page.setViewportSize(DESKTOP);
+
 
     // Live refresh: the timestamp moves on, and the job's progress or status changes by itself.
     const firstUpdate = Date.parse((await page.locator("#updated").getAttribute("datetime"))!);

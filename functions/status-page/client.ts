@@ -5,11 +5,13 @@
 import type { CapacityResponse } from "../capacity.ts";
 import type { JobListResponse } from "../jobs-list.ts";
 import type { ReadinessResponse } from "../readyz.ts";
+import { rates, stepPath, type Sample } from "./chart.ts";
 
 type Job = JobListResponse["data"][number];
 
 const STORAGE_KEY = "slotscribe.apiKey";
 const REFRESH_MS = 2000;
+const CHART_SPAN_MS = 5 * 60_000;
 
 function $<T extends HTMLElement = HTMLElement>(id: string): T {
   const node = document.getElementById(id);
@@ -41,6 +43,9 @@ let generation = 0;
 let timer = 0;
 
 class Unauthorized extends Error {}
+
+/** What the chart draws, polled by this page itself: the server keeps no history. */
+const history = { slots: [] as Sample[], queued: [] as Sample[], audioSeconds: [] as Sample[], capacity: 1 };
 
 function el<K extends keyof HTMLElementTagNameMap>(tag: K, text?: string | number | null, className?: string): HTMLElementTagNameMap[K] {
   const node = document.createElement(tag);
@@ -109,6 +114,7 @@ function showAuth(message: string, kind: "info" | "error"): void {
   $("signout").hidden = true;
   // Data fetched with a key that is gone must not stay on screen.
   for (const id of ["jobs-body", "holders-body", "models-body"]) $(id).replaceChildren();
+  for (const series of [history.slots, history.queued, history.audioSeconds]) series.length = 0;
   showMessage(message, kind);
   $("key").focus();
 }
@@ -138,12 +144,14 @@ function renderCapacity(cap: CapacityResponse): void {
   setText("plan-memory", `${bytes(i.memoryBytes)} (from ${i.memorySource})`);
   setText("plan-cpus", `${i.cpus} (from ${i.cpuSource})`);
   setText("plan-slots", i.slots);
+  setText("plan-copies", i.modelCopies === 0 ? "none (this instance loads no model)" : `${i.modelCopies} of each model, shared by every slot`);
   setText("plan-threads", i.threads);
   setText("plan-limited", i.limitedBy);
   setText("use-slots", `${i.windows.inUse} / ${i.slots}`);
   const meter = $<HTMLMeterElement>("use-meter");
   meter.max = Math.max(1, i.slots);
   meter.value = i.windows.inUse;
+  setText("use-batch", i.batch ? `${i.batch.rows} row${i.batch.rows === 1 ? "" : "s"} decoding now, largest batch ${i.batch.largest}` : "—");
   setText("use-windows-queued", i.windows.queued);
   setText("use-transcriptions", `${i.transcriptions.active} active of ${i.transcriptions.limit}, ${i.transcriptions.queued} queued`);
   setText("cluster-store", c.store);
@@ -169,6 +177,29 @@ function renderCapacity(cap: CapacityResponse): void {
       return tr;
     }),
   );
+}
+
+function renderChart(cap: CapacityResponse, now: number): void {
+  const i = cap.instance;
+  history.capacity = Math.max(1, i.slots);
+  history.slots.push({ at: now, value: i.windows.inUse });
+  history.queued.push({ at: now, value: i.windows.queued });
+  history.audioSeconds.push({ at: now, value: i.audioSeconds });
+  // One sample before the span stays, so the line starts at the left edge instead of partway in.
+  for (const series of [history.slots, history.queued, history.audioSeconds]) {
+    while (series.length > 2 && series[1]!.at < now - CHART_SPAN_MS) series.shift();
+  }
+  const rtf = rates(history.audioSeconds);
+  const draw = (id: string, samples: Sample[], max: number, value: string) => {
+    $(id).setAttribute("d", stepPath(samples, now, CHART_SPAN_MS, max, 300, 40));
+    setText(`${id}-value`, value);
+  };
+  const peak = (samples: Sample[]) => Math.max(1, ...samples.map((s) => s.value));
+  draw("trend-slots", history.slots, history.capacity, `${i.windows.inUse} / ${i.slots}`);
+  draw("trend-queued", history.queued, peak(history.queued), String(i.windows.queued));
+  const last = rtf.at(-1);
+  draw("trend-rtf", rtf, peak(rtf), last ? `${last.value.toFixed(1)}×` : "—");
+  $("trends").dataset.samples = String(history.slots.length);
 }
 
 function renderReadiness(r: ReadinessResponse): void {
@@ -266,6 +297,7 @@ async function refresh(): Promise<void> {
     ]);
     if (mine !== generation) return;
     renderCapacity(cap);
+    renderChart(cap, Date.now());
     renderReadiness(ready);
     renderJobs(jobs);
     renderSummary(cap, ready, jobs);
