@@ -2,6 +2,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { AppError } from "../lib/errors.ts";
 import { SlotStoreUnavailable } from "../lib/admission/ports.ts";
 import { ROLES } from "../lib/config.ts";
+import type { Engine } from "../lib/engine/engine.ts";
 import { errorResponses, router } from "./env.ts";
 
 const Capacity = z
@@ -18,6 +19,14 @@ const Capacity = z
       modelCopies: z.number().openapi({ description: "Copies of each loaded model: one, shared by every slot through batched decoding" }),
       limitedBy: z.string().openapi({ description: "memory, cpu, setting (SLOTS), or role: an api instance holds no slots" }),
       windows: z.object({ inUse: z.number(), queued: z.number() }),
+      batch: z
+        .object({
+          rows: z.number().openapi({ description: "Windows decoding now: rows of the one shared decoding batch" }),
+          largest: z.number().openapi({ description: "The largest batch one decoder call has run since start" }),
+        })
+        .nullable()
+        .openapi({ description: "The engine's shared batch; null on an api instance, or when the inference thread did not answer within a second" }),
+      audioSeconds: z.number().openapi({ description: "Audio seconds transcribed since start, counted as each window finishes: its rate is the live real-time factor" }),
       transcriptions: z.object({ limit: z.number(), active: z.number(), queued: z.number() }),
     }),
     cluster: z.object({
@@ -40,6 +49,16 @@ export const route = createRoute({
   responses: { 200: { description: "Capacity.", content: { "application/json": { schema: Capacity } } }, ...errorResponses(503) },
 });
 
+/** The inference thread answers between its calls; one stuck in a long call must not hold up this answer. */
+async function batchOf(engine: Engine): Promise<CapacityResponse["instance"]["batch"]> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<null>((resolve) => (timer = setTimeout(resolve, 1000, null)));
+  const stats = await Promise.race([engine.stats(), late])
+    .catch(() => null)
+    .finally(() => clearTimeout(timer));
+  return stats && { rows: stats.activeRows, largest: stats.largestBatch };
+}
+
 export default router().openapi(route, async (c) => {
   const { transcriber, config, slots, instanceId, machine } = c.get("services");
   const cluster = await slots.snapshot().catch((err: unknown) => {
@@ -54,9 +73,11 @@ export default router().openapi(route, async (c) => {
         modelCopies: 1,
         limitedBy: status.limitedBy,
         windows: status.windows,
+        batch: await batchOf(transcriber!.engine),
+        audioSeconds: transcriber!.transcription.audioSecondsDone,
         transcriptions: { limit: status.transcriptions.limit, active: status.transcriptions.active, queued: status.transcriptions.queued },
       }
-    : { slots: 0, threads: 0, modelCopies: 0, limitedBy: "role", windows: { inUse: 0, queued: 0 }, transcriptions: { limit: 0, active: 0, queued: 0 } };
+    : { slots: 0, threads: 0, modelCopies: 0, limitedBy: "role", windows: { inUse: 0, queued: 0 }, batch: null, audioSeconds: 0, transcriptions: { limit: 0, active: 0, queued: 0 } };
   const body: CapacityResponse = {
     instance: { id: instanceId, role: config.ROLE, ...machine, ...local },
     cluster: { store: slots.kind, ...cluster },

@@ -5,6 +5,7 @@ import { errorResponses, router } from "./env.ts";
 import { JobViewSchema } from "./job-schemas.ts";
 
 const JobList = z.object({ object: z.literal("list"), data: z.array(JobViewSchema), next_cursor: z.string().nullable() }).openapi("JobList");
+export type JobListResponse = z.infer<typeof JobList>;
 
 export const route = createRoute({
   method: "get",

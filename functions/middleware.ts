@@ -8,7 +8,7 @@ import { newRequestId, type Services } from "../lib/services.ts";
 import type { AppEnv } from "./env.ts";
 
 /** Paths anyone may call: probes, the API description and the status page. */
-const PUBLIC_PATHS = new Set(["/healthz", "/readyz", "/openapi.json", "/docs", "/"]);
+const PUBLIC_PATHS = new Set(["/healthz", "/readyz", "/openapi.json", "/docs", "/", "/status-page.js"]);
 /** Framing and headers on top of a refused body's allowance, below. */
 const DRAIN_SLACK_BYTES = 1024 * 1024;
 /** QStash deliveries carry QStash's signature instead of an API key; their handlers verify it. */

@@ -64,6 +64,11 @@ export interface TranscriptionServiceDeps {
 /** Everything a transcription passes through, in order: model, admission, cluster slot, decoding, windows. */
 export class TranscriptionService {
   private averageSeconds = 10;
+  /**
+   * Seconds of audio this instance has transcribed since it started, counted as each window finishes
+   * (also of transcriptions that later fail): its rate over time is the live real-time factor.
+   */
+  audioSecondsDone = 0;
 
   constructor(private readonly deps: TranscriptionServiceDeps) {}
 
@@ -124,6 +129,7 @@ export class TranscriptionService {
     const admitted = "admitted" in room ? room.admitted : await this.admit(request.id, room.wait, request.signal);
     if (!admitted) throw new DomainError("rate_limited", "No room on this instance right now.", { retryAfterSeconds: this.retryAfterSeconds() });
     const started = performance.now();
+    let reported = 0;
     const abort = new AbortController();
     const onAbort = () => abort.abort(request.signal?.reason);
     request.signal?.addEventListener("abort", onAbort, { once: true });
@@ -148,7 +154,11 @@ export class TranscriptionService {
         // finds a slot free instead of waiting for one of them to finish.
         parallelWindows: Math.max(1, this.deps.compute.stats.slots - 1),
         signal: abort.signal,
-        onProgress: request.onProgress,
+        onProgress: (done) => {
+          this.audioSecondsDone += Math.max(0, done - reported);
+          reported = Math.max(reported, done);
+          request.onProgress?.(done);
+        },
         onWindow: (seconds) => this.deps.metrics.windowDuration.observe(seconds),
       });
       const wallSeconds = (performance.now() - started) / 1000;
