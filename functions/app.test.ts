@@ -31,6 +31,7 @@ const status: TranscriberStatus = {
   limitedBy: "cpu",
   windows: { inUse: 0, queued: 0 },
   transcriptions: { limit: 4, active: 0, queued: 0, queueSize: 16 },
+  audioSeconds: 12,
 };
 
 /** Small fakes of the ports the HTTP layer uses; each test changes what it needs. */
@@ -63,6 +64,7 @@ function fakes(scratch: string) {
     machine: { memoryBytes: 1, memorySource: "test", cpus: 2, cpuSource: "test" },
     transcriber: {
       status: () => state.status,
+      batch: async () => ({ rows: 3, largest: 5 }),
       transcription: {
         assertRoom: () => {
           if (state.transcriptionsFull) throw full();

@@ -2,7 +2,6 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { AppError } from "../lib/errors.ts";
 import { SlotStoreUnavailable } from "../lib/admission/ports.ts";
 import { ROLES } from "../lib/config.ts";
-import type { Engine } from "../lib/engine/engine.ts";
 import { errorResponses, router } from "./env.ts";
 
 const Capacity = z
@@ -50,15 +49,6 @@ export const route = createRoute({
 });
 
 /** The inference thread answers between its calls; one stuck in a long call must not hold up this answer. */
-async function batchOf(engine: Engine): Promise<CapacityResponse["instance"]["batch"]> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<null>((resolve) => (timer = setTimeout(resolve, 1000, null)));
-  const stats = await Promise.race([engine.stats(), late])
-    .catch(() => null)
-    .finally(() => clearTimeout(timer));
-  return stats && { rows: stats.activeRows, largest: stats.largestBatch };
-}
-
 export default router().openapi(route, async (c) => {
   const { transcriber, config, slots, instanceId, machine } = c.get("services");
   const cluster = await slots.snapshot().catch((err: unknown) => {
@@ -73,8 +63,8 @@ export default router().openapi(route, async (c) => {
         modelCopies: 1,
         limitedBy: status.limitedBy,
         windows: status.windows,
-        batch: await batchOf(transcriber!.engine),
-        audioSeconds: transcriber!.transcription.audioSecondsDone,
+        batch: await transcriber!.batch(),
+        audioSeconds: status.audioSeconds,
         transcriptions: { limit: status.transcriptions.limit, active: status.transcriptions.active, queued: status.transcriptions.queued },
       }
     : { slots: 0, threads: 0, modelCopies: 0, limitedBy: "role", windows: { inUse: 0, queued: 0 }, batch: null, audioSeconds: 0, transcriptions: { limit: 0, active: 0, queued: 0 } };

@@ -43,6 +43,8 @@ export interface Transcriber {
   transcription: TranscriptionService;
   /** What readiness and capacity report, read in one place so handlers need not know the parts. */
   status(): TranscriberStatus;
+  /** The engine's decoding batch right now; null when the inference thread does not answer within a second. */
+  batch(): Promise<{ rows: number; largest: number } | null>;
 }
 
 export interface TranscriberStatus {
@@ -54,6 +56,8 @@ export interface TranscriberStatus {
   windows: { inUse: number; queued: number };
   /** Transcriptions in progress and waiting in the admission line, of at most `queueSize`. */
   transcriptions: { limit: number; active: number; queued: number; queueSize: number };
+  /** Audio seconds transcribed since start, window by window: its rate is the live real-time factor. */
+  audioSeconds: number;
 }
 
 /** Everything a request handler may use. Built once at start-up and handed to the HTTP layer. */
@@ -228,7 +232,10 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
     engine: planned.engine,
     admission: planned.admission,
     compute: planned.compute,
-    status: () => transcriberStatus(planned, config.QUEUE_SIZE),
+    status() {
+      return transcriberStatus(planned, config.QUEUE_SIZE, this.transcription.audioSecondsDone);
+    },
+    batch: () => engineBatch(planned.engine),
     transcription: new TranscriptionService({
       metrics,
       engine: planned.engine,
@@ -347,7 +354,21 @@ function planTranscriber(config: Config, catalog: ModelCatalog, machine: Machine
   return { models, plan, engine, admission, compute };
 }
 
-function transcriberStatus({ plan, engine, admission, compute }: Pick<Transcriber, "plan" | "engine" | "admission" | "compute">, queueSize: number): TranscriberStatus {
+/** The inference thread is asked, not waited on: a status page must not hang on a busy engine. */
+async function engineBatch(engine: Engine): Promise<{ rows: number; largest: number } | null> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<null>((resolve) => (timer = setTimeout(resolve, 1000, null)));
+  const stats = await Promise.race([engine.stats(), late])
+    .catch(() => null)
+    .finally(() => clearTimeout(timer));
+  return stats && { rows: stats.activeRows, largest: stats.largestBatch };
+}
+
+function transcriberStatus(
+  { plan, engine, admission, compute }: Pick<Transcriber, "plan" | "engine" | "admission" | "compute">,
+  queueSize: number,
+  audioSeconds: number,
+): TranscriberStatus {
   return {
     models: engine.modelStates().map((m) => ({ id: m.model.id, dtype: m.model.dtype, state: m.state, error: m.error })),
     slots: plan.slots,
@@ -355,6 +376,7 @@ function transcriberStatus({ plan, engine, admission, compute }: Pick<Transcribe
     limitedBy: plan.limitedBy,
     windows: { inUse: compute.stats.inUse, queued: compute.stats.queued },
     transcriptions: { limit: admission.stats.slots, active: admission.stats.inUse, queued: admission.stats.queued, queueSize },
+    audioSeconds,
   };
 }
 
