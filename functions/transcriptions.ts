@@ -1,5 +1,4 @@
 import { createRoute, z } from "@hono/zod-openapi";
-import { AppError } from "../lib/errors.ts";
 import { AudioForm, audioResponses, checkLanguage, respondWithTranscript } from "./audio-request.ts";
 import { errorResponses, router } from "./env.ts";
 
@@ -7,7 +6,9 @@ const Granularities = z.union([z.enum(["segment", "word"]), z.array(z.enum(["seg
 
 const TranscriptionForm = AudioForm.extend({
   language: z.string().optional().openapi({ description: "ISO-639-1 code; detected when omitted (multilingual models)." }),
-  "timestamp_granularities[]": Granularities.openapi({ description: "segment (word needs a model exported with cross-attentions; not served yet)." }),
+  "timestamp_granularities[]": Granularities.openapi({
+    description: "segment, word (verbose_json only; word needs a model exported with cross-attention outputs, the hub's *_timestamped exports, and is a 400 otherwise).",
+  }),
   timestamp_granularities: Granularities.openapi({ description: "Same as timestamp_granularities[]." }),
 });
 
@@ -22,13 +23,5 @@ export const route = createRoute({
 export default router().openapi(route, async (c) => {
   const form = c.req.valid("form");
   const granularities = [form["timestamp_granularities[]"] ?? [], form.timestamp_granularities ?? []].flat();
-  if (granularities.includes("word")) {
-    throw new AppError(
-      "invalid_request",
-      "Word-level timestamps need cross-attention alignment, which this server does not compute yet; ask for segment timestamps. " +
-        "(They will need a model exported with cross-attention outputs, such as the hub's *_timestamped ONNX exports.)",
-      { details: { param: "timestamp_granularities[]" } },
-    );
-  }
-  return respondWithTranscript(c, form, "transcribe", checkLanguage(form.language)) as never;
+  return respondWithTranscript(c, form, "transcribe", checkLanguage(form.language), granularities.includes("word")) as never;
 });

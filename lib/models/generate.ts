@@ -8,6 +8,7 @@ import { buildMicroDecoder, buildMicroEncoder, microDims, microTokenLayout } fro
 import { buildTokenLayout, tokenizerConfigJson, tokenizerJson, WHISPER_LANGUAGES, type TokenLayout } from "./tokenizer.ts";
 import { WeightSource } from "./weights.ts";
 import { buildDecoder, buildEncoder, type WhisperDims } from "./whisper-graph.ts";
+import { TIMESTAMPED_SUFFIX } from "../engine/models.ts";
 
 /**
  * Writes Whisper model directories in the transformers.js layout of the published ONNX exports, with
@@ -67,8 +68,6 @@ export function generatedModelId(kind: GeneratedKind, tokensPerWindow = DEFAULT_
   return `generated/whisper-${kind}${suffix}${timestamped ? TIMESTAMPED_SUFFIX : ""}`;
 }
 
-/** How the hub names a model's variant with cross-attention outputs (onnx-community/whisper-base.en_timestamped). */
-export const TIMESTAMPED_SUFFIX = "_timestamped";
 
 const STAMP = "slotscribe-generated.json";
 
