@@ -103,8 +103,8 @@ export async function respondWithTranscript(
     prompt: form.prompt,
     temperature: form.temperature,
     includeLogprobs,
-    // Words are part of verbose_json only, as OpenAI returns them; other formats and streams skip the alignment.
-    wordTimestamps: wordTimestamps && form.response_format === "verbose_json" && form.stream !== "true",
+    // Only verbose_json shows words, but every format refuses them alike on a model that cannot time them.
+    wordTimestamps,
     signal: c.req.raw.signal,
   };
   if (form.stream === "true") return streamTranscript(c, form, request);
