@@ -27,6 +27,7 @@ export const AudioForm = z.object({
 });
 
 const Usage = z.object({ type: z.literal("duration"), seconds: z.number() });
+const Word = z.object({ word: z.string(), start: z.number(), end: z.number() });
 const Logprob = z.object({ token: z.string(), logprob: z.number(), bytes: z.array(z.number()) });
 export const TranscriptionJson = z.object({ text: z.string(), logprobs: z.array(Logprob).optional(), usage: Usage }).openapi("Transcription");
 export const VerboseTranscription = z
@@ -35,6 +36,7 @@ export const VerboseTranscription = z
     language: z.string(),
     duration: z.number(),
     text: z.string(),
+    words: z.array(Word).optional().openapi({ description: "With timestamp_granularities[]=word: each word and its times, from cross-attention alignment." }),
     segments: z.array(
       z.object({
         id: z.number(),
@@ -94,12 +96,24 @@ export async function respondWithTranscript(
   form: z.infer<typeof AudioForm>,
   task: "transcribe" | "translate",
   language: string | undefined,
+  wordTimestamps = false,
 ): Promise<Response> {
   const services = c.get("services");
   const requestId = c.get("requestId");
   const { transcription } = transcriberOf(services);
   const includeLogprobs = [form["include[]"] ?? [], form.include ?? []].flat().includes("logprobs");
-  const request = { id: requestId, model: form.model, language, task, prompt: form.prompt, temperature: form.temperature, includeLogprobs, signal: c.req.raw.signal };
+  const request = {
+    id: requestId,
+    model: form.model,
+    language,
+    task,
+    prompt: form.prompt,
+    temperature: form.temperature,
+    includeLogprobs,
+    // Only verbose_json shows words, but every format refuses them alike on a model that cannot time them.
+    wordTimestamps,
+    signal: c.req.raw.signal,
+  };
   if (form.stream === "true") return streamTranscript(c, form, request);
   const transcript = await transcription.transcribeFile(form.file.path, request).catch((err: unknown) => {
     throw asOpenAiError(err);

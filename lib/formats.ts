@@ -61,6 +61,7 @@ export function renderTranscript(t: Transcript, format: ResponseFormat): Rendere
           language: t.language,
           duration: t.duration,
           text: t.text,
+          ...(t.words ? { words: t.words } : {}),
           segments: t.segments.map(verboseSegment),
           ...(t.logprobs ? { logprobs: t.logprobs } : {}),
           usage: usage(t),

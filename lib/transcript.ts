@@ -35,6 +35,16 @@ export interface Transcript {
   segments: Segment[];
   /** Present when asked for: every text token of the transcript in order. */
   logprobs?: TokenLogprob[];
+  /** Present when asked for: every word with its own times, in order (OpenAI's timestamp_granularities[]=word). */
+  words?: Word[];
+}
+
+export interface Word {
+  /** Without the space before it, as OpenAI returns words. */
+  word: string;
+  /** Seconds from the start of the audio. */
+  start: number;
+  end: number;
 }
 
 export const RESPONSE_FORMATS = ["json", "text", "srt", "vtt", "verbose_json"] as const;

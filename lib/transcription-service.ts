@@ -3,6 +3,7 @@ import type { Limiter, Permit } from "./admission/limiter.ts";
 import { SlotStoreUnavailable, type SlotLease, type SlotStore } from "./admission/ports.ts";
 import { ModelLoadError, type Engine } from "./engine/engine.ts";
 import type { ModelCatalog } from "./engine/models.ts";
+import { TIMESTAMPED_SUFFIX } from "./engine/models.ts";
 import { transcribePcm } from "./engine/transcribe.ts";
 import { DomainError } from "./errors.ts";
 import type { Metrics } from "./metrics.ts";
@@ -21,6 +22,8 @@ export interface TranscribeRequest {
   /** The first decoding temperature; Whisper's fallback goes hotter from there. */
   temperature?: number;
   includeLogprobs?: boolean;
+  /** Time each word: refused for a model whose decoder does not output cross-attentions. */
+  wordTimestamps?: boolean;
   signal?: AbortSignal;
   onProgress?: (doneSeconds: number) => void;
   /** Hears the transcript's segments window by window, in order (streamed responses). */
@@ -124,6 +127,14 @@ export class TranscriptionService {
     if (request.task === "translate" && !info.multilingual) {
       throw new DomainError("invalid_request", `Model "${model.name}" is English-only and cannot translate; use a multilingual model.`, { details: { param: "model" } });
     }
+    if (request.wordTimestamps && !info.wordTimestamps) {
+      throw new DomainError(
+        "invalid_request",
+        `Model "${model.name}" cannot time words: its decoder does not output cross-attentions. ` +
+          `Use its timestamped export, "${model.id}${TIMESTAMPED_SUFFIX}" (the hub publishes one beside each onnx-community Whisper model), or ask for segment timestamps.`,
+        { details: { param: "timestamp_granularities[]", model: `${model.id}${TIMESTAMPED_SUFFIX}` } },
+      );
+    }
     const language = info.multilingual ? request.language : undefined;
 
     const admitted = "admitted" in room ? room.admitted : await this.admit(request.id, room.wait, request.signal);
@@ -149,6 +160,7 @@ export class TranscriptionService {
         temperature: request.temperature,
         thresholds: this.deps.thresholds,
         includeLogprobs: request.includeLogprobs,
+        wordTimestamps: request.wordTimestamps,
         onSegments: request.onSegments,
         // All slots but one: a file's windows batch together, and a newcomer's first window still
         // finds a slot free instead of waiting for one of them to finish.

@@ -1,7 +1,7 @@
 /**
  * OpenAI parity, driven by the official SDK against real server processes on the designed micro
  * model: streaming, aliases, models.retrieve, the error shape, verbose_json's decoding statistics,
- * token logprobs, prompts and the temperature fallback.
+ * token logprobs, prompts, the temperature fallback and word timestamps.
  */
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -13,6 +13,7 @@ import { DEFAULT_MODELS_DIR, generateModel } from "../lib/models/generate.ts";
 import { microTones, type MicroPart } from "../lib/models/micro.ts";
 import { startService, type ServiceProcess } from "../lib/service-process.ts";
 
+const TIMESTAMPED = "generated/whisper-micro_timestamped";
 const API_KEY = `sk-test-${Math.random().toString(36).slice(2)}`;
 let work: string;
 let services: ServiceProcess[] = [];
@@ -38,6 +39,7 @@ async function audio(name: string, parts: MicroPart[]) {
 let client: OpenAI;
 beforeAll(async () => {
   await generateModel({ kind: "micro" });
+  await generateModel({ kind: "micro", timestamped: true });
   work = await mkdtemp(join(tmpdir(), "slotscribe-openai-"));
   client = await serve();
 });
@@ -149,10 +151,44 @@ describe("OpenAI parity through the official SDK", () => {
     expect(fromHot.segments!.map((s) => s.temperature)).toEqual([1]);
   });
 
-  it("refuses word timestamps with a 400 that names the parameter", async () => {
+  it("times each word at its tone's edges with timestamp_granularities[]=word on a _timestamped model", async () => {
+    const spoken: MicroPart[] = [{ silence: 1 }, { word: "alpha", seconds: 3 }, { silence: 2 }, { word: "charlie", seconds: 4 }, { silence: 1.5 }, { word: "bravo", seconds: 2 }, { silence: 1 }];
+    const edges = [
+      ["alpha", 1, 4],
+      ["charlie", 6, 10],
+      ["bravo", 11.5, 13.5],
+    ] as const;
+    const out = await client.audio.transcriptions.create({
+      file: await audio("words.wav", spoken),
+      model: TIMESTAMPED,
+      response_format: "verbose_json",
+      timestamp_granularities: ["word", "segment"],
+    });
+    expect(out.words!.map((w) => w.word)).toEqual(edges.map(([word]) => word));
+    out.words!.forEach((w, i) => {
+      expect(Math.abs(w.start - edges[i]![1]), `${w.word} start ${w.start}`).toBeLessThan(0.1);
+      expect(Math.abs(w.end - edges[i]![2]), `${w.word} end ${w.end}`).toBeLessThan(0.1);
+    });
+    // Segments stay: one per tone here, as Whisper starts a segment at a pause.
+    expect(out.segments!.map((s) => s.text.trim())).toEqual(["alpha", "charlie", "bravo"]);
+
+    // Without the brackets, as plain form posts spell it.
+    const form = new FormData();
+    form.set("file", new Blob([await readFile(join(work, "words.wav"))]), "words.wav");
+    form.set("model", TIMESTAMPED);
+    form.set("response_format", "verbose_json");
+    form.set("timestamp_granularities", "word");
+    const plain = await fetch(`${client.baseURL}/audio/transcriptions`, { method: "POST", headers: { authorization: `Bearer ${API_KEY}` }, body: form });
+    expect(plain.status).toBe(200);
+    expect(((await plain.json()) as { words: unknown }).words).toEqual(out.words);
+  });
+
+  it("refuses word timestamps on a model without cross-attention outputs, naming the variant to use", async () => {
     const err = await client.audio.transcriptions
       .create({ file: await audio("w.wav", [{ word: "alpha", seconds: 3 }]), model: "whisper-1", response_format: "verbose_json", timestamp_granularities: ["word"] })
       .catch((e: unknown) => e);
-    expect(err).toMatchObject({ status: 400, param: "timestamp_granularities[]" });
+    expect(err).toBeInstanceOf(OpenAI.BadRequestError);
+    expect(err).toMatchObject({ status: 400, type: "invalid_request_error", param: "timestamp_granularities[]" });
+    expect((err as Error).message).toContain(`"${TIMESTAMPED}"`);
   });
 });

@@ -1,11 +1,12 @@
 import { parseArgs } from "node:util";
 import { DEFAULT_MODELS_DIR, GENERATED_KINDS, generateModel, type GeneratedKind } from "../models/generate.ts";
 
-export const MODELS_USAGE = `slotscribe models generate <${GENERATED_KINDS.join("|")}> [--out DIR] [--tokens-per-window N] [--metadata DIR]
+export const MODELS_USAGE = `slotscribe models generate <${GENERATED_KINDS.join("|")}> [--out DIR] [--tokens-per-window N] [--metadata DIR] [--timestamped]
 
 Writes a Whisper model directory in the transformers.js layout to DIR/<model id> (default
 ${DEFAULT_MODELS_DIR}) and prints the model id and path. Point WHISPER_MODELS_DIR at DIR and
-request the printed id as the model.`;
+request the printed id as the model. --timestamped writes the <model id>_timestamped variant, whose
+decoder also outputs cross-attentions (for timestamp_granularities[]=word), as the hub publishes it.`;
 
 export async function modelsCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -15,6 +16,7 @@ export async function modelsCommand(argv: string[]): Promise<number> {
       out: { type: "string" },
       "tokens-per-window": { type: "string" },
       metadata: { type: "string" },
+      timestamped: { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -32,6 +34,7 @@ export async function modelsCommand(argv: string[]): Promise<number> {
     out: values.out,
     tokensPerWindow: values["tokens-per-window"] ? Number(values["tokens-per-window"]) : undefined,
     metadataDir: values.metadata,
+    timestamped: values.timestamped,
     log: (line) => console.error(line),
   });
   const megabytes = Object.values(model.files).reduce((a, b) => a + b, 0) / 1e6;

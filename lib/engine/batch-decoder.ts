@@ -2,6 +2,7 @@ import { DEFAULT_THRESHOLDS, type DecoderStats, type FallbackThresholds, type Mo
 import { assembleSegments, compressionRatio } from "./segments.ts";
 import { WhisperModel, type BatchState } from "./whisper-model.ts";
 import { WhisperRules } from "./whisper-rules.ts";
+import { alignWords, POSITIONS_PER_SECOND, SAMPLES_PER_POSITION, wordsBySegment } from "./word-timing.ts";
 
 export interface WindowRequest {
   model: ModelSpec;
@@ -29,6 +30,13 @@ interface Row {
   random: () => number;
   thresholds: FallbackThresholds;
   noSpeechProb: number;
+  /**
+   * For word timestamps only: the alignment heads' attention of each decoder position from the start
+   * token on, the last start-sequence position first predicting generated[0]; null when not asked.
+   */
+  attention: Float32Array[] | null;
+  /** Encoder positions that hold the window's audio: alignment looks at these only. */
+  frames: number;
   /** Set when the window is no longer wanted while a call that includes it runs. */
   canceled: boolean;
   /** Other streams' windows encoded while this one was ready and waiting to start. */
@@ -134,6 +142,8 @@ export class BatchDecoder {
         random: mulberry32(options.seed ?? contentSeed(request.samples)),
         thresholds: options.thresholds ?? DEFAULT_THRESHOLDS,
         noSpeechProb: 0,
+        attention: options.wordTimestamps && model.wordTimestamps ? [] : null,
+        frames: Math.max(1, Math.min(model.frames, Math.floor(request.samples.length / SAMPLES_PER_POSITION))),
         canceled: false,
         waited: 0,
         resolve,
@@ -269,7 +279,7 @@ export class BatchDecoder {
     for (const rows of groups.values()) {
       const model = rows[0]!.model;
       try {
-        const { logits, sotLogits, state } = await model.prefill(
+        const { logits, sotLogits, attention, state } = await model.prefill(
           rows.map((r) => r.encoded!),
           rows.map((r) => r.init),
           rows[0]!.sotIndex,
@@ -278,6 +288,8 @@ export class BatchDecoder {
         rows.forEach((r, i) => {
           r.noSpeechProb = WhisperModel.probability(sotLogits[i]!, model.noSpeech);
           r.encoded = null;
+          // A prompt's positions are not part of Whisper's alignment: it starts at <|startoftranscript|>.
+          for (let p = r.sotIndex; p < r.init.length && r.attention; p++) r.attention.push(attention(i, p, r.frames));
         });
         const cohort: Cohort = { model, rows, state };
         this.count(rows.length);
@@ -299,10 +311,11 @@ export class BatchDecoder {
     if (canceled.size > 0) this.dropRows(cohort, canceled);
     if (cohort.rows.length === 0) return;
     try {
-      const logits = await cohort.model.step(
+      const { logits, attention } = await cohort.model.step(
         cohort.state,
         cohort.rows.map((r) => r.generated.at(-1)!),
       );
+      cohort.rows.forEach((r, i) => r.attention?.push(attention(i, 0, r.frames)));
       this.count(cohort.rows.length);
       this.advance(cohort, logits);
     } catch (err) {
@@ -356,12 +369,20 @@ export class BatchDecoder {
       row.temperature = row.hotter.shift()!;
       row.generated = [];
       row.logprobs = [];
+      if (row.attention) row.attention = [];
       row.waited = 0;
       this.stats.fallbacks++;
       this.ready.push(row);
       return;
     }
-    const chunks = silent ? [] : assembleSegments(row.generated, row.logprobs, rules.timestampBegin, rules.eos, (tokens) => model.decode(tokens));
+    const decode = (tokens: number[]) => model.decode(tokens);
+    const chunks = silent ? [] : assembleSegments(row.generated, row.logprobs, rules.timestampBegin, rules.eos, decode);
+    if (row.attention && chunks.length > 0) {
+      const initialRows = row.init.length - 1 - row.sotIndex;
+      const timings = alignWords(row.generated, { heads: model.alignmentHeads.length, frames: row.frames, rows: row.attention, initialRows }, rules.eos, decode);
+      const words = wordsBySegment(chunks, timings, row.request.samples.length / SAMPLES_PER_POSITION / POSITIONS_PER_SECOND);
+      chunks.forEach((chunk, i) => (chunk.words = words[i]!));
+    }
     row.resolve({ chunks, language: row.language, temperature: row.temperature, avgLogprob, compressionRatio: ratio, noSpeechProb: row.noSpeechProb });
   }
 

@@ -19,6 +19,9 @@ export const HUB_MODELS: Record<string, string> = {
 
 export const OPENAI_ALIAS = "whisper-1";
 
+/** How the hub names a model's export with cross-attention outputs (onnx-community/whisper-base.en_timestamped), needed for word timestamps. */
+export const TIMESTAMPED_SUFFIX = "_timestamped";
+
 export interface ModelCatalogOptions {
   defaultModel: string;
   dtype: "q8" | "fp32";

@@ -36,6 +36,8 @@ export interface WindowOptions {
   /** Seeds sampling above temperature 0, so a rerun decodes the same. */
   seed?: number;
   thresholds?: FallbackThresholds;
+  /** Align each word to the audio (needs a decoder with cross-attention outputs, see ModelInfo.wordTimestamps). */
+  wordTimestamps?: boolean;
 }
 
 export interface WindowChunk {
@@ -47,6 +49,15 @@ export interface WindowChunk {
   tokens: number[];
   /** The text tokens of the segment with their log-probabilities. */
   textTokens: { id: number; text: string; logprob: number }[];
+  /** Its words with their times in the window, when word timestamps were asked for. */
+  words?: WindowWord[];
+}
+
+export interface WindowWord {
+  /** As the tokenizer spells it, leading space included. */
+  word: string;
+  start: number;
+  end: number;
 }
 
 export interface WindowOutput {
@@ -80,6 +91,8 @@ export interface ModelInfo {
   multilingual: boolean;
   /** Resident bytes the load added to the process. */
   footprintBytes: number;
+  /** Its decoder outputs the alignment heads' cross-attention (the `_timestamped` exports), so words can be timed. */
+  wordTimestamps: boolean;
 }
 
 export type ToWorker =

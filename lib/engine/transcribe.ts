@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { fileSample, piecesFrom, type Piece, type VadMode } from "../audio/speech-regions.ts";
 import { windowSource, type AudioWindow } from "../audio/windows.ts";
 import type { Limiter } from "../admission/limiter.ts";
-import type { Segment, TokenLogprob, Transcript } from "../transcript.ts";
+import type { Segment, TokenLogprob, Transcript, Word } from "../transcript.ts";
 import type { Engine } from "./engine.ts";
 import { languageName } from "./languages.ts";
 import type { FallbackThresholds, ModelSpec, WindowOptions, WindowOutput } from "./protocol.ts";
@@ -35,6 +35,8 @@ export interface TranscribeParams {
   thresholds?: FallbackThresholds;
   /** Collects each text token's log-probability into the transcript. */
   includeLogprobs?: boolean;
+  /** Times each word (the model must output cross-attentions: ModelInfo.wordTimestamps). */
+  wordTimestamps?: boolean;
   /** Hears each window's segments, in order, as soon as the windows before it are joined. */
   onSegments?: (segments: Segment[]) => void;
   /**
@@ -88,8 +90,16 @@ export async function transcribePcm(params: TranscribeParams): Promise<Transcrip
   const stream = randomUUID();
   const first = params.temperature ?? 0;
   const temperatures = [first, ...FALLBACK_TEMPERATURES.filter((t) => t > first + 1e-9)];
-  const windowOptions = (): WindowOptions => ({ language: language ?? undefined, task: params.task, prompt: params.prompt, temperatures, thresholds: params.thresholds });
+  const windowOptions = (): WindowOptions => ({
+    language: language ?? undefined,
+    task: params.task,
+    prompt: params.prompt,
+    temperatures,
+    thresholds: params.thresholds,
+    wordTimestamps: params.wordTimestamps,
+  });
   const logprobs: TokenLogprob[] = [];
+  const words: Word[] = [];
   const run = (samples: Float32Array, signal: AbortSignal, onLanguage?: (code: string) => void) =>
     params.compute.run(async () => {
       const started = performance.now();
@@ -164,6 +174,7 @@ export async function transcribePcm(params: TranscribeParams): Promise<Transcrip
         noSpeechProb: output!.noSpeechProb,
       });
       if (params.includeLogprobs) for (const t of chunk.textTokens) logprobs.push({ token: t.text, logprob: t.logprob, bytes: [...Buffer.from(t.text, "utf8")] });
+      for (const w of chunk.words ?? []) words.push({ word: w.word.trim(), start: seconds(w.start, "start"), end: seconds(w.end, "end") });
     }
     if (chunks.length > 0) params.onSegments?.(segments.slice(-chunks.length));
     params.onProgress?.(done / SAMPLE_RATE);
@@ -196,6 +207,7 @@ export async function transcribePcm(params: TranscribeParams): Promise<Transcrip
     text: segments.map((s) => s.text).join("").trim(),
     segments,
     ...(params.includeLogprobs ? { logprobs } : {}),
+    ...(params.wordTimestamps ? { words } : {}),
   };
 }
 

@@ -59,6 +59,12 @@ export interface BatchState {
 }
 
 /**
+ * The alignment heads' cross-attention of one decoder call: `(row, position, frames)` gives that
+ * row's attention at that input position over the first `frames` encoder positions, head-major.
+ */
+export type AttentionAt = (row: number, position: number, frames: number) => Float32Array;
+
+/**
  * A Whisper model loaded once: the feature extractor, the encoder and the merged decoder sessions,
  * the tokenizer and the decoding rules, from the published ONNX export layout (encoder_model,
  * decoder_model_merged with past_key_values and use_cache_branch). transformers.js loads the files
@@ -76,6 +82,8 @@ export class WhisperModel {
   /** <|startofprev|>, which opens a prompt, and <|nocaptions|>, whose probability says "no speech". */
   readonly startOfPrev: number;
   readonly noSpeech: number;
+  /** generation_config's alignment_heads, [layer, head], when the decoder outputs their cross-attention. */
+  readonly alignmentHeads: readonly [number, number][];
   private readonly kv: KvName[];
   private readonly heads: number;
   private readonly headDim: number;
@@ -103,6 +111,14 @@ export class WhisperModel {
     this.kv = decoder.inputNames
       .filter((name) => name.startsWith("past_key_values."))
       .map((past) => ({ past, present: past.replace("past_key_values", "present"), cross: past.includes(".encoder.") }));
+    const heads = generation.alignment_heads ?? [];
+    const exported = heads.length > 0 && heads.every(([layer]) => decoder.outputNames.includes(`cross_attentions.${layer}`));
+    this.alignmentHeads = exported ? heads : [];
+  }
+
+  /** Whether words can be timed: the decoder is an export with cross-attention outputs (the hub's `_timestamped` ones). */
+  get wordTimestamps(): boolean {
+    return this.alignmentHeads.length > 0;
   }
 
   static async load(spec: ModelSpec, threads: number, sessionOverrides: Record<string, unknown> = {}): Promise<WhisperModel> {
@@ -121,8 +137,10 @@ export class WhisperModel {
       if (!decoder.inputNames.includes(name)) throw new Error(`model ${spec.id}: decoder_model_merged has no input ${name}; only merged decoders with a KV cache are supported`);
     }
     const generation = (asr.model as unknown as { generation_config: WhisperGenerationConfig }).generation_config;
-    const info = { multilingual: Boolean(generation.is_multilingual), footprintBytes: Math.max(0, process.memoryUsage().rss - before) };
-    return new WhisperModel(asr, encoder, decoder, generation, info);
+    const info = { multilingual: Boolean(generation.is_multilingual), footprintBytes: Math.max(0, process.memoryUsage().rss - before), wordTimestamps: false };
+    const model = new WhisperModel(asr, encoder, decoder, generation, info);
+    info.wordTimestamps = model.wordTimestamps;
+    return model;
   }
 
   /** Log-mel features of up to 30 s of 16 kHz audio, padded as Whisper expects. */
@@ -171,10 +189,14 @@ export class WhisperModel {
   /**
    * The first decoder call of a group of rows: their initial tokens (all of one length) over their
    * encoder outputs. Returns the last position's logits per row, the logits right after
-   * <|startoftranscript|> (at `sotIndex`, where Whisper reads the no-speech probability) and the
-   * group's cache.
+   * <|startoftranscript|> (at `sotIndex`, where Whisper reads the no-speech probability), the
+   * alignment heads' attention and the group's cache.
    */
-  async prefill(encoded: Float32Array[], tokens: number[][], sotIndex = tokens[0]!.length - 1): Promise<{ logits: Float32Array[]; sotLogits: Float32Array[]; state: BatchState }> {
+  async prefill(
+    encoded: Float32Array[],
+    tokens: number[][],
+    sotIndex = tokens[0]!.length - 1,
+  ): Promise<{ logits: Float32Array[]; sotLogits: Float32Array[]; attention: AttentionAt; state: BatchState }> {
     const rows = encoded.length;
     const length = tokens[0]!.length;
     const states = new Float32Array(rows * this.frames * this.dModel);
@@ -186,18 +208,23 @@ export class WhisperModel {
       position: 0,
     };
     const ids = BigInt64Array.from(tokens.flat().map(BigInt));
-    const { logits, at } = await this.run(state, new ort.Tensor("int64", ids, [rows, length]), false);
-    return { logits, sotLogits: at(sotIndex), state };
+    const { logits, at, attention } = await this.run(state, new ort.Tensor("int64", ids, [rows, length]), false);
+    return { logits, sotLogits: at(sotIndex), attention, state };
   }
 
-  /** One step for every row of the group: each row's last token in, its next logits out. */
-  async step(state: BatchState, lastTokens: number[]): Promise<Float32Array[]> {
+  /** One step for every row of the group: each row's last token in, its next logits (and attention, at position 0) out. */
+  async step(state: BatchState, lastTokens: number[]): Promise<{ logits: Float32Array[]; attention: AttentionAt }> {
     const ids = BigInt64Array.from(lastTokens.map(BigInt));
-    return (await this.run(state, new ort.Tensor("int64", ids, [state.rows, 1]), true)).logits;
+    const { logits, attention } = await this.run(state, new ort.Tensor("int64", ids, [state.rows, 1]), true);
+    return { logits, attention };
   }
 
   /** Runs the decoder; `logits` are each row's last position, `at(i)` each row's position i. */
-  private async run(state: BatchState, inputIds: ort.Tensor, cached: boolean): Promise<{ logits: Float32Array[]; at: (position: number) => Float32Array[] }> {
+  private async run(
+    state: BatchState,
+    inputIds: ort.Tensor,
+    cached: boolean,
+  ): Promise<{ logits: Float32Array[]; at: (position: number) => Float32Array[]; attention: AttentionAt }> {
     const feeds: Record<string, ort.Tensor> = {
       input_ids: inputIds,
       encoder_hidden_states: state.encoderStates,
@@ -214,7 +241,18 @@ export class WhisperModel {
     const data = out.logits!.data as Float32Array;
     const V = this.vocabSize;
     const at = (position: number) => Array.from({ length: state.rows }, (_, r) => data.subarray((r * seq + position) * V, (r * seq + position + 1) * V));
-    return { logits: at(seq - 1), at };
+    const heads = this.alignmentHeads;
+    const attention: AttentionAt = (row, position, frames) => {
+      const rows = new Float32Array(heads.length * frames);
+      heads.forEach(([layer, head], i) => {
+        const t = out[`cross_attentions.${layer}`]!;
+        const [, H, S, F] = t.dims as [number, number, number, number];
+        const offset = ((row * H + head) * S + position) * F;
+        rows.set((t.data as Float32Array).subarray(offset, offset + frames), i * frames);
+      });
+      return rows;
+    };
+    return { logits: at(seq - 1), at, attention };
   }
 
   /** Softmax probability of one token in a row of raw logits. */

@@ -116,6 +116,26 @@ describe("micro model", () => {
     expect(await asr(new Float32Array(SAMPLE_RATE * 12), { return_timestamps: true })).toEqual({ text: "", chunks: [] });
   });
 
+  it("names each tone between silences in turn, one word per tone", async () => {
+    const audio = synthesize(microTones([{ word: "echo", seconds: 3 }, { silence: 2 }, { word: "alpha", seconds: 3 }, { silence: 1 }]));
+    expect(await asr(audio)).toEqual({ text: " echo alpha" });
+    const out = (await asr(audio, { return_timestamps: true })) as { chunks: { timestamp: [number, number]; text: string }[] };
+    expect(out.chunks.map((c) => [c.text, ...c.timestamp])).toEqual([
+      [" echo", 0, 3],
+      [" alpha", 5, 8],
+    ]);
+  });
+
+  it("writes a _timestamped variant in the same layout, whose decoder also outputs cross-attentions", async () => {
+    const timestamped = await generateModel({ kind: "micro", timestamped: true });
+    expect(timestamped.id).toBe("generated/whisper-micro_timestamped");
+    expect(Object.keys(timestamped.files).sort()).toEqual(Object.keys(model.files).sort());
+    const stock = await stockPipeline(timestamped, "q8");
+    const sessions = (stock.model as unknown as { sessions: Record<string, { outputNames: string[] }> }).sessions;
+    expect(sessions.decoder_model_merged!.outputNames).toContain("cross_attentions.0");
+    expect(await stock(synthesize(microTones([{ word: "delta", seconds: 4 }])))).toEqual({ text: " delta" });
+  });
+
   it("loads and answers in its int8 variant too", async () => {
     const q8 = await stockPipeline(model, "q8");
     expect(await q8(synthesize(microTones([{ word: "bravo", seconds: 3 }])))).toEqual({ text: " bravo" });

@@ -8,6 +8,7 @@ import { buildMicroDecoder, buildMicroEncoder, microDims, microTokenLayout } fro
 import { buildTokenLayout, tokenizerConfigJson, tokenizerJson, WHISPER_LANGUAGES, type TokenLayout } from "./tokenizer.ts";
 import { WeightSource } from "./weights.ts";
 import { buildDecoder, buildEncoder, type WhisperDims } from "./whisper-graph.ts";
+import { TIMESTAMPED_SUFFIX } from "../engine/models.ts";
 
 /**
  * Writes Whisper model directories in the transformers.js layout of the published ONNX exports, with
@@ -18,7 +19,7 @@ export const GENERATED_KINDS = ["micro", "tiny", "tiny.en", "base", "base.en", "
 export type GeneratedKind = (typeof GENERATED_KINDS)[number];
 
 /** Bump when the graphs or files change, so cached directories are rebuilt. */
-const GENERATOR_VERSION = 8;
+const GENERATOR_VERSION = 10;
 const OPSET = 17;
 export const DEFAULT_TOKENS_PER_WINDOW = 100;
 
@@ -43,6 +44,11 @@ export interface GenerateOptions {
   tokensPerWindow?: number;
   /** Where the published tokenizer/config files are; generated ones are used when absent. */
   metadataDir?: string;
+  /**
+   * The `_timestamped` variant, as the hub publishes it beside each model: a separate model id whose
+   * decoder also outputs its cross-attention weights (cross_attentions.{layer}), for word timestamps.
+   */
+  timestamped?: boolean;
   log?: (line: string) => void;
 }
 
@@ -57,10 +63,11 @@ export interface GeneratedModel {
   seconds: number;
 }
 
-export function generatedModelId(kind: GeneratedKind, tokensPerWindow = DEFAULT_TOKENS_PER_WINDOW): string {
+export function generatedModelId(kind: GeneratedKind, tokensPerWindow = DEFAULT_TOKENS_PER_WINDOW, timestamped = false): string {
   const suffix = kind !== "micro" && tokensPerWindow !== DEFAULT_TOKENS_PER_WINDOW ? `-t${tokensPerWindow}` : "";
-  return `generated/whisper-${kind}${suffix}`;
+  return `generated/whisper-${kind}${suffix}${timestamped ? TIMESTAMPED_SUFFIX : ""}`;
 }
+
 
 const STAMP = "slotscribe-generated.json";
 
@@ -70,10 +77,11 @@ export async function generateModel(options: GenerateOptions): Promise<Generated
   if (!Number.isInteger(tokensPerWindow) || tokensPerWindow < 1 || tokensPerWindow > 440) {
     throw new RangeError("tokensPerWindow must be an integer from 1 to 440");
   }
-  const id = generatedModelId(options.kind, tokensPerWindow);
+  const timestamped = options.timestamped ?? false;
+  const id = generatedModelId(options.kind, tokensPerWindow, timestamped);
   const path = join(resolve(options.out ?? DEFAULT_MODELS_DIR), id);
-  const plan = await planModel(options.kind, tokensPerWindow, options.metadataDir ?? join(sharedDir(), "whisper-metadata"));
-  const fingerprint = createHash("sha256").update(JSON.stringify({ v: GENERATOR_VERSION, kind: options.kind, tokensPerWindow, files: plan.jsonFiles })).digest("hex");
+  const plan = await planModel(options.kind, tokensPerWindow, options.metadataDir ?? join(sharedDir(), "whisper-metadata"), timestamped);
+  const fingerprint = createHash("sha256").update(JSON.stringify({ v: GENERATOR_VERSION, kind: options.kind, tokensPerWindow, timestamped, files: plan.jsonFiles })).digest("hex");
 
   const stampPath = join(path, STAMP);
   if (existsSync(stampPath)) {
@@ -135,8 +143,8 @@ const PREPROCESSOR_CONFIG = {
   sampling_rate: 16000,
 };
 
-async function planModel(kind: GeneratedKind, tokensPerWindow: number, metadataDir: string): Promise<ModelPlan> {
-  if (kind === "micro") return microPlan();
+async function planModel(kind: GeneratedKind, tokensPerWindow: number, metadataDir: string, timestamped: boolean): Promise<ModelPlan> {
+  if (kind === "micro") return microPlan(timestamped);
   const size = kind.replace(".en", "") as keyof typeof ARCHITECTURES;
   const english = kind.endsWith(".en");
   const arch = ARCHITECTURES[size];
@@ -157,7 +165,7 @@ async function planModel(kind: GeneratedKind, tokensPerWindow: number, metadataD
     max_source_positions: 1500,
     max_target_positions: 448,
   };
-  const config = { ...(published?.config ?? fallbackConfig(layout!, english)), ...dims, num_hidden_layers: arch.layers, _name_or_path: `slotscribe/generated-whisper-${kind}` };
+  const config = { ...(published?.config ?? fallbackConfig(layout!, english)), ...dims, num_hidden_layers: arch.layers, _name_or_path: `slotscribe/generated-whisper-${kind}${timestamped ? TIMESTAMPED_SUFFIX : ""}` };
   const generation: Record<string, unknown> = { ...(published?.generation ?? fallbackGeneration(layout!, english)), alignment_heads: lastLayerHeads(arch.layers, arch.heads) };
   const noTimestamps = generation.no_timestamps_token_id as number;
   const control = { eos: generation.eos_token_id as number, timestampBegin: noTimestamps + 1 };
@@ -171,11 +179,11 @@ async function planModel(kind: GeneratedKind, tokensPerWindow: number, metadataD
       "tokenizer_config.json": published?.tokenizerConfig ?? tokenizerConfigJson(),
     },
     encoder: (quantized) => buildEncoder(dims, weights, quantized),
-    decoder: (quantized) => buildDecoder(dims, weights, quantized, { tokensPerWindow, control }),
+    decoder: (quantized) => buildDecoder(dims, weights, quantized, { tokensPerWindow, control, crossAttentions: timestamped }),
   };
 }
 
-function microPlan(): ModelPlan {
+function microPlan(timestamped: boolean): ModelPlan {
   const layout = microTokenLayout();
   const dims = microDims(layout);
   const generation = {
@@ -188,7 +196,7 @@ function microPlan(): ModelPlan {
   };
   return {
     jsonFiles: {
-      "config.json": { ...fallbackConfig(layout, true), ...dims, num_hidden_layers: 1, _name_or_path: "slotscribe/generated-whisper-micro" },
+      "config.json": { ...fallbackConfig(layout, true), ...dims, num_hidden_layers: 1, _name_or_path: `slotscribe/generated-whisper-micro${timestamped ? TIMESTAMPED_SUFFIX : ""}` },
       "generation_config.json": generation,
       "preprocessor_config.json": PREPROCESSOR_CONFIG,
       "tokenizer.json": tokenizerJson(layout),
@@ -196,7 +204,7 @@ function microPlan(): ModelPlan {
     },
     // Nothing in the micro graphs is a weight matrix, so its "quantized" files are the same graphs.
     encoder: () => buildMicroEncoder(),
-    decoder: () => buildMicroDecoder(layout),
+    decoder: () => buildMicroDecoder(layout, timestamped),
   };
 }
 

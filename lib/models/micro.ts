@@ -6,16 +6,15 @@ import {
   crossAttentionCache,
   declareDecoderOutputs,
   decoderInterface,
-  summarizeVoiced,
   voicedEnd,
   voicedFlags,
   type WhisperDims,
 } from "./whisper-graph.ts";
 
 /**
- * The micro model: a designed Whisper whose transcript is a known function of the audio. Each 30 s
- * window yields one segment naming the pure tone that dominates it, from the first to the last voiced
- * instant; silence yields nothing. Tests use it to check decoding, windowing, stitching and
+ * The micro model: a designed Whisper whose transcript is a known function of the audio. Each tone
+ * between silences in a 30 s window yields one segment naming the pure tone that dominates it, from
+ * its first to its last voiced instant; silence yields nothing. Tests use it to check decoding, windowing, stitching and
  * timestamps end to end through the unmodified transformers.js pipeline.
  */
 export const MICRO_TONES = [
@@ -81,14 +80,20 @@ export function buildMicroEncoder(): Graph {
  * Decoder: a state machine over what the sequence already holds, read back from its own
  * self-attention cache, so the output is right only if the caller threads the KV cache correctly.
  * Each cached key row records [is <|notimestamps|>, is text, is timestamp, is <|startoftranscript|>,
- * is <|startofprev|>]; their sums say what to emit next:
- *   with timestamps:    <|start|> word <|end|> <|endoftext|>
- *   without timestamps: word <|endoftext|>
+ * is <|startofprev|>]; their sums say what to emit next. The window's voiced positions fall into runs
+ * (a tone between silences); run k is said as one segment naming the tone that dominates it:
+ *   with timestamps:    <|start 1|> word 1 <|end 1|> <|start 2|> word 2 <|end 2|> ... <|endoftext|>
+ *   without timestamps: word 1 word 2 ... <|endoftext|>
  * Text counts only after <|startoftranscript|>: a prompt (<|startofprev|> and its words before it)
- * does not count as said, but it shows: after a prompt the word comes capitalised ("Alpha"), so a
+ * does not count as said, but it shows: after a prompt the words come capitalised ("Alpha"), so a
  * transcript says whether the prompt reached the decoder's context.
+ *
+ * `crossAttentions` adds the `_timestamped` exports' cross_attentions.0, a softmax peaked evenly
+ * over the positions the next token is about: its run's for a word, the unvoiced ones for a timestamp
+ * or the end (uniform when there are none). So Whisper's alignment puts each word on its tone and
+ * the end of the last one where its tone stops.
  */
-export function buildMicroDecoder(layout: TokenLayout): Graph {
+export function buildMicroDecoder(layout: TokenLayout, crossAttentions = false): Graph {
   const io = decoderInterface(1, 1, D_MODEL, D_MODEL);
   const { g, o } = io;
   const V = layout.vocabSize;
@@ -98,17 +103,6 @@ export function buildMicroDecoder(layout: TokenLayout): Graph {
     return [{ key: k, value: branch.op("Identity", [k]) }];
   });
   const encoder = o.squeeze("present.0.encoder.key", [1]);
-  const voiced = summarizeVoiced(o, encoder);
-
-  const toneBins = MICRO_TONES.flatMap((t) => {
-    const c = melBinOf(t.hz);
-    return [c - 1, c, c + 1].map((b) => b + 1);
-  });
-  const toneLevels = o.reshape(g.op("Gather", [encoder, o.i64(toneBins)], { axis: { i: 2 } }), [0, 0, MICRO_TONES.length, 3]);
-  const toneScore = o.reduce("ReduceSum", o.reduce("ReduceMax", toneLevels, [3], false), [1], false);
-  const dominant = g.op("ArgMax", [toneScore], { axis: { i: 1 }, keepdims: { i: 0 } });
-  const wordIds = MICRO_TONES.map((t) => layout.vocab.indexOf(`Ġ${t.word}`));
-  const promptedIds = MICRO_TONES.map((t) => layout.vocab.indexOf(`Ġ${promptedWord(t.word)}`));
 
   const ids = io.inputIds;
   const flag = (op: string, value: number) => o.unsqueeze(o.cast(g.op(op, [ids, o.scalarI64(value)]), "float"), [2]);
@@ -133,25 +127,55 @@ export function buildMicroDecoder(layout: TokenLayout): Graph {
   const afterSot = g.op("CumSum", [column(3), o.scalarI64(2)]);
   const textAfterSot = o.squeeze(o.reduce("ReduceSum", o.mul(column(1), afterSot), [2], false), [1, 2]);
   const withoutTimestamps = seen(0, 1);
-  const wordDone = g.op("Greater", [textAfterSot, o.f(0.5)]);
-  const started = seen(2, 1);
-  const closed = seen(2, 2);
+  const timestamps = count(2);
   const prompted = seen(4, 1);
+
+  // Runs: a voiced position after an unvoiced one (or the window's start) opens the next run.
+  const flags = o.squeeze(o.slice(encoder, [0], [1], [2]), [2]);
+  const before = g.op("Concat", [o.mul(o.slice(flags, [0], [1], [1]), o.f(0)), o.slice(flags, [0], [1499], [1])], { axis: { i: 1 } });
+  const opens = o.mul(flags, o.sub(o.f(1), before));
+  const runNumber = g.op("CumSum", [opens, o.scalarI64(1)]);
+  const runs = o.reduce("ReduceSum", opens, [1], false);
+  // The run being said: the text said so far, or with timestamps the segments opened so far.
+  const run = o.where(withoutTimestamps, textAfterSot, g.op("Floor", [o.mul(timestamps, o.f(0.5))]));
+  const inRun = o.mul(flags, o.cast(g.op("Equal", [runNumber, o.unsqueeze(o.add(run, o.f(1)), [1])]), "float"));
+  const runExists = g.op("Less", [run, runs]);
+  const runFirst = g.op("ArgMax", [inRun], { axis: { i: 1 }, keepdims: { i: 0 } });
+  const runLast = g.op("ArgMax", [inRun], { axis: { i: 1 }, keepdims: { i: 0 }, select_last_index: { i: 1 } });
+
+  const toneBins = MICRO_TONES.flatMap((t) => {
+    const c = melBinOf(t.hz);
+    return [c - 1, c, c + 1].map((b) => b + 1);
+  });
+  const toneLevels = o.reshape(g.op("Gather", [encoder, o.i64(toneBins)], { axis: { i: 2 } }), [0, 0, MICRO_TONES.length, 3]);
+  const toneScore = o.reduce("ReduceSum", o.mul(o.reduce("ReduceMax", toneLevels, [3], false), o.unsqueeze(inRun, [2])), [1], false);
+  const dominant = g.op("ArgMax", [toneScore], { axis: { i: 1 }, keepdims: { i: 0 } });
+  const wordIds = MICRO_TONES.map((t) => layout.vocab.indexOf(`Ġ${t.word}`));
+  const promptedIds = MICRO_TONES.map((t) => layout.vocab.indexOf(`Ġ${promptedWord(t.word)}`));
   const word = o.where(prompted, g.op("Gather", [o.i64(promptedIds), dominant]), g.op("Gather", [o.i64(wordIds), dominant]));
 
   const eos = o.scalarI64(layout.eos);
   const tsBegin = o.scalarI64(layout.timestampBegin);
-  const start = o.where(voiced.silent, tsBegin, o.add(tsBegin, voiced.first));
-  const end = o.add(tsBegin, voicedEnd(o, voiced.last, 1500));
-  const wordOrEnd = o.where(g.op("Or", [wordDone, voiced.silent]), eos, word);
-  const timestamped = o.where(g.op("Not", [started]), start, o.where(g.op("Not", [wordDone]), wordOrEnd, o.where(closed, eos, end)));
+  const wordOrEnd = o.where(runExists, word, eos);
+  // A window opens with a timestamp even when silent, as the rules demand, and ends at once.
+  const opening = o.where(g.op("Or", [runExists, g.op("Equal", [timestamps, o.f(0)])]), o.where(runExists, o.add(tsBegin, runFirst), tsBegin), eos);
+  const closing = o.add(tsBegin, voicedEnd(o, runLast, 1500));
+  const even = g.op("Equal", [o.sub(timestamps, o.mul(o.f(2), run)), o.f(0)]);
+  const wordPending = g.op("Less", [o.mul(textAfterSot, o.f(2)), timestamps]);
+  const timestamped = o.where(even, opening, o.where(wordPending, wordOrEnd, closing));
   const next = o.where(withoutTimestamps, wordOrEnd, timestamped);
 
   const vocabIds = g.op("Range", [o.scalarI64(0), o.scalarI64(V), o.scalarI64(1)]);
   const oneHot = o.mul(o.cast(g.op("Equal", [o.unsqueeze(vocabIds, [0]), o.unsqueeze(next, [1])]), "float"), o.f(30));
   // Every position gets the same row; the pipeline reads only the last one.
   g.op("Add", [o.unsqueeze(oneHot, [1]), o.mul(isText, o.f(0))], {}, "logits");
-  declareDecoderOutputs(io, 1, 1, D_MODEL, V);
+  if (crossAttentions) {
+    const saysWord = o.unsqueeze(g.op("Less", [next, eos]), [1]);
+    const peaked = o.softmax(o.mul(o.where(saysWord, inRun, o.sub(o.f(1), flags)), o.f(30)));
+    // [B, 1 head, every position, 1500], the same row at each position, like the logits.
+    g.op("Add", [o.unsqueeze(peaked, [1, 2]), o.unsqueeze(o.mul(isText, o.f(0)), [1])], {}, "cross_attentions.0");
+  }
+  declareDecoderOutputs(io, 1, 1, D_MODEL, V, crossAttentions);
   return g;
 }
 

@@ -167,9 +167,15 @@ class Layers {
 
   /** softmax(q k^T + mask) v for a query already scaled by query(). */
   attend(q: string, k: string, v: string, mask?: string): string {
+    return this.attention(q, k, v, mask).output;
+  }
+
+  /** attend(), also giving the attention weights, [B, H, T, S]. */
+  attention(q: string, k: string, v: string, mask?: string): { output: string; weights: string } {
     const o = this.o;
     const scores = o.matmul(q, o.transpose(k, [0, 1, 3, 2]));
-    return o.matmul(o.softmax(mask ? o.add(scores, mask) : scores), v);
+    const weights = o.softmax(mask ? o.add(scores, mask) : scores);
+    return { output: o.matmul(weights, v), weights };
   }
 
   feedForward(x: string, name: string, d: number, ffn: number): string {
@@ -249,13 +255,21 @@ export function decoderInterface(layers: number, heads: number, headDim: number,
   return { g, o: new Ops(g), inputIds, encoderStates, useCacheBranch, pastDecoder, pastEncoder };
 }
 
-export function declareDecoderOutputs(io: DecoderIO, layers: number, heads: number, headDim: number, vocab: number): void {
+/**
+ * `crossAttentions`: also the cross-attention weights of every layer, as the hub's `_timestamped`
+ * exports output them (cross_attentions.{layer}, [batch, heads, tokens, encoder positions]) for
+ * word alignment.
+ */
+export function declareDecoderOutputs(io: DecoderIO, layers: number, heads: number, headDim: number, vocab: number, crossAttentions = false): void {
   io.g.output("logits", "float", ["batch_size", "decoder_sequence_length", vocab]);
   for (let i = 0; i < layers; i++) {
     for (const part of ["key", "value"]) {
       io.g.output(`present.${i}.decoder.${part}`, "float", ["batch_size", heads, "past_decoder_sequence_length + 1", headDim]);
       io.g.output(`present.${i}.encoder.${part}`, "float", ["batch_size", heads, "encoder_sequence_length_out", headDim]);
     }
+  }
+  for (let i = 0; i < layers && crossAttentions; i++) {
+    io.g.output(`cross_attentions.${i}`, "float", ["batch_size", heads, "decoder_sequence_length", "encoder_sequence_length_out"]);
   }
 }
 
@@ -291,6 +305,8 @@ export interface DecoderOptions {
   /** Tokens per 30 s of fully voiced audio before end-of-text is forced. */
   tokensPerWindow: number;
   control: ControlTokens;
+  /** Output every layer's cross-attention weights (the `_timestamped` variant). */
+  crossAttentions?: boolean;
 }
 
 interface Branch {
@@ -313,6 +329,7 @@ function decoderLayers(
   crossKV: (branch: Branch, layer: number) => { key: string; value: string },
   embedded: string,
   causalMask: string,
+  crossAttentions: boolean,
 ): string {
   const d = dims.d_model;
   const heads = dims.decoder_attention_heads;
@@ -322,6 +339,7 @@ function decoderLayers(
   for (let i = 0; i < dims.decoder_layers; i++) {
     outputs.push(`present.${i}.decoder.key`, `present.${i}.decoder.value`, `present.${i}.encoder.key`, `present.${i}.encoder.value`);
   }
+  for (let i = 0; i < dims.decoder_layers && crossAttentions; i++) outputs.push(`cross_attentions.${i}`);
 
   const build = (withPast: boolean) => {
     const bg = io.g.subgraph(withPast ? "use_cache_branch_true" : "use_cache_branch_false");
@@ -329,6 +347,7 @@ function decoderLayers(
     const o = L.o;
     const branch = { withPast, layers: L };
     const presents: string[] = [];
+    const weights: string[] = [];
     let x = embedded;
     for (let i = 0; i < dims.decoder_layers; i++) {
       const p = `decoder.layers.${i}`;
@@ -341,7 +360,9 @@ function decoderLayers(
       const cross = crossKV(branch, i);
       h = L.layerNorm(x, `${p}.encoder_attn_layer_norm`, d);
       const cq = L.query(h, `${p}.encoder_attn.q_proj`, d, heads, headDim);
-      x = o.add(x, L.linear(L.merge(L.attend(cq, cross.key, cross.value), d), `${p}.encoder_attn.out_proj`, d, d));
+      const attended = L.attention(cq, cross.key, cross.value);
+      weights.push(attended.weights);
+      x = o.add(x, L.linear(L.merge(attended.output, d), `${p}.encoder_attn.out_proj`, d, d));
       x = L.feedForward(x, p, d, dims.decoder_ffn_dim);
 
       if (withPast) {
@@ -351,7 +372,7 @@ function decoderLayers(
         presents.push(k, v, cross.key, cross.value);
       }
     }
-    for (const name of [x, ...presents]) bg.output(name, "float", null);
+    for (const name of [x, ...presents, ...(crossAttentions ? weights : [])]) bg.output(name, "float", null);
     return bg;
   };
 
@@ -393,13 +414,13 @@ export function buildDecoder(dims: WhisperDims, weights: WeightSource, quantized
       key: BL.heads(BL.linear(io.encoderStates, `${p}.k_proj`, d, d, false), heads, headDim),
       value: BL.heads(BL.linear(io.encoderStates, `${p}.v_proj`, d, d), heads, headDim),
     };
-  }, embedded, causalMask);
+  }, embedded, causalMask, options.crossAttentions ?? false);
   const x = L.layerNorm(hidden, "decoder.layer_norm", d);
 
   const rawLogits = tiedProjection(io, x, table, d, dims.vocab_size);
 
   lengthControlLogits(io, positions, dims, options, rawLogits, "logits");
-  declareDecoderOutputs(io, dims.decoder_layers, heads, headDim, dims.vocab_size);
+  declareDecoderOutputs(io, dims.decoder_layers, heads, headDim, dims.vocab_size, options.crossAttentions);
   return g;
 }
 
