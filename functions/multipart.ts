@@ -91,7 +91,12 @@ export function readMultipart(c: Context<AppEnv>, { dir, maxFileBytes }: { dir: 
         spooled.stream.resume();
         spooled.sink.destroy();
       }
-      void (spooled ? rm(spooled.path, { force: true }) : Promise.resolve()).finally(() => reject(err));
+      // The file is removed once its stream has closed: a write stream opens its file asynchronously,
+      // so removing it earlier could leave the file to be created after the removal.
+      const closed = spooled ? (spooled.sink.closed ? Promise.resolve() : new Promise<void>((done) => spooled.sink.once("close", () => done()))) : Promise.resolve();
+      void closed
+        .then(() => (spooled ? rm(spooled.path, { force: true }) : undefined))
+        .finally(() => reject(err));
     };
 
     parser.on("field", (name, value, info) => {
