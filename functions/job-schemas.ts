@@ -25,6 +25,9 @@ const common = {
   task: z.enum(["transcribe", "translate"]).default("transcribe"),
   response_format: z.enum(RESPONSE_FORMATS).default("json"),
   callback_url: urlField("callback_url").optional(),
+  prompt: z.string().max(10_000).optional().openapi({ description: "Conditions decoding, as on /v1/audio/transcriptions." }),
+  // Multipart sends it as text: coerced here so both bodies share it.
+  temperature: z.coerce.number().min(0).max(1).optional().openapi({ description: "The first decoding temperature, as on /v1/audio/transcriptions." }),
 };
 
 export const JobJsonBody = z

@@ -31,6 +31,8 @@ export default uploadRoute(route, async (c) => {
         model: body.model,
         language: checkLanguage(body.language),
         task: body.task,
+        prompt: body.prompt,
+        temperature: body.temperature,
         responseFormat: body.response_format,
         callbackUrl: body.callback_url,
         callbackIncludeResult: body.callback_include_result,

@@ -27,7 +27,7 @@ interface JobView {
   metadata: Record<string, unknown> | null;
   callback: { state: string; webhook_id: string | null; attempts: { status: number | null }[] } | null;
   links: { self: string; result: string };
-  result: { text: string; segments: { start: number; end: number; text: string }[] } | null;
+  result: { text: string; segments: { start: number; end: number; text: string; temperature?: number }[] } | null;
 }
 
 let work: string;
@@ -138,6 +138,17 @@ describe("async jobs on one machine", () => {
     const again = await submitUpload(service.url, file, {}, { "idempotency-key": key });
     expect(again.headers.get("idempotent-replayed")).toBe("true");
     expect(((await again.json()) as JobView).id).toBe(first.id);
+  });
+
+  it("decodes a job with its prompt and temperature, multipart or JSON", async () => {
+    const file = await tones("prompted.wav", [{ word: "bravo", seconds: 6 }]);
+    const upload = (await (await submitUpload(service.url, file, { prompt: "alpha", temperature: "0.4", response_format: "verbose_json" })).json()) as JobView;
+    const done = await finished(service.url, upload.id);
+    // The micro model capitalises its word after a prompt; the window kept the first temperature it was given.
+    expect(done.result!.text).toBe("Bravo");
+    expect(done.result!.segments.map((s) => s.temperature)).toEqual([0.4]);
+    const fromUrl = await submitUrl(service.url, { url: `${mediaUrl}/clip.wav`, prompt: "delta" });
+    expect((await finished(service.url, ((await fromUrl.json()) as JobView).id)).result!.text).toBe("Echo");
   });
 
   it("fetches media from a URL", async () => {

@@ -119,10 +119,11 @@ async function waitFor(condition: () => boolean): Promise<void> {
 }
 
 describe("resolveFfmpeg", () => {
+  // Installed with its binary: npm may install the package without running the script that downloads it.
   const ffmpegStaticInstalled = async () => {
     const specifier = "ffmpeg-static";
     return import(specifier).then(
-      () => true,
+      (m: { default?: string | null }) => typeof m.default === "string" && existsSync(m.default),
       () => false,
     );
   };

@@ -32,11 +32,14 @@ export function sileroModelPath(): string {
 
 let session: Promise<ort.InferenceSession> | null = null;
 
-/** One session per process, shared by every file: its calls are independent (state is an input). */
-function sileroSession(): Promise<ort.InferenceSession> {
+/**
+ * One session per thread, shared by every file: its calls are independent (state is an input). In the
+ * service it lives on the inference thread, whose calls take turns, so it may use every core there;
+ * elsewhere one thread, beside whatever else runs.
+ */
+export function sileroSession(threads = 1): Promise<ort.InferenceSession> {
   session ??= ort.InferenceSession.create(sileroModelPath(), {
-    // One thread: the cores belong to Whisper, and a batch of 32 streams is already efficient.
-    intraOpNumThreads: 1,
+    intraOpNumThreads: threads,
     interOpNumThreads: 1,
     executionMode: "sequential",
     enableCpuMemArena: false,
@@ -48,71 +51,86 @@ function sileroSession(): Promise<ort.InferenceSession> {
   return session;
 }
 
+/** What a stream carries from one block to the next: the LSTM state and the last samples (context). */
+export interface SileroCarry {
+  state: Float32Array;
+  context: Float32Array;
+}
+
+/** Runs one block of a stream through Silero, wherever the session lives (the inference thread in the service). */
+export type SileroRunner = (block: Float32Array, carry: SileroCarry) => Promise<{ probs: Float32Array; carry: SileroCarry }>;
+
 /** The running state of one file's stream between blocks. */
 export class SileroStream {
-  #state = new Float32Array(STATE);
-  #context = new Float32Array(CONTEXT);
-  /** Seconds spent in the model, for the benchmark's cost share. */
+  #carry: SileroCarry = { state: new Float32Array(STATE), context: new Float32Array(CONTEXT) };
+  /** Seconds spent waiting for the model, for the benchmark's cost share. */
   seconds = 0;
+
+  constructor(private readonly run: SileroRunner = runSilero) {}
 
   /**
    * Speech probability of each 512-sample chunk of `block`, the file's next samples; a block that
    * is not a whole number of chunks must be the file's last (its tail is zero-padded).
    */
   async probabilities(block: Float32Array): Promise<Float32Array> {
-    const chunks = Math.ceil(block.length / CHUNK_SAMPLES);
-    const probs = new Float32Array(chunks);
-    if (chunks === 0) return probs;
-    const model = await sileroSession();
     const started = performance.now();
-    const count = Math.max(1, Math.min(MAX_SUBSTREAMS, Math.floor(chunks / MIN_SUBSTREAM_CHUNKS)));
-    const length = Math.ceil(chunks / count);
-    // Sub-stream k ends where k+1 begins and the last ends at the block's end, so the last one's
-    // final state is the one the next block continues from; the first is the short one.
-    const streams = Array.from({ length: count }, (_, k) => {
-      const end = chunks - (count - 1 - k) * length;
-      const begin = Math.max(0, end - length);
-      const from = k === 0 ? begin : Math.max(0, begin - WARM_CHUNKS);
-      const context = new Float32Array(CONTEXT);
-      if (k === 0) context.set(this.#context);
-      else context.set(block.subarray(from * CHUNK_SAMPLES - CONTEXT, from * CHUNK_SAMPLES));
-      return { from, begin, end, state: k === 0 ? this.#state : new Float32Array(STATE), context };
-    });
-    const steps = Math.max(...streams.map((s) => s.end - s.from));
-    const sr = new ort.Tensor("int64", BigInt64Array.from([16_000n]), []);
-    for (let step = 0; step < steps; step++) {
-      // Streams are aligned at their ends, so the longer ones (warming up) start first.
-      const active = streams.filter((s) => s.end - steps + step >= s.from);
-      const input = new Float32Array(active.length * (CONTEXT + CHUNK_SAMPLES));
-      const state = new Float32Array(2 * active.length * 128);
-      active.forEach((s, b) => {
-        const chunk = s.end - steps + step;
-        const row = input.subarray(b * (CONTEXT + CHUNK_SAMPLES), (b + 1) * (CONTEXT + CHUNK_SAMPLES));
-        row.set(s.context);
-        row.set(block.subarray(chunk * CHUNK_SAMPLES, (chunk + 1) * CHUNK_SAMPLES), CONTEXT);
-        s.context.set(row.subarray(CHUNK_SAMPLES));
-        // State is [2, batch, 128]: the LSTM's h and c, each a row per stream.
-        state.set(s.state.subarray(0, 128), b * 128);
-        state.set(s.state.subarray(128), (active.length + b) * 128);
-      });
-      const out = await model.run({
-        input: new ort.Tensor("float32", input, [active.length, CONTEXT + CHUNK_SAMPLES]),
-        state: new ort.Tensor("float32", state, [2, active.length, 128]),
-        sr,
-      });
-      const next = out.stateN!.data as Float32Array;
-      const p = out.output!.data as Float32Array;
-      active.forEach((s, b) => {
-        s.state.set(next.subarray(b * 128, (b + 1) * 128), 0);
-        s.state.set(next.subarray((active.length + b) * 128, (active.length + b + 1) * 128), 128);
-        const chunk = s.end - steps + step;
-        if (chunk >= s.begin) probs[chunk] = p[b]!;
-      });
-    }
-    const last = streams.at(-1)!;
-    this.#state = last.state;
-    this.#context = last.context;
+    const { probs, carry } = await this.run(block, this.#carry);
+    this.#carry = carry;
     this.seconds += (performance.now() - started) / 1000;
     return probs;
   }
+}
+
+/** Silero over one block of a stream, in this thread: `carry` is the stream's state before it. */
+export async function runSilero(block: Float32Array, carry: SileroCarry): Promise<{ probs: Float32Array; carry: SileroCarry }> {
+  const chunks = Math.ceil(block.length / CHUNK_SAMPLES);
+  const probs = new Float32Array(chunks);
+  if (chunks === 0) return { probs, carry };
+  const model = await sileroSession();
+  const count = Math.max(1, Math.min(MAX_SUBSTREAMS, Math.floor(chunks / MIN_SUBSTREAM_CHUNKS)));
+  const length = Math.ceil(chunks / count);
+  // Sub-stream k ends where k+1 begins and the last ends at the block's end, so the last one's
+  // final state is the one the next block continues from; the first is the short one.
+  const streams = Array.from({ length: count }, (_, k) => {
+    const end = chunks - (count - 1 - k) * length;
+    const begin = Math.max(0, end - length);
+    const from = k === 0 ? begin : Math.max(0, begin - WARM_CHUNKS);
+    const context = new Float32Array(CONTEXT);
+    if (k === 0) context.set(carry.context);
+    else context.set(block.subarray(from * CHUNK_SAMPLES - CONTEXT, from * CHUNK_SAMPLES));
+    return { from, begin, end, state: k === 0 ? carry.state.slice() : new Float32Array(STATE), context };
+  });
+  const steps = Math.max(...streams.map((s) => s.end - s.from));
+  const sr = new ort.Tensor("int64", BigInt64Array.from([16_000n]), []);
+  for (let step = 0; step < steps; step++) {
+    // Streams are aligned at their ends, so the longer ones (warming up) start first.
+    const active = streams.filter((s) => s.end - steps + step >= s.from);
+    const input = new Float32Array(active.length * (CONTEXT + CHUNK_SAMPLES));
+    const state = new Float32Array(2 * active.length * 128);
+    active.forEach((s, b) => {
+      const chunk = s.end - steps + step;
+      const row = input.subarray(b * (CONTEXT + CHUNK_SAMPLES), (b + 1) * (CONTEXT + CHUNK_SAMPLES));
+      row.set(s.context);
+      row.set(block.subarray(chunk * CHUNK_SAMPLES, (chunk + 1) * CHUNK_SAMPLES), CONTEXT);
+      s.context.set(row.subarray(CHUNK_SAMPLES));
+      // State is [2, batch, 128]: the LSTM's h and c, each a row per stream.
+      state.set(s.state.subarray(0, 128), b * 128);
+      state.set(s.state.subarray(128), (active.length + b) * 128);
+    });
+    const out = await model.run({
+      input: new ort.Tensor("float32", input, [active.length, CONTEXT + CHUNK_SAMPLES]),
+      state: new ort.Tensor("float32", state, [2, active.length, 128]),
+      sr,
+    });
+    const next = out.stateN!.data as Float32Array;
+    const p = out.output!.data as Float32Array;
+    active.forEach((s, b) => {
+      s.state.set(next.subarray(b * 128, (b + 1) * 128), 0);
+      s.state.set(next.subarray((active.length + b) * 128, (active.length + b + 1) * 128), 128);
+      const chunk = s.end - steps + step;
+      if (chunk >= s.begin) probs[chunk] = p[b]!;
+    });
+  }
+  const last = streams.at(-1)!;
+  return { probs, carry: { state: last.state, context: last.context } };
 }

@@ -4,7 +4,7 @@
  */
 import { quietCut } from "./quiet-cut.ts";
 import { SampleQueue } from "./sample-queue.ts";
-import { BLOCK_SAMPLES, SileroStream } from "./silero-vad.ts";
+import { BLOCK_SAMPLES, SileroStream, type SileroRunner } from "./silero-vad.ts";
 import { concatPieces, piecesForWindow, RegionDetector, type Piece, type VadMode } from "./speech-regions.ts";
 
 /** Below -60 dBFS peak a window is silence: Whisper would only hallucinate on it, so it is skipped. */
@@ -32,7 +32,8 @@ export interface WindowSource {
   close(): Promise<void>;
 }
 
-export function windowSource(mode: VadMode, pcm: AsyncIterable<Float32Array>, opts: { sampleRate: number; windowSamples: number }): WindowSource {
+/** `vad` runs Silero where the caller wants it (the service: on its inference thread); default here. */
+export function windowSource(mode: VadMode, pcm: AsyncIterable<Float32Array>, opts: { sampleRate: number; windowSamples: number; vad?: SileroRunner }): WindowSource {
   return mode === "silero" ? new SileroWindows(pcm, opts) : new ContiguousWindows(pcm, opts, mode === "energy");
 }
 
@@ -84,7 +85,7 @@ class ContiguousWindows implements WindowSource {
  */
 class SileroWindows implements WindowSource {
   readonly #queue: SampleQueue;
-  readonly #vad = new SileroStream();
+  readonly #vad: SileroStream;
   readonly #detector: RegionDetector;
   /** Samples of the file from `#keptFrom` to the end of the last block: where open regions may start. */
   #kept = new Float32Array(0);
@@ -95,9 +96,10 @@ class SileroWindows implements WindowSource {
 
   constructor(
     pcm: AsyncIterable<Float32Array>,
-    private readonly opts: { sampleRate: number; windowSamples: number },
+    private readonly opts: { sampleRate: number; windowSamples: number; vad?: SileroRunner },
   ) {
     this.#queue = new SampleQueue(pcm);
+    this.#vad = new SileroStream(opts.vad);
     this.#detector = new RegionDetector({ sampleRate: opts.sampleRate, maxSamples: opts.windowSamples });
   }
 

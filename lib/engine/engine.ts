@@ -1,4 +1,5 @@
 import { Worker } from "node:worker_threads";
+import type { SileroCarry, SileroRunner } from "../audio/silero-vad.ts";
 import type { DecoderStats, FromWorker, ModelInfo, ModelSpec, ToWorker, WindowOptions, WindowOutput, WorkerInit } from "./protocol.ts";
 
 export class InferenceError extends Error {
@@ -77,6 +78,16 @@ export class Engine {
   get inFlight(): number {
     return this.pending.size;
   }
+
+  /**
+   * Silero VAD over the next block of a file, on the inference thread: there its calls take turns
+   * with the decoder's instead of competing with them for the cores (which slowed every decoder step
+   * while the VAD ran on the main thread) and never hold up the thread that answers HTTP.
+   */
+  readonly speechProbabilities: SileroRunner = (block, carry) => {
+    const owned = block.slice();
+    return this.call<{ probs: Float32Array; carry: SileroCarry }>({ op: "vad", rid: 0, block: owned, carry }, [owned.buffer]);
+  };
 
   /** The batch decoder's counters: encoder runs, decoder calls, mean and largest batch. */
   stats(): Promise<DecoderStats> {
@@ -165,6 +176,7 @@ export class Engine {
       this.pending.delete(message.rid);
       if (this.pending.size === 0) worker.unref();
       if (message.op === "error") pending.reject(new InferenceError(message.message));
+      else if (message.op === "vad") pending.resolve({ probs: message.probs, carry: message.carry } as never);
       else pending.resolve((message.op === "loaded" ? message.info : message.op === "stats" ? message.stats : message.output) as never);
     });
     const failAll = (err: Error) => {

@@ -1,4 +1,6 @@
 /** Messages between the engine (main thread) and its inference worker thread. */
+import type { SileroCarry } from "../audio/silero-vad.ts";
+
 export interface WorkerInit {
   localModelPath: string | null;
   allowRemoteModels: boolean;
@@ -100,6 +102,8 @@ export type ToWorker =
   /** `stream` names the file the window belongs to, for fairness between files. */
   | { op: "window"; rid: number; stream: string; model: ModelSpec; samples: Float32Array; options: WindowOptions }
   | { op: "cancel"; rid: number }
+  /** Silero over the next block of a file's audio (the VAD runs here, between decoder calls, not beside them). */
+  | { op: "vad"; rid: number; block: Float32Array; carry: SileroCarry }
   | { op: "stats"; rid: number };
 
 export type FromWorker =
@@ -110,4 +114,5 @@ export type FromWorker =
   /** Sent ahead of a window's result when the window had to identify its language. */
   | { op: "language"; rid: number; language: string }
   | { op: "stats"; rid: number; stats: DecoderStats }
+  | { op: "vad"; rid: number; probs: Float32Array; carry: SileroCarry }
   | { op: "error"; rid: number; message: string; code?: string };

@@ -14,7 +14,7 @@ const SAMPLES_PER_FRAME = SAMPLE_RATE / 100;
 const FALLBACK_TEMPERATURES = [0, 0.2, 0.4, 0.6, 0.8, 1];
 
 export interface TranscribeParams {
-  engine: Pick<Engine, "transcribeWindow">;
+  engine: Pick<Engine, "transcribeWindow"> & Partial<Pick<Engine, "speechProbabilities">>;
   /** Granted per window: jobs queue again between windows, so a short clip never waits for a whole long file. */
   compute: Limiter;
   model: ModelSpec;
@@ -79,7 +79,7 @@ interface Window {
  * as its encoder and first decoder step have run; the windows after it wait only for that.
  */
 export async function transcribePcm(params: TranscribeParams): Promise<Transcript> {
-  const source = windowSource(params.vad ?? "silero", params.pcm, { sampleRate: SAMPLE_RATE, windowSamples: WINDOW_SAMPLES });
+  const source = windowSource(params.vad ?? "silero", params.pcm, { sampleRate: SAMPLE_RATE, windowSamples: WINDOW_SAMPLES, vad: params.engine.speechProbabilities });
   const parallel = Math.max(1, params.parallelWindows ?? 1);
   const inFlight: Window[] = [];
   const segments: Segment[] = [];

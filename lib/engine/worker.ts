@@ -5,6 +5,7 @@
  */
 import { isMainThread, parentPort, workerData } from "node:worker_threads";
 import { env } from "@huggingface/transformers";
+import { runSilero, sileroSession } from "../audio/silero-vad.ts";
 import { BatchDecoder, WindowCanceled, type WindowRequest } from "./batch-decoder.ts";
 import type { FromWorker, ModelSpec, ToWorker, WindowOutput, WorkerInit } from "./protocol.ts";
 import { WhisperModel } from "./whisper-model.ts";
@@ -62,6 +63,11 @@ if (!isMainThread && parentPort && (workerData as WorkerInit | null)?.threads) {
         return;
       case "cancel":
         windows.get(message.rid)?.abort();
+        return;
+      case "vad":
+        sileroSession((workerData as WorkerInit).threads)
+          .then(() => inference.decoder.exclusive(() => runSilero(message.block, message.carry)))
+          .then(({ probs, carry }) => reply({ op: "vad", rid: message.rid, probs, carry }), fail);
         return;
       case "window": {
         const abort = new AbortController();

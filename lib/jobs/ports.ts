@@ -20,6 +20,7 @@ export interface JobRequest {
   task: "transcribe" | "translate";
   responseFormat: ResponseFormat;
   prompt?: string;
+  temperature?: number;
   callbackUrl?: string;
   /** Full result in the callback body instead of id, status and links. */
   callbackIncludeResult: boolean;

@@ -219,6 +219,8 @@ export class JobRunner {
           model: job.request.model,
           language: job.request.language,
           task: job.request.task,
+          prompt: job.request.prompt,
+          temperature: job.request.temperature,
           signal: controller.signal,
           onProgress: (doneSeconds) => {
             this.deps.store
