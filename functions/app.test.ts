@@ -77,7 +77,14 @@ function fakes(scratch: string) {
     slots: { kind: "embedded", snapshot: async () => ({ cap: null, held: 0, free: null, instances: [] }) },
     tempDir: scratch,
     jobs: { get: async (id: string) => state.jobs.get(id) ?? null, list: async () => ({ jobs: [...state.jobs.values()], nextCursor: null }) },
-    jobService: new JobService({ store, blobs: { save: async (_id, path, meta) => ({ kind: "upload", path, ...meta }), localPath: async () => "", remove: async () => undefined }, runner, catalog: { resolve: (name: string) => ({ name, id: name, dtype: "q8" }) } as never, policy: { allow: [] } as never, webhookSecrets: [] }),
+    jobService: new JobService({
+      store,
+      blobs: { save: async (_id, path, meta) => ({ kind: "upload", path, ...meta }), localPath: async () => "", remove: async () => undefined },
+      runner,
+      catalog: { resolve: (name: string) => ({ name, id: name, dtype: "q8" }) } as never,
+      policy: { allow: [] } as never,
+      webhookSecrets: [],
+    }),
     baseUrl: () => "http://test",
     draining: false,
   };
@@ -148,7 +155,9 @@ describe("the HTTP API in process", () => {
     const noFile = new FormData();
     noFile.set("model", "m");
     expect(await errorOf(await post(noFile))).toBe("invalid_request");
-    expect(await errorOf(await post("--x\r\ncontent-disposition: form-data; name=\"file\"; filename=\"a\"\r\n\r\nabc", { "content-type": "multipart/form-data; boundary=x" }))).toBe("invalid_request");
+    expect(await errorOf(await post('--x\r\ncontent-disposition: form-data; name="file"; filename="a"\r\n\r\nabc', { "content-type": "multipart/form-data; boundary=x" }))).toBe(
+      "invalid_request",
+    );
     const twoFiles = upload(10);
     twoFiles.append("file", new Blob(["b"]), "b.wav");
     expect(await errorOf(await post(twoFiles))).toBe("invalid_request");

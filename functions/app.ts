@@ -59,12 +59,34 @@ export function createApp(services: Services): OpenAPIHono<AppEnv> {
     // Registered ahead of the routes for the same paths, which would parse the whole upload here.
     for (const path of WORKER_PATHS) app.post(path, forwardToWorker(services.workerForwarder));
   }
-  for (const routes of [healthz, readyz, models, modelsGet, capacity, transcriptions, translations, extract, jobsCreate, jobsList, jobsGet, jobsResult, jobsCancel, qstashRun, qstashCallbackFailed, statusPage]) app.route("/", routes);
+  for (const routes of [
+    healthz,
+    readyz,
+    models,
+    modelsGet,
+    capacity,
+    transcriptions,
+    translations,
+    extract,
+    jobsCreate,
+    jobsList,
+    jobsGet,
+    jobsResult,
+    jobsCancel,
+    qstashRun,
+    qstashCallbackFailed,
+    statusPage,
+  ])
+    app.route("/", routes);
   // servers: PUBLIC_URL when set (behind a proxy), else the origin the document was fetched from, so
   // /docs' "Try it out" reaches this instance.
   app.doc31("/openapi.json", (c) => ({
     openapi: "3.1.0",
-    info: { title: "slotscribe", version: "0.1.0", description: "Self-hostable Whisper transcription with admission control. Authenticate with an API key (API_KEYS) as a Bearer token or in X-API-Key." },
+    info: {
+      title: "slotscribe",
+      version: "0.1.0",
+      description: "Self-hostable Whisper transcription with admission control. Authenticate with an API key (API_KEYS) as a Bearer token or in X-API-Key.",
+    },
     servers: [{ url: services.config.PUBLIC_URL ?? new URL(c.req.url).origin, description: "this instance" }],
     security: [{ bearer: [] as string[] }, { apiKey: [] as string[] }] as Record<string, string[]>[],
     tags: [

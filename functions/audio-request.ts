@@ -18,10 +18,22 @@ const repeated = <T extends z.ZodType>(item: T) => z.union([item, z.array(item)]
 export const AudioForm = z.object({
   file: FileField,
   model: ModelField,
-  prompt: z.string().max(10_000).optional().openapi({ description: "Conditions decoding (Whisper's initial prompt): spellings, names, style. Its last 223 tokens are used, on every window." }),
+  prompt: z
+    .string()
+    .max(10_000)
+    .optional()
+    .openapi({ description: "Conditions decoding (Whisper's initial prompt): spellings, names, style. Its last 223 tokens are used, on every window." }),
   response_format: z.enum(RESPONSE_FORMATS).default("json"),
-  temperature: z.coerce.number().min(0).max(1).optional().openapi({ description: "The first decoding temperature (default 0, greedy); a window whose decode fails Whisper's checks is decoded again 0.2 hotter, up to 1." }),
-  stream: z.enum(["true", "false"]).optional().openapi({ description: "true: text/event-stream of transcript.text.delta events (one per window, in order), then transcript.text.done." }),
+  temperature: z.coerce
+    .number()
+    .min(0)
+    .max(1)
+    .optional()
+    .openapi({ description: "The first decoding temperature (default 0, greedy); a window whose decode fails Whisper's checks is decoded again 0.2 hotter, up to 1." }),
+  stream: z
+    .enum(["true", "false"])
+    .optional()
+    .openapi({ description: "true: text/event-stream of transcript.text.delta events (one per window, in order), then transcript.text.done." }),
   "include[]": repeated(z.enum(["logprobs"])).openapi({ description: "logprobs: each text token's log-probability (json and verbose_json)." }),
   include: repeated(z.enum(["logprobs"])).openapi({ description: "Same as include[]." }),
 });
@@ -145,7 +157,12 @@ function streamTranscript(c: Context<AppEnv>, form: z.infer<typeof AudioForm>, r
         ...request,
         onSegments: (segments) => send({ type: "transcript.text.delta", delta: segments.map((s) => s.text).join("") }),
       });
-      send({ type: "transcript.text.done", text: transcript.text, ...(transcript.logprobs ? { logprobs: transcript.logprobs } : {}), usage: { type: "duration", seconds: Math.ceil(transcript.duration) } });
+      send({
+        type: "transcript.text.done",
+        text: transcript.text,
+        ...(transcript.logprobs ? { logprobs: transcript.logprobs } : {}),
+        usage: { type: "duration", seconds: Math.ceil(transcript.duration) },
+      });
     } catch (err) {
       const failure = asOpenAiError(err);
       const known = isAppError(failure) ? failure : new AppError("internal", "stream failed", { cause: failure });

@@ -67,7 +67,16 @@ export default router().openapi(route, async (c) => {
         audioSeconds: status.audioSeconds,
         transcriptions: { limit: status.transcriptions.limit, active: status.transcriptions.active, queued: status.transcriptions.queued },
       }
-    : { slots: 0, threads: 0, modelCopies: 0, limitedBy: "role", windows: { inUse: 0, queued: 0 }, batch: null, audioSeconds: 0, transcriptions: { limit: 0, active: 0, queued: 0 } };
+    : {
+        slots: 0,
+        threads: 0,
+        modelCopies: 0,
+        limitedBy: "role",
+        windows: { inUse: 0, queued: 0 },
+        batch: null,
+        audioSeconds: 0,
+        transcriptions: { limit: 0, active: 0, queued: 0 },
+      };
   const body: CapacityResponse = {
     instance: { id: instanceId, role: config.ROLE, ...machine, ...local },
     cluster: { store: slots.kind, ...cluster },

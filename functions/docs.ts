@@ -44,7 +44,10 @@ export default new Hono<AppEnv>()
     // sets inline styles, hence 'unsafe-inline' for styles only.
     const publicUrl = c.get("services").config.PUBLIC_URL;
     const connect = ["'self'", ...(publicUrl ? [new URL(publicUrl).origin] : [])].join(" ");
-    c.header("content-security-policy", `default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; connect-src ${connect}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`);
+    c.header(
+      "content-security-policy",
+      `default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; connect-src ${connect}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`,
+    );
     c.header("cache-control", "no-store");
     return c.html(PAGE);
   })

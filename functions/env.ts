@@ -29,7 +29,9 @@ export function invalidRequest(error: z.ZodError): AppError {
   const first = issues[0];
   // OpenAI's `param` names the field; a path deeper than one field keeps its first part.
   const param = first?.path ? first.path.split(".")[0] : undefined;
-  return new AppError("invalid_request", first ? `Invalid request: ${first.path || "body"}: ${first.message}` : "Invalid request", { details: { issues, ...(param ? { param } : {}) } });
+  return new AppError("invalid_request", first ? `Invalid request: ${first.path || "body"}: ${first.message}` : "Invalid request", {
+    details: { issues, ...(param ? { param } : {}) },
+  });
 }
 
 export const ErrorSchema = z

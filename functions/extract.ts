@@ -30,7 +30,10 @@ export const route = createRoute({
     },
   },
   responses: {
-    200: { description: "The audio.", content: { "audio/wav": { schema: z.string().openapi({ format: "binary" }) }, "audio/mpeg": { schema: z.string() }, "audio/ogg": { schema: z.string() } } },
+    200: {
+      description: "The audio.",
+      content: { "audio/wav": { schema: z.string().openapi({ format: "binary" }) }, "audio/mpeg": { schema: z.string() }, "audio/ogg": { schema: z.string() } },
+    },
     ...errorResponses(400, 403, 413, 415, 422, 429),
   },
 });
@@ -47,7 +50,12 @@ export default uploadRoute(route, async (c) => {
   try {
     if ("url" in body) {
       await assertOutboundAllowed(body.url, services.policy);
-      await downloadToFile(body.url, input, { maxBytes: services.config.MAX_DOWNLOAD_BYTES, timeoutMs: services.config.DOWNLOAD_TIMEOUT, signal: c.req.raw.signal }, services.policy);
+      await downloadToFile(
+        body.url,
+        input,
+        { maxBytes: services.config.MAX_DOWNLOAD_BYTES, timeoutMs: services.config.DOWNLOAD_TIMEOUT, signal: c.req.raw.signal },
+        services.policy,
+      );
     }
     await transcription.extract(input, output, body.format, c.req.raw.signal);
     const { size } = await stat(output);

@@ -50,7 +50,10 @@ export const JobForm = z
   .object({
     file: FileField,
     ...common,
-    callback_include_result: z.enum(["true", "false"]).default("false").transform((v) => v === "true"),
+    callback_include_result: z
+      .enum(["true", "false"])
+      .default("false")
+      .transform((v) => v === "true"),
     metadata: z
       .string()
       .optional()
@@ -111,4 +114,9 @@ export const JobViewSchema = z
   })
   .openapi("Job");
 
-export const JobIdParam = z.object({ id: z.string().regex(/^job_[A-Za-z0-9]+$/).openapi({ param: { name: "id", in: "path" }, example: "job_3f2a..." }) });
+export const JobIdParam = z.object({
+  id: z
+    .string()
+    .regex(/^job_[A-Za-z0-9]+$/)
+    .openapi({ param: { name: "id", in: "path" }, example: "job_3f2a..." }),
+});

@@ -20,7 +20,10 @@ export const route = createRoute({
       cursor: z.string().optional(),
     }),
   },
-  responses: { 200: { description: "A page of jobs (results omitted; fetch a job for its result).", content: { "application/json": { schema: JobList } } }, ...errorResponses(400) },
+  responses: {
+    200: { description: "A page of jobs (results omitted; fetch a job for its result).", content: { "application/json": { schema: JobList } } },
+    ...errorResponses(400),
+  },
 });
 
 export default router().openapi(route, async (c) => {

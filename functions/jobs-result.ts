@@ -21,9 +21,13 @@ export default router().openapi(route, async (c) => {
   const job = await services.jobs.get(c.req.valid("param").id);
   if (!job) throw new AppError("not_found", "No such job (it may have expired).");
   if (job.status !== "succeeded" || !job.result) {
-    throw new AppError("conflict", job.status === "failed" || job.status === "canceled" ? `The job ${job.status}; it has no result.` : `The job is ${job.status}; its result is not ready yet.`, {
-      details: { status: job.status },
-    });
+    throw new AppError(
+      "conflict",
+      job.status === "failed" || job.status === "canceled" ? `The job ${job.status}; it has no result.` : `The job is ${job.status}; its result is not ready yet.`,
+      {
+        details: { status: job.status },
+      },
+    );
   }
   const rendered = renderTranscript(job.result, c.req.valid("query").format ?? job.request.responseFormat);
   return c.body(rendered.body, 200, { "content-type": rendered.contentType }) as never;

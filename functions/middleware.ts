@@ -77,7 +77,10 @@ export function logRequests(): MiddlewareHandler<AppEnv> {
     metrics.httpDuration.observe({ method: c.req.method, route: c.req.routePath, status: String(c.res.status) }, seconds);
     const level = c.res.status >= 500 ? "error" : "info";
     const error = c.get("errorCode");
-    log[level]({ requestId: c.get("requestId"), method: c.req.method, path: c.req.path, status: c.res.status, ...(error ? { error } : {}), ms: Math.round(performance.now() - started) }, "request");
+    log[level](
+      { requestId: c.get("requestId"), method: c.req.method, path: c.req.path, status: c.res.status, ...(error ? { error } : {}), ms: Math.round(performance.now() - started) },
+      "request",
+    );
   };
 }
 
@@ -102,11 +105,19 @@ export function handleError(err: Error, c: Context<AppEnv>): Response {
 function clientError(err: HTTPException): AppError {
   const options = { cause: err };
   if (err.status === 415) {
-    return new AppError("unsupported_media", "Unsupported Content-Type: send multipart/form-data with a file (or application/json with a url where the endpoint takes one).", options);
+    return new AppError(
+      "unsupported_media",
+      "Unsupported Content-Type: send multipart/form-data with a file (or application/json with a url where the endpoint takes one).",
+      options,
+    );
   }
   if (err.status === 413) return new AppError("payload_too_large", "The request body is too large.", options);
   if (/FormData/.test(err.message)) {
-    return new AppError("invalid_request", "The multipart/form-data body is malformed: it needs the boundary from its Content-Type and must end with the closing boundary line.", options);
+    return new AppError(
+      "invalid_request",
+      "The multipart/form-data body is malformed: it needs the boundary from its Content-Type and must end with the closing boundary line.",
+      options,
+    );
   }
   if (/JSON/.test(err.message)) return new AppError("invalid_request", "The request body is not valid JSON.", options);
   const code = (Object.keys(ERROR_STATUS) as ErrorCode[]).find((k) => ERROR_STATUS[k] === err.status) ?? "invalid_request";

@@ -46,7 +46,9 @@ export function readMultipart(c: Context<AppEnv>, { dir, maxFileBytes }: { dir: 
   // A urlencoded form is read too (busboy parses both); it cannot carry a file, so it fails validation
   // with 400 "file required" as it did under Hono's form parser, rather than 415.
   if (!/^(multipart\/form-data|application\/x-www-form-urlencoded)\b/i.test(contentType)) {
-    return Promise.reject(new AppError("unsupported_media", "Unsupported Content-Type: send multipart/form-data with a file (or application/json with a url where the endpoint takes one)."));
+    return Promise.reject(
+      new AppError("unsupported_media", "Unsupported Content-Type: send multipart/form-data with a file (or application/json with a url where the endpoint takes one)."),
+    );
   }
   let parser: busboy.Busboy;
   try {
@@ -94,9 +96,7 @@ export function readMultipart(c: Context<AppEnv>, { dir, maxFileBytes }: { dir: 
       // The file is removed once its stream has closed: a write stream opens its file asynchronously,
       // so removing it earlier could leave the file to be created after the removal.
       const closed = spooled ? (spooled.sink.closed ? Promise.resolve() : new Promise<void>((done) => spooled.sink.once("close", () => done()))) : Promise.resolve();
-      void closed
-        .then(() => (spooled ? rm(spooled.path, { force: true }) : undefined))
-        .finally(() => reject(err));
+      void closed.then(() => (spooled ? rm(spooled.path, { force: true }) : undefined)).finally(() => reject(err));
     };
 
     parser.on("field", (name, value, info) => {
@@ -139,12 +139,9 @@ export function readMultipart(c: Context<AppEnv>, { dir, maxFileBytes }: { dir: 
     parser.on("error", (cause) => fail(new AppError("invalid_request", malformed().message, { cause })));
     parser.on("close", () => {
       const spooled = file;
-      void (spooled?.written ?? Promise.resolve()).then(
-        () => {
-          if (!failed) resolve({ fields, file: spooled && new SpooledUpload(spooled.path, spooled.name, spooled.bytes) });
-        },
-        fail,
-      );
+      void (spooled?.written ?? Promise.resolve()).then(() => {
+        if (!failed) resolve({ fields, file: spooled && new SpooledUpload(spooled.path, spooled.name, spooled.bytes) });
+      }, fail);
     });
     // The client went away mid-body.
     source.once("error", fail);

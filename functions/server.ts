@@ -49,7 +49,12 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   const server: ServerType = await new Promise((resolve) => {
     const s = serve(
       {
-        fetch: (request, env) => handle?.(request, env) ?? Response.json({ error: { code: "unavailable", message: "Starting up.", type: "server_error", param: null, request_id: "" } }, { status: 503, headers: { "retry-after": "2" } }),
+        fetch: (request, env) =>
+          handle?.(request, env) ??
+          Response.json(
+            { error: { code: "unavailable", message: "Starting up.", type: "server_error", param: null, request_id: "" } },
+            { status: 503, headers: { "retry-after": "2" } },
+          ),
         port: config.PORT,
         hostname: config.HOST,
         // A body the app did not read is discarded by the app (settleUnreadBody), with no deadline
@@ -71,7 +76,10 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
         role: config.ROLE,
         memory: `${formatBytes(plan.machine.memoryBytes)} (${plan.machine.memorySource})`,
         cpus: `${plan.machine.cpus} (${plan.machine.cpuSource})`,
-        models: plan.rows.map((r) => `${r.model} ${r.dtype}: ${formatBytes(r.footprint.residentBytes)} loaded, ${formatBytes(r.footprint.rowBytes)} per slot${r.footprint.measured ? "" : " (estimated)"}`),
+        models: plan.rows.map(
+          (r) =>
+            `${r.model} ${r.dtype}: ${formatBytes(r.footprint.residentBytes)} loaded, ${formatBytes(r.footprint.rowBytes)} per slot${r.footprint.measured ? "" : " (estimated)"}`,
+        ),
         slots: plan.slots,
         threads: plan.threads,
         modelCopies: 1,
@@ -83,7 +91,10 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     );
     if (!plan.fits) log.warn("the configured models leave no memory for even one job; expect failures under load");
   } else {
-    log.info({ role: config.ROLE, workerUrl: config.WORKER_URL, qstashDeliveryUrl: services.qstashDeliveryUrl }, "api only: no model loaded, jobs go to QStash, /v1/audio/* to the workers");
+    log.info(
+      { role: config.ROLE, workerUrl: config.WORKER_URL, qstashDeliveryUrl: services.qstashDeliveryUrl },
+      "api only: no model loaded, jobs go to QStash, /v1/audio/* to the workers",
+    );
   }
   if (!services.apiKeys.required) log.warn("ALLOW_ANONYMOUS=true: the API accepts requests without an API key");
 

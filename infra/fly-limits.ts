@@ -115,7 +115,9 @@ export function sizingTable(): string {
       const footprint = footprintOf(size, dtype);
       const model = size === "large-v3-turbo" ? size : `${size}.en`;
       const memory = TABLE_CPUS.map((cpus) => `${flyLimits({ memory: 256, cpus, models: [model], dtype, queueSize: 0 }).minMemoryMb} MB`);
-      rows.push(`| ${names} | ${dtype} | ${footprint.measured ? "measured" : "extrapolated"} | ${mb(footprint.residentBytes)} | ${mb(footprint.rowBytes)} | ${memory.join(" | ")} |`);
+      rows.push(
+        `| ${names} | ${dtype} | ${footprint.measured ? "measured" : "extrapolated"} | ${mb(footprint.residentBytes)} | ${mb(footprint.rowBytes)} | ${memory.join(" | ")} |`,
+      );
     }
   }
   return rows.join("\n");
@@ -123,7 +125,9 @@ export function sizingTable(): string {
 
 /** The command line that reproduces a result; fly.toml quotes it next to the numbers. */
 export function flyLimitsCommand(input: FlyLimitsInput): string {
-  const parts = [`npx tsx infra/fly-limits.ts --memory ${input.memory} --cpus ${input.cpus} --model ${input.models.join(",")} --dtype ${input.dtype} --queue-size ${input.queueSize}`];
+  const parts = [
+    `npx tsx infra/fly-limits.ts --memory ${input.memory} --cpus ${input.cpus} --model ${input.models.join(",")} --dtype ${input.dtype} --queue-size ${input.queueSize}`,
+  ];
   if (input.maxActiveJobs !== undefined) parts.push(`--max-active-jobs ${input.maxActiveJobs}`);
   if (input.slots !== undefined) parts.push(`--slots ${input.slots}`);
   return parts.join(" ");
@@ -155,7 +159,10 @@ export function parseFlyLimitsArgs(argv: string[]): FlyLimitsInput & { json: boo
   return {
     memory: values.memory,
     cpus: int(values.cpus, "cpus")!,
-    models: values.model.split(",").map((m) => m.trim()).filter(Boolean),
+    models: values.model
+      .split(",")
+      .map((m) => m.trim())
+      .filter(Boolean),
     dtype: values.dtype,
     queueSize: int(values["queue-size"], "queue-size")!,
     maxActiveJobs: int(values["max-active-jobs"], "max-active-jobs"),

@@ -10,7 +10,12 @@ import { parseSchedule, DEFAULT_RETRY_SCHEDULE } from "./webhooks/retry-schedule
 const list = z
   .string()
   .optional()
-  .transform((s) => (s ?? "").split(",").map((x) => x.trim()).filter(Boolean));
+  .transform((s) =>
+    (s ?? "")
+      .split(",")
+      .map((x) => x.trim())
+      .filter(Boolean),
+  );
 const bool = z
   .enum(["true", "false", "1", "0"])
   .optional()
@@ -49,79 +54,94 @@ export type Role = (typeof ROLES)[number];
  * one switches a feature off or refuses to start, never runs with an empty value.
  */
 const settingsSchema = z.object({
-    PORT: z.coerce.number().int().min(0).max(65535).default(8080),
-    HOST: z.string().default("0.0.0.0"),
-    PUBLIC_URL: z.url().optional(),
-    ROLE: z.enum(ROLES).default("all"),
-    WORKER_URL: httpUrl.optional(),
-    LOG_LEVEL: z.enum(["debug", "info", "warn", "error", "silent"]).default("info"),
-    SHUTDOWN_GRACE: duration("25s"),
+  PORT: z.coerce.number().int().min(0).max(65535).default(8080),
+  HOST: z.string().default("0.0.0.0"),
+  PUBLIC_URL: z.url().optional(),
+  ROLE: z.enum(ROLES).default("all"),
+  WORKER_URL: httpUrl.optional(),
+  LOG_LEVEL: z.enum(["debug", "info", "warn", "error", "silent"]).default("info"),
+  SHUTDOWN_GRACE: duration("25s"),
 
-    API_KEYS: list,
-    ALLOW_ANONYMOUS: bool,
+  API_KEYS: list,
+  ALLOW_ANONYMOUS: bool,
 
-    DEFAULT_MODEL: z.string().default("base.en"),
-    PRELOAD_MODELS: list,
-    MODEL_DTYPE: z.enum(["q8", "fp32"]).default("q8"),
-    WHISPER_MODELS_DIR: z.string().optional(),
-    MODEL_CACHE_DIR: z.string().optional(),
+  DEFAULT_MODEL: z.string().default("base.en"),
+  PRELOAD_MODELS: list,
+  MODEL_DTYPE: z.enum(["q8", "fp32"]).default("q8"),
+  WHISPER_MODELS_DIR: z.string().optional(),
+  MODEL_CACHE_DIR: z.string().optional(),
 
-    MAX_UPLOAD_BYTES: bytes("200MiB"),
-    MAX_AUDIO_DURATION: duration("4h"),
-    VAD: z.enum(VAD_MODES).default("silero"),
-    // Whisper's checks on each window's decode (transcribe.py's defaults).
-    COMPRESSION_RATIO_THRESHOLD: z.coerce.number().positive().default(2.4),
-    LOGPROB_THRESHOLD: z.coerce.number().max(0).default(-1),
-    NO_SPEECH_THRESHOLD: z.coerce.number().min(0).max(1).default(0.6),
-    /** alias=model pairs; OpenAI's newer transcription models name the default model unless told otherwise. */
-    MODEL_ALIASES: z
-      .string()
-      .default("gpt-4o-transcribe,gpt-4o-mini-transcribe")
-      .transform((value, ctx) => {
-        const aliases: Record<string, string | null> = {};
-        for (const entry of value.split(",").map((e) => e.trim()).filter(Boolean)) {
-          const [alias, model, extra] = entry.split("=").map((p) => p.trim());
-          if (!alias || extra !== undefined || model === "") {
-            ctx.addIssue({ code: "custom", message: `"${entry}" is not alias or alias=model` });
-            return z.NEVER;
-          }
-          aliases[alias] = model ?? null;
+  MAX_UPLOAD_BYTES: bytes("200MiB"),
+  MAX_AUDIO_DURATION: duration("4h"),
+  VAD: z.enum(VAD_MODES).default("silero"),
+  // Whisper's checks on each window's decode (transcribe.py's defaults).
+  COMPRESSION_RATIO_THRESHOLD: z.coerce.number().positive().default(2.4),
+  LOGPROB_THRESHOLD: z.coerce.number().max(0).default(-1),
+  NO_SPEECH_THRESHOLD: z.coerce.number().min(0).max(1).default(0.6),
+  /** alias=model pairs; OpenAI's newer transcription models name the default model unless told otherwise. */
+  MODEL_ALIASES: z
+    .string()
+    .default("gpt-4o-transcribe,gpt-4o-mini-transcribe")
+    .transform((value, ctx) => {
+      const aliases: Record<string, string | null> = {};
+      for (const entry of value
+        .split(",")
+        .map((e) => e.trim())
+        .filter(Boolean)) {
+        const [alias, model, extra] = entry.split("=").map((p) => p.trim());
+        if (!alias || extra !== undefined || model === "") {
+          ctx.addIssue({ code: "custom", message: `"${entry}" is not alias or alias=model` });
+          return z.NEVER;
         }
-        return aliases;
-      }),
+        aliases[alias] = model ?? null;
+      }
+      return aliases;
+    }),
 
-    MEMORY_LIMIT: z.string().optional().transform((s, ctx) => (s === undefined ? undefined : parsedBy(parseBytes)(s, ctx))),
-    CPUS: z.string().optional().transform((s, ctx) => (s === undefined ? undefined : parsedBy(parseCpus)(s, ctx))),
-    FFMPEG_PATH: z.string().optional().transform((s, ctx) => (s === undefined ? undefined : parsedBy(executableFile)(s, ctx))),
-    SLOTS: positiveInt.optional(),
-    THREADS: positiveInt.optional(),
-    MAX_ACTIVE_JOBS: positiveInt.optional(),
-    QUEUE_SIZE: z.coerce.number().int().min(0).default(16),
-    QUEUE_TIMEOUT: duration("30s"),
+  MEMORY_LIMIT: z
+    .string()
+    .optional()
+    .transform((s, ctx) => (s === undefined ? undefined : parsedBy(parseBytes)(s, ctx))),
+  CPUS: z
+    .string()
+    .optional()
+    .transform((s, ctx) => (s === undefined ? undefined : parsedBy(parseCpus)(s, ctx))),
+  FFMPEG_PATH: z
+    .string()
+    .optional()
+    .transform((s, ctx) => (s === undefined ? undefined : parsedBy(executableFile)(s, ctx))),
+  SLOTS: positiveInt.optional(),
+  THREADS: positiveInt.optional(),
+  MAX_ACTIVE_JOBS: positiveInt.optional(),
+  QUEUE_SIZE: z.coerce.number().int().min(0).default(16),
+  QUEUE_TIMEOUT: duration("30s"),
 
-    DATA_DIR: z.string().default("./data"),
-    JOB_QUEUE_SIZE: z.coerce.number().int().min(1).default(1000),
-    JOB_MAX_WAIT: duration("1h"),
-    JOB_DEFER_MAX_DELAY: duration("60s"),
-    RESULT_RETENTION: duration("7d"),
-    /** Empty when unset: then no job may ask for a callback. */
-    WEBHOOK_SECRET: secret.optional().transform((s, ctx) => (s === undefined ? [] : parsedBy(parseWebhookSecrets)(s, ctx))),
-    WEBHOOK_RETRY_SCHEDULE: z.string().default(DEFAULT_RETRY_SCHEDULE).transform(parsedBy(parseSchedule)),
-    OUTBOUND_ALLOWLIST: z.string().optional().transform((s, ctx) => parsedBy(parseAllowlist)(s ?? "", ctx)),
-    MAX_DOWNLOAD_BYTES: bytes("500MiB"),
-    DOWNLOAD_TIMEOUT: duration("5m"),
+  DATA_DIR: z.string().default("./data"),
+  JOB_QUEUE_SIZE: z.coerce.number().int().min(1).default(1000),
+  JOB_MAX_WAIT: duration("1h"),
+  JOB_DEFER_MAX_DELAY: duration("60s"),
+  RESULT_RETENTION: duration("7d"),
+  /** Empty when unset: then no job may ask for a callback. */
+  WEBHOOK_SECRET: secret.optional().transform((s, ctx) => (s === undefined ? [] : parsedBy(parseWebhookSecrets)(s, ctx))),
+  WEBHOOK_RETRY_SCHEDULE: z.string().default(DEFAULT_RETRY_SCHEDULE).transform(parsedBy(parseSchedule)),
+  OUTBOUND_ALLOWLIST: z
+    .string()
+    .optional()
+    .transform((s, ctx) => parsedBy(parseAllowlist)(s ?? "", ctx)),
+  MAX_DOWNLOAD_BYTES: bytes("500MiB"),
+  DOWNLOAD_TIMEOUT: duration("5m"),
 
-    UPSTASH_REDIS_REST_URL: z.url().optional(),
-    UPSTASH_REDIS_REST_TOKEN: secret.optional(),
-    QSTASH_URL: z.url().optional(),
-    QSTASH_TOKEN: secret.optional(),
-    QSTASH_CURRENT_SIGNING_KEY: secret.optional(),
-    QSTASH_NEXT_SIGNING_KEY: secret.optional(),
-    QSTASH_DELIVERY_URL: httpUrl.optional(),
-    CLUSTER_SLOTS: positiveInt.optional(),
-    LEASE_TTL: duration("15s"),
-    LEASE_HEARTBEAT: duration("5s"),
-    INSTANCE_ID: z.string().optional(),
+  UPSTASH_REDIS_REST_URL: z.url().optional(),
+  UPSTASH_REDIS_REST_TOKEN: secret.optional(),
+  QSTASH_URL: z.url().optional(),
+  QSTASH_TOKEN: secret.optional(),
+  QSTASH_CURRENT_SIGNING_KEY: secret.optional(),
+  QSTASH_NEXT_SIGNING_KEY: secret.optional(),
+  QSTASH_DELIVERY_URL: httpUrl.optional(),
+  CLUSTER_SLOTS: positiveInt.optional(),
+  LEASE_TTL: duration("15s"),
+  LEASE_HEARTBEAT: duration("5s"),
+  INSTANCE_ID: z.string().optional(),
 });
 
 /** Every environment variable the service reads. */
@@ -131,76 +151,98 @@ export const SETTING_NAMES: readonly string[] = Object.keys(settingsSchema.shape
 const UNCHECKED_TOGETHER: ReadonlySet<PropertyKey> = new Set(["WEBHOOK_SECRET", "WEBHOOK_RETRY_SCHEDULE", "OUTBOUND_ALLOWLIST", "MEMORY_LIMIT", "CPUS", "FFMPEG_PATH"]);
 
 export const configSchema = settingsSchema
-  .superRefine((c, ctx) => {
-    if (c.API_KEYS.length === 0 && !c.ALLOW_ANONYMOUS) {
-      ctx.addIssue({ code: "custom", path: ["API_KEYS"], message: "set API_KEYS (comma-separated), or ALLOW_ANONYMOUS=true to run without authentication" });
-    }
-    if (Boolean(c.UPSTASH_REDIS_REST_URL) !== Boolean(c.UPSTASH_REDIS_REST_TOKEN)) {
-      ctx.addIssue({ code: "custom", path: ["UPSTASH_REDIS_REST_TOKEN"], message: "UPSTASH_REDIS_REST_URL and UPSTASH_REDIS_REST_TOKEN go together" });
-    }
-    if (Boolean(c.UPSTASH_REDIS_REST_URL) !== Boolean(c.QSTASH_TOKEN)) {
-      ctx.addIssue({ code: "custom", path: ["QSTASH_TOKEN"], message: "cluster mode needs both Upstash Redis (UPSTASH_REDIS_REST_URL/TOKEN) and QStash (QSTASH_TOKEN)" });
-    }
-    if (c.UPSTASH_REDIS_REST_URL && !c.CLUSTER_SLOTS) {
-      ctx.addIssue({ code: "custom", path: ["CLUSTER_SLOTS"], message: "cluster mode needs CLUSTER_SLOTS, the cluster-wide cap (the same on every instance)" });
-    }
-    if (c.QSTASH_TOKEN && !c.PUBLIC_URL) {
-      ctx.addIssue({ code: "custom", path: ["PUBLIC_URL"], message: "cluster mode needs PUBLIC_URL: the base of links in jobs and callbacks, and where QStash delivers unless QSTASH_DELIVERY_URL is set" });
-    }
-    if (c.ROLE !== "all" && !(c.UPSTASH_REDIS_REST_URL && c.QSTASH_TOKEN)) {
-      ctx.addIssue({
-        code: "custom",
-        path: ["ROLE"],
-        message: `ROLE=${c.ROLE} needs cluster mode (Upstash Redis and QStash settings): jobs and uploads taken by an api instance must be visible to the workers that run them`,
-      });
-    }
-    if (c.ROLE === "api" && !c.WORKER_URL) {
-      ctx.addIssue({
-        code: "custom",
-        path: ["WORKER_URL"],
-        message: "ROLE=api forwards /v1/audio/transcriptions, /translations and /extract to the workers: set WORKER_URL (on Fly: http://worker.process.<app>.internal:8080)",
-      });
-    }
-    if (c.ROLE === "api" && c.QSTASH_TOKEN && !c.QSTASH_DELIVERY_URL) {
-      ctx.addIssue({
-        code: "custom",
-        path: ["QSTASH_DELIVERY_URL"],
-        message: "ROLE=api runs no jobs, so QStash must deliver them to the workers: set QSTASH_DELIVERY_URL to their address (the default, PUBLIC_URL, is where clients reach the api)",
-      });
-    }
-    if (c.QSTASH_DELIVERY_URL && !c.QSTASH_TOKEN) {
-      ctx.addIssue({ code: "custom", path: ["QSTASH_DELIVERY_URL"], message: "QSTASH_DELIVERY_URL is where QStash delivers jobs: it needs cluster mode (QSTASH_TOKEN)" });
-    }
-    if (c.LEASE_HEARTBEAT * 2 > c.LEASE_TTL) {
-      ctx.addIssue({ code: "custom", path: ["LEASE_HEARTBEAT"], message: "LEASE_HEARTBEAT must be at most half of LEASE_TTL, or leases expire between renewals" });
-    }
-    if (c.QSTASH_TOKEN && !(c.QSTASH_CURRENT_SIGNING_KEY && c.QSTASH_NEXT_SIGNING_KEY)) {
-      ctx.addIssue({ code: "custom", path: ["QSTASH_CURRENT_SIGNING_KEY"], message: "QSTASH_TOKEN needs QSTASH_CURRENT_SIGNING_KEY and QSTASH_NEXT_SIGNING_KEY" });
-    }
-  }, { when: (payload) => payload.issues.every((issue) => UNCHECKED_TOGETHER.has(issue.path?.[0] ?? "")) })
-  .transform(({ UPSTASH_REDIS_REST_URL, UPSTASH_REDIS_REST_TOKEN, QSTASH_URL, QSTASH_TOKEN, QSTASH_CURRENT_SIGNING_KEY, QSTASH_NEXT_SIGNING_KEY, QSTASH_DELIVERY_URL, CLUSTER_SLOTS, LEASE_TTL, LEASE_HEARTBEAT, ...settings }) => {
-    let mode: Mode = { kind: "embedded", clusterSlots: CLUSTER_SLOTS ?? null };
-    // The checks above require every one of these when UPSTASH_REDIS_REST_URL is set.
-    if (UPSTASH_REDIS_REST_URL && UPSTASH_REDIS_REST_TOKEN && QSTASH_TOKEN && QSTASH_CURRENT_SIGNING_KEY && QSTASH_NEXT_SIGNING_KEY && CLUSTER_SLOTS && settings.PUBLIC_URL) {
-      const publicUrl = withoutTrailingSlash(settings.PUBLIC_URL);
-      mode = {
-        kind: "cluster",
-        redis: { url: UPSTASH_REDIS_REST_URL, token: UPSTASH_REDIS_REST_TOKEN },
-        qstash: {
-          url: QSTASH_URL,
-          token: QSTASH_TOKEN,
-          currentSigningKey: QSTASH_CURRENT_SIGNING_KEY,
-          nextSigningKey: QSTASH_NEXT_SIGNING_KEY,
-          deliveryUrl: QSTASH_DELIVERY_URL ? withoutTrailingSlash(QSTASH_DELIVERY_URL) : publicUrl,
-        },
-        clusterSlots: CLUSTER_SLOTS,
-        publicUrl,
-        leaseTtlMs: LEASE_TTL,
-        leaseHeartbeatMs: LEASE_HEARTBEAT,
-      };
-    }
-    return { ...settings, mode };
-  });
+  .superRefine(
+    (c, ctx) => {
+      if (c.API_KEYS.length === 0 && !c.ALLOW_ANONYMOUS) {
+        ctx.addIssue({ code: "custom", path: ["API_KEYS"], message: "set API_KEYS (comma-separated), or ALLOW_ANONYMOUS=true to run without authentication" });
+      }
+      if (Boolean(c.UPSTASH_REDIS_REST_URL) !== Boolean(c.UPSTASH_REDIS_REST_TOKEN)) {
+        ctx.addIssue({ code: "custom", path: ["UPSTASH_REDIS_REST_TOKEN"], message: "UPSTASH_REDIS_REST_URL and UPSTASH_REDIS_REST_TOKEN go together" });
+      }
+      if (Boolean(c.UPSTASH_REDIS_REST_URL) !== Boolean(c.QSTASH_TOKEN)) {
+        ctx.addIssue({ code: "custom", path: ["QSTASH_TOKEN"], message: "cluster mode needs both Upstash Redis (UPSTASH_REDIS_REST_URL/TOKEN) and QStash (QSTASH_TOKEN)" });
+      }
+      if (c.UPSTASH_REDIS_REST_URL && !c.CLUSTER_SLOTS) {
+        ctx.addIssue({ code: "custom", path: ["CLUSTER_SLOTS"], message: "cluster mode needs CLUSTER_SLOTS, the cluster-wide cap (the same on every instance)" });
+      }
+      if (c.QSTASH_TOKEN && !c.PUBLIC_URL) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["PUBLIC_URL"],
+          message: "cluster mode needs PUBLIC_URL: the base of links in jobs and callbacks, and where QStash delivers unless QSTASH_DELIVERY_URL is set",
+        });
+      }
+      if (c.ROLE !== "all" && !(c.UPSTASH_REDIS_REST_URL && c.QSTASH_TOKEN)) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["ROLE"],
+          message: `ROLE=${c.ROLE} needs cluster mode (Upstash Redis and QStash settings): jobs and uploads taken by an api instance must be visible to the workers that run them`,
+        });
+      }
+      if (c.ROLE === "api" && !c.WORKER_URL) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["WORKER_URL"],
+          message: "ROLE=api forwards /v1/audio/transcriptions, /translations and /extract to the workers: set WORKER_URL (on Fly: http://worker.process.<app>.internal:8080)",
+        });
+      }
+      if (c.ROLE === "api" && c.QSTASH_TOKEN && !c.QSTASH_DELIVERY_URL) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["QSTASH_DELIVERY_URL"],
+          message:
+            "ROLE=api runs no jobs, so QStash must deliver them to the workers: set QSTASH_DELIVERY_URL to their address (the default, PUBLIC_URL, is where clients reach the api)",
+        });
+      }
+      if (c.QSTASH_DELIVERY_URL && !c.QSTASH_TOKEN) {
+        ctx.addIssue({ code: "custom", path: ["QSTASH_DELIVERY_URL"], message: "QSTASH_DELIVERY_URL is where QStash delivers jobs: it needs cluster mode (QSTASH_TOKEN)" });
+      }
+      if (c.LEASE_HEARTBEAT * 2 > c.LEASE_TTL) {
+        ctx.addIssue({ code: "custom", path: ["LEASE_HEARTBEAT"], message: "LEASE_HEARTBEAT must be at most half of LEASE_TTL, or leases expire between renewals" });
+      }
+      if (c.QSTASH_TOKEN && !(c.QSTASH_CURRENT_SIGNING_KEY && c.QSTASH_NEXT_SIGNING_KEY)) {
+        ctx.addIssue({ code: "custom", path: ["QSTASH_CURRENT_SIGNING_KEY"], message: "QSTASH_TOKEN needs QSTASH_CURRENT_SIGNING_KEY and QSTASH_NEXT_SIGNING_KEY" });
+      }
+    },
+    { when: (payload) => payload.issues.every((issue) => UNCHECKED_TOGETHER.has(issue.path?.[0] ?? "")) },
+  )
+  .transform(
+    ({
+      UPSTASH_REDIS_REST_URL,
+      UPSTASH_REDIS_REST_TOKEN,
+      QSTASH_URL,
+      QSTASH_TOKEN,
+      QSTASH_CURRENT_SIGNING_KEY,
+      QSTASH_NEXT_SIGNING_KEY,
+      QSTASH_DELIVERY_URL,
+      CLUSTER_SLOTS,
+      LEASE_TTL,
+      LEASE_HEARTBEAT,
+      ...settings
+    }) => {
+      let mode: Mode = { kind: "embedded", clusterSlots: CLUSTER_SLOTS ?? null };
+      // The checks above require every one of these when UPSTASH_REDIS_REST_URL is set.
+      if (UPSTASH_REDIS_REST_URL && UPSTASH_REDIS_REST_TOKEN && QSTASH_TOKEN && QSTASH_CURRENT_SIGNING_KEY && QSTASH_NEXT_SIGNING_KEY && CLUSTER_SLOTS && settings.PUBLIC_URL) {
+        const publicUrl = withoutTrailingSlash(settings.PUBLIC_URL);
+        mode = {
+          kind: "cluster",
+          redis: { url: UPSTASH_REDIS_REST_URL, token: UPSTASH_REDIS_REST_TOKEN },
+          qstash: {
+            url: QSTASH_URL,
+            token: QSTASH_TOKEN,
+            currentSigningKey: QSTASH_CURRENT_SIGNING_KEY,
+            nextSigningKey: QSTASH_NEXT_SIGNING_KEY,
+            deliveryUrl: QSTASH_DELIVERY_URL ? withoutTrailingSlash(QSTASH_DELIVERY_URL) : publicUrl,
+          },
+          clusterSlots: CLUSTER_SLOTS,
+          publicUrl,
+          leaseTtlMs: LEASE_TTL,
+          leaseHeartbeatMs: LEASE_HEARTBEAT,
+        };
+      }
+      return { ...settings, mode };
+    },
+  );
 
 /**
  * The one deployment difference, chosen once: an embedded instance keeps jobs, uploads and slots

@@ -12,9 +12,7 @@ const WHOLE = new RegExp(`^(?:${TERM})+$`);
 export function parseDuration(text: string): number {
   const input = text.trim();
   if (!WHOLE.test(input)) {
-    throw new Error(
-      `Invalid duration "${text}": expected a number followed by ms, s, m, h or d (e.g. "250ms", "5m", "1h30m")`,
-    );
+    throw new Error(`Invalid duration "${text}": expected a number followed by ms, s, m, h or d (e.g. "250ms", "5m", "1h30m")`);
   }
   let total = 0;
   for (const [, amount, unit] of input.matchAll(new RegExp(TERM, "g"))) {

@@ -40,19 +40,14 @@ describe("renderTranscript", () => {
   it("renders srt as numbered cues with comma milliseconds and trimmed text", () => {
     expect(renderTranscript(transcript, "srt")).toEqual({
       contentType: "text/plain; charset=utf-8",
-      body:
-        "1\n00:00:00,000 --> 00:00:02,500\nHello there.\n\n" +
-        "2\n00:00:02,500 --> 00:00:04,500\nGeneral Kenobi.\n\n",
+      body: "1\n00:00:00,000 --> 00:00:02,500\nHello there.\n\n" + "2\n00:00:02,500 --> 00:00:04,500\nGeneral Kenobi.\n\n",
     });
   });
 
   it("renders vtt with the WEBVTT header and dot milliseconds", () => {
     expect(renderTranscript(transcript, "vtt")).toEqual({
       contentType: "text/vtt; charset=utf-8",
-      body:
-        "WEBVTT\n\n" +
-        "00:00:00.000 --> 00:00:02.500\nHello there.\n\n" +
-        "00:00:02.500 --> 00:00:04.500\nGeneral Kenobi.\n\n",
+      body: "WEBVTT\n\n" + "00:00:00.000 --> 00:00:02.500\nHello there.\n\n" + "00:00:02.500 --> 00:00:04.500\nGeneral Kenobi.\n\n",
     });
   });
 
@@ -67,12 +62,28 @@ describe("renderTranscript", () => {
         text: " Hello there. General Kenobi.",
         segments: [
           {
-            id: 0, seek: 0, start: 0, end: 2.5, text: " Hello there.", tokens: [50364, 2425, 456, 13],
-            temperature: 0, avg_logprob: -0.21, compression_ratio: 0.9, no_speech_prob: 0.01,
+            id: 0,
+            seek: 0,
+            start: 0,
+            end: 2.5,
+            text: " Hello there.",
+            tokens: [50364, 2425, 456, 13],
+            temperature: 0,
+            avg_logprob: -0.21,
+            compression_ratio: 0.9,
+            no_speech_prob: 0.01,
           },
           {
-            id: 1, seek: 0, start: 2.5, end: 4.5, text: " General Kenobi.", tokens: [6996, 591, 268, 13],
-            temperature: 0.2, avg_logprob: -0.4, compression_ratio: 0.9, no_speech_prob: 0.01,
+            id: 1,
+            seek: 0,
+            start: 2.5,
+            end: 4.5,
+            text: " General Kenobi.",
+            tokens: [6996, 591, 268, 13],
+            temperature: 0.2,
+            avg_logprob: -0.4,
+            compression_ratio: 0.9,
+            no_speech_prob: 0.01,
           },
         ],
         usage: { type: "duration", seconds: 5 },
@@ -110,17 +121,12 @@ describe("renderTranscript", () => {
       { start: 0, end: 1, text: " first line\n\n  second line \r\n" },
       { start: 1, end: 2, text: "a --> b ---> c" },
     ]);
-    expect(renderTranscript(t, "srt").body).toBe(
-      "1\n00:00:00,000 --> 00:00:01,000\nfirst line\nsecond line\n\n" +
-        "2\n00:00:01,000 --> 00:00:02,000\na -> b -> c\n\n",
-    );
+    expect(renderTranscript(t, "srt").body).toBe("1\n00:00:00,000 --> 00:00:01,000\nfirst line\nsecond line\n\n" + "2\n00:00:01,000 --> 00:00:02,000\na -> b -> c\n\n");
   });
 
   it("escapes markup characters in vtt cue text", () => {
     const t = withSegments([{ start: 0, end: 1, text: "<b>Tom & Jerry</b> -->" }]);
-    expect(renderTranscript(t, "vtt").body).toBe(
-      "WEBVTT\n\n00:00:00.000 --> 00:00:01.000\n&lt;b&gt;Tom &amp; Jerry&lt;/b&gt; -&gt;\n\n",
-    );
+    expect(renderTranscript(t, "vtt").body).toBe("WEBVTT\n\n00:00:00.000 --> 00:00:01.000\n&lt;b&gt;Tom &amp; Jerry&lt;/b&gt; -&gt;\n\n");
   });
 
   it("drops segments with no visible text from srt and vtt and keeps numbering contiguous", () => {
@@ -129,9 +135,7 @@ describe("renderTranscript", () => {
       { start: 1, end: 2, text: "  \n " },
       { start: 2, end: 3, text: "three" },
     ]);
-    expect(renderTranscript(t, "srt").body).toBe(
-      "1\n00:00:00,000 --> 00:00:01,000\none\n\n2\n00:00:02,000 --> 00:00:03,000\nthree\n\n",
-    );
+    expect(renderTranscript(t, "srt").body).toBe("1\n00:00:00,000 --> 00:00:01,000\none\n\n2\n00:00:02,000 --> 00:00:03,000\nthree\n\n");
     expect(renderTranscript(t, "vtt").body).not.toContain("00:00:01.000 --> 00:00:02.000");
   });
 

@@ -99,18 +99,18 @@ interface Cue {
 
 /** Segments with nothing left to show after sanitising are dropped: an empty cue ends early in SRT. */
 function cues(segments: Segment[], clean: (text: string) => string): Cue[] {
-  return segments
-    .map((segment) => ({ start: segment.start, end: segment.end, text: clean(segment.text) }))
-    .filter((cue) => cue.text !== "");
+  return segments.map((segment) => ({ start: segment.start, end: segment.end, text: clean(segment.text) })).filter((cue) => cue.text !== "");
 }
 
 function sanitiseCueText(text: string): string {
-  return text
-    .split(/\r\n|\r|\n/)
-    // A regex, not replaceAll("-->"): that would turn "--->" into "-->".
-    .map((line) => line.replace(/-{2,}>/g, "->").trim())
-    .filter((line) => line !== "")
-    .join("\n");
+  return (
+    text
+      .split(/\r\n|\r|\n/)
+      // A regex, not replaceAll("-->"): that would turn "--->" into "-->".
+      .map((line) => line.replace(/-{2,}>/g, "->").trim())
+      .filter((line) => line !== "")
+      .join("\n")
+  );
 }
 
 function escapeVtt(text: string): string {

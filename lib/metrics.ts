@@ -34,12 +34,22 @@ export class Metrics {
     const r = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: "slotscribe_process_" });
     const gauge = (name: string, help: string, read: () => number) =>
-      new Gauge({ name, help, registers: r, collect() { this.set(read()); } });
+      new Gauge({
+        name,
+        help,
+        registers: r,
+        collect() {
+          this.set(read());
+        },
+      });
 
     const compute = () => sources.compute?.stats ?? { slots: 0, inUse: 0, queued: 0 };
     const admission = () => sources.admission?.stats ?? { slots: 0, inUse: 0, queued: 0 };
     // Constant 1: the label tells a dashboard why an api instance shows no slots.
-    new Gauge({ name: "slotscribe_instance_info", help: "This instance's ROLE (all, api or worker) as a label.", labelNames: ["role"], registers: r }).set({ role: sources.role }, 1);
+    new Gauge({ name: "slotscribe_instance_info", help: "This instance's ROLE (all, api or worker) as a label.", labelNames: ["role"], registers: r }).set(
+      { role: sources.role },
+      1,
+    );
     gauge("slotscribe_slots_total", "Windows this instance may run in inference at once.", () => compute().slots);
     gauge("slotscribe_slots_in_use", "Windows in inference now.", () => compute().inUse);
     gauge("slotscribe_windows_queued", "Windows waiting for a slot.", () => compute().queued);
@@ -77,13 +87,35 @@ export class Metrics {
       },
     });
 
-    this.httpDuration = new Histogram({ name: "slotscribe_http_request_duration_seconds", help: "HTTP requests by route and status.", labelNames: ["method", "route", "status"], buckets: [0.005, 0.02, 0.1, 0.5, 2, 10, 60, 300], registers: r });
+    this.httpDuration = new Histogram({
+      name: "slotscribe_http_request_duration_seconds",
+      help: "HTTP requests by route and status.",
+      labelNames: ["method", "route", "status"],
+      buckets: [0.005, 0.02, 0.1, 0.5, 2, 10, 60, 300],
+      registers: r,
+    });
     this.errors = new Counter({ name: "slotscribe_errors_total", help: "Error responses by code.", labelNames: ["code"], registers: r });
     this.transcriptions = new Counter({ name: "slotscribe_transcriptions_total", help: "Transcriptions by outcome.", labelNames: ["outcome"], registers: r });
     this.audioSeconds = new Counter({ name: "slotscribe_audio_seconds_total", help: "Seconds of audio transcribed.", registers: r });
-    this.realtimeFactor = new Histogram({ name: "slotscribe_realtime_factor", help: "Audio seconds per wall second of each transcription.", buckets: [1, 2, 5, 10, 20, 40, 80, 160], registers: r });
-    this.windowDuration = new Histogram({ name: "slotscribe_window_duration_seconds", help: "Inference time of one 30 s window.", buckets: [0.05, 0.2, 0.5, 1, 2, 5, 10, 30], registers: r });
-    this.jobDuration = new Histogram({ name: "slotscribe_job_duration_seconds", help: "Async jobs from start to end, by final status.", labelNames: ["status"], buckets: [1, 5, 15, 60, 300, 900, 3600], registers: r });
+    this.realtimeFactor = new Histogram({
+      name: "slotscribe_realtime_factor",
+      help: "Audio seconds per wall second of each transcription.",
+      buckets: [1, 2, 5, 10, 20, 40, 80, 160],
+      registers: r,
+    });
+    this.windowDuration = new Histogram({
+      name: "slotscribe_window_duration_seconds",
+      help: "Inference time of one 30 s window.",
+      buckets: [0.05, 0.2, 0.5, 1, 2, 5, 10, 30],
+      registers: r,
+    });
+    this.jobDuration = new Histogram({
+      name: "slotscribe_job_duration_seconds",
+      help: "Async jobs from start to end, by final status.",
+      labelNames: ["status"],
+      buckets: [1, 5, 15, 60, 300, 900, 3600],
+      registers: r,
+    });
     this.callbackDeliveries = new Counter({ name: "slotscribe_callback_deliveries_total", help: "Callback delivery attempts by outcome.", labelNames: ["outcome"], registers: r });
   }
 }

@@ -144,16 +144,19 @@ async function embeddedAdapters(mode: Extract<Mode, { kind: "embedded" }>, conte
     jobs,
     blobs: new FileBlobs(inputsDir(config.DATA_DIR)),
     dispatcher: new EmbeddedJobDispatcher({ store: jobs, concurrency: context.concurrency, log }),
-    callbacks: signedCallbacks(config, log, () =>
-      new EmbeddedCallbackSender({
-        store: jobs,
-        secrets: config.WEBHOOK_SECRET,
-        schedule: config.WEBHOOK_RETRY_SCHEDULE,
-        policy: config.OUTBOUND_ALLOWLIST,
-        publicUrl,
-        log,
-        onAttempt: context.onCallbackAttempt,
-      }),
+    callbacks: signedCallbacks(
+      config,
+      log,
+      () =>
+        new EmbeddedCallbackSender({
+          store: jobs,
+          secrets: config.WEBHOOK_SECRET,
+          schedule: config.WEBHOOK_RETRY_SCHEDULE,
+          policy: config.OUTBOUND_ALLOWLIST,
+          publicUrl,
+          log,
+          onAttempt: context.onCallbackAttempt,
+        }),
     ),
     qstashReceiver: null,
     qstashDeliveryUrl: publicUrl,
@@ -173,9 +176,7 @@ function clusterAdapters(mode: Extract<Mode, { kind: "cluster" }>, context: Adap
     jobs,
     blobs: new RedisBlobs(redis, config.RESULT_RETENTION),
     dispatcher: new QStashJobDispatcher({ client: qstash, deliveryUrl }),
-    callbacks: signedCallbacks(config, log, () =>
-      new QStashCallbackSender({ client: qstash, store: jobs, secrets: config.WEBHOOK_SECRET, publicUrl, deliveryUrl, log }),
-    ),
+    callbacks: signedCallbacks(config, log, () => new QStashCallbackSender({ client: qstash, store: jobs, secrets: config.WEBHOOK_SECRET, publicUrl, deliveryUrl, log })),
     qstashReceiver: new Receiver({ currentSigningKey: mode.qstash.currentSigningKey, nextSigningKey: mode.qstash.nextSigningKey }),
     qstashDeliveryUrl: deliveryUrl,
   };
@@ -269,7 +270,15 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
     queueSize: config.JOB_QUEUE_SIZE,
     log,
   });
-  const jobService = new JobService({ store: jobs, blobs, runner, catalog, policy: config.OUTBOUND_ALLOWLIST, webhookSecrets: config.WEBHOOK_SECRET, publicUrl: config.PUBLIC_URL });
+  const jobService = new JobService({
+    store: jobs,
+    blobs,
+    runner,
+    catalog,
+    policy: config.OUTBOUND_ALLOWLIST,
+    webhookSecrets: config.WEBHOOK_SECRET,
+    publicUrl: config.PUBLIC_URL,
+  });
   await callbacks.start();
   await runner.start();
   const sweep = async () => {

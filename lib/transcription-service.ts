@@ -121,7 +121,8 @@ export class TranscriptionService {
   async transcribeFile(path: string, request: TranscribeRequest, room: { wait: AdmissionWait } | { admitted: Admission } = { wait: "queue" }): Promise<Transcript> {
     const model = this.deps.catalog.resolve(request.model);
     const info = await this.deps.engine.load(model).catch((err: unknown) => {
-      if (err instanceof ModelLoadError) throw new DomainError("unavailable", `Model "${model.name}" is not available on this server: it could not be loaded.`, { cause: err, retryAfterSeconds: 30 });
+      if (err instanceof ModelLoadError)
+        throw new DomainError("unavailable", `Model "${model.name}" is not available on this server: it could not be loaded.`, { cause: err, retryAfterSeconds: 30 });
       throw err;
     });
     if (request.task === "translate" && !info.multilingual) {

@@ -146,9 +146,14 @@ describe("cluster mode: three instances, one Redis, QStash", () => {
       while (sampling) {
         maxLeases = Math.max(maxLeases, await liveLeases(redis));
         const windows = await Promise.all(
-          instances.map(async (i) => (i ? (((await (await fetch(`${i.url}/v1/capacity`, { headers: auth })).json()) as { instance: { windows: { inUse: number } } }).instance.windows.inUse) : 0)),
+          instances.map(async (i) =>
+            i ? ((await (await fetch(`${i.url}/v1/capacity`, { headers: auth })).json()) as { instance: { windows: { inUse: number } } }).instance.windows.inUse : 0,
+          ),
         ).catch(() => [0]);
-        maxWindows = Math.max(maxWindows, windows.reduce((a, b) => a + b, 0));
+        maxWindows = Math.max(
+          maxWindows,
+          windows.reduce((a, b) => a + b, 0),
+        );
         await new Promise((r) => setTimeout(r, 25));
       }
     })();
@@ -187,7 +192,13 @@ describe("cluster mode: three instances, one Redis, QStash", () => {
     const views = await Promise.all(
       [...expected.keys()].map((id) =>
         eventually(async () => {
-          const view = (await (await fetch(`${publicUrl}/v1/jobs/${id}`, { headers: auth })).json()) as { id: string; status: string; runs?: number; result: { text: string } | null; callback: { webhook_id: string } | null };
+          const view = (await (await fetch(`${publicUrl}/v1/jobs/${id}`, { headers: auth })).json()) as {
+            id: string;
+            status: string;
+            runs?: number;
+            result: { text: string } | null;
+            callback: { webhook_id: string } | null;
+          };
           if (view.status !== "succeeded") throw new Error(`${id} is ${view.status}`);
           return view;
         }, 240_000),
@@ -211,14 +222,22 @@ describe("cluster mode: three instances, one Redis, QStash", () => {
     expect(maxWindows).toBeLessThanOrEqual(CAP);
     expect(maxLeases).toBeGreaterThan(0);
     const commands = redisCommandCount() - commandsBefore;
-    console.log(`cluster run: peak live leases ${maxLeases}, peak windows in inference ${maxWindows} (cap ${CAP}); ${commands} Redis commands for ${expected.size} jobs = ${(commands / expected.size).toFixed(1)} per job (including the test's own sampling)`);
+    console.log(
+      `cluster run: peak live leases ${maxLeases}, peak windows in inference ${maxWindows} (cap ${CAP}); ${commands} Redis commands for ${expected.size} jobs = ${(commands / expected.size).toFixed(1)} per job (including the test's own sampling)`,
+    );
   }, 600_000);
 
   it("reports the Redis round trips one job costs", async () => {
     const files = [];
     for (let n = 0; n < 4; n++) {
       const path = join(work, `quiet-${n}.wav`);
-      await writeAudioFile(path, microTones([{ word: "echo", seconds: 30 }, { word: "echo", seconds: 30 }]));
+      await writeAudioFile(
+        path,
+        microTones([
+          { word: "echo", seconds: 30 },
+          { word: "echo", seconds: 30 },
+        ]),
+      );
       files.push(await readFile(path));
     }
     // Only the service talks to Redis from here on: completion is seen through the callbacks.
@@ -242,7 +261,11 @@ describe("cluster mode: three instances, one Redis, QStash", () => {
     const live = instances.find((i): i is ServiceProcess => i !== null)!;
     const unsigned = await fetch(`${live.url}/internal/qstash/run`, { method: "POST", body: JSON.stringify({ jobId: "job_x", attempt: 0 }) });
     expect(unsigned.status).toBe(401);
-    const forged = await fetch(`${live.url}/internal/qstash/run`, { method: "POST", body: JSON.stringify({ jobId: "job_x", attempt: 0 }), headers: { "upstash-signature": "eyJhbGciOiJIUzI1NiJ9.e30.c2lnbmF0dXJl" } });
+    const forged = await fetch(`${live.url}/internal/qstash/run`, {
+      method: "POST",
+      body: JSON.stringify({ jobId: "job_x", attempt: 0 }),
+      headers: { "upstash-signature": "eyJhbGciOiJIUzI1NiJ9.e30.c2lnbmF0dXJl" },
+    });
     expect(forged.status).toBe(401);
     expect(((await forged.json()) as { error: { code: string } }).error.code).toBe("unauthorized");
   });

@@ -305,7 +305,9 @@ describe("Dockerfile rules", () => {
     expect(["root", "0"]).not.toContain(user);
     expect(last.line).toBeLessThan(only(finalStage, "CMD").at(-1)!.line);
     // The id the image creates is the id it runs as, and it owns the writable directories.
-    const setup = only(finalStage, "RUN").map((r) => r.args).join("\n");
+    const setup = only(finalStage, "RUN")
+      .map((r) => r.args)
+      .join("\n");
     expect(setup).toContain(`--uid ${user}`);
     for (const dir of [finalEnv.DATA_DIR!, finalEnv.MODEL_CACHE_DIR!]) expect(setup).toMatch(new RegExp(`chown \\S+ [^\\n]*${dir}`));
   });
@@ -376,7 +378,9 @@ describe("Dockerfile rules", () => {
 
   it("prefetches the PREFETCH_MODELS build argument (default base.en) into MODEL_CACHE_DIR", () => {
     const models = stageNamed("models");
-    const arg = only(models, "ARG").map((a) => assignments(a.args)).find((a) => "PREFETCH_MODELS" in a)!;
+    const arg = only(models, "ARG")
+      .map((a) => assignments(a.args))
+      .find((a) => "PREFETCH_MODELS" in a)!;
     expect(arg.PREFETCH_MODELS).toBe("base.en");
     expect(only(models, "RUN").some((r) => r.args.includes("bin/prefetch-models.ts") && r.args.includes("$PREFETCH_MODELS"))).toBe(true);
     expect(stageEnv(models).MODEL_CACHE_DIR).toBe(finalEnv.MODEL_CACHE_DIR);
@@ -433,7 +437,9 @@ describe("Docker build context", () => {
       ].map((m) => m[1]!);
       for (const spec of specifiers) {
         if (spec.startsWith(".")) {
-          const target = relative(ROOT, resolve(ROOT, dirname(file), spec)).split(sep).join("/");
+          const target = relative(ROOT, resolve(ROOT, dirname(file), spec))
+            .split(sep)
+            .join("/");
           if (existsSync(join(ROOT, target))) queue.push(target);
           else missing.push(`${file} -> ${target}`);
         } else if (!spec.startsWith("node:")) {
@@ -452,13 +458,21 @@ describe("Docker build context", () => {
   function copied(stage: Stage): (file: string) => boolean {
     const sources = only(stage, "COPY")
       .filter((c) => !c.args.includes("--from="))
-      .flatMap((c) => c.args.replace(/--\S+\s+/g, "").split(/\s+/).slice(0, -1));
+      .flatMap((c) =>
+        c.args
+          .replace(/--\S+\s+/g, "")
+          .split(/\s+/)
+          .slice(0, -1),
+      );
     return (file) => !ignored(file) && sources.some((s) => file === s || file.startsWith(`${s.replace(/\/$/, "")}/`));
   }
 
   it("copies only sources that exist and that .dockerignore lets through", () => {
     for (const copy of dockerfile.all.filter((i) => i.keyword === "COPY" && !i.args.includes("--from="))) {
-      for (const source of copy.args.replace(/--\S+\s+/g, "").split(/\s+/).slice(0, -1)) {
+      for (const source of copy.args
+        .replace(/--\S+\s+/g, "")
+        .split(/\s+/)
+        .slice(0, -1)) {
         const path = source.replace(/\/$/, "");
         expect(existsSync(join(ROOT, path)), `line ${copy.line}: ${source} does not exist`).toBe(true);
         expect(ignored(path), `line ${copy.line}: ${source} is excluded by .dockerignore`).toBe(false);
@@ -479,7 +493,11 @@ describe("Docker build context", () => {
     expect(only(stageNamed("build"), "RUN").some((r) => /\bnpm run build\b/.test(r.args))).toBe(true);
     expect(only(finalStage, "COPY").some((c) => /--from=build\b/.test(c.args) && /\/app\/dist \.\/dist$/.test(c.args))).toBe(true);
     // The runtime holds no sources: it runs dist/ only.
-    expect(only(finalStage, "COPY").filter((c) => !c.args.includes("--from=")).flatMap((c) => c.args.split(/\s+/))).not.toContain("lib");
+    expect(
+      only(finalStage, "COPY")
+        .filter((c) => !c.args.includes("--from="))
+        .flatMap((c) => c.args.split(/\s+/)),
+    ).not.toContain("lib");
   });
 
   it("runs compiled code that needs nothing outside dist/ but packages (the build run as the Dockerfile runs it)", async () => {
@@ -499,7 +517,10 @@ describe("Docker build context", () => {
     const { files, missing } = closure(["bin/prefetch-models.ts"]);
     expect(missing).toEqual([]);
     const inStage = copied(stageNamed("models"));
-    expect([...files].filter((f) => !inStage(f)), "imported by the prefetch but not copied").toEqual([]);
+    expect(
+      [...files].filter((f) => !inStage(f)),
+      "imported by the prefetch but not copied",
+    ).toEqual([]);
   });
 
   it("needs only production dependencies at run time (the image installs with --omit=dev)", () => {
@@ -509,7 +530,10 @@ describe("Docker build context", () => {
     // A loader the CMD preloads, too (none since the image runs compiled code), and the prefetch's.
     if (cmd.includes("--import")) packages.add(cmd[cmd.indexOf("--import") + 1]!);
     for (const r of only(stageNamed("models"), "RUN")) for (const m of r.args.matchAll(/--import\s+(\S+)/g)) packages.add(m[1]!);
-    expect([...packages].filter((p) => !prod.has(p)), "imported at run time but only a devDependency").toEqual([]);
+    expect(
+      [...packages].filter((p) => !prod.has(p)),
+      "imported at run time but only a devDependency",
+    ).toEqual([]);
   });
 
   it("leaves no test file in the copied directories", () => {
@@ -920,9 +944,19 @@ describe("bin/prefetch-models.ts as the Dockerfile runs it", () => {
     const r = await prefetchStep({ MODEL_CACHE_DIR: cache, MODEL_DTYPE: "q8", PREFETCH_MODELS: MODEL, HF_ENDPOINT: hub.url });
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(new RegExp(`^${MODEL}\\tq8\\t\\d+$`, "m"));
-    const files = filesUnder(join(cache, MODEL)).map((f) => relative(join(cache, MODEL), f).split(sep).join("/")).sort();
+    const files = filesUnder(join(cache, MODEL))
+      .map((f) => relative(join(cache, MODEL), f).split(sep).join("/"))
+      .sort();
     // q8 only: the service asks for the quantized sessions, so fp32 files would be dead weight.
-    expect(files).toEqual(["config.json", "generation_config.json", "onnx/decoder_model_merged_quantized.onnx", "onnx/encoder_model_quantized.onnx", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json"]);
+    expect(files).toEqual([
+      "config.json",
+      "generation_config.json",
+      "onnx/decoder_model_merged_quantized.onnx",
+      "onnx/encoder_model_quantized.onnx",
+      "preprocessor_config.json",
+      "tokenizer.json",
+      "tokenizer_config.json",
+    ]);
     expect(hubRequests.some((u) => u.endsWith("encoder_model_quantized.onnx"))).toBe(true);
   });
 
@@ -982,7 +1016,9 @@ describe("bin/prefetch-models.ts as the Dockerfile runs it", () => {
     });
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(new RegExp(`^${MODEL}\\tq8\\t\\d+$`, "m"));
-    const missing = await run(process.execPath, ["--import", "tsx", "bin/prefetch-models.ts", "generated/whisper-none"], { env: { PATH: process.env.PATH, WHISPER_MODELS_DIR: modelsDir } });
+    const missing = await run(process.execPath, ["--import", "tsx", "bin/prefetch-models.ts", "generated/whisper-none"], {
+      env: { PATH: process.env.PATH, WHISPER_MODELS_DIR: modelsDir },
+    });
     expect(missing.code).toBe(1);
     expect(missing.stderr).toMatch(/no model directory/);
   });
@@ -1087,7 +1123,11 @@ describe("the image's command, from the prefetched cache", () => {
   });
 
   it("passes the HEALTHCHECK command, which fails when nothing answers", async () => {
-    const hc = execForm(only(finalStage, "HEALTHCHECK").at(-1)!.args.replace(/^(--\S+\s+)*CMD\s+/, ""));
+    const hc = execForm(
+      only(finalStage, "HEALTHCHECK")
+        .at(-1)!
+        .args.replace(/^(--\S+\s+)*CMD\s+/, ""),
+    );
     const node = (c: string) => (c === "node" ? process.execPath : c);
     const healthy = await run(node(hc[0]!), hc.slice(1), { env: { PATH: process.env.PATH, PORT: String(port) }, timeoutMs: 10_000 });
     expect(healthy.code, healthy.stderr).toBe(0);
@@ -1096,7 +1136,14 @@ describe("the image's command, from the prefetched cache", () => {
   });
 
   it("accepts the webhook example's request, once per event id", async () => {
-    const env = { PATH: process.env.PATH, SLOTSCRIBE_URL: url, SLOTSCRIBE_API_KEY: apiKey, MEDIA_URL: `${media.url}/call-42.wav`, EVENT_ID: "evt_42", CALLBACK_URL: `${media.url}/hook` };
+    const env = {
+      PATH: process.env.PATH,
+      SLOTSCRIBE_URL: url,
+      SLOTSCRIBE_API_KEY: apiKey,
+      MEDIA_URL: `${media.url}/call-42.wav`,
+      EVENT_ID: "evt_42",
+      CALLBACK_URL: `${media.url}/hook`,
+    };
     const first = await run("bash", [join(ROOT, "infra/examples/webhook-submit.sh")], { env });
     expect(first.code, first.stderr + first.stdout).toBe(0);
     const job = JSON.parse(first.stdout) as { id: string; object: string; metadata: unknown };
@@ -1117,7 +1164,16 @@ describe("the image's command, from the prefetched cache", () => {
     const qstashToken = `qs-${randomBytes(8).toString("hex")}`;
     try {
       const r = await run("bash", [join(ROOT, "infra/examples/qstash-schedule.sh")], {
-        env: { PATH: process.env.PATH, QSTASH_URL: qstash.url, QSTASH_TOKEN: qstashToken, SLOTSCRIBE_URL: url, SLOTSCRIBE_API_KEY: apiKey, MEDIA_URL: `${media.url}/daily.wav`, CALLBACK_URL: `${media.url}/hook`, CRON: "*/5 * * * *" },
+        env: {
+          PATH: process.env.PATH,
+          QSTASH_URL: qstash.url,
+          QSTASH_TOKEN: qstashToken,
+          SLOTSCRIBE_URL: url,
+          SLOTSCRIBE_API_KEY: apiKey,
+          MEDIA_URL: `${media.url}/daily.wav`,
+          CALLBACK_URL: `${media.url}/hook`,
+          CRON: "*/5 * * * *",
+        },
       });
       expect(r.code, r.stderr).toBe(0);
       expect(r.stdout).toContain("scd_test");
@@ -1140,7 +1196,9 @@ describe("the image's command, from the prefetched cache", () => {
     // 2. A run of the schedule: QStash publishes the same headers and body to the destination.
     const emulator = await startQStashEmulator({ token: "emu-token", currentSigningKey: "sig_a", nextSigningKey: "sig_b" });
     try {
-      const forwarded = Object.fromEntries(Object.entries(sent.headers).filter(([k]) => k.startsWith("upstash-forward-") || k === "content-type" || k === "upstash-method")) as Record<string, string>;
+      const forwarded = Object.fromEntries(
+        Object.entries(sent.headers).filter(([k]) => k.startsWith("upstash-forward-") || k === "content-type" || k === "upstash-method"),
+      ) as Record<string, string>;
       const published = await fetch(`${emulator.url}/v2/publish/${url}/v1/jobs`, { method: "POST", headers: { ...forwarded, authorization: "Bearer emu-token" }, body: sent.body });
       expect(published.status).toBe(201);
       const { messageId } = (await published.json()) as { messageId: string };

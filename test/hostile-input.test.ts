@@ -60,15 +60,46 @@ interface Case {
 const cases: Case[] = [
   // Multipart that cannot be parsed.
   ...UPLOAD_ROUTES.flatMap((path): Case[] => [
-    { name: "multipart without a boundary", path, headers: { "content-type": "multipart/form-data" }, body: multipart([file]), status: 400, code: "invalid_request", message: /boundary/ },
+    {
+      name: "multipart without a boundary",
+      path,
+      headers: { "content-type": "multipart/form-data" },
+      body: multipart([file]),
+      status: 400,
+      code: "invalid_request",
+      message: /boundary/,
+    },
     { name: "multipart without its closing line", path, headers: MULTIPART, body: multipart([file], { close: false }), status: 400, code: "invalid_request", message: /closing/ },
     { name: "multipart with another boundary than declared", path, headers: MULTIPART, body: multipart([file], { boundary: "other" }), status: 400, code: "invalid_request" },
-    { name: "multipart with an empty boundary", path, headers: { "content-type": 'multipart/form-data; boundary=""' }, body: multipart([file]), status: 400, code: "invalid_request" },
+    {
+      name: "multipart with an empty boundary",
+      path,
+      headers: { "content-type": 'multipart/form-data; boundary=""' },
+      body: multipart([file]),
+      status: 400,
+      code: "invalid_request",
+    },
     { name: "multipart cut in the middle of a part's headers", path, headers: MULTIPART, body: multipart([file]).subarray(0, 40), status: 400, code: "invalid_request" },
     { name: "an empty multipart body", path, headers: MULTIPART, body: "", status: 400, code: "invalid_request" },
-    { name: "multipart without any file", path, headers: MULTIPART, body: multipart([{ name: "model", data: "whisper-1" }]), status: 400, code: "invalid_request", message: /file/ },
+    {
+      name: "multipart without any file",
+      path,
+      headers: MULTIPART,
+      body: multipart([{ name: "model", data: "whisper-1" }]),
+      status: 400,
+      code: "invalid_request",
+      message: /file/,
+    },
     { name: "50 file parts", path, headers: MULTIPART, body: multipart(Array(50).fill(file)), status: 400, code: "invalid_request", message: /one file/ },
-    { name: "a file part that is a plain field", path, headers: MULTIPART, body: multipart([{ name: "file", data: "not a file" }]), status: 400, code: "invalid_request", message: /file/ },
+    {
+      name: "a file part that is a plain field",
+      path,
+      headers: MULTIPART,
+      body: multipart([{ name: "file", data: "not a file" }]),
+      status: 400,
+      code: "invalid_request",
+      message: /file/,
+    },
   ]),
   // Bodies of a type the route does not take.
   ...AUDIO_ROUTES.filter((p) => p !== "/v1/audio/extract").flatMap((path): Case[] => [
@@ -78,7 +109,14 @@ const cases: Case[] = [
   ...UPLOAD_ROUTES.flatMap((path): Case[] => [
     { name: "a text/plain body", path, headers: { "content-type": "text/plain" }, body: "hello", status: 415, code: "unsupported_media" },
     { name: "a body without a content type", path, headers: {}, body: "hello", status: 415, code: "unsupported_media" },
-    { name: "a form-urlencoded body", path, headers: { "content-type": "application/x-www-form-urlencoded" }, body: "file=abc&model=whisper-1", status: 400, code: "invalid_request" },
+    {
+      name: "a form-urlencoded body",
+      path,
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      body: "file=abc&model=whisper-1",
+      status: 400,
+      code: "invalid_request",
+    },
   ]),
   // JSON that is not a request.
   ...JSON_ROUTES.flatMap((path): Case[] => [
@@ -89,33 +127,171 @@ const cases: Case[] = [
     { name: "a JSON string", path, headers: JSON_TYPE, body: '"https://example.com/a.mp3"', status: 400, code: "invalid_request" },
     { name: "JSON nested 100,000 levels", path, headers: JSON_TYPE, body: nestedArrays(20_000), status: 400, code: "invalid_request" },
     { name: "a url that is not http(s)", path, headers: JSON_TYPE, body: JSON.stringify({ url: "file:///etc/passwd" }), status: 400, code: "invalid_request" },
-    { name: "a url of 20,000 characters", path, headers: JSON_TYPE, body: JSON.stringify({ url: `https://example.com/${"a".repeat(20_000)}` }), status: 400, code: "invalid_request" },
+    {
+      name: "a url of 20,000 characters",
+      path,
+      headers: JSON_TYPE,
+      body: JSON.stringify({ url: `https://example.com/${"a".repeat(20_000)}` }),
+      status: 400,
+      code: "invalid_request",
+    },
     // Small enough to be sent whole before the early answer (see send()); uploads over the limit are in service.test.ts.
-    { name: "a JSON body over 64 KiB", path, headers: JSON_TYPE, body: JSON.stringify({ url: "https://example.com/a.mp3", pad: "x".repeat(100 * 1024) }), status: 413, code: "payload_too_large" },
+    {
+      name: "a JSON body over 64 KiB",
+      path,
+      headers: JSON_TYPE,
+      body: JSON.stringify({ url: "https://example.com/a.mp3", pad: "x".repeat(100 * 1024) }),
+      status: 413,
+      code: "payload_too_large",
+    },
   ]),
   // What a job stores and repeats in every callback.
-  { name: "metadata nested 10,000 levels (JSON)", path: "/v1/jobs", headers: JSON_TYPE, body: `{"url":"https://example.com/a.mp3","metadata":${nested(10_000)}}`, status: 400, code: "invalid_request", message: /metadata/ },
-  { name: "metadata nested 17 levels (JSON)", path: "/v1/jobs", headers: JSON_TYPE, body: `{"url":"https://example.com/a.mp3","metadata":${nested(17)}}`, status: 400, code: "invalid_request", message: /16 levels/ },
-  { name: "metadata over 16 KiB (JSON)", path: "/v1/jobs", headers: JSON_TYPE, body: JSON.stringify({ url: "https://example.com/a.mp3", metadata: { a: "x".repeat(17_000) } }), status: 400, code: "invalid_request", message: /16384 bytes/ },
-  { name: "metadata that is an array (JSON)", path: "/v1/jobs", headers: JSON_TYPE, body: JSON.stringify({ url: "https://example.com/a.mp3", metadata: [1] }), status: 400, code: "invalid_request" },
-  { name: "metadata nested 10,000 levels (multipart)", path: "/v1/jobs", headers: MULTIPART, body: multipart([file, { name: "metadata", data: nested(2_000) }]), status: 400, code: "invalid_request", message: /16 levels/ },
-  { name: "metadata of nested arrays (multipart)", path: "/v1/jobs", headers: MULTIPART, body: multipart([file, { name: "metadata", data: `{"a":${nestedArrays(5_000)}}` }]), status: 400, code: "invalid_request", message: /16 levels/ },
-  { name: "metadata over 16 KiB (multipart)", path: "/v1/jobs", headers: MULTIPART, body: multipart([file, { name: "metadata", data: JSON.stringify({ a: "x".repeat(17_000) }) }]), status: 400, code: "invalid_request", message: /16384 bytes/ },
-  { name: "metadata that is not JSON (multipart)", path: "/v1/jobs", headers: MULTIPART, body: multipart([file, { name: "metadata", data: "{nope" }]), status: 400, code: "invalid_request", message: /JSON object/ },
+  {
+    name: "metadata nested 10,000 levels (JSON)",
+    path: "/v1/jobs",
+    headers: JSON_TYPE,
+    body: `{"url":"https://example.com/a.mp3","metadata":${nested(10_000)}}`,
+    status: 400,
+    code: "invalid_request",
+    message: /metadata/,
+  },
+  {
+    name: "metadata nested 17 levels (JSON)",
+    path: "/v1/jobs",
+    headers: JSON_TYPE,
+    body: `{"url":"https://example.com/a.mp3","metadata":${nested(17)}}`,
+    status: 400,
+    code: "invalid_request",
+    message: /16 levels/,
+  },
+  {
+    name: "metadata over 16 KiB (JSON)",
+    path: "/v1/jobs",
+    headers: JSON_TYPE,
+    body: JSON.stringify({ url: "https://example.com/a.mp3", metadata: { a: "x".repeat(17_000) } }),
+    status: 400,
+    code: "invalid_request",
+    message: /16384 bytes/,
+  },
+  {
+    name: "metadata that is an array (JSON)",
+    path: "/v1/jobs",
+    headers: JSON_TYPE,
+    body: JSON.stringify({ url: "https://example.com/a.mp3", metadata: [1] }),
+    status: 400,
+    code: "invalid_request",
+  },
+  {
+    name: "metadata nested 10,000 levels (multipart)",
+    path: "/v1/jobs",
+    headers: MULTIPART,
+    body: multipart([file, { name: "metadata", data: nested(2_000) }]),
+    status: 400,
+    code: "invalid_request",
+    message: /16 levels/,
+  },
+  {
+    name: "metadata of nested arrays (multipart)",
+    path: "/v1/jobs",
+    headers: MULTIPART,
+    body: multipart([file, { name: "metadata", data: `{"a":${nestedArrays(5_000)}}` }]),
+    status: 400,
+    code: "invalid_request",
+    message: /16 levels/,
+  },
+  {
+    name: "metadata over 16 KiB (multipart)",
+    path: "/v1/jobs",
+    headers: MULTIPART,
+    body: multipart([file, { name: "metadata", data: JSON.stringify({ a: "x".repeat(17_000) }) }]),
+    status: 400,
+    code: "invalid_request",
+    message: /16384 bytes/,
+  },
+  {
+    name: "metadata that is not JSON (multipart)",
+    path: "/v1/jobs",
+    headers: MULTIPART,
+    body: multipart([file, { name: "metadata", data: "{nope" }]),
+    status: 400,
+    code: "invalid_request",
+    message: /JSON object/,
+  },
   // Fields that must not be echoed whole or reach the model loader.
   ...["/v1/audio/transcriptions", "/v1/jobs"].flatMap((path): Case[] => [
-    { name: "a 10 MB model", path, headers: MULTIPART, body: multipart([file, { name: "model", data: "m".repeat(10_000_000) }]), status: 400, code: "invalid_request", message: /model/ },
-    { name: "a model id with .. that stays inside the models dir", path, headers: MULTIPART, body: multipart([file, { name: "model", data: "generated/../generated/whisper-micro" }]), status: 400, code: "invalid_request", message: /model/ },
-    { name: "a model id with a backslash", path, headers: MULTIPART, body: multipart([file, { name: "model", data: "generated\\whisper-micro" }]), status: 400, code: "invalid_request", message: /model/ },
+    {
+      name: "a 10 MB model",
+      path,
+      headers: MULTIPART,
+      body: multipart([file, { name: "model", data: "m".repeat(10_000_000) }]),
+      status: 400,
+      code: "invalid_request",
+      message: /model/,
+    },
+    {
+      name: "a model id with .. that stays inside the models dir",
+      path,
+      headers: MULTIPART,
+      body: multipart([file, { name: "model", data: "generated/../generated/whisper-micro" }]),
+      status: 400,
+      code: "invalid_request",
+      message: /model/,
+    },
+    {
+      name: "a model id with a backslash",
+      path,
+      headers: MULTIPART,
+      body: multipart([file, { name: "model", data: "generated\\whisper-micro" }]),
+      status: 400,
+      code: "invalid_request",
+      message: /model/,
+    },
     { name: "a 1 MB language", path, headers: MULTIPART, body: multipart([file, { name: "language", data: "x".repeat(1_000_000) }]), status: 400, code: "invalid_request" },
     { name: "an unknown response_format", path, headers: MULTIPART, body: multipart([file, { name: "response_format", data: "<script>" }]), status: 400, code: "invalid_request" },
   ]),
-  { name: "a temperature that is not a number", path: "/v1/audio/transcriptions", headers: MULTIPART, body: multipart([file, { name: "temperature", data: "hot" }]), status: 400, code: "invalid_request" },
-  { name: "a callback_url that is not http(s)", path: "/v1/jobs", headers: MULTIPART, body: multipart([file, { name: "callback_url", data: "gopher://example.com" }]), status: 400, code: "invalid_request" },
-  { name: "a callback to a private address", path: "/v1/jobs", headers: MULTIPART, body: multipart([file, { name: "callback_url", data: "http://169.254.169.254/latest" }]), status: 403, code: "forbidden" },
+  {
+    name: "a temperature that is not a number",
+    path: "/v1/audio/transcriptions",
+    headers: MULTIPART,
+    body: multipart([file, { name: "temperature", data: "hot" }]),
+    status: 400,
+    code: "invalid_request",
+  },
+  {
+    name: "a callback_url that is not http(s)",
+    path: "/v1/jobs",
+    headers: MULTIPART,
+    body: multipart([file, { name: "callback_url", data: "gopher://example.com" }]),
+    status: 400,
+    code: "invalid_request",
+  },
+  {
+    name: "a callback to a private address",
+    path: "/v1/jobs",
+    headers: MULTIPART,
+    body: multipart([file, { name: "callback_url", data: "http://169.254.169.254/latest" }]),
+    status: 403,
+    code: "forbidden",
+  },
   // Headers.
-  { name: "an Idempotency-Key with control characters", path: "/v1/jobs", headers: { ...MULTIPART, "idempotency-key": "a\tb" }, body: multipart([file]), status: 400, code: "invalid_request", message: /Idempotency-Key/ },
-  { name: "an Idempotency-Key of 1,000 characters", path: "/v1/jobs", headers: { ...MULTIPART, "idempotency-key": "k".repeat(1000) }, body: multipart([file]), status: 400, code: "invalid_request", message: /Idempotency-Key/ },
+  {
+    name: "an Idempotency-Key with control characters",
+    path: "/v1/jobs",
+    headers: { ...MULTIPART, "idempotency-key": "a\tb" },
+    body: multipart([file]),
+    status: 400,
+    code: "invalid_request",
+    message: /Idempotency-Key/,
+  },
+  {
+    name: "an Idempotency-Key of 1,000 characters",
+    path: "/v1/jobs",
+    headers: { ...MULTIPART, "idempotency-key": "k".repeat(1000) },
+    body: multipart([file]),
+    status: 400,
+    code: "invalid_request",
+    message: /Idempotency-Key/,
+  },
   { name: "a malformed job id", path: "/v1/jobs/..%2F..%2Fetc", method: "GET", status: 400, code: "invalid_request" },
   { name: "an unknown job id", path: "/v1/jobs/job_0000", method: "GET", status: 404, code: "not_found" },
   { name: "a bad status filter", path: "/v1/jobs?status=everything", method: "GET", status: 400, code: "invalid_request" },
@@ -126,8 +302,22 @@ const cases: Case[] = [
 
 const unauthenticated: Case[] = [
   { name: "no key", path: "/v1/audio/transcriptions", headers: MULTIPART, body: multipart([file]), status: 401, code: "unauthorized" },
-  { name: "a garbage Authorization header", path: "/v1/jobs", headers: { ...MULTIPART, authorization: "Bearer\u00ff\u00fe" }, body: multipart([file]), status: 401, code: "unauthorized" },
-  { name: "a Basic Authorization header", path: "/v1/models", method: "GET", headers: { authorization: `Basic ${Buffer.from(`x:${KEY}`).toString("base64")}` }, status: 401, code: "unauthorized" },
+  {
+    name: "a garbage Authorization header",
+    path: "/v1/jobs",
+    headers: { ...MULTIPART, authorization: "Bearer\u00ff\u00fe" },
+    body: multipart([file]),
+    status: 401,
+    code: "unauthorized",
+  },
+  {
+    name: "a Basic Authorization header",
+    path: "/v1/models",
+    method: "GET",
+    headers: { authorization: `Basic ${Buffer.from(`x:${KEY}`).toString("base64")}` },
+    status: 401,
+    code: "unauthorized",
+  },
   { name: "headers over the HTTP parser's limit", path: "/v1/models", method: "GET", headers: { "x-api-key": "k".repeat(100_000) }, status: 400, code: "invalid_request" },
 ];
 
@@ -165,8 +355,40 @@ function random(seed: number): () => number {
   };
 }
 
-const HOSTILE_STRINGS = ["", "..", "../../etc/passwd", "\u0000", "%00", "a".repeat(5000), "💥", "\r\n--b0undary--\r\n", '"', "{}", "[]", "null", "-1", "1e309", "NaN", "<x>", "$(id)"];
-const FIELDS = ["file", "model", "language", "prompt", "response_format", "temperature", "timestamp_granularities[]", "task", "callback_url", "callback_include_result", "metadata", "format", "url"];
+const HOSTILE_STRINGS = [
+  "",
+  "..",
+  "../../etc/passwd",
+  "\u0000",
+  "%00",
+  "a".repeat(5000),
+  "💥",
+  "\r\n--b0undary--\r\n",
+  '"',
+  "{}",
+  "[]",
+  "null",
+  "-1",
+  "1e309",
+  "NaN",
+  "<x>",
+  "$(id)",
+];
+const FIELDS = [
+  "file",
+  "model",
+  "language",
+  "prompt",
+  "response_format",
+  "temperature",
+  "timestamp_granularities[]",
+  "task",
+  "callback_url",
+  "callback_include_result",
+  "metadata",
+  "format",
+  "url",
+];
 
 /** A valid-looking upload, then one to three random damages to its bytes or fields. */
 function mutatedMultipart(rand: () => number): { headers: Record<string, string>; body: Buffer } {
@@ -182,7 +404,13 @@ function mutatedMultipart(rand: () => number): { headers: Record<string, string>
     else if (damage === "insert") body = Buffer.concat([body.subarray(0, at), Buffer.from(pick(HOSTILE_STRINGS)), body.subarray(at)]);
     else body = Buffer.from(body.toString("latin1").replace("\r\n", ""), "latin1");
   }
-  const contentType = pick(["multipart/form-data; boundary=b0undary", "multipart/form-data; boundary=b0undary; charset=utf-8", "multipart/form-data", "multipart/form-data; boundary=other", "multipart/mixed; boundary=b0undary"]);
+  const contentType = pick([
+    "multipart/form-data; boundary=b0undary",
+    "multipart/form-data; boundary=b0undary; charset=utf-8",
+    "multipart/form-data",
+    "multipart/form-data; boundary=other",
+    "multipart/mixed; boundary=b0undary",
+  ]);
   return { headers: { "content-type": contentType }, body };
 }
 
@@ -249,7 +477,10 @@ describe("hostile input", () => {
     const answers: { seed: number; kind: string; path: string; status: number }[] = [];
     for (let seed = 1; seed <= SEEDS; seed++) {
       const rand = random(seed);
-      for (const [kind, request] of [["multipart", mutatedMultipart(rand)], ["json", mutatedJson(rand)]] as const) {
+      for (const [kind, request] of [
+        ["multipart", mutatedMultipart(rand)],
+        ["json", mutatedJson(rand)],
+      ] as const) {
         const path = kind === "json" ? JSON_ROUTES[seed % JSON_ROUTES.length]! : UPLOAD_ROUTES[seed % UPLOAD_ROUTES.length]!;
         const res = await send({ path, ...request });
         answers.push({ seed, kind, path, status: res.status });

@@ -162,7 +162,10 @@ describe("async jobs on one machine", () => {
     const seen: string[] = [];
     let cursor: string | null = null;
     do {
-      const page = (await (await fetch(`${service.url}/v1/jobs?status=succeeded&limit=1${cursor ? `&cursor=${cursor}` : ""}`, { headers: auth })).json()) as { data: JobView[]; next_cursor: string | null };
+      const page = (await (await fetch(`${service.url}/v1/jobs?status=succeeded&limit=1${cursor ? `&cursor=${cursor}` : ""}`, { headers: auth })).json()) as {
+        data: JobView[];
+        next_cursor: string | null;
+      };
       seen.push(...page.data.map((j) => j.id));
       expect(page.data.every((j) => j.status === "succeeded")).toBe(true);
       cursor = page.next_cursor;
@@ -173,7 +176,10 @@ describe("async jobs on one machine", () => {
 
   it("answers 409 for the result of an unfinished job and 404 for an unknown one", async () => {
     expect((await fetch(`${service.url}/v1/jobs/job_doesnotexist`, { headers: auth })).status).toBe(404);
-    const long = await tones("pending.wav", Array.from({ length: 20 }, (): MicroPart => ({ word: "charlie", seconds: 30 })));
+    const long = await tones(
+      "pending.wav",
+      Array.from({ length: 20 }, (): MicroPart => ({ word: "charlie", seconds: 30 })),
+    );
     const view = (await (await submitUpload(service.url, long)).json()) as JobView;
     const early = await fetch(view.links.result, { headers: auth });
     if (early.status !== 200) {
@@ -225,7 +231,11 @@ describe("media extraction", () => {
   it("returns the audio track of a video upload as 16 kHz mono wav, mp3 or opus", async () => {
     const video = join(work, "talk.mp4");
     await writeAudioFile(video, microTones([{ word: "alpha", seconds: 5 }]), { format: "mp4", channels: 2, sampleRate: 44_100 });
-    for (const [format, type] of [["wav", "audio/wav"], ["mp3", "audio/mpeg"], ["opus", "audio/ogg"]] as const) {
+    for (const [format, type] of [
+      ["wav", "audio/wav"],
+      ["mp3", "audio/mpeg"],
+      ["opus", "audio/ogg"],
+    ] as const) {
       const form = new FormData();
       form.set("file", new Blob([await readFile(video)]), "talk.mp4");
       form.set("format", format);
@@ -243,14 +253,25 @@ describe("media extraction", () => {
   });
 
   it("extracts from a URL too, with the same outbound protection", async () => {
-    const ok = await fetch(`${service.url}/v1/audio/extract`, { method: "POST", headers: { ...auth, "content-type": "application/json" }, body: JSON.stringify({ url: `${mediaUrl}/clip.wav`, format: "mp3" }) });
+    const ok = await fetch(`${service.url}/v1/audio/extract`, {
+      method: "POST",
+      headers: { ...auth, "content-type": "application/json" },
+      body: JSON.stringify({ url: `${mediaUrl}/clip.wav`, format: "mp3" }),
+    });
     expect(ok.status).toBe(200);
-    const refused = await fetch(`${service.url}/v1/audio/extract`, { method: "POST", headers: { ...auth, "content-type": "application/json" }, body: JSON.stringify({ url: "http://169.254.169.254/x" }) });
+    const refused = await fetch(`${service.url}/v1/audio/extract`, {
+      method: "POST",
+      headers: { ...auth, "content-type": "application/json" },
+      body: JSON.stringify({ url: "http://169.254.169.254/x" }),
+    });
     expect(refused.status).toBe(403);
   });
 
   it("is refused with 429 while admission is full, like transcription", async () => {
-    const long = await tones("extract-busy.wav", Array.from({ length: 20 }, (): MicroPart => ({ word: "echo", seconds: 30 })));
+    const long = await tones(
+      "extract-busy.wav",
+      Array.from({ length: 20 }, (): MicroPart => ({ word: "echo", seconds: 30 })),
+    );
     const busyForm = new FormData();
     busyForm.set("file", new Blob([await readFile(long)]), "a.wav");
     const running = fetch(`${service.url}/v1/audio/transcriptions`, { method: "POST", body: busyForm, headers: auth });
@@ -353,7 +374,9 @@ describe("signed callbacks", () => {
     const wildcard = await jobsService({ HOST: "0.0.0.0" });
     try {
       const base = `http://localhost:${new URL(wildcard.url).port}`;
-      const view = (await (await submitUpload(base, await tones("cb.wav", [{ word: "charlie", seconds: 4 }]), { callback_url: receiverUrl })).json()) as JobView & { model: string };
+      const view = (await (await submitUpload(base, await tones("cb.wav", [{ word: "charlie", seconds: 4 }]), { callback_url: receiverUrl })).json()) as JobView & {
+        model: string;
+      };
       expect(view.links.self).toBe(`${base}/v1/jobs/${view.id}`);
       expect(view.model).toBe("generated/whisper-micro");
       await eventually(() => {
@@ -367,7 +390,10 @@ describe("signed callbacks", () => {
 
   it("calls back when a job is canceled, and the cancellation frees its slot at once", async () => {
     deliveries.length = 0;
-    const long = await tones("cancel.wav", Array.from({ length: 120 }, (): MicroPart => ({ word: "bravo", seconds: 30 })));
+    const long = await tones(
+      "cancel.wav",
+      Array.from({ length: 120 }, (): MicroPart => ({ word: "bravo", seconds: 30 })),
+    );
     const view = (await (await submitUpload(service.url, long, { callback_url: receiverUrl })).json()) as JobView;
     await eventually(async () => {
       const j = await job(service.url, view.id);
@@ -376,7 +402,9 @@ describe("signed callbacks", () => {
     const canceled = await fetch(`${service.url}/v1/jobs/${view.id}`, { method: "DELETE", headers: auth });
     expect(canceled.status).toBe(200);
     expect(((await canceled.json()) as JobView).status).toBe("canceled");
-    const capacity = (await (await fetch(`${service.url}/v1/capacity`, { headers: auth })).json()) as { instance: { windows: { inUse: number }; transcriptions: { active: number } } };
+    const capacity = (await (await fetch(`${service.url}/v1/capacity`, { headers: auth })).json()) as {
+      instance: { windows: { inUse: number }; transcriptions: { active: number } };
+    };
     expect(capacity.instance.transcriptions.active).toBe(0);
     expect(capacity.instance.windows.inUse).toBe(0);
     await eventually(() => {
@@ -394,7 +422,10 @@ describe("durability", () => {
     const words = ["alpha", "bravo", "charlie", "delta", "echo", "alpha"] as const;
     const ids: string[] = [];
     for (const [i, word] of words.entries()) {
-      const file = await tones(`crash-${i}.wav`, Array.from({ length: 8 }, (): MicroPart => ({ word, seconds: 30 })));
+      const file = await tones(
+        `crash-${i}.wav`,
+        Array.from({ length: 8 }, (): MicroPart => ({ word, seconds: 30 })),
+      );
       ids.push(((await (await submitUpload(service.url, file)).json()) as JobView).id);
     }
     await eventually(async () => {
@@ -416,7 +447,10 @@ describe("durability", () => {
   it("refuses new jobs with 429 and Retry-After when the job queue is full", async () => {
     const service = await jobsService({ SLOTS: "1", MAX_ACTIVE_JOBS: "1", JOB_QUEUE_SIZE: "2" });
     try {
-      const file = await tones("queue.wav", Array.from({ length: 10 }, (): MicroPart => ({ word: "echo", seconds: 30 })));
+      const file = await tones(
+        "queue.wav",
+        Array.from({ length: 10 }, (): MicroPart => ({ word: "echo", seconds: 30 })),
+      );
       const responses = [];
       for (let i = 0; i < 6; i++) responses.push(await submitUpload(service.url, file));
       const statuses = responses.map((r) => r.status);

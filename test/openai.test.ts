@@ -16,7 +16,7 @@ import { startService, type ServiceProcess } from "../lib/service-process.ts";
 const TIMESTAMPED = "generated/whisper-micro_timestamped";
 const API_KEY = `sk-test-${Math.random().toString(36).slice(2)}`;
 let work: string;
-let services: ServiceProcess[] = [];
+const services: ServiceProcess[] = [];
 
 async function serve(env: Record<string, string> = {}): Promise<OpenAI> {
   const service = await startService({
@@ -147,12 +147,25 @@ describe("OpenAI parity through the official SDK", () => {
     expect(first.text).toBe("bravo");
     const again = await strict.audio.transcriptions.create({ file: await audio("fb.wav", [{ word: "bravo", seconds: 8 }]), model: "whisper-1", response_format: "verbose_json" });
     expect(again.segments).toEqual(first.segments);
-    const fromHot = await strict.audio.transcriptions.create({ file: await audio("fb.wav", [{ word: "bravo", seconds: 8 }]), model: "whisper-1", response_format: "verbose_json", temperature: 0.8 });
+    const fromHot = await strict.audio.transcriptions.create({
+      file: await audio("fb.wav", [{ word: "bravo", seconds: 8 }]),
+      model: "whisper-1",
+      response_format: "verbose_json",
+      temperature: 0.8,
+    });
     expect(fromHot.segments!.map((s) => s.temperature)).toEqual([1]);
   });
 
   it("times each word at its tone's edges with timestamp_granularities[]=word on a _timestamped model", async () => {
-    const spoken: MicroPart[] = [{ silence: 1 }, { word: "alpha", seconds: 3 }, { silence: 2 }, { word: "charlie", seconds: 4 }, { silence: 1.5 }, { word: "bravo", seconds: 2 }, { silence: 1 }];
+    const spoken: MicroPart[] = [
+      { silence: 1 },
+      { word: "alpha", seconds: 3 },
+      { silence: 2 },
+      { word: "charlie", seconds: 4 },
+      { silence: 1.5 },
+      { word: "bravo", seconds: 2 },
+      { silence: 1 },
+    ];
     const edges = [
       ["alpha", 1, 4],
       ["charlie", 6, 10],

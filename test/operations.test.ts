@@ -40,7 +40,13 @@ describe("metrics and logs", () => {
 
   it("exposes Prometheus metrics for slots, queue, requests, audio and memory, behind the API key", async () => {
     const path = join(work, "m.wav");
-    await writeAudioFile(path, microTones([{ word: "alpha", seconds: 30 }, { word: "bravo", seconds: 10 }]));
+    await writeAudioFile(
+      path,
+      microTones([
+        { word: "alpha", seconds: 30 },
+        { word: "bravo", seconds: 10 },
+      ]),
+    );
     expect((await upload(service.url, path, "/v1/audio/transcriptions")).status).toBe(200);
     expect((await fetch(`${service.url}/metrics`)).status).toBe(401);
     const res = await fetch(`${service.url}/metrics`, { headers: auth });

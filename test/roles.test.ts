@@ -185,7 +185,14 @@ describe("ROLE=api and ROLE=worker on one Redis and QStash", () => {
     expect(await readiness.json()).toEqual({ ready: true, role: "api", models: [], capacity: { slots: 0, inUse: 0, queued: 0, queueSize: 0 } });
 
     const capacity = await json<{ instance: Record<string, unknown>; cluster: { store: string; cap: number } }>(fetch(`${api.url}/v1/capacity`, { headers: auth }));
-    expect(capacity.instance).toMatchObject({ id: "api-1", role: "api", slots: 0, limitedBy: "role", windows: { inUse: 0, queued: 0 }, transcriptions: { limit: 0, active: 0, queued: 0 } });
+    expect(capacity.instance).toMatchObject({
+      id: "api-1",
+      role: "api",
+      slots: 0,
+      limitedBy: "role",
+      windows: { inUse: 0, queued: 0 },
+      transcriptions: { limit: 0, active: 0, queued: 0 },
+    });
     expect(capacity.cluster).toMatchObject({ store: "upstash", cap: CAP });
 
     const metrics = await (await fetch(`${api.url}/metrics`, { headers: auth })).text();
@@ -201,7 +208,12 @@ describe("ROLE=api and ROLE=worker on one Redis and QStash", () => {
   });
 
   it("a job created on the api instance is transcribed by the worker", async () => {
-    const job = await submitJob(await audio("job.wav", [{ word: "bravo", seconds: 30 }, { word: "charlie", seconds: 8 }]));
+    const job = await submitJob(
+      await audio("job.wav", [
+        { word: "bravo", seconds: 30 },
+        { word: "charlie", seconds: 8 },
+      ]),
+    );
     expect(job.status).toBe("queued");
     expect(job.links.self).toBe(`${api.url}/v1/jobs/${job.id}`);
 
@@ -210,7 +222,9 @@ describe("ROLE=api and ROLE=worker on one Redis and QStash", () => {
     // QStash delivered it to the workers' address, and the worker ran it. The job is stored as done
     // before the delivery's response reaches QStash, so that record may come a moment later.
     await eventually(() =>
-      expect(router.routed.filter((r) => r.body.includes(`"outcome"`))).toEqual([expect.objectContaining({ to: "worker", path: "/internal/qstash/run", status: 200, body: '{"outcome":"ran"}' })]),
+      expect(router.routed.filter((r) => r.body.includes(`"outcome"`))).toEqual([
+        expect.objectContaining({ to: "worker", path: "/internal/qstash/run", status: 200, body: '{"outcome":"ran"}' }),
+      ]),
     );
     await logged(worker, "/internal/qstash/run", { status: 200 });
     expect(requestsTo(api, "/internal/qstash/run")).toEqual([]);
@@ -219,7 +233,10 @@ describe("ROLE=api and ROLE=worker on one Redis and QStash", () => {
   });
 
   it("synchronous requests sent to the api instance are answered by the worker", async () => {
-    const file = await audio("sync.wav", [{ word: "alpha", seconds: 30 }, { word: "delta", seconds: 12 }]);
+    const file = await audio("sync.wav", [
+      { word: "alpha", seconds: 30 },
+      { word: "delta", seconds: 12 },
+    ]);
     const client = new OpenAI({ apiKey: KEY, baseURL: `${api.url}/v1`, maxRetries: 0 });
     const out = await client.audio.transcriptions.create({ file: await toFile(file, "sync.wav"), model: "whisper-1" });
     expect(out.text).toBe("alpha delta");
@@ -288,7 +305,9 @@ describe("ROLE=api and ROLE=worker on one Redis and QStash", () => {
     expect(res.status).toBe(503);
     expect(res.headers.get("retry-after")).toMatch(/^\d+$/);
     const body = (await res.json()) as { error: { code: string; message: string; request_id: string } };
-    expect(body).toEqual({ error: { code: "unavailable", message: expect.stringContaining("worker"), type: "server_error", param: null, request_id: res.headers.get("x-request-id") } });
+    expect(body).toEqual({
+      error: { code: "unavailable", message: expect.stringContaining("worker"), type: "server_error", param: null, request_id: res.headers.get("x-request-id") },
+    });
 
     // Jobs do not need a worker to be accepted: they wait in QStash and Redis.
     expect((await submitJob(await audio("later.wav", [{ word: "bravo", seconds: 3 }]))).status).toBe("queued");

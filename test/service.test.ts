@@ -79,13 +79,7 @@ describe("the OpenAI SDK against the real server", () => {
   });
 
   it("gives verbose_json with every window in order and absolute segment times", async () => {
-    const file = await audioFile("long.flac", [
-      { word: "echo", seconds: 30 },
-      { word: "charlie", seconds: 30 },
-      { silence: 30 },
-      { word: "alpha", seconds: 10 },
-      { silence: 5 },
-    ]);
+    const file = await audioFile("long.flac", [{ word: "echo", seconds: 30 }, { word: "charlie", seconds: 30 }, { silence: 30 }, { word: "alpha", seconds: 10 }, { silence: 5 }]);
     const out = await client.audio.transcriptions.create({
       file: await toFile(readFile(file), "long.flac"),
       model: "whisper-1",
@@ -163,7 +157,12 @@ describe("multilingual models", () => {
     const file = await audioFile("speechlike.wav", [{ word: "charlie", seconds: 8 }]);
     const detected = await client.audio.transcriptions.create({ file: await toFile(readFile(file), "a.wav"), model: "generated/whisper-tiny", response_format: "verbose_json" });
     expect(Object.values(WHISPER_LANGUAGE_NAMES)).toContain(detected.language);
-    const forced = await client.audio.transcriptions.create({ file: await toFile(readFile(file), "a.wav"), model: "generated/whisper-tiny", language: "de", response_format: "verbose_json" });
+    const forced = await client.audio.transcriptions.create({
+      file: await toFile(readFile(file), "a.wav"),
+      model: "generated/whisper-tiny",
+      language: "de",
+      response_format: "verbose_json",
+    });
     expect(forced.language).toBe("german");
     expect(forced.segments!.length).toBeGreaterThan(0);
   });
@@ -310,7 +309,11 @@ describe("admission under a burst", () => {
     };
     const first = send();
     // Once the first request holds the only active place, two can wait and the rest are refused.
-    await expect.poll(async () => ((await (await fetch(`${busy.url}/v1/capacity`)).json()) as { instance: { transcriptions: { active: number } } }).instance.transcriptions.active, { timeout: 30_000 }).toBe(1);
+    await expect
+      .poll(async () => ((await (await fetch(`${busy.url}/v1/capacity`)).json()) as { instance: { transcriptions: { active: number } } }).instance.transcriptions.active, {
+        timeout: 30_000,
+      })
+      .toBe(1);
     const rest = await Promise.all(Array.from({ length: 6 }, send));
     const responses = [await first, ...rest];
     const statuses = responses.map((r) => r.status).sort();
@@ -330,7 +333,9 @@ describe("admission under a burst", () => {
     const form = new FormData();
     form.set("file", new Blob([await readFile(file)]), "burst.wav");
     const running = fetch(`${busy.url}/v1/audio/transcriptions`, { method: "POST", body: form });
-    await expect.poll(async () => ((await (await fetch(`${busy.url}/v1/capacity`)).json()) as { instance: { windows: { inUse: number } } }).instance.windows.inUse, { timeout: 30_000 }).toBe(1);
+    await expect
+      .poll(async () => ((await (await fetch(`${busy.url}/v1/capacity`)).json()) as { instance: { windows: { inUse: number } } }).instance.windows.inUse, { timeout: 30_000 })
+      .toBe(1);
     const health = await Promise.all(Array.from({ length: 20 }, () => fetch(`${busy.url}/healthz`)));
     expect(health.every((r) => r.status === 200)).toBe(true);
     expect((await running).status).toBe(200);

@@ -129,7 +129,7 @@ describe.skipIf(!HAS_CHROMIUM)(`the status page in Chromium (needs ${CHROMIUM}: 
     const authHeaders = new Map<string, string | undefined>();
     page.on("request", (r) => {
       urls.push(r.url());
-      authHeaders.set(new URL(r.url()).pathname, r.headers()["authorization"]);
+      authHeaders.set(new URL(r.url()).pathname, r.headers().authorization);
     });
     await page.goto(url);
     return { page, urls, authHeaders };
@@ -202,21 +202,29 @@ describe.skipIf(!HAS_CHROMIUM)(`the status page in Chromium (needs ${CHROMIUM}: 
     // Submitted only now, so its whole run is on a page that is already refreshing.
     const job = await submitJob(longAudio);
     const row = page.locator(`#jobs-body tr[data-job-id="${job.id}"]`);
-    await eventually(async () => {
-      expect(await row.locator("code").innerText()).toBe(job.id);
-      expect(await row.locator(".badge").innerText()).toBe("running");
-    }, 60_000, 200);
+    await eventually(
+      async () => {
+        expect(await row.locator("code").innerText()).toBe(job.id);
+        expect(await row.locator(".badge").innerText()).toBe("running");
+      },
+      60_000,
+      200,
+    );
     await eventually(async () => expect(await text(page, "#use-slots")).toBe("1 / 1"), 60_000, 200);
     expect(await text(page, "#summary")).toMatch(/1 of 1 slots in use/);
 
     // One model copy serves the slot, as a row of the engine's shared batch.
     type Live = { instance: { modelCopies: number; audioSeconds: number; batch: { rows: number; largest: number } | null } };
-    const live = await eventually(async () => {
-      const now = await api<Live>("/v1/capacity");
-      expect(now.instance.batch?.largest).toBeGreaterThanOrEqual(1);
-      expect(now.instance.audioSeconds).toBeGreaterThan(0);
-      return now.instance;
-    }, 60_000, 200);
+    const live = await eventually(
+      async () => {
+        const now = await api<Live>("/v1/capacity");
+        expect(now.instance.batch?.largest).toBeGreaterThanOrEqual(1);
+        expect(now.instance.audioSeconds).toBeGreaterThan(0);
+        return now.instance;
+      },
+      60_000,
+      200,
+    );
     expect(live.modelCopies).toBe(1);
     expect(live.batch!.rows).toBeLessThanOrEqual(1);
     expect(await text(page, "#plan-copies")).toBe("1 of each model, shared by every slot");
@@ -227,12 +235,16 @@ describe.skipIf(!HAS_CHROMIUM)(`the status page in Chromium (needs ${CHROMIUM}: 
     const slotsLine = () => page.locator("#trend-slots").getAttribute("d");
     expect(await page.locator("#trends svg path").count()).toBe(3);
     const before = { samples: await samples(), d: await slotsLine() };
-    await eventually(async () => {
-      expect(await samples()).toBeGreaterThanOrEqual(before.samples + 2);
-      expect(await slotsLine()).not.toBe(before.d);
-      expect(await text(page, "#trend-rtf-value")).toMatch(/^\d+\.\d×$/);
-      expect(await page.locator("#trend-rtf").getAttribute("d")).toMatch(/^M[\d.]+ [\d.]+(H[\d.]+V[\d.]+)*H300$/);
-    }, 30_000, 200);
+    await eventually(
+      async () => {
+        expect(await samples()).toBeGreaterThanOrEqual(before.samples + 2);
+        expect(await slotsLine()).not.toBe(before.d);
+        expect(await text(page, "#trend-rtf-value")).toMatch(/^\d+\.\d×$/);
+        expect(await page.locator("#trend-rtf").getAttribute("d")).toMatch(/^M[\d.]+ [\d.]+(H[\d.]+V[\d.]+)*H300$/);
+      },
+      30_000,
+      200,
+    );
     expect(await slotsLine()).toMatch(/^M[\d.]+ [\d.]+(H[\d.]+V[\d.]+)+H300$/);
     expect(await text(page, "#trend-slots-value")).toMatch(/^[01] \/ 1$/);
 
@@ -243,15 +255,18 @@ describe.skipIf(!HAS_CHROMIUM)(`the status page in Chromium (needs ${CHROMIUM}: 
     await shoot(page, "phone", PHONE.width);
     await page.setViewportSize(DESKTOP);
 
-
     // Live refresh: the timestamp moves on, and the job's progress or status changes by itself.
     const firstUpdate = Date.parse((await page.locator("#updated").getAttribute("datetime"))!);
     const firstProgress = await row.locator("td.progress").innerText();
-    await eventually(async () => {
-      expect(Date.parse((await page.locator("#updated").getAttribute("datetime"))!)).toBeGreaterThan(firstUpdate);
-      const now = `${await row.locator(".badge").innerText()} ${await row.locator("td.progress").innerText()}`;
-      expect(now).not.toBe(`running ${firstProgress}`);
-    }, 60_000, 200);
+    await eventually(
+      async () => {
+        expect(Date.parse((await page.locator("#updated").getAttribute("datetime"))!)).toBeGreaterThan(firstUpdate);
+        const now = `${await row.locator(".badge").innerText()} ${await row.locator("td.progress").innerText()}`;
+        expect(now).not.toBe(`running ${firstProgress}`);
+      },
+      60_000,
+      200,
+    );
     expect(await row.locator("td.progress").innerText()).toMatch(/^\d+%$/);
 
     // Ending the job through the API shows up on the page without any reload.
@@ -332,7 +347,9 @@ async function expectRealPng(path: string, width: number): Promise<void> {
 /** Just enough PNG: 8-bit RGB or RGBA, not interlaced (what Chromium writes), filters undone. */
 function decodePng(buf: Buffer): { width: number; height: number; channels: number; pixels: Buffer } {
   expect(buf.subarray(0, 8).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]))).toBe(true);
-  let width = 0, height = 0, channels = 0;
+  let width = 0,
+    height = 0,
+    channels = 0;
   const idat: Buffer[] = [];
   for (let at = 8; at < buf.length; ) {
     const length = buf.readUInt32BE(at);
@@ -366,7 +383,10 @@ function decodePng(buf: Buffer): { width: number; height: number; channels: numb
       else if (filter === 2) predicted = b;
       else if (filter === 3) predicted = (a + b) >> 1;
       else if (filter === 4) {
-        const p = a + b - c, pa = Math.abs(p - a), pb = Math.abs(p - b), pc = Math.abs(p - c);
+        const p = a + b - c,
+          pa = Math.abs(p - a),
+          pb = Math.abs(p - b),
+          pc = Math.abs(p - c);
         predicted = pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
       } else throw new Error(`bad PNG filter ${filter} on row ${y}`);
       pixels[y * stride + x] = (v + predicted) & 0xff;

@@ -15,7 +15,13 @@ describe("the status page's chart", () => {
   });
 
   it("turns a running total into rates per second", () => {
-    expect(rates([{ at: 0, value: 10 }, { at: 2000, value: 70 }, { at: 4000, value: 70 }])).toEqual([
+    expect(
+      rates([
+        { at: 0, value: 10 },
+        { at: 2000, value: 70 },
+        { at: 4000, value: 70 },
+      ]),
+    ).toEqual([
       { at: 2000, value: 30 },
       { at: 4000, value: 0 },
     ]);

@@ -71,7 +71,7 @@ function bytes(n: number): string {
   return `${i === 0 ? String(n) : n.toFixed(1)} ${units[i]}`;
 }
 function seconds(s: number | null | undefined): string {
-  if (s === null || s === undefined || !isFinite(s)) return "—";
+  if (s === null || s === undefined || !Number.isFinite(s)) return "—";
   if (s < 60) return `${s.toFixed(1)} s`;
   const m = Math.floor(s / 60);
   const rest = Math.round(s % 60);

@@ -53,9 +53,7 @@ export function capacityOf(cap: number | null, holders: readonly SlotHolder[]): 
     if (jobs) jobs.push(job);
     else byInstance.set(instance, [job]);
   }
-  const instances = [...byInstance]
-    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-    .map(([instance, jobs]) => ({ instance, held: jobs.length, jobs }));
+  const instances = [...byInstance].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([instance, jobs]) => ({ instance, held: jobs.length, jobs }));
   return {
     cap,
     held: holders.length,

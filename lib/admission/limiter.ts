@@ -57,12 +57,13 @@ export class Limiter {
       return Promise.reject(this.refusal("all slots are busy and the queue is full"));
     }
     return new Promise<Permit>((resolve, reject) => {
-      const timer = !patient && Number.isFinite(this.options.queueTimeoutMs)
-        ? setTimeout(() => {
-            this.remove(waiter);
-            reject(this.refusal("all slots stayed busy for the whole queue timeout"));
-          }, this.options.queueTimeoutMs)
-        : undefined;
+      const timer =
+        !patient && Number.isFinite(this.options.queueTimeoutMs)
+          ? setTimeout(() => {
+              this.remove(waiter);
+              reject(this.refusal("all slots stayed busy for the whole queue timeout"));
+            }, this.options.queueTimeoutMs)
+          : undefined;
       const onAbort = () => {
         this.remove(waiter);
         reject(signal!.reason);

@@ -155,13 +155,7 @@ export class RedisSlotStore implements SlotStore {
     }
     const id = randomUUID();
     const sentAt = performance.now();
-    const reply = await this.call<string | null>(SCRIPTS.acquire, [
-      id,
-      String(this.cap),
-      String(this.leaseTtlMs),
-      holder.instance,
-      holder.job,
-    ]);
+    const reply = await this.call<string | null>(SCRIPTS.acquire, [id, String(this.cap), String(this.leaseTtlMs), holder.instance, holder.job]);
     if (reply === null) return null;
     if (reply !== id) throw this.redis.unavailable(`unexpected acquire reply ${JSON.stringify(reply)}`);
     const lease = new RedisLease(id, sentAt, this.owner);

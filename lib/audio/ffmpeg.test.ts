@@ -4,15 +4,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AppError } from "../errors.ts";
-import {
-  decodeToPcm,
-  extractAudio,
-  FfmpegFailure,
-  PCM_SAMPLE_RATE,
-  resolveFfmpeg,
-  runFfmpeg,
-  type PcmStream,
-} from "./ffmpeg.ts";
+import { decodeToPcm, extractAudio, FfmpegFailure, PCM_SAMPLE_RATE, resolveFfmpeg, runFfmpeg, type PcmStream } from "./ffmpeg.ts";
 import { encodeWav, synthesize, writeAudioFile, type AudioFileFormat } from "./synth.ts";
 
 const sharedDir = process.env.SLOTSCRIBE_SHARED_DIR ?? path.resolve(import.meta.dirname, "../../../shared");
@@ -30,11 +22,9 @@ beforeAll(async () => {
   await writeFile(file("ten-minutes.wav"), encodeWav([synthesize([{ silence: 600 }])], PCM_SAMPLE_RATE));
   await writeFile(file("empty.wav"), "");
   await writeFile(file("no-samples.wav"), encodeWav([new Float32Array(0)], PCM_SAMPLE_RATE));
-  await runFfmpeg(
-    ["-nostdin", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "color=c=black:s=64x64:r=5:d=1",
-      "-c:v", "mpeg4", "-y", file("silent-film.mp4")],
-    { ffmpegPath },
-  );
+  await runFfmpeg(["-nostdin", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "color=c=black:s=64x64:r=5:d=1", "-c:v", "mpeg4", "-y", file("silent-film.mp4")], {
+    ffmpegPath,
+  });
 });
 
 afterAll(async () => {
@@ -136,9 +126,7 @@ describe("resolveFfmpeg", () => {
   });
 
   it("rejects an FFMPEG_PATH that does not exist or is not executable", async () => {
-    await expect(resolveFfmpeg({ FFMPEG_PATH: file("missing-ffmpeg") })).rejects.toThrow(
-      /FFMPEG_PATH .*missing-ffmpeg.* not an executable file/,
-    );
+    await expect(resolveFfmpeg({ FFMPEG_PATH: file("missing-ffmpeg") })).rejects.toThrow(/FFMPEG_PATH .*missing-ffmpeg.* not an executable file/);
     const notExecutable = file("not-executable");
     await writeFile(notExecutable, "#!/bin/sh\n");
     await chmod(notExecutable, 0o644);
@@ -308,10 +296,13 @@ describe("decodeToPcm", () => {
   it.each([
     ["a WAV cut inside its header", async () => (await readFile(file("tone.wav"))).subarray(0, 30)],
     ["an MP3 cut inside its first frame", async () => (await readFile(file("tone.mp3"))).subarray(0, 100)],
-    ["an MP4 whose index (moov, written last) is cut off", async () => {
-      const bytes = await readFile(file("tone.m4a"));
-      return bytes.subarray(0, Math.floor(bytes.length / 2));
-    }],
+    [
+      "an MP4 whose index (moov, written last) is cut off",
+      async () => {
+        const bytes = await readFile(file("tone.m4a"));
+        return bytes.subarray(0, Math.floor(bytes.length / 2));
+      },
+    ],
   ])("rejects %s as truncated or corrupt (422)", async (_kind, makeBytes) => {
     const input = file("damaged.bin");
     await writeFile(input, await makeBytes());

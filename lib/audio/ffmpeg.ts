@@ -27,9 +27,33 @@ const PROGRESS_TAIL_CHARS = 4_096;
  * playlist or ffconcat script inside an upload and read other files on the server.
  */
 const ALLOWED_DEMUXERS = [
-  "wav", "w64", "mp3", "aac", "ac3", "eac3", "dts", "flac", "ogg", "mov", "matroska", "aiff",
-  "caf", "amr", "au", "asf", "avi", "mpeg", "mpegts", "flv", "wv", "ape", "tta", "mpc", "mpc8",
-  "loas", "xwma",
+  "wav",
+  "w64",
+  "mp3",
+  "aac",
+  "ac3",
+  "eac3",
+  "dts",
+  "flac",
+  "ogg",
+  "mov",
+  "matroska",
+  "aiff",
+  "caf",
+  "amr",
+  "au",
+  "asf",
+  "avi",
+  "mpeg",
+  "mpegts",
+  "flv",
+  "wv",
+  "ape",
+  "tta",
+  "mpc",
+  "mpc8",
+  "loas",
+  "xwma",
 ];
 
 const ENCODER_ARGS: Record<ExtractFormat, string[]> = {
@@ -118,10 +142,7 @@ async function findFfmpeg(env: NodeJS.ProcessEnv): Promise<ResolvedFfmpeg> {
   if (bundled && (await isExecutableFile(bundled))) return { path: bundled, source: "ffmpeg-static" };
   const onPath = await findOnPath(process.platform === "win32" ? "ffmpeg.exe" : "ffmpeg", env.PATH);
   if (onPath) return { path: onPath, source: "PATH" };
-  throw new Error(
-    "ffmpeg not found: set FFMPEG_PATH to an ffmpeg binary, install the optional npm package " +
-      "ffmpeg-static, or put ffmpeg on PATH",
-  );
+  throw new Error("ffmpeg not found: set FFMPEG_PATH to an ffmpeg binary, install the optional npm package " + "ffmpeg-static, or put ffmpeg on PATH");
 }
 
 async function ffmpegStaticPath(): Promise<string | undefined> {
@@ -182,11 +203,7 @@ export function decodeToPcm(input: string, opts: DecodeOptions = {}): PcmStream 
       await assertNotEmpty(input);
       const ffmpegPath = opts.ffmpegPath ?? (await resolveFfmpeg()).path;
       signal?.throwIfAborted();
-      proc = startFfmpeg(ffmpegPath, [
-        ...inputArgs(input),
-        ...monoOutputArgs(opts.maxDurationSeconds),
-        "-c:a", "pcm_f32le", "-f", "f32le", "pipe:1",
-      ]);
+      proc = startFfmpeg(ffmpegPath, [...inputArgs(input), ...monoOutputArgs(opts.maxDurationSeconds), "-c:a", "pcm_f32le", "-f", "f32le", "pipe:1"]);
       pid = proc.child.pid;
       signal?.addEventListener("abort", onAbort, { once: true });
 
@@ -239,23 +256,22 @@ export function decodeToPcm(input: string, opts: DecodeOptions = {}): PcmStream 
  * Opus in Ogg, with the same limits and error classification as decodeToPcm. On failure no
  * partial output is left behind. The duration is ffmpeg's own count of what it wrote.
  */
-export async function extractAudio(
-  input: string,
-  output: string,
-  format: ExtractFormat,
-  opts: DecodeOptions = {},
-): Promise<{ durationSeconds: number }> {
+export async function extractAudio(input: string, output: string, format: ExtractFormat, opts: DecodeOptions = {}): Promise<{ durationSeconds: number }> {
   const maxSamples = maxSamplesFor(opts.maxDurationSeconds);
   opts.signal?.throwIfAborted();
   await assertNotEmpty(input);
   const args = [
-    "-nostats", "-progress", "pipe:1",
+    "-nostats",
+    "-progress",
+    "pipe:1",
     ...inputArgs(input),
     ...monoOutputArgs(opts.maxDurationSeconds),
     // Phone videos carry location and device tags that have no place in an extracted track.
-    "-map_metadata", "-1",
+    "-map_metadata",
+    "-1",
     ...ENCODER_ARGS[format],
-    "-y", `file:${path.resolve(output)}`,
+    "-y",
+    `file:${path.resolve(output)}`,
   ];
   try {
     const { stdout, stderr } = await runFfmpeg(args, opts);
@@ -275,10 +291,7 @@ export async function extractAudio(
  * exit and with the abort reason if `signal` aborts (ffmpeg is killed). Returns the tails of its
  * output streams.
  */
-export async function runFfmpeg(
-  args: string[],
-  opts: { ffmpegPath?: string; signal?: AbortSignal; stdin?: Uint8Array } = {},
-): Promise<{ stdout: string; stderr: string }> {
+export async function runFfmpeg(args: string[], opts: { ffmpegPath?: string; signal?: AbortSignal; stdin?: Uint8Array } = {}): Promise<{ stdout: string; stderr: string }> {
   const { signal } = opts;
   signal?.throwIfAborted();
   const ffmpegPath = opts.ffmpegPath ?? (await resolveFfmpeg()).path;
@@ -365,25 +378,25 @@ function inputArgs(input: string): string[] {
  * so none can follow a playlist or concat script inside it to the network or to other files.
  */
 export function untrustedInputArgs(input: string): string[] {
-  return [
-    "-protocol_whitelist", "file",
-    "-format_whitelist", ALLOWED_DEMUXERS.join(","),
-    "-i", inputSpec(input),
-  ];
+  return ["-protocol_whitelist", "file", "-format_whitelist", ALLOWED_DEMUXERS.join(","), "-i", inputSpec(input)];
 }
 
 function monoOutputArgs(maxDurationSeconds: number | undefined): string[] {
   return [
-    "-vn", "-map", "0:a:0",
-    "-ac", "1", "-ar", String(PCM_SAMPLE_RATE),
+    "-vn",
+    "-map",
+    "0:a:0",
+    "-ac",
+    "1",
+    "-ar",
+    String(PCM_SAMPLE_RATE),
     // Float output skips swresample's normalisation, so without this a stereo downmix sums the
     // channels at 0.707 each and can exceed full scale; 1 makes it an average, as Whisper's s16le
     // decoding does.
-    "-rematrix_maxval", "1",
+    "-rematrix_maxval",
+    "1",
     // Only a bound on wasted work: a second past the limit is enough to know the audio is longer.
-    ...(maxDurationSeconds === undefined
-      ? []
-      : ["-t", String(maxDurationSeconds + DURATION_TOLERANCE_SECONDS + 1)]),
+    ...(maxDurationSeconds === undefined ? [] : ["-t", String(maxDurationSeconds + DURATION_TOLERANCE_SECONDS + 1)]),
   ];
 }
 

@@ -27,28 +27,25 @@ function expectRamp(window: Float32Array, from: number, length: number) {
 }
 
 describe("SampleQueue", () => {
-  it.each([1, 7, 1000, 16_000, 100_000])(
-    "walks a stream in overlapping windows with source chunks of %i samples",
-    async (chunkSize) => {
-      const total = 123_457;
-      const windowSize = 48_000;
-      const hop = 30_001;
-      const { source, stats } = rampSource(total, chunkSize);
-      const queue = new SampleQueue(source);
-      let expectedPosition = 0;
-      while (!queue.ended) {
-        const window = await queue.fill(windowSize);
-        expectRamp(window, expectedPosition, Math.min(windowSize, total - expectedPosition));
-        // Bounded memory: never reads more than the window plus one chunk ahead of the position.
-        expect(stats.pulled).toBeLessThan(queue.position + windowSize + chunkSize);
-        const step = Math.min(hop, window.length);
-        queue.consume(step);
-        expectedPosition += step;
-        expect(queue.position).toBe(expectedPosition);
-      }
-      expect(queue.position).toBe(total);
-    },
-  );
+  it.each([1, 7, 1000, 16_000, 100_000])("walks a stream in overlapping windows with source chunks of %i samples", async (chunkSize) => {
+    const total = 123_457;
+    const windowSize = 48_000;
+    const hop = 30_001;
+    const { source, stats } = rampSource(total, chunkSize);
+    const queue = new SampleQueue(source);
+    let expectedPosition = 0;
+    while (!queue.ended) {
+      const window = await queue.fill(windowSize);
+      expectRamp(window, expectedPosition, Math.min(windowSize, total - expectedPosition));
+      // Bounded memory: never reads more than the window plus one chunk ahead of the position.
+      expect(stats.pulled).toBeLessThan(queue.position + windowSize + chunkSize);
+      const step = Math.min(hop, window.length);
+      queue.consume(step);
+      expectedPosition += step;
+      expect(queue.position).toBe(expectedPosition);
+    }
+    expect(queue.position).toBe(total);
+  });
 
   it("returns fewer samples than asked only at the end of the stream", async () => {
     const queue = new SampleQueue(rampSource(10, 4).source);

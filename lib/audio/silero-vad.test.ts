@@ -9,7 +9,12 @@ const RATE = 16_000;
 const sharedDir = process.env.SLOTSCRIBE_SHARED_DIR ?? resolve(import.meta.dirname, "../../../shared");
 const audioDir = join(sharedDir, "audio");
 const clips = ["jfk", "librispeech-mini", "ljspeech-coqui"].flatMap((set) =>
-  existsSync(join(audioDir, set)) ? readdirSync(join(audioDir, set)).filter((f) => f.endsWith(".wav")).sort().map((f) => join(audioDir, set, f)) : [],
+  existsSync(join(audioDir, set))
+    ? readdirSync(join(audioDir, set))
+        .filter((f) => f.endsWith(".wav"))
+        .sort()
+        .map((f) => join(audioDir, set, f))
+    : [],
 );
 
 async function* chunked(samples: Float32Array): AsyncIterable<Float32Array> {
@@ -48,8 +53,7 @@ async function readAll(path: string): Promise<Float32Array> {
   return out;
 }
 
-const covered = (regions: [number, number][], [from, to]: [number, number]) =>
-  regions.reduce((n, [a, b]) => n + Math.max(0, Math.min(b, to) - Math.max(a, from)), 0);
+const covered = (regions: [number, number][], [from, to]: [number, number]) => regions.reduce((n, [a, b]) => n + Math.max(0, Math.min(b, to) - Math.max(a, from)), 0);
 
 describe("Silero VAD on real speech and on non-speech", () => {
   it.skipIf(clips.length === 0)("finds the shared speech clips as speech from their first to their last word", async () => {

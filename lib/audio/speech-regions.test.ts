@@ -23,7 +23,12 @@ function detect(p: Float32Array, total: number, pushes = 1): Region[] {
 
 describe("RegionDetector", () => {
   it("pads regions, keeps short pauses inside them, drops clicks, and streams the same as in one go", () => {
-    const p = probs(60, [[2, 5], [5.5, 9], [20, 20.1], [30, 40]]);
+    const p = probs(60, [
+      [2, 5],
+      [5.5, 9],
+      [20, 20.1],
+      [30, 40],
+    ]);
     const regions = detect(p, 60 * RATE);
     expect(regions).toEqual([
       { start: chunkOf(2) * CHUNK_SAMPLES - PAD, end: chunkOf(9) * CHUNK_SAMPLES + PAD },
@@ -55,7 +60,7 @@ const piece = (startSeconds: number, seconds: number): Piece => ({ start: startS
 describe("windows of regions", () => {
   it("never cuts a region shorter than a window: windows are whole regions, at most 30 s", () => {
     let seed = 7;
-    const random = () => ((seed = (seed * 48271) % 2147483647) / 2147483647);
+    const random = () => (seed = (seed * 48271) % 2147483647) / 2147483647;
     let at = 0;
     const regions: Piece[] = [];
     for (let i = 0; i < 200; i++) {
@@ -87,6 +92,9 @@ describe("windows of regions", () => {
     expect(fileSample(pieces, 18 * RATE, "end") / RATE).toBe(58);
     // Decoding again from 12 s of the window starts at 52 s of the file.
     expect(piecesFrom(pieces, 12 * RATE).map((p) => [p.start / RATE, p.samples.length / RATE])).toEqual([[52, 6]]);
-    expect(piecesFrom(pieces, 4 * RATE).map((p) => [p.start / RATE, p.samples.length / RATE])).toEqual([[9, 6], [50, 8]]);
+    expect(piecesFrom(pieces, 4 * RATE).map((p) => [p.start / RATE, p.samples.length / RATE])).toEqual([
+      [9, 6],
+      [50, 8],
+    ]);
   });
 });

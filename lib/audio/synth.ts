@@ -66,11 +66,7 @@ export function synthesize(parts: SynthPart[], opts: { sampleRate?: number } = {
   return out;
 }
 
-function writeTone(
-  target: Float32Array,
-  part: { tone: number; amplitude?: number },
-  sampleRate: number,
-): void {
+function writeTone(target: Float32Array, part: { tone: number; amplitude?: number }, sampleRate: number): void {
   const amplitude = part.amplitude ?? DEFAULT_AMPLITUDE;
   if (!(part.tone > 0 && part.tone < sampleRate / 2)) {
     throw new RangeError(`tone must be between 0 and ${sampleRate / 2} Hz (Nyquist), got ${part.tone}`);
@@ -128,9 +124,7 @@ export function encodeWav(channels: Float32Array[], sampleRate: number, bitDepth
   for (let frame = 0; frame < frames; frame++) {
     for (const channel of channels) {
       const sample = Math.max(-1, Math.min(1, channel[frame]!));
-      at = float
-        ? wav.writeFloatLE(sample, at)
-        : wav.writeInt16LE(Math.round(sample < 0 ? sample * 0x8000 : sample * 0x7fff), at);
+      at = float ? wav.writeFloatLE(sample, at) : wav.writeInt16LE(Math.round(sample < 0 ? sample * 0x8000 : sample * 0x7fff), at);
     }
   }
   return wav;
@@ -144,46 +138,51 @@ export async function writeAudioFile(path: string, parts: SynthPart[], opts: Wri
   const sampleRate = opts.sampleRate ?? PCM_SAMPLE_RATE;
   const format = opts.format ?? formatFromExtension(path);
   const mono = synthesize(parts, { sampleRate });
-  const channels =
-    opts.stereoLeftOnly ? [mono, new Float32Array(mono.length)]
-    : opts.channels === 2 ? [mono, mono]
-    : [mono];
+  const channels = opts.stereoLeftOnly ? [mono, new Float32Array(mono.length)] : opts.channels === 2 ? [mono, mono] : [mono];
   const wav = encodeWav(channels, sampleRate, opts.bitDepth);
   if (format === "wav") {
     await writeFile(path, wav);
     return;
   }
   const seconds = mono.length / sampleRate;
-  const video = format === "mp4" || format === "mov"
-    ? ["-f", "lavfi", "-i", `color=c=black:s=64x64:r=5:d=${seconds}`]
-    : [];
+  const video = format === "mp4" || format === "mov" ? ["-f", "lavfi", "-i", `color=c=black:s=64x64:r=5:d=${seconds}`] : [];
   await runFfmpeg(
     [
-      "-nostdin", "-hide_banner", "-loglevel", "error",
-      "-f", "wav", "-i", "pipe:0",
+      "-nostdin",
+      "-hide_banner",
+      "-loglevel",
+      "error",
+      "-f",
+      "wav",
+      "-i",
+      "pipe:0",
       ...video,
-      "-map", "0:a", ...(video.length ? ["-map", "1:v", "-shortest"] : []),
+      "-map",
+      "0:a",
+      ...(video.length ? ["-map", "1:v", "-shortest"] : []),
       ...ENCODER_ARGS[format],
-      "-y", `file:${resolve(path)}`,
+      "-y",
+      `file:${resolve(path)}`,
     ],
     { stdin: wav, ffmpegPath: opts.ffmpegPath },
   );
 }
 
 /** Joins audio files end to end (any formats and rates; the output takes the first input's). */
-export async function concatAudioFiles(
-  inputs: string[],
-  output: string,
-  opts: { ffmpegPath?: string } = {},
-): Promise<void> {
+export async function concatAudioFiles(inputs: string[], output: string, opts: { ffmpegPath?: string } = {}): Promise<void> {
   if (inputs.length === 0) throw new RangeError("concatAudioFiles needs at least one input");
   const streams = inputs.map((_, index) => `[${index}:a:0]`).join("");
   await runFfmpeg(
     [
-      "-nostdin", "-hide_banner", "-loglevel", "error",
+      "-nostdin",
+      "-hide_banner",
+      "-loglevel",
+      "error",
       ...inputs.flatMap((input) => ["-i", `file:${resolve(input)}`]),
-      "-filter_complex", `${streams}concat=n=${inputs.length}:v=0:a=1`,
-      "-y", `file:${resolve(output)}`,
+      "-filter_complex",
+      `${streams}concat=n=${inputs.length}:v=0:a=1`,
+      "-y",
+      `file:${resolve(output)}`,
     ],
     opts,
   );
@@ -229,7 +228,12 @@ export function chords(seconds: number, opts: { rms?: number; sampleRate?: numbe
   const sampleRate = opts.sampleRate ?? PCM_SAMPLE_RATE;
   const out = new Float32Array(Math.round(seconds * sampleRate));
   // C, A minor, F, G major, from C4 up, as MIDI notes.
-  const progression = [[60, 64, 67], [57, 60, 64], [53, 57, 60], [55, 59, 62]];
+  const progression = [
+    [60, 64, 67],
+    [57, 60, 64],
+    [53, 57, 60],
+    [55, 59, 62],
+  ];
   const chordSamples = sampleRate;
   for (let i = 0; i < out.length; i++) {
     const chord = progression[Math.floor(i / chordSamples) % progression.length]!;

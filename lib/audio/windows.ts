@@ -137,9 +137,12 @@ class SileroWindows implements WindowSource {
     if (!this.#reading) {
       const reading = this.#readBlock();
       this.#reading = reading;
-      reading.then(() => {
-        if (this.#reading === reading) this.#reading = null;
-      }, () => undefined);
+      reading.then(
+        () => {
+          if (this.#reading === reading) this.#reading = null;
+        },
+        () => undefined,
+      );
     }
     return this.#reading;
   }

@@ -26,21 +26,7 @@ import { planCapacity } from "../capacity/plan.ts";
 import { sessionOptions } from "../engine/whisper-model.ts";
 import { startService, type ServiceProcess } from "../service-process.ts";
 import { vadExperiment, VAD_SHARE_TARGET, type VadRun } from "./vad.ts";
-import {
-  fileTimestamp,
-  mib,
-  ms,
-  num,
-  pct,
-  relativeDifference,
-  renderTable,
-  seconds,
-  summarize,
-  times,
-  verdict,
-  type Summary,
-  type Target,
-} from "./report.ts";
+import { fileTimestamp, mib, ms, num, pct, relativeDifference, renderTable, seconds, summarize, times, verdict, type Summary, type Target } from "./report.ts";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const MODELS_DIR = join(ROOT, ".cache", "models");
@@ -217,7 +203,10 @@ class RssSampler {
   private readonly timer: NodeJS.Timeout;
   private readonly open = new Set<RssWindow>();
 
-  constructor(private readonly pid: number, everyMs = 50) {
+  constructor(
+    private readonly pid: number,
+    everyMs = 50,
+  ) {
     this.timer = setInterval(() => this.sample(), everyMs);
   }
 
@@ -477,16 +466,29 @@ async function prepareAudio(tmp: string, quick: boolean, log: (l: string) => voi
   for (const set of ["ljspeech-coqui", "librispeech-mini", "jfk"]) {
     const dir = join(audioDir, set);
     if (!existsSync(dir)) continue;
-    for (const f of readdirSync(dir).filter((n) => n.endsWith(".wav")).sort()) speech.push({ path: join(dir, f), seconds: wavSeconds(join(dir, f)) });
+    for (const f of readdirSync(dir)
+      .filter((n) => n.endsWith(".wav"))
+      .sort())
+      speech.push({ path: join(dir, f), seconds: wavSeconds(join(dir, f)) });
   }
   const clips = {} as AudioSet["clips"];
-  const source = speech.length ? `real speech: ${speech.length} clips from ${audioDir} (ljspeech-coqui, librispeech-mini, jfk), concatenated in a cycle and cut to length` : "synthesized tones (no ../shared/audio): 440/600/1000 Hz, 9.5 s tones with 0.5 s gaps";
+  const source = speech.length
+    ? `real speech: ${speech.length} clips from ${audioDir} (ljspeech-coqui, librispeech-mini, jfk), concatenated in a cycle and cut to length`
+    : "synthesized tones (no ../shared/audio): 440/600/1000 Hz, 9.5 s tones with 0.5 s gaps";
   for (const [name, secs] of Object.entries(lengths) as [keyof AudioSet["clips"], number][]) {
     const path = join(tmp, `${name}-${secs}s.wav`);
     if (speech.length) {
       const inputs: string[] = [];
       // Different starting clips for different files; the 5 s clip starts on a clip longer than 5 s.
-      let i = name === "short" ? Math.max(0, speech.findIndex((s) => s.seconds > 6)) : name === "concurrent" || name === "window" ? 7 % speech.length : 0;
+      let i =
+        name === "short"
+          ? Math.max(
+              0,
+              speech.findIndex((s) => s.seconds > 6),
+            )
+          : name === "concurrent" || name === "window"
+            ? 7 % speech.length
+            : 0;
       for (let total = 0; total < secs + 1; i++) {
         const s = speech[i % speech.length]!;
         inputs.push(s.path);
@@ -494,7 +496,24 @@ async function prepareAudio(tmp: string, quick: boolean, log: (l: string) => voi
       }
       const joined = join(tmp, `${name}-joined.wav`);
       await concatAudioFiles(inputs, joined);
-      await runFfmpeg(["-nostdin", "-hide_banner", "-loglevel", "error", "-i", `file:${joined}`, "-t", String(secs), "-ac", "1", "-ar", "16000", "-c:a", "pcm_s16le", "-y", `file:${path}`]);
+      await runFfmpeg([
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-i",
+        `file:${joined}`,
+        "-t",
+        String(secs),
+        "-ac",
+        "1",
+        "-ar",
+        "16000",
+        "-c:a",
+        "pcm_s16le",
+        "-y",
+        `file:${path}`,
+      ]);
       await rm(joined, { force: true });
     } else {
       const parts = [];
@@ -537,7 +556,13 @@ async function ortProbe(modelDir: string, dtype: Dtype, steps: number, threads: 
   const ort = await import("onnxruntime-node");
   const suffix = dtype === "q8" ? "_quantized" : "";
   const options = sessionOptions(threads);
-  const config = JSON.parse(readFileSync(join(modelDir, "config.json"), "utf8")) as { d_model: number; decoder_layers: number; decoder_attention_heads: number; num_mel_bins: number; vocab_size: number };
+  const config = JSON.parse(readFileSync(join(modelDir, "config.json"), "utf8")) as {
+    d_model: number;
+    decoder_layers: number;
+    decoder_attention_heads: number;
+    num_mel_bins: number;
+    vocab_size: number;
+  };
   const gen = JSON.parse(readFileSync(join(modelDir, "generation_config.json"), "utf8")) as { decoder_start_token_id: number };
   const encoder = await ort.InferenceSession.create(join(modelDir, "onnx", `encoder_model${suffix}.onnx`), options as never);
   const decoder = await ort.InferenceSession.create(join(modelDir, "onnx", `decoder_model_merged${suffix}.onnx`), options as never);
@@ -677,7 +702,10 @@ function runProbe<T>(script: string, args: string[]): Promise<T> {
     child.stdout!.on("data", (d: Buffer) => (stdout += d.toString()));
     child.stderr!.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)));
     child.once("exit", (code) => {
-      const json = stdout.split("\n").reverse().find((l) => l.startsWith("{"));
+      const json = stdout
+        .split("\n")
+        .reverse()
+        .find((l) => l.startsWith("{"));
       if (code === 0 && json) resolveProbe(JSON.parse(json) as T);
       else reject(new Error(`${script} exited with ${code}: ${stderr}`));
     });
@@ -750,7 +778,11 @@ export async function runBench(options: BenchOptions): Promise<{ jsonPath: strin
       log(`model ${m.id}: ${m.reused ? "reused" : "generated"} (${(m.parameters / 1e6).toFixed(1)}M parameters)`);
     }
     ctx.audio = await prepareAudio(tmp, options.quick, log);
-    options.print(`audio: ${ctx.audio.source}; files: ${Object.values(ctx.audio.clips).map((c) => `${c.name} ${c.seconds.toFixed(0)} s`).join(", ")}\n`);
+    options.print(
+      `audio: ${ctx.audio.source}; files: ${Object.values(ctx.audio.clips)
+        .map((c) => `${c.name} ${c.seconds.toFixed(0)} s`)
+        .join(", ")}\n`,
+    );
 
     const steps: [Experiment, string, () => Promise<void>][] = [
       ["footprint", "footprint probe vs lib/capacity/footprints.json", () => footprintExperiment(ctx, log)],
@@ -787,7 +819,9 @@ export async function runBench(options: BenchOptions): Promise<{ jsonPath: strin
       ctx.targets.map((t) => [t.experiment, t.name, t.display, t.target, t.verdict]),
       [
         ...(ctx.targets.length ? [] : ["(no target measured by the experiments run)"]),
-        `wall time ${((Date.now() - started) / 60000).toFixed(1)} min; load average at end: ${loadavg().map((l) => l.toFixed(2)).join(" ")}`,
+        `wall time ${((Date.now() - started) / 60000).toFixed(1)} min; load average at end: ${loadavg()
+          .map((l) => l.toFixed(2))
+          .join(" ")}`,
         "Figures come from one run on a machine shared with other work: treat differences of 10-30% between runs as noise.",
       ],
     ),
@@ -798,13 +832,20 @@ export async function runBench(options: BenchOptions): Promise<{ jsonPath: strin
   const report = {
     startedAt: new Date(started).toISOString(),
     wallSeconds: (Date.now() - started) / 1000,
-    options: { quick: options.quick, models: options.models, dtypes: options.dtypes, concurrencyModels: options.concurrencyModels ?? ["tiny"], calibrate: options.calibrate, only: options.only ?? null },
+    options: {
+      quick: options.quick,
+      models: options.models,
+      dtypes: options.dtypes,
+      concurrencyModels: options.concurrencyModels ?? ["tiny"],
+      calibrate: options.calibrate,
+      only: options.only ?? null,
+    },
     machine: { ...machine, loadAverageAtEnd: loadavg() },
     audio: ctx.audio ? { source: ctx.audio.source, clips: Object.fromEntries(Object.values(ctx.audio.clips).map((c) => [c.name, c.seconds])) } : null,
     targets: ctx.targets,
     results: ctx.results,
   };
-  await writeFile(jsonPath, JSON.stringify(report, null, 2) + "\n");
+  await writeFile(jsonPath, `${JSON.stringify(report, null, 2)}\n`);
   options.print(`\nwrote ${jsonPath}`);
   return { jsonPath, failures };
 }
@@ -821,7 +862,18 @@ async function vadBench(ctx: Context, log: (line: string) => void): Promise<void
       results.map((r) => {
         const x = (run: VadRun) => `${run.wallSeconds.toFixed(1)} s (${run.realtime.toFixed(1)}x)`;
         const [plain, gapped, energy, off] = r.runs as [VadRun, VadRun, VadRun, VadRun];
-        return [r.model, `${(100 * r.vadShare).toFixed(1)}%`, `${(100 * r.vadCallShare).toFixed(1)}%`, x(off), x(plain), x(gapped), x(energy), `${r.gappedVsSpeech.toFixed(2)}x`, `${r.gappedSileroVsEnergy.toFixed(2)}x`, recordTarget(ctx, "vad", r.vadShare, `${(100 * r.vadShare).toFixed(1)}%`, target, `${target.name}, ${r.model}`)];
+        return [
+          r.model,
+          `${(100 * r.vadShare).toFixed(1)}%`,
+          `${(100 * r.vadCallShare).toFixed(1)}%`,
+          x(off),
+          x(plain),
+          x(gapped),
+          x(energy),
+          `${r.gappedVsSpeech.toFixed(2)}x`,
+          `${r.gappedSileroVsEnergy.toFixed(2)}x`,
+          recordTarget(ctx, "vad", r.vadShare, `${(100 * r.vadShare).toFixed(1)}%`, target, `${target.name}, ${r.model}`),
+        ];
       }),
       [
         "VAD adds: speech-file wall time with Silero over VAD off, less one (best of two runs each); VAD calls: the VAD calls' own wall",
@@ -902,7 +954,9 @@ async function footprintExperiment(ctx: Context, log: (l: string) => void): Prom
         "process baseline: server modules, no inference thread; inference thread: before any model.",
         "resident: RSS the model's load adds; encoder: peak RSS above that during one voiced 30 s window alone; per row: what each further window adds decoding in one batch of 5; window: one window's warm wall time.",
         flagged.length ? `differences over 25% (!): ${flagged.join("; ")}` : "no difference over 25%",
-        ctx.options.calibrate ? "--calibrate: writing these measurements to lib/capacity/footprints.json" : "run with --calibrate to write these measurements to lib/capacity/footprints.json",
+        ctx.options.calibrate
+          ? "--calibrate: writing these measurements to lib/capacity/footprints.json"
+          : "run with --calibrate to write these measurements to lib/capacity/footprints.json",
       ],
     ),
   );
@@ -919,10 +973,15 @@ async function footprintExperiment(ctx: Context, log: (l: string) => void): Prom
       const probe = m.probe as ProbeResult;
       const kind = m.kind as string;
       next.models[kind] ??= {};
-      next.models[kind]![m.dtype as Dtype] = { residentBytes: probe.residentBytes, encoderBytes: probe.encoderBytes, rowBytes: Math.round(probe.rowBytes), windowSeconds: Math.round(probe.windowSeconds * 1000) / 1000 };
+      next.models[kind]![m.dtype as Dtype] = {
+        residentBytes: probe.residentBytes,
+        encoderBytes: probe.encoderBytes,
+        rowBytes: Math.round(probe.rowBytes),
+        windowSeconds: Math.round(probe.windowSeconds * 1000) / 1000,
+      };
     }
     const staging = `${FOOTPRINTS}.tmp-${process.pid}`;
-    await writeFile(staging, JSON.stringify(next, null, 2) + "\n");
+    await writeFile(staging, `${JSON.stringify(next, null, 2)}\n`);
     await rename(staging, FOOTPRINTS);
     ctx.options.print(`wrote ${FOOTPRINTS}`);
   }
@@ -1002,7 +1061,14 @@ async function profileExperiment(ctx: Context, log: (l: string) => void): Promis
     const threads = planCapacity({ machine: detectMachine(), models: [{ id: `generated/whisper-${kind}`, dtype }] }).threads;
     for (const engine of [true, false]) {
       log(`profile ${kind} ${dtype}: ${engine ? "engine" : "stock pipeline"}, ${threads} thread(s), ${runs} windows after a warm-up`);
-      const p = await runProbe<WindowProfile>("profile-window.ts", [MODELS_DIR, `generated/whisper-${kind}`, dtype, String(threads), String(runs), ...(engine ? ["--engine"] : [])]);
+      const p = await runProbe<WindowProfile>("profile-window.ts", [
+        MODELS_DIR,
+        `generated/whisper-${kind}`,
+        dtype,
+        String(threads),
+        String(runs),
+        ...(engine ? ["--engine"] : []),
+      ]);
       results.push({ kind, dtype, ...p });
       const js = p.jsPerStepMs * Math.max(0, p.steps - 1);
       rows.push([
@@ -1044,7 +1110,12 @@ async function agreementExperiment(ctx: Context, log: (l: string) => void): Prom
     log(`agreement ${kind} ${dtype}: 8 real-speech windows alone, then in one batch`);
     const a = await measureAgreement(MODELS_DIR, sharedDir(), `generated/whisper-${kind}`, dtype, 8);
     out.push(a);
-    rows.push([`${kind} ${dtype}`, String(a.batch), `${a.identicalWindows} / ${a.windows}`, `${a.differingTokens} / ${a.tokens} = ${pct(a.differingTokens / Math.max(1, a.tokens), 1)}`]);
+    rows.push([
+      `${kind} ${dtype}`,
+      String(a.batch),
+      `${a.identicalWindows} / ${a.windows}`,
+      `${a.differingTokens} / ${a.tokens} = ${pct(a.differingTokens / Math.max(1, a.tokens), 1)}`,
+    ]);
   }
   ctx.results.agreement = out;
   ctx.options.print(
@@ -1151,7 +1222,9 @@ async function speedExperiment(ctx: Context, log: (l: string) => void): Promise<
       };
       const second = secondSlot(planned);
       const cell = (c: { bytes: number | null; share: number | null }, label: string) =>
-        c.share === null ? "-" : `${mib(c.bytes)} = ${pct(c.share)} ${recordTarget(ctx, "slot memory", c.share, pct(c.share), TARGETS.slotCost, `${TARGETS.slotCost.name} (${kind} ${dtype}, ${label})`)}`;
+        c.share === null
+          ? "-"
+          : `${mib(c.bytes)} = ${pct(c.share)} ${recordTarget(ctx, "slot memory", c.share, pct(c.share), TARGETS.slotCost, `${TARGETS.slotCost.name} (${kind} ${dtype}, ${label})`)}`;
       memRows.push([
         `${kind} ${dtype}`,
         mib(footprint),
@@ -1224,15 +1297,12 @@ interface LevelResult {
   peakChildren: RssReading["children"];
 }
 
-async function runLevel(
-  n: number,
-  clip: Clip,
-  sampler: RssSampler,
-  send: (clip: Clip) => Promise<TranscriptionResult>,
-): Promise<LevelResult> {
+async function runLevel(n: number, clip: Clip, sampler: RssSampler, send: (clip: Clip) => Promise<TranscriptionResult>): Promise<LevelResult> {
   const w = sampler.window();
   const t0 = performance.now();
-  const results = await Promise.all(Array.from({ length: n }, () => send(clip).catch((err: Error) => ({ ok: false, status: 0, seconds: NaN, tokens: 0, error: err.message }) as TranscriptionResult)));
+  const results = await Promise.all(
+    Array.from({ length: n }, () => send(clip).catch((err: Error) => ({ ok: false, status: 0, seconds: NaN, tokens: 0, error: err.message }) as TranscriptionResult)),
+  );
   const wall = (performance.now() - t0) / 1000;
   const mem = w.stop();
   const ok = results.filter((r) => r.ok);
@@ -1328,7 +1398,13 @@ async function concurrencyExperiment(ctx: Context, log: (l: string) => void): Pr
           const memoryRatio = s.peakBytes / v.peakBytes;
           const config = `${label}: ${server.slots} slots on ${server.threads} threads`;
           const target = (t: Target, value: number) => `${times(value)} ${recordTarget(ctx, "vs naive", value, times(value), t, `${t.name} (${kind} q8, ${label})`)}`;
-          rows.push(row(`slotscribe, ${config}`, s, n === 4 ? [target(TARGETS.naiveThroughput, throughputRatio), target(TARGETS.naiveMemory, memoryRatio)] : [times(throughputRatio), times(memoryRatio)]));
+          rows.push(
+            row(
+              `slotscribe, ${config}`,
+              s,
+              n === 4 ? [target(TARGETS.naiveThroughput, throughputRatio), target(TARGETS.naiveMemory, memoryRatio)] : [times(throughputRatio), times(memoryRatio)],
+            ),
+          );
           out[label] = { slots: server.slots, threads: server.threads, ...s, throughputRatio, memoryRatio };
         }
         levelsOut.push(out);
@@ -1345,26 +1421,33 @@ async function concurrencyExperiment(ctx: Context, log: (l: string) => void): Pr
     if (kind === "tiny" && at1 && at4 && footprint && microIdlePss !== null) {
       const copies = (at4.peakPssBytes - microIdlePss) / footprint;
       const perRequest = (at4.peakPssBytes - at1.peakPssBytes) / 3 / footprint;
-      memRows.push(["4 x 60 s, above the micro-model service", `${mib(at4.peakPssBytes - microIdlePss)} = ${num(copies, 2)} copies`, recordTarget(ctx, "memory", copies, `${num(copies, 2)} copies`, TARGETS.modelCopies)]);
-      memRows.push(["each request beyond the first", `${mib((at4.peakPssBytes - at1.peakPssBytes) / 3)} = ${pct(perRequest)}`, recordTarget(ctx, "memory", perRequest, pct(perRequest), TARGETS.perRequest)]);
+      memRows.push([
+        "4 x 60 s, above the micro-model service",
+        `${mib(at4.peakPssBytes - microIdlePss)} = ${num(copies, 2)} copies`,
+        recordTarget(ctx, "memory", copies, `${num(copies, 2)} copies`, TARGETS.modelCopies),
+      ]);
+      memRows.push([
+        "each request beyond the first",
+        `${mib((at4.peakPssBytes - at1.peakPssBytes) / 3)} = ${pct(perRequest)}`,
+        recordTarget(ctx, "memory", perRequest, pct(perRequest), TARGETS.perRequest),
+      ]);
     }
     const at8 = planned(8);
     const single = (ctx.results.speed as { kind: string; dtype: string; rtf: number }[] | undefined)?.find((r) => r.kind === kind && r.dtype === "q8")?.rtf;
     if (at8 && single) {
       const ratio = at8.throughput / single;
-      memRows.push(["8 x 60 s aggregate vs one 5-min file", `${times(at8.throughput, 1)} vs ${times(single, 1)}`, recordTarget(ctx, "aggregate", ratio, times(ratio, 2), TARGETS.aggregate, `${TARGETS.aggregate.name} (${kind} q8)`)]);
+      memRows.push([
+        "8 x 60 s aggregate vs one 5-min file",
+        `${times(at8.throughput, 1)} vs ${times(single, 1)}`,
+        recordTarget(ctx, "aggregate", ratio, times(ratio, 2), TARGETS.aggregate, `${TARGETS.aggregate.name} (${kind} q8)`),
+      ]);
     }
     if (memRows.length) {
       ctx.options.print(
-        renderTable(
-          `\n== 2b. What concurrent requests cost (${kind} q8, PSS of the service with its threads and ffmpeg children) ==`,
-          ["figure", "measured", "target"],
-          memRows,
-          [
-            `model copy: ${mib(footprint)} (the footprint probe's resident bytes; else the 'model loaded' log). The micro-model service idle: ${mib(microIdlePss)} PSS.`,
-            "PSS counts pages shared between processes once (libraries, file mappings), so it is what the machine really holds.",
-          ],
-        ),
+        renderTable(`\n== 2b. What concurrent requests cost (${kind} q8, PSS of the service with its threads and ffmpeg children) ==`, ["figure", "measured", "target"], memRows, [
+          `model copy: ${mib(footprint)} (the footprint probe's resident bytes; else the 'model loaded' log). The micro-model service idle: ${mib(microIdlePss)} PSS.`,
+          "PSS counts pages shared between processes once (libraries, file mappings), so it is what the machine really holds.",
+        ]),
       );
     }
     ctx.options.print(
@@ -1440,7 +1523,16 @@ async function headOfLine(ctx: Context, log: (l: string) => void, extraEnv: Reco
     while ((await capacityNow(server.url)).inUse > 0 && Date.now() < idleDeadline) await sleep(50);
     await soloRun(solo);
     log(`head-of-line ${label}: behind p50 ${seconds(summarize(behind).p50)}, solo p50 (before and after) ${seconds(summarize(solo).p50)}`);
-    const out: Record<string, unknown> = { label, slots: server.slots, threads: server.threads, longSeconds: long.seconds, solo: summarize(solo), behind: summarize(behind), soloSeconds: solo, behindSeconds: behind };
+    const out: Record<string, unknown> = {
+      label,
+      slots: server.slots,
+      threads: server.threads,
+      longSeconds: long.seconds,
+      solo: summarize(solo),
+      behind: summarize(behind),
+      soloSeconds: solo,
+      behindSeconds: behind,
+    };
 
     if (healthz) {
       // Every slot busy: 2 x slots long requests, so slots hold windows and jobs queue behind them.
@@ -1498,7 +1590,14 @@ async function holExperiment(ctx: Context, log: (l: string) => void, healthz: bo
       `${seconds(behind)} / ${seconds((out.behind as Summary).max)}`,
       times(ratio, 1),
       primary
-        ? recordTarget(ctx, "head-of-line", ratio, times(ratio, 1), TARGETS.headOfLine, `${TARGETS.headOfLine.name} (p50${ctx.options.quick ? `; quick: ${long.seconds.toFixed(0)} s file` : ""})`)
+        ? recordTarget(
+            ctx,
+            "head-of-line",
+            ratio,
+            times(ratio, 1),
+            TARGETS.headOfLine,
+            `${TARGETS.headOfLine.name} (p50${ctx.options.quick ? `; quick: ${long.seconds.toFixed(0)} s file` : ""})`,
+          )
         : `${verdict(ratio, TARGETS.headOfLine)} (info; ${TARGETS.headOfLine.label})`,
     ]);
   }
@@ -1524,15 +1623,17 @@ async function holExperiment(ctx: Context, log: (l: string) => void, healthz: bo
       renderTable(
         `\n== 5. /healthz while every slot is busy (tiny q8, ${primary.slots} slots busy, more jobs queued) ==`,
         ["requests", "p50", "p90", "p99", "max", "saturated checks", "target (p99)"],
-        [[
-          String(h.count),
-          ms(h.latencyMs.p50, 2),
-          ms(h.latencyMs.p90, 2),
-          ms(h.latencyMs.p99, 2),
-          ms(h.latencyMs.max, 2),
-          `${h.saturatedChecks}/${h.checks}`,
-          recordTarget(ctx, "healthz", h.latencyMs.p99, ms(h.latencyMs.p99, 2), TARGETS.healthz),
-        ]],
+        [
+          [
+            String(h.count),
+            ms(h.latencyMs.p50, 2),
+            ms(h.latencyMs.p90, 2),
+            ms(h.latencyMs.p99, 2),
+            ms(h.latencyMs.max, 2),
+            `${h.saturatedChecks}/${h.checks}`,
+            recordTarget(ctx, "healthz", h.latencyMs.p99, ms(h.latencyMs.p99, 2), TARGETS.healthz),
+          ],
+        ],
         ["sequential GETs on one keep-alive connection, client-side wall time; every 100th request /v1/capacity checked that all slots were in use."],
       ),
     );
@@ -1545,4 +1646,3 @@ if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1]
   const [modelDir, dtype, steps, threads, reps, encoderBatch] = process.argv.slice(3) as [string, Dtype, string, string, string, string];
   await ortProbe(modelDir, dtype, Number(steps), Number(threads), Number(reps), encoderBatch === "true");
 }
-

@@ -32,7 +32,13 @@ const options: ort.InferenceSession.SessionOptions = {
   ...(kv.save ? { optimizedModelFilePath: kv.save } : {}),
 };
 
-const config = JSON.parse(readFileSync(join(modelDir, "config.json"), "utf8")) as { d_model: number; decoder_layers: number; decoder_attention_heads: number; vocab_size: number; num_mel_bins: number };
+const config = JSON.parse(readFileSync(join(modelDir, "config.json"), "utf8")) as {
+  d_model: number;
+  decoder_layers: number;
+  decoder_attention_heads: number;
+  vocab_size: number;
+  num_mel_bins: number;
+};
 const gen = JSON.parse(readFileSync(join(modelDir, "generation_config.json"), "utf8")) as { decoder_start_token_id: number };
 const profileDir = mkdtempSync(join(tmpdir(), "ort-ops-"));
 const withPrefix = (name: string) => (profile ? { ...options, profileFilePrefix: join(profileDir, name) } : options);
@@ -57,7 +63,8 @@ const heads = config.decoder_attention_heads;
 const headDim = config.d_model / heads;
 const past: Record<string, ort.Tensor> = {};
 for (let i = 0; i < config.decoder_layers; i++) {
-  for (const kind of ["decoder", "encoder"]) for (const part of ["key", "value"]) past[`past_key_values.${i}.${kind}.${part}`] = new ort.Tensor("float32", new Float32Array(0), [1, heads, 0, headDim]);
+  for (const kind of ["decoder", "encoder"])
+    for (const part of ["key", "value"]) past[`past_key_values.${i}.${kind}.${part}`] = new ort.Tensor("float32", new Float32Array(0), [1, heads, 0, headDim]);
 }
 const leanFetches = ["logits", ...Array.from({ length: config.decoder_layers }, (_, i) => [`present.${i}.decoder.key`, `present.${i}.decoder.value`]).flat()];
 let ids = [BigInt(gen.decoder_start_token_id)];
@@ -94,7 +101,7 @@ const result: Record<string, unknown> = {
   stepMedianMs: Math.round(sorted[Math.floor(sorted.length / 2)]! * 100) / 100,
   stepMeanMs: Math.round((sorted.reduce((a, b) => a + b, 0) / sorted.length) * 100) / 100,
   encoderCpuMs: Math.round((encoderCpu.user + encoderCpu.system) / 1000),
-  decoderCpuPerStepMs: Math.round((decoderCpu.user + decoderCpu.system) / 1000 / steps * 100) / 100,
+  decoderCpuPerStepMs: Math.round(((decoderCpu.user + decoderCpu.system) / 1000 / steps) * 100) / 100,
   rssGrowthMiB: Math.round((peakRss - rss0) / 2 ** 20),
 };
 
@@ -124,10 +131,13 @@ if (profile) {
     console.log(`# ${f}: kernel total ${(total / 1000).toFixed(1)} ms (If counts its branch's kernels again)`);
     if (kv.nodes) {
       const byNode = new Map<string, number>();
-      for (const e of events) if (e.cat === "Node" && e.name.endsWith("_kernel_time")) byNode.set(`${e.args?.op_name} ${e.name.replace("_kernel_time", "")}`, (byNode.get(`${e.args?.op_name} ${e.name.replace("_kernel_time", "")}`) ?? 0) + e.dur);
+      for (const e of events)
+        if (e.cat === "Node" && e.name.endsWith("_kernel_time"))
+          byNode.set(`${e.args?.op_name} ${e.name.replace("_kernel_time", "")}`, (byNode.get(`${e.args?.op_name} ${e.name.replace("_kernel_time", "")}`) ?? 0) + e.dur);
       for (const [n, us] of [...byNode].sort((a, b) => b[1] - a[1]).slice(0, Number(kv.nodes))) console.log(`    node ${n.padEnd(60)} ${(us / 1000).toFixed(1).padStart(9)} ms`);
     }
-    for (const [op, { us, n }] of [...byOp].sort((a, b) => b[1].us - a[1].us).slice(0, Number(kv.top ?? 14))) console.log(`  ${op.padEnd(28)} ${(us / 1000).toFixed(1).padStart(9)} ms  ${String(n).padStart(6)} calls`);
+    for (const [op, { us, n }] of [...byOp].sort((a, b) => b[1].us - a[1].us).slice(0, Number(kv.top ?? 14)))
+      console.log(`  ${op.padEnd(28)} ${(us / 1000).toFixed(1).padStart(9)} ms  ${String(n).padStart(6)} calls`);
   }
   rmSync(profileDir, { recursive: true, force: true });
 }

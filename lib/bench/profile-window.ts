@@ -17,7 +17,12 @@ import { synthesize } from "../audio/synth.ts";
 
 const args = process.argv.slice(2).filter((a) => !a.startsWith("--"));
 const flags = new Set(process.argv.slice(2).filter((a) => a.startsWith("--") && !a.includes("=")));
-const overrides = JSON.parse(process.argv.slice(2).find((a) => a.startsWith("--options="))?.slice("--options=".length) ?? "{}") as Record<string, unknown>;
+const overrides = JSON.parse(
+  process.argv
+    .slice(2)
+    .find((a) => a.startsWith("--options="))
+    ?.slice("--options=".length) ?? "{}",
+) as Record<string, unknown>;
 const [modelsDir, id, dtype, threadsArg, runsArg] = args as [string, string, "q8" | "fp32", string, string | undefined];
 const threads = Number(threadsArg);
 const runs = Number(runsArg ?? 3);
@@ -115,7 +120,6 @@ function timed<T extends object>(obj: T, method: string, field: "features" | "ge
   };
 }
 
-
 // ---- run -------------------------------------------------------------------------------------
 const audio = synthesize([{ tone: 440, seconds: 30 }]);
 let runWindow: () => Promise<unknown>;
@@ -196,7 +200,8 @@ for (let r = 0; r <= runs; r++) {
  */
 let rawPerStepMs: number | null = null;
 if (flags.has("--raw")) {
-  const sessions = (asr.model as unknown as { sessions: Record<string, { run(feeds: object): Promise<Record<string, { data: Float32Array; dims: number[] }>>; handler: unknown }> }).sessions;
+  const sessions = (asr.model as unknown as { sessions: Record<string, { run(feeds: object): Promise<Record<string, { data: Float32Array; dims: number[] }>>; handler: unknown }> })
+    .sessions;
   const ort = require("onnxruntime-common") as { Tensor: new (type: string, data: unknown, dims: number[]) => object };
   const { input_features } = (await asr.processor(audio)) as { input_features: { ort_tensor: object } };
   const enc = await sessions.model!.run({ input_features: input_features.ort_tensor });
@@ -205,16 +210,24 @@ if (flags.has("--raw")) {
   const heads = config.decoder_attention_heads;
   const hd = config.d_model / heads;
   const past: Record<string, object> = {};
-  for (let i = 0; i < config.decoder_layers; i++) for (const k of ["decoder", "encoder"]) for (const p of ["key", "value"]) past[`past_key_values.${i}.${k}.${p}`] = new ort.Tensor("float32", new Float32Array(0), [1, heads, 0, hd]);
+  for (let i = 0; i < config.decoder_layers; i++)
+    for (const k of ["decoder", "encoder"])
+      for (const p of ["key", "value"]) past[`past_key_values.${i}.${k}.${p}`] = new ort.Tensor("float32", new Float32Array(0), [1, heads, 0, hd]);
   let token = 50258n;
   const times: number[] = [];
   for (let step = 0; step < 100; step++) {
     const t0 = performance.now();
-    const out = await dec.run({ input_ids: new ort.Tensor("int64", BigInt64Array.from([token]), [1, 1]), encoder_hidden_states: enc.last_hidden_state, use_cache_branch: new ort.Tensor("bool", [step > 0], [1]), ...past });
+    const out = await dec.run({
+      input_ids: new ort.Tensor("int64", BigInt64Array.from([token]), [1, 1]),
+      encoder_hidden_states: enc.last_hidden_state,
+      use_cache_branch: new ort.Tensor("bool", [step > 0], [1]),
+      ...past,
+    });
     const logits = out.logits!.data;
     let best = 0;
     for (let j = 1; j < logits.length; j++) if (logits[j]! > logits[best]!) best = j;
-    for (const name of Object.keys(out)) if (name.startsWith("present") && (step === 0 || !name.includes(".encoder."))) past[name.replace("present", "past_key_values")] = out[name] as object;
+    for (const name of Object.keys(out))
+      if (name.startsWith("present") && (step === 0 || !name.includes(".encoder."))) past[name.replace("present", "past_key_values")] = out[name] as object;
     token = BigInt(best);
     if (step > 0) times.push(performance.now() - t0);
   }

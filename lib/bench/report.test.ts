@@ -103,7 +103,14 @@ describe("renderTable", () => {
   });
 
   it("treats '-' as numeric, honours explicit alignment, and fills missing cells", () => {
-    const text = renderTable("t", ["n", { header: "name", align: "right" }, "x"], [[1, "ab", "-"], [10, "c"]]);
+    const text = renderTable(
+      "t",
+      ["n", { header: "name", align: "right" }, "x"],
+      [
+        [1, "ab", "-"],
+        [10, "c"],
+      ],
+    );
     expect(text.split("\n")).toEqual(["t", " n  name  x", "--  ----  -", " 1    ab  -", "10     c"]);
   });
 

@@ -121,8 +121,19 @@ export function renderTable(title: string, columns: (string | Column)[], rows: (
   const widths = cols.map((c, i) => Math.max(c.header.length, ...cells.map((r) => r[i]!.length)));
   const aligns = cols.map((c, i) => c.align ?? (cells.length > 0 && cells.every((r) => NUMERIC.test(r[i]!.trim())) ? "right" : "left"));
   const pad = (text: string, i: number) => (aligns[i] === "right" ? text.padStart(widths[i]!) : text.padEnd(widths[i]!));
-  const line = (texts: string[]) => texts.map((t, i) => pad(t, i)).join("  ").trimEnd();
-  const out = [title, line(cols.map((c) => c.header)), widths.map((w) => "-".repeat(w)).join("  ").trimEnd()];
+  const line = (texts: string[]) =>
+    texts
+      .map((t, i) => pad(t, i))
+      .join("  ")
+      .trimEnd();
+  const out = [
+    title,
+    line(cols.map((c) => c.header)),
+    widths
+      .map((w) => "-".repeat(w))
+      .join("  ")
+      .trimEnd(),
+  ];
   for (const row of cells) out.push(line(row));
   for (const note of notes) out.push(`  ${note}`);
   return out.join("\n");
@@ -136,5 +147,8 @@ export function relativeDifference(measured: number, reference: number | null | 
 
 /** A filesystem-safe timestamp: 2026-11-21T13-05-09Z. */
 export function fileTimestamp(date = new Date()): string {
-  return date.toISOString().replace(/\.\d{3}Z$/, "Z").replaceAll(":", "-");
+  return date
+    .toISOString()
+    .replace(/\.\d{3}Z$/, "Z")
+    .replaceAll(":", "-");
 }

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import footprints from "./footprints.json" with { type: "json" };
 import type { MachineResources } from "./machine.ts";
-import { footprintOf, modelSize, planCapacity, ROWS_PER_CORE, type Dtype, type ModelSize } from "./plan.ts";
+import { footprintOf, planCapacity, ROWS_PER_CORE, type Dtype, type ModelSize } from "./plan.ts";
 
 const GiB = 2 ** 30;
 const BASE = "onnx-community/whisper-base.en";

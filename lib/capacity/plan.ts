@@ -134,5 +134,20 @@ export function planCapacity(input: PlanInput): CapacityPlan {
       expectedRealtime: 30 / m.footprint.windowSeconds,
     };
   });
-  return { machine, baselineBytes, threadBytes, loadedBytes, encoderBytes, headroomBytes, rowBytes, memorySlots, cpuSlots, slots, threads, limitedBy, fits: memorySlots >= 1, rows };
+  return {
+    machine,
+    baselineBytes,
+    threadBytes,
+    loadedBytes,
+    encoderBytes,
+    headroomBytes,
+    rowBytes,
+    memorySlots,
+    cpuSlots,
+    slots,
+    threads,
+    limitedBy,
+    fits: memorySlots >= 1,
+    rows,
+  };
 }

@@ -226,7 +226,10 @@ describe("batch against the real server", () => {
       await tones(join(dir(), "b", "three.wav"), [{ word: "charlie", seconds: 6 }]);
       await tones(join(dir(), "four.mp3"), [{ word: "delta", seconds: 3 }]);
       await tones(join(dir(), "five.wav"), [{ word: "echo", seconds: 4 }]);
-      await tones(join(dir(), "six.mp3"), [{ word: "alpha", seconds: 30 }, { word: "bravo", seconds: 5 }]);
+      await tones(join(dir(), "six.mp3"), [
+        { word: "alpha", seconds: 30 },
+        { word: "bravo", seconds: 5 },
+      ]);
       await writeFile(join(dir(), "README.txt"), "not audio, and not taken for it");
     });
 

@@ -39,8 +39,33 @@ export const MANIFEST_NAME = ".slotscribe-batch.json";
 
 const DEFAULT_CONCURRENCY = 2;
 const MEDIA_EXTENSIONS = new Set([
-  "3gp", "aac", "aif", "aiff", "amr", "avi", "caf", "flac", "m4a", "m4b", "m4v", "mka", "mkv", "mov",
-  "mp2", "mp3", "mp4", "mpeg", "mpg", "oga", "ogg", "opus", "wav", "weba", "webm", "wma", "wmv",
+  "3gp",
+  "aac",
+  "aif",
+  "aiff",
+  "amr",
+  "avi",
+  "caf",
+  "flac",
+  "m4a",
+  "m4b",
+  "m4v",
+  "mka",
+  "mkv",
+  "mov",
+  "mp2",
+  "mp3",
+  "mp4",
+  "mpeg",
+  "mpg",
+  "oga",
+  "ogg",
+  "opus",
+  "wav",
+  "weba",
+  "webm",
+  "wma",
+  "wmv",
 ]);
 // verbose_json would otherwise share .json with json.
 const FORMAT_EXTENSIONS: Record<ResponseFormat, string> = { json: "json", text: "txt", srt: "srt", vtt: "vtt", verbose_json: "verbose.json" };
@@ -220,10 +245,12 @@ class Manifest {
   update(id: string, patch: Partial<Omit<ManifestEntry, "updatedAt">> & Pick<ManifestEntry, "status" | "output">): Promise<void> {
     this.#inputs.set(id, { ...this.#inputs.get(id), ...patch, updatedAt: new Date().toISOString() });
     // One write at a time, each of the state as it is then; a failed write does not stop later ones.
-    const write = this.#writing.catch(() => undefined).then(() => {
-      const file: ManifestFile = { version: 1, inputs: Object.fromEntries(this.#inputs) };
-      return writeAtomically(this.#path, `${JSON.stringify(file, null, 2)}\n`);
-    });
+    const write = this.#writing
+      .catch(() => undefined)
+      .then(() => {
+        const file: ManifestFile = { version: 1, inputs: Object.fromEntries(this.#inputs) };
+        return writeAtomically(this.#path, `${JSON.stringify(file, null, 2)}\n`);
+      });
     this.#writing = write;
     return write;
   }

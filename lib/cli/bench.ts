@@ -42,7 +42,11 @@ export async function benchCommand(argv: string[]): Promise<number> {
     console.error(BENCH_USAGE);
     return 0;
   }
-  const list = (text: string | undefined) => (text ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+  const list = (text: string | undefined) =>
+    (text ?? "")
+      .split(",")
+      .map((s) => s.trim())
+      .filter(Boolean);
   const models = (values.models ? list(values.models) : values.quick ? ["tiny"] : [...MODEL_KINDS]) as ModelKind[];
   const dtypes = (values.dtypes ? list(values.dtypes) : values.quick ? ["q8"] : ["q8", "fp32"]) as Dtype[];
   const concurrencyModels = values["concurrency-models"] ? (list(values["concurrency-models"]) as ModelKind[]) : undefined;

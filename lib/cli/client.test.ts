@@ -137,8 +137,7 @@ async function handle(req: http.IncomingMessage, res: http.ServerResponse): Prom
     res.writeHead(status, { "content-type": typeof body === "string" ? "text/plain; charset=utf-8" : "application/json", ...headers });
     res.end(text);
   };
-  const fail = (status: number, code: string, message: string, headers: Record<string, string> = {}) =>
-    send(status, { error: { code, message, request_id: requestId } }, headers);
+  const fail = (status: number, code: string, message: string, headers: Record<string, string> = {}) => send(status, { error: { code, message, request_id: requestId } }, headers);
 
   if (req.headers.authorization !== `Bearer ${API_KEY}`) return fail(401, "unauthorized", "Missing or invalid API key");
   if (fake.rateLimitNext > 0) {
@@ -168,7 +167,10 @@ async function handle(req: http.IncomingMessage, res: http.ServerResponse): Prom
     const status = url.searchParams.get("status");
     const limit = Number(url.searchParams.get("limit") ?? 20);
     const start = Number(url.searchParams.get("cursor") ?? 0);
-    const all = [...fake.jobs.values()].map((job) => job.view).filter((view) => !status || view.status === status).reverse();
+    const all = [...fake.jobs.values()]
+      .map((job) => job.view)
+      .filter((view) => !status || view.status === status)
+      .reverse();
     const data = all.slice(start, start + limit);
     return send(200, { object: "list", data, next_cursor: start + limit < all.length ? String(start + limit) : null });
   }
@@ -341,7 +343,13 @@ describe("SlotscribeClient", () => {
     expect(json.headers["content-type"]).toBe("application/json");
     expect(json.headers["idempotency-key"]).toMatch(UUID);
     expect(json.headers["idempotency-key"]).not.toBe(multipart.headers["idempotency-key"]);
-    expect(json.json).toEqual({ url: "https://media.example/talk.mp3", language: "de", callback_url: "https://hooks.example/x", callback_include_result: false, metadata: { a: [1] } });
+    expect(json.json).toEqual({
+      url: "https://media.example/talk.mp3",
+      language: "de",
+      callback_url: "https://hooks.example/x",
+      callback_include_result: false,
+      metadata: { a: [1] },
+    });
   });
 
   it("resubmits with the same idempotency key when the connection drops, getting the one job created", async () => {
@@ -405,7 +413,10 @@ describe("SlotscribeClient", () => {
       expect(new SlotscribeClient({ server: "https://other.example" }).server).toBe("https://other.example");
       expect(() => new SlotscribeClient({ server: "localhost:8080" })).toThrow(/Invalid server URL "localhost:8080"/);
     } finally {
-      for (const [name, value] of [["SLOTSCRIBE_URL", saved.url], ["SLOTSCRIBE_API_KEY", saved.key]] as const) {
+      for (const [name, value] of [
+        ["SLOTSCRIBE_URL", saved.url],
+        ["SLOTSCRIBE_API_KEY", saved.key],
+      ] as const) {
         if (value === undefined) delete process.env[name];
         else process.env[name] = value;
       }
@@ -565,7 +576,10 @@ describe("slotscribe transcribe", () => {
     [["/no/such/file.wav"], /no such file: \/no\/such\/file.wav/],
     [["AUDIO", "--server", "localhost:8080"], /Invalid server URL "localhost:8080"/],
   ] as [string[], RegExp][])("returns 2 for %j", async ([args, message]) => {
-    const run = await inProcess(transcribeCommand, args.map((arg) => (arg === "AUDIO" ? audio : arg)));
+    const run = await inProcess(
+      transcribeCommand,
+      args.map((arg) => (arg === "AUDIO" ? audio : arg)),
+    );
     expect(run.code).toBe(2);
     expect(run.stdout).toBe("");
     expect(run.stderr).toMatch(message);

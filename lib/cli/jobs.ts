@@ -104,12 +104,17 @@ function parseLimit(value: string | undefined): number | undefined {
 
 /** Aligned columns with a header; scripts wanting every field use --json. */
 function jobTable(jobs: JobView[]): string {
-  const rows = [
-    ["ID", "STATUS", "PROGRESS", "MODEL", "CREATED"],
-    ...jobs.map((job) => [job.id, job.status, progressCell(job), job.model, job.created_at]),
-  ];
+  const rows = [["ID", "STATUS", "PROGRESS", "MODEL", "CREATED"], ...jobs.map((job) => [job.id, job.status, progressCell(job), job.model, job.created_at])];
   const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)));
-  return rows.map((row) => `${row.map((cell, column) => cell.padEnd(widths[column]!)).join("  ").trimEnd()}\n`).join("");
+  return rows
+    .map(
+      (row) =>
+        `${row
+          .map((cell, column) => cell.padEnd(widths[column]!))
+          .join("  ")
+          .trimEnd()}\n`,
+    )
+    .join("");
 }
 
 function progressCell(job: JobView): string {

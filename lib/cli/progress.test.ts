@@ -99,12 +99,7 @@ describe("progressReporter", () => {
     reporter.update(job("succeeded", 120, 120, new Date(T0).toISOString()));
     reporter.finish();
     reporter.finish();
-    expect(writes).toEqual([
-      "\rjob job_1 queued\x1b[K",
-      "\rjob job_1 running [###..........]  25%  0:30/2:00  ETA 0:30\x1b[K",
-      "\rjob job_1 succeeded\x1b[K",
-      "\n",
-    ]);
+    expect(writes).toEqual(["\rjob job_1 queued\x1b[K", "\rjob job_1 running [###..........]  25%  0:30/2:00  ETA 0:30\x1b[K", "\rjob job_1 succeeded\x1b[K", "\n"]);
     expect(writes[1]!.slice(1, -3)).toHaveLength(59);
   });
 
@@ -124,12 +119,7 @@ describe("progressReporter", () => {
     now += 1_000;
     reporter.update(job("failed", 24, 60, started));
     reporter.finish();
-    expect(writes).toEqual([
-      "job job_1 queued\n",
-      "job job_1 running  6%  0:04/1:00  ETA 0:28\n",
-      "job job_1 running  40%  0:24/1:00  ETA 0:18\n",
-      "job job_1 failed\n",
-    ]);
+    expect(writes).toEqual(["job job_1 queued\n", "job job_1 running  6%  0:04/1:00  ETA 0:28\n", "job job_1 running  40%  0:24/1:00  ETA 0:18\n", "job job_1 failed\n"]);
   });
 
   it("times the rate from its own first sight of the job running when the server's start lies in its future", () => {

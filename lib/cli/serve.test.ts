@@ -27,7 +27,10 @@ describe("slotscribe serve's options", () => {
     const printed = vi.spyOn(console, "error").mockImplementation(() => undefined);
     expect(await serveCommand(["--rol", "api"])).toBe(2);
     expect(await serveCommand(["api"])).toBe(2);
-    expect(printed.mock.calls.map(([message]) => String(message))).toEqual([expect.stringContaining("slotscribe serve [--role all|api|worker]"), expect.stringContaining("slotscribe serve [--role")]);
+    expect(printed.mock.calls.map(([message]) => String(message))).toEqual([
+      expect.stringContaining("slotscribe serve [--role all|api|worker]"),
+      expect.stringContaining("slotscribe serve [--role"),
+    ]);
   });
 
   it("refuse a bad role with status 1, like any other bad setting", async () => {

@@ -2,18 +2,7 @@ import { stat } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import type { JobView } from "../jobs/view.ts";
 import { RESPONSE_FORMATS } from "../transcript.ts";
-import {
-  ApiError,
-  CONNECTION_OPTIONS,
-  CONNECTION_USAGE,
-  connect,
-  emit,
-  parseFormat,
-  runApiCommand,
-  UsageError,
-  type AudioSource,
-  type SlotscribeClient,
-} from "./client.ts";
+import { ApiError, CONNECTION_OPTIONS, CONNECTION_USAGE, connect, emit, parseFormat, runApiCommand, UsageError, type AudioSource, type SlotscribeClient } from "./client.ts";
 import { progressReporter } from "./progress.ts";
 
 export const TRANSCRIBE_USAGE = `slotscribe transcribe <file|url> [--model M] [--language L] [--format F] [--out FILE]

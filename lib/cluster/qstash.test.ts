@@ -120,9 +120,7 @@ describe("QStashJobDispatcher and verifyQStash", () => {
 
     expect(worker.runs).toEqual([{ jobId: "job_1", attempt: 1 }]);
     expect(worker.requests.map((request) => request.path)).toEqual([QSTASH_RUN_PATH]);
-    expect(emulator.messages()).toMatchObject([
-      { destination: `${worker.url}${QSTASH_RUN_PATH}`, deduplicationId: "job_1:submitted:0:1", maxRetries: 3, state: "delivered" },
-    ]);
+    expect(emulator.messages()).toMatchObject([{ destination: `${worker.url}${QSTASH_RUN_PATH}`, deduplicationId: "job_1:submitted:0:1", maxRetries: 3, state: "delivered" }]);
   });
 
   it("refuses a tampered body, a missing signature and a token signed for another URL", async () => {
@@ -301,9 +299,7 @@ describe("QStashCallbackSender", () => {
     expect(destination.received).toHaveLength(1);
     const [delivery] = destination.received;
     expect(delivery).toMatchObject({ verified: true, webhookId: callback.webhookId });
-    expect(delivery!.payload).toEqual(
-      JSON.parse(JSON.stringify(callbackPayload(job as JobRecord & { status: "succeeded" }, PUBLIC_URL_PLACEHOLDER, new Date()))),
-    );
+    expect(delivery!.payload).toEqual(JSON.parse(JSON.stringify(callbackPayload(job as JobRecord & { status: "succeeded" }, PUBLIC_URL_PLACEHOLDER, new Date()))));
     expect(delivery!.payload?.data.links.self).toBe(`${PUBLIC_URL_PLACEHOLDER}/v1/jobs/job_cb`);
 
     const [message, ...others] = emulator.messages();
@@ -318,9 +314,7 @@ describe("QStashCallbackSender", () => {
     });
     // QStash reports only failures, so the store keeps one note of the hand-over, not repeated by the second enqueue.
     expect(callback.state).toBe("pending");
-    expect(callback.attempts).toEqual([
-      { at: expect.any(String), status: null, latencyMs: expect.any(Number), error: `handed to QStash as message ${message!.id}` },
-    ]);
+    expect(callback.attempts).toEqual([{ at: expect.any(String), status: null, latencyMs: expect.any(Number), error: `handed to QStash as message ${message!.id}` }]);
   });
 
   it("hands over at start a callback that an instance which died after finishing the job never published, and only that", async () => {
@@ -406,7 +400,15 @@ describe("QStashCallbackSender", () => {
 
   it("refuses to start without a signing secret", () => {
     expect(
-      () => new QStashCallbackSender({ client: new Client({ token: TOKEN }), store: {} as EmbeddedJobStore, secrets: [], publicUrl: PUBLIC_URL_PLACEHOLDER, deliveryUrl: PUBLIC_URL_PLACEHOLDER, log: createLogger("silent") }),
+      () =>
+        new QStashCallbackSender({
+          client: new Client({ token: TOKEN }),
+          store: {} as EmbeddedJobStore,
+          secrets: [],
+          publicUrl: PUBLIC_URL_PLACEHOLDER,
+          deliveryUrl: PUBLIC_URL_PLACEHOLDER,
+          log: createLogger("silent"),
+        }),
     ).toThrow(/webhook secret/);
   });
 });
@@ -416,9 +418,7 @@ describe("handleCallbackFailure", () => {
 
   async function storeWithPendingCallback(id: string) {
     const store = await openStore();
-    await store.create(
-      finishedJob(id, { callbackUrl: "https://receiver.example.com/hook" }, { callback: { webhookId: WEBHOOK_ID, state: "pending", attempts: [] } }),
-    );
+    await store.create(finishedJob(id, { callbackUrl: "https://receiver.example.com/hook" }, { callback: { webhookId: WEBHOOK_ID, state: "pending", attempts: [] } }));
     return store;
   }
 
@@ -458,9 +458,7 @@ describe("handleCallbackFailure", () => {
     const store = await storeWithPendingCallback("job_other");
     expect(await handleCallbackFailure(store, { status: 500, retried: 1, sourceBody: sourceBody("job_gone") })).toBeNull();
     expect(await handleCallbackFailure(store, { status: 500, retried: 1, sourceHeader: { "Webhook-Id": ["msg_unknown"] } })).toBeNull();
-    expect(
-      await handleCallbackFailure(store, { status: 500, retried: 1, sourceHeader: { "Webhook-Id": ["msg_unknown"] }, sourceBody: sourceBody("job_other") }),
-    ).toBeNull();
+    expect(await handleCallbackFailure(store, { status: 500, retried: 1, sourceHeader: { "Webhook-Id": ["msg_unknown"] }, sourceBody: sourceBody("job_other") })).toBeNull();
     expect(await handleCallbackFailure(store, { status: 500, retried: 1 })).toBeNull();
     expect((await store.get("job_other"))?.callback?.state).toBe("pending");
   });

@@ -13,7 +13,17 @@
 import { SignatureError, type Client, type Receiver } from "@upstash/qstash";
 import { z } from "zod";
 import { DomainError } from "../errors.ts";
-import { deduplicationId, isFinal, type CallbackState, type DeliveryAttempt, type Dispatch, type FinalJob, type JobDispatcher, type JobRecord, type JobStore } from "../jobs/ports.ts";
+import {
+  deduplicationId,
+  isFinal,
+  type CallbackState,
+  type DeliveryAttempt,
+  type Dispatch,
+  type FinalJob,
+  type JobDispatcher,
+  type JobRecord,
+  type JobStore,
+} from "../jobs/ports.ts";
 import { storedCallback } from "../jobs/records.ts";
 import type { Logger } from "../log.ts";
 import { callbackPayload, type CallbackSender } from "../webhooks/delivery.ts";
@@ -318,7 +328,7 @@ export async function handleCallbackFailure(store: JobStore, body: unknown, now:
   return store.update(job.id, (current) => {
     const callback = current.callback;
     // Only a pending callback fails: a redelivered report must not record a second failure.
-    if (!callback || callback.state !== "pending" || callback.webhookId !== expectedWebhookId) return current;
+    if (callback?.state !== "pending" || callback.webhookId !== expectedWebhookId) return current;
     return { ...current, callback: { webhookId: callback.webhookId, state: "failed", attempts: [...callback.attempts, attempt] } };
   });
 }

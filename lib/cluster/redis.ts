@@ -19,7 +19,10 @@ export interface RedisCallsOptions {
   /** Upper bound on one request, whatever the client's own retry settings. */
   requestTimeoutMs: number;
   /** The error a failed request becomes; a store whose callers look for its own subclass passes it. */
-  unavailable?: new (message: string, cause: unknown) => StoreUnavailable;
+  unavailable?: new (
+    message: string,
+    cause: unknown,
+  ) => StoreUnavailable;
 }
 
 /**
@@ -37,7 +40,10 @@ export class RedisCalls {
   readonly #redis: Redis;
   readonly #store: string;
   readonly #timeoutMs: number;
-  readonly #unavailable: new (message: string, cause: unknown) => StoreUnavailable;
+  readonly #unavailable: new (
+    message: string,
+    cause: unknown,
+  ) => StoreUnavailable;
   #sent = 0;
 
   constructor(redis: Redis, options: RedisCallsOptions) {

@@ -137,14 +137,18 @@ describe("WorkerForwarder", () => {
   it("answers 503 with Retry-After when no worker listens", async () => {
     const workerUrl = await startWorker(() => undefined);
     await cleanups.pop()!();
-    const error = await new WorkerForwarder({ workerUrl }).forward(new Request("http://api/v1/audio/transcriptions", { method: "POST", body: "x" }), "req_down").catch((err: unknown) => err);
+    const error = await new WorkerForwarder({ workerUrl })
+      .forward(new Request("http://api/v1/audio/transcriptions", { method: "POST", body: "x" }), "req_down")
+      .catch((err: unknown) => err);
     expect(error).toBeInstanceOf(DomainError);
     expect(error).toMatchObject({ code: "unavailable", retryable: true, retryAfterSeconds: 5 });
   });
 
   it("answers 503 with Retry-After when the worker drops the connection before answering", async () => {
     const workerUrl = await startWorker((req) => req.socket.destroy());
-    const error = await new WorkerForwarder({ workerUrl }).forward(new Request("http://api/v1/audio/translations", { method: "POST", body: "x" }), "req_drop").catch((err: unknown) => err);
+    const error = await new WorkerForwarder({ workerUrl })
+      .forward(new Request("http://api/v1/audio/translations", { method: "POST", body: "x" }), "req_drop")
+      .catch((err: unknown) => err);
     expect(error).toMatchObject({ code: "unavailable", retryAfterSeconds: 5 });
   });
 
@@ -159,7 +163,7 @@ describe("WorkerForwarder", () => {
   it("cancels the worker's request when the client goes away, and does not report it as a worker failure", async () => {
     const arrived = deferred();
     const closed = deferred();
-    const workerUrl = await startWorker((req, res) => {
+    const workerUrl = await startWorker((_req, res) => {
       arrived.resolve();
       res.on("close", () => closed.resolve());
     });

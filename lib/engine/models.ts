@@ -75,7 +75,9 @@ export class ModelCatalog {
       for (const e of entries) if (e.isDirectory() && !e.name.startsWith(".") && !e.name.includes(".partial-")) await walk(join(dir, e.name), depth - 1);
     };
     await walk(root, 3);
-    const shortIds = Object.entries(HUB_MODELS).filter(([, hub]) => found.includes(hub)).map(([short]) => short);
+    const shortIds = Object.entries(HUB_MODELS)
+      .filter(([, hub]) => found.includes(hub))
+      .map(([short]) => short);
     return [OPENAI_ALIAS, ...aliases, ...shortIds, ...found.sort()];
   }
 }

@@ -120,7 +120,13 @@ class RunReader {
       const voiced = i < samples.length && Math.abs(samples[i]!) > 0.01;
       if (voiced && runStart < 0) runStart = i;
       if (!voiced && runStart >= 0) {
-        chunks.push({ start: runStart / SAMPLE_RATE, end: i === samples.length ? null : i / SAMPLE_RATE, text: ` w${Math.round(Math.abs(samples[runStart]!) * 10)}`, tokens: [], textTokens: [] });
+        chunks.push({
+          start: runStart / SAMPLE_RATE,
+          end: i === samples.length ? null : i / SAMPLE_RATE,
+          text: ` w${Math.round(Math.abs(samples[runStart]!) * 10)}`,
+          tokens: [],
+          textTokens: [],
+        });
         runStart = -1;
       }
     }
@@ -131,7 +137,17 @@ class RunReader {
 describe("transcribePcm seams", () => {
   // Words as [seconds, amplitude/10], 1 s apart. The 14 s word runs through the 30 s mark with no
   // pause in the window's last seconds, so that window is cut at 30 s and left open.
-  const words: [number, number][] = [[5, 1], [9, 2], [14, 3], [6, 4], [3, 5], [20, 6], [4, 7], [8, 8], [2, 9]];
+  const words: [number, number][] = [
+    [5, 1],
+    [9, 2],
+    [14, 3],
+    [6, 4],
+    [3, 5],
+    [20, 6],
+    [4, 7],
+    [8, 8],
+    [2, 9],
+  ];
   const audio = (() => {
     const parts: Float32Array[] = [];
     for (const [seconds, level] of words) {

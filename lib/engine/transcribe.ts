@@ -204,7 +204,10 @@ export async function transcribePcm(params: TranscribeParams): Promise<Transcrip
     task: params.task,
     language: languageName(language),
     duration: round(source.position / SAMPLE_RATE),
-    text: segments.map((s) => s.text).join("").trim(),
+    text: segments
+      .map((s) => s.text)
+      .join("")
+      .trim(),
     segments,
     ...(params.includeLogprobs ? { logprobs } : {}),
     ...(params.wordTimestamps ? { words } : {}),

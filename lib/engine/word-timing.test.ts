@@ -35,7 +35,13 @@ describe("word alignment (Whisper's timing.py)", () => {
 
   it("merges punctuation into the word before it and keeps words inside their segment", () => {
     const words = alignWords(generated, attention, EOS, decode);
-    const chunk: WindowChunk = { start: 0.4, end: 4, text: " alpha bravo. charlie", tokens: generated.slice(0, 7), textTokens: [1, 2, 3, 4, 5].map((id) => ({ id, text: decode([id]), logprob: 0 })) };
+    const chunk: WindowChunk = {
+      start: 0.4,
+      end: 4,
+      text: " alpha bravo. charlie",
+      tokens: generated.slice(0, 7),
+      textTokens: [1, 2, 3, 4, 5].map((id) => ({ id, text: decode([id]), logprob: 0 })),
+    };
     expect(wordsBySegment([chunk], words, 5)).toEqual([
       [
         { word: " alpha", start: 0.4, end: 1.2 },
@@ -54,7 +60,9 @@ describe("word alignment (Whisper's timing.py)", () => {
   });
 
   it("ignores positions past the audio: frames is all the alignment sees", () => {
-    expect(alignWords([TS, 1, EOS], { heads: 1, frames: 10, rows: [uniform(10, 1), uniform(10, 1), row(0, 5, 10, 1)], initialRows: 1 }, EOS, decode).at(-1)!.end).toBeLessThanOrEqual(0.2);
+    expect(
+      alignWords([TS, 1, EOS], { heads: 1, frames: 10, rows: [uniform(10, 1), uniform(10, 1), row(0, 5, 10, 1)], initialRows: 1 }, EOS, decode).at(-1)!.end,
+    ).toBeLessThanOrEqual(0.2);
   });
 
   it("splits words at spaces and punctuation and keeps a multi-byte character whole", () => {

@@ -55,7 +55,11 @@ export function alignWords(generated: readonly number[], attention: AttentionRow
   if (text.length === 0) return [];
   // A decode cut off by the length limit on a text token has no row for the end: its last word runs to the audio's end.
   const rows = [...Array.from({ length: attention.initialRows }, (_, i) => i), ...picked, ...(endRow !== -1 ? [endRow] : [])];
-  const matrix = alignmentMatrix(rows.map((r) => attention.rows[r]!), attention.heads, attention.frames).slice(attention.initialRows);
+  const matrix = alignmentMatrix(
+    rows.map((r) => attention.rows[r]!),
+    attention.heads,
+    attention.frames,
+  ).slice(attention.initialRows);
   const { tokenIndex, timeIndex } = dtw(matrix, attention.frames);
 
   const jumpTimes: number[] = [];

@@ -4,7 +4,7 @@
  * decoding; concurrent windows never see each other's audio; a canceled window leaves no row.
  */
 import { pipeline, type AutomaticSpeechRecognitionPipeline } from "@huggingface/transformers";
-import { beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { synthesize, type SynthPart } from "../audio/synth.ts";
 import { DEFAULT_MODELS_DIR, generateModel } from "../models/generate.ts";
 import { microTones, type MicroWord } from "../models/micro.ts";

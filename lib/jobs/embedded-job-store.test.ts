@@ -113,11 +113,7 @@ describe("EmbeddedJobStore", () => {
     expect(await store.sweep(now)).toBe(3);
 
     const reopened = await reopen(store, dataDir);
-    expect((await reopened.list({ limit: 10 })).jobs.map((job) => job.id).sort()).toEqual([
-      "job_not_yet",
-      "job_queued",
-      "job_running",
-    ]);
+    expect((await reopened.list({ limit: 10 })).jobs.map((job) => job.id).sort()).toEqual(["job_not_yet", "job_queued", "job_running"]);
     await expect(stat(insideUpload.path)).rejects.toMatchObject({ code: "ENOENT" });
     await expect(stat(keptUpload.path)).resolves.toBeDefined();
     await expect(stat(outsideUpload.path)).resolves.toBeDefined();
@@ -168,9 +164,7 @@ describe("EmbeddedJobStore", () => {
       acknowledged.push(...lines);
       if (acknowledged.length >= 300) child.kill("SIGKILL");
     });
-    const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((done) =>
-      child.on("close", (code, signal) => done({ code, signal })),
-    );
+    const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((done) => child.on("close", (code, signal) => done({ code, signal })));
     expect(exit, `writer exited on its own; stderr:\n${stderr}`).toEqual({ code: null, signal: "SIGKILL" });
     expect(acknowledged.length).toBeGreaterThanOrEqual(300);
 

@@ -13,7 +13,7 @@ import { basename, dirname, isAbsolute, join, relative, resolve, sep } from "nod
 import { DomainError } from "../errors.ts";
 import { isFinal, type JobPage, type JobRecord, type JobStatus, type JobStore } from "./ports.ts";
 import { PerKeyQueue } from "./per-key-queue.ts";
-import { decodeCursor, encodeCursor, jobProblem, JOB_ID_PATTERN, prepareForStorage, newestFirst, oldestFirst } from "./records.ts";
+import { decodeCursor, encodeCursor, jobProblem, prepareForStorage, newestFirst, oldestFirst } from "./records.ts";
 
 export interface EmbeddedJobStoreOptions {
   dataDir: string;
@@ -158,8 +158,7 @@ export class EmbeddedJobStore implements JobStore {
   async sweep(now: Date): Promise<number> {
     this.#assertOpen();
     const cutoff = now.getTime();
-    const expired = (job: JobRecord) =>
-      isFinal(job) && job.expiresAt !== undefined && Date.parse(job.expiresAt) <= cutoff;
+    const expired = (job: JobRecord) => isFinal(job) && job.expiresAt !== undefined && Date.parse(job.expiresAt) <= cutoff;
     const removed = await Promise.all(
       [...this.#jobs.values()].filter(expired).map((candidate) =>
         // Through the job's queue, and checked again there, so an update that lands first wins.
@@ -278,7 +277,6 @@ export class EmbeddedJobStore implements JobStore {
   }
 }
 
-
 function parseJobFile(text: string, fileName: string): JobRecord {
   const value: unknown = JSON.parse(text);
   const problem = jobProblem(value);
@@ -287,7 +285,6 @@ function parseJobFile(text: string, fileName: string): JobRecord {
   if (`${job.id}${JOB_SUFFIX}` !== fileName) throw new Error(`file holds job ${job.id}`);
   return job;
 }
-
 
 async function syncDirectory(dir: string): Promise<void> {
   const handle = await open(dir, "r");

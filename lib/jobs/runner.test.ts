@@ -96,11 +96,20 @@ describe("a job's callback", () => {
     // The next process finds the callback pending and sends it.
     const reopened = await EmbeddedJobStore.open({ dataDir, retentionMs: 3_600_000 });
     cleanups.push(() => reopened.close());
-    const sender = new EmbeddedCallbackSender({ store: reopened, secrets: parseWebhookSecrets(secret), schedule: parseSchedule("0s"), policy: parseAllowlist("127.0.0.1"), publicUrl: "http://localhost", log });
+    const sender = new EmbeddedCallbackSender({
+      store: reopened,
+      secrets: parseWebhookSecrets(secret),
+      schedule: parseSchedule("0s"),
+      policy: parseAllowlist("127.0.0.1"),
+      publicUrl: "http://localhost",
+      log,
+    });
     cleanups.push(() => sender.close());
     await sender.start();
     await vi.waitFor(() => expect(hook.received).toHaveLength(1), { timeout: 10_000 });
     expect(hook.received[0]!.payload).toMatchObject({ type: "job.succeeded", data: { id: "job_1", status: "succeeded" } });
-    await vi.waitFor(async () => expect((await reopened.get("job_1"))?.callback).toMatchObject({ state: "delivered", webhookId: hook.received[0]!.webhookId }), { timeout: 10_000 });
+    await vi.waitFor(async () => expect((await reopened.get("job_1"))?.callback).toMatchObject({ state: "delivered", webhookId: hook.received[0]!.webhookId }), {
+      timeout: 10_000,
+    });
   });
 });

@@ -244,13 +244,15 @@ function bigTranscript(segments: number): Transcript {
 }
 
 function digest(value: unknown): string {
-  return createHash("sha256").update(JSON.stringify(value) ?? "undefined").digest("hex");
+  return createHash("sha256")
+    .update(JSON.stringify(value) ?? "undefined")
+    .digest("hex");
 }
 
 /** The client, recording the size of every command it sends with exec and of every reply. */
 function measured(redis: Redis, traffic: { largestRequest: number; largestReply: number }): Redis {
   const exec = redis.exec;
-  redis.exec = async <T,>(command: Parameters<typeof exec>[0]): Promise<T> => {
+  redis.exec = async <T>(command: Parameters<typeof exec>[0]): Promise<T> => {
     traffic.largestRequest = Math.max(traffic.largestRequest, Buffer.byteLength(JSON.stringify(command)));
     const reply = await exec<T>(command);
     traffic.largestReply = Math.max(traffic.largestReply, Buffer.byteLength(JSON.stringify(reply ?? null)));

@@ -416,9 +416,7 @@ export class UpstashJobStore implements JobStore {
   }
 
   async unfinished(): Promise<JobRecord[]> {
-    const pages = await Promise.all(
-      (["queued", "running"] as const).map((status) => this.#scan(this.#key(LAYOUT.status, status), null, Infinity)),
-    );
+    const pages = await Promise.all((["queued", "running"] as const).map((status) => this.#scan(this.#key(LAYOUT.status, status), null, Infinity)));
     return jobsOldestFirst(pages.flatMap((page) => page.stored));
   }
 
@@ -463,9 +461,7 @@ export class UpstashJobStore implements JobStore {
     // The EVAL fallback carries the script source instead of its hash; sized for that.
     const fixedBytes = Buffer.byteLength(JSON.stringify(["EVAL", target.source, "0", this.#prefix, ...fields("", "")]));
     const encoded = await this.#encode(job, previous, fixedBytes);
-    await forEachLimited(encoded.uploads, ([key, value]) =>
-      this.#send(["SET", key, value, "PX", String(UPLOAD_TTL_MS)]),
-    );
+    await forEachLimited(encoded.uploads, ([key, value]) => this.#send(["SET", key, value, "PX", String(UPLOAD_TTL_MS)]));
     const reply = await this.#run<unknown>(target, fields(encoded.head, encoded.result));
     if (!Array.isArray(reply) || typeof reply[0] !== "string") throw unexpectedReply("write", reply);
     if (reply[0] !== "ok" && reply[0] !== "created" && encoded.uploads.length > 0) {
@@ -490,9 +486,7 @@ export class UpstashJobStore implements JobStore {
       const rawBytes = sum(parts.map((part) => Buffer.byteLength(part.field)));
       const wireBytes = sum(parts.map((part) => Buffer.byteLength(JSON.stringify(part.field))));
       if (rawBytes <= this.#recordBudget && fixedBytes + wireBytes <= this.#maxValueBytes) break;
-      const largest = parts
-        .filter((part) => !part.field.startsWith("c"))
-        .sort((a, b) => b.field.length - a.field.length)[0];
+      const largest = parts.filter((part) => !part.field.startsWith("c")).sort((a, b) => b.field.length - a.field.length)[0];
       if (largest === undefined) throw new DomainError("internal", `job ${job.id} does not fit one request even in chunks`);
       const body = largest.field.startsWith("z") ? largest.field.slice(1) : await gzipBase64(largest.json);
       const write = randomBytes(9).toString("base64url");
@@ -691,8 +685,6 @@ function sum(values: number[]): number {
   return values.reduce((total, value) => total + value, 0);
 }
 
-
 function jobsOldestFirst(stored: Stored[]): JobRecord[] {
   return stored.map((entry) => entry.job).sort(oldestFirst);
 }
-

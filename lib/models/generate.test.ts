@@ -89,14 +89,7 @@ describe("micro model", () => {
   });
 
   it("transcribes a multi-window file window by window, in order, with absolute times", async () => {
-    const audio = synthesize(
-      microTones([
-        { word: "echo", seconds: 30 },
-        { word: "alpha", seconds: 30 },
-        { silence: 30 },
-        { word: "charlie", seconds: 20 },
-      ]),
-    );
+    const audio = synthesize(microTones([{ word: "echo", seconds: 30 }, { word: "alpha", seconds: 30 }, { silence: 30 }, { word: "charlie", seconds: 20 }]));
     // The stock pipeline's long-form mode, with windows that do not overlap.
     const out = (await asr(audio, { return_timestamps: true, chunk_length_s: 30, stride_length_s: 0 })) as {
       text: string;

@@ -68,7 +68,6 @@ export function generatedModelId(kind: GeneratedKind, tokensPerWindow = DEFAULT_
   return `generated/whisper-${kind}${suffix}${timestamped ? TIMESTAMPED_SUFFIX : ""}`;
 }
 
-
 const STAMP = "slotscribe-generated.json";
 
 export async function generateModel(options: GenerateOptions): Promise<GeneratedModel> {
@@ -81,7 +80,9 @@ export async function generateModel(options: GenerateOptions): Promise<Generated
   const id = generatedModelId(options.kind, tokensPerWindow, timestamped);
   const path = join(resolve(options.out ?? DEFAULT_MODELS_DIR), id);
   const plan = await planModel(options.kind, tokensPerWindow, options.metadataDir ?? join(sharedDir(), "whisper-metadata"), timestamped);
-  const fingerprint = createHash("sha256").update(JSON.stringify({ v: GENERATOR_VERSION, kind: options.kind, tokensPerWindow, timestamped, files: plan.jsonFiles })).digest("hex");
+  const fingerprint = createHash("sha256")
+    .update(JSON.stringify({ v: GENERATOR_VERSION, kind: options.kind, tokensPerWindow, timestamped, files: plan.jsonFiles }))
+    .digest("hex");
 
   const stampPath = join(path, STAMP);
   if (existsSync(stampPath)) {
@@ -112,7 +113,11 @@ export async function generateModel(options: GenerateOptions): Promise<Generated
     for (const [name, graph] of graphs) {
       options.log?.(`writing ${name}`);
       if (!quantized) parameters += graph.parameterCount;
-      files[name] = await writeModel(join(staging, name), graph, { producer: `slotscribe-generator-${GENERATOR_VERSION}`, opset: OPSET, extraOpsets: [{ domain: "com.microsoft", version: 1 }] });
+      files[name] = await writeModel(join(staging, name), graph, {
+        producer: `slotscribe-generator-${GENERATOR_VERSION}`,
+        opset: OPSET,
+        extraOpsets: [{ domain: "com.microsoft", version: 1 }],
+      });
     }
   }
   await writeFile(join(staging, STAMP), JSON.stringify({ fingerprint, kind: options.kind, tokensPerWindow, parameters, files }, null, 2));
@@ -165,7 +170,12 @@ async function planModel(kind: GeneratedKind, tokensPerWindow: number, metadataD
     max_source_positions: 1500,
     max_target_positions: 448,
   };
-  const config = { ...(published?.config ?? fallbackConfig(layout!, english)), ...dims, num_hidden_layers: arch.layers, _name_or_path: `slotscribe/generated-whisper-${kind}${timestamped ? TIMESTAMPED_SUFFIX : ""}` };
+  const config = {
+    ...(published?.config ?? fallbackConfig(layout!, english)),
+    ...dims,
+    num_hidden_layers: arch.layers,
+    _name_or_path: `slotscribe/generated-whisper-${kind}${timestamped ? TIMESTAMPED_SUFFIX : ""}`,
+  };
   const generation: Record<string, unknown> = { ...(published?.generation ?? fallbackGeneration(layout!, english)), alignment_heads: lastLayerHeads(arch.layers, arch.heads) };
   const noTimestamps = generation.no_timestamps_token_id as number;
   const control = { eos: generation.eos_token_id as number, timestampBegin: noTimestamps + 1 };
@@ -196,7 +206,12 @@ function microPlan(timestamped: boolean): ModelPlan {
   };
   return {
     jsonFiles: {
-      "config.json": { ...fallbackConfig(layout, true), ...dims, num_hidden_layers: 1, _name_or_path: `slotscribe/generated-whisper-micro${timestamped ? TIMESTAMPED_SUFFIX : ""}` },
+      "config.json": {
+        ...fallbackConfig(layout, true),
+        ...dims,
+        num_hidden_layers: 1,
+        _name_or_path: `slotscribe/generated-whisper-micro${timestamped ? TIMESTAMPED_SUFFIX : ""}`,
+      },
       "generation_config.json": generation,
       "preprocessor_config.json": PREPROCESSOR_CONFIG,
       "tokenizer.json": tokenizerJson(layout),
@@ -221,7 +236,19 @@ async function readPublishedMetadata(metadataDir: string, kind: GeneratedKind): 
   for (const name of source) {
     const dir = join(metadataDir, name);
     const files = ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"];
-    if (!(await Promise.all(files.map((f) => stat(join(dir, f)).then(() => true, () => false)))).every(Boolean)) continue;
+    if (
+      !(
+        await Promise.all(
+          files.map((f) =>
+            stat(join(dir, f)).then(
+              () => true,
+              () => false,
+            ),
+          ),
+        )
+      ).every(Boolean)
+    )
+      continue;
     const [config, generation, tokenizer, tokenizerConfig] = await Promise.all(files.map(async (f) => JSON.parse(await readFile(join(dir, f), "utf8"))));
     return { config, generation, tokenizer, tokenizerConfig };
   }
@@ -248,7 +275,12 @@ function fallbackConfig(layout: TokenLayout, english: boolean): Record<string, u
     eos_token_id: layout.eos,
     pad_token_id: layout.eos,
     decoder_start_token_id: layout.sot,
-    forced_decoder_ids: english ? [[1, layout.noTimestamps]] : [[1, null], [2, layout.transcribe]],
+    forced_decoder_ids: english
+      ? [[1, layout.noTimestamps]]
+      : [
+          [1, null],
+          [2, layout.transcribe],
+        ],
     begin_suppress_tokens: [220, layout.eos],
     suppress_tokens: [],
   };
@@ -266,7 +298,12 @@ function fallbackGeneration(layout: TokenLayout, english: boolean): Record<strin
     decoder_start_token_id: layout.sot,
     eos_token_id: layout.eos,
     pad_token_id: layout.eos,
-    forced_decoder_ids: english ? [[1, layout.noTimestamps]] : [[1, null], [2, layout.transcribe]],
+    forced_decoder_ids: english
+      ? [[1, layout.noTimestamps]]
+      : [
+          [1, null],
+          [2, layout.transcribe],
+        ],
     begin_suppress_tokens: [220, layout.eos],
     suppress_tokens: [],
     is_multilingual: !english,

@@ -2,14 +2,7 @@ import { floatTensor, Graph } from "../onnx/graph.ts";
 import { Ops } from "../onnx/ops.ts";
 import type { SynthPart } from "../audio/synth.ts";
 import { buildTokenLayout, type TokenLayout } from "./tokenizer.ts";
-import {
-  crossAttentionCache,
-  declareDecoderOutputs,
-  decoderInterface,
-  voicedEnd,
-  voicedFlags,
-  type WhisperDims,
-} from "./whisper-graph.ts";
+import { crossAttentionCache, declareDecoderOutputs, decoderInterface, voicedEnd, voicedFlags, type WhisperDims } from "./whisper-graph.ts";
 
 /**
  * The micro model: a designed Whisper whose transcript is a known function of the audio. Each tone
@@ -33,10 +26,7 @@ export function promptedWord(word: MicroWord): string {
 }
 
 export function microTokenLayout(): TokenLayout {
-  return buildTokenLayout(
-    [...MICRO_TONES.map((t) => t.word), ...MICRO_TONES.map((t) => promptedWord(t.word))],
-    ["en"],
-  );
+  return buildTokenLayout([...MICRO_TONES.map((t) => t.word), ...MICRO_TONES.map((t) => promptedWord(t.word))], ["en"]);
 }
 
 const D_MODEL = 81;

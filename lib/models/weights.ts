@@ -42,9 +42,7 @@ export function linearWeight(g: Graph, name: string, data: Float32Array, dims: [
   };
 }
 
-export type LinearWeight =
-  | { kind: "fp32"; w: string }
-  | { kind: "int8"; w: string; scale: string; zeroPoint: string };
+export type LinearWeight = { kind: "fp32"; w: string } | { kind: "int8"; w: string; scale: string; zeroPoint: string };
 
 /**
  * x @ W, quantized the way onnxruntime's quantize_dynamic writes the published *_quantized files:

@@ -1,6 +1,6 @@
 import { floatTensor, Graph, int64Tensor } from "../onnx/graph.ts";
 import { Ops } from "../onnx/ops.ts";
-import { applyLinear, linearWeight, type LinearWeight, WeightSource } from "./weights.ts";
+import { applyLinear, linearWeight, type LinearWeight, type WeightSource } from "./weights.ts";
 
 /** The config.json fields that fix a Whisper graph's shapes. */
 export interface WhisperDims {
@@ -198,15 +198,11 @@ export function buildEncoder(dims: WhisperDims, weights: WeightSource, quantized
 
   const conv = (x: string, name: string, inCh: number, stride: number) =>
     o.gelu(
-      g.op(
-        "Conv",
-        [
-          x,
-          g.init(`${name}.weight`, floatTensor([d, inCh, 3], weights.random(`${name}.weight`, d * inCh * 3))),
-          P.bias(`${name}.bias`, d),
-        ],
-        { kernel_shape: { ints: [3] }, pads: { ints: [1, 1] }, strides: { ints: [stride] } },
-      ),
+      g.op("Conv", [x, g.init(`${name}.weight`, floatTensor([d, inCh, 3], weights.random(`${name}.weight`, d * inCh * 3))), P.bias(`${name}.bias`, d)], {
+        kernel_shape: { ints: [3] },
+        pads: { ints: [1, 1] },
+        strides: { ints: [stride] },
+      }),
     );
   let x = conv(conv(features, "encoder.conv1", dims.num_mel_bins, 1), "encoder.conv2", d, 2);
   x = o.transpose(x, [0, 2, 1]);
@@ -399,22 +395,33 @@ export function buildDecoder(dims: WhisperDims, weights: WeightSource, quantized
   const table = linearWeight(g, "decoder.embed_tokens.weight", weights.random("decoder.embed_tokens.weight", dims.vocab_size * d), [dims.vocab_size, d], quantized);
   const embedded = o.add(
     embedTokens(g, table, io.inputIds),
-    g.op("Gather", [g.init("decoder.embed_positions.weight", floatTensor([dims.max_target_positions, d], weights.random("decoder.embed_positions.weight", dims.max_target_positions * d))), positions]),
+    g.op("Gather", [
+      g.init("decoder.embed_positions.weight", floatTensor([dims.max_target_positions, d], weights.random("decoder.embed_positions.weight", dims.max_target_positions * d))),
+      positions,
+    ]),
   );
 
   const keyPositions = g.op("Range", [o.scalarI64(0), total, o.scalarI64(1)]);
   const future = g.op("Greater", [o.unsqueeze(keyPositions, [0]), o.unsqueeze(positions, [1])]);
   const causalMask = o.where(future, o.f(NEG), o.f(0));
 
-  const hidden = decoderLayers(io, P, dims, (branch, i) => {
-    if (branch.withPast) return { key: io.pastEncoder[i]!.key, value: io.pastEncoder[i]!.value };
-    const BL = branch.layers;
-    const p = `decoder.layers.${i}.encoder_attn`;
-    return {
-      key: BL.heads(BL.linear(io.encoderStates, `${p}.k_proj`, d, d, false), heads, headDim),
-      value: BL.heads(BL.linear(io.encoderStates, `${p}.v_proj`, d, d), heads, headDim),
-    };
-  }, embedded, causalMask, options.crossAttentions ?? false);
+  const hidden = decoderLayers(
+    io,
+    P,
+    dims,
+    (branch, i) => {
+      if (branch.withPast) return { key: io.pastEncoder[i]!.key, value: io.pastEncoder[i]!.value };
+      const BL = branch.layers;
+      const p = `decoder.layers.${i}.encoder_attn`;
+      return {
+        key: BL.heads(BL.linear(io.encoderStates, `${p}.k_proj`, d, d, false), heads, headDim),
+        value: BL.heads(BL.linear(io.encoderStates, `${p}.v_proj`, d, d), heads, headDim),
+      };
+    },
+    embedded,
+    causalMask,
+    options.crossAttentions ?? false,
+  );
   const x = L.layerNorm(hidden, "decoder.layer_norm", d);
 
   const rawLogits = tiedProjection(io, x, table, d, dims.vocab_size);

@@ -6,15 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DomainError } from "../errors.ts";
-import {
-  classifyIp,
-  downloadToFile,
-  OutboundNetworkError,
-  type OutboundPolicy,
-  parseAllowlist,
-  type ResolvedAddress,
-  safeFetch,
-} from "./safe-fetch.ts";
+import { classifyIp, downloadToFile, OutboundNetworkError, type OutboundPolicy, parseAllowlist, type ResolvedAddress, safeFetch } from "./safe-fetch.ts";
 
 async function rejection(promise: Promise<unknown>): Promise<unknown> {
   try {
@@ -128,12 +120,9 @@ describe("parseAllowlist", () => {
     expect(parseAllowlist("")).toEqual({ allow: [] });
   });
 
-  it.each(["10.0.0.0/33", "10.0.0/8", "fd00::/129", "10.0.0.0/8/1", "host name", "bad_host!", "-lead.example"])(
-    "refuses the malformed entry %j",
-    (entry) => {
-      expect(() => parseAllowlist(entry)).toThrow();
-    },
-  );
+  it.each(["10.0.0.0/33", "10.0.0/8", "fd00::/129", "10.0.0.0/8/1", "host name", "bad_host!", "-lead.example"])("refuses the malformed entry %j", (entry) => {
+    expect(() => parseAllowlist(entry)).toThrow();
+  });
 });
 
 type Route = (req: http.IncomingMessage, res: http.ServerResponse, body: string) => void;
@@ -241,12 +230,9 @@ describe("safeFetch refusals", () => {
     await expectDomainError(safeFetch(url, {}, nothingAllowed), "forbidden", message);
   });
 
-  it.each(["file:///etc/passwd", "ftp://example.com/file", "gopher://example.com/", "data:text/plain,hi"])(
-    "refuses the non-http scheme of %s",
-    async (url) => {
-      await expectDomainError(safeFetch(url, {}, nothingAllowed), "forbidden", /scheme .* is not allowed/);
-    },
-  );
+  it.each(["file:///etc/passwd", "ftp://example.com/file", "gopher://example.com/", "data:text/plain,hi"])("refuses the non-http scheme of %s", async (url) => {
+    await expectDomainError(safeFetch(url, {}, nothingAllowed), "forbidden", /scheme .* is not allowed/);
+  });
 
   it("refuses URLs carrying credentials and strings that are not URLs", async () => {
     await expectDomainError(safeFetch("http://user:pw@example.com/", {}, nothingAllowed), "invalid_request", /credentials/);
@@ -255,30 +241,18 @@ describe("safeFetch refusals", () => {
 
   it("refuses a hostname that resolves to a private address without echoing the address", async () => {
     const { resolve } = fakeResolver({ "internal.example": ["10.1.2.3"] });
-    const err = await expectDomainError(
-      safeFetch("http://internal.example/", {}, { allow: [], resolve }),
-      "forbidden",
-      /internal\.example resolves to a private address/,
-    );
+    const err = await expectDomainError(safeFetch("http://internal.example/", {}, { allow: [], resolve }), "forbidden", /internal\.example resolves to a private address/);
     expect(err.message).not.toContain("10.1.2.3");
   });
 
   it("refuses a hostname when any one of its addresses is refused", async () => {
     const { resolve } = fakeResolver({ "mixed.example": ["93.184.215.14", "::ffff:169.254.169.254"] });
-    await expectDomainError(
-      safeFetch("http://mixed.example/", {}, { allow: [], resolve }),
-      "forbidden",
-      /cloud metadata address/,
-    );
+    await expectDomainError(safeFetch("http://mixed.example/", {}, { allow: [], resolve }), "forbidden", /cloud metadata address/);
   });
 
   it("reports a host that does not resolve as an invalid request", async () => {
     const { resolve } = fakeResolver({});
-    await expectDomainError(
-      safeFetch("http://nowhere.example/", {}, { allow: [], resolve }),
-      "invalid_request",
-      /could not resolve host nowhere\.example/,
-    );
+    await expectDomainError(safeFetch("http://nowhere.example/", {}, { allow: [], resolve }), "invalid_request", /could not resolve host nowhere\.example/);
   });
 
   it("refuses a loopback address outside the allow-listed CIDR", async () => {
@@ -344,11 +318,7 @@ describe("safeFetch redirects", () => {
   });
 
   it("refuses a redirect hop to a loopback address outside the allow-list", async () => {
-    await expectDomainError(
-      safeFetch(redirect(`http://127.0.0.2:${port}/hello`), {}, loopbackOnly),
-      "forbidden",
-      /127\.0\.0\.2 is a loopback address/,
-    );
+    await expectDomainError(safeFetch(redirect(`http://127.0.0.2:${port}/hello`), {}, loopbackOnly), "forbidden", /127\.0\.0\.2 is a loopback address/);
   });
 
   it("refuses a redirect hop to a hostname resolving to a private address", async () => {

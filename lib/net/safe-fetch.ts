@@ -16,21 +16,10 @@ import { DomainError } from "../errors.ts";
 // ---------------------------------------------------------------------------------------------
 // Address classification
 
-export type AddressKind =
-  | "public"
-  | "unspecified"
-  | "loopback"
-  | "private"
-  | "link_local"
-  | "cloud_metadata"
-  | "cgnat"
-  | "multicast"
-  | "broadcast"
-  | "documentation"
-  | "reserved";
+export type AddressKind = "public" | "unspecified" | "loopback" | "private" | "link_local" | "cloud_metadata" | "cgnat" | "multicast" | "broadcast" | "documentation" | "reserved";
 
 const KIND_DESCRIPTION: Record<Exclude<AddressKind, "public">, string> = {
-  unspecified: "an unspecified (\"this network\") address",
+  unspecified: 'an unspecified ("this network") address',
   loopback: "a loopback address",
   private: "a private address",
   link_local: "a link-local address",
@@ -103,21 +92,13 @@ export function classifyIp(ip: string): AddressKind {
   if (parsed.bits === 32) return lookupKind(IPV4_TABLE, parsed.value, 32) ?? "public";
 
   const v6 = parsed.value;
-  const embedded = inCidr(IPV4_MAPPED, v6) || inCidr(NAT64, v6)
-    ? v6 & 0xffff_ffffn
-    : inCidr(SIX_TO_FOUR, v6)
-      ? (v6 >> 80n) & 0xffff_ffffn
-      : undefined;
+  const embedded = inCidr(IPV4_MAPPED, v6) || inCidr(NAT64, v6) ? v6 & 0xffff_ffffn : inCidr(SIX_TO_FOUR, v6) ? (v6 >> 80n) & 0xffff_ffffn : undefined;
   if (embedded !== undefined) return lookupKind(IPV4_TABLE, embedded, 32) ?? "public";
 
   return lookupKind(IPV6_TABLE, v6, 128) ?? (inCidr(GLOBAL_UNICAST, v6) ? "public" : "reserved");
 }
 
-function lookupKind(
-  table: ReadonlyArray<readonly [Cidr, AddressKind]>,
-  value: bigint,
-  bits: 32 | 128,
-): AddressKind | undefined {
+function lookupKind(table: ReadonlyArray<readonly [Cidr, AddressKind]>, value: bigint, bits: 32 | 128): AddressKind | undefined {
   return table.find(([cidr]) => cidr.bits === bits && inCidr(cidr, value))?.[1];
 }
 
@@ -160,9 +141,7 @@ function ipv6ToBigInt(ip: string): bigint {
   const halves = text.split("::");
   const head = halves[0] ? halves[0].split(":") : [];
   const rest = halves.length === 2 && halves[1] ? halves[1].split(":") : [];
-  const groups = halves.length === 2
-    ? [...head, ...Array<string>(8 - head.length - rest.length).fill("0"), ...rest]
-    : head;
+  const groups = halves.length === 2 ? [...head, ...Array<string>(8 - head.length - rest.length).fill("0"), ...rest] : head;
   return groups.reduce((acc, group) => (acc << 16n) | BigInt(parseInt(group, 16)), 0n);
 }
 
@@ -305,7 +284,10 @@ export async function assertOutboundAllowed(raw: string, policy: OutboundPolicy,
 function pinnedLookup(addresses: readonly ResolvedAddress[]): LookupFunction {
   return (_hostname, options, callback) => {
     if (options.all) {
-      callback(null, addresses.map(({ address, family }): LookupAddress => ({ address, family })));
+      callback(
+        null,
+        addresses.map(({ address, family }): LookupAddress => ({ address, family })),
+      );
     } else {
       const [first] = addresses as [ResolvedAddress];
       callback(null, first.address, first.family);
@@ -402,12 +384,7 @@ interface HopRequest {
   body: string | Uint8Array | undefined;
 }
 
-function send(
-  target: URL,
-  request: HopRequest,
-  addresses: readonly ResolvedAddress[],
-  deadline: Deadline,
-): Promise<IncomingMessage> {
+function send(target: URL, request: HopRequest, addresses: readonly ResolvedAddress[], deadline: Deadline): Promise<IncomingMessage> {
   return new Promise((resolvePromise, reject) => {
     const transport = target.protocol === "https:" ? https : http;
     // agent: false keeps pooled sockets from being reused across different policy decisions.
@@ -424,11 +401,7 @@ function send(
     });
     req.on("error", (cause) => {
       stopWatching();
-      reject(
-        deadline.signal.aborted
-          ? deadline.signal.reason
-          : new OutboundNetworkError(`Request to ${target.hostname} failed: ${cause.message}`, { cause }),
-      );
+      reject(deadline.signal.aborted ? deadline.signal.reason : new OutboundNetworkError(`Request to ${target.hostname} failed: ${cause.message}`, { cause }));
     });
     req.end(request.body);
   });
@@ -481,9 +454,7 @@ function cappedBody(res: IncomingMessage, target: URL, maxBytes: number, deadlin
         next = await chunks.next();
       } catch (cause) {
         finish();
-        throw deadline.signal.aborted
-          ? deadline.signal.reason
-          : new OutboundNetworkError(`Connection to ${target.hostname} broke while reading the response`, { cause });
+        throw deadline.signal.aborted ? deadline.signal.reason : new OutboundNetworkError(`Connection to ${target.hostname} broke while reading the response`, { cause });
       }
       if (next.done) {
         finish();
@@ -571,12 +542,7 @@ export interface DownloadResult {
  * Streams a 2xx response body to `path` through safeFetch. Any failure (refusal, non-2xx,
  * size cap, timeout, broken connection) removes the partial file before rethrowing.
  */
-export async function downloadToFile(
-  url: string,
-  path: string,
-  options: DownloadOptions,
-  policy: OutboundPolicy,
-): Promise<DownloadResult> {
+export async function downloadToFile(url: string, path: string, options: DownloadOptions, policy: OutboundPolicy): Promise<DownloadResult> {
   const res = await safeFetch(url, options, policy);
   if (!res.ok || !res.body) {
     await res.body?.cancel();

@@ -28,13 +28,7 @@ export function int8Tensor(dims: number[], data: Int8Array): TensorData {
   return { type: "int8", dims, raw: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
 }
 
-export type Attr =
-  | { i: number }
-  | { f: number }
-  | { ints: number[] }
-  | { s: string }
-  | { t: TensorData }
-  | { g: Graph };
+export type Attr = { i: number } | { f: number } | { ints: number[] } | { s: string } | { t: TensorData } | { g: Graph };
 
 const ATTR_TYPE = { f: 1, i: 2, s: 3, t: 4, g: 5, ints: 7 } as const;
 

@@ -181,9 +181,7 @@ describe("EmbeddedCallbackSender", () => {
   });
 
   it("waits at least as long as Retry-After asks before the next attempt", async () => {
-    const { receiver, store, sender } = await setup((index) =>
-      index === 0 ? { status: 503, headers: { "retry-after": "1" } } : { status: 204 },
-    );
+    const { receiver, store, sender } = await setup((index) => (index === 0 ? { status: 503, headers: { "retry-after": "1" } } : { status: 204 }));
     await store.create(finishedJob("job_busy", { callbackUrl: receiver.url }));
 
     await sender.enqueue("job_busy");
@@ -212,11 +210,7 @@ describe("EmbeddedCallbackSender", () => {
     const { receiver, store, sender } = await setup(() => ({ status: 200 }));
     await store.create(finishedJob("job_thin", { callbackUrl: receiver.url, metadata: { customer: "c_42" } }));
     await store.create(
-      finishedJob(
-        "job_broken",
-        { callbackUrl: receiver.url },
-        { status: "failed", error: { code: "unprocessable_audio", message: "not audio" }, result: undefined },
-      ),
+      finishedJob("job_broken", { callbackUrl: receiver.url }, { status: "failed", error: { code: "unprocessable_audio", message: "not audio" }, result: undefined }),
     );
 
     await sender.enqueue("job_thin");
@@ -328,9 +322,7 @@ describe("EmbeddedCallbackSender", () => {
   });
 
   it("does not follow a redirect and retries it as a failed attempt", async () => {
-    const { receiver, store, sender } = await setup((index) =>
-      index === 0 ? { status: 307, headers: { location: "/elsewhere" } } : { status: 200 },
-    );
+    const { receiver, store, sender } = await setup((index) => (index === 0 ? { status: 307, headers: { location: "/elsewhere" } } : { status: 200 }));
     await store.create(finishedJob("job_moved", { callbackUrl: receiver.url }));
 
     await sender.enqueue("job_moved");
@@ -343,10 +335,7 @@ describe("EmbeddedCallbackSender", () => {
   });
 
   it("records a receiver slower than timeoutMs as a failed attempt without a status and retries", async () => {
-    const { store, sender, receiver } = await setup(
-      (index) => (index === 0 ? { status: 200, delayMs: 2_000 } : { status: 200 }),
-      { timeoutMs: 200 },
-    );
+    const { store, sender, receiver } = await setup((index) => (index === 0 ? { status: 200, delayMs: 2_000 } : { status: 200 }), { timeoutMs: 200 });
     await store.create(finishedJob("job_slow", { callbackUrl: receiver.url }));
 
     await sender.enqueue("job_slow");

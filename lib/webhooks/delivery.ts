@@ -25,7 +25,6 @@ export interface CallbackSender {
   close(): Promise<void>;
 }
 
-
 /** The JSON body of a callback, in the Standard Webhooks event shape. */
 export interface CallbackPayload {
   type: `job.${FinalStatus}`;
@@ -83,7 +82,6 @@ const MAX_DRAINED_BYTES = 4 * 1024;
 // On top of timeoutMs at close: an answered attempt still has to be written to the store.
 const CLOSE_GRACE_MS = 1_000;
 
-
 /** What one POST to the receiver came to. */
 interface SendResult {
   status: number | null;
@@ -133,7 +131,7 @@ export class EmbeddedCallbackSender implements CallbackSender {
 
   async enqueue(jobId: string): Promise<void> {
     const job = await this.#store.get(jobId);
-    if (!job || !job.request.callbackUrl || !isFinal(job)) return;
+    if (!job?.request.callbackUrl || !isFinal(job)) return;
     // Stored before any attempt, so every retry, in this process or the next, reuses the webhook-id.
     const callback = await storedCallback(this.#store, job, new Date(this.#now().getTime() + this.#firstDelayMs));
     if (callback?.state === "pending") this.#resume(jobId, callback);
@@ -225,12 +223,8 @@ export class EmbeddedCallbackSender implements CallbackSender {
 
     const outcome = classifyDeliveryResponse(result.status, result.error);
     const index = callback.attempts.length;
-    const delayMs =
-      outcome === "retry"
-        ? nextAttemptDelay(index, this.#schedule, { retryAfterSeconds: result.retryAfterSeconds, random: this.#random })
-        : null;
-    const state: CallbackState["state"] =
-      outcome === "retry" ? (delayMs === null ? "failed" : "pending") : outcome;
+    const delayMs = outcome === "retry" ? nextAttemptDelay(index, this.#schedule, { retryAfterSeconds: result.retryAfterSeconds, random: this.#random }) : null;
+    const state: CallbackState["state"] = outcome === "retry" ? (delayMs === null ? "failed" : "pending") : outcome;
     const attempt: DeliveryAttempt = {
       at: sentAt.toISOString(),
       status: result.status,

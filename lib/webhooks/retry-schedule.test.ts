@@ -1,14 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { DomainError } from "../errors.ts";
 import { OutboundNetworkError } from "../net/safe-fetch.ts";
-import {
-  classifyDeliveryResponse,
-  DEFAULT_RETRY_SCHEDULE,
-  MAX_RETRY_AFTER_SECONDS,
-  nextAttemptDelay,
-  parseRetryAfter,
-  parseSchedule,
-} from "./retry-schedule.ts";
+import { classifyDeliveryResponse, DEFAULT_RETRY_SCHEDULE, MAX_RETRY_AFTER_SECONDS, nextAttemptDelay, parseRetryAfter, parseSchedule } from "./retry-schedule.ts";
 
 const S = 1_000;
 const M = 60 * S;
@@ -62,9 +55,7 @@ describe("nextAttemptDelay", () => {
   });
 
   it("caps Retry-After at one day", () => {
-    expect(nextAttemptDelay(0, schedule, { retryAfterSeconds: 7 * 86_400, random: noJitter })).toBe(
-      MAX_RETRY_AFTER_SECONDS * S,
-    );
+    expect(nextAttemptDelay(0, schedule, { retryAfterSeconds: 7 * 86_400, random: noJitter })).toBe(MAX_RETRY_AFTER_SECONDS * S);
   });
 
   it("ignores a negative or non-finite Retry-After", () => {

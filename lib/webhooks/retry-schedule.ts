@@ -37,11 +37,7 @@ export interface NextAttemptOptions {
  * schedule has no attempts left. A Retry-After longer than the jittered delay wins, capped at
  * MAX_RETRY_AFTER_SECONDS; a shorter one is ignored, as the schedule already backs off.
  */
-export function nextAttemptDelay(
-  failedAttemptIndex: number,
-  schedule: RetrySchedule,
-  { retryAfterSeconds, random = Math.random }: NextAttemptOptions = {},
-): number | null {
+export function nextAttemptDelay(failedAttemptIndex: number, schedule: RetrySchedule, { retryAfterSeconds, random = Math.random }: NextAttemptOptions = {}): number | null {
   if (!Number.isInteger(failedAttemptIndex) || failedAttemptIndex < 0) {
     throw new RangeError(`failedAttemptIndex must be a non-negative integer, got ${failedAttemptIndex}`);
   }
@@ -49,9 +45,7 @@ export function nextAttemptDelay(
   if (scheduled === undefined) return null;
   const jittered = Math.round(scheduled * (1 + JITTER * (2 * random() - 1)));
   const requested =
-    retryAfterSeconds !== undefined && Number.isFinite(retryAfterSeconds) && retryAfterSeconds > 0
-      ? Math.min(retryAfterSeconds, MAX_RETRY_AFTER_SECONDS) * 1000
-      : 0;
+    retryAfterSeconds !== undefined && Number.isFinite(retryAfterSeconds) && retryAfterSeconds > 0 ? Math.min(retryAfterSeconds, MAX_RETRY_AFTER_SECONDS) * 1000 : 0;
   return Math.max(jittered, requested);
 }
 

@@ -26,12 +26,8 @@ describe("signWebhook", () => {
 
   it("fails verification for a tampered body, a replaced id or an unrelated secret", () => {
     const headers = headersNow(OLD_SECRET);
-    expect(() => new Webhook(OLD_SECRET).verify(BODY.replace("hello", "HELLO"), { ...headers })).toThrow(
-      WebhookVerificationError,
-    );
-    expect(() => new Webhook(OLD_SECRET).verify(BODY, { ...headers, "webhook-id": "msg_other" })).toThrow(
-      WebhookVerificationError,
-    );
+    expect(() => new Webhook(OLD_SECRET).verify(BODY.replace("hello", "HELLO"), { ...headers })).toThrow(WebhookVerificationError);
+    expect(() => new Webhook(OLD_SECRET).verify(BODY, { ...headers, "webhook-id": "msg_other" })).toThrow(WebhookVerificationError);
     expect(() => new Webhook(generateWebhookSecret()).verify(BODY, { ...headers })).toThrow(WebhookVerificationError);
   });
 

@@ -62,9 +62,7 @@ export function signWebhook({ id, timestamp, body, secrets }: SignWebhookInput):
     throw new RangeError(`Webhook timestamp must be whole Unix seconds, got ${seconds}`);
   }
   const signedContent = `${id}.${seconds}.${body}`;
-  const signature = secrets
-    .map((key) => `v1,${createHmac("sha256", key).update(signedContent).digest("base64")}`)
-    .join(" ");
+  const signature = secrets.map((key) => `v1,${createHmac("sha256", key).update(signedContent).digest("base64")}`).join(" ");
   return { "webhook-id": id, "webhook-timestamp": String(seconds), "webhook-signature": signature };
 }
 

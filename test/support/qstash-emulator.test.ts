@@ -32,12 +32,10 @@ async function startDestination() {
     const body = Buffer.concat(chunks).toString("utf8");
     const path = req.url ?? "/";
     const url = `${base}${path}`;
-    const verified = await receiver
-      .verify({ signature: String(req.headers["upstash-signature"]), body, url })
-      .then(
-        () => true,
-        () => false,
-      );
+    const verified = await receiver.verify({ signature: String(req.headers["upstash-signature"]), body, url }).then(
+      () => true,
+      () => false,
+    );
     deliveries.push({ path, url, headers: req.headers, body, receivedAt: Date.now(), verified });
     const nth = deliveries.filter((delivery) => delivery.path === path).length;
     const respond: Respond = verified ? (behaviours.get(path) ?? (() => ({ status: 200 }))) : () => ({ status: 401 });
@@ -134,12 +132,8 @@ describe("QStash emulator driven by the real @upstash/qstash Client and Receiver
 
     const { receiver } = dest();
     await expect(receiver.verify({ signature, body: delivery?.body ?? "", url: delivery?.url })).resolves.toBe(true);
-    await expect(receiver.verify({ signature, body: '{"n":2}', url: delivery?.url })).rejects.toThrow(
-      /body hash does not match/,
-    );
-    await expect(receiver.verify({ signature, body: delivery?.body ?? "", url: dest().url("/other") })).rejects.toThrow(
-      /invalid subject/,
-    );
+    await expect(receiver.verify({ signature, body: '{"n":2}', url: delivery?.url })).rejects.toThrow(/body hash does not match/);
+    await expect(receiver.verify({ signature, body: delivery?.body ?? "", url: dest().url("/other") })).rejects.toThrow(/invalid subject/);
   });
 
   it("produces signatures that verify against the next signing key after a key rotation", async () => {
@@ -150,7 +144,11 @@ describe("QStash emulator driven by the real @upstash/qstash Client and Receiver
       body: { rotated: true },
     });
     await rotated.settled(messageId);
-    expect(dest().at("/rotated").map((delivery) => delivery.verified)).toEqual([true]);
+    expect(
+      dest()
+        .at("/rotated")
+        .map((delivery) => delivery.verified),
+    ).toEqual([true]);
   });
 
   it("produces signatures that an unrelated key does not verify", async () => {
@@ -162,7 +160,11 @@ describe("QStash emulator driven by the real @upstash/qstash Client and Receiver
       retries: 0,
     });
     const message = await stranger.settled(messageId);
-    expect(dest().at("/stranger").map((delivery) => delivery.verified)).toEqual([false]);
+    expect(
+      dest()
+        .at("/stranger")
+        .map((delivery) => delivery.verified),
+    ).toEqual([false]);
     expect(message).toMatchObject({ state: "failed", attempts: [{ status: 401 }] });
   });
 
@@ -206,8 +208,16 @@ describe("QStash emulator driven by the real @upstash/qstash Client and Receiver
     const message = await qstash().settled(messageId);
     expect(message.state).toBe("delivered");
     expect(message.attempts.map((attempt) => attempt.status)).toEqual([500, 500, 200]);
-    expect(dest().at("/flaky").map((delivery) => delivery.headers["upstash-retried"])).toEqual(["0", "1", "2"]);
-    expect(dest().at("/flaky").every((delivery) => delivery.verified)).toBe(true);
+    expect(
+      dest()
+        .at("/flaky")
+        .map((delivery) => delivery.headers["upstash-retried"]),
+    ).toEqual(["0", "1", "2"]);
+    expect(
+      dest()
+        .at("/flaky")
+        .every((delivery) => delivery.verified),
+    ).toBe(true);
   });
 
   it("waits at least Retry-After seconds before the next attempt", async () => {
@@ -277,14 +287,16 @@ describe("QStash emulator driven by the real @upstash/qstash Client and Receiver
     expect(await client().messages.cancel(messageId)).toEqual({ cancelled: 1 });
     expect((await qstash().settled(messageId)).state).toBe("cancelled");
     expect(dest().at("/cancelled")).toEqual([]);
-    await expect(new Client({ baseUrl: qstash().url, token: TOKEN, retry: false }).messages.get(messageId)).rejects.toThrow(
-      /not found/,
-    );
+    await expect(new Client({ baseUrl: qstash().url, token: TOKEN, retry: false }).messages.get(messageId)).rejects.toThrow(/not found/);
   });
 
   it("rejects publishes made with the wrong token", async () => {
     const stranger = new Client({ baseUrl: qstash().url, token: "wrong-token", retry: false });
     await expect(stranger.publishJSON({ url: dest().url("/never"), body: {} })).rejects.toMatchObject({ status: 401 });
-    expect(qstash().messages().some((message) => message.destination === dest().url("/never"))).toBe(false);
+    expect(
+      qstash()
+        .messages()
+        .some((message) => message.destination === dest().url("/never")),
+    ).toBe(false);
   });
 });

@@ -130,11 +130,7 @@ export async function startQStashEmulator(options: QStashEmulatorOptions): Promi
   const dedup = new Map<string, { messageId: string; expiresAt: number }>();
   const everything = new AbortController();
 
-  const enqueue = (
-    fields: Omit<EmulatedMessage, "id" | "attempts" | "state" | "body" | "createdAt">,
-    rawBody: Buffer,
-    timeoutMs?: number,
-  ): Tracked => {
+  const enqueue = (fields: Omit<EmulatedMessage, "id" | "attempts" | "state" | "body" | "createdAt">, rawBody: Buffer, timeoutMs?: number): Tracked => {
     const message: EmulatedMessage = {
       ...fields,
       id: `msg_${randomBytes(12).toString("hex")}`,
@@ -175,13 +171,7 @@ export async function startQStashEmulator(options: QStashEmulatorOptions): Promi
     };
   };
 
-  const reportTo = (
-    kind: "callback" | "failure-callback",
-    url: string,
-    source: Tracked,
-    retried: number,
-    response: DeliveryResponse | undefined,
-  ): Tracked => {
+  const reportTo = (kind: "callback" | "failure-callback", url: string, source: Tracked, retried: number, response: DeliveryResponse | undefined): Tracked => {
     const { message } = source;
     const report = {
       status: response?.status ?? 0,
@@ -192,9 +182,7 @@ export async function startQStashEmulator(options: QStashEmulatorOptions): Promi
       sourceMessageId: message.id,
       url: message.destination,
       method: message.method,
-      sourceHeader: Object.fromEntries(
-        Object.entries(message.headers).map(([name, value]) => [canonicalHeaderName(name), [value]]),
-      ),
+      sourceHeader: Object.fromEntries(Object.entries(message.headers).map(([name, value]) => [canonicalHeaderName(name), [value]])),
       sourceBody: source.rawBody.toString("base64"),
       notBefore: String(message.notBefore),
       createdAt: String(message.createdAt),
@@ -263,9 +251,7 @@ export async function startQStashEmulator(options: QStashEmulatorOptions): Promi
     const retries = header(req.headers, "upstash-retries");
     const deduplicationId =
       header(req.headers, "upstash-deduplication-id") ??
-      (header(req.headers, "upstash-content-based-deduplication") === "true"
-        ? contentHash(destination, rawBody, headers)
-        : undefined);
+      (header(req.headers, "upstash-content-based-deduplication") === "true" ? contentHash(destination, rawBody, headers) : undefined);
 
     const now = Date.now();
     const previous = deduplicationId === undefined ? undefined : dedup.get(deduplicationId);
@@ -304,7 +290,7 @@ export async function startQStashEmulator(options: QStashEmulatorOptions): Promi
     const entry = messageId === undefined ? undefined : tracked.get(decodeURIComponent(messageId));
     if (messageId !== undefined && (req.method === "GET" || req.method === "DELETE")) {
       // Like QStash, only messages not yet delivered or failed can be looked up or cancelled.
-      if (!entry || entry.message.state !== "pending") {
+      if (entry?.message.state !== "pending") {
         return [404, { error: "message not found" }];
       }
       if (req.method === "DELETE") {
@@ -320,10 +306,7 @@ export async function startQStashEmulator(options: QStashEmulatorOptions): Promi
   const server = createServer((req, res) => {
     route(req).then(
       ([status, body]) => reply(res, status, body),
-      (error: unknown) =>
-        error instanceof BadRequest
-          ? reply(res, 400, { error: error.message })
-          : reply(res, 500, { error: String(error) }),
+      (error: unknown) => (error instanceof BadRequest ? reply(res, 400, { error: error.message }) : reply(res, 500, { error: String(error) })),
     );
   });
   server.listen(0, "127.0.0.1");
@@ -375,9 +358,7 @@ function describe(message: EmulatedMessage) {
     messageId: message.id,
     url: message.destination,
     method: message.method,
-    header: Object.fromEntries(
-      Object.entries(message.headers).map(([name, value]) => [canonicalHeaderName(name), [value]]),
-    ),
+    header: Object.fromEntries(Object.entries(message.headers).map(([name, value]) => [canonicalHeaderName(name), [value]])),
     body: message.body,
     maxRetries: message.maxRetries,
     notBefore: message.notBefore,

@@ -27,9 +27,7 @@ describe("startRedisServer + RESP client", () => {
   });
 
   it("matches pipelined replies to their commands in order", async () => {
-    const replies = await Promise.all(
-      Array.from({ length: 100 }, () => redis().send(["INCR", "resp:counter"])),
-    );
+    const replies = await Promise.all(Array.from({ length: 100 }, () => redis().send(["INCR", "resp:counter"])));
     expect(replies).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
   });
 
@@ -51,12 +49,7 @@ describe("startRedisServer + RESP client", () => {
 
   it("returns runtime errors inside EXEC as array elements", async () => {
     await redis().send(["SET", "resp:word", "abc"]);
-    const [, , , exec] = await Promise.all([
-      redis().send(["MULTI"]),
-      redis().send(["INCR", "resp:word"]),
-      redis().send(["GET", "resp:word"]),
-      redis().send(["EXEC"]),
-    ]);
+    const [, , , exec] = await Promise.all([redis().send(["MULTI"]), redis().send(["INCR", "resp:word"]), redis().send(["GET", "resp:word"]), redis().send(["EXEC"])]);
     expect(Array.isArray(exec)).toBe(true);
     const [incr, get] = exec as unknown[];
     expect(incr).toBeInstanceOf(RespError);

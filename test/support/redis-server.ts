@@ -37,11 +37,7 @@ export async function startRedisServer(): Promise<RedisServer> {
 }
 
 async function startOnce(port: number): Promise<RedisServer> {
-  const child = spawn(
-    "redis-server",
-    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-    { stdio: ["ignore", "pipe", "pipe"] },
-  );
+  const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: ["ignore", "pipe", "pipe"] });
   // Kept for the error message when startup fails; read continuously so the
   // child never blocks on a full pipe.
   let output = "";

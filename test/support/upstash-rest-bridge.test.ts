@@ -25,8 +25,7 @@ describe("Upstash REST bridge driven by the real @upstash/redis SDK", () => {
     return bridge;
   };
   // Default SDK settings: base64 response encoding, auto-pipelining, 5 retries.
-  const sdk = (overrides: Partial<RedisConfigNodejs> = {}) =>
-    new Redis({ url: started().url, token: started().token, ...overrides });
+  const sdk = (overrides: Partial<RedisConfigNodejs> = {}) => new Redis({ url: started().url, token: started().token, ...overrides });
   const raw = (path: string, body: unknown, headers: Record<string, string> = {}) =>
     fetch(`${started().url}${path}`, {
       method: "POST",
@@ -77,12 +76,7 @@ describe("Upstash REST bridge driven by the real @upstash/redis SDK", () => {
 
   it("runs explicit pipelines and reports per-command errors", async () => {
     const redis = sdk();
-    const results = await redis
-      .pipeline()
-      .set("pipe:word", "abc")
-      .incr("pipe:word")
-      .get("pipe:word")
-      .exec({ keepErrors: true });
+    const results = await redis.pipeline().set("pipe:word", "abc").incr("pipe:word").get("pipe:word").exec({ keepErrors: true });
     expect(results[0]).toEqual({ result: "OK", error: undefined });
     expect(results[1]?.error).toMatch(/^ERR value is not an integer/);
     expect(results[2]?.result).toBe("abc");
@@ -96,16 +90,17 @@ describe("Upstash REST bridge driven by the real @upstash/redis SDK", () => {
   });
 
   it("answers a transaction Redis refuses as a whole with 400", async () => {
-    const response = await raw("/multi-exec", [["SET", "tx:refused"], ["INCR", "tx:other"]]);
+    const response = await raw("/multi-exec", [
+      ["SET", "tx:refused"],
+      ["INCR", "tx:other"],
+    ]);
     expect(response.status).toBe(400);
     expect(await response.json()).toEqual({ error: expect.stringMatching(/^EXECABORT/) });
   });
 
   it("runs Lua through eval, evalsha after SCRIPT LOAD, and Script with its NOSCRIPT fallback", async () => {
     const redis = sdk();
-    expect(
-      await redis.eval("return {KEYS[1], ARGV[1], tonumber(ARGV[2]) + 1, {1, 'nested'}}", ["lua:key"], ["v", 41]),
-    ).toEqual(["lua:key", "v", 42, [1, "nested"]]);
+    expect(await redis.eval("return {KEYS[1], ARGV[1], tonumber(ARGV[2]) + 1, {1, 'nested'}}", ["lua:key"], ["v", 41])).toEqual(["lua:key", "v", 42, [1, "nested"]]);
 
     const sha = await redis.scriptLoad("return redis.call('GET', KEYS[1])");
     await redis.set("lua:loaded", "from-evalsha");
@@ -118,9 +113,7 @@ describe("Upstash REST bridge driven by the real @upstash/redis SDK", () => {
     expect(await script.exec(["lua:counter"], ["5"])).toBe(5); // EVALSHA misses, falls back to EVAL
     expect(await redis.scriptExists(scriptSha)).toEqual([1]);
     expect(await script.evalsha(["lua:counter"], ["5"])).toBe(10);
-    await expect(redis.eval("return redis.call('INCR', KEYS[1])", ["lua:loaded"], [])).rejects.toThrow(
-      /ERR/,
-    );
+    await expect(redis.eval("return redis.call('INCR', KEYS[1])", ["lua:loaded"], [])).rejects.toThrow(/ERR/);
   });
 
   it("rejects a wrong token with Unauthorized", async () => {
@@ -139,7 +132,17 @@ describe("Upstash REST bridge driven by the real @upstash/redis SDK", () => {
     expect(await (await raw("/", ["GET", "wire:v"])).json()).toEqual({ result: "héllo" });
     expect(await (await raw("/", ["PING"], base64)).json()).toEqual({ result: "UE9ORw==" });
     expect(
-      await (await raw("/pipeline", [["RPUSH", "wire:l", "a", 7], ["LRANGE", "wire:l", 0, -1], ["GET", "wire:nil"]], base64)).json(),
+      await (
+        await raw(
+          "/pipeline",
+          [
+            ["RPUSH", "wire:l", "a", 7],
+            ["LRANGE", "wire:l", 0, -1],
+            ["GET", "wire:nil"],
+          ],
+          base64,
+        )
+      ).json(),
     ).toEqual([{ result: 2 }, { result: ["YQ==", "Nw=="] }, { result: null }]);
 
     const error = await raw("/", ["INCR", "wire:v"]);

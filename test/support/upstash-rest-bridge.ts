@@ -68,10 +68,7 @@ const CONNECTION_STATE_COMMANDS = new Set([
   "CLIENT",
 ]);
 
-export async function startUpstashRestBridge(options: {
-  redisPort: number;
-  token: string;
-}): Promise<UpstashRestBridge> {
+export async function startUpstashRestBridge(options: { redisPort: number; token: string }): Promise<UpstashRestBridge> {
   const { redisPort, token } = options;
   let redis: RespConnection | undefined;
   let connecting: Promise<RespConnection> | undefined;
@@ -108,14 +105,16 @@ export async function startUpstashRestBridge(options: {
       const redisConnection = await connection();
       if (path === "/") {
         const value = await redisConnection.send(toCommand(body));
-        return value instanceof RespError
-          ? reply(res, 400, { error: value.message })
-          : reply(res, 200, { result: toJson(value, base64) });
+        return value instanceof RespError ? reply(res, 400, { error: value.message }) : reply(res, 200, { result: toJson(value, base64) });
       }
       const commands = toCommandList(body);
       if (path === "/pipeline") {
         const values = await Promise.all(commands.map((command) => redisConnection.send(command)));
-        return reply(res, 200, values.map((value) => toEntry(value, base64)));
+        return reply(
+          res,
+          200,
+          values.map((value) => toEntry(value, base64)),
+        );
       }
       // All sends happen in this synchronous run, so no other request's commands
       // can land between MULTI and EXEC on the shared connection.
@@ -123,7 +122,11 @@ export async function startUpstashRestBridge(options: {
       const exec = (await Promise.all(sent)).at(-1);
       if (exec instanceof RespError) return reply(res, 400, { error: exec.message });
       if (!Array.isArray(exec)) throw new Error(`unexpected EXEC reply ${String(exec)}`);
-      return reply(res, 200, exec.map((value) => toEntry(value, base64)));
+      return reply(
+        res,
+        200,
+        exec.map((value) => toEntry(value, base64)),
+      );
     } catch (error) {
       if (error instanceof BadRequest) return reply(res, 400, { error: error.message });
       // Anything else means Redis itself is unreachable or misbehaving.
