@@ -181,6 +181,15 @@ async function isExecutableFile(file: string): Promise<boolean> {
  * an error, or `signal` aborting kills it. If ffmpeg exits cleanly after decoding only part of a
  * damaged file, the decodable part is what the stream yields.
  */
+/** A whole file's samples at once: for tools and tests; the service streams them. */
+export async function readPcm(input: string, opts: DecodeOptions = {}): Promise<Float32Array> {
+  const parts: Float32Array[] = [];
+  for await (const part of decodeToPcm(input, opts)) parts.push(part);
+  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+  parts.reduce((at, p) => (out.set(p, at), at + p.length), 0);
+  return out;
+}
+
 export function decodeToPcm(input: string, opts: DecodeOptions = {}): PcmStream {
   const { signal } = opts;
   const maxSamples = maxSamplesFor(opts.maxDurationSeconds);

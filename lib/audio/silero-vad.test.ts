@@ -1,7 +1,7 @@
 import { readdirSync, existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { describe, expect, it } from "vitest";
-import { decodeToPcm } from "./ffmpeg.ts";
+import { readPcm } from "./ffmpeg.ts";
 import { chords, noise } from "./synth.ts";
 import { windowSource } from "./windows.ts";
 
@@ -45,14 +45,6 @@ function voicedSpan(samples: Float32Array): [number, number] {
   return [rms.findIndex((r) => r > floor) / 100, (last + 1) / 100];
 }
 
-async function readAll(path: string): Promise<Float32Array> {
-  const parts: Float32Array[] = [];
-  for await (const p of decodeToPcm(path)) parts.push(p);
-  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
-  parts.reduce((at, p) => (out.set(p, at), at + p.length), 0);
-  return out;
-}
-
 const covered = (regions: [number, number][], [from, to]: [number, number]) => regions.reduce((n, [a, b]) => n + Math.max(0, Math.min(b, to) - Math.max(a, from)), 0);
 
 describe("Silero VAD on real speech and on non-speech", () => {
@@ -60,7 +52,7 @@ describe("Silero VAD on real speech and on non-speech", () => {
     let voiced = 0;
     let found = 0;
     for (const clip of clips) {
-      const samples = await readAll(clip);
+      const samples = await readPcm(clip);
       const span = voicedSpan(samples);
       const { regions } = await speech(chunked(samples));
       const recall = covered(regions, span) / (span[1] - span[0]);
@@ -94,7 +86,7 @@ describe("Silero VAD on real speech and on non-speech", () => {
   });
 
   it.skipIf(clips.length === 0)("keeps the speech around 40 s of -20 dBFS noise and the file's own times", async () => {
-    const jfk = await readAll(clips.find((c) => c.endsWith("jfk.wav"))!);
+    const jfk = await readPcm(clips.find((c) => c.endsWith("jfk.wav"))!);
     const gap = noise("white", 40, { rms: 0.1 });
     const file = new Float32Array(2 * jfk.length + gap.length);
     file.set(jfk);

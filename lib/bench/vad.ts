@@ -5,7 +5,7 @@
  */
 import { cpus } from "node:os";
 import { Limiter } from "../admission/limiter.ts";
-import { decodeToPcm } from "../audio/ffmpeg.ts";
+import { readPcm } from "../audio/ffmpeg.ts";
 import type { VadMode } from "../audio/speech-regions.ts";
 import { SileroStream } from "../audio/silero-vad.ts";
 import { noise } from "../audio/synth.ts";
@@ -44,14 +44,6 @@ export interface VadModelResult {
   gappedSileroVsEnergy: number;
 }
 
-async function readAll(path: string): Promise<Float32Array> {
-  const parts: Float32Array[] = [];
-  for await (const p of decodeToPcm(path)) parts.push(p);
-  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
-  parts.reduce((at, p) => (out.set(p, at), at + p.length), 0);
-  return out;
-}
-
 /** The speech cut in 10 s runs with pink noise (-26 dBFS) between them, 30% of the result. */
 function withGaps(speech: Float32Array): Float32Array {
   const run = SPEECH_RUN_SECONDS * SAMPLE_RATE;
@@ -72,7 +64,7 @@ async function* chunked(samples: Float32Array): AsyncIterable<Float32Array> {
 }
 
 export async function vadExperiment(opts: { modelsDir: string; modelIds: string[]; speechPath: string; log: (line: string) => void }): Promise<VadModelResult[]> {
-  const speech = await readAll(opts.speechPath);
+  const speech = await readPcm(opts.speechPath);
   const gapped = withGaps(speech);
   const slots = 3;
   const results: VadModelResult[] = [];

@@ -1,3 +1,4 @@
+import { mulberry32 } from "../random.ts";
 import { DEFAULT_THRESHOLDS, type DecoderStats, type FallbackThresholds, type ModelSpec, type WindowOptions, type WindowOutput } from "./protocol.ts";
 import { assembleSegments, compressionRatio } from "./segments.ts";
 import { WhisperModel, type BatchState } from "./whisper-model.ts";
@@ -68,16 +69,6 @@ function contentSeed(samples: Float32Array): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < words.length; i += 7) h = Math.imul(h ^ words[i]!, 0x01000193);
   return h >>> 0;
-}
-
-function mulberry32(seed: number): () => number {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 export class WindowCanceled extends Error {
