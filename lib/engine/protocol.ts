@@ -1,5 +1,10 @@
 /** Messages between the engine (main thread) and its inference worker thread. */
-import type { SileroCarry } from "../audio/silero-vad.ts";
+
+/** A Silero stream's state between blocks (lib/audio/silero-vad.ts's SileroCarry, by shape). */
+interface VadCarry {
+  state: Float32Array;
+  context: Float32Array;
+}
 
 export interface WorkerInit {
   localModelPath: string | null;
@@ -103,7 +108,7 @@ export type ToWorker =
   | { op: "window"; rid: number; stream: string; model: ModelSpec; samples: Float32Array; options: WindowOptions }
   | { op: "cancel"; rid: number }
   /** Silero over the next block of a file's audio (the VAD runs here, between decoder calls, not beside them). */
-  | { op: "vad"; rid: number; block: Float32Array; carry: SileroCarry }
+  | { op: "vad"; rid: number; block: Float32Array; carry: VadCarry }
   | { op: "stats"; rid: number };
 
 export type FromWorker =
@@ -114,5 +119,5 @@ export type FromWorker =
   /** Sent ahead of a window's result when the window had to identify its language. */
   | { op: "language"; rid: number; language: string }
   | { op: "stats"; rid: number; stats: DecoderStats }
-  | { op: "vad"; rid: number; probs: Float32Array; carry: SileroCarry }
+  | { op: "vad"; rid: number; probs: Float32Array; carry: VadCarry }
   | { op: "error"; rid: number; message: string; code?: string };
