@@ -138,6 +138,26 @@ describe("OpenAI parity through the official SDK", () => {
     expect(prompted.segments!.map((s) => [s.start, s.end, s.temperature])).toEqual([[0, 6, 0]]);
   });
 
+  it("recovers from a decode that loops: greedy repeats the stutter tone's word, a hotter decode closes it, the same on every run", async () => {
+    const stutter = async () =>
+      client.audio.transcriptions.create({
+        file: await audio("stutter.wav", [{ silence: 1 }, { word: "foxtrot", seconds: 6 }]),
+        model: "whisper-1",
+        response_format: "verbose_json",
+      });
+    const first = await stutter();
+    const [segment] = first.segments!;
+    // Greedy decoding says "foxtrot" until the length limit, which Whisper's compression check rejects.
+    expect(segment!.temperature).toBeGreaterThan(0);
+    expect(segment!.compression_ratio).toBeLessThanOrEqual(2.4);
+    expect(segment!.avg_logprob).toBeGreaterThan(-1);
+    const words = first.text.split(" ");
+    expect(new Set(words)).toEqual(new Set(["foxtrot"]));
+    expect(words.length).toBeLessThan(20);
+    expect([segment!.start, segment!.end]).toEqual([1, 7]);
+    expect((await stutter()).segments).toEqual(first.segments);
+  });
+
   it("falls back to hotter temperatures when a decode fails Whisper's checks, deterministically", async () => {
     // Every text the micro model writes compresses worse than this threshold, so every temperature fails
     // and Whisper keeps the hottest decode.

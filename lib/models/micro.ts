@@ -18,7 +18,16 @@ export const MICRO_TONES = [
   { word: "echo", hz: 2500 },
 ] as const;
 
-export type MicroWord = (typeof MICRO_TONES)[number]["word"];
+/**
+ * The tone greedy decoding stutters on, as Whisper loops on some audio: after its word the model
+ * prefers the word again (logit 30) to closing the segment (29), so a greedy decode repeats it until
+ * the length limit, fails Whisper's compression-ratio check, and a hotter decode, which samples the
+ * closing timestamp within a few words, recovers. Kept apart from MICRO_TONES, which say each word once.
+ */
+export const STUTTER_TONE = { word: "foxtrot", hz: 4000 } as const;
+const ALL_TONES = [...MICRO_TONES, STUTTER_TONE];
+
+export type MicroWord = (typeof MICRO_TONES)[number]["word"] | typeof STUTTER_TONE.word;
 
 /** A word as the micro model writes it after a prompt: capitalised, as a prompt's style carries over in Whisper. */
 export function promptedWord(word: MicroWord): string {
@@ -26,7 +35,7 @@ export function promptedWord(word: MicroWord): string {
 }
 
 export function microTokenLayout(): TokenLayout {
-  return buildTokenLayout([...MICRO_TONES.map((t) => t.word), ...MICRO_TONES.map((t) => promptedWord(t.word))], ["en"]);
+  return buildTokenLayout([...ALL_TONES.map((t) => t.word), ...ALL_TONES.map((t) => promptedWord(t.word))], ["en"]);
 }
 
 const D_MODEL = 81;
@@ -133,15 +142,16 @@ export function buildMicroDecoder(layout: TokenLayout, crossAttentions = false):
   const runFirst = g.op("ArgMax", [inRun], { axis: { i: 1 }, keepdims: { i: 0 } });
   const runLast = g.op("ArgMax", [inRun], { axis: { i: 1 }, keepdims: { i: 0 }, select_last_index: { i: 1 } });
 
-  const toneBins = MICRO_TONES.flatMap((t) => {
+  const toneBins = ALL_TONES.flatMap((t) => {
     const c = melBinOf(t.hz);
     return [c - 1, c, c + 1].map((b) => b + 1);
   });
-  const toneLevels = o.reshape(g.op("Gather", [encoder, o.i64(toneBins)], { axis: { i: 2 } }), [0, 0, MICRO_TONES.length, 3]);
+  const toneLevels = o.reshape(g.op("Gather", [encoder, o.i64(toneBins)], { axis: { i: 2 } }), [0, 0, ALL_TONES.length, 3]);
   const toneScore = o.reduce("ReduceSum", o.mul(o.reduce("ReduceMax", toneLevels, [3], false), o.unsqueeze(inRun, [2])), [1], false);
   const dominant = g.op("ArgMax", [toneScore], { axis: { i: 1 }, keepdims: { i: 0 } });
-  const wordIds = MICRO_TONES.map((t) => layout.vocab.indexOf(`Ġ${t.word}`));
-  const promptedIds = MICRO_TONES.map((t) => layout.vocab.indexOf(`Ġ${promptedWord(t.word)}`));
+  const wordIds = ALL_TONES.map((t) => layout.vocab.indexOf(`Ġ${t.word}`));
+  const promptedIds = ALL_TONES.map((t) => layout.vocab.indexOf(`Ġ${promptedWord(t.word)}`));
+  const stutters = g.op("And", [g.op("Equal", [dominant, o.scalarI64(ALL_TONES.length - 1)]), runExists]);
   const word = o.where(prompted, g.op("Gather", [o.i64(promptedIds), dominant]), g.op("Gather", [o.i64(wordIds), dominant]));
 
   const eos = o.scalarI64(layout.eos);
@@ -152,11 +162,17 @@ export function buildMicroDecoder(layout: TokenLayout, crossAttentions = false):
   const closing = o.add(tsBegin, voicedEnd(o, runLast, 1500));
   const even = g.op("Equal", [o.sub(timestamps, o.mul(o.f(2), run)), o.f(0)]);
   const wordPending = g.op("Less", [o.mul(textAfterSot, o.f(2)), timestamps]);
-  const timestamped = o.where(even, opening, o.where(wordPending, wordOrEnd, closing));
+  const saidOnce = g.op("And", [stutters, g.op("Not", [wordPending])]);
+  const timestamped = o.where(even, opening, o.where(g.op("Or", [wordPending, stutters]), wordOrEnd, closing));
   const next = o.where(withoutTimestamps, wordOrEnd, timestamped);
+  // The stutter's runner-up: closing the segment, one logit below saying the word again.
+  const runnerUp = o.where(g.op("And", [g.op("And", [saidOnce, g.op("Not", [withoutTimestamps])]), g.op("Not", [even])]), closing, o.scalarI64(-1));
 
   const vocabIds = g.op("Range", [o.scalarI64(0), o.scalarI64(V), o.scalarI64(1)]);
-  const oneHot = o.mul(o.cast(g.op("Equal", [o.unsqueeze(vocabIds, [0]), o.unsqueeze(next, [1])]), "float"), o.f(30));
+  const oneHot = o.add(
+    o.mul(o.cast(g.op("Equal", [o.unsqueeze(vocabIds, [0]), o.unsqueeze(next, [1])]), "float"), o.f(30)),
+    o.mul(o.cast(g.op("Equal", [o.unsqueeze(vocabIds, [0]), o.unsqueeze(runnerUp, [1])]), "float"), o.f(29)),
+  );
   // Every position gets the same row; the pipeline reads only the last one.
   g.op("Add", [o.unsqueeze(oneHot, [1]), o.mul(isText, o.f(0))], {}, "logits");
   if (crossAttentions) {
@@ -175,7 +191,7 @@ export type MicroPart = { word: MicroWord; seconds: number } | { silence: number
 export function microTones(parts: MicroPart[]): SynthPart[] {
   return parts.map((p) => {
     if ("silence" in p) return p;
-    const tone = MICRO_TONES.find((t) => t.word === p.word);
+    const tone = ALL_TONES.find((t) => t.word === p.word);
     if (!tone) throw new RangeError(`unknown micro word ${p.word}`);
     return { tone: tone.hz, seconds: p.seconds };
   });
