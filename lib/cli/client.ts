@@ -243,10 +243,12 @@ async function errorFrom(response: Response): Promise<ApiError> {
   } catch {
     // Handled below: not our error shape.
   }
-  const error = (body as { error?: { code?: unknown; message?: unknown; request_id?: unknown } } | undefined)?.error;
+  const error = (body as { error?: { code?: unknown; message?: unknown; request_id?: unknown; details?: { reason?: unknown } } } | undefined)?.error;
   if (typeof error?.code === "string" && typeof error.message === "string") {
     const requestId = typeof error.request_id === "string" ? error.request_id : headerRequestId;
-    return new ApiError(response.status, error.code, error.message, requestId, { retryAfterSeconds });
+    // The OpenAI routes answer unreadable audio as OpenAI does (400 invalid_request) and keep our finer code as the reason.
+    const code = typeof error.details?.reason === "string" ? error.details.reason : error.code;
+    return new ApiError(response.status, code, error.message, requestId, { retryAfterSeconds });
   }
   // Something in front of the service (a proxy, a load balancer) answered, or it is not slotscribe.
   const message = `${response.status} ${response.statusText}: ${snippet(text)}`;
