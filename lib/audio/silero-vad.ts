@@ -44,6 +44,9 @@ export function sileroSession(threads = 1): Promise<ort.InferenceSession> {
     executionMode: "sequential",
     enableCpuMemArena: false,
     logSeverityLevel: 3,
+    // No spinning, as for Whisper's sessions (sessionOptions): between its many small steps an idle
+    // pool thread would spin on a core, and the thread that answers HTTP would wait for one.
+    extra: { session: { intra_op: { allow_spinning: "0" }, inter_op: { allow_spinning: "0" } } },
   }).catch((err: unknown) => {
     session = null;
     throw err;
