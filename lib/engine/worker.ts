@@ -3,6 +3,8 @@
  * through them in shared batched calls (BatchDecoder), so that feature extraction and the decoding
  * loop's JavaScript never run on the thread that answers HTTP.
  */
+import { readlinkSync } from "node:fs";
+import { getPriority, setPriority } from "node:os";
 import { isMainThread, parentPort, workerData } from "node:worker_threads";
 import { env } from "@huggingface/transformers";
 import { runSilero, sileroSession } from "../audio/silero-vad.ts";
@@ -39,12 +41,38 @@ export function createInference(init: WorkerInit, sessionOverrides: Record<strin
   return { load, decoder, transcribeWindow: (stream, request, signal) => decoder.submit(stream, request, signal) };
 }
 
+/**
+ * Nice steps the inference thread runs below the process. Inference keeps every core busy while any
+ * window is in flight; at the same priority the thread that answers HTTP waited behind it (and behind
+ * the onnxruntime pool threads this thread starts, which inherit its priority) for a core, up to 100 ms
+ * and more for a /healthz. Lower, it still takes every core the main thread and ffmpeg leave idle.
+ */
+export const INFERENCE_NICE = 10;
+
+/**
+ * Lowers this thread's scheduling priority (Linux: a thread's id, found through /proc/thread-self, is
+ * a valid target for setpriority). Elsewhere, or if refused, the thread keeps the process's priority.
+ */
+export function lowerThreadPriority(steps: number): number | null {
+  try {
+    const tid = Number(readlinkSync("/proc/thread-self").split("/").at(-1));
+    if (!Number.isSafeInteger(tid) || tid <= 0) return null;
+    const nice = Math.min(19, getPriority(tid) + steps);
+    setPriority(tid, nice);
+    return nice;
+  } catch {
+    return null;
+  }
+}
+
 function reply(message: FromWorker): void {
   parentPort!.postMessage(message);
 }
 
 // Started by the engine (worker-entry.mjs); importing the module elsewhere (benchmarks) only defines it.
 if (!isMainThread && parentPort && (workerData as WorkerInit | null)?.threads) {
+  // Before any model loads: the onnxruntime pools' threads are started from this one and inherit it.
+  lowerThreadPriority(INFERENCE_NICE);
   const inference = createInference(workerData as WorkerInit);
   const windows = new Map<number, AbortController>();
   reply({ op: "ready", rid: 0 });
