@@ -1,3 +1,4 @@
+import { mulberry32 } from "../lib/random.ts";
 /**
  * Hostile and broken requests against the real server: malformed multipart and JSON, bodies of the
  * wrong type, oversized and deeply nested fields, odd headers, and seeded random mutations of valid
@@ -344,16 +345,7 @@ async function expectErrorShape(res: Response): Promise<{ code: string; message:
 }
 
 /** A deterministic generator, so a failing mutation can be replayed from its seed. */
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const random = (seed: number) => mulberry32(seed >>> 0);
 
 const HOSTILE_STRINGS = [
   "",

@@ -1,3 +1,4 @@
+import { mulberry32 } from "../random.ts";
 /**
  * Deterministic test and benchmark audio: pure tones and silence, written as WAV or transcoded by
  * ffmpeg into the containers clients upload. Pure tones make decoding checkable (a 1 kHz tone
@@ -255,16 +256,4 @@ function scaleToRms(samples: Float32Array, rms: number): Float32Array {
   const scale = sum > 0 ? rms / Math.sqrt(sum / samples.length) : 0;
   for (let i = 0; i < samples.length; i++) samples[i] = Math.max(-1, Math.min(1, samples[i]! * scale));
   return samples;
-}
-
-/** A small seeded PRNG, so generated noise is the same on every run. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }

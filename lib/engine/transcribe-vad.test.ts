@@ -31,15 +31,16 @@ async function readAll(path: string): Promise<Float32Array> {
 
 const compute = (slots: number) => new Limiter({ slots, queueSize: Infinity, queueTimeoutMs: Infinity, retryAfterSeconds: () => 1 });
 
-describe("windows on the file's timeline", () => {
-  let engine: Engine;
-  let spec: ModelSpec;
-  beforeAll(async () => {
-    spec = { id: (await generateModel({ kind: "micro", out: DEFAULT_MODELS_DIR })).id, dtype: "q8" };
-    engine = new Engine({ localModelPath: DEFAULT_MODELS_DIR, allowRemoteModels: false, cacheDir: null, threads: 1 });
-  });
-  afterAll(() => engine.close());
+// One engine with the micro model for the whole file: it loads in a moment and keeps no state between tests.
+let engine: Engine;
+let spec: ModelSpec;
+beforeAll(async () => {
+  spec = { id: (await generateModel({ kind: "micro", out: DEFAULT_MODELS_DIR })).id, dtype: "q8" };
+  engine = new Engine({ localModelPath: DEFAULT_MODELS_DIR, allowRemoteModels: false, cacheDir: null, threads: 1 });
+});
+afterAll(() => engine.close());
 
+describe("windows on the file's timeline", () => {
   it.each(["energy", "off"] as const)("keeps each word where it was spoken around 40 s of silence (VAD=%s)", async (vad) => {
     const audio = synthesize(microTones([{ word: "alpha", seconds: 10 }, { silence: 40 }, { word: "bravo", seconds: 5 }]));
     const transcript = await transcribePcm({ engine, compute: compute(2), model: spec, pcm: chunked(audio), vad, task: "transcribe", parallelWindows: 2 });
@@ -99,14 +100,6 @@ describe("silero windows when decoding fails", () => {
 });
 
 describe("silero windows and the engine's batching across jobs", () => {
-  let engine: Engine;
-  let spec: ModelSpec;
-  beforeAll(async () => {
-    spec = { id: (await generateModel({ kind: "micro", out: DEFAULT_MODELS_DIR })).id, dtype: "q8" };
-    engine = new Engine({ localModelPath: DEFAULT_MODELS_DIR, allowRemoteModels: false, cacheDir: null, threads: 1 });
-  });
-  afterAll(() => engine.close());
-
   it.skipIf(!existsSync(jfkPath))("gives a file the same transcript alone and among other jobs", async () => {
     const jfk = await readAll(jfkPath);
     // Speech that Silero hears, over a quiet tone that the micro model names; noise between.
