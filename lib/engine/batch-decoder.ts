@@ -17,7 +17,11 @@ interface Row {
   id: number;
   stream: string;
   model: WhisperModel;
-  request: WindowRequest;
+  request: Omit<WindowRequest, "samples">;
+  /** The window's audio until its encoder has run: a row decodes for many steps and needs only the encoder's output. */
+  samples: Float32Array | null;
+  /** Samples in the window, for aligning words to the audio that exists. */
+  sampleCount: number;
   encoded: Float32Array | null;
   init: number[];
   /** Where <|startoftranscript|> sits in `init` (after a prompt). */
@@ -124,7 +128,9 @@ export class BatchDecoder {
         id: this.nextId++,
         stream,
         model,
-        request,
+        request: { model: request.model, options: request.options, onLanguage: request.onLanguage },
+        samples: request.samples,
+        sampleCount: request.samples.length,
         encoded: null,
         init: init.tokens,
         sotIndex: init.sotIndex,
@@ -241,7 +247,8 @@ export class BatchDecoder {
     const row = this.encodeQueue.splice(best, 1)[0]!;
     for (const r of this.ready) if (r.stream !== row.stream) r.waited++;
     try {
-      row.encoded = await row.model.encode(row.request.samples);
+      row.encoded = await row.model.encode(row.samples!);
+      row.samples = null;
       this.stats.encoderRuns++;
       if (row.init.length === 0 && !row.canceled) await this.identifyLanguage(row);
       if (!row.canceled) this.ready.push(row);
@@ -394,7 +401,7 @@ export class BatchDecoder {
     if (row.attention && chunks.length > 0) {
       const initialRows = row.init.length - 1 - row.sotIndex;
       const timings = alignWords(row.generated, { heads: model.alignmentHeads.length, frames: row.frames, rows: row.attention, initialRows }, rules.eos, decode);
-      const words = wordsBySegment(chunks, timings, row.request.samples.length / SAMPLES_PER_POSITION / POSITIONS_PER_SECOND);
+      const words = wordsBySegment(chunks, timings, row.sampleCount / SAMPLES_PER_POSITION / POSITIONS_PER_SECOND);
       chunks.forEach((chunk, i) => (chunk.words = words[i]!));
     }
     row.resolve({ chunks, language: row.language, temperature: row.temperature, avgLogprob, compressionRatio: ratio, noSpeechProb: row.noSpeechProb });
