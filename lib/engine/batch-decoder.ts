@@ -109,6 +109,7 @@ export class BatchDecoder {
   /** Work that runs while the decoder waits between its calls (the VAD), and who waits for it to end. */
   private holds = 0;
   private readonly waiting: (() => void)[] = [];
+  private readonly idlers: (() => void)[] = [];
   readonly stats: DecoderStats = { encoderRuns: 0, decoderCalls: 0, rowSteps: 0, largestBatch: 0, activeRows: 0, fallbacks: 0 };
 
   constructor(private readonly load: (spec: ModelSpec) => Promise<WhisperModel>) {}
@@ -197,12 +198,18 @@ export class BatchDecoder {
     return this.holds === 0 ? Promise.resolve() : new Promise((go) => this.waiting.push(go));
   }
 
+  /** Resolves when no call is in progress and nothing is left to decode. */
+  idle(): Promise<void> {
+    return this.running ? new Promise((resolve) => this.idlers.push(resolve)) : Promise.resolve();
+  }
+
   private kick(): void {
     if (this.running) return;
     this.running = true;
     void this.loop().finally(() => {
       this.running = false;
       if (this.encodeQueue.length || this.ready.length || this.cohorts.length) this.kick();
+      else for (const resolve of this.idlers.splice(0)) resolve();
     });
   }
 

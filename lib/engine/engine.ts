@@ -141,10 +141,16 @@ export class Engine {
     return result.finally(() => signal.removeEventListener("abort", onAbort));
   }
 
+  /** Lets the thread finish the call it is in, then ends it; a thread that does not stop within 10 s is terminated. */
   async close(): Promise<void> {
     const worker = this.worker;
     this.worker = null;
-    await worker?.terminate();
+    if (!worker) return;
+    const exited = new Promise<void>((resolve) => worker.once("exit", () => resolve()));
+    worker.postMessage({ op: "close", rid: 0 } satisfies ToWorker);
+    const timer = setTimeout(() => void worker.terminate(), 10_000);
+    await exited;
+    clearTimeout(timer);
   }
 
   private call<T>(message: ToWorker, transfer: ArrayBuffer[] = [], onLanguage?: (language: string) => void, rid = this.nextRid++): Promise<T> {

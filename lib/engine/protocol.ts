@@ -109,7 +109,9 @@ export type ToWorker =
   | { op: "cancel"; rid: number }
   /** Silero over the next block of a file's audio (the VAD runs here, between decoder calls, not beside them). */
   | { op: "vad"; rid: number; block: Float32Array; carry: VadCarry }
-  | { op: "stats"; rid: number };
+  | { op: "stats"; rid: number }
+  /** Stop once the call in progress has returned: terminating a thread inside a native onnxruntime call can bring the process down. */
+  | { op: "close"; rid: number };
 
 export type FromWorker =
   /** Sent once, unasked, when the thread has loaded its modules and takes work. */

@@ -92,6 +92,10 @@ if (!isMainThread && parentPort && (workerData as WorkerInit | null)?.threads) {
       case "cancel":
         windows.get(message.rid)?.abort();
         return;
+      case "close":
+        for (const abort of windows.values()) abort.abort();
+        void inference.decoder.idle().then(() => process.exit(0));
+        return;
       case "vad":
         sileroSession((workerData as WorkerInit).threads)
           .then(() => inference.decoder.exclusive(() => runSilero(message.block, message.carry)))
