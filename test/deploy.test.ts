@@ -449,10 +449,10 @@ describe("Docker build context", () => {
     }
     return { files, packages, missing };
   }
-  // The inference thread's entry loads worker.js beside it when compiled, else worker.ts through tsx:
+  // The worker threads' entry loads each thread's module as .js when compiled, else as .ts through tsx:
   // each tree has one of the two.
-  const WORKER_COMPILED = "lib/engine/worker-entry.mjs -> lib/engine/worker.js";
-  const WORKER_SOURCE = "dist/lib/engine/worker-entry.mjs -> dist/lib/engine/worker.ts";
+  const WORKER_COMPILED = ["lib/worker-entry.mjs -> lib/audio/vad-worker.js", "lib/worker-entry.mjs -> lib/engine/worker.js"];
+  const WORKER_SOURCE = ["dist/lib/worker-entry.mjs -> dist/lib/audio/vad-worker.ts", "dist/lib/worker-entry.mjs -> dist/lib/engine/worker.ts"];
 
   /** Context files a stage's COPY instructions bring in (sources taken from the build context). */
   function copied(stage: Stage): (file: string) => boolean {
@@ -482,8 +482,8 @@ describe("Docker build context", () => {
 
   it("brings every file the service loads into the build stage, and the build's output into the runtime image", () => {
     const { files, missing: absent } = closure(["bin/main.ts"]);
-    expect(absent).toEqual([WORKER_COMPILED]);
-    expect(files.has("lib/engine/worker-entry.mjs")).toBe(true);
+    expect(absent.sort()).toEqual(WORKER_COMPILED);
+    expect(files.has("lib/worker-entry.mjs")).toBe(true);
     expect(files.has("lib/capacity/footprints.json")).toBe(true);
     const inBuild = copied(stageNamed("build"));
     const missing = [...files].filter((f) => !inBuild(f));
@@ -505,8 +505,8 @@ describe("Docker build context", () => {
     expect(build.code, build.stderr + build.stdout).toBe(0);
     const entry = cmd.find((a) => a.endsWith(".js"))!;
     const { files, missing } = closure([entry]);
-    expect(missing).toEqual([WORKER_SOURCE]);
-    expect(files.has("dist/lib/engine/worker-entry.mjs")).toBe(true);
+    expect(missing.sort()).toEqual(WORKER_SOURCE);
+    expect(files.has("dist/lib/worker-entry.mjs")).toBe(true);
     expect(files.has("dist/lib/engine/worker.js"), "the inference thread loads compiled code").toBe(true);
     expect(files.has("dist/lib/capacity/footprints.json")).toBe(true);
     expect([...files].filter((f) => !f.startsWith("dist/"))).toEqual([]);

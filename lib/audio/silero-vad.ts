@@ -33,13 +33,12 @@ export function sileroModelPath(): string {
 let session: Promise<ort.InferenceSession> | null = null;
 
 /**
- * One session per thread, shared by every file: its calls are independent (state is an input). In the
- * service it lives on the inference thread, whose calls take turns, so it may use every core there;
- * elsewhere one thread, beside whatever else runs.
+ * One session per thread, shared by every file: its calls are independent (state is an input). One
+ * core: in the service it runs beside the decoder, in the gaps the decoder leaves (VadThread).
  */
-export function sileroSession(threads = 1): Promise<ort.InferenceSession> {
+export function sileroSession(): Promise<ort.InferenceSession> {
   session ??= ort.InferenceSession.create(sileroModelPath(), {
-    intraOpNumThreads: threads,
+    intraOpNumThreads: 1,
     interOpNumThreads: 1,
     executionMode: "sequential",
     enableCpuMemArena: false,
@@ -60,12 +59,17 @@ export interface SileroCarry {
   context: Float32Array;
 }
 
-/** Runs one block of a stream through Silero, wherever the session lives (the inference thread in the service). */
+/** A stream's carry before its first block. */
+export function initialCarry(): SileroCarry {
+  return { state: new Float32Array(STATE), context: new Float32Array(CONTEXT) };
+}
+
+/** Runs one block of a stream through Silero, wherever the session lives (its own thread in the service). */
 export type SileroRunner = (block: Float32Array, carry: SileroCarry) => Promise<{ probs: Float32Array; carry: SileroCarry }>;
 
 /** The running state of one file's stream between blocks. */
 export class SileroStream {
-  #carry: SileroCarry = { state: new Float32Array(STATE), context: new Float32Array(CONTEXT) };
+  #carry = initialCarry();
   /** Seconds spent waiting for the model, for the benchmark's cost share. */
   seconds = 0;
 

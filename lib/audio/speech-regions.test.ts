@@ -50,6 +50,52 @@ describe("RegionDetector", () => {
     expect(regions.at(-1)!.end).toBe(chunkOf(79) * CHUNK_SAMPLES + PAD);
   });
 
+  it("splits in the last pause of the second half, so windows come out nearly full", () => {
+    const p = probs(80, [[1, 79]]);
+    // A breath (0.6, still speech) at 20 s; real pauses at 18 s and 27 s: the later one fills the window.
+    p.fill(0.6, chunkOf(20), chunkOf(20.3));
+    p.fill(0.1, chunkOf(18), chunkOf(18.3));
+    p.fill(0.2, chunkOf(27), chunkOf(27.3));
+    const [first] = detect(p, 80 * RATE);
+    expect(first!.end).toBeGreaterThanOrEqual(chunkOf(27) * CHUNK_SAMPLES);
+    expect(first!.end).toBeLessThan(chunkOf(27.3) * CHUNK_SAMPLES);
+    // A dip too short to be a pause (two chunks) is not one.
+    const q = probs(80, [[1, 79]]);
+    q.fill(0.1, chunkOf(18), chunkOf(18.3));
+    q.fill(0.1, chunkOf(27), chunkOf(27) + 2);
+    expect(detect(q, 80 * RATE)[0]!.end).toBeLessThan(chunkOf(18.3) * CHUNK_SAMPLES);
+  });
+
+  it("never promises more of the open region than the region it becomes", () => {
+    let seed = 11;
+    const random = () => (seed = (seed * 48271) % 2147483647) / 2147483647;
+    // Speech (0.6-1, so a long run is split somewhere inside) and pauses of random lengths, with
+    // blips of a few chunks that make no region.
+    const p = new Float32Array(chunkOf(600));
+    for (let at = 0; at < p.length; ) {
+      const length = Math.ceil(random() * (random() < 0.2 ? 3 : 1500));
+      const speech = random() < 0.5;
+      for (let c = at; c < Math.min(at + length, p.length); c++) p[c] = speech ? 0.6 + 0.4 * random() : 0.05;
+      at += length;
+    }
+    const detector = new RegionDetector({ sampleRate: RATE, maxSamples: WINDOW });
+    const promises: { at: number; atLeast: number }[] = [];
+    const regions: Region[] = [];
+    for (let i = 0; i < p.length; i += 97) {
+      regions.push(...detector.push(p.subarray(i, i + 97)));
+      promises.push({ at: regions.length, atLeast: detector.nextRegionAtLeast() });
+    }
+    regions.push(...detector.finish(p.length * CHUNK_SAMPLES));
+    let checked = 0;
+    for (const { at, atLeast } of promises) {
+      if (atLeast === 0) continue;
+      const next = regions[at]!;
+      expect(next.end - next.start).toBeGreaterThanOrEqual(atLeast);
+      checked++;
+    }
+    expect(checked).toBeGreaterThan(50);
+  });
+
   it("closes the region still open at the end of the audio there", () => {
     expect(detect(probs(10, [[8, 10]]), 10 * RATE - 100)).toEqual([{ start: chunkOf(8) * CHUNK_SAMPLES - PAD, end: 10 * RATE - 100 }]);
   });

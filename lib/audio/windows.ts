@@ -32,7 +32,7 @@ export interface WindowSource {
   close(): Promise<void>;
 }
 
-/** `vad` runs Silero where the caller wants it (the service: on its inference thread); default here. */
+/** `vad` runs Silero where the caller wants it (the service: on its own thread, VadThread); default here. */
 export function windowSource(mode: VadMode, pcm: AsyncIterable<Float32Array>, opts: { sampleRate: number; windowSamples: number; vad?: SileroRunner }): WindowSource {
   return mode === "silero" ? new SileroWindows(pcm, opts) : new ContiguousWindows(pcm, opts, mode === "energy");
 }
@@ -93,6 +93,7 @@ class SileroWindows implements WindowSource {
   #pieces: Piece[] = [];
   #ended = false;
   #reading: Promise<void> | null = null;
+  #blocks = 0;
 
   constructor(
     pcm: AsyncIterable<Float32Array>,
@@ -112,8 +113,9 @@ class SileroWindows implements WindowSource {
   }
 
   async next(): Promise<AudioWindow | null> {
-    // A window is settled once the pieces after it are known not to fit in it.
-    while (!this.#ended && this.#buffered() <= this.opts.windowSamples) await this.#read();
+    // A window is settled once the pieces after it are known not to fit in it: those found, or the
+    // region still open, which has already been heard to be too long to join them.
+    while (!this.#ended && this.#buffered() + this.#detector.nextRegionAtLeast() <= this.opts.windowSamples) await this.#read();
     if (this.#pieces.length === 0) return null;
     const pieces = this.#pieces.splice(0, piecesForWindow(this.#pieces, this.opts.windowSamples));
     // The next block is read and run through the VAD while this window is decoded, not after.
@@ -152,8 +154,10 @@ class SileroWindows implements WindowSource {
   }
 
   async #readBlock(): Promise<void> {
-    // The first block is smaller: nothing is decoding yet, so its VAD time is a wait.
-    const size = this.#queue.position === 0 ? BLOCK_SAMPLES / 4 : BLOCK_SAMPLES;
+    // The first block is smaller: nothing is decoding yet, so its VAD time is a wait. It holds two
+    // windows, so a long file starts two windows at once (a single window waited for the next block,
+    // whose VAD ran beside the first window's decoding).
+    const size = this.#blocks++ === 0 ? BLOCK_SAMPLES / 2 : BLOCK_SAMPLES;
     const block = await this.#queue.fill(size);
     this.#queue.consume(block.length);
     const probs = await this.#vad.probabilities(block);

@@ -391,7 +391,7 @@ async function startNaive(kind: ModelKind, dtype: Dtype): Promise<Naive> {
   // Default settings, as such a server runs: libuv's default pool (bin/main.ts raises ours).
   delete env.UV_THREADPOOL_SIZE;
   // transformers.js is imported by Node's own loader before tsx, as the engine's threads do
-  // (lib/engine/worker-entry.mjs): the naive server is measured without tsx's cost for its bundle.
+  // (lib/worker-entry.mjs): the naive server is measured without tsx's cost for its bundle.
   const child = track(
     spawn(process.execPath, ["--import", "@huggingface/transformers", "--import", "tsx", join(ROOT, "lib", "bench", "naive.ts"), MODELS_DIR, `generated/whisper-${kind}`, dtype], {
       cwd: ROOT,
@@ -876,8 +876,9 @@ async function vadBench(ctx: Context, log: (line: string) => void): Promise<void
         ];
       }),
       [
-        "VAD adds: speech-file wall time with Silero over VAD off, less one (best of two runs each); VAD calls: the VAD calls' own wall",
-        "time over the transcription's, which includes waiting for the cores the decoder holds (about 30 us of CPU per 32 ms chunk alone).",
+        "VAD adds: speech-file wall time with Silero over VAD off, less one (fastest of three alternating runs each); VAD calls: the VAD",
+        "calls' own wall time over the transcription's: on their low-priority thread they wait for the cores the decoder leaves idle",
+        "(about 30 us of CPU per 32 ms chunk alone).",
         "wall times: lower is better; gaps/speech near 1 means the non-speech costs next to nothing, silero/energy below 1 is what removing it saves",
       ],
     ),

@@ -106,9 +106,6 @@ export class BatchDecoder {
   private running = false;
   /** Decoder time owed to cohorts since the last encoder run. */
   private stepDebt = 0;
-  /** Work that runs while the decoder waits between its calls (the VAD), and who waits for it to end. */
-  private holds = 0;
-  private readonly waiting: (() => void)[] = [];
   private readonly idlers: (() => void)[] = [];
   readonly stats: DecoderStats = { encoderRuns: 0, decoderCalls: 0, rowSteps: 0, largestBatch: 0, activeRows: 0, fallbacks: 0 };
 
@@ -180,24 +177,6 @@ export class BatchDecoder {
     }
   }
 
-  /**
-   * Runs `work` while the decoder waits between its calls. The VAD runs this way: sharing the cores
-   * with decoder calls, each of its small steps would wait behind a batch step, and the windows it
-   * finds (which the decoder needs next) would come late.
-   */
-  async exclusive<T>(work: () => Promise<T>): Promise<T> {
-    this.holds++;
-    try {
-      return await work();
-    } finally {
-      if (--this.holds === 0) for (const go of this.waiting.splice(0)) go();
-    }
-  }
-
-  private turn(): Promise<void> {
-    return this.holds === 0 ? Promise.resolve() : new Promise((go) => this.waiting.push(go));
-  }
-
   /** Resolves when no call is in progress and nothing is left to decode. */
   idle(): Promise<void> {
     return this.running ? new Promise((resolve) => this.idlers.push(resolve)) : Promise.resolve();
@@ -215,7 +194,6 @@ export class BatchDecoder {
 
   private async loop(): Promise<void> {
     while (this.encodeQueue.length || this.ready.length || this.cohorts.length) {
-      await this.turn();
       const encodeNow = this.encodeQueue.length > 0 && (this.cohorts.length === 0 || this.stepDebt <= 0);
       if (encodeNow) {
         const started = performance.now();
@@ -224,7 +202,6 @@ export class BatchDecoder {
       }
       if (this.ready.length > 0 && this.shouldStart()) await this.startCohorts();
       for (const cohort of [...this.cohorts]) {
-        await this.turn();
         const started = performance.now();
         await this.step(cohort);
         this.stepDebt -= performance.now() - started;

@@ -1,5 +1,6 @@
 import { Worker } from "node:worker_threads";
-import type { SileroCarry, SileroRunner } from "../audio/silero-vad.ts";
+import type { SileroRunner } from "../audio/silero-vad.ts";
+import { VadThread } from "../audio/vad-thread.ts";
 import type { DecoderStats, FromWorker, ModelInfo, ModelSpec, ToWorker, WindowOptions, WindowOutput, WorkerInit } from "./protocol.ts";
 
 export class InferenceError extends Error {
@@ -79,15 +80,15 @@ export class Engine {
     return this.pending.size;
   }
 
-  /**
-   * Silero VAD over the next block of a file, on the inference thread: there its calls take turns
-   * with the decoder's instead of competing with them for the cores (which slowed every decoder step
-   * while the VAD ran on the main thread) and never hold up the thread that answers HTTP.
-   */
-  readonly speechProbabilities: SileroRunner = (block, carry) => {
-    const owned = block.slice();
-    return this.call<{ probs: Float32Array; carry: SileroCarry }>({ op: "vad", rid: 0, block: owned, carry }, [owned.buffer]);
-  };
+  readonly #vad = new VadThread();
+
+  /** Starts the speech detection thread ahead of the first file that needs it. */
+  startSpeechDetection(): Promise<void> {
+    return this.#vad.start();
+  }
+
+  /** Silero VAD over the next block of a file, on the speech detection thread (see VadThread). */
+  readonly speechProbabilities: SileroRunner = (block, carry) => this.#vad.run(block, carry);
 
   /** The batch decoder's counters: encoder runs, decoder calls, mean and largest batch. */
   stats(): Promise<DecoderStats> {
@@ -143,6 +144,7 @@ export class Engine {
 
   /** Lets the thread finish the call it is in, then ends it; a thread that does not stop within 10 s is terminated. */
   async close(): Promise<void> {
+    await this.#vad.close();
     const worker = this.worker;
     this.worker = null;
     if (!worker) return;
@@ -165,7 +167,7 @@ export class Engine {
 
   private ensureWorker(): Worker {
     if (this.worker) return this.worker;
-    const worker = new Worker(new URL("./worker-entry.mjs", import.meta.url), { workerData: this.init });
+    const worker = new Worker(new URL("../worker-entry.mjs", import.meta.url), { workerData: { thread: "inference", ...this.init } });
     worker.unref();
     let started!: () => void;
     let failed!: (err: Error) => void;
@@ -182,7 +184,6 @@ export class Engine {
       this.pending.delete(message.rid);
       if (this.pending.size === 0) worker.unref();
       if (message.op === "error") pending.reject(new InferenceError(message.message));
-      else if (message.op === "vad") pending.resolve({ probs: message.probs, carry: message.carry } as never);
       else pending.resolve((message.op === "loaded" ? message.info : message.op === "stats" ? message.stats : message.output) as never);
     });
     const failAll = (err: Error) => {

@@ -1,11 +1,5 @@
 /** Messages between the engine (main thread) and its inference worker thread. */
 
-/** A Silero stream's state between blocks (lib/audio/silero-vad.ts's SileroCarry, by shape). */
-interface VadCarry {
-  state: Float32Array;
-  context: Float32Array;
-}
-
 export interface WorkerInit {
   localModelPath: string | null;
   allowRemoteModels: boolean;
@@ -107,8 +101,6 @@ export type ToWorker =
   /** `stream` names the file the window belongs to, for fairness between files. */
   | { op: "window"; rid: number; stream: string; model: ModelSpec; samples: Float32Array; options: WindowOptions }
   | { op: "cancel"; rid: number }
-  /** Silero over the next block of a file's audio (the VAD runs here, between decoder calls, not beside them). */
-  | { op: "vad"; rid: number; block: Float32Array; carry: VadCarry }
   | { op: "stats"; rid: number }
   /** Stop once the call in progress has returned: terminating a thread inside a native onnxruntime call can bring the process down. */
   | { op: "close"; rid: number };
@@ -121,5 +113,4 @@ export type FromWorker =
   /** Sent ahead of a window's result when the window had to identify its language. */
   | { op: "language"; rid: number; language: string }
   | { op: "stats"; rid: number; stats: DecoderStats }
-  | { op: "vad"; rid: number; probs: Float32Array; carry: VadCarry }
   | { op: "error"; rid: number; message: string; code?: string };

@@ -3,14 +3,12 @@
  * through them in shared batched calls (BatchDecoder), so that feature extraction and the decoding
  * loop's JavaScript never run on the thread that answers HTTP.
  */
-import { readlinkSync } from "node:fs";
-import { getPriority, setPriority } from "node:os";
 import { isMainThread, parentPort, workerData } from "node:worker_threads";
 import { env } from "@huggingface/transformers";
-import { runSilero, sileroSession } from "../audio/silero-vad.ts";
 import { BatchDecoder, WindowCanceled, type WindowRequest } from "./batch-decoder.ts";
 import type { FromWorker, ModelSpec, ToWorker, WindowOutput, WorkerInit } from "./protocol.ts";
 import { WhisperModel } from "./whisper-model.ts";
+import { lowerThreadPriority } from "../thread-priority.ts";
 
 export interface Inference {
   load(spec: ModelSpec): Promise<WhisperModel>;
@@ -49,27 +47,11 @@ export function createInference(init: WorkerInit, sessionOverrides: Record<strin
  */
 export const INFERENCE_NICE = 10;
 
-/**
- * Lowers this thread's scheduling priority (Linux: a thread's id, found through /proc/thread-self, is
- * a valid target for setpriority). Elsewhere, or if refused, the thread keeps the process's priority.
- */
-export function lowerThreadPriority(steps: number): number | null {
-  try {
-    const tid = Number(readlinkSync("/proc/thread-self").split("/").at(-1));
-    if (!Number.isSafeInteger(tid) || tid <= 0) return null;
-    const nice = Math.min(19, getPriority(tid) + steps);
-    setPriority(tid, nice);
-    return nice;
-  } catch {
-    return null;
-  }
-}
-
 function reply(message: FromWorker): void {
   parentPort!.postMessage(message);
 }
 
-// Started by the engine (worker-entry.mjs); importing the module elsewhere (benchmarks) only defines it.
+// Started by the engine (lib/worker-entry.mjs); importing the module elsewhere (benchmarks) only defines it.
 if (!isMainThread && parentPort && (workerData as WorkerInit | null)?.threads) {
   // Before any model loads: the onnxruntime pools' threads are started from this one and inherit it.
   lowerThreadPriority(INFERENCE_NICE);
@@ -95,11 +77,6 @@ if (!isMainThread && parentPort && (workerData as WorkerInit | null)?.threads) {
       case "close":
         for (const abort of windows.values()) abort.abort();
         void inference.decoder.idle().then(() => process.exit(0));
-        return;
-      case "vad":
-        sileroSession((workerData as WorkerInit).threads)
-          .then(() => inference.decoder.exclusive(() => runSilero(message.block, message.carry)))
-          .then(({ probs, carry }) => reply({ op: "vad", rid: message.rid, probs, carry }), fail);
         return;
       case "window": {
         const abort = new AbortController();

@@ -1,0 +1,49 @@
+import { existsSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { readPcm } from "./ffmpeg.ts";
+import { initialCarry, runSilero, type SileroCarry } from "./silero-vad.ts";
+import { noise } from "./synth.ts";
+import { VadThread } from "./vad-thread.ts";
+
+const sharedDir = process.env.SLOTSCRIBE_SHARED_DIR ?? resolve(import.meta.dirname, "../../../shared");
+const jfkPath = join(sharedDir, "audio", "jfk", "jfk.wav");
+const RATE = 16_000;
+
+/** A file's probabilities block by block, through `run`, carrying the state as the windows do. */
+async function probabilities(run: typeof runSilero, samples: Float32Array, blockSeconds: number): Promise<number[]> {
+  let carry: SileroCarry = initialCarry();
+  const out: number[] = [];
+  for (let at = 0; at < samples.length; at += blockSeconds * RATE) {
+    const result = await run(samples.subarray(at, at + blockSeconds * RATE), carry);
+    carry = result.carry;
+    out.push(...result.probs);
+  }
+  return out;
+}
+
+const thread = new VadThread();
+afterAll(() => thread.close());
+
+describe("Silero on its own thread", () => {
+  it.skipIf(!existsSync(jfkPath))("gives the probabilities the model gives in this thread, each file's blocks with its own state", async () => {
+    const speech = await readPcm(jfkPath);
+    const hiss = noise("white", 11, { rms: 0.1, seed: 4 });
+    const [alone, noiseAlone] = [await probabilities(runSilero, speech, 4), await probabilities(runSilero, hiss, 4)];
+    // Two files at once: their blocks interleave on the one thread.
+    const [both, noiseBoth] = await Promise.all([probabilities(thread.run, speech, 4), probabilities(thread.run, hiss, 4)]);
+    expect(both).toHaveLength(alone.length);
+    for (let i = 0; i < alone.length; i++) expect(both[i]).toBeCloseTo(alone[i]!, 5);
+    for (let i = 0; i < noiseAlone.length; i++) expect(noiseBoth[i]).toBeCloseTo(noiseAlone[i]!, 5);
+    expect(Math.max(...both)).toBeGreaterThan(0.9);
+    expect(Math.max(...noiseBoth)).toBeLessThan(0.5);
+  });
+
+  it("finishes the blocks sent before close(), and starts again on the next block", async () => {
+    const block = noise("pink", 20, { seed: 5 });
+    const pending = thread.run(block, initialCarry());
+    await thread.close();
+    expect((await pending).probs).toHaveLength(Math.ceil(block.length / 512));
+    expect((await thread.run(block.subarray(0, 512), initialCarry())).probs).toHaveLength(1);
+  });
+});
