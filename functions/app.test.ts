@@ -2,7 +2,7 @@ import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { AppError } from "../lib/errors.ts";
+import { DomainError } from "../lib/errors.ts";
 import type { JobRecord } from "../lib/jobs/ports.ts";
 import { JobService } from "../lib/jobs/service.ts";
 import type { Services, TranscriberStatus } from "../lib/services.ts";
@@ -44,7 +44,7 @@ function fakes(scratch: string) {
     submitted: [] as JobRecord[],
     status,
   };
-  const full = () => new AppError("rate_limited", "full", { retryAfterSeconds: 7 });
+  const full = () => new DomainError("rate_limited", "full", { retryAfterSeconds: 7 });
   const store = {
     findByIdempotencyKey: async (key: string) => [...state.jobs.values()].find((j) => j.idempotencyKey === key) ?? null,
   };

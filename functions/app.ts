@@ -1,6 +1,6 @@
 import { OpenAPIHono } from "@hono/zod-openapi";
 import { bodyLimit } from "hono/body-limit";
-import { AppError } from "../lib/errors.ts";
+import { DomainError } from "../lib/errors.ts";
 import type { Services } from "../lib/services.ts";
 import capacity from "./capacity.ts";
 import docs from "./docs.ts";
@@ -35,7 +35,7 @@ export function createApp(services: Services): OpenAPIHono<AppEnv> {
   // Multipart framing adds a little to the file itself.
   const uploadMaxBytes = services.config.MAX_UPLOAD_BYTES + 64 * 1024;
   const tooLarge = () => {
-    throw new AppError("payload_too_large", `The request body exceeds the upload limit of ${services.config.MAX_UPLOAD_BYTES} bytes.`);
+    throw new DomainError("payload_too_large", `The request body exceeds the upload limit of ${services.config.MAX_UPLOAD_BYTES} bytes.`);
   };
   const uploadLimit = bodyLimit({ maxSize: uploadMaxBytes, onError: tooLarge });
   // A multipart body is limited while it streams to disk (functions/multipart.ts); only its declared
@@ -51,7 +51,7 @@ export function createApp(services: Services): OpenAPIHono<AppEnv> {
   const jsonLimit = bodyLimit({
     maxSize: JSON_BODY_MAX_BYTES,
     onError: () => {
-      throw new AppError("payload_too_large", `A JSON body may be at most ${JSON_BODY_MAX_BYTES} bytes.`);
+      throw new DomainError("payload_too_large", `A JSON body may be at most ${JSON_BODY_MAX_BYTES} bytes.`);
     },
   });
   app.use("/v1/*", (c, next) => (/^application\/([\w.-]+\+)?json/i.test(c.req.header("content-type") ?? "") ? jsonLimit(c, next) : next()));
@@ -101,7 +101,7 @@ export function createApp(services: Services): OpenAPIHono<AppEnv> {
   app.route("/", docs);
   app.route("/", metrics);
   app.notFound(() => {
-    throw new AppError("not_found", "No such endpoint.");
+    throw new DomainError("not_found", "No such endpoint.");
   });
   app.onError(handleError);
   return app;

@@ -3,7 +3,7 @@ import type { Context } from "hono";
 import { streamSSE } from "hono/streaming";
 import { z } from "@hono/zod-openapi";
 import { WHISPER_LANGUAGE_NAMES } from "../lib/engine/languages.ts";
-import { AppError, errorBody, isAppError } from "../lib/errors.ts";
+import { DomainError, errorBody, isDomainError } from "../lib/errors.ts";
 import { renderTranscript } from "../lib/formats.ts";
 import { transcriberOf } from "../lib/services.ts";
 import type { TranscribeRequest } from "../lib/transcription-service.ts";
@@ -84,15 +84,15 @@ export function checkLanguage(language: string | undefined): string | undefined 
   if (language === undefined || language === "") return undefined;
   const code = language.toLowerCase();
   if (!WHISPER_LANGUAGE_NAMES[code]) {
-    throw new AppError("invalid_request", `Unknown language "${language}": use an ISO-639-1 code such as "en" or "de".`, { details: { param: "language" } });
+    throw new DomainError("invalid_request", `Unknown language "${language}": use an ISO-639-1 code such as "en" or "de".`, { details: { param: "language" } });
   }
   return code;
 }
 
 /** OpenAI answers a file it cannot read with 400; the jobs API keeps 415 and 422, which say more. */
 function asOpenAiError(err: unknown): unknown {
-  if (isAppError(err) && (err.code === "unsupported_media" || err.code === "unprocessable_audio")) {
-    return new AppError("invalid_request", err.message, { cause: err, details: { ...err.details, param: "file", reason: err.code } });
+  if (isDomainError(err) && (err.code === "unsupported_media" || err.code === "unprocessable_audio")) {
+    return new DomainError("invalid_request", err.message, { cause: err, details: { ...err.details, param: "file", reason: err.code } });
   }
   return err;
 }
@@ -165,7 +165,7 @@ function streamTranscript(c: Context<AppEnv>, form: z.infer<typeof AudioForm>, r
       });
     } catch (err) {
       const failure = asOpenAiError(err);
-      const known = isAppError(failure) ? failure : new AppError("internal", "stream failed", { cause: failure });
+      const known = isDomainError(failure) ? failure : new DomainError("internal", "stream failed", { cause: failure });
       c.set("errorCode", known.code);
       send({ type: "error", ...errorBody(known, c.get("requestId")) });
     } finally {

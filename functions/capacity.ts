@@ -1,5 +1,5 @@
 import { createRoute, z } from "@hono/zod-openapi";
-import { AppError } from "../lib/errors.ts";
+import { DomainError } from "../lib/errors.ts";
 import { SlotStoreUnavailable } from "../lib/admission/ports.ts";
 import { ROLES } from "../lib/config.ts";
 import { errorResponses, router } from "./env.ts";
@@ -52,7 +52,7 @@ export const route = createRoute({
 export default router().openapi(route, async (c) => {
   const { transcriber, config, slots, instanceId, machine } = c.get("services");
   const cluster = await slots.snapshot().catch((err: unknown) => {
-    if (err instanceof SlotStoreUnavailable) throw new AppError("unavailable", "The cluster slot store is unreachable.", { cause: err, retryAfterSeconds: 5 });
+    if (err instanceof SlotStoreUnavailable) throw new DomainError("unavailable", "The cluster slot store is unreachable.", { cause: err, retryAfterSeconds: 5 });
     throw err;
   });
   const status = transcriber?.status();

@@ -1,6 +1,6 @@
 import type { IncomingMessage } from "node:http";
 import { OpenAPIHono, z } from "@hono/zod-openapi";
-import { AppError, ERROR_CODES, type ErrorCode } from "../lib/errors.ts";
+import { DomainError, ERROR_CODES, type ErrorCode } from "../lib/errors.ts";
 import { ERROR_STATUS } from "./error-status.ts";
 import type { Services } from "../lib/services.ts";
 
@@ -24,12 +24,12 @@ export function router(): OpenAPIHono<AppEnv> {
 }
 
 /** A validation failure in the service's words: the first problem in the message, all in the details. */
-export function invalidRequest(error: z.ZodError): AppError {
+export function invalidRequest(error: z.ZodError): DomainError {
   const issues = error.issues.map((i) => ({ path: i.path.join("."), message: i.message }));
   const first = issues[0];
   // OpenAI's `param` names the field; a path deeper than one field keeps its first part.
   const param = first?.path ? first.path.split(".")[0] : undefined;
-  return new AppError("invalid_request", first ? `Invalid request: ${first.path || "body"}: ${first.message}` : "Invalid request", {
+  return new DomainError("invalid_request", first ? `Invalid request: ${first.path || "body"}: ${first.message}` : "Invalid request", {
     details: { issues, ...(param ? { param } : {}) },
   });
 }

@@ -1,5 +1,5 @@
 import { createRoute } from "@hono/zod-openapi";
-import { AppError } from "../lib/errors.ts";
+import { DomainError } from "../lib/errors.ts";
 import { toJobView } from "../lib/jobs/view.ts";
 import { errorResponses, router } from "./env.ts";
 import { JobIdParam, JobViewSchema } from "./job-schemas.ts";
@@ -17,6 +17,6 @@ export const route = createRoute({
 export default router().openapi(route, async (c) => {
   const services = c.get("services");
   const job = await services.jobService.cancel(c.req.valid("param").id);
-  if (!job) throw new AppError("not_found", "No such job (it may have expired).");
+  if (!job) throw new DomainError("not_found", "No such job (it may have expired).");
   return c.json(toJobView(job, services.baseUrl(c.req.url)), 200);
 });

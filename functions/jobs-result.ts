@@ -1,5 +1,5 @@
 import { createRoute, z } from "@hono/zod-openapi";
-import { AppError } from "../lib/errors.ts";
+import { DomainError } from "../lib/errors.ts";
 import { renderTranscript } from "../lib/formats.ts";
 import { RESPONSE_FORMATS } from "../lib/transcript.ts";
 import { audioResponses } from "./audio-request.ts";
@@ -19,9 +19,9 @@ export const route = createRoute({
 export default router().openapi(route, async (c) => {
   const services = c.get("services");
   const job = await services.jobs.get(c.req.valid("param").id);
-  if (!job) throw new AppError("not_found", "No such job (it may have expired).");
+  if (!job) throw new DomainError("not_found", "No such job (it may have expired).");
   if (job.status !== "succeeded" || !job.result) {
-    throw new AppError(
+    throw new DomainError(
       "conflict",
       job.status === "failed" || job.status === "canceled" ? `The job ${job.status}; it has no result.` : `The job is ${job.status}; its result is not ready yet.`,
       {

@@ -2,7 +2,7 @@ import { rm } from "node:fs/promises";
 import type { Context, MiddlewareHandler } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { presentedKey } from "../lib/auth.ts";
-import { AppError, errorBody, isAppError, type ErrorCode } from "../lib/errors.ts";
+import { DomainError, errorBody, isDomainError, type ErrorCode } from "../lib/errors.ts";
 import { ERROR_STATUS } from "./error-status.ts";
 import { newRequestId, type Services } from "../lib/services.ts";
 import type { AppEnv } from "./env.ts";
@@ -62,7 +62,7 @@ export const requireApiKey: MiddlewareHandler<AppEnv> = async (c, next) => {
     const key = presentedKey(c.req.header("authorization"), c.req.header("x-api-key"));
     if (!apiKeys.accepts(key)) {
       c.header("www-authenticate", 'Bearer realm="slotscribe"');
-      throw new AppError("unauthorized", key ? "Invalid API key." : "Missing API key: send Authorization: Bearer <key> or X-API-Key: <key>.");
+      throw new DomainError("unauthorized", key ? "Invalid API key." : "Missing API key: send Authorization: Bearer <key> or X-API-Key: <key>.");
     }
   }
   await next();
@@ -87,14 +87,14 @@ export function logRequests(): MiddlewareHandler<AppEnv> {
 /** The one error handler: every failure leaves as the same JSON shape with the request id. */
 export function handleError(err: Error, c: Context<AppEnv>): Response {
   const requestId = c.get("requestId") ?? newRequestId();
-  const appError = isAppError(err) ? err : err instanceof HTTPException && err.status < 500 ? clientError(err) : new AppError("internal", err.message, { cause: err });
-  c.set("errorCode", appError.code);
-  if (appError.code === "internal") {
+  const domainError = isDomainError(err) ? err : err instanceof HTTPException && err.status < 500 ? clientError(err) : new DomainError("internal", err.message, { cause: err });
+  c.set("errorCode", domainError.code);
+  if (domainError.code === "internal") {
     c.get("services")?.log.error({ requestId, err: err.stack ?? err.message, cause: describeCause(err) }, "unhandled error");
   }
-  c.get("services")?.metrics.errors.inc({ code: appError.code });
-  if (appError.retryAfterSeconds !== undefined) c.header("retry-after", String(appError.retryAfterSeconds));
-  return c.json(errorBody(appError, requestId), ERROR_STATUS[appError.code]);
+  c.get("services")?.metrics.errors.inc({ code: domainError.code });
+  if (domainError.retryAfterSeconds !== undefined) c.header("retry-after", String(domainError.retryAfterSeconds));
+  return c.json(errorBody(domainError, requestId), ERROR_STATUS[domainError.code]);
 }
 
 /**
@@ -102,26 +102,26 @@ export function handleError(err: Error, c: Context<AppEnv>): Response {
  * closing line, malformed JSON) or a media type the route does not take: the client's mistake,
  * said in the service's own words.
  */
-function clientError(err: HTTPException): AppError {
+function clientError(err: HTTPException): DomainError {
   const options = { cause: err };
   if (err.status === 415) {
-    return new AppError(
+    return new DomainError(
       "unsupported_media",
       "Unsupported Content-Type: send multipart/form-data with a file (or application/json with a url where the endpoint takes one).",
       options,
     );
   }
-  if (err.status === 413) return new AppError("payload_too_large", "The request body is too large.", options);
+  if (err.status === 413) return new DomainError("payload_too_large", "The request body is too large.", options);
   if (/FormData/.test(err.message)) {
-    return new AppError(
+    return new DomainError(
       "invalid_request",
       "The multipart/form-data body is malformed: it needs the boundary from its Content-Type and must end with the closing boundary line.",
       options,
     );
   }
-  if (/JSON/.test(err.message)) return new AppError("invalid_request", "The request body is not valid JSON.", options);
+  if (/JSON/.test(err.message)) return new DomainError("invalid_request", "The request body is not valid JSON.", options);
   const code = (Object.keys(ERROR_STATUS) as ErrorCode[]).find((k) => ERROR_STATUS[k] === err.status) ?? "invalid_request";
-  return new AppError(code, err.message || "Invalid request.", options);
+  return new DomainError(code, err.message || "Invalid request.", options);
 }
 
 function describeCause(err: Error): string | undefined {

@@ -1,5 +1,5 @@
 import { createRoute, z } from "@hono/zod-openapi";
-import { AppError } from "../lib/errors.ts";
+import { DomainError } from "../lib/errors.ts";
 import { errorResponses, router } from "./env.ts";
 import { Model } from "./models.ts";
 
@@ -17,6 +17,6 @@ export default router().openapi(route, async (c) => {
   const { model } = c.req.valid("param");
   const names = await c.get("services").catalog.list();
   if (!names.includes(model))
-    throw new AppError("not_found", `The model "${model}" does not exist here. GET /v1/models lists the available ones.`, { details: { param: "model" } });
+    throw new DomainError("not_found", `The model "${model}" does not exist here. GET /v1/models lists the available ones.`, { details: { param: "model" } });
   return c.json({ id: model, object: "model" as const, created: 0, owned_by: "slotscribe" }, 200);
 });

@@ -5,7 +5,7 @@ import { Readable } from "node:stream";
 import type { ReadableStream as WebReadableStream } from "node:stream/web";
 import busboy from "busboy";
 import type { Context } from "hono";
-import { AppError } from "../lib/errors.ts";
+import { DomainError } from "../lib/errors.ts";
 import { scratchName } from "../lib/scratch.ts";
 import type { AppEnv } from "./env.ts";
 
@@ -32,7 +32,7 @@ const MAX_FIELDS = 64;
 const MAX_PARTS = 128;
 
 const malformed = () =>
-  new AppError("invalid_request", "The multipart/form-data body is malformed: it needs the boundary from its Content-Type and must end with the closing boundary line.");
+  new DomainError("invalid_request", "The multipart/form-data body is malformed: it needs the boundary from its Content-Type and must end with the closing boundary line.");
 
 /**
  * Reads a multipart body as it arrives: text fields into memory (bounded), the file straight to a
@@ -47,7 +47,7 @@ export function readMultipart(c: Context<AppEnv>, { dir, maxFileBytes }: { dir: 
   // with 400 "file required" as it did under Hono's form parser, rather than 415.
   if (!/^(multipart\/form-data|application\/x-www-form-urlencoded)\b/i.test(contentType)) {
     return Promise.reject(
-      new AppError("unsupported_media", "Unsupported Content-Type: send multipart/form-data with a file (or application/json with a url where the endpoint takes one)."),
+      new DomainError("unsupported_media", "Unsupported Content-Type: send multipart/form-data with a file (or application/json with a url where the endpoint takes one)."),
     );
   }
   let parser: busboy.Busboy;
@@ -58,7 +58,7 @@ export function readMultipart(c: Context<AppEnv>, { dir, maxFileBytes }: { dir: 
       defParamCharset: "utf8",
     });
   } catch (cause) {
-    return Promise.reject(new AppError("invalid_request", malformed().message, { cause }));
+    return Promise.reject(new DomainError("invalid_request", malformed().message, { cause }));
   }
   // On the Node server the socket's own stream is read, with its backpressure; in process (tests,
   // app.request()) the Request's body.
@@ -101,7 +101,7 @@ export function readMultipart(c: Context<AppEnv>, { dir, maxFileBytes }: { dir: 
 
     parser.on("field", (name, value, info) => {
       if (info.valueTruncated) {
-        fail(new AppError("invalid_request", `The multipart field "${name.slice(0, 64)}" is longer than ${FIELD_MAX_BYTES} bytes.`, { details: { param: name.slice(0, 64) } }));
+        fail(new DomainError("invalid_request", `The multipart field "${name.slice(0, 64)}" is longer than ${FIELD_MAX_BYTES} bytes.`, { details: { param: name.slice(0, 64) } }));
         return;
       }
       const previous = fields[name];
@@ -116,7 +116,7 @@ export function readMultipart(c: Context<AppEnv>, { dir, maxFileBytes }: { dir: 
       }
       if (file) {
         stream.resume();
-        fail(new AppError("invalid_request", `Invalid request: file: send one file in the multipart field "file", not several`, { details: { param: "file" } }));
+        fail(new DomainError("invalid_request", `Invalid request: file: send one file in the multipart field "file", not several`, { details: { param: "file" } }));
         return;
       }
       const path = join(dir, scratchName(".upload"));
@@ -124,7 +124,7 @@ export function readMultipart(c: Context<AppEnv>, { dir, maxFileBytes }: { dir: 
       const spooled = { path, name: info.filename ?? "", bytes: 0, stream, sink, written: Promise.resolve() };
       file = spooled;
       stream.on("data", (chunk: Buffer) => (spooled.bytes += chunk.length));
-      stream.once("limit", () => fail(new AppError("payload_too_large", `The file exceeds the upload limit of ${maxFileBytes} bytes.`)));
+      stream.once("limit", () => fail(new DomainError("payload_too_large", `The file exceeds the upload limit of ${maxFileBytes} bytes.`)));
       spooled.written = new Promise<void>((done, error) => {
         sink.once("close", done);
         sink.on("error", error);
@@ -133,10 +133,10 @@ export function readMultipart(c: Context<AppEnv>, { dir, maxFileBytes }: { dir: 
       spooled.written.catch(fail);
       stream.pipe(sink);
     });
-    const tooMany = () => fail(new AppError("invalid_request", `A multipart body may have at most ${MAX_FIELDS} fields and ${MAX_PARTS} parts.`));
+    const tooMany = () => fail(new DomainError("invalid_request", `A multipart body may have at most ${MAX_FIELDS} fields and ${MAX_PARTS} parts.`));
     parser.on("fieldsLimit", tooMany);
     parser.on("partsLimit", tooMany);
-    parser.on("error", (cause) => fail(new AppError("invalid_request", malformed().message, { cause })));
+    parser.on("error", (cause) => fail(new DomainError("invalid_request", malformed().message, { cause })));
     parser.on("close", () => {
       const spooled = file;
       void (spooled?.written ?? Promise.resolve()).then(() => {
@@ -145,7 +145,7 @@ export function readMultipart(c: Context<AppEnv>, { dir, maxFileBytes }: { dir: 
     });
     // The client went away mid-body.
     source.once("error", fail);
-    source.once("aborted", () => fail(new AppError("invalid_request", "The request body ended early.")));
+    source.once("aborted", () => fail(new DomainError("invalid_request", "The request body ended early.")));
     // What was read, so a refused body's clean-up knows how much of it is still to come.
     source.on("data", (chunk: Buffer) => c.set("bodyBytesRead", (c.get("bodyBytesRead") ?? 0) + chunk.length));
     source.pipe(parser);

@@ -1,6 +1,6 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { handleCallbackFailure, qstashUrl, QSTASH_CALLBACK_FAILED_PATH, verifyQStash } from "../lib/cluster/qstash.ts";
-import { AppError } from "../lib/errors.ts";
+import { DomainError } from "../lib/errors.ts";
 import { errorResponses, router } from "./env.ts";
 
 export const route = createRoute({
@@ -17,7 +17,7 @@ export const route = createRoute({
 
 export default router().openapi(route, async (c) => {
   const { qstashReceiver, qstashDeliveryUrl, jobs } = c.get("services");
-  if (!qstashReceiver) throw new AppError("not_found", "No such endpoint.");
+  if (!qstashReceiver) throw new DomainError("not_found", "No such endpoint.");
   const raw = await c.req.text();
   await verifyQStash(qstashReceiver, raw, c.req.header("upstash-signature"), qstashUrl(qstashDeliveryUrl, QSTASH_CALLBACK_FAILED_PATH));
   // Always 2xx for a verified report, or QStash would keep re-sending it.

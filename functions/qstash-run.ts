@@ -1,6 +1,6 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { parseRunMessage, qstashUrl, QSTASH_RUN_PATH, verifyQStash } from "../lib/cluster/qstash.ts";
-import { AppError } from "../lib/errors.ts";
+import { DomainError } from "../lib/errors.ts";
 import { errorResponses, router } from "./env.ts";
 
 const Outcome = z.object({ outcome: z.enum(["ran", "deferred", "skipped"]) }).openapi("RunOutcome");
@@ -27,7 +27,7 @@ export const route = createRoute({
  */
 export default router().openapi(route, async (c) => {
   const { qstashReceiver, qstashDeliveryUrl, runner } = c.get("services");
-  if (!qstashReceiver) throw new AppError("not_found", "No such endpoint.");
+  if (!qstashReceiver) throw new DomainError("not_found", "No such endpoint.");
   const raw = await c.req.text();
   await verifyQStash(qstashReceiver, raw, c.req.header("upstash-signature"), qstashUrl(qstashDeliveryUrl, QSTASH_RUN_PATH));
   const message = parseRunMessage(raw);

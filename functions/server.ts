@@ -3,7 +3,7 @@ import type { IncomingMessage, Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Duplex } from "node:stream";
 import type { Config } from "../lib/config.ts";
-import { AppError, errorBody } from "../lib/errors.ts";
+import { DomainError, errorBody } from "../lib/errors.ts";
 import { formatBytes } from "../lib/capacity/machine.ts";
 import type { Logger } from "../lib/log.ts";
 import { createServices, newRequestId, type Services } from "../lib/services.ts";
@@ -27,7 +27,7 @@ function answerUnparsableRequest(err: NodeJS.ErrnoException, socket: Duplex): vo
   }
   const requestId = newRequestId();
   const message = err.code === "HPE_HEADER_OVERFLOW" ? "The request headers are too large." : "The request is not valid HTTP.";
-  const body = JSON.stringify(errorBody(new AppError("invalid_request", message), requestId));
+  const body = JSON.stringify(errorBody(new DomainError("invalid_request", message), requestId));
   socket.end(
     `HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-request-id: ${requestId}\r\nconnection: close\r\n\r\n${body}`,
   );

@@ -1,6 +1,6 @@
 import { type RouteConfig, z, type OpenAPIHono } from "@hono/zod-openapi";
 import type { Context, Handler } from "hono";
-import { AppError } from "../lib/errors.ts";
+import { DomainError } from "../lib/errors.ts";
 import { invalidRequest, router, type AppEnv } from "./env.ts";
 import { readMultipart, SpooledUpload } from "./multipart.ts";
 
@@ -57,7 +57,7 @@ export async function readJson<S extends z.ZodType>(c: Context<AppEnv>, schema: 
   try {
     value = await c.req.json();
   } catch (cause) {
-    throw new AppError("invalid_request", "The request body is not valid JSON.", { cause });
+    throw new DomainError("invalid_request", "The request body is not valid JSON.", { cause });
   }
   const parsed = schema.safeParse(value);
   if (!parsed.success) throw invalidRequest(parsed.error);

@@ -60,9 +60,6 @@ export class StoreUnavailable extends DomainError {
   }
 }
 
-/** The names the HTTP layer and the modules not converted yet still use; the same class. */
-export { DomainError as AppError, isDomainError as isAppError };
-
 /** OpenAI's error `type` for each code, so the official SDKs' `err.type` reads as it does against OpenAI. */
 const OPENAI_TYPE: Record<ErrorCode, string> = {
   invalid_request: "invalid_request_error",

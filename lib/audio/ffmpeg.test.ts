@@ -3,7 +3,7 @@ import { chmod, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promis
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AppError } from "../errors.ts";
+import { DomainError } from "../errors.ts";
 import { decodeToPcm, extractAudio, FfmpegFailure, PCM_SAMPLE_RATE, resolveFfmpeg, runFfmpeg, type PcmStream } from "./ffmpeg.ts";
 import { encodeWav, synthesize, writeAudioFile, type AudioFileFormat } from "./synth.ts";
 
@@ -74,12 +74,12 @@ function isRunning(pid: number): boolean {
   }
 }
 
-async function appErrorFrom(promise: Promise<unknown>): Promise<AppError> {
+async function domainErrorFrom(promise: Promise<unknown>): Promise<DomainError> {
   const err = await promise.then(
     () => undefined,
     (e: unknown) => e,
   );
-  if (!(err instanceof AppError)) throw new Error(`expected an AppError, got ${String(err)}`);
+  if (!(err instanceof DomainError)) throw new Error(`expected an DomainError, got ${String(err)}`);
   return err;
 }
 
@@ -244,7 +244,7 @@ describe("decodeToPcm", () => {
   ])("rejects %s as unsupported media (415) without exposing paths", async (_kind, bytes) => {
     const input = file("upload.bin");
     await writeFile(input, bytes);
-    const err = await appErrorFrom(collect(decodeToPcm(input)));
+    const err = await domainErrorFrom(collect(decodeToPcm(input)));
     expect(err.code).toBe("unsupported_media");
     expect(err.message).toBe("the file is not a recognised audio or video format");
     expect(err.details).toBeUndefined();
@@ -254,21 +254,21 @@ describe("decodeToPcm", () => {
   });
 
   it("rejects a video without an audio track as unprocessable (422)", async () => {
-    const err = await appErrorFrom(collect(decodeToPcm(file("silent-film.mp4"))));
+    const err = await domainErrorFrom(collect(decodeToPcm(file("silent-film.mp4"))));
     expect(err.code).toBe("unprocessable_audio");
     expect(err.message).toBe("the file has no audio stream");
   });
 
   it("rejects a 0-byte file as empty (422)", async () => {
     const stream = decodeToPcm(file("empty.wav"));
-    const err = await appErrorFrom(collect(stream));
+    const err = await domainErrorFrom(collect(stream));
     expect(err.code).toBe("unprocessable_audio");
     expect(err.message).toBe("empty audio file");
     expect(stream.pid).toBeUndefined();
   });
 
   it("rejects a valid WAV with no samples as empty (422)", async () => {
-    const err = await appErrorFrom(collect(decodeToPcm(file("no-samples.wav"))));
+    const err = await domainErrorFrom(collect(decodeToPcm(file("no-samples.wav"))));
     expect(err.code).toBe("unprocessable_audio");
     expect(err.message).toBe("empty audio: the file contains no audio samples");
   });
@@ -306,7 +306,7 @@ describe("decodeToPcm", () => {
   ])("rejects %s as truncated or corrupt (422)", async (_kind, makeBytes) => {
     const input = file("damaged.bin");
     await writeFile(input, await makeBytes());
-    const err = await appErrorFrom(collect(decodeToPcm(input)));
+    const err = await domainErrorFrom(collect(decodeToPcm(input)));
     expect(err.code).toBe("unprocessable_audio");
     expect(err.message).toBe("audio could not be decoded: file is truncated or corrupt");
     expect(err.message).not.toContain(dir);
@@ -314,7 +314,7 @@ describe("decodeToPcm", () => {
 
   it("rejects audio longer than the limit (422) and stops ffmpeg", async () => {
     const stream = decodeToPcm(file("three-seconds.ogg"), { maxDurationSeconds: 2 });
-    const err = await appErrorFrom(collect(stream));
+    const err = await domainErrorFrom(collect(stream));
     expect(err.code).toBe("unprocessable_audio");
     expect(err.message).toBe("audio is longer than the limit of 2 s");
     expect(err.details).toEqual({ max_duration_seconds: 2 });
@@ -334,7 +334,7 @@ describe("decodeToPcm", () => {
     const stream = decodeToPcm(file("ten-minutes.wav"), { signal: controller.signal });
     const iterator = stream[Symbol.asyncIterator]();
     await iterator.next();
-    const reason = new AppError("timeout", "transcription took too long");
+    const reason = new DomainError("timeout", "transcription took too long");
     controller.abort(reason);
     // `done` settles (after ffmpeg has exited) even though nobody is reading.
     await expect(stream.done).rejects.toBe(reason);
@@ -397,19 +397,19 @@ describe("extractAudio", () => {
 
   it("classifies failures like decoding and leaves no output behind", async () => {
     const output = file("never.mp3");
-    const noAudio = await appErrorFrom(extractAudio(file("silent-film.mp4"), output, "mp3"));
+    const noAudio = await domainErrorFrom(extractAudio(file("silent-film.mp4"), output, "mp3"));
     expect(noAudio.message).toBe("the file has no audio stream");
     const notMedia = file("notes.txt");
     await writeFile(notMedia, "meeting notes\n");
-    expect((await appErrorFrom(extractAudio(notMedia, output, "mp3"))).code).toBe("unsupported_media");
-    expect((await appErrorFrom(extractAudio(file("empty.wav"), output, "mp3"))).message).toBe("empty audio file");
-    expect((await appErrorFrom(extractAudio(file("no-samples.wav"), output, "wav"))).code).toBe("unprocessable_audio");
+    expect((await domainErrorFrom(extractAudio(notMedia, output, "mp3"))).code).toBe("unsupported_media");
+    expect((await domainErrorFrom(extractAudio(file("empty.wav"), output, "mp3"))).message).toBe("empty audio file");
+    expect((await domainErrorFrom(extractAudio(file("no-samples.wav"), output, "wav"))).code).toBe("unprocessable_audio");
     expect(existsSync(output)).toBe(false);
   });
 
   it("rejects audio longer than the limit and removes the partial output", async () => {
     const output = file("too-long.opus");
-    const err = await appErrorFrom(extractAudio(file("three-seconds.ogg"), output, "opus", { maxDurationSeconds: 2 }));
+    const err = await domainErrorFrom(extractAudio(file("three-seconds.ogg"), output, "opus", { maxDurationSeconds: 2 }));
     expect(err.message).toBe("audio is longer than the limit of 2 s");
     expect(existsSync(output)).toBe(false);
   });

@@ -1,14 +1,14 @@
 /**
  * Decoding and extracting audio with an ffmpeg child process. Everything a client sends goes
  * through here, so this module owns two promises: memory does not grow with the input's duration
- * (PCM is streamed with backpressure), and every ffmpeg failure becomes an AppError whose message
+ * (PCM is streamed with backpressure), and every ffmpeg failure becomes an DomainError whose message
  * is safe to show (ffmpeg's stderr names server paths, so it only travels on `cause`).
  */
 import { spawn } from "node:child_process";
 import { constants } from "node:fs";
 import { access, open, rm, stat } from "node:fs/promises";
 import path from "node:path";
-import { AppError } from "../errors.ts";
+import { DomainError } from "../errors.ts";
 
 /** Whisper's input rate; every decoded stream is mono at this rate. */
 export const PCM_SAMPLE_RATE = 16_000;
@@ -428,17 +428,17 @@ function lastProgressSeconds(progress: string): number {
 }
 
 async function assertNotEmpty(input: string): Promise<void> {
-  if ((await stat(input)).size === 0) throw new AppError("unprocessable_audio", "empty audio file");
+  if ((await stat(input)).size === 0) throw new DomainError("unprocessable_audio", "empty audio file");
 }
 
-function tooLong(maxDurationSeconds: number | undefined): AppError {
-  return new AppError("unprocessable_audio", `audio is longer than the limit of ${maxDurationSeconds} s`, {
+function tooLong(maxDurationSeconds: number | undefined): DomainError {
+  return new DomainError("unprocessable_audio", `audio is longer than the limit of ${maxDurationSeconds} s`, {
     details: { max_duration_seconds: maxDurationSeconds },
   });
 }
 
-function emptyAudio(stderr: string): AppError {
-  return new AppError("unprocessable_audio", "empty audio: the file contains no audio samples", {
+function emptyAudio(stderr: string): DomainError {
+  return new DomainError("unprocessable_audio", "empty audio: the file contains no audio samples", {
     cause: new FfmpegFailure({ code: 0, signal: null }, stderr),
   });
 }
@@ -454,14 +454,14 @@ async function classifyFailure(failure: FfmpegFailure, input: string): Promise<E
   const { stderr } = failure;
   const options = { cause: failure };
   if (/matches no streams|does not contain any stream/.test(stderr)) {
-    return new AppError("unprocessable_audio", "the file has no audio stream", options);
+    return new DomainError("unprocessable_audio", "the file has no audio stream", options);
   }
   const notAllowed = stderr.includes("Format not on whitelist");
   const openFailed = stderr.includes(`${inputSpec(input)}: `) || stderr.includes("Error opening input");
   if (notAllowed || (openFailed && !looksLikeMedia(await readHead(input)))) {
-    return new AppError("unsupported_media", "the file is not a recognised audio or video format", options);
+    return new DomainError("unsupported_media", "the file is not a recognised audio or video format", options);
   }
-  return new AppError("unprocessable_audio", "audio could not be decoded: file is truncated or corrupt", options);
+  return new DomainError("unprocessable_audio", "audio could not be decoded: file is truncated or corrupt", options);
 }
 
 async function readHead(input: string): Promise<Buffer> {

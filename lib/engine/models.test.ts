@@ -2,15 +2,15 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AppError } from "../errors.ts";
+import { DomainError } from "../errors.ts";
 import { HUB_MODELS, ModelCatalog, OPENAI_ALIAS } from "./models.ts";
 
-function refusal(fn: () => unknown): AppError {
+function refusal(fn: () => unknown): DomainError {
   try {
     fn();
   } catch (err) {
-    expect(err).toBeInstanceOf(AppError);
-    return err as AppError;
+    expect(err).toBeInstanceOf(DomainError);
+    return err as DomainError;
   }
   throw new Error("expected the model to be refused");
 }

@@ -1,7 +1,7 @@
 import { existsSync } from "node:fs";
 import { readdir } from "node:fs/promises";
 import { join, relative, resolve, sep } from "node:path";
-import { AppError } from "../errors.ts";
+import { DomainError } from "../errors.ts";
 import type { ModelSpec } from "./protocol.ts";
 
 /** Short ids to the published ONNX exports that transformers.js loads from the hub. */
@@ -82,8 +82,8 @@ export class ModelCatalog {
   }
 }
 
-function unknownModel(name: string, why = "not a known Whisper model"): AppError {
-  return new AppError("invalid_request", `Unknown model "${name}": ${why}. GET /v1/models lists the available ones.`, {
+function unknownModel(name: string, why = "not a known Whisper model"): DomainError {
+  return new DomainError("invalid_request", `Unknown model "${name}": ${why}. GET /v1/models lists the available ones.`, {
     details: { param: "model" },
   });
 }

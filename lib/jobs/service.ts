@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { rm } from "node:fs/promises";
 import type { ModelCatalog } from "../engine/models.ts";
-import { AppError } from "../errors.ts";
+import { DomainError } from "../errors.ts";
 import { assertOutboundAllowed, type OutboundPolicy } from "../net/safe-fetch.ts";
 import type { InputBlobs } from "./blobs.ts";
 import type { JobInput, JobRecord, JobRequest, JobStore } from "./ports.ts";
@@ -44,7 +44,7 @@ export class JobService {
    */
   async submit({ idempotencyKey, origin, readBody }: SubmitOptions): Promise<{ job: JobRecord; created: boolean }> {
     if (idempotencyKey !== undefined && !/^[\x21-\x7e]{1,255}$/.test(idempotencyKey)) {
-      throw new AppError("invalid_request", "Idempotency-Key must be 1 to 255 printable ASCII characters.");
+      throw new DomainError("invalid_request", "Idempotency-Key must be 1 to 255 printable ASCII characters.");
     }
     if (idempotencyKey !== undefined) {
       const existing = await this.deps.store.findByIdempotencyKey(idempotencyKey);
@@ -95,7 +95,7 @@ export class JobService {
     const model = this.deps.catalog.resolve(request.model).name;
     if (request.callbackUrl) {
       if (!this.deps.webhookSecrets.length) {
-        throw new AppError("invalid_request", "callback_url needs the server to have WEBHOOK_SECRET configured to sign callbacks.", { details: { param: "callback_url" } });
+        throw new DomainError("invalid_request", "callback_url needs the server to have WEBHOOK_SECRET configured to sign callbacks.", { details: { param: "callback_url" } });
       }
       await assertOutboundAllowed(request.callbackUrl, this.deps.policy);
     }
