@@ -1,12 +1,15 @@
 import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Registry } from "prom-client";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { DomainError } from "../lib/errors.ts";
 import type { JobRecord } from "../lib/jobs/ports.ts";
 import { JobService } from "../lib/jobs/service.ts";
-import type { Services, TranscriberStatus } from "../lib/services.ts";
+import type { TranscriberStatus } from "../lib/services.ts";
+import type { Transcript } from "../lib/transcript.ts";
 import { createApp } from "./app.ts";
+import type { HttpDeps } from "./deps.ts";
 
 const KEY = "test-key";
 const auth = { authorization: `Bearer ${KEY}` };
@@ -45,21 +48,12 @@ function fakes(scratch: string) {
     status,
   };
   const full = () => new DomainError("rate_limited", "full", { retryAfterSeconds: 7 });
-  const store = {
-    findByIdempotencyKey: async (key: string) => [...state.jobs.values()].find((j) => j.idempotencyKey === key) ?? null,
-  };
-  const runner = {
-    assertRoom: async () => {
-      if (state.queueFull) throw full();
-    },
-    submit: async (record: JobRecord) => (state.submitted.push(record), { job: record, created: true }),
-    cancel: async (id: string) => state.jobs.get(id) ?? null,
-  };
-  const services = {
-    config: { ROLE: "all", MAX_UPLOAD_BYTES: 4096, PUBLIC_URL: undefined },
-    log: { info() {}, warn() {}, error() {} },
-    metrics: { httpDuration: { observe() {} }, errors: { inc() {} } },
-    apiKeys: { required: true, accepts: (key: string | undefined) => key === KEY },
+  const transcript: Transcript = { task: "transcribe", language: "en", duration: 1, text: "hello", segments: [] };
+  const deps: HttpDeps = {
+    config: { ROLE: "all", MAX_UPLOAD_BYTES: 4096, PUBLIC_URL: undefined, MAX_DOWNLOAD_BYTES: 4096, DOWNLOAD_TIMEOUT: 1000 },
+    log: { info() {}, error() {} },
+    metrics: { httpDuration: { observe() {} }, errors: { inc() {} }, registry: new Registry() },
+    apiKeys: { required: true, accepts: (key) => key === KEY },
     instanceId: "test",
     machine: { memoryBytes: 1, memorySource: "test", cpus: 2, cpuSource: "test" },
     transcriber: {
@@ -69,26 +63,35 @@ function fakes(scratch: string) {
         assertRoom: () => {
           if (state.transcriptionsFull) throw full();
         },
-        transcribeFile: async (path: string) => (state.transcribed.push(path), { task: "transcribe", language: "en", duration: 1, text: "hello", segments: [] }),
+        transcribeFile: async (path) => (state.transcribed.push(path), transcript),
+        extract: async () => ({ durationSeconds: 1 }),
       },
     },
     workerForwarder: null,
-    catalog: { list: async () => ["m"], resolve: (name: string) => ({ name: name === "whisper-1" ? "m" : name, id: name, dtype: "q8" }) },
+    catalog: { list: async () => ["m"] },
     slots: { kind: "embedded", snapshot: async () => ({ cap: null, held: 0, free: null, instances: [] }) },
     tempDir: scratch,
-    jobs: { get: async (id: string) => state.jobs.get(id) ?? null, list: async () => ({ jobs: [...state.jobs.values()], nextCursor: null }) },
+    jobs: { get: async (id) => state.jobs.get(id) ?? null, list: async () => ({ jobs: [...state.jobs.values()], nextCursor: null }) },
     jobService: new JobService({
-      store,
+      store: { findByIdempotencyKey: async (key) => [...state.jobs.values()].find((j) => j.idempotencyKey === key) ?? null },
       blobs: { save: async (_id, path, meta) => ({ kind: "upload", path, ...meta }), localPath: async () => "", remove: async () => undefined },
-      runner,
-      catalog: { resolve: (name: string) => ({ name, id: name, dtype: "q8" }) } as never,
-      policy: { allow: [] } as never,
+      runner: {
+        assertRoom: async () => {
+          if (state.queueFull) throw full();
+        },
+        submit: async (record) => (state.submitted.push(record), { job: record, created: true }),
+        cancel: async (id) => state.jobs.get(id) ?? null,
+      },
+      catalog: { resolve: (name = "m") => ({ name, id: name, dtype: "q8" }) },
+      policy: { allow: [] },
       webhookSecrets: [],
     }),
+    policy: { allow: [] },
+    qstash: null,
     baseUrl: () => "http://test",
     draining: false,
   };
-  return { state, app: createApp(services as unknown as Services) };
+  return { state, app: createApp(deps) };
 }
 
 function upload(bytes: number, fields: Record<string, string> = {}): FormData {
@@ -124,6 +127,8 @@ describe("the HTTP API in process", () => {
     expect(models.status).toBe(200);
     expect(((await models.json()) as { data: { id: string }[] }).data.map((m) => m.id)).toEqual(["m"]);
     expect(await errorOf(await app.request("/v1/nothing", { headers: auth }))).toBe("not_found");
+    // QStash's endpoints exist only in cluster mode.
+    expect(await errorOf(await app.request("/internal/qstash/run", { method: "POST", body: "{}" }))).toBe("not_found");
   });
 
   it("gets, lists, cancels jobs and refuses a result that is not ready", async () => {

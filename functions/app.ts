@@ -1,10 +1,10 @@
 import { OpenAPIHono } from "@hono/zod-openapi";
 import { bodyLimit } from "hono/body-limit";
 import { DomainError } from "../lib/errors.ts";
-import type { Services } from "../lib/services.ts";
 import capacity from "./capacity.ts";
 import docs from "./docs.ts";
 import extract from "./extract.ts";
+import type { HttpDeps } from "./deps.ts";
 import type { AppEnv } from "./env.ts";
 import { forwardToWorker, WORKER_PATHS } from "./forward-to-worker.ts";
 import healthz from "./healthz.ts";
@@ -26,16 +26,16 @@ import translations from "./translations.ts";
 
 const JSON_BODY_MAX_BYTES = 64 * 1024;
 
-/** The whole HTTP API over the given services; tests call app.request() on it in process. */
-export function createApp(services: Services): OpenAPIHono<AppEnv> {
+/** The whole HTTP API over the given ports; tests call app.request() on it in process with fakes. */
+export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
   const app = new OpenAPIHono<AppEnv>();
-  app.use(provide(services));
+  app.use(provide(deps));
   app.use(logRequests());
   app.use(requireApiKey);
   // Multipart framing adds a little to the file itself.
-  const uploadMaxBytes = services.config.MAX_UPLOAD_BYTES + 64 * 1024;
+  const uploadMaxBytes = deps.config.MAX_UPLOAD_BYTES + 64 * 1024;
   const tooLarge = () => {
-    throw new DomainError("payload_too_large", `The request body exceeds the upload limit of ${services.config.MAX_UPLOAD_BYTES} bytes.`);
+    throw new DomainError("payload_too_large", `The request body exceeds the upload limit of ${deps.config.MAX_UPLOAD_BYTES} bytes.`);
   };
   const uploadLimit = bodyLimit({ maxSize: uploadMaxBytes, onError: tooLarge });
   // A multipart body is limited while it streams to disk (functions/multipart.ts); only its declared
@@ -55,9 +55,9 @@ export function createApp(services: Services): OpenAPIHono<AppEnv> {
     },
   });
   app.use("/v1/*", (c, next) => (/^application\/([\w.-]+\+)?json/i.test(c.req.header("content-type") ?? "") ? jsonLimit(c, next) : next()));
-  if (services.workerForwarder) {
+  if (deps.workerForwarder) {
     // Registered ahead of the routes for the same paths, which would parse the whole upload here.
-    for (const path of WORKER_PATHS) app.post(path, forwardToWorker(services.workerForwarder));
+    for (const path of WORKER_PATHS) app.post(path, forwardToWorker(deps.workerForwarder));
   }
   for (const routes of [
     healthz,
@@ -73,8 +73,8 @@ export function createApp(services: Services): OpenAPIHono<AppEnv> {
     jobsGet,
     jobsResult,
     jobsCancel,
-    qstashRun,
-    qstashCallbackFailed,
+    // Only QStash delivers to these, and only in cluster mode; elsewhere they are unknown paths.
+    ...(deps.qstash ? [qstashRun, qstashCallbackFailed] : []),
     statusPage,
   ])
     app.route("/", routes);
@@ -87,7 +87,7 @@ export function createApp(services: Services): OpenAPIHono<AppEnv> {
       version: "0.1.0",
       description: "Self-hostable Whisper transcription with admission control. Authenticate with an API key (API_KEYS) as a Bearer token or in X-API-Key.",
     },
-    servers: [{ url: services.config.PUBLIC_URL ?? new URL(c.req.url).origin, description: "this instance" }],
+    servers: [{ url: deps.config.PUBLIC_URL ?? new URL(c.req.url).origin, description: "this instance" }],
     security: [{ bearer: [] as string[] }, { apiKey: [] as string[] }] as Record<string, string[]>[],
     tags: [
       { name: "audio", description: "OpenAI-compatible synchronous endpoints" },

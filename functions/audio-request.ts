@@ -5,7 +5,7 @@ import { z } from "@hono/zod-openapi";
 import { WHISPER_LANGUAGE_NAMES } from "../lib/engine/languages.ts";
 import { DomainError, errorBody, isDomainError } from "../lib/errors.ts";
 import { renderTranscript } from "../lib/formats.ts";
-import { transcriberOf } from "../lib/services.ts";
+import { transcriberOf } from "./deps.ts";
 import type { TranscribeRequest } from "../lib/transcription-service.ts";
 import { RESPONSE_FORMATS } from "../lib/transcript.ts";
 import type { AppEnv } from "./env.ts";
@@ -99,7 +99,7 @@ function asOpenAiError(err: unknown): unknown {
 
 /** Refuses with 429 before the upload is read when the admission line is full, then reads it. */
 export async function readAudioForm<S extends typeof AudioForm>(c: Context<AppEnv>, schema: S): Promise<z.infer<S>> {
-  transcriberOf(c.get("services")).transcription.assertRoom();
+  transcriberOf(c.var.deps).transcription.assertRoom();
   return readForm(c, schema);
 }
 
@@ -110,9 +110,9 @@ export async function respondWithTranscript(
   language: string | undefined,
   wordTimestamps = false,
 ): Promise<Response> {
-  const services = c.get("services");
+  const deps = c.var.deps;
   const requestId = c.get("requestId");
-  const { transcription } = transcriberOf(services);
+  const { transcription } = transcriberOf(deps);
   const includeLogprobs = [form["include[]"] ?? [], form.include ?? []].flat().includes("logprobs");
   const request = {
     id: requestId,
@@ -141,7 +141,7 @@ export async function respondWithTranscript(
  * which the SDKs raise from their stream iterators.
  */
 function streamTranscript(c: Context<AppEnv>, form: z.infer<typeof AudioForm>, request: Omit<TranscribeRequest, "onSegments">): Response {
-  const { transcription } = transcriberOf(c.get("services"));
+  const { transcription } = transcriberOf(c.var.deps);
   // The stream outlives the handler, and the request's own clean-up runs when the handler returns:
   // the stream takes the spooled upload over and removes it when it ends.
   const spooled = c.get("spooled");

@@ -50,7 +50,7 @@ export const route = createRoute({
 
 /** The inference thread answers between its calls; one stuck in a long call must not hold up this answer. */
 export default router().openapi(route, async (c) => {
-  const { transcriber, config, slots, instanceId, machine } = c.get("services");
+  const { transcriber, config, slots, instanceId, machine } = c.var.deps;
   const cluster = await slots.snapshot().catch((err: unknown) => {
     if (err instanceof SlotStoreUnavailable) throw new DomainError("unavailable", "The cluster slot store is unreachable.", { cause: err, retryAfterSeconds: 5 });
     throw err;

@@ -42,7 +42,7 @@ export default new Hono<AppEnv>()
   .get("/docs", (c) => {
     // Nothing from another origin; "Try it out" may call this instance and PUBLIC_URL. Swagger UI
     // sets inline styles, hence 'unsafe-inline' for styles only.
-    const publicUrl = c.get("services").config.PUBLIC_URL;
+    const publicUrl = c.var.deps.config.PUBLIC_URL;
     const connect = ["'self'", ...(publicUrl ? [new URL(publicUrl).origin] : [])].join(" ");
     c.header(
       "content-security-policy",

@@ -2,16 +2,17 @@ import type { IncomingMessage } from "node:http";
 import { OpenAPIHono, z } from "@hono/zod-openapi";
 import { DomainError, ERROR_CODES, type ErrorCode } from "../lib/errors.ts";
 import { ERROR_STATUS } from "./error-status.ts";
-import type { Services } from "../lib/services.ts";
+import type { HttpDeps } from "./deps.ts";
 
 /**
- * Bindings: Node's request on the Node server (absent when a test calls app.request()). errorCode:
+ * Bindings: Node's request on the Node server (absent when a test calls app.request()). deps: what
+ * the handlers use of the core (functions/deps.ts). errorCode:
  * set when the request failed, for its log line. spooled: uploads to remove when the request ends.
  * bodyBytesRead: how much of the body the multipart reader took off the socket, for the clean-up.
  */
 export type AppEnv = {
   Bindings: { incoming?: IncomingMessage } | undefined;
-  Variables: { services: Services; requestId: string; errorCode?: ErrorCode; spooled: string[]; bodyBytesRead?: number };
+  Variables: { deps: HttpDeps; requestId: string; errorCode?: ErrorCode; spooled: string[]; bodyBytesRead?: number };
 };
 
 /** A router whose validation failures take the same path as every other error. */

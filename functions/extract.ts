@@ -5,7 +5,7 @@ import { Readable } from "node:stream";
 import { createRoute, z } from "@hono/zod-openapi";
 import { downloadToFile, assertOutboundAllowed } from "../lib/net/safe-fetch.ts";
 import { scratchName } from "../lib/scratch.ts";
-import { transcriberOf } from "../lib/services.ts";
+import { transcriberOf } from "./deps.ts";
 import { errorResponses } from "./env.ts";
 import { FileField, isJson, readForm, readJson, uploadRoute, urlField } from "./upload.ts";
 
@@ -39,23 +39,18 @@ export const route = createRoute({
 });
 
 export default uploadRoute(route, async (c) => {
-  const services = c.get("services");
-  const { transcription } = transcriberOf(services);
+  const deps = c.var.deps;
+  const { transcription } = transcriberOf(deps);
   transcription.assertRoom();
   const body = isJson(c) ? await readJson(c, ExtractJson) : await readForm(c, ExtractForm);
 
-  const input = "url" in body ? join(services.tempDir, scratchName(".input")) : body.file.path;
-  const output = join(services.tempDir, scratchName(`.${body.format === "opus" ? "ogg" : body.format}`));
+  const input = "url" in body ? join(deps.tempDir, scratchName(".input")) : body.file.path;
+  const output = join(deps.tempDir, scratchName(`.${body.format === "opus" ? "ogg" : body.format}`));
   const cleanup = () => Promise.all([rm(input, { force: true }), rm(output, { force: true })]);
   try {
     if ("url" in body) {
-      await assertOutboundAllowed(body.url, services.policy);
-      await downloadToFile(
-        body.url,
-        input,
-        { maxBytes: services.config.MAX_DOWNLOAD_BYTES, timeoutMs: services.config.DOWNLOAD_TIMEOUT, signal: c.req.raw.signal },
-        services.policy,
-      );
+      await assertOutboundAllowed(body.url, deps.policy);
+      await downloadToFile(body.url, input, { maxBytes: deps.config.MAX_DOWNLOAD_BYTES, timeoutMs: deps.config.DOWNLOAD_TIMEOUT, signal: c.req.raw.signal }, deps.policy);
     }
     await transcription.extract(input, output, body.format, c.req.raw.signal);
     const { size } = await stat(output);

@@ -9,6 +9,6 @@ import { route as translations } from "./translations.ts";
 export const WORKER_PATHS = [transcriptions.path, translations.path, extract.path];
 
 /** Passes the request on as it arrives, before anything here reads the body. */
-export function forwardToWorker(forwarder: WorkerForwarder): Handler<AppEnv> {
+export function forwardToWorker(forwarder: Pick<WorkerForwarder, "forward">): Handler<AppEnv> {
   return (c) => forwarder.forward(c.req.raw, c.get("requestId"));
 }

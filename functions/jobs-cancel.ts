@@ -15,8 +15,8 @@ export const route = createRoute({
 });
 
 export default router().openapi(route, async (c) => {
-  const services = c.get("services");
-  const job = await services.jobService.cancel(c.req.valid("param").id);
+  const deps = c.var.deps;
+  const job = await deps.jobService.cancel(c.req.valid("param").id);
   if (!job) throw new DomainError("not_found", "No such job (it may have expired).");
-  return c.json(toJobView(job, services.baseUrl(c.req.url)), 200);
+  return c.json(toJobView(job, deps.baseUrl(c.req.url)), 200);
 });

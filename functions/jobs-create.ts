@@ -21,8 +21,8 @@ export const route = createRoute({
 });
 
 export default uploadRoute(route, async (c) => {
-  const services = c.get("services");
-  const submitted = await services.jobService.submit({
+  const deps = c.var.deps;
+  const submitted = await deps.jobService.submit({
     idempotencyKey: c.req.header("idempotency-key"),
     origin: new URL(c.req.url).origin,
     readBody: async () => {
@@ -43,7 +43,7 @@ export default uploadRoute(route, async (c) => {
         : { request, source: { kind: "upload" as const, path: body.file.path, filename: body.file.name || "upload", bytes: body.file.size } };
     },
   });
-  const view = toJobView(submitted.job, services.baseUrl(c.req.url));
+  const view = toJobView(submitted.job, deps.baseUrl(c.req.url));
   c.header("location", view.links.self);
   if (!submitted.created) c.header("idempotent-replayed", "true");
   return c.json(view, 202);

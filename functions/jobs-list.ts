@@ -27,8 +27,8 @@ export const route = createRoute({
 });
 
 export default router().openapi(route, async (c) => {
-  const services = c.get("services");
-  const page = await services.jobs.list(c.req.valid("query"));
-  const base = services.baseUrl(c.req.url);
+  const deps = c.var.deps;
+  const page = await deps.jobs.list(c.req.valid("query"));
+  const base = deps.baseUrl(c.req.url);
   return c.json({ object: "list" as const, data: page.jobs.map((j) => toJobView(j, base, { withResult: false })), next_cursor: page.nextCursor }, 200);
 });

@@ -17,8 +17,8 @@ export const route = createRoute({
 });
 
 export default router().openapi(route, async (c) => {
-  const services = c.get("services");
-  const job = await services.jobs.get(c.req.valid("param").id);
+  const deps = c.var.deps;
+  const job = await deps.jobs.get(c.req.valid("param").id);
   if (!job) throw new DomainError("not_found", "No such job (it may have expired).");
   if (job.status !== "succeeded" || !job.result) {
     throw new DomainError(

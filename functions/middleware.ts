@@ -1,10 +1,11 @@
+import { randomUUID } from "node:crypto";
 import { rm } from "node:fs/promises";
 import type { Context, MiddlewareHandler } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { presentedKey } from "../lib/auth.ts";
 import { DomainError, errorBody, isDomainError, type ErrorCode } from "../lib/errors.ts";
 import { ERROR_STATUS } from "./error-status.ts";
-import { newRequestId, type Services } from "../lib/services.ts";
+import type { HttpDeps } from "./deps.ts";
 import type { AppEnv } from "./env.ts";
 
 /** Paths anyone may call: probes, the API description and the status page. */
@@ -14,9 +15,13 @@ const DRAIN_SLACK_BYTES = 1024 * 1024;
 /** QStash deliveries carry QStash's signature instead of an API key; their handlers verify it. */
 const SIGNED_PREFIX = "/internal/qstash/";
 
-export function provide(services: Services): MiddlewareHandler<AppEnv> {
+export function newRequestId(): string {
+  return `req_${randomUUID().replaceAll("-", "")}`;
+}
+
+export function provide(deps: HttpDeps): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
-    c.set("services", services);
+    c.set("deps", deps);
     const incoming = c.req.header("x-request-id");
     const requestId = incoming && /^[\w.-]{1,128}$/.test(incoming) ? incoming : newRequestId();
     c.set("requestId", requestId);
@@ -26,7 +31,7 @@ export function provide(services: Services): MiddlewareHandler<AppEnv> {
       await next();
     } finally {
       await Promise.all(c.get("spooled").map((path) => rm(path, { force: true })));
-      settleUnreadBody(c, services.config.MAX_UPLOAD_BYTES);
+      settleUnreadBody(c, deps.config.MAX_UPLOAD_BYTES);
     }
   };
 }
@@ -57,7 +62,7 @@ function settleUnreadBody(c: Context<AppEnv>, maxUploadBytes: number): void {
 }
 
 export const requireApiKey: MiddlewareHandler<AppEnv> = async (c, next) => {
-  const { apiKeys } = c.get("services");
+  const { apiKeys } = c.var.deps;
   if (apiKeys.required && !PUBLIC_PATHS.has(c.req.path) && !c.req.path.startsWith(SIGNED_PREFIX) && !c.req.path.startsWith("/docs/")) {
     const key = presentedKey(c.req.header("authorization"), c.req.header("x-api-key"));
     if (!apiKeys.accepts(key)) {
@@ -72,7 +77,7 @@ export function logRequests(): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
     const started = performance.now();
     await next();
-    const { log, metrics } = c.get("services");
+    const { log, metrics } = c.var.deps;
     const seconds = (performance.now() - started) / 1000;
     metrics.httpDuration.observe({ method: c.req.method, route: c.req.routePath, status: String(c.res.status) }, seconds);
     const level = c.res.status >= 500 ? "error" : "info";
@@ -90,9 +95,9 @@ export function handleError(err: Error, c: Context<AppEnv>): Response {
   const domainError = isDomainError(err) ? err : err instanceof HTTPException && err.status < 500 ? clientError(err) : new DomainError("internal", err.message, { cause: err });
   c.set("errorCode", domainError.code);
   if (domainError.code === "internal") {
-    c.get("services")?.log.error({ requestId, err: err.stack ?? err.message, cause: describeCause(err) }, "unhandled error");
+    c.get("deps")?.log.error({ requestId, err: err.stack ?? err.message, cause: describeCause(err) }, "unhandled error");
   }
-  c.get("services")?.metrics.errors.inc({ code: domainError.code });
+  c.get("deps")?.metrics.errors.inc({ code: domainError.code });
   if (domainError.retryAfterSeconds !== undefined) c.header("retry-after", String(domainError.retryAfterSeconds));
   return c.json(errorBody(domainError, requestId), ERROR_STATUS[domainError.code]);
 }

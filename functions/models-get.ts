@@ -15,7 +15,7 @@ export const route = createRoute({
 
 export default router().openapi(route, async (c) => {
   const { model } = c.req.valid("param");
-  const names = await c.get("services").catalog.list();
+  const names = await c.var.deps.catalog.list();
   if (!names.includes(model))
     throw new DomainError("not_found", `The model "${model}" does not exist here. GET /v1/models lists the available ones.`, { details: { param: "model" } });
   return c.json({ id: model, object: "model" as const, created: 0, owned_by: "slotscribe" }, 200);

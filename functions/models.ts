@@ -21,7 +21,7 @@ export const route = createRoute({
 });
 
 export default router().openapi(route, async (c) => {
-  const names = await c.get("services").catalog.list();
+  const names = await c.var.deps.catalog.list();
   const body: ModelListResponse = { object: "list", data: names.map((id) => ({ id, object: "model", created: 0, owned_by: "slotscribe" })) };
   return c.json(body, 200);
 });

@@ -16,11 +16,11 @@ export const route = createRoute({
 });
 
 export default router().openapi(route, async (c) => {
-  const { qstashReceiver, qstashDeliveryUrl, jobs } = c.get("services");
-  if (!qstashReceiver) throw new DomainError("not_found", "No such endpoint.");
+  const { qstash } = c.var.deps;
+  if (!qstash) throw new DomainError("not_found", "No such endpoint.");
   const raw = await c.req.text();
-  await verifyQStash(qstashReceiver, raw, c.req.header("upstash-signature"), qstashUrl(qstashDeliveryUrl, QSTASH_CALLBACK_FAILED_PATH));
+  await verifyQStash(qstash.receiver, raw, c.req.header("upstash-signature"), qstashUrl(qstash.deliveryUrl, QSTASH_CALLBACK_FAILED_PATH));
   // Always 2xx for a verified report, or QStash would keep re-sending it.
-  const job = await handleCallbackFailure(jobs, JSON.parse(raw) as unknown);
+  const job = await handleCallbackFailure(qstash.jobs, JSON.parse(raw) as unknown);
   return c.json({ recorded: job !== null }, 200);
 });

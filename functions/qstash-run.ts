@@ -26,10 +26,10 @@ export const route = createRoute({
  * an api instance then answers 503 without running anything.
  */
 export default router().openapi(route, async (c) => {
-  const { qstashReceiver, qstashDeliveryUrl, runner } = c.get("services");
-  if (!qstashReceiver) throw new DomainError("not_found", "No such endpoint.");
+  const { qstash } = c.var.deps;
+  if (!qstash) throw new DomainError("not_found", "No such endpoint.");
   const raw = await c.req.text();
-  await verifyQStash(qstashReceiver, raw, c.req.header("upstash-signature"), qstashUrl(qstashDeliveryUrl, QSTASH_RUN_PATH));
+  await verifyQStash(qstash.receiver, raw, c.req.header("upstash-signature"), qstashUrl(qstash.deliveryUrl, QSTASH_RUN_PATH));
   const message = parseRunMessage(raw);
-  return c.json({ outcome: await runner.handleDelivery(message.jobId, message.attempt) }, 200);
+  return c.json({ outcome: await qstash.runner.handleDelivery(message.jobId, message.attempt) }, 200);
 });

@@ -36,7 +36,7 @@ export const route = createRoute({
 });
 
 export default router().openapi(route, async (c) => {
-  const { transcriber, slots, config, draining } = c.get("services");
+  const { transcriber, slots, config, draining } = c.var.deps;
   const role = config.ROLE;
   let body: ReadinessResponse;
   if (transcriber) {

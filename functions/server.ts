@@ -6,8 +6,9 @@ import type { Config } from "../lib/config.ts";
 import { DomainError, errorBody } from "../lib/errors.ts";
 import { formatBytes } from "../lib/capacity/machine.ts";
 import type { Logger } from "../lib/log.ts";
-import { createServices, newRequestId, type Services } from "../lib/services.ts";
+import { createServices, type Services } from "../lib/services.ts";
 import { createApp } from "./app.ts";
+import { newRequestId } from "./middleware.ts";
 
 /** Where a client on this machine reaches a server listening on `host` (a wildcard is not an address to connect to). */
 function reachableHost(host: string): string {
@@ -92,7 +93,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     if (!plan.fits) log.warn("the configured models leave no memory for even one job; expect failures under load");
   } else {
     log.info(
-      { role: config.ROLE, workerUrl: config.WORKER_URL, qstashDeliveryUrl: services.qstashDeliveryUrl },
+      { role: config.ROLE, workerUrl: config.WORKER_URL, qstashDeliveryUrl: services.qstash?.deliveryUrl },
       "api only: no model loaded, jobs go to QStash, /v1/audio/* to the workers",
     );
   }

@@ -44,7 +44,7 @@ export function uploadRoute(route: RouteConfig, handler: Handler<AppEnv>): OpenA
  * removed when the request ends (functions/middleware.ts), whatever the handler does with it.
  */
 export async function readForm<S extends z.ZodType>(c: Context<AppEnv>, schema: S): Promise<z.infer<S>> {
-  const { config, tempDir } = c.get("services");
+  const { config, tempDir } = c.var.deps;
   const form = await readMultipart(c, { dir: tempDir, maxFileBytes: config.MAX_UPLOAD_BYTES });
   if (form.file) c.get("spooled").push(form.file.path);
   const parsed = schema.safeParse({ ...form.fields, file: form.file ?? undefined });

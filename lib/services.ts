@@ -1,6 +1,5 @@
 import { rm } from "node:fs/promises";
 import { hostname } from "node:os";
-import { randomUUID } from "node:crypto";
 import { Limiter } from "./admission/limiter.ts";
 import { EmbeddedSlotStore } from "./admission/embedded-slot-store.ts";
 import type { SlotStore } from "./admission/ports.ts";
@@ -86,19 +85,26 @@ export interface Services {
   callbacks: CallbackSender;
   policy: OutboundPolicy;
   webhookSecrets: Buffer[];
-  /** Set in cluster mode: verifies that deliveries to /internal/qstash/* come from QStash. */
-  qstashReceiver: Receiver | null;
-  /**
-   * Where QStash delivers to this deployment: QSTASH_DELIVERY_URL, else PUBLIC_URL. QStash signs
-   * this URL into each message, so deliveries are verified against it.
-   */
-  qstashDeliveryUrl: string;
+  /** Set in cluster mode: what the endpoints QStash delivers to (/internal/qstash/*) need. */
+  qstash: QStashInbox | null;
   /** Base for links in responses: PUBLIC_URL, else the origin the request came in on. */
   baseUrl(requestUrl: string): string;
   /** True once shutdown began: /readyz says no, so load balancers stop sending work. */
   draining: boolean;
   /** Stops jobs (running ones get `graceMs` to finish), releases leases and closes the stores. */
   close(graceMs?: number): Promise<void>;
+}
+
+export interface QStashInbox {
+  /** Verifies that deliveries come from QStash. */
+  receiver: Receiver;
+  /**
+   * Where QStash delivers to this deployment: QSTASH_DELIVERY_URL, else PUBLIC_URL. QStash signs
+   * this URL into each message, so deliveries are verified against it.
+   */
+  deliveryUrl: string;
+  runner: JobRunner;
+  jobs: JobStore;
 }
 
 export interface ServiceOptions {
@@ -117,9 +123,8 @@ interface Adapters {
   blobs: InputBlobs;
   dispatcher: JobDispatcher;
   callbacks: CallbackSender;
-  /** Verifies that deliveries to /internal/qstash/* come from QStash; null where nothing is delivered. */
-  qstashReceiver: Receiver | null;
-  qstashDeliveryUrl: string;
+  /** Where QStash delivers, and how its deliveries are verified; null where nothing is delivered. */
+  inbox: Pick<QStashInbox, "receiver" | "deliveryUrl"> | null;
 }
 
 interface AdapterContext {
@@ -158,8 +163,7 @@ async function embeddedAdapters(mode: Extract<Mode, { kind: "embedded" }>, conte
           onAttempt: context.onCallbackAttempt,
         }),
     ),
-    qstashReceiver: null,
-    qstashDeliveryUrl: publicUrl,
+    inbox: null,
   };
 }
 
@@ -177,8 +181,7 @@ function clusterAdapters(mode: Extract<Mode, { kind: "cluster" }>, context: Adap
     blobs: new RedisBlobs(redis, config.RESULT_RETENTION),
     dispatcher: new QStashJobDispatcher({ client: qstash, deliveryUrl }),
     callbacks: signedCallbacks(config, log, () => new QStashCallbackSender({ client: qstash, store: jobs, secrets: config.WEBHOOK_SECRET, publicUrl, deliveryUrl, log })),
-    qstashReceiver: new Receiver({ currentSigningKey: mode.qstash.currentSigningKey, nextSigningKey: mode.qstash.nextSigningKey }),
-    qstashDeliveryUrl: deliveryUrl,
+    inbox: { receiver: new Receiver({ currentSigningKey: mode.qstash.currentSigningKey, nextSigningKey: mode.qstash.nextSigningKey }), deliveryUrl },
   };
 }
 
@@ -216,8 +219,7 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
     // Called only once deliveries run, after metrics exists.
     onCallbackAttempt: (state) => metrics.callbackDeliveries.inc({ outcome: state }),
   };
-  const { slots, jobs, blobs, dispatcher, callbacks, qstashReceiver, qstashDeliveryUrl } =
-    mode.kind === "cluster" ? clusterAdapters(mode, context) : await embeddedAdapters(mode, context);
+  const { slots, jobs, blobs, dispatcher, callbacks, inbox } = mode.kind === "cluster" ? clusterAdapters(mode, context) : await embeddedAdapters(mode, context);
 
   const metrics: Metrics = new Metrics({
     role: config.ROLE,
@@ -317,8 +319,7 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
     callbacks,
     policy: config.OUTBOUND_ALLOWLIST,
     webhookSecrets: config.WEBHOOK_SECRET,
-    qstashReceiver,
-    qstashDeliveryUrl,
+    qstash: inbox && { ...inbox, runner, jobs },
     baseUrl: (requestUrl) => config.PUBLIC_URL?.replace(/\/$/, "") ?? new URL(requestUrl).origin,
     draining: false,
     async close(graceMs = 0) {
@@ -388,17 +389,4 @@ function transcriberStatus(
     transcriptions: { limit: admission.stats.slots, active: admission.stats.inUse, queued: admission.stats.queued, queueSize },
     audioSeconds,
   };
-}
-
-/**
- * The transcriber, for handlers an api instance never reaches: it forwards their requests to a
- * worker before they run (functions/app.ts).
- */
-export function transcriberOf(services: Services): Transcriber {
-  if (!services.transcriber) throw new Error(`this instance (ROLE=${services.config.ROLE}) does not transcribe`);
-  return services.transcriber;
-}
-
-export function newRequestId(): string {
-  return `req_${randomUUID().replaceAll("-", "")}`;
 }

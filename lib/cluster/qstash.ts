@@ -47,7 +47,7 @@ const CLOCK_TOLERANCE_SECONDS = 5;
  * Refuses a request QStash did not sign for `url`. `rawBody` must be the bytes as received: the
  * token carries a hash of them, which re-serialised JSON would not match.
  */
-export async function verifyQStash(receiver: Receiver, rawBody: string, signature: string | undefined, url: string): Promise<void> {
+export async function verifyQStash(receiver: Pick<Receiver, "verify">, rawBody: string, signature: string | undefined, url: string): Promise<void> {
   if (!signature) throw new DomainError("unauthorized", "invalid QStash signature");
   try {
     await receiver.verify({ signature, body: rawBody, url, clockTolerance: CLOCK_TOLERANCE_SECONDS });
@@ -308,7 +308,7 @@ const WEBHOOK_ID_HEADERS: ReadonlySet<string> = new Set(["webhook-id", "upstash-
  * or null when the report names no job of ours with that callback (the job may have expired):
  * answer 2xx either way, or QStash redelivers the report.
  */
-export async function handleCallbackFailure(store: JobStore, body: unknown, now: Date = new Date()): Promise<JobRecord | null> {
+export async function handleCallbackFailure(store: Pick<JobStore, "get" | "update" | "pendingCallbacks">, body: unknown, now: Date = new Date()): Promise<JobRecord | null> {
   const parsed = failureReportSchema.safeParse(body);
   if (!parsed.success) throw new DomainError("invalid_request", "The body is not a QStash failure callback.");
   const report = parsed.data;
@@ -343,7 +343,7 @@ function jobIdFromBody(sourceBody: string | undefined): string | undefined {
   }
 }
 
-async function findCallbackJob(store: JobStore, jobId: string | undefined, webhookId: string | undefined): Promise<JobRecord | null> {
+async function findCallbackJob(store: Pick<JobStore, "get" | "pendingCallbacks">, jobId: string | undefined, webhookId: string | undefined): Promise<JobRecord | null> {
   if (jobId !== undefined) {
     const job = await store.get(jobId);
     // A webhook-id that disagrees means the report is about some other event than this job's callback.
