@@ -143,6 +143,20 @@ describe("the HTTP API in process", () => {
     expect(result.status).toBe(409);
   });
 
+  it("serves a finished job's result in each format's content type", async () => {
+    const { app, state } = fakes(scratch);
+    const result: Transcript = { task: "transcribe", language: "en", duration: 1.2, text: " hello", segments: [{ id: 0, start: 0, end: 1.2, text: " hello", tokens: [1] }] };
+    state.jobs.set("job_done", job({ id: "job_done", status: "succeeded", result }));
+    const get = (format: string) => app.request(`/v1/jobs/job_done/result?format=${format}`, { headers: auth });
+    const json = await get("json");
+    expect(json.headers.get("content-type")).toBe("application/json");
+    expect(await json.json()).toEqual({ text: " hello", usage: { type: "duration", seconds: 2 } });
+    const vtt = await get("vtt");
+    expect(vtt.headers.get("content-type")).toBe("text/vtt; charset=utf-8");
+    expect(await vtt.text()).toBe("WEBVTT\n\n00:00:00.000 --> 00:00:01.200\nhello\n\n");
+    expect(await (await get("text")).text()).toBe("hello\n");
+  });
+
   it("transcribes an upload spooled to scratch space and removes it afterwards", async () => {
     const { app, state } = fakes(scratch);
     const res = await app.request("/v1/audio/transcriptions", { method: "POST", headers: auth, body: upload(1000, { response_format: "text" }) });

@@ -68,15 +68,19 @@ export const VerboseTranscription = z
   })
   .openapi("VerboseTranscription");
 
+export type TranscriptBody = z.infer<typeof TranscriptionJson> | z.infer<typeof VerboseTranscription>;
+
+/** A finished transcript in each response_format's content type: json and verbose_json, text and srt, vtt. */
+export const transcriptContent = {
+  "application/json": { schema: z.union([TranscriptionJson, VerboseTranscription]) },
+  "text/plain": { schema: z.string() },
+  "text/vtt": { schema: z.string() },
+};
+
 export const audioResponses = {
   200: {
     description: "The transcript in the requested response_format, or with stream=true a text/event-stream.",
-    content: {
-      "application/json": { schema: z.union([TranscriptionJson, VerboseTranscription]) },
-      "text/plain": { schema: z.string() },
-      "text/vtt": { schema: z.string() },
-      "text/event-stream": { schema: z.string() },
-    },
+    content: { ...transcriptContent, "text/event-stream": { schema: z.string() } },
   },
 };
 

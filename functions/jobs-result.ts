@@ -1,8 +1,8 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { DomainError } from "../lib/errors.ts";
-import { renderTranscript } from "../lib/formats.ts";
+import { renderTranscript, transcriptJson } from "../lib/formats.ts";
 import { RESPONSE_FORMATS } from "../lib/transcript.ts";
-import { audioResponses } from "./audio-request.ts";
+import { type TranscriptBody, transcriptContent } from "./audio-request.ts";
 import { errorResponses, router } from "./env.ts";
 import { JobIdParam } from "./job-schemas.ts";
 
@@ -13,7 +13,7 @@ export const route = createRoute({
   path: "/v1/jobs/{id}/result",
   summary: "A finished job's transcript in any response format",
   request: { params: JobIdParam, query: z.object({ format: z.enum(RESPONSE_FORMATS).optional() }) },
-  responses: { ...audioResponses, ...errorResponses(404, 409) },
+  responses: { 200: { description: "The transcript in the requested format.", content: transcriptContent }, ...errorResponses(404, 409) },
 });
 
 export default router().openapi(route, async (c) => {
@@ -29,6 +29,9 @@ export default router().openapi(route, async (c) => {
       },
     );
   }
-  const rendered = renderTranscript(job.result, c.req.valid("query").format ?? job.request.responseFormat);
-  return c.body(rendered.body, 200, { "content-type": rendered.contentType }) as never;
+  const format = c.req.valid("query").format ?? job.request.responseFormat;
+  // The JSON formats are checked against the schema the API document gives them.
+  if (format === "json" || format === "verbose_json") return c.json(transcriptJson(job.result, format) satisfies TranscriptBody, 200);
+  const rendered = renderTranscript(job.result, format);
+  return c.body(rendered.body, 200, { "content-type": rendered.contentType });
 });

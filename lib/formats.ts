@@ -33,10 +33,26 @@ interface VerboseSegment {
   no_speech_prob: number;
 }
 
+/** The JSON response formats as objects, for a caller that serialises them itself. */
+export function transcriptJson(t: Transcript, format: "json" | "verbose_json") {
+  if (format === "json") return { text: t.text, ...(t.logprobs ? { logprobs: t.logprobs } : {}), usage: usage(t) };
+  return {
+    task: t.task,
+    language: t.language,
+    duration: t.duration,
+    text: t.text,
+    ...(t.words ? { words: t.words } : {}),
+    segments: t.segments.map(verboseSegment),
+    ...(t.logprobs ? { logprobs: t.logprobs } : {}),
+    usage: usage(t),
+  };
+}
+
 export function renderTranscript(t: Transcript, format: ResponseFormat): RenderedTranscript {
   switch (format) {
     case "json":
-      return { contentType: JSON_TYPE, body: JSON.stringify({ text: t.text, ...(t.logprobs ? { logprobs: t.logprobs } : {}), usage: usage(t) }) };
+    case "verbose_json":
+      return { contentType: JSON_TYPE, body: JSON.stringify(transcriptJson(t, format)) };
     case "text":
       return { contentType: TEXT_TYPE, body: `${t.text.trim()}\n` };
     case "srt":
@@ -52,20 +68,6 @@ export function renderTranscript(t: Transcript, format: ResponseFormat): Rendere
         body: `WEBVTT\n\n${cues(t.segments, (text) => escapeVtt(sanitiseCueText(text)))
           .map((cue) => `${timestamp(cue.start, ".")} --> ${timestamp(cue.end, ".")}\n${cue.text}\n\n`)
           .join("")}`,
-      };
-    case "verbose_json":
-      return {
-        contentType: JSON_TYPE,
-        body: JSON.stringify({
-          task: t.task,
-          language: t.language,
-          duration: t.duration,
-          text: t.text,
-          ...(t.words ? { words: t.words } : {}),
-          segments: t.segments.map(verboseSegment),
-          ...(t.logprobs ? { logprobs: t.logprobs } : {}),
-          usage: usage(t),
-        }),
       };
   }
 }

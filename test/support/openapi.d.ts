@@ -1297,7 +1297,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The transcript in the requested response_format, or with stream=true a text/event-stream. */
+            /** @description The transcript in the requested format. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -1306,7 +1306,6 @@ export interface operations {
                     "application/json": components["schemas"]["Transcription"] | components["schemas"]["VerboseTranscription"];
                     "text/plain": string;
                     "text/vtt": string;
-                    "text/event-stream": string;
                 };
             };
             /** @description Error: unauthorized */
