@@ -69,7 +69,7 @@ function fakes(scratch: string) {
     },
     workerForwarder: null,
     catalog: { list: async () => ["m"] },
-    slots: { kind: "embedded", snapshot: async () => ({ cap: null, held: 0, free: null, instances: [] }) },
+    leases: { kind: "embedded", snapshot: async () => ({ cap: null, held: 0, free: null, instances: [] }) },
     tempDir: scratch,
     jobs: { get: async (id) => state.jobs.get(id) ?? null, list: async () => ({ jobs: [...state.jobs.values()], nextCursor: null }) },
     jobService: new JobService({

@@ -1,6 +1,6 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { DomainError } from "../lib/errors.ts";
-import { SlotStoreUnavailable } from "../lib/admission/ports.ts";
+import { LeaseStoreUnavailable } from "../lib/admission/ports.ts";
 import { ROLES } from "../lib/config.ts";
 import { errorResponses, router } from "./env.ts";
 
@@ -16,7 +16,7 @@ const Capacity = z
       slots: z.number(),
       threads: z.number().openapi({ description: "onnxruntime threads of every inference call: one inference thread runs every call on all of them" }),
       modelCopies: z.number().openapi({ description: "Copies of each loaded model: one, shared by every slot through batched decoding" }),
-      limitedBy: z.string().openapi({ description: "memory, cpu, setting (SLOTS), or role: an api instance holds no slots" }),
+      limitedBy: z.string().openapi({ description: "memory, cpu, setting (WINDOW_SLOTS), or role: an api instance holds no slots" }),
       windows: z.object({ inUse: z.number(), queued: z.number() }),
       batch: z
         .object({
@@ -28,13 +28,15 @@ const Capacity = z
       audioSeconds: z.number().openapi({ description: "Audio seconds transcribed since start, counted as each window finishes: its rate is the live real-time factor" }),
       transcriptions: z.object({ limit: z.number(), active: z.number(), queued: z.number() }),
     }),
-    cluster: z.object({
-      store: z.enum(["embedded", "upstash"]),
-      cap: z.number().nullable(),
-      held: z.number(),
-      free: z.number().nullable(),
-      instances: z.array(z.object({ instance: z.string(), held: z.number(), jobs: z.array(z.string()) })),
-    }),
+    cluster: z
+      .object({
+        store: z.enum(["embedded", "upstash"]),
+        cap: z.number().nullable().openapi({ description: "CLUSTER_MAX_TRANSCRIPTIONS; null when unset" }),
+        held: z.number().openapi({ description: "Transcriptions running, one lease each" }),
+        free: z.number().nullable(),
+        instances: z.array(z.object({ instance: z.string(), held: z.number(), jobs: z.array(z.string()) })),
+      })
+      .openapi({ description: "Transcriptions running at once across the cluster, each holding a lease, against the cluster-wide cap" }),
   })
   .openapi("Capacity");
 export type CapacityResponse = z.infer<typeof Capacity>;
@@ -44,15 +46,15 @@ export const route = createRoute({
   operationId: "getCapacity",
   tags: ["service"],
   path: "/v1/capacity",
-  summary: "This instance's slot plan and use, and the cluster's slots",
+  summary: "This instance's slot plan and use, and the transcriptions running across the cluster",
   responses: { 200: { description: "Capacity.", content: { "application/json": { schema: Capacity } } }, ...errorResponses(503) },
 });
 
 /** The inference thread answers between its calls; one stuck in a long call must not hold up this answer. */
 export default router().openapi(route, async (c) => {
-  const { transcriber, config, slots, instanceId, machine } = c.var.deps;
-  const cluster = await slots.snapshot().catch((err: unknown) => {
-    if (err instanceof SlotStoreUnavailable) throw new DomainError("unavailable", "The cluster slot store is unreachable.", { cause: err, retryAfterSeconds: 5 });
+  const { transcriber, config, leases, instanceId, machine } = c.var.deps;
+  const cluster = await leases.snapshot().catch((err: unknown) => {
+    if (err instanceof LeaseStoreUnavailable) throw new DomainError("unavailable", "The cluster's lease store is unreachable.", { cause: err, retryAfterSeconds: 5 });
     throw err;
   });
   const status = transcriber?.status();
@@ -79,7 +81,7 @@ export default router().openapi(route, async (c) => {
       };
   const body: CapacityResponse = {
     instance: { id: instanceId, role: config.ROLE, ...machine, ...local },
-    cluster: { store: slots.kind, ...cluster },
+    cluster: { store: leases.kind, ...cluster },
   };
   return c.json(body, 200);
 });

@@ -1,6 +1,6 @@
 import type { Receiver } from "@upstash/qstash";
 import type { Counter, Histogram, Registry } from "prom-client";
-import type { SlotStore } from "../lib/admission/ports.ts";
+import type { LeaseStore } from "../lib/admission/ports.ts";
 import type { ApiKeys } from "../lib/auth.ts";
 import type { MachineResources } from "../lib/capacity/machine.ts";
 import type { handleCallbackFailure } from "../lib/cluster/qstash.ts";
@@ -35,7 +35,7 @@ export interface HttpDeps {
   transcriber: HttpTranscriber | null;
   workerForwarder: Pick<WorkerForwarder, "forward"> | null;
   catalog: Pick<ModelCatalog, "list">;
-  slots: Pick<SlotStore, "kind" | "snapshot">;
+  leases: Pick<LeaseStore, "kind" | "snapshot">;
   /** Where uploads are spooled for the length of their request. */
   tempDir: string;
   jobs: Pick<JobStore, "get" | "list">;

@@ -9,7 +9,7 @@ export const route = createRoute({
   operationId: "cancelJob",
   tags: ["jobs"],
   path: "/v1/jobs/{id}",
-  summary: "Cancel a queued or running job; its slot is freed at once",
+  summary: "Cancel a queued or running job; its place and its windows' slots are freed at once",
   request: { params: JobIdParam },
   responses: { 200: { description: "The job after cancellation.", content: { "application/json": { schema: JobViewSchema } } }, ...errorResponses(404, 409) },
 });

@@ -1,5 +1,5 @@
 import { createRoute, z } from "@hono/zod-openapi";
-import { SlotStoreUnavailable } from "../lib/admission/ports.ts";
+import { LeaseStoreUnavailable } from "../lib/admission/ports.ts";
 import { ROLES } from "../lib/config.ts";
 import { router } from "./env.ts";
 
@@ -36,7 +36,7 @@ export const route = createRoute({
 });
 
 export default router().openapi(route, async (c) => {
-  const { transcriber, slots, config, draining } = c.var.deps;
+  const { transcriber, leases, config, draining } = c.var.deps;
   const role = config.ROLE;
   let body: ReadinessResponse;
   if (transcriber) {
@@ -45,11 +45,11 @@ export default router().openapi(route, async (c) => {
     body = { ready, role, models, capacity: { slots: planned, inUse: windows.inUse, queued: transcriptions.queued, queueSize: transcriptions.queueSize } };
   } else {
     // An api instance has no model to wait for and no queue of its own: it can work once the
-    // stores it shares with the workers answer (jobs, uploads and slots live in the same Redis).
-    const storesReachable = await slots.snapshot().then(
+    // stores it shares with the workers answer (jobs, uploads and leases live in the same Redis).
+    const storesReachable = await leases.snapshot().then(
       () => true,
       (err: unknown) => {
-        if (err instanceof SlotStoreUnavailable) return false;
+        if (err instanceof LeaseStoreUnavailable) return false;
         throw err;
       },
     );

@@ -85,7 +85,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
         threads: plan.threads,
         modelCopies: 1,
         limitedBy: plan.limitedBy,
-        transcriptionsAtOnce: transcriber.admission.stats.slots,
+        transcriptionsAtOnce: transcriber.admission.stats.permits,
         queue: config.QUEUE_SIZE,
       },
       "capacity plan",
@@ -97,6 +97,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       "api only: no model loaded, jobs go to QStash, /v1/audio/* to the workers",
     );
   }
+  for (const warning of config.deprecations) log.warn(warning);
   if (!services.apiKeys.required) log.warn("ALLOW_ANONYMOUS=true: the API accepts requests without an API key");
 
   const app = createApp(services);

@@ -139,16 +139,16 @@ const BODY = `
       </table></div>
     </section>
     <section class="card" aria-labelledby="cluster-title">
-      <h2 id="cluster-title">Cluster</h2>
+      <h2 id="cluster-title">Cluster transcriptions</h2>
       <dl>
-        <dt>Slot store</dt><dd id="cluster-store">—</dd>
-        <dt>Cluster cap</dt><dd id="cluster-cap">—</dd>
-        <dt>Held</dt><dd id="cluster-held">—</dd>
-        <dt>Free</dt><dd id="cluster-free">—</dd>
+        <dt>Lease store</dt><dd id="cluster-store">—</dd>
+        <dt>At most</dt><dd id="cluster-cap">—</dd>
+        <dt>Running</dt><dd id="cluster-held">—</dd>
+        <dt>Room for</dt><dd id="cluster-free">—</dd>
       </dl>
       <div class="scroll"><table id="holders" class="stack">
-        <caption>Slot holders by instance</caption>
-        <thead><tr><th scope="col">Instance</th><th scope="col" class="num">Held</th><th scope="col">Jobs</th></tr></thead>
+        <caption>Running transcriptions by instance</caption>
+        <thead><tr><th scope="col">Instance</th><th scope="col" class="num">Running</th><th scope="col">Jobs</th></tr></thead>
         <tbody id="holders-body"></tbody>
       </table></div>
     </section>

@@ -67,9 +67,9 @@ describe("loadConfig", () => {
       DOWNLOAD_TIMEOUT: 5 * 60_000,
       ALLOW_ANONYMOUS: false,
     });
-    expect(config.SLOTS).toBeUndefined();
+    expect(config.WINDOW_SLOTS).toBeUndefined();
     expect(config.WEBHOOK_SECRET).toEqual([]);
-    expect(config.mode).toEqual({ kind: "embedded", clusterSlots: null });
+    expect(config.mode).toEqual({ kind: "embedded", maxTranscriptions: null });
   });
 
   it("parses durations, sizes and numbers from their text form", () => {
@@ -80,7 +80,7 @@ describe("loadConfig", () => {
       MAX_AUDIO_DURATION: "1h30m",
       MAX_UPLOAD_BYTES: "25MiB",
       MAX_DOWNLOAD_BYTES: "1GiB",
-      SLOTS: "3",
+      WINDOW_SLOTS: "3",
       QUEUE_SIZE: "0",
       MODEL_DTYPE: "fp32",
       PRELOAD_MODELS: "tiny.en, base.en",
@@ -97,7 +97,7 @@ describe("loadConfig", () => {
       MAX_AUDIO_DURATION: 5_400_000,
       MAX_UPLOAD_BYTES: 25 * MiB,
       MAX_DOWNLOAD_BYTES: 2 ** 30,
-      SLOTS: 3,
+      WINDOW_SLOTS: 3,
       QUEUE_SIZE: 0,
       MODEL_DTYPE: "fp32",
       PRELOAD_MODELS: ["tiny.en", "base.en"],
@@ -111,8 +111,8 @@ describe("loadConfig", () => {
     ["MAX_UPLOAD_BYTES", "huge"],
     ["MAX_DOWNLOAD_BYTES", "-5MiB"],
     ["PORT", "70000"],
-    ["SLOTS", "0"],
-    ["SLOTS", "1.5"],
+    ["WINDOW_SLOTS", "0"],
+    ["WINDOW_SLOTS", "1.5"],
     ["MODEL_DTYPE", "int4"],
     ["LOG_LEVEL", "verbose"],
     ["WEBHOOK_RETRY_SCHEDULE", "5s,,1m"],
@@ -140,7 +140,7 @@ describe("loadConfig", () => {
     QSTASH_TOKEN: "qstash-token",
     QSTASH_CURRENT_SIGNING_KEY: "current",
     QSTASH_NEXT_SIGNING_KEY: "next",
-    CLUSTER_SLOTS: "8",
+    CLUSTER_MAX_TRANSCRIPTIONS: "8",
     PUBLIC_URL: "https://slotscribe.example.com",
   };
 
@@ -150,7 +150,7 @@ describe("loadConfig", () => {
       kind: "cluster",
       redis: { url: CLUSTER.UPSTASH_REDIS_REST_URL, token: "token-value" },
       qstash: { token: "qstash-token", currentSigningKey: "current", nextSigningKey: "next", deliveryUrl: CLUSTER.PUBLIC_URL },
-      clusterSlots: 8,
+      maxTranscriptions: 8,
       publicUrl: CLUSTER.PUBLIC_URL,
       leaseTtlMs: 15_000,
       leaseHeartbeatMs: 5_000,
@@ -176,8 +176,8 @@ describe("loadConfig", () => {
     expect(configError({ ...VALID, ...redisOnly }).message).toContain("cluster mode needs both");
     const { UPSTASH_REDIS_REST_URL: _u, UPSTASH_REDIS_REST_TOKEN: _t, ...qstashOnly } = CLUSTER;
     expect(configError({ ...VALID, ...qstashOnly }).message).toContain("cluster mode needs both");
-    const { CLUSTER_SLOTS: _s, ...noCap } = CLUSTER;
-    expect(configError({ ...VALID, ...noCap }).message).toContain("CLUSTER_SLOTS");
+    const { CLUSTER_MAX_TRANSCRIPTIONS: _s, ...noCap } = CLUSTER;
+    expect(configError({ ...VALID, ...noCap }).message).toContain("CLUSTER_MAX_TRANSCRIPTIONS");
     const { PUBLIC_URL: _p, ...noUrl } = CLUSTER;
     expect(configError({ ...VALID, ...noUrl }).message).toContain("PUBLIC_URL");
   });
@@ -271,6 +271,20 @@ describe("loadConfig", () => {
     for (const secret of [env.API_KEYS, env.UPSTASH_REDIS_REST_TOKEN, env.QSTASH_TOKEN, env.WEBHOOK_SECRET, "secret-that-must-stay-private"]) {
       expect(err.message).not.toContain(secret);
     }
+  });
+
+  it("reads the deprecated SLOTS and CLUSTER_SLOTS as their new names, with a warning; a new name wins", () => {
+    const config = loadConfig({ ...VALID, ...CLUSTER, CLUSTER_MAX_TRANSCRIPTIONS: undefined, CLUSTER_SLOTS: "5", SLOTS: "3" });
+    expect(config.WINDOW_SLOTS).toBe(3);
+    expect(config.mode).toMatchObject({ kind: "cluster", maxTranscriptions: 5 });
+    expect(config.deprecations).toEqual([
+      "SLOTS is deprecated: it is read as WINDOW_SLOTS; rename it",
+      "CLUSTER_SLOTS is deprecated: it is read as CLUSTER_MAX_TRANSCRIPTIONS; rename it",
+    ]);
+    const both = loadConfig({ ...VALID, SLOTS: "3", WINDOW_SLOTS: "2" });
+    expect(both.WINDOW_SLOTS).toBe(2);
+    expect(both.deprecations).toEqual(["SLOTS is deprecated and ignored: WINDOW_SLOTS is set"]);
+    expect(loadConfig(VALID).deprecations).toEqual([]);
   });
 
   it("ignores variables it does not know", () => {

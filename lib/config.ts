@@ -110,7 +110,8 @@ const settingsSchema = z.object({
     .string()
     .optional()
     .transform((s, ctx) => (s === undefined ? undefined : parsedBy(executableFile)(s, ctx))),
-  SLOTS: positiveInt.optional(),
+  /** Windows in inference at once on this instance (rows of the shared decoding batch); computed when unset. */
+  WINDOW_SLOTS: positiveInt.optional(),
   THREADS: positiveInt.optional(),
   MAX_ACTIVE_JOBS: positiveInt.optional(),
   QUEUE_SIZE: z.coerce.number().int().min(0).default(16),
@@ -138,7 +139,8 @@ const settingsSchema = z.object({
   QSTASH_CURRENT_SIGNING_KEY: secret.optional(),
   QSTASH_NEXT_SIGNING_KEY: secret.optional(),
   QSTASH_DELIVERY_URL: httpUrl.optional(),
-  CLUSTER_SLOTS: positiveInt.optional(),
+  /** Transcriptions running at once across the cluster: each holds one lease in Redis while it runs. */
+  CLUSTER_MAX_TRANSCRIPTIONS: positiveInt.optional(),
   LEASE_TTL: duration("15s"),
   LEASE_HEARTBEAT: duration("5s"),
   INSTANCE_ID: z.string().optional(),
@@ -146,6 +148,32 @@ const settingsSchema = z.object({
 
 /** Every environment variable the service reads. */
 export const SETTING_NAMES: readonly string[] = Object.keys(settingsSchema.shape);
+
+/**
+ * Earlier names, still read so existing deployments keep working. Both were "slots", one counting
+ * windows on an instance and the other transcriptions across the cluster.
+ */
+const DEPRECATED_NAMES: Readonly<Record<string, keyof z.input<typeof settingsSchema>>> = {
+  SLOTS: "WINDOW_SLOTS",
+  CLUSTER_SLOTS: "CLUSTER_MAX_TRANSCRIPTIONS",
+};
+
+/** The environment with each deprecated name read as its new one (which wins when both are set), and what to warn about. */
+function renameDeprecated(env: NodeJS.ProcessEnv): { env: NodeJS.ProcessEnv; deprecations: string[] } {
+  const renamed = { ...env };
+  const deprecations: string[] = [];
+  for (const [old, current] of Object.entries(DEPRECATED_NAMES)) {
+    if (env[old] === undefined) continue;
+    delete renamed[old];
+    if (env[current] === undefined) {
+      renamed[current] = env[old];
+      deprecations.push(`${old} is deprecated: it is read as ${current}; rename it`);
+    } else {
+      deprecations.push(`${old} is deprecated and ignored: ${current} is set`);
+    }
+  }
+  return { env: renamed, deprecations };
+}
 
 /** Settings the cross-checks below do not read, so a bad one need not hide what those checks find. */
 const UNCHECKED_TOGETHER: ReadonlySet<PropertyKey> = new Set(["WEBHOOK_SECRET", "WEBHOOK_RETRY_SCHEDULE", "OUTBOUND_ALLOWLIST", "MEMORY_LIMIT", "CPUS", "FFMPEG_PATH"]);
@@ -162,8 +190,12 @@ export const configSchema = settingsSchema
       if (Boolean(c.UPSTASH_REDIS_REST_URL) !== Boolean(c.QSTASH_TOKEN)) {
         ctx.addIssue({ code: "custom", path: ["QSTASH_TOKEN"], message: "cluster mode needs both Upstash Redis (UPSTASH_REDIS_REST_URL/TOKEN) and QStash (QSTASH_TOKEN)" });
       }
-      if (c.UPSTASH_REDIS_REST_URL && !c.CLUSTER_SLOTS) {
-        ctx.addIssue({ code: "custom", path: ["CLUSTER_SLOTS"], message: "cluster mode needs CLUSTER_SLOTS, the cluster-wide cap (the same on every instance)" });
+      if (c.UPSTASH_REDIS_REST_URL && !c.CLUSTER_MAX_TRANSCRIPTIONS) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["CLUSTER_MAX_TRANSCRIPTIONS"],
+          message: "cluster mode needs CLUSTER_MAX_TRANSCRIPTIONS, the cluster-wide cap on transcriptions at once (the same on every instance)",
+        });
       }
       if (c.QSTASH_TOKEN && !c.PUBLIC_URL) {
         ctx.addIssue({
@@ -215,14 +247,22 @@ export const configSchema = settingsSchema
       QSTASH_CURRENT_SIGNING_KEY,
       QSTASH_NEXT_SIGNING_KEY,
       QSTASH_DELIVERY_URL,
-      CLUSTER_SLOTS,
+      CLUSTER_MAX_TRANSCRIPTIONS,
       LEASE_TTL,
       LEASE_HEARTBEAT,
       ...settings
     }) => {
-      let mode: Mode = { kind: "embedded", clusterSlots: CLUSTER_SLOTS ?? null };
+      let mode: Mode = { kind: "embedded", maxTranscriptions: CLUSTER_MAX_TRANSCRIPTIONS ?? null };
       // The checks above require every one of these when UPSTASH_REDIS_REST_URL is set.
-      if (UPSTASH_REDIS_REST_URL && UPSTASH_REDIS_REST_TOKEN && QSTASH_TOKEN && QSTASH_CURRENT_SIGNING_KEY && QSTASH_NEXT_SIGNING_KEY && CLUSTER_SLOTS && settings.PUBLIC_URL) {
+      if (
+        UPSTASH_REDIS_REST_URL &&
+        UPSTASH_REDIS_REST_TOKEN &&
+        QSTASH_TOKEN &&
+        QSTASH_CURRENT_SIGNING_KEY &&
+        QSTASH_NEXT_SIGNING_KEY &&
+        CLUSTER_MAX_TRANSCRIPTIONS &&
+        settings.PUBLIC_URL
+      ) {
         const publicUrl = withoutTrailingSlash(settings.PUBLIC_URL);
         mode = {
           kind: "cluster",
@@ -234,7 +274,7 @@ export const configSchema = settingsSchema
             nextSigningKey: QSTASH_NEXT_SIGNING_KEY,
             deliveryUrl: QSTASH_DELIVERY_URL ? withoutTrailingSlash(QSTASH_DELIVERY_URL) : publicUrl,
           },
-          clusterSlots: CLUSTER_SLOTS,
+          maxTranscriptions: CLUSTER_MAX_TRANSCRIPTIONS,
           publicUrl,
           leaseTtlMs: LEASE_TTL,
           leaseHeartbeatMs: LEASE_HEARTBEAT,
@@ -251,8 +291,8 @@ export const configSchema = settingsSchema
 export type Mode =
   | {
       kind: "embedded";
-      /** A cap on this instance's transcriptions besides its own plan, when CLUSTER_SLOTS is set. */
-      clusterSlots: number | null;
+      /** A cap on this instance's transcriptions besides its own plan, when CLUSTER_MAX_TRANSCRIPTIONS is set. */
+      maxTranscriptions: number | null;
     }
   | {
       kind: "cluster";
@@ -265,7 +305,8 @@ export type Mode =
         /** Where QStash delivers to this deployment: QSTASH_DELIVERY_URL, else PUBLIC_URL. */
         deliveryUrl: string;
       };
-      clusterSlots: number;
+      /** Transcriptions at once across the cluster (CLUSTER_MAX_TRANSCRIPTIONS). */
+      maxTranscriptions: number;
       publicUrl: string;
       leaseTtlMs: number;
       leaseHeartbeatMs: number;
@@ -275,7 +316,10 @@ function withoutTrailingSlash(url: string): string {
   return url.replace(/\/+$/, "");
 }
 
-export type Config = z.output<typeof configSchema>;
+export type Config = z.output<typeof configSchema> & {
+  /** Warnings about deprecated setting names in use, logged at start-up. */
+  deprecations: string[];
+};
 
 export class ConfigError extends Error {
   constructor(readonly issues: string[]) {
@@ -286,9 +330,10 @@ export class ConfigError extends Error {
 
 /** Parses the environment; throws ConfigError naming every bad setting (never echoing secret values). */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
-  const parsed = configSchema.safeParse(env);
+  const { env: current, deprecations } = renameDeprecated(env);
+  const parsed = configSchema.safeParse(current);
   if (!parsed.success) {
     throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`));
   }
-  return parsed.data;
+  return { ...parsed.data, deprecations };
 }

@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import type { Limiter } from "./admission/limiter.ts";
-import type { SlotStore } from "./admission/ports.ts";
+import type { LeaseStore } from "./admission/ports.ts";
 import type { Role } from "./config.ts";
 
 export interface MetricSources {
@@ -8,7 +8,7 @@ export interface MetricSources {
   /** Null on an api instance, which holds no slots: its gauges read 0. */
   compute: Limiter | null;
   admission: Limiter | null;
-  slots: SlotStore;
+  leases: LeaseStore;
   memoryLimitBytes: number;
   jobs: () => { queued: number; running: number };
 }
@@ -43,17 +43,17 @@ export class Metrics {
         },
       });
 
-    const compute = () => sources.compute?.stats ?? { slots: 0, inUse: 0, queued: 0 };
-    const admission = () => sources.admission?.stats ?? { slots: 0, inUse: 0, queued: 0 };
+    const compute = () => sources.compute?.stats ?? { permits: 0, inUse: 0, queued: 0 };
+    const admission = () => sources.admission?.stats ?? { permits: 0, inUse: 0, queued: 0 };
     // Constant 1: the label tells a dashboard why an api instance shows no slots.
     new Gauge({ name: "slotscribe_instance_info", help: "This instance's ROLE (all, api or worker) as a label.", labelNames: ["role"], registers: r }).set(
       { role: sources.role },
       1,
     );
-    gauge("slotscribe_slots_total", "Windows this instance may run in inference at once.", () => compute().slots);
+    gauge("slotscribe_slots_total", "Windows this instance may run in inference at once.", () => compute().permits);
     gauge("slotscribe_slots_in_use", "Windows in inference now.", () => compute().inUse);
     gauge("slotscribe_windows_queued", "Windows waiting for a slot.", () => compute().queued);
-    gauge("slotscribe_transcriptions_limit", "Transcriptions this instance may have in progress.", () => admission().slots);
+    gauge("slotscribe_transcriptions_limit", "Transcriptions this instance may have in progress.", () => admission().permits);
     gauge("slotscribe_transcriptions_active", "Transcriptions in progress.", () => admission().inUse);
     gauge("slotscribe_transcriptions_queued", "Requests waiting for admission.", () => admission().queued);
     gauge("slotscribe_memory_rss_bytes", "Resident memory of the process.", () => process.memoryUsage().rss);
@@ -71,13 +71,13 @@ export class Metrics {
     });
     const storeErrors = (this.storeErrors = new Counter({ name: "slotscribe_store_errors_total", help: "Failed calls to Redis or QStash.", labelNames: ["store"], registers: r }));
     new Gauge({
-      name: "slotscribe_cluster_slots",
-      help: "Cluster-wide slots: held, free and cap (cap and free absent without a cluster cap).",
+      name: "slotscribe_cluster_transcriptions",
+      help: "Transcriptions running across the cluster (leases held), room for more, and the cap (CLUSTER_MAX_TRANSCRIPTIONS; cap and free absent without one).",
       labelNames: ["kind"],
       registers: r,
       async collect() {
         try {
-          const c = await sources.slots.snapshot();
+          const c = await sources.leases.snapshot();
           this.set({ kind: "held" }, c.held);
           if (c.cap !== null) this.set({ kind: "cap" }, c.cap);
           if (c.free !== null) this.set({ kind: "free" }, c.free);

@@ -1,8 +1,8 @@
 import { rm } from "node:fs/promises";
 import { hostname } from "node:os";
 import { Limiter } from "./admission/limiter.ts";
-import { EmbeddedSlotStore } from "./admission/embedded-slot-store.ts";
-import type { SlotStore } from "./admission/ports.ts";
+import { EmbeddedLeaseStore } from "./admission/embedded-lease-store.ts";
+import type { LeaseStore } from "./admission/ports.ts";
 import { ApiKeys } from "./auth.ts";
 import { detectMachine, type MachineResources } from "./capacity/machine.ts";
 import { planCapacity, type CapacityPlan } from "./capacity/plan.ts";
@@ -11,7 +11,7 @@ import { Engine } from "./engine/engine.ts";
 import { ModelCatalog } from "./engine/models.ts";
 import { Client as QStashClient, Receiver } from "@upstash/qstash";
 import { Redis } from "@upstash/redis";
-import { RedisSlotStore } from "./admission/redis-slot-store.ts";
+import { RedisLeaseStore } from "./admission/redis-lease-store.ts";
 import { QStashCallbackSender, QStashJobDispatcher } from "./cluster/qstash.ts";
 import { WorkerForwarder } from "./cluster/worker-forwarder.ts";
 import { FileBlobs, RedisBlobs, type InputBlobs } from "./jobs/blobs.ts";
@@ -70,7 +70,8 @@ export interface Services {
   /** Set on an api instance: the synchronous audio endpoints run on the workers. */
   workerForwarder: WorkerForwarder | null;
   catalog: ModelCatalog;
-  slots: SlotStore;
+  /** One lease per running transcription, cluster-wide in cluster mode. */
+  leases: LeaseStore;
   metrics: Metrics;
   apiKeys: ApiKeys;
   /**
@@ -118,7 +119,7 @@ export interface ServiceOptions {
  * Both modes build the same set.
  */
 interface Adapters {
-  slots: SlotStore;
+  leases: LeaseStore;
   jobs: JobStore;
   blobs: InputBlobs;
   dispatcher: JobDispatcher;
@@ -145,7 +146,7 @@ async function embeddedAdapters(mode: Extract<Mode, { kind: "embedded" }>, conte
     onWarning: (message, cause) => log.warn({ err: cause instanceof Error ? cause.message : cause }, message),
   });
   return {
-    slots: new EmbeddedSlotStore({ cap: mode.clusterSlots }),
+    leases: new EmbeddedLeaseStore({ cap: mode.maxTranscriptions }),
     jobs,
     blobs: new FileBlobs(inputsDir(config.DATA_DIR)),
     dispatcher: new EmbeddedJobDispatcher({ store: jobs, concurrency: context.concurrency, log }),
@@ -176,7 +177,7 @@ function clusterAdapters(mode: Extract<Mode, { kind: "cluster" }>, context: Adap
   const jobs = new UpstashJobStore({ redis, retentionMs: config.RESULT_RETENTION });
   const deliveryUrl = mode.qstash.deliveryUrl;
   return {
-    slots: new RedisSlotStore(redis, { cap: mode.clusterSlots, instance: context.instanceId, leaseTtlMs: mode.leaseTtlMs, heartbeatMs: mode.leaseHeartbeatMs }),
+    leases: new RedisLeaseStore(redis, { cap: mode.maxTranscriptions, instance: context.instanceId, leaseTtlMs: mode.leaseTtlMs, heartbeatMs: mode.leaseHeartbeatMs }),
     jobs,
     blobs: new RedisBlobs(redis, config.RESULT_RETENTION),
     dispatcher: new QStashJobDispatcher({ client: qstash, deliveryUrl }),
@@ -215,17 +216,17 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
     log,
     instanceId,
     publicUrl,
-    concurrency: planned?.admission.stats.slots ?? 0,
+    concurrency: planned?.admission.stats.permits ?? 0,
     // Called only once deliveries run, after metrics exists.
     onCallbackAttempt: (state) => metrics.callbackDeliveries.inc({ outcome: state }),
   };
-  const { slots, jobs, blobs, dispatcher, callbacks, inbox } = mode.kind === "cluster" ? clusterAdapters(mode, context) : await embeddedAdapters(mode, context);
+  const { leases, jobs, blobs, dispatcher, callbacks, inbox } = mode.kind === "cluster" ? clusterAdapters(mode, context) : await embeddedAdapters(mode, context);
 
   const metrics: Metrics = new Metrics({
     role: config.ROLE,
     compute: planned?.compute ?? null,
     admission: planned?.admission ?? null,
-    slots,
+    leases,
     memoryLimitBytes: machine.memoryBytes,
     // Read at scrape time, after the runner exists.
     jobs: () => runner.stats,
@@ -245,7 +246,7 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
       catalog,
       admission: planned.admission,
       compute: planned.compute,
-      slots,
+      leases,
       instanceId,
       maxDurationSeconds: config.MAX_AUDIO_DURATION / 1000,
       vad: config.VAD,
@@ -261,7 +262,7 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
     blobs,
     transcription: transcriber?.transcription ?? null,
     callbacks,
-    slots,
+    leases,
     policy: config.OUTBOUND_ALLOWLIST,
     maxWaitMs: config.JOB_MAX_WAIT,
     maxDeferMs: config.JOB_DEFER_MAX_DELAY,
@@ -308,7 +309,7 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
     transcriber,
     workerForwarder: config.ROLE === "api" && config.WORKER_URL ? new WorkerForwarder({ workerUrl: config.WORKER_URL }) : null,
     catalog,
-    slots,
+    leases,
     metrics,
     apiKeys: new ApiKeys(config.API_KEYS),
     tempDir,
@@ -329,7 +330,7 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
       await callbacks.close();
       await jobs.close();
       await transcriber?.engine.close();
-      await slots.close();
+      await leases.close();
       await rm(tempDir, { recursive: true, force: true });
     },
   };
@@ -348,7 +349,7 @@ function planTranscriber(config: Config, catalog: ModelCatalog, machine: Machine
       return { name, id: name, dtype: config.MODEL_DTYPE };
     }
   });
-  const plan = planCapacity({ machine, models, slots: config.SLOTS, threads: config.THREADS });
+  const plan = planCapacity({ machine, models, slots: config.WINDOW_SLOTS, threads: config.THREADS });
   const engine = new Engine({
     localModelPath: config.WHISPER_MODELS_DIR ?? null,
     allowRemoteModels: config.WHISPER_MODELS_DIR === undefined,
@@ -356,12 +357,12 @@ function planTranscriber(config: Config, catalog: ModelCatalog, machine: Machine
     threads: plan.threads,
   });
   const admission = new Limiter({
-    slots: config.MAX_ACTIVE_JOBS ?? plan.slots * 2,
+    permits: config.MAX_ACTIVE_JOBS ?? plan.slots * 2,
     queueSize: config.QUEUE_SIZE,
     queueTimeoutMs: config.QUEUE_TIMEOUT,
     retryAfterSeconds,
   });
-  const compute = new Limiter({ slots: plan.slots, queueSize: Infinity, queueTimeoutMs: Infinity, retryAfterSeconds });
+  const compute = new Limiter({ permits: plan.slots, queueSize: Infinity, queueTimeoutMs: Infinity, retryAfterSeconds });
   return { models, plan, engine, admission, compute };
 }
 
@@ -386,7 +387,7 @@ function transcriberStatus(
     threads: plan.threads,
     limitedBy: plan.limitedBy,
     windows: { inUse: compute.stats.inUse, queued: compute.stats.queued },
-    transcriptions: { limit: admission.stats.slots, active: admission.stats.inUse, queued: admission.stats.queued, queueSize },
+    transcriptions: { limit: admission.stats.permits, active: admission.stats.inUse, queued: admission.stats.queued, queueSize },
     audioSeconds,
   };
 }

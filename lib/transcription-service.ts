@@ -1,6 +1,6 @@
 import { decodeToPcm, extractAudio, type ExtractFormat } from "./audio/ffmpeg.ts";
 import type { Limiter, Permit } from "./admission/limiter.ts";
-import { SlotStoreUnavailable, type SlotLease, type SlotStore } from "./admission/ports.ts";
+import { LeaseStoreUnavailable, type TranscriptionLease, type LeaseStore } from "./admission/ports.ts";
 import { ModelLoadError, type Engine } from "./engine/engine.ts";
 import type { ModelCatalog } from "./engine/models.ts";
 import { TIMESTAMPED_SUFFIX } from "./engine/models.ts";
@@ -37,7 +37,7 @@ export interface TranscribeRequest {
  */
 export type AdmissionWait = "queue" | "patient" | "now";
 
-/** Room to run one transcription: a local place and a cluster-wide slot lease. */
+/** Room to run one transcription: a local place and a cluster-wide lease. */
 export interface Admission {
   /** Resolves if the cluster lease is lost mid-job (expired before renewal). */
   readonly lost: Promise<void>;
@@ -51,7 +51,7 @@ export interface TranscriptionServiceDeps {
   admission: Limiter;
   /** Bounds windows in inference at once: the instance's slots. */
   compute: Limiter;
-  slots: SlotStore;
+  leases: LeaseStore;
   instanceId: string;
   maxDurationSeconds: number;
   vad: VadMode;
@@ -59,12 +59,12 @@ export interface TranscriptionServiceDeps {
   thresholds: FallbackThresholds;
   /** Requests that may wait in the admission line (QUEUE_SIZE). */
   queueSize: number;
-  /** How long a queued request keeps asking a full cluster for a slot before giving up with 429. */
+  /** How long a queued request keeps asking a full cluster for a lease before giving up with 429. */
   clusterWaitMs: number;
   metrics: Metrics;
 }
 
-/** Everything a transcription passes through, in order: model, admission, cluster slot, decoding, windows. */
+/** Everything a transcription passes through, in order: model, admission, cluster lease, decoding, windows. */
 export class TranscriptionService {
   private averageSeconds = 10;
   /**
@@ -77,8 +77,8 @@ export class TranscriptionService {
 
   /** Seconds a refused client should wait: about one transcription's time per waiter ahead of it. */
   retryAfterSeconds(): number {
-    const { queued, slots } = this.deps.admission.stats;
-    return Math.min(300, Math.max(1, Math.ceil((this.averageSeconds * (queued + 1)) / slots)));
+    const { queued, permits } = this.deps.admission.stats;
+    return Math.min(300, Math.max(1, Math.ceil((this.averageSeconds * (queued + 1)) / permits)));
   }
 
   /**
@@ -86,9 +86,9 @@ export class TranscriptionService {
    * anyway is refused before its upload is read. Room is not held: it is taken after the upload.
    */
   assertRoom(): void {
-    const { slots, inUse, queued } = this.deps.admission.stats;
-    if (inUse >= slots && queued >= this.deps.queueSize) {
-      throw new DomainError("rate_limited", "All slots are busy and the queue is full; retry later.", { retryAfterSeconds: this.retryAfterSeconds() });
+    const { permits, inUse, queued } = this.deps.admission.stats;
+    if (inUse >= permits && queued >= this.deps.queueSize) {
+      throw new DomainError("rate_limited", "Every transcription place is taken and the queue is full; retry later.", { retryAfterSeconds: this.retryAfterSeconds() });
     }
   }
 
@@ -99,7 +99,7 @@ export class TranscriptionService {
     else permit = await this.deps.admission.acquire(signal, { patient: wait === "patient" });
     if (!permit) return null;
     try {
-      const lease = await this.clusterSlot(id, wait, signal);
+      const lease = await this.clusterLease(id, wait, signal);
       if (!lease) {
         permit.release();
         return null;
@@ -145,7 +145,7 @@ export class TranscriptionService {
     const abort = new AbortController();
     const onAbort = () => abort.abort(request.signal?.reason);
     request.signal?.addEventListener("abort", onAbort, { once: true });
-    void admitted.lost.then(() => abort.abort(new DomainError("unavailable", "The cluster slot for this transcription was lost; retry.", { retryAfterSeconds: 5 })));
+    void admitted.lost.then(() => abort.abort(new DomainError("unavailable", "The cluster lease for this transcription was lost; retry.", { retryAfterSeconds: 5 })));
     try {
       const pcm = decodeToPcm(path, { signal: abort.signal, maxDurationSeconds: this.deps.maxDurationSeconds });
       const transcript = await transcribePcm({
@@ -165,7 +165,7 @@ export class TranscriptionService {
         onSegments: request.onSegments,
         // All slots but one: a file's windows batch together, and a newcomer's first window still
         // finds a slot free instead of waiting for one of them to finish.
-        parallelWindows: Math.max(1, this.deps.compute.stats.slots - 1),
+        parallelWindows: Math.max(1, this.deps.compute.stats.permits - 1),
         signal: abort.signal,
         onProgress: (done) => {
           this.audioSecondsDone += Math.max(0, done - reported);
@@ -203,23 +203,25 @@ export class TranscriptionService {
     }
   }
 
-  private async clusterSlot(id: string, wait: AdmissionWait, signal?: AbortSignal): Promise<SlotLease | null> {
+  private async clusterLease(id: string, wait: AdmissionWait, signal?: AbortSignal): Promise<TranscriptionLease | null> {
     const deadline = wait === "patient" ? Infinity : wait === "now" ? 0 : Date.now() + this.deps.clusterWaitMs;
     for (let delay = 100; ; delay = Math.min(delay * 2, 2000)) {
-      let lease: SlotLease | null;
+      let lease: TranscriptionLease | null;
       try {
-        lease = await this.deps.slots.tryAcquire({ instance: this.deps.instanceId, job: id });
+        lease = await this.deps.leases.tryAcquire({ instance: this.deps.instanceId, job: id });
       } catch (err) {
-        if (err instanceof SlotStoreUnavailable) {
+        if (err instanceof LeaseStoreUnavailable) {
           this.deps.metrics.storeErrors.inc({ store: "redis" });
-          throw new DomainError("unavailable", "The cluster slot store is unreachable; retry shortly.", { cause: err, retryAfterSeconds: 5 });
+          throw new DomainError("unavailable", "The cluster's lease store is unreachable; retry shortly.", { cause: err, retryAfterSeconds: 5 });
         }
         throw err;
       }
       if (lease) return lease;
       if (wait === "now") return null;
       if (Date.now() + delay > deadline) {
-        throw new DomainError("rate_limited", "Every cluster-wide slot is busy; retry later.", { retryAfterSeconds: this.retryAfterSeconds() });
+        throw new DomainError("rate_limited", "The cluster is running its most transcriptions at once (CLUSTER_MAX_TRANSCRIPTIONS); retry later.", {
+          retryAfterSeconds: this.retryAfterSeconds(),
+        });
       }
       await new Promise((r) => setTimeout(r, delay));
       signal?.throwIfAborted();

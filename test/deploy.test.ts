@@ -692,7 +692,7 @@ describe("infra/fly.cluster.toml (API and workers as separate process groups)", 
     expect(table(workerService.concurrency)).toMatchObject({ type: "requests", soft_limit: limits.softLimit, hard_limit: limits.hardLimit });
     expect(limits.fits).toBe(true);
     expect(limits.limitedBy).toBe("cpu");
-    expect(Number(clusterEnv.CLUSTER_SLOTS)).toBe(limits.slots);
+    expect(Number(clusterEnv.CLUSTER_MAX_TRANSCRIPTIONS)).toBe(limits.slots);
   });
 
   it("checks /healthz for routing and /readyz for deploys in each group, on the service's port", () => {

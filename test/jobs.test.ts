@@ -417,7 +417,7 @@ describe("signed callbacks", () => {
 describe("durability", () => {
   it("loses no accepted job when the server is killed with SIGKILL mid-queue", async () => {
     const dataDir = join(work, "data-crash");
-    const settings = { SLOTS: "1", MAX_ACTIVE_JOBS: "1" };
+    const settings = { WINDOW_SLOTS: "1", MAX_ACTIVE_JOBS: "1" };
     let service = await jobsService(settings, dataDir);
     const words = ["alpha", "bravo", "charlie", "delta", "echo", "alpha"] as const;
     const ids: string[] = [];
@@ -445,7 +445,7 @@ describe("durability", () => {
   });
 
   it("refuses new jobs with 429 and Retry-After when the job queue is full", async () => {
-    const service = await jobsService({ SLOTS: "1", MAX_ACTIVE_JOBS: "1", JOB_QUEUE_SIZE: "2" });
+    const service = await jobsService({ WINDOW_SLOTS: "1", MAX_ACTIVE_JOBS: "1", JOB_QUEUE_SIZE: "2" });
     try {
       const file = await tones(
         "queue.wav",

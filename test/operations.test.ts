@@ -62,7 +62,7 @@ describe("metrics and logs", () => {
     expect(value(/^slotscribe_memory_rss_bytes (\d+)/m)).toBeGreaterThan(10_000_000);
     expect(value(/^slotscribe_memory_limit_bytes (\d+)/m)).toBeGreaterThan(10_000_000);
     expect(text).toMatch(/slotscribe_http_request_duration_seconds_count\{method="POST",route="\/v1\/audio\/transcriptions",status="200"\} 1/);
-    expect(text).toMatch(/slotscribe_cluster_slots\{kind="held"\} 0/);
+    expect(text).toMatch(/slotscribe_cluster_transcriptions\{kind="held"\} 0/);
     expect(text).not.toContain(KEY);
   });
 
@@ -98,7 +98,9 @@ describe("graceful shutdown", () => {
 
   it("on SIGTERM hands a job still running after the grace period back to the queue and exits 0; the next start finishes it", async () => {
     const dataDir = join(work, "data-shutdown");
+    // SLOTS, the earlier name of WINDOW_SLOTS: still read, with a warning.
     let service = await startService(env(dataDir, { SHUTDOWN_GRACE: "2s", SLOTS: "1" }));
+    expect(service.logs.some((l) => l.level === 40 && l.msg === "SLOTS is deprecated: it is read as WINDOW_SLOTS; rename it")).toBe(true);
     const long = join(work, "long.wav");
     await writeAudioFile(long, microTones(Array.from({ length: 30 }, (): MicroPart => ({ word: "delta", seconds: 30 }))));
     const job = (await (await upload(service.url, long, "/v1/jobs")).json()) as { id: string };

@@ -102,7 +102,7 @@ function clusterEnv(apiUrl: string, name: string): Record<string, string> {
     QSTASH_TOKEN: qstash.token,
     QSTASH_CURRENT_SIGNING_KEY: SIGNING.currentSigningKey,
     QSTASH_NEXT_SIGNING_KEY: SIGNING.nextSigningKey,
-    CLUSTER_SLOTS: String(CAP),
+    CLUSTER_MAX_TRANSCRIPTIONS: String(CAP),
     LEASE_TTL: "3s",
     LEASE_HEARTBEAT: "1s",
     JOB_DEFER_MAX_DELAY: "2s",
@@ -159,7 +159,7 @@ beforeAll(async () => {
   router = await startDeliveryRouter();
   const apiPort = await freePort();
   const apiUrl = `http://127.0.0.1:${apiPort}`;
-  worker = await startService({ ...clusterEnv(apiUrl, "worker-1"), SLOTS: "1" }, 60_000, ["--role", "worker"]);
+  worker = await startService({ ...clusterEnv(apiUrl, "worker-1"), WINDOW_SLOTS: "1" }, 60_000, ["--role", "worker"]);
   api = await startService({ ...clusterEnv(apiUrl, "api-1"), PORT: String(apiPort), WORKER_URL: worker.url }, 60_000, ["--role", "api"]);
   expect(api.url).toBe(apiUrl);
   await eventually(async () => {
@@ -199,7 +199,7 @@ describe("ROLE=api and ROLE=worker on one Redis and QStash", () => {
     expect(metrics).toMatch(/^slotscribe_instance_info\{role="api"\} 1$/m);
     expect(metrics).toMatch(/^slotscribe_slots_total 0$/m);
     expect(metrics).toMatch(/^slotscribe_transcriptions_limit 0$/m);
-    expect(metrics).toMatch(new RegExp(`^slotscribe_cluster_slots\\{kind="cap"\\} ${CAP}$`, "m"));
+    expect(metrics).toMatch(new RegExp(`^slotscribe_cluster_transcriptions\\{kind="cap"\\} ${CAP}$`, "m"));
 
     // The worker, by contrast, has its model and its slot.
     expect(await json(fetch(`${worker.url}/readyz`))).toMatchObject({ ready: true, role: "worker", models: [{ id: "generated/whisper-micro", state: "ready" }] });
@@ -316,7 +316,7 @@ describe("ROLE=api and ROLE=worker on one Redis and QStash", () => {
 });
 
 describe.skipIf(!existsSync(CHROMIUM))(`the api instance's status page in Chromium (needs ${CHROMIUM})`, () => {
-  it("says the instance transcribes nothing, and shows the cluster's slots", async () => {
+  it("says the instance transcribes nothing, and shows the cluster's transcriptions", async () => {
     const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"] });
     try {
       const page = await browser.newPage();

@@ -285,7 +285,7 @@ describe("admission under a burst", () => {
       WHISPER_MODELS_DIR: DEFAULT_MODELS_DIR,
       DEFAULT_MODEL: "generated/whisper-micro",
       DATA_DIR: join(work, "data-busy"),
-      SLOTS: "1",
+      WINDOW_SLOTS: "1",
       MAX_ACTIVE_JOBS: "1",
       QUEUE_SIZE: "2",
       QUEUE_TIMEOUT: "2m",

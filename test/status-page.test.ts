@@ -42,7 +42,7 @@ function serviceEnv(extra: Record<string, string>): Record<string, string> {
     DEFAULT_MODEL: "generated/whisper-micro",
     DATA_DIR: join(work, `data-${Math.random().toString(36).slice(2)}`),
     // One slot, so the running job shows as 1 / 1 in use.
-    SLOTS: "1",
+    WINDOW_SLOTS: "1",
     ...extra,
   };
 }

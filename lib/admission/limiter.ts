@@ -1,7 +1,8 @@
 import { DomainError } from "../errors.ts";
 
 export interface LimiterOptions {
-  slots: number;
+  /** Holders at once: windows in inference for the compute limiter, transcriptions for admission. */
+  permits: number;
   /** Waiters beyond this are refused at once. Infinity for an unbounded FIFO (window scheduling). */
   queueSize: number;
   /** How long a waiter may wait before it is refused; Infinity to wait as long as it takes. */
@@ -21,7 +22,7 @@ export interface Permit {
 }
 
 export interface LimiterStats {
-  slots: number;
+  permits: number;
   inUse: number;
   queued: number;
 }
@@ -35,11 +36,11 @@ export class Limiter {
   private readonly waiters: Waiter[] = [];
 
   constructor(private readonly options: LimiterOptions) {
-    if (!(options.slots >= 1)) throw new RangeError("a limiter needs at least one slot");
+    if (!(options.permits >= 1)) throw new RangeError("a limiter needs at least one permit");
   }
 
   get stats(): LimiterStats {
-    return { slots: this.options.slots, inUse: this.inUse, queued: this.waiters.length };
+    return { permits: this.options.permits, inUse: this.inUse, queued: this.waiters.length };
   }
 
   /**
@@ -49,19 +50,19 @@ export class Limiter {
    */
   acquire(signal?: AbortSignal, { patient = false }: { patient?: boolean } = {}): Promise<Permit> {
     signal?.throwIfAborted();
-    if (this.inUse < this.options.slots && this.waiters.length === 0) {
+    if (this.inUse < this.options.permits && this.waiters.length === 0) {
       this.inUse++;
       return Promise.resolve(this.permit());
     }
     if (!patient && this.waiters.length >= this.options.queueSize) {
-      return Promise.reject(this.refusal("all slots are busy and the queue is full"));
+      return Promise.reject(this.refusal("at capacity and the queue is full"));
     }
     return new Promise<Permit>((resolve, reject) => {
       const timer =
         !patient && Number.isFinite(this.options.queueTimeoutMs)
           ? setTimeout(() => {
               this.remove(waiter);
-              reject(this.refusal("all slots stayed busy for the whole queue timeout"));
+              reject(this.refusal("still at capacity after the whole queue timeout"));
             }, this.options.queueTimeoutMs)
           : undefined;
       const onAbort = () => {
@@ -83,7 +84,7 @@ export class Limiter {
 
   /** A permit only if one is free right now and nobody is waiting for it. */
   tryAcquire(): Permit | null {
-    if (this.inUse < this.options.slots && this.waiters.length === 0) {
+    if (this.inUse < this.options.permits && this.waiters.length === 0) {
       this.inUse++;
       return this.permit();
     }

@@ -1,16 +1,17 @@
 import { StoreUnavailable } from "../errors.ts";
 /**
- * Cluster-wide concurrency slots. The local limiter bounds one instance by its memory and cores; a
- * SlotStore bounds the whole deployment. Embedded: one process, nothing to share. Upstash: leases in
- * Redis that expire unless renewed, so a crashed instance's slots come back by themselves.
+ * Transcriptions running at once across the deployment: each holds one lease while it runs. The
+ * local limiters bound one instance by its memory and cores; a LeaseStore bounds the whole
+ * deployment (CLUSTER_MAX_TRANSCRIPTIONS). Embedded: one process, nothing to share. Upstash: leases in
+ * Redis that expire unless renewed, so a crashed instance's leases come back by themselves.
  */
-export interface SlotHolder {
+export interface LeaseHolder {
   instance: string;
-  /** Job or request id the slot is held for. */
+  /** Job or request id the lease is held for. */
   job: string;
 }
 
-export interface SlotLease {
+export interface TranscriptionLease {
   readonly id: string;
   /** Resolves when the lease was lost (expired before renewal, e.g. after a network cut). */
   readonly lost: Promise<void>;
@@ -25,17 +26,17 @@ export interface ClusterCapacity {
   instances: { instance: string; held: number; jobs: string[] }[];
 }
 
-export interface SlotStore {
+export interface LeaseStore {
   readonly kind: "embedded" | "upstash";
-  /** A lease, or null when the cluster is at its cap right now. Throws SlotStoreUnavailable when the store cannot be reached. */
-  tryAcquire(holder: SlotHolder): Promise<SlotLease | null>;
+  /** A lease, or null when the cluster is at its cap right now. Throws LeaseStoreUnavailable when the store cannot be reached. */
+  tryAcquire(holder: LeaseHolder): Promise<TranscriptionLease | null>;
   snapshot(): Promise<ClusterCapacity>;
   close(): Promise<void>;
 }
 
-export class SlotStoreUnavailable extends StoreUnavailable {
+export class LeaseStoreUnavailable extends StoreUnavailable {
   constructor(message: string, cause?: unknown) {
     super(message, cause);
-    this.name = "SlotStoreUnavailable";
+    this.name = "LeaseStoreUnavailable";
   }
 }

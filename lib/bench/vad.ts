@@ -77,7 +77,7 @@ export async function vadExperiment(opts: { modelsDir: string; modelIds: string[
         const started = performance.now();
         const transcript = await transcribePcm({
           engine,
-          compute: new Limiter({ slots, queueSize: Infinity, queueTimeoutMs: Infinity, retryAfterSeconds: () => 1 }),
+          compute: new Limiter({ permits: slots, queueSize: Infinity, queueTimeoutMs: Infinity, retryAfterSeconds: () => 1 }),
           model,
           pcm: chunked(audio),
           vad,

@@ -194,7 +194,7 @@ describe("batch against the real server", () => {
       DEFAULT_MODEL: "generated/whisper-micro",
       DATA_DIR: join(work, "data"),
       TMPDIR: serviceTmp,
-      SLOTS: "1",
+      WINDOW_SLOTS: "1",
       MAX_ACTIVE_JOBS: "1",
       QUEUE_SIZE: "1",
       JOB_QUEUE_SIZE: "1",

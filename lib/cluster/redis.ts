@@ -26,7 +26,7 @@ export interface RedisCallsOptions {
 }
 
 /**
- * Every request the slot store, the job store and the upload store send to Redis, with one error
+ * Every request the lease store, the job store and the upload store send to Redis, with one error
  * contract: a request that fails for any reason (network, an HTTP or Redis error, no reply within
  * requestTimeoutMs) rejects with StoreUnavailable (code unavailable, retryable, Retry-After 5 s)
  * carrying the cause. Commands go through the SDK's `exec`, which auto-pipelining leaves alone, so

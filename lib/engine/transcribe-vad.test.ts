@@ -29,7 +29,7 @@ async function readAll(path: string): Promise<Float32Array> {
   return join2(...parts);
 }
 
-const compute = (slots: number) => new Limiter({ slots, queueSize: Infinity, queueTimeoutMs: Infinity, retryAfterSeconds: () => 1 });
+const compute = (slots: number) => new Limiter({ permits: slots, queueSize: Infinity, queueTimeoutMs: Infinity, retryAfterSeconds: () => 1 });
 
 // One engine with the micro model for the whole file: it loads in a moment and keeps no state between tests.
 let engine: Engine;

@@ -42,7 +42,7 @@ describe("transcribePcm", () => {
   const run = (parallelWindows: number, signal?: AbortSignal) =>
     transcribePcm({
       engine,
-      compute: new Limiter({ slots: 2, queueSize: Infinity, queueTimeoutMs: Infinity, retryAfterSeconds: () => 1 }),
+      compute: new Limiter({ permits: 2, queueSize: Infinity, queueTimeoutMs: Infinity, retryAfterSeconds: () => 1 }),
       model: spec,
       pcm: chunked(audio),
       // The micro model's "speech" is pure tones, which Silero rightly ignores.
@@ -163,7 +163,7 @@ describe("transcribePcm seams", () => {
   const run = (engine: RunReader, parallelWindows: number, pcm = audio, language: string | null = "en") =>
     transcribePcm({
       engine,
-      compute: new Limiter({ slots: 2, queueSize: Infinity, queueTimeoutMs: Infinity, retryAfterSeconds: () => 1 }),
+      compute: new Limiter({ permits: 2, queueSize: Infinity, queueTimeoutMs: Infinity, retryAfterSeconds: () => 1 }),
       model: { id: "run-reader", dtype: "q8" },
       pcm: chunked(pcm),
       vad: "energy",

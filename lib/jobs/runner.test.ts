@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Webhook } from "standardwebhooks";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { EmbeddedSlotStore } from "../admission/embedded-slot-store.ts";
+import { EmbeddedLeaseStore } from "../admission/embedded-lease-store.ts";
 import { createLogger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
 import { parseAllowlist } from "../net/safe-fetch.ts";
@@ -52,7 +52,7 @@ function runner(store: JobStore, dataDir: string, callbacks: CallbackSender): Jo
     blobs: new FileBlobs(inputsDir(dataDir)),
     transcription: { transcribeFile: async () => TRANSCRIPT, retryAfterSeconds: () => 1 } as unknown as TranscriptionService,
     callbacks,
-    slots: new EmbeddedSlotStore({ cap: null }),
+    leases: new EmbeddedLeaseStore({ cap: null }),
     policy: parseAllowlist("127.0.0.1"),
     maxDownloadBytes: 1 << 20,
     downloadTimeoutMs: 1000,

@@ -1,7 +1,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { probeDurationSeconds } from "../audio/probe.ts";
-import type { SlotStore } from "../admission/ports.ts";
+import type { LeaseStore } from "../admission/ports.ts";
 import { InferenceError } from "../engine/engine.ts";
 import { DomainError, isDomainError } from "../errors.ts";
 import type { Logger } from "../log.ts";
@@ -23,7 +23,7 @@ export class JobCanceled extends Error {
 
 /**
  * Whether running the job again could succeed. Bad input stays bad; a model that failed to load,
- * an unreachable slot store, a busy cluster or a crashed inference thread may not.
+ * an unreachable lease store, a busy cluster or a crashed inference thread may not.
  */
 export function isRetryable(err: unknown): boolean {
   return err instanceof InferenceError || (isDomainError(err) && err.retryable);
@@ -40,7 +40,7 @@ export interface JobRunnerDeps {
   /** Null on an instance that runs no jobs (ROLE=api): it only submits and cancels them. */
   transcription: TranscriptionService | null;
   callbacks: CallbackSender;
-  slots: SlotStore;
+  leases: LeaseStore;
   dispatcher: JobDispatcher;
   policy: OutboundPolicy;
   maxDownloadBytes: number;
@@ -172,7 +172,7 @@ export class JobRunner {
   }
 
   private async heldElsewhere(id: string): Promise<boolean> {
-    const cluster = await this.deps.slots.snapshot();
+    const cluster = await this.deps.leases.snapshot();
     return cluster.instances.some((i) => i.jobs.includes(id));
   }
 

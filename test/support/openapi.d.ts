@@ -75,7 +75,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** This instance's slot plan and use, and the cluster's slots */
+        /** This instance's slot plan and use, and the transcriptions running across the cluster */
         get: operations["getCapacity"];
         put?: never;
         post?: never;
@@ -165,7 +165,7 @@ export interface paths {
         get: operations["getJob"];
         put?: never;
         post?: never;
-        /** Cancel a queued or running job; its slot is freed at once */
+        /** Cancel a queued or running job; its place and its windows' slots are freed at once */
         delete: operations["cancelJob"];
         options?: never;
         head?: never;
@@ -259,7 +259,7 @@ export interface components {
                 threads: number;
                 /** @description Copies of each loaded model: one, shared by every slot through batched decoding */
                 modelCopies: number;
-                /** @description memory, cpu, setting (SLOTS), or role: an api instance holds no slots */
+                /** @description memory, cpu, setting (WINDOW_SLOTS), or role: an api instance holds no slots */
                 limitedBy: string;
                 windows: {
                     inUse: number;
@@ -280,10 +280,13 @@ export interface components {
                     queued: number;
                 };
             };
+            /** @description Transcriptions running at once across the cluster, each holding a lease, against the cluster-wide cap */
             cluster: {
                 /** @enum {string} */
                 store: "embedded" | "upstash";
+                /** @description CLUSTER_MAX_TRANSCRIPTIONS; null when unset */
                 cap: number | null;
+                /** @description Transcriptions running, one lease each */
                 held: number;
                 free: number | null;
                 instances: {

@@ -1,15 +1,15 @@
 import { randomUUID } from "node:crypto";
-import { SlotStoreUnavailable, type ClusterCapacity, type SlotHolder, type SlotLease, type SlotStore } from "./ports.ts";
+import { LeaseStoreUnavailable, type ClusterCapacity, type LeaseHolder, type TranscriptionLease, type LeaseStore } from "./ports.ts";
 
 /**
  * Slots for a single process. With `cap: null` (the default) there is nothing cluster-wide to
  * bound, so every tryAcquire succeeds and the local limiter alone decides; a number caps this
  * process as if it were the whole cluster. Holders are kept only so snapshot() can show them.
  */
-export class EmbeddedSlotStore implements SlotStore {
+export class EmbeddedLeaseStore implements LeaseStore {
   readonly kind = "embedded";
   private readonly cap: number | null;
-  private readonly holders = new Map<string, SlotHolder>();
+  private readonly holders = new Map<string, LeaseHolder>();
   private closed = false;
 
   constructor(options: { cap?: number | null } = {}) {
@@ -20,14 +20,14 @@ export class EmbeddedSlotStore implements SlotStore {
     this.cap = cap;
   }
 
-  async tryAcquire(holder: SlotHolder): Promise<SlotLease | null> {
-    if (this.closed) throw new SlotStoreUnavailable("embedded slot store is closed");
+  async tryAcquire(holder: LeaseHolder): Promise<TranscriptionLease | null> {
+    if (this.closed) throw new LeaseStoreUnavailable("embedded lease store is closed");
     if (this.cap !== null && this.holders.size >= this.cap) return null;
     const id = randomUUID();
     this.holders.set(id, { instance: holder.instance, job: holder.job });
     return {
       id,
-      // Nothing outside this process can take the slot away.
+      // Nothing outside this process can take the lease away.
       lost: new Promise<void>(() => {}),
       release: async () => {
         this.holders.delete(id);
@@ -46,7 +46,7 @@ export class EmbeddedSlotStore implements SlotStore {
 }
 
 /** Groups holders by instance; shared with the Redis store so both report capacity alike. */
-export function capacityOf(cap: number | null, holders: readonly SlotHolder[]): ClusterCapacity {
+export function capacityOf(cap: number | null, holders: readonly LeaseHolder[]): ClusterCapacity {
   const byInstance = new Map<string, string[]>();
   for (const { instance, job } of holders) {
     const jobs = byInstance.get(instance);
@@ -57,7 +57,7 @@ export function capacityOf(cap: number | null, holders: readonly SlotHolder[]): 
   return {
     cap,
     held: holders.length,
-    // A cap lowered while leases were held can leave more holders than slots.
+    // A cap lowered while leases were held can leave more holders than the cap.
     free: cap === null ? null : Math.max(0, cap - holders.length),
     instances,
   };

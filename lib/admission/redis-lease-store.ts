@@ -1,13 +1,13 @@
 import { randomUUID } from "node:crypto";
 import type { Redis } from "@upstash/redis";
-import { capacityOf } from "./embedded-slot-store.ts";
+import { capacityOf } from "./embedded-lease-store.ts";
 import { RedisCalls, script, type Script } from "../cluster/redis.ts";
-import { SlotStoreUnavailable, type ClusterCapacity, type SlotHolder, type SlotLease, type SlotStore } from "./ports.ts";
+import { LeaseStoreUnavailable, type ClusterCapacity, type LeaseHolder, type TranscriptionLease, type LeaseStore } from "./ports.ts";
 
-export interface RedisSlotStoreOptions {
-  /** Cluster-wide number of slots. Every instance must be configured with the same value. */
+export interface RedisLeaseStoreOptions {
+  /** Transcriptions at once across the cluster. Every instance must be configured with the same value. */
   cap: number;
-  /** How long a lease lives without renewal, i.e. how long a crashed instance's slots stay taken. */
+  /** How long a lease lives without renewal, i.e. how long a crashed instance's leases stay taken. */
   leaseTtlMs?: number;
   /** Renewal period; keep it well under leaseTtlMs (a third) so one failed renewal is survivable. */
   heartbeatMs?: number;
@@ -72,7 +72,7 @@ if #ids == 0 then return {} end
 return redis.call('HMGET', KEYS[2], unpack(ids))
 `;
 
-interface StoredHolder extends SlotHolder {
+interface StoredHolder extends LeaseHolder {
   acquiredAt: number;
 }
 
@@ -93,14 +93,15 @@ interface LeaseOwner {
 }
 
 /**
- * Cluster-wide slots as leases in Redis (Upstash REST via @upstash/redis): a sorted set of lease
+ * Cluster-wide transcription leases in Redis (Upstash REST via @upstash/redis): a sorted set of lease
  * ids scored by expiry in server milliseconds (`<prefix>slots:leases`) and a hash of lease id ->
- * `{instance, job, acquiredAt}` (`<prefix>slots:holders`). Each operation is one Lua script, so
+ * `{instance, job, acquiredAt}` (`<prefix>slots:holders`); the keys keep their first name, so
+ * instances of every version share one set. Each operation is one Lua script, so
  * purge, count and insert are atomic across instances. Held leases are renewed every heartbeatMs;
- * a crashed instance stops renewing and its slots free themselves after leaseTtlMs.
+ * a crashed instance stops renewing and its leases free themselves after leaseTtlMs.
  *
  * Requests go through RedisCalls (construct the client as it says): each is cut off after
- * requestTimeoutMs, and any failure is reported as SlotStoreUnavailable.
+ * requestTimeoutMs, and any failure is reported as LeaseStoreUnavailable.
  *
  * A failed acquire never leaves a lease that anyone renews. If the script did run but its reply
  * was lost (timeout, dropped connection), the lease exists unowned and counts against the cap until
@@ -110,7 +111,7 @@ interface LeaseOwner {
  * of a script against a Redis that has not cached it costs one more (EVALSHA answered NOSCRIPT,
  * then EVAL). A job holding a slot for d ms costs at most 2 + floor(d / heartbeatMs).
  */
-export class RedisSlotStore implements SlotStore {
+export class RedisLeaseStore implements LeaseStore {
   readonly kind = "upstash";
   private readonly cap: number;
   private readonly leaseTtlMs: number;
@@ -122,7 +123,7 @@ export class RedisSlotStore implements SlotStore {
   private readonly owner: LeaseOwner;
   private closed = false;
 
-  constructor(redis: Redis, options: RedisSlotStoreOptions) {
+  constructor(redis: Redis, options: RedisLeaseStoreOptions) {
     this.cap = positiveInteger("cap", options.cap);
     this.leaseTtlMs = positiveInteger("leaseTtlMs", options.leaseTtlMs ?? 15_000);
     this.heartbeatMs = positiveInteger("heartbeatMs", options.heartbeatMs ?? 5_000);
@@ -131,7 +132,7 @@ export class RedisSlotStore implements SlotStore {
     this.instance = options.instance;
     const prefix = options.keyPrefix ?? "slotscribe:";
     this.keys = [`${prefix}slots:leases`, `${prefix}slots:holders`];
-    this.redis = new RedisCalls(redis, { store: "Redis slot store", requestTimeoutMs, unavailable: SlotStoreUnavailable });
+    this.redis = new RedisCalls(redis, { store: "Redis lease store", requestTimeoutMs, unavailable: LeaseStoreUnavailable });
     this.owner = {
       leaseTtlMs: this.leaseTtlMs,
       heartbeatMs: this.heartbeatMs,
@@ -148,8 +149,8 @@ export class RedisSlotStore implements SlotStore {
     return this.redis.roundTrips;
   }
 
-  async tryAcquire(holder: SlotHolder): Promise<SlotLease | null> {
-    if (this.closed) throw new SlotStoreUnavailable("Redis slot store is closed");
+  async tryAcquire(holder: LeaseHolder): Promise<TranscriptionLease | null> {
+    if (this.closed) throw new LeaseStoreUnavailable("Redis lease store is closed");
     if (holder.instance !== this.instance) {
       throw new Error(`holder instance ${holder.instance} is not this store's instance ${this.instance}`);
     }
@@ -162,7 +163,7 @@ export class RedisSlotStore implements SlotStore {
     if (this.closed) {
       // close() ran while this acquire was in flight and could not hand the slot back itself.
       await lease.surrender();
-      throw new SlotStoreUnavailable("Redis slot store is closed");
+      throw new LeaseStoreUnavailable("Redis lease store is closed");
     }
     this.leases.add(lease);
     return lease;
@@ -179,7 +180,7 @@ export class RedisSlotStore implements SlotStore {
     return capacityOf(this.cap, holders);
   }
 
-  /** Stops every heartbeat and hands held slots back now rather than after their TTL. */
+  /** Stops every heartbeat and hands held leases back now rather than after their TTL. */
   async close(): Promise<void> {
     this.closed = true;
     const held = [...this.leases];
@@ -192,7 +193,7 @@ export class RedisSlotStore implements SlotStore {
   }
 }
 
-class RedisLease implements SlotLease {
+class RedisLease implements TranscriptionLease {
   readonly lost: Promise<void>;
   private signalLost: () => void = () => {};
   private held = true;

@@ -7,17 +7,17 @@ import { Redis } from "@upstash/redis";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import { startRedisServer, type RedisServer } from "../../test/support/redis-server.ts";
 import { startUpstashRestBridge, type UpstashRestBridge } from "../../test/support/upstash-rest-bridge.ts";
-import { SlotStoreUnavailable, type SlotLease } from "./ports.ts";
-import { RedisSlotStore, type RedisSlotStoreOptions } from "./redis-slot-store.ts";
+import { LeaseStoreUnavailable, type TranscriptionLease } from "./ports.ts";
+import { RedisLeaseStore, type RedisLeaseStoreOptions } from "./redis-lease-store.ts";
 
 const TOKEN = "slot-store-test-token";
 const GENEROUS_MS = 10_000;
 
-describe("RedisSlotStore against a real redis-server behind the Upstash REST bridge", () => {
+describe("RedisLeaseStore against a real redis-server behind the Upstash REST bridge", () => {
   let server: RedisServer | undefined;
   let bridge: UpstashRestBridge | undefined;
   let prefix = "";
-  const stores: RedisSlotStore[] = [];
+  const stores: RedisLeaseStore[] = [];
 
   beforeAll(async () => {
     server = await startRedisServer();
@@ -47,8 +47,8 @@ describe("RedisSlotStore against a real redis-server behind the Upstash REST bri
   };
   // One client per simulated service instance, configured as the store's docs ask.
   const client = () => new Redis({ url: restApi().url, token: TOKEN, retry: { retries: 0 } });
-  const store = (instance: string, options: Partial<RedisSlotStoreOptions> = {}) => {
-    const created = new RedisSlotStore(client(), { cap: 3, instance, keyPrefix: prefix, ...options });
+  const store = (instance: string, options: Partial<RedisLeaseStoreOptions> = {}) => {
+    const created = new RedisLeaseStore(client(), { cap: 3, instance, keyPrefix: prefix, ...options });
     stores.push(created);
     return created;
   };
@@ -62,10 +62,10 @@ describe("RedisSlotStore against a real redis-server behind the Upstash REST bri
   it("honours the cap across instances sharing one Redis: of 20 racing acquires exactly 3 win, and a release lets one more in", async () => {
     const instances = [store("a"), store("b"), store("c")];
     const attempts = Array.from({ length: 20 }, (_, i) => {
-      const instance = instances[i % instances.length] as RedisSlotStore;
+      const instance = instances[i % instances.length] as RedisLeaseStore;
       return instance.tryAcquire({ instance: String.fromCharCode(97 + (i % 3)), job: `job-${i}` });
     });
-    const leases = (await Promise.all(attempts)).filter((lease): lease is SlotLease => lease !== null);
+    const leases = (await Promise.all(attempts)).filter((lease): lease is TranscriptionLease => lease !== null);
 
     expect(leases).toHaveLength(3);
     expect(await client().zcard(leasesKey())).toBe(3);
@@ -77,8 +77,8 @@ describe("RedisSlotStore against a real redis-server behind the Upstash REST bri
     expect(await late?.tryAcquire({ instance: "a", job: "too-late" })).toBeNull();
   });
 
-  it("frees a crashed instance's slot after its TTL so another instance can take it", async () => {
-    // Never renews within the test and is never released: an instance that died holding a slot.
+  it("frees a crashed instance's lease after its TTL so another instance can take it", async () => {
+    // Never renews within the test and is never released: an instance that died holding a lease.
     const crashed = store("crashed", { cap: 1, leaseTtlMs: 300, heartbeatMs: 60_000 });
     const survivor = store("survivor", { cap: 1 });
     const acquiredAt = performance.now();
@@ -87,7 +87,7 @@ describe("RedisSlotStore against a real redis-server behind the Upstash REST bri
 
     const lease = await eventually(() => survivor.tryAcquire({ instance: "survivor", job: "reclaimed" }));
     const reclaimMs = Math.round(performance.now() - acquiredAt);
-    console.log(`slot of a crashed holder (lease TTL 300 ms) reclaimed after ${reclaimMs} ms`);
+    console.log(`lease of a crashed holder (lease TTL 300 ms) reclaimed after ${reclaimMs} ms`);
 
     expect(lease.id).toEqual(expect.any(String));
     expect(await survivor.snapshot()).toMatchObject({
@@ -137,14 +137,14 @@ describe("RedisSlotStore against a real redis-server behind the Upstash REST bri
     });
   });
 
-  it("rejects with SlotStoreUnavailable while Redis is unreachable, leaks no lease, and acquires again once it is back", async () => {
+  it("rejects with LeaseStoreUnavailable while Redis is unreachable, leaks no lease, and acquires again once it is back", async () => {
     const instance = store("cut-off", { cap: 1 });
     restApi().setAvailable(false);
 
     const failure = await instance.tryAcquire({ instance: "cut-off", job: "during-outage" }).catch((error: unknown) => error);
-    expect(failure).toBeInstanceOf(SlotStoreUnavailable);
-    expect((failure as SlotStoreUnavailable).cause).toBeDefined();
-    await expect(instance.snapshot()).rejects.toBeInstanceOf(SlotStoreUnavailable);
+    expect(failure).toBeInstanceOf(LeaseStoreUnavailable);
+    expect((failure as LeaseStoreUnavailable).cause).toBeDefined();
+    await expect(instance.snapshot()).rejects.toBeInstanceOf(LeaseStoreUnavailable);
 
     restApi().setAvailable(true);
     await eventually(async () => (await client().ping()) === "PONG");
@@ -153,7 +153,7 @@ describe("RedisSlotStore against a real redis-server behind the Upstash REST bri
     expect(await instance.tryAcquire({ instance: "cut-off", job: "after-outage" })).not.toBeNull();
   });
 
-  it("times out a call that gets no reply and reports it as SlotStoreUnavailable", async () => {
+  it("times out a call that gets no reply and reports it as LeaseStoreUnavailable", async () => {
     // Accepts the request and never answers, like a Redis endpoint stuck behind a dead proxy.
     const silent = createServer(() => {});
     silent.listen(0, "127.0.0.1");
@@ -161,10 +161,10 @@ describe("RedisSlotStore against a real redis-server behind the Upstash REST bri
     try {
       const { port } = silent.address() as AddressInfo;
       const stalled = new Redis({ url: `http://127.0.0.1:${port}`, token: TOKEN, retry: { retries: 0 } });
-      const instance = new RedisSlotStore(stalled, { cap: 1, instance: "stalled", keyPrefix: prefix, requestTimeoutMs: 200 });
+      const instance = new RedisLeaseStore(stalled, { cap: 1, instance: "stalled", keyPrefix: prefix, requestTimeoutMs: 200 });
 
       await expect(instance.tryAcquire({ instance: "stalled", job: "hangs" })).rejects.toMatchObject({
-        name: "SlotStoreUnavailable",
+        name: "LeaseStoreUnavailable",
         cause: { message: "no reply within 200 ms" },
       });
     } finally {
@@ -178,14 +178,14 @@ describe("RedisSlotStore against a real redis-server behind the Upstash REST bri
     const lease = await holder.tryAcquire({ instance: "holder", job: "evicted" });
     if (!lease) throw new Error("expected a lease");
 
-    // As if an operator or a purge removed it: the holder must stop trusting its slot.
+    // As if an operator or a purge removed it: the holder must stop trusting its lease.
     await client().zrem(leasesKey(), lease.id);
     await client().hdel(holdersKey(), lease.id);
 
     await within(GENEROUS_MS, lease.lost);
   });
 
-  it("resolves lost when renewals fail for longer than the TTL, and Redis frees the slot itself", async () => {
+  it("resolves lost when renewals fail for longer than the TTL, and Redis frees the lease itself", async () => {
     const holder = store("holder", { cap: 1, leaseTtlMs: 400, heartbeatMs: 100 });
     const lease = await holder.tryAcquire({ instance: "holder", job: "partitioned" });
     if (!lease) throw new Error("expected a lease");
@@ -253,7 +253,7 @@ describe("RedisSlotStore against a real redis-server behind the Upstash REST bri
     expect(storeRequests).toHaveLength(warm.roundTrips);
   });
 
-  it("hands held slots back on close and tells their holders through lost", async () => {
+  it("hands held leases back on close and tells their holders through lost", async () => {
     const closing = store("closing", { cap: 1 });
     const lease = await closing.tryAcquire({ instance: "closing", job: "shutdown" });
     if (!lease) throw new Error("expected a lease");
@@ -262,7 +262,7 @@ describe("RedisSlotStore against a real redis-server behind the Upstash REST bri
 
     await within(GENEROUS_MS, lease.lost);
     expect(await client().zcard(leasesKey())).toBe(0);
-    await expect(closing.tryAcquire({ instance: "closing", job: "after-close" })).rejects.toBeInstanceOf(SlotStoreUnavailable);
+    await expect(closing.tryAcquire({ instance: "closing", job: "after-close" })).rejects.toBeInstanceOf(LeaseStoreUnavailable);
   });
 
   it("refuses a holder from another instance than the store's", async () => {

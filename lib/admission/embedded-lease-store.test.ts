@@ -1,19 +1,19 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it } from "vitest";
-import { EmbeddedSlotStore } from "./embedded-slot-store.ts";
-import { SlotStoreUnavailable } from "./ports.ts";
+import { EmbeddedLeaseStore } from "./embedded-lease-store.ts";
+import { LeaseStoreUnavailable } from "./ports.ts";
 
-describe("EmbeddedSlotStore", () => {
+describe("EmbeddedLeaseStore", () => {
   it("grants every acquire when it has no cluster cap, leaving the bound to the local limiter", async () => {
-    const store = new EmbeddedSlotStore();
+    const store = new EmbeddedLeaseStore();
     const leases = await Promise.all(Array.from({ length: 100 }, (_, i) => store.tryAcquire({ instance: "solo", job: `job-${i}` })));
 
     expect(leases.every((lease) => lease !== null)).toBe(true);
     expect(await store.snapshot()).toMatchObject({ cap: null, held: 100, free: null });
   });
 
-  it("refuses beyond its cap until a slot is released", async () => {
-    const store = new EmbeddedSlotStore({ cap: 2 });
+  it("refuses beyond its cap until a lease is released", async () => {
+    const store = new EmbeddedLeaseStore({ cap: 2 });
     const first = await store.tryAcquire({ instance: "solo", job: "a" });
     expect(await store.tryAcquire({ instance: "solo", job: "b" })).not.toBeNull();
     expect(await store.tryAcquire({ instance: "solo", job: "c" })).toBeNull();
@@ -25,7 +25,7 @@ describe("EmbeddedSlotStore", () => {
   });
 
   it("reports holders grouped by instance, in acquisition order, with held and free counts", async () => {
-    const store = new EmbeddedSlotStore({ cap: 5 });
+    const store = new EmbeddedLeaseStore({ cap: 5 });
     await store.tryAcquire({ instance: "b", job: "job-1" });
     await store.tryAcquire({ instance: "a", job: "job-2" });
     await store.tryAcquire({ instance: "b", job: "job-3" });
@@ -41,23 +41,23 @@ describe("EmbeddedSlotStore", () => {
     });
   });
 
-  it("never resolves lost, since nothing outside the process can take a slot away", async () => {
-    const lease = await new EmbeddedSlotStore({ cap: 1 }).tryAcquire({ instance: "solo", job: "kept" });
+  it("never resolves lost, since nothing outside the process can take a lease away", async () => {
+    const lease = await new EmbeddedLeaseStore({ cap: 1 }).tryAcquire({ instance: "solo", job: "kept" });
     const outcome = await Promise.race([lease?.lost.then(() => "lost"), sleep(50, "held")]);
     expect(outcome).toBe("held");
   });
 
   it("refuses to acquire once closed", async () => {
-    const store = new EmbeddedSlotStore();
+    const store = new EmbeddedLeaseStore();
     await store.tryAcquire({ instance: "solo", job: "before" });
     await store.close();
 
-    await expect(store.tryAcquire({ instance: "solo", job: "after" })).rejects.toBeInstanceOf(SlotStoreUnavailable);
+    await expect(store.tryAcquire({ instance: "solo", job: "after" })).rejects.toBeInstanceOf(LeaseStoreUnavailable);
     expect(await store.snapshot()).toMatchObject({ held: 0, instances: [] });
   });
 
   it("rejects a cap that is not a positive integer", () => {
-    expect(() => new EmbeddedSlotStore({ cap: 0 })).toThrow(RangeError);
-    expect(() => new EmbeddedSlotStore({ cap: 1.5 })).toThrow(RangeError);
+    expect(() => new EmbeddedLeaseStore({ cap: 0 })).toThrow(RangeError);
+    expect(() => new EmbeddedLeaseStore({ cap: 1.5 })).toThrow(RangeError);
   });
 });
