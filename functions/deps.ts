@@ -11,7 +11,7 @@ import type { JobStore } from "../lib/jobs/ports.ts";
 import type { JobRunner } from "../lib/jobs/runner.ts";
 import type { JobService } from "../lib/jobs/service.ts";
 import type { Logger } from "../lib/log.ts";
-import type { OutboundPolicy } from "../lib/net/safe-fetch.ts";
+import type { OutboundPolicy } from "../lib/net/outbound-policy.ts";
 import type { TranscriberStatus } from "../lib/services.ts";
 import type { TranscriptionService } from "../lib/transcription-service.ts";
 

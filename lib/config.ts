@@ -2,7 +2,7 @@ import { z } from "zod";
 import { parseDuration } from "./duration.ts";
 import { accessSync, constants, statSync } from "node:fs";
 import { parseBytes, parseCpus } from "./capacity/machine.ts";
-import { parseAllowlist } from "./net/safe-fetch.ts";
+import { parseAllowlist } from "./net/outbound-policy.ts";
 import { parseWebhookSecrets } from "./webhooks/standard-webhooks.ts";
 import { VAD_MODES } from "./audio/speech-regions.ts";
 import { parseSchedule, DEFAULT_RETRY_SCHEDULE } from "./webhooks/retry-schedule.ts";

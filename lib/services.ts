@@ -23,7 +23,7 @@ import { JobRunner } from "./jobs/runner.ts";
 import { JobService } from "./jobs/service.ts";
 import type { Logger } from "./log.ts";
 import { Metrics } from "./metrics.ts";
-import type { OutboundPolicy } from "./net/safe-fetch.ts";
+import type { OutboundPolicy } from "./net/outbound-policy.ts";
 import { TranscriptionService } from "./transcription-service.ts";
 import { EmbeddedCallbackSender, type CallbackSender } from "./webhooks/delivery.ts";
 import { openScratch } from "./scratch.ts";

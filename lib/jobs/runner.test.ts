@@ -8,7 +8,7 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { EmbeddedLeaseStore } from "../admission/embedded-lease-store.ts";
 import { createLogger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
-import { parseAllowlist } from "../net/safe-fetch.ts";
+import { parseAllowlist } from "../net/outbound-policy.ts";
 import type { Transcript } from "../transcript.ts";
 import type { TranscriptionService } from "../transcription-service.ts";
 import { EmbeddedCallbackSender, type CallbackPayload, type CallbackSender } from "../webhooks/delivery.ts";

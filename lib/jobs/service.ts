@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { rm } from "node:fs/promises";
 import type { ModelCatalog } from "../engine/models.ts";
 import { DomainError } from "../errors.ts";
-import { assertOutboundAllowed, type OutboundPolicy } from "../net/safe-fetch.ts";
+import { assertOutboundAllowed, type OutboundPolicy } from "../net/outbound-policy.ts";
 import type { InputBlobs } from "./blobs.ts";
 import type { JobInput, JobRecord, JobRequest, JobStore } from "./ports.ts";
 import type { JobRunner } from "./runner.ts";

@@ -8,7 +8,7 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { EmbeddedJobStore } from "../jobs/embedded-job-store.ts";
 import type { CallbackState, JobRecord, JobRequest } from "../jobs/ports.ts";
 import { createLogger } from "../log.ts";
-import { parseAllowlist } from "../net/safe-fetch.ts";
+import { parseAllowlist } from "../net/outbound-policy.ts";
 import type { Transcript } from "../transcript.ts";
 import { type CallbackPayload, EmbeddedCallbackSender, type EmbeddedCallbackSenderOptions } from "./delivery.ts";
 import { parseSchedule } from "./retry-schedule.ts";

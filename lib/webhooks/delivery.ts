@@ -7,7 +7,8 @@
 import { isFinal, type CallbackState, type DeliveryAttempt, type FinalStatus, type JobRecord, type JobStore } from "../jobs/ports.ts";
 import { storedCallback } from "../jobs/records.ts";
 import type { Logger } from "../log.ts";
-import { safeFetch, type OutboundPolicy } from "../net/safe-fetch.ts";
+import type { OutboundPolicy } from "../net/outbound-policy.ts";
+import { safeFetch } from "../net/safe-fetch.ts";
 import type { Transcript } from "../transcript.ts";
 import { classifyDeliveryResponse, nextAttemptDelay, parseRetryAfter, type RetrySchedule } from "./retry-schedule.ts";
 import { signWebhook } from "./standard-webhooks.ts";
