@@ -54,6 +54,7 @@ COPY tsconfig.json tsconfig.build.json ./
 COPY bin ./bin
 COPY lib ./lib
 COPY functions ./functions
+COPY cli ./cli
 RUN npm run build
 
 # ---- runtime -----------------------------------------------------------------------------------

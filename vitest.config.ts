@@ -2,7 +2,7 @@ import { defineConfig } from "vitest/config";
 
 export default defineConfig({
   test: {
-    include: ["lib/**/*.test.ts", "functions/**/*.test.ts", "test/**/*.test.ts"],
+    include: ["lib/**/*.test.ts", "functions/**/*.test.ts", "cli/**/*.test.ts", "tools/**/*.test.ts", "test/**/*.test.ts"],
     // Integration tests start real servers and transcribe real audio; a loaded CI machine is slow.
     testTimeout: 300_000,
     hookTimeout: 300_000,

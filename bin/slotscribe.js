@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// The published entry point: runs the TypeScript CLI through tsx so no build step is needed.
+// The published entry point: runs the TypeScript CLI of the source checkout (bin/dev.ts: the service's
+// commands and the development tools') through tsx, so no build step is needed.
 import { spawnSync } from "node:child_process";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -7,5 +8,5 @@ import { createRequire } from "node:module";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const tsx = createRequire(import.meta.url).resolve("tsx/cli");
-const result = spawnSync(process.execPath, [tsx, join(here, "main.ts"), ...process.argv.slice(2)], { stdio: "inherit" });
+const result = spawnSync(process.execPath, [tsx, join(here, "dev.ts"), ...process.argv.slice(2)], { stdio: "inherit" });
 process.exit(result.status ?? 1);

@@ -182,7 +182,7 @@ ok "image config: USER $user, STOPSIGNAL SIGTERM, HEALTHCHECK $(echo "$healthche
 
 # ---- what the container gets --------------------------------------------------------------------
 step "model, audio, volume"
-node --import tsx bin/main.ts models generate micro --out "$WORK/models" >/dev/null
+node --import tsx bin/dev.ts models generate micro --out "$WORK/models" >/dev/null
 chmod -R a+rX "$WORK/models"
 # The micro model names the dominant tone of each 30 s window: 1 kHz is "charlie", 600 Hz "bravo".
 ffmpeg -loglevel error -f lavfi -i sine=frequency=1000:duration=20 -ar 16000 -ac 1 "$WORK/short.wav"

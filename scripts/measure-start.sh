@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 label=$1; shift
-[ -d .cache/models/generated/whisper-micro ] || npx tsx bin/main.ts models generate micro >/dev/null
+[ -d .cache/models/generated/whisper-micro ] || npx tsx bin/dev.ts models generate micro >/dev/null
 port=${MEASURE_PORT:-18123}
 tmp=$(mktemp -d)
 trap 'kill -- -"$pid" 2>/dev/null || true; sleep 0.5; rm -rf "$tmp"' EXIT

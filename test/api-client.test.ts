@@ -9,9 +9,9 @@ import { join } from "node:path";
 import createClient from "openapi-fetch";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { encodeWav, synthesize } from "../lib/audio/synth.ts";
-import { DEFAULT_MODELS_DIR, generateModel } from "../lib/models/generate.ts";
-import { microTones } from "../lib/models/micro.ts";
-import { startService, type ServiceProcess } from "../lib/service-process.ts";
+import { DEFAULT_MODELS_DIR, generateModel } from "../tools/models/generate.ts";
+import { microTones } from "../tools/models/micro.ts";
+import { startService, type ServiceProcess } from "./support/service-process.ts";
 import { apiTypes } from "./support/api-types.ts";
 import type { paths } from "./support/openapi.d.ts";
 

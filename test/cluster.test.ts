@@ -8,12 +8,12 @@ import { Redis } from "@upstash/redis";
 import { Webhook } from "standardwebhooks";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { writeAudioFile } from "../lib/audio/synth.ts";
-import { DEFAULT_MODELS_DIR, generateModel } from "../lib/models/generate.ts";
-import { MICRO_TONES, microTones, type MicroPart } from "../lib/models/micro.ts";
+import { DEFAULT_MODELS_DIR, generateModel } from "../tools/models/generate.ts";
+import { MICRO_TONES, microTones, type MicroPart } from "../tools/models/micro.ts";
 import { generateWebhookSecret } from "../lib/webhooks/standard-webhooks.ts";
 import { startQStashEmulator } from "./support/qstash-emulator.ts";
 import { startRedisServer } from "./support/redis-server.ts";
-import { eventually, startService, type ServiceProcess } from "../lib/service-process.ts";
+import { eventually, startService, type ServiceProcess } from "./support/service-process.ts";
 import { startUpstashRestBridge } from "./support/upstash-rest-bridge.ts";
 
 const KEY = `sk-cluster-${Math.random().toString(36).slice(2)}`;

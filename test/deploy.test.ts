@@ -25,7 +25,7 @@ import { dirname, join, relative, resolve, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { JobJsonBody } from "../functions/job-schemas.ts";
-import { serveEnv } from "../lib/cli/serve.ts";
+import { serveEnv } from "../cli/serve.ts";
 import { loadConfig, SETTING_NAMES } from "../lib/config.ts";
 import { flyLimits, flyMemoryMb, parseFlyLimitsArgs, sizingTable } from "../infra/fly-limits.ts";
 import { startQStashEmulator } from "./support/qstash-emulator.ts";
@@ -485,6 +485,10 @@ describe("Docker build context", () => {
     expect(absent.sort()).toEqual(WORKER_COMPILED);
     expect(files.has("lib/worker-entry.mjs")).toBe(true);
     expect(files.has("lib/capacity/footprints.json")).toBe(true);
+    expect(
+      [...files].filter((f) => /^(tools|test)\//.test(f)),
+      "the service needs no development tool or test support",
+    ).toEqual([]);
     const inBuild = copied(stageNamed("build"));
     const missing = [...files].filter((f) => !inBuild(f));
     expect(missing, "imported at run time but not in the build stage").toEqual([]);
@@ -511,6 +515,7 @@ describe("Docker build context", () => {
     expect(files.has("dist/lib/capacity/footprints.json")).toBe(true);
     expect([...files].filter((f) => !f.startsWith("dist/"))).toEqual([]);
     expect([...files].filter((f) => f.endsWith(".ts"))).toEqual([]);
+    expect(existsSync(join(ROOT, "dist", "tools")), "the build leaves the development tools out").toBe(false);
   });
 
   it("copies exactly what bin/prefetch-models.ts imports into the models stage", () => {
@@ -918,7 +923,7 @@ function prefetchStep(env: Record<string, string>): Promise<Run> {
 }
 
 beforeAll(async () => {
-  const generated = await run(process.execPath, ["--import", "tsx", "bin/main.ts", "models", "generate", "micro", "--out", modelsDir]);
+  const generated = await run(process.execPath, ["--import", "tsx", "bin/dev.ts", "models", "generate", "micro", "--out", modelsDir]);
   expect(generated.code, generated.stderr).toBe(0);
   // A stand-in for the hub: the generated model under the hub's /<id>/resolve/<revision>/<file>.
   hub = await listen((req, res) => {

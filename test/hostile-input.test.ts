@@ -9,8 +9,8 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DEFAULT_MODELS_DIR, generateModel } from "../lib/models/generate.ts";
-import { startService, type ServiceProcess } from "../lib/service-process.ts";
+import { DEFAULT_MODELS_DIR, generateModel } from "../tools/models/generate.ts";
+import { startService, type ServiceProcess } from "./support/service-process.ts";
 import { generateWebhookSecret } from "../lib/webhooks/standard-webhooks.ts";
 
 const KEY = `sk-hostile-${Math.random().toString(36).slice(2)}`;

@@ -9,10 +9,10 @@ import { Webhook } from "standardwebhooks";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { decodeToPcm } from "../lib/audio/ffmpeg.ts";
 import { writeAudioFile } from "../lib/audio/synth.ts";
-import { DEFAULT_MODELS_DIR, generateModel } from "../lib/models/generate.ts";
-import { microTones, type MicroPart } from "../lib/models/micro.ts";
+import { DEFAULT_MODELS_DIR, generateModel } from "../tools/models/generate.ts";
+import { microTones, type MicroPart } from "../tools/models/micro.ts";
 import { generateWebhookSecret } from "../lib/webhooks/standard-webhooks.ts";
-import { eventually, startService, type ServiceProcess } from "../lib/service-process.ts";
+import { eventually, startService, type ServiceProcess } from "./support/service-process.ts";
 
 const execFileAsync = promisify(execFile);
 const KEY = `sk-jobs-${Math.random().toString(36).slice(2)}`;

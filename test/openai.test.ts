@@ -9,9 +9,9 @@ import { join } from "node:path";
 import OpenAI, { toFile } from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { writeAudioFile } from "../lib/audio/synth.ts";
-import { DEFAULT_MODELS_DIR, generateModel } from "../lib/models/generate.ts";
-import { microTones, type MicroPart } from "../lib/models/micro.ts";
-import { startService, type ServiceProcess } from "../lib/service-process.ts";
+import { DEFAULT_MODELS_DIR, generateModel } from "../tools/models/generate.ts";
+import { microTones, type MicroPart } from "../tools/models/micro.ts";
+import { startService, type ServiceProcess } from "./support/service-process.ts";
 
 const TIMESTAMPED = "generated/whisper-micro_timestamped";
 const API_KEY = `sk-test-${Math.random().toString(36).slice(2)}`;

@@ -6,10 +6,10 @@ import OpenAI, { toFile } from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runFfmpeg } from "../lib/audio/ffmpeg.ts";
 import { writeAudioFile, type AudioFileFormat } from "../lib/audio/synth.ts";
-import { DEFAULT_MODELS_DIR, generateModel, sharedDir } from "../lib/models/generate.ts";
+import { DEFAULT_MODELS_DIR, generateModel, sharedDir } from "../tools/models/generate.ts";
 import { WHISPER_LANGUAGE_NAMES } from "../lib/engine/languages.ts";
-import { microTones, MICRO_TONES, type MicroPart } from "../lib/models/micro.ts";
-import { startService, type ServiceProcess } from "../lib/service-process.ts";
+import { microTones, MICRO_TONES, type MicroPart } from "../tools/models/micro.ts";
+import { startService, type ServiceProcess } from "./support/service-process.ts";
 
 const API_KEY = `sk-test-${Math.random().toString(36).slice(2)}`;
 const CONTAINERS: AudioFileFormat[] = ["wav", "mp3", "m4a", "ogg", "opus", "flac", "webm", "mp4", "mov"];

@@ -12,9 +12,9 @@ import { inflateSync } from "node:zlib";
 import { chromium, type BrowserContext, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { writeAudioFile } from "../lib/audio/synth.ts";
-import { DEFAULT_MODELS_DIR, generateModel } from "../lib/models/generate.ts";
-import { microTones, MICRO_TONES } from "../lib/models/micro.ts";
-import { eventually, startService, type ServiceProcess } from "../lib/service-process.ts";
+import { DEFAULT_MODELS_DIR, generateModel } from "../tools/models/generate.ts";
+import { microTones, MICRO_TONES } from "../tools/models/micro.ts";
+import { eventually, startService, type ServiceProcess } from "./support/service-process.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
 const HAS_CHROMIUM = existsSync(CHROMIUM);

@@ -8,9 +8,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { writeAudioFile } from "../lib/audio/synth.ts";
-import { DEFAULT_MODELS_DIR, generateModel } from "../lib/models/generate.ts";
-import { microTones, type MicroPart } from "../lib/models/micro.ts";
-import { eventually, startService } from "../lib/service-process.ts";
+import { DEFAULT_MODELS_DIR, generateModel } from "../tools/models/generate.ts";
+import { microTones, type MicroPart } from "../tools/models/micro.ts";
+import { eventually, startService } from "./support/service-process.ts";
 
 const KEY = `sk-storage-${Math.random().toString(36).slice(2)}`;
 const auth = { authorization: `Bearer ${KEY}` };

@@ -9,8 +9,8 @@ import { Agent, request as httpRequest } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DEFAULT_MODELS_DIR, generateModel } from "../lib/models/generate.ts";
-import { startService, type ServiceProcess } from "../lib/service-process.ts";
+import { DEFAULT_MODELS_DIR, generateModel } from "../tools/models/generate.ts";
+import { startService, type ServiceProcess } from "./support/service-process.ts";
 
 const KEY = `sk-burst-${Math.random().toString(36).slice(2)}`;
 const auth = { authorization: `Bearer ${KEY}` };

@@ -2,7 +2,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { WhisperFeatureExtractor, type Tensor } from "@huggingface/transformers";
 import { describe, expect, it } from "vitest";
-import { sharedDir } from "../models/generate.ts";
+import { sharedDir } from "../../tools/models/generate.ts";
 import { decodeToPcm } from "./ffmpeg.ts";
 import { ComplexFft, RealPowerSpectrum, useFastLogMel } from "./log-mel.ts";
 import { synthesize } from "./synth.ts";

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { synthesize } from "../audio/synth.ts";
-import { DEFAULT_MODELS_DIR, generateModel } from "../models/generate.ts";
-import { microTones } from "../models/micro.ts";
+import { DEFAULT_MODELS_DIR, generateModel } from "../../tools/models/generate.ts";
+import { microTones } from "../../tools/models/micro.ts";
 import { Engine } from "./engine.ts";
 
 describe("Engine", () => {

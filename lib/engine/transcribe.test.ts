@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Limiter } from "../admission/limiter.ts";
 import { synthesize } from "../audio/synth.ts";
-import { DEFAULT_MODELS_DIR, generateModel } from "../models/generate.ts";
-import { MICRO_TONES, microTones, type MicroPart } from "../models/micro.ts";
+import { DEFAULT_MODELS_DIR, generateModel } from "../../tools/models/generate.ts";
+import { MICRO_TONES, microTones, type MicroPart } from "../../tools/models/micro.ts";
 import { Engine, type WindowCall } from "./engine.ts";
 import type { ModelSpec, WindowChunk, WindowOptions, WindowOutput } from "./protocol.ts";
 import { SAMPLE_RATE, transcribePcm } from "./transcribe.ts";

@@ -6,8 +6,8 @@
 import { pipeline, type AutomaticSpeechRecognitionPipeline } from "@huggingface/transformers";
 import { describe, expect, it } from "vitest";
 import { synthesize, type SynthPart } from "../audio/synth.ts";
-import { DEFAULT_MODELS_DIR, generateModel } from "../models/generate.ts";
-import { microTones, type MicroWord } from "../models/micro.ts";
+import { DEFAULT_MODELS_DIR, generateModel } from "../../tools/models/generate.ts";
+import { microTones, type MicroWord } from "../../tools/models/micro.ts";
 import { WindowCanceled } from "./batch-decoder.ts";
 import type { ModelSpec, WindowOutput } from "./protocol.ts";
 import { createInference, type Inference } from "./worker.ts";

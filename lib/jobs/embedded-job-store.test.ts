@@ -5,9 +5,9 @@ import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
 import { EmbeddedJobStore, inputsDir } from "./embedded-job-store.ts";
-import { at, describeJobStore, makeJob, RETENTION_MS } from "./job-store-behaviour.ts";
+import { at, describeJobStore, makeJob, RETENTION_MS } from "../../test/support/job-store-behaviour.ts";
 
-const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
+const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
 const storeModule = fileURLToPath(new URL("./embedded-job-store.ts", import.meta.url));
 
 const tempDirs: string[] = [];

@@ -6,7 +6,7 @@ import { startRedisServer, type RedisServer } from "../../test/support/redis-ser
 import { startUpstashRestBridge, type UpstashRestBridge } from "../../test/support/upstash-rest-bridge.ts";
 import { DomainError } from "../errors.ts";
 import type { Segment, Transcript } from "../transcript.ts";
-import { describeJobStore, makeJob, RETENTION_MS } from "./job-store-behaviour.ts";
+import { describeJobStore, makeJob, RETENTION_MS } from "../../test/support/job-store-behaviour.ts";
 import type { JobRecord } from "./ports.ts";
 import { UpstashJobStore, type UpstashJobStoreOptions } from "./upstash-job-store.ts";
 

@@ -1,0 +1,21 @@
+import { availableParallelism } from "node:os";
+
+export interface Command {
+  name: string;
+  /** The command's line in the overview: how it is called and what it does. */
+  synopsis: string;
+  usage: string;
+  run(argv: string[]): Promise<number>;
+}
+
+/** Runs the command the first argument names; without one (or with --help) prints every command's usage. */
+export async function runCli(argv: string[], commands: readonly Command[]): Promise<number> {
+  // onnxruntime-node runs each inference call on libuv's pool: give it a thread per core beyond its
+  // default of four, before anything first uses the pool.
+  process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, availableParallelism() + 2));
+  const [name, ...rest] = argv;
+  const command = commands.find((c) => c.name === name);
+  if (command) return command.run(rest);
+  console.error([`usage: slotscribe <command> [options]\n\ncommands:\n${commands.map((c) => `  ${c.synopsis}`).join("\n")}`, ...commands.map((c) => c.usage)].join("\n\n"));
+  return name === "--help" || name === "-h" ? 0 : 2;
+}

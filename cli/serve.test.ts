@@ -1,0 +1,42 @@
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { loadConfig } from "../lib/config.ts";
+import { serveCommand, serveEnv } from "./serve.ts";
+
+const ENV = { API_KEYS: "sk-test", ROLE: "all" };
+const neverStarted = () => Promise.reject(new Error("the server must not start"));
+
+afterEach(() => {
+  vi.restoreAllMocks();
+});
+
+describe("slotscribe serve's options", () => {
+  it("leave the environment as it is when none is given", () => {
+    expect(serveEnv([], ENV)).toBe(ENV);
+  });
+
+  it("--role sets ROLE over the environment's, in either spelling", () => {
+    expect(serveEnv(["--role", "worker"], ENV)).toEqual({ ...ENV, ROLE: "worker" });
+    expect(serveEnv(["--role=api"], ENV)).toEqual({ ...ENV, ROLE: "api" });
+    expect(ENV.ROLE).toBe("all");
+  });
+
+  it("leave the role to the config's validation, which names the setting", () => {
+    expect(() => loadConfig(serveEnv(["--role", "boss"], ENV))).toThrow(/ROLE:/);
+  });
+
+  it("refuse an unknown option or a stray argument with status 2 and the usage, before starting anything", async () => {
+    const printed = vi.spyOn(console, "error").mockImplementation(() => undefined);
+    expect(await serveCommand(["--rol", "api"], neverStarted)).toBe(2);
+    expect(await serveCommand(["api"], neverStarted)).toBe(2);
+    expect(printed.mock.calls.map(([message]) => String(message))).toEqual([
+      expect.stringContaining("slotscribe serve [--role all|api|worker]"),
+      expect.stringContaining("slotscribe serve [--role"),
+    ]);
+  });
+
+  it("refuse a bad role with status 1, like any other bad setting", async () => {
+    const printed = vi.spyOn(console, "error").mockImplementation(() => undefined);
+    expect(await serveCommand(["--role", "boss"], neverStarted)).toBe(1);
+    expect(String(printed.mock.calls[0]?.[0])).toMatch(/refusing to start.*\n.*ROLE:/s);
+  });
+});

@@ -1,0 +1,51 @@
+import { parseArgs } from "node:util";
+import { type Config, ConfigError, loadConfig, ROLES } from "../lib/config.ts";
+import { createLogger, type Logger } from "../lib/log.ts";
+import { isParseArgsError } from "./client.ts";
+
+export const SERVE_USAGE = `slotscribe serve [--role ${ROLES.join("|")}]
+
+Runs the HTTP service on PORT (default 8080). Configuration comes from the environment; see the
+README's configuration table. --role sets ROLE (over the environment's): all (default) does
+everything; api loads no model, hands jobs to QStash and forwards /v1/audio/* to WORKER_URL;
+worker transcribes. api and worker need cluster mode.`;
+
+/**
+ * The environment with serve's options applied. The role is also an option because Fly has no
+ * per-process-group [env]: each group's command line says what it is.
+ */
+export function serveEnv(argv: string[], env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  const { values } = parseArgs({ args: argv, options: { role: { type: "string" } }, strict: true, allowPositionals: false });
+  return values.role === undefined ? env : { ...env, ROLE: values.role };
+}
+
+/** Starts the HTTP service; the entry point hands it in (bin/commands.ts), so the CLI does not depend on the HTTP layer. */
+export type StartServer = (config: Config, log: Logger) => Promise<{ close(): Promise<void> }>;
+
+export async function serveCommand(argv: string[], startServer: StartServer): Promise<number> {
+  let config;
+  try {
+    config = loadConfig(serveEnv(argv));
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(`slotscribe: refusing to start, ${err.message}`);
+      return 1;
+    }
+    if (isParseArgsError(err)) {
+      console.error(`slotscribe serve: ${(err as Error).message}\n\n${SERVE_USAGE}`);
+      return 2;
+    }
+    throw err;
+  }
+  const log = createLogger(config.LOG_LEVEL);
+  const server = await startServer(config, log);
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      log.info({ signal }, "shutting down");
+      server.close().then(resolve, resolve);
+    };
+    process.once("SIGTERM", () => stop("SIGTERM"));
+    process.once("SIGINT", () => stop("SIGINT"));
+  });
+  return 0;
+}

@@ -1,0 +1,131 @@
+import { stat } from "node:fs/promises";
+import { parseArgs } from "node:util";
+import type { JobView } from "../lib/jobs/view.ts";
+import { RESPONSE_FORMATS } from "../lib/transcript.ts";
+import { ApiError, CONNECTION_OPTIONS, CONNECTION_USAGE, connect, emit, parseFormat, runApiCommand, UsageError, type AudioSource, type SlotscribeClient } from "./client.ts";
+import { progressReporter } from "./progress.ts";
+
+export const TRANSCRIBE_USAGE = `slotscribe transcribe <file|url> [--model M] [--language L] [--format F] [--out FILE]
+    [--async | --wait] [--callback URL [--include-result]] [--metadata JSON] [--server URL] [--api-key KEY]
+
+Transcribes audio on a slotscribe server and prints the transcript, or writes it to FILE. F is one
+of ${RESPONSE_FORMATS.join(", ")} (default text).
+
+A file is uploaded and transcribed in one request. A URL is submitted as a job and waited for, as is
+a file with --wait or when stderr is a terminal (better for long audio: no request is held open
+meanwhile), with a progress bar on stderr. --async submits a job, prints its id and exits (see slotscribe jobs). --callback (the
+server POSTs the outcome there, with the transcript under --include-result) and --metadata (a JSON
+object kept with the job) apply to jobs.
+
+${CONNECTION_USAGE}`;
+
+const URL_PATTERN = /^https?:\/\//i;
+
+export async function transcribeCommand(argv: string[]): Promise<number> {
+  return runApiCommand(TRANSCRIBE_USAGE, async () => {
+    const { values, positionals } = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        model: { type: "string" },
+        language: { type: "string" },
+        format: { type: "string" },
+        out: { type: "string" },
+        async: { type: "boolean" },
+        wait: { type: "boolean" },
+        callback: { type: "string" },
+        "include-result": { type: "boolean" },
+        metadata: { type: "string" },
+        ...CONNECTION_OPTIONS,
+        help: { type: "boolean", short: "h" },
+      },
+    });
+    if (values.help) {
+      console.error(TRANSCRIBE_USAGE);
+      return 0;
+    }
+    const [input, ...extra] = positionals;
+    if (!input) throw new UsageError("missing the file or URL to transcribe");
+    if (extra.length > 0) throw new UsageError(`one file or URL at a time; got also ${extra.join(" ")}`);
+    const format = parseFormat(values.format) ?? "text";
+    const metadata = parseMetadata(values.metadata);
+    if (values["include-result"] && !values.callback) throw new UsageError("--include-result needs --callback");
+    if (values.async && values.out !== undefined && !values.wait) throw new UsageError("--out needs the transcript: add --wait, or use slotscribe jobs result later");
+    const source: AudioSource = URL_PATTERN.test(input) ? { url: input } : { file: input };
+    // On a terminal the job path is taken for its progress bar; scripts keep the one-request path.
+    const asJob = values.async || values.wait || "url" in source || process.stderr.isTTY === true;
+    if (!asJob && (values.callback !== undefined || metadata !== undefined)) {
+      throw new UsageError("--callback and --metadata apply to jobs: add --async or --wait");
+    }
+    if ("file" in source) await checkFile(source.file);
+    const client = connect(values);
+    const options = { model: values.model, language: values.language, format };
+
+    if (!asJob) {
+      try {
+        await emit(await client.transcribe(input, options), values.out);
+      } catch (err) {
+        if (err instanceof ApiError && err.code === "timeout") {
+          console.error("slotscribe: long audio may outlast one request; --wait runs it as a job instead");
+        }
+        throw err;
+      }
+      return 0;
+    }
+
+    const job = await client.submitJob(source, {
+      ...options,
+      callbackUrl: values.callback,
+      callbackIncludeResult: values["include-result"],
+      metadata,
+    });
+    if (values.async && !values.wait) {
+      console.log(job.id);
+      console.error(`submitted job ${job.id} (${job.status}); slotscribe jobs get ${job.id} shows it`);
+      return 0;
+    }
+    const final = await waitWithProgress(client, job);
+    if (final.status !== "succeeded") {
+      const error = final.error ?? { code: final.status, message: `the job was ${final.status}` };
+      console.error(`slotscribe: ${error.code}: ${error.message} (job ${final.id})`);
+      return 1;
+    }
+    await emit(await client.jobResult(final.id, format), values.out);
+    return 0;
+  });
+}
+
+async function waitWithProgress(client: SlotscribeClient, job: JobView): Promise<JobView> {
+  const reporter = progressReporter(process.stderr);
+  // The job carries on without us: say how to pick it up again instead of leaving it anonymous.
+  const onInterrupt = () => {
+    reporter.finish();
+    console.error(`slotscribe: stopped waiting; job ${job.id} continues (slotscribe jobs get ${job.id})`);
+    process.exit(130);
+  };
+  process.once("SIGINT", onInterrupt);
+  try {
+    return await client.waitForJob(job.id, (update) => reporter.update(update));
+  } finally {
+    process.off("SIGINT", onInterrupt);
+    reporter.finish();
+  }
+}
+
+function parseMetadata(text: string | undefined): Record<string, unknown> | undefined {
+  if (text === undefined) return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw new UsageError(`--metadata is not JSON: ${text}`);
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) throw new UsageError("--metadata must be a JSON object");
+  return value as Record<string, unknown>;
+}
+
+async function checkFile(path: string): Promise<void> {
+  const info = await stat(path).catch(() => undefined);
+  if (!info) throw new UsageError(`no such file: ${path}`);
+  if (!info.isFile()) throw new UsageError(`not a file: ${path}`);
+}

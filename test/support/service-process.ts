@@ -1,0 +1,82 @@
+/**
+ * Starts the real service (`slotscribe serve`) as a child process on a random port, the way an
+ * operator runs it, and stops it with a signal. Tests talk to it over real HTTP.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { once } from "node:events";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+
+export interface ServiceProcess {
+  url: string;
+  pid: number;
+  child: ChildProcess;
+  /** Every log line so far, parsed. */
+  logs: Record<string, unknown>[];
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+/** `serveArgs` go after `serve`, as a Fly process group's command line passes `--role`. */
+export async function startService(env: Record<string, string>, timeoutMs = 60_000, serveArgs: string[] = []): Promise<ServiceProcess> {
+  const child = spawn(process.execPath, ["--import", "tsx", join(ROOT, "bin", "main.ts"), "serve", ...serveArgs], {
+    cwd: ROOT,
+    env: { ...process.env, PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "info", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const logs: Record<string, unknown>[] = [];
+  let stderr = "";
+  child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`service did not start in ${timeoutMs} ms:\n${stderr}`)), timeoutMs);
+    let buffered = "";
+    child.stdout!.on("data", (d: Buffer) => {
+      buffered += d.toString();
+      let nl: number;
+      while ((nl = buffered.indexOf("\n")) >= 0) {
+        const line = buffered.slice(0, nl);
+        buffered = buffered.slice(nl + 1);
+        try {
+          const entry = JSON.parse(line) as Record<string, unknown>;
+          logs.push(entry);
+          if (entry.msg === "listening") {
+            clearTimeout(timer);
+            resolve(entry.url as string);
+          }
+        } catch {
+          // Non-JSON output (a library's own console line) is not a log record.
+        }
+      }
+    });
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`service exited with ${code} before listening:\n${stderr}`));
+    });
+  });
+  return {
+    url,
+    pid: child.pid!,
+    child,
+    logs,
+    async stop(signal: NodeJS.Signals = "SIGTERM") {
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+      child.kill(signal);
+      const [code] = (await once(child, "exit")) as [number | null];
+      return code;
+    },
+  };
+}
+
+/** Waits until `check` passes, polling; for state that settles asynchronously (never for timing). */
+export async function eventually<T>(check: () => Promise<T> | T, timeoutMs = 30_000, everyMs = 50): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await check();
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, everyMs));
+    }
+  }
+}

@@ -1,0 +1,73 @@
+/**
+ * Measures one model as the service runs it (lib/engine/engine.ts: its inference thread, session
+ * options and batched decoding loop) in a fresh process, for the benchmark and for the calibration
+ * that writes lib/capacity/footprints.json. Prints one JSON line.
+ *
+ *   node --expose-gc --import tsx tools/bench/footprint-probe.ts <modelsDir> <id> <q8|fp32> <threads>
+ *
+ * baselineBytes: the process with the server's modules imported and no inference thread.
+ * threadBytes: what the inference thread adds before any model (a V8 isolate, transformers.js and
+ * onnxruntime loaded).
+ * residentBytes: what the model adds once loaded and warmed up by a first window (retainedBytes is the
+ * part of it the first window left behind).
+ * encoderBytes: the peak above that during one window alone, nearly all of it the encoder's transient
+ * buffers (encoders run one at a time), from the kernel's high-water mark (./high-water-mark.ts).
+ * rowBytes: what each further row adds: the peak with ROWS windows decoding in one batch, less the
+ * peak of one window, divided by ROWS - 1.
+ */
+import { highWaterMark, resetHighWaterMark } from "./high-water-mark.ts";
+import { synthesize } from "../../lib/audio/synth.ts";
+
+const [modelsDir, id, dtype, threads] = process.argv.slice(2) as [string, string, "q8" | "fp32", string];
+
+await import("../../functions/app.ts");
+const { Engine } = await import("../../lib/engine/engine.ts");
+const audio = synthesize([{ tone: 440, seconds: 30 }]);
+/** Resident bytes once the main thread's garbage is collected and the other threads have settled. */
+async function resident(): Promise<number> {
+  global.gc?.();
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  return process.memoryUsage().rss;
+}
+
+const baseline = await resident();
+const ROWS = 5;
+const engine = new Engine({ localModelPath: modelsDir, allowRemoteModels: false, cacheDir: null, threads: Number(threads) });
+await engine.start();
+const thread = await resident();
+const spec = { id, dtype };
+const info = await engine.load(spec);
+const options = { task: "transcribe" as const, language: info.multilingual ? "en" : undefined };
+const loaded = await resident();
+
+let started = performance.now();
+await engine.transcribeWindow(spec, audio, options);
+const firstWindowSeconds = (performance.now() - started) / 1000;
+const before = await resident();
+resetHighWaterMark();
+started = performance.now();
+await engine.transcribeWindow(spec, audio, options);
+const windowSeconds = (performance.now() - started) / 1000;
+const peak = highWaterMark();
+await resident();
+resetHighWaterMark();
+await Promise.all(Array.from({ length: ROWS }, (_, i) => engine.transcribeWindow(spec, audio, options, { stream: `probe-${i}` })));
+const batchPeak = highWaterMark();
+const { largestBatch } = await engine.stats();
+await engine.close();
+console.log(
+  JSON.stringify({
+    id,
+    dtype,
+    threads: Number(threads),
+    baselineBytes: baseline,
+    threadBytes: thread - baseline,
+    residentBytes: before - thread,
+    encoderBytes: peak - before,
+    rowBytes: Math.max(0, (batchPeak - peak) / (largestBatch - 1)),
+    largestBatch,
+    retainedBytes: before - loaded,
+    firstWindowSeconds,
+    windowSeconds,
+  }),
+);
