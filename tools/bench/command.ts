@@ -1,9 +1,5 @@
 import { parseArgs } from "node:util";
-import type { Dtype, Experiment, ModelKind } from "./bench.ts";
-
-// The benchmark itself (and what it imports) loads only when the command runs.
-const MODEL_KINDS: readonly ModelKind[] = ["tiny", "base", "small"];
-const EXPERIMENTS: readonly Experiment[] = ["footprint", "bound", "profile", "agreement", "speed", "concurrency", "hol", "healthz", "vad"];
+import { type Dtype, EXPERIMENTS, type Experiment, MODEL_KINDS, type ModelKind } from "./context.ts";
 
 export const BENCH_USAGE = `slotscribe bench [--quick] [--models tiny,base,small] [--dtypes q8,fp32] [--concurrency-models tiny[,base]] [--out bench-results] [--calibrate] [--only ${EXPERIMENTS.join(",")}]
 
@@ -61,7 +57,9 @@ export async function benchCommand(argv: string[]): Promise<number> {
     return 2;
   }
 
-  const { cleanupNow, runBench } = await import("./bench.ts");
+  // The benchmark itself (and what it imports) loads only when the command runs.
+  const { cleanupNow } = await import("./processes.ts");
+  const { runBench } = await import("./run.ts");
   // Servers and probes are child processes: never leave one behind.
   const onSignal = (signal: NodeJS.Signals) => {
     console.error(`\nbench: ${signal}, stopping servers and removing temp files`);

@@ -1,0 +1,174 @@
+/** Head-of-line (a short clip behind a long file) and, on the same saturated server, /healthz latency (the healthz experiment). */
+import { type Context, TARGETS, recordTarget } from "../context.ts";
+import { http, sleep, transcribeOnService } from "../http.ts";
+import { ms, renderTable, seconds, summarize, times, verdict, type Summary } from "../report.ts";
+import { startSlotscribe } from "../servers.ts";
+
+async function capacityNow(url: string): Promise<{ inUse: number; queued: number }> {
+  const res = await http(`${url}/v1/capacity`);
+  return (JSON.parse(res.body.toString()) as { instance: { windows: { inUse: number; queued: number } } }).instance.windows;
+}
+
+export async function headOfLine(ctx: Context, log: (l: string) => void, extraEnv: Record<string, string>, label: string, healthz: boolean): Promise<Record<string, unknown>> {
+  const { long, short, speed } = ctx.audio.clips;
+  const reps = ctx.options.quick ? 2 : 4;
+  const server = await startSlotscribe(ctx.tmp, "tiny", "q8", { QUEUE_TIMEOUT: "30m", ...extraEnv });
+  const cancel = new AbortController();
+  let cancelFillers = () => {};
+  try {
+    const soloRun = async (into: number[]) => {
+      for (let i = 0; i < reps; i++) {
+        const r = await transcribeOnService(server.url, short);
+        if (!r.ok) throw new Error(`solo clip failed: ${r.status} ${r.error}`);
+        into.push(r.seconds);
+      }
+    };
+    await transcribeOnService(server.url, short);
+    const solo: number[] = [];
+    await soloRun(solo);
+    log(`head-of-line ${label}: solo p50 ${seconds(summarize(solo).p50)}; starting the ${long.seconds.toFixed(0)} s file`);
+    let longDone = false;
+    const longRequest = transcribeOnService(server.url, long, cancel.signal)
+      .catch((err: Error) => ({ ok: false, status: 0, seconds: NaN, tokens: 0, error: err.message }))
+      .finally(() => (longDone = true));
+    const deadline = Date.now() + 60_000;
+    while ((await capacityNow(server.url)).inUse < 1) {
+      if (Date.now() > deadline) throw new Error("the long file never started a window");
+      await sleep(50);
+    }
+    await sleep(2000);
+    const behind: number[] = [];
+    for (let i = 0; i < reps + 1 && !longDone; i++) {
+      const r = await transcribeOnService(server.url, short);
+      if (!r.ok) throw new Error(`clip behind the long file failed: ${r.status} ${r.error}`);
+      // Only clips that finished while the long file was still running count.
+      if (longDone) break;
+      behind.push(r.seconds);
+      // Land the next clip at a different point of the long file's current window.
+      await sleep(500 + 1100 * i);
+    }
+    if (!behind.length) throw new Error("the long file finished before any clip did");
+    // Cancelled (the client disconnects; the service aborts the job), then solo again: the machine's
+    // load drifts, so solo is sampled on both sides of the loaded phase.
+    cancel.abort();
+    await longRequest;
+    const idleDeadline = Date.now() + 60_000;
+    while ((await capacityNow(server.url)).inUse > 0 && Date.now() < idleDeadline) await sleep(50);
+    await soloRun(solo);
+    log(`head-of-line ${label}: behind p50 ${seconds(summarize(behind).p50)}, solo p50 (before and after) ${seconds(summarize(solo).p50)}`);
+    const out: Record<string, unknown> = {
+      label,
+      slots: server.slots,
+      threads: server.threads,
+      longSeconds: long.seconds,
+      solo: summarize(solo),
+      behind: summarize(behind),
+      soloSeconds: solo,
+      behindSeconds: behind,
+    };
+
+    if (healthz) {
+      // Every slot busy: 2 x slots long requests, so slots hold windows and jobs queue behind them.
+      const stopFillers = new AbortController();
+      cancelFillers = () => stopFillers.abort();
+      const fillers = Array.from({ length: server.slots * 2 }, () => transcribeOnService(server.url, speed, stopFillers.signal).catch(() => null));
+      const fillDeadline = Date.now() + 60_000;
+      while ((await capacityNow(server.url)).inUse < server.slots) {
+        if (Date.now() > fillDeadline) throw new Error("could not get every slot busy");
+        await sleep(50);
+      }
+      const count = 2000;
+      const latencies: number[] = [];
+      let saturatedChecks = 0;
+      let checks = 0;
+      log(`healthz: ${count} sequential GET /healthz with ${server.slots} of ${server.slots} slots busy`);
+      for (let i = 0; i < count; i++) {
+        const r = await http(`${server.url}/healthz`);
+        if (r.status !== 200) throw new Error(`/healthz answered ${r.status}`);
+        latencies.push(r.ms);
+        if (i % 100 === 99) {
+          checks++;
+          const c = await capacityNow(server.url);
+          if (c.inUse >= server.slots) saturatedChecks++;
+        }
+      }
+      out.healthz = { count, latencyMs: summarize(latencies), saturatedChecks, checks };
+      void fillers;
+    }
+    return out;
+  } finally {
+    cancel.abort();
+    cancelFillers();
+    await server.stop();
+  }
+}
+
+export async function holExperiment(ctx: Context, log: (l: string) => void, healthz: boolean): Promise<void> {
+  const variants: { env: Record<string, string>; label: string; healthz: boolean }[] = [{ env: {}, label: "planner's slots", healthz }];
+  if (!ctx.options.quick) variants.push({ env: { WINDOW_SLOTS: "1" }, label: "WINDOW_SLOTS=1", healthz: false });
+  const outs: Record<string, unknown>[] = [];
+  const rows: string[][] = [];
+  const { long, short } = ctx.audio.clips;
+  for (const v of variants) {
+    log(`head-of-line (${v.label}): tiny q8`);
+    const out = await headOfLine(ctx, log, v.env, v.label, v.healthz);
+    outs.push(out);
+    const solo = (out.solo as Summary).p50;
+    const behind = (out.behind as Summary).p50;
+    const ratio = behind / solo;
+    const primary = v.label === "planner's slots";
+    rows.push([
+      `${v.label} (${out.slots as number} slots on ${out.threads as number} threads)`,
+      seconds(solo),
+      `${seconds(behind)} / ${seconds((out.behind as Summary).max)}`,
+      times(ratio, 1),
+      primary
+        ? recordTarget(
+            ctx,
+            "head-of-line",
+            ratio,
+            times(ratio, 1),
+            TARGETS.headOfLine,
+            `${TARGETS.headOfLine.name} (p50${ctx.options.quick ? `; quick: ${long.seconds.toFixed(0)} s file` : ""})`,
+          )
+        : `${verdict(ratio, TARGETS.headOfLine)} (info; ${TARGETS.headOfLine.label})`,
+    ]);
+  }
+  ctx.results.headOfLine = outs;
+  ctx.options.print(
+    renderTable(
+      `\n== 4. Head-of-line: a ${short.seconds.toFixed(0)} s clip while a ${long.seconds.toFixed(0)} s file is running (tiny q8) ==`,
+      ["server", "solo p50", "behind p50 / max", "ratio (p50)", "target"],
+      rows,
+      [
+        `solo: the clip alone on the idle server, ${ctx.options.quick ? 2 : 4} times before and ${ctx.options.quick ? 2 : 4} times after the loaded phase (after a warm-up).`,
+        `behind: the same clip sent up to ${ctx.options.quick ? 3 : 5} times, one after another at varying offsets, while the long file transcribes`,
+        "(counted only if the long file was still running when it returned; the long file is then cancelled). The long file holds all slots",
+        "but one; the clip's window takes the free one, is encoded next (fewest windows in the engine first) and decodes in its own cohort.",
+        ...(variants.length > 1 ? ["WINDOW_SLOTS=1 (info) shows the per-window FIFO: the clip waits for the window in flight, never for the whole file."] : []),
+      ],
+    ),
+  );
+  const primary = outs.find((o) => o.healthz) as { healthz: { count: number; latencyMs: Summary; saturatedChecks: number; checks: number }; slots: number } | undefined;
+  if (primary) {
+    const h = primary.healthz;
+    ctx.options.print(
+      renderTable(
+        `\n== 5. /healthz while every slot is busy (tiny q8, ${primary.slots} slots busy, more jobs queued) ==`,
+        ["requests", "p50", "p90", "p99", "max", "saturated checks", "target (p99)"],
+        [
+          [
+            String(h.count),
+            ms(h.latencyMs.p50, 2),
+            ms(h.latencyMs.p90, 2),
+            ms(h.latencyMs.p99, 2),
+            ms(h.latencyMs.max, 2),
+            `${h.saturatedChecks}/${h.checks}`,
+            recordTarget(ctx, "healthz", h.latencyMs.p99, ms(h.latencyMs.p99, 2), TARGETS.healthz),
+          ],
+        ],
+        ["sequential GETs on one keep-alive connection, client-side wall time; every 100th request /v1/capacity checked that all slots were in use."],
+      ),
+    );
+  }
+}

@@ -1,0 +1,153 @@
+/** Speed per model and dtype through the service, and what a second slot costs in memory. */
+import { type Context, type Dtype, type ModelKind, TARGETS, modelDtypes, recordTarget } from "../context.ts";
+import { type Clip, type TranscriptionResult, sleep, transcribeOnService } from "../http.ts";
+import type { RssWindow } from "../memory.ts";
+import { mib, num, pct, renderTable, seconds, summarize, times } from "../report.ts";
+import { startSlotscribe } from "../servers.ts";
+
+interface BusyServer {
+  slots: number;
+  idleBytes: number;
+  peak: RssWindow;
+  ok: boolean;
+  footprintBytes: number | null;
+}
+
+/**
+ * A fresh server (a server's heap keeps the high-water mark of everything it ran before) with `env`:
+ * its idle RSS with the model loaded, then its peak while `n` copies of `clip` run at once.
+ */
+async function busyPeak(ctx: Context, kind: ModelKind, dtype: Dtype, env: Record<string, string>, n: number, clip: Clip): Promise<BusyServer> {
+  const server = await startSlotscribe(ctx.tmp, kind, dtype, env);
+  try {
+    await sleep(1000);
+    const idle: number[] = [];
+    for (let i = 0; i < 20; i++) {
+      idle.push(server.sampler.sample().total);
+      await sleep(50);
+    }
+    const busy = server.sampler.window();
+    const results = await Promise.all(Array.from({ length: n }, () => transcribeOnService(server.url, clip)));
+    return {
+      slots: server.slots,
+      idleBytes: summarize(idle).p50,
+      peak: busy.stop(),
+      ok: results.every((r) => r.ok),
+      footprintBytes: server.modelFootprintBytes,
+    };
+  } finally {
+    await server.stop();
+  }
+}
+
+export async function speedExperiment(ctx: Context, log: (l: string) => void): Promise<void> {
+  const clip = ctx.audio.clips.speed;
+  const pair = ctx.audio.clips.window;
+  const rows: string[][] = [];
+  const memRows: string[][] = [];
+  const results: Record<string, unknown>[] = [];
+  for (const [kind, dtype] of modelDtypes(ctx)) {
+    log(`speed ${kind} ${dtype}: starting the service`);
+    const server = await startSlotscribe(ctx.tmp, kind, dtype);
+    let result: TranscriptionResult;
+    let wholeRun: RssWindow;
+    try {
+      log(`speed ${kind} ${dtype}: warm-up window`);
+      await transcribeOnService(server.url, pair);
+      log(`speed ${kind} ${dtype}: ${clip.seconds.toFixed(0)} s file (${server.slots} slots on ${server.threads} threads)`);
+      const whole = server.sampler.window();
+      result = await transcribeOnService(server.url, clip);
+      wholeRun = whole.stop();
+      if (!result.ok) throw new Error(`${kind} ${dtype}: transcription failed with ${result.status}: ${result.error}`);
+    } finally {
+      await server.stop();
+    }
+    const rtf = clip.seconds / result.seconds;
+    const windows = Math.ceil(clip.seconds / 30);
+    const bound = ctx.bounds.get(`${kind}/${dtype}`);
+    const rtfTarget = dtype === "q8" ? TARGETS.rtf[kind] : null;
+    const fullFile = Math.round(clip.seconds) === 300;
+    rows.push([
+      `${kind} ${dtype}`,
+      `${server.slots} on ${server.threads}`,
+      seconds(result.seconds),
+      times(rtf, 1),
+      times(rtf / server.cpus, 2),
+      bound ? pct(rtf / bound.boundRtf) : "-",
+      num(result.tokens / windows, 0),
+      rtfTarget ? recordTarget(ctx, "speed", rtf, times(rtf, 1), rtfTarget, `${rtfTarget.name}${fullFile ? "" : ` (quick: ${clip.seconds.toFixed(0)} s file)`}`) : "-",
+    ]);
+
+    // What a second slot costs: one slot alone (WINDOW_SLOTS=1) against two busy slots sharing the one model
+    // copy (their windows decode in one batch).
+    let memory: Record<string, unknown> | null = null;
+    if (server.slots >= 2) {
+      log(`memory ${kind} ${dtype}: 1 x ${pair.seconds.toFixed(0)} s on a fresh WINDOW_SLOTS=1 server`);
+      const one = await busyPeak(ctx, kind, dtype, { WINDOW_SLOTS: "1" }, 1, pair);
+      log(`memory ${kind} ${dtype}: 2 x ${pair.seconds.toFixed(0)} s at once on a fresh WINDOW_SLOTS=2 server`);
+      const planned = await busyPeak(ctx, kind, dtype, { WINDOW_SLOTS: "2" }, 2, pair);
+      const footprint = ctx.probes.get(`${kind}/${dtype}`)?.residentBytes ?? one.footprintBytes;
+      const secondSlot = (two: BusyServer) => {
+        const bytes = one.ok && two.ok ? two.peak.peak - one.peak.peak : null;
+        return { bytes, share: bytes !== null && footprint ? bytes / footprint : null };
+      };
+      const second = secondSlot(planned);
+      const cell = (c: { bytes: number | null; share: number | null }, label: string) =>
+        c.share === null
+          ? "-"
+          : `${mib(c.bytes)} = ${pct(c.share)} ${recordTarget(ctx, "slot memory", c.share, pct(c.share), TARGETS.slotCost, `${TARGETS.slotCost.name} (${kind} ${dtype}, ${label})`)}`;
+      memRows.push([
+        `${kind} ${dtype}`,
+        mib(footprint),
+        `${mib(one.idleBytes)} / ${mib(one.peak.peak)}`,
+        `${mib(planned.idleBytes)} / ${mib(planned.peak.peak)}`,
+        cell(second, "one shared copy"),
+      ]);
+      memory = { footprintBytes: footprint, oneSlot: one, twoSlots: { ...planned, secondSlot: second } };
+    }
+    results.push({
+      kind,
+      dtype,
+      slots: server.slots,
+      threads: server.threads,
+      cpus: server.cpus,
+      audioSeconds: clip.seconds,
+      wallSeconds: result.seconds,
+      rtf,
+      rtfPerCore: rtf / server.cpus,
+      fractionOfMachineBound: bound ? rtf / bound.boundRtf : null,
+      textTokensPerWindow: result.tokens / windows,
+      speedFilePeakBytes: wholeRun.peak,
+      memory,
+    });
+  }
+  ctx.results.speed = results;
+  ctx.options.print(
+    renderTable(
+      `\n== 1. Speed: one ${ctx.audio.clips.speed.seconds.toFixed(0)} s file through the real service (POST /v1/audio/transcriptions, planner's plan) ==`,
+      ["model", "slots x threads", "wall", "real time", "per core", "of machine bound", "text tok/window", "target (int8)"],
+      rows,
+      [
+        "real time = audio s / wall s (upload, ffmpeg decode, every window, response), after one warm-up window; per core = real time / cores.",
+        "The file's windows are cut at pauses and decode at once in one batch. of machine bound: share of the ORT-only ceiling with every",
+        "core busy (table above; a file whose windows yield fewer tokens than its 100 can pass it). text tok/window: text tokens in the",
+        "transcript's segments per 30 s (timestamps not counted).",
+      ],
+    ),
+  );
+  if (memRows.length) {
+    ctx.options.print(
+      renderTable(
+        "\n== 6. Memory per slot (fresh servers; peak RSS of the server process incl. its inference threads + ffmpeg children, sampled every 50 ms) ==",
+        ["model", "model footprint", "1 slot: idle / busy", "2 slots: idle / busy", "2nd slot"],
+        memRows,
+        [
+          "model footprint: resident bytes the model's load adds (footprint probe; else the server's 'model loaded' log).",
+          `1 slot: WINDOW_SLOTS=1, idle with the model loaded, then the peak while one ${pair.seconds.toFixed(0)} s clip ran. 2 slots: two clips at once on`,
+          "a fresh WINDOW_SLOTS=2 server (one model copy; the two windows decode in one batch, the encoder runs one window at a time).",
+          "2nd slot = 2-slot busy peak - 1-slot busy peak, share of the model footprint: the second row's cache and its ffmpeg decoder.",
+        ],
+      ),
+    );
+  }
+}
