@@ -7,11 +7,10 @@ import { createHash, randomBytes } from "node:crypto";
 import { mkdir, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, extname, join, relative, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { parseArgs } from "node:util";
 import { renderTranscript } from "../lib/formats.ts";
 import type { JobView } from "../lib/jobs/view.ts";
 import { RESPONSE_FORMATS, type ResponseFormat, type Transcript } from "../lib/transcript.ts";
-import { ApiError, CONNECTION_OPTIONS, CONNECTION_USAGE, parseFormat, runApiCommand, SlotscribeClient, UsageError, type AudioSource } from "./client.ts";
+import { ApiError, CONNECTION_USAGE, parseFormat, runApiCommand, SlotscribeClient, UsageError, type AudioSource } from "./client.ts";
 import { formatClock, type ProgressStream } from "./progress.ts";
 
 export const BATCH_USAGE = `slotscribe batch <dir|list> --out DIR [--concurrency N] [--format F] [--model M] [--language L]
@@ -390,79 +389,73 @@ class JobFailed extends Error {
 }
 
 export async function batchCommand(argv: string[]): Promise<number> {
-  return runApiCommand(BATCH_USAGE, async () => {
-    const { values, positionals } = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      options: {
-        out: { type: "string" },
-        concurrency: { type: "string" },
-        format: { type: "string" },
-        model: { type: "string" },
-        language: { type: "string" },
-        async: { type: "boolean" },
-        ...CONNECTION_OPTIONS,
-        help: { type: "boolean", short: "h" },
-      },
-    });
-    if (values.help) {
-      console.error(BATCH_USAGE);
-      return 0;
-    }
-    const [source, ...extra] = positionals;
-    if (!source) throw new UsageError("missing the directory or list file to transcribe");
-    if (extra.length > 0) throw new UsageError(`one directory or list at a time; got also ${extra.join(" ")}`);
-    if (values.out === undefined) throw new UsageError("missing --out DIR, where the transcripts go");
-    const concurrency = parseConcurrency(values.concurrency);
-    const format = parseFormat(values.format) ?? "text";
-    const inputs = await readInputs(source);
-    const outDir = resolve(values.out);
-    const outInfo = await stat(outDir).catch(() => undefined);
-    if (outInfo && !outInfo.isDirectory()) throw new UsageError(`--out ${values.out} is not a directory`);
+  return runApiCommand(
+    BATCH_USAGE,
+    argv,
+    {
+      out: { type: "string" },
+      concurrency: { type: "string" },
+      format: { type: "string" },
+      model: { type: "string" },
+      language: { type: "string" },
+      async: { type: "boolean" },
+    },
+    async ({ values, positionals }) => {
+      const [source, ...extra] = positionals;
+      if (!source) throw new UsageError("missing the directory or list file to transcribe");
+      if (extra.length > 0) throw new UsageError(`one directory or list at a time; got also ${extra.join(" ")}`);
+      if (values.out === undefined) throw new UsageError("missing --out DIR, where the transcripts go");
+      const concurrency = parseConcurrency(values.concurrency);
+      const format = parseFormat(values.format) ?? "text";
+      const inputs = await readInputs(source);
+      const outDir = resolve(values.out);
+      const outInfo = await stat(outDir).catch(() => undefined);
+      if (outInfo && !outInfo.isDirectory()) throw new UsageError(`--out ${values.out} is not a directory`);
 
-    let client: SlotscribeClient;
-    try {
-      // The client's retry notes go above the progress bar rather than through it.
-      client = new SlotscribeClient({ server: values.server, apiKey: values["api-key"], notify: (line) => reporter.note(line) });
-    } catch (err) {
-      throw err instanceof TypeError ? new UsageError(err.message) : err;
-    }
-    if (inputs.length === 0) {
-      console.error(`slotscribe: nothing to transcribe in ${source}`);
-      return 0;
-    }
-    await mkdir(outDir, { recursive: true });
-    const reporter = new BatchReporter(process.stderr, inputs.length);
-    const manifest = await Manifest.load(outDir, (line) => reporter.note(line));
-    const ctx: BatchContext = { client, manifest, reporter, outDir, outArg: values.out, format, model: values.model, language: values.language, asJob: values.async ?? false };
+      let client: SlotscribeClient;
+      try {
+        // The client's retry notes go above the progress bar rather than through it.
+        client = new SlotscribeClient({ server: values.server, apiKey: values["api-key"], notify: (line) => reporter.note(line) });
+      } catch (err) {
+        throw err instanceof TypeError ? new UsageError(err.message) : err;
+      }
+      if (inputs.length === 0) {
+        console.error(`slotscribe: nothing to transcribe in ${source}`);
+        return 0;
+      }
+      await mkdir(outDir, { recursive: true });
+      const reporter = new BatchReporter(process.stderr, inputs.length);
+      const manifest = await Manifest.load(outDir, (line) => reporter.note(line));
+      const ctx: BatchContext = { client, manifest, reporter, outDir, outArg: values.out, format, model: values.model, language: values.language, asJob: values.async ?? false };
 
-    // Submitted jobs carry on without us, and the manifest already names them.
-    const onInterrupt = () => {
-      reporter.finish();
-      console.error("slotscribe: interrupted; submitted jobs continue on the server. Run the same command again to resume.");
-      process.exit(130);
-    };
-    process.once("SIGINT", onInterrupt);
-    // In input order, for the summary, whatever order they finish in.
-    const outcomes: Outcome[] = [];
-    try {
-      let next = 0;
-      const worker = async () => {
-        while (next < inputs.length) {
-          const index = next++;
-          const outcome = await processInput(inputs[index]!, ctx);
-          reporter.settle(outcome);
-          outcomes[index] = outcome;
-        }
+      // Submitted jobs carry on without us, and the manifest already names them.
+      const onInterrupt = () => {
+        reporter.finish();
+        console.error("slotscribe: interrupted; submitted jobs continue on the server. Run the same command again to resume.");
+        process.exit(130);
       };
-      await Promise.all(Array.from({ length: Math.min(concurrency, inputs.length) }, worker));
-    } finally {
-      process.off("SIGINT", onInterrupt);
-      reporter.finish();
-    }
-    process.stderr.write(summary(outcomes, reporter.tally));
-    return outcomes.some((o) => o.kind === "failed") ? 1 : 0;
-  });
+      process.once("SIGINT", onInterrupt);
+      // In input order, for the summary, whatever order they finish in.
+      const outcomes: Outcome[] = [];
+      try {
+        let next = 0;
+        const worker = async () => {
+          while (next < inputs.length) {
+            const index = next++;
+            const outcome = await processInput(inputs[index]!, ctx);
+            reporter.settle(outcome);
+            outcomes[index] = outcome;
+          }
+        };
+        await Promise.all(Array.from({ length: Math.min(concurrency, inputs.length) }, worker));
+      } finally {
+        process.off("SIGINT", onInterrupt);
+        reporter.finish();
+      }
+      process.stderr.write(summary(outcomes, reporter.tally));
+      return outcomes.some((o) => o.kind === "failed") ? 1 : 0;
+    },
+  );
 }
 
 function parseConcurrency(value: string | undefined): number {

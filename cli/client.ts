@@ -7,6 +7,7 @@ import { openAsBlob } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { basename } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { type ParseArgsConfig, parseArgs } from "node:util";
 import { isFinal, type JobStatus } from "../lib/jobs/ports.ts";
 import type { JobView } from "../lib/jobs/view.ts";
 import { RESPONSE_FORMATS, type ResponseFormat } from "../lib/transcript.ts";
@@ -271,7 +272,7 @@ function networkFailure(err: unknown, server: string): { error: ApiError; reache
 // ---- Shared by the API commands ----
 
 /** parseArgs options every API command takes. */
-export const CONNECTION_OPTIONS = {
+const CONNECTION_OPTIONS = {
   server: { type: "string" },
   "api-key": { type: "string" },
 } as const;
@@ -314,10 +315,24 @@ export async function emit(body: string, out: string | undefined): Promise<void>
   else process.stdout.write(body.endsWith("\n") ? body : `${body}\n`);
 }
 
-/** Runs a command body, mapping failures to exit codes: 1 for the API or the file system, 2 for usage. */
-export async function runApiCommand(usage: string, body: () => Promise<number>): Promise<number> {
+/** Every API command's options besides its own: the connection's, and --help. */
+const COMMON_OPTIONS = { ...CONNECTION_OPTIONS, help: { type: "boolean", short: "h" } } as const;
+
+type OptionsConfig = NonNullable<ParseArgsConfig["options"]>;
+type CommandArgs<O extends OptionsConfig> = ReturnType<typeof parseArgs<{ args: string[]; allowPositionals: true; options: O & typeof COMMON_OPTIONS }>>;
+
+/**
+ * Parses a command's arguments (its own options, the connection's and --help) and runs its body,
+ * mapping failures to exit codes: 1 for the API or the file system, 2 for usage. --help prints the usage.
+ */
+export async function runApiCommand<const O extends OptionsConfig>(usage: string, argv: string[], options: O, body: (args: CommandArgs<O>) => Promise<number>): Promise<number> {
   try {
-    return await body();
+    const args = parseArgs({ args: argv, allowPositionals: true, options: { ...options, ...COMMON_OPTIONS } });
+    if ("help" in args.values && args.values.help === true) {
+      console.error(usage);
+      return 0;
+    }
+    return await body(args);
   } catch (err) {
     if (err instanceof UsageError || isParseArgsError(err)) {
       console.error(`slotscribe: ${(err as Error).message}\n\n${usage}`);

@@ -1,7 +1,6 @@
-import { parseArgs } from "node:util";
 import { JOB_STATUSES, type JobStatus } from "../lib/jobs/ports.ts";
 import type { JobView } from "../lib/jobs/view.ts";
-import { CONNECTION_OPTIONS, CONNECTION_USAGE, connect, emit, parseFormat, runApiCommand, UsageError } from "./client.ts";
+import { CONNECTION_USAGE, connect, emit, parseFormat, runApiCommand, UsageError } from "./client.ts";
 
 export const JOBS_USAGE = `slotscribe jobs get <id> [--format F]
 slotscribe jobs list [--status S] [--limit N] [--cursor C] [--json]
@@ -28,57 +27,51 @@ const ACTION_OPTIONS: Record<Action, readonly string[]> = {
 };
 
 export async function jobsCommand(argv: string[]): Promise<number> {
-  return runApiCommand(JOBS_USAGE, async () => {
-    const { values, positionals } = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      options: {
-        format: { type: "string" },
-        out: { type: "string" },
-        status: { type: "string" },
-        limit: { type: "string" },
-        cursor: { type: "string" },
-        json: { type: "boolean" },
-        ...CONNECTION_OPTIONS,
-        help: { type: "boolean", short: "h" },
-      },
-    });
-    if (values.help) {
-      console.error(JOBS_USAGE);
-      return 0;
-    }
-    const [action, ...args] = positionals;
-    if (!isAction(action)) throw new UsageError(action ? `unknown jobs action "${action}"` : "missing the jobs action");
-    for (const name of ["format", "out", "status", "limit", "cursor", "json"] as const) {
-      if (values[name] !== undefined && !ACTION_OPTIONS[action].includes(name)) throw new UsageError(`--${name} does not apply to jobs ${action}`);
-    }
-    const wantsId = action !== "list";
-    if (args.length !== (wantsId ? 1 : 0)) throw new UsageError(wantsId ? `jobs ${action} takes one job id` : "jobs list takes no arguments");
-    const id = args[0] ?? "";
-    const format = parseFormat(values.format);
-    const client = connect(values);
-
-    switch (action) {
-      case "get":
-        if (format) await emit(await client.jobResult(id, format), undefined);
-        else printJson(await client.getJob(id));
-        return 0;
-      case "cancel":
-        printJson(await client.cancelJob(id));
-        return 0;
-      case "result":
-        await emit(await client.jobResult(id, format), values.out);
-        return 0;
-      case "list": {
-        const page = await client.listJobs({ status: parseStatus(values.status), limit: parseLimit(values.limit), cursor: values.cursor });
-        if (values.json) printJson(page);
-        else if (page.data.length === 0) console.error("no jobs");
-        else process.stdout.write(jobTable(page.data));
-        if (page.next_cursor && !values.json) console.error(`more: slotscribe jobs list --cursor ${page.next_cursor}`);
-        return 0;
+  return runApiCommand(
+    JOBS_USAGE,
+    argv,
+    {
+      format: { type: "string" },
+      out: { type: "string" },
+      status: { type: "string" },
+      limit: { type: "string" },
+      cursor: { type: "string" },
+      json: { type: "boolean" },
+    },
+    async ({ values, positionals }) => {
+      const [action, ...args] = positionals;
+      if (!isAction(action)) throw new UsageError(action ? `unknown jobs action "${action}"` : "missing the jobs action");
+      for (const name of ["format", "out", "status", "limit", "cursor", "json"] as const) {
+        if (values[name] !== undefined && !ACTION_OPTIONS[action].includes(name)) throw new UsageError(`--${name} does not apply to jobs ${action}`);
       }
-    }
-  });
+      const wantsId = action !== "list";
+      if (args.length !== (wantsId ? 1 : 0)) throw new UsageError(wantsId ? `jobs ${action} takes one job id` : "jobs list takes no arguments");
+      const id = args[0] ?? "";
+      const format = parseFormat(values.format);
+      const client = connect(values);
+
+      switch (action) {
+        case "get":
+          if (format) await emit(await client.jobResult(id, format), undefined);
+          else printJson(await client.getJob(id));
+          return 0;
+        case "cancel":
+          printJson(await client.cancelJob(id));
+          return 0;
+        case "result":
+          await emit(await client.jobResult(id, format), values.out);
+          return 0;
+        case "list": {
+          const page = await client.listJobs({ status: parseStatus(values.status), limit: parseLimit(values.limit), cursor: values.cursor });
+          if (values.json) printJson(page);
+          else if (page.data.length === 0) console.error("no jobs");
+          else process.stdout.write(jobTable(page.data));
+          if (page.next_cursor && !values.json) console.error(`more: slotscribe jobs list --cursor ${page.next_cursor}`);
+          return 0;
+        }
+      }
+    },
+  );
 }
 
 function isAction(value: string | undefined): value is Action {

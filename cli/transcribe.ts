@@ -1,8 +1,7 @@
 import { stat } from "node:fs/promises";
-import { parseArgs } from "node:util";
 import type { JobView } from "../lib/jobs/view.ts";
 import { RESPONSE_FORMATS } from "../lib/transcript.ts";
-import { ApiError, CONNECTION_OPTIONS, CONNECTION_USAGE, connect, emit, parseFormat, runApiCommand, UsageError, type AudioSource, type SlotscribeClient } from "./client.ts";
+import { ApiError, CONNECTION_USAGE, connect, emit, parseFormat, runApiCommand, UsageError, type AudioSource, type SlotscribeClient } from "./client.ts";
 import { progressReporter } from "./progress.ts";
 
 export const TRANSCRIBE_USAGE = `slotscribe transcribe <file|url> [--model M] [--language L] [--format F] [--out FILE]
@@ -22,77 +21,71 @@ ${CONNECTION_USAGE}`;
 const URL_PATTERN = /^https?:\/\//i;
 
 export async function transcribeCommand(argv: string[]): Promise<number> {
-  return runApiCommand(TRANSCRIBE_USAGE, async () => {
-    const { values, positionals } = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      options: {
-        model: { type: "string" },
-        language: { type: "string" },
-        format: { type: "string" },
-        out: { type: "string" },
-        async: { type: "boolean" },
-        wait: { type: "boolean" },
-        callback: { type: "string" },
-        "include-result": { type: "boolean" },
-        metadata: { type: "string" },
-        ...CONNECTION_OPTIONS,
-        help: { type: "boolean", short: "h" },
-      },
-    });
-    if (values.help) {
-      console.error(TRANSCRIBE_USAGE);
-      return 0;
-    }
-    const [input, ...extra] = positionals;
-    if (!input) throw new UsageError("missing the file or URL to transcribe");
-    if (extra.length > 0) throw new UsageError(`one file or URL at a time; got also ${extra.join(" ")}`);
-    const format = parseFormat(values.format) ?? "text";
-    const metadata = parseMetadata(values.metadata);
-    if (values["include-result"] && !values.callback) throw new UsageError("--include-result needs --callback");
-    if (values.async && values.out !== undefined && !values.wait) throw new UsageError("--out needs the transcript: add --wait, or use slotscribe jobs result later");
-    const source: AudioSource = URL_PATTERN.test(input) ? { url: input } : { file: input };
-    // On a terminal the job path is taken for its progress bar; scripts keep the one-request path.
-    const asJob = values.async || values.wait || "url" in source || process.stderr.isTTY === true;
-    if (!asJob && (values.callback !== undefined || metadata !== undefined)) {
-      throw new UsageError("--callback and --metadata apply to jobs: add --async or --wait");
-    }
-    if ("file" in source) await checkFile(source.file);
-    const client = connect(values);
-    const options = { model: values.model, language: values.language, format };
-
-    if (!asJob) {
-      try {
-        await emit(await client.transcribe(input, options), values.out);
-      } catch (err) {
-        if (err instanceof ApiError && err.code === "timeout") {
-          console.error("slotscribe: long audio may outlast one request; --wait runs it as a job instead");
-        }
-        throw err;
+  return runApiCommand(
+    TRANSCRIBE_USAGE,
+    argv,
+    {
+      model: { type: "string" },
+      language: { type: "string" },
+      format: { type: "string" },
+      out: { type: "string" },
+      async: { type: "boolean" },
+      wait: { type: "boolean" },
+      callback: { type: "string" },
+      "include-result": { type: "boolean" },
+      metadata: { type: "string" },
+    },
+    async ({ values, positionals }) => {
+      const [input, ...extra] = positionals;
+      if (!input) throw new UsageError("missing the file or URL to transcribe");
+      if (extra.length > 0) throw new UsageError(`one file or URL at a time; got also ${extra.join(" ")}`);
+      const format = parseFormat(values.format) ?? "text";
+      const metadata = parseMetadata(values.metadata);
+      if (values["include-result"] && !values.callback) throw new UsageError("--include-result needs --callback");
+      if (values.async && values.out !== undefined && !values.wait) throw new UsageError("--out needs the transcript: add --wait, or use slotscribe jobs result later");
+      const source: AudioSource = URL_PATTERN.test(input) ? { url: input } : { file: input };
+      // On a terminal the job path is taken for its progress bar; scripts keep the one-request path.
+      const asJob = values.async || values.wait || "url" in source || process.stderr.isTTY === true;
+      if (!asJob && (values.callback !== undefined || metadata !== undefined)) {
+        throw new UsageError("--callback and --metadata apply to jobs: add --async or --wait");
       }
-      return 0;
-    }
+      if ("file" in source) await checkFile(source.file);
+      const client = connect(values);
+      const options = { model: values.model, language: values.language, format };
 
-    const job = await client.submitJob(source, {
-      ...options,
-      callbackUrl: values.callback,
-      callbackIncludeResult: values["include-result"],
-      metadata,
-    });
-    if (values.async && !values.wait) {
-      console.log(job.id);
-      console.error(`submitted job ${job.id} (${job.status}); slotscribe jobs get ${job.id} shows it`);
+      if (!asJob) {
+        try {
+          await emit(await client.transcribe(input, options), values.out);
+        } catch (err) {
+          if (err instanceof ApiError && err.code === "timeout") {
+            console.error("slotscribe: long audio may outlast one request; --wait runs it as a job instead");
+          }
+          throw err;
+        }
+        return 0;
+      }
+
+      const job = await client.submitJob(source, {
+        ...options,
+        callbackUrl: values.callback,
+        callbackIncludeResult: values["include-result"],
+        metadata,
+      });
+      if (values.async && !values.wait) {
+        console.log(job.id);
+        console.error(`submitted job ${job.id} (${job.status}); slotscribe jobs get ${job.id} shows it`);
+        return 0;
+      }
+      const final = await waitWithProgress(client, job);
+      if (final.status !== "succeeded") {
+        const error = final.error ?? { code: final.status, message: `the job was ${final.status}` };
+        console.error(`slotscribe: ${error.code}: ${error.message} (job ${final.id})`);
+        return 1;
+      }
+      await emit(await client.jobResult(final.id, format), values.out);
       return 0;
-    }
-    const final = await waitWithProgress(client, job);
-    if (final.status !== "succeeded") {
-      const error = final.error ?? { code: final.status, message: `the job was ${final.status}` };
-      console.error(`slotscribe: ${error.code}: ${error.message} (job ${final.id})`);
-      return 1;
-    }
-    await emit(await client.jobResult(final.id, format), values.out);
-    return 0;
-  });
+    },
+  );
 }
 
 async function waitWithProgress(client: SlotscribeClient, job: JobView): Promise<JobView> {

@@ -1,59 +1,28 @@
-import { randomUUID } from "node:crypto";
 import { once } from "node:events";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "@upstash/redis";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
-import { startRedisServer, type RedisServer } from "../../test/support/redis-server.ts";
-import { startUpstashRestBridge, type UpstashRestBridge } from "../../test/support/upstash-rest-bridge.ts";
+import { describe, expect, it, vi } from "vitest";
+import { eventually, GENEROUS_MS, upstashRedis } from "../../test/support/upstash-redis.ts";
 import { LeaseStoreUnavailable, type TranscriptionLease } from "./ports.ts";
 import { RedisLeaseStore, type RedisLeaseStoreOptions } from "./redis-lease-store.ts";
 
 const TOKEN = "slot-store-test-token";
-const GENEROUS_MS = 10_000;
 
 describe("RedisLeaseStore against a real redis-server behind the Upstash REST bridge", () => {
-  let server: RedisServer | undefined;
-  let bridge: UpstashRestBridge | undefined;
-  let prefix = "";
   const stores: RedisLeaseStore[] = [];
-
-  beforeAll(async () => {
-    server = await startRedisServer();
-    bridge = await startUpstashRestBridge({ redisPort: server.port, token: TOKEN });
-  });
-
-  // Each test gets its own keys, so leases left by one test never count in another.
-  beforeEach(() => {
-    prefix = `test:${randomUUID()}:`;
-  });
-
-  afterEach(async () => {
-    restApi().setAvailable(true);
-    await eventually(async () => (await client().ping()) === "PONG");
+  const { restApi, client, prefix } = upstashRedis(TOKEN, async () => {
     await Promise.all(stores.splice(0).map((store) => store.close()));
     vi.restoreAllMocks();
   });
-
-  afterAll(async () => {
-    await bridge?.stop();
-    await server?.stop();
-  });
-
-  const restApi = (): UpstashRestBridge => {
-    if (!bridge) throw new Error("bridge not started");
-    return bridge;
-  };
-  // One client per simulated service instance, configured as the store's docs ask.
-  const client = () => new Redis({ url: restApi().url, token: TOKEN, retry: { retries: 0 } });
   const store = (instance: string, options: Partial<RedisLeaseStoreOptions> = {}) => {
-    const created = new RedisLeaseStore(client(), { cap: 3, instance, keyPrefix: prefix, ...options });
+    const created = new RedisLeaseStore(client(), { cap: 3, instance, keyPrefix: prefix(), ...options });
     stores.push(created);
     return created;
   };
-  const leasesKey = () => `${prefix}slots:leases`;
-  const holdersKey = () => `${prefix}slots:holders`;
+  const leasesKey = () => `${prefix()}slots:leases`;
+  const holdersKey = () => `${prefix()}slots:holders`;
   const serverNowMs = async () => {
     const [seconds, micros] = await client().time();
     return seconds * 1000 + Math.floor(micros / 1000);
@@ -129,7 +98,7 @@ describe("RedisLeaseStore against a real redis-server behind the Upstash REST br
         { instance: "instance-b", held: 1, jobs: ["42"] },
       ],
     });
-    expect(await store("empty", { keyPrefix: `${prefix}other:` }).snapshot()).toEqual({
+    expect(await store("empty", { keyPrefix: `${prefix()}other:` }).snapshot()).toEqual({
       cap: 3,
       held: 0,
       free: 3,
@@ -161,7 +130,7 @@ describe("RedisLeaseStore against a real redis-server behind the Upstash REST br
     try {
       const { port } = silent.address() as AddressInfo;
       const stalled = new Redis({ url: `http://127.0.0.1:${port}`, token: TOKEN, retry: { retries: 0 } });
-      const instance = new RedisLeaseStore(stalled, { cap: 1, instance: "stalled", keyPrefix: prefix, requestTimeoutMs: 200 });
+      const instance = new RedisLeaseStore(stalled, { cap: 1, instance: "stalled", keyPrefix: prefix(), requestTimeoutMs: 200 });
 
       await expect(instance.tryAcquire({ instance: "stalled", job: "hangs" })).rejects.toMatchObject({
         name: "LeaseStoreUnavailable",
@@ -269,17 +238,6 @@ describe("RedisLeaseStore against a real redis-server behind the Upstash REST br
     await expect(store("mine").tryAcquire({ instance: "theirs", job: "x" })).rejects.toThrow(/not this store's instance/);
   });
 });
-
-/** Polls until `attempt` yields something truthy; fails after GENEROUS_MS. */
-async function eventually<T>(attempt: () => Promise<T>): Promise<NonNullable<T>> {
-  const deadline = performance.now() + GENEROUS_MS;
-  for (;;) {
-    const result = await attempt().catch(() => null);
-    if (result) return result;
-    if (performance.now() > deadline) throw new Error(`condition not met within ${GENEROUS_MS} ms`);
-    await sleep(20);
-  }
-}
 
 async function within(ms: number, promise: Promise<void>): Promise<void> {
   const timeout = sleep(ms, "timeout" as const, { ref: false });

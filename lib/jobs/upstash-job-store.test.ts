@@ -1,9 +1,7 @@
-import { createHash, randomUUID } from "node:crypto";
-import { setTimeout as sleep } from "node:timers/promises";
-import { Redis } from "@upstash/redis";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { startRedisServer, type RedisServer } from "../../test/support/redis-server.ts";
-import { startUpstashRestBridge, type UpstashRestBridge } from "../../test/support/upstash-rest-bridge.ts";
+import { createHash } from "node:crypto";
+import type { Redis } from "@upstash/redis";
+import { describe, expect, it } from "vitest";
+import { eventually, upstashRedis } from "../../test/support/upstash-redis.ts";
 import { DomainError } from "../errors.ts";
 import type { Segment, Transcript } from "../transcript.ts";
 import { describeJobStore, makeJob, RETENTION_MS } from "../../test/support/job-store-behaviour.ts";
@@ -11,47 +9,18 @@ import type { JobRecord } from "./ports.ts";
 import { UpstashJobStore, type UpstashJobStoreOptions } from "./upstash-job-store.ts";
 
 const TOKEN = "job-store-test-token";
-const GENEROUS_MS = 10_000;
 
 describe("UpstashJobStore against a real redis-server behind the Upstash REST bridge", () => {
-  let server: RedisServer | undefined;
-  let bridge: UpstashRestBridge | undefined;
-  let prefix = "";
   const stores: UpstashJobStore[] = [];
-
-  beforeAll(async () => {
-    server = await startRedisServer();
-    bridge = await startUpstashRestBridge({ redisPort: server.port, token: TOKEN });
-  });
-
-  // Each test gets its own keys, so jobs and indexes of one test never show up in another.
-  beforeEach(() => {
-    prefix = `test:${randomUUID()}:`;
-  });
-
-  afterEach(async () => {
-    restApi().setAvailable(true);
-    await eventually(async () => (await client().ping()) === "PONG");
+  const { restApi, client, prefix } = upstashRedis(TOKEN, async () => {
     await Promise.all(stores.splice(0).map((store) => store.close()));
   });
-
-  afterAll(async () => {
-    await bridge?.stop();
-    await server?.stop();
-  });
-
-  const restApi = (): UpstashRestBridge => {
-    if (!bridge) throw new Error("bridge not started");
-    return bridge;
-  };
-  // One client per simulated service instance, configured as the store's docs ask.
-  const client = () => new Redis({ url: restApi().url, token: TOKEN, retry: { retries: 0 } });
   const store = (options: Partial<UpstashJobStoreOptions> = {}) => {
-    const created = new UpstashJobStore({ redis: client(), retentionMs: RETENTION_MS, keyPrefix: prefix, ...options });
+    const created = new UpstashJobStore({ redis: client(), retentionMs: RETENTION_MS, keyPrefix: prefix(), ...options });
     stores.push(created);
     return created;
   };
-  const jobKey = (id: string) => `${prefix}job:${id}`;
+  const jobKey = (id: string) => `${prefix()}job:${id}`;
 
   describeJobStore("UpstashJobStore", {
     open: async () => store(),
@@ -59,7 +28,7 @@ describe("UpstashJobStore against a real redis-server behind the Upstash REST br
     reopen: async () => store(),
     peers: async (first) => [first, store()],
   });
-  const index = (name: string) => `${prefix}jobs:${name}`;
+  const index = (name: string) => `${prefix()}jobs:${name}`;
 
   it("keeps a created job in its hash, its idempotency key and its indexes, with no TTL while unfinished", async () => {
     await store().create(makeJob("job_a", { idempotencyKey: "key-a" }));
@@ -67,7 +36,7 @@ describe("UpstashJobStore against a real redis-server behind the Upstash REST br
     const redis = client();
     expect(await redis.hget(jobKey("job_a"), "v")).toBe(1);
     expect(await redis.pttl(jobKey("job_a"))).toBe(-1);
-    expect(await redis.get(`${prefix}idempotency:key-a`)).toBe("job_a");
+    expect(await redis.get(`${prefix()}idempotency:key-a`)).toBe("job_a");
     expect(await redis.zrange(index("by-created"), 0, -1)).toEqual(["job_a"]);
     expect(await redis.zrange(index("status:queued"), 0, -1)).toEqual(["job_a"]);
     expect(await store().get("job_a:chunk:x:0")).toBeNull();
@@ -102,20 +71,20 @@ describe("UpstashJobStore against a real redis-server behind the Upstash REST br
     await jobs.create(makeJob("job_a", { idempotencyKey: "k", createdAt: new Date().toISOString() }));
     const redis = client();
     expect(await redis.pttl(jobKey("job_a"))).toBe(-1);
-    expect(await redis.pttl(`${prefix}idempotency:k`)).toBe(-1);
+    expect(await redis.pttl(`${prefix()}idempotency:k`)).toBe(-1);
 
     const finishedAt = Date.now();
     const finished = await jobs.update("job_a", (job) => ({ ...job, status: "succeeded", finishedAt: new Date(finishedAt).toISOString() }));
 
     const expiresAt = finishedAt + retentionMs;
     expect(finished?.expiresAt).toBe(new Date(expiresAt).toISOString());
-    for (const key of [jobKey("job_a"), `${prefix}idempotency:k`]) {
+    for (const key of [jobKey("job_a"), `${prefix()}idempotency:k`]) {
       expect(await redis.exec(["PEXPIRETIME", key])).toBe(expiresAt);
     }
     expect(await jobs.sweep(new Date(expiresAt - 1))).toBe(0);
 
     await eventually(async () => (await jobs.get("job_a")) === null);
-    expect(await redis.exists(jobKey("job_a"), `${prefix}idempotency:k`)).toBe(0);
+    expect(await redis.exists(jobKey("job_a"), `${prefix()}idempotency:k`)).toBe(0);
     expect(await redis.zcard(index("by-created"))).toBe(1);
     expect((await jobs.list({ limit: 10 })).jobs).toEqual([]);
 
@@ -259,14 +228,4 @@ function measured(redis: Redis, traffic: { largestRequest: number; largestReply:
     return reply;
   };
   return redis;
-}
-
-async function eventually<T>(attempt: () => Promise<T>): Promise<NonNullable<T>> {
-  const deadline = performance.now() + GENEROUS_MS;
-  for (;;) {
-    const result = await attempt().catch(() => null);
-    if (result) return result;
-    if (performance.now() > deadline) throw new Error(`condition not met within ${GENEROUS_MS} ms`);
-    await sleep(20);
-  }
 }

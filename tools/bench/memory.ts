@@ -1,4 +1,6 @@
 import { readdirSync, readFileSync } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
+import { summarize } from "./report.ts";
 
 // Memory: VmRSS of a process and all its descendants (the service's ffmpeg decoders), every 50 ms.
 // The inference worker is a thread of the server process, so its memory is in the process's VmRSS.
@@ -121,6 +123,17 @@ export class RssSampler {
         return w;
       },
     };
+  }
+
+  /** What the process holds at rest: a second to settle, then the median of 20 readings 50 ms apart. */
+  async idle(field: "total" | "pss"): Promise<number> {
+    await sleep(1000);
+    const readings: number[] = [];
+    for (let i = 0; i < 20; i++) {
+      readings.push(this.sample()[field]);
+      await sleep(50);
+    }
+    return summarize(readings).p50;
   }
 
   close(): void {

@@ -263,6 +263,20 @@ function fallbackLayout(english: boolean): TokenLayout {
   return buildTokenLayout([], WHISPER_LANGUAGES.slice(0, 99), english ? 50256 : 50257);
 }
 
+/** The decoder prompt and suppressed tokens, which config.json and generation_config.json both carry. */
+function forcedAndSuppressed(layout: TokenLayout, english: boolean): Record<string, unknown> {
+  return {
+    forced_decoder_ids: english
+      ? [[1, layout.noTimestamps]]
+      : [
+          [1, null],
+          [2, layout.transcribe],
+        ],
+    begin_suppress_tokens: [220, layout.eos],
+    suppress_tokens: [],
+  };
+}
+
 function fallbackConfig(layout: TokenLayout, english: boolean): Record<string, unknown> {
   return {
     architectures: ["WhisperForConditionalGeneration"],
@@ -275,14 +289,7 @@ function fallbackConfig(layout: TokenLayout, english: boolean): Record<string, u
     eos_token_id: layout.eos,
     pad_token_id: layout.eos,
     decoder_start_token_id: layout.sot,
-    forced_decoder_ids: english
-      ? [[1, layout.noTimestamps]]
-      : [
-          [1, null],
-          [2, layout.transcribe],
-        ],
-    begin_suppress_tokens: [220, layout.eos],
-    suppress_tokens: [],
+    ...forcedAndSuppressed(layout, english),
   };
 }
 
@@ -298,14 +305,7 @@ function fallbackGeneration(layout: TokenLayout, english: boolean): Record<strin
     decoder_start_token_id: layout.sot,
     eos_token_id: layout.eos,
     pad_token_id: layout.eos,
-    forced_decoder_ids: english
-      ? [[1, layout.noTimestamps]]
-      : [
-          [1, null],
-          [2, layout.transcribe],
-        ],
-    begin_suppress_tokens: [220, layout.eos],
-    suppress_tokens: [],
+    ...forcedAndSuppressed(layout, english),
     is_multilingual: !english,
     max_initial_timestamp_index: 50,
     max_length: 448,

@@ -1,7 +1,7 @@
 /** Concurrent requests against the naive model-per-request server: throughput and memory. */
 import { generateModel } from "../../models/generate.ts";
 import { type Context, type ModelKind, TARGETS, recordTarget } from "../context.ts";
-import { type Clip, type TranscriptionResult, sleep, transcribeOnNaive, transcribeOnService } from "../http.ts";
+import { type Clip, type TranscriptionResult, transcribeOnNaive, transcribeOnService } from "../http.ts";
 import type { RssReading, RssSampler } from "../memory.ts";
 import { mib, num, pct, renderTable, seconds, summarize, times, type Summary, type Target } from "../report.ts";
 import { type Naive, type Slotscribe, startNaive, startSlotscribe } from "../servers.ts";
@@ -65,13 +65,7 @@ export async function concurrencyExperiment(ctx: Context, log: (l: string) => vo
       log(`concurrency ${kind}: the service with only the micro model, idle PSS`);
       const micro = await startSlotscribe(ctx.tmp, kind, "q8", { DEFAULT_MODEL: "generated/whisper-micro" });
       try {
-        await sleep(1000);
-        const idle: number[] = [];
-        for (let i = 0; i < 20; i++) {
-          idle.push(micro.sampler.sample().pss);
-          await sleep(50);
-        }
-        microIdlePss = summarize(idle).p50;
+        microIdlePss = await micro.sampler.idle("pss");
       } finally {
         await micro.stop();
       }

@@ -35,6 +35,14 @@ interface FootprintFile {
   models: Record<string, Partial<Record<Dtype, { residentBytes: number; encoderBytes: number; rowBytes: number; windowSeconds: number }>>>;
 }
 
+/** The figures compared with footprints.json, each with how the table shows it. */
+const COMPARED = [
+  ["residentBytes", mib],
+  ["encoderBytes", mib],
+  ["rowBytes", mib],
+  ["windowSeconds", seconds],
+] as const;
+
 export async function footprintExperiment(ctx: Context, log: (l: string) => void): Promise<void> {
   const file = JSON.parse(await readFile(FOOTPRINTS, "utf8")) as FootprintFile;
   const rows: string[][] = [];
@@ -50,29 +58,10 @@ export async function footprintExperiment(ctx: Context, log: (l: string) => void
     const probe = await footprintProbe(kind, dtype, osCpus().length);
     ctx.probes.set(`${kind}/${dtype}`, probe);
     const ref = file.models[kind]?.[dtype];
-    const diffs = {
-      residentBytes: relativeDifference(probe.residentBytes, ref?.residentBytes),
-      encoderBytes: relativeDifference(probe.encoderBytes, ref?.encoderBytes),
-      rowBytes: relativeDifference(probe.rowBytes, ref?.rowBytes),
-      windowSeconds: relativeDifference(probe.windowSeconds, ref?.windowSeconds),
-    };
+    const diffs = Object.fromEntries(COMPARED.map(([key]) => [key, relativeDifference(probe[key], ref?.[key])]));
     for (const [k, d] of Object.entries(diffs)) if (Math.abs(d) > 0.25) flagged.push(`${kind} ${dtype} ${k} ${d > 0 ? "+" : ""}${(d * 100).toFixed(0)}%`);
     measured.push({ kind, dtype, probe, reference: ref ?? null, differences: diffs });
-    rows.push([
-      `${kind} ${dtype}`,
-      mib(probe.residentBytes),
-      mib(ref?.residentBytes),
-      flag(probe.residentBytes, ref?.residentBytes),
-      mib(probe.encoderBytes),
-      mib(ref?.encoderBytes),
-      flag(probe.encoderBytes, ref?.encoderBytes),
-      mib(probe.rowBytes),
-      mib(ref?.rowBytes),
-      flag(probe.rowBytes, ref?.rowBytes),
-      seconds(probe.windowSeconds),
-      seconds(ref?.windowSeconds),
-      flag(probe.windowSeconds, ref?.windowSeconds),
-    ]);
+    rows.push([`${kind} ${dtype}`, ...COMPARED.flatMap(([key, show]) => [show(probe[key]), show(ref?.[key]), flag(probe[key], ref?.[key])])]);
   }
   const median = (key: "baselineBytes" | "threadBytes") => {
     const values = measured.map((m) => (m.probe as ProbeResult)[key]).sort((a, b) => a - b);

@@ -1,8 +1,8 @@
 /** Speed per model and dtype through the service, and what a second slot costs in memory. */
 import { type Context, type Dtype, type ModelKind, TARGETS, modelDtypes, recordTarget } from "../context.ts";
-import { type Clip, type TranscriptionResult, sleep, transcribeOnService } from "../http.ts";
+import { type Clip, type TranscriptionResult, transcribeOnService } from "../http.ts";
 import type { RssWindow } from "../memory.ts";
-import { mib, num, pct, renderTable, seconds, summarize, times } from "../report.ts";
+import { mib, num, pct, renderTable, seconds, times } from "../report.ts";
 import { startSlotscribe } from "../servers.ts";
 
 interface BusyServer {
@@ -20,17 +20,12 @@ interface BusyServer {
 async function busyPeak(ctx: Context, kind: ModelKind, dtype: Dtype, env: Record<string, string>, n: number, clip: Clip): Promise<BusyServer> {
   const server = await startSlotscribe(ctx.tmp, kind, dtype, env);
   try {
-    await sleep(1000);
-    const idle: number[] = [];
-    for (let i = 0; i < 20; i++) {
-      idle.push(server.sampler.sample().total);
-      await sleep(50);
-    }
+    const idleBytes = await server.sampler.idle("total");
     const busy = server.sampler.window();
     const results = await Promise.all(Array.from({ length: n }, () => transcribeOnService(server.url, clip)));
     return {
       slots: server.slots,
-      idleBytes: summarize(idle).p50,
+      idleBytes,
       peak: busy.stop(),
       ok: results.every((r) => r.ok),
       footprintBytes: server.modelFootprintBytes,
