@@ -84,7 +84,7 @@ describe("planCapacity", () => {
     expect(checked).toBe(9 * 9 * 5);
   });
 
-  it("obeys a SLOTS setting and reports it as the limit", () => {
+  it("obeys a WINDOW_SLOTS setting and reports it as the limit", () => {
     const plan = planCapacity({ machine: machine(64, 8), models: [{ id: BASE, dtype: "q8" }], slots: 3 });
     expect(plan).toMatchObject({ slots: 3, limitedBy: "setting", threads: 8 });
   });
@@ -94,7 +94,7 @@ describe("planCapacity", () => {
     expect(plan).toMatchObject({ slots: 8 * ROWS_PER_CORE, threads: 2 });
   });
 
-  it("reports that a model does not fit even when SLOTS is set", () => {
+  it("reports that a model does not fit even when WINDOW_SLOTS is set", () => {
     const plan = planCapacity({ machine: machine(1, 4), models: [{ id: "Xenova/whisper-medium", dtype: "q8" }], slots: 2 });
     expect(plan).toMatchObject({ fits: false, slots: 2, limitedBy: "setting" });
   });
