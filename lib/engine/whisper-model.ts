@@ -137,9 +137,10 @@ export class WhisperModel {
       if (!decoder.inputNames.includes(name)) throw new Error(`model ${spec.id}: decoder_model_merged has no input ${name}; only merged decoders with a KV cache are supported`);
     }
     const generation = (asr.model as unknown as { generation_config: WhisperGenerationConfig }).generation_config;
-    const info = { multilingual: Boolean(generation.is_multilingual), footprintBytes: Math.max(0, process.memoryUsage().rss - before), wordTimestamps: false };
+    const info = { multilingual: Boolean(generation.is_multilingual), footprintBytes: Math.max(0, process.memoryUsage().rss - before), wordTimestamps: false, rowStateBytes: 0 };
     const model = new WhisperModel(asr, encoder, decoder, generation, info);
     info.wordTimestamps = model.wordTimestamps;
+    info.rowStateBytes = model.rowBytes(model.rules.maxLength);
     return model;
   }
 
