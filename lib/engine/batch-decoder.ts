@@ -55,6 +55,8 @@ interface Cohort {
   model: WhisperModel;
   rows: Row[];
   state: BatchState;
+  /** Decoder milliseconds this cohort has had, per file in it: the cohort with the least goes next. */
+  usage: number;
 }
 
 /**
@@ -89,14 +91,15 @@ export class WindowCanceled extends Error {
  * and batching it does not raise throughput on CPU), then decoded in a cohort: rows of one model at
  * the same position, which share every decoder call. The merged decoder takes no attention mask, so
  * rows at different positions cannot share a call; a window therefore starts a cohort with the other
- * windows encoded by then, finished rows leave their cohort's cache at once, and each scheduling
- * round steps every cohort once.
+ * windows encoded by then, and finished rows leave their cohort's cache at once.
  *
  * Fairness: the next window to encode is taken from the stream with the fewest windows already
  * encoded or decoding, so a short clip's window is encoded next after the current call, and it starts
- * decoding within two more encoder runs (see shouldStart). Encoder runs are
- * spread between decoder steps (no more encoder time than step time while cohorts run), so cohorts
- * keep moving while new windows arrive.
+ * decoding within two more encoder runs (see shouldStart). Cohorts then take turns by the decoder
+ * time each file in them has had, not one step each: a long file's cohort of many rows takes several
+ * times as long a step as a short clip's single row, and one step each held the clip to the file's
+ * pace (2.5-3.3x its time alone). Encoder runs are spread between decoder steps (no more encoder time
+ * than step time while cohorts run), so cohorts keep moving while new windows arrive.
  */
 export class BatchDecoder {
   private nextId = 1;
@@ -201,12 +204,16 @@ export class BatchDecoder {
         this.stepDebt = performance.now() - started;
       }
       if (this.ready.length > 0 && this.shouldStart()) await this.startCohorts();
-      for (const cohort of [...this.cohorts]) {
+      const cohort = this.cohorts.reduce<Cohort | null>((a, c) => (a && a.usage <= c.usage ? a : c), null);
+      if (cohort) {
+        const files = new Set(cohort.rows.map((r) => r.stream)).size;
         const started = performance.now();
         await this.step(cohort);
-        this.stepDebt -= performance.now() - started;
+        const spent = performance.now() - started;
+        this.stepDebt -= spent;
+        cohort.usage += spent / Math.max(1, files);
       }
-      // Lets new windows and cancellations in between rounds.
+      // Lets new windows and cancellations in between steps.
       await new Promise((r) => setImmediate(r));
     }
     this.stepDebt = 0;
@@ -296,7 +303,9 @@ export class BatchDecoder {
           // A prompt's positions are not part of Whisper's alignment: it starts at <|startoftranscript|>.
           for (let p = r.sotIndex; p < r.init.length && r.attention; p++) r.attention.push(attention(i, p, r.frames));
         });
-        const cohort: Cohort = { model, rows, state };
+        // Level with the cohorts already running: it neither waits for them to catch up nor makes them wait.
+        const usage = this.cohorts.reduce((min, c) => Math.min(min, c.usage), Number.POSITIVE_INFINITY);
+        const cohort: Cohort = { model, rows, state, usage: Number.isFinite(usage) ? usage : 0 };
         this.count(rows.length);
         this.cohorts.push(cohort);
         this.stats.activeRows += rows.length;
