@@ -22,12 +22,12 @@ async function* chunked(samples: Float32Array): AsyncIterable<Float32Array> {
 }
 
 /** Every window Silero VAD makes of the stream, as [start, end) seconds of the file per piece. */
-async function speech(pcm: AsyncIterable<Float32Array>): Promise<{ regions: [number, number][]; seconds: number }> {
-  const source = windowSource("silero", pcm, { sampleRate: RATE, windowSamples: 30 * RATE });
-  const regions: [number, number][] = [];
-  for (let w; (w = await source.next()); ) for (const p of w.pieces) regions.push([p.start / RATE, (p.start + p.samples.length) / RATE]);
+async function speech(pcm: AsyncIterable<Float32Array>, readAheadWindows = 1): Promise<{ regions: [number, number][]; windows: [number, number][][]; seconds: number }> {
+  const source = windowSource("silero", pcm, { sampleRate: RATE, windowSamples: 30 * RATE, readAheadSamples: readAheadWindows * 30 * RATE });
+  const windows: [number, number][][] = [];
+  for (let w; (w = await source.next()); ) windows.push(w.pieces.map((p) => [p.start / RATE, (p.start + p.samples.length) / RATE]));
   await source.close();
-  return { regions, seconds: source.position / RATE };
+  return { regions: windows.flat(), windows, seconds: source.position / RATE };
 }
 
 /** From the first to the last 10 ms frame within 30 dB of the clip's loudest: where its speech is. */
@@ -83,6 +83,20 @@ describe("Silero VAD on real speech and on non-speech", () => {
       falseSpeech += found;
     }
     console.log(`false-speech rate on generated non-speech: ${((100 * falseSpeech) / total).toFixed(2)}% of ${total} s`);
+  });
+
+  it.skipIf(clips.length === 0)("cuts the same windows however far ahead it reads", async () => {
+    // All the clips end to end (about 4 min of speech with short pauses), read in odd-sized pieces.
+    const all = await Promise.all(clips.map((c) => readPcm(c)));
+    const file = new Float32Array(all.reduce((n, a) => n + a.length, 0));
+    all.reduce((at, a) => (file.set(a, at), at + a.length), 0);
+    const near = await speech(chunked(file), 1);
+    const far = await speech(chunked(file), 7);
+    expect(far.windows).toEqual(near.windows);
+    expect(near.windows.length).toBeGreaterThan(6);
+    // Continuous speech is cut in its pauses into nearly full windows.
+    const lengths = near.windows.slice(0, -1).map((w) => w.reduce((n, [a, b]) => n + b - a, 0));
+    expect(lengths.reduce((a, b) => a + b, 0) / lengths.length).toBeGreaterThan(24);
   });
 
   it.skipIf(clips.length === 0)("keeps the speech around 40 s of -20 dBFS noise and the file's own times", async () => {

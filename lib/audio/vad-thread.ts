@@ -10,12 +10,14 @@ interface Pending {
 }
 
 /**
- * Silero VAD on a thread of its own, 19 nice steps below the process (the inference thread runs at
- * 10). Silero costs about 30 us of CPU per 32 ms chunk, near a tenth of what tiny's decoding costs
- * per second of speech; the decoder leaves a core idle for part of every step (its JavaScript between
- * calls, a batch too small to split), and at this priority the VAD runs in those gaps instead of
- * delaying decoder calls. Run between them on the inference thread, it added about a third to a
- * file's wall time. Started by start() or the first block, so a service that never uses Silero never has it.
+ * Silero VAD on a thread of its own, at the inference thread's priority (10 nice steps below the
+ * process, so HTTP stays responsive). Silero costs about 30 us of CPU per 32 ms chunk, a tenth of
+ * tiny's decoding per second of speech. Run between decoder calls on the inference thread, it held
+ * up decoding and added about a third to a file's wall time; here it runs beside it, in the gaps the
+ * decoder leaves (its JavaScript between calls, batches too small to split) and otherwise for its
+ * fair share. At the lowest priority it starved behind a busy decoder (1.3 s for a 131 s block)
+ * while windows waited for it. Started by start() or the first block, so a service that never uses
+ * Silero never has it.
  */
 export class VadThread {
   #worker: Worker | null = null;

@@ -1,6 +1,6 @@
 /**
  * The speech detection thread: Silero over blocks of audio for every file, one call at a time, on a
- * single core at the lowest priority (see VadThread).
+ * single core at the inference thread's priority (see VadThread).
  */
 import { isMainThread, parentPort, workerData } from "node:worker_threads";
 import { lowerThreadPriority } from "../thread-priority.ts";
@@ -12,7 +12,8 @@ export type ToVadThread =
   | { op: "close" };
 export type FromVadThread = { rid: number; probs: Float32Array; carry: SileroCarry } | { rid: number; error: string };
 
-export const VAD_NICE = 19;
+/** As the inference thread (INFERENCE_NICE): below HTTP, level with decoding. */
+export const VAD_NICE = 10;
 
 if (!isMainThread && parentPort && (workerData as { thread?: string } | null)?.thread === "vad") {
   lowerThreadPriority(VAD_NICE);

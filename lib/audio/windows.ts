@@ -5,7 +5,7 @@
 import { quietCut } from "./quiet-cut.ts";
 import { SampleQueue } from "./sample-queue.ts";
 import { BLOCK_SAMPLES, SileroStream, type SileroRunner } from "./silero-vad.ts";
-import { concatPieces, piecesForWindow, RegionDetector, type Piece, type VadMode } from "./speech-regions.ts";
+import { CHUNK_SAMPLES, concatPieces, piecesForWindow, RegionDetector, type Piece, type VadMode } from "./speech-regions.ts";
 
 /** Below -60 dBFS peak a window is silence: Whisper would only hallucinate on it, so it is skipped. */
 const SILENCE_PEAK = 1e-3;
@@ -32,8 +32,19 @@ export interface WindowSource {
   close(): Promise<void>;
 }
 
-/** `vad` runs Silero where the caller wants it (the service: on its own thread, VadThread); default here. */
-export function windowSource(mode: VadMode, pcm: AsyncIterable<Float32Array>, opts: { sampleRate: number; windowSamples: number; vad?: SileroRunner }): WindowSource {
+export interface WindowSourceOptions {
+  sampleRate: number;
+  windowSamples: number;
+  /** Runs Silero where the caller wants it (the service: on its own thread, VadThread); default here. */
+  vad?: SileroRunner;
+  /**
+   * Samples of speech to keep found ahead of the windows taken: the windows the caller decodes at
+   * once. Default one window.
+   */
+  readAheadSamples?: number;
+}
+
+export function windowSource(mode: VadMode, pcm: AsyncIterable<Float32Array>, opts: WindowSourceOptions): WindowSource {
   return mode === "silero" ? new SileroWindows(pcm, opts) : new ContiguousWindows(pcm, opts, mode === "energy");
 }
 
@@ -80,8 +91,9 @@ class ContiguousWindows implements WindowSource {
 
 /**
  * Speech regions found by Silero VAD, merged into windows of whole regions with the non-speech
- * between them removed (see piecesForWindow). Reads the stream a block at a time, one block ahead of
- * the windows being decoded, and holds at most two blocks and a window of samples beyond them.
+ * between them removed (see piecesForWindow). Reads the stream a block at a time and keeps
+ * `readAheadSamples` of speech found ahead of the windows taken, so the windows decoded at once
+ * start together (in one cohort of the batch decoder) and the next ones are found while they decode.
  */
 class SileroWindows implements WindowSource {
   readonly #queue: SampleQueue;
@@ -97,7 +109,7 @@ class SileroWindows implements WindowSource {
 
   constructor(
     pcm: AsyncIterable<Float32Array>,
-    private readonly opts: { sampleRate: number; windowSamples: number; vad?: SileroRunner },
+    private readonly opts: WindowSourceOptions,
   ) {
     this.#queue = new SampleQueue(pcm);
     this.#vad = new SileroStream(opts.vad);
@@ -118,8 +130,7 @@ class SileroWindows implements WindowSource {
     while (!this.#ended && this.#buffered() + this.#detector.nextRegionAtLeast() <= this.opts.windowSamples) await this.#read();
     if (this.#pieces.length === 0) return null;
     const pieces = this.#pieces.splice(0, piecesForWindow(this.#pieces, this.opts.windowSamples));
-    // The next block is read and run through the VAD while this window is decoded, not after.
-    if (!this.#ended) this.#read().catch(() => undefined);
+    this.#readAhead();
     return { samples: concatPieces(pieces), pieces, cut: this.#pieces.length > 0 || !this.#ended, silent: false };
   }
 
@@ -149,15 +160,29 @@ class SileroWindows implements WindowSource {
     return this.#reading;
   }
 
+  /** Reads blocks in the background while less than the read-ahead is found; a failure waits for next(). */
+  #readAhead(): void {
+    if (this.#ended || this.#reading || this.#buffered() >= this.#aheadSamples()) return;
+    this.#read().then(
+      () => this.#readAhead(),
+      () => undefined,
+    );
+  }
+
+  #aheadSamples(): number {
+    return Math.max(this.opts.windowSamples, this.opts.readAheadSamples ?? 0);
+  }
+
   #buffered(): number {
     return this.#pieces.reduce((n, p) => n + p.samples.length, 0);
   }
 
   async #readBlock(): Promise<void> {
-    // The first block is smaller: nothing is decoding yet, so its VAD time is a wait. It holds two
-    // windows, so a long file starts two windows at once (a single window waited for the next block,
-    // whose VAD ran beside the first window's decoding).
-    const size = this.#blocks++ === 0 ? BLOCK_SAMPLES / 2 : BLOCK_SAMPLES;
+    // The first block is one window and a little more: nothing is decoding yet, so its VAD time is a
+    // wait. The next ones double up to BLOCK_SAMPLES, each found while the windows before it are
+    // encoded, so the windows decoded at once still start together, in one cohort.
+    const first = Math.ceil((1.1 * this.opts.windowSamples) / CHUNK_SAMPLES) * CHUNK_SAMPLES;
+    const size = Math.min(BLOCK_SAMPLES, first * 2 ** this.#blocks++);
     const block = await this.#queue.fill(size);
     this.#queue.consume(block.length);
     const probs = await this.#vad.probabilities(block);

@@ -64,6 +64,13 @@ interface Cohort {
  */
 const MAX_WAIT_ENCODES = 2;
 
+/**
+ * Inference milliseconds a file new to the engine is ahead of the least served file running: a short
+ * clip's whole work (one encoder run and about 100 single-row steps: about 0.5 s for tiny on 2 cores)
+ * goes before a long file's, which then waits at most this long per new file.
+ */
+const NEW_FILE_CREDIT_MS = 1000;
+
 /** Whisper's default fallback schedule: greedy, then sampling 0.2 hotter each time up to 1.0. */
 const DEFAULT_TEMPERATURES = [0, 0.2, 0.4, 0.6, 0.8, 1];
 
@@ -89,14 +96,16 @@ export class WindowCanceled extends Error {
  * and batching it does not raise throughput on CPU), then decoded in a cohort: rows of one model at
  * the same position, which share every decoder call. The merged decoder takes no attention mask, so
  * rows at different positions cannot share a call; a window therefore starts a cohort with the other
- * windows encoded by then, finished rows leave their cohort's cache at once, and each scheduling
- * round steps every cohort once.
+ * windows encoded by then, and finished rows leave their cohort's cache at once.
  *
- * Fairness: the next window to encode is taken from the stream with the fewest windows already
- * encoded or decoding, so a short clip's window is encoded next after the current call, and it starts
- * decoding within two more encoder runs (see shouldStart). Encoder runs are
- * spread between decoder steps (no more encoder time than step time while cohorts run), so cohorts
- * keep moving while new windows arrive.
+ * Fairness is between files (streams), by the inference time each has had: its encoder runs and its
+ * share of its cohorts' steps. The next call is the least served file's, an encoder run or its
+ * cohort's step, and a file new to the engine starts NEW_FILE_CREDIT_MS ahead, so a short clip
+ * behind a long file is encoded after the current call, starts decoding at once, and decodes at
+ * nearly its own pace. (With one step per cohort per round and encoder runs taking half the time,
+ * a clip beside a long file's many-row cohort decoded at that cohort's pace: 2.5-3.3x its time
+ * alone.) Between one file's encoder runs and steps, encoder time does not run ahead of step time,
+ * so cohorts keep moving while new windows arrive.
  */
 export class BatchDecoder {
   private nextId = 1;
@@ -106,6 +115,8 @@ export class BatchDecoder {
   private running = false;
   /** Decoder time owed to cohorts since the last encoder run. */
   private stepDebt = 0;
+  /** Inference milliseconds (encoder runs, and shares of cohort steps) each file in the engine has had. */
+  private readonly usage = new Map<string, number>();
   private readonly idlers: (() => void)[] = [];
   readonly stats: DecoderStats = { encoderRuns: 0, decoderCalls: 0, rowSteps: 0, largestBatch: 0, activeRows: 0, fallbacks: 0 };
 
@@ -194,22 +205,66 @@ export class BatchDecoder {
 
   private async loop(): Promise<void> {
     while (this.encodeQueue.length || this.ready.length || this.cohorts.length) {
-      const encodeNow = this.encodeQueue.length > 0 && (this.cohorts.length === 0 || this.stepDebt <= 0);
+      const encode = this.nextToEncode();
+      const cohort = this.nextCohort();
+      // The file served least goes first, its encoder run or its cohort's step; between one file's
+      // encoder runs and steps, encoder time does not run ahead of step time.
+      const encodeNow = encode !== null && (cohort === null || encode.priority < cohort.priority || (encode.priority === cohort.priority && this.stepDebt <= 0));
       if (encodeNow) {
         const started = performance.now();
-        await this.encodeNext();
+        await this.encode(encode.index);
         this.stepDebt = performance.now() - started;
+      } else if (cohort) {
+        const files = new Set(cohort.cohort.rows.map((r) => r.stream));
+        const started = performance.now();
+        await this.step(cohort.cohort);
+        const spent = performance.now() - started;
+        this.stepDebt -= spent;
+        for (const file of files) this.charge(file, spent / files.size);
       }
       if (this.ready.length > 0 && this.shouldStart()) await this.startCohorts();
-      for (const cohort of [...this.cohorts]) {
-        const started = performance.now();
-        await this.step(cohort);
-        this.stepDebt -= performance.now() - started;
-      }
-      // Lets new windows and cancellations in between rounds.
+      // Lets new windows and cancellations in between calls.
       await new Promise((r) => setImmediate(r));
     }
     this.stepDebt = 0;
+    this.usage.clear();
+  }
+
+  /** Inference milliseconds a file has had (see NEW_FILE_CREDIT_MS for one new to the engine). */
+  private usageOf(stream: string): number {
+    let usage = this.usage.get(stream);
+    if (usage === undefined) {
+      usage = Math.max(0, Math.min(...this.usage.values()) - NEW_FILE_CREDIT_MS);
+      if (!Number.isFinite(usage)) usage = 0;
+      this.usage.set(stream, usage);
+    }
+    return usage;
+  }
+
+  private charge(stream: string, ms: number): void {
+    this.usage.set(stream, this.usageOf(stream) + ms);
+    // A file with nothing left here is forgotten: its next window counts as new.
+    if (this.rowsOf(stream) === 0 && !this.encodeQueue.some((r) => r.stream === stream)) this.usage.delete(stream);
+  }
+
+  /** The queued window of the least served file, and that file's usage. */
+  private nextToEncode(): { index: number; priority: number } | null {
+    let best: { index: number; priority: number } | null = null;
+    this.encodeQueue.forEach((row, index) => {
+      const priority = this.usageOf(row.stream);
+      if (!best || priority < best.priority) best = { index, priority };
+    });
+    return best;
+  }
+
+  /** The cohort with the least served file in it, and that file's usage. */
+  private nextCohort(): { cohort: Cohort; priority: number } | null {
+    let best: { cohort: Cohort; priority: number } | null = null;
+    for (const cohort of this.cohorts) {
+      const priority = Math.min(...cohort.rows.map((r) => this.usageOf(r.stream)));
+      if (!best || priority < best.priority) best = { cohort, priority };
+    }
+    return best;
   }
 
   private rowsOf(stream: string): number {
@@ -218,17 +273,9 @@ export class BatchDecoder {
     return n;
   }
 
-  private async encodeNext(): Promise<void> {
-    let best = 0;
-    let fewest = Infinity;
-    this.encodeQueue.forEach((row, i) => {
-      const n = this.rowsOf(row.stream);
-      if (n < fewest) {
-        fewest = n;
-        best = i;
-      }
-    });
-    const row = this.encodeQueue.splice(best, 1)[0]!;
+  private async encode(index: number): Promise<void> {
+    const row = this.encodeQueue.splice(index, 1)[0]!;
+    const started = performance.now();
     for (const r of this.ready) if (r.stream !== row.stream) r.waited++;
     try {
       row.encoded = await row.model.encode(row.samples!);
@@ -239,6 +286,7 @@ export class BatchDecoder {
     } catch (err) {
       row.reject(err as Error);
     }
+    this.charge(row.stream, performance.now() - started);
   }
 
   /**
@@ -267,11 +315,14 @@ export class BatchDecoder {
 
   /**
    * Ready rows start together when nothing is left to encode, or when one of them has waited for
-   * MAX_WAIT_ENCODES of other streams' windows to be encoded (which then join its cohort). A file's
-   * own windows wait for each other: they form one batch.
+   * MAX_WAIT_ENCODES of other streams' windows to be encoded (which then join its cohort), or belongs
+   * to a file served less than every file still to encode (a short clip does not wait on a long
+   * file's windows). A file's own windows wait for each other: they form one batch.
    */
   private shouldStart(): boolean {
-    return this.encodeQueue.length === 0 || this.ready.some((r) => r.waited >= MAX_WAIT_ENCODES);
+    if (this.encodeQueue.length === 0) return true;
+    const queued = Math.min(...this.encodeQueue.map((r) => this.usageOf(r.stream)));
+    return this.ready.some((r) => r.waited >= MAX_WAIT_ENCODES || this.usageOf(r.stream) < queued);
   }
 
   private async startCohorts(): Promise<void> {

@@ -94,6 +94,8 @@ export interface ModelInfo {
   footprintBytes: number;
   /** Its decoder outputs the alignment heads' cross-attention (the `_timestamped` exports), so words can be timed. */
   wordTimestamps: boolean;
+  /** Bytes one decoding row holds at the longest decode, by the model's shapes: the least a row can cost. */
+  rowStateBytes: number;
 }
 
 export type ToWorker =

@@ -79,8 +79,13 @@ interface Window {
  * as its encoder and first decoder step have run; the windows after it wait only for that.
  */
 export async function transcribePcm(params: TranscribeParams): Promise<Transcript> {
-  const source = windowSource(params.vad ?? "silero", params.pcm, { sampleRate: SAMPLE_RATE, windowSamples: WINDOW_SAMPLES, vad: params.engine.speechProbabilities });
   const parallel = Math.max(1, params.parallelWindows ?? 1);
+  const source = windowSource(params.vad ?? "silero", params.pcm, {
+    sampleRate: SAMPLE_RATE,
+    windowSamples: WINDOW_SAMPLES,
+    vad: params.engine.speechProbabilities,
+    readAheadSamples: parallel * WINDOW_SAMPLES,
+  });
   const inFlight: Window[] = [];
   const segments: Segment[] = [];
   let language = params.language ?? null;

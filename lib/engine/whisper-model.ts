@@ -137,9 +137,10 @@ export class WhisperModel {
       if (!decoder.inputNames.includes(name)) throw new Error(`model ${spec.id}: decoder_model_merged has no input ${name}; only merged decoders with a KV cache are supported`);
     }
     const generation = (asr.model as unknown as { generation_config: WhisperGenerationConfig }).generation_config;
-    const info = { multilingual: Boolean(generation.is_multilingual), footprintBytes: Math.max(0, process.memoryUsage().rss - before), wordTimestamps: false };
+    const info = { multilingual: Boolean(generation.is_multilingual), footprintBytes: Math.max(0, process.memoryUsage().rss - before), wordTimestamps: false, rowStateBytes: 0 };
     const model = new WhisperModel(asr, encoder, decoder, generation, info);
     info.wordTimestamps = model.wordTimestamps;
+    info.rowStateBytes = model.rowBytes(model.rules.maxLength);
     return model;
   }
 
@@ -198,18 +199,40 @@ export class WhisperModel {
     sotIndex = tokens[0]!.length - 1,
   ): Promise<{ logits: Float32Array[]; sotLogits: Float32Array[]; attention: AttentionAt; state: BatchState }> {
     const rows = encoded.length;
-    const length = tokens[0]!.length;
-    const states = new Float32Array(rows * this.frames * this.dModel);
-    encoded.forEach((e, i) => states.set(e, i * this.frames * this.dModel));
-    const state: BatchState = {
-      rows,
-      encoderStates: new ort.Tensor("float32", states, [rows, this.frames, this.dModel]),
-      past: new Map(this.kv.map((k) => [k.past, new ort.Tensor("float32", new Float32Array(0), [rows, this.heads, 0, this.headDim])])),
-      position: 0,
-    };
-    const ids = BigInt64Array.from(tokens.flat().map(BigInt));
-    const { logits, at, attention } = await this.run(state, new ort.Tensor("int64", ids, [rows, length]), false);
-    return { logits, sotLogits: at(sotIndex), attention, state };
+    const size = this.frames * this.dModel;
+    const states = new Float32Array(rows * size);
+    encoded.forEach((e, i) => states.set(e, i * size));
+    const past = new Map<string, ort.Tensor>();
+    const logits: Float32Array[] = [];
+    const sotLogits: Float32Array[] = [];
+    const attentions: AttentionAt[] = [];
+    // One row at a time: onnxruntime-node copies every output into a new buffer, so a first call over
+    // the whole group held each row's cross-attention K/V twice at its peak (onnxruntime's buffer and
+    // the copy), 37 MB a row for tiny. Row by row, each copy goes into the group's tensors at once.
+    for (let i = 0; i < rows; i++) {
+      const row: BatchState = {
+        rows: 1,
+        encoderStates: new ort.Tensor("float32", states.subarray(i * size, (i + 1) * size), [1, this.frames, this.dModel]),
+        past: new Map(this.kv.map((k) => [k.past, new ort.Tensor("float32", new Float32Array(0), [1, this.heads, 0, this.headDim])])),
+        position: 0,
+      };
+      const ids = BigInt64Array.from(tokens[i]!.map(BigInt));
+      const out = await this.run(row, new ort.Tensor("int64", ids, [1, ids.length]), false);
+      logits.push(out.logits[0]!);
+      sotLogits.push(out.at(sotIndex)[0]!);
+      attentions.push(out.attention);
+      for (const [name, t] of row.past) {
+        const data = t.data as Float32Array;
+        let group = past.get(name);
+        if (!group) {
+          group = new ort.Tensor("float32", new Float32Array(rows * data.length), [rows, ...t.dims.slice(1)]);
+          past.set(name, group);
+        }
+        (group.data as Float32Array).set(data, i * data.length);
+      }
+    }
+    const state: BatchState = { rows, encoderStates: new ort.Tensor("float32", states, [rows, this.frames, this.dModel]), past, position: tokens[0]!.length };
+    return { logits, sotLogits, attention: (row, position, frames) => attentions[row]!(0, position, frames), state };
   }
 
   /** One step for every row of the group: each row's last token in, its next logits (and attention, at position 0) out. */
@@ -264,17 +287,21 @@ export class WhisperModel {
     return Math.exp(logits[token]! - max) / sum;
   }
 
-  /** Keeps only the given rows (indices into the group, in order) of a group's state. */
+  /**
+   * Keeps only the given rows (indices into the group, in order) of a group's state, moving them
+   * down in place: new buffers would hold the group twice at a moment when memory is at its peak.
+   */
   static keepRows(state: BatchState, keep: number[]): void {
-    const pick = (t: ort.Tensor): ort.Tensor => {
+    const compact = (t: ort.Tensor): ort.Tensor => {
       const data = t.data as Float32Array;
       const size = data.length / state.rows;
-      const out = new Float32Array(keep.length * size);
-      keep.forEach((r, i) => out.set(data.subarray(r * size, (r + 1) * size), i * size));
-      return new ort.Tensor("float32", out, [keep.length, ...t.dims.slice(1)]);
+      keep.forEach((r, i) => {
+        if (r !== i) data.copyWithin(i * size, r * size, (r + 1) * size);
+      });
+      return new ort.Tensor("float32", data.subarray(0, keep.length * size), [keep.length, ...t.dims.slice(1)]);
     };
-    state.encoderStates = pick(state.encoderStates);
-    for (const [name, t] of state.past) state.past.set(name, pick(t));
+    state.encoderStates = compact(state.encoderStates);
+    for (const [name, t] of state.past) state.past.set(name, compact(t));
     state.rows = keep.length;
   }
 }

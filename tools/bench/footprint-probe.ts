@@ -13,7 +13,7 @@
  * encoderBytes: the peak above that during one window alone, nearly all of it the encoder's transient
  * buffers (encoders run one at a time), from the kernel's high-water mark (./high-water-mark.ts).
  * rowBytes: what each further row adds: the peak with ROWS windows decoding in one batch, less the
- * peak of one window, divided by ROWS - 1.
+ * peak of one window, divided by ROWS - 1, and at least the state a row holds by the model's shapes.
  */
 import { highWaterMark, resetHighWaterMark } from "./high-water-mark.ts";
 import { synthesize } from "../../lib/audio/synth.ts";
@@ -51,7 +51,9 @@ const windowSeconds = (performance.now() - started) / 1000;
 const peak = highWaterMark();
 await resident();
 resetHighWaterMark();
-await Promise.all(Array.from({ length: ROWS }, (_, i) => engine.transcribeWindow(spec, audio, options, { stream: `probe-${i}` })));
+// One stream's windows: they wait for each other and decode as one cohort, so all ROWS coexist (as
+// separate streams the first ones start after two encoder runs, and the peak counts fewer rows).
+await Promise.all(Array.from({ length: ROWS }, () => engine.transcribeWindow(spec, audio, options, { stream: "probe" })));
 const batchPeak = highWaterMark();
 const { largestBatch } = await engine.stats();
 await engine.close();
@@ -64,7 +66,9 @@ console.log(
     threadBytes: thread - baseline,
     residentBytes: before - thread,
     encoderBytes: peak - before,
-    rowBytes: Math.max(0, (batchPeak - peak) / (largestBatch - 1)),
+    // The peaks can hide rows: one window's peak is its encoder's, and a batch's may be too. A row
+    // never holds less than its state (cross and self K/V, encoder output, logits).
+    rowBytes: Math.max(info.rowStateBytes, (batchPeak - peak) / (largestBatch - 1)),
     largestBatch,
     retainedBytes: before - loaded,
     firstWindowSeconds,

@@ -144,7 +144,7 @@ export async function holExperiment(ctx: Context, log: (l: string) => void, heal
         `solo: the clip alone on the idle server, ${ctx.options.quick ? 2 : 4} times before and ${ctx.options.quick ? 2 : 4} times after the loaded phase (after a warm-up).`,
         `behind: the same clip sent up to ${ctx.options.quick ? 3 : 5} times, one after another at varying offsets, while the long file transcribes`,
         "(counted only if the long file was still running when it returned; the long file is then cancelled). The long file holds all slots",
-        "but one; the clip's window takes the free one, is encoded next (fewest windows in the engine first) and decodes in its own cohort.",
+        "but one; the clip's window takes the free one, is encoded next (the least served file first) and decodes in its own cohort.",
         ...(variants.length > 1 ? ["WINDOW_SLOTS=1 (info) shows the per-window FIFO: the clip waits for the window in flight, never for the whole file."] : []),
       ],
     ),
