@@ -1,4 +1,5 @@
 /** Head-of-line (a short clip behind a long file) and, on the same saturated server, /healthz latency (the healthz experiment). */
+import { setMaxListeners } from "node:events";
 import { type Context, TARGETS, recordTarget } from "../context.ts";
 import { http, sleep, transcribeOnService } from "../http.ts";
 import { ms, renderTable, seconds, summarize, times, verdict, type Summary } from "../report.ts";
@@ -70,6 +71,8 @@ export async function headOfLine(ctx: Context, log: (l: string) => void, extraEn
     if (healthz) {
       // Every slot busy: 2 x slots long requests, so slots hold windows and jobs queue behind them.
       const stopFillers = new AbortController();
+      // Every filler request listens on it: more than Node's default of 10 is intended here.
+      setMaxListeners(server.slots * 2 + 1, stopFillers.signal);
       cancelFillers = () => stopFillers.abort();
       const fillers = Array.from({ length: server.slots * 2 }, () => transcribeOnService(server.url, speed, stopFillers.signal).catch(() => null));
       const fillDeadline = Date.now() + 60_000;
