@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { resolveFfmpeg, untrustedInputArgs } from "./ffmpeg.ts";
+import { belowService, resolveFfmpeg, untrustedInputArgs } from "./ffmpeg.ts";
 
 /**
  * The duration a container declares, for progress reporting only: it can be wrong (VBR estimates,
@@ -8,7 +8,7 @@ import { resolveFfmpeg, untrustedInputArgs } from "./ffmpeg.ts";
 export async function probeDurationSeconds(path: string): Promise<number | null> {
   const ffmpeg = (await resolveFfmpeg()).path;
   const stderr = await new Promise<string>((resolve) => {
-    const child = spawn(ffmpeg, ["-hide_banner", "-nostdin", ...untrustedInputArgs(path)], { stdio: ["ignore", "ignore", "pipe"] });
+    const child = belowService(spawn(ffmpeg, ["-hide_banner", "-nostdin", ...untrustedInputArgs(path)], { stdio: ["ignore", "ignore", "pipe"] }));
     let text = "";
     child.stderr.setEncoding("utf8").on("data", (d: string) => (text = (text + d).slice(-16_384)));
     child.on("close", () => resolve(text));
