@@ -30,7 +30,7 @@ export async function vadBench(ctx: Context, log: (line: string) => void): Promi
       }),
       [
         "VAD adds: speech-file wall time with Silero over VAD off, less one (fastest of three alternating runs each); VAD calls: the VAD",
-        "calls' own wall time over the transcription's: on their low-priority thread they wait for the cores the decoder leaves idle",
+        "calls' own wall time over the transcription's: on their own thread they share the cores with the decoder, so they include waiting",
         "(about 30 us of CPU per 32 ms chunk alone).",
         "wall times: lower is better; gaps/speech near 1 means the non-speech costs next to nothing, silero/energy below 1 is what removing it saves",
       ],
