@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import createClient from "openapi-fetch";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { encodeWav, synthesize } from "../lib/audio/synth.ts";
+import { encodeWav, synthesize } from "../tools/audio/synth.ts";
 import { DEFAULT_MODELS_DIR, generateModel } from "../tools/models/generate.ts";
 import { microTones } from "../tools/models/micro.ts";
 import { startService, type ServiceProcess } from "./support/service-process.ts";

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { Redis } from "@upstash/redis";
 import { Webhook } from "standardwebhooks";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { writeAudioFile } from "../lib/audio/synth.ts";
+import { writeAudioFile } from "../tools/audio/synth.ts";
 import { DEFAULT_MODELS_DIR, generateModel } from "../tools/models/generate.ts";
 import { MICRO_TONES, microTones, type MicroPart } from "../tools/models/micro.ts";
 import { generateWebhookSecret } from "../lib/webhooks/standard-webhooks.ts";

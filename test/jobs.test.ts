@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { Webhook } from "standardwebhooks";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { decodeToPcm } from "../lib/audio/ffmpeg.ts";
-import { writeAudioFile } from "../lib/audio/synth.ts";
+import { writeAudioFile } from "../tools/audio/synth.ts";
 import { DEFAULT_MODELS_DIR, generateModel } from "../tools/models/generate.ts";
 import { microTones, type MicroPart } from "../tools/models/micro.ts";
 import { generateWebhookSecret } from "../lib/webhooks/standard-webhooks.ts";

@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import OpenAI, { toFile } from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { writeAudioFile } from "../lib/audio/synth.ts";
+import { writeAudioFile } from "../tools/audio/synth.ts";
 import { DEFAULT_MODELS_DIR, generateModel } from "../tools/models/generate.ts";
 import { microTones, type MicroPart } from "../tools/models/micro.ts";
 import { startService, type ServiceProcess } from "./support/service-process.ts";

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import OpenAI, { toFile } from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runFfmpeg } from "../lib/audio/ffmpeg.ts";
-import { writeAudioFile, type AudioFileFormat } from "../lib/audio/synth.ts";
+import { writeAudioFile, type AudioFileFormat } from "../tools/audio/synth.ts";
 import { DEFAULT_MODELS_DIR, generateModel, sharedDir } from "../tools/models/generate.ts";
 import { WHISPER_LANGUAGE_NAMES } from "../lib/engine/languages.ts";
 import { microTones, MICRO_TONES, type MicroPart } from "../tools/models/micro.ts";

@@ -6,7 +6,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DomainError } from "../errors.ts";
 import { belowService, decodeToPcm, extractAudio, FfmpegFailure, PCM_SAMPLE_RATE, resolveFfmpeg, runFfmpeg, type PcmStream } from "./ffmpeg.ts";
-import { encodeWav, synthesize, writeAudioFile, type AudioFileFormat } from "./synth.ts";
+import { encodeWav, synthesize, writeAudioFile, type AudioFileFormat } from "../../tools/audio/synth.ts";
 
 const sharedDir = process.env.SLOTSCRIBE_SHARED_DIR ?? path.resolve(import.meta.dirname, "../../../shared");
 const jfkWav = path.join(sharedDir, "audio/jfk/jfk.wav");

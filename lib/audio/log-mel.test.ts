@@ -5,7 +5,7 @@ import { describe, expect, it } from "vitest";
 import { sharedDir } from "../../tools/models/generate.ts";
 import { decodeToPcm } from "./ffmpeg.ts";
 import { ComplexFft, RealPowerSpectrum, useFastLogMel } from "./log-mel.ts";
-import { synthesize } from "./synth.ts";
+import { synthesize } from "../../tools/audio/synth.ts";
 
 function naiveDft(re: Float64Array, im: Float64Array): { re: Float64Array; im: Float64Array } {
   const n = re.length;

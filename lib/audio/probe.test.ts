@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { probeDurationSeconds } from "./probe.ts";
-import { writeAudioFile } from "./synth.ts";
+import { writeAudioFile } from "../../tools/audio/synth.ts";
 
 let dir: string;
 let server: Server;

@@ -2,7 +2,7 @@ import { readdirSync, existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { describe, expect, it } from "vitest";
 import { readPcm } from "./ffmpeg.ts";
-import { chords, noise } from "./synth.ts";
+import { chords, noise } from "../../tools/audio/synth.ts";
 import { windowSource } from "./windows.ts";
 
 const RATE = 16_000;

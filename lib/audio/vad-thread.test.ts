@@ -3,7 +3,7 @@ import { join, resolve } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { readPcm } from "./ffmpeg.ts";
 import { initialCarry, runSilero, type SileroCarry } from "./silero-vad.ts";
-import { noise } from "./synth.ts";
+import { noise } from "../../tools/audio/synth.ts";
 import { VadThread } from "./vad-thread.ts";
 
 const sharedDir = process.env.SLOTSCRIBE_SHARED_DIR ?? resolve(import.meta.dirname, "../../../shared");

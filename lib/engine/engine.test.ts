@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { synthesize } from "../audio/synth.ts";
+import { synthesize } from "../../tools/audio/synth.ts";
 import { DEFAULT_MODELS_DIR, generateModel } from "../../tools/models/generate.ts";
 import { microTones } from "../../tools/models/micro.ts";
 import { Engine } from "./engine.ts";

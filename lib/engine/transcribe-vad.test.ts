@@ -3,7 +3,7 @@ import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Limiter } from "../admission/limiter.ts";
 import { decodeToPcm } from "../audio/ffmpeg.ts";
-import { noise, synthesize } from "../audio/synth.ts";
+import { noise, synthesize } from "../../tools/audio/synth.ts";
 import { DEFAULT_MODELS_DIR, generateModel } from "../../tools/models/generate.ts";
 import { MICRO_TONES, microTones } from "../../tools/models/micro.ts";
 import { Engine } from "./engine.ts";

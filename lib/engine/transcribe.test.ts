@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Limiter } from "../admission/limiter.ts";
-import { synthesize } from "../audio/synth.ts";
+import { synthesize } from "../../tools/audio/synth.ts";
 import { DEFAULT_MODELS_DIR, generateModel } from "../../tools/models/generate.ts";
 import { MICRO_TONES, microTones, type MicroPart } from "../../tools/models/micro.ts";
 import { Engine, type WindowCall } from "./engine.ts";

@@ -5,7 +5,7 @@
  */
 import { pipeline, type AutomaticSpeechRecognitionPipeline } from "@huggingface/transformers";
 import { describe, expect, it } from "vitest";
-import { synthesize, type SynthPart } from "../audio/synth.ts";
+import { synthesize, type SynthPart } from "../../tools/audio/synth.ts";
 import { DEFAULT_MODELS_DIR, generateModel } from "../../tools/models/generate.ts";
 import { microTones, type MicroWord } from "../../tools/models/micro.ts";
 import { WindowCanceled } from "./batch-decoder.ts";

@@ -2,7 +2,7 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { runFfmpeg } from "../../lib/audio/ffmpeg.ts";
-import { concatAudioFiles, writeAudioFile } from "../../lib/audio/synth.ts";
+import { concatAudioFiles, writeAudioFile } from "../audio/synth.ts";
 import { sharedDir } from "../models/generate.ts";
 import type { Clip } from "./http.ts";
 

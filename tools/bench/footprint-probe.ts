@@ -16,7 +16,7 @@
  * peak of one window, divided by ROWS - 1, and at least the state a row holds by the model's shapes.
  */
 import { highWaterMark, resetHighWaterMark } from "./high-water-mark.ts";
-import { synthesize } from "../../lib/audio/synth.ts";
+import { synthesize } from "../audio/synth.ts";
 
 const [modelsDir, id, dtype, threads] = process.argv.slice(2) as [string, string, "q8" | "fp32", string];
 

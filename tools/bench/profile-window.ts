@@ -13,7 +13,7 @@
 import { createRequire } from "node:module";
 import { highWaterMark, resetHighWaterMark } from "./high-water-mark.ts";
 import { env, LogitsProcessorList, pipeline, type AutomaticSpeechRecognitionPipeline } from "@huggingface/transformers";
-import { synthesize } from "../../lib/audio/synth.ts";
+import { synthesize } from "../audio/synth.ts";
 
 const args = process.argv.slice(2).filter((a) => !a.startsWith("--"));
 const flags = new Set(process.argv.slice(2).filter((a) => a.startsWith("--") && !a.includes("=")));

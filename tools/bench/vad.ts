@@ -7,7 +7,7 @@ import { cpus } from "node:os";
 import { Limiter } from "../../lib/admission/limiter.ts";
 import { readPcm } from "../../lib/audio/ffmpeg.ts";
 import type { VadMode } from "../../lib/audio/speech-regions.ts";
-import { noise } from "../../lib/audio/synth.ts";
+import { noise } from "../audio/synth.ts";
 import { Engine } from "../../lib/engine/engine.ts";
 import { SAMPLE_RATE, transcribePcm } from "../../lib/engine/transcribe.ts";
 

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { env, pipeline, type AutomaticSpeechRecognitionPipeline, type Tensor } from "@huggingface/transformers";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { synthesize } from "../../lib/audio/synth.ts";
+import { synthesize } from "../audio/synth.ts";
 import { DEFAULT_MODELS_DIR, generateModel, type GeneratedModel } from "./generate.ts";
 import { microTones } from "./micro.ts";
 

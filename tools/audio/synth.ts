@@ -1,4 +1,4 @@
-import { mulberry32 } from "../random.ts";
+import { mulberry32 } from "../../lib/random.ts";
 /**
  * Deterministic test and benchmark audio: pure tones and silence, written as WAV or transcoded by
  * ffmpeg into the containers clients upload. Pure tones make decoding checkable (a 1 kHz tone
@@ -7,7 +7,7 @@ import { mulberry32 } from "../random.ts";
  */
 import { extname, resolve } from "node:path";
 import { writeFile } from "node:fs/promises";
-import { PCM_SAMPLE_RATE, runFfmpeg } from "./ffmpeg.ts";
+import { PCM_SAMPLE_RATE, runFfmpeg } from "../../lib/audio/ffmpeg.ts";
 
 export type SynthPart = { tone: number; seconds: number; amplitude?: number } | { silence: number };
 

@@ -2,7 +2,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { decodeToPcm, FfmpegFailure, PCM_SAMPLE_RATE, runFfmpeg } from "./ffmpeg.ts";
+import { decodeToPcm, FfmpegFailure, PCM_SAMPLE_RATE, runFfmpeg } from "../../lib/audio/ffmpeg.ts";
 import { concatAudioFiles, encodeWav, synthesize, writeAudioFile } from "./synth.ts";
 
 let dir: string;
