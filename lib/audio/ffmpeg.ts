@@ -1,7 +1,7 @@
 /**
  * Decoding and extracting audio with an ffmpeg child process. Everything a client sends goes
  * through here, so this module owns two promises: memory does not grow with the input's duration
- * (PCM is streamed with backpressure), and every ffmpeg failure becomes an DomainError whose message
+ * (PCM is streamed with backpressure), and every ffmpeg failure becomes a DomainError whose message
  * is safe to show (ffmpeg's stderr names server paths, so it only travels on `cause`).
  */
 import { type ChildProcess, spawn } from "node:child_process";

@@ -21,7 +21,7 @@ const STATE = 2 * 128;
 const WARM_CHUNKS = 8;
 /** Sub-streams of at least this many chunks, so the warm-up stays a small overhead. */
 const MIN_SUBSTREAM_CHUNKS = 64;
-export const MAX_SUBSTREAMS = 32;
+const MAX_SUBSTREAMS = 32;
 /** A block of 32 sub-streams of 128 chunks: 131 s of audio, about 6% warm-up overhead. */
 export const BLOCK_SAMPLES = MAX_SUBSTREAMS * 128 * CHUNK_SAMPLES;
 
@@ -36,7 +36,7 @@ let session: Promise<ort.InferenceSession> | null = null;
  * One session per thread, shared by every file: its calls are independent (state is an input). One
  * core: in the service it runs beside the decoder, in the gaps the decoder leaves (VadThread).
  */
-export function sileroSession(): Promise<ort.InferenceSession> {
+function sileroSession(): Promise<ort.InferenceSession> {
   session ??= ort.InferenceSession.create(sileroModelPath(), {
     intraOpNumThreads: 1,
     interOpNumThreads: 1,

@@ -3,7 +3,7 @@
  * single core at the inference thread's priority (see VadThread).
  */
 import { isMainThread, parentPort, workerData } from "node:worker_threads";
-import { lowerThreadPriority } from "../thread-priority.ts";
+import { lowerThreadPriority, WORKER_NICE } from "../thread-priority.ts";
 import { runSilero, type SileroCarry } from "./silero-vad.ts";
 
 export type ToVadThread =
@@ -12,11 +12,8 @@ export type ToVadThread =
   | { op: "close" };
 export type FromVadThread = { rid: number; probs: Float32Array; carry: SileroCarry } | { rid: number; error: string };
 
-/** As the inference thread (INFERENCE_NICE): below HTTP, level with decoding. */
-export const VAD_NICE = 10;
-
 if (!isMainThread && parentPort && (workerData as { thread?: string } | null)?.thread === "vad") {
-  lowerThreadPriority(VAD_NICE);
+  lowerThreadPriority(WORKER_NICE);
   const port = parentPort;
   // One block at a time, in arrival order: each file's blocks must run in order (its state carries).
   let queue = Promise.resolve();

@@ -234,8 +234,7 @@ export class BatchDecoder {
   private usageOf(stream: string): number {
     let usage = this.usage.get(stream);
     if (usage === undefined) {
-      usage = Math.max(0, Math.min(...this.usage.values()) - NEW_FILE_CREDIT_MS);
-      if (!Number.isFinite(usage)) usage = 0;
+      usage = this.usage.size === 0 ? 0 : Math.max(0, Math.min(...this.usage.values()) - NEW_FILE_CREDIT_MS);
       this.usage.set(stream, usage);
     }
     return usage;

@@ -8,7 +8,7 @@ import { env } from "@huggingface/transformers";
 import { BatchDecoder, WindowCanceled, type WindowRequest } from "./batch-decoder.ts";
 import type { FromWorker, ModelSpec, ToWorker, WindowOutput, WorkerInit } from "./protocol.ts";
 import { WhisperModel } from "./whisper-model.ts";
-import { lowerThreadPriority } from "../thread-priority.ts";
+import { lowerThreadPriority, WORKER_NICE } from "../thread-priority.ts";
 
 export interface Inference {
   load(spec: ModelSpec): Promise<WhisperModel>;
@@ -39,14 +39,6 @@ export function createInference(init: WorkerInit, sessionOverrides: Record<strin
   return { load, decoder, transcribeWindow: (stream, request, signal) => decoder.submit(stream, request, signal) };
 }
 
-/**
- * Nice steps the inference thread runs below the process. Inference keeps every core busy while any
- * window is in flight; at the same priority the thread that answers HTTP waited behind it (and behind
- * the onnxruntime pool threads this thread starts, which inherit its priority) for a core, up to 100 ms
- * and more for a /healthz. Lower, it still takes every core the main thread and ffmpeg leave idle.
- */
-export const INFERENCE_NICE = 10;
-
 function reply(message: FromWorker): void {
   parentPort!.postMessage(message);
 }
@@ -54,7 +46,7 @@ function reply(message: FromWorker): void {
 // Started by the engine (lib/worker-entry.mjs); importing the module elsewhere (benchmarks) only defines it.
 if (!isMainThread && parentPort && (workerData as WorkerInit | null)?.threads) {
   // Before any model loads: the onnxruntime pools' threads are started from this one and inherit it.
-  lowerThreadPriority(INFERENCE_NICE);
+  lowerThreadPriority(WORKER_NICE);
   const inference = createInference(workerData as WorkerInit);
   const windows = new Map<number, AbortController>();
   reply({ op: "ready", rid: 0 });
