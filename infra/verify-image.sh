@@ -279,8 +279,11 @@ stop_ms=$((($(date +%s%N) - t) / 1000000))
 exit_code=$(pod inspect --format '{{.State.ExitCode}}' "$CTR-a")
 [ "$exit_code" = 0 ] || fail "exit status $exit_code after SIGTERM (137 would be the platform's SIGKILL)"
 [ "$stop_ms" -lt $(((GRACE_S + 5) * 1000)) ] || fail "stopping took $stop_ms ms, more than SHUTDOWN_GRACE=${GRACE_S}s + 5 s"
-pod logs "$CTR-a" 2>&1 | grep -q '"msg":"draining' || fail "no drain logged"
-pod logs "$CTR-a" 2>&1 | grep -q 'stopped: jobs handed back' || fail "no 'stopped: jobs handed back' logged"
+# Read whole before matching: with pipefail, `podman logs | grep -q` fails when grep stops reading
+# at the match and podman, still writing, gets SIGPIPE.
+stopped_log=$(pod logs "$CTR-a" 2>&1)
+grep -q '"msg":"draining' <<<"$stopped_log" || fail "no drain logged"
+grep -q 'stopped: jobs handed back' <<<"$stopped_log" || fail "no 'stopped: jobs handed back' logged"
 ok "exit 0 after $stop_ms ms (SHUTDOWN_GRACE=${GRACE_S}s), drain logged"
 current_ctr=
 # What the stopped instance left on the volume: the unfinished job handed back to the queue.
