@@ -20,20 +20,25 @@ interface LevelResult {
   peakChildren: RssReading["children"];
 }
 
+/**
+ * `n` copies of `clip` at once, twice: timed with nothing observing the server, then again with its
+ * memory sampled (PSS readings slow the process they read).
+ */
 async function runLevel(n: number, clip: Clip, sampler: RssSampler, send: (clip: Clip) => Promise<TranscriptionResult>): Promise<LevelResult> {
-  const w = sampler.window();
+  const sendAll = () =>
+    Promise.all(Array.from({ length: n }, () => send(clip).catch((err: Error) => ({ ok: false, status: 0, seconds: NaN, tokens: 0, error: err.message }) as TranscriptionResult)));
   const t0 = performance.now();
-  const results = await Promise.all(
-    Array.from({ length: n }, () => send(clip).catch((err: Error) => ({ ok: false, status: 0, seconds: NaN, tokens: 0, error: err.message }) as TranscriptionResult)),
-  );
+  const results = await sendAll();
   const wall = (performance.now() - t0) / 1000;
+  const w = sampler.window();
+  const observed = await sendAll();
   const mem = w.stop();
   const ok = results.filter((r) => r.ok);
   return {
     concurrency: n,
     ok: ok.length,
-    failed: n - ok.length,
-    statuses: results.map((r) => r.status),
+    failed: n - ok.length + observed.filter((r) => !r.ok).length,
+    statuses: [...results, ...observed].map((r) => r.status),
     latency: summarize(ok.map((r) => r.seconds)),
     wallSeconds: wall,
     throughput: (ok.length * clip.seconds) / wall,
@@ -174,7 +179,8 @@ export async function concurrencyExperiment(ctx: Context, log: (l: string) => vo
         rows,
         [
           "n requests sent at once, each waited for; thru = completed audio s / wall s of the batch; latency per request (client side).",
-          "peak RSS: VmRSS of the server process (its inference threads are in-process) + child processes (ffmpeg), sampled every 50 ms.",
+          "Each level runs twice: timed with nothing reading the server's memory, then again for its peaks. peak RSS: VmRSS of the",
+          "server process (its inference threads are in-process) + child processes (ffmpeg), sampled every 50 ms.",
           "naive: tools/bench/naive.ts, a fresh pipeline(dtype q8) per request, chunk_length_s 30, default ORT threads and libuv pool, disposed",
           "after each request (its best case). slotscribe runs with QUEUE_TIMEOUT=30m so no request is refused, one model copy shared by",
           "every slot through batched decoding. All servers stay up for the whole sweep",
