@@ -1,6 +1,6 @@
 import { SuppressTokensAtBeginLogitsProcessor, SuppressTokensLogitsProcessor, Tensor, WhisperTimeStampLogitsProcessor } from "@huggingface/transformers";
 import { describe, expect, it } from "vitest";
-import { WhisperRules } from "./whisper-rules.ts";
+import { sumExp, WhisperRules } from "./whisper-rules.ts";
 
 // whisper-tiny.en's ids.
 const V = 51865;
@@ -84,5 +84,25 @@ describe("WhisperRules", () => {
     const pick = WhisperRules.greedy(logits);
     expect(pick.token).toBe(1);
     expect(pick.logprob).toBeCloseTo(Math.log(Math.exp(2) / (1 + 2 * Math.exp(2))), 6);
+  });
+
+  it("sums the softmax's normaliser as Math.exp does, masked and far-below entries as zeros", () => {
+    let seed = 7;
+    const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+    for (const [spread, temperature] of [
+      [5, 1],
+      [40, 1],
+      [40, 0.4],
+      [2000, 1],
+      [10, 1.7],
+    ] as const) {
+      const logits = Float32Array.from({ length: V }, () => (random() < 0.01 ? -Infinity : (random() - 0.5) * spread));
+      let max = -Infinity;
+      for (const v of logits) max = Math.max(max, v);
+      let exact = 0;
+      for (const v of logits) exact += Math.exp((v - max) / temperature);
+      expect(Math.abs(sumExp(logits, max, temperature) - exact) / exact).toBeLessThan(1e-8);
+    }
+    expect(sumExp(Float32Array.from([3, -Infinity, Number.NaN]), 3, 1)).toBe(1);
   });
 });

@@ -108,11 +108,7 @@ export class WhisperRules {
     ref._call([[0n, ...generated.map(BigInt)]], [{ data: logits }]);
   }
 
-  /**
-   * Greedy choice: the first maximum, as the library's sampler takes it, with its log-probability.
-   * Entries more than 30 below the maximum add less than 1e-13 each to the normaliser and are skipped:
-   * an exp per vocabulary entry per step would cost more than the rules themselves.
-   */
+  /** Greedy choice: the first maximum, as the library's sampler takes it, with its log-probability. */
   static greedy(logits: Float32Array): Pick {
     let best = 0;
     let max = -Infinity;
@@ -122,10 +118,7 @@ export class WhisperRules {
         best = j;
       }
     }
-    const floor = max - 30;
-    let sum = 0;
-    for (let j = 0; j < logits.length; j++) if (logits[j]! > floor) sum += Math.exp(logits[j]! - max);
-    return { token: best, logprob: -Math.log(sum) };
+    return { token: best, logprob: -Math.log(sumExp(logits, max, 1)) };
   }
 
   /**
@@ -138,14 +131,7 @@ export class WhisperRules {
     let max = -Infinity;
     for (let j = 0; j < logits.length; j++) if (logits[j]! > max) max = logits[j]!;
     const floor = max - 30 * temperature;
-    let tempered = 0;
-    let plain = 0;
-    for (let j = 0; j < logits.length; j++) {
-      const v = logits[j]!;
-      if (v > floor) tempered += Math.exp((v - max) / temperature);
-      if (v > max - 30) plain += Math.exp(v - max);
-    }
-    let target = random() * tempered;
+    let target = random() * sumExp(logits, max, temperature);
     let token = -1;
     for (let j = 0; j < logits.length; j++) {
       const v = logits[j]!;
@@ -154,10 +140,47 @@ export class WhisperRules {
       target -= Math.exp((v - max) / temperature);
       if (target <= 0) break;
     }
-    return { token, logprob: logits[token]! - max - Math.log(plain) };
+    return { token, logprob: logits[token]! - max - Math.log(sumExp(logits, max, 1)) };
   }
 
   isTimestamp(token: number): boolean {
     return token >= this.timestampBegin;
   }
+}
+
+const POW2_BIAS = 1100;
+/** 2^k for k from -1100 to 0, past where doubles reach zero: exp2's integer part. */
+const POW2 = Float64Array.from({ length: POW2_BIAS + 1 }, (_, i) => 2 ** (i - POW2_BIAS));
+/** Taylor coefficients of 2^f = e^(f ln 2), f in [-0.5, 0.5]: relative error below 1e-8. */
+const [E0, E1, E2, E3, E4, E5, E6, E7] = [1, 1, 2, 6, 24, 120, 720, 5040].map((factorial, i) => Math.LN2 ** i / factorial) as [
+  number,
+  number,
+  number,
+  number,
+  number,
+  number,
+  number,
+  number,
+];
+
+/**
+ * Sum of exp((logits[j] - max) / temperature) over the whole vocabulary, `max` being the largest
+ * logit. Every decoder step of every row needs it (the token's log-probability), and Math.exp was
+ * half of a step's JavaScript: 0.48 ms per row for 51,865 logits, most of them within 30 of the
+ * maximum on generated weights. exp2 by a power-of-two table and a polynomial takes 0.19 ms, within
+ * 1e-8 of Math.exp (float32 logits carry 6e-8).
+ */
+export function sumExp(logits: Float32Array, max: number, temperature: number): number {
+  const scale = Math.LOG2E / temperature;
+  let sum = 0;
+  for (let j = 0; j < logits.length; j++) {
+    // -Infinity (masked) and anything 1100 octaves down count as 0, as exp underflows to.
+    let t = (logits[j]! - max) * scale;
+    if (!(t > -POW2_BIAS)) t = -POW2_BIAS;
+    // Truncation of t - 0.5 (t <= 0) rounds to nearest: f is within half an octave.
+    const k = (t - 0.5) | 0;
+    const f = t - k;
+    sum += POW2[k + POW2_BIAS]! * (E0 + f * (E1 + f * (E2 + f * (E3 + f * (E4 + f * (E5 + f * (E6 + f * E7)))))));
+  }
+  return sum;
 }
