@@ -11,6 +11,8 @@ export interface WindowRequest {
   options: WindowOptions;
   /** Hears the language as soon as the window's first decoder step identified it. */
   onLanguage?: (language: string) => void;
+  /** Another window of the stream follows at once: this one may wait for it (see MAX_HOLD_MS). */
+  followed?: boolean;
 }
 
 interface Row {
@@ -46,6 +48,8 @@ interface Row {
   canceled: boolean;
   /** Other streams' windows encoded while this one was ready and waiting to start. */
   waited: number;
+  /** Until when (performance.now()) it may wait for its stream's next window, with nothing to encode. */
+  holdUntil: number;
   resolve: (output: WindowOutput) => void;
   reject: (err: Error) => void;
 }
@@ -63,6 +67,15 @@ interface Cohort {
  * and the wait is at most two encoder runs (about 0.3 s for tiny on 2 cores).
  */
 const MAX_WAIT_ENCODES = 2;
+
+/**
+ * How long a ready window of a file whose caller said another window follows at once may wait for it
+ * with nothing left to encode: the speech detection of the next block (up to ~0.2 s for 131 s of
+ * audio). Found one after another, a file's windows otherwise started decoding apart, in cohorts of
+ * one or two, and a row alone costs a decoder call of its own (tiny q8: 3 ms for one row, 7 ms for
+ * seven). The bound covers a follower that never comes (it was silence, or waits for a slot).
+ */
+const MAX_HOLD_MS = 300;
 
 /**
  * Inference milliseconds a file new to the engine is ahead of the least served file running: a short
@@ -118,6 +131,10 @@ export class BatchDecoder {
   /** Inference milliseconds (encoder runs, and shares of cohort steps) each file in the engine has had. */
   private readonly usage = new Map<string, number>();
   private readonly idlers: (() => void)[] = [];
+  /** Streams whose last window said another follows at once (see MAX_HOLD_MS). */
+  private readonly following = new Set<string>();
+  /** Ends the loop's wait for held windows' followers. */
+  private wake: (() => void) | null = null;
   readonly stats: DecoderStats = { encoderRuns: 0, decoderCalls: 0, rowSteps: 0, largestBatch: 0, activeRows: 0, fallbacks: 0 };
 
   constructor(private readonly load: (spec: ModelSpec) => Promise<WhisperModel>) {}
@@ -155,9 +172,12 @@ export class BatchDecoder {
         frames: Math.max(1, Math.min(model.frames, Math.floor(request.samples.length / SAMPLES_PER_POSITION))),
         canceled: false,
         waited: 0,
+        holdUntil: 0,
         resolve,
         reject,
       };
+      if (request.followed) this.following.add(stream);
+      else this.following.delete(stream);
       const onAbort = () => this.cancel(row);
       signal?.addEventListener("abort", onAbort, { once: true });
       const done = () => signal?.removeEventListener("abort", onAbort);
@@ -186,6 +206,7 @@ export class BatchDecoder {
       const i = list.indexOf(row);
       if (i >= 0) list.splice(i, 1);
     }
+    this.wake?.();
   }
 
   /** Resolves when no call is in progress and nothing is left to decode. */
@@ -194,6 +215,7 @@ export class BatchDecoder {
   }
 
   private kick(): void {
+    this.wake?.();
     if (this.running) return;
     this.running = true;
     void this.loop().finally(() => {
@@ -223,11 +245,26 @@ export class BatchDecoder {
         for (const file of files) this.charge(file, spent / files.size);
       }
       if (this.ready.length > 0 && this.shouldStart()) await this.startCohorts();
+      else if (!encodeNow && !cohort && this.ready.length > 0) await this.awaitFollowers();
       // Lets new windows and cancellations in between calls.
       await new Promise((r) => setImmediate(r));
     }
     this.stepDebt = 0;
     this.usage.clear();
+    this.following.clear();
+  }
+
+  /** Nothing to run but held windows: waits for a new window or a cancellation, until the first hold ends. */
+  private async awaitFollowers(): Promise<void> {
+    const until = Math.min(...this.ready.map((r) => r.holdUntil));
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => this.wake?.(), Math.max(0, until - performance.now()));
+      this.wake = () => {
+        clearTimeout(timer);
+        this.wake = null;
+        resolve();
+      };
+    });
   }
 
   /** Inference milliseconds a file has had (see NEW_FILE_CREDIT_MS for one new to the engine). */
@@ -243,7 +280,10 @@ export class BatchDecoder {
   private charge(stream: string, ms: number): void {
     this.usage.set(stream, this.usageOf(stream) + ms);
     // A file with nothing left here is forgotten: its next window counts as new.
-    if (this.rowsOf(stream) === 0 && !this.encodeQueue.some((r) => r.stream === stream)) this.usage.delete(stream);
+    if (this.rowsOf(stream) === 0 && !this.encodeQueue.some((r) => r.stream === stream)) {
+      this.usage.delete(stream);
+      this.following.delete(stream);
+    }
   }
 
   /** The queued window of the least served file, and that file's usage. */
@@ -281,7 +321,10 @@ export class BatchDecoder {
       row.samples = null;
       this.stats.encoderRuns++;
       if (row.init.length === 0 && !row.canceled) await this.identifyLanguage(row);
-      if (!row.canceled) this.ready.push(row);
+      if (!row.canceled) {
+        row.holdUntil = performance.now() + MAX_HOLD_MS;
+        this.ready.push(row);
+      }
     } catch (err) {
       row.reject(err as Error);
     }
@@ -313,15 +356,19 @@ export class BatchDecoder {
   }
 
   /**
-   * Ready rows start together when nothing is left to encode, or when one of them has waited for
-   * MAX_WAIT_ENCODES of other streams' windows to be encoded (which then join its cohort), or belongs
-   * to a file served less than every file still to encode (a short clip does not wait on a long
-   * file's windows). A file's own windows wait for each other: they form one batch.
+   * Ready rows start together, held ones (MAX_HOLD_MS) included, when one not held finds nothing
+   * left to encode, or has waited for MAX_WAIT_ENCODES of other streams' windows to be encoded (which
+   * then join its cohort), or belongs to a file served less than every file still to encode (a short
+   * clip does not wait on a long file's windows). A file's own windows wait for each other: they form
+   * one batch.
    */
   private shouldStart(): boolean {
+    const now = performance.now();
+    const starters = this.ready.filter((r) => !this.following.has(r.stream) || r.holdUntil <= now);
+    if (starters.length === 0) return false;
     if (this.encodeQueue.length === 0) return true;
     const queued = Math.min(...this.encodeQueue.map((r) => this.usageOf(r.stream)));
-    return this.ready.some((r) => r.waited >= MAX_WAIT_ENCODES || this.usageOf(r.stream) < queued);
+    return starters.some((r) => r.waited >= MAX_WAIT_ENCODES || this.usageOf(r.stream) < queued);
   }
 
   private async startCohorts(): Promise<void> {

@@ -42,6 +42,11 @@ export interface WindowCall {
   /** Removes the window from the engine wherever it is (queued, encoding or in a decoding batch). */
   signal?: AbortSignal;
   onLanguage?: (language: string) => void;
+  /**
+   * Another window of this stream follows at once (the caller is finding it): the engine may hold this
+   * one back briefly so that they start decoding together.
+   */
+  followed?: boolean;
 }
 
 /**
@@ -127,7 +132,7 @@ export class Engine {
     const owned = samples.slice();
     const rid = this.nextRid++;
     const stream = call.stream ?? `window-${rid}`;
-    const result = this.call<WindowOutput>({ op: "window", rid, stream, model, samples: owned, options }, [owned.buffer], call.onLanguage, rid);
+    const result = this.call<WindowOutput>({ op: "window", rid, stream, model, samples: owned, options, followed: call.followed ?? false }, [owned.buffer], call.onLanguage, rid);
     if (!call.signal) return result;
     const signal = call.signal;
     const onAbort = () => {

@@ -101,7 +101,7 @@ export interface ModelInfo {
 export type ToWorker =
   | { op: "load"; rid: number; model: ModelSpec }
   /** `stream` names the file the window belongs to, for fairness between files. */
-  | { op: "window"; rid: number; stream: string; model: ModelSpec; samples: Float32Array; options: WindowOptions }
+  | { op: "window"; rid: number; stream: string; model: ModelSpec; samples: Float32Array; options: WindowOptions; followed: boolean }
   | { op: "cancel"; rid: number }
   | { op: "stats"; rid: number }
   /** Stop once the call in progress has returned: terminating a thread inside a native onnxruntime call can bring the process down. */

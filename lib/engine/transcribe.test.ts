@@ -97,11 +97,14 @@ class RunReader {
   readonly decodedIn: (string | undefined)[] = [];
   readonly identifiedFrom: Float32Array[] = [];
   readonly events: string[] = [];
+  /** Whether each window, in the order sent, said another follows at once. */
+  readonly followed: boolean[] = [];
 
   constructor(private readonly heard: string | null = null) {}
 
-  async transcribeWindow(_model: ModelSpec, samples: Float32Array, options: WindowOptions, { onLanguage }: WindowCall = {}): Promise<WindowOutput> {
+  async transcribeWindow(_model: ModelSpec, samples: Float32Array, options: WindowOptions, { onLanguage, followed }: WindowCall = {}): Promise<WindowOutput> {
     const call = this.calls++;
+    this.followed.push(followed ?? false);
     this.events.push(`start ${call}`);
     let language = options.language;
     if (language === undefined && this.heard) {
@@ -205,6 +208,17 @@ describe("transcribePcm seams", () => {
     expect(new Set(engine.decodedIn)).toEqual(new Set(["fr"]));
     expect(engine.events.indexOf("start 1")).toBeLessThan(engine.events.indexOf("end 0"));
     expect(transcript.language).toBe("french");
+  });
+
+  it("says a window is followed when the next is taken at once: never the last, nor one window at a time", async () => {
+    const one = new RunReader();
+    await run(one, 1);
+    expect(one.followed).toEqual(one.followed.map(() => false));
+    const three = new RunReader();
+    await run(three, 3);
+    expect(three.followed.length).toBeGreaterThan(2);
+    expect(three.followed.slice(0, 2)).toEqual([true, true]);
+    expect(three.followed.at(-1)).toBe(false);
   });
 
   it("identifies nothing when the language is given", async () => {

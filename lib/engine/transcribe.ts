@@ -105,17 +105,17 @@ export async function transcribePcm(params: TranscribeParams): Promise<Transcrip
   });
   const logprobs: TokenLogprob[] = [];
   const words: Word[] = [];
-  const run = (samples: Float32Array, signal: AbortSignal, onLanguage?: (code: string) => void) =>
+  const run = (samples: Float32Array, signal: AbortSignal, followed: boolean, onLanguage?: (code: string) => void) =>
     params.compute.run(async () => {
       const started = performance.now();
-      const result = await params.engine.transcribeWindow(params.model, samples, windowOptions(), { stream, signal, onLanguage });
+      const result = await params.engine.transcribeWindow(params.model, samples, windowOptions(), { stream, signal, onLanguage, followed });
       params.onWindow?.((performance.now() - started) / 1000);
       return result;
     }, signal);
-  const decode = async (samples: Float32Array, signal: AbortSignal): Promise<WindowOutput | null> => {
+  const decode = async (samples: Float32Array, signal: AbortSignal, followed: boolean): Promise<WindowOutput | null> => {
     if (!mustIdentify) {
       await identified;
-      return run(samples, signal);
+      return run(samples, signal, followed);
     }
     mustIdentify = false;
     let heard!: () => void;
@@ -127,7 +127,7 @@ export async function transcribePcm(params: TranscribeParams): Promise<Transcrip
     // The first window's own failure is reported by settle(); this only stops the windows waiting.
     identified.catch(() => undefined);
     // Settled by the window's end too: a model that names no language (English-only) reports none.
-    const output = run(samples, signal, (code) => {
+    const output = run(samples, signal, followed, (code) => {
       language = code;
       heard();
     });
@@ -137,7 +137,9 @@ export async function transcribePcm(params: TranscribeParams): Promise<Transcrip
   const start = (window: AudioWindow) => {
     const abort = new AbortController();
     const signal = params.signal ? AbortSignal.any([params.signal, abort.signal]) : abort.signal;
-    const output = window.silent ? Promise.resolve(null) : decode(window.samples, signal);
+    // The next window is taken at once when there is room for it: this one may wait to decode with it.
+    const followed = window.cut && inFlight.length + 1 < parallel;
+    const output = window.silent ? Promise.resolve(null) : decode(window.samples, signal, followed);
     // Marked handled here; settle() still sees the failure when it takes this window.
     output.catch(() => undefined);
     inFlight.push({ samples: window.samples, pieces: window.pieces, cut: window.cut, abort, output });

@@ -126,6 +126,52 @@ describe("batched decoding", () => {
   });
 });
 
+describe("a file's windows found one after another", () => {
+  const followedWindow = (inference: Inference, spec: ModelSpec, samples: Float32Array, stream: string, followed: boolean) =>
+    inference.transcribeWindow(stream, { model: spec, samples, options: { task: "transcribe" }, followed });
+  const setUp = async () => {
+    const model = await generateModel({ kind: "micro", out: DEFAULT_MODELS_DIR });
+    const spec = { id: model.id, dtype: "q8" as const };
+    const inference = createInference(init);
+    await inference.load(spec);
+    const clip = (word: MicroWord) => synthesize(microTones([{ word, seconds: 8 }]));
+    return { spec, inference, clip };
+  };
+
+  it("start decoding together when each says another follows, and decode as they would apart", async () => {
+    const { spec, inference, clip } = await setUp();
+    const solo = [await followedWindow(inference, spec, clip("alpha"), "solo", false), await followedWindow(inference, spec, clip("bravo"), "solo", false)];
+    const before = { ...inference.decoder.stats };
+    const first = followedWindow(inference, spec, clip("alpha"), "file", true);
+    // The second window arrives only after the first is encoded and ready, as speech detection delivers them.
+    await expect.poll(() => inference.decoder.stats.encoderRuns, { interval: 1, timeout: 60_000 }).toBe(before.encoderRuns + 1);
+    const second = followedWindow(inference, spec, clip("bravo"), "file", false);
+    expect(await Promise.all([first, second])).toEqual(solo);
+    expect(inference.decoder.stats.largestBatch).toBe(2);
+  });
+
+  it("start apart when none says another follows", async () => {
+    const { spec, inference, clip } = await setUp();
+    const first = followedWindow(inference, spec, clip("alpha"), "file", false);
+    await expect.poll(() => inference.decoder.stats.activeRows, { interval: 1, timeout: 60_000 }).toBe(1);
+    const second = followedWindow(inference, spec, clip("bravo"), "file", false);
+    await Promise.all([first, second]);
+    expect(inference.decoder.stats.largestBatch).toBe(1);
+  });
+
+  it("a window whose follower never comes still decodes, and another file's window does not wait for it", async () => {
+    const { spec, inference, clip } = await setUp();
+    const alone = await followedWindow(inference, spec, clip("charlie"), "lonely", true);
+    expect(alone.chunks.map((c) => c.text.trim())).toEqual(["charlie"]);
+    const held = followedWindow(inference, spec, clip("alpha"), "held", true);
+    await expect.poll(() => inference.decoder.stats.encoderRuns, { interval: 1, timeout: 60_000 }).toBe(2);
+    const other = followedWindow(inference, spec, clip("delta"), "other", false);
+    expect((await Promise.all([held, other])).map((o) => o.chunks.map((c) => c.text.trim()))).toEqual([["alpha"], ["delta"]]);
+    // The other file's window started a cohort at once, and the held one joined it.
+    expect(inference.decoder.stats.largestBatch).toBe(2);
+  });
+});
+
 describe("language identification in the decoding loop", () => {
   it("identifies a multilingual model's language from the window's first step, encodes the window once, and decodes as if told the language", async () => {
     const inference = createInference(init);

@@ -75,7 +75,7 @@ if (!isMainThread && parentPort && (workerData as WorkerInit | null)?.threads) {
         windows.set(message.rid, abort);
         const onLanguage = (language: string) => reply({ op: "language", rid: message.rid, language });
         inference
-          .transcribeWindow(message.stream, { model: message.model, samples: message.samples, options: message.options, onLanguage }, abort.signal)
+          .transcribeWindow(message.stream, { model: message.model, samples: message.samples, options: message.options, followed: message.followed, onLanguage }, abort.signal)
           .then((output) => reply({ op: "window", rid: message.rid, output }), fail)
           .finally(() => windows.delete(message.rid));
       }
