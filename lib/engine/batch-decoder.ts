@@ -69,11 +69,12 @@ interface Cohort {
 const MAX_WAIT_ENCODES = 2;
 
 /**
- * How long a ready window of a file whose caller said another window follows at once may wait for it
- * with nothing left to encode: the speech detection of the next block (up to ~0.2 s for 131 s of
- * audio). Found one after another, a file's windows otherwise started decoding apart, in cohorts of
- * one or two, and a row alone costs a decoder call of its own (tiny q8: 3 ms for one row, 7 ms for
- * seven). The bound covers a follower that never comes (it was silence, or waits for a slot).
+ * How long a ready window may wait for more of its file's windows before it starts a cohort: while
+ * its caller has said another follows at once (speech detection is finding it: up to ~0.2 s for a
+ * block of 131 s), or while the file's earlier windows still decode (their slots free up one by one
+ * for its next windows). Started apart, a file's windows decoded in cohorts of one or two, and a row
+ * alone costs a decoder call of its own (tiny q8: 3 ms for one row, 7 ms for seven). A held window
+ * joins any cohort that starts meanwhile; the bound covers a follower that never comes.
  */
 const MAX_HOLD_MS = 300;
 
@@ -306,6 +307,10 @@ export class BatchDecoder {
     return best;
   }
 
+  private decoding(stream: string): boolean {
+    return this.cohorts.some((c) => c.rows.some((r) => r.stream === stream));
+  }
+
   private rowsOf(stream: string): number {
     let n = this.ready.filter((r) => r.stream === stream).length;
     for (const c of this.cohorts) n += c.rows.filter((r) => r.stream === stream).length;
@@ -364,7 +369,7 @@ export class BatchDecoder {
    */
   private shouldStart(): boolean {
     const now = performance.now();
-    const starters = this.ready.filter((r) => !this.following.has(r.stream) || r.holdUntil <= now);
+    const starters = this.ready.filter((r) => r.holdUntil <= now || !(this.following.has(r.stream) || this.decoding(r.stream)));
     if (starters.length === 0) return false;
     if (this.encodeQueue.length === 0) return true;
     const queued = Math.min(...this.encodeQueue.map((r) => this.usageOf(r.stream)));

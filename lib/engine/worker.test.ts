@@ -159,6 +159,23 @@ describe("a file's windows found one after another", () => {
     expect(inference.decoder.stats.largestBatch).toBe(1);
   });
 
+  it("one that arrives while the file's earlier windows decode waits to start with the file's next", async () => {
+    const model = await generateModel({ kind: "tiny.en", out: DEFAULT_MODELS_DIR });
+    const spec = { id: model.id, dtype: "fp32" as const };
+    const inference = createInference(init);
+    await inference.load(spec);
+    const samples = synthesize([{ tone: 440, seconds: 30 }]);
+    const expected = await followedWindow(inference, spec, samples, "solo", false);
+    const first = followedWindow(inference, spec, samples, "file", false);
+    await expect.poll(() => inference.decoder.stats.activeRows, { interval: 1, timeout: 120_000 }).toBe(1);
+    const runs = inference.decoder.stats.encoderRuns;
+    const second = followedWindow(inference, spec, samples, "file", false);
+    await expect.poll(() => inference.decoder.stats.encoderRuns, { interval: 1, timeout: 120_000 }).toBe(runs + 1);
+    const third = followedWindow(inference, spec, samples, "file", false);
+    expect(await Promise.all([first, second, third])).toEqual([expected, expected, expected]);
+    expect(inference.decoder.stats.largestBatch).toBe(2);
+  });
+
   it("a window whose follower never comes still decodes, and another file's window does not wait for it", async () => {
     const { spec, inference, clip } = await setUp();
     const alone = await followedWindow(inference, spec, clip("charlie"), "lonely", true);
