@@ -1,6 +1,10 @@
 /**
  * The process launcher thread: starts every ffmpeg child, so the thread that answers HTTP never
- * waits in spawn(), and relays what the children write (see ProcessLauncher).
+ * waits in spawn(), and relays what the children write (see ProcessLauncher). It runs at the
+ * service's priority, not ffmpeg's: fork() holds the process's memory map lock while it copies the
+ * page tables, and the other threads' page faults wait for it. Niced by 5, the launcher was
+ * preempted inside fork() by the children and the main thread's event loop stalled for up to 300 ms
+ * (60 children at a time), against 75 ms at the service's priority.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { getPriority, setPriority } from "node:os";
