@@ -28,7 +28,7 @@ export type ToLauncher =
   | { op: "kill"; id: number; signal: NodeJS.Signals }
   /** Kills the child if it still runs and discards its unread output, so it closes. */
   | { op: "stop"; id: number }
-  /** Stops every child, then ends the thread once all have closed. */
+  /** Ends the thread once the children started before have closed. */
   | { op: "close" };
 
 export type FromLauncher =
@@ -83,13 +83,6 @@ if (!isMainThread && parentPort && (workerData as { thread?: string } | null)?.t
   const post = (message: FromLauncher, transfer: ArrayBuffer[] = []) => port.postMessage(message, transfer);
   const endIfDone = () => {
     if (closing && children.size === 0) process.exit(0);
-  };
-
-  const stop = (child: Child) => {
-    const { process: proc } = child;
-    if (proc.exitCode === null && proc.signalCode === null) proc.kill("SIGKILL");
-    // A paused stdout would never end, and the child would never close.
-    proc.stdout?.destroy();
   };
 
   const start = ({ id, file, args, stdin, stdout }: Extract<ToLauncher, { op: "spawn" }>) => {
@@ -156,13 +149,15 @@ if (!isMainThread && parentPort && (workerData as { thread?: string } | null)?.t
         children.get(message.id)?.process.kill(message.signal);
         break;
       case "stop": {
-        const child = children.get(message.id);
-        if (child) stop(child);
+        const proc = children.get(message.id)?.process;
+        if (!proc) break;
+        if (proc.exitCode === null && proc.signalCode === null) proc.kill("SIGKILL");
+        // A paused stdout would never end, and the child would never close.
+        proc.stdout?.destroy();
         break;
       }
       case "close":
         closing = true;
-        for (const child of children.values()) stop(child);
         endIfDone();
         break;
     }

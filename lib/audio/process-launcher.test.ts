@@ -143,12 +143,13 @@ describe("ProcessLauncher", () => {
     }
   });
 
-  it("close() stops the children still open and ends the thread; the next launch starts it again", async () => {
+  it("close() lets the children already started finish, then ends the thread; the next launch starts a new one", async () => {
     const own = new ProcessLauncher();
-    const proc = await own.launch(ffmpeg, ENDLESS_TONE, { stdout: "stream" });
-    await own.close();
-    await expect(proc.exited).resolves.toEqual({ code: null, signal: "SIGKILL" });
-    expect(isRunning(proc.pid)).toBe(false);
+    const proc = await own.launch(ffmpeg, [...QUIET, "-i", path.join(dir, "tone.wav"), "-f", "f32le", "pipe:1"], { stdout: "stream" });
+    const closing = own.close();
+    expect(await take(proc.stdout[Symbol.asyncIterator](), Number.POSITIVE_INFINITY)).toBe(PCM_SAMPLE_RATE * Float32Array.BYTES_PER_ELEMENT);
+    await expect(proc.closed).resolves.toMatchObject({ code: 0 });
+    await closing;
     const again = await own.launch(ffmpeg, [...QUIET, "-version"], { stdout: "tail" });
     await expect(again.closed).resolves.toMatchObject({ code: 0 });
     await own.close();

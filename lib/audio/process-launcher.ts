@@ -62,7 +62,10 @@ export class ProcessLauncher {
     return child.launched;
   }
 
-  /** Stops the children still open (by the time the service closes, nothing should need them), then ends the thread. */
+  /**
+   * Lets the children already started finish (every service in the process shares the launcher),
+   * then ends the thread; a later launch starts a new one.
+   */
   async close(): Promise<void> {
     const worker = this.#worker;
     this.#worker = null;
@@ -80,7 +83,8 @@ export class ProcessLauncher {
     worker.unref();
     const forget = (id: number) => {
       this.#children.delete(id);
-      if (![...this.#children.values()].some((c) => c.worker === worker)) worker.unref();
+      // A closing thread stays referenced until it exits (see close()).
+      if (this.#worker === worker && ![...this.#children.values()].some((c) => c.worker === worker)) worker.unref();
     };
     worker.on("message", (message: FromLauncher) => {
       const child = this.#children.get(message.id);
