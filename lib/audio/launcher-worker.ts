@@ -58,7 +58,7 @@ const TAIL_CHARS = 16_384;
 const FFMPEG_NICE = 5;
 
 /** Moves a just started child below the service's priority (see FFMPEG_NICE). */
-export function belowService<T extends ChildProcess>(child: T): T {
+function belowService<T extends ChildProcess>(child: T): T {
   if (child.pid !== undefined) {
     try {
       setPriority(child.pid, Math.min(19, getPriority() + FFMPEG_NICE));
