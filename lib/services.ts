@@ -7,6 +7,7 @@ import { ApiKeys } from "./auth.ts";
 import { detectMachine, type MachineResources } from "./capacity/machine.ts";
 import { planCapacity, type CapacityPlan } from "./capacity/plan.ts";
 import type { Config, Mode } from "./config.ts";
+import { processLauncher } from "./audio/process-launcher.ts";
 import { Engine } from "./engine/engine.ts";
 import { ModelCatalog } from "./engine/models.ts";
 import { Client as QStashClient, Receiver } from "@upstash/qstash";
@@ -330,6 +331,7 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
       await callbacks.close();
       await jobs.close();
       await transcriber?.engine.close();
+      await processLauncher.close();
       await leases.close();
       await rm(tempDir, { recursive: true, force: true });
     },

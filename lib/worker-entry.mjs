@@ -1,5 +1,6 @@
-// Entry point of the service's worker threads: the inference thread (engine/worker) and the speech
-// detection thread (audio/vad-worker), named by workerData.thread.
+// Entry point of the service's worker threads: the inference thread (engine/worker), the speech
+// detection thread (audio/vad-worker) and the process launcher (audio/launcher-worker), named by
+// workerData.thread.
 //
 // Compiled (`npm run build` copies this file into dist/lib/, as in production): the JavaScript is
 // loaded directly. From the sources (development, tests): worker threads do not inherit the parent's
@@ -10,6 +11,7 @@ import { workerData } from "node:worker_threads";
 const threads = {
   inference: { compiled: new URL("./engine/worker.js", import.meta.url), source: new URL("./engine/worker.ts", import.meta.url) },
   vad: { compiled: new URL("./audio/vad-worker.js", import.meta.url), source: new URL("./audio/vad-worker.ts", import.meta.url) },
+  launcher: { compiled: new URL("./audio/launcher-worker.js", import.meta.url), source: new URL("./audio/launcher-worker.ts", import.meta.url) },
 };
 const thread = threads[workerData.thread];
 if (!thread) throw new Error(`unknown worker thread ${workerData.thread}`);

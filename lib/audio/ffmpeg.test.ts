@@ -1,11 +1,10 @@
 import { existsSync } from "node:fs";
 import { chmod, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
-import { getPriority, tmpdir } from "node:os";
-import { spawn } from "node:child_process";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DomainError } from "../errors.ts";
-import { belowService, decodeToPcm, extractAudio, FfmpegFailure, PCM_SAMPLE_RATE, resolveFfmpeg, runFfmpeg, type PcmStream } from "./ffmpeg.ts";
+import { decodeToPcm, extractAudio, FfmpegFailure, PCM_SAMPLE_RATE, resolveFfmpeg, runFfmpeg, type PcmStream } from "./ffmpeg.ts";
 import { encodeWav, synthesize, writeAudioFile, type AudioFileFormat } from "../../tools/audio/synth.ts";
 
 const sharedDir = process.env.SLOTSCRIBE_SHARED_DIR ?? path.resolve(import.meta.dirname, "../../../shared");
@@ -108,17 +107,6 @@ async function describeStreams(input: string): Promise<string> {
 async function waitFor(condition: () => boolean): Promise<void> {
   while (!condition()) await new Promise((resolve) => setTimeout(resolve, 5));
 }
-
-describe("belowService", () => {
-  it("runs the child below the service's priority, so the thread that answers HTTP gets a core first", async () => {
-    const child = belowService(spawn("sleep", ["5"], { stdio: "ignore" }));
-    try {
-      expect(getPriority(child.pid)).toBe(Math.min(19, getPriority() + 5));
-    } finally {
-      child.kill("SIGKILL");
-    }
-  });
-});
 
 describe("resolveFfmpeg", () => {
   // Installed with its binary: npm may install the package without running the script that downloads it.

@@ -4,12 +4,11 @@
  * (PCM is streamed with backpressure), and every ffmpeg failure becomes a DomainError whose message
  * is safe to show (ffmpeg's stderr names server paths, so it only travels on `cause`).
  */
-import { type ChildProcess, spawn } from "node:child_process";
 import { constants } from "node:fs";
 import { access, open, rm, stat } from "node:fs/promises";
-import { getPriority, setPriority } from "node:os";
 import path from "node:path";
 import { DomainError } from "../errors.ts";
+import { type LaunchedProcess, type ProcessExit, processLauncher } from "./process-launcher.ts";
 
 /** Whisper's input rate; every decoded stream is mono at this rate. */
 export const PCM_SAMPLE_RATE = 16_000;
@@ -20,7 +19,6 @@ export const PCM_SAMPLE_RATE = 16_000;
  */
 const DURATION_TOLERANCE_SECONDS = 0.25;
 
-const STDERR_TAIL_CHARS = 16_384;
 const PROGRESS_TAIL_CHARS = 4_096;
 
 /**
@@ -103,7 +101,7 @@ export class FfmpegFailure extends Error {
   readonly signal: NodeJS.Signals | null;
   readonly stderr: string;
 
-  constructor(exit: FfmpegExit, stderr: string) {
+  constructor(exit: ProcessExit, stderr: string) {
     const how = exit.signal ? `was killed by ${exit.signal}` : `exited with code ${exit.code}`;
     super(`ffmpeg ${how}${stderr.trim() ? `: ${stderr.trim()}` : ""}`);
     this.name = "FfmpegFailure";
@@ -200,10 +198,10 @@ export function decodeToPcm(input: string, opts: DecodeOptions = {}): PcmStream 
 
   async function* decode(): AsyncGenerator<Float32Array> {
     let delivered = 0;
-    let proc: FfmpegProcess | undefined;
+    let proc: LaunchedProcess | undefined;
     const onAbort = () => {
       if (!proc) return;
-      proc.child.kill("SIGKILL");
+      proc.kill("SIGKILL");
       // Settle `done` even if the consumer never calls next() again.
       const settle = () => outcome.reject(signal?.reason);
       void proc.exited.then(settle, settle);
@@ -213,19 +211,21 @@ export function decodeToPcm(input: string, opts: DecodeOptions = {}): PcmStream 
       await assertNotEmpty(input);
       const ffmpegPath = opts.ffmpegPath ?? (await resolveFfmpeg()).path;
       signal?.throwIfAborted();
-      proc = startFfmpeg(ffmpegPath, [...inputArgs(input), ...monoOutputArgs(opts.maxDurationSeconds), "-c:a", "pcm_f32le", "-f", "f32le", "pipe:1"]);
-      pid = proc.child.pid;
+      proc = await processLauncher.launch(ffmpegPath, [...inputArgs(input), ...monoOutputArgs(opts.maxDurationSeconds), "-c:a", "pcm_f32le", "-f", "f32le", "pipe:1"], {
+        stdout: "stream",
+      });
+      pid = proc.pid;
       signal?.addEventListener("abort", onAbort, { once: true });
+      // Aborted while the launcher was starting it.
+      signal?.throwIfAborted();
 
-      let carry: Buffer | undefined;
-      for await (const data of proc.child.stdout as AsyncIterable<Buffer>) {
+      let carry: Uint8Array | undefined;
+      for await (const data of proc.stdout) {
         const bytes = carry ? Buffer.concat([carry, data]) : data;
         const usable = bytes.length - (bytes.length % Float32Array.BYTES_PER_ELEMENT);
         carry = usable < bytes.length ? bytes.subarray(usable) : undefined;
         if (usable === 0) continue;
-        const samples = new Float32Array(usable / Float32Array.BYTES_PER_ELEMENT);
-        // Copying byte-wise because a Buffer's offset in its pool need not be 4-byte aligned.
-        new Uint8Array(samples.buffer).set(bytes.subarray(0, usable));
+        const samples = asSamples(bytes, usable);
         if (delivered + samples.length > maxSamples) throw tooLong(opts.maxDurationSeconds);
         // Output ffmpeg wrote before it was killed is still buffered: an abort must not deliver it.
         signal?.throwIfAborted();
@@ -234,8 +234,8 @@ export function decodeToPcm(input: string, opts: DecodeOptions = {}): PcmStream 
       }
       const exit = await proc.closed;
       signal?.throwIfAborted();
-      if (exit.code !== 0) throw await classifyFailure(new FfmpegFailure(exit, proc.stderr()), input);
-      if (delivered === 0) throw emptyAudio(proc.stderr());
+      if (exit.code !== 0) throw await classifyFailure(new FfmpegFailure(exit, exit.stderr), input);
+      if (delivered === 0) throw emptyAudio(exit.stderr);
       outcome.resolve(result(delivered));
     } catch (err) {
       const reason: unknown = signal?.aborted ? signal.reason : err;
@@ -243,7 +243,7 @@ export function decodeToPcm(input: string, opts: DecodeOptions = {}): PcmStream 
       throw reason;
     } finally {
       signal?.removeEventListener("abort", onAbort);
-      if (proc) await stopFfmpeg(proc);
+      await proc?.stop();
       outcome.resolve(result(delivered));
     }
   }
@@ -306,92 +306,31 @@ export async function runFfmpeg(args: string[], opts: { ffmpegPath?: string; sig
   signal?.throwIfAborted();
   const ffmpegPath = opts.ffmpegPath ?? (await resolveFfmpeg()).path;
   signal?.throwIfAborted();
-  const proc = startFfmpeg(ffmpegPath, args, opts.stdin);
-  const onAbort = () => proc.child.kill("SIGKILL");
+  const proc = await processLauncher.launch(ffmpegPath, args, { stdin: opts.stdin, stdout: "tail" });
+  const onAbort = () => proc.kill("SIGKILL");
   signal?.addEventListener("abort", onAbort, { once: true });
-  let stdout = "";
-  proc.child.stdout.setEncoding("utf8");
-  proc.child.stdout.on("data", (text: string) => {
-    stdout = (stdout + text).slice(-PROGRESS_TAIL_CHARS);
-  });
   try {
+    signal?.throwIfAborted();
     const exit = await proc.closed;
     signal?.throwIfAborted();
-    if (exit.code !== 0) throw new FfmpegFailure(exit, proc.stderr());
-    return { stdout, stderr: proc.stderr() };
+    if (exit.code !== 0) throw new FfmpegFailure(exit, exit.stderr);
+    return { stdout: exit.stdout.slice(-PROGRESS_TAIL_CHARS), stderr: exit.stderr };
   } finally {
     signal?.removeEventListener("abort", onAbort);
-    await stopFfmpeg(proc);
+    await proc.stop();
   }
-}
-
-interface FfmpegExit {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-}
-
-interface FfmpegProcess {
-  child: ReturnType<typeof spawnPiped>;
-  /** The process is gone (and reaped). */
-  exited: Promise<FfmpegExit>;
-  /**
-   * The process is gone and its output has been read to the end, so stderr is complete. Never
-   * settles while a paused stdout still holds unread data: wait for `exited` after a kill.
-   */
-  closed: Promise<FfmpegExit>;
-  stderr(): string;
 }
 
 /**
- * Nice steps ffmpeg runs below the service. spawn() blocks the event loop until the new child has
- * reached exec, and under a burst of uploads the children already decoding at the service's own
- * priority kept new ones waiting for a core: single spawns held the thread that answers HTTP for up
- * to 435 ms (CPU profile, 60 uploads at once). Lower, they still use every idle core.
+ * The samples in the first `usable` bytes. A chunk the launcher handed over whole becomes them
+ * without a copy; anything else (joined to a carry, or with an odd tail) is copied byte-wise
+ * because a Float32Array needs a 4-byte aligned offset and a buffer of its own.
  */
-const FFMPEG_NICE = 5;
-
-/** Moves a just started ffmpeg below the service's priority (see FFMPEG_NICE). */
-export function belowService<T extends ChildProcess>(child: T): T {
-  if (child.pid !== undefined) {
-    try {
-      setPriority(child.pid, Math.min(19, getPriority() + FFMPEG_NICE));
-    } catch {
-      // Not permitted here: it runs at the service's priority.
-    }
-  }
-  return child;
-}
-
-function spawnPiped(ffmpegPath: string, args: string[]) {
-  return belowService(spawn(ffmpegPath, args, { stdio: ["pipe", "pipe", "pipe"] }));
-}
-
-function startFfmpeg(ffmpegPath: string, args: string[], stdin?: Uint8Array): FfmpegProcess {
-  const child = spawnPiped(ffmpegPath, args);
-  // ffmpeg may exit before reading all of stdin (e.g. on bad input): that EPIPE is not the error.
-  child.stdin.on("error", () => {});
-  child.stdin.end(stdin);
-  let stderr = "";
-  child.stderr.setEncoding("utf8");
-  child.stderr.on("data", (text: string) => {
-    stderr = (stderr + text).slice(-STDERR_TAIL_CHARS);
-  });
-  const settledOn = (event: "exit" | "close") => {
-    const settled = new Promise<FfmpegExit>((resolve, reject) => {
-      child.once("error", reject);
-      child.once(event, (code: number | null, signal: NodeJS.Signals | null) => resolve({ code, signal }));
-    });
-    // Whoever stops the process awaits these; this only keeps a spawn error from being reported
-    // as unhandled before then.
-    settled.catch(() => {});
-    return settled;
-  };
-  return { child, exited: settledOn("exit"), closed: settledOn("close"), stderr: () => stderr };
-}
-
-async function stopFfmpeg(proc: FfmpegProcess): Promise<void> {
-  if (proc.child.exitCode === null && proc.child.signalCode === null) proc.child.kill("SIGKILL");
-  await proc.exited.catch(() => {});
+function asSamples(bytes: Uint8Array, usable: number): Float32Array {
+  if (bytes.byteOffset === 0 && usable === bytes.buffer.byteLength) return new Float32Array(bytes.buffer as ArrayBuffer);
+  const samples = new Float32Array(usable / Float32Array.BYTES_PER_ELEMENT);
+  new Uint8Array(samples.buffer).set(bytes.subarray(0, usable));
+  return samples;
 }
 
 function inputSpec(input: string): string {

@@ -1,5 +1,5 @@
-import { spawn } from "node:child_process";
-import { belowService, resolveFfmpeg, untrustedInputArgs } from "./ffmpeg.ts";
+import { resolveFfmpeg, untrustedInputArgs } from "./ffmpeg.ts";
+import { processLauncher } from "./process-launcher.ts";
 
 /**
  * The duration a container declares, for progress reporting only: it can be wrong (VBR estimates,
@@ -7,13 +7,13 @@ import { belowService, resolveFfmpeg, untrustedInputArgs } from "./ffmpeg.ts";
  */
 export async function probeDurationSeconds(path: string): Promise<number | null> {
   const ffmpeg = (await resolveFfmpeg()).path;
-  const stderr = await new Promise<string>((resolve) => {
-    const child = belowService(spawn(ffmpeg, ["-hide_banner", "-nostdin", ...untrustedInputArgs(path)], { stdio: ["ignore", "ignore", "pipe"] }));
-    let text = "";
-    child.stderr.setEncoding("utf8").on("data", (d: string) => (text = (text + d).slice(-16_384)));
-    child.on("close", () => resolve(text));
-    child.on("error", () => resolve(""));
-  });
+  const stderr = await processLauncher
+    .launch(ffmpeg, ["-hide_banner", "-nostdin", ...untrustedInputArgs(path)], { stdout: "ignore" })
+    .then((child) => child.closed)
+    .then(
+      (output) => output.stderr,
+      () => "",
+    );
   const match = /Duration:\s*(\d+):(\d{2}):(\d{2}(?:\.\d+)?)/.exec(stderr);
   return match ? Number(match[1]) * 3600 + Number(match[2]) * 60 + Number(match[3]) : null;
 }

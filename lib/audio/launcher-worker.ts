@@ -1,0 +1,172 @@
+/**
+ * The process launcher thread: starts every ffmpeg child, so the thread that answers HTTP never
+ * waits in spawn(), and relays what the children write (see ProcessLauncher). It runs at the
+ * service's priority, not ffmpeg's: fork() holds the process's memory map lock while it copies the
+ * page tables, and the other threads' page faults wait for it. Niced by 5, the launcher was
+ * preempted inside fork() by the children and the main thread's event loop stalled for up to 300 ms
+ * (60 children at a time), against 75 ms at the service's priority.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { getPriority, setPriority } from "node:os";
+import { isMainThread, parentPort, workerData } from "node:worker_threads";
+
+/** What the main thread does with a child's stdout; stderr is always kept as a tail. */
+export type StdoutMode = "stream" | "tail" | "ignore";
+
+export interface SpawnFailure {
+  message: string;
+  code?: string;
+  errno?: number;
+  syscall?: string;
+  path?: string;
+}
+
+export type ToLauncher =
+  | { op: "spawn"; id: number; file: string; args: string[]; stdin: Uint8Array | null; stdout: StdoutMode }
+  /** The main thread has taken `bytes` of a child's streamed stdout. */
+  | { op: "ack"; id: number; bytes: number }
+  | { op: "kill"; id: number; signal: NodeJS.Signals }
+  /** Kills the child if it still runs and discards its unread output, so it closes. */
+  | { op: "stop"; id: number }
+  /** Ends the thread once the children started before have closed. */
+  | { op: "close" };
+
+export type FromLauncher =
+  | { op: "spawned"; id: number; pid: number }
+  | { op: "failed"; id: number; error: SpawnFailure }
+  | { op: "stdout"; id: number; chunk: Uint8Array }
+  | { op: "exit"; id: number; code: number | null; signal: NodeJS.Signals | null }
+  /** The child is gone and its output read to the end; stdout is empty unless its mode was "tail". */
+  | { op: "close"; id: number; code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string };
+
+/**
+ * Unacknowledged stdout bytes at which a child's stdout is paused: ffmpeg then blocks on a full
+ * pipe, so a consumer that reads slowly (decoding runs as fast as the engine takes samples) holds
+ * at most this much of a file in memory, not the whole file.
+ */
+export const STDOUT_WINDOW_BYTES = 1 << 20;
+
+/** Enough of ffmpeg's stderr for the reason of a failure, and of `-progress` for the last report. */
+const TAIL_CHARS = 16_384;
+
+/**
+ * Nice steps ffmpeg runs below the service. Under a burst of uploads the children already decoding
+ * at the service's own priority kept new ones waiting for a core, and with them the thread that
+ * spawned them (spawn() returns once the child has reached exec). Lower, they still use every idle
+ * core.
+ */
+const FFMPEG_NICE = 5;
+
+/** Moves a just started child below the service's priority (see FFMPEG_NICE). */
+function belowService<T extends ChildProcess>(child: T): T {
+  if (child.pid !== undefined) {
+    try {
+      setPriority(child.pid, Math.min(19, getPriority() + FFMPEG_NICE));
+    } catch {
+      // Not permitted here: it runs at the service's priority.
+    }
+  }
+  return child;
+}
+
+interface Child {
+  process: ChildProcess;
+  unacked: number;
+  stdout: string;
+  stderr: string;
+}
+
+if (!isMainThread && parentPort && (workerData as { thread?: string } | null)?.thread === "launcher") {
+  const port = parentPort;
+  const children = new Map<number, Child>();
+  let closing = false;
+  const post = (message: FromLauncher, transfer: ArrayBuffer[] = []) => port.postMessage(message, transfer);
+  const endIfDone = () => {
+    if (closing && children.size === 0) process.exit(0);
+  };
+
+  const start = ({ id, file, args, stdin, stdout }: Extract<ToLauncher, { op: "spawn" }>) => {
+    let proc: ChildProcess;
+    try {
+      proc = spawn(file, args, { stdio: [stdin ? "pipe" : "ignore", stdout === "ignore" ? "ignore" : "pipe", "pipe"] });
+    } catch (err) {
+      post({ op: "failed", id, error: spawnFailure(err) });
+      return;
+    }
+    if (proc.pid === undefined) {
+      // Node reports a failed exec (no such file, not executable) on the next tick.
+      proc.once("error", (err) => post({ op: "failed", id, error: spawnFailure(err) }));
+      return;
+    }
+    belowService(proc);
+    const child: Child = { process: proc, unacked: 0, stdout: "", stderr: "" };
+    children.set(id, child);
+    post({ op: "spawned", id, pid: proc.pid });
+    if (proc.stdin) {
+      // ffmpeg may exit before reading all of stdin (e.g. on bad input): that EPIPE is not the error.
+      proc.stdin.on("error", () => {});
+      proc.stdin.end(stdin);
+    }
+    proc.stderr?.setEncoding("utf8").on("data", (text: string) => {
+      child.stderr = (child.stderr + text).slice(-TAIL_CHARS);
+    });
+    if (stdout === "tail") {
+      proc.stdout?.setEncoding("utf8").on("data", (text: string) => {
+        child.stdout = (child.stdout + text).slice(-TAIL_CHARS);
+      });
+    } else if (stdout === "stream") {
+      const out = proc.stdout!;
+      out.on("data", (data: Buffer) => {
+        // A pipe's reads come in buffers of their own, which can be handed over without a copy.
+        const chunk = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength ? data : new Uint8Array(data);
+        // Counted first: handing the buffer over empties `chunk` here.
+        child.unacked += chunk.byteLength;
+        post({ op: "stdout", id, chunk }, [chunk.buffer as ArrayBuffer]);
+        if (child.unacked > STDOUT_WINDOW_BYTES) out.pause();
+      });
+    }
+    proc.on("exit", (code, signal) => post({ op: "exit", id, code, signal }));
+    proc.on("close", (code, signal) => {
+      children.delete(id);
+      post({ op: "close", id, code, signal, stdout: child.stdout, stderr: child.stderr });
+      endIfDone();
+    });
+  };
+
+  port.on("message", (message: ToLauncher) => {
+    switch (message.op) {
+      case "spawn":
+        start(message);
+        break;
+      case "ack": {
+        const child = children.get(message.id);
+        if (!child) break;
+        child.unacked -= message.bytes;
+        if (child.unacked <= STDOUT_WINDOW_BYTES) child.process.stdout?.resume();
+        break;
+      }
+      case "kill":
+        children.get(message.id)?.process.kill(message.signal);
+        break;
+      case "stop": {
+        const proc = children.get(message.id)?.process;
+        if (!proc) break;
+        if (proc.exitCode === null && proc.signalCode === null) proc.kill("SIGKILL");
+        // A paused stdout would never end, and the child would never close.
+        proc.stdout?.destroy();
+        break;
+      }
+      case "close":
+        closing = true;
+        endIfDone();
+        break;
+    }
+  });
+}
+
+function spawnFailure(err: unknown): SpawnFailure {
+  if (!(err instanceof Error)) return { message: String(err) };
+  const { code, errno, syscall, path } = err as NodeJS.ErrnoException;
+  const fields = Object.entries({ code, errno, syscall, path }).filter(([, value]) => value !== undefined);
+  return { message: err.message, ...Object.fromEntries(fields) };
+}

@@ -1,0 +1,251 @@
+import { Worker } from "node:worker_threads";
+import type { FromLauncher, SpawnFailure, StdoutMode, ToLauncher } from "./launcher-worker.ts";
+
+export interface ProcessExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export interface ProcessOutput extends ProcessExit {
+  /** The last 16 KiB of stdout in "tail" mode, otherwise empty. */
+  stdout: string;
+  /** The last 16 KiB of stderr. */
+  stderr: string;
+}
+
+export interface LaunchOptions {
+  /** Written to the child's stdin, which is then closed; without it stdin is /dev/null. */
+  stdin?: Uint8Array;
+  /** "stream": `stdout` yields it, with backpressure; "tail": `closed` has its end as text. */
+  stdout: StdoutMode;
+}
+
+export interface LaunchedProcess {
+  readonly pid: number;
+  /**
+   * The child's stdout in "stream" mode, ending once the child has closed; iterable once. Taking a
+   * chunk acknowledges it: the launcher pauses the child while more than a MiB waits here.
+   */
+  readonly stdout: AsyncIterable<Uint8Array>;
+  /** The child is gone (and reaped). */
+  readonly exited: Promise<ProcessExit>;
+  /** The child is gone and its output read to the end; never settles while unread stdout holds it up: use stop(). */
+  readonly closed: Promise<ProcessOutput>;
+  /** Until the exit is known here. */
+  readonly running: boolean;
+  kill(signal: NodeJS.Signals): void;
+  /** Kills the child if it still runs and discards its unread output; resolves once it has exited. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts child processes on a thread of its own. libuv's spawn() blocks the calling thread until
+ * the child has reached exec, and under a burst of uploads (60 at once, each starting ffmpeg while
+ * others decode) single spawns held the thread that answers HTTP for up to 110 ms. The launcher
+ * thread waits instead and relays each child's output and exit; the main thread only exchanges
+ * messages. Started by the first launch; referenced only while a child it started is open, so it
+ * never keeps the process alive.
+ */
+export class ProcessLauncher {
+  #worker: Worker | null = null;
+  #nextId = 1;
+  readonly #children = new Map<number, RelayedProcess>();
+
+  launch(file: string, args: string[], opts: LaunchOptions): Promise<LaunchedProcess> {
+    const worker = this.#ensureWorker();
+    const id = this.#nextId++;
+    const child = new RelayedProcess(worker, id);
+    this.#children.set(id, child);
+    worker.ref();
+    // The caller's stdin is cloned, not transferred: it may still use it.
+    worker.postMessage({ op: "spawn", id, file, args, stdin: opts.stdin ?? null, stdout: opts.stdout } satisfies ToLauncher);
+    return child.launched;
+  }
+
+  /**
+   * Lets the children already started finish (every service in the process shares the launcher),
+   * then ends the thread; a later launch starts a new one.
+   */
+  async close(): Promise<void> {
+    const worker = this.#worker;
+    this.#worker = null;
+    if (!worker) return;
+    const exited = new Promise<void>((resolve) => worker.once("exit", () => resolve()));
+    // Referenced until it exits, so a caller awaiting this is not left with an empty event loop.
+    worker.ref();
+    worker.postMessage({ op: "close" } satisfies ToLauncher);
+    await exited;
+  }
+
+  #ensureWorker(): Worker {
+    if (this.#worker) return this.#worker;
+    const worker = new Worker(new URL("../worker-entry.mjs", import.meta.url), { workerData: { thread: "launcher" } });
+    worker.unref();
+    const forget = (id: number) => {
+      this.#children.delete(id);
+      // A closing thread stays referenced until it exits (see close()).
+      if (this.#worker === worker && ![...this.#children.values()].some((c) => c.worker === worker)) worker.unref();
+    };
+    worker.on("message", (message: FromLauncher) => {
+      const child = this.#children.get(message.id);
+      if (!child) return;
+      switch (message.op) {
+        case "spawned":
+          child.spawned(message.pid);
+          break;
+        case "failed":
+          forget(message.id);
+          child.fail(spawnError(message.error));
+          break;
+        case "stdout":
+          child.data(message.chunk);
+          break;
+        case "exit":
+          child.exit(message);
+          break;
+        case "close":
+          forget(message.id);
+          child.close(message);
+          break;
+      }
+    });
+    const failAll = (err: Error) => {
+      if (this.#worker === worker) this.#worker = null;
+      for (const [id, child] of this.#children) {
+        if (child.worker !== worker) continue;
+        this.#children.delete(id);
+        child.fail(new Error(`process launcher thread stopped: ${err.message}`, { cause: err }));
+      }
+    };
+    worker.on("error", failAll);
+    worker.on("exit", (code) => failAll(new Error(`exit code ${code}`)));
+    this.#worker = worker;
+    return worker;
+  }
+}
+
+/** The launcher every ffmpeg run goes through; the service closes it on shutdown. */
+export const processLauncher = new ProcessLauncher();
+
+class RelayedProcess implements LaunchedProcess {
+  readonly worker: Worker;
+  readonly #id: number;
+  #pid = 0;
+  #exit: ProcessExit | undefined;
+  readonly #launched = deferred<LaunchedProcess>();
+  readonly #exited = deferred<ProcessExit>();
+  readonly #closed = deferred<ProcessOutput>();
+  readonly #queue: Uint8Array[] = [];
+  #ended = false;
+  #failure: Error | undefined;
+  #wake: (() => void) | undefined;
+  #iterated = false;
+
+  constructor(worker: Worker, id: number) {
+    this.worker = worker;
+    this.#id = id;
+  }
+
+  get launched() {
+    return this.#launched.promise;
+  }
+  get pid() {
+    return this.#pid;
+  }
+  get exited() {
+    return this.#exited.promise;
+  }
+  get closed() {
+    return this.#closed.promise;
+  }
+  get running() {
+    return this.#exit === undefined && this.#failure === undefined;
+  }
+
+  get stdout(): AsyncIterable<Uint8Array> {
+    return { [Symbol.asyncIterator]: () => this.#read() };
+  }
+
+  kill(signal: NodeJS.Signals): void {
+    if (this.running) this.#send({ op: "kill", id: this.#id, signal });
+  }
+
+  async stop(): Promise<void> {
+    if (!this.#ended && this.#failure === undefined) this.#send({ op: "stop", id: this.#id });
+    await this.exited.catch(() => {});
+  }
+
+  spawned(pid: number): void {
+    this.#pid = pid;
+    this.#launched.resolve(this);
+  }
+
+  data(chunk: Uint8Array): void {
+    this.#queue.push(chunk);
+    this.#wakeReader();
+  }
+
+  exit(exit: ProcessExit): void {
+    this.#exit = { code: exit.code, signal: exit.signal };
+    this.#exited.resolve(this.#exit);
+  }
+
+  close(output: ProcessOutput): void {
+    this.#ended = true;
+    this.#closed.resolve({ code: output.code, signal: output.signal, stdout: output.stdout, stderr: output.stderr });
+    this.#wakeReader();
+  }
+
+  fail(err: Error): void {
+    this.#failure = err;
+    this.#launched.reject(err);
+    this.#exited.reject(err);
+    this.#closed.reject(err);
+    this.#wakeReader();
+  }
+
+  async *#read(): AsyncGenerator<Uint8Array> {
+    if (this.#iterated) throw new Error("a launched process's stdout can be iterated only once");
+    this.#iterated = true;
+    for (;;) {
+      const chunk = this.#queue.shift();
+      if (chunk) {
+        this.#send({ op: "ack", id: this.#id, bytes: chunk.byteLength });
+        yield chunk;
+      } else if (this.#failure) {
+        throw this.#failure;
+      } else if (this.#ended) {
+        return;
+      } else {
+        await new Promise<void>((resolve) => (this.#wake = resolve));
+      }
+    }
+  }
+
+  #wakeReader(): void {
+    const wake = this.#wake;
+    this.#wake = undefined;
+    wake?.();
+  }
+
+  #send(message: ToLauncher): void {
+    this.worker.postMessage(message);
+  }
+}
+
+/** The error spawn() gave the launcher, with the fields (code, path) callers look at. */
+function spawnError({ message, ...fields }: SpawnFailure): Error {
+  return Object.assign(new Error(message), fields);
+}
+
+function deferred<T>() {
+  let resolve!: (value: T) => void;
+  let reject!: (reason: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  // Whoever needs an outcome awaits it; the others must not become unhandled rejections.
+  promise.catch(() => {});
+  return { promise, resolve, reject };
+}
