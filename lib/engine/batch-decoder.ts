@@ -11,7 +11,7 @@ export interface WindowRequest {
   options: WindowOptions;
   /** Hears the language as soon as the window's first decoder step identified it. */
   onLanguage?: (language: string) => void;
-  /** Another window of the stream follows at once: this one may wait for it (see MAX_HOLD_MS). */
+  /** More of the stream follows: this window may wait for the next one (see MAX_HOLD_MS). */
   followed?: boolean;
 }
 
@@ -132,7 +132,7 @@ export class BatchDecoder {
   /** Inference milliseconds (encoder runs, and shares of cohort steps) each file in the engine has had. */
   private readonly usage = new Map<string, number>();
   private readonly idlers: (() => void)[] = [];
-  /** Streams whose last window said another follows at once (see MAX_HOLD_MS). */
+  /** Streams whose last window said more follows (see MAX_HOLD_MS). */
   private readonly following = new Set<string>();
   /** Ends the loop's wait for held windows' followers. */
   private wake: (() => void) | null = null;

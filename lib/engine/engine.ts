@@ -43,8 +43,8 @@ export interface WindowCall {
   signal?: AbortSignal;
   onLanguage?: (language: string) => void;
   /**
-   * Another window of this stream follows at once (the caller is finding it): the engine may hold this
-   * one back briefly so that they start decoding together.
+   * More of the stream follows: its next window comes as soon as it is found and has a slot, and the
+   * engine may hold this one back briefly so that they start decoding together.
    */
   followed?: boolean;
 }

@@ -137,9 +137,9 @@ export async function transcribePcm(params: TranscribeParams): Promise<Transcrip
   const start = (window: AudioWindow) => {
     const abort = new AbortController();
     const signal = params.signal ? AbortSignal.any([params.signal, abort.signal]) : abort.signal;
-    // The next window is taken at once when there is room for it: this one may wait to decode with it.
-    const followed = window.cut && inFlight.length + 1 < parallel;
-    const output = window.silent ? Promise.resolve(null) : decode(window.samples, signal, followed);
+    // More audio follows: the next window comes as soon as it is found and has a slot, and this one
+    // may wait a little to decode with it.
+    const output = window.silent ? Promise.resolve(null) : decode(window.samples, signal, window.cut);
     // Marked handled here; settle() still sees the failure when it takes this window.
     output.catch(() => undefined);
     inFlight.push({ samples: window.samples, pieces: window.pieces, cut: window.cut, abort, output });
