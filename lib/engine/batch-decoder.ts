@@ -70,11 +70,12 @@ const MAX_WAIT_ENCODES = 2;
 
 /**
  * How long a ready window may wait for more of its file's windows before it starts a cohort: while
- * its caller has said another follows at once (speech detection is finding it: up to ~0.2 s for a
- * block of 131 s), or while the file's earlier windows still decode (their slots free up one by one
- * for its next windows). Started apart, a file's windows decoded in cohorts of one or two, and a row
- * alone costs a decoder call of its own (tiny q8: 3 ms for one row, 7 ms for seven). A held window
- * joins any cohort that starts meanwhile; the bound covers a follower that never comes.
+ * its caller has said more of the file follows (speech detection is finding the next window: up to
+ * ~0.2 s for a block of 131 s; or the window waits for a slot that a settling window frees), or while
+ * the file's earlier windows still decode (their slots free up one by one for its next windows).
+ * Started apart, a file's windows decoded in cohorts of one or two, and a row alone costs a decoder
+ * call of its own (tiny q8: 3 ms for one row, 7 ms for seven). A held window joins any cohort that
+ * starts meanwhile; the bound covers a follower that never comes.
  */
 const MAX_HOLD_MS = 300;
 
