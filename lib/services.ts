@@ -292,6 +292,8 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
   await sweep();
   const sweeper = setInterval(sweep, 60_000).unref();
 
+  // Forked now, while the process is small and nothing waits on it.
+  processLauncher.start();
   if (planned) {
     if (config.VAD === "silero") planned.engine.startSpeechDetection().catch((err: Error) => log.error({ err: err.message }, "speech detection failed to start"));
     for (const model of planned.models) {

@@ -452,12 +452,12 @@ describe("Docker build context", () => {
   // The worker threads' entry loads each thread's module as .js when compiled, else as .ts through tsx:
   // each tree has one of the two.
   const WORKER_COMPILED = [
-    "lib/worker-entry.mjs -> lib/audio/launcher-worker.js",
+    "lib/worker-entry.mjs -> lib/audio/launcher-child.js",
     "lib/worker-entry.mjs -> lib/audio/vad-worker.js",
     "lib/worker-entry.mjs -> lib/engine/worker.js",
   ];
   const WORKER_SOURCE = [
-    "dist/lib/worker-entry.mjs -> dist/lib/audio/launcher-worker.ts",
+    "dist/lib/worker-entry.mjs -> dist/lib/audio/launcher-child.ts",
     "dist/lib/worker-entry.mjs -> dist/lib/audio/vad-worker.ts",
     "dist/lib/worker-entry.mjs -> dist/lib/engine/worker.ts",
   ];

@@ -6,7 +6,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { encodeWav, synthesize } from "../../tools/audio/synth.ts";
 import { PCM_SAMPLE_RATE, readPcm, resolveFfmpeg } from "./ffmpeg.ts";
-import { STDOUT_WINDOW_BYTES } from "./launcher-worker.ts";
+import { STDOUT_WINDOW_BYTES } from "./launcher-child.ts";
 import { ProcessLauncher } from "./process-launcher.ts";
 
 let dir: string;
@@ -131,7 +131,9 @@ describe("ProcessLauncher", () => {
     await expect(launcher.launch(missing, [], { stdout: "ignore" })).rejects.toMatchObject({ code: "ENOENT", path: missing });
   });
 
-  it("starts many children at once without the calling thread ever spawning one", async () => {
+  it("starts many children at once without the service ever spawning one", async () => {
+    // The shared launcher is forked by its first use: the one spawn the service makes.
+    await readPcm(path.join(dir, "tone.wav"));
     // spawn() starts every child through this method, which Node's typings leave out.
     const spawnHere = vi.spyOn(ChildProcess.prototype as unknown as { spawn: () => void }, "spawn");
     try {
@@ -143,7 +145,7 @@ describe("ProcessLauncher", () => {
     }
   });
 
-  it("close() lets the children already started finish, then ends the thread; the next launch starts a new one", async () => {
+  it("close() lets the children already started finish, then ends the launcher; the next launch starts a new one", async () => {
     const own = new ProcessLauncher();
     const proc = await own.launch(ffmpeg, [...QUIET, "-i", path.join(dir, "tone.wav"), "-f", "f32le", "pipe:1"], { stdout: "stream" });
     const closing = own.close();
@@ -153,6 +155,22 @@ describe("ProcessLauncher", () => {
     const again = await own.launch(ffmpeg, [...QUIET, "-version"], { stdout: "tail" });
     await expect(again.closed).resolves.toMatchObject({ code: 0 });
     await own.close();
+  });
+
+  it("ends with the service, even killed, and takes the children it started with it", async () => {
+    // Writes nothing, so no broken pipe would end it: only the launcher can.
+    const SILENT_FOREVER = [...QUIET, "-re", "-f", "lavfi", "-i", `sine=frequency=440:sample_rate=${PCM_SAMPLE_RATE}`, "-f", "null", "-"];
+    const script = path.join(dir, "killed.mts");
+    const launcherModule = JSON.stringify(path.resolve(import.meta.dirname, "process-launcher.ts"));
+    await writeFile(
+      script,
+      `import { processLauncher } from ${launcherModule};\nconst p = await processLauncher.launch(${JSON.stringify(ffmpeg)}, ${JSON.stringify(SILENT_FOREVER)}, { stdout: "ignore" });\nconsole.log(p.pid);\nsetInterval(() => {}, 1000);\n`,
+    );
+    const service = spawn(process.execPath, ["--import", "tsx", script], { stdio: ["ignore", "pipe", "inherit"] });
+    const pid = await new Promise<number>((resolve) => service.stdout.setEncoding("utf8").once("data", (text: string) => resolve(Number(text.trim()))));
+    expect(isRunning(pid)).toBe(true);
+    service.kill("SIGKILL");
+    await expect.poll(() => isRunning(pid), { timeout: 10_000 }).toBe(false);
   });
 
   it("does not keep a short script alive once its children are done", async () => {

@@ -1,5 +1,6 @@
-import { Worker } from "node:worker_threads";
-import type { FromLauncher, SpawnFailure, StdoutMode, ToLauncher } from "./launcher-worker.ts";
+import { type ChildProcess, fork } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { type FromLauncher, LAUNCHER_ARG, type SpawnFailure, type StdoutMode, type ToLauncher } from "./launcher-child.ts";
 
 export interface ProcessExit {
   code: number | null;
@@ -39,54 +40,66 @@ export interface LaunchedProcess {
 }
 
 /**
- * Starts child processes on a thread of its own. libuv's spawn() blocks the calling thread until
- * the child has reached exec, and under a burst of uploads (60 at once, each starting ffmpeg while
- * others decode) single spawns held the thread that answers HTTP for up to 110 ms. The launcher
- * thread waits instead and relays each child's output and exit; the main thread only exchanges
- * messages. Started by the first launch; referenced only while a child it started is open, so it
- * never keeps the process alive.
+ * Starts child processes from a small process of its own (launcher-child.ts). libuv's spawn() forks
+ * the calling process and waits until the child has reached exec: from the service itself, single
+ * spawns held the thread that answers HTTP for up to 110 ms under a burst of uploads; from a thread
+ * of the service, fork() still held its memory map lock and stalled that thread's page faults (up to
+ * 76 ms). The launcher waits instead and relays each child's output and exit; the service only
+ * exchanges messages with it. Started by start() or the first launch; referenced only while a child
+ * it started is open, so it never keeps the service alive, and it ends when the service does.
  */
 export class ProcessLauncher {
-  #worker: Worker | null = null;
+  #launcher: ChildProcess | null = null;
   #nextId = 1;
   readonly #children = new Map<number, RelayedProcess>();
 
   launch(file: string, args: string[], opts: LaunchOptions): Promise<LaunchedProcess> {
-    const worker = this.#ensureWorker();
+    const launcher = this.#ensureLauncher();
     const id = this.#nextId++;
-    const child = new RelayedProcess(worker, id);
+    const child = new RelayedProcess(launcher, id);
     this.#children.set(id, child);
-    worker.ref();
-    // The caller's stdin is cloned, not transferred: it may still use it.
-    worker.postMessage({ op: "spawn", id, file, args, stdin: opts.stdin ?? null, stdout: opts.stdout } satisfies ToLauncher);
+    reference(launcher, true);
+    launcher.send({ op: "spawn", id, file, args, stdin: opts.stdin ?? null, stdout: opts.stdout } satisfies ToLauncher);
     return child.launched;
+  }
+
+  /** Starts the launcher ahead of the first launch. */
+  start(): void {
+    this.#ensureLauncher();
   }
 
   /**
    * Lets the children already started finish (every service in the process shares the launcher),
-   * then ends the thread; a later launch starts a new one.
+   * then ends the launcher; a later launch starts a new one.
    */
   async close(): Promise<void> {
-    const worker = this.#worker;
-    this.#worker = null;
-    if (!worker) return;
-    const exited = new Promise<void>((resolve) => worker.once("exit", () => resolve()));
+    const launcher = this.#launcher;
+    this.#launcher = null;
+    if (!launcher || launcher.exitCode !== null || launcher.signalCode !== null) return;
+    const exited = new Promise<void>((resolve) => launcher.once("exit", () => resolve()));
     // Referenced until it exits, so a caller awaiting this is not left with an empty event loop.
-    worker.ref();
-    worker.postMessage({ op: "close" } satisfies ToLauncher);
+    reference(launcher, true);
+    launcher.send({ op: "close" } satisfies ToLauncher);
     await exited;
   }
 
-  #ensureWorker(): Worker {
-    if (this.#worker) return this.#worker;
-    const worker = new Worker(new URL("../worker-entry.mjs", import.meta.url), { workerData: { thread: "launcher" } });
-    worker.unref();
+  #ensureLauncher(): ChildProcess {
+    if (this.#launcher) return this.#launcher;
+    const launcher = fork(fileURLToPath(new URL("../worker-entry.mjs", import.meta.url)), [LAUNCHER_ARG], {
+      // Chunks of output travel as bytes, not JSON.
+      serialization: "advanced",
+      // The entry registers its own TypeScript loader when run from the sources; the service's flags
+      // (a test runner's, a debugger's) are not the launcher's.
+      execArgv: [],
+      stdio: ["ignore", "inherit", "inherit", "ipc"],
+    });
+    reference(launcher, false);
     const forget = (id: number) => {
       this.#children.delete(id);
-      // A closing thread stays referenced until it exits (see close()).
-      if (this.#worker === worker && ![...this.#children.values()].some((c) => c.worker === worker)) worker.unref();
+      // A closing launcher stays referenced until it exits (see close()).
+      if (this.#launcher === launcher && ![...this.#children.values()].some((c) => c.launcher === launcher)) reference(launcher, false);
     };
-    worker.on("message", (message: FromLauncher) => {
+    launcher.on("message", (message: FromLauncher) => {
       const child = this.#children.get(message.id);
       if (!child) return;
       switch (message.op) {
@@ -110,17 +123,28 @@ export class ProcessLauncher {
       }
     });
     const failAll = (err: Error) => {
-      if (this.#worker === worker) this.#worker = null;
+      if (this.#launcher === launcher) this.#launcher = null;
       for (const [id, child] of this.#children) {
-        if (child.worker !== worker) continue;
+        if (child.launcher !== launcher) continue;
         this.#children.delete(id);
-        child.fail(new Error(`process launcher thread stopped: ${err.message}`, { cause: err }));
+        child.fail(new Error(`process launcher stopped: ${err.message}`, { cause: err }));
       }
     };
-    worker.on("error", failAll);
-    worker.on("exit", (code) => failAll(new Error(`exit code ${code}`)));
-    this.#worker = worker;
-    return worker;
+    launcher.on("error", failAll);
+    launcher.on("exit", (code, signal) => failAll(new Error(signal ? `killed by ${signal}` : `exit code ${code}`)));
+    this.#launcher = launcher;
+    return launcher;
+  }
+}
+
+/** Whether the launcher (its process and its message channel) keeps the service's event loop alive. */
+function reference(launcher: ChildProcess, on: boolean): void {
+  if (on) {
+    launcher.ref();
+    launcher.channel?.ref();
+  } else {
+    launcher.unref();
+    launcher.channel?.unref();
   }
 }
 
@@ -128,7 +152,7 @@ export class ProcessLauncher {
 export const processLauncher = new ProcessLauncher();
 
 class RelayedProcess implements LaunchedProcess {
-  readonly worker: Worker;
+  readonly launcher: ChildProcess;
   readonly #id: number;
   #pid = 0;
   #exit: ProcessExit | undefined;
@@ -141,8 +165,8 @@ class RelayedProcess implements LaunchedProcess {
   #wake: (() => void) | undefined;
   #iterated = false;
 
-  constructor(worker: Worker, id: number) {
-    this.worker = worker;
+  constructor(launcher: ChildProcess, id: number) {
+    this.launcher = launcher;
     this.#id = id;
   }
 
@@ -229,7 +253,8 @@ class RelayedProcess implements LaunchedProcess {
   }
 
   #send(message: ToLauncher): void {
-    this.worker.postMessage(message);
+    // A launcher that has just gone fails the child through its exit; there is nothing left to tell it.
+    if (this.launcher.connected) this.launcher.send(message);
   }
 }
 

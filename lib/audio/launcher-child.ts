@@ -1,16 +1,15 @@
 /**
- * The process launcher thread: starts every ffmpeg child, so the thread that answers HTTP never
- * waits in spawn(), and relays what the children write (see ProcessLauncher). It runs at the
- * service's priority, not ffmpeg's: fork() holds the process's memory map lock while it copies the
- * page tables, and the other threads' page faults wait for it. Niced by 5, the launcher was
- * preempted inside fork() by the children and the main thread's event loop stalled for up to 300 ms
- * (60 children at a time), against 75 ms at the service's priority.
+ * The process launcher: a small process of its own that starts every ffmpeg child and relays what
+ * the children write (see ProcessLauncher). fork() copies the page tables of the process that calls
+ * it while holding that process's memory map lock: from a thread of the service (a gigabyte mapped,
+ * with a model loaded) every spawn stalled the HTTP thread's page faults, up to 76 ms under a burst
+ * of uploads; from this process, tens of megabytes, it costs the service nothing. It runs at the
+ * service's priority, not ffmpeg's: niced, it was preempted inside fork() by the children.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { getPriority, setPriority } from "node:os";
-import { isMainThread, parentPort, workerData } from "node:worker_threads";
 
-/** What the main thread does with a child's stdout; stderr is always kept as a tail. */
+/** What the service does with a child's stdout; stderr is always kept as a tail. */
 export type StdoutMode = "stream" | "tail" | "ignore";
 
 export interface SpawnFailure {
@@ -23,12 +22,12 @@ export interface SpawnFailure {
 
 export type ToLauncher =
   | { op: "spawn"; id: number; file: string; args: string[]; stdin: Uint8Array | null; stdout: StdoutMode }
-  /** The main thread has taken `bytes` of a child's streamed stdout. */
+  /** The service has taken `bytes` of a child's streamed stdout. */
   | { op: "ack"; id: number; bytes: number }
   | { op: "kill"; id: number; signal: NodeJS.Signals }
   /** Kills the child if it still runs and discards its unread output, so it closes. */
   | { op: "stop"; id: number }
-  /** Ends the thread once the children started before have closed. */
+  /** Ends the launcher once the children started before have closed. */
   | { op: "close" };
 
 export type FromLauncher =
@@ -76,14 +75,22 @@ interface Child {
   stderr: string;
 }
 
-if (!isMainThread && parentPort && (workerData as { thread?: string } | null)?.thread === "launcher") {
-  const port = parentPort;
+/** The argument the service forks the launcher with (lib/worker-entry.mjs). */
+export const LAUNCHER_ARG = "launcher";
+
+if (process.argv[2] === LAUNCHER_ARG && process.send) {
+  const send = process.send.bind(process);
   const children = new Map<number, Child>();
   let closing = false;
-  const post = (message: FromLauncher, transfer: ArrayBuffer[] = []) => port.postMessage(message, transfer);
+  const post = (message: FromLauncher) => send(message);
   const endIfDone = () => {
     if (closing && children.size === 0) process.exit(0);
   };
+  // The service is gone (even killed): so are the children it can no longer read.
+  process.on("disconnect", () => {
+    for (const { process: child } of children.values()) child.kill("SIGKILL");
+    process.exit(0);
+  });
 
   const start = ({ id, file, args, stdin, stdout }: Extract<ToLauncher, { op: "spawn" }>) => {
     let proc: ChildProcess;
@@ -116,12 +123,9 @@ if (!isMainThread && parentPort && (workerData as { thread?: string } | null)?.t
       });
     } else if (stdout === "stream") {
       const out = proc.stdout!;
-      out.on("data", (data: Buffer) => {
-        // A pipe's reads come in buffers of their own, which can be handed over without a copy.
-        const chunk = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength ? data : new Uint8Array(data);
-        // Counted first: handing the buffer over empties `chunk` here.
+      out.on("data", (chunk: Buffer) => {
         child.unacked += chunk.byteLength;
-        post({ op: "stdout", id, chunk }, [chunk.buffer as ArrayBuffer]);
+        post({ op: "stdout", id, chunk });
         if (child.unacked > STDOUT_WINDOW_BYTES) out.pause();
       });
     }
@@ -133,7 +137,7 @@ if (!isMainThread && parentPort && (workerData as { thread?: string } | null)?.t
     });
   };
 
-  port.on("message", (message: ToLauncher) => {
+  process.on("message", (message: ToLauncher) => {
     switch (message.op) {
       case "spawn":
         start(message);
