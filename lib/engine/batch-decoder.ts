@@ -75,7 +75,8 @@ const MAX_WAIT_ENCODES = 2;
  * the file's earlier windows still decode (their slots free up one by one for its next windows).
  * Started apart, a file's windows decoded in cohorts of one or two, and a row alone costs a decoder
  * call of its own (tiny q8: 3 ms for one row, 7 ms for seven). A held window starts with its own
- * file's next ones, never in another file's cohort; the bound covers a follower that never comes.
+ * file's next ones, or with files that arrived with its own (startCohorts); the bound covers a
+ * follower that never comes.
  */
 const MAX_HOLD_MS = 300;
 
@@ -382,14 +383,17 @@ export class BatchDecoder {
   }
 
   /**
-   * Starts the ready rows of every file with a row not held; held rows of other files keep waiting.
-   * Riding along in another file's new cohort, a long file's held windows made a short clip's steps
-   * theirs: seven rows a step instead of one (a 5 s clip behind a 10-minute file took 2.4x its time
-   * alone).
+   * Starts the ready rows of every file with a row not held, and the held rows of files served about
+   * as much as the least served of those (files that arrived together batch together). A file served
+   * far more keeps its held rows out: riding along in a newcomer's cohort, a long file's held windows
+   * made a short clip's steps theirs, seven rows a step instead of one (a 5 s clip behind a 10-minute
+   * file took 2.4x its time alone).
    */
   private async startCohorts(): Promise<void> {
     const now = performance.now();
-    const streams = new Set(this.ready.filter((r) => !this.held(r, now)).map((r) => r.stream));
+    const starting = new Set(this.ready.filter((r) => !this.held(r, now)).map((r) => r.stream));
+    const least = Math.min(...[...starting].map((s) => this.usageOf(s)));
+    const streams = new Set(this.ready.filter((r) => starting.has(r.stream) || this.usageOf(r.stream) < least + NEW_FILE_CREDIT_MS / 2).map((r) => r.stream));
     const groups = new Map<string, Row[]>();
     for (const row of this.ready.filter((r) => streams.has(r.stream))) {
       const key = `${this.modelKey(row)}:${row.init.length}:${row.sotIndex}`;
