@@ -8,6 +8,7 @@ import { constants } from "node:fs";
 import { access, open, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { DomainError } from "../errors.ts";
+import { deferred } from "../deferred.ts";
 import { type LaunchedProcess, type ProcessExit, processLauncher } from "./process-launcher.ts";
 
 /** Whisper's input rate; every decoded stream is mono at this rate. */
@@ -448,16 +449,4 @@ function looksLikeMedia(head: Buffer): boolean {
   if (head.length >= 4 && head.readUInt32BE(0) === 0x1a45dfa3) return true; // EBML: Matroska, WebM
   if (head.length >= 16 && head.subarray(0, 16).equals(ASF_GUID)) return true;
   return head[0] === 0xff && ((head[1] ?? 0) & 0xe0) === 0xe0; // MPEG audio or ADTS frame sync
-}
-
-function deferred<T>() {
-  let resolve!: (value: T) => void;
-  let reject!: (reason: unknown) => void;
-  const promise = new Promise<T>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  // Callers that only iterate see the error there; `done` must not also become an unhandled rejection.
-  promise.catch(() => {});
-  return { promise, resolve, reject };
 }

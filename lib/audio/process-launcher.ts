@@ -1,5 +1,6 @@
 import { type ChildProcess, fork } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import { deferred } from "../deferred.ts";
 import { type FromLauncher, LAUNCHER_ARG, type SpawnFailure, type StdoutMode, type ToLauncher } from "./launcher-child.ts";
 
 export interface ProcessExit {
@@ -261,16 +262,4 @@ class RelayedProcess implements LaunchedProcess {
 /** The error spawn() gave the launcher, with the fields (code, path) callers look at. */
 function spawnError({ message, ...fields }: SpawnFailure): Error {
   return Object.assign(new Error(message), fields);
-}
-
-function deferred<T>() {
-  let resolve!: (value: T) => void;
-  let reject!: (reason: unknown) => void;
-  const promise = new Promise<T>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  // Whoever needs an outcome awaits it; the others must not become unhandled rejections.
-  promise.catch(() => {});
-  return { promise, resolve, reject };
 }

@@ -131,7 +131,8 @@ export class WhisperRules {
     let max = -Infinity;
     for (let j = 0; j < logits.length; j++) if (logits[j]! > max) max = logits[j]!;
     const floor = max - 30 * temperature;
-    let target = random() * sumExp(logits, max, temperature);
+    const tempered = sumExp(logits, max, temperature);
+    let target = random() * tempered;
     let token = -1;
     for (let j = 0; j < logits.length; j++) {
       const v = logits[j]!;
@@ -140,7 +141,8 @@ export class WhisperRules {
       target -= Math.exp((v - max) / temperature);
       if (target <= 0) break;
     }
-    return { token, logprob: logits[token]! - max - Math.log(sumExp(logits, max, 1)) };
+    const plain = temperature === 1 ? tempered : sumExp(logits, max, 1);
+    return { token, logprob: logits[token]! - max - Math.log(plain) };
   }
 
   isTimestamp(token: number): boolean {
