@@ -82,7 +82,8 @@ ENV NODE_ENV=production \
     DATA_DIR=/data \
     MODEL_CACHE_DIR=/models \
     MODEL_DTYPE=${MODEL_DTYPE} \
-    FFMPEG_PATH=/usr/bin/ffmpeg
+    FFMPEG_PATH=/usr/bin/ffmpeg \
+    MALLOC_ARENA_MAX=1
 # No VOLUME instruction: Railway refuses to build images that declare one, and Fly ignores it
 # ([mounts] in fly.toml). Mount a volume at /data yourself (docker run -v, compose, platform volumes).
 EXPOSE 8080

@@ -8,5 +8,7 @@ import { createRequire } from "node:module";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const tsx = createRequire(import.meta.url).resolve("tsx/cli");
-const result = spawnSync(process.execPath, [tsx, join(here, "dev.ts"), ...process.argv.slice(2)], { stdio: "inherit" });
+// The service's process environment (lib/process-env.ts; this file runs without a TypeScript loader).
+const env = { MALLOC_ARENA_MAX: "1", ...process.env };
+const result = spawnSync(process.execPath, [tsx, join(here, "dev.ts"), ...process.argv.slice(2)], { stdio: "inherit", env });
 process.exit(result.status ?? 1);

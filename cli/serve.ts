@@ -1,6 +1,7 @@
 import { parseArgs } from "node:util";
 import { type Config, ConfigError, loadConfig, ROLES } from "../lib/config.ts";
 import { createLogger, type Logger } from "../lib/log.ts";
+import { missingProcessEnv } from "../lib/process-env.ts";
 import { isParseArgsError } from "./client.ts";
 
 export const SERVE_USAGE = `slotscribe serve [--role ${ROLES.join("|")}]
@@ -38,6 +39,9 @@ export async function serveCommand(argv: string[], startServer: StartServer): Pr
     throw err;
   }
   const log = createLogger(config.LOG_LEVEL);
+  const missing = missingProcessEnv();
+  if (missing.length > 0)
+    log.warn({ set: missing }, "started without the process environment the service is tuned for (the image, npm start and bin/slotscribe.js set it): slower and larger");
   const server = await startServer(config, log);
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {

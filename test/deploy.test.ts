@@ -27,6 +27,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { JobJsonBody } from "../functions/job-schemas.ts";
 import { serveEnv } from "../cli/serve.ts";
 import { loadConfig, SETTING_NAMES } from "../lib/config.ts";
+import { SERVICE_PROCESS_ENV } from "../lib/process-env.ts";
 import { flyLimits, flyMemoryMb, parseFlyLimitsArgs, sizingTable } from "../infra/fly-limits.ts";
 import { startQStashEmulator } from "./support/qstash-emulator.ts";
 
@@ -358,6 +359,7 @@ describe("Dockerfile rules", () => {
 
   it("sets the runtime environment, port, working directory, signal and command", () => {
     expect(finalEnv).toMatchObject({ NODE_ENV: "production", PORT: "8080", DATA_DIR: "/data", MODEL_CACHE_DIR: "/models" });
+    expect(finalEnv).toMatchObject(SERVICE_PROCESS_ENV);
     expect(only(finalStage, "EXPOSE").map((e) => e.args)).toContain(finalEnv.PORT);
     expect(only(finalStage, "WORKDIR").at(-1)!.args).toBe("/app");
     expect(only(finalStage, "STOPSIGNAL").at(-1)!.args).toBe("SIGTERM");
@@ -365,6 +367,16 @@ describe("Dockerfile rules", () => {
     expect(cmd).toEqual(["node", "dist/bin/main.js", "serve"]);
     // MODEL_DTYPE is one build argument for both the prefetch and the service.
     expect(stageEnv(stageNamed("models")).MODEL_DTYPE).toBe(finalEnv.MODEL_DTYPE);
+  });
+
+  it("starts the service with its process environment every way the README gives (glibc reads it before any JavaScript)", () => {
+    const scripts = (JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { scripts: Record<string, string> }).scripts;
+    const launcher = readFileSync(join(ROOT, "bin", "slotscribe.js"), "utf8");
+    for (const [key, value] of Object.entries(SERVICE_PROCESS_ENV)) {
+      // A value the operator exported wins.
+      for (const script of ["start", "demo"]) expect(scripts[script], script).toContain(`${key}=\${${key}:-${value}}`);
+      expect(launcher).toContain(`${key}: "${value}", ...process.env`);
+    }
   });
 
   it("has an exec-form HEALTHCHECK on /healthz that needs no curl", () => {

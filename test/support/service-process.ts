@@ -6,6 +6,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { withServiceProcessEnv } from "../../lib/process-env.ts";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 
@@ -22,7 +23,7 @@ export interface ServiceProcess {
 export async function startService(env: Record<string, string>, timeoutMs = 60_000, serveArgs: string[] = []): Promise<ServiceProcess> {
   const child = spawn(process.execPath, ["--import", "tsx", join(ROOT, "bin", "main.ts"), "serve", ...serveArgs], {
     cwd: ROOT,
-    env: { ...process.env, PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "info", ...env },
+    env: withServiceProcessEnv({ ...process.env, PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "info", ...env }),
     stdio: ["ignore", "pipe", "pipe"],
   });
   const logs: Record<string, unknown>[] = [];

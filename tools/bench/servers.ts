@@ -84,8 +84,10 @@ export interface Naive {
 
 export async function startNaive(kind: ModelKind, dtype: Dtype): Promise<Naive> {
   const env = { ...process.env };
-  // Default settings, as such a server runs: libuv's default pool (bin/main.ts raises ours).
+  // Default settings, as such a server runs: libuv's default pool (bin/main.ts raises ours) and
+  // glibc's default arenas (lib/process-env.ts).
   delete env.UV_THREADPOOL_SIZE;
+  delete env.MALLOC_ARENA_MAX;
   // transformers.js is imported by Node's own loader before tsx, as the engine's threads do
   // (lib/worker-entry.mjs): the naive server is measured without tsx's cost for its bundle.
   const child = track(

@@ -7,6 +7,7 @@ import { startSlotscribe } from "../servers.ts";
 
 interface BusyServer {
   slots: number;
+  /** PSS of the server and its children at rest with the model loaded. */
   idleBytes: number;
   peak: RssWindow;
   ok: boolean;
@@ -20,7 +21,7 @@ interface BusyServer {
 async function busyPeak(ctx: Context, kind: ModelKind, dtype: Dtype, env: Record<string, string>, n: number, clip: Clip): Promise<BusyServer> {
   const server = await startSlotscribe(ctx.tmp, kind, dtype, env);
   try {
-    const idleBytes = await server.sampler.idle("total");
+    const idleBytes = await server.sampler.idle("pss");
     const busy = server.sampler.window();
     const results = await Promise.all(Array.from({ length: n }, () => transcribeOnService(server.url, clip)));
     return {
@@ -84,11 +85,11 @@ export async function speedExperiment(ctx: Context, log: (l: string) => void): P
       log(`memory ${kind} ${dtype}: 2 x ${pair.seconds.toFixed(0)} s at once on a fresh WINDOW_SLOTS=2 server`);
       const planned = await busyPeak(ctx, kind, dtype, { WINDOW_SLOTS: "2" }, 2, pair);
       const footprint = ctx.probes.get(`${kind}/${dtype}`)?.residentBytes ?? one.footprintBytes;
-      const secondSlot = (two: BusyServer) => {
-        const bytes = one.ok && two.ok ? two.peak.peak - one.peak.peak : null;
-        return { bytes, share: bytes !== null && footprint ? bytes / footprint : null };
-      };
-      const second = secondSlot(planned);
+      // PSS, as the concurrency memory figure: every request's ffmpeg maps the same ~45 MiB of
+      // libraries, which RSS would count once per decoder running at the sample.
+      const bytes = one.ok && planned.ok ? planned.peak.peakPss - one.peak.peakPss : null;
+      const second = { bytes, share: bytes !== null && footprint ? bytes / footprint : null };
+      const rssBytes = one.ok && planned.ok ? planned.peak.peak - one.peak.peak : null;
       const cell = (c: { bytes: number | null; share: number | null }, label: string) =>
         c.share === null
           ? "-"
@@ -96,11 +97,12 @@ export async function speedExperiment(ctx: Context, log: (l: string) => void): P
       memRows.push([
         `${kind} ${dtype}`,
         mib(footprint),
-        `${mib(one.idleBytes)} / ${mib(one.peak.peak)}`,
-        `${mib(planned.idleBytes)} / ${mib(planned.peak.peak)}`,
-        cell(second, "one shared copy"),
+        `${mib(one.idleBytes)} / ${mib(one.peak.peakPss)}`,
+        `${mib(planned.idleBytes)} / ${mib(planned.peak.peakPss)}`,
+        cell(second, "one shared copy, PSS"),
+        mib(rssBytes),
       ]);
-      memory = { footprintBytes: footprint, oneSlot: one, twoSlots: { ...planned, secondSlot: second } };
+      memory = { footprintBytes: footprint, oneSlot: one, twoSlots: { ...planned, secondSlot: second, secondSlotRssBytes: rssBytes } };
     }
     results.push({
       kind,
@@ -136,14 +138,15 @@ export async function speedExperiment(ctx: Context, log: (l: string) => void): P
   if (memRows.length) {
     ctx.options.print(
       renderTable(
-        "\n== 6. Memory per slot (fresh servers; peak RSS of the server process incl. its inference threads + ffmpeg children, sampled every 50 ms) ==",
-        ["model", "model footprint", "1 slot: idle / busy", "2 slots: idle / busy", "2nd slot"],
+        "\n== 6. Memory per slot (fresh servers; peak PSS of the server process incl. its inference threads + ffmpeg children, sampled every 50 ms) ==",
+        ["model", "model footprint", "1 slot: idle / busy", "2 slots: idle / busy", "2nd slot", "2nd slot, RSS"],
         memRows,
         [
           "model footprint: resident bytes the model's load adds (footprint probe; else the server's 'model loaded' log).",
           `1 slot: WINDOW_SLOTS=1, idle with the model loaded, then the peak while one ${pair.seconds.toFixed(0)} s clip ran. 2 slots: two clips at once on`,
           "a fresh WINDOW_SLOTS=2 server (one model copy; the two windows decode in one batch, the encoder runs one window at a time).",
           "2nd slot = 2-slot busy peak - 1-slot busy peak, share of the model footprint: the second row's cache and its ffmpeg decoder.",
+          "2nd slot, RSS: the same from resident sizes, where each ffmpeg decoder counts the shared libraries it maps (~45 MiB) again.",
         ],
       ),
     );
