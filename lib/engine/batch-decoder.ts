@@ -1,6 +1,7 @@
 import { mulberry32 } from "../random.ts";
 import { DEFAULT_THRESHOLDS, type DecoderStats, type FallbackThresholds, type ModelSpec, type WindowOptions, type WindowOutput } from "./protocol.ts";
 import { assembleSegments, compressionRatio } from "./segments.ts";
+import { releaseBuffer } from "./buffer-release.ts";
 import { WhisperModel, type BatchState } from "./whisper-model.ts";
 import { WhisperRules } from "./whisper-rules.ts";
 import { alignWords, POSITIONS_PER_SECOND, SAMPLES_PER_POSITION, wordsBySegment } from "./word-timing.ts";
@@ -344,7 +345,7 @@ export class BatchDecoder {
    */
   private async identifyLanguage(row: Row): Promise<void> {
     const model = row.model;
-    const { logits } = await model.prefill([row.encoded!], [[model.rules.sot]]);
+    const { logits, state } = await model.prefill([row.encoded!], [[model.rules.sot]]);
     this.stats.decoderCalls++;
     const scores = logits[0]!;
     let best = "en";
@@ -355,6 +356,8 @@ export class BatchDecoder {
         best = code;
       }
     }
+    releaseBuffer(scores.buffer);
+    WhisperModel.releaseState(state);
     row.language = best;
     const init = model.initTokens(best, row.request.options.task, row.request.options.prompt);
     row.init = init.tokens;
@@ -411,6 +414,7 @@ export class BatchDecoder {
         // Read before the rules mask the same logits (the start token is often the last initial one).
         rows.forEach((r, i) => {
           r.noSpeechProb = WhisperModel.probability(sotLogits[i]!, model.noSpeech);
+          releaseBuffer(r.encoded!.buffer);
           r.encoded = null;
           // A prompt's positions are not part of Whisper's alignment: it starts at <|startoftranscript|>.
           for (let p = r.sotIndex; p < r.init.length && r.attention; p++) r.attention.push(attention(i, p, r.frames));
@@ -420,6 +424,7 @@ export class BatchDecoder {
         this.cohorts.push(cohort);
         this.stats.activeRows += rows.length;
         this.advance(cohort, logits);
+        for (const l of logits) releaseBuffer(l.buffer);
       } catch (err) {
         for (const r of rows) r.reject(err as Error);
       }
@@ -442,6 +447,7 @@ export class BatchDecoder {
       cohort.rows.forEach((r, i) => r.attention?.push(attention(i, 0, r.frames)));
       this.count(cohort.rows.length);
       this.advance(cohort, logits);
+      releaseBuffer(logits[0]!.buffer);
     } catch (err) {
       for (const r of cohort.rows) r.reject(err as Error);
       this.dropRows(cohort, new Set(cohort.rows.keys()));
@@ -515,6 +521,7 @@ export class BatchDecoder {
     cohort.rows = keep.map((i) => cohort.rows[i]!);
     if (keep.length === 0) {
       this.cohorts.splice(this.cohorts.indexOf(cohort), 1);
+      WhisperModel.releaseState(cohort.state);
     } else {
       WhisperModel.keepRows(cohort.state, keep);
     }

@@ -1,6 +1,7 @@
 import { Worker } from "node:worker_threads";
 import type { SileroRunner } from "../audio/silero-vad.ts";
 import { VadThread } from "../audio/vad-thread.ts";
+import { allowBufferReleaseInNewThreads } from "./buffer-release.ts";
 import type { DecoderStats, FromWorker, ModelInfo, ModelSpec, ToWorker, WindowOptions, WindowOutput, WorkerInit } from "./protocol.ts";
 
 export class InferenceError extends Error {
@@ -172,6 +173,7 @@ export class Engine {
 
   private ensureWorker(): Worker {
     if (this.worker) return this.worker;
+    allowBufferReleaseInNewThreads();
     const worker = new Worker(new URL("../worker-entry.mjs", import.meta.url), { workerData: { thread: "inference", ...this.init } });
     worker.unref();
     let started!: () => void;

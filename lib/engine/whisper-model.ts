@@ -1,6 +1,7 @@
 import { pipeline, type AutomaticSpeechRecognitionPipeline, type Tensor as HfTensor } from "@huggingface/transformers";
 import * as ort from "onnxruntime-node";
 import { useFastLogMel } from "../audio/log-mel.ts";
+import { releaseBuffer } from "./buffer-release.ts";
 import type { ModelInfo, ModelSpec } from "./protocol.ts";
 import { WhisperRules, type WhisperGenerationConfig } from "./whisper-rules.ts";
 
@@ -37,6 +38,11 @@ export function sessionOptions(threads: number): Record<string, unknown> {
       },
     },
   };
+}
+
+/** Frees a tensor's memory now (see buffer-release.ts): it must be the only user of its buffer, and no one may read it any more. */
+function releaseTensor(t: ort.Tensor): void {
+  releaseBuffer((t.data as Float32Array).buffer);
 }
 
 /** One layer's past tensors, by the merged decoder's input names. */
@@ -154,6 +160,7 @@ export class WhisperModel {
   async encode(samples: Float32Array): Promise<Float32Array> {
     const input_features = await this.features(samples);
     const out = await this.encoder.run({ input_features });
+    releaseTensor(input_features);
     return out.last_hidden_state!.data as Float32Array;
   }
 
@@ -229,6 +236,7 @@ export class WhisperModel {
           past.set(name, group);
         }
         (group.data as Float32Array).set(data, i * data.length);
+        releaseTensor(t);
       }
     }
     const state: BatchState = { rows, encoderStates: new ort.Tensor("float32", states, [rows, this.frames, this.dModel]), past, position: tokens[0]!.length };
@@ -257,7 +265,11 @@ export class WhisperModel {
     const out = await this.decoder.run(feeds);
     for (const k of this.kv) {
       // Later steps return no cross-attention K/V (or the same again): the first step's are kept.
-      if (!cached || !k.cross) state.past.set(k.past, out[k.present]!);
+      if (!cached || !k.cross) {
+        const old = state.past.get(k.past);
+        state.past.set(k.past, out[k.present]!);
+        if (old) releaseTensor(old);
+      }
     }
     state.position += inputIds.dims[1]!;
     const seq = out.logits!.dims[1]!;
@@ -285,6 +297,12 @@ export class WhisperModel {
     let sum = 0;
     for (let j = 0; j < logits.length; j++) if (logits[j]! > max - 30) sum += Math.exp(logits[j]! - max);
     return Math.exp(logits[token]! - max) / sum;
+  }
+
+  /** Frees a group's state once no row of it decodes any more. */
+  static releaseState(state: BatchState): void {
+    releaseTensor(state.encoderStates);
+    for (const t of state.past.values()) releaseTensor(t);
   }
 
   /**
