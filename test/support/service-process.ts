@@ -19,9 +19,14 @@ export interface ServiceProcess {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-/** `serveArgs` go after `serve`, as a Fly process group's command line passes `--role`. */
-export async function startService(env: Record<string, string>, timeoutMs = 60_000, serveArgs: string[] = []): Promise<ServiceProcess> {
-  const child = spawn(process.execPath, ["--import", "tsx", join(ROOT, "bin", "main.ts"), "serve", ...serveArgs], {
+/**
+ * `serveArgs` go after `serve`, as a Fly process group's command line passes `--role`. `compiled`
+ * runs `dist/` (built by `npm run build`) as the image does, without tsx, whose esbuild service and
+ * per-thread loader would count in memory figures; tests run the sources.
+ */
+export async function startService(env: Record<string, string>, timeoutMs = 60_000, serveArgs: string[] = [], compiled = false): Promise<ServiceProcess> {
+  const entry = compiled ? [join(ROOT, "dist", "bin", "main.js")] : ["--import", "tsx", join(ROOT, "bin", "main.ts")];
+  const child = spawn(process.execPath, [...entry, "serve", ...serveArgs], {
     cwd: ROOT,
     env: withServiceProcessEnv({ ...process.env, PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "info", ...env }),
     stdio: ["ignore", "pipe", "pipe"],

@@ -26,6 +26,7 @@ import { speedExperiment } from "./experiments/speed.ts";
 import { vadBench } from "./experiments/vad.ts";
 import { agent } from "./http.ts";
 import { cleanupNow, tempDirs } from "./processes.ts";
+import { buildService } from "./servers.ts";
 import { fileTimestamp, mib, renderTable } from "./report.ts";
 
 export async function runBench(options: BenchOptions): Promise<{ jsonPath: string; failures: number }> {
@@ -61,6 +62,8 @@ export async function runBench(options: BenchOptions): Promise<{ jsonPath: strin
       const m = await generateModel({ kind, log: (l) => log(`generate ${kind}: ${l}`) });
       log(`model ${m.id}: ${m.reused ? "reused" : "generated"} (${(m.parameters / 1e6).toFixed(1)}M parameters)`);
     }
+    log("building the service as the image runs it (npm run build)");
+    buildService();
     ctx.audio = await prepareAudio(tmp, options.quick, log);
     options.print(
       `audio: ${ctx.audio.source}; files: ${Object.values(ctx.audio.clips)
