@@ -260,8 +260,13 @@ export function logMelSpectrogram(waveform: Float32Array, options: LogMelOptions
   const bins = spectrum.bins;
   const power = new Float32Array(bins * frames);
   const frame = new Float64Array(frameLength);
+  // The library pads a short window with zeros to 30 s before this: those frames' spectrum is zero
+  // (as the transform would compute it) and is left so, a tenth of the transform's work on average.
+  let lastSound = waveform.length - 1;
+  while (lastSound >= 0 && waveform[lastSound] === 0) lastSound--;
   for (let t = 0; t < frames; t++) {
     const offset = t * hop;
+    if (offset - pad > lastSound && offset + frameLength - pad <= waveform.length) continue;
     if (offset >= pad && offset + frameLength - pad <= waveform.length) {
       for (let j = 0; j < frameLength; j++) frame[j] = waveform[offset - pad + j]! * options.window[j]!;
     } else {
