@@ -1147,6 +1147,14 @@ describe("the image's command, from the prefetched cache", () => {
     expect(last.body).toMatchObject({ ready: true, models: [{ id: MODEL, dtype: finalEnv.MODEL_DTYPE, state: "ready" }] });
   });
 
+  it("runs no process beside it but the ffmpeg launcher (esbuild's service stops once the status page is bundled)", async () => {
+    const children = readdirSync(`/proc/${service.pid}/task`).flatMap((tid) =>
+      readFileSync(`/proc/${service.pid}/task/${tid}/children`, "utf8").trim().split(/\s+/).filter(Boolean),
+    );
+    const commands = children.map((pid) => readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter(Boolean));
+    expect(commands).toEqual([[process.execPath, expect.stringMatching(/worker-entry\.mjs$/), "launcher"]]);
+  });
+
   it("passes the HEALTHCHECK command, which fails when nothing answers", async () => {
     const hc = execForm(
       only(finalStage, "HEALTHCHECK")
