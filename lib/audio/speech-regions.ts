@@ -3,6 +3,8 @@
  * regions to Whisper windows. Pure: no model, no I/O, so the rules are unit-tested on their own.
  */
 
+import { quietCut } from "./quiet-cut.ts";
+
 export const CHUNK_SAMPLES = 512;
 /** Chunks below the end-of-speech threshold in a row that make a pause in speech (about 100 ms). */
 const PAUSE_CHUNKS = 3;
@@ -181,6 +183,42 @@ export function piecesForWindow(pieces: readonly Piece[], windowSamples: number)
   let n = 0;
   while (n < pieces.length && total + pieces[n]!.samples.length <= windowSamples) total += pieces[n++]!.samples.length;
   return Math.max(1, n);
+}
+
+/**
+ * The stream's last pieces, once its end is known, cut again into fewer windows when they can be.
+ * A long region is split as it streams in, each part ending at the latest pause before a window's
+ * length, without knowing where the region will end: a 300 s talk came out as eleven windows of
+ * 23-30 s and a twelfth of 2 s, a whole encoder run for it. The trailing run of contiguous pieces (the
+ * parts of one region) is cut into the fewest windows its length allows, each cut at the quietest
+ * 200 ms (a pause at least 10 dB below its surroundings, as quietCut finds) in the range that still
+ * lets the rest fit; if any cut finds no pause there, Silero's parts stay as they were.
+ */
+export function repackTail(pieces: readonly Piece[], windowSamples: number, sampleRate: number): Piece[] {
+  let first = pieces.length - 1;
+  while (first > 0 && pieces[first - 1]!.start + pieces[first - 1]!.samples.length === pieces[first]!.start) first--;
+  const run = pieces.slice(first);
+  if (run.length < 2) return [...pieces];
+  let windows = 0;
+  for (let i = 0; i < run.length; windows++) i += piecesForWindow(run.slice(i), windowSamples);
+  const samples = concatPieces(run);
+  const total = samples.length;
+  const fewest = Math.ceil(total / windowSamples);
+  if (fewest >= windows) return [...pieces];
+  const cuts = [0];
+  for (let i = 1; i < fewest; i++) {
+    const from = cuts.at(-1)!;
+    const latest = Math.min(from + windowSamples, total);
+    const earliest = Math.max(total - (fewest - i) * windowSamples, from + 1);
+    const span = samples.subarray(from, latest);
+    const cut = from + quietCut(span, sampleRate, (latest - earliest) / sampleRate);
+    if (cut >= latest || cut < earliest) return [...pieces];
+    cuts.push(cut);
+  }
+  cuts.push(total);
+  const start = run[0]!.start;
+  const repacked = cuts.slice(1).map((end, i) => ({ start: start + cuts[i]!, samples: samples.slice(cuts[i]!, end) }));
+  return [...pieces.slice(0, first), ...repacked];
 }
 
 /**
