@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { CHUNK_SAMPLES, concatPieces, fileSample, piecesForWindow, piecesFrom, RegionDetector, repackTail, type Piece, type Region } from "./speech-regions.ts";
+import { CHUNK_SAMPLES, concatPieces, fileSample, piecesForWindow, piecesFrom, RegionDetector, repackHead, repackTail, type Piece, type Region } from "./speech-regions.ts";
 
 const RATE = 16_000;
 const WINDOW = 30 * RATE;
@@ -198,5 +198,27 @@ describe("repackTail", () => {
     expect(repackTail(gapped, WINDOW, RATE)).toEqual(gapped);
     const fewest = split(audio, [29.55], 40);
     expect(repackTail(fewest, WINDOW, RATE)).toEqual(fewest);
+  });
+});
+
+describe("repackHead", () => {
+  it("cuts a window's put-back rest and the parts after it into the fewest windows; the rest of the stream as it was", () => {
+    let seed = 11;
+    const audio = Float32Array.from({ length: 87 * RATE }, () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31 - 0.5) * 0.6);
+    // Pauses every 2 s: wherever a cut has to go, one is near.
+    for (let at = 1; at < 87; at += 2) audio.fill(0, at * RATE, (at + 0.3) * RATE);
+    const edges = [0, 3, 31, 59, 87].map((s) => s * RATE);
+    // The rest of a window (3 s) in front of three parts of 28 s: four windows, where 87 s fit in three.
+    const run: Piece[] = edges.slice(1).map((end, i) => ({ start: 500 * RATE + edges[i]!, samples: audio.slice(edges[i]!, end) }));
+    const later: Piece = { start: 700 * RATE, samples: new Float32Array(RATE) };
+    const after = repackHead([...run, later], WINDOW, RATE);
+    expect(after.at(-1)).toBe(later);
+    const repacked = after.slice(0, -1);
+    expect(repacked).toHaveLength(3);
+    expect(concatPieces(repacked)).toEqual(audio);
+    expect(repacked.map((p) => p.start)).toEqual([500 * RATE, 500 * RATE + repacked[0]!.samples.length, 500 * RATE + repacked[0]!.samples.length + repacked[1]!.samples.length]);
+    for (const p of repacked) expect(p.samples.length).toBeLessThanOrEqual(WINDOW);
+    // Two pieces that cannot share a window stay as they are.
+    expect(repackHead(run.slice(0, 2), WINDOW, RATE)).toEqual(run.slice(0, 2));
   });
 });

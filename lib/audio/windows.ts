@@ -5,7 +5,7 @@
 import { quietCut } from "./quiet-cut.ts";
 import { SampleQueue } from "./sample-queue.ts";
 import { BLOCK_SAMPLES, SileroStream, type SileroRunner } from "./silero-vad.ts";
-import { CHUNK_SAMPLES, concatPieces, piecesForWindow, RegionDetector, repackTail, type Piece, type VadMode } from "./speech-regions.ts";
+import { CHUNK_SAMPLES, concatPieces, piecesForWindow, RegionDetector, repackHead, repackTail, type Piece, type VadMode } from "./speech-regions.ts";
 
 /** Below -60 dBFS peak a window is silence: Whisper would only hallucinate on it, so it is skipped. */
 const SILENCE_PEAK = 1e-3;
@@ -135,7 +135,7 @@ class SileroWindows implements WindowSource {
   }
 
   unread(pieces: Piece[]): void {
-    this.#pieces.unshift(...pieces.filter((p) => p.samples.length > 0));
+    this.#pieces = repackHead([...pieces.filter((p) => p.samples.length > 0), ...this.#pieces], this.opts.windowSamples, this.opts.sampleRate);
   }
 
   async close(): Promise<void> {
