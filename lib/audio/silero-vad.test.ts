@@ -3,6 +3,7 @@ import { join, resolve } from "node:path";
 import { describe, expect, it } from "vitest";
 import { readPcm } from "./ffmpeg.ts";
 import { chords, noise } from "../../tools/audio/synth.ts";
+import { initialCarry, runSilero } from "./silero-vad.ts";
 import { windowSource } from "./windows.ts";
 
 const RATE = 16_000;
@@ -115,5 +116,24 @@ describe("Silero VAD on real speech and on non-speech", () => {
     const [from, to] = voicedSpan(jfk);
     expect(covered(regions, [from, to])).toBeGreaterThan(0.95 * (to - from));
     expect(covered(regions, [second + from, second + to])).toBeGreaterThan(0.95 * (to - from));
+  });
+});
+
+describe("Silero blocks of several files on one thread", () => {
+  it("a short block arriving during a long one is done first, and each comes out as it would alone", async () => {
+    const long = noise("pink", 60, { rms: 0.1, seed: 3 });
+    const short = noise("white", 5, { rms: 0.1, seed: 4 });
+    const aloneLong = await runSilero(long, initialCarry());
+    const aloneShort = await runSilero(short, initialCarry());
+    const finished: string[] = [];
+    const longRun = runSilero(long, initialCarry()).then((r) => (finished.push("long"), r));
+    // Into the long block's steps, as a clip's first block arrives behind a long file's.
+    await new Promise((r) => setTimeout(r, 5));
+    const shortRun = runSilero(short, initialCarry()).then((r) => (finished.push("short"), r));
+    const [together, shortTogether] = await Promise.all([longRun, shortRun]);
+    expect(finished).toEqual(["short", "long"]);
+    expect(together.probs).toEqual(aloneLong.probs);
+    expect(shortTogether.probs).toEqual(aloneShort.probs);
+    expect(together.carry).toEqual(aloneLong.carry);
   });
 });

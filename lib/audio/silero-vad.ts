@@ -53,6 +53,43 @@ function sileroSession(): Promise<ort.InferenceSession> {
   return session;
 }
 
+/**
+ * Turns at the session for the blocks in progress on this thread, least work remaining first (chunks
+ * still to run: steps times sub-streams): each block's steps await onnxruntime, so blocks of several
+ * files interleave step by step, and a 5 s clip's first block, arriving while a long file's 131 s
+ * block was in progress, took its pace (one step of each in turn: 134 ms instead of 11 ms). A block
+ * keeps the session while no waiting block has less work left.
+ */
+class StepTurns {
+  #holder: object | null = null;
+  #waiting: { block: object; left: number; go: () => void }[] = [];
+
+  async take(block: object, left: number): Promise<void> {
+    if (this.#holder === null || this.#holder === block) {
+      this.#holder = block;
+      return;
+    }
+    await new Promise<void>((go) => this.#waiting.push({ block, left, go }));
+  }
+
+  /** After a step of the holder, which has `left` still to run. */
+  release(block: object, left: number): void {
+    let next = -1;
+    this.#waiting.forEach((w, i) => {
+      if (w.left < (next < 0 ? Infinity : this.#waiting[next]!.left)) next = i;
+    });
+    if (next < 0 || (left > 0 && left <= this.#waiting[next]!.left)) {
+      this.#holder = left > 0 ? block : null;
+      return;
+    }
+    const [waiter] = this.#waiting.splice(next, 1);
+    this.#holder = waiter!.block;
+    waiter!.go();
+  }
+}
+
+const turns = new StepTurns();
+
 /** What a stream carries from one block to the next: the LSTM state and the last samples (context). */
 export interface SileroCarry {
   state: Float32Array;
@@ -109,7 +146,9 @@ export async function runSilero(block: Float32Array, carry: SileroCarry): Promis
   });
   const steps = Math.max(...streams.map((s) => s.end - s.from));
   const sr = new ort.Tensor("int64", BigInt64Array.from([16_000n]), []);
+  const turn = {};
   for (let step = 0; step < steps; step++) {
+    await turns.take(turn, (steps - step) * count);
     // Streams are aligned at their ends, so the longer ones (warming up) start first.
     const active = streams.filter((s) => s.end - steps + step >= s.from);
     const input = new Float32Array(active.length * (CONTEXT + CHUNK_SAMPLES));
@@ -124,11 +163,18 @@ export async function runSilero(block: Float32Array, carry: SileroCarry): Promis
       state.set(s.state.subarray(0, 128), b * 128);
       state.set(s.state.subarray(128), (active.length + b) * 128);
     });
-    const out = await model.run({
-      input: new ort.Tensor("float32", input, [active.length, CONTEXT + CHUNK_SAMPLES]),
-      state: new ort.Tensor("float32", state, [2, active.length, 128]),
-      sr,
-    });
+    let out: ort.InferenceSession.OnnxValueMapType;
+    try {
+      out = await model.run({
+        input: new ort.Tensor("float32", input, [active.length, CONTEXT + CHUNK_SAMPLES]),
+        state: new ort.Tensor("float32", state, [2, active.length, 128]),
+        sr,
+      });
+    } catch (err) {
+      turns.release(turn, 0);
+      throw err;
+    }
+    turns.release(turn, (steps - step - 1) * count);
     const next = out.stateN!.data as Float32Array;
     const p = out.output!.data as Float32Array;
     active.forEach((s, b) => {
