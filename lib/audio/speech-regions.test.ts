@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { CHUNK_SAMPLES, concatPieces, fileSample, piecesForWindow, piecesFrom, RegionDetector, repackHead, repackTail, type Piece, type Region } from "./speech-regions.ts";
+import { CHUNK_SAMPLES, concatPieces, fileSample, piecesForWindow, piecesFrom, RegionDetector, type Piece, type Region } from "./speech-regions.ts";
 
 const RATE = 16_000;
 const WINDOW = 30 * RATE;
@@ -142,83 +142,5 @@ describe("windows of regions", () => {
       [9, 6],
       [50, 8],
     ]);
-  });
-});
-
-describe("repackTail", () => {
-  /** Loud noise ("speech") with 300 ms of silence starting at each of `pauses` (seconds). */
-  function talk(seconds: number, pauses: number[]): Float32Array {
-    let seed = 7;
-    const out = Float32Array.from({ length: seconds * RATE }, () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31 - 0.5) * 0.6);
-    for (const at of pauses) out.fill(0, at * RATE, (at + 0.3) * RATE);
-    return out;
-  }
-
-  /** `samples` cut at the given seconds into pieces that start `offset` seconds into the file. */
-  function split(samples: Float32Array, cuts: number[], offset: number): Piece[] {
-    const edges = [0, ...cuts.map((c) => c * RATE), samples.length];
-    return edges.slice(1).map((end, i) => ({ start: offset * RATE + edges[i]!, samples: samples.slice(edges[i]!, end) }));
-  }
-
-  // Pauses every 3 s (at 1.5, 4.5, ... 28.5, 31.5, ...) and one at 29.4 s.
-  const pauses = [...Array.from({ length: 20 }, (_, i) => 1.5 + 3 * i), 29.4];
-
-  it("cuts the parts of a long region into the fewest windows, in pauses, on the file's timeline", () => {
-    // Greedy streaming parts: 28 s, 29 s and a 2 s tail, three windows; 59 s fit in two.
-    const audio = talk(59, pauses);
-    const before = split(audio, [28, 57], 100);
-    const after = repackTail(before, WINDOW, RATE);
-    expect(after).toHaveLength(2);
-    expect(after[0]!.start).toBe(100 * RATE);
-    expect(after[1]!.start).toBe(after[0]!.start + after[0]!.samples.length);
-    expect(concatPieces(after)).toEqual(audio);
-    for (const piece of after) expect(piece.samples.length).toBeLessThanOrEqual(WINDOW);
-    // In the pause at 29.4-29.7 s: the only one that leaves at most 30 s after it.
-    const cut = after[0]!.samples.length;
-    expect(cut / RATE).toBeGreaterThanOrEqual(29.4);
-    expect(cut / RATE).toBeLessThanOrEqual(29.7);
-    expect(audio.subarray(cut - 100, cut + 100).every((x) => x === 0)).toBe(true);
-  });
-
-  it("leaves the parts as they are when no pause lies where a cut would have to be", () => {
-    const audio = talk(59, [10.5, 20.5, 40.5]);
-    const before = split(audio, [28, 57], 0);
-    expect(repackTail(before, WINDOW, RATE)).toEqual(before);
-  });
-
-  it("touches only the trailing run of contiguous pieces, and nothing when it already is as few windows as can be", () => {
-    const earlier: Piece = { start: 0, samples: talk(10, []) };
-    const audio = talk(59, pauses);
-    const tail = split(audio, [28, 57], 40);
-    const after = repackTail([earlier, ...tail], WINDOW, RATE);
-    expect(after[0]).toBe(earlier);
-    expect(after).toHaveLength(3);
-    // A gap before the last piece: not one region, so not cut again.
-    const gapped = [...tail.slice(0, 2), { ...tail[2]!, start: tail[2]!.start + RATE }];
-    expect(repackTail(gapped, WINDOW, RATE)).toEqual(gapped);
-    const fewest = split(audio, [29.55], 40);
-    expect(repackTail(fewest, WINDOW, RATE)).toEqual(fewest);
-  });
-});
-
-describe("repackHead", () => {
-  it("cuts a window's put-back rest and the parts after it into the fewest windows; the rest of the stream as it was", () => {
-    let seed = 11;
-    const audio = Float32Array.from({ length: 87 * RATE }, () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31 - 0.5) * 0.6);
-    // Pauses every 2 s: wherever a cut has to go, one is near.
-    for (let at = 1; at < 87; at += 2) audio.fill(0, at * RATE, (at + 0.3) * RATE);
-    const edges = [0, 3, 31, 59, 87].map((s) => s * RATE);
-    // The rest of a window (3 s) in front of three parts of 28 s: four windows, where 87 s fit in three.
-    const run: Piece[] = edges.slice(1).map((end, i) => ({ start: 500 * RATE + edges[i]!, samples: audio.slice(edges[i]!, end) }));
-    const later: Piece = { start: 700 * RATE, samples: new Float32Array(RATE) };
-    const after = repackHead([...run, later], WINDOW, RATE);
-    expect(after.at(-1)).toBe(later);
-    const repacked = after.slice(0, -1);
-    expect(repacked).toHaveLength(3);
-    expect(concatPieces(repacked)).toEqual(audio);
-    expect(repacked.map((p) => p.start)).toEqual([500 * RATE, 500 * RATE + repacked[0]!.samples.length, 500 * RATE + repacked[0]!.samples.length + repacked[1]!.samples.length]);
-    for (const p of repacked) expect(p.samples.length).toBeLessThanOrEqual(WINDOW);
-    // Two pieces that cannot share a window stay as they are.
-    expect(repackHead(run.slice(0, 2), WINDOW, RATE)).toEqual(run.slice(0, 2));
   });
 });

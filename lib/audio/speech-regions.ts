@@ -3,8 +3,6 @@
  * regions to Whisper windows. Pure: no model, no I/O, so the rules are unit-tested on their own.
  */
 
-import { quietCut } from "./quiet-cut.ts";
-
 export const CHUNK_SAMPLES = 512;
 /** Chunks below the end-of-speech threshold in a row that make a pause in speech (about 100 ms). */
 const PAUSE_CHUNKS = 3;
@@ -183,63 +181,6 @@ export function piecesForWindow(pieces: readonly Piece[], windowSamples: number)
   let n = 0;
   while (n < pieces.length && total + pieces[n]!.samples.length <= windowSamples) total += pieces[n++]!.samples.length;
   return Math.max(1, n);
-}
-
-/**
- * The stream's last pieces, once its end is known, cut again into fewer windows when they can be.
- * A long region is split as it streams in, each part ending at the latest pause before a window's
- * length, without knowing where the region will end: a 300 s talk came out as eleven windows of
- * 23-30 s and a twelfth of 2 s, a whole encoder run for it. The trailing run of contiguous pieces (the
- * parts of one region) is cut again as repackRun does.
- */
-export function repackTail(pieces: readonly Piece[], windowSamples: number, sampleRate: number): Piece[] {
-  let first = pieces.length - 1;
-  while (first > 0 && contiguous(pieces[first - 1]!, pieces[first]!)) first--;
-  return [...pieces.slice(0, first), ...repackRun(pieces.slice(first), windowSamples, sampleRate)];
-}
-
-/**
- * The pieces after a window was put back from where its decode stopped (its last segment left open,
- * decoded again from that segment's start, as Whisper does). The rest of that window went back in
- * front of the next part of the same region, with which it does not fit in one window: alone it made
- * a window of a few seconds. The leading run of contiguous pieces is cut again as repackRun does.
- */
-export function repackHead(pieces: readonly Piece[], windowSamples: number, sampleRate: number): Piece[] {
-  let last = 0;
-  while (last + 1 < pieces.length && contiguous(pieces[last]!, pieces[last + 1]!)) last++;
-  return [...repackRun(pieces.slice(0, last + 1), windowSamples, sampleRate), ...pieces.slice(last + 1)];
-}
-
-function contiguous(a: Piece, b: Piece): boolean {
-  return a.start + a.samples.length === b.start;
-}
-
-/**
- * A run of contiguous pieces (the parts of one region) cut into the fewest windows its length
- * allows, each cut at the quietest 200 ms (a pause at least 10 dB below its surroundings, as quietCut
- * finds) in the range that still lets the rest fit; the run as it was if it already makes that few
- * windows, or if any cut finds no pause there.
- */
-function repackRun(run: Piece[], windowSamples: number, sampleRate: number): Piece[] {
-  if (run.length < 2) return run;
-  let windows = 0;
-  for (let i = 0; i < run.length; windows++) i += piecesForWindow(run.slice(i), windowSamples);
-  const samples = concatPieces(run);
-  const total = samples.length;
-  const fewest = Math.ceil(total / windowSamples);
-  if (fewest >= windows) return run;
-  const cuts = [0];
-  for (let i = 1; i < fewest; i++) {
-    const from = cuts.at(-1)!;
-    const latest = Math.min(from + windowSamples, total);
-    const earliest = Math.max(total - (fewest - i) * windowSamples, from + 1);
-    const cut = from + quietCut(samples.subarray(from, latest), sampleRate, (latest - earliest) / sampleRate);
-    if (cut >= latest || cut < earliest) return run;
-    cuts.push(cut);
-  }
-  cuts.push(total);
-  const start = run[0]!.start;
-  return cuts.slice(1).map((end, i) => ({ start: start + cuts[i]!, samples: samples.slice(cuts[i]!, end) }));
 }
 
 /**

@@ -5,7 +5,7 @@
 import { quietCut } from "./quiet-cut.ts";
 import { SampleQueue } from "./sample-queue.ts";
 import { BLOCK_SAMPLES, SileroStream, type SileroRunner } from "./silero-vad.ts";
-import { CHUNK_SAMPLES, concatPieces, piecesForWindow, RegionDetector, repackHead, repackTail, type Piece, type VadMode } from "./speech-regions.ts";
+import { CHUNK_SAMPLES, concatPieces, piecesForWindow, RegionDetector, type Piece, type VadMode } from "./speech-regions.ts";
 
 /** Below -60 dBFS peak a window is silence: Whisper would only hallucinate on it, so it is skipped. */
 const SILENCE_PEAK = 1e-3;
@@ -135,7 +135,7 @@ class SileroWindows implements WindowSource {
   }
 
   unread(pieces: Piece[]): void {
-    this.#pieces = repackHead([...pieces.filter((p) => p.samples.length > 0), ...this.#pieces], this.opts.windowSamples, this.opts.sampleRate);
+    this.#pieces.unshift(...pieces.filter((p) => p.samples.length > 0));
   }
 
   async close(): Promise<void> {
@@ -195,7 +195,6 @@ class SileroWindows implements WindowSource {
     kept.set(this.#kept);
     kept.set(block, this.#kept.length);
     for (const r of regions) this.#pieces.push({ start: r.start, samples: kept.slice(r.start - this.#keptFrom, r.end - this.#keptFrom) });
-    if (this.#ended) this.#pieces = repackTail(this.#pieces, this.opts.windowSamples, this.opts.sampleRate);
     // A region not yet closed starts at most a window before the block's end (regions are split at
     // a window's length), or up to its padding before its first speech.
     const keepFrom = Math.max(this.#keptFrom, this.#queue.position - this.opts.windowSamples);
