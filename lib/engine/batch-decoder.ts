@@ -365,9 +365,10 @@ export class BatchDecoder {
     row.request.onLanguage?.(best);
   }
 
-  /** Waiting for more of its file's windows (see MAX_HOLD_MS). */
-  private held(row: Row, now: number): boolean {
-    return row.holdUntil > now && (this.following.has(row.stream) || this.decoding(row.stream));
+  /** The ready rows not waiting for more of their file's windows (see MAX_HOLD_MS). */
+  private starters(): Row[] {
+    const now = performance.now();
+    return this.ready.filter((r) => !(r.holdUntil > now && (this.following.has(r.stream) || this.decoding(r.stream))));
   }
 
   /**
@@ -377,8 +378,7 @@ export class BatchDecoder {
    * file's windows). A file's own windows wait for each other: they form one batch.
    */
   private shouldStart(): boolean {
-    const now = performance.now();
-    const starters = this.ready.filter((r) => !this.held(r, now));
+    const starters = this.starters();
     if (starters.length === 0) return false;
     if (this.encodeQueue.length === 0) return true;
     const queued = Math.min(...this.encodeQueue.map((r) => this.usageOf(r.stream)));
@@ -393,8 +393,7 @@ export class BatchDecoder {
    * file took 2.4x its time alone).
    */
   private async startCohorts(): Promise<void> {
-    const now = performance.now();
-    const starting = new Set(this.ready.filter((r) => !this.held(r, now)).map((r) => r.stream));
+    const starting = new Set(this.starters().map((r) => r.stream));
     const least = Math.min(...[...starting].map((s) => this.usageOf(s)));
     const streams = new Set(this.ready.filter((r) => starting.has(r.stream) || this.usageOf(r.stream) < least + NEW_FILE_CREDIT_MS / 2).map((r) => r.stream));
     const groups = new Map<string, Row[]>();

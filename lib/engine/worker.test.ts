@@ -34,6 +34,15 @@ async function stockChunks(asr: AutomaticSpeechRecognitionPipeline, samples: Flo
 
 const engineChunks = (out: WindowOutput): [number, number | null, string][] => out.chunks.map((c) => [c.start, c.end, c.text]);
 
+/** A fresh inference thread's state with the generated `kind` model loaded. */
+async function loaded(kind: "micro" | "tiny" | "tiny.en", dtype: "q8" | "fp32"): Promise<{ spec: ModelSpec; inference: Inference }> {
+  const model = await generateModel({ kind, out: DEFAULT_MODELS_DIR });
+  const spec = { id: model.id, dtype };
+  const inference = createInference(init);
+  await inference.load(spec);
+  return { spec, inference };
+}
+
 const window = (inference: Inference, spec: ModelSpec, samples: Float32Array, stream = "s", signal?: AbortSignal) =>
   inference.transcribeWindow(stream, { model: spec, samples, options: { task: "transcribe" } }, signal);
 
@@ -47,10 +56,8 @@ const faithful: [string, SynthPart[]][] = [
 describe("the engine's decoding loop at batch 1 gives the stock pipeline's transcript", () => {
   for (const dtype of ["q8", "fp32"] as const) {
     it(`with the architecture-faithful tiny.en, ${dtype}`, async () => {
-      const inference = createInference(init);
-      const model = await generateModel({ kind: "tiny.en", out: DEFAULT_MODELS_DIR });
-      const spec = { id: model.id, dtype };
-      const asr = await stockPipeline(model.id, dtype);
+      const { spec, inference } = await loaded("tiny.en", dtype);
+      const asr = await stockPipeline(spec.id, dtype);
       for (const [name, parts] of faithful) {
         const samples = synthesize(parts);
         const engine = engineChunks(await window(inference, spec, samples));
@@ -62,10 +69,8 @@ describe("the engine's decoding loop at batch 1 gives the stock pipeline's trans
   }
 
   it("with the micro model, whose output depends on its KV cache", async () => {
-    const inference = createInference(init);
-    const model = await generateModel({ kind: "micro", out: DEFAULT_MODELS_DIR });
-    const spec = { id: model.id, dtype: "q8" as const };
-    const asr = await stockPipeline(model.id, "q8");
+    const { spec, inference } = await loaded("micro", "q8");
+    const asr = await stockPipeline(spec.id, "q8");
     const cases: [string, SynthPart[]][] = [
       ["alpha", microTones([{ word: "alpha", seconds: 8 }])],
       ["delta", microTones([{ silence: 4 }, { word: "delta", seconds: 12 }, { silence: 14 }])],
@@ -96,10 +101,7 @@ describe("batched decoding", () => {
   });
 
   it("gives each of concurrent micro windows its own word, in one batch", async () => {
-    const model = await generateModel({ kind: "micro", out: DEFAULT_MODELS_DIR });
-    const spec = { id: model.id, dtype: "q8" as const };
-    const inference = createInference(init);
-    await inference.load(spec);
+    const { spec, inference } = await loaded("micro", "q8");
     const words: MicroWord[] = ["alpha", "bravo", "charlie", "delta", "echo", "alpha"];
     const outs = await Promise.all(words.map((word, i) => window(inference, spec, synthesize(microTones([{ silence: i }, { word, seconds: 6 + i }])), `job-${i}`)));
     expect(outs.map((o) => o.chunks.map((c) => c.text.trim()))).toEqual(words.map((w) => [w]));
@@ -108,10 +110,7 @@ describe("batched decoding", () => {
   });
 
   it("removes a canceled window's row at once, mid-batch, and the others finish unchanged", async () => {
-    const model = await generateModel({ kind: "tiny.en", out: DEFAULT_MODELS_DIR });
-    const spec = { id: model.id, dtype: "fp32" as const };
-    const inference = createInference(init);
-    await inference.load(spec);
+    const { spec, inference } = await loaded("tiny.en", "fp32");
     const samples = synthesize([{ tone: 440, seconds: 30 }]);
     const expected = await window(inference, spec, samples);
     const abort = new AbortController();
@@ -130,10 +129,7 @@ describe("a file's windows found one after another", () => {
   const followedWindow = (inference: Inference, spec: ModelSpec, samples: Float32Array, stream: string, followed: boolean) =>
     inference.transcribeWindow(stream, { model: spec, samples, options: { task: "transcribe" }, followed });
   const setUp = async () => {
-    const model = await generateModel({ kind: "micro", out: DEFAULT_MODELS_DIR });
-    const spec = { id: model.id, dtype: "q8" as const };
-    const inference = createInference(init);
-    await inference.load(spec);
+    const { spec, inference } = await loaded("micro", "q8");
     const clip = (word: MicroWord) => synthesize(microTones([{ word, seconds: 8 }]));
     return { spec, inference, clip };
   };
@@ -160,10 +156,7 @@ describe("a file's windows found one after another", () => {
   });
 
   it("one that arrives while the file's earlier windows decode waits to start with the file's next", async () => {
-    const model = await generateModel({ kind: "tiny.en", out: DEFAULT_MODELS_DIR });
-    const spec = { id: model.id, dtype: "fp32" as const };
-    const inference = createInference(init);
-    await inference.load(spec);
+    const { spec, inference } = await loaded("tiny.en", "fp32");
     const samples = synthesize([{ tone: 440, seconds: 30 }]);
     const expected = await followedWindow(inference, spec, samples, "solo", false);
     const first = followedWindow(inference, spec, samples, "file", false);
@@ -191,10 +184,7 @@ describe("a file's windows found one after another", () => {
 
 describe("language identification in the decoding loop", () => {
   it("identifies a multilingual model's language from the window's first step, encodes the window once, and decodes as if told the language", async () => {
-    const inference = createInference(init);
-    const model = await generateModel({ kind: "tiny", out: DEFAULT_MODELS_DIR });
-    const spec = { id: model.id, dtype: "q8" as const };
-    await inference.load(spec);
+    const { spec, inference } = await loaded("tiny", "q8");
     const samples = synthesize([{ tone: 440, seconds: 20 }, { silence: 10 }]);
     const heard: string[] = [];
     const identified = await inference.transcribeWindow("s", { model: spec, samples, options: { task: "transcribe" }, onLanguage: (l) => heard.push(l) });

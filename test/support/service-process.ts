@@ -24,7 +24,7 @@ export interface ServiceProcess {
  * runs `dist/` (built by `npm run build`) as the image does, without tsx, whose esbuild service and
  * per-thread loader would count in memory figures; tests run the sources.
  */
-export async function startService(env: Record<string, string>, timeoutMs = 60_000, serveArgs: string[] = [], compiled = false): Promise<ServiceProcess> {
+export async function startService(env: Record<string, string>, timeoutMs = 60_000, serveArgs: string[] = [], { compiled = false } = {}): Promise<ServiceProcess> {
   const entry = compiled ? [join(ROOT, "dist", "bin", "main.js")] : ["--import", "tsx", join(ROOT, "bin", "main.ts")];
   const child = spawn(process.execPath, [...entry, "serve", ...serveArgs], {
     cwd: ROOT,

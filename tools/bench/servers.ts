@@ -50,7 +50,7 @@ export async function startSlotscribe(tmp: string, kind: ModelKind, dtype: Dtype
     },
     120_000,
     [],
-    true,
+    { compiled: true },
   );
   track(service.child);
   const deadline = Date.now() + 10 * 60_000;
