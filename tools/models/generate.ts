@@ -3,7 +3,7 @@ import { existsSync } from "node:fs";
 import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { writeModel, type Graph } from "../onnx/graph.ts";
+import { writeModel, type Graph } from "../../lib/onnx/graph.ts";
 import { buildMicroDecoder, buildMicroEncoder, microDims, microTokenLayout } from "./micro.ts";
 import { buildTokenLayout, tokenizerConfigJson, tokenizerJson, WHISPER_LANGUAGES, type TokenLayout } from "./tokenizer.ts";
 import { WeightSource } from "./weights.ts";

@@ -1,5 +1,5 @@
-import { floatTensor, Graph } from "../onnx/graph.ts";
-import { Ops } from "../onnx/ops.ts";
+import { floatTensor, Graph } from "../../lib/onnx/graph.ts";
+import { Ops } from "../../lib/onnx/ops.ts";
 import type { SynthPart } from "../audio/synth.ts";
 import { buildTokenLayout, type TokenLayout } from "./tokenizer.ts";
 import { crossAttentionCache, declareDecoderOutputs, decoderInterface, voicedEnd, voicedFlags, type WhisperDims } from "./whisper-graph.ts";

@@ -1,5 +1,5 @@
 import { mulberry32 } from "../../lib/random.ts";
-import { floatTensor, int8Tensor, type Graph } from "../onnx/graph.ts";
+import { floatTensor, int8Tensor, type Graph } from "../../lib/onnx/graph.ts";
 
 /**
  * Deterministic random weights: each tensor's values depend only on the model seed and the tensor's

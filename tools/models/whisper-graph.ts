@@ -1,5 +1,5 @@
-import { floatTensor, Graph, int64Tensor } from "../onnx/graph.ts";
-import { Ops } from "../onnx/ops.ts";
+import { floatTensor, Graph, int64Tensor } from "../../lib/onnx/graph.ts";
+import { Ops } from "../../lib/onnx/ops.ts";
 import { applyLinear, linearWeight, type LinearWeight, type WeightSource } from "./weights.ts";
 
 /** The config.json fields that fix a Whisper graph's shapes. */

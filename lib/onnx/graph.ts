@@ -179,6 +179,18 @@ export function encodeModel(graph: Graph, meta: ModelMeta): Message {
   return model;
 }
 
+/** The model's protobuf bytes in one buffer, for onnxruntime's InferenceSession.create. */
+export function modelBytes(graph: Graph, meta: ModelMeta): Uint8Array {
+  const model = encodeModel(graph, meta);
+  const out = new Uint8Array(model.length);
+  let at = 0;
+  for (const part of model.parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}
+
 export async function writeModel(path: string, graph: Graph, meta: ModelMeta): Promise<number> {
   const model = encodeModel(graph, meta);
   const out = createWriteStream(path);
