@@ -3,7 +3,7 @@
  * them once, before any JavaScript runs.
  *
  * MALLOC_ARENA_MAX=1: glibc's malloc gives every thread that allocates an arena of its own. The
- * inference thread, onnxruntime's pool threads, the speech detection thread and the HTTP thread each
+ * inference thread, onnxruntime's pool threads, the audio thread and the HTTP thread each
  * took one, and memory freed in one arena went back to the kernel and was faulted in again rather than
  * reused by the next ONNX call's buffers. With one arena (measured with tiny q8 on 2 cores, alternating
  * runs): the 5-minute file through the service 74.2-74.8x -> 82.7-83.5x real time, 6% faster in

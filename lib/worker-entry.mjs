@@ -1,5 +1,5 @@
-// Entry point of the service's worker threads, the inference thread (engine/worker) and the speech
-// detection thread (audio/vad-worker), named by workerData.thread, and of its process launcher
+// Entry point of the service's worker threads, the inference thread (engine/worker) and the audio
+// thread (audio/audio-worker: speech detection and features), named by workerData.thread, and of its process launcher
 // (audio/launcher-child), a process forked with the argument "launcher".
 //
 // Compiled (`npm run build` copies this file into dist/lib/, as in production): the JavaScript is
@@ -10,7 +10,7 @@ import { isMainThread, workerData } from "node:worker_threads";
 
 const threads = {
   inference: { compiled: new URL("./engine/worker.js", import.meta.url), source: new URL("./engine/worker.ts", import.meta.url) },
-  vad: { compiled: new URL("./audio/vad-worker.js", import.meta.url), source: new URL("./audio/vad-worker.ts", import.meta.url) },
+  audio: { compiled: new URL("./audio/audio-worker.js", import.meta.url), source: new URL("./audio/audio-worker.ts", import.meta.url) },
   launcher: { compiled: new URL("./audio/launcher-child.js", import.meta.url), source: new URL("./audio/launcher-child.ts", import.meta.url) },
 };
 const name = isMainThread ? process.argv[2] : workerData.thread;

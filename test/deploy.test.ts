@@ -427,8 +427,9 @@ describe("Docker build context", () => {
   });
 
   /**
-   * Relative files a module needs at run time: static and dynamic imports, JSON imports, worker
-   * entry points. `missing` lists imports whose target does not exist ("file -> target").
+   * Relative files a module needs at run time: static and dynamic imports (not `import type`, which
+   * compiles to nothing), JSON imports, worker entry points. `missing` lists imports whose target
+   * does not exist ("file -> target").
    */
   function closure(entries: string[]): { files: Set<string>; packages: Set<string>; missing: string[] } {
     const files = new Set<string>();
@@ -442,7 +443,7 @@ describe("Docker build context", () => {
       if (!/\.(ts|mjs|js)$/.test(file)) continue;
       const source = read(file);
       const specifiers = [
-        ...source.matchAll(/^\s*(?:import|export)\s[^;]*?from\s*"([^"]+)"/gm),
+        ...source.matchAll(/^\s*(?:import|export)\s(?!type\s)[^;]*?from\s*"([^"]+)"/gm),
         ...source.matchAll(/^\s*import\s*"([^"]+)"/gm),
         ...source.matchAll(/import\(\s*"([^"]+)"\s*\)/g),
         ...source.matchAll(/new URL\(\s*"(\.[^"]+)"\s*,\s*import\.meta\.url\s*\)/g),
@@ -464,13 +465,13 @@ describe("Docker build context", () => {
   // The worker threads' entry loads each thread's module as .js when compiled, else as .ts through tsx:
   // each tree has one of the two.
   const WORKER_COMPILED = [
+    "lib/worker-entry.mjs -> lib/audio/audio-worker.js",
     "lib/worker-entry.mjs -> lib/audio/launcher-child.js",
-    "lib/worker-entry.mjs -> lib/audio/vad-worker.js",
     "lib/worker-entry.mjs -> lib/engine/worker.js",
   ];
   const WORKER_SOURCE = [
+    "dist/lib/worker-entry.mjs -> dist/lib/audio/audio-worker.ts",
     "dist/lib/worker-entry.mjs -> dist/lib/audio/launcher-child.ts",
-    "dist/lib/worker-entry.mjs -> dist/lib/audio/vad-worker.ts",
     "dist/lib/worker-entry.mjs -> dist/lib/engine/worker.ts",
   ];
 

@@ -298,11 +298,54 @@ export function logMelSpectrogram(waveform: Float32Array, options: LogMelOptions
   return out;
 }
 
-/** What useFastLogMel reads from transformers.js's WhisperFeatureExtractor. */
+/** What a Whisper model's feature extractor computes with: its preprocessor_config.json, resolved. */
+export interface WhisperFeatureConfig {
+  /** The analysis window (periodic Hann over n_fft samples). */
+  window: Float64Array;
+  /** [mel bands][frequency bins]. */
+  melFilters: number[][];
+  hopLength: number;
+  /** Samples in a window (30 s): shorter audio is zero-padded to it, longer is cut. */
+  windowSamples: number;
+  /** Frames the model takes (3000). */
+  maxFrames: number;
+}
+
+/** transformers.js's WhisperFeatureExtractor, as far as its configuration goes. */
 interface WhisperExtractorInternals {
   window: Float64Array;
-  config: { mel_filters: number[][]; hop_length: number; nb_max_frames: number };
+  config: { mel_filters: number[][]; hop_length: number; n_samples: number; nb_max_frames: number };
   _extract_fbank_features(waveform: Float32Array): Promise<Tensor>;
+}
+
+/** The configuration of a loaded model's WhisperFeatureExtractor, or null for another extractor. */
+export function whisperFeatureConfig(extractor: unknown): WhisperFeatureConfig | null {
+  if (!(extractor instanceof WhisperFeatureExtractor)) return null;
+  const { window, config } = extractor as unknown as WhisperExtractorInternals;
+  return { window, melFilters: config.mel_filters, hopLength: config.hop_length, windowSamples: config.n_samples, maxFrames: config.nb_max_frames };
+}
+
+function framesOf(samples: number, config: WhisperFeatureConfig): number {
+  return Math.min(Math.floor(samples / config.hopLength), config.maxFrames);
+}
+
+/**
+ * A window's encoder input, [mel bands, frames] row-major, as WhisperFeatureExtractor computes it
+ * (zero-padded or cut to 30 s, then the log-mel spectrogram), without the library: so that it can
+ * run on a thread that has no model loaded.
+ */
+export function whisperFeatures(audio: Float32Array, config: WhisperFeatureConfig): Float32Array {
+  let waveform = audio.subarray(0, config.windowSamples);
+  if (waveform.length < config.windowSamples) {
+    waveform = new Float32Array(config.windowSamples);
+    waveform.set(audio);
+  }
+  return logMelSpectrogram(waveform, { window: config.window, melFilters: config.melFilters, hopLength: config.hopLength, maxFrames: framesOf(waveform.length, config) });
+}
+
+/** The shape of whisperFeatures' output, [mel bands, frames]. */
+export function featureDims(config: WhisperFeatureConfig): [number, number] {
+  return [config.melFilters.length, framesOf(config.windowSamples, config)];
 }
 
 /**
@@ -310,13 +353,12 @@ interface WhisperExtractorInternals {
  * around it (padding to 30 s, the tensor's shape, the pipeline) stays the library's.
  */
 export function useFastLogMel(extractor: unknown): boolean {
-  if (!(extractor instanceof WhisperFeatureExtractor)) return false;
-  const fe = extractor as unknown as WhisperExtractorInternals;
-  const { mel_filters, hop_length, nb_max_frames } = fe.config;
-  fe._extract_fbank_features = async (waveform) => {
-    const maxFrames = Math.min(Math.floor(waveform.length / hop_length), nb_max_frames);
-    const features = logMelSpectrogram(waveform, { window: fe.window, melFilters: mel_filters, hopLength: hop_length, maxFrames });
-    return new Tensor("float32", features, [mel_filters.length, maxFrames]);
+  const config = whisperFeatureConfig(extractor);
+  if (!config) return false;
+  (extractor as WhisperExtractorInternals)._extract_fbank_features = async (waveform) => {
+    const maxFrames = framesOf(waveform.length, config);
+    const features = logMelSpectrogram(waveform, { window: config.window, melFilters: config.melFilters, hopLength: config.hopLength, maxFrames });
+    return new Tensor("float32", features, [config.melFilters.length, maxFrames]);
   };
   return true;
 }

@@ -37,7 +37,7 @@ let session: Promise<ort.InferenceSession> | null = null;
 
 /**
  * One session per thread, shared by every file: its calls are independent (state is an input). One
- * core: in the service it runs beside the decoder, in the gaps the decoder leaves (VadThread).
+ * core: in the service it runs beside the decoder, in the gaps the decoder leaves (AudioThread).
  */
 function sileroSession(): Promise<ort.InferenceSession> {
   session ??= readFile(sileroModelPath())

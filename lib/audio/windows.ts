@@ -35,7 +35,7 @@ export interface WindowSource {
 export interface WindowSourceOptions {
   sampleRate: number;
   windowSamples: number;
-  /** Runs Silero where the caller wants it (the service: on its own thread, VadThread); default here. */
+  /** Runs Silero where the caller wants it (the service: on its own thread, AudioThread); default here. */
   vad?: SileroRunner;
   /**
    * Samples of speech to keep found ahead of the windows taken: the windows the caller decodes at

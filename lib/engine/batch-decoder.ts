@@ -9,6 +9,12 @@ import { alignWords, POSITIONS_PER_SECOND, SAMPLES_PER_POSITION, wordsBySegment 
 export interface WindowRequest {
   model: ModelSpec;
   samples: Float32Array;
+  /**
+   * The window's log-mel features when they are being computed elsewhere (whisperFeatures with the
+   * model's featureConfig): the window counts in the decoder's plans at once, and is encoded once
+   * they arrive. Without them, they are computed here before its encoder runs.
+   */
+  features?: Promise<Float32Array>;
   options: WindowOptions;
   /** Hears the language as soon as the window's first decoder step identified it. */
   onLanguage?: (language: string) => void;
@@ -20,9 +26,12 @@ interface Row {
   id: number;
   stream: string;
   model: WhisperModel;
-  request: Omit<WindowRequest, "samples">;
-  /** The window's audio until its encoder has run: a row decodes for many steps and needs only the encoder's output. */
+  request: Omit<WindowRequest, "samples" | "features">;
+  /** The window's audio (and features, if given) until its encoder has run: a row decodes for many steps and needs only the encoder's output. */
   samples: Float32Array | null;
+  features: Float32Array | null;
+  /** Its features are still being computed elsewhere: it cannot be encoded yet. */
+  awaitingFeatures: boolean;
   /** Samples in the window, for aligning words to the audio that exists. */
   sampleCount: number;
   encoded: Float32Array | null;
@@ -160,6 +169,8 @@ export class BatchDecoder {
         model,
         request: { model: request.model, options: request.options, onLanguage: request.onLanguage },
         samples: request.samples,
+        features: null,
+        awaitingFeatures: request.features !== undefined,
         sampleCount: request.samples.length,
         encoded: null,
         init: init.tokens,
@@ -194,6 +205,22 @@ export class BatchDecoder {
         reject(err);
       };
       this.encodeQueue.push(row);
+      request.features?.then(
+        (features) => {
+          if (row.canceled) return;
+          row.features = features;
+          row.awaitingFeatures = false;
+          this.kick();
+        },
+        (err: Error) => {
+          if (row.canceled) return;
+          const i = this.encodeQueue.indexOf(row);
+          if (i >= 0) this.encodeQueue.splice(i, 1);
+          row.canceled = true;
+          row.reject(err);
+          this.kick();
+        },
+      );
       this.kick();
     });
   }
@@ -249,7 +276,7 @@ export class BatchDecoder {
         for (const file of files) this.charge(file, spent / files.size);
       }
       if (this.ready.length > 0 && this.shouldStart()) await this.startCohorts();
-      else if (!encodeNow && !cohort && this.ready.length > 0) await this.awaitFollowers();
+      else if (!encodeNow && !cohort) await this.awaitWork();
       // Lets new windows and cancellations in between calls.
       await new Promise((r) => setImmediate(r));
     }
@@ -258,13 +285,17 @@ export class BatchDecoder {
     this.following.clear();
   }
 
-  /** Nothing to run but held windows: waits for a new window or a cancellation, until the first hold ends. */
-  private async awaitFollowers(): Promise<void> {
-    const until = Math.min(...this.ready.map((r) => r.holdUntil));
+  /**
+   * Nothing to run but held windows and windows whose features are on their way: waits for a new
+   * window, features, or a cancellation, and at most until the first hold ends.
+   */
+  private async awaitWork(): Promise<void> {
+    const now = performance.now();
+    const holds = this.ready.map((r) => r.holdUntil).filter((t) => t > now);
     await new Promise<void>((resolve) => {
-      const timer = setTimeout(() => this.wake?.(), Math.max(0, until - performance.now()));
+      const timer = holds.length > 0 ? setTimeout(() => this.wake?.(), Math.min(...holds) - now) : null;
       this.wake = () => {
-        clearTimeout(timer);
+        if (timer) clearTimeout(timer);
         this.wake = null;
         resolve();
       };
@@ -290,10 +321,11 @@ export class BatchDecoder {
     }
   }
 
-  /** The queued window of the least served file, and that file's usage. */
+  /** The queued window of the least served file that can be encoded, and that file's usage. */
   private nextToEncode(): { index: number; priority: number } | null {
     let best: { index: number; priority: number } | null = null;
     this.encodeQueue.forEach((row, index) => {
+      if (row.awaitingFeatures) return;
       const priority = this.usageOf(row.stream);
       if (!best || priority < best.priority) best = { index, priority };
     });
@@ -325,8 +357,9 @@ export class BatchDecoder {
     const started = performance.now();
     for (const r of this.ready) if (r.stream !== row.stream) r.waited++;
     try {
-      row.encoded = await row.model.encode(row.samples!);
+      row.encoded = await row.model.encode(row.samples!, row.features ?? undefined);
       row.samples = null;
+      row.features = null;
       this.stats.encoderRuns++;
       if (row.init.length === 0 && !row.canceled) await this.identifyLanguage(row);
       if (!row.canceled) {

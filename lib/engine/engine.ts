@@ -1,6 +1,7 @@
 import { Worker } from "node:worker_threads";
+import type { WhisperFeatureConfig } from "../audio/log-mel.ts";
 import type { SileroRunner } from "../audio/silero-vad.ts";
-import { VadThread } from "../audio/vad-thread.ts";
+import { AudioThread } from "../audio/audio-thread.ts";
 import { allowBufferReleaseInNewThreads } from "./buffer-release.ts";
 import type { DecoderStats, FromWorker, ModelInfo, ModelSpec, ToWorker, WindowOptions, WindowOutput, WorkerInit } from "./protocol.ts";
 
@@ -63,7 +64,7 @@ export class Engine {
   private ready: Promise<void> = Promise.resolve();
   private readonly pending = new Map<number, Pending>();
   private readonly models = new Map<string, LoadedModelState>();
-  private readonly loads = new Map<string, Promise<ModelInfo>>();
+  private readonly loads = new Map<string, Promise<{ info: ModelInfo; features: WhisperFeatureConfig }>>();
 
   constructor(private readonly init: EngineOptions) {}
 
@@ -86,30 +87,34 @@ export class Engine {
     return this.pending.size;
   }
 
-  readonly #vad = new VadThread();
+  readonly #audio = new AudioThread();
 
-  /** Starts the speech detection thread ahead of the first file that needs it. */
+  /** Starts the audio thread (speech detection, features) ahead of the first file that needs it. */
   startSpeechDetection(): Promise<void> {
-    return this.#vad.start();
+    return this.#audio.start();
   }
 
-  /** Silero VAD over the next block of a file, on the speech detection thread (see VadThread). */
-  readonly speechProbabilities: SileroRunner = (block, carry) => this.#vad.run(block, carry);
+  /** Silero VAD over the next block of a file, on the audio thread (see AudioThread). */
+  readonly speechProbabilities: SileroRunner = (block, carry) => this.#audio.run(block, carry);
 
   /** The batch decoder's counters: encoder runs, decoder calls, mean and largest batch. */
   stats(): Promise<DecoderStats> {
     return this.call<DecoderStats>({ op: "stats", rid: 0 });
   }
 
-  load(model: ModelSpec): Promise<ModelInfo> {
+  async load(model: ModelSpec): Promise<ModelInfo> {
+    return (await this.loaded(model)).info;
+  }
+
+  private loaded(model: ModelSpec): Promise<{ info: ModelInfo; features: WhisperFeatureConfig }> {
     const key = `${model.id}@${model.dtype}`;
     let loading = this.loads.get(key);
     if (!loading) {
       this.models.set(key, { model, state: "loading" });
-      loading = this.call<ModelInfo>({ op: "load", rid: 0, model }).then(
-        (info) => {
-          this.models.set(key, { model, state: "ready", info });
-          return info;
+      loading = this.call<{ info: ModelInfo; features: WhisperFeatureConfig }>({ op: "load", rid: 0, model }).then(
+        (loaded) => {
+          this.models.set(key, { model, state: "ready", info: loaded.info });
+          return loaded;
         },
         (err: Error) => {
           this.models.set(key, { model, state: "failed", error: err.message });
@@ -127,13 +132,24 @@ export class Engine {
    * hears it then, before the window's decoding finishes.
    */
   async transcribeWindow(model: ModelSpec, samples: Float32Array, options: WindowOptions, call: WindowCall = {}): Promise<WindowOutput> {
-    await this.load(model);
+    const { features: config } = await this.loaded(model);
     call.signal?.throwIfAborted();
     // Copied so the caller's buffer stays usable; the copy's memory moves to the thread without a second copy.
     const owned = samples.slice();
     const rid = this.nextRid++;
     const stream = call.stream ?? `window-${rid}`;
     const result = this.call<WindowOutput>({ op: "window", rid, stream, model, samples: owned, options, followed: call.followed ?? false }, [owned.buffer], call.onLanguage, rid);
+    // The window is in the decoder's plans at once (windows that arrive together batch together);
+    // its encoder runs once these arrive.
+    const worker = this.worker;
+    this.#audio.features(samples, config).then(
+      (features) => {
+        if (this.pending.has(rid)) worker?.postMessage({ op: "features", rid, features } satisfies ToWorker, [features.buffer as ArrayBuffer]);
+      },
+      (err: Error) => {
+        if (this.pending.has(rid)) worker?.postMessage({ op: "features", rid, error: err.message } satisfies ToWorker);
+      },
+    );
     if (!call.signal) return result;
     const signal = call.signal;
     const onAbort = () => {
@@ -150,7 +166,7 @@ export class Engine {
 
   /** Lets the thread finish the call it is in, then ends it; a thread that does not stop within 10 s is terminated. */
   async close(): Promise<void> {
-    await this.#vad.close();
+    await this.#audio.close();
     const worker = this.worker;
     this.worker = null;
     if (!worker) return;
@@ -191,7 +207,7 @@ export class Engine {
       this.pending.delete(message.rid);
       if (this.pending.size === 0) worker.unref();
       if (message.op === "error") pending.reject(new InferenceError(message.message));
-      else pending.resolve((message.op === "loaded" ? message.info : message.op === "stats" ? message.stats : message.output) as never);
+      else pending.resolve((message.op === "loaded" ? { info: message.info, features: message.features } : message.op === "stats" ? message.stats : message.output) as never);
     });
     const failAll = (err: Error) => {
       failed(err);

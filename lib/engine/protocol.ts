@@ -1,4 +1,5 @@
 /** Messages between the engine (main thread) and its inference worker thread. */
+import type { WhisperFeatureConfig } from "../audio/log-mel.ts";
 
 export interface WorkerInit {
   localModelPath: string | null;
@@ -101,7 +102,10 @@ export interface ModelInfo {
 export type ToWorker =
   | { op: "load"; rid: number; model: ModelSpec }
   /** `stream` names the file the window belongs to, for fairness between files. */
+  /** Its features follow in a "features" message (computed on the audio thread meanwhile). */
   | { op: "window"; rid: number; stream: string; model: ModelSpec; samples: Float32Array; options: WindowOptions; followed: boolean }
+  | { op: "features"; rid: number; features: Float32Array }
+  | { op: "features"; rid: number; error: string }
   | { op: "cancel"; rid: number }
   | { op: "stats"; rid: number }
   /** Stop once the call in progress has returned: terminating a thread inside a native onnxruntime call can bring the process down. */
@@ -110,7 +114,8 @@ export type ToWorker =
 export type FromWorker =
   /** Sent once, unasked, when the thread has loaded its modules and takes work. */
   | { op: "ready"; rid: 0 }
-  | { op: "loaded"; rid: number; info: ModelInfo }
+  /** `features`: what the model's features are computed with, for the audio thread. */
+  | { op: "loaded"; rid: number; info: ModelInfo; features: WhisperFeatureConfig }
   | { op: "window"; rid: number; output: WindowOutput }
   /** Sent ahead of a window's result when the window had to identify its language. */
   | { op: "language"; rid: number; language: string }

@@ -1,6 +1,6 @@
-import { pipeline, type AutomaticSpeechRecognitionPipeline, type Tensor as HfTensor } from "@huggingface/transformers";
+import { pipeline, type AutomaticSpeechRecognitionPipeline } from "@huggingface/transformers";
 import * as ort from "onnxruntime-node";
-import { useFastLogMel } from "../audio/log-mel.ts";
+import { featureDims, useFastLogMel, whisperFeatureConfig, whisperFeatures, type WhisperFeatureConfig } from "../audio/log-mel.ts";
 import { releaseBuffer } from "./buffer-release.ts";
 import type { ModelInfo, ModelSpec } from "./protocol.ts";
 import { WhisperRules, type WhisperGenerationConfig } from "./whisper-rules.ts";
@@ -90,6 +90,8 @@ export class WhisperModel {
   readonly noSpeech: number;
   /** generation_config's alignment_heads, [layer, head], when the decoder outputs their cross-attention. */
   readonly alignmentHeads: readonly [number, number][];
+  /** What its features are computed with, so they can be computed on another thread (whisperFeatures). */
+  readonly featureConfig: WhisperFeatureConfig;
   private readonly kv: KvName[];
   private readonly heads: number;
   private readonly headDim: number;
@@ -120,6 +122,10 @@ export class WhisperModel {
     const heads = generation.alignment_heads ?? [];
     const exported = heads.length > 0 && heads.every(([layer]) => decoder.outputNames.includes(`cross_attentions.${layer}`));
     this.alignmentHeads = exported ? heads : [];
+    const extractor = (asr.processor as unknown as { feature_extractor: unknown }).feature_extractor;
+    const featureConfig = whisperFeatureConfig(extractor);
+    if (!featureConfig) throw new Error("model has no Whisper feature extractor (preprocessor_config.json)");
+    this.featureConfig = featureConfig;
   }
 
   /** Whether words can be timed: the decoder is an export with cross-attention outputs (the hub's `_timestamped` ones). */
@@ -150,15 +156,12 @@ export class WhisperModel {
     return model;
   }
 
-  /** Log-mel features of up to 30 s of 16 kHz audio, padded as Whisper expects. */
-  async features(samples: Float32Array): Promise<ort.Tensor> {
-    const { input_features } = (await this.asr.processor(samples)) as { input_features: HfTensor };
-    return input_features.ort_tensor as unknown as ort.Tensor;
-  }
-
-  /** The encoder's output for one window, [frames, d_model]. */
-  async encode(samples: Float32Array): Promise<Float32Array> {
-    const input_features = await this.features(samples);
+  /**
+   * The encoder's output for one window, [frames, d_model], from its samples (up to 30 s at 16 kHz),
+   * or from their features when computed already (whisperFeatures with featureConfig).
+   */
+  async encode(samples: Float32Array, features: Float32Array = whisperFeatures(samples, this.featureConfig)): Promise<Float32Array> {
+    const input_features = new ort.Tensor("float32", features, [1, ...featureDims(this.featureConfig)]);
     const out = await this.encoder.run({ input_features });
     releaseTensor(input_features);
     return out.last_hidden_state!.data as Float32Array;

@@ -8,6 +8,7 @@ import { describe, expect, it } from "vitest";
 import { synthesize, type SynthPart } from "../../tools/audio/synth.ts";
 import { DEFAULT_MODELS_DIR, generateModel } from "../../tools/models/generate.ts";
 import { microTones, type MicroWord } from "../../tools/models/micro.ts";
+import { whisperFeatures } from "../audio/log-mel.ts";
 import { WindowCanceled } from "./batch-decoder.ts";
 import type { ModelSpec, WindowOutput } from "./protocol.ts";
 import { createInference, type Inference } from "./worker.ts";
@@ -194,5 +195,43 @@ describe("language identification in the decoding loop", () => {
     const told = await inference.transcribeWindow("s", { model: spec, samples, options: { task: "transcribe", language: identified.language! } });
     expect(engineChunks(identified).length).toBeGreaterThan(0);
     expect(engineChunks(identified)).toEqual(engineChunks(told));
+  });
+});
+
+describe("features computed elsewhere", () => {
+  it("windows arriving together wait for their features and batch; a window whose features fail fails alone", async () => {
+    const { spec, inference } = await loaded("micro", "q8");
+    const model = await inference.load(spec);
+    const words = ["alpha", "echo", "charlie"] as const;
+    const clips = words.map((word) => synthesize(microTones([{ word, seconds: 10 }])));
+    const expected = [];
+    for (const samples of clips) expected.push(await window(inference, spec, samples));
+    const before = { ...inference.decoder.stats };
+    const deliveries: (() => void)[] = [];
+    const outputs = clips.map((samples) =>
+      inference.transcribeWindow("s", {
+        model: spec,
+        samples,
+        options: { task: "transcribe" },
+        features: new Promise((resolve) => deliveries.push(() => resolve(whisperFeatures(samples, model.featureConfig)))),
+      }),
+    );
+    let failFeatures!: (err: Error) => void;
+    const failing = inference.transcribeWindow("t", {
+      model: spec,
+      samples: clips[0]!,
+      options: { task: "transcribe" },
+      features: new Promise((_, reject) => (failFeatures = reject)),
+    });
+    await new Promise((r) => setTimeout(r, 50));
+    // Nothing is encoded before its features arrive.
+    expect(inference.decoder.stats.encoderRuns).toBe(before.encoderRuns);
+    for (const deliver of deliveries) deliver();
+    failFeatures(new Error("audio thread stopped"));
+    await expect(failing).rejects.toThrow("audio thread stopped");
+    expect(await Promise.all(outputs)).toEqual(expected);
+    expect(inference.decoder.stats.encoderRuns).toBe(before.encoderRuns + words.length);
+    expect(inference.decoder.stats.largestBatch).toBe(words.length);
+    expect(inference.decoder.stats.activeRows).toBe(0);
   });
 });

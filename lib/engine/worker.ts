@@ -49,6 +49,8 @@ if (!isMainThread && parentPort && (workerData as WorkerInit | null)?.threads) {
   lowerThreadPriority(WORKER_NICE);
   const inference = createInference(workerData as WorkerInit);
   const windows = new Map<number, AbortController>();
+  /** Windows whose features are still on their way from the audio thread. */
+  const features = new Map<number, { resolve: (f: Float32Array) => void; reject: (err: Error) => void }>();
   reply({ op: "ready", rid: 0 });
   parentPort.on("message", (message: ToWorker) => {
     const fail = (err: unknown) => {
@@ -58,7 +60,7 @@ if (!isMainThread && parentPort && (workerData as WorkerInit | null)?.threads) {
     };
     switch (message.op) {
       case "load":
-        inference.load(message.model).then((m) => reply({ op: "loaded", rid: message.rid, info: m.info }), fail);
+        inference.load(message.model).then((m) => reply({ op: "loaded", rid: message.rid, info: m.info, features: m.featureConfig }), fail);
         return;
       case "stats":
         reply({ op: "stats", rid: message.rid, stats: { ...inference.decoder.stats } });
@@ -66,6 +68,13 @@ if (!isMainThread && parentPort && (workerData as WorkerInit | null)?.threads) {
       case "cancel":
         windows.get(message.rid)?.abort();
         return;
+      case "features": {
+        const waiting = features.get(message.rid);
+        features.delete(message.rid);
+        if ("error" in message) waiting?.reject(new Error(`features: ${message.error}`));
+        else waiting?.resolve(message.features);
+        return;
+      }
       case "close":
         for (const abort of windows.values()) abort.abort();
         void inference.decoder.idle().then(() => process.exit(0));
@@ -74,10 +83,20 @@ if (!isMainThread && parentPort && (workerData as WorkerInit | null)?.threads) {
         const abort = new AbortController();
         windows.set(message.rid, abort);
         const onLanguage = (language: string) => reply({ op: "language", rid: message.rid, language });
+        const coming = new Promise<Float32Array>((resolve, reject) => features.set(message.rid, { resolve, reject }));
+        // Failed features fail the window (the decoder hears it); until it listens, not the thread.
+        coming.catch(() => undefined);
         inference
-          .transcribeWindow(message.stream, { model: message.model, samples: message.samples, options: message.options, followed: message.followed, onLanguage }, abort.signal)
+          .transcribeWindow(
+            message.stream,
+            { model: message.model, samples: message.samples, features: coming, options: message.options, followed: message.followed, onLanguage },
+            abort.signal,
+          )
           .then((output) => reply({ op: "window", rid: message.rid, output }), fail)
-          .finally(() => windows.delete(message.rid));
+          .finally(() => {
+            windows.delete(message.rid);
+            features.delete(message.rid);
+          });
       }
     }
   });

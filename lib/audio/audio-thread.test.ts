@@ -1,10 +1,12 @@
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
+import { type Tensor, WhisperFeatureExtractor } from "@huggingface/transformers";
 import { readPcm } from "./ffmpeg.ts";
+import { featureDims, useFastLogMel, whisperFeatureConfig } from "./log-mel.ts";
 import { initialCarry, runSilero, type SileroCarry } from "./silero-vad.ts";
 import { noise } from "../../tools/audio/synth.ts";
-import { VadThread } from "./vad-thread.ts";
+import { AudioThread } from "./audio-thread.ts";
 
 const sharedDir = process.env.SLOTSCRIBE_SHARED_DIR ?? resolve(import.meta.dirname, "../../../shared");
 const jfkPath = join(sharedDir, "audio", "jfk", "jfk.wav");
@@ -22,7 +24,7 @@ async function probabilities(run: typeof runSilero, samples: Float32Array, block
   return out;
 }
 
-const thread = new VadThread();
+const thread = new AudioThread();
 afterAll(() => thread.close());
 
 describe("Silero on its own thread", () => {
@@ -45,5 +47,22 @@ describe("Silero on its own thread", () => {
     await thread.close();
     expect((await pending).probs).toHaveLength(Math.ceil(block.length / 512));
     expect((await thread.run(block.subarray(0, 512), initialCarry())).probs).toHaveLength(1);
+  });
+});
+
+describe("Features on the audio thread", () => {
+  it.skipIf(!existsSync(jfkPath))("are the encoder input the library's extractor gives, for a short window and a full one", async () => {
+    const extractor = new WhisperFeatureExtractor({ feature_size: 80, hop_length: 160, n_fft: 400, n_samples: 480000, nb_max_frames: 3000, sampling_rate: 16000 });
+    const config = whisperFeatureConfig(extractor)!;
+    useFastLogMel(extractor);
+    const speech = await readPcm(jfkPath);
+    const full = new Float32Array(32 * RATE);
+    for (let at = 0; at < full.length; at += speech.length) full.set(speech.subarray(0, full.length - at), at);
+    for (const window of [speech, full]) {
+      const fromThread = await thread.features(window, config);
+      const { input_features } = (await extractor(window)) as { input_features: Tensor };
+      expect(input_features.dims).toEqual([1, ...featureDims(config)]);
+      expect(fromThread).toEqual(input_features.data);
+    }
   });
 });
