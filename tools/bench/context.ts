@@ -47,7 +47,7 @@ export const TARGETS = {
   modelCopies: { name: "4 concurrent on tiny q8: PSS above the micro-model service, in model copies", op: "<=", value: 2, label: "<= 2 copies" } satisfies Target,
   perRequest: { name: "4 concurrent on tiny q8: each request beyond the first, share of one model copy (PSS)", op: "<=", value: 0.15, label: "<= 15%" } satisfies Target,
   naiveThroughput: { name: "throughput vs naive at 4 concurrent", op: ">=", value: 2, label: ">= 2x" } satisfies Target,
-  naiveMemory: { name: "peak memory vs naive at 4 concurrent", op: "<=", value: 1 / 3, label: "<= 0.33x" } satisfies Target,
+  naiveMemory: { name: "peak memory (PSS) vs naive at 4 concurrent", op: "<=", value: 1 / 3, label: "<= 0.33x" } satisfies Target,
   headOfLine: { name: "5 s clip behind a 10 min file, vs its solo latency", op: "<=", value: 2, label: "<= 2x" } satisfies Target,
   healthz: { name: "/healthz p99 while every slot is busy", op: "<", value: 50, label: "< 50 ms" } satisfies Target,
 } as const;
