@@ -295,7 +295,7 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
   // Forked now, while the process is small and nothing waits on it.
   processLauncher.start();
   if (planned) {
-    if (config.VAD === "silero") planned.engine.startSpeechDetection().catch((err: Error) => log.error({ err: err.message }, "speech detection failed to start"));
+    planned.engine.startAudioThread().catch((err: Error) => log.error({ err: err.message }, "audio thread failed to start"));
     for (const model of planned.models) {
       planned.engine.load(model).then(
         (info) => log.info({ model: model.id, dtype: model.dtype, footprintMiB: Math.round(info.footprintBytes / 2 ** 20) }, "model loaded"),

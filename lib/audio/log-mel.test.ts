@@ -4,7 +4,8 @@ import { WhisperFeatureExtractor, type Tensor } from "@huggingface/transformers"
 import { describe, expect, it } from "vitest";
 import { sharedDir } from "../../tools/models/generate.ts";
 import { decodeToPcm } from "./ffmpeg.ts";
-import { ComplexFft, RealPowerSpectrum, useFastLogMel } from "./log-mel.ts";
+import { useFastLogMel } from "../engine/feature-extractor.ts";
+import { ComplexFft, RealPowerSpectrum } from "./log-mel.ts";
 import { synthesize } from "../../tools/audio/synth.ts";
 
 function naiveDft(re: Float64Array, im: Float64Array): { re: Float64Array; im: Float64Array } {

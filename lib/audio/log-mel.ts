@@ -1,5 +1,3 @@
-import { Tensor, WhisperFeatureExtractor } from "@huggingface/transformers";
-
 /**
  * Whisper's log-mel features, computed as transformers.js's WhisperFeatureExtractor computes them
  * (reflect-padded 400-sample frames every 160 samples, periodic Hann window, power spectrum, Slaney
@@ -311,21 +309,7 @@ export interface WhisperFeatureConfig {
   maxFrames: number;
 }
 
-/** transformers.js's WhisperFeatureExtractor, as far as its configuration goes. */
-interface WhisperExtractorInternals {
-  window: Float64Array;
-  config: { mel_filters: number[][]; hop_length: number; n_samples: number; nb_max_frames: number };
-  _extract_fbank_features(waveform: Float32Array): Promise<Tensor>;
-}
-
-/** The configuration of a loaded model's WhisperFeatureExtractor, or null for another extractor. */
-export function whisperFeatureConfig(extractor: unknown): WhisperFeatureConfig | null {
-  if (!(extractor instanceof WhisperFeatureExtractor)) return null;
-  const { window, config } = extractor as unknown as WhisperExtractorInternals;
-  return { window, melFilters: config.mel_filters, hopLength: config.hop_length, windowSamples: config.n_samples, maxFrames: config.nb_max_frames };
-}
-
-function framesOf(samples: number, config: WhisperFeatureConfig): number {
+export function framesOf(samples: number, config: WhisperFeatureConfig): number {
   return Math.min(Math.floor(samples / config.hopLength), config.maxFrames);
 }
 
@@ -346,19 +330,4 @@ export function whisperFeatures(audio: Float32Array, config: WhisperFeatureConfi
 /** The shape of whisperFeatures' output, [mel bands, frames]. */
 export function featureDims(config: WhisperFeatureConfig): [number, number] {
   return [config.melFilters.length, framesOf(config.windowSamples, config)];
-}
-
-/**
- * Makes a loaded WhisperFeatureExtractor compute its features with logMelSpectrogram. Everything
- * around it (padding to 30 s, the tensor's shape, the pipeline) stays the library's.
- */
-export function useFastLogMel(extractor: unknown): boolean {
-  const config = whisperFeatureConfig(extractor);
-  if (!config) return false;
-  (extractor as WhisperExtractorInternals)._extract_fbank_features = async (waveform) => {
-    const maxFrames = framesOf(waveform.length, config);
-    const features = logMelSpectrogram(waveform, { window: config.window, melFilters: config.melFilters, hopLength: config.hopLength, maxFrames });
-    return new Tensor("float32", features, [config.melFilters.length, maxFrames]);
-  };
-  return true;
 }

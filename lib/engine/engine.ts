@@ -89,8 +89,8 @@ export class Engine {
 
   readonly #audio = new AudioThread();
 
-  /** Starts the audio thread (speech detection, features) ahead of the first file that needs it. */
-  startSpeechDetection(): Promise<void> {
+  /** Starts the audio thread (speech detection, every window's features) and Silero ahead of the first file. */
+  startAudioThread(): Promise<void> {
     return this.#audio.start();
   }
 

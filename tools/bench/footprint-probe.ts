@@ -6,8 +6,8 @@
  *   node --expose-gc --import tsx tools/bench/footprint-probe.ts <modelsDir> <id> <q8|fp32> <threads>
  *
  * baselineBytes: the process with the server's modules imported and no inference thread.
- * threadBytes: what the inference thread adds before any model (a V8 isolate, transformers.js and
- * onnxruntime loaded).
+ * threadBytes: what the inference and audio threads add before any model (V8 isolates, transformers.js,
+ * onnxruntime and Silero loaded).
  * residentBytes: what the model adds once loaded and warmed up by a first window (retainedBytes is the
  * part of it the first window left behind).
  * encoderBytes: the peak above that during one window alone, nearly all of it the encoder's transient
@@ -33,7 +33,9 @@ async function resident(): Promise<number> {
 const baseline = await resident();
 const ROWS = 5;
 const engine = new Engine({ localModelPath: modelsDir, allowRemoteModels: false, cacheDir: null, threads: Number(threads) });
+// Both threads, as the service starts them: the audio thread computes every window's features.
 await engine.start();
+await engine.startAudioThread();
 const thread = await resident();
 const spec = { id, dtype };
 const info = await engine.load(spec);

@@ -118,7 +118,7 @@ export async function vadExperiment(opts: { modelsDir: string; modelIds: string[
       };
       // Loading the model and the VAD's session is not part of any figure.
       await engine.transcribeWindow(model, speech.subarray(0, 30 * SAMPLE_RATE), { language: "en", task: "transcribe" });
-      await engine.startSpeechDetection();
+      await engine.startAudioThread();
       // Each configuration more than once, keeping the fastest: the effect measured is a few percent,
       // and a shared machine's noise is more. The all-speech pair alternates, three runs each.
       const fastest = (all: VadRun[]) => all.reduce((a, b) => (b.wallSeconds < a.wallSeconds ? b : a));

@@ -70,14 +70,14 @@ export async function footprintExperiment(ctx: Context, log: (l: string) => void
   const baseline = median("baselineBytes");
   const thread = median("threadBytes");
   rows.push(["process baseline", mib(baseline), mib(file.baselineBytes), flag(baseline, file.baselineBytes), "", "", "", "", "", "", "", "", ""]);
-  rows.push(["inference thread", mib(thread), mib(file.threadBytes), flag(thread, file.threadBytes), "", "", "", "", "", "", "", "", ""]);
+  rows.push(["inference + audio threads", mib(thread), mib(file.threadBytes), flag(thread, file.threadBytes), "", "", "", "", "", "", "", "", ""]);
   ctx.options.print(
     renderTable(
       "\n== Footprint probe (tools/bench/footprint-probe.ts, fresh process, 1 thread) vs lib/capacity/footprints.json ==",
       ["model", "resident", "json", "diff", "encoder", "json", "diff", "per row", "json", "diff", "window", "json", "diff"],
       rows,
       [
-        "process baseline: server modules, no inference thread; inference thread: before any model.",
+        "process baseline: server modules, no worker thread; inference + audio threads: both started, before any model.",
         "resident: RSS the model's load adds; encoder: peak RSS above that during one voiced 30 s window alone; per row: what each further window adds decoding in one batch of 5; window: one window's warm wall time.",
         flagged.length ? `differences over 25% (!): ${flagged.join("; ")}` : "no difference over 25%",
         ctx.options.calibrate
