@@ -1,4 +1,5 @@
 import { Worker } from "node:worker_threads";
+import { allowBufferReleaseInNewThreads } from "../buffer-release.ts";
 import type { FromAudioThread, ToAudioThread } from "./audio-worker.ts";
 import type { WhisperFeatureConfig } from "./log-mel.ts";
 import { initialCarry, type SileroRunner } from "./silero-vad.ts";
@@ -74,6 +75,7 @@ export class AudioThread {
 
   #ensureWorker(): Worker {
     if (this.#worker) return this.#worker;
+    allowBufferReleaseInNewThreads();
     const worker = new Worker(new URL("../worker-entry.mjs", import.meta.url), { workerData: { thread: "audio" } });
     worker.unref();
     worker.on("message", (message: FromAudioThread) => {

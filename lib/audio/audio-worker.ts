@@ -3,6 +3,7 @@
  * window's log-mel features, on a single core at the inference thread's priority (see AudioThread).
  */
 import { isMainThread, parentPort, workerData } from "node:worker_threads";
+import { releaseBuffer } from "../buffer-release.ts";
 import { lowerThreadPriority, WORKER_NICE } from "../thread-priority.ts";
 import { whisperFeatures, type WhisperFeatureConfig } from "./log-mel.ts";
 import { runSilero, type SileroCarry } from "./silero-vad.ts";
@@ -30,6 +31,9 @@ if (!isMainThread && parentPort && (workerData as { thread?: string } | null)?.t
         // At once, between Silero's steps: a window waits for these before its encoder can run.
         try {
           const features = whisperFeatures(message.samples, message.config);
+          // Freed now: this thread allocates little, so its collector would keep every window's
+          // samples (and every block, below) for a long while.
+          releaseBuffer(message.samples.buffer);
           port.postMessage({ rid: message.rid, features } satisfies FromAudioThread, [features.buffer as ArrayBuffer]);
         } catch (err) {
           port.postMessage({ rid: message.rid, error: errorText(err) } satisfies FromAudioThread);
@@ -37,10 +41,12 @@ if (!isMainThread && parentPort && (workerData as { thread?: string } | null)?.t
         return;
       case "run":
         queue = queue.then(() =>
-          runSilero(message.block, message.carry).then(
-            ({ probs, carry }) => port.postMessage({ rid: message.rid, probs, carry } satisfies FromAudioThread, [probs.buffer as ArrayBuffer]),
-            (err: unknown) => port.postMessage({ rid: message.rid, error: errorText(err) } satisfies FromAudioThread),
-          ),
+          runSilero(message.block, message.carry)
+            .then(
+              ({ probs, carry }) => port.postMessage({ rid: message.rid, probs, carry } satisfies FromAudioThread, [probs.buffer as ArrayBuffer]),
+              (err: unknown) => port.postMessage({ rid: message.rid, error: errorText(err) } satisfies FromAudioThread),
+            )
+            .finally(() => releaseBuffer(message.block.buffer)),
         );
     }
   });

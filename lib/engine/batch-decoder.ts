@@ -1,7 +1,7 @@
 import { mulberry32 } from "../random.ts";
 import { DEFAULT_THRESHOLDS, type DecoderStats, type FallbackThresholds, type ModelSpec, type WindowOptions, type WindowOutput } from "./protocol.ts";
 import { assembleSegments, compressionRatio } from "./segments.ts";
-import { releaseBuffer } from "./buffer-release.ts";
+import { releaseBuffer } from "../buffer-release.ts";
 import { WhisperModel, type BatchState } from "./whisper-model.ts";
 import { WhisperRules } from "./whisper-rules.ts";
 import { alignWords, POSITIONS_PER_SECOND, SAMPLES_PER_POSITION, wordsBySegment } from "./word-timing.ts";

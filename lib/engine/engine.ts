@@ -2,7 +2,7 @@ import { Worker } from "node:worker_threads";
 import type { WhisperFeatureConfig } from "../audio/log-mel.ts";
 import type { SileroRunner } from "../audio/silero-vad.ts";
 import { AudioThread } from "../audio/audio-thread.ts";
-import { allowBufferReleaseInNewThreads } from "./buffer-release.ts";
+import { allowBufferReleaseInNewThreads } from "../buffer-release.ts";
 import type { DecoderStats, FromWorker, ModelInfo, ModelSpec, ToWorker, WindowOptions, WindowOutput, WorkerInit } from "./protocol.ts";
 
 export class InferenceError extends Error {

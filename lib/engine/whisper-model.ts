@@ -2,7 +2,7 @@ import { pipeline, type AutomaticSpeechRecognitionPipeline } from "@huggingface/
 import * as ort from "onnxruntime-node";
 import { featureDims, whisperFeatures, type WhisperFeatureConfig } from "../audio/log-mel.ts";
 import { useFastLogMel, whisperFeatureConfig } from "./feature-extractor.ts";
-import { releaseBuffer } from "./buffer-release.ts";
+import { releaseBuffer } from "../buffer-release.ts";
 import type { ModelInfo, ModelSpec } from "./protocol.ts";
 import { WhisperRules, type WhisperGenerationConfig } from "./whisper-rules.ts";
 

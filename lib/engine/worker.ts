@@ -53,10 +53,13 @@ if (!isMainThread && parentPort && (workerData as WorkerInit | null)?.threads) {
   const features = new Map<number, { resolve: (f: Float32Array) => void; reject: (err: Error) => void }>();
   reply({ op: "ready", rid: 0 });
   parentPort.on("message", (message: ToWorker) => {
+    // Callbacks hold only the id: holding the message would keep a window's samples alive until it
+    // is decoded, long after its encoder has run.
+    const { rid } = message;
     const fail = (err: unknown) => {
       if (err instanceof WindowCanceled) return;
       const e = err as { message?: string; code?: string };
-      reply({ op: "error", rid: message.rid, message: e?.message ?? String(err), code: e?.code });
+      reply({ op: "error", rid, message: e?.message ?? String(err), code: e?.code });
     };
     switch (message.op) {
       case "load":
@@ -81,9 +84,9 @@ if (!isMainThread && parentPort && (workerData as WorkerInit | null)?.threads) {
         return;
       case "window": {
         const abort = new AbortController();
-        windows.set(message.rid, abort);
-        const onLanguage = (language: string) => reply({ op: "language", rid: message.rid, language });
-        const coming = new Promise<Float32Array>((resolve, reject) => features.set(message.rid, { resolve, reject }));
+        windows.set(rid, abort);
+        const onLanguage = (language: string) => reply({ op: "language", rid, language });
+        const coming = new Promise<Float32Array>((resolve, reject) => features.set(rid, { resolve, reject }));
         // Failed features fail the window (the decoder hears it); until it listens, not the thread.
         coming.catch(() => undefined);
         inference
@@ -92,10 +95,10 @@ if (!isMainThread && parentPort && (workerData as WorkerInit | null)?.threads) {
             { model: message.model, samples: message.samples, features: coming, options: message.options, followed: message.followed, onLanguage },
             abort.signal,
           )
-          .then((output) => reply({ op: "window", rid: message.rid, output }), fail)
+          .then((output) => reply({ op: "window", rid, output }), fail)
           .finally(() => {
-            windows.delete(message.rid);
-            features.delete(message.rid);
+            windows.delete(rid);
+            features.delete(rid);
           });
       }
     }

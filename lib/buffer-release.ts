@@ -16,7 +16,7 @@ export function releaseBuffer(buffer: ArrayBufferLike): void {
 /**
  * `ArrayBuffer.prototype.transfer` is behind a flag in Node 20's V8 (on by default from Node 22). A
  * V8 flag set now applies to the threads started after, so the engine calls this before starting
- * its inference thread; without it, buffers are left to the collector as before.
+ * its inference and audio threads; without it, buffers are left to the collector as before.
  */
 export function allowBufferReleaseInNewThreads(): void {
   if (typeof (ArrayBuffer.prototype as { transfer?: unknown }).transfer !== "function") setFlagsFromString("--harmony-rab-gsab-transfer");
