@@ -4,7 +4,7 @@
  * transcribePcm the service uses, so the figures are the VAD's and the windows', not HTTP's.
  *
  * The VAD's share is its own work: the CPU time of reading the file's windows with Silero and no
- * transcription, over the transcription's wall time. The wall time against `VAD=off` is reported
+ * transcription (vad-probe.ts, a fresh process), over the transcription's wall time. The wall time against `VAD=off` is reported
  * beside it, and is not the VAD's cost alone: the two modes cut different windows (whole speech
  * regions against fixed 30 s spans), and on all-speech audio Silero's are a little shorter and so
  * one more or less.
@@ -15,8 +15,8 @@ import { readPcm } from "../../lib/audio/ffmpeg.ts";
 import type { VadMode } from "../../lib/audio/speech-regions.ts";
 import { noise } from "../audio/synth.ts";
 import { Engine } from "../../lib/engine/engine.ts";
-import { SAMPLE_RATE, transcribePcm, WINDOW_SAMPLES } from "../../lib/engine/transcribe.ts";
-import { windowSource } from "../../lib/audio/windows.ts";
+import { SAMPLE_RATE, transcribePcm } from "../../lib/engine/transcribe.ts";
+import { runProbe } from "./processes.ts";
 
 export const VAD_SHARE_TARGET = 0.05;
 const GAP_SHARE = 0.3;
@@ -37,7 +37,7 @@ export interface VadRun {
 export interface VadModelResult {
   model: string;
   runs: VadRun[];
-  /** CPU seconds of Silero cutting the speech-only file (the VAD's worst case) into windows, alone. */
+  /** CPU seconds of Silero cutting the speech-only file (the VAD's worst case) into windows, alone (vad-probe.ts). */
   vadCpuSeconds: number;
   /** vadCpuSeconds over the wall time of transcribing that file with Silero: the target's figure. */
   vadShare: number;
@@ -68,25 +68,11 @@ async function* chunked(samples: Float32Array): AsyncIterable<Float32Array> {
   for (let i = 0; i < samples.length; i += 16_000) yield samples.subarray(i, i + 16_000);
 }
 
-/** CPU seconds of Silero finding the windows of `samples`, as transcribePcm reads them, on this thread (least of five). */
-async function sileroCpuSeconds(samples: Float32Array, parallelWindows: number): Promise<number> {
-  let least = Infinity;
-  for (let i = 0; i < 5; i++) {
-    const before = process.cpuUsage();
-    const source = windowSource("silero", chunked(samples), { sampleRate: SAMPLE_RATE, windowSamples: WINDOW_SAMPLES, readAheadSamples: parallelWindows * WINDOW_SAMPLES });
-    while (await source.next());
-    await source.close();
-    const used = process.cpuUsage(before);
-    least = Math.min(least, (used.user + used.system) / 1e6);
-  }
-  return least;
-}
-
 export async function vadExperiment(opts: { modelsDir: string; modelIds: string[]; speechPath: string; log: (line: string) => void }): Promise<VadModelResult[]> {
   const speech = await readPcm(opts.speechPath);
   const gapped = withGaps(speech);
   const slots = 3;
-  const vadCpuSeconds = await sileroCpuSeconds(speech, slots - 1);
+  const { cpuSeconds: vadCpuSeconds } = await runProbe<{ cpuSeconds: number }>("vad-probe.ts", [opts.speechPath, String(slots - 1)]);
   opts.log(`vad: Silero over the ${(speech.length / SAMPLE_RATE).toFixed(0)} s speech file alone: ${vadCpuSeconds.toFixed(3)} s of CPU`);
   const results: VadModelResult[] = [];
   for (const id of opts.modelIds) {

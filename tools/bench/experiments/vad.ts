@@ -30,7 +30,7 @@ export async function vadBench(ctx: Context, log: (line: string) => void): Promi
         ];
       }),
       [
-        "VAD CPU: Silero cutting the speech file into windows with no transcription (least of five); VAD share: that over the wall time",
+        "VAD CPU: Silero cutting the speech file into windows with no transcription (vad-probe.ts, a fresh process, least of five); VAD share: that over the wall time",
         "of transcribing the file with Silero (the target's figure). wall vs off: the speech file with Silero over VAD off, fastest of three",
         "alternating runs each; not the VAD's cost alone, as the modes cut different windows (w: windows; Silero's end in pauses).",
         "wall times: lower is better; gaps/speech near 1 means the non-speech costs next to nothing, silero/energy below 1 is what removing it saves",
