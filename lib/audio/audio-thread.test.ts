@@ -1,4 +1,6 @@
-import { existsSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { type Tensor, WhisperFeatureExtractor } from "@huggingface/transformers";
@@ -65,5 +67,27 @@ describe("Features on the audio thread", () => {
       expect(input_features.dims).toEqual([1, ...featureDims(config)]);
       expect(fromThread).toEqual(input_features.data);
     }
+  });
+});
+
+describe("closing the audio thread", () => {
+  it("keeps the process alive until the thread has exited, even when a reply arrives after close()", async () => {
+    // In a process of its own: what fails here is the process ending with its event loop empty
+    // (exit code 13, an unsettled top-level await) while close() still waits.
+    const script = [
+      `import { AudioThread } from ${JSON.stringify(join(import.meta.dirname, "audio-thread.ts"))};`,
+      "const thread = new AudioThread();",
+      "const config = { window: new Float64Array(400).fill(0.5), melFilters: [new Array(201).fill(0.01)], hopLength: 160, windowSamples: 480000, maxFrames: 3000 };",
+      "await thread.features(new Float32Array(1600), config);",
+      "const late = thread.features(new Float32Array(480000).fill(0.1), config);",
+      "await thread.close();",
+      "console.log('closed', (await late).length);",
+    ].join("\n");
+    const dir = mkdtempSync(join(tmpdir(), "audio-thread-"));
+    writeFileSync(join(dir, "close.mts"), script);
+    const child = spawnSync(process.execPath, ["--import", "tsx", join(dir, "close.mts")], { encoding: "utf8", timeout: 60_000 });
+    rmSync(dir, { recursive: true, force: true });
+    expect(child.status).toBe(0);
+    expect(child.stdout.trim()).toBe("closed 3000");
   });
 });

@@ -82,7 +82,9 @@ export class AudioThread {
       const pending = this.#pending.get(message.rid);
       if (!pending) return;
       this.#pending.delete(message.rid);
-      if (![...this.#pending.values()].some((p) => p.worker === worker)) worker.unref();
+      // A thread being closed stays referenced until it exits (see close()): a late reply that
+      // unreferenced it left the process with an empty event loop before the thread was gone.
+      if (worker === this.#worker && ![...this.#pending.values()].some((p) => p.worker === worker)) worker.unref();
       if ("error" in message) pending.reject(new Error(`audio thread: ${message.error}`));
       else pending.resolve(message);
     });
