@@ -295,7 +295,8 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
   // Forked now, while the process is small and nothing waits on it.
   processLauncher.start();
   if (planned) {
-    planned.engine.startAudioThread().catch((err: Error) => log.error({ err: err.message }, "audio thread failed to start"));
+    // With another VAD the audio thread (features only) starts with the first window instead.
+    if (config.VAD === "silero") planned.engine.startAudioThread().catch((err: Error) => log.error({ err: err.message }, "audio thread failed to start"));
     for (const model of planned.models) {
       planned.engine.load(model).then(
         (info) => log.info({ model: model.id, dtype: model.dtype, footprintMiB: Math.round(info.footprintBytes / 2 ** 20) }, "model loaded"),
