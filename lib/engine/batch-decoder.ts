@@ -30,8 +30,10 @@ interface Row {
   /** The window's audio (and features, if given) until its encoder has run: a row decodes for many steps and needs only the encoder's output. */
   samples: Float32Array | null;
   features: Float32Array | null;
-  /** Its features are still being computed elsewhere: it cannot be encoded yet. */
+  /** Its features are still being computed elsewhere: it is not encoded before they come or featuresDueAt passes. */
   awaitingFeatures: boolean;
+  /** When (performance.now()) its encoder computes the features itself if they have not come. */
+  featuresDueAt: number;
   /** Samples in the window, for aligning words to the audio that exists. */
   sampleCount: number;
   encoded: Float32Array | null;
@@ -96,6 +98,13 @@ const MAX_HOLD_MS = 300;
  * goes before a long file's, which then waits at most this long per new file.
  */
 const NEW_FILE_CREDIT_MS = 1000;
+
+/**
+ * How long a window waits for features computed elsewhere before its encoder computes them itself
+ * (about 35 ms on the inference thread): they come within milliseconds, and a window must never wait
+ * on another thread for good.
+ */
+const FEATURES_WAIT_MS = 1000;
 
 /** Whisper's default fallback schedule: greedy, then sampling 0.2 hotter each time up to 1.0. */
 const DEFAULT_TEMPERATURES = [0, 0.2, 0.4, 0.6, 0.8, 1];
@@ -171,6 +180,7 @@ export class BatchDecoder {
         samples: request.samples,
         features: null,
         awaitingFeatures: request.features !== undefined,
+        featuresDueAt: performance.now() + FEATURES_WAIT_MS,
         sampleCount: request.samples.length,
         encoded: null,
         init: init.tokens,
@@ -207,13 +217,14 @@ export class BatchDecoder {
       this.encodeQueue.push(row);
       request.features?.then(
         (features) => {
-          if (row.canceled) return;
+          // Late features for a window already encoded without them are dropped.
+          if (row.canceled || row.samples === null) return;
           row.features = features;
           row.awaitingFeatures = false;
           this.kick();
         },
         (err: Error) => {
-          if (row.canceled) return;
+          if (row.canceled || row.samples === null) return;
           const i = this.encodeQueue.indexOf(row);
           if (i >= 0) this.encodeQueue.splice(i, 1);
           row.canceled = true;
@@ -287,13 +298,13 @@ export class BatchDecoder {
 
   /**
    * Nothing to run but held windows and windows whose features are on their way: waits for a new
-   * window, features, or a cancellation, and at most until the first hold ends.
+   * window, features, or a cancellation, and at most until the first hold or features wait ends.
    */
   private async awaitWork(): Promise<void> {
     const now = performance.now();
-    const holds = this.ready.map((r) => r.holdUntil).filter((t) => t > now);
+    const deadlines = [...this.ready.map((r) => r.holdUntil), ...this.encodeQueue.filter((r) => r.awaitingFeatures).map((r) => r.featuresDueAt)].filter((t) => t > now);
     await new Promise<void>((resolve) => {
-      const timer = holds.length > 0 ? setTimeout(() => this.wake?.(), Math.min(...holds) - now) : null;
+      const timer = deadlines.length > 0 ? setTimeout(() => this.wake?.(), Math.min(...deadlines) - now) : null;
       this.wake = () => {
         if (timer) clearTimeout(timer);
         this.wake = null;
@@ -324,8 +335,9 @@ export class BatchDecoder {
   /** The queued window of the least served file that can be encoded, and that file's usage. */
   private nextToEncode(): { index: number; priority: number } | null {
     let best: { index: number; priority: number } | null = null;
+    const now = performance.now();
     this.encodeQueue.forEach((row, index) => {
-      if (row.awaitingFeatures) return;
+      if (row.awaitingFeatures && row.featuresDueAt > now) return;
       const priority = this.usageOf(row.stream);
       if (!best || priority < best.priority) best = { index, priority };
     });

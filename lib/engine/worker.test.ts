@@ -234,4 +234,12 @@ describe("features computed elsewhere", () => {
     expect(inference.decoder.stats.largestBatch).toBe(words.length);
     expect(inference.decoder.stats.activeRows).toBe(0);
   });
+
+  it("a window whose features never come is encoded with features of its own after a second", async () => {
+    const { spec, inference } = await loaded("micro", "q8");
+    const samples = synthesize(microTones([{ word: "delta", seconds: 10 }]));
+    const expected = await window(inference, spec, samples);
+    const output = await inference.transcribeWindow("s", { model: spec, samples, options: { task: "transcribe" }, features: new Promise(() => undefined) });
+    expect(output).toEqual(expected);
+  });
 });
