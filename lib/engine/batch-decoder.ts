@@ -286,8 +286,11 @@ export class BatchDecoder {
         this.stepDebt -= spent;
         for (const file of files) this.charge(file, spent / files.size);
       }
-      if (this.ready.length > 0 && this.shouldStart()) await this.startCohorts();
-      else if (!encodeNow && !cohort) await this.awaitWork();
+      // One reading of the clock for both: a hold that ended between a check that found a window held
+      // and the wait's deadlines was in neither, and the loop slept until some other window came.
+      const now = performance.now();
+      if (this.ready.length > 0 && this.shouldStart(now)) await this.startCohorts(now);
+      else if (!encodeNow && !cohort) await this.awaitWork(now);
       // Lets new windows and cancellations in between calls.
       await new Promise((r) => setImmediate(r));
     }
@@ -300,11 +303,12 @@ export class BatchDecoder {
    * Nothing to run but held windows and windows whose features are on their way: waits for a new
    * window, features, or a cancellation, and at most until the first hold or features wait ends.
    */
-  private async awaitWork(): Promise<void> {
-    const now = performance.now();
-    const deadlines = [...this.ready.map((r) => r.holdUntil), ...this.encodeQueue.filter((r) => r.awaitingFeatures).map((r) => r.featuresDueAt)].filter((t) => t > now);
+  private async awaitWork(now: number): Promise<void> {
+    const held = this.ready.filter((r) => this.isHeld(r, now)).map((r) => r.holdUntil);
+    // Not filtered by `now`: a features wait that ended since nextToEncode looked is due at once.
+    const deadlines = [...held, ...this.encodeQueue.filter((r) => r.awaitingFeatures).map((r) => r.featuresDueAt)];
     await new Promise<void>((resolve) => {
-      const timer = deadlines.length > 0 ? setTimeout(() => this.wake?.(), Math.min(...deadlines) - now) : null;
+      const timer = deadlines.length > 0 ? setTimeout(() => this.wake?.(), Math.max(0, Math.min(...deadlines) - now)) : null;
       this.wake = () => {
         if (timer) clearTimeout(timer);
         this.wake = null;
@@ -411,9 +415,12 @@ export class BatchDecoder {
   }
 
   /** The ready rows not waiting for more of their file's windows (see MAX_HOLD_MS). */
-  private starters(): Row[] {
-    const now = performance.now();
-    return this.ready.filter((r) => !(r.holdUntil > now && (this.following.has(r.stream) || this.decoding(r.stream))));
+  private starters(now: number): Row[] {
+    return this.ready.filter((r) => !this.isHeld(r, now));
+  }
+
+  private isHeld(row: Row, now: number): boolean {
+    return row.holdUntil > now && (this.following.has(row.stream) || this.decoding(row.stream));
   }
 
   /**
@@ -422,8 +429,8 @@ export class BatchDecoder {
    * to a file served less than every file still to encode (a short clip does not wait on a long
    * file's windows). A file's own windows wait for each other: they form one batch.
    */
-  private shouldStart(): boolean {
-    const starters = this.starters();
+  private shouldStart(now: number): boolean {
+    const starters = this.starters(now);
     if (starters.length === 0) return false;
     if (this.encodeQueue.length === 0) return true;
     const queued = Math.min(...this.encodeQueue.map((r) => this.usageOf(r.stream)));
@@ -437,8 +444,8 @@ export class BatchDecoder {
    * made a short clip's steps theirs, seven rows a step instead of one (a 5 s clip behind a 10-minute
    * file took 2.4x its time alone).
    */
-  private async startCohorts(): Promise<void> {
-    const starting = new Set(this.starters().map((r) => r.stream));
+  private async startCohorts(now: number): Promise<void> {
+    const starting = new Set(this.starters(now).map((r) => r.stream));
     const least = Math.min(...[...starting].map((s) => this.usageOf(s)));
     const streams = new Set(this.ready.filter((r) => starting.has(r.stream) || this.usageOf(r.stream) < least + NEW_FILE_CREDIT_MS / 2).map((r) => r.stream));
     const groups = new Map<string, Row[]>();

@@ -4,7 +4,7 @@
  * decoding; concurrent windows never see each other's audio; a canceled window leaves no row.
  */
 import { pipeline, type AutomaticSpeechRecognitionPipeline } from "@huggingface/transformers";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { synthesize, type SynthPart } from "../../tools/audio/synth.ts";
 import { DEFAULT_MODELS_DIR, generateModel } from "../../tools/models/generate.ts";
 import { microTones, type MicroWord } from "../../tools/models/micro.ts";
@@ -180,6 +180,26 @@ describe("a file's windows found one after another", () => {
     expect((await Promise.all([held, other])).map((o) => o.chunks.map((c) => c.text.trim()))).toEqual([["alpha"], ["delta"]]);
     // The other file started a cohort at once, and the held window of a file served as little joined it.
     expect(inference.decoder.stats.largestBatch).toBe(2);
+  });
+
+  it("never sleeps past a hold that ends while the loop looks, however far the clock moves between its readings", async () => {
+    const { spec, inference, clip } = await setUp();
+    const samples = clip("bravo");
+    const expected = await followedWindow(inference, spec, samples, "solo", false);
+    // A clock that jumps between any two readings, by a different step each file, as a loaded
+    // machine's does: a hold that ended between the loop finding a window held and computing its
+    // wait was in neither, and the loop slept until another window came (a job stayed running).
+    const real = performance.now.bind(performance);
+    let drift = 0;
+    let step = 0;
+    const clock = vi.spyOn(performance, "now").mockImplementation(() => real() + (drift += step));
+    try {
+      for (step = 30; step <= 90; step += 2) {
+        for (let i = 0; i < 3; i++) expect(await followedWindow(inference, spec, samples, `file-${step}`, i < 2)).toEqual(expected);
+      }
+    } finally {
+      clock.mockRestore();
+    }
   });
 });
 
