@@ -299,7 +299,11 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
     if (config.VAD === "silero") planned.engine.startAudioThread().catch((err: Error) => log.error({ err: err.message }, "audio thread failed to start"));
     for (const model of planned.models) {
       planned.engine.load(model).then(
-        (info) => log.info({ model: model.id, dtype: model.dtype, footprintMiB: Math.round(info.footprintBytes / 2 ** 20) }, "model loaded"),
+        (info) =>
+          log.info(
+            { model: model.id, dtype: model.dtype, footprintMiB: Math.round(info.footprintBytes / 2 ** 20), fusedAttentionLayers: info.fusedAttentionLayers },
+            "model loaded",
+          ),
         (err: Error) => log.error({ model: model.id, err: err.message }, "model failed to load"),
       );
     }

@@ -87,6 +87,11 @@ export interface DecoderStats {
   activeRows: number;
   /** Decodes sent back to try a hotter temperature. */
   fallbacks: number;
+  /** Milliseconds the decoding loop spent in encoder runs, first decoder calls (prefill), later steps, and waiting with windows on hand. */
+  encoderMs: number;
+  prefillMs: number;
+  stepMs: number;
+  waitMs: number;
 }
 
 export interface ModelInfo {
@@ -97,6 +102,8 @@ export interface ModelInfo {
   wordTimestamps: boolean;
   /** Bytes one decoding row holds at the longest decode, by the model's shapes: the least a row can cost. */
   rowStateBytes: number;
+  /** Encoder layers whose self-attention runs as one fused (flash) attention kernel (fused-encoder.ts); 0 when the export was left as it is. */
+  fusedAttentionLayers: number;
 }
 
 export type ToWorker =

@@ -2,6 +2,7 @@ import { pipeline, type AutomaticSpeechRecognitionPipeline } from "@huggingface/
 import * as ort from "onnxruntime-node";
 import { featureDims, whisperFeatures, type WhisperFeatureConfig } from "../audio/log-mel.ts";
 import { useFastLogMel, whisperFeatureConfig } from "./feature-extractor.ts";
+import { fuseEncoder } from "./fused-encoder.ts";
 import { releaseBuffer } from "../buffer-release.ts";
 import type { ModelInfo, ModelSpec } from "./protocol.ts";
 import { WhisperRules, type WhisperGenerationConfig } from "./whisper-rules.ts";
@@ -142,15 +143,29 @@ export class WhisperModel {
       session_options: { ...sessionOptions(threads), ...sessionOverrides },
     });
     useFastLogMel((asr.processor as unknown as { feature_extractor: unknown }).feature_extractor);
-    const sessions = (asr.model as unknown as { sessions: Record<string, Session> }).sessions;
-    const encoder = sessions.model;
+    const sessions = (asr.model as unknown as { sessions: Record<string, Session & { release?(): Promise<void> }> }).sessions;
     const decoder = sessions.decoder_model_merged;
-    if (!encoder || !decoder) throw new Error(`model ${spec.id} lacks encoder_model or decoder_model_merged (sessions: ${Object.keys(sessions).join(", ")})`);
+    if (!sessions.model || !decoder) throw new Error(`model ${spec.id} lacks encoder_model or decoder_model_merged (sessions: ${Object.keys(sessions).join(", ")})`);
+    const config = asr.model.config as unknown as { encoder_attention_heads: number };
+    const extractor = whisperFeatureConfig((asr.processor as unknown as { feature_extractor: unknown }).feature_extractor);
+    const fused = extractor ? await fuseEncoder(spec, sessions.model, config.encoder_attention_heads, extractor, { ...sessionOptions(threads), ...sessionOverrides }) : null;
+    if (fused) {
+      await sessions.model.release?.();
+      // The pipeline's own calls (profilers) use it too.
+      sessions.model = fused.session;
+    }
+    const encoder = sessions.model;
     for (const name of ["input_ids", "encoder_hidden_states", "use_cache_branch"]) {
       if (!decoder.inputNames.includes(name)) throw new Error(`model ${spec.id}: decoder_model_merged has no input ${name}; only merged decoders with a KV cache are supported`);
     }
     const generation = (asr.model as unknown as { generation_config: WhisperGenerationConfig }).generation_config;
-    const info = { multilingual: Boolean(generation.is_multilingual), footprintBytes: Math.max(0, process.memoryUsage().rss - before), wordTimestamps: false, rowStateBytes: 0 };
+    const info = {
+      multilingual: Boolean(generation.is_multilingual),
+      footprintBytes: Math.max(0, process.memoryUsage().rss - before),
+      wordTimestamps: false,
+      rowStateBytes: 0,
+      fusedAttentionLayers: fused?.layers ?? 0,
+    };
     const model = new WhisperModel(asr, encoder, decoder, generation, info);
     info.wordTimestamps = model.wordTimestamps;
     info.rowStateBytes = model.rowBytes(model.rules.maxLength);

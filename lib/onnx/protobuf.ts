@@ -15,6 +15,12 @@ export class Message {
     this.push(varint(BigInt((field << 3) | wireType)));
   }
 
+  /** Bytes already encoded as fields (copied from another message as they are). */
+  raw(bytes: Uint8Array): this {
+    this.push(bytes);
+    return this;
+  }
+
   int(field: number, value: number | bigint): this {
     this.tag(field, 0);
     this.push(varint(BigInt(value)));

@@ -1,0 +1,129 @@
+/**
+ * The encoder's self-attention fused into onnxruntime's MultiHeadAttention: the same encoder output
+ * as the exported graph on real speech, and a fusion that would change it is refused.
+ */
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { env } from "@huggingface/transformers";
+import * as ort from "onnxruntime-node";
+import { describe, expect, it } from "vitest";
+import { DEFAULT_MODELS_DIR, generateModel } from "../../tools/models/generate.ts";
+import { readPcm } from "../audio/ffmpeg.ts";
+import { featureDims, whisperFeatures } from "../audio/log-mel.ts";
+import { floatTensor, Graph, modelBytes } from "../onnx/graph.ts";
+import { Ops } from "../onnx/ops.ts";
+import { fuseEncoderAttention } from "../onnx/fuse-attention.ts";
+import { fuseEncoder } from "./fused-encoder.ts";
+import { sessionOptions } from "./whisper-model.ts";
+import { createInference } from "./worker.ts";
+
+const sharedDir = process.env.SLOTSCRIBE_SHARED_DIR ?? resolve(import.meta.dirname, "../../../shared");
+const init = { localModelPath: DEFAULT_MODELS_DIR, allowRemoteModels: false, cacheDir: null, threads: 1 };
+
+async function setUp(dtype: "q8" | "fp32") {
+  const generated = await generateModel({ kind: "tiny", out: DEFAULT_MODELS_DIR });
+  const spec = { id: generated.id, dtype };
+  const model = await createInference(init).load(spec);
+  const file = join(DEFAULT_MODELS_DIR, spec.id, "onnx", dtype === "q8" ? "encoder_model_quantized.onnx" : "encoder_model.onnx");
+  const exported = await ort.InferenceSession.create(readFileSync(file), sessionOptions(1) as ort.InferenceSession.SessionOptions);
+  const speech = (await readPcm(join(sharedDir, "audio", "jfk", "jfk.wav"))).subarray(0, 30 * 16000);
+  const features = whisperFeatures(speech, model.featureConfig);
+  const reference = async () =>
+    (await exported.run({ input_features: new ort.Tensor("float32", features.slice(), [1, ...featureDims(model.featureConfig)]) })).last_hidden_state!.data as Float32Array;
+  return { spec, model, exported, speech, features, reference };
+}
+
+/** input_features regrouped as [1, 1500, 160], one self-attention layer with random projections, heads split by `shape` and `perm`. */
+function oneLayerEncoder(shape: readonly number[], perm: readonly number[]): Uint8Array {
+  const g = new Graph("one_layer_encoder");
+  const o = new Ops(g);
+  const features = g.input("input_features", "float", [1, 80, 3000]);
+  const x = o.reshape(features, [1, 1500, 160]);
+  let seed = 7;
+  const weight = (name: string) => {
+    const w = new Float32Array(160 * 160);
+    for (let i = 0; i < w.length; i++) {
+      seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
+      w[i] = (seed / 2 ** 32 - 0.5) * 0.6;
+    }
+    return g.init(name, floatTensor([160, 160], w));
+  };
+  const heads = (t: string) => o.transpose(o.reshape(t, [...shape]), [...perm]);
+  const q = heads(o.matmul(x, weight("q")));
+  const k = heads(o.matmul(x, weight("k")));
+  const v = heads(o.matmul(x, weight("v")));
+  const attended = o.matmul(o.softmax(o.matmul(q, o.transpose(k, [0, 1, 3, 2]))), v);
+  const merged = o.reshape(o.transpose(attended, [0, 2, 1, 3]), [0, 0, 160]);
+  g.op("MatMul", [merged, weight("out")], {}, "last_hidden_state");
+  g.output("last_hidden_state", "float", [1, 1500, 160]);
+  return modelBytes(g, { producer: "test", opset: 17 });
+}
+
+function differences(a: Float32Array, b: Float32Array): { max: number; relative: number } {
+  let max = 0;
+  let sum = 0;
+  let magnitude = 0;
+  for (let i = 0; i < a.length; i++) {
+    max = Math.max(max, Math.abs(a[i]! - b[i]!));
+    sum += Math.abs(a[i]! - b[i]!);
+    magnitude += Math.abs(a[i]!);
+  }
+  return { max, relative: sum / magnitude };
+}
+
+describe("the encoder with its attention fused", () => {
+  it("runs every layer's attention as one kernel and gives the exported fp32 encoder's output on real speech", async () => {
+    const { model, speech, features, reference } = await setUp("fp32");
+    expect(model.info.fusedAttentionLayers).toBe(4);
+    const expected = await reference();
+    const actual = await model.encode(speech, features.slice());
+    expect(actual.length).toBe(expected.length);
+    expect(differences(expected, actual).max).toBeLessThan(1e-4);
+  });
+
+  it("gives the exported q8 encoder's output up to dynamic quantization's rounding", async () => {
+    const { model, speech, features, reference } = await setUp("q8");
+    expect(model.info.fusedAttentionLayers).toBe(4);
+    expect(differences(await reference(), await model.encode(speech, features.slice())).relative).toBeLessThan(0.01);
+  });
+
+  it("is refused when the fused graph would compute something else, and the export stays", async () => {
+    const { model } = await setUp("fp32");
+    // Two encoders of one attention layer over [1, 1500, 160] (the features, regrouped): one splits
+    // heads as Whisper does (contiguous), the other interleaves them (feature i goes to head i % 4),
+    // which the fusion's op-by-op recognition cannot tell apart.
+    const dir = mkdtempSync(join(tmpdir(), "fused-encoder-"));
+    const previous = { local: env.localModelPath, allow: env.allowLocalModels };
+    try {
+      env.localModelPath = dir;
+      env.allowLocalModels = true;
+      const results: Record<string, number | null> = {};
+      for (const [name, split] of [
+        ["contiguous", { shape: [0, 0, 4, 40], perm: [0, 2, 1, 3] }],
+        ["interleaved", { shape: [0, 0, 40, 4], perm: [0, 3, 1, 2] }],
+      ] as const) {
+        const bytes = oneLayerEncoder(split.shape, split.perm);
+        mkdirSync(join(dir, name, "onnx"), { recursive: true });
+        writeFileSync(join(dir, name, "onnx", "encoder_model.onnx"), bytes);
+        const exported = await ort.InferenceSession.create(bytes, sessionOptions(1) as ort.InferenceSession.SessionOptions);
+        results[name] = (await fuseEncoder({ id: name, dtype: "fp32" }, exported, 4, model.featureConfig, sessionOptions(1)))?.layers ?? null;
+      }
+      expect(results).toEqual({ contiguous: 1, interleaved: null });
+    } finally {
+      env.localModelPath = previous.local;
+      env.allowLocalModels = previous.allow;
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("leaves a graph without the attention pattern as it is", () => {
+    const g = new Graph("plain");
+    const x = g.input("x", "float", [1, 4]);
+    g.output(g.op("Softmax", [g.op("MatMul", [x, x])], { axis: { i: -1 } }), "float", [1, 4]);
+    const bytes = modelBytes(g, { producer: "test", opset: 17 });
+    const out = fuseEncoderAttention(bytes, 2);
+    expect(out.fused).toBe(0);
+    expect(out.model).toBe(bytes);
+  });
+});
