@@ -108,8 +108,10 @@ describe("the encoder with its attention fused", () => {
         writeFileSync(join(dir, name, "onnx", "encoder_model.onnx"), bytes);
         const exported = await ort.InferenceSession.create(bytes, sessionOptions(1) as ort.InferenceSession.SessionOptions);
         results[name] = (await fuseEncoder({ id: name, dtype: "fp32" }, exported, 4, model.featureConfig, sessionOptions(1)))?.layers ?? null;
+        // A head count that does not divide the width: onnxruntime refuses the fused node when it runs.
+        results[`${name}, 7 heads`] = (await fuseEncoder({ id: name, dtype: "fp32" }, exported, 7, model.featureConfig, sessionOptions(1)))?.layers ?? null;
       }
-      expect(results).toEqual({ contiguous: 1, interleaved: null });
+      expect(results).toEqual({ contiguous: 1, interleaved: null, "contiguous, 7 heads": null, "interleaved, 7 heads": null });
     } finally {
       env.localModelPath = previous.local;
       env.allowLocalModels = previous.allow;
