@@ -2,12 +2,13 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { sessionOptions } from "../../lib/engine/whisper-model.ts";
+import { fuseEncoderAttention } from "../../lib/onnx/fuse-attention.ts";
 import type { Dtype } from "./context.ts";
 
 /**
  * The compute-bound probe, a process of its own (experiments/bound.ts starts one per core):
  *   node --import tsx tools/bench/ort-probe.ts <modelDir> <q8|fp32> <steps> <threads> <reps> <encoderBatch>
- * ORT alone, no transformers.js, no service: the encoder on one 30 s window and the decoder for
+ * ORT alone, no transformers.js, no service: the encoder (attention fused, as the engine runs it) on one 30 s window and the decoder for
  * `steps` greedy steps with the KV cache, fed the way transformers.js feeds the merged decoder, the
  * fastest of `reps` windows.
  */
@@ -33,11 +34,14 @@ async function ortProbe(modelDir: string, dtype: Dtype, steps: number, threads: 
     d_model: number;
     decoder_layers: number;
     decoder_attention_heads: number;
+    encoder_attention_heads: number;
     num_mel_bins: number;
     vocab_size: number;
   };
   const gen = JSON.parse(readFileSync(join(modelDir, "generation_config.json"), "utf8")) as { decoder_start_token_id: number };
-  const encoder = await ort.InferenceSession.create(join(modelDir, "onnx", `encoder_model${suffix}.onnx`), options as never);
+  // With its attention fused, as the engine runs it (lib/engine/fused-encoder.ts).
+  const encoderFile = readFileSync(join(modelDir, "onnx", `encoder_model${suffix}.onnx`));
+  const encoder = await ort.InferenceSession.create(fuseEncoderAttention(encoderFile, config.encoder_attention_heads).model, options as never);
   const decoder = await ort.InferenceSession.create(join(modelDir, "onnx", `decoder_model_merged${suffix}.onnx`), options as never);
   const mel = new Float32Array(config.num_mel_bins * 3000).fill(-0.5);
   for (let t = 0; t < 3000; t++) mel[3 * 3000 + t] = 1;
