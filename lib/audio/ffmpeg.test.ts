@@ -20,6 +20,8 @@ beforeAll(async () => {
   for (const format of ["wav", "mp3", "m4a", "webm"] as const) await writeAudioFile(file(`tone.${format}`), tone(2));
   await writeAudioFile(file("three-seconds.ogg"), tone(3));
   await writeFile(file("ten-minutes.wav"), encodeWav([synthesize([{ silence: 600 }])], PCM_SAMPLE_RATE));
+  // Not in Whisper's format, so ffmpeg decodes it (a 16 kHz mono WAV is read without it: wav.ts).
+  await writeFile(file("long-44k.wav"), encodeWav([synthesize([{ silence: 600 }])], 44_100));
   await writeFile(file("empty.wav"), "");
   await writeFile(file("no-samples.wav"), encodeWav([new Float32Array(0)], PCM_SAMPLE_RATE));
   await runFfmpeg(["-nostdin", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "color=c=black:s=64x64:r=5:d=1", "-c:v", "mpeg4", "-y", file("silent-film.mp4")], {
@@ -224,7 +226,7 @@ describe("decodeToPcm", () => {
   });
 
   it("streams in chunks instead of decoding the whole file at once", async () => {
-    const stream = decodeToPcm(file("ten-minutes.wav"));
+    const stream = decodeToPcm(file("long-44k.wav"));
     const iterator = stream[Symbol.asyncIterator]();
     const first = await iterator.next();
     expect(first.done).toBe(false);
@@ -331,7 +333,7 @@ describe("decodeToPcm", () => {
 
   it("kills ffmpeg when aborted mid-stream and rejects with the abort reason", async () => {
     const controller = new AbortController();
-    const stream = decodeToPcm(file("ten-minutes.wav"), { signal: controller.signal });
+    const stream = decodeToPcm(file("long-44k.wav"), { signal: controller.signal });
     const iterator = stream[Symbol.asyncIterator]();
     await iterator.next();
     const reason = new DomainError("timeout", "transcription took too long");
@@ -342,6 +344,19 @@ describe("decodeToPcm", () => {
     await expect(iterator.next()).rejects.toBe(reason);
   });
 
+  it("reads a WAV in Whisper's format in chunks, and an abort rejects at once with its reason", async () => {
+    const controller = new AbortController();
+    const stream = decodeToPcm(file("ten-minutes.wav"), { signal: controller.signal });
+    const iterator = stream[Symbol.asyncIterator]();
+    const first = await iterator.next();
+    expect(first.value.length).toBeLessThan(PCM_SAMPLE_RATE * 10);
+    expect(stream.pid).toBeUndefined();
+    const reason = new DomainError("timeout", "transcription took too long");
+    controller.abort(reason);
+    await expect(stream.done).rejects.toBe(reason);
+    await expect(iterator.next()).rejects.toBe(reason);
+  });
+
   it("does not start ffmpeg when the signal is already aborted", async () => {
     const stream = decodeToPcm(file("tone.wav"), { signal: AbortSignal.abort(new Error("gone")) });
     await expect(collect(stream)).rejects.toThrow("gone");
@@ -349,7 +364,7 @@ describe("decodeToPcm", () => {
   });
 
   it("kills ffmpeg when the consumer stops early", async () => {
-    const stream = decodeToPcm(file("ten-minutes.wav"));
+    const stream = decodeToPcm(file("long-44k.wav"));
     let received = 0;
     for await (const chunk of stream) {
       received += chunk.length;

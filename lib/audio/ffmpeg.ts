@@ -10,9 +10,10 @@ import path from "node:path";
 import { DomainError } from "../errors.ts";
 import { deferred } from "../deferred.ts";
 import { type LaunchedProcess, type ProcessExit, processLauncher } from "./process-launcher.ts";
+import { PCM_SAMPLE_RATE, plainWav, wavSamples } from "./wav.ts";
 
-/** Whisper's input rate; every decoded stream is mono at this rate. */
-export const PCM_SAMPLE_RATE = 16_000;
+// Whisper's input rate; every decoded stream is mono at this rate.
+export { PCM_SAMPLE_RATE };
 
 /**
  * Codec priming and padding (AAC, Opus, MP3 without a LAME tag) add tens of milliseconds: a file
@@ -175,12 +176,6 @@ async function isExecutableFile(file: string): Promise<boolean> {
   }
 }
 
-/**
- * Streams the first audio stream of any common container as mono 16 kHz float samples, in
- * chunks of ffmpeg's pipe size. ffmpeg starts on the first `next()`; leaving the loop early,
- * an error, or `signal` aborting kills it. If ffmpeg exits cleanly after decoding only part of a
- * damaged file, the decodable part is what the stream yields.
- */
 /** A whole file's samples at once: for tools and tests; the service streams them. */
 export async function readPcm(input: string, opts: DecodeOptions = {}): Promise<Float32Array> {
   const parts: Float32Array[] = [];
@@ -190,6 +185,13 @@ export async function readPcm(input: string, opts: DecodeOptions = {}): Promise<
   return out;
 }
 
+/**
+ * Streams the first audio stream of any common container as mono 16 kHz float samples, in
+ * chunks of ffmpeg's pipe size. ffmpeg starts on the first `next()`; leaving the loop early,
+ * an error, or `signal` aborting kills it. If ffmpeg exits cleanly after decoding only part of a
+ * damaged file, the decodable part is what the stream yields. A WAV already in that format is read
+ * directly (wav.ts), with the same samples and limits.
+ */
 export function decodeToPcm(input: string, opts: DecodeOptions = {}): PcmStream {
   const { signal } = opts;
   const maxSamples = maxSamplesFor(opts.maxDurationSeconds);
@@ -201,7 +203,7 @@ export function decodeToPcm(input: string, opts: DecodeOptions = {}): PcmStream 
     let delivered = 0;
     let proc: LaunchedProcess | undefined;
     const onAbort = () => {
-      if (!proc) return;
+      if (!proc) return void outcome.reject(signal?.reason);
       proc.kill("SIGKILL");
       // Settle `done` even if the consumer never calls next() again.
       const settle = () => outcome.reject(signal?.reason);
@@ -210,6 +212,19 @@ export function decodeToPcm(input: string, opts: DecodeOptions = {}): PcmStream 
     try {
       signal?.throwIfAborted();
       await assertNotEmpty(input);
+      const wav = await plainWav(input);
+      if (wav) {
+        // Nothing to kill: an abort settles `done` at once, as the ffmpeg path's does once ffmpeg has exited.
+        signal?.addEventListener("abort", onAbort, { once: true });
+        for await (const samples of wavSamples(input, wav)) {
+          if (delivered + samples.length > maxSamples) throw tooLong(opts.maxDurationSeconds);
+          signal?.throwIfAborted();
+          delivered += samples.length;
+          yield samples;
+        }
+        outcome.resolve(result(delivered));
+        return;
+      }
       const ffmpegPath = opts.ffmpegPath ?? (await resolveFfmpeg()).path;
       signal?.throwIfAborted();
       proc = await processLauncher.launch(ffmpegPath, [...inputArgs(input), ...monoOutputArgs(opts.maxDurationSeconds), "-c:a", "pcm_f32le", "-f", "f32le", "pipe:1"], {

@@ -127,8 +127,8 @@ export class WindowCanceled extends Error {
 /**
  * Continuous batching of Whisper windows over one copy of each model.
  *
- * Every window is encoded on its own (the encoder's transient memory is the largest of a window,
- * and batching it does not raise throughput on CPU), then decoded in a cohort: rows of one model at
+ * Every window is encoded on its own (batching the encoder does not raise its throughput on CPU,
+ * and its transient memory grows with the batch), then decoded in a cohort: rows of one model at
  * the same position, which share every decoder call. The merged decoder takes no attention mask, so
  * rows at different positions cannot share a call; a window therefore starts a cohort with the other
  * windows encoded by then, and finished rows leave their cohort's cache at once.
@@ -157,7 +157,7 @@ export class BatchDecoder {
   private readonly following = new Set<string>();
   /** Ends the loop's wait for held windows' followers. */
   private wake: (() => void) | null = null;
-  readonly stats: DecoderStats = { encoderRuns: 0, decoderCalls: 0, rowSteps: 0, largestBatch: 0, activeRows: 0, fallbacks: 0, encoderMs: 0, prefillMs: 0, stepMs: 0, waitMs: 0 };
+  readonly stats: DecoderStats = { encoderRuns: 0, decoderCalls: 0, rowSteps: 0, largestBatch: 0, activeRows: 0, fallbacks: 0 };
 
   constructor(private readonly load: (spec: ModelSpec) => Promise<WhisperModel>) {}
 
@@ -278,26 +278,19 @@ export class BatchDecoder {
         const started = performance.now();
         await this.encode(encode.index);
         this.stepDebt = performance.now() - started;
-        this.stats.encoderMs += this.stepDebt;
       } else if (cohort) {
         const files = new Set(cohort.cohort.rows.map((r) => r.stream));
         const started = performance.now();
         await this.step(cohort.cohort);
         const spent = performance.now() - started;
-        this.stats.stepMs += spent;
         this.stepDebt -= spent;
         for (const file of files) this.charge(file, spent / files.size);
       }
       // One reading of the clock for both: a hold that ended between a check that found a window held
       // and the wait's deadlines was in neither, and the loop slept until some other window came.
       const now = performance.now();
-      if (this.ready.length > 0 && this.shouldStart(now)) {
-        await this.startCohorts(now);
-        this.stats.prefillMs += performance.now() - now;
-      } else if (!encodeNow && !cohort) {
-        await this.awaitWork(now);
-        this.stats.waitMs += performance.now() - now;
-      }
+      if (this.ready.length > 0 && this.shouldStart(now)) await this.startCohorts(now);
+      else if (!encodeNow && !cohort) await this.awaitWork(now);
       // Lets new windows and cancellations in between calls.
       await new Promise((r) => setImmediate(r));
     }

@@ -87,11 +87,6 @@ export interface DecoderStats {
   activeRows: number;
   /** Decodes sent back to try a hotter temperature. */
   fallbacks: number;
-  /** Milliseconds the decoding loop spent in encoder runs, first decoder calls (prefill), later steps, and waiting with windows on hand. */
-  encoderMs: number;
-  prefillMs: number;
-  stepMs: number;
-  waitMs: number;
 }
 
 export interface ModelInfo {
