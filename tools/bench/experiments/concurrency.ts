@@ -147,7 +147,7 @@ export async function concurrencyExperiment(ctx: Context, log: (l: string) => vo
       const copies = (at4.peakPssBytes - microIdlePss) / footprint;
       const perRequest = (at4.peakPssBytes - at1.peakPssBytes) / 3 / footprint;
       memRows.push([
-        "4 x 60 s, above the micro-model service",
+        `4 x ${clip.seconds.toFixed(0)} s, above the micro-model service`,
         `${mib(at4.peakPssBytes - microIdlePss)} = ${num(copies, 2)} copies`,
         recordTarget(ctx, "memory", copies, `${num(copies, 2)} copies`, TARGETS.modelCopies),
       ]);
@@ -162,7 +162,7 @@ export async function concurrencyExperiment(ctx: Context, log: (l: string) => vo
     if (at8 && single) {
       const ratio = at8.throughput / single;
       memRows.push([
-        "8 x 60 s aggregate vs one 5-min file",
+        `8 x ${clip.seconds.toFixed(0)} s aggregate vs one 5-min file`,
         `${times(at8.throughput, 1)} vs ${times(single, 1)}`,
         recordTarget(ctx, "aggregate", ratio, times(ratio, 2), TARGETS.aggregate, `${TARGETS.aggregate.name} (${kind} q8)`),
       ]);
