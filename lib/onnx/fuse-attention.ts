@@ -10,56 +10,7 @@
  * (WhisperModel.load), because the layout chains are recognised by their ops, not their shapes.
  */
 import { Message } from "./protobuf.ts";
-
-interface Span {
-  field: number;
-  /** The whole field, tag included. */
-  raw: Uint8Array;
-  /** A length-delimited field's payload, or a varint's value. */
-  value: Uint8Array | bigint;
-}
-
-function* spans(bytes: Uint8Array): Generator<Span> {
-  let at = 0;
-  const varint = (): bigint => {
-    let result = 0n;
-    for (let shift = 0n; ; shift += 7n) {
-      const byte = bytes[at++];
-      if (byte === undefined) throw new Error("ONNX model: truncated varint");
-      result |= BigInt(byte & 0x7f) << shift;
-      if (byte < 0x80) return result;
-    }
-  };
-  while (at < bytes.length) {
-    const start = at;
-    const tag = Number(varint());
-    const field = tag >> 3;
-    let value: Uint8Array | bigint;
-    switch (tag & 7) {
-      case 0:
-        value = varint();
-        break;
-      case 1:
-        at += 8;
-        value = 0n;
-        break;
-      case 2: {
-        const length = Number(varint());
-        if (at + length > bytes.length) throw new Error("ONNX model: truncated field");
-        value = bytes.subarray(at, at + length);
-        at += length;
-        break;
-      }
-      case 5:
-        at += 4;
-        value = 0n;
-        break;
-      default:
-        throw new Error(`ONNX model: unsupported wire type ${tag & 7}`);
-    }
-    yield { field, raw: bytes.subarray(start, at), value };
-  }
-}
+import { fields } from "./read.ts";
 
 interface NodeInfo {
   raw: Uint8Array;
@@ -73,7 +24,7 @@ const text = (b: Uint8Array | bigint) => (b instanceof Uint8Array ? new TextDeco
 
 function parseNode(raw: Uint8Array, payload: Uint8Array): NodeInfo {
   const node: NodeInfo = { raw, op: "", domain: "", inputs: [], outputs: [] };
-  for (const s of spans(payload)) {
+  for (const s of fields(payload)) {
     if (s.field === 1) node.inputs.push(text(s.value));
     else if (s.field === 2) node.outputs.push(text(s.value));
     else if (s.field === 4) node.op = text(s.value);
@@ -91,11 +42,11 @@ const MS_DOMAIN = "com.microsoft";
  * A model with no such pattern comes back unchanged, with 0.
  */
 export function fuseEncoderAttention(model: Uint8Array, heads: number): { model: Uint8Array; fused: number } {
-  const modelSpans = [...spans(model)];
-  const graphSpan = modelSpans.find((s) => s.field === 7);
-  if (!graphSpan || !(graphSpan.value instanceof Uint8Array)) throw new Error("ONNX model: no graph");
-  const graphSpans = [...spans(graphSpan.value)];
-  const nodes = graphSpans.filter((s) => s.field === 1).map((s) => parseNode(s.raw, s.value as Uint8Array));
+  const modelFields = [...fields(model)];
+  const graphField = modelFields.find((s) => s.field === 7);
+  if (!graphField || !(graphField.value instanceof Uint8Array)) throw new Error("ONNX model: no graph");
+  const graphFields = [...fields(graphField.value)];
+  const nodes = graphFields.filter((s) => s.field === 1).map((s) => parseNode(s.raw, s.value as Uint8Array));
 
   const producer = new Map<string, NodeInfo>();
   const consumers = new Map<string, NodeInfo[]>();
@@ -103,7 +54,7 @@ export function fuseEncoderAttention(model: Uint8Array, heads: number): { model:
     for (const o of n.outputs) producer.set(o, n);
     for (const i of n.inputs) consumers.set(i, [...(consumers.get(i) ?? []), n]);
   }
-  const graphOutputs = new Set(graphSpans.filter((s) => s.field === 12).map((s) => outputName(s.value as Uint8Array)));
+  const graphOutputs = new Set(graphFields.filter((s) => s.field === 12).map((s) => outputName(s.value as Uint8Array)));
   const only = (name: string) => {
     const c = consumers.get(name) ?? [];
     return c.length === 1 && !graphOutputs.has(name) ? c[0]! : null;
@@ -154,7 +105,7 @@ export function fuseEncoderAttention(model: Uint8Array, heads: number): { model:
 
   const byRaw = new Map(nodes.map((n) => [n.raw, n]));
   const graph = new Message();
-  for (const s of graphSpans) {
+  for (const s of graphFields) {
     if (s.field !== 1) {
       graph.raw(s.raw);
       continue;
@@ -165,8 +116,8 @@ export function fuseEncoderAttention(model: Uint8Array, heads: number): { model:
     else if (!removed.has(node)) graph.raw(s.raw);
   }
   const out = new Message();
-  const hasMs = modelSpans.some((s) => s.field === 8 && s.value instanceof Uint8Array && [...spans(s.value)].some((f) => f.field === 1 && text(f.value) === MS_DOMAIN));
-  for (const s of modelSpans) {
+  const hasMs = modelFields.some((s) => s.field === 8 && s.value instanceof Uint8Array && [...fields(s.value)].some((f) => f.field === 1 && text(f.value) === MS_DOMAIN));
+  for (const s of modelFields) {
     if (s.field === 7) out.message(7, graph);
     else out.raw(s.raw);
   }
@@ -181,6 +132,6 @@ export function fuseEncoderAttention(model: Uint8Array, heads: number): { model:
 }
 
 function outputName(valueInfo: Uint8Array): string {
-  for (const s of spans(valueInfo)) if (s.field === 1) return text(s.value);
+  for (const s of fields(valueInfo)) if (s.field === 1) return text(s.value);
   return "";
 }

@@ -1,15 +1,19 @@
 /**
- * Just enough protobuf decoding to read an ONNX model's float initializers (a ModelProto's
- * graph.initializer), so a published model's weights can be laid out in a graph of our own.
+ * Just enough protobuf decoding to read an ONNX model: its float initializers (a ModelProto's
+ * graph.initializer), so a published model's weights can be laid out in a graph of our own, and its
+ * fields as encoded, so a graph can be rewritten around them (fuse-attention.ts).
  */
 
-interface Field {
+export interface Field {
   field: number;
-  /** A varint's value, or a length-delimited field's bytes (a view into the model's buffer). */
+  /** The whole field, tag included. */
+  raw: Uint8Array;
+  /** A varint's value, or a length-delimited field's bytes (a view into the model's buffer); 0 for fixed-width fields. */
   value: bigint | Uint8Array;
 }
 
-function* fields(bytes: Uint8Array): Generator<Field> {
+/** A protobuf message's fields in order, each with its encoded bytes so it can be copied as it is. */
+export function* fields(bytes: Uint8Array): Generator<Field> {
   let at = 0;
   const varint = (): bigint => {
     let result = 0n;
@@ -21,11 +25,13 @@ function* fields(bytes: Uint8Array): Generator<Field> {
     }
   };
   while (at < bytes.length) {
+    const start = at;
     const tag = Number(varint());
     const field = tag >> 3;
+    let value: bigint | Uint8Array = 0n;
     switch (tag & 7) {
       case 0:
-        yield { field, value: varint() };
+        value = varint();
         break;
       case 1:
         at += 8;
@@ -33,7 +39,7 @@ function* fields(bytes: Uint8Array): Generator<Field> {
       case 2: {
         const length = Number(varint());
         if (at + length > bytes.length) throw new Error("ONNX model: truncated field");
-        yield { field, value: bytes.subarray(at, at + length) };
+        value = bytes.subarray(at, at + length);
         at += length;
         break;
       }
@@ -43,6 +49,7 @@ function* fields(bytes: Uint8Array): Generator<Field> {
       default:
         throw new Error(`ONNX model: unsupported wire type ${tag & 7}`);
     }
+    yield { field, raw: bytes.subarray(start, at), value };
   }
 }
 
