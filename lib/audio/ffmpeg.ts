@@ -213,45 +213,34 @@ export function decodeToPcm(input: string, opts: DecodeOptions = {}): PcmStream 
       signal?.throwIfAborted();
       await assertNotEmpty(input);
       const wav = await plainWav(input);
-      if (wav) {
-        // Nothing to kill: an abort settles `done` at once, as the ffmpeg path's does once ffmpeg has exited.
-        signal?.addEventListener("abort", onAbort, { once: true });
-        for await (const samples of wavSamples(input, wav)) {
-          if (delivered + samples.length > maxSamples) throw tooLong(opts.maxDurationSeconds);
-          signal?.throwIfAborted();
-          delivered += samples.length;
-          yield samples;
-        }
-        outcome.resolve(result(delivered));
-        return;
+      let source: AsyncIterable<Float32Array>;
+      if (wav) source = wavSamples(input, wav);
+      else {
+        const ffmpegPath = opts.ffmpegPath ?? (await resolveFfmpeg()).path;
+        signal?.throwIfAborted();
+        proc = await processLauncher.launch(ffmpegPath, [...inputArgs(input), ...monoOutputArgs(opts.maxDurationSeconds), "-c:a", "pcm_f32le", "-f", "f32le", "pipe:1"], {
+          stdout: "stream",
+        });
+        pid = proc.pid;
+        source = floatChunks(proc.stdout);
       }
-      const ffmpegPath = opts.ffmpegPath ?? (await resolveFfmpeg()).path;
-      signal?.throwIfAborted();
-      proc = await processLauncher.launch(ffmpegPath, [...inputArgs(input), ...monoOutputArgs(opts.maxDurationSeconds), "-c:a", "pcm_f32le", "-f", "f32le", "pipe:1"], {
-        stdout: "stream",
-      });
-      pid = proc.pid;
+      // With no ffmpeg (a WAV read here) there is nothing to kill: an abort settles `done` at once.
       signal?.addEventListener("abort", onAbort, { once: true });
-      // Aborted while the launcher was starting it.
+      // Aborted while the launcher was starting ffmpeg.
       signal?.throwIfAborted();
-
-      let carry: Uint8Array | undefined;
-      for await (const data of proc.stdout) {
-        const bytes = carry ? Buffer.concat([carry, data]) : data;
-        const usable = bytes.length - (bytes.length % Float32Array.BYTES_PER_ELEMENT);
-        carry = usable < bytes.length ? bytes.subarray(usable) : undefined;
-        if (usable === 0) continue;
-        const samples = asSamples(bytes, usable);
+      for await (const samples of source) {
         if (delivered + samples.length > maxSamples) throw tooLong(opts.maxDurationSeconds);
         // Output ffmpeg wrote before it was killed is still buffered: an abort must not deliver it.
         signal?.throwIfAborted();
         delivered += samples.length;
         yield samples;
       }
-      const exit = await proc.closed;
-      signal?.throwIfAborted();
-      if (exit.code !== 0) throw await classifyFailure(new FfmpegFailure(exit, exit.stderr), input);
-      if (delivered === 0) throw emptyAudio(exit.stderr);
+      if (proc) {
+        const exit = await proc.closed;
+        signal?.throwIfAborted();
+        if (exit.code !== 0) throw await classifyFailure(new FfmpegFailure(exit, exit.stderr), input);
+        if (delivered === 0) throw emptyAudio(exit.stderr);
+      }
       outcome.resolve(result(delivered));
     } catch (err) {
       const reason: unknown = signal?.aborted ? signal.reason : err;
@@ -342,6 +331,17 @@ export async function runFfmpeg(args: string[], opts: { ffmpegPath?: string; sig
  * without a copy; anything else (joined to a carry, or with an odd tail) is copied byte-wise
  * because a Float32Array needs a 4-byte aligned offset and a buffer of its own.
  */
+/** ffmpeg's f32le output as float chunks, whatever byte boundaries the pipe splits it at. */
+async function* floatChunks(stdout: AsyncIterable<Uint8Array>): AsyncGenerator<Float32Array> {
+  let carry: Uint8Array | undefined;
+  for await (const data of stdout) {
+    const bytes = carry ? Buffer.concat([carry, data]) : data;
+    const usable = bytes.length - (bytes.length % Float32Array.BYTES_PER_ELEMENT);
+    carry = usable < bytes.length ? bytes.subarray(usable) : undefined;
+    if (usable > 0) yield asSamples(bytes, usable);
+  }
+}
+
 function asSamples(bytes: Uint8Array, usable: number): Float32Array {
   if (bytes.byteOffset === 0 && usable === bytes.buffer.byteLength) return new Float32Array(bytes.buffer as ArrayBuffer);
   const samples = new Float32Array(usable / Float32Array.BYTES_PER_ELEMENT);

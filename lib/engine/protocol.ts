@@ -103,8 +103,7 @@ export interface ModelInfo {
 
 export type ToWorker =
   | { op: "load"; rid: number; model: ModelSpec }
-  /** `stream` names the file the window belongs to, for fairness between files. */
-  /** Its features follow in a "features" message (computed on the audio thread meanwhile). */
+  /** `stream` names the file the window belongs to, for fairness between files; its features follow in a "features" message (computed on the audio thread meanwhile). */
   | { op: "window"; rid: number; stream: string; model: ModelSpec; samples: Float32Array; options: WindowOptions; followed: boolean }
   | { op: "features"; rid: number; features: Float32Array }
   | { op: "features"; rid: number; error: string }

@@ -92,8 +92,6 @@ export class WhisperModel {
   readonly noSpeech: number;
   /** generation_config's alignment_heads, [layer, head], when the decoder outputs their cross-attention. */
   readonly alignmentHeads: readonly [number, number][];
-  /** What its features are computed with, so they can be computed on another thread (whisperFeatures). */
-  readonly featureConfig: WhisperFeatureConfig;
   private readonly kv: KvName[];
   private readonly heads: number;
   private readonly headDim: number;
@@ -105,6 +103,8 @@ export class WhisperModel {
     private readonly decoder: Session,
     readonly generation: WhisperGenerationConfig,
     readonly info: ModelInfo,
+    /** What its features are computed with, so they can be computed on another thread (whisperFeatures). */
+    readonly featureConfig: WhisperFeatureConfig,
   ) {
     const config = asr.model.config as unknown as { d_model: number; decoder_attention_heads: number; vocab_size: number; max_source_positions: number };
     this.rules = new WhisperRules(generation);
@@ -124,10 +124,6 @@ export class WhisperModel {
     const heads = generation.alignment_heads ?? [];
     const exported = heads.length > 0 && heads.every(([layer]) => decoder.outputNames.includes(`cross_attentions.${layer}`));
     this.alignmentHeads = exported ? heads : [];
-    const extractor = (asr.processor as unknown as { feature_extractor: unknown }).feature_extractor;
-    const featureConfig = whisperFeatureConfig(extractor);
-    if (!featureConfig) throw new Error("model has no Whisper feature extractor (preprocessor_config.json)");
-    this.featureConfig = featureConfig;
   }
 
   /** Whether words can be timed: the decoder is an export with cross-attention outputs (the hub's `_timestamped` ones). */
@@ -142,13 +138,15 @@ export class WhisperModel {
       device: "cpu",
       session_options: { ...sessionOptions(threads), ...sessionOverrides },
     });
-    useFastLogMel((asr.processor as unknown as { feature_extractor: unknown }).feature_extractor);
+    const extractor = (asr.processor as unknown as { feature_extractor: unknown }).feature_extractor;
+    const featureConfig = whisperFeatureConfig(extractor);
+    if (!featureConfig) throw new Error(`model ${spec.id} has no Whisper feature extractor (preprocessor_config.json)`);
+    useFastLogMel(extractor);
     const sessions = (asr.model as unknown as { sessions: Record<string, Session & { release?(): Promise<void> }> }).sessions;
     const decoder = sessions.decoder_model_merged;
     if (!sessions.model || !decoder) throw new Error(`model ${spec.id} lacks encoder_model or decoder_model_merged (sessions: ${Object.keys(sessions).join(", ")})`);
     const config = asr.model.config as unknown as { encoder_attention_heads: number };
-    const extractor = whisperFeatureConfig((asr.processor as unknown as { feature_extractor: unknown }).feature_extractor);
-    const fused = extractor ? await fuseEncoder(spec, sessions.model, config.encoder_attention_heads, extractor, { ...sessionOptions(threads), ...sessionOverrides }) : null;
+    const fused = await fuseEncoder(spec, sessions.model, config.encoder_attention_heads, featureConfig, { ...sessionOptions(threads), ...sessionOverrides });
     if (fused) {
       await sessions.model.release?.();
       // The pipeline's own calls (profilers) use it too.
@@ -166,7 +164,7 @@ export class WhisperModel {
       rowStateBytes: 0,
       fusedAttentionLayers: fused?.layers ?? 0,
     };
-    const model = new WhisperModel(asr, encoder, decoder, generation, info);
+    const model = new WhisperModel(asr, encoder, decoder, generation, info, featureConfig);
     info.wordTimestamps = model.wordTimestamps;
     info.rowStateBytes = model.rowBytes(model.rules.maxLength);
     return model;
