@@ -1,5 +1,6 @@
 import { existsSync } from "node:fs";
-import { readFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { env } from "@huggingface/transformers";
 import * as ort from "onnxruntime-node";
@@ -18,49 +19,65 @@ const ENCODER_FILE: Record<ModelSpec["dtype"], string> = { q8: "onnx/encoder_mod
  */
 const TOLERANCE = 0.02;
 
-export interface FusedEncoder {
+export interface EncoderSession {
   session: ort.InferenceSession;
+  /** Self-attention layers running fused; 0 when the export's own graph runs. */
   layers: number;
 }
 
+type Releasable = { run(feeds: Record<string, ort.Tensor>): Promise<Record<string, ort.Tensor>>; release(): Promise<void> };
+
 /**
- * The model's encoder with its self-attention fused (fuseEncoderAttention), from the same file
- * transformers.js loaded (the local model directory, else its download cache), checked against
- * `original` on one window of synthetic audio. Null when the file is not on disk here, the export's
- * attention is laid out in a way the fusion does not recognise, or the check fails: the original
- * session then stays.
+ * The session to run the model's encoder with: the encoder with its self-attention fused
+ * (fuseEncoderAttention), from the same file transformers.js loaded (the local model directory, else
+ * its download cache), checked against `original` on one window of synthetic audio. Null when the
+ * file is not on disk here or has no attention to fuse: `original` stays then. Otherwise `original`
+ * is released before the fused session is created: a released session's memory stays with the
+ * process as free heap (measured: releasing small fp32's encoder returned nothing to the system), so
+ * built beside it the fused weights held the encoder twice (+536 MiB resident for small fp32), while
+ * built after it they take the same memory again. A fusion that fails the check, or that
+ * onnxruntime refuses, gives the export's own graph back, built from the same bytes.
  */
-export async function fuseEncoder(
+export async function encoderSession(
   spec: ModelSpec,
-  original: { run(feeds: Record<string, ort.Tensor>): Promise<Record<string, ort.Tensor>> },
+  original: Releasable,
   heads: number,
   features: WhisperFeatureConfig,
   options: Record<string, unknown>,
-): Promise<FusedEncoder | null> {
+): Promise<EncoderSession | null> {
   const file = ENCODER_FILE[spec.dtype];
   const candidates = [env.allowLocalModels && env.localModelPath ? join(env.localModelPath, spec.id, file) : null, env.cacheDir ? join(env.cacheDir, spec.id, file) : null];
   const path = candidates.find((p): p is string => p !== null && existsSync(p));
   if (!path) return null;
-  const { model, fused } = fuseEncoderAttention(await readFile(path), heads);
-  if (fused === 0) return null;
+  const rewritten = fuseEncoderAttention(await readFile(path), heads);
+  if (!rewritten) return null;
+  const input = () => ({ input_features: new ort.Tensor("float32", whisperFeatures(probeAudio(), features), [1, ...featureDims(features)]) });
+  const expected = (await original.run(input())).last_hidden_state!.data as Float32Array;
+  await original.release();
+  const sessionOptions = options as ort.InferenceSession.SessionOptions;
+  const dir = await mkdtemp(join(tmpdir(), "slotscribe-encoder-"));
   let session: ort.InferenceSession | null = null;
   try {
-    session = await ort.InferenceSession.create(model, options as ort.InferenceSession.SessionOptions);
-    const input = { input_features: new ort.Tensor("float32", whisperFeatures(probeAudio(), features), [1, ...featureDims(features)]) };
-    const expected = (await original.run(input)).last_hidden_state!.data as Float32Array;
-    const actual = (await session.run(input)).last_hidden_state!.data as Float32Array;
+    // From a file: onnxruntime building a session from a buffer held the weights once more (+290 MiB
+    // resident for small fp32), on top of the buffer itself.
+    await rewritten.model.writeFile(join(dir, "encoder.onnx"));
+    session = await ort.InferenceSession.create(join(dir, "encoder.onnx"), sessionOptions);
+    const actual = (await session.run(input())).last_hidden_state!.data as Float32Array;
     let difference = 0;
     let magnitude = 0;
     for (let i = 0; i < expected.length; i++) {
       difference += Math.abs(expected[i]! - actual[i]!);
       magnitude += Math.abs(expected[i]!);
     }
-    if (actual.length === expected.length && difference <= TOLERANCE * magnitude) return { session, layers: fused };
+    if (actual.length === expected.length && difference <= TOLERANCE * magnitude) return { session, layers: rewritten.fused };
   } catch {
-    // A layout recognised wrongly can also make shapes that do not fit: the export stays then too.
+    // A layout recognised wrongly can also make shapes that do not fit; a full disk fails the write:
+    // the export runs then.
+  } finally {
+    await rm(dir, { recursive: true, force: true });
   }
   await session?.release();
-  return null;
+  return { session: await ort.InferenceSession.create(path, sessionOptions), layers: 0 };
 }
 
 /** 30 s of a gliding tone over a noise floor, the same every time: attention varies over the whole window. */

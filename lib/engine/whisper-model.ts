@@ -2,7 +2,7 @@ import { pipeline, type AutomaticSpeechRecognitionPipeline } from "@huggingface/
 import * as ort from "onnxruntime-node";
 import { featureDims, whisperFeatures, type WhisperFeatureConfig } from "../audio/log-mel.ts";
 import { useFastLogMel, whisperFeatureConfig } from "./feature-extractor.ts";
-import { fuseEncoder } from "./fused-encoder.ts";
+import { encoderSession } from "./fused-encoder.ts";
 import { releaseBuffer } from "../buffer-release.ts";
 import type { ModelInfo, ModelSpec } from "./protocol.ts";
 import { WhisperRules, type WhisperGenerationConfig } from "./whisper-rules.ts";
@@ -142,16 +142,13 @@ export class WhisperModel {
     const featureConfig = whisperFeatureConfig(extractor);
     if (!featureConfig) throw new Error(`model ${spec.id} has no Whisper feature extractor (preprocessor_config.json)`);
     useFastLogMel(extractor);
-    const sessions = (asr.model as unknown as { sessions: Record<string, Session & { release?(): Promise<void> }> }).sessions;
+    const sessions = (asr.model as unknown as { sessions: Record<string, Session & { release(): Promise<void> }> }).sessions;
     const decoder = sessions.decoder_model_merged;
     if (!sessions.model || !decoder) throw new Error(`model ${spec.id} lacks encoder_model or decoder_model_merged (sessions: ${Object.keys(sessions).join(", ")})`);
     const config = asr.model.config as unknown as { encoder_attention_heads: number };
-    const fused = await fuseEncoder(spec, sessions.model, config.encoder_attention_heads, featureConfig, { ...sessionOptions(threads), ...sessionOverrides });
-    if (fused) {
-      await sessions.model.release?.();
-      // The pipeline's own calls (profilers) use it too.
-      sessions.model = fused.session;
-    }
+    const replaced = await encoderSession(spec, sessions.model, config.encoder_attention_heads, featureConfig, { ...sessionOptions(threads), ...sessionOverrides });
+    // The pipeline's own calls (profilers) use it too.
+    if (replaced) sessions.model = replaced.session;
     const encoder = sessions.model;
     for (const name of ["input_ids", "encoder_hidden_states", "use_cache_branch"]) {
       if (!decoder.inputNames.includes(name)) throw new Error(`model ${spec.id}: decoder_model_merged has no input ${name}; only merged decoders with a KV cache are supported`);
@@ -162,7 +159,7 @@ export class WhisperModel {
       footprintBytes: Math.max(0, process.memoryUsage().rss - before),
       wordTimestamps: false,
       rowStateBytes: 0,
-      fusedAttentionLayers: fused?.layers ?? 0,
+      fusedAttentionLayers: replaced?.layers ?? 0,
     };
     const model = new WhisperModel(asr, encoder, decoder, generation, info, featureConfig);
     info.wordTimestamps = model.wordTimestamps;

@@ -38,10 +38,10 @@ const MS_DOMAIN = "com.microsoft";
 
 /**
  * The model with each encoder self-attention as one MultiHeadAttention node of `heads` heads (the
- * query is already scaled, as Whisper's exports scale q_proj's output), and how many were fused.
- * A model with no such pattern comes back unchanged, with 0.
+ * query is already scaled, as Whisper's exports scale q_proj's output), as chunks that reference the
+ * input's weights, and how many were fused; null for a model with no such pattern.
  */
-export function fuseEncoderAttention(model: Uint8Array, heads: number): { model: Uint8Array; fused: number } {
+export function fuseEncoderAttention(model: Uint8Array, heads: number): { model: Message; fused: number } | null {
   const modelFields = [...fields(model)];
   const graphField = modelFields.find((s) => s.field === 7);
   if (!graphField || !(graphField.value instanceof Uint8Array)) throw new Error("ONNX model: no graph");
@@ -101,7 +101,7 @@ export function fuseEncoderAttention(model: Uint8Array, heads: number): { model:
     for (const n of [scores, softmax, next, ...q.chain, ...k.chain, ...v.chain, ...down]) removed.add(n);
     replacements.set(down.at(-1)!, fusedNode);
   }
-  if (replacements.size === 0) return { model, fused: 0 };
+  if (replacements.size === 0) return null;
 
   const byRaw = new Map(nodes.map((n) => [n.raw, n]));
   const graph = new Message();
@@ -122,13 +122,7 @@ export function fuseEncoderAttention(model: Uint8Array, heads: number): { model:
     else out.raw(s.raw);
   }
   if (!hasMs) out.message(8, new Message().string(1, MS_DOMAIN).int(2, 1));
-  const bytes = new Uint8Array(out.length);
-  let at = 0;
-  for (const p of out.parts) {
-    bytes.set(p, at);
-    at += p.length;
-  }
-  return { model: bytes, fused: replacements.size };
+  return { model: out, fused: replacements.size };
 }
 
 function outputName(valueInfo: Uint8Array): string {

@@ -1,5 +1,3 @@
-import { createWriteStream } from "node:fs";
-import { once } from "node:events";
 import { Message } from "./protobuf.ts";
 
 /** ONNX TensorProto.DataType values used here. */
@@ -181,23 +179,11 @@ export function encodeModel(graph: Graph, meta: ModelMeta): Message {
 
 /** The model's protobuf bytes in one buffer, for onnxruntime's InferenceSession.create. */
 export function modelBytes(graph: Graph, meta: ModelMeta): Uint8Array {
-  const model = encodeModel(graph, meta);
-  const out = new Uint8Array(model.length);
-  let at = 0;
-  for (const part of model.parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
+  return encodeModel(graph, meta).toBytes();
 }
 
 export async function writeModel(path: string, graph: Graph, meta: ModelMeta): Promise<number> {
   const model = encodeModel(graph, meta);
-  const out = createWriteStream(path);
-  for (const part of model.parts) {
-    if (!out.write(part)) await once(out, "drain");
-  }
-  out.end();
-  await once(out, "finish");
+  await model.writeFile(path);
   return model.length;
 }

@@ -1,3 +1,5 @@
+import { createWriteStream } from "node:fs";
+import { once } from "node:events";
 /**
  * Just enough protobuf encoding to write ONNX models. Messages are kept as lists of byte chunks so a
  * multi-hundred-megabyte weight tensor is referenced, never copied, on its way to disk.
@@ -5,6 +7,28 @@
 export class Message {
   readonly parts: Uint8Array[] = [];
   length = 0;
+
+  /** The encoded message in one buffer. */
+  toBytes(): Uint8Array {
+    const out = new Uint8Array(this.length);
+    let at = 0;
+    for (const part of this.parts) {
+      out.set(part, at);
+      at += part.length;
+    }
+    return out;
+  }
+
+  /** Writes the encoded message to a file chunk by chunk, never holding it in one buffer. */
+  async writeFile(path: string): Promise<void> {
+    const out = createWriteStream(path);
+    const failed = new Promise<never>((_, reject) => out.once("error", reject));
+    for (const part of this.parts) {
+      if (!out.write(part)) await Promise.race([once(out, "drain"), failed]);
+    }
+    out.end();
+    await Promise.race([once(out, "finish"), failed]);
+  }
 
   private push(bytes: Uint8Array): void {
     this.parts.push(bytes);

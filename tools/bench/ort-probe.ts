@@ -41,7 +41,7 @@ async function ortProbe(modelDir: string, dtype: Dtype, steps: number, threads: 
   const gen = JSON.parse(readFileSync(join(modelDir, "generation_config.json"), "utf8")) as { decoder_start_token_id: number };
   // With its attention fused, as the engine runs it (lib/engine/fused-encoder.ts).
   const encoderFile = readFileSync(join(modelDir, "onnx", `encoder_model${suffix}.onnx`));
-  const encoder = await ort.InferenceSession.create(fuseEncoderAttention(encoderFile, config.encoder_attention_heads).model, options as never);
+  const encoder = await ort.InferenceSession.create(fuseEncoderAttention(encoderFile, config.encoder_attention_heads)?.model.toBytes() ?? encoderFile, options as never);
   const decoder = await ort.InferenceSession.create(join(modelDir, "onnx", `decoder_model_merged${suffix}.onnx`), options as never);
   const mel = new Float32Array(config.num_mel_bins * 3000).fill(-0.5);
   for (let t = 0; t < 3000; t++) mel[3 * 3000 + t] = 1;
