@@ -64,7 +64,7 @@ export async function capacityCommand(argv: string[]): Promise<number> {
     return 0;
   }
   console.log(`machine: ${formatBytes(machine.memoryBytes)} (${machine.memorySource}), ${machine.cpus} cpus (${machine.cpuSource})`);
-  console.log("a slot costs its working set; each lane (inference thread, one ONNX call at a time) holds its own copy of the model\n");
+  console.log("one copy of the model, on one inference thread using every core; a slot is one more window decoding in its batched calls\n");
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join("  ");
   console.log(line(header));

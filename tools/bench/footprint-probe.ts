@@ -3,7 +3,11 @@
  * options and batched decoding loop) in a fresh process, for the benchmark and for the calibration
  * that writes lib/capacity/footprints.json. Prints one JSON line.
  *
- *   node --expose-gc --import tsx tools/bench/footprint-probe.ts <modelsDir> <id> <q8|fp32> <threads>
+ *   npm run build && node --expose-gc --import tsx tools/bench/footprint-probe.ts <modelsDir> <id> <q8|fp32> <threads>
+ *
+ * The server and the engine are the compiled ones (dist/, as the image runs them): from the sources,
+ * each worker thread registers tsx and transforms the engine's TypeScript itself, which held the
+ * threads' figure about 30 MiB above the service's.
  *
  * baselineBytes: the process with the server's modules imported and no inference thread.
  * threadBytes: what the inference and audio threads add before any model (V8 isolates, transformers.js,
@@ -20,8 +24,9 @@ import { synthesize } from "../audio/synth.ts";
 
 const [modelsDir, id, dtype, threads] = process.argv.slice(2) as [string, string, "q8" | "fp32", string];
 
-await import("../../functions/app.ts");
-const { Engine } = await import("../../lib/engine/engine.ts");
+const dist = new URL("../../dist/", import.meta.url);
+await import(new URL("functions/app.js", dist).href);
+const { Engine } = (await import(new URL("lib/engine/engine.js", dist).href)) as typeof import("../../lib/engine/engine.ts");
 const audio = synthesize([{ tone: 440, seconds: 30 }]);
 /** Resident bytes once the main thread's garbage is collected and the other threads have settled. */
 async function resident(): Promise<number> {

@@ -73,7 +73,7 @@ export async function footprintExperiment(ctx: Context, log: (l: string) => void
   rows.push(["inference + audio threads", mib(thread), mib(file.threadBytes), flag(thread, file.threadBytes), "", "", "", "", "", "", "", "", ""]);
   ctx.options.print(
     renderTable(
-      "\n== Footprint probe (tools/bench/footprint-probe.ts, fresh process, 1 thread) vs lib/capacity/footprints.json ==",
+      "\n== Footprint probe (tools/bench/footprint-probe.ts, compiled service, fresh process, every core) vs lib/capacity/footprints.json ==",
       ["model", "resident", "json", "diff", "encoder", "json", "diff", "per row", "json", "diff", "window", "json", "diff"],
       rows,
       [
