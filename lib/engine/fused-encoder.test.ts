@@ -14,6 +14,8 @@ import { featureDims, whisperFeatures } from "../audio/log-mel.ts";
 import { floatTensor, Graph, modelBytes } from "../onnx/graph.ts";
 import { Ops } from "../onnx/ops.ts";
 import { fuseEncoderAttention } from "../onnx/fuse-attention.ts";
+import { Message } from "../onnx/protobuf.ts";
+import { externalDataFiles, fields } from "../onnx/read.ts";
 import { encoderSession } from "./fused-encoder.ts";
 import { sessionOptions } from "./whisper-model.ts";
 import { createInference } from "./worker.ts";
@@ -58,6 +60,46 @@ function oneLayerEncoder(shape: readonly number[], perm: readonly number[]): Uin
   g.op("MatMul", [merged, weight("out")], {}, "last_hidden_state");
   g.output("last_hidden_state", "float", [1, 1500, 160]);
   return modelBytes(g, { producer: "test", opset: 17 });
+}
+
+/** The model with every initializer's bytes moved to one file beside it (ONNX external data), as exporters store models over 2 GB. */
+function externalized(model: Uint8Array, location: string): { graph: Uint8Array; data: Uint8Array } {
+  const chunks: Uint8Array[] = [];
+  let offset = 0;
+  const graph = new Message();
+  for (const g of fields([...fields(model)].find((f) => f.field === 7)!.value as Uint8Array)) {
+    if (g.field !== 5) {
+      graph.raw(g.raw);
+      continue;
+    }
+    const tensor = new Message();
+    let external = false;
+    for (const t of fields(g.value as Uint8Array)) {
+      const raw = t.value as Uint8Array;
+      // onnx's convert_model_to_external_data keeps tensors under 1 KiB inline (shapes among them).
+      if (t.field !== 9 || raw.length < 1024) {
+        tensor.raw(t.raw);
+        continue;
+      }
+      const entry = (key: string, value: string) => new Message().string(1, key).string(2, value);
+      tensor
+        .message(13, entry("location", location))
+        .message(13, entry("offset", String(offset)))
+        .message(13, entry("length", String(raw.length)));
+      chunks.push(raw);
+      offset += raw.length;
+      external = true;
+    }
+    graph.message(5, external ? tensor.int(14, 1) : tensor);
+  }
+  const out = new Message();
+  for (const f of fields(model)) {
+    if (f.field === 7) out.message(7, graph);
+    else out.raw(f.raw);
+  }
+  const data = new Uint8Array(offset);
+  chunks.reduce((at, c) => (data.set(c, at), at + c.length), 0);
+  return { graph: out.toBytes(), data };
 }
 
 function differences(a: Float32Array, b: Float32Array): { max: number; relative: number } {
@@ -122,6 +164,32 @@ describe("the encoder with its attention fused", () => {
         }
       }
       expect(results).toEqual({ contiguous: 1, interleaved: 0, "contiguous, 7 heads": 0, "interleaved, 7 heads": 0 });
+    } finally {
+      env.localModelPath = previous.local;
+      env.allowLocalModels = previous.allow;
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("finds the weights an export keeps beside its graph (exports over 2 GB do)", async () => {
+    const { model, features } = await setUp("fp32");
+    const dir = mkdtempSync(join(tmpdir(), "fused-encoder-"));
+    const previous = { local: env.localModelPath, allow: env.allowLocalModels };
+    try {
+      env.localModelPath = dir;
+      env.allowLocalModels = true;
+      const { graph, data } = externalized(oneLayerEncoder([0, 0, 4, 40], [0, 2, 1, 3]), "encoder_model.onnx_data");
+      mkdirSync(join(dir, "external", "onnx"), { recursive: true });
+      const file = join(dir, "external", "onnx", "encoder_model.onnx");
+      writeFileSync(file, graph);
+      writeFileSync(`${file}_data`, data);
+      expect(externalDataFiles(graph)).toEqual(["encoder_model.onnx_data"]);
+      const exported = await ort.InferenceSession.create(file, sessionOptions(1) as ort.InferenceSession.SessionOptions);
+      const input = { input_features: new ort.Tensor("float32", features.slice(), [1, ...featureDims(model.featureConfig)]) };
+      const expected = (await exported.run(input)).last_hidden_state!.data as Float32Array;
+      const chosen = (await encoderSession({ id: "external", dtype: "fp32" }, exported, 4, model.featureConfig, sessionOptions(1)))!;
+      expect(chosen.layers).toBe(1);
+      expect(differences(expected, (await chosen.session.run(input)).last_hidden_state!.data as Float32Array).max).toBeLessThan(1e-4);
     } finally {
       env.localModelPath = previous.local;
       env.allowLocalModels = previous.allow;

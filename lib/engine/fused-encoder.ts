@@ -1,11 +1,12 @@
 import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { env } from "@huggingface/transformers";
 import * as ort from "onnxruntime-node";
 import { whisperFeatures, featureDims, type WhisperFeatureConfig } from "../audio/log-mel.ts";
 import { fuseEncoderAttention } from "../onnx/fuse-attention.ts";
+import { externalDataFiles } from "../onnx/read.ts";
 import type { ModelSpec } from "./protocol.ts";
 
 /** The file name transformers.js loads for each dtype the service offers. */
@@ -33,10 +34,12 @@ type Releasable = { run(feeds: Record<string, ort.Tensor>): Promise<Record<strin
  * its download cache), checked against `original` on one window of synthetic audio. Null when the
  * file is not on disk here or has no attention to fuse: `original` stays then. Otherwise `original`
  * is released before the fused session is created: a released session's memory stays with the
- * process as free heap (measured: releasing small fp32's encoder returned nothing to the system), so
- * built beside it the fused weights held the encoder twice (+536 MiB resident for small fp32), while
- * built after it they take the same memory again. A fusion that fails the check, or that
- * onnxruntime refuses, gives the export's own graph back, built from the same bytes.
+ * process as free heap (releasing small fp32's encoder returned nothing to the system), so built
+ * beside it the fused weights came on top (small fp32: 2313 MiB resident after load against 1777
+ * unfused), and built after it they reuse most of it (2070-2154 MiB, and the rest absorbs the
+ * encoder's and the rows' transients: the probe's peak with five rows is the same as unfused). A
+ * fusion that fails the check, or that onnxruntime refuses, gives the export's own graph back,
+ * built from its file.
  */
 export async function encoderSession(
   spec: ModelSpec,
@@ -49,19 +52,30 @@ export async function encoderSession(
   const candidates = [env.allowLocalModels && env.localModelPath ? join(env.localModelPath, spec.id, file) : null, env.cacheDir ? join(env.cacheDir, spec.id, file) : null];
   const path = candidates.find((p): p is string => p !== null && existsSync(p));
   if (!path) return null;
-  const rewritten = fuseEncoderAttention(await readFile(path), heads);
+  const bytes = await readFile(path);
+  const rewritten = fuseEncoderAttention(bytes, heads);
   if (!rewritten) return null;
+  // Exports over 2 GB keep their weights in files beside the graph.
+  const external = externalDataFiles(bytes);
   const input = () => ({ input_features: new ort.Tensor("float32", whisperFeatures(probeAudio(), features), [1, ...featureDims(features)]) });
   const expected = (await original.run(input())).last_hidden_state!.data as Float32Array;
   await original.release();
   const sessionOptions = options as ort.InferenceSession.SessionOptions;
-  const dir = await mkdtemp(join(tmpdir(), "slotscribe-encoder-"));
+  let dir: string | null = null;
   let session: ort.InferenceSession | null = null;
   try {
-    // From a file: onnxruntime building a session from a buffer held the weights once more (+290 MiB
-    // resident for small fp32), on top of the buffer itself.
-    await rewritten.model.writeFile(join(dir, "encoder.onnx"));
-    session = await ort.InferenceSession.create(join(dir, "encoder.onnx"), sessionOptions);
+    if (external.length > 0) {
+      // The graph alone is small then; onnxruntime reads the weights from the export's directory.
+      const extra = { ...(options.extra as Record<string, Record<string, unknown>> | undefined) };
+      extra.session = { ...extra.session, model_external_initializers_file_folder_path: dirname(path) };
+      session = await ort.InferenceSession.create(rewritten.model.toBytes(), { ...sessionOptions, extra });
+    } else {
+      // From a file: onnxruntime building a session from a buffer held the weights once more (+290
+      // MiB resident for small fp32), on top of the buffer itself.
+      dir = await mkdtemp(join(tmpdir(), "slotscribe-encoder-"));
+      await rewritten.model.writeFile(join(dir, "encoder.onnx"));
+      session = await ort.InferenceSession.create(join(dir, "encoder.onnx"), sessionOptions);
+    }
     const actual = (await session.run(input())).last_hidden_state!.data as Float32Array;
     let difference = 0;
     let magnitude = 0;
@@ -71,10 +85,10 @@ export async function encoderSession(
     }
     if (actual.length === expected.length && difference <= TOLERANCE * magnitude) return { session, layers: rewritten.fused };
   } catch {
-    // A layout recognised wrongly can also make shapes that do not fit; a full disk fails the write:
-    // the export runs then.
+    // A layout recognised wrongly can also make shapes that do not fit; no writable temporary
+    // directory, or a full one, fails the write: the export runs then.
   } finally {
-    await rm(dir, { recursive: true, force: true });
+    if (dir) await rm(dir, { recursive: true, force: true });
   }
   await session?.release();
   return { session: await ort.InferenceSession.create(path, sessionOptions), layers: 0 };

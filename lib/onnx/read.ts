@@ -91,6 +91,27 @@ export function floatInitializers(model: Uint8Array): Map<string, FloatInitializ
   return out;
 }
 
+/**
+ * The files the graph's initializers are stored in (TensorProto.external_data's "location"), relative
+ * to the model file: a model over 2 GB keeps its weights beside it, which a copy of the graph
+ * written elsewhere must find again.
+ */
+export function externalDataFiles(model: Uint8Array): string[] {
+  const graph = message(model, 7);
+  if (!graph) throw new Error("ONNX model: no graph");
+  const files = new Set<string>();
+  for (const f of fields(graph)) {
+    if (f.field !== 5 || !(f.value instanceof Uint8Array)) continue;
+    for (const t of fields(f.value)) {
+      if (t.field !== 13 || !(t.value instanceof Uint8Array)) continue;
+      const entry = new Map<number, string>();
+      for (const e of fields(t.value)) if (e.value instanceof Uint8Array) entry.set(e.field, new TextDecoder().decode(e.value));
+      if (entry.get(1) === "location" && entry.has(2)) files.add(entry.get(2)!);
+    }
+  }
+  return [...files];
+}
+
 /** Packed varints re-tagged as field 1 varints, so the one decoder above reads them. */
 function packedAsFields(packed: Uint8Array): Uint8Array {
   const out: number[] = [];
