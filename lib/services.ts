@@ -301,7 +301,13 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
       planned.engine.load(model).then(
         (info) =>
           log.info(
-            { model: model.id, dtype: model.dtype, footprintMiB: Math.round(info.footprintBytes / 2 ** 20), fusedAttentionLayers: info.fusedAttentionLayers },
+            {
+              model: model.id,
+              dtype: model.dtype,
+              footprintMiB: Math.round(info.footprintBytes / 2 ** 20),
+              fusedAttentionLayers: info.fusedAttentionLayers,
+              fusedAttentionRefused: info.fusedAttentionRefused,
+            },
             "model loaded",
           ),
         (err: Error) => log.error({ model: model.id, err: err.message }, "model failed to load"),

@@ -141,6 +141,7 @@ describe("the encoder with its attention fused", () => {
       env.localModelPath = dir;
       env.allowLocalModels = true;
       const results: Record<string, number> = {};
+      const reasons: Record<string, string | undefined> = {};
       for (const [name, split] of [
         ["contiguous", { shape: [0, 0, 4, 40], perm: [0, 2, 1, 3] }],
         ["interleaved", { shape: [0, 0, 40, 4], perm: [0, 3, 1, 2] }],
@@ -158,12 +159,16 @@ describe("the encoder with its attention fused", () => {
         ] as const) {
           const chosen = (await encoderSession({ id: name, dtype: "fp32" }, await exported(), heads, model.featureConfig, sessionOptions(1)))!;
           results[label] = chosen.layers;
+          reasons[label] = chosen.refused;
           // Fused or not, the session given back computes the export's output.
           const actual = (await chosen.session.run(input)).last_hidden_state!.data as Float32Array;
           expect(differences(expected, actual).max).toBeLessThan(1e-4);
         }
       }
       expect(results).toEqual({ contiguous: 1, interleaved: 0, "contiguous, 7 heads": 0, "interleaved, 7 heads": 0 });
+      expect(reasons.contiguous).toBeUndefined();
+      expect(reasons.interleaved).toMatch(/differs from the export's by \d+(\.\d+)?% of its magnitude/);
+      expect(reasons["contiguous, 7 heads"]).toMatch(/MultiHeadAttention/);
     } finally {
       env.localModelPath = previous.local;
       env.allowLocalModels = previous.allow;

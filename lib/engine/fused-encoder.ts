@@ -24,6 +24,8 @@ export interface EncoderSession {
   session: ort.InferenceSession;
   /** Self-attention layers running fused; 0 when the export's own graph runs. */
   layers: number;
+  /** Why a fusion that was tried is not used (the check's figure, or onnxruntime's or the file system's error). */
+  refused?: string;
 }
 
 type Releasable = { run(feeds: Record<string, ort.Tensor>): Promise<Record<string, ort.Tensor>>; release(): Promise<void> };
@@ -63,6 +65,7 @@ export async function encoderSession(
   const sessionOptions = options as ort.InferenceSession.SessionOptions;
   let dir: string | null = null;
   let session: ort.InferenceSession | null = null;
+  let refused: string;
   try {
     if (external.length > 0) {
       // The graph alone is small then; onnxruntime reads the weights from the export's directory.
@@ -84,14 +87,19 @@ export async function encoderSession(
       magnitude += Math.abs(expected[i]!);
     }
     if (actual.length === expected.length && difference <= TOLERANCE * magnitude) return { session, layers: rewritten.fused };
-  } catch {
+    refused =
+      actual.length === expected.length
+        ? `its output differs from the export's by ${((100 * difference) / magnitude).toFixed(1)}% of its magnitude`
+        : `its output has ${actual.length} values, the export's ${expected.length}`;
+  } catch (err) {
     // A layout recognised wrongly can also make shapes that do not fit; no writable temporary
     // directory, or a full one, fails the write: the export runs then.
+    refused = (err as Error).message.slice(0, 300);
   } finally {
     if (dir) await rm(dir, { recursive: true, force: true });
   }
   await session?.release();
-  return { session: await ort.InferenceSession.create(path, sessionOptions), layers: 0 };
+  return { session: await ort.InferenceSession.create(path, sessionOptions), layers: 0, refused };
 }
 
 /** 30 s of a gliding tone over a noise floor, the same every time: attention varies over the whole window. */

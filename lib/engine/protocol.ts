@@ -99,6 +99,8 @@ export interface ModelInfo {
   rowStateBytes: number;
   /** Encoder layers whose self-attention runs as one fused (flash) attention kernel (fused-encoder.ts); 0 when the export was left as it is. */
   fusedAttentionLayers: number;
+  /** Why the fused attention was tried and not kept, when it was. */
+  fusedAttentionRefused?: string;
 }
 
 export type ToWorker =

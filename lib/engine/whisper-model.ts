@@ -160,6 +160,7 @@ export class WhisperModel {
       wordTimestamps: false,
       rowStateBytes: 0,
       fusedAttentionLayers: replaced?.layers ?? 0,
+      ...(replaced?.refused ? { fusedAttentionRefused: replaced.refused } : {}),
     };
     const model = new WhisperModel(asr, encoder, decoder, generation, info, featureConfig);
     info.wordTimestamps = model.wordTimestamps;
