@@ -5,6 +5,7 @@ import { dirname, join } from "node:path";
 import { env } from "@huggingface/transformers";
 import * as ort from "onnxruntime-node";
 import { whisperFeatures, featureDims, type WhisperFeatureConfig } from "../audio/log-mel.ts";
+import { releaseBuffer } from "../buffer-release.ts";
 import { fuseEncoderAttention } from "../onnx/fuse-attention.ts";
 import { externalDataFiles } from "../onnx/read.ts";
 import type { ModelSpec } from "./protocol.ts";
@@ -55,8 +56,15 @@ export async function encoderSession(
   const path = candidates.find((p): p is string => p !== null && existsSync(p));
   if (!path) return null;
   const bytes = await readFile(path);
+  // The file's bytes (small fp32: 336 MB) would otherwise wait for the thread's next full collection.
+  const releaseBytes = () => {
+    if (bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength) releaseBuffer(bytes.buffer);
+  };
   const rewritten = fuseEncoderAttention(bytes, heads);
-  if (!rewritten) return null;
+  if (!rewritten) {
+    releaseBytes();
+    return null;
+  }
   // Exports over 2 GB keep their weights in files beside the graph.
   const external = externalDataFiles(bytes);
   const input = () => ({ input_features: new ort.Tensor("float32", whisperFeatures(probeAudio(), features), [1, ...featureDims(features)]) });
@@ -71,7 +79,9 @@ export async function encoderSession(
       // The graph alone is small then; onnxruntime reads the weights from the export's directory.
       const extra = { ...(options.extra as Record<string, Record<string, unknown>> | undefined) };
       extra.session = { ...extra.session, model_external_initializers_file_folder_path: dirname(path) };
-      session = await ort.InferenceSession.create(rewritten.model.toBytes(), { ...sessionOptions, extra });
+      const graph = rewritten.model.toBytes();
+      session = await ort.InferenceSession.create(graph, { ...sessionOptions, extra });
+      releaseBuffer(graph.buffer);
     } else {
       // From a file: onnxruntime building a session from a buffer held the weights once more (+290
       // MiB resident for small fp32), on top of the buffer itself.
@@ -96,6 +106,8 @@ export async function encoderSession(
     // directory, or a full one, fails the write: the export runs then.
     refused = (err as Error).message.slice(0, 300);
   } finally {
+    // The rewritten graph's chunks are views of the file's bytes: both are done with now.
+    releaseBytes();
     if (dir) await rm(dir, { recursive: true, force: true });
   }
   await session?.release();
