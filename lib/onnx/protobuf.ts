@@ -1,5 +1,6 @@
 import { createWriteStream } from "node:fs";
-import { once } from "node:events";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
 /**
  * Just enough protobuf encoding to write ONNX models. Messages are kept as lists of byte chunks so a
  * multi-hundred-megabyte weight tensor is referenced, never copied, on its way to disk.
@@ -21,13 +22,7 @@ export class Message {
 
   /** Writes the encoded message to a file chunk by chunk, never holding it in one buffer. */
   async writeFile(path: string): Promise<void> {
-    const out = createWriteStream(path);
-    const failed = new Promise<never>((_, reject) => out.once("error", reject));
-    for (const part of this.parts) {
-      if (!out.write(part)) await Promise.race([once(out, "drain"), failed]);
-    }
-    out.end();
-    await Promise.race([once(out, "finish"), failed]);
+    await pipeline(Readable.from(this.parts), createWriteStream(path));
   }
 
   private push(bytes: Uint8Array): void {
