@@ -51,6 +51,8 @@ export interface TranscriptionResult {
   seconds: number;
   /** Text tokens in the transcript's segments (timestamp tokens not counted). */
   tokens: number;
+  /** Windows slotscribe decoded for it: the distinct `seek` (window offsets) among its segments. */
+  windows?: number;
   error?: string;
 }
 
@@ -58,9 +60,9 @@ export async function transcribeOnService(url: string, clip: Clip, signal?: Abor
   const { body, contentType } = multipart(clip.bytes, basename(clip.path), { model: "whisper-1", response_format: "verbose_json" });
   const res = await http(`${url}/v1/audio/transcriptions`, { method: "POST", headers: { "content-type": contentType }, body, signal });
   if (res.status !== 200) return { ok: false, status: res.status, seconds: res.ms / 1000, tokens: 0, error: res.body.toString().slice(0, 300) };
-  const out = JSON.parse(res.body.toString()) as { segments?: { tokens?: number[] }[] };
+  const out = JSON.parse(res.body.toString()) as { segments?: { tokens?: number[]; seek?: number }[] };
   const tokens = (out.segments ?? []).reduce((n, s) => n + (s.tokens?.length ?? 0), 0);
-  return { ok: true, status: 200, seconds: res.ms / 1000, tokens };
+  return { ok: true, status: 200, seconds: res.ms / 1000, tokens, windows: new Set((out.segments ?? []).map((s) => s.seek)).size };
 }
 
 export async function transcribeOnNaive(url: string, clip: Clip): Promise<TranscriptionResult> {

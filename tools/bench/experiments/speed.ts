@@ -145,6 +145,7 @@ export async function speedExperiment(ctx: Context, log: (l: string) => void): P
       rtfPerCore: rtf / server.cpus,
       fractionOfMachineBound: bound ? rtf / bound.boundRtf : null,
       textTokensPerWindow: result.tokens / windows,
+      windows: result.windows ?? 0,
       speedFilePeakBytes: wholeRun.peak,
       memory,
     });
