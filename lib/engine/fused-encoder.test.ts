@@ -102,6 +102,21 @@ function externalized(model: Uint8Array, location: string): { graph: Uint8Array;
   return { graph: out.toBytes(), data };
 }
 
+/** Runs `body` with transformers.js reading models from a fresh local directory, which is removed after. */
+async function withLocalModels(body: (dir: string) => Promise<void>): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), "fused-encoder-"));
+  const previous = { local: env.localModelPath, allow: env.allowLocalModels };
+  try {
+    env.localModelPath = dir;
+    env.allowLocalModels = true;
+    await body(dir);
+  } finally {
+    env.localModelPath = previous.local;
+    env.allowLocalModels = previous.allow;
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 function differences(a: Float32Array, b: Float32Array): { max: number; relative: number } {
   let max = 0;
   let sum = 0;
@@ -135,11 +150,7 @@ describe("the encoder with its attention fused", () => {
     // Two encoders of one attention layer over [1, 1500, 160] (the features, regrouped): one splits
     // heads as Whisper does (contiguous), the other interleaves them (feature i goes to head i % 4),
     // which the fusion's op-by-op recognition cannot tell apart.
-    const dir = mkdtempSync(join(tmpdir(), "fused-encoder-"));
-    const previous = { local: env.localModelPath, allow: env.allowLocalModels };
-    try {
-      env.localModelPath = dir;
-      env.allowLocalModels = true;
+    await withLocalModels(async (dir) => {
       const results: Record<string, number> = {};
       const reasons: Record<string, string | undefined> = {};
       for (const [name, split] of [
@@ -169,20 +180,12 @@ describe("the encoder with its attention fused", () => {
       expect(reasons.contiguous).toBeUndefined();
       expect(reasons.interleaved).toMatch(/differs from the export's by \d+(\.\d+)?% of its magnitude/);
       expect(reasons["contiguous, 7 heads"]).toMatch(/MultiHeadAttention/);
-    } finally {
-      env.localModelPath = previous.local;
-      env.allowLocalModels = previous.allow;
-      rmSync(dir, { recursive: true, force: true });
-    }
+    });
   });
 
   it("finds the weights an export keeps beside its graph (exports over 2 GB do)", async () => {
     const { model, features } = await setUp("fp32");
-    const dir = mkdtempSync(join(tmpdir(), "fused-encoder-"));
-    const previous = { local: env.localModelPath, allow: env.allowLocalModels };
-    try {
-      env.localModelPath = dir;
-      env.allowLocalModels = true;
+    await withLocalModels(async (dir) => {
       const { graph, data } = externalized(oneLayerEncoder([0, 0, 4, 40], [0, 2, 1, 3]), "encoder_model.onnx_data");
       mkdirSync(join(dir, "external", "onnx"), { recursive: true });
       const file = join(dir, "external", "onnx", "encoder_model.onnx");
@@ -195,11 +198,7 @@ describe("the encoder with its attention fused", () => {
       const chosen = (await encoderSession({ id: "external", dtype: "fp32" }, exported, 4, model.featureConfig, sessionOptions(1)))!;
       expect(chosen.layers).toBe(1);
       expect(differences(expected, (await chosen.session.run(input)).last_hidden_state!.data as Float32Array).max).toBeLessThan(1e-4);
-    } finally {
-      env.localModelPath = previous.local;
-      env.allowLocalModels = previous.allow;
-      rmSync(dir, { recursive: true, force: true });
-    }
+    });
   });
 
   it("leaves a graph without the attention pattern as it is", () => {
