@@ -30,11 +30,13 @@ export interface AudioSet {
   clips: Record<"speed" | "concurrent" | "window" | "long" | "short", Clip>;
 }
 
-export async function prepareAudio(tmp: string, quick: boolean, log: (l: string) => void): Promise<AudioSet> {
-  // The long file is cancelled once the clips behind it are measured, so its length costs nothing
-  // (at 300 s tiny finished it, in 1.9 s, before a clip sent behind it had returned).
+export async function prepareAudio(tmp: string, log: (l: string) => void): Promise<AudioSet> {
+  // The same files in the quick run: the long file is cancelled once the clips behind it are
+  // measured, so its length costs nothing (at 300 s tiny finished it, in 1.9 s, before a clip sent
+  // behind it had returned); 60 s concurrent clips are the length the memory targets name
+  // (with 30 s ones the naive server's copies were smaller: 0.34x its memory against 0.30x).
   // window: one fully voiced 30 s window, for the memory-per-slot peaks.
-  const lengths = quick ? { speed: 300, concurrent: 30, window: 30, long: 600, short: 5 } : { speed: 300, concurrent: 60, window: 30, long: 600, short: 5 };
+  const lengths = { speed: 300, concurrent: 60, window: 30, long: 600, short: 5 };
   const audioDir = join(sharedDir(), "audio");
   const speech: { path: string; seconds: number }[] = [];
   for (const set of ["ljspeech-coqui", "librispeech-mini", "jfk"]) {

@@ -64,7 +64,7 @@ export async function runBench(options: BenchOptions): Promise<{ jsonPath: strin
     }
     log("building the service as the image runs it (npm run build)");
     buildService();
-    ctx.audio = await prepareAudio(tmp, options.quick, log);
+    ctx.audio = await prepareAudio(tmp, log);
     options.print(
       `audio: ${ctx.audio.source}; files: ${Object.values(ctx.audio.clips)
         .map((c) => `${c.name} ${c.seconds.toFixed(0)} s`)

@@ -126,14 +126,7 @@ export async function holExperiment(ctx: Context, log: (l: string) => void, heal
       `${seconds(behind)} / ${seconds((out.behind as Summary).max)}`,
       times(ratio, 1),
       primary
-        ? recordTarget(
-            ctx,
-            "head-of-line",
-            ratio,
-            times(ratio, 1),
-            TARGETS.headOfLine,
-            `${TARGETS.headOfLine.name} (p50${ctx.options.quick ? `; quick: ${long.seconds.toFixed(0)} s file` : ""})`,
-          )
+        ? recordTarget(ctx, "head-of-line", ratio, times(ratio, 1), TARGETS.headOfLine, `${TARGETS.headOfLine.name} (p50)`)
         : `${verdict(ratio, TARGETS.headOfLine)} (info; ${TARGETS.headOfLine.label})`,
     ]);
   }

@@ -88,7 +88,6 @@ export async function speedExperiment(ctx: Context, log: (l: string) => void): P
     const windows = Math.ceil(clip.seconds / 30);
     const bound = ctx.bounds.get(`${kind}/${dtype}`);
     const rtfTarget = dtype === "q8" ? TARGETS.rtf[kind] : null;
-    const fullFile = Math.round(clip.seconds) === 300;
     rows.push([
       `${kind} ${dtype}`,
       `${server.slots} on ${server.threads}`,
@@ -97,7 +96,7 @@ export async function speedExperiment(ctx: Context, log: (l: string) => void): P
       times(rtf / server.cpus, 2),
       bound ? pct(rtf / bound.boundRtf) : "-",
       num(result.tokens / windows, 0),
-      rtfTarget ? recordTarget(ctx, "speed", rtf, times(rtf, 1), rtfTarget, `${rtfTarget.name}${fullFile ? "" : ` (quick: ${clip.seconds.toFixed(0)} s file)`}`) : "-",
+      rtfTarget ? recordTarget(ctx, "speed", rtf, times(rtf, 1), rtfTarget, rtfTarget.name) : "-",
     ]);
 
     // What a second slot costs: one slot alone (WINDOW_SLOTS=1) against two busy slots sharing the one model
