@@ -10,7 +10,7 @@ import path from "node:path";
 import { DomainError } from "../errors.ts";
 import { deferred } from "../deferred.ts";
 import { type LaunchedProcess, type ProcessExit, processLauncher } from "./process-launcher.ts";
-import { PCM_SAMPLE_RATE, plainWav, wavSamples } from "./wav.ts";
+import { PCM_SAMPLE_RATE, plainWav, wavSamples, wholeSamples } from "./wav.ts";
 
 // Whisper's input rate; every decoded stream is mono at this rate.
 export { PCM_SAMPLE_RATE };
@@ -326,26 +326,20 @@ export async function runFfmpeg(args: string[], opts: { ffmpegPath?: string; sig
   }
 }
 
-/**
- * The samples in the first `usable` bytes. A chunk the launcher handed over whole becomes them
- * without a copy; anything else (joined to a carry, or with an odd tail) is copied byte-wise
- * because a Float32Array needs a 4-byte aligned offset and a buffer of its own.
- */
 /** ffmpeg's f32le output as float chunks, whatever byte boundaries the pipe splits it at. */
 async function* floatChunks(stdout: AsyncIterable<Uint8Array>): AsyncGenerator<Float32Array> {
-  let carry: Uint8Array | undefined;
-  for await (const data of stdout) {
-    const bytes = carry ? Buffer.concat([carry, data]) : data;
-    const usable = bytes.length - (bytes.length % Float32Array.BYTES_PER_ELEMENT);
-    carry = usable < bytes.length ? bytes.subarray(usable) : undefined;
-    if (usable > 0) yield asSamples(bytes, usable);
-  }
+  for await (const bytes of wholeSamples(stdout, Float32Array.BYTES_PER_ELEMENT)) yield asSamples(bytes);
 }
 
-function asSamples(bytes: Uint8Array, usable: number): Float32Array {
-  if (bytes.byteOffset === 0 && usable === bytes.buffer.byteLength) return new Float32Array(bytes.buffer as ArrayBuffer);
-  const samples = new Float32Array(usable / Float32Array.BYTES_PER_ELEMENT);
-  new Uint8Array(samples.buffer).set(bytes.subarray(0, usable));
+/**
+ * The samples in `bytes` (whole samples only). A chunk the launcher handed over whole becomes them
+ * without a copy; anything else (joined to a carry, or cut before an odd tail) is copied byte-wise
+ * because a Float32Array needs a 4-byte aligned offset and a buffer of its own.
+ */
+function asSamples(bytes: Uint8Array): Float32Array {
+  if (bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength) return new Float32Array(bytes.buffer as ArrayBuffer);
+  const samples = new Float32Array(bytes.byteLength / Float32Array.BYTES_PER_ELEMENT);
+  new Uint8Array(samples.buffer).set(bytes);
   return samples;
 }
 

@@ -74,15 +74,27 @@ function formatOf(fmt: Buffer): PlainWav["encoding"] | null {
 /** The file's samples as float, in chunks of up to 64 KiB of the file. */
 export async function* wavSamples(path: string, wav: PlainWav): AsyncGenerator<Float32Array> {
   const width = wav.encoding === "s16" ? 2 : 4;
-  let carry: Buffer | null = null;
-  for await (const chunk of createReadStream(path, { start: wav.offset, end: wav.offset + wav.bytes - 1, highWaterMark: 64 * 1024 })) {
-    const bytes: Buffer = carry ? Buffer.concat([carry, chunk as Buffer]) : (chunk as Buffer);
-    const usable = bytes.length - (bytes.length % width);
-    carry = usable < bytes.length ? bytes.subarray(usable) : null;
-    if (usable === 0) continue;
-    const samples = new Float32Array(usable / width);
+  const chunks = createReadStream(path, { start: wav.offset, end: wav.offset + wav.bytes - 1, highWaterMark: 64 * 1024 });
+  for await (const bytes of wholeSamples(chunks, width)) {
+    const samples = new Float32Array(bytes.length / width);
     if (wav.encoding === "s16") for (let i = 0; i < samples.length; i++) samples[i] = bytes.readInt16LE(i * 2) / 32768;
     else for (let i = 0; i < samples.length; i++) samples[i] = bytes.readFloatLE(i * 4);
     yield samples;
+  }
+}
+
+/**
+ * A byte stream regrouped into runs of whole samples of `width` bytes, whatever boundaries it
+ * arrives in (a file read or a pipe splits samples anywhere); a run is the incoming chunk itself when
+ * it holds whole samples only.
+ */
+export async function* wholeSamples(chunks: AsyncIterable<Uint8Array>, width: number): AsyncGenerator<Buffer> {
+  let carry: Buffer | null = null;
+  for await (const chunk of chunks) {
+    const data = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    const bytes: Buffer = carry ? Buffer.concat([carry, data]) : data;
+    const usable: number = bytes.length - (bytes.length % width);
+    carry = usable < bytes.length ? bytes.subarray(usable) : null;
+    if (usable > 0) yield bytes.subarray(0, usable);
   }
 }
