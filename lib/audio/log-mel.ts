@@ -91,26 +91,41 @@ export class ComplexFft {
   /** The transform of input already gathered into `order`, in place. */
   combine(re: Float64Array, im: Float64Array): void {
     for (const pass of this.passes) {
-      if (pass.p === 4) radix4(re, im, this.size, pass);
-      else if (pass.p === 2) radix2(re, im, this.size, pass);
-      else if (pass.p === 5) radix5(re, im, this.size, pass);
-      else radix3(re, im, this.size, pass);
+      twiddle(re, im, this.size, pass);
+      if (pass.p === 4) radix4(re, im, this.size, pass.m);
+      else if (pass.p === 2) radix2(re, im, this.size, pass.m);
+      else if (pass.p === 5) radix5(re, im, this.size, pass.m);
+      else radix3(re, im, this.size, pass.m);
     }
   }
 }
 
-// Each combines, in place, the sub-transforms at base + q * m (q < p) into X[base + k + s * m],
-// after multiplying the q-th by its twiddles.
+// A pass multiplies the q-th sub-transform of each block by its twiddles, then combines the p of
+// them, in place, into X[base + k + s * m].
 
-function radix2(re: Float64Array, im: Float64Array, n: number, { m, twRe, twIm }: Pass): void {
+function twiddle(re: Float64Array, im: Float64Array, n: number, { p, m, twRe, twIm }: Pass): void {
+  // W^0 = 1: the first sub-transform and every sub-transform's first value stay as they are.
+  for (let base = 0; base < n; base += p * m) {
+    for (let q = 1; q < p; q++) {
+      for (let j = q * m + 1; j < (q + 1) * m; j++) {
+        const i = base + j;
+        const c = twRe[j]!;
+        const d = twIm[j]!;
+        const r = re[i]!;
+        re[i] = r * c - im[i]! * d;
+        im[i] = r * d + im[i]! * c;
+      }
+    }
+  }
+}
+
+function radix2(re: Float64Array, im: Float64Array, n: number, m: number): void {
   for (let base = 0; base < n; base += 2 * m) {
     for (let k = 0; k < m; k++) {
       const i0 = base + k;
       const i1 = i0 + m;
-      const c = twRe[m + k]!;
-      const d = twIm[m + k]!;
-      const t1r = re[i1]! * c - im[i1]! * d;
-      const t1i = re[i1]! * d + im[i1]! * c;
+      const t1r = re[i1]!;
+      const t1i = im[i1]!;
       const t0r = re[i0]!;
       const t0i = im[i0]!;
       re[i0] = t0r + t1r;
@@ -121,20 +136,16 @@ function radix2(re: Float64Array, im: Float64Array, n: number, { m, twRe, twIm }
   }
 }
 
-function radix3(re: Float64Array, im: Float64Array, n: number, { m, twRe, twIm }: Pass): void {
+function radix3(re: Float64Array, im: Float64Array, n: number, m: number): void {
   for (let base = 0; base < n; base += 3 * m) {
     for (let k = 0; k < m; k++) {
       const i0 = base + k;
       const i1 = i0 + m;
       const i2 = i1 + m;
-      let c = twRe[m + k]!;
-      let d = twIm[m + k]!;
-      const t1r = re[i1]! * c - im[i1]! * d;
-      const t1i = re[i1]! * d + im[i1]! * c;
-      c = twRe[2 * m + k]!;
-      d = twIm[2 * m + k]!;
-      const t2r = re[i2]! * c - im[i2]! * d;
-      const t2i = re[i2]! * d + im[i2]! * c;
+      const t1r = re[i1]!;
+      const t1i = im[i1]!;
+      const t2r = re[i2]!;
+      const t2i = im[i2]!;
       const t0r = re[i0]!;
       const t0i = im[i0]!;
       const ar = t1r + t2r;
@@ -152,25 +163,19 @@ function radix3(re: Float64Array, im: Float64Array, n: number, { m, twRe, twIm }
   }
 }
 
-function radix4(re: Float64Array, im: Float64Array, n: number, { m, twRe, twIm }: Pass): void {
+function radix4(re: Float64Array, im: Float64Array, n: number, m: number): void {
   for (let base = 0; base < n; base += 4 * m) {
     for (let k = 0; k < m; k++) {
       const i0 = base + k;
       const i1 = i0 + m;
       const i2 = i1 + m;
       const i3 = i2 + m;
-      let c = twRe[m + k]!;
-      let d = twIm[m + k]!;
-      const t1r = re[i1]! * c - im[i1]! * d;
-      const t1i = re[i1]! * d + im[i1]! * c;
-      c = twRe[2 * m + k]!;
-      d = twIm[2 * m + k]!;
-      const t2r = re[i2]! * c - im[i2]! * d;
-      const t2i = re[i2]! * d + im[i2]! * c;
-      c = twRe[3 * m + k]!;
-      d = twIm[3 * m + k]!;
-      const t3r = re[i3]! * c - im[i3]! * d;
-      const t3i = re[i3]! * d + im[i3]! * c;
+      const t1r = re[i1]!;
+      const t1i = im[i1]!;
+      const t2r = re[i2]!;
+      const t2i = im[i2]!;
+      const t3r = re[i3]!;
+      const t3i = im[i3]!;
       const t0r = re[i0]!;
       const t0i = im[i0]!;
       const aRe = t0r + t2r;
@@ -194,7 +199,7 @@ function radix4(re: Float64Array, im: Float64Array, n: number, { m, twRe, twIm }
   }
 }
 
-function radix5(re: Float64Array, im: Float64Array, n: number, { m, twRe, twIm }: Pass): void {
+function radix5(re: Float64Array, im: Float64Array, n: number, m: number): void {
   for (let base = 0; base < n; base += 5 * m) {
     for (let k = 0; k < m; k++) {
       const i0 = base + k;
@@ -202,22 +207,14 @@ function radix5(re: Float64Array, im: Float64Array, n: number, { m, twRe, twIm }
       const i2 = i1 + m;
       const i3 = i2 + m;
       const i4 = i3 + m;
-      let c = twRe[m + k]!;
-      let d = twIm[m + k]!;
-      const t1r = re[i1]! * c - im[i1]! * d;
-      const t1i = re[i1]! * d + im[i1]! * c;
-      c = twRe[2 * m + k]!;
-      d = twIm[2 * m + k]!;
-      const t2r = re[i2]! * c - im[i2]! * d;
-      const t2i = re[i2]! * d + im[i2]! * c;
-      c = twRe[3 * m + k]!;
-      d = twIm[3 * m + k]!;
-      const t3r = re[i3]! * c - im[i3]! * d;
-      const t3i = re[i3]! * d + im[i3]! * c;
-      c = twRe[4 * m + k]!;
-      d = twIm[4 * m + k]!;
-      const t4r = re[i4]! * c - im[i4]! * d;
-      const t4i = re[i4]! * d + im[i4]! * c;
+      const t1r = re[i1]!;
+      const t1i = im[i1]!;
+      const t2r = re[i2]!;
+      const t2i = im[i2]!;
+      const t3r = re[i3]!;
+      const t3i = im[i3]!;
+      const t4r = re[i4]!;
+      const t4i = im[i4]!;
       const t0r = re[i0]!;
       const t0i = im[i0]!;
       const a1Re = t1r + t4r;
