@@ -7,7 +7,8 @@
  *
  * Works on the protobuf directly: every field but the graph's nodes is copied as it is (the weights
  * are referenced, not copied). The caller checks the rewritten graph's output against the original's
- * (WhisperModel.load), because the layout chains are recognised by their ops, not their shapes.
+ * (encoderSession in lib/engine/fused-encoder.ts), because the layout chains are recognised by their
+ * ops, not their shapes.
  */
 import { Message } from "./protobuf.ts";
 import { fields } from "./read.ts";

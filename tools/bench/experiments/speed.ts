@@ -1,6 +1,6 @@
 /** Speed per model and dtype through the service, and what a second slot costs in memory. */
-import { readFileSync } from "node:fs";
-import { type Context, type Dtype, FOOTPRINTS, type ModelKind, TARGETS, modelDtypes, recordTarget } from "../context.ts";
+import { footprintOf } from "../../../lib/capacity/plan.ts";
+import { type Context, type Dtype, type ModelKind, TARGETS, modelDtypes, recordTarget } from "../context.ts";
 import { type Clip, type TranscriptionResult, transcribeOnService } from "../http.ts";
 import type { RssWindow } from "../memory.ts";
 import { mib, num, pct, renderTable, seconds, times } from "../report.ts";
@@ -115,10 +115,10 @@ export async function speedExperiment(ctx: Context, log: (l: string) => void): P
       const rssBytes = one.ok && planned.ok ? planned.peak.peak - one.peak.peak : null;
       // The issue sets the 15% for tiny. A bigger model's row can need more on its own: small's
       // cross-attention K/V is 110 MB, 14% of its copy, before its encoder output and logits.
-      const rowState = (JSON.parse(readFileSync(FOOTPRINTS, "utf8")) as { models: Record<string, Partial<Record<Dtype, { rowBytes: number }>>> }).models[kind]?.[dtype]?.rowBytes;
+      const rowState = footprintOf(kind, dtype).rowBytes;
       const cell = (c: { bytes: number | null; share: number | null }, label: string) => {
         if (c.share === null) return "-";
-        if (kind !== "tiny") return `${mib(c.bytes)} = ${pct(c.share)} (a row alone: ${rowState && footprint ? pct(rowState / footprint) : "-"})`;
+        if (kind !== "tiny") return `${mib(c.bytes)} = ${pct(c.share)} (a row alone: ${footprint ? pct(rowState / footprint) : "-"})`;
         return `${mib(c.bytes)} = ${pct(c.share)} ${recordTarget(ctx, "slot memory", c.share, pct(c.share), TARGETS.slotCost, `${TARGETS.slotCost.name} (${kind} ${dtype}, ${label})`)}`;
       };
       memRows.push([
