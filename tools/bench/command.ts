@@ -7,7 +7,8 @@ Measures the service on generated architecture-faithful models (speed per model 
 this machine's ONNX Runtime compute bound, where a window's time goes (features, encoder, decoder,
 JavaScript), concurrency vs a naive model-per-request server,
 head-of-line latency, /healthz while saturated, memory per slot, footprint probes, the Silero VAD's
-share of the transcription time and a file with 30% non-speech) and prints each
+share of the transcription time and a file with 30% non-speech, whisper.cpp side by side when
+tools/bench/build-whisper-cpp.sh has built it) and prints each
 figure next to its product target with PASS/MISS. Writes the results as JSON to
 <out>/bench-<timestamp>.json. A full run takes about 30-40 min on 2 cores; --quick (tiny q8 only,
 fewer concurrency levels and samples) about 2.5 min. --calibrate also writes the footprint-probe measurements

@@ -14,7 +14,7 @@ export const FOOTPRINTS = join(ROOT, "lib", "capacity", "footprints.json");
 export type ModelKind = "tiny" | "base" | "small";
 export type Dtype = "q8" | "fp32";
 export const MODEL_KINDS: readonly ModelKind[] = ["tiny", "base", "small"];
-export const EXPERIMENTS = ["footprint", "bound", "profile", "agreement", "speed", "concurrency", "hol", "healthz", "vad"] as const;
+export const EXPERIMENTS = ["footprint", "bound", "profile", "agreement", "speed", "whisper-cpp", "concurrency", "hol", "healthz", "vad"] as const;
 export type Experiment = (typeof EXPERIMENTS)[number];
 
 export interface BenchOptions {
@@ -50,6 +50,7 @@ export const TARGETS = {
   naiveMemory: { name: "peak memory (PSS) vs naive at 4 concurrent", op: "<=", value: 1 / 3, label: "<= 0.33x" } satisfies Target,
   headOfLine: { name: "5 s clip behind a 10 min file, vs its solo latency", op: "<=", value: 2, label: "<= 2x" } satisfies Target,
   healthz: { name: "/healthz p99 while every slot is busy", op: "<", value: 50, label: "< 50 ms" } satisfies Target,
+  vsWhisperCpp: { name: "5-min file: real time vs whisper.cpp's for the same windows and tokens, same cores", op: ">=", value: 1, label: ">= 1x" } satisfies Target,
 } as const;
 
 export interface Context {

@@ -53,6 +53,7 @@ export interface TranscriptionResult {
   tokens: number;
   /** Windows slotscribe decoded for it: the distinct `seek` (window offsets) among its segments. */
   windows?: number;
+  segments?: number;
   error?: string;
 }
 
@@ -62,7 +63,8 @@ export async function transcribeOnService(url: string, clip: Clip, signal?: Abor
   if (res.status !== 200) return { ok: false, status: res.status, seconds: res.ms / 1000, tokens: 0, error: res.body.toString().slice(0, 300) };
   const out = JSON.parse(res.body.toString()) as { segments?: { tokens?: number[]; seek?: number }[] };
   const tokens = (out.segments ?? []).reduce((n, s) => n + (s.tokens?.length ?? 0), 0);
-  return { ok: true, status: 200, seconds: res.ms / 1000, tokens, windows: new Set((out.segments ?? []).map((s) => s.seek)).size };
+  const segments = out.segments ?? [];
+  return { ok: true, status: 200, seconds: res.ms / 1000, tokens, windows: new Set(segments.map((s) => s.seek)).size, segments: segments.length };
 }
 
 export async function transcribeOnNaive(url: string, clip: Clip): Promise<TranscriptionResult> {

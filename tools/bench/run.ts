@@ -24,6 +24,7 @@ import { holExperiment } from "./experiments/hol.ts";
 import { profileExperiment } from "./experiments/profile.ts";
 import { speedExperiment } from "./experiments/speed.ts";
 import { vadBench } from "./experiments/vad.ts";
+import { whisperCppExperiment } from "./experiments/whisper-cpp.ts";
 import { agent } from "./http.ts";
 import { cleanupNow, tempDirs } from "./processes.ts";
 import { buildService } from "./servers.ts";
@@ -77,6 +78,7 @@ export async function runBench(options: BenchOptions): Promise<{ jsonPath: strin
       ["profile", "where a window's time goes (engine vs stock pipeline)", () => profileExperiment(ctx, log)],
       ["agreement", "int8 batched decoding against batch 1 on real speech", () => agreementExperiment(ctx, log)],
       ["speed", "speed per model and dtype (+ per-slot memory)", () => speedExperiment(ctx, log)],
+      ["whisper-cpp", "whisper.cpp side by side (when built)", () => whisperCppExperiment(ctx, log)],
       ["concurrency", "concurrency vs naive", () => concurrencyExperiment(ctx, log)],
       ["hol", "head-of-line + /healthz while saturated", () => holExperiment(ctx, log, runs("healthz"))],
       ["vad", "Silero VAD: its share of the transcription time, and a file with 30% non-speech", () => vadBench(ctx, log)],

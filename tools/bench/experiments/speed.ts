@@ -144,6 +144,8 @@ export async function speedExperiment(ctx: Context, log: (l: string) => void): P
       rtfPerCore: rtf / server.cpus,
       fractionOfMachineBound: bound ? rtf / bound.boundRtf : null,
       textTokensPerWindow: result.tokens / windows,
+      textTokens: result.tokens,
+      segments: result.segments ?? 0,
       windows: result.windows ?? 0,
       speedFilePeakBytes: wholeRun.peak,
       memory,
