@@ -8,6 +8,7 @@ import { existsSync } from "node:fs";
 import { cpus } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { DEFAULT_TOKENS_PER_WINDOW } from "../../models/generate.ts";
 import { writeWhisperCppModel } from "../../models/whisper-cpp.ts";
 import { type Context, MODELS_DIR, type ModelKind, ROOT, TARGETS, recordTarget } from "../context.ts";
 import { ms, num, renderTable, times } from "../report.ts";
@@ -19,9 +20,6 @@ export const WHISPER_CPP_BIN = process.env.WHISPER_CPP_BIN ?? join(ROOT, ".cache
 
 /** whisper-bench runs per model: the fastest encoder run and per-token step are its figures, as the bound takes its best window. */
 const RUNS = 2;
-
-/** The window the engine issue compares with: one encoder run and 100 tokens. */
-const TOKENS_PER_WINDOW = 100;
 
 interface SpeedResult {
   kind: string;
@@ -77,8 +75,10 @@ export async function whisperCppExperiment(ctx: Context, log: (l: string) => voi
   for (const kind of ctx.options.models) {
     log(`whisper.cpp ${kind}: q8_0 on ${threads} threads`);
     const figures = await benchModel(kind, ctx.tmp, threads, log);
-    const windowMs = figures.encodeMs + TOKENS_PER_WINDOW * figures.decodeMsPerToken;
+    const windowMs = figures.encodeMs + DEFAULT_TOKENS_PER_WINDOW * figures.decodeMsPerToken;
     const ours = speed.find((s) => s.kind === kind && s.dtype === "q8");
+    // The bound experiment's window on the same threads: onnxruntime alone, the engine without the service.
+    const alone = ctx.bounds.get(`${kind}/q8`)?.solo;
     // The speed file's work for whisper.cpp: an encoder run per window, and a decoder step per text
     // token, per segment's two timestamps, per window's end-of-text and its start tokens (one call).
     const sameWork = ours?.windows ? (ours.windows * figures.encodeMs + (ours.textTokens + 2 * ours.segments + 2 * ours.windows) * figures.decodeMsPerToken) / 1000 : null;
@@ -89,6 +89,7 @@ export async function whisperCppExperiment(ctx: Context, log: (l: string) => voi
       ms(figures.encodeMs, 0),
       ms(figures.decodeMsPerToken, 2),
       `${ms(windowMs, 0)} = ${times(30_000 / windowMs, 1)}`,
+      alone ? `${ms(alone.windowMs, 0)} (${times(windowMs / alone.windowMs, 2)} faster)` : "-",
       theirsRtf ? times(theirsRtf, 1) : "-",
       ours ? times(ours.rtf, 1) : "-",
       ratio ? `${times(ratio, 2)} ${recordTarget(ctx, "whisper.cpp", ratio, times(ratio, 2), TARGETS.vsWhisperCpp, `${TARGETS.vsWhisperCpp.name} (${kind} q8)`)}` : "-",
@@ -99,6 +100,7 @@ export async function whisperCppExperiment(ctx: Context, log: (l: string) => voi
       ...figures,
       windowMs,
       windowRtf: 30_000 / windowMs,
+      onnxruntimeWindowMs: alone?.windowMs ?? null,
       speedFileSeconds: sameWork,
       speedFileRtf: theirsRtf,
       slotscribeRtf: ours?.rtf ?? null,
@@ -109,15 +111,25 @@ export async function whisperCppExperiment(ctx: Context, log: (l: string) => voi
   ctx.options.print(
     renderTable(
       `\n== whisper.cpp side by side (its whisper-bench, q8_0, ${threads} threads, flash attention as it defaults) ==`,
-      ["model", "encoder run", "decoder step", "window (encoder + 100 steps)", "speed file's work", "slotscribe", "slotscribe vs whisper.cpp"],
+      [
+        "model",
+        "encoder run",
+        "decoder step",
+        `window (encoder + ${DEFAULT_TOKENS_PER_WINDOW} steps)`,
+        "onnxruntime's window",
+        "speed file's work",
+        "slotscribe",
+        "slotscribe vs whisper.cpp",
+      ],
       rows,
       [
         "A ggml file of each generated model's architecture, vocabulary and mel filters (tools/models/whisper-cpp.ts, random weights:",
         "whisper.cpp's compute depends on the shapes), quantized by whisper-quantize. speed file's work: whisper.cpp's real time for the",
         "windows and tokens slotscribe decoded in the speed experiment (an encoder run per window; a step per text token, timestamp,",
         "end-of-text and start call), from its own figures: its mel, sampling, file reading and fallbacks are left out, all in its favour.",
-        `slotscribe: the speed experiment's real time through the service (HTTP, ffmpeg, VAD included).${speed.length ? "" : " Not run: --only whisper-cpp."}`,
-        `window: ${num(TOKENS_PER_WINDOW, 0)} steps, the engine issue's comparison.`,
+        `slotscribe: the speed experiment's real time through the service (HTTP, ffmpeg, VAD included).${speed.length ? "" : " Not run: add speed to --only."}`,
+        `window: ${num(DEFAULT_TOKENS_PER_WINDOW, 0)} steps, the engine issue's comparison; onnxruntime's window: the bound experiment's, the same`,
+        `window through the export's graphs on the same threads (${ctx.bounds.size ? "onnxruntime alone, no service" : "not run: add --only bound"}).`,
       ],
     ),
   );
