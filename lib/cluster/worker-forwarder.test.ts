@@ -1,7 +1,9 @@
 import { once } from "node:events";
-import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import { Agent, createServer, request as httpRequest, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { gzipSync } from "node:zlib";
+import { serve } from "@hono/node-server";
+import { Hono } from "hono";
 import { afterEach, describe, expect, it } from "vitest";
 import { DomainError } from "../errors.ts";
 import { WorkerForwarder } from "./worker-forwarder.ts";
@@ -142,6 +144,39 @@ describe("WorkerForwarder", () => {
       .catch((err: unknown) => err);
     expect(error).toBeInstanceOf(DomainError);
     expect(error).toMatchObject({ code: "unavailable", retryable: true, retryAfterSeconds: 5 });
+  });
+
+  it("reads the rest of an upload no worker took, so the client gets the 503 and keeps its connection", async () => {
+    const workerUrl = await startWorker(() => undefined);
+    await cleanups.pop()!();
+    // The api instance as the service serves it (@hono/node-server), its error handler reduced to the status.
+    const forwarder = new WorkerForwarder({ workerUrl });
+    const api = new Hono();
+    api.post("/v1/audio/transcriptions", (c) => forwarder.forward(c.req.raw, "req_upload"));
+    api.post("/v1/jobs", (c) => c.json({ status: "queued" }, 202));
+    api.onError((err, c) => c.json({ code: (err as DomainError).code }, 503));
+    const server = serve({ fetch: api.fetch, port: 0, hostname: "127.0.0.1" });
+    await once(server, "listening");
+    cleanups.push(async () => {
+      server.close();
+      (server as unknown as { closeAllConnections(): void }).closeAllConnections();
+    });
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    cleanups.push(async () => agent.destroy());
+    const send = (path: string, body: Buffer) =>
+      new Promise<{ status: number; body: string; reusedSocket: boolean }>((resolve, reject) => {
+        const req = httpRequest({ host: "127.0.0.1", port: (server.address() as AddressInfo).port, path, method: "POST", agent }, async (res) => {
+          resolve({ status: res.statusCode!, body: await readBody(res), reusedSocket: req.reusedSocket });
+        });
+        req.on("error", reject);
+        req.end(body);
+      });
+
+    // 8 MB: still being sent when the worker's absence is known (before, the client got EPIPE).
+    const refused = await send("/v1/audio/transcriptions", Buffer.alloc(8 << 20, 1));
+    expect(refused).toMatchObject({ status: 503, body: '{"code":"unavailable"}' });
+    const next = await send("/v1/jobs", Buffer.from("{}"));
+    expect(next).toEqual({ status: 202, body: '{"status":"queued"}', reusedSocket: true });
   });
 
   it("answers 503 with Retry-After when the worker drops the connection before answering", async () => {

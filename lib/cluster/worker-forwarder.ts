@@ -11,6 +11,12 @@ const NOT_FORWARDED = new Set(["connection", "keep-alive", "proxy-connection", "
 // A worker that is down now is usually back within seconds (a restart, a machine replaced).
 const UNREACHABLE_RETRY_AFTER_SECONDS = 5;
 
+/**
+ * How long the rest of an upload no worker took is read (and dropped) before the 503 goes out. A
+ * client that stalls or trickles past it has its connection closed rather than holding the api.
+ */
+const DRAIN_LIMIT_MS = 30_000;
+
 export interface WorkerForwarderOptions {
   /** The workers' base URL, e.g. http://worker.process.<app>.internal:8080 on Fly. */
   workerUrl: string;
@@ -34,11 +40,12 @@ export class WorkerForwarder {
    */
   async forward(request: Request, requestId: string): Promise<Response> {
     const { pathname, search } = new URL(request.url);
+    const upload = request.body?.getReader();
     // Node's fetch refuses a streamed body without `duplex`, an option TypeScript's DOM types lack.
     const init: RequestInit & { duplex: "half" } = {
       method: request.method,
       headers: endToEnd(request.headers, { "x-request-id": requestId }),
-      body: request.body,
+      body: upload && uncancellable(upload),
       duplex: "half",
       // A client that leaves cancels the worker's work too.
       signal: request.signal,
@@ -48,6 +55,10 @@ export class WorkerForwarder {
       response = await this.#fetch(`${this.#base}${pathname}${search}`, init);
     } catch (err) {
       if (request.signal.aborted) throw err;
+      // fetch cancels a body it could not send, which here destroys the client's connection under
+      // the answer: mid-upload the client saw EPIPE instead of the 503, and a connection it kept
+      // for its next request was reset. The rest of the upload is read first.
+      if (upload) await drain(upload);
       // Node's fetch waits at most 300 s for response headers, and a worker only answers once it has
       // transcribed: the work may still be going on, so this is a timeout, not an absent worker.
       if (causeCode(err) === "UND_ERR_HEADERS_TIMEOUT") {
@@ -62,6 +73,29 @@ export class WorkerForwarder {
       headers.delete("content-length");
     }
     return new Response(response.body, { status: response.status, statusText: response.statusText, headers });
+  }
+}
+
+/** The upload as fetch sends it, except that fetch's cancel leaves the client's stream to drain(). */
+function uncancellable(upload: ReadableStreamDefaultReader<Uint8Array>): ReadableStream<Uint8Array> {
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const { done, value } = await upload.read();
+      if (done) controller.close();
+      else controller.enqueue(value);
+    },
+  });
+}
+
+/** Reads what is left of the upload, for at most DRAIN_LIMIT_MS (then cancels it, which closes the connection). */
+async function drain(upload: ReadableStreamDefaultReader<Uint8Array>): Promise<void> {
+  const timer = setTimeout(() => void upload.cancel().catch(() => undefined), DRAIN_LIMIT_MS);
+  try {
+    while (!(await upload.read()).done);
+  } catch {
+    // The client went away meanwhile: nothing is left to answer.
+  } finally {
+    clearTimeout(timer);
   }
 }
 
