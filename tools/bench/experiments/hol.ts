@@ -5,6 +5,15 @@ import { http, sleep, transcribeOnService } from "../http.ts";
 import { ms, renderTable, seconds, summarize, times, verdict, type Summary } from "../report.ts";
 import { startSlotscribe } from "../servers.ts";
 
+/**
+ * Clips sent behind the long file, one after another with these gaps between them. The 10-minute file
+ * takes ~4 s at tiny's speed: with gaps of 0.5-2.7 s only two clips returned while it ran, and the
+ * p50 of two is their mean, which one clip landing on the file's busiest moment pushed from 1.6x to
+ * 2.1x between runs of the same code.
+ */
+const BEHIND_ATTEMPTS = 12;
+const BEHIND_GAPS_MS = [150, 300, 75, 225];
+
 async function capacityNow(url: string): Promise<{ inUse: number; queued: number }> {
   const res = await http(`${url}/v1/capacity`);
   return (JSON.parse(res.body.toString()) as { instance: { windows: { inUse: number; queued: number } } }).instance.windows;
@@ -39,14 +48,14 @@ export async function headOfLine(ctx: Context, log: (l: string) => void, extraEn
     }
     await sleep(2000);
     const behind: number[] = [];
-    for (let i = 0; i < reps + 1 && !longDone; i++) {
+    for (let i = 0; i < BEHIND_ATTEMPTS && !longDone; i++) {
       const r = await transcribeOnService(server.url, short);
       if (!r.ok) throw new Error(`clip behind the long file failed: ${r.status} ${r.error}`);
       // Only clips that finished while the long file was still running count.
       if (longDone) break;
       behind.push(r.seconds);
-      // Land the next clip at a different point of the long file's current window.
-      await sleep(500 + 1100 * i);
+      // Land the next clip at a different point of the long file's current window (~160 ms of work).
+      await sleep(BEHIND_GAPS_MS[i % BEHIND_GAPS_MS.length]!);
     }
     if (!behind.length) throw new Error("the long file finished before any clip did");
     // Cancelled (the client disconnects; the service aborts the job), then solo again: the machine's
@@ -138,7 +147,7 @@ export async function holExperiment(ctx: Context, log: (l: string) => void, heal
       rows,
       [
         `solo: the clip alone on the idle server, ${ctx.options.quick ? 2 : 4} times before and ${ctx.options.quick ? 2 : 4} times after the loaded phase (after a warm-up).`,
-        `behind: the same clip sent up to ${ctx.options.quick ? 3 : 5} times, one after another at varying offsets, while the long file transcribes`,
+        `behind: the same clip sent up to ${BEHIND_ATTEMPTS} times, one after another ${BEHIND_GAPS_MS.join("/")} ms apart, while the long file transcribes`,
         "(counted only if the long file was still running when it returned; the long file is then cancelled). The long file holds all slots",
         "but one; the clip's window takes the free one, is encoded next (the least served file first) and decodes in its own cohort.",
         ...(variants.length > 1 ? ["WINDOW_SLOTS=1 (info) shows the per-window FIFO: the clip waits for the window in flight, never for the whole file."] : []),
