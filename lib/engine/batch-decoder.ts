@@ -134,10 +134,10 @@ export class WindowCanceled extends Error {
  * windows encoded by then, and finished rows leave their cohort's cache at once.
  *
  * Fairness is between files (streams), by the inference time each has had: its encoder runs and its
- * share of its cohorts' steps. The next call is the least served file's, an encoder run or its
- * cohort's step, and a file new to the engine starts NEW_FILE_CREDIT_MS ahead, so a short clip
- * behind a long file is encoded after the current call, starts decoding at once, and decodes at
- * nearly its own pace. (With one step per cohort per round and encoder runs taking half the time,
+ * share of its cohorts' steps. The next call is the least served file's (an encoder run, the first
+ * call of its ready windows, or its cohort's step), and a file new to the engine starts
+ * NEW_FILE_CREDIT_MS ahead, so a short clip behind a long file is encoded after the current call,
+ * starts decoding at once, and decodes at nearly its own pace. (With one step per cohort per round and encoder runs taking half the time,
  * a clip beside a long file's many-row cohort decoded at that cohort's pace: 2.5-3.3x its time
  * alone.) Between one file's encoder runs and steps, encoder time does not run ahead of step time,
  * so cohorts keep moving while new windows arrive.
@@ -269,12 +269,23 @@ export class BatchDecoder {
 
   private async loop(): Promise<void> {
     while (this.encodeQueue.length || this.ready.length || this.cohorts.length) {
+      // One reading of the clock for the holds and the wait: a hold that ended between a check that
+      // found a window held and the wait's deadlines was in neither, and the loop slept until some
+      // other window came.
+      const now = performance.now();
       const encode = this.nextToEncode();
       const cohort = this.nextCohort();
+      // Starting ready windows is a call too (their first decoder call, row by row): it goes in the
+      // served-least order with the rest, so a newcomer's steps are not held up by a long file's
+      // windows starting, nor its own start by theirs.
+      const start = this.ready.length > 0 && this.shouldStart(now) ? this.startPriority(now) : null;
+      const startNow = start !== null && start <= Math.min(encode?.priority ?? Infinity, cohort?.priority ?? Infinity);
       // The file served least goes first, its encoder run or its cohort's step; between one file's
       // encoder runs and steps, encoder time does not run ahead of step time.
-      const encodeNow = encode !== null && (cohort === null || encode.priority < cohort.priority || (encode.priority === cohort.priority && this.stepDebt <= 0));
-      if (encodeNow) {
+      const encodeNow = !startNow && encode !== null && (cohort === null || encode.priority < cohort.priority || (encode.priority === cohort.priority && this.stepDebt <= 0));
+      if (startNow) {
+        await this.startCohorts(now);
+      } else if (encodeNow) {
         const started = performance.now();
         await this.encode(encode.index);
         this.stepDebt = performance.now() - started;
@@ -285,12 +296,9 @@ export class BatchDecoder {
         const spent = performance.now() - started;
         this.stepDebt -= spent;
         for (const file of files) this.charge(file, spent / files.size);
+      } else if (start === null) {
+        await this.awaitWork(now);
       }
-      // One reading of the clock for both: a hold that ended between a check that found a window held
-      // and the wait's deadlines was in neither, and the loop slept until some other window came.
-      const now = performance.now();
-      if (this.ready.length > 0 && this.shouldStart(now)) await this.startCohorts(now);
-      else if (!encodeNow && !cohort) await this.awaitWork(now);
       // Lets new windows and cancellations in between calls.
       await new Promise((r) => setImmediate(r));
     }
@@ -437,17 +445,21 @@ export class BatchDecoder {
     return starters.some((r) => r.waited >= MAX_WAIT_ENCODES || this.usageOf(r.stream) < queued);
   }
 
+  /** The usage of the least served file with a ready row not held. */
+  private startPriority(now: number): number {
+    return Math.min(...this.starters(now).map((r) => this.usageOf(r.stream)));
+  }
+
   /**
-   * Starts the ready rows of every file with a row not held, and the held rows of files served about
-   * as much as the least served of those (files that arrived together batch together). A file served
-   * far more keeps its held rows out: riding along in a newcomer's cohort, a long file's held windows
-   * made a short clip's steps theirs, seven rows a step instead of one (a 5 s clip behind a 10-minute
-   * file took 2.4x its time alone).
+   * Starts the ready rows of the least served file with a row not held, and of the files served
+   * about as much (files that arrived together batch together), held rows included. A file served
+   * far more starts in a later turn of its own: riding along in a newcomer's cohort, a long file's
+   * windows made a short clip's steps theirs, seven rows a step instead of one (a 5 s clip behind a
+   * 10-minute file took 2.4x its time alone), and its first call waited for theirs (4 rows: 164 ms).
    */
   private async startCohorts(now: number): Promise<void> {
-    const starting = new Set(this.starters(now).map((r) => r.stream));
-    const least = Math.min(...[...starting].map((s) => this.usageOf(s)));
-    const streams = new Set(this.ready.filter((r) => starting.has(r.stream) || this.usageOf(r.stream) < least + NEW_FILE_CREDIT_MS / 2).map((r) => r.stream));
+    const least = this.startPriority(now);
+    const streams = new Set(this.ready.filter((r) => this.usageOf(r.stream) < least + NEW_FILE_CREDIT_MS / 2).map((r) => r.stream));
     const groups = new Map<string, Row[]>();
     for (const row of this.ready.filter((r) => streams.has(r.stream))) {
       const key = `${this.modelKey(row)}:${row.init.length}:${row.sotIndex}`;
