@@ -53,6 +53,7 @@ export interface TranscriptionResult {
   tokens: number;
   /** Windows slotscribe decoded for it: the distinct `seek` (window offsets) among its segments. */
   windows?: number;
+  /** Segments in the transcript. */
   segments?: number;
   error?: string;
 }
@@ -61,9 +62,8 @@ export async function transcribeOnService(url: string, clip: Clip, signal?: Abor
   const { body, contentType } = multipart(clip.bytes, basename(clip.path), { model: "whisper-1", response_format: "verbose_json" });
   const res = await http(`${url}/v1/audio/transcriptions`, { method: "POST", headers: { "content-type": contentType }, body, signal });
   if (res.status !== 200) return { ok: false, status: res.status, seconds: res.ms / 1000, tokens: 0, error: res.body.toString().slice(0, 300) };
-  const out = JSON.parse(res.body.toString()) as { segments?: { tokens?: number[]; seek?: number }[] };
-  const tokens = (out.segments ?? []).reduce((n, s) => n + (s.tokens?.length ?? 0), 0);
-  const segments = out.segments ?? [];
+  const { segments = [] } = JSON.parse(res.body.toString()) as { segments?: { tokens?: number[]; seek?: number }[] };
+  const tokens = segments.reduce((n, s) => n + (s.tokens?.length ?? 0), 0);
   return { ok: true, status: 200, seconds: res.ms / 1000, tokens, windows: new Set(segments.map((s) => s.seek)).size, segments: segments.length };
 }
 

@@ -7,10 +7,12 @@
 import { createWriteStream } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { finished } from "node:stream/promises";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import { WhisperFeatureExtractor } from "@huggingface/transformers";
 import { whisperFeatureConfig } from "../../lib/engine/feature-extractor.ts";
 import { mulberry32 } from "../../lib/random.ts";
+import { byteToUnicode } from "./tokenizer.ts";
 
 const GGML_MAGIC = 0x67676d6c;
 const F32 = 0;
@@ -83,23 +85,6 @@ function keptFloat32(t: TensorSpec): boolean {
   return t.shape.length < 2 || /^(encoder\.conv[12]\.bias|encoder\.positional_embedding|decoder\.positional_embedding)$/.test(t.name);
 }
 
-/** GPT-2's byte-to-character table, inverted: the vocabulary's characters back to the bytes they stand for. */
-function unicodeToBytes(): Map<string, number> {
-  const bytes: number[] = [];
-  for (let b = 0x21; b <= 0x7e; b++) bytes.push(b);
-  for (let b = 0xa1; b <= 0xac; b++) bytes.push(b);
-  for (let b = 0xae; b <= 0xff; b++) bytes.push(b);
-  const chars = [...bytes];
-  let extra = 0;
-  for (let b = 0; b < 256; b++) {
-    if (!bytes.includes(b)) {
-      bytes.push(b);
-      chars.push(256 + extra++);
-    }
-  }
-  return new Map(bytes.map((b, i) => [String.fromCodePoint(chars[i]!), b]));
-}
-
 /** float32 -> IEEE half, round to nearest even (the values here are small and finite). */
 const scratch = new Float32Array(1);
 const scratchBits = new Uint32Array(scratch.buffer);
@@ -136,44 +121,43 @@ export async function writeWhisperCppModel(modelDir: string, out: string): Promi
   const tokenizer = JSON.parse(await readFile(join(modelDir, "tokenizer.json"), "utf8")) as { model: { vocab: Record<string, number> } };
   // As the converter reads vocab.json: every byte-level token but <|endoftext|>, in id order;
   // whisper.cpp numbers them from 0 and adds the special tokens itself.
-  const byteOf = unicodeToBytes();
+  const byteOf = new Map(byteToUnicode().map((ch, byte) => [ch, byte]));
   const vocab = Object.entries(tokenizer.model.vocab)
     .filter(([token]) => token !== "<|endoftext|>")
     .sort((a, b) => a[1] - b[1])
     .map(([token]) => Buffer.from([...token].map((ch) => byteOf.get(ch) ?? 0)));
+  const tensors = whisperCppTensors(config);
+  await pipeline(Readable.from(ggmlChunks(config, features.melFilters, vocab, tensors)), createWriteStream(out));
+  return { parameters: tensors.reduce((n, t) => n + t.shape.reduce((a, b) => a * b, 1), 0), tokens: vocab.length };
+}
 
-  const file = createWriteStream(out);
-  const write = (chunk: Buffer) => (file.write(chunk) ? Promise.resolve() : new Promise<void>((r) => file.once("drain", r)));
-  await write(
-    int32s(
-      GGML_MAGIC,
-      config.vocab_size,
-      config.max_source_positions,
-      config.d_model,
-      config.encoder_attention_heads,
-      config.encoder_layers,
-      config.max_target_positions,
-      config.d_model,
-      config.decoder_attention_heads,
-      config.decoder_layers,
-      config.num_mel_bins,
-      F16,
-    ),
+/** The file in order: header, mel filters, vocabulary, then each tensor's header and values. */
+function* ggmlChunks(config: HfWhisperConfig, filters: number[][], vocab: Buffer[], tensors: TensorSpec[]): Generator<Buffer> {
+  yield int32s(
+    GGML_MAGIC,
+    config.vocab_size,
+    config.max_source_positions,
+    config.d_model,
+    config.encoder_attention_heads,
+    config.encoder_layers,
+    config.max_target_positions,
+    config.d_model,
+    config.decoder_attention_heads,
+    config.decoder_layers,
+    config.num_mel_bins,
+    F16,
   );
-  const filters = features.melFilters;
-  await write(int32s(filters.length, filters[0]!.length));
-  await write(Buffer.from(Float32Array.from(filters.flat()).buffer));
-  await write(int32s(vocab.length));
-  for (const token of vocab) await write(Buffer.concat([int32s(token.length), token]));
-
-  let parameters = 0;
-  for (const tensor of whisperCppTensors(config)) {
-    const count = tensor.shape.reduce((a, b) => a * b, 1);
-    parameters += count;
+  yield int32s(filters.length, filters[0]!.length);
+  yield Buffer.from(Float32Array.from(filters.flat()).buffer);
+  yield int32s(vocab.length);
+  for (const token of vocab) yield Buffer.concat([int32s(token.length), token]);
+  let seed = 0;
+  for (const tensor of tensors) {
     const half = !keptFloat32(tensor);
     const name = Buffer.from(tensor.name);
-    await write(Buffer.concat([int32s(tensor.shape.length, name.length, half ? F16 : F32), int32s(...[...tensor.shape].reverse()), name]));
-    const next = mulberry32(parameters);
+    yield Buffer.concat([int32s(tensor.shape.length, name.length, half ? F16 : F32), int32s(...[...tensor.shape].reverse()), name]);
+    const count = tensor.shape.reduce((a, b) => a * b, 1);
+    const next = mulberry32((seed += count));
     // The published init_std is 0.02 (uniform with that deviation); written in blocks of 1M values.
     const bound = 0.02 * Math.sqrt(3);
     for (let start = 0; start < count; start += 1 << 20) {
@@ -182,15 +166,12 @@ export async function writeWhisperCppModel(modelDir: string, out: string): Promi
       if (tensor.fill === "ones") values.fill(1);
       else if (tensor.fill === "random") for (let i = 0; i < n; i++) values[i] = (next() * 2 - 1) * bound;
       if (!half) {
-        await write(Buffer.from(values.buffer));
+        yield Buffer.from(values.buffer);
         continue;
       }
       const halves = new Uint16Array(n);
       for (let i = 0; i < n; i++) halves[i] = toHalf(values[i]!);
-      await write(Buffer.from(halves.buffer));
+      yield Buffer.from(halves.buffer);
     }
   }
-  file.end();
-  await finished(file);
-  return { parameters, tokens: vocab.length };
 }
