@@ -487,7 +487,7 @@ export class BatchDecoder {
         this.count(rows.length);
         this.cohorts.push(cohort);
         this.stats.activeRows += rows.length;
-        this.advance(cohort, logits);
+        await this.advance(cohort, logits);
         for (const l of logits) releaseBuffer(l.buffer);
         // The first call runs row by row (a 7-row cohort of tiny took 80-160 ms): it counts as the rows' files' inference time.
         const spent = performance.now() - started;
@@ -513,7 +513,7 @@ export class BatchDecoder {
       );
       cohort.rows.forEach((r, i) => r.attention?.push(attention(i, 0, r.frames)));
       this.count(cohort.rows.length);
-      this.advance(cohort, logits);
+      await this.advance(cohort, logits);
       releaseBuffer(logits[0]!.buffer);
     } catch (err) {
       for (const r of cohort.rows) r.reject(err as Error);
@@ -528,14 +528,20 @@ export class BatchDecoder {
   }
 
   /** Applies Whisper's rules to each row's logits, picks its token, and retires finished rows. */
-  private advance(cohort: Cohort, logits: Float32Array[]): void {
-    const { rules } = cohort.model;
+  private async advance(cohort: Cohort, logits: Float32Array[]): Promise<void> {
+    const { rules, picker } = cohort.model;
+    const rows = cohort.rows.slice();
+    rows.forEach((row, i) => {
+      if (!row.canceled) rules.apply(logits[i]!, row.generated);
+    });
+    const greedy = rows.flatMap((row, i) => (!row.canceled && row.temperature <= 0 ? [i] : []));
+    const picked = await picker.pick(greedy.map((i) => logits[i]!));
+    const picks = new Map(greedy.map((row, k) => [row, picked[k]!]));
     const finished = new Set<number>();
-    cohort.rows.forEach((row, i) => {
+    rows.forEach((row, i) => {
+      // A row canceled while its pick was computed is dropped as one canceled before.
       if (row.canceled) return void finished.add(i);
-      const scores = logits[i]!;
-      rules.apply(scores, row.generated);
-      const pick = WhisperRules.sample(scores, row.temperature, row.random);
+      const pick = picks.get(i) ?? WhisperRules.sample(logits[i]!, row.temperature, row.random);
       row.generated.push(pick.token);
       row.logprobs.push(pick.logprob);
       if (pick.token === rules.eos || row.init.length + row.generated.length >= rules.maxLength) finished.add(i);

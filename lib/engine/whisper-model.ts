@@ -3,6 +3,7 @@ import * as ort from "onnxruntime-node";
 import { featureDims, whisperFeatures, type WhisperFeatureConfig } from "../audio/log-mel.ts";
 import { useFastLogMel, whisperFeatureConfig } from "./feature-extractor.ts";
 import { encoderSession } from "./fused-encoder.ts";
+import { GreedyPicker } from "./greedy-picker.ts";
 import { releaseBuffer } from "../buffer-release.ts";
 import type { ModelInfo, ModelSpec } from "./protocol.ts";
 import { WhisperRules, type WhisperGenerationConfig } from "./whisper-rules.ts";
@@ -105,6 +106,8 @@ export class WhisperModel {
     readonly info: ModelInfo,
     /** What its features are computed with, so they can be computed on another thread (whisperFeatures). */
     readonly featureConfig: WhisperFeatureConfig,
+    /** Greedy choices from masked logits, a group of rows at a time. */
+    readonly picker: GreedyPicker,
   ) {
     const config = asr.model.config as unknown as { d_model: number; decoder_attention_heads: number; vocab_size: number; max_source_positions: number };
     this.rules = new WhisperRules(generation);
@@ -162,7 +165,8 @@ export class WhisperModel {
       fusedAttentionLayers: replaced?.layers ?? 0,
       ...(replaced?.refused ? { fusedAttentionRefused: replaced.refused } : {}),
     };
-    const model = new WhisperModel(asr, encoder, decoder, generation, info, featureConfig);
+    const picker = await GreedyPicker.create({ ...sessionOptions(threads), ...sessionOverrides });
+    const model = new WhisperModel(asr, encoder, decoder, generation, info, featureConfig, picker);
     info.wordTimestamps = model.wordTimestamps;
     info.rowStateBytes = model.rowBytes(model.rules.maxLength);
     return model;
