@@ -6,44 +6,47 @@ import type { RssWindow } from "../memory.ts";
 import { mib, num, pct, renderTable, seconds, times } from "../report.ts";
 import { startSlotscribe } from "../servers.ts";
 
-interface BusyServer {
+interface SlotPeaks {
   slots: number;
-  /** PSS of the server and its children at rest with the model loaded. */
+  /** PSS of the server and its children at rest with the model loaded, after one clip. */
   idleBytes: number;
-  peak: RssWindow;
+  /** Peaks over BUSY_ROUNDS rounds of one clip, then of two clips at once. */
+  one: RssWindow;
+  two: RssWindow;
   ok: boolean;
   footprintBytes: number | null;
 }
 
 /**
- * Rounds of `n` clips at once whose peak is taken together: one round's peak depends on which
- * transients (an encoder run, a row's first call) its windows happened to meet, and the second
- * slot's figure, a difference of two such peaks, moved 8-27% of a copy between bench runs.
+ * Rounds of clips at once whose peak is taken together: one round's peak depends on which
+ * transients (an encoder run, a row's first call) its windows happened to meet.
  */
 const BUSY_ROUNDS = 3;
 
 /**
- * A fresh server (a server's heap keeps the high-water mark of everything it ran before) with `env`:
- * after one window, its idle PSS, then its peak over BUSY_ROUNDS rounds of `n` copies of `clip` at once.
+ * What a second busy slot adds, in one fresh WINDOW_SLOTS=2 server: its peak over BUSY_ROUNDS
+ * rounds of one clip (one row decoding), then over rounds of two at once (two rows sharing the
+ * copy). Two fresh servers, one per slot count, differed by 338-410 MiB PSS idle from start-up
+ * alone, which made the difference of their peaks move -6% to 31% of a tiny copy for the same
+ * code; within one server that noise cancels, and its heap's high-water mark only ever carries the
+ * one-clip peak into the two-clip rounds, which is the baseline the second slot is measured from.
  */
-async function busyPeak(ctx: Context, kind: ModelKind, dtype: Dtype, env: Record<string, string>, n: number, clip: Clip): Promise<BusyServer> {
-  const server = await startSlotscribe(ctx.tmp, kind, dtype, env);
+async function slotPeaks(ctx: Context, kind: ModelKind, dtype: Dtype, clip: Clip): Promise<SlotPeaks> {
+  const server = await startSlotscribe(ctx.tmp, kind, dtype, { WINDOW_SLOTS: "2" });
   try {
     // A fresh server's first window collects what loading left for the garbage collector (a
-    // model file's bytes, read by transformers.js and by the encoder's rewrite): idle, two fresh
-    // small q8 servers held 737-934 MiB PSS, which went into the second slot's figure as 39%.
+    // model file's bytes, read by transformers.js and by the encoder's rewrite).
     await transcribeOnService(server.url, clip);
     const idleBytes = await server.sampler.idle("pss");
-    const busy = server.sampler.window();
-    const results = [];
-    for (let round = 0; round < BUSY_ROUNDS; round++) results.push(...(await Promise.all(Array.from({ length: n }, () => transcribeOnService(server.url, clip)))));
-    return {
-      slots: server.slots,
-      idleBytes,
-      peak: busy.stop(),
-      ok: results.every((r) => r.ok),
-      footprintBytes: server.modelFootprintBytes,
+    const results: TranscriptionResult[] = [];
+    const rounds = async (n: number): Promise<RssWindow> => {
+      const busy = server.sampler.window();
+      for (let round = 0; round < BUSY_ROUNDS; round++) results.push(...(await Promise.all(Array.from({ length: n }, () => transcribeOnService(server.url, clip)))));
+      return busy.stop();
     };
+    const one = await rounds(1);
+    const two = await rounds(2);
+    return { slots: server.slots, idleBytes, one, two, ok: results.every((r) => r.ok), footprintBytes: server.modelFootprintBytes };
   } finally {
     await server.stop();
   }
@@ -99,20 +102,18 @@ export async function speedExperiment(ctx: Context, log: (l: string) => void): P
       rtfTarget ? recordTarget(ctx, "speed", rtf, times(rtf, 1), rtfTarget, rtfTarget.name) : "-",
     ]);
 
-    // What a second slot costs: one slot alone (WINDOW_SLOTS=1) against two busy slots sharing the one model
-    // copy (their windows decode in one batch).
+    // What a second slot costs: two busy rows sharing the model copy (their windows decode in one
+    // batch) against one, in the same server.
     let memory: Record<string, unknown> | null = null;
     if (server.slots >= 2) {
-      log(`memory ${kind} ${dtype}: 1 x ${pair.seconds.toFixed(0)} s on a fresh WINDOW_SLOTS=1 server`);
-      const one = await busyPeak(ctx, kind, dtype, { WINDOW_SLOTS: "1" }, 1, pair);
-      log(`memory ${kind} ${dtype}: 2 x ${pair.seconds.toFixed(0)} s at once on a fresh WINDOW_SLOTS=2 server`);
-      const planned = await busyPeak(ctx, kind, dtype, { WINDOW_SLOTS: "2" }, 2, pair);
-      const footprint = ctx.probes.get(`${kind}/${dtype}`)?.residentBytes ?? one.footprintBytes;
+      log(`memory ${kind} ${dtype}: 1 x ${pair.seconds.toFixed(0)} s, then 2 x ${pair.seconds.toFixed(0)} s at once, on a fresh WINDOW_SLOTS=2 server`);
+      const peaks = await slotPeaks(ctx, kind, dtype, pair);
+      const footprint = ctx.probes.get(`${kind}/${dtype}`)?.residentBytes ?? peaks.footprintBytes;
       // PSS, as the concurrency memory figure: every request's ffmpeg maps the same ~45 MiB of
       // libraries, which RSS would count once per decoder running at the sample.
-      const bytes = one.ok && planned.ok ? planned.peak.peakPss - one.peak.peakPss : null;
+      const bytes = peaks.ok ? peaks.two.peakPss - peaks.one.peakPss : null;
       const second = { bytes, share: bytes !== null && footprint ? bytes / footprint : null };
-      const rssBytes = one.ok && planned.ok ? planned.peak.peak - one.peak.peak : null;
+      const rssBytes = peaks.ok ? peaks.two.peak - peaks.one.peak : null;
       // The issue sets the 15% for tiny. A bigger model's row can need more on its own: small's
       // cross-attention K/V is 110 MB, 14% of its copy, before its encoder output and logits.
       const rowState = footprintOf(kind, dtype).rowBytes;
@@ -121,15 +122,8 @@ export async function speedExperiment(ctx: Context, log: (l: string) => void): P
         if (kind !== "tiny") return `${mib(c.bytes)} = ${pct(c.share)} (a row alone: ${footprint ? pct(rowState / footprint) : "-"})`;
         return `${mib(c.bytes)} = ${pct(c.share)} ${recordTarget(ctx, "slot memory", c.share, pct(c.share), TARGETS.slotCost, `${TARGETS.slotCost.name} (${kind} ${dtype}, ${label})`)}`;
       };
-      memRows.push([
-        `${kind} ${dtype}`,
-        mib(footprint),
-        `${mib(one.idleBytes)} / ${mib(one.peak.peakPss)}`,
-        `${mib(planned.idleBytes)} / ${mib(planned.peak.peakPss)}`,
-        cell(second, "one shared copy, PSS"),
-        mib(rssBytes),
-      ]);
-      memory = { footprintBytes: footprint, oneSlot: one, twoSlots: { ...planned, secondSlot: second, secondSlotRssBytes: rssBytes } };
+      memRows.push([`${kind} ${dtype}`, mib(footprint), mib(peaks.idleBytes), mib(peaks.one.peakPss), mib(peaks.two.peakPss), cell(second, "one shared copy, PSS"), mib(rssBytes)]);
+      memory = { ...peaks, footprintBytes: footprint, secondSlot: second, secondSlotRssBytes: rssBytes };
     }
     results.push({
       kind,
@@ -169,15 +163,15 @@ export async function speedExperiment(ctx: Context, log: (l: string) => void): P
   if (memRows.length) {
     ctx.options.print(
       renderTable(
-        "\n== 6. Memory per slot (fresh servers; peak PSS of the server process incl. its inference threads + ffmpeg children, sampled every 50 ms) ==",
-        ["model", "model footprint", "1 slot: idle / busy", "2 slots: idle / busy", "2nd slot", "2nd slot, RSS"],
+        "\n== 6. Memory per slot (a fresh server; peak PSS of the server process incl. its inference threads + ffmpeg children, sampled every 50 ms) ==",
+        ["model", "model footprint", "idle", "1 clip busy", "2 clips busy", "2nd slot", "2nd slot, RSS"],
         memRows,
         [
           "model footprint: resident bytes the model's load adds (footprint probe; else the server's 'model loaded' log).",
-          `1 slot: WINDOW_SLOTS=1, idle after one clip, then the peak over ${BUSY_ROUNDS} runs of one ${pair.seconds.toFixed(0)} s clip. 2 slots: ${BUSY_ROUNDS} runs of two clips at once`,
-          "on a fresh WINDOW_SLOTS=2 server (one model copy; the two windows decode in one batch, the encoder runs one window at a time).",
-          "2nd slot = 2-slot busy peak - 1-slot busy peak, share of the model footprint: the second row's cache and transients (the clips are",
-          "16 kHz WAVs, read without ffmpeg). 2nd slot, RSS: the same from resident sizes, which count an ffmpeg child's libraries once per child.",
+          `One fresh WINDOW_SLOTS=2 server: idle after one clip, then the peak over ${BUSY_ROUNDS} runs of one ${pair.seconds.toFixed(0)} s clip, then over ${BUSY_ROUNDS} runs`,
+          "of two clips at once (one model copy; the two windows decode in one batch, the encoder runs one window at a time).",
+          "2nd slot = 2-clip busy peak - 1-clip busy peak, share of the model footprint: the second row's cache and transients (the clips",
+          "are 16 kHz WAVs, read without ffmpeg). 2nd slot, RSS: the same from resident sizes.",
           "The 15% target is the issue's for tiny; for other models the figure is reported next to what one row's state alone costs (footprints.json).",
         ],
       ),
