@@ -4,14 +4,15 @@ import { Ops } from "../onnx/ops.ts";
 import { type Pick, WhisperRules } from "./whisper-rules.ts";
 
 /**
- * Greedy decoding's choice for a group of rows in one onnxruntime call: each row's first maximum
- * and its log-probability, from logits Whisper's rules have already masked.
+ * Greedy decoding's choice for rows whose logits Whisper's rules have masked, in onnxruntime: each
+ * row's first maximum and its log-probability.
  *
  * Every row of every step needs both, and in JavaScript they were a pass over the vocabulary with an
- * exp per entry: 0.5-0.7 ms a row on this machine, as much as the row's share of the decoder call
+ * exp per entry: 0.5-1.3 ms a row on this machine, as much as the row's share of the decoder call
  * itself. onnxruntime's vectorised Exp and reductions, on the same intra-op threads, take about
- * 0.15 ms a row, the call included. ArgMax keeps the first maximum, as the library's sampler does; the log-probability of the
- * maximum is -log(sum(exp(logits - max))), in float32 (within 1e-6 of the double-precision sum).
+ * 0.15 ms a row, the call included. ArgMax keeps the first maximum, as the library's sampler does;
+ * the log-probability of the maximum is -log(sum(exp(logits - max))), in float32 (within 1e-6 of
+ * the double-precision sum).
  */
 export class GreedyPicker {
   private scratch = new Float32Array(0);
