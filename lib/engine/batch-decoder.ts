@@ -530,13 +530,13 @@ export class BatchDecoder {
   /** Applies Whisper's rules to each row's logits, picks its token, and retires finished rows. */
   private async advance(cohort: Cohort, logits: Float32Array[]): Promise<void> {
     const { rules, picker } = cohort.model;
-    const rows = cohort.rows.slice();
+    const { rows } = cohort;
     rows.forEach((row, i) => {
       if (!row.canceled) rules.apply(logits[i]!, row.generated);
     });
     const greedy = rows.flatMap((row, i) => (!row.canceled && row.temperature <= 0 ? [i] : []));
     const picked = await picker.pick(greedy.map((i) => logits[i]!));
-    const picks = new Map(greedy.map((row, k) => [row, picked[k]!]));
+    const picks = new Map(greedy.map((i, k) => [i, picked[k]!]));
     const finished = new Set<number>();
     rows.forEach((row, i) => {
       // A row canceled while its pick was computed is dropped as one canceled before.
@@ -546,7 +546,7 @@ export class BatchDecoder {
       row.logprobs.push(pick.logprob);
       if (pick.token === rules.eos || row.init.length + row.generated.length >= rules.maxLength) finished.add(i);
     });
-    for (const i of finished) if (!cohort.rows[i]!.canceled) this.finish(cohort, i);
+    for (const i of finished) if (!rows[i]!.canceled) this.finish(cohort, i);
     if (finished.size > 0) this.dropRows(cohort, finished);
   }
 

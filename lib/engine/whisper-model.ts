@@ -106,7 +106,7 @@ export class WhisperModel {
     readonly info: ModelInfo,
     /** What its features are computed with, so they can be computed on another thread (whisperFeatures). */
     readonly featureConfig: WhisperFeatureConfig,
-    /** Greedy choices from masked logits, a group of rows at a time. */
+    /** Greedy choices (token and log-probability) from masked logits, in onnxruntime. */
     readonly picker: GreedyPicker,
   ) {
     const config = asr.model.config as unknown as { d_model: number; decoder_attention_heads: number; vocab_size: number; max_source_positions: number };
