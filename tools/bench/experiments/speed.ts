@@ -1,4 +1,4 @@
-/** Speed per model and dtype through the service, and what a second slot costs in memory. */
+/** Speed per model and dtype through the service, and what each slot beyond the first costs in memory. */
 import { footprintOf } from "../../../lib/capacity/plan.ts";
 import { type Context, type Dtype, type ModelKind, TARGETS, modelDtypes, recordTarget } from "../context.ts";
 import { type Clip, type TranscriptionResult, transcribeOnService } from "../http.ts";
@@ -10,9 +10,9 @@ interface SlotPeaks {
   slots: number;
   /** PSS of the server and its children at rest with the model loaded, after one clip. */
   idleBytes: number;
-  /** Peaks over BUSY_ROUNDS rounds of one clip, then of two clips at once. */
+  /** Peaks over BUSY_ROUNDS rounds of one clip, then of MANY_CLIPS clips at once. */
   one: RssWindow;
-  two: RssWindow;
+  many: RssWindow;
   ok: boolean;
   footprintBytes: number | null;
 }
@@ -24,15 +24,22 @@ interface SlotPeaks {
 const BUSY_ROUNDS = 3;
 
 /**
- * What a second busy slot adds, in one fresh WINDOW_SLOTS=2 server: its peak over BUSY_ROUNDS
- * rounds of one clip (one row decoding), then over rounds of two at once (two rows sharing the
- * copy). Two fresh servers, one per slot count, differed by 338-410 MiB PSS idle from start-up
- * alone, which made the difference of their peaks move -6% to 31% of a tiny copy for the same
- * code; within one server that noise cancels, and its heap's high-water mark only ever carries the
- * one-clip peak into the two-clip rounds, which is the baseline the second slot is measured from.
+ * Clips at once in the busy rounds the cost of a slot is taken from. The one-clip peak alone moved
+ * 411-441 MiB between runs of the same code (tiny q8), so one clip against two put a second slot
+ * anywhere from 0% to 18% of the copy; against four, that noise is shared by three slots.
+ */
+const MANY_CLIPS = 4;
+
+/**
+ * What each busy slot beyond the first adds, in one fresh server of MANY_CLIPS slots: its peak over
+ * BUSY_ROUNDS rounds of one clip (one row decoding), then over rounds of MANY_CLIPS at once (the rows
+ * sharing the copy). Two fresh servers, one per slot count, differed by 338-410 MiB PSS idle from
+ * start-up alone, which made the difference of their peaks move -6% to 31% of a tiny copy for the
+ * same code; within one server that noise cancels, and its heap's high-water mark only ever carries
+ * the one-clip peak into the later rounds, which is the baseline the other slots are measured from.
  */
 async function slotPeaks(ctx: Context, kind: ModelKind, dtype: Dtype, clip: Clip): Promise<SlotPeaks> {
-  const server = await startSlotscribe(ctx.tmp, kind, dtype, { WINDOW_SLOTS: "2" });
+  const server = await startSlotscribe(ctx.tmp, kind, dtype, { WINDOW_SLOTS: String(MANY_CLIPS) });
   try {
     // A fresh server's first window collects what loading left for the garbage collector (a
     // model file's bytes, read by transformers.js and by the encoder's rewrite).
@@ -45,8 +52,8 @@ async function slotPeaks(ctx: Context, kind: ModelKind, dtype: Dtype, clip: Clip
       return busy.stop();
     };
     const one = await rounds(1);
-    const two = await rounds(2);
-    return { slots: server.slots, idleBytes, one, two, ok: results.every((r) => r.ok), footprintBytes: server.modelFootprintBytes };
+    const many = await rounds(MANY_CLIPS);
+    return { slots: server.slots, idleBytes, one, many, ok: results.every((r) => r.ok), footprintBytes: server.modelFootprintBytes };
   } finally {
     await server.stop();
   }
@@ -102,18 +109,19 @@ export async function speedExperiment(ctx: Context, log: (l: string) => void): P
       rtfTarget ? recordTarget(ctx, "speed", rtf, times(rtf, 1), rtfTarget, rtfTarget.name) : "-",
     ]);
 
-    // What a second slot costs: two busy rows sharing the model copy (their windows decode in one
-    // batch) against one, in the same server.
+    // What a slot beyond the first costs: busy rows sharing the model copy (their windows decode in
+    // one batch) against one, in the same server.
     let memory: Record<string, unknown> | null = null;
     if (server.slots >= 2) {
-      log(`memory ${kind} ${dtype}: 1 x ${pair.seconds.toFixed(0)} s, then 2 x ${pair.seconds.toFixed(0)} s at once, on a fresh WINDOW_SLOTS=2 server`);
+      log(`memory ${kind} ${dtype}: 1 x ${pair.seconds.toFixed(0)} s, then ${MANY_CLIPS} x ${pair.seconds.toFixed(0)} s at once, on a fresh WINDOW_SLOTS=${MANY_CLIPS} server`);
       const peaks = await slotPeaks(ctx, kind, dtype, pair);
       const footprint = ctx.probes.get(`${kind}/${dtype}`)?.residentBytes ?? peaks.footprintBytes;
       // PSS, as the concurrency memory figure: every request's ffmpeg maps the same ~45 MiB of
       // libraries, which RSS would count once per decoder running at the sample.
-      const bytes = peaks.ok ? peaks.two.peakPss - peaks.one.peakPss : null;
-      const second = { bytes, share: bytes !== null && footprint ? bytes / footprint : null };
-      const rssBytes = peaks.ok ? peaks.two.peak - peaks.one.peak : null;
+      const perSlot = (many: number, one: number) => (many - one) / (MANY_CLIPS - 1);
+      const bytes = peaks.ok ? perSlot(peaks.many.peakPss, peaks.one.peakPss) : null;
+      const slot = { bytes, share: bytes !== null && footprint ? bytes / footprint : null };
+      const rssBytes = peaks.ok ? perSlot(peaks.many.peak, peaks.one.peak) : null;
       // The issue sets the 15% for tiny. A bigger model's row can need more on its own: small's
       // cross-attention K/V is 110 MB, 14% of its copy, before its encoder output and logits.
       const rowState = footprintOf(kind, dtype).rowBytes;
@@ -122,8 +130,8 @@ export async function speedExperiment(ctx: Context, log: (l: string) => void): P
         if (kind !== "tiny") return `${mib(c.bytes)} = ${pct(c.share)} (a row alone: ${footprint ? pct(rowState / footprint) : "-"})`;
         return `${mib(c.bytes)} = ${pct(c.share)} ${recordTarget(ctx, "slot memory", c.share, pct(c.share), TARGETS.slotCost, `${TARGETS.slotCost.name} (${kind} ${dtype}, ${label})`)}`;
       };
-      memRows.push([`${kind} ${dtype}`, mib(footprint), mib(peaks.idleBytes), mib(peaks.one.peakPss), mib(peaks.two.peakPss), cell(second, "one shared copy, PSS"), mib(rssBytes)]);
-      memory = { ...peaks, footprintBytes: footprint, secondSlot: second, secondSlotRssBytes: rssBytes };
+      memRows.push([`${kind} ${dtype}`, mib(footprint), mib(peaks.idleBytes), mib(peaks.one.peakPss), mib(peaks.many.peakPss), cell(slot, "one shared copy, PSS"), mib(rssBytes)]);
+      memory = { ...peaks, footprintBytes: footprint, slotBeyondFirst: slot, slotBeyondFirstRssBytes: rssBytes };
     }
     results.push({
       kind,
@@ -164,14 +172,14 @@ export async function speedExperiment(ctx: Context, log: (l: string) => void): P
     ctx.options.print(
       renderTable(
         "\n== 6. Memory per slot (a fresh server; peak PSS of the server process incl. its inference threads + ffmpeg children, sampled every 50 ms) ==",
-        ["model", "model footprint", "idle", "1 clip busy", "2 clips busy", "2nd slot", "2nd slot, RSS"],
+        ["model", "model footprint", "idle", "1 clip busy", `${MANY_CLIPS} clips busy`, "each further slot", "each further slot, RSS"],
         memRows,
         [
           "model footprint: resident bytes the model's load adds (footprint probe; else the server's 'model loaded' log).",
-          `One fresh WINDOW_SLOTS=2 server: idle after one clip, then the peak over ${BUSY_ROUNDS} runs of one ${pair.seconds.toFixed(0)} s clip, then over ${BUSY_ROUNDS} runs`,
-          "of two clips at once (one model copy; the two windows decode in one batch, the encoder runs one window at a time).",
-          "2nd slot = 2-clip busy peak - 1-clip busy peak, share of the model footprint: the second row's cache and transients (the clips",
-          "are 16 kHz WAVs, read without ffmpeg). 2nd slot, RSS: the same from resident sizes.",
+          `One fresh WINDOW_SLOTS=${MANY_CLIPS} server: idle after one clip, then the peak over ${BUSY_ROUNDS} runs of one ${pair.seconds.toFixed(0)} s clip, then over ${BUSY_ROUNDS} runs`,
+          `of ${MANY_CLIPS} clips at once (one model copy; the windows decode in one batch, the encoder runs one window at a time).`,
+          `each further slot = (${MANY_CLIPS}-clip busy peak - 1-clip busy peak) / ${MANY_CLIPS - 1}, share of the model footprint: a row's cache and transients`,
+          "(the clips are 16 kHz WAVs, read without ffmpeg). each further slot, RSS: the same from resident sizes.",
           "The 15% target is the issue's for tiny; for other models the figure is reported next to what one row's state alone costs (footprints.json).",
         ],
       ),
