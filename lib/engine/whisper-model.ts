@@ -12,7 +12,8 @@ import { WhisperRules, type WhisperGenerationConfig } from "./whisper-rules.ts";
 interface Session {
   readonly inputNames: readonly string[];
   readonly outputNames: readonly string[];
-  run(feeds: Record<string, ort.Tensor>): Promise<Record<string, ort.Tensor>>;
+  /** `fetches`: every output wanted by name, each null or a tensor onnxruntime writes that output into. */
+  run(feeds: Record<string, ort.Tensor>, fetches?: Record<string, ort.Tensor | null>): Promise<Record<string, ort.Tensor>>;
 }
 
 /**
@@ -228,13 +229,20 @@ export class WhisperModel {
     const size = this.frames * this.dModel;
     const states = new Float32Array(rows * size);
     encoded.forEach((e, i) => states.set(e, i * size));
-    const past = new Map<string, ort.Tensor>();
+    // The rows' cross-attention K/V, [rows, heads, frames, head_dim] each: onnxruntime writes a row's
+    // straight into its part. Returned like any output, they would take a buffer of onnxruntime's and
+    // a copy into these tensors, three passes over fresh memory (tiny: 18 MB a row) where one does.
+    const crossSize = this.heads * this.frames * this.headDim;
+    const cross = new Map(
+      this.kv.filter((k) => k.cross).map((k) => [k.past, new ort.Tensor("float32", new Float32Array(rows * crossSize), [rows, this.heads, this.frames, this.headDim])]),
+    );
+    const past = new Map(cross);
     const logits: Float32Array[] = [];
     const sotLogits: Float32Array[] = [];
     const attentions: AttentionAt[] = [];
-    // One row at a time: onnxruntime-node copies every output into a new buffer, so a first call over
-    // the whole group held each row's cross-attention K/V twice at its peak (onnxruntime's buffer and
-    // the copy), 37 MB a row for tiny. Row by row, each copy goes into the group's tensors at once.
+    // One row at a time: a first call over the whole group would hold every row's K/V twice at its
+    // peak (onnxruntime-node copies every output into a buffer of its own, even one it wrote into
+    // ours), 37 MB a row for tiny; row by row, one row's copy at most.
     for (let i = 0; i < rows; i++) {
       const row: BatchState = {
         rows: 1,
@@ -242,19 +250,23 @@ export class WhisperModel {
         past: new Map(this.kv.map((k) => [k.past, new ort.Tensor("float32", new Float32Array(0), [1, this.heads, 0, this.headDim])])),
         position: 0,
       };
+      const rowOf = (group: ort.Tensor) => new ort.Tensor("float32", (group.data as Float32Array).subarray(i * crossSize, (i + 1) * crossSize), [1, ...group.dims.slice(1)]);
+      const into = new Map([...cross].map(([name, group]) => [name, rowOf(group)]));
       const ids = BigInt64Array.from(tokens[i]!.map(BigInt));
-      const out = await this.run(row, new ort.Tensor("int64", ids, [1, ids.length]), false);
+      const out = await this.run(row, new ort.Tensor("int64", ids, [1, ids.length]), false, into);
       logits.push(out.logits[0]!);
       sotLogits.push(out.at(sotIndex)[0]!);
       attentions.push(out.attention);
       for (const [name, t] of row.past) {
-        const data = t.data as Float32Array;
-        let group = past.get(name);
-        if (!group) {
-          group = new ort.Tensor("float32", new Float32Array(rows * data.length), [rows, ...t.dims.slice(1)]);
-          past.set(name, group);
+        if (!into.has(name)) {
+          const data = t.data as Float32Array;
+          let group = past.get(name);
+          if (!group) {
+            group = new ort.Tensor("float32", new Float32Array(rows * data.length), [rows, ...t.dims.slice(1)]);
+            past.set(name, group);
+          }
+          (group.data as Float32Array).set(data, i * data.length);
         }
-        (group.data as Float32Array).set(data, i * data.length);
         releaseTensor(t);
       }
     }
@@ -269,11 +281,15 @@ export class WhisperModel {
     return { logits, attention };
   }
 
-  /** Runs the decoder; `logits` are each row's last position, `at(i)` each row's position i. */
+  /**
+   * Runs the decoder; `logits` are each row's last position, `at(i)` each row's position i. Outputs
+   * named in `into` (by their past input's name) are written into its tensors.
+   */
   private async run(
     state: BatchState,
     inputIds: ort.Tensor,
     cached: boolean,
+    into?: ReadonlyMap<string, ort.Tensor>,
   ): Promise<{ logits: Float32Array[]; at: (position: number) => Float32Array[]; attention: AttentionAt }> {
     const feeds: Record<string, ort.Tensor> = {
       input_ids: inputIds,
@@ -281,7 +297,12 @@ export class WhisperModel {
       use_cache_branch: new ort.Tensor("bool", Uint8Array.from([cached ? 1 : 0]), [1]),
     };
     for (const [name, tensor] of state.past) feeds[name] = tensor;
-    const out = await this.decoder.run(feeds);
+    let fetches: Record<string, ort.Tensor | null> | undefined;
+    if (into) {
+      fetches = Object.fromEntries(this.decoder.outputNames.map((name) => [name, null]));
+      for (const k of this.kv) if (into.has(k.past)) fetches[k.present] = into.get(k.past)!;
+    }
+    const out = await this.decoder.run(feeds, fetches);
     for (const k of this.kv) {
       // Later steps return no cross-attention K/V (or the same again): the first step's are kept.
       if (!cached || !k.cross) {
