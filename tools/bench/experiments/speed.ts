@@ -2,6 +2,7 @@
 import { footprintOf } from "../../../lib/capacity/plan.ts";
 import { type Context, type Dtype, type ModelKind, TARGETS, modelDtypes, recordTarget } from "../context.ts";
 import { type Clip, type TranscriptionResult, transcribeOnService } from "../http.ts";
+import { highWaterMark, resetHighWaterMark } from "../high-water-mark.ts";
 import type { RssWindow } from "../memory.ts";
 import { mib, num, pct, renderTable, seconds, times } from "../report.ts";
 import { startSlotscribe } from "../servers.ts";
@@ -10,9 +11,12 @@ interface SlotPeaks {
   slots: number;
   /** PSS of the server and its children at rest with the model loaded, after one clip. */
   idleBytes: number;
-  /** Peaks over BUSY_ROUNDS rounds of one clip, then of MANY_CLIPS clips at once. */
+  /** Peaks over BUSY_ROUNDS rounds of one clip, then of MANY_CLIPS clips at once, sampled. */
   one: RssWindow;
   many: RssWindow;
+  /** The same peaks of the server process, exact (the kernel's high-water mark of its resident memory). */
+  oneExact: number;
+  manyExact: number;
   ok: boolean;
   footprintBytes: number | null;
 }
@@ -24,9 +28,9 @@ interface SlotPeaks {
 const BUSY_ROUNDS = 3;
 
 /**
- * Clips at once in the busy rounds the cost of a slot is taken from. The one-clip peak alone moved
- * 411-441 MiB between runs of the same code (tiny q8), so one clip against two put a second slot
- * anywhere from 0% to 18% of the copy; against four, that noise is shared by three slots.
+ * Clips at once in the busy rounds the cost of a slot is taken from: one clip against two put a
+ * second slot anywhere from 0% to 18% of a tiny copy (sampled PSS); against four, the noise is
+ * shared by three slots.
  */
 const MANY_CLIPS = 4;
 
@@ -37,6 +41,9 @@ const MANY_CLIPS = 4;
  * start-up alone, which made the difference of their peaks move -6% to 31% of a tiny copy for the
  * same code; within one server that noise cancels, and its heap's high-water mark only ever carries
  * the one-clip peak into the later rounds, which is the baseline the other slots are measured from.
+ * The figure is from the kernel's exact peaks of the server process (the clips are WAVs: no ffmpeg
+ * child runs): PSS sampled every 50 ms moved the one-clip peak over 30 MiB between runs of the same
+ * code, and put a slot at 5-15% of a tiny copy.
  */
 async function slotPeaks(ctx: Context, kind: ModelKind, dtype: Dtype, clip: Clip): Promise<SlotPeaks> {
   const server = await startSlotscribe(ctx.tmp, kind, dtype, { WINDOW_SLOTS: String(MANY_CLIPS) });
@@ -46,14 +53,15 @@ async function slotPeaks(ctx: Context, kind: ModelKind, dtype: Dtype, clip: Clip
     await transcribeOnService(server.url, clip);
     const idleBytes = await server.sampler.idle("pss");
     const results: TranscriptionResult[] = [];
-    const rounds = async (n: number): Promise<RssWindow> => {
+    const rounds = async (n: number): Promise<[RssWindow, number]> => {
+      resetHighWaterMark(server.pid);
       const busy = server.sampler.window();
       for (let round = 0; round < BUSY_ROUNDS; round++) results.push(...(await Promise.all(Array.from({ length: n }, () => transcribeOnService(server.url, clip)))));
-      return busy.stop();
+      return [busy.stop(), highWaterMark(server.pid)];
     };
-    const one = await rounds(1);
-    const many = await rounds(MANY_CLIPS);
-    return { slots: server.slots, idleBytes, one, many, ok: results.every((r) => r.ok), footprintBytes: server.modelFootprintBytes };
+    const [one, oneExact] = await rounds(1);
+    const [many, manyExact] = await rounds(MANY_CLIPS);
+    return { slots: server.slots, idleBytes, one, many, oneExact, manyExact, ok: results.every((r) => r.ok), footprintBytes: server.modelFootprintBytes };
   } finally {
     await server.stop();
   }
@@ -116,12 +124,10 @@ export async function speedExperiment(ctx: Context, log: (l: string) => void): P
       log(`memory ${kind} ${dtype}: 1 x ${pair.seconds.toFixed(0)} s, then ${MANY_CLIPS} x ${pair.seconds.toFixed(0)} s at once, on a fresh WINDOW_SLOTS=${MANY_CLIPS} server`);
       const peaks = await slotPeaks(ctx, kind, dtype, pair);
       const footprint = ctx.probes.get(`${kind}/${dtype}`)?.residentBytes ?? peaks.footprintBytes;
-      // PSS, as the concurrency memory figure: every request's ffmpeg maps the same ~45 MiB of
-      // libraries, which RSS would count once per decoder running at the sample.
       const perSlot = (many: number, one: number) => (many - one) / (MANY_CLIPS - 1);
-      const bytes = peaks.ok ? perSlot(peaks.many.peakPss, peaks.one.peakPss) : null;
+      const bytes = peaks.ok ? perSlot(peaks.manyExact, peaks.oneExact) : null;
       const slot = { bytes, share: bytes !== null && footprint ? bytes / footprint : null };
-      const rssBytes = peaks.ok ? perSlot(peaks.many.peak, peaks.one.peak) : null;
+      const pssBytes = peaks.ok ? perSlot(peaks.many.peakPss, peaks.one.peakPss) : null;
       // The issue sets the 15% for tiny. A bigger model's row can need more on its own: small's
       // cross-attention K/V is 110 MB, 14% of its copy, before its encoder output and logits.
       const rowState = footprintOf(kind, dtype).rowBytes;
@@ -130,8 +136,16 @@ export async function speedExperiment(ctx: Context, log: (l: string) => void): P
         if (kind !== "tiny") return `${mib(c.bytes)} = ${pct(c.share)} (a row alone: ${footprint ? pct(rowState / footprint) : "-"})`;
         return `${mib(c.bytes)} = ${pct(c.share)} ${recordTarget(ctx, "slot memory", c.share, pct(c.share), TARGETS.slotCost, `${TARGETS.slotCost.name} (${kind} ${dtype}, ${label})`)}`;
       };
-      memRows.push([`${kind} ${dtype}`, mib(footprint), mib(peaks.idleBytes), mib(peaks.one.peakPss), mib(peaks.many.peakPss), cell(slot, "one shared copy, PSS"), mib(rssBytes)]);
-      memory = { ...peaks, footprintBytes: footprint, slotBeyondFirst: slot, slotBeyondFirstRssBytes: rssBytes };
+      memRows.push([
+        `${kind} ${dtype}`,
+        mib(footprint),
+        mib(peaks.idleBytes),
+        mib(peaks.oneExact),
+        mib(peaks.manyExact),
+        cell(slot, "one shared copy, exact peaks"),
+        mib(pssBytes),
+      ]);
+      memory = { ...peaks, footprintBytes: footprint, slotBeyondFirst: slot, slotBeyondFirstPssBytes: pssBytes };
     }
     results.push({
       kind,
@@ -171,15 +185,15 @@ export async function speedExperiment(ctx: Context, log: (l: string) => void): P
   if (memRows.length) {
     ctx.options.print(
       renderTable(
-        "\n== 6. Memory per slot (a fresh server; peak PSS of the server process incl. its inference threads + ffmpeg children, sampled every 50 ms) ==",
-        ["model", "model footprint", "idle", "1 clip busy", `${MANY_CLIPS} clips busy`, "each further slot", "each further slot, RSS"],
+        "\n== 6. Memory per slot (a fresh server; the kernel's peak resident size of the server process, its inference threads included) ==",
+        ["model", "model footprint", "idle (PSS)", "1 clip busy", `${MANY_CLIPS} clips busy`, "each further slot", "each further slot, sampled PSS"],
         memRows,
         [
           "model footprint: resident bytes the model's load adds (footprint probe; else the server's 'model loaded' log).",
           `One fresh WINDOW_SLOTS=${MANY_CLIPS} server: idle after one clip, then the peak over ${BUSY_ROUNDS} runs of one ${pair.seconds.toFixed(0)} s clip, then over ${BUSY_ROUNDS} runs`,
           `of ${MANY_CLIPS} clips at once (one model copy; the windows decode in one batch, the encoder runs one window at a time).`,
           `each further slot = (${MANY_CLIPS}-clip busy peak - 1-clip busy peak) / ${MANY_CLIPS - 1}, share of the model footprint: a row's cache and transients`,
-          "(the clips are 16 kHz WAVs, read without ffmpeg). each further slot, RSS: the same from resident sizes.",
+          "(the clips are 16 kHz WAVs, read without ffmpeg: the server is one process). Sampled PSS: the same from PSS read every 50 ms.",
           "The 15% target is the issue's for tiny; for other models the figure is reported next to what one row's state alone costs (footprints.json).",
         ],
       ),
