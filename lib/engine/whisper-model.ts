@@ -230,8 +230,8 @@ export class WhisperModel {
     const states = new Float32Array(rows * size);
     encoded.forEach((e, i) => states.set(e, i * size));
     // The rows' cross-attention K/V, [rows, heads, frames, head_dim] each: onnxruntime writes a row's
-    // straight into its part. Returned like any output, they would take a buffer of onnxruntime's and
-    // a copy into these tensors, three passes over fresh memory (tiny: 18 MB a row) where one does.
+    // straight into its part. Returned like any other output, a row's (tiny: 18 MB) would be written
+    // into a buffer of onnxruntime's and copied into these tensors besides onnxruntime-node's copy.
     const crossSize = this.heads * this.frames * this.headDim;
     const cross = new Map(
       this.kv.filter((k) => k.cross).map((k) => [k.past, new ort.Tensor("float32", new Float32Array(rows * crossSize), [rows, this.heads, this.frames, this.headDim])]),
