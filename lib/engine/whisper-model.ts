@@ -229,14 +229,17 @@ export class WhisperModel {
     const size = this.frames * this.dModel;
     const states = new Float32Array(rows * size);
     encoded.forEach((e, i) => states.set(e, i * size));
-    // The rows' cross-attention K/V, [rows, heads, frames, head_dim] each: onnxruntime writes a row's
-    // straight into its part. Returned like any other output, a row's (tiny: 18 MB) would be written
-    // into a buffer of onnxruntime's and copied into these tensors besides onnxruntime-node's copy.
-    const crossSize = this.heads * this.frames * this.headDim;
-    const cross = new Map(
-      this.kv.filter((k) => k.cross).map((k) => [k.past, new ort.Tensor("float32", new Float32Array(rows * crossSize), [rows, this.heads, this.frames, this.headDim])]),
+    // The group's cache, [rows, heads, length, head_dim] a tensor: onnxruntime writes each row's
+    // straight into its part. Returned like any other output, a row's cross-attention K/V (tiny: 18
+    // MB) would be written into a buffer of onnxruntime's and copied into these besides
+    // onnxruntime-node's own copy.
+    const positions = tokens[0]!.length;
+    const past = new Map(
+      this.kv.map((k) => {
+        const length = k.cross ? this.frames : positions;
+        return [k.past, new ort.Tensor("float32", new Float32Array(rows * this.heads * length * this.headDim), [rows, this.heads, length, this.headDim])];
+      }),
     );
-    const past = new Map(cross);
     const logits: Float32Array[] = [];
     const sotLogits: Float32Array[] = [];
     const attentions: AttentionAt[] = [];
@@ -250,27 +253,22 @@ export class WhisperModel {
         past: new Map(this.kv.map((k) => [k.past, new ort.Tensor("float32", new Float32Array(0), [1, this.heads, 0, this.headDim])])),
         position: 0,
       };
-      const rowOf = (group: ort.Tensor) => new ort.Tensor("float32", (group.data as Float32Array).subarray(i * crossSize, (i + 1) * crossSize), [1, ...group.dims.slice(1)]);
-      const into = new Map([...cross].map(([name, group]) => [name, rowOf(group)]));
+      const into = new Map(
+        [...past].map(([name, group]) => {
+          const data = group.data as Float32Array;
+          const rowSize = data.length / rows;
+          return [name, new ort.Tensor("float32", data.subarray(i * rowSize, (i + 1) * rowSize), [1, ...group.dims.slice(1)])];
+        }),
+      );
       const ids = BigInt64Array.from(tokens[i]!.map(BigInt));
       const out = await this.run(row, new ort.Tensor("int64", ids, [1, ids.length]), false, into);
       logits.push(out.logits[0]!);
       sotLogits.push(out.at(sotIndex)[0]!);
       attentions.push(out.attention);
-      for (const [name, t] of row.past) {
-        if (!into.has(name)) {
-          const data = t.data as Float32Array;
-          let group = past.get(name);
-          if (!group) {
-            group = new ort.Tensor("float32", new Float32Array(rows * data.length), [rows, ...t.dims.slice(1)]);
-            past.set(name, group);
-          }
-          (group.data as Float32Array).set(data, i * data.length);
-        }
-        releaseTensor(t);
-      }
+      // onnxruntime-node's copies of what is already in the group's tensors.
+      for (const t of row.past.values()) releaseTensor(t);
     }
-    const state: BatchState = { rows, encoderStates: new ort.Tensor("float32", states, [rows, this.frames, this.dModel]), past, position: tokens[0]!.length };
+    const state: BatchState = { rows, encoderStates: new ort.Tensor("float32", states, [rows, this.frames, this.dModel]), past, position: positions };
     return { logits, sotLogits, attention: (row, position, frames) => attentions[row]!(0, position, frames), state };
   }
 
