@@ -46,12 +46,18 @@ function fakes(scratch: string) {
     transcribed: [] as string[],
     submitted: [] as JobRecord[],
     status,
+    /** The level of each request's log line, with its status. */
+    requestLogs: [] as { level: string; status: number }[],
+    transcribeFails: false,
+  };
+  const requestLog = (level: string) => (fields: object, msg?: string) => {
+    if (msg === "request") state.requestLogs.push({ level, status: (fields as { status: number }).status });
   };
   const full = () => new DomainError("rate_limited", "full", { retryAfterSeconds: 7 });
   const transcript: Transcript = { task: "transcribe", language: "en", duration: 1, text: "hello", segments: [] };
   const deps: HttpDeps = {
     config: { ROLE: "all", MAX_UPLOAD_BYTES: 4096, PUBLIC_URL: undefined, MAX_DOWNLOAD_BYTES: 4096, DOWNLOAD_TIMEOUT: 1000 },
-    log: { info() {}, error() {} },
+    log: { info: requestLog("info"), warn: requestLog("warn"), error: requestLog("error") },
     metrics: { httpDuration: { observe() {} }, errors: { inc() {} }, registry: new Registry() },
     apiKeys: { required: true, accepts: (key) => key === KEY },
     instanceId: "test",
@@ -63,7 +69,10 @@ function fakes(scratch: string) {
         assertRoom: () => {
           if (state.transcriptionsFull) throw full();
         },
-        transcribeFile: async (path) => (state.transcribed.push(path), transcript),
+        transcribeFile: async (path) => {
+          if (state.transcribeFails) throw new Error("a bug");
+          return (state.transcribed.push(path), transcript);
+        },
         extract: async () => ({ durationSeconds: 1 }),
       },
     },
@@ -217,5 +226,20 @@ describe("the HTTP API in process", () => {
     expect(((await capacity.json()) as { instance: { slots: number } }).instance.slots).toBe(2);
     state.status = { ...status, models: [{ id: "m", dtype: "q8", state: "loading" }] };
     expect((await app.request("/readyz")).status).toBe(503);
+  });
+
+  it("logs a 500 at error level and a not-ready 503 as a warning", async () => {
+    const { app, state } = fakes(scratch);
+    state.transcribeFails = true;
+    const failed = await app.request("/v1/audio/transcriptions", { method: "POST", headers: auth, body: upload(16, { model: "m" }) });
+    expect(failed.status).toBe(500);
+    state.status = { ...status, models: [{ id: "m", dtype: "q8", state: "loading" }] };
+    expect((await app.request("/readyz")).status).toBe(503);
+    expect((await app.request("/healthz")).status).toBe(200);
+    expect(state.requestLogs).toEqual([
+      { level: "error", status: 500 },
+      { level: "warn", status: 503 },
+      { level: "info", status: 200 },
+    ]);
   });
 });

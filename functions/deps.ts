@@ -22,7 +22,7 @@ import type { TranscriptionService } from "../lib/transcription-service.ts";
  */
 export interface HttpDeps {
   config: Pick<Config, "ROLE" | "MAX_UPLOAD_BYTES" | "PUBLIC_URL" | "MAX_DOWNLOAD_BYTES" | "DOWNLOAD_TIMEOUT">;
-  log: Pick<Logger, "info" | "error">;
+  log: Pick<Logger, "info" | "warn" | "error">;
   metrics: {
     httpDuration: Pick<Histogram<"method" | "route" | "status">, "observe">;
     errors: Pick<Counter<"code">, "inc">;

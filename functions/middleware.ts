@@ -80,7 +80,9 @@ export function logRequests(): MiddlewareHandler<AppEnv> {
     const { log, metrics } = c.var.deps;
     const seconds = (performance.now() - started) / 1000;
     metrics.httpDuration.observe({ method: c.req.method, route: c.req.routePath, status: String(c.res.status) }, seconds);
-    const level = c.res.status >= 500 ? "error" : "info";
+    // Error level is for our bugs (500): a readiness probe's 503 while a model loads, or a store that
+    // is down, is the service answering as designed, and must not page whoever alerts on errors.
+    const level = c.res.status === 500 ? "error" : c.res.status > 500 ? "warn" : "info";
     const error = c.get("errorCode");
     log[level](
       { requestId: c.get("requestId"), method: c.req.method, path: c.req.path, status: c.res.status, ...(error ? { error } : {}), ms: Math.round(performance.now() - started) },
