@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Registry } from "prom-client";
@@ -48,10 +48,14 @@ function fakes(scratch: string) {
     status,
     /** The level of each request's log line, with its status. */
     requestLogs: [] as { level: string; status: number }[],
-    transcribeFails: false,
+    /** Every other line logged at error level. */
+    errorLogs: [] as string[],
+    /** What the transcription throws, if anything. */
+    transcribeFails: null as unknown,
   };
   const requestLog = (level: string) => (fields: object, msg?: string) => {
     if (msg === "request") state.requestLogs.push({ level, status: (fields as { status: number }).status });
+    else if (level === "error") state.errorLogs.push(msg ?? "");
   };
   const full = () => new DomainError("rate_limited", "full", { retryAfterSeconds: 7 });
   const transcript: Transcript = { task: "transcribe", language: "en", duration: 1, text: "hello", segments: [] };
@@ -70,7 +74,7 @@ function fakes(scratch: string) {
           if (state.transcriptionsFull) throw full();
         },
         transcribeFile: async (path) => {
-          if (state.transcribeFails) throw new Error("a bug");
+          if (state.transcribeFails) throw state.transcribeFails;
           return (state.transcribed.push(path), transcript);
         },
         extract: async () => ({ durationSeconds: 1 }),
@@ -230,7 +234,7 @@ describe("the HTTP API in process", () => {
 
   it("logs a 500 at error level and a not-ready 503 as a warning", async () => {
     const { app, state } = fakes(scratch);
-    state.transcribeFails = true;
+    state.transcribeFails = new Error("a bug");
     const failed = await app.request("/v1/audio/transcriptions", { method: "POST", headers: auth, body: upload(16, { model: "m" }) });
     expect(failed.status).toBe(500);
     state.status = { ...status, models: [{ id: "m", dtype: "q8", state: "loading" }] };
@@ -241,5 +245,36 @@ describe("the HTTP API in process", () => {
       { level: "warn", status: 503 },
       { level: "info", status: 200 },
     ]);
+    expect(state.errorLogs).toEqual(["unhandled error"]);
+  });
+
+  it("answers a full disk with 503 and Retry-After, and tells the operator", async () => {
+    const { app, state } = fakes(scratch);
+    // The kernel's own answer for a full disk: /dev/full refuses every write with ENOSPC.
+    state.transcribeFails = await writeFile("/dev/full", "x").then(
+      () => null,
+      (err: unknown) => err,
+    );
+    const res = await app.request("/v1/audio/transcriptions", { method: "POST", headers: auth, body: upload(16, { model: "m" }) });
+    expect(res.status).toBe(503);
+    expect(res.headers.get("retry-after")).toBe("60");
+    const body = (await res.json()) as { error: { code: string; message: string; request_id: string } };
+    expect(body.error).toMatchObject({ code: "unavailable", message: expect.stringContaining("no room") });
+    expect(body.error.message).not.toContain("ENOSPC");
+    expect(state.requestLogs).toEqual([{ level: "warn", status: 503 }]);
+    expect(state.errorLogs).toEqual([expect.stringContaining("DATA_DIR")]);
+  });
+
+  it("logs a bug found after a stream started, and ends the stream with an error event", async () => {
+    const { app, state } = fakes(scratch);
+    state.transcribeFails = new Error("a bug mid-stream");
+    const res = await app.request("/v1/audio/transcriptions", { method: "POST", headers: auth, body: upload(16, { model: "m", stream: "true" }) });
+    expect(res.status).toBe(200);
+    const events = (await res.text())
+      .split("\n")
+      .filter((line) => line.startsWith("data: "))
+      .map((line) => JSON.parse(line.slice(6)) as { type: string; error?: { code: string } });
+    expect(events).toEqual([expect.objectContaining({ type: "error", error: expect.objectContaining({ code: "internal" }) })]);
+    expect(state.errorLogs).toEqual(["unhandled error in a streamed transcription"]);
   });
 });

@@ -3,7 +3,7 @@ import type { Context } from "hono";
 import { streamSSE } from "hono/streaming";
 import { z } from "@hono/zod-openapi";
 import { WHISPER_LANGUAGE_NAMES } from "../lib/engine/languages.ts";
-import { DomainError, errorBody, isDomainError } from "../lib/errors.ts";
+import { DomainError, errorBody, isDomainError, toDomainError } from "../lib/errors.ts";
 import { renderTranscript } from "../lib/formats.ts";
 import { transcriberOf } from "./deps.ts";
 import type { TranscribeRequest } from "../lib/transcription-service.ts";
@@ -169,8 +169,12 @@ function streamTranscript(c: Context<AppEnv>, form: z.infer<typeof AudioForm>, r
       });
     } catch (err) {
       const failure = asOpenAiError(err);
-      const known = isDomainError(failure) ? failure : new DomainError("internal", "stream failed", { cause: failure });
+      const known = toDomainError(failure) ?? new DomainError("internal", "stream failed", { cause: failure });
       c.set("errorCode", known.code);
+      // The request's log line went out when the stream started: a bug found later is logged here.
+      if (known.code === "internal") {
+        c.var.deps.log.error({ requestId: c.get("requestId"), err: (failure as Error)?.stack ?? String(failure) }, "unhandled error in a streamed transcription");
+      }
       send({ type: "error", ...errorBody(known, c.get("requestId")) });
     } finally {
       await rm(form.file.path, { force: true });

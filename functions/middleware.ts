@@ -3,7 +3,7 @@ import { rm } from "node:fs/promises";
 import type { Context, MiddlewareHandler } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { presentedKey } from "../lib/auth.ts";
-import { DomainError, errorBody, isDomainError, type ErrorCode } from "../lib/errors.ts";
+import { DomainError, errorBody, StorageFull, toDomainError, type ErrorCode } from "../lib/errors.ts";
 import { ERROR_STATUS } from "./error-status.ts";
 import type { HttpDeps } from "./deps.ts";
 import type { AppEnv } from "./env.ts";
@@ -94,10 +94,12 @@ export function logRequests(): MiddlewareHandler<AppEnv> {
 /** The one error handler: every failure leaves as the same JSON shape with the request id. */
 export function handleError(err: Error, c: Context<AppEnv>): Response {
   const requestId = c.get("requestId") ?? newRequestId();
-  const domainError = isDomainError(err) ? err : err instanceof HTTPException && err.status < 500 ? clientError(err) : new DomainError("internal", err.message, { cause: err });
+  const domainError = toDomainError(err) ?? (err instanceof HTTPException && err.status < 500 ? clientError(err) : new DomainError("internal", err.message, { cause: err }));
   c.set("errorCode", domainError.code);
   if (domainError.code === "internal") {
     c.get("deps")?.log.error({ requestId, err: err.stack ?? err.message, cause: describeCause(err) }, "unhandled error");
+  } else if (domainError instanceof StorageFull) {
+    c.get("deps")?.log.error({ requestId, err: err.message }, "no room on disk for the request's data: free space under DATA_DIR");
   }
   c.get("deps")?.metrics.errors.inc({ code: domainError.code });
   if (domainError.retryAfterSeconds !== undefined) c.header("retry-after", String(domainError.retryAfterSeconds));

@@ -52,6 +52,28 @@ export function isDomainError(err: unknown): err is DomainError {
   return err instanceof DomainError;
 }
 
+/** The filesystem's answers when it has no room: the disk is full, or the user's quota is spent. */
+const STORAGE_FULL_CODES: ReadonlySet<string> = new Set(["ENOSPC", "EDQUOT"]);
+
+/**
+ * The disk under DATA_DIR (spooled uploads, job inputs, downloaded media, the embedded job store)
+ * has no room: nothing was kept, and the same request succeeds once there is room again, here or on
+ * another instance. The operator has to act, the client only has to wait.
+ */
+export class StorageFull extends DomainError {
+  constructor(cause: unknown) {
+    super("unavailable", "This instance has no room to store the request's data right now; try again later.", { cause, retryAfterSeconds: 60 });
+    this.name = "StorageFull";
+  }
+}
+
+/** The core's error for `err`: itself if it is one, StorageFull for a full disk, else null (a bug). */
+export function toDomainError(err: unknown): DomainError | null {
+  if (isDomainError(err)) return err;
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  return typeof code === "string" && STORAGE_FULL_CODES.has(code) ? new StorageFull(err) : null;
+}
+
 /** A store the operation needs (Redis behind the slot, job or upload store) cannot be reached now. */
 export class StoreUnavailable extends DomainError {
   constructor(message: string, cause?: unknown) {

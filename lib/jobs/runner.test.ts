@@ -44,13 +44,13 @@ async function receiver(secret: string) {
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`, received };
 }
 
-/** A runner over a real store whose transcription always yields TRANSCRIPT. */
-function runner(store: JobStore, dataDir: string, callbacks: CallbackSender): JobRunner {
+/** A runner over a real store whose transcription yields TRANSCRIPT unless `transcribeFile` says otherwise. */
+function runner(store: JobStore, dataDir: string, callbacks: CallbackSender, transcribeFile = async () => TRANSCRIPT): JobRunner {
   return new JobRunner({
     store,
     dispatcher: new EmbeddedJobDispatcher({ store, concurrency: 1, log }),
     blobs: new FileBlobs(inputsDir(dataDir)),
-    transcription: { transcribeFile: async () => TRANSCRIPT, retryAfterSeconds: () => 1 } as unknown as TranscriptionService,
+    transcription: { transcribeFile, retryAfterSeconds: () => 1 } as unknown as TranscriptionService,
     callbacks,
     leases: new EmbeddedLeaseStore({ cap: null }),
     policy: parseAllowlist("127.0.0.1"),
@@ -111,5 +111,41 @@ describe("a job's callback", () => {
     await vi.waitFor(async () => expect((await reopened.get("job_1"))?.callback).toMatchObject({ state: "delivered", webhookId: hook.received[0]!.webhookId }), {
       timeout: 10_000,
     });
+  });
+});
+
+describe("a job that meets a full disk", () => {
+  it("runs again rather than failing, and succeeds once there is room", async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), "slotscribe-runner-"));
+    cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
+    // The kernel's own answer for a full disk: /dev/full refuses every write with ENOSPC.
+    const diskFull = await writeFile("/dev/full", "x").then(
+      () => null,
+      (err: unknown) => err,
+    );
+    expect((diskFull as NodeJS.ErrnoException).code).toBe("ENOSPC");
+    let runs = 0;
+    const store = await EmbeddedJobStore.open({ dataDir, retentionMs: 3_600_000 });
+    cleanups.push(() => store.close());
+    const jobs = runner(store, dataDir, { enqueue: async () => undefined, start: async () => undefined, close: async () => undefined }, async () => {
+      runs++;
+      if (runs === 1) throw diskFull;
+      return TRANSCRIPT;
+    });
+    cleanups.push(() => jobs.stop());
+    await jobs.start();
+    await writeFile(join(inputsDir(dataDir), "job_full"), "not audio, never decoded here");
+    await jobs.submit({
+      id: "job_full",
+      status: "queued",
+      request: { model: "m", task: "transcribe", responseFormat: "json", callbackIncludeResult: false },
+      input: { kind: "upload", path: join(inputsDir(dataDir), "job_full"), filename: "a.wav", bytes: 29 },
+      createdAt: new Date().toISOString(),
+      runs: 0,
+      progress: { doneSeconds: 0, totalSeconds: null },
+    });
+    await vi.waitFor(async () => expect((await store.get("job_full"))?.status).toBe("succeeded"), { timeout: 15_000 });
+    expect(runs).toBe(2);
+    expect((await store.get("job_full"))?.runs).toBe(2);
   });
 });

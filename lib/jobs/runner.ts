@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { probeDurationSeconds } from "../audio/probe.ts";
 import type { LeaseStore } from "../admission/ports.ts";
 import { InferenceError } from "../engine/engine.ts";
-import { DomainError, isDomainError } from "../errors.ts";
+import { DomainError, StorageFull, toDomainError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
 import type { OutboundPolicy } from "../net/outbound-policy.ts";
@@ -27,7 +27,7 @@ export class JobCanceled extends Error {
  * an unreachable lease store, a busy cluster or a crashed inference thread may not.
  */
 export function isRetryable(err: unknown): boolean {
-  return err instanceof InferenceError || (isDomainError(err) && err.retryable);
+  return err instanceof InferenceError || (toDomainError(err)?.retryable ?? false);
 }
 
 /** Without a local estimate (an api instance): about the time a few queued jobs take to start. */
@@ -261,8 +261,9 @@ export class JobRunner {
       await this.dispatch(job, "retried", { delaySeconds: 2 * job.runs });
       return;
     }
-    const error = isDomainError(err) && err.code !== "internal" ? { code: err.code, message: err.message } : { code: "internal", message: "The job failed on the server." };
-    if (error.code === "internal") this.deps.log.error({ jobId: id, err: (err as Error)?.stack ?? String(err) }, "job failed");
+    const known = toDomainError(err);
+    const error = known && known.code !== "internal" ? { code: known.code, message: known.message } : { code: "internal", message: "The job failed on the server." };
+    if (error.code === "internal" || known instanceof StorageFull) this.deps.log.error({ jobId: id, err: (err as Error)?.stack ?? String(err) }, "job failed");
     await this.finish(id, { status: "failed", error });
   }
 
