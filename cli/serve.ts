@@ -42,7 +42,16 @@ export async function serveCommand(argv: string[], startServer: StartServer): Pr
   const missing = missingProcessEnv();
   if (missing.length > 0)
     log.warn({ set: missing }, "started without the process environment the service is tuned for (the image, npm start and bin/slotscribe.js set it): slower and larger");
-  const server = await startServer(config, log);
+  let server: Awaited<ReturnType<StartServer>>;
+  try {
+    server = await startServer(config, log);
+  } catch (err) {
+    // A setting loadConfig cannot check alone: DATA_DIR not a writable directory, a models
+    // directory that cannot be read, a port in use.
+    log.fatal({ err: (err as Error).message }, "refusing to start: the service could not be set up");
+    log.flush();
+    return 1;
+  }
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {
       log.info({ signal }, "shutting down");

@@ -47,7 +47,7 @@ export interface RunningServer {
 export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
   // env carries Node's request and response, which the app reads uploads from.
   let handle: ((request: Request, env: unknown) => Response | Promise<Response>) | null = null;
-  const server: ServerType = await new Promise((resolve) => {
+  const server: ServerType = await new Promise((resolve, reject) => {
     const s = serve(
       {
         fetch: (request, env) =>
@@ -62,13 +62,26 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
         // that would close a keep-alive connection under a client still sending it.
         autoCleanupIncoming: false,
       },
-      () => resolve(s),
+      () => {
+        s.off("error", reject);
+        resolve(s);
+      },
     );
+    // A port in use or not ours to bind: the start fails with it rather than crashing the process.
+    s.once("error", reject);
   });
   (server as Server).on("clientError", answerUnparsableRequest);
   const { port } = server.address() as AddressInfo;
   const url = `http://${reachableHost(config.HOST)}:${port}`;
-  const services = await createServices(config, log, { listenUrl: url });
+  let services: Services;
+  try {
+    services = await createServices(config, log, { listenUrl: url });
+  } catch (err) {
+    // The listener answered 503 while the services were built; it must not keep a process that
+    // cannot serve alive.
+    await new Promise<void>((resolve) => (server as Server).close(() => resolve()));
+    throw err;
+  }
   const { transcriber } = services;
   if (transcriber) {
     const { plan } = transcriber;

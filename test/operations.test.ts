@@ -1,11 +1,12 @@
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { writeAudioFile } from "../tools/audio/synth.ts";
 import { DEFAULT_MODELS_DIR, generateModel } from "../tools/models/generate.ts";
 import { microTones, type MicroPart } from "../tools/models/micro.ts";
-import { eventually, startService, type ServiceProcess } from "./support/service-process.ts";
+import { eventually, serveUntilExit, startService, type ServiceProcess } from "./support/service-process.ts";
 
 const KEY = `sk-ops-${Math.random().toString(36).slice(2)}`;
 const auth = { authorization: `Bearer ${KEY}` };
@@ -81,6 +82,31 @@ describe("metrics and logs", () => {
       expect(line).toMatchObject({ method: "GET", path: "/v1/models", status: 200 });
     });
     expect(JSON.stringify(service.logs)).not.toContain(KEY);
+  });
+});
+
+describe("a start that cannot serve", () => {
+  it("exits 1 with a fatal log line naming what is wrong when DATA_DIR is not a directory", async () => {
+    const notADirectory = join(work, "a-file");
+    await writeFile(notADirectory, "");
+    const { code, logs, stderr } = await serveUntilExit(env(join(notADirectory, "data")));
+    expect(code).toBe(1);
+    expect(logs.at(-1)).toMatchObject({ level: 60, msg: expect.stringContaining("refusing to start"), err: expect.stringContaining("ENOTDIR") });
+    expect(stderr).not.toMatch(/\n\s+at /);
+  });
+
+  it("exits 1 with a fatal log line when its port is taken", async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, "127.0.0.1", resolve));
+    try {
+      const port = (taken.address() as { port: number }).port;
+      const { code, logs, stderr } = await serveUntilExit(env(join(work, "data-port"), { PORT: String(port) }));
+      expect(code).toBe(1);
+      expect(logs.at(-1)).toMatchObject({ level: 60, msg: expect.stringContaining("refusing to start"), err: expect.stringContaining("EADDRINUSE") });
+      expect(stderr).not.toMatch(/\n\s+at /);
+    } finally {
+      await new Promise((resolve) => taken.close(resolve));
+    }
   });
 });
 

@@ -74,6 +74,27 @@ export async function startService(env: Record<string, string>, timeoutMs = 60_0
   };
 }
 
+/** Runs `serve` (from the sources) until it exits on its own, for starts that must fail: its status, JSON log lines and stderr. */
+export async function serveUntilExit(env: Record<string, string>, timeoutMs = 60_000): Promise<{ code: number | null; logs: Record<string, unknown>[]; stderr: string }> {
+  const child = spawn(process.execPath, ["--import", "tsx", join(ROOT, "bin", "main.ts"), "serve"], {
+    cwd: ROOT,
+    env: withServiceProcessEnv({ ...process.env, PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "info", ...env }),
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stdout = "";
+  let stderr = "";
+  child.stdout!.on("data", (d: Buffer) => (stdout += d.toString()));
+  child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
+  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+  const [code] = (await once(child, "exit")) as [number | null];
+  clearTimeout(timer);
+  const logs = stdout
+    .split("\n")
+    .filter((line) => line.startsWith("{"))
+    .map((line) => JSON.parse(line) as Record<string, unknown>);
+  return { code, logs, stderr };
+}
+
 /** Waits until `check` passes, polling; for state that settles asynchronously (never for timing). */
 export async function eventually<T>(check: () => Promise<T> | T, timeoutMs = 30_000, everyMs = 50): Promise<T> {
   const deadline = Date.now() + timeoutMs;
