@@ -46,8 +46,7 @@ export async function serveCommand(argv: string[], startServer: StartServer): Pr
   try {
     server = await startServer(config, log);
   } catch (err) {
-    // A setting loadConfig cannot check alone: DATA_DIR not a writable directory, a models
-    // directory that cannot be read, a port in use.
+    // What loadConfig cannot check alone: DATA_DIR not a writable directory, a port in use.
     log.fatal({ err: (err as Error).message }, "refusing to start: the service could not be set up");
     log.flush();
     return 1;

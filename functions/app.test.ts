@@ -275,6 +275,6 @@ describe("the HTTP API in process", () => {
       .filter((line) => line.startsWith("data: "))
       .map((line) => JSON.parse(line.slice(6)) as { type: string; error?: { code: string } });
     expect(events).toEqual([expect.objectContaining({ type: "error", error: expect.objectContaining({ code: "internal" }) })]);
-    expect(state.errorLogs).toEqual(["unhandled error in a streamed transcription"]);
+    expect(state.errorLogs).toEqual(["unhandled error"]);
   });
 });

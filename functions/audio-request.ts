@@ -3,9 +3,10 @@ import type { Context } from "hono";
 import { streamSSE } from "hono/streaming";
 import { z } from "@hono/zod-openapi";
 import { WHISPER_LANGUAGE_NAMES } from "../lib/engine/languages.ts";
-import { DomainError, errorBody, isDomainError, toDomainError } from "../lib/errors.ts";
+import { DomainError, errorBody, isDomainError } from "../lib/errors.ts";
 import { renderTranscript } from "../lib/formats.ts";
 import { transcriberOf } from "./deps.ts";
+import { recordError } from "./middleware.ts";
 import type { TranscribeRequest } from "../lib/transcription-service.ts";
 import { RESPONSE_FORMATS } from "../lib/transcript.ts";
 import type { AppEnv } from "./env.ts";
@@ -168,14 +169,8 @@ function streamTranscript(c: Context<AppEnv>, form: z.infer<typeof AudioForm>, r
         usage: { type: "duration", seconds: Math.ceil(transcript.duration) },
       });
     } catch (err) {
-      const failure = asOpenAiError(err);
-      const known = toDomainError(failure) ?? new DomainError("internal", "stream failed", { cause: failure });
-      c.set("errorCode", known.code);
-      // The request's log line went out when the stream started: a bug found later is logged here.
-      if (known.code === "internal") {
-        c.var.deps.log.error({ requestId: c.get("requestId"), err: (failure as Error)?.stack ?? String(failure) }, "unhandled error in a streamed transcription");
-      }
-      send({ type: "error", ...errorBody(known, c.get("requestId")) });
+      // The request's log line went out when the stream started: the failure is counted and logged here.
+      send({ type: "error", ...errorBody(recordError(asOpenAiError(err), c), c.get("requestId")) });
     } finally {
       await rm(form.file.path, { force: true });
     }

@@ -91,17 +91,28 @@ export function logRequests(): MiddlewareHandler<AppEnv> {
   };
 }
 
+/**
+ * A request's failure as the core's error, counted and, when someone has to act (our bug, a full
+ * disk), logged: for the error handler, and for a stream whose status has already gone out.
+ */
+export function recordError(err: unknown, c: Context<AppEnv>, requestId = c.get("requestId")): DomainError {
+  const error = err instanceof Error ? err : new Error(String(err));
+  const domainError =
+    toDomainError(error) ?? (error instanceof HTTPException && error.status < 500 ? clientError(error) : new DomainError("internal", error.message, { cause: error }));
+  c.set("errorCode", domainError.code);
+  if (domainError.code === "internal") {
+    c.get("deps")?.log.error({ requestId, err: error.stack ?? error.message, cause: describeCause(error) }, "unhandled error");
+  } else if (domainError instanceof StorageFull) {
+    c.get("deps")?.log.error({ requestId, err: error.message }, "no room on disk for the request's data: free space under DATA_DIR");
+  }
+  c.get("deps")?.metrics.errors.inc({ code: domainError.code });
+  return domainError;
+}
+
 /** The one error handler: every failure leaves as the same JSON shape with the request id. */
 export function handleError(err: Error, c: Context<AppEnv>): Response {
   const requestId = c.get("requestId") ?? newRequestId();
-  const domainError = toDomainError(err) ?? (err instanceof HTTPException && err.status < 500 ? clientError(err) : new DomainError("internal", err.message, { cause: err }));
-  c.set("errorCode", domainError.code);
-  if (domainError.code === "internal") {
-    c.get("deps")?.log.error({ requestId, err: err.stack ?? err.message, cause: describeCause(err) }, "unhandled error");
-  } else if (domainError instanceof StorageFull) {
-    c.get("deps")?.log.error({ requestId, err: err.message }, "no room on disk for the request's data: free space under DATA_DIR");
-  }
-  c.get("deps")?.metrics.errors.inc({ code: domainError.code });
+  const domainError = recordError(err, c, requestId);
   if (domainError.retryAfterSeconds !== undefined) c.header("retry-after", String(domainError.retryAfterSeconds));
   return c.json(errorBody(domainError, requestId), ERROR_STATUS[domainError.code]);
 }

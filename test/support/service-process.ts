@@ -19,18 +19,23 @@ export interface ServiceProcess {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
+/** `slotscribe serve` on a random local port, its output piped. */
+function spawnServe(env: Record<string, string>, serveArgs: string[] = [], compiled = false): ChildProcess {
+  const entry = compiled ? [join(ROOT, "dist", "bin", "main.js")] : ["--import", "tsx", join(ROOT, "bin", "main.ts")];
+  return spawn(process.execPath, [...entry, "serve", ...serveArgs], {
+    cwd: ROOT,
+    env: withServiceProcessEnv({ ...process.env, PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "info", ...env }),
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+}
+
 /**
  * `serveArgs` go after `serve`, as a Fly process group's command line passes `--role`. `compiled`
  * runs `dist/` (built by `npm run build`) as the image does, without tsx, whose esbuild service and
  * per-thread loader would count in memory figures; tests run the sources.
  */
 export async function startService(env: Record<string, string>, timeoutMs = 60_000, serveArgs: string[] = [], { compiled = false } = {}): Promise<ServiceProcess> {
-  const entry = compiled ? [join(ROOT, "dist", "bin", "main.js")] : ["--import", "tsx", join(ROOT, "bin", "main.ts")];
-  const child = spawn(process.execPath, [...entry, "serve", ...serveArgs], {
-    cwd: ROOT,
-    env: withServiceProcessEnv({ ...process.env, PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "info", ...env }),
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+  const child = spawnServe(env, serveArgs, compiled);
   const logs: Record<string, unknown>[] = [];
   let stderr = "";
   child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
@@ -76,11 +81,7 @@ export async function startService(env: Record<string, string>, timeoutMs = 60_0
 
 /** Runs `serve` (from the sources) until it exits on its own, for starts that must fail: its status, JSON log lines and stderr. */
 export async function serveUntilExit(env: Record<string, string>, timeoutMs = 60_000): Promise<{ code: number | null; logs: Record<string, unknown>[]; stderr: string }> {
-  const child = spawn(process.execPath, ["--import", "tsx", join(ROOT, "bin", "main.ts"), "serve"], {
-    cwd: ROOT,
-    env: withServiceProcessEnv({ ...process.env, PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "info", ...env }),
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+  const child = spawnServe(env);
   let stdout = "";
   let stderr = "";
   child.stdout!.on("data", (d: Buffer) => (stdout += d.toString()));
