@@ -209,7 +209,7 @@ describe("the HTTP API in process", () => {
     expect(await readdir(scratch)).toEqual([]);
   });
 
-  it("accepts a job upload, and replays an Idempotency-Key without reading the body again", async () => {
+  it("accepts a job upload, and replays an Idempotency-Key with the queue full (a job from before requests were digested, too)", async () => {
     const { app, state } = fakes(scratch);
     state.jobs.set("job_k", job({ id: "job_k", idempotencyKey: "k1" }));
     const first = await app.request("/v1/jobs", { method: "POST", headers: auth, body: upload(1000) });
@@ -220,6 +220,48 @@ describe("the HTTP API in process", () => {
     expect(replay.status).toBe(202);
     expect(replay.headers.get("idempotent-replayed")).toBe("true");
     expect(((await replay.json()) as { id: string }).id).toBe("job_k");
+    expect(await readdir(scratch)).toEqual([]);
+  });
+
+  it("refuses an Idempotency-Key reused for another file or other parameters with 422, and replays the same request sent again", async () => {
+    const { app, state } = fakes(scratch);
+    const send = (body: FormData, key = "k2") => app.request("/v1/jobs", { method: "POST", headers: { ...auth, "idempotency-key": key }, body });
+    const audio = (fill: number) => {
+      const form = new FormData();
+      form.set("file", new Blob([new Uint8Array(1000).fill(fill)]), "a.wav");
+      return form;
+    };
+    const withFields = (fill: number, fields: Record<string, string>) => {
+      const form = audio(fill);
+      for (const [name, value] of Object.entries(fields)) form.set(name, value);
+      return form;
+    };
+    const first = await send(withFields(1, { language: "en", metadata: '{"a":1,"b":{"c":2,"d":3}}' }));
+    expect(first.status).toBe(202);
+    const created = state.submitted[0]!;
+    state.jobs.set(created.id, created);
+
+    // The same bytes under another name, the metadata's keys in another order: the same request.
+    const retry = withFields(1, { metadata: '{"b":{"d":3,"c":2},"a":1}', language: "en" });
+    retry.set("file", new Blob([new Uint8Array(1000).fill(1)]), "renamed.wav");
+    const replay = await send(retry);
+    expect(replay.status).toBe(202);
+    expect(replay.headers.get("idempotent-replayed")).toBe("true");
+    expect(((await replay.json()) as { id: string }).id).toBe(created.id);
+
+    for (const other of [
+      withFields(2, { language: "en", metadata: '{"a":1,"b":{"c":2,"d":3}}' }),
+      withFields(1, { language: "fr", metadata: '{"a":1,"b":{"c":2,"d":3}}' }),
+      audio(1),
+    ]) {
+      const refused = await send(other);
+      expect(refused.status).toBe(422);
+      const body = (await refused.json()) as { error: { code: string; param: string; message: string } };
+      expect(body.error).toMatchObject({ code: "idempotency_key_reused", param: "Idempotency-Key" });
+      expect(body.error.message).toContain(created.id);
+    }
+    expect(state.submitted).toHaveLength(1);
+    expect(await readdir(scratch)).toEqual([]);
   });
 
   it("reports readiness and capacity from the transcriber's status", async () => {

@@ -57,6 +57,8 @@ export function errorResponses(...statuses: number[]) {
 }
 
 function describeStatus(status: number): string {
-  const code = Object.entries(ERROR_STATUS).find(([, s]) => s === status)?.[0];
-  return code ? `Error: ${code}` : "Error";
+  const codes = Object.entries(ERROR_STATUS)
+    .filter(([, s]) => s === status)
+    .map(([code]) => code);
+  return codes.length > 0 ? `Error: ${codes.join(" or ")}` : "Error";
 }

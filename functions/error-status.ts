@@ -11,6 +11,8 @@ export const ERROR_STATUS = {
   payload_too_large: 413,
   unsupported_media: 415,
   unprocessable_audio: 422,
+  // The IETF Idempotency-Key draft's status for a key reused with another payload.
+  idempotency_key_reused: 422,
   rate_limited: 429,
   internal: 500,
   upstream_failed: 502,

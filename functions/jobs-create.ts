@@ -16,7 +16,7 @@ export const route = createRoute({
   },
   responses: {
     202: { description: "Accepted; poll links.self or wait for the callback.", content: { "application/json": { schema: JobViewSchema } } },
-    ...errorResponses(400, 403, 413, 429, 503),
+    ...errorResponses(400, 403, 413, 422, 429, 503),
   },
 });
 
@@ -26,7 +26,7 @@ export default uploadRoute(route, async (c) => {
     idempotencyKey: c.req.header("idempotency-key"),
     origin: new URL(c.req.url).origin,
     readBody: async () => {
-      const body = isJson(c) ? await readJson(c, JobJsonBody) : await readForm(c, JobForm);
+      const body = isJson(c) ? await readJson(c, JobJsonBody) : await readForm(c, JobForm, { hashFile: true });
       const request = {
         model: body.model,
         language: checkLanguage(body.language),
@@ -40,7 +40,7 @@ export default uploadRoute(route, async (c) => {
       };
       return "url" in body
         ? { request, source: { kind: "url" as const, url: body.url } }
-        : { request, source: { kind: "upload" as const, path: body.file.path, filename: body.file.name || "upload", bytes: body.file.size } };
+        : { request, source: { kind: "upload" as const, path: body.file.path, filename: body.file.name || "upload", bytes: body.file.size, sha256: body.file.sha256! } };
     },
   });
   const view = toJobView(submitted.job, deps.baseUrl(c.req.url));

@@ -1,3 +1,4 @@
+import { createHash, type Hash } from "node:crypto";
 import { createWriteStream, type WriteStream } from "node:fs";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
@@ -15,6 +16,8 @@ export class SpooledUpload {
     readonly path: string,
     readonly name: string,
     readonly size: number,
+    /** SHA-256 of the file's bytes (hex), when the reader asked for it. */
+    readonly sha256: string | null = null,
   ) {}
 }
 
@@ -41,7 +44,7 @@ const malformed = () =>
  * On failure nothing is left on disk and the rest of the body is left for the connection's
  * clean-up to discard (functions/middleware.ts).
  */
-export function readMultipart(c: Context<AppEnv>, { dir, maxFileBytes }: { dir: string; maxFileBytes: number }): Promise<MultipartForm> {
+export function readMultipart(c: Context<AppEnv>, { dir, maxFileBytes, hashFile = false }: { dir: string; maxFileBytes: number; hashFile?: boolean }): Promise<MultipartForm> {
   const contentType = c.req.header("content-type") ?? "";
   // A urlencoded form is read too (busboy parses both); it cannot carry a file, so it fails validation
   // with 400 "file required" as it did under Hono's form parser, rather than 415.
@@ -78,7 +81,7 @@ export function readMultipart(c: Context<AppEnv>, { dir, maxFileBytes }: { dir: 
 
   return new Promise((resolve, reject) => {
     const fields: MultipartForm["fields"] = {};
-    let file: { path: string; name: string; bytes: number; stream: Readable; sink: WriteStream; written: Promise<void> } | null = null;
+    let file: { path: string; name: string; bytes: number; hash: Hash | null; stream: Readable; sink: WriteStream; written: Promise<void> } | null = null;
     let failed = false;
 
     const fail = (err: unknown) => {
@@ -121,9 +124,12 @@ export function readMultipart(c: Context<AppEnv>, { dir, maxFileBytes }: { dir: 
       }
       const path = join(dir, scratchName(".upload"));
       const sink = createWriteStream(path);
-      const spooled = { path, name: info.filename ?? "", bytes: 0, stream, sink, written: Promise.resolve() };
+      const spooled = { path, name: info.filename ?? "", bytes: 0, hash: hashFile ? createHash("sha256") : null, stream, sink, written: Promise.resolve() };
       file = spooled;
-      stream.on("data", (chunk: Buffer) => (spooled.bytes += chunk.length));
+      stream.on("data", (chunk: Buffer) => {
+        spooled.bytes += chunk.length;
+        spooled.hash?.update(chunk);
+      });
       stream.once("limit", () => fail(new DomainError("payload_too_large", `The file exceeds the upload limit of ${maxFileBytes} bytes.`)));
       spooled.written = new Promise<void>((done, error) => {
         sink.once("close", done);
@@ -140,7 +146,7 @@ export function readMultipart(c: Context<AppEnv>, { dir, maxFileBytes }: { dir: 
     parser.on("close", () => {
       const spooled = file;
       void (spooled?.written ?? Promise.resolve()).then(() => {
-        if (!failed) resolve({ fields, file: spooled && new SpooledUpload(spooled.path, spooled.name, spooled.bytes) });
+        if (!failed) resolve({ fields, file: spooled && new SpooledUpload(spooled.path, spooled.name, spooled.bytes, spooled.hash?.digest("hex") ?? null) });
       }, fail);
     });
     // The client went away mid-body.

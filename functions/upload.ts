@@ -42,10 +42,11 @@ export function uploadRoute(route: RouteConfig, handler: Handler<AppEnv>): OpenA
 /**
  * Reads a multipart body (the file spooled to scratch space) and validates it. The spooled file is
  * removed when the request ends (functions/middleware.ts), whatever the handler does with it.
+ * `hashFile` adds the file's SHA-256 as it streams in.
  */
-export async function readForm<S extends z.ZodType>(c: Context<AppEnv>, schema: S): Promise<z.infer<S>> {
+export async function readForm<S extends z.ZodType>(c: Context<AppEnv>, schema: S, { hashFile = false } = {}): Promise<z.infer<S>> {
   const { config, tempDir } = c.var.deps;
-  const form = await readMultipart(c, { dir: tempDir, maxFileBytes: config.MAX_UPLOAD_BYTES });
+  const form = await readMultipart(c, { dir: tempDir, maxFileBytes: config.MAX_UPLOAD_BYTES, hashFile });
   if (form.file) c.get("spooled").push(form.file.path);
   const parsed = schema.safeParse({ ...form.fields, file: form.file ?? undefined });
   if (!parsed.success) throw invalidRequest(parsed.error);

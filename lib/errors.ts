@@ -11,6 +11,7 @@ export const ERROR_CODES = [
   "payload_too_large",
   "unsupported_media",
   "unprocessable_audio",
+  "idempotency_key_reused",
   "rate_limited",
   "internal",
   "upstream_failed",
@@ -21,7 +22,15 @@ export const ERROR_CODES = [
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
 /** What was asked or sent is what is wrong, so the same operation fails the same way again. */
-const FINAL_CODES: ReadonlySet<ErrorCode> = new Set(["invalid_request", "forbidden", "not_found", "payload_too_large", "unsupported_media", "unprocessable_audio"]);
+const FINAL_CODES: ReadonlySet<ErrorCode> = new Set([
+  "invalid_request",
+  "forbidden",
+  "not_found",
+  "payload_too_large",
+  "unsupported_media",
+  "unprocessable_audio",
+  "idempotency_key_reused",
+]);
 
 export interface DomainErrorOptions {
   cause?: unknown;
@@ -92,6 +101,7 @@ const OPENAI_TYPE: Record<ErrorCode, string> = {
   payload_too_large: "invalid_request_error",
   unsupported_media: "invalid_request_error",
   unprocessable_audio: "invalid_request_error",
+  idempotency_key_reused: "invalid_request_error",
   rate_limited: "rate_limit_error",
   internal: "server_error",
   upstream_failed: "server_error",

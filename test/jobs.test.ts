@@ -138,6 +138,22 @@ describe("async jobs on one machine", () => {
     const again = await submitUpload(service.url, file, {}, { "idempotency-key": key });
     expect(again.headers.get("idempotent-replayed")).toBe("true");
     expect(((await again.json()) as JobView).id).toBe(first.id);
+
+    // The key reused for another file: refused, and nothing more is created.
+    const other = await tones("idem-other.wav", [{ word: "charlie", seconds: 3 }]);
+    const reused = await submitUpload(service.url, other, {}, { "idempotency-key": key });
+    expect(reused.status).toBe(422);
+    expect(((await reused.json()) as { error: { code: string } }).error.code).toBe("idempotency_key_reused");
+    expect((await finished(service.url, first.id)).result!.text).toBe("bravo");
+
+    // Two different requests racing on a fresh key: one job, and the other request refused.
+    const raced = `idem-race-${Math.random()}`;
+    const answers = await Promise.all([file, other, file, other].map((f) => submitUpload(service.url, f, {}, { "idempotency-key": raced })));
+    const views = await Promise.all(answers.map(async (res) => ({ status: res.status, body: (await res.json()) as JobView & { error?: { code: string } } })));
+    const accepted = views.filter((v) => v.status === 202);
+    expect(new Set(accepted.map((v) => v.body.id)).size).toBe(1);
+    expect(accepted).toHaveLength(2);
+    expect(views.filter((v) => v.status === 422).map((v) => v.body.error?.code)).toEqual(["idempotency_key_reused", "idempotency_key_reused"]);
   });
 
   it("decodes a job with its prompt and temperature, multipart or JSON", async () => {

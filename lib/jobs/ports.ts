@@ -51,6 +51,8 @@ export interface JobRecord {
   request: JobRequest;
   input: JobInput;
   idempotencyKey?: string;
+  /** requestDigest() of the submission, with an idempotency key: a retry must match it. */
+  requestDigest?: string;
   createdAt: string;
   startedAt?: string;
   finishedAt?: string;

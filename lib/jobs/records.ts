@@ -45,6 +45,7 @@ export function jobProblem(value: unknown): string | null {
   if (!isTimestamp(value.createdAt)) return "createdAt is not a timestamp";
   if (value.expiresAt !== undefined && !isTimestamp(value.expiresAt)) return "expiresAt is not a timestamp";
   if (value.idempotencyKey !== undefined && typeof value.idempotencyKey !== "string") return "idempotencyKey is not a string";
+  if (value.requestDigest !== undefined && typeof value.requestDigest !== "string") return "requestDigest is not a string";
   if (!isObject(value.request)) return "request is missing";
   const input = value.input;
   if (!isObject(input)) return "input is missing";

@@ -1,4 +1,4 @@
-import { randomUUID } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import { rm } from "node:fs/promises";
 import type { ModelCatalog } from "../engine/models.ts";
 import { DomainError } from "../errors.ts";
@@ -10,7 +10,7 @@ import type { JobRunner } from "./runner.ts";
 /** What a client asks for, once its body has been read: a URL, or an upload spooled to a scratch file. */
 export interface JobSubmission {
   request: Omit<JobRequest, "origin">;
-  source: { kind: "url"; url: string } | { kind: "upload"; path: string; filename: string; bytes: number };
+  source: { kind: "url"; url: string } | { kind: "upload"; path: string; filename: string; bytes: number; sha256: string };
 }
 
 export interface SubmitOptions {
@@ -19,7 +19,7 @@ export interface SubmitOptions {
   origin: string;
   /**
    * Reads the request body (spooling an upload to a scratch file the service then owns). Called only
-   * once the job is admitted, so a replay or a full queue costs no upload.
+   * once the job is admitted or its key found, so a full queue costs no upload.
    */
   readBody(): Promise<JobSubmission>;
 }
@@ -40,7 +40,8 @@ export class JobService {
 
   /**
    * Admission first (the key's replay, then room in the queue), then the body, then the checks that
-   * need it; the upload is stored only for a job that will be created.
+   * need it; the upload is stored only for a job that will be created. A replay reads the body too,
+   * to refuse a key reused for another request rather than answer it with the first one's job.
    */
   async submit({ idempotencyKey, origin, readBody }: SubmitOptions): Promise<{ job: JobRecord; created: boolean }> {
     if (idempotencyKey !== undefined && !/^[\x21-\x7e]{1,255}$/.test(idempotencyKey)) {
@@ -48,11 +49,15 @@ export class JobService {
     }
     if (idempotencyKey !== undefined) {
       const existing = await this.deps.store.findByIdempotencyKey(idempotencyKey);
-      if (existing) return { job: existing, created: false };
+      if (existing) {
+        const { source, digest } = await readSubmission(readBody);
+        if (source.kind === "upload") await rm(source.path, { force: true });
+        return { job: sameRequest(existing, digest), created: false };
+      }
     }
     await this.deps.runner.assertRoom();
 
-    const { request, source } = await readBody();
+    const { request, source, digest } = await readSubmission(readBody);
     const id = `job_${randomUUID().replaceAll("-", "")}`;
     let input: JobInput;
     let model: string;
@@ -70,6 +75,7 @@ export class JobService {
       request: { ...request, model, ...(this.deps.publicUrl ? {} : { origin }) },
       input,
       idempotencyKey,
+      ...(idempotencyKey !== undefined ? { requestDigest: digest } : {}),
       createdAt: new Date().toISOString(),
       runs: 0,
       progress: { doneSeconds: 0, totalSeconds: null },
@@ -83,7 +89,7 @@ export class JobService {
     }
     // A concurrent submission with the same key won: this one's upload is not needed.
     if (!submitted.created && input.kind !== "url") await this.deps.blobs.remove(input);
-    return submitted;
+    return submitted.created ? submitted : { job: sameRequest(submitted.job, digest), created: false };
   }
 
   cancel(id: string): Promise<JobRecord | null> {
@@ -102,4 +108,44 @@ export class JobService {
     if (source.kind === "url") await assertOutboundAllowed(source.url, this.deps.policy);
     return model;
   }
+}
+
+async function readSubmission(readBody: () => Promise<JobSubmission>): Promise<JobSubmission & { digest: string }> {
+  const submission = await readBody();
+  return { ...submission, digest: requestDigest(submission) };
+}
+
+/**
+ * What makes two submissions the same request: every parameter as parsed (defaults applied), and the
+ * audio by its bytes or its URL. Not the upload's file name or the multipart framing, which a
+ * client's retry may change.
+ */
+export function requestDigest({ request, source }: JobSubmission): string {
+  const audio = source.kind === "url" ? { url: source.url } : { sha256: source.sha256 };
+  return `sha256:${createHash("sha256").update(canonicalJson({ request, audio })).digest("hex")}`;
+}
+
+/** JSON with object keys sorted at every level, so that metadata sent in another key order digests the same. */
+function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
+  if (value !== null && typeof value === "object") {
+    const entries = Object.entries(value)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(",")}}`;
+  }
+  return JSON.stringify(value);
+}
+
+/**
+ * The job an Idempotency-Key refers to, if this submission is the request it was created for. A job
+ * created before requests were digested has nothing to compare with and is replayed.
+ */
+function sameRequest(job: JobRecord, digest: string): JobRecord {
+  if (job.requestDigest === undefined || job.requestDigest === digest) return job;
+  throw new DomainError(
+    "idempotency_key_reused",
+    `This Idempotency-Key was used for another request (job ${job.id}): a retry must send the same file and parameters; use a new key for a new request.`,
+    { details: { param: "Idempotency-Key", job_id: job.id } },
+  );
 }

@@ -42,6 +42,7 @@ export function describeJobStore(name: string, harness: JobStoreHarness): void {
       const store = await harness.open();
       const job = makeJob("job_a", {
         idempotencyKey: "key-a",
+        requestDigest: `sha256:${"ab".repeat(32)}`,
         input: { kind: "upload", path: "/x/in.wav", filename: "in.wav", bytes: 10 },
         request: { model: "m", task: "translate", responseFormat: "verbose_json", callbackIncludeResult: true, metadata: { customer: "Zoë", nested: { list: [1, "two", null] } } },
         callback: { webhookId: "msg_1", state: "pending", attempts: [{ at: at(4), status: null, latencyMs: 5 }] },

@@ -233,7 +233,7 @@ export interface components {
         Error: {
             error: {
                 /** @enum {string} */
-                code: "invalid_request" | "unauthorized" | "forbidden" | "not_found" | "conflict" | "payload_too_large" | "unsupported_media" | "unprocessable_audio" | "rate_limited" | "internal" | "upstream_failed" | "unavailable" | "timeout";
+                code: "invalid_request" | "unauthorized" | "forbidden" | "not_found" | "conflict" | "payload_too_large" | "unsupported_media" | "unprocessable_audio" | "idempotency_key_reused" | "rate_limited" | "internal" | "upstream_failed" | "unavailable" | "timeout";
                 message: string;
                 /** @description OpenAI's error type (invalid_request_error, authentication_error, rate_limit_error, server_error, ...) */
                 type: string;
@@ -764,7 +764,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Error: unprocessable_audio */
+            /** @description Error: unprocessable_audio or idempotency_key_reused */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -892,7 +892,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Error: unprocessable_audio */
+            /** @description Error: unprocessable_audio or idempotency_key_reused */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -1021,7 +1021,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Error: unprocessable_audio */
+            /** @description Error: unprocessable_audio or idempotency_key_reused */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -1162,6 +1162,15 @@ export interface operations {
             };
             /** @description Error: payload_too_large */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Error: unprocessable_audio or idempotency_key_reused */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
