@@ -371,5 +371,12 @@ describe("batch against the real server", () => {
     expect(await readFile(join(out, "lecture.txt"), "utf8")).toBe(`${parts.map((p) => ("word" in p ? p.word : "")).join(" ")}\n`);
     expect(await jobCount()).toBe(jobsBefore + 1);
     expect((await manifest(out))[join(dir, "lecture.mp3")]).toMatchObject({ status: "done", jobId: submitted.jobId, audioSeconds: 360 });
+
+    // Another format into another folder (no manifest there): the same job, rendered anew.
+    const srtOut = join(work, "long-srt");
+    const srt = await batch([dir, "--async", "--format", "srt", "--out", srtOut, ...connection]);
+    expect(srt.code, srt.stderr).toBe(0);
+    expect(await readFile(join(srtOut, "lecture.srt"), "utf8")).toMatch(/^1\n00:00:00,000 --> /);
+    expect(await jobCount()).toBe(jobsBefore + 1);
   });
 });

@@ -521,8 +521,10 @@ async function viaJob(input: BatchInput, name: string, key: string, prior: Manif
     }
   }
   while (!job) {
+    // No format: the result is fetched in the one wanted, so a run for another format gets the
+    // same job (the key covers what is sent) rather than a refusal of the key or a second job.
     const submitted = await whenServerHasRoom(input, ctx, () =>
-      client.submitJob(input.source, { model: ctx.model, language: ctx.language, format: ctx.format }, `slotscribe-batch-${key}-${failedJobs}`),
+      client.submitJob(input.source, { model: ctx.model, language: ctx.language }, `slotscribe-batch-${key}-${failedJobs}`),
     );
     // A new job is never finished when accepted: this is the key's earlier job, from a run whose
     // manifest did not get to record it. It failed then, so this attempt needs a key of its own.
