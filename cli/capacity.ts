@@ -11,7 +11,7 @@ extrapolated by parameter count and marked "est.".`;
 
 const MODELS = ["tiny", "base", "small", "medium", "large-v3-turbo"] as const;
 
-export function capacityTable(machine: MachineResources, dtype: Dtype): { rows: string[][]; header: string[] } {
+function capacityTable(machine: MachineResources, dtype: Dtype): { rows: string[][]; header: string[] } {
   const header = ["model", "dtype", "loaded", "per slot", "slots", "threads", "limited by", "one window"];
   const rows = MODELS.map((model) => {
     const plan = planCapacity({ machine, models: [{ id: model, dtype }] });

@@ -13,7 +13,7 @@ import type { JobView } from "../lib/jobs/view.ts";
 import { RESPONSE_FORMATS, type ResponseFormat } from "../lib/transcript.ts";
 import { parseRetryAfter } from "../lib/webhooks/retry-schedule.ts";
 
-export const DEFAULT_SERVER = "http://127.0.0.1:8080";
+const DEFAULT_SERVER = "http://127.0.0.1:8080";
 
 export interface JobList {
   object: "list";
@@ -305,7 +305,7 @@ export function parseFormat(value: string | undefined): ResponseFormat | undefin
 }
 
 /** `slotscribe: <code>: <message> (request <id>)`, the one line an API failure prints. */
-export function describeApiError(err: ApiError): string {
+function describeApiError(err: ApiError): string {
   return `slotscribe: ${err.code}: ${err.message}${err.requestId ? ` (request ${err.requestId})` : ""}`;
 }
 

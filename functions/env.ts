@@ -35,7 +35,7 @@ export function invalidRequest(error: z.ZodError): DomainError {
   });
 }
 
-export const ErrorSchema = z
+const ErrorSchema = z
   .object({
     error: z.object({
       code: z.enum(ERROR_CODES),

@@ -3,8 +3,8 @@ import { RESPONSE_FORMATS } from "../lib/transcript.ts";
 import { FileField, ModelField, urlField } from "./upload.ts";
 
 /** Metadata is stored with the job and repeated in every callback: kept small and shallow. */
-export const METADATA_MAX_BYTES = 16 * 1024;
-export const METADATA_MAX_DEPTH = 16;
+const METADATA_MAX_BYTES = 16 * 1024;
+const METADATA_MAX_DEPTH = 16;
 
 function tooDeep(value: unknown, levelsLeft: number): boolean {
   if (typeof value !== "object" || value === null) return false;

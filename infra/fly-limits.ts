@@ -124,7 +124,7 @@ export function sizingTable(): string {
 }
 
 /** The command line that reproduces a result; fly.toml quotes it next to the numbers. */
-export function flyLimitsCommand(input: FlyLimitsInput): string {
+function flyLimitsCommand(input: FlyLimitsInput): string {
   const parts = [
     `npx tsx infra/fly-limits.ts --memory ${input.memory} --cpus ${input.cpus} --model ${input.models.join(",")} --dtype ${input.dtype} --queue-size ${input.queueSize}`,
   ];

@@ -8,7 +8,7 @@ import { randomBytes } from "node:crypto";
 import { mkdir, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 
-export function scratchRoot(dataDir: string): string {
+function scratchRoot(dataDir: string): string {
   return join(dataDir, "tmp");
 }
 

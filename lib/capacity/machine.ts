@@ -35,7 +35,7 @@ export interface MachineLimits {
   cpus?: number;
 }
 
-export function limitsFromEnv(env: NodeJS.ProcessEnv): MachineLimits {
+function limitsFromEnv(env: NodeJS.ProcessEnv): MachineLimits {
   return {
     memoryBytes: env.MEMORY_LIMIT ? parseBytes(env.MEMORY_LIMIT) : undefined,
     cpus: env.CPUS ? parseCpus(env.CPUS) : undefined,

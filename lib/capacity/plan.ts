@@ -20,7 +20,7 @@ const PARAMETERS: Record<ModelSize, number> = { tiny: 39e6, base: 74e6, small: 2
 type Measured = Omit<Footprint, "measured">;
 const TABLE: Record<string, Partial<Record<Dtype, Measured>>> = footprints.models;
 
-export function modelSize(modelId: string): ModelSize | null {
+function modelSize(modelId: string): ModelSize | null {
   const id = modelId.toLowerCase();
   if (id.includes("turbo") || id.includes("large")) return "large-v3-turbo";
   for (const size of ["medium", "small", "base", "tiny", "micro"] as const) {

@@ -1,7 +1,7 @@
 import { deflateSync } from "node:zlib";
 import type { WindowChunk } from "./protocol.ts";
 
-export const TIME_PRECISION = 0.02;
+const TIME_PRECISION = 0.02;
 
 /**
  * Cuts a window's generated tokens into timestamped segments the way the transformers.js ASR

@@ -81,7 +81,7 @@ export function alignWords(generated: readonly number[], attention: AttentionRow
  * median filter along time, then the mean over heads. A position every token attends to equally
  * says nothing about any of them and stays 0.
  */
-export function alignmentMatrix(rows: Float32Array[], heads: number, frames: number): Float64Array[] {
+function alignmentMatrix(rows: Float32Array[], heads: number, frames: number): Float64Array[] {
   const n = rows.length;
   const out = Array.from({ length: n }, () => new Float64Array(frames));
   const column = new Float64Array(n);
@@ -194,7 +194,7 @@ export function splitWords(tokens: readonly number[], decode: (tokens: number[])
  * Whisper's merge_punctuations: opening marks join the word after them, closing marks the word
  * before, keeping that word's times; the mark's own entry is left empty (its tokens still count).
  */
-export function mergePunctuation(words: TimedWord[]): TimedWord[] {
+function mergePunctuation(words: TimedWord[]): TimedWord[] {
   const out = words.map((w) => ({ ...w, tokens: [...w.tokens] }));
   for (let i = out.length - 2, j = out.length - 1; i >= 0; i--) {
     const previous = out[i]!;

@@ -58,7 +58,7 @@ export function jobProblem(value: unknown): string | null {
   return null;
 }
 
-export function isObject(value: unknown): value is Record<string, unknown> {
+function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 

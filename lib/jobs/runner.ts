@@ -15,7 +15,7 @@ import { newCallback } from "./records.ts";
 import { isFinal, type DeliveryOutcome, type Dispatch, type JobDispatcher, type JobRecord, type JobStatus, type JobStore } from "./ports.ts";
 
 /** The job was canceled by its owner; not a failure. */
-export class JobCanceled extends Error {
+class JobCanceled extends Error {
   constructor() {
     super("job canceled");
     this.name = "JobCanceled";
@@ -26,7 +26,7 @@ export class JobCanceled extends Error {
  * Whether running the job again could succeed. Bad input stays bad; a model that failed to load,
  * an unreachable lease store, a busy cluster or a crashed inference thread may not.
  */
-export function isRetryable(err: unknown): boolean {
+function isRetryable(err: unknown): boolean {
   return err instanceof InferenceError || (toDomainError(err)?.retryable ?? false);
 }
 

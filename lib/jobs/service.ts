@@ -120,7 +120,7 @@ async function readSubmission(readBody: () => Promise<JobSubmission>): Promise<J
  * audio by its bytes or its URL. Not the upload's file name or the multipart framing, which a
  * client's retry may change.
  */
-export function requestDigest({ request, source }: JobSubmission): string {
+function requestDigest({ request, source }: JobSubmission): string {
   const audio = source.kind === "url" ? { url: source.url } : { sha256: source.sha256 };
   return `sha256:${createHash("sha256").update(canonicalJson({ request, audio })).digest("hex")}`;
 }

@@ -1,7 +1,7 @@
 import { Message } from "./protobuf.ts";
 
 /** ONNX TensorProto.DataType values used here. */
-export const DType = { float: 1, uint8: 2, int8: 3, int32: 6, int64: 7, bool: 9 } as const;
+const DType = { float: 1, uint8: 2, int8: 3, int32: 6, int64: 7, bool: 9 } as const;
 export type DTypeName = keyof typeof DType;
 
 export type Dim = number | string;
@@ -169,7 +169,7 @@ export interface ModelMeta {
   extraOpsets?: { domain: string; version: number }[];
 }
 
-export function encodeModel(graph: Graph, meta: ModelMeta): Message {
+function encodeModel(graph: Graph, meta: ModelMeta): Message {
   const model = new Message().int(1, 8).string(2, meta.producer).string(3, "1");
   model.message(7, graph.encode());
   model.message(8, new Message().string(1, "").int(2, meta.opset));

@@ -48,7 +48,7 @@ interface Parsed {
   end: number;
 }
 
-export function encodeCommand(command: readonly RespArg[]): Buffer {
+function encodeCommand(command: readonly RespArg[]): Buffer {
   const parts: Buffer[] = [Buffer.from(`*${command.length}\r\n`)];
   for (const arg of command) {
     const bytes = typeof arg === "string" ? Buffer.from(arg, "utf8") : arg;
@@ -58,7 +58,7 @@ export function encodeCommand(command: readonly RespArg[]): Buffer {
 }
 
 /** Parses one reply starting at `start`; `undefined` means more bytes are needed. */
-export function parseReply(buf: Buffer, start: number): Parsed | undefined {
+function parseReply(buf: Buffer, start: number): Parsed | undefined {
   const lineEnd = buf.indexOf("\r\n", start);
   if (lineEnd === -1) return undefined;
   const type = String.fromCharCode(buf[start] ?? 0);
