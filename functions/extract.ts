@@ -50,7 +50,7 @@ export default uploadRoute(route, async (c) => {
   const cleanup = () => Promise.all([rm(input, { force: true }), rm(output, { force: true })]);
   try {
     if ("url" in body) {
-      await assertOutboundAllowed(body.url, deps.policy);
+      await assertOutboundAllowed(body.url, deps.policy, { param: "url" });
       await downloadToFile(body.url, input, { maxBytes: deps.config.MAX_DOWNLOAD_BYTES, timeoutMs: deps.config.DOWNLOAD_TIMEOUT, signal: c.req.raw.signal }, deps.policy);
     }
     await transcription.extract(input, output, body.format, c.req.raw.signal);

@@ -56,6 +56,8 @@ interface Case {
   status: number;
   code: string;
   message?: RegExp;
+  /** OpenAI's `param`, the field at fault. */
+  param?: string;
 }
 
 const cases: Case[] = [
@@ -273,7 +275,31 @@ const cases: Case[] = [
     body: multipart([file, { name: "callback_url", data: "http://169.254.169.254/latest" }]),
     status: 403,
     code: "forbidden",
+    message: /^callback_url: Outbound URL refused/,
+    param: "callback_url",
   },
+  ...["/v1/jobs", "/v1/audio/extract"].flatMap((path): Case[] => [
+    {
+      name: "a media URL at a loopback address",
+      path,
+      headers: JSON_TYPE,
+      body: JSON.stringify({ url: "http://127.0.0.1:9/a.wav" }),
+      status: 403,
+      code: "forbidden",
+      message: /^url: Outbound URL refused/,
+      param: "url",
+    },
+    {
+      name: "a media URL with credentials in it",
+      path,
+      headers: JSON_TYPE,
+      body: JSON.stringify({ url: "https://user:secret@example.com/a.wav" }),
+      status: 400,
+      code: "invalid_request",
+      message: /^url: Outbound URL refused: credentials/,
+      param: "url",
+    },
+  ]),
   // Headers.
   {
     name: "an Idempotency-Key with control characters",
@@ -283,6 +309,7 @@ const cases: Case[] = [
     status: 400,
     code: "invalid_request",
     message: /Idempotency-Key/,
+    param: "Idempotency-Key",
   },
   {
     name: "an Idempotency-Key of 1,000 characters",
@@ -296,7 +323,7 @@ const cases: Case[] = [
   { name: "a malformed job id", path: "/v1/jobs/..%2F..%2Fetc", method: "GET", status: 400, code: "invalid_request" },
   { name: "an unknown job id", path: "/v1/jobs/job_0000", method: "GET", status: 404, code: "not_found" },
   { name: "a bad status filter", path: "/v1/jobs?status=everything", method: "GET", status: 400, code: "invalid_request" },
-  { name: "a bad cursor", path: "/v1/jobs?cursor=%00%00", method: "GET", status: 400, code: "invalid_request" },
+  { name: "a bad cursor", path: "/v1/jobs?cursor=%00%00", method: "GET", status: 400, code: "invalid_request", param: "cursor" },
   { name: "a limit that is not a number", path: "/v1/jobs?limit=1e400", method: "GET", status: 400, code: "invalid_request" },
   { name: "a result format that does not exist", path: "/v1/jobs/job_0000/result?format=exe", method: "GET", status: 400, code: "invalid_request" },
 ];
@@ -334,11 +361,11 @@ async function send(c: Pick<Case, "path" | "method" | "headers" | "body">, withA
 }
 
 /** The one error shape, with the request id of the response; returns the error. */
-async function expectErrorShape(res: Response): Promise<{ code: string; message: string; request_id: string }> {
+async function expectErrorShape(res: Response): Promise<{ code: string; message: string; param: string | null; request_id: string }> {
   const text = await res.text();
   // A refused field is never repeated whole.
   expect(text.length).toBeLessThan(4096);
-  const body = JSON.parse(text) as { error: { code: string; message: string; request_id: string } };
+  const body = JSON.parse(text) as { error: { code: string; message: string; param: string | null; request_id: string } };
   expect(body.error).toMatchObject({ code: expect.any(String), message: expect.any(String), request_id: res.headers.get("x-request-id") });
   expect(body.error.request_id).toMatch(/^[\w.-]{1,128}$/);
   return body.error;
@@ -449,6 +476,7 @@ describe("hostile input", () => {
     const error = await expectErrorShape(res);
     expect({ status: res.status, code: error.code }).toEqual({ status: c.status, code: c.code });
     if (c.message) expect(error.message).toMatch(c.message);
+    if (c.param) expect(error.param).toBe(c.param);
   });
 
   it.each(unauthenticated.map((c) => [`${c.path}: ${c.name}`, c] as const))("%s", async (_name, c) => {

@@ -30,7 +30,7 @@ export function decodeCursor(cursor: string): Position {
   } catch {
     // Falls through to the same error as a well-formed but meaningless cursor.
   }
-  throw new DomainError("invalid_request", "cursor is not one this service returned");
+  throw new DomainError("invalid_request", "cursor is not one this service returned", { details: { param: "cursor" } });
 }
 
 /**

@@ -45,7 +45,7 @@ export class JobService {
    */
   async submit({ idempotencyKey, origin, readBody }: SubmitOptions): Promise<{ job: JobRecord; created: boolean }> {
     if (idempotencyKey !== undefined && !/^[\x21-\x7e]{1,255}$/.test(idempotencyKey)) {
-      throw new DomainError("invalid_request", "Idempotency-Key must be 1 to 255 printable ASCII characters.");
+      throw new DomainError("invalid_request", "Idempotency-Key must be 1 to 255 printable ASCII characters.", { details: { param: "Idempotency-Key" } });
     }
     if (idempotencyKey !== undefined) {
       const existing = await this.deps.store.findByIdempotencyKey(idempotencyKey);
@@ -103,9 +103,9 @@ export class JobService {
       if (!this.deps.webhookSecrets.length) {
         throw new DomainError("invalid_request", "callback_url needs the server to have WEBHOOK_SECRET configured to sign callbacks.", { details: { param: "callback_url" } });
       }
-      await assertOutboundAllowed(request.callbackUrl, this.deps.policy);
+      await assertOutboundAllowed(request.callbackUrl, this.deps.policy, { param: "callback_url" });
     }
-    if (source.kind === "url") await assertOutboundAllowed(source.url, this.deps.policy);
+    if (source.kind === "url") await assertOutboundAllowed(source.url, this.deps.policy, { param: "url" });
     return model;
   }
 }

@@ -6,7 +6,7 @@
 import { lookup as dnsLookup } from "node:dns/promises";
 import type { LookupAddress } from "node:dns";
 import { isIP, type LookupFunction } from "node:net";
-import { DomainError } from "../errors.ts";
+import { DomainError, isDomainError } from "../errors.ts";
 import { classifyIp, inCidr, IPV4_MAPPED, KIND_DESCRIPTION, parseCidr, parseIp } from "./address-ranges.ts";
 import { Deadline } from "./deadline.ts";
 
@@ -131,14 +131,25 @@ async function resolve(hostname: string, policy: OutboundPolicy): Promise<Resolv
 /**
  * The same checks a fetch makes before connecting, without connecting: lets an API refuse a bad
  * URL when it is submitted rather than when a job runs. Redirects are still checked at fetch time.
+ * `param` names the request field the URL came from, in the refusal's message and `param`: a job
+ * may carry two URLs (its media and its callback).
  */
-export async function assertOutboundAllowed(raw: string, policy: OutboundPolicy, timeoutMs = 5000): Promise<void> {
-  const url = parseOutboundUrl(raw);
-  const deadline = new Deadline(timeoutMs, url.hostname);
+export async function assertOutboundAllowed(raw: string, policy: OutboundPolicy, { param, timeoutMs = 5000 }: { param?: string; timeoutMs?: number } = {}): Promise<void> {
+  let deadline: Deadline | null = null;
   try {
+    const url = parseOutboundUrl(raw);
+    deadline = new Deadline(timeoutMs, url.hostname);
     await checkedAddresses(url, policy, deadline);
+  } catch (err) {
+    if (!param || !isDomainError(err)) throw err;
+    throw new DomainError(err.code, `${param}: ${err.message}`, {
+      cause: err.cause,
+      retryable: err.retryable,
+      retryAfterSeconds: err.retryAfterSeconds,
+      details: { ...err.details, param },
+    });
   } finally {
-    deadline.clear();
+    deadline?.clear();
   }
 }
 
