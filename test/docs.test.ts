@@ -4,11 +4,13 @@
  * (when installed) "Authorize" plus "Try it out" reaching this instance.
  */
 import { existsSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium, type BrowserContext } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ERROR_STATUS } from "../functions/error-status.ts";
+import { ERROR_CODES } from "../lib/errors.ts";
 import { DEFAULT_MODELS_DIR, generateModel } from "../tools/models/generate.ts";
 import { startService, type ServiceProcess } from "./support/service-process.ts";
 
@@ -69,6 +71,14 @@ describe("the OpenAPI document", () => {
     expect(doc.paths["/healthz"]!.get!.security).toEqual([]);
     expect(doc.paths["/readyz"]!.get!.security).toEqual([]);
     expect(doc.paths["/v1/models"]!.get!.security).toBeUndefined();
+  });
+});
+
+describe("the README", () => {
+  it("lists every error code with its HTTP status", async () => {
+    const readme = await readFile(join(import.meta.dirname, "..", "README.md"), "utf8");
+    const codes = readme.slice(readme.indexOf("Every error has one JSON shape"), readme.indexOf("A body the service cannot parse"));
+    for (const code of ERROR_CODES) expect(codes.replace(/\s+/g, " "), code).toContain(`\`${code}\` ${ERROR_STATUS[code]}`);
   });
 });
 
