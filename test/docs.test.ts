@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { chromium, type BrowserContext } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ERROR_STATUS } from "../functions/error-status.ts";
+import { SETTING_NAMES } from "../lib/config.ts";
 import { ERROR_CODES } from "../lib/errors.ts";
 import { DEFAULT_MODELS_DIR, generateModel } from "../tools/models/generate.ts";
 import { startService, type ServiceProcess } from "./support/service-process.ts";
@@ -75,9 +76,17 @@ describe("the OpenAPI document", () => {
 });
 
 describe("the README", () => {
+  const readme = () => readFile(join(import.meta.dirname, "..", "README.md"), "utf8");
+
+  it("describes every setting the service reads in its configuration table", async () => {
+    const text = await readme();
+    const table = text.slice(text.indexOf("## Configuration"), text.indexOf("## Layout"));
+    for (const name of SETTING_NAMES) expect(table, name).toContain(`\`${name}\``);
+  });
+
   it("lists every error code with its HTTP status", async () => {
-    const readme = await readFile(join(import.meta.dirname, "..", "README.md"), "utf8");
-    const codes = readme.slice(readme.indexOf("Every error has one JSON shape"), readme.indexOf("A body the service cannot parse"));
+    const text = await readme();
+    const codes = text.slice(text.indexOf("Every error has one JSON shape"), text.indexOf("A body the service cannot parse"));
     for (const code of ERROR_CODES) expect(codes.replace(/\s+/g, " "), code).toContain(`\`${code}\` ${ERROR_STATUS[code]}`);
   });
 });
