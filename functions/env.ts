@@ -50,15 +50,18 @@ const ErrorSchema = z
 
 export type ErrorResponse = z.infer<typeof ErrorSchema>;
 
-/** The error responses every authenticated route may give, for the OpenAPI document. */
-export function errorResponses(...statuses: number[]) {
+/**
+ * The error responses a route may give, for the OpenAPI document, besides the 401 and 500 every
+ * authenticated route may: a status stands for every code it has, a code for itself (where a status
+ * has codes the route never gives, such as a 422 that is about the audio or about a reused key).
+ */
+export function errorResponses(...items: (number | ErrorCode)[]) {
   const content = { "application/json": { schema: ErrorSchema } };
-  return Object.fromEntries([401, 500, ...statuses].map((s) => [s, { description: describeStatus(s), content }]));
-}
-
-function describeStatus(status: number): string {
-  const codes = Object.entries(ERROR_STATUS)
-    .filter(([, s]) => s === status)
-    .map(([code]) => code);
-  return codes.length > 0 ? `Error: ${codes.join(" or ")}` : "Error";
+  const byStatus = new Map<number, Set<ErrorCode>>();
+  for (const item of [401, 500, ...items]) {
+    const codes = typeof item === "number" ? ERROR_CODES.filter((code) => ERROR_STATUS[code] === item) : [item];
+    const status = typeof item === "number" ? item : ERROR_STATUS[item];
+    byStatus.set(status, new Set([...(byStatus.get(status) ?? []), ...codes]));
+  }
+  return Object.fromEntries([...byStatus].map(([status, codes]) => [status, { description: codes.size > 0 ? `Error: ${[...codes].join(" or ")}` : "Error", content }]));
 }

@@ -16,7 +16,7 @@ export const route = createRoute({
   },
   responses: {
     202: { description: "Accepted; poll links.self or wait for the callback.", content: { "application/json": { schema: JobViewSchema } } },
-    ...errorResponses(400, 403, 413, 422, 429, 503),
+    ...errorResponses(400, 403, 413, "idempotency_key_reused", 429, 503),
   },
 });
 

@@ -764,7 +764,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Error: unprocessable_audio or idempotency_key_reused */
+            /** @description Error: unprocessable_audio */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -892,7 +892,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Error: unprocessable_audio or idempotency_key_reused */
+            /** @description Error: unprocessable_audio */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -1021,7 +1021,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Error: unprocessable_audio or idempotency_key_reused */
+            /** @description Error: unprocessable_audio */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -1169,7 +1169,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Error: unprocessable_audio or idempotency_key_reused */
+            /** @description Error: idempotency_key_reused */
             422: {
                 headers: {
                     [name: string]: unknown;
