@@ -1,4 +1,4 @@
-import { createRoute } from "@hono/zod-openapi";
+import { createRoute, z } from "@hono/zod-openapi";
 import { toJobView } from "../lib/jobs/view.ts";
 import { checkLanguage } from "./audio-request.ts";
 import { errorResponses } from "./env.ts";
@@ -12,6 +12,13 @@ export const route = createRoute({
   path: "/v1/jobs",
   summary: "Submit an asynchronous transcription job (upload or URL), optionally with a signed callback",
   request: {
+    headers: z.object({
+      "idempotency-key": z.string().max(255).optional().openapi({
+        description:
+          "1 to 255 printable ASCII characters. A retry with the same key and the same request gets the same job (header idempotent-replayed: true); the same key with another file or other parameters is a 422 idempotency_key_reused.",
+        example: "upload-42",
+      }),
+    }),
     body: { content: { "multipart/form-data": { schema: JobForm }, "application/json": { schema: JobJsonBody } } },
   },
   responses: {

@@ -1113,7 +1113,10 @@ export interface operations {
     createJob: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description 1 to 255 printable ASCII characters. A retry with the same key and the same request gets the same job (header idempotent-replayed: true); the same key with another file or other parameters is a 422 idempotency_key_reused. */
+                "idempotency-key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
