@@ -25,6 +25,8 @@ export interface MultipartForm {
   /** Repeated fields become arrays, as Hono's parser gives them. */
   fields: Record<string, string | string[]>;
   file: SpooledUpload | null;
+  /** Names of the file parts other than "file", skipped unread. */
+  skippedFiles: string[];
 }
 
 /** The upload's field; other file parts are skipped unread, as OpenAI ignores unknown fields. */
@@ -81,6 +83,7 @@ export function readMultipart(c: Context<AppEnv>, { dir, maxFileBytes, hashFile 
 
   return new Promise((resolve, reject) => {
     const fields: MultipartForm["fields"] = {};
+    const skippedFiles: string[] = [];
     let file: { path: string; name: string; bytes: number; hash: Hash | null; stream: Readable; sink: WriteStream; written: Promise<void> } | null = null;
     let failed = false;
 
@@ -114,6 +117,7 @@ export function readMultipart(c: Context<AppEnv>, { dir, maxFileBytes, hashFile 
       // Destroying the parser after a failure errors the part in progress; that is expected.
       stream.on("error", () => undefined);
       if (name !== FILE_FIELD) {
+        skippedFiles.push(name);
         stream.resume();
         return;
       }
@@ -146,7 +150,7 @@ export function readMultipart(c: Context<AppEnv>, { dir, maxFileBytes, hashFile 
     parser.on("close", () => {
       const spooled = file;
       void (spooled?.written ?? Promise.resolve()).then(() => {
-        if (!failed) resolve({ fields, file: spooled && new SpooledUpload(spooled.path, spooled.name, spooled.bytes, spooled.hash?.digest("hex") ?? null) });
+        if (!failed) resolve({ fields, skippedFiles, file: spooled && new SpooledUpload(spooled.path, spooled.name, spooled.bytes, spooled.hash?.digest("hex") ?? null) });
       }, fail);
     });
     // The client went away mid-body.

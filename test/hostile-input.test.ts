@@ -268,6 +268,19 @@ const cases: Case[] = [
     status: 400,
     code: "invalid_request",
   },
+  ...UPLOAD_ROUTES.map((path): Case => {
+    const field = path === "/v1/audio/extract" ? "format" : "model";
+    return {
+      name: "a text field sent as a file",
+      path,
+      headers: MULTIPART,
+      body: multipart([file, { name: field, filename: `${field}.txt`, type: "text/plain", data: "x" }]),
+      status: 400,
+      code: "invalid_request",
+      message: new RegExp(`^Invalid request: ${field}: send it as a text field, not as a file`),
+      param: field,
+    };
+  }),
   {
     name: "a callback to a private address",
     path: "/v1/jobs",
