@@ -32,8 +32,8 @@ export default uploadRoute(route, async (c) => {
   const submitted = await deps.jobService.submit({
     idempotencyKey: c.req.header("idempotency-key"),
     origin: new URL(c.req.url).origin,
-    readBody: async () => {
-      const body = isJson(c) ? await readJson(c, JobJsonBody) : await readForm(c, JobForm, { hashFile: true });
+    readBody: async ({ hashUpload }) => {
+      const body = isJson(c) ? await readJson(c, JobJsonBody) : await readForm(c, JobForm, { hashFile: hashUpload });
       const request = {
         model: body.model,
         language: checkLanguage(body.language),
@@ -47,7 +47,7 @@ export default uploadRoute(route, async (c) => {
       };
       return "url" in body
         ? { request, source: { kind: "url" as const, url: body.url } }
-        : { request, source: { kind: "upload" as const, path: body.file.path, filename: body.file.name || "upload", bytes: body.file.size, sha256: body.file.sha256! } };
+        : { request, source: { kind: "upload" as const, path: body.file.path, filename: body.file.name || "upload", bytes: body.file.size, sha256: body.file.sha256 } };
     },
   });
   const view = toJobView(submitted.job, deps.baseUrl(c.req.url));

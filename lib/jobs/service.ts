@@ -10,7 +10,8 @@ import type { JobRunner } from "./runner.ts";
 /** What a client asks for, once its body has been read: a URL, or an upload spooled to a scratch file. */
 export interface JobSubmission {
   request: Omit<JobRequest, "origin">;
-  source: { kind: "url"; url: string } | { kind: "upload"; path: string; filename: string; bytes: number; sha256: string };
+  /** `sha256`: the upload's hash, when readBody was asked for it. */
+  source: { kind: "url"; url: string } | { kind: "upload"; path: string; filename: string; bytes: number; sha256: string | null };
 }
 
 export interface SubmitOptions {
@@ -19,9 +20,10 @@ export interface SubmitOptions {
   origin: string;
   /**
    * Reads the request body (spooling an upload to a scratch file the service then owns). Called only
-   * once the job is admitted or its key found, so a full queue costs no upload.
+   * once the job is admitted or its key found, so a full queue costs no upload. `hashUpload`: the
+   * upload's SHA-256 is wanted (a submission with an idempotency key is compared by it).
    */
-  readBody(): Promise<JobSubmission>;
+  readBody(options: { hashUpload: boolean }): Promise<JobSubmission>;
 }
 
 export interface JobServiceDeps {
@@ -50,14 +52,16 @@ export class JobService {
     if (idempotencyKey !== undefined) {
       const existing = await this.deps.store.findByIdempotencyKey(idempotencyKey);
       if (existing) {
-        const { source, digest } = await readSubmission(readBody);
-        if (source.kind === "upload") await rm(source.path, { force: true });
-        return { job: sameRequest(existing, digest), created: false };
+        const submission = await readBody({ hashUpload: true });
+        if (submission.source.kind === "upload") await rm(submission.source.path, { force: true });
+        return { job: sameRequest(existing, requestDigest(submission)), created: false };
       }
     }
     await this.deps.runner.assertRoom();
 
-    const { request, source, digest } = await readSubmission(readBody);
+    const submission = await readBody({ hashUpload: idempotencyKey !== undefined });
+    const { request, source } = submission;
+    const digest = idempotencyKey === undefined ? undefined : requestDigest(submission);
     const id = `job_${randomUUID().replaceAll("-", "")}`;
     let input: JobInput;
     let model: string;
@@ -75,7 +79,7 @@ export class JobService {
       request: { ...request, model, ...(this.deps.publicUrl ? {} : { origin }) },
       input,
       idempotencyKey,
-      ...(idempotencyKey !== undefined ? { requestDigest: digest } : {}),
+      ...(digest !== undefined ? { requestDigest: digest } : {}),
       createdAt: new Date().toISOString(),
       runs: 0,
       progress: { doneSeconds: 0, totalSeconds: null },
@@ -110,17 +114,13 @@ export class JobService {
   }
 }
 
-async function readSubmission(readBody: () => Promise<JobSubmission>): Promise<JobSubmission & { digest: string }> {
-  const submission = await readBody();
-  return { ...submission, digest: requestDigest(submission) };
-}
-
 /**
  * What makes two submissions the same request: every parameter as parsed (defaults applied), and the
  * audio by its bytes or its URL. Not the upload's file name or the multipart framing, which a
  * client's retry may change.
  */
 function requestDigest({ request, source }: JobSubmission): string {
+  if (source.kind === "upload" && source.sha256 === null) throw new DomainError("internal", "an upload to digest was read without its hash");
   const audio = source.kind === "url" ? { url: source.url } : { sha256: source.sha256 };
   return `sha256:${createHash("sha256").update(canonicalJson({ request, audio })).digest("hex")}`;
 }
@@ -141,7 +141,7 @@ function canonicalJson(value: unknown): string {
  * The job an Idempotency-Key refers to, if this submission is the request it was created for. A job
  * created before requests were digested has nothing to compare with and is replayed.
  */
-function sameRequest(job: JobRecord, digest: string): JobRecord {
+function sameRequest(job: JobRecord, digest: string | undefined): JobRecord {
   if (job.requestDigest === undefined || job.requestDigest === digest) return job;
   throw new DomainError(
     "idempotency_key_reused",
