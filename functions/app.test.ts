@@ -8,6 +8,7 @@ import type { JobRecord } from "../lib/jobs/ports.ts";
 import { JobService } from "../lib/jobs/service.ts";
 import type { TranscriberStatus } from "../lib/services.ts";
 import type { Transcript } from "../lib/transcript.ts";
+import type { TranscribeRequest } from "../lib/transcription-service.ts";
 import { createApp } from "./app.ts";
 import type { HttpDeps } from "./deps.ts";
 
@@ -44,6 +45,8 @@ function fakes(scratch: string) {
     queueFull: false,
     transcriptionsFull: false,
     transcribed: [] as string[],
+    /** What each transcription was asked, beside its upload. */
+    requests: [] as TranscribeRequest[],
     submitted: [] as JobRecord[],
     status,
     /** The level of each request's log line, with its status. */
@@ -73,8 +76,9 @@ function fakes(scratch: string) {
         assertRoom: () => {
           if (state.transcriptionsFull) throw full();
         },
-        transcribeFile: async (path) => {
+        transcribeFile: async (path, request) => {
           if (state.transcribeFails) throw state.transcribeFails;
+          state.requests.push(request);
           return (state.transcribed.push(path), transcript);
         },
         extract: async () => ({ durationSeconds: 1 }),
@@ -176,6 +180,41 @@ describe("the HTTP API in process", () => {
     expect(res.status).toBe(200);
     expect(await res.text()).toContain("hello");
     expect(state.transcribed).toHaveLength(1);
+    expect(await readdir(scratch)).toEqual([]);
+  });
+
+  it('takes chunking_strategy as the SDKs send an object, as JSON or as "auto", and refuses anything else naming it', async () => {
+    const { app, state } = fakes(scratch);
+    const post = (fields: Record<string, string>) => app.request("/v1/audio/transcriptions", { method: "POST", headers: auth, body: upload(100, fields) });
+    const accepted: Record<string, string>[] = [
+      {},
+      { chunking_strategy: "auto" },
+      { "chunking_strategy[type]": "server_vad", "chunking_strategy[threshold]": "0.7", "chunking_strategy[silence_duration_ms]": "500" },
+      { chunking_strategy: '{"type": "server_vad", "prefix_padding_ms": 200}' },
+    ];
+    for (const fields of accepted) expect((await post(fields)).status, JSON.stringify(fields)).toBe(200);
+    expect(state.requests.map((r) => r.speechDetection)).toEqual([
+      undefined,
+      undefined,
+      { threshold: 0.7, minSilenceMs: 500, padMs: undefined },
+      { threshold: undefined, minSilenceMs: undefined, padMs: 200 },
+    ]);
+    const refused: Record<string, string>[] = [
+      { chunking_strategy: "none" },
+      { chunking_strategy: "{" },
+      { chunking_strategy: '{"type": "semantic_vad"}' },
+      { chunking_strategy: '{"type": "server_vad", "threshold": 1.5}' },
+      { chunking_strategy: '{"type": "server_vad", "treshold": 0.5}' },
+      { "chunking_strategy[type]": "server_vad", "chunking_strategy[silence_duration_ms]": "-5" },
+      { "chunking_strategy[threshold]": "0.5" },
+      { chunking_strategy: "auto", "chunking_strategy[type]": "server_vad" },
+    ];
+    for (const fields of refused) {
+      const res = await post(fields);
+      expect(res.status, JSON.stringify(fields)).toBe(400);
+      expect(((await res.json()) as { error: { param: string } }).error.param).toBe("chunking_strategy");
+    }
+    expect(state.requests).toHaveLength(accepted.length);
     expect(await readdir(scratch)).toEqual([]);
   });
 

@@ -113,7 +113,7 @@ export async function respondWithTranscript(
   form: z.infer<typeof AudioForm>,
   task: "transcribe" | "translate",
   language: string | undefined,
-  wordTimestamps = false,
+  { wordTimestamps = false, speechDetection }: Pick<TranscribeRequest, "wordTimestamps" | "speechDetection"> = {},
 ): Promise<Response> {
   const deps = c.var.deps;
   const requestId = c.get("requestId");
@@ -129,6 +129,7 @@ export async function respondWithTranscript(
     includeLogprobs,
     // Only verbose_json shows words, but every format refuses them alike on a model that cannot time them.
     wordTimestamps,
+    speechDetection,
     signal: c.req.raw.signal,
   };
   if (form.stream === "true") return streamTranscript(c, form, request);

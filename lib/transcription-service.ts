@@ -8,7 +8,7 @@ import { transcribePcm } from "./engine/transcribe.ts";
 import { DomainError } from "./errors.ts";
 import type { Metrics } from "./metrics.ts";
 import type { Segment, Transcript } from "./transcript.ts";
-import type { VadMode } from "./audio/speech-regions.ts";
+import type { SpeechDetection, VadMode } from "./audio/speech-regions.ts";
 import type { FallbackThresholds } from "./engine/protocol.ts";
 
 export interface TranscribeRequest {
@@ -24,6 +24,8 @@ export interface TranscribeRequest {
   includeLogprobs?: boolean;
   /** Time each word: refused for a model whose decoder does not output cross-attentions. */
   wordTimestamps?: boolean;
+  /** Tunes Silero's speech regions for this file: refused when the instance does not run Silero (VAD). */
+  speechDetection?: SpeechDetection;
   signal?: AbortSignal;
   onProgress?: (doneSeconds: number) => void;
   /** Hears the transcript's segments window by window, in order (streamed responses). */
@@ -136,6 +138,13 @@ export class TranscriptionService {
         { details: { param: "timestamp_granularities[]", model: `${model.id}${TIMESTAMPED_SUFFIX}` } },
       );
     }
+    if (request.speechDetection && this.deps.vad !== "silero") {
+      throw new DomainError(
+        "invalid_request",
+        `This server detects speech with VAD=${this.deps.vad}, which has no settings to tune: send chunking_strategy "auto" or leave it out.`,
+        { details: { param: "chunking_strategy" } },
+      );
+    }
     const language = info.multilingual ? request.language : undefined;
 
     const admitted = "admitted" in room ? room.admitted : await this.admit(request.id, room.wait, request.signal);
@@ -154,6 +163,7 @@ export class TranscriptionService {
         model,
         pcm,
         vad: this.deps.vad,
+        speechDetection: request.speechDetection,
         language,
         identifyLanguage: info.multilingual && language === undefined,
         task: request.task,

@@ -281,6 +281,21 @@ const cases: Case[] = [
       param: field,
     };
   }),
+  ...[
+    ["chunking_strategy nested 10,000 deep", `{"type":"server_vad","threshold":${"[".repeat(10_000)}${"]".repeat(10_000)}}`],
+    ["chunking_strategy as an array", '[{"type":"server_vad"}]'],
+    ["chunking_strategy with a prototype key", '{"type":"server_vad","__proto__":{"threshold":0.9}}'],
+  ].map(
+    ([name, data]): Case => ({
+      name: name!,
+      path: "/v1/audio/transcriptions",
+      headers: MULTIPART,
+      body: multipart([file, { name: "chunking_strategy", data: data! }]),
+      status: 400,
+      code: "invalid_request",
+      param: "chunking_strategy",
+    }),
+  ),
   {
     name: "a callback to a private address",
     path: "/v1/jobs",
@@ -414,6 +429,8 @@ const FIELDS = [
   "response_format",
   "temperature",
   "timestamp_granularities[]",
+  "chunking_strategy",
+  "chunking_strategy[threshold]",
   "task",
   "callback_url",
   "callback_include_result",

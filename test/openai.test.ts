@@ -3,13 +3,14 @@
  * model: streaming, aliases, models.retrieve, the error shape, verbose_json's decoding statistics,
  * token logprobs, prompts, the temperature fallback and word timestamps.
  */
+import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import OpenAI, { toFile } from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { writeAudioFile } from "../tools/audio/synth.ts";
-import { DEFAULT_MODELS_DIR, generateModel } from "../tools/models/generate.ts";
+import { DEFAULT_MODELS_DIR, generateModel, sharedDir } from "../tools/models/generate.ts";
 import { microTones, type MicroPart } from "../tools/models/micro.ts";
 import { startService, type ServiceProcess } from "./support/service-process.ts";
 
@@ -214,6 +215,27 @@ describe("OpenAI parity through the official SDK", () => {
     const plain = await fetch(`${client.baseURL}/audio/transcriptions`, { method: "POST", headers: { authorization: `Bearer ${API_KEY}` }, body: form });
     expect(plain.status).toBe(200);
     expect(((await plain.json()) as { words: unknown }).words).toEqual(out.words);
+  });
+
+  it("takes chunking_strategy as the SDK sends it: server_vad settings where Silero cuts the audio, a 400 where nothing can be tuned", async (ctx) => {
+    const bravo = () => audio("cs.wav", [{ word: "bravo", seconds: 3 }]);
+    const serverVad = { type: "server_vad" as const, threshold: 0.6, prefix_padding_ms: 100, silence_duration_ms: 300 };
+    expect((await client.audio.transcriptions.create({ file: await bravo(), model: "whisper-1", chunking_strategy: "auto" })).text).toBe("bravo");
+    // These servers cut the tones with the energy gate (vitest.config.ts), which has no settings.
+    const refused = await client.audio.transcriptions.create({ file: await bravo(), model: "whisper-1", chunking_strategy: serverVad }).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(OpenAI.BadRequestError);
+    expect(refused).toMatchObject({ status: 400, param: "chunking_strategy" });
+    expect((refused as Error).message).toContain("VAD=energy");
+
+    const jfk = join(sharedDir(), "audio", "jfk", "jfk.wav");
+    if (!existsSync(jfk)) ctx.skip();
+    const silero = await serve({ VAD: "silero" });
+    const speech = () => toFile(readFile(jfk), "jfk.wav");
+    const out = await silero.audio.transcriptions.create({ file: await speech(), model: "whisper-1", response_format: "verbose_json", chunking_strategy: serverVad });
+    expect(out.text.length).toBeGreaterThan(0);
+    expect(out.duration).toBeCloseTo(11, 0);
+    const bad = await silero.audio.transcriptions.create({ file: await speech(), model: "whisper-1", chunking_strategy: { ...serverVad, threshold: 2 } }).catch((e: unknown) => e);
+    expect(bad).toMatchObject({ status: 400, param: "chunking_strategy" });
   });
 
   it("refuses word timestamps on a model without cross-attention outputs, naming the variant to use", async () => {

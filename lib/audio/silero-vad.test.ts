@@ -4,6 +4,7 @@ import { describe, expect, it } from "vitest";
 import { readPcm } from "./ffmpeg.ts";
 import { chords, noise } from "../../tools/audio/synth.ts";
 import { initialCarry, runSilero } from "./silero-vad.ts";
+import type { SpeechDetection } from "./speech-regions.ts";
 import { windowSource } from "./windows.ts";
 
 const RATE = 16_000;
@@ -23,8 +24,12 @@ async function* chunked(samples: Float32Array): AsyncIterable<Float32Array> {
 }
 
 /** Every window Silero VAD makes of the stream, as [start, end) seconds of the file per piece. */
-async function speech(pcm: AsyncIterable<Float32Array>, readAheadWindows = 1): Promise<{ regions: [number, number][]; windows: [number, number][][]; seconds: number }> {
-  const source = windowSource("silero", pcm, { sampleRate: RATE, windowSamples: 30 * RATE, readAheadSamples: readAheadWindows * 30 * RATE });
+async function speech(
+  pcm: AsyncIterable<Float32Array>,
+  readAheadWindows = 1,
+  detection?: SpeechDetection,
+): Promise<{ regions: [number, number][]; windows: [number, number][][]; seconds: number }> {
+  const source = windowSource("silero", pcm, { sampleRate: RATE, windowSamples: 30 * RATE, readAheadSamples: readAheadWindows * 30 * RATE, detection });
   const windows: [number, number][][] = [];
   for (let w; (w = await source.next()); ) windows.push(w.pieces.map((p) => [p.start / RATE, (p.start + p.samples.length) / RATE]));
   await source.close();
@@ -63,6 +68,25 @@ describe("Silero VAD on real speech and on non-speech", () => {
     }
     console.log(`speech recall on ${clips.length} shared clips: ${((100 * found) / voiced).toFixed(2)}% of ${voiced.toFixed(1)} s`);
     expect(found / voiced).toBeGreaterThan(0.99);
+  });
+
+  it.skipIf(!clips.some((c) => c.endsWith("jfk.wav")))("cuts the pauses out of real speech when a request asks for a short silence", async () => {
+    const samples = await readPcm(clips.find((c) => c.endsWith("jfk.wav"))!);
+    const total = (regions: [number, number][]) => regions.reduce((n, [a, b]) => n + b - a, 0);
+    const asIs = await speech(chunked(samples));
+    // "And so, my fellow Americans | ask not | what your country can do for you | ask what ...": its
+    // pauses are shorter than the 2 s that end a region by default, longer than 300 ms.
+    expect(asIs.regions).toHaveLength(1);
+    const cut = await speech(chunked(samples), 1, { minSilenceMs: 300, padMs: 0 });
+    expect(cut.regions.length).toBeGreaterThanOrEqual(3);
+    expect(total(cut.regions)).toBeLessThan(total(asIs.regions) - 2);
+    // Every region still holds speech: within the voiced span, and together most of it.
+    const span = voicedSpan(samples);
+    for (const [a, b] of cut.regions) expect(a >= span[0] - 0.05 && b <= span[1] + 0.05, `${a}-${b}`).toBe(true);
+    // Padding brings back the edges of each phrase.
+    const padded = await speech(chunked(samples), 1, { minSilenceMs: 300, padMs: 150 });
+    expect(padded.regions).toHaveLength(cut.regions.length);
+    expect(total(padded.regions)).toBeGreaterThan(total(cut.regions));
   });
 
   it("finds no speech in white, pink or brown noise, music-like chords or silence", async () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { CHUNK_SAMPLES, concatPieces, fileSample, piecesForWindow, piecesFrom, RegionDetector, type Piece, type Region } from "./speech-regions.ts";
+import { CHUNK_SAMPLES, concatPieces, fileSample, piecesForWindow, piecesFrom, RegionDetector, type Piece, type Region, type SpeechDetection } from "./speech-regions.ts";
 
 const RATE = 16_000;
 const WINDOW = 30 * RATE;
@@ -13,8 +13,8 @@ function probs(totalSeconds: number, speech: [number, number][]): Float32Array {
   return out;
 }
 
-function detect(p: Float32Array, total: number, pushes = 1): Region[] {
-  const detector = new RegionDetector({ sampleRate: RATE, maxSamples: WINDOW });
+function detect(p: Float32Array, total: number, pushes = 1, options: SpeechDetection = {}): Region[] {
+  const detector = new RegionDetector({ ...options, sampleRate: RATE, maxSamples: WINDOW });
   const step = Math.ceil(p.length / pushes);
   const out: Region[] = [];
   for (let i = 0; i < p.length; i += step) out.push(...detector.push(p.subarray(i, i + step)));
@@ -35,6 +35,32 @@ describe("RegionDetector", () => {
       { start: chunkOf(30) * CHUNK_SAMPLES - PAD, end: chunkOf(40) * CHUNK_SAMPLES + PAD },
     ]);
     expect(detect(p, 60 * RATE, 7)).toEqual(regions);
+  });
+
+  it("takes a request's threshold, silence and padding, padding at most half the silence", () => {
+    const p = probs(20, [
+      [2, 5],
+      [5.5, 9],
+    ]);
+    // Clearer speech later: only it passes a threshold of 0.95.
+    p.fill(0.97, chunkOf(12), chunkOf(14));
+    const at = (seconds: number) => chunkOf(seconds) * CHUNK_SAMPLES;
+    // 0.5 s of silence is a pause at the default 2 s; at 300 ms it ends the region.
+    expect(detect(p, 20 * RATE, 3, { minSilenceMs: 300, padMs: 100 })).toEqual([
+      { start: at(2) - 0.1 * RATE, end: at(5) + 0.1 * RATE },
+      { start: at(5.5) - 0.1 * RATE, end: at(9) + 0.1 * RATE },
+      { start: at(12) - 0.1 * RATE, end: at(14) + 0.1 * RATE },
+    ]);
+    // OpenAI's server_vad defaults (300 ms padding, 200 ms silence): padded by 100 ms, so a region
+    // never reaches past the silence heard when it closed, nor into the next one.
+    const regions = detect(p, 20 * RATE, 3, { minSilenceMs: 200, padMs: 300 });
+    expect(regions).toEqual([
+      { start: at(2) - 0.1 * RATE, end: at(5) + 0.1 * RATE },
+      { start: at(5.5) - 0.1 * RATE, end: at(9) + 0.1 * RATE },
+      { start: at(12) - 0.1 * RATE, end: at(14) + 0.1 * RATE },
+    ]);
+    expect(detect(p, 20 * RATE)).toHaveLength(2);
+    expect(detect(p, 20 * RATE, 1, { threshold: 0.95 })).toEqual([{ start: at(12) - PAD, end: at(14) + PAD }]);
   });
 
   it("splits speech longer than a window at its least speech-like chunk, so every region fits one window", () => {

@@ -30,6 +30,12 @@ export interface RegionOptions {
   padMs?: number;
 }
 
+/**
+ * What one request may tune of Silero's regions (OpenAI's chunking_strategy server_vad); what it
+ * leaves out keeps the defaults.
+ */
+export type SpeechDetection = Pick<RegionOptions, "threshold" | "minSilenceMs" | "padMs">;
+
 /** Samples [start, end) of the file. */
 export interface Region {
   start: number;
@@ -67,9 +73,10 @@ export class RegionDetector {
     this.#negThreshold = options.negThreshold ?? Math.max(this.#threshold - 0.15, 0.01);
     this.#minSpeech = ms(options.minSpeechMs ?? 250);
     this.#minSilence = ms(options.minSilenceMs ?? 2000);
-    this.#pad = ms(options.padMs ?? 400);
+    // A region closes minSilence into its silence and ends a padding past it: padding beyond half
+    // the silence would reach into audio not yet heard, and into the next region's padding.
+    this.#pad = Math.min(ms(options.padMs ?? 400), Math.floor(this.#minSilence / 2));
     this.#max = options.maxSamples;
-    if (this.#minSilence < 2 * this.#pad) throw new RangeError("minSilenceMs must be at least twice padMs, or padded regions overlap");
   }
 
   /** Regions closed by the next chunks' probabilities. */

@@ -5,7 +5,7 @@
 import { quietCut } from "./quiet-cut.ts";
 import { SampleQueue } from "./sample-queue.ts";
 import { BLOCK_SAMPLES, SileroStream, type SileroRunner } from "./silero-vad.ts";
-import { CHUNK_SAMPLES, concatPieces, piecesForWindow, RegionDetector, type Piece, type VadMode } from "./speech-regions.ts";
+import { CHUNK_SAMPLES, concatPieces, piecesForWindow, RegionDetector, type Piece, type SpeechDetection, type VadMode } from "./speech-regions.ts";
 
 /** Below -60 dBFS peak a window is silence: Whisper would only hallucinate on it, so it is skipped. */
 const SILENCE_PEAK = 1e-3;
@@ -37,6 +37,8 @@ export interface WindowSourceOptions {
   windowSamples: number;
   /** Runs Silero where the caller wants it (the service: on its own thread, AudioThread); default here. */
   vad?: SileroRunner;
+  /** Silero's region settings for this stream; the other modes have none. */
+  detection?: SpeechDetection;
   /**
    * Samples of speech to keep found ahead of the windows taken: the windows the caller decodes at
    * once. Default one window.
@@ -113,7 +115,7 @@ class SileroWindows implements WindowSource {
   ) {
     this.#queue = new SampleQueue(pcm);
     this.#vad = new SileroStream(opts.vad);
-    this.#detector = new RegionDetector({ sampleRate: opts.sampleRate, maxSamples: opts.windowSamples });
+    this.#detector = new RegionDetector({ ...opts.detection, sampleRate: opts.sampleRate, maxSamples: opts.windowSamples });
   }
 
   get position(): number {

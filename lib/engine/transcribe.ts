@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { fileSample, piecesFrom, type Piece, type VadMode } from "../audio/speech-regions.ts";
+import { fileSample, piecesFrom, type Piece, type SpeechDetection, type VadMode } from "../audio/speech-regions.ts";
 import { windowSource, type AudioWindow } from "../audio/windows.ts";
 import type { Limiter } from "../admission/limiter.ts";
 import type { Segment, TokenLogprob, Transcript, Word } from "../transcript.ts";
@@ -21,6 +21,8 @@ export interface TranscribeParams {
   pcm: AsyncIterable<Float32Array>;
   /** What reaches Whisper (see windows.ts); default silero. */
   vad?: VadMode;
+  /** Silero's region settings for this file. */
+  speechDetection?: SpeechDetection;
   language?: string;
   /**
    * Whether the language must be identified (a multilingual model given none): by the first voiced
@@ -84,6 +86,7 @@ export async function transcribePcm(params: TranscribeParams): Promise<Transcrip
     sampleRate: SAMPLE_RATE,
     windowSamples: WINDOW_SAMPLES,
     vad: params.engine.speechProbabilities,
+    detection: params.speechDetection,
     readAheadSamples: parallel * WINDOW_SAMPLES,
   });
   const inFlight: Window[] = [];

@@ -712,6 +712,16 @@ export interface operations {
                     "timestamp_granularities[]"?: ("segment" | "word") | ("segment" | "word")[];
                     /** @description Same as timestamp_granularities[]. */
                     timestamp_granularities?: ("segment" | "word") | ("segment" | "word")[];
+                    /** @description How the audio is cut before Whisper: "auto" (the default: Silero speech regions, windows of up to 30 s), or a server_vad object as JSON, {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 400, "silence_duration_ms": 2000}: the speech probability that starts speech, the audio kept before and after speech (at most half the silence), and the silence that ends it; a setting left out keeps the value shown. Needs VAD=silero. */
+                    chunking_strategy?: string;
+                    /** @description chunking_strategy's type, as the SDKs send an object. */
+                    "chunking_strategy[type]"?: string;
+                    /** @description chunking_strategy's threshold, as the SDKs send an object. */
+                    "chunking_strategy[threshold]"?: string;
+                    /** @description chunking_strategy's prefix_padding_ms, as the SDKs send an object. */
+                    "chunking_strategy[prefix_padding_ms]"?: string;
+                    /** @description chunking_strategy's silence_duration_ms, as the SDKs send an object. */
+                    "chunking_strategy[silence_duration_ms]"?: string;
                 };
             };
         };
