@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Registry } from "prom-client";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import type { VadMode } from "../lib/audio/speech-regions.ts";
 import { DomainError } from "../lib/errors.ts";
 import type { JobRecord } from "../lib/jobs/ports.ts";
 import { JobService } from "../lib/jobs/service.ts";
@@ -39,7 +40,7 @@ const status: TranscriberStatus = {
 };
 
 /** Small fakes of the ports the HTTP layer uses; each test changes what it needs. */
-function fakes(scratch: string) {
+function fakes(scratch: string, { vad = "silero" }: { vad?: VadMode } = {}) {
   const state = {
     jobs: new Map<string, JobRecord>([["job_abc", job()]]),
     queueFull: false,
@@ -102,6 +103,7 @@ function fakes(scratch: string) {
       catalog: { resolve: (name = "m") => ({ name, id: name, dtype: "q8" }) },
       policy: { allow: [] },
       webhookSecrets: [],
+      vad,
     }),
     policy: { allow: [] },
     qstash: null,
@@ -215,6 +217,39 @@ describe("the HTTP API in process", () => {
       expect(((await res.json()) as { error: { param: string } }).error.param).toBe("chunking_strategy");
     }
     expect(state.requests).toHaveLength(accepted.length);
+    expect(await readdir(scratch)).toEqual([]);
+  });
+
+  it("keeps a job's chunking_strategy, from a form or a JSON body, and refuses it where speech detection has no settings", async () => {
+    const { app, state } = fakes(scratch);
+    const form = await app.request("/v1/jobs", {
+      method: "POST",
+      headers: auth,
+      body: upload(100, { "chunking_strategy[type]": "server_vad", "chunking_strategy[silence_duration_ms]": "400" }),
+    });
+    expect(form.status).toBe(202);
+    const json = (chunking_strategy: unknown) =>
+      app.request("/v1/jobs", {
+        method: "POST",
+        headers: { ...auth, "content-type": "application/json" },
+        body: JSON.stringify({ url: "https://8.8.8.8/a.mp3", chunking_strategy }),
+      });
+    expect((await json({ type: "server_vad", threshold: 0.3 })).status).toBe(202);
+    expect((await json("auto")).status).toBe(202);
+    expect(state.submitted.map((j) => j.request.speechDetection)).toEqual([
+      { threshold: undefined, minSilenceMs: 400, padMs: undefined },
+      { threshold: 0.3, minSilenceMs: undefined, padMs: undefined },
+      undefined,
+    ]);
+    const bad = await json({ type: "server_vad", silence_duration_ms: 1.5 });
+    expect(bad.status).toBe(400);
+    expect(((await bad.json()) as { error: { param: string } }).error.param).toBe("chunking_strategy");
+
+    const energy = fakes(scratch, { vad: "energy" });
+    const refused = await energy.app.request("/v1/jobs", { method: "POST", headers: auth, body: upload(100, { chunking_strategy: '{"type": "server_vad"}' }) });
+    expect(refused.status).toBe(400);
+    expect(((await refused.json()) as { error: { message: string } }).error.message).toContain("VAD=energy");
+    expect(energy.state.submitted).toEqual([]);
     expect(await readdir(scratch)).toEqual([]);
   });
 

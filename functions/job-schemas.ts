@@ -1,5 +1,6 @@
 import { z } from "@hono/zod-openapi";
 import { RESPONSE_FORMATS } from "../lib/transcript.ts";
+import { ChunkingJson, chunkingFields } from "./chunking.ts";
 import { FileField, ModelField, urlField } from "./upload.ts";
 
 /** Metadata is stored with the job and repeated in every callback: kept small and shallow. */
@@ -34,6 +35,7 @@ export const JobJsonBody = z
   .object({
     url: urlField("url").openapi({ description: "Media URL to fetch (SSRF-protected)." }),
     ...common,
+    chunking_strategy: ChunkingJson,
     callback_include_result: z.boolean().default(false),
     metadata: z
       .record(z.string(), z.unknown())
@@ -50,6 +52,7 @@ export const JobForm = z
   .object({
     file: FileField,
     ...common,
+    ...chunkingFields,
     callback_include_result: z
       .enum(["true", "false"])
       .default("false")

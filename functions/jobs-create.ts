@@ -1,6 +1,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { toJobView } from "../lib/jobs/view.ts";
 import { checkLanguage } from "./audio-request.ts";
+import { formSpeechDetection, speechDetection } from "./chunking.ts";
 import { errorResponses } from "./env.ts";
 import { JobForm, JobJsonBody, JobViewSchema } from "./job-schemas.ts";
 import { isJson, readForm, readJson, uploadRoute } from "./upload.ts";
@@ -40,6 +41,7 @@ export default uploadRoute(route, async (c) => {
         task: body.task,
         prompt: body.prompt,
         temperature: body.temperature,
+        speechDetection: "url" in body ? speechDetection(body.chunking_strategy) : formSpeechDetection(body),
         responseFormat: body.response_format,
         callbackUrl: body.callback_url,
         callbackIncludeResult: body.callback_include_result,

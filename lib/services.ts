@@ -282,6 +282,7 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
     policy: config.OUTBOUND_ALLOWLIST,
     webhookSecrets: config.WEBHOOK_SECRET,
     publicUrl: config.PUBLIC_URL,
+    vad: config.VAD,
   });
   await callbacks.start();
   await runner.start();

@@ -32,6 +32,15 @@ export interface TranscribeRequest {
   onSegments?: (segments: Segment[]) => void;
 }
 
+/** Refuses speech detection settings where the speech detection has none (VAD other than silero). */
+export function assertTunable(vad: VadMode, detection: SpeechDetection | undefined): void {
+  if (detection && vad !== "silero") {
+    throw new DomainError("invalid_request", `This server detects speech with VAD=${vad}, which has no settings to tune: send chunking_strategy "auto" or leave it out.`, {
+      details: { param: "chunking_strategy" },
+    });
+  }
+}
+
 /**
  * How to wait for room: "queue" waits in the bounded line and is refused with 429 when it is full
  * (synchronous requests); "patient" waits as long as it takes (accepted jobs, already bounded by the
@@ -138,13 +147,7 @@ export class TranscriptionService {
         { details: { param: "timestamp_granularities[]", model: `${model.id}${TIMESTAMPED_SUFFIX}` } },
       );
     }
-    if (request.speechDetection && this.deps.vad !== "silero") {
-      throw new DomainError(
-        "invalid_request",
-        `This server detects speech with VAD=${this.deps.vad}, which has no settings to tune: send chunking_strategy "auto" or leave it out.`,
-        { details: { param: "chunking_strategy" } },
-      );
-    }
+    assertTunable(this.deps.vad, request.speechDetection);
     const language = info.multilingual ? request.language : undefined;
 
     const admitted = "admitted" in room ? room.admitted : await this.admit(request.id, room.wait, request.signal);

@@ -1,4 +1,5 @@
 import type { ResponseFormat, Transcript } from "../transcript.ts";
+import type { SpeechDetection } from "../audio/speech-regions.ts";
 
 export const JOB_STATUSES = ["queued", "running", "succeeded", "failed", "canceled"] as const;
 export type JobStatus = (typeof JOB_STATUSES)[number];
@@ -21,6 +22,8 @@ export interface JobRequest {
   responseFormat: ResponseFormat;
   prompt?: string;
   temperature?: number;
+  /** chunking_strategy's server_vad settings. */
+  speechDetection?: SpeechDetection;
   callbackUrl?: string;
   /** Full result in the callback body instead of id, status and links. */
   callbackIncludeResult: boolean;

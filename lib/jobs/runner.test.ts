@@ -10,7 +10,7 @@ import { createLogger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
 import { parseAllowlist } from "../net/outbound-policy.ts";
 import type { Transcript } from "../transcript.ts";
-import type { TranscriptionService } from "../transcription-service.ts";
+import type { TranscribeRequest, TranscriptionService } from "../transcription-service.ts";
 import { EmbeddedCallbackSender, type CallbackPayload, type CallbackSender } from "../webhooks/delivery.ts";
 import { parseSchedule } from "../webhooks/retry-schedule.ts";
 import { generateWebhookSecret, parseWebhookSecrets } from "../webhooks/standard-webhooks.ts";
@@ -45,7 +45,7 @@ async function receiver(secret: string) {
 }
 
 /** A runner over a real store whose transcription yields TRANSCRIPT unless `transcribeFile` says otherwise. */
-function runner(store: JobStore, dataDir: string, callbacks: CallbackSender, transcribeFile = async () => TRANSCRIPT): JobRunner {
+function runner(store: JobStore, dataDir: string, callbacks: CallbackSender, transcribeFile: TranscriptionService["transcribeFile"] = async () => TRANSCRIPT): JobRunner {
   return new JobRunner({
     store,
     dispatcher: new EmbeddedJobDispatcher({ store, concurrency: 1, log }),
@@ -147,5 +147,52 @@ describe("a job that meets a full disk", () => {
     await vi.waitFor(async () => expect((await store.get("job_full"))?.status).toBe("succeeded"), { timeout: 15_000 });
     expect(runs).toBe(2);
     expect((await store.get("job_full"))?.runs).toBe(2);
+  });
+});
+
+describe("a job's decoding settings", () => {
+  it("reach its transcription as they were submitted, through the store", async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), "slotscribe-runner-"));
+    cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
+    const asked: TranscribeRequest[] = [];
+    const store = await EmbeddedJobStore.open({ dataDir, retentionMs: 3_600_000 });
+    cleanups.push(() => store.close());
+    const noCallbacks: CallbackSender = { enqueue: async () => undefined, start: async () => undefined, close: async () => undefined };
+    const jobs = runner(store, dataDir, noCallbacks, async (_path, request) => {
+      asked.push(request);
+      return TRANSCRIPT;
+    });
+    cleanups.push(() => jobs.stop());
+    await jobs.start();
+    await writeFile(join(inputsDir(dataDir), "job_vad"), "not audio, never decoded here");
+    await jobs.submit({
+      id: "job_vad",
+      status: "queued",
+      request: {
+        model: "m",
+        language: "de",
+        task: "translate",
+        responseFormat: "json",
+        prompt: "Grüße",
+        temperature: 0.4,
+        speechDetection: { threshold: 0.6, minSilenceMs: 300, padMs: 100 },
+        callbackIncludeResult: false,
+      },
+      input: { kind: "upload", path: join(inputsDir(dataDir), "job_vad"), filename: "a.wav", bytes: 29 },
+      createdAt: new Date().toISOString(),
+      runs: 0,
+      progress: { doneSeconds: 0, totalSeconds: null },
+    });
+    await vi.waitFor(async () => expect((await store.get("job_vad"))?.status).toBe("succeeded"), { timeout: 10_000 });
+    expect(asked).toHaveLength(1);
+    expect(asked[0]).toMatchObject({
+      id: "job_vad",
+      model: "m",
+      language: "de",
+      task: "translate",
+      prompt: "Grüße",
+      temperature: 0.4,
+      speechDetection: { threshold: 0.6, minSilenceMs: 300, padMs: 100 },
+    });
   });
 });

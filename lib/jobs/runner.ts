@@ -222,6 +222,7 @@ export class JobRunner {
           task: job.request.task,
           prompt: job.request.prompt,
           temperature: job.request.temperature,
+          speechDetection: job.request.speechDetection,
           signal: controller.signal,
           onProgress: (doneSeconds) => {
             this.deps.store

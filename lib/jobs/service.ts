@@ -1,11 +1,13 @@
 import { createHash, randomUUID } from "node:crypto";
 import { rm } from "node:fs/promises";
+import type { VadMode } from "../audio/speech-regions.ts";
 import type { ModelCatalog } from "../engine/models.ts";
 import { DomainError } from "../errors.ts";
 import { assertOutboundAllowed, type OutboundPolicy } from "../net/outbound-policy.ts";
 import type { InputBlobs } from "./blobs.ts";
 import type { JobInput, JobRecord, JobRequest, JobStore } from "./ports.ts";
 import type { JobRunner } from "./runner.ts";
+import { assertTunable } from "../transcription-service.ts";
 
 /** What a client asks for, once its body has been read: a URL, or an upload spooled to a scratch file. */
 export interface JobSubmission {
@@ -34,6 +36,8 @@ export interface JobServiceDeps {
   policy: OutboundPolicy;
   webhookSecrets: Buffer[];
   publicUrl?: string;
+  /** The speech detection the jobs run with: only Silero's takes a job's chunking_strategy. */
+  vad: VadMode;
 }
 
 /** Accepting and canceling jobs: everything between an HTTP request and the job runner. */
@@ -103,6 +107,7 @@ export class JobService {
   /** Refuses what cannot become a job; returns the model as resolved. */
   private async check(request: JobSubmission["request"], source: JobSubmission["source"]): Promise<string> {
     const model = this.deps.catalog.resolve(request.model).name;
+    assertTunable(this.deps.vad, request.speechDetection);
     if (request.callbackUrl) {
       if (!this.deps.webhookSecrets.length) {
         throw new DomainError("invalid_request", "callback_url needs the server to have WEBHOOK_SECRET configured to sign callbacks.", { details: { param: "callback_url" } });

@@ -427,6 +427,16 @@ export interface components {
             prompt?: string;
             /** @description The first decoding temperature, as on /v1/audio/transcriptions. */
             temperature?: number | null;
+            /** @description How the audio is cut before Whisper: "auto" (the default: Silero speech regions, windows of up to 30 s), or server_vad settings, {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 400, "silence_duration_ms": 2000}: the speech probability that starts speech, the audio kept before and after speech (at most half the silence), and the silence that ends it; a setting left out keeps the value shown. Needs VAD=silero. In a form: "auto", or the object as JSON. */
+            chunking_strategy?: string;
+            /** @description chunking_strategy's type, as the SDKs send an object. */
+            "chunking_strategy[type]"?: string;
+            /** @description chunking_strategy's threshold, as the SDKs send an object. */
+            "chunking_strategy[threshold]"?: string;
+            /** @description chunking_strategy's prefix_padding_ms, as the SDKs send an object. */
+            "chunking_strategy[prefix_padding_ms]"?: string;
+            /** @description chunking_strategy's silence_duration_ms, as the SDKs send an object. */
+            "chunking_strategy[silence_duration_ms]"?: string;
             /**
              * @default false
              * @enum {string}
@@ -462,6 +472,14 @@ export interface components {
             prompt?: string;
             /** @description The first decoding temperature, as on /v1/audio/transcriptions. */
             temperature?: number | null;
+            /** @description How the audio is cut before Whisper: "auto" (the default: Silero speech regions, windows of up to 30 s), or server_vad settings, {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 400, "silence_duration_ms": 2000}: the speech probability that starts speech, the audio kept before and after speech (at most half the silence), and the silence that ends it; a setting left out keeps the value shown. Needs VAD=silero. */
+            chunking_strategy?: "auto" | {
+                /** @enum {string} */
+                type: "server_vad";
+                threshold?: number | null;
+                prefix_padding_ms?: number | null;
+                silence_duration_ms?: number | null;
+            };
             /** @default false */
             callback_include_result: boolean;
             /** @description Echoed back on the job and in callbacks; at most 16384 bytes as JSON, 16 levels deep. */
@@ -712,7 +730,7 @@ export interface operations {
                     "timestamp_granularities[]"?: ("segment" | "word") | ("segment" | "word")[];
                     /** @description Same as timestamp_granularities[]. */
                     timestamp_granularities?: ("segment" | "word") | ("segment" | "word")[];
-                    /** @description How the audio is cut before Whisper: "auto" (the default: Silero speech regions, windows of up to 30 s), or a server_vad object as JSON, {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 400, "silence_duration_ms": 2000}: the speech probability that starts speech, the audio kept before and after speech (at most half the silence), and the silence that ends it; a setting left out keeps the value shown. Needs VAD=silero. */
+                    /** @description How the audio is cut before Whisper: "auto" (the default: Silero speech regions, windows of up to 30 s), or server_vad settings, {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 400, "silence_duration_ms": 2000}: the speech probability that starts speech, the audio kept before and after speech (at most half the silence), and the silence that ends it; a setting left out keeps the value shown. Needs VAD=silero. In a form: "auto", or the object as JSON. */
                     chunking_strategy?: string;
                     /** @description chunking_strategy's type, as the SDKs send an object. */
                     "chunking_strategy[type]"?: string;
