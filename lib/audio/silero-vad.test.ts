@@ -80,7 +80,7 @@ describe("Silero VAD on real speech and on non-speech", () => {
     const cut = await speech(chunked(samples), 1, { minSilenceMs: 300, padMs: 0 });
     expect(cut.regions.length).toBeGreaterThanOrEqual(3);
     expect(total(cut.regions)).toBeLessThan(total(asIs.regions) - 2);
-    // Every region still holds speech: within the voiced span, and together most of it.
+    // What is left is speech: every region lies within the clip's voiced span.
     const span = voicedSpan(samples);
     for (const [a, b] of cut.regions) expect(a >= span[0] - 0.05 && b <= span[1] + 0.05, `${a}-${b}`).toBe(true);
     // Padding brings back the edges of each phrase.
