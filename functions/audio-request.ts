@@ -161,7 +161,7 @@ function streamTranscript(c: Context<AppEnv>, form: z.infer<typeof AudioForm>, r
     try {
       const transcript = await transcription.transcribeFile(form.file.path, {
         ...request,
-        onSegments: (segments) => send({ type: "transcript.text.delta", delta: segments.map((s) => s.text).join("") }),
+        onSegments: (segments, logprobs) => send({ type: "transcript.text.delta", delta: segments.map((s) => s.text).join(""), ...(logprobs ? { logprobs } : {}) }),
       });
       send({
         type: "transcript.text.done",

@@ -7,7 +7,7 @@ import { TIMESTAMPED_SUFFIX } from "./engine/models.ts";
 import { transcribePcm } from "./engine/transcribe.ts";
 import { DomainError } from "./errors.ts";
 import type { Metrics } from "./metrics.ts";
-import type { Segment, Transcript } from "./transcript.ts";
+import type { Segment, TokenLogprob, Transcript } from "./transcript.ts";
 import type { SpeechDetection, VadMode } from "./audio/speech-regions.ts";
 import type { FallbackThresholds } from "./engine/protocol.ts";
 
@@ -29,7 +29,7 @@ export interface TranscribeRequest {
   signal?: AbortSignal;
   onProgress?: (doneSeconds: number) => void;
   /** Hears the transcript's segments window by window, in order (streamed responses). */
-  onSegments?: (segments: Segment[]) => void;
+  onSegments?: (segments: Segment[], logprobs?: TokenLogprob[]) => void;
 }
 
 /** Refuses speech detection settings where the speech detection has none (VAD other than silero). */

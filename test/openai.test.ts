@@ -131,6 +131,18 @@ describe("OpenAI parity through the official SDK", () => {
     expect(out.logprobs![0]!.bytes).toEqual([...Buffer.from(" charlie")]);
   });
 
+  it("streams each window's token log-probabilities with its delta, and all of them with transcript.text.done", async () => {
+    const stream = await client.audio.transcriptions.create({ file: await audio("two-lp.wav", TWO_WINDOWS), model: "whisper-1", stream: true, include: ["logprobs"] });
+    const events: { type: string; delta?: string; logprobs?: { token: string; logprob: number }[] }[] = [];
+    for await (const event of stream) events.push(event as never);
+    const deltas = events.filter((e) => e.type === "transcript.text.delta");
+    expect(deltas).toHaveLength(2);
+    for (const d of deltas) expect(d.logprobs!.map((l) => l.token).join("")).toBe(d.delta);
+    expect(events.at(-1)!.logprobs).toEqual(deltas.flatMap((d) => d.logprobs));
+    const plain = await client.audio.transcriptions.create({ file: await audio("two.wav", TWO_WINDOWS), model: "whisper-1", stream: true });
+    for await (const event of plain) expect("logprobs" in event, event.type).toBe(false);
+  });
+
   it("puts the prompt in the decoder's context: after one the micro model writes its word capitalised", async () => {
     const file = () => audio("echo.wav", [{ word: "echo", seconds: 6 }]);
     expect((await client.audio.transcriptions.create({ file: await file(), model: "whisper-1" })).text).toBe("echo");

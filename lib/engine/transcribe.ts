@@ -39,8 +39,8 @@ export interface TranscribeParams {
   includeLogprobs?: boolean;
   /** Times each word (the model must output cross-attentions: ModelInfo.wordTimestamps). */
   wordTimestamps?: boolean;
-  /** Hears each window's segments, in order, as soon as the windows before it are joined. */
-  onSegments?: (segments: Segment[]) => void;
+  /** Hears each window's segments, in order, as soon as the windows before it are joined (with their text tokens' log-probabilities under includeLogprobs). */
+  onSegments?: (segments: Segment[], logprobs?: TokenLogprob[]) => void;
   /**
    * Windows of this file in inference at once, decoded together in the engine's batches: each still
    * takes its own slot, in line with every other job's windows. Default 1.
@@ -169,6 +169,7 @@ export async function transcribePcm(params: TranscribeParams): Promise<Transcrip
         done = fileSample(window.pieces, resumeAt, "start");
       }
     }
+    const logprobsBefore = logprobs.length;
     const seconds = (offset: number, edge: "start" | "end") => round(fileSample(window.pieces, Math.min(Math.round(offset * SAMPLE_RATE), length), edge) / SAMPLE_RATE);
     for (const chunk of chunks) {
       segments.push({
@@ -186,7 +187,7 @@ export async function transcribePcm(params: TranscribeParams): Promise<Transcrip
       if (params.includeLogprobs) for (const t of chunk.textTokens) logprobs.push({ token: t.text, logprob: t.logprob, bytes: [...Buffer.from(t.text, "utf8")] });
       for (const w of chunk.words ?? []) words.push({ word: w.word.trim(), start: seconds(w.start, "start"), end: seconds(w.end, "end") });
     }
-    if (chunks.length > 0) params.onSegments?.(segments.slice(-chunks.length));
+    if (chunks.length > 0) params.onSegments?.(segments.slice(-chunks.length), params.includeLogprobs ? logprobs.slice(logprobsBefore) : undefined);
     params.onProgress?.(done / SAMPLE_RATE);
   };
 
