@@ -130,6 +130,8 @@ export class TranscriptionService {
 
   /** Transcribes a local media file, waiting for room as `wait` says unless room is already held. */
   async transcribeFile(path: string, request: TranscribeRequest, room: { wait: AdmissionWait } | { admitted: Admission } = { wait: "queue" }): Promise<Transcript> {
+    // Before the model's load, which may be a download, for a request refused whatever the model.
+    assertTunable(this.deps.vad, request.speechDetection);
     const model = this.deps.catalog.resolve(request.model);
     const info = await this.deps.engine.load(model).catch((err: unknown) => {
       if (err instanceof ModelLoadError)
@@ -147,7 +149,6 @@ export class TranscriptionService {
         { details: { param: "timestamp_granularities[]", model: `${model.id}${TIMESTAMPED_SUFFIX}` } },
       );
     }
-    assertTunable(this.deps.vad, request.speechDetection);
     const language = info.multilingual ? request.language : undefined;
 
     const admitted = "admitted" in room ? room.admitted : await this.admit(request.id, room.wait, request.signal);

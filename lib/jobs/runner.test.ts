@@ -16,7 +16,7 @@ import { parseSchedule } from "../webhooks/retry-schedule.ts";
 import { generateWebhookSecret, parseWebhookSecrets } from "../webhooks/standard-webhooks.ts";
 import { FileBlobs } from "./blobs.ts";
 import { EmbeddedJobStore, inputsDir } from "./embedded-job-store.ts";
-import type { JobRecord, JobStore } from "./ports.ts";
+import type { JobRecord, JobRequest, JobStore } from "./ports.ts";
 import { EmbeddedJobDispatcher } from "./embedded-dispatcher.ts";
 import { JobRunner } from "./runner.ts";
 
@@ -66,6 +66,23 @@ function runner(store: JobStore, dataDir: string, callbacks: CallbackSender, tra
   });
 }
 
+const NO_CALLBACKS: CallbackSender = { enqueue: async () => undefined, start: async () => undefined, close: async () => undefined };
+
+/** A queued job whose upload is already in the input store: bytes the fake transcription never reads. */
+async function queuedUpload(dataDir: string, id: string, request: Partial<JobRequest> = {}): Promise<JobRecord> {
+  const path = join(inputsDir(dataDir), id);
+  await writeFile(path, "not audio, never decoded here");
+  return {
+    id,
+    status: "queued",
+    request: { model: "m", task: "transcribe", responseFormat: "json", callbackIncludeResult: false, ...request },
+    input: { kind: "upload", path, filename: "a.wav", bytes: 29 },
+    createdAt: new Date().toISOString(),
+    runs: 0,
+    progress: { doneSeconds: 0, totalSeconds: null },
+  };
+}
+
 describe("a job's callback", () => {
   it("is sent after a crash right after the job was marked finished, before its delivery was taken on", async () => {
     const dataDir = await mkdtemp(join(tmpdir(), "slotscribe-runner-"));
@@ -79,17 +96,7 @@ describe("a job's callback", () => {
     const crashed: CallbackSender = { enqueue: () => new Promise(() => undefined), start: async () => undefined, close: async () => undefined };
     const first = runner(store, dataDir, crashed);
     await first.start();
-    await writeFile(join(inputsDir(dataDir), "job_1"), "not audio, never decoded here");
-    const job: JobRecord = {
-      id: "job_1",
-      status: "queued",
-      request: { model: "m", task: "transcribe", responseFormat: "json", callbackUrl: hook.url, callbackIncludeResult: false },
-      input: { kind: "upload", path: join(inputsDir(dataDir), "job_1"), filename: "a.wav", bytes: 29 },
-      createdAt: new Date().toISOString(),
-      runs: 0,
-      progress: { doneSeconds: 0, totalSeconds: null },
-    };
-    await first.submit(job);
+    await first.submit(await queuedUpload(dataDir, "job_1", { callbackUrl: hook.url }));
     await vi.waitFor(async () => expect((await store.get("job_1"))?.status).toBe("succeeded"), { timeout: 10_000 });
     await store.close();
 
@@ -127,23 +134,14 @@ describe("a job that meets a full disk", () => {
     let runs = 0;
     const store = await EmbeddedJobStore.open({ dataDir, retentionMs: 3_600_000 });
     cleanups.push(() => store.close());
-    const jobs = runner(store, dataDir, { enqueue: async () => undefined, start: async () => undefined, close: async () => undefined }, async () => {
+    const jobs = runner(store, dataDir, NO_CALLBACKS, async () => {
       runs++;
       if (runs === 1) throw diskFull;
       return TRANSCRIPT;
     });
     cleanups.push(() => jobs.stop());
     await jobs.start();
-    await writeFile(join(inputsDir(dataDir), "job_full"), "not audio, never decoded here");
-    await jobs.submit({
-      id: "job_full",
-      status: "queued",
-      request: { model: "m", task: "transcribe", responseFormat: "json", callbackIncludeResult: false },
-      input: { kind: "upload", path: join(inputsDir(dataDir), "job_full"), filename: "a.wav", bytes: 29 },
-      createdAt: new Date().toISOString(),
-      runs: 0,
-      progress: { doneSeconds: 0, totalSeconds: null },
-    });
+    await jobs.submit(await queuedUpload(dataDir, "job_full"));
     await vi.waitFor(async () => expect((await store.get("job_full"))?.status).toBe("succeeded"), { timeout: 15_000 });
     expect(runs).toBe(2);
     expect((await store.get("job_full"))?.runs).toBe(2);
@@ -157,32 +155,21 @@ describe("a job's decoding settings", () => {
     const asked: TranscribeRequest[] = [];
     const store = await EmbeddedJobStore.open({ dataDir, retentionMs: 3_600_000 });
     cleanups.push(() => store.close());
-    const noCallbacks: CallbackSender = { enqueue: async () => undefined, start: async () => undefined, close: async () => undefined };
-    const jobs = runner(store, dataDir, noCallbacks, async (_path, request) => {
+    const jobs = runner(store, dataDir, NO_CALLBACKS, async (_path, request) => {
       asked.push(request);
       return TRANSCRIPT;
     });
     cleanups.push(() => jobs.stop());
     await jobs.start();
-    await writeFile(join(inputsDir(dataDir), "job_vad"), "not audio, never decoded here");
-    await jobs.submit({
-      id: "job_vad",
-      status: "queued",
-      request: {
-        model: "m",
+    await jobs.submit(
+      await queuedUpload(dataDir, "job_vad", {
         language: "de",
         task: "translate",
-        responseFormat: "json",
         prompt: "Grüße",
         temperature: 0.4,
         speechDetection: { threshold: 0.6, minSilenceMs: 300, padMs: 100 },
-        callbackIncludeResult: false,
-      },
-      input: { kind: "upload", path: join(inputsDir(dataDir), "job_vad"), filename: "a.wav", bytes: 29 },
-      createdAt: new Date().toISOString(),
-      runs: 0,
-      progress: { doneSeconds: 0, totalSeconds: null },
-    });
+      }),
+    );
     await vi.waitFor(async () => expect((await store.get("job_vad"))?.status).toBe("succeeded"), { timeout: 10_000 });
     expect(asked).toHaveLength(1);
     expect(asked[0]).toMatchObject({
