@@ -253,6 +253,28 @@ describe("the HTTP API in process", () => {
     expect(await readdir(scratch)).toEqual([]);
   });
 
+  it("keeps a job's word timestamps and logprobs, from a form (either spelling) or a JSON body, and refuses other values", async () => {
+    const { app, state } = fakes(scratch);
+    const form = (fields: Record<string, string>) => app.request("/v1/jobs", { method: "POST", headers: auth, body: upload(100, fields) });
+    const json = (body: Record<string, unknown>) =>
+      app.request("/v1/jobs", { method: "POST", headers: { ...auth, "content-type": "application/json" }, body: JSON.stringify({ url: "https://8.8.8.8/a.mp3", ...body }) });
+    expect((await form({ "timestamp_granularities[]": "word", "include[]": "logprobs" })).status).toBe(202);
+    expect((await form({ timestamp_granularities: "segment" })).status).toBe(202);
+    expect((await json({ timestamp_granularities: ["segment", "word"], include: ["logprobs"] })).status).toBe(202);
+    expect((await json({})).status).toBe(202);
+    expect(state.submitted.map((j) => [j.request.wordTimestamps, j.request.includeLogprobs])).toEqual([
+      [true, true],
+      [undefined, undefined],
+      [true, true],
+      [undefined, undefined],
+    ]);
+    for (const bad of [{ timestamp_granularities: ["letter"] }, { include: ["everything"] }, { timestamp_granularities: 3 }]) {
+      const res = await json(bad);
+      expect(res.status, JSON.stringify(bad)).toBe(400);
+    }
+    expect(state.submitted).toHaveLength(4);
+  });
+
   it("answers 400, 413 and 415 for uploads it cannot take, leaving nothing behind", async () => {
     const { app } = fakes(scratch);
     const post = (body: BodyInit, headers: Record<string, string> = {}) => app.request("/v1/audio/transcriptions", { method: "POST", headers: { ...auth, ...headers }, body });

@@ -15,6 +15,33 @@ import { FileField, ModelField, readForm } from "./upload.ts";
 /** A multipart field that may come once or repeated, with or without `[]` (the SDKs send `name[]`). */
 const repeated = <T extends z.ZodType>(item: T) => z.union([item, z.array(item)]).optional();
 
+const INCLUDE_DESCRIPTION = "logprobs: each text token's log-probability (json and verbose_json).";
+/** include[] and include, as a form or a JSON body sends them. */
+export const includeFields = {
+  "include[]": repeated(z.enum(["logprobs"])).openapi({ description: INCLUDE_DESCRIPTION }),
+  include: repeated(z.enum(["logprobs"])).openapi({ description: "Same as include[]." }),
+};
+
+/** timestamp_granularities[] and timestamp_granularities, as a form or a JSON body sends them. */
+export const granularityFields = {
+  "timestamp_granularities[]": repeated(z.enum(["segment", "word"])).openapi({
+    description: "segment, word (verbose_json only; word needs a model exported with cross-attention outputs, the hub's *_timestamped exports, and is a 400 otherwise).",
+  }),
+  timestamp_granularities: repeated(z.enum(["segment", "word"])).openapi({ description: "Same as timestamp_granularities[]." }),
+};
+
+type Repeated<T> = T | T[] | undefined;
+
+/** Whether include[] (either spelling) asks for token log-probabilities. */
+export function logprobsAsked(fields: { "include[]"?: Repeated<"logprobs">; include?: Repeated<"logprobs"> }): boolean {
+  return [fields["include[]"] ?? [], fields.include ?? []].flat().includes("logprobs");
+}
+
+/** Whether timestamp_granularities[] (either spelling) asks for word timestamps. */
+export function wordTimestampsAsked(fields: { "timestamp_granularities[]"?: Repeated<"segment" | "word">; timestamp_granularities?: Repeated<"segment" | "word"> }): boolean {
+  return [fields["timestamp_granularities[]"] ?? [], fields.timestamp_granularities ?? []].flat().includes("word");
+}
+
 /** The multipart fields OpenAI's audio endpoints take; unknown fields are ignored as OpenAI does. */
 export const AudioForm = z.object({
   file: FileField,
@@ -35,8 +62,7 @@ export const AudioForm = z.object({
     .enum(["true", "false"])
     .optional()
     .openapi({ description: "true: text/event-stream of transcript.text.delta events (one per window, in order), then transcript.text.done." }),
-  "include[]": repeated(z.enum(["logprobs"])).openapi({ description: "logprobs: each text token's log-probability (json and verbose_json)." }),
-  include: repeated(z.enum(["logprobs"])).openapi({ description: "Same as include[]." }),
+  ...includeFields,
 });
 
 const Usage = z.object({ type: z.literal("duration"), seconds: z.number() });
@@ -118,7 +144,7 @@ export async function respondWithTranscript(
   const deps = c.var.deps;
   const requestId = c.get("requestId");
   const { transcription } = transcriberOf(deps);
-  const includeLogprobs = [form["include[]"] ?? [], form.include ?? []].flat().includes("logprobs");
+  const includeLogprobs = logprobsAsked(form);
   const request = {
     id: requestId,
     model: form.model,

@@ -1,5 +1,6 @@
 import { z } from "@hono/zod-openapi";
 import { RESPONSE_FORMATS } from "../lib/transcript.ts";
+import { granularityFields, includeFields } from "./audio-request.ts";
 import { ChunkingJson, chunkingFields } from "./chunking.ts";
 import { FileField, ModelField, urlField } from "./upload.ts";
 
@@ -29,6 +30,8 @@ const common = {
   prompt: z.string().max(10_000).optional().openapi({ description: "Conditions decoding, as on /v1/audio/transcriptions." }),
   // Multipart sends it as text: coerced here so both bodies share it.
   temperature: z.coerce.number().min(0).max(1).optional().openapi({ description: "The first decoding temperature, as on /v1/audio/transcriptions." }),
+  ...includeFields,
+  ...granularityFields,
 };
 
 export const JobJsonBody = z
@@ -87,6 +90,8 @@ export const JobForm = z
   .openapi("JobFromUpload");
 
 const Segment = z.object({ id: z.number(), start: z.number(), end: z.number(), text: z.string(), tokens: z.array(z.number()) });
+const Word = z.object({ word: z.string(), start: z.number(), end: z.number() });
+const Logprob = z.object({ token: z.string(), logprob: z.number(), bytes: z.array(z.number()) });
 
 export const JobViewSchema = z
   .object({
@@ -113,7 +118,17 @@ export const JobViewSchema = z
       })
       .nullable(),
     links: z.object({ self: z.string(), result: z.string() }),
-    result: z.object({ task: z.string(), language: z.string(), duration: z.number(), text: z.string(), segments: z.array(Segment) }).nullable(),
+    result: z
+      .object({
+        task: z.string(),
+        language: z.string(),
+        duration: z.number(),
+        text: z.string(),
+        segments: z.array(Segment),
+        words: z.array(Word).optional().openapi({ description: "With timestamp_granularities word." }),
+        logprobs: z.array(Logprob).optional().openapi({ description: "With include logprobs." }),
+      })
+      .nullable(),
   })
   .openapi("Job");
 

@@ -1,6 +1,6 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { toJobView } from "../lib/jobs/view.ts";
-import { checkLanguage } from "./audio-request.ts";
+import { checkLanguage, logprobsAsked, wordTimestampsAsked } from "./audio-request.ts";
 import { formSpeechDetection, speechDetection } from "./chunking.ts";
 import { errorResponses } from "./env.ts";
 import { JobForm, JobJsonBody, JobViewSchema } from "./job-schemas.ts";
@@ -42,6 +42,9 @@ export default uploadRoute(route, async (c) => {
         prompt: body.prompt,
         temperature: body.temperature,
         speechDetection: "url" in body ? speechDetection(body.chunking_strategy) : formSpeechDetection(body),
+        // Left out when not asked, so that a retried submission digests as it did before they existed.
+        includeLogprobs: logprobsAsked(body) || undefined,
+        wordTimestamps: wordTimestampsAsked(body) || undefined,
         responseFormat: body.response_format,
         callbackUrl: body.callback_url,
         callbackIncludeResult: body.callback_include_result,

@@ -1,17 +1,12 @@
 import { createRoute, z } from "@hono/zod-openapi";
-import { AudioForm, audioResponses, checkLanguage, readAudioForm, respondWithTranscript } from "./audio-request.ts";
+import { AudioForm, audioResponses, checkLanguage, granularityFields, readAudioForm, respondWithTranscript, wordTimestampsAsked } from "./audio-request.ts";
 import { chunkingFields, formSpeechDetection } from "./chunking.ts";
 import { errorResponses } from "./env.ts";
 import { uploadRoute } from "./upload.ts";
 
-const Granularities = z.union([z.enum(["segment", "word"]), z.array(z.enum(["segment", "word"]))]).optional();
-
 const TranscriptionForm = AudioForm.extend({
   language: z.string().optional().openapi({ description: "ISO-639-1 code; detected when omitted (multilingual models)." }),
-  "timestamp_granularities[]": Granularities.openapi({
-    description: "segment, word (verbose_json only; word needs a model exported with cross-attention outputs, the hub's *_timestamped exports, and is a 400 otherwise).",
-  }),
-  timestamp_granularities: Granularities.openapi({ description: "Same as timestamp_granularities[]." }),
+  ...granularityFields,
   ...chunkingFields,
 });
 
@@ -27,6 +22,5 @@ export const route = createRoute({
 
 export default uploadRoute(route, async (c) => {
   const form = await readAudioForm(c, TranscriptionForm);
-  const granularities = [form["timestamp_granularities[]"] ?? [], form.timestamp_granularities ?? []].flat();
-  return respondWithTranscript(c, form, "transcribe", checkLanguage(form.language), { wordTimestamps: granularities.includes("word"), speechDetection: formSpeechDetection(form) });
+  return respondWithTranscript(c, form, "transcribe", checkLanguage(form.language), { wordTimestamps: wordTimestampsAsked(form), speechDetection: formSpeechDetection(form) });
 });

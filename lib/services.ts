@@ -283,6 +283,7 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
     webhookSecrets: config.WEBHOOK_SECRET,
     publicUrl: config.PUBLIC_URL,
     vad: config.VAD,
+    loadedModel: planned ? (spec) => planned.engine.modelStates().find((m) => m.model.id === spec.id && m.model.dtype === spec.dtype)?.info : undefined,
   });
   await callbacks.start();
   await runner.start();

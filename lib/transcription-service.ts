@@ -9,7 +9,7 @@ import { DomainError } from "./errors.ts";
 import type { Metrics } from "./metrics.ts";
 import type { Segment, TokenLogprob, Transcript } from "./transcript.ts";
 import type { SpeechDetection, VadMode } from "./audio/speech-regions.ts";
-import type { FallbackThresholds } from "./engine/protocol.ts";
+import type { FallbackThresholds, ModelInfo } from "./engine/protocol.ts";
 
 export interface TranscribeRequest {
   /** Used for the cluster lease and logs. */
@@ -39,6 +39,17 @@ export function assertTunable(vad: VadMode, detection: SpeechDetection | undefin
       details: { param: "chunking_strategy" },
     });
   }
+}
+
+/** Refuses word timestamps on a model whose decoder does not output cross-attentions, naming the export that does. */
+export function assertWordTiming(model: { id: string; name: string }, info: Pick<ModelInfo, "wordTimestamps">): void {
+  if (info.wordTimestamps) return;
+  throw new DomainError(
+    "invalid_request",
+    `Model "${model.name}" cannot time words: its decoder does not output cross-attentions. ` +
+      `Use its timestamped export, "${model.id}${TIMESTAMPED_SUFFIX}" (the hub publishes one beside each onnx-community Whisper model), or ask for segment timestamps.`,
+    { details: { param: "timestamp_granularities[]", model: `${model.id}${TIMESTAMPED_SUFFIX}` } },
+  );
 }
 
 /**
@@ -141,14 +152,7 @@ export class TranscriptionService {
     if (request.task === "translate" && !info.multilingual) {
       throw new DomainError("invalid_request", `Model "${model.name}" is English-only and cannot translate; use a multilingual model.`, { details: { param: "model" } });
     }
-    if (request.wordTimestamps && !info.wordTimestamps) {
-      throw new DomainError(
-        "invalid_request",
-        `Model "${model.name}" cannot time words: its decoder does not output cross-attentions. ` +
-          `Use its timestamped export, "${model.id}${TIMESTAMPED_SUFFIX}" (the hub publishes one beside each onnx-community Whisper model), or ask for segment timestamps.`,
-        { details: { param: "timestamp_granularities[]", model: `${model.id}${TIMESTAMPED_SUFFIX}` } },
-      );
-    }
+    if (request.wordTimestamps) assertWordTiming(model, info);
     const language = info.multilingual ? request.language : undefined;
 
     const admitted = "admitted" in room ? room.admitted : await this.admit(request.id, room.wait, request.signal);

@@ -78,6 +78,7 @@ function jobsService(extra: Record<string, string> = {}, dataDir = join(work, `d
 
 beforeAll(async () => {
   await generateModel({ kind: "micro" });
+  await generateModel({ kind: "micro", timestamped: true });
   work = await mkdtemp(join(tmpdir(), "slotscribe-jobs-"));
   const served = await tones("served.wav", [{ word: "echo", seconds: 7 }]);
   media = createServer(async (req, res) => {
@@ -165,6 +166,49 @@ describe("async jobs on one machine", () => {
     expect(done.result!.segments.map((s) => s.temperature)).toEqual([0.4]);
     const fromUrl = await submitUrl(service.url, { url: `${mediaUrl}/clip.wav`, prompt: "delta" });
     expect((await finished(service.url, ((await fromUrl.json()) as JobView).id)).result!.text).toBe("Echo");
+  });
+
+  it("times words and keeps token log-probabilities when asked, on a _timestamped model; on another it is refused naming the export", async () => {
+    const timestamped = "generated/whisper-micro_timestamped";
+    const file = await tones("words.wav", [{ silence: 1 }, { word: "alpha", seconds: 3 }, { silence: 2 }, { word: "charlie", seconds: 4 }, { silence: 1 }]);
+    const res = await submitUpload(service.url, file, { model: timestamped, "timestamp_granularities[]": "word", "include[]": "logprobs" });
+    expect(res.status).toBe(202);
+    const done = await finished(service.url, ((await res.json()) as JobView).id);
+    expect(done.status).toBe("succeeded");
+    const result = done.result as unknown as { text: string; words: { word: string; start: number; end: number }[]; logprobs: { token: string; logprob: number }[] };
+    expect(result.words.map((w) => w.word)).toEqual(["alpha", "charlie"]);
+    [
+      [1, 4],
+      [6, 10],
+    ].forEach(([start, end], i) => {
+      expect(Math.abs(result.words[i]!.start - start!), `start of ${result.words[i]!.word}`).toBeLessThan(0.1);
+      expect(Math.abs(result.words[i]!.end - end!), `end of ${result.words[i]!.word}`).toBeLessThan(0.1);
+    });
+    expect(
+      result.logprobs
+        .map((l) => l.token)
+        .join("")
+        .trim(),
+    ).toBe(result.text);
+    expect(result.logprobs.every((l) => l.logprob <= 0)).toBe(true);
+    const verbose = (await (await fetch(`${done.links.result}?format=verbose_json`, { headers: auth })).json()) as { words: unknown };
+    expect(verbose.words).toEqual(result.words);
+    const json = (await (await fetch(`${done.links.result}?format=json`, { headers: auth })).json()) as { logprobs: unknown };
+    expect(json.logprobs).toEqual(result.logprobs);
+
+    const fromUrl = await submitUrl(service.url, { url: `${mediaUrl}/clip.wav`, model: timestamped, timestamp_granularities: ["word"] });
+    const urlResult = (await finished(service.url, ((await fromUrl.json()) as JobView).id)).result as unknown as { words: { word: string }[]; logprobs?: unknown };
+    expect(urlResult.words.map((w) => w.word)).toEqual(["echo"]);
+    expect(urlResult.logprobs).toBeUndefined();
+
+    // The default model is loaded here and cannot time words: refused at once, nothing queued.
+    const before = ((await (await fetch(`${service.url}/v1/jobs?limit=100`, { headers: auth })).json()) as { data: unknown[] }).data.length;
+    const untimed = await submitUpload(service.url, file, { "timestamp_granularities[]": "word" });
+    expect(untimed.status).toBe(400);
+    const refusal = ((await untimed.json()) as { error: { code: string; param: string; message: string } }).error;
+    expect(refusal).toMatchObject({ code: "invalid_request", param: "timestamp_granularities[]" });
+    expect(refusal.message).toContain(`"${timestamped}"`);
+    expect(((await (await fetch(`${service.url}/v1/jobs?limit=100`, { headers: auth })).json()) as { data: unknown[] }).data).toHaveLength(before);
   });
 
   it("fetches media from a URL", async () => {

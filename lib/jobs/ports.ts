@@ -24,6 +24,10 @@ export interface JobRequest {
   temperature?: number;
   /** chunking_strategy's server_vad settings. */
   speechDetection?: SpeechDetection;
+  /** include[]=logprobs: the result carries each text token's log-probability. */
+  includeLogprobs?: boolean;
+  /** timestamp_granularities word: the result carries each word's times (a _timestamped model's decoder). */
+  wordTimestamps?: boolean;
   callbackUrl?: string;
   /** Full result in the callback body instead of id, status and links. */
   callbackIncludeResult: boolean;

@@ -168,6 +168,8 @@ describe("a job's decoding settings", () => {
         prompt: "Grüße",
         temperature: 0.4,
         speechDetection: { threshold: 0.6, minSilenceMs: 300, padMs: 100 },
+        wordTimestamps: true,
+        includeLogprobs: true,
       }),
     );
     await vi.waitFor(async () => expect((await store.get("job_vad"))?.status).toBe("succeeded"), { timeout: 10_000 });
@@ -180,6 +182,8 @@ describe("a job's decoding settings", () => {
       prompt: "Grüße",
       temperature: 0.4,
       speechDetection: { threshold: 0.6, minSilenceMs: 300, padMs: 100 },
+      wordTimestamps: true,
+      includeLogprobs: true,
     });
   });
 });

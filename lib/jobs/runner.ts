@@ -223,6 +223,8 @@ export class JobRunner {
           prompt: job.request.prompt,
           temperature: job.request.temperature,
           speechDetection: job.request.speechDetection,
+          includeLogprobs: job.request.includeLogprobs,
+          wordTimestamps: job.request.wordTimestamps,
           signal: controller.signal,
           onProgress: (doneSeconds) => {
             this.deps.store

@@ -2,12 +2,13 @@ import { createHash, randomUUID } from "node:crypto";
 import { rm } from "node:fs/promises";
 import type { VadMode } from "../audio/speech-regions.ts";
 import type { ModelCatalog } from "../engine/models.ts";
+import type { ModelInfo, ModelSpec } from "../engine/protocol.ts";
 import { DomainError } from "../errors.ts";
 import { assertOutboundAllowed, type OutboundPolicy } from "../net/outbound-policy.ts";
 import type { InputBlobs } from "./blobs.ts";
 import type { JobInput, JobRecord, JobRequest, JobStore } from "./ports.ts";
 import type { JobRunner } from "./runner.ts";
-import { assertTunable } from "../transcription-service.ts";
+import { assertTunable, assertWordTiming } from "../transcription-service.ts";
 
 /** What a client asks for, once its body has been read: a URL, or an upload spooled to a scratch file. */
 export interface JobSubmission {
@@ -38,6 +39,8 @@ export interface JobServiceDeps {
   publicUrl?: string;
   /** The speech detection the jobs run with: only Silero's takes a job's chunking_strategy. */
   vad: VadMode;
+  /** What this instance knows of a model it has loaded: a job asking what it cannot do is refused at submission. */
+  loadedModel?: (model: ModelSpec) => Pick<ModelInfo, "wordTimestamps"> | undefined;
 }
 
 /** Accepting and canceling jobs: everything between an HTTP request and the job runner. */
@@ -106,8 +109,11 @@ export class JobService {
 
   /** Refuses what cannot become a job; returns the model as resolved. */
   private async check(request: JobSubmission["request"], source: JobSubmission["source"]): Promise<string> {
-    const model = this.deps.catalog.resolve(request.model).name;
+    const model = this.deps.catalog.resolve(request.model);
     assertTunable(this.deps.vad, request.speechDetection);
+    // A model not loaded here is checked when the job runs (its load may be a download, or another instance's).
+    const info = request.wordTimestamps ? this.deps.loadedModel?.(model) : undefined;
+    if (info) assertWordTiming(model, info);
     if (request.callbackUrl) {
       if (!this.deps.webhookSecrets.length) {
         throw new DomainError("invalid_request", "callback_url needs the server to have WEBHOOK_SECRET configured to sign callbacks.", { details: { param: "callback_url" } });
@@ -115,7 +121,7 @@ export class JobService {
       await assertOutboundAllowed(request.callbackUrl, this.deps.policy, { param: "callback_url" });
     }
     if (source.kind === "url") await assertOutboundAllowed(source.url, this.deps.policy, { param: "url" });
-    return model;
+    return model.name;
   }
 }
 

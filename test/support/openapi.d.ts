@@ -397,6 +397,18 @@ export interface components {
                     text: string;
                     tokens: number[];
                 }[];
+                /** @description With timestamp_granularities word. */
+                words?: {
+                    word: string;
+                    start: number;
+                    end: number;
+                }[];
+                /** @description With include logprobs. */
+                logprobs?: {
+                    token: string;
+                    logprob: number;
+                    bytes: number[];
+                }[];
             } | null;
         };
         JobFromUpload: {
@@ -427,6 +439,14 @@ export interface components {
             prompt?: string;
             /** @description The first decoding temperature, as on /v1/audio/transcriptions. */
             temperature?: number | null;
+            /** @description logprobs: each text token's log-probability (json and verbose_json). */
+            "include[]"?: "logprobs" | "logprobs"[];
+            /** @description Same as include[]. */
+            include?: "logprobs" | "logprobs"[];
+            /** @description segment, word (verbose_json only; word needs a model exported with cross-attention outputs, the hub's *_timestamped exports, and is a 400 otherwise). */
+            "timestamp_granularities[]"?: ("segment" | "word") | ("segment" | "word")[];
+            /** @description Same as timestamp_granularities[]. */
+            timestamp_granularities?: ("segment" | "word") | ("segment" | "word")[];
             /** @description How the audio is cut before Whisper: "auto" (the default: Silero speech regions, windows of up to 30 s), or server_vad settings, {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 400, "silence_duration_ms": 2000}: the speech probability that starts speech, the audio kept before and after speech (at most half the silence), and the silence that ends it; a setting left out keeps the value shown. Needs VAD=silero. In a form: "auto", or the object as JSON. */
             chunking_strategy?: string;
             /** @description chunking_strategy's type, as the SDKs send an object. */
@@ -472,6 +492,14 @@ export interface components {
             prompt?: string;
             /** @description The first decoding temperature, as on /v1/audio/transcriptions. */
             temperature?: number | null;
+            /** @description logprobs: each text token's log-probability (json and verbose_json). */
+            "include[]"?: "logprobs" | "logprobs"[];
+            /** @description Same as include[]. */
+            include?: "logprobs" | "logprobs"[];
+            /** @description segment, word (verbose_json only; word needs a model exported with cross-attention outputs, the hub's *_timestamped exports, and is a 400 otherwise). */
+            "timestamp_granularities[]"?: ("segment" | "word") | ("segment" | "word")[];
+            /** @description Same as timestamp_granularities[]. */
+            timestamp_granularities?: ("segment" | "word") | ("segment" | "word")[];
             /** @description How the audio is cut before Whisper: "auto" (the default: Silero speech regions, windows of up to 30 s), or server_vad settings, {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 400, "silence_duration_ms": 2000}: the speech probability that starts speech, the audio kept before and after speech (at most half the silence), and the silence that ends it; a setting left out keeps the value shown. Needs VAD=silero. */
             chunking_strategy?: "auto" | {
                 /** @enum {string} */
