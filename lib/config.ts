@@ -78,6 +78,8 @@ const settingsSchema = z.object({
   COMPRESSION_RATIO_THRESHOLD: z.coerce.number().positive().default(2.4),
   LOGPROB_THRESHOLD: z.coerce.number().max(0).default(-1),
   NO_SPEECH_THRESHOLD: z.coerce.number().min(0).max(1).default(0.6),
+  // Decodes sampled per fallback temperature (faster-whisper's, whisper.cpp's and WhisperX's default).
+  BEST_OF: z.coerce.number().int().min(1).max(10).default(5),
   /** alias=model pairs; OpenAI's newer transcription models name the default model unless told otherwise. */
   MODEL_ALIASES: z
     .string()

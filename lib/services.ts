@@ -252,6 +252,7 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
       maxDurationSeconds: config.MAX_AUDIO_DURATION / 1000,
       vad: config.VAD,
       thresholds: { compressionRatio: config.COMPRESSION_RATIO_THRESHOLD, logprob: config.LOGPROB_THRESHOLD, noSpeech: config.NO_SPEECH_THRESHOLD },
+      bestOf: config.BEST_OF,
       clusterWaitMs: config.QUEUE_TIMEOUT,
       queueSize: config.QUEUE_SIZE,
     }),
@@ -372,6 +373,7 @@ function planTranscriber(config: Config, catalog: ModelCatalog, machine: Machine
     allowRemoteModels: config.WHISPER_MODELS_DIR === undefined,
     cacheDir: config.MODEL_CACHE_DIR ?? null,
     threads: plan.threads,
+    rows: plan.slots,
   });
   const admission = new Limiter({
     permits: config.MAX_ACTIVE_JOBS ?? plan.slots * 2,

@@ -79,6 +79,8 @@ export interface TranscriptionServiceDeps {
   vad: VadMode;
   /** Whisper's fallback and no-speech thresholds. */
   thresholds: FallbackThresholds;
+  /** Decodes sampled per temperature above 0 (Whisper's best_of). */
+  bestOf: number;
   /** Requests that may wait in the admission line (QUEUE_SIZE). */
   queueSize: number;
   /** How long a queued request keeps asking a full cluster for a lease before giving up with 429. */
@@ -178,6 +180,7 @@ export class TranscriptionService {
         prompt: request.prompt,
         temperature: request.temperature,
         thresholds: this.deps.thresholds,
+        bestOf: this.deps.bestOf,
         includeLogprobs: request.includeLogprobs,
         wordTimestamps: request.wordTimestamps,
         onSegments: request.onSegments,

@@ -151,7 +151,7 @@ describe("OpenAI parity through the official SDK", () => {
     expect(prompted.segments!.map((s) => [s.start, s.end, s.temperature])).toEqual([[0, 6, 0]]);
   });
 
-  it("recovers from a decode that loops: greedy repeats the stutter tone's word, a hotter decode closes it, the same on every run", async () => {
+  it("recovers from a decode that loops: greedy repeats the stutter tone's word, a hotter decode closes it, the same on every run, with BEST_OF samples a temperature", async () => {
     const stutter = async () =>
       client.audio.transcriptions.create({
         file: await audio("stutter.wav", [{ silence: 1 }, { word: "foxtrot", seconds: 6 }]),
@@ -169,6 +169,15 @@ describe("OpenAI parity through the official SDK", () => {
     expect(words.length).toBeLessThan(20);
     expect([segment!.start, segment!.end]).toEqual([1, 7]);
     expect((await stutter()).segments).toEqual(first.segments);
+
+    // Each hotter attempt kept the best of BEST_OF (5) sampled decodes; one sample a temperature decodes otherwise.
+    const single = await serve({ BEST_OF: "1" });
+    const once = await single.audio.transcriptions.create({
+      file: await audio("stutter.wav", [{ silence: 1 }, { word: "foxtrot", seconds: 6 }]),
+      model: "whisper-1",
+      response_format: "verbose_json",
+    });
+    expect(once.segments!.map((s) => [s.text, s.temperature, s.avg_logprob])).not.toEqual(first.segments!.map((s) => [s.text, s.temperature, s.avg_logprob]));
   });
 
   it("falls back to hotter temperatures when a decode fails Whisper's checks, deterministically", async () => {

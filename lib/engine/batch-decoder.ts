@@ -46,6 +46,8 @@ interface Row {
   /** Temperatures still to try after the current one, which is `temperature`. */
   temperature: number;
   hotter: number[];
+  /** Decodes sampled at each temperature above 0, of which the window keeps the best (Whisper's best_of). */
+  bestOf: number;
   random: () => number;
   thresholds: FallbackThresholds;
   noSpeechProb: number;
@@ -58,12 +60,43 @@ interface Row {
   frames: number;
   /** Set when the window is no longer wanted while a call that includes it runs. */
   canceled: boolean;
+  /** A candidate: one of the decodes sampled for its window at a temperature above 0 (Whisper's best_of). */
+  group: CandidateGroup | null;
+  /** Set on a window while its candidates decode (see decodeAt). */
+  sampling: CandidateGroup | null;
   /** Other streams' windows encoded while this one was ready and waiting to start. */
   waited: number;
   /** Until when (performance.now()) it may wait for its stream's next window, with nothing to encode. */
   holdUntil: number;
   resolve: (output: WindowOutput) => void;
   reject: (err: Error) => void;
+}
+
+/** The decodes sampled for one window at one temperature; the window keeps the one Whisper's ranker prefers. */
+interface CandidateGroup {
+  window: Row;
+  candidates: Row[];
+  finished: Row[];
+  /** The window's encoder output, shared by its candidates' first calls and kept for a further fallback. */
+  encoded: Float32Array;
+}
+
+/**
+ * Whisper's MaximumLikelihoodRanker without a length penalty: the highest sum of log-probabilities
+ * (end-of-text's included) over the tokens before end-of-text; the first of equals.
+ */
+export function rankCandidates(candidates: readonly { generated: readonly number[]; logprobs: readonly number[] }[], eos: number): number {
+  let best = 0;
+  let bestScore = -Infinity;
+  candidates.forEach((c, i) => {
+    const length = c.generated.at(-1) === eos ? c.generated.length - 1 : c.generated.length;
+    const score = c.logprobs.reduce((a, b) => a + b, 0) / Math.max(1, length);
+    if (score > bestScore) {
+      bestScore = score;
+      best = i;
+    }
+  });
+  return best;
 }
 
 /** Rows decoded together: one model, one position, one decoder call per step. */
@@ -108,6 +141,15 @@ const FEATURES_WAIT_MS = 1000;
 
 /** Whisper's default fallback schedule: greedy, then sampling 0.2 hotter each time up to 1.0. */
 const DEFAULT_TEMPERATURES = [0, 0.2, 0.4, 0.6, 0.8, 1];
+
+export interface BatchDecoderOptions {
+  /**
+   * Rows that may decode at once (the memory plan's slots: each holds its cross- and self-attention
+   * cache). Windows alone never exceed it, as each holds a slot; a window's best_of candidates take
+   * the rows that are free and the rest start as rows finish. Default: unbounded.
+   */
+  rows?: number;
+}
 
 /** A seed from the window's audio: the same audio samples the same tokens on every run. */
 function contentSeed(samples: Float32Array): number {
@@ -157,9 +199,16 @@ export class BatchDecoder {
   private readonly following = new Set<string>();
   /** Ends the loop's wait for held windows' followers. */
   private wake: (() => void) | null = null;
-  readonly stats: DecoderStats = { encoderRuns: 0, decoderCalls: 0, rowSteps: 0, largestBatch: 0, activeRows: 0, fallbacks: 0 };
+  readonly stats: DecoderStats = { encoderRuns: 0, decoderCalls: 0, rowSteps: 0, largestBatch: 0, activeRows: 0, fallbacks: 0, candidates: 0 };
 
-  constructor(private readonly load: (spec: ModelSpec) => Promise<WhisperModel>) {}
+  private readonly rowBudget: number;
+
+  constructor(
+    private readonly load: (spec: ModelSpec) => Promise<WhisperModel>,
+    options: BatchDecoderOptions = {},
+  ) {
+    this.rowBudget = Math.max(1, options.rows ?? Infinity);
+  }
 
   /** `stream` groups the windows of one file, for fairness between files. */
   async submit(stream: string, request: WindowRequest, signal?: AbortSignal): Promise<WindowOutput> {
@@ -196,6 +245,9 @@ export class BatchDecoder {
         attention: options.wordTimestamps && model.wordTimestamps ? [] : null,
         frames: Math.max(1, Math.min(model.frames, Math.floor(request.samples.length / SAMPLES_PER_POSITION))),
         canceled: false,
+        group: null,
+        sampling: null,
+        bestOf: Math.max(1, options.bestOf ?? 1),
         waited: 0,
         holdUntil: 0,
         resolve,
@@ -242,11 +294,13 @@ export class BatchDecoder {
    */
   private cancel(row: Row): void {
     if (row.canceled) return;
-    row.canceled = true;
     row.reject(new WindowCanceled());
-    for (const list of [this.encodeQueue, this.ready]) {
-      const i = list.indexOf(row);
-      if (i >= 0) list.splice(i, 1);
+    for (const r of [row, ...(row.sampling?.candidates ?? [])]) {
+      r.canceled = true;
+      for (const list of [this.encodeQueue, this.ready]) {
+        const i = list.indexOf(r);
+        if (i >= 0) list.splice(i, 1);
+      }
     }
     this.wake?.();
   }
@@ -388,7 +442,7 @@ export class BatchDecoder {
       if (row.init.length === 0 && !row.canceled) await this.identifyLanguage(row);
       if (!row.canceled) {
         row.holdUntil = performance.now() + MAX_HOLD_MS;
-        this.ready.push(row);
+        this.decodeAt(row, row.encoded, row.temperature);
       }
     } catch (err) {
       row.reject(err as Error);
@@ -439,7 +493,7 @@ export class BatchDecoder {
    */
   private shouldStart(now: number): boolean {
     const starters = this.starters(now);
-    if (starters.length === 0) return false;
+    if (starters.length === 0 || this.freeRows() === 0) return false;
     if (this.encodeQueue.length === 0) return true;
     const queued = Math.min(...this.encodeQueue.map((r) => this.usageOf(r.stream)));
     return starters.some((r) => r.waited >= MAX_WAIT_ENCODES || this.usageOf(r.stream) < queued);
@@ -460,12 +514,13 @@ export class BatchDecoder {
   private async startCohorts(now: number): Promise<void> {
     const least = this.startPriority(now);
     const streams = new Set(this.ready.filter((r) => this.usageOf(r.stream) < least + NEW_FILE_CREDIT_MS / 2).map((r) => r.stream));
+    const starting = new Set(this.ready.filter((r) => streams.has(r.stream)).slice(0, this.freeRows()));
     const groups = new Map<string, Row[]>();
-    for (const row of this.ready.filter((r) => streams.has(r.stream))) {
+    for (const row of starting) {
       const key = `${this.modelKey(row)}:${row.init.length}:${row.sotIndex}`;
       groups.set(key, [...(groups.get(key) ?? []), row]);
     }
-    this.ready = this.ready.filter((r) => !streams.has(r.stream));
+    this.ready = this.ready.filter((r) => !starting.has(r));
     for (const rows of groups.values()) {
       const model = rows[0]!.model;
       const started = performance.now();
@@ -478,7 +533,8 @@ export class BatchDecoder {
         // Read before the rules mask the same logits (the start token is often the last initial one).
         rows.forEach((r, i) => {
           r.noSpeechProb = WhisperModel.probability(sotLogits[i]!, model.noSpeech);
-          releaseBuffer(r.encoded!.buffer);
+          // Candidates share their window's encoder output, which outlives them (see CandidateGroup).
+          if (!r.group) releaseBuffer(r.encoded!.buffer);
           r.encoded = null;
           // A prompt's positions are not part of Whisper's alignment: it starts at <|startoftranscript|>.
           for (let p = r.sotIndex; p < r.init.length && r.attention; p++) r.attention.push(attention(i, p, r.frames));
@@ -496,6 +552,11 @@ export class BatchDecoder {
         for (const r of rows) r.reject(err as Error);
       }
     }
+  }
+
+  /** Rows that may start decoding now (see BatchDecoderOptions.rows). */
+  private freeRows(): number {
+    return Math.max(0, this.rowBudget - this.cohorts.reduce((n, c) => n + c.rows.length, 0));
   }
 
   private modelKey(row: Row): string {
@@ -551,42 +612,92 @@ export class BatchDecoder {
   }
 
   /**
-   * Whisper's checks on a finished decode (transcribe.py): too repetitive (compression ratio) or too
-   * unsure (average log-probability) sends the row back to decode again at the next temperature,
-   * unless the window is silence (no-speech probability high and the decode unsure), which yields no
-   * segments. A row that falls back starts a new cohort; its batch goes on.
+   * A row's decode is done: a window's is checked now; a candidate's waits for the rest of its
+   * window's candidates, and the one the ranker prefers is checked for the window.
    */
   private finish(cohort: Cohort, index: number): void {
     const row = cohort.rows[index]!;
-    const { model } = row;
-    const { rules } = model;
-    const text = model.decode(row.generated.filter((t) => t < rules.eos));
-    const ratio = compressionRatio(text);
-    const avgLogprob = row.logprobs.reduce((a, b) => a + b, 0) / Math.max(1, row.logprobs.length);
-    const th = row.thresholds;
-    const unsure = avgLogprob < th.logprob;
-    const silent = row.noSpeechProb > th.noSpeech && unsure;
-    if ((ratio > th.compressionRatio || unsure) && !silent && row.hotter.length > 0) {
-      const size = model.frames * model.dModel;
-      row.encoded = (cohort.state.encoderStates.data as Float32Array).slice(index * size, (index + 1) * size);
-      row.temperature = row.hotter.shift()!;
-      row.generated = [];
-      row.logprobs = [];
-      if (row.attention) row.attention = [];
-      row.waited = 0;
-      this.stats.fallbacks++;
-      this.ready.push(row);
+    const group = row.group;
+    if (!group) {
+      const size = row.model.frames * row.model.dModel;
+      this.check(row, row, () => (cohort.state.encoderStates.data as Float32Array).slice(index * size, (index + 1) * size));
       return;
     }
+    group.finished.push(row);
+    if (group.finished.length < group.candidates.length) return;
+    group.window.sampling = null;
+    const kept = group.finished[rankCandidates(group.finished, row.model.rules.eos)]!;
+    if (!this.check(group.window, kept, () => group.encoded)) releaseBuffer(group.encoded.buffer);
+  }
+
+  /**
+   * Whisper's checks on the decode kept for a window (transcribe.py): too repetitive (compression
+   * ratio) or too unsure (average log-probability) sends the window back to decode again at the next
+   * temperature, unless the window is silence (no-speech probability high and the decode unsure),
+   * which yields no segments. Returns whether it decodes again (with `encoded`). A window that falls
+   * back starts a new cohort; its batch goes on.
+   */
+  private check(window: Row, decoded: Row, encoded: () => Float32Array): boolean {
+    const { model } = window;
+    const { rules } = model;
+    const text = model.decode(decoded.generated.filter((t) => t < rules.eos));
+    const ratio = compressionRatio(text);
+    const avgLogprob = decoded.logprobs.reduce((a, b) => a + b, 0) / Math.max(1, decoded.logprobs.length);
+    const th = window.thresholds;
+    const unsure = avgLogprob < th.logprob;
+    const silent = decoded.noSpeechProb > th.noSpeech && unsure;
+    if ((ratio > th.compressionRatio || unsure) && !silent && window.hotter.length > 0) {
+      this.stats.fallbacks++;
+      window.waited = 0;
+      this.decodeAt(window, encoded(), window.hotter.shift()!);
+      return true;
+    }
     const decode = (tokens: number[]) => model.decode(tokens);
-    const chunks = silent ? [] : assembleSegments(row.generated, row.logprobs, rules.timestampBegin, rules.eos, decode);
-    if (row.attention && chunks.length > 0) {
-      const initialRows = row.init.length - 1 - row.sotIndex;
-      const timings = alignWords(row.generated, { heads: model.alignmentHeads.length, frames: row.frames, rows: row.attention, initialRows }, rules.eos, decode);
-      const words = wordsBySegment(chunks, timings, row.sampleCount / SAMPLES_PER_POSITION / POSITIONS_PER_SECOND);
+    const chunks = silent ? [] : assembleSegments(decoded.generated, decoded.logprobs, rules.timestampBegin, rules.eos, decode);
+    if (decoded.attention && chunks.length > 0) {
+      const initialRows = window.init.length - 1 - window.sotIndex;
+      const timings = alignWords(decoded.generated, { heads: model.alignmentHeads.length, frames: window.frames, rows: decoded.attention, initialRows }, rules.eos, decode);
+      const words = wordsBySegment(chunks, timings, window.sampleCount / SAMPLES_PER_POSITION / POSITIONS_PER_SECOND);
       chunks.forEach((chunk, i) => (chunk.words = words[i]!));
     }
-    row.resolve({ chunks, language: row.language, temperature: row.temperature, avgLogprob, compressionRatio: ratio, noSpeechProb: row.noSpeechProb });
+    window.resolve({ chunks, language: window.language, temperature: decoded.temperature, avgLogprob, compressionRatio: ratio, noSpeechProb: decoded.noSpeechProb });
+    return false;
+  }
+
+  /**
+   * Queues a window's decode at `temperature` over its encoder output: the window itself, or above
+   * temperature 0 with best_of over 1, that many candidates, each sampling with a generator seeded
+   * from the window's, so that a rerun samples the same. Every candidate is decoded whatever the
+   * load (the transcript does not depend on it); those the free rows cannot hold start as rows finish.
+   */
+  private decodeAt(window: Row, encoded: Float32Array, temperature: number): void {
+    window.temperature = temperature;
+    window.generated = [];
+    window.logprobs = [];
+    if (window.attention) window.attention = [];
+    if (temperature <= 0 || window.bestOf <= 1) {
+      window.encoded = encoded;
+      this.ready.push(window);
+      return;
+    }
+    window.encoded = null;
+    const group: CandidateGroup = { window, candidates: [], finished: [], encoded };
+    for (let i = 0; i < window.bestOf; i++) {
+      group.candidates.push({
+        ...window,
+        id: this.nextId++,
+        encoded,
+        generated: [],
+        logprobs: [],
+        attention: window.attention ? [] : null,
+        random: mulberry32(Math.floor(window.random() * 2 ** 32)),
+        group,
+        sampling: null,
+      });
+    }
+    window.sampling = group;
+    this.stats.candidates += group.candidates.length;
+    this.ready.push(...group.candidates);
   }
 
   private dropRows(cohort: Cohort, drop: Set<number>): void {

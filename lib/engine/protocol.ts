@@ -7,6 +7,8 @@ export interface WorkerInit {
   cacheDir: string | null;
   /** onnxruntime intra-op threads of every call: the instance's cores. */
   threads: number;
+  /** Rows that may decode at once: the memory plan's slots (BatchDecoderOptions.rows). Default: unbounded. */
+  rows?: number;
 }
 
 export interface ModelSpec {
@@ -38,6 +40,8 @@ export interface WindowOptions {
   /** Seeds sampling above temperature 0, so a rerun decodes the same. */
   seed?: number;
   thresholds?: FallbackThresholds;
+  /** Decodes sampled at each temperature above 0, the best kept (Whisper's best_of); default 1. */
+  bestOf?: number;
   /** Align each word to the audio (needs a decoder with cross-attention outputs, see ModelInfo.wordTimestamps). */
   wordTimestamps?: boolean;
 }
@@ -87,6 +91,8 @@ export interface DecoderStats {
   activeRows: number;
   /** Decodes sent back to try a hotter temperature. */
   fallbacks: number;
+  /** Decodes sampled as best_of candidates of a window. */
+  candidates: number;
 }
 
 export interface ModelInfo {

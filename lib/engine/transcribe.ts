@@ -35,6 +35,8 @@ export interface TranscribeParams {
   /** The first temperature; a window that fails Whisper's checks is decoded again 0.2 hotter, up to 1. */
   temperature?: number;
   thresholds?: FallbackThresholds;
+  /** Decodes sampled per temperature above 0, the best kept (Whisper's best_of); default 1. */
+  bestOf?: number;
   /** Collects each text token's log-probability into the transcript. */
   includeLogprobs?: boolean;
   /** Times each word (the model must output cross-attentions: ModelInfo.wordTimestamps). */
@@ -104,6 +106,7 @@ export async function transcribePcm(params: TranscribeParams): Promise<Transcrip
     prompt: params.prompt,
     temperatures,
     thresholds: params.thresholds,
+    bestOf: params.bestOf,
     wordTimestamps: params.wordTimestamps,
   });
   const logprobs: TokenLogprob[] = [];

@@ -35,7 +35,7 @@ export function createInference(init: WorkerInit, sessionOverrides: Record<strin
     }
     return loading;
   }
-  const decoder = new BatchDecoder(load);
+  const decoder = new BatchDecoder(load, { rows: init.rows });
   return { load, decoder, transcribeWindow: (stream, request, signal) => decoder.submit(stream, request, signal) };
 }
 

@@ -1,0 +1,103 @@
+/**
+ * Whisper's best_of: above temperature 0 a window samples several decodes and keeps the one its ranker
+ * prefers, the same whatever the engine's load, within the rows the memory plan holds.
+ */
+import { describe, expect, it } from "vitest";
+import { synthesize } from "../../tools/audio/synth.ts";
+import { DEFAULT_MODELS_DIR, generateModel } from "../../tools/models/generate.ts";
+import { microTones, STUTTER_TONE } from "../../tools/models/micro.ts";
+import { mulberry32 } from "../random.ts";
+import { rankCandidates, WindowCanceled } from "./batch-decoder.ts";
+import type { ModelSpec, WindowOptions, WindowOutput } from "./protocol.ts";
+import { createInference, type Inference } from "./worker.ts";
+
+async function loaded(rows?: number): Promise<{ spec: ModelSpec; inference: Inference }> {
+  const model = await generateModel({ kind: "micro", out: DEFAULT_MODELS_DIR });
+  const spec = { id: model.id, dtype: "q8" as const };
+  const inference = createInference({ localModelPath: DEFAULT_MODELS_DIR, allowRemoteModels: false, cacheDir: null, threads: 1, rows });
+  await inference.load(spec);
+  return { spec, inference };
+}
+
+/** The micro model says the stutter tone's word again and again, closing it only when sampled: candidates differ in how often. */
+const stutter = () => synthesize(microTones([{ silence: 1 }, { word: STUTTER_TONE.word, seconds: 6 }]));
+
+const decode = (inference: Inference, spec: ModelSpec, options: Omit<WindowOptions, "task">, stream = "s", signal?: AbortSignal) =>
+  inference.transcribeWindow(stream, { model: spec, samples: stutter(), options: { task: "transcribe", ...options } }, signal);
+
+/** A decode's tokens as the ranker sees them: every segment's, then end-of-text, whose log-probability the average includes. */
+function asCandidate(out: WindowOutput, eos: number): { generated: number[]; logprobs: number[] } {
+  const generated = [...out.chunks.flatMap((c) => c.tokens), eos];
+  return { generated, logprobs: [out.avgLogprob * generated.length] };
+}
+
+describe("best_of", () => {
+  it("keeps the candidate Whisper's ranker prefers among decodes sampled with generators seeded from the window's", async () => {
+    const { spec, inference } = await loaded();
+    const eos = (await inference.load(spec)).rules.eos;
+    const seed = 1234;
+    const draws = mulberry32(seed);
+    const candidateSeeds = Array.from({ length: 5 }, () => Math.floor(draws() * 2 ** 32));
+    // With best_of 1 a window samples with its own generator: seeded with a candidate's seed, it decodes that candidate.
+    const alone = [];
+    for (const s of candidateSeeds) alone.push(await decode(inference, spec, { temperatures: [0.4], seed: s, bestOf: 1 }));
+    const repeats = alone.map(
+      (o) =>
+        o.chunks
+          .map((c) => c.text)
+          .join("")
+          .split(" ")
+          .filter(Boolean).length,
+    );
+    expect(new Set(repeats).size, `words per candidate: ${repeats}`).toBeGreaterThan(1);
+
+    const before = inference.decoder.stats.candidates;
+    const best = await decode(inference, spec, { temperatures: [0.4], seed, bestOf: 5 });
+    expect(inference.decoder.stats.candidates - before).toBe(5);
+    expect(best).toEqual(
+      alone[
+        rankCandidates(
+          alone.map((o) => asCandidate(o, eos)),
+          eos,
+        )
+      ],
+    );
+    expect(await decode(inference, spec, { temperatures: [0.4], seed, bestOf: 5 })).toEqual(best);
+  });
+
+  it("samples candidates only above temperature 0, and on each fallback temperature", async () => {
+    const { spec, inference } = await loaded();
+    const out = await decode(inference, spec, { seed: 7, bestOf: 3 });
+    // Greedy loops until the length limit (one row), then each hotter attempt samples three.
+    expect(out.temperature).toBeGreaterThan(0);
+    const attempts = Math.round(out.temperature / 0.2);
+    expect(inference.decoder.stats.fallbacks).toBe(attempts);
+    expect(inference.decoder.stats.candidates).toBe(3 * attempts);
+  });
+
+  it("decodes the same within a budget of two rows, never holding more", async () => {
+    const free = await loaded();
+    const expected = await decode(free.inference, free.spec, { temperatures: [0.6], seed: 99, bestOf: 5 });
+    const { spec, inference } = await loaded(2);
+    const outs = await Promise.all([
+      decode(inference, spec, { temperatures: [0.6], seed: 99, bestOf: 5 }, "a"),
+      decode(inference, spec, { temperatures: [0.6], seed: 99, bestOf: 5 }, "b"),
+    ]);
+    expect(outs).toEqual([expected, expected]);
+    expect(inference.decoder.stats.candidates).toBe(10);
+    expect(inference.decoder.stats.largestBatch).toBe(2);
+  });
+
+  it("removes every candidate of a canceled window", async () => {
+    const { spec, inference } = await loaded();
+    const abort = new AbortController();
+    const canceled = decode(inference, spec, { temperatures: [0.2], seed: 5, bestOf: 5 }, "c", abort.signal);
+    await expect.poll(() => inference.decoder.stats.activeRows, { interval: 1, timeout: 60_000 }).toBe(5);
+    abort.abort();
+    await expect(canceled).rejects.toBeInstanceOf(WindowCanceled);
+    await inference.decoder.idle();
+    expect(inference.decoder.stats.activeRows).toBe(0);
+    // The engine goes on.
+    expect((await decode(inference, spec, { temperatures: [0.2], seed: 5, bestOf: 2 })).temperature).toBe(0.2);
+  });
+});
