@@ -80,6 +80,8 @@ const settingsSchema = z.object({
   NO_SPEECH_THRESHOLD: z.coerce.number().min(0).max(1).default(0.6),
   // Decodes sampled per fallback temperature (faster-whisper's, whisper.cpp's and WhisperX's default).
   BEST_OF: z.coerce.number().int().min(1).max(10).default(5),
+  // Beams at temperature 0: 1 decodes greedily, as OpenAI's transcribe() does; faster-whisper's default is 5.
+  BEAM_SIZE: z.coerce.number().int().min(1).max(10).default(1),
   /** alias=model pairs; OpenAI's newer transcription models name the default model unless told otherwise. */
   MODEL_ALIASES: z
     .string()

@@ -253,6 +253,7 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
       vad: config.VAD,
       thresholds: { compressionRatio: config.COMPRESSION_RATIO_THRESHOLD, logprob: config.LOGPROB_THRESHOLD, noSpeech: config.NO_SPEECH_THRESHOLD },
       bestOf: config.BEST_OF,
+      beamSize: config.BEAM_SIZE,
       clusterWaitMs: config.QUEUE_TIMEOUT,
       queueSize: config.QUEUE_SIZE,
     }),

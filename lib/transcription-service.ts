@@ -81,6 +81,8 @@ export interface TranscriptionServiceDeps {
   thresholds: FallbackThresholds;
   /** Decodes sampled per temperature above 0 (Whisper's best_of). */
   bestOf: number;
+  /** Beams searched at temperature 0 (Whisper's beam_size; 1 is greedy). */
+  beamSize: number;
   /** Requests that may wait in the admission line (QUEUE_SIZE). */
   queueSize: number;
   /** How long a queued request keeps asking a full cluster for a lease before giving up with 429. */
@@ -181,6 +183,7 @@ export class TranscriptionService {
         temperature: request.temperature,
         thresholds: this.deps.thresholds,
         bestOf: this.deps.bestOf,
+        beamSize: this.deps.beamSize,
         includeLogprobs: request.includeLogprobs,
         wordTimestamps: request.wordTimestamps,
         onSegments: request.onSegments,

@@ -180,6 +180,19 @@ describe("OpenAI parity through the official SDK", () => {
     expect(once.segments!.map((s) => [s.text, s.temperature, s.avg_logprob])).not.toEqual(first.segments!.map((s) => [s.text, s.temperature, s.avg_logprob]));
   });
 
+  it("searches BEAM_SIZE beams at temperature 0: the stutter that greedy decoding loops on closes without a fallback", async () => {
+    const beams = await serve({ BEAM_SIZE: "5" });
+    const out = await beams.audio.transcriptions.create({
+      file: await audio("stutter.wav", [{ silence: 1 }, { word: "foxtrot", seconds: 6 }]),
+      model: "whisper-1",
+      response_format: "verbose_json",
+    });
+    expect(out.segments!.map((s) => [s.start, s.end, s.temperature])).toEqual([[1, 7, 0]]);
+    const words = out.text.split(" ");
+    expect(new Set(words)).toEqual(new Set(["foxtrot"]));
+    expect(words.length).toBeLessThan(20);
+  });
+
   it("falls back to hotter temperatures when a decode fails Whisper's checks, deterministically", async () => {
     // Every text the micro model writes compresses worse than this threshold, so every temperature fails
     // and Whisper keeps the hottest decode.

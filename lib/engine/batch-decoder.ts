@@ -3,7 +3,7 @@ import { DEFAULT_THRESHOLDS, type DecoderStats, type FallbackThresholds, type Mo
 import { assembleSegments, compressionRatio } from "./segments.ts";
 import { releaseBuffer } from "../buffer-release.ts";
 import { WhisperModel, type BatchState } from "./whisper-model.ts";
-import { WhisperRules } from "./whisper-rules.ts";
+import { type Pick, WhisperRules } from "./whisper-rules.ts";
 import { alignWords, POSITIONS_PER_SECOND, SAMPLES_PER_POSITION, wordsBySegment } from "./word-timing.ts";
 
 export interface WindowRequest {
@@ -48,6 +48,8 @@ interface Row {
   hotter: number[];
   /** Decodes sampled at each temperature above 0, of which the window keeps the best (Whisper's best_of). */
   bestOf: number;
+  /** Beams searched at temperature 0 (Whisper's beam_size); 1 decodes greedily. */
+  beamSize: number;
   random: () => number;
   thresholds: FallbackThresholds;
   noSpeechProb: number;
@@ -60,7 +62,7 @@ interface Row {
   frames: number;
   /** Set when the window is no longer wanted while a call that includes it runs. */
   canceled: boolean;
-  /** A candidate: one of the decodes sampled for its window at a temperature above 0 (Whisper's best_of). */
+  /** A candidate: one of its window's best_of samples or beams. */
   group: CandidateGroup | null;
   /** Set on a window while its candidates decode (see decodeAt). */
   sampling: CandidateGroup | null;
@@ -72,11 +74,25 @@ interface Row {
   reject: (err: Error) => void;
 }
 
-/** The decodes sampled for one window at one temperature; the window keeps the one Whisper's ranker prefers. */
+/** A decode of a window: its tokens after the initial ones, their log-probabilities, and what its checks and words read. */
+interface Decode {
+  generated: number[];
+  logprobs: number[];
+  attention: Float32Array[] | null;
+  noSpeechProb: number;
+  temperature: number;
+}
+
+/**
+ * The rows decoding one window at one temperature: best_of samples above 0, or the beams of a beam
+ * search at 0. The window keeps the finished decode Whisper's ranker prefers.
+ */
 interface CandidateGroup {
+  kind: "sample" | "beam";
   window: Row;
   candidates: Row[];
-  finished: Row[];
+  /** Each sample's decode, or the sequences the beam search finished (at most its beam size). */
+  finished: Decode[];
   /** The window's encoder output, shared by its candidates' first calls and kept for a further fallback. */
   encoded: Float32Array;
 }
@@ -97,6 +113,39 @@ export function rankCandidates(candidates: readonly { generated: readonly number
     }
   });
   return best;
+}
+
+/** A row's decode continued by one token (copies: the row itself goes on to another sequence). */
+function continued(row: Decode, token: number, logprob: number): Decode {
+  return {
+    generated: [...row.generated, token],
+    logprobs: [...row.logprobs, logprob],
+    attention: row.attention ? [...row.attention] : null,
+    noSpeechProb: row.noSpeechProb,
+    temperature: row.temperature,
+  };
+}
+
+/** The `n` largest entries' indices, largest first; of equals, the lower index first. */
+export function topTokens(logits: Float32Array, n: number): number[] {
+  const ids: number[] = [];
+  const values: number[] = [];
+  for (let j = 0; j < logits.length; j++) {
+    const v = logits[j]!;
+    if (ids.length === n && !(v > values[n - 1]!)) continue;
+    if (ids.length < n) {
+      ids.push(j);
+      values.push(v);
+    } else {
+      ids[n - 1] = j;
+      values[n - 1] = v;
+    }
+    for (let at = ids.length - 1; at > 0 && values[at - 1]! < v; at--) {
+      [ids[at - 1], ids[at]] = [ids[at]!, ids[at - 1]!];
+      [values[at - 1], values[at]] = [values[at]!, values[at - 1]!];
+    }
+  }
+  return ids;
 }
 
 /** Rows decoded together: one model, one position, one decoder call per step. */
@@ -248,6 +297,7 @@ export class BatchDecoder {
         group: null,
         sampling: null,
         bestOf: Math.max(1, options.bestOf ?? 1),
+        beamSize: Math.max(1, options.beamSize ?? 1),
         waited: 0,
         holdUntil: 0,
         resolve,
@@ -493,7 +543,7 @@ export class BatchDecoder {
    */
   private shouldStart(now: number): boolean {
     const starters = this.starters(now);
-    if (starters.length === 0 || this.freeRows() === 0) return false;
+    if (starters.length === 0 || this.startable(now).length === 0) return false;
     if (this.encodeQueue.length === 0) return true;
     const queued = Math.min(...this.encodeQueue.map((r) => this.usageOf(r.stream)));
     return starters.some((r) => r.waited >= MAX_WAIT_ENCODES || this.usageOf(r.stream) < queued);
@@ -512,9 +562,7 @@ export class BatchDecoder {
    * 10-minute file took 2.4x its time alone), and its first call waited for theirs (4 rows: 164 ms).
    */
   private async startCohorts(now: number): Promise<void> {
-    const least = this.startPriority(now);
-    const streams = new Set(this.ready.filter((r) => this.usageOf(r.stream) < least + NEW_FILE_CREDIT_MS / 2).map((r) => r.stream));
-    const starting = new Set(this.ready.filter((r) => streams.has(r.stream)).slice(0, this.freeRows()));
+    const starting = new Set(this.startable(now));
     const groups = new Map<string, Row[]>();
     for (const row of starting) {
       const key = `${this.modelKey(row)}:${row.init.length}:${row.sotIndex}`;
@@ -529,6 +577,7 @@ export class BatchDecoder {
           rows.map((r) => r.encoded!),
           rows.map((r) => r.init),
           rows[0]!.sotIndex,
+          rows.map((r, i) => (r.group ? rows.findIndex((o) => o.group === r.group) : i)),
         );
         // Read before the rules mask the same logits (the start token is often the last initial one).
         rows.forEach((r, i) => {
@@ -552,6 +601,27 @@ export class BatchDecoder {
         for (const r of rows) r.reject(err as Error);
       }
     }
+  }
+
+  /**
+   * The ready rows that start now: of the least served file with a row not held, and of the files
+   * served about as much, in the order they became ready, as many as the free rows hold. A beam
+   * search's rows start together (its beams share every step) or not at all, and nothing behind
+   * them starts first, so that they are not kept waiting by rows that keep coming.
+   */
+  private startable(now: number): Row[] {
+    const least = this.startPriority(now);
+    const streams = new Set(this.ready.filter((r) => this.usageOf(r.stream) < least + NEW_FILE_CREDIT_MS / 2).map((r) => r.stream));
+    let room = this.freeRows();
+    const rows: Row[] = [];
+    for (const row of this.ready) {
+      if (!streams.has(row.stream) || rows.includes(row)) continue;
+      const together = row.group?.kind === "beam" ? row.group.candidates : [row];
+      if (together.length > room) break;
+      rows.push(...together);
+      room -= together.length;
+    }
+    return rows;
   }
 
   /** Rows that may start decoding now (see BatchDecoderOptions.rows). */
@@ -599,16 +669,83 @@ export class BatchDecoder {
     const picked = await picker.pick(greedy.map((i) => logits[i]!));
     const picks = new Map(greedy.map((i, k) => [i, picked[k]!]));
     const finished = new Set<number>();
+    const searches = new Map<CandidateGroup, number[]>();
     rows.forEach((row, i) => {
       // A row canceled while its pick was computed is dropped as one canceled before.
       if (row.canceled) return void finished.add(i);
+      if (row.group?.kind === "beam") return void searches.set(row.group, [...(searches.get(row.group) ?? []), i]);
       const pick = picks.get(i) ?? WhisperRules.sample(logits[i]!, row.temperature, row.random);
       row.generated.push(pick.token);
       row.logprobs.push(pick.logprob);
       if (pick.token === rules.eos || row.init.length + row.generated.length >= rules.maxLength) finished.add(i);
     });
+    const ended = new Set<number>();
+    if (searches.size > 0) {
+      const sources = rows.map((_, i) => i);
+      for (const [group, indices] of searches) if (this.searchStep(cohort, group, indices, logits, picks, sources)) for (const i of indices) ended.add(i);
+      cohort.model.reorderRows(cohort.state, sources);
+    }
     for (const i of finished) if (!rows[i]!.canceled) this.finish(cohort, i);
-    if (finished.size > 0) this.dropRows(cohort, finished);
+    const leaving = new Set([...finished, ...ended]);
+    if (leaving.size > 0) this.dropRows(cohort, leaving);
+  }
+
+  /**
+   * One step of Whisper's beam search (decoding.py's BeamSearchDecoder) for a window's beams, rows
+   * `indices` of the cohort: each beam's beamSize + 1 likeliest next tokens are scored by the summed
+   * log-probability of the sequence they make (one sequence counted once); the beamSize best that do
+   * not end the text go on, each row taking the cache of the beam it continues (`sources`), and those
+   * ending it that rank above them are kept as finished, up to beamSize. The search is over when
+   * beamSize sequences have finished or the length limit is reached; then the unfinished beams make
+   * up the number, the ranker picks one, and the window is checked. Returns whether it is over.
+   */
+  private searchStep(cohort: Cohort, group: CandidateGroup, indices: number[], logits: Float32Array[], picks: Map<number, Pick>, sources: number[]): boolean {
+    const { rows } = cohort;
+    const { eos, maxLength } = cohort.model.rules;
+    const size = indices.length;
+    const scored = new Map<string, { score: number; source: number; token: number; logprob: number }>();
+    for (const i of indices) {
+      const row = rows[i]!;
+      const pick = picks.get(i)!;
+      // The picker's log-probability of its token gives the row's log-normaliser.
+      const logNorm = logits[i]![pick.token]! - pick.logprob;
+      const sum = row.logprobs.reduce((a, b) => a + b, 0);
+      const prefix = row.generated.join(",");
+      for (const token of topTokens(logits[i]!, size + 1)) {
+        const logprob = logits[i]![token]! - logNorm;
+        scored.set(`${prefix}:${token}`, { score: sum + logprob, source: i, token, logprob });
+      }
+    }
+    const ranked = [...scored.values()].sort((a, b) => (a.score === b.score ? 0 : b.score > a.score ? 1 : -1));
+    const next: typeof ranked = [];
+    for (const c of ranked) {
+      if (c.token === eos) {
+        if (group.finished.length < size) group.finished.push(continued(rows[c.source]!, c.token, c.logprob));
+      } else {
+        next.push(c);
+        if (next.length === size) break;
+      }
+    }
+    const beams = next.map((c) => continued(rows[c.source]!, c.token, c.logprob));
+    indices.forEach((i, j) => {
+      const beam = beams[j];
+      if (!beam) return;
+      Object.assign(rows[i]!, { generated: beam.generated, logprobs: beam.logprobs, attention: beam.attention });
+      sources[i] = next[j]!.source;
+    });
+    const window = group.window;
+    const length = window.init.length + (beams[0]?.generated.length ?? maxLength);
+    if (group.finished.length < size && length < maxLength && beams.length === size) return false;
+    const sum = (d: Decode) => d.logprobs.reduce((a, b) => a + b, 0);
+    for (const beam of beams.sort((a, b) => sum(b) - sum(a))) {
+      if (group.finished.length >= size) break;
+      // As Whisper closes an unfinished beam: end-of-text appended, its log-probability not counted.
+      group.finished.push({ ...beam, generated: [...beam.generated, eos], logprobs: [...beam.logprobs, 0] });
+    }
+    window.sampling = null;
+    const kept = group.finished[rankCandidates(group.finished, eos)]!;
+    if (!this.check(window, kept, () => group.encoded)) releaseBuffer(group.encoded.buffer);
+    return true;
   }
 
   /**
@@ -637,7 +774,7 @@ export class BatchDecoder {
    * which yields no segments. Returns whether it decodes again (with `encoded`). A window that falls
    * back starts a new cohort; its batch goes on.
    */
-  private check(window: Row, decoded: Row, encoded: () => Float32Array): boolean {
+  private check(window: Row, decoded: Decode, encoded: () => Float32Array): boolean {
     const { model } = window;
     const { rules } = model;
     const text = model.decode(decoded.generated.filter((t) => t < rules.eos));
@@ -665,24 +802,27 @@ export class BatchDecoder {
   }
 
   /**
-   * Queues a window's decode at `temperature` over its encoder output: the window itself, or above
-   * temperature 0 with best_of over 1, that many candidates, each sampling with a generator seeded
-   * from the window's, so that a rerun samples the same. Every candidate is decoded whatever the
-   * load (the transcript does not depend on it); those the free rows cannot hold start as rows finish.
+   * Queues a window's decode at `temperature` over its encoder output: the window itself, or its
+   * candidates: above temperature 0 with best_of over 1, that many samples, each with a generator
+   * seeded from the window's, so that a rerun samples the same; at 0 with beam_size over 1 (at most
+   * the rows the engine may hold), that many beams. Every candidate is decoded whatever the load (the
+   * transcript does not depend on it); those the free rows cannot hold start as rows finish.
    */
   private decodeAt(window: Row, encoded: Float32Array, temperature: number): void {
     window.temperature = temperature;
     window.generated = [];
     window.logprobs = [];
     if (window.attention) window.attention = [];
-    if (temperature <= 0 || window.bestOf <= 1) {
+    const kind = temperature > 0 ? "sample" : "beam";
+    const size = kind === "sample" ? window.bestOf : Math.min(window.beamSize, this.rowBudget);
+    if (size <= 1) {
       window.encoded = encoded;
       this.ready.push(window);
       return;
     }
     window.encoded = null;
-    const group: CandidateGroup = { window, candidates: [], finished: [], encoded };
-    for (let i = 0; i < window.bestOf; i++) {
+    const group: CandidateGroup = { kind, window, candidates: [], finished: [], encoded };
+    for (let i = 0; i < size; i++) {
       group.candidates.push({
         ...window,
         id: this.nextId++,
@@ -690,7 +830,7 @@ export class BatchDecoder {
         generated: [],
         logprobs: [],
         attention: window.attention ? [] : null,
-        random: mulberry32(Math.floor(window.random() * 2 ** 32)),
+        random: kind === "sample" ? mulberry32(Math.floor(window.random() * 2 ** 32)) : window.random,
         group,
         sampling: null,
       });

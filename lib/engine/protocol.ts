@@ -42,6 +42,8 @@ export interface WindowOptions {
   thresholds?: FallbackThresholds;
   /** Decodes sampled at each temperature above 0, the best kept (Whisper's best_of); default 1. */
   bestOf?: number;
+  /** Beams searched at temperature 0 (Whisper's beam_size); default 1, greedy. */
+  beamSize?: number;
   /** Align each word to the audio (needs a decoder with cross-attention outputs, see ModelInfo.wordTimestamps). */
   wordTimestamps?: boolean;
 }
@@ -91,7 +93,7 @@ export interface DecoderStats {
   activeRows: number;
   /** Decodes sent back to try a hotter temperature. */
   fallbacks: number;
-  /** Decodes sampled as best_of candidates of a window. */
+  /** Rows started as a window's best_of samples or beams. */
   candidates: number;
 }
 

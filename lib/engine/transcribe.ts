@@ -37,6 +37,8 @@ export interface TranscribeParams {
   thresholds?: FallbackThresholds;
   /** Decodes sampled per temperature above 0, the best kept (Whisper's best_of); default 1. */
   bestOf?: number;
+  /** Beams searched at temperature 0 (Whisper's beam_size); default 1, greedy. */
+  beamSize?: number;
   /** Collects each text token's log-probability into the transcript. */
   includeLogprobs?: boolean;
   /** Times each word (the model must output cross-attentions: ModelInfo.wordTimestamps). */
@@ -107,6 +109,7 @@ export async function transcribePcm(params: TranscribeParams): Promise<Transcrip
     temperatures,
     thresholds: params.thresholds,
     bestOf: params.bestOf,
+    beamSize: params.beamSize,
     wordTimestamps: params.wordTimestamps,
   });
   const logprobs: TokenLogprob[] = [];

@@ -218,12 +218,15 @@ export class WhisperModel {
    * The first decoder call of a group of rows: their initial tokens (all of one length) over their
    * encoder outputs. Returns the last position's logits per row, the logits right after
    * <|startoftranscript|> (at `sotIndex`, where Whisper reads the no-speech probability), the
-   * alignment heads' attention and the group's cache.
+   * alignment heads' attention and the group's cache. `sameAs[i]`, when below i, names an earlier row
+   * with the same encoder output and tokens (the beams or samples of one window): its results are
+   * copied instead of computed again.
    */
   async prefill(
     encoded: Float32Array[],
     tokens: number[][],
     sotIndex = tokens[0]!.length - 1,
+    sameAs: readonly number[] = [],
   ): Promise<{ logits: Float32Array[]; sotLogits: Float32Array[]; attention: AttentionAt; state: BatchState }> {
     const rows = encoded.length;
     const size = this.frames * this.dModel;
@@ -247,6 +250,19 @@ export class WhisperModel {
     // peak (onnxruntime-node copies every output into a buffer of its own, even one it wrote into
     // ours), 37 MB a row for tiny; row by row, one row's copy at most.
     for (let i = 0; i < rows; i++) {
+      const same = sameAs[i] ?? i;
+      if (same < i) {
+        for (const group of past.values()) {
+          const data = group.data as Float32Array;
+          const rowSize = data.length / rows;
+          data.copyWithin(i * rowSize, same * rowSize, (same + 1) * rowSize);
+        }
+        // Copies: each row's logits are masked in place by its own rules.
+        logits.push(logits[same]!.slice());
+        sotLogits.push(sotLogits[same]!);
+        attentions.push(attentions[same]!);
+        continue;
+      }
       const row: BatchState = {
         rows: 1,
         encoderStates: new ort.Tensor("float32", states.subarray(i * size, (i + 1) * size), [1, this.frames, this.dModel]),
@@ -335,6 +351,25 @@ export class WhisperModel {
     let sum = 0;
     for (let j = 0; j < logits.length; j++) if (logits[j]! > max - 30) sum += Math.exp(logits[j]! - max);
     return Math.exp(logits[token]! - max) / sum;
+  }
+
+  /**
+   * Row i of a group's self-attention cache becomes row sources[i]'s (beam search keeps the best
+   * continuations, whichever beam they came from). The cross-attention K/V and encoder states stay:
+   * a row may only take another's cache if both decode the same window, whose are the same.
+   */
+  reorderRows(state: BatchState, sources: readonly number[]): void {
+    if (sources.every((s, i) => s === i)) return;
+    for (const k of this.kv) {
+      if (k.cross) continue;
+      const t = state.past.get(k.past)!;
+      const data = t.data as Float32Array;
+      const size = data.length / state.rows;
+      const moved = new Float32Array(data.length);
+      sources.forEach((s, i) => moved.set(data.subarray(s * size, (s + 1) * size), i * size));
+      state.past.set(k.past, new ort.Tensor("float32", moved, t.dims));
+      releaseTensor(t);
+    }
   }
 
   /** Frees a group's state once no row of it decodes any more. */
