@@ -194,8 +194,9 @@ const DEFAULT_TEMPERATURES = [0, 0.2, 0.4, 0.6, 0.8, 1];
 export interface BatchDecoderOptions {
   /**
    * Rows that may decode at once (the memory plan's slots: each holds its cross- and self-attention
-   * cache). Windows alone never exceed it, as each holds a slot; a window's best_of candidates take
-   * the rows that are free and the rest start as rows finish. Default: unbounded.
+   * cache). Windows alone never exceed it, as each holds a slot; a window's best_of samples take the
+   * rows that are free and the rest start as rows finish, and its beams start once all of them fit.
+   * Default: unbounded.
    */
   rows?: number;
 }
