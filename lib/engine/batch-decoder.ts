@@ -1,5 +1,6 @@
 import { mulberry32 } from "../random.ts";
 import { DEFAULT_THRESHOLDS, type DecoderStats, type FallbackThresholds, type ModelSpec, type WindowOptions, type WindowOutput } from "./protocol.ts";
+import { beamStep, continued, type Decode, rankCandidates, topUp } from "./candidates.ts";
 import { assembleSegments, compressionRatio } from "./segments.ts";
 import { releaseBuffer } from "../buffer-release.ts";
 import { WhisperModel, type BatchState } from "./whisper-model.ts";
@@ -74,15 +75,6 @@ interface Row {
   reject: (err: Error) => void;
 }
 
-/** A decode of a window: its tokens after the initial ones, their log-probabilities, and what its checks and words read. */
-interface Decode {
-  generated: number[];
-  logprobs: number[];
-  attention: Float32Array[] | null;
-  noSpeechProb: number;
-  temperature: number;
-}
-
 /**
  * The rows decoding one window at one temperature: best_of samples above 0, or the beams of a beam
  * search at 0. The window keeps the finished decode Whisper's ranker prefers.
@@ -95,57 +87,6 @@ interface CandidateGroup {
   finished: Decode[];
   /** The window's encoder output, shared by its candidates' first calls and kept for a further fallback. */
   encoded: Float32Array;
-}
-
-/**
- * Whisper's MaximumLikelihoodRanker without a length penalty: the highest sum of log-probabilities
- * (end-of-text's included) over the tokens before end-of-text; the first of equals.
- */
-export function rankCandidates(candidates: readonly { generated: readonly number[]; logprobs: readonly number[] }[], eos: number): number {
-  let best = 0;
-  let bestScore = -Infinity;
-  candidates.forEach((c, i) => {
-    const length = c.generated.at(-1) === eos ? c.generated.length - 1 : c.generated.length;
-    const score = c.logprobs.reduce((a, b) => a + b, 0) / Math.max(1, length);
-    if (score > bestScore) {
-      bestScore = score;
-      best = i;
-    }
-  });
-  return best;
-}
-
-/** A row's decode continued by one token (copies: the row itself goes on to another sequence). */
-function continued(row: Decode, token: number, logprob: number): Decode {
-  return {
-    generated: [...row.generated, token],
-    logprobs: [...row.logprobs, logprob],
-    attention: row.attention ? [...row.attention] : null,
-    noSpeechProb: row.noSpeechProb,
-    temperature: row.temperature,
-  };
-}
-
-/** The `n` largest entries' indices, largest first; of equals, the lower index first. */
-export function topTokens(logits: Float32Array, n: number): number[] {
-  const ids: number[] = [];
-  const values: number[] = [];
-  for (let j = 0; j < logits.length; j++) {
-    const v = logits[j]!;
-    if (ids.length === n && !(v > values[n - 1]!)) continue;
-    if (ids.length < n) {
-      ids.push(j);
-      values.push(v);
-    } else {
-      ids[n - 1] = j;
-      values[n - 1] = v;
-    }
-    for (let at = ids.length - 1; at > 0 && values[at - 1]! < v; at--) {
-      [ids[at - 1], ids[at]] = [ids[at]!, ids[at - 1]!];
-      [values[at - 1], values[at]] = [values[at]!, values[at - 1]!];
-    }
-  }
-  return ids;
 }
 
 /** Rows decoded together: one model, one position, one decoder call per step. */
@@ -704,45 +645,26 @@ export class BatchDecoder {
     const { rows } = cohort;
     const { eos, maxLength } = cohort.model.rules;
     const size = indices.length;
-    const scored = new Map<string, { score: number; source: number; token: number; logprob: number }>();
-    for (const i of indices) {
-      const row = rows[i]!;
-      const pick = picks.get(i)!;
-      // The picker's log-probability of its token gives the row's log-normaliser.
-      const logNorm = logits[i]![pick.token]! - pick.logprob;
-      const sum = row.logprobs.reduce((a, b) => a + b, 0);
-      const prefix = row.generated.join(",");
-      for (const token of topTokens(logits[i]!, size + 1)) {
-        const logprob = logits[i]![token]! - logNorm;
-        scored.set(`${prefix}:${token}`, { score: sum + logprob, source: i, token, logprob });
-      }
-    }
-    const ranked = [...scored.values()].sort((a, b) => (a.score === b.score ? 0 : b.score > a.score ? 1 : -1));
-    const next: typeof ranked = [];
-    for (const c of ranked) {
-      if (c.token === eos) {
-        if (group.finished.length < size) group.finished.push(continued(rows[c.source]!, c.token, c.logprob));
-      } else {
-        next.push(c);
-        if (next.length === size) break;
-      }
-    }
-    const beams = next.map((c) => continued(rows[c.source]!, c.token, c.logprob));
+    const { next, ended } = beamStep(
+      indices.map((i) => {
+        const pick = picks.get(i)!;
+        // The picker's log-probability of its token gives the row's log-normaliser.
+        return { decode: rows[i]!, logits: logits[i]!, logNorm: logits[i]![pick.token]! - pick.logprob };
+      }),
+      eos,
+    );
+    for (const c of ended) if (group.finished.length < size) group.finished.push(continued(rows[indices[c.source]!]!, c.token, c.logprob));
+    const beams = next.map((c) => continued(rows[indices[c.source]!]!, c.token, c.logprob));
     indices.forEach((i, j) => {
       const beam = beams[j];
       if (!beam) return;
       Object.assign(rows[i]!, { generated: beam.generated, logprobs: beam.logprobs, attention: beam.attention });
-      sources[i] = next[j]!.source;
+      sources[i] = indices[next[j]!.source]!;
     });
     const window = group.window;
     const length = window.init.length + (beams[0]?.generated.length ?? maxLength);
     if (group.finished.length < size && length < maxLength && beams.length === size) return false;
-    const sum = (d: Decode) => d.logprobs.reduce((a, b) => a + b, 0);
-    for (const beam of beams.sort((a, b) => sum(b) - sum(a))) {
-      if (group.finished.length >= size) break;
-      // As Whisper closes an unfinished beam: end-of-text appended, its log-probability not counted.
-      group.finished.push({ ...beam, generated: [...beam.generated, eos], logprobs: [...beam.logprobs, 0] });
-    }
+    topUp(group.finished, beams, size, eos);
     window.sampling = null;
     const kept = group.finished[rankCandidates(group.finished, eos)]!;
     if (!this.check(window, kept, () => group.encoded)) releaseBuffer(group.encoded.buffer);

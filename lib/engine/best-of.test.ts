@@ -7,7 +7,8 @@ import { synthesize } from "../../tools/audio/synth.ts";
 import { DEFAULT_MODELS_DIR, generateModel } from "../../tools/models/generate.ts";
 import { microTones, STUTTER_TONE } from "../../tools/models/micro.ts";
 import { mulberry32 } from "../random.ts";
-import { rankCandidates, WindowCanceled } from "./batch-decoder.ts";
+import { WindowCanceled } from "./batch-decoder.ts";
+import { rankCandidates } from "./candidates.ts";
 import type { ModelSpec, WindowOptions, WindowOutput } from "./protocol.ts";
 import { createInference, type Inference } from "./worker.ts";
 
