@@ -100,6 +100,9 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
         limitedBy: plan.limitedBy,
         transcriptionsAtOnce: transcriber.admission.stats.permits,
         queue: config.QUEUE_SIZE,
+        // A beam search's beams are rows: fewer windows decode at once.
+        decoding: config.BEAM_SIZE > 1 ? `beam search, ${config.BEAM_SIZE} beams: ${searchesAtOnce(plan.slots, config.BEAM_SIZE)}` : "greedy",
+        bestOf: config.BEST_OF,
       },
       "capacity plan",
     );
@@ -135,4 +138,10 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       log.flush();
     },
   };
+}
+
+/** How many windows' beam searches fit the slots at once (a beam size above the slots searches with the slots). */
+function searchesAtOnce(slots: number, beamSize: number): string {
+  const n = Math.max(1, Math.floor(slots / Math.min(beamSize, slots)));
+  return `${n} window${n === 1 ? "" : "s"} at once`;
 }

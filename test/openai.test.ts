@@ -181,7 +181,9 @@ describe("OpenAI parity through the official SDK", () => {
   });
 
   it("searches BEAM_SIZE beams at temperature 0: the stutter that greedy decoding loops on closes without a fallback", async () => {
-    const beams = await serve({ BEAM_SIZE: "5" });
+    const beams = await serve({ BEAM_SIZE: "5", WINDOW_SLOTS: "8" });
+    const plan = services.at(-1)!.logs.find((l) => l.msg === "capacity plan") as { decoding?: string } | undefined;
+    expect(plan?.decoding).toBe("beam search, 5 beams: 1 window at once");
     const out = await beams.audio.transcriptions.create({
       file: await audio("stutter.wav", [{ silence: 1 }, { word: "foxtrot", seconds: 6 }]),
       model: "whisper-1",
