@@ -265,6 +265,24 @@ describe("SlotscribeClient", () => {
     expect(request?.file?.bytes.equals(Buffer.alloc(1234, 7))).toBe(true);
   });
 
+  it("sends the prompt, the first temperature and word timing as the endpoints take them, in a form and in JSON", async () => {
+    const api = client();
+    const decoding = { format: "verbose_json" as const, prompt: "Kubernetes, Grafana", temperature: 0.2, words: true };
+    await api.transcribe(audio, decoding);
+    await api.submitJob({ file: audio }, decoding);
+    await api.submitJob({ url: "https://media.example/talk.mp3" }, decoding);
+    const form = { response_format: "verbose_json", prompt: "Kubernetes, Grafana", temperature: "0.2", "timestamp_granularities[]": "word" };
+    expect(fake.requests[0]?.fields).toEqual(form);
+    expect(fake.requests[1]?.fields).toEqual(form);
+    expect(fake.requests[2]?.json).toEqual({
+      url: "https://media.example/talk.mp3",
+      response_format: "verbose_json",
+      prompt: "Kubernetes, Grafana",
+      temperature: 0.2,
+      timestamp_granularities: ["word"],
+    });
+  });
+
   it("waits out a 429 for its Retry-After and retries, saying so", async () => {
     fake.rateLimitNext = 1;
     const notes: string[] = [];
@@ -471,6 +489,21 @@ describe("slotscribe transcribe", () => {
     expect(run).toMatchObject({ code: 0, stdout: "Heard meeting.wav (1234 bytes).\n", stderr: "" });
     expect(fake.requests.map((r) => r.path)).toEqual(["/v1/audio/transcriptions"]);
     expect(fake.requests[0]?.fields).toEqual({ model: "base.en", response_format: "text" });
+  });
+
+  it("--words asks for word times and prints verbose_json; --prompt and --temperature go along; other formats and temperatures are usage errors", async () => {
+    const run = await cli(["transcribe", audio, "--words", "--prompt", "Grafana", "--temperature", "0.4"]);
+    expect(run.code).toBe(0);
+    expect(fake.requests[0]?.fields).toEqual({ response_format: "verbose_json", prompt: "Grafana", temperature: "0.4", "timestamp_granularities[]": "word" });
+    for (const args of [
+      ["--words", "--format", "srt"],
+      ["--temperature", "2"],
+      ["--temperature", "warm"],
+    ]) {
+      const refused = await cli(["transcribe", audio, ...args]);
+      expect(refused.code, args.join(" ")).toBe(2);
+    }
+    expect(fake.requests).toHaveLength(1);
   });
 
   it("writes every format to --out byte for byte, printing nothing", async () => {

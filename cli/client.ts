@@ -47,6 +47,36 @@ export interface TranscribeOptions {
   model?: string;
   language?: string;
   format?: ResponseFormat;
+  /** Whisper's initial prompt: spellings, names, style. */
+  prompt?: string;
+  /** The first decoding temperature. */
+  temperature?: number;
+  /** Each word's times (timestamp_granularities word), shown by verbose_json. */
+  words?: boolean;
+}
+
+/** The options as multipart fields, on both endpoints. */
+function formFields(options: TranscribeOptions): Record<string, string | undefined> {
+  return {
+    model: options.model,
+    language: options.language,
+    response_format: options.format,
+    prompt: options.prompt,
+    temperature: options.temperature === undefined ? undefined : String(options.temperature),
+    "timestamp_granularities[]": options.words ? "word" : undefined,
+  };
+}
+
+/** The options in a JSON job body: the temperature a number, the granularities a list. */
+function jsonFields(options: TranscribeOptions): Record<string, unknown> {
+  return {
+    model: options.model,
+    language: options.language,
+    response_format: options.format,
+    prompt: options.prompt,
+    temperature: options.temperature,
+    timestamp_granularities: options.words ? ["word"] : undefined,
+  };
 }
 
 export interface JobOptions extends TranscribeOptions {
@@ -107,7 +137,7 @@ export class SlotscribeClient {
       body: () => {
         const form = new FormData();
         form.set("file", blob, basename(file));
-        setFields(form, { model: options.model, language: options.language, response_format: options.format });
+        setFields(form, formFields(options));
         return form;
       },
       // Not idempotent: a repeat after a dropped connection could transcribe the file twice.
@@ -121,12 +151,6 @@ export class SlotscribeClient {
    * after a dropped connection return the job the first attempt created instead of a second one.
    */
   async submitJob(source: AudioSource, options: JobOptions = {}, idempotencyKey: string = randomUUID()): Promise<JobView> {
-    const fields = {
-      model: options.model,
-      language: options.language,
-      response_format: options.format,
-      callback_url: options.callbackUrl,
-    };
     let body: () => BodyInit;
     const headers: Record<string, string> = { "idempotency-key": idempotencyKey };
     if ("file" in source) {
@@ -135,14 +159,21 @@ export class SlotscribeClient {
         const form = new FormData();
         form.set("file", blob, basename(source.file));
         setFields(form, {
-          ...fields,
+          ...formFields(options),
+          callback_url: options.callbackUrl,
           callback_include_result: options.callbackIncludeResult === undefined ? undefined : String(options.callbackIncludeResult),
           metadata: options.metadata === undefined ? undefined : JSON.stringify(options.metadata),
         });
         return form;
       };
     } else {
-      const json = JSON.stringify({ url: source.url, ...fields, callback_include_result: options.callbackIncludeResult, metadata: options.metadata });
+      const json = JSON.stringify({
+        url: source.url,
+        ...jsonFields(options),
+        callback_url: options.callbackUrl,
+        callback_include_result: options.callbackIncludeResult,
+        metadata: options.metadata,
+      });
       body = () => json;
       headers["content-type"] = "application/json";
     }

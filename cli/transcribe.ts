@@ -5,10 +5,13 @@ import { ApiError, CONNECTION_USAGE, connect, emit, parseFormat, runApiCommand, 
 import { progressReporter } from "./progress.ts";
 
 export const TRANSCRIBE_USAGE = `slotscribe transcribe <file|url> [--model M] [--language L] [--format F] [--out FILE]
+    [--prompt TEXT] [--temperature T] [--words]
     [--async | --wait] [--callback URL [--include-result]] [--metadata JSON] [--server URL] [--api-key KEY]
 
 Transcribes audio on a slotscribe server and prints the transcript, or writes it to FILE. F is one
-of ${RESPONSE_FORMATS.join(", ")} (default text).
+of ${RESPONSE_FORMATS.join(", ")} (default text; verbose_json with --words, which times
+each word and needs a model exported with cross-attentions, such as base.en_timestamped). --prompt
+conditions decoding (names, spellings, style); --temperature is the first decoding temperature.
 
 A file is uploaded and transcribed in one request. A URL is submitted as a job and waited for, as is
 a file with --wait or when stderr is a terminal (better for long audio: no request is held open
@@ -34,12 +37,18 @@ export async function transcribeCommand(argv: string[]): Promise<number> {
       callback: { type: "string" },
       "include-result": { type: "boolean" },
       metadata: { type: "string" },
+      prompt: { type: "string" },
+      temperature: { type: "string" },
+      words: { type: "boolean" },
     },
     async ({ values, positionals }) => {
       const [input, ...extra] = positionals;
       if (!input) throw new UsageError("missing the file or URL to transcribe");
       if (extra.length > 0) throw new UsageError(`one file or URL at a time; got also ${extra.join(" ")}`);
-      const format = parseFormat(values.format) ?? "text";
+      const format = parseFormat(values.format) ?? (values.words ? "verbose_json" : "text");
+      if (values.words && format !== "verbose_json") throw new UsageError("--words shows only in verbose_json: leave --format out or use --format verbose_json");
+      const temperature = values.temperature === undefined ? undefined : Number(values.temperature);
+      if (temperature !== undefined && !(temperature >= 0 && temperature <= 1)) throw new UsageError(`--temperature is a number from 0 to 1; got ${values.temperature}`);
       const metadata = parseMetadata(values.metadata);
       if (values["include-result"] && !values.callback) throw new UsageError("--include-result needs --callback");
       if (values.async && values.out !== undefined && !values.wait) throw new UsageError("--out needs the transcript: add --wait, or use slotscribe jobs result later");
@@ -51,7 +60,7 @@ export async function transcribeCommand(argv: string[]): Promise<number> {
       }
       if ("file" in source) await checkFile(source.file);
       const client = connect(values);
-      const options = { model: values.model, language: values.language, format };
+      const options = { model: values.model, language: values.language, format, prompt: values.prompt, temperature, words: values.words };
 
       if (!asJob) {
         try {
