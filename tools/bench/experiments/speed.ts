@@ -168,6 +168,7 @@ export async function speedExperiment(ctx: Context, log: (l: string) => void): P
     });
   }
   ctx.results.speed = results;
+  if (!ctx.options.quick) await beamCost(ctx, results, log);
   ctx.options.print(
     renderTable(
       `\n== 1. Speed: one ${ctx.audio.clips.speed.seconds.toFixed(0)} s file through the real service (POST /v1/audio/transcriptions, planner's plan) ==`,
@@ -199,4 +200,44 @@ export async function speedExperiment(ctx: Context, log: (l: string) => void): P
       ),
     );
   }
+}
+
+/** Beams a window searches in the beam-search row: faster-whisper's, whisper.cpp's and WhisperX's default. */
+const BEAMS = 5;
+
+/**
+ * What BEAM_SIZE costs against greedy decoding (the default, which the speed target measures): the
+ * same file on a fresh service with BEAM_SIZE=5, for the first model measured in q8. No target.
+ */
+async function beamCost(ctx: Context, speeds: Record<string, unknown>[], log: (l: string) => void): Promise<void> {
+  const greedy = speeds.find((r) => r.dtype === "q8") as { kind: ModelKind; rtf: number } | undefined;
+  if (!greedy) return;
+  const clip = ctx.audio.clips.speed;
+  log(`speed ${greedy.kind} q8: the same file with BEAM_SIZE=${BEAMS}`);
+  const server = await startSlotscribe(ctx.tmp, greedy.kind, "q8", { BEAM_SIZE: String(BEAMS) });
+  const runs: TranscriptionResult[] = [];
+  try {
+    await transcribeOnService(server.url, ctx.audio.clips.window);
+    for (let i = 0; i < SPEED_RUNS; i++) {
+      const run = await transcribeOnService(server.url, clip);
+      if (!run.ok) throw new Error(`${greedy.kind} q8 with BEAM_SIZE=${BEAMS}: transcription failed with ${run.status}: ${run.error}`);
+      runs.push(run);
+    }
+  } finally {
+    await server.stop();
+  }
+  const fastest = runs.reduce((a, b) => (b.seconds < a.seconds ? b : a));
+  const rtf = clip.seconds / fastest.seconds;
+  ctx.results.beamSearch = { kind: greedy.kind, dtype: "q8", beams: BEAMS, slots: server.slots, wallSeconds: fastest.seconds, rtf, greedyRtf: greedy.rtf };
+  ctx.options.print(
+    renderTable(
+      `\n== Beam search: the ${clip.seconds.toFixed(0)} s file with BEAM_SIZE=${BEAMS} (no target; greedy is the default) ==`,
+      ["model", "slots", "greedy", `BEAM_SIZE=${BEAMS}`, "beam / greedy"],
+      [[`${greedy.kind} q8`, String(server.slots), times(greedy.rtf, 1), times(rtf, 1), `${num(rtf / greedy.rtf, 2)}x`]],
+      [
+        "real time as in table 1, fastest of 3 runs on a fresh service; a window's beams are rows of the batch and count against the slots,",
+        "so fewer windows decode at once (start-up log: decoding).",
+      ],
+    ),
+  );
 }
