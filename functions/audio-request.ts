@@ -66,8 +66,8 @@ export const AudioForm = z.object({
 });
 
 const Usage = z.object({ type: z.literal("duration"), seconds: z.number() });
-const Word = z.object({ word: z.string(), start: z.number(), end: z.number() });
-const Logprob = z.object({ token: z.string(), logprob: z.number(), bytes: z.array(z.number()) });
+export const Word = z.object({ word: z.string(), start: z.number(), end: z.number() });
+export const Logprob = z.object({ token: z.string(), logprob: z.number(), bytes: z.array(z.number()) });
 export const TranscriptionJson = z.object({ text: z.string(), logprobs: z.array(Logprob).optional(), usage: Usage }).openapi("Transcription");
 export const VerboseTranscription = z
   .object({

@@ -1,6 +1,6 @@
 import { z } from "@hono/zod-openapi";
 import { RESPONSE_FORMATS } from "../lib/transcript.ts";
-import { granularityFields, includeFields } from "./audio-request.ts";
+import { granularityFields, includeFields, Logprob, Word } from "./audio-request.ts";
 import { ChunkingJson, chunkingFields } from "./chunking.ts";
 import { FileField, ModelField, urlField } from "./upload.ts";
 
@@ -90,8 +90,6 @@ export const JobForm = z
   .openapi("JobFromUpload");
 
 const Segment = z.object({ id: z.number(), start: z.number(), end: z.number(), text: z.string(), tokens: z.array(z.number()) });
-const Word = z.object({ word: z.string(), start: z.number(), end: z.number() });
-const Logprob = z.object({ token: z.string(), logprob: z.number(), bytes: z.array(z.number()) });
 
 export const JobViewSchema = z
   .object({

@@ -555,15 +555,15 @@ export class BatchDecoder {
     const least = this.startPriority(now);
     const streams = new Set(this.ready.filter((r) => this.usageOf(r.stream) < least + NEW_FILE_CREDIT_MS / 2).map((r) => r.stream));
     let room = this.freeRows();
-    const rows: Row[] = [];
+    const rows = new Set<Row>();
     for (const row of this.ready) {
-      if (!streams.has(row.stream) || rows.includes(row)) continue;
+      if (!streams.has(row.stream) || rows.has(row)) continue;
       const together = row.group?.kind === "beam" ? row.group.candidates : [row];
       if (together.length > room) break;
-      rows.push(...together);
+      for (const r of together) rows.add(r);
       room -= together.length;
     }
-    return rows;
+    return [...rows];
   }
 
   /** Rows that may start decoding now (see BatchDecoderOptions.rows). */
@@ -661,13 +661,10 @@ export class BatchDecoder {
       Object.assign(rows[i]!, { generated: beam.generated, logprobs: beam.logprobs, attention: beam.attention });
       sources[i] = indices[next[j]!.source]!;
     });
-    const window = group.window;
-    const length = window.init.length + (beams[0]?.generated.length ?? maxLength);
+    const length = group.window.init.length + (beams[0]?.generated.length ?? maxLength);
     if (group.finished.length < size && length < maxLength && beams.length === size) return false;
     topUp(group.finished, beams, size, eos);
-    window.sampling = null;
-    const kept = group.finished[rankCandidates(group.finished, eos)]!;
-    if (!this.check(window, kept, () => group.encoded)) releaseBuffer(group.encoded.buffer);
+    this.settle(group);
     return true;
   }
 
@@ -684,10 +681,16 @@ export class BatchDecoder {
       return;
     }
     group.finished.push(row);
-    if (group.finished.length < group.candidates.length) return;
-    group.window.sampling = null;
-    const kept = group.finished[rankCandidates(group.finished, row.model.rules.eos)]!;
-    if (!this.check(group.window, kept, () => group.encoded)) releaseBuffer(group.encoded.buffer);
+    if (group.finished.length === group.candidates.length) this.settle(group);
+  }
+
+  /** A window's candidates are done: the decode the ranker prefers is checked for the window. */
+  private settle(group: CandidateGroup): void {
+    const { window } = group;
+    window.sampling = null;
+    const kept = group.finished[rankCandidates(group.finished, window.model.rules.eos)]!;
+    // A fallback decodes the same encoder output again; otherwise it is done with.
+    if (!this.check(window, kept, () => group.encoded)) releaseBuffer(group.encoded.buffer);
   }
 
   /**
