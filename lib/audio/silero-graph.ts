@@ -1,11 +1,12 @@
 /**
- * Silero VAD v5's 16 kHz network, rebuilt from the package's own weights as a graph of matrix
- * products over the whole batch. The published graph computes its STFT and its four convolutions
- * with Conv, which onnxruntime runs one stream at a time: each stream's convolutions are products
- * with 4, 2 or 1 output columns, far too small to keep the core busy, so 32 streams cost 32 times
- * one (29 us a chunk at any batch). Here every convolution is one product of (streams x time) rows,
- * which is what makes batching streams pay. Same weights, same arithmetic up to summation order:
- * the test compares it with the package's graph on real speech and noise.
+ * Silero VAD v5's 16 kHz network, rebuilt from the package's own weights to take a whole run of
+ * chunks in one call. The published graph takes one chunk a call and computes its STFT and its four
+ * convolutions with Conv, products with 1-4 output columns per chunk, far too small to keep the core
+ * busy. Here the STFT and every convolution are one matrix product over all the chunks' frames (they
+ * depend only on each chunk's own samples), and the LSTM then runs through the chunks in order (the
+ * ONNX LSTM operator, whose input projection is again one product): one call gives what the
+ * published graph gives called chunk by chunk, up to summation order; the test compares them on real
+ * speech and noise.
  */
 import { floatTensor, Graph, modelBytes } from "../onnx/graph.ts";
 import { Ops } from "../onnx/ops.ts";
@@ -49,21 +50,22 @@ function transposed(w: Float32Array, rows: number, cols: number): Float32Array {
 }
 
 /**
- * The batched graph's ONNX bytes from the package's model file. Inputs `input` [B, 576] and `state`
- * [2, B, 128] (the LSTM's h and c), outputs `output` [B, 1] (speech probability) and `stateN`, as
- * the package's graph without its sample-rate input (16 kHz only).
+ * The sequence graph's ONNX bytes from the package's model file. Inputs `input` [chunks, 576] (each
+ * chunk's 512 samples after the 64 before them) and `state` [2, 1, 128] (the LSTM's h and c before
+ * the first chunk); outputs `output` [chunks, 1] (each chunk's speech probability) and `stateN`
+ * (after the last), as the package's graph called once a chunk, without its sample-rate input (16 kHz only).
  */
-export function batchedSileroModel(packageModel: Uint8Array): Uint8Array {
+export function sileroSequenceModel(packageModel: Uint8Array): Uint8Array {
   const w = floatInitializers(packageModel);
-  const g = new Graph("silero_vad_16k_batched");
+  const g = new Graph("silero_vad_16k_sequence");
   const o = new Ops(g);
   const param = (prefix: string, dims: number[], data: Float32Array) => g.init(prefix, floatTensor(dims, data));
   const slice = (x: string, start: number, end: number, axis: number, step = 1) => g.op("Slice", [x, o.i64([start]), o.i64([end]), o.i64([axis]), o.i64([step])]);
   const affine = (x: string, m: string, b: string) => o.add(o.matmul(x, m), b);
   const relu = (x: string) => g.op("Relu", [x]);
 
-  const input = g.input("input", "float", ["batch", SILERO_INPUT]);
-  const state = g.input("state", "float", [2, "batch", SILERO_STATE]);
+  const input = g.input("input", "float", ["chunks", SILERO_INPUT]);
+  const state = g.input("state", "float", [2, 1, SILERO_STATE]);
 
   // STFT: frame t is samples [128t, 128t + 256) of the padded input, i.e. hops t and t + 1 side by side.
   const padded = g.op("Pad", [input, o.i64([0, 0, 0, STFT_PAD])], { mode: { s: "reflect" } });
@@ -74,7 +76,7 @@ export function batchedSileroModel(packageModel: Uint8Array): Uint8Array {
   const square = (x: string) => o.mul(x, x);
   const magnitude = g.op("Sqrt", [o.add(square(slice(spectrum, 0, BINS, 2)), square(slice(spectrum, BINS, 2 * BINS, 2)))]);
 
-  // The encoder's kernel-3, padding-1 convolutions on [B, time, channels]: zero-pad time by one each
+  // The encoder's kernel-3, padding-1 convolutions on [chunks, time, channels]: zero-pad time by one each
   // side, lay the taps' time slices side by side, one product.
   const conv = (x: string, layer: number, inputs: number, out: number, time: number, stride: number) => {
     const k = weight(w, `model.encoder.${layer}.reparam_conv.weight`, [out, inputs, 3]);
@@ -100,39 +102,43 @@ export function batchedSileroModel(packageModel: Uint8Array): Uint8Array {
   const k3 = weight(w, "model.encoder.3.reparam_conv.weight", [128, 64, 3]);
   const e3 = relu(affine(e2, param("encoder3", [64, 128], convMatrix(k3, 128, 64, [1])), param("encoder3_bias", [128], weight(w, "model.encoder.3.reparam_conv.bias", [128]))));
 
-  // LSTM cell, PyTorch's gate order (input, forget, cell, output) in one product of [x, h].
+  // The LSTM over the chunks in order, as one sequence of batch 1: ONNX's gate order is (input,
+  // output, forget, cell), PyTorch's (input, forget, cell, output).
   const H = SILERO_STATE;
-  const wih = weight(w, "model.decoder.rnn.weight_ih", [4 * H, H]);
-  const whh = weight(w, "model.decoder.rnn.weight_hh", [4 * H, H]);
-  const gatesMatrix = new Float32Array(2 * H * 4 * H);
-  gatesMatrix.set(transposed(wih, 4 * H, H));
-  gatesMatrix.set(transposed(whh, 4 * H, H), H * 4 * H);
-  const bih = weight(w, "model.decoder.rnn.bias_ih", [4 * H]);
-  const bhh = weight(w, "model.decoder.rnn.bias_hh", [4 * H]);
-  const h = g.op("Gather", [state, o.scalarI64(0)], { axis: { i: 0 } });
-  const c = g.op("Gather", [state, o.scalarI64(1)], { axis: { i: 0 } });
-  const gates = affine(
-    g.op("Concat", [e3, h], { axis: { i: 1 } }),
-    param("lstm", [2 * H, 4 * H], gatesMatrix),
-    param(
-      "lstm_bias",
-      [4 * H],
-      bih.map((v, i) => v + bhh[i]!),
-    ),
-  );
-  const [i, f, cell, out] = g.node("Split", [gates], { axis: { i: 1 } }, 4) as [string, string, string, string];
-  const sigmoid = (x: string) => g.op("Sigmoid", [x]);
-  const c1 = o.add(o.mul(sigmoid(f), c), o.mul(sigmoid(i), g.op("Tanh", [cell])));
-  const h1 = o.mul(sigmoid(out), g.op("Tanh", [c1]));
+  const gateOrder = [0, 3, 1, 2];
+  const onnxGates = (m: Float32Array) => {
+    const rows = m.length / (4 * H);
+    const r = new Float32Array(m.length);
+    gateOrder.forEach((from, to) => r.set(m.subarray(from * H * rows, (from + 1) * H * rows), to * H * rows));
+    return r;
+  };
+  const bias = new Float32Array(8 * H);
+  bias.set(onnxGates(weight(w, "model.decoder.rnn.bias_ih", [4 * H])));
+  bias.set(onnxGates(weight(w, "model.decoder.rnn.bias_hh", [4 * H])), 4 * H);
+  const [h, c] = [0, 1].map((k) => o.unsqueeze(g.op("Gather", [state, o.scalarI64(k)], { axis: { i: 0 } }), [0]));
+  const [sequence, hN, cN] = g.node(
+    "LSTM",
+    [
+      o.unsqueeze(e3, [1]),
+      param("lstm_w", [1, 4 * H, H], onnxGates(weight(w, "model.decoder.rnn.weight_ih", [4 * H, H]))),
+      param("lstm_r", [1, 4 * H, H], onnxGates(weight(w, "model.decoder.rnn.weight_hh", [4 * H, H]))),
+      param("lstm_b", [1, 8 * H], bias),
+      "",
+      h!,
+      c!,
+    ],
+    { hidden_size: { i: H } },
+    3,
+  ) as [string, string, string];
 
   const head = affine(
-    relu(h1),
+    relu(o.reshape(sequence, [-1, H])),
     param("head", [H, 1], weight(w, "model.decoder.decoder.2.weight", [1, H, 1])),
     param("head_bias", [1], weight(w, "model.decoder.decoder.2.bias", [1])),
   );
   g.op("Sigmoid", [head], {}, "output");
-  g.op("Concat", [o.unsqueeze(h1, [0]), o.unsqueeze(c1, [0])], { axis: { i: 0 } }, "stateN");
-  g.output("output", "float", ["batch", 1]);
-  g.output("stateN", "float", [2, "batch", H]);
+  g.op("Concat", [hN, cN], { axis: { i: 0 } }, "stateN");
+  g.output("output", "float", ["chunks", 1]);
+  g.output("stateN", "float", [2, 1, H]);
   return modelBytes(g, { producer: "slotscribe", opset: 17 });
 }

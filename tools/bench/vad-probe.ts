@@ -1,6 +1,6 @@
 /**
  * Silero's own CPU time cutting one file into windows, as transcribePcm reads it (the blocks, the
- * batched sub-streams, the regions), with no transcription, in a fresh process: the bench's own
+ * model's calls, the regions), with no transcription, in a fresh process: the bench's own
  * process carries its other experiments' heap, whose collections would count as Silero's. Prints
  * one JSON line with the least of five runs.
  *
