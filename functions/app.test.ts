@@ -54,8 +54,11 @@ function fakes(scratch: string, { vad = "silero" }: { vad?: VadMode } = {}) {
     requestLogs: [] as { level: string; status: number }[],
     /** Every other line logged at error level. */
     errorLogs: [] as string[],
-    /** What the transcription throws, if anything. */
+    /** What the transcription throws, if anything: once under way, or before (`failsBeforeStart`). */
     transcribeFails: null as unknown,
+    failsBeforeStart: false,
+    /** The transcription, once under way, runs until its request is aborted. */
+    runsUntilAborted: false,
   };
   const requestLog = (level: string) => (fields: object, msg?: string) => {
     if (msg === "request") state.requestLogs.push({ level, status: (fields as { status: number }).status });
@@ -78,7 +81,10 @@ function fakes(scratch: string, { vad = "silero" }: { vad?: VadMode } = {}) {
           if (state.transcriptionsFull) throw full();
         },
         transcribeFile: async (path, request) => {
+          if (state.transcribeFails && state.failsBeforeStart) throw state.transcribeFails;
+          request.onStart?.();
           if (state.transcribeFails) throw state.transcribeFails;
+          if (state.runsUntilAborted) await new Promise((_, reject) => request.signal?.addEventListener("abort", () => reject(request.signal?.reason)));
           state.requests.push(request);
           return (state.transcribed.push(path), transcript);
         },
@@ -401,6 +407,40 @@ describe("the HTTP API in process", () => {
     expect(body.error.message).not.toContain("ENOSPC");
     expect(state.requestLogs).toEqual([{ level: "warn", status: 503 }]);
     expect(state.errorLogs).toEqual([expect.stringContaining("DATA_DIR")]);
+  });
+
+  it("answers a streamed request refused before its transcription is under way as it answers one without stream", async () => {
+    const { app, state } = fakes(scratch);
+    state.failsBeforeStart = true;
+    const refusals = [
+      { error: new DomainError("rate_limited", "still full after the queue's timeout", { retryAfterSeconds: 9 }), status: 429, code: "rate_limited", retryAfter: "9" },
+      { error: new DomainError("invalid_request", "Unknown model", { details: { param: "model" } }), status: 400, code: "invalid_request", retryAfter: null },
+      { error: new DomainError("unsupported_media", "not audio"), status: 400, code: "invalid_request", retryAfter: null },
+    ];
+    for (const { error, status, code, retryAfter } of refusals) {
+      state.transcribeFails = error;
+      for (const stream of ["true", "false"]) {
+        const res = await app.request("/v1/audio/transcriptions", { method: "POST", headers: auth, body: upload(16, { model: "m", stream }) });
+        expect(res.status, `${error.message}, stream ${stream}`).toBe(status);
+        expect(res.headers.get("content-type")).toContain("application/json");
+        expect(res.headers.get("retry-after")).toBe(retryAfter);
+        expect(await errorOf(res)).toBe(code);
+      }
+    }
+    // The upload is removed with the refused request, as the stream would have removed it.
+    expect(await readdir(scratch)).toEqual([]);
+  });
+
+  it("logs nothing when the client leaves a stream, and stops its transcription", async () => {
+    const { app, state } = fakes(scratch);
+    state.runsUntilAborted = true;
+    const leave = new AbortController();
+    const res = await app.request("/v1/audio/transcriptions", { method: "POST", headers: auth, body: upload(16, { model: "m", stream: "true" }), signal: leave.signal });
+    expect(res.status).toBe(200);
+    leave.abort(new Error("Client connection prematurely closed."));
+    expect(await res.text()).not.toContain('"type":"error"');
+    expect(state.errorLogs).toEqual([]);
+    expect(state.requestLogs).toEqual([{ level: "info", status: 200 }]);
   });
 
   it("logs a bug found after a stream started, and ends the stream with an error event", async () => {

@@ -168,12 +168,37 @@ export async function respondWithTranscript(
 
 /**
  * OpenAI's streamed transcription: a transcript.text.delta event as each window's text is joined (in
- * order), then transcript.text.done with the whole text and usage. Once the stream has started a
- * failure can no longer change the status, so it arrives as an error event in the usual error shape,
- * which the SDKs raise from their stream iterators.
+ * order), then transcript.text.done with the whole text and usage. The stream starts once the
+ * transcription is under way (admitted, its audio decoding): a request refused before that, for an
+ * unknown model, audio that is not audio, or a full queue (429 with Retry-After), gets the status and
+ * the error body a request without stream gets. After it a failure can no longer change the status,
+ * so it arrives as an error event in the usual error shape, which the SDKs raise from their stream
+ * iterators.
  */
-function streamTranscript(c: Context<AppEnv>, form: z.infer<typeof AudioForm>, request: Omit<TranscribeRequest, "onSegments">): Response {
+async function streamTranscript(c: Context<AppEnv>, form: z.infer<typeof AudioForm>, request: Omit<TranscribeRequest, "onSegments" | "onStart">): Promise<Response> {
   const { transcription } = transcriberOf(c.var.deps);
+  const events: unknown[] = [];
+  let textSent = false;
+  let flush = () => undefined as void;
+  let started!: () => void;
+  const start = new Promise<void>((resolve) => (started = resolve));
+  const transcript = transcription.transcribeFile(form.file.path, {
+    ...request,
+    onStart: started,
+    onSegments: (segments, logprobs) => {
+      // The deltas join into the done event's text, which has no leading space.
+      const delta = segments.map((s) => s.text).join("");
+      const shown = textSent ? delta : delta.trimStart();
+      textSent ||= shown !== "";
+      events.push({ type: "transcript.text.delta", delta: shown, ...(logprobs ? { logprobs } : {}) });
+      flush();
+    },
+  });
+  try {
+    await Promise.race([start, transcript]);
+  } catch (err) {
+    throw asOpenAiError(err);
+  }
   // The stream outlives the handler, and the request's own clean-up runs when the handler returns:
   // the stream takes the spooled upload over and removes it when it ends.
   const spooled = c.get("spooled");
@@ -181,26 +206,25 @@ function streamTranscript(c: Context<AppEnv>, form: z.infer<typeof AudioForm>, r
   if (at >= 0) spooled.splice(at, 1);
   return streamSSE(c, async (sse) => {
     let writes = Promise.resolve();
-    const send = (data: unknown) => {
-      writes = writes.then(() => sse.writeSSE({ data: JSON.stringify(data) }));
+    flush = () => {
+      writes = writes.then(async () => {
+        for (let event = events.shift(); event !== undefined; event = events.shift()) await sse.writeSSE({ data: JSON.stringify(event) });
+      });
     };
+    flush();
     try {
-      const transcript = await transcription.transcribeFile(form.file.path, {
-        ...request,
-        onSegments: (segments, logprobs) => send({ type: "transcript.text.delta", delta: segments.map((s) => s.text).join(""), ...(logprobs ? { logprobs } : {}) }),
-      });
-      send({
-        type: "transcript.text.done",
-        text: transcript.text,
-        ...(transcript.logprobs ? { logprobs: transcript.logprobs } : {}),
-        usage: { type: "duration", seconds: Math.ceil(transcript.duration) },
-      });
+      const { text, logprobs, duration } = await transcript;
+      events.push({ type: "transcript.text.done", text, ...(logprobs ? { logprobs } : {}), usage: { type: "duration", seconds: Math.ceil(duration) } });
     } catch (err) {
-      // The request's log line went out when the stream started: the failure is counted and logged here.
-      send({ type: "error", ...errorBody(recordError(asOpenAiError(err), c), c.get("requestId")) });
+      // A client that went away is no failure of ours, and nobody is left to tell.
+      if (!c.req.raw.signal.aborted) {
+        // The request's log line went out when the stream started: the failure is counted and logged here.
+        events.push({ type: "error", ...errorBody(recordError(asOpenAiError(err), c), c.get("requestId")) });
+      }
     } finally {
       await rm(form.file.path, { force: true });
     }
+    flush();
     await writes;
   });
 }

@@ -30,6 +30,11 @@ export interface TranscribeRequest {
   onProgress?: (doneSeconds: number) => void;
   /** Hears the transcript's segments window by window, in order (streamed responses). */
   onSegments?: (segments: Segment[], logprobs?: TokenLogprob[]) => void;
+  /**
+   * Told once the transcription is under way: admitted, and its audio decoding (the first samples
+   * are out). A failure before it is the request's answer; a stream starts only then.
+   */
+  onStart?: () => void;
 }
 
 /** Refuses speech detection settings where the speech detection has none (VAD other than silero). */
@@ -168,7 +173,7 @@ export class TranscriptionService {
     request.signal?.addEventListener("abort", onAbort, { once: true });
     void admitted.lost.then(() => abort.abort(new DomainError("unavailable", "The cluster lease for this transcription was lost; retry.", { retryAfterSeconds: 5 })));
     try {
-      const pcm = decodeToPcm(path, { signal: abort.signal, maxDurationSeconds: this.deps.maxDurationSeconds });
+      const pcm = announced(decodeToPcm(path, { signal: abort.signal, maxDurationSeconds: this.deps.maxDurationSeconds }), request.onStart);
       const transcript = await transcribePcm({
         engine: this.deps.engine,
         compute: this.deps.compute,
@@ -251,4 +256,17 @@ export class TranscriptionService {
       signal?.throwIfAborted();
     }
   }
+}
+
+/** The stream, calling `onStart` as its first samples come out (or as it ends, having none). */
+async function* announced(pcm: AsyncIterable<Float32Array>, onStart?: () => void): AsyncGenerator<Float32Array> {
+  let started = false;
+  for await (const samples of pcm) {
+    if (!started) {
+      started = true;
+      onStart?.();
+    }
+    yield samples;
+  }
+  if (!started) onStart?.();
 }

@@ -63,15 +63,31 @@ describe("OpenAI parity through the official SDK", () => {
     expect(events.map((e) => e.type)).toEqual(["transcript.text.delta", "transcript.text.delta", "transcript.text.done"]);
     expect(events.slice(0, 2).map((e) => e.delta!.trim())).toEqual(["alpha", "delta"]);
     expect(events[2]!.text).toBe("alpha delta");
+    // Shown one after the other, the deltas read as the final text.
+    expect(events[0]!.delta! + events[1]!.delta!).toBe(events[2]!.text);
+  });
+
+  it("refuses a stream it cannot start with the status a request without stream gets", async () => {
+    const notAudio = await client.audio.transcriptions
+      .create({ file: await toFile(Buffer.from("not audio at all"), "x.wav"), model: "whisper-1", stream: true })
+      .catch((err: unknown) => err);
+    expect(notAudio).toBeInstanceOf(OpenAI.BadRequestError);
+    expect(notAudio).toMatchObject({ status: 400, code: "invalid_request", type: "invalid_request_error", param: "file" });
+    const unknownModel = await client.audio.transcriptions
+      .create({ file: await audio("m.wav", [{ word: "bravo", seconds: 3 }]), model: "generated/whisper-micro/", stream: true })
+      .catch((err: unknown) => err);
+    expect(unknownModel).toBeInstanceOf(OpenAI.BadRequestError);
+    expect(unknownModel).toMatchObject({ status: 400, param: "model" });
   });
 
   it("reports a failure after the stream started as an error event the SDK raises", async () => {
-    const stream = await client.audio.transcriptions.create({ file: await toFile(Buffer.from("not audio at all"), "x.wav"), model: "whisper-1", stream: true });
+    const short = await serve({ MAX_AUDIO_DURATION: "35s" });
+    const stream = await short.audio.transcriptions.create({ file: await audio("long.wav", TWO_WINDOWS), model: "whisper-1", stream: true });
     const failure = await (async () => {
       for await (const _ of stream) void _;
     })().catch((err: unknown) => err);
     expect(failure).toBeInstanceOf(OpenAI.APIError);
-    expect(failure).toMatchObject({ code: "invalid_request", type: "invalid_request_error", param: "file" });
+    expect(failure).toMatchObject({ code: "invalid_request", type: "invalid_request_error", param: "file", message: expect.stringContaining("35") });
   });
 
   it("accepts OpenAI's newer model names as aliases of the default model", async () => {
@@ -137,7 +153,14 @@ describe("OpenAI parity through the official SDK", () => {
     for await (const event of stream) events.push(event as never);
     const deltas = events.filter((e) => e.type === "transcript.text.delta");
     expect(deltas).toHaveLength(2);
-    for (const d of deltas) expect(d.logprobs!.map((l) => l.token).join("")).toBe(d.delta);
+    // The first delta drops its text's leading space, which its first token keeps.
+    for (const d of deltas)
+      expect(
+        d
+          .logprobs!.map((l) => l.token)
+          .join("")
+          .trimStart(),
+      ).toBe(d.delta!.trimStart());
     expect(events.at(-1)!.logprobs).toEqual(deltas.flatMap((d) => d.logprobs));
     const plain = await client.audio.transcriptions.create({ file: await audio("two.wav", TWO_WINDOWS), model: "whisper-1", stream: true });
     for await (const event of plain) expect("logprobs" in event, event.type).toBe(false);

@@ -118,6 +118,14 @@ describe("ModelCatalog with a local models directory", () => {
     expect(refusal(() => catalog.resolve("generated/empty")).code).toBe("invalid_request");
   });
 
+  it('refuses a model directory written with an empty or "." path step, naming the id', () => {
+    for (const name of ["generated/whisper-x/", "generated//whisper-x", "./generated/whisper-x", "generated/./whisper-x"]) {
+      const err = refusal(() => catalog.resolve(name));
+      expect(err.code, name).toBe("invalid_request");
+      expect(err.message, name).toContain('"generated/whisper-x"?');
+    }
+  });
+
   it("refuses paths that escape the directory, even to a model-shaped directory", () => {
     const outside = `../${basename(root)}-outside`;
     for (const name of [outside, `generated/../${outside}`, `${root}-outside`, "..", "../", "/etc", "/"]) {

@@ -51,6 +51,9 @@ export class ModelCatalog {
       const root = resolve(this.options.localDir);
       const dir = resolve(root, id);
       if (dir !== root && !dir.startsWith(root + sep)) throw unknownModel(name);
+      // A trailing or doubled slash names the same directory, but not a model id the loader can use.
+      const canonical = relative(root, dir).split(sep).join("/");
+      if (canonical !== id) throw unknownModel(name, `a model id has no empty or "." path steps: ${JSON.stringify(canonical)}?`);
       if (!existsSync(join(dir, "config.json"))) throw unknownModel(name, `no model directory ${JSON.stringify(id)} in WHISPER_MODELS_DIR`);
     } else if (!HUB_MODELS[name] && (!/^[\w.-]+\/[\w.-]+$/.test(name) || name.includes(".."))) {
       // ".." is no valid hub id (transformers.js refuses it too) and would reach outside the model cache.
