@@ -179,7 +179,8 @@ async function streamTranscript(c: Context<AppEnv>, form: z.infer<typeof AudioFo
   const { transcription } = transcriberOf(c.var.deps);
   const events: unknown[] = [];
   let textSent = false;
-  let flush = () => undefined as void;
+  // Events wait here until the stream exists; from then on each is written as it comes.
+  let flush: () => void = () => undefined;
   let started!: () => void;
   const start = new Promise<void>((resolve) => (started = resolve));
   const transcript = transcription.transcribeFile(form.file.path, {
