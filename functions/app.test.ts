@@ -92,7 +92,7 @@ function fakes(scratch: string, { vad = "silero" }: { vad?: VadMode } = {}) {
       },
     },
     workerForwarder: null,
-    catalog: { list: async () => ["m"] },
+    catalog: { list: async () => ["m", "org/m"] },
     leases: { kind: "embedded", snapshot: async () => ({ cap: null, held: 0, free: null, instances: [] }) },
     tempDir: scratch,
     jobs: { get: async (id) => state.jobs.get(id) ?? null, list: async () => ({ jobs: [...state.jobs.values()], nextCursor: null }) },
@@ -150,10 +150,35 @@ describe("the HTTP API in process", () => {
     const { app } = fakes(scratch);
     const models = await app.request("/v1/models", { headers: auth });
     expect(models.status).toBe(200);
-    expect(((await models.json()) as { data: { id: string }[] }).data.map((m) => m.id)).toEqual(["m"]);
+    expect(((await models.json()) as { data: { id: string }[] }).data.map((m) => m.id)).toEqual(["m", "org/m"]);
+    // An id with a slash, encoded as the SDKs send it or as it is.
+    for (const path of ["/v1/models/org%2Fm", "/v1/models/org/m"]) {
+      const res = await app.request(path, { headers: auth });
+      expect(res.status, path).toBe(200);
+      expect(((await res.json()) as { id: string }).id).toBe("org/m");
+    }
+    expect(await errorOf(await app.request("/v1/models/org/x", { headers: auth }))).toBe("not_found");
     expect(await errorOf(await app.request("/v1/nothing", { headers: auth }))).toBe("not_found");
     // QStash's endpoints exist only in cluster mode.
     expect(await errorOf(await app.request("/internal/qstash/run", { method: "POST", body: "{}" }))).toBe("not_found");
+  });
+
+  it("answers a method a route does not take with 405 and the methods it takes", async () => {
+    const { app } = fakes(scratch);
+    const cases = [
+      { method: "GET", path: "/v1/audio/transcriptions", allow: "POST" },
+      { method: "HEAD", path: "/v1/audio/transcriptions", allow: "POST" },
+      { method: "PUT", path: "/v1/jobs", allow: "GET, POST, HEAD" },
+      { method: "POST", path: "/v1/jobs/job_abc", allow: "GET, DELETE, HEAD" },
+      { method: "DELETE", path: "/v1/models/whisper-1", allow: "GET, HEAD" },
+    ];
+    for (const { method, path, allow } of cases) {
+      const res = await app.request(path, { method, headers: auth });
+      expect(res.status, `${method} ${path}`).toBe(405);
+      expect(res.headers.get("allow"), `${method} ${path}`).toBe(allow);
+      if (method !== "HEAD") expect(await errorOf(res)).toBe("method_not_allowed");
+    }
+    expect((await app.request("/v1/jobs/job_abc/nothing", { method: "POST", headers: auth })).status).toBe(404);
   });
 
   it("gets, lists, cancels jobs and refuses a result that is not ready", async () => {
@@ -279,6 +304,23 @@ describe("the HTTP API in process", () => {
       expect(res.status, JSON.stringify(bad)).toBe(400);
     }
     expect(state.submitted).toHaveLength(4);
+  });
+
+  it("says a file part without a filename arrived as text, whatever its size", async () => {
+    const { app, state } = fakes(scratch);
+    for (const bytes of [100, 70_000]) {
+      const body = `--x\r\ncontent-disposition: form-data; name="file"\r\n\r\n${"a".repeat(bytes)}\r\n--x--\r\n`;
+      const res = await app.request("/v1/audio/transcriptions", { method: "POST", headers: { ...auth, "content-type": "multipart/form-data; boundary=x" }, body });
+      expect(res.status, `${bytes} bytes`).toBe(400);
+      expect(((await res.json()) as { error: { message: string } }).error.message).toContain('"file" arrived as a text field');
+    }
+    const urlencoded = await app.request("/v1/audio/transcriptions", {
+      method: "POST",
+      headers: { ...auth, "content-type": "application/x-www-form-urlencoded" },
+      body: "file=abc&model=m",
+    });
+    expect(((await urlencoded.json()) as { error: { message: string } }).error.message).toContain("multipart/form-data");
+    expect(state.transcribed).toEqual([]);
   });
 
   it("answers 400, 413 and 415 for uploads it cannot take, leaving nothing behind", async () => {

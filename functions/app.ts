@@ -1,5 +1,6 @@
 import { OpenAPIHono } from "@hono/zod-openapi";
 import { bodyLimit } from "hono/body-limit";
+import { PatternRouter } from "hono/router/pattern-router";
 import { DomainError } from "../lib/errors.ts";
 import capacity from "./capacity.ts";
 import docs from "./docs.ts";
@@ -100,9 +101,30 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
   app.openAPIRegistry.registerComponent("securitySchemes", "apiKey", { type: "apiKey", in: "header", name: "X-API-Key", description: "An API key from API_KEYS" });
   app.route("/", docs);
   app.route("/", metrics);
-  app.notFound(() => {
-    throw new DomainError("not_found", "No such endpoint.");
+  const methodsOf = routeMethods(app);
+  app.notFound((c) => {
+    const allowed = methodsOf(c.req.path);
+    // A route that takes the method and found nothing (an unknown file under /docs/assets/) is a 404.
+    if (allowed.length === 0 || allowed.includes(c.req.method)) throw new DomainError("not_found", "No such endpoint.");
+    c.header("allow", allowed.join(", "));
+    throw new DomainError("method_not_allowed", `${c.req.method} is not allowed here: ${c.req.path} takes ${allowed.join(", ")}.`);
   });
   app.onError(handleError);
   return app;
+}
+
+/** The methods the app's routes take on a path (HEAD wherever GET), from its routes as registered. */
+function routeMethods(app: OpenAPIHono<AppEnv>): (path: string) => string[] {
+  let router: PatternRouter<string> | null = null;
+  return (path) => {
+    if (!router) {
+      router = new PatternRouter<string>();
+      // Middleware is registered for ALL methods; only routes say what a path takes.
+      for (const r of app.routes) if (r.method !== "ALL") router.add(r.method, r.path, r.method);
+    }
+    const found = new Set<string>();
+    for (const method of ["GET", "POST", "PUT", "PATCH", "DELETE"]) if (router.match(method, path)[0].length > 0) found.add(method);
+    if (found.has("GET")) found.add("HEAD");
+    return [...found];
+  };
 }

@@ -19,6 +19,13 @@ export function newRequestId(): string {
   return `req_${randomUUID().replaceAll("-", "")}`;
 }
 
+/** The request in progress on a connection, for an answer Node's server gives it (functions/server.ts). */
+const REQUEST_ID = Symbol("requestId");
+
+export function requestIdOn(socket: object): string | undefined {
+  return (socket as { [REQUEST_ID]?: string })[REQUEST_ID];
+}
+
 export function provide(deps: HttpDeps): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
     c.set("deps", deps);
@@ -27,9 +34,12 @@ export function provide(deps: HttpDeps): MiddlewareHandler<AppEnv> {
     c.set("requestId", requestId);
     c.header("x-request-id", requestId);
     c.set("spooled", []);
+    const socket = c.env?.incoming?.socket as { [REQUEST_ID]?: string } | undefined;
+    if (socket) socket[REQUEST_ID] = requestId;
     try {
       await next();
     } finally {
+      if (socket) delete socket[REQUEST_ID];
       await Promise.all(c.get("spooled").map((path) => rm(path, { force: true })));
       settleUnreadBody(c, deps.config.MAX_UPLOAD_BYTES);
     }

@@ -106,6 +106,18 @@ export function readMultipart(c: Context<AppEnv>, { dir, maxFileBytes, hashFile 
     };
 
     parser.on("field", (name, value, info) => {
+      // Multipart takes a part as a file only with a filename (or as application/octet-stream); without
+      // one the upload arrives as text, and would be refused for its size or as a missing file.
+      if (name === FILE_FIELD) {
+        fail(
+          new DomainError(
+            "invalid_request",
+            `The multipart part "file" arrived as a text field: send the audio as a file part, with a filename (curl -F file=@audio.mp3), in multipart/form-data.`,
+            { details: { param: "file" } },
+          ),
+        );
+        return;
+      }
       if (info.valueTruncated) {
         fail(new DomainError("invalid_request", `The multipart field "${name.slice(0, 64)}" is longer than ${FIELD_MAX_BYTES} bytes.`, { details: { param: name.slice(0, 64) } }));
         return;

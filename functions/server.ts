@@ -1,5 +1,5 @@
 import { serve, type ServerType } from "@hono/node-server";
-import type { IncomingMessage, Server } from "node:http";
+import { type IncomingMessage, type Server, STATUS_CODES } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Duplex } from "node:stream";
 import type { Config } from "../lib/config.ts";
@@ -8,7 +8,8 @@ import { formatBytes } from "../lib/capacity/machine.ts";
 import type { Logger } from "../lib/log.ts";
 import { createServices, type Services } from "../lib/services.ts";
 import { createApp } from "./app.ts";
-import { newRequestId } from "./middleware.ts";
+import { ERROR_STATUS } from "./error-status.ts";
+import { newRequestId, requestIdOn } from "./middleware.ts";
 
 /** Where a client on this machine reaches a server listening on `host` (a wildcard is not an address to connect to). */
 function reachableHost(host: string): string {
@@ -18,20 +19,31 @@ function reachableHost(host: string): string {
 }
 
 /**
- * Requests Node's HTTP parser refuses (headers over its 16 KiB limit, a broken request line) never
- * reach the app; they still get the service's error shape instead of an empty 400 or 431.
+ * Requests Node's HTTP server refuses before or while the app reads them (headers over its 16 KiB
+ * limit, a broken request line, a request not received whole within its requestTimeout) still get
+ * the service's error shape and a log line, under the id of the request in progress on the socket
+ * when there is one, so the id the client sees is the one the logs carry.
  */
-function answerUnparsableRequest(err: NodeJS.ErrnoException, socket: Duplex): void {
-  if (!socket.writable || err.code === "ECONNRESET") {
-    socket.destroy();
-    return;
-  }
-  const requestId = newRequestId();
-  const message = err.code === "HPE_HEADER_OVERFLOW" ? "The request headers are too large." : "The request is not valid HTTP.";
-  const body = JSON.stringify(errorBody(new DomainError("invalid_request", message), requestId));
-  socket.end(
-    `HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-request-id: ${requestId}\r\nconnection: close\r\n\r\n${body}`,
-  );
+function answerUnparsableRequest(log: Logger): (err: NodeJS.ErrnoException, socket: Duplex) => void {
+  return (err, socket) => {
+    if (!socket.writable || err.code === "ECONNRESET") {
+      socket.destroy();
+      return;
+    }
+    const requestId = requestIdOn(socket) ?? newRequestId();
+    const error =
+      err.code === "HPE_HEADER_OVERFLOW"
+        ? new DomainError("headers_too_large", "The request headers are too large.")
+        : err.code === "ERR_HTTP_REQUEST_TIMEOUT"
+          ? new DomainError("request_timeout", "The request was not received whole in time; send it again.")
+          : new DomainError("invalid_request", "The request is not valid HTTP.");
+    const status = ERROR_STATUS[error.code];
+    log.info({ requestId, status, error: error.code, reason: err.code }, "request refused by the HTTP parser");
+    const body = JSON.stringify(errorBody(error, requestId));
+    socket.end(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-request-id: ${requestId}\r\nconnection: close\r\n\r\n${body}`,
+    );
+  };
 }
 
 export interface RunningServer {
@@ -61,6 +73,9 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
         // A body the app did not read is discarded by the app (settleUnreadBody), with no deadline
         // that would close a keep-alive connection under a client still sending it.
         autoCleanupIncoming: false,
+        // Node checks the deadline every connectionsCheckingInterval (30 s by default), which would
+        // stretch a short one.
+        serverOptions: { requestTimeout: config.REQUEST_TIMEOUT, connectionsCheckingInterval: Math.min(30_000, Math.max(100, config.REQUEST_TIMEOUT / 4)) },
       },
       () => {
         s.off("error", reject);
@@ -70,7 +85,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     // A port in use or not ours to bind: the start fails with it rather than crashing the process.
     s.once("error", reject);
   });
-  (server as Server).on("clientError", answerUnparsableRequest);
+  (server as Server).on("clientError", answerUnparsableRequest(log));
   const { port } = server.address() as AddressInfo;
   const url = `http://${reachableHost(config.HOST)}:${port}`;
   let services: Services;

@@ -72,6 +72,7 @@ const settingsSchema = z.object({
   MODEL_CACHE_DIR: z.string().optional(),
 
   MAX_UPLOAD_BYTES: bytes("200MiB"),
+  REQUEST_TIMEOUT: duration("5m"),
   MAX_AUDIO_DURATION: duration("4h"),
   VAD: z.enum(VAD_MODES).default("silero"),
   // Whisper's checks on each window's decode (transcribe.py's defaults).

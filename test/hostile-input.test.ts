@@ -8,9 +8,10 @@ import { mulberry32 } from "../lib/random.ts";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { connect } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DEFAULT_MODELS_DIR, generateModel } from "../tools/models/generate.ts";
-import { startService, type ServiceProcess } from "./support/service-process.ts";
+import { eventually, startService, type ServiceProcess } from "./support/service-process.ts";
 import { generateWebhookSecret } from "../lib/webhooks/standard-webhooks.ts";
 
 const KEY = `sk-hostile-${Math.random().toString(36).slice(2)}`;
@@ -374,7 +375,7 @@ const unauthenticated: Case[] = [
     status: 401,
     code: "unauthorized",
   },
-  { name: "headers over the HTTP parser's limit", path: "/v1/models", method: "GET", headers: { "x-api-key": "k".repeat(100_000) }, status: 400, code: "invalid_request" },
+  { name: "headers over the HTTP parser's limit", path: "/v1/models", method: "GET", headers: { "x-api-key": "k".repeat(100_000) }, status: 431, code: "headers_too_large" },
 ];
 
 async function send(c: Pick<Case, "path" | "method" | "headers" | "body">, withAuth = true): Promise<Response> {
@@ -492,6 +493,7 @@ beforeAll(async () => {
     DATA_DIR: dataDir,
     WEBHOOK_SECRET: generateWebhookSecret(),
     MAX_UPLOAD_BYTES: "12MiB",
+    REQUEST_TIMEOUT: "5s",
   });
 });
 
@@ -520,6 +522,27 @@ describe("hostile input", () => {
       const res = await send({ path: "/v1/jobs", headers: { ...JSON_TYPE, "x-request-id": id }, body: "{" });
       expect((await expectErrorShape(res)).request_id).toMatch(/^req_[0-9a-f]{32}$/);
     }
+  });
+
+  it("answers an upload that stalls with 408 after REQUEST_TIMEOUT, under the request id it logs", async () => {
+    const { hostname, port } = new URL(service.url);
+    const socket = connect(Number(port), hostname);
+    const head = `--b\r\ncontent-disposition: form-data; name="file"; filename="a.wav"\r\n\r\n`;
+    socket.write(
+      `POST /v1/audio/transcriptions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${KEY}\r\ncontent-type: multipart/form-data; boundary=b\r\ncontent-length: 100000\r\n\r\n${head}${"\0".repeat(1000)}`,
+    );
+    const answer = await new Promise<string>((resolve, reject) => {
+      let text = "";
+      socket.on("data", (chunk) => (text += chunk.toString()));
+      socket.on("close", () => resolve(text));
+      socket.on("error", reject);
+    });
+    expect(answer).toMatch(/^HTTP\/1\.1 408 /);
+    const requestId = /x-request-id: (\S+)/.exec(answer)?.[1];
+    expect(JSON.parse(answer.slice(answer.indexOf("\r\n\r\n") + 4))).toMatchObject({ error: { code: "request_timeout", request_id: requestId } });
+    expect(service.logs.filter((line) => line.requestId === requestId).map((line) => line.status)).toContain(408);
+    // The app's own line for the request it was reading carries the same id.
+    await eventually(() => expect(service.logs.filter((line) => line.requestId === requestId && line.msg === "request")).toHaveLength(1));
   });
 
   const SEEDS = 150;

@@ -233,7 +233,7 @@ export interface components {
         Error: {
             error: {
                 /** @enum {string} */
-                code: "invalid_request" | "unauthorized" | "forbidden" | "not_found" | "conflict" | "payload_too_large" | "unsupported_media" | "unprocessable_audio" | "idempotency_key_reused" | "rate_limited" | "internal" | "upstream_failed" | "unavailable" | "timeout";
+                code: "invalid_request" | "unauthorized" | "forbidden" | "not_found" | "method_not_allowed" | "request_timeout" | "conflict" | "payload_too_large" | "unsupported_media" | "unprocessable_audio" | "idempotency_key_reused" | "headers_too_large" | "rate_limited" | "internal" | "upstream_failed" | "unavailable" | "timeout";
                 message: string;
                 /** @description OpenAI's error type (invalid_request_error, authentication_error, rate_limit_error, server_error, ...) */
                 type: string;
@@ -622,7 +622,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description A model id from GET /v1/models; ids with a slash are sent URL-encoded. */
+                /** @description A model id from GET /v1/models; a slash in it may be sent URL-encoded or as it is. */
                 model: string;
             };
             cookie?: never;
