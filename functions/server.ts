@@ -147,8 +147,10 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       // for the whole grace period after everything had stopped.
       let graceTimer: NodeJS.Timeout | undefined;
       const graceOver = new Promise<void>((resolve) => (graceTimer = setTimeout(resolve, graceMs)));
-      await Promise.all([services.close(graceMs), Promise.race([requestsDone, graceOver]).finally(() => clearTimeout(graceTimer))]);
+      await Promise.all([services.drain(graceMs), Promise.race([requestsDone, graceOver]).finally(() => clearTimeout(graceTimer))]);
       http.closeAllConnections();
+      // Only now: a request still arriving (an upload) needs the stores and the scratch space.
+      await services.close();
       log.info("stopped: jobs handed back, leases released");
       log.flush();
     },

@@ -93,8 +93,10 @@ export interface Services {
   baseUrl(requestUrl: string): string;
   /** True once shutdown began: /readyz says no, so load balancers stop sending work. */
   draining: boolean;
-  /** Stops jobs (running ones get `graceMs` to finish), releases leases and closes the stores. */
-  close(graceMs?: number): Promise<void>;
+  /** Stops taking jobs; running ones get `graceMs` to finish, then are handed back. */
+  drain(graceMs?: number): Promise<void>;
+  /** After drain() and the last request: closes the stores, the engine and the leases, and removes the scratch space. */
+  close(): Promise<void>;
 }
 
 export interface QStashInbox {
@@ -341,10 +343,12 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
     qstash: inbox && { ...inbox, runner, jobs },
     baseUrl: (requestUrl) => config.PUBLIC_URL?.replace(/\/$/, "") ?? new URL(requestUrl).origin,
     draining: false,
-    async close(graceMs = 0) {
+    async drain(graceMs = 0) {
       services.draining = true;
       clearInterval(sweeper);
       await runner.stop(graceMs);
+    },
+    async close() {
       await callbacks.close();
       await jobs.close();
       await transcriber?.engine.close();

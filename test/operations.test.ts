@@ -122,6 +122,55 @@ describe("graceful shutdown", () => {
     expect(service.logs.some((l) => l.msg === "stopped: jobs handed back, leases released")).toBe(true);
   });
 
+  it("on SIGTERM takes a job whose upload is still arriving, exits 0, and the next start runs it", async () => {
+    const dataDir = join(work, "data-arriving");
+    let service = await startService(env(dataDir, { SHUTDOWN_GRACE: "20s" }));
+    const clip = join(work, "arriving.wav");
+    await writeAudioFile(clip, microTones([{ word: "echo", seconds: 4 }]));
+    const audio = await readFile(clip);
+    const encode = (text: string) => new TextEncoder().encode(text);
+    let sendRest!: () => void;
+    const rest = new Promise<void>((resolve) => (sendRest = resolve));
+    const body = new ReadableStream<Uint8Array>({
+      async start(controller) {
+        controller.enqueue(encode('--x\r\ncontent-disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'));
+        controller.enqueue(audio.subarray(0, 1000));
+        await rest;
+        controller.enqueue(audio.subarray(1000));
+        controller.enqueue(encode("\r\n--x--\r\n"));
+        controller.close();
+      },
+    });
+    const answer = fetch(`${service.url}/v1/jobs`, {
+      method: "POST",
+      body,
+      headers: { ...auth, "content-type": "multipart/form-data; boundary=x" },
+      duplex: "half",
+    } as RequestInit);
+    // The upload has begun when the signal comes.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const stopped = service.stop("SIGTERM");
+    await eventually(() => expect(service.logs.some((l) => typeof l.msg === "string" && l.msg.startsWith("draining"))).toBe(true));
+    sendRest();
+    const res = await answer;
+    expect(res.status).toBe(202);
+    const { id } = (await res.json()) as { id: string };
+    expect(await stopped).toBe(0);
+    expect(service.logs.filter((l) => (l.level as number) >= 50)).toEqual([]);
+
+    service = await startService(env(dataDir));
+    try {
+      const done = await eventually(async () => {
+        const view = (await (await fetch(`${service.url}/v1/jobs/${id}`, { headers: auth })).json()) as { status: string; result: { text: string } | null };
+        if (view.status !== "succeeded") throw new Error(view.status);
+        return view;
+      }, 60_000);
+      expect(done.result!.text).toBe("echo");
+    } finally {
+      await service.stop();
+    }
+  });
+
   it("on SIGTERM hands a job still running after the grace period back to the queue and exits 0; the next start finishes it", async () => {
     const dataDir = join(work, "data-shutdown");
     // SLOTS, the earlier name of WINDOW_SLOTS: still read, with a warning.
