@@ -45,7 +45,13 @@ async function receiver(secret: string) {
 }
 
 /** A runner over a real store whose transcription yields TRANSCRIPT unless `transcribeFile` says otherwise. */
-function runner(store: JobStore, dataDir: string, callbacks: CallbackSender, transcribeFile: TranscriptionService["transcribeFile"] = async () => TRANSCRIPT): JobRunner {
+function runner(
+  store: JobStore,
+  dataDir: string,
+  callbacks: CallbackSender,
+  transcribeFile: TranscriptionService["transcribeFile"] = async () => TRANSCRIPT,
+  queueSize = 10,
+): JobRunner {
   return new JobRunner({
     store,
     dispatcher: new EmbeddedJobDispatcher({ store, concurrency: 1, log }),
@@ -58,7 +64,7 @@ function runner(store: JobStore, dataDir: string, callbacks: CallbackSender, tra
     downloadTimeoutMs: 1000,
     scratchDir: dataDir,
     concurrency: 1,
-    queueSize: 10,
+    queueSize,
     maxWaitMs: 60_000,
     maxDeferMs: 1000,
     log,
@@ -145,6 +151,90 @@ describe("a job that meets a full disk", () => {
     await vi.waitFor(async () => expect((await store.get("job_full"))?.status).toBe("succeeded"), { timeout: 15_000 });
     expect(runs).toBe(2);
     expect((await store.get("job_full"))?.runs).toBe(2);
+  });
+});
+
+/** The embedded store on a disk that can fill up: while `full`, every write fails as the kernel fails it. */
+async function fillableStore(dataDir: string) {
+  const store = await EmbeddedJobStore.open({ dataDir, retentionMs: 3_600_000 });
+  const enospc = await writeFile("/dev/full", "x").then(
+    () => null,
+    (err: unknown) => err,
+  );
+  expect((enospc as NodeJS.ErrnoException).code).toBe("ENOSPC");
+  const disk = { full: false };
+  const write =
+    <A extends unknown[], R>(op: (...args: A) => Promise<R>) =>
+    (...args: A) =>
+      disk.full ? Promise.reject(enospc) : op(...args);
+  const fillable: JobStore = {
+    ...Object.fromEntries((["get", "findByIdempotencyKey", "list", "count", "unfinished", "pendingCallbacks", "sweep", "close"] as const).map((m) => [m, store[m].bind(store)])),
+    create: write(store.create.bind(store)),
+    update: write(store.update.bind(store)),
+  } as JobStore;
+  return { store: fillable, disk };
+}
+
+describe("a full disk under the job store", () => {
+  it("a job taken while it is full runs once there is room", async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), "slotscribe-runner-"));
+    cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
+    const { store, disk } = await fillableStore(dataDir);
+    cleanups.push(() => store.close());
+    await store.create(await queuedUpload(dataDir, "job_waits"));
+    const jobs = runner(store, dataDir, NO_CALLBACKS);
+    cleanups.push(() => jobs.stop());
+    // The runner takes the queued job while no state can be written (not even "running").
+    disk.full = true;
+    await jobs.start();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect((await store.get("job_waits"))?.status).toBe("queued");
+    disk.full = false;
+    await vi.waitFor(async () => expect((await store.get("job_waits"))?.status).toBe("succeeded"), { timeout: 10_000 });
+  });
+
+  it("a cancel that cannot be written fails and leaves the job running; once there is room it cancels", async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), "slotscribe-runner-"));
+    cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
+    const { store, disk } = await fillableStore(dataDir);
+    cleanups.push(() => store.close());
+    let started!: () => void;
+    const transcribing = new Promise<void>((resolve) => (started = resolve));
+    let stop!: () => void;
+    const stopped = new Promise<void>((resolve) => (stop = resolve));
+    const jobs = runner(store, dataDir, NO_CALLBACKS, async (_path, request) => {
+      started();
+      await new Promise<void>((_, reject) => request.signal?.addEventListener("abort", () => (stop(), reject(request.signal?.reason))));
+      return TRANSCRIPT;
+    });
+    cleanups.push(() => jobs.stop());
+    await jobs.start();
+    await jobs.submit(await queuedUpload(dataDir, "job_cancel"));
+    await transcribing;
+    disk.full = true;
+    await expect(jobs.cancel("job_cancel")).rejects.toMatchObject({ code: "ENOSPC" });
+    expect(jobs.stats.running).toBe(1);
+    disk.full = false;
+    expect(await jobs.cancel("job_cancel")).toMatchObject({ status: "canceled" });
+    await stopped;
+    expect(jobs.stats.running).toBe(0);
+    expect((await store.get("job_cancel"))?.status).toBe("canceled");
+  });
+});
+
+describe("the job queue's bound", () => {
+  it("holds for submissions that arrive at once", async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), "slotscribe-runner-"));
+    cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
+    const store = await EmbeddedJobStore.open({ dataDir, retentionMs: 3_600_000 });
+    cleanups.push(() => store.close());
+    // Not started: every accepted job stays queued.
+    const jobs = runner(store, dataDir, NO_CALLBACKS, undefined, 2);
+    const records = await Promise.all(Array.from({ length: 8 }, (_, i) => queuedUpload(dataDir, `job_${i}`)));
+    const outcomes = await Promise.allSettled(records.map((record) => jobs.submit(record)));
+    expect(outcomes.filter((o) => o.status === "fulfilled")).toHaveLength(2);
+    expect(outcomes.flatMap((o) => (o.status === "rejected" ? [(o.reason as { code: string }).code] : []))).toEqual(Array(6).fill("rate_limited"));
+    expect(await store.count("queued")).toBe(2);
   });
 });
 

@@ -70,6 +70,10 @@ export interface JobRunnerDeps {
  */
 export class JobRunner {
   private readonly running = new Map<string, { controller: AbortController; done: Promise<void> }>();
+  /** The submission whose room check and create are in progress; the next one waits for it. */
+  private admitting: Promise<unknown> = Promise.resolve();
+  /** Jobs that met a full disk, and how often: each waits longer for room. */
+  private readonly storageWaits = new Map<string, number>();
   private stopped = false;
 
   constructor(private readonly deps: JobRunnerDeps) {}
@@ -93,8 +97,14 @@ export class JobRunner {
 
   /** Refuses with 429 when the job queue is full; otherwise stores the job and sends it on its way. */
   async submit(job: JobRecord): Promise<{ job: JobRecord; created: boolean }> {
-    await this.assertRoom();
-    const result = await this.deps.store.create(job);
+    // One submission at a time between the count and the create: side by side, a burst would all
+    // count the same free places (8 uploads at once into a queue of 2 were all accepted).
+    const stored = this.admitting.then(async () => {
+      await this.assertRoom();
+      return this.deps.store.create(job);
+    });
+    this.admitting = stored.catch(() => undefined);
+    const result = await stored;
     if (!result.created) return result;
     try {
       await this.dispatch(result.job, "submitted");
@@ -111,15 +121,17 @@ export class JobRunner {
     if (isFinal(job)) {
       throw new DomainError("conflict", `Job ${id} has already ${job.status === "canceled" ? "been canceled" : job.status}.`);
     }
+    // The cancellation is written first: a store that cannot take it (a full disk) fails the request
+    // and leaves the job as it was, rather than stopping a job whose record still says it runs.
+    // Queued, or running on another instance, which sees the status at its next window; a delivery
+    // that still comes finds the job final and skips it.
+    const canceled = await this.finish(id, { status: "canceled" });
     const local = this.running.get(id);
     if (local) {
       local.controller.abort(new JobCanceled());
       await local.done;
-      return this.deps.store.get(id);
     }
-    // Queued, or running on another instance, which sees the status at its next window; a
-    // delivery that still comes finds the job final and skips it.
-    return this.finish(id, { status: "canceled" });
+    return canceled;
   }
 
   /**
@@ -210,9 +222,9 @@ export class JobRunner {
       }
       const total = await probeDurationSeconds(path);
       await this.deps.store.update(id, (j) => ({ ...j, progress: { doneSeconds: 0, totalSeconds: total } }));
-      const controller = new AbortController();
-      const onAbort = () => controller.abort(signal.reason);
-      signal.addEventListener("abort", onAbort, { once: true });
+      // Canceled here (the run's signal, which may have fired already, during the download or the
+      // probe), or on another instance (seen in the store as the windows progress).
+      const canceledElsewhere = new AbortController();
       const result = await transcription.transcribeFile(
         path,
         {
@@ -225,19 +237,18 @@ export class JobRunner {
           speechDetection: job.request.speechDetection,
           includeLogprobs: job.request.includeLogprobs,
           wordTimestamps: job.request.wordTimestamps,
-          signal: controller.signal,
+          signal: AbortSignal.any([signal, canceledElsewhere.signal]),
           onProgress: (doneSeconds) => {
             this.deps.store
               .update(id, (j) => ({ ...j, progress: { ...j.progress, doneSeconds } }))
               .then((latest) => {
-                if (latest?.status === "canceled") controller.abort(new JobCanceled());
+                if (latest?.status === "canceled") canceledElsewhere.abort(new JobCanceled());
               })
               .catch((e: Error) => this.deps.log.warn({ jobId: id, err: e.message }, "progress not saved"));
           },
         },
         admitted ? { admitted } : { wait: "patient" },
       );
-      signal.removeEventListener("abort", onAbort);
       await this.finish(id, { status: "succeeded", result, progress: { doneSeconds: result.duration, totalSeconds: result.duration } });
     } catch (err) {
       await this.settleFailure(id, err, signal).catch((e: Error) => this.deps.log.error({ jobId: id, err: e.message }, "job state not saved"));
@@ -251,23 +262,45 @@ export class JobRunner {
       await this.finish(id, { status: "canceled" });
       return;
     }
+    const job = await this.deps.store.get(id);
+    if (!job) return;
     if (this.stopped) {
       // Handed back: the next process runs it again, or in cluster mode another instance.
-      const job = await this.deps.store.update(id, (j) => ({ ...j, status: "queued" }));
-      if (job) await this.dispatch(job, "handed-back", { delaySeconds: 1 });
-      return;
-    }
-    const job = await this.deps.store.get(id);
-    if (job && isRetryable(err) && job.runs < (this.deps.maxRuns ?? 3)) {
-      this.deps.log.warn({ jobId: id, runs: job.runs, err: (err as Error).message }, "job failed, will run again");
-      await this.deps.store.update(id, (j) => ({ ...j, status: "queued" }));
-      await this.dispatch(job, "retried", { delaySeconds: 2 * job.runs });
+      await this.requeue(job, "handed-back", { delaySeconds: 1 });
       return;
     }
     const known = toDomainError(err);
+    if (known instanceof StorageFull && Date.now() - Date.parse(job.createdAt) < this.deps.maxWaitMs) {
+      // Not the job's fault, and not over in seconds: it waits for room (15 s, doubling up to the
+      // longest deferral) as long as a job may wait, without spending its runs.
+      const waits = (this.storageWaits.get(id) ?? 0) + 1;
+      this.storageWaits.set(id, waits);
+      const delaySeconds = Math.min(this.deps.maxDeferMs / 1000, 15 * 2 ** (waits - 1));
+      this.deps.log.warn({ jobId: id, delaySeconds, err: known.message }, "no room on disk for the job: it runs again later");
+      await this.requeue(job, "deferred", { delaySeconds });
+      return;
+    }
+    this.storageWaits.delete(id);
+    if (isRetryable(err) && job.runs < (this.deps.maxRuns ?? 3)) {
+      this.deps.log.warn({ jobId: id, runs: job.runs, err: (err as Error).message }, "job failed, will run again");
+      await this.requeue(job, "retried", { delaySeconds: 2 * job.runs });
+      return;
+    }
     const error = known && known.code !== "internal" ? { code: known.code, message: known.message } : { code: "internal", message: "The job failed on the server." };
     if (error.code === "internal" || known instanceof StorageFull) this.deps.log.error({ jobId: id, err: (err as Error)?.stack ?? String(err) }, "job failed");
     await this.finish(id, { status: "failed", error });
+  }
+
+  /**
+   * Back in line. The line, not the record, keeps a job moving: a status that cannot be written (a
+   * full disk) leaves the record saying queued or running, either of which a delivery runs, so the
+   * job is sent on all the same.
+   */
+  private async requeue(job: JobRecord, reason: Dispatch["reason"], options: { delaySeconds: number }): Promise<void> {
+    await this.deps.store
+      .update(job.id, (j) => ({ ...j, status: "queued" }))
+      .catch((err: Error) => this.deps.log.warn({ jobId: job.id, err: err.message }, "job state not saved; the job is sent on as it is"));
+    await this.dispatch(job, reason, options);
   }
 
   /**
