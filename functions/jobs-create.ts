@@ -16,7 +16,7 @@ export const route = createRoute({
     headers: z.object({
       "idempotency-key": z.string().max(255).optional().openapi({
         description:
-          "1 to 255 printable ASCII characters. A retry with the same key and the same request gets the same job (header idempotent-replayed: true); the same key with another file or other parameters is a 422 idempotency_key_reused.",
+          "1 to 255 ASCII characters other than spaces and control characters. A retry with the same key and the same request gets the same job (header idempotent-replayed: true); the same key with another file or other parameters is a 422 idempotency_key_reused.",
         example: "upload-42",
       }),
     }),

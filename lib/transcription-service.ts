@@ -57,6 +57,12 @@ export function assertWordTiming(model: { id: string; name: string }, info: Pick
   );
 }
 
+/** Refuses translation on an English-only model. */
+export function assertTranslates(model: { name: string }, info: Pick<ModelInfo, "multilingual">): void {
+  if (info.multilingual) return;
+  throw new DomainError("invalid_request", `Model "${model.name}" is English-only and cannot translate; use a multilingual model.`, { details: { param: "model" } });
+}
+
 /**
  * How to wait for room: "queue" waits in the bounded line and is refused with 429 when it is full
  * (synchronous requests); "patient" waits as long as it takes (accepted jobs, already bounded by the
@@ -158,9 +164,7 @@ export class TranscriptionService {
         throw new DomainError("unavailable", `Model "${model.name}" is not available on this server: it could not be loaded.`, { cause: err, retryAfterSeconds: 30 });
       throw err;
     });
-    if (request.task === "translate" && !info.multilingual) {
-      throw new DomainError("invalid_request", `Model "${model.name}" is English-only and cannot translate; use a multilingual model.`, { details: { param: "model" } });
-    }
+    if (request.task === "translate") assertTranslates(model, info);
     if (request.wordTimestamps) assertWordTiming(model, info);
     const language = info.multilingual ? request.language : undefined;
 

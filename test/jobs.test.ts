@@ -208,6 +208,15 @@ describe("async jobs on one machine", () => {
     const refusal = ((await untimed.json()) as { error: { code: string; param: string; message: string } }).error;
     expect(refusal).toMatchObject({ code: "invalid_request", param: "timestamp_granularities[]" });
     expect(refusal.message).toContain(`"${timestamped}"`);
+    // So is translation on this English-only model, and an empty upload.
+    const translated = await submitUpload(service.url, file, { task: "translate" });
+    expect(translated.status).toBe(400);
+    expect(((await translated.json()) as { error: { message: string } }).error.message).toContain("English-only");
+    const empty = join(work, "empty.wav");
+    await writeFile(empty, "");
+    const emptyUpload = await submitUpload(service.url, empty);
+    expect(emptyUpload.status).toBe(422);
+    expect(((await emptyUpload.json()) as { error: { param: string } }).error.param).toBe("file");
     expect(((await (await fetch(`${service.url}/v1/jobs?limit=100`, { headers: auth })).json()) as { data: unknown[] }).data).toHaveLength(before);
   });
 

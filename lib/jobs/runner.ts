@@ -319,6 +319,7 @@ export class JobRunner {
       return finished;
     });
     if (!job || !transitioned) return job;
+    this.storageWaits.delete(id);
     if (job.startedAt) this.deps.metrics.jobDuration.observe({ status: job.status }, (Date.parse(job.finishedAt!) - Date.parse(job.startedAt)) / 1000);
     // The result is what is kept; the uploaded audio is not held a moment longer than needed.
     if (job.input.kind !== "url") await this.deps.blobs.remove(job.input).catch(() => undefined);

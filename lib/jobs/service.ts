@@ -8,7 +8,7 @@ import { assertOutboundAllowed, type OutboundPolicy } from "../net/outbound-poli
 import type { InputBlobs } from "./blobs.ts";
 import type { JobInput, JobRecord, JobRequest, JobStore } from "./ports.ts";
 import type { JobRunner } from "./runner.ts";
-import { assertTunable, assertWordTiming } from "../transcription-service.ts";
+import { assertTranslates, assertTunable, assertWordTiming } from "../transcription-service.ts";
 
 /** What a client asks for, once its body has been read: a URL, or an upload spooled to a scratch file. */
 export interface JobSubmission {
@@ -40,7 +40,7 @@ export interface JobServiceDeps {
   /** The speech detection the jobs run with: only Silero's takes a job's chunking_strategy. */
   vad: VadMode;
   /** What this instance knows of a model it has loaded: a job asking what it cannot do is refused at submission. */
-  loadedModel?: (model: ModelSpec) => Pick<ModelInfo, "wordTimestamps"> | undefined;
+  loadedModel?: (model: ModelSpec) => Pick<ModelInfo, "wordTimestamps" | "multilingual"> | undefined;
 }
 
 /** Accepting and canceling jobs: everything between an HTTP request and the job runner. */
@@ -54,7 +54,7 @@ export class JobService {
    */
   async submit({ idempotencyKey, origin, readBody }: SubmitOptions): Promise<{ job: JobRecord; created: boolean }> {
     if (idempotencyKey !== undefined && !/^[\x21-\x7e]{1,255}$/.test(idempotencyKey)) {
-      throw new DomainError("invalid_request", "Idempotency-Key must be 1 to 255 printable ASCII characters.", { details: { param: "Idempotency-Key" } });
+      throw new DomainError("invalid_request", "Idempotency-Key must be 1 to 255 ASCII characters other than spaces and control characters.", { details: { param: "Idempotency-Key" } });
     }
     if (idempotencyKey !== undefined) {
       const existing = await this.deps.store.findByIdempotencyKey(idempotencyKey);
@@ -112,8 +112,12 @@ export class JobService {
     const model = this.deps.catalog.resolve(request.model);
     assertTunable(this.deps.vad, request.speechDetection);
     // A model not loaded here is checked when the job runs (its load may be a download, or another instance's).
-    const info = request.wordTimestamps ? this.deps.loadedModel?.(model) : undefined;
-    if (info) assertWordTiming(model, info);
+    const info = this.deps.loadedModel?.(model);
+    if (info && request.wordTimestamps) assertWordTiming(model, info);
+    if (info && request.task === "translate") assertTranslates(model, info);
+    if (source.kind === "upload" && source.bytes === 0) {
+      throw new DomainError("unprocessable_audio", "The uploaded file is empty.", { details: { param: "file" } });
+    }
     if (request.callbackUrl) {
       if (!this.deps.webhookSecrets.length) {
         throw new DomainError("invalid_request", "callback_url needs the server to have WEBHOOK_SECRET configured to sign callbacks.", { details: { param: "callback_url" } });
