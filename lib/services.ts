@@ -15,7 +15,7 @@ import { Redis } from "@upstash/redis";
 import { RedisLeaseStore } from "./admission/redis-lease-store.ts";
 import { QStashCallbackSender, QStashJobDispatcher } from "./cluster/qstash.ts";
 import { WorkerForwarder } from "./cluster/worker-forwarder.ts";
-import { FileBlobs, RedisBlobs, type InputBlobs } from "./jobs/blobs.ts";
+import { FileBlobs, RedisBlobs, removeUnclaimed, type InputBlobs } from "./jobs/blobs.ts";
 import { UpstashJobStore } from "./jobs/upstash-job-store.ts";
 import { EmbeddedJobStore, inputsDir } from "./jobs/embedded-job-store.ts";
 import type { JobDispatcher, JobStore } from "./jobs/ports.ts";
@@ -148,6 +148,9 @@ async function embeddedAdapters(mode: Extract<Mode, { kind: "embedded" }>, conte
     retentionMs: config.RESULT_RETENTION,
     onWarning: (message, cause) => log.warn({ err: cause instanceof Error ? cause.message : cause }, message),
   });
+  const claimed = (await jobs.unfinished()).flatMap((job) => (job.input.kind === "upload" ? [job.input.path] : []));
+  const unclaimed = await removeUnclaimed(inputsDir(config.DATA_DIR), claimed);
+  if (unclaimed > 0) log.info({ files: unclaimed }, "removed uploads no job claims (the last process stopped between storing one and writing its job)");
   return {
     leases: new EmbeddedLeaseStore({ cap: mode.maxTranscriptions }),
     jobs,

@@ -10,7 +10,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startRedisServer, type RedisServer } from "../../test/support/redis-server.ts";
 import { startUpstashRestBridge, type UpstashRestBridge } from "../../test/support/upstash-rest-bridge.ts";
 import { StoreUnavailable } from "../errors.ts";
-import { FileBlobs, RedisBlobs } from "./blobs.ts";
+import { FileBlobs, RedisBlobs, removeUnclaimed } from "./blobs.ts";
 
 const dirs: string[] = [];
 afterEach(async () => {
@@ -19,6 +19,18 @@ afterEach(async () => {
 
 const shm = "/dev/shm";
 const otherFilesystem = existsSync(shm) && statSync(shm).dev !== statSync(tmpdir()).dev;
+
+describe("uploads no job claims", () => {
+  it("are removed, by name, and the claimed ones kept", async () => {
+    const inputs = await mkdtemp(join(tmpdir(), "blobs-inputs-"));
+    dirs.push(inputs);
+    for (const name of ["job_kept", "job_orphan1", "job_orphan2"]) await writeFile(join(inputs, name), "audio");
+    // A claim written under another working directory, with a relative DATA_DIR.
+    expect(await removeUnclaimed(inputs, ["data/inputs/job_kept"])).toBe(2);
+    expect(await readdir(inputs)).toEqual(["job_kept"]);
+    expect(await removeUnclaimed(join(inputs, "missing"), [])).toBe(0);
+  });
+});
 
 describe.skipIf(!otherFilesystem)("FileBlobs across filesystems", () => {
   it("moves a file from another filesystem into place and consumes the original", async () => {

@@ -1,6 +1,6 @@
 import { createReadStream } from "node:fs";
-import { copyFile, open, rename, rm } from "node:fs/promises";
-import { join } from "node:path";
+import { copyFile, open, readdir, rename, rm } from "node:fs/promises";
+import { basename, join } from "node:path";
 import type { Redis } from "@upstash/redis";
 import { RedisCalls } from "../cluster/redis.ts";
 import { DomainError } from "../errors.ts";
@@ -42,6 +42,20 @@ export class FileBlobs implements InputBlobs {
   async remove(input: StoredInput): Promise<void> {
     if (input.kind === "upload") await rm(input.path, { force: true });
   }
+}
+
+/**
+ * Removes the files in `dir` no job claims: uploads stored by a process that died before it wrote
+ * their job. Only while nothing else writes there (at start-up, before the first request).
+ */
+export async function removeUnclaimed(dir: string, claimed: Iterable<string>): Promise<number> {
+  // By name (each is named after its job): a job written with a relative DATA_DIR under another
+  // working directory still claims its file.
+  const keep = new Set([...claimed].map((path) => basename(path)));
+  const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+  const unclaimed = entries.filter((e) => e.isFile() && !keep.has(e.name));
+  await Promise.all(unclaimed.map((e) => rm(join(dir, e.name), { force: true })));
+  return unclaimed.length;
 }
 
 /** A copy that is on disk once this resolves; on failure nothing is left at `target`. */

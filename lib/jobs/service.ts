@@ -54,7 +54,9 @@ export class JobService {
    */
   async submit({ idempotencyKey, origin, readBody }: SubmitOptions): Promise<{ job: JobRecord; created: boolean }> {
     if (idempotencyKey !== undefined && !/^[\x21-\x7e]{1,255}$/.test(idempotencyKey)) {
-      throw new DomainError("invalid_request", "Idempotency-Key must be 1 to 255 ASCII characters other than spaces and control characters.", { details: { param: "Idempotency-Key" } });
+      throw new DomainError("invalid_request", "Idempotency-Key must be 1 to 255 ASCII characters other than spaces and control characters.", {
+        details: { param: "Idempotency-Key" },
+      });
     }
     if (idempotencyKey !== undefined) {
       const existing = await this.deps.store.findByIdempotencyKey(idempotencyKey);
