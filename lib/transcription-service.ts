@@ -63,6 +63,14 @@ export function assertTranslates(model: { name: string }, info: Pick<ModelInfo, 
   throw new DomainError("invalid_request", `Model "${model.name}" is English-only and cannot translate; use a multilingual model.`, { details: { param: "model" } });
 }
 
+/** Refuses a language other than English for an English-only model, which would transcribe it as English regardless. */
+export function assertLanguage(model: { name: string }, info: Pick<ModelInfo, "multilingual">, language: string | undefined): void {
+  if (info.multilingual || language === undefined || language === "en") return;
+  throw new DomainError("invalid_request", `Model "${model.name}" is English-only: language may only be "en"; use a multilingual model for "${language}".`, {
+    details: { param: "language" },
+  });
+}
+
 /**
  * How to wait for room: "queue" waits in the bounded line and is refused with 429 when it is full
  * (synchronous requests); "patient" waits as long as it takes (accepted jobs, already bounded by the
@@ -165,6 +173,7 @@ export class TranscriptionService {
       throw err;
     });
     if (request.task === "translate") assertTranslates(model, info);
+    assertLanguage(model, info, request.language);
     if (request.wordTimestamps) assertWordTiming(model, info);
     const language = info.multilingual ? request.language : undefined;
 

@@ -109,6 +109,13 @@ describe("OpenAI parity through the official SDK", () => {
       .catch((err: unknown) => err);
     expect(badLanguage).toBeInstanceOf(OpenAI.BadRequestError);
     expect(badLanguage).toMatchObject({ status: 400, code: "invalid_request", type: "invalid_request_error", param: "language" });
+    // The micro model is English-only: another language would come out as English words.
+    const french = await client.audio.transcriptions
+      .create({ file: await audio("b3.wav", [{ word: "bravo", seconds: 3 }]), model: "whisper-1", language: "fr" })
+      .catch((err: unknown) => err);
+    expect(french).toBeInstanceOf(OpenAI.BadRequestError);
+    expect(french).toMatchObject({ param: "language", message: expect.stringContaining("English-only") });
+    expect((await client.audio.transcriptions.create({ file: await audio("b4.wav", [{ word: "bravo", seconds: 3 }]), model: "whisper-1", language: "en" })).text).toBe("bravo");
     const unauthorized = await new OpenAI({ apiKey: "sk-wrong", baseURL: client.baseURL, maxRetries: 0 }).models.list().catch((err: unknown) => err);
     expect(unauthorized).toMatchObject({ status: 401, type: "authentication_error" });
   });

@@ -8,7 +8,7 @@ import { assertOutboundAllowed, type OutboundPolicy } from "../net/outbound-poli
 import type { InputBlobs } from "./blobs.ts";
 import type { JobInput, JobRecord, JobRequest, JobStore } from "./ports.ts";
 import type { JobRunner } from "./runner.ts";
-import { assertTranslates, assertTunable, assertWordTiming } from "../transcription-service.ts";
+import { assertLanguage, assertTranslates, assertTunable, assertWordTiming } from "../transcription-service.ts";
 
 /** What a client asks for, once its body has been read: a URL, or an upload spooled to a scratch file. */
 export interface JobSubmission {
@@ -117,6 +117,7 @@ export class JobService {
     const info = this.deps.loadedModel?.(model);
     if (info && request.wordTimestamps) assertWordTiming(model, info);
     if (info && request.task === "translate") assertTranslates(model, info);
+    if (info) assertLanguage(model, info, request.language);
     if (source.kind === "upload" && source.bytes === 0) {
       throw new DomainError("unprocessable_audio", "The uploaded file is empty.", { details: { param: "file" } });
     }
