@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
-import { renderTranscript } from "../lib/formats.ts";
+import { renderTranscript, verboseTranscript } from "../lib/formats.ts";
 import { RESPONSE_FORMATS, type ResponseFormat, type Transcript } from "../lib/transcript.ts";
 import type { JobView } from "../lib/jobs/view.ts";
 import { ApiError, SlotscribeClient } from "./client.ts";
@@ -91,7 +91,7 @@ function advance(job: FakeJob): void {
     view.finished_at = new Date().toISOString();
     view.progress = fails ? { done_seconds: 24, total_seconds: 30 } : { done_seconds: 30, total_seconds: 30 };
     if (fails) view.error = { code: "unprocessable_audio", message: "The audio stream is truncated" };
-    else view.result = job.transcript;
+    else view.result = verboseTranscript(job.transcript);
   }
 }
 

@@ -1,6 +1,6 @@
 import { z } from "@hono/zod-openapi";
 import { RESPONSE_FORMATS } from "../lib/transcript.ts";
-import { granularityFields, includeFields, Logprob, Word } from "./audio-request.ts";
+import { granularityFields, includeFields, VerboseTranscription } from "./audio-request.ts";
 import { ChunkingJson, chunkingFields } from "./chunking.ts";
 import { FileField, ModelField, urlField } from "./upload.ts";
 
@@ -89,8 +89,6 @@ export const JobForm = z
   })
   .openapi("JobFromUpload");
 
-const Segment = z.object({ id: z.number(), start: z.number(), end: z.number(), text: z.string(), tokens: z.array(z.number()) });
-
 export const JobViewSchema = z
   .object({
     id: z.string(),
@@ -116,17 +114,7 @@ export const JobViewSchema = z
       })
       .nullable(),
     links: z.object({ self: z.string(), result: z.string() }),
-    result: z
-      .object({
-        task: z.string(),
-        language: z.string(),
-        duration: z.number(),
-        text: z.string(),
-        segments: z.array(Segment),
-        words: z.array(Word).optional().openapi({ description: "With timestamp_granularities word." }),
-        logprobs: z.array(Logprob).optional().openapi({ description: "With include logprobs." }),
-      })
-      .nullable(),
+    result: VerboseTranscription.nullable().openapi({ description: "Once succeeded: the transcript as verbose_json (GET .../result renders any format)." }),
   })
   .openapi("Job");
 

@@ -36,6 +36,11 @@ interface VerboseSegment {
 /** The JSON response formats as objects, for a caller that serialises them itself. */
 export function transcriptJson(t: Transcript, format: "json" | "verbose_json") {
   if (format === "json") return { text: t.text, ...(t.logprobs ? { logprobs: t.logprobs } : {}), usage: usage(t) };
+  return verboseTranscript(t);
+}
+
+/** verbose_json as an object: also what a job's view and callback carry as its result. */
+export function verboseTranscript(t: Transcript) {
   return {
     task: t.task,
     language: t.language,

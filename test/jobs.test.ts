@@ -193,6 +193,8 @@ describe("async jobs on one machine", () => {
     expect(result.logprobs.every((l) => l.logprob <= 0)).toBe(true);
     const verbose = (await (await fetch(`${done.links.result}?format=verbose_json`, { headers: auth })).json()) as { words: unknown };
     expect(verbose.words).toEqual(result.words);
+    // The job's result is the verbose_json rendering itself, spelled as the rest of the API.
+    expect(done.result).toEqual(verbose);
     const json = (await (await fetch(`${done.links.result}?format=json`, { headers: auth })).json()) as { logprobs: unknown };
     expect(json.logprobs).toEqual(result.logprobs);
 

@@ -1,4 +1,4 @@
-import type { Transcript } from "../transcript.ts";
+import { verboseTranscript } from "../formats.ts";
 import type { JobRecord } from "./ports.ts";
 
 /** A job as clients see it: snake_case like the rest of the OpenAI-style API, with links. */
@@ -24,7 +24,8 @@ export interface JobView {
     attempts: { at: string; status: number | null; latency_ms: number; error?: string }[];
   } | null;
   links: { self: string; result: string };
-  result: Transcript | null;
+  /** The transcript as verbose_json spells it. */
+  result: ReturnType<typeof verboseTranscript> | null;
 }
 
 export function toJobView(job: JobRecord, baseUrl: string, { withResult = true } = {}): JobView {
@@ -53,6 +54,6 @@ export function toJobView(job: JobRecord, baseUrl: string, { withResult = true }
         }
       : null,
     links: { self, result: `${self}/result` },
-    result: withResult ? (job.result ?? null) : null,
+    result: withResult && job.result ? verboseTranscript(job.result) : null,
   };
 }

@@ -9,7 +9,7 @@ import { storedCallback } from "../jobs/records.ts";
 import type { Logger } from "../log.ts";
 import type { OutboundPolicy } from "../net/outbound-policy.ts";
 import { safeFetch } from "../net/safe-fetch.ts";
-import type { Transcript } from "../transcript.ts";
+import { verboseTranscript } from "../formats.ts";
 import { classifyDeliveryResponse, nextAttemptDelay, parseRetryAfter, type RetrySchedule } from "./retry-schedule.ts";
 import { signWebhook } from "./standard-webhooks.ts";
 
@@ -38,7 +38,8 @@ export interface CallbackPayload {
     error?: { code: string; message: string };
     links: { self: string; result: string };
     /** Only when the job asked for it with callbackIncludeResult. */
-    result?: Transcript;
+    /** With callback_include_result: the transcript as verbose_json spells it. */
+    result?: ReturnType<typeof verboseTranscript>;
   };
 }
 
@@ -54,7 +55,7 @@ export function callbackPayload(job: JobRecord & { status: FinalStatus }, public
       metadata: job.request.metadata ?? null,
       ...(job.status === "failed" && job.error ? { error: job.error } : {}),
       links: { self, result: `${self}/result` },
-      ...(job.request.callbackIncludeResult && job.result ? { result: job.result } : {}),
+      ...(job.request.callbackIncludeResult && job.result ? { result: verboseTranscript(job.result) } : {}),
     },
   };
 }

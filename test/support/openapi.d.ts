@@ -385,31 +385,7 @@ export interface components {
                 self: string;
                 result: string;
             };
-            result: {
-                task: string;
-                language: string;
-                duration: number;
-                text: string;
-                segments: {
-                    id: number;
-                    start: number;
-                    end: number;
-                    text: string;
-                    tokens: number[];
-                }[];
-                /** @description With timestamp_granularities word. */
-                words?: {
-                    word: string;
-                    start: number;
-                    end: number;
-                }[];
-                /** @description With include logprobs. */
-                logprobs?: {
-                    token: string;
-                    logprob: number;
-                    bytes: number[];
-                }[];
-            } | null;
+            result: components["schemas"]["VerboseTranscription"] & (Record<string, never> | null);
         };
         JobFromUpload: {
             /**
@@ -1170,7 +1146,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description 1 to 255 printable ASCII characters. A retry with the same key and the same request gets the same job (header idempotent-replayed: true); the same key with another file or other parameters is a 422 idempotency_key_reused. */
+                /** @description 1 to 255 ASCII characters other than spaces and control characters. A retry with the same key and the same request gets the same job (header idempotent-replayed: true); the same key with another file or other parameters is a 422 idempotency_key_reused. */
                 "idempotency-key"?: string;
             };
             path?: never;
