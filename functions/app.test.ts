@@ -57,7 +57,7 @@ function fakes(scratch: string, { vad = "silero" }: { vad?: VadMode } = {}) {
     /** What the transcription throws, if anything: once under way, or before (`failsBeforeStart`). */
     transcribeFails: null as unknown,
     failsBeforeStart: false,
-    /** The transcription, once under way, runs until its request is aborted. */
+    /** The transcription, once under way (or before, with `failsBeforeStart`), runs until its request is aborted. */
     runsUntilAborted: false,
   };
   const requestLog = (level: string) => (fields: object, msg?: string) => {
@@ -81,10 +81,12 @@ function fakes(scratch: string, { vad = "silero" }: { vad?: VadMode } = {}) {
           if (state.transcriptionsFull) throw full();
         },
         transcribeFile: async (path, request) => {
+          const untilAborted = () => new Promise((_, reject) => request.signal?.addEventListener("abort", () => reject(request.signal?.reason)));
+          if (state.runsUntilAborted && state.failsBeforeStart) await untilAborted();
           if (state.transcribeFails && state.failsBeforeStart) throw state.transcribeFails;
           request.onStart?.();
           if (state.transcribeFails) throw state.transcribeFails;
-          if (state.runsUntilAborted) await new Promise((_, reject) => request.signal?.addEventListener("abort", () => reject(request.signal?.reason)));
+          if (state.runsUntilAborted) await untilAborted();
           state.requests.push(request);
           return (state.transcribed.push(path), transcript);
         },
@@ -471,6 +473,24 @@ describe("the HTTP API in process", () => {
     }
     // The upload is removed with the refused request, as the stream would have removed it.
     expect(await readdir(scratch)).toEqual([]);
+  });
+
+  it("logs no error when the client leaves while its request waits, streamed or not", async () => {
+    const { app, state } = fakes(scratch);
+    state.runsUntilAborted = true;
+    state.failsBeforeStart = true;
+    for (const stream of ["true", "false"]) {
+      const leave = new AbortController();
+      const answer = app.request("/v1/audio/transcriptions", { method: "POST", headers: auth, body: upload(16, { model: "m", stream }), signal: leave.signal });
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      leave.abort(new Error("Client connection prematurely closed."));
+      expect((await answer).status).toBe(400);
+    }
+    expect(state.errorLogs).toEqual([]);
+    expect(state.requestLogs).toEqual([
+      { level: "info", status: 400 },
+      { level: "info", status: 400 },
+    ]);
   });
 
   it("logs nothing when the client leaves a stream, and stops its transcription", async () => {

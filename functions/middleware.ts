@@ -108,7 +108,13 @@ export function logRequests(): MiddlewareHandler<AppEnv> {
 export function recordError(err: unknown, c: Context<AppEnv>, requestId = c.get("requestId")): DomainError {
   const error = err instanceof Error ? err : new Error(String(err));
   const domainError =
-    toDomainError(error) ?? (error instanceof HTTPException && error.status < 500 ? clientError(error) : new DomainError("internal", error.message, { cause: error }));
+    toDomainError(error) ??
+    (error instanceof HTTPException && error.status < 500
+      ? clientError(error)
+      : // The work stopped because the client went away (its request's signal): no fault of ours.
+        c.req.raw.signal?.aborted
+        ? new DomainError("invalid_request", "The client closed the connection before the answer.", { cause: error })
+        : new DomainError("internal", error.message, { cause: error }));
   c.set("errorCode", domainError.code);
   if (domainError.code === "internal") {
     c.get("deps")?.log.error({ requestId, err: error.stack ?? error.message, cause: describeCause(error) }, "unhandled error");
