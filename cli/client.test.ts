@@ -116,7 +116,7 @@ function createJob(recorded: Recorded): FakeJob {
     progress: { done_seconds: 0, total_seconds: null },
     error: null,
     metadata,
-    callback: callbackUrl ? { url: callbackUrl, state: "pending", webhook_id: `msg_${id}`, attempts: [] } : null,
+    callback: callbackUrl ? { url: callbackUrl, state: "pending", webhook_id: `msg_${id}`, attempts: [], next_attempt_at: null } : null,
     links: { self: `${base}/v1/jobs/${id}`, result: `${base}/v1/jobs/${id}/result` },
     result: null,
   };

@@ -195,6 +195,23 @@ describe("the HTTP API in process", () => {
     expect(result.status).toBe(409);
   });
 
+  it("shows when a pending callback is tried next, and nothing once it is settled", async () => {
+    const { app, state } = fakes(scratch);
+    const attempt = { at: "2026-12-06T10:00:00.000Z", status: 500, latencyMs: 12 };
+    const request = { ...job().request, callbackUrl: "https://hooks.example/x" };
+    const callbackOf = async (id: string) => ((await (await app.request(`/v1/jobs/${id}`, { headers: auth })).json()) as { callback: Record<string, unknown> }).callback;
+    state.jobs.set(
+      "job_retry",
+      job({ id: "job_retry", status: "failed", request, callback: { webhookId: "msg_1", state: "pending", attempts: [attempt], nextAttemptAt: "2026-12-06T10:05:00.000Z" } }),
+    );
+    expect(await callbackOf("job_retry")).toMatchObject({ state: "pending", attempts: [{ status: 500, latency_ms: 12 }], next_attempt_at: "2026-12-06T10:05:00.000Z" });
+    state.jobs.set(
+      "job_done",
+      job({ id: "job_done", status: "failed", request, callback: { webhookId: "msg_2", state: "delivered", attempts: [attempt], nextAttemptAt: "2026-12-06T10:05:00.000Z" } }),
+    );
+    expect(await callbackOf("job_done")).toMatchObject({ state: "delivered", next_attempt_at: null });
+  });
+
   it("serves a finished job's result in each format's content type", async () => {
     const { app, state } = fakes(scratch);
     const result: Transcript = { task: "transcribe", language: "en", duration: 1.2, text: " hello", segments: [{ id: 0, start: 0, end: 1.2, text: " hello", tokens: [1] }] };

@@ -111,6 +111,7 @@ export const JobViewSchema = z
         state: z.string(),
         webhook_id: z.string().nullable(),
         attempts: z.array(z.object({ at: z.string(), status: z.number().nullable(), latency_ms: z.number(), error: z.string().optional() })),
+        next_attempt_at: z.string().nullable().openapi({ description: "When a pending delivery is tried next (null once settled, or where QStash schedules it)." }),
       })
       .nullable(),
     links: z.object({ self: z.string(), result: z.string() }),

@@ -22,6 +22,8 @@ export interface JobView {
     state: string;
     webhook_id: string | null;
     attempts: { at: string; status: number | null; latency_ms: number; error?: string }[];
+    /** When a pending delivery is tried next, where this instance schedules it (QStash schedules its own). */
+    next_attempt_at: string | null;
   } | null;
   links: { self: string; result: string };
   /** The transcript as verbose_json spells it. */
@@ -51,6 +53,7 @@ export function toJobView(job: JobRecord, baseUrl: string, { withResult = true }
           state: job.callback?.state ?? "pending",
           webhook_id: job.callback?.webhookId ?? null,
           attempts: (job.callback?.attempts ?? []).map((a) => ({ at: a.at, status: a.status, latency_ms: a.latencyMs, ...(a.error ? { error: a.error } : {}) })),
+          next_attempt_at: job.callback?.state === "pending" ? (job.callback.nextAttemptAt ?? null) : null,
         }
       : null,
     links: { self, result: `${self}/result` },

@@ -380,6 +380,8 @@ export interface components {
                     latency_ms: number;
                     error?: string;
                 }[];
+                /** @description When a pending delivery is tried next (null once settled, or where QStash schedules it). */
+                next_attempt_at: string | null;
             } | null;
             links: {
                 self: string;
