@@ -86,7 +86,13 @@ export const requireApiKey: MiddlewareHandler<AppEnv> = async (c, next) => {
 export function logRequests(): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
     const started = performance.now();
-    await next();
+    try {
+      await next();
+    } catch (err) {
+      // Hono hands only Error instances to onError; @hono/node-server aborts a request whose client
+      // went away with a string as the reason, which work stopped by that signal throws.
+      c.res = handleError(err instanceof Error ? err : new Error(String(err), { cause: err }), c);
+    }
     const { log, metrics } = c.var.deps;
     const seconds = (performance.now() - started) / 1000;
     metrics.httpDuration.observe({ method: c.req.method, route: c.req.routePath, status: String(c.res.status) }, seconds);
