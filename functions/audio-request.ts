@@ -4,11 +4,11 @@ import { streamSSE } from "hono/streaming";
 import { z } from "@hono/zod-openapi";
 import { WHISPER_LANGUAGE_NAMES } from "../lib/engine/languages.ts";
 import { DomainError, errorBody, isDomainError } from "../lib/errors.ts";
-import { renderTranscript } from "../lib/formats.ts";
+import { renderTranscript, type VerboseOptions } from "../lib/formats.ts";
 import { transcriberOf } from "./deps.ts";
 import { recordError } from "./middleware.ts";
 import type { TranscribeRequest } from "../lib/transcription-service.ts";
-import { RESPONSE_FORMATS } from "../lib/transcript.ts";
+import { RESPONSE_FORMATS, type ResponseFormat } from "../lib/transcript.ts";
 import type { AppEnv } from "./env.ts";
 import { FileField, ModelField, readForm } from "./upload.ts";
 
@@ -37,9 +37,30 @@ export function logprobsAsked(fields: { "include[]"?: Repeated<"logprobs">; incl
   return [fields["include[]"] ?? [], fields.include ?? []].flat().includes("logprobs");
 }
 
+type GranularityFields = { "timestamp_granularities[]"?: Repeated<"segment" | "word">; timestamp_granularities?: Repeated<"segment" | "word"> };
+
+function granularities(fields: GranularityFields): ("segment" | "word")[] {
+  return [fields["timestamp_granularities[]"] ?? [], fields.timestamp_granularities ?? []].flat();
+}
+
 /** Whether timestamp_granularities[] (either spelling) asks for word timestamps. */
-export function wordTimestampsAsked(fields: { "timestamp_granularities[]"?: Repeated<"segment" | "word">; timestamp_granularities?: Repeated<"segment" | "word"> }): boolean {
-  return [fields["timestamp_granularities[]"] ?? [], fields.timestamp_granularities ?? []].flat().includes("word");
+export function wordTimestampsAsked(fields: GranularityFields): boolean {
+  return granularities(fields).includes("word");
+}
+
+/**
+ * The granularities as OpenAI's endpoint takes them: words only in verbose_json (any other format is
+ * a 400, as OpenAI answers), and segments left out of verbose_json when only words are asked for.
+ */
+export function timestampGranularities(fields: GranularityFields & { response_format: ResponseFormat }): { wordTimestamps: boolean; segments: boolean } {
+  const asked = granularities(fields);
+  const wordTimestamps = asked.includes("word");
+  if (wordTimestamps && fields.response_format !== "verbose_json") {
+    throw new DomainError("invalid_request", `timestamp_granularities[]=word needs response_format=verbose_json (got ${fields.response_format}).`, {
+      details: { param: "timestamp_granularities[]" },
+    });
+  }
+  return { wordTimestamps, segments: !wordTimestamps || asked.includes("segment") };
 }
 
 /** The multipart fields OpenAI's audio endpoints take; unknown fields are ignored as OpenAI does. */
@@ -76,20 +97,23 @@ export const VerboseTranscription = z
     duration: z.number(),
     text: z.string(),
     words: z.array(Word).optional().openapi({ description: "With timestamp_granularities[]=word: each word and its times, from cross-attention alignment." }),
-    segments: z.array(
-      z.object({
-        id: z.number(),
-        seek: z.number().openapi({ description: "The segment's window offset, in 10 ms frames" }),
-        start: z.number(),
-        end: z.number(),
-        text: z.string(),
-        tokens: z.array(z.number()),
-        temperature: z.number(),
-        avg_logprob: z.number(),
-        compression_ratio: z.number(),
-        no_speech_prob: z.number(),
-      }),
-    ),
+    segments: z
+      .array(
+        z.object({
+          id: z.number(),
+          seek: z.number().openapi({ description: "The segment's window offset, in 10 ms frames" }),
+          start: z.number(),
+          end: z.number(),
+          text: z.string(),
+          tokens: z.array(z.number()),
+          temperature: z.number(),
+          avg_logprob: z.number(),
+          compression_ratio: z.number(),
+          no_speech_prob: z.number(),
+        }),
+      )
+      .optional()
+      .openapi({ description: "Left out when timestamp_granularities[] asks for words only, as OpenAI does." }),
     logprobs: z.array(Logprob).optional(),
     usage: Usage,
   })
@@ -139,7 +163,7 @@ export async function respondWithTranscript(
   form: z.infer<typeof AudioForm>,
   task: "transcribe" | "translate",
   language: string | undefined,
-  { wordTimestamps = false, speechDetection }: Pick<TranscribeRequest, "wordTimestamps" | "speechDetection"> = {},
+  { wordTimestamps = false, segments, speechDetection }: Pick<TranscribeRequest, "wordTimestamps" | "speechDetection"> & VerboseOptions = {},
 ): Promise<Response> {
   const deps = c.var.deps;
   const requestId = c.get("requestId");
@@ -153,7 +177,6 @@ export async function respondWithTranscript(
     prompt: form.prompt,
     temperature: form.temperature,
     includeLogprobs,
-    // Only verbose_json shows words, but every format refuses them alike on a model that cannot time them.
     wordTimestamps,
     speechDetection,
     signal: c.req.raw.signal,
@@ -162,7 +185,7 @@ export async function respondWithTranscript(
   const transcript = await transcription.transcribeFile(form.file.path, request).catch((err: unknown) => {
     throw asOpenAiError(err);
   });
-  const rendered = renderTranscript(transcript, form.response_format);
+  const rendered = renderTranscript(transcript, form.response_format, { segments });
   return c.body(rendered.body, 200, { "content-type": rendered.contentType });
 }
 

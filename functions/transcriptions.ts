@@ -1,5 +1,5 @@
 import { createRoute, z } from "@hono/zod-openapi";
-import { AudioForm, audioResponses, checkLanguage, granularityFields, readAudioForm, respondWithTranscript, wordTimestampsAsked } from "./audio-request.ts";
+import { AudioForm, audioResponses, checkLanguage, granularityFields, readAudioForm, respondWithTranscript, timestampGranularities } from "./audio-request.ts";
 import { chunkingFields, formSpeechDetection } from "./chunking.ts";
 import { errorResponses } from "./env.ts";
 import { uploadRoute } from "./upload.ts";
@@ -22,5 +22,5 @@ export const route = createRoute({
 
 export default uploadRoute(route, async (c) => {
   const form = await readAudioForm(c, TranscriptionForm);
-  return respondWithTranscript(c, form, "transcribe", checkLanguage(form.language), { wordTimestamps: wordTimestampsAsked(form), speechDetection: formSpeechDetection(form) });
+  return respondWithTranscript(c, form, "transcribe", checkLanguage(form.language), { ...timestampGranularities(form), speechDetection: formSpeechDetection(form) });
 });

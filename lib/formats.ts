@@ -34,30 +34,35 @@ interface VerboseSegment {
 }
 
 /** The JSON response formats as objects, for a caller that serialises them itself. */
-export function transcriptJson(t: Transcript, format: "json" | "verbose_json") {
+export function transcriptJson(t: Transcript, format: "json" | "verbose_json", options?: VerboseOptions) {
   if (format === "json") return { text: t.text, ...(t.logprobs ? { logprobs: t.logprobs } : {}), usage: usage(t) };
-  return verboseTranscript(t);
+  return verboseTranscript(t, options);
+}
+
+/** segments: false leaves them out, as OpenAI does when only word timestamps are asked for. */
+export interface VerboseOptions {
+  segments?: boolean;
 }
 
 /** verbose_json as an object: also what a job's view and callback carry as its result. */
-export function verboseTranscript(t: Transcript) {
+export function verboseTranscript(t: Transcript, { segments = true }: VerboseOptions = {}) {
   return {
     task: t.task,
     language: t.language,
     duration: t.duration,
     text: t.text,
     ...(t.words ? { words: t.words } : {}),
-    segments: t.segments.map(verboseSegment),
+    ...(segments ? { segments: t.segments.map(verboseSegment) } : {}),
     ...(t.logprobs ? { logprobs: t.logprobs } : {}),
     usage: usage(t),
   };
 }
 
-export function renderTranscript(t: Transcript, format: ResponseFormat): RenderedTranscript {
+export function renderTranscript(t: Transcript, format: ResponseFormat, options?: VerboseOptions): RenderedTranscript {
   switch (format) {
     case "json":
     case "verbose_json":
-      return { contentType: JSON_TYPE, body: JSON.stringify(transcriptJson(t, format)) };
+      return { contentType: JSON_TYPE, body: JSON.stringify(transcriptJson(t, format, options)) };
     case "text":
       return { contentType: TEXT_TYPE, body: `${t.text.trim()}\n` };
     case "srt":

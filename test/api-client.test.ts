@@ -53,7 +53,7 @@ describe("a client generated from the OpenAPI document", () => {
       bodySerializer: multipart,
     });
     expect(error).toBeUndefined();
-    expect(typeof data === "object" && "segments" in data ? data.segments.map((s) => s.text.trim()) : null).toEqual(["charlie"]);
+    expect(typeof data === "object" && "segments" in data ? data.segments?.map((s) => s.text.trim()) : null).toEqual(["charlie"]);
 
     const models = await client.GET("/v1/models");
     expect(models.data?.data.map((m) => m.id)).toContain("generated/whisper-micro");

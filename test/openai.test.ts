@@ -280,7 +280,26 @@ describe("OpenAI parity through the official SDK", () => {
     form.set("timestamp_granularities", "word");
     const plain = await fetch(`${client.baseURL}/audio/transcriptions`, { method: "POST", headers: { authorization: `Bearer ${API_KEY}` }, body: form });
     expect(plain.status).toBe(200);
-    expect(((await plain.json()) as { words: unknown }).words).toEqual(out.words);
+    const wordsOnly = (await plain.json()) as { words: unknown; segments?: unknown };
+    expect(wordsOnly.words).toEqual(out.words);
+    // Asked for words alone, OpenAI leaves the segments out.
+    expect(wordsOnly).not.toHaveProperty("segments");
+
+    // Words exist only in verbose_json: OpenAI refuses them with any other format.
+    for (const response_format of ["json", "text", "srt"] as const) {
+      const refused = await client.audio.transcriptions
+        .create({ file: await audio("words.wav", spoken), model: TIMESTAMPED, response_format, timestamp_granularities: ["word"] })
+        .catch((e: unknown) => e);
+      expect(refused, response_format).toBeInstanceOf(OpenAI.BadRequestError);
+      expect(refused).toMatchObject({ status: 400, param: "timestamp_granularities[]" });
+    }
+    const segmentsInJson = await client.audio.transcriptions.create({
+      file: await audio("words.wav", spoken),
+      model: TIMESTAMPED,
+      response_format: "json",
+      timestamp_granularities: ["segment"],
+    });
+    expect(segmentsInJson.text).toBe("alpha charlie bravo");
   });
 
   it("takes chunking_strategy as the SDK sends it: server_vad settings where Silero cuts the audio, a 400 where nothing can be tuned", async (ctx) => {

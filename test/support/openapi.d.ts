@@ -320,7 +320,8 @@ export interface components {
                 start: number;
                 end: number;
             }[];
-            segments: {
+            /** @description Left out when timestamp_granularities[] asks for words only, as OpenAI does. */
+            segments?: {
                 id: number;
                 /** @description The segment's window offset, in 10 ms frames */
                 seek: number;
