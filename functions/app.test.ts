@@ -40,7 +40,7 @@ const status: TranscriberStatus = {
 };
 
 /** Small fakes of the ports the HTTP layer uses; each test changes what it needs. */
-function fakes(scratch: string, { vad = "silero" }: { vad?: VadMode } = {}) {
+function fakes(scratch: string, { vad = "silero", corsOrigins = [] }: { vad?: VadMode; corsOrigins?: string[] } = {}) {
   const state = {
     jobs: new Map<string, JobRecord>([["job_abc", job()]]),
     queueFull: false,
@@ -67,7 +67,7 @@ function fakes(scratch: string, { vad = "silero" }: { vad?: VadMode } = {}) {
   const full = () => new DomainError("rate_limited", "full", { retryAfterSeconds: 7 });
   const transcript: Transcript = { task: "transcribe", language: "en", duration: 1, text: "hello", segments: [] };
   const deps: HttpDeps = {
-    config: { ROLE: "all", MAX_UPLOAD_BYTES: 4096, PUBLIC_URL: undefined, MAX_DOWNLOAD_BYTES: 4096, DOWNLOAD_TIMEOUT: 1000 },
+    config: { ROLE: "all", MAX_UPLOAD_BYTES: 4096, PUBLIC_URL: undefined, MAX_DOWNLOAD_BYTES: 4096, DOWNLOAD_TIMEOUT: 1000, CORS_ORIGINS: corsOrigins },
     log: { info: requestLog("info"), warn: requestLog("warn"), error: requestLog("error") },
     metrics: { httpDuration: { observe() {} }, errors: { inc() {} }, registry: new Registry() },
     apiKeys: { required: true, accepts: (key) => key === KEY },
@@ -141,6 +141,46 @@ async function errorOf(res: Response): Promise<string> {
 }
 
 describe("the HTTP API in process", () => {
+  it("lets the pages of CORS_ORIGINS call it from a browser, errors included, and no other origin", async () => {
+    const page = "https://app.example";
+    const preflight = (app: ReturnType<typeof fakes>["app"], origin: string) =>
+      app.request("/v1/audio/transcriptions", {
+        method: "OPTIONS",
+        headers: { origin, "access-control-request-method": "POST", "access-control-request-headers": "authorization,x-stainless-os" },
+      });
+    const { app, state } = fakes(scratch, { corsOrigins: [page] });
+    const allowed = await preflight(app, page);
+    expect(allowed.status).toBe(204);
+    expect(allowed.headers.get("access-control-allow-origin")).toBe(page);
+    expect(allowed.headers.get("access-control-allow-methods")).toContain("POST");
+    expect(allowed.headers.get("access-control-allow-headers")).toBe("authorization,x-stainless-os");
+    const models = await app.request("/v1/models", { headers: { ...auth, origin: page } });
+    expect(models.status).toBe(200);
+    expect(models.headers.get("access-control-allow-origin")).toBe(page);
+    expect(models.headers.get("access-control-expose-headers")).toContain("retry-after");
+    // A page can read why it was refused.
+    const unauthorized = await app.request("/v1/models", { headers: { origin: page } });
+    expect(unauthorized.status).toBe(401);
+    expect(unauthorized.headers.get("access-control-allow-origin")).toBe(page);
+    state.transcriptionsFull = true;
+    const full = await app.request("/v1/audio/transcriptions", { method: "POST", headers: { ...auth, origin: page }, body: upload(16, { model: "m" }) });
+    expect(full.status).toBe(429);
+    expect(full.headers.get("access-control-allow-origin")).toBe(page);
+    expect(full.headers.get("retry-after")).toBe("7");
+
+    const other = await preflight(app, "https://elsewhere.example");
+    expect(other.headers.get("access-control-allow-origin")).toBeNull();
+    expect((await app.request("/v1/models", { headers: { ...auth, origin: "https://elsewhere.example" } })).headers.get("access-control-allow-origin")).toBeNull();
+
+    const any = fakes(scratch, { corsOrigins: ["*"] }).app;
+    expect((await preflight(any, "https://elsewhere.example")).headers.get("access-control-allow-origin")).toBe("*");
+    // Unset, a preflight is a request like any other (without a key: 401).
+    const none = fakes(scratch).app;
+    const refused = await preflight(none, page);
+    expect(refused.status).toBe(401);
+    expect(refused.headers.get("access-control-allow-origin")).toBeNull();
+  });
+
   it("refuses a request without a valid API key with 401, before reading the body", async () => {
     const { app } = fakes(scratch);
     const res = await app.request("/v1/audio/transcriptions", { method: "POST", body: upload(100) });

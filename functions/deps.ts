@@ -21,7 +21,7 @@ import type { TranscriptionService } from "../lib/transcription-service.ts";
  * real ones; its Services fits this shape as it is.
  */
 export interface HttpDeps {
-  config: Pick<Config, "ROLE" | "MAX_UPLOAD_BYTES" | "PUBLIC_URL" | "MAX_DOWNLOAD_BYTES" | "DOWNLOAD_TIMEOUT">;
+  config: Pick<Config, "ROLE" | "MAX_UPLOAD_BYTES" | "PUBLIC_URL" | "MAX_DOWNLOAD_BYTES" | "DOWNLOAD_TIMEOUT" | "CORS_ORIGINS">;
   log: Pick<Logger, "info" | "warn" | "error">;
   metrics: {
     httpDuration: Pick<Histogram<"method" | "route" | "status">, "observe">;

@@ -118,6 +118,8 @@ describe("loadConfig", () => {
     ["WEBHOOK_RETRY_SCHEDULE", "5s,,1m"],
     ["OUTBOUND_ALLOWLIST", "bad host!"],
     ["PUBLIC_URL", "not a url"],
+    ["CORS_ORIGINS", "https://app.example.com/"],
+    ["CORS_ORIGINS", "https://ok.example,app.example.com"],
     ["MEMORY_LIMIT", "lots"],
     ["CPUS", "0"],
     ["FFMPEG_PATH", "/nonexistent/ffmpeg"],

@@ -38,6 +38,14 @@ const executableFile = (path: string): string => {
   accessSync(path, constants.X_OK);
   return path;
 };
+/** An origin as a browser sends it in Origin: lower case, no path, no default port. */
+const isOrigin = (text: string): boolean => {
+  try {
+    return new URL(text).origin === text;
+  } catch {
+    return false;
+  }
+};
 const positiveInt = z.coerce.number().int().positive();
 const secret = z.string().min(1, "must not be empty when set");
 const httpUrl = z.url({ protocol: /^https?$/ });
@@ -64,6 +72,16 @@ const settingsSchema = z.object({
 
   API_KEYS: list,
   ALLOW_ANONYMOUS: bool,
+  /** Web origins whose pages may call the API from a browser (CORS); none when unset. */
+  CORS_ORIGINS: list.transform((origins, ctx) => {
+    for (const origin of origins) {
+      if (origin !== "*" && !isOrigin(origin)) {
+        ctx.addIssue({ code: "custom", message: `"${origin}" is not an origin: give scheme, host and port only, as in https://app.example.com, or * for any` });
+        return z.NEVER;
+      }
+    }
+    return origins;
+  }),
 
   DEFAULT_MODEL: z.string().default("base.en"),
   PRELOAD_MODELS: list,
