@@ -277,3 +277,50 @@ describe("a job's decoding settings", () => {
     });
   });
 });
+
+describe("a job whose media URL fails", () => {
+  async function urlJob(url: string) {
+    const dataDir = await mkdtemp(join(tmpdir(), "slotscribe-runner-"));
+    cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
+    const store = await EmbeddedJobStore.open({ dataDir, retentionMs: 3_600_000 });
+    cleanups.push(() => store.close());
+    const jobs = runner(store, dataDir, NO_CALLBACKS);
+    await jobs.start();
+    cleanups.push(() => jobs.stop());
+    const job: JobRecord = {
+      id: "job_url",
+      status: "queued",
+      request: { model: "m", task: "transcribe", responseFormat: "json", callbackIncludeResult: false },
+      input: { kind: "url", url },
+      createdAt: new Date().toISOString(),
+      runs: 0,
+      progress: { doneSeconds: 0, totalSeconds: null },
+    };
+    await jobs.submit(job);
+    return store;
+  }
+
+  it("fails at once on the host's 404, which no later run could change", async () => {
+    const media = http.createServer((_req, res) => res.writeHead(404).end());
+    await new Promise<void>((resolve) => media.listen(0, "127.0.0.1", resolve));
+    cleanups.push(() => new Promise((resolve) => media.close(resolve)));
+    const store = await urlJob(`http://127.0.0.1:${(media.address() as AddressInfo).port}/gone.mp3`);
+    await vi.waitFor(async () => expect((await store.get("job_url"))?.status).toBe("failed"), { timeout: 10_000 });
+    const failed = (await store.get("job_url"))!;
+    expect(failed.error).toMatchObject({ code: "upstream_failed", message: expect.stringMatching(/HTTP 404/) });
+    expect(failed.runs).toBe(1);
+  });
+
+  it("names the host that refused the connection, as the upstream's failure, not ours", async () => {
+    const closed = http.createServer();
+    await new Promise<void>((resolve) => closed.listen(0, "127.0.0.1", resolve));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise<void>((resolve) => closed.close(() => resolve()));
+    const store = await urlJob(`http://127.0.0.1:${port}/x.mp3`);
+    // Three runs, 2 s and 4 s apart: a host that is down may be back.
+    await vi.waitFor(async () => expect((await store.get("job_url"))?.status).toBe("failed"), { timeout: 15_000, interval: 200 });
+    const failed = (await store.get("job_url"))!;
+    expect(failed.error).toMatchObject({ code: "upstream_failed", message: expect.stringMatching(/127\.0\.0\.1.*ECONNREFUSED/) });
+    expect(failed.runs).toBe(3);
+  });
+});

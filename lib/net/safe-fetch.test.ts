@@ -71,6 +71,9 @@ const routes: Record<string, Route> = {
   "/missing": (_req, res) => {
     res.writeHead(404).end("not here");
   },
+  "/overloaded": (_req, res) => {
+    res.writeHead(503).end("later");
+  },
 };
 
 let server: http.Server;
@@ -325,10 +328,30 @@ describe("downloadToFile", () => {
     expect(existsSync(path)).toBe(false);
   });
 
-  it("fails on a non-2xx status without creating a file", async () => {
+  it("fails on a non-2xx status without creating a file, for good on a 4xx, worth another try on a 5xx", async () => {
     const path = join(tempDir, "missing.bin");
     const err = await expectDomainError(downloadToFile(`${origin}/missing`, path, { maxBytes: 1000 }, loopbackOnly), "upstream_failed", /HTTP 404/);
     expect(err.details).toEqual({ status: 404 });
+    expect(err.retryable).toBe(false);
+    expect(existsSync(path)).toBe(false);
+    const overloaded = await expectDomainError(downloadToFile(`${origin}/overloaded`, path, { maxBytes: 1000 }, loopbackOnly), "upstream_failed", /HTTP 503/);
+    expect(overloaded.retryable).toBe(true);
+  });
+
+  it("reports a host that refuses the connection, or breaks it off mid-body, as upstream_failed worth another try", async () => {
+    const closed = http.createServer();
+    await new Promise<void>((resolve) => closed.listen(0, "127.0.0.1", resolve));
+    const closedPort = (closed.address() as AddressInfo).port;
+    await new Promise<void>((resolve) => closed.close(() => resolve()));
+    const path = join(tempDir, "refused-connection.bin");
+    const refused = await expectDomainError(
+      downloadToFile(`http://127.0.0.1:${closedPort}/x.mp3`, path, { maxBytes: 1000 }, loopbackOnly),
+      "upstream_failed",
+      /127\.0\.0\.1.*ECONNREFUSED/,
+    );
+    expect(refused.retryable).toBe(true);
+    const broken = await expectDomainError(downloadToFile(`${origin}/drop-mid-body`, path, { maxBytes: 1000 }, loopbackOnly), "upstream_failed", /broke/);
+    expect(broken.retryable).toBe(true);
     expect(existsSync(path)).toBe(false);
   });
 

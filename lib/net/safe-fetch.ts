@@ -207,11 +207,13 @@ export interface DownloadResult {
  * size cap, timeout, broken connection) removes the partial file before rethrowing.
  */
 export async function downloadToFile(url: string, path: string, options: DownloadOptions, policy: OutboundPolicy): Promise<DownloadResult> {
-  const res = await safeFetch(url, options, policy);
+  const res = await safeFetch(url, options, policy).catch(asDownloadFailure);
   if (!res.ok || !res.body) {
     await res.body?.cancel();
+    // The media host's 4xx answers the same next time (but for a timeout or its rate limit); its 5xx may not.
     throw new DomainError("upstream_failed", `Download failed: ${new URL(url).hostname} responded with HTTP ${res.status}`, {
       details: { status: res.status },
+      retryable: res.status >= 500 || res.status === 408 || res.status === 429,
     });
   }
   const file = createWriteStream(path);
@@ -219,7 +221,13 @@ export async function downloadToFile(url: string, path: string, options: Downloa
     await pipeline(res.body, file);
   } catch (err) {
     await rm(path, { force: true });
-    throw err;
+    asDownloadFailure(err);
   }
   return { bytes: file.bytesWritten, contentType: res.headers.get("content-type") };
+}
+
+/** A media host that does not answer, or breaks off, is the upstream's failure, worth another try. */
+function asDownloadFailure(err: unknown): never {
+  if (err instanceof OutboundNetworkError) throw new DomainError("upstream_failed", `Download failed: ${err.message}`, { cause: err });
+  throw err;
 }
