@@ -1,4 +1,7 @@
 import { randomBytes } from "node:crypto";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { ConfigError, loadConfig } from "./config.ts";
 import { parseWebhookSecrets } from "./webhooks/standard-webhooks.ts";
@@ -128,6 +131,39 @@ describe("loadConfig", () => {
     const err = configError({ ...VALID, [key]: value });
     expect(err.issues).toHaveLength(1);
     expect(err.issues[0]).toMatch(new RegExp(`^${key}:`));
+  });
+
+  it("refuses a model it could not load, naming the setting: not in WHISPER_MODELS_DIR, outside it, or no hub id", async () => {
+    const models = await mkdtemp(join(tmpdir(), "slotscribe-config-models-"));
+    try {
+      await mkdir(join(models, "org", "here"), { recursive: true });
+      await writeFile(join(models, "org", "here", "config.json"), "{}");
+      const local = { ...VALID, WHISPER_MODELS_DIR: models };
+      expect(loadConfig({ ...local, DEFAULT_MODEL: "org/here" }).DEFAULT_MODEL).toBe("org/here");
+      const missing = configError({ ...local, DEFAULT_MODEL: "org/gone" });
+      expect(missing.issues).toEqual([expect.stringMatching(/^DEFAULT_MODEL: .*"org\/gone".*no model directory/)]);
+      expect(configError({ ...local, DEFAULT_MODEL: "../../etc" }).issues).toEqual([expect.stringMatching(/^DEFAULT_MODEL: .*"\.\.\/\.\.\/etc"/)]);
+      expect(configError({ ...local, DEFAULT_MODEL: "org/here", PRELOAD_MODELS: "org/here,tiny.en" }).issues).toEqual([expect.stringMatching(/^PRELOAD_MODELS: .*"tiny\.en"/)]);
+      expect(configError({ ...VALID, WHISPER_MODELS_DIR: join(models, "nowhere"), DEFAULT_MODEL: "org/here" }).issues).toEqual([expect.stringMatching(/^DEFAULT_MODEL:/)]);
+      // From the hub, whether a model exists is known only when it is fetched; its id's form is known now.
+      expect(configError({ ...VALID, DEFAULT_MODEL: "../../etc" }).issues).toEqual([expect.stringMatching(/^DEFAULT_MODEL:/)]);
+      expect(configError({ ...VALID, DEFAULT_MODEL: "" }).issues).toEqual([expect.stringMatching(/^DEFAULT_MODEL:/)]);
+      expect(loadConfig({ ...VALID, DEFAULT_MODEL: "someone/whisper-custom" }).DEFAULT_MODEL).toBe("someone/whisper-custom");
+      // An api instance loads none.
+      expect(
+        loadConfig({
+          ...VALID,
+          ...CLUSTER,
+          ROLE: "api",
+          WORKER_URL: "http://worker:8080",
+          QSTASH_DELIVERY_URL: "https://worker.example",
+          WHISPER_MODELS_DIR: models,
+          DEFAULT_MODEL: "org/gone",
+        }).ROLE,
+      ).toBe("api");
+    } finally {
+      await rm(models, { recursive: true, force: true });
+    }
   });
 
   it("reports every badly formatted setting at once", () => {

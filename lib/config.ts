@@ -5,6 +5,7 @@ import { parseBytes, parseCpus } from "./capacity/machine.ts";
 import { parseAllowlist } from "./net/outbound-policy.ts";
 import { parseWebhookSecrets } from "./webhooks/standard-webhooks.ts";
 import { VAD_MODES } from "./audio/speech-regions.ts";
+import { ModelCatalog } from "./engine/models.ts";
 import { parseSchedule, DEFAULT_RETRY_SCHEDULE } from "./webhooks/retry-schedule.ts";
 
 const list = z
@@ -83,7 +84,7 @@ const settingsSchema = z.object({
     return origins;
   }),
 
-  DEFAULT_MODEL: z.string().default("base.en"),
+  DEFAULT_MODEL: z.string().min(1, "must name a model when set").default("base.en"),
   PRELOAD_MODELS: list,
   MODEL_DTYPE: z.enum(["q8", "fp32"]).default("q8"),
   WHISPER_MODELS_DIR: z.string().optional(),
@@ -257,6 +258,20 @@ export const configSchema = settingsSchema
       }
       if (c.QSTASH_TOKEN && !(c.QSTASH_CURRENT_SIGNING_KEY && c.QSTASH_NEXT_SIGNING_KEY)) {
         ctx.addIssue({ code: "custom", path: ["QSTASH_CURRENT_SIGNING_KEY"], message: "QSTASH_TOKEN needs QSTASH_CURRENT_SIGNING_KEY and QSTASH_NEXT_SIGNING_KEY" });
+      }
+      // An api instance loads no model. Elsewhere a model that cannot be found would leave the
+      // instance unready for good, and every request that names no model refused.
+      if (c.ROLE !== "api") {
+        const catalog = new ModelCatalog({ defaultModel: c.DEFAULT_MODEL, dtype: c.MODEL_DTYPE, localDir: c.WHISPER_MODELS_DIR });
+        const named: [string, string[]][] = [
+          ["DEFAULT_MODEL", [c.DEFAULT_MODEL]],
+          ["PRELOAD_MODELS", c.PRELOAD_MODELS],
+        ];
+        for (const [setting, names] of named) {
+          for (const problem of names.map((name) => catalog.problemWith(name)).filter((p) => p !== null)) {
+            ctx.addIssue({ code: "custom", path: [setting], message: `no model to load: ${problem}` });
+          }
+        }
       }
     },
     { when: (payload) => payload.issues.every((issue) => UNCHECKED_TOGETHER.has(issue.path?.[0] ?? "")) },

@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
@@ -23,13 +23,26 @@ describe("the service's process environment", () => {
 
   describe("a real `slotscribe serve`", () => {
     const dir = mkdtempSync(join(tmpdir(), "process-env-"));
+    // A model directory the start-up check finds, with nothing in it to load.
+    mkdirSync(join(dir, "models", "empty"), { recursive: true });
+    writeFileSync(join(dir, "models", "empty", "config.json"), "{}");
     afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-    /** The log lines up to "listening" of a service started with `extra` (its model never loads: no files). */
+    /** The log lines up to "listening" of a service started with `extra` (its model never loads: no weights). */
     async function startupLogs(extra: Record<string, string>): Promise<{ level: number; msg: string; set?: string[] }[]> {
       const child = spawn(process.execPath, ["--import", "tsx", join(ROOT, "bin", "main.ts"), "serve"], {
         cwd: ROOT,
-        env: { PATH: process.env.PATH, HOME: process.env.HOME, PORT: "0", HOST: "127.0.0.1", API_KEYS: "k", DATA_DIR: join(dir, "data"), WHISPER_MODELS_DIR: dir, ...extra },
+        env: {
+          PATH: process.env.PATH,
+          HOME: process.env.HOME,
+          PORT: "0",
+          HOST: "127.0.0.1",
+          API_KEYS: "k",
+          DATA_DIR: join(dir, "data"),
+          WHISPER_MODELS_DIR: join(dir, "models"),
+          DEFAULT_MODEL: "empty",
+          ...extra,
+        },
         stdio: ["ignore", "pipe", "inherit"],
       });
       const lines: { level: number; msg: string; set?: string[] }[] = [];

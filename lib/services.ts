@@ -368,13 +368,8 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
  * (started at the first load) and the limiters that enforce the plan.
  */
 function planTranscriber(config: Config, catalog: ModelCatalog, machine: MachineResources, retryAfterSeconds: () => number) {
-  const models = (config.PRELOAD_MODELS.length ? config.PRELOAD_MODELS : [config.DEFAULT_MODEL]).map((name) => {
-    try {
-      return catalog.resolve(name);
-    } catch {
-      return { name, id: name, dtype: config.MODEL_DTYPE };
-    }
-  });
+  // The configuration's checks found each of these.
+  const models = (config.PRELOAD_MODELS.length ? config.PRELOAD_MODELS : [config.DEFAULT_MODEL]).map((name) => catalog.resolve(name));
   const plan = planCapacity({ machine, models, slots: config.WINDOW_SLOTS, threads: config.THREADS });
   const engine = new Engine({
     localModelPath: config.WHISPER_MODELS_DIR ?? null,

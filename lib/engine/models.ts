@@ -46,20 +46,32 @@ export class ModelCatalog {
   resolve(requested: string | undefined): ModelSpec & { name: string } {
     const alias = requested === undefined ? undefined : this.options.aliases?.[requested];
     const name = !requested || requested === OPENAI_ALIAS || alias === null ? this.options.defaultModel : (alias ?? requested);
+    const found = this.locate(name);
+    if ("why" in found) throw unknownModel(name, found.why);
+    return { name, id: found.id, dtype: this.options.dtype };
+  }
+
+  /** Why a model named in the settings cannot be loaded here, or null when it can be (as far as can be known before loading it). */
+  problemWith(name: string): string | null {
+    const found = this.locate(name);
+    return "why" in found ? `"${name}": ${found.why}` : null;
+  }
+
+  private locate(name: string): { id: string } | { why: string } {
     const id = HUB_MODELS[name] ?? name;
     if (this.options.localDir) {
       const root = resolve(this.options.localDir);
       const dir = resolve(root, id);
-      if (dir !== root && !dir.startsWith(root + sep)) throw unknownModel(name);
+      if (dir !== root && !dir.startsWith(root + sep)) return { why: "a model id names a directory inside WHISPER_MODELS_DIR" };
       // A trailing or doubled slash names the same directory, but not a model id the loader can use.
       const canonical = relative(root, dir).split(sep).join("/");
-      if (canonical !== id) throw unknownModel(name, `a model id has no empty or "." path steps: ${JSON.stringify(canonical)}?`);
-      if (!existsSync(join(dir, "config.json"))) throw unknownModel(name, `no model directory ${JSON.stringify(id)} in WHISPER_MODELS_DIR`);
+      if (canonical !== id) return { why: `a model id has no empty or "." path steps: ${JSON.stringify(canonical)}?` };
+      if (!existsSync(join(dir, "config.json"))) return { why: `no model directory ${JSON.stringify(id)} in WHISPER_MODELS_DIR` };
     } else if (!HUB_MODELS[name] && (!/^[\w.-]+\/[\w.-]+$/.test(name) || name.includes(".."))) {
       // ".." is no valid hub id (transformers.js refuses it too) and would reach outside the model cache.
-      throw unknownModel(name);
+      return { why: "not a known Whisper model" };
     }
-    return { name, id, dtype: this.options.dtype };
+    return { id };
   }
 
   /** Model names a client can ask for. */
