@@ -1,6 +1,7 @@
 import { parseArgs } from "node:util";
-import { detectMachine, formatBytes, parseBytes, type MachineResources } from "../lib/capacity/machine.ts";
+import { detectMachine, formatBytes, parseBytes, parseCpus, type MachineResources } from "../lib/capacity/machine.ts";
 import { planCapacity, type Dtype } from "../lib/capacity/plan.ts";
+import { isParseArgsError, UsageError } from "./client.ts";
 
 export const CAPACITY_USAGE = `slotscribe capacity [--memory 8GiB] [--cpus 8] [--dtype q8|fp32] [--json]
 
@@ -11,64 +12,102 @@ extrapolated by parameter count and marked "est.".`;
 
 const MODELS = ["tiny", "base", "small", "medium", "large-v3-turbo"] as const;
 
-function capacityTable(machine: MachineResources, dtype: Dtype): { rows: string[][]; header: string[] } {
-  const header = ["model", "dtype", "loaded", "per slot", "slots", "threads", "limited by", "one window"];
-  const rows = MODELS.map((model) => {
+/** One model's plan on the machine, in numbers (the --json output) and as the table shows them. */
+function capacityRows(machine: MachineResources, dtype: Dtype) {
+  return MODELS.map((model) => {
     const plan = planCapacity({ machine, models: [{ id: model, dtype }] });
     const row = plan.rows[0]!;
-    const est = row.footprint.measured ? "" : " est.";
-    return [
+    return {
       model,
       dtype,
-      formatBytes(row.footprint.residentBytes) + est,
-      formatBytes(row.footprint.rowBytes) + est,
-      plan.fits ? String(plan.slots) : "0 (does not fit)",
-      String(plan.threads),
-      plan.limitedBy,
-      plan.fits ? `${row.expectedRealtime.toFixed(1)}x real time` : "-",
+      loadedBytes: row.footprint.residentBytes,
+      perSlotBytes: row.footprint.rowBytes,
+      measured: row.footprint.measured,
+      // What the service would run with: at least one slot, which does not fit when `fits` is false.
+      slots: plan.slots,
+      fits: plan.fits,
+      threads: plan.threads,
+      limitedBy: plan.limitedBy,
+      realtime: row.expectedRealtime,
+    };
+  });
+}
+
+function printTable(machine: MachineResources, rows: ReturnType<typeof capacityRows>): void {
+  const header = ["model", "dtype", "loaded", "per slot", "slots", "threads", "limited by", "one window"];
+  const cells = rows.map((r) => {
+    const est = r.measured ? "" : " est.";
+    return [
+      r.model,
+      r.dtype,
+      formatBytes(r.loadedBytes) + est,
+      formatBytes(r.perSlotBytes) + est,
+      r.fits ? String(r.slots) : `${r.slots} (does not fit)`,
+      String(r.threads),
+      r.limitedBy,
+      `${r.realtime.toFixed(1)}x real time`,
     ];
   });
-  return { header, rows };
+  console.log(`machine: ${formatBytes(machine.memoryBytes)} (${machine.memorySource}), ${machine.cpus} cpus (${machine.cpuSource})`);
+  console.log("one copy of the model, on one inference thread using every core; a slot is one more window decoding in its batched calls");
+  if (rows.some((r) => !r.fits)) console.log("does not fit: the service starts such a model with one slot and warns; expect it to run out of memory under load");
+  console.log("");
+  const widths = header.map((h, i) => Math.max(h.length, ...cells.map((r) => r[i]!.length)));
+  const line = (row: string[]) => row.map((c, i) => c.padEnd(widths[i]!)).join("  ");
+  console.log(line(header));
+  console.log(line(widths.map((w) => "-".repeat(w))));
+  for (const row of cells) console.log(line(row));
+}
+
+/** The machine to plan for: the flags, else what the service would detect (MEMORY_LIMIT, CPUS, cgroups). */
+function machineFor(values: { memory?: string; cpus?: string }): MachineResources {
+  const memoryBytes = values.memory === undefined ? undefined : parsedFlag("--memory", () => parseBytes(values.memory!));
+  const cpus = values.cpus === undefined ? undefined : parsedFlag("--cpus", () => parseCpus(values.cpus!, "--cpus"));
+  let detected: MachineResources;
+  try {
+    detected = detectMachine();
+  } catch (err) {
+    throw new UsageError(`the environment: ${(err as Error).message}`);
+  }
+  return {
+    memoryBytes: memoryBytes ?? detected.memoryBytes,
+    memorySource: memoryBytes === undefined ? detected.memorySource : "--memory",
+    cpus: cpus ?? detected.cpus,
+    cpuSource: cpus === undefined ? detected.cpuSource : "--cpus",
+  };
+}
+
+function parsedFlag<T>(flag: string, parse: () => T): T {
+  try {
+    return parse();
+  } catch (err) {
+    throw new UsageError(`${flag}: ${(err as Error).message}`);
+  }
 }
 
 export async function capacityCommand(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args: argv,
-    options: { memory: { type: "string" }, cpus: { type: "string" }, dtype: { type: "string", default: "q8" }, json: { type: "boolean" }, help: { type: "boolean", short: "h" } },
-  });
-  if (values.help) {
-    console.log(CAPACITY_USAGE);
-    return 0;
-  }
-  if (values.dtype !== "q8" && values.dtype !== "fp32") {
-    console.error("--dtype is q8 or fp32");
-    return 2;
-  }
-  const detected = detectMachine();
-  let machine: MachineResources;
   try {
-    machine = {
-      memoryBytes: values.memory ? parseBytes(values.memory) : detected.memoryBytes,
-      memorySource: values.memory ? "--memory" : detected.memorySource,
-      cpus: values.cpus ? Math.max(1, Math.floor(Number(values.cpus))) : detected.cpus,
-      cpuSource: values.cpus ? "--cpus" : detected.cpuSource,
-    };
-    if (!(machine.cpus >= 1)) throw new Error("--cpus must be a positive number");
-  } catch (err) {
-    console.error((err as Error).message);
-    return 2;
-  }
-  const { header, rows } = capacityTable(machine, values.dtype);
-  if (values.json) {
-    console.log(JSON.stringify({ machine, rows: rows.map((r) => Object.fromEntries(header.map((h, i) => [h, r[i]]))) }, null, 2));
+    const { values } = parseArgs({
+      args: argv,
+      options: { memory: { type: "string" }, cpus: { type: "string" }, dtype: { type: "string" }, json: { type: "boolean" }, help: { type: "boolean", short: "h" } },
+    });
+    if (values.help) {
+      console.log(CAPACITY_USAGE);
+      return 0;
+    }
+    // The service's MODEL_DTYPE unless the flag says otherwise, so that the plan is the one it will run.
+    const dtype = values.dtype ?? process.env.MODEL_DTYPE ?? "q8";
+    if (dtype !== "q8" && dtype !== "fp32") throw new UsageError(`${values.dtype === undefined ? "MODEL_DTYPE" : "--dtype"} is q8 or fp32; got ${dtype}`);
+    const machine = machineFor(values);
+    const rows = capacityRows(machine, dtype);
+    if (values.json) console.log(JSON.stringify({ machine, rows }, null, 2));
+    else printTable(machine, rows);
     return 0;
+  } catch (err) {
+    if (err instanceof UsageError || isParseArgsError(err)) {
+      console.error(`slotscribe: ${(err as Error).message}\n\n${CAPACITY_USAGE}`);
+      return 2;
+    }
+    throw err;
   }
-  console.log(`machine: ${formatBytes(machine.memoryBytes)} (${machine.memorySource}), ${machine.cpus} cpus (${machine.cpuSource})`);
-  console.log("one copy of the model, on one inference thread using every core; a slot is one more window decoding in its batched calls\n");
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join("  ");
-  console.log(line(header));
-  console.log(line(widths.map((w) => "-".repeat(w))));
-  for (const row of rows) console.log(line(row));
-  return 0;
 }

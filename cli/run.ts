@@ -13,6 +13,11 @@ export async function runCli(argv: string[], commands: readonly Command[]): Prom
   // onnxruntime-node runs each inference call on libuv's pool: give it a thread per core beyond its
   // default of four, before anything first uses the pool.
   process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, availableParallelism() + 2));
+  // A reader that stops early (slotscribe capacity | head) closes the pipe: that is not a failure.
+  process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+    if (err.code !== "EPIPE") throw err;
+    process.exit(process.exitCode ?? 0);
+  });
   const [name, ...rest] = argv;
   const command = commands.find((c) => c.name === name);
   if (command) return command.run(rest);

@@ -43,8 +43,8 @@ function limitsFromEnv(env: NodeJS.ProcessEnv): MachineLimits {
 }
 
 /** Whole cores, as for cgroup quotas: a fractional count would become a fractional slot count. */
-export function parseCpus(text: string): number {
-  return Math.max(1, Math.floor(positive(Number(text), "CPUS")));
+export function parseCpus(text: string, what = "CPUS"): number {
+  return Math.max(1, Math.floor(positive(Number(text), what)));
 }
 
 function detectMemory(env: NodeJS.ProcessEnv, read: ReadFile, limits: MachineLimits): { memoryBytes: number; memorySource: string } {
