@@ -89,6 +89,22 @@ describe("WorkerForwarder", () => {
     expect(await response.text()).toBe("WEBVTT\n");
   });
 
+  it("takes an upload sent with Expect: 100-continue (curl's way above 1 MiB) on to the worker without the header", async () => {
+    const received = deferred<IncomingMessage["headers"]>();
+    const workerUrl = await startWorker(async (req, res) => {
+      await readBody(req);
+      received.resolve(req.headers);
+      res.writeHead(200).end("ok");
+    });
+    const forwarder = new WorkerForwarder({ workerUrl });
+    const response = await forwarder.forward(
+      new Request("https://api.example.com/v1/audio/transcriptions", { method: "POST", headers: { expect: "100-continue", "content-type": "text/plain" }, body: "audio" }),
+      "req_expect",
+    );
+    expect(response.status).toBe(200);
+    expect((await received.promise).expect).toBeUndefined();
+  });
+
   it("streams the upload to the worker and the answer back, holding neither whole", async () => {
     const firstChunkArrived = deferred();
     const finishAnswer = deferred();

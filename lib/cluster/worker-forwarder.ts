@@ -6,7 +6,8 @@
 import { DomainError } from "../errors.ts";
 
 /** Headers about one connection rather than the request (RFC 9110, 7.6.1), and the api's own Host. */
-const NOT_FORWARDED = new Set(["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host"]);
+// Expect is hop-by-hop too: Node answered the client's 100-continue already, and fetch refuses to send one.
+const NOT_FORWARDED = new Set(["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host", "expect"]);
 
 // A worker that is down now is usually back within seconds (a restart, a machine replaced).
 const UNREACHABLE_RETRY_AFTER_SECONDS = 5;
