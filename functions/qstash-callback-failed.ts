@@ -19,7 +19,7 @@ export default router().openapi(route, async (c) => {
   const { qstash } = c.var.deps;
   if (!qstash) throw new DomainError("not_found", "No such endpoint.");
   const raw = await c.req.text();
-  await verifyQStash(qstash.receiver, raw, c.req.header("upstash-signature"), qstashUrl(qstash.deliveryUrl, QSTASH_CALLBACK_FAILED_PATH));
+  await verifyQStash(qstash.receiver, raw, c.req.header("upstash-signature"), qstashUrl(qstash.deliveryUrl, QSTASH_CALLBACK_FAILED_PATH), c.var.deps.log);
   // Always 2xx for a verified report, or QStash would keep re-sending it.
   const job = await handleCallbackFailure(qstash.jobs, JSON.parse(raw) as unknown);
   return c.json({ recorded: job !== null }, 200);

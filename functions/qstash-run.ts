@@ -29,7 +29,7 @@ export default router().openapi(route, async (c) => {
   const { qstash } = c.var.deps;
   if (!qstash) throw new DomainError("not_found", "No such endpoint.");
   const raw = await c.req.text();
-  await verifyQStash(qstash.receiver, raw, c.req.header("upstash-signature"), qstashUrl(qstash.deliveryUrl, QSTASH_RUN_PATH));
+  await verifyQStash(qstash.receiver, raw, c.req.header("upstash-signature"), qstashUrl(qstash.deliveryUrl, QSTASH_RUN_PATH), c.var.deps.log);
   const message = parseRunMessage(raw);
   return c.json({ outcome: await qstash.runner.handleDelivery(message.jobId, message.attempt) }, 200);
 });

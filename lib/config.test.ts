@@ -121,6 +121,8 @@ describe("loadConfig", () => {
     ["WEBHOOK_RETRY_SCHEDULE", "5s,,1m"],
     ["OUTBOUND_ALLOWLIST", "bad host!"],
     ["PUBLIC_URL", "not a url"],
+    ["PUBLIC_URL", "ftp://files.example.com"],
+    ["REQUEST_TIMEOUT", "0s"],
     ["CORS_ORIGINS", "https://app.example.com/"],
     ["CORS_ORIGINS", "https://ok.example,app.example.com"],
     ["MEMORY_LIMIT", "lots"],
@@ -164,6 +166,12 @@ describe("loadConfig", () => {
     } finally {
       await rm(models, { recursive: true, force: true });
     }
+  });
+
+  it("refuses an Upstash URL that is not http(s) without repeating it, credentials and all", () => {
+    const err = configError({ ...VALID, ...CLUSTER, UPSTASH_REDIS_REST_URL: "ftp://user:PASSWORD-LEAK@127.0.0.1:1" });
+    expect(err.issues).toEqual([expect.stringMatching(/^UPSTASH_REDIS_REST_URL:/)]);
+    expect(err.message).not.toContain("PASSWORD-LEAK");
   });
 
   it("reports every badly formatted setting at once", () => {
@@ -257,6 +265,8 @@ describe("loadConfig", () => {
       const err = configError({ ...VALID, ...noDelivery });
       expect(err.issues).toHaveLength(1);
       expect(err.issues[0]).toMatch(/^QSTASH_DELIVERY_URL: ROLE=api runs no jobs/);
+      // Set, but to this instance's own address.
+      expect(configError({ ...VALID, ...API, QSTASH_DELIVERY_URL: `${API.PUBLIC_URL}/` }).issues).toEqual([expect.stringMatching(/^QSTASH_DELIVERY_URL: .*not PUBLIC_URL/)]);
     });
 
     it("refuses an unknown role and addresses that are not http(s) URLs", () => {

@@ -65,7 +65,7 @@ export type Role = (typeof ROLES)[number];
 const settingsSchema = z.object({
   PORT: z.coerce.number().int().min(0).max(65535).default(8080),
   HOST: z.string().default("0.0.0.0"),
-  PUBLIC_URL: z.url().optional(),
+  PUBLIC_URL: httpUrl.optional(),
   ROLE: z.enum(ROLES).default("all"),
   WORKER_URL: httpUrl.optional(),
   LOG_LEVEL: z.enum(["debug", "info", "warn", "error", "silent"]).default("info"),
@@ -91,7 +91,8 @@ const settingsSchema = z.object({
   MODEL_CACHE_DIR: z.string().optional(),
 
   MAX_UPLOAD_BYTES: bytes("200MiB"),
-  REQUEST_TIMEOUT: duration("5m"),
+  // 0 is Node's "no limit", which would switch off the guard against clients that send slowly on purpose.
+  REQUEST_TIMEOUT: duration("5m").refine((ms) => ms >= 1000, "must be at least 1s"),
   MAX_AUDIO_DURATION: duration("4h"),
   VAD: z.enum(VAD_MODES).default("silero"),
   // Whisper's checks on each window's decode (transcribe.py's defaults).
@@ -156,9 +157,9 @@ const settingsSchema = z.object({
   MAX_DOWNLOAD_BYTES: bytes("500MiB"),
   DOWNLOAD_TIMEOUT: duration("5m"),
 
-  UPSTASH_REDIS_REST_URL: z.url().optional(),
+  UPSTASH_REDIS_REST_URL: httpUrl.optional(),
   UPSTASH_REDIS_REST_TOKEN: secret.optional(),
-  QSTASH_URL: z.url().optional(),
+  QSTASH_URL: httpUrl.optional(),
   QSTASH_TOKEN: secret.optional(),
   QSTASH_CURRENT_SIGNING_KEY: secret.optional(),
   QSTASH_NEXT_SIGNING_KEY: secret.optional(),
@@ -248,6 +249,13 @@ export const configSchema = settingsSchema
           path: ["QSTASH_DELIVERY_URL"],
           message:
             "ROLE=api runs no jobs, so QStash must deliver them to the workers: set QSTASH_DELIVERY_URL to their address (the default, PUBLIC_URL, is where clients reach the api)",
+        });
+      }
+      if (c.ROLE === "api" && c.QSTASH_DELIVERY_URL && c.PUBLIC_URL && withoutTrailingSlash(c.QSTASH_DELIVERY_URL) === withoutTrailingSlash(c.PUBLIC_URL)) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["QSTASH_DELIVERY_URL"],
+          message: "ROLE=api runs no jobs: QSTASH_DELIVERY_URL must be the workers' address, not PUBLIC_URL (this instance's), or every job is delivered back here and never runs",
         });
       }
       if (c.QSTASH_DELIVERY_URL && !c.QSTASH_TOKEN) {

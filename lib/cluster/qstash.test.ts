@@ -141,8 +141,15 @@ describe("QStashJobDispatcher and verifyQStash", () => {
       () => verifyQStash(new Receiver({ currentSigningKey: "sig_a", nextSigningKey: "sig_b" }), delivery!.body, signature, url),
     ];
     for (const refusal of refusals) {
-      await expect(refusal()).rejects.toMatchObject({ code: "unauthorized", message: "invalid QStash signature" });
+      await expect(refusal()).rejects.toMatchObject({ code: "unauthorized", message: expect.stringMatching(/^invalid QStash signature/) });
     }
+    // Instances that disagree on the delivery URL: the refusal names the URL checked, and says so in the log.
+    const warnings: { fields: unknown; message: string }[] = [];
+    const elsewhere = qstashUrl("https://other.example", QSTASH_RUN_PATH);
+    await expect(verifyQStash(receiver(), delivery!.body, signature, elsewhere, { warn: (fields, message) => warnings.push({ fields, message }) })).rejects.toMatchObject({
+      message: `invalid QStash signature for ${elsewhere}`,
+    });
+    expect(warnings).toEqual([{ fields: expect.objectContaining({ url: elsewhere }), message: expect.stringContaining("QSTASH_DELIVERY_URL") }]);
 
     // The same refusal over HTTP: a request that did not come through QStash is answered 401 and not run.
     const direct = await fetch(url, { method: "POST", body: JSON.stringify({ jobId: "job_forged", attempt: 1 }) });

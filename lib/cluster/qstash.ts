@@ -47,12 +47,26 @@ const CLOCK_TOLERANCE_SECONDS = 5;
  * Refuses a request QStash did not sign for `url`. `rawBody` must be the bytes as received: the
  * token carries a hash of them, which re-serialised JSON would not match.
  */
-export async function verifyQStash(receiver: Pick<Receiver, "verify">, rawBody: string, signature: string | undefined, url: string): Promise<void> {
+export async function verifyQStash(
+  receiver: Pick<Receiver, "verify">,
+  rawBody: string,
+  signature: string | undefined,
+  url: string,
+  log?: { warn(fields: object, message: string): void },
+): Promise<void> {
   if (!signature) throw new DomainError("unauthorized", "invalid QStash signature");
   try {
     await receiver.verify({ signature, body: rawBody, url, clockTolerance: CLOCK_TOLERANCE_SECONDS });
   } catch (err) {
-    if (err instanceof SignatureError) throw new DomainError("unauthorized", "invalid QStash signature", { cause: err });
+    if (err instanceof SignatureError) {
+      // Signed, but not as this instance checks: most often instances that disagree on the delivery URL,
+      // which would leave every job undelivered with nothing but a 401 to show for it.
+      log?.warn(
+        { url, reason: err.message },
+        "a QStash delivery's signature does not verify: QStash signs the URL it delivers to, which must be QSTASH_DELIVERY_URL (else PUBLIC_URL) on every instance, with the same signing keys",
+      );
+      throw new DomainError("unauthorized", `invalid QStash signature for ${url}`, { cause: err });
+    }
     // Anything else (such as a Receiver without signing keys) is our misconfiguration, not the caller's fault.
     throw err;
   }
