@@ -8,6 +8,8 @@ export interface EmbeddedJobDispatcherOptions {
   log: Logger;
 }
 
+const MAX_REDELIVERY_DELAY_SECONDS = 60;
+
 /**
  * One machine's job line: a FIFO in memory over a durable store. The store, not this line, is what
  * survives a restart: start() lines up every job the previous process left queued or running.
@@ -19,6 +21,8 @@ export class EmbeddedJobDispatcher implements JobDispatcher {
   #deliver: Deliver | null = null;
   #delivering = 0;
   #stopped = false;
+  /** Deliveries in a row that failed, per job, for the pause before the next. */
+  readonly #failures = new Map<string, number>();
 
   constructor(options: EmbeddedJobDispatcherOptions) {
     this.#options = options;
@@ -60,7 +64,17 @@ export class EmbeddedJobDispatcher implements JobDispatcher {
       const jobId = this.#line.shift()!;
       this.#delivering++;
       deliver(jobId, 1)
-        .catch((err: Error) => this.#options.log.error({ jobId, err: err.message }, "job delivery failed"))
+        .then(
+          () => this.#failures.delete(jobId),
+          (err: Error) => {
+            // As QStash does with a failed delivery: the job comes again later, never dropped.
+            const failures = (this.#failures.get(jobId) ?? 0) + 1;
+            this.#failures.set(jobId, failures);
+            const delaySeconds = Math.min(MAX_REDELIVERY_DELAY_SECONDS, 5 * 2 ** (failures - 1));
+            this.#options.log.warn({ jobId, err: err.message, delaySeconds }, "job delivery failed: it is delivered again later");
+            void this.dispatch({ jobId, reason: "retried", runs: 0, attempt: failures + 1, delaySeconds });
+          },
+        )
         .finally(() => {
           this.#delivering--;
           this.#pump();

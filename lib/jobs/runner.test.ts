@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { Webhook } from "standardwebhooks";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { EmbeddedLeaseStore } from "../admission/embedded-lease-store.ts";
+import { DomainError } from "../errors.ts";
 import { createLogger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
 import { parseAllowlist } from "../net/outbound-policy.ts";
@@ -322,5 +323,39 @@ describe("a job whose media URL fails", () => {
     const failed = (await store.get("job_url"))!;
     expect(failed.error).toMatchObject({ code: "upstream_failed", message: expect.stringMatching(/127\.0\.0\.1.*ECONNREFUSED/) });
     expect(failed.runs).toBe(3);
+  });
+});
+
+describe("a job whose store is unreachable when it ends", () => {
+  it("is delivered again, not left running, and succeeds once the store answers", async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), "slotscribe-runner-"));
+    cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
+    const real = await EmbeddedJobStore.open({ dataDir, retentionMs: 3_600_000 });
+    cleanups.push(() => real.close());
+    let reachable = true;
+    const unreachable = () => Promise.reject(new DomainError("unavailable", "job store unreachable"));
+    // The store goes away while the transcription runs (as Redis behind Upstash may for seconds).
+    const store = new Proxy(real, {
+      get(target, name, receiver) {
+        const value = Reflect.get(target, name, receiver) as unknown;
+        if (typeof value !== "function") return value;
+        return (...args: unknown[]) => (reachable || name === "close" ? (value as (...a: unknown[]) => unknown).apply(target, args) : unreachable());
+      },
+    });
+    let runs = 0;
+    const jobs = runner(store, dataDir, NO_CALLBACKS, async () => {
+      runs++;
+      if (runs === 1) reachable = false;
+      return TRANSCRIPT;
+    });
+    await jobs.start();
+    cleanups.push(() => jobs.stop());
+    await jobs.submit(await queuedUpload(dataDir, "job_outage"));
+    await vi.waitFor(() => expect(runs).toBe(1), { timeout: 5_000 });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    reachable = true;
+    // The failed delivery comes again after a pause (5 s) and runs the job from its stored state.
+    await vi.waitFor(async () => expect((await real.get("job_outage"))?.status).toBe("succeeded"), { timeout: 15_000, interval: 200 });
+    expect(runs).toBe(2);
   });
 });

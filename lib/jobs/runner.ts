@@ -162,9 +162,10 @@ export class JobRunner {
       return "deferred";
     }
     const controller = new AbortController();
-    const done = this.run(id, controller.signal, transcription, admitted ?? undefined).finally(() => this.running.delete(id));
-    this.running.set(id, { controller, done });
-    await done;
+    const run = this.run(id, controller.signal, transcription, admitted ?? undefined).finally(() => this.running.delete(id));
+    // Those waiting for the run to end (a cancel, the shutdown) wait for it whatever its delivery's answer.
+    this.running.set(id, { controller, done: run.catch(() => undefined) });
+    await run;
     return "ran";
   }
 
@@ -251,7 +252,12 @@ export class JobRunner {
       );
       await this.finish(id, { status: "succeeded", result, progress: { doneSeconds: result.duration, totalSeconds: result.duration } });
     } catch (err) {
-      await this.settleFailure(id, err, signal).catch((e: Error) => this.deps.log.error({ jobId: id, err: e.message }, "job state not saved"));
+      await this.settleFailure(id, err, signal).catch((unsaved: unknown) => {
+        // Neither its outcome nor its hand-back could be written (the store is unreachable): the
+        // delivery fails, so that it comes again (from QStash after its backoff, from the embedded
+        // line after a pause) rather than leave a job that says "running" with nothing to move it.
+        throw new DomainError("unavailable", `Job ${id}: its state could not be saved; it is delivered again.`, { cause: unsaved, retryAfterSeconds: 5 });
+      });
     } finally {
       if (scratch) await rm(scratch, { recursive: true, force: true });
     }
