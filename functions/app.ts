@@ -21,6 +21,7 @@ import models from "./models.ts";
 import modelsGet from "./models-get.ts";
 import qstashCallbackFailed from "./qstash-callback-failed.ts";
 import qstashRun from "./qstash-run.ts";
+import qstashRunFailed from "./qstash-run-failed.ts";
 import readyz from "./readyz.ts";
 import statusPage from "./status-page.ts";
 import transcriptions from "./transcriptions.ts";
@@ -82,7 +83,7 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
     jobsResult,
     jobsCancel,
     // Only QStash delivers to these, and only in cluster mode; elsewhere they are unknown paths.
-    ...(deps.qstash ? [qstashRun, qstashCallbackFailed] : []),
+    ...(deps.qstash ? [qstashRun, qstashRunFailed, qstashCallbackFailed] : []),
     statusPage,
   ])
     app.route("/", routes);

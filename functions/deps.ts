@@ -58,7 +58,9 @@ export interface QStashDeps {
   receiver: Pick<Receiver, "verify">;
   /** QStash signs this URL into each message, so deliveries are verified against it. */
   deliveryUrl: string;
-  runner: Pick<JobRunner, "handleDelivery">;
+  runner: Pick<JobRunner, "handleDelivery" | "redeliver">;
+  /** PUBLIC_URL: QStash reports the run messages it gave up on there, signed for it. */
+  publicUrl: string;
   jobs: Parameters<typeof handleCallbackFailure>[0];
 }
 

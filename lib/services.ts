@@ -107,6 +107,8 @@ export interface QStashInbox {
    * this URL into each message, so deliveries are verified against it.
    */
   deliveryUrl: string;
+  /** PUBLIC_URL: where QStash reports the run messages it gave up on, signed for it. */
+  publicUrl: string;
   runner: JobRunner;
   jobs: JobStore;
 }
@@ -128,7 +130,7 @@ interface Adapters {
   dispatcher: JobDispatcher;
   callbacks: CallbackSender;
   /** Where QStash delivers, and how its deliveries are verified; null where nothing is delivered. */
-  inbox: Pick<QStashInbox, "receiver" | "deliveryUrl"> | null;
+  inbox: Pick<QStashInbox, "receiver" | "deliveryUrl" | "publicUrl"> | null;
 }
 
 interface AdapterContext {
@@ -186,9 +188,9 @@ function clusterAdapters(mode: Extract<Mode, { kind: "cluster" }>, context: Adap
     leases: new RedisLeaseStore(redis, { cap: mode.maxTranscriptions, instance: context.instanceId, leaseTtlMs: mode.leaseTtlMs, heartbeatMs: mode.leaseHeartbeatMs }),
     jobs,
     blobs: new RedisBlobs(redis, config.RESULT_RETENTION),
-    dispatcher: new QStashJobDispatcher({ client: qstash, deliveryUrl }),
+    dispatcher: new QStashJobDispatcher({ client: qstash, deliveryUrl, failureUrl: publicUrl }),
     callbacks: signedCallbacks(config, log, () => new QStashCallbackSender({ client: qstash, store: jobs, secrets: config.WEBHOOK_SECRET, publicUrl, deliveryUrl, log })),
-    inbox: { receiver: new Receiver({ currentSigningKey: mode.qstash.currentSigningKey, nextSigningKey: mode.qstash.nextSigningKey }), deliveryUrl },
+    inbox: { receiver: new Receiver({ currentSigningKey: mode.qstash.currentSigningKey, nextSigningKey: mode.qstash.nextSigningKey }), deliveryUrl, publicUrl },
   };
 }
 

@@ -310,8 +310,16 @@ describe("ROLE=api and ROLE=worker on one Redis and QStash", () => {
     });
 
     // Jobs do not need a worker to be accepted: they wait in QStash and Redis.
-    expect((await submitJob(await audio("later.wav", [{ word: "bravo", seconds: 3 }]))).status).toBe("queued");
+    const waiting = await submitJob(await audio("later.wav", [{ word: "bravo", seconds: 3 }]));
+    expect(waiting.status).toBe("queued");
     expect((await fetch(`${api.url}/readyz`)).status).toBe(200);
+
+    // QStash gives up on the job's message while no worker answers; its report of that reaches the
+    // api instance, which sends the job again, so the job runs once a worker is back.
+    await eventually(() => expect(qstash.messages().filter((m) => m.destination.endsWith("/internal/qstash/run") && m.state === "failed").length).toBeGreaterThan(0), 30_000);
+    await logged(api, "/internal/qstash/run-failed", { status: 200 });
+    worker = await startService({ ...clusterEnv(api.url, "worker-2"), WINDOW_SLOTS: "1" }, 60_000, ["--role", "worker"]);
+    expect((await finished(waiting)).result?.text).toBe("bravo");
   });
 });
 

@@ -19,7 +19,9 @@ import {
   handleCallbackFailure,
   parseRunMessage,
   QSTASH_CALLBACK_FAILED_PATH,
+  QSTASH_RUN_FAILED_PATH,
   QSTASH_RUN_PATH,
+  parseRunFailure,
   QStashCallbackSender,
   type QStashCallbackSenderOptions,
   QStashJobDispatcher,
@@ -113,7 +115,7 @@ describe("QStashJobDispatcher and verifyQStash", () => {
   it("delivers { jobId, attempt } to the run URL, verified by the real Receiver", async () => {
     const emulator = await startEmulator();
     const worker = await startWorker();
-    const dispatcher = new QStashJobDispatcher({ client: clientOf(emulator), deliveryUrl: `${worker.url}/` });
+    const dispatcher = new QStashJobDispatcher({ client: clientOf(emulator), deliveryUrl: `${worker.url}/`, failureUrl: worker.url });
 
     await dispatcher.dispatch(run("job_1"));
     await settleAll(emulator);
@@ -126,7 +128,7 @@ describe("QStashJobDispatcher and verifyQStash", () => {
   it("refuses a tampered body, a missing signature and a token signed for another URL", async () => {
     const emulator = await startEmulator();
     const worker = await startWorker();
-    await new QStashJobDispatcher({ client: clientOf(emulator), deliveryUrl: worker.url }).dispatch(run("job_2", { reason: "deferred", attempt: 4 }));
+    await new QStashJobDispatcher({ client: clientOf(emulator), deliveryUrl: worker.url, failureUrl: worker.url }).dispatch(run("job_2", { reason: "deferred", attempt: 4 }));
     await settleAll(emulator);
     const [delivery] = worker.requests;
     const signature = header(delivery!.headers, "upstash-signature");
@@ -160,7 +162,7 @@ describe("QStashJobDispatcher and verifyQStash", () => {
   it("publishes a repeated dispatch once, and a new reason, run or attempt again", async () => {
     const emulator = await startEmulator();
     const worker = await startWorker();
-    const dispatcher = new QStashJobDispatcher({ client: clientOf(emulator), deliveryUrl: worker.url });
+    const dispatcher = new QStashJobDispatcher({ client: clientOf(emulator), deliveryUrl: worker.url, failureUrl: worker.url });
 
     await dispatcher.dispatch(run("job_3"));
     await dispatcher.dispatch(run("job_3"));
@@ -184,7 +186,7 @@ describe("QStashJobDispatcher and verifyQStash", () => {
   it("holds a delayed dispatch back while an immediate one goes ahead", async () => {
     const emulator = await startEmulator();
     const worker = await startWorker();
-    const dispatcher = new QStashJobDispatcher({ client: clientOf(emulator), deliveryUrl: worker.url });
+    const dispatcher = new QStashJobDispatcher({ client: clientOf(emulator), deliveryUrl: worker.url, failureUrl: worker.url });
 
     const dispatchedAt = Date.now();
     await dispatcher.dispatch(run("job_late", { delaySeconds: 0.5 }));
@@ -199,12 +201,31 @@ describe("QStashJobDispatcher and verifyQStash", () => {
   it("turns a refused publish into a retryable unavailable error carrying the cause", async () => {
     const emulator = await startEmulator();
     const client = new Client({ baseUrl: emulator.url, token: "wrong-token", retry: false, enableTelemetry: false });
-    const dispatcher = new QStashJobDispatcher({ client, deliveryUrl: "http://127.0.0.1:9" });
+    const dispatcher = new QStashJobDispatcher({ client, deliveryUrl: "http://127.0.0.1:9", failureUrl: "http://127.0.0.1:9" });
 
     const error = await dispatcher.dispatch(run("job_4")).catch((err: unknown) => err);
     expect(error).toBeInstanceOf(DomainError);
     expect(error).toMatchObject({ code: "unavailable", retryable: true, cause: expect.objectContaining({ status: 401 }) });
     expect(emulator.messages()).toEqual([]);
+  });
+
+  it("reports a run no instance took, through its retries, to the public address, signed for it, naming the job and attempt", async () => {
+    const emulator = await startEmulator();
+    const down = await startServer(() => 503);
+    const reports: RunMessage[] = [];
+    const publicSide = await startServer(async (request) => {
+      await verifyQStash(receiver(), request.body, header(request.headers, "upstash-signature"), qstashUrl(publicSide.url, QSTASH_RUN_FAILED_PATH));
+      reports.push(parseRunFailure(JSON.parse(request.body)));
+      return 200;
+    });
+    const dispatcher = new QStashJobDispatcher({ client: clientOf(emulator), deliveryUrl: down.url, failureUrl: publicSide.url, retries: 1 });
+    await dispatcher.dispatch(run("job_lost", { reason: "deferred", attempt: 3 }));
+    await settleAll(emulator);
+
+    expect(down.requests).toHaveLength(2);
+    expect(publicSide.requests.map((r) => r.path)).toEqual([QSTASH_RUN_FAILED_PATH]);
+    expect(reports).toEqual([{ jobId: "job_lost", attempt: 3 }]);
+    expect(() => parseRunFailure({ status: 503, retried: 1 })).toThrow(DomainError);
   });
 
   it("refuses a run message that is not { jobId, attempt }", () => {

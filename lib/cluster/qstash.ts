@@ -31,12 +31,13 @@ import { signWebhook } from "../webhooks/standard-webhooks.ts";
 
 export const QSTASH_RUN_PATH = "/internal/qstash/run";
 export const QSTASH_CALLBACK_FAILED_PATH = "/internal/qstash/callback-failed";
+export const QSTASH_RUN_FAILED_PATH = "/internal/qstash/run-failed";
 
 /**
  * Where QStash delivers `path`. QStash signs this exact URL into the token's subject, so the
  * handler must verify against the URL built here, not one rebuilt from the request's Host.
  */
-export function qstashUrl(deliveryUrl: string, path: typeof QSTASH_RUN_PATH | typeof QSTASH_CALLBACK_FAILED_PATH): string {
+export function qstashUrl(deliveryUrl: string, path: typeof QSTASH_RUN_PATH | typeof QSTASH_CALLBACK_FAILED_PATH | typeof QSTASH_RUN_FAILED_PATH): string {
   return `${deliveryUrl.replace(/\/+$/, "")}${path}`;
 }
 
@@ -98,6 +99,11 @@ export interface QStashJobDispatcherOptions {
   client: Client;
   /** Where QStash delivers to the deployment; runs go to its QSTASH_RUN_PATH. */
   deliveryUrl: string;
+  /**
+   * Where QStash reports a run message it gave up on (QSTASH_RUN_FAILED_PATH): the public address,
+   * whose instances (the api ones, too) are up when the workers it could not reach are not.
+   */
+  failureUrl: string;
   /** Redeliveries after a failed delivery; default 3. */
   retries?: number;
 }
@@ -114,11 +120,13 @@ export class QStashJobDispatcher implements JobDispatcher {
   readonly waiting = 0;
   readonly #client: Client;
   readonly #url: string;
+  readonly #failureCallback: string;
   readonly #retries: number;
 
   constructor(options: QStashJobDispatcherOptions) {
     this.#client = options.client;
     this.#url = qstashUrl(options.deliveryUrl, QSTASH_RUN_PATH);
+    this.#failureCallback = qstashUrl(options.failureUrl, QSTASH_RUN_FAILED_PATH);
     this.#retries = options.retries ?? DEFAULT_RUN_RETRIES;
   }
 
@@ -136,6 +144,8 @@ export class QStashJobDispatcher implements JobDispatcher {
         // A repeated dispatch (a retried request, a redelivered message deferred again) is dropped by QStash.
         deduplicationId: deduplicationId(dispatch),
         retries: this.#retries,
+        // A message QStash gives up on must not take its job with it: the report sends the job again.
+        failureCallback: this.#failureCallback,
         // QStash takes whole seconds; rounding up never runs a job earlier than asked.
         ...(delaySeconds ? { delay: Math.ceil(delaySeconds) } : {}),
       });
@@ -345,6 +355,13 @@ export async function handleCallbackFailure(store: Pick<JobStore, "get" | "updat
     if (callback?.state !== "pending" || callback.webhookId !== expectedWebhookId) return current;
     return { ...current, callback: { webhookId: callback.webhookId, state: "failed", attempts: [...callback.attempts, attempt] } };
   });
+}
+
+/** The run message a QStash failure report is about (after verifyQStash on the raw bytes). */
+export function parseRunFailure(body: unknown): RunMessage {
+  const parsed = failureReportSchema.safeParse(body);
+  if (!parsed.success || parsed.data.sourceBody === undefined) throw new DomainError("invalid_request", "The body is not a QStash failure report of a run message.");
+  return parseRunMessage(Buffer.from(parsed.data.sourceBody, "base64").toString("utf8"));
 }
 
 function jobIdFromBody(sourceBody: string | undefined): string | undefined {

@@ -109,7 +109,7 @@ export interface JobStore {
  * Why a job is handed to the dispatcher. Each reason names one kind of message, so no two that are
  * meant to be different share a deduplication id, and a repeat of one that was sent is dropped.
  */
-export type DispatchReason = "submitted" | "deferred" | "retried" | "handed-back";
+export type DispatchReason = "submitted" | "deferred" | "retried" | "handed-back" | "redelivered";
 
 export interface Dispatch {
   jobId: string;

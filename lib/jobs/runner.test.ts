@@ -359,3 +359,28 @@ describe("a job whose store is unreachable when it ends", () => {
     expect(runs).toBe(2);
   });
 });
+
+describe("a job its dispatcher could not deliver", () => {
+  it("is sent again while it may wait, fails with its callback once it has waited too long, and a finished one is left alone", async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), "slotscribe-runner-"));
+    cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
+    const store = await EmbeddedJobStore.open({ dataDir, retentionMs: 3_600_000 });
+    cleanups.push(() => store.close());
+    const enqueued: string[] = [];
+    const jobs = runner(store, dataDir, { ...NO_CALLBACKS, enqueue: async (id) => void enqueued.push(id) });
+    await jobs.start();
+    cleanups.push(() => jobs.stop());
+
+    await store.create(await queuedUpload(dataDir, "job_fresh"));
+    expect(await jobs.redeliver("job_fresh", 4)).toBe("redelivered");
+    await vi.waitFor(async () => expect((await store.get("job_fresh"))?.status).toBe("succeeded"), { timeout: 10_000 });
+    expect(await jobs.redeliver("job_fresh", 5)).toBe("skipped");
+
+    // Queued longer than JOB_MAX_WAIT (60 s here).
+    const stale = await queuedUpload(dataDir, "job_stale", { callbackUrl: "http://127.0.0.1:9/hook" });
+    await store.create({ ...stale, createdAt: new Date(Date.now() - 120_000).toISOString() });
+    expect(await jobs.redeliver("job_stale", 9)).toBe("failed");
+    expect(await store.get("job_stale")).toMatchObject({ status: "failed", error: { code: "unavailable", message: expect.stringMatching(/No instance took the job/) } });
+    expect(enqueued).toEqual(["job_stale"]);
+  });
+});

@@ -170,6 +170,23 @@ export class JobRunner {
   }
 
   /**
+   * A delivery the dispatcher gave up on (QStash, after its retries: no instance answered it, for
+   * half an hour on Upstash's schedule). The job is sent again after the longest deferral, for as
+   * long as a job may wait; after that it fails, with its callback, rather than stay queued unseen.
+   */
+  async redeliver(id: string, attempt: number): Promise<"redelivered" | "failed" | "skipped"> {
+    const job = await this.deps.store.get(id);
+    if (!job || isFinal(job)) return "skipped";
+    const waited = Date.now() - Date.parse(job.createdAt);
+    if (waited > this.deps.maxWaitMs) {
+      await this.finish(id, { status: "failed", error: { code: "unavailable", message: `No instance took the job in ${Math.round(waited / 1000)} s; it was given up.` } });
+      return "failed";
+    }
+    await this.dispatch(job, "redelivered", { attempt: attempt + 1, delaySeconds: Math.max(1, Math.round(this.deps.maxDeferMs / 1000)) });
+    return "redelivered";
+  }
+
+  /**
    * Stops taking jobs; running ones get `graceMs` to finish, then are handed back to the queue (on
    * one machine the next start runs them, in cluster mode QStash redelivers them elsewhere).
    */

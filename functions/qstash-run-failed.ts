@@ -1,0 +1,32 @@
+import { createRoute, z } from "@hono/zod-openapi";
+import { parseRunFailure, qstashUrl, QSTASH_RUN_FAILED_PATH, verifyQStash } from "../lib/cluster/qstash.ts";
+import { DomainError } from "../lib/errors.ts";
+import { errorResponses, router } from "./env.ts";
+
+export const route = createRoute({
+  method: "post",
+  operationId: "qstashRunFailed",
+  tags: ["internal"],
+  // Public: no API key (probes; QStash signs its deliveries instead).
+  security: [],
+  path: QSTASH_RUN_FAILED_PATH,
+  summary: "QStash reports a job it could not deliver (cluster mode); signed with Upstash-Signature",
+  hide: true,
+  responses: {
+    200: {
+      description: "The job was sent again, failed (it had waited JOB_MAX_WAIT), or needed nothing (finished).",
+      content: { "application/json": { schema: z.object({ outcome: z.enum(["redelivered", "failed", "skipped"]) }) } },
+    },
+    ...errorResponses(404, 503),
+  },
+});
+
+export default router().openapi(route, async (c) => {
+  const { qstash } = c.var.deps;
+  if (!qstash) throw new DomainError("not_found", "No such endpoint.");
+  const raw = await c.req.text();
+  await verifyQStash(qstash.receiver, raw, c.req.header("upstash-signature"), qstashUrl(qstash.publicUrl, QSTASH_RUN_FAILED_PATH), c.var.deps.log);
+  const message = parseRunFailure(JSON.parse(raw) as unknown);
+  c.var.deps.log.warn({ jobId: message.jobId }, "QStash could not deliver a job: it is sent again");
+  return c.json({ outcome: await qstash.runner.redeliver(message.jobId, message.attempt) }, 200);
+});
