@@ -19,7 +19,7 @@ import { FileBlobs } from "./blobs.ts";
 import { EmbeddedJobStore, inputsDir } from "./embedded-job-store.ts";
 import type { JobRecord, JobRequest, JobStore } from "./ports.ts";
 import { EmbeddedJobDispatcher } from "./embedded-dispatcher.ts";
-import { JobRunner } from "./runner.ts";
+import { JobRunner, type JobRunnerDeps } from "./runner.ts";
 
 const TRANSCRIPT: Transcript = { task: "transcribe", language: "english", duration: 1, text: "alpha", segments: [{ id: 0, start: 0, end: 1, text: "alpha", tokens: [1] }] };
 const log = createLogger("silent");
@@ -52,6 +52,7 @@ function runner(
   callbacks: CallbackSender,
   transcribeFile: TranscriptionService["transcribeFile"] = async () => TRANSCRIPT,
   queueSize = 10,
+  overrides: Partial<JobRunnerDeps> = {},
 ): JobRunner {
   return new JobRunner({
     store,
@@ -70,6 +71,7 @@ function runner(
     maxDeferMs: 1000,
     log,
     metrics: { jobDuration: { observe: () => undefined } } as unknown as Metrics,
+    ...overrides,
   });
 }
 
@@ -382,5 +384,40 @@ describe("a job its dispatcher could not deliver", () => {
     expect(await jobs.redeliver("job_stale", 9)).toBe("failed");
     expect(await store.get("job_stale")).toMatchObject({ status: "failed", error: { code: "unavailable", message: expect.stringMatching(/No instance took the job/) } });
     expect(enqueued).toEqual(["job_stale"]);
+  });
+});
+
+describe("a submission its dispatcher refuses", () => {
+  it("keeps nothing: no job, no key, so the retry the 503 asks for creates the job", async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), "slotscribe-runner-"));
+    cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
+    const store = await EmbeddedJobStore.open({ dataDir, retentionMs: 3_600_000 });
+    cleanups.push(() => store.close());
+    let up = false;
+    const dispatched: string[] = [];
+    const dispatcher = {
+      admission: "now" as const,
+      waiting: 0,
+      start: async () => undefined,
+      stop: () => undefined,
+      dispatch: async ({ jobId }: { jobId: string }) => {
+        if (!up) throw new DomainError("unavailable", "The job could not be handed to QStash; retry shortly.");
+        dispatched.push(jobId);
+      },
+    };
+    const jobs = runner(store, dataDir, NO_CALLBACKS, undefined, 10, { dispatcher });
+    await jobs.start();
+    cleanups.push(() => jobs.stop());
+
+    const job = { ...(await queuedUpload(dataDir, "job_refused")), idempotencyKey: "order-7" };
+    await expect(jobs.submit(job)).rejects.toMatchObject({ code: "unavailable" });
+    expect(await store.get("job_refused")).toBeNull();
+    expect(await store.findByIdempotencyKey("order-7")).toBeNull();
+    expect((await store.list({ limit: 10 })).jobs).toEqual([]);
+
+    up = true;
+    const retried = await jobs.submit({ ...job, id: "job_retried" });
+    expect(retried).toMatchObject({ created: true, job: { id: "job_retried", status: "queued" } });
+    expect(dispatched).toEqual(["job_retried"]);
   });
 });

@@ -109,7 +109,14 @@ export class JobRunner {
     try {
       await this.dispatch(result.job, "submitted");
     } catch (err) {
-      await this.finish(job.id, { status: "failed", error: { code: "unavailable", message: "The job could not be queued." } });
+      // The client is told 503, so nothing of the submission is kept: the job expires at once, and its
+      // idempotency key with it, so that the retry the 503 asks for creates the job anew. No callback:
+      // the job never was.
+      const now = new Date();
+      await this.deps.store
+        .update(job.id, (j) => ({ ...j, status: "failed", error: { code: "unavailable", message: "The job could not be queued." }, expiresAt: now.toISOString() }))
+        .then(() => this.deps.store.sweep(now))
+        .catch((e: Error) => this.deps.log.warn({ jobId: job.id, err: e.message }, "a job refused at submission is left to expire"));
       throw err;
     }
     return result;

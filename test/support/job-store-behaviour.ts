@@ -227,5 +227,17 @@ export function describeJobStore(name: string, harness: JobStoreHarness): void {
       // The swept job's idempotency key is free again.
       expect((await store.create(makeJob("job_new", { idempotencyKey: "due" }))).created).toBe(true);
     });
+
+    it("forgets a job ended with expiresAt now at the next sweep, its idempotency key with it (a submission refused after its create)", async () => {
+      const store = await harness.open();
+      await store.create(makeJob("job_refused", { idempotencyKey: "refused" }));
+      const now = new Date();
+      await store.update("job_refused", (job) => ({ ...job, status: "failed", expiresAt: now.toISOString() }));
+      expect(await store.sweep(now)).toBe(1);
+      expect(await store.get("job_refused")).toBeNull();
+      expect(await store.findByIdempotencyKey("refused")).toBeNull();
+      expect((await store.list({ limit: 10 })).jobs).toEqual([]);
+      expect(await store.count("failed")).toBe(0);
+    });
   });
 }
