@@ -299,6 +299,9 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
   const sweep = async () => {
     const removed = await jobs.sweep(new Date()).catch((err: Error) => (log.warn({ err: err.message }, "sweep failed"), 0));
     if (removed) log.info({ removed }, "expired jobs removed");
+    // A callback whose hand-off failed (QStash unreachable as its job ended) is pending with nothing
+    // behind it: it is taken up again here, not only at the next start, which may never come.
+    await callbacks.start().catch((err: Error) => log.warn({ err: err.message }, "pending callbacks not resumed"));
   };
   await sweep();
   const sweeper = setInterval(sweep, 60_000).unref();

@@ -410,8 +410,8 @@ describe("QStashCallbackSender", () => {
     expect((await store.get("job_running"))?.callback).toBeUndefined();
   });
 
-  it("leaves the callback pending and says so when QStash refuses the publish", async () => {
-    const { destination, store, emulator } = await setupCallbacks(() => 200);
+  it("leaves the callback pending and says so when QStash refuses the publish, for the next start() to hand over", async () => {
+    const { destination, store, emulator, sender: working } = await setupCallbacks(() => 200);
     const sender = new QStashCallbackSender({
       client: new Client({ baseUrl: emulator.url, token: "wrong-token", retry: false, enableTelemetry: false }),
       store,
@@ -424,6 +424,11 @@ describe("QStashCallbackSender", () => {
 
     await expect(sender.enqueue("job_refused")).rejects.toMatchObject({ code: "unavailable" });
     expect((await store.get("job_refused"))?.callback).toMatchObject({ state: "pending", attempts: [] });
+
+    // What the instance's minutely round does once QStash takes messages again.
+    await working.start();
+    await settleAll(emulator);
+    expect(destination.received.map((r) => r.payload?.data.id)).toEqual(["job_refused"]);
   });
 
   it("refuses to start without a signing secret", () => {

@@ -262,7 +262,9 @@ export class QStashCallbackSender implements CallbackSender {
     for (const job of pending) {
       const url = job.request.callbackUrl;
       if (!url || !isFinal(job) || !job.callback || job.callback.attempts.some((a) => a.error?.startsWith(HANDED_OVER))) continue;
-      await this.#publish(job, url, job.callback).catch((err: Error) => this.#log.error({ jobId: job.id, err: err.message }, "callback not handed to QStash"));
+      await this.#publish(job, url, job.callback).catch((err: Error) =>
+        this.#log.warn({ jobId: job.id, err: err.message }, "callback not handed to QStash: tried again within a minute"),
+      );
     }
   }
 

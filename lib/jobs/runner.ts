@@ -355,8 +355,8 @@ export class JobRunner {
     if (job.input.kind !== "url") await this.deps.blobs.remove(job.input).catch(() => undefined);
     if (job.request.callbackUrl) {
       // The job's outcome stands whatever happens to its callback; a sender that cannot take it
-      // now leaves it pending, where the sender's start() finds it after a restart.
-      await this.deps.callbacks.enqueue(id).catch((err: Error) => this.deps.log.error({ jobId: id, err: err.message }, "callback not queued"));
+      // now leaves it pending, where the sender's start() (at start-up and every minute) finds it.
+      await this.deps.callbacks.enqueue(id).catch((err: Error) => this.deps.log.warn({ jobId: id, err: err.message }, "callback not queued: it is taken up again within a minute"));
     }
     return job;
   }

@@ -20,7 +20,10 @@ export interface CallbackSender {
    * ignored. Resolves once the callback is durably pending, not once it is delivered.
    */
   enqueue(jobId: string): Promise<void>;
-  /** Resumes the callbacks a previous process left pending. */
+  /**
+   * Resumes the callbacks left pending (by a previous process, or a hand-off that failed); called
+   * again every minute, so it takes up only what nothing is already sending.
+   */
   start(): Promise<void>;
   /** Stops retrying; attempts already on the wire get a bounded time to finish and be recorded. */
   close(): Promise<void>;
