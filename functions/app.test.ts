@@ -475,6 +475,13 @@ describe("the HTTP API in process", () => {
     expect(((await capacity.json()) as { instance: { slots: number } }).instance.slots).toBe(2);
     state.status = { ...status, models: [{ id: "m", dtype: "q8", state: "loading" }] };
     expect((await app.request("/readyz")).status).toBe(503);
+    // Public: why a model failed, without where the server keeps its files.
+    state.status = {
+      ...status,
+      models: [{ id: "org/m", dtype: "q8", state: "failed", error: 'file was not found locally at "/srv/app/models/org/m/config.json"; see C:\\models\\x.onnx' }],
+    };
+    const failed = (await (await app.request("/readyz")).json()) as { models: { error: string }[] };
+    expect(failed.models[0]!.error).toBe('file was not found locally at "config.json"; see x.onnx');
   });
 
   it("logs a 500 at error level and a not-ready 503 as a warning", async () => {

@@ -25,11 +25,11 @@ export const route = createRoute({
   // Public: no API key (probes; QStash signs its deliveries instead).
   security: [],
   path: "/readyz",
-  summary: "Readiness: default model loaded and room to take work (role api: the shared stores answer)",
+  summary: "Readiness: default model loaded, room to take work, and (cluster mode) the shared stores answer",
   responses: {
     200: { description: "Ready.", content: { "application/json": { schema: Readiness } } },
     503: {
-      description: "Not ready: a model is still loading or failed, the queue is full, the shared stores are unreachable (role api), or the server is shutting down.",
+      description: "Not ready: a model is still loading or failed, the queue is full, the shared stores are unreachable (cluster mode), or the server is shutting down.",
       content: { "application/json": { schema: Readiness } },
     },
   },
@@ -38,21 +38,26 @@ export const route = createRoute({
 export default router().openapi(route, async (c) => {
   const { transcriber, leases, config, draining } = c.var.deps;
   const role = config.ROLE;
-  let body: ReadinessResponse;
-  if (transcriber) {
-    const { models, slots: planned, windows, transcriptions } = transcriber.status();
-    const ready = !draining && models.length > 0 && models.every((m) => m.state === "ready") && transcriptions.queued < transcriptions.queueSize;
-    body = { ready, role, models, capacity: { slots: planned, inUse: windows.inUse, queued: transcriptions.queued, queueSize: transcriptions.queueSize } };
-  } else {
-    // An api instance has no model to wait for and no queue of its own: it can work once the
-    // stores it shares with the workers answer (jobs, uploads and leases live in the same Redis).
-    const storesReachable = await leases.snapshot().then(
+  // In cluster mode every transcription takes a lease, and jobs and uploads live, in the Redis the
+  // instances share: while it does not answer, an instance can take no work.
+  const storesReachable =
+    leases.kind === "embedded" ||
+    (await leases.snapshot().then(
       () => true,
       (err: unknown) => {
         if (err instanceof LeaseStoreUnavailable) return false;
         throw err;
       },
-    );
+    ));
+  let body: ReadinessResponse;
+  if (transcriber) {
+    const { models, slots: planned, windows, transcriptions } = transcriber.status();
+    const ready = !draining && storesReachable && models.length > 0 && models.every((m) => m.state === "ready") && transcriptions.queued < transcriptions.queueSize;
+    // Public: a failed load's message without the server's paths (the log has them).
+    const shown = models.map((m) => (m.error ? { ...m, error: m.error.replace(/(?<![\w.-])(?:[A-Za-z]:)?[\\/][^\s"']*[\\/]([^\s"'\\/]+)/g, "$1") } : m));
+    body = { ready, role, models: shown, capacity: { slots: planned, inUse: windows.inUse, queued: transcriptions.queued, queueSize: transcriptions.queueSize } };
+  } else {
+    // An api instance has no model to wait for and no queue of its own.
     body = { ready: !draining && storesReachable, role, models: [], capacity: { slots: 0, inUse: 0, queued: 0, queueSize: 0 } };
   }
   return body.ready ? c.json(body, 200) : c.json(body, 503);

@@ -176,11 +176,12 @@ async function embeddedAdapters(mode: Extract<Mode, { kind: "embedded" }>, conte
   };
 }
 
-function clusterAdapters(mode: Extract<Mode, { kind: "cluster" }>, context: AdapterContext): Adapters {
+async function clusterAdapters(mode: Extract<Mode, { kind: "cluster" }>, context: AdapterContext): Promise<Adapters> {
   const { config, log, publicUrl } = context;
   // Fail fast when Redis is unreachable (a request waiting on the SDK's own retries would hold a
   // place for seconds), and let the stores map errors to 503.
   const redis = new Redis({ url: mode.redis.url, token: mode.redis.token, retry: { retries: 0 }, enableAutoPipelining: false });
+  await checkRedisToken(redis, log);
   const qstash = new QStashClient({ token: mode.qstash.token, baseUrl: mode.qstash.url });
   const jobs = new UpstashJobStore({ redis, retentionMs: config.RESULT_RETENTION });
   const deliveryUrl = mode.qstash.deliveryUrl;
@@ -192,6 +193,29 @@ function clusterAdapters(mode: Extract<Mode, { kind: "cluster" }>, context: Adap
     callbacks: signedCallbacks(config, log, () => new QStashCallbackSender({ client: qstash, store: jobs, secrets: config.WEBHOOK_SECRET, publicUrl, deliveryUrl, log })),
     inbox: { receiver: new Receiver({ currentSigningKey: mode.qstash.currentSigningKey, nextSigningKey: mode.qstash.nextSigningKey }), deliveryUrl, publicUrl },
   };
+}
+
+const REDIS_CHECK_TIMEOUT_MS = 5_000;
+
+/**
+ * A refused token looks like an outage from every request after it (503, "unreachable"): it is told
+ * apart once, at start-up, and refuses the start. Redis that does not answer may be back in a
+ * moment; the instance starts, and is not ready until it does.
+ */
+async function checkRedisToken(redis: Redis, log: Logger): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer in ${REDIS_CHECK_TIMEOUT_MS} ms`)), REDIS_CHECK_TIMEOUT_MS)));
+  try {
+    await Promise.race([redis.ping(), late]);
+  } catch (err) {
+    const message = (err as Error).message;
+    if (/unauthori[sz]ed|\b401\b|WRONGPASS/i.test(message)) {
+      throw new Error(`UPSTASH_REDIS_REST_TOKEN was refused by the Upstash Redis at UPSTASH_REDIS_REST_URL (${message}): check the token`);
+    }
+    log.warn({ err: message }, "Upstash Redis did not answer at start-up: starting anyway, not ready until it does");
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /**
@@ -228,7 +252,7 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
     // Called only once deliveries run, after metrics exists.
     onCallbackAttempt: (state) => metrics.callbackDeliveries.inc({ outcome: state }),
   };
-  const { leases, jobs, blobs, dispatcher, callbacks, inbox } = mode.kind === "cluster" ? clusterAdapters(mode, context) : await embeddedAdapters(mode, context);
+  const { leases, jobs, blobs, dispatcher, callbacks, inbox } = mode.kind === "cluster" ? await clusterAdapters(mode, context) : await embeddedAdapters(mode, context);
 
   const metrics: Metrics = new Metrics({
     role: config.ROLE,

@@ -13,7 +13,7 @@ import { MICRO_TONES, microTones, type MicroPart } from "../tools/models/micro.t
 import { generateWebhookSecret } from "../lib/webhooks/standard-webhooks.ts";
 import { startQStashEmulator } from "./support/qstash-emulator.ts";
 import { startRedisServer } from "./support/redis-server.ts";
-import { eventually, startService, type ServiceProcess } from "./support/service-process.ts";
+import { eventually, serveUntilExit, startService, type ServiceProcess } from "./support/service-process.ts";
 import { startUpstashRestBridge } from "./support/upstash-rest-bridge.ts";
 
 const KEY = `sk-cluster-${Math.random().toString(36).slice(2)}`;
@@ -257,6 +257,14 @@ describe("cluster mode: three instances, one Redis, QStash", () => {
     expect(perJob).toBeGreaterThan(0);
   }, 300_000);
 
+  it("refuses to start with an Upstash token Redis refuses, naming the setting and not the token", async () => {
+    const wrong = `wrong-token-${Math.random().toString(36).slice(2)}`;
+    const { code, logs, stderr } = await serveUntilExit({ ...instanceEnv(INSTANCES), UPSTASH_REDIS_REST_TOKEN: wrong });
+    expect(code).toBe(1);
+    expect(logs.at(-1)).toMatchObject({ level: 60, err: expect.stringContaining("UPSTASH_REDIS_REST_TOKEN was refused") });
+    expect(JSON.stringify(logs) + stderr).not.toContain(wrong);
+  });
+
   it("refuses unsigned or tampered deliveries to the worker endpoint", async () => {
     const live = instances.find((i): i is ServiceProcess => i !== null)!;
     const unsigned = await fetch(`${live.url}/internal/qstash/run`, { method: "POST", body: JSON.stringify({ jobId: "job_x", attempt: 0 }) });
@@ -284,9 +292,12 @@ describe("cluster mode: three instances, one Redis, QStash", () => {
       const res = await send();
       expect(res.status).toBe(503);
       expect(((await res.json()) as { error: { code: string } }).error.code).toBe("unavailable");
+      // It can take no work, and says so to whoever routes to it.
+      expect((await fetch(`${live.url}/readyz`)).status).toBe(503);
     } finally {
       bridge.setAvailable(true);
     }
+    await eventually(async () => expect((await fetch(`${live.url}/readyz`)).status).toBe(200));
     // Nothing leaked: no place held on the instance, and it serves again once Redis answers.
     await eventually(async () => {
       const res = await fetch(`${live.url}/v1/capacity`, { headers: auth });

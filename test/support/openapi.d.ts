@@ -24,7 +24,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Readiness: default model loaded and room to take work (role api: the shared stores answer) */
+        /** Readiness: default model loaded, room to take work, and (cluster mode) the shared stores answer */
         get: operations["getReadiness"];
         put?: never;
         post?: never;
@@ -547,7 +547,7 @@ export interface operations {
                     "application/json": components["schemas"]["Readiness"];
                 };
             };
-            /** @description Not ready: a model is still loading or failed, the queue is full, the shared stores are unreachable (role api), or the server is shutting down. */
+            /** @description Not ready: a model is still loading or failed, the queue is full, the shared stores are unreachable (cluster mode), or the server is shutting down. */
             503: {
                 headers: {
                     [name: string]: unknown;
