@@ -12,7 +12,8 @@ import type { HttpDeps } from "./deps.ts";
  */
 export type AppEnv = {
   Bindings: { incoming?: IncomingMessage } | undefined;
-  Variables: { deps: HttpDeps; requestId: string; errorCode?: ErrorCode; spooled: string[]; bodyBytesRead?: number };
+  /** jobId: the job a request created or replayed, for its log line. */
+  Variables: { deps: HttpDeps; requestId: string; errorCode?: ErrorCode; spooled: string[]; bodyBytesRead?: number; jobId?: string };
 };
 
 /** A router whose validation failures take the same path as every other error. */

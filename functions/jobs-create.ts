@@ -56,6 +56,7 @@ export default uploadRoute(route, async (c) => {
     },
   });
   const view = toJobView(submitted.job, deps.baseUrl(c.req.url));
+  c.set("jobId", view.id);
   c.header("location", view.links.self);
   if (!submitted.created) c.header("idempotent-replayed", "true");
   return c.json(view, 202);

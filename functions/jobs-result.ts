@@ -23,7 +23,9 @@ export default router().openapi(route, async (c) => {
   if (job.status !== "succeeded" || !job.result) {
     throw new DomainError(
       "conflict",
-      job.status === "failed" || job.status === "canceled" ? `The job ${job.status}; it has no result.` : `The job is ${job.status}; its result is not ready yet.`,
+      job.status === "failed" || job.status === "canceled"
+        ? `The job ${job.status === "canceled" ? "was canceled" : "failed"}; it has no result.`
+        : `The job is ${job.status}; its result is not ready yet.`,
       {
         details: { status: job.status },
       },

@@ -100,8 +100,17 @@ export function logRequests(): MiddlewareHandler<AppEnv> {
     // is down, is the service answering as designed, and must not page whoever alerts on errors.
     const level = c.res.status === 500 ? "error" : c.res.status > 500 ? "warn" : "info";
     const error = c.get("errorCode");
+    const jobId = c.get("jobId");
     log[level](
-      { requestId: c.get("requestId"), method: c.req.method, path: c.req.path, status: c.res.status, ...(error ? { error } : {}), ms: Math.round(performance.now() - started) },
+      {
+        requestId: c.get("requestId"),
+        method: c.req.method,
+        path: c.req.path,
+        status: c.res.status,
+        ...(error ? { error } : {}),
+        ...(jobId ? { jobId } : {}),
+        ms: Math.round(performance.now() - started),
+      },
       "request",
     );
   };

@@ -130,6 +130,12 @@ describe("async jobs on one machine", () => {
     expect(await srt.text()).toBe("1\n00:00:00,000 --> 00:00:30,000\nalpha\n\n2\n00:00:30,000 --> 00:00:45,000\ndelta\n\n");
     const text = await fetch(`${accepted.links.result}?format=text`, { headers: auth });
     expect(await text.text()).toBe("alpha delta\n");
+
+    // The logs tie the submission's request to its job, and say how the job ended.
+    await eventually(() => {
+      expect(service.logs).toContainEqual(expect.objectContaining({ msg: "request", method: "POST", path: "/v1/jobs", status: 202, jobId: accepted.id }));
+      expect(service.logs).toContainEqual(expect.objectContaining({ msg: "job succeeded", jobId: accepted.id, audioSeconds: expect.closeTo(45, 0) }));
+    });
   });
 
   it("returns the same job for a retried submission with the same Idempotency-Key", async () => {

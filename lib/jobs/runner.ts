@@ -350,6 +350,11 @@ export class JobRunner {
     });
     if (!job || !transitioned) return job;
     this.storageWaits.delete(id);
+    // A failure was logged where it happened; every final status gets one line, with what it took.
+    this.deps.log.info(
+      { jobId: id, status: job.status, runs: job.runs, ...(job.result ? { audioSeconds: job.result.duration } : {}), ...(job.error ? { error: job.error.code } : {}) },
+      `job ${job.status}`,
+    );
     if (job.startedAt) this.deps.metrics.jobDuration.observe({ status: job.status }, (Date.parse(job.finishedAt!) - Date.parse(job.startedAt)) / 1000);
     // The result is what is kept; the uploaded audio is not held a moment longer than needed.
     if (job.input.kind !== "url") await this.deps.blobs.remove(job.input).catch(() => undefined);
