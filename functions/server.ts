@@ -11,6 +11,9 @@ import { createApp } from "./app.ts";
 import { ERROR_STATUS } from "./error-status.ts";
 import { newRequestId, requestIdOn } from "./middleware.ts";
 
+/** How long requests interrupted at the end of the grace period have to write their 503. */
+const INTERRUPTED_ANSWER_MS = 1_000;
+
 /** Where a client on this machine reaches a server listening on `host` (a wildcard is not an address to connect to). */
 function reachableHost(host: string): string {
   if (host === "0.0.0.0") return "127.0.0.1";
@@ -116,7 +119,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
         transcriptionsAtOnce: transcriber.admission.stats.permits,
         queue: config.QUEUE_SIZE,
         // A beam search's beams are rows: fewer windows decode at once.
-        decoding: config.BEAM_SIZE > 1 ? `beam search, ${config.BEAM_SIZE} beams: ${searchesAtOnce(plan.slots, config.BEAM_SIZE)}` : "greedy",
+        // A search has at most the slots' rows: a larger BEAM_SIZE searches with the slots.
+        decoding: config.BEAM_SIZE > 1 ? `beam search, ${Math.min(config.BEAM_SIZE, plan.slots)} beams: ${searchesAtOnce(plan.slots, config.BEAM_SIZE)}` : "greedy",
         bestOf: config.BEST_OF,
       },
       "capacity plan",
@@ -148,6 +152,11 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       let graceTimer: NodeJS.Timeout | undefined;
       const graceOver = new Promise<void>((resolve) => (graceTimer = setTimeout(resolve, graceMs)));
       await Promise.all([services.drain(graceMs), Promise.race([requestsDone, graceOver]).finally(() => clearTimeout(graceTimer))]);
+      // Past the grace: a request still transcribing is answered 503, and has a moment to be written,
+      // rather than have its connection closed with no answer at all.
+      services.interruptRunning();
+      let answeredTimer: NodeJS.Timeout | undefined;
+      await Promise.race([requestsDone, new Promise<void>((resolve) => (answeredTimer = setTimeout(resolve, INTERRUPTED_ANSWER_MS)))]).finally(() => clearTimeout(answeredTimer));
       http.closeAllConnections();
       // Only now: a request still arriving (an upload) needs the stores and the scratch space.
       await services.close();

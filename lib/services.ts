@@ -95,6 +95,8 @@ export interface Services {
   draining: boolean;
   /** Stops taking jobs; running ones get `graceMs` to finish, then are handed back. */
   drain(graceMs?: number): Promise<void>;
+  /** After the grace period: synchronous transcriptions still running end with a 503 (retry elsewhere). */
+  interruptRunning(): void;
   /** After drain() and the last request: closes the stores, the engine and the leases, and removes the scratch space. */
   close(): Promise<void>;
 }
@@ -378,7 +380,11 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
     async drain(graceMs = 0) {
       services.draining = true;
       clearInterval(sweeper);
+      transcriber?.transcription.interrupt("waiting");
       await runner.stop(graceMs);
+    },
+    interruptRunning() {
+      transcriber?.transcription.interrupt("running");
     },
     async close() {
       await callbacks.close();

@@ -117,8 +117,21 @@ export class TranscriptionService {
    * (also of transcriptions that later fail): its rate over time is the live real-time factor.
    */
   audioSecondsDone = 0;
+  /** Shutdown's two steps for synchronous requests (jobs are handed back by their runner instead). */
+  private readonly shutdown = { waiting: new AbortController(), running: new AbortController() };
 
   constructor(private readonly deps: TranscriptionServiceDeps) {}
+
+  /**
+   * Shutdown, for synchronous requests: those still waiting for room are answered at once, those
+   * running when the grace period is over; either way a 503 with Retry-After, which a client retries
+   * on another instance, rather than a connection closed with no answer.
+   */
+  interrupt(which: "waiting" | "running"): void {
+    const reason = new DomainError("unavailable", "This instance is shutting down; retry the request.", { retryAfterSeconds: 1 });
+    this.shutdown.waiting.abort(reason);
+    if (which === "running") this.shutdown.running.abort(reason);
+  }
 
   /** Seconds a refused client should wait: about one transcription's time per waiter ahead of it. */
   retryAfterSeconds(): number {
@@ -177,13 +190,17 @@ export class TranscriptionService {
     if (request.wordTimestamps) assertWordTiming(model, info);
     const language = info.multilingual ? request.language : undefined;
 
-    const admitted = "admitted" in room ? room.admitted : await this.admit(request.id, room.wait, request.signal);
+    const synchronous = "wait" in room && room.wait === "queue";
+    const waiting = synchronous ? anyOf(request.signal, this.shutdown.waiting.signal) : request.signal;
+    const admitted = "admitted" in room ? room.admitted : await this.admit(request.id, room.wait, waiting);
     if (!admitted) throw new DomainError("rate_limited", "No room on this instance right now.", { retryAfterSeconds: this.retryAfterSeconds() });
     const started = performance.now();
     let reported = 0;
     const abort = new AbortController();
-    const onAbort = () => abort.abort(request.signal?.reason);
-    request.signal?.addEventListener("abort", onAbort, { once: true });
+    const stopping = synchronous ? anyOf(request.signal, this.shutdown.running.signal) : request.signal;
+    const onAbort = () => abort.abort(stopping?.reason);
+    if (stopping?.aborted) onAbort();
+    stopping?.addEventListener("abort", onAbort, { once: true });
     void admitted.lost.then(() => abort.abort(new DomainError("unavailable", "The cluster lease for this transcription was lost; retry.", { retryAfterSeconds: 5 })));
     try {
       const pcm = announced(decodeToPcm(path, { signal: abort.signal, maxDurationSeconds: this.deps.maxDurationSeconds }), request.onStart);
@@ -227,7 +244,7 @@ export class TranscriptionService {
       this.deps.metrics.transcriptions.inc({ outcome: abort.signal.aborted ? "aborted" : "failed" });
       throw abort.signal.aborted && abort.signal.reason instanceof DomainError ? abort.signal.reason : err;
     } finally {
-      request.signal?.removeEventListener("abort", onAbort);
+      stopping?.removeEventListener("abort", onAbort);
       await admitted.release();
     }
   }
@@ -282,4 +299,8 @@ async function* announced(pcm: AsyncIterable<Float32Array>, onStart?: () => void
     yield samples;
   }
   if (!started) onStart?.();
+}
+
+function anyOf(...signals: (AbortSignal | undefined)[]): AbortSignal {
+  return AbortSignal.any(signals.filter((s) => s !== undefined));
 }

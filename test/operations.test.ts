@@ -171,6 +171,35 @@ describe("graceful shutdown", () => {
     }
   });
 
+  it("on SIGTERM answers synchronous requests 503 with Retry-After: one waiting for room at once, one still transcribing when the grace is over", async () => {
+    const service = await startService(env(join(work, "data-interrupted"), { SHUTDOWN_GRACE: "2s", WINDOW_SLOTS: "1", MAX_ACTIVE_JOBS: "1" }));
+    const long = join(work, "interrupted.flac");
+    // Long enough to outlast the grace on any machine: 80 windows through one slot.
+    await writeAudioFile(long, microTones(Array.from({ length: 80 }, () => ({ word: "alpha", seconds: 30 }))));
+    const running = upload(service.url, long, "/v1/audio/transcriptions");
+    await eventually(async () => {
+      const capacity = (await (await fetch(`${service.url}/v1/capacity`, { headers: auth })).json()) as { instance: { transcriptions: { active: number } } };
+      expect(capacity.instance.transcriptions.active).toBe(1);
+    });
+    const waiting = upload(service.url, long, "/v1/audio/transcriptions");
+    await eventually(async () => {
+      const capacity = (await (await fetch(`${service.url}/v1/capacity`, { headers: auth })).json()) as { instance: { transcriptions: { queued: number } } };
+      expect(capacity.instance.transcriptions.queued).toBe(1);
+    });
+    const stopped = service.stop("SIGTERM");
+    for (const answer of [await waiting, await running]) {
+      expect(answer.status).toBe(503);
+      expect(answer.headers.get("retry-after")).toBe("1");
+      expect(((await answer.json()) as { error: { code: string; message: string } }).error).toMatchObject({
+        code: "unavailable",
+        message: expect.stringContaining("shutting down"),
+      });
+    }
+    expect(await stopped).toBe(0);
+    const lines = service.logs.filter((l) => l.msg === "request" && l.path === "/v1/audio/transcriptions");
+    expect(lines.map((l) => l.status)).toEqual([503, 503]);
+  });
+
   it("on SIGTERM hands a job still running after the grace period back to the queue and exits 0; the next start finishes it", async () => {
     const dataDir = join(work, "data-shutdown");
     // SLOTS, the earlier name of WINDOW_SLOTS: still read, with a warning.
