@@ -32,7 +32,8 @@ export class Metrics {
 
   constructor(sources: MetricSources) {
     const r = [this.registry];
-    collectDefaultMetrics({ register: this.registry, prefix: "slotscribe_process_" });
+    // prom-client's own names start process_ and nodejs_: slotscribe_process_cpu_seconds_total and so on.
+    collectDefaultMetrics({ register: this.registry, prefix: "slotscribe_" });
     const gauge = (name: string, help: string, read: () => number) =>
       new Gauge({
         name,
@@ -50,7 +51,7 @@ export class Metrics {
       { role: sources.role },
       1,
     );
-    gauge("slotscribe_slots_total", "Windows this instance may run in inference at once.", () => compute().permits);
+    gauge("slotscribe_slots", "Windows this instance may run in inference at once.", () => compute().permits);
     gauge("slotscribe_slots_in_use", "Windows in inference now.", () => compute().inUse);
     gauge("slotscribe_windows_queued", "Windows waiting for a slot.", () => compute().queued);
     gauge("slotscribe_transcriptions_limit", "Transcriptions this instance may have in progress.", () => admission().permits);
@@ -116,6 +117,11 @@ export class Metrics {
       buckets: [1, 5, 15, 60, 300, 900, 3600],
       registers: r,
     });
-    this.callbackDeliveries = new Counter({ name: "slotscribe_callback_deliveries_total", help: "Callback delivery attempts by outcome.", labelNames: ["outcome"], registers: r });
+    this.callbackDeliveries = new Counter({
+      name: "slotscribe_callback_deliveries_total",
+      help: "Callback delivery attempts by outcome: delivered, retrying (failed, another attempt to come) or failed (the last).",
+      labelNames: ["outcome"],
+      registers: r,
+    });
   }
 }

@@ -252,7 +252,8 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
     publicUrl,
     concurrency: planned?.admission.stats.permits ?? 0,
     // Called only once deliveries run, after metrics exists.
-    onCallbackAttempt: (state) => metrics.callbackDeliveries.inc({ outcome: state }),
+    // A failed attempt leaves the callback pending when another is to come.
+    onCallbackAttempt: (state) => metrics.callbackDeliveries.inc({ outcome: state === "pending" ? "retrying" : state }),
   };
   const { leases, jobs, blobs, dispatcher, callbacks, inbox } = mode.kind === "cluster" ? await clusterAdapters(mode, context) : await embeddedAdapters(mode, context);
 

@@ -54,7 +54,10 @@ describe("metrics and logs", () => {
     expect(res.headers.get("content-type")).toMatch(/^text\/plain/);
     const text = await res.text();
     const value = (pattern: RegExp) => Number(pattern.exec(text)?.[1]);
-    expect(value(/^slotscribe_slots_total (\d+)/m)).toBeGreaterThanOrEqual(1);
+    expect(value(/^slotscribe_slots (\d+)/m)).toBeGreaterThanOrEqual(1);
+    // prom-client's process metrics under the service's prefix, once.
+    expect(value(/^slotscribe_process_cpu_seconds_total ([\d.]+)/m)).toBeGreaterThan(0);
+    expect(text).not.toContain("process_process_");
     expect(value(/^slotscribe_slots_in_use (\d+)/m)).toBe(0);
     expect(value(/^slotscribe_transcriptions_queued (\d+)/m)).toBe(0);
     expect(value(/^slotscribe_audio_seconds_total ([\d.]+)/m)).toBeCloseTo(40, 0);

@@ -197,7 +197,7 @@ describe("ROLE=api and ROLE=worker on one Redis and QStash", () => {
 
     const metrics = await (await fetch(`${api.url}/metrics`, { headers: auth })).text();
     expect(metrics).toMatch(/^slotscribe_instance_info\{role="api"\} 1$/m);
-    expect(metrics).toMatch(/^slotscribe_slots_total 0$/m);
+    expect(metrics).toMatch(/^slotscribe_slots 0$/m);
     expect(metrics).toMatch(/^slotscribe_transcriptions_limit 0$/m);
     expect(metrics).toMatch(new RegExp(`^slotscribe_cluster_transcriptions\\{kind="cap"\\} ${CAP}$`, "m"));
 
