@@ -506,6 +506,23 @@ describe("slotscribe transcribe", () => {
     expect(fake.requests).toHaveLength(1);
   });
 
+  it("checks --out before uploading anything, and takes a server URL given as the OpenAI SDK's baseURL (…/v1)", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "slotscribe-out-"));
+    try {
+      for (const out of [dir, join(dir, "missing", "x.srt")]) {
+        const refused = await cli(["transcribe", audio, "--out", out]);
+        expect(refused.code, out).toBe(2);
+        expect(refused.stderr).toMatch(/--out/);
+      }
+      expect(fake.requests).toHaveLength(0);
+      const run = await cli(["transcribe", audio], { SLOTSCRIBE_URL: `${base}/v1/` });
+      expect(run).toMatchObject({ code: 0, stdout: "Heard meeting.wav (1234 bytes).\n" });
+      expect(fake.requests.map((r) => r.path)).toEqual(["/v1/audio/transcriptions"]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it("writes every format to --out byte for byte, printing nothing", async () => {
     await Promise.all(
       RESPONSE_FORMATS.map(async (format) => {

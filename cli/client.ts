@@ -124,7 +124,8 @@ export class SlotscribeClient {
     const server = options.server ?? (process.env.SLOTSCRIBE_URL || DEFAULT_SERVER);
     const url = URL.canParse(server) ? new URL(server) : undefined;
     if (url?.protocol !== "http:" && url?.protocol !== "https:") throw new TypeError(`Invalid server URL "${server}": expected http(s)://host[:port]`);
-    this.server = server.replace(/\/+$/, "");
+    // The OpenAI SDK's baseURL form (…/v1) names the same server.
+    this.server = server.replace(/\/+$/, "").replace(/\/v1$/, "");
     this.#apiKey = options.apiKey ?? (process.env.SLOTSCRIBE_API_KEY || undefined);
     this.#maxRetries = options.maxRetries ?? 3;
     this.#notify = options.notify ?? ((line) => process.stderr.write(`${line}\n`));
@@ -308,7 +309,7 @@ const CONNECTION_OPTIONS = {
   "api-key": { type: "string" },
 } as const;
 
-export const CONNECTION_USAGE = `The server is --server, else SLOTSCRIBE_URL, else ${DEFAULT_SERVER}; the key is --api-key,
+export const CONNECTION_USAGE = `The server is --server, else SLOTSCRIBE_URL, else ${DEFAULT_SERVER} (with or without /v1); the key is --api-key,
 else SLOTSCRIBE_API_KEY.`;
 
 /** A mistake in the command line: reported with the usage and exit code 2. */

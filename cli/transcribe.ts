@@ -1,4 +1,5 @@
 import { stat } from "node:fs/promises";
+import { basename, dirname, resolve } from "node:path";
 import type { JobView } from "../lib/jobs/view.ts";
 import { RESPONSE_FORMATS } from "../lib/transcript.ts";
 import { ApiError, CONNECTION_USAGE, connect, emit, parseFormat, runApiCommand, UsageError, type AudioSource, type SlotscribeClient } from "./client.ts";
@@ -59,6 +60,7 @@ export async function transcribeCommand(argv: string[]): Promise<number> {
         throw new UsageError("--callback and --metadata apply to jobs: add --async or --wait");
       }
       if ("file" in source) await checkFile(source.file);
+      if (values.out !== undefined) await checkOut(values.out);
       const client = connect(values);
       const options = { model: values.model, language: values.language, format, prompt: values.prompt, temperature, words: values.words };
 
@@ -124,6 +126,14 @@ function parseMetadata(text: string | undefined): Record<string, unknown> | unde
   }
   if (typeof value !== "object" || value === null || Array.isArray(value)) throw new UsageError("--metadata must be a JSON object");
   return value as Record<string, unknown>;
+}
+
+/** Before the upload, not after the transcription: a transcript with nowhere to go is wasted work. */
+async function checkOut(path: string): Promise<void> {
+  const info = await stat(path).catch(() => undefined);
+  if (info?.isDirectory()) throw new UsageError(`--out names a directory: ${path}; give a file name`);
+  const folder = await stat(dirname(resolve(path))).catch(() => undefined);
+  if (!folder?.isDirectory()) throw new UsageError(`--out: no folder ${dirname(resolve(path))} to write ${basename(path)} into`);
 }
 
 async function checkFile(path: string): Promise<void> {
