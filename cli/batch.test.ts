@@ -77,6 +77,10 @@ afterAll(async () => {
 });
 
 describe("batch inputs and progress (no server)", () => {
+  it("refuses a list line with a scheme it cannot fetch, rather than read it as a path", () => {
+    expect(() => parseList("rec/a.wav\nftp://example.com/x.mp3\n", "/lists")).toThrow(/only http\(s\) URLs.*ftp:\/\/example\.com\/x\.mp3/);
+  });
+
   it("reads a list: paths relative to the list, URLs, no blanks, comments or repeats", () => {
     const inputs = parseList("# overnight\n\nrec/a.wav\n  /abs/b.mp3  \nhttps://cdn.example/x/Talk%20One.m4a?sig=1\nrec/a.wav\r\n", "/lists");
     expect(inputs.map(({ id, label, stem, source }) => ({ id, label, stem, source }))).toEqual([
@@ -299,6 +303,17 @@ describe("batch against the real server", () => {
     const rerun = await batch([dir, "--format", "text", "--out", out, ...connection]);
     expect(rerun.code).toBe(1);
     expect(rerun.stderr).toMatch(/^batch: 0 done, 2 skipped, 1 failed of 3/m);
+  });
+
+  it("stops at a key the server refuses rather than fail every file the same way, and says so", async () => {
+    const dir = join(work, "refused-key");
+    for (const word of ["alpha", "bravo", "charlie"] as const) await tones(join(dir, `${word}.wav`), [{ word, seconds: 2 }]);
+    const out = join(work, "refused-key-out");
+    const wrongKey = connection.map((arg) => (arg === KEY ? "sk-wrong" : arg));
+    const run = await batch([dir, "--concurrency", "1", "--out", out, ...wrongKey]);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/^batch: 0 done, 0 skipped, 1 failed of 3/m);
+    expect(run.stderr).toMatch(/^stopped: unauthorized: .*; 2 inputs not sent/m);
   });
 
   it("runs a list's URL as a job fetched from the URL, beside its files, with a safe name", async () => {

@@ -114,6 +114,7 @@ export function parseList(text: string, baseDir: string): BatchInput[] {
   for (const raw of text.split(/\r?\n/)) {
     const line = raw.trim();
     if (line === "" || line.startsWith("#")) continue;
+    if (!URL_PATTERN.test(line) && /^[a-z][a-z\d+.-]*:\/\//i.test(line)) throw new UsageError(`only http(s) URLs can be fetched: ${line}`);
     const input: BatchInput = URL_PATTERN.test(line)
       ? { id: line, source: { url: line }, label: line, stem: urlStem(line) }
       : { id: resolve(baseDir, line), source: { file: resolve(baseDir, line) }, label: line, stem: withoutExtension(basename(line)) };
@@ -377,6 +378,8 @@ interface BatchContext {
   model?: string;
   language?: string;
   asJob: boolean;
+  /** Set when the server refuses the key: every other input would fail the same way, so none is sent. */
+  halted?: string;
 }
 
 /** A job that ended without a transcript. */
@@ -440,7 +443,7 @@ export async function batchCommand(argv: string[]): Promise<number> {
       try {
         let next = 0;
         const worker = async () => {
-          while (next < inputs.length) {
+          while (next < inputs.length && ctx.halted === undefined) {
             const index = next++;
             const outcome = await processInput(inputs[index]!, ctx);
             reporter.settle(outcome);
@@ -453,7 +456,11 @@ export async function batchCommand(argv: string[]): Promise<number> {
         reporter.finish();
       }
       process.stderr.write(summary(outcomes, reporter.tally));
-      return outcomes.some((o) => o.kind === "failed") ? 1 : 0;
+      if (ctx.halted !== undefined) {
+        const untried = inputs.length - outcomes.filter(Boolean).length;
+        process.stderr.write(`stopped: ${ctx.halted}; ${untried} input${untried === 1 ? "" : "s"} not sent (check --api-key or SLOTSCRIBE_API_KEY)\n`);
+      }
+      return outcomes.some((o) => o.kind === "failed") || ctx.halted !== undefined ? 1 : 0;
     },
   );
 }
@@ -483,6 +490,7 @@ async function processInput(input: BatchInput, ctx: BatchContext): Promise<Outco
     return { kind: "done", input, output, audioSeconds, elapsedMs: Date.now() - startedAt };
   } catch (err) {
     const reason = describeFailure(err);
+    if (err instanceof ApiError && err.code === "unauthorized") ctx.halted = reason;
     await ctx.manifest.update(input.id, { status: "failed", output: name, error: reason }).catch((writeErr: Error) => {
       ctx.reporter.note(`slotscribe: could not record the failure of ${input.label}: ${writeErr.message}`);
     });
