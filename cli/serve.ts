@@ -52,12 +52,21 @@ export async function serveCommand(argv: string[], startServer: StartServer): Pr
     return 1;
   }
   await new Promise<void>((resolve) => {
-    const stop = (signal: string) => {
+    let stopping = false;
+    const stop = (signal: NodeJS.Signals) => {
+      if (stopping) {
+        // A supervisor (or `timeout`) that signals the whole group again must not cut the drain
+        // short; a second Ctrl-C is someone who wants out now.
+        if (signal === "SIGINT") process.exit(130);
+        log.info({ signal }, "already shutting down");
+        return;
+      }
+      stopping = true;
       log.info({ signal }, "shutting down");
       server.close().then(resolve, resolve);
     };
-    process.once("SIGTERM", () => stop("SIGTERM"));
-    process.once("SIGINT", () => stop("SIGINT"));
+    process.on("SIGTERM", stop);
+    process.on("SIGINT", stop);
   });
   return 0;
 }

@@ -125,6 +125,24 @@ describe("graceful shutdown", () => {
     expect(service.logs.some((l) => l.msg === "stopped: jobs handed back, leases released")).toBe(true);
   });
 
+  it("a second SIGTERM while it drains (a supervisor signalling the whole group) does not cut the drain short: exit 0", async () => {
+    const service = await startService(env(join(work, "data-twice"), { SHUTDOWN_GRACE: "2s", WINDOW_SLOTS: "1" }));
+    const long = join(work, "twice.flac");
+    await writeAudioFile(long, microTones(Array.from({ length: 80 }, () => ({ word: "bravo", seconds: 30 }))));
+    // A transcription keeps the drain going for the whole grace period.
+    const running = upload(service.url, long, "/v1/audio/transcriptions");
+    await eventually(async () => {
+      const capacity = (await (await fetch(`${service.url}/v1/capacity`, { headers: auth })).json()) as { instance: { transcriptions: { active: number } } };
+      expect(capacity.instance.transcriptions.active).toBe(1);
+    });
+    service.child.kill("SIGTERM");
+    await eventually(() => expect(service.logs.some((l) => l.msg === "shutting down")).toBe(true));
+    expect(await service.stop("SIGTERM")).toBe(0);
+    expect((await running).status).toBe(503);
+    expect(service.logs.some((l) => l.msg === "already shutting down")).toBe(true);
+    expect(service.logs.some((l) => l.msg === "stopped: jobs handed back, leases released")).toBe(true);
+  });
+
   it("on SIGTERM takes a job whose upload is still arriving, exits 0, and the next start runs it", async () => {
     const dataDir = join(work, "data-arriving");
     let service = await startService(env(dataDir, { SHUTDOWN_GRACE: "20s" }));
