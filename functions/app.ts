@@ -19,6 +19,7 @@ import { handleError, logRequests, provide, requireApiKey } from "./middleware.t
 import metrics from "./metrics.ts";
 import models from "./models.ts";
 import modelsGet from "./models-get.ts";
+import qstashCallbackAttempt from "./qstash-callback-attempt.ts";
 import qstashCallbackFailed from "./qstash-callback-failed.ts";
 import qstashRun from "./qstash-run.ts";
 import qstashRunFailed from "./qstash-run-failed.ts";
@@ -83,7 +84,7 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
     jobsResult,
     jobsCancel,
     // Only QStash delivers to these, and only in cluster mode; elsewhere they are unknown paths.
-    ...(deps.qstash ? [qstashRun, qstashRunFailed, qstashCallbackFailed] : []),
+    ...(deps.qstash ? [qstashRun, qstashRunFailed, qstashCallbackAttempt, qstashCallbackFailed] : []),
     statusPage,
   ])
     app.route("/", routes);

@@ -215,7 +215,12 @@ describe("cluster mode: three instances, one Redis, QStash", () => {
       const mine = deliveries.filter((d) => d.jobId === view.id);
       expect(mine.length, view.id).toBe(1);
       expect(mine[0]!.verified).toBe(true);
-      const latest = (await (await fetch(`${publicUrl}/v1/jobs/${view.id}`, { headers: auth })).json()) as { callback: { webhook_id: string } };
+      // QStash reports the receiver's answer back, so the job shows its callback delivered.
+      const latest = await eventually(async () => {
+        const job = (await (await fetch(`${publicUrl}/v1/jobs/${view.id}`, { headers: auth })).json()) as { callback: { webhook_id: string; state: string } };
+        expect(job.callback.state).toBe("delivered");
+        return job;
+      });
       expect(mine[0]!.webhookId).toBe(latest.callback.webhook_id);
     }
     expect(maxLeases).toBeLessThanOrEqual(CAP);

@@ -16,8 +16,10 @@ import { createLogger } from "../log.ts";
 import { callbackPayload, type CallbackPayload } from "../webhooks/delivery.ts";
 import { generateWebhookSecret, parseWebhookSecrets } from "../webhooks/standard-webhooks.ts";
 import {
+  handleCallbackAttempt,
   handleCallbackFailure,
   parseRunMessage,
+  QSTASH_CALLBACK_ATTEMPT_PATH,
   QSTASH_CALLBACK_FAILED_PATH,
   QSTASH_RUN_FAILED_PATH,
   QSTASH_RUN_PATH,
@@ -292,9 +294,10 @@ async function setupCallbacks(reply: (index: number) => number, options: Partial
   });
   const store = await openStore();
   const service = await startServer(async (request) => {
-    if (request.path !== QSTASH_CALLBACK_FAILED_PATH) return 404;
-    await verifyQStash(receiver(), request.body, header(request.headers, "upstash-signature"), qstashUrl(service.url, QSTASH_CALLBACK_FAILED_PATH));
-    await handleCallbackFailure(store, JSON.parse(request.body));
+    const handle = { [QSTASH_CALLBACK_FAILED_PATH]: handleCallbackFailure, [QSTASH_CALLBACK_ATTEMPT_PATH]: handleCallbackAttempt }[request.path];
+    if (!handle) return 404;
+    await verifyQStash(receiver(), request.body, header(request.headers, "upstash-signature"), qstashUrl(service.url, request.path as typeof QSTASH_CALLBACK_ATTEMPT_PATH));
+    await handle(store, JSON.parse(request.body));
     return 200;
   });
   const emulator = await startEmulator();
@@ -330,19 +333,23 @@ describe("QStashCallbackSender", () => {
     expect(delivery!.payload).toEqual(JSON.parse(JSON.stringify(callbackPayload(job as JobRecord & { status: "succeeded" }, PUBLIC_URL_PLACEHOLDER, new Date()))));
     expect(delivery!.payload?.data.links.self).toBe(`${PUBLIC_URL_PLACEHOLDER}/v1/jobs/job_cb`);
 
-    const [message, ...others] = emulator.messages();
+    const [message, ...others] = emulator.messages().filter((m) => m.kind === "publish");
     expect(others).toEqual([]);
     expect(message).toMatchObject({
       destination: destination.url,
       deduplicationId: callback.webhookId,
       maxRetries: 5,
       failureCallback: qstashUrl(service.url, QSTASH_CALLBACK_FAILED_PATH),
+      callback: qstashUrl(service.url, QSTASH_CALLBACK_ATTEMPT_PATH),
       headers: { "content-type": "application/json", "webhook-id": callback.webhookId },
       state: "delivered",
     });
-    // QStash reports only failures, so the store keeps one note of the hand-over, not repeated by the second enqueue.
-    expect(callback.state).toBe("pending");
-    expect(callback.attempts).toEqual([{ at: expect.any(String), status: null, latencyMs: expect.any(Number), error: `handed to QStash as message ${message!.id}` }]);
+    // One note of the hand-over (not repeated by the second enqueue), then the receiver's answer as QStash reports it.
+    expect(callback.state).toBe("delivered");
+    expect(callback.attempts).toEqual([
+      { at: expect.any(String), status: null, latencyMs: expect.any(Number), error: `handed to QStash as message ${message!.id}` },
+      { at: expect.any(String), status: 204, latencyMs: 0 },
+    ]);
   });
 
   it("hands over at start a callback that an instance which died after finishing the job never published, and only that", async () => {
@@ -355,7 +362,7 @@ describe("QStashCallbackSender", () => {
 
     await sender.start();
     await settleAll(emulator);
-    expect(emulator.messages()).toHaveLength(1);
+    expect(emulator.messages().filter((m) => m.kind === "publish")).toHaveLength(1);
   });
 
   it("re-sends the same webhook-id and signed timestamp on every QStash retry", async () => {
@@ -371,6 +378,10 @@ describe("QStashCallbackSender", () => {
     expect(new Set(destination.received.map((request) => request.webhookId))).toEqual(new Set([webhookId]));
     expect(new Set(destination.received.map((request) => request.timestamp)).size).toBe(1);
     expect(emulator.messages()[0]).toMatchObject({ state: "delivered", attempts: [{ status: 500 }, { status: 500 }, { status: 200 }] });
+    // QStash reports each answer back: the job shows every attempt, and the delivery.
+    const callback = (await store.get("job_flaky"))!.callback!;
+    expect(callback.state).toBe("delivered");
+    expect(callback.attempts.map((a) => a.status)).toEqual([null, 500, 500, 200]);
   });
 
   it("marks the callback failed when QStash reports it gave up", async () => {
@@ -383,6 +394,9 @@ describe("QStashCallbackSender", () => {
     expect(destination.received).toHaveLength(3);
     expect(emulator.messages().map((message) => [message.kind, message.state])).toEqual([
       ["publish", "failed"],
+      ["callback", "delivered"],
+      ["callback", "delivered"],
+      ["callback", "delivered"],
       ["failure-callback", "delivered"],
     ]);
     const callback = (await store.get("job_down"))!.callback!;

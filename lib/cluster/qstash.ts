@@ -32,12 +32,16 @@ import { signWebhook } from "../webhooks/standard-webhooks.ts";
 export const QSTASH_RUN_PATH = "/internal/qstash/run";
 export const QSTASH_CALLBACK_FAILED_PATH = "/internal/qstash/callback-failed";
 export const QSTASH_RUN_FAILED_PATH = "/internal/qstash/run-failed";
+export const QSTASH_CALLBACK_ATTEMPT_PATH = "/internal/qstash/callback-attempt";
 
 /**
  * Where QStash delivers `path`. QStash signs this exact URL into the token's subject, so the
  * handler must verify against the URL built here, not one rebuilt from the request's Host.
  */
-export function qstashUrl(deliveryUrl: string, path: typeof QSTASH_RUN_PATH | typeof QSTASH_CALLBACK_FAILED_PATH | typeof QSTASH_RUN_FAILED_PATH): string {
+export function qstashUrl(
+  deliveryUrl: string,
+  path: typeof QSTASH_RUN_PATH | typeof QSTASH_CALLBACK_FAILED_PATH | typeof QSTASH_RUN_FAILED_PATH | typeof QSTASH_CALLBACK_ATTEMPT_PATH,
+): string {
   return `${deliveryUrl.replace(/\/+$/, "")}${path}`;
 }
 
@@ -216,6 +220,8 @@ export class QStashCallbackSender implements CallbackSender {
   readonly #secrets: readonly Buffer[];
   readonly #publicUrl: string;
   readonly #failureCallback: string;
+  /** QStash reports each answer of the receiver here, so the job shows its callback's attempts. */
+  readonly #attemptCallback: string;
   readonly #log: Logger;
   readonly #retries: number;
   readonly #retryDelay: string;
@@ -230,6 +236,7 @@ export class QStashCallbackSender implements CallbackSender {
     this.#secrets = [...options.secrets];
     this.#publicUrl = options.publicUrl;
     this.#failureCallback = qstashUrl(options.deliveryUrl, QSTASH_CALLBACK_FAILED_PATH);
+    this.#attemptCallback = qstashUrl(options.deliveryUrl, QSTASH_CALLBACK_ATTEMPT_PATH);
     this.#log = options.log;
     this.#retries = options.retries ?? DEFAULT_CALLBACK_RETRIES;
     this.#retryDelay = options.retryDelay ?? DEFAULT_CALLBACK_RETRY_DELAY;
@@ -288,6 +295,7 @@ export class QStashCallbackSender implements CallbackSender {
         retryDelay: this.#retryDelay,
         timeout: this.#timeoutSeconds,
         failureCallback: this.#failureCallback,
+        callback: this.#attemptCallback,
       }));
     } catch (err) {
       // The callback stays pending with no message behind it: the caller learns that here.
@@ -334,9 +342,38 @@ const WEBHOOK_ID_HEADERS: ReadonlySet<string> = new Set(["webhook-id", "upstash-
  * or null when the report names no job of ours with that callback (the job may have expired):
  * answer 2xx either way, or QStash redelivers the report.
  */
-export async function handleCallbackFailure(store: Pick<JobStore, "get" | "update" | "pendingCallbacks">, body: unknown, now: Date = new Date()): Promise<JobRecord | null> {
+export function handleCallbackFailure(store: CallbackJobs, body: unknown, now: Date = new Date()): Promise<JobRecord | null> {
+  return recordReport(store, body, (report) => ({
+    attempt: { at: now.toISOString(), status: report.status > 0 ? report.status : null, latencyMs: 0, error: `QStash gave up after ${report.retried} retries` },
+    state: "failed",
+  }));
+}
+
+/**
+ * Records an attempt QStash reports through the message's callback (the receiver's answer): a 2xx
+ * marks the callback delivered, anything else is one more failed attempt, QStash retrying. As for
+ * handleCallbackFailure, null when the report is about no callback of ours.
+ */
+export function handleCallbackAttempt(store: CallbackJobs, body: unknown, now: Date = new Date()): Promise<JobRecord | null> {
+  return recordReport(store, body, (report) => {
+    const delivered = report.status >= 200 && report.status < 300;
+    return {
+      attempt: { at: now.toISOString(), status: report.status > 0 ? report.status : null, latencyMs: 0, ...(delivered ? {} : { error: `QStash attempt ${report.retried + 1}` }) },
+      state: delivered ? "delivered" : "pending",
+    };
+  });
+}
+
+type CallbackJobs = Pick<JobStore, "get" | "update" | "pendingCallbacks">;
+type Report = z.infer<typeof failureReportSchema>;
+
+async function recordReport(
+  store: CallbackJobs,
+  body: unknown,
+  outcome: (report: Report) => { attempt: DeliveryAttempt; state: "delivered" | "failed" | "pending" },
+): Promise<JobRecord | null> {
   const parsed = failureReportSchema.safeParse(body);
-  if (!parsed.success) throw new DomainError("invalid_request", "The body is not a QStash failure callback.");
+  if (!parsed.success) throw new DomainError("invalid_request", "The body is not a QStash report.");
   const report = parsed.data;
 
   const header = Object.entries(report.sourceHeader ?? {}).find(([name]) => WEBHOOK_ID_HEADERS.has(name.toLowerCase()))?.[1];
@@ -344,18 +381,13 @@ export async function handleCallbackFailure(store: Pick<JobStore, "get" | "updat
   const job = await findCallbackJob(store, jobIdFromBody(report.sourceBody), webhookId);
   if (!job?.callback) return null;
   const expectedWebhookId = job.callback.webhookId;
-
-  const attempt: DeliveryAttempt = {
-    at: now.toISOString(),
-    status: report.status > 0 ? report.status : null,
-    latencyMs: 0,
-    error: `QStash gave up after ${report.retried} retries`,
-  };
+  const { attempt, state } = outcome(report);
   return store.update(job.id, (current) => {
     const callback = current.callback;
-    // Only a pending callback fails: a redelivered report must not record a second failure.
+    // Only a pending callback changes, once per report: QStash may deliver a report again.
     if (callback?.state !== "pending" || callback.webhookId !== expectedWebhookId) return current;
-    return { ...current, callback: { webhookId: callback.webhookId, state: "failed", attempts: [...callback.attempts, attempt] } };
+    if (attempt.error !== undefined && callback.attempts.some((a) => a.error === attempt.error)) return current;
+    return { ...current, callback: { webhookId: callback.webhookId, state, attempts: [...callback.attempts, attempt] } };
   });
 }
 
