@@ -110,7 +110,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
         cpus: `${plan.machine.cpus} (${plan.machine.cpuSource})`,
         models: plan.rows.map(
           (r) =>
-            `${r.model} ${r.dtype}: ${formatBytes(r.footprint.residentBytes)} loaded, ${formatBytes(r.footprint.rowBytes)} per slot${r.footprint.measured ? "" : " (estimated)"}`,
+            `${r.model} ${r.dtype}: ${formatBytes(r.footprint.residentBytes)} loaded, ${formatBytes(r.footprint.rowBytes)} per slot${r.size === null ? " (its size is not in its name: planned as small)" : r.footprint.measured ? "" : " (estimated)"}`,
         ),
         slots: plan.slots,
         threads: plan.threads,
@@ -118,8 +118,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
         limitedBy: plan.limitedBy,
         transcriptionsAtOnce: transcriber.admission.stats.permits,
         queue: config.QUEUE_SIZE,
-        // A beam search's beams are rows: fewer windows decode at once.
-        // A search has at most the slots' rows: a larger BEAM_SIZE searches with the slots.
+        // A beam search's beams are rows (at most the slots): fewer windows decode at once.
         decoding: config.BEAM_SIZE > 1 ? `beam search, ${Math.min(config.BEAM_SIZE, plan.slots)} beams: ${searchesAtOnce(plan.slots, config.BEAM_SIZE)}` : "greedy",
         bestOf: config.BEST_OF,
       },
