@@ -174,6 +174,11 @@ describe("loadConfig", () => {
     expect(err.message).not.toContain("PASSWORD-LEAK");
   });
 
+  it("names a bad value by the deprecated name it was set as", () => {
+    expect(configError({ ...VALID, SLOTS: "abc" }).issues).toEqual([expect.stringMatching(/^SLOTS:/)]);
+    expect(configError({ ...VALID, WINDOW_SLOTS: "abc" }).issues).toEqual([expect.stringMatching(/^WINDOW_SLOTS:/)]);
+  });
+
   it("reports every badly formatted setting at once", () => {
     const err = configError({ ...VALID, QUEUE_TIMEOUT: "soon", MAX_UPLOAD_BYTES: "huge", PORT: "http" });
     const keys = err.issues.map((issue) => issue.split(":")[0]);

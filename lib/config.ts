@@ -379,7 +379,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const { env: current, deprecations } = renameDeprecated(env);
   const parsed = configSchema.safeParse(current);
   if (!parsed.success) {
-    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`));
+    // A value set under a deprecated name is reported under the name it was set as.
+    const setAs = (key: string) => Object.entries(DEPRECATED_NAMES).find(([old, renamed]) => renamed === key && env[old] !== undefined && env[key] === undefined)?.[0] ?? key;
+    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.length > 0 ? i.path.map((p) => setAs(String(p))).join(".") : "(root)"}: ${i.message}`));
   }
   return { ...parsed.data, deprecations };
 }
