@@ -22,5 +22,5 @@ export async function runCli(argv: string[], commands: readonly Command[]): Prom
   const command = commands.find((c) => c.name === name);
   if (command) return command.run(rest);
   console.error([`usage: slotscribe <command> [options]\n\ncommands:\n${commands.map((c) => `  ${c.synopsis}`).join("\n")}`, ...commands.map((c) => c.usage)].join("\n\n"));
-  return name === "--help" || name === "-h" ? 0 : 2;
+  return name === "--help" || name === "-h" || name === "help" ? 0 : 2;
 }
