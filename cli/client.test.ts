@@ -598,7 +598,9 @@ describe("slotscribe transcribe", () => {
     const unauthorized = await cli(["transcribe", audio], { SLOTSCRIBE_API_KEY: "wrong" });
     expect(unauthorized.code).toBe(1);
     expect(unauthorized.stdout).toBe("");
-    expect(unauthorized.stderr).toMatch(/^slotscribe: unauthorized: Missing or invalid API key \(request req_\d+\)\n$/);
+    expect(unauthorized.stderr).toMatch(
+      /^slotscribe: unauthorized: Missing or invalid API key \(request req_\d+\)\nslotscribe: give the server's API key with --api-key or SLOTSCRIBE_API_KEY\n$/,
+    );
 
     const down = await cli(["transcribe", audio], { SLOTSCRIBE_URL: closedBase });
     expect(down.code).toBe(1);

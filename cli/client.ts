@@ -338,7 +338,9 @@ export function parseFormat(value: string | undefined): ResponseFormat | undefin
 
 /** `slotscribe: <code>: <message> (request <id>)`, the one line an API failure prints. */
 function describeApiError(err: ApiError): string {
-  return `slotscribe: ${err.code}: ${err.message}${err.requestId ? ` (request ${err.requestId})` : ""}`;
+  // The server's words are for any client; this one is set through its flags and environment.
+  const hint = err.code === "unauthorized" ? "\nslotscribe: give the server's API key with --api-key or SLOTSCRIBE_API_KEY" : "";
+  return `slotscribe: ${err.code}: ${err.message}${err.requestId ? ` (request ${err.requestId})` : ""}${hint}`;
 }
 
 /** Writes a transcript to `out` byte for byte, or to stdout ending in a newline. */
