@@ -27,6 +27,7 @@ export default router().openapi(route, async (c) => {
   const raw = await c.req.text();
   await verifyQStash(qstash.receiver, raw, c.req.header("upstash-signature"), qstashUrl(qstash.publicUrl, QSTASH_RUN_FAILED_PATH), c.var.deps.log);
   const message = parseRunFailure(JSON.parse(raw) as unknown);
-  c.var.deps.log.warn({ jobId: message.jobId }, "QStash could not deliver a job: it is sent again");
-  return c.json({ outcome: await qstash.runner.redeliver(message.jobId, message.attempt) }, 200);
+  const outcome = await qstash.runner.redeliver(message.jobId, message.attempt);
+  if (outcome !== "skipped") c.var.deps.log.warn({ jobId: message.jobId, outcome }, "QStash could not deliver a job to any instance");
+  return c.json({ outcome }, 200);
 });
