@@ -34,6 +34,7 @@ describe("slotscribe capacity", () => {
     expect(tiny).toMatchObject({ dtype: "fp32", fits: true, threads: 4 });
     expect(tiny.slots).toBeGreaterThan(0);
     expect(tiny.loadedBytes).toBeGreaterThan(tiny.perSlotBytes);
+    for (const row of rows) expect(Number.isInteger(row.loadedBytes) && Number.isInteger(row.perSlotBytes), row.model).toBe(true);
     // The flag wins over the environment.
     const q8 = JSON.parse(capacity(["--memory", "8GiB", "--cpus", "4", "--json", "--dtype", "q8"], { MODEL_DTYPE: "fp32" }).stdout) as { rows: Row[] };
     expect(q8.rows.find((r) => r.model === "tiny")!.loadedBytes).toBeLessThan(tiny.loadedBytes);

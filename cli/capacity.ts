@@ -20,8 +20,9 @@ function capacityRows(machine: MachineResources, dtype: Dtype) {
     return {
       model,
       dtype,
-      loadedBytes: row.footprint.residentBytes,
-      perSlotBytes: row.footprint.rowBytes,
+      // Estimates are scaled by parameter count: whole bytes all the same.
+      loadedBytes: Math.round(row.footprint.residentBytes),
+      perSlotBytes: Math.round(row.footprint.rowBytes),
       measured: row.footprint.measured,
       // What the service would run with: at least one slot, which does not fit when `fits` is false.
       slots: plan.slots,

@@ -123,8 +123,10 @@ describe("loadConfig", () => {
     ["PUBLIC_URL", "not a url"],
     ["PUBLIC_URL", "ftp://files.example.com"],
     ["REQUEST_TIMEOUT", "0s"],
-    ["CORS_ORIGINS", "https://app.example.com/"],
+    ["CORS_ORIGINS", "https://app.example.com/app"],
     ["CORS_ORIGINS", "https://ok.example,app.example.com"],
+    ["CORS_ORIGINS", "https://*.example.com"],
+    ["CORS_ORIGINS", "ftp://files.example.com"],
     ["MEMORY_LIMIT", "lots"],
     ["CPUS", "0"],
     ["FFMPEG_PATH", "/nonexistent/ffmpeg"],
@@ -146,7 +148,11 @@ describe("loadConfig", () => {
       expect(missing.issues).toEqual([expect.stringMatching(/^DEFAULT_MODEL: .*"org\/gone".*no model directory/)]);
       expect(configError({ ...local, DEFAULT_MODEL: "../../etc" }).issues).toEqual([expect.stringMatching(/^DEFAULT_MODEL: .*"\.\.\/\.\.\/etc"/)]);
       expect(configError({ ...local, DEFAULT_MODEL: "org/here", PRELOAD_MODELS: "org/here,tiny.en" }).issues).toEqual([expect.stringMatching(/^PRELOAD_MODELS: .*"tiny\.en"/)]);
-      expect(configError({ ...VALID, WHISPER_MODELS_DIR: join(models, "nowhere"), DEFAULT_MODEL: "org/here" }).issues).toEqual([expect.stringMatching(/^DEFAULT_MODEL:/)]);
+      expect(configError({ ...VALID, WHISPER_MODELS_DIR: join(models, "nowhere"), DEFAULT_MODEL: "org/here" }).issues).toEqual([
+        expect.stringMatching(/^WHISPER_MODELS_DIR: .* is not a directory/),
+      ]);
+      // A directory that holds models, not one.
+      expect(configError({ ...local, DEFAULT_MODEL: "org" }).issues).toEqual([expect.stringMatching(/^DEFAULT_MODEL: .*"org".*config\.json/)]);
       // From the hub, whether a model exists is known only when it is fetched; its id's form is known now.
       expect(configError({ ...VALID, DEFAULT_MODEL: "../../etc" }).issues).toEqual([expect.stringMatching(/^DEFAULT_MODEL:/)]);
       expect(configError({ ...VALID, DEFAULT_MODEL: "" }).issues).toEqual([expect.stringMatching(/^DEFAULT_MODEL:/)]);
@@ -177,6 +183,16 @@ describe("loadConfig", () => {
   it("names a bad value by the deprecated name it was set as", () => {
     expect(configError({ ...VALID, SLOTS: "abc" }).issues).toEqual([expect.stringMatching(/^SLOTS:/)]);
     expect(configError({ ...VALID, WINDOW_SLOTS: "abc" }).issues).toEqual([expect.stringMatching(/^WINDOW_SLOTS:/)]);
+  });
+
+  it("takes CORS_ORIGINS as browsers send Origin: lower case, without a default port or a trailing slash", () => {
+    expect(loadConfig({ ...VALID, CORS_ORIGINS: "HTTPS://APP.Example.com, https://b.example:443/, http://localhost:5173" }).CORS_ORIGINS).toEqual([
+      "https://app.example.com",
+      "https://b.example",
+      "http://localhost:5173",
+    ]);
+    expect(configError({ ...VALID, CORS_ORIGINS: "https://*.example.com" }).issues).toEqual([expect.stringMatching(/^CORS_ORIGINS: .*no wildcards/)]);
+    expect(configError({ ...VALID, PUBLIC_URL: "ftp://files.example.com" }).issues).toEqual(["PUBLIC_URL: must be an http(s) URL"]);
   });
 
   it("reports every badly formatted setting at once", () => {

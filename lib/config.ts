@@ -21,12 +21,12 @@ const bool = z
   .enum(["true", "false", "1", "0"])
   .optional()
   .transform((v) => v === "true" || v === "1");
-/** Text parsed by `parse`, whose error message becomes the setting's issue. */
+/** A value parsed by `parse`, whose error message becomes the setting's issue. */
 const parsedBy =
-  <T>(parse: (text: string) => T) =>
-  (text: string, ctx: z.RefinementCtx): T => {
+  <I, T>(parse: (input: I) => T) =>
+  (input: I, ctx: z.RefinementCtx): T => {
     try {
-      return parse(text);
+      return parse(input);
     } catch (err) {
       ctx.addIssue({ code: "custom", message: (err as Error).message });
       return z.NEVER;
@@ -40,16 +40,24 @@ const executableFile = (path: string): string => {
   return path;
 };
 /** An origin as a browser sends it in Origin: lower case, no path, no default port. */
-const isOrigin = (text: string): boolean => {
+/** An origin as a browser sends it (scheme://host[:port], lower case, no default port), from one written loosely. */
+const webOrigin = (text: string): string => {
+  if (text.includes("*")) throw new Error(`"${text}": an origin has no wildcards; list each one, or give * alone for any`);
+  const url = URL.canParse(text) ? new URL(text) : null;
+  if (!url || (url.protocol !== "http:" && url.protocol !== "https:")) throw new Error(`"${text}" is not a web origin such as https://app.example.com`);
+  if (url.pathname !== "/" || url.search || url.hash || url.username || url.password) throw new Error(`"${text}": an origin is scheme, host and port only, as in ${url.origin}`);
+  return url.origin;
+};
+const isDirectory = (path: string): boolean => {
   try {
-    return new URL(text).origin === text;
+    return statSync(path).isDirectory();
   } catch {
     return false;
   }
 };
 const positiveInt = z.coerce.number().int().positive();
 const secret = z.string().min(1, "must not be empty when set");
-const httpUrl = z.url({ protocol: /^https?$/ });
+const httpUrl = z.url({ protocol: /^https?$/, error: "must be an http(s) URL" });
 
 /**
  * What an instance does: everything (one kind of instance), only the API (takes requests, hands jobs
@@ -74,15 +82,7 @@ const settingsSchema = z.object({
   API_KEYS: list,
   ALLOW_ANONYMOUS: bool,
   /** Web origins whose pages may call the API from a browser (CORS); none when unset. */
-  CORS_ORIGINS: list.transform((origins, ctx) => {
-    for (const origin of origins) {
-      if (origin !== "*" && !isOrigin(origin)) {
-        ctx.addIssue({ code: "custom", message: `"${origin}" is not an origin: give scheme, host and port only, as in https://app.example.com, or * for any` });
-        return z.NEVER;
-      }
-    }
-    return origins;
-  }),
+  CORS_ORIGINS: list.transform((origins, ctx) => (origins.includes("*") ? ["*"] : parsedBy((list: string[]) => list.map(webOrigin))(origins, ctx))),
 
   DEFAULT_MODEL: z.string().min(1, "must name a model when set").default("base.en"),
   PRELOAD_MODELS: list,
@@ -269,7 +269,9 @@ export const configSchema = settingsSchema
       }
       // An api instance loads no model. Elsewhere a model that cannot be found would leave the
       // instance unready for good, and every request that names no model refused.
-      if (c.ROLE !== "api") {
+      if (c.WHISPER_MODELS_DIR !== undefined && !isDirectory(c.WHISPER_MODELS_DIR)) {
+        ctx.addIssue({ code: "custom", path: ["WHISPER_MODELS_DIR"], message: `${JSON.stringify(c.WHISPER_MODELS_DIR)} is not a directory` });
+      } else if (c.ROLE !== "api") {
         const catalog = new ModelCatalog({ defaultModel: c.DEFAULT_MODEL, dtype: c.MODEL_DTYPE, localDir: c.WHISPER_MODELS_DIR });
         const named: [string, string[]][] = [
           ["DEFAULT_MODEL", [c.DEFAULT_MODEL]],

@@ -66,7 +66,7 @@ export class ModelCatalog {
       // A trailing or doubled slash names the same directory, but not a model id the loader can use.
       const canonical = relative(root, dir).split(sep).join("/");
       if (canonical !== id) return { why: `a model id has no empty or "." path steps: ${JSON.stringify(canonical)}?` };
-      if (!existsSync(join(dir, "config.json"))) return { why: `no model directory ${JSON.stringify(id)} in WHISPER_MODELS_DIR` };
+      if (!existsSync(join(dir, "config.json"))) return { why: `no model directory ${JSON.stringify(id)} (with its config.json) in WHISPER_MODELS_DIR` };
     } else if (!HUB_MODELS[name] && (!/^[\w.-]+\/[\w.-]+$/.test(name) || name.includes(".."))) {
       // ".." is no valid hub id (transformers.js refuses it too) and would reach outside the model cache.
       return { why: "not a known Whisper model" };
