@@ -117,6 +117,7 @@ function fakes(scratch: string, { vad = "silero", corsOrigins = [] }: { vad?: Va
     qstash: null,
     baseUrl: () => "http://test",
     draining: false,
+    interrupted: new AbortController().signal,
   };
   return { state, app: createApp(deps) };
 }

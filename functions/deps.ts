@@ -46,6 +46,8 @@ export interface HttpDeps {
   baseUrl(requestUrl: string): string;
   /** Read on every request: it turns true when shutdown begins. */
   readonly draining: boolean;
+  /** Aborted when the shutdown's grace period is over: a request still arriving is answered 503. */
+  readonly interrupted: AbortSignal;
 }
 
 export interface HttpTranscriber {

@@ -86,10 +86,12 @@ export function readMultipart(c: Context<AppEnv>, { dir, maxFileBytes, hashFile 
     const skippedFiles: string[] = [];
     let file: { path: string; name: string; bytes: number; hash: Hash | null; stream: Readable; sink: WriteStream; written: Promise<void> } | null = null;
     let failed = false;
+    const settled = new AbortController();
 
     const fail = (err: unknown) => {
       if (failed) return;
       failed = true;
+      settled.abort();
       // The parser is only cut off, not destroyed: this may run inside one of its own callbacks.
       source.unpipe(parser);
       if (!incoming) source.resume();
@@ -162,9 +164,15 @@ export function readMultipart(c: Context<AppEnv>, { dir, maxFileBytes, hashFile 
     parser.on("close", () => {
       const spooled = file;
       void (spooled?.written ?? Promise.resolve()).then(() => {
-        if (!failed) resolve({ fields, skippedFiles, file: spooled && new SpooledUpload(spooled.path, spooled.name, spooled.bytes, spooled.hash?.digest("hex") ?? null) });
+        if (failed) return;
+        settled.abort();
+        resolve({ fields, skippedFiles, file: spooled && new SpooledUpload(spooled.path, spooled.name, spooled.bytes, spooled.hash?.digest("hex") ?? null) });
       }, fail);
     });
+    // Still arriving when the shutdown's grace period is over: answered 503, rather than cut off with no answer.
+    const interrupted = () => fail(new DomainError("unavailable", "This instance is shutting down; send the request again.", { retryAfterSeconds: 1 }));
+    if (c.var.deps.interrupted.aborted) interrupted();
+    else c.var.deps.interrupted.addEventListener("abort", interrupted, { once: true, signal: settled.signal });
     // The client went away mid-body.
     source.once("error", fail);
     source.once("aborted", () => fail(new DomainError("invalid_request", "The request body ended early.")));

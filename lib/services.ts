@@ -95,8 +95,9 @@ export interface Services {
   draining: boolean;
   /** Stops taking jobs; running ones get `graceMs` to finish, then are handed back. */
   drain(graceMs?: number): Promise<void>;
-  /** After the grace period: synchronous transcriptions still running end with a 503 (retry elsewhere). */
+  /** After the grace period: synchronous transcriptions still running, and uploads still arriving, end with a 503 (retry elsewhere). */
   interruptRunning(): void;
+  readonly interrupted: AbortSignal;
   /** After drain() and the last request: closes the stores, the engine and the leases, and removes the scratch space. */
   close(): Promise<void>;
 }
@@ -323,6 +324,7 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
   });
   await callbacks.start();
   await runner.start();
+  const interruption = new AbortController();
   const sweep = async () => {
     const removed = await jobs.sweep(new Date()).catch((err: Error) => (log.warn({ err: err.message }, "sweep failed"), 0));
     if (removed) log.info({ removed }, "expired jobs removed");
@@ -384,8 +386,10 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
       transcriber?.transcription.interrupt("waiting");
       await runner.stop(graceMs);
     },
+    interrupted: interruption.signal,
     interruptRunning() {
       transcriber?.transcription.interrupt("running");
+      interruption.abort();
     },
     async close() {
       await callbacks.close();

@@ -1,4 +1,5 @@
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { request } from "node:http";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -123,6 +124,38 @@ describe("graceful shutdown", () => {
     if (outcome === "grace") service.child.kill("SIGKILL");
     expect(outcome).toBe(0);
     expect(service.logs.some((l) => l.msg === "stopped: jobs handed back, leases released")).toBe(true);
+  });
+
+  it("on SIGTERM answers an upload still arriving when the grace is over 503 with Retry-After, rather than cutting it off", async () => {
+    const service = await startService(env(join(work, "data-cut"), { SHUTDOWN_GRACE: "1s" }));
+    const url = new URL(`${service.url}/v1/audio/transcriptions`);
+    const answer = new Promise<{ status: number; retryAfter: string | undefined; body: string }>((resolve, reject) => {
+      const req = request(
+        {
+          host: url.hostname,
+          port: url.port,
+          path: url.pathname,
+          method: "POST",
+          headers: { ...auth, "content-type": "multipart/form-data; boundary=x", "content-length": "10000000" },
+        },
+        (res) => {
+          let body = "";
+          res.setEncoding("utf8").on("data", (chunk: string) => (body += chunk));
+          res.on("end", () => resolve({ status: res.statusCode ?? 0, retryAfter: res.headers["retry-after"], body }));
+        },
+      );
+      req.on("error", reject);
+      // A part of a slow upload, the rest never sent in time.
+      req.write('--x\r\ncontent-disposition: form-data; name="file"; filename="a.wav"\r\n\r\n');
+      req.write(Buffer.alloc(64 * 1024));
+    });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const stopped = service.stop("SIGTERM");
+    const { status, retryAfter, body } = await answer;
+    expect(status).toBe(503);
+    expect(retryAfter).toBe("1");
+    expect((JSON.parse(body) as { error: { code: string } }).error.code).toBe("unavailable");
+    expect(await stopped).toBe(0);
   });
 
   it("a second SIGTERM while it drains (a supervisor signalling the whole group) does not cut the drain short: exit 0", async () => {
