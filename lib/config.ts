@@ -39,7 +39,6 @@ const executableFile = (path: string): string => {
   accessSync(path, constants.X_OK);
   return path;
 };
-/** An origin as a browser sends it in Origin: lower case, no path, no default port. */
 /** An origin as a browser sends it (scheme://host[:port], lower case, no default port), from one written loosely. */
 const webOrigin = (text: string): string => {
   if (text.includes("*")) throw new Error(`"${text}": an origin has no wildcards; list each one, or give * alone for any`);
@@ -82,7 +81,7 @@ const settingsSchema = z.object({
   API_KEYS: list,
   ALLOW_ANONYMOUS: bool,
   /** Web origins whose pages may call the API from a browser (CORS); none when unset. */
-  CORS_ORIGINS: list.transform((origins, ctx) => (origins.includes("*") ? ["*"] : parsedBy((list: string[]) => list.map(webOrigin))(origins, ctx))),
+  CORS_ORIGINS: list.transform((origins, ctx) => (origins.includes("*") ? ["*"] : parsedBy((written: string[]) => written.map(webOrigin))(origins, ctx))),
 
   DEFAULT_MODEL: z.string().min(1, "must name a model when set").default("base.en"),
   PRELOAD_MODELS: list,
