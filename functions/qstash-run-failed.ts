@@ -1,7 +1,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
-import { parseRunFailure, qstashUrl, QSTASH_RUN_FAILED_PATH, verifyQStash } from "../lib/cluster/qstash.ts";
-import { DomainError } from "../lib/errors.ts";
+import { parseRunFailure, QSTASH_RUN_FAILED_PATH } from "../lib/cluster/qstash.ts";
 import { errorResponses, router } from "./env.ts";
+import { signedDelivery } from "./qstash-inbox.ts";
 
 export const route = createRoute({
   method: "post",
@@ -22,10 +22,7 @@ export const route = createRoute({
 });
 
 export default router().openapi(route, async (c) => {
-  const { qstash } = c.var.deps;
-  if (!qstash) throw new DomainError("not_found", "No such endpoint.");
-  const raw = await c.req.text();
-  await verifyQStash(qstash.receiver, raw, c.req.header("upstash-signature"), qstashUrl(qstash.publicUrl, QSTASH_RUN_FAILED_PATH), c.var.deps.log);
+  const { qstash, raw } = await signedDelivery(c, QSTASH_RUN_FAILED_PATH, (q) => q.publicUrl);
   const message = parseRunFailure(JSON.parse(raw) as unknown);
   const outcome = await qstash.runner.redeliver(message.jobId, message.attempt);
   if (outcome !== "skipped") c.var.deps.log.warn({ jobId: message.jobId, outcome }, "QStash could not deliver a job to any instance");

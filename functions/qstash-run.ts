@@ -1,7 +1,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
-import { parseRunMessage, qstashUrl, QSTASH_RUN_PATH, verifyQStash } from "../lib/cluster/qstash.ts";
-import { DomainError } from "../lib/errors.ts";
+import { parseRunMessage, QSTASH_RUN_PATH } from "../lib/cluster/qstash.ts";
 import { errorResponses, router } from "./env.ts";
+import { signedDelivery } from "./qstash-inbox.ts";
 
 const Outcome = z.object({ outcome: z.enum(["ran", "deferred", "skipped"]) }).openapi("RunOutcome");
 
@@ -26,10 +26,7 @@ export const route = createRoute({
  * an api instance then answers 503 without running anything.
  */
 export default router().openapi(route, async (c) => {
-  const { qstash } = c.var.deps;
-  if (!qstash) throw new DomainError("not_found", "No such endpoint.");
-  const raw = await c.req.text();
-  await verifyQStash(qstash.receiver, raw, c.req.header("upstash-signature"), qstashUrl(qstash.deliveryUrl, QSTASH_RUN_PATH), c.var.deps.log);
+  const { qstash, raw } = await signedDelivery(c, QSTASH_RUN_PATH);
   const message = parseRunMessage(raw);
   return c.json({ outcome: await qstash.runner.handleDelivery(message.jobId, message.attempt) }, 200);
 });

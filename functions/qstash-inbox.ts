@@ -1,0 +1,50 @@
+import { createRoute, z } from "@hono/zod-openapi";
+import type { Context } from "hono";
+import { qstashUrl, verifyQStash } from "../lib/cluster/qstash.ts";
+import type { JobRecord } from "../lib/jobs/ports.ts";
+import { DomainError } from "../lib/errors.ts";
+import type { QStashDeps } from "./deps.ts";
+import { type AppEnv, errorResponses, router } from "./env.ts";
+
+type QStashPath = Parameters<typeof qstashUrl>[1];
+
+/**
+ * A QStash delivery's raw body, after its signature is checked against the URL QStash signed
+ * (`base`: the delivery URL, or PUBLIC_URL for reports sent there). Outside cluster mode the
+ * /internal/qstash/ routes are unknown paths.
+ */
+export async function signedDelivery(
+  c: Context<AppEnv>,
+  path: QStashPath,
+  base: (qstash: QStashDeps) => string = (q) => q.deliveryUrl,
+): Promise<{ qstash: QStashDeps; raw: string }> {
+  const { qstash } = c.var.deps;
+  if (!qstash) throw new DomainError("not_found", "No such endpoint.");
+  const raw = await c.req.text();
+  await verifyQStash(qstash.receiver, raw, c.req.header("upstash-signature"), qstashUrl(base(qstash), path), c.var.deps.log);
+  return { qstash, raw };
+}
+
+/** A route taking QStash's reports on callbacks it delivers, recording each on its job with `record`. */
+export function callbackReportRoute(
+  { path, operationId, summary }: { path: QStashPath; operationId: string; summary: string },
+  record: (jobs: QStashDeps["jobs"], report: unknown) => Promise<JobRecord | null>,
+) {
+  const route = createRoute({
+    method: "post",
+    operationId,
+    tags: ["internal"],
+    // Public: no API key (probes; QStash signs its deliveries instead).
+    security: [],
+    path,
+    summary,
+    hide: true,
+    responses: { 200: { description: "Recorded on the job.", content: { "application/json": { schema: z.object({ recorded: z.boolean() }) } } }, ...errorResponses(404) },
+  });
+  return router().openapi(route, async (c) => {
+    const { qstash, raw } = await signedDelivery(c, path);
+    // Always 2xx for a verified report, or QStash would keep re-sending it.
+    const job = await record(qstash.jobs, JSON.parse(raw) as unknown);
+    return c.json({ recorded: job !== null }, 200);
+  });
+}
