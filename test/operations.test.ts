@@ -17,6 +17,12 @@ function env(dataDir: string, extra: Record<string, string> = {}): Record<string
   return { API_KEYS: KEY, WHISPER_MODELS_DIR: DEFAULT_MODELS_DIR, DEFAULT_MODEL: "generated/whisper-micro", DATA_DIR: dataDir, ...extra };
 }
 
+/** The instance's transcriptions in progress and waiting, as /v1/capacity shows them. */
+async function transcriptionsOf(service: ServiceProcess): Promise<{ active: number; queued: number }> {
+  const capacity = (await (await fetch(`${service.url}/v1/capacity`, { headers: auth })).json()) as { instance: { transcriptions: { active: number; queued: number } } };
+  return capacity.instance.transcriptions;
+}
+
 async function upload(url: string, path: string, endpoint: string): Promise<Response> {
   const form = new FormData();
   form.set("file", new Blob([await readFile(path)]), "a.wav");
@@ -164,10 +170,7 @@ describe("graceful shutdown", () => {
     await writeAudioFile(long, microTones(Array.from({ length: 80 }, () => ({ word: "bravo", seconds: 30 }))));
     // A transcription keeps the drain going for the whole grace period.
     const running = upload(service.url, long, "/v1/audio/transcriptions");
-    await eventually(async () => {
-      const capacity = (await (await fetch(`${service.url}/v1/capacity`, { headers: auth })).json()) as { instance: { transcriptions: { active: number } } };
-      expect(capacity.instance.transcriptions.active).toBe(1);
-    });
+    await eventually(async () => expect((await transcriptionsOf(service)).active).toBe(1));
     service.child.kill("SIGTERM");
     await eventually(() => expect(service.logs.some((l) => l.msg === "shutting down")).toBe(true));
     expect(await service.stop("SIGTERM")).toBe(0);
@@ -231,15 +234,9 @@ describe("graceful shutdown", () => {
     // Long enough to outlast the grace on any machine: 80 windows through one slot.
     await writeAudioFile(long, microTones(Array.from({ length: 80 }, () => ({ word: "alpha", seconds: 30 }))));
     const running = upload(service.url, long, "/v1/audio/transcriptions");
-    await eventually(async () => {
-      const capacity = (await (await fetch(`${service.url}/v1/capacity`, { headers: auth })).json()) as { instance: { transcriptions: { active: number } } };
-      expect(capacity.instance.transcriptions.active).toBe(1);
-    });
+    await eventually(async () => expect((await transcriptionsOf(service)).active).toBe(1));
     const waiting = upload(service.url, long, "/v1/audio/transcriptions");
-    await eventually(async () => {
-      const capacity = (await (await fetch(`${service.url}/v1/capacity`, { headers: auth })).json()) as { instance: { transcriptions: { queued: number } } };
-      expect(capacity.instance.transcriptions.queued).toBe(1);
-    });
+    await eventually(async () => expect((await transcriptionsOf(service)).queued).toBe(1));
     const stopped = service.stop("SIGTERM");
     for (const answer of [await waiting, await running]) {
       expect(answer.status).toBe(503);

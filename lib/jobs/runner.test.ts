@@ -75,6 +75,21 @@ function runner(
   });
 }
 
+/** A data directory removed after the test. */
+async function tempDataDir(): Promise<string> {
+  const dataDir = await mkdtemp(join(tmpdir(), "slotscribe-runner-"));
+  cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
+  return dataDir;
+}
+
+/** An embedded job store in its own data directory, both gone after the test. */
+async function storeInTempDir(): Promise<{ dataDir: string; store: EmbeddedJobStore }> {
+  const dataDir = await tempDataDir();
+  const store = await EmbeddedJobStore.open({ dataDir, retentionMs: 3_600_000 });
+  cleanups.push(() => store.close());
+  return { dataDir, store };
+}
+
 const NO_CALLBACKS: CallbackSender = { enqueue: async () => undefined, start: async () => undefined, close: async () => undefined };
 
 /** A queued job whose upload is already in the input store: bytes the fake transcription never reads. */
@@ -94,8 +109,7 @@ async function queuedUpload(dataDir: string, id: string, request: Partial<JobReq
 
 describe("a job's callback", () => {
   it("is sent after a crash right after the job was marked finished, before its delivery was taken on", async () => {
-    const dataDir = await mkdtemp(join(tmpdir(), "slotscribe-runner-"));
-    cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
+    const dataDir = await tempDataDir();
     const secret = generateWebhookSecret();
     const hook = await receiver(secret);
 
@@ -132,8 +146,7 @@ describe("a job's callback", () => {
 
 describe("a job that meets a full disk", () => {
   it("runs again rather than failing, and succeeds once there is room", async () => {
-    const dataDir = await mkdtemp(join(tmpdir(), "slotscribe-runner-"));
-    cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
+    const dataDir = await tempDataDir();
     // The kernel's own answer for a full disk: /dev/full refuses every write with ENOSPC.
     const diskFull = await writeFile("/dev/full", "x").then(
       () => null,
@@ -180,8 +193,7 @@ async function fillableStore(dataDir: string) {
 
 describe("a full disk under the job store", () => {
   it("a job taken while it is full runs once there is room", async () => {
-    const dataDir = await mkdtemp(join(tmpdir(), "slotscribe-runner-"));
-    cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
+    const dataDir = await tempDataDir();
     const { store, disk } = await fillableStore(dataDir);
     cleanups.push(() => store.close());
     await store.create(await queuedUpload(dataDir, "job_waits"));
@@ -197,8 +209,7 @@ describe("a full disk under the job store", () => {
   });
 
   it("a cancel that cannot be written fails and leaves the job running; once there is room it cancels", async () => {
-    const dataDir = await mkdtemp(join(tmpdir(), "slotscribe-runner-"));
-    cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
+    const dataDir = await tempDataDir();
     const { store, disk } = await fillableStore(dataDir);
     cleanups.push(() => store.close());
     let started!: () => void;
@@ -227,10 +238,7 @@ describe("a full disk under the job store", () => {
 
 describe("the job queue's bound", () => {
   it("holds for submissions that arrive at once", async () => {
-    const dataDir = await mkdtemp(join(tmpdir(), "slotscribe-runner-"));
-    cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
-    const store = await EmbeddedJobStore.open({ dataDir, retentionMs: 3_600_000 });
-    cleanups.push(() => store.close());
+    const { dataDir, store } = await storeInTempDir();
     // Not started: every accepted job stays queued.
     const jobs = runner(store, dataDir, NO_CALLBACKS, undefined, 2);
     const records = await Promise.all(Array.from({ length: 8 }, (_, i) => queuedUpload(dataDir, `job_${i}`)));
@@ -243,8 +251,7 @@ describe("the job queue's bound", () => {
 
 describe("a job's decoding settings", () => {
   it("reach its transcription as they were submitted, through the store", async () => {
-    const dataDir = await mkdtemp(join(tmpdir(), "slotscribe-runner-"));
-    cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
+    const dataDir = await tempDataDir();
     const asked: TranscribeRequest[] = [];
     const store = await EmbeddedJobStore.open({ dataDir, retentionMs: 3_600_000 });
     cleanups.push(() => store.close());
@@ -283,10 +290,7 @@ describe("a job's decoding settings", () => {
 
 describe("a job whose media URL fails", () => {
   async function urlJob(url: string) {
-    const dataDir = await mkdtemp(join(tmpdir(), "slotscribe-runner-"));
-    cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
-    const store = await EmbeddedJobStore.open({ dataDir, retentionMs: 3_600_000 });
-    cleanups.push(() => store.close());
+    const { dataDir, store } = await storeInTempDir();
     const jobs = runner(store, dataDir, NO_CALLBACKS);
     await jobs.start();
     cleanups.push(() => jobs.stop());
@@ -330,8 +334,7 @@ describe("a job whose media URL fails", () => {
 
 describe("a job whose store is unreachable when it ends", () => {
   it("is delivered again, not left running, and succeeds once the store answers", async () => {
-    const dataDir = await mkdtemp(join(tmpdir(), "slotscribe-runner-"));
-    cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
+    const dataDir = await tempDataDir();
     const real = await EmbeddedJobStore.open({ dataDir, retentionMs: 3_600_000 });
     cleanups.push(() => real.close());
     let reachable = true;
@@ -364,10 +367,7 @@ describe("a job whose store is unreachable when it ends", () => {
 
 describe("a job its dispatcher could not deliver", () => {
   it("is sent again while it may wait, fails with its callback once it has waited too long, and a finished one is left alone", async () => {
-    const dataDir = await mkdtemp(join(tmpdir(), "slotscribe-runner-"));
-    cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
-    const store = await EmbeddedJobStore.open({ dataDir, retentionMs: 3_600_000 });
-    cleanups.push(() => store.close());
+    const { dataDir, store } = await storeInTempDir();
     const enqueued: string[] = [];
     const jobs = runner(store, dataDir, { ...NO_CALLBACKS, enqueue: async (id) => void enqueued.push(id) });
     await jobs.start();
@@ -389,10 +389,7 @@ describe("a job its dispatcher could not deliver", () => {
 
 describe("a submission its dispatcher refuses", () => {
   it("keeps nothing: no job, no key, so the retry the 503 asks for creates the job", async () => {
-    const dataDir = await mkdtemp(join(tmpdir(), "slotscribe-runner-"));
-    cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
-    const store = await EmbeddedJobStore.open({ dataDir, retentionMs: 3_600_000 });
-    cleanups.push(() => store.close());
+    const { dataDir, store } = await storeInTempDir();
     let up = false;
     const dispatched: string[] = [];
     const dispatcher = {
