@@ -4,9 +4,10 @@
  * transcripts are skipped and submitted jobs are waited for rather than submitted twice.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { mkdir, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
+import { open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, extname, join, relative, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { ensureDirectory } from "../lib/directories.ts";
 import { renderTranscript } from "../lib/formats.ts";
 import type { JobView } from "../lib/jobs/view.ts";
 import { RESPONSE_FORMATS, type ResponseFormat, type Transcript } from "../lib/transcript.ts";
@@ -426,7 +427,7 @@ export async function batchCommand(argv: string[]): Promise<number> {
         console.error(`slotscribe: nothing to transcribe in ${source}`);
         return 0;
       }
-      await mkdir(outDir, { recursive: true });
+      await ensureDirectory(outDir);
       const reporter = new BatchReporter(process.stderr, inputs.length);
       const manifest = await Manifest.load(outDir, (line) => reporter.note(line));
       const ctx: BatchContext = { client, manifest, reporter, outDir, outArg: values.out, format, model: values.model, language: values.language, asJob: values.async ?? false };
@@ -484,7 +485,7 @@ async function processInput(input: BatchInput, ctx: BatchContext): Promise<Outco
   const startedAt = Date.now();
   try {
     const { body, audioSeconds } = await transcribeInput(input, name, ctx);
-    await mkdir(dirname(outputPath), { recursive: true });
+    await ensureDirectory(dirname(outputPath));
     await writeAtomically(outputPath, body);
     await ctx.manifest.update(input.id, { status: "done", output: name, error: undefined, audioSeconds: audioSeconds ?? undefined });
     return { kind: "done", input, output, audioSeconds, elapsedMs: Date.now() - startedAt };

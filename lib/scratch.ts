@@ -7,6 +7,7 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
+import { ensureDirectory } from "./directories.ts";
 
 function scratchRoot(dataDir: string): string {
   return join(dataDir, "tmp");
@@ -19,7 +20,7 @@ function scratchRoot(dataDir: string): string {
  */
 export async function openScratch(dataDir: string): Promise<{ dir: string; swept: number }> {
   const root = scratchRoot(dataDir);
-  await mkdir(root, { recursive: true });
+  await ensureDirectory(root);
   let swept = 0;
   for (const name of await readdir(root)) {
     const pid = Number(/^(\d+)-/.exec(name)?.[1]);

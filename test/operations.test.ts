@@ -105,6 +105,12 @@ describe("a start that cannot serve", () => {
     expect(stderr).not.toMatch(/\n\s+at /);
   });
 
+  it("exits 1 when DATA_DIR cannot be created, even where Node's recursive mkdir never returns (under /proc)", async () => {
+    const { code, logs } = await serveUntilExit(env("/proc/slotscribe-no-such-dir/data"), 20_000);
+    expect(code).toBe(1);
+    expect(logs.at(-1)).toMatchObject({ level: 60, msg: expect.stringContaining("refusing to start"), err: expect.stringContaining("ENOENT") });
+  });
+
   it("exits 1 with a fatal log line when its port is taken", async () => {
     const taken = createServer();
     await new Promise<void>((resolve) => taken.listen(0, "127.0.0.1", resolve));

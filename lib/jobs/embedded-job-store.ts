@@ -8,8 +8,9 @@
  * version or at a newer one that was never acknowledged, never half-written. One process per
  * dataDir: two processes sharing one would overwrite each other's writes.
  */
-import { mkdir, open, readdir, readFile, realpath, rename, unlink } from "node:fs/promises";
+import { open, readdir, readFile, realpath, rename, unlink } from "node:fs/promises";
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
+import { ensureDirectory } from "../directories.ts";
 import { DomainError } from "../errors.ts";
 import { isFinal, type JobPage, type JobRecord, type JobStatus, type JobStore } from "./ports.ts";
 import { PerKeyQueue } from "./per-key-queue.ts";
@@ -186,8 +187,8 @@ export class EmbeddedJobStore implements JobStore {
 
   async #load(warn: (message: string, cause?: unknown) => void): Promise<void> {
     const corruptDir = join(this.#jobsDir, "corrupt");
-    await mkdir(corruptDir, { recursive: true });
-    await mkdir(inputsDir(this.#dataDir), { recursive: true });
+    await ensureDirectory(corruptDir);
+    await ensureDirectory(inputsDir(this.#dataDir));
     // Directories just created are only durable once their parents' entries are.
     await syncDirectory(this.#dataDir);
     await syncDirectory(this.#jobsDir);
