@@ -1,6 +1,5 @@
 import { OpenAPIHono } from "@hono/zod-openapi";
 import { bodyLimit } from "hono/body-limit";
-import { cors } from "hono/cors";
 import { PatternRouter } from "hono/router/pattern-router";
 import { DomainError } from "../lib/errors.ts";
 import capacity from "./capacity.ts";
@@ -23,14 +22,13 @@ import qstashCallbackAttempt from "./qstash-callback-attempt.ts";
 import qstashCallbackFailed from "./qstash-callback-failed.ts";
 import qstashRun from "./qstash-run.ts";
 import qstashRunFailed from "./qstash-run-failed.ts";
+import { corsFor } from "./cors.ts";
 import readyz from "./readyz.ts";
 import statusPage from "./status-page.ts";
 import transcriptions from "./transcriptions.ts";
 import translations from "./translations.ts";
 
 const JSON_BODY_MAX_BYTES = 64 * 1024;
-/** The response headers our clients read, beyond those a browser shows any page. */
-const CORS_EXPOSED_HEADERS = ["retry-after", "x-request-id", "idempotent-replayed", "location"];
 
 /** The whole HTTP API over the given ports; tests call app.request() on it in process with fakes. */
 export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
@@ -40,7 +38,7 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
   const origins = deps.config.CORS_ORIGINS;
   // Ahead of the key check: a browser's preflight carries no key. Errors keep these headers, so a
   // page can read a 401 or a 429's Retry-After too.
-  if (origins.length > 0) app.use(cors({ origin: origins.includes("*") ? "*" : origins, exposeHeaders: CORS_EXPOSED_HEADERS, maxAge: 600 }));
+  if (origins.length > 0) app.use(corsFor(origins));
   app.use(requireApiKey);
   // Multipart framing adds a little to the file itself.
   const uploadMaxBytes = deps.config.MAX_UPLOAD_BYTES + 64 * 1024;

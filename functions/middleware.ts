@@ -20,10 +20,15 @@ export function newRequestId(): string {
 }
 
 /** The request in progress on a connection, for an answer Node's server gives it (functions/server.ts). */
-const REQUEST_ID = Symbol("requestId");
+const IN_PROGRESS = Symbol("requestInProgress");
 
-export function requestIdOn(socket: object): string | undefined {
-  return (socket as { [REQUEST_ID]?: string })[REQUEST_ID];
+export interface RequestInProgress {
+  id: string;
+  origin: string | undefined;
+}
+
+export function requestOn(socket: object): RequestInProgress | undefined {
+  return (socket as { [IN_PROGRESS]?: RequestInProgress })[IN_PROGRESS];
 }
 
 export function provide(deps: HttpDeps): MiddlewareHandler<AppEnv> {
@@ -34,12 +39,12 @@ export function provide(deps: HttpDeps): MiddlewareHandler<AppEnv> {
     c.set("requestId", requestId);
     c.header("x-request-id", requestId);
     c.set("spooled", []);
-    const socket = c.env?.incoming?.socket as { [REQUEST_ID]?: string } | undefined;
-    if (socket) socket[REQUEST_ID] = requestId;
+    const socket = c.env?.incoming?.socket as { [IN_PROGRESS]?: RequestInProgress } | undefined;
+    if (socket) socket[IN_PROGRESS] = { id: requestId, origin: c.req.header("origin") };
     try {
       await next();
     } finally {
-      if (socket) delete socket[REQUEST_ID];
+      if (socket) delete socket[IN_PROGRESS];
       await Promise.all(c.get("spooled").map((path) => rm(path, { force: true })));
       settleUnreadBody(c, deps.config.MAX_UPLOAD_BYTES);
     }

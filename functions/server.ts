@@ -9,7 +9,8 @@ import type { Logger } from "../lib/log.ts";
 import { createServices, type Services } from "../lib/services.ts";
 import { createApp } from "./app.ts";
 import { ERROR_STATUS } from "./error-status.ts";
-import { newRequestId, requestIdOn } from "./middleware.ts";
+import { corsHeaders } from "./cors.ts";
+import { newRequestId, requestOn } from "./middleware.ts";
 
 /** How long requests interrupted at the end of the grace period have to write their 503. */
 const INTERRUPTED_ANSWER_MS = 1_000;
@@ -21,19 +22,25 @@ function reachableHost(host: string): string {
   return host.includes(":") ? `[${host}]` : host;
 }
 
+/** The Origin header among the bytes Node's parser had when it refused a request (headers usually come in one packet). */
+function originIn(rawPacket: unknown): string | undefined {
+  return Buffer.isBuffer(rawPacket) ? /\r\norigin:[ \t]*([^\r\n]*?)[ \t]*\r\n/i.exec(rawPacket.toString("latin1"))?.[1] : undefined;
+}
+
 /**
  * Requests Node's HTTP server refuses before or while the app reads them (headers over its 16 KiB
  * limit, a broken request line, a request not received whole within its requestTimeout) still get
- * the service's error shape and a log line, under the id of the request in progress on the socket
- * when there is one, so the id the client sees is the one the logs carry.
+ * the service's error shape, CORS headers and a log line, under the id of the request in progress
+ * on the socket when there is one, so the id the client sees is the one the logs carry.
  */
-function answerUnparsableRequest(log: Logger): (err: NodeJS.ErrnoException, socket: Duplex) => void {
+function answerUnparsableRequest(log: Logger, origins: string[]): (err: NodeJS.ErrnoException & { rawPacket?: unknown }, socket: Duplex) => void {
   return (err, socket) => {
     if (!socket.writable || err.code === "ECONNRESET") {
       socket.destroy();
       return;
     }
-    const requestId = requestIdOn(socket) ?? newRequestId();
+    const inProgress = requestOn(socket);
+    const requestId = inProgress?.id ?? newRequestId();
     const error =
       err.code === "HPE_HEADER_OVERFLOW"
         ? new DomainError("headers_too_large", "The request headers are too large.")
@@ -43,10 +50,25 @@ function answerUnparsableRequest(log: Logger): (err: NodeJS.ErrnoException, sock
     const status = ERROR_STATUS[error.code];
     log.info({ requestId, status, error: error.code, reason: err.code }, "request refused by the HTTP parser");
     const body = JSON.stringify(errorBody(error, requestId));
-    socket.end(
-      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-request-id: ${requestId}\r\nconnection: close\r\n\r\n${body}`,
-    );
+    const headers = {
+      "content-type": "application/json",
+      "content-length": String(Buffer.byteLength(body)),
+      "x-request-id": requestId,
+      ...corsHeaders(inProgress?.origin ?? originIn(err.rawPacket), origins),
+      connection: "close",
+    };
+    const head = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`);
+    socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n${head.join("")}\r\n${body}`);
   };
+}
+
+/** What the listener answers while the services are still being built. */
+export function startingUp(request: Request, origins: string[]): Response {
+  const requestId = newRequestId();
+  return Response.json(errorBody(new DomainError("unavailable", "Starting up."), requestId), {
+    status: ERROR_STATUS.unavailable,
+    headers: { "retry-after": "2", "x-request-id": requestId, ...corsHeaders(request.headers.get("origin") ?? undefined, origins) },
+  });
 }
 
 export interface RunningServer {
@@ -65,12 +87,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   const server: ServerType = await new Promise((resolve, reject) => {
     const s = serve(
       {
-        fetch: (request, env) =>
-          handle?.(request, env) ??
-          Response.json(
-            { error: { code: "unavailable", message: "Starting up.", type: "server_error", param: null, request_id: "" } },
-            { status: 503, headers: { "retry-after": "2" } },
-          ),
+        fetch: (request, env) => handle?.(request, env) ?? startingUp(request, config.CORS_ORIGINS),
         port: config.PORT,
         hostname: config.HOST,
         // A body the app did not read is discarded by the app (settleUnreadBody), with no deadline
@@ -88,7 +105,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     // A port in use or not ours to bind: the start fails with it rather than crashing the process.
     s.once("error", reject);
   });
-  (server as Server).on("clientError", answerUnparsableRequest(log));
+  (server as Server).on("clientError", answerUnparsableRequest(log, config.CORS_ORIGINS));
   const { port } = server.address() as AddressInfo;
   const url = `http://${reachableHost(config.HOST)}:${port}`;
   let services: Services;

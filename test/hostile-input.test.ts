@@ -15,6 +15,8 @@ import { eventually, startService, type ServiceProcess } from "./support/service
 import { generateWebhookSecret } from "../lib/webhooks/standard-webhooks.ts";
 
 const KEY = `sk-hostile-${Math.random().toString(36).slice(2)}`;
+/** A web page allowed to call the service (CORS_ORIGINS). */
+const PAGE = "https://app.example.com";
 const auth = { authorization: `Bearer ${KEY}` };
 const AUDIO_ROUTES = ["/v1/audio/transcriptions", "/v1/audio/translations", "/v1/audio/extract"];
 const UPLOAD_ROUTES = [...AUDIO_ROUTES, "/v1/jobs"];
@@ -390,6 +392,19 @@ async function send(c: Pick<Case, "path" | "method" | "headers" | "body">, withA
 }
 
 /** The one error shape, with the request id of the response; returns the error. */
+/** What the service writes back on one connection to the bytes given, until it closes it. */
+async function rawExchange(bytes: string): Promise<string> {
+  const { hostname, port } = new URL(service.url);
+  const socket = connect(Number(port), hostname);
+  socket.write(bytes);
+  return await new Promise<string>((resolve, reject) => {
+    let text = "";
+    socket.on("data", (chunk) => (text += chunk.toString()));
+    socket.on("close", () => resolve(text));
+    socket.on("error", reject);
+  });
+}
+
 async function expectErrorShape(res: Response): Promise<{ code: string; message: string; param: string | null; request_id: string }> {
   const text = await res.text();
   // A refused field is never repeated whole.
@@ -494,6 +509,7 @@ beforeAll(async () => {
     WEBHOOK_SECRET: generateWebhookSecret(),
     MAX_UPLOAD_BYTES: "12MiB",
     REQUEST_TIMEOUT: "5s",
+    CORS_ORIGINS: PAGE,
   });
 });
 
@@ -524,25 +540,29 @@ describe("hostile input", () => {
     }
   });
 
-  it("answers an upload that stalls with 408 after REQUEST_TIMEOUT, under the request id it logs", async () => {
-    const { hostname, port } = new URL(service.url);
-    const socket = connect(Number(port), hostname);
+  it("answers an upload that stalls with 408 after REQUEST_TIMEOUT, under the request id it logs, readable by the page that sent it", async () => {
     const head = `--b\r\ncontent-disposition: form-data; name="file"; filename="a.wav"\r\n\r\n`;
-    socket.write(
-      `POST /v1/audio/transcriptions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${KEY}\r\ncontent-type: multipart/form-data; boundary=b\r\ncontent-length: 100000\r\n\r\n${head}${"\0".repeat(1000)}`,
+    const answer = await rawExchange(
+      `POST /v1/audio/transcriptions HTTP/1.1\r\nhost: x\r\norigin: ${PAGE}\r\nauthorization: Bearer ${KEY}\r\ncontent-type: multipart/form-data; boundary=b\r\ncontent-length: 100000\r\n\r\n${head}${"\0".repeat(1000)}`,
     );
-    const answer = await new Promise<string>((resolve, reject) => {
-      let text = "";
-      socket.on("data", (chunk) => (text += chunk.toString()));
-      socket.on("close", () => resolve(text));
-      socket.on("error", reject);
-    });
     expect(answer).toMatch(/^HTTP\/1\.1 408 /);
     const requestId = /x-request-id: (\S+)/.exec(answer)?.[1];
     expect(JSON.parse(answer.slice(answer.indexOf("\r\n\r\n") + 4))).toMatchObject({ error: { code: "request_timeout", request_id: requestId } });
+    expect(answer).toContain(`access-control-allow-origin: ${PAGE}\r\n`);
+    expect(answer).toMatch(/access-control-expose-headers: [^\r]*x-request-id/);
     expect(service.logs.filter((line) => line.requestId === requestId).map((line) => line.status)).toContain(408);
     // The app's own line for the request it was reading carries the same id.
     await eventually(() => expect(service.logs.filter((line) => line.requestId === requestId && line.msg === "request")).toHaveLength(1));
+  });
+
+  it("lets a listed page read the 431 for headers over the parser's limit, and no other page", async () => {
+    const request = (origin: string) => `GET /v1/models HTTP/1.1\r\nhost: x\r\norigin: ${origin}\r\nx-filler: ${"f".repeat(20_000)}\r\n\r\n`;
+    const listed = await rawExchange(request(PAGE));
+    expect(listed).toMatch(/^HTTP\/1\.1 431 /);
+    expect(listed).toContain(`access-control-allow-origin: ${PAGE}\r\n`);
+    const other = await rawExchange(request("https://elsewhere.example"));
+    expect(other).toMatch(/^HTTP\/1\.1 431 /);
+    expect(other).not.toContain("access-control-allow-origin");
   });
 
   const SEEDS = 150;
