@@ -13,7 +13,8 @@ import type { AppEnv } from "./env.ts";
 import { FileField, ModelField, readForm } from "./upload.ts";
 
 /** A multipart field that may come once or repeated, with or without `[]` (the SDKs send `name[]`). */
-const repeated = <T extends z.ZodType>(item: T) => z.union([item, z.array(item)]).optional();
+const repeated = <T extends string>(item: z.ZodEnum<{ [K in T]: K }>) =>
+  z.union([item, z.array(item)], { error: `each value must be one of ${item.options.join(", ")} (repeat the field for several)` }).optional();
 
 const INCLUDE_DESCRIPTION = "logprobs: each text token's log-probability (json and verbose_json).";
 /** include[] and include, as a form or a JSON body sends them. */

@@ -124,8 +124,10 @@ export function readMultipart(c: Context<AppEnv>, { dir, maxFileBytes, hashFile 
         fail(new DomainError("invalid_request", `The multipart field "${name.slice(0, 64)}" is longer than ${FIELD_MAX_BYTES} bytes.`, { details: { param: name.slice(0, 64) } }));
         return;
       }
-      const previous = fields[name];
-      fields[name] = previous === undefined ? value : [previous, value].flat();
+      // Some encoders index repeated fields (name[0], name[1], as qs and PHP write them): the same as name[].
+      const key = name.replace(/\[\d+\]$/, "[]");
+      const previous = fields[key];
+      fields[key] = previous === undefined ? value : [previous, value].flat();
     });
     parser.on("file", (name, stream, info) => {
       // Destroying the parser after a failure errors the part in progress; that is expected.

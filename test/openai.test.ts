@@ -285,6 +285,21 @@ describe("OpenAI parity through the official SDK", () => {
     // Asked for words alone, OpenAI leaves the segments out.
     expect(wordsOnly).not.toHaveProperty("segments");
 
+    // Indexed, as qs- and PHP-style encoders write arrays: the same request.
+    form.delete("timestamp_granularities");
+    form.set("timestamp_granularities[0]", "word");
+    form.set("timestamp_granularities[1]", "segment");
+    const indexed = await fetch(`${client.baseURL}/audio/transcriptions`, { method: "POST", headers: { authorization: `Bearer ${API_KEY}` }, body: form });
+    expect(indexed.status).toBe(200);
+    expect(await indexed.json()).toMatchObject({ words: out.words, segments: out.segments });
+
+    // A value that is not a granularity is refused naming the ones there are.
+    form.delete("timestamp_granularities[1]");
+    form.set("timestamp_granularities[0]", "word,segment");
+    const refusedValue = await fetch(`${client.baseURL}/audio/transcriptions`, { method: "POST", headers: { authorization: `Bearer ${API_KEY}` }, body: form });
+    expect(refusedValue.status).toBe(400);
+    expect(((await refusedValue.json()) as { error: { message: string } }).error.message).toMatch(/segment, word/);
+
     // Words exist only in verbose_json: OpenAI refuses them with any other format.
     for (const response_format of ["json", "text", "srt"] as const) {
       const refused = await client.audio.transcriptions
