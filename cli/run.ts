@@ -1,4 +1,5 @@
 import { availableParallelism } from "node:os";
+import { VERSION } from "../lib/version.ts";
 
 export interface Command {
   name: string;
@@ -8,7 +9,7 @@ export interface Command {
   run(argv: string[]): Promise<number>;
 }
 
-/** Runs the command the first argument names; without one (or with --help) prints every command's usage. */
+/** Runs the command the first argument names; without one (or with --help) prints every command's usage; --version the release. */
 export async function runCli(argv: string[], commands: readonly Command[]): Promise<number> {
   // onnxruntime-node runs each inference call on libuv's pool: give it a thread per core beyond its
   // default of four, before anything first uses the pool.
@@ -19,8 +20,17 @@ export async function runCli(argv: string[], commands: readonly Command[]): Prom
     process.exit(process.exitCode ?? 0);
   });
   const [name, ...rest] = argv;
+  if (name === "--version" || name === "-v" || name === "version") {
+    console.log(`slotscribe ${VERSION}`);
+    return 0;
+  }
   const command = commands.find((c) => c.name === name);
   if (command) return command.run(rest);
-  console.error([`usage: slotscribe <command> [options]\n\ncommands:\n${commands.map((c) => `  ${c.synopsis}`).join("\n")}`, ...commands.map((c) => c.usage)].join("\n\n"));
+  console.error(
+    [
+      `usage: slotscribe <command> [options]   (slotscribe --version: the release)\n\ncommands:\n${commands.map((c) => `  ${c.synopsis}`).join("\n")}`,
+      ...commands.map((c) => c.usage),
+    ].join("\n\n"),
+  );
   return name === "--help" || name === "-h" || name === "help" ? 0 : 2;
 }

@@ -23,6 +23,7 @@ import qstashCallbackFailed from "./qstash-callback-failed.ts";
 import qstashRun from "./qstash-run.ts";
 import qstashRunFailed from "./qstash-run-failed.ts";
 import { corsFor } from "./cors.ts";
+import { VERSION } from "../lib/version.ts";
 import readyz from "./readyz.ts";
 import statusPage from "./status-page.ts";
 import transcriptions from "./transcriptions.ts";
@@ -92,7 +93,7 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
     openapi: "3.1.0",
     info: {
       title: "slotscribe",
-      version: "0.1.0",
+      version: VERSION,
       description: "Self-hostable Whisper transcription with admission control. Authenticate with an API key (API_KEYS) as a Bearer token or in X-API-Key.",
     },
     servers: [{ url: deps.config.PUBLIC_URL ?? new URL(c.req.url).origin, description: "this instance" }],

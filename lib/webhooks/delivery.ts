@@ -12,6 +12,7 @@ import { safeFetch } from "../net/safe-fetch.ts";
 import { verboseTranscript } from "../formats.ts";
 import { classifyDeliveryResponse, nextAttemptDelay, parseRetryAfter, type RetrySchedule } from "./retry-schedule.ts";
 import { signWebhook } from "./standard-webhooks.ts";
+import { VERSION } from "../version.ts";
 
 /** Sends the callback of a finished job. Implementations differ in where pending retries live. */
 export interface CallbackSender {
@@ -81,7 +82,7 @@ export interface EmbeddedCallbackSenderOptions {
 }
 
 const DEFAULT_TIMEOUT_MS = 15_000;
-const USER_AGENT = "slotscribe";
+const USER_AGENT = `slotscribe/${VERSION}`;
 // Enough to let a small response end cleanly; anything a receiver says beyond that is not read.
 const MAX_DRAINED_BYTES = 4 * 1024;
 // On top of timeoutMs at close: an answered attempt still has to be written to the store.

@@ -1,0 +1,26 @@
+import { readFile } from "node:fs/promises";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { type Command, runCli } from "./run.ts";
+
+const echo: Command = { name: "echo", synopsis: "echo   says what it got", usage: "usage: slotscribe echo", run: async (argv) => argv.length };
+
+describe("the CLI's entry", () => {
+  afterEach(() => vi.restoreAllMocks());
+
+  it("prints the release of package.json for --version, -v and version, exit 0", async () => {
+    const { version } = JSON.parse(await readFile(new URL("../package.json", import.meta.url), "utf8")) as { version: string };
+    const out = vi.spyOn(console, "log").mockImplementation(() => {});
+    for (const flag of ["--version", "-v", "version"]) expect(await runCli([flag], [echo])).toBe(0);
+    expect(out.mock.calls).toEqual(Array(3).fill([`slotscribe ${version}`]));
+  });
+
+  it("runs the command named, prints every usage for help (exit 0) and for anything else (exit 2)", async () => {
+    const err = vi.spyOn(console, "error").mockImplementation(() => {});
+    expect(await runCli(["echo", "a", "b"], [echo])).toBe(2);
+    expect(err).not.toHaveBeenCalled();
+    expect(await runCli(["help"], [echo])).toBe(0);
+    expect(await runCli(["nonsense"], [echo])).toBe(2);
+    expect(await runCli([], [echo])).toBe(2);
+    expect(err.mock.calls.every(([text]) => String(text).includes("usage: slotscribe echo"))).toBe(true);
+  });
+});
