@@ -26,6 +26,9 @@ describe("ModelCatalog in hub mode", () => {
     expect(catalog.resolve("tiny.en")).toEqual({ name: "tiny.en", id: "onnx-community/whisper-tiny.en", dtype: "q8" });
     expect(catalog.resolve("medium").id).toBe("Xenova/whisper-medium");
     expect(catalog.resolve("large-v3-turbo").id).toBe("onnx-community/whisper-large-v3-turbo");
+    // Word timestamps need these exports; the README's example asks for one by its short id.
+    expect(catalog.resolve("base.en_timestamped").id).toBe("onnx-community/whisper-base.en_timestamped");
+    expect(catalog.resolve("tiny_timestamped").id).toBe("onnx-community/whisper-tiny_timestamped");
   });
 
   it("maps whisper-1 and an omitted model to the default model", () => {

@@ -15,6 +15,8 @@ export const HUB_MODELS: Record<string, string> = {
   medium: "Xenova/whisper-medium",
   "medium.en": "Xenova/whisper-medium.en",
   "large-v3-turbo": "onnx-community/whisper-large-v3-turbo",
+  // The exports with cross-attention outputs, which word timestamps need.
+  ...Object.fromEntries(["tiny", "tiny.en", "base", "base.en", "small", "small.en"].map((name) => [`${name}_timestamped`, `onnx-community/whisper-${name}_timestamped`])),
 };
 
 export const OPENAI_ALIAS = "whisper-1";
