@@ -30,7 +30,7 @@ function job(overrides: Partial<JobRecord> = {}): JobRecord {
 }
 
 const status: TranscriberStatus = {
-  models: [{ id: "m", dtype: "q8", state: "ready" }],
+  models: [{ id: "m", dtype: "q8", state: "ready", preloaded: true }],
   slots: 2,
   threads: 2,
   limitedBy: "cpu",
@@ -474,12 +474,15 @@ describe("the HTTP API in process", () => {
     const capacity = await app.request("/v1/capacity", { headers: auth });
     expect(capacity.status).toBe(200);
     expect(((await capacity.json()) as { instance: { slots: number } }).instance.slots).toBe(2);
-    state.status = { ...status, models: [{ id: "m", dtype: "q8", state: "loading" }] };
+    state.status = { ...status, models: [{ id: "m", dtype: "q8", state: "loading", preloaded: true }] };
     expect((await app.request("/readyz")).status).toBe(503);
+    // A model a request asked for that fails to load fails that request; the instance still serves its own.
+    state.status = { ...status, models: [...status.models, { id: "org/typo", dtype: "q8", state: "failed", preloaded: false, error: "not found" }] };
+    expect((await app.request("/readyz")).status).toBe(200);
     // Public: why a model failed, without where the server keeps its files.
     state.status = {
       ...status,
-      models: [{ id: "org/m", dtype: "q8", state: "failed", error: 'file was not found locally at "/srv/app/models/org/m/config.json"; see C:\\models\\x.onnx' }],
+      models: [{ id: "org/m", dtype: "q8", state: "failed", preloaded: true, error: 'file was not found locally at "/srv/app/models/org/m/config.json"; see C:\\models\\x.onnx' }],
     };
     const failed = (await (await app.request("/readyz")).json()) as { models: { error: string }[] };
     expect(failed.models[0]!.error).toBe('file was not found locally at "config.json"; see x.onnx');
@@ -490,7 +493,7 @@ describe("the HTTP API in process", () => {
     state.transcribeFails = new Error("a bug");
     const failed = await app.request("/v1/audio/transcriptions", { method: "POST", headers: auth, body: upload(16, { model: "m" }) });
     expect(failed.status).toBe(500);
-    state.status = { ...status, models: [{ id: "m", dtype: "q8", state: "loading" }] };
+    state.status = { ...status, models: [{ id: "m", dtype: "q8", state: "loading", preloaded: true }] };
     expect((await app.request("/readyz")).status).toBe(503);
     expect((await app.request("/healthz")).status).toBe(200);
     expect(state.requestLogs).toEqual([

@@ -1,4 +1,5 @@
 import { z } from "@hono/zod-openapi";
+import { CALLBACK_STATES, JOB_STATUSES } from "../lib/jobs/ports.ts";
 import { RESPONSE_FORMATS } from "../lib/transcript.ts";
 import { granularityFields, includeFields, VerboseTranscription } from "./audio-request.ts";
 import { ChunkingJson, chunkingFields } from "./chunking.ts";
@@ -93,7 +94,7 @@ export const JobViewSchema = z
   .object({
     id: z.string(),
     object: z.literal("transcription.job"),
-    status: z.enum(["queued", "running", "succeeded", "failed", "canceled"]),
+    status: z.enum(JOB_STATUSES),
     model: z.string(),
     task: z.enum(["transcribe", "translate"]),
     language: z.string().nullable(),
@@ -108,14 +109,19 @@ export const JobViewSchema = z
     callback: z
       .object({
         url: z.string(),
-        state: z.string(),
+        state: z.enum(CALLBACK_STATES).openapi({
+          description: "pending until an attempt is answered 2xx (delivered), the retries run out (failed) or the receiver answers 410 Gone or cannot be called (gone).",
+        }),
         webhook_id: z.string().nullable(),
         attempts: z.array(z.object({ at: z.string(), status: z.number().nullable(), latency_ms: z.number(), error: z.string().optional() })),
         next_attempt_at: z.string().nullable().openapi({ description: "When a pending delivery is tried next (null once settled, or where QStash schedules it)." }),
       })
       .nullable(),
     links: z.object({ self: z.string(), result: z.string() }),
-    result: VerboseTranscription.nullable().openapi({ description: "Once succeeded: the transcript as verbose_json (GET .../result renders any format)." }),
+    // A union, not .nullable(): on a registered schema that loses the null (or makes an allOf that refuses it).
+    result: z
+      .union([VerboseTranscription, z.null()])
+      .openapi({ description: "Once succeeded: the transcript as verbose_json (GET .../result renders any format); null before and otherwise." }),
   })
   .openapi("Job");
 

@@ -7,7 +7,17 @@ const Readiness = z
   .object({
     ready: z.boolean(),
     role: z.enum(ROLES),
-    models: z.array(z.object({ id: z.string(), dtype: z.string(), state: z.enum(["loading", "ready", "failed"]), error: z.string().optional() })),
+    models: z.array(
+      z.object({
+        id: z.string(),
+        dtype: z.string(),
+        state: z.enum(["loading", "ready", "failed"]),
+        preloaded: z.boolean().openapi({
+          description: "PRELOAD_MODELS (else DEFAULT_MODEL): readiness waits for these. Another model a request asked for that failed to load fails that request, not readiness.",
+        }),
+        error: z.string().optional(),
+      }),
+    ),
     capacity: z.object({
       slots: z.number().openapi({ description: "The slot plan's slots: windows in inference at once" }),
       inUse: z.number().openapi({ description: "Slots in use" }),
@@ -25,11 +35,11 @@ export const route = createRoute({
   // Public: no API key (probes; QStash signs its deliveries instead).
   security: [],
   path: "/readyz",
-  summary: "Readiness: default model loaded, room to take work, and (cluster mode) the shared stores answer",
+  summary: "Readiness: the preloaded models loaded, room to take work, and (cluster mode) the shared stores answer",
   responses: {
     200: { description: "Ready.", content: { "application/json": { schema: Readiness } } },
     503: {
-      description: "Not ready: a model is still loading or failed, the queue is full, the shared stores are unreachable (cluster mode), or the server is shutting down.",
+      description: "Not ready: a preloaded model is still loading or failed, the queue is full, the shared stores are unreachable (cluster mode), or the server is shutting down.",
       content: { "application/json": { schema: Readiness } },
     },
   },
@@ -52,7 +62,8 @@ export default router().openapi(route, async (c) => {
   let body: ReadinessResponse;
   if (transcriber) {
     const { models, slots: planned, windows, transcriptions } = transcriber.status();
-    const ready = !draining && storesReachable && models.length > 0 && models.every((m) => m.state === "ready") && transcriptions.queued < transcriptions.queueSize;
+    const preloaded = models.filter((m) => m.preloaded);
+    const ready = !draining && storesReachable && preloaded.length > 0 && preloaded.every((m) => m.state === "ready") && transcriptions.queued < transcriptions.queueSize;
     // Public: a failed load's message without the server's paths (the log has them).
     const shown = models.map((m) => (m.error ? { ...m, error: m.error.replace(/(?<![\w.-])(?:[A-Za-z]:)?[\\/][^\s"']*[\\/]([^\s"'\\/]+)/g, "$1") } : m));
     body = { ready, role, models: shown, capacity: { slots: planned, inUse: windows.inUse, queued: transcriptions.queued, queueSize: transcriptions.queueSize } };

@@ -48,7 +48,8 @@ export interface Transcriber {
 }
 
 export interface TranscriberStatus {
-  models: { id: string; dtype: string; state: "loading" | "ready" | "failed"; error?: string }[];
+  /** Every model asked for since start; `preloaded` ones (PRELOAD_MODELS, else DEFAULT_MODEL) are what readiness waits for. */
+  models: { id: string; dtype: string; state: "loading" | "ready" | "failed"; preloaded: boolean; error?: string }[];
   slots: number;
   threads: number;
   limitedBy: string;
@@ -444,7 +445,13 @@ function transcriberStatus(
   audioSeconds: number,
 ): TranscriberStatus {
   return {
-    models: engine.modelStates().map((m) => ({ id: m.model.id, dtype: m.model.dtype, state: m.state, error: m.error })),
+    models: engine.modelStates().map((m) => ({
+      id: m.model.id,
+      dtype: m.model.dtype,
+      state: m.state,
+      preloaded: plan.rows.some((row) => row.model === m.model.id && row.dtype === m.model.dtype),
+      error: m.error,
+    })),
     slots: plan.slots,
     threads: plan.threads,
     limitedBy: plan.limitedBy,

@@ -6,12 +6,13 @@
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Ajv2020 } from "ajv/dist/2020.js";
 import createClient from "openapi-fetch";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { encodeWav, synthesize } from "../tools/audio/synth.ts";
 import { DEFAULT_MODELS_DIR, generateModel } from "../tools/models/generate.ts";
 import { microTones } from "../tools/models/micro.ts";
-import { startService, type ServiceProcess } from "./support/service-process.ts";
+import { eventually, startService, type ServiceProcess } from "./support/service-process.ts";
 import { apiTypes } from "./support/api-types.ts";
 import type { paths } from "./support/openapi.d.ts";
 
@@ -62,5 +63,38 @@ describe("a client generated from the OpenAPI document", () => {
     expect(missing.response.status).toBe(404);
     expect(missing.error?.error.code).toBe("not_found");
     expect(missing.error?.error.param).toBe("model");
+  });
+
+  it("answers as the document says: each JSON answer matches its operation's schema for its status", async () => {
+    const doc = (await (await fetch(`${service.url}/openapi.json`)).json()) as { paths: Record<string, Record<string, { responses: Record<string, unknown> }>> };
+    // The document is JSON Schema 2020-12 under OpenAPI's keys; its own keywords (example, ...) are not checks.
+    const ajv = new Ajv2020({ strict: false, validateFormats: false });
+    ajv.addSchema({ ...doc, $id: "openapi" });
+    const pointer = (...steps: string[]) => steps.map((step) => step.replaceAll("~", "~0").replaceAll("/", "~1")).join("/");
+    const checked: string[] = [];
+    const check = async (method: string, template: string, res: Response) => {
+      const status = String(res.status);
+      expect(doc.paths[template]?.[method]?.responses, `${method} ${template} documents ${status}`).toHaveProperty(status);
+      const validate = ajv.compile({ $ref: `openapi#/${pointer("paths", template, method, "responses", status, "content", "application/json", "schema")}` });
+      const body: unknown = await res.json();
+      expect(validate(body) ? [] : validate.errors, `${method} ${template} ${status}`).toEqual([]);
+      checked.push(`${method} ${template} ${status}`);
+      return body as Record<string, unknown>;
+    };
+    const headers = { authorization: `Bearer ${KEY}` };
+    const form = new FormData();
+    form.set("file", new Blob([Uint8Array.from(encodeWav([synthesize(microTones([{ word: "alpha", seconds: 3 }]))], 16_000))]), "a.wav");
+    const job = await check("post", "/v1/jobs", await fetch(`${service.url}/v1/jobs`, { method: "POST", headers, body: form }));
+    expect(job.result).toBeNull();
+    await check("get", "/v1/jobs", await fetch(`${service.url}/v1/jobs`, { headers }));
+    await eventually(async () => expect(await (await fetch(`${service.url}/v1/jobs/${String(job.id)}`, { headers })).json()).toMatchObject({ status: "succeeded" }));
+    expect((await check("get", "/v1/jobs/{id}", await fetch(`${service.url}/v1/jobs/${String(job.id)}`, { headers }))).result).toMatchObject({ text: expect.any(String) });
+    await check("get", "/v1/jobs/{id}", await fetch(`${service.url}/v1/jobs/job_unknown`, { headers }));
+    await check("delete", "/v1/jobs/{id}", await fetch(`${service.url}/v1/jobs/${String(job.id)}`, { method: "DELETE", headers }));
+    await check("get", "/v1/models", await fetch(`${service.url}/v1/models`, { headers }));
+    await check("get", "/v1/capacity", await fetch(`${service.url}/v1/capacity`, { headers }));
+    await check("get", "/readyz", await fetch(`${service.url}/readyz`));
+    await check("post", "/v1/audio/transcriptions", await fetch(`${service.url}/v1/audio/transcriptions`, { method: "POST", headers, body: new FormData() }));
+    expect(checked).toHaveLength(9);
   });
 });

@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { request } from "node:http";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -92,6 +92,39 @@ describe("metrics and logs", () => {
       expect(line).toMatchObject({ method: "GET", path: "/v1/models", status: 200 });
     });
     expect(JSON.stringify(service.logs)).not.toContain(KEY);
+  });
+});
+
+describe("readiness", () => {
+  it("stays ready when a model a request asked for fails to load: that request fails, the preloaded model still serves", async () => {
+    const models = join(work, "models-readiness");
+    await mkdir(join(models, "generated"), { recursive: true });
+    await symlink(join(DEFAULT_MODELS_DIR, "generated", "whisper-micro"), join(models, "generated", "whisper-micro"));
+    // A model directory with its config and no weights.
+    await mkdir(join(models, "broken"));
+    await copyFile(join(DEFAULT_MODELS_DIR, "generated", "whisper-micro", "config.json"), join(models, "broken", "config.json"));
+    const service = await startService(env(join(work, "data-readiness"), { WHISPER_MODELS_DIR: models }));
+    try {
+      const wav = join(work, "readiness.wav");
+      await writeAudioFile(wav, microTones([{ word: "alpha", seconds: 1 }]));
+      const form = new FormData();
+      form.set("file", new Blob([await readFile(wav)]), "a.wav");
+      form.set("model", "broken");
+      await eventually(async () => expect((await fetch(`${service.url}/readyz`)).status).toBe(200));
+      const refused = await fetch(`${service.url}/v1/audio/transcriptions`, { method: "POST", body: form, headers: auth });
+      expect(refused.status).toBe(503);
+      const readiness = await fetch(`${service.url}/readyz`);
+      expect(readiness.status).toBe(200);
+      expect(((await readiness.json()) as { models: { id: string; state: string; preloaded: boolean }[] }).models).toEqual(
+        expect.arrayContaining([
+          expect.objectContaining({ id: "generated/whisper-micro", state: "ready", preloaded: true }),
+          expect.objectContaining({ id: "broken", state: "failed", preloaded: false }),
+        ]),
+      );
+      expect((await upload(service.url, wav, "/v1/audio/transcriptions")).status).toBe(200);
+    } finally {
+      await service.stop();
+    }
   });
 });
 

@@ -5,6 +5,7 @@ export const JOB_STATUSES = ["queued", "running", "succeeded", "failed", "cancel
 export type JobStatus = (typeof JOB_STATUSES)[number];
 export const FINAL_STATUSES = ["succeeded", "failed", "canceled"] as const satisfies readonly JobStatus[];
 export type FinalStatus = (typeof FINAL_STATUSES)[number];
+export const CALLBACK_STATES = ["pending", "delivered", "failed", "gone"] as const;
 
 /**
  * Where a job's audio is: an upload in this machine's data directory, an upload kept in the shared
@@ -47,7 +48,7 @@ export interface DeliveryAttempt {
 export interface CallbackState {
   /** Stable across retries, as Standard Webhooks requires. */
   webhookId: string;
-  state: "pending" | "delivered" | "failed" | "gone";
+  state: (typeof CALLBACK_STATES)[number];
   attempts: DeliveryAttempt[];
   nextAttemptAt?: string;
 }

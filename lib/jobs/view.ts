@@ -1,5 +1,5 @@
 import { verboseTranscript } from "../formats.ts";
-import type { JobRecord } from "./ports.ts";
+import type { CallbackState, JobRecord } from "./ports.ts";
 
 /** A job as clients see it: snake_case like the rest of the OpenAI-style API, with links. */
 export interface JobView {
@@ -19,7 +19,7 @@ export interface JobView {
   metadata: Record<string, unknown> | null;
   callback: {
     url: string;
-    state: string;
+    state: CallbackState["state"];
     webhook_id: string | null;
     attempts: { at: string; status: number | null; latency_ms: number; error?: string }[];
     /** When a pending delivery is tried next, where this instance schedules it (QStash schedules its own). */

@@ -24,7 +24,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Readiness: default model loaded, room to take work, and (cluster mode) the shared stores answer */
+        /** Readiness: the preloaded models loaded, room to take work, and (cluster mode) the shared stores answer */
         get: operations["getReadiness"];
         put?: never;
         post?: never;
@@ -206,6 +206,8 @@ export interface components {
                 dtype: string;
                 /** @enum {string} */
                 state: "loading" | "ready" | "failed";
+                /** @description PRELOAD_MODELS (else DEFAULT_MODEL): readiness waits for these. Another model a request asked for that failed to load fails that request, not readiness. */
+                preloaded: boolean;
                 error?: string;
             }[];
             capacity: {
@@ -373,7 +375,11 @@ export interface components {
             } | null;
             callback: {
                 url: string;
-                state: string;
+                /**
+                 * @description pending until an attempt is answered 2xx (delivered), the retries run out (failed) or the receiver answers 410 Gone or cannot be called (gone).
+                 * @enum {string}
+                 */
+                state: "pending" | "delivered" | "failed" | "gone";
                 webhook_id: string | null;
                 attempts: {
                     at: string;
@@ -388,7 +394,8 @@ export interface components {
                 self: string;
                 result: string;
             };
-            result: components["schemas"]["VerboseTranscription"] & (Record<string, never> | null);
+            /** @description Once succeeded: the transcript as verbose_json (GET .../result renders any format); null before and otherwise. */
+            result: components["schemas"]["VerboseTranscription"] | null;
         };
         JobFromUpload: {
             /**
@@ -547,7 +554,7 @@ export interface operations {
                     "application/json": components["schemas"]["Readiness"];
                 };
             };
-            /** @description Not ready: a model is still loading or failed, the queue is full, the shared stores are unreachable (cluster mode), or the server is shutting down. */
+            /** @description Not ready: a preloaded model is still loading or failed, the queue is full, the shared stores are unreachable (cluster mode), or the server is shutting down. */
             503: {
                 headers: {
                     [name: string]: unknown;
