@@ -1,3 +1,5 @@
+import { execFileSync, spawn } from "node:child_process";
+import { once } from "node:events";
 import { copyFile, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { request } from "node:http";
 import { createServer } from "node:net";
@@ -156,6 +158,60 @@ describe("a start that cannot serve", () => {
     } finally {
       await new Promise((resolve) => taken.close(resolve));
     }
+  });
+});
+
+describe("npx slotscribe serve (bin/slotscribe.js, the package's bin)", () => {
+  /** The launcher under a shell, as npx starts it, with its JSON log lines and the URL it listens on. */
+  async function underShell(dataDir: string) {
+    const launcher = join(import.meta.dirname, "..", "bin", "slotscribe.js");
+    const shell = spawn("sh", ["-c", `"${process.execPath}" "${launcher}" serve; exit $?`], {
+      env: { ...process.env, ...env(dataDir), PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "info" },
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    const logs: Record<string, unknown>[] = [];
+    let buffered = "";
+    shell.stdout!.on("data", (d: Buffer) => {
+      buffered += d.toString();
+      for (let nl = buffered.indexOf("\n"); nl >= 0; nl = buffered.indexOf("\n")) {
+        const line = buffered.slice(0, nl);
+        buffered = buffered.slice(nl + 1);
+        if (line.startsWith("{")) logs.push(JSON.parse(line) as Record<string, unknown>);
+      }
+    });
+    const url = await eventually(() => {
+      const listening = logs.find((line) => line.msg === "listening");
+      expect(listening).toBeDefined();
+      return listening!.url as string;
+    });
+    return { shell, logs, url };
+  }
+
+  const stopped = (url: string) =>
+    eventually(async () => {
+      await expect(fetch(`${url}/healthz`)).rejects.toThrow();
+    });
+
+  it("drains and stops when the process that started it dies without passing SIGTERM on, as npx does", async () => {
+    const { shell, logs, url } = await underShell(join(work, "data-npx-orphan"));
+    expect((await fetch(`${url}/healthz`)).status).toBe(200);
+    shell.kill("SIGKILL");
+    await stopped(url);
+    expect(logs).toContainEqual(expect.objectContaining({ msg: "shutting down", signal: "SIGTERM" }));
+  });
+
+  it("passes a SIGTERM sent to it on to the service", async () => {
+    const { shell, logs, url } = await underShell(join(work, "data-npx-term"));
+    const launcherPid = Number(
+      execFileSync("pgrep", ["-P", String(shell.pid)])
+        .toString()
+        .trim(),
+    );
+    process.kill(launcherPid, "SIGTERM");
+    const [code] = (await once(shell, "exit")) as [number | null];
+    expect(code).toBe(0);
+    await stopped(url);
+    expect(logs).toContainEqual(expect.objectContaining({ msg: "shutting down", signal: "SIGTERM" }));
   });
 });
 
