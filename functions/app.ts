@@ -14,7 +14,7 @@ import jobsCreate from "./jobs-create.ts";
 import jobsGet from "./jobs-get.ts";
 import jobsList from "./jobs-list.ts";
 import jobsResult from "./jobs-result.ts";
-import { handleError, logRequests, provide, requireApiKey } from "./middleware.ts";
+import { handleError, logRequests, provide, requestOrigin, requireApiKey } from "./middleware.ts";
 import metrics from "./metrics.ts";
 import models from "./models.ts";
 import modelsGet from "./models-get.ts";
@@ -96,7 +96,7 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
       version: VERSION,
       description: "Self-hostable Whisper transcription with admission control. Authenticate with an API key (API_KEYS) as a Bearer token or in X-API-Key.",
     },
-    servers: [{ url: deps.config.PUBLIC_URL ?? new URL(c.req.url).origin, description: "this instance" }],
+    servers: [{ url: deps.config.PUBLIC_URL ?? requestOrigin(c), description: "this instance" }],
     security: [{ bearer: [] as string[] }, { apiKey: [] as string[] }] as Record<string, string[]>[],
     tags: [
       { name: "audio", description: "OpenAI-compatible synchronous endpoints" },

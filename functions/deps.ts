@@ -43,7 +43,7 @@ export interface HttpDeps {
   policy: OutboundPolicy;
   /** Set in cluster mode only; the /internal/qstash/ routes exist only then. */
   qstash: QStashDeps | null;
-  baseUrl(requestUrl: string): string;
+  baseUrl(requestOrigin: string): string;
   /** Read on every request: it turns true when shutdown begins. */
   readonly draining: boolean;
   /** Aborted when the shutdown's grace period is over: a request still arriving is answered 503. */

@@ -1,4 +1,5 @@
 import { createRoute, z } from "@hono/zod-openapi";
+import { requestOrigin } from "./middleware.ts";
 import { toJobView } from "../lib/jobs/view.ts";
 import { checkLanguage, logprobsAsked, wordTimestampsAsked } from "./audio-request.ts";
 import { formSpeechDetection, speechDetection } from "./chunking.ts";
@@ -32,7 +33,7 @@ export default uploadRoute(route, async (c) => {
   const deps = c.var.deps;
   const submitted = await deps.jobService.submit({
     idempotencyKey: c.req.header("idempotency-key"),
-    origin: new URL(c.req.url).origin,
+    origin: requestOrigin(c),
     readBody: async ({ hashUpload }) => {
       const body = isJson(c) ? await readJson(c, JobJsonBody) : await readForm(c, JobForm, { hashFile: hashUpload });
       const request = {
@@ -55,7 +56,7 @@ export default uploadRoute(route, async (c) => {
         : { request, source: { kind: "upload" as const, path: body.file.path, filename: body.file.name || "upload", bytes: body.file.size, sha256: body.file.sha256 } };
     },
   });
-  const view = toJobView(submitted.job, deps.baseUrl(c.req.url));
+  const view = toJobView(submitted.job, deps.baseUrl(requestOrigin(c)));
   c.set("jobId", view.id);
   c.header("location", view.links.self);
   if (!submitted.created) c.header("idempotent-replayed", "true");

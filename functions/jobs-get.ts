@@ -1,4 +1,5 @@
 import { createRoute } from "@hono/zod-openapi";
+import { requestOrigin } from "./middleware.ts";
 import { DomainError } from "../lib/errors.ts";
 import { toJobView } from "../lib/jobs/view.ts";
 import { errorResponses, router } from "./env.ts";
@@ -18,5 +19,5 @@ export default router().openapi(route, async (c) => {
   const deps = c.var.deps;
   const job = await deps.jobs.get(c.req.valid("param").id);
   if (!job) throw new DomainError("not_found", "No such job (it may have expired).");
-  return c.json(toJobView(job, deps.baseUrl(c.req.url)), 200);
+  return c.json(toJobView(job, deps.baseUrl(requestOrigin(c))), 200);
 });

@@ -1,4 +1,5 @@
 import { createRoute, z } from "@hono/zod-openapi";
+import { requestOrigin } from "./middleware.ts";
 import { JOB_STATUSES } from "../lib/jobs/ports.ts";
 import { toJobView } from "../lib/jobs/view.ts";
 import { errorResponses, router } from "./env.ts";
@@ -29,6 +30,6 @@ export const route = createRoute({
 export default router().openapi(route, async (c) => {
   const deps = c.var.deps;
   const page = await deps.jobs.list(c.req.valid("query"));
-  const base = deps.baseUrl(c.req.url);
+  const base = deps.baseUrl(requestOrigin(c));
   return c.json({ object: "list" as const, data: page.jobs.map((j) => toJobView(j, base, { withResult: false })), next_cursor: page.nextCursor }, 200);
 });

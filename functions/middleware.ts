@@ -31,6 +31,18 @@ export function requestOn(socket: object): RequestInProgress | undefined {
   return (socket as { [IN_PROGRESS]?: RequestInProgress })[IN_PROGRESS];
 }
 
+/**
+ * The origin the client reached us at, for links when PUBLIC_URL is not set: behind a platform's TLS
+ * proxy (Fly, Railway) the request arrives over http with X-Forwarded-Proto: https, and links must
+ * say https. The header only shapes links in answers to that same client.
+ */
+export function requestOrigin(c: Context): string {
+  const url = new URL(c.req.url);
+  const forwarded = c.req.header("x-forwarded-proto")?.split(",")[0]?.trim().toLowerCase();
+  if (forwarded === "https" || forwarded === "http") url.protocol = `${forwarded}:`;
+  return url.origin;
+}
+
 export function provide(deps: HttpDeps): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
     c.set("deps", deps);

@@ -90,8 +90,8 @@ export interface Services {
   webhookSecrets: Buffer[];
   /** Set in cluster mode: what the endpoints QStash delivers to (/internal/qstash/*) need. */
   qstash: QStashInbox | null;
-  /** Base for links in responses: PUBLIC_URL, else the origin the request came in on. */
-  baseUrl(requestUrl: string): string;
+  /** Base for links in responses: PUBLIC_URL, else the origin the client reached us at. */
+  baseUrl(requestOrigin: string): string;
   /** True once shutdown began: /readyz says no, so load balancers stop sending work. */
   draining: boolean;
   /** Stops taking jobs; running ones get `graceMs` to finish, then are handed back. */
@@ -379,7 +379,7 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
     policy: config.OUTBOUND_ALLOWLIST,
     webhookSecrets: config.WEBHOOK_SECRET,
     qstash: inbox && { ...inbox, runner, jobs },
-    baseUrl: (requestUrl) => config.PUBLIC_URL?.replace(/\/$/, "") ?? new URL(requestUrl).origin,
+    baseUrl: (requestOrigin) => config.PUBLIC_URL?.replace(/\/$/, "") ?? requestOrigin,
     draining: false,
     async drain(graceMs = 0) {
       services.draining = true;

@@ -5,6 +5,7 @@
  */
 import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { request } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium, type BrowserContext } from "playwright-core";
@@ -72,6 +73,29 @@ describe("the OpenAPI document", () => {
     expect(doc.paths["/healthz"]!.get!.security).toEqual([]);
     expect(doc.paths["/readyz"]!.get!.security).toEqual([]);
     expect(doc.paths["/v1/models"]!.get!.security).toBeUndefined();
+  });
+
+  it("names the https origin a TLS proxy reached it at (X-Forwarded-Proto), in the document and in job links", async () => {
+    // As Fly's or Railway's proxy forwards a request (fetch cannot set Host).
+    const viaProxy = (path: string, method = "GET", headers: Record<string, string> = {}, body?: Buffer) =>
+      new Promise<{ status: number; json: unknown }>((resolve, reject) => {
+        const req = request(`${service.url}${path}`, { method, headers: { host: "api.example.com", "x-forwarded-proto": "https", ...headers } }, (res) => {
+          let text = "";
+          res.on("data", (d: Buffer) => (text += d.toString()));
+          res.on("end", () => resolve({ status: res.statusCode!, json: JSON.parse(text) }));
+        });
+        req.on("error", reject);
+        req.end(body);
+      });
+    const proxied = (await viaProxy("/openapi.json")).json as typeof doc;
+    expect(proxied.servers?.[0]?.url).toBe("https://api.example.com");
+    const form = new FormData();
+    form.set("file", new Blob([new Uint8Array(64)]), "a.wav");
+    const encoded = new Response(form);
+    const body = Buffer.from(await encoded.arrayBuffer());
+    const job = await viaProxy("/v1/jobs", "POST", { authorization: `Bearer ${KEY}`, "content-type": encoded.headers.get("content-type")! }, body);
+    expect(job.status).toBe(202);
+    expect((job.json as { links: { self: string } }).links.self).toMatch(/^https:\/\/api\.example\.com\/v1\/jobs\/job_/);
   });
 });
 
