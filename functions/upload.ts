@@ -24,7 +24,7 @@ export const ModelField = z
 
 /** Fetched media and callback URLs: http(s), and short enough to repeat in a message or log line. */
 export function urlField(name: string) {
-  return z.url({ protocol: /^https?$/, message: `${name} must be an http(s) URL` }).max(8192);
+  return z.url({ protocol: /^https?$/, message: `${name} must be an http(s) URL` }).max(8192, { message: `${name} is longer than 8192 characters` });
 }
 
 /**

@@ -140,6 +140,7 @@ const cases: Case[] = [
       body: JSON.stringify({ url: `https://example.com/${"a".repeat(20_000)}` }),
       status: 400,
       code: "invalid_request",
+      message: /url is longer than 8192 characters/,
     },
     // Small enough to be sent whole before the early answer (see send()); uploads over the limit are in service.test.ts.
     {
