@@ -280,6 +280,7 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
     transcription: new TranscriptionService({
       metrics,
       engine: planned.engine,
+      plan: planned.plan,
       catalog,
       admission: planned.admission,
       compute: planned.compute,

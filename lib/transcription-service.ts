@@ -9,7 +9,8 @@ import { DomainError } from "./errors.ts";
 import type { Metrics } from "./metrics.ts";
 import type { Segment, TokenLogprob, Transcript } from "./transcript.ts";
 import type { SpeechDetection, VadMode } from "./audio/speech-regions.ts";
-import type { FallbackThresholds, ModelInfo } from "./engine/protocol.ts";
+import type { FallbackThresholds, ModelInfo, ModelSpec } from "./engine/protocol.ts";
+import { roomForModel, type CapacityPlan } from "./capacity/plan.ts";
 
 export interface TranscribeRequest {
   /** Used for the cluster lease and logs. */
@@ -87,6 +88,8 @@ export interface Admission {
 
 export interface TranscriptionServiceDeps {
   engine: Engine;
+  /** The slot plan: a model it did not load is loaded on request only where it leaves the slots their memory. */
+  plan: CapacityPlan;
   catalog: ModelCatalog;
   /** Bounds transcriptions in progress on this instance (decoding streams open, windows queued). */
   admission: Limiter;
@@ -175,11 +178,34 @@ export class TranscriptionService {
     }
   }
 
+  /**
+   * Refuses a model this instance has not loaded when its copy would not fit beside the loaded ones
+   * and the plan's slots. Checked and loaded in one turn of the event loop (the load registers at
+   * once), so two requests for new models cannot both pass on the same room.
+   */
+  private assertRoomFor(model: ModelSpec & { name: string }): void {
+    const loaded = this.deps.engine.modelStates().filter((m) => m.state !== "failed");
+    if (loaded.some((m) => m.model.id === model.id && m.model.dtype === model.dtype)) return;
+    const room = roomForModel(
+      this.deps.plan,
+      loaded.map((m) => m.model),
+      model,
+    );
+    if (room.fits) return;
+    const mib = (bytes: number) => `${Math.ceil(bytes / 2 ** 20)} MiB`;
+    throw new DomainError(
+      "invalid_request",
+      `Model "${model.name}" does not fit on this instance: its copy and its rows need about ${mib(room.neededBytes)} more, and ${mib(room.spareBytes)} is spare beside the loaded models and the ${this.deps.plan.slots} slots. Use a smaller model, or an instance that preloads it (PRELOAD_MODELS).`,
+      { details: { param: "model" } },
+    );
+  }
+
   /** Transcribes a local media file, waiting for room as `wait` says unless room is already held. */
   async transcribeFile(path: string, request: TranscribeRequest, room: { wait: AdmissionWait } | { admitted: Admission } = { wait: "queue" }): Promise<Transcript> {
     // Before the model's load, which may be a download, for a request refused whatever the model.
     assertTunable(this.deps.vad, request.speechDetection);
     const model = this.deps.catalog.resolve(request.model);
+    this.assertRoomFor(model);
     const info = await this.deps.engine.load(model).catch((err: unknown) => {
       if (err instanceof ModelLoadError)
         throw new DomainError("unavailable", `Model "${model.name}" is not available on this server: it could not be loaded.`, { cause: err, retryAfterSeconds: 30 });

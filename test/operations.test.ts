@@ -97,24 +97,33 @@ describe("metrics and logs", () => {
   });
 });
 
-describe("readiness", () => {
-  it("stays ready when a model a request asked for fails to load: that request fails, the preloaded model still serves", async () => {
-    const models = join(work, "models-readiness");
+describe("models a request asks for that the plan did not load", () => {
+  let models: string;
+  beforeAll(async () => {
+    models = join(work, "models-on-request");
     await mkdir(join(models, "generated"), { recursive: true });
     await symlink(join(DEFAULT_MODELS_DIR, "generated", "whisper-micro"), join(models, "generated", "whisper-micro"));
-    // A model directory with its config and no weights.
-    await mkdir(join(models, "broken"));
-    await copyFile(join(DEFAULT_MODELS_DIR, "generated", "whisper-micro", "config.json"), join(models, "broken", "config.json"));
+    // Model directories with their config and no weights: one that fails to load, one planned as large-v3-turbo.
+    for (const dir of ["broken", join("big", "whisper-large-v3-turbo")]) {
+      await mkdir(join(models, dir), { recursive: true });
+      await copyFile(join(DEFAULT_MODELS_DIR, "generated", "whisper-micro", "config.json"), join(models, dir, "config.json"));
+    }
+  });
+
+  async function transcribe(service: ServiceProcess, model?: string): Promise<Response> {
+    const wav = join(work, "on-request.wav");
+    await writeAudioFile(wav, microTones([{ word: "alpha", seconds: 1 }]));
+    const form = new FormData();
+    form.set("file", new Blob([await readFile(wav)]), "a.wav");
+    if (model) form.set("model", model);
+    return fetch(`${service.url}/v1/audio/transcriptions`, { method: "POST", body: form, headers: auth });
+  }
+
+  it("stay out of readiness: one that fails to load fails its request, the preloaded model still serves", async () => {
     const service = await startService(env(join(work, "data-readiness"), { WHISPER_MODELS_DIR: models }));
     try {
-      const wav = join(work, "readiness.wav");
-      await writeAudioFile(wav, microTones([{ word: "alpha", seconds: 1 }]));
-      const form = new FormData();
-      form.set("file", new Blob([await readFile(wav)]), "a.wav");
-      form.set("model", "broken");
       await eventually(async () => expect((await fetch(`${service.url}/readyz`)).status).toBe(200));
-      const refused = await fetch(`${service.url}/v1/audio/transcriptions`, { method: "POST", body: form, headers: auth });
-      expect(refused.status).toBe(503);
+      expect((await transcribe(service, "broken")).status).toBe(503);
       const readiness = await fetch(`${service.url}/readyz`);
       expect(readiness.status).toBe(200);
       expect(((await readiness.json()) as { models: { id: string; state: string; preloaded: boolean }[] }).models).toEqual(
@@ -123,7 +132,24 @@ describe("readiness", () => {
           expect.objectContaining({ id: "broken", state: "failed", preloaded: false }),
         ]),
       );
-      expect((await upload(service.url, wav, "/v1/audio/transcriptions")).status).toBe(200);
+      expect((await transcribe(service)).status).toBe(200);
+    } finally {
+      await service.stop();
+    }
+  });
+
+  it("are refused with a 400 naming the model when their copy would take the slots' memory, and are not loaded", async () => {
+    const service = await startService(env(join(work, "data-too-big"), { WHISPER_MODELS_DIR: models, MEMORY_LIMIT: "2GiB" }));
+    try {
+      const refused = await transcribe(service, "big/whisper-large-v3-turbo");
+      expect(refused.status).toBe(400);
+      expect(((await refused.json()) as { error: { param: string; message: string } }).error).toMatchObject({
+        param: "model",
+        message: expect.stringMatching(/does not fit on this instance/),
+      });
+      const readiness = (await (await fetch(`${service.url}/readyz`)).json()) as { models: { id: string }[] };
+      expect(readiness.models.map((m) => m.id)).toEqual(["generated/whisper-micro"]);
+      expect((await transcribe(service)).status).toBe(200);
     } finally {
       await service.stop();
     }

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import footprints from "./footprints.json" with { type: "json" };
 import type { MachineResources } from "./machine.ts";
-import { footprintOf, planCapacity, ROWS_PER_CORE, type Dtype, type ModelSize } from "./plan.ts";
+import { footprintOf, planCapacity, roomForModel, ROWS_PER_CORE, type Dtype, type ModelSize } from "./plan.ts";
 
 const GiB = 2 ** 30;
 const BASE = "onnx-community/whisper-base.en";
@@ -145,5 +145,37 @@ describe("footprintOf", () => {
 
   it("rates large-v3-turbo at least as heavy as medium", () => {
     expect(footprintOf("large-v3-turbo", "q8").residentBytes).toBeGreaterThanOrEqual(footprintOf("medium", "q8").residentBytes);
+  });
+});
+
+describe("roomForModel", () => {
+  const base = { id: BASE, dtype: "q8" as const };
+  const turbo = { id: "onnx-community/whisper-large-v3-turbo", dtype: "q8" as const };
+  const tiny = { id: "onnx-community/whisper-tiny.en", dtype: "q8" as const };
+
+  it("refuses a model whose copy would take the memory the plan gave its slots", () => {
+    // 2 GiB for base.en: the cores bound the slots, with room for a little more, not for large-v3-turbo.
+    const plan = planCapacity({ machine: machine(2, 2), models: [base] });
+    const room = roomForModel(plan, [base], turbo);
+    expect(room.fits).toBe(false);
+    expect(room.neededBytes).toBeGreaterThan(footprintOf("medium", "q8").residentBytes);
+    expect(room.spareBytes).toBeLessThan(room.neededBytes);
+    const tinyRoom = roomForModel(plan, [base], tiny);
+    expect(tinyRoom.fits).toBe(true);
+    expect(tinyRoom.neededBytes).toBeLessThanOrEqual(tinyRoom.spareBytes);
+  });
+
+  it("counts every model already loaded, and takes any model where memory is plentiful", () => {
+    const plan = planCapacity({ machine: machine(64, 2), models: [base] });
+    expect(roomForModel(plan, [base], turbo).fits).toBe(true);
+    const modest = planCapacity({ machine: machine(2, 2), models: [base] });
+    // A model loaded earlier on request holds its memory: less is spare for the next one.
+    expect(roomForModel(modest, [base, tiny], base).spareBytes).toBeLessThan(roomForModel(modest, [base], base).spareBytes);
+  });
+
+  it("refuses any other model when memory already bounds the slots", () => {
+    const plan = planCapacity({ machine: machine(1, 8), models: [base] });
+    expect(plan.limitedBy).toBe("memory");
+    expect(roomForModel(plan, [base], tiny).fits).toBe(false);
   });
 });

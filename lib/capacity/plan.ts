@@ -151,3 +151,19 @@ export function planCapacity(input: PlanInput): CapacityPlan {
     rows,
   };
 }
+
+/**
+ * Whether `candidate`, a model a request asks for that the plan did not load, fits beside the
+ * models already loaded without taking the memory the plan's slots were given: loaded anyway, it
+ * would be the request that pushes a busy instance out of memory. Sized as the plan sizes models.
+ */
+export function roomForModel(plan: CapacityPlan, loaded: PlanInput["models"], candidate: PlanInput["models"][number]): { fits: boolean; neededBytes: number; spareBytes: number } {
+  const now = planCapacity({ machine: plan.machine, models: loaded, threads: plan.threads });
+  const next = planCapacity({ machine: plan.machine, models: [...loaded, candidate], threads: plan.threads });
+  // What the models and the plan's slots take, as planCapacity counts it.
+  const taken = (p: CapacityPlan) => p.loadedBytes + p.encoderBytes + plan.slots * p.rowBytes;
+  const budget = plan.machine.memoryBytes - now.baselineBytes - now.threadBytes - now.headroomBytes;
+  const neededBytes = taken(next) - taken(now);
+  const spareBytes = Math.max(0, budget - taken(now));
+  return { fits: taken(next) <= budget, neededBytes, spareBytes };
+}
