@@ -22,7 +22,10 @@ tree_rss_kib() { # RSS of a process and its descendants, KiB
 }
 
 start=$(date +%s%N)
-WHISPER_MODELS_DIR=.cache/models DEFAULT_MODEL=generated/whisper-micro ALLOW_ANONYMOUS=true \
+# As the README quotes it: energy speech detection, and the process environment npm start sets
+# (export another MALLOC_ARENA_MAX to measure with that).
+WHISPER_MODELS_DIR=.cache/models DEFAULT_MODEL=generated/whisper-micro ALLOW_ANONYMOUS=true VAD=energy \
+  MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-1} \
   PORT=$port HOST=127.0.0.1 DATA_DIR="$tmp/data" LOG_LEVEL=warn setsid "$@" >"$tmp/log" 2>&1 &
 pid=$!
 until curl -sf -o /dev/null "http://127.0.0.1:$port/readyz"; do
