@@ -64,5 +64,18 @@ export function errorResponses(...items: (number | ErrorCode)[]) {
     const status = typeof item === "number" ? item : ERROR_STATUS[item];
     byStatus.set(status, new Set([...(byStatus.get(status) ?? []), ...codes]));
   }
-  return Object.fromEntries([...byStatus].map(([status, codes]) => [status, { description: codes.size > 0 ? `Error: ${[...codes].join(" or ")}` : "Error", content }]));
+  return Object.fromEntries(
+    [...byStatus].map(([status, codes]) => [
+      status,
+      {
+        description: codes.size > 0 ? `Error: ${[...codes].join(" or ")}` : "Error",
+        headers: { "x-request-id": REQUEST_ID_HEADER, ...(status === 429 || status === 503 ? { "retry-after": RETRY_AFTER_HEADER } : {}) },
+        content,
+      },
+    ]),
+  );
 }
+
+/** Headers of every answer, for the document. */
+export const REQUEST_ID_HEADER = { description: "The request's id, as in the error body and the logs.", schema: { type: "string" as const } };
+const RETRY_AFTER_HEADER = { description: "Seconds to wait before sending the request again.", schema: { type: "integer" as const } };

@@ -35,7 +35,7 @@ export const route = createRoute({
       description: "The audio.",
       content: { "audio/wav": { schema: z.string().openapi({ format: "binary" }) }, "audio/mpeg": { schema: z.string() }, "audio/ogg": { schema: z.string() } },
     },
-    ...errorResponses(400, 403, 413, 415, "unprocessable_audio", 429, 503),
+    ...errorResponses(400, 403, "request_timeout", 413, 415, "unprocessable_audio", 429, 502, 503, 504),
   },
 });
 

@@ -12,7 +12,7 @@ export const route = createRoute({
   path: "/v1/jobs/{id}",
   summary: "Cancel a queued or running job; its place and its windows' slots are freed at once",
   request: { params: JobIdParam },
-  responses: { 200: { description: "The job after cancellation.", content: { "application/json": { schema: JobViewSchema } } }, ...errorResponses(404, 409) },
+  responses: { 200: { description: "The job after cancellation.", content: { "application/json": { schema: JobViewSchema } } }, ...errorResponses(400, 404, 409) },
 });
 
 export default router().openapi(route, async (c) => {

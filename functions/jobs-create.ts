@@ -3,7 +3,7 @@ import { requestOrigin } from "./middleware.ts";
 import { toJobView } from "../lib/jobs/view.ts";
 import { checkLanguage, logprobsAsked, wordTimestampsAsked } from "./audio-request.ts";
 import { formSpeechDetection, speechDetection } from "./chunking.ts";
-import { errorResponses } from "./env.ts";
+import { errorResponses, REQUEST_ID_HEADER } from "./env.ts";
 import { JobForm, JobJsonBody, JobViewSchema } from "./job-schemas.ts";
 import { isJson, readForm, readJson, uploadRoute } from "./upload.ts";
 
@@ -24,8 +24,16 @@ export const route = createRoute({
     body: { content: { "multipart/form-data": { schema: JobForm }, "application/json": { schema: JobJsonBody } } },
   },
   responses: {
-    202: { description: "Accepted; poll links.self or wait for the callback.", content: { "application/json": { schema: JobViewSchema } } },
-    ...errorResponses(400, 403, 413, "idempotency_key_reused", 429, 503),
+    202: {
+      description: "Accepted; poll links.self or wait for the callback.",
+      headers: {
+        location: { description: "The job's URL (links.self).", schema: { type: "string" } },
+        "idempotent-replayed": { description: "true when an Idempotency-Key replayed an earlier submission's job.", schema: { type: "string", enum: ["true"] } },
+        "x-request-id": REQUEST_ID_HEADER,
+      },
+      content: { "application/json": { schema: JobViewSchema } },
+    },
+    ...errorResponses(400, 403, "request_timeout", 413, 415, "idempotency_key_reused", 429, 503),
   },
 });
 

@@ -12,7 +12,7 @@ export const route = createRoute({
   path: "/v1/jobs/{id}",
   summary: "A job's status, progress, timings, callback attempts and, once done, its result",
   request: { params: JobIdParam },
-  responses: { 200: { description: "The job.", content: { "application/json": { schema: JobViewSchema } } }, ...errorResponses(404) },
+  responses: { 200: { description: "The job.", content: { "application/json": { schema: JobViewSchema } } }, ...errorResponses(400, 404) },
 });
 
 export default router().openapi(route, async (c) => {

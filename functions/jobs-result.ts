@@ -13,7 +13,7 @@ export const route = createRoute({
   path: "/v1/jobs/{id}/result",
   summary: "A finished job's transcript in any response format",
   request: { params: JobIdParam, query: z.object({ format: z.enum(RESPONSE_FORMATS).optional() }) },
-  responses: { 200: { description: "The transcript in the requested format.", content: transcriptContent }, ...errorResponses(404, 409) },
+  responses: { 200: { description: "The transcript in the requested format.", content: transcriptContent }, ...errorResponses(400, 404, 409) },
 });
 
 export default router().openapi(route, async (c) => {

@@ -75,6 +75,10 @@ describe("a client generated from the OpenAPI document", () => {
     const check = async (method: string, template: string, res: Response) => {
       const status = String(res.status);
       expect(doc.paths[template]?.[method]?.responses, `${method} ${template} documents ${status}`).toHaveProperty(status);
+      // The headers it documents are there (idempotent-replayed only on a replay).
+      const documented = (doc.paths[template]![method]!.responses[status] as { headers?: Record<string, unknown> }).headers ?? {};
+      for (const name of Object.keys(documented).filter((name) => name !== "idempotent-replayed"))
+        expect(res.headers.has(name), `${method} ${template} ${status}: ${name}`).toBe(true);
       const validate = ajv.compile({ $ref: `openapi#/${pointer("paths", template, method, "responses", status, "content", "application/json", "schema")}` });
       const body: unknown = await res.json();
       expect(validate(body) ? [] : validate.errors, `${method} ${template} ${status}`).toEqual([]);

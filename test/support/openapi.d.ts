@@ -586,6 +586,8 @@ export interface operations {
             /** @description Error: unauthorized */
             401: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -595,6 +597,8 @@ export interface operations {
             /** @description Error: internal */
             500: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -627,6 +631,8 @@ export interface operations {
             /** @description Error: unauthorized */
             401: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -636,6 +642,8 @@ export interface operations {
             /** @description Error: not_found */
             404: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -645,6 +653,8 @@ export interface operations {
             /** @description Error: internal */
             500: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -674,6 +684,8 @@ export interface operations {
             /** @description Error: unauthorized */
             401: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -683,6 +695,8 @@ export interface operations {
             /** @description Error: internal */
             500: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -692,6 +706,10 @@ export interface operations {
             /** @description Error: unavailable */
             503: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
+                    /** @description Seconds to wait before sending the request again. */
+                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -773,6 +791,8 @@ export interface operations {
             /** @description Error: invalid_request */
             400: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -782,6 +802,19 @@ export interface operations {
             /** @description Error: unauthorized */
             401: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Error: request_timeout */
+            408: {
+                headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -791,6 +824,8 @@ export interface operations {
             /** @description Error: payload_too_large */
             413: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -800,6 +835,8 @@ export interface operations {
             /** @description Error: unsupported_media */
             415: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -809,6 +846,8 @@ export interface operations {
             /** @description Error: unprocessable_audio */
             422: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -818,6 +857,10 @@ export interface operations {
             /** @description Error: rate_limited */
             429: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
+                    /** @description Seconds to wait before sending the request again. */
+                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -827,6 +870,8 @@ export interface operations {
             /** @description Error: internal */
             500: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -836,6 +881,10 @@ export interface operations {
             /** @description Error: unavailable */
             503: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
+                    /** @description Seconds to wait before sending the request again. */
+                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -901,6 +950,8 @@ export interface operations {
             /** @description Error: invalid_request */
             400: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -910,6 +961,19 @@ export interface operations {
             /** @description Error: unauthorized */
             401: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Error: request_timeout */
+            408: {
+                headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -919,6 +983,8 @@ export interface operations {
             /** @description Error: payload_too_large */
             413: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -928,6 +994,8 @@ export interface operations {
             /** @description Error: unsupported_media */
             415: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -937,6 +1005,8 @@ export interface operations {
             /** @description Error: unprocessable_audio */
             422: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -946,6 +1016,10 @@ export interface operations {
             /** @description Error: rate_limited */
             429: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
+                    /** @description Seconds to wait before sending the request again. */
+                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -955,6 +1029,8 @@ export interface operations {
             /** @description Error: internal */
             500: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -964,6 +1040,10 @@ export interface operations {
             /** @description Error: unavailable */
             503: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
+                    /** @description Seconds to wait before sending the request again. */
+                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1021,6 +1101,8 @@ export interface operations {
             /** @description Error: invalid_request */
             400: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1030,6 +1112,8 @@ export interface operations {
             /** @description Error: unauthorized */
             401: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1039,6 +1123,19 @@ export interface operations {
             /** @description Error: forbidden */
             403: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Error: request_timeout */
+            408: {
+                headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1048,6 +1145,8 @@ export interface operations {
             /** @description Error: payload_too_large */
             413: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1057,6 +1156,8 @@ export interface operations {
             /** @description Error: unsupported_media */
             415: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1066,6 +1167,8 @@ export interface operations {
             /** @description Error: unprocessable_audio */
             422: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1075,6 +1178,10 @@ export interface operations {
             /** @description Error: rate_limited */
             429: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
+                    /** @description Seconds to wait before sending the request again. */
+                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1084,6 +1191,19 @@ export interface operations {
             /** @description Error: internal */
             500: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Error: upstream_failed */
+            502: {
+                headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1093,6 +1213,21 @@ export interface operations {
             /** @description Error: unavailable */
             503: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
+                    /** @description Seconds to wait before sending the request again. */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Error: timeout */
+            504: {
+                headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1126,6 +1261,8 @@ export interface operations {
             /** @description Error: invalid_request */
             400: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1135,6 +1272,8 @@ export interface operations {
             /** @description Error: unauthorized */
             401: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1144,6 +1283,8 @@ export interface operations {
             /** @description Error: internal */
             500: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1172,6 +1313,12 @@ export interface operations {
             /** @description Accepted; poll links.self or wait for the callback. */
             202: {
                 headers: {
+                    /** @description The job's URL (links.self). */
+                    location?: string;
+                    /** @description true when an Idempotency-Key replayed an earlier submission's job. */
+                    "idempotent-replayed"?: "true";
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1181,6 +1328,8 @@ export interface operations {
             /** @description Error: invalid_request */
             400: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1190,6 +1339,8 @@ export interface operations {
             /** @description Error: unauthorized */
             401: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1199,6 +1350,19 @@ export interface operations {
             /** @description Error: forbidden */
             403: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Error: request_timeout */
+            408: {
+                headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1208,6 +1372,19 @@ export interface operations {
             /** @description Error: payload_too_large */
             413: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Error: unsupported_media */
+            415: {
+                headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1217,6 +1394,8 @@ export interface operations {
             /** @description Error: idempotency_key_reused */
             422: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1226,6 +1405,10 @@ export interface operations {
             /** @description Error: rate_limited */
             429: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
+                    /** @description Seconds to wait before sending the request again. */
+                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1235,6 +1418,8 @@ export interface operations {
             /** @description Error: internal */
             500: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1244,6 +1429,10 @@ export interface operations {
             /** @description Error: unavailable */
             503: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
+                    /** @description Seconds to wait before sending the request again. */
+                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1272,9 +1461,22 @@ export interface operations {
                     "application/json": components["schemas"]["Job"];
                 };
             };
+            /** @description Error: invalid_request */
+            400: {
+                headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             /** @description Error: unauthorized */
             401: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1284,6 +1486,8 @@ export interface operations {
             /** @description Error: not_found */
             404: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1293,6 +1497,8 @@ export interface operations {
             /** @description Error: internal */
             500: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1321,9 +1527,22 @@ export interface operations {
                     "application/json": components["schemas"]["Job"];
                 };
             };
+            /** @description Error: invalid_request */
+            400: {
+                headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             /** @description Error: unauthorized */
             401: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1333,6 +1552,8 @@ export interface operations {
             /** @description Error: not_found */
             404: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1342,6 +1563,8 @@ export interface operations {
             /** @description Error: conflict */
             409: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1351,6 +1574,8 @@ export interface operations {
             /** @description Error: internal */
             500: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1383,9 +1608,22 @@ export interface operations {
                     "text/vtt": string;
                 };
             };
+            /** @description Error: invalid_request */
+            400: {
+                headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             /** @description Error: unauthorized */
             401: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1395,6 +1633,8 @@ export interface operations {
             /** @description Error: not_found */
             404: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1404,6 +1644,8 @@ export interface operations {
             /** @description Error: conflict */
             409: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1413,6 +1655,8 @@ export interface operations {
             /** @description Error: internal */
             500: {
                 headers: {
+                    /** @description The request's id, as in the error body and the logs. */
+                    "x-request-id"?: string;
                     [name: string]: unknown;
                 };
                 content: {
