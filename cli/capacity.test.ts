@@ -51,6 +51,7 @@ describe("slotscribe capacity", () => {
     [["--memory"], /--memory/],
     [["extra"], /extra/],
     [["--memory", "lots"], /--memory: .*lots/],
+    [["--memory", "8"], /--memory: "8" is 8 bytes.*give a unit/],
     [["--cpus", "0"], /--cpus must be a positive number/],
     [["--cpus=-1"], /--cpus must be a positive number/],
     [["--dtype", "int4"], /--dtype is q8 or fp32/],

@@ -1,5 +1,5 @@
 import { parseArgs } from "node:util";
-import { detectMachine, formatBytes, parseBytes, parseCpus, type MachineResources } from "../lib/capacity/machine.ts";
+import { detectMachine, formatBytes, parseCpus, parseMemory, type MachineResources } from "../lib/capacity/machine.ts";
 import { planCapacity, type Dtype } from "../lib/capacity/plan.ts";
 import { isParseArgsError, UsageError } from "./client.ts";
 
@@ -62,7 +62,7 @@ function printTable(machine: MachineResources, rows: ReturnType<typeof capacityR
 
 /** The machine to plan for: the flags, else what the service would detect (MEMORY_LIMIT, CPUS, cgroups). */
 function machineFor(values: { memory?: string; cpus?: string }): MachineResources {
-  const memoryBytes = values.memory === undefined ? undefined : parsedFlag("--memory", () => parseBytes(values.memory!));
+  const memoryBytes = values.memory === undefined ? undefined : parsedFlag("--memory", () => parseMemory(values.memory!));
   const cpus = values.cpus === undefined ? undefined : parsedFlag("--cpus", () => parseCpus(values.cpus!, "--cpus"));
   let detected: MachineResources;
   try {

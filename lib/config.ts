@@ -1,7 +1,7 @@
 import { z } from "zod";
 import { parseDuration } from "./duration.ts";
 import { accessSync, constants, statSync } from "node:fs";
-import { parseBytes, parseCpus } from "./capacity/machine.ts";
+import { parseBytes, parseCpus, parseMemory } from "./capacity/machine.ts";
 import { parseAllowlist } from "./net/outbound-policy.ts";
 import { parseWebhookSecrets } from "./webhooks/standard-webhooks.ts";
 import { VAD_MODES } from "./audio/speech-regions.ts";
@@ -125,7 +125,7 @@ const settingsSchema = z.object({
   MEMORY_LIMIT: z
     .string()
     .optional()
-    .transform((s, ctx) => (s === undefined ? undefined : parsedBy(parseBytes)(s, ctx))),
+    .transform((s, ctx) => (s === undefined ? undefined : parsedBy(parseMemory)(s, ctx))),
   CPUS: z
     .string()
     .optional()

@@ -109,6 +109,8 @@ describe("detectMachine", () => {
 
   it("refuses a bad MEMORY_LIMIT, FLY_VM_MEMORY_MB or CPUS instead of guessing", () => {
     expect(() => detectMachine({ MEMORY_LIMIT: "lots" }, files({}))).toThrow(/not a size/);
+    // A bare number is bytes: too little to be anyone's meaning.
+    expect(() => detectMachine({ MEMORY_LIMIT: "2048" }, files({}))).toThrow(/give a unit/);
     expect(() => detectMachine({ FLY_VM_MEMORY_MB: "lots" }, files({}))).toThrow(/FLY_VM_MEMORY_MB/);
     expect(() => detectMachine({ CPUS: "0" }, files({}))).toThrow(/CPUS/);
     expect(() => detectMachine({ CPUS: "many" }, files({}))).toThrow(/CPUS/);

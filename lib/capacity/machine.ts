@@ -37,7 +37,7 @@ export interface MachineLimits {
 
 function limitsFromEnv(env: NodeJS.ProcessEnv): MachineLimits {
   return {
-    memoryBytes: env.MEMORY_LIMIT ? parseBytes(env.MEMORY_LIMIT) : undefined,
+    memoryBytes: env.MEMORY_LIMIT ? parseMemory(env.MEMORY_LIMIT) : undefined,
     cpus: env.CPUS ? parseCpus(env.CPUS) : undefined,
   };
 }
@@ -84,6 +84,13 @@ export function parseBytes(text: string): number {
   const factor = UNITS[unit];
   if (!match || factor === undefined) throw new Error(`not a size: "${text}" (use e.g. 8GiB, 512MiB, 2g)`);
   return positive(Math.round(Number(match[1]) * factor), text);
+}
+
+/** A machine's memory: a size as parseBytes reads it, refused below 64 MiB, where a bare number was surely meant in another unit. */
+export function parseMemory(text: string): number {
+  const bytes = parseBytes(text);
+  if (bytes < 64 * 2 ** 20) throw new Error(`"${text}" is ${bytes} bytes, too little for a machine's memory: give a unit (e.g. 8GiB, 512MiB)`);
+  return bytes;
 }
 
 function positive(n: number, what: string): number {
