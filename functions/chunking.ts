@@ -16,7 +16,7 @@ const SERVER_VAD_FIELDS = ["type", "threshold", "prefix_padding_ms", "silence_du
 const DESCRIPTION =
   'How the audio is cut before Whisper: "auto" (the default: Silero speech regions, windows of up to 30 s), or server_vad settings, ' +
   '{"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 400, "silence_duration_ms": 2000}: the speech probability that starts speech, the audio kept ' +
-  "before and after speech (at most half the silence), and the silence that ends it; a setting left out keeps the value shown. Needs VAD=silero.";
+  "before and after speech (more than half the silence is used as half), and the silence that ends it; a setting left out keeps the value shown. Needs VAD=silero.";
 
 /** chunking_strategy in a JSON body. */
 export const ChunkingJson = z

@@ -433,7 +433,7 @@ export interface components {
             "timestamp_granularities[]"?: ("segment" | "word") | ("segment" | "word")[];
             /** @description Same as timestamp_granularities[]. */
             timestamp_granularities?: ("segment" | "word") | ("segment" | "word")[];
-            /** @description How the audio is cut before Whisper: "auto" (the default: Silero speech regions, windows of up to 30 s), or server_vad settings, {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 400, "silence_duration_ms": 2000}: the speech probability that starts speech, the audio kept before and after speech (at most half the silence), and the silence that ends it; a setting left out keeps the value shown. Needs VAD=silero. In a form: "auto", or the object as JSON. */
+            /** @description How the audio is cut before Whisper: "auto" (the default: Silero speech regions, windows of up to 30 s), or server_vad settings, {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 400, "silence_duration_ms": 2000}: the speech probability that starts speech, the audio kept before and after speech (more than half the silence is used as half), and the silence that ends it; a setting left out keeps the value shown. Needs VAD=silero. In a form: "auto", or the object as JSON. */
             chunking_strategy?: string;
             /** @description chunking_strategy's type, as the SDKs send an object. */
             "chunking_strategy[type]"?: string;
@@ -486,7 +486,7 @@ export interface components {
             "timestamp_granularities[]"?: ("segment" | "word") | ("segment" | "word")[];
             /** @description Same as timestamp_granularities[]. */
             timestamp_granularities?: ("segment" | "word") | ("segment" | "word")[];
-            /** @description How the audio is cut before Whisper: "auto" (the default: Silero speech regions, windows of up to 30 s), or server_vad settings, {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 400, "silence_duration_ms": 2000}: the speech probability that starts speech, the audio kept before and after speech (at most half the silence), and the silence that ends it; a setting left out keeps the value shown. Needs VAD=silero. */
+            /** @description How the audio is cut before Whisper: "auto" (the default: Silero speech regions, windows of up to 30 s), or server_vad settings, {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 400, "silence_duration_ms": 2000}: the speech probability that starts speech, the audio kept before and after speech (more than half the silence is used as half), and the silence that ends it; a setting left out keeps the value shown. Needs VAD=silero. */
             chunking_strategy?: "auto" | {
                 /** @enum {string} */
                 type: "server_vad";
@@ -762,7 +762,7 @@ export interface operations {
                     "timestamp_granularities[]"?: ("segment" | "word") | ("segment" | "word")[];
                     /** @description Same as timestamp_granularities[]. */
                     timestamp_granularities?: ("segment" | "word") | ("segment" | "word")[];
-                    /** @description How the audio is cut before Whisper: "auto" (the default: Silero speech regions, windows of up to 30 s), or server_vad settings, {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 400, "silence_duration_ms": 2000}: the speech probability that starts speech, the audio kept before and after speech (at most half the silence), and the silence that ends it; a setting left out keeps the value shown. Needs VAD=silero. In a form: "auto", or the object as JSON. */
+                    /** @description How the audio is cut before Whisper: "auto" (the default: Silero speech regions, windows of up to 30 s), or server_vad settings, {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 400, "silence_duration_ms": 2000}: the speech probability that starts speech, the audio kept before and after speech (more than half the silence is used as half), and the silence that ends it; a setting left out keeps the value shown. Needs VAD=silero. In a form: "auto", or the object as JSON. */
                     chunking_strategy?: string;
                     /** @description chunking_strategy's type, as the SDKs send an object. */
                     "chunking_strategy[type]"?: string;
