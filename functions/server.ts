@@ -153,7 +153,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
 
   const app = createApp(services);
   handle = (request, env) => app.fetch(request, env as { incoming?: IncomingMessage });
-  log.info({ url }, "listening");
+  // url is where a client on this machine connects; the socket itself is bound to HOST.
+  log.info({ url, bound: `${config.HOST}:${port}` }, "listening");
   return {
     url,
     services,
