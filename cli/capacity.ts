@@ -50,6 +50,7 @@ function printTable(machine: MachineResources, rows: ReturnType<typeof capacityR
     ];
   });
   console.log(`machine: ${formatBytes(machine.memoryBytes)} (${machine.memorySource}), ${machine.cpus} cpus (${machine.cpuSource})`);
+  if (machine.memoryWarning) console.error(`note: ${machine.memoryWarning}`);
   console.log("one copy of the model, on one inference thread using every core; a slot is one more window decoding in its batched calls");
   if (rows.some((r) => !r.fits)) console.log("does not fit: the service starts such a model with one slot and warns; expect it to run out of memory under load");
   console.log("");
@@ -73,6 +74,7 @@ function machineFor(values: { memory?: string; cpus?: string }): MachineResource
   return {
     memoryBytes: memoryBytes ?? detected.memoryBytes,
     memorySource: memoryBytes === undefined ? detected.memorySource : "--memory",
+    ...(memoryBytes === undefined && detected.memoryWarning ? { memoryWarning: detected.memoryWarning } : {}),
     cpus: cpus ?? detected.cpus,
     cpuSource: cpus === undefined ? detected.cpuSource : "--cpus",
   };

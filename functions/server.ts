@@ -141,6 +141,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       },
       "capacity plan",
     );
+    if (plan.machine.memoryWarning) log.warn(plan.machine.memoryWarning);
     if (!plan.fits) log.warn("the configured models leave no memory for even one job; expect failures under load");
   } else {
     log.info(

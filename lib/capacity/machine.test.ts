@@ -82,18 +82,23 @@ describe("detectMachine", () => {
     expect(detectMachine({}, files({ [V1_QUOTA]: huge, [V1_PERIOD]: "100000" })).cpus).toBe(visible);
   });
 
-  it("lets MEMORY_LIMIT override the cgroup limit", () => {
-    const machine = detectMachine({ MEMORY_LIMIT: "8GiB" }, files({ [V2_MEMORY]: "2147483648" }));
-    expect(machine).toMatchObject({ memoryBytes: 8 * GiB, memorySource: "MEMORY_LIMIT" });
+  it("lets MEMORY_LIMIT lower the cgroup limit, never raise it: above it, the cgroup's limit is planned for, with a warning", () => {
+    const read = files({ [V2_MEMORY]: String(2 * GiB) });
+    expect(detectMachine({ MEMORY_LIMIT: "1GiB" }, read)).toEqual(expect.objectContaining({ memoryBytes: GiB, memorySource: "MEMORY_LIMIT" }));
+    const above = detectMachine({ MEMORY_LIMIT: "8GiB" }, read);
+    expect(above).toMatchObject({ memoryBytes: 2 * GiB, memorySource: "cgroup v2 memory.max", memoryWarning: expect.stringMatching(/MEMORY_LIMIT \(8\.0 GiB\) is above/) });
+    // Without a cgroup limit, the machine's memory bounds it the same way.
+    expect(detectMachine({ MEMORY_LIMIT: "64TiB" }, files({})).memorySource).toBe("os.totalmem()");
   });
 
-  it("uses FLY_VM_MEMORY_MB (mebibytes) over the cgroup limit, but MEMORY_LIMIT over both", () => {
-    const read = files({ [V2_MEMORY]: "2147483648" });
+  it("uses FLY_VM_MEMORY_MB (mebibytes) and MEMORY_LIMIT over it, both within the cgroup limit", () => {
+    const read = files({ [V2_MEMORY]: String(8 * GiB) });
     expect(detectMachine({ FLY_VM_MEMORY_MB: "4096" }, read)).toMatchObject({ memoryBytes: 4 * GiB, memorySource: "FLY_VM_MEMORY_MB" });
     expect(detectMachine({ FLY_VM_MEMORY_MB: "4096", MEMORY_LIMIT: "1GiB" }, read)).toMatchObject({
       memoryBytes: GiB,
       memorySource: "MEMORY_LIMIT",
     });
+    expect(detectMachine({ FLY_VM_MEMORY_MB: "16384" }, read)).toMatchObject({ memoryBytes: 8 * GiB, memoryWarning: expect.stringContaining("FLY_VM_MEMORY_MB") });
   });
 
   it("lets CPUS override the cgroup quota, even beyond the visible cores", () => {

@@ -4,6 +4,8 @@ import os from "node:os";
 export interface MachineResources {
   memoryBytes: number;
   memorySource: string;
+  /** Set when a memory setting said more than the enforced limit, which was used instead. */
+  memoryWarning?: string;
   cpus: number;
   cpuSource: string;
 }
@@ -23,7 +25,8 @@ const UNLIMITED = 2 ** 60;
 
 /**
  * What this instance may really use. Inside a container os.totalmem() and os.cpus() describe the host,
- * so the cgroup limits come first; explicit settings and the platform's own variables override both.
+ * so the cgroup limits come first; explicit settings and the platform's own variables may lower the
+ * memory (never raise it past the enforced limit) and set the cores.
  */
 export function detectMachine(env: NodeJS.ProcessEnv = process.env, read: ReadFile = readOrNull, limits: MachineLimits = limitsFromEnv(env)): MachineResources {
   return { ...detectMemory(env, read, limits), ...detectCpus(read, limits) };
@@ -47,16 +50,33 @@ export function parseCpus(text: string, what = "CPUS"): number {
   return Math.max(1, Math.floor(positive(Number(text), what)));
 }
 
-function detectMemory(env: NodeJS.ProcessEnv, read: ReadFile, limits: MachineLimits): { memoryBytes: number; memorySource: string } {
-  if (limits.memoryBytes !== undefined) return { memoryBytes: limits.memoryBytes, memorySource: "MEMORY_LIMIT" };
-  if (env.FLY_VM_MEMORY_MB) return { memoryBytes: positive(Number(env.FLY_VM_MEMORY_MB) * 2 ** 20, "FLY_VM_MEMORY_MB"), memorySource: "FLY_VM_MEMORY_MB" };
+function detectMemory(env: NodeJS.ProcessEnv, read: ReadFile, limits: MachineLimits): Pick<MachineResources, "memoryBytes" | "memorySource" | "memoryWarning"> {
+  const enforced = enforcedMemory(read) ?? { memoryBytes: os.totalmem(), memorySource: "os.totalmem()" };
+  const stated =
+    limits.memoryBytes !== undefined
+      ? { memoryBytes: limits.memoryBytes, memorySource: "MEMORY_LIMIT" }
+      : env.FLY_VM_MEMORY_MB
+        ? { memoryBytes: positive(Number(env.FLY_VM_MEMORY_MB) * 2 ** 20, "FLY_VM_MEMORY_MB"), memorySource: "FLY_VM_MEMORY_MB" }
+        : null;
+  if (!stated) return enforced;
+  // A setting may say less than the kernel enforces (a platform that shows the host's totals), never
+  // more: the process is killed at the enforced limit whatever the plan assumed.
+  if (stated.memoryBytes <= enforced.memoryBytes) return stated;
+  return {
+    ...enforced,
+    memoryWarning: `${stated.memorySource} (${formatBytes(stated.memoryBytes)}) is above the memory this process may use (${formatBytes(enforced.memoryBytes)}, ${enforced.memorySource}): planned for the smaller`,
+  };
+}
+
+/** The limit the kernel holds this process to: its cgroup's, else what Node reports as constrained. */
+function enforcedMemory(read: ReadFile): { memoryBytes: number; memorySource: string } | null {
   const v2 = read("/sys/fs/cgroup/memory.max");
   if (v2 && v2 !== "max" && Number(v2) > 0) return { memoryBytes: Number(v2), memorySource: "cgroup v2 memory.max" };
   const v1 = read("/sys/fs/cgroup/memory/memory.limit_in_bytes");
   if (v1 && Number(v1) > 0 && Number(v1) < UNLIMITED) return { memoryBytes: Number(v1), memorySource: "cgroup v1 memory.limit_in_bytes" };
   const constrained = process.constrainedMemory?.() ?? 0;
   if (constrained > 0 && constrained < os.totalmem()) return { memoryBytes: constrained, memorySource: "process.constrainedMemory()" };
-  return { memoryBytes: os.totalmem(), memorySource: "os.totalmem()" };
+  return null;
 }
 
 function detectCpus(read: ReadFile, limits: MachineLimits): { cpus: number; cpuSource: string } {
