@@ -40,7 +40,11 @@ export class EmbeddedJobDispatcher implements JobDispatcher {
   async start(deliver: Deliver): Promise<void> {
     const { store } = this.#options;
     for (const job of await store.unfinished()) {
-      if (job.status === "running") await store.update(job.id, (j) => ({ ...j, status: "queued" }));
+      if (job.status === "running") {
+        // The previous process ended during this run (killed, out of memory, crashed): the run counts.
+        this.#options.log.warn({ jobId: job.id, runs: job.runs }, "job was running when the last process ended: it runs again");
+        await store.update(job.id, (j) => ({ ...j, status: "queued" }));
+      }
       this.#enqueue(job.id);
     }
     this.#deliver = deliver;

@@ -144,6 +144,51 @@ describe("a job's callback", () => {
   });
 });
 
+describe("a job whose runs end with the process running it (killed, out of memory)", () => {
+  it("runs again when a process died during its run, and that run counts", async () => {
+    const { dataDir, store } = await storeInTempDir();
+    await store.create({ ...(await queuedUpload(dataDir, "job_died")), status: "running", runs: 1 });
+    const jobs = runner(store, dataDir, NO_CALLBACKS);
+    cleanups.push(() => jobs.stop());
+    await jobs.start();
+    await vi.waitFor(async () => expect(await store.get("job_died")).toMatchObject({ status: "succeeded", runs: 2 }), { timeout: 10_000 });
+  });
+
+  it("fails, with its callback, once every run it had ended with its process, rather than take down the next", async () => {
+    const { dataDir, store } = await storeInTempDir();
+    await store.create({ ...(await queuedUpload(dataDir, "job_poison", { callbackUrl: "http://127.0.0.1:9/hook" })), status: "running", runs: 3 });
+    const enqueued: string[] = [];
+    const callbacks: CallbackSender = { ...NO_CALLBACKS, enqueue: async (id) => void enqueued.push(id) };
+    let transcribed = 0;
+    const jobs = runner(store, dataDir, callbacks, async () => {
+      transcribed++;
+      return TRANSCRIPT;
+    });
+    cleanups.push(() => jobs.stop());
+    await jobs.start();
+    await vi.waitFor(async () => expect((await store.get("job_poison"))?.status).toBe("failed"), { timeout: 10_000 });
+    expect((await store.get("job_poison"))?.error).toMatchObject({ code: "internal", message: expect.stringMatching(/3 runs ended with the server/) });
+    expect(transcribed).toBe(0);
+    expect(enqueued).toEqual(["job_poison"]);
+  });
+
+  it("does not count a run the shutdown handed back", async () => {
+    const { dataDir, store } = await storeInTempDir();
+    let transcribing = false;
+    const untilAborted: TranscriptionService["transcribeFile"] = (_path, request) => {
+      transcribing = true;
+      const signal = request.signal!;
+      return new Promise((_resolve, reject) => signal.addEventListener("abort", () => reject(signal.reason)));
+    };
+    const jobs = runner(store, dataDir, NO_CALLBACKS, untilAborted);
+    await jobs.start();
+    await jobs.submit(await queuedUpload(dataDir, "job_long"));
+    await vi.waitFor(() => expect(transcribing).toBe(true), { timeout: 10_000 });
+    await jobs.stop(0);
+    expect(await store.get("job_long")).toMatchObject({ status: "queued", runs: 0 });
+  });
+});
+
 describe("a job that meets a full disk", () => {
   it("runs again rather than failing, and succeeds once there is room", async () => {
     const dataDir = await tempDataDir();
@@ -166,7 +211,8 @@ describe("a job that meets a full disk", () => {
     await jobs.submit(await queuedUpload(dataDir, "job_full"));
     await vi.waitFor(async () => expect((await store.get("job_full"))?.status).toBe("succeeded"), { timeout: 15_000 });
     expect(runs).toBe(2);
-    expect((await store.get("job_full"))?.runs).toBe(2);
+    // The run the full disk cut short is not one of its runs.
+    expect((await store.get("job_full"))?.runs).toBe(1);
   });
 });
 

@@ -235,8 +235,19 @@ export class JobRunner {
   private async run(id: string, signal: AbortSignal, transcription: TranscriptionService, admitted?: Admission): Promise<void> {
     let scratch: string | null = null;
     try {
-      const job = await this.deps.store.update(id, (j) => ({ ...j, status: "running", startedAt: new Date().toISOString(), runs: j.runs + 1 }));
+      const maxRuns = this.deps.maxRuns ?? 3;
+      const job = await this.deps.store.update(id, (j) => (j.runs >= maxRuns ? j : { ...j, status: "running", startedAt: new Date().toISOString(), runs: j.runs + 1 }));
       if (!job) return;
+      if (job.runs >= maxRuns && job.status !== "running") {
+        // Every run it had ended with its process, not with an error (a failed run either runs again
+        // below its limit or fails): running it again would take the next instance down too.
+        this.deps.log.error({ jobId: id, runs: job.runs }, "job not run again: each of its runs ended with the process that ran it");
+        await this.finish(id, {
+          status: "failed",
+          error: { code: "internal", message: `Each of the job's ${job.runs} runs ended with the server running it (out of memory, or killed); it is not run again.` },
+        });
+        return;
+      }
       scratch = await mkdtemp(join(this.deps.scratchDir, `${id}-`));
       let path: string;
       if (job.input.kind === "url") {
@@ -295,8 +306,9 @@ export class JobRunner {
     const job = await this.deps.store.get(id);
     if (!job) return;
     if (this.stopped) {
-      // Handed back: the next process runs it again, or in cluster mode another instance.
-      await this.requeue(job, "handed-back", { delaySeconds: 1 });
+      // Handed back: the next process runs it again, or in cluster mode another instance. The run
+      // was cut short by the shutdown, not ended by the job: it is not one of its runs.
+      await this.requeue(job, "handed-back", { delaySeconds: 1, refundRun: true });
       return;
     }
     const known = toDomainError(err);
@@ -307,7 +319,7 @@ export class JobRunner {
       this.storageWaits.set(id, waits);
       const delaySeconds = Math.min(this.deps.maxDeferMs / 1000, 15 * 2 ** (waits - 1));
       this.deps.log.warn({ jobId: id, delaySeconds, err: known.message }, "no room on disk for the job: it runs again later");
-      await this.requeue(job, "deferred", { delaySeconds });
+      await this.requeue(job, "deferred", { delaySeconds, refundRun: true });
       return;
     }
     this.storageWaits.delete(id);
@@ -326,9 +338,9 @@ export class JobRunner {
    * full disk) leaves the record saying queued or running, either of which a delivery runs, so the
    * job is sent on all the same.
    */
-  private async requeue(job: JobRecord, reason: Dispatch["reason"], options: { delaySeconds: number }): Promise<void> {
+  private async requeue(job: JobRecord, reason: Dispatch["reason"], options: { delaySeconds: number; refundRun?: boolean }): Promise<void> {
     await this.deps.store
-      .update(job.id, (j) => ({ ...j, status: "queued" }))
+      .update(job.id, (j) => ({ ...j, status: "queued", ...(options.refundRun ? { runs: Math.max(0, j.runs - 1) } : {}) }))
       .catch((err: Error) => this.deps.log.warn({ jobId: job.id, err: err.message }, "job state not saved; the job is sent on as it is"));
     await this.dispatch(job, reason, options);
   }
