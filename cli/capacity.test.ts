@@ -40,10 +40,11 @@ describe("slotscribe capacity", () => {
     expect(q8.rows.find((r) => r.model === "tiny")!.loadedBytes).toBeLessThan(tiny.loadedBytes);
   });
 
-  it("shows a model that does not fit with the one slot the service would start it with", () => {
+  it("shows a model that does not fit with the memory it needs", () => {
     const out = capacity(["--memory", "400MiB", "--cpus", "2"]);
     expect(out.status).toBe(0);
-    expect(out.stdout).toMatch(/^tiny .* 1 \(does not fit\)/m);
+    expect(out.stdout).toMatch(/^tiny .* none \(needs \d+ MiB\)/m);
+    expect(out.stdout).toMatch(/refuses to start/);
   });
 
   it.each([

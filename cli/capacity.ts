@@ -1,6 +1,6 @@
 import { parseArgs } from "node:util";
 import { detectMachine, formatBytes, parseCpus, parseMemory, type MachineResources } from "../lib/capacity/machine.ts";
-import { planCapacity, type Dtype } from "../lib/capacity/plan.ts";
+import { minimumMemoryBytes, planCapacity, type Dtype } from "../lib/capacity/plan.ts";
 import { isParseArgsError, UsageError } from "./client.ts";
 
 export const CAPACITY_USAGE = `slotscribe capacity [--memory 8GiB] [--cpus 8] [--dtype q8|fp32] [--json]
@@ -24,9 +24,10 @@ function capacityRows(machine: MachineResources, dtype: Dtype) {
       loadedBytes: Math.round(row.footprint.residentBytes),
       perSlotBytes: Math.round(row.footprint.rowBytes),
       measured: row.footprint.measured,
-      // What the service would run with: at least one slot, which does not fit when `fits` is false.
+      // When `fits` is false the service refuses to start with the model (unless WINDOW_SLOTS is set).
       slots: plan.slots,
       fits: plan.fits,
+      minimumMemoryBytes: minimumMemoryBytes(plan),
       threads: plan.threads,
       limitedBy: plan.limitedBy,
       realtime: row.expectedRealtime,
@@ -43,7 +44,7 @@ function printTable(machine: MachineResources, rows: ReturnType<typeof capacityR
       r.dtype,
       formatBytes(r.loadedBytes) + est,
       formatBytes(r.perSlotBytes) + est,
-      r.fits ? String(r.slots) : `${r.slots} (does not fit)`,
+      r.fits ? String(r.slots) : `none (needs ${formatBytes(r.minimumMemoryBytes)})`,
       String(r.threads),
       r.limitedBy,
       `${r.realtime.toFixed(1)}x real time`,
@@ -52,7 +53,7 @@ function printTable(machine: MachineResources, rows: ReturnType<typeof capacityR
   console.log(`machine: ${formatBytes(machine.memoryBytes)} (${machine.memorySource}), ${machine.cpus} cpus (${machine.cpuSource})`);
   if (machine.memoryWarning) console.error(`note: ${machine.memoryWarning}`);
   console.log("one copy of the model, on one inference thread using every core; a slot is one more window decoding in its batched calls");
-  if (rows.some((r) => !r.fits)) console.log("does not fit: the service starts such a model with one slot and warns; expect it to run out of memory under load");
+  if (rows.some((r) => !r.fits)) console.log("none: the service refuses to start with such a model in this memory (WINDOW_SLOTS starts it anyway, at your risk)");
   console.log("");
   const widths = header.map((h, i) => Math.max(h.length, ...cells.map((r) => r[i]!.length)));
   const line = (row: string[]) => row.map((c, i) => c.padEnd(widths[i]!)).join("  ");

@@ -4,8 +4,8 @@ import { Limiter } from "./admission/limiter.ts";
 import { EmbeddedLeaseStore } from "./admission/embedded-lease-store.ts";
 import type { LeaseStore } from "./admission/ports.ts";
 import { ApiKeys } from "./auth.ts";
-import { detectMachine, type MachineResources } from "./capacity/machine.ts";
-import { planCapacity, type CapacityPlan } from "./capacity/plan.ts";
+import { detectMachine, formatBytes, type MachineResources } from "./capacity/machine.ts";
+import { minimumMemoryBytes, planCapacity, type CapacityPlan } from "./capacity/plan.ts";
 import type { Config, Mode } from "./config.ts";
 import { processLauncher } from "./audio/process-launcher.ts";
 import { Engine } from "./engine/engine.ts";
@@ -413,6 +413,14 @@ function planTranscriber(config: Config, catalog: ModelCatalog, machine: Machine
   // The configuration's checks found each of these.
   const models = (config.PRELOAD_MODELS.length ? config.PRELOAD_MODELS : [config.DEFAULT_MODEL]).map((name) => catalog.resolve(name));
   const plan = planCapacity({ machine, models, slots: config.WINDOW_SLOTS, threads: config.THREADS });
+  // One job on such an instance is enough to have the kernel kill it, and a restart policy would
+  // start it again: refuse, unless the operator sized the slots and takes that on.
+  if (!plan.fits && config.WINDOW_SLOTS === undefined) {
+    const named = models.map((m) => `${m.id} ${m.dtype}`).join(", ");
+    throw new Error(
+      `${models.length > 1 ? `the models ${named} leave` : `the model ${named} leaves`} no memory for one job in ${formatBytes(machine.memoryBytes)} (${machine.memorySource}): give the instance at least ${formatBytes(minimumMemoryBytes(plan))}, use a smaller model, or set WINDOW_SLOTS to start anyway`,
+    );
+  }
   const engine = new Engine({
     localModelPath: config.WHISPER_MODELS_DIR ?? null,
     allowRemoteModels: config.WHISPER_MODELS_DIR === undefined,

@@ -172,6 +172,18 @@ describe("a start that cannot serve", () => {
     expect(logs.at(-1)).toMatchObject({ level: 60, msg: expect.stringContaining("refusing to start"), err: expect.stringContaining("ENOENT") });
   });
 
+  it("exits 1 naming the memory it needs when its model leaves no room for one job, unless WINDOW_SLOTS takes that on", async () => {
+    const { code, logs } = await serveUntilExit(env(join(work, "data-small"), { MEMORY_LIMIT: "512MiB" }));
+    expect(code).toBe(1);
+    expect(logs.at(-1)).toMatchObject({ level: 60, err: expect.stringMatching(/no memory for one job in 512 MiB \(MEMORY_LIMIT\): give the instance at least \d+ MiB/) });
+    const forced = await startService(env(join(work, "data-small-forced"), { MEMORY_LIMIT: "512MiB", WINDOW_SLOTS: "1" }));
+    try {
+      expect(forced.logs).toContainEqual(expect.objectContaining({ level: 40, msg: expect.stringMatching(/no memory for even one job/) }));
+    } finally {
+      await forced.stop();
+    }
+  });
+
   it("exits 1 with a fatal log line when its port is taken", async () => {
     const taken = createServer();
     await new Promise<void>((resolve) => taken.listen(0, "127.0.0.1", resolve));

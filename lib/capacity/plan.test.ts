@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import footprints from "./footprints.json" with { type: "json" };
 import type { MachineResources } from "./machine.ts";
-import { footprintOf, planCapacity, roomForModel, ROWS_PER_CORE, type Dtype, type ModelSize } from "./plan.ts";
+import { footprintOf, minimumMemoryBytes, planCapacity, roomForModel, ROWS_PER_CORE, type Dtype, type ModelSize } from "./plan.ts";
 
 const GiB = 2 ** 30;
 const BASE = "onnx-community/whisper-base.en";
@@ -177,5 +177,23 @@ describe("roomForModel", () => {
     const plan = planCapacity({ machine: machine(1, 8), models: [base] });
     expect(plan.limitedBy).toBe("memory");
     expect(roomForModel(plan, [base], tiny).fits).toBe(false);
+  });
+});
+
+describe("minimumMemoryBytes", () => {
+  it("is the smallest limit under which the models fit one slot", () => {
+    for (const models of [
+      [{ id: BASE, dtype: "q8" as const }],
+      [
+        { id: "onnx-community/whisper-small.en", dtype: "fp32" as const },
+        { id: BASE, dtype: "q8" as const },
+      ],
+    ]) {
+      const tooSmall = planCapacity({ machine: machine(0.25, 2), models });
+      const minimum = minimumMemoryBytes(tooSmall);
+      const at = (bytes: number) => planCapacity({ machine: { ...machine(1, 2), memoryBytes: bytes }, models });
+      expect(at(minimum).fits).toBe(true);
+      expect(at(minimum - 2 ** 20).fits).toBe(false);
+    }
   });
 });

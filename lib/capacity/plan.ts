@@ -49,6 +49,10 @@ export function footprintOf(size: ModelSize, dtype: Dtype): Footprint {
  */
 export const ROWS_PER_CORE = 4;
 
+/** Memory kept free beside the plan (runtime, ffmpeg processes, uploads): this share of the limit, at least HEADROOM_MIN_BYTES. */
+const HEADROOM_SHARE = 0.1;
+const HEADROOM_MIN_BYTES = 256 * 2 ** 20;
+
 export interface PlanInput {
   machine: MachineResources;
   /** The models this instance keeps loaded. */
@@ -103,7 +107,7 @@ export interface CapacityPlan {
 export function planCapacity(input: PlanInput): CapacityPlan {
   const { machine } = input;
   const { baselineBytes, threadBytes } = footprints;
-  const headroomBytes = input.headroomBytes ?? Math.max(256 * 2 ** 20, machine.memoryBytes * 0.1);
+  const headroomBytes = input.headroomBytes ?? Math.max(HEADROOM_MIN_BYTES, machine.memoryBytes * HEADROOM_SHARE);
   const sized = input.models.map((m) => {
     const size = modelSize(m.id);
     return { ...m, size, footprint: footprintOf(size ?? "small", m.dtype) };
@@ -166,4 +170,10 @@ export function roomForModel(plan: CapacityPlan, loaded: PlanInput["models"], ca
   const neededBytes = taken(next) - taken(now);
   const spareBytes = Math.max(0, budget - taken(now));
   return { fits: taken(next) <= budget, neededBytes, spareBytes };
+}
+
+/** The smallest memory limit under which `plan`'s models leave room for one slot (the default headroom). */
+export function minimumMemoryBytes(plan: CapacityPlan): number {
+  const needed = plan.baselineBytes + plan.threadBytes + plan.loadedBytes + plan.encoderBytes + plan.rowBytes;
+  return Math.ceil(Math.max(needed + HEADROOM_MIN_BYTES, needed / (1 - HEADROOM_SHARE)));
 }
