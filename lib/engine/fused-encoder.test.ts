@@ -2,7 +2,7 @@
  * The encoder's self-attention fused into onnxruntime's MultiHeadAttention: the same encoder output
  * as the exported graph on real speech, and a fusion that would change it is refused.
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { env } from "@huggingface/transformers";
@@ -180,6 +180,29 @@ describe("the encoder with its attention fused", () => {
       expect(reasons.contiguous).toBeUndefined();
       expect(reasons.interleaved).toMatch(/differs from the export's by \d+(\.\d+)?% of its magnitude/);
       expect(reasons["contiguous, 7 heads"]).toMatch(/MultiHeadAttention/);
+    });
+  });
+
+  it("writes the rewritten encoder where it is told (the service's scratch under DATA_DIR), and runs the export where it cannot write", async () => {
+    const { model, features } = await setUp("fp32");
+    await withLocalModels(async (dir) => {
+      const bytes = oneLayerEncoder([0, 0, 4, 40], [0, 2, 1, 3]);
+      mkdirSync(join(dir, "scratch-test", "onnx"), { recursive: true });
+      writeFileSync(join(dir, "scratch-test", "onnx", "encoder_model.onnx"), bytes);
+      const exported = () => ort.InferenceSession.create(bytes, sessionOptions(1) as ort.InferenceSession.SessionOptions);
+      const input = () => ({ input_features: new ort.Tensor("float32", features.slice(), [1, ...featureDims(model.featureConfig)]) });
+      const spec = { id: "scratch-test", dtype: "fp32" as const };
+      const scratch = join(dir, "scratch");
+      mkdirSync(scratch);
+      const fused = (await encoderSession(spec, await exported(), 4, model.featureConfig, sessionOptions(1), scratch))!;
+      expect(fused.layers).toBe(1);
+      // Written there and removed once loaded.
+      expect(readdirSync(scratch)).toEqual([]);
+      const notADirectory = join(dir, "scratch-test", "onnx", "encoder_model.onnx");
+      const refused = (await encoderSession(spec, await exported(), 4, model.featureConfig, sessionOptions(1), notADirectory))!;
+      expect(refused).toMatchObject({ layers: 0, refused: expect.stringContaining(notADirectory) });
+      const expected = (await (await exported()).run(input())).last_hidden_state!.data as Float32Array;
+      expect(differences(expected, (await refused.session.run(input())).last_hidden_state!.data as Float32Array).max).toBeLessThan(1e-4);
     });
   });
 

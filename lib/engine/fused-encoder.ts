@@ -50,6 +50,7 @@ export async function encoderSession(
   heads: number,
   features: WhisperFeatureConfig,
   options: Record<string, unknown>,
+  tempDir: string = tmpdir(),
 ): Promise<EncoderSession | null> {
   const file = ENCODER_FILE[spec.dtype];
   const candidates = [env.allowLocalModels && env.localModelPath ? join(env.localModelPath, spec.id, file) : null, env.cacheDir ? join(env.cacheDir, spec.id, file) : null];
@@ -85,7 +86,7 @@ export async function encoderSession(
     } else {
       // From a file: onnxruntime building a session from a buffer held the weights once more (+290
       // MiB resident for small fp32), on top of the buffer itself.
-      dir = await mkdtemp(join(tmpdir(), "slotscribe-encoder-"));
+      dir = await mkdtemp(join(tempDir, "slotscribe-encoder-"));
       await rewritten.model.writeFile(join(dir, "encoder.onnx"));
       session = await ort.InferenceSession.create(join(dir, "encoder.onnx"), sessionOptions);
     }

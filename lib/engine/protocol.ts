@@ -9,6 +9,8 @@ export interface WorkerInit {
   threads: number;
   /** Rows that may decode at once: the memory plan's slots (BatchDecoderOptions.rows). Default: unbounded. */
   rows?: number;
+  /** Where the thread writes the encoder it rewrites (the service's scratch under DATA_DIR). Default: the OS temp dir. */
+  tempDir?: string;
 }
 
 export interface ModelSpec {

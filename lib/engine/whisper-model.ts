@@ -135,7 +135,7 @@ export class WhisperModel {
     return this.alignmentHeads.length > 0;
   }
 
-  static async load(spec: ModelSpec, threads: number, sessionOverrides: Record<string, unknown> = {}): Promise<WhisperModel> {
+  static async load(spec: ModelSpec, threads: number, sessionOverrides: Record<string, unknown> = {}, tempDir?: string): Promise<WhisperModel> {
     const before = process.memoryUsage().rss;
     const asr = await pipeline("automatic-speech-recognition", spec.id, {
       dtype: spec.dtype,
@@ -150,7 +150,7 @@ export class WhisperModel {
     const decoder = sessions.decoder_model_merged;
     if (!sessions.model || !decoder) throw new Error(`model ${spec.id} lacks encoder_model or decoder_model_merged (sessions: ${Object.keys(sessions).join(", ")})`);
     const config = asr.model.config as unknown as { encoder_attention_heads: number };
-    const replaced = await encoderSession(spec, sessions.model, config.encoder_attention_heads, featureConfig, { ...sessionOptions(threads), ...sessionOverrides });
+    const replaced = await encoderSession(spec, sessions.model, config.encoder_attention_heads, featureConfig, { ...sessionOptions(threads), ...sessionOverrides }, tempDir);
     // The pipeline's own calls (profilers) use it too.
     if (replaced) sessions.model = replaced.session;
     const encoder = sessions.model;

@@ -29,7 +29,7 @@ export function createInference(init: WorkerInit, sessionOverrides: Record<strin
     const key = `${spec.id}@${spec.dtype}`;
     let loading = models.get(key);
     if (!loading) {
-      loading = WhisperModel.load(spec, init.threads, sessionOverrides);
+      loading = WhisperModel.load(spec, init.threads, sessionOverrides, init.tempDir);
       models.set(key, loading);
       loading.catch(() => models.delete(key));
     }
