@@ -305,6 +305,10 @@ describe("loadConfig", () => {
     expect(configError({ ...VALID, LEASE_TTL: "10s", LEASE_HEARTBEAT: "6s" }).message).toContain("LEASE_HEARTBEAT");
   });
 
+  it("refuses a DATA_DIR that is set but empty, naming it (it meant the process's working directory)", () => {
+    expect(configError({ ...VALID, DATA_DIR: "" }).issues).toEqual([expect.stringMatching(/^DATA_DIR: is set but empty/)]);
+  });
+
   it("refuses a secret that is set but empty", () => {
     expect(configError({ ...VALID, WEBHOOK_SECRET: "" }).message).toContain("WEBHOOK_SECRET");
   });

@@ -141,7 +141,7 @@ const settingsSchema = z.object({
   QUEUE_SIZE: z.coerce.number().int().min(0).default(16),
   QUEUE_TIMEOUT: duration("30s"),
 
-  DATA_DIR: z.string().default("./data"),
+  DATA_DIR: z.string().min(1, "is set but empty: give a directory, or leave it unset for ./data").default("./data"),
   JOB_QUEUE_SIZE: z.coerce.number().int().min(1).default(1000),
   JOB_MAX_WAIT: duration("1h"),
   JOB_DEFER_MAX_DELAY: duration("60s"),
