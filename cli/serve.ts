@@ -1,5 +1,6 @@
 import { parseArgs } from "node:util";
 import { type Config, ConfigError, loadConfig, ROLES } from "../lib/config.ts";
+import { explainAccess } from "../lib/directories.ts";
 import { createLogger, type Logger } from "../lib/log.ts";
 import { missingProcessEnv } from "../lib/process-env.ts";
 import { isParseArgsError } from "./client.ts";
@@ -47,7 +48,7 @@ export async function serveCommand(argv: string[], startServer: StartServer): Pr
     server = await startServer(config, log);
   } catch (err) {
     // What loadConfig cannot check alone: DATA_DIR not a writable directory, a port in use.
-    log.fatal({ err: (err as Error).message }, "refusing to start: the service could not be set up");
+    log.fatal({ err: await explainAccess(err) }, "refusing to start: the service could not be set up");
     log.flush();
     return 1;
   }

@@ -1,4 +1,4 @@
-import { mkdir } from "node:fs/promises";
+import { mkdir, stat } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
 
 /**
@@ -22,5 +22,21 @@ export async function ensureDirectory(path: string): Promise<void> {
     await mkdir(target).catch((again: NodeJS.ErrnoException) => {
       if (again.code !== "EEXIST") throw again;
     });
+  }
+}
+
+/**
+ * An error's message, with who this process is and who owns the directory when a write was refused:
+ * what an operator needs when a volume belongs to another user than the one the container runs as.
+ */
+export async function explainAccess(err: unknown): Promise<string> {
+  const { code, path, message } = err as NodeJS.ErrnoException;
+  if ((code !== "EACCES" && code !== "EPERM") || !path || typeof process.getuid !== "function") return (err as Error).message;
+  // The directory the write was refused in: the path's parent, or the nearest one that exists.
+  for (let dir = dirname(resolve(path)); ; dir = dirname(dir)) {
+    const owner = await stat(dir).catch(() => null);
+    if (owner)
+      return `${message} (this process runs as uid ${process.getuid()}, gid ${process.getgid?.()}; ${dir} belongs to uid ${owner.uid}, gid ${owner.gid}, mode ${(owner.mode & 0o777).toString(8)})`;
+    if (dir === dirname(dir)) return message;
   }
 }
