@@ -168,8 +168,12 @@ describe("a job whose runs end with the process running it (killed, out of memor
     await jobs.start();
     await vi.waitFor(async () => expect((await store.get("job_poison"))?.status).toBe("failed"), { timeout: 10_000 });
     expect((await store.get("job_poison"))?.error).toMatchObject({ code: "internal", message: expect.stringMatching(/3 runs ended with the server/) });
+    // Delivered while its record still says running, as QStash redelivers a job whose worker died.
+    await store.create({ ...(await queuedUpload(dataDir, "job_poison_running", { callbackUrl: "http://127.0.0.1:9/hook" })), status: "running", runs: 3 });
+    expect(await jobs.handleDelivery("job_poison_running", 1)).toBe("ran");
+    expect((await store.get("job_poison_running"))?.status).toBe("failed");
     expect(transcribed).toBe(0);
-    expect(enqueued).toEqual(["job_poison"]);
+    expect(enqueued).toEqual(["job_poison", "job_poison_running"]);
   });
 
   it("does not count a run the shutdown handed back", async () => {

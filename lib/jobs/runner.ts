@@ -236,9 +236,14 @@ export class JobRunner {
     let scratch: string | null = null;
     try {
       const maxRuns = this.deps.maxRuns ?? 3;
-      const job = await this.deps.store.update(id, (j) => (j.runs >= maxRuns ? j : { ...j, status: "running", startedAt: new Date().toISOString(), runs: j.runs + 1 }));
+      let exhausted = false;
+      const job = await this.deps.store.update(id, (j) => {
+        // Set on every call: a shared store may run the change again after a conflict.
+        exhausted = j.runs >= maxRuns;
+        return exhausted ? j : { ...j, status: "running", startedAt: new Date().toISOString(), runs: j.runs + 1 };
+      });
       if (!job) return;
-      if (job.runs >= maxRuns && job.status !== "running") {
+      if (exhausted) {
         // Every run it had ended with its process, not with an error (a failed run either runs again
         // below its limit or fails): running it again would take the next instance down too.
         this.deps.log.error({ jobId: id, runs: job.runs }, "job not run again: each of its runs ended with the process that ran it");
