@@ -87,7 +87,7 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
     statusPage,
   ])
     app.route("/", routes);
-  // servers: PUBLIC_URL when set (behind a proxy), else the origin the document was fetched from, so
+  // servers: PUBLIC_URL when set (behind a proxy), else the origin the client reached (as job links say), so
   // /docs' "Try it out" reaches this instance.
   app.doc31("/openapi.json", (c) => ({
     openapi: "3.1.0",
@@ -96,7 +96,7 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
       version: VERSION,
       description: "Self-hostable Whisper transcription with admission control. Authenticate with an API key (API_KEYS) as a Bearer token or in X-API-Key.",
     },
-    servers: [{ url: deps.config.PUBLIC_URL ?? requestOrigin(c), description: "this instance" }],
+    servers: [{ url: deps.baseUrl(requestOrigin(c)), description: "this instance" }],
     security: [{ bearer: [] as string[] }, { apiKey: [] as string[] }] as Record<string, string[]>[],
     tags: [
       { name: "audio", description: "OpenAI-compatible synchronous endpoints" },
