@@ -46,7 +46,7 @@ export function continued(decode: Decode, token: number, logprob: number): Decod
 }
 
 /** Closes a beam the search did not finish, as Whisper does: end-of-text appended, its log-probability not counted. */
-export function closed(decode: Decode, eos: number): Decode {
+function closed(decode: Decode, eos: number): Decode {
   return { ...decode, generated: [...decode.generated, eos], logprobs: [...decode.logprobs, 0] };
 }
 

@@ -50,7 +50,7 @@ export interface RssReading {
   children: { pid: number; comm: string; rss: number }[];
 }
 
-export function readRss(pid: number): RssReading {
+function readRss(pid: number): RssReading {
   const own = vmRssBytes(pid);
   let total = own;
   let pss = pssBytes(pid);

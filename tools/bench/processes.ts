@@ -10,7 +10,7 @@ import { ROOT } from "./context.ts";
 // Cleanup: every child process and temp dir the benchmark makes is registered here, so exit paths
 // (normal end, exception, SIGINT/SIGTERM, process exit) all remove them.
 
-export const children = new Set<ChildProcess>();
+const children = new Set<ChildProcess>();
 export const tempDirs = new Set<string>();
 
 export function track(child: ChildProcess): ChildProcess {

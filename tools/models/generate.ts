@@ -63,7 +63,7 @@ export interface GeneratedModel {
   seconds: number;
 }
 
-export function generatedModelId(kind: GeneratedKind, tokensPerWindow = DEFAULT_TOKENS_PER_WINDOW, timestamped = false): string {
+function generatedModelId(kind: GeneratedKind, tokensPerWindow = DEFAULT_TOKENS_PER_WINDOW, timestamped = false): string {
   const suffix = kind !== "micro" && tokensPerWindow !== DEFAULT_TOKENS_PER_WINDOW ? `-t${tokensPerWindow}` : "";
   return `generated/whisper-${kind}${suffix}${timestamped ? TIMESTAMPED_SUFFIX : ""}`;
 }

@@ -30,7 +30,7 @@ const ALL_TONES = [...MICRO_TONES, STUTTER_TONE];
 export type MicroWord = (typeof MICRO_TONES)[number]["word"] | typeof STUTTER_TONE.word;
 
 /** A word as the micro model writes it after a prompt: capitalised, as a prompt's style carries over in Whisper. */
-export function promptedWord(word: MicroWord): string {
+function promptedWord(word: MicroWord): string {
   return word[0]!.toUpperCase() + word.slice(1);
 }
 
@@ -58,7 +58,7 @@ export function microDims(layout: TokenLayout): WhisperDims {
 }
 
 /** Whisper's Slaney mel scale over 0..8 kHz: the filter whose centre is nearest to `hz`. */
-export function melBinOf(hz: number, bins = MEL_BINS): number {
+function melBinOf(hz: number, bins = MEL_BINS): number {
   const mel = (f: number) => (f < 1000 ? (3 * f) / 200 : 15 + (Math.log(f / 1000) * 27) / Math.log(6.4));
   const step = mel(8000) / (bins + 1);
   return Math.round(mel(hz) / step) - 1;

@@ -106,7 +106,7 @@ export const WHISPER_LANGUAGES = [
   "su",
 ] as const;
 
-export const TIMESTAMP_COUNT = 1501;
+const TIMESTAMP_COUNT = 1501;
 
 export interface TokenLayout {
   /** Text tokens, id = index. */

@@ -39,7 +39,7 @@ interface TensorSpec {
 }
 
 /** The tensors of openai/whisper's state dict, in its order, with the converter's shapes. */
-export function whisperCppTensors(c: HfWhisperConfig): TensorSpec[] {
+function whisperCppTensors(c: HfWhisperConfig): TensorSpec[] {
   const d = c.d_model;
   const linear = (prefix: string, inDim: number, outDim: number, bias = true): TensorSpec[] => [
     { name: `${prefix}.weight`, shape: [outDim, inDim], fill: "random" },

@@ -69,7 +69,7 @@ export function voicedEnd(o: Ops, last: string, positions: number): string {
   return o.where(throughEnd, o.scalarI64(positions), last);
 }
 
-export function summarizeVoiced(o: Ops, encoderStates: string): VoicedSummary {
+function summarizeVoiced(o: Ops, encoderStates: string): VoicedSummary {
   const flags = o.squeeze(o.slice(encoderStates, [0], [1], [2]), [2]);
   const fraction = o.reduce("ReduceMean", flags, [1], false);
   return {
@@ -290,7 +290,7 @@ export function crossAttentionCache(io: DecoderIO, compute: (g: Graph) => { key:
 }
 
 /** Absolute positions of the current query tokens: past length .. past length + seq - 1. */
-export function queryPositions(io: DecoderIO): { positions: string; pastLength: string; total: string } {
+function queryPositions(io: DecoderIO): { positions: string; pastLength: string; total: string } {
   const o = io.o;
   const pastLength = o.squeeze(o.dim(io.pastDecoder[0]!.key, 2), [0]);
   const total = o.add(pastLength, o.squeeze(o.dim(io.inputIds, 1), [0]));

@@ -19,7 +19,7 @@ async function capacityNow(url: string): Promise<{ inUse: number; queued: number
   return (JSON.parse(res.body.toString()) as { instance: { windows: { inUse: number; queued: number } } }).instance.windows;
 }
 
-export async function headOfLine(ctx: Context, log: (l: string) => void, extraEnv: Record<string, string>, label: string, healthz: boolean): Promise<Record<string, unknown>> {
+async function headOfLine(ctx: Context, log: (l: string) => void, extraEnv: Record<string, string>, label: string, healthz: boolean): Promise<Record<string, unknown>> {
   const { long, short, speed } = ctx.audio.clips;
   const reps = ctx.options.quick ? 2 : 4;
   const server = await startSlotscribe(ctx.tmp, "tiny", "q8", { QUEUE_TIMEOUT: "30m", ...extraEnv });

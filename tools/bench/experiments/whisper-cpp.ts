@@ -16,7 +16,7 @@ import { ms, num, renderTable, times } from "../report.ts";
 const run = promisify(execFile);
 
 /** Where tools/bench/build-whisper-cpp.sh puts the binaries; WHISPER_CPP_BIN overrides it. */
-export const WHISPER_CPP_BIN = process.env.WHISPER_CPP_BIN ?? join(ROOT, ".cache", "whisper.cpp", "build", "bin");
+const WHISPER_CPP_BIN = process.env.WHISPER_CPP_BIN ?? join(ROOT, ".cache", "whisper.cpp", "build", "bin");
 
 /** whisper-bench runs per model: the fastest encoder run and per-token step are its figures, as the bound takes its best window. */
 const RUNS = 2;
