@@ -14,6 +14,11 @@ export async function runCli(argv: string[], commands: readonly Command[]): Prom
   // onnxruntime-node runs each inference call on libuv's pool: give it a thread per core beyond its
   // default of four, before anything first uses the pool.
   process.env.UV_THREADPOOL_SIZE ??= String(Math.max(4, availableParallelism() + 2));
+  // onnxruntime-node's library ships Microsoft's telemetry client, which on the first session wrote
+  // mat-debug-<pid>.log and .ses into TMPDIR (one more log per start, never removed) and kept a
+  // database open under ~/.cache/Microsoft: files outside DATA_DIR, and events a self-hosted service
+  // has no business sending. It reads this variable when its environment is created.
+  process.env.ORT_DISABLE_TELEMETRY ??= "1";
   // A reader that stops early (slotscribe capacity | head) closes the pipe: that is not a failure.
   process.stdout.on("error", (err: NodeJS.ErrnoException) => {
     if (err.code !== "EPIPE") throw err;

@@ -54,7 +54,8 @@ describe.skipIf(!otherFilesystem)("DATA_DIR on another filesystem than the OS te
   });
 
   it("accepts and runs an uploaded job, and leaves no upload or scratch file behind", async () => {
-    const service = await startService(env(dataDir));
+    await mkdir(join(work, "home"), { recursive: true });
+    const service = await startService(env(dataDir, { HOME: join(work, "home") }));
     try {
       const res = await fetch(`${service.url}/v1/jobs`, { method: "POST", body: await form(await tones("bravo.wav", [{ word: "bravo", seconds: 4 }])), headers: auth });
       expect(res.status).toBe(202);
@@ -69,8 +70,10 @@ describe.skipIf(!otherFilesystem)("DATA_DIR on another filesystem than the OS te
       const [own, ...others] = await readdir(join(dataDir, "tmp"));
       expect(others).toEqual([]);
       expect(await readdir(join(dataDir, "tmp", own!))).toEqual([]);
-      // tsx and onnxruntime keep their own files there; none of the service's.
-      expect((await readdir(join(work, "os-tmp"))).filter((name) => name.startsWith("slotscribe"))).toEqual([]);
+      // tsx keeps its cache there; nothing else may: neither the service's files nor onnxruntime's
+      // telemetry log (mat-debug-<pid>.log, .ses), nor its database under HOME.
+      expect((await readdir(join(work, "os-tmp"))).filter((name) => !name.startsWith("tsx-"))).toEqual([]);
+      expect(existsSync(join(work, "home", ".cache"))).toBe(false);
     } finally {
       await service.stop();
     }
