@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import { rm } from "node:fs/promises";
 import { hostname } from "node:os";
 import { Limiter } from "./admission/limiter.ts";
@@ -327,6 +328,9 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
   await callbacks.start();
   await runner.start();
   const interruption = new AbortController();
+  // Every upload being received listens for it until it settles: a burst of uploads is more than
+  // Node's default of 10, which it would report on stderr as a possible leak.
+  setMaxListeners(0, interruption.signal);
   const sweep = async () => {
     const removed = await jobs.sweep(new Date()).catch((err: Error) => (log.warn({ err: err.message }, "sweep failed"), 0));
     if (removed) log.info({ removed }, "expired jobs removed");

@@ -1,6 +1,7 @@
 import { existsSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
+import { connect, type Socket } from "node:net";
 import { join } from "node:path";
 import OpenAI, { toFile } from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -343,5 +344,32 @@ describe("admission under a burst", () => {
     const health = await Promise.all(Array.from({ length: 20 }, () => fetch(`${busy.url}/healthz`)));
     expect(health.every((r) => r.status === 200)).toBe(true);
     expect((await running).status).toBe(200);
+  });
+});
+
+describe("many uploads arriving at once", () => {
+  it("takes them without a listener warning on stderr, where only JSON log lines belong", async () => {
+    let stderr = "";
+    const onStderr = (d: Buffer) => (stderr += d.toString());
+    service.child.stderr!.on("data", onStderr);
+    const { port } = new URL(service.url);
+    const boundary = "slotscribe-burst";
+    const head = `--${boundary}\r\ncontent-disposition: form-data; name="model"\r\n\r\nwhisper-1\r\n--${boundary}\r\ncontent-disposition: form-data; name="file"; filename="a.wav"\r\ncontent-type: audio/wav\r\n\r\n`;
+    // Each upload stalls mid-body, so all of them are being received at the same time.
+    const sockets = Array.from({ length: 16 }, () =>
+      connect(Number(port), "127.0.0.1", function (this: Socket) {
+        this.write(
+          `POST /v1/audio/transcriptions HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer ${API_KEY}\r\ncontent-type: multipart/form-data; boundary=${boundary}\r\ncontent-length: 100000\r\n\r\n${head}${"x".repeat(1000)}`,
+        );
+      }),
+    );
+    try {
+      await new Promise((r) => setTimeout(r, 1500));
+      expect(sockets.every((s) => !s.destroyed)).toBe(true);
+      expect(stderr).not.toMatch(/MaxListenersExceededWarning|Warning/);
+    } finally {
+      for (const s of sockets) s.destroy();
+      service.child.stderr!.off("data", onStderr);
+    }
   });
 });
