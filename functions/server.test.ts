@@ -4,14 +4,18 @@ import { startingUp } from "./server.ts";
 describe("the listener before the app is built", () => {
   it("answers 503 in the service's error shape, with a request id, Retry-After and the page's CORS headers", async () => {
     const page = "https://app.example.com";
-    const res = startingUp(new Request("http://localhost/v1/models", { headers: { origin: page } }), [page]);
+    const logged: Record<string, unknown>[] = [];
+    const log = { warn: (fields: Record<string, unknown>) => logged.push(fields) };
+    const res = startingUp(new Request("http://localhost/v1/jobs/job_1?x=1", { headers: { origin: page } }), [page], log);
     expect(res.status).toBe(503);
     expect(res.headers.get("retry-after")).toBe("2");
     expect(res.headers.get("access-control-allow-origin")).toBe(page);
     const requestId = res.headers.get("x-request-id");
     expect(requestId).toMatch(/^req_[0-9a-f]{32}$/);
     expect(await res.json()).toEqual({ error: { code: "unavailable", message: "Starting up.", type: "server_error", param: null, request_id: requestId } });
-    const unlisted = startingUp(new Request("http://localhost/healthz", { headers: { origin: "https://elsewhere.example" } }), [page]);
+    // Logged like every other request, under the id the client was given.
+    expect(logged).toEqual([{ requestId, method: "GET", path: "/v1/jobs/job_1", status: 503, error: "unavailable", ms: 0 }]);
+    const unlisted = startingUp(new Request("http://localhost/healthz", { headers: { origin: "https://elsewhere.example" } }), [page], log);
     expect(unlisted.headers.get("access-control-allow-origin")).toBeNull();
   });
 });

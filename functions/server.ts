@@ -62,9 +62,10 @@ function answerUnparsableRequest(log: Logger, origins: string[]): (err: NodeJS.E
   };
 }
 
-/** What the listener answers while the services are still being built. */
-export function startingUp(request: Request, origins: string[]): Response {
+/** What the listener answers while the services are still being built, logged as the app logs every request. */
+export function startingUp(request: Request, origins: string[], log: Pick<Logger, "warn">): Response {
   const requestId = newRequestId();
+  log.warn({ requestId, method: request.method, path: new URL(request.url).pathname, status: ERROR_STATUS.unavailable, error: "unavailable", ms: 0 }, "request");
   return Response.json(errorBody(new DomainError("unavailable", "Starting up."), requestId), {
     status: ERROR_STATUS.unavailable,
     headers: { "retry-after": "2", "x-request-id": requestId, ...corsHeaders(request.headers.get("origin") ?? undefined, origins) },
@@ -87,7 +88,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   const server: ServerType = await new Promise((resolve, reject) => {
     const s = serve(
       {
-        fetch: (request, env) => handle?.(request, env) ?? startingUp(request, config.CORS_ORIGINS),
+        fetch: (request, env) => handle?.(request, env) ?? startingUp(request, config.CORS_ORIGINS, log),
         port: config.PORT,
         hostname: config.HOST,
         // A body the app did not read is discarded by the app (settleUnreadBody), with no deadline
