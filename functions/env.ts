@@ -1,17 +1,17 @@
-import type { IncomingMessage } from "node:http";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import { OpenAPIHono, z } from "@hono/zod-openapi";
 import { DomainError, ERROR_CODES, type ErrorCode } from "../lib/errors.ts";
 import { ERROR_STATUS } from "./error-status.ts";
 import type { HttpDeps } from "./deps.ts";
 
 /**
- * Bindings: Node's request on the Node server (absent when a test calls app.request()). deps: what
- * the handlers use of the core (functions/deps.ts). errorCode:
- * set when the request failed, for its log line. spooled: uploads to remove when the request ends.
+ * Bindings: Node's request and response on the Node server (absent when a test calls app.request()).
+ * deps: what the handlers use of the core (functions/deps.ts). errorCode: set when the request
+ * failed, for its log line. spooled: uploads to remove when the request ends.
  * bodyBytesRead: how much of the body the multipart reader took off the socket, for the clean-up.
  */
 export type AppEnv = {
-  Bindings: { incoming?: IncomingMessage } | undefined;
+  Bindings: { incoming?: IncomingMessage; outgoing?: ServerResponse } | undefined;
   /** jobId: the job a request created or replayed, for its log line. */
   Variables: { deps: HttpDeps; requestId: string; errorCode?: ErrorCode; spooled: string[]; bodyBytesRead?: number; jobId?: string };
 };

@@ -1,6 +1,7 @@
 import { existsSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
+import { request } from "node:http";
 import { connect, type Socket } from "node:net";
 import { join } from "node:path";
 import OpenAI, { toFile } from "openai";
@@ -371,5 +372,37 @@ describe("many uploads arriving at once", () => {
       for (const s of sockets) s.destroy();
       service.child.stderr!.off("data", onStderr);
     }
+  });
+});
+
+describe("an answer sent before the upload has arrived", () => {
+  it("reaches a client on a connection that is not kept alive (no reset mid-upload)", async () => {
+    const { port } = new URL(service.url);
+    const body = Buffer.alloc(4 * 1024 * 1024, 1);
+    const outcomes: string[] = [];
+    for (let i = 0; i < 12; i++) {
+      outcomes.push(
+        await new Promise<string>((resolve) => {
+          // agent: false sends Connection: close; the wrong key is refused before the body is read.
+          const req = request(
+            {
+              host: "127.0.0.1",
+              port: Number(port),
+              method: "POST",
+              path: "/v1/audio/transcriptions",
+              agent: false,
+              headers: { authorization: "Bearer wrong-key", "content-type": "application/octet-stream", "content-length": body.length },
+            },
+            (res) => {
+              res.resume();
+              res.on("end", () => resolve(String(res.statusCode)));
+            },
+          );
+          req.on("error", (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+          req.end(body);
+        }),
+      );
+    }
+    expect(outcomes).toEqual(Array(12).fill("401"));
   });
 });
