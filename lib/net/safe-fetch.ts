@@ -220,6 +220,9 @@ export async function downloadToFile(url: string, path: string, options: Downloa
   try {
     await pipeline(res.body, file);
   } catch (err) {
+    // The stream opens its file asynchronously: removed before the open, the file would be created
+    // after the removal and left behind (a host that broke off at once, seen once in CI).
+    if (!file.closed) await new Promise<void>((closed) => file.once("close", () => closed()));
     await rm(path, { force: true });
     asDownloadFailure(err);
   }
