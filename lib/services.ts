@@ -307,6 +307,7 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
     policy: config.OUTBOUND_ALLOWLIST,
     maxWaitMs: config.JOB_MAX_WAIT,
     maxDeferMs: config.JOB_DEFER_MAX_DELAY,
+    strandable: mode.kind === "cluster",
     maxDownloadBytes: config.MAX_DOWNLOAD_BYTES,
     downloadTimeoutMs: config.DOWNLOAD_TIMEOUT,
     scratchDir: tempDir,
@@ -334,6 +335,8 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
   const sweep = async () => {
     const removed = await jobs.sweep(new Date()).catch((err: Error) => (log.warn({ err: err.message }, "sweep failed"), 0));
     if (removed) log.info({ removed }, "expired jobs removed");
+    const stranded = await runner.failStranded().catch((err: Error) => (log.warn({ err: err.message }, "stranded jobs not checked"), 0));
+    if (stranded) log.warn({ stranded }, "queued jobs no message carried any more were failed");
     // A callback whose hand-off failed (QStash unreachable as its job ended) is pending with nothing
     // behind it: it is taken up again here, not only at the next start, which may never come.
     await callbacks.start().catch((err: Error) => log.warn({ err: err.message }, "pending callbacks not resumed"));

@@ -83,6 +83,7 @@ export type AdmissionWait = "queue" | "patient" | "now";
 export interface Admission {
   /** Resolves if the cluster lease is lost mid-job (expired before renewal). */
   readonly lost: Promise<void>;
+  /** Gives the room back; again, does nothing more. */
   release(): Promise<void>;
 }
 
@@ -165,12 +166,14 @@ export class TranscriptionService {
         permit.release();
         return null;
       }
+      let released: Promise<void> | null = null;
       return {
         lost: lease.lost,
-        release: async () => {
-          await lease.release().catch(() => undefined);
-          permit.release();
-        },
+        release: () =>
+          (released ??= (async () => {
+            await lease.release().catch(() => undefined);
+            permit.release();
+          })()),
       };
     } catch (err) {
       permit.release();

@@ -6,18 +6,20 @@ import { join } from "node:path";
 import { Webhook } from "standardwebhooks";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { EmbeddedLeaseStore } from "../admission/embedded-lease-store.ts";
+import { Limiter } from "../admission/limiter.ts";
+import { InferenceError } from "../engine/engine.ts";
 import { DomainError } from "../errors.ts";
 import { createLogger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
 import { parseAllowlist } from "../net/outbound-policy.ts";
 import type { Transcript } from "../transcript.ts";
-import type { TranscribeRequest, TranscriptionService } from "../transcription-service.ts";
+import type { Admission, TranscribeRequest, TranscriptionService } from "../transcription-service.ts";
 import { EmbeddedCallbackSender, type CallbackPayload, type CallbackSender } from "../webhooks/delivery.ts";
 import { parseSchedule } from "../webhooks/retry-schedule.ts";
 import { generateWebhookSecret, parseWebhookSecrets } from "../webhooks/standard-webhooks.ts";
 import { FileBlobs } from "./blobs.ts";
 import { EmbeddedJobStore, inputsDir } from "./embedded-job-store.ts";
-import type { JobRecord, JobRequest, JobStore } from "./ports.ts";
+import type { Dispatch, JobRecord, JobRequest, JobStore } from "./ports.ts";
 import { EmbeddedJobDispatcher } from "./embedded-dispatcher.ts";
 import { JobRunner, type JobRunnerDeps } from "./runner.ts";
 
@@ -466,5 +468,157 @@ describe("a submission its dispatcher refuses", () => {
     const retried = await jobs.submit({ ...job, id: "job_retried" });
     expect(retried).toMatchObject({ created: true, job: { id: "job_retried", status: "queued" } });
     expect(dispatched).toEqual(["job_retried"]);
+  });
+});
+
+/**
+ * A runner as a cluster worker runs: QStash's dispatcher (room now or a deferral) over admission
+ * room counted by a real Limiter; `admit` waits for `gate` when one is set.
+ */
+function clusterWorker(
+  store: JobStore,
+  dataDir: string,
+  transcribeFile: TranscriptionService["transcribeFile"],
+  options: { gate?: Promise<void>; leases?: JobRunnerDeps["leases"] } = {},
+) {
+  const admission = new Limiter({ permits: 2, queueSize: 0, queueTimeoutMs: 0, retryAfterSeconds: () => 1 });
+  const admitted = vi.fn(async (): Promise<Admission | null> => {
+    await options.gate;
+    const permit = admission.tryAcquire();
+    return permit && { lost: new Promise<void>(() => undefined), release: async () => permit.release() };
+  });
+  const dispatched: Dispatch[] = [];
+  const dispatcher = {
+    admission: "now" as const,
+    waiting: 0,
+    start: async () => undefined,
+    stop: () => undefined,
+    dispatch: async (d: Dispatch) => void dispatched.push(d),
+  };
+  const transcription = { admit: admitted, transcribeFile: vi.fn(transcribeFile), retryAfterSeconds: () => 1 } as unknown as TranscriptionService;
+  const jobs = runner(store, dataDir, NO_CALLBACKS, undefined, 10, { dispatcher, transcription, ...(options.leases ? { leases: options.leases } : {}) });
+  cleanups.push(() => jobs.stop());
+  return { jobs, admission, admitted, dispatched, transcribeFile: transcription.transcribeFile as ReturnType<typeof vi.fn> };
+}
+
+describe("a cluster worker", () => {
+  it("gives back the room a job was admitted with when the job fails before its transcription", async () => {
+    const { dataDir, store } = await storeInTempDir();
+    const media = http.createServer((_req, res) => res.writeHead(404).end());
+    await new Promise<void>((resolve) => media.listen(0, "127.0.0.1", resolve));
+    cleanups.push(() => new Promise((resolve) => media.close(resolve)));
+    // A model the instance refuses (checked in the transcription, before it takes its own room).
+    const worker = clusterWorker(store, dataDir, async () => {
+      throw new DomainError("invalid_request", 'Model "x" does not fit on this instance.');
+    });
+    const url = await queuedUpload(dataDir, "job_url");
+    await store.create({ ...url, input: { kind: "url", url: `http://127.0.0.1:${(media.address() as AddressInfo).port}/gone.mp3` } });
+    await store.create(await queuedUpload(dataDir, "job_refused"));
+    // More failed jobs than the instance has room for: none may keep its room.
+    await store.create(await queuedUpload(dataDir, "job_refused_too"));
+    for (const id of ["job_url", "job_refused", "job_refused_too"]) expect(await worker.jobs.handleDelivery(id, 1)).toBe("ran");
+    expect((await store.get("job_url"))?.error?.code).toBe("upstream_failed");
+    expect((await store.get("job_refused_too"))?.error?.code).toBe("invalid_request");
+    expect(worker.admission.stats.inUse).toBe(0);
+  });
+
+  it("does not run a job canceled while its delivery was being admitted", async () => {
+    const { dataDir, store } = await storeInTempDir();
+    let open!: () => void;
+    const worker = clusterWorker(store, dataDir, async () => TRANSCRIPT, { gate: new Promise<void>((resolve) => (open = resolve)) });
+    await store.create(await queuedUpload(dataDir, "job_c"));
+    const delivery = worker.jobs.handleDelivery("job_c", 1);
+    await vi.waitFor(() => expect(worker.admitted).toHaveBeenCalled());
+    expect(await worker.jobs.cancel("job_c")).toMatchObject({ status: "canceled" });
+    open();
+    await delivery;
+    expect((await store.get("job_c"))?.status).toBe("canceled");
+    expect(worker.transcribeFile).not.toHaveBeenCalled();
+    expect(worker.admission.stats.inUse).toBe(0);
+  });
+
+  it("leaves a job canceled on another instance canceled when its run here then fails", async () => {
+    const { dataDir, store } = await storeInTempDir();
+    const worker = clusterWorker(store, dataDir, async (_path, request) => {
+      await store.update(request.id, (j) => ({ ...j, status: "canceled", finishedAt: new Date().toISOString() }));
+      throw new InferenceError("the inference thread crashed");
+    });
+    await store.create(await queuedUpload(dataDir, "job_x"));
+    await worker.jobs.handleDelivery("job_x", 1);
+    expect((await store.get("job_x"))?.status).toBe("canceled");
+    expect(worker.dispatched).toEqual([]);
+  });
+
+  it("runs a job once when two deliveries of it arrive at once", async () => {
+    const { dataDir, store } = await storeInTempDir();
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    const a = clusterWorker(store, dataDir, async () => TRANSCRIPT, { gate });
+    const b = clusterWorker(store, dataDir, async () => TRANSCRIPT, { gate });
+    await store.create(await queuedUpload(dataDir, "job_twice"));
+    const deliveries = [a.jobs.handleDelivery("job_twice", 1), b.jobs.handleDelivery("job_twice", 2)];
+    await vi.waitFor(() => expect(a.admitted.mock.calls.length + b.admitted.mock.calls.length).toBe(2));
+    open();
+    await Promise.all(deliveries);
+    expect(a.transcribeFile.mock.calls.length + b.transcribeFile.mock.calls.length).toBe(1);
+    expect(await store.get("job_twice")).toMatchObject({ status: "succeeded", runs: 1 });
+    expect(a.admission.stats.inUse + b.admission.stats.inUse).toBe(0);
+  });
+
+  it("keeps looking at a job another instance is running however long ago it was submitted", async () => {
+    const { dataDir, store } = await storeInTempDir();
+    const leases = new EmbeddedLeaseStore({ cap: null });
+    const worker = clusterWorker(store, dataDir, async () => TRANSCRIPT, { leases });
+    const job = await queuedUpload(dataDir, "job_long");
+    await store.create({ ...job, status: "running", runs: 1, createdAt: new Date(Date.now() - 2 * 3_600_000).toISOString() });
+    const lease = await leases.tryAcquire({ instance: "other", job: "job_long" });
+    expect(await worker.jobs.handleDelivery("job_long", 7)).toBe("deferred");
+    expect(await worker.jobs.redeliver("job_long", 3)).toBe("redelivered");
+    expect((await store.get("job_long"))?.status).toBe("running");
+    expect(worker.dispatched.map((d) => d.reason)).toEqual(["deferred", "redelivered"]);
+    // Its instance gone (its lease expired), the next delivery runs it.
+    await lease!.release();
+    expect(await worker.jobs.handleDelivery("job_long", 8)).toBe("ran");
+    expect((await store.get("job_long"))?.status).toBe("succeeded");
+  });
+
+  it("answers a cancel that meets the job finishing with a conflict, not with the finished job", async () => {
+    const { dataDir, store } = await storeInTempDir();
+    await store.create(await queuedUpload(dataDir, "job_done"));
+    // The job finishes between the cancel's read and its write.
+    const racing = new Proxy(store, {
+      get(target, name, receiver) {
+        const value = Reflect.get(target, name, receiver) as unknown;
+        if (name !== "get" || typeof value !== "function") return typeof value === "function" ? value.bind(target) : value;
+        return async (id: string) => {
+          const read = await target.get(id);
+          await target.update(id, (j) => ({ ...j, status: "succeeded", finishedAt: new Date().toISOString() }));
+          return read;
+        };
+      },
+    });
+    const jobs = runner(racing, dataDir, NO_CALLBACKS);
+    await expect(jobs.cancel("job_done")).rejects.toMatchObject({ code: "conflict" });
+  });
+});
+
+describe("a queued job nothing carries any more (its instance died before its message was sent)", () => {
+  it("fails with its callback once no message could still bring it, in cluster mode only", async () => {
+    const { dataDir, store } = await storeInTempDir();
+    const enqueued: string[] = [];
+    const callbacks = { ...NO_CALLBACKS, enqueue: async (id: string) => void enqueued.push(id) };
+    const hoursAgo = (h: number) => new Date(Date.now() - h * 3_600_000).toISOString();
+    await store.create({ ...(await queuedUpload(dataDir, "job_stranded", { callbackUrl: "http://127.0.0.1:9/hook" })), createdAt: hoursAgo(3) });
+    await store.create({ ...(await queuedUpload(dataDir, "job_waiting")), createdAt: hoursAgo(0.5) });
+    await store.create({ ...(await queuedUpload(dataDir, "job_running")), status: "running", runs: 1, createdAt: hoursAgo(3) });
+    // The embedded line holds every queued job: an old one there is still in line.
+    const embedded = runner(store, dataDir, callbacks, undefined, 10, { maxWaitMs: 3_600_000 });
+    expect(await embedded.failStranded()).toBe(0);
+    const cluster = runner(store, dataDir, callbacks, undefined, 10, { maxWaitMs: 3_600_000, strandable: true });
+    expect(await cluster.failStranded()).toBe(1);
+    expect(await store.get("job_stranded")).toMatchObject({ status: "failed", error: { code: "unavailable", message: expect.stringMatching(/No instance took the job/) } });
+    expect((await store.get("job_waiting"))?.status).toBe("queued");
+    expect((await store.get("job_running"))?.status).toBe("running");
+    expect(enqueued).toEqual(["job_stranded"]);
   });
 });

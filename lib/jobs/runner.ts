@@ -34,6 +34,12 @@ function isRetryable(err: unknown): boolean {
 const FULL_QUEUE_RETRY_AFTER_SECONDS = 30;
 /** A delivery that reached an api instance can go to a worker at once. */
 const MISROUTED_DELIVERY_RETRY_AFTER_SECONDS = 5;
+/**
+ * How long past JOB_MAX_WAIT a queued job must be to have no message behind it: QStash retries a
+ * delivery no instance answers for about half an hour before it reports it failed, and a delivery,
+ * a deferral or that report fails a job older than JOB_MAX_WAIT.
+ */
+const STRANDED_AFTER_MAX_WAIT_MS = 3_600_000;
 
 export interface JobRunnerDeps {
   store: JobStore;
@@ -58,6 +64,12 @@ export interface JobRunnerDeps {
   maxDeferMs: number;
   /** Runs before a retryable failure becomes final. */
   maxRuns?: number;
+  /**
+   * The dispatcher carries each queued job as a message of its own (QStash), so a job whose message
+   * was never sent (its instance died between storing and publishing it) is carried by nothing.
+   * False for a line that holds every queued job (embedded: it reads them all at start).
+   */
+  strandable?: boolean;
   log: Logger;
   metrics: Metrics;
 }
@@ -133,6 +145,8 @@ export class JobRunner {
     // Queued, or running on another instance, which sees the status at its next window; a delivery
     // that still comes finds the job final and skips it.
     const canceled = await this.finish(id, { status: "canceled" });
+    // Finished between the read above and the cancellation's write.
+    if (canceled && canceled.status !== "canceled") throw new DomainError("conflict", `Job ${id} has already ${canceled.status}.`);
     const local = this.running.get(id);
     if (local) {
       local.controller.abort(new JobCanceled());
@@ -158,7 +172,7 @@ export class JobRunner {
     // Redelivered while an instance still holds its lease: it may be running, or it may have died
     // and its lease not expired yet. Look again later rather than drop it or run it twice.
     if (job.status === "running" && (await this.heldElsewhere(id))) {
-      await this.defer(job, attempt);
+      await this.defer(job, attempt, { mayGiveUp: false });
       return "deferred";
     }
     const room = this.running.size < this.deps.concurrency && !this.stopped;
@@ -169,7 +183,7 @@ export class JobRunner {
       return "deferred";
     }
     const controller = new AbortController();
-    const run = this.run(id, controller.signal, transcription, admitted ?? undefined).finally(() => this.running.delete(id));
+    const run = this.run(job, controller.signal, transcription, admitted ?? undefined).finally(() => this.running.delete(id));
     // Those waiting for the run to end (a cancel, the shutdown) wait for it whatever its delivery's answer.
     this.running.set(id, { controller, done: run.catch(() => undefined) });
     await run;
@@ -185,12 +199,29 @@ export class JobRunner {
     const job = await this.deps.store.get(id);
     if (!job || isFinal(job)) return "skipped";
     const waited = Date.now() - Date.parse(job.createdAt);
-    if (waited > this.deps.maxWaitMs) {
+    // A job an instance still runs is not waiting: its age says nothing of whether it will finish.
+    const running = job.status === "running" && (await this.heldElsewhere(id));
+    if (waited > this.deps.maxWaitMs && !running) {
       await this.finish(id, { status: "failed", error: { code: "unavailable", message: `No instance took the job in ${Math.round(waited / 1000)} s; it was given up.` } });
       return "failed";
     }
     await this.dispatch(job, "redelivered", { attempt: attempt + 1, delaySeconds: Math.max(1, Math.round(this.deps.maxDeferMs / 1000)) });
     return "redelivered";
+  }
+
+  /**
+   * Fails, with their callbacks, queued jobs nothing carries any more (see `strandable`): they would
+   * stay queued, and hold a place in the queue, forever. Returns how many.
+   */
+  async failStranded(now = new Date()): Promise<number> {
+    if (!this.deps.strandable) return 0;
+    const before = now.getTime() - this.deps.maxWaitMs - STRANDED_AFTER_MAX_WAIT_MS;
+    const stranded = (await this.deps.store.unfinished()).filter((job) => job.status === "queued" && Date.parse(job.createdAt) < before);
+    for (const job of stranded) {
+      const waited = Math.round((now.getTime() - Date.parse(job.createdAt)) / 1000);
+      await this.finish(job.id, { status: "failed", error: { code: "unavailable", message: `No instance took the job in ${waited} s; it was given up.` } });
+    }
+    return stranded.length;
   }
 
   /**
@@ -217,10 +248,12 @@ export class JobRunner {
   /**
    * No room: the message is answered (so QStash's retry budget is not spent on waiting) and the job is
    * published again with a growing delay, up to maxWaitMs in all; then it fails rather than wait forever.
+   * A job another instance is running is looked at again without that limit: a long file can run for
+   * longer, and if its instance dies, its lease expires and the next look runs it.
    */
-  private async defer(job: JobRecord, attempt: number): Promise<void> {
+  private async defer(job: JobRecord, attempt: number, { mayGiveUp = true } = {}): Promise<void> {
     const waited = Date.now() - Date.parse(job.createdAt);
-    if (waited > this.deps.maxWaitMs) {
+    if (mayGiveUp && waited > this.deps.maxWaitMs) {
       await this.finish(job.id, { status: "failed", error: { code: "rate_limited", message: `No capacity for ${Math.round(waited / 1000)} s; the job was given up.` } });
       return;
     }
@@ -232,17 +265,27 @@ export class JobRunner {
     return this.deps.dispatcher.dispatch({ jobId: job.id, reason, runs: job.runs, attempt: options.attempt ?? 1, delaySeconds: options.delaySeconds });
   }
 
-  private async run(id: string, signal: AbortSignal, transcription: TranscriptionService, admitted?: Admission): Promise<void> {
+  /**
+   * Runs the delivered job `seen`, holding `admitted` (room taken for it) until the run ends, whether
+   * or not it reached its transcription.
+   */
+  private async run(seen: JobRecord, signal: AbortSignal, transcription: TranscriptionService, admitted?: Admission): Promise<void> {
+    const { id } = seen;
     let scratch: string | null = null;
     try {
       const maxRuns = this.deps.maxRuns ?? 3;
+      let claimed = false;
       let exhausted = false;
       const job = await this.deps.store.update(id, (j) => {
-        // Set on every call: a shared store may run the change again after a conflict.
-        exhausted = j.runs >= maxRuns;
-        return exhausted ? j : { ...j, status: "running", startedAt: new Date().toISOString(), runs: j.runs + 1 };
+        // The run starts only from the record the delivery was checked against: canceled meanwhile,
+        // or started by another delivery of the same job (QStash delivers at least once, and a
+        // deferred and a redelivered message may both be in flight), it is not run. Set on every
+        // call: a shared store may run the change again after a conflict.
+        claimed = !isFinal(j) && j.runs === seen.runs;
+        exhausted = claimed && j.runs >= maxRuns;
+        return claimed && !exhausted ? { ...j, status: "running", startedAt: new Date().toISOString(), runs: j.runs + 1 } : j;
       });
-      if (!job) return;
+      if (!job || !claimed) return;
       if (exhausted) {
         // Every run it had ended with its process, not with an error (a failed run either runs again
         // below its limit or fails): running it again would take the next instance down too.
@@ -299,6 +342,9 @@ export class JobRunner {
         throw new DomainError("unavailable", `Job ${id}: its state could not be saved; it is delivered again.`, { cause: unsaved, retryAfterSeconds: 5 });
       });
     } finally {
+      // The transcription gives the room back as soon as it ends; a run that ended before it (a
+      // download that failed, a model refused) gives it back here.
+      await admitted?.release();
       if (scratch) await rm(scratch, { recursive: true, force: true });
     }
   }
@@ -309,7 +355,9 @@ export class JobRunner {
       return;
     }
     const job = await this.deps.store.get(id);
-    if (!job) return;
+    // Final already: canceled on another instance before this one noticed, or finished by a write
+    // whose answer was lost. It stays as it is.
+    if (!job || isFinal(job)) return;
     if (this.stopped) {
       // Handed back: the next process runs it again, or in cluster mode another instance. The run
       // was cut short by the shutdown, not ended by the job: it is not one of its runs.
@@ -344,9 +392,10 @@ export class JobRunner {
    * job is sent on all the same.
    */
   private async requeue(job: JobRecord, reason: Dispatch["reason"], options: { delaySeconds: number; refundRun?: boolean }): Promise<void> {
-    await this.deps.store
-      .update(job.id, (j) => ({ ...j, status: "queued", ...(options.refundRun ? { runs: Math.max(0, j.runs - 1) } : {}) }))
+    const latest = await this.deps.store
+      .update(job.id, (j) => (isFinal(j) ? j : { ...j, status: "queued", ...(options.refundRun ? { runs: Math.max(0, j.runs - 1) } : {}) }))
       .catch((err: Error) => this.deps.log.warn({ jobId: job.id, err: err.message }, "job state not saved; the job is sent on as it is"));
+    if (latest && isFinal(latest)) return;
     await this.dispatch(job, reason, options);
   }
 
