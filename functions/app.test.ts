@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { Registry } from "prom-client";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { VadMode } from "../lib/audio/speech-regions.ts";
+import { QSTASH_CALLBACK_ATTEMPT_PATH, QSTASH_CALLBACK_FAILED_PATH, QSTASH_RUN_FAILED_PATH, QSTASH_RUN_PATH } from "../lib/cluster/qstash.ts";
 import { DomainError } from "../lib/errors.ts";
 import type { JobRecord } from "../lib/jobs/ports.ts";
 import { JobService } from "../lib/jobs/service.ts";
@@ -40,7 +41,10 @@ const status: TranscriberStatus = {
 };
 
 /** Small fakes of the ports the HTTP layer uses; each test changes what it needs. */
-function fakes(scratch: string, { vad = "silero", corsOrigins = [] }: { vad?: VadMode; corsOrigins?: string[] } = {}) {
+function fakes(
+  scratch: string,
+  { vad = "silero", corsOrigins = [], cluster = false, maxUploadBytes = 4096 }: { vad?: VadMode; corsOrigins?: string[]; cluster?: boolean; maxUploadBytes?: number } = {},
+) {
   const state = {
     jobs: new Map<string, JobRecord>([["job_abc", job()]]),
     queueFull: false,
@@ -59,6 +63,8 @@ function fakes(scratch: string, { vad = "silero", corsOrigins = [] }: { vad?: Va
     failsBeforeStart: false,
     /** The transcription, once under way (or before, with `failsBeforeStart`), runs until its request is aborted. */
     runsUntilAborted: false,
+    /** The texts of the segments the transcription reports as it goes, one report each; the transcript's text is theirs joined, trimmed. */
+    segmentTexts: [] as string[],
   };
   const requestLog = (level: string) => (fields: object, msg?: string) => {
     if (msg === "request") state.requestLogs.push({ level, status: (fields as { status: number }).status });
@@ -67,7 +73,7 @@ function fakes(scratch: string, { vad = "silero", corsOrigins = [] }: { vad?: Va
   const full = () => new DomainError("rate_limited", "full", { retryAfterSeconds: 7 });
   const transcript: Transcript = { task: "transcribe", language: "en", duration: 1, text: "hello", segments: [] };
   const deps: HttpDeps = {
-    config: { ROLE: "all", MAX_UPLOAD_BYTES: 4096, PUBLIC_URL: undefined, MAX_DOWNLOAD_BYTES: 4096, DOWNLOAD_TIMEOUT: 1000, CORS_ORIGINS: corsOrigins },
+    config: { ROLE: "all", MAX_UPLOAD_BYTES: maxUploadBytes, PUBLIC_URL: undefined, MAX_DOWNLOAD_BYTES: 4096, DOWNLOAD_TIMEOUT: 1000, CORS_ORIGINS: corsOrigins },
     log: { info: requestLog("info"), warn: requestLog("warn"), error: requestLog("error") },
     metrics: { httpDuration: { observe() {} }, errors: { inc() {} }, registry: new Registry() },
     apiKeys: { required: true, accepts: (key) => key === KEY },
@@ -88,7 +94,11 @@ function fakes(scratch: string, { vad = "silero", corsOrigins = [] }: { vad?: Va
           if (state.transcribeFails) throw state.transcribeFails;
           if (state.runsUntilAborted) await untilAborted();
           state.requests.push(request);
-          return (state.transcribed.push(path), transcript);
+          state.transcribed.push(path);
+          if (state.segmentTexts.length === 0) return transcript;
+          const segments = state.segmentTexts.map((text, id) => ({ id, start: id, end: id + 1, text, tokens: [1] }));
+          for (const segment of segments) request.onSegments?.([segment]);
+          return { ...transcript, text: state.segmentTexts.join("").trim(), segments };
         },
         extract: async () => ({ durationSeconds: 1 }),
       },
@@ -114,7 +124,16 @@ function fakes(scratch: string, { vad = "silero", corsOrigins = [] }: { vad?: Va
       vad,
     }),
     policy: { allow: [] },
-    qstash: null,
+    // Signatures are checked for real in lib/cluster/qstash.test.ts; here every body passes as signed.
+    qstash: cluster
+      ? {
+          receiver: { verify: async () => true },
+          deliveryUrl: "http://test",
+          publicUrl: "http://test",
+          runner: { handleDelivery: async () => "ran", redeliver: async () => "skipped" },
+          jobs: { get: async () => null, update: async () => null, pendingCallbacks: async () => [] },
+        }
+      : null,
     baseUrl: () => "http://test",
     draining: false,
     interrupted: new AbortController().signal,
@@ -204,6 +223,68 @@ describe("the HTTP API in process", () => {
     expect(await errorOf(await app.request("/v1/nothing", { headers: auth }))).toBe("not_found");
     // QStash's endpoints exist only in cluster mode.
     expect(await errorOf(await app.request("/internal/qstash/run", { method: "POST", body: "{}" }))).toBe("not_found");
+  });
+
+  it("refuses a body sent without its length once past what its route reads, not after the upload limit", async () => {
+    const { app } = fakes(scratch, { maxUploadBytes: 8 << 20 });
+    const cases = [
+      { path: "/v1/jobs", type: "application/json", code: "payload_too_large" },
+      { path: "/v1/audio/transcriptions", type: "application/octet-stream", code: "unsupported_media" },
+    ];
+    for (const { path, type, code } of cases) {
+      let pulled = 0;
+      // 16 MiB offered in 16 KiB chunks, chunked (no Content-Length).
+      const body = new ReadableStream<Uint8Array>({
+        pull(controller) {
+          if (pulled >= 16 << 20) return controller.close();
+          pulled += 16 << 10;
+          controller.enqueue(new Uint8Array(16 << 10).fill(0x20));
+        },
+      });
+      const res = await app.request(path, { method: "POST", body, duplex: "half", headers: { ...auth, "content-type": type } } as RequestInit);
+      expect(await errorOf(res), path).toBe(code);
+      // Read no further than the JSON limit (64 KiB) and a chunk or two the stream pulls ahead.
+      expect(pulled, path).toBeLessThanOrEqual(128 << 10);
+    }
+  });
+
+  it("refuses a language named like a property every object has, as any unknown language", async () => {
+    const { app, state } = fakes(scratch);
+    for (const language of ["constructor", "__proto__", "toString"]) {
+      const res = await app.request("/v1/audio/transcriptions", { method: "POST", body: upload(8, { model: "whisper-1", language }), headers: auth });
+      expect(res.status, language).toBe(400);
+      expect(((await res.json()) as { error: { param: string } }).error.param).toBe("language");
+    }
+    expect(state.transcribed).toEqual([]);
+  });
+
+  it("streams deltas that join into the done event's text exactly, spaces at either end included", async () => {
+    const { app, state } = fakes(scratch);
+    state.segmentTexts = [" ", " Hello. ", " ", "World ", " "];
+    const res = await app.request("/v1/audio/transcriptions", { method: "POST", body: upload(8, { model: "whisper-1", stream: "true" }), headers: auth });
+    expect(res.status).toBe(200);
+    const events = (await res.text())
+      .split("\n")
+      .filter((line) => line.startsWith("data: "))
+      .map((line) => JSON.parse(line.slice(6)) as { type: string; delta?: string; text?: string });
+    const done = events.at(-1)!;
+    expect(done).toMatchObject({ type: "transcript.text.done", text: "Hello.  World" });
+    expect(
+      events
+        .filter((e) => e.type === "transcript.text.delta")
+        .map((e) => e.delta)
+        .join(""),
+    ).toBe(done.text);
+  });
+
+  it("answers a signed QStash delivery whose body is not JSON with 400, not 500", async () => {
+    const { app, state } = fakes(scratch, { cluster: true });
+    for (const path of [QSTASH_RUN_PATH, QSTASH_RUN_FAILED_PATH, QSTASH_CALLBACK_FAILED_PATH, QSTASH_CALLBACK_ATTEMPT_PATH]) {
+      const res = await app.request(path, { method: "POST", body: "not json", headers: { "upstash-signature": "signed" } });
+      expect(res.status, path).toBe(400);
+      expect(await errorOf(res), path).toBe("invalid_request");
+    }
+    expect(state.errorLogs).toEqual([]);
   });
 
   it("answers a method a route does not take with 405 and the methods it takes", async () => {

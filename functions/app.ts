@@ -47,23 +47,24 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
     throw new DomainError("payload_too_large", `The request body exceeds the upload limit of ${deps.config.MAX_UPLOAD_BYTES} bytes.`);
   };
   const uploadLimit = bodyLimit({ maxSize: uploadMaxBytes, onError: tooLarge });
-  // A multipart body is limited while it streams to disk (functions/multipart.ts); only its declared
-  // length is checked here, since bodyLimit would buffer a body that has none in memory.
-  app.use((c, next) => {
-    // (A urlencoded form is read by the same reader, functions/multipart.ts, with its own field limits.)
-    if (!/^(multipart\/form-data|application\/x-www-form-urlencoded)\b/i.test(c.req.header("content-type") ?? "")) return uploadLimit(c, next);
-    if (Number(c.req.header("content-length") ?? 0) > uploadMaxBytes) tooLarge();
-    return next();
-  });
-  // A JSON request is a URL and a few fields; only uploads may be large. (QStash's deliveries to
-  // /internal/ may carry a whole transcript and are signed, so they keep the upload limit.)
+  // A JSON request is a URL and a few fields; only uploads may be large.
   const jsonLimit = bodyLimit({
     maxSize: JSON_BODY_MAX_BYTES,
     onError: () => {
       throw new DomainError("payload_too_large", `A JSON body may be at most ${JSON_BODY_MAX_BYTES} bytes.`);
     },
   });
-  app.use("/v1/*", (c, next) => (/^application\/([\w.-]+\+)?json/i.test(c.req.header("content-type") ?? "") ? jsonLimit(c, next) : next()));
+  // bodyLimit holds a body without a declared length in memory as it counts it, so only the bodies
+  // read whole get it: JSON, and QStash's signed deliveries to /internal/, which may carry a whole
+  // transcript. A form (multipart, or urlencoded) is limited while it streams, by its reader
+  // (functions/multipart.ts), and any other body the routes refuse (415) without reading it; of those
+  // only the declared length is checked here.
+  app.use((c, next) => {
+    if (c.req.path.startsWith("/internal/")) return uploadLimit(c, next);
+    if (/^application\/([\w.-]+\+)?json/i.test(c.req.header("content-type") ?? "")) return jsonLimit(c, next);
+    if (Number(c.req.header("content-length") ?? 0) > uploadMaxBytes) tooLarge();
+    return next();
+  });
   if (deps.workerForwarder) {
     // Registered ahead of the routes for the same paths, which would parse the whole upload here.
     for (const path of WORKER_PATHS) app.post(path, forwardToWorker(deps.workerForwarder));

@@ -2,7 +2,7 @@ import { rm } from "node:fs/promises";
 import type { Context } from "hono";
 import { streamSSE } from "hono/streaming";
 import { z } from "@hono/zod-openapi";
-import { WHISPER_LANGUAGE_NAMES } from "../lib/engine/languages.ts";
+import { isWhisperLanguage } from "../lib/engine/languages.ts";
 import { DomainError, errorBody, isDomainError } from "../lib/errors.ts";
 import { renderTranscript, type VerboseOptions } from "../lib/formats.ts";
 import { transcriberOf } from "./deps.ts";
@@ -139,7 +139,7 @@ export const audioResponses = {
 export function checkLanguage(language: string | undefined): string | undefined {
   if (language === undefined || language === "") return undefined;
   const code = language.toLowerCase();
-  if (!WHISPER_LANGUAGE_NAMES[code]) {
+  if (!isWhisperLanguage(code)) {
     throw new DomainError("invalid_request", `Unknown language "${language}": use an ISO-639-1 code such as "en" or "de".`, { details: { param: "language" } });
   }
   return code;
@@ -203,6 +203,8 @@ async function streamTranscript(c: Context<AppEnv>, form: z.infer<typeof AudioFo
   const { transcription } = transcriberOf(c.var.deps);
   const events: unknown[] = [];
   let textSent = false;
+  // The done event's text is trimmed at both ends: whitespace after a delta waits for text after it.
+  let heldSpace = "";
   // Events wait here until the stream exists; from then on each is written as it comes.
   let flush: () => void = () => undefined;
   let started!: () => void;
@@ -211,9 +213,11 @@ async function streamTranscript(c: Context<AppEnv>, form: z.infer<typeof AudioFo
     ...request,
     onStart: started,
     onSegments: (segments, logprobs) => {
-      // The deltas join into the done event's text, which has no leading space.
-      const delta = segments.map((s) => s.text).join("");
-      const shown = textSent ? delta : delta.trimStart();
+      // The deltas join into the done event's text, which has no leading or trailing space.
+      const delta = heldSpace + segments.map((s) => s.text).join("");
+      const text = textSent ? delta : delta.trimStart();
+      const shown = text.trimEnd();
+      heldSpace = text.slice(shown.length);
       textSent ||= shown !== "";
       events.push({ type: "transcript.text.delta", delta: shown, ...(logprobs ? { logprobs } : {}) });
       flush();

@@ -41,7 +41,7 @@ const ErrorSchema = z
     error: z.object({
       code: z.enum(ERROR_CODES),
       message: z.string(),
-      type: z.string().openapi({ description: "OpenAI's error type (invalid_request_error, authentication_error, rate_limit_error, server_error, ...)" }),
+      type: z.string().openapi({ description: "OpenAI's error type (invalid_request_error, requests, server_error, ...)" }),
       param: z.string().nullable().openapi({ description: "The request field at fault, when there is one" }),
       request_id: z.string(),
       details: z.record(z.string(), z.unknown()).optional(),

@@ -82,7 +82,8 @@ export function readMultipart(c: Context<AppEnv>, { dir, maxFileBytes, hashFile 
   }
 
   return new Promise((resolve, reject) => {
-    const fields: MultipartForm["fields"] = {};
+    // No prototype: a field named "constructor" or "toString" is a field like any other.
+    const fields: MultipartForm["fields"] = Object.create(null);
     const skippedFiles: string[] = [];
     let file: { path: string; name: string; bytes: number; hash: Hash | null; stream: Readable; sink: WriteStream; written: Promise<void> } | null = null;
     let failed = false;

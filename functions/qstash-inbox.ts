@@ -1,6 +1,6 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import type { Context } from "hono";
-import { qstashUrl, verifyQStash } from "../lib/cluster/qstash.ts";
+import { jsonOf, qstashUrl, verifyQStash } from "../lib/cluster/qstash.ts";
 import type { JobRecord } from "../lib/jobs/ports.ts";
 import { DomainError } from "../lib/errors.ts";
 import type { QStashDeps } from "./deps.ts";
@@ -44,7 +44,7 @@ export function callbackReportRoute(
   return router().openapi(route, async (c) => {
     const { qstash, raw } = await signedDelivery(c, path);
     // Always 2xx for a verified report, or QStash would keep re-sending it.
-    const job = await record(qstash.jobs, JSON.parse(raw) as unknown);
+    const job = await record(qstash.jobs, jsonOf(raw));
     return c.json({ recorded: job !== null }, 200);
   });
 }

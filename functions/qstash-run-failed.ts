@@ -1,5 +1,5 @@
 import { createRoute, z } from "@hono/zod-openapi";
-import { parseRunFailure, QSTASH_RUN_FAILED_PATH } from "../lib/cluster/qstash.ts";
+import { jsonOf, parseRunFailure, QSTASH_RUN_FAILED_PATH } from "../lib/cluster/qstash.ts";
 import { errorResponses, router } from "./env.ts";
 import { signedDelivery } from "./qstash-inbox.ts";
 
@@ -23,7 +23,7 @@ export const route = createRoute({
 
 export default router().openapi(route, async (c) => {
   const { qstash, raw } = await signedDelivery(c, QSTASH_RUN_FAILED_PATH, (q) => q.publicUrl);
-  const message = parseRunFailure(JSON.parse(raw) as unknown);
+  const message = parseRunFailure(jsonOf(raw));
   const outcome = await qstash.runner.redeliver(message.jobId, message.attempt);
   if (outcome !== "skipped") c.var.deps.log.warn({ jobId: message.jobId, outcome }, "QStash could not deliver a job to any instance");
   return c.json({ outcome }, 200);

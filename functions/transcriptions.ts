@@ -17,7 +17,7 @@ export const route = createRoute({
   path: "/v1/audio/transcriptions",
   summary: "Transcribe audio (OpenAI-compatible)",
   request: { body: { required: true, content: { "multipart/form-data": { schema: TranscriptionForm } } } },
-  responses: { ...audioResponses, ...errorResponses(400, "request_timeout", 413, 415, "unprocessable_audio", 429, 503) },
+  responses: { ...audioResponses, ...errorResponses(400, "request_timeout", 413, 415, 429, 503) },
 });
 
 export default uploadRoute(route, async (c) => {

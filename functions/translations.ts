@@ -10,7 +10,7 @@ export const route = createRoute({
   path: "/v1/audio/translations",
   summary: "Translate audio into English text (OpenAI-compatible, multilingual models)",
   request: { body: { required: true, content: { "multipart/form-data": { schema: AudioForm } } } },
-  responses: { ...audioResponses, ...errorResponses(400, "request_timeout", 413, 415, "unprocessable_audio", 429, 503) },
+  responses: { ...audioResponses, ...errorResponses(400, "request_timeout", 413, 415, 429, 503) },
 });
 
 export default uploadRoute(route, async (c) => respondWithTranscript(c, await readAudioForm(c, AudioForm), "translate", undefined));

@@ -49,7 +49,7 @@ export async function readForm<S extends z.ZodType>(c: Context<AppEnv>, schema: 
   const form = await readMultipart(c, { dir: tempDir, maxFileBytes: config.MAX_UPLOAD_BYTES, hashFile });
   if (form.file) c.get("spooled").push(form.file.path);
   // A field sent as a file (curl's -F prompt=@notes.txt) would otherwise be dropped without a word.
-  const asFile = form.skippedFiles.find((name) => schema instanceof z.ZodObject && name in schema.shape);
+  const asFile = form.skippedFiles.find((name) => schema instanceof z.ZodObject && Object.hasOwn(schema.shape, name));
   if (asFile !== undefined) {
     throw new DomainError("invalid_request", `Invalid request: ${asFile}: send it as a text field, not as a file (with curl, -F ${asFile}=<file reads a file into a text field)`, {
       details: { param: asFile },

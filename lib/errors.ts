@@ -96,10 +96,13 @@ export class StoreUnavailable extends DomainError {
   }
 }
 
-/** OpenAI's error `type` for each code, so the official SDKs' `err.type` reads as it does against OpenAI. */
+/**
+ * OpenAI's error `type` for each code, so the official SDKs' `err.type` reads as it does against OpenAI
+ * (a wrong key is an invalid_request_error there, and a rate limit on requests "requests").
+ */
 const OPENAI_TYPE: Record<ErrorCode, string> = {
   invalid_request: "invalid_request_error",
-  unauthorized: "authentication_error",
+  unauthorized: "invalid_request_error",
   forbidden: "permission_error",
   not_found: "invalid_request_error",
   method_not_allowed: "invalid_request_error",
@@ -110,7 +113,7 @@ const OPENAI_TYPE: Record<ErrorCode, string> = {
   unprocessable_audio: "invalid_request_error",
   idempotency_key_reused: "invalid_request_error",
   headers_too_large: "invalid_request_error",
-  rate_limited: "rate_limit_error",
+  rate_limited: "requests",
   internal: "server_error",
   upstream_failed: "server_error",
   unavailable: "server_error",

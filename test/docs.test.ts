@@ -25,6 +25,7 @@ interface Operation {
   summary?: string;
   security?: unknown[];
   tags?: string[];
+  responses?: Record<string, unknown>;
 }
 interface OpenApiDoc {
   servers?: { url: string }[];
@@ -106,6 +107,14 @@ describe("the README", () => {
     const text = await readme();
     const table = text.slice(text.indexOf("## Configuration"), text.indexOf("## Layout"));
     for (const name of SETTING_NAMES) expect(table, name).toContain(`\`${name}\``);
+  });
+
+  it("promises the OpenAI routes only the statuses they answer: a file that is not audio is a 400 there, as OpenAI's", () => {
+    for (const path of ["/v1/audio/transcriptions", "/v1/audio/translations"]) {
+      const responses = doc.paths[path]!.post!.responses ?? {};
+      expect(Object.keys(responses), path).not.toContain("422");
+      expect(Object.keys(responses), path).toContain("400");
+    }
   });
 
   it("lists every error code with its HTTP status", async () => {

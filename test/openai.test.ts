@@ -117,7 +117,8 @@ describe("OpenAI parity through the official SDK", () => {
     expect(french).toMatchObject({ param: "language", message: expect.stringContaining("English-only") });
     expect((await client.audio.transcriptions.create({ file: await audio("b4.wav", [{ word: "bravo", seconds: 3 }]), model: "whisper-1", language: "en" })).text).toBe("bravo");
     const unauthorized = await new OpenAI({ apiKey: "sk-wrong", baseURL: client.baseURL, maxRetries: 0 }).models.list().catch((err: unknown) => err);
-    expect(unauthorized).toMatchObject({ status: 401, type: "authentication_error" });
+    expect(unauthorized).toBeInstanceOf(OpenAI.AuthenticationError);
+    expect(unauthorized).toMatchObject({ status: 401, type: "invalid_request_error" });
   });
 
   it("answers a file that is not audio with 400, as OpenAI does", async () => {

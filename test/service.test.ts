@@ -236,6 +236,10 @@ describe("bad and hostile input", () => {
       "invalid_request",
     );
     await expectError(await post("/v1/audio/transcriptions", await formWith(wav, { model: "../../etc" })), 400, "invalid_request");
+    // Names every object has as a property are names like any other.
+    for (const name of ["constructor", "__proto__"]) {
+      expect((await expectError(await post("/v1/audio/transcriptions", await formWith(wav, { model: name })), 400, "invalid_request")).message).toContain(`"${name}"`);
+    }
   });
 
   it("answers unknown paths with 404 in the same shape", async () => {

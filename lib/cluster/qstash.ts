@@ -86,15 +86,18 @@ export interface RunMessage {
 
 const runMessageSchema = z.object({ jobId: z.string().min(1), attempt: z.number().int().positive() });
 
+/** A verified body's JSON, or undefined when it is none: the schema it is checked against then refuses it. */
+export function jsonOf(rawBody: string): unknown {
+  try {
+    return JSON.parse(rawBody);
+  } catch {
+    return undefined;
+  }
+}
+
 /** Reads a verified run message's body. */
 export function parseRunMessage(rawBody: string): RunMessage {
-  let json: unknown;
-  try {
-    json = JSON.parse(rawBody);
-  } catch {
-    json = undefined;
-  }
-  const parsed = runMessageSchema.safeParse(json);
+  const parsed = runMessageSchema.safeParse(jsonOf(rawBody));
   if (!parsed.success) throw new DomainError("invalid_request", "The body is not a QStash run message.");
   return parsed.data;
 }

@@ -102,5 +102,10 @@ export const WHISPER_LANGUAGE_NAMES: Record<string, string> = {
 };
 
 export function languageName(code: string | null): string {
-  return (code && WHISPER_LANGUAGE_NAMES[code]) ?? "english";
+  return code && isWhisperLanguage(code) ? WHISPER_LANGUAGE_NAMES[code]! : "english";
+}
+
+/** Own keys only: "constructor" or "__proto__" is a property of every object, not a language. */
+export function isWhisperLanguage(code: string): boolean {
+  return Object.hasOwn(WHISPER_LANGUAGE_NAMES, code);
 }

@@ -116,6 +116,17 @@ describe("ModelCatalog with a local models directory", () => {
     expect(err.message).toContain("WHISPER_MODELS_DIR");
   });
 
+  it("refuses a name every object has as a property as an unknown model, not as an alias or a hub id", () => {
+    const aliased = new ModelCatalog({ ...catalog.options, aliases: { fast: "generated/whisper-x" } });
+    for (const name of ["constructor", "toString", "__proto__", "hasOwnProperty"]) {
+      const err = refusal(() => aliased.resolve(name));
+      expect(err.code, name).toBe("invalid_request");
+      expect(err.message, name).toContain(`"${name}"`);
+    }
+    for (const name of ["constructor", "valueOf"])
+      expect(refusal(() => new ModelCatalog({ defaultModel: "base.en", dtype: "q8", aliases: {} }).resolve(name)).message).toContain(`"${name}"`);
+  });
+
   it("refuses a missing model directory", () => {
     expect(refusal(() => catalog.resolve("generated/whisper-y")).code).toBe("invalid_request");
     expect(refusal(() => catalog.resolve("generated/empty")).code).toBe("invalid_request");

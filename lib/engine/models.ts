@@ -46,7 +46,9 @@ export class ModelCatalog {
   }
 
   resolve(requested: string | undefined): ModelSpec & { name: string } {
-    const alias = requested === undefined ? undefined : this.options.aliases?.[requested];
+    // Own keys only: a name such as "constructor" is a property of every object, not an alias.
+    const aliases = this.options.aliases ?? {};
+    const alias = requested !== undefined && Object.hasOwn(aliases, requested) ? aliases[requested] : undefined;
     const name = !requested || requested === OPENAI_ALIAS || alias === null ? this.options.defaultModel : (alias ?? requested);
     const found = this.locate(name);
     if ("why" in found) throw unknownModel(name, found.why);
@@ -60,7 +62,8 @@ export class ModelCatalog {
   }
 
   private locate(name: string): { id: string } | { why: string } {
-    const id = HUB_MODELS[name] ?? name;
+    const hub = Object.hasOwn(HUB_MODELS, name) ? HUB_MODELS[name] : undefined;
+    const id = hub ?? name;
     if (this.options.localDir) {
       const root = resolve(this.options.localDir);
       const dir = resolve(root, id);
@@ -69,7 +72,7 @@ export class ModelCatalog {
       const canonical = relative(root, dir).split(sep).join("/");
       if (canonical !== id) return { why: `a model id has no empty or "." path steps: ${JSON.stringify(canonical)}?` };
       if (!existsSync(join(dir, "config.json"))) return { why: `no model directory ${JSON.stringify(id)} (with its config.json) in WHISPER_MODELS_DIR` };
-    } else if (!HUB_MODELS[name] && (!/^[\w.-]+\/[\w.-]+$/.test(name) || name.includes(".."))) {
+    } else if (!hub && (!/^[\w.-]+\/[\w.-]+$/.test(name) || name.includes(".."))) {
       // ".." is no valid hub id (transformers.js refuses it too) and would reach outside the model cache.
       return { why: "not a known Whisper model" };
     }

@@ -237,7 +237,7 @@ export interface components {
                 /** @enum {string} */
                 code: "invalid_request" | "unauthorized" | "forbidden" | "not_found" | "method_not_allowed" | "request_timeout" | "conflict" | "payload_too_large" | "unsupported_media" | "unprocessable_audio" | "idempotency_key_reused" | "headers_too_large" | "rate_limited" | "internal" | "upstream_failed" | "unavailable" | "timeout";
                 message: string;
-                /** @description OpenAI's error type (invalid_request_error, authentication_error, rate_limit_error, server_error, ...) */
+                /** @description OpenAI's error type (invalid_request_error, requests, server_error, ...) */
                 type: string;
                 /** @description The request field at fault, when there is one */
                 param: string | null;
@@ -843,17 +843,6 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Error: unprocessable_audio */
-            422: {
-                headers: {
-                    /** @description The request's id, as in the error body and the logs. */
-                    "x-request-id"?: string;
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
             /** @description Error: rate_limited */
             429: {
                 headers: {
@@ -993,17 +982,6 @@ export interface operations {
             };
             /** @description Error: unsupported_media */
             415: {
-                headers: {
-                    /** @description The request's id, as in the error body and the logs. */
-                    "x-request-id"?: string;
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Error: unprocessable_audio */
-            422: {
                 headers: {
                     /** @description The request's id, as in the error body and the logs. */
                     "x-request-id"?: string;
