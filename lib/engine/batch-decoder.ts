@@ -273,6 +273,7 @@ export class BatchDecoder {
           if (i >= 0) this.encodeQueue.splice(i, 1);
           row.canceled = true;
           row.reject(err);
+          this.forgetIfDone(row.stream);
           this.kick();
         },
       );
@@ -294,6 +295,7 @@ export class BatchDecoder {
         if (i >= 0) list.splice(i, 1);
       }
     }
+    this.forgetIfDone(row.stream);
     this.wake?.();
   }
 
@@ -383,7 +385,15 @@ export class BatchDecoder {
 
   private charge(stream: string, ms: number): void {
     this.usage.set(stream, this.usageOf(stream) + ms);
-    // A file with nothing left here is forgotten: its next window counts as new.
+    this.forgetIfDone(stream);
+  }
+
+  /**
+   * A file with nothing left here is forgotten: its next window counts as new. Kept, a canceled
+   * file's usage stayed the least while the loop ran on, and every new file started from it rather
+   * than just ahead of the least served running one.
+   */
+  private forgetIfDone(stream: string): void {
     if (this.rowsOf(stream) === 0 && !this.encodeQueue.some((r) => r.stream === stream)) {
       this.usage.delete(stream);
       this.following.delete(stream);
@@ -541,6 +551,10 @@ export class BatchDecoder {
         for (const r of rows) this.charge(r.stream, spent / rows.length);
       } catch (err) {
         for (const r of rows) r.reject(err as Error);
+        // Failed in its first step (the pick), after it joined the cohorts: its rows would decode on
+        // for windows that have already failed.
+        const cohort = this.cohorts.find((c) => c.rows.some((r) => rows.includes(r)));
+        if (cohort) this.dropRows(cohort, new Set(cohort.rows.keys()));
       }
     }
   }
@@ -703,8 +717,8 @@ export class BatchDecoder {
   private check(window: Row, decoded: Decode, encoded: () => Float32Array): boolean {
     const { model } = window;
     const { rules } = model;
-    const text = model.decode(decoded.generated.filter((t) => t < rules.eos));
-    const ratio = compressionRatio(text);
+    // Stripped, as transcribe.py measures it: the leading space would count on a short text.
+    const ratio = compressionRatio(model.decode(decoded.generated.filter((t) => t < rules.eos)).trim());
     const avgLogprob = decoded.logprobs.reduce((a, b) => a + b, 0) / Math.max(1, decoded.logprobs.length);
     const th = window.thresholds;
     const unsure = avgLogprob < th.logprob;
@@ -719,7 +733,8 @@ export class BatchDecoder {
     const chunks = silent ? [] : assembleSegments(decoded.generated, decoded.logprobs, rules.timestampBegin, rules.eos, decode);
     if (decoded.attention && chunks.length > 0) {
       const initialRows = window.init.length - 1 - window.sotIndex;
-      const timings = alignWords(decoded.generated, { heads: model.alignmentHeads.length, frames: window.frames, rows: decoded.attention, initialRows }, rules.eos, decode);
+      const attention = { heads: model.alignmentHeads.length, frames: window.frames, rows: decoded.attention, initialRows };
+      const timings = alignWords(decoded.generated, attention, rules.eos, decode, window.language);
       const words = wordsBySegment(chunks, timings, window.sampleCount / SAMPLES_PER_POSITION / POSITIONS_PER_SECOND);
       chunks.forEach((chunk, i) => (chunk.words = words[i]!));
     }

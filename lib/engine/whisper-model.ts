@@ -119,9 +119,8 @@ export class WhisperModel {
     this.headDim = config.d_model / config.decoder_attention_heads;
     this.multilingual = Boolean(generation.is_multilingual);
     this.languages = new Map(Object.entries(generation.lang_to_id ?? {}).map(([token, id]) => [id, token.slice(2, -2)]));
-    const [startOfPrev, noSpeech] = asr.tokenizer.convert_tokens_to_ids(["<|startofprev|>", "<|nocaptions|>"]) as number[];
-    this.startOfPrev = startOfPrev!;
-    this.noSpeech = noSpeech!;
+    this.startOfPrev = asr.tokenizer.convert_tokens_to_ids("<|startofprev|>");
+    this.noSpeech = noSpeechToken(asr.tokenizer, generation.no_timestamps_token_id);
     this.kv = decoder.inputNames
       .filter((name) => name.startsWith("past_key_values."))
       .map((past) => ({ past, present: past.replace("past_key_values", "present"), cross: past.includes(".encoder.") }));
@@ -395,4 +394,14 @@ export class WhisperModel {
     for (const [name, t] of state.past) state.past.set(name, compact(t));
     state.rows = keep.length;
   }
+}
+
+/**
+ * The token whose probability after the start token says "no speech": <|nocaptions|>, which the
+ * large-v3 tokenizers (turbo's too) call <|nospeech|>; every Whisper vocabulary has it right before
+ * <|notimestamps|>.
+ */
+export function noSpeechToken(tokenizer: { convert_tokens_to_ids(tokens: string[]): (number | undefined)[] }, noTimestamps: number): number {
+  const [noCaptions, noSpeech] = tokenizer.convert_tokens_to_ids(["<|nocaptions|>", "<|nospeech|>"]);
+  return noCaptions ?? noSpeech ?? noTimestamps - 1;
 }

@@ -48,9 +48,25 @@ function randomLogits(): Float32Array {
   return logits;
 }
 
-/** What transformers.js's generate() leaves for the ASR pipeline with timestamps: its three processors in its order. */
+/**
+ * openai's monotonic rule, which generate() lacks, as decoding.py's ApplyTimestampRules masks it: no
+ * timestamp before the last one, nor equal to it but right after a segment's closing one.
+ */
+function openaiMasks(ids: bigint[], logits: Float32Array): void {
+  const generated = ids.slice(PROMPT.length).map(Number);
+  const n = generated.length;
+  const timestamps = generated.filter((t) => t >= TS);
+  if (timestamps.length === 0) return;
+  const lastWas = generated[n - 1]! >= TS;
+  const penultimateWas = n < 2 || generated[n - 2]! >= TS;
+  logits.fill(-Infinity, TS, lastWas && !penultimateWas ? timestamps.at(-1)! : timestamps.at(-1)! + 1);
+}
+
+/** What transformers.js's generate() leaves for the ASR pipeline with timestamps (its three processors in its order), after openai's mask. */
 function library(ids: bigint[], logits: Float32Array): Float32Array {
-  const tensor = new Tensor("float32", logits.slice(), [1, V]);
+  const masked = logits.slice();
+  openaiMasks(ids, masked);
+  const tensor = new Tensor("float32", masked, [1, V]);
   const rows = [(tensor as unknown as Tensor[])[0]] as unknown as Tensor;
   new SuppressTokensLogitsProcessor(config.suppress_tokens)._call([ids], rows);
   new SuppressTokensAtBeginLogitsProcessor(config.begin_suppress_tokens, PROMPT.length)._call([ids], rows);
@@ -59,7 +75,23 @@ function library(ids: bigint[], logits: Float32Array): Float32Array {
 }
 
 describe("WhisperRules", () => {
-  it("leaves exactly the logits the library's processors leave, first step and near ties included", () => {
+  it("never lets timestamps go back, nor a segment end where it starts", () => {
+    const rules = new WhisperRules(config);
+    // <|5.00|> a <|6.00|><|6.00|> b: the open segment started at 6.00.
+    const open = new Float32Array(V);
+    open[TS + 100] = 50;
+    rules.apply(open, [TS + 250, 100, TS + 300, TS + 300, 200]);
+    expect(open[TS + 100]).toBe(-Infinity);
+    expect(open[TS + 300]).toBe(-Infinity);
+    expect(open[TS + 301]).toBeGreaterThan(-Infinity);
+    // Right after <|5.00|> a <|6.00|> closed a segment, the next may open at 6.00 but not before.
+    const closed = new Float32Array(V);
+    rules.apply(closed, [TS + 250, 100, TS + 300]);
+    expect(closed[TS + 299]).toBe(-Infinity);
+    expect(closed[TS + 300]).toBeGreaterThan(-Infinity);
+  });
+
+  it("leaves exactly the logits the library's processors leave after openai's monotonic rule, first step and near ties included", () => {
     const rules = new WhisperRules(config);
     let textMasked = 0;
     let firstSteps = 0;

@@ -25,7 +25,12 @@ export interface Pick {
  * pipeline with timestamps (so that at batch 1 the engine returns the stock pipeline's tokens):
  * suppress_tokens always; begin_suppress_tokens and "timestamps only" on the first generated token;
  * <|notimestamps|> never; timestamps in pairs except right before end-of-text; and a timestamp
- * whenever the timestamps together are more likely than the best text token.
+ * whenever the timestamps together are more likely than the best text token. One of openai's rules
+ * comes first, which generate() lacks (whisper.cpp and faster-whisper keep it): timestamps never go
+ * back, nor close a segment at its own start, so segments come out in order. Where it does not bind,
+ * the tokens are the stock pipeline's. (openai's max_initial_timestamp, the first timestamp at most
+ * 1.0 s, is left out as generate() leaves it: a window whose speech starts later, with VAD off or the
+ * energy gate, would have its first segment start too early.)
  *
  * The last rule is decided on logits rather than log-probabilities (the softmax normaliser cancels:
  * logsumexp(timestamp logits) against max(text logits)), which avoids a log_softmax over the whole
@@ -63,14 +68,15 @@ export class WhisperRules {
     for (const id of this.suppress) logits[id] = -Infinity;
     logits[this.noTimestamps] = -Infinity;
     const n = generated.length;
+    const tsBegin = this.timestampBegin;
     if (n === 0) {
       for (const id of this.beginSuppress) logits[id] = -Infinity;
-      logits.fill(-Infinity, 0, this.timestampBegin);
+      logits.fill(-Infinity, 0, tsBegin);
       return;
     }
-    const tsBegin = this.timestampBegin;
     const lastWasTimestamp = generated[n - 1]! >= tsBegin;
     const penultimateWasTimestamp = n < 2 || generated[n - 2]! >= tsBegin;
+    this.forward(logits, generated, lastWasTimestamp && !penultimateWasTimestamp);
     if (lastWasTimestamp) {
       if (penultimateWasTimestamp) logits.fill(-Infinity, tsBegin);
       else logits.fill(-Infinity, 0, this.eos);
@@ -98,6 +104,19 @@ export class WhisperRules {
     const lead = maxTs + Math.log(mass) - maxText;
     if (lead > margin) logits.fill(-Infinity, 0, tsBegin);
     else if (lead >= -margin) this.defer(logits, generated);
+  }
+
+  /**
+   * openai's monotonic rule: no timestamp before the last one; and none equal to it either, except
+   * right after a segment's closing timestamp, where the next segment may open at the same time.
+   */
+  private forward(logits: Float32Array, generated: readonly number[], justClosed: boolean): void {
+    for (let i = generated.length - 1; i >= 0; i--) {
+      const token = generated[i]!;
+      if (token < this.timestampBegin) continue;
+      logits.fill(-Infinity, this.timestampBegin, justClosed ? token : token + 1);
+      return;
+    }
   }
 
   private defer(logits: Float32Array, generated: readonly number[]): void {

@@ -76,6 +76,21 @@ describe("word alignment (Whisper's timing.py)", () => {
     expect(splitWords([1, 2, 3], dec)).toEqual([{ word: " café,", tokens: [1, 2, 3] }]);
   });
 
+  it("makes every character a word in a language written without spaces, a split character still whole", () => {
+    const pieces: Record<number, string> = { 1: "日", 2: "本", 3: "\ufffd", 4: "。" };
+    const dec = (t: number[]) => (t.join() === "3,4" ? "語。" : t.map((x) => pieces[x]).join(""));
+    for (const language of ["ja", "zh", "th", "yue"]) {
+      expect(splitWords([1, 2, 3, 4], dec, language), language).toEqual([
+        { word: "日", tokens: [1] },
+        { word: "本", tokens: [2] },
+        { word: "語。", tokens: [3, 4] },
+      ]);
+    }
+    // Written with spaces, or an English-only model (no language): one word until a space.
+    expect(splitWords([1, 2], dec, "de")).toEqual([{ word: "日本", tokens: [1, 2] }]);
+    expect(splitWords([1, 2], dec)).toEqual([{ word: "日本", tokens: [1, 2] }]);
+  });
+
   it("has Whisper's median filter (reflected edges) and DTW path", () => {
     expect(Array.from(medianFilter(Float64Array.from([3, 1, 4, 1, 5, 9, 2, 6]), 3))).toEqual([1, 3, 1, 4, 5, 5, 6, 2]);
     const path = dtw([Float64Array.from([1, 1, 0, 0]), Float64Array.from([0, 0, 1, 1])], 4);

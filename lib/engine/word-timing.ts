@@ -37,7 +37,7 @@ export interface TimedWord {
  * heads, then a dynamic-time-warping path through the negated matrix gives each token the position
  * where the path reaches it. Row `initialRows + i` is the one that predicted generated[i].
  */
-export function alignWords(generated: readonly number[], attention: AttentionRows, eos: number, decode: (tokens: number[]) => string): TimedWord[] {
+export function alignWords(generated: readonly number[], attention: AttentionRows, eos: number, decode: (tokens: number[]) => string, language: string | null = null): TimedWord[] {
   const text: number[] = [];
   const picked: number[] = [];
   let endRow = -1;
@@ -64,7 +64,7 @@ export function alignWords(generated: readonly number[], attention: AttentionRow
 
   const jumpTimes: number[] = [];
   for (let k = 0; k < tokenIndex.length; k++) if (k === 0 || tokenIndex[k] !== tokenIndex[k - 1]) jumpTimes.push(timeIndex[k]! / POSITIONS_PER_SECOND);
-  const words = splitWords(text, decode);
+  const words = splitWords(text, decode, language);
   const timings: TimedWord[] = [];
   let boundary = 0;
   for (const w of words) {
@@ -161,12 +161,17 @@ export function dtw(matrix: Float64Array[], frames: number): { tokenIndex: numbe
   return { tokenIndex: tokenIndex.reverse(), timeIndex: timeIndex.reverse() };
 }
 
+/** Languages written without spaces between words, whose words Whisper times character by character. */
+const UNSPACED_LANGUAGES = new Set(["zh", "ja", "th", "lo", "my", "yue"]);
+
 /**
- * The tokenizer's words for languages written with spaces (Whisper's split_tokens_on_spaces): a
- * token that starts with a space, or is punctuation, starts a word. Tokens that only make a
- * character together (a multi-byte character split across tokens) are decoded together.
+ * The tokenizer's words, as Whisper's split_to_word_tokens makes them. Tokens that only make a
+ * character together (a multi-byte character split across tokens) are decoded together; in a
+ * language written with spaces, a piece that starts with a space, or is punctuation, starts a word
+ * (split_tokens_on_spaces); in one written without (Chinese, Japanese, Thai, Lao, Burmese,
+ * Cantonese), every piece is a word (split_tokens_on_unicode).
  */
-export function splitWords(tokens: readonly number[], decode: (tokens: number[]) => string): { word: string; tokens: number[] }[] {
+export function splitWords(tokens: readonly number[], decode: (tokens: number[]) => string, language: string | null = null): { word: string; tokens: number[] }[] {
   const pieces: { text: string; tokens: number[] }[] = [];
   let pending: number[] = [];
   for (const token of tokens) {
@@ -178,6 +183,7 @@ export function splitWords(tokens: readonly number[], decode: (tokens: number[])
     }
   }
   if (pending.length > 0) pieces.push({ text: decode(pending), tokens: pending });
+  if (language !== null && UNSPACED_LANGUAGES.has(language)) return pieces.map((p) => ({ word: p.text, tokens: p.tokens }));
   const words: { word: string; tokens: number[] }[] = [];
   for (const piece of pieces) {
     const startsWord = piece.text.startsWith(" ") || PUNCTUATION.has(piece.text.trim()) || words.length === 0;

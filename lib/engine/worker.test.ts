@@ -10,6 +10,7 @@ import { DEFAULT_MODELS_DIR, generateModel } from "../../tools/models/generate.t
 import { microTones, type MicroWord } from "../../tools/models/micro.ts";
 import { whisperFeatures } from "../audio/log-mel.ts";
 import { WindowCanceled } from "./batch-decoder.ts";
+import { GreedyPicker } from "./greedy-picker.ts";
 import type { ModelSpec, WindowOutput } from "./protocol.ts";
 import { createInference, type Inference } from "./worker.ts";
 
@@ -123,6 +124,36 @@ describe("batched decoding", () => {
     await expect.poll(() => inference.decoder.stats.activeRows, { interval: 1, timeout: 120_000 }).toBeLessThanOrEqual(2);
     expect(await Promise.all(keep)).toEqual([expected, expected]);
     expect(inference.decoder.stats.activeRows).toBe(0);
+  });
+});
+
+describe("a cohort whose first step fails", () => {
+  it("fails its windows and leaves no row decoding for them; the next window decodes as before", async () => {
+    const { spec, inference } = await loaded("micro", "q8");
+    const samples = synthesize(microTones([{ word: "bravo", seconds: 3 }]));
+    const expected = await window(inference, spec, samples);
+    const pick = vi.spyOn(GreedyPicker.prototype, "pick").mockRejectedValueOnce(new Error("the picker failed"));
+    await expect(window(inference, spec, samples, "failed")).rejects.toThrow("the picker failed");
+    expect(inference.decoder.stats.activeRows).toBe(0);
+    pick.mockRestore();
+    expect(await window(inference, spec, samples)).toEqual(expected);
+  });
+});
+
+describe("a canceled file", () => {
+  it("is forgotten at once by the scheduler, so a newcomer starts just ahead of the files still running, not from it", async () => {
+    const { spec, inference } = await loaded("tiny.en", "fp32");
+    const samples = synthesize([{ tone: 440, seconds: 30 }]);
+    const usage = (inference.decoder as unknown as { usage: Map<string, number> }).usage;
+    const running = [window(inference, spec, samples, "long"), window(inference, spec, samples, "longer")];
+    const abort = new AbortController();
+    const gone = window(inference, spec, samples, "gone", abort.signal);
+    // Looked at (queued behind the others' encoder runs), then canceled.
+    await expect.poll(() => usage.has("gone"), { interval: 1, timeout: 60_000 }).toBe(true);
+    abort.abort();
+    await expect(gone).rejects.toBeInstanceOf(WindowCanceled);
+    expect(usage.has("gone")).toBe(false);
+    await Promise.all(running);
   });
 });
 
