@@ -19,7 +19,7 @@ import { parseSchedule } from "../webhooks/retry-schedule.ts";
 import { generateWebhookSecret, parseWebhookSecrets } from "../webhooks/standard-webhooks.ts";
 import { FileBlobs } from "./blobs.ts";
 import { EmbeddedJobStore, inputsDir } from "./embedded-job-store.ts";
-import type { Dispatch, JobRecord, JobRequest, JobStore } from "./ports.ts";
+import type { Dispatch, JobDispatcher, JobRecord, JobRequest, JobStore } from "./ports.ts";
 import { EmbeddedJobDispatcher } from "./embedded-dispatcher.ts";
 import { JobRunner, type JobRunnerDeps } from "./runner.ts";
 
@@ -90,6 +90,11 @@ async function storeInTempDir(): Promise<{ dataDir: string; store: EmbeddedJobSt
   const store = await EmbeddedJobStore.open({ dataDir, retentionMs: 3_600_000 });
   cleanups.push(() => store.close());
   return { dataDir, store };
+}
+
+/** A dispatcher as QStash's behaves to the runner: room now or a deferral, each message handed to `dispatch`. */
+function qstashLike(dispatch: (d: Dispatch) => Promise<void>): JobDispatcher {
+  return { admission: "now", waiting: 0, start: async () => undefined, stop: () => undefined, dispatch };
 }
 
 const NO_CALLBACKS: CallbackSender = { enqueue: async () => undefined, start: async () => undefined, close: async () => undefined };
@@ -444,16 +449,10 @@ describe("a submission its dispatcher refuses", () => {
     const { dataDir, store } = await storeInTempDir();
     let up = false;
     const dispatched: string[] = [];
-    const dispatcher = {
-      admission: "now" as const,
-      waiting: 0,
-      start: async () => undefined,
-      stop: () => undefined,
-      dispatch: async ({ jobId }: { jobId: string }) => {
-        if (!up) throw new DomainError("unavailable", "The job could not be handed to QStash; retry shortly.");
-        dispatched.push(jobId);
-      },
-    };
+    const dispatcher = qstashLike(async ({ jobId }) => {
+      if (!up) throw new DomainError("unavailable", "The job could not be handed to QStash; retry shortly.");
+      dispatched.push(jobId);
+    });
     const jobs = runner(store, dataDir, NO_CALLBACKS, undefined, 10, { dispatcher });
     await jobs.start();
     cleanups.push(() => jobs.stop());
@@ -488,13 +487,7 @@ function clusterWorker(
     return permit && { lost: new Promise<void>(() => undefined), release: async () => permit.release() };
   });
   const dispatched: Dispatch[] = [];
-  const dispatcher = {
-    admission: "now" as const,
-    waiting: 0,
-    start: async () => undefined,
-    stop: () => undefined,
-    dispatch: async (d: Dispatch) => void dispatched.push(d),
-  };
+  const dispatcher = qstashLike(async (d) => void dispatched.push(d));
   const transcription = { admit: admitted, transcribeFile: vi.fn(transcribeFile), retryAfterSeconds: () => 1 } as unknown as TranscriptionService;
   const jobs = runner(store, dataDir, NO_CALLBACKS, undefined, 10, { dispatcher, transcription, ...(options.leases ? { leases: options.leases } : {}) });
   cleanups.push(() => jobs.stop());
