@@ -380,6 +380,10 @@ export class WhisperModel {
   /**
    * Keeps only the given rows (indices into the group, in order) of a group's state, moving them
    * down in place: new buffers would hold the group twice at a moment when memory is at its peak.
+   * Once the rows left fill half their buffer or less, they move to one their size and the old one
+   * is freed: otherwise a group whose rows but one had finished held every row's cross-attention
+   * K/V and encoder output for as long as that one decoded (tiny: 21 MB a row), beside the new
+   * groups started on the rows it gave up, past what the slot plan counts.
    */
   static keepRows(state: BatchState, keep: number[]): void {
     const compact = (t: ort.Tensor): ort.Tensor => {
@@ -388,7 +392,12 @@ export class WhisperModel {
       keep.forEach((r, i) => {
         if (r !== i) data.copyWithin(i * size, r * size, (r + 1) * size);
       });
-      return new ort.Tensor("float32", data.subarray(0, keep.length * size), [keep.length, ...t.dims.slice(1)]);
+      const kept = data.subarray(0, keep.length * size);
+      const dims = [keep.length, ...t.dims.slice(1)];
+      if (2 * kept.byteLength > data.buffer.byteLength) return new ort.Tensor("float32", kept, dims);
+      const moved = kept.slice();
+      releaseBuffer(data.buffer);
+      return new ort.Tensor("float32", moved, dims);
     };
     state.encoderStates = compact(state.encoderStates);
     for (const [name, t] of state.past) state.past.set(name, compact(t));

@@ -7,11 +7,12 @@ import { pipeline, type AutomaticSpeechRecognitionPipeline } from "@huggingface/
 import { describe, expect, it, vi } from "vitest";
 import { synthesize, type SynthPart } from "../../tools/audio/synth.ts";
 import { DEFAULT_MODELS_DIR, generateModel } from "../../tools/models/generate.ts";
-import { microTones, type MicroWord } from "../../tools/models/micro.ts";
+import { microTones, STUTTER_TONE, type MicroWord } from "../../tools/models/micro.ts";
 import { whisperFeatures } from "../audio/log-mel.ts";
 import { WindowCanceled } from "./batch-decoder.ts";
 import { GreedyPicker } from "./greedy-picker.ts";
 import type { ModelSpec, WindowOutput } from "./protocol.ts";
+import type { BatchState } from "./whisper-model.ts";
 import { createInference, type Inference } from "./worker.ts";
 
 interface Chunk {
@@ -124,6 +125,25 @@ describe("batched decoding", () => {
     await expect.poll(() => inference.decoder.stats.activeRows, { interval: 1, timeout: 120_000 }).toBeLessThanOrEqual(2);
     expect(await Promise.all(keep)).toEqual([expected, expected]);
     expect(inference.decoder.stats.activeRows).toBe(0);
+  });
+});
+
+describe("a cohort most of whose rows have finished", () => {
+  it("holds no more than its rows left: their encoder output and cross-attention cache move to buffers their size", async () => {
+    const { spec, inference } = await loaded("micro", "q8");
+    const shortWindow = synthesize(microTones([{ word: "bravo", seconds: 3 }]));
+    // Greedy decoding loops on this tone to the length limit, as Whisper on some audio.
+    const looping = synthesize(microTones([{ silence: 1 }, { word: STUTTER_TONE.word, seconds: 6 }]));
+    const cohorts = (inference.decoder as unknown as { cohorts: { rows: unknown[]; state: BatchState }[] }).cohorts;
+    const long = window(inference, spec, looping, "long");
+    const ends = await Promise.all([window(inference, spec, shortWindow, "a"), window(inference, spec, shortWindow, "b"), window(inference, spec, shortWindow, "c")]);
+    expect(ends.map((o) => o.chunks.map((c) => c.text.trim()))).toEqual([["bravo"], ["bravo"], ["bravo"]]);
+    // The looping row decodes on alone in the cohort the four started in.
+    expect(cohorts).toHaveLength(1);
+    expect(cohorts[0]!.rows).toHaveLength(1);
+    const { encoderStates, past } = cohorts[0]!.state;
+    for (const t of [encoderStates, ...past.values()]) expect((t.data as Float32Array).buffer.byteLength).toBe((t.data as Float32Array).byteLength);
+    await long;
   });
 });
 
