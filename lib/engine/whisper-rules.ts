@@ -76,7 +76,7 @@ export class WhisperRules {
     }
     const lastWasTimestamp = generated[n - 1]! >= tsBegin;
     const penultimateWasTimestamp = n < 2 || generated[n - 2]! >= tsBegin;
-    this.forward(logits, generated, lastWasTimestamp && !penultimateWasTimestamp);
+    this.forbidGoingBack(logits, generated, lastWasTimestamp && !penultimateWasTimestamp);
     if (lastWasTimestamp) {
       if (penultimateWasTimestamp) logits.fill(-Infinity, tsBegin);
       else logits.fill(-Infinity, 0, this.eos);
@@ -110,7 +110,7 @@ export class WhisperRules {
    * openai's monotonic rule: no timestamp before the last one; and none equal to it either, except
    * right after a segment's closing timestamp, where the next segment may open at the same time.
    */
-  private forward(logits: Float32Array, generated: readonly number[], justClosed: boolean): void {
+  private forbidGoingBack(logits: Float32Array, generated: readonly number[], justClosed: boolean): void {
     for (let i = generated.length - 1; i >= 0; i--) {
       const token = generated[i]!;
       if (token < this.timestampBegin) continue;
