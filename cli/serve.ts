@@ -68,6 +68,8 @@ export async function serveCommand(argv: string[], startServer: StartServer): Pr
     };
     process.on("SIGTERM", stop);
     process.on("SIGINT", stop);
+    // A closed terminal or session (and bin/slotscribe.js passing it on): a stop like any other.
+    process.on("SIGHUP", stop);
   });
   return 0;
 }

@@ -1,5 +1,19 @@
+import http from "node:http";
 import { describe, expect, it } from "vitest";
-import { startingUp } from "./server.ts";
+import { loadConfig } from "../lib/config.ts";
+import { connectionsCheckingInterval, startingUp } from "./server.ts";
+
+describe("the listener's request deadline", () => {
+  it("is checked at an interval Node accepts for any REQUEST_TIMEOUT the settings accept", () => {
+    for (const timeout of ["1.25s", "1001ms", "6.25s", "5m", "24d"]) {
+      const { REQUEST_TIMEOUT } = loadConfig({ API_KEYS: "k", REQUEST_TIMEOUT: timeout });
+      expect(
+        () => http.createServer({ requestTimeout: REQUEST_TIMEOUT, connectionsCheckingInterval: connectionsCheckingInterval(REQUEST_TIMEOUT) }).close(),
+        timeout,
+      ).not.toThrow();
+    }
+  });
+});
 
 describe("the listener before the app is built", () => {
   it("answers 503 in the service's error shape, with a request id, Retry-After and the page's CORS headers", async () => {

@@ -96,7 +96,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
         autoCleanupIncoming: false,
         // Node checks the deadline every connectionsCheckingInterval (30 s by default), which would
         // stretch a short one.
-        serverOptions: { requestTimeout: config.REQUEST_TIMEOUT, connectionsCheckingInterval: Math.min(30_000, Math.max(100, config.REQUEST_TIMEOUT / 4)) },
+        serverOptions: { requestTimeout: config.REQUEST_TIMEOUT, connectionsCheckingInterval: connectionsCheckingInterval(config.REQUEST_TIMEOUT) },
       },
       () => {
         s.off("error", reject);
@@ -189,4 +189,12 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
 function searchesAtOnce(slots: number, beamSize: number): string {
   const n = Math.max(1, Math.floor(slots / Math.min(beamSize, slots)));
   return `${n} window${n === 1 ? "" : "s"} at once`;
+}
+
+/**
+ * How often Node looks for requests past their deadline: a quarter of it, between 100 ms and 30 s,
+ * in whole milliseconds (Node refuses a fraction: REQUEST_TIMEOUT=1.25s stopped the server starting).
+ */
+export function connectionsCheckingInterval(requestTimeoutMs: number): number {
+  return Math.min(30_000, Math.max(100, Math.floor(requestTimeoutMs / 4)));
 }

@@ -123,6 +123,10 @@ describe("loadConfig", () => {
     ["PUBLIC_URL", "not a url"],
     ["PUBLIC_URL", "ftp://files.example.com"],
     ["REQUEST_TIMEOUT", "0s"],
+    ["REQUEST_TIMEOUT", "30d"],
+    ["QUEUE_TIMEOUT", "30d"],
+    ["SHUTDOWN_GRACE", "25d"],
+    ["DOWNLOAD_TIMEOUT", "0s"],
     ["CORS_ORIGINS", "https://app.example.com/app"],
     ["CORS_ORIGINS", "https://ok.example,app.example.com"],
     ["CORS_ORIGINS", "https://*.example.com"],
@@ -135,6 +139,11 @@ describe("loadConfig", () => {
     const err = configError({ ...VALID, [key]: value });
     expect(err.issues).toHaveLength(1);
     expect(err.issues[0]).toMatch(new RegExp(`^${key}:`));
+  });
+
+  it("takes a blank setting as unset, so its default applies, not as 0 or an empty name", () => {
+    const config = loadConfig({ ...VALID, PORT: "", HOST: " ", LOGPROB_THRESHOLD: "", QUEUE_SIZE: "", WINDOW_SLOTS: "", INSTANCE_ID: "" });
+    expect(config).toMatchObject({ PORT: 8080, HOST: "0.0.0.0", LOGPROB_THRESHOLD: -1, QUEUE_SIZE: 16, WINDOW_SLOTS: undefined, INSTANCE_ID: undefined });
   });
 
   it("refuses a model it could not load, naming the setting: not in WHISPER_MODELS_DIR, outside it, or no hub id", async () => {
@@ -222,6 +231,10 @@ describe("loadConfig", () => {
       leaseTtlMs: 15_000,
       leaseHeartbeatMs: 5_000,
     });
+  });
+
+  it("refuses leases that would never last: a zero lease time names LEASE_TTL", () => {
+    expect(configError({ ...VALID, ...CLUSTER, LEASE_TTL: "0s", LEASE_HEARTBEAT: "0s" }).message).toMatch(/LEASE_TTL/);
   });
 
   it("refuses an Upstash Redis URL without its token, and a token without its URL", () => {

@@ -33,6 +33,14 @@ const parsedBy =
     }
   };
 const duration = (fallback: string) => z.string().default(fallback).transform(parsedBy(parseDuration));
+/** Node's longest timer (about 24.8 days): a longer one fires after 1 ms (QUEUE_TIMEOUT=30d refused every waiter at once). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+/** A duration a timer waits for: at most Node's longest timer, and more than 0 unless 0 means "at once". */
+const timerDuration = (fallback: string, { zeroMeansAtOnce = false } = {}) =>
+  duration(fallback).refine(
+    (ms) => (zeroMeansAtOnce ? ms >= 0 : ms > 0) && ms <= MAX_TIMER_MS,
+    `must be ${zeroMeansAtOnce ? "" : "more than 0 and "}at most 24d (the longest timer Node keeps)`,
+  );
 const bytes = (fallback: string) => z.string().default(fallback).transform(parsedBy(parseBytes));
 const executableFile = (path: string): string => {
   if (!statSync(path, { throwIfNoEntry: false })?.isFile()) throw new Error(`"${path}" is not a file`);
@@ -54,7 +62,12 @@ const isDirectory = (path: string): boolean => {
     return false;
   }
 };
-const positiveInt = z.coerce.number().int().positive();
+/**
+ * A blank value (PORT= in a .env file) means the setting is unset, so its default applies: read as a
+ * number it was 0 (Number("")), and PORT= bound a random port.
+ */
+const unsetIfBlank = <T extends z.ZodType>(schema: T) => z.preprocess((v) => (typeof v === "string" && v.trim() === "" ? undefined : v), schema);
+const optionalPositiveInt = unsetIfBlank(z.coerce.number().int().positive().optional());
 const secret = z.string().min(1, "must not be empty when set");
 const httpUrl = z.url({ protocol: /^https?$/, error: "must be an http(s) URL" });
 
@@ -70,13 +83,13 @@ export type Role = (typeof ROLES)[number];
  * one switches a feature off or refuses to start, never runs with an empty value.
  */
 const settingsSchema = z.object({
-  PORT: z.coerce.number().int().min(0).max(65535).default(8080),
-  HOST: z.string().default("0.0.0.0"),
+  PORT: unsetIfBlank(z.coerce.number().int().min(0).max(65535).default(8080)),
+  HOST: unsetIfBlank(z.string().default("0.0.0.0")),
   PUBLIC_URL: httpUrl.optional(),
   ROLE: z.enum(ROLES).default("all"),
   WORKER_URL: httpUrl.optional(),
   LOG_LEVEL: z.enum(["debug", "info", "warn", "error", "silent"]).default("info"),
-  SHUTDOWN_GRACE: duration("25s"),
+  SHUTDOWN_GRACE: timerDuration("25s", { zeroMeansAtOnce: true }),
 
   API_KEYS: list,
   ALLOW_ANONYMOUS: bool,
@@ -91,17 +104,17 @@ const settingsSchema = z.object({
 
   MAX_UPLOAD_BYTES: bytes("200MiB"),
   // 0 is Node's "no limit", which would switch off the guard against clients that send slowly on purpose.
-  REQUEST_TIMEOUT: duration("5m").refine((ms) => ms >= 1000, "must be at least 1s"),
+  REQUEST_TIMEOUT: duration("5m").refine((ms) => ms >= 1000 && ms <= MAX_TIMER_MS, "must be at least 1s and at most 24d"),
   MAX_AUDIO_DURATION: duration("4h"),
   VAD: z.enum(VAD_MODES).default("silero"),
   // Whisper's checks on each window's decode (transcribe.py's defaults).
-  COMPRESSION_RATIO_THRESHOLD: z.coerce.number().positive().default(2.4),
-  LOGPROB_THRESHOLD: z.coerce.number().max(0).default(-1),
-  NO_SPEECH_THRESHOLD: z.coerce.number().min(0).max(1).default(0.6),
+  COMPRESSION_RATIO_THRESHOLD: unsetIfBlank(z.coerce.number().positive().default(2.4)),
+  LOGPROB_THRESHOLD: unsetIfBlank(z.coerce.number().max(0).default(-1)),
+  NO_SPEECH_THRESHOLD: unsetIfBlank(z.coerce.number().min(0).max(1).default(0.6)),
   // Decodes sampled per fallback temperature (faster-whisper's, whisper.cpp's and WhisperX's default).
-  BEST_OF: z.coerce.number().int().min(1).max(10).default(5),
+  BEST_OF: unsetIfBlank(z.coerce.number().int().min(1).max(10).default(5)),
   // Beams at temperature 0: 1 decodes greedily, as OpenAI's transcribe() does; faster-whisper's default is 5.
-  BEAM_SIZE: z.coerce.number().int().min(1).max(10).default(1),
+  BEAM_SIZE: unsetIfBlank(z.coerce.number().int().min(1).max(10).default(1)),
   /** alias=model pairs; OpenAI's newer transcription models name the default model unless told otherwise. */
   MODEL_ALIASES: z
     .string()
@@ -135,16 +148,16 @@ const settingsSchema = z.object({
     .optional()
     .transform((s, ctx) => (s === undefined ? undefined : parsedBy(executableFile)(s, ctx))),
   /** Windows in inference at once on this instance (rows of the shared decoding batch); computed when unset. */
-  WINDOW_SLOTS: positiveInt.optional(),
-  THREADS: positiveInt.optional(),
-  MAX_ACTIVE_JOBS: positiveInt.optional(),
-  QUEUE_SIZE: z.coerce.number().int().min(0).default(16),
-  QUEUE_TIMEOUT: duration("30s"),
+  WINDOW_SLOTS: optionalPositiveInt,
+  THREADS: optionalPositiveInt,
+  MAX_ACTIVE_JOBS: optionalPositiveInt,
+  QUEUE_SIZE: unsetIfBlank(z.coerce.number().int().min(0).default(16)),
+  QUEUE_TIMEOUT: timerDuration("30s", { zeroMeansAtOnce: true }),
 
   DATA_DIR: z.string().min(1, "is set but empty: give a directory, or leave it unset for ./data").default("./data"),
-  JOB_QUEUE_SIZE: z.coerce.number().int().min(1).default(1000),
+  JOB_QUEUE_SIZE: unsetIfBlank(z.coerce.number().int().min(1).default(1000)),
   JOB_MAX_WAIT: duration("1h"),
-  JOB_DEFER_MAX_DELAY: duration("60s"),
+  JOB_DEFER_MAX_DELAY: timerDuration("60s"),
   RESULT_RETENTION: duration("7d"),
   /** Empty when unset: then no job may ask for a callback. */
   WEBHOOK_SECRET: secret.optional().transform((s, ctx) => (s === undefined ? [] : parsedBy(parseWebhookSecrets)(s, ctx))),
@@ -154,7 +167,7 @@ const settingsSchema = z.object({
     .optional()
     .transform((s, ctx) => parsedBy(parseAllowlist)(s ?? "", ctx)),
   MAX_DOWNLOAD_BYTES: bytes("500MiB"),
-  DOWNLOAD_TIMEOUT: duration("5m"),
+  DOWNLOAD_TIMEOUT: timerDuration("5m"),
 
   UPSTASH_REDIS_REST_URL: httpUrl.optional(),
   UPSTASH_REDIS_REST_TOKEN: secret.optional(),
@@ -164,10 +177,10 @@ const settingsSchema = z.object({
   QSTASH_NEXT_SIGNING_KEY: secret.optional(),
   QSTASH_DELIVERY_URL: httpUrl.optional(),
   /** Transcriptions running at once across the cluster: each holds one lease in Redis while it runs. */
-  CLUSTER_MAX_TRANSCRIPTIONS: positiveInt.optional(),
-  LEASE_TTL: duration("15s"),
-  LEASE_HEARTBEAT: duration("5s"),
-  INSTANCE_ID: z.string().optional(),
+  CLUSTER_MAX_TRANSCRIPTIONS: optionalPositiveInt,
+  LEASE_TTL: timerDuration("15s"),
+  LEASE_HEARTBEAT: timerDuration("5s"),
+  INSTANCE_ID: unsetIfBlank(z.string().optional()),
 });
 
 /** Every environment variable the service reads. */

@@ -238,18 +238,18 @@ describe("npx slotscribe serve (bin/slotscribe.js, the package's bin)", () => {
     expect(logs).toContainEqual(expect.objectContaining({ msg: "shutting down", signal: "SIGTERM" }));
   });
 
-  it("passes a SIGTERM sent to it on to the service", async () => {
-    const { shell, logs, url } = await underShell(join(work, "data-npx-term"));
+  it.each(["SIGTERM", "SIGHUP"] as const)("passes a %s sent to it on to the service, which drains and exits 0", async (signal) => {
+    const { shell, logs, url } = await underShell(join(work, `data-npx-${signal}`));
     const launcherPid = Number(
       execFileSync("pgrep", ["-P", String(shell.pid)])
         .toString()
         .trim(),
     );
-    process.kill(launcherPid, "SIGTERM");
+    process.kill(launcherPid, signal);
     const [code] = (await once(shell, "exit")) as [number | null];
     expect(code).toBe(0);
     await stopped(url);
-    expect(logs).toContainEqual(expect.objectContaining({ msg: "shutting down", signal: "SIGTERM" }));
+    expect(logs).toContainEqual(expect.objectContaining({ msg: "shutting down", signal }));
   });
 });
 
