@@ -258,6 +258,21 @@ describe("the HTTP API in process", () => {
     expect(state.transcribed).toEqual([]);
   });
 
+  it("leaves no spooled upload behind when a failing part and the file arrive in one chunk", async () => {
+    const { app } = fakes(scratch, { maxUploadBytes: 1 << 20 });
+    const form = new FormData();
+    // The file sent as a text field first: refused, and the file part after it in the same chunk is not taken.
+    form.append("file", "oops");
+    form.append("file", new Blob([new Uint8Array(4096)]), "a.wav");
+    // One buffer, so the parser is given both parts at once.
+    const encoded = new Response(form);
+    const body = new Uint8Array(await encoded.arrayBuffer());
+    const res = await app.request("/v1/audio/transcriptions", { method: "POST", body, headers: { ...auth, "content-type": encoded.headers.get("content-type")! } });
+    expect(await errorOf(res)).toBe("invalid_request");
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect((await readdir(scratch)).filter((name) => name.endsWith(".upload"))).toEqual([]);
+  });
+
   it("streams deltas that join into the done event's text exactly, spaces at either end included", async () => {
     const { app, state } = fakes(scratch);
     state.segmentTexts = [" ", " Hello. ", " ", "World ", " "];

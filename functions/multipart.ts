@@ -108,7 +108,10 @@ export function readMultipart(c: Context<AppEnv>, { dir, maxFileBytes, hashFile 
       void closed.then(() => (spooled ? rm(spooled.path, { force: true }) : undefined)).finally(() => reject(err));
     };
 
+    // busboy parses the rest of a chunk it has been given even after the parser is cut off: a part
+    // after a failure in the same chunk still arrives here, and is not taken.
     parser.on("field", (name, value, info) => {
+      if (failed) return;
       // Multipart takes a part as a file only with a filename (or as application/octet-stream); without
       // one the upload arrives as text, and would be refused for its size or as a missing file.
       if (name === FILE_FIELD) {
@@ -133,6 +136,10 @@ export function readMultipart(c: Context<AppEnv>, { dir, maxFileBytes, hashFile 
     parser.on("file", (name, stream, info) => {
       // Destroying the parser after a failure errors the part in progress; that is expected.
       stream.on("error", () => undefined);
+      if (failed) {
+        stream.resume();
+        return;
+      }
       if (name !== FILE_FIELD) {
         skippedFiles.push(name);
         stream.resume();

@@ -66,7 +66,11 @@ describe("WAVs in Whisper's format", () => {
     header.writeUInt32LE(0, 40);
     const empty = join(work, "empty.wav");
     writeFileSync(empty, header);
-    for (const path of [...others, empty]) expect(await plainWav(path), path).toBeNull();
+    // A format chunk shorter than 16 bytes (WAVEFORMAT's 14, no bit depth) before 16 kHz mono samples.
+    const short = Buffer.concat([Buffer.from("RIFF\0\0\0\0WAVEfmt \x0e\0\0\0", "latin1"), header.subarray(20, 34), Buffer.from("data\x04\0\0\0\0\0\0\0", "latin1")]);
+    const shortFormat = join(work, "short-format.wav");
+    writeFileSync(shortFormat, short);
+    for (const path of [...others, empty, shortFormat]) expect(await plainWav(path), path).toBeNull();
     for (const path of others) {
       const { samples, ffmpeg } = await decoded(path);
       expect(ffmpeg, path).toBe(true);

@@ -38,7 +38,8 @@ export async function plainWav(path: string): Promise<PlainWav | null> {
       const length = head.readUInt32LE(at + 4);
       const body = at + 8;
       if (id === "fmt ") {
-        if (body + 16 > head.length) return null;
+        // Shorter than PCMWAVEFORMAT's 16 bytes (WAVEFORMAT's 14, with no bit depth): left to ffmpeg.
+        if (length < 16 || body + 16 > head.length) return null;
         encoding = formatOf(head.subarray(body, Math.min(head.length, body + length)));
         if (!encoding) return null;
       } else if (id === "data") {

@@ -68,6 +68,14 @@ describe("detectMachine", () => {
     expect(machine).toMatchObject({ cpus: os.availableParallelism(), cpuSource: "os.availableParallelism()" });
   });
 
+  it("takes a cgroup memory limit above the machine's memory as no limit: the machine runs out first", () => {
+    for (const read of [files({ [V2_MEMORY]: String(2 ** 50) }), files({ [V1_MEMORY]: String(os.totalmem() + GiB) })]) {
+      const machine = detectMachine({}, read);
+      expect(["process.constrainedMemory()", "os.totalmem()"]).toContain(machine.memorySource);
+      expect(machine.memoryBytes).toBeLessThanOrEqual(os.totalmem());
+    }
+  });
+
   it("falls back to what the process can see when there are no cgroup files at all", () => {
     const machine = detectMachine({}, files({}));
     expect(["process.constrainedMemory()", "os.totalmem()"]).toContain(machine.memorySource);

@@ -20,9 +20,6 @@ const readOrNull: ReadFile = (path) => {
   }
 };
 
-/** cgroup v1 reports "no limit" as a huge number near 2^63 rounded to the page size. */
-const UNLIMITED = 2 ** 60;
-
 /**
  * What this instance may really use. Inside a container os.totalmem() and os.cpus() describe the host,
  * so the cgroup limits come first; explicit settings and the platform's own variables may lower the
@@ -68,12 +65,17 @@ function detectMemory(env: NodeJS.ProcessEnv, read: ReadFile, limits: MachineLim
   };
 }
 
-/** The limit the kernel holds this process to: its cgroup's, else what Node reports as constrained. */
+/**
+ * The limit the kernel holds this process to: its cgroup's, else what Node reports as constrained.
+ * A cgroup limit above the machine's memory (docker --memory=64g on a 16 GiB host, or cgroup v1's
+ * "no limit", a number near 2^63) is no limit: the machine runs out first.
+ */
 function enforcedMemory(read: ReadFile): { memoryBytes: number; memorySource: string } | null {
+  const bounded = (bytes: number) => bytes > 0 && bytes < os.totalmem();
   const v2 = read("/sys/fs/cgroup/memory.max");
-  if (v2 && v2 !== "max" && Number(v2) > 0) return { memoryBytes: Number(v2), memorySource: "cgroup v2 memory.max" };
+  if (v2 && v2 !== "max" && bounded(Number(v2))) return { memoryBytes: Number(v2), memorySource: "cgroup v2 memory.max" };
   const v1 = read("/sys/fs/cgroup/memory/memory.limit_in_bytes");
-  if (v1 && Number(v1) > 0 && Number(v1) < UNLIMITED) return { memoryBytes: Number(v1), memorySource: "cgroup v1 memory.limit_in_bytes" };
+  if (v1 && bounded(Number(v1))) return { memoryBytes: Number(v1), memorySource: "cgroup v1 memory.limit_in_bytes" };
   const constrained = process.constrainedMemory?.() ?? 0;
   if (constrained > 0 && constrained < os.totalmem()) return { memoryBytes: constrained, memorySource: "process.constrainedMemory()" };
   return null;
