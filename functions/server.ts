@@ -114,8 +114,11 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     services = await createServices(config, log, { listenUrl: url });
   } catch (err) {
     // The listener answered 503 while the services were built; it must not keep a process that
-    // cannot serve alive.
-    await new Promise<void>((resolve) => (server as Server).close(() => resolve()));
+    // cannot serve alive, nor wait for a client still sending a request it could not answer yet
+    // (up to REQUEST_TIMEOUT): such a connection is closed too.
+    const closed = new Promise<void>((resolve) => (server as Server).close(() => resolve()));
+    (server as Server).closeAllConnections();
+    await closed;
     throw err;
   }
   const { transcriber } = services;
