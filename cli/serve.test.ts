@@ -40,3 +40,24 @@ describe("slotscribe serve's options", () => {
     expect(String(printed.mock.calls[0]?.[0])).toMatch(/refusing to start.*\n.*ROLE:/s);
   });
 });
+
+describe("slotscribe serve's stop", () => {
+  it("exits 1 when the shutdown it was asked for fails, and takes its signal handlers with it", async () => {
+    vi.stubEnv("API_KEYS", "sk-test");
+    vi.stubEnv("LOG_LEVEL", "silent");
+    const failingClose = async () => ({ close: () => Promise.reject(new Error("the launcher would not stop")) });
+    const before = { term: process.listeners("SIGTERM"), hup: process.listenerCount("SIGHUP") };
+    const serving = serveCommand([], failingClose);
+    // Its own handler only: the test runner's, if any, are not called.
+    const handler = await vi.waitFor(() => {
+      const added = process.listeners("SIGTERM").find((l) => !before.term.includes(l));
+      expect(added).toBeDefined();
+      return added!;
+    });
+    handler("SIGTERM");
+    expect(await serving).toBe(1);
+    // Its handlers go with it.
+    expect(process.listenerCount("SIGHUP")).toBe(before.hup);
+    vi.unstubAllEnvs();
+  });
+});

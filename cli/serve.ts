@@ -52,9 +52,12 @@ export async function serveCommand(argv: string[], startServer: StartServer): Pr
     log.flush();
     return 1;
   }
+  let closed = true;
+  const signals = ["SIGTERM", "SIGINT", "SIGHUP"] as const;
+  let stop: (signal: NodeJS.Signals) => void = () => undefined;
   await new Promise<void>((resolve) => {
     let stopping = false;
-    const stop = (signal: NodeJS.Signals) => {
+    stop = (signal: NodeJS.Signals) => {
       if (stopping) {
         // A supervisor (or `timeout`) that signals the whole group again must not cut the drain
         // short; a second Ctrl-C is someone who wants out now.
@@ -64,12 +67,17 @@ export async function serveCommand(argv: string[], startServer: StartServer): Pr
       }
       stopping = true;
       log.info({ signal }, "shutting down");
-      server.close().then(resolve, resolve);
+      server.close().then(resolve, (err: Error) => {
+        // Said, and in the exit status: a supervisor sees a stop that left something behind.
+        log.error({ err: err.message }, "shutdown did not complete");
+        closed = false;
+        resolve();
+      });
     };
-    process.on("SIGTERM", stop);
-    process.on("SIGINT", stop);
-    // A closed terminal or session (and bin/slotscribe.js passing it on): a stop like any other.
-    process.on("SIGHUP", stop);
+    // SIGHUP, a closed terminal or session (and bin/slotscribe.js passing it on): a stop like any other.
+    for (const signal of signals) process.on(signal, stop);
   });
-  return 0;
+  for (const signal of signals) process.off(signal, stop);
+  log.flush();
+  return closed ? 0 : 1;
 }
