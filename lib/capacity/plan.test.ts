@@ -143,6 +143,15 @@ describe("footprintOf", () => {
     expect(guess.windowSeconds).toBeGreaterThan(small.windowSeconds);
   });
 
+  it("sizes a large model that is not turbo above turbo, so a request for one is not let in on turbo's room", () => {
+    const machine = { memoryBytes: 8 * GiB, memorySource: "test", cpus: 2, cpuSource: "test" };
+    const [turbo, large] = ["onnx-community/whisper-large-v3-turbo", "onnx-community/whisper-large-v3"].map(
+      (id) => planCapacity({ machine, models: [{ id, dtype: "q8" }] }).rows[0]!,
+    );
+    expect(large!.size).toBe("large");
+    expect(large!.footprint.residentBytes).toBeGreaterThan(1.5 * turbo!.footprint.residentBytes);
+  });
+
   it("rates large-v3-turbo at least as heavy as medium", () => {
     expect(footprintOf("large-v3-turbo", "q8").residentBytes).toBeGreaterThanOrEqual(footprintOf("medium", "q8").residentBytes);
   });
