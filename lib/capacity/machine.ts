@@ -77,7 +77,7 @@ function enforcedMemory(read: ReadFile): { memoryBytes: number; memorySource: st
   const v1 = read("/sys/fs/cgroup/memory/memory.limit_in_bytes");
   if (v1 && bounded(Number(v1))) return { memoryBytes: Number(v1), memorySource: "cgroup v1 memory.limit_in_bytes" };
   const constrained = process.constrainedMemory?.() ?? 0;
-  if (constrained > 0 && constrained < os.totalmem()) return { memoryBytes: constrained, memorySource: "process.constrainedMemory()" };
+  if (bounded(constrained)) return { memoryBytes: constrained, memorySource: "process.constrainedMemory()" };
   return null;
 }
 

@@ -524,6 +524,7 @@ export class BatchDecoder {
     for (const rows of groups.values()) {
       const model = rows[0]!.model;
       const started = performance.now();
+      let cohort: Cohort | null = null;
       try {
         const { logits, sotLogits, attention, state } = await model.prefill(
           rows.map((r) => r.encoded!),
@@ -540,7 +541,7 @@ export class BatchDecoder {
           // A prompt's positions are not part of Whisper's alignment: it starts at <|startoftranscript|>.
           for (let p = r.sotIndex; p < r.init.length && r.attention; p++) r.attention.push(attention(i, p, r.frames));
         });
-        const cohort: Cohort = { model, rows, state };
+        cohort = { model, rows, state };
         this.count(rows.length);
         this.cohorts.push(cohort);
         this.stats.activeRows += rows.length;
@@ -553,8 +554,7 @@ export class BatchDecoder {
         for (const r of rows) r.reject(err as Error);
         // Failed in its first step (the pick), after it joined the cohorts: its rows would decode on
         // for windows that have already failed.
-        const cohort = this.cohorts.find((c) => c.rows.some((r) => rows.includes(r)));
-        if (cohort) this.dropRows(cohort, new Set(cohort.rows.keys()));
+        if (cohort && this.cohorts.includes(cohort)) this.dropRows(cohort, new Set(cohort.rows.keys()));
       }
     }
   }
