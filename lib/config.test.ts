@@ -40,6 +40,10 @@ describe("loadConfig", () => {
     expect(config.ALLOW_ANONYMOUS).toBe(true);
   });
 
+  it("refuses ALLOW_ANONYMOUS=true beside API_KEYS rather than quietly requiring keys", () => {
+    expect(configError({ ALLOW_ANONYMOUS: "true", API_KEYS: "sk-test" }).issues).toEqual([expect.stringMatching(/^ALLOW_ANONYMOUS: .*API_KEYS is set/)]);
+  });
+
   it("still refuses without keys when ALLOW_ANONYMOUS=false", () => {
     expect(configError({ ALLOW_ANONYMOUS: "false" }).message).toContain("API_KEYS");
   });
@@ -324,6 +328,10 @@ describe("loadConfig", () => {
 
   it("refuses a secret that is set but empty", () => {
     expect(configError({ ...VALID, WEBHOOK_SECRET: "" }).message).toContain("WEBHOOK_SECRET");
+  });
+
+  it.each([",", " , "])("refuses a WEBHOOK_SECRET that lists no secret (%j) instead of switching callbacks off", (value) => {
+    expect(configError({ ...VALID, WEBHOOK_SECRET: value }).issues).toEqual([expect.stringMatching(/^WEBHOOK_SECRET: lists no secret/)]);
   });
 
   it("accepts a valid WEBHOOK_SECRET, including two during a rotation", () => {

@@ -69,6 +69,12 @@ const isDirectory = (path: string): boolean => {
 const unsetIfBlank = <T extends z.ZodType>(schema: T) => z.preprocess((v) => (typeof v === "string" && v.trim() === "" ? undefined : v), schema);
 const optionalPositiveInt = unsetIfBlank(z.coerce.number().int().positive().optional());
 const secret = z.string().min(1, "must not be empty when set");
+/** Set, it must hold a secret: "," parsed to none and switched callbacks off without a word. */
+const webhookSecrets = (text: string) => {
+  const secrets = parseWebhookSecrets(text);
+  if (secrets.length === 0) throw new Error("lists no secret: give whsec_ secrets separated by commas, or leave it unset to switch callbacks off");
+  return secrets;
+};
 const httpUrl = z.url({ protocol: /^https?$/, error: "must be an http(s) URL" });
 
 /**
@@ -160,7 +166,7 @@ const settingsSchema = z.object({
   JOB_DEFER_MAX_DELAY: timerDuration("60s"),
   RESULT_RETENTION: duration("7d"),
   /** Empty when unset: then no job may ask for a callback. */
-  WEBHOOK_SECRET: secret.optional().transform((s, ctx) => (s === undefined ? [] : parsedBy(parseWebhookSecrets)(s, ctx))),
+  WEBHOOK_SECRET: secret.optional().transform((s, ctx) => (s === undefined ? [] : parsedBy(webhookSecrets)(s, ctx))),
   WEBHOOK_RETRY_SCHEDULE: z.string().default(DEFAULT_RETRY_SCHEDULE).transform(parsedBy(parseSchedule)),
   OUTBOUND_ALLOWLIST: z
     .string()
@@ -220,6 +226,10 @@ export const configSchema = settingsSchema
     (c, ctx) => {
       if (c.API_KEYS.length === 0 && !c.ALLOW_ANONYMOUS) {
         ctx.addIssue({ code: "custom", path: ["API_KEYS"], message: "set API_KEYS (comma-separated), or ALLOW_ANONYMOUS=true to run without authentication" });
+      }
+      if (c.API_KEYS.length > 0 && c.ALLOW_ANONYMOUS) {
+        // Keys would win and every request would still need one: the operator meant one or the other.
+        ctx.addIssue({ code: "custom", path: ["ALLOW_ANONYMOUS"], message: "ALLOW_ANONYMOUS=true runs without authentication, but API_KEYS is set: unset one of them" });
       }
       if (Boolean(c.UPSTASH_REDIS_REST_URL) !== Boolean(c.UPSTASH_REDIS_REST_TOKEN)) {
         ctx.addIssue({ code: "custom", path: ["UPSTASH_REDIS_REST_TOKEN"], message: "UPSTASH_REDIS_REST_URL and UPSTASH_REDIS_REST_TOKEN go together" });
