@@ -11,6 +11,7 @@
  */
 import { existsSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { env, ModelRegistry, pipeline } from "@huggingface/transformers";
 import { ModelCatalog } from "../lib/engine/models.ts";
@@ -26,13 +27,14 @@ environment:
   MODEL_DTYPE         q8 (default) or fp32, as the service runs
   WHISPER_MODELS_DIR  offline: download nothing, check the models load from this directory
   HF_ENDPOINT         hub base URL (default https://huggingface.co), e.g. a mirror
+  HF_TOKEN            access token for private or gated models, sent to huggingface.co only
   PREFETCH_TIMEOUT    seconds to wait for the hub to answer a request (default 20)
 
 exit status: 0 all present, 1 a model failed, 2 bad usage, 3 hub unreachable`;
 
 const EXIT = { ok: 0, failed: 1, usage: 2, unreachable: 3 } as const;
 
-class PrefetchError extends Error {
+export class PrefetchError extends Error {
   constructor(
     message: string,
     readonly exitCode: number,
@@ -41,7 +43,7 @@ class PrefetchError extends Error {
   }
 }
 
-interface Options {
+export interface Options {
   models: string[];
   dtype: "q8" | "fp32";
   cacheDir: string | undefined;
@@ -109,12 +111,24 @@ function describeNetworkError(err: unknown): string {
   return e.cause?.code ? `${e.cause.code}: ${e.cause.message ?? ""}`.trim() : (e.cause?.message ?? e.message ?? String(err));
 }
 
+/**
+ * The token goes where transformers.js sends it for the download itself (huggingface.co and hf.co,
+ * never a mirror), so a gated model the download may fetch is not refused by the probe before it.
+ */
+function hubHeaders(url: string, environment: NodeJS.ProcessEnv): Record<string, string> {
+  const headers: Record<string, string> = { "user-agent": "slotscribe-prefetch" };
+  const token = environment.HF_TOKEN ?? environment.HF_ACCESS_TOKEN;
+  const { protocol, hostname } = new URL(url);
+  if (token && /^https?:$/.test(protocol) && (hostname === "huggingface.co" || hostname === "hf.co")) headers.authorization = `Bearer ${token}`;
+  return headers;
+}
+
 /** One small request per model first, so "no network" is reported as such, not as a stack trace from deep inside a download. */
-async function probeHub(options: Options, hubId: string, fetcher: typeof fetch): Promise<void> {
+export async function probeHub(options: Pick<Options, "remoteHost">, hubId: string, fetcher: typeof fetch, environment: NodeJS.ProcessEnv = process.env): Promise<void> {
   const url = `${options.remoteHost}${hubId}/resolve/main/config.json`;
   let response: Response;
   try {
-    response = await fetcher(url, { method: "GET", headers: { "user-agent": "slotscribe-prefetch" } });
+    response = await fetcher(url, { method: "GET", headers: hubHeaders(url, environment) });
   } catch (err) {
     throw new PrefetchError(
       [
@@ -166,7 +180,7 @@ async function prefetch(argv: string[], environment: NodeJS.ProcessEnv = process
     log(`prefetch: ${name} -> ${spec.id} (${spec.dtype}) ${where}`);
     if (!options.localDir) {
       env.allowRemoteModels = true;
-      await probeHub(options, spec.id, fetcher);
+      await probeHub(options, spec.id, fetcher, environment);
     }
     const started = performance.now();
     try {
@@ -228,4 +242,4 @@ async function main(): Promise<number> {
 }
 
 // Exit explicitly: onnxruntime's thread pools can keep the event loop alive after dispose().
-process.exit(await main());
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) process.exit(await main());

@@ -25,6 +25,7 @@ import { dirname, join, relative, resolve, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { JobJsonBody } from "../functions/job-schemas.ts";
+import { probeHub } from "../bin/prefetch-models.ts";
 import { serveEnv } from "../cli/serve.ts";
 import { loadConfig, SETTING_NAMES } from "../lib/config.ts";
 import { SERVICE_PROCESS_ENV } from "../lib/process-env.ts";
@@ -1034,6 +1035,20 @@ describe("bin/prefetch-models.ts as the Dockerfile runs it", () => {
     const r = await prefetchStep({ MODEL_CACHE_DIR: join(work, "missing-cache"), PREFETCH_MODELS: "nobody/no-such-model", HF_ENDPOINT: hub.url });
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/the hub has no model nobody\/no-such-model/);
+  });
+
+  it("sends HF_TOKEN with its hub probe to huggingface.co, so a gated model passes the probe as its download would; never to a mirror", async () => {
+    const sent: { url: string; authorization: string | null }[] = [];
+    // huggingface.co itself cannot be reached here: a fetch that answers as it does for a gated model.
+    const gatedHub: typeof fetch = async (input, init) => {
+      const authorization = new Headers(init?.headers).get("authorization");
+      sent.push({ url: String(input), authorization });
+      return new Response("{}", { status: authorization === "Bearer hf_t" ? 200 : 401 });
+    };
+    await expect(probeHub({ remoteHost: "https://huggingface.co/" }, "org/gated", gatedHub, { HF_TOKEN: "hf_t" })).resolves.toBeUndefined();
+    await expect(probeHub({ remoteHost: "https://huggingface.co/" }, "org/gated", gatedHub, {})).rejects.toThrow(/the hub has no model org\/gated \(HTTP 401/);
+    await expect(probeHub({ remoteHost: "https://mirror.example/" }, "org/gated", gatedHub, { HF_TOKEN: "hf_t" })).rejects.toThrow(/HTTP 401/);
+    expect(sent.map((s) => s.authorization)).toEqual(["Bearer hf_t", null, null]);
   });
 
   it("with WHISPER_MODELS_DIR downloads nothing and checks the local model loads", async () => {
