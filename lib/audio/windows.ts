@@ -10,6 +10,13 @@ import { CHUNK_SAMPLES, concatPieces, piecesForWindow, RegionDetector, type Piec
 /** Below -60 dBFS peak a window is silence: Whisper would only hallucinate on it, so it is skipped. */
 const SILENCE_PEAK = 1e-3;
 
+/**
+ * Silence the energy gate leaves before a window's first sound. Whisper's first timestamp is at most
+ * 1.0 s into its window (max_initial_timestamp): a window holding more silence than that before the
+ * sound would have its first segment start too early.
+ */
+const SILENCE_KEPT_SECONDS = 0.5;
+
 export interface AudioWindow {
   samples: Float32Array;
   /** Where the window's samples are in the file, in order; more than one when non-speech was removed between them. */
@@ -52,7 +59,8 @@ export function windowSource(mode: VadMode, pcm: AsyncIterable<Float32Array>, op
 
 /**
  * Windows end to end over the whole stream, each ending at a pause in its last seconds where there
- * is one (quietCut); with the energy gate, windows below -60 dBFS are marked silent.
+ * is one (quietCut); with the energy gate, windows below -60 dBFS are marked silent, and a window
+ * starts shortly before its first sound.
  */
 class ContiguousWindows implements WindowSource {
   readonly #queue: SampleQueue;
@@ -72,8 +80,16 @@ class ContiguousWindows implements WindowSource {
 
   async next(): Promise<AudioWindow | null> {
     // One sample past a full window says whether more audio follows it.
-    const ahead = await this.#queue.fill(this.opts.windowSamples + 1);
+    let ahead = await this.#queue.fill(this.opts.windowSamples + 1);
     if (ahead.length === 0) return null;
+    if (this.gate) {
+      const sound = firstSound(ahead);
+      const skip = sound - Math.round(SILENCE_KEPT_SECONDS * this.opts.sampleRate);
+      if (sound < ahead.length && skip > 0) {
+        this.#queue.consume(skip);
+        ahead = await this.#queue.fill(this.opts.windowSamples + 1);
+      }
+    }
     const cut = ahead.length > this.opts.windowSamples;
     const length = cut ? quietCut(ahead.subarray(0, this.opts.windowSamples), this.opts.sampleRate) : ahead.length;
     const samples = ahead.slice(0, length);
@@ -83,7 +99,16 @@ class ContiguousWindows implements WindowSource {
   }
 
   unread(pieces: Piece[]): void {
-    this.#queue.unread(pieces.map((p) => p.samples));
+    // Silence the gate skipped before a window goes back as zeros (it was below -60 dBFS), so the
+    // stream's positions stay the file's when the windows are read again.
+    const parts: Float32Array[] = [];
+    let end = pieces[0]?.start ?? this.#queue.position;
+    for (const piece of [...pieces, { start: this.#queue.position, samples: new Float32Array(0) }]) {
+      if (piece.start > end) parts.push(new Float32Array(piece.start - end));
+      parts.push(piece.samples);
+      end = piece.start + piece.samples.length;
+    }
+    this.#queue.unread(parts);
   }
 
   close(): Promise<void> {
@@ -205,7 +230,12 @@ class SileroWindows implements WindowSource {
   }
 }
 
+/** Where the first sample above the silence peak is; the length when there is none. */
+function firstSound(samples: Float32Array): number {
+  for (let i = 0; i < samples.length; i++) if (samples[i]! > SILENCE_PEAK || samples[i]! < -SILENCE_PEAK) return i;
+  return samples.length;
+}
+
 function isSilent(samples: Float32Array): boolean {
-  for (const s of samples) if (s > SILENCE_PEAK || s < -SILENCE_PEAK) return false;
-  return true;
+  return firstSound(samples) === samples.length;
 }

@@ -41,13 +41,24 @@ beforeAll(async () => {
 afterAll(() => engine.close());
 
 describe("windows on the file's timeline", () => {
-  it.each(["energy", "off"] as const)("keeps each word where it was spoken around 40 s of silence (VAD=%s)", async (vad) => {
-    const audio = synthesize(microTones([{ word: "alpha", seconds: 10 }, { silence: 40 }, { word: "bravo", seconds: 5 }]));
-    const transcript = await transcribePcm({ engine, compute: compute(2), model: spec, pcm: chunked(audio), vad, task: "transcribe", parallelWindows: 2 });
+  const aroundSilence = () => synthesize(microTones([{ word: "alpha", seconds: 10 }, { silence: 40 }, { word: "bravo", seconds: 5 }]));
+
+  it("keeps each word where it was spoken around 40 s of silence (VAD=energy: windows start just before the sound)", async () => {
+    const transcript = await transcribePcm({ engine, compute: compute(2), model: spec, pcm: chunked(aroundSilence()), vad: "energy", task: "transcribe", parallelWindows: 2 });
     expect(transcript.segments.map((s) => [s.text.trim(), s.start, s.end])).toEqual([
       ["alpha", 0, 10],
       ["bravo", 50, 55],
     ]);
+  });
+
+  it("with VAD=off decodes the silence as Whisper's transcribe() does: the segment after it starts at most 1 s into its window", async () => {
+    const transcript = await transcribePcm({ engine, compute: compute(2), model: spec, pcm: chunked(aroundSilence()), vad: "off", task: "transcribe", parallelWindows: 2 });
+    const [alpha, bravo] = transcript.segments;
+    expect(transcript.segments.map((s) => s.text.trim())).toEqual(["alpha", "bravo"]);
+    expect([alpha!.start, alpha!.end, bravo!.end]).toEqual([0, 10, 55]);
+    // The first window ends in the silence, within Whisper's 30 s; the second starts there.
+    expect(bravo!.start).toBeGreaterThanOrEqual(25);
+    expect(bravo!.start).toBeLessThanOrEqual(31);
   });
 
   it.skipIf(!existsSync(jfkPath))("sends Whisper only the speech, and maps its times back across the noise removed (VAD=silero)", async () => {

@@ -49,12 +49,14 @@ function randomLogits(): Float32Array {
 }
 
 /**
- * openai's monotonic rule, which generate() lacks, as decoding.py's ApplyTimestampRules masks it: no
- * timestamp before the last one, nor equal to it but right after a segment's closing one.
+ * openai's rules that generate() lacks, as decoding.py's ApplyTimestampRules masks them: the first
+ * timestamp at most max_initial_timestamp (1.0 s); no timestamp before the last one, nor equal to it
+ * but right after a segment's closing one.
  */
 function openaiMasks(ids: bigint[], logits: Float32Array): void {
   const generated = ids.slice(PROMPT.length).map(Number);
   const n = generated.length;
+  if (n === 0) logits.fill(-Infinity, TS + 50 + 1);
   const timestamps = generated.filter((t) => t >= TS);
   if (timestamps.length === 0) return;
   const lastWas = generated[n - 1]! >= TS;
@@ -91,7 +93,18 @@ describe("WhisperRules", () => {
     expect(closed[TS + 300]).toBeGreaterThan(-Infinity);
   });
 
-  it("leaves exactly the logits the library's processors leave after openai's monotonic rule, first step and near ties included", () => {
+  it("starts with a timestamp of at most 1.0 s, as openai's max_initial_timestamp", () => {
+    const rules = new WhisperRules(config);
+    const logits = new Float32Array(V);
+    // The model wants <|12.00|> first: everything before it would be skipped.
+    logits[TS + 600] = 50;
+    rules.apply(logits, []);
+    expect(logits[TS + 50]).toBeGreaterThan(-Infinity);
+    expect(logits[TS + 51]).toBe(-Infinity);
+    expect(WhisperRules.greedy(logits).token).toBeLessThanOrEqual(TS + 50);
+  });
+
+  it("leaves exactly the logits the library's processors leave after openai's timestamp rules, first step and near ties included", () => {
     const rules = new WhisperRules(config);
     let textMasked = 0;
     let firstSteps = 0;

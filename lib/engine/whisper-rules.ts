@@ -26,17 +26,23 @@ export interface Pick {
  * suppress_tokens always; begin_suppress_tokens and "timestamps only" on the first generated token;
  * <|notimestamps|> never; timestamps in pairs except right before end-of-text; and a timestamp
  * whenever the timestamps together are more likely than the best text token. One of openai's rules
- * comes first, which generate() lacks (whisper.cpp and faster-whisper keep it): timestamps never go
- * back, nor close a segment at its own start, so segments come out in order. Where it does not bind,
- * the tokens are the stock pipeline's. (openai's max_initial_timestamp, the first timestamp at most
- * 1.0 s, is left out as generate() leaves it: a window whose speech starts later, with VAD off or the
- * energy gate, would have its first segment start too early.)
+ * come first, which generate() lacks (whisper.cpp and faster-whisper keep them): timestamps never go
+ * back, nor close a segment at its own start, so segments come out in order; and the first timestamp
+ * is at most 1.0 s (max_initial_timestamp; generate() reads the option but checks it where it can
+ * never apply). Where they do not bind, the tokens are the stock pipeline's.
  *
  * The last rule is decided on logits rather than log-probabilities (the softmax normaliser cancels:
  * logsumexp(timestamp logits) against max(text logits)), which avoids a log_softmax over the whole
  * vocabulary each step. When the two sides are within float32 rounding of each other, the library's
  * own processor decides, so the result is the library's in every case.
  */
+/**
+ * openai's max_initial_timestamp (1.0 s) in timestamp steps of 0.02 s. Not the configs'
+ * max_initial_timestamp_index (1 in the hub's generation_config.json), which would pin every first
+ * segment to 0.00-0.02 s; openai, faster-whisper and whisper.cpp all use 1.0 s.
+ */
+const MAX_INITIAL_TIMESTAMP_INDEX = 50;
+
 export class WhisperRules {
   readonly eos: number;
   readonly sot: number;
@@ -72,6 +78,7 @@ export class WhisperRules {
     if (n === 0) {
       for (const id of this.beginSuppress) logits[id] = -Infinity;
       logits.fill(-Infinity, 0, tsBegin);
+      logits.fill(-Infinity, tsBegin + MAX_INITIAL_TIMESTAMP_INDEX + 1);
       return;
     }
     const lastWasTimestamp = generated[n - 1]! >= tsBegin;
