@@ -633,7 +633,7 @@ export class BatchDecoder {
       const pick = picks.get(i) ?? WhisperRules.sample(logits[i]!, row.temperature, row.random);
       row.generated.push(pick.token);
       row.logprobs.push(pick.logprob);
-      if (pick.token === rules.eos || row.init.length + row.generated.length >= rules.maxLength) finished.add(i);
+      if (pick.token === rules.eos || rules.atLimit(row.init.length, row.generated.length)) finished.add(i);
     });
     const ended = new Set<number>();
     if (searches.size > 0) {
@@ -657,7 +657,8 @@ export class BatchDecoder {
    */
   private searchStep(cohort: Cohort, group: CandidateGroup, indices: number[], logits: Float32Array[], picks: Map<number, Pick>, sources: number[]): boolean {
     const { rows } = cohort;
-    const { eos, maxLength } = cohort.model.rules;
+    const { rules } = cohort.model;
+    const { eos } = rules;
     const size = indices.length;
     const { next, ended } = beamStep(
       indices.map((i) => {
@@ -675,8 +676,7 @@ export class BatchDecoder {
       Object.assign(rows[i]!, { generated: beam.generated, logprobs: beam.logprobs, attention: beam.attention });
       sources[i] = indices[next[j]!.source]!;
     });
-    const length = group.window.init.length + (beams[0]?.generated.length ?? maxLength);
-    if (group.finished.length < size && length < maxLength && beams.length === size) return false;
+    if (group.finished.length < size && beams.length === size && !rules.atLimit(group.window.init.length, beams[0]!.generated.length)) return false;
     topUp(group.finished, beams, size, eos);
     this.settle(group);
     return true;

@@ -37,8 +37,11 @@ interface Hypothesis {
   logits: Float32Array;
 }
 
-/** decoding.py's BeamSearchDecoder (patience 1) and MaximumLikelihoodRanker, one hypothesis per model call. */
-async function referenceBeamSearch(model: WhisperModel, samples: Float32Array, beamSize: number): Promise<{ generated: number[]; avgLogprob: number }> {
+/**
+ * decoding.py's BeamSearchDecoder (patience 1) and MaximumLikelihoodRanker, one hypothesis per model
+ * call, for at most `sampleLen` steps (its sample_len, n_text_ctx // 2 by default).
+ */
+async function referenceBeamSearch(model: WhisperModel, samples: Float32Array, beamSize: number, sampleLen = 224): Promise<{ generated: number[]; avgLogprob: number }> {
   const { rules, picker } = model;
   const encoded = await model.encode(samples);
   const init = model.initTokens(null, "transcribe").tokens;
@@ -46,7 +49,7 @@ async function referenceBeamSearch(model: WhisperModel, samples: Float32Array, b
   let beams: Hypothesis[] = [{ generated: [], logprobs: [], state: first.state, logits: first.logits[0]! }];
   const finished: { generated: number[]; logprobs: number[] }[] = [];
   const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
-  for (;;) {
+  for (let i = 0; i < sampleLen; i++) {
     const scores = new Map<string, { score: number; parent: Hypothesis; token: number; logprob: number }>();
     for (const beam of beams) {
       const logits = beam.logits.slice();
@@ -108,6 +111,16 @@ describe("beam search", () => {
       expect(searched.chunks.flatMap((c) => c.tokens).length).toBeLessThan(greedy.chunks.flatMap((c) => c.tokens).length);
     }
     expect(inference.decoder.stats.activeRows).toBe(0);
+  });
+
+  it("ends a search the length limit cuts as Whisper's does: the beams still open are finished and ranked", async () => {
+    const { spec, inference, model } = await loaded("micro", "q8");
+    // No audio makes a search on these models run to 224 tokens: the limit is lowered to where the beams are still open.
+    const limit = 2;
+    (model.rules as { sampleLength: number }).sampleLength = limit;
+    const searched = (await decode(inference, spec, stutter(), { beamSize: 2 })).chunks.flatMap((c) => c.tokens);
+    expect(searched).toEqual((await referenceBeamSearch(model, stutter(), 2, limit)).generated);
+    expect(searched).toHaveLength(limit);
   });
 
   it("on the architecture-faithful tiny.en in fp32, batched beams equal the one-at-a-time search", async () => {

@@ -76,6 +76,13 @@ describe("best_of", () => {
     expect(inference.decoder.stats.candidates).toBe(3 * attempts);
   });
 
+  it("stops a sample that loops after openai-whisper's sample_len (224 tokens), as greedy decoding", async () => {
+    const { spec, inference } = await loaded();
+    // With this seed a candidate repeats the word past 224 tokens, and the ranker keeps the longest.
+    const out = await decode(inference, spec, { temperatures: [0.2], seed: 4, bestOf: 5 });
+    expect(out.chunks.flatMap((c) => c.tokens)).toHaveLength(224);
+  });
+
   it("decodes the same within a budget of two rows, never holding more", async () => {
     const free = await loaded();
     const expected = await decode(free.inference, free.spec, { temperatures: [0.6], seed: 99, bestOf: 5 });

@@ -49,6 +49,12 @@ export class WhisperRules {
   readonly noTimestamps: number;
   readonly timestampBegin: number;
   readonly maxLength: number;
+  /**
+   * openai's sample_len (n_text_ctx // 2): the tokens one decode samples at most, besides the context
+   * limit. A decode that loops (Whisper on music or noise) stops halfway through the context, at every
+   * temperature it falls back to; generate() would run it to max_length.
+   */
+  readonly sampleLength: number;
   private readonly suppress: Int32Array;
   private readonly beginSuppress: Int32Array;
   private readonly reference: WhisperTimeStampLogitsProcessor;
@@ -61,6 +67,7 @@ export class WhisperRules {
     this.noTimestamps = config.no_timestamps_token_id;
     this.timestampBegin = this.noTimestamps + 1;
     this.maxLength = config.max_length ?? 448;
+    this.sampleLength = Math.floor(this.maxLength / 2);
     this.suppress = Int32Array.from(config.suppress_tokens ?? []);
     this.beginSuppress = Int32Array.from(config.begin_suppress_tokens ?? []);
     this.reference = new WhisperTimeStampLogitsProcessor(config as never, []);
@@ -169,6 +176,11 @@ export class WhisperRules {
     }
     const plain = temperature === 1 ? tempered : sumExp(logits, max, 1);
     return { token, logprob: logits[token]! - max - Math.log(plain) };
+  }
+
+  /** Whether a decode of `generated` tokens after `initial` ones has reached the length limit. */
+  atLimit(initial: number, generated: number): boolean {
+    return generated >= this.sampleLength || initial + generated >= this.maxLength;
   }
 
   isTimestamp(token: number): boolean {

@@ -30,6 +30,9 @@ async function stockPipeline(id: string, dtype: "q8" | "fp32"): Promise<Automati
   })) as AutomaticSpeechRecognitionPipeline;
 }
 
+/** openai-whisper's sample_len (n_text_ctx // 2): the tokens one decode may sample at most. */
+const SAMPLE_LEN = 224;
+
 /**
  * openai's max_initial_timestamp (the first timestamp at most 1.0 s), which generate() reads but never
  * applies: given to the stock pipeline so that where it binds (speech starting later than 1 s into a
@@ -55,7 +58,8 @@ async function stockChunks(asr: AutomaticSpeechRecognitionPipeline, samples: Flo
   const logits_processor = new LogitsProcessorList();
   const { no_timestamps_token_id } = (asr.model as unknown as { generation_config: { no_timestamps_token_id: number } }).generation_config;
   logits_processor.push(new MaxInitialTimestamp(no_timestamps_token_id + 1));
-  const out = (await asr(samples, { return_timestamps: true, logits_processor } as never)) as { chunks?: Chunk[] };
+  // The engine's length limit, which the pipeline takes as max_new_tokens (and then decodes the window once, as the engine does).
+  const out = (await asr(samples, { return_timestamps: true, max_new_tokens: SAMPLE_LEN, logits_processor } as never)) as { chunks?: Chunk[] };
   return (out.chunks ?? []).filter((c) => c.text.trim()).map((c) => [c.timestamp[0], c.timestamp[1], c.text]);
 }
 
@@ -108,6 +112,15 @@ describe("the engine's decoding loop at batch 1 gives the stock pipeline's trans
       expect(engine).toEqual(await stockChunks(asr, samples));
       expect(engine.map((c) => c[2].trim())).toEqual([word]);
     }
+  });
+
+  it("with the micro model on a tone greedy decoding loops on: both stop after openai-whisper's sample_len of tokens", async () => {
+    const { spec, inference } = await loaded("micro", "q8");
+    const asr = await stockPipeline(spec.id, "q8");
+    const samples = synthesize(microTones([{ silence: 1 }, { word: STUTTER_TONE.word, seconds: 6 }]));
+    const out = await inference.transcribeWindow("s", { model: spec, samples, options: { task: "transcribe", temperatures: [0] } });
+    expect(engineChunks(out)).toEqual(await stockChunks(asr, samples));
+    expect(out.chunks.flatMap((c) => c.tokens)).toHaveLength(SAMPLE_LEN);
   });
 });
 
