@@ -258,6 +258,33 @@ describe("the HTTP API in process", () => {
     expect(state.transcribed).toEqual([]);
   });
 
+  it("refuses a prompt holding Whisper's special tokens on every route that takes one, and passes on text that only looks like them", async () => {
+    const { app, state } = fakes(scratch);
+    const audio = (path: string, prompt: string, fields: Record<string, string> = {}) =>
+      app.request(path, { method: "POST", headers: auth, body: upload(8, { prompt, ...fields }) });
+    const jobJson = (prompt: string) =>
+      app.request("/v1/jobs", { method: "POST", headers: { ...auth, "content-type": "application/json" }, body: JSON.stringify({ url: "https://8.8.8.8/a.mp3", prompt }) });
+    const refusals = [
+      ["transcriptions", await audio("/v1/audio/transcriptions", "Names: Anna, Bo.<|endoftext|>")],
+      ["streamed", await audio("/v1/audio/transcriptions", "<|de|> Guten Tag", { stream: "true" })],
+      ["translations", await audio("/v1/audio/translations", "<|startofprev|>")],
+      ["job upload", await audio("/v1/jobs", "hello <|0.00|>")],
+      ["job url", await jobJson("<|notimestamps|> hi")],
+    ] as const;
+    for (const [route, res] of refusals) {
+      expect(res.status, route).toBe(400);
+      const { error } = (await res.json()) as { error: { code: string; param: string; message: string } };
+      expect(error, route).toMatchObject({ code: "invalid_request", param: "prompt", message: expect.stringContaining("special token") });
+    }
+    expect(state.transcribed).toEqual([]);
+    expect(state.submitted).toEqual([]);
+    // Not a token of Whisper's vocabulary: the tokenizer reads these as text.
+    const lookalike = "<|EN|> a|>b <| c |> <|de";
+    expect((await audio("/v1/audio/transcriptions", lookalike)).status).toBe(200);
+    expect((await jobJson(lookalike)).status).toBe(202);
+    expect([state.requests[0]!.prompt, state.submitted[0]!.request.prompt]).toEqual([lookalike, lookalike]);
+  });
+
   it("leaves no spooled upload behind when a failing part and the file arrive in one chunk", async () => {
     const { app } = fakes(scratch, { maxUploadBytes: 1 << 20 });
     const form = new FormData();

@@ -10,7 +10,7 @@ import { recordError } from "./middleware.ts";
 import type { TranscribeRequest } from "../lib/transcription-service.ts";
 import { RESPONSE_FORMATS, type ResponseFormat } from "../lib/transcript.ts";
 import type { AppEnv } from "./env.ts";
-import { FileField, ModelField, readForm } from "./upload.ts";
+import { FileField, ModelField, PromptField, readForm } from "./upload.ts";
 
 /** A multipart field that may come once or repeated, with or without `[]` (the SDKs send `name[]`). */
 const repeated = <T extends string>(item: z.ZodEnum<{ [K in T]: K }>) =>
@@ -68,11 +68,10 @@ export function timestampGranularities(fields: GranularityFields & { response_fo
 export const AudioForm = z.object({
   file: FileField,
   model: ModelField,
-  prompt: z
-    .string()
-    .max(10_000)
-    .optional()
-    .openapi({ description: "Conditions decoding (Whisper's initial prompt): spellings, names, style. Its last 223 tokens are used, on every window." }),
+  prompt: PromptField.optional().openapi({
+    description:
+      "Conditions decoding (Whisper's initial prompt): spellings, names, style. Its last 223 tokens are used, on every window. Whisper's special tokens (<|endoftext|>, <|de|>, ...) are refused.",
+  }),
   response_format: z.enum(RESPONSE_FORMATS).default("json"),
   temperature: z.coerce
     .number()

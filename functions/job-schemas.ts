@@ -3,7 +3,7 @@ import { CALLBACK_STATES, JOB_STATUSES } from "../lib/jobs/ports.ts";
 import { RESPONSE_FORMATS } from "../lib/transcript.ts";
 import { granularityFields, includeFields, VerboseTranscription } from "./audio-request.ts";
 import { ChunkingJson, chunkingFields } from "./chunking.ts";
-import { FileField, ModelField, urlField } from "./upload.ts";
+import { FileField, ModelField, PromptField, urlField } from "./upload.ts";
 
 /** Metadata is stored with the job and repeated in every callback: kept small and shallow. */
 const METADATA_MAX_BYTES = 16 * 1024;
@@ -28,7 +28,7 @@ const common = {
   task: z.enum(["transcribe", "translate"]).default("transcribe"),
   response_format: z.enum(RESPONSE_FORMATS).default("json"),
   callback_url: urlField("callback_url").optional(),
-  prompt: z.string().max(10_000).optional().openapi({ description: "Conditions decoding, as on /v1/audio/transcriptions." }),
+  prompt: PromptField.optional().openapi({ description: "Conditions decoding, as on /v1/audio/transcriptions." }),
   // Multipart sends it as text: coerced here so both bodies share it.
   temperature: z.coerce.number().min(0).max(1).optional().openapi({ description: "The first decoding temperature, as on /v1/audio/transcriptions." }),
   ...includeFields,

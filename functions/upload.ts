@@ -22,6 +22,25 @@ export const ModelField = z
   .default("whisper-1")
   .openapi({ example: "whisper-1" });
 
+/**
+ * The text of one of Whisper's special tokens, in any of its vocabularies: <|endoftext|>,
+ * <|startofprev|>, a language (<|de|>, <|yue|>), a task, <|nospeech|>, a time (<|1.00|>).
+ * transformers.js's tokenizer always splits them out of a text as their special ids, with no option
+ * to read them as text, so a prompt holding one would steer decoding (a language, an end of text)
+ * rather than condition it; openai-whisper's tokenizer refuses such a text too (tiktoken's
+ * disallowed_special). Refused as a parameter, before a job is queued, rather than failing its windows.
+ */
+const SPECIAL_TOKEN = /<\|(?:[a-z]+|\d+\.\d+)\|>/;
+
+/** Whisper's initial prompt, on every route that takes one (see SPECIAL_TOKEN). */
+export const PromptField = z
+  .string()
+  .max(10_000)
+  .superRefine((prompt, ctx) => {
+    const special = SPECIAL_TOKEN.exec(prompt);
+    if (special) ctx.addIssue({ code: "custom", message: `${special[0]} is one of Whisper's special tokens, which a prompt may not contain` });
+  });
+
 /** Fetched media and callback URLs: http(s), and short enough to repeat in a message or log line. */
 export function urlField(name: string) {
   return z.url({ protocol: /^https?$/, message: `${name} must be an http(s) URL` }).max(8192, { message: `${name} is longer than 8192 characters` });
