@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { synthesize } from "../../tools/audio/synth.ts";
 import { DEFAULT_MODELS_DIR, generateModel } from "../../tools/models/generate.ts";
-import { microTones } from "../../tools/models/micro.ts";
+import { microTones, STUTTER_TONE } from "../../tools/models/micro.ts";
+import { DomainError } from "../errors.ts";
 import { Engine } from "./engine.ts";
 
 describe("Engine", () => {
@@ -36,5 +37,22 @@ describe("Engine", () => {
     await expect.poll(async () => (await engine.stats()).activeRows, { timeout: 60_000 }).toBe(0);
     const after = await engine.transcribeWindow(spec, synthesize(microTones([{ word: "bravo", seconds: 5 }])), { task: "transcribe" });
     expect(after.chunks.map((c) => c.text.trim())).toEqual(["bravo"]);
+  });
+
+  it("fails the windows still decoding when it closes, as a stop to retry, by the time close() returns", async () => {
+    const closing = new Engine({ localModelPath: DEFAULT_MODELS_DIR, allowRemoteModels: false, cacheDir: null, threads: 1 });
+    await closing.load(spec);
+    // Greedy decoding loops on the stutter tone, then falls back: hundreds of steps, still going when the close arrives.
+    const window = closing.transcribeWindow(spec, synthesize(microTones([{ silence: 1 }, { word: STUTTER_TONE.word, seconds: 6 }])), { task: "transcribe" });
+    const outcome = window.then(
+      () => "decoded",
+      (err: unknown) => err,
+    );
+    await expect.poll(() => closing.inFlight).toBe(1);
+    await closing.close();
+    const settled = await Promise.race([outcome, new Promise((resolve) => setImmediate(() => resolve("still pending")))]);
+    expect(settled).toBeInstanceOf(DomainError);
+    expect(settled).toMatchObject({ code: "unavailable", retryable: true });
+    expect(closing.inFlight).toBe(0);
   });
 });

@@ -3,6 +3,7 @@ import type { WhisperFeatureConfig } from "../audio/log-mel.ts";
 import type { SileroRunner } from "../audio/silero-vad.ts";
 import { AudioThread } from "../audio/audio-thread.ts";
 import { allowBufferReleaseInNewThreads } from "../buffer-release.ts";
+import { DomainError } from "../errors.ts";
 import type { DecoderStats, FromWorker, ModelInfo, ModelSpec, ToWorker, WindowOptions, WindowOutput, WorkerInit } from "./protocol.ts";
 
 export class InferenceError extends Error {
@@ -164,12 +165,17 @@ export class Engine {
     return result.finally(() => signal.removeEventListener("abort", onAbort));
   }
 
-  /** Lets the thread finish the call it is in, then ends it; a thread that does not stop within 10 s is terminated. */
+  /**
+   * Lets the thread finish the call it is in, then ends it; a thread that does not stop within 10 s is
+   * terminated. Calls still pending fail at once, as a stop to retry: the thread drops its windows
+   * without a reply, and the exit of a thread the engine has let go of fails nothing (failAll).
+   */
   async close(): Promise<void> {
     await this.#audio.close();
     const worker = this.worker;
     this.worker = null;
     if (!worker) return;
+    this.failPending(() => new DomainError("unavailable", "The inference engine is stopping; retry the request.", { retryAfterSeconds: 1 }));
     const exited = new Promise<void>((resolve) => worker.once("exit", () => resolve()));
     worker.postMessage({ op: "close", rid: 0 } satisfies ToWorker);
     const timer = setTimeout(() => void worker.terminate(), 10_000);
@@ -185,6 +191,13 @@ export class Engine {
       worker.ref();
       worker.postMessage({ ...message, rid }, transfer);
     });
+  }
+
+  private failPending(error: () => Error): void {
+    for (const [rid, p] of this.pending) {
+      this.pending.delete(rid);
+      p.reject(error());
+    }
   }
 
   private ensureWorker(): Worker {
@@ -215,10 +228,7 @@ export class Engine {
       this.worker = null;
       this.loads.clear();
       this.models.clear();
-      for (const [rid, p] of this.pending) {
-        this.pending.delete(rid);
-        p.reject(new InferenceError(`inference thread stopped: ${err.message}`, { cause: err }));
-      }
+      this.failPending(() => new InferenceError(`inference thread stopped: ${err.message}`, { cause: err }));
     };
     worker.on("error", failAll);
     worker.on("exit", (code) => failAll(new Error(`exit code ${code}`)));
