@@ -191,7 +191,7 @@ export async function respondWithTranscript(
 
 /**
  * OpenAI's streamed transcription: a transcript.text.delta event as each window's text is joined (in
- * order), then transcript.text.done with the whole text and usage. The stream starts once the
+ * order), then transcript.text.done with the whole text. The stream starts once the
  * transcription is under way (admitted, its audio decoding): a request refused before that, for an
  * unknown model, audio that is not audio, or a full queue (429 with Retry-After), gets the status and
  * the error body a request without stream gets. After it a failure can no longer change the status,
@@ -241,8 +241,10 @@ async function streamTranscript(c: Context<AppEnv>, form: z.infer<typeof AudioFo
     };
     flush();
     try {
-      const { text, logprobs, duration } = await transcript;
-      events.push({ type: "transcript.text.done", text, ...(logprobs ? { logprobs } : {}), usage: { type: "duration", seconds: Math.ceil(duration) } });
+      // No usage: OpenAI's SDKs type this event's as token usage only, and the duration usage of json
+      // and verbose_json read as such gave token counts that are not there.
+      const { text, logprobs } = await transcript;
+      events.push({ type: "transcript.text.done", text, ...(logprobs ? { logprobs } : {}) });
     } catch (err) {
       // A client that went away is no failure of ours, and nobody is left to tell.
       if (!c.req.raw.signal.aborted) {
