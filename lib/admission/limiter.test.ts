@@ -127,6 +127,15 @@ describe("Limiter", () => {
     await expect(l.acquire()).rejects.toMatchObject({ retryAfterSeconds: 8 });
   });
 
+  it.each([Number.NaN, Number.POSITIVE_INFINITY])("suggests a whole number of seconds when the estimate is %d", async (estimate) => {
+    const l = limiter({ permits: 1, queueSize: 0, retryAfterSeconds: () => estimate });
+    await l.acquire();
+    const err = (await rejectionOf(l.acquire())) as DomainError;
+    expect(Number.isInteger(err.retryAfterSeconds)).toBe(true);
+    expect(err.retryAfterSeconds).toBeGreaterThanOrEqual(1);
+    expect(err.message).toMatch(new RegExp(`Retry after ${err.retryAfterSeconds} s\\.$`));
+  });
+
   it("refuses a waiter with rate_limited when the queue timeout passes, and frees its place", async () => {
     vi.useFakeTimers();
     const l = limiter({ permits: 1, queueSize: 1, queueTimeoutMs: 1_000 });

@@ -11,6 +11,12 @@ export interface LimiterOptions {
   retryAfterSeconds: () => number;
 }
 
+/**
+ * Retry-After when the estimate is no number (NaN from an average of nothing, Infinity from a division
+ * by zero): a client still gets a wait it can act on, and the header a value it can parse.
+ */
+const FALLBACK_RETRY_AFTER_SECONDS = 5;
+
 interface Waiter {
   grant: (permit: Permit) => void;
   reject: (err: unknown) => void;
@@ -124,7 +130,8 @@ export class Limiter {
   }
 
   private refusal(reason: string): DomainError {
-    const retryAfterSeconds = Math.max(1, Math.ceil(this.options.retryAfterSeconds()));
+    const estimate = this.options.retryAfterSeconds();
+    const retryAfterSeconds = Number.isFinite(estimate) ? Math.max(1, Math.ceil(estimate)) : FALLBACK_RETRY_AFTER_SECONDS;
     return new DomainError("rate_limited", `Server is at capacity: ${reason}. Retry after ${retryAfterSeconds} s.`, {
       retryAfterSeconds,
     });
