@@ -9,6 +9,7 @@ import { Redis } from "@upstash/redis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startRedisServer, type RedisServer } from "../../test/support/redis-server.ts";
 import { startUpstashRestBridge, type UpstashRestBridge } from "../../test/support/upstash-rest-bridge.ts";
+import type { Command } from "../cluster/redis.ts";
 import { StoreUnavailable } from "../errors.ts";
 import { FileBlobs, RedisBlobs, removeUnclaimed } from "./blobs.ts";
 
@@ -89,6 +90,32 @@ describe("RedisBlobs against a real redis-server behind the Upstash REST bridge"
     await other.remove(stored);
     await expect(other.localPath(stored, scratch)).rejects.toMatchObject({ code: "not_found", retryable: false });
     expect(await client().keys("test:blobs:*")).toEqual([]);
+  });
+
+  // 1.2 MB is three chunks and a header: four SETs.
+  it.each([
+    ["a chunk", 2],
+    ["the header", 4],
+  ])("leaves nothing in Redis when a write of %s fails partway through the upload", async (_part, failingSet) => {
+    const real = client();
+    let sets = 0;
+    // Redis refusing one write, as it refuses a write over maxmemory, after the ones before it landed.
+    const failing = new Proxy(real, {
+      get: (target, property, receiver) =>
+        property === "exec"
+          ? (command: Command) =>
+              command[0] === "SET" && ++sets === failingSet ? Promise.reject(new Error("OOM command not allowed when used memory > 'maxmemory'.")) : target.exec(command)
+          : Reflect.get(target, property, receiver),
+    });
+    const path = await upload(Buffer.alloc(1_200_000, 7));
+
+    await expect(new RedisBlobs(failing, 60_000, { prefix: "test:partial:" }).save(`job_${failingSet}`, path, { filename: "a.wav", bytes: 1_200_000 })).rejects.toMatchObject({
+      code: "unavailable",
+      message: "shared upload store unreachable",
+    });
+    expect(sets).toBe(failingSet);
+    expect(await real.keys(`test:partial:blob:job_${failingSet}*`)).toEqual([]);
+    expect(existsSync(path)).toBe(false);
   });
 
   it("reports an unreachable or silent store as StoreUnavailable on every operation", async () => {

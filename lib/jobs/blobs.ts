@@ -100,6 +100,12 @@ export class RedisBlobs implements InputBlobs {
         await this.#redis.send(["SET", `${key}:${chunks++}`, (chunk as Buffer).toString("base64"), "PX", this.#ttl]);
       }
       await this.#redis.send(["SET", key, JSON.stringify({ chunks, bytes: meta.bytes }), "PX", this.#ttl]);
+    } catch (err) {
+      // The chunks written would otherwise stay until the retention, and each failed upload add to
+      // Redis's memory. The write that failed is removed too: it may have landed with its answer lost.
+      // Best effort, as the store itself may be what failed.
+      await this.#redis.send(["DEL", key, ...Array.from({ length: chunks }, (_, i) => `${key}:${i}`)]).catch(() => undefined);
+      throw err;
     } finally {
       await rm(path, { force: true });
     }
