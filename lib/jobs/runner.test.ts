@@ -575,6 +575,30 @@ describe("a cluster worker", () => {
     expect((await store.get("job_long"))?.status).toBe("succeeded");
   });
 
+  it("forgets a job that met a full disk here once the job may no longer wait, though it finished elsewhere", async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    cleanups.push(async () => vi.useRealTimers());
+    const { dataDir, store } = await storeInTempDir();
+    const diskFull = await writeFile("/dev/full", "x").then(
+      () => null,
+      (err: unknown) => err,
+    );
+    const worker = clusterWorker(store, dataDir, async () => {
+      throw diskFull;
+    });
+    await store.create(await queuedUpload(dataDir, "job_full_here"));
+    await worker.jobs.handleDelivery("job_full_here", 1);
+    expect(worker.dispatched).toMatchObject([{ jobId: "job_full_here", reason: "deferred" }]);
+    // Its next delivery reaches another instance, which runs it.
+    await store.update("job_full_here", (j) => ({ ...j, status: "succeeded", finishedAt: new Date().toISOString() }));
+    // Past how long a job may wait (maxWaitMs), another job meets the full disk here.
+    vi.setSystemTime(Date.now() + 60_001);
+    await store.create(await queuedUpload(dataDir, "job_full_later"));
+    await worker.jobs.handleDelivery("job_full_later", 1);
+    // Memory is the only trace such a job leaves here.
+    expect([...(worker.jobs as unknown as { storageWaits: Map<string, unknown> }).storageWaits.keys()]).toEqual(["job_full_later"]);
+  });
+
   it("answers a cancel that meets the job finishing with a conflict, not with the finished job", async () => {
     const { dataDir, store } = await storeInTempDir();
     await store.create(await queuedUpload(dataDir, "job_done"));

@@ -84,8 +84,8 @@ export class JobRunner {
   private readonly running = new Map<string, { controller: AbortController; done: Promise<void> }>();
   /** The submission whose room check and create are in progress; the next one waits for it. */
   private admitting: Promise<unknown> = Promise.resolve();
-  /** Jobs that met a full disk, and how often: each waits longer for room. */
-  private readonly storageWaits = new Map<string, number>();
+  /** Jobs that met a full disk, how often (each waits longer for room), and until when they may wait. */
+  private readonly storageWaits = new Map<string, { waits: number; until: number }>();
   private stopped = false;
 
   constructor(private readonly deps: JobRunnerDeps) {}
@@ -365,11 +365,15 @@ export class JobRunner {
       return;
     }
     const known = toDomainError(err);
-    if (known instanceof StorageFull && Date.now() - Date.parse(job.createdAt) < this.deps.maxWaitMs) {
+    const now = Date.now();
+    if (known instanceof StorageFull && now - Date.parse(job.createdAt) < this.deps.maxWaitMs) {
       // Not the job's fault, and not over in seconds: it waits for room (15 s, doubling up to the
       // longest deferral) as long as a job may wait, without spending its runs.
-      const waits = (this.storageWaits.get(id) ?? 0) + 1;
-      this.storageWaits.set(id, waits);
+      // A job requeued from here may finish on another instance (cluster mode), which this one never
+      // hears of: its count goes once the job may no longer wait, when nothing would read it again.
+      for (const [other, wait] of this.storageWaits) if (wait.until <= now) this.storageWaits.delete(other);
+      const waits = (this.storageWaits.get(id)?.waits ?? 0) + 1;
+      this.storageWaits.set(id, { waits, until: Date.parse(job.createdAt) + this.deps.maxWaitMs });
       const delaySeconds = Math.min(this.deps.maxDeferMs / 1000, 15 * 2 ** (waits - 1));
       this.deps.log.warn({ jobId: id, delaySeconds, err: known.message }, "no room on disk for the job: it runs again later");
       await this.requeue(job, "deferred", { delaySeconds, refundRun: true });
