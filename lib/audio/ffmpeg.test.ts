@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DomainError } from "../errors.ts";
 import { decodeToPcm, extractAudio, FfmpegFailure, PCM_SAMPLE_RATE, resolveFfmpeg, runFfmpeg, type PcmStream } from "./ffmpeg.ts";
 import { encodeWav, synthesize, writeAudioFile, type AudioFileFormat } from "../../tools/audio/synth.ts";
+import { isRunning, stuckFfmpeg } from "../../test/support/stuck-ffmpeg.ts";
 
 const sharedDir = process.env.SLOTSCRIBE_SHARED_DIR ?? path.resolve(import.meta.dirname, "../../../shared");
 const jfkWav = path.join(sharedDir, "audio/jfk/jfk.wav");
@@ -64,16 +65,6 @@ function rms(samples: Float32Array): number {
   let sum = 0;
   for (let i = margin; i < samples.length - margin; i++) sum += samples[i]! ** 2;
   return Math.sqrt(sum / (samples.length - 2 * margin));
-}
-
-function isRunning(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ESRCH") return false;
-    throw err;
-  }
 }
 
 async function domainErrorFrom(promise: Promise<unknown>): Promise<DomainError> {
@@ -372,6 +363,28 @@ describe("decodeToPcm", () => {
     }
     expect(isRunning(stream.pid!)).toBe(false);
     await expect(stream.done).resolves.toEqual({ samples: received, durationSeconds: received / PCM_SAMPLE_RATE });
+  });
+
+  it.each([
+    ["before its first samples", 0],
+    ["after some samples", 64_000],
+  ])("kills ffmpeg that gets no further with a file %s, and fails as unprocessable audio (422)", { timeout: 30_000 }, async (_when, outputBytes) => {
+    const stream = decodeToPcm(file("tone.mp3"), { ffmpegPath: await stuckFfmpeg(dir, { outputBytes }), stallMs: 500 });
+    const err = await domainErrorFrom(collect(stream));
+    expect(err.code).toBe("unprocessable_audio");
+    expect(err.message).toBe("audio could not be decoded: ffmpeg got no further with the file for 0.5 s");
+    expect(isRunning(stream.pid!)).toBe(false);
+  });
+
+  it("does not take a consumer that reads slowly for ffmpeg getting no further", async () => {
+    const stream = decodeToPcm(file("long-44k.wav"), { stallMs: 1_000 });
+    const iterator = stream[Symbol.asyncIterator]();
+    let samples = (await iterator.next()).value.length;
+    // ffmpeg waits on a full pipe meanwhile.
+    await new Promise((resolve) => setTimeout(resolve, 2_500));
+    for (let next = await iterator.next(); !next.done; next = await iterator.next()) samples += next.value.length;
+    expect(samples).toBe((await collect(decodeToPcm(file("long-44k.wav")))).length);
+    await expect(stream.done).resolves.toMatchObject({ samples });
   });
 
   it("can be iterated only once", async () => {

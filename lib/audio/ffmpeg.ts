@@ -24,6 +24,15 @@ const DURATION_TOLERANCE_SECONDS = 0.25;
 const PROGRESS_TAIL_CHARS = 4_096;
 
 /**
+ * How long ffmpeg may go without writing a sample, while one is awaited, before it is taken to be
+ * stuck on the file (a pathological input can make it spin without output) and killed: otherwise it
+ * would hold its admission place for good, as a job has no client to give up. Decoding writes
+ * samples all the time and opening a file reads its headers only, so a healthy run is never quiet
+ * for this long, even niced on a loaded machine; time the consumer takes does not count.
+ */
+const FFMPEG_STALL_MS = 60_000;
+
+/**
  * Demuxers ffmpeg may pick for client files. Without this list, ffmpeg would follow an HLS
  * playlist or ffconcat script inside an upload and read other files on the server.
  */
@@ -77,6 +86,8 @@ export interface DecodeOptions {
   maxDurationSeconds?: number;
   /** Skips resolveFfmpeg(). */
   ffmpegPath?: string;
+  /** How long ffmpeg may write nothing while samples are awaited before it is killed; FFMPEG_STALL_MS unless given. */
+  stallMs?: number;
 }
 
 export interface DecodeResult {
@@ -193,7 +204,7 @@ export async function readPcm(input: string, opts: DecodeOptions = {}): Promise<
  * directly (wav.ts), with the same samples and limits.
  */
 export function decodeToPcm(input: string, opts: DecodeOptions = {}): PcmStream {
-  const { signal } = opts;
+  const { signal, stallMs = FFMPEG_STALL_MS } = opts;
   const maxSamples = maxSamplesFor(opts.maxDurationSeconds);
   const outcome = deferred<DecodeResult>();
   let pid: number | undefined;
@@ -202,6 +213,7 @@ export function decodeToPcm(input: string, opts: DecodeOptions = {}): PcmStream 
   async function* decode(): AsyncGenerator<Float32Array> {
     let delivered = 0;
     let proc: LaunchedProcess | undefined;
+    let stalled = false;
     const onAbort = () => {
       if (!proc) return void outcome.reject(signal?.reason);
       proc.kill("SIGKILL");
@@ -222,7 +234,13 @@ export function decodeToPcm(input: string, opts: DecodeOptions = {}): PcmStream 
           stdout: "stream",
         });
         pid = proc.pid;
-        source = floatChunks(proc.stdout);
+        const launched = proc;
+        source = floatChunks(
+          watched(launched.stdout, stallMs, () => {
+            stalled = true;
+            launched.kill("SIGKILL");
+          }),
+        );
       }
       // With no ffmpeg (a WAV read here) there is nothing to kill: an abort settles `done` at once.
       signal?.addEventListener("abort", onAbort, { once: true });
@@ -238,6 +256,7 @@ export function decodeToPcm(input: string, opts: DecodeOptions = {}): PcmStream 
       if (proc) {
         const exit = await proc.closed;
         signal?.throwIfAborted();
+        if (stalled) throw stallFailure(stallMs, new FfmpegFailure(exit, exit.stderr));
         if (exit.code !== 0) throw await classifyFailure(new FfmpegFailure(exit, exit.stderr), input);
         if (delivered === 0) throw emptyAudio(exit.stderr);
       }
@@ -326,6 +345,29 @@ export async function runFfmpeg(args: string[], opts: { ffmpegPath?: string; sig
   }
 }
 
+/**
+ * `chunks`, calling `onStall` when one has been awaited for `ms` without arriving. Only the wait
+ * counts: while the consumer holds a chunk, ffmpeg may rightly be blocked on a full pipe.
+ */
+async function* watched<T>(chunks: AsyncIterable<T>, ms: number, onStall: () => void): AsyncGenerator<T> {
+  const iterator = chunks[Symbol.asyncIterator]();
+  try {
+    for (;;) {
+      const timer = setTimeout(onStall, ms);
+      let next: IteratorResult<T>;
+      try {
+        next = await iterator.next();
+      } finally {
+        clearTimeout(timer);
+      }
+      if (next.done) return;
+      yield next.value;
+    }
+  } finally {
+    await iterator.return?.();
+  }
+}
+
 /** ffmpeg's f32le output as float chunks, whatever byte boundaries the pipe splits it at. */
 async function* floatChunks(stdout: AsyncIterable<Uint8Array>): AsyncGenerator<Float32Array> {
   for await (const bytes of wholeSamples(stdout, Float32Array.BYTES_PER_ELEMENT)) yield asSamples(bytes);
@@ -405,6 +447,11 @@ function tooLong(maxDurationSeconds: number | undefined): DomainError {
   return new DomainError("unprocessable_audio", `audio is longer than the limit of ${maxDurationSeconds} s`, {
     details: { max_duration_seconds: maxDurationSeconds },
   });
+}
+
+/** ffmpeg killed for getting no further with a file in `stallMs`: the file's doing, as far as anyone can tell. */
+function stallFailure(stallMs: number, cause: FfmpegFailure): DomainError {
+  return new DomainError("unprocessable_audio", `audio could not be decoded: ffmpeg got no further with the file for ${stallMs / 1000} s`, { cause });
 }
 
 function emptyAudio(stderr: string): DomainError {
