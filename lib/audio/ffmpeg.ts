@@ -30,7 +30,7 @@ const PROGRESS_TAIL_CHARS = 4_096;
  * samples all the time and opening a file reads its headers only, so a healthy run is never quiet
  * for this long, even niced on a loaded machine; time the consumer takes does not count.
  */
-const FFMPEG_STALL_MS = 60_000;
+export const FFMPEG_STALL_MS = 60_000;
 
 /**
  * Demuxers ffmpeg may pick for client files. Without this list, ffmpeg would follow an HLS
@@ -450,7 +450,7 @@ function tooLong(maxDurationSeconds: number | undefined): DomainError {
 }
 
 /** ffmpeg killed for getting no further with a file in `stallMs`: the file's doing, as far as anyone can tell. */
-function stallFailure(stallMs: number, cause: FfmpegFailure): DomainError {
+export function stallFailure(stallMs: number, cause: FfmpegFailure): DomainError {
   return new DomainError("unprocessable_audio", `audio could not be decoded: ffmpeg got no further with the file for ${stallMs / 1000} s`, { cause });
 }
 

@@ -3,9 +3,10 @@ import type { AddressInfo } from "node:net";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { probeDurationSeconds } from "./probe.ts";
 import { writeAudioFile } from "../../tools/audio/synth.ts";
+import { isRunning, stuckFfmpeg, stuckFfmpegPid } from "../../test/support/stuck-ffmpeg.ts";
 
 let dir: string;
 let server: Server;
@@ -44,5 +45,40 @@ describe("probeDurationSeconds", () => {
     await writeFile(upload, typeof content === "function" ? content() : content);
     expect(await probeDurationSeconds(upload)).toBeNull();
     expect(requested).toEqual([]);
+  });
+});
+
+describe("probeDurationSeconds with an ffmpeg that gets no further with the file", () => {
+  afterEach(() => {
+    vi.unstubAllEnvs();
+  });
+
+  it("gives up, killing it, as unprocessable audio (422)", { timeout: 30_000 }, async () => {
+    const ffmpeg = await stuckFfmpeg(dir);
+    vi.stubEnv("FFMPEG_PATH", ffmpeg);
+    await expect(probeDurationSeconds(path.join(dir, "seven-seconds.wav"), { stallMs: 500 })).rejects.toMatchObject({
+      code: "unprocessable_audio",
+      message: "audio could not be decoded: ffmpeg got no further with the file for 0.5 s",
+    });
+    expect(isRunning((await stuckFfmpegPid(ffmpeg))!)).toBe(false);
+  });
+
+  it("stops it at once when its signal aborts, with the abort's reason", { timeout: 30_000 }, async () => {
+    const ffmpeg = await stuckFfmpeg(dir);
+    vi.stubEnv("FFMPEG_PATH", ffmpeg);
+    const controller = new AbortController();
+    const probe = probeDurationSeconds(path.join(dir, "seven-seconds.wav"), { signal: controller.signal });
+    const pid = await vi.waitFor(
+      async () => {
+        const started = await stuckFfmpegPid(ffmpeg);
+        expect(started).not.toBeNull();
+        return started!;
+      },
+      { timeout: 10_000 },
+    );
+    const reason = new Error("job canceled");
+    controller.abort(reason);
+    await expect(probe).rejects.toBe(reason);
+    expect(isRunning(pid)).toBe(false);
   });
 });

@@ -22,6 +22,7 @@ import { EmbeddedJobStore, inputsDir } from "./embedded-job-store.ts";
 import type { Dispatch, JobDispatcher, JobRecord, JobRequest, JobStore } from "./ports.ts";
 import { EmbeddedJobDispatcher } from "./embedded-dispatcher.ts";
 import { JobRunner, type JobRunnerDeps } from "./runner.ts";
+import { isRunning, stuckFfmpeg, stuckFfmpegPid } from "../../test/support/stuck-ffmpeg.ts";
 
 const TRANSCRIPT: Transcript = { task: "transcribe", language: "english", duration: 1, text: "alpha", segments: [{ id: 0, start: 0, end: 1, text: "alpha", tokens: [1] }] };
 const log = createLogger("silent");
@@ -290,6 +291,30 @@ describe("a full disk under the job store", () => {
     await stopped;
     expect(jobs.stats.running).toBe(0);
     expect((await store.get("job_cancel"))?.status).toBe("canceled");
+  });
+});
+
+describe("a job whose media ffmpeg gets no further with", () => {
+  it("is canceled at once while its duration is probed, and ffmpeg stopped", { timeout: 30_000 }, async () => {
+    const { dataDir, store } = await storeInTempDir();
+    const ffmpeg = await stuckFfmpeg(dataDir);
+    vi.stubEnv("FFMPEG_PATH", ffmpeg);
+    cleanups.push(async () => vi.unstubAllEnvs());
+    const jobs = runner(store, dataDir, NO_CALLBACKS);
+    cleanups.push(() => jobs.stop());
+    await jobs.start();
+    await jobs.submit(await queuedUpload(dataDir, "job_probed"));
+    const pid = await vi.waitFor(
+      async () => {
+        const started = await stuckFfmpegPid(ffmpeg);
+        expect(started).not.toBeNull();
+        return started!;
+      },
+      { timeout: 10_000 },
+    );
+    expect(await jobs.cancel("job_probed")).toMatchObject({ status: "canceled" });
+    expect(isRunning(pid)).toBe(false);
+    expect(jobs.stats.running).toBe(0);
   });
 });
 

@@ -304,7 +304,7 @@ export class JobRunner {
       } else {
         path = await this.deps.blobs.localPath(job.input, scratch);
       }
-      const total = await probeDurationSeconds(path);
+      const total = await probeDurationSeconds(path, { signal });
       await this.deps.store.update(id, (j) => ({ ...j, progress: { doneSeconds: 0, totalSeconds: total } }));
       // Canceled here (the run's signal, which may have fired already, during the download or the
       // probe), or on another instance (seen in the store as the windows progress).
