@@ -43,19 +43,13 @@ export async function serveCommand(argv: string[], startServer: StartServer): Pr
   const missing = missingProcessEnv();
   if (missing.length > 0)
     log.warn({ set: missing }, "started without the process environment the service is tuned for (the image, npm start and bin/slotscribe.js set it): slower and larger");
-  let server: Awaited<ReturnType<StartServer>>;
-  try {
-    server = await startServer(config, log);
-  } catch (err) {
-    // What loadConfig cannot check alone: DATA_DIR not a writable directory, a port in use.
-    log.fatal({ err: await explainAccess(err) }, "refusing to start: the service could not be set up");
-    log.flush();
-    return 1;
-  }
-  let closed = true;
+  // Installed before the start: a stop asked for while it is under way (a deploy cancelled, a
+  // machine stopped as it starts) waits for the start to complete and drains then, instead of the
+  // signal's default action killing the process with the runner already taking jobs.
+  let started = false;
   const signals = ["SIGTERM", "SIGINT", "SIGHUP"] as const;
   let stop: (signal: NodeJS.Signals) => void = () => undefined;
-  await new Promise<void>((resolve) => {
+  const stopAsked = new Promise<void>((resolve) => {
     let stopping = false;
     stop = (signal: NodeJS.Signals) => {
       if (stopping) {
@@ -66,18 +60,33 @@ export async function serveCommand(argv: string[], startServer: StartServer): Pr
         return;
       }
       stopping = true;
-      log.info({ signal }, "shutting down");
-      server.close().then(resolve, (err: Error) => {
-        // Said, and in the exit status: a supervisor sees a stop that left something behind.
-        log.error({ err: err.message }, "shutdown did not complete");
-        closed = false;
-        resolve();
-      });
+      log.info({ signal }, started ? "shutting down" : "shutting down once started");
+      resolve();
     };
-    // SIGHUP, a closed terminal or session (and bin/slotscribe.js passing it on): a stop like any other.
-    for (const signal of signals) process.on(signal, stop);
   });
-  for (const signal of signals) process.off(signal, stop);
-  log.flush();
-  return closed ? 0 : 1;
+  // SIGHUP, a closed terminal or session (and bin/slotscribe.js passing it on): a stop like any other.
+  for (const signal of signals) process.on(signal, stop);
+  try {
+    let server: Awaited<ReturnType<StartServer>>;
+    try {
+      server = await startServer(config, log);
+    } catch (err) {
+      // What loadConfig cannot check alone: DATA_DIR not a writable directory, a port in use.
+      log.fatal({ err: await explainAccess(err) }, "refusing to start: the service could not be set up");
+      return 1;
+    }
+    started = true;
+    await stopAsked;
+    try {
+      await server.close();
+      return 0;
+    } catch (err) {
+      // Said, and in the exit status: a supervisor sees a stop that left something behind.
+      log.error({ err: (err as Error).message }, "shutdown did not complete");
+      return 1;
+    }
+  } finally {
+    for (const signal of signals) process.off(signal, stop);
+    log.flush();
+  }
 }

@@ -1,8 +1,8 @@
-import { execFileSync, spawn } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
 import { copyFile, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
-import { request } from "node:http";
-import { createServer } from "node:net";
+import { createServer as createHttpServer, request } from "node:http";
+import { type AddressInfo, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -254,6 +254,49 @@ describe("npx slotscribe serve (bin/slotscribe.js, the package's bin)", () => {
 });
 
 describe("graceful shutdown", () => {
+  it("on SIGTERM while it starts finishes the start, then drains and exits 0", async () => {
+    let serve: ChildProcess | undefined;
+    // Upstash Redis's REST endpoint, which the start asks first: the start is under way while it
+    // waits, and the signal comes then. Its answers are failures, which only delay readiness.
+    let asked = false;
+    const redis = createHttpServer((_req, res) => {
+      if (!asked) {
+        asked = true;
+        serve!.kill("SIGTERM");
+      }
+      res.writeHead(503, { "content-type": "application/json" }).end('{"error":"unavailable"}');
+    });
+    await new Promise<void>((resolve) => redis.listen(0, "127.0.0.1", resolve));
+    try {
+      const { code, logs } = await serveUntilExit(
+        {
+          API_KEYS: KEY,
+          ROLE: "api",
+          DATA_DIR: join(work, "data-starting"),
+          UPSTASH_REDIS_REST_URL: `http://127.0.0.1:${(redis.address() as AddressInfo).port}`,
+          UPSTASH_REDIS_REST_TOKEN: "token",
+          QSTASH_TOKEN: "q",
+          QSTASH_CURRENT_SIGNING_KEY: "current",
+          QSTASH_NEXT_SIGNING_KEY: "next",
+          CLUSTER_MAX_TRANSCRIPTIONS: "2",
+          PUBLIC_URL: "http://127.0.0.1:9",
+          WORKER_URL: "http://127.0.0.1:9",
+          QSTASH_DELIVERY_URL: "http://127.0.0.1:10",
+        },
+        60_000,
+        (child) => (serve = child),
+      );
+      expect(asked).toBe(true);
+      expect(code).toBe(0);
+      const messages = logs.map((l) => l.msg);
+      expect(messages.indexOf("listening")).toBeGreaterThan(messages.findIndex((m) => typeof m === "string" && m.startsWith("shutting down")));
+      expect(logs).toContainEqual(expect.objectContaining({ signal: "SIGTERM", msg: expect.stringMatching(/^shutting down/) }));
+      expect(messages).toContain("stopped: jobs handed back, leases released");
+    } finally {
+      await new Promise((resolve) => redis.close(resolve));
+    }
+  });
+
   it("on SIGTERM an idle server exits 0 as soon as it has stopped, not when the grace period ends", async () => {
     const service = await startService(env(join(work, "data-idle"), { SHUTDOWN_GRACE: "60s" }));
     expect((await fetch(`${service.url}/healthz`)).status).toBe(200);

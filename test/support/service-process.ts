@@ -79,9 +79,17 @@ export async function startService(env: Record<string, string>, timeoutMs = 60_0
   };
 }
 
-/** Runs `serve` (from the sources) until it exits on its own, for starts that must fail: its status, JSON log lines and stderr. */
-export async function serveUntilExit(env: Record<string, string>, timeoutMs = 60_000): Promise<{ code: number | null; logs: Record<string, unknown>[]; stderr: string }> {
+/**
+ * Runs `serve` (from the sources) until it exits, for starts that must fail or are stopped before
+ * they are done (`spawned` gets the process to signal): its status, JSON log lines and stderr.
+ */
+export async function serveUntilExit(
+  env: Record<string, string>,
+  timeoutMs = 60_000,
+  spawned: (child: ChildProcess) => void = () => undefined,
+): Promise<{ code: number | null; logs: Record<string, unknown>[]; stderr: string }> {
   const child = spawnServe(env);
+  spawned(child);
   let stdout = "";
   let stderr = "";
   child.stdout!.on("data", (d: Buffer) => (stdout += d.toString()));
