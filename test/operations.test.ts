@@ -297,6 +297,22 @@ describe("graceful shutdown", () => {
     }
   });
 
+  it("on Ctrl-C (SIGINT to its whole process group) lets a synchronous transcription finish within the grace, ffmpeg included", async () => {
+    const service = await startService(env(join(work, "data-ctrl-c"), { SHUTDOWN_GRACE: "60s", WINDOW_SLOTS: "1" }), 60_000, [], { ownGroup: true });
+    const long = join(work, "ctrl-c.flac");
+    // Decoded by ffmpeg as it is transcribed: ffmpeg is still running when the signal comes.
+    await writeAudioFile(long, microTones(Array.from({ length: 10 }, () => ({ word: "alpha", seconds: 30 }))));
+    const answer = upload(service.url, long, "/v1/audio/transcriptions");
+    await eventually(async () => expect((await transcriptionsOf(service)).active).toBe(1));
+    const exited = once(service.child, "exit") as Promise<[number | null]>;
+    process.kill(-service.pid, "SIGINT");
+    const res = await answer;
+    expect(res.status).toBe(200);
+    expect(((await res.json()) as { text: string }).text).toBe(Array(10).fill("alpha").join(" "));
+    expect((await exited)[0]).toBe(0);
+    expect(service.logs).toContainEqual(expect.objectContaining({ msg: "shutting down", signal: "SIGINT" }));
+  });
+
   it("on SIGTERM an idle server exits 0 as soon as it has stopped, not when the grace period ends", async () => {
     const service = await startService(env(join(work, "data-idle"), { SHUTDOWN_GRACE: "60s" }));
     expect((await fetch(`${service.url}/healthz`)).status).toBe(200);

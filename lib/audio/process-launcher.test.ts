@@ -27,19 +27,26 @@ afterAll(async () => {
 const QUIET = ["-nostdin", "-hide_banner", "-nostats", "-loglevel", "error"];
 /** Float samples of a tone that never ends, as fast as ffmpeg can make them: only a full pipe stops it. */
 const ENDLESS_TONE = [...QUIET, "-f", "lavfi", "-i", `sine=frequency=440:sample_rate=${PCM_SAMPLE_RATE}`, "-f", "f32le", "pipe:1"];
+/** A tone in real time that writes nothing, so no broken pipe would end it: only the launcher can. */
+const SILENT_FOREVER = [...QUIET, "-re", "-f", "lavfi", "-i", `sine=frequency=440:sample_rate=${PCM_SAMPLE_RATE}`, "-f", "null", "-"];
 
 /** Bytes the process has written so far (Linux). */
 function bytesWritten(pid: number): number {
   return Number(/^wchar: (\d+)$/m.exec(readFileSync(`/proc/${pid}/io`, "utf8"))![1]);
 }
 
+/** Alive, not a zombie waiting to be reaped (Linux). */
 function isRunning(pid: number): boolean {
   try {
-    process.kill(pid, 0);
-    return true;
+    return !/^\d+ \(.*\) Z /.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
   } catch {
     return false;
   }
+}
+
+/** The parent of a running process (Linux). */
+function parentOf(pid: number): number {
+  return Number(/^\d+ \(.*\) \S (\d+) /.exec(readFileSync(`/proc/${pid}/stat`, "utf8"))![1]);
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -158,8 +165,6 @@ describe("ProcessLauncher", () => {
   });
 
   it("ends with the service, even killed, and takes the children it started with it", async () => {
-    // Writes nothing, so no broken pipe would end it: only the launcher can.
-    const SILENT_FOREVER = [...QUIET, "-re", "-f", "lavfi", "-i", `sine=frequency=440:sample_rate=${PCM_SAMPLE_RATE}`, "-f", "null", "-"];
     const script = path.join(dir, "killed.mts");
     const launcherModule = JSON.stringify(path.resolve(import.meta.dirname, "process-launcher.ts"));
     await writeFile(
@@ -171,6 +176,27 @@ describe("ProcessLauncher", () => {
     expect(isRunning(pid)).toBe(true);
     service.kill("SIGKILL");
     await expect.poll(() => isRunning(pid), { timeout: 10_000 }).toBe(false);
+  });
+
+  it("outlives a SIGINT or SIGTERM to the service's whole process group (Ctrl-C), not the service itself", async () => {
+    const script = path.join(dir, "group.mts");
+    const launcherModule = JSON.stringify(path.resolve(import.meta.dirname, "process-launcher.ts"));
+    // A service that drains on those signals, as slotscribe serve does.
+    await writeFile(
+      script,
+      `import { processLauncher } from ${launcherModule};\nfor (const s of ["SIGINT", "SIGTERM"]) process.on(s, () => {});\nconst p = await processLauncher.launch(${JSON.stringify(ffmpeg)}, ${JSON.stringify(SILENT_FOREVER)}, { stdout: "ignore" });\nconsole.log(p.pid);\nsetInterval(() => {}, 1000);\n`,
+    );
+    const service = spawn(process.execPath, ["--import", "tsx", script], { stdio: ["ignore", "pipe", "inherit"], detached: true });
+    const pid = await new Promise<number>((resolve) => service.stdout.setEncoding("utf8").once("data", (text: string) => resolve(Number(text.trim()))));
+    const launcherPid = parentOf(pid);
+    try {
+      for (const signal of ["SIGINT", "SIGTERM"] as const) process.kill(-service.pid!, signal);
+      await sleep(500);
+      expect({ ffmpeg: isRunning(pid), launcher: isRunning(launcherPid) }).toEqual({ ffmpeg: true, launcher: true });
+    } finally {
+      service.kill("SIGKILL");
+    }
+    await expect.poll(() => isRunning(pid) || isRunning(launcherPid), { timeout: 10_000 }).toBe(false);
   });
 
   it("does not keep a short script alive once its children are done", async () => {

@@ -93,6 +93,10 @@ export class ProcessLauncher {
       // (a test runner's, a debugger's) are not the launcher's.
       execArgv: [],
       stdio: ["ignore", "inherit", "inherit", "ipc"],
+      // A process group of its own, which its ffmpeg children share: a signal to the service's whole
+      // group (Ctrl-C on `npm start`) reaches the service, which drains, and not the ffmpeg runs the
+      // drain waits for. It still ends with the service (launcher-child.ts: on disconnect).
+      detached: true,
     });
     reference(launcher, false);
     const forget = (id: number) => {

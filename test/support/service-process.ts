@@ -19,23 +19,32 @@ export interface ServiceProcess {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-/** `slotscribe serve` on a random local port, its output piped. */
-function spawnServe(env: Record<string, string>, serveArgs: string[] = [], compiled = false): ChildProcess {
+/**
+ * `slotscribe serve` on a random local port, its output piped. `ownGroup`: it leads a process group
+ * of its own, which a test can signal as a whole, as a terminal's Ctrl-C does.
+ */
+function spawnServe(env: Record<string, string>, serveArgs: string[] = [], compiled = false, ownGroup = false): ChildProcess {
   const entry = compiled ? [join(ROOT, "dist", "bin", "main.js")] : ["--import", "tsx", join(ROOT, "bin", "main.ts")];
   return spawn(process.execPath, [...entry, "serve", ...serveArgs], {
     cwd: ROOT,
     env: withServiceProcessEnv({ ...process.env, PORT: "0", HOST: "127.0.0.1", LOG_LEVEL: "info", ...env }),
     stdio: ["ignore", "pipe", "pipe"],
+    detached: ownGroup,
   });
 }
 
 /**
  * `serveArgs` go after `serve`, as a Fly process group's command line passes `--role`. `compiled`
  * runs `dist/` (built by `npm run build`) as the image does, without tsx, whose esbuild service and
- * per-thread loader would count in memory figures; tests run the sources.
+ * per-thread loader would count in memory figures; tests run the sources. `ownGroup`: see spawnServe.
  */
-export async function startService(env: Record<string, string>, timeoutMs = 60_000, serveArgs: string[] = [], { compiled = false } = {}): Promise<ServiceProcess> {
-  const child = spawnServe(env, serveArgs, compiled);
+export async function startService(
+  env: Record<string, string>,
+  timeoutMs = 60_000,
+  serveArgs: string[] = [],
+  { compiled = false, ownGroup = false } = {},
+): Promise<ServiceProcess> {
+  const child = spawnServe(env, serveArgs, compiled, ownGroup);
   const logs: Record<string, unknown>[] = [];
   let stderr = "";
   child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
