@@ -5,7 +5,7 @@
 #   docker build -t slotscribe .                                  # prefetches base.en (q8) into /models
 #   docker build --build-arg PREFETCH_MODELS="base.en small.en" -t slotscribe .
 #   docker build --build-arg PREFETCH_MODELS= -t slotscribe .     # no prefetch: downloads on first start
-#   docker run -p 8080:8080 -e API_KEYS=change-me -v slotscribe-data:/data slotscribe
+#   docker run -p 8080:8080 -e API_KEYS=change-me -v slotscribe-data:/data --stop-timeout 30 slotscribe
 #
 # The service runs compiled: the build stage runs `npm run build` (tsc into dist/), the runtime holds
 # dist/ and production node_modules only, no TypeScript loader (less memory, faster start).

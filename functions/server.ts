@@ -15,6 +15,14 @@ import { newRequestId, requestOn } from "./middleware.ts";
 /** How long requests interrupted at the end of the grace period have to write their 503. */
 const INTERRUPTED_ANSWER_MS = 1_000;
 
+/**
+ * How long the stop may take beyond SHUTDOWN_GRACE, every step together: the 503s above, jobs
+ * handed back, callbacks still on the wire, the inference thread's last call, ffmpeg. What is not
+ * done by then is cut off (a callback cut off is sent again at the next start), so the process is
+ * gone before a container runtime's stop timeout of SHUTDOWN_GRACE + this + 1 s (README, infra/README.md).
+ */
+export const STOP_AFTER_GRACE_MS = 4_000;
+
 /** Where a client on this machine reaches a server listening on `host` (a wildcard is not an address to connect to). */
 function reachableHost(host: string): string {
   if (host === "0.0.0.0") return "127.0.0.1";
@@ -166,22 +174,30 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     async close() {
       const graceMs = config.SHUTDOWN_GRACE;
       log.info({ graceMs }, "draining: no new connections; running work gets the grace period");
-      const http = server as Server;
-      const requestsDone = new Promise<void>((resolve) => http.close(() => resolve()));
-      http.closeIdleConnections();
-      // The timer is cleared once requests are done: left pending it would hold the process open
-      // for the whole grace period after everything had stopped.
-      let graceTimer: NodeJS.Timeout | undefined;
-      const graceOver = new Promise<void>((resolve) => (graceTimer = setTimeout(resolve, graceMs)));
-      await Promise.all([services.drain(graceMs), Promise.race([requestsDone, graceOver]).finally(() => clearTimeout(graceTimer))]);
-      // Past the grace: a request still transcribing is answered 503, and has a moment to be written,
-      // rather than have its connection closed with no answer at all.
-      services.interruptRunning();
-      let answeredTimer: NodeJS.Timeout | undefined;
-      await Promise.race([requestsDone, new Promise<void>((resolve) => (answeredTimer = setTimeout(resolve, INTERRUPTED_ANSWER_MS)))]).finally(() => clearTimeout(answeredTimer));
-      http.closeAllConnections();
-      // Only now: a request still arriving (an upload) needs the stores and the scratch space.
-      await services.close();
+      // One bound on the whole stop, not one per step; referenced, so the steps waiting on it keep
+      // the process alive until it passes, and cleared at the end so it does not keep it any longer.
+      const deadline = new AbortController();
+      const deadlineTimer = setTimeout(() => deadline.abort(), graceMs + STOP_AFTER_GRACE_MS);
+      try {
+        const http = server as Server;
+        const requestsDone = new Promise<void>((resolve) => http.close(() => resolve()));
+        http.closeIdleConnections();
+        // The timer is cleared once requests are done: left pending it would hold the process open
+        // for the whole grace period after everything had stopped.
+        let graceTimer: NodeJS.Timeout | undefined;
+        const graceOver = new Promise<void>((resolve) => (graceTimer = setTimeout(resolve, graceMs)));
+        await Promise.all([services.drain(graceMs, deadline.signal), Promise.race([requestsDone, graceOver]).finally(() => clearTimeout(graceTimer))]);
+        // Past the grace: a request still transcribing is answered 503, and has a moment to be written,
+        // rather than have its connection closed with no answer at all.
+        services.interruptRunning();
+        let answeredTimer: NodeJS.Timeout | undefined;
+        await Promise.race([requestsDone, new Promise<void>((resolve) => (answeredTimer = setTimeout(resolve, INTERRUPTED_ANSWER_MS)))]).finally(() => clearTimeout(answeredTimer));
+        http.closeAllConnections();
+        // Only now: a request still arriving (an upload) needs the stores and the scratch space.
+        await services.close(deadline.signal);
+      } finally {
+        clearTimeout(deadlineTimer);
+      }
       log.info("stopped: jobs handed back, leases released");
       log.flush();
     },

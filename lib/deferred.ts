@@ -13,3 +13,19 @@ export function deferred<T>() {
   promise.catch(() => {});
   return { promise, resolve, reject };
 }
+
+/**
+ * Whether `work` is done before `deadline` passes: true once it is, false when the deadline passes
+ * first (at once if it already has). Nothing is cut off here; that is the caller's to do.
+ */
+export async function doneBy(work: Promise<unknown>, deadline: AbortSignal): Promise<boolean> {
+  if (deadline.aborted) return false;
+  let passed!: () => void;
+  const deadlinePassed = new Promise<false>((resolve) => (passed = () => resolve(false)));
+  deadline.addEventListener("abort", passed, { once: true });
+  try {
+    return await Promise.race([work.then(() => true), deadlinePassed]);
+  } finally {
+    deadline.removeEventListener("abort", passed);
+  }
+}

@@ -95,13 +95,19 @@ export interface Services {
   baseUrl(requestOrigin: string): string;
   /** True once shutdown began: /readyz says no, so load balancers stop sending work. */
   draining: boolean;
-  /** Stops taking jobs; running ones get `graceMs` to finish, then are handed back. */
-  drain(graceMs?: number): Promise<void>;
+  /**
+   * Stops taking jobs; running ones get `graceMs` to finish, then are handed back. One whose hand-back
+   * is not done by `deadline` is left as after a crash, to run again.
+   */
+  drain(graceMs: number, deadline: AbortSignal): Promise<void>;
   /** After the grace period: synchronous transcriptions still running, and uploads still arriving, end with a 503 (retry elsewhere). */
   interruptRunning(): void;
   readonly interrupted: AbortSignal;
-  /** After drain() and the last request: closes the stores, the engine and the leases, and removes the scratch space. */
-  close(): Promise<void>;
+  /**
+   * After drain() and the last request: closes the stores, the engine and the leases, and removes
+   * the scratch space; callbacks still on the wire, the inference thread and ffmpeg are cut off at `deadline`.
+   */
+  close(deadline: AbortSignal): Promise<void>;
 }
 
 export interface QStashInbox {
@@ -390,22 +396,21 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
     qstash: inbox && { ...inbox, runner, jobs },
     baseUrl: (requestOrigin) => config.PUBLIC_URL?.replace(/\/$/, "") ?? requestOrigin,
     draining: false,
-    async drain(graceMs = 0) {
+    async drain(graceMs, deadline) {
       services.draining = true;
       clearInterval(sweeper);
       transcriber?.transcription.interrupt("waiting");
-      await runner.stop(graceMs);
+      await runner.stop(graceMs, deadline);
     },
     interrupted: interruption.signal,
     interruptRunning() {
       transcriber?.transcription.interrupt("running");
       interruption.abort();
     },
-    async close() {
-      await callbacks.close();
-      await jobs.close();
-      await transcriber?.engine.close();
-      await processLauncher.close();
+    async close(deadline) {
+      // Side by side, so each has the time left to the one deadline; the store only after the
+      // callbacks, whose attempts record their outcome in it.
+      await Promise.all([callbacks.close(deadline).then(() => jobs.close()), transcriber?.engine.close(deadline), processLauncher.close(deadline)]);
       await leases.close();
       await rm(tempDir, { recursive: true, force: true });
     },

@@ -26,6 +26,7 @@ import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { JobJsonBody } from "../functions/job-schemas.ts";
 import { probeHub } from "../bin/prefetch-models.ts";
+import { STOP_AFTER_GRACE_MS } from "../functions/server.ts";
 import { serveEnv } from "../cli/serve.ts";
 import { loadConfig, SETTING_NAMES } from "../lib/config.ts";
 import { SERVICE_PROCESS_ENV } from "../lib/process-env.ts";
@@ -755,6 +756,33 @@ describe("infra/railway.json", () => {
     expect(deploy.drainingSeconds).toBe(seconds(fly.kill_timeout));
     // Railway's parser wants numbers here, not numeric strings.
     for (const key of ["healthcheckTimeout", "restartPolicyMaxRetries", "numReplicas", "drainingSeconds"]) expect(typeof deploy[key], key).toBe("number");
+  });
+});
+
+describe("the stop timeout the documents give", () => {
+  it("is the default SHUTDOWN_GRACE, the stop's bound after it and a second to spare, wherever a figure is given", () => {
+    const graceS = loadConfig({ API_KEYS: "placeholder" }).SHUTDOWN_GRACE / 1000;
+    const afterS = STOP_AFTER_GRACE_MS / 1000;
+    const stopTimeoutS = graceS + afterS + 1;
+    // The bound and the stop timeout it needs, in words (a comment's lines joined, code quotes dropped).
+    for (const doc of ["README.md", "infra/README.md", "fly.toml"]) {
+      const text = read(doc)
+        .replace(/\s*\n\s*#?\s*/g, " ")
+        .replaceAll("`", "");
+      expect(
+        [`SHUTDOWN_GRACE + ${afterS} s`, `SHUTDOWN_GRACE + ${afterS + 1} s`].filter((figure) => !text.includes(figure)),
+        doc,
+      ).toEqual([]);
+    }
+    const dockerRuns = [...`${read("Dockerfile")}\n${read("infra/README.md")}`.matchAll(/^#?\s*docker run .*$/gm)].map(([line]) => line);
+    expect(dockerRuns.length).toBeGreaterThan(1);
+    for (const line of dockerRuns) expect(line).toContain(`--stop-timeout ${stopTimeoutS} `);
+    expect(read("infra/README.md")).toContain(`\`--stop-timeout ${stopTimeoutS}\` (compose: \`stop_grace_period: ${stopTimeoutS}s\`)`);
+    // The platforms' own figures leave more room.
+    const railway = JSON.parse(read("infra/railway.json")) as { deploy: { drainingSeconds: number } };
+    for (const timeoutS of [seconds(fly.kill_timeout), seconds(parseToml(read("infra/fly.cluster.toml")).kill_timeout), railway.deploy.drainingSeconds]) {
+      expect(timeoutS).toBeGreaterThanOrEqual(stopTimeoutS);
+    }
   });
 });
 

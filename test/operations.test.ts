@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { writeAudioFile } from "../tools/audio/synth.ts";
 import { DEFAULT_MODELS_DIR, generateModel } from "../tools/models/generate.ts";
 import { microTones, type MicroPart } from "../tools/models/micro.ts";
+import { generateWebhookSecret } from "../lib/webhooks/standard-webhooks.ts";
 import { eventually, serveUntilExit, startService, type ServiceProcess } from "./support/service-process.ts";
 
 const KEY = `sk-ops-${Math.random().toString(36).slice(2)}`;
@@ -294,6 +295,54 @@ describe("graceful shutdown", () => {
       expect(messages).toContain("stopped: jobs handed back, leases released");
     } finally {
       await new Promise((resolve) => redis.close(resolve));
+    }
+  });
+
+  it("on SIGTERM with a callback its receiver never answers exits 0 soon after the grace; the next start sends it again", async () => {
+    // Takes the first request and never answers it; answers the ones after.
+    const webhookIds: string[] = [];
+    const receiver = createHttpServer((req, res) => {
+      webhookIds.push(String(req.headers["webhook-id"]));
+      req.resume();
+      if (webhookIds.length > 1) req.on("end", () => res.writeHead(204).end());
+    });
+    await new Promise<void>((resolve) => receiver.listen(0, "127.0.0.1", resolve));
+    const dataDir = join(work, "data-hung-callback");
+    const settings = { WEBHOOK_SECRET: generateWebhookSecret(), OUTBOUND_ALLOWLIST: "127.0.0.1" };
+    let service = await startService(env(dataDir, { ...settings, SHUTDOWN_GRACE: "1s" }));
+    try {
+      const clip = join(work, "hung-callback.wav");
+      await writeAudioFile(clip, microTones([{ word: "charlie", seconds: 4 }]));
+      const form = new FormData();
+      form.set("file", new Blob([await readFile(clip)]), "a.wav");
+      form.set("callback_url", `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`);
+      const created = await fetch(`${service.url}/v1/jobs`, { method: "POST", body: form, headers: auth });
+      expect(created.status).toBe(202);
+      const { id } = (await created.json()) as { id: string };
+      await eventually(() => expect(webhookIds).toHaveLength(1));
+      // Waiting out the callback's own timeout (15 s) would take the stop past a 30 s stop timeout.
+      const tooLate = new Promise<"still stopping">((resolve) => setTimeout(() => resolve("still stopping"), 10_000).unref());
+      const outcome = await Promise.race([service.stop("SIGTERM"), tooLate]);
+      if (outcome === "still stopping") service.child.kill("SIGKILL");
+      expect(outcome).toBe(0);
+      expect(service.logs).toContainEqual(expect.objectContaining({ msg: "callback attempts still in flight at close", jobIds: [id] }));
+      expect(service.logs.some((l) => l.msg === "stopped: jobs handed back, leases released")).toBe(true);
+
+      service = await startService(env(dataDir, settings));
+      const callback = await eventually(async () => {
+        const view = (await (await fetch(`${service.url}/v1/jobs/${id}`, { headers: auth })).json()) as {
+          callback: { state: string; webhook_id: string; attempts: { status: number | null }[] };
+        };
+        if (view.callback.state !== "delivered") throw new Error(view.callback.state);
+        return view.callback;
+      });
+      // The attempt cut off by the stop is not one of the retry schedule's: it is sent again as it was.
+      expect(callback.attempts.map((a) => a.status)).toEqual([204]);
+      expect(webhookIds).toEqual([callback.webhook_id, callback.webhook_id]);
+    } finally {
+      await service.stop();
+      receiver.closeAllConnections();
+      await new Promise((resolve) => receiver.close(resolve));
     }
   });
 

@@ -1,5 +1,6 @@
 import { Worker } from "node:worker_threads";
 import { allowBufferReleaseInNewThreads } from "../buffer-release.ts";
+import { closeThread } from "../thread-close.ts";
 import type { FromAudioThread, ToAudioThread } from "./audio-worker.ts";
 import type { WhisperFeatureConfig } from "./log-mel.ts";
 import { initialCarry, type SileroRunner } from "./silero-vad.ts";
@@ -61,16 +62,12 @@ export class AudioThread {
     await this.run(new Float32Array(CHUNK_SAMPLES), initialCarry());
   }
 
-  /** Lets the thread finish the blocks sent to it, then ends it. */
-  async close(): Promise<void> {
+  /** Lets the thread finish the blocks sent to it, then ends it; see closeThread for `deadline`. */
+  async close(deadline?: AbortSignal): Promise<void> {
     const worker = this.#worker;
     this.#worker = null;
     if (!worker) return;
-    const exited = new Promise<void>((resolve) => worker.once("exit", () => resolve()));
-    // Referenced until it exits, so a caller awaiting this is not left with an empty event loop.
-    worker.ref();
-    worker.postMessage({ op: "close" } satisfies ToAudioThread);
-    await exited;
+    await closeThread(worker, { op: "close" } satisfies ToAudioThread, deadline);
   }
 
   #ensureWorker(): Worker {

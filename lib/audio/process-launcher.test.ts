@@ -20,7 +20,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await launcher.close();
+  await launcher.close(AbortSignal.timeout(10_000));
   await rm(dir, { recursive: true, force: true });
 });
 
@@ -155,13 +155,21 @@ describe("ProcessLauncher", () => {
   it("close() lets the children already started finish, then ends the launcher; the next launch starts a new one", async () => {
     const own = new ProcessLauncher();
     const proc = await own.launch(ffmpeg, [...QUIET, "-i", path.join(dir, "tone.wav"), "-f", "f32le", "pipe:1"], { stdout: "stream" });
-    const closing = own.close();
+    const closing = own.close(new AbortController().signal);
     expect(await take(proc.stdout[Symbol.asyncIterator](), Number.POSITIVE_INFINITY)).toBe(PCM_SAMPLE_RATE * Float32Array.BYTES_PER_ELEMENT);
     await expect(proc.closed).resolves.toMatchObject({ code: 0 });
     await closing;
     const again = await own.launch(ffmpeg, [...QUIET, "-version"], { stdout: "tail" });
     await expect(again.closed).resolves.toMatchObject({ code: 0 });
-    await own.close();
+    await own.close(new AbortController().signal);
+  });
+
+  it("close() kills the children still running once its deadline has passed, and ends the launcher", async () => {
+    const own = new ProcessLauncher();
+    const proc = await own.launch(ffmpeg, SILENT_FOREVER, { stdout: "ignore" });
+    const outcome = await Promise.race([own.close(AbortSignal.timeout(200)).then(() => "closed"), sleep(10_000).then(() => "still waiting")]);
+    expect(outcome).toBe("closed");
+    await expect.poll(() => isRunning(proc.pid), { timeout: 10_000 }).toBe(false);
   });
 
   it("ends with the service, even killed, and takes the children it started with it", async () => {

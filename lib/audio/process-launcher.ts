@@ -1,6 +1,6 @@
 import { type ChildProcess, fork } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { deferred } from "../deferred.ts";
+import { deferred, doneBy } from "../deferred.ts";
 import { type FromLauncher, LAUNCHER_ARG, type SpawnFailure, type StdoutMode, type ToLauncher } from "./launcher-child.ts";
 
 export interface ProcessExit {
@@ -71,9 +71,10 @@ export class ProcessLauncher {
 
   /**
    * Lets the children already started finish (every service in the process shares the launcher),
-   * then ends the launcher; a later launch starts a new one.
+   * then ends the launcher; at `deadline` the launcher and the children still running are killed.
+   * A later launch starts a new one.
    */
-  async close(): Promise<void> {
+  async close(deadline: AbortSignal): Promise<void> {
     const launcher = this.#launcher;
     this.#launcher = null;
     if (!launcher || launcher.exitCode !== null || launcher.signalCode !== null) return;
@@ -81,6 +82,10 @@ export class ProcessLauncher {
     // Referenced until it exits, so a caller awaiting this is not left with an empty event loop.
     reference(launcher, true);
     launcher.send({ op: "close" } satisfies ToLauncher);
+    if (await doneBy(exited, deadline)) return;
+    // Its process group, which its children share (see #ensureLauncher): still its own while the
+    // launcher has not been reaped.
+    if (launcher.exitCode === null && launcher.signalCode === null) process.kill(-launcher.pid!, "SIGKILL");
     await exited;
   }
 

@@ -4,6 +4,7 @@ import type { SileroRunner } from "../audio/silero-vad.ts";
 import { AudioThread } from "../audio/audio-thread.ts";
 import { allowBufferReleaseInNewThreads } from "../buffer-release.ts";
 import { DomainError } from "../errors.ts";
+import { closeThread } from "../thread-close.ts";
 import type { DecoderStats, FromWorker, ModelInfo, ModelSpec, ToWorker, WindowOptions, WindowOutput, WorkerInit } from "./protocol.ts";
 
 export class InferenceError extends Error {
@@ -166,21 +167,18 @@ export class Engine {
   }
 
   /**
-   * Lets the thread finish the call it is in, then ends it; a thread that does not stop within 10 s is
-   * terminated. Calls still pending fail at once, as a stop to retry: the thread drops its windows
-   * without a reply, and the exit of a thread the engine has let go of fails nothing (failAll).
+   * Lets each thread finish the call it is in, then ends it; a thread still running at `deadline`
+   * (without one, 10 s after it was asked to end) is terminated. Calls still pending fail at once, as
+   * a stop to retry: the thread drops its windows without a reply, and the exit of a thread the
+   * engine has let go of fails nothing (failAll).
    */
-  async close(): Promise<void> {
-    await this.#audio.close();
+  async close(deadline?: AbortSignal): Promise<void> {
+    await this.#audio.close(deadline);
     const worker = this.worker;
     this.worker = null;
     if (!worker) return;
     this.failPending(() => new DomainError("unavailable", "The inference engine is stopping; retry the request.", { retryAfterSeconds: 1 }));
-    const exited = new Promise<void>((resolve) => worker.once("exit", () => resolve()));
-    worker.postMessage({ op: "close", rid: 0 } satisfies ToWorker);
-    const timer = setTimeout(() => void worker.terminate(), 10_000);
-    await exited;
-    clearTimeout(timer);
+    await closeThread(worker, { op: "close", rid: 0 } satisfies ToWorker, deadline);
   }
 
   private call<T>(message: ToWorker, transfer: ArrayBuffer[] = [], onLanguage?: (language: string) => void, rid = this.nextRid++): Promise<T> {

@@ -142,7 +142,7 @@ describe("a job's callback", () => {
       publicUrl: "http://localhost",
       log,
     });
-    cleanups.push(() => sender.close());
+    cleanups.push(() => sender.close(AbortSignal.abort()));
     await sender.start();
     await vi.waitFor(() => expect(hook.received).toHaveLength(1), { timeout: 10_000 });
     expect(hook.received[0]!.payload).toMatchObject({ type: "job.succeeded", data: { id: "job_1", status: "succeeded" } });
@@ -182,6 +182,21 @@ describe("a job whose runs end with the process running it (killed, out of memor
     expect((await store.get("job_poison_running"))?.status).toBe("failed");
     expect(transcribed).toBe(0);
     expect(enqueued).toEqual(["job_poison", "job_poison_running"]);
+  });
+
+  it("stops waiting for a run that does not end when told to once the stop's deadline has passed", async () => {
+    const { dataDir, store } = await storeInTempDir();
+    let transcribing = false;
+    const deaf: TranscriptionService["transcribeFile"] = () => {
+      transcribing = true;
+      return new Promise(() => undefined);
+    };
+    const jobs = runner(store, dataDir, NO_CALLBACKS, deaf);
+    await jobs.start();
+    await jobs.submit(await queuedUpload(dataDir, "job_deaf"));
+    await vi.waitFor(() => expect(transcribing).toBe(true), { timeout: 10_000 });
+    const stopped = jobs.stop(0, AbortSignal.timeout(200)).then(() => "stopped");
+    expect(await Promise.race([stopped, new Promise((resolve) => setTimeout(() => resolve("still waiting"), 10_000))])).toBe("stopped");
   });
 
   it("does not count a run the shutdown handed back", async () => {

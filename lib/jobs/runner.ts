@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { probeDurationSeconds } from "../audio/probe.ts";
 import type { LeaseStore } from "../admission/ports.ts";
 import { InferenceError } from "../engine/engine.ts";
+import { doneBy } from "../deferred.ts";
 import { DomainError, StorageFull, toDomainError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
@@ -226,9 +227,10 @@ export class JobRunner {
 
   /**
    * Stops taking jobs; running ones get `graceMs` to finish, then are handed back to the queue (on
-   * one machine the next start runs them, in cluster mode QStash redelivers them elsewhere).
+   * one machine the next start runs them, in cluster mode QStash redelivers them elsewhere). A run
+   * still being handed back at `deadline` is no longer waited for.
    */
-  async stop(graceMs = 0): Promise<void> {
+  async stop(graceMs = 0, deadline?: AbortSignal): Promise<void> {
     this.stopped = true;
     this.deps.dispatcher.stop();
     const runs = [...this.running.values()];
@@ -237,7 +239,12 @@ export class JobRunner {
     await Promise.race([Promise.all(runs.map((r) => r.done)), grace]);
     clearTimeout(timer);
     for (const run of this.running.values()) run.controller.abort(new Error("shutting down"));
-    await Promise.all([...this.running.values()].map((r) => r.done));
+    const handedBack = Promise.all([...this.running.values()].map((r) => r.done));
+    if (!deadline) await handedBack;
+    else if (!(await doneBy(handedBack, deadline))) {
+      // Their records still say running, as after a crash: they run again (on one machine, at the next start).
+      this.deps.log.warn({ jobIds: [...this.running.keys()] }, "jobs not handed back by the stop's deadline");
+    }
   }
 
   private async heldElsewhere(id: string): Promise<boolean> {

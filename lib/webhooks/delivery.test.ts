@@ -106,7 +106,8 @@ function createSender(options: Partial<EmbeddedCallbackSenderOptions> & Pick<Emb
     random: () => 0.5,
     ...options,
   });
-  cleanups.push(() => sender.close());
+  // Whatever a test leaves on the wire is cut off, not waited for.
+  cleanups.push(() => sender.close(AbortSignal.abort()));
   return sender;
 }
 
@@ -287,7 +288,7 @@ describe("EmbeddedCallbackSender", () => {
     );
     expect(beforeRestart.state).toBe("pending");
     expect(Date.parse(beforeRestart.nextAttemptAt!)).toBeGreaterThan(Date.now() + 30 * 60_000);
-    await firstSender.close();
+    await firstSender.close(AbortSignal.abort());
     await firstStore.close();
 
     const store = await openStore(dataDir);
@@ -345,6 +346,17 @@ describe("EmbeddedCallbackSender", () => {
     expect(callback.attempts[0]).toMatchObject({ status: null, error: expect.stringMatching(/timed out/) });
     expect(callback.attempts[0]!.latencyMs).toBeGreaterThanOrEqual(190);
     expect(callback.attempts[1]?.status).toBe(200);
+  });
+
+  it("at close, ends an attempt still waiting for its receiver at the deadline and leaves it pending, unrecorded, for the next start", async () => {
+    const { store, sender, receiver } = await setup(() => ({ status: 204, delayMs: 30_000 }));
+    await store.create(finishedJob("job_hung", { callbackUrl: receiver.url }));
+    await sender.enqueue("job_hung");
+    await vi.waitFor(() => expect(receiver.requests).toHaveLength(1), { timeout: 10_000, interval: 10 });
+
+    const closed = sender.close(AbortSignal.timeout(200)).then(() => "closed");
+    expect(await Promise.race([closed, new Promise((resolve) => setTimeout(() => resolve("still waiting"), 10_000))])).toBe("closed");
+    expect((await store.get("job_hung"))?.callback).toMatchObject({ state: "pending", attempts: [] });
   });
 
   it("never has two attempts for one job in flight, however often it is enqueued", async () => {

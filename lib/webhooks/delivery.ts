@@ -8,6 +8,7 @@ import { isFinal, type CallbackState, type DeliveryAttempt, type FinalStatus, ty
 import { storedCallback } from "../jobs/records.ts";
 import type { Logger } from "../log.ts";
 import type { OutboundPolicy } from "../net/outbound-policy.ts";
+import { doneBy } from "../deferred.ts";
 import { safeFetch } from "../net/safe-fetch.ts";
 import { verboseTranscript } from "../formats.ts";
 import { classifyDeliveryResponse, nextAttemptDelay, parseRetryAfter, type RetrySchedule } from "./retry-schedule.ts";
@@ -26,8 +27,8 @@ export interface CallbackSender {
    * again every minute, so it takes up only what nothing is already sending.
    */
   start(): Promise<void>;
-  /** Stops retrying; attempts already on the wire get a bounded time to finish and be recorded. */
-  close(): Promise<void>;
+  /** Stops retrying; attempts already on the wire get until `deadline` to finish and be recorded. */
+  close(deadline: AbortSignal): Promise<void>;
 }
 
 /** The JSON body of a callback, in the Standard Webhooks event shape. */
@@ -85,8 +86,6 @@ const DEFAULT_TIMEOUT_MS = 15_000;
 const USER_AGENT = `slotscribe/${VERSION}`;
 // Enough to let a small response end cleanly; anything a receiver says beyond that is not read.
 const MAX_DRAINED_BYTES = 4 * 1024;
-// On top of timeoutMs at close: an answered attempt still has to be written to the store.
-const CLOSE_GRACE_MS = 1_000;
 
 /** What one POST to the receiver came to. */
 interface SendResult {
@@ -115,6 +114,8 @@ export class EmbeddedCallbackSender implements CallbackSender {
   readonly #timers = new Map<string, NodeJS.Timeout>();
   /** The attempt under way per job: a job is never sent twice at once. */
   readonly #inFlight = new Map<string, Promise<void>>();
+  /** Aborted at close's deadline: ends the requests still waiting for their receivers. */
+  readonly #cutOff = new AbortController();
   #closed = false;
 
   constructor(options: EmbeddedCallbackSenderOptions) {
@@ -149,24 +150,17 @@ export class EmbeddedCallbackSender implements CallbackSender {
     }
   }
 
-  async close(): Promise<void> {
+  async close(deadline: AbortSignal): Promise<void> {
     this.#closed = true;
     for (const timer of this.#timers.values()) clearTimeout(timer);
     this.#timers.clear();
     if (this.#inFlight.size === 0) return;
-
-    let timer: NodeJS.Timeout | undefined;
-    const finished = await Promise.race([
-      Promise.all(this.#inFlight.values()).then(() => true),
-      new Promise<false>((resolve) => {
-        timer = setTimeout(() => resolve(false), this.#timeoutMs + CLOSE_GRACE_MS);
-      }),
-    ]);
-    clearTimeout(timer);
-    if (!finished) {
-      // Their outcome may go unrecorded; the next start() sends them again under the same webhook-id.
-      this.#log.warn({ jobIds: [...this.#inFlight.keys()] }, "callback attempts still in flight at close");
-    }
+    if (await doneBy(Promise.all(this.#inFlight.values()), deadline)) return;
+    // Left pending and unrecorded: the next start() sends them again under the same webhook-id, and
+    // a receiver too slow for the stop has not used up an attempt of the schedule.
+    this.#log.warn({ jobIds: [...this.#inFlight.keys()] }, "callback attempts still in flight at close");
+    this.#cutOff.abort();
+    await Promise.all(this.#inFlight.values());
   }
 
   /** Schedules the callback's next attempt at its stored time, unless one is already scheduled or under way. */
@@ -226,6 +220,7 @@ export class EmbeddedCallbackSender implements CallbackSender {
       ...signWebhook({ id: callback.webhookId, timestamp: sentAt, body, secrets: this.#secrets }),
     };
     const result = await this.#send(url, headers, body);
+    if (result.status === null && this.#cutOff.signal.aborted) return null;
 
     const outcome = classifyDeliveryResponse(result.status, result.error);
     const index = callback.attempts.length;
@@ -277,7 +272,7 @@ export class EmbeddedCallbackSender implements CallbackSender {
     try {
       // No redirects: a receiver that moved must be reconfigured, and a redirect must not carry a
       // signed body elsewhere. safeFetch reports one as upstream_failed, which is retried.
-      res = await safeFetch(url, { method: "POST", headers, body, timeoutMs: this.#timeoutMs, maxRedirects: 0 }, this.#policy);
+      res = await safeFetch(url, { method: "POST", headers, body, timeoutMs: this.#timeoutMs, maxRedirects: 0, signal: this.#cutOff.signal }, this.#policy);
     } catch (error) {
       return { status: null, latencyMs: elapsedSince(started), error };
     }
