@@ -188,7 +188,7 @@ describe("OpenAI parity through the official SDK", () => {
   it("recovers from a decode that loops: greedy repeats the stutter tone's word, a hotter decode closes it, the same on every run, with BEST_OF samples a temperature", async () => {
     const stutter = async () =>
       client.audio.transcriptions.create({
-        file: await audio("stutter.wav", [{ silence: 1 }, { word: "foxtrot", seconds: 6 }]),
+        file: await audio("stutter.wav", [{ silence: 0.3 }, { word: "foxtrot", seconds: 6 }]),
         model: "whisper-1",
         response_format: "verbose_json",
       });
@@ -201,13 +201,13 @@ describe("OpenAI parity through the official SDK", () => {
     const words = first.text.split(" ");
     expect(new Set(words)).toEqual(new Set(["foxtrot"]));
     expect(words.length).toBeLessThan(20);
-    expect([segment!.start, segment!.end]).toEqual([1, 7]);
+    expect([segment!.start, segment!.end]).toEqual([0.3, 6.3]);
     expect((await stutter()).segments).toEqual(first.segments);
 
     // Each hotter attempt kept the best of BEST_OF (5) sampled decodes; one sample a temperature decodes otherwise.
     const single = await serve({ BEST_OF: "1" });
     const once = await single.audio.transcriptions.create({
-      file: await audio("stutter.wav", [{ silence: 1 }, { word: "foxtrot", seconds: 6 }]),
+      file: await audio("stutter.wav", [{ silence: 0.3 }, { word: "foxtrot", seconds: 6 }]),
       model: "whisper-1",
       response_format: "verbose_json",
     });
