@@ -124,10 +124,10 @@ function fakes(
       vad,
     }),
     policy: { allow: [] },
-    // Signatures are checked for real in lib/cluster/qstash.test.ts; here every body passes as signed.
+    // Signatures are checked for real in lib/cluster/qstash.test.ts; here every token but "forged" passes as signed.
     qstash: cluster
       ? {
-          receiver: { verify: async () => true },
+          receiver: { signedByUs: (signature) => signature !== undefined && signature !== "forged", verify: async () => true },
           deliveryUrl: "http://test",
           publicUrl: "http://test",
           runner: { handleDelivery: async () => "ran", redeliver: async () => "skipped" },
@@ -317,6 +317,25 @@ describe("the HTTP API in process", () => {
         .map((e) => e.delta)
         .join(""),
     ).toBe(done.text);
+  });
+
+  it("refuses a QStash delivery its token was not signed for before reading its body", async () => {
+    const { app, state } = fakes(scratch, { cluster: true, maxUploadBytes: 8 << 20 });
+    for (const headers of [{ "upstash-signature": "forged" }, {}] as Record<string, string>[]) {
+      let pulled = 0;
+      const body = new ReadableStream<Uint8Array>({
+        pull(controller) {
+          if (pulled >= 16 << 20) return controller.close();
+          pulled += 16 << 10;
+          controller.enqueue(new Uint8Array(16 << 10).fill(0x20));
+        },
+      });
+      const res = await app.request(QSTASH_RUN_PATH, { method: "POST", body, duplex: "half", headers } as RequestInit);
+      expect(res.status).toBe(401);
+      expect(await errorOf(res)).toBe("unauthorized");
+      expect(pulled).toBeLessThanOrEqual(128 << 10);
+    }
+    expect(state.errorLogs).toEqual([]);
   });
 
   it("answers a signed QStash delivery whose body is not JSON with 400, not 500", async () => {

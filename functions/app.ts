@@ -22,6 +22,7 @@ import qstashCallbackAttempt from "./qstash-callback-attempt.ts";
 import qstashCallbackFailed from "./qstash-callback-failed.ts";
 import qstashRun from "./qstash-run.ts";
 import qstashRunFailed from "./qstash-run-failed.ts";
+import { signedTokenOnly } from "./qstash-inbox.ts";
 import { corsFor } from "./cors.ts";
 import { VERSION } from "../lib/version.ts";
 import readyz from "./readyz.ts";
@@ -59,6 +60,7 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
   // transcript. A form (multipart, or urlencoded) is limited while it streams, by its reader
   // (functions/multipart.ts), and any other body the routes refuse (415) without reading it; of those
   // only the declared length is checked here.
+  app.use("/internal/qstash/*", signedTokenOnly);
   app.use((c, next) => {
     if (c.req.path.startsWith("/internal/")) return uploadLimit(c, next);
     if (/^application\/([\w.-]+\+)?json/i.test(c.req.header("content-type") ?? "")) return jsonLimit(c, next);

@@ -1,9 +1,8 @@
-import type { Receiver } from "@upstash/qstash";
 import type { Counter, Histogram, Registry } from "prom-client";
 import type { LeaseStore } from "../lib/admission/ports.ts";
 import type { ApiKeys } from "../lib/auth.ts";
 import type { MachineResources } from "../lib/capacity/machine.ts";
-import type { handleCallbackFailure } from "../lib/cluster/qstash.ts";
+import type { handleCallbackFailure, QStashSignatures } from "../lib/cluster/qstash.ts";
 import type { WorkerForwarder } from "../lib/cluster/worker-forwarder.ts";
 import type { Config } from "../lib/config.ts";
 import type { ModelCatalog } from "../lib/engine/models.ts";
@@ -57,7 +56,7 @@ export interface HttpTranscriber {
 }
 
 export interface QStashDeps {
-  receiver: Pick<Receiver, "verify">;
+  receiver: Pick<QStashSignatures, "signedByUs" | "verify">;
   /** QStash signs this URL into each message, so deliveries are verified against it. */
   deliveryUrl: string;
   runner: Pick<JobRunner, "handleDelivery" | "redeliver">;

@@ -1,5 +1,5 @@
 import { createRoute, z } from "@hono/zod-openapi";
-import type { Context } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
 import { jsonOf, qstashUrl, verifyQStash } from "../lib/cluster/qstash.ts";
 import type { JobRecord } from "../lib/jobs/ports.ts";
 import { DomainError } from "../lib/errors.ts";
@@ -20,10 +20,22 @@ export async function signedDelivery(
 ): Promise<{ qstash: QStashDeps; raw: string }> {
   const { qstash } = c.var.deps;
   if (!qstash) throw new DomainError("not_found", "No such endpoint.");
+  const signature = c.req.header("upstash-signature");
   const raw = await c.req.text();
-  await verifyQStash(qstash.receiver, raw, c.req.header("upstash-signature"), qstashUrl(base(qstash), path), c.var.deps.log);
+  await verifyQStash(qstash.receiver, raw, signature, qstashUrl(base(qstash), path), c.var.deps.log);
   return { qstash, raw };
 }
+
+/**
+ * Refuses a delivery whose token QStash's keys did not sign before its body is read: the
+ * /internal/qstash/ routes take no API key, and anyone could otherwise have a body read up to the
+ * upload limit (the body limit reads one sent without a length as it counts it) before the 401.
+ */
+export const signedTokenOnly: MiddlewareHandler<AppEnv> = async (c, next) => {
+  const { qstash } = c.var.deps;
+  if (qstash && !qstash.receiver.signedByUs(c.req.header("upstash-signature"))) throw new DomainError("unauthorized", "invalid QStash signature");
+  await next();
+};
 
 /** A route taking QStash's reports on callbacks it delivers, recording each on its job with `record`. */
 export function callbackReportRoute(

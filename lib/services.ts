@@ -11,10 +11,10 @@ import type { Config, Mode } from "./config.ts";
 import { processLauncher } from "./audio/process-launcher.ts";
 import { Engine } from "./engine/engine.ts";
 import { ModelCatalog } from "./engine/models.ts";
-import { Client as QStashClient, Receiver } from "@upstash/qstash";
+import { Client as QStashClient } from "@upstash/qstash";
 import { Redis } from "@upstash/redis";
 import { RedisLeaseStore } from "./admission/redis-lease-store.ts";
-import { QStashCallbackSender, QStashJobDispatcher } from "./cluster/qstash.ts";
+import { QStashCallbackSender, QStashJobDispatcher, QStashSignatures } from "./cluster/qstash.ts";
 import { WorkerForwarder } from "./cluster/worker-forwarder.ts";
 import { FileBlobs, RedisBlobs, removeUnclaimed, type InputBlobs } from "./jobs/blobs.ts";
 import { UpstashJobStore } from "./jobs/upstash-job-store.ts";
@@ -112,7 +112,7 @@ export interface Services {
 
 export interface QStashInbox {
   /** Verifies that deliveries come from QStash. */
-  receiver: Receiver;
+  receiver: QStashSignatures;
   /**
    * Where QStash delivers to this deployment: QSTASH_DELIVERY_URL, else PUBLIC_URL. QStash signs
    * this URL into each message, so deliveries are verified against it.
@@ -202,7 +202,7 @@ async function clusterAdapters(mode: Extract<Mode, { kind: "cluster" }>, context
     blobs: new RedisBlobs(redis, config.RESULT_RETENTION),
     dispatcher: new QStashJobDispatcher({ client: qstash, deliveryUrl, failureUrl: publicUrl }),
     callbacks: signedCallbacks(config, log, () => new QStashCallbackSender({ client: qstash, store: jobs, secrets: config.WEBHOOK_SECRET, publicUrl, deliveryUrl, log })),
-    inbox: { receiver: new Receiver({ currentSigningKey: mode.qstash.currentSigningKey, nextSigningKey: mode.qstash.nextSigningKey }), deliveryUrl, publicUrl },
+    inbox: { receiver: new QStashSignatures({ currentSigningKey: mode.qstash.currentSigningKey, nextSigningKey: mode.qstash.nextSigningKey }), deliveryUrl, publicUrl },
   };
 }
 

@@ -28,6 +28,7 @@ import {
   type QStashCallbackSenderOptions,
   QStashJobDispatcher,
   qstashUrl,
+  QStashSignatures,
   verifyQStash,
   type RunMessage,
 } from "./qstash.ts";
@@ -147,6 +148,18 @@ describe("QStashJobDispatcher and verifyQStash", () => {
     for (const refusal of refusals) {
       await expect(refusal()).rejects.toMatchObject({ code: "unauthorized", message: expect.stringMatching(/^invalid QStash signature/) });
     }
+    // The token alone, checked before a body is read: QStash's own passes, one it did not sign does not.
+    const signatures = new QStashSignatures({ currentSigningKey: CURRENT_KEY, nextSigningKey: NEXT_KEY });
+    expect(signatures.signedByUs(signature)).toBe(true);
+    // Either key verifies, as the SDK's: during a rotation the token's key may be the one configured as next.
+    expect(new QStashSignatures({ currentSigningKey: "sig_a", nextSigningKey: CURRENT_KEY }).signedByUs(signature)).toBe(true);
+    const [head, claims, mac] = signature!.split(".");
+    const otherClaims = Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(claims!, "base64url").toString()), sub: "https://evil.example" })).toString("base64url");
+    for (const forged of [undefined, "", "a.b.c", `${head}.${otherClaims}.${mac}`, `${head}.${claims}.${mac!.slice(0, -2)}`])
+      expect(signatures.signedByUs(forged), String(forged)).toBe(false);
+    expect(new QStashSignatures({ currentSigningKey: "sig_a", nextSigningKey: "sig_b" }).signedByUs(signature)).toBe(false);
+    await expect(verifyQStash(signatures, delivery!.body, signature, url)).resolves.toBeUndefined();
+
     // Instances that disagree on the delivery URL: the refusal names the URL checked, and says so in the log.
     const warnings: { fields: unknown; message: string }[] = [];
     const elsewhere = qstashUrl("https://other.example", QSTASH_RUN_PATH);

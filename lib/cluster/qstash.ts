@@ -10,7 +10,8 @@
  * - `POST <deliveryUrl>/internal/qstash/callback-failed`: QStash's failure-callback report, once
  *   every retry of a callback failed.
  */
-import { SignatureError, type Client, type Receiver } from "@upstash/qstash";
+import { createHmac, timingSafeEqual } from "node:crypto";
+import { Receiver, SignatureError, type Client } from "@upstash/qstash";
 import { z } from "zod";
 import { DomainError } from "../errors.ts";
 import {
@@ -47,6 +48,37 @@ export function qstashUrl(
 
 // QStash stamps nbf with its own clock; an instance a few seconds behind would otherwise refuse fresh messages.
 const CLOCK_TOLERANCE_SECONDS = 5;
+
+/**
+ * QStash's signing keys. A delivery's token is checked against them before its body is read
+ * (signedByUs), so that only QStash can make a route read a body: the /internal/ routes take no API
+ * key, and a forged delivery was read up to the upload limit before its 401. The whole of the token
+ * (the body's hash, the URL, its times) is then checked by the SDK's Receiver (verify).
+ */
+export class QStashSignatures implements Pick<Receiver, "verify"> {
+  readonly #keys: Buffer[];
+  readonly #receiver: Receiver;
+
+  constructor(keys: { currentSigningKey: string; nextSigningKey: string }) {
+    this.#keys = [keys.currentSigningKey, keys.nextSigningKey].map((key) => Buffer.from(key));
+    this.#receiver = new Receiver(keys);
+  }
+
+  /** Whether `signature` is an HS256 token signed with the current or the next key, as the SDK checks it. */
+  signedByUs(signature: string | undefined): boolean {
+    const parts = signature?.split(".") ?? [];
+    if (parts.length !== 3) return false;
+    const given = Buffer.from(parts[2]!, "base64url");
+    return this.#keys.some((key) => {
+      const expected = createHmac("sha256", key).update(`${parts[0]}.${parts[1]}`).digest();
+      return expected.length === given.length && timingSafeEqual(expected, given);
+    });
+  }
+
+  verify(request: Parameters<Receiver["verify"]>[0]): Promise<boolean> {
+    return this.#receiver.verify(request);
+  }
+}
 
 /**
  * Refuses a request QStash did not sign for `url`. `rawBody` must be the bytes as received: the
