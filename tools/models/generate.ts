@@ -19,7 +19,7 @@ export const GENERATED_KINDS = ["micro", "tiny", "tiny.en", "base", "base.en", "
 export type GeneratedKind = (typeof GENERATED_KINDS)[number];
 
 /** Bump when the graphs or files change, so cached directories are rebuilt. */
-const GENERATOR_VERSION = 12;
+const GENERATOR_VERSION = 13;
 const OPSET = 17;
 export const DEFAULT_TOKENS_PER_WINDOW = 100;
 
