@@ -92,7 +92,7 @@ export async function whisperCppExperiment(ctx: Context, log: (l: string) => voi
       alone ? `${ms(alone.windowMs, 0)} (${times(windowMs / alone.windowMs, 2)} faster)` : "-",
       theirsRtf ? times(theirsRtf, 1) : "-",
       ours ? times(ours.rtf, 1) : "-",
-      ratio ? `${times(ratio, 2)} ${recordTarget(ctx, "whisper.cpp", ratio, times(ratio, 2), TARGETS.vsWhisperCpp, `${TARGETS.vsWhisperCpp.name} (${kind} q8)`)}` : "-",
+      ratio ? `${times(ratio, 2)} ${recordTarget(ctx, "whisper.cpp", ratio, times(ratio, 2), TARGETS.vsWhisperCpp[kind])}` : "-",
     ]);
     results.push({
       kind,
