@@ -27,7 +27,7 @@ export interface TokenLogprob {
 
 export interface Transcript {
   task: "transcribe" | "translate";
-  /** Whisper language name ("english"), as OpenAI's verbose_json reports it. */
+  /** Whisper language name ("english"), as OpenAI's verbose_json reports it: for a translation, "english", the output's. */
   language: string;
   /** Seconds of audio processed. */
   duration: number;

@@ -89,7 +89,7 @@ describe("the OpenAI SDK against the real server", () => {
       timestamp_granularities: ["segment"],
     });
     expect(out.text).toBe("echo charlie alpha");
-    expect(out.language).toBe("english");
+    expect((out as OpenAI.Audio.TranslationVerbose).language).toBe("english");
     expect(out.duration).toBeCloseTo(105, 0);
     const segments = out.segments!.map((s) => ({ text: s.text.trim(), start: Math.round(s.start), end: Math.round(s.end) }));
     expect(segments).toEqual([
@@ -173,6 +173,8 @@ describe("multilingual models", () => {
     const file = await audioFile("speechlike.wav", [{ word: "charlie", seconds: 8 }]);
     const out = await client.audio.translations.create({ file: await toFile(readFile(file), "a.wav"), model: "generated/whisper-tiny", response_format: "verbose_json" });
     expect((out as unknown as { task: string }).task).toBe("translate");
+    // OpenAI's TranslationVerbose.language is "the language of the output translation (always english)".
+    expect((out as OpenAI.Audio.TranslationVerbose).language).toBe("english");
     expect(out.text.length).toBeGreaterThan(0);
   });
 });

@@ -219,7 +219,8 @@ export async function transcribePcm(params: TranscribeParams): Promise<Transcrip
   }
   return {
     task: params.task,
-    language: languageName(language),
+    // OpenAI reports a translation's output language, which is always English, not the one spoken.
+    language: params.task === "translate" ? "english" : languageName(language),
     duration: round(source.position / SAMPLE_RATE),
     text: segments
       .map((s) => s.text)
