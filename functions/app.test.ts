@@ -285,6 +285,30 @@ describe("the HTTP API in process", () => {
     expect([state.requests[0]!.prompt, state.submitted[0]!.request.prompt]).toEqual([lookalike, lookalike]);
   });
 
+  it("takes a prompt of up to 256 KiB, as a whole previous transcript, while every other field and a second prompt stay within 64 KiB", async () => {
+    const { app, state } = fakes(scratch);
+    const post = (path: string, form: FormData) => app.request(path, { method: "POST", headers: auth, body: form });
+    const transcript = "the previous chunk said this. ".repeat(8000);
+    for (const path of ["/v1/audio/transcriptions", "/v1/audio/translations", "/v1/jobs"])
+      expect((await post(path, upload(8, { prompt: transcript }))).status, path).toBeLessThan(300);
+    // Only its end reaches the decoder: stored jobs and forwarded requests carry no more.
+    for (const prompt of [...state.requests.map((r) => r.prompt), state.submitted[0]!.request.prompt]) {
+      expect(transcript.endsWith(prompt!)).toBe(true);
+      expect(prompt!.length).toBeLessThan(10_000);
+    }
+    const refusals = [
+      ["prompt", await post("/v1/audio/transcriptions", upload(8, { prompt: "a".repeat(256 * 1024 + 1) })), 256 * 1024],
+      ["language", await post("/v1/audio/transcriptions", upload(8, { language: "a".repeat(64 * 1024 + 1) })), 64 * 1024],
+      ["metadata", await post("/v1/jobs", upload(8, { metadata: "a".repeat(100 * 1024) })), 64 * 1024],
+    ] as const;
+    const twice = upload(8, { prompt: "short" });
+    twice.append("prompt", "a".repeat(64 * 1024 + 1));
+    for (const [param, res, limit] of [...refusals, ["prompt", await post("/v1/audio/transcriptions", twice), 64 * 1024] as const]) {
+      expect(res.status, param).toBe(400);
+      expect((await res.json()) as unknown, param).toMatchObject({ error: { param, message: expect.stringContaining(`longer than ${limit} bytes`) } });
+    }
+  });
+
   it("leaves no spooled upload behind when a failing part and the file arrive in one chunk", async () => {
     const { app } = fakes(scratch, { maxUploadBytes: 1 << 20 });
     const form = new FormData();

@@ -70,7 +70,7 @@ export const AudioForm = z.object({
   model: ModelField,
   prompt: PromptField.optional().openapi({
     description:
-      "Conditions decoding (Whisper's initial prompt): spellings, names, style. Its last 223 tokens are used, on every window. Whisper's special tokens (<|endoftext|>, <|de|>, ...) are refused.",
+      "Conditions decoding (Whisper's initial prompt): spellings, names, style. Its last 223 tokens are used, on every window: it may be up to 256 KiB, such as the previous chunk's whole transcript (OpenAI's recipe for long files), of which only the last 8192 characters are read. Whisper's special tokens (<|endoftext|>, <|de|>, ...) are refused.",
   }),
   response_format: z.enum(RESPONSE_FORMATS).default("json"),
   temperature: z.coerce

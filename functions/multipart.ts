@@ -33,6 +33,13 @@ export interface MultipartForm {
 const FILE_FIELD = "file";
 /** Text fields are a model id, a language, a small JSON metadata object: never large. */
 const FIELD_MAX_BYTES = 64 * 1024;
+/**
+ * Except a prompt, which OpenAI's long-file recipe fills with the previous chunk's whole transcript
+ * (10 minutes of speech, 8-15 k characters). Only its end is used (lib/engine/prompt.ts); the bound
+ * keeps what a request may hold in memory near the other fields' (one prompt, the rest 64 KiB each).
+ */
+export const PROMPT_MAX_BYTES = 256 * 1024;
+const PROMPT_FIELD = "prompt";
 const MAX_FIELDS = 64;
 const MAX_PARTS = 128;
 
@@ -59,7 +66,7 @@ export function readMultipart(c: Context<AppEnv>, { dir, maxFileBytes, hashFile 
   try {
     parser = busboy({
       headers: { "content-type": contentType },
-      limits: { fileSize: maxFileBytes, fieldSize: FIELD_MAX_BYTES, fields: MAX_FIELDS, parts: MAX_PARTS },
+      limits: { fileSize: maxFileBytes, fieldSize: PROMPT_MAX_BYTES, fields: MAX_FIELDS, parts: MAX_PARTS },
       defParamCharset: "utf8",
     });
   } catch (cause) {
@@ -124,8 +131,10 @@ export function readMultipart(c: Context<AppEnv>, { dir, maxFileBytes, hashFile 
         );
         return;
       }
-      if (info.valueTruncated) {
-        fail(new DomainError("invalid_request", `The multipart field "${name.slice(0, 64)}" is longer than ${FIELD_MAX_BYTES} bytes.`, { details: { param: name.slice(0, 64) } }));
+      // A repeated prompt gets the usual bound: only one can be used.
+      const maxBytes = name === PROMPT_FIELD && fields[PROMPT_FIELD] === undefined ? PROMPT_MAX_BYTES : FIELD_MAX_BYTES;
+      if (info.valueTruncated || Buffer.byteLength(value) > maxBytes) {
+        fail(new DomainError("invalid_request", `The multipart field "${name.slice(0, 64)}" is longer than ${maxBytes} bytes.`, { details: { param: name.slice(0, 64) } }));
         return;
       }
       // Some encoders index repeated fields (name[0], name[1], as qs and PHP write them): the same as name[].

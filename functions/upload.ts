@@ -2,7 +2,8 @@ import { type RouteConfig, z, type OpenAPIHono } from "@hono/zod-openapi";
 import type { Context, Handler } from "hono";
 import { DomainError } from "../lib/errors.ts";
 import { invalidRequest, router, type AppEnv } from "./env.ts";
-import { readMultipart, SpooledUpload } from "./multipart.ts";
+import { promptTail } from "../lib/engine/prompt.ts";
+import { PROMPT_MAX_BYTES, readMultipart, SpooledUpload } from "./multipart.ts";
 
 export const FileField = z
   .instanceof(SpooledUpload, { error: 'a file is required in the multipart field "file"' })
@@ -32,14 +33,19 @@ export const ModelField = z
  */
 const SPECIAL_TOKEN = /<\|(?:[a-z]+|\d+\.\d+)\|>/;
 
-/** Whisper's initial prompt, on every route that takes one (see SPECIAL_TOKEN). */
+/**
+ * Whisper's initial prompt, on every route that takes one (see SPECIAL_TOKEN), checked whole as
+ * openai-whisper's tokenizer checks it, then cut to the end its last tokens come from, so that
+ * neither a stored job nor any window carries the rest.
+ */
 export const PromptField = z
   .string()
-  .max(10_000)
+  .max(PROMPT_MAX_BYTES)
   .superRefine((prompt, ctx) => {
     const special = SPECIAL_TOKEN.exec(prompt);
     if (special) ctx.addIssue({ code: "custom", message: `${special[0]} is one of Whisper's special tokens, which a prompt may not contain` });
-  });
+  })
+  .transform(promptTail);
 
 /** Fetched media and callback URLs: http(s), and short enough to repeat in a message or log line. */
 export function urlField(name: string) {

@@ -185,6 +185,20 @@ describe("OpenAI parity through the official SDK", () => {
     expect(prompted.segments!.map((s) => [s.start, s.end, s.temperature])).toEqual([[0, 6, 0]]);
   });
 
+  it("takes a prompt as long as a previous chunk's transcript, as OpenAI's long-file recipe sends it, and decodes as with its end", async () => {
+    const file = () => audio("echo.wav", [{ word: "echo", seconds: 6 }]);
+    // Past the 64 KiB any other form field may hold.
+    const transcript = "and so the meeting went on, alpha bravo charlie. ".repeat(3000);
+    expect(transcript.length).toBeGreaterThan(64 * 1024);
+    const long = await client.audio.transcriptions.create({ file: await file(), model: "whisper-1", prompt: transcript, response_format: "verbose_json" });
+    const end = await client.audio.transcriptions.create({ file: await file(), model: "whisper-1", prompt: transcript.slice(-2000), response_format: "verbose_json" });
+    expect(long.text).toBe("Echo");
+    expect(long.segments).toEqual(end.segments);
+    const tooLong = await client.audio.transcriptions.create({ file: await file(), model: "whisper-1", prompt: "a".repeat(256 * 1024 + 1) }).catch((e: unknown) => e);
+    expect(tooLong).toBeInstanceOf(OpenAI.BadRequestError);
+    expect(tooLong).toMatchObject({ status: 400, param: "prompt", message: expect.stringContaining(String(256 * 1024)) });
+  });
+
   it("recovers from a decode that loops: greedy repeats the stutter tone's word, a hotter decode closes it, the same on every run, with BEST_OF samples a temperature", async () => {
     const stutter = async () =>
       client.audio.transcriptions.create({

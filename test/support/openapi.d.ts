@@ -738,7 +738,7 @@ export interface operations {
                      * @example whisper-1
                      */
                     model?: string;
-                    /** @description Conditions decoding (Whisper's initial prompt): spellings, names, style. Its last 223 tokens are used, on every window. Whisper's special tokens (<|endoftext|>, <|de|>, ...) are refused. */
+                    /** @description Conditions decoding (Whisper's initial prompt): spellings, names, style. Its last 223 tokens are used, on every window: it may be up to 256 KiB, such as the previous chunk's whole transcript (OpenAI's recipe for long files), of which only the last 8192 characters are read. Whisper's special tokens (<|endoftext|>, <|de|>, ...) are refused. */
                     prompt?: string;
                     /**
                      * @default json
@@ -902,7 +902,7 @@ export interface operations {
                      * @example whisper-1
                      */
                     model?: string;
-                    /** @description Conditions decoding (Whisper's initial prompt): spellings, names, style. Its last 223 tokens are used, on every window. Whisper's special tokens (<|endoftext|>, <|de|>, ...) are refused. */
+                    /** @description Conditions decoding (Whisper's initial prompt): spellings, names, style. Its last 223 tokens are used, on every window: it may be up to 256 KiB, such as the previous chunk's whole transcript (OpenAI's recipe for long files), of which only the last 8192 characters are read. Whisper's special tokens (<|endoftext|>, <|de|>, ...) are refused. */
                     prompt?: string;
                     /**
                      * @default json
