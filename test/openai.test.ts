@@ -3,6 +3,7 @@
  * model: streaming, aliases, models.retrieve, the error shape, verbose_json's decoding statistics,
  * token logprobs, prompts, the temperature fallback and word timestamps.
  */
+import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -197,6 +198,56 @@ describe("OpenAI parity through the official SDK", () => {
     const tooLong = await client.audio.transcriptions.create({ file: await file(), model: "whisper-1", prompt: "a".repeat(256 * 1024 + 1) }).catch((e: unknown) => e);
     expect(tooLong).toBeInstanceOf(OpenAI.BadRequestError);
     expect(tooLong).toMatchObject({ status: 400, param: "prompt", message: expect.stringContaining(String(256 * 1024)) });
+  });
+
+  it("retries a 429 after its Retry-After when the file is uploaded as the README's example uploads it", async () => {
+    // One place and no queue, held by a transcription far longer than the example takes to start: 30
+    // minutes in which every decode fails Whisper's checks, so each window tries every temperature.
+    const holder = await serve({ MAX_ACTIVE_JOBS: "1", QUEUE_SIZE: "0", COMPRESSION_RATIO_THRESHOLD: "0.1" });
+    const { url } = services.at(-1)!;
+    const hold = new AbortController();
+    const holding = holder.audio.transcriptions
+      .create(
+        {
+          file: await audio(
+            "hold.flac",
+            Array.from({ length: 60 }, () => ({ word: "alpha" as const, seconds: 30 })),
+          ),
+          model: "whisper-1",
+        },
+        { signal: hold.signal },
+      )
+      .catch((err: unknown) => err);
+    await expect
+      .poll(
+        async () =>
+          ((await (await fetch(`${url}/v1/capacity`, { headers: { authorization: `Bearer ${API_KEY}` } })).json()) as { instance: { transcriptions: { active: number } } }).instance
+            .transcriptions.active,
+      )
+      .toBe(1);
+
+    const readme = await readFile(new URL("../README.md", import.meta.url), "utf8");
+    const example = /With the official SDK.*\n\n```js\n([\s\S]*?)```/.exec(readme)![1]!;
+    await writeAudioFile(join(work, "meeting.wav"), microTones([{ word: "bravo", seconds: 3 }]));
+    const code = example
+      .replaceAll('"change-me"', JSON.stringify(API_KEY))
+      .replaceAll('"http://localhost:8080/v1"', JSON.stringify(`${url}/v1`))
+      .replaceAll('"meeting.m4a"', JSON.stringify(join(work, "meeting.wav")));
+    // Run as a user runs it, with the SDK's defaults; OPENAI_LOG shows its attempts.
+    const run = spawn(process.execPath, ["--input-type=module", "-e", code], { env: { ...process.env, OPENAI_LOG: "info" }, stdio: ["ignore", "pipe", "pipe"] });
+    let output = "";
+    run.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
+    run.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => run.once("close", resolve));
+
+    // Refused while the place is taken, then sent again once it is free (a client that goes away frees it).
+    await expect.poll(() => output, { timeout: 60_000 }).toMatch(/failed with status 429 .*(retrying|cannot be retried)/);
+    hold.abort();
+    await holding;
+    expect(await exited, output).toBe(0);
+    expect(output).toMatch(/failed with status 429 .* - retrying, 2 attempts remaining/);
+    expect(output).toMatch(/succeeded with status 200/);
+    expect(output.trim().split("\n").at(-1)).toBe("bravo");
   });
 
   it("recovers from a decode that loops: greedy repeats the stutter tone's word, a hotter decode closes it, the same on every run, with BEST_OF samples a temperature", async () => {
