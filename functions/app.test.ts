@@ -118,7 +118,7 @@ function fakes(
         submit: async (record) => (state.submitted.push(record), { job: record, created: true }),
         cancel: async (id) => state.jobs.get(id) ?? null,
       },
-      catalog: { resolve: (name = "m") => ({ name, id: name, dtype: "q8" }) },
+      catalog: { resolve: (name = "m") => ({ name, id: name, dtype: "q8" }), timestamped: () => null },
       policy: { allow: [] },
       webhookSecrets: [],
       vad,

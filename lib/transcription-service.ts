@@ -203,17 +203,28 @@ export class TranscriptionService {
     );
   }
 
-  /** Transcribes a local media file, waiting for room as `wait` says unless room is already held. */
-  async transcribeFile(path: string, request: TranscribeRequest, room: { wait: AdmissionWait } | { admitted: Admission } = { wait: "queue" }): Promise<Transcript> {
-    // Before the model's load, which may be a download, for a request refused whatever the model.
-    assertTunable(this.deps.vad, request.speechDetection);
-    const model = this.deps.catalog.resolve(request.model);
+  private load(model: ModelSpec & { name: string }): Promise<ModelInfo> {
     this.assertRoomFor(model);
-    const info = await this.deps.engine.load(model).catch((err: unknown) => {
+    return this.deps.engine.load(model).catch((err: unknown) => {
       if (err instanceof ModelLoadError)
         throw new DomainError("unavailable", `Model "${model.name}" is not available on this server: it could not be loaded.`, { cause: err, retryAfterSeconds: 30 });
       throw err;
     });
+  }
+
+  /** Transcribes a local media file, waiting for room as `wait` says unless room is already held. */
+  async transcribeFile(path: string, request: TranscribeRequest, room: { wait: AdmissionWait } | { admitted: Admission } = { wait: "queue" }): Promise<Transcript> {
+    // Before the model's load, which may be a download, for a request refused whatever the model.
+    assertTunable(this.deps.vad, request.speechDetection);
+    let model = this.deps.catalog.resolve(request.model);
+    let info = await this.load(model);
+    // Words need cross-attention outputs; OpenAI times them for whisper-1, so a model without them is
+    // decoded by its export that has them (the same weights) when one is there.
+    const timestamped = request.wordTimestamps && !info.wordTimestamps ? this.deps.catalog.timestamped(model) : null;
+    if (timestamped) {
+      model = timestamped;
+      info = await this.load(model);
+    }
     if (request.task === "translate") assertTranslates(model, info);
     assertLanguage(model, info, request.language);
     if (request.wordTimestamps) assertWordTiming(model, info);

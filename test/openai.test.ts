@@ -5,7 +5,7 @@
  */
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, symlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import OpenAI, { toFile } from "openai";
@@ -407,8 +407,27 @@ describe("OpenAI parity through the official SDK", () => {
     expect(bad).toMatchObject({ status: 400, param: "chunking_strategy" });
   });
 
-  it("refuses word timestamps on a model without cross-attention outputs, naming the variant to use", async () => {
-    const err = await client.audio.transcriptions
+  it("times words for whisper-1, as OpenAI does: the default model has no cross-attention outputs, its timestamped export decodes", async () => {
+    const spoken: MicroPart[] = [{ silence: 1 }, { word: "bravo", seconds: 3 }, { silence: 1 }];
+    for (const model of ["whisper-1", "generated/whisper-micro"]) {
+      const out = await client.audio.transcriptions.create({ file: await audio("w1.wav", spoken), model, response_format: "verbose_json", timestamp_granularities: ["word"] });
+      expect(
+        out.words!.map((w) => w.word),
+        model,
+      ).toEqual(["bravo"]);
+      expect(Math.abs(out.words![0]!.start - 1), model).toBeLessThan(0.1);
+      expect(Math.abs(out.words![0]!.end - 4), model).toBeLessThan(0.1);
+      expect(out.text, model).toBe("bravo");
+    }
+  });
+
+  it("refuses word timestamps on a model without cross-attention outputs and no timestamped export beside it, naming the export to add", async () => {
+    // A models directory holding the micro model alone.
+    const models = join(work, "models-without-export");
+    await mkdir(join(models, "generated"), { recursive: true });
+    await symlink(join(DEFAULT_MODELS_DIR, "generated", "whisper-micro"), join(models, "generated", "whisper-micro"));
+    const alone = await serve({ WHISPER_MODELS_DIR: models });
+    const err = await alone.audio.transcriptions
       .create({ file: await audio("w.wav", [{ word: "alpha", seconds: 3 }]), model: "whisper-1", response_format: "verbose_json", timestamp_granularities: ["word"] })
       .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(OpenAI.BadRequestError);

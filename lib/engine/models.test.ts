@@ -31,6 +31,15 @@ describe("ModelCatalog in hub mode", () => {
     expect(catalog.resolve("tiny_timestamped").id).toBe("onnx-community/whisper-tiny_timestamped");
   });
 
+  it("knows the hub's timestamped export of a model, by short id or hub id, and no other", () => {
+    expect(catalog.timestamped(catalog.resolve("whisper-1"))).toEqual({ name: "base.en_timestamped", id: "onnx-community/whisper-base.en_timestamped", dtype: "q8" });
+    expect(catalog.timestamped(catalog.resolve("onnx-community/whisper-small"))?.id).toBe("onnx-community/whisper-small_timestamped");
+    // The hub publishes none for these: a guessed id would be a failed download.
+    expect(catalog.timestamped(catalog.resolve("medium"))).toBeNull();
+    expect(catalog.timestamped(catalog.resolve("someone/whisper-custom"))).toBeNull();
+    expect(catalog.timestamped(catalog.resolve("tiny_timestamped"))).toBeNull();
+  });
+
   it("maps whisper-1 and an omitted model to the default model", () => {
     const expected = { name: "base.en", id: "onnx-community/whisper-base.en", dtype: "q8" };
     expect(catalog.resolve(OPENAI_ALIAS)).toEqual(expected);
@@ -78,6 +87,7 @@ describe("ModelCatalog with a local models directory", () => {
   beforeAll(() => {
     root = mkdtempSync(join(tmpdir(), "slotscribe-models-"));
     model("generated/whisper-x");
+    model("generated/whisper-x_timestamped");
     model("onnx-community/whisper-tiny.en");
     model("generated/whisper-x.partial-1234"); // a generator run still in progress
     model("generated/.hidden-model");
@@ -108,6 +118,11 @@ describe("ModelCatalog with a local models directory", () => {
 
   it("resolves a short id when its hub export exists locally", () => {
     expect(catalog.resolve("tiny.en")).toEqual({ name: "tiny.en", id: "onnx-community/whisper-tiny.en", dtype: "q8" });
+  });
+
+  it("knows a model's timestamped export when its directory is beside it", () => {
+    expect(catalog.timestamped(catalog.resolve("whisper-1"))).toEqual({ name: "generated/whisper-x_timestamped", id: "generated/whisper-x_timestamped", dtype: "q8" });
+    expect(catalog.timestamped(catalog.resolve("tiny.en"))).toBeNull();
   });
 
   it("refuses a short id whose hub export is not in the directory", () => {
@@ -151,7 +166,7 @@ describe("ModelCatalog with a local models directory", () => {
   });
 
   it("lists whisper-1, short ids found locally and every complete model directory", async () => {
-    expect(await catalog.list()).toEqual([OPENAI_ALIAS, "tiny.en", "generated/whisper-x", "onnx-community/whisper-tiny.en"]);
+    expect(await catalog.list()).toEqual([OPENAI_ALIAS, "tiny.en", "generated/whisper-x", "generated/whisper-x_timestamped", "onnx-community/whisper-tiny.en"]);
   });
 
   it("leaves out staging directories, hidden directories and directories without onnx/", async () => {

@@ -55,6 +55,20 @@ export class ModelCatalog {
     return { name, id: found.id, dtype: this.options.dtype };
   }
 
+  /**
+   * The export of `model` with cross-attention outputs (its weights, and what word timestamps need),
+   * when one is known to be there: a directory beside it offline, else one the hub is known to
+   * publish; a guessed hub id would only be a failed download. Null for an export already timestamped.
+   */
+  timestamped(model: { name: string; id: string }): (ModelSpec & { name: string }) | null {
+    if (model.id.endsWith(TIMESTAMPED_SUFFIX)) return null;
+    const name = `${model.name}${TIMESTAMPED_SUFFIX}`;
+    const found = this.locate(name);
+    if ("why" in found || found.id !== `${model.id}${TIMESTAMPED_SUFFIX}`) return null;
+    if (!this.offline && !Object.values(HUB_MODELS).includes(found.id)) return null;
+    return { name, id: found.id, dtype: this.options.dtype };
+  }
+
   /** Why a model named in the settings cannot be loaded here, or null when it can be (as far as can be known before loading it). */
   problemWith(name: string): string | null {
     const found = this.locate(name);

@@ -33,7 +33,7 @@ export interface JobServiceDeps {
   store: Pick<JobStore, "findByIdempotencyKey">;
   blobs: InputBlobs;
   runner: Pick<JobRunner, "assertRoom" | "submit" | "cancel">;
-  catalog: Pick<ModelCatalog, "resolve">;
+  catalog: Pick<ModelCatalog, "resolve" | "timestamped">;
   policy: OutboundPolicy;
   webhookSecrets: Buffer[];
   publicUrl?: string;
@@ -115,7 +115,8 @@ export class JobService {
     assertTunable(this.deps.vad, request.speechDetection);
     // A model not loaded here is checked when the job runs (its load may be a download, or another instance's).
     const info = this.deps.loadedModel?.(model);
-    if (info && request.wordTimestamps) assertWordTiming(model, info);
+    // A model without cross-attention outputs times words by its timestamped export, when there is one (TranscriptionService).
+    if (info && request.wordTimestamps && !this.deps.catalog.timestamped(model)) assertWordTiming(model, info);
     if (info && request.task === "translate") assertTranslates(model, info);
     if (info) assertLanguage(model, info, request.language);
     if (source.kind === "upload" && source.bytes === 0) {
