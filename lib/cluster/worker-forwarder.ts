@@ -3,35 +3,45 @@
  * request goes on to a worker at WORKER_URL as it arrives, and the worker's answer comes back as it
  * is produced. The api instance holds neither the whole upload nor the whole response.
  */
+import { type Agent, type ClientRequest, Agent as HttpAgent, request as httpRequest, type IncomingMessage } from "node:http";
+import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
 import { DomainError } from "../errors.ts";
 
 /** Headers about one connection rather than the request (RFC 9110, 7.6.1), and the api's own Host. */
-// Expect is hop-by-hop too: Node answered the client's 100-continue already, and fetch refuses to send one.
+// Expect is hop-by-hop too: Node answered the client's 100-continue already.
 const NOT_FORWARDED = new Set(["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host", "expect"]);
 
 // A worker that is down now is usually back within seconds (a restart, a machine replaced).
 const UNREACHABLE_RETRY_AFTER_SECONDS = 5;
 
 /**
- * How long the rest of an upload no worker took is read (and dropped) before the 503 goes out. A
- * client that stalls or trickles past it has its connection closed rather than holding the api.
+ * How long the rest of an upload no worker takes is read (and dropped). A client that stalls or
+ * trickles past it has its connection closed rather than holding the api.
  */
 const DRAIN_LIMIT_MS = 30_000;
+
+/** A worker only answers once it has transcribed; past this a synchronous request should have been a job. */
+const HEADERS_TIMEOUT_MS = 300_000;
 
 export interface WorkerForwarderOptions {
   /** The workers' base URL, e.g. http://worker.process.<app>.internal:8080 on Fly. */
   workerUrl: string;
-  /** The HTTP client; tests pass one to produce failures a real worker cannot produce quickly. */
-  fetch?: typeof fetch;
+  /** How long after the whole upload was sent the worker may take to answer; tests shorten it. */
+  headersTimeoutMs?: number;
 }
 
 export class WorkerForwarder {
   readonly #base: string;
-  readonly #fetch: typeof fetch;
+  readonly #request: typeof httpRequest;
+  readonly #agent: Agent;
+  readonly #headersTimeoutMs: number;
 
   constructor(options: WorkerForwarderOptions) {
     this.#base = options.workerUrl.replace(/\/+$/, "");
-    this.#fetch = options.fetch ?? fetch;
+    const https = new URL(this.#base).protocol === "https:";
+    this.#request = https ? httpsRequest : httpRequest;
+    this.#agent = https ? new HttpsAgent({ keepAlive: true }) : new HttpAgent({ keepAlive: true });
+    this.#headersTimeoutMs = options.headersTimeoutMs ?? HEADERS_TIMEOUT_MS;
   }
 
   /**
@@ -42,62 +52,120 @@ export class WorkerForwarder {
   async forward(request: Request, requestId: string): Promise<Response> {
     const { pathname, search } = new URL(request.url);
     const upload = request.body?.getReader();
-    // Node's fetch refuses a streamed body without `duplex`, an option TypeScript's DOM types lack.
-    const init: RequestInit & { duplex: "half" } = {
+    // Node's client, not fetch: a worker that answers before the upload ended and closes the
+    // connection (its 413 for an upload far over the limit, its parser's 408/431/400) made fetch
+    // reject for the failed write, and the client got a 503 "retry shortly" for a request that
+    // cannot succeed. Here the answer counts once it has arrived, whatever becomes of the upload.
+    const outgoing = this.#request(`${this.#base}${pathname}${search}`, {
       method: request.method,
-      headers: endToEnd(request.headers, { "x-request-id": requestId }),
-      body: upload && uncancellable(upload),
-      duplex: "half",
+      headers: Object.fromEntries(endToEnd(request.headers, { "x-request-id": requestId })),
+      agent: this.#agent,
       // A client that leaves cancels the worker's work too.
       signal: request.signal,
-    };
-    let response: Response;
+    });
+    const sent = send(upload, outgoing);
+    let response: IncomingMessage;
     try {
-      response = await this.#fetch(`${this.#base}${pathname}${search}`, init);
+      response = await answerOf(outgoing, this.#headersTimeoutMs);
     } catch (err) {
       if (request.signal.aborted) throw err;
-      // fetch cancels a body it could not send, which here destroys the client's connection under
-      // the answer: mid-upload the client saw EPIPE instead of the 503, and a connection it kept
-      // for its next request was reset. The rest of the upload is read first.
-      if (upload) await drain(upload);
-      // Node's fetch waits at most 300 s for response headers, and a worker only answers once it has
-      // transcribed: the work may still be going on, so this is a timeout, not an absent worker.
-      if (causeCode(err) === "UND_ERR_HEADERS_TIMEOUT") {
-        throw new DomainError("timeout", "The worker did not finish within the 300 s a forwarded request may take; submit long files as jobs (POST /v1/jobs).", { cause: err });
+      // Answered now, the client would still be sending: it would see EPIPE instead of the 503, and a
+      // connection it kept for its next request would be reset. The rest of the upload is read first.
+      await sent;
+      if (err instanceof HeadersTimeout) {
+        throw new DomainError(
+          "timeout",
+          `The worker did not finish within the ${this.#headersTimeoutMs / 1000} s a forwarded request may take; submit long files as jobs (POST /v1/jobs).`,
+          { cause: err },
+        );
       }
       throw new DomainError("unavailable", "No transcription worker could be reached; retry shortly.", { cause: err, retryAfterSeconds: UNREACHABLE_RETRY_AFTER_SECONDS });
     }
-    const headers = endToEnd(response.headers);
-    // fetch has already decoded a compressed body, so its encoding and length no longer describe it.
-    if (headers.has("content-encoding")) {
-      headers.delete("content-encoding");
-      headers.delete("content-length");
-    }
-    return new Response(response.body, { status: response.status, statusText: response.statusText, headers });
+    const headers = new Headers();
+    for (let i = 0; i < response.rawHeaders.length; i += 2) headers.append(response.rawHeaders[i]!, response.rawHeaders[i + 1]!);
+    return new Response(bodyOf(response), { status: response.statusCode, statusText: response.statusMessage, headers: endToEnd(headers) });
   }
 }
 
-/** The upload as fetch sends it, except that fetch's cancel leaves the client's stream to drain(). */
-function uncancellable(upload: ReadableStreamDefaultReader<Uint8Array>): ReadableStream<Uint8Array> {
-  return new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      const { done, value } = await upload.read();
-      if (done) controller.close();
-      else controller.enqueue(value);
-    },
+class HeadersTimeout extends Error {}
+
+/** The worker's answer, or why there is none: the connection failed, or the answer did not come in time. */
+function answerOf(outgoing: ClientRequest, timeoutMs: number): Promise<IncomingMessage> {
+  return new Promise((resolve, reject) => {
+    let timer: NodeJS.Timeout | undefined;
+    // The wait counts from the end of the upload: a slow upload is not a slow worker.
+    outgoing.once("finish", () => {
+      timer = setTimeout(() => outgoing.destroy(new HeadersTimeout(`no answer in ${timeoutMs} ms`)), timeoutMs);
+    });
+    outgoing.once("response", (response: IncomingMessage) => {
+      clearTimeout(timer);
+      resolve(response);
+    });
+    // Stays after the answer: a write the worker no longer takes fails then, and changes nothing.
+    outgoing.on("error", (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
   });
 }
 
-/** Reads what is left of the upload, for at most DRAIN_LIMIT_MS (then cancels it, which closes the connection). */
-async function drain(upload: ReadableStreamDefaultReader<Uint8Array>): Promise<void> {
-  const timer = setTimeout(() => void upload.cancel().catch(() => undefined), DRAIN_LIMIT_MS);
+/**
+ * Writes the upload to the worker as it arrives, as long as the worker's connection takes it. What
+ * is left after that (the worker answered early, or could not be reached) is read and dropped for at
+ * most DRAIN_LIMIT_MS, then cancelled, which closes the client's connection.
+ */
+async function send(upload: ReadableStreamDefaultReader<Uint8Array> | undefined, outgoing: ClientRequest): Promise<void> {
+  if (!upload) return void outgoing.end();
+  let timer: NodeJS.Timeout | undefined;
+  const giveUp = () => (timer = setTimeout(() => void upload.cancel().catch(() => undefined), DRAIN_LIMIT_MS));
+  outgoing.once("close", giveUp);
   try {
-    while (!(await upload.read()).done);
+    for (let chunk = await upload.read(); !chunk.done; chunk = await upload.read()) {
+      // An answer the worker sent just before closing the connection is read before the next write
+      // can fail: Node discards what it had not read of a connection a write failed on.
+      await new Promise((resolve) => setImmediate(resolve));
+      if (!outgoing.destroyed && !outgoing.write(chunk.value)) await writable(outgoing);
+    }
+    if (!outgoing.destroyed) outgoing.end();
   } catch {
-    // The client went away meanwhile: nothing is left to answer.
+    // The client went away meanwhile: its signal has cancelled the worker's request.
   } finally {
+    outgoing.off("close", giveUp);
     clearTimeout(timer);
   }
+}
+
+/** Resolves once the worker's connection takes more, or is gone. */
+function writable(outgoing: ClientRequest): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      outgoing.off("drain", done);
+      outgoing.off("close", done);
+      resolve();
+    };
+    outgoing.once("drain", done);
+    outgoing.once("close", done);
+  });
+}
+
+/** The worker's answer as it arrives; a connection that breaks before its end errors the stream. */
+function bodyOf(response: IncomingMessage): ReadableStream<Uint8Array> {
+  return new ReadableStream<Uint8Array>({
+    start(controller) {
+      response.on("data", (chunk: Buffer) => {
+        controller.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+        if ((controller.desiredSize ?? 0) <= 0) response.pause();
+      });
+      response.once("end", () => controller.close());
+      response.once("error", (err) => controller.error(err));
+    },
+    pull() {
+      response.resume();
+    },
+    cancel() {
+      response.destroy();
+    },
+  });
 }
 
 function endToEnd(source: Headers, overrides: Record<string, string> = {}): Headers {
@@ -106,9 +174,4 @@ function endToEnd(source: Headers, overrides: Record<string, string> = {}): Head
   for (const [name, value] of source) if (!dropped.has(name)) headers.append(name, value);
   for (const [name, value] of Object.entries(overrides)) headers.set(name, value);
   return headers;
-}
-
-function causeCode(err: unknown): string | undefined {
-  const cause = (err as { cause?: { code?: unknown } } | undefined)?.cause;
-  return typeof cause?.code === "string" ? cause.code : undefined;
 }
