@@ -10,5 +10,14 @@ export const WORKER_PATHS = [transcriptions.path, translations.path, extract.pat
 
 /** Passes the request on as it arrives, before anything here reads the body. */
 export function forwardToWorker(forwarder: Pick<WorkerForwarder, "forward">): Handler<AppEnv> {
-  return (c) => forwarder.forward(c.req.raw, c.get("requestId"));
+  return (c) => {
+    const requestId = c.get("requestId");
+    return forwarder.forward(c.req.raw, requestId, (err) => {
+      // The request's line went out with the worker's status (200) before its answer broke.
+      c.var.deps.log.error({ requestId, method: c.req.method, path: c.req.path, error: "upstream_failed", err: err.message }, "worker's answer cut off");
+      // The client's connection breaks as the worker's did, so no truncated answer reads as whole;
+      // ended here rather than by erroring the body, which Node's server prints as a bare stack.
+      c.env?.outgoing?.destroy();
+    });
+  };
 }

@@ -324,6 +324,71 @@ describe("ROLE=api and ROLE=worker on one Redis and QStash", () => {
   });
 });
 
+/**
+ * A worker as the api instance sees it, for answers a real one gives only as it dies: the client's
+ * x-stand-in header (passed on like any end-to-end header) says which.
+ */
+async function startStandInWorker() {
+  const server: Server = createServer((req, res) => {
+    const error = (status: number, code: string) =>
+      res
+        .writeHead(status, { "content-type": "application/json" })
+        .end(JSON.stringify({ error: { code, message: `stand-in ${code}`, type: "server_error", param: null, request_id: req.headers["x-request-id"] } }));
+    const mode = req.headers["x-stand-in"];
+    req.resume();
+    req.once("end", () => {
+      if (mode !== "dies") return error(400, "invalid_request");
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      res.write('data: {"type":"transcript.text.delta","delta":"alpha"}\n\n', () => res.socket?.destroy());
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    stop: () => {
+      server.closeAllConnections();
+      return new Promise((r) => server.close(r));
+    },
+  };
+}
+
+describe("an api instance in front of a worker that fails", () => {
+  let standIn: Started<typeof startStandInWorker>;
+  let front: ServiceProcess;
+  let stderr = "";
+
+  beforeAll(async () => {
+    standIn = await startStandInWorker();
+    const port = await freePort();
+    front = await startService({ ...clusterEnv(`http://127.0.0.1:${port}`, "api-2"), PORT: String(port), WORKER_URL: standIn.url }, 60_000, ["--role", "api"]);
+    front.child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
+  }, 120_000);
+
+  afterAll(async () => {
+    await front?.stop();
+    await standIn?.stop();
+  });
+
+  const upload = (mode: string, requestId: string) => {
+    const form = new FormData();
+    form.set("file", new Blob([Buffer.alloc(256 << 10, 1)]), "a.wav");
+    form.set("stream", "true");
+    return fetch(`${front.url}/v1/audio/transcriptions`, { method: "POST", body: form, headers: { ...auth, "x-stand-in": mode, "x-request-id": requestId } });
+  };
+
+  it("a worker that dies mid-answer breaks the client's response, and the api logs it as an error under the request's id", async () => {
+    const res = await upload("dies", "req_stand_in_dies");
+    expect(res.status).toBe(200);
+    // No truncated body is taken for a whole one.
+    await expect(res.text()).rejects.toThrow();
+    await eventually(() =>
+      expect(front.logs).toContainEqual(expect.objectContaining({ level: 50, requestId: "req_stand_in_dies", path: "/v1/audio/transcriptions", error: "upstream_failed" })),
+    );
+    // The log line is the only trace: nothing unstructured beside it.
+    expect(stderr).toBe("");
+  });
+});
+
 describe.skipIf(!existsSync(CHROMIUM))(`the api instance's status page in Chromium (needs ${CHROMIUM})`, () => {
   it("says the instance transcribes nothing, and shows the cluster's transcriptions", async () => {
     const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"] });

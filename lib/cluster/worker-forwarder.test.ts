@@ -245,6 +245,23 @@ describe("WorkerForwarder", () => {
     expect(error).toMatchObject({ code: "unavailable", retryAfterSeconds: 5 });
   });
 
+  it("errors the answer's body when the worker's connection breaks mid-answer, or hands the break to onCutOff", async () => {
+    const workerUrl = await startWorker((req, res) => {
+      req.resume();
+      req.once("end", () => res.writeHead(200, { "content-type": "text/event-stream" }).write("data: {}\n\n", () => res.socket?.destroy()));
+    });
+    const forwarder = new WorkerForwarder({ workerUrl });
+    const request = () => new Request("http://api/v1/audio/transcriptions", { method: "POST", body: "x" });
+
+    const response = await forwarder.forward(request(), "req_cut");
+    expect(response.status).toBe(200);
+    await expect(response.text()).rejects.toThrow();
+
+    const cutOff = deferred<Error>();
+    await forwarder.forward(request(), "req_cut_handled", cutOff.resolve);
+    expect(await cutOff.promise).toBeInstanceOf(Error);
+  });
+
   it("calls a worker that does not answer in time a timeout (504), not an absent worker", async () => {
     const workerUrl = await startWorker((req) => req.resume());
     const forwarder = new WorkerForwarder({ workerUrl, headersTimeoutMs: 100 });

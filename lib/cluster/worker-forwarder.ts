@@ -48,8 +48,10 @@ export class WorkerForwarder {
    * The worker's response to `request` (same method, path, query, headers and body), under this
    * request's id so both instances log it alike. A worker that cannot be reached, or that drops the
    * connection before answering, is a 503 with Retry-After: the request can simply be sent again.
+   * A worker's connection that breaks mid-answer (not because the client left) errors the answer's
+   * body, or, given `onCutOff`, is handed to it instead, which must then end the client's connection.
    */
-  async forward(request: Request, requestId: string): Promise<Response> {
+  async forward(request: Request, requestId: string, onCutOff?: (err: Error) => void): Promise<Response> {
     const { pathname, search } = new URL(request.url);
     const upload = request.body?.getReader();
     // Node's client, not fetch: a worker that answers before the upload ended and closes the
@@ -83,7 +85,7 @@ export class WorkerForwarder {
     }
     const headers = new Headers();
     for (let i = 0; i < response.rawHeaders.length; i += 2) headers.append(response.rawHeaders[i]!, response.rawHeaders[i + 1]!);
-    return new Response(bodyOf(response), { status: response.statusCode, statusText: response.statusMessage, headers: endToEnd(headers) });
+    return new Response(bodyOf(response, request.signal, onCutOff), { status: response.statusCode, statusText: response.statusMessage, headers: endToEnd(headers) });
   }
 }
 
@@ -148,8 +150,8 @@ function writable(outgoing: ClientRequest): Promise<void> {
   });
 }
 
-/** The worker's answer as it arrives; a connection that breaks before its end errors the stream. */
-function bodyOf(response: IncomingMessage): ReadableStream<Uint8Array> {
+/** The worker's answer as it arrives, until its end or the break of the worker's connection (see forward). */
+function bodyOf(response: IncomingMessage, client: AbortSignal, onCutOff?: (err: Error) => void): ReadableStream<Uint8Array> {
   return new ReadableStream<Uint8Array>({
     start(controller) {
       response.on("data", (chunk: Buffer) => {
@@ -157,7 +159,12 @@ function bodyOf(response: IncomingMessage): ReadableStream<Uint8Array> {
         if ((controller.desiredSize ?? 0) <= 0) response.pause();
       });
       response.once("end", () => controller.close());
-      response.once("error", (err) => controller.error(err));
+      response.once("error", (err) => {
+        // A client that left broke the worker's connection itself, and its answer is cancelled already.
+        if (client.aborted) return;
+        if (onCutOff) onCutOff(err);
+        else controller.error(err);
+      });
     },
     pull() {
       response.resume();
