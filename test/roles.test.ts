@@ -268,6 +268,20 @@ describe("ROLE=api and ROLE=worker on one Redis and QStash", () => {
     expect(requestsTo(worker, "/v1/audio/transcriptions").filter((l) => l.status === 401)).toEqual([]);
   });
 
+  it("a streamed transcription (stream=true) sent to the api instance gets the worker's events, deltas then done", async () => {
+    const client = new OpenAI({ apiKey: KEY, baseURL: `${api.url}/v1`, maxRetries: 0 });
+    const file = await audio("stream.wav", [
+      { word: "alpha", seconds: 30 },
+      { word: "delta", seconds: 12 },
+    ]);
+    const stream = await client.audio.transcriptions.create({ file: await toFile(file, "stream.wav"), model: "whisper-1", stream: true });
+    const events: { type: string; delta?: string; text?: string }[] = [];
+    for await (const event of stream) events.push(event as never);
+    expect(events.map((e) => e.type)).toEqual(["transcript.text.delta", "transcript.text.delta", "transcript.text.done"]);
+    expect(events.slice(0, 2).map((e) => e.delta!.trim())).toEqual(["alpha", "delta"]);
+    expect(events[2]!.text).toBe("alpha delta");
+  });
+
   it("a QStash delivery that reaches the api instance runs nothing there and is retried onto the worker", async () => {
     router.misrouteNext(1);
     const job = await submitJob(await audio("misrouted.wav", [{ word: "echo", seconds: 6 }]));
@@ -325,16 +339,19 @@ describe("ROLE=api and ROLE=worker on one Redis and QStash", () => {
 });
 
 /**
- * A worker as the api instance sees it, for answers a real one gives only as it dies: the client's
- * x-stand-in header (passed on like any end-to-end header) says which.
+ * A worker as the api instance sees it, for answers a real one gives only under load, while it
+ * stops, or as it dies: the client's x-stand-in header (passed on like any end-to-end header) says
+ * which. `busy` and `stopping` answer before the upload is read, as the worker's admission does.
  */
 async function startStandInWorker() {
   const server: Server = createServer((req, res) => {
-    const error = (status: number, code: string) =>
+    const error = (status: number, code: string, retryAfter?: string) =>
       res
-        .writeHead(status, { "content-type": "application/json" })
+        .writeHead(status, { "content-type": "application/json", ...(retryAfter ? { "retry-after": retryAfter } : {}) })
         .end(JSON.stringify({ error: { code, message: `stand-in ${code}`, type: "server_error", param: null, request_id: req.headers["x-request-id"] } }));
     const mode = req.headers["x-stand-in"];
+    if (mode === "busy") return error(429, "rate_limited", "7");
+    if (mode === "stopping") return error(503, "unavailable", "2");
     req.resume();
     req.once("end", () => {
       if (mode !== "dies") return error(400, "invalid_request");
@@ -352,7 +369,7 @@ async function startStandInWorker() {
   };
 }
 
-describe("an api instance in front of a worker that fails", () => {
+describe("an api instance in front of a worker's refusals and failures", () => {
   let standIn: Started<typeof startStandInWorker>;
   let front: ServiceProcess;
   let stderr = "";
@@ -375,6 +392,17 @@ describe("an api instance in front of a worker that fails", () => {
     form.set("stream", "true");
     return fetch(`${front.url}/v1/audio/transcriptions`, { method: "POST", body: form, headers: { ...auth, "x-stand-in": mode, "x-request-id": requestId } });
   };
+
+  it.each([
+    { mode: "busy", status: 429, retryAfter: "7", code: "rate_limited" },
+    { mode: "stopping", status: 503, retryAfter: "2", code: "unavailable" },
+  ])("passes a worker's $status on unchanged: status, Retry-After and error body", async ({ mode, status, retryAfter, code }) => {
+    const res = await upload(mode, `req_stand_in_${mode}`);
+    expect(res.status).toBe(status);
+    expect(res.headers.get("retry-after")).toBe(retryAfter);
+    expect(await res.json()).toEqual({ error: { code, message: `stand-in ${code}`, type: "server_error", param: null, request_id: `req_stand_in_${mode}` } });
+    await logged(front, "/v1/audio/transcriptions", { requestId: `req_stand_in_${mode}`, status });
+  });
 
   it("a worker that dies mid-answer breaks the client's response, and the api logs it as an error under the request's id", async () => {
     const res = await upload("dies", "req_stand_in_dies");
