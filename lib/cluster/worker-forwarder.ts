@@ -20,6 +20,13 @@ const UNREACHABLE_RETRY_AFTER_SECONDS = 5;
  */
 const DRAIN_LIMIT_MS = 30_000;
 
+/**
+ * An idle connection to the worker is closed after this, before the worker's own 5 s (Node's
+ * keepAliveTimeout) could close it under a request just sent on it, which would fail as a 503.
+ * Node's agent keeps idle connections open indefinitely without one.
+ */
+const IDLE_CONNECTION_MS = 4_000;
+
 /** A worker only answers once it has transcribed; past this a synchronous request should have been a job. */
 const HEADERS_TIMEOUT_MS = 300_000;
 
@@ -40,7 +47,8 @@ export class WorkerForwarder {
     this.#base = options.workerUrl.replace(/\/+$/, "");
     const https = new URL(this.#base).protocol === "https:";
     this.#request = https ? httpsRequest : httpRequest;
-    this.#agent = https ? new HttpsAgent({ keepAlive: true }) : new HttpAgent({ keepAlive: true });
+    const pool = { keepAlive: true, timeout: IDLE_CONNECTION_MS };
+    this.#agent = https ? new HttpsAgent(pool) : new HttpAgent(pool);
     this.#headersTimeoutMs = options.headersTimeoutMs ?? HEADERS_TIMEOUT_MS;
   }
 
