@@ -63,9 +63,9 @@ export class WorkerForwarder {
     const { pathname, search } = new URL(request.url);
     const upload = request.body?.getReader();
     // Node's client, not fetch: a worker that answers before the upload ended and closes the
-    // connection (its 413 for an upload far over the limit, its parser's 408/431/400) made fetch
-    // reject for the failed write, and the client got a 503 "retry shortly" for a request that
-    // cannot succeed. Here the answer counts once it has arrived, whatever becomes of the upload.
+    // connection (its parser's 408/431/400, any answer with Connection: close) made fetch reject for
+    // the failed write, and the client got a 503 "retry shortly" for a request that may never
+    // succeed. Here the answer counts once it has arrived, whatever becomes of the upload.
     const outgoing = this.#request(`${this.#base}${pathname}${search}`, {
       method: request.method,
       headers: Object.fromEntries(endToEnd(request.headers, { "x-request-id": requestId })),
