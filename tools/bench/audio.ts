@@ -28,6 +28,11 @@ function wavSeconds(path: string): number {
 export interface AudioSet {
   source: string;
   clips: Record<"speed" | "concurrent" | "window" | "long" | "short", Clip>;
+  /**
+   * The concurrent clip as an mp3, as most clients of an OpenAI-style API upload: each request then
+   * has an ffmpeg decoding it, which the WAV clips (read without ffmpeg) never start.
+   */
+  concurrentMp3: Clip;
 }
 
 export async function prepareAudio(tmp: string, log: (l: string) => void): Promise<AudioSet> {
@@ -102,5 +107,10 @@ export async function prepareAudio(tmp: string, log: (l: string) => void): Promi
     clips[name] = { name, path, seconds: wavSeconds(path), bytes: await readFile(path) };
     log(`audio ${name}: ${clips[name].seconds.toFixed(1)} s`);
   }
-  return { source, clips };
+  const concurrent = clips.concurrent;
+  const mp3Path = concurrent.path.replace(/\.wav$/, ".mp3");
+  await runFfmpeg(["-nostdin", "-hide_banner", "-loglevel", "error", "-i", `file:${concurrent.path}`, "-c:a", "libmp3lame", "-b:a", "64k", "-y", `file:${mp3Path}`]);
+  const concurrentMp3 = { name: "concurrent-mp3", path: mp3Path, seconds: concurrent.seconds, bytes: await readFile(mp3Path) };
+  log(`audio concurrent as mp3: ${(concurrentMp3.bytes.length / 1024).toFixed(0)} KiB`);
+  return { source, clips, concurrentMp3 };
 }
