@@ -152,6 +152,7 @@ describe("batch inputs and progress (no server)", () => {
       [[media, "--out", join(work, "o")], /a media file, not a list/],
       [[list, "--out", list], /is not a directory/],
       [[list, "--out", join(work, "o"), "--server", "ftp://x"], /Invalid server URL/],
+      [[list, "--out", join(work, "o"), "--api-key", "sk-batch-secret€"], /the API key \(--api-key or SLOTSCRIBE_API_KEY\) cannot be sent/],
     ];
     for (const [args, message] of cases) {
       const stderr: string[] = [];
@@ -163,6 +164,7 @@ describe("batch inputs and progress (no server)", () => {
       }
       expect(stderr.join("\n")).toMatch(message);
       expect(stderr.join("\n")).toContain("slotscribe batch <dir|list>");
+      expect(stderr.join("\n")).not.toContain("sk-batch-secret");
     }
     expect(await readdir(work)).not.toContain("o");
   });

@@ -175,6 +175,8 @@ async function handle(req: http.IncomingMessage, res: http.ServerResponse): Prom
     return send(200, { object: "list", data, next_cursor: start + limit < all.length ? String(start + limit) : null });
   }
   if (url.pathname === "/v1/jobs/from-a-proxy") return send(502, "<html>Bad Gateway</html>");
+  // A proxy's debug page that shows the request it could not forward, headers and all.
+  if (url.pathname === "/v1/jobs/from-a-chatty-proxy") return send(502, `<pre>GET ${url.pathname}\nauthorization: ${req.headers.authorization}</pre>`);
   const match = /^\/v1\/jobs\/([^/]+)(\/result)?$/.exec(url.pathname);
   const job = match ? fake.jobs.get(decodeURIComponent(match[1]!)) : undefined;
   if (match && !job) return fail(404, "not_found", `No job "${decodeURIComponent(match[1]!)}"`);
@@ -325,6 +327,40 @@ describe("SlotscribeClient", () => {
     const err = await rejection(client().getJob("from-a-proxy"));
     expect(err).toMatchObject({ status: 502, code: "http_502", message: "502 Bad Gateway: <html>Bad Gateway</html>" });
     expect(err.requestId).toMatch(/^req_\d+$/);
+  });
+
+  it("never repeats the key, even when something in front of the server echoes the request", async () => {
+    const err = await rejection(client().getJob("from-a-chatty-proxy"));
+    expect(err).toMatchObject({ status: 502, code: "http_502" });
+    expect(err.message).toContain("authorization: Bearer ***");
+    expect(err.message).not.toContain(API_KEY);
+  });
+
+  it("refuses a key that is no header value without quoting it, and takes one with a trailing line break as fetch does", async () => {
+    for (const key of [`${API_KEY}\nsecond-line`, `${API_KEY}€`, `${API_KEY}\0`]) {
+      let refused: unknown;
+      try {
+        new SlotscribeClient({ server: base, apiKey: key });
+      } catch (err) {
+        refused = err;
+      }
+      expect(refused, JSON.stringify(key)).toBeInstanceOf(TypeError);
+      expect((refused as Error).message).toMatch(/^the API key \(--api-key or SLOTSCRIBE_API_KEY\) cannot be sent/);
+      expect((refused as Error).message).not.toContain(API_KEY);
+    }
+    const fromKeyFile = new SlotscribeClient({ server: base, apiKey: `${API_KEY}\r\n` });
+    expect(await rejection(fromKeyFile.getJob("job_none"))).toMatchObject({ status: 404 });
+    expect(fake.requests[0]?.headers.authorization).toBe(`Bearer ${API_KEY}`);
+  });
+
+  it("refuses a server URL with credentials, masking them", () => {
+    for (const [server, shown] of [
+      ["http://admin:topsecret@127.0.0.1:8080", "http://***@127.0.0.1:8080"],
+      ["admin:topsecret@127.0.0.1:8080", "***@127.0.0.1:8080"],
+    ]) {
+      expect(() => new SlotscribeClient({ server })).toThrow(`Invalid server URL "${shown}"`);
+      expect(() => new SlotscribeClient({ server })).not.toThrow(/topsecret/);
+    }
   });
 
   it("fails fast with status 0 when nothing listens, without retrying", async () => {
@@ -605,6 +641,19 @@ describe("slotscribe transcribe", () => {
     const down = await cli(["transcribe", audio], { SLOTSCRIBE_URL: closedBase });
     expect(down.code).toBe(1);
     expect(down.stderr).toBe(`slotscribe: network_error: cannot reach ${closedBase}: connect ECONNREFUSED ${closedBase.slice("http://".length)}\n`);
+  });
+
+  it("exits 2 on a key that cannot be sent, without printing it or sending anything", async () => {
+    for (const args of [
+      ["transcribe", audio],
+      ["jobs", "list"],
+    ]) {
+      const run = await cli(args, { SLOTSCRIBE_API_KEY: `${API_KEY}\nsecond-line` });
+      expect(run.code).toBe(2);
+      expect(run.stderr).toMatch(/^slotscribe: the API key \(--api-key or SLOTSCRIBE_API_KEY\) cannot be sent/);
+      expect(run.stderr).not.toContain(API_KEY);
+    }
+    expect(fake.requests).toEqual([]);
   });
 
   it("exits 2 on a usage error, with the usage, before any request", async () => {

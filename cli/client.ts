@@ -123,10 +123,19 @@ export class SlotscribeClient {
   constructor(options: ClientOptions = {}) {
     const server = options.server ?? (process.env.SLOTSCRIBE_URL || DEFAULT_SERVER);
     const url = URL.canParse(server) ? new URL(server) : undefined;
-    if (url?.protocol !== "http:" && url?.protocol !== "https:") throw new TypeError(`Invalid server URL "${server}": expected http(s)://host[:port]`);
+    // fetch refuses a URL with credentials, quoting it whole: the password would be printed.
+    if ((url?.protocol !== "http:" && url?.protocol !== "https:") || url.username || url.password) {
+      throw new TypeError(`Invalid server URL "${withoutCredentials(server)}": expected http(s)://host[:port], without user:password`);
+    }
     // The OpenAI SDK's baseURL form (…/v1) names the same server.
     this.server = server.replace(/\/+$/, "").replace(/\/v1$/, "");
-    this.#apiKey = options.apiKey ?? (process.env.SLOTSCRIBE_API_KEY || undefined);
+    // fetch trims the same whitespace from a header value (a key file read whole ends in a line
+    // break), and would refuse what remains with a message quoting the header, and so the key.
+    const apiKey = (options.apiKey ?? process.env.SLOTSCRIBE_API_KEY)?.replace(/^[\t\n\r ]+|[\t\n\r ]+$/g, "");
+    if (apiKey && /[\0\r\n]|[^\0-\xff]/.test(apiKey)) {
+      throw new TypeError("the API key (--api-key or SLOTSCRIBE_API_KEY) cannot be sent: it holds a line break, a NUL or a character beyond Latin-1 (its value is not shown)");
+    }
+    this.#apiKey = apiKey || undefined;
     this.#maxRetries = options.maxRetries ?? 3;
     this.#notify = options.notify ?? ((line) => process.stderr.write(`${line}\n`));
   }
@@ -233,7 +242,7 @@ export class SlotscribeClient {
         continue;
       }
       if (response.ok) return response;
-      const error = await errorFrom(response);
+      const error = await errorFrom(response, this.#apiKey);
       // A 429 means the request was refused before any work, so any request may be repeated.
       if (response.status !== 429 || attempt >= this.#maxRetries) throw error;
       const seconds = error.retryAfterSeconds ?? 2 ** attempt;
@@ -266,8 +275,10 @@ function snippet(text: string): string {
   return flat.length > 200 ? `${flat.slice(0, 200)}…` : flat || "(empty body)";
 }
 
-async function errorFrom(response: Response): Promise<ApiError> {
-  const text = await response.text().catch(() => "");
+/** The response as an ApiError; `secret` is masked wherever the body repeats it (a proxy's page echoing the request). */
+async function errorFrom(response: Response, secret: string | undefined): Promise<ApiError> {
+  const raw = await response.text().catch(() => "");
+  const text = secret ? raw.replaceAll(secret, "***") : raw;
   const headerRequestId = response.headers.get("x-request-id");
   const retryAfterSeconds = parseRetryAfter(response.headers.get("retry-after"));
   let body: unknown;
@@ -286,6 +297,10 @@ async function errorFrom(response: Response): Promise<ApiError> {
   // Something in front of the service (a proxy, a load balancer) answered, or it is not slotscribe.
   const message = `${response.status} ${response.statusText}: ${snippet(text)}`;
   return new ApiError(response.status, `http_${response.status}`, message, headerRequestId, { retryAfterSeconds });
+}
+
+function withoutCredentials(server: string): string {
+  return server.replace(/^((?:[a-z][a-z\d+.-]*:)?\/\/)?[^/?#]*@/i, "$1***@");
 }
 
 /** What a fetch rejection means; `reached` is false when the request certainly never left. */
