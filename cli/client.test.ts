@@ -615,6 +615,13 @@ describe("slotscribe transcribe", () => {
     });
   });
 
+  it("--callback and --metadata send a file as a job and wait for it, on a terminal or not", async () => {
+    const run = await cli(["transcribe", audio, "--metadata", '{"ticket":7}', "--callback", "https://hooks.example/in"]);
+    expect(run).toMatchObject({ code: 0, stdout: "Heard meeting.wav (1234 bytes).\n" });
+    expect(run.stderr).toContain(`job job_${fake.jobCount} succeeded`);
+    expect(fake.requests[0]).toMatchObject({ method: "POST", path: "/v1/jobs", fields: { callback_url: "https://hooks.example/in", metadata: '{"ticket":7}' } });
+  });
+
   it("--async --wait polls the job to the end and prints the result", async () => {
     const run = await cli(["transcribe", audio, "--async", "--wait", "--format", "srt"]);
     expect(run.code).toBe(0);
@@ -669,7 +676,6 @@ describe("slotscribe transcribe", () => {
     [[], /missing the file or URL/],
     [["a.wav", "b.wav"], /one file or URL at a time/],
     [["AUDIO", "--frobnicate"], /Unknown option '--frobnicate'/],
-    [["AUDIO", "--callback", "https://hooks.example/x"], /--callback and --metadata apply to jobs/],
     [["AUDIO", "--async", "--include-result"], /--include-result needs --callback/],
     [["AUDIO", "--async", "--metadata", "[1]"], /--metadata must be a JSON object/],
     [["AUDIO", "--async", "--metadata", "{nope"], /--metadata is not JSON/],

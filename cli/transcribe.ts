@@ -15,10 +15,10 @@ each word and needs a model exported with cross-attentions, such as base.en_time
 conditions decoding (names, spellings, style); --temperature is the first decoding temperature.
 
 A file is uploaded and transcribed in one request. A URL is submitted as a job and waited for, as is
-a file with --wait or when stderr is a terminal (better for long audio: no request is held open
-meanwhile), with a progress bar on stderr. --async submits a job, prints its id and exits (see slotscribe jobs). --callback (the
-server POSTs the outcome there, with the transcript under --include-result) and --metadata (a JSON
-object kept with the job) apply to jobs.
+a file with --wait, --callback or --metadata, or when stderr is a terminal (better for long audio:
+no request is held open meanwhile), with a progress bar on stderr. --async submits a job, prints its
+id and exits (see slotscribe jobs). --callback (the server POSTs the outcome there, with the
+transcript under --include-result) and --metadata (a JSON object kept with the job) apply to jobs.
 
 ${CONNECTION_USAGE}`;
 
@@ -54,11 +54,11 @@ export async function transcribeCommand(argv: string[]): Promise<number> {
       if (values["include-result"] && !values.callback) throw new UsageError("--include-result needs --callback");
       if (values.async && values.out !== undefined && !values.wait) throw new UsageError("--out needs the transcript: add --wait, or use slotscribe jobs result later");
       const source: AudioSource = URL_PATTERN.test(input) ? { url: input } : { file: input };
-      // On a terminal the job path is taken for its progress bar; scripts keep the one-request path.
-      const asJob = values.async || values.wait || "url" in source || process.stderr.isTTY === true;
-      if (!asJob && (values.callback !== undefined || metadata !== undefined)) {
-        throw new UsageError("--callback and --metadata apply to jobs: add --async or --wait");
-      }
+      // A callback and metadata mean something only for a job, so they choose one wherever stderr
+      // goes: a command tried on a terminal must not become a usage error under cron. Otherwise a
+      // terminal takes the job path for its progress bar, and scripts keep the one-request path.
+      const forJob = values.callback !== undefined || metadata !== undefined;
+      const asJob = values.async || values.wait || forJob || "url" in source || process.stderr.isTTY === true;
       if ("file" in source) await checkFile(source.file);
       if (values.out !== undefined) await checkOut(values.out);
       const client = connect(values);
