@@ -170,6 +170,37 @@ describe("batch inputs and progress (no server)", () => {
   });
 });
 
+describe("batch against a server that restarts", () => {
+  it("waits out its 503s with Retry-After, past the client's own retries, instead of failing the inputs sent meanwhile", async () => {
+    let unavailable = 5;
+    const requests: string[] = [];
+    const server = createServer((req, res) => {
+      requests.push(`${req.method} ${req.url}`);
+      req.resume().on("end", () => {
+        if (unavailable-- > 0) {
+          res.writeHead(503, { "content-type": "application/json", "retry-after": "0" });
+          return void res.end(JSON.stringify({ error: { code: "unavailable", message: "Starting up.", request_id: "req_1" } }));
+        }
+        res.writeHead(200, { "content-type": "application/json" });
+        res.end(JSON.stringify({ task: "transcribe", language: "english", duration: 2, text: " Back.", segments: [{ id: 0, start: 0, end: 2, text: " Back." }] }));
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    try {
+      const dir = join(work, "restarts");
+      await mkdir(dir);
+      await writeFile(join(dir, "call.wav"), Buffer.alloc(100, 1));
+      const out = join(work, "restarts-out");
+      const run = await batch([dir, "--out", out, "--server", `http://127.0.0.1:${(server.address() as AddressInfo).port}`]);
+      expect(run.code, run.stderr).toBe(0);
+      expect(await readFile(join(out, "call.txt"), "utf8")).toBe("Back.\n");
+      expect(requests).toEqual(Array(6).fill("POST /v1/audio/transcriptions"));
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
+  });
+});
+
 describe("batch against the real server", () => {
   let service: ServiceProcess;
   let media: Server;

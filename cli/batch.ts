@@ -11,7 +11,7 @@ import { ensureDirectory } from "../lib/directories.ts";
 import { renderTranscript } from "../lib/formats.ts";
 import type { JobView } from "../lib/jobs/view.ts";
 import { RESPONSE_FORMATS, type ResponseFormat, type Transcript } from "../lib/transcript.ts";
-import { ApiError, CONNECTION_USAGE, parseFormat, runApiCommand, SlotscribeClient, UsageError, type AudioSource } from "./client.ts";
+import { ApiError, asksForRetry, CONNECTION_USAGE, parseFormat, runApiCommand, SlotscribeClient, UsageError, type AudioSource } from "./client.ts";
 import { formatClock, type ProgressStream } from "./progress.ts";
 
 export const BATCH_USAGE = `slotscribe batch <dir|list> --out DIR [--concurrency N] [--format F] [--model M] [--language L]
@@ -25,7 +25,8 @@ per line; blank lines and # comments are ignored.
 
 Files are uploaded and transcribed one request each, or with --async submitted as jobs and waited
 for (better for long files behind proxies that cut long requests off); URLs are always jobs. A
-request the server refuses as too busy (429) waits for its Retry-After and is sent again.
+request the server refuses as too busy (429), or while it starts or stops (503 with Retry-After),
+waits for its Retry-After and is sent again.
 
 Interrupted? Run the same command again: inputs whose transcript exists are skipped, and jobs
 already submitted are waited for, not submitted again (DIR/.slotscribe-batch.json keeps track).
@@ -508,7 +509,7 @@ async function transcribeInput(input: BatchInput, name: string, ctx: BatchContex
 
   const options = { model: ctx.model, language: ctx.language };
   // verbose_json carries the audio's duration, for the totals, and every format renders from it.
-  const verbose = await whenServerHasRoom(input, ctx, () => ctx.client.transcribe(source.file, { ...options, format: "verbose_json" }));
+  const verbose = await whenServerHasRoom(input, ctx, false, () => ctx.client.transcribe(source.file, { ...options, format: "verbose_json" }));
   const transcript = JSON.parse(verbose) as Transcript;
   return { body: ctx.format === "verbose_json" ? verbose : renderTranscript(transcript, ctx.format).body, audioSeconds: transcript.duration };
 }
@@ -532,7 +533,7 @@ async function viaJob(input: BatchInput, name: string, key: string, prior: Manif
   while (!job) {
     // No format: the result is fetched in the one wanted, so a run for another format gets the
     // same job (the key covers what is sent) rather than a refusal of the key or a second job.
-    const submitted = await whenServerHasRoom(input, ctx, () =>
+    const submitted = await whenServerHasRoom(input, ctx, true, () =>
       client.submitJob(input.source, { model: ctx.model, language: ctx.language }, `slotscribe-batch-${key}-${failedJobs}`),
     );
     // A new job is never finished when accepted: this is the key's earlier job, from a run whose
@@ -568,19 +569,20 @@ async function inputKey(input: BatchInput, ctx: BatchContext): Promise<string> {
 }
 
 /**
- * Runs `send` until the server takes it. The client already waits out a few 429s; past those the
- * server is busy for longer than a blip, so this input waits its Retry-After again, without a
- * limit: an overnight run should outlast a busy spell, not fail through it. Meanwhile this worker
- * sends nothing, so the run never has more than --concurrency requests out.
+ * Runs `send` until the server takes it. The client already waits out a few 429s and 503s with
+ * Retry-After; past those the server is busy (or restarting) for longer than a blip, so this input
+ * waits its Retry-After again, without a limit: an overnight run should outlast a busy spell or a
+ * restart, not fail through it. Meanwhile this worker sends nothing, so the run never has more than
+ * --concurrency requests out.
  */
-async function whenServerHasRoom<T>(input: BatchInput, ctx: BatchContext, send: () => Promise<T>): Promise<T> {
+async function whenServerHasRoom<T>(input: BatchInput, ctx: BatchContext, repeatable: boolean, send: () => Promise<T>): Promise<T> {
   for (let attempt = 0; ; attempt++) {
     try {
       return await send();
     } catch (err) {
-      if (!(err instanceof ApiError && err.status === 429)) throw err;
+      if (!(err instanceof ApiError && asksForRetry(err, repeatable))) throw err;
       const waitSeconds = err.retryAfterSeconds ?? Math.min(60, 2 ** attempt);
-      ctx.reporter.note(`slotscribe: server busy with ${input.label}; trying again in ${waitSeconds} s`);
+      ctx.reporter.note(`slotscribe: server ${err.status === 429 ? "busy" : "unavailable"} for ${input.label}; trying again in ${waitSeconds} s`);
       // Jitter, so inputs refused together do not all come back in the same instant.
       await sleep(waitSeconds * 1000 * (1 + Math.random() * 0.2));
     }

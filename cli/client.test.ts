@@ -40,6 +40,11 @@ const fake = {
   byIdempotencyKey: new Map<string, string>(),
   /** 429s to answer before serving again. */
   rateLimitNext: 0,
+  /** 503s "Starting up." to answer before serving again, as a server being built or draining does. */
+  unavailableNext: 0,
+  /** 503s to answer as a proxy with no backend does: not the service's error JSON. */
+  proxyUnavailableNext: 0,
+  /** The Retry-After of those; none when empty. */
   retryAfter: "1",
   /** Creates the next job, then drops the connection before answering. */
   dropNextSubmit: false,
@@ -144,6 +149,16 @@ async function handle(req: http.IncomingMessage, res: http.ServerResponse): Prom
     fake.rateLimitNext -= 1;
     return fail(429, "rate_limited", "The queue is full", { "retry-after": fake.retryAfter });
   }
+  const retryAfter: Record<string, string> = fake.retryAfter ? { "retry-after": fake.retryAfter } : {};
+  if (fake.unavailableNext > 0) {
+    fake.unavailableNext -= 1;
+    return fail(503, "unavailable", "Starting up.", retryAfter);
+  }
+  if (fake.proxyUnavailableNext > 0) {
+    fake.proxyUnavailableNext -= 1;
+    res.writeHead(503, { "content-type": "text/html", ...retryAfter });
+    return void res.end("<html>no healthy upstream</html>");
+  }
 
   if (req.method === "POST" && url.pathname === "/v1/audio/transcriptions") {
     if (!recorded.file) return fail(400, "invalid_request", "file is required");
@@ -232,6 +247,8 @@ afterAll(async () => {
 beforeEach(() => {
   fake.requests.length = 0;
   fake.rateLimitNext = 0;
+  fake.unavailableNext = 0;
+  fake.proxyUnavailableNext = 0;
   fake.retryAfter = "1";
   fake.dropNextSubmit = false;
 });
@@ -311,6 +328,40 @@ describe("SlotscribeClient", () => {
     expect(Date.now() - started).toBeLessThan(500);
     expect(fake.requests).toHaveLength(1);
     expect(notes).toEqual([]);
+  });
+
+  it("waits out the service's 503 with Retry-After (starting, draining) like a 429, on a listing and on an upload", async () => {
+    fake.unavailableNext = 1;
+    const notes: string[] = [];
+    await expect(client(notes).listJobs()).resolves.toMatchObject({ object: "list" });
+    expect(fake.requests.map((r) => `${r.method} ${r.path}`)).toEqual(["GET /v1/jobs", "GET /v1/jobs"]);
+    expect(notes).toEqual([expect.stringMatching(/^slotscribe: unavailable: Starting up\. \(request req_\d+\); retrying in 1 s \(retry 1 of 3\)$/)]);
+
+    fake.requests.length = 0;
+    fake.unavailableNext = 1;
+    expect(await client().transcribe(audio, { format: "text" })).toBe("Heard meeting.wav (1234 bytes).\n");
+    expect(fake.requests.map((r) => r.file?.size)).toEqual([1234, 1234]);
+  });
+
+  it("gives up at once on a 503 without Retry-After, one asking for over a minute, and an upload's 503 from a proxy", async () => {
+    for (const retryAfter of ["", "120"]) {
+      fake.requests.length = 0;
+      fake.unavailableNext = 1;
+      fake.retryAfter = retryAfter;
+      expect(await rejection(client().listJobs())).toMatchObject({ status: 503, code: "unavailable" });
+      expect(fake.requests).toHaveLength(1);
+    }
+    // It may have taken the upload before failing: sending it again could transcribe it twice.
+    fake.requests.length = 0;
+    fake.proxyUnavailableNext = 1;
+    fake.retryAfter = "1";
+    expect(await rejection(client().transcribe(audio))).toMatchObject({ status: 503, code: "http_503" });
+    expect(fake.requests).toHaveLength(1);
+    // A listing is safe to repeat, whoever answered.
+    fake.requests.length = 0;
+    fake.proxyUnavailableNext = 1;
+    await expect(client().listJobs()).resolves.toMatchObject({ object: "list" });
+    expect(fake.requests).toHaveLength(2);
   });
 
   it("turns the error JSON into an ApiError with status, code, message and request id", async () => {

@@ -90,7 +90,7 @@ export interface ClientOptions {
   server?: string;
   /** Bearer key; SLOTSCRIBE_API_KEY when omitted. */
   apiKey?: string;
-  /** Retries after a 429, or after a dropped connection on a request that is safe to repeat. */
+  /** Retries after a 429 or a 503 with Retry-After (see asksForRetry), or after a dropped connection on a request that is safe to repeat. */
   maxRetries?: number;
   /** Where retry notes go; stderr by default. */
   notify?: (line: string) => void;
@@ -243,11 +243,11 @@ export class SlotscribeClient {
       }
       if (response.ok) return response;
       const error = await errorFrom(response, this.#apiKey);
-      // A 429 means the request was refused before any work, so any request may be repeated.
-      if (response.status !== 429 || attempt >= this.#maxRetries) throw error;
+      if (!asksForRetry(error, init.repeatable) || attempt >= this.#maxRetries) throw error;
       const seconds = error.retryAfterSeconds ?? 2 ** attempt;
       if (seconds > MAX_RETRY_WAIT_SECONDS) throw error;
-      this.#notify(`slotscribe: rate limited${error.requestId ? ` (request ${error.requestId})` : ""}; retrying in ${seconds} s (${retryNote})`);
+      const what = error.status === 429 ? "rate limited" : `${error.code}: ${error.message}`;
+      this.#notify(`slotscribe: ${what}${error.requestId ? ` (request ${error.requestId})` : ""}; retrying in ${seconds} s (${retryNote})`);
       await sleep(seconds * 1000);
     }
   }
@@ -260,6 +260,17 @@ export class SlotscribeClient {
       throw new ApiError(response.status, "bad_response", `Expected JSON from ${response.url}, got: ${snippet(text)}`, response.headers.get("x-request-id"), { cause: err });
     }
   }
+}
+
+/**
+ * Whether an error answer asks for the request again. A 429 refuses before any work. The service's
+ * own 503 with Retry-After (starting up, draining, a full disk) kept nothing of the request, so an
+ * upload may go again too; one from something in front of it (a proxy without a backend) may have
+ * been answered after the upload was taken, so only a request safe to repeat goes again then.
+ */
+export function asksForRetry(error: ApiError, repeatable: boolean): boolean {
+  if (error.status === 429) return true;
+  return error.status === 503 && error.retryAfterSeconds !== undefined && (repeatable || error.code === "unavailable");
 }
 
 function jobPath(id: string): string {
