@@ -792,9 +792,11 @@ describe("slotscribe jobs", () => {
   });
 
   it("list prints a table filtered by status, pointing at the next page, or the page as JSON", async () => {
+    // So there is a next page, whichever tests ran before.
+    await finishedJob("https://media.example/zero.mp3");
     const first = await finishedJob("https://media.example/one.mp3");
     const second = await finishedJob("https://media.example/two.mp3");
-    const run = await cli(["jobs", "list", "--status", "succeeded", "--limit", "2"]);
+    const run = await cli(["jobs", "list", "--status", "succeeded", "--limit", "2", "--server", base]);
     expect(run.code).toBe(0);
     expect(fake.requests.at(-1)?.path).toBe("/v1/jobs?status=succeeded&limit=2");
     const lines = run.stdout.trimEnd().split("\n");
@@ -803,7 +805,7 @@ describe("slotscribe jobs", () => {
       [second.id, "succeeded", "100%", "whisper-1"],
       [first.id, "succeeded", "100%", "whisper-1"],
     ]);
-    expect(run.stderr).toBe("more: slotscribe jobs list --cursor 2\n");
+    expect(run.stderr).toBe(`more: slotscribe jobs list --status succeeded --limit 2 --server ${base} --cursor 2\n`);
 
     const json = await cli(["jobs", "list", "--status", "succeeded", "--limit", "1", "--json"]);
     expect(JSON.parse(json.stdout)).toMatchObject({ object: "list", data: [{ id: second.id }], next_cursor: "1" });

@@ -66,7 +66,12 @@ export async function jobsCommand(argv: string[]): Promise<number> {
           if (values.json) printJson(page);
           else if (page.data.length === 0) console.error("no jobs");
           else process.stdout.write(jobTable(page.data));
-          if (page.next_cursor && !values.json) console.error(`more: slotscribe jobs list --cursor ${page.next_cursor}`);
+          // The cursor is only a position: the next page is the same listing's only with the same
+          // filter, page size and server. The key is left out, never printed.
+          if (page.next_cursor && !values.json) {
+            const same = (["status", "limit", "server"] as const).flatMap((name) => (values[name] === undefined ? [] : [`--${name}`, values[name]]));
+            console.error(["more: slotscribe jobs list", ...same, "--cursor", page.next_cursor].join(" "));
+          }
           return 0;
         }
       }
