@@ -34,6 +34,15 @@ describe("slotscribe serve's options", () => {
     ]);
   });
 
+  it("--help and -h print the usage on stdout and exit 0, starting nothing", async () => {
+    const printed = vi.spyOn(console, "log").mockImplementation(() => undefined);
+    const errors = vi.spyOn(console, "error").mockImplementation(() => undefined);
+    expect(await serveCommand(["--help"], neverStarted)).toBe(0);
+    expect(await serveCommand(["-h"], neverStarted)).toBe(0);
+    expect(printed.mock.calls.map(([message]) => String(message))).toEqual(Array(2).fill(expect.stringMatching(/^slotscribe serve \[--role all\|api\|worker\]\n/)));
+    expect(errors).not.toHaveBeenCalled();
+  });
+
   it("refuse a bad role with status 1, like any other bad setting", async () => {
     const printed = vi.spyOn(console, "error").mockImplementation(() => undefined);
     expect(await serveCommand(["--role", "boss"], neverStarted)).toBe(1);

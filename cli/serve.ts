@@ -17,8 +17,12 @@ worker transcribes. api and worker need cluster mode.`;
  * per-process-group [env]: each group's command line says what it is.
  */
 export function serveEnv(argv: string[], env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
-  const { values } = parseArgs({ args: argv, options: { role: { type: "string" } }, strict: true, allowPositionals: false });
-  return values.role === undefined ? env : { ...env, ROLE: values.role };
+  const { role } = serveOptions(argv);
+  return role === undefined ? env : { ...env, ROLE: role };
+}
+
+function serveOptions(argv: string[]) {
+  return parseArgs({ args: argv, options: { role: { type: "string" }, help: { type: "boolean", short: "h" } }, strict: true, allowPositionals: false }).values;
 }
 
 /** Starts the HTTP service; the entry point hands it in (bin/commands.ts), so the CLI does not depend on the HTTP layer. */
@@ -27,6 +31,10 @@ export type StartServer = (config: Config, log: Logger) => Promise<{ close(): Pr
 export async function serveCommand(argv: string[], startServer: StartServer): Promise<number> {
   let config;
   try {
+    if (serveOptions(argv).help) {
+      console.log(SERVE_USAGE);
+      return 0;
+    }
     config = loadConfig(serveEnv(argv));
   } catch (err) {
     if (err instanceof ConfigError) {
