@@ -7,7 +7,7 @@ import type { AppEnv } from "./env.ts";
 /**
  * /docs: Swagger UI on /openapi.json, served from the swagger-ui-dist package in node_modules (never
  * a CDN, so it works on machines without internet). "Authorize" takes the API key (as Bearer or
- * X-API-Key), kept in the browser's local storage, and "Try it out" sends requests to this instance.
+ * X-API-Key), kept in the page's memory only, and "Try it out" sends requests to this instance.
  */
 const ASSETS: Record<string, string> = {
   "swagger-ui.css": "text/css; charset=utf-8",
@@ -28,11 +28,14 @@ const PAGE = `<!doctype html>
 <script src="/docs/init.js"></script>
 </body></html>`;
 
-const INIT = `window.ui = SwaggerUIBundle({
+// Not persistAuthorization: local storage would keep the key in the browser profile, for good and
+// readable by the status page's origin, which promises the key stays in its tab. Earlier releases
+// persisted it, so what they left is removed.
+const INIT = `localStorage.removeItem("authorized");
+window.ui = SwaggerUIBundle({
   url: "/openapi.json",
   dom_id: "#ui",
   deepLinking: true,
-  persistAuthorization: true,
   tryItOutEnabled: true,
   displayOperationId: true,
   validatorUrl: null,
