@@ -722,6 +722,18 @@ describe("slotscribe transcribe", () => {
     expect(fake.requests).toEqual([]);
   });
 
+  it("--help prints the usage on stdout, so it can be paged or searched, and exits 0", async () => {
+    for (const [command, args, usage] of [
+      [transcribeCommand, ["--help"], "slotscribe transcribe <file|url>"],
+      [jobsCommand, ["list", "-h"], "slotscribe jobs get <id>"],
+    ] as const) {
+      const run = await inProcess(command, [...args]);
+      expect(run).toMatchObject({ code: 0, stderr: "" });
+      expect(run.stdout).toMatch(new RegExp(`^${usage.replace(/[|<>]/g, "\\$&")}`));
+    }
+    expect(fake.requests).toEqual([]);
+  });
+
   // In process: the child-process case above covers the exit path, and these need no server.
   it.for([
     [[], /missing the file or URL/],

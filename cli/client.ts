@@ -388,8 +388,9 @@ type CommandArgs<O extends OptionsConfig> = ReturnType<typeof parseArgs<{ args: 
 export async function runApiCommand<const O extends OptionsConfig>(usage: string, argv: string[], options: O, body: (args: CommandArgs<O>) => Promise<number>): Promise<number> {
   try {
     const args = parseArgs({ args: argv, allowPositionals: true, options: { ...options, ...COMMON_OPTIONS } });
+    // Asked for, so on stdout (for | less or | grep); after a mistake it goes to stderr, below.
     if ("help" in args.values && args.values.help === true) {
-      console.error(usage);
+      console.log(usage);
       return 0;
     }
     return await body(args);

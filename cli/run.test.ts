@@ -14,13 +14,16 @@ describe("the CLI's entry", () => {
     expect(out.mock.calls).toEqual(Array(3).fill([`slotscribe ${version}`]));
   });
 
-  it("runs the command named, prints every usage for help (exit 0) and for anything else (exit 2)", async () => {
+  it("runs the command named, prints every usage for help (on stdout, exit 0) and for anything else (on stderr, exit 2)", async () => {
+    const out = vi.spyOn(console, "log").mockImplementation(() => {});
     const err = vi.spyOn(console, "error").mockImplementation(() => {});
     expect(await runCli(["echo", "a", "b"], [echo])).toBe(2);
     expect(err).not.toHaveBeenCalled();
-    expect(await runCli(["help"], [echo])).toBe(0);
+    for (const help of ["help", "--help", "-h"]) expect(await runCli([help], [echo])).toBe(0);
+    expect(out.mock.calls).toEqual(Array(3).fill([expect.stringContaining("usage: slotscribe echo")]));
+    expect(err).not.toHaveBeenCalled();
     expect(await runCli(["nonsense"], [echo])).toBe(2);
     expect(await runCli([], [echo])).toBe(2);
-    expect(err.mock.calls.every(([text]) => String(text).includes("usage: slotscribe echo"))).toBe(true);
+    expect(err.mock.calls).toEqual(Array(2).fill([expect.stringContaining("usage: slotscribe echo")]));
   });
 });

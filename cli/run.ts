@@ -31,11 +31,15 @@ export async function runCli(argv: string[], commands: readonly Command[]): Prom
   }
   const command = commands.find((c) => c.name === name);
   if (command) return command.run(rest);
-  console.error(
-    [
-      `usage: slotscribe <command> [options]   (slotscribe --version: the release)\n\ncommands:\n${commands.map((c) => `  ${c.synopsis}`).join("\n")}`,
-      ...commands.map((c) => c.usage),
-    ].join("\n\n"),
-  );
-  return name === "--help" || name === "-h" || name === "help" ? 0 : 2;
+  const overview = [
+    `usage: slotscribe <command> [options]   (slotscribe --version: the release)\n\ncommands:\n${commands.map((c) => `  ${c.synopsis}`).join("\n")}`,
+    ...commands.map((c) => c.usage),
+  ].join("\n\n");
+  // Help asked for goes to stdout, to be paged or searched; after a mistake it is the error output.
+  if (name === "--help" || name === "-h" || name === "help") {
+    console.log(overview);
+    return 0;
+  }
+  console.error(overview);
+  return 2;
 }
