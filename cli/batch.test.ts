@@ -201,6 +201,24 @@ describe("batch against a server that restarts", () => {
   });
 });
 
+describe("batch against no server", () => {
+  it("stops at the first input it cannot send rather than fail every one the same way, and says so", async () => {
+    const probe = createServer();
+    await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));
+    const closed = `http://127.0.0.1:${(probe.address() as AddressInfo).port}`;
+    await new Promise((r) => probe.close(r));
+    const dir = join(work, "no-server");
+    await mkdir(dir);
+    for (const name of ["a", "b", "c"]) await writeFile(join(dir, `${name}.wav`), Buffer.alloc(100, 1));
+    const run = await batch([dir, "--concurrency", "1", "--out", join(work, "no-server-out"), "--server", closed]);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/^batch: 0 done, 0 skipped, 1 failed of 3/m);
+    expect(run.stderr).toMatch(
+      new RegExp(`^stopped: network_error: cannot reach ${closed}: .*; 2 inputs not sent \\(check --server or SLOTSCRIBE_URL, and that the server is running\\)$`, "m"),
+    );
+  });
+});
+
 describe("batch against the real server", () => {
   let service: ServiceProcess;
   let media: Server;

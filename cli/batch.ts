@@ -32,7 +32,8 @@ Interrupted? Run the same command again: inputs whose transcript exists are skip
 already submitted are waited for, not submitted again (DIR/.slotscribe-batch.json keeps track).
 Transcripts are written whole or not at all, so one that exists is complete. Progress goes to
 stderr, and a summary at the end. Exits 0 when every input is done or skipped, 1 when any failed
-(the others still run), 2 on a usage error.
+(the others still run; but a refused key or a server that cannot be reached stops the run, as the
+rest would fail alike), 2 on a usage error.
 
 ${CONNECTION_USAGE}`;
 
@@ -380,8 +381,11 @@ interface BatchContext {
   model?: string;
   language?: string;
   asJob: boolean;
-  /** Set when the server refuses the key: every other input would fail the same way, so none is sent. */
-  halted?: string;
+  /**
+   * Set when the server refuses the key, or cannot be reached at all: every other input would fail
+   * the same way, so none is sent. `check` is what the user should look at.
+   */
+  halted?: { reason: string; check: string };
 }
 
 /** A job that ended without a transcript. */
@@ -460,7 +464,7 @@ export async function batchCommand(argv: string[]): Promise<number> {
       process.stderr.write(summary(outcomes, reporter.tally));
       if (ctx.halted !== undefined) {
         const untried = inputs.length - outcomes.filter(Boolean).length;
-        process.stderr.write(`stopped: ${ctx.halted}; ${untried} input${untried === 1 ? "" : "s"} not sent (check --api-key or SLOTSCRIBE_API_KEY)\n`);
+        process.stderr.write(`stopped: ${ctx.halted.reason}; ${untried} input${untried === 1 ? "" : "s"} not sent (${ctx.halted.check})\n`);
       }
       return outcomes.some((o) => o.kind === "failed") || ctx.halted !== undefined ? 1 : 0;
     },
@@ -492,7 +496,8 @@ async function processInput(input: BatchInput, ctx: BatchContext): Promise<Outco
     return { kind: "done", input, output, audioSeconds, elapsedMs: Date.now() - startedAt };
   } catch (err) {
     const reason = describeFailure(err);
-    if (err instanceof ApiError && err.code === "unauthorized") ctx.halted = reason;
+    if (err instanceof ApiError && err.code === "unauthorized") ctx.halted = { reason, check: "check --api-key or SLOTSCRIBE_API_KEY" };
+    if (err instanceof ApiError && err.unreached) ctx.halted = { reason, check: "check --server or SLOTSCRIBE_URL, and that the server is running" };
     await ctx.manifest.update(input.id, { status: "failed", output: name, error: reason }).catch((writeErr: Error) => {
       ctx.reporter.note(`slotscribe: could not record the failure of ${input.label}: ${writeErr.message}`);
     });

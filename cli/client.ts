@@ -30,14 +30,17 @@ export class ApiError extends Error {
   readonly code: string;
   readonly requestId: string | null;
   readonly retryAfterSeconds?: number;
+  /** The request certainly never reached a server: nothing listens there, or the name does not resolve. */
+  readonly unreached: boolean;
 
-  constructor(status: number, code: string, message: string, requestId: string | null, options: { cause?: unknown; retryAfterSeconds?: number } = {}) {
+  constructor(status: number, code: string, message: string, requestId: string | null, options: { cause?: unknown; retryAfterSeconds?: number; unreached?: boolean } = {}) {
     super(message, { cause: options.cause });
     this.name = "ApiError";
     this.status = status;
     this.code = code;
     this.requestId = requestId;
     this.retryAfterSeconds = options.retryAfterSeconds;
+    this.unreached = options.unreached ?? false;
   }
 }
 
@@ -324,7 +327,10 @@ function networkFailure(err: unknown, server: string): { error: ApiError; reache
   }
   // Without an errno or undici code, fetch itself refused the request (a bad port, say) before sending.
   const reached = code !== undefined && !UNREACHED_CODES.has(code);
-  return { error: new ApiError(0, "network_error", `${reached ? "lost the connection to" : "cannot reach"} ${server}: ${detail}`, null, { cause: err }), reached };
+  return {
+    error: new ApiError(0, "network_error", `${reached ? "lost the connection to" : "cannot reach"} ${server}: ${detail}`, null, { cause: err, unreached: !reached }),
+    reached,
+  };
 }
 
 // ---- Shared by the API commands ----
