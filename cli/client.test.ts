@@ -404,6 +404,12 @@ describe("SlotscribeClient", () => {
     expect(fake.requests[0]?.headers.authorization).toBe(`Bearer ${API_KEY}`);
   });
 
+  it("refuses a server URL with a query or fragment, which the API paths would land after", () => {
+    for (const server of ["http://127.0.0.1:8080/?tenant=a", "http://127.0.0.1:8080/#v1"]) {
+      expect(() => new SlotscribeClient({ server })).toThrow(`Invalid server URL "${server}"`);
+    }
+  });
+
   it("refuses a server URL with credentials, masking them", () => {
     for (const [server, shown] of [
       ["http://admin:topsecret@127.0.0.1:8080", "http://***@127.0.0.1:8080"],

@@ -126,9 +126,10 @@ export class SlotscribeClient {
   constructor(options: ClientOptions = {}) {
     const server = options.server ?? (process.env.SLOTSCRIBE_URL || DEFAULT_SERVER);
     const url = URL.canParse(server) ? new URL(server) : undefined;
-    // fetch refuses a URL with credentials, quoting it whole: the password would be printed.
-    if ((url?.protocol !== "http:" && url?.protocol !== "https:") || url.username || url.password) {
-      throw new TypeError(`Invalid server URL "${withoutCredentials(server)}": expected http(s)://host[:port], without user:password`);
+    // fetch refuses a URL with credentials, quoting it whole: the password would be printed. The
+    // API paths are appended, so they would land in a query or fragment, and reach the status page.
+    if ((url?.protocol !== "http:" && url?.protocol !== "https:") || url.username || url.password || url.search || url.hash) {
+      throw new TypeError(`Invalid server URL "${withoutCredentials(server)}": expected http(s)://host[:port][/path], without user:password or ?query`);
     }
     // The OpenAI SDK's baseURL form (…/v1) names the same server.
     this.server = server.replace(/\/+$/, "").replace(/\/v1$/, "");
