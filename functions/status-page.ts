@@ -113,7 +113,7 @@ const BODY = `
         <dt>CPUs</dt><dd id="plan-cpus">—</dd>
         <dt>Slots</dt><dd id="plan-slots">—</dd>
         <dt>Model copies</dt><dd id="plan-copies">—</dd>
-        <dt>Threads per job</dt><dd id="plan-threads">—</dd>
+        <dt>ONNX threads per call</dt><dd id="plan-threads">—</dd>
         <dt>Limited by</dt><dd id="plan-limited">—</dd>
       </dl>
     </section>

@@ -87,6 +87,8 @@ describe("the status page over HTTP", () => {
     expect(html).not.toMatch(/https?:\/\//);
     // Only the data: favicon and the page's own script may be referenced.
     expect([...html.matchAll(/\s(?:src|href)="([^"]*)"/g)].map((m) => m[1])).toEqual(["data:,", "/status-page.js"]);
+    // THREADS is onnxruntime's threads for each call on the one inference thread: jobs get none of their own.
+    expect(html).toContain("<dt>ONNX threads per call</dt>");
     // The script is public too (it holds no data), compiled from TypeScript, and puts nothing through innerHTML.
     const script = await fetch(`${service.url}/status-page.js`);
     expect(script.status).toBe(200);
