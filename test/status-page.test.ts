@@ -287,6 +287,25 @@ describe.skipIf(!HAS_CHROMIUM)(`the status page in Chromium (needs ${CHROMIUM}: 
     await page.close();
   });
 
+  it("stops saying the server is ready once a refresh fails, and says so again when it answers", async () => {
+    const { page } = await open(`${service.url}/`);
+    await page.getByLabel("API key").fill(KEY);
+    await page.getByRole("button", { name: "Show status" }).click();
+    await eventually(async () => expect(await text(page, "#ready")).toBe("yes"), 120_000, 200);
+    expect(await text(page, "#summary")).toMatch(/^Ready\./);
+
+    // What a server that went away looks like to the page: nothing answers.
+    await page.route(`${service.url}/readyz`, (route) => route.abort());
+    await page.getByRole("alert").filter({ hasText: "Could not refresh" }).waitFor();
+    expect(await text(page, "#ready")).toBe("unknown");
+    expect(await text(page, "#summary")).toMatch(/^Status unknown: no answer since \S/);
+
+    await page.unroute(`${service.url}/readyz`);
+    await eventually(async () => expect(await text(page, "#ready")).toBe("yes"), 30_000, 200);
+    expect(await text(page, "#summary")).toMatch(/^Ready\./);
+    await page.close();
+  });
+
   it("says clearly when the key is wrong, and signing out forgets the key", async () => {
     const { page, urls } = await open(`${service.url}/`);
     await page.getByLabel("API key").fill(KEY);

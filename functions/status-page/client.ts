@@ -321,6 +321,9 @@ async function refresh(): Promise<void> {
       return;
     }
     showMessage(`Could not refresh: ${err instanceof Error ? err.message : String(err)}. Retrying every 2 s.`);
+    // The figures stay for reference, but the page cannot vouch for a server it cannot see.
+    $("ready").replaceChildren(badge("unknown"));
+    setText("summary", `Status unknown: no answer since ${$("updated").textContent}; the figures below are from then.`);
   }
   // Two refreshes can overlap (a timer and a tab coming back); only one loop may survive.
   clearTimeout(timer);
