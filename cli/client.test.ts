@@ -707,6 +707,14 @@ describe("slotscribe transcribe", () => {
     expect(down.stderr).toBe(`slotscribe: network_error: cannot reach ${closedBase}: connect ECONNREFUSED ${closedBase.slice("http://".length)}\n`);
   });
 
+  it("says when to try again after a refusal whose Retry-After is too long to wait out", async () => {
+    fake.rateLimitNext = 1;
+    fake.retryAfter = "120";
+    const run = await cli(["transcribe", audio]);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/^slotscribe: rate_limited: The queue is full \(request req_\d+\); the server asks to try again in 120 s\n$/);
+  });
+
   it("exits 2 on a key that cannot be sent, without printing it or sending anything", async () => {
     for (const args of [
       ["transcribe", audio],

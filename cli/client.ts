@@ -373,7 +373,9 @@ export function parseFormat(value: string | undefined): ResponseFormat | undefin
 function describeApiError(err: ApiError): string {
   // The server's words are for any client; this one is set through its flags and environment.
   const hint = err.code === "unauthorized" ? "\nslotscribe: give the server's API key with --api-key or SLOTSCRIBE_API_KEY" : "";
-  return `slotscribe: ${err.code}: ${err.message}${err.requestId ? ` (request ${err.requestId})` : ""}${hint}`;
+  // Said when the pause asked for was too long to wait out, or the retries ran out: when to come back.
+  const when = err.retryAfterSeconds === undefined ? "" : `; the server asks to try again in ${err.retryAfterSeconds} s`;
+  return `slotscribe: ${err.code}: ${err.message}${err.requestId ? ` (request ${err.requestId})` : ""}${when}${hint}`;
 }
 
 /** Writes a transcript to `out` byte for byte, or to stdout ending in a newline. */
