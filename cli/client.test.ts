@@ -1,4 +1,4 @@
-import { spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
@@ -560,20 +560,26 @@ async function inProcess(command: (argv: string[]) => Promise<number>, args: str
   }
 }
 
-function cli(args: string[], env: Record<string, string> = {}): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", "bin/main.ts", ...args], {
-      cwd: ROOT,
-      env: { ...process.env, SLOTSCRIBE_URL: base, SLOTSCRIBE_API_KEY: API_KEY, ...env },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
-    child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
+/** The CLI in a child process, for the tests that signal it; `cli` for the others. */
+function startCli(args: string[], env: Record<string, string> = {}): { child: ChildProcess; done: Promise<Run> } {
+  const child = spawn(process.execPath, ["--import", "tsx", "bin/main.ts", ...args], {
+    cwd: ROOT,
+    env: { ...process.env, SLOTSCRIBE_URL: base, SLOTSCRIBE_API_KEY: API_KEY, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stdout = "";
+  let stderr = "";
+  child.stdout!.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
+  child.stderr!.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
+  const done = new Promise<Run>((resolve, reject) => {
     child.on("error", reject);
     child.on("close", (code) => resolve({ code, stdout, stderr }));
   });
+  return { child, done };
+}
+
+function cli(args: string[], env: Record<string, string> = {}): Promise<Run> {
+  return startCli(args, env).done;
 }
 
 describe("slotscribe transcribe", () => {
@@ -685,6 +691,17 @@ describe("slotscribe transcribe", () => {
     expect(run.stdout).toBe(`${rendered("meeting.wav (1234 bytes)", "srt")}`);
     expect(run.stderr).toContain(`job job_${fake.jobCount} succeeded`);
     expect(fake.requests.filter((r) => r.method === "GET" && r.path === `/v1/jobs/job_${fake.jobCount}`)).toHaveLength(4);
+  });
+
+  it("stopped by a supervisor (SIGTERM) while waiting, says how to pick the job up again", async () => {
+    const { child, done } = startCli(["transcribe", "https://media.example/long.mp3"]);
+    await vi.waitFor(() => expect(fake.requests.some((r) => r.method === "GET" && r.path.startsWith("/v1/jobs/"))).toBe(true), { timeout: 10_000 });
+    child.kill("SIGTERM");
+    const run = await done;
+    const id = `job_${fake.jobCount}`;
+    expect(run.code).toBe(143);
+    expect(run.stdout).toBe("");
+    expect(run.stderr.trimEnd().split("\n").at(-1)).toBe(`slotscribe: stopped waiting; job ${id} continues (slotscribe jobs get ${id})`);
   });
 
   it("exits 1 with the job's error when the job fails", async () => {

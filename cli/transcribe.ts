@@ -1,4 +1,5 @@
 import { stat } from "node:fs/promises";
+import { constants } from "node:os";
 import { basename, dirname, resolve } from "node:path";
 import type { JobView } from "../lib/jobs/view.ts";
 import { RESPONSE_FORMATS } from "../lib/transcript.ts";
@@ -101,17 +102,19 @@ export async function transcribeCommand(argv: string[]): Promise<number> {
 
 async function waitWithProgress(client: SlotscribeClient, job: JobView): Promise<JobView> {
   const reporter = progressReporter(process.stderr);
-  // The job carries on without us: say how to pick it up again instead of leaving it anonymous.
-  const onInterrupt = () => {
+  // The job carries on without us: say how to pick it up again instead of leaving it anonymous,
+  // whether Ctrl-C, a supervisor or `timeout` stops the wait, or the terminal closes.
+  const signals = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
+  const onStop = (signal: NodeJS.Signals) => {
     reporter.finish();
     console.error(`slotscribe: stopped waiting; job ${job.id} continues (slotscribe jobs get ${job.id})`);
-    process.exit(130);
+    process.exit(128 + constants.signals[signal]);
   };
-  process.once("SIGINT", onInterrupt);
+  for (const signal of signals) process.once(signal, onStop);
   try {
     return await client.waitForJob(job.id, (update) => reporter.update(update));
   } finally {
-    process.off("SIGINT", onInterrupt);
+    for (const signal of signals) process.off(signal, onStop);
     reporter.finish();
   }
 }
