@@ -201,6 +201,34 @@ describe("batch against a server that restarts", () => {
   });
 });
 
+describe("batch interrupted", () => {
+  it("without --async, says the uploads in flight were dropped rather than that jobs continue", async () => {
+    const requests: string[] = [];
+    // A server that takes the upload and is still transcribing it.
+    const server = createServer((req) => {
+      requests.push(`${req.method} ${req.url}`);
+      req.resume();
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    try {
+      const dir = join(work, "interrupted");
+      await mkdir(dir);
+      await writeFile(join(dir, "call.wav"), Buffer.alloc(100, 1));
+      const { child, done } = start([dir, "--out", join(work, "interrupted-out"), "--server", `http://127.0.0.1:${(server.address() as AddressInfo).port}`]);
+      await vi.waitFor(() => expect(requests).toEqual(["POST /v1/audio/transcriptions"]), { timeout: 10_000 });
+      child.kill("SIGINT");
+      const run = await done;
+      expect(run.code).toBe(130);
+      expect(run.stderr.trimEnd().split("\n").at(-1)).toBe(
+        "slotscribe: interrupted; the transcriptions in flight were dropped, and no job was left on the server. Run the same command again to resume.",
+      );
+    } finally {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
+  });
+});
+
 describe("batch against no server", () => {
   it("stops at the first input it cannot send rather than fail every one the same way, and says so", async () => {
     const probe = createServer();

@@ -386,6 +386,8 @@ interface BatchContext {
    * the same way, so none is sent. `check` is what the user should look at.
    */
   halted?: { reason: string; check: string };
+  /** Whether this run has sent or waited for a job, which carries on after an interruption. */
+  jobsOnServer?: boolean;
 }
 
 /** A job that ended without a transcript. */
@@ -437,10 +439,12 @@ export async function batchCommand(argv: string[]): Promise<number> {
       const manifest = await Manifest.load(outDir, (line) => reporter.note(line));
       const ctx: BatchContext = { client, manifest, reporter, outDir, outArg: values.out, format, model: values.model, language: values.language, asJob: values.async ?? false };
 
-      // Submitted jobs carry on without us, and the manifest already names them.
+      // Submitted jobs carry on without us, and the manifest already names them; a transcription
+      // of an upload is canceled by the server when its client goes.
       const onInterrupt = () => {
         reporter.finish();
-        console.error("slotscribe: interrupted; submitted jobs continue on the server. Run the same command again to resume.");
+        const left = ctx.jobsOnServer ? "submitted jobs continue on the server" : "the transcriptions in flight were dropped, and no job was left on the server";
+        console.error(`slotscribe: interrupted; ${left}. Run the same command again to resume.`);
         process.exit(130);
       };
       process.once("SIGINT", onInterrupt);
@@ -521,6 +525,8 @@ async function transcribeInput(input: BatchInput, name: string, ctx: BatchContex
 
 async function viaJob(input: BatchInput, name: string, key: string, prior: ManifestEntry | undefined, ctx: BatchContext): Promise<{ body: string; audioSeconds: number | null }> {
   const { client, manifest } = ctx;
+  // From the first submission sent, answered or not: the server may hold the job already.
+  ctx.jobsOnServer = true;
   let failedJobs = prior?.failedJobs ?? 0;
   let job: JobView | undefined;
   if (prior?.jobId) {
