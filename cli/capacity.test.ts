@@ -64,6 +64,15 @@ describe("slotscribe capacity", () => {
     expect(out.stderr).not.toMatch(/\n\s+at /);
   });
 
+  it("prints tidy text: one cpu in the singular, no trailing spaces, a bad flag named once", () => {
+    const out = capacity(["--memory", "8GiB", "--cpus", "1"]);
+    expect(out.status).toBe(0);
+    expect(out.stdout).toMatch(/^machine: 8.0 GiB \(--memory\), 1 cpu \(--cpus\)$/m);
+    expect(out.stdout.split("\n").filter((line) => line !== line.trimEnd())).toEqual([]);
+    const bad = capacity(["--cpus", "0"]);
+    expect(bad.stderr).toMatch(/^slotscribe: --cpus must be a positive number/);
+  });
+
   it("names a bad setting in the environment it reads", () => {
     const out = capacity([], { MEMORY_LIMIT: "bogus" });
     expect(out.status).toBe(2);

@@ -50,13 +50,17 @@ function printTable(machine: MachineResources, rows: ReturnType<typeof capacityR
       `${r.realtime.toFixed(1)}x real time`,
     ];
   });
-  console.log(`machine: ${formatBytes(machine.memoryBytes)} (${machine.memorySource}), ${machine.cpus} cpus (${machine.cpuSource})`);
+  console.log(`machine: ${formatBytes(machine.memoryBytes)} (${machine.memorySource}), ${machine.cpus} cpu${machine.cpus === 1 ? "" : "s"} (${machine.cpuSource})`);
   if (machine.memoryWarning) console.error(`note: ${machine.memoryWarning}`);
   console.log("one copy of the model, on one inference thread using every core; a slot is one more window decoding in its batched calls");
   if (rows.some((r) => !r.fits)) console.log("none: the service refuses to start with such a model in this memory (WINDOW_SLOTS starts it anyway, at your risk)");
   console.log("");
   const widths = header.map((h, i) => Math.max(h.length, ...cells.map((r) => r[i]!.length)));
-  const line = (row: string[]) => row.map((c, i) => c.padEnd(widths[i]!)).join("  ");
+  const line = (row: string[]) =>
+    row
+      .map((c, i) => c.padEnd(widths[i]!))
+      .join("  ")
+      .trimEnd();
   console.log(line(header));
   console.log(line(widths.map((w) => "-".repeat(w))));
   for (const row of cells) console.log(line(row));
@@ -85,7 +89,9 @@ function parsedFlag<T>(flag: string, parse: () => T): T {
   try {
     return parse();
   } catch (err) {
-    throw new UsageError(`${flag}: ${(err as Error).message}`);
+    const { message } = err as Error;
+    // parseCpus names the flag itself.
+    throw new UsageError(message.startsWith(flag) ? message : `${flag}: ${message}`);
   }
 }
 
