@@ -318,6 +318,14 @@ describe.skipIf(!HAS_CHROMIUM)(`the status page in Chromium (needs ${CHROMIUM}: 
     expect(await page.evaluate(() => sessionStorage.getItem("slotscribe.apiKey"))).toBeNull();
     expect(await page.locator("#jobs-body tr").count()).toBe(0);
 
+    // A key no request can carry (a typographic character, a pasted line break) is refused at once.
+    await page.getByLabel("API key").fill("sk-€uro");
+    await page.getByRole("button", { name: "Show status" }).click();
+    await page.getByRole("alert").filter({ hasText: "cannot be sent" }).waitFor();
+    expect(await page.getByRole("alert").innerText()).not.toContain("€");
+    expect(await page.evaluate(() => sessionStorage.getItem("slotscribe.apiKey"))).toBeNull();
+    expect(await page.locator("#auth").isVisible()).toBe(true);
+
     await page.getByLabel("API key").fill("sk-wrong-key");
     await page.getByRole("button", { name: "Show status" }).click();
     const alert = page.getByRole("alert");

@@ -349,6 +349,12 @@ $("auth-form").addEventListener("submit", (event) => {
     input.focus();
     return;
   }
+  // fetch refuses such a header, and storing the key would only repeat its error every 2 s.
+  if (/[\0\r\n]|[^\0-\xff]/.test(key)) {
+    showMessage("This key cannot be sent: it holds a line break or a character outside Latin-1 (a typographic quote, say). Check it and enter it again.");
+    input.focus();
+    return;
+  }
   input.value = "";
   writeKey(key);
   generation++;
