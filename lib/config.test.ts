@@ -353,6 +353,11 @@ describe("loadConfig", () => {
     expect(err.issues.join("\n")).not.toContain(value);
   });
 
+  it("quotes a value that is not a number, so the mistake shows in the message", () => {
+    expect(configError({ ...VALID, PORT: "abc" }).issues).toEqual(['PORT: expected a number, got "abc"']);
+    expect(configError({ ...VALID, QUEUE_SIZE: "ten" }).issues).toEqual(['QUEUE_SIZE: expected a number, got "ten"']);
+  });
+
   it("never echoes API keys or tokens when refusing other settings", () => {
     const env = {
       API_KEYS: "sk-live-key-that-must-stay-private",

@@ -405,7 +405,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (!parsed.success) {
     // A value set under a deprecated name is reported under the name it was set as.
     const setAs = (key: string) => Object.entries(DEPRECATED_NAMES).find(([old, renamed]) => renamed === key && env[old] !== undefined && env[key] === undefined)?.[0] ?? key;
-    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.length > 0 ? i.path.map((p) => setAs(String(p))).join(".") : "(root)"}: ${i.message}`));
+    // zod says "received NaN" of a number that did not parse; the value itself shows the mistake, and
+    // no secret is a number.
+    const describe = (i: z.core.$ZodIssue) => {
+      const raw = i.path.length === 1 ? current[String(i.path[0])] : undefined;
+      return i.code === "invalid_type" && i.expected === "number" && typeof raw === "string" ? `expected a number, got ${JSON.stringify(raw)}` : i.message;
+    };
+    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.length > 0 ? i.path.map((p) => setAs(String(p))).join(".") : "(root)"}: ${describe(i)}`));
   }
   return { ...parsed.data, deprecations };
 }
