@@ -160,6 +160,19 @@ async function errorOf(res: Response): Promise<string> {
   return ((await res.json()) as { error: { code: string } }).error.code;
 }
 
+/** 16 MiB offered in 16 KiB chunks with no Content-Length, counting how much of it was read. */
+function chunkedBody(): { body: ReadableStream<Uint8Array>; pulled: () => number } {
+  let pulled = 0;
+  const body = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      if (pulled >= 16 << 20) return controller.close();
+      pulled += 16 << 10;
+      controller.enqueue(new Uint8Array(16 << 10).fill(0x20));
+    },
+  });
+  return { body, pulled: () => pulled };
+}
+
 describe("the HTTP API in process", () => {
   it("lets the pages of CORS_ORIGINS call it from a browser, errors included, and no other origin", async () => {
     const page = "https://app.example";
@@ -232,19 +245,11 @@ describe("the HTTP API in process", () => {
       { path: "/v1/audio/transcriptions", type: "application/octet-stream", code: "unsupported_media" },
     ];
     for (const { path, type, code } of cases) {
-      let pulled = 0;
-      // 16 MiB offered in 16 KiB chunks, chunked (no Content-Length).
-      const body = new ReadableStream<Uint8Array>({
-        pull(controller) {
-          if (pulled >= 16 << 20) return controller.close();
-          pulled += 16 << 10;
-          controller.enqueue(new Uint8Array(16 << 10).fill(0x20));
-        },
-      });
-      const res = await app.request(path, { method: "POST", body, duplex: "half", headers: { ...auth, "content-type": type } } as RequestInit);
+      const offered = chunkedBody();
+      const res = await app.request(path, { method: "POST", body: offered.body, duplex: "half", headers: { ...auth, "content-type": type } } as RequestInit);
       expect(await errorOf(res), path).toBe(code);
       // Read no further than the JSON limit (64 KiB) and a chunk or two the stream pulls ahead.
-      expect(pulled, path).toBeLessThanOrEqual(128 << 10);
+      expect(offered.pulled(), path).toBeLessThanOrEqual(128 << 10);
     }
   });
 
@@ -346,18 +351,11 @@ describe("the HTTP API in process", () => {
   it("refuses a QStash delivery its token was not signed for before reading its body", async () => {
     const { app, state } = fakes(scratch, { cluster: true, maxUploadBytes: 8 << 20 });
     for (const headers of [{ "upstash-signature": "forged" }, {}] as Record<string, string>[]) {
-      let pulled = 0;
-      const body = new ReadableStream<Uint8Array>({
-        pull(controller) {
-          if (pulled >= 16 << 20) return controller.close();
-          pulled += 16 << 10;
-          controller.enqueue(new Uint8Array(16 << 10).fill(0x20));
-        },
-      });
-      const res = await app.request(QSTASH_RUN_PATH, { method: "POST", body, duplex: "half", headers } as RequestInit);
+      const offered = chunkedBody();
+      const res = await app.request(QSTASH_RUN_PATH, { method: "POST", body: offered.body, duplex: "half", headers } as RequestInit);
       expect(res.status).toBe(401);
       expect(await errorOf(res)).toBe("unauthorized");
-      expect(pulled).toBeLessThanOrEqual(128 << 10);
+      expect(offered.pulled()).toBeLessThanOrEqual(128 << 10);
     }
     expect(state.errorLogs).toEqual([]);
   });

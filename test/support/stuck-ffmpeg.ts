@@ -15,10 +15,14 @@ export async function stuckFfmpeg(dir: string, { outputBytes = 0, seconds = 60 }
   return path;
 }
 
-/** The process id of the stuck ffmpeg at `path`, once it has started; null before. */
-export async function stuckFfmpegPid(path: string): Promise<number | null> {
-  const text = await readFile(`${path}.pid`, "utf8").catch(() => "");
-  return text.trim() ? Number(text) : null;
+/** The process id of the stuck ffmpeg at `path`, once it has started (waiting up to `timeoutMs` for it). */
+export async function stuckFfmpegPid(path: string, timeoutMs = 10_000): Promise<number> {
+  for (const deadline = Date.now() + timeoutMs; ; ) {
+    const text = await readFile(`${path}.pid`, "utf8").catch(() => "");
+    if (text.trim()) return Number(text);
+    if (Date.now() > deadline) throw new Error(`${path} did not start within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
 }
 
 export function isRunning(pid: number): boolean {
