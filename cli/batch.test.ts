@@ -1,4 +1,3 @@
-import { spawn, type ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -12,8 +11,9 @@ import { DEFAULT_MODELS_DIR, generateModel } from "../tools/models/generate.ts";
 import { microTones, type MicroPart, type MicroWord } from "../tools/models/micro.ts";
 import { eventually, startService, type ServiceProcess } from "../test/support/service-process.ts";
 import { batchCommand, MANIFEST_NAME, parseList, readInputs, renderBatchProgress, urlStem, type ManifestEntry } from "./batch.ts";
+import { startCli } from "../test/support/cli-process.ts";
 
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
+const _ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const KEY = `sk-batch-${Math.random().toString(36).slice(2)}`;
 
 interface Run {
@@ -24,21 +24,8 @@ interface Run {
 
 let work: string;
 
-function start(args: string[]): { child: ChildProcess; done: Promise<Run> } {
-  const child = spawn(process.execPath, ["--import", "tsx", "bin/main.ts", "batch", ...args], {
-    cwd: ROOT,
-    env: { ...process.env, SLOTSCRIBE_URL: "", SLOTSCRIBE_API_KEY: "" },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let stdout = "";
-  let stderr = "";
-  child.stdout!.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
-  child.stderr!.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
-  const done = new Promise<Run>((resolve, reject) => {
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
-  });
-  return { child, done };
+function start(args: string[]) {
+  return startCli(["batch", ...args], { SLOTSCRIBE_URL: "", SLOTSCRIBE_API_KEY: "" });
 }
 
 function batch(args: string[]): Promise<Run> {

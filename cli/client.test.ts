@@ -1,4 +1,3 @@
-import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
@@ -12,9 +11,10 @@ import type { JobView } from "../lib/jobs/view.ts";
 import { ApiError, SlotscribeClient } from "./client.ts";
 import { jobsCommand } from "./jobs.ts";
 import { transcribeCommand } from "./transcribe.ts";
+import { startCli as startCliProcess } from "../test/support/cli-process.ts";
 
 const API_KEY = `sk-cli-${Math.random().toString(36).slice(2)}`;
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
+const _ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
 // ---- A fake slotscribe server speaking the HTTP contract the CLI is written against ----
@@ -561,21 +561,8 @@ async function inProcess(command: (argv: string[]) => Promise<number>, args: str
 }
 
 /** The CLI in a child process, for the tests that signal it; `cli` for the others. */
-function startCli(args: string[], env: Record<string, string> = {}): { child: ChildProcess; done: Promise<Run> } {
-  const child = spawn(process.execPath, ["--import", "tsx", "bin/main.ts", ...args], {
-    cwd: ROOT,
-    env: { ...process.env, SLOTSCRIBE_URL: base, SLOTSCRIBE_API_KEY: API_KEY, ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let stdout = "";
-  let stderr = "";
-  child.stdout!.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
-  child.stderr!.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
-  const done = new Promise<Run>((resolve, reject) => {
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
-  });
-  return { child, done };
+function startCli(args: string[], env: Record<string, string> = {}) {
+  return startCliProcess(args, { SLOTSCRIBE_URL: base, SLOTSCRIBE_API_KEY: API_KEY, ...env });
 }
 
 function cli(args: string[], env: Record<string, string> = {}): Promise<Run> {
