@@ -2,8 +2,8 @@
 #
 # slotscribe: Whisper on CPU (transformers.js + onnxruntime-node), audio through Debian's ffmpeg.
 #
-#   docker build -t slotscribe .                                  # prefetches base.en (q8) into /models
-#   docker build --build-arg PREFETCH_MODELS="base.en small.en" -t slotscribe .
+#   docker build -t slotscribe .                                  # prefetches base (q8) into /models
+#   docker build --build-arg PREFETCH_MODELS="base small" -t slotscribe .
 #   docker build --build-arg PREFETCH_MODELS= -t slotscribe .     # no prefetch: downloads on first start
 #   docker run -p 8080:8080 -e API_KEYS=change-me -v slotscribe-data:/data --stop-timeout 30 slotscribe
 #
@@ -32,7 +32,7 @@ RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
 # ---- models: the hub downloads, in their own stage so code changes do not re-download them --------
 FROM deps AS models
 # Space- or comma-separated short ids (tiny.en, base.en, small, ...) or hub ids; empty skips it.
-ARG PREFETCH_MODELS=base.en
+ARG PREFETCH_MODELS=base
 ARG MODEL_DTYPE=q8
 ENV MODEL_CACHE_DIR=/models \
     MODEL_DTYPE=${MODEL_DTYPE}

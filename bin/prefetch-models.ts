@@ -14,13 +14,13 @@ import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { env, ModelRegistry, pipeline } from "@huggingface/transformers";
-import { ModelCatalog } from "../lib/engine/models.ts";
+import { DEFAULT_MODEL, ModelCatalog } from "../lib/engine/models.ts";
 
 const PREFETCH_USAGE = `usage: prefetch-models [model ...]
 
-Downloads each model (short id such as base.en, or a hub id) into MODEL_CACHE_DIR with MODEL_DTYPE,
+Downloads each model (short id such as base, or a hub id) into MODEL_CACHE_DIR with MODEL_DTYPE,
 checks it loads, and checks the cache alone can serve it. Models come from the arguments, else
-PREFETCH_MODELS, else PRELOAD_MODELS, else DEFAULT_MODEL (base.en); commas or spaces separate them.
+PREFETCH_MODELS, else PRELOAD_MODELS, else DEFAULT_MODEL (base); commas or spaces separate them.
 
 environment:
   MODEL_CACHE_DIR     where to put the files (the service must run with the same value)
@@ -64,7 +64,7 @@ function readOptions(argv: string[], environment: NodeJS.ProcessEnv): Options {
           ? split(environment.PREFETCH_MODELS)
           : split(environment.PRELOAD_MODELS).length
             ? split(environment.PRELOAD_MODELS)
-            : [environment.DEFAULT_MODEL || "base.en"],
+            : [environment.DEFAULT_MODEL || DEFAULT_MODEL],
     ),
   ];
   const dtype = environment.MODEL_DTYPE || "q8";
@@ -157,7 +157,7 @@ interface PrefetchResult {
 
 async function prefetch(argv: string[], environment: NodeJS.ProcessEnv = process.env, log: (line: string) => void = console.error): Promise<PrefetchResult[]> {
   const options = readOptions(argv, environment);
-  const catalog = new ModelCatalog({ defaultModel: environment.DEFAULT_MODEL || "base.en", dtype: options.dtype, localDir: options.localDir });
+  const catalog = new ModelCatalog({ defaultModel: environment.DEFAULT_MODEL || DEFAULT_MODEL, dtype: options.dtype, localDir: options.localDir });
   const fetcher = boundedFetch(options.timeoutMs);
 
   // The same switches the inference thread sets (lib/engine/worker.ts), so files resolve the same way.

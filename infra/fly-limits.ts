@@ -8,14 +8,14 @@
  *   hard_limit = soft_limit + QUEUE_SIZE: what one machine can hold before it answers 429 itself,
  *                so the proxy stops sending it more.
  *
- * usage: npx tsx infra/fly-limits.ts --memory 2gb --cpus 2 --model base.en --dtype q8 --queue-size 16 [--json]
+ * usage: npx tsx infra/fly-limits.ts --memory 2gb --cpus 2 --model base --dtype q8 --queue-size 16 [--json]
  *        npx tsx infra/fly-limits.ts --table      (the sizing table in infra/README.md)
  */
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { formatBytes } from "../lib/capacity/machine.ts";
 import { footprintOf, planCapacity, ROWS_PER_CORE, type Dtype, type ModelSize } from "../lib/capacity/plan.ts";
-import { HUB_MODELS } from "../lib/engine/models.ts";
+import { DEFAULT_MODEL, HUB_MODELS } from "../lib/engine/models.ts";
 
 export interface FlyLimitsInput {
   /** As Fly's [[vm]] memory: "2gb", "2048mb" or megabytes. Fly exposes it as FLY_VM_MEMORY_MB, which the planner reads. */
@@ -140,7 +140,7 @@ export function parseFlyLimitsArgs(argv: string[]): FlyLimitsInput & { json: boo
     options: {
       memory: { type: "string", default: "2gb" },
       cpus: { type: "string", default: "2" },
-      model: { type: "string", default: "base.en" },
+      model: { type: "string", default: DEFAULT_MODEL },
       dtype: { type: "string", default: "q8" },
       "queue-size": { type: "string", default: "16" },
       "max-active-jobs": { type: "string" },

@@ -56,6 +56,10 @@ describe("loadConfig", () => {
     expect(loadConfig({ API_KEYS: " sk-one, sk-two ,,sk-three," }).API_KEYS).toEqual(["sk-one", "sk-two", "sk-three"]);
   });
 
+  it("serves whisper-1 with a multilingual model by default, as OpenAI's is: it can translate and hear any language", () => {
+    expect(loadConfig(VALID).DEFAULT_MODEL).not.toMatch(/\.en(_timestamped)?$/);
+  });
+
   it("applies the documented defaults", () => {
     const config = loadConfig(VALID);
     expect(config).toMatchObject({
@@ -63,7 +67,7 @@ describe("loadConfig", () => {
       HOST: "0.0.0.0",
       LOG_LEVEL: "info",
       MODEL_DTYPE: "q8",
-      DEFAULT_MODEL: "base.en",
+      DEFAULT_MODEL: "base",
       PRELOAD_MODELS: [],
       MAX_UPLOAD_BYTES: 200 * MiB,
       MAX_DOWNLOAD_BYTES: 500 * MiB,

@@ -5,7 +5,7 @@ import { parseBytes, parseCpus, parseMemory } from "./capacity/machine.ts";
 import { parseAllowlist } from "./net/outbound-policy.ts";
 import { parseWebhookSecrets } from "./webhooks/standard-webhooks.ts";
 import { VAD_MODES } from "./audio/speech-regions.ts";
-import { ModelCatalog } from "./engine/models.ts";
+import { DEFAULT_MODEL, ModelCatalog } from "./engine/models.ts";
 import { parseSchedule, DEFAULT_RETRY_SCHEDULE } from "./webhooks/retry-schedule.ts";
 
 const list = z
@@ -102,7 +102,7 @@ const settingsSchema = z.object({
   /** Web origins whose pages may call the API from a browser (CORS); none when unset. */
   CORS_ORIGINS: list.transform((origins, ctx) => (origins.includes("*") ? ["*"] : parsedBy((written: string[]) => written.map(webOrigin))(origins, ctx))),
 
-  DEFAULT_MODEL: z.string().min(1, "must name a model when set").default("base.en"),
+  DEFAULT_MODEL: z.string().min(1, "must name a model when set").default(DEFAULT_MODEL),
   PRELOAD_MODELS: list,
   MODEL_DTYPE: z.enum(["q8", "fp32"]).default("q8"),
   WHISPER_MODELS_DIR: z.string().optional(),

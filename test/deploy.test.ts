@@ -29,6 +29,7 @@ import { probeHub } from "../bin/prefetch-models.ts";
 import { STOP_AFTER_GRACE_MS } from "../functions/server.ts";
 import { serveEnv } from "../cli/serve.ts";
 import { loadConfig, SETTING_NAMES } from "../lib/config.ts";
+import { DEFAULT_MODEL } from "../lib/engine/models.ts";
 import { SERVICE_PROCESS_ENV } from "../lib/process-env.ts";
 import { flyLimits, flyMemoryMb, parseFlyLimitsArgs, sizingTable } from "../infra/fly-limits.ts";
 import { startQStashEmulator } from "./support/qstash-emulator.ts";
@@ -390,12 +391,12 @@ describe("Dockerfile rules", () => {
     expect(command.join(" ")).not.toMatch(/\b(curl|wget)\b/);
   });
 
-  it("prefetches the PREFETCH_MODELS build argument (default base.en) into MODEL_CACHE_DIR", () => {
+  it("prefetches the PREFETCH_MODELS build argument (default base, the service's DEFAULT_MODEL) into MODEL_CACHE_DIR", () => {
     const models = stageNamed("models");
     const arg = only(models, "ARG")
       .map((a) => assignments(a.args))
       .find((a) => "PREFETCH_MODELS" in a)!;
-    expect(arg.PREFETCH_MODELS).toBe("base.en");
+    expect(arg.PREFETCH_MODELS).toBe(DEFAULT_MODEL);
     expect(only(models, "RUN").some((r) => r.args.includes("bin/prefetch-models.ts") && r.args.includes("$PREFETCH_MODELS"))).toBe(true);
     expect(stageEnv(models).MODEL_CACHE_DIR).toBe(finalEnv.MODEL_CACHE_DIR);
     expect(only(finalStage, "COPY").some((c) => /--from=models\b/.test(c.args) && c.args.endsWith(`${finalEnv.MODEL_CACHE_DIR} ${finalEnv.MODEL_CACHE_DIR}`))).toBe(true);

@@ -21,6 +21,13 @@ export const HUB_MODELS: Record<string, string> = {
 
 export const OPENAI_ALIAS = "whisper-1";
 
+/**
+ * The model for whisper-1 and requests that name none. Multilingual, as OpenAI's whisper-1 is: an
+ * English-only default answered translations and any language but English with a 400, and decoded
+ * speech in other languages as English. base.en stays a choice for English alone.
+ */
+export const DEFAULT_MODEL = "base";
+
 /** How the hub names a model's export with cross-attention outputs (onnx-community/whisper-base.en_timestamped), needed for word timestamps. */
 export const TIMESTAMPED_SUFFIX = "_timestamped";
 
