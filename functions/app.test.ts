@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Registry } from "prom-client";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { FFMPEG_STALL_MS, FfmpegFailure, stallFailure } from "../lib/audio/ffmpeg.ts";
 import type { VadMode } from "../lib/audio/speech-regions.ts";
 import { QSTASH_CALLBACK_ATTEMPT_PATH, QSTASH_CALLBACK_FAILED_PATH, QSTASH_RUN_FAILED_PATH, QSTASH_RUN_PATH } from "../lib/cluster/qstash.ts";
 import { DomainError } from "../lib/errors.ts";
@@ -61,6 +62,8 @@ function fakes(
     /** What the transcription throws, if anything: once under way, or before (`failsBeforeStart`). */
     transcribeFails: null as unknown,
     failsBeforeStart: false,
+    /** What extraction throws, if anything. */
+    extractFails: null as unknown,
     /** The transcription, once under way (or before, with `failsBeforeStart`), runs until its request is aborted. */
     runsUntilAborted: false,
     /** The texts of the segments the transcription reports as it goes, one report each; the transcript's text is theirs joined, trimmed. */
@@ -100,7 +103,10 @@ function fakes(
           for (const segment of segments) request.onSegments?.([segment]);
           return { ...transcript, text: state.segmentTexts.join("").trim(), segments };
         },
-        extract: async () => ({ durationSeconds: 1 }),
+        extract: async () => {
+          if (state.extractFails) throw state.extractFails;
+          return { durationSeconds: 1 };
+        },
       },
     },
     workerForwarder: null,
@@ -561,6 +567,19 @@ describe("the HTTP API in process", () => {
     const twoFiles = upload(10);
     twoFiles.append("file", new Blob(["b"]), "b.wav");
     expect(await errorOf(await post(twoFiles))).toBe("invalid_request");
+    expect(await readdir(scratch)).toEqual([]);
+  });
+
+  it("answers an extraction whose ffmpeg got no further with the file with 422, without its stderr, leaving nothing behind", async () => {
+    const { app, state } = fakes(scratch);
+    state.extractFails = stallFailure(FFMPEG_STALL_MS, new FfmpegFailure({ code: null, signal: "SIGKILL" }, `${scratch}/upload: still reading`));
+    const res = await app.request("/v1/audio/extract", { method: "POST", headers: auth, body: upload(1000) });
+    expect(res.status).toBe(422);
+    const body = await res.text();
+    expect(JSON.parse(body)).toMatchObject({
+      error: { code: "unprocessable_audio", type: "invalid_request_error", message: "audio could not be decoded: ffmpeg got no further with the file for 60 s" },
+    });
+    expect(body).not.toContain(scratch);
     expect(await readdir(scratch)).toEqual([]);
   });
 

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DomainError } from "../errors.ts";
 import { decodeToPcm, extractAudio, FfmpegFailure, PCM_SAMPLE_RATE, resolveFfmpeg, runFfmpeg, type PcmStream } from "./ffmpeg.ts";
 import { encodeWav, synthesize, writeAudioFile, type AudioFileFormat } from "../../tools/audio/synth.ts";
-import { isRunning, stuckFfmpeg } from "../../test/support/stuck-ffmpeg.ts";
+import { isRunning, progressFfmpeg, stuckFfmpeg, stuckFfmpegPid } from "../../test/support/stuck-ffmpeg.ts";
 
 const sharedDir = process.env.SLOTSCRIBE_SHARED_DIR ?? path.resolve(import.meta.dirname, "../../../shared");
 const jfkWav = path.join(sharedDir, "audio/jfk/jfk.wav");
@@ -451,6 +451,32 @@ describe("extractAudio", () => {
     controller.abort(new Error("client went away"));
     await expect(extraction).rejects.toThrow("client went away");
     expect(existsSync(output)).toBe(false);
+  });
+
+  it("kills ffmpeg that reports no progress at all, and fails as unprocessable audio (422)", { timeout: 30_000 }, async () => {
+    const ffmpeg = await stuckFfmpeg(dir);
+    const err = await domainErrorFrom(extractAudio(file("tone.webm"), file("unreported.mp3"), "mp3", { ffmpegPath: ffmpeg, stallMs: 500 }));
+    expect(err.code).toBe("unprocessable_audio");
+    expect(err.message).toBe("audio could not be decoded: ffmpeg got no further with the file for 0.5 s");
+    expect(isRunning(await stuckFfmpegPid(ffmpeg))).toBe(false);
+  });
+
+  it("kills ffmpeg that keeps reporting the same progress, fails as unprocessable audio (422) and removes the partial output", { timeout: 30_000 }, async () => {
+    const ffmpeg = await progressFfmpeg(dir);
+    const output = file("stuck.mp3");
+    const extraction = extractAudio(file("tone.webm"), output, "mp3", { ffmpegPath: ffmpeg, stallMs: 500 });
+    await waitFor(() => existsSync(output));
+    const err = await domainErrorFrom(extraction);
+    expect(err.code).toBe("unprocessable_audio");
+    expect(err.message).toBe("audio could not be decoded: ffmpeg got no further with the file for 0.5 s");
+    expect(isRunning(await stuckFfmpegPid(ffmpeg))).toBe(false);
+    expect(existsSync(output)).toBe(false);
+  });
+
+  it("lets ffmpeg whose progress keeps advancing run past the bound", { timeout: 30_000 }, async () => {
+    const ffmpeg = await progressFfmpeg(dir, { advancing: true, seconds: 2.5 });
+    const { durationSeconds } = await extractAudio(file("tone.webm"), file("slow.mp3"), "mp3", { ffmpegPath: ffmpeg, stallMs: 1_000 });
+    expect(durationSeconds).toBeCloseTo(3.5, 6);
   });
 });
 

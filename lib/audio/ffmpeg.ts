@@ -21,14 +21,13 @@ export { PCM_SAMPLE_RATE };
  */
 const DURATION_TOLERANCE_SECONDS = 0.25;
 
-const PROGRESS_TAIL_CHARS = 4_096;
-
 /**
- * How long ffmpeg may go without writing a sample, while one is awaited, before it is taken to be
- * stuck on the file (a pathological input can make it spin without output) and killed: otherwise it
- * would hold its admission place for good, as a job has no client to give up. Decoding writes
- * samples all the time and opening a file reads its headers only, so a healthy run is never quiet
- * for this long, even niced on a loaded machine; time the consumer takes does not count.
+ * How long ffmpeg may go without writing a sample, while one is awaited, or, extracting to a file,
+ * without its progress report growing, before it is taken to be stuck on the file (a pathological
+ * input can make it spin without output) and killed: otherwise it would hold its admission place for
+ * good, as a job has no client to give up and a client of extraction may wait as long. Decoding
+ * writes samples all the time and opening a file reads its headers only, so a healthy run is never
+ * quiet for this long, even niced on a loaded machine; time the consumer takes does not count.
  */
 export const FFMPEG_STALL_MS = 60_000;
 
@@ -86,7 +85,7 @@ export interface DecodeOptions {
   maxDurationSeconds?: number;
   /** Skips resolveFfmpeg(). */
   ffmpegPath?: string;
-  /** How long ffmpeg may write nothing while samples are awaited before it is killed; FFMPEG_STALL_MS unless given. */
+  /** How long ffmpeg may get no further with the file before it is killed; FFMPEG_STALL_MS unless given. */
   stallMs?: number;
 }
 
@@ -287,8 +286,8 @@ export function decodeToPcm(input: string, opts: DecodeOptions = {}): PcmStream 
 
 /**
  * Writes the first audio stream of `input` to `output` as 16 kHz mono wav (PCM 16-bit), mp3 or
- * Opus in Ogg, with the same limits and error classification as decodeToPcm. On failure no
- * partial output is left behind. The duration is ffmpeg's own count of what it wrote.
+ * Opus in Ogg, with the same limits, stall bound and error classification as decodeToPcm. On
+ * failure no partial output is left behind. The duration is ffmpeg's own count of what it wrote.
  */
 export async function extractAudio(input: string, output: string, format: ExtractFormat, opts: DecodeOptions = {}): Promise<{ durationSeconds: number }> {
   const maxSamples = maxSamplesFor(opts.maxDurationSeconds);
@@ -308,8 +307,7 @@ export async function extractAudio(input: string, output: string, format: Extrac
     `file:${path.resolve(output)}`,
   ];
   try {
-    const { stdout, stderr } = await runFfmpeg(args, opts);
-    const durationSeconds = lastProgressSeconds(stdout);
+    const { durationSeconds, stderr } = await runReportingProgress(args, opts);
     if (durationSeconds === 0) throw emptyAudio(stderr);
     if (durationSeconds * PCM_SAMPLE_RATE > maxSamples) throw tooLong(opts.maxDurationSeconds);
     return { durationSeconds };
@@ -338,10 +336,62 @@ export async function runFfmpeg(args: string[], opts: { ffmpegPath?: string; sig
     const exit = await proc.closed;
     signal?.throwIfAborted();
     if (exit.code !== 0) throw new FfmpegFailure(exit, exit.stderr);
-    return { stdout: exit.stdout.slice(-PROGRESS_TAIL_CHARS), stderr: exit.stderr };
+    return { stdout: exit.stdout, stderr: exit.stderr };
   } finally {
     signal?.removeEventListener("abort", onAbort);
     await proc.stop();
+  }
+}
+
+/**
+ * Runs ffmpeg with `-progress pipe:1` to completion, like runFfmpeg, and returns the output duration
+ * of its last report. What it writes to its output file cannot be watched, and ffmpeg 6+ goes on
+ * reporting while stuck, so only a report whose output time or size has grown counts as getting
+ * further: `stallMs` without one, and it is killed and fails as a stalled decoding does.
+ */
+async function runReportingProgress(args: string[], opts: DecodeOptions): Promise<{ durationSeconds: number; stderr: string }> {
+  const { signal, stallMs = FFMPEG_STALL_MS } = opts;
+  signal?.throwIfAborted();
+  const ffmpegPath = opts.ffmpegPath ?? (await resolveFfmpeg()).path;
+  signal?.throwIfAborted();
+  const proc = await processLauncher.launch(ffmpegPath, args, { stdout: "stream" });
+  let stalled = false;
+  const watchdog = setTimeout(() => {
+    stalled = true;
+    proc.kill("SIGKILL");
+  }, stallMs);
+  const onAbort = () => proc.kill("SIGKILL");
+  signal?.addEventListener("abort", onAbort, { once: true });
+  const reported = new Map<string, number>();
+  try {
+    signal?.throwIfAborted();
+    for await (const line of lines(proc.stdout)) {
+      // ffmpeg 5 reports a negative out_time_us before its first output: not a count to compare.
+      const [, key, value] = /^(out_time_us|total_size)=(\d+)$/.exec(line) ?? [];
+      if (key === undefined || Number(value) <= (reported.get(key) ?? -1)) continue;
+      reported.set(key, Number(value));
+      watchdog.refresh();
+    }
+    const exit = await proc.closed;
+    signal?.throwIfAborted();
+    if (stalled) throw stallFailure(stallMs, new FfmpegFailure(exit, exit.stderr));
+    if (exit.code !== 0) throw new FfmpegFailure(exit, exit.stderr);
+    return { durationSeconds: (reported.get("out_time_us") ?? 0) / 1e6, stderr: exit.stderr };
+  } finally {
+    clearTimeout(watchdog);
+    signal?.removeEventListener("abort", onAbort);
+    await proc.stop();
+  }
+}
+
+/** The lines of a text stream, whatever byte boundaries the pipe splits it at. */
+async function* lines(stream: AsyncIterable<Uint8Array>): AsyncGenerator<string> {
+  const decoder = new TextDecoder();
+  let carry = "";
+  for await (const bytes of stream) {
+    const parts = (carry + decoder.decode(bytes, { stream: true })).split("\n");
+    carry = parts.pop() ?? "";
+    yield* parts;
   }
 }
 
@@ -431,12 +481,6 @@ function maxSamplesFor(maxDurationSeconds: number | undefined): number {
 
 function result(samples: number): DecodeResult {
   return { samples, durationSeconds: samples / PCM_SAMPLE_RATE };
-}
-
-function lastProgressSeconds(progress: string): number {
-  const matches = [...progress.matchAll(/^out_time_us=(\d+)$/gm)];
-  const last = matches.at(-1)?.[1];
-  return last === undefined ? 0 : Number(last) / 1e6;
 }
 
 async function assertNotEmpty(input: string): Promise<void> {
