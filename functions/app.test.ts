@@ -1,8 +1,10 @@
 import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { serve, type ServerType } from "@hono/node-server";
 import { Registry } from "prom-client";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { FFMPEG_STALL_MS, FfmpegFailure, stallFailure } from "../lib/audio/ffmpeg.ts";
 import type { VadMode } from "../lib/audio/speech-regions.ts";
 import { QSTASH_CALLBACK_ATTEMPT_PATH, QSTASH_CALLBACK_FAILED_PATH, QSTASH_RUN_FAILED_PATH, QSTASH_RUN_PATH } from "../lib/cluster/qstash.ts";
@@ -57,6 +59,10 @@ function fakes(
     status,
     /** The level of each request's log line, with its status. */
     requestLogs: [] as { level: string; status: number }[],
+    /** Each request's log line whole, with its level. */
+    requestLines: [] as Record<string, unknown>[],
+    /** The labels of each request's duration, as the metric records it. */
+    requestMetrics: [] as Record<string, string>[],
     /** Every other line logged at error level. */
     errorLogs: [] as string[],
     /** What the transcription throws, if anything: once under way, or before (`failsBeforeStart`). */
@@ -64,21 +70,25 @@ function fakes(
     failsBeforeStart: false,
     /** What extraction throws, if anything. */
     extractFails: null as unknown,
+    /** With `transcribeFails`: fails a moment after it got under way, when its stream has started. */
+    failsLater: false,
     /** The transcription, once under way (or before, with `failsBeforeStart`), runs until its request is aborted. */
     runsUntilAborted: false,
     /** The texts of the segments the transcription reports as it goes, one report each; the transcript's text is theirs joined, trimmed. */
     segmentTexts: [] as string[],
   };
   const requestLog = (level: string) => (fields: object, msg?: string) => {
-    if (msg === "request") state.requestLogs.push({ level, status: (fields as { status: number }).status });
-    else if (level === "error") state.errorLogs.push(msg ?? "");
+    if (msg === "request") {
+      state.requestLogs.push({ level, status: (fields as { status: number }).status });
+      state.requestLines.push({ level, ...fields });
+    } else if (level === "error") state.errorLogs.push(msg ?? "");
   };
   const full = () => new DomainError("rate_limited", "full", { retryAfterSeconds: 7 });
   const transcript: Transcript = { task: "transcribe", language: "en", duration: 1, text: "hello", segments: [] };
   const deps: HttpDeps = {
     config: { ROLE: "all", MAX_UPLOAD_BYTES: maxUploadBytes, PUBLIC_URL: undefined, MAX_DOWNLOAD_BYTES: 4096, DOWNLOAD_TIMEOUT: 1000, CORS_ORIGINS: corsOrigins },
     log: { info: requestLog("info"), warn: requestLog("warn"), error: requestLog("error") },
-    metrics: { httpDuration: { observe() {} }, errors: { inc() {} }, registry: new Registry() },
+    metrics: { httpDuration: { observe: (labels) => void state.requestMetrics.push(labels as Record<string, string>) }, errors: { inc() {} }, registry: new Registry() },
     apiKeys: { required: true, accepts: (key) => key === KEY },
     instanceId: "test",
     machine: { memoryBytes: 1, memorySource: "test", cpus: 2, cpuSource: "test" },
@@ -94,6 +104,7 @@ function fakes(
           if (state.runsUntilAborted && state.failsBeforeStart) await untilAborted();
           if (state.transcribeFails && state.failsBeforeStart) throw state.transcribeFails;
           request.onStart?.();
+          if (state.failsLater) await new Promise((resolve) => setTimeout(resolve, 50));
           if (state.transcribeFails) throw state.transcribeFails;
           if (state.runsUntilAborted) await untilAborted();
           state.requests.push(request);
@@ -768,5 +779,25 @@ describe("the HTTP API in process", () => {
       .map((line) => JSON.parse(line.slice(6)) as { type: string; error?: { code: string } });
     expect(events).toEqual([expect.objectContaining({ type: "error", error: expect.objectContaining({ code: "internal" }) })]);
     expect(state.errorLogs).toEqual(["unhandled error"]);
+  });
+
+  it("on the Node server, records a stream that failed after its 200 went out with the failure's code, in the request line and the metric", async () => {
+    const { app, state } = fakes(scratch);
+    state.transcribeFails = new Error("a bug mid-stream");
+    state.failsLater = true;
+    const server = await new Promise<ServerType>((resolve) => {
+      const s = serve({ fetch: app.fetch, port: 0, hostname: "127.0.0.1" }, () => resolve(s));
+    });
+    try {
+      const { port } = server.address() as AddressInfo;
+      const res = await fetch(`http://127.0.0.1:${port}/v1/audio/transcriptions`, { method: "POST", headers: auth, body: upload(16, { model: "m", stream: "true" }) });
+      expect(res.status).toBe(200);
+      expect(await res.text()).toContain('"type":"error"');
+      await vi.waitFor(() => expect(state.requestLines).toEqual([expect.objectContaining({ level: "error", status: 200, error: "internal" })]));
+      expect(state.requestLines[0]).not.toHaveProperty("aborted");
+      expect(state.requestMetrics).toEqual([{ method: "POST", route: "/v1/audio/transcriptions", status: "200", error: "internal" }]);
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 });

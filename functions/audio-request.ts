@@ -248,7 +248,7 @@ async function streamTranscript(c: Context<AppEnv>, form: z.infer<typeof AudioFo
     } catch (err) {
       // A client that went away is no failure of ours, and nobody is left to tell.
       if (!c.req.raw.signal.aborted) {
-        // The request's log line went out when the stream started: the failure is counted and logged here.
+        // The stream's 200 has gone out: the code reaches the request's line, written when the stream ends.
         events.push({ type: "error", ...errorBody(recordError(asOpenAiError(err), c), c.get("requestId")) });
       }
     } finally {

@@ -23,7 +23,7 @@ export interface HttpDeps {
   config: Pick<Config, "ROLE" | "MAX_UPLOAD_BYTES" | "PUBLIC_URL" | "MAX_DOWNLOAD_BYTES" | "DOWNLOAD_TIMEOUT" | "CORS_ORIGINS">;
   log: Pick<Logger, "info" | "warn" | "error">;
   metrics: {
-    httpDuration: Pick<Histogram<"method" | "route" | "status">, "observe">;
+    httpDuration: Pick<Histogram<"method" | "route" | "status" | "error">, "observe">;
     errors: Pick<Counter<"code">, "inc">;
     registry: Pick<Registry, "metrics" | "contentType">;
   };

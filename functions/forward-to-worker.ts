@@ -1,7 +1,9 @@
 import type { Handler } from "hono";
 import type { WorkerForwarder } from "../lib/cluster/worker-forwarder.ts";
+import { DomainError } from "../lib/errors.ts";
 import type { AppEnv } from "./env.ts";
 import { route as extract } from "./extract.ts";
+import { recordError } from "./middleware.ts";
 import { route as transcriptions } from "./transcriptions.ts";
 import { route as translations } from "./translations.ts";
 
@@ -13,7 +15,9 @@ export function forwardToWorker(forwarder: Pick<WorkerForwarder, "forward">): Ha
   return (c) => {
     const requestId = c.get("requestId");
     return forwarder.forward(c.req.raw, requestId, (err) => {
-      // The request's line went out with the worker's status (200) before its answer broke.
+      // The request's line, written once the answer ended, carries the code: its 200 was no success.
+      recordError(new DomainError("upstream_failed", "The worker's answer broke off.", { cause: err }), c);
+      // A worker that died mid-answer needs looking at, and the cause is only known here.
       c.var.deps.log.error({ requestId, method: c.req.method, path: c.req.path, error: "upstream_failed", err: err.message }, "worker's answer cut off");
       // The client's connection breaks as the worker's did, so no truncated answer reads as whole;
       // ended here rather than by erroring the body, which Node's server prints as a bare stack.

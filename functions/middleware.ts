@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { rm } from "node:fs/promises";
+import { finished } from "node:stream";
 import type { Context, MiddlewareHandler } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { presentedKey } from "../lib/auth.ts";
@@ -127,27 +128,44 @@ export function logRequests(): MiddlewareHandler<AppEnv> {
       // went away with a string as the reason, which work stopped by that signal throws.
       c.res = handleError(err instanceof Error ? err : new Error(String(err), { cause: err }), c);
     }
-    const { log, metrics } = c.var.deps;
-    const seconds = (performance.now() - started) / 1000;
-    metrics.httpDuration.observe({ method: c.req.method, route: c.req.routePath, status: String(c.res.status) }, seconds);
-    // Error level is for our bugs (500): a readiness probe's 503 while a model loads, or a store that
-    // is down, is the service answering as designed, and must not page whoever alerts on errors.
-    const level = c.res.status === 500 ? "error" : c.res.status > 500 ? "warn" : "info";
-    const error = c.get("errorCode");
-    const jobId = c.get("jobId");
-    log[level](
-      {
-        requestId: c.get("requestId"),
-        method: c.req.method,
-        path: c.req.path,
-        status: c.res.status,
-        ...(error ? { error } : {}),
-        ...(jobId ? { jobId } : {}),
-        ms: Math.round(performance.now() - started),
-      },
-      "request",
-    );
+    // A streamed answer (a worker's, passed on; a transcript's events) can still fail after its status
+    // went out, so the answer is recorded once it has ended, not when the handler returned it.
+    const outgoing = c.env?.outgoing;
+    if (outgoing) finished(outgoing, (err) => recordRequest(c, started, err !== undefined));
+    else recordRequest(c, started, false);
   };
+}
+
+/**
+ * The request's line and duration. `error` is its failure's code, also one that came after a 200 went
+ * out; `aborted`, that its connection closed before the whole answer was written (the client left, or
+ * we broke the answer off).
+ */
+function recordRequest(c: Context<AppEnv>, started: number, aborted: boolean): void {
+  const { log, metrics } = c.var.deps;
+  const ms = performance.now() - started;
+  const error = c.get("errorCode");
+  // Labelled by the error's code too: a 200 broken off mid-answer must not count as a success.
+  metrics.httpDuration.observe({ method: c.req.method, route: c.req.routePath, status: String(c.res.status), ...(error ? { error } : {}) }, ms / 1000);
+  // Error level is for our bugs (500): a readiness probe's 503 while a model loads, or a store that
+  // is down, is the service answering as designed, and must not page whoever alerts on errors. A
+  // failure after the status went out weighs as the status it would have had.
+  const weight = error ? ERROR_STATUS[error] : c.res.status;
+  const level = weight === 500 ? "error" : weight > 500 ? "warn" : "info";
+  const jobId = c.get("jobId");
+  log[level](
+    {
+      requestId: c.get("requestId"),
+      method: c.req.method,
+      path: c.req.path,
+      status: c.res.status,
+      ...(error ? { error } : {}),
+      ...(aborted ? { aborted } : {}),
+      ...(jobId ? { jobId } : {}),
+      ms: Math.round(ms),
+    },
+    "request",
+  );
 }
 
 /**

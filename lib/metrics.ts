@@ -20,7 +20,7 @@ export interface MetricSources {
  */
 export class Metrics {
   readonly registry = new Registry();
-  readonly httpDuration: Histogram<"method" | "route" | "status">;
+  readonly httpDuration: Histogram<"method" | "route" | "status" | "error">;
   readonly errors: Counter<"code">;
   readonly transcriptions: Counter<"outcome">;
   readonly audioSeconds: Counter;
@@ -90,8 +90,8 @@ export class Metrics {
 
     this.httpDuration = new Histogram({
       name: "slotscribe_http_request_duration_seconds",
-      help: "HTTP requests by route and status.",
-      labelNames: ["method", "route", "status"],
+      help: "HTTP requests, timed until their answer ended, by route, status and error code (absent when there was none).",
+      labelNames: ["method", "route", "status", "error"],
       buckets: [0.005, 0.02, 0.1, 0.5, 2, 10, 60, 300],
       registers: r,
     });

@@ -415,6 +415,17 @@ describe("an api instance in front of a worker's refusals and failures", () => {
     // The log line is the only trace: nothing unstructured beside it.
     expect(stderr).toBe("");
   });
+
+  it("records a worker's answer that broke off as a failure, not as a clean 200, in the request line and the metrics", async () => {
+    const res = await upload("dies", "req_stand_in_dies_recorded");
+    await expect(res.text()).rejects.toThrow();
+    await logged(front, "/v1/audio/transcriptions", { requestId: "req_stand_in_dies_recorded", level: 40, status: 200, error: "upstream_failed", aborted: true });
+    const metrics = await (await fetch(`${front.url}/metrics`, { headers: auth })).text();
+    const count = (labels: string) => Number(new RegExp(`^slotscribe_http_request_duration_seconds_count\\{${labels}\\} (\\d+)$`, "m").exec(metrics)?.[1] ?? 0);
+    const route = 'method="POST",route="/v1/audio/transcriptions"';
+    expect(count(`${route},status="200",error="upstream_failed"`)).toBeGreaterThan(0);
+    expect(count(`${route},status="200"`)).toBe(0);
+  });
 });
 
 describe.skipIf(!existsSync(CHROMIUM))(`the api instance's status page in Chromium (needs ${CHROMIUM})`, () => {
