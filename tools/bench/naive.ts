@@ -1,12 +1,14 @@
 /**
- * The naive Whisper server the benchmark compares slotscribe with: the "load a model per request"
- * pattern common in small Node services. Every request decodes its upload with ffmpeg, builds a fresh
- * transformers.js pipeline with default settings (default onnxruntime threads, no admission, no
- * queue), transcribes with `chunk_length_s: 30`, and answers. The one courtesy it gets is
+ * The naive Whisper servers the benchmark compares slotscribe with, the two patterns common in small
+ * Node services. Per request (the default): every request decodes its upload with ffmpeg, builds a
+ * fresh transformers.js pipeline with default settings (default onnxruntime threads, no admission,
+ * no queue), transcribes with `chunk_length_s: 30`, and answers. The one courtesy it gets is
  * `dispose()` after each request, so its memory reflects the requests in flight rather than a leak:
- * the comparison is against the best case of the pattern.
+ * the comparison is against the best case of the pattern. Serial: one pipeline loaded at start,
+ * and requests take turns on it behind one lock, so memory stays at one copy and a short clip waits
+ * for every file ahead of it.
  *
- *   node --import tsx tools/bench/naive.ts <modelsDir> <model id> [q8|fp32]
+ *   node --import tsx tools/bench/naive.ts <modelsDir> <model id> [q8|fp32] [per-request|serial]
  *
  * Listens on a random port of 127.0.0.1 and prints one JSON line {"url": ...} when ready. POST
  * /transcribe with the audio file as the body; GET /healthz. Exits when its stdin closes, so it never
@@ -18,12 +20,13 @@ import type { AddressInfo } from "node:net";
 import { env, pipeline } from "@huggingface/transformers";
 import { resolveFfmpeg } from "../../lib/audio/ffmpeg.ts";
 
-const [modelsDir, modelId, dtypeArg] = process.argv.slice(2);
-if (!modelsDir || !modelId) {
-  console.error("usage: naive.ts <modelsDir> <model id> [q8|fp32]");
+const [modelsDir, modelId, dtypeArg, modeArg] = process.argv.slice(2);
+if (!modelsDir || !modelId || (modeArg !== undefined && modeArg !== "per-request" && modeArg !== "serial")) {
+  console.error("usage: naive.ts <modelsDir> <model id> [q8|fp32] [per-request|serial]");
   process.exit(2);
 }
 const dtype = (dtypeArg ?? "q8") as "q8" | "fp32";
+const serial = modeArg === "serial";
 env.allowRemoteModels = false;
 env.localModelPath = modelsDir;
 const ffmpeg = (await resolveFfmpeg()).path;
@@ -57,11 +60,24 @@ async function readBody(req: IncomingMessage): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
+const load = () => pipeline("automatic-speech-recognition", modelId!, { dtype });
+const shared = serial ? await load() : null;
+/** The end of the last request's turn on the shared pipeline (serial). */
+let turn: Promise<unknown> = Promise.resolve();
+
 async function transcribe(req: IncomingMessage, res: ServerResponse): Promise<void> {
   const started = performance.now();
   const audio = await decode(await readBody(req));
+  if (shared) {
+    const mine = turn.then(() => shared(audio, { chunk_length_s: 30 }));
+    turn = mine.catch(() => undefined);
+    const out = (await mine) as { text: string };
+    res.writeHead(200, { "content-type": "application/json" });
+    res.end(JSON.stringify({ text: out.text, seconds: (performance.now() - started) / 1000 }));
+    return;
+  }
   // The anti-pattern under test: a fresh pipeline (model load) for every request, default settings.
-  const asr = await pipeline("automatic-speech-recognition", modelId!, { dtype });
+  const asr = await load();
   const loaded = performance.now();
   try {
     const out = (await asr(audio, { chunk_length_s: 30 })) as { text: string };

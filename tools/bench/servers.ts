@@ -95,7 +95,8 @@ export interface Naive {
   stop(): Promise<void>;
 }
 
-export async function startNaive(kind: ModelKind, dtype: Dtype): Promise<Naive> {
+/** The naive server (tools/bench/naive.ts): a pipeline per request, or one pipeline behind a lock (serial). */
+export async function startNaive(kind: ModelKind, dtype: Dtype, mode: "per-request" | "serial" = "per-request"): Promise<Naive> {
   const env = { ...process.env };
   // Default settings, as such a server runs: libuv's default pool (bin/main.ts raises ours) and
   // glibc's default arenas (lib/process-env.ts).
@@ -106,7 +107,7 @@ export async function startNaive(kind: ModelKind, dtype: Dtype): Promise<Naive> 
   const child = track(
     spawn(
       process.execPath,
-      ["--import", "@huggingface/transformers", "--import", "tsx", join(ROOT, "tools", "bench", "naive.ts"), MODELS_DIR, `generated/whisper-${kind}`, dtype],
+      ["--import", "@huggingface/transformers", "--import", "tsx", join(ROOT, "tools", "bench", "naive.ts"), MODELS_DIR, `generated/whisper-${kind}`, dtype, mode],
       {
         cwd: ROOT,
         env,

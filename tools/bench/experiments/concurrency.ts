@@ -1,4 +1,4 @@
-/** Concurrent requests against the naive model-per-request server: throughput and memory. */
+/** Concurrent requests against the naive servers (a pipeline per request; one pipeline behind a lock): throughput and memory. */
 import { generateModel } from "../../models/generate.ts";
 import { type Context, type ModelKind, TARGETS, recordTarget } from "../context.ts";
 import { type Clip, type TranscriptionResult, transcribeOnNaive, transcribeOnService } from "../http.ts";
@@ -67,6 +67,7 @@ export async function concurrencyExperiment(ctx: Context, log: (l: string) => vo
     const stopAll = () => Promise.all(started.map((s) => s.stop()));
     const variants: { label: string; server: Slotscribe }[] = [];
     let naive: Naive;
+    let serialNaive: Naive;
     // What the service costs with nothing to speak of loaded: the designed micro model (a few kB).
     let microIdlePss: number | null = null;
     if (kind === "tiny") {
@@ -87,6 +88,8 @@ export async function concurrencyExperiment(ctx: Context, log: (l: string) => vo
       }
       naive = await startNaive(kind, "q8");
       started.push(naive);
+      serialNaive = await startNaive(kind, "q8", "serial");
+      started.push(serialNaive);
     } catch (err) {
       await stopAll();
       throw err;
@@ -117,8 +120,11 @@ export async function concurrencyExperiment(ctx: Context, log: (l: string) => vo
           ...ratios,
           r.failed ? `${r.failed} failed` : "",
         ];
+        log(`concurrency ${kind}: ${n} x ${clip.seconds.toFixed(0)} s on naive, one pipeline behind a lock`);
+        const serial = await runLevel(n, clip, serialNaive.sampler, (c) => transcribeOnNaive(serialNaive.url, c));
         rows.push(row("naive", v, ["", ""]));
-        const out: Record<string, unknown> = { concurrency: n, naive: v };
+        rows.push(row("naive, serial", serial, ["", ""]));
+        const out: Record<string, unknown> = { concurrency: n, naive: v, naiveSerial: serial };
         for (const { label, server, level: s } of measured) {
           const throughputRatio = s.throughput / v.throughput;
           // PSS, as every memory figure of the issue: a shared page (node's own, mapped by the service
@@ -191,7 +197,7 @@ export async function concurrencyExperiment(ctx: Context, log: (l: string) => vo
     }
     ctx.options.print(
       renderTable(
-        `\n== 2+3. Concurrent requests of a ${clip.seconds.toFixed(0)} s mp3 clip (64 kb/s; an ffmpeg per request), ${kind} q8: slotscribe vs naive (pipeline per request) ==`,
+        `\n== 2+3. Concurrent requests of a ${clip.seconds.toFixed(0)} s mp3 clip (64 kb/s; an ffmpeg per request), ${kind} q8: slotscribe vs naive (pipeline per request; serial) ==`,
         ["n", "server", "p50 / max latency", "thru", "peak RSS", "peak PSS", "thru vs naive", "PSS vs naive", ""],
         rows,
         [
@@ -200,7 +206,8 @@ export async function concurrencyExperiment(ctx: Context, log: (l: string) => vo
           "server process (its inference threads are in-process) + child processes (ffmpeg), sampled every 50 ms; peak PSS: the same",
           "processes' proportional set size, shared pages counted once, which the memory target compares (peak RSS is shown beside).",
           "naive: tools/bench/naive.ts, a fresh pipeline(dtype q8) per request, chunk_length_s 30, default ORT threads and libuv pool, disposed",
-          "after each request (its best case). slotscribe runs with QUEUE_TIMEOUT=30m so no request is refused, one model copy shared by",
+          "after each request (its best case). naive, serial: the same server with one pipeline loaded at start, requests taking turns on it",
+          "behind one lock (one copy, no batching; the ratios are against the first). slotscribe runs with QUEUE_TIMEOUT=30m so no request is refused, one model copy shared by",
           "every slot through batched decoding. All servers stay up for the whole sweep",
           "(levels in increasing order, servers in turn); each slotscribe got one warm-up request.",
         ],

@@ -1,9 +1,9 @@
 /** Head-of-line (a short clip behind a long file) and, on the same saturated server, /healthz latency (the healthz experiment). */
 import { setMaxListeners } from "node:events";
 import { type Context, TARGETS, recordTarget } from "../context.ts";
-import { http, sleep, transcribeOnService } from "../http.ts";
+import { http, sleep, transcribeOnNaive, transcribeOnService } from "../http.ts";
 import { ms, renderTable, seconds, summarize, times, verdict, type Summary } from "../report.ts";
-import { startSlotscribe } from "../servers.ts";
+import { startNaive, startSlotscribe } from "../servers.ts";
 
 /**
  * Clips sent behind the long file, one after another with these gaps between them. The 10-minute file
@@ -115,6 +115,33 @@ async function headOfLine(ctx: Context, log: (l: string) => void, extraEnv: Reco
   }
 }
 
+/**
+ * The same clip on the naive server that loads one pipeline and serves requests one at a time: alone,
+ * then sent 2 s after the long file, behind which it waits for the whole file.
+ */
+async function headOfLineSerial(ctx: Context, log: (l: string) => void): Promise<{ solo: Summary; behind: number; longSeconds: number }> {
+  const { long, short } = ctx.audio.clips;
+  const naive = await startNaive("tiny", "q8", "serial");
+  try {
+    const once = async (clip = short) => {
+      const r = await transcribeOnNaive(naive.url, clip);
+      if (!r.ok) throw new Error(`naive serial request failed: ${r.status} ${r.error}`);
+      return r.seconds;
+    };
+    await once();
+    const solo: number[] = [];
+    for (let i = 0; i < (ctx.options.quick ? 2 : 4); i++) solo.push(await once());
+    log(`head-of-line (naive, serial): solo p50 ${seconds(summarize(solo).p50)}; the clip behind the ${long.seconds.toFixed(0)} s file`);
+    const longRequest = once(long);
+    await sleep(2000);
+    const behind = await once();
+    const longSeconds = await longRequest;
+    return { solo: summarize(solo), behind, longSeconds };
+  } finally {
+    await naive.stop();
+  }
+}
+
 export async function holExperiment(ctx: Context, log: (l: string) => void, healthz: boolean): Promise<void> {
   const variants: { env: Record<string, string>; label: string; healthz: boolean }[] = [{ env: {}, label: "planner's slots", healthz }];
   if (!ctx.options.quick) variants.push({ env: { WINDOW_SLOTS: "1" }, label: "WINDOW_SLOTS=1", healthz: false });
@@ -139,6 +166,16 @@ export async function holExperiment(ctx: Context, log: (l: string) => void, heal
         : `${verdict(ratio, TARGETS.headOfLine)} (info; ${TARGETS.headOfLine.label})`,
     ]);
   }
+  log("head-of-line (naive, one pipeline behind a lock): tiny q8");
+  const serial = await headOfLineSerial(ctx, log);
+  outs.push({ label: "naive, serial", ...serial });
+  rows.push([
+    "naive, one pipeline behind a lock",
+    seconds(serial.solo.p50),
+    seconds(serial.behind),
+    times(serial.behind / serial.solo.p50, 1),
+    "info (the target is slotscribe's)",
+  ]);
   ctx.results.headOfLine = outs;
   ctx.options.print(
     renderTable(
@@ -151,6 +188,8 @@ export async function holExperiment(ctx: Context, log: (l: string) => void, heal
         "(counted only if the long file was still running when it returned; the long file is then cancelled). The long file holds all slots",
         "but one; the clip's window takes the free one, is encoded next (the least served file first) and decodes in its own cohort.",
         ...(variants.length > 1 ? ["WINDOW_SLOTS=1 (info) shows the per-window FIFO: the clip waits for the window in flight, never for the whole file."] : []),
+        "naive, one pipeline behind a lock (info): tools/bench/naive.ts serial, the pattern that keeps one model copy: the clip sent once, 2 s after",
+        "the long file, waits for all of it (its solo figure is the same server idle).",
       ],
     ),
   );
