@@ -338,10 +338,14 @@ describe("ROLE=api and ROLE=worker on one Redis and QStash", () => {
   });
 });
 
+/** The first events of a stand-in's transcript stream, as a worker writes them (Hono's writeSSE). */
+const DELTAS = ["alpha", "bravo"].map((delta) => `data: ${JSON.stringify({ type: "transcript.text.delta", delta })}\n\n`);
+
 /**
  * A worker as the api instance sees it, for answers a real one gives only under load, while it
  * stops, or as it dies: the client's x-stand-in header (passed on like any end-to-end header) says
  * which. `busy` and `stopping` answer before the upload is read, as the worker's admission does.
+ * `dies` dies after two whole events of its stream, `dies-mid-event` halfway through the second.
  */
 async function startStandInWorker() {
   const server: Server = createServer((req, res) => {
@@ -354,9 +358,11 @@ async function startStandInWorker() {
     if (mode === "stopping") return error(503, "unavailable", "2");
     req.resume();
     req.once("end", () => {
-      if (mode !== "dies") return error(400, "invalid_request");
+      if (mode !== "dies" && mode !== "dies-mid-event") return error(400, "invalid_request");
       res.writeHead(200, { "content-type": "text/event-stream" });
-      res.write('data: {"type":"transcript.text.delta","delta":"alpha"}\n\n', () => res.socket?.destroy());
+      // One write: the api passes on whatever of it arrived before the connection broke.
+      const sent = mode === "dies" ? DELTAS.join("") : DELTAS[0]! + DELTAS[1]!.slice(0, 20);
+      res.write(sent, () => res.socket?.destroy());
     });
   });
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
@@ -404,8 +410,8 @@ describe("an api instance in front of a worker's refusals and failures", () => {
     await logged(front, "/v1/audio/transcriptions", { requestId: `req_stand_in_${mode}`, status });
   });
 
-  it("a worker that dies mid-answer breaks the client's response, and the api logs it as an error under the request's id", async () => {
-    const res = await upload("dies", "req_stand_in_dies");
+  it("a worker that dies mid-event breaks the client's response, and the api logs it as an error under the request's id", async () => {
+    const res = await upload("dies-mid-event", "req_stand_in_dies");
     expect(res.status).toBe(200);
     // No truncated body is taken for a whole one.
     await expect(res.text()).rejects.toThrow();
@@ -417,7 +423,7 @@ describe("an api instance in front of a worker's refusals and failures", () => {
   });
 
   it("records a worker's answer that broke off as a failure, not as a clean 200, in the request line and the metrics", async () => {
-    const res = await upload("dies", "req_stand_in_dies_recorded");
+    const res = await upload("dies-mid-event", "req_stand_in_dies_recorded");
     await expect(res.text()).rejects.toThrow();
     await logged(front, "/v1/audio/transcriptions", { requestId: "req_stand_in_dies_recorded", level: 40, status: 200, error: "upstream_failed", aborted: true });
     const metrics = await (await fetch(`${front.url}/metrics`, { headers: auth })).text();
@@ -425,6 +431,45 @@ describe("an api instance in front of a worker's refusals and failures", () => {
     const route = 'method="POST",route="/v1/audio/transcriptions"';
     expect(count(`${route},status="200",error="upstream_failed"`)).toBeGreaterThan(0);
     expect(count(`${route},status="200"`)).toBe(0);
+  });
+
+  it("ends an event stream that broke off between events with an error event in the usual shape, as a worker's own failure would", async () => {
+    const res = await upload("dies", "req_stand_in_dies_between");
+    expect(res.status).toBe(200);
+    // Read whole, without a socket error: the stream ended cleanly.
+    const body = await res.text();
+    expect(body.startsWith(DELTAS.join(""))).toBe(true);
+    const events = body
+      .split("\n\n")
+      .filter(Boolean)
+      .map((event) => JSON.parse(event.replace(/^data: /, "")) as Record<string, unknown>);
+    expect(events).toEqual([
+      { type: "transcript.text.delta", delta: "alpha" },
+      { type: "transcript.text.delta", delta: "bravo" },
+      { type: "error", error: { code: "upstream_failed", message: expect.any(String), type: "server_error", param: null, request_id: "req_stand_in_dies_between" } },
+    ]);
+    // Still a failure in the request line, though the answer was written whole.
+    await logged(front, "/v1/audio/transcriptions", { requestId: "req_stand_in_dies_between", level: 40, status: 200, error: "upstream_failed" });
+    expect(requestsTo(front, "/v1/audio/transcriptions").find((l) => l.requestId === "req_stand_in_dies_between")).not.toHaveProperty("aborted");
+    expect(front.logs).toContainEqual(expect.objectContaining({ level: 50, msg: "worker's answer cut off", requestId: "req_stand_in_dies_between" }));
+    expect(stderr).toBe("");
+  });
+
+  it("has the OpenAI SDK raise the broken-off stream's error event as an API error, not a connection error", async () => {
+    const client = new OpenAI({ apiKey: KEY, baseURL: `${front.url}/v1`, maxRetries: 0 });
+    const file = await toFile(Buffer.alloc(256 << 10, 1), "a.wav");
+    const stream = await client.audio.transcriptions.create(
+      { file, model: "whisper-1", stream: true },
+      { headers: { "x-stand-in": "dies", "x-request-id": "req_stand_in_dies_sdk" } },
+    );
+    const deltas: string[] = [];
+    const failure = await (async () => {
+      for await (const event of stream) if (event.type === "transcript.text.delta") deltas.push(event.delta);
+    })().catch((err: unknown) => err);
+    expect(deltas).toEqual(["alpha", "bravo"]);
+    expect(failure).toBeInstanceOf(OpenAI.APIError);
+    expect(failure).not.toBeInstanceOf(OpenAI.APIConnectionError);
+    expect(failure).toMatchObject({ code: "upstream_failed", type: "server_error", error: expect.objectContaining({ request_id: "req_stand_in_dies_sdk" }) });
   });
 });
 

@@ -258,8 +258,43 @@ describe("WorkerForwarder", () => {
     await expect(response.text()).rejects.toThrow();
 
     const cutOff = deferred<Error>();
-    await forwarder.forward(request(), "req_cut_handled", cutOff.resolve);
+    await forwarder.forward(request(), "req_cut_handled", (err) => void cutOff.resolve(err));
     expect(await cutOff.promise).toBeInstanceOf(Error);
+  });
+
+  it.each([
+    { answer: "an event stream broken off after a whole event", type: "text/event-stream", writes: ["data: {}\n\n"], betweenEvents: true },
+    { answer: "an event stream whose last event's blank line came on its own", type: "text/event-stream", writes: ["data: {}\n", "\n"], betweenEvents: true },
+    { answer: "an event stream broken off before its first event", type: "text/event-stream", writes: [], betweenEvents: true },
+    { answer: "an event stream broken off mid-event", type: "text/event-stream", writes: ["data: {}\n\ndata: {"], betweenEvents: false },
+    { answer: "an answer that is no event stream", type: "application/json", writes: ['{"text":"alpha"}\n\n'], betweenEvents: false },
+  ])("with $answer, tells onCutOff whether an event can still end it, and ends it with the event onCutOff returns", async ({ type, writes, betweenEvents }) => {
+    const workerUrl = await startWorker((req, res) => {
+      req.resume();
+      req.once("end", async () => {
+        const moment = () => new Promise((resolve) => setTimeout(resolve, 20));
+        res.writeHead(200, { "content-type": type }).flushHeaders();
+        await moment();
+        for (const chunk of writes) {
+          await new Promise((resolve) => res.write(chunk, resolve));
+          // Apart, so the api gets each as a chunk of its own.
+          await moment();
+        }
+        res.socket?.destroy();
+      });
+    });
+    const told = deferred<boolean>();
+    const response = await new WorkerForwarder({ workerUrl }).forward(
+      new Request("http://api/v1/audio/transcriptions", { method: "POST", body: "x" }),
+      "req_cut_event",
+      (_err, between) => {
+        told.resolve(between);
+        return between ? { type: "error" } : undefined;
+      },
+    );
+    const body = response.text();
+    expect(await told.promise).toBe(betweenEvents);
+    if (betweenEvents) expect(await body).toBe(`${writes.join("")}data: {"type":"error"}\n\n`);
   });
 
   it("calls a worker that does not answer in time a timeout (504), not an absent worker", async () => {

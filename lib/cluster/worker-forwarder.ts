@@ -30,6 +30,14 @@ const IDLE_CONNECTION_MS = 4_000;
 /** A worker only answers once it has transcribed; past this a synchronous request should have been a job. */
 const HEADERS_TIMEOUT_MS = 300_000;
 
+/**
+ * Told that the worker's connection broke mid-answer (not because the client left). `betweenEvents`:
+ * the answer is an event stream and what was passed on of it ends with a whole event, so one more
+ * event can still end it cleanly: the one returned (its data, as JSON). Returning nothing, the
+ * handler must end the client's connection itself.
+ */
+export type CutOffHandler = (err: Error, betweenEvents: boolean) => object | undefined;
+
 export interface WorkerForwarderOptions {
   /** The workers' base URL, e.g. http://worker.process.<app>.internal:8080 on Fly. */
   workerUrl: string;
@@ -57,9 +65,9 @@ export class WorkerForwarder {
    * request's id so both instances log it alike. A worker that cannot be reached, or that drops the
    * connection before answering, is a 503 with Retry-After: the request can simply be sent again.
    * A worker's connection that breaks mid-answer (not because the client left) errors the answer's
-   * body, or, given `onCutOff`, is handed to it instead, which must then end the client's connection.
+   * body, or, given `onCutOff`, is handed to it instead (see CutOffHandler).
    */
-  async forward(request: Request, requestId: string, onCutOff?: (err: Error) => void): Promise<Response> {
+  async forward(request: Request, requestId: string, onCutOff?: CutOffHandler): Promise<Response> {
     const { pathname, search } = new URL(request.url);
     const upload = request.body?.getReader();
     // Node's client, not fetch: a worker that answers before the upload ended and closes the
@@ -159,19 +167,27 @@ function writable(outgoing: ClientRequest): Promise<void> {
 }
 
 /** The worker's answer as it arrives, until its end or the break of the worker's connection (see forward). */
-function bodyOf(response: IncomingMessage, client: AbortSignal, onCutOff?: (err: Error) => void): ReadableStream<Uint8Array> {
+function bodyOf(response: IncomingMessage, client: AbortSignal, onCutOff?: CutOffHandler): ReadableStream<Uint8Array> {
+  // Anything but plain text (compressed, say) could not take an event written after it.
+  const eventStream = response.headers["content-type"]?.split(";")[0]?.trim().toLowerCase() === "text/event-stream" && !response.headers["content-encoding"];
+  // The last two bytes passed on: a worker's events (Hono's writeSSE) each end with a blank line.
+  let tail = "";
   return new ReadableStream<Uint8Array>({
     start(controller) {
       response.on("data", (chunk: Buffer) => {
         controller.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+        tail = (tail + chunk.subarray(-2).toString("latin1")).slice(-2);
         if ((controller.desiredSize ?? 0) <= 0) response.pause();
       });
       response.once("end", () => controller.close());
       response.once("error", (err) => {
         // A client that left broke the worker's connection itself, and its answer is cancelled already.
         if (client.aborted) return;
-        if (onCutOff) onCutOff(err);
-        else controller.error(err);
+        if (!onCutOff) return controller.error(err);
+        const last = onCutOff(err, eventStream && (tail === "" || tail === "\n\n"));
+        if (last === undefined) return;
+        controller.enqueue(new TextEncoder().encode(`data: ${JSON.stringify(last)}\n\n`));
+        controller.close();
       });
     },
     pull() {
