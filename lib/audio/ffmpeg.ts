@@ -355,13 +355,7 @@ async function runReportingProgress(args: string[], opts: DecodeOptions): Promis
   const ffmpegPath = opts.ffmpegPath ?? (await resolveFfmpeg()).path;
   signal?.throwIfAborted();
   const proc = await processLauncher.launch(ffmpegPath, args, { stdout: "stream" });
-  let stalled = false;
-  const watchdog = setTimeout(() => {
-    stalled = true;
-    proc.kill("SIGKILL");
-  }, stallMs);
-  const onAbort = () => proc.kill("SIGKILL");
-  signal?.addEventListener("abort", onAbort, { once: true });
+  const guard = killGuard(proc, stallMs, signal);
   const reported = new Map<string, number>();
   try {
     signal?.throwIfAborted();
@@ -370,18 +364,41 @@ async function runReportingProgress(args: string[], opts: DecodeOptions): Promis
       const [, key, value] = /^(out_time_us|total_size)=(\d+)$/.exec(line) ?? [];
       if (key === undefined || Number(value) <= (reported.get(key) ?? -1)) continue;
       reported.set(key, Number(value));
-      watchdog.refresh();
+      guard.refresh();
     }
     const exit = await proc.closed;
     signal?.throwIfAborted();
-    if (stalled) throw stallFailure(stallMs, new FfmpegFailure(exit, exit.stderr));
+    if (guard.stalled) throw stallFailure(stallMs, new FfmpegFailure(exit, exit.stderr));
     if (exit.code !== 0) throw new FfmpegFailure(exit, exit.stderr);
     return { durationSeconds: (reported.get("out_time_us") ?? 0) / 1e6, stderr: exit.stderr };
   } finally {
-    clearTimeout(watchdog);
-    signal?.removeEventListener("abort", onAbort);
+    guard.dispose();
     await proc.stop();
   }
+}
+
+/**
+ * SIGKILLs a run of ffmpeg that gets no further for `stallMs` (refresh() says it did) or whose
+ * `signal` aborts; `stalled` tells the two apart afterwards. dispose() once the run is over.
+ */
+export function killGuard(proc: { kill(signal: NodeJS.Signals): void }, stallMs: number, signal?: AbortSignal) {
+  let stalled = false;
+  const timer = setTimeout(() => {
+    stalled = true;
+    proc.kill("SIGKILL");
+  }, stallMs);
+  const onAbort = () => proc.kill("SIGKILL");
+  signal?.addEventListener("abort", onAbort, { once: true });
+  return {
+    get stalled() {
+      return stalled;
+    },
+    refresh: () => void timer.refresh(),
+    dispose: () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+    },
+  };
 }
 
 /** The lines of a text stream, whatever byte boundaries the pipe splits it at. */

@@ -1,4 +1,4 @@
-import { FFMPEG_STALL_MS, FfmpegFailure, resolveFfmpeg, stallFailure, untrustedInputArgs } from "./ffmpeg.ts";
+import { FFMPEG_STALL_MS, FfmpegFailure, killGuard, resolveFfmpeg, stallFailure, untrustedInputArgs } from "./ffmpeg.ts";
 import { processLauncher } from "./process-launcher.ts";
 
 /**
@@ -13,24 +13,17 @@ export async function probeDurationSeconds(path: string, { signal, stallMs = FFM
   signal?.throwIfAborted();
   const child = await processLauncher.launch(ffmpeg, ["-hide_banner", "-nostdin", ...untrustedInputArgs(path)], { stdout: "ignore" }).catch(() => null);
   if (!child) return null;
-  let stalled = false;
-  const timer = setTimeout(() => {
-    stalled = true;
-    child.kill("SIGKILL");
-  }, stallMs);
-  const onAbort = () => child.kill("SIGKILL");
-  signal?.addEventListener("abort", onAbort, { once: true });
+  const guard = killGuard(child, stallMs, signal);
   try {
     // Aborted while the launcher was starting ffmpeg.
     signal?.throwIfAborted();
     const output = await child.closed.catch(() => null);
     signal?.throwIfAborted();
-    if (stalled && output) throw stallFailure(stallMs, new FfmpegFailure(output, output.stderr));
+    if (guard.stalled && output) throw stallFailure(stallMs, new FfmpegFailure(output, output.stderr));
     const match = /Duration:\s*(\d+):(\d{2}):(\d{2}(?:\.\d+)?)/.exec(output?.stderr ?? "");
     return match ? Number(match[1]) * 3600 + Number(match[2]) * 60 + Number(match[3]) : null;
   } finally {
-    clearTimeout(timer);
-    signal?.removeEventListener("abort", onAbort);
+    guard.dispose();
     await child.stop();
   }
 }
