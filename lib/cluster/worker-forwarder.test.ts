@@ -15,8 +15,8 @@ afterEach(async () => {
 });
 
 /** A real HTTP server on a random port standing in for a worker. */
-async function startWorker(handle: (req: IncomingMessage, res: ServerResponse) => void): Promise<string> {
-  const server = createServer(handle);
+async function startWorker(handle: (req: IncomingMessage, res: ServerResponse) => void, { keepAliveTimeout = 5_000 } = {}): Promise<string> {
+  const server = createServer({ keepAliveTimeout }, handle);
   server.listen(0, "127.0.0.1");
   await once(server, "listening");
   cleanups.push(async () => {
@@ -208,6 +208,22 @@ describe("WorkerForwarder", () => {
     // 8 MB: still being sent when the worker's absence is known (before, the client got EPIPE).
     const refused = await send("/v1/audio/transcriptions", [Buffer.alloc(8 << 20, 1)]);
     expect(refused).toMatchObject({ status: 503, body: '{"code":"unavailable"}' });
+    const next = await send("/v1/jobs", [Buffer.from("{}")]);
+    expect(next).toEqual({ status: 202, body: '{"status":"queued"}', reusedSocket: true });
+  });
+
+  it("keeps sending an upload on after the worker's early answer, so the client's next request on its connection is answered", async () => {
+    // The worker refuses before reading, as its admission does, and keeps its connection open longer
+    // than the api keeps the client's: an upload that stalled once the answer was in would have the
+    // api reset the connection the client sends its next request on.
+    const workerUrl = await startWorker((_req, res) => res.writeHead(503, { "retry-after": "2" }).end(), { keepAliveTimeout: 60_000 });
+    const { send } = await startApi(new WorkerForwarder({ workerUrl }));
+
+    const refused = await send(
+      "/v1/audio/transcriptions",
+      Array.from({ length: 16 }, () => Buffer.alloc(64 << 10, 1)),
+    );
+    expect(refused).toMatchObject({ status: 503, retryAfter: "2" });
     const next = await send("/v1/jobs", [Buffer.from("{}")]);
     expect(next).toEqual({ status: 202, body: '{"status":"queued"}', reusedSocket: true });
   });

@@ -112,15 +112,20 @@ function answerOf(outgoing: ClientRequest, timeoutMs: number): Promise<IncomingM
   return new Promise((resolve, reject) => {
     let timer: NodeJS.Timeout | undefined;
     // The wait counts from the end of the upload: a slow upload is not a slow worker.
-    outgoing.once("finish", () => {
+    const startWaiting = () => {
       timer = setTimeout(() => outgoing.destroy(new HeadersTimeout(`no answer in ${timeoutMs} ms`)), timeoutMs);
-    });
+    };
+    outgoing.once("finish", startWaiting);
     outgoing.once("response", (response: IncomingMessage) => {
+      // An answer given before the upload ended (a 429, a 503) must not start the wait when the rest
+      // has been sent: the timer would hold the process open for its whole length after a stop.
+      outgoing.off("finish", startWaiting);
       clearTimeout(timer);
       resolve(response);
     });
     // Stays after the answer: a write the worker no longer takes fails then, and changes nothing.
     outgoing.on("error", (err) => {
+      outgoing.off("finish", startWaiting);
       clearTimeout(timer);
       reject(err);
     });
@@ -153,16 +158,27 @@ async function send(upload: ReadableStreamDefaultReader<Uint8Array> | undefined,
   }
 }
 
-/** Resolves once the worker's connection takes more, or is gone. */
+/**
+ * Resolves once the worker's connection takes more, or is gone. The socket's own drain counts: once
+ * the worker's whole answer is in (an early 429 or 503), Node's client stops passing it on to the
+ * request, and the upload, the client's connection with it, would stall until the worker closed its
+ * idle connection, about when the api's own keep-alive deadline resets the client's next request.
+ */
 function writable(outgoing: ClientRequest): Promise<void> {
   return new Promise((resolve) => {
+    const socket = outgoing.socket;
     const done = () => {
       outgoing.off("drain", done);
       outgoing.off("close", done);
+      outgoing.off("socket", done);
+      socket?.off("drain", done);
       resolve();
     };
     outgoing.once("drain", done);
     outgoing.once("close", done);
+    // Written before there was a socket: the next write, once there is one, waits on the socket.
+    if (socket) socket.once("drain", done);
+    else outgoing.once("socket", done);
   });
 }
 
