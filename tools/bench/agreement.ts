@@ -23,6 +23,7 @@ export interface Agreement {
   tokens: number;
   /** Tokens at the same index that differ (a row that diverges stays counted to its end). */
   differingTokens: number;
+  logits: LogitNoise;
 }
 
 /** The LJSpeech clips end to end, cut into full 30 s windows. */
@@ -61,12 +62,12 @@ export async function measureAgreement(modelsDir: string, sharedDir: string, id:
     tokens += ref.length;
     for (let j = 0; j < n; j++) if (row[j] !== ref[j]) differingTokens++;
   });
-  return { model: id, dtype, windows: windows.length, batch: together.decoder.stats.largestBatch, identicalWindows, tokens, differingTokens };
+  // The batched inference's copy of the model: the bench holds every model it loads to the end.
+  const logits = await measureLogitNoise(await together.load(spec), windows);
+  return { model: id, dtype, windows: windows.length, batch: together.decoder.stats.largestBatch, identicalWindows, tokens, differingTokens, logits };
 }
 
 export interface LogitNoise {
-  model: string;
-  dtype: Dtype;
   /** Decoder steps compared: every step of every window, its rows in one batch against each alone. */
   steps: number;
   /** The largest change batching made to any logit Whisper's rules left open, and the median step's largest. */
@@ -84,10 +85,7 @@ export interface LogitNoise {
  * fed to the same windows decoded in one batch (teacher forcing keeps the rows at the same
  * positions), and every step's logits, after Whisper's rules, are compared.
  */
-export async function measureLogitNoise(modelsDir: string, sharedDir: string, id: string, dtype: Dtype, batch: number): Promise<LogitNoise> {
-  const windows = await speechWindows(sharedDir, batch);
-  const inference = createInference({ localModelPath: modelsDir, allowRemoteModels: false, cacheDir: null, threads: 2 });
-  const model = await inference.load({ id, dtype });
+async function measureLogitNoise(model: WhisperModel, windows: Float32Array[]): Promise<LogitNoise> {
   const encoded = await Promise.all(windows.map((w) => model.encode(w)));
   const init = model.initTokens(model.multilingual ? "en" : null, "transcribe");
   const masked = (logits: Float32Array, generated: number[]) => {
@@ -147,7 +145,7 @@ export async function measureLogitNoise(modelsDir: string, sharedDir: string, id
   }
   WhisperModel.releaseState(state);
   deltas.sort((a, b) => a - b);
-  return { model: id, dtype, steps: deltas.length, maxDelta, medianStepDelta: deltas[deltas.length >> 1] ?? 0, smallestMargin, stepsAtRisk };
+  return { steps: deltas.length, maxDelta, medianStepDelta: deltas[deltas.length >> 1] ?? 0, smallestMargin, stepsAtRisk };
 }
 
 /** How far the highest logit is above the next highest. */

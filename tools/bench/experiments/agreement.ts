@@ -1,18 +1,17 @@
 /** int8 batched decoding against batch 1 on real speech: how often a token differs. */
 import { sharedDir } from "../../models/generate.ts";
-import { measureAgreement, measureLogitNoise, type Agreement, type LogitNoise } from "../agreement.ts";
+import { measureAgreement, type Agreement } from "../agreement.ts";
 import { type Context, MODELS_DIR, modelDtypes } from "../context.ts";
 import { num, pct, renderTable } from "../report.ts";
 
 export async function agreementExperiment(ctx: Context, log: (l: string) => void): Promise<void> {
   const rows: string[][] = [];
-  const out: (Agreement & { logits: LogitNoise })[] = [];
+  const out: Agreement[] = [];
   for (const [kind, dtype] of modelDtypes(ctx)) {
     log(`agreement ${kind} ${dtype}: 8 real-speech windows alone, then in one batch`);
-    const id = `generated/whisper-${kind}`;
-    const a = await measureAgreement(MODELS_DIR, sharedDir(), id, dtype, 8);
-    const noise = await measureLogitNoise(MODELS_DIR, sharedDir(), id, dtype, 8);
-    out.push({ ...a, logits: noise });
+    const a = await measureAgreement(MODELS_DIR, sharedDir(), `generated/whisper-${kind}`, dtype, 8);
+    const noise = a.logits;
+    out.push(a);
     rows.push([
       `${kind} ${dtype}`,
       String(a.batch),
