@@ -192,7 +192,7 @@ function bodyOf(response: IncomingMessage, client: AbortSignal, onCutOff?: CutOf
     start(controller) {
       response.on("data", (chunk: Buffer) => {
         controller.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
-        tail = (tail + chunk.subarray(-2).toString("latin1")).slice(-2);
+        if (eventStream) tail = (tail + chunk.subarray(-2).toString("latin1")).slice(-2);
         if ((controller.desiredSize ?? 0) <= 0) response.pause();
       });
       response.once("end", () => controller.close());
