@@ -71,6 +71,8 @@ interface Row {
   waited: number;
   /** Until when (performance.now()) it may wait for its stream's next window, with nothing to encode. */
   holdUntil: number;
+  /** When its encoder run ended (performance.now()). */
+  readyAt: number;
   resolve: (output: WindowOutput) => void;
   reject: (err: Error) => void;
 }
@@ -104,16 +106,26 @@ interface Cohort {
 const MAX_WAIT_ENCODES = 2;
 
 /**
- * How long a ready window may wait for more of its file's windows before it starts a cohort: while
+ * How long a ready window may wait for more of its file's windows before it starts a cohort, while
  * its caller has said more of the file follows (speech detection is finding the next window: up to
- * ~0.2 s for a block of 131 s; or the window waits for a slot that a settling window frees), or while
- * the file's earlier windows still decode (their slots free up one by one for its next windows).
- * Started apart, a file's windows decoded in cohorts of one or two, and a row alone costs a decoder
- * call of its own (tiny q8: 3 ms for one row, 7 ms for seven). A held window starts with its own
- * file's next ones, or with files that arrived with its own (startCohorts); the bound covers a
- * follower that never comes.
+ * ~0.2 s for a block of 131 s; or the window waits for a slot that a settling window frees), counted
+ * from its encoder run or from when the file's last decoding row finished (that row's slot admits the
+ * next window a moment later). Started apart, a file's windows decoded in cohorts of one or two, and a
+ * row alone costs a decoder call of its own (tiny q8: 3 ms for one row, 7 ms for seven). A held window
+ * starts with its own file's next ones, or with files that arrived with its own (startCohorts); the
+ * bound covers a follower that never comes.
  */
 const MAX_HOLD_MS = 300;
+
+/**
+ * How long a ready window may wait while its own file's rows still decode: their slots admit the
+ * file's next windows, and it starts with those. Held for MAX_HOLD_MS only, a window of base started
+ * alone beside its file's cohort in its last steps and decoded one row a call (282 decoder calls for
+ * the 5-min file instead of 190; base's call costs ~8 ms, and a row ~1.3 ms more). The wait costs no
+ * throughput, as those rows' steps keep the loop busy; the bound covers a row that decodes on for
+ * long (a repetition up to the length limit).
+ */
+const MAX_DECODING_HOLD_MS = 3000;
 
 /**
  * Inference milliseconds a file new to the engine is ahead of the least served file running: a short
@@ -242,6 +254,7 @@ export class BatchDecoder {
         beamSize: Math.max(1, options.beamSize ?? 1),
         waited: 0,
         holdUntil: 0,
+        readyAt: 0,
         resolve,
         reject,
       };
@@ -443,7 +456,8 @@ export class BatchDecoder {
       this.stats.encoderRuns++;
       if (row.init.length === 0 && !row.canceled) await this.identifyLanguage(row);
       if (!row.canceled) {
-        row.holdUntil = performance.now() + MAX_HOLD_MS;
+        row.readyAt = performance.now();
+        row.holdUntil = row.readyAt + MAX_HOLD_MS;
         this.decodeAt(row, row.encoded, row.temperature);
       }
     } catch (err) {
@@ -484,7 +498,8 @@ export class BatchDecoder {
   }
 
   private isHeld(row: Row, now: number): boolean {
-    return row.holdUntil > now && (this.following.has(row.stream) || this.decoding(row.stream));
+    if (this.decoding(row.stream)) return now < Math.max(row.holdUntil, row.readyAt + MAX_DECODING_HOLD_MS);
+    return row.holdUntil > now && this.following.has(row.stream);
   }
 
   /**
@@ -783,6 +798,7 @@ export class BatchDecoder {
 
   private dropRows(cohort: Cohort, drop: Set<number>): void {
     const keep = cohort.rows.map((_, i) => i).filter((i) => !drop.has(i));
+    const leaving = new Set([...drop].map((i) => cohort.rows[i]!.stream));
     cohort.rows = keep.map((i) => cohort.rows[i]!);
     if (keep.length === 0) {
       this.cohorts.splice(this.cohorts.indexOf(cohort), 1);
@@ -791,5 +807,12 @@ export class BatchDecoder {
       WhisperModel.keepRows(cohort.state, keep);
     }
     this.stats.activeRows = this.cohorts.reduce((n, c) => n + c.rows.length, 0);
+    // A file whose last row just left has its next windows on their way (the slots it frees admit
+    // them): its ready ones wait for them as for any follower.
+    const now = performance.now();
+    for (const stream of leaving) {
+      if (this.decoding(stream)) continue;
+      for (const r of this.ready) if (r.stream === stream) r.holdUntil = Math.max(r.holdUntil, now + MAX_HOLD_MS);
+    }
   }
 }

@@ -260,6 +260,62 @@ describe("a file's windows found one after another", () => {
     expect(inference.decoder.stats.largestBatch).toBe(2);
   });
 
+  it("one that has waited past the short hold still waits while the file's earlier windows decode", async () => {
+    const { spec, inference } = await loaded("tiny.en", "fp32");
+    const samples = synthesize([{ tone: 440, seconds: 30 }]);
+    const expected = await followedWindow(inference, spec, samples, "solo", false);
+    const real = performance.now.bind(performance);
+    let jump = 0;
+    const clock = vi.spyOn(performance, "now").mockImplementation(() => real() + jump);
+    try {
+      let firstDone = false;
+      const first = followedWindow(inference, spec, samples, "file", false);
+      void first.then(() => (firstDone = true));
+      await expect.poll(() => inference.decoder.stats.activeRows, { interval: 1, timeout: 120_000 }).toBe(1);
+      const runs = inference.decoder.stats.encoderRuns;
+      const second = followedWindow(inference, spec, samples, "file", false);
+      await expect.poll(() => inference.decoder.stats.encoderRuns, { interval: 1, timeout: 120_000 }).toBe(runs + 1);
+      // Well past the short hold, as a file's next window comes once a row of it has finished.
+      jump = 1000;
+      const calls = inference.decoder.stats.decoderCalls;
+      await expect.poll(() => inference.decoder.stats.decoderCalls, { interval: 1, timeout: 120_000 }).toBeGreaterThan(calls + 2);
+      expect(firstDone).toBe(false);
+      expect(inference.decoder.stats.activeRows).toBe(1);
+      const third = followedWindow(inference, spec, samples, "file", false);
+      expect(await Promise.all([first, second, third])).toEqual([expected, expected, expected]);
+      expect(inference.decoder.stats.largestBatch).toBe(2);
+    } finally {
+      clock.mockRestore();
+    }
+  });
+
+  it("one whose file's last decoding row has just finished waits for the window that row's slot admits", async () => {
+    const { spec, inference } = await loaded("tiny.en", "fp32");
+    const samples = synthesize([{ tone: 440, seconds: 30 }]);
+    const expected = await followedWindow(inference, spec, samples, "solo", false);
+    const real = performance.now.bind(performance);
+    let jump = 0;
+    const clock = vi.spyOn(performance, "now").mockImplementation(() => real() + jump);
+    try {
+      const first = followedWindow(inference, spec, samples, "file", true);
+      await expect.poll(() => inference.decoder.stats.activeRows, { interval: 1, timeout: 120_000 }).toBe(1);
+      const runs = inference.decoder.stats.encoderRuns;
+      const second = followedWindow(inference, spec, samples, "file", true);
+      await expect.poll(() => inference.decoder.stats.encoderRuns, { interval: 1, timeout: 120_000 }).toBe(runs + 1);
+      // Its short hold is over by the time the first window finishes.
+      jump = 500;
+      const firstOut = await first;
+      // The slot the first window frees admits the file's next window a moment later (in the
+      // service: the window settles, the limiter hands its permit on, the window source is read).
+      await new Promise((r) => setTimeout(r, 20));
+      const third = followedWindow(inference, spec, samples, "file", false);
+      expect([firstOut, ...(await Promise.all([second, third]))]).toEqual([expected, expected, expected]);
+      expect(inference.decoder.stats.largestBatch).toBe(2);
+    } finally {
+      clock.mockRestore();
+    }
+  });
+
   it("a window whose follower never comes still decodes, and a file arriving with it decodes beside it at once", async () => {
     const { spec, inference, clip } = await setUp();
     const alone = await followedWindow(inference, spec, clip("charlie"), "lonely", true);
