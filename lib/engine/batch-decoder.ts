@@ -128,6 +128,16 @@ const MAX_HOLD_MS = 300;
 const MAX_DECODING_HOLD_MS = 3000;
 
 /**
+ * How far behind another cohort of its model a cohort may be for the loop to step it first, until it
+ * reaches that one's position and the two merge: rows at different positions cannot share a call, so
+ * windows started apart (one file's as its rows finish and free their slots, files arriving a few
+ * encoder runs apart) decoded side by side in cohorts of two or three, each paying a call's fixed
+ * cost (tiny q8, 8 x 60 s at once: 370-474 decoder calls, 310 with merging). The cohort ahead waits
+ * at most this many of the other's steps, which would have run beside its own anyway.
+ */
+const MAX_CATCH_UP_STEPS = 48;
+
+/**
  * Inference milliseconds a file new to the engine is ahead of the least served file running: a short
  * clip's whole work (one encoder run and about 100 single-row steps: about 0.5 s for tiny on 2 cores)
  * goes before a long file's, which then waits at most this long per new file.
@@ -176,7 +186,9 @@ export class WindowCanceled extends Error {
  * and its transient memory grows with the batch), then decoded in a cohort: rows of one model at
  * the same position, which share every decoder call. The merged decoder takes no attention mask, so
  * rows at different positions cannot share a call; a window therefore starts a cohort with the other
- * windows encoded by then, and finished rows leave their cohort's cache at once.
+ * windows encoded by then, a cohort a few steps behind another of its model is stepped first until
+ * it reaches that one's position, where the two merge (MAX_CATCH_UP_STEPS), and finished rows leave
+ * their cohort's cache at once.
  *
  * Fairness is between files (streams), by the inference time each has had: its encoder runs and its
  * share of its cohorts' steps. The next call is the least served file's (an encoder run, the first
@@ -202,7 +214,7 @@ export class BatchDecoder {
   private readonly following = new Set<string>();
   /** Ends the loop's wait for held windows' followers. */
   private wake: (() => void) | null = null;
-  readonly stats: DecoderStats = { encoderRuns: 0, decoderCalls: 0, rowSteps: 0, largestBatch: 0, activeRows: 0, fallbacks: 0, candidates: 0 };
+  readonly stats: DecoderStats = { encoderRuns: 0, decoderCalls: 0, rowSteps: 0, largestBatch: 0, activeRows: 0, fallbacks: 0, candidates: 0, merges: 0 };
 
   private readonly rowBudget: number;
 
@@ -351,9 +363,11 @@ export class BatchDecoder {
         await this.encode(encode.index);
         this.stepDebt = performance.now() - started;
       } else if (cohort) {
-        const files = new Set(cohort.cohort.rows.map((r) => r.stream));
+        const stepped = this.catchingUp(cohort.cohort);
+        const files = new Set(stepped.rows.map((r) => r.stream));
         const started = performance.now();
-        await this.step(cohort.cohort);
+        await this.step(stepped);
+        this.mergeCohorts();
         const spent = performance.now() - started;
         this.stepDebt -= spent;
         for (const file of files) this.charge(file, spent / files.size);
@@ -423,6 +437,40 @@ export class BatchDecoder {
       if (!best || priority < best.priority) best = { index, priority };
     });
     return best;
+  }
+
+  private priorityOf(cohort: Cohort): number {
+    return Math.min(...cohort.rows.map((r) => this.usageOf(r.stream)));
+  }
+
+  /** Cohorts that may merge once at the same position: of one model, and of files served about as much (see startable). */
+  private mergeable(a: Cohort, b: Cohort): boolean {
+    return a !== b && a.model === b.model && Math.abs(this.priorityOf(a) - this.priorityOf(b)) < NEW_FILE_CREDIT_MS / 2;
+  }
+
+  /** The cohort to step in place of `chosen`: the furthest behind of those it may merge with, up to MAX_CATCH_UP_STEPS back. */
+  private catchingUp(chosen: Cohort): Cohort {
+    let furthest = chosen;
+    for (const c of this.cohorts) {
+      const position = c.state.position;
+      if (position < furthest.state.position && position >= chosen.state.position - MAX_CATCH_UP_STEPS && this.mergeable(c, chosen)) furthest = c;
+    }
+    return furthest;
+  }
+
+  /** Merges cohorts that have reached the same position: the smaller one's rows join the larger's. */
+  private mergeCohorts(): void {
+    for (const a of this.cohorts) {
+      for (const b of this.cohorts) {
+        if (a.state.position !== b.state.position || !this.mergeable(a, b)) continue;
+        const [into, from] = a.rows.length >= b.rows.length ? [a, b] : [b, a];
+        into.state = WhisperModel.mergeStates(into.state, from.state);
+        into.rows = [...into.rows, ...from.rows];
+        this.cohorts.splice(this.cohorts.indexOf(from), 1);
+        this.stats.merges++;
+        return this.mergeCohorts();
+      }
+    }
   }
 
   /** The cohort with the least served file in it, and that file's usage. */

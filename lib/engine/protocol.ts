@@ -97,6 +97,8 @@ export interface DecoderStats {
   fallbacks: number;
   /** Rows started as a window's best_of samples or beams. */
   candidates: number;
+  /** Cohorts that reached another's position and joined it. */
+  merges: number;
 }
 
 export interface ModelInfo {

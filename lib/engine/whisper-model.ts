@@ -371,6 +371,28 @@ export class WhisperModel {
     }
   }
 
+  /**
+   * One group of `a`'s rows then `b`'s, both at the same position; both are freed. Tensor by tensor,
+   * so that at any moment at most one tensor's rows are held twice.
+   */
+  static mergeStates(a: BatchState, b: BatchState): BatchState {
+    if (a.position !== b.position) throw new Error(`cannot merge groups at positions ${a.position} and ${b.position}`);
+    const join = (x: ort.Tensor, y: ort.Tensor): ort.Tensor => {
+      const xd = x.data as Float32Array;
+      const yd = y.data as Float32Array;
+      // Read before the release: a view of a freed buffer has length 0.
+      const split = xd.length;
+      const data = new Float32Array(split + yd.length);
+      data.set(xd);
+      releaseTensor(x);
+      data.set(yd, split);
+      releaseTensor(y);
+      return new ort.Tensor("float32", data, [a.rows + b.rows, ...x.dims.slice(1)]);
+    };
+    const past = new Map([...a.past].map(([name, t]) => [name, join(t, b.past.get(name)!)]));
+    return { rows: a.rows + b.rows, encoderStates: join(a.encoderStates, b.encoderStates), past, position: a.position };
+  }
+
   /** Frees a group's state once no row of it decodes any more. */
   static releaseState(state: BatchState): void {
     releaseTensor(state.encoderStates);

@@ -140,6 +140,37 @@ describe("batched decoding", () => {
     expect(together).toEqual(solo);
   });
 
+  it("merges cohorts started a few steps apart once the later ones catch up, and decodes each fp32 row exactly as alone", async () => {
+    const model = await generateModel({ kind: "tiny.en", out: DEFAULT_MODELS_DIR });
+    const spec = { id: model.id, dtype: "fp32" as const };
+    const inputs = faithful.map(([, parts]) => synthesize(parts));
+    const alone = createInference(init);
+    const solo: WindowOutput[] = [];
+    for (const samples of inputs) solo.push(await window(alone, spec, samples));
+
+    const inference = createInference(init);
+    await inference.load(spec);
+    // A slow clock: the files stay served about as much (cohorts of files far apart in service do
+    // not merge), however slow the machine.
+    const real = performance.now.bind(performance);
+    const t0 = real();
+    const clock = vi.spyOn(performance, "now").mockImplementation(() => t0 + (real() - t0) / 1000);
+    try {
+      const outs: Promise<WindowOutput>[] = [];
+      for (const [i, samples] of inputs.entries()) {
+        const calls = inference.decoder.stats.decoderCalls;
+        outs.push(window(inference, spec, samples, `file-${i}`));
+        // The next file arrives once this one's window has taken a few steps.
+        await expect.poll(() => inference.decoder.stats.decoderCalls, { interval: 1, timeout: 120_000 }).toBeGreaterThan(calls + 3);
+      }
+      expect(await Promise.all(outs)).toEqual(solo);
+      expect(inference.decoder.stats.merges).toBeGreaterThan(0);
+      expect(inference.decoder.stats.largestBatch).toBeGreaterThan(1);
+    } finally {
+      clock.mockRestore();
+    }
+  });
+
   it("gives each of concurrent micro windows its own word, in one batch", async () => {
     const { spec, inference } = await loaded("micro", "q8");
     const words: MicroWord[] = ["alpha", "bravo", "charlie", "delta", "echo", "alpha"];
