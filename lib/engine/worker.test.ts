@@ -277,43 +277,43 @@ describe("a file's windows found one after another", () => {
     expect(inference.decoder.stats.largestBatch).toBe(1);
   });
 
-  it("one that arrives while the file's earlier windows decode waits to start with the file's next", async () => {
+  /** A file's first window decoding (tiny.en fp32 on a 30 s tone, which decodes long) and its second encoded and ready. */
+  const firstDecodingSecondReady = async (followed: boolean) => {
     const { spec, inference } = await loaded("tiny.en", "fp32");
     const samples = synthesize([{ tone: 440, seconds: 30 }]);
     const expected = await followedWindow(inference, spec, samples, "solo", false);
-    const first = followedWindow(inference, spec, samples, "file", false);
+    const first = followedWindow(inference, spec, samples, "file", followed);
     await expect.poll(() => inference.decoder.stats.activeRows, { interval: 1, timeout: 120_000 }).toBe(1);
     const runs = inference.decoder.stats.encoderRuns;
-    const second = followedWindow(inference, spec, samples, "file", false);
+    const second = followedWindow(inference, spec, samples, "file", followed);
     await expect.poll(() => inference.decoder.stats.encoderRuns, { interval: 1, timeout: 120_000 }).toBe(runs + 1);
-    const third = followedWindow(inference, spec, samples, "file", false);
-    expect(await Promise.all([first, second, third])).toEqual([expected, expected, expected]);
+    return { inference, expected, first, second, third: () => followedWindow(inference, spec, samples, "file", false) };
+  };
+
+  /** The clock `ms` ahead from now on: holds that would end in that time are over. */
+  const clockAhead = (ms: number) => {
+    const real = performance.now.bind(performance);
+    return vi.spyOn(performance, "now").mockImplementation(() => real() + ms);
+  };
+
+  it("one that arrives while the file's earlier windows decode waits to start with the file's next", async () => {
+    const { inference, expected, first, second, third } = await firstDecodingSecondReady(false);
+    expect(await Promise.all([first, second, third()])).toEqual([expected, expected, expected]);
     expect(inference.decoder.stats.largestBatch).toBe(2);
   });
 
   it("one that has waited past the short hold still waits while the file's earlier windows decode", async () => {
-    const { spec, inference } = await loaded("tiny.en", "fp32");
-    const samples = synthesize([{ tone: 440, seconds: 30 }]);
-    const expected = await followedWindow(inference, spec, samples, "solo", false);
-    const real = performance.now.bind(performance);
-    let jump = 0;
-    const clock = vi.spyOn(performance, "now").mockImplementation(() => real() + jump);
+    const { inference, expected, first, second, third } = await firstDecodingSecondReady(false);
+    let firstDone = false;
+    void first.then(() => (firstDone = true));
+    // Well past the short hold, as a file's next window comes once a row of it has finished.
+    const clock = clockAhead(1000);
     try {
-      let firstDone = false;
-      const first = followedWindow(inference, spec, samples, "file", false);
-      void first.then(() => (firstDone = true));
-      await expect.poll(() => inference.decoder.stats.activeRows, { interval: 1, timeout: 120_000 }).toBe(1);
-      const runs = inference.decoder.stats.encoderRuns;
-      const second = followedWindow(inference, spec, samples, "file", false);
-      await expect.poll(() => inference.decoder.stats.encoderRuns, { interval: 1, timeout: 120_000 }).toBe(runs + 1);
-      // Well past the short hold, as a file's next window comes once a row of it has finished.
-      jump = 1000;
       const calls = inference.decoder.stats.decoderCalls;
       await expect.poll(() => inference.decoder.stats.decoderCalls, { interval: 1, timeout: 120_000 }).toBeGreaterThan(calls + 2);
       expect(firstDone).toBe(false);
       expect(inference.decoder.stats.activeRows).toBe(1);
-      const third = followedWindow(inference, spec, samples, "file", false);
-      expect(await Promise.all([first, second, third])).toEqual([expected, expected, expected]);
+      expect(await Promise.all([first, second, third()])).toEqual([expected, expected, expected]);
       expect(inference.decoder.stats.largestBatch).toBe(2);
     } finally {
       clock.mockRestore();
@@ -321,26 +321,15 @@ describe("a file's windows found one after another", () => {
   });
 
   it("one whose file's last decoding row has just finished waits for the window that row's slot admits", async () => {
-    const { spec, inference } = await loaded("tiny.en", "fp32");
-    const samples = synthesize([{ tone: 440, seconds: 30 }]);
-    const expected = await followedWindow(inference, spec, samples, "solo", false);
-    const real = performance.now.bind(performance);
-    let jump = 0;
-    const clock = vi.spyOn(performance, "now").mockImplementation(() => real() + jump);
+    const { inference, expected, first, second, third } = await firstDecodingSecondReady(true);
+    // Its short hold is over by the time the first window finishes.
+    const clock = clockAhead(500);
     try {
-      const first = followedWindow(inference, spec, samples, "file", true);
-      await expect.poll(() => inference.decoder.stats.activeRows, { interval: 1, timeout: 120_000 }).toBe(1);
-      const runs = inference.decoder.stats.encoderRuns;
-      const second = followedWindow(inference, spec, samples, "file", true);
-      await expect.poll(() => inference.decoder.stats.encoderRuns, { interval: 1, timeout: 120_000 }).toBe(runs + 1);
-      // Its short hold is over by the time the first window finishes.
-      jump = 500;
       const firstOut = await first;
       // The slot the first window frees admits the file's next window a moment later (in the
       // service: the window settles, the limiter hands its permit on, the window source is read).
       await new Promise((r) => setTimeout(r, 20));
-      const third = followedWindow(inference, spec, samples, "file", false);
-      expect([firstOut, ...(await Promise.all([second, third]))]).toEqual([expected, expected, expected]);
+      expect([firstOut, ...(await Promise.all([second, third()]))]).toEqual([expected, expected, expected]);
       expect(inference.decoder.stats.largestBatch).toBe(2);
     } finally {
       clock.mockRestore();
