@@ -439,6 +439,7 @@ export class BatchDecoder {
     return best;
   }
 
+  /** The usage of the least served file with a row in the cohort. */
   private priorityOf(cohort: Cohort): number {
     return Math.min(...cohort.rows.map((r) => this.usageOf(r.stream)));
   }
@@ -477,7 +478,7 @@ export class BatchDecoder {
   private nextCohort(): { cohort: Cohort; priority: number } | null {
     let best: { cohort: Cohort; priority: number } | null = null;
     for (const cohort of this.cohorts) {
-      const priority = Math.min(...cohort.rows.map((r) => this.usageOf(r.stream)));
+      const priority = this.priorityOf(cohort);
       if (!best || priority < best.priority) best = { cohort, priority };
     }
     return best;
