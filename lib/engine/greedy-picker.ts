@@ -39,8 +39,9 @@ export class GreedyPicker {
    * 1e-9 apart in log-probability, so a row decoded in a batch no longer equalled its decoding alone:
    * where a row starts in memory decides how the vectorised sum splits it, and Log takes a vectorised
    * path for several sums and a scalar one for one. Each row is copied into the same buffer first.
-   * (Padding rows to whole cache lines and taking the log here made one call exact, but no faster.) A row whose sum is
-   * not finite (a NaN among its logits) is picked in JavaScript, which skips NaNs as the library does.
+   * (Padding rows to whole cache lines and taking the log here made one call exact, but no faster.)
+   * A row whose sum is not finite (a NaN among its logits) is picked in JavaScript, which skips NaNs
+   * as the library does.
    */
   async pick(rows: readonly Float32Array[]): Promise<Pick[]> {
     const picks: Pick[] = [];
