@@ -110,8 +110,12 @@ function header(headers: IncomingHttpHeaders, name: string): string | undefined 
   return Array.isArray(value) ? value[0] : value;
 }
 
+/** When the test's jobs went into the line, and when one went back into it. */
+const QUEUED_AT = "2026-12-07T10:00:00.000Z";
+const REQUEUED_AT = "2026-12-07T10:20:00.000Z";
+
 function run(jobId: string, overrides: Partial<Dispatch> = {}): Dispatch {
-  return { jobId, reason: "submitted", runs: 0, attempt: 1, ...overrides };
+  return { jobId, reason: "submitted", runs: 0, queuedAt: QUEUED_AT, attempt: 1, ...overrides };
 }
 
 describe("QStashJobDispatcher and verifyQStash", () => {
@@ -125,7 +129,9 @@ describe("QStashJobDispatcher and verifyQStash", () => {
 
     expect(worker.runs).toEqual([{ jobId: "job_1", attempt: 1 }]);
     expect(worker.requests.map((request) => request.path)).toEqual([QSTASH_RUN_PATH]);
-    expect(emulator.messages()).toMatchObject([{ destination: `${worker.url}${QSTASH_RUN_PATH}`, deduplicationId: "job_1:submitted:0:1", maxRetries: 3, state: "delivered" }]);
+    expect(emulator.messages()).toMatchObject([
+      { destination: `${worker.url}${QSTASH_RUN_PATH}`, deduplicationId: `job_1:submitted:${Date.parse(QUEUED_AT)}:0:1`, maxRetries: 3, state: "delivered" },
+    ]);
   });
 
   it("refuses a tampered body, a missing signature and a token signed for another URL", async () => {
@@ -174,7 +180,7 @@ describe("QStashJobDispatcher and verifyQStash", () => {
     expect(worker.runs).toEqual([{ jobId: "job_2", attempt: 4 }]);
   });
 
-  it("publishes a repeated dispatch once, and a new reason, run or attempt again", async () => {
+  it("publishes a repeated dispatch once, and a new reason, run, attempt or place in the line again", async () => {
     const emulator = await startEmulator();
     const worker = await startWorker();
     const dispatcher = new QStashJobDispatcher({ client: clientOf(emulator), deliveryUrl: worker.url, failureUrl: worker.url });
@@ -185,17 +191,22 @@ describe("QStashJobDispatcher and verifyQStash", () => {
     await dispatcher.dispatch(run("job_3", { reason: "deferred", attempt: 2 }));
     await dispatcher.dispatch(run("job_3", { reason: "retried", runs: 1 }));
     await dispatcher.dispatch(run("job_3", { reason: "deferred", runs: 1, attempt: 2 }));
-    await dispatcher.dispatch(run("job_3", { reason: "handed-back", runs: 2 }));
+    await dispatcher.dispatch(run("job_3", { reason: "handed-back", runs: 2, queuedAt: REQUEUED_AT }));
+    // After the hand-back (which gives its run back: runs 1 again), no room: a deferral with the runs
+    // and attempt of one sent before, but from the job's new place in the line.
+    await dispatcher.dispatch(run("job_3", { reason: "deferred", runs: 1, attempt: 2, queuedAt: REQUEUED_AT }));
     await settleAll(emulator);
 
+    const [queued, requeued] = [QUEUED_AT, REQUEUED_AT].map((at) => Date.parse(at));
     expect(emulator.messages().map((message) => message.deduplicationId)).toEqual([
-      "job_3:submitted:0:1",
-      "job_3:deferred:0:2",
-      "job_3:retried:1:1",
-      "job_3:deferred:1:2",
-      "job_3:handed-back:2:1",
+      `job_3:submitted:${queued}:0:1`,
+      `job_3:deferred:${queued}:0:2`,
+      `job_3:retried:${queued}:1:1`,
+      `job_3:deferred:${queued}:1:2`,
+      `job_3:handed-back:${requeued}:2:1`,
+      `job_3:deferred:${requeued}:1:2`,
     ]);
-    expect(worker.runs).toHaveLength(5);
+    expect(worker.runs).toHaveLength(6);
   });
 
   it("holds a delayed dispatch back while an immediate one goes ahead", async () => {

@@ -33,8 +33,7 @@ export class EmbeddedJobDispatcher implements JobDispatcher {
   }
 
   async dispatch({ jobId, delaySeconds }: Dispatch): Promise<void> {
-    if (delaySeconds) setTimeout(() => this.#enqueue(jobId), delaySeconds * 1000).unref();
-    else this.#enqueue(jobId);
+    this.#enqueueAfter(jobId, delaySeconds);
   }
 
   async start(deliver: Deliver): Promise<void> {
@@ -53,6 +52,11 @@ export class EmbeddedJobDispatcher implements JobDispatcher {
 
   stop(): void {
     this.#stopped = true;
+  }
+
+  #enqueueAfter(jobId: string, delaySeconds?: number): void {
+    if (delaySeconds) setTimeout(() => this.#enqueue(jobId), delaySeconds * 1000).unref();
+    else this.#enqueue(jobId);
   }
 
   #enqueue(jobId: string): void {
@@ -76,7 +80,7 @@ export class EmbeddedJobDispatcher implements JobDispatcher {
             this.#failures.set(jobId, failures);
             const delaySeconds = Math.min(MAX_REDELIVERY_DELAY_SECONDS, 5 * 2 ** (failures - 1));
             this.#options.log.warn({ jobId, err: err.message, delaySeconds }, "job delivery failed: it is delivered again later");
-            void this.dispatch({ jobId, reason: "retried", runs: 0, attempt: failures + 1, delaySeconds });
+            this.#enqueueAfter(jobId, delaySeconds);
           },
         )
         .finally(() => {

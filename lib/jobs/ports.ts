@@ -62,6 +62,12 @@ export interface JobRecord {
   /** requestDigest() of the submission, with an idempotency key: a retry must match it. */
   requestDigest?: string;
   createdAt: string;
+  /**
+   * When it last went into the line: submitted, or back after a hand-back, a retry or a full disk.
+   * How long it may wait for room counts from here, and its messages from here on are new ones.
+   * Absent on jobs stored before it was kept: createdAt stands for it.
+   */
+  queuedAt?: string;
   startedAt?: string;
   finishedAt?: string;
   /** Times the job was started; above 1 after a crash or a handed-back job. */
@@ -106,6 +112,11 @@ export interface JobStore {
   close(): Promise<void>;
 }
 
+/** When the job last went into the line (JobRecord.queuedAt, else its createdAt). */
+export function queuedSince(job: Pick<JobRecord, "createdAt" | "queuedAt">): string {
+  return job.queuedAt ?? job.createdAt;
+}
+
 /**
  * Why a job is handed to the dispatcher. Each reason names one kind of message, so no two that are
  * meant to be different share a deduplication id, and a repeat of one that was sent is dropped.
@@ -117,13 +128,19 @@ export interface Dispatch {
   reason: DispatchReason;
   /** The job's runs so far: a retry or hand-back of a later run is a new message. */
   runs: number;
+  /**
+   * When the job last went into the line (queuedSince): a hand-back gives its run back, so runs
+   * alone named a deferral after it as the one before the run, which QStash then dropped as a repeat
+   * and the job stayed queued with no message behind it.
+   */
+  queuedAt: string;
   /** Deliveries of the job since it last became queued, from 1; each deferral counts one up. */
   attempt: number;
   delaySeconds?: number;
 }
 
 export function deduplicationId(dispatch: Dispatch): string {
-  return `${dispatch.jobId}:${dispatch.reason}:${dispatch.runs}:${dispatch.attempt}`;
+  return `${dispatch.jobId}:${dispatch.reason}:${Date.parse(dispatch.queuedAt)}:${dispatch.runs}:${dispatch.attempt}`;
 }
 
 export type DeliveryOutcome = "ran" | "deferred" | "skipped";

@@ -19,7 +19,7 @@ import { parseSchedule } from "../webhooks/retry-schedule.ts";
 import { generateWebhookSecret, parseWebhookSecrets } from "../webhooks/standard-webhooks.ts";
 import { FileBlobs } from "./blobs.ts";
 import { EmbeddedJobStore, inputsDir } from "./embedded-job-store.ts";
-import type { Dispatch, JobDispatcher, JobRecord, JobRequest, JobStore } from "./ports.ts";
+import { deduplicationId, type Dispatch, type JobDispatcher, type JobRecord, type JobRequest, type JobStore } from "./ports.ts";
 import { EmbeddedJobDispatcher } from "./embedded-dispatcher.ts";
 import { JobRunner, type JobRunnerDeps } from "./runner.ts";
 import { isRunning, stuckFfmpeg, stuckFfmpegPid } from "../../test/support/stuck-ffmpeg.ts";
@@ -649,6 +649,105 @@ describe("a cluster worker", () => {
     });
     const jobs = runner(racing, dataDir, NO_CALLBACKS);
     await expect(jobs.cancel("job_done")).rejects.toMatchObject({ code: "conflict" });
+  });
+});
+
+describe("a job in cluster mode, through hand-backs, repeats and takeovers", () => {
+  /** A transcription that runs until its request is aborted (a shutdown's hand-back). */
+  const untilAborted: TranscriptionService["transcribeFile"] = (_path, request) =>
+    new Promise((_resolve, reject) => request.signal?.addEventListener("abort", () => reject(request.signal?.reason), { once: true }));
+  /** Takes every place a worker has, so that a delivery finds no room. */
+  const fill = (worker: ReturnType<typeof clusterWorker>) => [worker.admission.tryAcquire(), worker.admission.tryAcquire()];
+
+  it("has a message of its own behind it after a deferral, a hand-back and another deferral (QStash drops a repeated id)", async () => {
+    const { dataDir, store } = await storeInTempDir();
+    const a = clusterWorker(store, dataDir, untilAborted);
+    const b = clusterWorker(store, dataDir, async () => TRANSCRIPT);
+    const held = fill(a);
+    await a.jobs.submit(await queuedUpload(dataDir, "job_deploy"));
+    expect(await a.jobs.handleDelivery("job_deploy", 1)).toBe("deferred");
+    for (const permit of held) permit?.release();
+    const running = a.jobs.handleDelivery("job_deploy", 2);
+    await vi.waitFor(() => expect(a.transcribeFile).toHaveBeenCalled());
+    // A deploy stops A: the job is handed back, its run given back.
+    await a.jobs.stop();
+    await running;
+    expect(await store.get("job_deploy")).toMatchObject({ status: "queued", runs: 0 });
+    // B has no room for it yet.
+    fill(b);
+    expect(await b.jobs.handleDelivery("job_deploy", 1)).toBe("deferred");
+    const sent = [...a.dispatched, ...b.dispatched];
+    expect(sent.map((d) => d.reason)).toEqual(["submitted", "deferred", "handed-back", "deferred"]);
+    // Each a message of its own: none would be dropped as a repeat of an earlier one.
+    expect(new Set(sent.map(deduplicationId)).size).toBe(4);
+  });
+
+  it("keeps a message behind a job while it runs here, when its message comes again", async () => {
+    const { dataDir, store } = await storeInTempDir();
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    const worker = clusterWorker(store, dataDir, async () => {
+      await gate;
+      return TRANSCRIPT;
+    });
+    // Before the worker's stop, should an expectation fail while the run waits.
+    cleanups.push(async () => open());
+    await store.create(await queuedUpload(dataDir, "job_long_here"));
+    const running = worker.jobs.handleDelivery("job_long_here", 1);
+    await vi.waitFor(() => expect(worker.transcribeFile).toHaveBeenCalled());
+    // QStash sends the message again (its delivery outlasted the response time) to this instance.
+    expect(await worker.jobs.handleDelivery("job_long_here", 2)).toBe("deferred");
+    expect(worker.dispatched).toMatchObject([{ jobId: "job_long_here", reason: "deferred", attempt: 3 }]);
+    open();
+    expect(await running).toBe("ran");
+    expect(worker.transcribeFile).toHaveBeenCalledTimes(1);
+    expect(await worker.jobs.handleDelivery("job_long_here", 3)).toBe("skipped");
+  });
+
+  it("has its whole wait for room again after a hand-back, however long ago it was submitted", async () => {
+    const { dataDir, store } = await storeInTempDir();
+    const a = clusterWorker(store, dataDir, untilAborted);
+    const b = clusterWorker(store, dataDir, async () => TRANSCRIPT);
+    // Submitted two hours ago (a job may wait 60 s here), and running for most of them.
+    await store.create({ ...(await queuedUpload(dataDir, "job_old")), createdAt: new Date(Date.now() - 2 * 3_600_000).toISOString() });
+    const running = a.jobs.handleDelivery("job_old", 1);
+    await vi.waitFor(() => expect(a.transcribeFile).toHaveBeenCalled());
+    await a.jobs.stop();
+    await running;
+    fill(b);
+    expect(await b.jobs.handleDelivery("job_old", 1)).toBe("deferred");
+    expect((await store.get("job_old"))?.status).toBe("queued");
+  });
+
+  it("leaves a job another run has taken over to that run when its own run here fails", async () => {
+    const { dataDir, store } = await storeInTempDir();
+    let failA!: (err: Error) => void;
+    let openB!: () => void;
+    const gateB = new Promise<void>((resolve) => (openB = resolve));
+    const a = clusterWorker(store, dataDir, () => new Promise((_resolve, reject) => (failA = reject)));
+    // B does not see A's lease (lost in a store outage): to B the running job is one whose instance died.
+    const b = clusterWorker(store, dataDir, async () => {
+      await gateB;
+      return TRANSCRIPT;
+    });
+    cleanups.push(async () => {
+      failA?.(new Error("test over"));
+      openB();
+    });
+    await store.create(await queuedUpload(dataDir, "job_taken"));
+    const runA = a.jobs.handleDelivery("job_taken", 1);
+    await vi.waitFor(() => expect(a.transcribeFile).toHaveBeenCalled());
+    const runB = b.jobs.handleDelivery("job_taken", 2);
+    await vi.waitFor(() => expect(b.transcribeFile).toHaveBeenCalled());
+    expect(await store.get("job_taken")).toMatchObject({ status: "running", runs: 2 });
+    // A's run fails in a way that would run the job again, and then in a way that would fail it.
+    failA(new InferenceError("the inference thread crashed"));
+    await runA;
+    expect(await store.get("job_taken")).toMatchObject({ status: "running", runs: 2 });
+    expect(a.dispatched).toEqual([]);
+    openB();
+    await runB;
+    expect(await store.get("job_taken")).toMatchObject({ status: "succeeded", runs: 2 });
   });
 });
 

@@ -13,7 +13,7 @@ import type { Admission, TranscriptionService } from "../transcription-service.t
 import type { CallbackSender } from "../webhooks/delivery.ts";
 import type { InputBlobs } from "./blobs.ts";
 import { newCallback } from "./records.ts";
-import { isFinal, type DeliveryOutcome, type Dispatch, type JobDispatcher, type JobRecord, type JobStatus, type JobStore } from "./ports.ts";
+import { isFinal, queuedSince, type DeliveryOutcome, type Dispatch, type JobDispatcher, type JobRecord, type JobStatus, type JobStore } from "./ports.ts";
 
 /** The job was canceled by its owner; not a failure. */
 class JobCanceled extends Error {
@@ -169,10 +169,12 @@ export class JobRunner {
       });
     }
     const job = await this.deps.store.get(id);
-    if (!job || isFinal(job) || this.running.has(id)) return "skipped";
-    // Redelivered while an instance still holds its lease: it may be running, or it may have died
-    // and its lease not expired yet. Look again later rather than drop it or run it twice.
-    if (job.status === "running" && (await this.heldElsewhere(id))) {
+    if (!job || isFinal(job)) return "skipped";
+    // Redelivered while it runs, here or on an instance that still holds its lease (which may have
+    // died, its lease not expired yet): looked at again later rather than dropped or run twice.
+    // Here too: QStash sends a message again when its delivery outlasts the response time, and
+    // answered as done, the repeat left no message behind the job should this instance die.
+    if (this.running.has(id) || (job.status === "running" && (await this.heldElsewhere(id)))) {
       await this.defer(job, attempt, { mayGiveUp: false });
       return "deferred";
     }
@@ -199,7 +201,7 @@ export class JobRunner {
   async redeliver(id: string, attempt: number): Promise<"redelivered" | "failed" | "skipped"> {
     const job = await this.deps.store.get(id);
     if (!job || isFinal(job)) return "skipped";
-    const waited = Date.now() - Date.parse(job.createdAt);
+    const waited = Date.now() - Date.parse(queuedSince(job));
     // A job an instance still runs is not waiting: its age says nothing of whether it will finish.
     const running = job.status === "running" && (await this.heldElsewhere(id));
     if (waited > this.deps.maxWaitMs && !running) {
@@ -217,9 +219,9 @@ export class JobRunner {
   async failStranded(now = new Date()): Promise<number> {
     if (!this.deps.strandable) return 0;
     const before = now.getTime() - this.deps.maxWaitMs - STRANDED_AFTER_MAX_WAIT_MS;
-    const stranded = (await this.deps.store.unfinished()).filter((job) => job.status === "queued" && Date.parse(job.createdAt) < before);
+    const stranded = (await this.deps.store.unfinished()).filter((job) => job.status === "queued" && Date.parse(queuedSince(job)) < before);
     for (const job of stranded) {
-      const waited = Math.round((now.getTime() - Date.parse(job.createdAt)) / 1000);
+      const waited = Math.round((now.getTime() - Date.parse(queuedSince(job))) / 1000);
       await this.finish(job.id, { status: "failed", error: { code: "unavailable", message: `No instance took the job in ${waited} s; it was given up.` } });
     }
     return stranded.length;
@@ -254,12 +256,13 @@ export class JobRunner {
 
   /**
    * No room: the message is answered (so QStash's retry budget is not spent on waiting) and the job is
-   * published again with a growing delay, up to maxWaitMs in all; then it fails rather than wait forever.
+   * published again with a growing delay, up to maxWaitMs in all since it last went into the line (a
+   * long job handed back at a deploy has the whole wait again); then it fails rather than wait forever.
    * A job another instance is running is looked at again without that limit: a long file can run for
    * longer, and if its instance dies, its lease expires and the next look runs it.
    */
   private async defer(job: JobRecord, attempt: number, { mayGiveUp = true } = {}): Promise<void> {
-    const waited = Date.now() - Date.parse(job.createdAt);
+    const waited = Date.now() - Date.parse(queuedSince(job));
     if (mayGiveUp && waited > this.deps.maxWaitMs) {
       await this.finish(job.id, { status: "failed", error: { code: "rate_limited", message: `No capacity for ${Math.round(waited / 1000)} s; the job was given up.` } });
       return;
@@ -269,7 +272,7 @@ export class JobRunner {
   }
 
   private dispatch(job: JobRecord, reason: Dispatch["reason"], options: { attempt?: number; delaySeconds?: number } = {}): Promise<void> {
-    return this.deps.dispatcher.dispatch({ jobId: job.id, reason, runs: job.runs, attempt: options.attempt ?? 1, delaySeconds: options.delaySeconds });
+    return this.deps.dispatcher.dispatch({ jobId: job.id, reason, runs: job.runs, queuedAt: queuedSince(job), attempt: options.attempt ?? 1, delaySeconds: options.delaySeconds });
   }
 
   /**
@@ -279,6 +282,8 @@ export class JobRunner {
   private async run(seen: JobRecord, signal: AbortSignal, transcription: TranscriptionService, admitted?: Admission): Promise<void> {
     const { id } = seen;
     let scratch: string | null = null;
+    /** The job's runs once this run's claim is written: while the record still shows them, the job is this run's. */
+    let claimedRuns: number | null = null;
     try {
       const maxRuns = this.deps.maxRuns ?? 3;
       let claimed = false;
@@ -293,6 +298,7 @@ export class JobRunner {
         return claimed && !exhausted ? { ...j, status: "running", startedAt: new Date().toISOString(), runs: j.runs + 1 } : j;
       });
       if (!job || !claimed) return;
+      claimedRuns = job.runs;
       if (exhausted) {
         // Every run it had ended with its process, not with an error (a failed run either runs again
         // below its limit or fails): running it again would take the next instance down too.
@@ -342,7 +348,7 @@ export class JobRunner {
       );
       await this.finish(id, { status: "succeeded", result, progress: { doneSeconds: result.duration, totalSeconds: result.duration } });
     } catch (err) {
-      await this.settleFailure(id, err, signal).catch((unsaved: unknown) => {
+      await this.settleFailure(id, err, signal, claimedRuns).catch((unsaved: unknown) => {
         // Neither its outcome nor its hand-back could be written (the store is unreachable): the
         // delivery fails, so that it comes again (from QStash after its backoff, from the embedded
         // line after a pause) rather than leave a job that says "running" with nothing to move it.
@@ -356,15 +362,25 @@ export class JobRunner {
     }
   }
 
-  private async settleFailure(id: string, err: unknown, signal: AbortSignal): Promise<void> {
+  private async settleFailure(id: string, err: unknown, signal: AbortSignal, claimedRuns: number | null): Promise<void> {
     if (err instanceof JobCanceled || (signal.aborted && signal.reason instanceof JobCanceled)) {
       await this.finish(id, { status: "canceled" });
       return;
     }
+    // The claim itself was not written (the store did not answer): the run never had the job, and
+    // its delivery fails so that it comes again.
+    if (claimedRuns === null) throw err;
     const job = await this.deps.store.get(id);
     // Final already: canceled on another instance before this one noticed, or finished by a write
     // whose answer was lost. It stays as it is.
     if (!job || isFinal(job)) return;
+    if (!this.owns(job, claimedRuns)) {
+      // Taken over: a delivery found it running with no lease (this instance's lost in a store outage,
+      // or given back at a shutdown) and another run has it now. Requeued or failed from here, it ran
+      // twice at once, or failed under a run about to finish it; its end is that run's to write.
+      this.deps.log.warn({ jobId: id, runs: job.runs, claimedRuns, err: (err as Error)?.message }, "job taken over by another run: this run's failure is not written");
+      return;
+    }
     if (this.stopped) {
       // Handed back: the next process runs it again, or in cluster mode another instance. The run
       // was cut short by the shutdown, not ended by the job: it is not one of its runs.
@@ -394,32 +410,46 @@ export class JobRunner {
     }
     const error = known && known.code !== "internal" ? { code: known.code, message: known.message } : { code: "internal", message: "The job failed on the server." };
     if (error.code === "internal" || known instanceof StorageFull) this.deps.log.error({ jobId: id, err: (err as Error)?.stack ?? String(err) }, "job failed");
-    await this.finish(id, { status: "failed", error });
+    await this.finish(id, { status: "failed", error }, (j) => this.owns(j, claimedRuns));
+  }
+
+  /** Whether the job is still the run's that claimed it at `claimedRuns` runs. */
+  private owns(job: JobRecord, claimedRuns: number): boolean {
+    return job.status === "running" && job.runs === claimedRuns;
   }
 
   /**
-   * Back in line. The line, not the record, keeps a job moving: a status that cannot be written (a
-   * full disk) leaves the record saying queued or running, either of which a delivery runs, so the
-   * job is sent on all the same.
+   * Back in line, from the run that has it (`job` as that run last read it). The line, not the
+   * record, keeps a job moving: a status that cannot be written (a full disk) leaves the record
+   * saying queued or running, either of which a delivery runs, so the job is sent on all the same.
    */
   private async requeue(job: JobRecord, reason: Dispatch["reason"], options: { delaySeconds: number; refundRun?: boolean }): Promise<void> {
+    const queuedAt = new Date().toISOString();
+    let ours = false;
     const latest = await this.deps.store
-      .update(job.id, (j) => (isFinal(j) ? j : { ...j, status: "queued", ...(options.refundRun ? { runs: Math.max(0, j.runs - 1) } : {}) }))
+      .update(job.id, (j) => {
+        // Set on every call: a shared store may run the change again after a conflict.
+        ours = this.owns(j, job.runs);
+        return ours ? { ...j, status: "queued", queuedAt, ...(options.refundRun ? { runs: Math.max(0, j.runs - 1) } : {}) } : j;
+      })
       .catch((err: Error) => this.deps.log.warn({ jobId: job.id, err: err.message }, "job state not saved; the job is sent on as it is"));
-    if (latest && isFinal(latest)) return;
-    await this.dispatch(job, reason, options);
+    // Final, or taken over by another run meanwhile.
+    if (latest && !ours) return;
+    await this.dispatch(latest ?? { ...job, queuedAt }, reason, options);
   }
 
   /**
    * Moves a job to a final status once; only that transition frees its input and sends its callback.
    * The pending callback is written in the same update as the final status (an outbox on the job),
    * so no crash between the two can leave a finished job whose callback nobody will ever send.
+   * `allowed` may refuse the transition on the record as it is then (a run's failure, once another
+   * run has taken the job over).
    */
-  private async finish(id: string, change: Partial<JobRecord> & { status: JobStatus }): Promise<JobRecord | null> {
+  private async finish(id: string, change: Partial<JobRecord> & { status: JobStatus }, allowed: (job: JobRecord) => boolean = () => true): Promise<JobRecord | null> {
     let transitioned = false;
     // A shared store may run the change again after a conflict, so the flag is set on every run.
     const job = await this.deps.store.update(id, (j) => {
-      transitioned = !isFinal(j);
+      transitioned = !isFinal(j) && allowed(j);
       if (!transitioned) return j;
       const finished: JobRecord = { ...j, ...change, finishedAt: new Date().toISOString() };
       if (finished.request.callbackUrl && !finished.callback) finished.callback = newCallback();
