@@ -69,6 +69,8 @@ interface Row {
   sampling: CandidateGroup | null;
   /** Other streams' windows encoded while this one was ready and waiting to start. */
   waited: number;
+  /** Decoded again at a hotter temperature (Whisper's fallback): it had its wait for its file's next windows at its first decode. */
+  redecode: boolean;
   /** Until when (performance.now()) it may wait for its stream's next window, with nothing to encode. */
   holdUntil: number;
   /** When its encoder run ended (performance.now()). */
@@ -265,6 +267,7 @@ export class BatchDecoder {
         bestOf: Math.max(1, options.bestOf ?? 1),
         beamSize: Math.max(1, options.beamSize ?? 1),
         waited: 0,
+        redecode: false,
         holdUntil: 0,
         readyAt: 0,
         resolve,
@@ -547,6 +550,11 @@ export class BatchDecoder {
   }
 
   private isHeld(row: Row, now: number): boolean {
+    // A window waits for its file's next windows once, at its first decode. Held again after each
+    // fallback, a window waited 300 ms per temperature; and a candidate (a best_of sample, a beam)
+    // waiting while its siblings decoded left the rows they freed idle: what it waited for was
+    // itself, its window's rows, not the file's next window.
+    if (row.group || row.redecode) return false;
     if (this.decoding(row.stream)) return now < Math.max(row.holdUntil, row.readyAt + MAX_DECODING_HOLD_MS);
     return row.holdUntil > now && this.following.has(row.stream);
   }
@@ -790,6 +798,7 @@ export class BatchDecoder {
     if ((ratio > th.compressionRatio || unsure) && !silent && window.hotter.length > 0) {
       this.stats.fallbacks++;
       window.waited = 0;
+      window.redecode = true;
       this.decodeAt(window, encoded(), window.hotter.shift()!);
       return true;
     }

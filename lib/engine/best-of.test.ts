@@ -32,6 +32,31 @@ function asCandidate(out: WindowOutput, eos: number): { generated: number[]; log
   return { generated, logprobs: [out.avgLogprob * generated.length] };
 }
 
+/**
+ * Watches the decoder between its calls until `done` settles: the calls during which one of two rows
+ * decoded while rows waited to start, and, once a window has fallen back, the turns of the event
+ * loop it sat with rows ready and none decoding (a hold).
+ */
+async function watchRows(inference: Inference, done: Promise<unknown>): Promise<{ callsWithRowFree: number; idleTurnsAfterFallback: number }> {
+  const decoder = inference.decoder as unknown as { cohorts: { rows: unknown[] }[]; ready: unknown[]; stats: { decoderCalls: number; fallbacks: number } };
+  let settled = false;
+  void done.finally(() => (settled = true)).catch(() => undefined);
+  const callsWithRowFree = new Set<number>();
+  const fallbacksBefore = decoder.stats.fallbacks;
+  let idleTurnsAfterFallback = 0;
+  while (!settled) {
+    await new Promise((resolve) => setImmediate(resolve));
+    const decoding = decoder.cohorts.reduce((n, c) => n + c.rows.length, 0);
+    if (decoding === 1 && decoder.ready.length > 0) callsWithRowFree.add(decoder.stats.decoderCalls);
+    if (decoding === 0 && decoder.ready.length > 0 && decoder.stats.fallbacks > fallbacksBefore) idleTurnsAfterFallback++;
+  }
+  return { callsWithRowFree: callsWithRowFree.size, idleTurnsAfterFallback };
+}
+
+/** A window of a file that says more of the file follows (none does). */
+const followedWindow = (inference: Inference, spec: ModelSpec, options: Omit<WindowOptions, "task">) =>
+  inference.transcribeWindow("followed", { model: spec, samples: stutter(), options: { task: "transcribe", ...options }, followed: true });
+
 describe("best_of", () => {
   it("keeps the candidate Whisper's ranker prefers among decodes sampled with generators seeded from the window's", async () => {
     const { spec, inference } = await loaded();
@@ -94,6 +119,29 @@ describe("best_of", () => {
     expect(outs).toEqual([expected, expected]);
     expect(inference.decoder.stats.candidates).toBe(10);
     expect(inference.decoder.stats.largestBatch).toBe(2);
+  });
+
+  it("starts candidates beyond the rows as rows free, in a window that says more of its file follows too", async () => {
+    const { spec, inference } = await loaded(2);
+    const expected = await decode(inference, spec, { temperatures: [0.6], seed: 99, bestOf: 5 });
+    const out = followedWindow(inference, spec, { temperatures: [0.6], seed: 99, bestOf: 5 });
+    const { callsWithRowFree } = await watchRows(inference, out);
+    expect(await out).toEqual(expected);
+    // Each of the three that wait starts as soon as a row is free. Held while their siblings
+    // decoded, they left a freed row idle for 13 calls of 32.
+    expect(callsWithRowFree).toBeLessThanOrEqual(3);
+  });
+
+  it("decodes a window again at once after each fallback, though it says more of its file follows", async () => {
+    const { spec, inference } = await loaded();
+    const expected = await decode(inference, spec, { seed: 3 });
+    expect(expected.temperature).toBeGreaterThan(0.2);
+    const out = followedWindow(inference, spec, { seed: 3 });
+    const { idleTurnsAfterFallback } = await watchRows(inference, out);
+    expect(await out).toEqual(expected);
+    // At most the turn between each of its 4 fallbacks and its start. Held again for its file's next
+    // window after each one, it sat 300 ms per temperature.
+    expect(idleTurnsAfterFallback).toBeLessThanOrEqual(4);
   });
 
   it("removes every candidate of a canceled window", async () => {

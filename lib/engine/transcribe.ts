@@ -148,7 +148,9 @@ export async function transcribePcm(params: TranscribeParams): Promise<Transcrip
     const signal = params.signal ? AbortSignal.any([params.signal, abort.signal]) : abort.signal;
     // More audio follows: the next window comes as soon as it is found and has a slot, and this one
     // may wait a little to decode with it.
-    const output = window.silent ? Promise.resolve(null) : decode(window.samples, signal, window.cut);
+    // With one window in flight the next is read only once this one is decoded: told that another
+    // follows, the decoder held each window 300 ms for a window that could not come.
+    const output = window.silent ? Promise.resolve(null) : decode(window.samples, signal, window.cut && parallel > 1);
     // Marked handled here; settle() still sees the failure when it takes this window.
     output.catch(() => undefined);
     inFlight.push({ samples: window.samples, pieces: window.pieces, cut: window.cut, abort, output });
