@@ -344,7 +344,10 @@ export class BatchDecoder {
   }
 
   private async loop(): Promise<void> {
-    while (this.encodeQueue.length || this.ready.length || this.cohorts.length) {
+    for (;;) {
+      // Canceled rows leave before anything is chosen; with them gone, nothing may be left.
+      this.dropCanceled();
+      if (!(this.encodeQueue.length || this.ready.length || this.cohorts.length)) break;
       // One reading of the clock for the holds and the wait: a hold that ended between a check that
       // found a window held and the wait's deadlines was in neither, and the loop slept until some
       // other window came.
@@ -661,10 +664,19 @@ export class BatchDecoder {
     return `${row.request.model.id}@${row.request.model.dtype}`;
   }
 
+  /**
+   * Drops canceled rows from every cohort. Left until their own cohort's next step, they held rows
+   * of the budget and their state while other files decoded: a cohort of a file served more than the
+   * others is stepped only once they have caught up, and a newcomer found no row free meanwhile.
+   */
+  private dropCanceled(): void {
+    for (const cohort of [...this.cohorts]) {
+      const canceled = new Set([...cohort.rows.keys()].filter((i) => cohort.rows[i]!.canceled));
+      if (canceled.size > 0) this.dropRows(cohort, canceled);
+    }
+  }
+
   private async step(cohort: Cohort): Promise<void> {
-    const canceled = new Set([...cohort.rows.keys()].filter((i) => cohort.rows[i]!.canceled));
-    if (canceled.size > 0) this.dropRows(cohort, canceled);
-    if (cohort.rows.length === 0) return;
     try {
       const { logits, attention } = await cohort.model.step(
         cohort.state,

@@ -247,6 +247,42 @@ describe("a canceled file", () => {
   });
 });
 
+describe("a canceled window's rows", () => {
+  it("leave their cohort before the next call, though another file's cohort is the one stepped, and free their rows for a newcomer", async () => {
+    const model = await generateModel({ kind: "micro", out: DEFAULT_MODELS_DIR });
+    const spec = { id: model.id, dtype: "q8" as const };
+    const inference = createInference({ ...init, rows: 3 });
+    await inference.load(spec);
+    // The micro model says the stutter tone's word until the length limit: windows that decode long.
+    const stutter = () => synthesize(microTones([{ silence: 1 }, { word: STUTTER_TONE.word, seconds: 6 }]));
+    const decoder = inference.decoder;
+    const cohorts = (decoder as unknown as { cohorts: { rows: { canceled: boolean; stream: string }[] }[] }).cohorts;
+    const abort = new AbortController();
+    const first = [0, 1].map(() => window(inference, spec, stutter(), "first", abort.signal));
+    for (const w of first) w.catch(() => undefined);
+    // "first" is served well ahead of "second" by the time "second" starts: its cohort is stepped
+    // only once "second" has caught up.
+    await expect.poll(() => decoder.stats.decoderCalls, { interval: 1, timeout: 60_000 }).toBeGreaterThan(40);
+    const second = window(inference, spec, stutter(), "second");
+    await expect.poll(() => decoder.stats.activeRows, { interval: 1, timeout: 60_000 }).toBe(3);
+    abort.abort();
+    await expect(first[0]).rejects.toBeInstanceOf(WindowCanceled);
+    const callsAtCancel = decoder.stats.decoderCalls;
+    const newcomer = window(inference, spec, synthesize(microTones([{ word: "bravo", seconds: 3 }])), "newcomer");
+    let lingered = 0;
+    let newcomerStarted = false;
+    while (!newcomerStarted || cohorts.some((c) => c.rows.some((r) => r.canceled))) {
+      await new Promise((resolve) => setImmediate(resolve));
+      if (cohorts.some((c) => c.rows.some((r) => r.canceled))) lingered = decoder.stats.decoderCalls - callsAtCancel;
+      newcomerStarted ||= cohorts.some((c) => c.rows.some((r) => r.stream === "newcomer"));
+    }
+    // At most the call that was running when the cancel came; before, they stayed 40 calls.
+    expect(lingered).toBeLessThanOrEqual(1);
+    await Promise.all([second, newcomer]);
+    expect(decoder.stats.activeRows).toBe(0);
+  });
+});
+
 describe("a file's windows found one after another", () => {
   const followedWindow = (inference: Inference, spec: ModelSpec, samples: Float32Array, stream: string, followed: boolean) =>
     inference.transcribeWindow(stream, { model: spec, samples, options: { task: "transcribe" }, followed });
