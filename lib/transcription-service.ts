@@ -212,7 +212,11 @@ export class TranscriptionService {
     });
   }
 
-  /** Transcribes a local media file, waiting for room as `wait` says unless room is already held. */
+  /**
+   * Transcribes a local media file, waiting for room as `wait` says unless room is already held.
+   * Room it took is given back when it ends; room the caller brought stays the caller's to give
+   * back (a job's run holds its lease until the job's outcome is stored).
+   */
   async transcribeFile(path: string, request: TranscribeRequest, room: { wait: AdmissionWait } | { admitted: Admission } = { wait: "queue" }): Promise<Transcript> {
     // Before the model's load, which may be a download, for a request refused whatever the model.
     assertTunable(this.deps.vad, request.speechDetection);
@@ -232,7 +236,8 @@ export class TranscriptionService {
 
     const synchronous = "wait" in room && room.wait === "queue";
     const waiting = synchronous ? anyOf(request.signal, this.shutdown.waiting.signal) : request.signal;
-    const admitted = "admitted" in room ? room.admitted : await this.admit(request.id, room.wait, waiting);
+    const brought = "admitted" in room;
+    const admitted = brought ? room.admitted : await this.admit(request.id, room.wait, waiting);
     if (!admitted) throw new DomainError("rate_limited", "No room on this instance right now.", { retryAfterSeconds: this.retryAfterSeconds() });
     const started = performance.now();
     let reported = 0;
@@ -285,7 +290,7 @@ export class TranscriptionService {
       throw abort.signal.aborted && abort.signal.reason instanceof DomainError ? abort.signal.reason : err;
     } finally {
       stopping?.removeEventListener("abort", onAbort);
-      await admitted.release();
+      if (!brought) await admitted.release();
     }
   }
 
