@@ -133,6 +133,7 @@ function fakes(
           if (state.queueFull) throw full();
         },
         submit: async (record) => (state.submitted.push(record), { job: record, created: true }),
+        replayed: async (job) => job,
         cancel: async (id) => state.jobs.get(id) ?? null,
       },
       catalog: { resolve: (name = "m") => ({ name, id: name, dtype: "q8" }), timestamped: () => null },

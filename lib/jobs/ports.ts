@@ -63,6 +63,12 @@ export interface JobRecord {
   requestDigest?: string;
   createdAt: string;
   /**
+   * Where its submission stands until its first message is out: "dispatching" from its creation,
+   * "refused" when that message could not be sent and the job is being removed (its client is told
+   * 503). Absent once the message is out, as on jobs stored before it was kept.
+   */
+  submission?: "dispatching" | "refused";
+  /**
    * When it last went into the line: submitted, or back after a hand-back, a retry or a full disk.
    * How long it may wait for room counts from here, and its messages from here on are new ones.
    * Absent on jobs stored before it was kept: createdAt stands for it.

@@ -46,6 +46,7 @@ export function jobProblem(value: unknown): string | null {
   if (value.expiresAt !== undefined && !isTimestamp(value.expiresAt)) return "expiresAt is not a timestamp";
   if (value.idempotencyKey !== undefined && typeof value.idempotencyKey !== "string") return "idempotencyKey is not a string";
   if (value.requestDigest !== undefined && typeof value.requestDigest !== "string") return "requestDigest is not a string";
+  if (value.submission !== undefined && value.submission !== "dispatching" && value.submission !== "refused") return "submission is malformed";
   if (!isObject(value.request)) return "request is missing";
   const input = value.input;
   if (!isObject(input)) return "input is missing";

@@ -8,6 +8,7 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { EmbeddedLeaseStore } from "../admission/embedded-lease-store.ts";
 import { Limiter } from "../admission/limiter.ts";
 import { InferenceError } from "../engine/engine.ts";
+import { deferred } from "../deferred.ts";
 import { DomainError } from "../errors.ts";
 import { createLogger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
@@ -500,6 +501,69 @@ describe("a submission its dispatcher refuses", () => {
     const retried = await jobs.submit({ ...job, id: "job_retried" });
     expect(retried).toMatchObject({ created: true, job: { id: "job_retried", status: "queued" } });
     expect(dispatched).toEqual(["job_retried"]);
+  });
+});
+
+describe("a replay of an idempotency key while its submission is still sending the job's message", () => {
+  /** A QStash-like dispatcher whose sends wait for the gates given in turn; a gate that rejects fails its send. */
+  async function submitting(gates: Promise<void>[]) {
+    const { dataDir, store } = await storeInTempDir();
+    const sending: string[] = [];
+    const sent: string[] = [];
+    const dispatcher = qstashLike(async (d) => {
+      sending.push(deduplicationId(d));
+      await gates.shift();
+      sent.push(deduplicationId(d));
+    });
+    const jobs = runner(store, dataDir, NO_CALLBACKS, undefined, 10, { dispatcher });
+    await jobs.start();
+    cleanups.push(() => jobs.stop());
+    const job = { ...(await queuedUpload(dataDir, "job_keyed")), idempotencyKey: "order-8" };
+    const first = jobs.submit(job);
+    first.catch(() => undefined);
+    // What JobService does with a request carrying a key it finds.
+    const found = () =>
+      vi.waitFor(async () => {
+        const job = await store.findByIdempotencyKey("order-8");
+        if (!job) throw new Error("not stored yet");
+        return job;
+      });
+    return { store, sending, sent, first, replay: async () => jobs.replayed(await found()) };
+  }
+  const gate = () => deferred<void>();
+
+  it("sends the message itself, under the same deduplication id, and the job stands when the submission's own send fails", async () => {
+    const firstSend = gate();
+    const { store, sent, first, replay } = await submitting([firstSend.promise, Promise.resolve()]);
+    expect(await replay()).toMatchObject({ id: "job_keyed", status: "queued" });
+    firstSend.reject(new DomainError("unavailable", "The job could not be handed to QStash; retry shortly."));
+    expect(await first).toMatchObject({ created: true, job: { id: "job_keyed", status: "queued" } });
+    expect(await store.get("job_keyed")).toMatchObject({ status: "queued" });
+    expect(await store.findByIdempotencyKey("order-8")).toMatchObject({ id: "job_keyed" });
+    expect(sent).toEqual([`job_keyed:submitted:${Date.parse((await store.get("job_keyed"))!.createdAt)}:0:1`]);
+  });
+
+  it("is refused with 503, as its submission is, when that submission's send fails first; the key is then free", async () => {
+    const firstSend = gate();
+    const replaySend = gate();
+    const { store, sending, first, replay: replayed } = await submitting([firstSend.promise, replaySend.promise]);
+    const replay = replayed();
+    replay.catch(() => undefined);
+    await vi.waitFor(() => expect(sending).toHaveLength(2));
+    firstSend.reject(new DomainError("unavailable", "The job could not be handed to QStash; retry shortly."));
+    await expect(first).rejects.toMatchObject({ code: "unavailable" });
+    replaySend.resolve();
+    await expect(replay).rejects.toMatchObject({ code: "unavailable", retryable: true });
+    expect(await store.get("job_keyed")).toBeNull();
+    expect(await store.findByIdempotencyKey("order-8")).toBeNull();
+  });
+
+  it("answers with the job, without sending again, once the submission's message is out", async () => {
+    const { store, sent, first, replay } = await submitting([Promise.resolve()]);
+    await first;
+    expect(await replay()).toMatchObject({ id: "job_keyed", status: "queued" });
+    expect(sent).toHaveLength(1);
+    expect((await store.get("job_keyed"))!.submission).toBeUndefined();
   });
 });
 

@@ -35,6 +35,8 @@ function isRetryable(err: unknown): boolean {
 const FULL_QUEUE_RETRY_AFTER_SECONDS = 30;
 /** A delivery that reached an api instance can go to a worker at once. */
 const MISROUTED_DELIVERY_RETRY_AFTER_SECONDS = 5;
+/** A replay whose job's submission was refused: the key is free again once that job is removed. */
+const REFUSED_REPLAY_RETRY_AFTER_SECONDS = 5;
 /**
  * How long past JOB_MAX_WAIT a queued job must be to have no message behind it: QStash retries a
  * delivery no instance answers for about half an hour before it reports it failed, and a delivery,
@@ -114,25 +116,66 @@ export class JobRunner {
     // count the same free places (8 uploads at once into a queue of 2 were all accepted).
     const stored = this.admitting.then(async () => {
       await this.assertRoom();
-      return this.deps.store.create(job);
+      return this.deps.store.create({ ...job, submission: "dispatching" });
     });
     this.admitting = stored.catch(() => undefined);
     const result = await stored;
-    if (!result.created) return result;
+    if (!result.created) return { job: await this.replayed(result.job), created: false };
     try {
       await this.dispatch(result.job, "submitted");
     } catch (err) {
       // The client is told 503, so nothing of the submission is kept: the job expires at once, and its
       // idempotency key with it, so that the retry the 503 asks for creates the job anew. No callback:
-      // the job never was.
+      // the job never was. Unless a replay of its key sent the message meanwhile: then the job stands.
       const now = new Date();
-      await this.deps.store
-        .update(job.id, (j) => ({ ...j, status: "failed", error: { code: "unavailable", message: "The job could not be queued." }, expiresAt: now.toISOString() }))
-        .then(() => this.deps.store.sweep(now))
-        .catch((e: Error) => this.deps.log.warn({ jobId: job.id, err: e.message }, "a job refused at submission is left to expire"));
-      throw err;
+      let refused = false;
+      const latest = await this.deps.store
+        .update(job.id, (j) => {
+          // Set on every call: a shared store may run the change again after a conflict.
+          refused = j.submission === "dispatching" && j.status === "queued";
+          return refused
+            ? { ...j, status: "failed", submission: "refused", error: { code: "unavailable", message: "The job could not be queued." }, expiresAt: now.toISOString() }
+            : j;
+        })
+        .then(async (latest) => {
+          if (refused) await this.deps.store.sweep(now);
+          return latest;
+        })
+        .catch((e: Error) => {
+          refused = true;
+          this.deps.log.warn({ jobId: job.id, err: e.message }, "a job refused at submission is left to expire");
+          return null;
+        });
+      if (refused || !latest) throw err;
+      return { job: latest, created: true };
     }
-    return result;
+    return { job: (await this.dispatched(job.id)) ?? withoutSubmission(result.job), created: true };
+  }
+
+  /**
+   * The job a repeated idempotency key found, once its message is out. Found while its own
+   * submission is still sending that message, the replay sends it too (the same deduplication id, so
+   * one message), rather than answer 202 for a job the submission's failure would then remove.
+   */
+  async replayed(job: JobRecord): Promise<JobRecord> {
+    if (job.submission === undefined) return job;
+    const latest = job.submission === "dispatching" ? await this.dispatch(job, "submitted").then(() => this.dispatched(job.id)) : job;
+    if (!latest || latest.submission === "refused") {
+      throw new DomainError("unavailable", "The job could not be queued; retry shortly.", { retryAfterSeconds: REFUSED_REPLAY_RETRY_AFTER_SECONDS });
+    }
+    return latest;
+  }
+
+  /** Records that the job's first message is out; the job as it then stands (null if gone). */
+  private async dispatched(id: string): Promise<JobRecord | null> {
+    return this.deps.store
+      .update(id, (j) => (j.submission === "dispatching" ? withoutSubmission(j) : j))
+      .catch((err: Error) => {
+        // Its message is out all the same; a replay that finds it still dispatching sends it again,
+        // under the same deduplication id.
+        this.deps.log.warn({ jobId: id, err: err.message }, "a job's dispatch was not recorded");
+        return null;
+      });
   }
 
   async cancel(id: string): Promise<JobRecord | null> {
@@ -355,8 +398,8 @@ export class JobRunner {
         throw new DomainError("unavailable", `Job ${id}: its state could not be saved; it is delivered again.`, { cause: unsaved, retryAfterSeconds: 5 });
       });
     } finally {
-      // The transcription gives the room back as soon as it ends; a run that ended before it (a
-      // download that failed, a model refused) gives it back here.
+      // Only once the outcome is stored: a repeated delivery that found the job running without its
+      // lease would take it for a job whose instance died, and run it again.
       await admitted?.release();
       if (scratch) await rm(scratch, { recursive: true, force: true });
     }
@@ -472,4 +515,9 @@ export class JobRunner {
     }
     return job;
   }
+}
+
+function withoutSubmission(job: JobRecord): JobRecord {
+  const { submission: _, ...rest } = job;
+  return rest;
 }

@@ -32,7 +32,7 @@ export interface SubmitOptions {
 export interface JobServiceDeps {
   store: Pick<JobStore, "findByIdempotencyKey">;
   blobs: InputBlobs;
-  runner: Pick<JobRunner, "assertRoom" | "submit" | "cancel">;
+  runner: Pick<JobRunner, "assertRoom" | "submit" | "replayed" | "cancel">;
   catalog: Pick<ModelCatalog, "resolve" | "timestamped">;
   policy: OutboundPolicy;
   webhookSecrets: Buffer[];
@@ -63,7 +63,7 @@ export class JobService {
       if (existing) {
         const submission = await readBody({ hashUpload: true });
         if (submission.source.kind === "upload") await rm(submission.source.path, { force: true });
-        return { job: sameRequest(existing, requestDigest(submission)), created: false };
+        return { job: await this.deps.runner.replayed(sameRequest(existing, requestDigest(submission))), created: false };
       }
     }
     await this.deps.runner.assertRoom();
