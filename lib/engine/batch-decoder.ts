@@ -147,6 +147,15 @@ const MAX_CATCH_UP_STEPS = 48;
 const NEW_FILE_CREDIT_MS = 1000;
 
 /**
+ * How long a file whose last window said more follows keeps what it has been served while it has
+ * nothing here: its next window may wait seconds for a slot. Forgotten between windows, a file
+ * decoding one window at a time (plans of 1-2 slots) was new again at each, NEW_FILE_CREDIT_MS ahead
+ * of a short clip that arrived before it. The bound forgets a file whose transcription ended between
+ * windows, which the engine never hears of.
+ */
+const FOLLOWER_MEMORY_MS = 60_000;
+
+/**
  * How long a window waits for features computed elsewhere before its encoder computes them itself
  * (about 35 ms on the inference thread): they come within milliseconds, and a window must never wait
  * on another thread for good.
@@ -214,6 +223,8 @@ export class BatchDecoder {
   private readonly idlers: (() => void)[] = [];
   /** Streams whose last window said more follows (see MAX_HOLD_MS). */
   private readonly following = new Set<string>();
+  /** Of those, the ones with nothing here, and since when (see FOLLOWER_MEMORY_MS). */
+  private readonly between = new Map<string, number>();
   /** Ends the loop's wait for held windows' followers. */
   private wake: (() => void) | null = null;
   readonly stats: DecoderStats = { encoderRuns: 0, decoderCalls: 0, rowSteps: 0, largestBatch: 0, activeRows: 0, fallbacks: 0, candidates: 0, merges: 0 };
@@ -273,6 +284,11 @@ export class BatchDecoder {
         resolve,
         reject,
       };
+      // A file back with its next window is served from what it had, but never less than a newcomer.
+      if (this.between.has(stream)) {
+        this.usage.set(stream, Math.max(this.usage.get(stream) ?? 0, this.newcomerUsage()));
+        this.between.delete(stream);
+      }
       if (request.followed) this.following.add(stream);
       else this.following.delete(stream);
       const onAbort = () => this.cancel(row);
@@ -297,11 +313,7 @@ export class BatchDecoder {
         },
         (err: Error) => {
           if (row.canceled || row.samples === null) return;
-          const i = this.encodeQueue.indexOf(row);
-          if (i >= 0) this.encodeQueue.splice(i, 1);
-          row.canceled = true;
-          row.reject(err);
-          this.forgetIfDone(row.stream);
+          this.fail([row], err);
           this.kick();
         },
       );
@@ -315,16 +327,41 @@ export class BatchDecoder {
    */
   private cancel(row: Row): void {
     if (row.canceled) return;
-    row.reject(new WindowCanceled());
-    for (const r of [row, ...(row.sampling?.candidates ?? [])]) {
-      r.canceled = true;
-      for (const list of [this.encodeQueue, this.ready]) {
-        const i = list.indexOf(r);
-        if (i >= 0) list.splice(i, 1);
-      }
-    }
-    this.forgetIfDone(row.stream);
+    this.fail([row], new WindowCanceled());
     this.wake?.();
+  }
+
+  /**
+   * Fails the rows' windows. Each window's rows (its best_of samples or beams, wherever they are)
+   * are canceled with it: those waiting leave their lists now, those in cohorts before the next call.
+   * Left, a failed step's window went on decoding its other candidates for nobody.
+   */
+  private fail(rows: Row[], err: Error): void {
+    for (const row of rows) {
+      const window = row.group?.window ?? row;
+      window.reject(err);
+      for (const r of [window, ...(window.sampling?.candidates ?? [])]) {
+        r.canceled = true;
+        for (const list of [this.encodeQueue, this.ready]) {
+          const i = list.indexOf(r);
+          if (i >= 0) list.splice(i, 1);
+        }
+      }
+      this.forget(row.stream);
+    }
+  }
+
+  /**
+   * A failure outside any call's own handling (an allocation compacting or merging a cohort's cache
+   * under memory exhaustion): every window here fails with it, rather than the loop's promise
+   * rejecting with no one to hear it and the windows waiting for good.
+   */
+  private failEverything(err: Error): void {
+    const rows = [...this.encodeQueue.splice(0), ...this.ready.splice(0), ...this.cohorts.flatMap((c) => c.rows)];
+    for (const cohort of this.cohorts.splice(0)) WhisperModel.releaseState(cohort.state);
+    this.stats.activeRows = 0;
+    this.fail(rows, err);
+    this.forgetAll();
   }
 
   /** Resolves when no call is in progress and nothing is left to decode. */
@@ -336,11 +373,13 @@ export class BatchDecoder {
     this.wake?.();
     if (this.running) return;
     this.running = true;
-    void this.loop().finally(() => {
-      this.running = false;
-      if (this.encodeQueue.length || this.ready.length || this.cohorts.length) this.kick();
-      else for (const resolve of this.idlers.splice(0)) resolve();
-    });
+    void this.loop()
+      .catch((err: unknown) => this.failEverything(err instanceof Error ? err : new Error(String(err))))
+      .finally(() => {
+        this.running = false;
+        if (this.encodeQueue.length || this.ready.length || this.cohorts.length) this.kick();
+        else for (const resolve of this.idlers.splice(0)) resolve();
+      });
   }
 
   private async loop(): Promise<void> {
@@ -352,6 +391,7 @@ export class BatchDecoder {
       // found a window held and the wait's deadlines was in neither, and the loop slept until some
       // other window came.
       const now = performance.now();
+      this.forgetLongGone(now);
       const encode = this.nextToEncode();
       const cohort = this.nextCohort();
       // Starting ready windows is a call too (their first decoder call, row by row): it goes in the
@@ -383,9 +423,15 @@ export class BatchDecoder {
       // Lets new windows and cancellations in between calls.
       await new Promise((r) => setImmediate(r));
     }
+    this.forgetAll();
+  }
+
+  /** With nothing left to decode, nothing is owed and no file is remembered. */
+  private forgetAll(): void {
     this.stepDebt = 0;
     this.usage.clear();
     this.following.clear();
+    this.between.clear();
   }
 
   /**
@@ -410,10 +456,20 @@ export class BatchDecoder {
   private usageOf(stream: string): number {
     let usage = this.usage.get(stream);
     if (usage === undefined) {
-      usage = this.usage.size === 0 ? 0 : Math.max(0, Math.min(...this.usage.values()) - NEW_FILE_CREDIT_MS);
+      usage = this.newcomerUsage();
       this.usage.set(stream, usage);
     }
     return usage;
+  }
+
+  /**
+   * Where a file new to the engine starts: NEW_FILE_CREDIT_MS ahead of the least served file with
+   * work here, or of the least served file between windows when none has.
+   */
+  private newcomerUsage(): number {
+    const working = [...this.usage].flatMap(([stream, usage]) => (this.between.has(stream) ? [] : [usage]));
+    const known = working.length > 0 ? working : [...this.usage.values()];
+    return known.length === 0 ? 0 : Math.max(0, Math.min(...known) - NEW_FILE_CREDIT_MS);
   }
 
   private charge(stream: string, ms: number): void {
@@ -422,14 +478,33 @@ export class BatchDecoder {
   }
 
   /**
-   * A file with nothing left here is forgotten: its next window counts as new. Kept, a canceled
-   * file's usage stayed the least while the loop ran on, and every new file started from it rather
-   * than just ahead of the least served running one.
+   * A file with nothing left here is forgotten, its next window counting as new, unless its last
+   * window said more follows (see FOLLOWER_MEMORY_MS). Kept, a canceled file's usage stayed the least
+   * while the loop ran on, and every new file started from it rather than just ahead of the least
+   * served running one.
    */
   private forgetIfDone(stream: string): void {
-    if (this.rowsOf(stream) === 0 && !this.encodeQueue.some((r) => r.stream === stream)) {
-      this.usage.delete(stream);
+    if (this.rowsOf(stream) > 0 || this.encodeQueue.some((r) => r.stream === stream)) return;
+    if (this.following.has(stream)) {
+      this.between.set(stream, performance.now());
+      return;
+    }
+    this.usage.delete(stream);
+    this.between.delete(stream);
+  }
+
+  /** A file whose window failed or was canceled: nothing more of it is coming. */
+  private forget(stream: string): void {
+    this.following.delete(stream);
+    this.forgetIfDone(stream);
+  }
+
+  /** Forgets the files between windows whose next window has not come in FOLLOWER_MEMORY_MS. */
+  private forgetLongGone(now: number): void {
+    for (const [stream, since] of this.between) {
+      if (now - since < FOLLOWER_MEMORY_MS) continue;
       this.following.delete(stream);
+      this.forgetIfDone(stream);
     }
   }
 
@@ -516,7 +591,7 @@ export class BatchDecoder {
         this.decodeAt(row, row.encoded, row.temperature);
       }
     } catch (err) {
-      row.reject(err as Error);
+      this.fail([row], err as Error);
     }
     this.charge(row.stream, performance.now() - started);
   }
@@ -626,7 +701,7 @@ export class BatchDecoder {
         const spent = performance.now() - started;
         for (const r of rows) this.charge(r.stream, spent / rows.length);
       } catch (err) {
-        for (const r of rows) r.reject(err as Error);
+        this.fail(rows, err as Error);
         // Failed in its first step (the pick), after it joined the cohorts: its rows would decode on
         // for windows that have already failed.
         if (cohort && this.cohorts.includes(cohort)) this.dropRows(cohort, new Set(cohort.rows.keys()));
@@ -688,7 +763,7 @@ export class BatchDecoder {
       await this.advance(cohort, logits);
       releaseBuffer(logits[0]!.buffer);
     } catch (err) {
-      for (const r of cohort.rows) r.reject(err as Error);
+      this.fail(cohort.rows, err as Error);
       this.dropRows(cohort, new Set(cohort.rows.keys()));
     }
   }

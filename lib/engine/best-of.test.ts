@@ -2,7 +2,7 @@
  * Whisper's best_of: above temperature 0 a window samples several decodes and keeps the one its ranker
  * prefers, the same whatever the engine's load, within the rows the memory plan holds.
  */
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { synthesize } from "../../tools/audio/synth.ts";
 import { DEFAULT_MODELS_DIR, generateModel } from "../../tools/models/generate.ts";
 import { microTones, STUTTER_TONE } from "../../tools/models/micro.ts";
@@ -10,6 +10,7 @@ import { mulberry32 } from "../random.ts";
 import { WindowCanceled } from "./batch-decoder.ts";
 import { rankCandidates } from "./candidates.ts";
 import type { ModelSpec, WindowOptions, WindowOutput } from "./protocol.ts";
+import { WhisperModel } from "./whisper-model.ts";
 import { createInference, type Inference } from "./worker.ts";
 
 async function loaded(rows?: number): Promise<{ spec: ModelSpec; inference: Inference }> {
@@ -142,6 +143,24 @@ describe("best_of", () => {
     // At most the turn between each of its 4 fallbacks and its start. Held again for its file's next
     // window after each one, it sat 300 ms per temperature.
     expect(idleTurnsAfterFallback).toBeLessThanOrEqual(4);
+  });
+
+  it("fails a window whose decoder call fails, and starts none of its candidates still waiting for a row", async () => {
+    const { spec, inference } = await loaded(2);
+    const failing = decode(inference, spec, { temperatures: [0.6], seed: 99, bestOf: 5 }, "failing");
+    await expect.poll(() => inference.decoder.stats.activeRows, { interval: 1, timeout: 60_000 }).toBe(2);
+    const step = vi.spyOn(WhisperModel.prototype, "step").mockRejectedValueOnce(new Error("the decoder call failed"));
+    try {
+      await expect(failing).rejects.toThrow("the decoder call failed");
+    } finally {
+      step.mockRestore();
+    }
+    const calls = inference.decoder.stats.decoderCalls;
+    await inference.decoder.idle();
+    // The three waiting decoded for nobody, each in a call of its own.
+    expect(inference.decoder.stats.decoderCalls).toBe(calls);
+    expect(inference.decoder.stats.activeRows).toBe(0);
+    expect((await decode(inference, spec, { temperatures: [0.2], seed: 5, bestOf: 2 })).temperature).toBe(0.2);
   });
 
   it("removes every candidate of a canceled window", async () => {

@@ -12,7 +12,7 @@ import { whisperFeatures } from "../audio/log-mel.ts";
 import { WindowCanceled } from "./batch-decoder.ts";
 import { GreedyPicker } from "./greedy-picker.ts";
 import type { ModelSpec, WindowOutput } from "./protocol.ts";
-import type { BatchState } from "./whisper-model.ts";
+import { type BatchState, WhisperModel } from "./whisper-model.ts";
 import { createInference, type Inference } from "./worker.ts";
 
 interface Chunk {
@@ -230,6 +230,37 @@ describe("a cohort whose first step fails", () => {
   });
 });
 
+describe("a failure between the decoder's calls (an allocation merging two cohorts' caches, out of memory)", () => {
+  it("fails the windows decoding with it, and the next window decodes as before", { timeout: 120_000 }, async () => {
+    const { spec, inference } = await loaded("micro", "q8");
+    const stutter = () => synthesize(microTones([{ silence: 1 }, { word: STUTTER_TONE.word, seconds: 6 }]));
+    const mergeStates = vi.spyOn(WhisperModel, "mergeStates").mockImplementationOnce(() => {
+      throw new RangeError("Array buffer allocation failed");
+    });
+    // As in the merge test above: a slow clock keeps the two files served about as much, so their cohorts merge.
+    const real = performance.now.bind(performance);
+    const t0 = real();
+    const clock = vi.spyOn(performance, "now").mockImplementation(() => t0 + (real() - t0) / 1000);
+    try {
+      const first = window(inference, spec, stutter(), "first");
+      first.catch(() => undefined);
+      await expect.poll(() => inference.decoder.stats.decoderCalls, { interval: 1, timeout: 60_000 }).toBeGreaterThan(3);
+      const second = window(inference, spec, stutter(), "second");
+      // The second catches up with the first, and the two merge between calls, where nothing else catches a failure.
+      await expect(first).rejects.toThrow("Array buffer allocation failed");
+      await expect(second).rejects.toThrow("Array buffer allocation failed");
+      expect(mergeStates).toHaveBeenCalledTimes(1);
+    } finally {
+      clock.mockRestore();
+      mergeStates.mockRestore();
+    }
+    await inference.decoder.idle();
+    expect(inference.decoder.stats.activeRows).toBe(0);
+    const bravo = synthesize(microTones([{ word: "bravo", seconds: 3 }]));
+    expect((await window(inference, spec, bravo)).chunks.map((c) => c.text.trim())).toEqual(["bravo"]);
+  });
+});
+
 describe("a canceled file", () => {
   it("is forgotten at once by the scheduler, so a newcomer starts just ahead of the files still running, not from it", async () => {
     const { spec, inference } = await loaded("tiny.en", "fp32");
@@ -402,6 +433,54 @@ describe("a file's windows found one after another", () => {
     } finally {
       clock.mockRestore();
     }
+  });
+});
+
+describe("a file decoding one window at a time (a plan of one or two slots)", () => {
+  it("keeps what it has been served between its windows, is never further behind than a newcomer, and is forgotten when its next window does not come", async () => {
+    const { spec, inference } = await loaded("micro", "q8");
+    const usage = (inference.decoder as unknown as { usage: Map<string, number> }).usage;
+    const next = (word: MicroWord) =>
+      inference.transcribeWindow("one-by-one", { model: spec, samples: synthesize(microTones([{ word, seconds: 8 }])), options: { task: "transcribe" }, followed: true });
+    // Another file decoding all along (the stutter tone decodes to the length limit, then falls back), so the loop runs on.
+    const other = inference.transcribeWindow("other", {
+      model: spec,
+      samples: synthesize(microTones([{ silence: 1 }, { word: STUTTER_TONE.word, seconds: 6 }])),
+      options: { task: "transcribe" },
+    });
+    await expect.poll(() => inference.decoder.stats.activeRows, { interval: 1, timeout: 60_000 }).toBe(1);
+
+    let otherDone = false;
+    void other.then(() => (otherDone = true));
+    expect((await next("alpha")).chunks.map((c) => c.text.trim())).toEqual(["alpha"]);
+    const calls = inference.decoder.stats.decoderCalls;
+    await expect.poll(() => inference.decoder.stats.decoderCalls, { interval: 1, timeout: 60_000 }).toBeGreaterThan(calls + 2);
+    expect(otherDone).toBe(false);
+    // Still known between its windows: forgotten, its next window was new again, NEW_FILE_CREDIT_MS
+    // ahead of the other file, at every window.
+    const served = usage.get("one-by-one");
+    expect(served).toBeGreaterThan(0);
+    // The other file served 10 s more meanwhile (its window waited that long for a slot): the
+    // returning file starts a newcomer's credit (1 s) behind it, not 10 s.
+    usage.set("other", usage.get("other")! + 10_000);
+    const floor = usage.get("other")! - 1000;
+    const bravo = next("bravo");
+    await expect.poll(() => inference.decoder.stats.encoderRuns, { interval: 1, timeout: 60_000 }).toBe(3);
+    expect(usage.get("one-by-one")).toBeGreaterThanOrEqual(Math.max(served!, floor));
+    expect(usage.get("one-by-one")).toBeLessThan(usage.get("other")!);
+    expect((await bravo).chunks.map((c) => c.text.trim())).toEqual(["bravo"]);
+
+    // Its transcription ends between windows (the engine never hears of it): a minute on, it is gone.
+    expect(usage.has("one-by-one")).toBe(true);
+    expect(otherDone).toBe(false);
+    const real = performance.now.bind(performance);
+    const clock = vi.spyOn(performance, "now").mockImplementation(() => real() + 61_000);
+    try {
+      await expect.poll(() => usage.has("one-by-one"), { interval: 1, timeout: 60_000 }).toBe(false);
+    } finally {
+      clock.mockRestore();
+    }
+    await other;
   });
 });
 
