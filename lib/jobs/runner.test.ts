@@ -558,6 +558,40 @@ describe("a replay of an idempotency key while its submission is still sending t
     expect(await store.findByIdempotencyKey("order-8")).toBeNull();
   });
 
+  it("sends nothing more when QStash took the first message though the submission heard a failure, and the job runs once", async () => {
+    const { dataDir, store } = await storeInTempDir();
+    const finishRun = deferred<void>();
+    const admission = new Limiter({ permits: 1, queueSize: 0, queueTimeoutMs: 0, retryAfterSeconds: () => 1 });
+    const transcription = {
+      admit: async (): Promise<Admission | null> => {
+        const permit = admission.tryAcquire();
+        return permit && { lost: new Promise<void>(() => undefined), release: async () => permit.release() };
+      },
+      transcribeFile: vi.fn(async () => (await finishRun.promise, TRANSCRIPT)),
+      retryAfterSeconds: () => 1,
+    } as unknown as TranscriptionService;
+    const sent: string[] = [];
+    let jobs!: JobRunner;
+    const dispatcher = qstashLike(async (d) => {
+      sent.push(deduplicationId(d));
+      if (sent.length > 1) return;
+      // QStash took the message and delivered it; the client's request then timed out.
+      void jobs.handleDelivery(d.jobId, 1);
+      await vi.waitFor(async () => expect((await store.get(d.jobId))?.status).toBe("running"));
+      throw new DomainError("unavailable", "The job could not be handed to QStash; retry shortly.");
+    });
+    jobs = runner(store, dataDir, NO_CALLBACKS, undefined, 10, { dispatcher, transcription });
+    cleanups.push(async () => finishRun.resolve());
+    const job = { ...(await queuedUpload(dataDir, "job_taken_anyway")), idempotencyKey: "order-9" };
+    expect(await jobs.submit(job)).toMatchObject({ created: true, job: { status: "running" } });
+    expect((await store.get("job_taken_anyway"))!.submission).toBeUndefined();
+    expect(await jobs.replayed((await store.findByIdempotencyKey("order-9"))!)).toMatchObject({ status: "running" });
+    finishRun.resolve();
+    await vi.waitFor(async () => expect((await store.get("job_taken_anyway"))?.status).toBe("succeeded"));
+    expect(sent).toHaveLength(1);
+    expect(transcription.transcribeFile).toHaveBeenCalledTimes(1);
+  });
+
   it("answers with the job, without sending again, once the submission's message is out", async () => {
     const { store, sent, first, replay } = await submitting([Promise.resolve()]);
     await first;
@@ -575,7 +609,7 @@ function clusterWorker(
   store: JobStore,
   dataDir: string,
   transcribeFile: TranscriptionService["transcribeFile"],
-  options: { gate?: Promise<void>; leases?: JobRunnerDeps["leases"] } = {},
+  options: { gate?: Promise<void>; leases?: JobRunnerDeps["leases"]; callbacks?: CallbackSender } = {},
 ) {
   const admission = new Limiter({ permits: 2, queueSize: 0, queueTimeoutMs: 0, retryAfterSeconds: () => 1 });
   const admitted = vi.fn(async (): Promise<Admission | null> => {
@@ -586,7 +620,7 @@ function clusterWorker(
   const dispatched: Dispatch[] = [];
   const dispatcher = qstashLike(async (d) => void dispatched.push(d));
   const transcription = { admit: admitted, transcribeFile: vi.fn(transcribeFile), retryAfterSeconds: () => 1 } as unknown as TranscriptionService;
-  const jobs = runner(store, dataDir, NO_CALLBACKS, undefined, 10, { dispatcher, transcription, ...(options.leases ? { leases: options.leases } : {}) });
+  const jobs = runner(store, dataDir, options.callbacks ?? NO_CALLBACKS, undefined, 10, { dispatcher, transcription, ...(options.leases ? { leases: options.leases } : {}) });
   cleanups.push(() => jobs.stop());
   return { jobs, admission, admitted, dispatched, transcribeFile: transcription.transcribeFile as ReturnType<typeof vi.fn> };
 }
@@ -637,6 +671,21 @@ describe("a cluster worker", () => {
     await worker.jobs.handleDelivery("job_x", 1);
     expect((await store.get("job_x"))?.status).toBe("canceled");
     expect(worker.dispatched).toEqual([]);
+  });
+
+  it("gives the room back once the job's outcome is stored, before its callback is handed over", async () => {
+    const { dataDir, store } = await storeInTempDir();
+    const handOver = deferred<void>();
+    const enqueue = vi.fn(() => handOver.promise);
+    const worker = clusterWorker(store, dataDir, async () => TRANSCRIPT, { callbacks: { ...NO_CALLBACKS, enqueue } });
+    await store.create(await queuedUpload(dataDir, "job_called_back", { callbackUrl: "http://127.0.0.1:9/hook" }));
+    const delivery = worker.jobs.handleDelivery("job_called_back", 1);
+    // In cluster mode the hand-over is a store read, an update and a QStash publish.
+    await vi.waitFor(() => expect(enqueue).toHaveBeenCalled());
+    expect(await store.get("job_called_back")).toMatchObject({ status: "succeeded" });
+    expect(worker.admission.stats.inUse).toBe(0);
+    handOver.resolve();
+    expect(await delivery).toBe("ran");
   });
 
   it("runs a job once when two deliveries of it arrive at once", async () => {

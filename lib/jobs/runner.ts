@@ -133,9 +133,10 @@ export class JobRunner {
         .update(job.id, (j) => {
           // Set on every call: a shared store may run the change again after a conflict.
           refused = j.submission === "dispatching" && j.status === "queued";
-          return refused
-            ? { ...j, status: "failed", submission: "refused", error: { code: "unavailable", message: "The job could not be queued." }, expiresAt: now.toISOString() }
-            : j;
+          if (refused)
+            return { ...j, status: "failed", submission: "refused", error: { code: "unavailable", message: "The job could not be queued." }, expiresAt: now.toISOString() };
+          // Sent after all: by a replay, or by QStash, which took the message though its answer was lost.
+          return j.submission === "dispatching" ? withoutSubmission(j) : j;
         })
         .then(async (latest) => {
           if (refused) await this.deps.store.sweep(now);
@@ -157,9 +158,17 @@ export class JobRunner {
    * submission is still sending that message, the replay sends it too (the same deduplication id, so
    * one message), rather than answer 202 for a job the submission's failure would then remove.
    */
-  async replayed(job: JobRecord): Promise<JobRecord> {
-    if (job.submission === undefined) return job;
-    const latest = job.submission === "dispatching" ? await this.dispatch(job, "submitted").then(() => this.dispatched(job.id)) : job;
+  async replayed(found: JobRecord): Promise<JobRecord> {
+    if (found.submission === undefined) return found;
+    // As it is now: `found` may have been read before the request's upload was.
+    const job = await this.deps.store.get(found.id);
+    let latest = job;
+    if (job?.submission === "dispatching") {
+      // Delivered already (its message was out, the record not yet told): sent again, it would be a
+      // new message for a job that is running or done.
+      if (job.status === "queued" && job.runs === 0 && job.queuedAt === undefined) await this.dispatch(job, "submitted");
+      latest = await this.dispatched(job.id);
+    }
     if (!latest || latest.submission === "refused") {
       throw new DomainError("unavailable", "The job could not be queued; retry shortly.", { retryAfterSeconds: REFUSED_REPLAY_RETRY_AFTER_SECONDS });
     }
@@ -319,14 +328,18 @@ export class JobRunner {
   }
 
   /**
-   * Runs the delivered job `seen`, holding `admitted` (room taken for it) until the run ends, whether
-   * or not it reached its transcription.
+   * Runs the delivered job `seen`, holding `admitted` (room taken for it) until the run's end is in
+   * the record, whether or not it reached its transcription.
    */
   private async run(seen: JobRecord, signal: AbortSignal, transcription: TranscriptionService, admitted?: Admission): Promise<void> {
     const { id } = seen;
     let scratch: string | null = null;
     /** The job's runs once this run's claim is written: while the record still shows them, the job is this run's. */
     let claimedRuns: number | null = null;
+    // The room goes back once the run's end is in the record, not before: a repeated delivery that
+    // found the job running without its lease would take it for a job whose instance died, and run it
+    // again. Not after either: the input's removal and the callback's hand-off need no slot.
+    const stored = async () => admitted?.release();
     try {
       const maxRuns = this.deps.maxRuns ?? 3;
       let claimed = false;
@@ -338,7 +351,8 @@ export class JobRunner {
         // call: a shared store may run the change again after a conflict.
         claimed = !isFinal(j) && j.runs === seen.runs;
         exhausted = claimed && j.runs >= maxRuns;
-        return claimed && !exhausted ? { ...j, status: "running", startedAt: new Date().toISOString(), runs: j.runs + 1 } : j;
+        // A delivered job's first message was out, whatever its record was told.
+        return claimed && !exhausted ? { ...withoutSubmission(j), status: "running", startedAt: new Date().toISOString(), runs: j.runs + 1 } : j;
       });
       if (!job || !claimed) return;
       claimedRuns = job.runs;
@@ -389,25 +403,25 @@ export class JobRunner {
         },
         admitted ? { admitted } : { wait: "patient" },
       );
-      await this.finish(id, { status: "succeeded", result, progress: { doneSeconds: result.duration, totalSeconds: result.duration } });
+      await this.finish(id, { status: "succeeded", result, progress: { doneSeconds: result.duration, totalSeconds: result.duration } }, { stored });
     } catch (err) {
-      await this.settleFailure(id, err, signal, claimedRuns).catch((unsaved: unknown) => {
+      await this.settleFailure(id, err, signal, claimedRuns, stored).catch((unsaved: unknown) => {
         // Neither its outcome nor its hand-back could be written (the store is unreachable): the
         // delivery fails, so that it comes again (from QStash after its backoff, from the embedded
         // line after a pause) rather than leave a job that says "running" with nothing to move it.
         throw new DomainError("unavailable", `Job ${id}: its state could not be saved; it is delivered again.`, { cause: unsaved, retryAfterSeconds: 5 });
       });
     } finally {
-      // Only once the outcome is stored: a repeated delivery that found the job running without its
-      // lease would take it for a job whose instance died, and run it again.
-      await admitted?.release();
+      // A run that ended before its outcome could be stored (or before its transcription) gives it back here.
+      await stored();
       if (scratch) await rm(scratch, { recursive: true, force: true });
     }
   }
 
-  private async settleFailure(id: string, err: unknown, signal: AbortSignal, claimedRuns: number | null): Promise<void> {
+  /** `stored`: told once the run's end is in the record (see run). */
+  private async settleFailure(id: string, err: unknown, signal: AbortSignal, claimedRuns: number | null, stored: () => Promise<void>): Promise<void> {
     if (err instanceof JobCanceled || (signal.aborted && signal.reason instanceof JobCanceled)) {
-      await this.finish(id, { status: "canceled" });
+      await this.finish(id, { status: "canceled" }, { stored });
       return;
     }
     // The claim itself was not written (the store did not answer): the run never had the job, and
@@ -427,7 +441,7 @@ export class JobRunner {
     if (this.stopped) {
       // Handed back: the next process runs it again, or in cluster mode another instance. The run
       // was cut short by the shutdown, not ended by the job: it is not one of its runs.
-      await this.requeue(job, "handed-back", { delaySeconds: 1, refundRun: true });
+      await this.requeue(job, "handed-back", { delaySeconds: 1, refundRun: true, stored });
       return;
     }
     const known = toDomainError(err);
@@ -442,18 +456,18 @@ export class JobRunner {
       this.storageWaits.set(id, { waits, until: Date.parse(job.createdAt) + this.deps.maxWaitMs });
       const delaySeconds = Math.min(this.deps.maxDeferMs / 1000, 15 * 2 ** (waits - 1));
       this.deps.log.warn({ jobId: id, delaySeconds, err: known.message }, "no room on disk for the job: it runs again later");
-      await this.requeue(job, "deferred", { delaySeconds, refundRun: true });
+      await this.requeue(job, "deferred", { delaySeconds, refundRun: true, stored });
       return;
     }
     this.storageWaits.delete(id);
     if (isRetryable(err) && job.runs < (this.deps.maxRuns ?? 3)) {
       this.deps.log.warn({ jobId: id, runs: job.runs, err: (err as Error).message }, "job failed, will run again");
-      await this.requeue(job, "retried", { delaySeconds: 2 * job.runs });
+      await this.requeue(job, "retried", { delaySeconds: 2 * job.runs, stored });
       return;
     }
     const error = known && known.code !== "internal" ? { code: known.code, message: known.message } : { code: "internal", message: "The job failed on the server." };
     if (error.code === "internal" || known instanceof StorageFull) this.deps.log.error({ jobId: id, err: (err as Error)?.stack ?? String(err) }, "job failed");
-    await this.finish(id, { status: "failed", error }, (j) => this.owns(j, claimedRuns));
+    await this.finish(id, { status: "failed", error }, { allowed: (j) => this.owns(j, claimedRuns), stored });
   }
 
   /** Whether the job is still the run's that claimed it at `claimedRuns` runs. */
@@ -466,7 +480,7 @@ export class JobRunner {
    * record, keeps a job moving: a status that cannot be written (a full disk) leaves the record
    * saying queued or running, either of which a delivery runs, so the job is sent on all the same.
    */
-  private async requeue(job: JobRecord, reason: Dispatch["reason"], options: { delaySeconds: number; refundRun?: boolean }): Promise<void> {
+  private async requeue(job: JobRecord, reason: Dispatch["reason"], options: { delaySeconds: number; refundRun?: boolean; stored?: () => Promise<void> }): Promise<void> {
     const queuedAt = new Date().toISOString();
     let ours = false;
     const latest = await this.deps.store
@@ -476,6 +490,7 @@ export class JobRunner {
         return ours ? { ...j, status: "queued", queuedAt, ...(options.refundRun ? { runs: Math.max(0, j.runs - 1) } : {}) } : j;
       })
       .catch((err: Error) => this.deps.log.warn({ jobId: job.id, err: err.message }, "job state not saved; the job is sent on as it is"));
+    await options.stored?.();
     // Final, or taken over by another run meanwhile.
     if (latest && !ours) return;
     await this.dispatch(latest ?? { ...job, queuedAt }, reason, options);
@@ -486,9 +501,14 @@ export class JobRunner {
    * The pending callback is written in the same update as the final status (an outbox on the job),
    * so no crash between the two can leave a finished job whose callback nobody will ever send.
    * `allowed` may refuse the transition on the record as it is then (a run's failure, once another
-   * run has taken the job over).
+   * run has taken the job over); `stored` is told as soon as the record is written, before the input
+   * is removed and the callback queued.
    */
-  private async finish(id: string, change: Partial<JobRecord> & { status: JobStatus }, allowed: (job: JobRecord) => boolean = () => true): Promise<JobRecord | null> {
+  private async finish(
+    id: string,
+    change: Partial<JobRecord> & { status: JobStatus },
+    { allowed = () => true, stored }: { allowed?: (job: JobRecord) => boolean; stored?: () => Promise<void> } = {},
+  ): Promise<JobRecord | null> {
     let transitioned = false;
     // A shared store may run the change again after a conflict, so the flag is set on every run.
     const job = await this.deps.store.update(id, (j) => {
@@ -498,6 +518,7 @@ export class JobRunner {
       if (finished.request.callbackUrl && !finished.callback) finished.callback = newCallback();
       return finished;
     });
+    await stored?.();
     if (!job || !transitioned) return job;
     this.storageWaits.delete(id);
     // A failure was logged where it happened; every final status gets one line, with what it took.
