@@ -124,7 +124,7 @@ const settingsSchema = z.object({
   /** alias=model pairs; OpenAI's newer transcription models name the default model unless told otherwise. */
   MODEL_ALIASES: z
     .string()
-    .default("gpt-4o-transcribe,gpt-4o-mini-transcribe")
+    .default("gpt-4o-transcribe,gpt-4o-mini-transcribe,gpt-4o-mini-transcribe-2025-12-15")
     .transform((value, ctx) => {
       const aliases: Record<string, string | null> = {};
       for (const entry of value

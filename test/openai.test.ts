@@ -95,12 +95,13 @@ describe("OpenAI parity through the official SDK", () => {
   });
 
   it("accepts OpenAI's newer model names as aliases of the default model", async () => {
-    for (const model of ["gpt-4o-transcribe", "gpt-4o-mini-transcribe"]) {
+    // The names the SDK's AudioModel type lists, but for whisper-1 and the diarizing model (no speaker labels here).
+    for (const model of ["gpt-4o-transcribe", "gpt-4o-mini-transcribe", "gpt-4o-mini-transcribe-2025-12-15"]) {
       const out = await client.audio.transcriptions.create({ file: await audio("bravo.wav", [{ word: "bravo", seconds: 5 }]), model });
       expect(out.text, model).toBe("bravo");
     }
     const listed = (await client.models.list()).data.map((m) => m.id);
-    expect(listed).toEqual(expect.arrayContaining(["whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe", "generated/whisper-micro"]));
+    expect(listed).toEqual(expect.arrayContaining(["whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe", "gpt-4o-mini-transcribe-2025-12-15", "generated/whisper-micro"]));
   });
 
   it("retrieves a model, and says which parameter is wrong in OpenAI's error shape", async () => {
