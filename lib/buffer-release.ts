@@ -10,7 +10,10 @@ import { setFlagsFromString } from "node:v8";
  * 761-770 MiB, 2.86-3.49 s -> 2.73-2.99 s).
  */
 export function releaseBuffer(buffer: ArrayBufferLike): void {
-  (buffer as ArrayBuffer & { transfer?: (length: number) => ArrayBuffer }).transfer?.(0);
+  const releasable = buffer as ArrayBuffer & { transfer?: (length: number) => ArrayBuffer; detached?: boolean };
+  // Freed already: a state a failed merge had freed in part, freed again as its windows fail.
+  if (releasable.detached) return;
+  releasable.transfer?.(0);
 }
 
 /**

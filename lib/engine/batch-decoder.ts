@@ -63,6 +63,8 @@ interface Row {
   frames: number;
   /** Set when the window is no longer wanted while a call that includes it runs. */
   canceled: boolean;
+  /** Its window has its answer (on the window's row; a candidate's copy is not kept up to date). */
+  settled: boolean;
   /** A candidate: one of its window's best_of samples or beams. */
   group: CandidateGroup | null;
   /** Set on a window while its candidates decode (see decodeAt). */
@@ -273,6 +275,7 @@ export class BatchDecoder {
         attention: options.wordTimestamps && model.wordTimestamps ? [] : null,
         frames: Math.max(1, Math.min(model.frames, Math.floor(request.samples.length / SAMPLES_PER_POSITION))),
         canceled: false,
+        settled: false,
         group: null,
         sampling: null,
         bestOf: Math.max(1, options.bestOf ?? 1),
@@ -295,10 +298,12 @@ export class BatchDecoder {
       signal?.addEventListener("abort", onAbort, { once: true });
       const done = () => signal?.removeEventListener("abort", onAbort);
       row.resolve = (out) => {
+        row.settled = true;
         done();
         resolve(out);
       };
       row.reject = (err) => {
+        row.settled = true;
         done();
         reject(err);
       };
@@ -339,6 +344,8 @@ export class BatchDecoder {
   private fail(rows: Row[], err: Error): void {
     for (const row of rows) {
       const window = row.group?.window ?? row;
+      // Finished in the call that then failed: its answer stands, and its file may have more coming.
+      if (window.settled) continue;
       window.reject(err);
       for (const r of [window, ...(window.sampling?.candidates ?? [])]) {
         r.canceled = true;
@@ -358,10 +365,17 @@ export class BatchDecoder {
    */
   private failEverything(err: Error): void {
     const rows = [...this.encodeQueue.splice(0), ...this.ready.splice(0), ...this.cohorts.flatMap((c) => c.rows)];
-    for (const cohort of this.cohorts.splice(0)) WhisperModel.releaseState(cohort.state);
+    const states = this.cohorts.splice(0).map((c) => c.state);
     this.stats.activeRows = 0;
     this.fail(rows, err);
     this.forgetAll();
+    for (const state of states) {
+      try {
+        WhisperModel.releaseState(state);
+      } catch {
+        // Left to the collector: nothing here may throw, with no one to hear it.
+      }
+    }
   }
 
   /** Resolves when no call is in progress and nothing is left to decode. */
@@ -569,9 +583,10 @@ export class BatchDecoder {
     return this.cohorts.some((c) => c.rows.some((r) => r.stream === stream));
   }
 
+  /** A file's rows still wanted: canceled ones leave their cohort at the next turn, and a file forgotten then would be kept. */
   private rowsOf(stream: string): number {
     let n = this.ready.filter((r) => r.stream === stream).length;
-    for (const c of this.cohorts) n += c.rows.filter((r) => r.stream === stream).length;
+    for (const c of this.cohorts) n += c.rows.filter((r) => r.stream === stream && !r.canceled).length;
     return n;
   }
 

@@ -230,12 +230,21 @@ describe("a cohort whose first step fails", () => {
   });
 });
 
-describe("a failure between the decoder's calls (an allocation merging two cohorts' caches, out of memory)", () => {
+describe("a failure between the decoder's calls (an allocation merging two cohorts' caches, out of memory, part-way)", () => {
   it("fails the windows decoding with it, and the next window decodes as before", { timeout: 120_000 }, async () => {
     const { spec, inference } = await loaded("micro", "q8");
     const stutter = () => synthesize(microTones([{ silence: 1 }, { word: STUTTER_TONE.word, seconds: 6 }]));
-    const mergeStates = vi.spyOn(WhisperModel, "mergeStates").mockImplementationOnce(() => {
-      throw new RangeError("Array buffer allocation failed");
+    // The allocation fails at the second tensor joined, the first pair's buffers freed already.
+    const merge = WhisperModel.mergeStates.bind(WhisperModel);
+    const mergeStates = vi.spyOn(WhisperModel, "mergeStates").mockImplementationOnce((a: BatchState, b: BatchState) => {
+      let joined = 0;
+      const past = new Map(b.past);
+      const get = past.get.bind(past);
+      past.get = (name: string) => {
+        if (++joined === 2) throw new RangeError("Array buffer allocation failed");
+        return get(name);
+      };
+      return merge(a, { ...b, past });
     });
     // As in the merge test above: a slow clock keeps the two files served about as much, so their cohorts merge.
     const real = performance.now.bind(performance);
@@ -275,6 +284,29 @@ describe("a canceled file", () => {
     await expect(gone).rejects.toBeInstanceOf(WindowCanceled);
     expect(usage.has("gone")).toBe(false);
     await Promise.all(running);
+  });
+});
+
+describe("a file canceled while its rows decode in a cohort not being stepped", () => {
+  it("is forgotten by the scheduler once its rows are canceled, not when the engine next idles", async () => {
+    const { spec, inference } = await loaded("micro", "q8");
+    const decoder = inference.decoder;
+    const usage = (decoder as unknown as { usage: Map<string, number> }).usage;
+    const stutter = () => synthesize(microTones([{ silence: 1 }, { word: STUTTER_TONE.word, seconds: 6 }]));
+    const abort = new AbortController();
+    const first = [0, 1].map(() => window(inference, spec, stutter(), "first", abort.signal));
+    for (const w of first) w.catch(() => undefined);
+    // "first" is served well ahead of "second" by the time "second" starts: its cohort waits while "second" catches up.
+    await expect.poll(() => decoder.stats.decoderCalls, { interval: 1, timeout: 60_000 }).toBeGreaterThan(40);
+    const second = window(inference, spec, stutter(), "second");
+    await expect.poll(() => decoder.stats.activeRows, { interval: 1, timeout: 60_000 }).toBe(3);
+    abort.abort();
+    await expect(first[0]).rejects.toBeInstanceOf(WindowCanceled);
+    const calls = decoder.stats.decoderCalls;
+    await expect.poll(() => decoder.stats.decoderCalls, { interval: 1, timeout: 60_000 }).toBeGreaterThan(calls + 5);
+    expect(decoder.stats.activeRows).toBe(1);
+    expect(usage.has("first")).toBe(false);
+    await second;
   });
 });
 
