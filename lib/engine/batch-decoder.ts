@@ -217,6 +217,8 @@ export class BatchDecoder {
   private readonly encodeQueue: Row[] = [];
   private ready: Row[] = [];
   private readonly cohorts: Cohort[] = [];
+  /** Rows taken out of the lists for the call running (an encoder run, the first call of a cohort). */
+  private readonly inCall = new Set<Row>();
   private running = false;
   /** Decoder time owed to cohorts since the last encoder run. */
   private stepDebt = 0;
@@ -354,7 +356,9 @@ export class BatchDecoder {
           if (i >= 0) list.splice(i, 1);
         }
       }
-      this.forget(row.stream);
+      // Not the file's end: a file drops windows it no longer wants when a window's result moves
+      // the next cut (transcribe.ts), and carries on. A file that ended is forgotten with the rest.
+      this.forgetIfDone(row.stream);
     }
   }
 
@@ -507,12 +511,6 @@ export class BatchDecoder {
     this.between.delete(stream);
   }
 
-  /** A file whose window failed or was canceled: nothing more of it is coming. */
-  private forget(stream: string): void {
-    this.following.delete(stream);
-    this.forgetIfDone(stream);
-  }
-
   /** Forgets the files between windows whose next window has not come in FOLLOWER_MEMORY_MS. */
   private forgetLongGone(now: number): void {
     for (const [stream, since] of this.between) {
@@ -536,7 +534,8 @@ export class BatchDecoder {
 
   /** The usage of the least served file with a row in the cohort. */
   private priorityOf(cohort: Cohort): number {
-    return Math.min(...cohort.rows.map((r) => this.usageOf(r.stream)));
+    // Not a canceled row's: its file may be forgotten, and looking would bring it back.
+    return Math.min(...cohort.rows.flatMap((r) => (r.canceled ? [] : [this.usageOf(r.stream)])));
   }
 
   /** Cohorts that may merge once at the same position: of one model, and of files served about as much (see startable). */
@@ -583,10 +582,16 @@ export class BatchDecoder {
     return this.cohorts.some((c) => c.rows.some((r) => r.stream === stream));
   }
 
-  /** A file's rows still wanted: canceled ones leave their cohort at the next turn, and a file forgotten then would be kept. */
+  /**
+   * A file's rows still wanted, those out of the lists for a call included (forgotten during the
+   * call, the file came back as new when the call charged it). Canceled ones leave their cohort at
+   * the next turn, and a file forgotten only then would be kept.
+   */
   private rowsOf(stream: string): number {
-    let n = this.ready.filter((r) => r.stream === stream).length;
-    for (const c of this.cohorts) n += c.rows.filter((r) => r.stream === stream && !r.canceled).length;
+    const wanted = (r: Row) => r.stream === stream && !r.canceled;
+    let n = this.ready.filter(wanted).length;
+    for (const r of this.inCall) if (wanted(r)) n++;
+    for (const c of this.cohorts) n += c.rows.filter(wanted).length;
     return n;
   }
 
@@ -594,6 +599,7 @@ export class BatchDecoder {
     const row = this.encodeQueue.splice(index, 1)[0]!;
     const started = performance.now();
     for (const r of this.ready) if (r.stream !== row.stream) r.waited++;
+    this.inCall.add(row);
     try {
       row.encoded = await row.model.encode(row.samples!, row.features ?? undefined);
       row.samples = null;
@@ -607,6 +613,8 @@ export class BatchDecoder {
       }
     } catch (err) {
       this.fail([row], err as Error);
+    } finally {
+      this.inCall.delete(row);
     }
     this.charge(row.stream, performance.now() - started);
   }
@@ -686,6 +694,7 @@ export class BatchDecoder {
       groups.set(key, [...(groups.get(key) ?? []), row]);
     }
     this.ready = this.ready.filter((r) => !starting.has(r));
+    for (const r of starting) this.inCall.add(r);
     for (const rows of groups.values()) {
       const model = rows[0]!.model;
       const started = performance.now();
@@ -720,6 +729,8 @@ export class BatchDecoder {
         // Failed in its first step (the pick), after it joined the cohorts: its rows would decode on
         // for windows that have already failed.
         if (cohort && this.cohorts.includes(cohort)) this.dropRows(cohort, new Set(cohort.rows.keys()));
+      } finally {
+        for (const r of rows) this.inCall.delete(r);
       }
     }
   }
@@ -972,6 +983,8 @@ export class BatchDecoder {
     // them): its ready ones wait for them as for any follower.
     const now = performance.now();
     for (const stream of leaving) {
+      // Canceled rows leave here: their file, looked at meanwhile, is forgotten now.
+      this.forgetIfDone(stream);
       if (this.decoding(stream)) continue;
       for (const r of this.ready) if (r.stream === stream) r.holdUntil = Math.max(r.holdUntil, now + MAX_HOLD_MS);
     }

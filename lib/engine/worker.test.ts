@@ -287,6 +287,30 @@ describe("a canceled file", () => {
   });
 });
 
+describe("a file that drops windows it no longer wants (a window's result moved the next cut) and carries on", () => {
+  it("keeps what it was served when its next window comes", async () => {
+    const { spec, inference } = await loaded("micro", "q8");
+    const decoder = inference.decoder;
+    const usage = (decoder as unknown as { usage: Map<string, number> }).usage;
+    const stutter = () => synthesize(microTones([{ silence: 1 }, { word: STUTTER_TONE.word, seconds: 6 }]));
+    const submit = (stream: string, signal?: AbortSignal, followed = true) =>
+      inference.transcribeWindow(stream, { model: spec, samples: stutter(), options: { task: "transcribe" }, followed }, signal);
+    const dropped = new AbortController();
+    const inFlight = [0, 1].map(() => submit("long", dropped.signal));
+    for (const w of inFlight) w.catch(() => undefined);
+    await expect.poll(() => decoder.stats.decoderCalls, { interval: 1, timeout: 60_000 }).toBeGreaterThan(30);
+    const clip = submit("clip", undefined, false);
+    await expect.poll(() => decoder.stats.activeRows, { interval: 1, timeout: 60_000 }).toBe(3);
+    const served = usage.get("long")!;
+    dropped.abort(new Error("window no longer wanted"));
+    // The re-cut window of the same file: forgotten at the drop, it came back as new, ahead of the clip.
+    const next = submit("long", undefined, false);
+    await expect.poll(() => decoder.stats.encoderRuns, { interval: 1, timeout: 60_000 }).toBe(4);
+    expect(usage.get("long")).toBeGreaterThanOrEqual(served);
+    await Promise.all([clip, next]);
+  });
+});
+
 describe("a file canceled while its rows decode in a cohort not being stepped", () => {
   it("is forgotten by the scheduler once its rows are canceled, not when the engine next idles", async () => {
     const { spec, inference } = await loaded("micro", "q8");
