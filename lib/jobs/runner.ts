@@ -360,10 +360,14 @@ export class JobRunner {
         // Every run it had ended with its process, not with an error (a failed run either runs again
         // below its limit or fails): running it again would take the next instance down too.
         this.deps.log.error({ jobId: id, runs: job.runs }, "job not run again: each of its runs ended with the process that ran it");
-        await this.finish(id, {
-          status: "failed",
-          error: { code: "internal", message: `Each of the job's ${job.runs} runs ended with the server running it (out of memory, or killed); it is not run again.` },
-        });
+        await this.finish(
+          id,
+          {
+            status: "failed",
+            error: { code: "internal", message: `Each of the job's ${job.runs} runs ended with the server running it (out of memory, or killed); it is not run again.` },
+          },
+          { stored },
+        );
         return;
       }
       scratch = await mkdtemp(join(this.deps.scratchDir, `${id}-`));
