@@ -12,9 +12,9 @@ import { open, readdir, readFile, realpath, rename, unlink } from "node:fs/promi
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
 import { ensureDirectory } from "../directories.ts";
 import { DomainError } from "../errors.ts";
-import { isFinal, type JobPage, type JobRecord, type JobStatus, type JobStore } from "./ports.ts";
+import type { JobPage, JobRecord, JobStatus, JobStore } from "./ports.ts";
 import { PerKeyQueue } from "./per-key-queue.ts";
-import { decodeCursor, encodeCursor, jobProblem, prepareForStorage, newestFirst, oldestFirst } from "./records.ts";
+import { decodeCursor, encodeCursor, jobProblem, prepareForStorage, newestFirst, oldestFirst, removableAt } from "./records.ts";
 
 export interface EmbeddedJobStoreOptions {
   dataDir: string;
@@ -159,7 +159,10 @@ export class EmbeddedJobStore implements JobStore {
   async sweep(now: Date): Promise<number> {
     this.#assertOpen();
     const cutoff = now.getTime();
-    const expired = (job: JobRecord) => isFinal(job) && job.expiresAt !== undefined && Date.parse(job.expiresAt) <= cutoff;
+    const expired = (job: JobRecord) => {
+      const at = removableAt(job);
+      return at !== undefined && Date.parse(at) <= cutoff;
+    };
     const removed = await Promise.all(
       [...this.#jobs.values()].filter(expired).map((candidate) =>
         // Through the job's queue, and checked again there, so an update that lands first wins.

@@ -82,6 +82,15 @@ export function prepareForStorage(job: JobRecord, retentionMs: number): JobRecor
   return job;
 }
 
+/**
+ * When a stored job may be removed: a final job's expiresAt, but never while its callback is still
+ * to be delivered (a retry 27 h on would find nothing to send once RESULT_RETENTION had passed);
+ * once it settles, at its expiresAt or at once if that has passed. Undefined: kept.
+ */
+export function removableAt(job: JobRecord): string | undefined {
+  return isFinal(job) && job.callback?.state !== "pending" ? job.expiresAt : undefined;
+}
+
 /** A callback not yet attempted. Its webhook-id is made here only, and kept by every retry. */
 export function newCallback(nextAttemptAt?: Date): CallbackState {
   return { webhookId: newWebhookId(), state: "pending", attempts: [], ...(nextAttemptAt ? { nextAttemptAt: nextAttemptAt.toISOString() } : {}) };

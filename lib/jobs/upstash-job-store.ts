@@ -55,9 +55,9 @@ import { gunzip, gzip } from "node:zlib";
 import type { Redis } from "@upstash/redis";
 import { RedisCalls, script, type Command, type Script } from "../cluster/redis.ts";
 import { DomainError } from "../errors.ts";
-import { isFinal, JOB_STATUSES, type JobPage, type JobRecord, type JobStatus, type JobStore } from "./ports.ts";
+import { JOB_STATUSES, type JobPage, type JobRecord, type JobStatus, type JobStore } from "./ports.ts";
 import { PerKeyQueue } from "./per-key-queue.ts";
-import { decodeCursor, encodeCursor, jobProblem, JOB_ID_PATTERN, prepareForStorage, oldestFirst, type Position } from "./records.ts";
+import { decodeCursor, encodeCursor, jobProblem, JOB_ID_PATTERN, prepareForStorage, oldestFirst, removableAt, type Position } from "./records.ts";
 
 export interface UpstashJobStoreOptions {
   redis: Redis;
@@ -447,7 +447,7 @@ export class UpstashJobStore implements JobStore {
    * is unknown, so they are left to expire with UPLOAD_TTL_MS instead.
    */
   async #write(target: Script, job: JobRecord, previous: Stored | null, lastArg: string): Promise<unknown[]> {
-    const final = isFinal(job);
+    const removable = removableAt(job);
     const fields = (head: string, result: string) => [
       job.id,
       head,
@@ -455,7 +455,7 @@ export class UpstashJobStore implements JobStore {
       job.status,
       String(Date.parse(job.createdAt)),
       job.callback?.state === "pending" ? "1" : "0",
-      final ? String(Date.parse(job.expiresAt ?? "")) : "",
+      removable === undefined ? "" : String(Date.parse(removable)),
       lastArg,
     ];
     // The EVAL fallback carries the script source instead of its hash; sized for that.

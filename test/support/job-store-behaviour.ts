@@ -3,7 +3,7 @@
  * its own harness and adds only what is particular to that store (files, Redis layout, limits).
  */
 import { describe, expect, it } from "vitest";
-import type { JobRecord, JobStatus, JobStore } from "../../lib/jobs/ports.ts";
+import type { CallbackState, JobRecord, JobStatus, JobStore } from "../../lib/jobs/ports.ts";
 
 export const RETENTION_MS = 60_000;
 
@@ -226,6 +226,19 @@ export function describeJobStore(name: string, harness: JobStoreHarness): void {
       expect(await store.sweep(new Date(sweepAt))).toBe(0);
       // The swept job's idempotency key is free again.
       expect((await store.create(makeJob("job_new", { idempotencyKey: "due" }))).created).toBe(true);
+    });
+
+    it("keeps a finished job past its expiresAt while its callback is still to be delivered, and sweeps it once that settles", async () => {
+      const store = await harness.open();
+      const past = new Date(Date.now() - 60_000).toISOString();
+      const callback = (state: CallbackState["state"]): CallbackState => ({ webhookId: "msg_1", state, attempts: [] });
+      await store.create(makeJob("job_calling_back", { status: "succeeded", expiresAt: past, callback: callback("pending") }));
+      // A sweep due by now (a Redis TTL would have fired too, at expiresAt).
+      expect(await store.sweep(new Date())).toBe(0);
+      expect(await store.get("job_calling_back")).toMatchObject({ callback: { state: "pending" } });
+      await store.update("job_calling_back", (job) => ({ ...job, callback: callback("delivered") }));
+      await store.sweep(new Date());
+      expect(await store.get("job_calling_back")).toBeNull();
     });
 
     it("forgets a job ended with expiresAt now at the next sweep, its idempotency key with it (a submission refused after its create)", async () => {
