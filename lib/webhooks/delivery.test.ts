@@ -169,6 +169,30 @@ describe("EmbeddedCallbackSender", () => {
     }
   });
 
+  it("sends a callback once when the store cannot record that it was delivered (a full disk), and records it once it can", async () => {
+    let full = false;
+    const { receiver, store, sender } = await setup(() => {
+      full = true;
+      return { status: 200 };
+    });
+    const update = store.update.bind(store);
+    store.update = (id, change) => (full ? Promise.reject(Object.assign(new Error("ENOSPC: no space left on device, write"), { code: "ENOSPC" })) : update(id, change));
+    await store.create(finishedJob("job_full", { callbackUrl: receiver.url }));
+    await sender.enqueue("job_full");
+    await vi.waitFor(() => expect(receiver.requests).toHaveLength(1));
+    // The minute's look for pending callbacks, twice, while the disk is still full.
+    for (let i = 0; i < 2; i++) {
+      await sender.start();
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect((await store.get("job_full"))!.callback).toMatchObject({ state: "pending", attempts: [] });
+    full = false;
+    await sender.start();
+    const callback = await settledCallback(store, "job_full");
+    expect(callback).toMatchObject({ state: "delivered", attempts: [{ status: 200 }] });
+    expect(receiver.requests).toHaveLength(1);
+  });
+
   it("stops at 410 Gone after one attempt", async () => {
     const { receiver, store, sender } = await setup(() => ({ status: 410 }));
     await store.create(finishedJob("job_gone", { callbackUrl: receiver.url }));

@@ -87,6 +87,13 @@ const USER_AGENT = `slotscribe/${VERSION}`;
 // Enough to let a small response end cleanly; anything a receiver says beyond that is not read.
 const MAX_DRAINED_BYTES = 4 * 1024;
 
+/** An attempt as it is recorded on the job: what was sent and answered, and what comes next. */
+interface Outcome {
+  attempt: DeliveryAttempt;
+  state: CallbackState["state"];
+  nextAttemptAt: string | undefined;
+}
+
 /** What one POST to the receiver came to. */
 interface SendResult {
   status: number | null;
@@ -114,6 +121,11 @@ export class EmbeddedCallbackSender implements CallbackSender {
   readonly #timers = new Map<string, NodeJS.Timeout>();
   /** The attempt under way per job: a job is never sent twice at once. */
   readonly #inFlight = new Map<string, Promise<void>>();
+  /**
+   * Attempts made whose outcome the store could not take (a full disk): recorded again before
+   * anything is sent, so a receiver that has answered is not sent the callback again every minute.
+   */
+  readonly #unrecorded = new Map<string, Outcome>();
   /** Aborted at close's deadline: ends the requests still waiting for their receivers. */
   readonly #cutOff = new AbortController();
   #closed = false;
@@ -212,6 +224,46 @@ export class EmbeddedCallbackSender implements CallbackSender {
       return null;
     }
 
+    const outcome = this.#unrecorded.get(jobId) ?? (await this.#sendAttempt(job, callback, url));
+    if (outcome === null) return null;
+    const { attempt, state, nextAttemptAt } = outcome;
+    const index = callback.attempts.length;
+    this.#unrecorded.set(jobId, outcome);
+    const updated = await this.#store.update(jobId, (current) => {
+      if (!current.callback) return current;
+      const next: CallbackState = {
+        webhookId: current.callback.webhookId,
+        state,
+        attempts: [...current.callback.attempts, attempt],
+      };
+      if (nextAttemptAt !== undefined) next.nextAttemptAt = nextAttemptAt;
+      return { ...current, callback: next };
+    });
+    this.#unrecorded.delete(jobId);
+    if (!updated) {
+      this.#log.debug({ jobId }, "callback dropped: the job was removed during the attempt");
+      return null;
+    }
+    const delayMs = nextAttemptAt === undefined ? null : Math.max(0, Date.parse(nextAttemptAt) - this.#now().getTime());
+
+    this.#onAttempt(state);
+    const fields = {
+      jobId,
+      webhookId: callback.webhookId,
+      attempt: index + 1,
+      status: attempt.status,
+      latencyMs: attempt.latencyMs,
+      ...(attempt.error === undefined ? {} : { err: attempt.error }),
+    };
+    if (state === "delivered") this.#log.info(fields, "callback delivered");
+    else if (state === "gone") this.#log.warn(fields, "callback abandoned: the receiver is gone or refused by the outbound policy");
+    else if (state === "failed") this.#log.warn(fields, "callback abandoned: retry schedule exhausted");
+    else this.#log.info({ ...fields, retryInMs: delayMs }, "callback attempt failed; will retry");
+    return delayMs;
+  }
+
+  /** Sends the callback once; what came of it, or null when the process is stopping and cut it off. */
+  async #sendAttempt(job: JobRecord & { status: FinalStatus }, callback: CallbackState, url: string): Promise<Outcome | null> {
     const sentAt = this.#now();
     const body = JSON.stringify(callbackPayload(job, this.#publicUrl, sentAt));
     const headers = {
@@ -223,47 +275,18 @@ export class EmbeddedCallbackSender implements CallbackSender {
     if (result.status === null && this.#cutOff.signal.aborted) return null;
 
     const outcome = classifyDeliveryResponse(result.status, result.error);
-    const index = callback.attempts.length;
-    const delayMs = outcome === "retry" ? nextAttemptDelay(index, this.#schedule, { retryAfterSeconds: result.retryAfterSeconds, random: this.#random }) : null;
-    const state: CallbackState["state"] = outcome === "retry" ? (delayMs === null ? "failed" : "pending") : outcome;
-    const attempt: DeliveryAttempt = {
-      at: sentAt.toISOString(),
-      status: result.status,
-      latencyMs: result.latencyMs,
-      // safeFetch's messages name the host only, never the URL's path or query or any header.
-      ...(result.error === undefined ? {} : { error: errorMessage(result.error) }),
+    const delayMs = outcome === "retry" ? nextAttemptDelay(callback.attempts.length, this.#schedule, { retryAfterSeconds: result.retryAfterSeconds, random: this.#random }) : null;
+    return {
+      attempt: {
+        at: sentAt.toISOString(),
+        status: result.status,
+        latencyMs: result.latencyMs,
+        // safeFetch's messages name the host only, never the URL's path or query or any header.
+        ...(result.error === undefined ? {} : { error: errorMessage(result.error) }),
+      },
+      state: outcome === "retry" ? (delayMs === null ? "failed" : "pending") : outcome,
+      nextAttemptAt: delayMs === null ? undefined : new Date(this.#now().getTime() + delayMs).toISOString(),
     };
-    const nextAttemptAt = delayMs === null ? undefined : new Date(this.#now().getTime() + delayMs).toISOString();
-
-    const updated = await this.#store.update(jobId, (current) => {
-      if (!current.callback) return current;
-      const next: CallbackState = {
-        webhookId: current.callback.webhookId,
-        state,
-        attempts: [...current.callback.attempts, attempt],
-      };
-      if (nextAttemptAt !== undefined) next.nextAttemptAt = nextAttemptAt;
-      return { ...current, callback: next };
-    });
-    if (!updated) {
-      this.#log.debug({ jobId }, "callback dropped: the job was removed during the attempt");
-      return null;
-    }
-
-    this.#onAttempt(state);
-    const fields = {
-      jobId,
-      webhookId: callback.webhookId,
-      attempt: index + 1,
-      status: result.status,
-      latencyMs: result.latencyMs,
-      ...(attempt.error === undefined ? {} : { err: attempt.error }),
-    };
-    if (state === "delivered") this.#log.info(fields, "callback delivered");
-    else if (state === "gone") this.#log.warn(fields, "callback abandoned: the receiver is gone or refused by the outbound policy");
-    else if (state === "failed") this.#log.warn(fields, "callback abandoned: retry schedule exhausted");
-    else this.#log.info({ ...fields, retryInMs: delayMs }, "callback attempt failed; will retry");
-    return delayMs;
   }
 
   async #send(url: string, headers: Record<string, string>, body: string): Promise<SendResult> {
