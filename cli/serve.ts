@@ -63,7 +63,10 @@ export async function serveCommand(argv: string[], startServer: StartServer): Pr
       if (stopping) {
         // A supervisor (or `timeout`) that signals the whole group again must not cut the drain
         // short; a second Ctrl-C is someone who wants out now.
-        if (signal === "SIGINT") process.exit(130);
+        if (signal === "SIGINT") {
+          log.warn({ signal }, "second SIGINT while shutting down: exiting now, running work is left as after a crash");
+          process.exit(130);
+        }
         log.info({ signal }, "already shutting down");
         return;
       }

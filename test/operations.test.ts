@@ -420,6 +420,20 @@ describe("graceful shutdown", () => {
     expect(service.logs.some((l) => l.msg === "stopped: jobs handed back, leases released")).toBe(true);
   });
 
+  it("a second SIGINT while it drains (Ctrl-C twice) exits at once with 130, saying so", async () => {
+    const service = await startService(env(join(work, "data-ctrl-c-twice"), { SHUTDOWN_GRACE: "60s", WINDOW_SLOTS: "1" }));
+    const long = join(work, "ctrl-c-twice.flac");
+    await writeAudioFile(long, microTones(Array.from({ length: 80 }, () => ({ word: "bravo", seconds: 30 }))));
+    // A transcription would keep the drain going for the whole minute of grace.
+    const running = upload(service.url, long, "/v1/audio/transcriptions").catch((err: unknown) => err);
+    await eventually(async () => expect((await transcriptionsOf(service)).active).toBe(1));
+    service.child.kill("SIGINT");
+    await eventually(() => expect(service.logs.some((l) => l.msg === "shutting down")).toBe(true));
+    expect(await service.stop("SIGINT")).toBe(130);
+    expect(service.logs).toContainEqual(expect.objectContaining({ signal: "SIGINT", msg: expect.stringMatching(/^second SIGINT while shutting down/) }));
+    await running;
+  });
+
   it("on SIGTERM takes a job whose upload is still arriving, exits 0, and the next start runs it", async () => {
     const dataDir = join(work, "data-arriving");
     let service = await startService(env(dataDir, { SHUTDOWN_GRACE: "20s" }));

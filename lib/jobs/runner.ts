@@ -459,7 +459,7 @@ export class JobRunner {
       const waits = (this.storageWaits.get(id)?.waits ?? 0) + 1;
       this.storageWaits.set(id, { waits, until: Date.parse(job.createdAt) + this.deps.maxWaitMs });
       const delaySeconds = Math.min(this.deps.maxDeferMs / 1000, 15 * 2 ** (waits - 1));
-      this.deps.log.warn({ jobId: id, delaySeconds, err: known.message }, "no room on disk for the job: it runs again later");
+      this.deps.log.error({ jobId: id, delaySeconds, err: known.message }, "no room on disk for the job: it runs again later");
       await this.requeue(job, "deferred", { delaySeconds, refundRun: true, stored });
       return;
     }
