@@ -198,6 +198,22 @@ describe("a start that cannot serve", () => {
       await new Promise((resolve) => taken.close(resolve));
     }
   });
+
+  it("exits 1 with a fatal log line when another process serves from its DATA_DIR, and leaves that one's jobs alone", async () => {
+    const dataDir = join(work, "data-shared");
+    const first = await startService(env(dataDir));
+    try {
+      const { code, logs } = await serveUntilExit(env(dataDir));
+      expect(code).toBe(1);
+      expect(logs.at(-1)).toMatchObject({ level: 60, err: expect.stringContaining(`is in use by another slotscribe process (pid ${first.pid})`) });
+      expect((await fetch(`${first.url}/readyz`)).status).toBe(200);
+    } finally {
+      await first.stop();
+    }
+    // Stopped, it leaves the directory to the next process.
+    const next = await startService(env(dataDir));
+    await next.stop();
+  });
 });
 
 describe("npx slotscribe serve (bin/slotscribe.js, the package's bin)", () => {

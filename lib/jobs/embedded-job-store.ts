@@ -13,6 +13,7 @@ import { basename, dirname, isAbsolute, join, relative, resolve, sep } from "nod
 import { ensureDirectory } from "../directories.ts";
 import { DomainError } from "../errors.ts";
 import type { JobPage, JobRecord, JobStatus, JobStore } from "./ports.ts";
+import { type DirectoryLock, lockDirectory } from "./directory-lock.ts";
 import { PerKeyQueue } from "./per-key-queue.ts";
 import { decodeCursor, encodeCursor, jobProblem, prepareForStorage, newestFirst, oldestFirst, removableAt } from "./records.ts";
 
@@ -46,6 +47,7 @@ export class EmbeddedJobStore implements JobStore {
   /** Resolved once at open, so a symlinked dataDir still contains its own uploads. */
   #realDataDir = "";
   #closed = false;
+  #lock: DirectoryLock | null = null;
 
   private constructor(dataDir: string, retentionMs: number) {
     this.#dataDir = dataDir;
@@ -58,7 +60,14 @@ export class EmbeddedJobStore implements JobStore {
       throw new RangeError(`retentionMs must be a finite number >= 0, got ${options.retentionMs}`);
     }
     const store = new EmbeddedJobStore(resolve(options.dataDir), options.retentionMs);
-    await store.#load(options.onWarning ?? (() => {}));
+    await ensureDirectory(store.#dataDir);
+    store.#lock = await lockDirectory(store.#dataDir);
+    try {
+      await store.#load(options.onWarning ?? (() => {}));
+    } catch (err) {
+      await store.#lock.release();
+      throw err;
+    }
     return store;
   }
 
@@ -186,6 +195,7 @@ export class EmbeddedJobStore implements JobStore {
     this.#closed = true;
     // A create that passed its open check just before close may still queue one more write.
     await this.#queue.idle();
+    await this.#lock?.release();
   }
 
   async #load(warn: (message: string, cause?: unknown) => void): Promise<void> {
