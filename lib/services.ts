@@ -8,6 +8,7 @@ import { ApiKeys } from "./auth.ts";
 import { detectMachine, formatBytes, type MachineResources } from "./capacity/machine.ts";
 import { minimumMemoryBytes, planCapacity, type CapacityPlan } from "./capacity/plan.ts";
 import type { Config, Mode } from "./config.ts";
+import { DomainError } from "./errors.ts";
 import { processLauncher } from "./audio/process-launcher.ts";
 import { Engine } from "./engine/engine.ts";
 import { ModelCatalog } from "./engine/models.ts";
@@ -369,7 +370,11 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
             },
             "model loaded",
           ),
-        (err: Error) => log.error({ model: model.id, err: err.message }, "model failed to load"),
+        (err: Error) =>
+          // The engine closing under a load (a stop during start-up) fails it as a stop to retry: not a failure to act on.
+          err instanceof DomainError && err.code === "unavailable"
+            ? log.info({ model: model.id }, "model load stopped: the service is shutting down")
+            : log.error({ model: model.id, err: err.message }, "model failed to load"),
       );
     }
   }
