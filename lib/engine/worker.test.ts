@@ -77,6 +77,30 @@ async function loaded(kind: "micro" | "tiny" | "tiny.en", dtype: "q8" | "fp32"):
 const window = (inference: Inference, spec: ModelSpec, samples: Float32Array, stream = "s", signal?: AbortSignal) =>
   inference.transcribeWindow(stream, { model: spec, samples, options: { task: "transcribe" } }, signal);
 
+/** The micro model says the stutter tone's word until the length limit: a window that decodes long. */
+const stutter = () => synthesize(microTones([{ silence: 1 }, { word: STUTTER_TONE.word, seconds: 6 }]));
+
+/**
+ * Two windows of "first" decoding well ahead of "second" (their cohort is stepped only once
+ * "second" has caught up), then "first" canceled: its rows wait in a cohort not being stepped.
+ */
+async function firstCanceledWhileSecondCatchesUp() {
+  const model = await generateModel({ kind: "micro", out: DEFAULT_MODELS_DIR });
+  const spec = { id: model.id, dtype: "q8" as const };
+  const inference = createInference({ ...init, rows: 3 });
+  await inference.load(spec);
+  const decoder = inference.decoder;
+  const abort = new AbortController();
+  const first = [0, 1].map(() => window(inference, spec, stutter(), "first", abort.signal));
+  for (const w of first) w.catch(() => undefined);
+  await expect.poll(() => decoder.stats.decoderCalls, { interval: 1, timeout: 60_000 }).toBeGreaterThan(40);
+  const second = window(inference, spec, stutter(), "second");
+  await expect.poll(() => decoder.stats.activeRows, { interval: 1, timeout: 60_000 }).toBe(3);
+  abort.abort();
+  await expect(first[0]).rejects.toBeInstanceOf(WindowCanceled);
+  return { spec, inference, decoder, second };
+}
+
 const faithful: [string, SynthPart[]][] = [
   ["a fully voiced window", [{ tone: 440, seconds: 30 }]],
   ["a tone between silences", [{ silence: 4 }, { tone: 1000, seconds: 12 }, { silence: 14 }]],
@@ -117,7 +141,7 @@ describe("the engine's decoding loop at batch 1 gives the stock pipeline's trans
   it("with the micro model on a tone greedy decoding loops on: both stop after openai-whisper's sample_len of tokens", async () => {
     const { spec, inference } = await loaded("micro", "q8");
     const asr = await stockPipeline(spec.id, "q8");
-    const samples = synthesize(microTones([{ silence: 1 }, { word: STUTTER_TONE.word, seconds: 6 }]));
+    const samples = stutter();
     const out = await inference.transcribeWindow("s", { model: spec, samples, options: { task: "transcribe", temperatures: [0] } });
     expect(engineChunks(out)).toEqual(await stockChunks(asr, samples));
     expect(out.chunks.flatMap((c) => c.tokens)).toHaveLength(SAMPLE_LEN);
@@ -203,7 +227,7 @@ describe("a cohort most of whose rows have finished", () => {
     const { spec, inference } = await loaded("micro", "q8");
     const shortWindow = synthesize(microTones([{ word: "bravo", seconds: 3 }]));
     // Greedy decoding loops on this tone to the length limit, as Whisper on some audio.
-    const looping = synthesize(microTones([{ silence: 1 }, { word: STUTTER_TONE.word, seconds: 6 }]));
+    const looping = stutter();
     const cohorts = (inference.decoder as unknown as { cohorts: { rows: unknown[]; state: BatchState }[] }).cohorts;
     const long = window(inference, spec, looping, "long");
     const ends = await Promise.all([window(inference, spec, shortWindow, "a"), window(inference, spec, shortWindow, "b"), window(inference, spec, shortWindow, "c")]);
@@ -233,7 +257,6 @@ describe("a cohort whose first step fails", () => {
 describe("a failure between the decoder's calls (an allocation merging two cohorts' caches, out of memory, part-way)", () => {
   it("fails the windows decoding with it, and the next window decodes as before", { timeout: 120_000 }, async () => {
     const { spec, inference } = await loaded("micro", "q8");
-    const stutter = () => synthesize(microTones([{ silence: 1 }, { word: STUTTER_TONE.word, seconds: 6 }]));
     // The allocation fails at the second tensor joined, the first pair's buffers freed already.
     const merge = WhisperModel.mergeStates.bind(WhisperModel);
     const mergeStates = vi.spyOn(WhisperModel, "mergeStates").mockImplementationOnce((a: BatchState, b: BatchState) => {
@@ -292,7 +315,6 @@ describe("a file that drops windows it no longer wants (a window's result moved 
     const { spec, inference } = await loaded("micro", "q8");
     const decoder = inference.decoder;
     const usage = (decoder as unknown as { usage: Map<string, number> }).usage;
-    const stutter = () => synthesize(microTones([{ silence: 1 }, { word: STUTTER_TONE.word, seconds: 6 }]));
     const submit = (stream: string, signal?: AbortSignal, followed = true) =>
       inference.transcribeWindow(stream, { model: spec, samples: stutter(), options: { task: "transcribe" }, followed }, signal);
     const dropped = new AbortController();
@@ -313,19 +335,8 @@ describe("a file that drops windows it no longer wants (a window's result moved 
 
 describe("a file canceled while its rows decode in a cohort not being stepped", () => {
   it("is forgotten by the scheduler once its rows are canceled, not when the engine next idles", async () => {
-    const { spec, inference } = await loaded("micro", "q8");
-    const decoder = inference.decoder;
+    const { decoder, second } = await firstCanceledWhileSecondCatchesUp();
     const usage = (decoder as unknown as { usage: Map<string, number> }).usage;
-    const stutter = () => synthesize(microTones([{ silence: 1 }, { word: STUTTER_TONE.word, seconds: 6 }]));
-    const abort = new AbortController();
-    const first = [0, 1].map(() => window(inference, spec, stutter(), "first", abort.signal));
-    for (const w of first) w.catch(() => undefined);
-    // "first" is served well ahead of "second" by the time "second" starts: its cohort waits while "second" catches up.
-    await expect.poll(() => decoder.stats.decoderCalls, { interval: 1, timeout: 60_000 }).toBeGreaterThan(40);
-    const second = window(inference, spec, stutter(), "second");
-    await expect.poll(() => decoder.stats.activeRows, { interval: 1, timeout: 60_000 }).toBe(3);
-    abort.abort();
-    await expect(first[0]).rejects.toBeInstanceOf(WindowCanceled);
     const calls = decoder.stats.decoderCalls;
     await expect.poll(() => decoder.stats.decoderCalls, { interval: 1, timeout: 60_000 }).toBeGreaterThan(calls + 5);
     expect(decoder.stats.activeRows).toBe(1);
@@ -336,24 +347,8 @@ describe("a file canceled while its rows decode in a cohort not being stepped", 
 
 describe("a canceled window's rows", () => {
   it("leave their cohort before the next call, though another file's cohort is the one stepped, and free their rows for a newcomer", async () => {
-    const model = await generateModel({ kind: "micro", out: DEFAULT_MODELS_DIR });
-    const spec = { id: model.id, dtype: "q8" as const };
-    const inference = createInference({ ...init, rows: 3 });
-    await inference.load(spec);
-    // The micro model says the stutter tone's word until the length limit: windows that decode long.
-    const stutter = () => synthesize(microTones([{ silence: 1 }, { word: STUTTER_TONE.word, seconds: 6 }]));
-    const decoder = inference.decoder;
+    const { spec, inference, decoder, second } = await firstCanceledWhileSecondCatchesUp();
     const cohorts = (decoder as unknown as { cohorts: { rows: { canceled: boolean; stream: string }[] }[] }).cohorts;
-    const abort = new AbortController();
-    const first = [0, 1].map(() => window(inference, spec, stutter(), "first", abort.signal));
-    for (const w of first) w.catch(() => undefined);
-    // "first" is served well ahead of "second" by the time "second" starts: its cohort is stepped
-    // only once "second" has caught up.
-    await expect.poll(() => decoder.stats.decoderCalls, { interval: 1, timeout: 60_000 }).toBeGreaterThan(40);
-    const second = window(inference, spec, stutter(), "second");
-    await expect.poll(() => decoder.stats.activeRows, { interval: 1, timeout: 60_000 }).toBe(3);
-    abort.abort();
-    await expect(first[0]).rejects.toBeInstanceOf(WindowCanceled);
     const callsAtCancel = decoder.stats.decoderCalls;
     const newcomer = window(inference, spec, synthesize(microTones([{ word: "bravo", seconds: 3 }])), "newcomer");
     let lingered = 0;
@@ -501,7 +496,7 @@ describe("a file decoding one window at a time (a plan of one or two slots)", ()
     // Another file decoding all along (the stutter tone decodes to the length limit, then falls back), so the loop runs on.
     const other = inference.transcribeWindow("other", {
       model: spec,
-      samples: synthesize(microTones([{ silence: 1 }, { word: STUTTER_TONE.word, seconds: 6 }])),
+      samples: stutter(),
       options: { task: "transcribe" },
     });
     await expect.poll(() => inference.decoder.stats.activeRows, { interval: 1, timeout: 60_000 }).toBe(1);
