@@ -8,6 +8,7 @@ import { randomBytes } from "node:crypto";
 import { mkdir, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { ensureDirectory } from "./directories.ts";
+import { isAlive } from "./processes.ts";
 
 function scratchRoot(dataDir: string): string {
   return join(dataDir, "tmp");
@@ -31,16 +32,6 @@ export async function openScratch(dataDir: string): Promise<{ dir: string; swept
   const dir = join(root, `${process.pid}-${randomBytes(6).toString("hex")}`);
   await mkdir(dir);
   return { dir, swept };
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    // EPERM: it exists but belongs to someone else.
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
 }
 
 /** A file name no client can choose or predict, so two requests never share a path. */

@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import { link, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
+import { isAlive } from "../processes.ts";
 
 /** Who holds a lock: a process, named so that another process given its pid later is not taken for it. */
 interface Holder {
@@ -45,13 +46,7 @@ export async function lockDirectory(dir: string): Promise<DirectoryLock> {
 
 /** Whether the holder is a live process other than this one, on this host. */
 function holdsIt(holder: Holder): boolean {
-  if (holder.host !== hostname() || holder.pid === process.pid) return false;
-  try {
-    process.kill(holder.pid, 0);
-  } catch (err) {
-    // EPERM: it exists but belongs to someone else.
-    if ((err as NodeJS.ErrnoException).code !== "EPERM") return false;
-  }
+  if (holder.host !== hostname() || holder.pid === process.pid || !isAlive(holder.pid)) return false;
   return holder.started === null || holder.started === startedAt(holder.pid);
 }
 

@@ -15,11 +15,12 @@
  * - `P idempotency:<key>`: the id of the job created with that key (set in the create script).
  * - Sorted sets scored by createdAt (ms): `P jobs:by-created` (every job), `P jobs:status:<status>`,
  *   `P jobs:callback-pending` (jobs whose callback.state is "pending"); and `P jobs:expiring`, final
- *   jobs scored by expiresAt (ms).
+ *   jobs scored by expiresAt (ms), once removable (see Retention).
  *
  * Retention: when a job is final, its hash, chunks and idempotency key get PEXPIREAT expiresAt (set
- * to finishedAt + retentionMs when the caller did not set it); otherwise they are PERSISTed, so
- * queued and running jobs never expire. Redis does the expiry; sweep(now) removes the index entries
+ * to finishedAt + retentionMs when the caller did not set it), once its callback, if any, has
+ * settled (removableAt); otherwise they are PERSISTed, so queued and running jobs, and jobs whose
+ * callback is still to be delivered, never expire. Redis does the expiry; sweep(now) removes the index entries
  * of jobs in `jobs:expiring` due by `now` (deleting any job whose TTL has not fired yet, e.g.
  * because the Redis clock lags this host's). Uploaded inputs are not this store's business: in
  * cluster mode they live in the shared blob store (lib/jobs/blobs.ts, `P blob:<id>`), which gives
