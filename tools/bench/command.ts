@@ -10,8 +10,8 @@ head-of-line latency, /healthz while saturated, memory per slot, footprint probe
 share of the transcription time and a file with 30% non-speech, whisper.cpp side by side when
 tools/bench/build-whisper-cpp.sh has built it) and prints each
 figure next to its product target with PASS/MISS. Writes the results as JSON to
-<out>/bench-<timestamp>.json. A full run takes about 30-40 min on 2 cores; --quick (tiny q8 only,
-fewer concurrency levels and samples) about 2.5 min. --calibrate also writes the footprint-probe measurements
+<out>/bench-<timestamp>.json. A full run takes about 40 min on 2 cores; --quick (tiny q8 only,
+fewer concurrency levels and samples) about 6 min. --calibrate also writes the footprint-probe measurements
 to lib/capacity/footprints.json. The concurrency sweep (1, 2, 4, 6, 8 requests; 1, 2, 4 with --quick)
 runs on tiny q8; --concurrency-models tiny,base adds base q8 (about 15 min more).`;
 
