@@ -64,7 +64,9 @@ export async function safeFetch(url: string, init: SafeFetchInit, policy: Outbou
       res.destroy();
       if (redirects >= maxRedirects) {
         const said = `${target.hostname} answered ${res.statusCode}, a redirect to ${location.slice(0, 512)}`;
-        throw new DomainError("upstream_failed", maxRedirects === 0 ? `${said}: redirects are not followed here` : `Too many redirects (more than ${maxRedirects}): ${said}`);
+        throw new DomainError("upstream_failed", maxRedirects === 0 ? `${said}: redirects are not followed here` : `Too many redirects (more than ${maxRedirects}): ${said}`, {
+          details: { status: res.statusCode },
+        });
       }
       const nextTarget = parseOutboundUrl(redirectTarget(location, target));
       // Same rewrites as fetch: 303 (and 301/302 after POST) become a body-less GET,

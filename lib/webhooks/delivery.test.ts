@@ -354,7 +354,7 @@ describe("EmbeddedCallbackSender", () => {
     const callback = await settledCallback(store, "job_moved");
 
     expect(callback.state).toBe("delivered");
-    expect(callback.attempts[0]).toMatchObject({ status: null, error: expect.stringMatching(/answered 307, a redirect to \/elsewhere: redirects are not followed/) });
+    expect(callback.attempts[0]).toMatchObject({ status: 307, error: expect.stringMatching(/answered 307, a redirect to \/elsewhere: redirects are not followed/) });
     expect(callback.attempts[1]?.status).toBe(200);
     expect(receiver.requests.map((request) => request.path)).toEqual(["/hook", "/hook"]);
   });

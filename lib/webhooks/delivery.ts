@@ -9,6 +9,7 @@ import { storedCallback } from "../jobs/records.ts";
 import type { Logger } from "../log.ts";
 import type { OutboundPolicy } from "../net/outbound-policy.ts";
 import { doneBy } from "../deferred.ts";
+import { isDomainError } from "../errors.ts";
 import { safeFetch } from "../net/safe-fetch.ts";
 import { verboseTranscript } from "../formats.ts";
 import { classifyDeliveryResponse, nextAttemptDelay, parseRetryAfter, type RetrySchedule } from "./retry-schedule.ts";
@@ -297,7 +298,9 @@ export class EmbeddedCallbackSender implements CallbackSender {
       // signed body elsewhere. safeFetch reports one as upstream_failed, which is retried.
       res = await safeFetch(url, { method: "POST", headers, body, timeoutMs: this.#timeoutMs, maxRedirects: 0, signal: this.#cutOff.signal }, this.#policy);
     } catch (error) {
-      return { status: null, latencyMs: elapsedSince(started), error };
+      // A redirect is an answer: its status goes in the attempt's record beside the refusal.
+      const status = isDomainError(error) && typeof error.details?.status === "number" ? error.details.status : null;
+      return { status, latencyMs: elapsedSince(started), error };
     }
     const latencyMs = elapsedSince(started);
     const retryAfterSeconds = parseRetryAfter(res.headers.get("retry-after"), this.#now().getTime());
