@@ -151,7 +151,8 @@ describe("loadConfig", () => {
 
   it("takes a blank setting as unset, so its default applies, not as 0 or an empty name", () => {
     const config = loadConfig({ ...VALID, PORT: "", HOST: " ", LOGPROB_THRESHOLD: "", QUEUE_SIZE: "", WINDOW_SLOTS: "", INSTANCE_ID: "" });
-    expect(config).toMatchObject({ PORT: 8080, HOST: "0.0.0.0", LOGPROB_THRESHOLD: -1, QUEUE_SIZE: 16, WINDOW_SLOTS: undefined, INSTANCE_ID: undefined });
+    expect(config).toMatchObject({ PORT: 8080, HOST: "0.0.0.0", LOGPROB_THRESHOLD: -1, QUEUE_SIZE: 16 });
+    expect([config.WINDOW_SLOTS, config.INSTANCE_ID]).toEqual([undefined, undefined]);
   });
 
   it("refuses a model it could not load, naming the setting: not in WHISPER_MODELS_DIR, outside it, or no hub id", async () => {
@@ -172,7 +173,8 @@ describe("loadConfig", () => {
       expect(configError({ ...local, DEFAULT_MODEL: "org" }).issues).toEqual([expect.stringMatching(/^DEFAULT_MODEL: .*"org".*config\.json/)]);
       // From the hub, whether a model exists is known only when it is fetched; its id's form is known now.
       expect(configError({ ...VALID, DEFAULT_MODEL: "../../etc" }).issues).toEqual([expect.stringMatching(/^DEFAULT_MODEL:/)]);
-      expect(configError({ ...VALID, DEFAULT_MODEL: "" }).issues).toEqual([expect.stringMatching(/^DEFAULT_MODEL:/)]);
+      // Blank is unset, as for every name: the default model.
+      expect(loadConfig({ ...VALID, DEFAULT_MODEL: "" }).DEFAULT_MODEL).toBe(loadConfig(VALID).DEFAULT_MODEL);
       expect(loadConfig({ ...VALID, DEFAULT_MODEL: "someone/whisper-custom" }).DEFAULT_MODEL).toBe("someone/whisper-custom");
       // An api instance loads none.
       expect(
@@ -195,6 +197,41 @@ describe("loadConfig", () => {
     const err = configError({ ...VALID, ...CLUSTER, UPSTASH_REDIS_REST_URL: "ftp://user:PASSWORD-LEAK@127.0.0.1:1" });
     expect(err.issues).toEqual([expect.stringMatching(/^UPSTASH_REDIS_REST_URL:/)]);
     expect(err.message).not.toContain("PASSWORD-LEAK");
+  });
+
+  it.each([
+    ["PORT", "0x50"],
+    ["QUEUE_SIZE", "1e3"],
+    ["NO_SPEECH_THRESHOLD", "0x1"],
+    ["MAX_AUDIO_DURATION", "0s"],
+    ["RESULT_RETENTION", "0"],
+  ])("refuses %s=%j: numbers are decimal, and a limit of nothing would refuse or remove everything", (key, value) => {
+    expect(configError({ ...VALID, [key]: value }).issues).toEqual([expect.stringMatching(new RegExp(`^${key}:`))]);
+  });
+
+  it("takes blank numbers and names of every kind as unset, but refuses a blank DATA_DIR or secret", () => {
+    const blank = { CPUS: "", MEMORY_LIMIT: " ", MAX_UPLOAD_BYTES: "", QUEUE_TIMEOUT: "", ROLE: "", LOG_LEVEL: "", VAD: "", MODEL_DTYPE: "", ALLOW_ANONYMOUS: "", PUBLIC_URL: "" };
+    const config = loadConfig({ ...VALID, ...blank });
+    expect(config).toMatchObject({ ROLE: "all", LOG_LEVEL: "info", VAD: "silero", MODEL_DTYPE: "q8", QUEUE_TIMEOUT: 30_000, MAX_UPLOAD_BYTES: 200 * 1024 ** 2 });
+    expect([config.CPUS, config.MEMORY_LIMIT, config.PUBLIC_URL]).toEqual([undefined, undefined, undefined]);
+    expect(configError({ ...VALID, DATA_DIR: " " }).issues).toEqual([expect.stringMatching(/^DATA_DIR:/)]);
+    expect(configError({ ...VALID, ...CLUSTER, QSTASH_NEXT_SIGNING_KEY: "" }).issues).toEqual([expect.stringMatching(/^QSTASH_NEXT_SIGNING_KEY: must not be empty/)]);
+  });
+
+  it("trims the space a pasted key brings along", () => {
+    const config = loadConfig({ ...VALID, ...CLUSTER, QSTASH_CURRENT_SIGNING_KEY: ` ${CLUSTER.QSTASH_CURRENT_SIGNING_KEY}\n` });
+    expect(config.mode).toMatchObject({ kind: "cluster", qstash: { currentSigningKey: CLUSTER.QSTASH_CURRENT_SIGNING_KEY } });
+  });
+
+  it.each([
+    ["UPSTASH_REDIS_REST_URL", "https://default:SECRET-IN-URL@eu1.upstash.io", /credentials/],
+    ["PUBLIC_URL", "https://admin:SECRET-IN-URL@api.example.com", /credentials/],
+    ["PUBLIC_URL", "https://api.example.com/?x=1", /without a query/],
+    ["PUBLIC_URL", "https://api.example.com/#top", /without a query/],
+  ])("refuses %s=%j without repeating it: it would be printed, or end up in every link", (key, value, reason) => {
+    const err = configError({ ...VALID, ...CLUSTER, [key]: value });
+    expect(err.issues).toEqual([expect.stringMatching(new RegExp(`^${key}: .*${reason.source}`))]);
+    expect(err.message).not.toContain("SECRET-IN-URL");
   });
 
   it("names a bad value by the deprecated name it was set as", () => {

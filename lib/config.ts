@@ -63,19 +63,26 @@ const isDirectory = (path: string): boolean => {
   }
 };
 /**
- * A blank value (PORT= in a .env file) means the setting is unset, so its default applies: read as a
- * number it was 0 (Number("")), and PORT= bound a random port.
+ * A number as people write one in decimal. z.coerce.number() also took "0x50" (PORT=0x50 bound port
+ * 80) and "1e3"; anything else stays a string, which the schema refuses as not a number.
  */
-const unsetIfBlank = <T extends z.ZodType>(schema: T) => z.preprocess((v) => (typeof v === "string" && v.trim() === "" ? undefined : v), schema);
-const optionalPositiveInt = unsetIfBlank(z.coerce.number().int().positive().optional());
-const secret = z.string().min(1, "must not be empty when set");
+const decimal = z.preprocess((v) => (typeof v === "string" && /^\s*[+-]?(\d+\.?\d*|\.\d+)\s*$/.test(v) ? Number(v) : v), z.number());
+const int = decimal.pipe(z.number().int());
+const optionalPositiveInt = int.pipe(z.number().positive()).optional();
+/** Pasted keys often bring a space or newline along; a signing key with one verified nothing, silently. */
+const secret = z.string().trim().min(1, "must not be empty when set");
 /** Set, it must hold a secret: "," parsed to none and switched callbacks off without a word. */
 const webhookSecrets = (text: string) => {
   const secrets = parseWebhookSecrets(text);
   if (secrets.length === 0) throw new Error("lists no secret: give whsec_ secrets separated by commas, or leave it unset to switch callbacks off");
   return secrets;
 };
-const httpUrl = z.url({ protocol: /^https?$/, error: "must be an http(s) URL" });
+const httpUrl = z
+  .url({ protocol: /^https?$/, error: "must be an http(s) URL", abort: true })
+  // Such a URL's password would be printed wherever the URL is (logs, links); fetch refuses it anyway.
+  .refine((url) => !/^[^:]+:\/\/[^/?#]*@/.test(url), "must not carry credentials (user:password@); each service's token has a setting of its own");
+/** A base that paths are appended to: a query or fragment would end up in the middle of every link. */
+const baseUrl = httpUrl.refine((url) => !/[?#]/.test(url), "must be a base URL, without a query (?) or fragment (#)");
 
 /**
  * What an instance does: everything (one kind of instance), only the API (takes requests, hands jobs
@@ -89,11 +96,11 @@ export type Role = (typeof ROLES)[number];
  * one switches a feature off or refuses to start, never runs with an empty value.
  */
 const settingsSchema = z.object({
-  PORT: unsetIfBlank(z.coerce.number().int().min(0).max(65535).default(8080)),
-  HOST: unsetIfBlank(z.string().default("0.0.0.0")),
-  PUBLIC_URL: httpUrl.optional(),
+  PORT: int.pipe(z.number().min(0).max(65535)).default(8080),
+  HOST: z.string().default("0.0.0.0"),
+  PUBLIC_URL: baseUrl.optional(),
   ROLE: z.enum(ROLES).default("all"),
-  WORKER_URL: httpUrl.optional(),
+  WORKER_URL: baseUrl.optional(),
   LOG_LEVEL: z.enum(["debug", "info", "warn", "error", "silent"]).default("info"),
   SHUTDOWN_GRACE: timerDuration("25s", { zeroMeansAtOnce: true }),
 
@@ -102,7 +109,7 @@ const settingsSchema = z.object({
   /** Web origins whose pages may call the API from a browser (CORS); none when unset. */
   CORS_ORIGINS: list.transform((origins, ctx) => (origins.includes("*") ? ["*"] : parsedBy((written: string[]) => written.map(webOrigin))(origins, ctx))),
 
-  DEFAULT_MODEL: z.string().min(1, "must name a model when set").default(DEFAULT_MODEL),
+  DEFAULT_MODEL: z.string().default(DEFAULT_MODEL),
   PRELOAD_MODELS: list,
   MODEL_DTYPE: z.enum(["q8", "fp32"]).default("q8"),
   WHISPER_MODELS_DIR: z.string().optional(),
@@ -111,16 +118,16 @@ const settingsSchema = z.object({
   MAX_UPLOAD_BYTES: bytes("200MiB"),
   // 0 is Node's "no limit", which would switch off the guard against clients that send slowly on purpose.
   REQUEST_TIMEOUT: duration("5m").refine((ms) => ms >= 1000 && ms <= MAX_TIMER_MS, "must be at least 1s and at most 24d"),
-  MAX_AUDIO_DURATION: duration("4h"),
+  MAX_AUDIO_DURATION: duration("4h").refine((ms) => ms > 0, "must be more than 0"),
   VAD: z.enum(VAD_MODES).default("silero"),
   // Whisper's checks on each window's decode (transcribe.py's defaults).
-  COMPRESSION_RATIO_THRESHOLD: unsetIfBlank(z.coerce.number().positive().default(2.4)),
-  LOGPROB_THRESHOLD: unsetIfBlank(z.coerce.number().max(0).default(-1)),
-  NO_SPEECH_THRESHOLD: unsetIfBlank(z.coerce.number().min(0).max(1).default(0.6)),
+  COMPRESSION_RATIO_THRESHOLD: decimal.pipe(z.number().positive()).default(2.4),
+  LOGPROB_THRESHOLD: decimal.pipe(z.number().max(0)).default(-1),
+  NO_SPEECH_THRESHOLD: decimal.pipe(z.number().min(0).max(1)).default(0.6),
   // Decodes sampled per fallback temperature (faster-whisper's, whisper.cpp's and WhisperX's default).
-  BEST_OF: unsetIfBlank(z.coerce.number().int().min(1).max(10).default(5)),
+  BEST_OF: int.pipe(z.number().min(1).max(10)).default(5),
   // Beams at temperature 0: 1 decodes greedily, as OpenAI's transcribe() does; faster-whisper's default is 5.
-  BEAM_SIZE: unsetIfBlank(z.coerce.number().int().min(1).max(10).default(1)),
+  BEAM_SIZE: int.pipe(z.number().min(1).max(10)).default(1),
   /** alias=model pairs; OpenAI's newer transcription models name the default model unless told otherwise. */
   MODEL_ALIASES: z
     .string()
@@ -157,14 +164,18 @@ const settingsSchema = z.object({
   WINDOW_SLOTS: optionalPositiveInt,
   THREADS: optionalPositiveInt,
   MAX_ACTIVE_JOBS: optionalPositiveInt,
-  QUEUE_SIZE: unsetIfBlank(z.coerce.number().int().min(0).default(16)),
+  QUEUE_SIZE: int.pipe(z.number().min(0)).default(16),
   QUEUE_TIMEOUT: timerDuration("30s", { zeroMeansAtOnce: true }),
 
-  DATA_DIR: z.string().min(1, "is set but empty: give a directory, or leave it unset for ./data").default("./data"),
-  JOB_QUEUE_SIZE: unsetIfBlank(z.coerce.number().int().min(1).default(1000)),
+  DATA_DIR: z
+    .string()
+    .refine((dir) => dir.trim() !== "", "is set but empty: give a directory, or leave it unset for ./data")
+    .default("./data"),
+  JOB_QUEUE_SIZE: int.pipe(z.number().min(1)).default(1000),
   JOB_MAX_WAIT: duration("1h"),
   JOB_DEFER_MAX_DELAY: timerDuration("60s"),
-  RESULT_RETENTION: duration("7d"),
+  // 0 would remove a result as it is written (and Redis refuses an expiry of 0).
+  RESULT_RETENTION: duration("7d").refine((ms) => ms > 0, "must be more than 0"),
   /** Empty when unset: then no job may ask for a callback. */
   WEBHOOK_SECRET: secret.optional().transform((s, ctx) => (s === undefined ? [] : parsedBy(webhookSecrets)(s, ctx))),
   WEBHOOK_RETRY_SCHEDULE: z.string().default(DEFAULT_RETRY_SCHEDULE).transform(parsedBy(parseSchedule)),
@@ -175,22 +186,47 @@ const settingsSchema = z.object({
   MAX_DOWNLOAD_BYTES: bytes("500MiB"),
   DOWNLOAD_TIMEOUT: timerDuration("5m"),
 
-  UPSTASH_REDIS_REST_URL: httpUrl.optional(),
+  UPSTASH_REDIS_REST_URL: baseUrl.optional(),
   UPSTASH_REDIS_REST_TOKEN: secret.optional(),
-  QSTASH_URL: httpUrl.optional(),
+  QSTASH_URL: baseUrl.optional(),
   QSTASH_TOKEN: secret.optional(),
   QSTASH_CURRENT_SIGNING_KEY: secret.optional(),
   QSTASH_NEXT_SIGNING_KEY: secret.optional(),
-  QSTASH_DELIVERY_URL: httpUrl.optional(),
+  QSTASH_DELIVERY_URL: baseUrl.optional(),
   /** Transcriptions running at once across the cluster: each holds one lease in Redis while it runs. */
   CLUSTER_MAX_TRANSCRIPTIONS: optionalPositiveInt,
   LEASE_TTL: timerDuration("15s"),
   LEASE_HEARTBEAT: timerDuration("5s"),
-  INSTANCE_ID: unsetIfBlank(z.string().optional()),
+  INSTANCE_ID: z.string().optional(),
 });
 
 /** Every environment variable the service reads. */
 export const SETTING_NAMES: readonly string[] = Object.keys(settingsSchema.shape);
+
+/**
+ * Set but blank, these are refused rather than read as unset: an empty DATA_DIR meant the process's
+ * working directory, and an empty secret is a template left unfilled, not a choice to go without.
+ */
+const REFUSED_BLANK: ReadonlySet<string> = new Set([
+  "DATA_DIR",
+  "WEBHOOK_SECRET",
+  "UPSTASH_REDIS_REST_TOKEN",
+  "QSTASH_TOKEN",
+  "QSTASH_CURRENT_SIGNING_KEY",
+  "QSTASH_NEXT_SIGNING_KEY",
+]);
+
+/**
+ * Any other setting left blank (PORT= in a .env file) is unset, so its default applies: read as a
+ * number it was 0 (Number("")), and PORT= bound a random port.
+ */
+function withoutBlanks(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const kept = { ...env };
+  for (const name of SETTING_NAMES) {
+    if (!REFUSED_BLANK.has(name) && kept[name]?.trim() === "") delete kept[name];
+  }
+  return kept;
+}
 
 /**
  * Earlier names, still read so existing deployments keep working. Both were "slots", one counting
@@ -400,7 +436,8 @@ export class ConfigError extends Error {
 
 /** Parses the environment; throws ConfigError naming every bad setting (never echoing secret values). */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
-  const { env: current, deprecations } = renameDeprecated(env);
+  const { env: renamed, deprecations } = renameDeprecated(env);
+  const current = withoutBlanks(renamed);
   const parsed = configSchema.safeParse(current);
   if (!parsed.success) {
     // A value set under a deprecated name is reported under the name it was set as.
