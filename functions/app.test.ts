@@ -669,6 +669,16 @@ describe("the HTTP API in process", () => {
     const capacity = await app.request("/v1/capacity", { headers: auth });
     expect(capacity.status).toBe(200);
     expect(((await capacity.json()) as { instance: { slots: number } }).instance.slots).toBe(2);
+    // Ready while the next request would be taken: a transcription free, or a place in the line.
+    state.status = { ...status, transcriptions: { limit: 4, active: 4, queued: 15, queueSize: 16 } };
+    expect((await app.request("/readyz")).status).toBe(200);
+    state.status = { ...status, transcriptions: { limit: 4, active: 4, queued: 16, queueSize: 16 } };
+    expect((await app.request("/readyz")).status).toBe(503);
+    // QUEUE_SIZE=0: no line, so an instance with a transcription free is ready.
+    state.status = { ...status, transcriptions: { limit: 4, active: 3, queued: 0, queueSize: 0 } };
+    expect((await app.request("/readyz")).status).toBe(200);
+    state.status = { ...status, transcriptions: { limit: 4, active: 4, queued: 0, queueSize: 0 } };
+    expect((await app.request("/readyz")).status).toBe(503);
     state.status = { ...status, models: [{ id: "m", dtype: "q8", state: "loading", preloaded: true }] };
     expect((await app.request("/readyz")).status).toBe(503);
     // A model a request asked for that fails to load fails that request; the instance still serves its own.

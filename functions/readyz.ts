@@ -39,7 +39,8 @@ export const route = createRoute({
   responses: {
     200: { description: "Ready.", content: { "application/json": { schema: Readiness } } },
     503: {
-      description: "Not ready: a preloaded model is still loading or failed, the queue is full, the shared stores are unreachable (cluster mode), or the server is shutting down.",
+      description:
+        "Not ready: a preloaded model is still loading or failed, every transcription is running and the queue is full, the shared stores are unreachable (cluster mode), or the server is shutting down.",
       content: { "application/json": { schema: Readiness } },
     },
   },
@@ -63,7 +64,10 @@ export default router().openapi(route, async (c) => {
   if (transcriber) {
     const { models, slots: planned, windows, transcriptions } = transcriber.status();
     const preloaded = models.filter((m) => m.preloaded);
-    const ready = !draining && storesReachable && preloaded.length > 0 && preloaded.every((m) => m.state === "ready") && transcriptions.queued < transcriptions.queueSize;
+    // Room means the next request would not be refused: a transcription free now, or a place in the
+    // line (with QUEUE_SIZE=0 there is no line, and an idle instance is ready).
+    const room = transcriptions.active < transcriptions.limit || transcriptions.queued < transcriptions.queueSize;
+    const ready = !draining && storesReachable && preloaded.length > 0 && preloaded.every((m) => m.state === "ready") && room;
     // Public: a failed load's message without the server's paths (the log has them).
     const shown = models.map((m) => (m.error ? { ...m, error: m.error.replace(/(?<![\w.-])(?:[A-Za-z]:)?[\\/][^\s"']*[\\/]([^\s"'\\/]+)/g, "$1") } : m));
     body = { ready, role, models: shown, capacity: { slots: planned, inUse: windows.inUse, queued: transcriptions.queued, queueSize: transcriptions.queueSize } };
