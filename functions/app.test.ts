@@ -8,7 +8,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { FFMPEG_STALL_MS, FfmpegFailure, stallFailure } from "../lib/audio/ffmpeg.ts";
 import type { VadMode } from "../lib/audio/speech-regions.ts";
 import { QSTASH_CALLBACK_ATTEMPT_PATH, QSTASH_CALLBACK_FAILED_PATH, QSTASH_RUN_FAILED_PATH, QSTASH_RUN_PATH } from "../lib/cluster/qstash.ts";
-import { DomainError } from "../lib/errors.ts";
+import { DomainError, StoreUnavailable } from "../lib/errors.ts";
 import type { JobRecord } from "../lib/jobs/ports.ts";
 import { JobService } from "../lib/jobs/service.ts";
 import type { TranscriberStatus } from "../lib/services.ts";
@@ -65,6 +65,7 @@ function fakes(
     requestMetrics: [] as Record<string, string>[],
     /** Every other line logged at error level. */
     errorLogs: [] as string[],
+    warnLogs: [] as string[],
     /** What the transcription throws, if anything: once under way, or before (`failsBeforeStart`). */
     transcribeFails: null as unknown,
     failsBeforeStart: false,
@@ -82,6 +83,7 @@ function fakes(
       state.requestLogs.push({ level, status: (fields as { status: number }).status });
       state.requestLines.push({ level, ...fields });
     } else if (level === "error") state.errorLogs.push(msg ?? "");
+    else if (level === "warn") state.warnLogs.push(msg ?? "");
   };
   const full = () => new DomainError("rate_limited", "full", { retryAfterSeconds: 7 });
   const transcript: Transcript = { task: "transcribe", language: "en", duration: 1, text: "hello", segments: [] };
@@ -142,10 +144,15 @@ function fakes(
       vad,
     }),
     policy: { allow: [] },
-    // Signatures are checked for real in lib/cluster/qstash.test.ts; here every token but "forged" passes as signed.
+    // Signatures are checked for real in lib/cluster/qstash.test.ts; here every token but the forged ones
+    // passes as signed, and "forged-by-upstash" claims QStash issued it.
     qstash: cluster
       ? {
-          receiver: { signedByUs: (signature) => signature !== undefined && signature !== "forged", verify: async () => true },
+          receiver: {
+            signedByUs: (signature) => signature !== undefined && !signature.startsWith("forged"),
+            claimsUpstash: (signature) => signature === "forged-by-upstash",
+            verify: async () => true,
+          },
           deliveryUrl: "http://test",
           publicUrl: "http://test",
           runner: { handleDelivery: async () => "ran", redeliver: async () => "skipped" },
@@ -376,6 +383,11 @@ describe("the HTTP API in process", () => {
       expect(offered.pulled()).toBeLessThanOrEqual(128 << 10);
     }
     expect(state.errorLogs).toEqual([]);
+    // Anyone's forgery is only a 401; a token QStash says it issued points at the instance's signing keys.
+    expect(state.warnLogs).toEqual([]);
+    const misconfigured = await app.request(QSTASH_RUN_PATH, { method: "POST", body: "{}", headers: { "upstash-signature": "forged-by-upstash" } });
+    expect(misconfigured.status).toBe(401);
+    expect(state.warnLogs).toEqual([expect.stringContaining("QSTASH_CURRENT_SIGNING_KEY")]);
   });
 
   it("answers a signed QStash delivery whose body is not JSON with 400, not 500", async () => {
@@ -707,6 +719,15 @@ describe("the HTTP API in process", () => {
       { level: "info", status: 200 },
     ]);
     expect(state.errorLogs).toEqual(["unhandled error"]);
+  });
+
+  it("puts what a failing dependency said in the 503's request line, not in the answer", async () => {
+    const { app, state } = fakes(scratch);
+    state.transcribeFails = new StoreUnavailable("Redis is unreachable", new Error("UNAUTHORIZED: token revoked"));
+    const res = await app.request("/v1/audio/transcriptions", { method: "POST", headers: auth, body: upload(16, { model: "m" }) });
+    expect(res.status).toBe(503);
+    expect(JSON.stringify(await res.json())).not.toContain("revoked");
+    expect(state.requestLines).toEqual([expect.objectContaining({ level: "warn", status: 503, error: "unavailable", cause: "UNAUTHORIZED: token revoked" })]);
   });
 
   it("answers a full disk with 503 and Retry-After, and tells the operator", async () => {

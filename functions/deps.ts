@@ -56,7 +56,7 @@ export interface HttpTranscriber {
 }
 
 export interface QStashDeps {
-  receiver: Pick<QStashSignatures, "signedByUs" | "verify">;
+  receiver: Pick<QStashSignatures, "signedByUs" | "claimsUpstash" | "verify">;
   /** QStash signs this URL into each message, so deliveries are verified against it. */
   deliveryUrl: string;
   runner: Pick<JobRunner, "handleDelivery" | "redeliver">;

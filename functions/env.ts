@@ -7,13 +7,13 @@ import type { HttpDeps } from "./deps.ts";
 /**
  * Bindings: Node's request and response on the Node server (absent when a test calls app.request()).
  * deps: what the handlers use of the core (functions/deps.ts). errorCode: set when the request
- * failed, for its log line. spooled: uploads to remove when the request ends.
+ * failed, for its log line; errorCause, what a dependency said when it made us answer 5xx. spooled: uploads to remove when the request ends.
  * bodyBytesRead: how much of the body the multipart reader took off the socket, for the clean-up.
  */
 export type AppEnv = {
   Bindings: { incoming?: IncomingMessage; outgoing?: ServerResponse } | undefined;
   /** jobId: the job a request created or replayed, for its log line. */
-  Variables: { deps: HttpDeps; requestId: string; errorCode?: ErrorCode; spooled: string[]; bodyBytesRead?: number; jobId?: string };
+  Variables: { deps: HttpDeps; requestId: string; errorCode?: ErrorCode; errorCause?: string; spooled: string[]; bodyBytesRead?: number; jobId?: string };
 };
 
 /** A router whose validation failures take the same path as every other error. */

@@ -160,6 +160,7 @@ function recordRequest(c: Context<AppEnv>, started: number, aborted: boolean): v
       path: c.req.path,
       status: c.res.status,
       ...(error ? { error } : {}),
+      ...(c.get("errorCause") ? { cause: c.get("errorCause") } : {}),
       ...(aborted ? { aborted } : {}),
       ...(jobId ? { jobId } : {}),
       ms: Math.round(ms),
@@ -187,6 +188,10 @@ export function recordError(err: unknown, c: Context<AppEnv>, requestId = c.get(
     c.get("deps")?.log.error({ requestId, err: error.stack ?? error.message, cause: describeCause(error) }, "unhandled error");
   } else if (domainError instanceof StorageFull) {
     c.get("deps")?.log.error({ requestId, err: error.message }, "no room on disk for the request's data: free space under DATA_DIR");
+  } else if (ERROR_STATUS[domainError.code] >= 500) {
+    // A 503 for a store or QStash that failed: the operator needs what it said (a revoked token, a timeout).
+    const cause = describeCause(domainError);
+    if (cause !== undefined) c.set("errorCause", cause);
   }
   c.get("deps")?.metrics.errors.inc({ code: domainError.code });
   return domainError;

@@ -32,8 +32,17 @@ export async function signedDelivery(
  * upload limit (the body limit reads one sent without a length as it counts it) before the 401.
  */
 export const signedTokenOnly: MiddlewareHandler<AppEnv> = async (c, next) => {
-  const { qstash } = c.var.deps;
-  if (qstash && !qstash.receiver.signedByUs(c.req.header("upstash-signature"))) throw new DomainError("unauthorized", "invalid QStash signature");
+  const { qstash, log } = c.var.deps;
+  const signature = c.req.header("upstash-signature");
+  if (qstash && !qstash.receiver.signedByUs(signature)) {
+    if (qstash.receiver.claimsUpstash(signature)) {
+      log.warn(
+        { path: c.req.path },
+        "a delivery QStash says it signed is not signed with QSTASH_CURRENT_SIGNING_KEY or QSTASH_NEXT_SIGNING_KEY: check them against the QStash console; jobs stay queued until they match",
+      );
+    }
+    throw new DomainError("unauthorized", "invalid QStash signature");
+  }
   await next();
 };
 

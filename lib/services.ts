@@ -194,6 +194,7 @@ async function clusterAdapters(mode: Extract<Mode, { kind: "cluster" }>, context
   // place for seconds), and let the stores map errors to 503.
   const redis = new Redis({ url: mode.redis.url, token: mode.redis.token, retry: { retries: 0 }, enableAutoPipelining: false });
   await checkRedisToken(redis, log);
+  await checkQStashToken(mode.qstash, log);
   const qstash = new QStashClient({ token: mode.qstash.token, baseUrl: mode.qstash.url });
   const jobs = new UpstashJobStore({ redis, retentionMs: config.RESULT_RETENTION });
   const deliveryUrl = mode.qstash.deliveryUrl;
@@ -207,7 +208,8 @@ async function clusterAdapters(mode: Extract<Mode, { kind: "cluster" }>, context
   };
 }
 
-const REDIS_CHECK_TIMEOUT_MS = 5_000;
+/** How long the start-up checks of the Upstash tokens wait for an answer. */
+const TOKEN_CHECK_TIMEOUT_MS = 5_000;
 
 /**
  * A refused token looks like an outage from every request after it (503, "unreachable"): it is told
@@ -216,7 +218,7 @@ const REDIS_CHECK_TIMEOUT_MS = 5_000;
  */
 async function checkRedisToken(redis: Redis, log: Logger): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer in ${REDIS_CHECK_TIMEOUT_MS} ms`)), REDIS_CHECK_TIMEOUT_MS)));
+  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer in ${TOKEN_CHECK_TIMEOUT_MS} ms`)), TOKEN_CHECK_TIMEOUT_MS)));
   try {
     await Promise.race([redis.ping(), late]);
   } catch (err) {
@@ -228,6 +230,33 @@ async function checkRedisToken(redis: Redis, log: Logger): Promise<void> {
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** Where the QStash client sends when QSTASH_URL is unset (@upstash/qstash's own default). */
+const QSTASH_DEFAULT_URL = "https://qstash.upstash.io";
+
+/**
+ * The same for QStash: a refused QSTASH_TOKEN made every job submission a 503 and the instance
+ * otherwise ready. Asking for a message that does not exist is answered 404 to a good token and
+ * 401 to a bad one, and changes nothing; fetched directly because the SDK prints every non-2xx.
+ */
+async function checkQStashToken(qstash: { url?: string; token: string }, log: Logger): Promise<void> {
+  const base = (qstash.url ?? QSTASH_DEFAULT_URL).replace(/\/+$/, "");
+  let status: number;
+  try {
+    const res = await fetch(`${base}/v2/messages/msg_slotscribe_token_check`, {
+      headers: { authorization: `Bearer ${qstash.token}` },
+      signal: AbortSignal.timeout(TOKEN_CHECK_TIMEOUT_MS),
+    });
+    await res.body?.cancel();
+    status = res.status;
+  } catch (err) {
+    log.warn({ err: (err as Error).message }, "QStash did not answer at start-up: starting anyway; jobs are refused with 503 until it does");
+    return;
+  }
+  if (status === 401 || status === 403)
+    throw new Error(`QSTASH_TOKEN was refused by QStash at ${qstash.url ? "QSTASH_URL" : QSTASH_DEFAULT_URL} (HTTP ${status}): check the token`);
+  if (status >= 500) log.warn({ status }, "QStash answered the start-up check with a server error: starting anyway");
 }
 
 /**

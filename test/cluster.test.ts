@@ -270,6 +270,14 @@ describe("cluster mode: three instances, one Redis, QStash", () => {
     expect(JSON.stringify(logs) + stderr).not.toContain(wrong);
   });
 
+  it("refuses to start with a token QStash refuses, naming the setting and not the token", async () => {
+    const wrong = `wrong-qstash-token-${Math.random().toString(36).slice(2)}`;
+    const { code, logs, stderr } = await serveUntilExit({ ...instanceEnv(INSTANCES), QSTASH_TOKEN: wrong });
+    expect(code).toBe(1);
+    expect(logs.at(-1)).toMatchObject({ level: 60, err: expect.stringContaining("QSTASH_TOKEN was refused") });
+    expect(JSON.stringify(logs) + stderr).not.toContain(wrong);
+  });
+
   it("refuses unsigned or tampered deliveries to the worker endpoint", async () => {
     const live = instances.find((i): i is ServiceProcess => i !== null)!;
     const unsigned = await fetch(`${live.url}/internal/qstash/run`, { method: "POST", body: JSON.stringify({ jobId: "job_x", attempt: 0 }) });

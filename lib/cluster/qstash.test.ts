@@ -164,6 +164,10 @@ describe("QStashJobDispatcher and verifyQStash", () => {
     for (const forged of [undefined, "", "a.b.c", `${head}.${otherClaims}.${mac}`, `${head}.${claims}.${mac!.slice(0, -2)}`])
       expect(signatures.signedByUs(forged), String(forged)).toBe(false);
     expect(new QStashSignatures({ currentSigningKey: "sig_a", nextSigningKey: "sig_b" }).signedByUs(signature)).toBe(false);
+    // QStash's token still says it issued it, which tells wrong signing keys from someone's forgery.
+    expect(new QStashSignatures({ currentSigningKey: "sig_a", nextSigningKey: "sig_b" }).claimsUpstash(signature)).toBe(true);
+    for (const forged of [undefined, "", "a.b.c", `${head}.${Buffer.from('{"iss":"someone"}').toString("base64url")}.${mac}`])
+      expect(signatures.claimsUpstash(forged), String(forged)).toBe(false);
     await expect(verifyQStash(signatures, delivery!.body, signature, url)).resolves.toBeUndefined();
 
     // Instances that disagree on the delivery URL: the refusal names the URL checked, and says so in the log.

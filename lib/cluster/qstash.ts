@@ -75,6 +75,20 @@ export class QStashSignatures implements Pick<Receiver, "verify"> {
     });
   }
 
+  /**
+   * Whether `signature` says QStash issued it, whoever signed it: a token that claims so but is not
+   * signed with these keys most often means the instance was given the wrong signing keys.
+   */
+  claimsUpstash(signature: string | undefined): boolean {
+    const payload = signature?.split(".")[1];
+    if (!payload) return false;
+    try {
+      return (JSON.parse(Buffer.from(payload, "base64url").toString("utf8")) as { iss?: unknown }).iss === "Upstash";
+    } catch {
+      return false;
+    }
+  }
+
   verify(request: Parameters<Receiver["verify"]>[0]): Promise<boolean> {
     return this.#receiver.verify(request);
   }
