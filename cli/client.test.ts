@@ -414,6 +414,10 @@ describe("SlotscribeClient", () => {
     for (const [server, shown] of [
       ["http://admin:topsecret@127.0.0.1:8080", "http://***@127.0.0.1:8080"],
       ["admin:topsecret@127.0.0.1:8080", "***@127.0.0.1:8080"],
+      // Generated passwords hold "/", "?" or "#", which end a URL's authority: still all masked.
+      ["http://admin:top/secret@127.0.0.1:8080", "http://***@127.0.0.1:8080"],
+      ["http://admin:top?secret@127.0.0.1:8080", "http://***@127.0.0.1:8080"],
+      ["http://admin:top#secret@127.0.0.1:8080/", "http://***@127.0.0.1:8080/"],
     ]) {
       expect(() => new SlotscribeClient({ server })).toThrow(`Invalid server URL "${shown}"`);
       expect(() => new SlotscribeClient({ server })).not.toThrow(/topsecret/);

@@ -314,8 +314,9 @@ async function errorFrom(response: Response, secret: string | undefined): Promis
   return new ApiError(response.status, `http_${response.status}`, message, headerRequestId, { retryAfterSeconds });
 }
 
+/** Everything up to the last "@" goes: a password may hold "/", "?" or "#", which a URL parser would stop at. */
 function withoutCredentials(server: string): string {
-  return server.replace(/^((?:[a-z][a-z\d+.-]*:)?\/\/)?[^/?#]*@/i, "$1***@");
+  return server.replace(/^((?:[a-z][a-z\d+.-]*:)?\/\/)?.*@/is, "$1***@");
 }
 
 /** What a fetch rejection means; `reached` is false when the request certainly never left. */
