@@ -1,9 +1,10 @@
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { writeModel, type Graph } from "../../lib/onnx/graph.ts";
+import { ensureDirectory } from "../../lib/directories.ts";
 import { buildMicroDecoder, buildMicroEncoder, microDims, microTokenLayout } from "./micro.ts";
 import { buildTokenLayout, tokenizerConfigJson, tokenizerJson, WHISPER_LANGUAGES, type TokenLayout } from "./tokenizer.ts";
 import { WeightSource } from "./weights.ts";
@@ -96,7 +97,8 @@ export async function generateModel(options: GenerateOptions): Promise<Generated
   // that a later run would take for complete.
   const staging = `${path}.partial-${process.pid}`;
   await rm(staging, { recursive: true, force: true });
-  await mkdir(join(staging, "onnx"), { recursive: true });
+  // Not mkdir's recursive form: it never returns for a folder under /proc (see ensureDirectory).
+  await ensureDirectory(join(staging, "onnx"));
   const files: Record<string, number> = {};
   for (const [name, content] of Object.entries(plan.jsonFiles)) {
     const text = JSON.stringify(content, null, 2);
@@ -122,7 +124,7 @@ export async function generateModel(options: GenerateOptions): Promise<Generated
   }
   await writeFile(join(staging, STAMP), JSON.stringify({ fingerprint, kind: options.kind, tokensPerWindow, parameters, files }, null, 2));
   await rm(path, { recursive: true, force: true });
-  await mkdir(dirname(path), { recursive: true });
+  await ensureDirectory(dirname(path));
   await rename(staging, path);
   return { id, path, kind: options.kind, parameters, files, reused: false, seconds: (performance.now() - started) / 1000 };
 }
