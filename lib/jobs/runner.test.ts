@@ -864,6 +864,54 @@ describe("a job in cluster mode, through hand-backs, repeats and takeovers", () 
   });
 });
 
+describe("a running job whose instance died", () => {
+  const hoursAgo = (h: number) => new Date(Date.now() - h * 3_600_000).toISOString();
+
+  it("waits for room from its crash, not from when it was first queued: a long run is not a long wait", async () => {
+    const { dataDir, store } = await storeInTempDir();
+    const worker = clusterWorker(store, dataDir, async () => TRANSCRIPT);
+    // Queued 2 h ago (JOB_MAX_WAIT here is a minute), ran since, its instance killed; the cluster is full now.
+    await store.create({ ...(await queuedUpload(dataDir, "job_crashed")), status: "running", runs: 1, createdAt: hoursAgo(2), queuedAt: hoursAgo(2), startedAt: hoursAgo(1.9) });
+    worker.admission.tryAcquire();
+    worker.admission.tryAcquire();
+    expect(await worker.jobs.handleDelivery("job_crashed", 3)).toBe("deferred");
+    const waiting = await store.get("job_crashed");
+    expect(waiting).toMatchObject({ status: "queued", runs: 1 });
+    expect(Date.now() - Date.parse(waiting!.queuedAt!)).toBeLessThan(60_000);
+    expect(worker.dispatched).toEqual([expect.objectContaining({ jobId: "job_crashed", reason: "deferred", queuedAt: waiting!.queuedAt })]);
+    // QStash's report that it gave up on a message of it: sent again, not failed, for the same reason.
+    await store.update("job_crashed", (j) => ({ ...j, status: "running", queuedAt: hoursAgo(2) }));
+    expect(await worker.jobs.redeliver("job_crashed", 4)).toBe("redelivered");
+    expect((await store.get("job_crashed"))?.status).toBe("queued");
+  });
+
+  it("is sent again in cluster mode once no lease has held it at two looks in a row, and only then", async () => {
+    const { dataDir, store } = await storeInTempDir();
+    const dispatched: Dispatch[] = [];
+    const leases = new EmbeddedLeaseStore({ cap: null });
+    const jobs = runner(store, dataDir, NO_CALLBACKS, undefined, 10, { dispatcher: qstashLike(async (d) => void dispatched.push(d)), leases, strandable: true });
+    await store.create({ ...(await queuedUpload(dataDir, "job_lost")), status: "running", runs: 1, createdAt: hoursAgo(3) });
+    await store.create({ ...(await queuedUpload(dataDir, "job_held")), status: "running", runs: 1, createdAt: hoursAgo(3) });
+    await store.create({ ...(await queuedUpload(dataDir, "job_rerun")), status: "running", runs: 1, createdAt: hoursAgo(3) });
+    await leases.tryAcquire({ instance: "other", job: "job_held" });
+
+    // A lease may be between renewals or a message on its way: the first look only notes the job.
+    expect(await jobs.resendLostRuns()).toBe(0);
+    expect(dispatched).toEqual([]);
+    // Taken up again between the looks (a QStash retry reached an instance): a later run, not lost.
+    await store.update("job_rerun", (j) => ({ ...j, runs: 2 }));
+    expect(await jobs.resendLostRuns()).toBe(1);
+    expect(dispatched).toEqual([expect.objectContaining({ jobId: "job_lost", reason: "redelivered", runs: 1 })]);
+    expect(await store.get("job_lost")).toMatchObject({ status: "queued", queuedAt: dispatched[0]!.queuedAt });
+    expect((await store.get("job_held"))?.status).toBe("running");
+    expect((await store.get("job_rerun"))?.status).toBe("running");
+    // Embedded, the line holds every job and a restart runs the running ones: nothing to send.
+    const embedded = runner(store, dataDir, NO_CALLBACKS, undefined, 10, { leases });
+    expect(await embedded.resendLostRuns()).toBe(0);
+    expect(await embedded.resendLostRuns()).toBe(0);
+  });
+});
+
 describe("a queued job nothing carries any more (its instance died before its message was sent)", () => {
   it("fails with its callback once no message could still bring it, in cluster mode only", async () => {
     const { dataDir, store } = await storeInTempDir();

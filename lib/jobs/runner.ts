@@ -90,6 +90,8 @@ export class JobRunner {
   /** Jobs that met a full disk, how often (each waits longer for room), and until when they may wait. */
   private readonly storageWaits = new Map<string, { waits: number; until: number }>();
   private stopped = false;
+  /** Running jobs no lease held at resendLostRuns' last look, with their runs then. */
+  private unheldRuns = new Map<string, number>();
 
   constructor(private readonly deps: JobRunnerDeps) {}
 
@@ -220,7 +222,7 @@ export class JobRunner {
         retryAfterSeconds: MISROUTED_DELIVERY_RETRY_AFTER_SECONDS,
       });
     }
-    const job = await this.deps.store.get(id);
+    let job = await this.deps.store.get(id);
     if (!job || isFinal(job)) return "skipped";
     // Redelivered while it runs, here or on an instance that still holds its lease (which may have
     // died, its lease not expired yet): looked at again later rather than dropped or run twice.
@@ -229,6 +231,10 @@ export class JobRunner {
     if (this.running.has(id) || (job.status === "running" && (await this.heldElsewhere(id)))) {
       await this.defer(job, attempt, { mayGiveUp: false });
       return "deferred";
+    }
+    if (job.status === "running") {
+      job = await this.backInLine(job);
+      if (!job || isFinal(job)) return "skipped";
     }
     const room = this.running.size < this.deps.concurrency && !this.stopped;
     const patient = this.deps.dispatcher.admission === "patient";
@@ -251,11 +257,15 @@ export class JobRunner {
    * long as a job may wait; after that it fails, with its callback, rather than stay queued unseen.
    */
   async redeliver(id: string, attempt: number): Promise<"redelivered" | "failed" | "skipped"> {
-    const job = await this.deps.store.get(id);
+    let job = await this.deps.store.get(id);
     if (!job || isFinal(job)) return "skipped";
-    const waited = Date.now() - Date.parse(queuedSince(job));
     // A job an instance still runs is not waiting: its age says nothing of whether it will finish.
-    const running = job.status === "running" && (await this.heldElsewhere(id));
+    const running = job.status === "running" && (this.running.has(id) || (await this.heldElsewhere(id)));
+    if (job.status === "running" && !running) {
+      job = await this.backInLine(job);
+      if (!job || isFinal(job)) return "skipped";
+    }
+    const waited = Date.now() - Date.parse(queuedSince(job));
     if (waited > this.deps.maxWaitMs && !running) {
       await this.finish(id, { status: "failed", error: { code: "unavailable", message: `No instance took the job in ${Math.round(waited / 1000)} s; it was given up.` } });
       return "failed";
@@ -277,6 +287,51 @@ export class JobRunner {
       await this.finish(job.id, { status: "failed", error: { code: "unavailable", message: `No instance took the job in ${waited} s; it was given up.` } });
     }
     return stranded.length;
+  }
+
+  /**
+   * Sends again, in cluster mode, running jobs whose run died with its instance and that nothing
+   * carries any more: QStash gave up on their message, and on the report of that, while no
+   * instance could answer (every instance or the store down for the span of its retries). A job
+   * is taken for one when no lease holds it at two looks in a row (a minute apart) in the same run;
+   * a message still on its way behind it finds it running or done and changes nothing. Returns how
+   * many were sent.
+   */
+  async resendLostRuns(): Promise<number> {
+    if (!this.deps.strandable) return 0;
+    const running = (await this.deps.store.unfinished()).filter((job) => job.status === "running" && !this.running.has(job.id));
+    if (running.length === 0) {
+      this.unheldRuns.clear();
+      return 0;
+    }
+    const held = new Set((await this.deps.leases.snapshot()).instances.flatMap((i) => i.jobs));
+    const unheld = new Map<string, number>();
+    let resent = 0;
+    for (const job of running) {
+      if (held.has(job.id)) continue;
+      if (this.unheldRuns.get(job.id) !== job.runs) {
+        unheld.set(job.id, job.runs);
+        continue;
+      }
+      const queued = await this.backInLine(job);
+      if (queued?.status === "queued") {
+        await this.dispatch(queued, "redelivered");
+        resent++;
+      }
+    }
+    this.unheldRuns = unheld;
+    return resent;
+  }
+
+  /**
+   * A running job whose run is gone (its instance died, no lease holds it), back in the line from
+   * now as a hand-back puts it: the time it ran is not time it waited for room (JOB_MAX_WAIT
+   * counts from here), and its messages from here on are new ones. Returns the job as it is now;
+   * one another run took meanwhile is left as that run has it.
+   */
+  private async backInLine(job: JobRecord): Promise<JobRecord | null> {
+    const queuedAt = new Date().toISOString();
+    return this.deps.store.update(job.id, (j) => (this.owns(j, job.runs) ? { ...j, status: "queued", queuedAt } : j));
   }
 
   /**
