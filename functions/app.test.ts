@@ -157,6 +157,7 @@ function fakes(
           publicUrl: "http://test",
           runner: { handleDelivery: async () => "ran", redeliver: async () => "skipped" },
           jobs: { get: async () => null, update: async () => null, pendingCallbacks: async () => [] },
+          cancelMessage: async () => undefined,
         }
       : null,
     baseUrl: () => "http://test",

@@ -63,6 +63,8 @@ export interface QStashDeps {
   /** PUBLIC_URL: QStash reports the run messages it gave up on there, signed for it. */
   publicUrl: string;
   jobs: Parameters<typeof handleCallbackFailure>[0];
+  /** Cancels a QStash message waiting for its next attempt (a callback its receiver said is gone). */
+  cancelMessage(messageId: string): Promise<void>;
 }
 
 /** For handlers an api instance never reaches: it forwards their requests to a worker before they run. */

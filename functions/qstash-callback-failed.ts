@@ -7,5 +7,5 @@ export default callbackReportRoute(
     operationId: "qstashCallbackFailed",
     summary: "QStash reports a callback it gave up on (cluster mode); signed with Upstash-Signature",
   },
-  handleCallbackFailure,
+  (qstash, report) => handleCallbackFailure(qstash.jobs, report),
 );

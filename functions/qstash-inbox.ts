@@ -49,7 +49,7 @@ export const signedTokenOnly: MiddlewareHandler<AppEnv> = async (c, next) => {
 /** A route taking QStash's reports on callbacks it delivers, recording each on its job with `record`. */
 export function callbackReportRoute(
   { path, operationId, summary }: { path: QStashPath; operationId: string; summary: string },
-  record: (jobs: QStashDeps["jobs"], report: unknown) => Promise<JobRecord | null>,
+  record: (qstash: QStashDeps, report: unknown) => Promise<JobRecord | null>,
 ) {
   const route = createRoute({
     method: "post",
@@ -65,7 +65,7 @@ export function callbackReportRoute(
   return router().openapi(route, async (c) => {
     const { qstash, raw } = await signedDelivery(c, path);
     // Always 2xx for a verified report, or QStash would keep re-sending it.
-    const job = await record(qstash.jobs, jsonOf(raw));
+    const job = await record(qstash, jsonOf(raw));
     return c.json({ recorded: job !== null }, 200);
   });
 }

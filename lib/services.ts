@@ -121,6 +121,8 @@ export interface QStashInbox {
   deliveryUrl: string;
   /** PUBLIC_URL: where QStash reports the run messages it gave up on, signed for it. */
   publicUrl: string;
+  /** Cancels a QStash message waiting for its next attempt. */
+  cancelMessage(messageId: string): Promise<void>;
   runner: JobRunner;
   jobs: JobStore;
 }
@@ -142,7 +144,7 @@ interface Adapters {
   dispatcher: JobDispatcher;
   callbacks: CallbackSender;
   /** Where QStash delivers, and how its deliveries are verified; null where nothing is delivered. */
-  inbox: Pick<QStashInbox, "receiver" | "deliveryUrl" | "publicUrl"> | null;
+  inbox: Pick<QStashInbox, "receiver" | "deliveryUrl" | "publicUrl" | "cancelMessage"> | null;
 }
 
 interface AdapterContext {
@@ -204,7 +206,12 @@ async function clusterAdapters(mode: Extract<Mode, { kind: "cluster" }>, context
     blobs: new RedisBlobs(redis, config.RESULT_RETENTION),
     dispatcher: new QStashJobDispatcher({ client: qstash, deliveryUrl, failureUrl: publicUrl }),
     callbacks: signedCallbacks(config, log, () => new QStashCallbackSender({ client: qstash, store: jobs, secrets: config.WEBHOOK_SECRET, publicUrl, deliveryUrl, log })),
-    inbox: { receiver: new QStashSignatures({ currentSigningKey: mode.qstash.currentSigningKey, nextSigningKey: mode.qstash.nextSigningKey }), deliveryUrl, publicUrl },
+    inbox: {
+      receiver: new QStashSignatures({ currentSigningKey: mode.qstash.currentSigningKey, nextSigningKey: mode.qstash.nextSigningKey }),
+      deliveryUrl,
+      publicUrl,
+      cancelMessage: async (messageId) => void (await qstash.messages.delete(messageId)),
+    },
   };
 }
 

@@ -1,3 +1,4 @@
+import { createHmac } from "node:crypto";
 import { once } from "node:events";
 import { mkdtemp, rm } from "node:fs/promises";
 import { createServer, type IncomingHttpHeaders } from "node:http";
@@ -75,10 +76,18 @@ async function startServer(handle: Handler) {
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, requests };
 }
 
-async function startEmulator(): Promise<QStashEmulator> {
-  const emulator = await startQStashEmulator({ currentSigningKey: CURRENT_KEY, nextSigningKey: NEXT_KEY, token: TOKEN, retryBackoffMs: 20 });
+async function startEmulator(retryBackoffMs = 20): Promise<QStashEmulator> {
+  const emulator = await startQStashEmulator({ currentSigningKey: CURRENT_KEY, nextSigningKey: NEXT_KEY, token: TOKEN, retryBackoffMs });
   cleanups.push(() => emulator.stop());
   return emulator;
+}
+
+/** An HS256 token as QStash makes one, signed with `key`, with the given claims in place of the body's. */
+function tokenSignedWith(key: string, claims: Record<string, unknown>): string {
+  const now = Math.floor(Date.now() / 1000);
+  const part = (value: object) => Buffer.from(JSON.stringify(value)).toString("base64url");
+  const unsigned = `${part({ alg: "HS256", typ: "JWT" })}.${part({ iss: "Upstash", iat: now, nbf: now, exp: now + 300, jti: `jwt_${now}`, ...claims })}`;
+  return `${unsigned}.${createHmac("sha256", key).update(unsigned).digest("base64url")}`;
 }
 
 /** Waits for every message, the callbacks they caused included, to be delivered or given up on. */
@@ -150,6 +159,8 @@ describe("QStashJobDispatcher and verifyQStash", () => {
       () => verifyQStash(receiver(), delivery!.body, "", url),
       () => verifyQStash(receiver(), delivery!.body, signature, qstashUrl(worker.url, QSTASH_CALLBACK_FAILED_PATH)),
       () => verifyQStash(new Receiver({ currentSigningKey: "sig_a", nextSigningKey: "sig_b" }), delivery!.body, signature, url),
+      // Signed with our key, but without the body's hash (or with one that is not a string): the SDK threw a TypeError, a 500.
+      ...[{}, { body: 7 }].map((claims) => () => verifyQStash(receiver(), delivery!.body, tokenSignedWith(CURRENT_KEY, { sub: url, ...claims }), url)),
     ];
     for (const refusal of refusals) {
       await expect(refusal()).rejects.toMatchObject({ code: "unauthorized", message: expect.stringMatching(/^invalid QStash signature/) });
@@ -301,7 +312,7 @@ interface Received {
  * A Standard Webhooks receiver answering `reply(n)` to its n-th verified request, and the
  * service's public URL, whose failure-callback endpoint verifies QStash and runs handleCallbackFailure.
  */
-async function setupCallbacks(reply: (index: number) => number, options: Partial<QStashCallbackSenderOptions> = {}) {
+async function setupCallbacks(reply: (index: number) => number, options: Partial<QStashCallbackSenderOptions> = {}, retryBackoffMs?: number) {
   const secret = generateWebhookSecret();
   const webhook = new Webhook(secret);
   const received: Received[] = [];
@@ -322,13 +333,17 @@ async function setupCallbacks(reply: (index: number) => number, options: Partial
   });
   const store = await openStore();
   const service = await startServer(async (request) => {
-    const handle = { [QSTASH_CALLBACK_FAILED_PATH]: handleCallbackFailure, [QSTASH_CALLBACK_ATTEMPT_PATH]: handleCallbackAttempt }[request.path];
+    const cancel = async (messageId: string) => void (await clientOf(emulator).messages.delete(messageId));
+    const handle = {
+      [QSTASH_CALLBACK_FAILED_PATH]: (body: unknown) => handleCallbackFailure(store, body),
+      [QSTASH_CALLBACK_ATTEMPT_PATH]: (body: unknown) => handleCallbackAttempt(store, body, { cancel }),
+    }[request.path];
     if (!handle) return 404;
     await verifyQStash(receiver(), request.body, header(request.headers, "upstash-signature"), qstashUrl(service.url, request.path as typeof QSTASH_CALLBACK_ATTEMPT_PATH));
-    await handle(store, JSON.parse(request.body));
+    await handle(JSON.parse(request.body));
     return 200;
   });
-  const emulator = await startEmulator();
+  const emulator = await startEmulator(retryBackoffMs);
   const sender = new QStashCallbackSender({
     client: clientOf(emulator),
     store,
@@ -410,6 +425,22 @@ describe("QStashCallbackSender", () => {
     const callback = (await store.get("job_flaky"))!.callback!;
     expect(callback.state).toBe("delivered");
     expect(callback.attempts.map((a) => a.status)).toEqual([null, 500, 500, 200]);
+  });
+
+  it("stops at a receiver's 410 as in embedded mode: the callback is gone and QStash's retries are canceled", async () => {
+    // QStash's next attempt 2 s on (the test's emulator otherwise retries within milliseconds): time for the report.
+    const { destination, store, emulator, sender } = await setupCallbacks(() => 410, {}, 2_000);
+    await store.create(finishedJob("job_moved_away", { callbackUrl: destination.url }));
+
+    await sender.enqueue("job_moved_away");
+    await settleAll(emulator);
+
+    expect(destination.received).toHaveLength(1);
+    const [message] = emulator.messages().filter((m) => m.kind === "publish");
+    expect(message).toMatchObject({ state: "cancelled", attempts: [{ status: 410 }] });
+    const callback = (await store.get("job_moved_away"))!.callback!;
+    expect(callback.state).toBe("gone");
+    expect(callback.attempts.at(-1)).toMatchObject({ status: 410, error: expect.stringContaining("410 Gone") });
   });
 
   it("marks the callback failed when QStash reports it gave up", async () => {

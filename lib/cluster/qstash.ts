@@ -29,6 +29,7 @@ import { storedCallback } from "../jobs/records.ts";
 import type { Logger } from "../log.ts";
 import { callbackPayload, type CallbackSender } from "../webhooks/delivery.ts";
 import { signWebhook } from "../webhooks/standard-webhooks.ts";
+import { classifyDeliveryResponse } from "../webhooks/retry-schedule.ts";
 
 export const QSTASH_RUN_PATH = "/internal/qstash/run";
 export const QSTASH_CALLBACK_FAILED_PATH = "/internal/qstash/callback-failed";
@@ -118,6 +119,9 @@ export async function verifyQStash(
       );
       throw new DomainError("unauthorized", `invalid QStash signature for ${url}`, { cause: err });
     }
+    // A token signed with our key whose claims the SDK cannot read (no body hash, or not a string):
+    // not a delivery QStash made, so refused as unsigned, not a 500.
+    if (err instanceof TypeError) throw new DomainError("unauthorized", "invalid QStash signature", { cause: err });
     // Anything else (such as a Receiver without signing keys) is our misconfiguration, not the caller's fault.
     throw err;
   }
@@ -374,6 +378,9 @@ const failureReportSchema = z.object({
   /** The last attempt's HTTP status; 0 when it got no response. */
   status: z.number().int(),
   retried: z.number().int().nonnegative(),
+  maxRetries: z.number().int().nonnegative().optional(),
+  /** The message the report is about, which can be canceled while it waits for its next attempt. */
+  sourceMessageId: z.string().optional(),
   /** Header names arrive canonicalised, the values as lists. */
   sourceHeader: z.record(z.string(), z.union([z.string(), z.array(z.string())])).optional(),
   /** The message body, base64; absent when redacted. */
@@ -400,17 +407,34 @@ export function handleCallbackFailure(store: CallbackJobs, body: unknown, now: D
 
 /**
  * Records an attempt QStash reports through the message's callback (the receiver's answer): a 2xx
- * marks the callback delivered, anything else is one more failed attempt, QStash retrying. As for
- * handleCallbackFailure, null when the report is about no callback of ours.
+ * marks the callback delivered, a 410 gone (the receiver says the URL is no more, as in embedded
+ * mode, and the retries QStash still has for it are canceled with `cancel`), anything else is one
+ * more failed attempt, QStash retrying. As for handleCallbackFailure, null when the report is about
+ * no callback of ours.
  */
-export function handleCallbackAttempt(store: CallbackJobs, body: unknown, now: Date = new Date()): Promise<JobRecord | null> {
-  return recordReport(store, body, (report) => {
-    const delivered = report.status >= 200 && report.status < 300;
+export async function handleCallbackAttempt(
+  store: CallbackJobs,
+  body: unknown,
+  { now = new Date(), cancel }: { now?: Date; cancel?: (messageId: string) => Promise<void> } = {},
+): Promise<JobRecord | null> {
+  let retriesLeft: string | undefined;
+  const job = await recordReport(store, body, (report) => {
+    const outcome = classifyDeliveryResponse(report.status > 0 ? report.status : null);
+    if (outcome === "gone" && report.sourceMessageId !== undefined && report.retried < (report.maxRetries ?? Number.POSITIVE_INFINITY)) {
+      retriesLeft = report.sourceMessageId;
+    }
     return {
-      attempt: { at: now.toISOString(), status: report.status > 0 ? report.status : null, latencyMs: 0, ...(delivered ? {} : { error: `QStash attempt ${report.retried + 1}` }) },
-      state: delivered ? "delivered" : "pending",
+      attempt: {
+        at: now.toISOString(),
+        status: report.status > 0 ? report.status : null,
+        latencyMs: 0,
+        ...(outcome === "delivered" ? {} : { error: outcome === "gone" ? "the receiver answered 410 Gone: not sent again" : `QStash attempt ${report.retried + 1}` }),
+      },
+      state: outcome === "retry" ? "pending" : outcome,
     };
   });
+  if (retriesLeft !== undefined && job?.callback?.state === "gone") await cancel?.(retriesLeft).catch(() => undefined);
+  return job;
 }
 
 type CallbackJobs = Pick<JobStore, "get" | "update" | "pendingCallbacks">;
@@ -419,7 +443,7 @@ type Report = z.infer<typeof failureReportSchema>;
 async function recordReport(
   store: CallbackJobs,
   body: unknown,
-  outcome: (report: Report) => { attempt: DeliveryAttempt; state: "delivered" | "failed" | "pending" },
+  outcome: (report: Report) => { attempt: DeliveryAttempt; state: "delivered" | "failed" | "gone" | "pending" },
 ): Promise<JobRecord | null> {
   const parsed = failureReportSchema.safeParse(body);
   if (!parsed.success) throw new DomainError("invalid_request", "The body is not a QStash report.");
