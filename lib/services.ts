@@ -203,7 +203,8 @@ async function clusterAdapters(mode: Extract<Mode, { kind: "cluster" }>, context
   return {
     leases: new RedisLeaseStore(redis, { cap: mode.maxTranscriptions, instance: context.instanceId, leaseTtlMs: mode.leaseTtlMs, heartbeatMs: mode.leaseHeartbeatMs }),
     jobs,
-    blobs: new RedisBlobs(redis, config.RESULT_RETENTION),
+    // Not RESULT_RETENTION, which is about results: a short one failed jobs still waiting for room.
+    blobs: new RedisBlobs(redis, config.JOB_MAX_WAIT + UNFINISHED_UPLOAD_KEEP_MS),
     dispatcher: new QStashJobDispatcher({ client: qstash, deliveryUrl, failureUrl: publicUrl }),
     callbacks: signedCallbacks(config, log, () => new QStashCallbackSender({ client: qstash, store: jobs, secrets: config.WEBHOOK_SECRET, publicUrl, deliveryUrl, log })),
     inbox: {
@@ -214,6 +215,12 @@ async function clusterAdapters(mode: Extract<Mode, { kind: "cluster" }>, context
     },
   };
 }
+
+/**
+ * An upload is removed when its job ends; one whose job has not ended a week past the longest wait
+ * for room is one nothing will end, and its expiry frees Redis of it.
+ */
+const UNFINISHED_UPLOAD_KEEP_MS = 7 * 86_400_000;
 
 /** How long the start-up checks of the Upstash tokens wait for an answer. */
 const TOKEN_CHECK_TIMEOUT_MS = 5_000;

@@ -75,6 +75,34 @@ describe("RedisBlobs against a real redis-server behind the Upstash REST bridge"
     return join(dir, "upload");
   }
 
+  it("keeps a complete upload for as long as it was told, and one cut short for an hour at most", async () => {
+    const real = client();
+    const week = 7 * 86_400_000;
+    const stored = await new RedisBlobs(real, week, { prefix: "test:keep:" }).save("job_kept", await upload(Buffer.alloc(1_200_000, 1)), { filename: "a.wav", bytes: 1_200_000 });
+    for (const key of [stored.kind === "blob" ? stored.key : "", "test:keep:blob:job_kept:0", "test:keep:blob:job_kept:2"]) {
+      expect(await real.pttl(key), key).toBeGreaterThan(week - 60_000);
+    }
+    // The store fails as the upload ends: the clean-up cannot reach it either.
+    let down = false;
+    const failing = new Proxy(real, {
+      get: (target, property, receiver) =>
+        property === "exec"
+          ? (command: Command) => {
+              if (command[0].startsWith("EVAL")) down = true;
+              return down ? Promise.reject(new Error("fetch failed")) : target.exec(command);
+            }
+          : Reflect.get(target, property, receiver),
+    });
+    await expect(
+      new RedisBlobs(failing, week, { prefix: "test:keep:" }).save("job_cut", await upload(Buffer.alloc(1_200_000, 2)), { filename: "a.wav", bytes: 1_200_000 }),
+    ).rejects.toMatchObject({
+      code: "unavailable",
+    });
+    const left = await real.keys("test:keep:blob:job_cut*");
+    expect(left).toHaveLength(3);
+    for (const key of left) expect(await real.pttl(key), key).toBeLessThanOrEqual(3_600_000);
+  });
+
   it("keeps an upload in chunks that any instance reads back whole, until it is removed", async () => {
     const bytes = Buffer.from(Array.from({ length: 1_200_000 }, (_, i) => (i * 7) % 256));
     const path = await upload(bytes);
@@ -92,7 +120,8 @@ describe("RedisBlobs against a real redis-server behind the Upstash REST bridge"
     expect(await client().keys("test:blobs:*")).toEqual([]);
   });
 
-  // 1.2 MB is three chunks and a header: four SETs.
+  // 1.2 MB is three chunks, then the header and the chunks' expiry in one script: four writes.
+  const WRITES = new Set(["SET", "EVALSHA", "EVAL"]);
   it.each([
     ["a chunk", 2],
     ["the header", 4],
@@ -104,7 +133,7 @@ describe("RedisBlobs against a real redis-server behind the Upstash REST bridge"
       get: (target, property, receiver) =>
         property === "exec"
           ? (command: Command) =>
-              command[0] === "SET" && ++sets === failingSet ? Promise.reject(new Error("OOM command not allowed when used memory > 'maxmemory'.")) : target.exec(command)
+              WRITES.has(command[0]) && ++sets === failingSet ? Promise.reject(new Error("OOM command not allowed when used memory > 'maxmemory'.")) : target.exec(command)
           : Reflect.get(target, property, receiver),
     });
     const path = await upload(Buffer.alloc(1_200_000, 7));

@@ -2,7 +2,7 @@ import { createReadStream } from "node:fs";
 import { copyFile, open, readdir, rename, rm } from "node:fs/promises";
 import { basename, join } from "node:path";
 import type { Redis } from "@upstash/redis";
-import { RedisCalls } from "../cluster/redis.ts";
+import { RedisCalls, script } from "../cluster/redis.ts";
 import { DomainError } from "../errors.ts";
 import type { JobInput } from "./ports.ts";
 
@@ -77,18 +77,31 @@ async function copyDurably(source: string, target: string): Promise<void> {
 const CHUNK_BYTES = 512 * 1024;
 
 /**
+ * Chunks of an upload still being copied in live this long: an upload cut short where its clean-up
+ * cannot reach Redis (the store failing, the instance killed) is gone within the hour.
+ */
+const WRITING_TTL_MS = 3_600_000;
+
+/** Writes the header of a complete upload and gives its chunks the same, long expiry. */
+const COMMIT = script(`
+for i = 0, tonumber(ARGV[2]) - 1 do redis.call('PEXPIRE', KEYS[1] .. ':' .. i, ARGV[3]) end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return 1
+`);
+
+/**
  * Cluster mode: uploads live in Redis, in base64 chunks small enough for one Upstash request each,
- * expiring with the job's retention, so whichever instance QStash delivers the job to can read them
- * (also after the instance that took the upload died).
+ * so whichever instance QStash delivers the job to can read them (also after the instance that took
+ * the upload died). Removed when the job ends; `keepMs` only bounds one whose job never does.
  */
 export class RedisBlobs implements InputBlobs {
   readonly #redis: RedisCalls;
-  readonly #ttl: string;
+  readonly #keepMs: string;
   readonly #prefix: string;
 
-  constructor(redis: Redis, ttlMs: number, options: { prefix?: string; requestTimeoutMs?: number } = {}) {
+  constructor(redis: Redis, keepMs: number, options: { prefix?: string; requestTimeoutMs?: number } = {}) {
     this.#redis = new RedisCalls(redis, { store: "shared upload store", requestTimeoutMs: options.requestTimeoutMs ?? 10_000 });
-    this.#ttl = String(ttlMs);
+    this.#keepMs = String(keepMs);
     this.#prefix = options.prefix ?? "slotscribe:";
   }
 
@@ -97,12 +110,12 @@ export class RedisBlobs implements InputBlobs {
     let chunks = 0;
     try {
       for await (const chunk of createReadStream(path, { highWaterMark: CHUNK_BYTES })) {
-        await this.#redis.send(["SET", `${key}:${chunks++}`, (chunk as Buffer).toString("base64"), "PX", this.#ttl]);
+        await this.#redis.send(["SET", `${key}:${chunks++}`, (chunk as Buffer).toString("base64"), "PX", String(WRITING_TTL_MS)]);
       }
-      await this.#redis.send(["SET", key, JSON.stringify({ chunks, bytes: meta.bytes }), "PX", this.#ttl]);
+      await this.#redis.eval(COMMIT, [key], [JSON.stringify({ chunks, bytes: meta.bytes }), String(chunks), this.#keepMs]);
     } catch (err) {
-      // The chunks written would otherwise stay until the retention, and each failed upload add to
-      // Redis's memory. The write that failed is removed too: it may have landed with its answer lost.
+      // The chunks written would otherwise stay for the hour, and each failed upload add to Redis's
+      // memory. The write that failed is removed too: it may have landed with its answer lost.
       // Best effort, as the store itself may be what failed.
       await this.#redis.send(["DEL", key, ...Array.from({ length: chunks }, (_, i) => `${key}:${i}`)]).catch(() => undefined);
       throw err;
