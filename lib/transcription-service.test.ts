@@ -6,14 +6,16 @@
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
+import type { LeaseStore } from "./admission/ports.ts";
+import { Limiter } from "./admission/limiter.ts";
 import { writeAudioFile } from "../tools/audio/synth.ts";
 import { DEFAULT_MODELS_DIR, generateModel } from "../tools/models/generate.ts";
 import { microTones } from "../tools/models/micro.ts";
 import { loadConfig } from "./config.ts";
 import { createLogger } from "./log.ts";
 import { createServices, type Services } from "./services.ts";
-import type { Admission } from "./transcription-service.ts";
+import { type Admission, TranscriptionService, type TranscriptionServiceDeps } from "./transcription-service.ts";
 
 let work: string;
 let services: Services;
@@ -61,5 +63,30 @@ describe("a transcription's room", () => {
     expect(transcript.text.trim()).toBe("bravo");
     expect(admission.stats.inUse).toBe(0);
     expect((await services.leases.snapshot()).held).toBe(0);
+  });
+});
+
+describe("a synchronous request's wait for room", () => {
+  afterEach(() => vi.useRealTimers());
+
+  it("is one QUEUE_TIMEOUT for the place here and the cluster's lease together, not one each", async () => {
+    vi.useFakeTimers();
+    const admission = new Limiter({ permits: 1, queueSize: 4, queueTimeoutMs: 1000, retryAfterSeconds: () => 1 });
+    const busy = admission.tryAcquire()!;
+    // A cluster at its cap for as long as this test looks.
+    const leases = { kind: "upstash", tryAcquire: vi.fn(async () => null), snapshot: vi.fn(), close: vi.fn() } satisfies LeaseStore;
+    const service = new TranscriptionService({ admission, leases, clusterWaitMs: 1000, instanceId: "test" } as unknown as TranscriptionServiceDeps);
+    let answer: unknown = null;
+    service.admit("req_waiting", "queue").then(
+      (admitted) => (answer = admitted),
+      (err: unknown) => (answer = err),
+    );
+    // The place here frees after 900 ms of the second: 100 ms are left for the cluster.
+    await vi.advanceTimersByTimeAsync(900);
+    busy.release();
+    await vi.advanceTimersByTimeAsync(400);
+    expect(answer).toMatchObject({ code: "rate_limited" });
+    expect(leases.tryAcquire).toHaveBeenCalled();
+    expect(admission.stats.inUse).toBe(0);
   });
 });

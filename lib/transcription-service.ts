@@ -108,7 +108,10 @@ export interface TranscriptionServiceDeps {
   beamSize: number;
   /** Requests that may wait in the admission line (QUEUE_SIZE). */
   queueSize: number;
-  /** How long a queued request keeps asking a full cluster for a lease before giving up with 429. */
+  /**
+   * How long a queued request may wait for room in all, for a place here and then a lease from a
+   * full cluster, before giving up with 429 (QUEUE_TIMEOUT, as the admission line's own timeout).
+   */
   clusterWaitMs: number;
   metrics: Metrics;
 }
@@ -156,12 +159,14 @@ export class TranscriptionService {
 
   /** Room for one transcription, or null when waiting "now" and there is none. */
   async admit(id: string, wait: AdmissionWait, signal?: AbortSignal): Promise<Admission | null> {
+    // One wait in all: QUEUE_TIMEOUT bounds the line here and the cluster's cap together, not each.
+    const deadline = wait === "patient" ? Infinity : wait === "now" ? 0 : Date.now() + this.deps.clusterWaitMs;
     let permit: Permit | null;
     if (wait === "now") permit = this.deps.admission.tryAcquire();
     else permit = await this.deps.admission.acquire(signal, { patient: wait === "patient" });
     if (!permit) return null;
     try {
-      const lease = await this.clusterLease(id, wait, signal);
+      const lease = await this.clusterLease(id, wait, deadline, signal);
       if (!lease) {
         permit.release();
         return null;
@@ -307,8 +312,7 @@ export class TranscriptionService {
     }
   }
 
-  private async clusterLease(id: string, wait: AdmissionWait, signal?: AbortSignal): Promise<TranscriptionLease | null> {
-    const deadline = wait === "patient" ? Infinity : wait === "now" ? 0 : Date.now() + this.deps.clusterWaitMs;
+  private async clusterLease(id: string, wait: AdmissionWait, deadline: number, signal?: AbortSignal): Promise<TranscriptionLease | null> {
     for (let delay = 100; ; delay = Math.min(delay * 2, 2000)) {
       let lease: TranscriptionLease | null;
       try {
