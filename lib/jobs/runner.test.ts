@@ -864,6 +864,51 @@ describe("a job in cluster mode, through hand-backs, repeats and takeovers", () 
   });
 });
 
+describe("a run whose progress cannot be saved", () => {
+  it("says so once per outage, not once per window", async () => {
+    const { dataDir, store } = await storeInTempDir();
+    let storeDown = false;
+    // The store's methods bound to it (it keeps private fields), its updates failing while storeDown.
+    const flaky = new Proxy(store, {
+      get: (target, property) => {
+        if (property === "update") {
+          return (...args: Parameters<JobStore["update"]>) => (storeDown ? Promise.reject(new Error("job store unreachable")) : target.update(...args));
+        }
+        const value = Reflect.get(target, property, target);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
+    const warnings: string[] = [];
+    const logger = { ...log, warn: (_fields: object, message: string) => void warnings.push(message) } as unknown as JobRunnerDeps["log"];
+    const progressWith = async (request: TranscribeRequest, down: boolean, seconds: number) => {
+      storeDown = down;
+      request.onProgress?.(seconds);
+      storeDown = false;
+      await new Promise((resolve) => setImmediate(resolve));
+    };
+    const jobs = runner(
+      flaky,
+      dataDir,
+      NO_CALLBACKS,
+      async (_path, request) => {
+        for (let window = 1; window <= 5; window++) await progressWith(request, true, window * 30);
+        await progressWith(request, false, 180);
+        // Saved again (the save's answer seen) before the store goes down a second time.
+        await vi.waitFor(async () => expect((await store.get("job_outage"))?.progress.doneSeconds).toBe(180));
+        await new Promise((resolve) => setImmediate(resolve));
+        await progressWith(request, true, 210);
+        return TRANSCRIPT;
+      },
+      10,
+      { log: logger },
+    );
+    await flaky.create(await queuedUpload(dataDir, "job_outage"));
+    expect(await jobs.handleDelivery("job_outage", 1)).toBe("ran");
+    expect(warnings.filter((w) => w.startsWith("progress not saved"))).toHaveLength(2);
+    expect((await store.get("job_outage"))?.status).toBe("succeeded");
+  });
+});
+
 describe("a running job whose instance died", () => {
   const hoursAgo = (h: number) => new Date(Date.now() - h * 3_600_000).toISOString();
 

@@ -438,6 +438,7 @@ export class JobRunner {
       // Canceled here (the run's signal, which may have fired already, during the download or the
       // probe), or on another instance (seen in the store as the windows progress).
       const canceledElsewhere = new AbortController();
+      let progressUnsaved = false;
       const result = await transcription.transcribeFile(
         path,
         {
@@ -455,9 +456,14 @@ export class JobRunner {
             this.deps.store
               .update(id, (j) => ({ ...j, progress: { ...j.progress, doneSeconds } }))
               .then((latest) => {
+                progressUnsaved = false;
                 if (latest?.status === "canceled") canceledElsewhere.abort(new JobCanceled());
               })
-              .catch((e: Error) => this.deps.log.warn({ jobId: id, err: e.message }, "progress not saved"));
+              .catch((e: Error) => {
+                // Once per outage, not once per window: a store that is down fails every one of them.
+                if (!progressUnsaved) this.deps.log.warn({ jobId: id, err: e.message }, "progress not saved (said once until it is saved again)");
+                progressUnsaved = true;
+              });
           },
         },
         admitted ? { admitted } : { wait: "patient" },
