@@ -189,7 +189,10 @@ describe("batch against a server that restarts", () => {
 });
 
 describe("batch interrupted", () => {
-  it("without --async, says the uploads in flight were dropped rather than that jobs continue", async () => {
+  it.for([
+    ["SIGINT", 130],
+    ["SIGTERM", 143],
+  ] as const)("by %s without --async, says the uploads in flight were dropped rather than that jobs continue", async ([signal, code]) => {
     const requests: string[] = [];
     // A server that takes the upload and is still transcribing it.
     const server = createServer((req) => {
@@ -198,16 +201,16 @@ describe("batch interrupted", () => {
     });
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
     try {
-      const dir = join(work, "interrupted");
+      const dir = join(work, `interrupted-${signal}`);
       await mkdir(dir);
       await writeFile(join(dir, "call.wav"), Buffer.alloc(100, 1));
-      const { child, done } = start([dir, "--out", join(work, "interrupted-out"), "--server", `http://127.0.0.1:${(server.address() as AddressInfo).port}`]);
+      const { child, done } = start([dir, "--out", join(work, `interrupted-${signal}-out`), "--server", `http://127.0.0.1:${(server.address() as AddressInfo).port}`]);
       await vi.waitFor(() => expect(requests).toEqual(["POST /v1/audio/transcriptions"]), { timeout: 10_000 });
-      child.kill("SIGINT");
+      child.kill(signal);
       const run = await done;
-      expect(run.code).toBe(130);
+      expect(run.code).toBe(code);
       expect(run.stderr.trimEnd().split("\n").at(-1)).toBe(
-        "slotscribe: interrupted; the transcriptions in flight were dropped, and no job was left on the server. Run the same command again to resume.",
+        `slotscribe: interrupted (${signal}); the transcriptions in flight were dropped, and no job was left on the server. Run the same command again to resume.`,
       );
     } finally {
       server.closeAllConnections();

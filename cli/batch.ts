@@ -6,6 +6,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, extname, join, relative, resolve } from "node:path";
+import { constants as osConstants } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ensureDirectory } from "../lib/directories.ts";
 import { renderTranscript } from "../lib/formats.ts";
@@ -40,6 +41,7 @@ ${CONNECTION_USAGE}`;
 export const MANIFEST_NAME = ".slotscribe-batch.json";
 
 const DEFAULT_CONCURRENCY = 2;
+const STOP_SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
 const MEDIA_EXTENSIONS = new Set([
   "3gp",
   "aac",
@@ -441,13 +443,14 @@ export async function batchCommand(argv: string[]): Promise<number> {
 
       // Submitted jobs carry on without us, and the manifest already names them; a transcription
       // of an upload is canceled by the server when its client goes.
-      const onInterrupt = () => {
+      // SIGTERM and SIGHUP too: `timeout`, a supervisor, a closed terminal stop a batch as Ctrl-C does.
+      const onInterrupt = (signal: NodeJS.Signals) => {
         reporter.finish();
         const left = ctx.jobsOnServer ? "submitted jobs continue on the server" : "the transcriptions in flight were dropped, and no job was left on the server";
-        console.error(`slotscribe: interrupted; ${left}. Run the same command again to resume.`);
-        process.exit(130);
+        console.error(`slotscribe: interrupted (${signal}); ${left}. Run the same command again to resume.`);
+        process.exit(128 + osConstants.signals[signal]);
       };
-      process.once("SIGINT", onInterrupt);
+      for (const signal of STOP_SIGNALS) process.once(signal, onInterrupt);
       // In input order, for the summary, whatever order they finish in.
       const outcomes: Outcome[] = [];
       try {
@@ -462,7 +465,7 @@ export async function batchCommand(argv: string[]): Promise<number> {
         };
         await Promise.all(Array.from({ length: Math.min(concurrency, inputs.length) }, worker));
       } finally {
-        process.off("SIGINT", onInterrupt);
+        for (const signal of STOP_SIGNALS) process.off(signal, onInterrupt);
         reporter.finish();
       }
       process.stderr.write(summary(outcomes, reporter.tally));

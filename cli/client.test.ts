@@ -766,6 +766,7 @@ describe("slotscribe transcribe", () => {
     [["AUDIO", "--async", "--metadata", "{nope"], /--metadata is not JSON/],
     [["AUDIO", "--async", "--out", "x.txt"], /--out needs the transcript/],
     [["/no/such/file.wav"], /no such file: \/no\/such\/file.wav/],
+    [["AUDIO", "--temperature", ""], /--temperature is a number from 0 to 1; got $/m],
     [["AUDIO", "--server", "localhost:8080"], /Invalid server URL "localhost:8080"/],
   ] as [string[], RegExp][])("returns 2 for %j", async ([args, message]) => {
     const run = await inProcess(

@@ -25,5 +25,8 @@ describe("the CLI's entry", () => {
     expect(await runCli(["nonsense"], [echo])).toBe(2);
     expect(await runCli([], [echo])).toBe(2);
     expect(err.mock.calls).toEqual(Array(2).fill([expect.stringContaining("usage: slotscribe echo")]));
+    // A mistyped command is named before the overview.
+    expect(err.mock.calls[0]![0]).toMatch(/^slotscribe: unknown command "nonsense"/);
+    expect(err.mock.calls[1]![0]).toMatch(/^usage: slotscribe <command>/);
   });
 });

@@ -40,6 +40,7 @@ export async function runCli(argv: string[], commands: readonly Command[]): Prom
     console.log(overview);
     return 0;
   }
-  console.error(overview);
+  // A mistyped command is named first: the overview that follows is long.
+  console.error(name === undefined ? overview : `slotscribe: unknown command "${name}" (slotscribe --help lists them)\n\n${overview}`);
   return 2;
 }

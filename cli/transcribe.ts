@@ -49,7 +49,8 @@ export async function transcribeCommand(argv: string[]): Promise<number> {
       if (extra.length > 0) throw new UsageError(`one file or URL at a time; got also ${extra.join(" ")}`);
       const format = parseFormat(values.format) ?? (values.words ? "verbose_json" : "text");
       if (values.words && format !== "verbose_json") throw new UsageError("--words shows only in verbose_json: leave --format out or use --format verbose_json");
-      const temperature = values.temperature === undefined ? undefined : Number(values.temperature);
+      // Number("") is 0: an empty value (a shell variable left unset) is a mistake, not greedy decoding.
+      const temperature = values.temperature === undefined ? undefined : values.temperature.trim() === "" ? Number.NaN : Number(values.temperature);
       if (temperature !== undefined && !(temperature >= 0 && temperature <= 1)) throw new UsageError(`--temperature is a number from 0 to 1; got ${values.temperature}`);
       const metadata = parseMetadata(values.metadata);
       if (values["include-result"] && !values.callback) throw new UsageError("--include-result needs --callback");
