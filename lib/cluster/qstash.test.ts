@@ -395,6 +395,31 @@ describe("QStashCallbackSender", () => {
     ]);
   });
 
+  it("lists the hand-over note before the receiver's answer when QStash reports the answer before its publish returns", async () => {
+    const store = await openStore();
+    await store.create(finishedJob("job_quick", { callbackUrl: "https://hooks.example/quick" }));
+    // QStash delivers at once and its report is recorded while the publish's own answer is still on its way.
+    const client = {
+      publish: async () => {
+        const { webhookId } = (await store.get("job_quick"))!.callback!;
+        await handleCallbackAttempt(store, { status: 204, retried: 0, sourceHeader: { "Upstash-Forward-Webhook-Id": [webhookId] } });
+        return { messageId: "msg_quick" };
+      },
+    } as unknown as Client;
+    const sender = new QStashCallbackSender({
+      client,
+      store,
+      secrets: parseWebhookSecrets(generateWebhookSecret()),
+      publicUrl: PUBLIC_URL_PLACEHOLDER,
+      deliveryUrl: "https://slotscribe.example",
+      log: createLogger("silent"),
+    });
+    await sender.enqueue("job_quick");
+    const callback = (await store.get("job_quick"))!.callback!;
+    expect(callback.state).toBe("delivered");
+    expect(callback.attempts).toEqual([expect.objectContaining({ status: null, error: "handed to QStash as message msg_quick" }), expect.objectContaining({ status: 204 })]);
+  });
+
   it("hands over at start a callback that an instance which died after finishing the job never published, and only that", async () => {
     const { destination, store, emulator, sender } = await setupCallbacks(() => 204);
     await store.create(finishedJob("job_lost", { callbackUrl: destination.url }, { callback: { webhookId: "msg_lost", state: "pending", attempts: [] } }));

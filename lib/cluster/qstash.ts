@@ -365,7 +365,8 @@ export class QStashCallbackSender implements CallbackSender {
       // A deduplicated publish answers with the first message's id, which is already noted.
       !current.callback || current.callback.attempts.some((attempt) => attempt.error === note.error)
         ? current
-        : { ...current, callback: { ...current.callback, attempts: [...current.callback.attempts, note] } },
+        : // In time order: QStash's report of the receiver's answer can be written before this note.
+          { ...current, callback: { ...current.callback, attempts: [...current.callback.attempts, note].sort((a, b) => Date.parse(a.at) - Date.parse(b.at)) } },
     );
     this.#log.info({ jobId, webhookId: callback.webhookId, messageId }, "callback handed to QStash");
   }
