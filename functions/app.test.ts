@@ -384,6 +384,10 @@ describe("the HTTP API in process", () => {
       expect(offered.pulled()).toBeLessThanOrEqual(128 << 10);
     }
     expect(state.errorLogs).toEqual([]);
+    // Another method than QStash's POST is answered as anywhere else.
+    const got = await app.request(QSTASH_RUN_PATH, { method: "GET" });
+    expect(got.status).toBe(405);
+    expect(got.headers.get("allow")).toBe("POST");
     // Anyone's forgery is only a 401; a token QStash says it issued points at the instance's signing keys.
     expect(state.warnLogs).toEqual([]);
     const misconfigured = await app.request(QSTASH_RUN_PATH, { method: "POST", body: "{}", headers: { "upstash-signature": "forged-by-upstash" } });

@@ -60,7 +60,8 @@ export function createApp(deps: HttpDeps): OpenAPIHono<AppEnv> {
   // transcript. A form (multipart, or urlencoded) is limited while it streams, by its reader
   // (functions/multipart.ts), and any other body the routes refuse (415) without reading it; of those
   // only the declared length is checked here.
-  app.use("/internal/qstash/*", signedTokenOnly);
+  // QStash delivers by POST only: another method is answered 405 by the routes, as anywhere else.
+  app.on("POST", "/internal/qstash/*", signedTokenOnly);
   app.use((c, next) => {
     if (c.req.path.startsWith("/internal/")) return uploadLimit(c, next);
     if (/^application\/([\w.-]+\+)?json/i.test(c.req.header("content-type") ?? "")) return jsonLimit(c, next);
