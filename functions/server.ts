@@ -155,6 +155,9 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     );
     if (plan.machine.memoryWarning) log.warn(plan.machine.memoryWarning);
     if (!plan.fits) log.warn("the configured models leave no memory for even one job; expect failures under load");
+    if (plan.threads > plan.machine.cpus) {
+      log.warn({ threads: plan.threads, cpus: plan.machine.cpus }, "THREADS is more than the cores: onnxruntime's threads take turns on them, which is slower, not faster");
+    }
   } else {
     log.info(
       { role: config.ROLE, workerUrl: config.WORKER_URL, qstashDeliveryUrl: services.qstash?.deliveryUrl },

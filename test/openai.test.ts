@@ -280,6 +280,13 @@ describe("OpenAI parity through the official SDK", () => {
     expect(once.segments!.map((s) => [s.text, s.temperature, s.avg_logprob])).not.toEqual(first.segments!.map((s) => [s.text, s.temperature, s.avg_logprob]));
   });
 
+  it("warns at start-up when THREADS asks for more threads than the cores", async () => {
+    await serve({ THREADS: "3", CPUS: "2" });
+    expect(services.at(-1)!.logs.filter((l) => String(l.msg).startsWith("THREADS is more than the cores"))).toEqual([expect.objectContaining({ level: 40, threads: 3, cpus: 2 })]);
+    await serve({ THREADS: "2", CPUS: "2" });
+    expect(services.at(-1)!.logs.some((l) => String(l.msg).startsWith("THREADS"))).toBe(false);
+  });
+
   it("searches BEAM_SIZE beams at temperature 0: the stutter that greedy decoding loops on closes without a fallback", async () => {
     const beams = await serve({ BEAM_SIZE: "5", WINDOW_SLOTS: "8" });
     const plan = services.at(-1)!.logs.find((l) => l.msg === "capacity plan") as { decoding?: string } | undefined;
