@@ -554,7 +554,7 @@ export interface operations {
                     "application/json": components["schemas"]["Readiness"];
                 };
             };
-            /** @description Not ready: a preloaded model is still loading or failed, the queue is full, the shared stores are unreachable (cluster mode), or the server is shutting down. */
+            /** @description Not ready: a preloaded model is still loading or failed, every transcription is running and the queue is full, the shared stores are unreachable (cluster mode), or the server is shutting down. */
             503: {
                 headers: {
                     [name: string]: unknown;
