@@ -930,6 +930,83 @@ describe("a running job whose instance died", () => {
     expect((await store.get("job_crashed"))?.status).toBe("queued");
   });
 
+  it("runs once when two deliveries find it so at once: the one that puts it back in line second leaves it to the first", async () => {
+    const { dataDir, store } = await storeInTempDir();
+    await store.create({ ...(await queuedUpload(dataDir, "job_twice")), status: "running", runs: 1, createdAt: hoursAgo(1) });
+    const leases = new EmbeddedLeaseStore({ cap: null });
+    const started: string[] = [];
+    const hold = deferred<void>();
+    const instance = (name: string, jobStore: JobStore) => {
+      const admit = async (id: string): Promise<Admission | null> => {
+        const lease = await leases.tryAcquire({ instance: name, job: id });
+        return lease && { lost: lease.lost, release: () => lease.release() };
+      };
+      const transcribeFile = async () => {
+        started.push(name);
+        await hold.promise;
+        return TRANSCRIPT;
+      };
+      const dispatched: Dispatch[] = [];
+      const transcription = { admit, transcribeFile, retryAfterSeconds: () => 1 } as unknown as TranscriptionService;
+      const jobs = runner(jobStore, dataDir, NO_CALLBACKS, undefined, 10, { dispatcher: qstashLike(async (d) => void dispatched.push(d)), transcription, leases });
+      cleanups.push(() => jobs.stop());
+      return { jobs, dispatched };
+    };
+    // C has looked (running, no lease) and is about to put the job back in line when B does so and claims it.
+    const cMayWrite = deferred<void>();
+    let cWrites = 0;
+    const storeOfC = new Proxy(store, {
+      get: (target, property) => {
+        if (property === "update") {
+          return async (...args: Parameters<JobStore["update"]>) => {
+            if (cWrites++ === 0) await cMayWrite.promise;
+            return target.update(...args);
+          };
+        }
+        const value = Reflect.get(target, property, target);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
+    const b = instance("B", store);
+    const c = instance("C", storeOfC);
+    const delivered = c.jobs.handleDelivery("job_twice", 2);
+    await vi.waitFor(() => expect(cWrites).toBe(1));
+    const run = b.jobs.handleDelivery("job_twice", 2);
+    await vi.waitFor(() => expect(started).toEqual(["B"]));
+    cMayWrite.resolve();
+    expect(await delivered).toBe("deferred");
+    expect(c.dispatched).toEqual([expect.objectContaining({ jobId: "job_twice", reason: "deferred" })]);
+    hold.resolve();
+    expect(await run).toBe("ran");
+    expect(started).toEqual(["B"]);
+    expect(await store.get("job_twice")).toMatchObject({ status: "succeeded", runs: 2 });
+  });
+
+  it("is left as found when it cannot be sent (QStash down), and sent at a later look", async () => {
+    const { dataDir, store } = await storeInTempDir();
+    const leases = new EmbeddedLeaseStore({ cap: null });
+    const dispatched: Dispatch[] = [];
+    await store.create({ ...(await queuedUpload(dataDir, "job_unsent")), status: "running", runs: 1, createdAt: hoursAgo(3) });
+    const found = await store.get("job_unsent");
+    let qstashDown = true;
+    const jobs = runner(store, dataDir, NO_CALLBACKS, undefined, 10, {
+      dispatcher: qstashLike(async (d) => {
+        if (qstashDown) throw new DomainError("unavailable", "The job could not be handed to QStash; retry shortly.");
+        dispatched.push(d);
+      }),
+      leases,
+      strandable: true,
+    });
+    expect(await jobs.resendLostRuns()).toBe(0);
+    expect(await jobs.resendLostRuns()).toBe(0);
+    // Not queued with no message behind it, which only the stranded sweep would look at, to fail it.
+    expect(await store.get("job_unsent")).toEqual(found);
+    qstashDown = false;
+    expect(await jobs.resendLostRuns()).toBe(1);
+    expect(dispatched).toEqual([expect.objectContaining({ jobId: "job_unsent", reason: "redelivered" })]);
+    expect((await store.get("job_unsent"))?.status).toBe("queued");
+  });
+
   it("is sent again in cluster mode once no lease has held it at two looks in a row, and only then", async () => {
     const { dataDir, store } = await storeInTempDir();
     const dispatched: Dispatch[] = [];

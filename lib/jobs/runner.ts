@@ -235,6 +235,11 @@ export class JobRunner {
     if (job.status === "running") {
       job = await this.backInLine(job);
       if (!job || isFinal(job)) return "skipped";
+      // Another delivery took it over meanwhile: its run, not one of ours beside it.
+      if (job.status !== "queued") {
+        await this.defer(job, attempt, { mayGiveUp: false });
+        return "deferred";
+      }
     }
     const room = this.running.size < this.deps.concurrency && !this.stopped;
     const patient = this.deps.dispatcher.admission === "patient";
@@ -266,6 +271,11 @@ export class JobRunner {
       if (!job || isFinal(job)) return "skipped";
     }
     const waited = Date.now() - Date.parse(queuedSince(job));
+    // Taken over by a run meanwhile (back in line, then claimed): that run's job, sent on, not failed.
+    if (job.status === "running") {
+      await this.dispatch(job, "redelivered", { attempt: attempt + 1, delaySeconds: Math.max(1, Math.round(this.deps.maxDeferMs / 1000)) });
+      return "redelivered";
+    }
     if (waited > this.deps.maxWaitMs && !running) {
       await this.finish(id, { status: "failed", error: { code: "unavailable", message: `No instance took the job in ${Math.round(waited / 1000)} s; it was given up.` } });
       return "failed";
@@ -313,14 +323,36 @@ export class JobRunner {
         unheld.set(job.id, job.runs);
         continue;
       }
-      const queued = await this.backInLine(job);
-      if (queued?.status === "queued") {
-        await this.dispatch(queued, "redelivered");
-        resent++;
+      try {
+        if (await this.resendLostRun(job)) resent++;
+      } catch (err) {
+        // Still lost: the next look tries it again, and one job's failure holds up no other.
+        unheld.set(job.id, job.runs);
+        this.deps.log.warn({ jobId: job.id, err: (err as Error).message }, "a job lost with its instance could not be sent again yet");
       }
     }
     this.unheldRuns = unheld;
     return resent;
+  }
+
+  /**
+   * Puts a lost run's job back in line and sends it. A send that fails leaves it as it was found
+   * (running, no lease): queued with no message, no sweep would look at it again but to fail it.
+   */
+  private async resendLostRun(job: JobRecord): Promise<boolean> {
+    const queued = await this.backInLine(job);
+    if (queued?.status !== "queued" || queued.runs !== job.runs) return false;
+    try {
+      await this.dispatch(queued, "redelivered");
+      return true;
+    } catch (err) {
+      await this.deps.store.update(job.id, (j) => {
+        if (j.status !== "queued" || j.runs !== job.runs || j.queuedAt !== queued.queuedAt) return j;
+        const { queuedAt: _, ...rest } = j;
+        return { ...rest, status: "running", ...(job.queuedAt === undefined ? {} : { queuedAt: job.queuedAt }) };
+      });
+      throw err;
+    }
   }
 
   /**
