@@ -728,11 +728,16 @@ describe("the HTTP API in process", () => {
 
   it("puts what a failing dependency said in the 503's request line, not in the answer", async () => {
     const { app, state } = fakes(scratch);
-    state.transcribeFails = new StoreUnavailable("Redis is unreachable", new Error("UNAUTHORIZED: token revoked"));
+    // As the lease store fails a sync request: our error, the store's, then what Redis said.
+    state.transcribeFails = new DomainError("unavailable", "The cluster's lease store is unreachable; retry shortly.", {
+      cause: new StoreUnavailable("lease store unreachable", new Error("UNAUTHORIZED: token revoked")),
+    });
     const res = await app.request("/v1/audio/transcriptions", { method: "POST", headers: auth, body: upload(16, { model: "m" }) });
     expect(res.status).toBe(503);
     expect(JSON.stringify(await res.json())).not.toContain("revoked");
-    expect(state.requestLines).toEqual([expect.objectContaining({ level: "warn", status: 503, error: "unavailable", cause: "UNAUTHORIZED: token revoked" })]);
+    expect(state.requestLines).toEqual([
+      expect.objectContaining({ level: "warn", status: 503, error: "unavailable", cause: "lease store unreachable: UNAUTHORIZED: token revoked" }),
+    ]);
   });
 
   it("answers a full disk with 503 and Retry-After, and tells the operator", async () => {

@@ -232,7 +232,12 @@ function clientError(err: HTTPException): DomainError {
   return new DomainError(code, err.message || "Invalid request.", options);
 }
 
+/** The messages of `err`'s causes, outermost first: a store's error wraps what Redis itself said. */
 function describeCause(err: Error): string | undefined {
-  const cause = (err as { cause?: unknown }).cause;
-  return cause instanceof Error ? cause.message : cause === undefined ? undefined : String(cause);
+  const messages: string[] = [];
+  for (let cause = (err as { cause?: unknown }).cause; cause !== undefined && messages.length < 5; cause = (cause as { cause?: unknown }).cause) {
+    messages.push(cause instanceof Error ? cause.message : String(cause));
+    if (!(cause instanceof Error)) break;
+  }
+  return messages.length > 0 ? messages.join(": ") : undefined;
 }

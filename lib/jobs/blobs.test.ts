@@ -103,6 +103,26 @@ describe("RedisBlobs against a real redis-server behind the Upstash REST bridge"
     for (const key of left) expect(await real.pttl(key), key).toBeLessThanOrEqual(3_600_000);
   });
 
+  it("refuses an upload a chunk of which expired before it was complete, leaving nothing", async () => {
+    const real = client();
+    // As if the copy took longer than a chunk lives while the upload is written: one is gone at the commit.
+    const slow = new Proxy(real, {
+      get: (target, property, receiver) =>
+        property === "exec"
+          ? async (command: Command) => {
+              if (command[0].startsWith("EVAL")) await target.exec(["DEL", "test:expired:blob:job_slow:1"]);
+              return target.exec(command);
+            }
+          : Reflect.get(target, property, receiver),
+    });
+    await expect(
+      new RedisBlobs(slow, 60_000, { prefix: "test:expired:" }).save("job_slow", await upload(Buffer.alloc(1_200_000, 3)), { filename: "a.wav", bytes: 1_200_000 }),
+    ).rejects.toMatchObject({
+      code: "unavailable",
+    });
+    expect(await real.keys("test:expired:*")).toEqual([]);
+  });
+
   it("keeps an upload in chunks that any instance reads back whole, until it is removed", async () => {
     const bytes = Buffer.from(Array.from({ length: 1_200_000 }, (_, i) => (i * 7) % 256));
     const path = await upload(bytes);

@@ -82,9 +82,14 @@ const CHUNK_BYTES = 512 * 1024;
  */
 const WRITING_TTL_MS = 3_600_000;
 
-/** Writes the header of a complete upload and gives its chunks the same, long expiry. */
+/**
+ * Writes the header of a complete upload and gives its chunks the same, long expiry; refuses when a
+ * chunk is gone already (an upload slower than WRITING_TTL_MS), rather than accept a job that fails later.
+ */
 const COMMIT = script(`
-for i = 0, tonumber(ARGV[2]) - 1 do redis.call('PEXPIRE', KEYS[1] .. ':' .. i, ARGV[3]) end
+for i = 0, tonumber(ARGV[2]) - 1 do
+  if redis.call('PEXPIRE', KEYS[1] .. ':' .. i, ARGV[3]) == 0 then return redis.error_reply('chunk ' .. i .. ' expired before the upload was complete') end
+end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 return 1
 `);
