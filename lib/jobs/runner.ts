@@ -264,19 +264,14 @@ export class JobRunner {
   async redeliver(id: string, attempt: number): Promise<"redelivered" | "failed" | "skipped"> {
     let job = await this.deps.store.get(id);
     if (!job || isFinal(job)) return "skipped";
-    // A job an instance still runs is not waiting: its age says nothing of whether it will finish.
-    const running = job.status === "running" && (this.running.has(id) || (await this.heldElsewhere(id)));
-    if (job.status === "running" && !running) {
+    // A run whose instance died: back in line, its wait counted from now.
+    if (job.status === "running" && !this.running.has(id) && !(await this.heldElsewhere(id))) {
       job = await this.backInLine(job);
       if (!job || isFinal(job)) return "skipped";
     }
-    const waited = Date.now() - Date.parse(queuedSince(job));
-    // Taken over by a run meanwhile (back in line, then claimed): that run's job, sent on, not failed.
-    if (job.status === "running") {
-      await this.dispatch(job, "redelivered", { attempt: attempt + 1, delaySeconds: Math.max(1, Math.round(this.deps.maxDeferMs / 1000)) });
-      return "redelivered";
-    }
-    if (waited > this.deps.maxWaitMs && !running) {
+    // A job a run still has (or took over meanwhile) is not waiting: its age says nothing of whether it will finish.
+    const waited = job.status === "running" ? 0 : Date.now() - Date.parse(queuedSince(job));
+    if (waited > this.deps.maxWaitMs) {
       await this.finish(id, { status: "failed", error: { code: "unavailable", message: `No instance took the job in ${Math.round(waited / 1000)} s; it was given up.` } });
       return "failed";
     }
