@@ -398,11 +398,13 @@ describe("QStashCallbackSender", () => {
   it("lists the hand-over note before the receiver's answer when QStash reports the answer before its publish returns", async () => {
     const store = await openStore();
     await store.create(finishedJob("job_quick", { callbackUrl: "https://hooks.example/quick" }));
-    // QStash delivers at once and its report is recorded while the publish's own answer is still on its way.
+    // QStash delivers at once and its report is recorded while the publish's own answer is still on
+    // its way, in the very millisecond the hand-over was sent (seen in CI).
+    const sameMillisecond = new Date("2026-12-07T17:49:55.333Z");
     const client = {
       publish: async () => {
         const { webhookId } = (await store.get("job_quick"))!.callback!;
-        await handleCallbackAttempt(store, { status: 204, retried: 0, sourceHeader: { "Upstash-Forward-Webhook-Id": [webhookId] } });
+        await handleCallbackAttempt(store, { status: 204, retried: 0, sourceHeader: { "Upstash-Forward-Webhook-Id": [webhookId] } }, { now: sameMillisecond });
         return { messageId: "msg_quick" };
       },
     } as unknown as Client;
@@ -413,6 +415,7 @@ describe("QStashCallbackSender", () => {
       publicUrl: PUBLIC_URL_PLACEHOLDER,
       deliveryUrl: "https://slotscribe.example",
       log: createLogger("silent"),
+      now: () => sameMillisecond,
     });
     await sender.enqueue("job_quick");
     const callback = (await store.get("job_quick"))!.callback!;

@@ -365,13 +365,22 @@ export class QStashCallbackSender implements CallbackSender {
       // A deduplicated publish answers with the first message's id, which is already noted.
       !current.callback || current.callback.attempts.some((attempt) => attempt.error === note.error)
         ? current
-        : // In time order: QStash's report of the receiver's answer can be written before this note.
-          { ...current, callback: { ...current.callback, attempts: [...current.callback.attempts, note].sort((a, b) => Date.parse(a.at) - Date.parse(b.at)) } },
+        : { ...current, callback: { ...current.callback, attempts: withNoteInPlace(current.callback.attempts, note) } },
     );
     this.#log.info({ jobId, webhookId: callback.webhookId, messageId }, "callback handed to QStash");
   }
 
   async close(): Promise<void> {}
+}
+
+/**
+ * The attempts with the hand-over note before every attempt not older than it: QStash's report of
+ * the receiver's answer can be written before the note, in the same millisecond too, and the
+ * hand-over came first.
+ */
+function withNoteInPlace(attempts: DeliveryAttempt[], note: DeliveryAttempt): DeliveryAttempt[] {
+  const at = attempts.findIndex((attempt) => Date.parse(attempt.at) >= Date.parse(note.at));
+  return at === -1 ? [...attempts, note] : [...attempts.slice(0, at), note, ...attempts.slice(at)];
 }
 
 /** QStash's failure-callback body; only the fields read here. */
