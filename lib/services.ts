@@ -385,9 +385,8 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
   const sweep = async () => {
     const removed = await jobs.sweep(new Date()).catch((err: Error) => (log.warn({ err: err.message }, "sweep failed"), 0));
     if (removed) log.info({ removed }, "expired jobs removed");
-    const stranded = await runner.failStranded().catch((err: Error) => (log.warn({ err: err.message }, "stranded jobs not checked"), 0));
-    if (stranded) log.warn({ stranded }, "queued jobs no message carried any more were failed");
-    const resent = await runner.resendLostRuns().catch((err: Error) => (log.warn({ err: err.message }, "lost runs not checked"), 0));
+    const { failed, resent } = await runner.sweepStranded().catch((err: Error) => (log.warn({ err: err.message }, "stranded jobs not checked"), { failed: 0, resent: 0 }));
+    if (failed) log.warn({ stranded: failed }, "queued jobs no message carried any more were failed");
     if (resent) log.warn({ resent }, "running jobs whose instance died and that no message carried any more were sent again");
     // A callback whose hand-off failed (QStash unreachable as its job ended) is pending with nothing
     // behind it: it is taken up again here, not only at the next start, which may never come.

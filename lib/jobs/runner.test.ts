@@ -997,12 +997,12 @@ describe("a running job whose instance died", () => {
       leases,
       strandable: true,
     });
-    expect(await jobs.resendLostRuns()).toBe(0);
-    expect(await jobs.resendLostRuns()).toBe(0);
+    expect(await jobs.sweepStranded()).toEqual({ failed: 0, resent: 0 });
+    expect(await jobs.sweepStranded()).toEqual({ failed: 0, resent: 0 });
     // Not queued with no message behind it, which only the stranded sweep would look at, to fail it.
     expect(await store.get("job_unsent")).toEqual(found);
     qstashDown = false;
-    expect(await jobs.resendLostRuns()).toBe(1);
+    expect(await jobs.sweepStranded()).toEqual({ failed: 0, resent: 1 });
     expect(dispatched).toEqual([expect.objectContaining({ jobId: "job_unsent", reason: "redelivered" })]);
     expect((await store.get("job_unsent"))?.status).toBe("queued");
   });
@@ -1018,19 +1018,19 @@ describe("a running job whose instance died", () => {
     await leases.tryAcquire({ instance: "other", job: "job_held" });
 
     // A lease may be between renewals or a message on its way: the first look only notes the job.
-    expect(await jobs.resendLostRuns()).toBe(0);
+    expect(await jobs.sweepStranded()).toEqual({ failed: 0, resent: 0 });
     expect(dispatched).toEqual([]);
     // Taken up again between the looks (a QStash retry reached an instance): a later run, not lost.
     await store.update("job_rerun", (j) => ({ ...j, runs: 2 }));
-    expect(await jobs.resendLostRuns()).toBe(1);
+    expect(await jobs.sweepStranded()).toEqual({ failed: 0, resent: 1 });
     expect(dispatched).toEqual([expect.objectContaining({ jobId: "job_lost", reason: "redelivered", runs: 1 })]);
     expect(await store.get("job_lost")).toMatchObject({ status: "queued", queuedAt: dispatched[0]!.queuedAt });
     expect((await store.get("job_held"))?.status).toBe("running");
     expect((await store.get("job_rerun"))?.status).toBe("running");
     // Embedded, the line holds every job and a restart runs the running ones: nothing to send.
     const embedded = runner(store, dataDir, NO_CALLBACKS, undefined, 10, { leases });
-    expect(await embedded.resendLostRuns()).toBe(0);
-    expect(await embedded.resendLostRuns()).toBe(0);
+    expect(await embedded.sweepStranded()).toEqual({ failed: 0, resent: 0 });
+    expect(await embedded.sweepStranded()).toEqual({ failed: 0, resent: 0 });
   });
 });
 
@@ -1045,9 +1045,9 @@ describe("a queued job nothing carries any more (its instance died before its me
     await store.create({ ...(await queuedUpload(dataDir, "job_running")), status: "running", runs: 1, createdAt: hoursAgo(3) });
     // The embedded line holds every queued job: an old one there is still in line.
     const embedded = runner(store, dataDir, callbacks, undefined, 10, { maxWaitMs: 3_600_000 });
-    expect(await embedded.failStranded()).toBe(0);
+    expect(await embedded.sweepStranded()).toEqual({ failed: 0, resent: 0 });
     const cluster = runner(store, dataDir, callbacks, undefined, 10, { maxWaitMs: 3_600_000, strandable: true });
-    expect(await cluster.failStranded()).toBe(1);
+    expect(await cluster.sweepStranded()).toEqual({ failed: 1, resent: 0 });
     expect(await store.get("job_stranded")).toMatchObject({ status: "failed", error: { code: "unavailable", message: expect.stringMatching(/No instance took the job/) } });
     expect((await store.get("job_waiting"))?.status).toBe("queued");
     expect((await store.get("job_running"))?.status).toBe("running");

@@ -280,13 +280,23 @@ export class JobRunner {
   }
 
   /**
-   * Fails, with their callbacks, queued jobs nothing carries any more (see `strandable`): they would
-   * stay queued, and hold a place in the queue, forever. Returns how many.
+   * The minute's look, in cluster mode (see `strandable`), at the jobs nothing carries any more, from
+   * one read of the unfinished jobs: queued ones are failed, running ones whose run was lost are sent
+   * again. Returns how many of each.
    */
-  async failStranded(now = new Date()): Promise<number> {
-    if (!this.deps.strandable) return 0;
+  async sweepStranded(now = new Date()): Promise<{ failed: number; resent: number }> {
+    if (!this.deps.strandable) return { failed: 0, resent: 0 };
+    const unfinished = await this.deps.store.unfinished();
+    return { failed: await this.failStranded(unfinished, now), resent: await this.resendLostRuns(unfinished) };
+  }
+
+  /**
+   * Fails, with their callbacks, queued jobs nothing carries any more: they would stay queued, and
+   * hold a place in the queue, forever.
+   */
+  private async failStranded(unfinished: JobRecord[], now: Date): Promise<number> {
     const before = now.getTime() - this.deps.maxWaitMs - STRANDED_AFTER_MAX_WAIT_MS;
-    const stranded = (await this.deps.store.unfinished()).filter((job) => job.status === "queued" && Date.parse(queuedSince(job)) < before);
+    const stranded = unfinished.filter((job) => job.status === "queued" && Date.parse(queuedSince(job)) < before);
     for (const job of stranded) {
       const waited = Math.round((now.getTime() - Date.parse(queuedSince(job))) / 1000);
       await this.finish(job.id, { status: "failed", error: { code: "unavailable", message: `No instance took the job in ${waited} s; it was given up.` } });
@@ -295,16 +305,14 @@ export class JobRunner {
   }
 
   /**
-   * Sends again, in cluster mode, running jobs whose run died with its instance and that nothing
-   * carries any more: QStash gave up on their message, and on the report of that, while no
-   * instance could answer (every instance or the store down for the span of its retries). A job
-   * is taken for one when no lease holds it at two looks in a row (a minute apart) in the same run;
-   * a message still on its way behind it finds it running or done and changes nothing. Returns how
-   * many were sent.
+   * Sends again running jobs whose run died with its instance and that nothing carries any more:
+   * QStash gave up on their message, and on the report of that, while no instance could answer
+   * (every instance or the store down for the span of its retries). A job is taken for one when no
+   * lease holds it at two looks in a row (a minute apart) in the same run; a message still on its
+   * way behind it finds it running or done and changes nothing.
    */
-  async resendLostRuns(): Promise<number> {
-    if (!this.deps.strandable) return 0;
-    const running = (await this.deps.store.unfinished()).filter((job) => job.status === "running" && !this.running.has(job.id));
+  private async resendLostRuns(unfinished: JobRecord[]): Promise<number> {
+    const running = unfinished.filter((job) => job.status === "running" && !this.running.has(job.id));
     if (running.length === 0) {
       this.unheldRuns.clear();
       return 0;
