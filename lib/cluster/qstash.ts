@@ -429,14 +429,15 @@ export async function handleCallbackAttempt(
 ): Promise<JobRecord | null> {
   let retriesLeft: string | undefined;
   const job = await recordReport(store, body, (report) => {
-    const outcome = classifyDeliveryResponse(report.status > 0 ? report.status : null);
+    const status = report.status > 0 ? report.status : null;
+    const outcome = classifyDeliveryResponse(status);
     if (outcome === "gone" && report.sourceMessageId !== undefined && report.retried < (report.maxRetries ?? Number.POSITIVE_INFINITY)) {
       retriesLeft = report.sourceMessageId;
     }
     return {
       attempt: {
         at: now.toISOString(),
-        status: report.status > 0 ? report.status : null,
+        status,
         latencyMs: 0,
         ...(outcome === "delivered" ? {} : { error: outcome === "gone" ? "the receiver answered 410 Gone: not sent again" : `QStash attempt ${report.retried + 1}` }),
       },
