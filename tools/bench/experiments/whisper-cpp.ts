@@ -54,7 +54,13 @@ async function benchModel(kind: ModelKind, dir: string, threads: number, log: (l
   await run(join(WHISPER_CPP_BIN, "whisper-quantize"), [f16, q8, "q8_0"]);
   const runs: WhisperBenchFigures[] = [];
   for (let i = 0; i < RUNS; i++) {
-    const { stderr, stdout } = await run(join(WHISPER_CPP_BIN, "whisper-bench"), ["-m", q8, "-t", String(threads)], { maxBuffer: 1 << 24 });
+    const { stderr, stdout } = await run(join(WHISPER_CPP_BIN, "whisper-bench"), ["-m", q8, "-t", String(threads)], { maxBuffer: 1 << 24 }).catch(
+      (error: { signal?: string | null }) => {
+        // A build from before tools/bench/build-whisper-cpp.sh fixed ggml's AMX kernels dies this way on AMX Xeons.
+        if (error.signal) throw new Error(`whisper-bench was killed by ${error.signal}: rebuild it with tools/bench/build-whisper-cpp.sh`, { cause: error });
+        throw error;
+      },
+    );
     runs.push(parseWhisperBench(stderr + stdout));
   }
   return { encodeMs: Math.min(...runs.map((r) => r.encodeMs)), decodeMsPerToken: Math.min(...runs.map((r) => r.decodeMsPerToken)) };
