@@ -12,6 +12,9 @@ import type { SpeechDetection, VadMode } from "./audio/speech-regions.ts";
 import type { FallbackThresholds, ModelInfo, ModelSpec } from "./engine/protocol.ts";
 import { roomForModel, type CapacityPlan } from "./capacity/plan.ts";
 
+/** OpenAI refuses shorter audio (audio_too_short): a tenth of a second holds no word to transcribe. */
+const MIN_AUDIO_SECONDS = 0.1;
+
 export interface TranscribeRequest {
   /** Used for the cluster lease and logs. */
   id: string;
@@ -253,7 +256,7 @@ export class TranscriptionService {
     stopping?.addEventListener("abort", onAbort, { once: true });
     void admitted.lost.then(() => abort.abort(new DomainError("unavailable", "The cluster lease for this transcription was lost; retry.", { retryAfterSeconds: 5 })));
     try {
-      const pcm = announced(decodeToPcm(path, { signal: abort.signal, maxDurationSeconds: this.deps.maxDurationSeconds }), request.onStart);
+      const pcm = announced(decodeToPcm(path, { signal: abort.signal, minDurationSeconds: MIN_AUDIO_SECONDS, maxDurationSeconds: this.deps.maxDurationSeconds }), request.onStart);
       const transcript = await transcribePcm({
         engine: this.deps.engine,
         compute: this.deps.compute,

@@ -214,6 +214,22 @@ describe("bad and hostile input", () => {
     expect(error.message).toMatch(/no audio/);
   });
 
+  it("answers audio shorter than a tenth of a second with 400 in OpenAI's words, and takes a tenth and more", async () => {
+    for (const [name, seconds] of [
+      ["short.wav", 0.05],
+      ["short.flac", 0.09],
+    ] as const) {
+      const path = join(work, name);
+      await runFfmpeg(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=16000", "-t", String(seconds), "-ac", "1", "-ar", "16000", "-y", path]);
+      const error = await expectBadAudio(await post("/v1/audio/transcriptions", await formWith(path)), "unprocessable_audio");
+      expect(error.message).toBe("Audio file is too short. Minimum audio length is 0.1 seconds.");
+      expect(error).toMatchObject({ details: { min_duration_seconds: 0.1 } });
+    }
+    const tenth = join(work, "tenth.wav");
+    await runFfmpeg(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=16000", "-t", "0.1", "-ac", "1", "-ar", "16000", "-c:a", "pcm_s16le", "-y", tenth]);
+    expect((await post("/v1/audio/transcriptions", await formWith(tenth))).status).toBe(200);
+  });
+
   it("answers a truncated file with 400, unprocessable_audio", async () => {
     const whole = await readFile(await audioFile("tone.m4a", [{ word: "alpha", seconds: 6 }], "m4a"));
     const res = await post("/v1/audio/transcriptions", await formWith(new Blob([whole.subarray(0, 200)])));

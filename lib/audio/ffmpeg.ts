@@ -83,6 +83,8 @@ export interface DecodeOptions {
   signal?: AbortSignal;
   /** Longer audio fails with unprocessable_audio (422). */
   maxDurationSeconds?: number;
+  /** Shorter audio fails with unprocessable_audio once it has all been read (decodeToPcm only). */
+  minDurationSeconds?: number;
   /** Skips resolveFfmpeg(). */
   ffmpegPath?: string;
   /** How long ffmpeg may get no further with the file before it is killed; FFMPEG_STALL_MS unless given. */
@@ -205,6 +207,7 @@ export async function readPcm(input: string, opts: DecodeOptions = {}): Promise<
 export function decodeToPcm(input: string, opts: DecodeOptions = {}): PcmStream {
   const { signal, stallMs = FFMPEG_STALL_MS } = opts;
   const maxSamples = maxSamplesFor(opts.maxDurationSeconds);
+  const minSamples = (opts.minDurationSeconds ?? 0) * PCM_SAMPLE_RATE;
   const outcome = deferred<DecodeResult>();
   let pid: number | undefined;
   let iterated = false;
@@ -259,6 +262,7 @@ export function decodeToPcm(input: string, opts: DecodeOptions = {}): PcmStream 
         if (exit.code !== 0) throw await classifyFailure(new FfmpegFailure(exit, exit.stderr), input);
         if (delivered === 0) throw emptyAudio(exit.stderr);
       }
+      if (delivered < minSamples) throw tooShort(opts.minDurationSeconds!);
       outcome.resolve(result(delivered));
     } catch (err) {
       const reason: unknown = signal?.aborted ? signal.reason : err;
@@ -507,6 +511,13 @@ async function assertNotEmpty(input: string): Promise<void> {
 function tooLong(maxDurationSeconds: number | undefined): DomainError {
   return new DomainError("unprocessable_audio", `audio is longer than the limit of ${maxDurationSeconds} s`, {
     details: { max_duration_seconds: maxDurationSeconds },
+  });
+}
+
+function tooShort(minDurationSeconds: number): DomainError {
+  // OpenAI's words for the same refusal, so a client matching on them finds them.
+  return new DomainError("unprocessable_audio", `Audio file is too short. Minimum audio length is ${minDurationSeconds} seconds.`, {
+    details: { min_duration_seconds: minDurationSeconds },
   });
 }
 
