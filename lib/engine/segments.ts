@@ -7,7 +7,9 @@ const TIME_PRECISION = 0.02;
  * Cuts a window's generated tokens into timestamped segments the way the transformers.js ASR
  * pipeline does (its _decode_asr for one window): a timestamp opens a segment, the next different
  * one closes it, a repeat of the opening time is ignored, and text left after the last closing
- * timestamp is an open segment (end null). Segments without text are dropped.
+ * timestamp is an open segment (end null), starting at that timestamp even if a special token
+ * came between (the pipeline leaves its start null; the window's start would put it before the
+ * segments it follows). Segments without text are dropped.
  */
 export function assembleSegments(
   generated: readonly number[],
@@ -18,12 +20,14 @@ export function assembleSegments(
 ): WindowChunk[] {
   const chunks: WindowChunk[] = [];
   let start: number | null = null;
+  /** The last timestamp's time: text without an opening timestamp (after a special token) follows it. */
+  let lastTime = 0;
   let tokens: number[] = [];
   let text: { id: number; logprob: number }[] = [];
   const push = (end: number | null) => {
     const joined = decode(text.map((t) => t.id));
     if (joined.trim().length > 0) {
-      chunks.push({ start: start ?? 0, end, text: joined, tokens, textTokens: text.map((t) => ({ ...t, text: decode([t.id]) })) });
+      chunks.push({ start: start ?? lastTime, end, text: joined, tokens, textTokens: text.map((t) => ({ ...t, text: decode([t.id]) })) });
     }
     tokens = [];
     text = [];
@@ -35,6 +39,7 @@ export function assembleSegments(
       tokens.push(token);
       if (start === null) start = time;
       else if (time !== start) push(time);
+      lastTime = time;
     } else if (token < eos) {
       tokens.push(token);
       text.push({ id: token, logprob: logprobs[i]! });
