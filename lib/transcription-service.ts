@@ -4,7 +4,7 @@ import { LeaseStoreUnavailable, type TranscriptionLease, type LeaseStore } from 
 import { ModelLoadError, type Engine } from "./engine/engine.ts";
 import type { ModelCatalog } from "./engine/models.ts";
 import { TIMESTAMPED_SUFFIX } from "./engine/models.ts";
-import { transcribePcm } from "./engine/transcribe.ts";
+import { SAMPLE_RATE, transcribePcm } from "./engine/transcribe.ts";
 import { DomainError } from "./errors.ts";
 import type { Metrics } from "./metrics.ts";
 import type { Segment, TokenLogprob, Transcript } from "./transcript.ts";
@@ -340,15 +340,20 @@ export class TranscriptionService {
   }
 }
 
-/** The stream, calling `onStart` as its first samples come out (or as it ends, having none). */
+/**
+ * The stream, calling `onStart` once it has the least audio a transcription takes (or as it ends
+ * without failing): a stream refused as too short is refused before a streamed answer has begun.
+ */
 async function* announced(pcm: AsyncIterable<Float32Array>, onStart?: () => void): AsyncGenerator<Float32Array> {
+  let samples = 0;
   let started = false;
-  for await (const samples of pcm) {
-    if (!started) {
+  for await (const chunk of pcm) {
+    samples += chunk.length;
+    if (!started && samples >= MIN_AUDIO_SECONDS * SAMPLE_RATE) {
       started = true;
       onStart?.();
     }
-    yield samples;
+    yield chunk;
   }
   if (!started) onStart?.();
 }

@@ -82,6 +82,11 @@ describe("OpenAI parity through the official SDK", () => {
       .catch((err: unknown) => err);
     expect(unknownModel).toBeInstanceOf(OpenAI.BadRequestError);
     expect(unknownModel).toMatchObject({ status: 400, param: "model" });
+    const tooShort = await client.audio.transcriptions
+      .create({ file: await audio("blip.wav", [{ word: "bravo", seconds: 0.05 }]), model: "whisper-1", stream: true })
+      .catch((err: unknown) => err);
+    expect(tooShort).toBeInstanceOf(OpenAI.BadRequestError);
+    expect(tooShort).toMatchObject({ status: 400, param: "file", message: expect.stringContaining("Minimum audio length is 0.1 seconds") });
   });
 
   it("reports a failure after the stream started as an error event the SDK raises", async () => {
