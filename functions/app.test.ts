@@ -289,6 +289,26 @@ describe("the HTTP API in process", () => {
     expect(state.transcribed).toEqual([]);
   });
 
+  it("takes a temperature written in decimal on every route, a blank one as none, and refuses any other spelling", async () => {
+    const { app, state } = fakes(scratch);
+    const form = (path: string, temperature: string) => app.request(path, { method: "POST", headers: auth, body: upload(8, { temperature }) });
+    const json = (temperature: unknown) =>
+      app.request("/v1/jobs", { method: "POST", headers: { ...auth, "content-type": "application/json" }, body: JSON.stringify({ url: "https://8.8.8.8/a.mp3", temperature }) });
+    for (const path of ["/v1/audio/transcriptions", "/v1/audio/translations", "/v1/jobs"]) {
+      for (const temperature of ["0x1", "1e0", "true", "2", "-0.2"]) {
+        const res = await form(path, temperature);
+        expect(res.status, `${path} ${temperature}`).toBe(400);
+        expect(((await res.json()) as { error: { param: string } }).error.param).toBe("temperature");
+      }
+      expect((await form(path, "")).status, path).toBeLessThan(300);
+      expect((await form(path, " 0.4 ")).status, path).toBeLessThan(300);
+    }
+    for (const temperature of ["0x1", null, true]) expect((await json(temperature)).status, String(temperature)).toBe(400);
+    expect((await json(0.6)).status).toBe(202);
+    expect(state.requests.map((r) => r.temperature)).toEqual([undefined, 0.4, undefined, 0.4]);
+    expect(state.submitted.map((s) => s.request.temperature)).toEqual([undefined, 0.4, 0.6]);
+  });
+
   it("refuses a prompt holding Whisper's special tokens on every route that takes one, and passes on text that only looks like them", async () => {
     const { app, state } = fakes(scratch);
     const audio = (path: string, prompt: string, fields: Record<string, string> = {}) =>

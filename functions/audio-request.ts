@@ -2,6 +2,7 @@ import { rm } from "node:fs/promises";
 import type { Context } from "hono";
 import { streamSSE } from "hono/streaming";
 import { z } from "@hono/zod-openapi";
+import { decimalOrAsIs } from "../lib/decimal.ts";
 import { isWhisperLanguage } from "../lib/engine/languages.ts";
 import { DomainError, errorBody, isDomainError } from "../lib/errors.ts";
 import { renderTranscript, type VerboseOptions } from "../lib/formats.ts";
@@ -64,6 +65,9 @@ export function timestampGranularities(fields: GranularityFields & { response_fo
   return { wordTimestamps, segments: !wordTimestamps || asked.includes("segment") };
 }
 
+/** A number from 0 to 1 in a JSON body or, written in decimal, a form field; a blank field is no temperature. */
+export const TemperatureField = z.preprocess((v) => (v === "" ? undefined : decimalOrAsIs(v)), z.number().min(0).max(1).optional());
+
 /** The multipart fields OpenAI's audio endpoints take; unknown fields are ignored as OpenAI does. */
 export const AudioForm = z.object({
   file: FileField,
@@ -73,12 +77,9 @@ export const AudioForm = z.object({
       "Conditions decoding (Whisper's initial prompt): spellings, names, style. Its last 223 tokens are used, on every window: it may be up to 256 KiB, such as the previous chunk's whole transcript (OpenAI's recipe for long files), of which only the last 8192 characters are read. Whisper's special tokens (<|endoftext|>, <|de|>, ...) are refused.",
   }),
   response_format: z.enum(RESPONSE_FORMATS).default("json"),
-  temperature: z.coerce
-    .number()
-    .min(0)
-    .max(1)
-    .optional()
-    .openapi({ description: "The first decoding temperature (default 0, greedy); a window whose decode fails Whisper's checks is decoded again 0.2 hotter, up to 1." }),
+  temperature: TemperatureField.openapi({
+    description: "The first decoding temperature (default 0, greedy); a window whose decode fails Whisper's checks is decoded again 0.2 hotter, up to 1.",
+  }),
   stream: z
     .enum(["true", "false"])
     .optional()

@@ -1,7 +1,7 @@
 import { z } from "@hono/zod-openapi";
 import { CALLBACK_STATES, JOB_STATUSES } from "../lib/jobs/ports.ts";
 import { RESPONSE_FORMATS } from "../lib/transcript.ts";
-import { granularityFields, includeFields, VerboseTranscription } from "./audio-request.ts";
+import { granularityFields, includeFields, TemperatureField, VerboseTranscription } from "./audio-request.ts";
 import { ChunkingJson, chunkingFields } from "./chunking.ts";
 import { FileField, ModelField, PromptField, urlField } from "./upload.ts";
 
@@ -29,8 +29,7 @@ const common = {
   response_format: z.enum(RESPONSE_FORMATS).default("json"),
   callback_url: urlField("callback_url").optional(),
   prompt: PromptField.optional().openapi({ description: "Conditions decoding, as on /v1/audio/transcriptions." }),
-  // Multipart sends it as text: coerced here so both bodies share it.
-  temperature: z.coerce.number().min(0).max(1).optional().openapi({ description: "The first decoding temperature, as on /v1/audio/transcriptions." }),
+  temperature: TemperatureField.openapi({ description: "The first decoding temperature, as on /v1/audio/transcriptions." }),
   ...includeFields,
   ...granularityFields,
 };

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { decimalOrAsIs } from "./decimal.ts";
 import { parseDuration } from "./duration.ts";
 import { accessSync, constants, statSync } from "node:fs";
 import { parseBytes, parseCpus, parseMemory } from "./capacity/machine.ts";
@@ -62,11 +63,8 @@ const isDirectory = (path: string): boolean => {
     return false;
   }
 };
-/**
- * A number as people write one in decimal. z.coerce.number() also took "0x50" (PORT=0x50 bound port
- * 80) and "1e3"; anything else stays a string, which the schema refuses as not a number.
- */
-const decimal = z.preprocess((v) => (typeof v === "string" && /^\s*[+-]?(\d+\.?\d*|\.\d+)\s*$/.test(v) ? Number(v) : v), z.number());
+/** A number written in decimal: with z.coerce.number(), PORT=0x50 bound port 80. */
+const decimal = z.preprocess(decimalOrAsIs, z.number());
 const int = decimal.pipe(z.number().int());
 const optionalPositiveInt = int.pipe(z.number().positive()).optional();
 /** Pasted keys often bring a space or newline along; a signing key with one verified nothing, silently. */

@@ -424,7 +424,7 @@ export interface components {
             /** @description Conditions decoding, as on /v1/audio/transcriptions. */
             prompt?: string;
             /** @description The first decoding temperature, as on /v1/audio/transcriptions. */
-            temperature?: number | null;
+            temperature?: number;
             /** @description logprobs: each text token's log-probability (json and verbose_json). */
             "include[]"?: "logprobs" | "logprobs"[];
             /** @description Same as include[]. */
@@ -477,7 +477,7 @@ export interface components {
             /** @description Conditions decoding, as on /v1/audio/transcriptions. */
             prompt?: string;
             /** @description The first decoding temperature, as on /v1/audio/transcriptions. */
-            temperature?: number | null;
+            temperature?: number;
             /** @description logprobs: each text token's log-probability (json and verbose_json). */
             "include[]"?: "logprobs" | "logprobs"[];
             /** @description Same as include[]. */
@@ -746,7 +746,7 @@ export interface operations {
                      */
                     response_format?: "json" | "text" | "srt" | "vtt" | "verbose_json";
                     /** @description The first decoding temperature (default 0, greedy); a window whose decode fails Whisper's checks is decoded again 0.2 hotter, up to 1. */
-                    temperature?: number | null;
+                    temperature?: number;
                     /**
                      * @description true: text/event-stream of transcript.text.delta events (one per window, in order), then transcript.text.done.
                      * @enum {string}
@@ -910,7 +910,7 @@ export interface operations {
                      */
                     response_format?: "json" | "text" | "srt" | "vtt" | "verbose_json";
                     /** @description The first decoding temperature (default 0, greedy); a window whose decode fails Whisper's checks is decoded again 0.2 hotter, up to 1. */
-                    temperature?: number | null;
+                    temperature?: number;
                     /**
                      * @description true: text/event-stream of transcript.text.delta events (one per window, in order), then transcript.text.done.
                      * @enum {string}
