@@ -1,4 +1,5 @@
 import { decodeToPcm, extractAudio, type ExtractFormat } from "./audio/ffmpeg.ts";
+import { assertWithinDuration } from "./audio/probe.ts";
 import type { Limiter, Permit } from "./admission/limiter.ts";
 import { LeaseStoreUnavailable, type TranscriptionLease, type LeaseStore } from "./admission/ports.ts";
 import { ModelLoadError, type Engine } from "./engine/engine.ts";
@@ -250,13 +251,21 @@ export class TranscriptionService {
     const started = performance.now();
     let reported = 0;
     const abort = new AbortController();
+    /** Stops the check of the audio's length once the transcription is over. */
+    const checked = new AbortController();
     const stopping = synchronous ? anyOf(request.signal, this.shutdown.running.signal) : request.signal;
     const onAbort = () => abort.abort(stopping?.reason);
     if (stopping?.aborted) onAbort();
     stopping?.addEventListener("abort", onAbort, { once: true });
     void admitted.lost.then(() => abort.abort(new DomainError("unavailable", "The cluster lease for this transcription was lost; retry.", { retryAfterSeconds: 5 })));
     try {
-      const pcm = announced(decodeToPcm(path, { signal: abort.signal, minDurationSeconds: MIN_AUDIO_SECONDS, maxDurationSeconds: this.deps.maxDurationSeconds }), request.onStart);
+      const withinLimit = assertWithinDuration(path, this.deps.maxDurationSeconds, { signal: anyOf(abort.signal, checked.signal) });
+      withinLimit.catch((err: unknown) => checked.signal.aborted || abort.abort(err));
+      const pcm = announced(
+        decodeToPcm(path, { signal: abort.signal, minDurationSeconds: MIN_AUDIO_SECONDS, maxDurationSeconds: this.deps.maxDurationSeconds }),
+        withinLimit,
+        request.onStart,
+      );
       const transcript = await transcribePcm({
         engine: this.deps.engine,
         compute: this.deps.compute,
@@ -297,6 +306,7 @@ export class TranscriptionService {
       this.deps.metrics.transcriptions.inc({ outcome: abort.signal.aborted ? "aborted" : "failed" });
       throw abort.signal.aborted && abort.signal.reason instanceof DomainError ? abort.signal.reason : err;
     } finally {
+      checked.abort();
       stopping?.removeEventListener("abort", onAbort);
       if (!brought) await admitted.release();
     }
@@ -342,20 +352,23 @@ export class TranscriptionService {
 
 /**
  * The stream, calling `onStart` once it has the least audio a transcription takes (or as it ends
- * without failing): a stream refused as too short is refused before a streamed answer has begun.
+ * without failing) and its length is known to be within the limit: audio refused as too short or
+ * too long is refused before a streamed answer has begun.
  */
-async function* announced(pcm: AsyncIterable<Float32Array>, onStart?: () => void): AsyncGenerator<Float32Array> {
+async function* announced(pcm: AsyncIterable<Float32Array>, withinLimit: Promise<void>, onStart?: () => void): AsyncGenerator<Float32Array> {
   let samples = 0;
   let started = false;
+  const start = async () => {
+    started = true;
+    await withinLimit;
+    onStart?.();
+  };
   for await (const chunk of pcm) {
     samples += chunk.length;
-    if (!started && samples >= MIN_AUDIO_SECONDS * SAMPLE_RATE) {
-      started = true;
-      onStart?.();
-    }
+    if (!started && samples >= MIN_AUDIO_SECONDS * SAMPLE_RATE) await start();
     yield chunk;
   }
-  if (!started) onStart?.();
+  if (!started) await start();
 }
 
 function anyOf(...signals: (AbortSignal | undefined)[]): AbortSignal {

@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import OpenAI, { toFile } from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { runFfmpeg } from "../lib/audio/ffmpeg.ts";
 import { writeAudioFile } from "../tools/audio/synth.ts";
 import { DEFAULT_MODELS_DIR, generateModel, sharedDir } from "../tools/models/generate.ts";
 import { microTones, type MicroPart } from "../tools/models/micro.ts";
@@ -30,6 +31,12 @@ async function serve(env: Record<string, string> = {}): Promise<OpenAI> {
   });
   services.push(service);
   return new OpenAI({ apiKey: API_KEY, baseURL: `${service.url}/v1`, maxRetries: 0 });
+}
+
+/** A VBR mp3 of two lavfi sources one after the other, without the Xing frame that tells its length. */
+async function lameWithoutToc(path: string, first: string, second: string): Promise<void> {
+  const concat = "[0][1]concat=n=2:v=0:a=1";
+  await runFfmpeg(["-f", "lavfi", "-i", first, "-f", "lavfi", "-i", second, "-filter_complex", concat, "-c:a", "libmp3lame", "-q:a", "0", "-write_xing", "0", "-y", path]);
 }
 
 async function audio(name: string, parts: MicroPart[]) {
@@ -89,9 +96,26 @@ describe("OpenAI parity through the official SDK", () => {
     expect(tooShort).toMatchObject({ status: 400, param: "file", message: expect.stringContaining("Minimum audio length is 0.1 seconds") });
   });
 
+  it("refuses audio over MAX_AUDIO_DURATION before its stream starts, by a WAV's header or a decode at ffmpeg's speed, and takes a file whose container overstates its length", async () => {
+    const short = await serve({ MAX_AUDIO_DURATION: "35s" });
+    for (const name of ["long.wav", "long.mp3"]) {
+      const refused = await short.audio.transcriptions.create({ file: await audio(name, TWO_WINDOWS), model: "whisper-1", stream: true }).catch((err: unknown) => err);
+      expect(refused, name).toBeInstanceOf(OpenAI.BadRequestError);
+      expect(refused, name).toMatchObject({ status: 400, param: "file", message: expect.stringContaining("longer than the limit of 35 s") });
+    }
+    // 2 s of silence, then noise, in a VBR mp3 without a TOC: ffmpeg estimates 92 s from the first frames' rate, for 20 s.
+    const overstated = join(work, "overstated.mp3");
+    await lameWithoutToc(overstated, "anullsrc=r=16000:cl=mono:d=2", "anoisesrc=r=16000:d=18:a=0.5");
+    const taken = await short.audio.transcriptions.create({ file: await toFile(readFile(overstated), "overstated.mp3"), model: "whisper-1", response_format: "verbose_json" });
+    expect(taken.duration).toBeCloseTo(20, 0);
+  });
+
   it("reports a failure after the stream started as an error event the SDK raises", async () => {
     const short = await serve({ MAX_AUDIO_DURATION: "35s" });
-    const stream = await short.audio.transcriptions.create({ file: await audio("long.wav", TWO_WINDOWS), model: "whisper-1", stream: true });
+    // The one overlong file nothing sees ahead: 2 s of noise, then silence, in a VBR mp3 without a TOC, estimated at 12 s for 60.
+    const understated = join(work, "understated.mp3");
+    await lameWithoutToc(understated, "anoisesrc=r=16000:d=2:a=0.5", "anullsrc=r=16000:cl=mono:d=58");
+    const stream = await short.audio.transcriptions.create({ file: await toFile(readFile(understated), "understated.mp3"), model: "whisper-1", stream: true });
     const failure = await (async () => {
       for await (const _ of stream) void _;
     })().catch((err: unknown) => err);

@@ -7,7 +7,7 @@
 import { constants } from "node:fs";
 import { access, open, rm, stat } from "node:fs/promises";
 import path from "node:path";
-import { DomainError } from "../errors.ts";
+import { DomainError, isDomainError } from "../errors.ts";
 import { deferred } from "../deferred.ts";
 import { type LaunchedProcess, type ProcessExit, processLauncher } from "./process-launcher.ts";
 import { PCM_SAMPLE_RATE, plainWav, wavSamples, wholeSamples } from "./wav.ts";
@@ -228,8 +228,13 @@ export function decodeToPcm(input: string, opts: DecodeOptions = {}): PcmStream 
       await assertNotEmpty(input);
       const wav = await plainWav(input);
       let source: AsyncIterable<Float32Array>;
-      if (wav) source = wavSamples(input, wav);
-      else {
+      if (wav) {
+        // The header says exactly how much there is: a refusal needs no reading.
+        const samples = wav.bytes / (wav.encoding === "s16" ? 2 : 4);
+        if (samples > maxSamples) throw tooLong(opts.maxDurationSeconds);
+        if (samples < minSamples) throw tooShort(opts.minDurationSeconds!);
+        source = wavSamples(input, wav);
+      } else {
         const ffmpegPath = opts.ffmpegPath ?? (await resolveFfmpeg()).path;
         signal?.throwIfAborted();
         proc = await processLauncher.launch(ffmpegPath, [...inputArgs(input), ...monoOutputArgs(opts.maxDurationSeconds), "-c:a", "pcm_f32le", "-f", "f32le", "pipe:1"], {
@@ -320,6 +325,23 @@ export async function extractAudio(input: string, output: string, format: Extrac
     if (err instanceof FfmpegFailure) throw await classifyFailure(err, input);
     throw err;
   }
+}
+
+/**
+ * Refuses `input` as longer than `maxDurationSeconds` if decoding it says so, at ffmpeg's own speed
+ * (hundreds of times real time) rather than at the pace of a transcription reading it. A file
+ * ffmpeg cannot decode passes: the decode that reads it says why.
+ */
+export async function assertDecodesWithin(input: string, maxDurationSeconds: number, opts: Omit<DecodeOptions, "maxDurationSeconds"> = {}): Promise<void> {
+  const args = ["-nostats", "-progress", "pipe:1", ...inputArgs(input), ...monoOutputArgs(maxDurationSeconds), "-f", "null", "-"];
+  let durationSeconds: number;
+  try {
+    ({ durationSeconds } = await runReportingProgress(args, opts));
+  } catch (err) {
+    if (err instanceof FfmpegFailure || (isDomainError(err) && err.code === "unprocessable_audio")) return;
+    throw err;
+  }
+  if (durationSeconds * PCM_SAMPLE_RATE > maxSamplesFor(maxDurationSeconds)) throw tooLong(maxDurationSeconds);
 }
 
 /**
