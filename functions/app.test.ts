@@ -289,6 +289,23 @@ describe("the HTTP API in process", () => {
     expect(state.transcribed).toEqual([]);
   });
 
+  it("refuses a streamed transcript in a format a stream does not carry, and streams json and text", async () => {
+    const { app, state } = fakes(scratch);
+    for (const path of ["/v1/audio/transcriptions", "/v1/audio/translations"]) {
+      for (const response_format of ["srt", "vtt", "verbose_json"]) {
+        const res = await app.request(path, { method: "POST", headers: auth, body: upload(8, { stream: "true", response_format }) });
+        expect(res.status, `${path} ${response_format}`).toBe(400);
+        expect(((await res.json()) as { error: { param: string } }).error.param).toBe("response_format");
+      }
+    }
+    expect(state.transcribed).toEqual([]);
+    for (const response_format of ["json", "text"]) {
+      const res = await app.request("/v1/audio/transcriptions", { method: "POST", headers: auth, body: upload(8, { stream: "true", response_format }) });
+      expect(res.headers.get("content-type"), response_format).toMatch(/^text\/event-stream/);
+      await res.text();
+    }
+  });
+
   it("takes a temperature written in decimal on every route, a blank one as none, and refuses any other spelling", async () => {
     const { app, state } = fakes(scratch);
     const form = (path: string, temperature: string) => app.request(path, { method: "POST", headers: auth, body: upload(8, { temperature }) });

@@ -182,7 +182,17 @@ export async function respondWithTranscript(
     speechDetection,
     signal: c.req.raw.signal,
   };
-  if (form.stream === "true") return streamTranscript(c, form, request);
+  if (form.stream === "true") {
+    // A stream carries the text as it comes, as OpenAI's does: a format it would drop is refused, not ignored.
+    if (form.response_format !== "json" && form.response_format !== "text") {
+      throw new DomainError(
+        "invalid_request",
+        `stream=true streams the transcript's text (transcript.text.delta events), not response_format=${form.response_format}: use json or text, or leave stream out.`,
+        { details: { param: "response_format" } },
+      );
+    }
+    return streamTranscript(c, form, request);
+  }
   const transcript = await transcription.transcribeFile(form.file.path, request).catch((err: unknown) => {
     throw asOpenAiError(err);
   });
