@@ -1,5 +1,6 @@
 import type { Logger } from "../log.ts";
 import type { Deliver, Dispatch, JobDispatcher, JobStore } from "./ports.ts";
+import { backInQueue } from "./records.ts";
 
 export interface EmbeddedJobDispatcherOptions {
   store: JobStore;
@@ -42,7 +43,7 @@ export class EmbeddedJobDispatcher implements JobDispatcher {
       if (job.status === "running") {
         // The previous process ended during this run (killed, out of memory, crashed): the run counts.
         this.#options.log.warn({ jobId: job.id, runs: job.runs }, "job was running when the last process ended: it runs again");
-        await store.update(job.id, (j) => ({ ...j, status: "queued" }));
+        await store.update(job.id, (j) => backInQueue(j));
       }
       this.#enqueue(job.id);
     }

@@ -16,6 +16,16 @@ export function oldestFirst(a: Position, b: Position): number {
   return newestFirst(b, a);
 }
 
+/**
+ * A job back in the line (its run handed back, retried or lost with its process): nothing of that
+ * run stays in its view, where a client polling it would see it queued with the old run's start and
+ * progress, and the progress go back once it runs again. The length of its audio, once known, stays.
+ */
+export function backInQueue(job: JobRecord, queuedAt?: string): JobRecord {
+  const { startedAt: _, ...rest } = job;
+  return { ...rest, status: "queued", ...(queuedAt === undefined ? {} : { queuedAt }), progress: { doneSeconds: 0, totalSeconds: job.progress.totalSeconds } };
+}
+
 /** One cursor format for every store, so a cursor means the same whichever store made it. */
 export function encodeCursor(job: Position): string {
   return Buffer.from(JSON.stringify([job.createdAt, job.id])).toString("base64url");

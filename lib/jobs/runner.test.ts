@@ -200,11 +200,12 @@ describe("a job whose runs end with the process running it (killed, out of memor
     expect(await Promise.race([stopped, new Promise((resolve) => setTimeout(() => resolve("still waiting"), 10_000))])).toBe("stopped");
   });
 
-  it("does not count a run the shutdown handed back", async () => {
+  it("does not count a run the shutdown handed back, nor show its start and progress while it waits again", async () => {
     const { dataDir, store } = await storeInTempDir();
     let transcribing = false;
     const untilAborted: TranscriptionService["transcribeFile"] = (_path, request) => {
       transcribing = true;
+      request.onProgress?.(12);
       const signal = request.signal!;
       return new Promise((_resolve, reject) => signal.addEventListener("abort", () => reject(signal.reason)));
     };
@@ -212,8 +213,11 @@ describe("a job whose runs end with the process running it (killed, out of memor
     await jobs.start();
     await jobs.submit(await queuedUpload(dataDir, "job_long"));
     await vi.waitFor(() => expect(transcribing).toBe(true), { timeout: 10_000 });
+    await vi.waitFor(async () => expect((await store.get("job_long"))?.progress.doneSeconds).toBe(12), { timeout: 10_000 });
     await jobs.stop(0);
-    expect(await store.get("job_long")).toMatchObject({ status: "queued", runs: 0 });
+    const handedBack = await store.get("job_long");
+    expect(handedBack).toMatchObject({ status: "queued", runs: 0, progress: { doneSeconds: 0 } });
+    expect(handedBack).not.toHaveProperty("startedAt");
   });
 });
 

@@ -12,7 +12,7 @@ import { downloadToFile } from "../net/safe-fetch.ts";
 import type { Admission, TranscriptionService } from "../transcription-service.ts";
 import type { CallbackSender } from "../webhooks/delivery.ts";
 import type { InputBlobs } from "./blobs.ts";
-import { newCallback } from "./records.ts";
+import { backInQueue, newCallback } from "./records.ts";
 import { isFinal, queuedSince, type DeliveryOutcome, type Dispatch, type JobDispatcher, type JobRecord, type JobStatus, type JobStore } from "./ports.ts";
 
 /** The job was canceled by its owner; not a failure. */
@@ -352,7 +352,8 @@ export class JobRunner {
       await this.deps.store.update(job.id, (j) => {
         if (j.status !== "queued" || j.runs !== job.runs || j.queuedAt !== queued.queuedAt) return j;
         const { queuedAt: _, ...rest } = j;
-        return { ...rest, status: "running", ...(job.queuedAt === undefined ? {} : { queuedAt: job.queuedAt }) };
+        const { startedAt, progress } = job;
+        return { ...rest, status: "running", progress, ...(startedAt === undefined ? {} : { startedAt }), ...(job.queuedAt === undefined ? {} : { queuedAt: job.queuedAt }) };
       });
       throw err;
     }
@@ -366,7 +367,7 @@ export class JobRunner {
    */
   private async backInLine(job: JobRecord): Promise<JobRecord | null> {
     const queuedAt = new Date().toISOString();
-    return this.deps.store.update(job.id, (j) => (this.owns(j, job.runs) ? { ...j, status: "queued", queuedAt } : j));
+    return this.deps.store.update(job.id, (j) => (this.owns(j, job.runs) ? backInQueue(j, queuedAt) : j));
   }
 
   /**
@@ -587,7 +588,7 @@ export class JobRunner {
       .update(job.id, (j) => {
         // Set on every call: a shared store may run the change again after a conflict.
         ours = this.owns(j, job.runs);
-        return ours ? { ...j, status: "queued", queuedAt, ...(options.refundRun ? { runs: Math.max(0, j.runs - 1) } : {}) } : j;
+        return ours ? { ...backInQueue(j, queuedAt), ...(options.refundRun ? { runs: Math.max(0, j.runs - 1) } : {}) } : j;
       })
       .catch((err: Error) => this.deps.log.warn({ jobId: job.id, err: err.message }, "job state not saved; the job is sent on as it is"));
     await options.stored?.();
