@@ -64,8 +64,10 @@ export async function safeFetch(url: string, init: SafeFetchInit, policy: Outbou
       res.destroy();
       if (redirects >= maxRedirects) {
         const said = `${target.hostname} answered ${res.statusCode}, a redirect to ${location.slice(0, 512)}`;
+        // Final: a job fetching this URL again meets the same chain (a callback's schedule retries regardless).
         throw new DomainError("upstream_failed", maxRedirects === 0 ? `${said}: redirects are not followed here` : `Too many redirects (more than ${maxRedirects}): ${said}`, {
           details: { status: res.statusCode },
+          retryable: false,
         });
       }
       const nextTarget = parseOutboundUrl(redirectTarget(location, target));
