@@ -32,6 +32,8 @@ export interface TranscribeRequest {
   /** Tunes Silero's speech regions for this file: refused when the instance does not run Silero (VAD). */
   speechDetection?: SpeechDetection;
   signal?: AbortSignal;
+  /** The duration the file's container declares, when the caller has probed it already (null: it declares none). */
+  declaredSeconds?: number | null;
   onProgress?: (doneSeconds: number) => void;
   /** Hears the transcript's segments window by window, in order (streamed responses). */
   onSegments?: (segments: Segment[], logprobs?: TokenLogprob[]) => void;
@@ -259,7 +261,10 @@ export class TranscriptionService {
     stopping?.addEventListener("abort", onAbort, { once: true });
     void admitted.lost.then(() => abort.abort(new DomainError("unavailable", "The cluster lease for this transcription was lost; retry.", { retryAfterSeconds: 5 })));
     try {
-      const withinLimit = assertWithinDuration(path, this.deps.maxDurationSeconds, { signal: anyOf(abort.signal, checked.signal) });
+      const withinLimit = assertWithinDuration(path, this.deps.maxDurationSeconds, {
+        signal: anyOf(abort.signal, checked.signal),
+        declaredSeconds: request.declaredSeconds,
+      });
       withinLimit.catch((err: unknown) => checked.signal.aborted || abort.abort(err));
       const pcm = announced(
         decodeToPcm(path, { signal: abort.signal, minDurationSeconds: MIN_AUDIO_SECONDS, maxDurationSeconds: this.deps.maxDurationSeconds }),

@@ -83,7 +83,7 @@ export interface DecodeOptions {
   signal?: AbortSignal;
   /** Longer audio fails with unprocessable_audio (422). */
   maxDurationSeconds?: number;
-  /** Shorter audio fails with unprocessable_audio once it has all been read (decodeToPcm only). */
+  /** Shorter audio fails with unprocessable_audio (decodeToPcm only): a plain WAV at once, any other once read. */
   minDurationSeconds?: number;
   /** Skips resolveFfmpeg(). */
   ffmpegPath?: string;

@@ -43,13 +43,18 @@ const LEAST_BITS_PER_SECOND = 1000;
  * format says its length exactly (decodeToPcm refuses it); a file too small to last that long passes
  * at once; for any other, a container declaring more than the limit is decoded without
  * transcribing, and refused if it really is longer: a declared duration alone decides nothing (a
- * VBR mp3 without a TOC can declare four times its length).
+ * VBR mp3 without a TOC can declare four times its length). `declaredSeconds`: the caller's probe
+ * of the same file, so it is not probed twice.
  */
-export async function assertWithinDuration(path: string, maxDurationSeconds: number, { signal }: { signal?: AbortSignal } = {}): Promise<void> {
+export async function assertWithinDuration(
+  path: string,
+  maxDurationSeconds: number,
+  { signal, declaredSeconds }: { signal?: AbortSignal; declaredSeconds?: number | null } = {},
+): Promise<void> {
   if ((await stat(path)).size * 8 < maxDurationSeconds * LEAST_BITS_PER_SECOND || (await plainWav(path))) return;
   let declared: number | null;
   try {
-    declared = await probeDurationSeconds(path, { signal });
+    declared = declaredSeconds === undefined ? await probeDurationSeconds(path, { signal }) : declaredSeconds;
   } catch (err) {
     // A file ffmpeg gets no further with fails as the transcription's own decode reads it.
     if (signal?.aborted) throw err;

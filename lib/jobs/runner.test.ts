@@ -345,7 +345,7 @@ describe("the job queue's bound", () => {
 });
 
 describe("a job's decoding settings", () => {
-  it("reach its transcription as they were submitted, through the store", async () => {
+  it("reach its transcription as they were submitted, through the store, with the duration the runner probed", async () => {
     const dataDir = await tempDataDir();
     const asked: TranscribeRequest[] = [];
     const store = await EmbeddedJobStore.open({ dataDir, retentionMs: 3_600_000 });
@@ -379,6 +379,8 @@ describe("a job's decoding settings", () => {
       speechDetection: { threshold: 0.6, minSilenceMs: 300, padMs: 100 },
       wordTimestamps: true,
       includeLogprobs: true,
+      // The runner's own probe of the file (it declares no duration), so the transcription does not probe it again.
+      declaredSeconds: null,
     });
   });
 });

@@ -349,12 +349,8 @@ export class JobRunner {
       await this.dispatch(queued, "redelivered");
       return true;
     } catch (err) {
-      await this.deps.store.update(job.id, (j) => {
-        if (j.status !== "queued" || j.runs !== job.runs || j.queuedAt !== queued.queuedAt) return j;
-        const { queuedAt: _, ...rest } = j;
-        const { startedAt, progress } = job;
-        return { ...rest, status: "running", progress, ...(startedAt === undefined ? {} : { startedAt }), ...(job.queuedAt === undefined ? {} : { queuedAt: job.queuedAt }) };
-      });
+      // Still the record the put-back wrote (nothing took it since): the job as the sweep found it.
+      await this.deps.store.update(job.id, (j) => (j.status === "queued" && j.runs === job.runs && j.queuedAt === queued.queuedAt ? job : j));
       throw err;
     }
   }
@@ -488,6 +484,7 @@ export class JobRunner {
           includeLogprobs: job.request.includeLogprobs,
           wordTimestamps: job.request.wordTimestamps,
           signal: AbortSignal.any([signal, canceledElsewhere.signal]),
+          declaredSeconds: total,
           onProgress: (doneSeconds) => {
             this.deps.store
               .update(id, (j) => ({ ...j, progress: { ...j.progress, doneSeconds } }))
