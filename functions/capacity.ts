@@ -34,7 +34,14 @@ const Capacity = z
         cap: z.number().nullable().openapi({ description: "CLUSTER_MAX_TRANSCRIPTIONS; null when unset" }),
         held: z.number().openapi({ description: "Transcriptions running, one lease each" }),
         free: z.number().nullable(),
-        instances: z.array(z.object({ instance: z.string(), held: z.number(), jobs: z.array(z.string()) })),
+        instances: z.array(
+          z.object({
+            instance: z.string(),
+            held: z.number(),
+            jobs: z.array(z.string()).openapi({ description: "Jobs and requests transcribing there, one lease each" }),
+            fetching: z.array(z.string()).openapi({ description: "Jobs fetching their media URL there before they take a lease (not counted in held)" }),
+          }),
+        ),
       })
       .openapi({ description: "Transcriptions running at once across the cluster, each holding a lease, against the cluster-wide cap" }),
   })

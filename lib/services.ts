@@ -354,6 +354,7 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
     transcription: transcriber?.transcription ?? null,
     callbacks,
     leases,
+    instanceId,
     policy: config.OUTBOUND_ALLOWLIST,
     maxWaitMs: config.JOB_MAX_WAIT,
     maxDeferMs: config.JOB_DEFER_MAX_DELAY,

@@ -163,6 +163,15 @@ export class TranscriptionService {
     }
   }
 
+  /**
+   * Whether admit(id, "now") would find room this instant; nothing is taken. A job whose media is
+   * still to be fetched fetches it only when it would, and takes its room once the media is here.
+   */
+  async roomNow(): Promise<boolean> {
+    const { permits, inUse } = this.deps.admission.stats;
+    return inUse < permits && (await this.deps.leases.snapshot()).free !== 0;
+  }
+
   /** Room for one transcription, or null when waiting "now" and there is none. */
   async admit(id: string, wait: AdmissionWait, signal?: AbortSignal): Promise<Admission | null> {
     // One wait in all: QUEUE_TIMEOUT bounds the line here and the cluster's cap together, not each.

@@ -262,6 +262,63 @@ describe("cluster mode: three instances, one Redis, QStash", () => {
     expect(perJob).toBeGreaterThan(0);
   }, 300_000);
 
+  it("fetches a URL job's media without a lease: the cluster's places stay free for other work until the media is here", async () => {
+    const redis = new Redis({ url: bridge.url, token: bridge.token });
+    const path = join(work, "url-job.wav");
+    await writeAudioFile(path, microTones([{ word: "delta", seconds: 6 }]));
+    const audio = await readFile(path);
+    let requests = 0;
+    let answer!: () => void;
+    const answered = new Promise<void>((resolve) => (answer = resolve));
+    const media = createServer((_req, res) => {
+      requests++;
+      void answered.then(() => res.writeHead(200, { "content-type": "audio/wav" }).end(audio));
+    });
+    await new Promise<void>((r) => media.listen(0, "127.0.0.1", r));
+    try {
+      const res = await fetch(`${publicUrl}/v1/jobs`, {
+        method: "POST",
+        headers: { ...auth, "content-type": "application/json" },
+        body: JSON.stringify({ url: `http://127.0.0.1:${(media.address() as AddressInfo).port}/talk.wav`, callback_url: receiverUrl }),
+      });
+      expect(res.status).toBe(202);
+      const { id } = (await res.json()) as { id: string };
+      const fetching = await eventually(async () => {
+        const cluster = ((await (await fetch(`${publicUrl}/v1/capacity`, { headers: auth })).json()) as { cluster: { held: number; instances: { fetching: string[] }[] } }).cluster;
+        if (!cluster.instances.some((i) => i.fetching.includes(id))) throw new Error("the job is not fetching yet");
+        return cluster;
+      });
+      expect(fetching.held).toBe(0);
+      expect(await liveLeases(redis)).toBe(0);
+
+      // A synchronous transcription meanwhile takes a lease of the cluster's (any instance).
+      const form = new FormData();
+      form.set("file", new Blob([audio]), "delta.wav");
+      form.set("model", "generated/whisper-micro");
+      const sync = await fetch(`${publicUrl}/v1/audio/transcriptions`, { method: "POST", body: form, headers: auth });
+      expect(sync.status).toBe(200);
+      expect(((await sync.json()) as { text: string }).text).toBe("delta");
+      expect((await (await fetch(`${publicUrl}/v1/jobs/${id}`, { headers: auth })).json()) as { status: string }).toMatchObject({ status: "running" });
+
+      answer();
+      const done = await eventually(async () => {
+        const view = (await (await fetch(`${publicUrl}/v1/jobs/${id}`, { headers: auth })).json()) as { status: string; result: { text: string } | null };
+        if (view.status !== "succeeded") throw new Error(`${id} is ${view.status}`);
+        return view;
+      }, 60_000);
+      expect(done.result!.text).toBe("delta");
+      await eventually(() => {
+        if (!deliveries.some((d) => d.jobId === id)) throw new Error("callback still arriving");
+      }, 60_000);
+      expect(deliveries.filter((d) => d.jobId === id)).toHaveLength(1);
+      expect(requests).toBe(1);
+      expect(await redis.zcard("slotscribe:slots:fetching")).toBe(0);
+    } finally {
+      media.closeAllConnections();
+      await new Promise((r) => media.close(r));
+    }
+  }, 180_000);
+
   it("refuses to start with an Upstash token Redis refuses, naming the setting and not the token", async () => {
     const wrong = `wrong-token-${Math.random().toString(36).slice(2)}`;
     const { code, logs, stderr } = await serveUntilExit({ ...instanceEnv(INSTANCES), UPSTASH_REDIS_REST_TOKEN: wrong });

@@ -167,9 +167,14 @@ function renderCapacity(cap: CapacityResponse): void {
       const instance = el("td");
       instance.append(id(h.instance));
       const jobs = el("span");
-      h.jobs.forEach((job, n) => {
+      // A job fetching its media holds no slot yet: named, but not counted in Running.
+      const held: [job: string, note: string][] = [
+        ...h.jobs.map((job): [string, string] => [job, ""]),
+        ...h.fetching.map((job): [string, string] => [job, " (fetching its media)"]),
+      ];
+      held.forEach(([job, note], n) => {
         if (n) jobs.append(", ");
-        jobs.append(id(job));
+        jobs.append(id(job), note);
       });
       const jobsCell = el("td");
       jobsCell.append(jobs);

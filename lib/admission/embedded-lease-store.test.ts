@@ -35,10 +35,31 @@ describe("EmbeddedLeaseStore", () => {
       held: 3,
       free: 2,
       instances: [
-        { instance: "a", held: 1, jobs: ["job-2"] },
-        { instance: "b", held: 2, jobs: ["job-1", "job-3"] },
+        { instance: "a", held: 1, jobs: ["job-2"], fetching: [] },
+        { instance: "b", held: 2, jobs: ["job-1", "job-3"], fetching: [] },
       ],
     });
+  });
+
+  it("takes a fetch hold whatever the cap, and shows it apart from the leases the cap counts", async () => {
+    const store = new EmbeddedLeaseStore({ cap: 1 });
+    const fetching = await store.holdWhileFetching({ instance: "a", job: "job-url" });
+    const lease = await store.tryAcquire({ instance: "b", job: "job-upload" });
+    expect(lease).not.toBeNull();
+    expect(await store.holdWhileFetching({ instance: "b", job: "job-url-2" })).toBeDefined();
+    expect(await store.tryAcquire({ instance: "a", job: "job-over-cap" })).toBeNull();
+    expect(await store.snapshot()).toEqual({
+      cap: 1,
+      held: 1,
+      free: 0,
+      instances: [
+        { instance: "a", held: 0, jobs: [], fetching: ["job-url"] },
+        { instance: "b", held: 1, jobs: ["job-upload"], fetching: ["job-url-2"] },
+      ],
+    });
+    await fetching.release();
+    await lease!.release();
+    expect(await store.snapshot()).toMatchObject({ held: 0, free: 1, instances: [{ instance: "b", held: 0, jobs: [], fetching: ["job-url-2"] }] });
   });
 
   it("never resolves lost, since nothing outside the process can take a lease away", async () => {

@@ -9,7 +9,7 @@ import { LeaseStoreUnavailable, type ClusterCapacity, type LeaseHolder, type Tra
 export class EmbeddedLeaseStore implements LeaseStore {
   readonly kind = "embedded";
   private readonly cap: number | null;
-  private readonly holders = new Map<string, LeaseHolder>();
+  private readonly holders = new Map<string, Holder>();
   private closed = false;
 
   constructor(options: { cap?: number | null } = {}) {
@@ -22,9 +22,19 @@ export class EmbeddedLeaseStore implements LeaseStore {
 
   async tryAcquire(holder: LeaseHolder): Promise<TranscriptionLease | null> {
     if (this.closed) throw new LeaseStoreUnavailable("embedded lease store is closed");
-    if (this.cap !== null && this.holders.size >= this.cap) return null;
+    const transcribing = [...this.holders.values()].filter((h) => !h.fetching).length;
+    if (this.cap !== null && transcribing >= this.cap) return null;
+    return this.lease({ instance: holder.instance, job: holder.job });
+  }
+
+  async holdWhileFetching(holder: LeaseHolder): Promise<TranscriptionLease> {
+    if (this.closed) throw new LeaseStoreUnavailable("embedded lease store is closed");
+    return this.lease({ instance: holder.instance, job: holder.job, fetching: true });
+  }
+
+  private lease(holder: Holder): TranscriptionLease {
     const id = randomUUID();
-    this.holders.set(id, { instance: holder.instance, job: holder.job });
+    this.holders.set(id, holder);
     return {
       id,
       // Nothing outside this process can take the lease away.
@@ -45,20 +55,26 @@ export class EmbeddedLeaseStore implements LeaseStore {
   }
 }
 
+/** A lease's holder; `fetching` for a lease that counts against no cap (holdWhileFetching). */
+export interface Holder extends LeaseHolder {
+  fetching?: boolean;
+}
+
 /** Groups holders by instance; shared with the Redis store so both report capacity alike. */
-export function capacityOf(cap: number | null, holders: readonly LeaseHolder[]): ClusterCapacity {
-  const byInstance = new Map<string, string[]>();
-  for (const { instance, job } of holders) {
-    const jobs = byInstance.get(instance);
-    if (jobs) jobs.push(job);
-    else byInstance.set(instance, [job]);
+export function capacityOf(cap: number | null, holders: readonly Holder[]): ClusterCapacity {
+  const byInstance = new Map<string, { jobs: string[]; fetching: string[] }>();
+  for (const { instance, job, fetching } of holders) {
+    const held = byInstance.get(instance) ?? { jobs: [], fetching: [] };
+    byInstance.set(instance, held);
+    (fetching ? held.fetching : held.jobs).push(job);
   }
-  const instances = [...byInstance].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([instance, jobs]) => ({ instance, held: jobs.length, jobs }));
+  const instances = [...byInstance].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([instance, { jobs, fetching }]) => ({ instance, held: jobs.length, jobs, fetching }));
+  const held = instances.reduce((sum, i) => sum + i.held, 0);
   return {
     cap,
-    held: holders.length,
+    held,
     // A cap lowered while leases were held can leave more holders than the cap.
-    free: cap === null ? null : Math.max(0, cap - holders.length),
+    free: cap === null ? null : Math.max(0, cap - held),
     instances,
   };
 }

@@ -23,13 +23,26 @@ export interface ClusterCapacity {
   cap: number | null;
   held: number;
   free: number | null;
-  instances: { instance: string; held: number; jobs: string[] }[];
+  /** `jobs` hold transcription leases; `fetching` hold leases that count against no cap (see holdWhileFetching). */
+  instances: { instance: string; held: number; jobs: string[]; fetching: string[] }[];
+}
+
+/** Jobs some instance is running: transcribing, or fetching their media first. */
+export function jobsHeld(capacity: ClusterCapacity): Set<string> {
+  return new Set(capacity.instances.flatMap((i) => [...i.jobs, ...i.fetching]));
 }
 
 export interface LeaseStore {
   readonly kind: "embedded" | "upstash";
   /** A lease, or null when the cluster is at its cap right now. Throws LeaseStoreUnavailable when the store cannot be reached. */
   tryAcquire(holder: LeaseHolder): Promise<TranscriptionLease | null>;
+  /**
+   * A lease that counts against no cap, for a job's run while it fetches its media: other instances
+   * see the run alive as a transcription lease shows it, while it holds no transcription place (a
+   * slow media host would otherwise hold one of the cluster's for up to DOWNLOAD_TIMEOUT). Expires
+   * unrenewed as that lease does. Throws LeaseStoreUnavailable when the store cannot be reached.
+   */
+  holdWhileFetching(holder: LeaseHolder): Promise<TranscriptionLease>;
   snapshot(): Promise<ClusterCapacity>;
   close(): Promise<void>;
 }

@@ -61,7 +61,7 @@ describe("RedisLeaseStore against a real redis-server behind the Upstash REST br
     expect(lease.id).toEqual(expect.any(String));
     expect(await survivor.snapshot()).toMatchObject({
       held: 1,
-      instances: [{ instance: "survivor", held: 1, jobs: ["reclaimed"] }],
+      instances: [{ instance: "survivor", held: 1, jobs: ["reclaimed"], fetching: [] }],
     });
   });
 
@@ -94,8 +94,8 @@ describe("RedisLeaseStore against a real redis-server behind the Upstash REST br
       held: 3,
       free: 1,
       instances: [
-        { instance: "instance-a", held: 2, jobs: expect.arrayContaining(["job-1", "job-2"]) },
-        { instance: "instance-b", held: 1, jobs: ["42"] },
+        { instance: "instance-a", held: 2, jobs: expect.arrayContaining(["job-1", "job-2"]), fetching: [] },
+        { instance: "instance-b", held: 1, jobs: ["42"], fetching: [] },
       ],
     });
     expect(await store("empty", { keyPrefix: `${prefix()}other:` }).snapshot()).toEqual({
@@ -104,6 +104,38 @@ describe("RedisLeaseStore against a real redis-server behind the Upstash REST br
       free: 3,
       instances: [],
     });
+  });
+
+  it("takes fetch holds beyond the cap, shows them apart from leases, renews them, and frees a crashed holder's after its TTL", async () => {
+    const a = store("instance-a", { cap: 1, leaseTtlMs: 300, heartbeatMs: 75 });
+    const crashed = store("crashed", { cap: 1, leaseTtlMs: 300, heartbeatMs: 60_000 });
+    const lease = await a.tryAcquire({ instance: "instance-a", job: "job-upload" });
+    expect(lease).not.toBeNull();
+    const renewed = await a.holdWhileFetching({ instance: "instance-a", job: "job-url" });
+    await crashed.holdWhileFetching({ instance: "crashed", job: "job-orphan" });
+    expect(await crashed.tryAcquire({ instance: "crashed", job: "over-cap" })).toBeNull();
+    expect(await a.snapshot()).toEqual({
+      cap: 1,
+      held: 1,
+      free: 0,
+      instances: [
+        { instance: "crashed", held: 0, jobs: [], fetching: ["job-orphan"] },
+        { instance: "instance-a", held: 1, jobs: ["job-upload"], fetching: ["job-url"] },
+      ],
+    });
+
+    // Past several TTLs: the renewed hold stays, the crashed instance's is gone.
+    let lost = false;
+    void renewed.lost.then(() => (lost = true));
+    await sleep(1_000);
+    expect(lost).toBe(false);
+    expect((await a.snapshot()).instances).toEqual([{ instance: "instance-a", held: 1, jobs: ["job-upload"], fetching: ["job-url"] }]);
+
+    await renewed.release();
+    await lease!.release();
+    expect(await a.snapshot()).toEqual({ cap: 1, held: 0, free: 1, instances: [] });
+    expect(await client().zcard(`${prefix()}slots:fetching`)).toBe(0);
+    expect(await client().hlen(holdersKey())).toBe(0);
   });
 
   it("rejects with LeaseStoreUnavailable while Redis is unreachable, leaks no lease, and acquires again once it is back", async () => {

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { Redis } from "@upstash/redis";
-import { capacityOf } from "./embedded-lease-store.ts";
+import { capacityOf, type Holder } from "./embedded-lease-store.ts";
 import { RedisCalls, script, type Script } from "../cluster/redis.ts";
 import { LeaseStoreUnavailable, type ClusterCapacity, type LeaseHolder, type TranscriptionLease, type LeaseStore } from "./ports.ts";
 
@@ -26,12 +26,15 @@ local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 `;
 
-// A lease whose expiry is <= now is dead; every script agrees on that boundary.
+// A lease whose expiry is <= now is dead; every script agrees on that boundary. KEYS[1] holds the
+// transcription leases (the ones the cap counts), KEYS[3] the fetch holds; KEYS[2] both's holders.
 const PURGE_EXPIRED = `
-local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
-if #expired > 0 then
-  redis.call('ZREM', KEYS[1], unpack(expired))
-  redis.call('HDEL', KEYS[2], unpack(expired))
+for _, set in ipairs({KEYS[1], KEYS[3]}) do
+  local expired = redis.call('ZRANGEBYSCORE', set, '-inf', now)
+  if #expired > 0 then
+    redis.call('ZREM', set, unpack(expired))
+    redis.call('HDEL', KEYS[2], unpack(expired))
+  end
 end
 `;
 
@@ -43,41 +46,53 @@ redis.call('HSET', KEYS[2], ARGV[1], cjson.encode({instance = ARGV[4], job = ARG
 return ARGV[1]
 `;
 
+/** ARGV: lease id, ttl ms, instance, job. A fetch hold: counted by no cap, so always taken. */
+const HOLD = `${NOW}${PURGE_EXPIRED}
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], cjson.encode({instance = ARGV[3], job = ARGV[4], acquiredAt = now, fetching = true}))
+return ARGV[1]
+`;
+
 /**
- * ARGV: lease id, ttl ms. Returns 1 if extended, 0 if the lease is gone. An expired lease is never
- * revived: its slot may already have been counted as free and handed to someone else.
+ * ARGV: lease id, ttl ms, "fetching" for a fetch hold. Returns 1 if extended, 0 if the lease is
+ * gone. An expired lease is never revived: its slot may already have been counted as free and
+ * handed to someone else.
  */
 const RENEW = `${NOW}
-local expiry = redis.call('ZSCORE', KEYS[1], ARGV[1])
+local set = ARGV[3] == 'fetching' and KEYS[3] or KEYS[1]
+local expiry = redis.call('ZSCORE', set, ARGV[1])
 if not expiry or tonumber(expiry) <= now then
-  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('ZREM', set, ARGV[1])
   redis.call('HDEL', KEYS[2], ARGV[1])
   return 0
 end
-redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZADD', set, 'XX', now + tonumber(ARGV[2]), ARGV[1])
 return 1
 `;
 
 /** ARGV: lease id. */
 const RELEASE = `
 redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 return 1
 `;
 
-/** Returns the holder JSON of every live lease. */
+/** Returns the holder JSON of every live lease and fetch hold. */
 const SNAPSHOT = `${NOW}${PURGE_EXPIRED}
 local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
+for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do table.insert(ids, id) end
 if #ids == 0 then return {} end
 return redis.call('HMGET', KEYS[2], unpack(ids))
 `;
 
-interface StoredHolder extends LeaseHolder {
+interface StoredHolder extends Holder {
   acquiredAt: number;
 }
 
 const SCRIPTS = {
   acquire: script(ACQUIRE),
+  hold: script(HOLD),
   renew: script(RENEW),
   release: script(RELEASE),
   snapshot: script(SNAPSHOT),
@@ -96,7 +111,8 @@ interface LeaseOwner {
  * Cluster-wide transcription leases in Redis (Upstash REST via @upstash/redis): a sorted set of lease
  * ids scored by expiry in server milliseconds (`<prefix>slots:leases`) and a hash of lease id ->
  * `{instance, job, acquiredAt}` (`<prefix>slots:holders`); the keys keep their first name, so
- * instances of every version share one set. Each operation is one Lua script, so
+ * instances of every version share one set. Fetch holds (holdWhileFetching) live in a set of their
+ * own (`<prefix>slots:fetching`), which the cap does not count, with `fetching: true` in the hash. Each operation is one Lua script, so
  * purge, count and insert are atomic across instances. Held leases are renewed every heartbeatMs;
  * a crashed instance stops renewing and its leases free themselves after leaseTtlMs.
  *
@@ -120,7 +136,8 @@ export class RedisLeaseStore implements LeaseStore {
   private readonly keys: string[];
   private readonly redis: RedisCalls;
   private readonly leases = new Set<RedisLease>();
-  private readonly owner: LeaseOwner;
+  /** For transcription leases, and for fetch holds (renewed in their own set). */
+  private readonly owners: Record<"transcribing" | "fetching", LeaseOwner>;
   private closed = false;
 
   constructor(redis: Redis, options: RedisLeaseStoreOptions) {
@@ -131,17 +148,18 @@ export class RedisLeaseStore implements LeaseStore {
     if (!options.instance) throw new RangeError("instance must be a non-empty string");
     this.instance = options.instance;
     const prefix = options.keyPrefix ?? "slotscribe:";
-    this.keys = [`${prefix}slots:leases`, `${prefix}slots:holders`];
+    this.keys = [`${prefix}slots:leases`, `${prefix}slots:holders`, `${prefix}slots:fetching`];
     this.redis = new RedisCalls(redis, { store: "Redis lease store", requestTimeoutMs, unavailable: LeaseStoreUnavailable });
-    this.owner = {
+    const owner = (kind: "transcribing" | "fetching"): LeaseOwner => ({
       leaseTtlMs: this.leaseTtlMs,
       heartbeatMs: this.heartbeatMs,
-      renew: async (id) => (await this.call<number>(SCRIPTS.renew, [id, String(this.leaseTtlMs)])) === 1,
+      renew: async (id) => (await this.call<number>(SCRIPTS.renew, [id, String(this.leaseTtlMs), kind])) === 1,
       release: async (id) => {
         await this.call(SCRIPTS.release, [id]);
       },
       forget: (lease) => this.leases.delete(lease),
-    };
+    });
+    this.owners = { transcribing: owner("transcribing"), fetching: owner("fetching") };
   }
 
   /** Redis requests this store has sent, for reporting round trips per job. */
@@ -149,17 +167,25 @@ export class RedisLeaseStore implements LeaseStore {
     return this.redis.roundTrips;
   }
 
-  async tryAcquire(holder: LeaseHolder): Promise<TranscriptionLease | null> {
+  tryAcquire(holder: LeaseHolder): Promise<TranscriptionLease | null> {
+    return this.take("transcribing", holder, (id) => [id, String(this.cap), String(this.leaseTtlMs), holder.instance, holder.job]);
+  }
+
+  async holdWhileFetching(holder: LeaseHolder): Promise<TranscriptionLease> {
+    return (await this.take("fetching", holder, (id) => [id, String(this.leaseTtlMs), holder.instance, holder.job]))!;
+  }
+
+  private async take(kind: "transcribing" | "fetching", holder: LeaseHolder, args: (id: string) => string[]): Promise<TranscriptionLease | null> {
     if (this.closed) throw new LeaseStoreUnavailable("Redis lease store is closed");
     if (holder.instance !== this.instance) {
       throw new Error(`holder instance ${holder.instance} is not this store's instance ${this.instance}`);
     }
     const id = randomUUID();
     const sentAt = performance.now();
-    const reply = await this.call<string | null>(SCRIPTS.acquire, [id, String(this.cap), String(this.leaseTtlMs), holder.instance, holder.job]);
+    const reply = await this.call<string | null>(kind === "fetching" ? SCRIPTS.hold : SCRIPTS.acquire, args(id));
     if (reply === null) return null;
     if (reply !== id) throw this.redis.unavailable(`unexpected acquire reply ${JSON.stringify(reply)}`);
-    const lease = new RedisLease(id, sentAt, this.owner);
+    const lease = new RedisLease(id, sentAt, this.owners[kind]);
     if (this.closed) {
       // close() ran while this acquire was in flight and could not hand the slot back itself.
       await lease.surrender();
@@ -277,6 +303,6 @@ function positiveInteger(name: string, value: number): number {
 
 function isStoredHolder(value: unknown): value is StoredHolder {
   if (typeof value !== "object" || value === null) return false;
-  const { instance, job, acquiredAt } = value as Record<string, unknown>;
-  return typeof instance === "string" && typeof job === "string" && typeof acquiredAt === "number";
+  const { instance, job, acquiredAt, fetching } = value as Record<string, unknown>;
+  return typeof instance === "string" && typeof job === "string" && typeof acquiredAt === "number" && (fetching === undefined || fetching === true);
 }

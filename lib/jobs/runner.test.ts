@@ -65,6 +65,7 @@ function runner(
     transcription: { transcribeFile, retryAfterSeconds: () => 1 } as unknown as TranscriptionService,
     callbacks,
     leases: new EmbeddedLeaseStore({ cap: null }),
+    instanceId: "here",
     policy: parseAllowlist("127.0.0.1"),
     maxDownloadBytes: 1 << 20,
     downloadTimeoutMs: 1000,
@@ -615,7 +616,7 @@ function clusterWorker(
   store: JobStore,
   dataDir: string,
   transcribeFile: TranscriptionService["transcribeFile"],
-  options: { gate?: Promise<void>; leases?: JobRunnerDeps["leases"]; callbacks?: CallbackSender } = {},
+  options: { gate?: Promise<void>; leases?: JobRunnerDeps["leases"]; callbacks?: CallbackSender; instanceId?: string } = {},
 ) {
   const admission = new Limiter({ permits: 2, queueSize: 0, queueTimeoutMs: 0, retryAfterSeconds: () => 1 });
   const admitted = vi.fn(async (): Promise<Admission | null> => {
@@ -625,8 +626,14 @@ function clusterWorker(
   });
   const dispatched: Dispatch[] = [];
   const dispatcher = qstashLike(async (d) => void dispatched.push(d));
-  const transcription = { admit: admitted, transcribeFile: vi.fn(transcribeFile), retryAfterSeconds: () => 1 } as unknown as TranscriptionService;
-  const jobs = runner(store, dataDir, options.callbacks ?? NO_CALLBACKS, undefined, 10, { dispatcher, transcription, ...(options.leases ? { leases: options.leases } : {}) });
+  const roomNow = vi.fn(async () => admission.stats.inUse < admission.stats.permits);
+  const transcription = { admit: admitted, roomNow, transcribeFile: vi.fn(transcribeFile), retryAfterSeconds: () => 1 } as unknown as TranscriptionService;
+  const jobs = runner(store, dataDir, options.callbacks ?? NO_CALLBACKS, undefined, 10, {
+    dispatcher,
+    transcription,
+    ...(options.leases ? { leases: options.leases } : {}),
+    ...(options.instanceId ? { instanceId: options.instanceId } : {}),
+  });
   cleanups.push(() => jobs.stop());
   return { jobs, admission, admitted, dispatched, transcribeFile: transcription.transcribeFile as ReturnType<typeof vi.fn> };
 }
@@ -768,6 +775,102 @@ describe("a cluster worker", () => {
     });
     const jobs = runner(racing, dataDir, NO_CALLBACKS);
     await expect(jobs.cancel("job_done")).rejects.toMatchObject({ code: "conflict" });
+  });
+});
+
+/** A media host that answers each request only once told to. */
+async function slowMediaHost() {
+  const requests: string[] = [];
+  const answer = deferred<void>();
+  const server = http.createServer((req, res) => {
+    requests.push(req.url ?? "");
+    void answer.promise.then(() => res.writeHead(200, { "content-type": "audio/mpeg" }).end("not audio, never decoded here"));
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  cleanups.push(
+    () =>
+      new Promise((resolve) => {
+        server.closeAllConnections();
+        server.close(resolve);
+      }),
+  );
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/talk.mp3`, requests, answer: () => answer.resolve() };
+}
+
+describe("a cluster worker's job with a media URL", () => {
+  async function urlJob(store: JobStore, dataDir: string, id: string, url: string): Promise<JobRecord> {
+    const job = { ...(await queuedUpload(dataDir, id)), input: { kind: "url" as const, url }, queuedAt: new Date(Date.now() - 10_000).toISOString() };
+    await store.create(job);
+    return job;
+  }
+
+  it("holds no transcription place while its media comes, is left to its run by a delivery elsewhere meanwhile, and takes its place once the media is here", async () => {
+    const { dataDir, store } = await storeInTempDir();
+    const leases = new EmbeddedLeaseStore({ cap: 1 });
+    const here = clusterWorker(store, dataDir, async () => TRANSCRIPT, { leases });
+    const elsewhere = clusterWorker(store, dataDir, async () => TRANSCRIPT, { leases, instanceId: "elsewhere" });
+    const host = await slowMediaHost();
+    await urlJob(store, dataDir, "job_slow_host", host.url);
+
+    const delivery = here.jobs.handleDelivery("job_slow_host", 1);
+    await vi.waitFor(() => expect(host.requests).toHaveLength(1));
+    expect(here.admission.stats.inUse).toBe(0);
+    expect(here.admitted).not.toHaveBeenCalled();
+    // The cluster's one transcription place is free for others meanwhile.
+    expect(await leases.snapshot()).toEqual({ cap: 1, held: 0, free: 1, instances: [{ instance: "here", held: 0, jobs: [], fetching: ["job_slow_host"] }] });
+    expect(await store.get("job_slow_host")).toMatchObject({ status: "running", runs: 1 });
+
+    // QStash delivers the message again (the first delivery outlasted its response time).
+    expect(await elsewhere.jobs.handleDelivery("job_slow_host", 2)).toBe("deferred");
+    expect(host.requests).toHaveLength(1);
+
+    host.answer();
+    expect(await delivery).toBe("ran");
+    expect(here.admitted).toHaveBeenCalledTimes(1);
+    expect(here.transcribeFile).toHaveBeenCalledTimes(1);
+    expect(elsewhere.transcribeFile).not.toHaveBeenCalled();
+    expect(await store.get("job_slow_host")).toMatchObject({ status: "succeeded", runs: 1 });
+    expect(here.admission.stats.inUse).toBe(0);
+    expect(await leases.snapshot()).toMatchObject({ held: 0, instances: [] });
+  });
+
+  it("is deferred without fetching its media when there is no room now", async () => {
+    const { dataDir, store } = await storeInTempDir();
+    const worker = clusterWorker(store, dataDir, async () => TRANSCRIPT);
+    const host = await slowMediaHost();
+    await urlJob(store, dataDir, "job_no_room", host.url);
+    const taken = [worker.admission.tryAcquire(), worker.admission.tryAcquire()];
+    expect(await worker.jobs.handleDelivery("job_no_room", 1)).toBe("deferred");
+    expect(host.requests).toEqual([]);
+    expect(await store.get("job_no_room")).toMatchObject({ status: "queued", runs: 0 });
+    expect(worker.dispatched.map((d) => d.reason)).toEqual(["deferred"]);
+    for (const permit of taken) permit?.release();
+  });
+
+  it("waits again when its room went while its media came: its run is not counted and its wait for room goes on", async () => {
+    const { dataDir, store } = await storeInTempDir();
+    const leases = new EmbeddedLeaseStore({ cap: null });
+    const worker = clusterWorker(store, dataDir, async () => TRANSCRIPT, { leases });
+    const host = await slowMediaHost();
+    const job = await urlJob(store, dataDir, "job_room_gone", host.url);
+
+    const delivery = worker.jobs.handleDelivery("job_room_gone", 3);
+    await vi.waitFor(() => expect(host.requests).toHaveLength(1));
+    // Both of the instance's places taken by other work while the media comes.
+    const taken = [worker.admission.tryAcquire(), worker.admission.tryAcquire()];
+    host.answer();
+    expect(await delivery).toBe("ran");
+    expect(worker.transcribeFile).not.toHaveBeenCalled();
+    const waiting = (await store.get("job_room_gone"))!;
+    expect(waiting).toMatchObject({ status: "queued", runs: 0, queuedAt: job.queuedAt });
+    expect(waiting.startedAt).toBeUndefined();
+    expect(worker.dispatched).toEqual([expect.objectContaining({ jobId: "job_room_gone", reason: "deferred", attempt: 4, runs: 0, queuedAt: job.queuedAt })]);
+    expect(await leases.snapshot()).toMatchObject({ held: 0, instances: [] });
+    for (const permit of taken) permit?.release();
+
+    // The next delivery fetches the media again and runs it.
+    expect(await worker.jobs.handleDelivery("job_room_gone", 4)).toBe("ran");
+    expect(await store.get("job_room_gone")).toMatchObject({ status: "succeeded", runs: 1 });
   });
 });
 

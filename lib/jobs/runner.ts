@@ -1,7 +1,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { probeDurationSeconds } from "../audio/probe.ts";
-import type { LeaseStore } from "../admission/ports.ts";
+import { jobsHeld, type LeaseStore } from "../admission/ports.ts";
 import { InferenceError } from "../engine/engine.ts";
 import { doneBy } from "../deferred.ts";
 import { DomainError, StorageFull, toDomainError } from "../errors.ts";
@@ -14,6 +14,13 @@ import type { CallbackSender } from "../webhooks/delivery.ts";
 import type { InputBlobs } from "./blobs.ts";
 import { backInQueue, newCallback } from "./records.ts";
 import { isFinal, queuedSince, type DeliveryOutcome, type Dispatch, type JobDispatcher, type JobRecord, type JobStatus, type JobStore } from "./ports.ts";
+
+/**
+ * The room a delivered job's run starts with: taken (a QStash delivery), "patient" (the embedded
+ * line: its transcription waits for room), or, for media to fetch on a QStash delivery, taken once
+ * the media is here (`fetchFirst`: the delivery's attempt, for the deferral if there is none then).
+ */
+type Room = Admission | "patient" | { fetchFirst: number };
 
 /** The job was canceled by its owner; not a failure. */
 class JobCanceled extends Error {
@@ -51,6 +58,8 @@ export interface JobRunnerDeps {
   transcription: TranscriptionService | null;
   callbacks: CallbackSender;
   leases: LeaseStore;
+  /** This instance's name in the leases it holds. */
+  instanceId: string;
   dispatcher: JobDispatcher;
   policy: OutboundPolicy;
   maxDownloadBytes: number;
@@ -241,15 +250,19 @@ export class JobRunner {
         return "deferred";
       }
     }
-    const room = this.running.size < this.deps.concurrency && !this.stopped;
     const patient = this.deps.dispatcher.admission === "patient";
-    const admitted = room && !patient ? await transcription.admit(id, "now") : null;
-    if (!room || (!patient && !admitted)) {
+    let room: Room | null = this.running.size < this.deps.concurrency && !this.stopped ? "patient" : null;
+    if (room && !patient) {
+      // Media still to fetch: room is taken once it is here, so a slow host holds no transcription place.
+      if (job.input.kind === "url") room = (await transcription.roomNow()) ? { fetchFirst: attempt } : null;
+      else room = await transcription.admit(id, "now");
+    }
+    if (!room) {
       await this.defer(job, attempt);
       return "deferred";
     }
     const controller = new AbortController();
-    const run = this.run(job, controller.signal, transcription, admitted ?? undefined).finally(() => this.running.delete(id));
+    const run = this.run(job, controller.signal, transcription, room).finally(() => this.running.delete(id));
     // Those waiting for the run to end (a cancel, the shutdown) wait for it whatever its delivery's answer.
     this.running.set(id, { controller, done: run.catch(() => undefined) });
     await run;
@@ -317,7 +330,7 @@ export class JobRunner {
       this.unheldRuns.clear();
       return 0;
     }
-    const held = new Set((await this.deps.leases.snapshot()).instances.flatMap((i) => i.jobs));
+    const held = jobsHeld(await this.deps.leases.snapshot());
     const unheld = new Map<string, number>();
     let resent = 0;
     for (const job of running) {
@@ -389,8 +402,7 @@ export class JobRunner {
   }
 
   private async heldElsewhere(id: string): Promise<boolean> {
-    const cluster = await this.deps.leases.snapshot();
-    return cluster.instances.some((i) => i.jobs.includes(id));
+    return jobsHeld(await this.deps.leases.snapshot()).has(id);
   }
 
   /**
@@ -406,8 +418,13 @@ export class JobRunner {
       await this.finish(job.id, { status: "failed", error: { code: "rate_limited", message: `No capacity for ${Math.round(waited / 1000)} s; the job was given up.` } });
       return;
     }
+    await this.dispatch(job, "deferred", { attempt: attempt + 1, delaySeconds: this.deferral(attempt) });
+  }
+
+  /** Seconds to the next look at a job deferred for the attempt-th time: 1, 2, 4 ... up to the longest deferral, with jitter. */
+  private deferral(attempt: number): number {
     const delaySeconds = Math.min(this.deps.maxDeferMs / 1000, 2 ** Math.min(attempt, 16)) * (0.8 + Math.random() * 0.4);
-    await this.dispatch(job, "deferred", { attempt: attempt + 1, delaySeconds: Math.max(1, Math.round(delaySeconds)) });
+    return Math.max(1, Math.round(delaySeconds));
   }
 
   private dispatch(job: JobRecord, reason: Dispatch["reason"], options: { attempt?: number; delaySeconds?: number } = {}): Promise<void> {
@@ -415,11 +432,12 @@ export class JobRunner {
   }
 
   /**
-   * Runs the delivered job `seen`, holding `admitted` (room taken for it) until the run's end is in
-   * the record, whether or not it reached its transcription.
+   * Runs the delivered job `seen`, holding the room taken for it until the run's end is in the
+   * record, whether or not it reached its transcription.
    */
-  private async run(seen: JobRecord, signal: AbortSignal, transcription: TranscriptionService, admitted?: Admission): Promise<void> {
+  private async run(seen: JobRecord, signal: AbortSignal, transcription: TranscriptionService, room: Room): Promise<void> {
     const { id } = seen;
+    let admitted = room !== "patient" && "release" in room ? room : undefined;
     let scratch: string | null = null;
     /** The job's runs once this run's claim is written: while the record still shows them, the job is this run's. */
     let claimedRuns: number | null = null;
@@ -461,7 +479,15 @@ export class JobRunner {
       let path: string;
       if (job.input.kind === "url") {
         path = join(scratch, "input");
-        await downloadToFile(job.input.url, path, { maxBytes: this.deps.maxDownloadBytes, timeoutMs: this.deps.downloadTimeoutMs, signal }, this.deps.policy);
+        if (room !== "patient" && "fetchFirst" in room) {
+          admitted = (await this.fetchThenAdmit(job.id, job.input.url, path, signal, transcription)) ?? undefined;
+          if (!admitted) {
+            // Its room went while the media came: it waits again, as a deferral, with the wait it had.
+            const attempt = room.fetchFirst;
+            await this.requeue(job, "deferred", { delaySeconds: this.deferral(attempt), attempt: attempt + 1, queuedAt: queuedSince(seen), refundRun: true, stored });
+            return;
+          }
+        } else await this.fetch(job.input.url, path, signal);
       } else {
         path = await this.deps.blobs.localPath(job.input, scratch);
       }
@@ -513,6 +539,30 @@ export class JobRunner {
       // A run that ended before its outcome could be stored (or before its transcription) gives it back here.
       await stored();
       if (scratch) await rm(scratch, { recursive: true, force: true });
+    }
+  }
+
+  private async fetch(url: string, path: string, signal: AbortSignal): Promise<void> {
+    await downloadToFile(url, path, { maxBytes: this.deps.maxDownloadBytes, timeoutMs: this.deps.downloadTimeoutMs, signal }, this.deps.policy);
+  }
+
+  /**
+   * Fetches a QStash-delivered job's media, then takes its room: null when there is none by then.
+   * Meanwhile a hold that counts against no cap shows the run alive to other instances, as its
+   * transcription lease does later: a delivery of the job elsewhere leaves it to this run.
+   */
+  private async fetchThenAdmit(id: string, url: string, path: string, signal: AbortSignal, transcription: TranscriptionService): Promise<Admission | null> {
+    const hold = await this.deps.leases.holdWhileFetching({ instance: this.deps.instanceId, job: id });
+    const lost = new AbortController();
+    void hold.lost.then(() =>
+      lost.abort(new DomainError("unavailable", "The job's run lost its hold in the cluster's lease store while its media was fetched.", { retryAfterSeconds: 5 })),
+    );
+    try {
+      await this.fetch(url, path, AbortSignal.any([signal, lost.signal]));
+      // Taken before the hold goes, so the run is never without one.
+      return await transcription.admit(id, "now");
+    } finally {
+      await hold.release().catch(() => undefined);
     }
   }
 
@@ -578,8 +628,12 @@ export class JobRunner {
    * record, keeps a job moving: a status that cannot be written (a full disk) leaves the record
    * saying queued or running, either of which a delivery runs, so the job is sent on all the same.
    */
-  private async requeue(job: JobRecord, reason: Dispatch["reason"], options: { delaySeconds: number; refundRun?: boolean; stored?: () => Promise<void> }): Promise<void> {
-    const queuedAt = new Date().toISOString();
+  private async requeue(
+    job: JobRecord,
+    reason: Dispatch["reason"],
+    options: { delaySeconds: number; attempt?: number; queuedAt?: string; refundRun?: boolean; stored?: () => Promise<void> },
+  ): Promise<void> {
+    const queuedAt = options.queuedAt ?? new Date().toISOString();
     let ours = false;
     const latest = await this.deps.store
       .update(job.id, (j) => {

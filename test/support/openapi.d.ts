@@ -294,7 +294,10 @@ export interface components {
                 instances: {
                     instance: string;
                     held: number;
+                    /** @description Jobs and requests transcribing there, one lease each */
                     jobs: string[];
+                    /** @description Jobs fetching their media URL there before they take a lease (not counted in held) */
+                    fetching: string[];
                 }[];
             };
         };
