@@ -645,9 +645,15 @@ describe("a cluster worker", () => {
     await new Promise<void>((resolve) => media.listen(0, "127.0.0.1", resolve));
     cleanups.push(() => new Promise((resolve) => media.close(resolve)));
     // A model the instance refuses (checked in the transcription, before it takes its own room).
-    const worker = clusterWorker(store, dataDir, async () => {
-      throw new DomainError("invalid_request", 'Model "x" does not fit on this instance.');
-    });
+    const leases = new EmbeddedLeaseStore({ cap: null });
+    const worker = clusterWorker(
+      store,
+      dataDir,
+      async () => {
+        throw new DomainError("invalid_request", 'Model "x" does not fit on this instance.');
+      },
+      { leases },
+    );
     const url = await queuedUpload(dataDir, "job_url");
     await store.create({ ...url, input: { kind: "url", url: `http://127.0.0.1:${(media.address() as AddressInfo).port}/gone.mp3` } });
     await store.create(await queuedUpload(dataDir, "job_refused"));
@@ -657,6 +663,8 @@ describe("a cluster worker", () => {
     expect((await store.get("job_url"))?.error?.code).toBe("upstream_failed");
     expect((await store.get("job_refused_too"))?.error?.code).toBe("invalid_request");
     expect(worker.admission.stats.inUse).toBe(0);
+    // Nor the hold the URL job fetched under.
+    expect((await leases.snapshot()).instances).toEqual([]);
   });
 
   it("does not run a job canceled while its delivery was being admitted", async () => {

@@ -1,7 +1,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { probeDurationSeconds } from "../audio/probe.ts";
-import { jobsHeld, type LeaseStore } from "../admission/ports.ts";
+import { jobsHeld, type LeaseStore, type TranscriptionLease } from "../admission/ports.ts";
 import { InferenceError } from "../engine/engine.ts";
 import { doneBy } from "../deferred.ts";
 import { DomainError, StorageFull, toDomainError } from "../errors.ts";
@@ -18,9 +18,10 @@ import { isFinal, queuedSince, type DeliveryOutcome, type Dispatch, type JobDisp
 /**
  * The room a delivered job's run starts with: taken (a QStash delivery), "patient" (the embedded
  * line: its transcription waits for room), or, for media to fetch on a QStash delivery, taken once
- * the media is here (`fetchFirst`: the delivery's attempt, for the deferral if there is none then).
+ * the media is here, under a fetch hold until then (`attempt`: the delivery's, for the deferral if
+ * there is no room by then). Held before the run's claim, so the claimed run is never without one.
  */
-type Room = Admission | "patient" | { fetchFirst: number };
+type Room = Admission | "patient" | { fetchFirst: TranscriptionLease; attempt: number };
 
 /** The job was canceled by its owner; not a failure. */
 class JobCanceled extends Error {
@@ -254,7 +255,10 @@ export class JobRunner {
     let room: Room | null = this.running.size < this.deps.concurrency && !this.stopped ? "patient" : null;
     if (room && !patient) {
       // Media still to fetch: room is taken once it is here, so a slow host holds no transcription place.
-      if (job.input.kind === "url") room = (await transcription.roomNow()) ? { fetchFirst: attempt } : null;
+      if (job.input.kind === "url")
+        room = (await transcription.roomNow())
+          ? { fetchFirst: releasedOnce(await this.deps.leases.holdWhileFetching({ instance: this.deps.instanceId, job: id })), attempt }
+          : null;
       else room = await transcription.admit(id, "now");
     }
     if (!room) {
@@ -480,10 +484,10 @@ export class JobRunner {
       if (job.input.kind === "url") {
         path = join(scratch, "input");
         if (room !== "patient" && "fetchFirst" in room) {
-          admitted = (await this.fetchThenAdmit(job.id, job.input.url, path, signal, transcription)) ?? undefined;
+          admitted = (await this.fetchThenAdmit(job.id, job.input.url, path, room.fetchFirst, signal, transcription)) ?? undefined;
           if (!admitted) {
             // Its room went while the media came: it waits again, as a deferral, with the wait it had.
-            const attempt = room.fetchFirst;
+            const { attempt } = room;
             await this.requeue(job, "deferred", { delaySeconds: this.deferral(attempt), attempt: attempt + 1, queuedAt: queuedSince(seen), refundRun: true, stored });
             return;
           }
@@ -538,6 +542,7 @@ export class JobRunner {
     } finally {
       // A run that ended before its outcome could be stored (or before its transcription) gives it back here.
       await stored();
+      if (room !== "patient" && "fetchFirst" in room) await room.fetchFirst.release().catch(() => undefined);
       if (scratch) await rm(scratch, { recursive: true, force: true });
     }
   }
@@ -548,11 +553,17 @@ export class JobRunner {
 
   /**
    * Fetches a QStash-delivered job's media, then takes its room: null when there is none by then.
-   * Meanwhile a hold that counts against no cap shows the run alive to other instances, as its
+   * Meanwhile `hold`, which counts against no cap, shows the run alive to other instances, as its
    * transcription lease does later: a delivery of the job elsewhere leaves it to this run.
    */
-  private async fetchThenAdmit(id: string, url: string, path: string, signal: AbortSignal, transcription: TranscriptionService): Promise<Admission | null> {
-    const hold = await this.deps.leases.holdWhileFetching({ instance: this.deps.instanceId, job: id });
+  private async fetchThenAdmit(
+    id: string,
+    url: string,
+    path: string,
+    hold: TranscriptionLease,
+    signal: AbortSignal,
+    transcription: TranscriptionService,
+  ): Promise<Admission | null> {
     const lost = new AbortController();
     void hold.lost.then(() =>
       lost.abort(new DomainError("unavailable", "The job's run lost its hold in the cluster's lease store while its media was fetched.", { retryAfterSeconds: 5 })),
@@ -688,6 +699,12 @@ export class JobRunner {
     }
     return job;
   }
+}
+
+/** The lease, whose release after the first does nothing (a run gives its fetch hold back where it is done with it, and at its end whatever happened). */
+function releasedOnce(lease: TranscriptionLease): TranscriptionLease {
+  let released: Promise<void> | null = null;
+  return { id: lease.id, lost: lease.lost, release: () => (released ??= lease.release()) };
 }
 
 function withoutSubmission(job: JobRecord): JobRecord {
