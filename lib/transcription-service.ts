@@ -1,6 +1,7 @@
 import { decodeToPcm, extractAudio, type ExtractFormat } from "./audio/ffmpeg.ts";
 import { assertWithinDuration } from "./audio/probe.ts";
 import type { Limiter, Permit } from "./admission/limiter.ts";
+import { LeaseLine } from "./admission/lease-line.ts";
 import { LeaseStoreUnavailable, type TranscriptionLease, type LeaseStore } from "./admission/ports.ts";
 import { ModelLoadError, type Engine } from "./engine/engine.ts";
 import type { ModelCatalog } from "./engine/models.ts";
@@ -133,7 +134,12 @@ export class TranscriptionService {
   /** Shutdown's two steps for synchronous requests (jobs are handed back by their runner instead). */
   private readonly shutdown = { waiting: new AbortController(), running: new AbortController() };
 
-  constructor(private readonly deps: TranscriptionServiceDeps) {}
+  /** Requests here waiting for a cluster lease, first come first served. */
+  private readonly line: LeaseLine;
+
+  constructor(private readonly deps: TranscriptionServiceDeps) {
+    this.line = new LeaseLine(deps.leases, deps.instanceId);
+  }
 
   /**
    * Shutdown, for synchronous requests: those still waiting for room are answered at once, those
@@ -169,7 +175,7 @@ export class TranscriptionService {
    */
   async roomNow(): Promise<boolean> {
     const { permits, inUse } = this.deps.admission.stats;
-    return inUse < permits && (await this.deps.leases.snapshot()).free !== 0;
+    return inUse < permits && this.line.waiting === 0 && (await this.deps.leases.snapshot()).free !== 0;
   }
 
   /** Room for one transcription, or null when waiting "now" and there is none. */
@@ -339,28 +345,22 @@ export class TranscriptionService {
     }
   }
 
+  /** A cluster lease, in this instance's line (see LeaseLine); null only when waiting "now". */
   private async clusterLease(id: string, wait: AdmissionWait, deadline: number, signal?: AbortSignal): Promise<TranscriptionLease | null> {
-    for (let delay = 100; ; delay = Math.min(delay * 2, 2000)) {
-      let lease: TranscriptionLease | null;
-      try {
-        lease = await this.deps.leases.tryAcquire({ instance: this.deps.instanceId, job: id });
-      } catch (err) {
-        if (err instanceof LeaseStoreUnavailable) {
-          this.deps.metrics.storeErrors.inc({ store: "redis" });
-          throw new DomainError("unavailable", "The cluster's lease store is unreachable; retry shortly.", { cause: err, retryAfterSeconds: 5 });
-        }
-        throw err;
+    let lease: TranscriptionLease | null;
+    try {
+      lease = wait === "now" ? await this.line.tryNow(id) : await this.line.acquire(id, deadline, signal);
+    } catch (err) {
+      if (err instanceof LeaseStoreUnavailable) {
+        this.deps.metrics.storeErrors.inc({ store: "redis" });
+        throw new DomainError("unavailable", "The cluster's lease store is unreachable; retry shortly.", { cause: err, retryAfterSeconds: 5 });
       }
-      if (lease) return lease;
-      if (wait === "now") return null;
-      if (Date.now() + delay > deadline) {
-        throw new DomainError("rate_limited", "The cluster is running its most transcriptions at once (CLUSTER_MAX_TRANSCRIPTIONS); retry later.", {
-          retryAfterSeconds: this.retryAfterSeconds(),
-        });
-      }
-      await new Promise((r) => setTimeout(r, delay));
-      signal?.throwIfAborted();
+      throw err;
     }
+    if (lease || wait === "now") return lease;
+    throw new DomainError("rate_limited", "The cluster is running its most transcriptions at once (CLUSTER_MAX_TRANSCRIPTIONS); retry later.", {
+      retryAfterSeconds: this.retryAfterSeconds(),
+    });
   }
 }
 
