@@ -319,6 +319,46 @@ describe("cluster mode: three instances, one Redis, QStash", () => {
     }
   }, 180_000);
 
+  it("stops a job canceled on another instance than the one running it: its hold goes at once and its download stops at the next renewal", async () => {
+    const redis = new Redis({ url: bridge.url, token: bridge.token });
+    let requested = false;
+    let cutOff = false;
+    // A host that never answers: only the run's end closes the request.
+    const media = createServer((req) => {
+      requested = true;
+      req.socket.on("close", () => (cutOff = true));
+    });
+    await new Promise<void>((r) => media.listen(0, "127.0.0.1", r));
+    try {
+      const res = await fetch(`${publicUrl}/v1/jobs`, {
+        method: "POST",
+        headers: { ...auth, "content-type": "application/json" },
+        body: JSON.stringify({ url: `http://127.0.0.1:${(media.address() as AddressInfo).port}/never.wav` }),
+      });
+      const { id } = (await res.json()) as { id: string };
+      const runningOn = await eventually(async () => {
+        const cluster = ((await (await fetch(`${publicUrl}/v1/capacity`, { headers: auth })).json()) as { cluster: { instances: { instance: string; fetching: string[] }[] } })
+          .cluster;
+        const holder = cluster.instances.find((i) => i.fetching.includes(id));
+        if (!holder || !requested) throw new Error("the job is not fetching yet");
+        return Number(holder.instance.replace("instance-", ""));
+      });
+      const other = instances.find((i, n) => i !== null && n !== runningOn)!;
+      const canceled = await fetch(`${other.url}/v1/jobs/${id}`, { method: "DELETE", headers: auth });
+      expect(canceled.status).toBe(200);
+      expect(await redis.zcard("slotscribe:slots:fetching")).toBe(0);
+      // LEASE_HEARTBEAT is 1 s here: the download stops then, not when DOWNLOAD_TIMEOUT ends it.
+      await eventually(() => {
+        if (!cutOff) throw new Error("the download still runs");
+      }, 10_000);
+      const view = (await (await fetch(`${publicUrl}/v1/jobs/${id}`, { headers: auth })).json()) as { status: string; result: unknown };
+      expect(view).toMatchObject({ status: "canceled", result: null });
+    } finally {
+      media.closeAllConnections();
+      await new Promise((r) => media.close(r));
+    }
+  }, 120_000);
+
   it("refuses to start with an Upstash token Redis refuses, naming the setting and not the token", async () => {
     const wrong = `wrong-token-${Math.random().toString(36).slice(2)}`;
     const { code, logs, stderr } = await serveUntilExit({ ...instanceEnv(INSTANCES), UPSTASH_REDIS_REST_TOKEN: wrong });

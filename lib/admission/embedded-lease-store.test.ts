@@ -62,6 +62,15 @@ describe("EmbeddedLeaseStore", () => {
     expect(await store.snapshot()).toMatchObject({ held: 0, free: 1, instances: [{ instance: "b", held: 0, jobs: [], fetching: ["job-url-2"] }] });
   });
 
+  it("revokes every lease and fetch hold held for a job, and only those", async () => {
+    const store = new EmbeddedLeaseStore({ cap: 1 });
+    await store.tryAcquire({ instance: "a", job: "job-canceled" });
+    await store.holdWhileFetching({ instance: "a", job: "job-canceled" });
+    await store.holdWhileFetching({ instance: "a", job: "job-kept" });
+    expect(await store.revoke("job-canceled")).toBe(2);
+    expect(await store.snapshot()).toEqual({ cap: 1, held: 0, free: 1, instances: [{ instance: "a", held: 0, jobs: [], fetching: ["job-kept"] }] });
+  });
+
   it("never resolves lost, since nothing outside the process can take a lease away", async () => {
     const lease = await new EmbeddedLeaseStore({ cap: 1 }).tryAcquire({ instance: "solo", job: "kept" });
     const outcome = await Promise.race([lease?.lost.then(() => "lost"), sleep(50, "held")]);

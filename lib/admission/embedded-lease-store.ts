@@ -45,6 +45,12 @@ export class EmbeddedLeaseStore implements LeaseStore {
     };
   }
 
+  async revoke(job: string): Promise<number> {
+    const revoked = [...this.holders].filter(([, holder]) => holder.job === job);
+    for (const [id] of revoked) this.holders.delete(id);
+    return revoked.length;
+  }
+
   async snapshot(): Promise<ClusterCapacity> {
     return capacityOf(this.cap, [...this.holders.values()]);
   }

@@ -108,6 +108,7 @@ describe("LeaseLine", () => {
       kind: "upstash",
       snapshot: () => inner.snapshot(),
       holdWhileFetching: (h) => inner.holdWhileFetching(h),
+      revoke: (job) => inner.revoke(job),
       close: () => inner.close(),
       tryAcquire: async (h) => {
         if (!reachable) throw new LeaseStoreUnavailable("Redis is down");

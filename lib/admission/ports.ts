@@ -43,6 +43,12 @@ export interface LeaseStore {
    * unrenewed as that lease does. Throws LeaseStoreUnavailable when the store cannot be reached.
    */
   holdWhileFetching(holder: LeaseHolder): Promise<TranscriptionLease>;
+  /**
+   * Ends every lease and fetch hold held for `job`, whichever instance holds them (a job canceled
+   * on another instance than the one running it): the holder learns through `lost` at its next
+   * renewal, and the room is free for others at once. Returns how many there were.
+   */
+  revoke(job: string): Promise<number>;
   snapshot(): Promise<ClusterCapacity>;
   close(): Promise<void>;
 }

@@ -138,6 +138,26 @@ describe("RedisLeaseStore against a real redis-server behind the Upstash REST br
     expect(await client().hlen(holdersKey())).toBe(0);
   });
 
+  it("revokes a job's lease and fetch hold from any instance: the room is free at once and each holder hears it at its next renewal", async () => {
+    const holder = store("holder", { cap: 1, leaseTtlMs: 3_000, heartbeatMs: 75 });
+    const canceler = store("canceler", { cap: 1 });
+    const lease = (await holder.tryAcquire({ instance: "holder", job: "job-canceled" }))!;
+    const hold = await holder.holdWhileFetching({ instance: "holder", job: "job-canceled" });
+    const other = await holder.holdWhileFetching({ instance: "holder", job: "job-kept" });
+    let lost = 0;
+    void lease.lost.then(() => lost++);
+    void hold.lost.then(() => lost++);
+    void other.lost.then(() => lost++);
+
+    expect(await canceler.revoke("job-canceled")).toBe(2);
+    expect(await canceler.snapshot()).toEqual({ cap: 1, held: 0, free: 1, instances: [{ instance: "holder", held: 0, jobs: [], fetching: ["job-kept"] }] });
+    expect(await canceler.tryAcquire({ instance: "canceler", job: "next" })).not.toBeNull();
+    await vi.waitFor(() => expect(lost).toBe(2));
+    await sleep(300);
+    expect(lost).toBe(2);
+    expect(await canceler.revoke("job-canceled")).toBe(0);
+  });
+
   it("rejects with LeaseStoreUnavailable while Redis is unreachable, leaks no lease, and acquires again once it is back", async () => {
     const instance = store("cut-off", { cap: 1 });
     restApi().setAvailable(false);

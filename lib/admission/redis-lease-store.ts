@@ -78,6 +78,22 @@ redis.call('HDEL', KEYS[2], ARGV[1])
 return 1
 `;
 
+/** ARGV: job. Ends every lease and fetch hold held for the job; returns how many. */
+const REVOKE = `
+local entries = redis.call('HGETALL', KEYS[2])
+local revoked = 0
+for i = 1, #entries, 2 do
+  local ok, holder = pcall(cjson.decode, entries[i + 1])
+  if ok and type(holder) == 'table' and holder.job == ARGV[1] then
+    redis.call('ZREM', KEYS[1], entries[i])
+    redis.call('ZREM', KEYS[3], entries[i])
+    redis.call('HDEL', KEYS[2], entries[i])
+    revoked = revoked + 1
+  end
+end
+return revoked
+`;
+
 /** Returns the holder JSON of every live lease and fetch hold. */
 const SNAPSHOT = `${NOW}${PURGE_EXPIRED}
 local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
@@ -95,6 +111,7 @@ const SCRIPTS = {
   hold: script(HOLD),
   renew: script(RENEW),
   release: script(RELEASE),
+  revoke: script(REVOKE),
   snapshot: script(SNAPSHOT),
 };
 
@@ -193,6 +210,10 @@ export class RedisLeaseStore implements LeaseStore {
     }
     this.leases.add(lease);
     return lease;
+  }
+
+  revoke(job: string): Promise<number> {
+    return this.call<number>(SCRIPTS.revoke, [job]);
   }
 
   async snapshot(): Promise<ClusterCapacity> {

@@ -216,6 +216,11 @@ export class JobRunner {
     if (local) {
       local.controller.abort(new JobCanceled());
       await local.done;
+    } else if (canceled?.status === "canceled") {
+      // Running on another instance: its lease (or fetch hold) ends now, so its room is free at once,
+      // and that instance stops at its next renewal instead of at its next window (or after its
+      // media's whole download). A store that does not answer leaves it to that next window.
+      await this.deps.leases.revoke(id).catch((err: Error) => this.deps.log.warn({ jobId: id, err: err.message }, "a canceled job's lease could not be ended"));
     }
     return canceled;
   }
