@@ -158,6 +158,7 @@ function fakes(
           runner: { handleDelivery: async () => "ran", redeliver: async () => "skipped" },
           jobs: { get: async () => null, update: async () => null, pendingCallbacks: async () => [] },
           cancelMessage: async () => undefined,
+          onCallbackAttempt: () => undefined,
         }
       : null,
     baseUrl: () => "http://test",

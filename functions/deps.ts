@@ -65,6 +65,8 @@ export interface QStashDeps {
   jobs: Parameters<typeof handleCallbackFailure>[0];
   /** Cancels a QStash message waiting for its next attempt (a callback its receiver said is gone). */
   cancelMessage(messageId: string): Promise<void>;
+  /** Counts a callback attempt QStash reported, by the state it left the callback in. */
+  onCallbackAttempt(state: string): void;
 }
 
 /** For handlers an api instance never reaches: it forwards their requests to a worker before they run. */

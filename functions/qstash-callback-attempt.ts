@@ -7,5 +7,5 @@ export default callbackReportRoute(
     operationId: "qstashCallbackAttempt",
     summary: "QStash reports a callback receiver's answer (cluster mode); signed with Upstash-Signature",
   },
-  (qstash, report) => handleCallbackAttempt(qstash.jobs, report, { cancel: qstash.cancelMessage }),
+  (qstash, report) => handleCallbackAttempt(qstash.jobs, report, { cancel: qstash.cancelMessage, onAttempt: qstash.onCallbackAttempt }),
 );

@@ -7,5 +7,5 @@ export default callbackReportRoute(
     operationId: "qstashCallbackFailed",
     summary: "QStash reports a callback it gave up on (cluster mode); signed with Upstash-Signature",
   },
-  (qstash, report) => handleCallbackFailure(qstash.jobs, report),
+  (qstash, report) => handleCallbackFailure(qstash.jobs, report, { onAttempt: qstash.onCallbackAttempt }),
 );

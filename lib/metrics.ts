@@ -70,21 +70,19 @@ export class Metrics {
         this.set({ state: "running" }, s.running);
       },
     });
-    const storeErrors = (this.storeErrors = new Counter({ name: "slotscribe_store_errors_total", help: "Failed calls to Redis or QStash.", labelNames: ["store"], registers: r }));
+    this.storeErrors = new Counter({ name: "slotscribe_store_errors_total", help: "Failed calls to Redis or QStash.", labelNames: ["store"], registers: r });
     new Gauge({
       name: "slotscribe_cluster_transcriptions",
       help: "Transcriptions running across the cluster (leases held), room for more, and the cap (CLUSTER_MAX_TRANSCRIPTIONS; cap and free absent without one).",
       labelNames: ["kind"],
       registers: r,
       async collect() {
-        try {
-          const c = await sources.leases.snapshot();
-          this.set({ kind: "held" }, c.held);
-          if (c.cap !== null) this.set({ kind: "cap" }, c.cap);
-          if (c.free !== null) this.set({ kind: "free" }, c.free);
-        } catch {
-          storeErrors.inc({ store: "redis" });
-        }
+        // A store that does not answer leaves the gauge unset; the store counted its failure.
+        const c = await sources.leases.snapshot().catch(() => null);
+        if (!c) return;
+        this.set({ kind: "held" }, c.held);
+        if (c.cap !== null) this.set({ kind: "cap" }, c.cap);
+        if (c.free !== null) this.set({ kind: "free" }, c.free);
       },
     });
 

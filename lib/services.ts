@@ -125,6 +125,8 @@ export interface QStashInbox {
   cancelMessage(messageId: string): Promise<void>;
   runner: JobRunner;
   jobs: JobStore;
+  /** Counts a callback attempt QStash reported (the metric the embedded sender counts itself). */
+  onCallbackAttempt(state: string): void;
 }
 
 export interface ServiceOptions {
@@ -155,6 +157,8 @@ interface AdapterContext {
   /** Jobs this instance runs at once. */
   concurrency: number;
   onCallbackAttempt: (state: string) => void;
+  /** Counts a failed request to Redis or QStash. */
+  onStoreError: (store: "redis" | "qstash") => void;
 }
 
 async function embeddedAdapters(mode: Extract<Mode, { kind: "embedded" }>, context: AdapterContext): Promise<Adapters> {
@@ -198,15 +202,28 @@ async function clusterAdapters(mode: Extract<Mode, { kind: "cluster" }>, context
   await checkRedisToken(redis, log);
   await checkQStashToken(mode.qstash, log);
   const qstash = new QStashClient({ token: mode.qstash.token, baseUrl: mode.qstash.url });
-  const jobs = new UpstashJobStore({ redis, retentionMs: config.RESULT_RETENTION });
+  // Every failed request to either, whoever sent it, is counted once.
+  const redisFailed = () => context.onStoreError("redis");
+  const qstashFailed = () => context.onStoreError("qstash");
+  const jobs = new UpstashJobStore({ redis, retentionMs: config.RESULT_RETENTION, onFailure: redisFailed });
   const deliveryUrl = mode.qstash.deliveryUrl;
   return {
-    leases: new RedisLeaseStore(redis, { cap: mode.maxTranscriptions, instance: context.instanceId, leaseTtlMs: mode.leaseTtlMs, heartbeatMs: mode.leaseHeartbeatMs }),
+    leases: new RedisLeaseStore(redis, {
+      cap: mode.maxTranscriptions,
+      instance: context.instanceId,
+      leaseTtlMs: mode.leaseTtlMs,
+      heartbeatMs: mode.leaseHeartbeatMs,
+      onFailure: redisFailed,
+    }),
     jobs,
     // Not RESULT_RETENTION, which is about results: a short one failed jobs still waiting for room.
-    blobs: new RedisBlobs(redis, config.JOB_MAX_WAIT + UNFINISHED_UPLOAD_KEEP_MS),
-    dispatcher: new QStashJobDispatcher({ client: qstash, deliveryUrl, failureUrl: publicUrl }),
-    callbacks: signedCallbacks(config, log, () => new QStashCallbackSender({ client: qstash, store: jobs, secrets: config.WEBHOOK_SECRET, publicUrl, deliveryUrl, log })),
+    blobs: new RedisBlobs(redis, config.JOB_MAX_WAIT + UNFINISHED_UPLOAD_KEEP_MS, { onFailure: redisFailed }),
+    dispatcher: new QStashJobDispatcher({ client: qstash, deliveryUrl, failureUrl: publicUrl, onFailure: qstashFailed }),
+    callbacks: signedCallbacks(
+      config,
+      log,
+      () => new QStashCallbackSender({ client: qstash, store: jobs, secrets: config.WEBHOOK_SECRET, publicUrl, deliveryUrl, log, onFailure: qstashFailed }),
+    ),
     inbox: {
       receiver: new QStashSignatures({ currentSigningKey: mode.qstash.currentSigningKey, nextSigningKey: mode.qstash.nextSigningKey }),
       deliveryUrl,
@@ -307,6 +324,7 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
     // Called only once deliveries run, after metrics exists.
     // A failed attempt leaves the callback pending when another is to come.
     onCallbackAttempt: (state) => metrics.callbackDeliveries.inc({ outcome: state === "pending" ? "retrying" : state }),
+    onStoreError: (store) => metrics.storeErrors.inc({ store }),
   };
   const { leases, jobs, blobs, dispatcher, callbacks, inbox } = mode.kind === "cluster" ? await clusterAdapters(mode, context) : await embeddedAdapters(mode, context);
 
@@ -443,7 +461,7 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
     callbacks,
     policy: config.OUTBOUND_ALLOWLIST,
     webhookSecrets: config.WEBHOOK_SECRET,
-    qstash: inbox && { ...inbox, runner, jobs },
+    qstash: inbox && { ...inbox, runner, jobs, onCallbackAttempt: context.onCallbackAttempt },
     baseUrl: (requestOrigin) => config.PUBLIC_URL?.replace(/\/$/, "") ?? requestOrigin,
     draining: false,
     async drain(graceMs, deadline) {

@@ -352,7 +352,6 @@ export class TranscriptionService {
       lease = wait === "now" ? await this.line.tryNow(id) : await this.line.acquire(id, deadline, signal);
     } catch (err) {
       if (err instanceof LeaseStoreUnavailable) {
-        this.deps.metrics.storeErrors.inc({ store: "redis" });
         throw new DomainError("unavailable", "The cluster's lease store is unreachable; retry shortly.", { cause: err, retryAfterSeconds: 5 });
       }
       throw err;

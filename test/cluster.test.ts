@@ -91,6 +91,13 @@ async function liveLeases(redis: Redis): Promise<number> {
   return redis.zcount("slotscribe:slots:leases", `(${seconds * 1000 + Math.floor(micros / 1000)}`, "+inf");
 }
 
+/** A sample's value on an instance's /metrics (0 while the series has none). */
+async function metric(instance: ServiceProcess, series: string): Promise<number> {
+  const text = await (await fetch(`${instance.url}/metrics`, { headers: auth })).text();
+  const line = text.split("\n").find((l) => l.startsWith(`${series} `));
+  return line ? Number(line.slice(series.length + 1)) : 0;
+}
+
 function redisCommandCount(): number {
   const stats = execFileSync("redis-cli", ["-p", String(redisServer.port), "info", "commandstats"], { encoding: "utf8" });
   return [...stats.matchAll(/calls=(\d+)/g)].reduce((sum, m) => sum + Number(m[1]), 0);
@@ -223,6 +230,9 @@ describe("cluster mode: three instances, one Redis, QStash", () => {
       });
       expect(mine[0]!.webhookId).toBe(latest.callback.webhook_id);
     }
+    // QStash's reports of its attempts reached the instances (through the balancer), which count them.
+    const delivered = await Promise.all(instances.map((i) => (i ? metric(i, 'slotscribe_callback_deliveries_total{outcome="delivered"}') : 0)));
+    expect(delivered.reduce((a, b) => a + b, 0)).toBeGreaterThan(0);
     expect(maxLeases).toBeLessThanOrEqual(CAP);
     expect(maxWindows).toBeLessThanOrEqual(CAP);
     expect(maxLeases).toBeGreaterThan(0);
@@ -397,6 +407,7 @@ describe("cluster mode: three instances, one Redis, QStash", () => {
       form.set("file", new Blob([await readFile(path)]), "sync.wav");
       return fetch(`${live.url}/v1/audio/transcriptions`, { method: "POST", body: form, headers: auth });
     };
+    const redisErrorsBefore = await metric(live, 'slotscribe_store_errors_total{store="redis"}');
     bridge.setAvailable(false);
     try {
       const res = await send();
@@ -404,6 +415,9 @@ describe("cluster mode: three instances, one Redis, QStash", () => {
       expect(((await res.json()) as { error: { code: string } }).error.code).toBe("unavailable");
       // It can take no work, and says so to whoever routes to it.
       expect((await fetch(`${live.url}/readyz`)).status).toBe(503);
+      // A job read fails on the job store, not the lease store: counted all the same.
+      expect((await fetch(`${live.url}/v1/jobs?limit=1`, { headers: auth })).status).toBe(503);
+      expect(await metric(live, 'slotscribe_store_errors_total{store="redis"}')).toBeGreaterThanOrEqual(redisErrorsBefore + 3);
     } finally {
       bridge.setAvailable(true);
     }

@@ -16,6 +16,8 @@ export interface RedisLeaseStoreOptions {
   instance: string;
   /** Upper bound on one Redis call, whatever the client's own retry settings. */
   requestTimeoutMs?: number;
+  /** Told of every Redis call that failed. */
+  onFailure?: () => void;
 }
 
 // Expiries are compared against the Redis server's clock only, so instances whose clocks disagree
@@ -166,7 +168,7 @@ export class RedisLeaseStore implements LeaseStore {
     this.instance = options.instance;
     const prefix = options.keyPrefix ?? "slotscribe:";
     this.keys = [`${prefix}slots:leases`, `${prefix}slots:holders`, `${prefix}slots:fetching`];
-    this.redis = new RedisCalls(redis, { store: "Redis lease store", requestTimeoutMs, unavailable: LeaseStoreUnavailable });
+    this.redis = new RedisCalls(redis, { store: "Redis lease store", requestTimeoutMs, unavailable: LeaseStoreUnavailable, onFailure: options.onFailure });
     const owner = (kind: "transcribing" | "fetching"): LeaseOwner => ({
       leaseTtlMs: this.leaseTtlMs,
       heartbeatMs: this.heartbeatMs,

@@ -332,11 +332,14 @@ async function setupCallbacks(reply: (index: number) => number, options: Partial
     return payload ? reply(received.length - 1) : 401;
   });
   const store = await openStore();
+  // What the service's callback-attempt metric is told, in order.
+  const counted: string[] = [];
+  const onAttempt = (state: string) => void counted.push(state);
   const service = await startServer(async (request) => {
     const cancel = async (messageId: string) => void (await clientOf(emulator).messages.delete(messageId));
     const handle = {
-      [QSTASH_CALLBACK_FAILED_PATH]: (body: unknown) => handleCallbackFailure(store, body),
-      [QSTASH_CALLBACK_ATTEMPT_PATH]: (body: unknown) => handleCallbackAttempt(store, body, { cancel }),
+      [QSTASH_CALLBACK_FAILED_PATH]: (body: unknown) => handleCallbackFailure(store, body, { onAttempt }),
+      [QSTASH_CALLBACK_ATTEMPT_PATH]: (body: unknown) => handleCallbackAttempt(store, body, { cancel, onAttempt }),
     }[request.path];
     if (!handle) return 404;
     await verifyQStash(receiver(), request.body, header(request.headers, "upstash-signature"), qstashUrl(service.url, request.path as typeof QSTASH_CALLBACK_ATTEMPT_PATH));
@@ -355,7 +358,7 @@ async function setupCallbacks(reply: (index: number) => number, options: Partial
     ...options,
   });
   cleanups.push(() => sender.close());
-  return { destination: { url: `${destination.url}/hook`, received }, service, store, emulator, sender };
+  return { destination: { url: `${destination.url}/hook`, received }, service, store, emulator, sender, counted };
 }
 
 describe("QStashCallbackSender", () => {
@@ -457,7 +460,7 @@ describe("QStashCallbackSender", () => {
 
   it("stops at a receiver's 410 as in embedded mode: the callback is gone and QStash's retries are canceled", async () => {
     // QStash's next attempt 2 s on (the test's emulator otherwise retries within milliseconds): time for the report.
-    const { destination, store, emulator, sender } = await setupCallbacks(() => 410, {}, 2_000);
+    const { destination, store, emulator, sender, counted } = await setupCallbacks(() => 410, {}, 2_000);
     await store.create(finishedJob("job_moved_away", { callbackUrl: destination.url }));
 
     await sender.enqueue("job_moved_away");
@@ -469,10 +472,11 @@ describe("QStashCallbackSender", () => {
     const callback = (await store.get("job_moved_away"))!.callback!;
     expect(callback.state).toBe("gone");
     expect(callback.attempts.at(-1)).toMatchObject({ status: 410, error: expect.stringContaining("410 Gone") });
+    expect(counted).toEqual(["gone"]);
   });
 
   it("marks the callback failed when QStash reports it gave up", async () => {
-    const { destination, store, emulator, sender } = await setupCallbacks(() => 503, { retries: 2 });
+    const { destination, store, emulator, sender, counted } = await setupCallbacks(() => 503, { retries: 2 });
     await store.create(finishedJob("job_down", { callbackUrl: destination.url }, { status: "failed", error: { code: "unprocessable_audio", message: "bad audio" } }));
 
     await sender.enqueue("job_down");
@@ -495,6 +499,8 @@ describe("QStashCallbackSender", () => {
       error: "QStash gave up after 2 retries",
     });
     expect(destination.received[0]!.payload).toMatchObject({ type: "job.failed", data: { error: { code: "unprocessable_audio" } } });
+    // Each of QStash's three attempts, then its giving up: what /metrics counts as retrying and failed.
+    expect(counted).toEqual(["pending", "pending", "pending", "failed"]);
   });
 
   it("ignores jobs without a callback URL or not yet finished", async () => {
@@ -563,7 +569,7 @@ describe("handleCallbackFailure", () => {
       const store = await storeWithPendingCallback("job_named");
       const report = { status: 500, retried: 5, maxRetries: 5, sourceHeader: { [name]: [WEBHOOK_ID] }, sourceBody: sourceBody("job_named") };
 
-      const job = await handleCallbackFailure(store, report, new Date("2025-02-01T00:00:00.000Z"));
+      const job = await handleCallbackFailure(store, report, { now: new Date("2025-02-01T00:00:00.000Z") });
 
       expect(job?.callback).toEqual({
         webhookId: WEBHOOK_ID,
@@ -583,9 +589,11 @@ describe("handleCallbackFailure", () => {
   it("records one failure however often the report is delivered", async () => {
     const store = await storeWithPendingCallback("job_twice");
     const report = { status: 502, retried: 1, sourceHeader: { "Webhook-Id": [WEBHOOK_ID] }, sourceBody: sourceBody("job_twice") };
-    await handleCallbackFailure(store, report);
-    await handleCallbackFailure(store, report);
+    const counted: string[] = [];
+    await handleCallbackFailure(store, report, { onAttempt: (state) => counted.push(state) });
+    await handleCallbackFailure(store, report, { onAttempt: (state) => counted.push(state) });
     expect((await store.get("job_twice"))?.callback?.attempts).toHaveLength(1);
+    expect(counted).toEqual(["failed"]);
   });
 
   it("returns null for a report about no callback of ours", async () => {

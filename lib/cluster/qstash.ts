@@ -163,6 +163,8 @@ export interface QStashJobDispatcherOptions {
   failureUrl: string;
   /** Redeliveries after a failed delivery; default 3. */
   retries?: number;
+  /** Told of every publish QStash did not take. */
+  onFailure?: () => void;
 }
 
 const DEFAULT_RUN_RETRIES = 3;
@@ -179,9 +181,11 @@ export class QStashJobDispatcher implements JobDispatcher {
   readonly #url: string;
   readonly #failureCallback: string;
   readonly #retries: number;
+  readonly #onFailure: () => void;
 
   constructor(options: QStashJobDispatcherOptions) {
     this.#client = options.client;
+    this.#onFailure = options.onFailure ?? (() => undefined);
     this.#url = qstashUrl(options.deliveryUrl, QSTASH_RUN_PATH);
     this.#failureCallback = qstashUrl(options.failureUrl, QSTASH_RUN_FAILED_PATH);
     this.#retries = options.retries ?? DEFAULT_RUN_RETRIES;
@@ -207,6 +211,7 @@ export class QStashJobDispatcher implements JobDispatcher {
         ...(delaySeconds ? { delay: Math.ceil(delaySeconds) } : {}),
       });
     } catch (err) {
+      this.#onFailure();
       throw new DomainError("unavailable", "The job could not be handed to QStash; retry shortly.", {
         cause: err,
         retryAfterSeconds: PUBLISH_RETRY_AFTER_SECONDS,
@@ -239,6 +244,8 @@ export interface QStashCallbackSenderOptions {
   /** Per attempt; default 15 s, as in embedded mode. */
   timeoutSeconds?: number;
   now?: () => Date;
+  /** Told of every publish QStash did not take. */
+  onFailure?: () => void;
 }
 
 const DEFAULT_CALLBACK_RETRIES = 5;
@@ -280,6 +287,7 @@ export class QStashCallbackSender implements CallbackSender {
   readonly #retryDelay: string;
   readonly #timeoutSeconds: number;
   readonly #now: () => Date;
+  readonly #onFailure: () => void;
 
   constructor(options: QStashCallbackSenderOptions) {
     // Refused here rather than at the first callback, which may come hours after start-up.
@@ -295,6 +303,7 @@ export class QStashCallbackSender implements CallbackSender {
     this.#retryDelay = options.retryDelay ?? DEFAULT_CALLBACK_RETRY_DELAY;
     this.#timeoutSeconds = options.timeoutSeconds ?? DEFAULT_CALLBACK_TIMEOUT_SECONDS;
     this.#now = options.now ?? (() => new Date());
+    this.#onFailure = options.onFailure ?? (() => undefined);
   }
 
   async enqueue(jobId: string): Promise<void> {
@@ -351,6 +360,7 @@ export class QStashCallbackSender implements CallbackSender {
         callback: this.#attemptCallback,
       }));
     } catch (err) {
+      this.#onFailure();
       // The callback stays pending with no message behind it: the caller learns that here.
       throw new DomainError("unavailable", "The callback could not be handed to QStash.", { cause: err });
     }
@@ -408,11 +418,16 @@ const WEBHOOK_ID_HEADERS: ReadonlySet<string> = new Set(["webhook-id", "upstash-
  * or null when the report names no job of ours with that callback (the job may have expired):
  * answer 2xx either way, or QStash redelivers the report.
  */
-export function handleCallbackFailure(store: CallbackJobs, body: unknown, now: Date = new Date()): Promise<JobRecord | null> {
-  return recordReport(store, body, (report) => ({
-    attempt: { at: now.toISOString(), status: report.status > 0 ? report.status : null, latencyMs: 0, error: `QStash gave up after ${report.retried} retries` },
-    state: "failed",
-  }));
+export function handleCallbackFailure(store: CallbackJobs, body: unknown, { now = new Date(), onAttempt }: { now?: Date; onAttempt?: OnAttempt } = {}): Promise<JobRecord | null> {
+  return recordReport(
+    store,
+    body,
+    (report) => ({
+      attempt: { at: now.toISOString(), status: report.status > 0 ? report.status : null, latencyMs: 0, error: `QStash gave up after ${report.retried} retries` },
+      state: "failed",
+    }),
+    onAttempt,
+  );
 }
 
 /**
@@ -425,36 +440,44 @@ export function handleCallbackFailure(store: CallbackJobs, body: unknown, now: D
 export async function handleCallbackAttempt(
   store: CallbackJobs,
   body: unknown,
-  { now = new Date(), cancel }: { now?: Date; cancel?: (messageId: string) => Promise<void> } = {},
+  { now = new Date(), cancel, onAttempt }: { now?: Date; cancel?: (messageId: string) => Promise<void>; onAttempt?: OnAttempt } = {},
 ): Promise<JobRecord | null> {
   let retriesLeft: string | undefined;
-  const job = await recordReport(store, body, (report) => {
-    const status = report.status > 0 ? report.status : null;
-    const outcome = classifyDeliveryResponse(status);
-    if (outcome === "gone" && report.sourceMessageId !== undefined && report.retried < (report.maxRetries ?? Number.POSITIVE_INFINITY)) {
-      retriesLeft = report.sourceMessageId;
-    }
-    return {
-      attempt: {
-        at: now.toISOString(),
-        status,
-        latencyMs: 0,
-        ...(outcome === "delivered" ? {} : { error: outcome === "gone" ? "the receiver answered 410 Gone: not sent again" : `QStash attempt ${report.retried + 1}` }),
-      },
-      state: outcome === "retry" ? "pending" : outcome,
-    };
-  });
+  const job = await recordReport(
+    store,
+    body,
+    (report) => {
+      const status = report.status > 0 ? report.status : null;
+      const outcome = classifyDeliveryResponse(status);
+      if (outcome === "gone" && report.sourceMessageId !== undefined && report.retried < (report.maxRetries ?? Number.POSITIVE_INFINITY)) {
+        retriesLeft = report.sourceMessageId;
+      }
+      return {
+        attempt: {
+          at: now.toISOString(),
+          status,
+          latencyMs: 0,
+          ...(outcome === "delivered" ? {} : { error: outcome === "gone" ? "the receiver answered 410 Gone: not sent again" : `QStash attempt ${report.retried + 1}` }),
+        },
+        state: outcome === "retry" ? "pending" : outcome,
+      };
+    },
+    onAttempt,
+  );
   if (retriesLeft !== undefined && job?.callback?.state === "gone") await cancel?.(retriesLeft).catch(() => undefined);
   return job;
 }
 
 type CallbackJobs = Pick<JobStore, "get" | "update" | "pendingCallbacks">;
+/** Told the state each attempt a report records leaves its callback in (once per attempt, not per repeated report). */
+type OnAttempt = (state: CallbackState["state"]) => void;
 type Report = z.infer<typeof failureReportSchema>;
 
 async function recordReport(
   store: CallbackJobs,
   body: unknown,
   outcome: (report: Report) => { attempt: DeliveryAttempt; state: "delivered" | "failed" | "gone" | "pending" },
+  onAttempt?: OnAttempt,
 ): Promise<JobRecord | null> {
   const parsed = failureReportSchema.safeParse(body);
   if (!parsed.success) throw new DomainError("invalid_request", "The body is not a QStash report.");
@@ -466,13 +489,19 @@ async function recordReport(
   if (!job?.callback) return null;
   const expectedWebhookId = job.callback.webhookId;
   const { attempt, state } = outcome(report);
-  return store.update(job.id, (current) => {
+  let recorded = false;
+  const updated = await store.update(job.id, (current) => {
     const callback = current.callback;
+    // Set on every call: a shared store may run the change again after a conflict.
+    recorded = false;
     // Only a pending callback changes, once per report: QStash may deliver a report again.
     if (callback?.state !== "pending" || callback.webhookId !== expectedWebhookId) return current;
     if (attempt.error !== undefined && callback.attempts.some((a) => a.error === attempt.error)) return current;
+    recorded = true;
     return { ...current, callback: { webhookId: callback.webhookId, state, attempts: [...callback.attempts, attempt] } };
   });
+  if (recorded) onAttempt?.(state);
+  return updated;
 }
 
 /** The run message a QStash failure report is about (after verifyQStash on the raw bytes). */

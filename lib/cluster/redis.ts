@@ -23,6 +23,8 @@ export interface RedisCallsOptions {
     message: string,
     cause: unknown,
   ) => StoreUnavailable;
+  /** Told of every request that failed (the store-errors metric). */
+  onFailure?: () => void;
 }
 
 /**
@@ -44,6 +46,7 @@ export class RedisCalls {
     message: string,
     cause: unknown,
   ) => StoreUnavailable;
+  readonly #onFailure: () => void;
   #sent = 0;
 
   constructor(redis: Redis, options: RedisCallsOptions) {
@@ -55,6 +58,7 @@ export class RedisCalls {
     this.#store = options.store;
     this.#timeoutMs = options.requestTimeoutMs;
     this.#unavailable = options.unavailable ?? StoreUnavailable;
+    this.#onFailure = options.onFailure ?? (() => undefined);
   }
 
   get roundTrips(): number {
@@ -85,6 +89,7 @@ export class RedisCalls {
   }
 
   #failure(cause: unknown): StoreUnavailable {
+    this.#onFailure();
     return new this.#unavailable(`${this.#store} unreachable`, cause);
   }
 

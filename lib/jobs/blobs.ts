@@ -104,8 +104,8 @@ export class RedisBlobs implements InputBlobs {
   readonly #keepMs: string;
   readonly #prefix: string;
 
-  constructor(redis: Redis, keepMs: number, options: { prefix?: string; requestTimeoutMs?: number } = {}) {
-    this.#redis = new RedisCalls(redis, { store: "shared upload store", requestTimeoutMs: options.requestTimeoutMs ?? 10_000 });
+  constructor(redis: Redis, keepMs: number, options: { prefix?: string; requestTimeoutMs?: number; onFailure?: () => void } = {}) {
+    this.#redis = new RedisCalls(redis, { store: "shared upload store", requestTimeoutMs: options.requestTimeoutMs ?? 10_000, onFailure: options.onFailure });
     this.#keepMs = String(keepMs);
     this.#prefix = options.prefix ?? "slotscribe:";
   }

@@ -69,6 +69,8 @@ export interface UpstashJobStoreOptions {
   maxValueBytes?: number;
   /** Upper bound on one Redis request, whatever the client's own retry settings. */
   requestTimeoutMs?: number;
+  /** Told of every Redis request that failed. */
+  onFailure?: () => void;
 }
 
 const gzipAsync = promisify(gzip);
@@ -327,7 +329,7 @@ export class UpstashJobStore implements JobStore {
     if (!Number.isInteger(maxValueBytes) || maxValueBytes < MIN_VALUE_BYTES) {
       throw new RangeError(`maxValueBytes must be an integer >= ${MIN_VALUE_BYTES}, got ${maxValueBytes}`);
     }
-    this.#redis = new RedisCalls(options.redis, { store: "job store", requestTimeoutMs: options.requestTimeoutMs ?? 10_000 });
+    this.#redis = new RedisCalls(options.redis, { store: "job store", requestTimeoutMs: options.requestTimeoutMs ?? 10_000, onFailure: options.onFailure });
     this.#retentionMs = options.retentionMs;
     this.#prefix = options.keyPrefix ?? "slotscribe:";
     this.#maxValueBytes = maxValueBytes;
