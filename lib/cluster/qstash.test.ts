@@ -586,6 +586,17 @@ describe("handleCallbackFailure", () => {
     expect(job?.callback).toMatchObject({ state: "failed", attempts: [{ status: null, error: "QStash gave up after 3 retries" }] });
   });
 
+  it("shows when QStash will try a callback again after a failed attempt, and no time once none is to come", async () => {
+    const store = await storeWithPendingCallback("job_retrying");
+    const now = new Date("2025-02-01T00:00:00.000Z");
+    const report = (retried: number) => ({ status: 503, retried, maxRetries: 5, sourceHeader: { "Webhook-Id": [WEBHOOK_ID] }, sourceBody: sourceBody("job_retrying") });
+    await handleCallbackAttempt(store, report(1), { now });
+    // Its second retry, 10 s after this answer (5 s, 10 s, 20 s ... up to 50 s).
+    expect((await store.get("job_retrying"))?.callback).toMatchObject({ state: "pending", nextAttemptAt: "2025-02-01T00:00:10.000Z" });
+    await handleCallbackAttempt(store, report(5), { now });
+    expect((await store.get("job_retrying"))?.callback?.nextAttemptAt).toBeUndefined();
+  });
+
   it("records one failure however often the report is delivered", async () => {
     const store = await storeWithPendingCallback("job_twice");
     const report = { status: 502, retried: 1, sourceHeader: { "Webhook-Id": [WEBHOOK_ID] }, sourceBody: sourceBody("job_twice") };

@@ -236,11 +236,6 @@ export interface QStashCallbackSenderOptions {
   log: Logger;
   /** QStash's redeliveries after the first attempt; default 5. */
   retries?: number;
-  /**
-   * Upstash-Retry-Delay expression in milliseconds (`retried` counts from 0). The default keeps
-   * every retry inside the receivers' timestamp tolerance; see QStashCallbackSender.
-   */
-  retryDelay?: string;
   /** Per attempt; default 15 s, as in embedded mode. */
   timeoutSeconds?: number;
   now?: () => Date;
@@ -249,8 +244,16 @@ export interface QStashCallbackSenderOptions {
 }
 
 const DEFAULT_CALLBACK_RETRIES = 5;
-// 5, 10, 20, 40, 50 s: with six 15 s attempts at most about 3.6 minutes from first to last.
-const DEFAULT_CALLBACK_RETRY_DELAY = "min(50000, 5000 * pow(2, retried))";
+// 5, 10, 20, 40, 50 s: with six 15 s attempts at most about 3.6 minutes from first to last, every
+// retry inside the receivers' timestamp tolerance (see QStashCallbackSender).
+const RETRY_DELAY = { firstMs: 5_000, longestMs: 50_000 };
+/** QStash's Upstash-Retry-Delay expression (`retried` counts from 0), the same as callbackRetryDelayMs. */
+const CALLBACK_RETRY_DELAY = `min(${RETRY_DELAY.longestMs}, ${RETRY_DELAY.firstMs} * pow(2, retried))`;
+
+/** How long QStash waits before the next attempt at a callback it has retried `retried` times. */
+export function callbackRetryDelayMs(retried: number): number {
+  return Math.min(RETRY_DELAY.longestMs, RETRY_DELAY.firstMs * 2 ** retried);
+}
 const DEFAULT_CALLBACK_TIMEOUT_SECONDS = 15;
 
 /** The attempt entry that records the hand-over; its text names the QStash message for support. */
@@ -284,7 +287,6 @@ export class QStashCallbackSender implements CallbackSender {
   readonly #attemptCallback: string;
   readonly #log: Logger;
   readonly #retries: number;
-  readonly #retryDelay: string;
   readonly #timeoutSeconds: number;
   readonly #now: () => Date;
   readonly #onFailure: () => void;
@@ -300,7 +302,6 @@ export class QStashCallbackSender implements CallbackSender {
     this.#attemptCallback = qstashUrl(options.deliveryUrl, QSTASH_CALLBACK_ATTEMPT_PATH);
     this.#log = options.log;
     this.#retries = options.retries ?? DEFAULT_CALLBACK_RETRIES;
-    this.#retryDelay = options.retryDelay ?? DEFAULT_CALLBACK_RETRY_DELAY;
     this.#timeoutSeconds = options.timeoutSeconds ?? DEFAULT_CALLBACK_TIMEOUT_SECONDS;
     this.#now = options.now ?? (() => new Date());
     this.#onFailure = options.onFailure ?? (() => undefined);
@@ -354,7 +355,7 @@ export class QStashCallbackSender implements CallbackSender {
         },
         deduplicationId: callback.webhookId,
         retries: this.#retries,
-        retryDelay: this.#retryDelay,
+        retryDelay: CALLBACK_RETRY_DELAY,
         timeout: this.#timeoutSeconds,
         failureCallback: this.#failureCallback,
         callback: this.#attemptCallback,
@@ -460,6 +461,10 @@ export async function handleCallbackAttempt(
           ...(outcome === "delivered" ? {} : { error: outcome === "gone" ? "the receiver answered 410 Gone: not sent again" : `QStash attempt ${report.retried + 1}` }),
         },
         state: outcome === "retry" ? "pending" : outcome,
+        // QStash's next attempt, when one is to come: the delay it was told, from this answer.
+        ...(outcome === "retry" && report.retried < (report.maxRetries ?? Number.POSITIVE_INFINITY)
+          ? { nextAttemptAt: new Date(now.getTime() + callbackRetryDelayMs(report.retried)).toISOString() }
+          : {}),
       };
     },
     onAttempt,
@@ -476,7 +481,7 @@ type Report = z.infer<typeof failureReportSchema>;
 async function recordReport(
   store: CallbackJobs,
   body: unknown,
-  outcome: (report: Report) => { attempt: DeliveryAttempt; state: "delivered" | "failed" | "gone" | "pending" },
+  outcome: (report: Report) => { attempt: DeliveryAttempt; state: "delivered" | "failed" | "gone" | "pending"; nextAttemptAt?: string },
   onAttempt?: OnAttempt,
 ): Promise<JobRecord | null> {
   const parsed = failureReportSchema.safeParse(body);
@@ -488,7 +493,7 @@ async function recordReport(
   const job = await findCallbackJob(store, jobIdFromBody(report.sourceBody), webhookId);
   if (!job?.callback) return null;
   const expectedWebhookId = job.callback.webhookId;
-  const { attempt, state } = outcome(report);
+  const { attempt, state, nextAttemptAt } = outcome(report);
   let recorded = false;
   const updated = await store.update(job.id, (current) => {
     const callback = current.callback;
@@ -498,7 +503,7 @@ async function recordReport(
     if (callback?.state !== "pending" || callback.webhookId !== expectedWebhookId) return current;
     if (attempt.error !== undefined && callback.attempts.some((a) => a.error === attempt.error)) return current;
     recorded = true;
-    return { ...current, callback: { webhookId: callback.webhookId, state, attempts: [...callback.attempts, attempt] } };
+    return { ...current, callback: { webhookId: callback.webhookId, state, attempts: [...callback.attempts, attempt], ...(nextAttemptAt ? { nextAttemptAt } : {}) } };
   });
   if (recorded) onAttempt?.(state);
   return updated;
