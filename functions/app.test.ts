@@ -720,7 +720,11 @@ describe("the HTTP API in process", () => {
 
   it("reports readiness and capacity from the transcriber's status", async () => {
     const { app, state } = fakes(scratch);
-    expect((await app.request("/readyz")).status).toBe(200);
+    const readyz = async () => {
+      const res = await app.request("/readyz");
+      return { status: res.status, notReady: ((await res.json()) as { notReady: string[] }).notReady };
+    };
+    expect(await readyz()).toEqual({ status: 200, notReady: [] });
     const capacity = await app.request("/v1/capacity", { headers: auth });
     expect(capacity.status).toBe(200);
     expect(((await capacity.json()) as { instance: { slots: number } }).instance.slots).toBe(2);
@@ -728,14 +732,14 @@ describe("the HTTP API in process", () => {
     state.status = { ...status, transcriptions: { limit: 4, active: 4, queued: 15, queueSize: 16 } };
     expect((await app.request("/readyz")).status).toBe(200);
     state.status = { ...status, transcriptions: { limit: 4, active: 4, queued: 16, queueSize: 16 } };
-    expect((await app.request("/readyz")).status).toBe(503);
+    expect(await readyz()).toEqual({ status: 503, notReady: ["every transcription place is taken and the queue is full"] });
     // QUEUE_SIZE=0: no line, so an instance with a transcription free is ready.
     state.status = { ...status, transcriptions: { limit: 4, active: 3, queued: 0, queueSize: 0 } };
     expect((await app.request("/readyz")).status).toBe(200);
     state.status = { ...status, transcriptions: { limit: 4, active: 4, queued: 0, queueSize: 0 } };
     expect((await app.request("/readyz")).status).toBe(503);
     state.status = { ...status, models: [{ id: "m", dtype: "q8", state: "loading", preloaded: true }] };
-    expect((await app.request("/readyz")).status).toBe(503);
+    expect(await readyz()).toEqual({ status: 503, notReady: ["model m (q8) is loading"] });
     // A model a request asked for that fails to load fails that request; the instance still serves its own.
     state.status = { ...status, models: [...status.models, { id: "org/typo", dtype: "q8", state: "failed", preloaded: false, error: "not found" }] };
     expect((await app.request("/readyz")).status).toBe(200);

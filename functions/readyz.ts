@@ -6,6 +6,7 @@ import { router } from "./env.ts";
 const Readiness = z
   .object({
     ready: z.boolean(),
+    notReady: z.array(z.string()).openapi({ description: "Why it is not ready, one reason each (empty when ready)", example: ["the cluster's Redis does not answer"] }),
     role: z.enum(ROLES),
     models: z.array(
       z.object({
@@ -60,20 +61,24 @@ export default router().openapi(route, async (c) => {
         throw err;
       },
     ));
-  let body: ReadinessResponse;
+  const notReady = [...(draining ? ["shutting down"] : []), ...(storesReachable ? [] : ["the cluster's Redis does not answer"])];
+  let body: Omit<ReadinessResponse, "ready" | "notReady">;
   if (transcriber) {
     const { models, slots: planned, windows, transcriptions } = transcriber.status();
     const preloaded = models.filter((m) => m.preloaded);
+    if (preloaded.length === 0) notReady.push("no model to preload");
+    for (const m of preloaded) if (m.state !== "ready") notReady.push(`model ${m.id} (${m.dtype}) ${m.state === "loading" ? "is loading" : "failed to load"}`);
     // Room means the next request would not be refused: a transcription free now, or a place in the
     // line (with QUEUE_SIZE=0 there is no line, and an idle instance is ready).
-    const room = transcriptions.active < transcriptions.limit || transcriptions.queued < transcriptions.queueSize;
-    const ready = !draining && storesReachable && preloaded.length > 0 && preloaded.every((m) => m.state === "ready") && room;
+    if (transcriptions.active >= transcriptions.limit && transcriptions.queued >= transcriptions.queueSize)
+      notReady.push("every transcription place is taken and the queue is full");
     // Public: a failed load's message without the server's paths (the log has them).
     const shown = models.map((m) => (m.error ? { ...m, error: m.error.replace(/(?<![\w.-])(?:[A-Za-z]:)?[\\/][^\s"']*[\\/]([^\s"'\\/]+)/g, "$1") } : m));
-    body = { ready, role, models: shown, capacity: { slots: planned, inUse: windows.inUse, queued: transcriptions.queued, queueSize: transcriptions.queueSize } };
+    body = { role, models: shown, capacity: { slots: planned, inUse: windows.inUse, queued: transcriptions.queued, queueSize: transcriptions.queueSize } };
   } else {
     // An api instance has no model to wait for and no queue of its own.
-    body = { ready: !draining && storesReachable, role, models: [], capacity: { slots: 0, inUse: 0, queued: 0, queueSize: 0 } };
+    body = { role, models: [], capacity: { slots: 0, inUse: 0, queued: 0, queueSize: 0 } };
   }
-  return body.ready ? c.json(body, 200) : c.json(body, 503);
+  const ready = notReady.length === 0;
+  return c.json({ ready, notReady, ...body } satisfies ReadinessResponse, ready ? 200 : 503);
 });

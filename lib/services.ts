@@ -207,14 +207,16 @@ async function clusterAdapters(mode: Extract<Mode, { kind: "cluster" }>, context
   const qstashFailed = () => context.onStoreError("qstash");
   const jobs = new UpstashJobStore({ redis, retentionMs: config.RESULT_RETENTION, onFailure: redisFailed });
   const deliveryUrl = mode.qstash.deliveryUrl;
+  const leases = new RedisLeaseStore(redis, {
+    cap: mode.maxTranscriptions,
+    instance: context.instanceId,
+    leaseTtlMs: mode.leaseTtlMs,
+    heartbeatMs: mode.leaseHeartbeatMs,
+    onFailure: redisFailed,
+  });
+  await warnOfAnotherCap(leases, mode.maxTranscriptions, log);
   return {
-    leases: new RedisLeaseStore(redis, {
-      cap: mode.maxTranscriptions,
-      instance: context.instanceId,
-      leaseTtlMs: mode.leaseTtlMs,
-      heartbeatMs: mode.leaseHeartbeatMs,
-      onFailure: redisFailed,
-    }),
+    leases,
     jobs,
     // Not RESULT_RETENTION, which is about results: a short one failed jobs still waiting for room.
     blobs: new RedisBlobs(redis, config.JOB_MAX_WAIT + UNFINISHED_UPLOAD_KEEP_MS, { onFailure: redisFailed }),
@@ -238,6 +240,18 @@ async function clusterAdapters(mode: Extract<Mode, { kind: "cluster" }>, context
  * for room is one nothing will end, and its expiry frees Redis of it.
  */
 const UNFINISHED_UPLOAD_KEEP_MS = 7 * 86_400_000;
+
+/** CLUSTER_MAX_TRANSCRIPTIONS is each instance's to enforce: instances that disagree are told of at start-up. */
+async function warnOfAnotherCap(leases: RedisLeaseStore, cap: number, log: Logger): Promise<void> {
+  // Redis that does not answer now was warned of by the token check.
+  const previous = await leases.announceCap().catch(() => null);
+  if (previous !== null && previous !== cap) {
+    log.warn(
+      { cap, otherCap: previous },
+      `CLUSTER_MAX_TRANSCRIPTIONS is ${cap} here but was ${previous} on the instance that started before this one: set the same value on every instance (each enforces its own, so up to the highest run at once)`,
+    );
+  }
+}
 
 /** How long the start-up checks of the Upstash tokens wait for an answer. */
 const TOKEN_CHECK_TIMEOUT_MS = 5_000;

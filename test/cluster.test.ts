@@ -369,6 +369,22 @@ describe("cluster mode: three instances, one Redis, QStash", () => {
     }
   }, 120_000);
 
+  it("warns at start-up of an instance whose CLUSTER_MAX_TRANSCRIPTIONS is not the others'", async () => {
+    const odd = await startService({ ...instanceEnv(INSTANCES), CLUSTER_MAX_TRANSCRIPTIONS: String(CAP + 3) });
+    try {
+      expect(odd.logs).toContainEqual(expect.objectContaining({ level: 40, cap: CAP + 3, otherCap: CAP, msg: expect.stringContaining("set the same value on every instance") }));
+    } finally {
+      await odd.stop();
+    }
+    // The instances that agree say nothing of it.
+    const again = await startService(instanceEnv(INSTANCES));
+    try {
+      expect(again.logs.filter((l) => "otherCap" in l)).toEqual([]);
+    } finally {
+      await again.stop();
+    }
+  }, 120_000);
+
   it("refuses to start with an Upstash token Redis refuses, naming the setting and not the token", async () => {
     const wrong = `wrong-token-${Math.random().toString(36).slice(2)}`;
     const { code, logs, stderr } = await serveUntilExit({ ...instanceEnv(INSTANCES), UPSTASH_REDIS_REST_TOKEN: wrong });
@@ -413,8 +429,10 @@ describe("cluster mode: three instances, one Redis, QStash", () => {
       const res = await send();
       expect(res.status).toBe(503);
       expect(((await res.json()) as { error: { code: string } }).error.code).toBe("unavailable");
-      // It can take no work, and says so to whoever routes to it.
-      expect((await fetch(`${live.url}/readyz`)).status).toBe(503);
+      // It can take no work, and says so, and why, to whoever routes to it.
+      const readiness = await fetch(`${live.url}/readyz`);
+      expect(readiness.status).toBe(503);
+      expect(((await readiness.json()) as { notReady: string[] }).notReady).toEqual(["the cluster's Redis does not answer"]);
       // A job read fails on the job store, not the lease store: counted all the same.
       expect((await fetch(`${live.url}/v1/jobs?limit=1`, { headers: auth })).status).toBe(503);
       expect(await metric(live, 'slotscribe_store_errors_total{store="redis"}')).toBeGreaterThanOrEqual(redisErrorsBefore + 3);

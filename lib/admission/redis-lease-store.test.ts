@@ -158,6 +158,12 @@ describe("RedisLeaseStore against a real redis-server behind the Upstash REST br
     expect(await canceler.revoke("job-canceled")).toBe(0);
   });
 
+  it("tells an instance the cap the one started before it announced", async () => {
+    expect(await store("first", { cap: 3 }).announceCap()).toBeNull();
+    expect(await store("second", { cap: 5 }).announceCap()).toBe(3);
+    expect(await store("third", { cap: 5 }).announceCap()).toBe(5);
+  });
+
   it("rejects with LeaseStoreUnavailable while Redis is unreachable, leaks no lease, and acquires again once it is back", async () => {
     const instance = store("cut-off", { cap: 1 });
     restApi().setAvailable(false);

@@ -80,6 +80,13 @@ redis.call('HDEL', KEYS[2], ARGV[1])
 return 1
 `;
 
+/** KEYS[1]: the cap's key. ARGV: this instance's cap. Returns the cap written there before (nil if none). */
+const ANNOUNCE_CAP = `
+local previous = redis.call('GET', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[1])
+return previous
+`;
+
 /** ARGV: job. Ends every lease and fetch hold held for the job; returns how many. */
 const REVOKE = `
 local entries = redis.call('HGETALL', KEYS[2])
@@ -114,6 +121,7 @@ const SCRIPTS = {
   renew: script(RENEW),
   release: script(RELEASE),
   revoke: script(REVOKE),
+  announceCap: script(ANNOUNCE_CAP),
   snapshot: script(SNAPSHOT),
 };
 
@@ -153,6 +161,7 @@ export class RedisLeaseStore implements LeaseStore {
   private readonly heartbeatMs: number;
   private readonly instance: string;
   private readonly keys: string[];
+  private readonly capKey: string;
   private readonly redis: RedisCalls;
   private readonly leases = new Set<RedisLease>();
   /** For transcription leases, and for fetch holds (renewed in their own set). */
@@ -168,6 +177,7 @@ export class RedisLeaseStore implements LeaseStore {
     this.instance = options.instance;
     const prefix = options.keyPrefix ?? "slotscribe:";
     this.keys = [`${prefix}slots:leases`, `${prefix}slots:holders`, `${prefix}slots:fetching`];
+    this.capKey = `${prefix}slots:cap`;
     this.redis = new RedisCalls(redis, { store: "Redis lease store", requestTimeoutMs, unavailable: LeaseStoreUnavailable, onFailure: options.onFailure });
     const owner = (kind: "transcribing" | "fetching"): LeaseOwner => ({
       leaseTtlMs: this.leaseTtlMs,
@@ -212,6 +222,16 @@ export class RedisLeaseStore implements LeaseStore {
     }
     this.leases.add(lease);
     return lease;
+  }
+
+  /**
+   * Writes this instance's cap where every instance writes its own, and returns the one written
+   * before (by the instance that started last): each instance enforces its own, so instances that
+   * disagree let more transcriptions run than the lowest says. Null when none was written.
+   */
+  async announceCap(): Promise<number | null> {
+    const previous = await this.redis.eval<string | number | null>(SCRIPTS.announceCap, [this.capKey], [String(this.cap)]);
+    return previous === null ? null : Number(previous);
   }
 
   revoke(job: string): Promise<number> {

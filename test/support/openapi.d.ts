@@ -199,6 +199,13 @@ export interface components {
         };
         Readiness: {
             ready: boolean;
+            /**
+             * @description Why it is not ready, one reason each (empty when ready)
+             * @example [
+             *       "the cluster's Redis does not answer"
+             *     ]
+             */
+            notReady: string[];
             /** @enum {string} */
             role: "all" | "api" | "worker";
             models: {
