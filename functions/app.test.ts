@@ -39,7 +39,7 @@ const status: TranscriberStatus = {
   threads: 2,
   limitedBy: "cpu",
   windows: { inUse: 0, queued: 0 },
-  transcriptions: { limit: 4, active: 0, queued: 0, queueSize: 16 },
+  transcriptions: { limit: 4, active: 0, queued: 0, queueSize: 16, waitingForLease: 0 },
   audioSeconds: 12,
 };
 
@@ -729,14 +729,14 @@ describe("the HTTP API in process", () => {
     expect(capacity.status).toBe(200);
     expect(((await capacity.json()) as { instance: { slots: number } }).instance.slots).toBe(2);
     // Ready while the next request would be taken: a transcription free, or a place in the line.
-    state.status = { ...status, transcriptions: { limit: 4, active: 4, queued: 15, queueSize: 16 } };
+    state.status = { ...status, transcriptions: { limit: 4, active: 4, queued: 15, queueSize: 16, waitingForLease: 0 } };
     expect((await app.request("/readyz")).status).toBe(200);
-    state.status = { ...status, transcriptions: { limit: 4, active: 4, queued: 16, queueSize: 16 } };
+    state.status = { ...status, transcriptions: { limit: 4, active: 4, queued: 16, queueSize: 16, waitingForLease: 0 } };
     expect(await readyz()).toEqual({ status: 503, notReady: ["every transcription place is taken and the queue is full"] });
     // QUEUE_SIZE=0: no line, so an instance with a transcription free is ready.
-    state.status = { ...status, transcriptions: { limit: 4, active: 3, queued: 0, queueSize: 0 } };
+    state.status = { ...status, transcriptions: { limit: 4, active: 3, queued: 0, queueSize: 0, waitingForLease: 0 } };
     expect((await app.request("/readyz")).status).toBe(200);
-    state.status = { ...status, transcriptions: { limit: 4, active: 4, queued: 0, queueSize: 0 } };
+    state.status = { ...status, transcriptions: { limit: 4, active: 4, queued: 0, queueSize: 0, waitingForLease: 0 } };
     expect((await app.request("/readyz")).status).toBe(503);
     state.status = { ...status, models: [{ id: "m", dtype: "q8", state: "loading", preloaded: true }] };
     expect(await readyz()).toEqual({ status: 503, notReady: ["model m (q8) is loading"] });

@@ -26,7 +26,12 @@ const Capacity = z
         .nullable()
         .openapi({ description: "The engine's shared batch; null on an api instance, or when the inference thread did not answer within a second" }),
       audioSeconds: z.number().openapi({ description: "Audio seconds transcribed since start, counted as each window finishes: its rate is the live real-time factor" }),
-      transcriptions: z.object({ limit: z.number(), active: z.number(), queued: z.number() }),
+      transcriptions: z.object({
+        limit: z.number(),
+        active: z.number(),
+        queued: z.number(),
+        waitingForLease: z.number().openapi({ description: "Of the active ones, those waiting for a cluster lease: the cluster is at CLUSTER_MAX_TRANSCRIPTIONS" }),
+      }),
     }),
     cluster: z
       .object({
@@ -74,7 +79,12 @@ export default router().openapi(route, async (c) => {
         windows: status.windows,
         batch: await transcriber!.batch(),
         audioSeconds: status.audioSeconds,
-        transcriptions: { limit: status.transcriptions.limit, active: status.transcriptions.active, queued: status.transcriptions.queued },
+        transcriptions: {
+          limit: status.transcriptions.limit,
+          active: status.transcriptions.active,
+          queued: status.transcriptions.queued,
+          waitingForLease: status.transcriptions.waitingForLease,
+        },
       }
     : {
         slots: 0,
@@ -84,7 +94,7 @@ export default router().openapi(route, async (c) => {
         windows: { inUse: 0, queued: 0 },
         batch: null,
         audioSeconds: 0,
-        transcriptions: { limit: 0, active: 0, queued: 0 },
+        transcriptions: { limit: 0, active: 0, queued: 0, waitingForLease: 0 },
       };
   const body: CapacityResponse = {
     instance: { id: instanceId, role: config.ROLE, ...machine, ...local },

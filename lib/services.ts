@@ -58,7 +58,8 @@ export interface TranscriberStatus {
   /** Windows in inference and waiting for a slot. */
   windows: { inUse: number; queued: number };
   /** Transcriptions in progress and waiting in the admission line, of at most `queueSize`. */
-  transcriptions: { limit: number; active: number; queued: number; queueSize: number };
+  /** `waitingForLease`: of the active ones, those waiting for a cluster lease (the cluster at its cap). */
+  transcriptions: { limit: number; active: number; queued: number; queueSize: number; waitingForLease: number };
   /** Audio seconds transcribed since start, window by window: its rate is the live real-time factor. */
   audioSeconds: number;
 }
@@ -357,7 +358,7 @@ export async function createServices(config: Config, log: Logger, { listenUrl, e
     admission: planned.admission,
     compute: planned.compute,
     status() {
-      return transcriberStatus(planned, config.QUEUE_SIZE, this.transcription.audioSecondsDone);
+      return transcriberStatus(planned, config.QUEUE_SIZE, this.transcription);
     },
     batch: () => engineBatch(planned.engine),
     transcription: new TranscriptionService({
@@ -547,7 +548,7 @@ async function engineBatch(engine: Engine): Promise<{ rows: number; largest: num
 function transcriberStatus(
   { plan, engine, admission, compute }: Pick<Transcriber, "plan" | "engine" | "admission" | "compute">,
   queueSize: number,
-  audioSeconds: number,
+  transcription: Pick<TranscriptionService, "audioSecondsDone" | "waitingForLease">,
 ): TranscriberStatus {
   return {
     models: engine.modelStates().map((m) => ({
@@ -561,7 +562,7 @@ function transcriberStatus(
     threads: plan.threads,
     limitedBy: plan.limitedBy,
     windows: { inUse: compute.stats.inUse, queued: compute.stats.queued },
-    transcriptions: { limit: admission.stats.permits, active: admission.stats.inUse, queued: admission.stats.queued, queueSize },
-    audioSeconds,
+    transcriptions: { limit: admission.stats.permits, active: admission.stats.inUse, queued: admission.stats.queued, queueSize, waitingForLease: transcription.waitingForLease },
+    audioSeconds: transcription.audioSecondsDone,
   };
 }

@@ -83,9 +83,14 @@ describe("a synchronous request's wait for room", () => {
     );
     // The place here frees after 900 ms of the second: 100 ms are left for the cluster.
     await vi.advanceTimersByTimeAsync(900);
+    expect(service.waitingForLease).toBe(0);
     busy.release();
-    await vi.advanceTimersByTimeAsync(400);
+    await vi.advanceTimersByTimeAsync(50);
+    // Admitted here, waiting for the cluster: shown apart from those running.
+    expect(service.waitingForLease).toBe(1);
+    await vi.advanceTimersByTimeAsync(350);
     expect(answer).toMatchObject({ code: "rate_limited" });
+    expect(service.waitingForLease).toBe(0);
     expect(leases.tryAcquire).toHaveBeenCalled();
     expect(admission.stats.inUse).toBe(0);
   });

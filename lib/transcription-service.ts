@@ -137,6 +137,11 @@ export class TranscriptionService {
   /** Requests here waiting for a cluster lease, first come first served. */
   private readonly line: LeaseLine;
 
+  /** Transcriptions admitted here that wait for a cluster lease (the cluster at its cap). */
+  get waitingForLease(): number {
+    return this.line.waiting;
+  }
+
   constructor(private readonly deps: TranscriptionServiceDeps) {
     this.line = new LeaseLine(deps.leases, deps.instanceId);
   }

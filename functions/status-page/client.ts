@@ -153,7 +153,8 @@ function renderCapacity(cap: CapacityResponse): void {
   meter.value = i.windows.inUse;
   setText("use-batch", i.batch ? `${i.batch.rows} row${i.batch.rows === 1 ? "" : "s"} decoding now, largest batch ${i.batch.largest}` : "—");
   setText("use-windows-queued", i.windows.queued);
-  setText("use-transcriptions", `${i.transcriptions.active} active of ${i.transcriptions.limit}, ${i.transcriptions.queued} queued`);
+  const { active, limit, queued, waitingForLease } = i.transcriptions;
+  setText("use-transcriptions", `${active} active of ${limit}${waitingForLease ? ` (${waitingForLease} waiting for a cluster lease)` : ""}, ${queued} queued`);
   setText("cluster-store", c.store);
   setText("cluster-cap", c.cap === null ? "not set (this instance only)" : c.cap);
   setText("cluster-held", c.held);

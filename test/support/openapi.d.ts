@@ -287,6 +287,8 @@ export interface components {
                     limit: number;
                     active: number;
                     queued: number;
+                    /** @description Of the active ones, those waiting for a cluster lease: the cluster is at CLUSTER_MAX_TRANSCRIPTIONS */
+                    waitingForLease: number;
                 };
             };
             /** @description Transcriptions running at once across the cluster, each holding a lease, against the cluster-wide cap */
