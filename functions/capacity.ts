@@ -1,5 +1,4 @@
 import { createRoute, z } from "@hono/zod-openapi";
-import { DomainError } from "../lib/errors.ts";
 import { LeaseStoreUnavailable } from "../lib/admission/ports.ts";
 import { ROLES } from "../lib/config.ts";
 import { errorResponses, router } from "./env.ts";
@@ -36,8 +35,11 @@ const Capacity = z
     cluster: z
       .object({
         store: z.enum(["embedded", "upstash"]),
+        reachable: z.boolean().openapi({
+          description: "Whether the lease store answered; while it does not, held and free are null and instances empty (this instance's own figures are still given)",
+        }),
         cap: z.number().nullable().openapi({ description: "CLUSTER_MAX_TRANSCRIPTIONS; null when unset" }),
-        held: z.number().openapi({ description: "Transcriptions running, one lease each" }),
+        held: z.number().nullable().openapi({ description: "Transcriptions running, one lease each" }),
         free: z.number().nullable(),
         instances: z.array(
           z.object({
@@ -59,16 +61,20 @@ export const route = createRoute({
   tags: ["service"],
   path: "/v1/capacity",
   summary: "This instance's slot plan and use, and the transcriptions running across the cluster",
-  responses: { 200: { description: "Capacity.", content: { "application/json": { schema: Capacity } } }, ...errorResponses(503) },
+  responses: { 200: { description: "Capacity.", content: { "application/json": { schema: Capacity } } }, ...errorResponses() },
 });
 
 /** The inference thread answers between its calls; one stuck in a long call must not hold up this answer. */
 export default router().openapi(route, async (c) => {
   const { transcriber, config, leases, instanceId, machine } = c.var.deps;
-  const cluster = await leases.snapshot().catch((err: unknown) => {
-    if (err instanceof LeaseStoreUnavailable) throw new DomainError("unavailable", "The cluster's lease store is unreachable.", { cause: err, retryAfterSeconds: 5 });
-    throw err;
-  });
+  // An outage is when an operator looks here: this instance's own figures are answered all the same.
+  const cluster = await leases.snapshot().then(
+    (snapshot) => ({ reachable: true, ...snapshot }),
+    (err: unknown) => {
+      if (err instanceof LeaseStoreUnavailable) return { reachable: false, cap: null, held: null, free: null, instances: [] };
+      throw err;
+    },
+  );
   const status = transcriber?.status();
   const local = status
     ? {

@@ -433,6 +433,13 @@ describe("cluster mode: three instances, one Redis, QStash", () => {
       const readiness = await fetch(`${live.url}/readyz`);
       expect(readiness.status).toBe(503);
       expect(((await readiness.json()) as { notReady: string[] }).notReady).toEqual(["the cluster's Redis does not answer"]);
+      // Its own figures stay in view (the status page reads them), the cluster's are unknown.
+      const capacity = await fetch(`${live.url}/v1/capacity`, { headers: auth });
+      expect(capacity.status).toBe(200);
+      expect(await capacity.json()).toMatchObject({
+        instance: { transcriptions: { active: 0 } },
+        cluster: { store: "upstash", reachable: false, held: null, free: null, instances: [] },
+      });
       // A job read fails on the job store, not the lease store: counted all the same.
       expect((await fetch(`${live.url}/v1/jobs?limit=1`, { headers: auth })).status).toBe(503);
       expect(await metric(live, 'slotscribe_store_errors_total{store="redis"}')).toBeGreaterThanOrEqual(redisErrorsBefore + 3);

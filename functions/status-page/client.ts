@@ -155,11 +155,12 @@ function renderCapacity(cap: CapacityResponse): void {
   setText("use-windows-queued", i.windows.queued);
   const { active, limit, queued, waitingForLease } = i.transcriptions;
   setText("use-transcriptions", `${active} active of ${limit}${waitingForLease ? ` (${waitingForLease} waiting for a cluster lease)` : ""}, ${queued} queued`);
-  setText("cluster-store", c.store);
-  setText("cluster-cap", c.cap === null ? "not set (this instance only)" : c.cap);
-  setText("cluster-held", c.held);
-  setText("cluster-free", c.free === null ? "—" : c.free);
+  setText("cluster-store", c.reachable ? c.store : `${c.store}: does not answer`);
+  setText("cluster-cap", c.cap === null ? (c.reachable ? "not set (this instance only)" : "—") : c.cap);
+  setText("cluster-held", c.held ?? "—");
+  setText("cluster-free", c.free ?? "—");
   const tbody = $<HTMLTableSectionElement>("holders-body");
+  if (!c.reachable) return emptyRow(tbody, 3, "The lease store does not answer: the cluster's transcriptions are unknown.");
   if (c.instances.length === 0) return emptyRow(tbody, 3, "No instance holds a slot.");
   fillRows(
     tbody,

@@ -295,10 +295,12 @@ export interface components {
             cluster: {
                 /** @enum {string} */
                 store: "embedded" | "upstash";
+                /** @description Whether the lease store answered; while it does not, held and free are null and instances empty (this instance's own figures are still given) */
+                reachable: boolean;
                 /** @description CLUSTER_MAX_TRANSCRIPTIONS; null when unset */
                 cap: number | null;
                 /** @description Transcriptions running, one lease each */
-                held: number;
+                held: number | null;
                 free: number | null;
                 instances: {
                     instance: string;
@@ -709,19 +711,6 @@ export interface operations {
                 headers: {
                     /** @description The request's id, as in the error body and the logs. */
                     "x-request-id"?: string;
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Error: unavailable */
-            503: {
-                headers: {
-                    /** @description The request's id, as in the error body and the logs. */
-                    "x-request-id"?: string;
-                    /** @description Seconds to wait before sending the request again. */
-                    "retry-after"?: number;
                     [name: string]: unknown;
                 };
                 content: {
