@@ -256,16 +256,8 @@ export class JobRunner {
         return "deferred";
       }
     }
-    const patient = this.deps.dispatcher.admission === "patient";
-    let room: Room | null = this.running.size < this.deps.concurrency && !this.stopped ? "patient" : null;
-    if (room && !patient) {
-      // Media still to fetch: room is taken once it is here, so a slow host holds no transcription place.
-      if (job.input.kind === "url")
-        room = (await transcription.roomNow())
-          ? { fetchFirst: releasedOnce(await this.deps.leases.holdWhileFetching({ instance: this.deps.instanceId, job: id })), attempt }
-          : null;
-      else room = await transcription.admit(id, "now");
-    }
+    const placeHere = this.running.size < this.deps.concurrency && !this.stopped;
+    const room = !placeHere ? null : this.deps.dispatcher.admission === "patient" ? "patient" : await this.roomNow(job, attempt, transcription);
     if (!room) {
       await this.defer(job, attempt);
       return "deferred";
@@ -276,6 +268,17 @@ export class JobRunner {
     this.running.set(id, { controller, done: run.catch(() => undefined) });
     await run;
     return "ran";
+  }
+
+  /**
+   * Room for a QStash delivery this instant, or null: its transcription's room, or for media still
+   * to fetch, a fetch hold when there is room now (the room is taken once the media is here, so a
+   * slow media host holds no transcription place meanwhile).
+   */
+  private async roomNow(job: JobRecord, attempt: number, transcription: TranscriptionService): Promise<Room | null> {
+    if (job.input.kind !== "url") return transcription.admit(job.id, "now");
+    if (!(await transcription.roomNow())) return null;
+    return { fetchFirst: releasedOnce(await this.deps.leases.holdWhileFetching({ instance: this.deps.instanceId, job: job.id })), attempt };
   }
 
   /**
