@@ -370,18 +370,13 @@ describe("cluster mode: three instances, one Redis, QStash", () => {
   }, 120_000);
 
   it("warns at start-up of an instance whose CLUSTER_MAX_TRANSCRIPTIONS is not the others'", async () => {
+    // The instances that agree said nothing of it when they started.
+    for (const instance of instances) if (instance) expect(instance.logs.filter((l) => "otherCap" in l)).toEqual([]);
     const odd = await startService({ ...instanceEnv(INSTANCES), CLUSTER_MAX_TRANSCRIPTIONS: String(CAP + 3) });
     try {
       expect(odd.logs).toContainEqual(expect.objectContaining({ level: 40, cap: CAP + 3, otherCap: CAP, msg: expect.stringContaining("set the same value on every instance") }));
     } finally {
       await odd.stop();
-    }
-    // The instances that agree say nothing of it.
-    const again = await startService(instanceEnv(INSTANCES));
-    try {
-      expect(again.logs.filter((l) => "otherCap" in l)).toEqual([]);
-    } finally {
-      await again.stop();
     }
   }, 120_000);
 

@@ -182,7 +182,7 @@ describe("ROLE=api and ROLE=worker on one Redis and QStash", () => {
   it("the api instance loads no model and holds no slot, yet shows the cluster's", async () => {
     const readiness = await fetch(`${api.url}/readyz`);
     expect(readiness.status).toBe(200);
-    expect(await readiness.json()).toEqual({ ready: true, role: "api", models: [], capacity: { slots: 0, inUse: 0, queued: 0, queueSize: 0 } });
+    expect(await readiness.json()).toEqual({ ready: true, notReady: [], role: "api", models: [], capacity: { slots: 0, inUse: 0, queued: 0, queueSize: 0 } });
 
     const capacity = await json<{ instance: Record<string, unknown>; cluster: { store: string; cap: number } }>(fetch(`${api.url}/v1/capacity`, { headers: auth }));
     expect(capacity.instance).toMatchObject({
