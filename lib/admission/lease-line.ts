@@ -13,10 +13,10 @@ interface Waiter {
  * This instance's line for cluster leases, first come first served. Only its first waiter asks the
  * store, every POLL_MS (with jitter) and at once when a lease of this instance's is given back, so
  * a freed lease is taken within a poll of being freed, by whoever has waited longest here, and the
- * store hears one request a poll from an instance, however many wait on it. (Each waiter polling on
- * its own, with a backoff growing to 2 s, left freed leases idle while requests waited, and let
- * newcomers, polling sooner, overtake them.) Between instances the first to ask wins: each
- * instance's line is fair, the cluster's is not ordered beyond that.
+ * store hears one request a poll from an instance, however many wait on it. (Waiters polling each
+ * on its own, backing off, leave a freed lease idle until one of them looks again, and newcomers,
+ * which look sooner, overtake them.) Between instances the first to ask wins: each instance's line
+ * is fair, the cluster's is not ordered beyond that.
  */
 export class LeaseLine {
   private readonly waiters: Waiter[] = [];
