@@ -139,9 +139,10 @@ interface LeaseOwner {
  * ids scored by expiry in server milliseconds (`<prefix>slots:leases`) and a hash of lease id ->
  * `{instance, job, acquiredAt}` (`<prefix>slots:holders`); the keys keep their first name, so
  * instances of every version share one set. Fetch holds (holdWhileFetching) live in a set of their
- * own (`<prefix>slots:fetching`), which the cap does not count, with `fetching: true` in the hash. Each operation is one Lua script, so
- * purge, count and insert are atomic across instances. Held leases are renewed every heartbeatMs;
- * a crashed instance stops renewing and its leases free themselves after leaseTtlMs.
+ * own (`<prefix>slots:fetching`), which the cap does not count, with `fetching: true` in the hash.
+ * Each operation is one Lua script, so purge, count and insert are atomic across instances. Held
+ * leases are renewed every heartbeatMs; a crashed instance stops renewing and its leases free
+ * themselves after leaseTtlMs.
  *
  * Requests go through RedisCalls (construct the client as it says): each is cut off after
  * requestTimeoutMs, and any failure is reported as LeaseStoreUnavailable.
