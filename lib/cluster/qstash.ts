@@ -250,11 +250,12 @@ const RETRY_DELAY = { firstMs: 5_000, longestMs: 50_000 };
 /** QStash's Upstash-Retry-Delay expression (`retried` counts from 0), the same as callbackRetryDelayMs. */
 const CALLBACK_RETRY_DELAY = `min(${RETRY_DELAY.longestMs}, ${RETRY_DELAY.firstMs} * pow(2, retried))`;
 
+const DEFAULT_CALLBACK_TIMEOUT_SECONDS = 15;
+
 /** How long QStash waits before the next attempt at a callback it has retried `retried` times. */
 export function callbackRetryDelayMs(retried: number): number {
   return Math.min(RETRY_DELAY.longestMs, RETRY_DELAY.firstMs * 2 ** retried);
 }
-const DEFAULT_CALLBACK_TIMEOUT_SECONDS = 15;
 
 /** The attempt entry that records the hand-over; its text names the QStash message for support. */
 const HANDED_OVER = "handed to QStash as message ";
@@ -450,9 +451,8 @@ export async function handleCallbackAttempt(
     (report) => {
       const status = report.status > 0 ? report.status : null;
       const outcome = classifyDeliveryResponse(status);
-      if (outcome === "gone" && report.sourceMessageId !== undefined && report.retried < (report.maxRetries ?? Number.POSITIVE_INFINITY)) {
-        retriesLeft = report.sourceMessageId;
-      }
+      const moreToCome = report.retried < (report.maxRetries ?? Number.POSITIVE_INFINITY);
+      if (outcome === "gone" && report.sourceMessageId !== undefined && moreToCome) retriesLeft = report.sourceMessageId;
       return {
         attempt: {
           at: now.toISOString(),
@@ -462,9 +462,7 @@ export async function handleCallbackAttempt(
         },
         state: outcome === "retry" ? "pending" : outcome,
         // QStash's next attempt, when one is to come: the delay it was told, from this answer.
-        ...(outcome === "retry" && report.retried < (report.maxRetries ?? Number.POSITIVE_INFINITY)
-          ? { nextAttemptAt: new Date(now.getTime() + callbackRetryDelayMs(report.retried)).toISOString() }
-          : {}),
+        ...(outcome === "retry" && moreToCome ? { nextAttemptAt: new Date(now.getTime() + callbackRetryDelayMs(report.retried)).toISOString() } : {}),
       };
     },
     onAttempt,

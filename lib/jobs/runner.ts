@@ -450,6 +450,8 @@ export class JobRunner {
   private async run(seen: JobRecord, signal: AbortSignal, transcription: TranscriptionService, room: Room): Promise<void> {
     const { id } = seen;
     let admitted = room !== "patient" && "release" in room ? room : undefined;
+    /** Media to fetch before the room is taken (see Room). */
+    const fetchFirst = room !== "patient" && "fetchFirst" in room ? room : null;
     let scratch: string | null = null;
     /** The job's runs once this run's claim is written: while the record still shows them, the job is this run's. */
     let claimedRuns: number | null = null;
@@ -491,11 +493,11 @@ export class JobRunner {
       let path: string;
       if (job.input.kind === "url") {
         path = join(scratch, "input");
-        if (room !== "patient" && "fetchFirst" in room) {
-          admitted = (await this.fetchThenAdmit(job.id, job.input.url, path, room.fetchFirst, signal, transcription)) ?? undefined;
+        if (fetchFirst) {
+          admitted = (await this.fetchThenAdmit(job.id, job.input.url, path, fetchFirst.fetchFirst, signal, transcription)) ?? undefined;
           if (!admitted) {
             // Its room went while the media came: it waits again, as a deferral, with the wait it had.
-            const { attempt } = room;
+            const { attempt } = fetchFirst;
             await this.requeue(job, "deferred", { delaySeconds: this.deferral(attempt), attempt: attempt + 1, queuedAt: queuedSince(seen), refundRun: true, stored });
             return;
           }
@@ -550,7 +552,7 @@ export class JobRunner {
     } finally {
       // A run that ended before its outcome could be stored (or before its transcription) gives it back here.
       await stored();
-      if (room !== "patient" && "fetchFirst" in room) await room.fetchFirst.release().catch(() => undefined);
+      await fetchFirst?.fetchFirst.release().catch(() => undefined);
       if (scratch) await rm(scratch, { recursive: true, force: true });
     }
   }
