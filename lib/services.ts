@@ -176,7 +176,8 @@ async function embeddedAdapters(mode: Extract<Mode, { kind: "embedded" }>, conte
     leases: new EmbeddedLeaseStore({ cap: mode.maxTranscriptions }),
     jobs,
     blobs: new FileBlobs(inputsDir(config.DATA_DIR)),
-    dispatcher: new EmbeddedJobDispatcher({ store: jobs, concurrency: context.concurrency, log }),
+    // The runner's places and as many fetches (see JobRunnerDeps.concurrency).
+    dispatcher: new EmbeddedJobDispatcher({ store: jobs, concurrency: 2 * context.concurrency, log }),
     callbacks: signedCallbacks(
       config,
       log,

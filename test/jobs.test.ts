@@ -288,6 +288,41 @@ describe("async jobs on one machine", () => {
   });
 });
 
+describe("a job's media URL on one machine", () => {
+  it("holds none of the places jobs run in while a slow host sends it: a job whose audio is here runs meanwhile", async () => {
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    const served = await tones("slow-served.wav", [{ word: "bravo", seconds: 5 }]);
+    const slowHost = createServer(async (_req, res) => {
+      res.writeHead(200, { "content-type": "audio/wav" });
+      await released;
+      res.end(await readFile(served));
+    });
+    await new Promise<void>((r) => slowHost.listen(0, "127.0.0.1", r));
+    const service = await jobsService({ WINDOW_SLOTS: "1", MAX_ACTIVE_JOBS: "1" });
+    try {
+      const slow = (await (await submitUrl(service.url, { url: `http://127.0.0.1:${(slowHost.address() as AddressInfo).port}/talk.wav` })).json()) as JobView;
+      await eventually(async () => {
+        const capacity = (await (await fetch(`${service.url}/v1/capacity`, { headers: auth })).json()) as { cluster: { instances: { fetching: string[] }[] } };
+        expect(capacity.cluster.instances.flatMap((i) => i.fetching)).toEqual([slow.id]);
+      });
+
+      const here = (await (await submitUpload(service.url, await tones("here.wav", [{ word: "echo", seconds: 5 }]))).json()) as JobView;
+      const done = await finished(service.url, here.id);
+      expect(done.result!.text).toBe("echo");
+      expect((await job(service.url, slow.id)).status).toBe("running");
+
+      release();
+      expect((await finished(service.url, slow.id)).result!.text).toBe("bravo");
+    } finally {
+      release();
+      await service.stop();
+      slowHost.closeAllConnections();
+      await new Promise((r) => slowHost.close(r));
+    }
+  });
+});
+
 describe("media extraction", () => {
   let service: ServiceProcess;
   beforeAll(async () => {

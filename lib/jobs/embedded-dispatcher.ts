@@ -4,7 +4,10 @@ import { backInQueue } from "./records.ts";
 
 export interface EmbeddedJobDispatcherOptions {
   store: JobStore;
-  /** Deliveries at once: the runner's concurrency, so a delivered job always finds a run to take. */
+  /**
+   * Deliveries at once: what the runner can have running or fetching, where each delivered job
+   * waits its turn (the line's order holds: the line is no longer than that).
+   */
   concurrency: number;
   log: Logger;
 }

@@ -831,11 +831,18 @@ describe("a cluster worker's job with a media URL", () => {
     // QStash delivers the message again (the first delivery outlasted its response time).
     expect(await elsewhere.jobs.handleDelivery("job_slow_host", 2)).toBe("deferred");
     expect(host.requests).toHaveLength(1);
+    // The instance's one place is free too: an upload delivered meanwhile runs.
+    await store.create(await queuedUpload(dataDir, "job_upload"));
+    expect(await here.jobs.handleDelivery("job_upload", 1)).toBe("ran");
+    // Its one fetch is taken: another job's media is not fetched now.
+    await urlJob(store, dataDir, "job_next_url", host.url);
+    expect(await here.jobs.handleDelivery("job_next_url", 1)).toBe("deferred");
+    expect(host.requests).toHaveLength(1);
 
     host.answer();
     expect(await delivery).toBe("ran");
-    expect(here.admitted).toHaveBeenCalledTimes(1);
-    expect(here.transcribeFile).toHaveBeenCalledTimes(1);
+    expect(here.admitted).toHaveBeenCalledTimes(2);
+    expect(here.transcribeFile).toHaveBeenCalledTimes(2);
     expect(elsewhere.transcribeFile).not.toHaveBeenCalled();
     expect(await store.get("job_slow_host")).toMatchObject({ status: "succeeded", runs: 1 });
     expect(here.admission.stats.inUse).toBe(0);
@@ -879,6 +886,90 @@ describe("a cluster worker's job with a media URL", () => {
     // The next delivery fetches the media again and runs it.
     expect(await worker.jobs.handleDelivery("job_room_gone", 4)).toBe("ran");
     expect(await store.get("job_room_gone")).toMatchObject({ status: "succeeded", runs: 1 });
+  });
+});
+
+describe("a job with a media URL on one machine", () => {
+  /** A runner with one place, fed by the embedded line as a server feeds it (a place's worth of deliveries and as many fetches). */
+  function oneMachine(store: JobStore, dataDir: string, transcribeFile: TranscriptionService["transcribeFile"], overrides: Partial<JobRunnerDeps> = {}) {
+    const jobs = runner(store, dataDir, NO_CALLBACKS, transcribeFile, 10, { dispatcher: new EmbeddedJobDispatcher({ store, concurrency: 2, log }), ...overrides });
+    cleanups.push(() => jobs.stop());
+    return jobs;
+  }
+  const urlJob = async (dataDir: string, id: string, url: string): Promise<JobRecord> => ({ ...(await queuedUpload(dataDir, id)), input: { kind: "url", url } });
+  const finished = (store: JobStore, id: string) => vi.waitFor(async () => expect(await store.get(id)).toMatchObject({ status: "succeeded" }));
+
+  it("holds no place while its media comes: a job submitted after it, whose media is here, runs meanwhile", async () => {
+    const { dataDir, store } = await storeInTempDir();
+    const leases = new EmbeddedLeaseStore({ cap: null });
+    const transcribed: string[] = [];
+    const jobs = oneMachine(
+      store,
+      dataDir,
+      async (_path, request) => {
+        transcribed.push(request.id);
+        return TRANSCRIPT;
+      },
+      { leases },
+    );
+    const host = await slowMediaHost();
+    await jobs.start();
+    await jobs.submit(await urlJob(dataDir, "job_slow_host", host.url));
+    await vi.waitFor(() => expect(host.requests).toHaveLength(1));
+
+    await jobs.submit(await queuedUpload(dataDir, "job_upload"));
+    await finished(store, "job_upload");
+    expect(await store.get("job_slow_host")).toMatchObject({ status: "running", runs: 1 });
+    expect(await leases.snapshot()).toMatchObject({ held: 0, instances: [{ instance: "here", jobs: [], fetching: ["job_slow_host"] }] });
+
+    host.answer();
+    await finished(store, "job_slow_host");
+    expect(transcribed).toEqual(["job_upload", "job_slow_host"]);
+    expect(await leases.snapshot()).toMatchObject({ held: 0, instances: [] });
+  });
+
+  it("fetches media for no more jobs at once than it has places; the next fetch starts when one is here", async () => {
+    const { dataDir, store } = await storeInTempDir();
+    const jobs = oneMachine(store, dataDir, async () => TRANSCRIPT);
+    const host = await slowMediaHost();
+    await jobs.start();
+    await jobs.submit(await urlJob(dataDir, "job_first", host.url));
+    await jobs.submit(await urlJob(dataDir, "job_second", host.url));
+    await vi.waitFor(() => expect(host.requests).toHaveLength(1));
+    // Long enough for a second fetch to have reached the host, were it started.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(host.requests).toHaveLength(1);
+    expect(await store.get("job_second")).toMatchObject({ status: "queued", runs: 0 });
+
+    host.answer();
+    await finished(store, "job_first");
+    await finished(store, "job_second");
+    expect(host.requests).toHaveLength(2);
+  });
+
+  it("leaves a job that was waiting for its place queued at a stop, however long it has waited, for the next start", async () => {
+    const { dataDir, store } = await storeInTempDir();
+    const started = deferred<void>();
+    const jobs = oneMachine(
+      store,
+      dataDir,
+      (_path, request) => {
+        started.resolve();
+        // Runs until the stop aborts it.
+        return new Promise((_, reject) => request.signal?.addEventListener("abort", () => reject(request.signal?.reason)));
+      },
+      { maxWaitMs: 1 },
+    );
+    await jobs.start();
+    await jobs.submit(await queuedUpload(dataDir, "job_running"));
+    await started.promise;
+    await jobs.submit({ ...(await queuedUpload(dataDir, "job_waiting")), createdAt: new Date(Date.now() - 60_000).toISOString() });
+    // Delivered at once (the line takes two), its job waiting for the one place: still counted as queued.
+    await vi.waitFor(() => expect(jobs.stats).toEqual({ queued: 1, running: 1 }));
+
+    await jobs.stop();
+    expect(await store.get("job_waiting")).toMatchObject({ status: "queued", runs: 0 });
+    expect(await store.get("job_running")).toMatchObject({ status: "queued", runs: 0 });
   });
 });
 

@@ -1,6 +1,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { probeDurationSeconds } from "../audio/probe.ts";
+import { Limiter, type Permit } from "../admission/limiter.ts";
 import { jobsHeld, type LeaseStore, type TranscriptionLease } from "../admission/ports.ts";
 import { InferenceError } from "../engine/engine.ts";
 import { doneBy } from "../deferred.ts";
@@ -16,12 +17,14 @@ import { backInQueue, newCallback } from "./records.ts";
 import { isFinal, queuedSince, type DeliveryOutcome, type Dispatch, type JobDispatcher, type JobRecord, type JobStatus, type JobStore } from "./ports.ts";
 
 /**
- * The room a delivered job's run starts with: taken (a QStash delivery), "patient" (the embedded
- * line: its transcription waits for room), or, for media to fetch on a QStash delivery, taken once
- * the media is here, under a fetch hold until then (`attempt`: the delivery's, for the deferral if
- * there is no room by then). Held before the run's claim, so the claimed run is never without one.
+ * What a delivered job's run starts with, taken before the run's claim so that the claimed run is
+ * never without it: a place here with, from a QStash delivery, its transcription's room (from the
+ * embedded line, null: the transcription waits for its room); or, for media to fetch, a fetch permit
+ * and a fetch hold, the place taken once the media is here.
  */
-type Room = Admission | "patient" | { fetchFirst: TranscriptionLease; attempt: number };
+type Room = Placed | Fetching;
+type Fetching = { fetch: Permit; hold: TranscriptionLease };
+type Placed = { place: Permit; admitted: Admission | null };
 
 /** The job was canceled by its owner; not a failure. */
 class JobCanceled extends Error {
@@ -67,7 +70,10 @@ export interface JobRunnerDeps {
   downloadTimeoutMs: number;
   /** Where each run gets a folder for its downloaded or fetched media. */
   scratchDir: string;
-  /** Jobs running at once on this instance; admission still decides when each may decode and infer. */
+  /**
+   * Jobs running at once on this instance (places), and jobs fetching their media at once besides
+   * them; admission still decides when each may decode and infer.
+   */
   concurrency: number;
   /** Jobs waiting beyond this are refused at submission. */
   queueSize: number;
@@ -100,13 +106,34 @@ export class JobRunner {
   /** Jobs that met a full disk, how often (each waits longer for room), and until when they may wait. */
   private readonly storageWaits = new Map<string, { waits: number; until: number }>();
   private stopped = false;
+  /** Ends the waits of deliveries for a place or a fetch at a stop: their jobs stay queued. */
+  private readonly stopping = new AbortController();
+  /**
+   * Runs that have their media (see `concurrency`); a fetch takes none until its media is here, so
+   * that slow media hosts cannot keep the jobs whose media is here from running. (An api instance,
+   * whose concurrency is 0, refuses every delivery before it would take one.)
+   */
+  private readonly places: Limiter;
+  /** Runs fetching their media, or holding it fetched until they have a place. */
+  private readonly fetches: Limiter;
+  /** Deliveries from the embedded line waiting for a place or a fetch: their jobs are still queued. */
+  private waitingInTurn = 0;
   /** Running jobs no lease held at resendLostRuns' last look, with their runs then. */
   private unheldRuns = new Map<string, number>();
 
-  constructor(private readonly deps: JobRunnerDeps) {}
+  constructor(private readonly deps: JobRunnerDeps) {
+    const limit = { permits: Math.max(1, deps.concurrency), queueSize: Infinity, queueTimeoutMs: Infinity, retryAfterSeconds: () => 1 };
+    this.places = new Limiter(limit);
+    this.fetches = new Limiter(limit);
+  }
+
+  /** The embedded line: a delivered job waits here for its place, and its transcription for room. */
+  private get patient(): boolean {
+    return this.deps.dispatcher.admission === "patient";
+  }
 
   get stats(): { queued: number; running: number } {
-    return { queued: this.deps.dispatcher.waiting, running: this.running.size };
+    return { queued: this.deps.dispatcher.waiting + this.waitingInTurn, running: this.running.size };
   }
 
   async start(): Promise<void> {
@@ -256,14 +283,16 @@ export class JobRunner {
         return "deferred";
       }
     }
-    const placeHere = this.running.size < this.deps.concurrency && !this.stopped;
-    const room = !placeHere ? null : this.deps.dispatcher.admission === "patient" ? "patient" : await this.roomNow(job, attempt, transcription);
-    if (!room) {
-      await this.defer(job, attempt);
+    const room = this.stopped ? null : this.patient ? await this.roomInTurn(job) : await this.roomNow(job, transcription);
+    if (!room || this.running.has(id)) {
+      // A delivery of the same job that got its room meanwhile has it.
+      if (room) await releaseRoom(room);
+      // From the embedded line (at a stop), the job stays queued in the store, which the next start lines up.
+      if (!this.patient) await this.defer(job, attempt, { mayGiveUp: !room });
       return "deferred";
     }
     const controller = new AbortController();
-    const run = this.run(job, controller.signal, transcription, room).finally(() => this.running.delete(id));
+    const run = this.run(job, attempt, controller.signal, transcription, room).finally(() => this.running.delete(id));
     // Those waiting for the run to end (a cancel, the shutdown) wait for it whatever its delivery's answer.
     this.running.set(id, { controller, done: run.catch(() => undefined) });
     await run;
@@ -271,14 +300,50 @@ export class JobRunner {
   }
 
   /**
-   * Room for a QStash delivery this instant, or null: its transcription's room, or for media still
-   * to fetch, a fetch hold when there is room now (the room is taken once the media is here, so a
-   * slow media host holds no transcription place meanwhile).
+   * Room for a QStash delivery this instant, or null: a place and its transcription's room, or for
+   * media still to fetch, a fetch permit when there is room now (the place is taken once the media is
+   * here, so a slow media host holds no transcription place meanwhile).
    */
-  private async roomNow(job: JobRecord, attempt: number, transcription: TranscriptionService): Promise<Room | null> {
-    if (job.input.kind !== "url") return transcription.admit(job.id, "now");
-    if (!(await transcription.roomNow())) return null;
-    return { fetchFirst: releasedOnce(await this.deps.leases.holdWhileFetching({ instance: this.deps.instanceId, job: job.id })), attempt };
+  private async roomNow(job: JobRecord, transcription: TranscriptionService): Promise<Room | null> {
+    if (job.input.kind !== "url") return this.placeNow(job.id, transcription);
+    const { inUse, permits } = this.places.stats;
+    if (inUse >= permits || !(await transcription.roomNow())) return null;
+    const fetch = this.fetches.tryAcquire();
+    return fetch && this.fetchRoom(job.id, fetch);
+  }
+
+  /** A place and the transcription's room this instant, or null. */
+  private async placeNow(id: string, transcription: TranscriptionService): Promise<Placed | null> {
+    const place = this.places.tryAcquire();
+    if (!place) return null;
+    const admitted = await transcription.admit(id, "now").catch((err: unknown) => {
+      place.release();
+      throw err;
+    });
+    if (!admitted) place.release();
+    return admitted && { place, admitted };
+  }
+
+  /** Room for a delivery from the embedded line, once its turn comes; null at a stop. */
+  private async roomInTurn(job: JobRecord): Promise<Room | null> {
+    const limiter = job.input.kind === "url" ? this.fetches : this.places;
+    this.waitingInTurn++;
+    const permit = await limiter
+      .acquire(this.stopping.signal, { patient: true })
+      .catch(() => null)
+      .finally(() => this.waitingInTurn--);
+    if (!permit) return null;
+    return job.input.kind === "url" ? this.fetchRoom(job.id, permit) : { place: permit, admitted: null };
+  }
+
+  /** The fetch hold that goes with a fetch permit (on one machine, for /v1/capacity's `fetching`). */
+  private async fetchRoom(id: string, fetch: Permit): Promise<Fetching> {
+    try {
+      return { fetch, hold: releasedOnce(await this.deps.leases.holdWhileFetching({ instance: this.deps.instanceId, job: id })) };
+    } catch (err) {
+      fetch.release();
+      throw err;
+    }
   }
 
   /**
@@ -398,6 +463,7 @@ export class JobRunner {
    */
   async stop(graceMs = 0, deadline?: AbortSignal): Promise<void> {
     this.stopped = true;
+    this.stopping.abort();
     this.deps.dispatcher.stop();
     const runs = [...this.running.values()];
     let timer: NodeJS.Timeout | undefined;
@@ -444,21 +510,21 @@ export class JobRunner {
   }
 
   /**
-   * Runs the delivered job `seen`, holding the room taken for it until the run's end is in the
-   * record, whether or not it reached its transcription.
+   * Runs the delivered job `seen` (`attempt`: its delivery's, for a deferral), holding the room
+   * taken for it until the run's end is in the record, whether or not it reached its transcription.
    */
-  private async run(seen: JobRecord, signal: AbortSignal, transcription: TranscriptionService, room: Room): Promise<void> {
+  private async run(seen: JobRecord, attempt: number, signal: AbortSignal, transcription: TranscriptionService, room: Room): Promise<void> {
     const { id } = seen;
-    let admitted = room !== "patient" && "release" in room ? room : undefined;
-    /** Media to fetch before the room is taken (see Room). */
-    const fetchFirst = room !== "patient" && "fetchFirst" in room ? room : null;
+    let placed = "place" in room ? room : null;
+    /** Media to fetch before the place is taken (see Room). */
+    const fetchFirst = "fetch" in room ? room : null;
     let scratch: string | null = null;
     /** The job's runs once this run's claim is written: while the record still shows them, the job is this run's. */
     let claimedRuns: number | null = null;
     // The room goes back once the run's end is in the record, not before: a repeated delivery that
     // found the job running without its lease would take it for a job whose instance died, and run it
     // again. Not after either: the input's removal and the callback's hand-off need no slot.
-    const stored = async () => admitted?.release();
+    const stored = async () => placed?.admitted?.release();
     try {
       const maxRuns = this.deps.maxRuns ?? 3;
       let claimed = false;
@@ -493,15 +559,13 @@ export class JobRunner {
       let path: string;
       if (job.input.kind === "url") {
         path = join(scratch, "input");
-        if (fetchFirst) {
-          admitted = (await this.fetchThenAdmit(job.id, job.input.url, path, fetchFirst.fetchFirst, signal, transcription)) ?? undefined;
-          if (!admitted) {
-            // Its room went while the media came: it waits again, as a deferral, with the wait it had.
-            const { attempt } = fetchFirst;
-            await this.requeue(job, "deferred", { delaySeconds: this.deferral(attempt), attempt: attempt + 1, queuedAt: queuedSince(seen), refundRun: true, stored });
-            return;
-          }
-        } else await this.fetch(job.input.url, path, signal);
+        // Every delivery of a job with a media URL comes with a fetch permit (see roomNow, roomInTurn).
+        placed = fetchFirst && (await this.fetchThenPlace(job.id, job.input.url, path, fetchFirst, signal, transcription));
+        if (!placed) {
+          // Its room went while the media came: it waits again, as a deferral, with the wait it had.
+          await this.requeue(job, "deferred", { delaySeconds: this.deferral(attempt), attempt: attempt + 1, queuedAt: queuedSince(seen), refundRun: true, stored });
+          return;
+        }
       } else {
         path = await this.deps.blobs.localPath(job.input, scratch);
       }
@@ -539,7 +603,7 @@ export class JobRunner {
               });
           },
         },
-        admitted ? { admitted } : { wait: "patient" },
+        placed?.admitted ? { admitted: placed.admitted } : { wait: "patient" },
       );
       await this.finish(id, { status: "succeeded", result, progress: { doneSeconds: result.duration, totalSeconds: result.duration } }, { stored });
     } catch (err) {
@@ -552,38 +616,30 @@ export class JobRunner {
     } finally {
       // A run that ended before its outcome could be stored (or before its transcription) gives it back here.
       await stored();
-      await fetchFirst?.fetchFirst.release().catch(() => undefined);
+      placed?.place.release();
+      if (fetchFirst) await releaseRoom(fetchFirst);
       if (scratch) await rm(scratch, { recursive: true, force: true });
     }
   }
 
-  private async fetch(url: string, path: string, signal: AbortSignal): Promise<void> {
-    await downloadToFile(url, path, { maxBytes: this.deps.maxDownloadBytes, timeoutMs: this.deps.downloadTimeoutMs, signal }, this.deps.policy);
-  }
-
   /**
-   * Fetches a QStash-delivered job's media, then takes its room: null when there is none by then.
-   * Meanwhile `hold`, which counts against no cap, shows the run alive to other instances, as its
-   * transcription lease does later: a delivery of the job elsewhere leaves it to this run.
+   * Fetches a job's media, then takes its place: in turn from the embedded line, this instant from
+   * a QStash delivery (null when there is no room by then). Meanwhile the fetch's hold, which counts
+   * against no cap, shows the run alive to other instances, as its transcription lease does later:
+   * a delivery of the job elsewhere leaves it to this run.
    */
-  private async fetchThenAdmit(
-    id: string,
-    url: string,
-    path: string,
-    hold: TranscriptionLease,
-    signal: AbortSignal,
-    transcription: TranscriptionService,
-  ): Promise<Admission | null> {
+  private async fetchThenPlace(id: string, url: string, path: string, fetchRoom: Fetching, signal: AbortSignal, transcription: TranscriptionService): Promise<Placed | null> {
     const lost = new AbortController();
-    void hold.lost.then(() =>
+    void fetchRoom.hold.lost.then(() =>
       lost.abort(new DomainError("unavailable", "The job's run lost its hold in the cluster's lease store while its media was fetched.", { retryAfterSeconds: 5 })),
     );
     try {
-      await this.fetch(url, path, AbortSignal.any([signal, lost.signal]));
+      const fetchSignal = AbortSignal.any([signal, lost.signal]);
+      await downloadToFile(url, path, { maxBytes: this.deps.maxDownloadBytes, timeoutMs: this.deps.downloadTimeoutMs, signal: fetchSignal }, this.deps.policy);
       // Taken before the hold goes, so the run is never without one.
-      return await transcription.admit(id, "now");
+      return this.patient ? { place: await this.places.acquire(fetchSignal, { patient: true }), admitted: null } : await this.placeNow(id, transcription);
     } finally {
-      await hold.release().catch(() => undefined);
+      await releaseRoom(fetchRoom);
     }
   }
 
@@ -708,6 +764,17 @@ export class JobRunner {
       await this.deps.callbacks.enqueue(id).catch((err: Error) => this.deps.log.warn({ jobId: id, err: err.message }, "callback not queued: it is taken up again within a minute"));
     }
     return job;
+  }
+}
+
+/** Gives back what a delivery took for a run (see Room). */
+async function releaseRoom(room: Room): Promise<void> {
+  if ("fetch" in room) {
+    room.fetch.release();
+    await room.hold.release().catch(() => undefined);
+  } else {
+    room.place.release();
+    await room.admitted?.release();
   }
 }
 
