@@ -3,7 +3,7 @@
  * in fly.toml come from lib/capacity/plan.ts and footprints.json rather than from a guess, and can
  * be recomputed when the VM size, the model or the queue changes.
  *
- *   soft_limit = transcriptions at once (MAX_ACTIVE_JOBS, default 2 x slots): up to here a machine
+ *   soft_limit = transcriptions at once (MAX_ACTIVE_JOBS, default the plan's): up to here a machine
  *                starts every request it gets, so Fly's proxy should prefer machines below it;
  *   hard_limit = soft_limit + QUEUE_SIZE: what one machine can hold before it answers 429 itself,
  *                so the proxy stops sending it more.
@@ -69,8 +69,8 @@ export function flyLimits(input: FlyLimitsInput): FlyLimits {
   if (input.models.length === 0) throw new Error("name at least one model");
   const memoryMb = flyMemoryMb(input.memory);
   const p = plan(memoryMb, input);
-  // The same default as lib/services.ts: two decoding streams per slot keep every slot fed.
-  const transcriptionsAtOnce = input.maxActiveJobs ?? p.slots * 2;
+  // The same default as lib/services.ts: the plan's (two per slot as far as memory holds them).
+  const transcriptionsAtOnce = input.maxActiveJobs ?? p.transcriptions;
   let minMemoryMb = 256;
   while (minMemoryMb < 256 * 1024 && plan(minMemoryMb, { ...input, slots: undefined }).memorySlots < input.cpus * ROWS_PER_CORE) minMemoryMb += 256;
   return {

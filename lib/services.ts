@@ -527,7 +527,7 @@ function planTranscriber(config: Config, catalog: ModelCatalog, machine: Machine
     tempDir,
   });
   const admission = new Limiter({
-    permits: config.MAX_ACTIVE_JOBS ?? plan.slots * 2,
+    permits: config.MAX_ACTIVE_JOBS ?? plan.transcriptions,
     queueSize: config.QUEUE_SIZE,
     queueTimeoutMs: config.QUEUE_TIMEOUT,
     retryAfterSeconds,

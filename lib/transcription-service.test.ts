@@ -75,7 +75,7 @@ describe("a synchronous request's wait for room", () => {
     const busy = admission.tryAcquire()!;
     // A cluster at its cap for as long as this test looks.
     const leases = { kind: "upstash", tryAcquire: vi.fn(async () => null), holdWhileFetching: vi.fn(), revoke: vi.fn(), snapshot: vi.fn(), close: vi.fn() } satisfies LeaseStore;
-    const service = new TranscriptionService({ admission, leases, clusterWaitMs: 1000, instanceId: "test" } as unknown as TranscriptionServiceDeps);
+    const service = new TranscriptionService({ admission, compute: admission, leases, clusterWaitMs: 1000, instanceId: "test" } as unknown as TranscriptionServiceDeps);
     let answer: unknown = null;
     service.admit("req_waiting", "queue").then(
       (admitted) => (answer = admitted),

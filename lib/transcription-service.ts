@@ -1,6 +1,6 @@
 import { decodeToPcm, extractAudio, type ExtractFormat } from "./audio/ffmpeg.ts";
 import { assertWithinDuration } from "./audio/probe.ts";
-import type { Limiter, Permit } from "./admission/limiter.ts";
+import { Limiter, type Permit } from "./admission/limiter.ts";
 import { LeaseLine } from "./admission/lease-line.ts";
 import { LeaseStoreUnavailable, type TranscriptionLease, type LeaseStore } from "./admission/ports.ts";
 import { ModelLoadError, type Engine } from "./engine/engine.ts";
@@ -12,7 +12,7 @@ import type { Metrics } from "./metrics.ts";
 import type { Segment, TokenLogprob, Transcript } from "./transcript.ts";
 import type { SpeechDetection, VadMode } from "./audio/speech-regions.ts";
 import type { FallbackThresholds, ModelInfo, ModelSpec } from "./engine/protocol.ts";
-import { roomForModel, type CapacityPlan } from "./capacity/plan.ts";
+import { extraWindowsFor, roomForModel, type CapacityPlan } from "./capacity/plan.ts";
 
 /** OpenAI refuses shorter audio (audio_too_short): a tenth of a second holds no word to transcribe. */
 const MIN_AUDIO_SECONDS = 0.1;
@@ -136,6 +136,11 @@ export class TranscriptionService {
 
   /** Requests here waiting for a cluster lease, first come first served. */
   private readonly line: LeaseLine;
+  /**
+   * The windows files hold in flight beyond their first, shared: a file alone still fills all slots
+   * but one, and many at once hold a window each, not that many each (see transcribePcm).
+   */
+  private readonly extraWindows: Limiter;
 
   /** Transcriptions admitted here that wait for a cluster lease (the cluster at its cap). */
   get waitingForLease(): number {
@@ -144,6 +149,7 @@ export class TranscriptionService {
 
   constructor(private readonly deps: TranscriptionServiceDeps) {
     this.line = new LeaseLine(deps.leases, deps.instanceId);
+    this.extraWindows = new Limiter({ permits: extraWindowsFor(deps.compute.stats.permits), queueSize: 0, queueTimeoutMs: 0, retryAfterSeconds: () => 1 });
   }
 
   /**
@@ -312,6 +318,7 @@ export class TranscriptionService {
         // All slots but one: a file's windows batch together, and a newcomer's first window still
         // finds a slot free instead of waiting for one of them to finish.
         parallelWindows: Math.max(1, this.deps.compute.stats.permits - 1),
+        extraWindows: this.extraWindows,
         signal: abort.signal,
         onProgress: (done) => {
           this.audioSecondsDone += Math.max(0, done - reported);

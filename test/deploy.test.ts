@@ -32,6 +32,7 @@ import { loadConfig, SETTING_NAMES } from "../lib/config.ts";
 import { DEFAULT_MODEL } from "../lib/engine/models.ts";
 import { SERVICE_PROCESS_ENV } from "../lib/process-env.ts";
 import { flyLimits, flyMemoryMb, parseFlyLimitsArgs, sizingTable } from "../infra/fly-limits.ts";
+import { planCapacity, type Dtype } from "../lib/capacity/plan.ts";
 import { startQStashEmulator } from "./support/qstash-emulator.ts";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
@@ -625,8 +626,10 @@ describe("fly.toml", () => {
     expect(input.models).toEqual([flyEnv.DEFAULT_MODEL]);
     expect(input.dtype).toBe(flyEnv.MODEL_DTYPE);
     expect(input.queueSize).toBe(Number(flyEnv.QUEUE_SIZE));
-    // And what the service itself would do on that VM: 2 x slots at once, then the queue.
-    expect(limits.softLimit).toBe(limits.slots * 2);
+    // And what the service itself would do on that VM: its plan's transcriptions at once, then the queue.
+    const machine = { memoryBytes: flyMemoryMb(input.memory) * 2 ** 20, memorySource: "FLY_VM_MEMORY_MB", cpus: input.cpus, cpuSource: "[[vm]] cpus" };
+    const own = planCapacity({ machine, models: [{ id: flyEnv.DEFAULT_MODEL!, dtype: flyEnv.MODEL_DTYPE as Dtype }] });
+    expect(limits.softLimit).toBe(own.transcriptions);
     expect(limits.hardLimit).toBe(limits.softLimit + Number(flyEnv.QUEUE_SIZE));
     expect(limits.fits).toBe(true);
     expect(limits.limitedBy).toBe("cpu");

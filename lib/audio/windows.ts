@@ -48,9 +48,9 @@ export interface WindowSourceOptions {
   detection?: SpeechDetection;
   /**
    * Samples of speech to keep found ahead of the windows taken: the windows the caller decodes at
-   * once. Default one window.
+   * once, asked again at each read (it may change as other files come and go). Default one window.
    */
-  readAheadSamples?: number;
+  readAheadSamples?: number | (() => number);
 }
 
 export function windowSource(mode: VadMode, pcm: AsyncIterable<Float32Array>, opts: WindowSourceOptions): WindowSource {
@@ -197,7 +197,8 @@ class SileroWindows implements WindowSource {
   }
 
   #aheadSamples(): number {
-    return Math.max(this.opts.windowSamples, this.opts.readAheadSamples ?? 0);
+    const { readAheadSamples = 0 } = this.opts;
+    return Math.max(this.opts.windowSamples, typeof readAheadSamples === "number" ? readAheadSamples : readAheadSamples());
   }
 
   #buffered(): number {
@@ -209,7 +210,8 @@ class SileroWindows implements WindowSource {
     // wait. The next ones double up to BLOCK_SAMPLES, each found while the windows before it are
     // encoded, so the windows decoded at once still start together, in one cohort.
     const first = Math.ceil((1.1 * this.opts.windowSamples) / CHUNK_SAMPLES) * CHUNK_SAMPLES;
-    const size = Math.min(BLOCK_SAMPLES, first * 2 ** this.#blocks++);
+    // No larger than the read-ahead: a file with a window in flight holds no 131 s block.
+    const size = Math.min(BLOCK_SAMPLES, first * 2 ** this.#blocks++, Math.max(first, this.#aheadSamples()));
     const block = await this.#queue.fill(size);
     this.#queue.consume(block.length);
     const probs = await this.#vad.probabilities(block);

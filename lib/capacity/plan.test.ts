@@ -41,9 +41,22 @@ describe("planCapacity", () => {
 
   it("holds one copy of the model whatever the slots: a slot costs a decoding row", () => {
     const base = footprintOf("base", "q8");
-    const tight = 256 * 2 ** 20 + footprints.baselineBytes + footprints.threadBytes + base.residentBytes + base.encoderBytes + 3 * base.rowBytes + 2 ** 20;
+    const tight =
+      256 * 2 ** 20 + footprints.baselineBytes + footprints.threadBytes + base.residentBytes + base.encoderBytes + 3 * (base.rowBytes + footprints.streamBytes) + 2 ** 20;
     const plan = planCapacity({ machine: { ...machine(1, 4), memoryBytes: tight }, models: [{ id: BASE, dtype: "q8" }], headroomBytes: 256 * 2 ** 20 });
     expect(plan).toMatchObject({ slots: 3, limitedBy: "memory", threads: 4, loadedBytes: base.residentBytes });
+  });
+
+  it("takes on only as many transcriptions at once as the memory beside the slots holds", () => {
+    // Under 1 GiB, tiny q8 on 2 cores: 8 slots by the cores, but not 16 files at once (each holds its
+    // ffmpeg, speech found ahead and a window: an outside test had the kernel kill the instance).
+    const plan = planCapacity({ machine: machine(1, 2), models: [{ id: "onnx-community/whisper-tiny", dtype: "q8" }] });
+    const free = GiB - footprints.baselineBytes - footprints.threadBytes - plan.loadedBytes - plan.encoderBytes - plan.headroomBytes;
+    expect(plan.transcriptions).toBe(Math.floor((free - plan.slots * plan.rowBytes) / footprints.streamBytes));
+    expect(plan.transcriptions).toBeLessThan(2 * plan.slots);
+    expect(plan.transcriptions).toBeGreaterThanOrEqual(plan.slots);
+    // With memory to spare, twice the slots: a short clip finds a slot while long files hold the rest.
+    expect(planCapacity({ machine: machine(8, 2), models: [{ id: "onnx-community/whisper-tiny", dtype: "q8" }] })).toMatchObject({ slots: 8, transcriptions: 16 });
   });
 
   it("is limited by cpu on a machine with plenty of memory, and every call uses every core", () => {
@@ -73,9 +86,19 @@ describe("planCapacity", () => {
           expect(plan.slots, where).toBeGreaterThanOrEqual(1);
           expect(plan.threads, where).toBe(cpus);
           expect(plan.fits, where).toBe(plan.memorySlots >= 1);
+          expect(plan.transcriptions, where).toBeLessThanOrEqual(2 * plan.slots);
           if (plan.fits) {
-            const used = plan.baselineBytes + plan.threadBytes + plan.loadedBytes + plan.encoderBytes + plan.headroomBytes + plan.slots * plan.rowBytes;
+            // The slots' rows and every transcription at once, each with what it holds beside its rows.
+            const used =
+              plan.baselineBytes +
+              plan.threadBytes +
+              plan.loadedBytes +
+              plan.encoderBytes +
+              plan.headroomBytes +
+              plan.slots * plan.rowBytes +
+              plan.transcriptions * plan.streamBytes;
             expect(used, where).toBeLessThanOrEqual(memoryGiB * GiB);
+            expect(plan.transcriptions, where).toBeGreaterThanOrEqual(plan.slots);
           }
           checked++;
         }
@@ -116,7 +139,7 @@ describe("planCapacity", () => {
     expect(plan.loadedBytes).toBe(tiny.residentBytes + small.residentBytes);
     expect(plan.rowBytes).toBe(Math.max(tiny.rowBytes, small.rowBytes));
     const free = 4 * GiB - footprints.baselineBytes - footprints.threadBytes - plan.loadedBytes - plan.encoderBytes - plan.headroomBytes;
-    expect(plan.memorySlots).toBe(Math.floor(free / plan.rowBytes));
+    expect(plan.memorySlots).toBe(Math.floor(free / (plan.rowBytes + plan.streamBytes)));
     // Each row answers "how many slots if only this model were loaded": the small model leaves fewer.
     const [tinyRow, smallRow] = plan.rows;
     expect(tinyRow?.memorySlots).toBeGreaterThan(smallRow?.memorySlots ?? Infinity);

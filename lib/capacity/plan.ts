@@ -52,6 +52,14 @@ export function footprintOf(size: ModelSize, dtype: Dtype): Footprint {
  */
 export const ROWS_PER_CORE = 4;
 
+/**
+ * Windows every file at once may hold in flight beyond each one's first: all slots but one for a
+ * file alone (its windows batch together, and a newcomer's first window still finds a slot), shared.
+ */
+export function extraWindowsFor(slots: number): number {
+  return Math.max(1, slots - 2);
+}
+
 /** Memory kept free beside the plan (runtime, ffmpeg processes, uploads): this share of the limit, at least HEADROOM_MIN_BYTES. */
 const HEADROOM_SHARE = 0.1;
 const HEADROOM_MIN_BYTES = 256 * 2 ** 20;
@@ -89,10 +97,18 @@ export interface CapacityPlan {
   headroomBytes: number;
   /** What each slot (a decoding row) adds. */
   rowBytes: number;
+  /** What each transcription at once holds beside its rows (footprints.json). */
+  streamBytes: number;
+  /** Slots memory allows, each with a transcription at once to fill it. */
   memorySlots: number;
   /** Rows a batch may usefully hold on these cores. */
   cpuSlots: number;
   slots: number;
+  /**
+   * Transcriptions at once (MAX_ACTIVE_JOBS by default): twice the slots, so that a short clip finds
+   * a window's slot while long files hold the rest, as far as the memory beside the slots holds them.
+   */
+  transcriptions: number;
   /** onnxruntime intra-op threads of every call: the cores. */
   threads: number;
   limitedBy: "memory" | "cpu" | "setting";
@@ -102,14 +118,15 @@ export interface CapacityPlan {
 
 /**
  * slots = decoding rows: the lesser of what memory allows beside one copy of each model ((limit -
- * process baseline - inference thread - loaded models - one encoder run - headroom) / per-row bytes)
- * and what the cores make worth batching (ROWS_PER_CORE per core). Every slot shares the one copy:
- * the engine decodes all running windows in batched calls on one inference thread, whose calls use
- * every core.
+ * process baseline - inference thread - loaded models - one encoder run - headroom) / (per-row bytes
+ * + per-transcription bytes): each slot with a transcription to fill it) and what the cores make
+ * worth batching (ROWS_PER_CORE per core). Every slot shares the one copy: the engine decodes all
+ * running windows in batched calls on one inference thread, whose calls use every core.
+ * transcriptions = twice the slots, or what the memory the slots leave holds, if fewer.
  */
 export function planCapacity(input: PlanInput): CapacityPlan {
   const { machine } = input;
-  const { baselineBytes, threadBytes } = footprints;
+  const { baselineBytes, threadBytes, streamBytes } = footprints;
   const headroomBytes = input.headroomBytes ?? Math.max(HEADROOM_MIN_BYTES, machine.memoryBytes * HEADROOM_SHARE);
   const sized = input.models.map((m) => {
     const size = modelSize(m.id);
@@ -119,7 +136,7 @@ export function planCapacity(input: PlanInput): CapacityPlan {
   const encoderBytes = Math.max(0, ...sized.map((m) => m.footprint.encoderBytes));
   const rowBytes = Math.max(1, ...sized.map((m) => m.footprint.rowBytes));
   const free = machine.memoryBytes - baselineBytes - threadBytes - loadedBytes - encoderBytes - headroomBytes;
-  const memorySlots = Math.max(0, Math.floor(free / rowBytes));
+  const memorySlots = Math.max(0, Math.floor(free / (rowBytes + streamBytes)));
   const cpuSlots = machine.cpus * ROWS_PER_CORE;
 
   let slots = Math.max(1, Math.min(memorySlots, cpuSlots));
@@ -129,6 +146,7 @@ export function planCapacity(input: PlanInput): CapacityPlan {
     limitedBy = "setting";
   }
   const threads = input.threads ?? machine.cpus;
+  const transcriptions = Math.max(1, Math.min(2 * slots, Math.floor((free - slots * rowBytes) / streamBytes)));
 
   const rows = sized.map((m) => {
     const alone = machine.memoryBytes - baselineBytes - threadBytes - m.footprint.residentBytes - m.footprint.encoderBytes - headroomBytes;
@@ -137,7 +155,7 @@ export function planCapacity(input: PlanInput): CapacityPlan {
       dtype: m.dtype,
       size: m.size,
       footprint: m.footprint,
-      memorySlots: Math.max(0, Math.floor(alone / m.footprint.rowBytes)),
+      memorySlots: Math.max(0, Math.floor(alone / (m.footprint.rowBytes + streamBytes))),
       expectedRealtime: 30 / m.footprint.windowSeconds,
     };
   });
@@ -149,9 +167,11 @@ export function planCapacity(input: PlanInput): CapacityPlan {
     encoderBytes,
     headroomBytes,
     rowBytes,
+    streamBytes,
     memorySlots,
     cpuSlots,
     slots,
+    transcriptions,
     threads,
     limitedBy,
     fits: memorySlots >= 1,
@@ -175,8 +195,8 @@ export function roomForModel(plan: CapacityPlan, loaded: PlanInput["models"], ca
   return { fits: taken(next) <= budget, neededBytes, spareBytes };
 }
 
-/** The smallest memory limit under which `plan`'s models leave room for one slot (the default headroom). */
+/** The smallest memory limit under which `plan`'s models leave room for one slot and its transcription (the default headroom). */
 export function minimumMemoryBytes(plan: CapacityPlan): number {
-  const needed = plan.baselineBytes + plan.threadBytes + plan.loadedBytes + plan.encoderBytes + plan.rowBytes;
+  const needed = plan.baselineBytes + plan.threadBytes + plan.loadedBytes + plan.encoderBytes + plan.rowBytes + plan.streamBytes;
   return Math.ceil(Math.max(needed + HEADROOM_MIN_BYTES, needed / (1 - HEADROOM_SHARE)));
 }

@@ -67,6 +67,19 @@ describe("transcribePcm", () => {
     });
   });
 
+  it("has files at once share the windows beyond each one's first, and gives each the transcript it has alone", async () => {
+    const extraWindows = new Limiter({ permits: 1, queueSize: 0, queueTimeoutMs: 0, retryAfterSeconds: () => 1 });
+    const compute = new Limiter({ permits: 8, queueSize: Infinity, queueTimeoutMs: Infinity, retryAfterSeconds: () => 1 });
+    const file = () => transcribePcm({ engine, compute, model: spec, pcm: chunked(audio), vad: "energy", task: "transcribe", parallelWindows: 3, extraWindows });
+    maxInFlight = 0;
+    const together = await Promise.all([file(), file(), file()]);
+    // Each file's first window, and the one extra: not three windows each.
+    expect(maxInFlight).toBe(4);
+    expect(extraWindows.stats.inUse).toBe(0);
+    const alone = await run(1);
+    for (const transcript of together) expect(transcript).toEqual(alone);
+  });
+
   it("gives the same transcript one window at a time", async () => {
     maxInFlight = 0;
     const [one, two] = [await run(1), await run(2)];

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { fileSample, piecesFrom, type Piece, type SpeechDetection, type VadMode } from "../audio/speech-regions.ts";
 import { windowSource, type AudioWindow } from "../audio/windows.ts";
-import type { Limiter } from "../admission/limiter.ts";
+import type { Limiter, Permit } from "../admission/limiter.ts";
 import type { Segment, TokenLogprob, Transcript, Word } from "../transcript.ts";
 import type { Engine } from "./engine.ts";
 import { languageName } from "./languages.ts";
@@ -50,6 +50,12 @@ export interface TranscribeParams {
    * takes its own slot, in line with every other job's windows. Default 1.
    */
   parallelWindows?: number;
+  /**
+   * Shared by every file at once: each window of a file in flight beyond its first takes one, so
+   * that many files at once hold a window each and not parallelWindows each (each window's samples,
+   * and speech found ahead for it, are memory the plan counts once). Without it, no such bound.
+   */
+  extraWindows?: Limiter;
   signal?: AbortSignal;
   onProgress?: (doneSeconds: number) => void;
   /** Told the inference time of each window, for metrics. */
@@ -66,6 +72,8 @@ interface Window {
   cut: boolean;
   /** Stops its wait for a slot when its result is no longer wanted. */
   abort: AbortController;
+  /** Its place among the extra windows (see extraWindows), given back when it settles. */
+  extra: Permit | null;
   /** null for a silent window, which is not decoded. */
   output: Promise<WindowOutput | null>;
 }
@@ -86,14 +94,28 @@ interface Window {
  */
 export async function transcribePcm(params: TranscribeParams): Promise<Transcript> {
   const parallel = Math.max(1, params.parallelWindows ?? 1);
+  const { extraWindows } = params;
+  const inFlight: Window[] = [];
+  /** Windows this file could have in flight now. */
+  const windowsNow = () => {
+    if (!extraWindows) return parallel;
+    const { permits, inUse } = extraWindows.stats;
+    return Math.min(parallel, 1 + inFlight.filter((w) => w.extra).length + permits - inUse);
+  };
   const source = windowSource(params.vad ?? "silero", params.pcm, {
     sampleRate: SAMPLE_RATE,
     windowSamples: WINDOW_SAMPLES,
     vad: params.engine.speechProbabilities,
     detection: params.speechDetection,
-    readAheadSamples: parallel * WINDOW_SAMPLES,
+    readAheadSamples: () => windowsNow() * WINDOW_SAMPLES,
   });
-  const inFlight: Window[] = [];
+  /** Room for another window of the file now, with the extra window's permit it takes; null when there is none. */
+  const room = (): { extra: Permit | null } | null => {
+    if (inFlight.length >= parallel) return null;
+    if (inFlight.length === 0 || !extraWindows) return { extra: null };
+    const extra = extraWindows.tryAcquire();
+    return extra && { extra };
+  };
   const segments: Segment[] = [];
   let language = params.language ?? null;
   let mustIdentify = params.identifyLanguage ?? params.language === undefined;
@@ -143,27 +165,30 @@ export async function transcribePcm(params: TranscribeParams): Promise<Transcrip
     output.then(heard, failed);
     return output;
   };
-  const start = (window: AudioWindow) => {
+  const start = (window: AudioWindow, extra: Permit | null) => {
     const abort = new AbortController();
     const signal = params.signal ? AbortSignal.any([params.signal, abort.signal]) : abort.signal;
     // More audio follows: the next window comes as soon as it is found and has a slot, and this one
     // may wait a little to decode with it.
     // With one window in flight the next is read only once this one is decoded: told that another
     // follows, the decoder held each window 300 ms for a window that could not come.
-    const output = window.silent ? Promise.resolve(null) : decode(window.samples, signal, window.cut && parallel > 1);
+    const output = window.silent ? Promise.resolve(null) : decode(window.samples, signal, window.cut && windowsNow() > inFlight.length + 1);
     // Marked handled here; settle() still sees the failure when it takes this window.
     output.catch(() => undefined);
-    inFlight.push({ samples: window.samples, pieces: window.pieces, cut: window.cut, abort, output });
+    inFlight.push({ samples: window.samples, pieces: window.pieces, cut: window.cut, abort, extra, output });
   };
   const dropInFlight = () => {
     const dropped = inFlight.splice(0);
-    for (const w of dropped) w.abort.abort(new Error("window no longer wanted"));
+    for (const w of dropped) {
+      w.abort.abort(new Error("window no longer wanted"));
+      w.extra?.release();
+    }
     return dropped;
   };
   /** Takes the oldest window's segments; rewinds the stream if it left its last segment open. */
   const settle = async () => {
     const window = inFlight.shift()!;
-    const output = await window.output;
+    const output = await window.output.finally(() => window.extra?.release());
     const length = window.samples.length;
     const chunks = [...(output?.chunks ?? [])];
     let done = fileSample(window.pieces, length, "end");
@@ -202,12 +227,17 @@ export async function transcribePcm(params: TranscribeParams): Promise<Transcrip
   try {
     for (;;) {
       params.signal?.throwIfAborted();
-      if (inFlight.length < parallel) {
-        const window = await source.next();
+      const taken = room();
+      if (taken) {
+        const window = await source.next().catch((err: unknown) => {
+          taken.extra?.release();
+          throw err;
+        });
         if (window) {
-          start(window);
+          start(window, taken.extra);
           continue;
         }
+        taken.extra?.release();
       }
       if (inFlight.length === 0) break;
       await settle();
