@@ -52,6 +52,39 @@ describe("detectMachine", () => {
     });
   });
 
+  it("holds to a limit set on a cgroup above its own (a systemd slice, a pod), the tightest of them, in cgroup v1", () => {
+    // As on a host that runs the service in a cgroup of its own, without a cgroup namespace.
+    const machine = detectMachine(
+      {},
+      files({
+        "/proc/self/cgroup": "9:pids:/\n4:memory:/jobs/slotscribe\n2:cpu,cpuacct:/jobs/slotscribe\n0::/",
+        "/sys/fs/cgroup/memory/jobs/slotscribe/memory.limit_in_bytes": "9223372036854771712",
+        "/sys/fs/cgroup/memory/jobs/memory.limit_in_bytes": String(640 * MiB),
+        [V1_MEMORY]: "9223372036854771712",
+        "/sys/fs/cgroup/cpu/jobs/slotscribe/cpu.cfs_quota_us": "100000",
+        "/sys/fs/cgroup/cpu/jobs/slotscribe/cpu.cfs_period_us": "100000",
+        [V1_QUOTA]: "-1",
+        [V1_PERIOD]: "100000",
+      }),
+    );
+    expect(machine).toEqual({ memoryBytes: 640 * MiB, memorySource: "cgroup v1 memory.limit_in_bytes", cpus: 1, cpuSource: "cgroup v1 cpu.cfs_quota_us" });
+  });
+
+  it("holds to the tightest limit of its own cgroup and those above it in cgroup v2", () => {
+    const machine = detectMachine(
+      {},
+      files({
+        "/proc/self/cgroup": "0::/system.slice/slotscribe.service",
+        "/sys/fs/cgroup/system.slice/slotscribe.service/memory.max": String(2 * GiB),
+        "/sys/fs/cgroup/system.slice/memory.max": String(GiB),
+        [V2_MEMORY]: "max",
+        "/sys/fs/cgroup/system.slice/slotscribe.service/cpu.max": "max 100000",
+        "/sys/fs/cgroup/system.slice/cpu.max": "100000 100000",
+      }),
+    );
+    expect(machine).toEqual({ memoryBytes: GiB, memorySource: "cgroup v2 memory.max", cpus: 1, cpuSource: "cgroup v2 cpu.max" });
+  });
+
   it("reads cgroup v1 limits when there are no cgroup v2 files", () => {
     const machine = detectMachine({}, files({ [V1_MEMORY]: String(3 * GiB), [V1_QUOTA]: "100000", [V1_PERIOD]: "100000" }));
     expect(machine.memoryBytes).toBe(3 * GiB);

@@ -66,16 +66,41 @@ function detectMemory(env: NodeJS.ProcessEnv, read: ReadFile, limits: MachineLim
 }
 
 /**
- * The limit the kernel holds this process to: its cgroup's, else what Node reports as constrained.
+ * The directories of the cgroups that hold this process to their limits, for each cgroup version:
+ * its own (from /proc/self/cgroup) and each above it, up to the mount's root. A limit set on a
+ * parent (a systemd slice, a pod) binds as one on the process's own cgroup does. Inside a container
+ * with its own cgroup namespace, the process's cgroup is the mount's root.
+ */
+function cgroupDirs(read: ReadFile, controller: "memory" | "cpu"): { v2: string[]; v1: string[] } {
+  const lines = (read("/proc/self/cgroup") ?? "").split("\n").map((line) => line.split(":"));
+  const v2 = lines.find(([id]) => id === "0")?.[2] ?? "/";
+  const v1 = lines.find(([, controllers]) => controllers?.split(",").includes(controller))?.[2] ?? "/";
+  const upwards = (root: string, path: string) => {
+    const parts = path.split("/").filter((part) => part && part !== "..");
+    return [...parts.map((_, i) => `${root}/${parts.slice(0, parts.length - i).join("/")}`), root];
+  };
+  return { v2: upwards("/sys/fs/cgroup", v2), v1: upwards(`/sys/fs/cgroup/${controller}`, v1) };
+}
+
+/** The smallest of the numbers `file` holds in `dirs` that `valid` accepts, or null. */
+function tightest(read: ReadFile, dirs: string[], file: string, valid: (n: number) => boolean): number | null {
+  const values = dirs.map((dir) => Number(read(`${dir}/${file}`) ?? Number.NaN)).filter(valid);
+  return values.length > 0 ? Math.min(...values) : null;
+}
+
+/**
+ * The limit the kernel holds this process to: its cgroups', else what Node reports as constrained.
  * A cgroup limit above the machine's memory (docker --memory=64g on a 16 GiB host, or cgroup v1's
  * "no limit", a number near 2^63) is no limit: the machine runs out first.
  */
 function enforcedMemory(read: ReadFile): { memoryBytes: number; memorySource: string } | null {
   const bounded = (bytes: number) => bytes > 0 && bytes < os.totalmem();
-  const v2 = read("/sys/fs/cgroup/memory.max");
-  if (v2 && v2 !== "max" && bounded(Number(v2))) return { memoryBytes: Number(v2), memorySource: "cgroup v2 memory.max" };
-  const v1 = read("/sys/fs/cgroup/memory/memory.limit_in_bytes");
-  if (v1 && bounded(Number(v1))) return { memoryBytes: Number(v1), memorySource: "cgroup v1 memory.limit_in_bytes" };
+  const dirs = cgroupDirs(read, "memory");
+  // cgroup v2 writes "max" for no limit, which Number() makes NaN.
+  const v2 = tightest(read, dirs.v2, "memory.max", bounded);
+  if (v2 !== null) return { memoryBytes: v2, memorySource: "cgroup v2 memory.max" };
+  const v1 = tightest(read, dirs.v1, "memory.limit_in_bytes", bounded);
+  if (v1 !== null) return { memoryBytes: v1, memorySource: "cgroup v1 memory.limit_in_bytes" };
   const constrained = process.constrainedMemory?.() ?? 0;
   if (bounded(constrained)) return { memoryBytes: constrained, memorySource: "process.constrainedMemory()" };
   return null;
@@ -84,16 +109,19 @@ function enforcedMemory(read: ReadFile): { memoryBytes: number; memorySource: st
 function detectCpus(read: ReadFile, limits: MachineLimits): { cpus: number; cpuSource: string } {
   const visible = os.availableParallelism();
   if (limits.cpus !== undefined) return { cpus: limits.cpus, cpuSource: "CPUS" };
-  const v2 = read("/sys/fs/cgroup/cpu.max");
-  if (v2) {
-    const [quota, period] = v2.split(/\s+/);
-    if (quota && quota !== "max" && Number(period) > 0) {
-      return { cpus: Math.max(1, Math.min(visible, Math.floor(Number(quota) / Number(period)))), cpuSource: "cgroup v2 cpu.max" };
-    }
-  }
-  const quota = Number(read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"));
-  const period = Number(read("/sys/fs/cgroup/cpu/cpu.cfs_period_us"));
-  if (quota > 0 && period > 0) return { cpus: Math.max(1, Math.min(visible, Math.floor(quota / period))), cpuSource: "cgroup v1 cpu.cfs_quota_us" };
+  const cores = (quota: number) => Math.max(1, Math.min(visible, Math.floor(quota)));
+  const dirs = cgroupDirs(read, "cpu");
+  const v2 = dirs.v2.flatMap((dir) => {
+    const [quota, period] = (read(`${dir}/cpu.max`) ?? "").split(/\s+/);
+    return quota && quota !== "max" && Number(period) > 0 ? [Number(quota) / Number(period)] : [];
+  });
+  if (v2.length > 0) return { cpus: cores(Math.min(...v2)), cpuSource: "cgroup v2 cpu.max" };
+  const v1 = dirs.v1.flatMap((dir) => {
+    const quota = Number(read(`${dir}/cpu.cfs_quota_us`));
+    const period = Number(read(`${dir}/cpu.cfs_period_us`));
+    return quota > 0 && period > 0 ? [quota / period] : [];
+  });
+  if (v1.length > 0) return { cpus: cores(Math.min(...v1)), cpuSource: "cgroup v1 cpu.cfs_quota_us" };
   return { cpus: visible, cpuSource: "os.availableParallelism()" };
 }
 
