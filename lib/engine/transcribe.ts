@@ -172,7 +172,8 @@ export async function transcribePcm(params: TranscribeParams): Promise<Transcrip
     // may wait a little to decode with it.
     // With one window in flight the next is read only once this one is decoded: told that another
     // follows, the decoder held each window 300 ms for a window that could not come.
-    const output = window.silent ? Promise.resolve(null) : decode(window.samples, signal, window.cut && windowsNow() > inFlight.length + 1);
+    // So also for a file that has no window beyond this one and can take none (see extraWindows).
+    const output = window.silent ? Promise.resolve(null) : decode(window.samples, signal, window.cut && (extra !== null || windowsNow() > 1));
     // Marked handled here; settle() still sees the failure when it takes this window.
     output.catch(() => undefined);
     inFlight.push({ samples: window.samples, pieces: window.pieces, cut: window.cut, abort, extra, output });
