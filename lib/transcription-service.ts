@@ -12,7 +12,7 @@ import type { Metrics } from "./metrics.ts";
 import type { Segment, TokenLogprob, Transcript } from "./transcript.ts";
 import type { SpeechDetection, VadMode } from "./audio/speech-regions.ts";
 import type { FallbackThresholds, ModelInfo, ModelSpec } from "./engine/protocol.ts";
-import { extraWindowsFor, roomForModel, type CapacityPlan } from "./capacity/plan.ts";
+import { roomForModel, type CapacityPlan } from "./capacity/plan.ts";
 
 /** OpenAI refuses shorter audio (audio_too_short): a tenth of a second holds no word to transcribe. */
 const MIN_AUDIO_SECONDS = 0.1;
@@ -137,8 +137,13 @@ export class TranscriptionService {
   /** Requests here waiting for a cluster lease, first come first served. */
   private readonly line: LeaseLine;
   /**
-   * The windows files hold in flight beyond their first, shared: a file alone still fills all slots
-   * but one, and many at once hold a window each, not that many each (see transcribePcm).
+   * A file's windows in flight at most, all slots but one: a file's windows batch together, and a
+   * newcomer's first window still finds a slot free instead of waiting for one of them to finish.
+   */
+  private readonly parallelWindows: number;
+  /**
+   * The windows files hold in flight beyond their first, shared: a file alone still has
+   * parallelWindows, and many at once hold a window each, not that many each (see transcribePcm).
    */
   private readonly extraWindows: Limiter;
 
@@ -149,7 +154,8 @@ export class TranscriptionService {
 
   constructor(private readonly deps: TranscriptionServiceDeps) {
     this.line = new LeaseLine(deps.leases, deps.instanceId);
-    this.extraWindows = new Limiter({ permits: extraWindowsFor(deps.compute.stats.permits), queueSize: 0, queueTimeoutMs: 0, retryAfterSeconds: () => 1 });
+    this.parallelWindows = Math.max(1, deps.compute.stats.permits - 1);
+    this.extraWindows = new Limiter({ permits: Math.max(1, this.parallelWindows - 1), queueSize: 0, queueTimeoutMs: 0, retryAfterSeconds: () => 1 });
   }
 
   /**
@@ -315,9 +321,7 @@ export class TranscriptionService {
         includeLogprobs: request.includeLogprobs,
         wordTimestamps: request.wordTimestamps,
         onSegments: request.onSegments,
-        // All slots but one: a file's windows batch together, and a newcomer's first window still
-        // finds a slot free instead of waiting for one of them to finish.
-        parallelWindows: Math.max(1, this.deps.compute.stats.permits - 1),
+        parallelWindows: this.parallelWindows,
         extraWindows: this.extraWindows,
         signal: abort.signal,
         onProgress: (done) => {

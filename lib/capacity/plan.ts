@@ -52,14 +52,6 @@ export function footprintOf(size: ModelSize, dtype: Dtype): Footprint {
  */
 export const ROWS_PER_CORE = 4;
 
-/**
- * Windows every file at once may hold in flight beyond each one's first: all slots but one for a
- * file alone (its windows batch together, and a newcomer's first window still finds a slot), shared.
- */
-export function extraWindowsFor(slots: number): number {
-  return Math.max(1, slots - 2);
-}
-
 /** Memory kept free beside the plan (runtime, ffmpeg processes, uploads): this share of the limit, at least HEADROOM_MIN_BYTES. */
 const HEADROOM_SHARE = 0.1;
 const HEADROOM_MIN_BYTES = 256 * 2 ** 20;
